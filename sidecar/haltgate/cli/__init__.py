@@ -1,0 +1,1 @@
+"""The ``haltgate`` command line: one group, one module per subcommand."""

@@ -1,0 +1,24 @@
+"""Entry point of the ``haltgate`` command.
+
+Exit codes: 0 success; 1 the command ran and found a problem (an invalid policy, a broken
+audit chain); 2 usage error or a command that is not built yet.
+"""
+
+from __future__ import annotations
+
+import click
+
+from haltgate.cli import policy, unbuilt
+
+EXIT_NOT_BUILT = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="haltgate")
+def main() -> None:
+    """haltgate: governance for AI agents in Kubernetes, enforced on the network."""
+
+
+main.add_command(policy.policy)
+for _command in unbuilt.COMMANDS:
+    main.add_command(_command)

@@ -1,0 +1,30 @@
+"""Subcommands that later work fills in. Each says so and exits 2."""
+
+from __future__ import annotations
+
+import click
+
+_PLANNED: dict[str, str] = {
+    "operator": "Run the Kubernetes operator (admission webhook, policy and pool reconciliation).",
+    "sidecar": "Run the governing proxy next to an agent.",
+    "audit": "Query, verify and export the audit trail.",
+    "guard": "Run the guardrail detectors on text.",
+    "demo": "Run the local end-to-end demo.",
+    "iptables": "Install or remove the egress redirection rules of a pod.",
+}
+
+
+def _make(name: str, summary: str) -> click.Command:
+    @click.command(
+        name=name,
+        help=f"{summary}\n\nNot built yet in this version: exits 2.",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+    def command() -> None:
+        click.echo(f"haltgate {name}: not built yet in this version", err=True)
+        raise SystemExit(2)
+
+    return command
+
+
+COMMANDS: list[click.Command] = [_make(n, s) for n, s in _PLANNED.items()]

@@ -1,0 +1,244 @@
+"""Validation of GovernancePolicy and BudgetPool documents, with field paths.
+
+One function, :func:`validate_document`, used by ``haltgate policy validate``, by the
+admission webhook and by the sidecar when it loads a policy file. It checks the schema
+(the pydantic models of :mod:`haltgate.governance.policy`) and the semantic rules that a
+schema cannot express, and returns *every* problem, each with its field path, e.g.
+``spec.budgets.tokens.limit: must be >= 0``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from haltgate.governance.policy import (
+    BudgetPool,
+    GovernancePolicy,
+    GovernancePolicySpec,
+    GuardAction,
+    RequestKind,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One validation problem. ``warning`` issues do not make a document invalid."""
+
+    path: str
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    document: GovernancePolicy | BudgetPool | None
+    issues: tuple[Issue, ...]
+
+    @property
+    def errors(self) -> tuple[Issue, ...]:
+        return tuple(i for i in self.issues if not i.warning)
+
+    @property
+    def ok(self) -> bool:
+        return self.document is not None and not self.errors
+
+
+class PolicyFileError(Exception):
+    """A policy file could not be read or is invalid; ``issues`` says why."""
+
+    code = "invalid_policy"
+
+    def __init__(self, source: str, issues: Iterable[Issue]) -> None:
+        self.source = source
+        self.issues = tuple(issues)
+        super().__init__(
+            f"{source}: " + "; ".join(str(i) for i in self.issues if not i.warning)
+        )
+
+
+_KINDS: dict[str, type[GovernancePolicy] | type[BudgetPool]] = {
+    "GovernancePolicy": GovernancePolicy,
+    "BudgetPool": BudgetPool,
+}
+
+
+def _path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<document>"
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    match kind:
+        case "greater_than_equal":
+            return f"must be >= {ctx['ge']}"
+        case "greater_than":
+            return f"must be > {ctx['gt']}"
+        case "less_than_equal":
+            return f"must be <= {ctx['le']}"
+        case "less_than":
+            return f"must be < {ctx['lt']}"
+        case "missing":
+            return "required field is missing"
+        case "extra_forbidden":
+            return "unknown field"
+        case "enum" | "literal_error":
+            return f"must be one of {ctx.get('expected', '')}".rstrip()
+        case "string_pattern_mismatch":
+            return f"must match {ctx['pattern']}"
+        case "string_too_short":
+            return f"must be at least {ctx['min_length']} characters"
+        case "string_too_long":
+            return f"must be at most {ctx['max_length']} characters"
+        case _:
+            return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _loc_without_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    # pydantic adds the type tried to the location for unions (e.g. "int", "float").
+    return tuple(p for p in loc if p not in {"int", "float", "str", "bool", "none"})
+
+
+def _compiles(pattern: str) -> str | None:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        return f"invalid regular expression: {e}"
+    return None
+
+
+def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
+    """Rules that the schema cannot express. Paths use the wire (camelCase) names."""
+    issues: list[Issue] = []
+    add = issues.append
+
+    tokens = spec.budgets.tokens
+    if tokens is not None and tokens.limit is None and tokens.input is None and tokens.output is None:
+        add(Issue("spec.budgets.tokens", "set at least one of limit, input, output"))
+
+    seen: set[str] = set()
+    for i, up in enumerate(spec.upstreams):
+        p = f"spec.upstreams[{i}]"
+        if up.name in seen:
+            add(Issue(f"{p}.name", f"duplicate upstream name {up.name!r}"))
+        seen.add(up.name)
+        if up.provider is not None and up.kind is not RequestKind.LLM:
+            add(Issue(f"{p}.provider", "only valid for upstreams of kind llm"))
+
+    seen = set()
+    for i, rule in enumerate(spec.tools.rules):
+        p = f"spec.tools.rules[{i}]"
+        if rule.name in seen:
+            add(Issue(f"{p}.name", f"duplicate rule name {rule.name!r}"))
+        seen.add(rule.name)
+        if (rule.mcp_tools or rule.mcp_servers) and rule.kind not in (None, RequestKind.MCP):
+            add(Issue(f"{p}.mcpTools", "only valid for rules of kind mcp"))
+        if rule.models and rule.kind not in (None, RequestKind.LLM):
+            add(Issue(f"{p}.models", "only valid for rules of kind llm"))
+        for j, c in enumerate(rule.arguments):
+            q = f"{p}.arguments[{j}]"
+            set_ = [n for n, v in (("equals", c.equals), ("in", c.in_), ("regex", c.regex),
+                                   ("maxLength", c.max_length)) if v is not None]
+            if len(set_) != 1:
+                add(Issue(q, "set exactly one of equals, in, regex, maxLength"
+                          + (f" (found {', '.join(set_)})" if set_ else "")))
+            if c.regex is not None and (err := _compiles(c.regex)):
+                add(Issue(f"{q}.regex", err))
+
+    g = spec.guardrails
+    for name, det in (("promptInjection", g.prompt_injection), ("pii", g.pii),
+                      ("secrets", g.secrets)):
+        if det is None:
+            continue
+        p = f"spec.guardrails.{name}"
+        if det.action is GuardAction.REDACT and name == "promptInjection":
+            add(Issue(f"{p}.action", "redact is not available for promptInjection"))
+        for j, pat in enumerate(det.allowlist):
+            if err := _compiles(pat):
+                add(Issue(f"{p}.allowlist[{j}]", err))
+
+    if spec.opa is not None and (spec.opa.rego is None) == (spec.opa.config_map_ref is None):
+        add(Issue("spec.opa", "set exactly one of rego, configMapRef"))
+
+    if spec.pricing.unknown_model == "default" and spec.pricing.default is None:
+        add(Issue("spec.pricing.default", "required when unknownModel is 'default'"))
+
+    if spec.engine.type == "emocore" and not spec.engine.profile:
+        add(Issue("spec.engine.profile", "required when type is 'emocore'"))
+
+    for j, req in enumerate(spec.selector.match_expressions):
+        p = f"spec.selector.matchExpressions[{j}].values"
+        if req.operator in ("Exists", "DoesNotExist") and req.values:
+            add(Issue(p, f"must be empty for operator {req.operator}"))
+        if req.operator in ("In", "NotIn") and not req.values:
+            add(Issue(p, f"must not be empty for operator {req.operator}"))
+
+    if not spec.selector.match_labels and not spec.selector.match_expressions:
+        add(Issue("spec.selector", "empty selector: the policy governs every injected pod "
+                  "in the namespace", warning=True))
+    return issues
+
+
+def validate_document(doc: Any) -> Result:
+    """Validate one parsed YAML/JSON document (a GovernancePolicy or a BudgetPool)."""
+    if not isinstance(doc, Mapping):
+        return Result(None, (Issue("<document>", "must be a mapping (a YAML object)"),))
+    kind = doc.get("kind")
+    model = _KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return Result(None, (Issue("kind", f"must be one of {', '.join(_KINDS)}"),))
+    try:
+        parsed = model.model_validate(doc)
+    except ValidationError as e:
+        issues = []
+        for err in e.errors():
+            loc = _loc_without_union_tags(tuple(err["loc"]))
+            issues.append(Issue(_path(loc), _message(err)))
+        # Unique, in document order: unions can report the same place twice.
+        return Result(None, tuple(dict.fromkeys(issues)))
+    issues = _semantic_policy(parsed.spec) if isinstance(parsed, GovernancePolicy) else []
+    errors = [i for i in issues if not i.warning]
+    return Result(None if errors else parsed, tuple(issues))
+
+
+def load_documents(text: str, source: str = "<input>") -> list[Any]:
+    """Parse a multi-document YAML text. Raises :class:`PolicyFileError` on bad YAML."""
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<document>"
+        raise PolicyFileError(source, [Issue(where, f"invalid YAML: {e}")]) from e
+
+
+def load_policy_file(path: str) -> GovernancePolicy:
+    """Load the single GovernancePolicy of a file, or raise :class:`PolicyFileError`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise PolicyFileError(path, [Issue("<file>", f"cannot read: {e.strerror}")]) from e
+    docs = [d for d in load_documents(text, path)
+            if isinstance(d, Mapping) and d.get("kind") == "GovernancePolicy"]
+    if len(docs) != 1:
+        raise PolicyFileError(path, [Issue("<file>", f"expected exactly one GovernancePolicy, "
+                                             f"found {len(docs)}")])
+    result = validate_document(docs[0])
+    if not result.ok or not isinstance(result.document, GovernancePolicy):
+        raise PolicyFileError(path, result.issues)
+    return result.document
