@@ -1,0 +1,96 @@
+"""Stand-in plain HTTP API (a "generic HTTP tool" for the agent).
+
+Routes: ``GET /items``, ``POST /items``, ``GET|PUT|DELETE /items/{id}``; ``* /echo/...``
+answers what it received (method, path, query, body); ``GET /status/{code}`` answers that
+status; ``GET /bytes/{n}`` answers ``n`` deterministic bytes; ``GET /healthz``.
+``x-standin-behavior: slow`` sleeps 0.3 s first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiohttp import web
+
+from tests.standins._common import behavior, json_response, recording_app, run_cli
+
+ITEMS = {"1": {"id": "1", "name": "alpha"}, "2": {"id": "2", "name": "beta"}}
+MAX_BYTES = 64 * 1024 * 1024
+
+
+@web.middleware
+async def _slow(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    if behavior(request) == "slow":
+        await asyncio.sleep(0.3)
+    return await handler(request)
+
+
+async def list_items(request: web.Request) -> web.Response:
+    return json_response({"items": list(ITEMS.values())})
+
+
+async def create_item(request: web.Request) -> web.Response:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return json_response({"error": "invalid JSON"}, status=400)
+    return json_response({"id": "3", "created": body}, status=201)
+
+
+async def get_item(request: web.Request) -> web.Response:
+    item = ITEMS.get(request.match_info["id"])
+    if item is None:
+        return json_response({"error": "not found"}, status=404)
+    return json_response(item)
+
+
+async def put_item(request: web.Request) -> web.Response:
+    return json_response({"id": request.match_info["id"], "updated": True})
+
+
+async def delete_item(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return json_response({"method": request.method, "path": request.path,
+                          "query": request.query_string,
+                          "body": body.decode("utf-8", "replace")})
+
+
+async def status(request: web.Request) -> web.Response:
+    code = int(request.match_info["code"])
+    return json_response({"status": code}, status=code)
+
+
+async def some_bytes(request: web.Request) -> web.Response:
+    n = min(int(request.match_info["n"]), MAX_BYTES)
+    pattern = bytes(range(256))
+    return web.Response(body=(pattern * (n // 256 + 1))[:n],
+                        content_type="application/octet-stream")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def create_app(*, record: bool = True) -> web.Application:
+    """The stand-in HTTP API application."""
+    app = recording_app(record=record)
+    app.middlewares.append(_slow)
+    app.router.add_get("/items", list_items)
+    app.router.add_post("/items", create_item)
+    app.router.add_get("/items/{id}", get_item)
+    app.router.add_put("/items/{id}", put_item)
+    app.router.add_delete("/items/{id}", delete_item)
+    app.router.add_route("*", "/echo/{tail:.*}", echo)
+    app.router.add_get("/status/{code:[1-5][0-9][0-9]}", status)
+    app.router.add_get("/bytes/{n:[0-9]+}", some_bytes)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+if __name__ == "__main__":
+    run_cli("http_api", create_app)

@@ -1,0 +1,159 @@
+"""Stand-in MCP server over streamable HTTP (JSON-RPC 2.0 on ``POST /mcp``).
+
+Methods: ``initialize``, ``ping``, ``tools/list``, ``tools/call`` and notifications
+(messages without ``id``: answered ``202 Accepted`` with no body when nothing else needs an
+answer). Batches (JSON arrays) are answered with an array of the responses. Tools:
+``echo(text)``, ``add(a, b)``, ``read_file(path)``, ``delete_file(path)``,
+``search(query)`` — all pure and deterministic.
+
+``x-standin-behavior``: ``sse`` (answer as ``text/event-stream``, one ``message`` event per
+response), ``error`` (HTTP 500), ``truncate`` (SSE cut before the answer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tests.standins._common import (
+    behavior,
+    cut_connection,
+    json_response,
+    recording_app,
+    run_cli,
+    sse_event,
+    start_sse,
+)
+
+PROTOCOL_VERSION = "2025-06-18"
+SESSION_ID = "standin-session-1"
+
+TOOLS: list[dict[str, Any]] = [
+    {"name": "echo", "description": "Return the text.",
+     "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}},
+                     "required": ["text"]}},
+    {"name": "add", "description": "Add two numbers.",
+     "inputSchema": {"type": "object", "properties": {"a": {"type": "number"},
+                                                      "b": {"type": "number"}},
+                     "required": ["a", "b"]}},
+    {"name": "read_file", "description": "Read a (pretend) file.",
+     "inputSchema": {"type": "object", "properties": {"path": {"type": "string"}},
+                     "required": ["path"]}},
+    {"name": "delete_file", "description": "Delete a (pretend) file.",
+     "inputSchema": {"type": "object", "properties": {"path": {"type": "string"}},
+                     "required": ["path"]}},
+    {"name": "search", "description": "Search (pretend) documents.",
+     "inputSchema": {"type": "object", "properties": {"query": {"type": "string"}},
+                     "required": ["query"]}},
+]
+
+
+def _text_result(text: str, is_error: bool = False) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": is_error}
+
+
+def call_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one stand-in tool; tool failures are results with ``isError`` (as MCP says)."""
+    match name:
+        case "echo":
+            return _text_result(str(args.get("text", "")))
+        case "add":
+            a, b = args.get("a"), args.get("b")
+            if not isinstance(a, int | float) or not isinstance(b, int | float):
+                return _text_result("a and b must be numbers", is_error=True)
+            return _text_result(str(a + b))
+        case "read_file":
+            return _text_result(f"contents of {args.get('path')}")
+        case "delete_file":
+            return _text_result(f"deleted {args.get('path')}")
+        case "search":
+            return _text_result(f"3 results for {args.get('query')}")
+    return _text_result(f"unknown tool {name}", is_error=True)
+
+
+def _error(msg_id: Any, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
+
+
+def handle_message(msg: Any) -> dict[str, Any] | None:
+    """Answer one JSON-RPC message; ``None`` for notifications and client responses."""
+    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
+        return _error(None, -32600, "invalid request")
+    if "method" not in msg:
+        return None  # a response from the client
+    if "id" not in msg:
+        return None  # a notification
+    msg_id, method, params = msg["id"], msg["method"], msg.get("params") or {}
+    match method:
+        case "initialize":
+            result: dict[str, Any] = {
+                "protocolVersion": params.get("protocolVersion", PROTOCOL_VERSION),
+                "capabilities": {"tools": {"listChanged": False}},
+                "serverInfo": {"name": "standin-mcp", "version": "1.0.0"},
+            }
+        case "ping":
+            result = {}
+        case "tools/list":
+            result = {"tools": TOOLS}
+        case "tools/call":
+            name = params.get("name")
+            args = params.get("arguments") or {}
+            if not isinstance(name, str) or not isinstance(args, dict):
+                return _error(msg_id, -32602, "invalid params")
+            result = call_tool(name, args)
+        case _:
+            return _error(msg_id, -32601, f"method not found: {method}")
+    return {"jsonrpc": "2.0", "id": msg_id, "result": result}
+
+
+async def mcp_post(request: web.Request) -> web.StreamResponse:
+    mode = behavior(request)
+    if mode == "error":
+        return json_response({"error": "stand-in failure"}, status=500)
+    try:
+        payload = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return json_response(_error(None, -32700, "parse error"), status=400)
+    batch = isinstance(payload, list)
+    messages = payload if batch else [payload]
+    if batch and not messages:
+        return json_response(_error(None, -32600, "empty batch"), status=400)
+    answers = [a for a in (handle_message(m) for m in messages) if a is not None]
+    headers = {"Mcp-Session-Id": SESSION_ID}
+    if not answers:
+        return web.Response(status=202, headers=headers)
+    if mode in ("sse", "truncate"):
+        resp = await start_sse(request, **headers)
+        if mode == "truncate":
+            await resp.write(b": keep-alive\n\n")
+            cut_connection(request)
+            return resp
+        for answer in answers:
+            await resp.write(sse_event(answer, "message"))
+        await resp.write_eof()
+        return resp
+    return json_response(answers if batch else answers[0], **headers)
+
+
+async def mcp_get(request: web.Request) -> web.Response:
+    # No server-initiated stream: the spec allows 405 here.
+    return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+
+
+async def mcp_delete(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+def create_app(*, record: bool = True) -> web.Application:
+    """The stand-in MCP application; the endpoint is ``/mcp``."""
+    app = recording_app(record=record)
+    app.router.add_post("/mcp", mcp_post)
+    app.router.add_get("/mcp", mcp_get)
+    app.router.add_delete("/mcp", mcp_delete)
+    return app
+
+
+if __name__ == "__main__":
+    run_cli("mcp", create_app)
