@@ -1,0 +1,217 @@
+"""The audit record: schema, canonical JSON and the per-run hash chain.
+
+A record is what the sidecar knows about one decision. The caller fills in the facts; the
+sink seals the record: it assigns the chain (one per agent run), the sequence number, the
+previous record's hash and the record's own hash. The hash is SHA-256 over the canonical JSON
+form of every field except ``hash`` itself (keys sorted, no whitespace, UTF-8), so editing,
+removing, inserting or reordering a record breaks the chain where it happened.
+
+The canonical JSON line (with ``hash``) is the unit stored everywhere: spool frames, the
+``record`` column in PostgreSQL and the lines of an S3 export. Verification always recomputes
+from that text, never from typed columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "GENESIS_HASH",
+    "SCHEMA_VERSION",
+    "AuditRecord",
+    "ChainHead",
+    "Chainer",
+    "Phase",
+    "canonical_json",
+    "chain_id_for",
+    "record_hash",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the record layout, stored in every record as ``v``."""
+
+GENESIS_HASH = "0" * 64
+"""``prev_hash`` of the first record of a chain."""
+
+Phase = Literal["intent", "outcome", "connection"]
+PayloadMode = Literal["none", "redacted", "full"]
+
+_SORTED = orjson.OPT_SORT_KEYS
+_CHAIN_FIELDS = frozenset({"chain_id", "seq", "prev_hash", "hash"})
+
+
+def _new_record_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """One audit record. The caller sets the facts; the sink assigns the chain fields.
+
+    ``time`` is epoch seconds (float) as given by the caller, the same clock as the budget
+    engine's event timestamps. Dictionaries and lists must be JSON-ready (str keys; str, int,
+    float, bool, None, list, dict values).
+    """
+
+    decision_id: str
+    """Id of the decision; also sent to the agent in ``x-haltgate-decision-id``."""
+    time: float
+    """When the decision was made, epoch seconds."""
+    phase: Phase
+    """``intent`` (before forwarding), ``outcome`` (after) or ``connection`` (tunnel)."""
+    namespace: str = ""
+    workload: str = ""
+    pod: str = ""
+    run_id: str = ""
+    kind: str | None = None
+    """``llm``, ``mcp``, ``http``, ``connection``, or ``None`` when unclassified."""
+    target: str = ""
+    """Method and URL (or host:port for a connection), e.g. ``POST https://h/v1/x``."""
+    model: str | None = None
+    tool: str | None = None
+    """MCP tool name (first of a batch) or HTTP tool rule, if any."""
+    args_digest: str | None = None
+    """SHA-256 of the tool arguments (or request body), hex, so repeats are visible."""
+    decision: str = "allow"
+    """``allow`` or ``deny``."""
+    failure_type: str | None = None
+    """EXHAUSTION, STAGNATION, OVERRISK, SAFETY or EXTERNAL when the decision is a halt."""
+    code: str | None = None
+    """Stable snake_case reason code, e.g. ``tokens_exhausted``."""
+    message: str | None = None
+    budget_before: Mapping[str, Any] | None = None
+    budget_after: Mapping[str, Any] | None = None
+    usage: Mapping[str, Any] | None = None
+    cost_usd: float | None = None
+    findings: tuple[Mapping[str, Any], ...] = ()
+    """Guardrail findings (detector, entity, action, ...): never the matched text."""
+    status: int | None = None
+    """Upstream HTTP status on an outcome."""
+    latency_ms: float | None = None
+    payload_mode: PayloadMode = "none"
+    payload: Any = None
+    """What the policy asked to keep of the bodies (already redacted by the caller)."""
+    record_id: str = field(default_factory=_new_record_id)
+    v: int = SCHEMA_VERSION
+    chain_id: str | None = None
+    """Assigned by the sink (``chain_id_for``) unless the caller sets it."""
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+
+    @property
+    def sealed(self) -> bool:
+        """True once the sink assigned chain, sequence number and hashes."""
+        return self.hash is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dictionary of every field."""
+        doc = asdict(self)
+        doc["findings"] = list(self.findings)
+        return doc
+
+    def canonical(self) -> bytes:
+        """Canonical JSON of the whole record (with ``hash``): the stored form."""
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> AuditRecord:
+        """Inverse of ``to_dict``; unknown keys (a newer schema) are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(doc) - known
+        if unknown:
+            raise ValueError(f"unknown audit record fields: {sorted(unknown)}")
+        data = dict(doc)
+        data["findings"] = tuple(data.get("findings") or ())
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> AuditRecord:
+        """Parse one canonical JSON line."""
+        return cls.from_dict(orjson.loads(line))
+
+
+def canonical_json(doc: Mapping[str, Any]) -> bytes:
+    """Sorted keys, no whitespace, UTF-8 (orjson's compact output)."""
+    return orjson.dumps(doc, option=_SORTED)
+
+
+def record_hash(doc: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) over the canonical JSON of ``doc`` without its ``hash`` key."""
+    body = {k: v for k, v in doc.items() if k != "hash"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def chain_id_for(record: AuditRecord) -> str:
+    """Default chain of a record: one per agent run in one pod.
+
+    The pod is part of it because two replicas may carry the same run id while each writes
+    its own spool; a restarted container keeps its pod name and spool and so its chain.
+    """
+    return f"{record.namespace}/{record.pod}/{record.run_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """Last sealed record of a chain: its sequence number and hash."""
+
+    seq: int
+    hash: str
+
+
+class Chainer:
+    """Assigns chain fields in append order. Thread-safe; one per spool (or memory sink).
+
+    ``heads`` restores the chains after a restart so a sidecar continues its runs' chains.
+    """
+
+    def __init__(self, heads: Mapping[str, ChainHead] | None = None) -> None:
+        self._heads: dict[str, ChainHead] = dict(heads or {})
+        self._lock = threading.Lock()
+
+    def seal(self, record: AuditRecord) -> tuple[AuditRecord, bytes]:
+        """Return the sealed record and its canonical JSON line (without newline)."""
+        with self._lock:
+            return self._seal_locked(record)
+
+    def _seal_locked(self, record: AuditRecord) -> tuple[AuditRecord, bytes]:
+        chain = record.chain_id or chain_id_for(record)
+        head = self._heads.get(chain)
+        seq = 1 if head is None else head.seq + 1
+        prev = GENESIS_HASH if head is None else head.hash
+        doc = record.to_dict()
+        doc.update(chain_id=chain, seq=seq, prev_hash=prev)
+        doc.pop("hash", None)
+        body = canonical_json(doc)
+        digest = hashlib.sha256(body).hexdigest()
+        self._heads[chain] = ChainHead(seq, digest)
+        sealed = replace(record, chain_id=chain, seq=seq, prev_hash=prev, hash=digest)
+        doc["hash"] = digest
+        return sealed, canonical_json(doc)
+
+    def advance(self, chain: str, head: ChainHead) -> None:
+        """Record ``head`` as the chain's last record (recovery replays the spool)."""
+        with self._lock:
+            self._heads[chain] = head
+
+    def head(self, chain: str) -> ChainHead | None:
+        """Current head of ``chain``."""
+        with self._lock:
+            return self._heads.get(chain)
+
+    def heads(self) -> dict[str, ChainHead]:
+        """Copy of all chain heads."""
+        with self._lock:
+            return dict(self._heads)
+
+
+def is_chain_field(name: str) -> bool:
+    """True for the fields the sink assigns."""
+    return name in _CHAIN_FIELDS

@@ -1,0 +1,527 @@
+"""The local audit spool: append-only segment files with group commit.
+
+Layout of a spool directory::
+
+    00000000000000000001.seg   segments, numbered; only the newest one is appended to
+    heads.json                 chain heads of segments already shipped and removed
+    shipped.json               the shipper's acknowledged position (segment, offset)
+    writer.lock / shipper.lock one writer and one shipper at a time (flock)
+    compact.lock               held while shipped segments are folded into heads.json
+
+A segment starts with an 8-byte magic and holds frames: ``<u32 length><u32 crc32>`` then the
+record's canonical JSON. The writer thread takes every record queued while the previous
+commit was in flight, writes them with one ``write`` and makes them durable with one
+``fdatasync``: concurrent calls share a commit, a lone call pays one. ``intent()`` returns
+only after its record is durable.
+
+Recovery (writer start): chain heads come from ``heads.json`` and a replay of the remaining
+segments; a frame that is short or fails its CRC ends the valid part of its segment: the
+bytes from there on are moved to ``<segment>.torn-<offset>`` and the segment is truncated,
+so every record before it is kept and shipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from haltgate.governance.audit.metrics import AuditMetrics
+from haltgate.governance.audit.record import AuditRecord, Chainer, ChainHead
+from haltgate.governance.audit.sink import AuditUnavailableError, SpoolFullError
+
+__all__ = [
+    "MAGIC",
+    "Frame",
+    "SpoolAuditSink",
+    "SpoolPosition",
+    "SpoolSettings",
+    "iter_frames",
+    "list_segments",
+    "read_heads",
+    "write_json_atomic",
+]
+
+log = logging.getLogger("haltgate.audit.spool")
+
+MAGIC = b"HGAUD\x00\x01\n"
+"""First 8 bytes of every segment (format version 1)."""
+_HEADER = struct.Struct("<II")
+_MAX_FRAME = 16 * 1024 * 1024
+"""A length above this is corruption, not a record (records are small)."""
+SEGMENT_SUFFIX = ".seg"
+HEADS_FILE = "heads.json"
+SHIPPED_FILE = "shipped.json"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSettings:
+    """How the spool behaves. Validated at construction."""
+
+    directory: Path
+    """Spool directory on a volume that survives container restarts."""
+    max_bytes: int = 256 * 1024 * 1024
+    """Upper bound of all segments together (bytes). Past it, ``on_full`` applies."""
+    segment_bytes: int = 16 * 1024 * 1024
+    """A segment is closed and a new one started past this size (bytes)."""
+    on_full: Literal["block", "continue"] = "block"
+    """``block``: raise SpoolFullError (the sidecar refuses the call). ``continue``: drop the
+    record, count it in ``haltgate_audit_records_dropped_total`` and log an error."""
+    fsync: bool = True
+    """fdatasync every commit. Off only in benchmarks of the rest of the path."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directory", Path(self.directory))
+        if self.segment_bytes < 4096:
+            raise ValueError("spool segment_bytes must be at least 4096")
+        if self.max_bytes < 2 * self.segment_bytes:
+            raise ValueError("spool max_bytes must be at least twice segment_bytes")
+        if self.on_full not in ("block", "continue"):
+            raise ValueError("spool on_full must be 'block' or 'continue'")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SpoolPosition:
+    """A place in the spool: segment number and byte offset in it."""
+
+    segment: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One record as read back: where it ends and its canonical JSON."""
+
+    segment: int
+    offset: int
+    end: int
+    data: bytes
+
+
+def segment_path(directory: Path, number: int) -> Path:
+    """Path of segment ``number``."""
+    return directory / f"{number:020d}{SEGMENT_SUFFIX}"
+
+
+def list_segments(directory: Path) -> list[int]:
+    """Segment numbers present, ascending."""
+    numbers = []
+    for entry in os.scandir(directory):
+        name = entry.name
+        if name.endswith(SEGMENT_SUFFIX) and name[: -len(SEGMENT_SUFFIX)].isdigit():
+            numbers.append(int(name[: -len(SEGMENT_SUFFIX)]))
+    return sorted(numbers)
+
+
+def spool_bytes(directory: Path) -> int:
+    """Total size of the segments (what ``max_bytes`` bounds)."""
+    total = 0
+    for entry in os.scandir(directory):
+        if entry.name.endswith(SEGMENT_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                total += entry.stat().st_size
+    return total
+
+
+def iter_frames(
+    data: bytes, segment: int, start: int = 0
+) -> tuple[list[Frame], int, str | None]:
+    """Parse frames of one segment's bytes from ``start``.
+
+    Returns the frames, the offset where parsing stopped and why it stopped early
+    (``None`` at a clean end, else a short reason: a torn or corrupt frame).
+    """
+    frames: list[Frame] = []
+    if start == 0:
+        if len(data) < len(MAGIC):
+            return frames, 0, "short segment header" if data else None
+        if data[: len(MAGIC)] != MAGIC:
+            return frames, 0, "bad segment magic"
+        start = len(MAGIC)
+    pos = start
+    end = len(data)
+    header = _HEADER.size
+    while pos < end:
+        if end - pos < header:
+            return frames, pos, "short frame header"
+        length, crc = _HEADER.unpack_from(data, pos)
+        if length == 0 or length > _MAX_FRAME:
+            return frames, pos, f"bad frame length {length}"
+        body_start = pos + header
+        if body_start + length > end:
+            return frames, pos, "short frame body"
+        body = data[body_start : body_start + length]
+        if zlib.crc32(body) != crc:
+            return frames, pos, "frame checksum mismatch"
+        frames.append(Frame(segment, pos, body_start + length, body))
+        pos = body_start + length
+    return frames, pos, None
+
+
+def encode_frame(line: bytes) -> bytes:
+    """Frame one canonical JSON line."""
+    return _HEADER.pack(len(line), zlib.crc32(line)) + line
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    """Replace ``path`` with ``doc`` durably: temp file, fsync, rename, fsync directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, orjson.dumps(doc))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_heads(directory: Path) -> dict[str, ChainHead]:
+    """Chain heads of shipped-and-removed segments (empty when none were removed)."""
+    try:
+        raw = (directory / HEADS_FILE).read_bytes()
+    except FileNotFoundError:
+        return {}
+    doc = orjson.loads(raw)
+    return {chain: ChainHead(int(h["seq"]), str(h["hash"])) for chain, h in doc.items()}
+
+
+@contextlib.contextmanager
+def flocked(path: Path, *, blocking: bool = True) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``path`` for the duration of the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        flags = fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB
+        try:
+            fcntl.flock(fd, flags)
+        except BlockingIOError as e:
+            raise AuditUnavailableError(f"{path} is held by another process") from e
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def recover(directory: Path, metrics: AuditMetrics | None = None) -> dict[str, ChainHead]:
+    """Repair torn tails and return the chain heads of everything in the spool.
+
+    Called by the writer at start with ``compact.lock`` held, so the shipper cannot fold a
+    segment into ``heads.json`` while we read both.
+    """
+    heads = read_heads(directory)
+    for number in list_segments(directory):
+        path = segment_path(directory, number)
+        data = path.read_bytes()
+        frames, stop, reason = iter_frames(data, number)
+        if reason is not None:
+            _move_tail_aside(path, data, stop, reason)
+            if metrics is not None:
+                metrics.torn_frames.inc()
+        for frame in frames:
+            doc = orjson.loads(frame.data)
+            heads[doc["chain_id"]] = ChainHead(int(doc["seq"]), str(doc["hash"]))
+    return heads
+
+
+def _move_tail_aside(path: Path, data: bytes, stop: int, reason: str) -> None:
+    aside = path.with_name(f"{path.name}.torn-{stop}")
+    log.error(
+        "audit spool: %s in %s at byte %d; keeping %d bytes before it, moving %d bytes to %s",
+        reason, path.name, stop, stop, len(data) - stop, aside.name,
+    )
+    aside.write_bytes(data[stop:])
+    with path.open("r+b") as f:
+        if stop == 0:
+            f.truncate(0)
+            f.write(MAGIC)
+        else:
+            f.truncate(stop)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(path.parent)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[None] | concurrent.futures.Future[None]
+
+
+@dataclass(slots=True)
+class _Batch:
+    frames: list[bytes] = field(default_factory=list)
+    waiters: list[_Waiter] = field(default_factory=list)
+    nbytes: int = 0
+
+
+class SpoolWriter:
+    """Owns the active segment and the writer thread (group commit)."""
+
+    def __init__(self, settings: SpoolSettings, metrics: AuditMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else AuditMetrics()
+        directory = settings.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._writer_lock_cm = flocked(directory / "writer.lock", blocking=False)
+        self._writer_lock_cm.__enter__()
+        try:
+            with flocked(directory / "compact.lock"):
+                heads = recover(directory, self.metrics)
+            self.chainer = Chainer(heads)
+            segments = list_segments(directory)
+            self._segment = segments[-1] if segments else 0
+            self._fd = -1
+            self._size = 0
+            if self._segment:
+                self._open_segment(self._segment, create=False)
+            else:
+                self._roll()
+            self._spooled = spool_bytes(directory)
+        except BaseException:
+            self._writer_lock_cm.__exit__(None, None, None)
+            raise
+        self._last_rescan = time.monotonic()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending = _Batch()
+        self._failed: AuditUnavailableError | None = None
+        self._closing = False
+        self.metrics.spool_bytes.set(self._spooled)
+        self._thread = threading.Thread(target=self._run, name="haltgate-audit-spool",
+                                        daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- segment files
+
+    def _open_segment(self, number: int, *, create: bool) -> None:
+        path = segment_path(self.settings.directory, number)
+        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
+        fd = os.open(path, flags, 0o600)
+        if create:
+            os.write(fd, MAGIC)
+            os.fsync(fd)
+            _fsync_dir(self.settings.directory)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+        self._segment = number
+        self._size = os.fstat(fd).st_size
+
+    def _roll(self) -> None:
+        self._open_segment(self._segment + 1, create=True)
+
+    # ---------------------------------------------------------------- enqueue
+
+    def _capacity_ok(self, nbytes: int) -> bool:
+        limit = self.settings.max_bytes
+        if self._spooled + nbytes <= limit:
+            return True
+        # The shipper removes segments behind our back: recount before saying full, at
+        # most every 50 ms so a full spool does not turn every call into a directory scan.
+        now = time.monotonic()
+        if now - self._last_rescan >= 0.05:
+            self._last_rescan = now
+            self._spooled = spool_bytes(self.settings.directory) + self._pending.nbytes
+            self.metrics.spool_bytes.set(self._spooled)
+        return self._spooled + nbytes <= limit
+
+    def submit(self, record: AuditRecord, waiter: _Waiter) -> bool:
+        """Seal and queue ``record``; ``False`` when dropped (spool full, ``continue``)."""
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            if self._closing:
+                raise AuditUnavailableError("audit spool is closed")
+            # A sealed record is about 600 bytes; check with a generous estimate first so a
+            # refused record never consumes a sequence number.
+            if not self._capacity_ok(4096):
+                if self.settings.on_full == "block":
+                    self.metrics.refusals.labels(code=SpoolFullError.code).inc()
+                    raise SpoolFullError(
+                        f"audit spool {self.settings.directory} is full "
+                        f"({self._spooled} of {self.settings.max_bytes} bytes): is the shipper "
+                        "running and PostgreSQL reachable?"
+                    )
+                self.metrics.records_dropped.labels(reason="spool_full").inc()
+                log.error("audit spool full: record %s dropped (onSpoolFull=continue)",
+                          record.decision_id)
+                return False
+            _, line = self.chainer.seal(record)
+            frame = encode_frame(line)
+            batch = self._pending
+            batch.frames.append(frame)
+            batch.waiters.append(waiter)
+            batch.nbytes += len(frame)
+            self._spooled += len(frame)
+            self._wake.notify()
+        return True
+
+    # ---------------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending.frames and not self._closing:
+                    self._wake.wait()
+                batch = self._pending
+                self._pending = _Batch()
+                closing = self._closing
+            if batch.frames:
+                self._commit(batch)
+            if closing and not batch.frames:
+                return
+
+    def _commit(self, batch: _Batch) -> None:
+        error: AuditUnavailableError | None = None
+        started = time.perf_counter()
+        try:
+            if self._size > len(MAGIC) and self._size + batch.nbytes > self.settings.segment_bytes:
+                self._roll()
+            data = b"".join(batch.frames)
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self.settings.fsync:
+                os.fdatasync(self._fd)
+            self._size += len(data)
+        except OSError as e:
+            # After a failed write or fsync the file's state is unknown (fsyncgate): stop
+            # accepting records rather than risk a hole; a restart recovers from disk.
+            error = AuditUnavailableError(f"audit spool write failed: {e}")
+            with self._lock:
+                self._failed = error
+                self._closing = True
+            log.error("audit spool: %s; refusing further records", e)
+        else:
+            self.metrics.fsync_seconds.observe(time.perf_counter() - started)
+            self.metrics.group_size.observe(len(batch.frames))
+            self.metrics.records_spooled.inc(len(batch.frames))
+            self.metrics.spool_bytes.set(self._spooled)
+        _resolve(batch.waiters, error)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Commit what is queued, stop the thread, close the segment, release the lock."""
+        with self._lock:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout=30)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._writer_lock_cm.__exit__(None, None, None)
+
+
+def _resolve(waiters: list[_Waiter], error: AuditUnavailableError | None) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for w in waiters:
+        if w.loop is None:
+            cf = w.future
+            assert isinstance(cf, concurrent.futures.Future)
+            if error is None:
+                cf.set_result(None)
+            else:
+                cf.set_exception(error)
+        else:
+            af = w.future
+            assert isinstance(af, asyncio.Future)
+            by_loop.setdefault(w.loop, []).append(af)
+    for loop, futures in by_loop.items():
+        # One wake-up per loop per commit, not one per record.
+        with contextlib.suppress(RuntimeError):  # loop already closed: nobody waits
+            loop.call_soon_threadsafe(_settle, futures, error)
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for fut in futures:
+        if fut.done():
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+
+class SpoolAuditSink:
+    """The production :class:`AuditSink`: every record durable in the local spool.
+
+    ``intent`` and ``outcome`` return once the record's group commit reached the disk.
+    Errors: :class:`SpoolFullError` (spool full, policy ``block``) and
+    :class:`AuditUnavailableError` (write or fsync failed, or closed): refuse the call.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str | None = None,
+        *,
+        settings: SpoolSettings | None = None,
+        metrics: AuditMetrics | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is None:
+            if directory is None:
+                raise ValueError("SpoolAuditSink needs a directory or settings")
+            settings = SpoolSettings(directory=Path(directory), **options)
+        self.settings = settings
+        self._writer = SpoolWriter(settings, metrics)
+        self.metrics = self._writer.metrics
+
+    @property
+    def chain_heads(self) -> dict[str, ChainHead]:
+        """Last sealed record per chain (includes records being committed)."""
+        return self._writer.chainer.heads()
+
+    async def _append(self, record: AuditRecord) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if self._writer.submit(record, _Waiter(loop, fut)):
+            await fut
+
+    async def intent(self, record: AuditRecord) -> None:
+        """Durably append the intent record (see class docstring for errors)."""
+        await self._append(record)
+
+    async def outcome(self, record: AuditRecord) -> None:
+        """Durably append the outcome or connection record."""
+        await self._append(record)
+
+    def append_blocking(self, record: AuditRecord, timeout: float = 30.0) -> None:
+        """Synchronous append for code without an event loop (CLI tools, benchmarks)."""
+        cf: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self._writer.submit(record, _Waiter(None, cf)):
+            cf.result(timeout=timeout)
+
+    def submit_nowait(self, record: AuditRecord) -> concurrent.futures.Future[None] | None:
+        """Queue ``record``; the returned future completes when it is durable."""
+        cf: concurrent.futures.Future[None] = concurrent.futures.Future()
+        return cf if self._writer.submit(record, _Waiter(None, cf)) else None
+
+    async def close(self) -> None:
+        """Commit queued records and release the spool."""
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
+
+    def close_blocking(self) -> None:
+        """``close`` without an event loop."""
+        self._writer.close()

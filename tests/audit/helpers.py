@@ -1,0 +1,37 @@
+"""Record factories shared by the audit tests."""
+
+from __future__ import annotations
+
+from haltgate.governance.audit import AuditRecord
+
+BASE_TIME = 1_790_000_000.0  # 2026-09-21, fixed so partitions and filters are predictable
+
+
+def make_record(i: int = 0, *, run: str = "run-1", pod: str = "agent-0", phase: str = "intent",
+                **overrides: object) -> AuditRecord:
+    """A plausible record; ``i`` varies time, target and decision."""
+    fields: dict[str, object] = dict(
+        decision_id=f"d-{run}-{i}",
+        time=BASE_TIME + i * 0.001,
+        phase=phase,
+        namespace="team-a",
+        workload="researcher",
+        pod=pod,
+        run_id=run,
+        kind="mcp" if i % 3 == 0 else "llm",
+        target="POST https://api.example.test/v1/chat/completions",
+        model="gpt-4o-mini",
+        tool="search" if i % 3 == 0 else None,
+        args_digest="ab" * 32,
+        decision="deny" if i % 10 == 9 else "allow",
+        failure_type="EXHAUSTION" if i % 10 == 9 else None,
+        code="tokens_exhausted" if i % 10 == 9 else None,
+        budget_before={"tokens": {"used": float(i), "reserved": 0.0, "limit": 1e6}},
+        usage={"input_tokens": 12, "output_tokens": 30},
+        cost_usd=0.00042,
+        findings=({"detector": "pii", "entity": "EMAIL", "action": "redact"},) if i % 7 == 0
+        else (),
+        latency_ms=1.5,
+    )
+    fields.update(overrides)
+    return AuditRecord(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,68 @@
+"""Sealing, canonical JSON and the hash chain of audit records."""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+import pytest
+
+from haltgate.governance.audit import (
+    GENESIS_HASH,
+    AuditRecord,
+    AuditSink,
+    AuditUnavailableError,
+    MemoryAuditSink,
+    canonical_json,
+    record_hash,
+)
+from haltgate.governance.audit.record import Chainer, ChainHead
+from tests.audit.helpers import make_record
+
+
+def test_canonical_json_is_sorted_compact_utf8() -> None:
+    out = canonical_json({"b": 1, "a": {"d": "é", "c": [1.5, None]}})
+    assert out == '{"a":{"c":[1.5,null],"d":"é"},"b":1}'.encode()
+
+
+def test_seal_links_records_and_hash_covers_every_field() -> None:
+    chainer = Chainer()
+    first, line1 = chainer.seal(make_record(0))
+    second, line2 = chainer.seal(make_record(1))
+    assert (first.seq, first.prev_hash) == (1, GENESIS_HASH)
+    assert (second.seq, second.prev_hash) == (2, first.hash)
+    assert first.chain_id == "team-a/agent-0/run-1"
+    doc = orjson.loads(line1)
+    assert doc["hash"] == first.hash == record_hash(doc)
+    body = {k: v for k, v in doc.items() if k != "hash"}
+    assert hashlib.sha256(canonical_json(body)).hexdigest() == first.hash
+    doc["cost_usd"] = 0.5
+    assert record_hash(doc) != first.hash
+    assert AuditRecord.from_json(line2) == second
+
+
+def test_chains_are_per_run_and_resume_from_heads() -> None:
+    chainer = Chainer({"team-a/agent-0/run-1": ChainHead(41, "f" * 64)})
+    resumed, _ = chainer.seal(make_record(0))
+    other, _ = chainer.seal(make_record(0, run="run-2"))
+    assert (resumed.seq, resumed.prev_hash) == (42, "f" * 64)
+    assert (other.seq, other.prev_hash) == (1, GENESIS_HASH)
+
+
+def test_from_dict_rejects_unknown_fields() -> None:
+    doc = make_record(0).to_dict()
+    doc["surprise"] = 1
+    with pytest.raises(ValueError, match="surprise"):
+        AuditRecord.from_dict(doc)
+
+
+async def test_memory_sink_seals_in_order_and_refuses_after_close() -> None:
+    sink = MemoryAuditSink()
+    assert isinstance(sink, AuditSink)
+    await sink.intent(make_record(0))
+    await sink.outcome(make_record(1, phase="outcome"))
+    assert [r.seq for r in sink.records] == [1, 2]
+    assert all(r.sealed for r in sink.records)
+    await sink.close()
+    with pytest.raises(AuditUnavailableError):
+        await sink.intent(make_record(2))
