@@ -1,0 +1,561 @@
+"""Tool authorization: the ``spec.tools`` rules, compiled once, checked on every call.
+
+A rule matches a call when every matcher it sets matches (an empty list matches anything):
+
+- target matchers: ``kind``, ``hosts`` (globs, case-insensitive), ``methods``, ``paths``
+  (globs, ``*`` stays within one path segment, ``**`` crosses segments, the query string is
+  ignored), ``models`` (globs), ``mcpServers`` (globs over the upstream alias, the tool
+  call's server and the host);
+- tool matchers: ``mcpTools`` (globs over the tool name) and ``arguments`` (constraints on
+  the tool arguments, all of which must hold).
+
+Deny wins: if any deny rule matches, the call is denied whatever the allow rules say. Else
+the call is allowed if an allow rule matches, else ``spec.tools.default`` decides (deny
+unless the policy says otherwise). A JSON-RPC batch with several ``tools/call`` is allowed
+only if every tool call in it is.
+
+MCP protocol messages other than ``tools/call`` (``initialize``, ``tools/list``, ``ping``,
+notifications) carry no tool: allow rules apply to them by their target matchers only (an
+agent allowed to call some tool of a server may talk MCP to that server), and deny rules
+that name tools or argument constraints do not apply to them (they deny tools, not the
+server). ``tools/list`` responses are filtered with :meth:`ToolAuthorizer.filter_tools_list`.
+
+Everything that can be compiled is compiled in the constructor (globs to one regular
+expression per matcher, JSON paths to key tuples), so :meth:`ToolAuthorizer.authorize` does
+no parsing on the hot path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from haltgate.governance.policy import Action, ArgumentConstraint, RequestKind, ToolRule, Tools
+from haltgate.governance.request import CallView, ToolCall
+
+__all__ = [
+    "CODE_ARGUMENT_CONSTRAINT_FAILED",
+    "CODE_TOOL_DENIED",
+    "CODE_TOOL_NOT_ALLOWED",
+    "AuthzResult",
+    "ToolAuthorizer",
+    "compile_glob",
+    "compile_json_path",
+    "find_conflicts",
+    "lookup_json_path",
+]
+
+CODE_TOOL_DENIED: Final = "tool_denied"
+"""A deny rule matched."""
+CODE_TOOL_NOT_ALLOWED: Final = "tool_not_allowed"
+"""No allow rule matched and the default is deny."""
+CODE_ARGUMENT_CONSTRAINT_FAILED: Final = "argument_constraint_failed"
+"""An allow rule matched the target and tool, but its argument constraints did not hold."""
+
+MCP_TOOLS_CALL: Final = "tools/call"
+
+_MISSING: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzResult:
+    """The outcome of tool authorization for one call.
+
+    ``rule`` names the deciding rule (``None`` when the default decided). ``risk`` is the
+    risk weight of the call: for an allowed call the sum over its tool calls of the highest
+    weight among the allow rules that matched each; for a denied call the weight of the
+    deny rule (the sidecar may charge it, attempts at forbidden tools are risky too).
+    """
+
+    allowed: bool
+    rule: str | None
+    risk: float
+    code: str | None
+    message: str
+
+
+# --------------------------------------------------------------------------- compilation
+
+
+def compile_glob(
+    patterns: Iterable[str], *, separator: str | None = None, ignore_case: bool = False
+) -> re.Pattern[str] | None:
+    """Compile glob patterns into one anchored regular expression (``None`` if none given).
+
+    ``*`` matches any run of characters except ``separator`` (any run at all when
+    ``separator`` is ``None``), ``**`` matches any run including the separator, ``?`` one
+    character other than the separator. Everything else is literal.
+    """
+    alternatives: list[str] = []
+    for pattern in patterns:
+        alternatives.append(_glob_to_regex(pattern, separator))
+    if not alternatives:
+        return None
+    flags = re.IGNORECASE if ignore_case else 0
+    return re.compile("(?:" + "|".join(alternatives) + r")\Z", flags | re.DOTALL)
+
+
+def _glob_to_regex(pattern: str, separator: str | None) -> str:
+    one = "." if separator is None else f"[^{re.escape(separator)}]"
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "*":
+            if i + 1 < n and pattern[i + 1] == "*":
+                out.append(".*")
+                i += 2
+                continue
+            out.append(f"{one}*")
+        elif ch == "?":
+            out.append(one)
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out)
+
+
+_PATH_STEP = re.compile(r"\.([A-Za-z0-9_-]+)|\[([0-9]+)\]")
+
+
+def compile_json_path(path: str) -> tuple[str | int, ...]:
+    """Compile the JSON-path subset ``$``, ``.key``, ``[index]`` into a tuple of steps.
+
+    Raises :class:`ValueError` for anything else (the policy schema already rejects it).
+    """
+    if not path.startswith("$"):
+        raise ValueError(f"JSON path must start with '$': {path!r}")
+    steps: list[str | int] = []
+    pos = 1
+    while pos < len(path):
+        m = _PATH_STEP.match(path, pos)
+        if m is None:
+            raise ValueError(f"unsupported JSON path syntax at offset {pos}: {path!r}")
+        key, index = m.group(1), m.group(2)
+        steps.append(key if key is not None else int(index))
+        pos = m.end()
+    return tuple(steps)
+
+
+def lookup_json_path(document: Any, steps: Sequence[str | int]) -> Any:
+    """Follow compiled ``steps`` into ``document``; returns ``_MISSING`` when absent.
+
+    A key step only enters an object, an index step only a list: ``$.0`` never indexes a list
+    and ``$[0]`` never reads a key ``"0"``.
+    """
+    value = document
+    for step in steps:
+        if isinstance(step, str):
+            if not isinstance(value, dict) or step not in value:
+                return _MISSING
+            value = value[step]
+        else:
+            if not isinstance(value, list) or step >= len(value):
+                return _MISSING
+            value = value[step]
+    return value
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality with JSON types: ``true`` is not ``1``, ``1`` equals ``1.0``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    return a is None and b is None
+
+
+Check = Callable[[Any], bool]
+
+
+def _compile_constraint(c: ArgumentConstraint) -> tuple[tuple[str | int, ...], Check, str]:
+    steps = compile_json_path(c.path)
+    check: Check
+    if c.regex is not None:
+        rx = re.compile(c.regex)
+
+        def check(v: Any) -> bool:
+            return isinstance(v, str) and rx.search(v) is not None
+
+        what = f"{c.path} matches /{c.regex}/"
+    elif c.max_length is not None:
+        limit = c.max_length
+
+        def check(v: Any) -> bool:
+            return isinstance(v, str | list) and len(v) <= limit
+
+        what = f"{c.path} has length <= {limit}"
+    elif c.in_ is not None:
+        options = tuple(c.in_)
+
+        def check(v: Any) -> bool:
+            return any(json_equal(v, o) for o in options)
+
+        what = f"{c.path} in {list(options)!r}"
+    else:
+        # `equals` (validation requires exactly one of the four; `equals: null` is allowed
+        # by the schema only through this branch and then means "is null").
+        expected = c.equals
+
+        def check(v: Any) -> bool:
+            return json_equal(v, expected)
+
+        what = f"{c.path} equals {expected!r}"
+    return steps, check, what
+
+
+@dataclass(frozen=True, slots=True)
+class _Constraint:
+    steps: tuple[str | int, ...]
+    check: Check
+    description: str
+
+    def holds(self, arguments: Any) -> bool:
+        value = lookup_json_path(arguments, self.steps)
+        return value is not _MISSING and self.check(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRule:
+    name: str
+    deny: bool
+    kind: RequestKind | None
+    methods: frozenset[str] | None
+    hosts: re.Pattern[str] | None
+    paths: re.Pattern[str] | None
+    models: re.Pattern[str] | None
+    servers: re.Pattern[str] | None
+    tools: re.Pattern[str] | None
+    constraints: tuple[_Constraint, ...]
+    risk: float
+    allowed: AuthzResult
+    """The result when this (allow) rule decides: built once, returned as is."""
+
+    @property
+    def tool_specific(self) -> bool:
+        """The rule names tools or arguments: it speaks about tool calls only."""
+        return self.tools is not None or bool(self.constraints)
+
+    def matches_target(
+        self, call: CallView, method: str, path: str, server: str | None
+    ) -> bool:
+        if self.kind is not None and call.kind is not self.kind:
+            return False
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.hosts is not None and self.hosts.match(call.host) is None:
+            return False
+        if self.paths is not None and self.paths.match(path) is None:
+            return False
+        if self.models is not None and (call.model is None or self.models.match(call.model)
+                                        is None):
+            return False
+        if self.servers is not None:
+            candidates = (server, call.upstream, call.host)
+            if not any(c is not None and self.servers.match(c) for c in candidates):
+                return False
+        return True
+
+    def matches_tool_name(self, name: str | None) -> bool:
+        if self.tools is None:
+            return True
+        return name is not None and self.tools.match(name) is not None
+
+    def failed_constraint(self, arguments: Any) -> _Constraint | None:
+        for c in self.constraints:
+            if not c.holds(arguments):
+                return c
+        return None
+
+
+def _compile_rule(rule: ToolRule) -> _CompiledRule:
+    kind = rule.kind
+    # MCP matchers only make sense for MCP calls, model matchers for LLM calls: without
+    # this, `{action: allow, mcpTools: [search]}` would also allow every LLM call.
+    if kind is None and (rule.mcp_tools or rule.mcp_servers or rule.arguments):
+        kind = RequestKind.MCP
+    elif kind is None and rule.models:
+        kind = RequestKind.LLM
+    return _CompiledRule(
+        name=rule.name,
+        deny=rule.action is Action.DENY,
+        kind=kind,
+        methods=frozenset(m.upper() for m in rule.methods) or None,
+        hosts=compile_glob(rule.hosts, ignore_case=True),
+        paths=compile_glob(rule.paths, separator="/"),
+        models=compile_glob(rule.models),
+        servers=compile_glob(rule.mcp_servers, ignore_case=True),
+        tools=compile_glob(rule.mcp_tools),
+        constraints=tuple(_Constraint(*_compile_constraint(c)) for c in rule.arguments),
+        risk=float(rule.risk),
+        allowed=AuthzResult(True, rule.name, float(rule.risk), None,
+                            f"allowed by rule {rule.name!r}"),
+    )
+
+
+# --------------------------------------------------------------------------- authorizer
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The rules left for one subject once everything but the arguments is known.
+
+    Either ``fixed`` (the arguments cannot change the verdict) or candidate rules, in policy
+    order, whose argument constraints decide.
+    """
+
+    fixed: AuthzResult | None
+    deny: tuple[_CompiledRule, ...] = ()
+    allow: tuple[_CompiledRule, ...] = ()
+    fallback: AuthzResult | None = None
+
+
+_PlanKey = tuple[Any, ...]
+
+PLAN_CACHE_SIZE: Final = 4096
+"""Distinct call shapes remembered. When full the cache starts over: the bound keeps an
+agent that varies paths from growing memory, the restart costs one rule scan per shape."""
+
+
+class ToolAuthorizer:
+    """Decide calls against compiled ``spec.tools`` rules.
+
+    Build a new one on a policy change: construction compiles every pattern, so an invalid
+    one fails there, not on a call. Matching the target (kind, method, host, path, model,
+    server, tool name) is memoized per distinct call shape, so a decision costs a dictionary
+    lookup plus the argument constraints of the rules still in play.
+    """
+
+    __slots__ = ("_allow", "_default_allow", "_deny", "_plans")
+
+    def __init__(self, tools: Tools) -> None:
+        compiled = [_compile_rule(r) for r in tools.rules]
+        self._deny: tuple[_CompiledRule, ...] = tuple(r for r in compiled if r.deny)
+        self._allow: tuple[_CompiledRule, ...] = tuple(r for r in compiled if not r.deny)
+        self._default_allow = tools.default is Action.ALLOW
+        self._plans: dict[_PlanKey, _Plan] = {}
+
+    def authorize(self, call: CallView) -> AuthzResult:
+        """Decide one call. Deny wins; a batch is allowed only if every tool call is."""
+        if len(call.tool_calls) == 1:
+            return self._decide(call, call.tool_calls[0])
+        if call.tool_calls:
+            total_risk = 0.0
+            allowed_rules: list[str] = []
+            for tool in call.tool_calls:
+                v = self._decide(call, tool)
+                if not v.allowed:
+                    return AuthzResult(False, v.rule, v.risk, v.code, v.message)
+                total_risk += v.risk
+                if v.rule is not None and v.rule not in allowed_rules:
+                    allowed_rules.append(v.rule)
+            if not allowed_rules:
+                return AuthzResult(True, None, total_risk, None, "allowed by default")
+            rule = ",".join(allowed_rules)
+            return AuthzResult(True, rule, total_risk, None, f"allowed by rule {rule!r}")
+        return self._decide(call, None)
+
+    def _decide(self, call: CallView, tool: ToolCall | None) -> AuthzResult:
+        if tool is None:
+            key: _PlanKey = (call.kind, call.method, call.host, call.path, call.model,
+                             call.upstream, call.mcp_method == MCP_TOOLS_CALL)
+        else:
+            key = (call.kind, call.method, call.host, call.path, call.model, call.upstream,
+                   True, tool.server, tool.name)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(call, tool)
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        if plan.fixed is not None:
+            return plan.fixed
+        # Only tool calls whose candidate rules carry argument constraints get here.
+        assert tool is not None
+        arguments = tool.arguments
+        for r in plan.deny:
+            if r.failed_constraint(arguments) is None:
+                return AuthzResult(False, r.name, r.risk, CODE_TOOL_DENIED,
+                                f"tool {tool.name!r} denied by rule {r.name!r}")
+        best: _CompiledRule | None = None
+        failed: tuple[_CompiledRule, _Constraint] | None = None
+        for r in plan.allow:
+            bad = r.failed_constraint(arguments)
+            if bad is not None:
+                if failed is None:
+                    failed = (r, bad)
+            elif best is None or r.risk > best.risk:
+                best = r
+        if best is not None:
+            return best.allowed
+        assert plan.fallback is not None
+        # An unconditional allow rule (or an allow default) still admits the call when
+        # the constrained allow rules do not.
+        if failed is not None and not plan.fallback.allowed:
+            rule, constraint = failed
+            return AuthzResult(False, rule.name, 0.0, CODE_ARGUMENT_CONSTRAINT_FAILED,
+                            f"tool {tool.name!r}: rule {rule.name!r} requires "
+                            f"{constraint.description}")
+        return plan.fallback
+
+    def _plan(self, call: CallView, tool: ToolCall | None) -> _Plan:
+        """Match everything but the arguments: the slow part, memoized by the caller."""
+        path = call.path.partition("?")[0]
+        method = call.method.upper()
+        server = tool.server if tool is not None else None
+        name = tool.name if tool is not None else None
+        what = _describe(call, path, name)
+        is_tool_call = tool is not None or call.mcp_method == MCP_TOOLS_CALL
+
+        deny: list[_CompiledRule] = []
+        for r in self._deny:
+            # Deny rules about tools or arguments deny tools, never the server itself.
+            if r.tool_specific and not is_tool_call:
+                continue
+            if not r.matches_target(call, method, path, server):
+                continue
+            if not r.matches_tool_name(name):
+                continue
+            if r.constraints and tool is None:
+                continue
+            if not r.constraints:
+                verdict = AuthzResult(False, r.name, r.risk, CODE_TOOL_DENIED,
+                                   f"{what} denied by rule {r.name!r}")
+                if not deny:
+                    return _Plan(verdict)
+                # Constrained deny rules come first in policy order: they may still
+                # match (and name themselves); else this one denies.
+                return _Plan(None, tuple(deny), (), verdict)
+            deny.append(r)
+
+        allow: list[_CompiledRule] = []
+        unconditional: _CompiledRule | None = None
+        for r in self._allow:
+            if not r.matches_target(call, method, path, server):
+                continue
+            if not is_tool_call:
+                # MCP session messages (initialize, tools/list, ...) are admitted by the
+                # target matchers alone; they call no tool, so they carry no tool risk.
+                if unconditional is None:
+                    unconditional = r
+                continue
+            if not r.matches_tool_name(name):
+                continue
+            if r.constraints:
+                if tool is not None:
+                    allow.append(r)
+            elif unconditional is None or r.risk > unconditional.risk:
+                unconditional = r
+
+        if unconditional is not None:
+            session_message = call.kind is RequestKind.MCP and not is_tool_call
+            allowed = (AuthzResult(True, unconditional.name, 0.0, None,
+                                   f"allowed by rule {unconditional.name!r}")
+                       if session_message else unconditional.allowed)
+            # A constrained allow rule with a higher weight could still match: keep it.
+            allow = [r for r in allow if r.risk > unconditional.risk]
+            if not deny and not allow:
+                return _Plan(allowed)
+            return _Plan(None, tuple(deny), tuple(allow), allowed)
+        if self._default_allow:
+            fallback = AuthzResult(True, None, 0.0, None, "allowed by default")
+        else:
+            fallback = AuthzResult(False, None, 0.0, CODE_TOOL_NOT_ALLOWED,
+                                f"{what} matches no allow rule (default deny)")
+        if not deny and not allow:
+            return _Plan(fallback)
+        return _Plan(None, tuple(deny), tuple(allow), fallback)
+
+    def filter_tools_list(
+        self, server: str, tools: list[dict[str, Any]], call: CallView | None = None
+    ) -> list[dict[str, Any]]:
+        """Keep the entries of an MCP ``tools/list`` result the agent may call.
+
+        A tool is kept when a ``tools/call`` of it on ``server`` can be allowed: some allow
+        rule (or the default) admits its name, and no deny rule denies it regardless of the
+        arguments. Argument constraints are unknown at listing time, so a tool allowed only
+        with some arguments is listed (its calls are still checked one by one). Pass the
+        ``tools/list`` request's ``call`` so host/path/method matchers apply; without it,
+        rules are compared on server and tool name only.
+        """
+        kept: list[dict[str, Any]] = []
+        for entry in tools:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(name, str) and self._may_call(server, name, call):
+                kept.append(entry)
+        return kept
+
+    def _may_call(self, server: str, name: str, call: CallView | None) -> bool:
+        probe = None if call is None else CallView(
+            kind=call.kind, method=call.method, scheme=call.scheme, host=call.host,
+            port=call.port, path=call.path, upstream=call.upstream, model=call.model,
+            mcp_method=MCP_TOOLS_CALL, agent=call.agent,
+        )
+        path = probe.path.partition("?")[0] if probe is not None else ""
+
+        def target_ok(r: _CompiledRule) -> bool:
+            if probe is None:
+                # Without the request only kind and server can be compared.
+                if r.kind is not None and r.kind is not RequestKind.MCP:
+                    return False
+                return r.servers is None or r.servers.match(server) is not None
+            return r.matches_target(probe, probe.method.upper(), path, server)
+
+        for r in self._deny:
+            if not r.constraints and r.matches_tool_name(name) and target_ok(r):
+                return False
+        for r in self._allow:
+            if r.matches_tool_name(name) and target_ok(r):
+                return True
+        return self._default_allow
+
+
+def _describe(call: CallView, path: str, tool: str | None) -> str:
+    if tool is not None:
+        return f"tool {tool!r}"
+    return f"{call.method} {call.host}{path}"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def find_conflicts(tools: Tools) -> list[tuple[int, int, str]]:
+    """Pairs of rules that match exactly the same calls with opposite actions.
+
+    Returns ``(allow_index, deny_index, message)`` for each pair: the allow rule can never
+    take effect because the deny rule wins. Used by admission validation, where such a pair
+    is an error (the author almost certainly meant something else).
+    """
+
+    def key(r: ToolRule) -> tuple[Any, ...]:
+        return (
+            r.kind,
+            tuple(sorted(h.lower() for h in r.hosts)),
+            tuple(sorted(m.upper() for m in r.methods)),
+            tuple(sorted(r.paths)),
+            tuple(sorted(r.models)),
+            tuple(sorted(s.lower() for s in r.mcp_servers)),
+            tuple(sorted(r.mcp_tools)),
+            tuple(sorted(c.model_dump_json(by_alias=True) for c in r.arguments)),
+        )
+
+    denies: dict[tuple[Any, ...], int] = {}
+    for i, r in enumerate(tools.rules):
+        if r.action is Action.DENY:
+            denies.setdefault(key(r), i)
+    out: list[tuple[int, int, str]] = []
+    for i, r in enumerate(tools.rules):
+        if r.action is Action.ALLOW and (j := denies.get(key(r))) is not None:
+            out.append((i, j, f"rule {r.name!r} matches exactly what deny rule "
+                              f"{tools.rules[j].name!r} matches: it can never allow anything"))
+    return out
+
+
