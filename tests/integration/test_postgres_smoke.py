@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 
 def test_create_insert_select(postgres_dsn: str) -> None:
@@ -13,7 +14,7 @@ def test_create_insert_select(postgres_dsn: str) -> None:
         conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, body jsonb NOT NULL)")
         with conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {table} (id, body) VALUES (%s, %s)",
-                            [(i, psycopg.types.json.Jsonb({"n": i})) for i in range(3)])
+                            [(i, Jsonb({"n": i})) for i in range(3)])
         rows = conn.execute(f"SELECT id, body->>'n' FROM {table} ORDER BY id").fetchall()
         assert rows == [(0, "0"), (1, "1"), (2, "2")]
         conn.execute(f"DROP TABLE {table}")
