@@ -10,7 +10,6 @@ _PLANNED: dict[str, str] = {
     "audit": "Query, verify and export the audit trail.",
     "guard": "Run the guardrail detectors on text.",
     "demo": "Run the local end-to-end demo.",
-    "iptables": "Install or remove the egress redirection rules of a pod.",
 }
 
 

@@ -1,0 +1,98 @@
+"""``haltgate iptables apply|remove``: the init container's egress rules.
+
+Exit codes: 0 done; 1 an iptables command failed; 2 usage error (bad port, bad address).
+"""
+
+from __future__ import annotations
+
+import click
+
+from haltgate.sidecar import iptables as rules
+
+_backend = click.option(
+    "--backend",
+    type=click.Choice([b.value for b in rules.Backend]),
+    default=rules.Backend.AUTO.value,
+    show_default=True,
+    help="iptables flavour: the one on PATH, or iptables-nft / iptables-legacy explicitly.",
+)
+
+
+@click.group(name="iptables")
+def iptables() -> None:
+    """Install or remove the egress redirection rules of a pod (IPv4 and IPv6).
+
+    Every TCP connection from a UID other than the sidecar's is redirected to the
+    transparent listener; other egress is dropped except DNS to the given resolvers.
+    """
+
+
+@iptables.command()
+@click.option("--proxy-uid", type=int, required=True, help="UID the sidecar runs as.")
+@click.option(
+    "--proxy-port", type=int, default=rules.DEFAULT_PROXY_PORT, show_default=True,
+    help="Transparent listener port connections are redirected to.",
+)
+@click.option(
+    "--exclude-port", "exclude_ports", type=int, multiple=True,
+    help="Outbound TCP port that bypasses the sidecar (repeatable). A deliberate hole.",
+)
+@click.option(
+    "--protect-port", "protect_ports", type=int, multiple=True,
+    help="Port other UIDs may not connect to (repeatable; default: 15020 and 15090).",
+)
+@click.option(
+    "--dns", "dns_servers", multiple=True,
+    help="Resolver other UIDs may query on port 53 (repeatable; default: /etc/resolv.conf).",
+)
+@click.option("--no-dns", is_flag=True, help="Allow no DNS at all to other UIDs.")
+@click.option("--ipv4-only", is_flag=True, help="Skip ip6tables (only if IPv6 is disabled).")
+@click.option("--dry-run", is_flag=True, help="Print the rule set and change nothing.")
+@_backend
+def apply(
+    proxy_uid: int, proxy_port: int, exclude_ports: tuple[int, ...],
+    protect_ports: tuple[int, ...], dns_servers: tuple[str, ...], no_dns: bool,
+    ipv4_only: bool, dry_run: bool, backend: str,
+) -> None:
+    """Install the rules (replacing haltgate's previous ones). Idempotent."""
+    if no_dns and dns_servers:
+        raise click.UsageError("--no-dns and --dns exclude each other")
+    servers = () if no_dns else (dns_servers or tuple(rules.system_resolvers()))
+    try:
+        config = rules.RuleConfig(
+            proxy_uid=proxy_uid,
+            proxy_port=proxy_port,
+            protected_ports=protect_ports or rules.DEFAULT_PROTECTED_PORTS,
+            exclude_ports=exclude_ports,
+            dns_servers=servers,
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    families = [rules.Family.IPV4] if ipv4_only else None
+    if dry_run:
+        click.echo(rules.render(config, families or tuple(rules.Family)), nl=False)
+        return
+    installer = rules.Installer(rules.Backend(backend), families=families)
+    try:
+        installer.apply(config)
+    except rules.IptablesError as e:
+        raise click.ClickException(f"{e.code}: {e}") from e
+    names = ", ".join(f.value for f in installer.families)
+    click.echo(
+        f"haltgate egress rules applied ({names}): TCP of every UID but {proxy_uid} -> "
+        f":{proxy_port}; DNS to {', '.join(servers) or 'nobody'}; excluded ports: "
+        f"{', '.join(map(str, exclude_ports)) or 'none'}"
+    )
+
+
+@iptables.command()
+@click.option("--ipv4-only", is_flag=True, help="Skip ip6tables.")
+@_backend
+def remove(ipv4_only: bool, backend: str) -> None:
+    """Delete haltgate's chains and jump rules (nothing else is touched)."""
+    families = [rules.Family.IPV4] if ipv4_only else None
+    try:
+        rules.Installer(rules.Backend(backend), families=families).remove()
+    except rules.IptablesError as e:
+        raise click.ClickException(f"{e.code}: {e}") from e
+    click.echo("haltgate egress rules removed")

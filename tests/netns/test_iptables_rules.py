@@ -1,0 +1,129 @@
+"""The rule set as text: what ``--dry-run`` prints and ``apply`` installs (no root needed)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from haltgate.cli.main import main
+from haltgate.sidecar import iptables as rules
+
+
+def _config(**kw: object) -> rules.RuleConfig:
+    base: dict[str, object] = {"proxy_uid": 1337, "dns_servers": ("10.96.0.10", "fd00::10")}
+    base.update(kw)
+    return rules.RuleConfig(**base)  # type: ignore[arg-type]
+
+
+def test_nat_redirects_every_other_uid_tcp_last() -> None:
+    nat = rules.nat_rules(_config(), rules.Family.IPV4)
+    assert nat.rules[0] == ["-m", "owner", "--uid-owner", "1337", "-j", "RETURN"]
+    assert nat.rules[-1] == ["-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"]
+    assert nat.jump == ("-p", "tcp")
+
+
+def test_filter_accepts_redirected_traffic_by_destination_not_only_lo() -> None:
+    for family, loopback in ((rules.Family.IPV4, "127.0.0.0/8"), (rules.Family.IPV6, "::1/128")):
+        flt = rules.filter_rules(_config(), family)
+        assert ["-o", "lo", "-j", "RETURN"] in flt.rules
+        assert ["-d", loopback, "-j", "RETURN"] in flt.rules
+        assert flt.rules[-1] == ["-j", "DROP"]
+
+
+def test_protected_ports_refused_before_loopback_is_accepted() -> None:
+    flt = rules.filter_rules(_config(), rules.Family.IPV4).rules
+    lo = flt.index(["-o", "lo", "-j", "RETURN"])
+    uid = flt.index(["-m", "owner", "--uid-owner", "1337", "-j", "RETURN"])
+    for port in (15020, 15090):
+        reject = flt.index(
+            ["-p", "tcp", "--dport", str(port), "-j", "REJECT", "--reject-with", "tcp-reset"]
+        )
+        assert uid < reject < lo
+
+
+def test_dns_only_to_resolvers_of_the_family() -> None:
+    v4 = rules.filter_rules(_config(), rules.Family.IPV4).rules
+    v6 = rules.filter_rules(_config(), rules.Family.IPV6).rules
+    assert ["-p", "udp", "-d", "10.96.0.10/32", "--dport", "53", "-j", "RETURN"] in v4
+    assert not any("fd00::10/128" in r for r in v4)
+    assert ["-p", "udp", "-d", "fd00::10/128", "--dport", "53", "-j", "RETURN"] in v6
+    # No rule lets port 53 out to any address.
+    for r in v4 + v6:
+        if "53" in r:
+            assert "-d" in r
+
+
+def test_no_resolver_means_no_dns_rule() -> None:
+    flt = rules.filter_rules(_config(dns_servers=()), rules.Family.IPV4).rules
+    assert not any("53" in r for r in flt)
+
+
+def test_icmpv6_neighbour_discovery_only_in_ipv6() -> None:
+    v4 = rules.render(_config(), [rules.Family.IPV4])
+    v6 = rules.render(_config(), [rules.Family.IPV6])
+    assert "icmpv6" not in v4
+    assert "--icmpv6-type 135" in v6
+    assert "--icmpv6-type 128" not in v6  # echo request (ping) stays dropped
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"proxy_uid": -1},
+        {"proxy_port": 0},
+        {"exclude_ports": (70000,)},
+        {"exclude_ports": (15001,)},
+        {"dns_servers": ("not-an-ip",)},
+    ],
+)
+def test_bad_config_is_refused(kw: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        _config(**kw)
+
+
+def test_restore_payload_declares_chain_and_jumps_only_when_asked() -> None:
+    nat = rules.nat_rules(_config(), rules.Family.IPV4)
+    with_jump = rules.restore_payload(nat, add_jump=True)
+    without = rules.restore_payload(nat, add_jump=False)
+    assert with_jump.startswith("*nat\n:HALTGATE_OUTPUT - [0:0]\n-I OUTPUT 1 -p tcp -j ")
+    assert "-I OUTPUT" not in without
+    assert without.endswith("COMMIT\n")
+
+
+def test_cli_dry_run_prints_both_families_and_changes_nothing() -> None:
+    result = CliRunner().invoke(
+        main,
+        ["iptables", "apply", "--proxy-uid", "1337", "--dns", "10.96.0.10",
+         "--exclude-port", "5432", "--dry-run"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "# iptables-restore --noflush" in result.output
+    assert "# ip6tables-restore --noflush" in result.output
+    assert "-A HALTGATE_OUTPUT -p tcp --dport 5432 -j RETURN" in result.output
+    assert "-A HALTGATE_OUTPUT -p tcp -j REDIRECT --to-ports 15001" in result.output
+
+
+def test_cli_rejects_bad_values_with_usage_error() -> None:
+    result = CliRunner().invoke(
+        main, ["iptables", "apply", "--proxy-uid", "1337", "--dns", "nope", "--dry-run"]
+    )
+    assert result.exit_code == 2
+    assert "nope" in result.output
+
+
+def test_cli_no_dns_conflicts_with_dns() -> None:
+    result = CliRunner().invoke(
+        main, ["iptables", "apply", "--proxy-uid", "1", "--no-dns", "--dns", "1.1.1.1", "--dry-run"]
+    )
+    assert result.exit_code == 2
+
+
+def test_resolv_conf_parsing(tmp_path: object) -> None:
+    from pathlib import Path
+
+    conf = Path(str(tmp_path)) / "resolv.conf"
+    conf.write_text(
+        "search default.svc.cluster.local\nnameserver 10.96.0.10\n"
+        "nameserver fe80::1%eth0\nnameserver bogus\noptions ndots:5\n"
+    )
+    assert rules.system_resolvers(conf) == ["10.96.0.10", "fe80::1"]
