@@ -1,0 +1,510 @@
+"""What the webhook adds to an agent pod, as a pure function.
+
+:func:`mutate_pod` takes the pod as the apiserver sent it, the namespace's labels, the
+GovernancePolicies of the namespace, the operator's :class:`InjectionConfig` and the
+:class:`InjectionTemplate`, and returns one of :class:`Skip`, :class:`Refuse` or
+:class:`Inject`. No I/O, no clock: the webhook handler does the lookups, this module decides.
+That keeps every decision testable from files (``tests/operator/testdata``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from haltgate.operator import refusals, selectors
+
+# ----------------------------------------------------------------------------- names
+ANNOTATION_INJECT = "haltgate.dev/inject"
+"""Pod (template) annotation: "true" opts in, "false" opts out (and wins over the namespace)."""
+ANNOTATION_POLICY = "haltgate.dev/policy"
+"""Pod annotation naming the GovernancePolicy; otherwise the policy whose selector matches."""
+ANNOTATION_MODE = "haltgate.dev/mode"
+"""Pod annotation: "transparent" (default, iptables only) or "explicit" (adds HTTP(S)_PROXY)."""
+ANNOTATION_INJECTED = "haltgate.dev/injected"
+"""Written by the webhook: JSON record of what was injected and from which policy generation."""
+LABEL_NAMESPACE_INJECTION = "haltgate.dev/injection"
+"""Namespace label: "enabled" opts every pod in; "disabled" opts every pod out."""
+LABEL_POLICY = "haltgate.dev/policy"
+"""Pod label set by the webhook, so the operator finds the pods of a policy (halts, counts)."""
+
+INIT_CONTAINER_NAME = "haltgate-init"
+SIDECAR_CONTAINER_NAME = "haltgate-proxy"
+OPA_CONTAINER_NAME = "haltgate-opa"
+CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_CONTAINER_NAME, OPA_CONTAINER_NAME})
+
+VOLUME_POLICY = "haltgate-policy"
+VOLUME_CA_BUNDLE = "haltgate-ca-bundle"
+VOLUME_CA_KEY = "haltgate-ca-key"
+VOLUME_ADMIN_TOKEN = "haltgate-admin-token"
+VOLUME_STATE = "haltgate-state"
+VOLUME_TMP = "haltgate-tmp"
+
+POLICY_DIR = "/etc/haltgate/policy"
+POLICY_FILE = f"{POLICY_DIR}/policy.yaml"
+CA_BUNDLE_DIR = "/etc/haltgate/ca"
+CA_KEY_DIR = "/etc/haltgate/ca-key"
+ADMIN_TOKEN_DIR = "/etc/haltgate/admin"
+ADMIN_TOKEN_KEY = "token"
+STATE_DIR = "/var/lib/haltgate"
+
+ALWAYS_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+RECORD_VERSION = 1
+POLICY_CONFIGMAP_PREFIX = "haltgate-policy-"
+
+Mode = Literal["transparent", "explicit"]
+
+
+def policy_configmap_name(policy: str) -> str:
+    """Name of the ConfigMap the operator renders for a GovernancePolicy."""
+    return f"{POLICY_CONFIGMAP_PREFIX}{policy}"
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass(frozen=True, slots=True)
+class InjectionConfig:
+    """Operator-wide injection settings (the chart's ``injection`` values)."""
+
+    image: str = "ghcr.io/haltgate/haltgate:0.1.0"
+    """Image holding the ``haltgate`` CLI: runs the iptables step and the sidecar."""
+    opa_image: str = "openpolicyagent/opa:1.2.0-static"
+    """Image of the OPA container, injected only for policies with ``spec.opa``."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    proxy_uid: int = 1337
+    """UID (and GID) of the sidecar. The iptables rules exempt exactly this UID, so no agent
+    container may run as it."""
+    opa_uid: int = 1338
+    """UID of the OPA container (its traffic is redirected like the agent's)."""
+    explicit_port: int = 15000
+    """Sidecar port for explicit-proxy clients (HTTP(S)_PROXY) and alias paths."""
+    transparent_port: int = 15001
+    """Sidecar port the iptables rules redirect every other TCP connection to."""
+    admin_port: int = 15020
+    """Sidecar admin API (halt, reset, readyz); bearer token from the admin Secret."""
+    metrics_port: int = 15090
+    opa_port: int = 8181
+    opa_diagnostic_port: int = 8282
+    ca_bundle_config_map: str = "haltgate-ca-bundle"
+    """ConfigMap in the pod's namespace with ``ca-bundle.crt`` (public roots + haltgate CA)
+    and ``haltgate-ca.crt``: what agent containers trust."""
+    ca_key_secret: str = "haltgate-ca"
+    """Secret in the pod's namespace with the inspection CA (tls.crt, tls.key); sidecar only."""
+    admin_token_secret: str = "haltgate-admin-token"
+    """Secret in the pod's namespace holding the sidecar admin token (key ``token``)."""
+    operator_namespace: str = "haltgate-system"
+    """Never injected, so the operator can always recover."""
+    excluded_namespaces: frozenset[str] = frozenset()
+    """More namespaces never injected, on top of kube-system, kube-public, kube-node-lease."""
+
+    def __post_init__(self) -> None:
+        ports = {
+            "explicitPort": self.explicit_port, "transparentPort": self.transparent_port,
+            "adminPort": self.admin_port, "metricsPort": self.metrics_port,
+            "opaPort": self.opa_port, "opaDiagnosticPort": self.opa_diagnostic_port,
+        }
+        for name, port in ports.items():
+            if not 1 <= port <= 65535:
+                raise ValueError(f"injection.{name}: must be in 1..65535, got {port}")
+        if len(set(ports.values())) != len(ports):
+            raise ValueError(f"injection ports must be distinct: {ports}")
+        for name, uid in (("proxyUID", self.proxy_uid), ("opaUID", self.opa_uid)):
+            if uid < 1:
+                raise ValueError(f"injection.{name}: must be >= 1 (never root), got {uid}")
+        if self.proxy_uid == self.opa_uid:
+            raise ValueError("injection.opaUID: must differ from proxyUID (the proxy UID is "
+                             "the one exempt from redirection)")
+        if not self.image or not self.opa_image:
+            raise ValueError("injection.image and injection.opaImage must be set")
+
+    def excluded(self, namespace: str) -> bool:
+        """True for namespaces the webhook never injects into."""
+        return (namespace in ALWAYS_EXCLUDED_NAMESPACES or namespace == self.operator_namespace
+                or namespace in self.excluded_namespaces)
+
+    def template_values(self, *, policy: str, mode: Mode) -> dict[str, Any]:
+        """The names a template may use, with their typed values."""
+        return {
+            "image": self.image, "opaImage": self.opa_image,
+            "imagePullPolicy": self.image_pull_policy,
+            "proxyUID": self.proxy_uid, "proxyUIDText": str(self.proxy_uid),
+            "opaUID": self.opa_uid,
+            "explicitPort": self.explicit_port, "transparentPort": self.transparent_port,
+            "transparentPortText": str(self.transparent_port),
+            "adminPort": self.admin_port, "metricsPort": self.metrics_port,
+            "opaPort": self.opa_port, "opaDiagnosticPort": self.opa_diagnostic_port,
+            "initContainerName": INIT_CONTAINER_NAME, "sidecarName": SIDECAR_CONTAINER_NAME,
+            "opaName": OPA_CONTAINER_NAME,
+            "policyName": policy, "policyConfigMap": policy_configmap_name(policy),
+            "policyVolume": VOLUME_POLICY, "policyDir": POLICY_DIR, "policyFile": POLICY_FILE,
+            "caBundleVolume": VOLUME_CA_BUNDLE, "caBundleConfigMap": self.ca_bundle_config_map,
+            "caBundleDir": CA_BUNDLE_DIR,
+            "caKeyVolume": VOLUME_CA_KEY, "caKeySecret": self.ca_key_secret,
+            "caKeyDir": CA_KEY_DIR,
+            "adminTokenVolume": VOLUME_ADMIN_TOKEN, "adminTokenSecret": self.admin_token_secret,
+            "adminTokenDir": ADMIN_TOKEN_DIR,
+            "adminTokenFile": f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}",
+            "stateVolume": VOLUME_STATE, "stateDir": STATE_DIR, "tmpVolume": VOLUME_TMP,
+            "mode": mode,
+        }
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> InjectionConfig:
+        """Build from camelCase keys (the chart's values), rejecting unknown keys."""
+        names = {
+            "image": "image", "opaImage": "opa_image", "imagePullPolicy": "image_pull_policy",
+            "proxyUID": "proxy_uid", "opaUID": "opa_uid", "explicitPort": "explicit_port",
+            "transparentPort": "transparent_port", "adminPort": "admin_port",
+            "metricsPort": "metrics_port", "opaPort": "opa_port",
+            "opaDiagnosticPort": "opa_diagnostic_port",
+            "caBundleConfigMap": "ca_bundle_config_map", "caKeySecret": "ca_key_secret",
+            "adminTokenSecret": "admin_token_secret",
+            "operatorNamespace": "operator_namespace",
+            "excludedNamespaces": "excluded_namespaces",
+        }
+        unknown = sorted(set(raw) - set(names))
+        if unknown:
+            raise ValueError(f"injection: unknown keys {unknown}")
+        kwargs: dict[str, Any] = {names[k]: v for k, v in raw.items()}
+        if "excluded_namespaces" in kwargs:
+            kwargs["excluded_namespaces"] = frozenset(kwargs["excluded_namespaces"])
+        return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- template
+_PLACEHOLDER = re.compile(r"\{\{\s*\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
+_SECTIONS = ("initContainer", "sidecar", "opaContainer", "sidecarEnvOPA", "volumes",
+             "agentVolumeMounts", "agentEnv", "agentEnvExplicit")
+
+
+class TemplateError(ValueError):
+    """The injection template is malformed or uses an unknown name."""
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionTemplate:
+    """The parsed injection template (``charts/haltgate/files/injection-template.yaml``)."""
+
+    sections: Mapping[str, Any]
+    source: str = "<template>"
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<template>") -> InjectionTemplate:
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise TemplateError(f"{source}: invalid YAML: {e}") from e
+        if not isinstance(doc, dict):
+            raise TemplateError(f"{source}: must be a mapping of sections")
+        missing = [s for s in _SECTIONS if s not in doc]
+        extra = sorted(set(doc) - set(_SECTIONS))
+        if missing or extra:
+            raise TemplateError(f"{source}: missing sections {missing}, unknown sections {extra}")
+        tpl = cls(doc, source)
+        # Fail at start-up, not on the first pod: every placeholder must be known.
+        tpl.render(InjectionConfig().template_values(policy="check", mode="transparent"))
+        return tpl
+
+    @classmethod
+    def load(cls, path: str | Path) -> InjectionTemplate:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise TemplateError(f"{p}: cannot read: {e.strerror}") from e
+        return cls.from_text(text, str(p))
+
+    def render(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Every section with its placeholders replaced (a fresh deep copy)."""
+
+        def sub(node: Any, path: str) -> Any:
+            if isinstance(node, dict):
+                return {k: sub(v, f"{path}.{k}") for k, v in node.items()}
+            if isinstance(node, list):
+                return [sub(v, f"{path}[{i}]") for i, v in enumerate(node)]
+            if not isinstance(node, str):
+                return node
+            whole = _PLACEHOLDER.fullmatch(node.strip())
+            if whole:
+                return copy.deepcopy(_value(whole.group(1), path))
+            return _PLACEHOLDER.sub(lambda m: str(_value(m.group(1), path)), node)
+
+        def _value(name: str, path: str) -> Any:
+            if name not in values:
+                raise TemplateError(f"{self.source}: {path}: unknown name .{name}")
+            return values[name]
+
+        rendered: dict[str, Any] = sub(dict(self.sections), "")
+        return rendered
+
+
+def default_template_path() -> Path:
+    """The template shipped in the wheel, or the chart's copy in a source checkout."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "injection-template.yaml"
+    if packaged.is_file():
+        return packaged
+    # operator/haltgate/operator/ -> repository root
+    return here.parents[2] / "charts" / "haltgate" / "files" / "injection-template.yaml"
+
+
+# ----------------------------------------------------------------------------- policies
+@dataclass(frozen=True, slots=True)
+class PolicyRef:
+    """What injection needs to know about one GovernancePolicy of the pod's namespace."""
+
+    name: str
+    generation: int
+    selector: Mapping[str, Any] = field(default_factory=dict)
+    uses_opa: bool = False
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> PolicyRef:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        return cls(
+            name=str(meta.get("name", "")),
+            generation=int(meta.get("generation") or 0),
+            selector=spec.get("selector") or {},
+            uses_opa=spec.get("opa") is not None,
+        )
+
+
+# ----------------------------------------------------------------------------- outcomes
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Admit the pod unchanged."""
+
+    reason: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Refuse the pod: it opted in but cannot be governed as asked."""
+
+    code: str
+    path: str
+    reason: str
+    more: tuple[refusals.Refusal, ...] = ()
+    """Further reasons, so one round trip shows the user everything to fix."""
+
+    @property
+    def message(self) -> str:
+        parts = [f"{self.path}: {self.reason}"]
+        parts += [f"{r.path}: {r.reason} ({r.code})" for r in self.more]
+        return f"haltgate: pod refused ({self.code}): " + "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Inject:
+    """Admit the pod as ``pod`` (the input with haltgate's pieces added)."""
+
+    pod: dict[str, Any]
+    record: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+
+Outcome = Skip | Refuse | Inject
+
+
+# ----------------------------------------------------------------------------- decision
+def injection_requested(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
+    """Whether the pod opted in: annotation "true", or namespace label "enabled".
+
+    An explicit "false" annotation or a "disabled" namespace label wins over any opt-in.
+    """
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    pod_says = str(annotations.get(ANNOTATION_INJECT, "")).strip().lower()
+    ns_says = str(namespace_labels.get(LABEL_NAMESPACE_INJECTION, "")).strip().lower()
+    if pod_says == "false" or ns_says == "disabled":
+        return False
+    return pod_says == "true" or ns_says == "enabled"
+
+
+def mutate_pod(
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    namespace_labels: Mapping[str, str],
+    policies: Sequence[PolicyRef],
+    config: InjectionConfig,
+    template: InjectionTemplate,
+) -> Outcome:
+    """Decide what happens to a pod at CREATE: skip, refuse, or inject (pure)."""
+    if not injection_requested(pod, namespace_labels):
+        return Skip("not opted in")
+    if config.excluded(namespace):
+        return Skip(f"namespace {namespace} is never injected",
+                    (f"haltgate: namespace {namespace} is excluded from injection; "
+                     f"this pod runs without governance",))
+
+    meta = pod.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    mode_raw = str(annotations.get(ANNOTATION_MODE, "transparent")).strip().lower()
+    if mode_raw not in ("transparent", "explicit"):
+        return Refuse("invalid_mode", f"metadata.annotations[{ANNOTATION_MODE}]",
+                      f"must be transparent or explicit, got {mode_raw!r}")
+    mode: Mode = "explicit" if mode_raw == "explicit" else "transparent"
+
+    chosen = _choose_policy(pod, namespace, policies)
+    if isinstance(chosen, Refuse):
+        return chosen
+
+    rendered = template.render(config.template_values(policy=chosen.name, mode=mode))
+
+    if _looks_injected(pod):
+        return _verify_existing(pod, rendered, chosen, config)
+
+    found = refusals.refusals(pod, proxy_uid=config.proxy_uid,
+                              reserved_containers=CONTAINER_NAMES,
+                              reserved_volumes=_volume_names(rendered))
+    if found:
+        first = found[0]
+        return Refuse(first.code, first.path, first.reason, tuple(found[1:]))
+
+    out = copy.deepcopy(dict(pod))
+    spec = out.setdefault("spec", {})
+    ours = _our_init_containers(rendered, chosen)
+    volumes = list(rendered["volumes"])
+    user_init = list(spec.get("initContainers") or [])
+    agent_env = list(rendered["agentEnv"])
+    if mode == "explicit":
+        agent_env += rendered["agentEnvExplicit"]
+    for container in user_init + list(spec.get("containers") or []):
+        _merge_named(container, "env", agent_env)
+        _merge_named(container, "volumeMounts", rendered["agentVolumeMounts"])
+    spec["initContainers"] = ours + user_init
+    spec["volumes"] = list(spec.get("volumes") or []) + volumes
+
+    record = {
+        "version": RECORD_VERSION,
+        "policy": chosen.name,
+        "policyGeneration": chosen.generation,
+        "mode": mode,
+        "initContainers": [c["name"] for c in ours],
+        "volumes": [v["name"] for v in volumes],
+        "agentContainers": [c.get("name", "") for c in user_init + (spec.get("containers") or [])],
+        "template": template_digest(rendered),
+    }
+    out_meta = out.setdefault("metadata", {})
+    out_meta.setdefault("annotations", {})[ANNOTATION_INJECTED] = json.dumps(
+        record, sort_keys=True, separators=(",", ":"))
+    out_meta.setdefault("labels", {})[LABEL_POLICY] = chosen.name
+    return Inject(out, record)
+
+
+def template_digest(rendered: Mapping[str, Any]) -> str:
+    """Short digest of the rendered pieces: tells which template/config a pod got."""
+    blob = json.dumps(rendered, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _choose_policy(pod: Mapping[str, Any], namespace: str,
+                   policies: Sequence[PolicyRef]) -> PolicyRef | Refuse:
+    meta = pod.get("metadata") or {}
+    named = str((meta.get("annotations") or {}).get(ANNOTATION_POLICY, "")).strip()
+    if named:
+        for p in policies:
+            if p.name == named:
+                return p
+        return Refuse("unknown_policy", f"metadata.annotations[{ANNOTATION_POLICY}]",
+                      f"no GovernancePolicy {named!r} in namespace {namespace}; an agent "
+                      f"must not start ungoverned")
+    labels = meta.get("labels") or {}
+    matching = [p for p in policies if selectors.matches(p.selector, labels)]
+    if not matching:
+        return Refuse("no_policy", "metadata.labels",
+                      f"no GovernancePolicy in namespace {namespace} selects this pod; create "
+                      f"one or name it with the {ANNOTATION_POLICY} annotation (an agent must "
+                      f"not start ungoverned)")
+    if len(matching) > 1:
+        names = ", ".join(sorted(p.name for p in matching))
+        return Refuse("ambiguous_policy", "metadata.labels",
+                      f"several GovernancePolicies select this pod ({names}); name one with "
+                      f"the {ANNOTATION_POLICY} annotation")
+    return matching[0]
+
+
+def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef) -> list[dict[str, Any]]:
+    """haltgate's init containers, in start order: iptables step, proxy, then OPA."""
+    sidecar = copy.deepcopy(rendered["sidecar"])
+    ours = [copy.deepcopy(rendered["initContainer"]), sidecar]
+    if policy.uses_opa:
+        sidecar.setdefault("env", []).extend(copy.deepcopy(rendered["sidecarEnvOPA"]))
+        ours.append(copy.deepcopy(rendered["opaContainer"]))
+    return ours
+
+
+def _looks_injected(pod: Mapping[str, Any]) -> bool:
+    spec = pod.get("spec") or {}
+    names = {c.get("name") for c in (spec.get("initContainers") or [])}
+    names |= {c.get("name") for c in (spec.get("containers") or [])}
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return ANNOTATION_INJECTED in annotations or bool(names & CONTAINER_NAMES)
+
+
+def _verify_existing(pod: Mapping[str, Any], rendered: Mapping[str, Any],
+                     policy: PolicyRef, config: InjectionConfig) -> Outcome:
+    """A pod that already carries haltgate's pieces (reinvocation, or a copied pod).
+
+    Accept it only if the pieces are exactly what this operator would inject now; otherwise
+    someone could pre-fill a look-alike sidecar and start ungoverned.
+    """
+    spec = pod.get("spec") or {}
+    init = spec.get("initContainers") or []
+    wanted = _our_init_containers(rendered, policy)
+    if len(init) < len(wanted) or not all(
+            _contains(have, want) for have, want in zip(init, wanted, strict=False)):
+        return Refuse("forged_injection", "spec.initContainers",
+                      "the pod carries haltgate containers or the "
+                      f"{ANNOTATION_INJECTED} annotation, but not the ones this operator "
+                      "injects; remove them and let the webhook inject")
+    # Ours are genuine; the agent's side must still pass every rule.
+    agent_only = copy.deepcopy(dict(pod))
+    agent_spec = agent_only.setdefault("spec", {})
+    agent_spec["initContainers"] = list(init[len(wanted):])
+    ours = _volume_names(rendered)
+    agent_spec["volumes"] = [v for v in (spec.get("volumes") or []) if v.get("name") not in ours]
+    found = refusals.refusals(agent_only, proxy_uid=config.proxy_uid,
+                              reserved_containers=CONTAINER_NAMES, reserved_volumes=ours)
+    if found:
+        first = found[0]
+        return Refuse(first.code, first.path, first.reason, tuple(found[1:]))
+    return Skip("already injected")
+
+
+def _contains(have: Any, want: Any) -> bool:
+    """``want`` is a sub-document of ``have`` (the apiserver adds defaults to what we set)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(
+            k in have and _contains(have[k], v) for k, v in want.items())
+    if isinstance(want, list):
+        return (isinstance(have, list) and len(have) == len(want)
+                and all(_contains(h, w) for h, w in zip(have, want, strict=True)))
+    if isinstance(want, int) and isinstance(have, str):
+        return str(want) == have
+    return bool(have == want)
+
+
+def _merge_named(container: dict[str, Any], list_field: str,
+                 items: Sequence[Mapping[str, Any]]) -> None:
+    """Append ``items`` to ``container[list_field]``, replacing entries of the same name.
+
+    Ours replace the user's: an agent that set its own SSL_CERT_FILE would otherwise fail
+    TLS through the inspecting proxy, and a user-set HTTPS_PROXY would point elsewhere.
+    """
+    names = {i["name"] for i in items}
+    kept = [e for e in (container.get(list_field) or []) if e.get("name") not in names]
+    container[list_field] = kept + [copy.deepcopy(dict(i)) for i in items]
+
+
+def _volume_names(rendered: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(v["name"] for v in rendered["volumes"])

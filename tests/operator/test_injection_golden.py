@@ -1,0 +1,74 @@
+"""Golden-file tests of pod injection: testdata/<case>.yaml -> testdata/<case>.yaml.injected.
+
+Refresh the expected files after an intended change with ``REFRESH_GOLDEN=1`` and review the
+diff. The cluster the cases run in (namespace labels, policies) is testdata/_cluster.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from haltgate.operator import injection
+
+TESTDATA = Path(__file__).parent / "testdata"
+CASES = sorted(p.name.removesuffix(".yaml") for p in TESTDATA.glob("*.yaml")
+               if not p.name.startswith("_"))
+CLUSTER = yaml.safe_load((TESTDATA / "_cluster.yaml").read_text())
+CONFIG = injection.InjectionConfig(image="registry.example/haltgate:test",
+                                   opa_image="registry.example/opa:test")
+TEMPLATE = injection.InjectionTemplate.load(injection.default_template_path())
+
+
+def policies_of(namespace: str) -> list[injection.PolicyRef]:
+    return [injection.PolicyRef.from_object(p) for p in CLUSTER["policies"]
+            if p["metadata"]["namespace"] == namespace]
+
+
+def run(pod: dict[str, Any]) -> injection.Outcome:
+    ns = pod["metadata"]["namespace"]
+    return injection.mutate_pod(pod, namespace=ns, namespace_labels=CLUSTER["namespaces"][ns],
+                                policies=policies_of(ns), config=CONFIG, template=TEMPLATE)
+
+
+def render(outcome: injection.Outcome) -> str:
+    match outcome:
+        case injection.Inject(pod=pod, warnings=warnings):
+            head = "".join(f"# warning: {w}\n" for w in warnings)
+            return head + yaml.safe_dump(pod, sort_keys=False, width=100)
+        case injection.Skip(reason=reason, warnings=warnings):
+            return f"# skip: {reason}\n" + "".join(f"# warning: {w}\n" for w in warnings)
+        case injection.Refuse():
+            return f"# refuse: {outcome.message}\n"
+    raise AssertionError(outcome)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case: str) -> None:
+    pod = yaml.safe_load((TESTDATA / f"{case}.yaml").read_text())
+    got = render(run(pod))
+    expected_file = TESTDATA / f"{case}.yaml.injected"
+    if os.environ.get("REFRESH_GOLDEN") == "1":
+        expected_file.write_text(got)
+    assert expected_file.exists(), f"no golden file; run with REFRESH_GOLDEN=1 and review {case}"
+    assert got == expected_file.read_text()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_reinvocation_leaves_injected_pod_alone(case: str) -> None:
+    pod = yaml.safe_load((TESTDATA / f"{case}.yaml").read_text())
+    first = run(pod)
+    if not isinstance(first, injection.Inject):
+        pytest.skip("case does not inject")
+    # What the apiserver stores is YAML/JSON: round-trip before the second pass.
+    again = run(yaml.safe_load(yaml.safe_dump(first.pod)))
+    assert again == injection.Skip("already injected")
+
+
+def test_every_case_has_a_golden_file_and_no_orphans() -> None:
+    golden = {p.name.removesuffix(".yaml.injected") for p in TESTDATA.glob("*.yaml.injected")}
+    assert golden == set(CASES)
