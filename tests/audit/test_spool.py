@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import orjson
@@ -35,7 +36,7 @@ async def test_concurrent_intents_are_durable_in_seal_order(tmp_path: Path) -> N
     await sink.close()
     docs = read_all(tmp_path)
     assert [d["seq"] for d in docs] == list(range(1, 201))
-    for prev, cur in zip(docs, docs[1:], strict=False):
+    for prev, cur in itertools.pairwise(docs):
         assert cur["prev_hash"] == prev["hash"]
     # Group commit: 200 concurrent records needed far fewer than 200 fsyncs.
     commits = sink.metrics.registry.get_sample_value("haltgate_audit_group_commit_records_count")

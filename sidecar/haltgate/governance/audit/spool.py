@@ -137,38 +137,38 @@ def spool_bytes(directory: Path) -> int:
 
 
 def iter_frames(
-    data: bytes, segment: int, start: int = 0
+    data: bytes, segment: int, base: int = 0
 ) -> tuple[list[Frame], int, str | None]:
-    """Parse frames of one segment's bytes from ``start``.
+    """Parse the frames in ``data``, the bytes of one segment from file offset ``base``.
 
-    Returns the frames, the offset where parsing stopped and why it stopped early
-    (``None`` at a clean end, else a short reason: a torn or corrupt frame).
+    Returns the frames (with file offsets), the file offset where parsing stopped and why it
+    stopped early (``None`` at a clean end, else a short reason: torn or corrupt frame).
     """
     frames: list[Frame] = []
-    if start == 0:
+    pos = 0
+    if base == 0:
         if len(data) < len(MAGIC):
             return frames, 0, "short segment header" if data else None
         if data[: len(MAGIC)] != MAGIC:
             return frames, 0, "bad segment magic"
-        start = len(MAGIC)
-    pos = start
+        pos = len(MAGIC)
     end = len(data)
     header = _HEADER.size
     while pos < end:
         if end - pos < header:
-            return frames, pos, "short frame header"
+            return frames, base + pos, "short frame header"
         length, crc = _HEADER.unpack_from(data, pos)
         if length == 0 or length > _MAX_FRAME:
-            return frames, pos, f"bad frame length {length}"
+            return frames, base + pos, f"bad frame length {length}"
         body_start = pos + header
         if body_start + length > end:
-            return frames, pos, "short frame body"
+            return frames, base + pos, "short frame body"
         body = data[body_start : body_start + length]
         if zlib.crc32(body) != crc:
-            return frames, pos, "frame checksum mismatch"
-        frames.append(Frame(segment, pos, body_start + length, body))
+            return frames, base + pos, "frame checksum mismatch"
+        frames.append(Frame(segment, base + pos, base + body_start + length, body))
         pos = body_start + length
-    return frames, pos, None
+    return frames, base + pos, None
 
 
 def encode_frame(line: bytes) -> bytes:

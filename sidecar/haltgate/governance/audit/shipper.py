@@ -1,0 +1,326 @@
+"""Ship spooled records to PostgreSQL: COPY in batches, idempotent, in spool order.
+
+One shipper per spool (``shipper.lock``). Each batch is copied into a temporary staging
+table and moved with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in one transaction;
+only after that commit is the spool position acknowledged (``shipped.json``, atomic). A
+crash between the commit and the acknowledgement re-ships the batch on restart and the
+conflict clause drops the copies: no loss, no duplicates. Batches leave in spool order, so a
+chain's records reach the table in sequence order.
+
+While PostgreSQL is unreachable the shipper retries with capped backoff and the spool
+grows; ``haltgate_audit_ship_lag_seconds`` shows how far behind it is. Fully shipped
+segments are removed after their chain heads are folded into ``heads.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from haltgate.governance.audit.metrics import AuditMetrics
+from haltgate.governance.audit.spool import (
+    HEADS_FILE,
+    SHIPPED_FILE,
+    Frame,
+    SpoolPosition,
+    flocked,
+    iter_frames,
+    list_segments,
+    read_heads,
+    segment_path,
+    spool_bytes,
+    write_json_atomic,
+)
+
+__all__ = ["COLUMNS", "ShipResult", "Shipper", "ShipperSettings", "copy_rows", "rows_for"]
+
+log = logging.getLogger("haltgate.audit.shipper")
+
+COLUMNS = (
+    "record_id", "epoch", "chain_id", "seq", "prev_hash", "hash", "decision_id", "phase",
+    "namespace", "workload", "pod", "run_id", "kind", "target", "model", "tool", "decision",
+    "failure_type", "code", "cost_usd", "latency_ms", "status", "record",
+)
+"""Columns of the staging table, in COPY order (``epoch`` becomes ``ts``)."""
+
+_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS haltgate_audit_stage (
+  record_id text, epoch double precision, chain_id text, seq bigint, prev_hash text,
+  hash text, decision_id text, phase text, namespace text, workload text, pod text,
+  run_id text, kind text, target text, model text, tool text, decision text,
+  failure_type text, code text, cost_usd double precision, latency_ms double precision,
+  status integer, record text
+) ON COMMIT DELETE ROWS
+"""
+_COPY = f"COPY haltgate_audit_stage ({', '.join(COLUMNS)}) FROM STDIN"
+_MOVE = """
+INSERT INTO haltgate.audit_records (
+  record_id, ts, chain_id, seq, prev_hash, hash, decision_id, phase, namespace, workload,
+  pod, run_id, kind, target, model, tool, decision, failure_type, code, cost_usd,
+  latency_ms, status, record)
+SELECT record_id::uuid, to_timestamp(epoch), chain_id, seq, prev_hash, hash, decision_id,
+  phase, namespace, workload, pod, run_id, kind, target, model, tool, decision, failure_type,
+  code, cost_usd, latency_ms, status, record
+FROM haltgate_audit_stage
+ON CONFLICT DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ShipperSettings:
+    """How the shipper runs."""
+
+    directory: Path
+    """The spool directory (shared with the writer)."""
+    dsn: str
+    """libpq connection string of a role in ``haltgate_audit_writer``."""
+    batch_records: int = 5000
+    """Records per COPY transaction (at most)."""
+    poll_seconds: float = 0.2
+    """Sleep when caught up (seconds)."""
+    max_backoff_seconds: float = 5.0
+    """Longest wait between retries while PostgreSQL fails (seconds)."""
+    connect_timeout_seconds: int = 5
+    """libpq connect_timeout (seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShipResult:
+    """What one ``ship_once`` moved."""
+
+    records: int
+    inserted: int
+    position: SpoolPosition
+
+
+def rows_for(frames: Sequence[Frame]) -> list[tuple[Any, ...]]:
+    """Staging-table rows (COLUMNS order) of spool frames."""
+    rows = []
+    for frame in frames:
+        d = orjson.loads(frame.data)
+        rows.append((
+            d["record_id"], d["time"], d["chain_id"], d["seq"], d["prev_hash"], d["hash"],
+            d["decision_id"], d["phase"], d["namespace"], d["workload"], d["pod"], d["run_id"],
+            d.get("kind"), d.get("target") or "", d.get("model"), d.get("tool"),
+            d.get("decision") or "allow", d.get("failure_type"), d.get("code"),
+            d.get("cost_usd"), d.get("latency_ms"), d.get("status"),
+            frame.data.decode("utf-8"),
+        ))
+    return rows
+
+
+def copy_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
+    """Stage and insert ``rows`` in the current transaction; return how many were new."""
+    conn.execute(_STAGE_DDL)
+    with conn.cursor() as cur:
+        with cur.copy(_COPY) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(_MOVE)
+        return max(cur.rowcount, 0)
+
+
+def _months(rows: Sequence[tuple[Any, ...]]) -> set[tuple[int, int]]:
+    months = set()
+    for row in rows:
+        when = datetime.fromtimestamp(row[1], UTC)
+        months.add((when.year, when.month))
+    return months
+
+
+class Shipper:
+    """Moves records from one spool directory to PostgreSQL. ``run`` until ``stop``."""
+
+    def __init__(self, settings: ShipperSettings, metrics: AuditMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else AuditMetrics()
+        self._dir = Path(settings.directory)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._lock_cm = flocked(self._dir / "shipper.lock", blocking=False)
+        self._lock_cm.__enter__()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._partitions: set[tuple[int, int]] = set()
+        self._stop = threading.Event()
+        self.position = self._read_position()
+
+    # ---------------------------------------------------------------- position
+
+    def _read_position(self) -> SpoolPosition:
+        try:
+            doc = orjson.loads((self._dir / SHIPPED_FILE).read_bytes())
+            return SpoolPosition(int(doc["segment"]), int(doc["offset"]))
+        except FileNotFoundError:
+            segments = list_segments(self._dir)
+            return SpoolPosition(segments[0] if segments else 1, 0)
+
+    def _ack(self, position: SpoolPosition) -> None:
+        write_json_atomic(self._dir / SHIPPED_FILE,
+                          {"segment": position.segment, "offset": position.offset})
+        self.position = position
+
+    # ---------------------------------------------------------------- reading
+
+    def _next_frames(self) -> tuple[list[Frame], SpoolPosition]:
+        """Up to ``batch_records`` complete frames after the acknowledged position."""
+        limit = self.settings.batch_records
+        frames: list[Frame] = []
+        pos = self.position
+        segments = [n for n in list_segments(self._dir) if n >= pos.segment]
+        for index, number in enumerate(segments):
+            newest = index == len(segments) - 1
+            start = pos.offset if number == pos.segment else 0
+            try:
+                with segment_path(self._dir, number).open("rb") as f:
+                    f.seek(start)
+                    data = f.read()
+            except FileNotFoundError:
+                break
+            parsed, stop, reason = iter_frames(data, number, base=start)
+            take = parsed[: limit - len(frames)]
+            frames.extend(take)
+            if take:
+                pos = SpoolPosition(number, take[-1].end)
+            if len(frames) >= limit:
+                break
+            if reason is not None:
+                if not newest:
+                    # A bad frame in an older segment: the writer repairs it when it
+                    # restarts; shipping past it would lose the records behind it.
+                    log.error("audit shipper: %s in segment %d at byte %d; waiting for the "
+                              "writer to repair it", reason, number, stop)
+                # In the newest segment it is a write in progress: ship it next time.
+                break
+            if newest:
+                break
+            pos = SpoolPosition(segments[index + 1], 0)  # this segment is complete
+        return frames, pos
+
+    # ---------------------------------------------------------------- PostgreSQL
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self.settings.dsn,
+                connect_timeout=self.settings.connect_timeout_seconds,
+                application_name="haltgate-audit-shipper",
+            )
+            self._partitions.clear()
+        return self._conn
+
+    def _ensure_partitions(self, conn: psycopg.Connection[Any],
+                           months: set[tuple[int, int]]) -> None:
+        for year, month in sorted(months - self._partitions):
+            conn.execute("SELECT haltgate.audit_ensure_partition(%s)",
+                         (datetime(year, month, 1, tzinfo=UTC),))
+            self._partitions.add((year, month))
+
+    def _insert(self, frames: Sequence[Frame]) -> int:
+        rows = rows_for(frames)
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                self._ensure_partitions(conn, _months(rows))
+                return copy_rows(conn, rows)
+        except BaseException:
+            self._partitions.clear()  # rolled back with the transaction
+            raise
+
+    # ---------------------------------------------------------------- loop
+
+    def ship_once(self) -> ShipResult:
+        """Ship one batch (maybe empty). Raises psycopg errors; nothing is acked then."""
+        frames, pos = self._next_frames()
+        inserted = 0
+        if frames:
+            inserted = self._insert(frames)
+            self.metrics.records_shipped.inc(len(frames))
+        if pos != self.position:
+            self._ack(pos)
+        self._update_lag(frames)
+        return ShipResult(len(frames), inserted, self.position)
+
+    def _update_lag(self, shipped: Sequence[Frame]) -> None:
+        backlog = max(spool_bytes(self._dir) - self.position.offset, 0)
+        self.metrics.ship_backlog_bytes.set(backlog)
+        if not shipped or len(shipped) < self.settings.batch_records:
+            self.metrics.ship_lag_seconds.set(0)
+        else:
+            oldest = orjson.loads(shipped[-1].data)["time"]
+            self.metrics.ship_lag_seconds.set(max(time.time() - float(oldest), 0.0))
+
+    def compact(self) -> int:
+        """Remove fully shipped segments, folding their chain heads into heads.json."""
+        done = [n for n in list_segments(self._dir) if n < self.position.segment]
+        if not done:
+            return 0
+        with flocked(self._dir / "compact.lock"):
+            heads = {c: {"seq": h.seq, "hash": h.hash} for c, h in read_heads(self._dir).items()}
+            for number in done:
+                data = segment_path(self._dir, number).read_bytes()
+                frames, _, _ = iter_frames(data, number)
+                for frame in frames:
+                    d = orjson.loads(frame.data)
+                    heads[d["chain_id"]] = {"seq": d["seq"], "hash": d["hash"]}
+            write_json_atomic(self._dir / HEADS_FILE, heads)
+            for number in done:
+                os.unlink(segment_path(self._dir, number))
+        return len(done)
+
+    def drain(self, timeout: float = 60.0) -> int:
+        """Ship until nothing is left (or ``timeout`` seconds); return records shipped."""
+        total = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.ship_once()
+            total += result.records
+            if result.records == 0:
+                self.compact()
+                return total
+        raise TimeoutError(f"audit shipper: still records left after {timeout:.0f}s")
+
+    def run(self, on_error: Callable[[BaseException], None] | None = None) -> None:
+        """Ship until ``stop()``; retry PostgreSQL failures with capped backoff."""
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                result = self.ship_once()
+            except (psycopg.Error, OSError) as e:
+                self.metrics.ship_errors.inc()
+                log.warning("audit shipper: %s; retrying in %.1fs", type(e).__name__, backoff)
+                if on_error is not None:
+                    on_error(e)
+                self._drop_connection()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.settings.max_backoff_seconds)
+                continue
+            backoff = 0.1
+            if result.records < self.settings.batch_records:
+                self.compact()
+                self._stop.wait(self.settings.poll_seconds)
+
+    def stop(self) -> None:
+        """Ask ``run`` to return after the batch in flight."""
+        self._stop.set()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        """Close the connection and release the shipper lock."""
+        self._drop_connection()
+        self._lock_cm.__exit__(None, None, None)
