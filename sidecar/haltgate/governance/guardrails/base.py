@@ -1,0 +1,123 @@
+"""Shared types of the guardrail detectors: what a detector reports and what a scan returns.
+
+A detector only *finds* things (`Candidate`); the engine decides what a candidate means under
+the policy (threshold, allowlist, action, monitor-only) and turns it into a `Finding`.
+Neither a candidate nor a finding keeps the matched text outside the process: `Finding.to_dict`
+gives offsets, never the value, so findings can be audited and logged as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+ScanDirection = Literal["request", "response"]
+Verdict = Literal["block", "redact", "log"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One raw hit of a detector, before the policy is applied.
+
+    `start`/`end` are offsets into the text given to the detector (Python string indices,
+    half-open). `entity` names the kind of thing found (``email``, ``github_token``,
+    ``ignore_instructions``); `score` is in [0, 1]. `via` names the de-obfuscation that exposed
+    the hit (``base64``, ``rot13``, ``confusables``...), None when it was found as written.
+    """
+
+    entity: str
+    start: int
+    end: int
+    score: float
+    via: str | None = None
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """A content detector. Implementations must be pure and thread-safe after construction."""
+
+    name: str
+    """Stable detector id: ``prompt_injection``, ``pii`` or ``secrets``."""
+
+    def detect(self, text: str) -> list[Candidate]:
+        """Return every candidate found in `text` (unsorted, possibly overlapping)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A candidate that counts under the policy."""
+
+    detector: str
+    type: str
+    score: float
+    start: int
+    end: int
+    action: Verdict
+    """What the policy does with it: block the call, redact the span, or only log."""
+    risk: float
+    """Risk added to the risk budget for this finding."""
+    via: str | None = None
+    path: str | None = None
+    """JSON pointer (RFC 6901) of the string value it was found in, for `scan_json`."""
+    monitor_only: bool = False
+    """True when the policy asked to record only: the action was not carried out."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for audit records, metrics and the CLI (never the matched text)."""
+        out: dict[str, Any] = {
+            "detector": self.detector,
+            "type": self.type,
+            "score": round(self.score, 4),
+            "start": self.start,
+            "end": self.end,
+            "action": self.action,
+        }
+        if self.via is not None:
+            out["via"] = self.via
+        if self.path is not None:
+            out["path"] = self.path
+        if self.monitor_only:
+            out["monitor_only"] = True
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """Outcome of one scan.
+
+    `blocked` is True when a finding's action is ``block`` (and not monitor-only) or when a
+    detector failed under ``failMode: closed``. `redacted_text` is the text with redacted
+    spans replaced by placeholders, None when nothing was redacted; for `scan_json` the
+    redacted document is in `redacted_obj` (None when nothing changed).
+    """
+
+    findings: tuple[Finding, ...] = ()
+    blocked: bool = False
+    redacted_text: str | None = None
+    risk: float = 0.0
+    redacted_obj: Any = None
+    errors: tuple[str, ...] = field(default=())
+    """Detectors that raised (their names, with the exception type), e.g. ``pii:ValueError``."""
+
+    @property
+    def code(self) -> str | None:
+        """Stable snake_case code of the blocking reason, None when not blocked."""
+        if not self.blocked:
+            return None
+        for f in self.findings:
+            if f.action == "block" and not f.monitor_only:
+                return f"guardrail_{f.detector}"
+        return "guardrail_error"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no matched text)."""
+        return {
+            "verdict": "block" if self.blocked else "allow",
+            "risk": round(self.risk, 4),
+            "findings": [f.to_dict() for f in self.findings],
+            **({"errors": list(self.errors)} if self.errors else {}),
+        }
+
+
+EMPTY_RESULT = ScanResult()

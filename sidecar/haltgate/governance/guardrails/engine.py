@@ -1,0 +1,403 @@
+"""Applies the policy's ``spec.guardrails`` to text and JSON: which detectors run in which
+direction, thresholds, allowlists, actions, monitor-only mode, fail mode, redaction.
+
+The sidecar builds one `Guardrails` per policy (``Guardrails.from_spec(spec.guardrails)``) and
+calls `scan` / `scan_json` per request and response body, and `stream` for streamed text.
+Everything here is synchronous CPU work on the caller's thread; a `Guardrails` object is
+immutable after construction and may be shared between concurrent requests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from haltgate.governance import policy
+from haltgate.governance.guardrails import injection, pii, secrets
+from haltgate.governance.guardrails.base import (
+    Candidate,
+    Detector,
+    Finding,
+    ScanDirection,
+    ScanResult,
+    Verdict,
+)
+
+MAX_SCAN_CHARS = 2 * 1024 * 1024
+"""Texts longer than this (characters) are not scanned: a detector error under the fail mode."""
+
+_PLACEHOLDER_TYPES = {
+    "email": "EMAIL",
+    "phone": "PHONE",
+    "credit_card": "CREDIT_CARD",
+    "iban": "IBAN",
+    "national_id": "NATIONAL_ID",
+    "ip_address": "IP_ADDRESS",
+    "dob": "DOB",
+}
+
+
+class TextTooLarge(ValueError):
+    """A text is larger than `MAX_SCAN_CHARS`."""
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSettings:
+    """The policy for one detector, compiled."""
+
+    detector: Detector
+    directions: frozenset[str]
+    action: Verdict
+    threshold: float
+    monitor_only: bool
+    allowlist: tuple[re.Pattern[str], ...]
+    risk: float
+
+    @classmethod
+    def from_spec(cls, detector: Detector, spec: policy.Detector) -> DetectorSettings:
+        """Compile one detector's policy block (allowlist regexes compiled here, once)."""
+        if spec.direction == policy.Direction.BOTH:
+            directions = frozenset({"request", "response"})
+        else:
+            directions = frozenset({spec.direction.value})
+        action: Verdict = spec.action.value  # type: ignore[assignment]
+        if action == "redact" and detector.name == injection.NAME:
+            # An injection cannot be cut out of its text safely: refuse the text instead.
+            action = "block"
+        return cls(
+            detector=detector,
+            directions=directions,
+            action=action,
+            threshold=spec.threshold,
+            monitor_only=spec.monitor_only,
+            allowlist=tuple(re.compile(p) for p in spec.allowlist),
+            risk=spec.risk,
+        )
+
+
+class Redactor:
+    """Hands out placeholders, the same one for the same value (``<EMAIL_1>``, ``<EMAIL_2>``).
+
+    One redactor spans one scan, one JSON document or one stream, so a value that appears in
+    several places of it gets one placeholder everywhere.
+    """
+
+    def __init__(self) -> None:
+        """Start with no placeholders handed out."""
+        self._seen: dict[tuple[str, str], str] = {}
+        self._counts: dict[str, int] = {}
+
+    def placeholder(self, entity: str, value: str) -> str:
+        """Placeholder for `value` of kind `entity`."""
+        label = _PLACEHOLDER_TYPES.get(entity, entity.upper())
+        key = (label, value)
+        got = self._seen.get(key)
+        if got is None:
+            n = self._counts.get(label, 0) + 1
+            self._counts[label] = n
+            got = f"<{label}_{n}>"
+            self._seen[key] = got
+        return got
+
+
+@dataclass(slots=True)
+class _TextOutcome:
+    findings: list[Finding] = field(default_factory=list)
+    blocked: bool = False
+    redacted: str | None = None
+    risk: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class Guardrails:
+    """The compiled guardrail policy."""
+
+    def __init__(
+        self,
+        detectors: Sequence[DetectorSettings],
+        *,
+        fail_closed: bool = True,
+    ) -> None:
+        """Prefer `from_spec`; this constructor serves tests and custom detector sets."""
+        self._settings = tuple(detectors)
+        self._fail_closed = fail_closed
+        self._by_direction: dict[str, tuple[DetectorSettings, ...]] = {
+            d: tuple(s for s in self._settings if d in s.directions)
+            for d in ("request", "response")
+        }
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: policy.Guardrails,
+        *,
+        injection_model: Callable[[str], float] | None = None,
+        pii_region: str = "US",
+    ) -> Guardrails:
+        """Build from ``spec.guardrails`` of a GovernancePolicy.
+
+        `injection_model` is the optional model stage (see `model.load_default_scorer`);
+        `pii_region` the phone numbering plan assumed for numbers without ``+``.
+        """
+        settings: list[DetectorSettings] = []
+        if spec.prompt_injection is not None and spec.prompt_injection.enabled:
+            settings.append(DetectorSettings.from_spec(
+                injection.InjectionDetector(model=injection_model), spec.prompt_injection))
+        if spec.pii is not None and spec.pii.enabled:
+            settings.append(DetectorSettings.from_spec(
+                pii.PIIDetector(spec.pii.entities, region=pii_region), spec.pii))
+        if spec.secrets is not None and spec.secrets.enabled:
+            settings.append(DetectorSettings.from_spec(secrets.SecretsDetector(), spec.secrets))
+        return cls(settings, fail_closed=spec.fail_mode == policy.FailMode.CLOSED)
+
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        """Names of the enabled detectors."""
+        return tuple(s.detector.name for s in self._settings)
+
+    def active(self, direction: ScanDirection) -> bool:
+        """Whether any detector runs in `direction` (lets callers skip body parsing)."""
+        return bool(self._by_direction[direction])
+
+    # ------------------------------------------------------------------ text
+
+    def scan(self, text: str, direction: ScanDirection) -> ScanResult:
+        """Scan one text. `redacted_text` is set when a redact action changed it."""
+        out = self._scan_text(text, direction, Redactor(), None)
+        return ScanResult(
+            findings=tuple(out.findings),
+            blocked=out.blocked,
+            redacted_text=out.redacted,
+            risk=out.risk,
+            errors=tuple(out.errors),
+        )
+
+    def _scan_text(
+        self, text: str, direction: ScanDirection, redactor: Redactor, path: str | None
+    ) -> _TextOutcome:
+        out = _TextOutcome()
+        settings = self._by_direction[direction]
+        if not settings or not text:
+            return out
+        redact: list[tuple[int, int, str]] = []
+        for s in settings:
+            try:
+                if len(text) > MAX_SCAN_CHARS:
+                    raise TextTooLarge(f"{len(text)} characters")
+                cands = s.detector.detect(text)
+            except Exception as e:  # a broken detector must not crash the request pipeline
+                out.errors.append(f"{s.detector.name}:{type(e).__name__}")
+                if self._fail_closed:
+                    out.blocked = True
+                continue
+            for c in _dedupe(cands):
+                if c.score < s.threshold:
+                    continue
+                value = text[c.start:c.end]
+                if s.allowlist and any(a.search(value) for a in s.allowlist):
+                    continue
+                out.findings.append(Finding(
+                    detector=s.detector.name, type=c.entity, score=c.score, start=c.start,
+                    end=c.end, action=s.action, risk=s.risk, via=c.via, path=path,
+                    monitor_only=s.monitor_only,
+                ))
+                if s.monitor_only:
+                    continue
+                out.risk += s.risk
+                if s.action == "block":
+                    out.blocked = True
+                elif s.action == "redact":
+                    redact.append((c.start, c.end, c.entity))
+        if redact:
+            out.redacted = _apply_redactions(text, redact, redactor)
+        return out
+
+    # ------------------------------------------------------------------ JSON
+
+    def scan_json(self, obj: Any, direction: ScanDirection) -> ScanResult:
+        """Scan every string value of a parsed JSON document (object keys are not scanned).
+
+        Findings carry the JSON pointer of their string in `path`. When something was
+        redacted, `redacted_obj` is a copy of the document with the redacted strings replaced;
+        the input is never modified and the structure stays the same, so it serialises to
+        valid JSON. Placeholders are consistent across the whole document.
+        """
+        redactor = Redactor()
+        findings: list[Finding] = []
+        errors: list[str] = []
+        blocked = False
+        risk = 0.0
+        replaced: dict[str, str] = {}
+        if self._by_direction[direction]:
+            for pointer, value in _iter_strings(obj, ""):
+                out = self._scan_text(value, direction, redactor, pointer)
+                findings.extend(out.findings)
+                errors.extend(out.errors)
+                blocked = blocked or out.blocked
+                risk += out.risk
+                if out.redacted is not None:
+                    replaced[pointer] = out.redacted
+        return ScanResult(
+            findings=tuple(findings),
+            blocked=blocked,
+            redacted_text=None,
+            risk=risk,
+            redacted_obj=_rebuild(obj, "", replaced) if replaced else None,
+            errors=tuple(errors),
+        )
+
+    # ------------------------------------------------------------------ streams
+
+    def stream(self, direction: ScanDirection, *, holdback: int = 256) -> StreamScanner:
+        """A scanner for text that arrives in pieces (SSE deltas); see `StreamScanner`."""
+        return StreamScanner(self, direction, holdback=holdback)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """What a `StreamScanner` releases: text safe to send on, and findings in it."""
+
+    text: str
+    findings: tuple[Finding, ...] = ()
+    blocked: bool = False
+    risk: float = 0.0
+    errors: tuple[str, ...] = ()
+
+
+class StreamScanner:
+    """Scans streamed text and redacts it without splitting an entity across two pieces.
+
+    `feed` returns the text that may be sent now (redacted); it holds back the last
+    `holdback` characters, and never cuts inside a finding, so a card number or a phrase
+    split over two deltas is still seen whole. `close` releases the rest. After a blocking
+    finding the caller should end the stream (``blocked`` is True); the held-back text of a
+    blocked stream is never released. Offsets of findings count from the stream's start.
+    """
+
+    def __init__(self, guardrails: Guardrails, direction: ScanDirection, *, holdback: int) -> None:
+        """Prefer `Guardrails.stream`."""
+        self._g = guardrails
+        self._direction = direction
+        self._holdback = max(0, holdback)
+        self._redactor = Redactor()
+        self._buf = ""
+        self._base = 0
+        self._blocked = False
+
+    @property
+    def blocked(self) -> bool:
+        """True once any released piece was blocked."""
+        return self._blocked
+
+    def feed(self, text: str) -> StreamChunk:
+        """Add `text`; return what can be released now."""
+        self._buf += text
+        return self._release(final=False)
+
+    def close(self) -> StreamChunk:
+        """End of stream: release everything still held."""
+        return self._release(final=True)
+
+    def _release(self, *, final: bool) -> StreamChunk:
+        buf = self._buf
+        if not buf:
+            return StreamChunk("", blocked=self._blocked)
+        out = self._g._scan_text(buf, self._direction, Redactor(), None)
+        cut = len(buf) if final else max(0, len(buf) - self._holdback)
+        for f in out.findings:
+            if f.start < cut < f.end:
+                cut = f.start
+        released = [f for f in out.findings if f.end <= cut]
+        blocked = any(f.action == "block" and not f.monitor_only for f in released) or (
+            bool(out.errors) and out.blocked
+        )
+        if blocked:
+            self._blocked = True
+        redact = [
+            (f.start, f.end, f.type) for f in released
+            if f.action == "redact" and not f.monitor_only
+        ]
+        piece = buf[:cut]
+        if redact:
+            piece = _apply_redactions(piece, redact, self._redactor)
+        findings = tuple(
+            Finding(f.detector, f.type, f.score, f.start + self._base, f.end + self._base,
+                    f.action, f.risk, f.via, f.path, f.monitor_only)
+            for f in released
+        )
+        risk = sum(f.risk for f in released if not f.monitor_only)
+        self._buf = buf[cut:]
+        self._base += cut
+        if self._blocked:
+            piece = ""
+        return StreamChunk(piece, findings, self._blocked, risk, tuple(out.errors))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _dedupe(cands: Sequence[Candidate]) -> list[Candidate]:
+    best: dict[tuple[str, int, int], Candidate] = {}
+    for c in cands:
+        key = (c.entity, c.start, c.end)
+        old = best.get(key)
+        if old is None or c.score > old.score:
+            best[key] = c
+    return sorted(best.values(), key=lambda c: (c.start, -c.end))
+
+
+def _apply_redactions(
+    text: str, spans: Sequence[tuple[int, int, str]], redactor: Redactor
+) -> str:
+    """Replace spans (merged where they overlap) by placeholders."""
+    merged: list[list[Any]] = []
+    for start, end, entity in sorted(spans, key=lambda s: (s[0], -s[1])):
+        if merged and start < merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1][1] = end
+            continue
+        merged.append([start, end, entity])
+    parts: list[str] = []
+    pos = 0
+    for start, end, entity in merged:
+        parts.append(text[pos:start])
+        parts.append(redactor.placeholder(entity, text[start:end]))
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _escape_pointer(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+_MAX_JSON_DEPTH = 256
+
+
+def _iter_strings(obj: Any, pointer: str, depth: int = 0) -> Iterator[tuple[str, str]]:
+    """(JSON pointer, value) of every string value, depth-first, in document order."""
+    if depth > _MAX_JSON_DEPTH:
+        raise ValueError("JSON document nested too deeply")
+    if isinstance(obj, str):
+        yield pointer, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _iter_strings(v, f"{pointer}/{_escape_pointer(str(k))}", depth + 1)
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            yield from _iter_strings(v, f"{pointer}/{i}", depth + 1)
+
+
+def _rebuild(obj: Any, pointer: str, replaced: dict[str, str]) -> Any:
+    if isinstance(obj, str):
+        return replaced.get(pointer, obj)
+    if isinstance(obj, dict):
+        return {
+            k: _rebuild(v, f"{pointer}/{_escape_pointer(str(k))}", replaced)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [_rebuild(v, f"{pointer}/{i}", replaced) for i, v in enumerate(obj)]
+    return obj

@@ -1,0 +1,290 @@
+"""Prompt-injection and jailbreak detection.
+
+Layered:
+
+1. Pattern stage (always, fast): phrase patterns of the known attack families matched on every
+   normalised view of the text (`normalize.views`: homoglyphs, invisible characters,
+   leetspeak, split words, rot13, base64/hex/percent/tag-character payloads). Each family has a
+   weight; the text's score is the noisy-or of the strongest hit per family, so one strong
+   phrase or several weak ones cross the threshold. A hit exposed only by de-obfuscation
+   scores higher: hiding an instruction is itself a signal.
+2. Model stage (optional, `haltgate[guard-model]`): see `model.py`. It is consulted for texts
+   whose pattern score is below the threshold, and can only add findings.
+
+Families (the `type` of a finding): ``ignore_instructions``, ``new_instructions``,
+``role_override``, ``prompt_exfiltration``, ``chat_template``, ``addressed_to_ai``,
+``data_exfiltration``, ``safety_bypass``, ``concealment``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from haltgate.governance.guardrails import normalize
+from haltgate.governance.guardrails.base import Candidate
+
+NAME = "prompt_injection"
+
+_S = r"[\s\W_]+"  # separator between words: whitespace and punctuation, at least one
+_F = r"(?:[a-z'’]+[\s\W_]+){0,3}?"  # up to three filler words ("all of the", "your")
+
+_VERB_IGNORE = r"(?:ignore|ignoring|disregard|disregarding|forget|forgetting|override|bypass|neglect|abandon|discard|cancel)"
+_QUAL = (
+    r"(?:previous|previously|prior|above|earlier|preceding|former|initial|original|old|"
+    r"existing|system|developer|safety|all|any|every)"
+)
+_RULE_NOUN = (
+    r"(?:instructions?|directions?|directives?|rules|prompts?|guidelines|guidance|commands?|"
+    r"constraints|restrictions|polic(?:y|ies)|programming|guardrails|safeguards|orders|"
+    r"training|filters?|context)"
+)
+_AI = (
+    r"(?:ai|a\.i\.|assistant|agent|llm|language\W+model|model|chatbot|bot|gpt|chatgpt|claude|"
+    r"copilot|gemini|autopilot)"
+)
+_SECRETS_NOUN = (
+    r"(?:conversation|chat(?:\W+history)?|history|messages|credentials|passwords?|"
+    r"api\W+keys?|keys|secrets?|tokens?|private\W+keys?|env(?:ironment)?\W+variables|"
+    r"system\W+prompt|emails?|files|data|documents|contacts|ssh\W+keys?|cookies|session)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    family: str
+    weight: float
+    pattern: str
+
+
+# Regular-view rules, matched on folded (lower-case) text.
+RULES: tuple[Rule, ...] = (
+    Rule("ignore_instructions", 0.95,
+         rf"\b{_VERB_IGNORE}{_S}{_F}{_QUAL}{_S}{_F}{_RULE_NOUN}\b"),
+    Rule("ignore_instructions", 0.9,
+         rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|everything{_S})?(?:of{_S})?(?:the{_S}|that{_S})?"
+         rf"(?:above|before|said\W+before|you\W+(?:were|have\W+been)\W+told)\b"),
+    Rule("ignore_instructions", 0.9,
+         rf"\b(?:do\W+not|don'?t|never){_S}(?:follow|obey|listen\W+to){_S}{_F}"
+         rf"(?:previous|prior|above|original|system|your){_S}{_F}{_RULE_NOUN}\b"),
+    Rule("new_instructions", 0.7,
+         rf"\b(?:new|updated|revised|real|actual|true|secret|hidden|additional|override)"
+         rf"{_S}(?:system{_S})?(?:instructions?|directives?|prompt|orders|task|rules)\s*:"),
+    Rule("new_instructions", 0.75,
+         rf"\byour{_S}(?:new|real|actual|true|only){_S}(?:task|goal|objective|purpose|"
+         rf"instructions?|role|job|mission){_S}(?:is|are|will\W+be)\b"),
+    Rule("new_instructions", 0.6,
+         rf"\bfrom{_S}now{_S}on{_S}{_F}(?:you|your|the{_S}assistant|assistant|ai)"
+         rf"{_S}(?:will|are|must|shall|should|only|have\W+to|answer|respond|reply|act|"
+         rf"obey|follow)\b"),
+    Rule("role_override", 0.9,
+         rf"\byou{_S}are{_S}(?:now{_S})?(?:dan|stan|dude|aim|evilbot|"
+         rf"(?:an?{_S})?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|"
+         rf"amoral|unaligned|unbound|limitless)\b)"),
+    Rule("role_override", 0.9,
+         rf"\b(?:act|behave|respond|answer|roleplay|role-play){_S}as{_S}(?:if{_S}you{_S}"
+         rf"(?:are|were){_S})?(?:an?{_S})?(?:unrestricted|unfiltered|uncensored|jailbroken|"
+         rf"evil|amoral|rogue|unaligned)\b"),
+    Rule("role_override", 0.9, rf"\bdo{_S}anything{_S}now\b"),
+    Rule("role_override", 0.9,
+         rf"\b(?:developer|god|jailbreak|jailbroken|dan|unrestricted|sudo)"
+         rf"{_S}mode{_S}(?:is{_S})?(?:enabled|activated|on|unlocked)\b"),
+    Rule("role_override", 0.9,
+         rf"\b(?:enable|activate|enter|switch\W+to|unlock){_S}(?:the{_S})?(?:developer|god|"
+         rf"jailbreak|dan|unrestricted){_S}mode\b"),
+    Rule("role_override", 0.85,
+         rf"\bpretend{_S}(?:that{_S})?(?:you{_S}(?:are|have|were)|to{_S}be){_S}{_F}"
+         rf"(?:no|without|free\W+of|not\W+bound\W+by){_S}{_F}(?:restrictions|limits|"
+         rf"limitations|rules|filters|guidelines|ethics|morals|policies)\b"),
+    Rule("role_override", 0.45, r"\bjailbr(?:ea|o)k(?:en|ing|s)?\b"),
+    Rule("role_override", 0.4,
+         rf"\b(?:stay|remain){_S}in{_S}character\b|\bbreak{_S}character\b"),
+    Rule("prompt_exfiltration", 0.85,
+         rf"\b(?:reveal|show|print|display|repeat|output|leak|dump|tell{_S}me|give{_S}me|"
+         rf"share|disclose|expose|write{_S}out|spell{_S}out|recite|paste|list){_S}{_F}"
+         rf"(?:system|initial|original|hidden|secret|internal|developer|confidential|"
+         rf"pre-?prompt|full|entire|complete|exact){_S}(?:system{_S})?"
+         rf"(?:prompt|instructions|message|directives|configuration)\b"),
+    Rule("prompt_exfiltration", 0.8,
+         rf"\bwhat{_S}(?:is|are|were|was){_S}your{_S}(?:system{_S}prompt|initial{_S}"
+         rf"instructions|original{_S}instructions|instructions|rules|hidden\W+\w+)\b"),
+    Rule("prompt_exfiltration", 0.8,
+         rf"\b(?:repeat|print|output|copy|reproduce|recite){_S}(?:everything|all|the{_S}"
+         rf"(?:text|words|lines)|the{_S}conversation){_S}(?:above|before|so{_S}far|"
+         rf"starting{_S}with)\b"),
+    Rule("chat_template", 0.9,
+         r"<\|\s*(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|"
+         r"end_header_id|begin_of_text)\s*\|>"),
+    Rule("chat_template", 0.85, r"\[/?inst\]|<</?sys>>"),
+    Rule("chat_template", 0.6,
+         r"</?\s*(?:system|system[_-]prompt|sys|admin|instructions?)\s*>"),
+    Rule("chat_template", 0.45,
+         r"(?:^|\n)\s*(?:#{1,4}\s*)?(?:system|developer)\s*(?:message|prompt|override|note)"
+         r"?\s*:\s*(?=\S)"),
+    Rule("chat_template", 0.3, r"(?:^|\n)\s*(?:#{1,4}\s*)?(?:assistant|user)\s*:\s*(?=\S)"),
+    Rule("addressed_to_ai", 0.75,
+         rf"\b(?:note|message|instructions?|attention|important|notice|reminder|directive|"
+         rf"warning)s?{_S}(?:to|for){_S}(?:the{_S}|any{_S}|all{_S})?{_AI}s?\b"),
+    Rule("addressed_to_ai", 0.8,
+         rf"\b{_AI}s?{_S}(?:reading|processing|summari[sz]ing|parsing|reviewing|analy[sz]ing"
+         rf"|browsing|scraping){_S}this\b"),
+    Rule("addressed_to_ai", 0.75,
+         rf"\bif{_S}you{_S}are{_S}(?:an?{_S})?(?:ai|large{_S}language{_S}model|"
+         rf"language{_S}model|llm|assistant|agent|chatbot|bot|gpt|automated\W+\w+)\b"),
+    Rule("addressed_to_ai", 0.45,
+         rf"\bwhen{_S}you{_S}(?:read|see|process|summari[sz]e|encounter|parse){_S}this\b"),
+    Rule("addressed_to_ai", 0.5,
+         rf"\b(?:important|urgent|attention|critical)\s*[:!]{_S}{_F}(?:you|assistant|ai|"
+         rf"agent){_S}(?:must|should|need\W+to|have\W+to|are\W+required)\b"),
+    Rule("concealment", 0.75,
+         rf"\b(?:do{_S}not|don'?t|never|without){_S}(?:tell|telling|inform|informing|"
+         rf"mention|mentioning|reveal|revealing|alert|alerting|notify|notifying|asking|"
+         rf"show|showing){_S}(?:this{_S}|it{_S}|anything{_S})?(?:to{_S})?(?:the{_S})?"
+         rf"(?:user|human|operator|owner)s?\b"),
+    Rule("concealment", 0.5, rf"\b(?:secretly|silently|covertly){_S}(?:send|call|execute|"
+                             rf"run|forward|email|post|upload|transfer|delete)\b"),
+    Rule("data_exfiltration", 0.8,
+         rf"\b(?:send|post|upload|forward|email|mail|transmit|exfiltrate|leak|copy|"
+         rf"transfer){_S}{_F}{_SECRETS_NOUN}{_S}{_F}(?:to){_S}"
+         rf"(?:https?://|[\w.+-]+@[\w-]+\.|this{_S}(?:url|address|email|server|endpoint|"
+         rf"webhook)|the{_S}following|attacker|my{_S}(?:server|email|endpoint))"),
+    Rule("data_exfiltration", 0.6,
+         r"!\[[^\]\n]{0,100}\]\(\s*https?://[^)\s]{0,300}[?&](?:data|d|q|secret|password|"
+         r"token|key|history|conversation|chat|msg|content|info|exfil|leak|p)=[^)\s]*"
+         r"(?:\{|\$|<|%7b|\[)"),
+    Rule("safety_bypass", 0.8,
+         rf"\b(?:disable|turn{_S}off|bypass|ignore|deactivate|circumvent|override|switch"
+         rf"{_S}off|remove|drop){_S}{_F}(?:safety|content|ethical|moral|security)?{_S}?"
+         rf"(?:filters?|filtering|guardrails|safeguards|censorship|safety{_S}(?:guidelines"
+         rf"|measures|protocols|checks|features|training|policies)|ethical{_S}guidelines"
+         rf"|content{_S}polic(?:y|ies))\b"),
+    Rule("safety_bypass", 0.35,
+         rf"\b(?:without|no){_S}(?:any{_S})?(?:restrictions|limitations|filters|censorship"
+         rf"|ethical{_S}(?:guidelines|constraints)|moral{_S}(?:guidelines|constraints))\b"),
+)
+
+# Squashed-view rules (letters only, no separators): the strong phrases again, so split and
+# spaced-out words are caught.
+SQUASHED_RULES: tuple[Rule, ...] = (
+    Rule("ignore_instructions", 0.95,
+         r"(?:ignore|disregard|forget|override|bypass)(?:all|any|of|the|your|my){0,3}"
+         r"(?:previous|prior|above|earlier|preceding|initial|original|system|developer)"
+         r"(?:instructions?|directions?|rules|prompts?|guidelines|commands|directives|"
+         r"programming|constraints)"),
+    Rule("role_override", 0.9, r"doanythingnow|(?:developer|jailbreak|dan|god)mode(?:is)?"
+                              r"(?:enabled|activated|on)|(?:enable|activate)(?:the)?"
+                              r"(?:developer|jailbreak|dan|god)mode"),
+    Rule("role_override", 0.9, r"youarenow(?:dan|an?unrestricted|unrestricted|jailbroken|"
+                              r"unfiltered|uncensored|evil)"),
+    Rule("prompt_exfiltration", 0.85,
+         r"(?:reveal|show|print|repeat|leak|dump|tellme|output|disclose)(?:me|your|the|all){0,3}"
+         r"(?:system|initial|original|hidden|secret)(?:prompt|instructions)"),
+    Rule("safety_bypass", 0.8,
+         r"(?:disable|turnoff|bypass|deactivate|circumvent)(?:your|all|the|any){0,2}"
+         r"(?:safety|content)?(?:filters?|guardrails|safeguards|censorship)"),
+)
+
+# A hit found only through de-obfuscation gets this much added (capped at 0.99).
+OBFUSCATION_BONUS = 0.1
+
+
+def _compile(rules: Sequence[Rule]) -> re.Pattern[str]:
+    return re.compile(
+        "|".join(f"(?P<r{i}>{r.pattern})" for i, r in enumerate(rules)), re.MULTILINE
+    )
+
+
+_REGULAR = _compile(RULES)
+_SQUASHED = _compile(SQUASHED_RULES)
+_MAX_HITS_PER_VIEW = 64
+
+
+def _drop_shadowed(cands: list[Candidate]) -> list[Candidate]:
+    """Drop de-obfuscated hits that only repeat a plain hit of the same family and span.
+
+    The squashed and leetspeak views also see plain text; their hits must not earn the
+    obfuscation bonus for text that was never obfuscated.
+    """
+    plain = [c for c in cands if c.via is None]
+    if not plain:
+        return cands
+    out = list(plain)
+    for c in cands:
+        if c.via is None:
+            continue
+        if any(p.entity == c.entity and p.start < c.end and c.start < p.end for p in plain):
+            continue
+        out.append(c)
+    return out
+
+
+def noisy_or(scores: Sequence[float]) -> float:
+    """Combine independent evidence: 1 - prod(1 - s)."""
+    miss = 1.0
+    for s in scores:
+        miss *= 1.0 - s
+    return 1.0 - miss
+
+
+ModelScorer = Callable[[str], float]
+
+
+class InjectionDetector:
+    """Pattern stage, plus an optional model scorer for texts the patterns do not settle."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        *,
+        limits: normalize.Limits = normalize.DEFAULT_LIMITS,
+        model: ModelScorer | None = None,
+        model_floor: float = 0.0,
+    ) -> None:
+        """`model` maps a text to an injection probability; it runs when the pattern score
+        is at least `model_floor` and no strong pattern fired (score < 0.9)."""
+        self._limits = limits
+        self._model = model
+        self._model_floor = model_floor
+
+    def pattern_candidates(self, text: str) -> list[Candidate]:
+        """Pattern stage only: one candidate per (family, span), scores not yet combined."""
+        hits: dict[tuple[str, int, int], Candidate] = {}
+        for view in normalize.views(text, self._limits):
+            regex, rules = (_SQUASHED, SQUASHED_RULES) if view.squashed else (_REGULAR, RULES)
+            n = 0
+            for m in regex.finditer(view.text):
+                n += 1
+                if n > _MAX_HITS_PER_VIEW:
+                    break
+                group = m.lastgroup
+                if group is None:
+                    continue
+                rule = rules[int(group[1:])]
+                score = rule.weight
+                if view.via is not None:
+                    score = min(0.99, score + OBFUSCATION_BONUS)
+                start, end = view.to_origin(m.start(), m.end())
+                key = (rule.family, start, end)
+                old = hits.get(key)
+                # A plain hit of the same span wins over its de-obfuscated twin.
+                if old is None or (old.via is not None and old.score < score):
+                    hits[key] = Candidate(rule.family, start, end, score, view.via)
+        return _drop_shadowed(list(hits.values()))
+
+    def detect(self, text: str) -> list[Candidate]:
+        """Candidates with their scores raised to the text's combined score."""
+        cands = self.pattern_candidates(text)
+        best: dict[str, float] = {}
+        for c in cands:
+            best[c.entity] = max(best.get(c.entity, 0.0), c.score)
+        combined = noisy_or(list(best.values()))
+        if self._model is not None and combined < 0.9 and combined >= self._model_floor:
+            p = self._model(text)
+            if p > combined:
+                cands.append(Candidate("model", 0, len(text), p, "model"))
+                combined = noisy_or([combined, p]) if combined > 0 else p
+        if not cands:
+            return []
+        return [Candidate(c.entity, c.start, c.end, max(c.score, combined), c.via) for c in cands]

@@ -1,0 +1,308 @@
+"""Text normalisation against obfuscation, for the pattern stage of the detectors.
+
+`views(text)` yields the forms of a text that a pattern should be matched on:
+
+1. ``folded``: NFKC (fullwidth and mathematical letters become ASCII), invisible and format
+   characters removed (zero-width, bidi controls, soft hyphen, variation selectors), common
+   homoglyphs (Cyrillic, Greek, ...) mapped to the Latin letter they imitate, lower case.
+2. ``leet``: the folded text with leetspeak digits and symbols read as letters
+   (``1gn0r3`` -> ``ignore``), only when the text mixes them into words.
+3. ``squashed``: letters only, so split words (``i g n o r e``, ``ig-no-re``, ``i.g.n``) meet;
+   matched with their own, separator-free patterns.
+4. ``rot13`` of the folded text.
+5. decoded payloads: base64, hex, ``\\xNN`` escapes, percent-encoding and Unicode tag
+   characters ("ASCII smuggling"), each decoded payload yielding views 1-4 itself, nested at
+   most `Limits.max_depth` deep and bounded in count and size.
+
+Every view can map an offset back to the original text, so a finding points at the right span
+(for decoded payloads: the whole encoded run). The hot path is `str.translate` and a few
+precompiled regular expressions; per-character offset tables are only built for a view in
+which something was found.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+# Characters that render as nothing (or nearly) and are used to split words invisibly.
+_INVISIBLE = (
+    [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0]
+    + list(range(0x200B, 0x2010))  # zero-width space/joiners, LRM/RLM
+    + list(range(0x202A, 0x202F))  # bidi embeddings and overrides
+    + list(range(0x2060, 0x2070))  # word joiner, invisible operators, bidi isolates
+    + list(range(0xFE00, 0xFE10))  # variation selectors
+    + list(range(0xE0000, 0xE0080))  # tag characters (decoded separately as a payload)
+)
+
+# Homoglyphs that NFKC leaves alone: letters of other scripts that look like Latin ones.
+# Chosen from Unicode's confusables data for the scripts seen in attacks (Cyrillic, Greek,
+# Armenian, Cherokee-free); lower and upper case both map to the lower-case Latin letter.
+_HOMOGLYPHS = {
+    # Cyrillic
+    "а": "a", "А": "a", "В": "b", "в": "b", "с": "c", "С": "c", "ԁ": "d", "е": "e", "Е": "e",
+    "ё": "e", "һ": "h", "Н": "h", "н": "h", "і": "i", "І": "i", "ї": "i", "ј": "j", "Ј": "j",
+    "к": "k", "К": "k", "ӏ": "l", "М": "m", "м": "m", "о": "o", "О": "o", "р": "p", "Р": "p",
+    "ԛ": "q", "ѕ": "s", "Ѕ": "s", "Т": "t", "т": "t", "у": "y", "У": "y", "х": "x", "Х": "x",
+    "ԝ": "w", "Ԝ": "w", "ь": "b", "г": "r", "п": "n", "ц": "u",
+    # Greek
+    "α": "a", "Α": "a", "Β": "b", "β": "b", "ε": "e", "Ε": "e", "Η": "h", "ι": "i", "Ι": "i",
+    "Κ": "k", "κ": "k", "Μ": "m", "Ν": "n", "ν": "v", "ο": "o", "Ο": "o", "Ρ": "p", "ρ": "p",
+    "τ": "t", "Τ": "t", "υ": "u", "Χ": "x", "χ": "x", "Υ": "y", "γ": "y", "Ζ": "z", "ϲ": "c",
+    # Armenian and others
+    "օ": "o", "ս": "u", "ց": "g", "ɑ": "a", "ɡ": "g", "ɩ": "i", "ʟ": "l", "ı": "i", "ȷ": "j",
+    "ℓ": "l", "ǀ": "l",
+}
+
+_FOLD_TABLE: dict[int, str | None] = {cp: None for cp in _INVISIBLE}
+_FOLD_TABLE.update({ord(k): v for k, v in _HOMOGLYPHS.items()})
+
+_LEET_TABLE = str.maketrans({
+    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a", "$": "s",
+    "|": "l", "€": "e", "!": "i",
+})
+_LEET_HINT = re.compile(r"[a-z][0134578@$|!€][a-z0-9@$]|[0134578@$|€][a-z]{2}")
+_NON_LETTERS = re.compile(r"[^a-z]+")
+_ROT13 = str.maketrans(
+    "abcdefghijklmnopqrstuvwxyz", "nopqrstuvwxyzabcdefghijklm"
+)
+
+_B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{24,}={0,2}")
+_HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){16,}")
+_XESC_RUN = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){8,}")
+_PCT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+-]){3,}")
+_PCT_ESC = re.compile(r"%[0-9A-Fa-f]{2}")
+_TAGS = re.compile("[\U000e0020-\U000e007e]{4,}")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds of the de-obfuscation work done for one text."""
+
+    max_depth: int = 2
+    """Payloads inside decoded payloads are decoded this many levels deep."""
+    max_payloads: int = 8
+    """At most this many encoded runs are decoded per text (the longest first)."""
+    max_payload_chars: int = 16384
+    """Encoded runs longer than this are not decoded (cut to this length)."""
+    min_text_ratio: float = 0.85
+    """A decoded payload counts as text when this share of it is printable."""
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One form of the text to match on.
+
+    `to_origin(i, j)` maps a span of `text` back to a span of the original text.
+    """
+
+    text: str
+    via: str | None
+    squashed: bool
+    to_origin: Callable[[int, int], tuple[int, int]]
+
+
+def fold(text: str) -> str:
+    """NFKC, strip invisible characters, map homoglyphs, lower-case (the ``folded`` form)."""
+    if text.isascii():
+        return text.lower()
+    return unicodedata.normalize("NFKC", text).translate(_FOLD_TABLE).lower()
+
+
+def _fold_char(c: str) -> str:
+    return unicodedata.normalize("NFKC", c).translate(_FOLD_TABLE).lower()
+
+
+def _fold_offsets(text: str) -> list[int]:
+    """Origin index of every character of the folded text (slow path, only after a hit)."""
+    origin: list[int] = []
+    for i, c in enumerate(text):
+        origin.extend([i] * len(_fold_char(c)))
+    origin.append(len(text))
+    return origin
+
+
+def _identity(i: int, j: int) -> tuple[int, int]:
+    return i, j
+
+
+def _folded_mapper(text: str, folded: str) -> Callable[[int, int], tuple[int, int]]:
+    if len(folded) == len(text) and (text.isascii() or text.lower() == folded):
+        return _identity
+    cache: list[list[int]] = []
+
+    def to_origin(i: int, j: int) -> tuple[int, int]:
+        if not cache:
+            cache.append(_fold_offsets(text))
+        table = cache[0]
+        last = len(table) - 1
+        a = table[min(i, last)]
+        b = table[min(max(j - 1, 0), last)] + 1 if j > 0 else a
+        return a, min(max(b, a), len(text))
+
+    return to_origin
+
+
+def _squash_mapper(
+    view_text: str, inner: Callable[[int, int], tuple[int, int]]
+) -> Callable[[int, int], tuple[int, int]]:
+    cache: list[list[int]] = []
+
+    def to_origin(i: int, j: int) -> tuple[int, int]:
+        if not cache:
+            cache.append([k for k, ch in enumerate(view_text) if "a" <= ch <= "z"])
+        pos = cache[0]
+        if not pos:
+            return inner(0, 0)
+        a = pos[min(i, len(pos) - 1)]
+        b = pos[min(max(j - 1, 0), len(pos) - 1)] + 1
+        return inner(a, b)
+
+    return to_origin
+
+
+def _span_mapper(start: int, end: int) -> Callable[[int, int], tuple[int, int]]:
+    def to_origin(i: int, j: int) -> tuple[int, int]:
+        return start, end
+
+    return to_origin
+
+
+def _printable_text(raw: bytes, limits: Limits) -> str | None:
+    try:
+        s = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(s) < 8 or " " not in s:
+        return None
+    good = sum(1 for c in s if c.isprintable() or c in "\n\r\t")
+    if good < limits.min_text_ratio * len(s):
+        return None
+    return s
+
+
+def _decode_b64(run: str) -> bytes | None:
+    core = run.rstrip("=")
+    if len(core) % 4 == 1:
+        return None
+    padded = core + "=" * (-len(core) % 4)
+    try:
+        if "-" in core or "_" in core:
+            return base64.urlsafe_b64decode(padded)
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def decoded_payloads(text: str, limits: Limits = DEFAULT_LIMITS) -> list[tuple[int, int, str, str]]:
+    """Find encoded runs in `text` that decode to readable text.
+
+    Returns ``(start, end, via, decoded)`` tuples, longest runs first, at most
+    `limits.max_payloads` of them.
+    """
+    spans: list[tuple[int, int, str]] = []
+    for m in _B64_RUN.finditer(text):
+        run = m.group()
+        # Plain words and identifiers are long runs too: real base64 of text mixes cases and
+        # digits; skip runs that are all one case of letters.
+        if run.isalpha() and (run.islower() or run.isupper()):
+            continue
+        spans.append((m.start(), m.end(), "base64"))
+    if "\\x" in text:
+        spans.extend((m.start(), m.end(), "hex") for m in _XESC_RUN.finditer(text))
+    spans.extend((m.start(), m.end(), "hex") for m in _HEX_RUN.finditer(text))
+    if "%" in text:
+        for m in _PCT_RUN.finditer(text):
+            if len(_PCT_ESC.findall(m.group())) >= 3:
+                spans.append((m.start(), m.end(), "percent"))
+    spans.sort(key=lambda s: s[0] - s[1])
+    out: list[tuple[int, int, str, str]] = []
+    for start, end, via in spans:
+        if len(out) >= limits.max_payloads:
+            break
+        run = text[start:min(end, start + limits.max_payload_chars)]
+        raw: bytes | None
+        if via == "base64":
+            raw = _decode_b64(run)
+        elif via == "hex":
+            digits = re.sub(r"\\x|[ :]", "", run)
+            try:
+                raw = bytes.fromhex(digits[: len(digits) // 2 * 2])
+            except ValueError:
+                raw = None
+        else:
+            decoded_pct = unquote(run.replace("+", " "))
+            raw = decoded_pct.encode("utf-8", "surrogatepass") if decoded_pct != run else None
+        if raw is None:
+            continue
+        s = _printable_text(raw, limits)
+        if s is not None:
+            out.append((start, end, via, s))
+    if not text.isascii():
+        for m in _TAGS.finditer(text):
+            if len(out) >= limits.max_payloads:
+                break
+            s = "".join(chr(ord(c) - 0xE0000) for c in m.group())
+            out.append((m.start(), m.end(), "unicode_tags", s))
+    return out
+
+
+def views(
+    text: str,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    rot13: bool = True,
+    decode: bool = True,
+) -> Iterator[View]:
+    """Yield the normalised forms of `text` (see the module docstring), cheapest first."""
+    yield from _views(text, limits, None, _identity, 0, rot13, decode)
+
+
+def _views(
+    text: str,
+    limits: Limits,
+    via: str | None,
+    outer: Callable[[int, int], tuple[int, int]],
+    depth: int,
+    rot13: bool,
+    decode: bool,
+) -> Iterator[View]:
+    folded = fold(text)
+    inner = _folded_mapper(text, folded)
+    if outer is _identity:
+        to_origin = inner
+    else:
+        to_origin = outer
+    changed = folded != text.lower()
+    yield View(folded, via or ("confusables" if changed else None), False, to_origin)
+    base = folded
+    if _LEET_HINT.search(folded):
+        base = folded.translate(_LEET_TABLE)
+        # Leetspeak maps one character to one: offsets are those of the folded text.
+        yield View(base, via or "leetspeak", False, to_origin)
+    squashed = _NON_LETTERS.sub("", base)
+    yield View(squashed, via or "split_words", True, _squash_mapper(base, to_origin)
+               if outer is _identity else outer)
+    if rot13:
+        yield View(folded.translate(_ROT13), via or "rot13", False, to_origin)
+    if decode and depth < limits.max_depth:
+        for start, end, kind, decoded in decoded_payloads(text, limits):
+            span = outer(start, end) if outer is not _identity else (start, end)
+            yield from _views(
+                decoded, limits, kind if via is None else f"{via}+{kind}",
+                _span_mapper(*span), depth + 1, rot13, decode,
+            )
+
+
+def rot13(text: str) -> str:
+    """ROT13 of `text` (exported for tests and corpora)."""
+    return codecs.encode(text, "rot13")

@@ -1,0 +1,242 @@
+"""Credential detection: provider keys and tokens, private keys, passwords in connection
+strings, and high-entropy values assigned to secret-sounding names.
+
+Provider patterns come from the `detect-secrets` plugins (their ``denylist`` regular
+expressions and, where a plugin has one, its own validity check, e.g. the JWT structure
+check), so they follow upstream as providers change formats. Patterns for providers that
+`detect-secrets` does not know yet (OpenAI project keys, Anthropic, Google API keys, Hugging
+Face, GitHub fine-grained tokens, Stripe test keys) and the assignment/entropy rule are ours.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from detect_secrets.plugins.aws import AWSKeyDetector
+from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
+from detect_secrets.plugins.base import RegexBasedDetector
+from detect_secrets.plugins.basic_auth import BasicAuthDetector
+from detect_secrets.plugins.discord import DiscordBotTokenDetector
+from detect_secrets.plugins.github_token import GitHubTokenDetector
+from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+from detect_secrets.plugins.jwt import JwtTokenDetector
+from detect_secrets.plugins.mailchimp import MailchimpDetector
+from detect_secrets.plugins.npm import NpmDetector
+from detect_secrets.plugins.openai import OpenAIDetector
+from detect_secrets.plugins.private_key import PrivateKeyDetector
+from detect_secrets.plugins.pypi_token import PypiTokenDetector
+from detect_secrets.plugins.sendgrid import SendGridDetector
+from detect_secrets.plugins.slack import SlackDetector
+from detect_secrets.plugins.square_oauth import SquareOAuthDetector
+from detect_secrets.plugins.stripe import StripeDetector
+from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
+from detect_secrets.plugins.twilio import TwilioKeyDetector
+
+from haltgate.governance.guardrails.base import Candidate
+
+NAME = "secrets"
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    entity: str
+    regex: re.Pattern[str]
+    score: float
+    check: Callable[[str], bool] | None = None
+    hint: str | None = None
+    """A substring without which the pattern cannot match (skips the regex scan)."""
+
+
+# Plugins whose patterns are specific enough for free text (ArtifactoryDetector's "AP..."
+# pattern matches ordinary upper-case words; the keyword and entropy plugins are file-oriented
+# and replaced by the assignment rule below).
+_PLUGINS: tuple[tuple[type[RegexBasedDetector], str, float, str | None], ...] = (
+    (AWSKeyDetector, "aws_key", 0.95, None),
+    (AzureStorageKeyDetector, "azure_storage_key", 0.95, "AccountKey="),
+    (BasicAuthDetector, "url_credentials", 0.9, "://"),
+    (DiscordBotTokenDetector, "discord_token", 0.85, "."),
+    (GitHubTokenDetector, "github_token", 0.95, "_"),
+    (GitLabTokenDetector, "gitlab_token", 0.95, "gl"),
+    (JwtTokenDetector, "jwt", 0.85, "eyJ"),
+    (MailchimpDetector, "mailchimp_key", 0.9, "-us"),
+    (NpmDetector, "npm_token", 0.95, "_authToken"),
+    (OpenAIDetector, "openai_key", 0.95, "T3BlbkFJ"),
+    (PrivateKeyDetector, "private_key", 0.99, None),
+    (PypiTokenDetector, "pypi_token", 0.95, "pypi-"),
+    (SendGridDetector, "sendgrid_key", 0.95, "SG."),
+    (SlackDetector, "slack_token", 0.95, None),
+    (SquareOAuthDetector, "square_oauth", 0.95, "sq0csp-"),
+    (StripeDetector, "stripe_key", 0.95, "_live_"),
+    (TelegramBotTokenDetector, "telegram_token", 0.85, ":"),
+    (TwilioKeyDetector, "twilio_key", 0.8, None),
+)
+
+_PLACEHOLDER = re.compile(
+    r"^(?:<[^>]*>|\[[^\]]*\]|\*+|x{3,}|X{3,}|\.{3}|…|\$\w+|\$\{[^}]*\}|%\w+%?|\{\{[^}]*\}\}|"
+    r"(?:your|my|the)?[_-]?(?:password|passwd|pass|secret|token|api[_-]?key|key)s?(?:[_-]?here)?|"
+    r"changeme|redacted|null|none|true|false|undefined|example|test|dummy|placeholder)$",
+    re.IGNORECASE,
+)
+
+
+def _not_placeholder_password(match: str) -> bool:
+    # BasicAuthDetector's group is the password of scheme://user:PASSWORD@host.
+    return _PLACEHOLDER.match(match) is None
+
+
+def _jwt_valid(token: str) -> bool:
+    return bool(JwtTokenDetector.is_formally_valid(token))
+
+
+_OWN: tuple[_Pattern, ...] = (
+    _Pattern("openai_key", re.compile(r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}"), 0.95,
+             hint="sk-"),
+    _Pattern("openai_key", re.compile(r"\bsk-[A-Za-z0-9]{48}\b"), 0.9, hint="sk-"),
+    _Pattern("anthropic_key", re.compile(r"\bsk-ant-(?:api|admin|oat)\d{2}-[A-Za-z0-9_-]{40,}"),
+             0.95, hint="sk-ant-"),
+    _Pattern("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![\w-])"), 0.95,
+             hint="AIza"),
+    _Pattern("huggingface_token", re.compile(r"\bhf_[A-Za-z]{34}\b"), 0.9, hint="hf_"),
+    _Pattern("github_token", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{60,100}\b"), 0.95,
+             hint="github_pat_"),
+    _Pattern("stripe_key", re.compile(r"\b(?:sk|rk)_test_[0-9a-zA-Z]{24,}\b"), 0.8,
+             hint="_test_"),
+    _Pattern("stripe_key", re.compile(r"\bwhsec_[0-9a-zA-Z]{24,}\b"), 0.9, hint="whsec_"),
+    _Pattern("aws_key", re.compile(
+        r"(?i)aws_?secret_?(?:access_?)?key\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
+        0.95),
+    _Pattern("azure_sas", re.compile(r"[?&]sig=[A-Za-z0-9%+/]{40,}={0,2}"), 0.85, hint="sig="),
+    _Pattern("url_credentials", re.compile(
+        r"(?i)\b(?:password|pwd)\s*=\s*([^;'\"\s]{4,})(?=\s*(?:;|$|['\"]))"), 0.85,
+        check=_not_placeholder_password),
+)
+
+_PRIVATE_KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+_PRIVATE_KEY_MAX = 16384
+
+# name = value, name: value, "name": "value" where the name says secret.
+_ASSIGNMENT = re.compile(
+    r"(?i)(?<![\w])([\w.-]{0,40}(?:secret|token|passw(?:or)?d|passwd|pwd|api[_-]?key|apikey|"
+    r"access[_-]?key|auth[_-]?key|client[_-]?secret|private[_-]?key|credentials?|"
+    r"signing[_-]?key|encryption[_-]?key|bearer)[\w.-]{0,20})[\"']?\s*(?::=|=>|[:=])\s*"
+    r"(?:bearer\s+)?[\"']?([A-Za-z0-9+/=_\-.~!@#$%^&*?]{8,256})"
+)
+_ASSIGNMENT_HINT = re.compile(
+    r"(?i)secret|token|passw|pwd|api[_-]?key|apikey|access[_-]?key|auth|credential|private|"
+    r"signing|encryption|bearer"
+)
+_BEARER = re.compile(r"(?i)\bauthorization\s*[:=]\s*[\"']?(?:bearer|token|basic)\s+([A-Za-z0-9+/=_\-.~]{16,})")
+
+
+def shannon_entropy(s: str) -> float:
+    """Bits per character of `s`."""
+    if not s:
+        return 0.0
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
+
+
+def _secret_value(name: str, value: str) -> float | None:
+    """Score an assigned value, None when it does not look like a secret."""
+    value = value.rstrip(".,;")
+    if _PLACEHOLDER.match(value) or value.isdigit():
+        return None
+    low = value.lower()
+    if low.startswith(("http://", "https://", "os.", "process.", "env.", "config.", "self.",
+                       "settings.", "vault:", "secret:", "ref+", "arn:")):
+        return None
+    if re.fullmatch(r"[a-z_][a-z0-9_.]*\(?", low) and "_" in low or re.fullmatch(r"[a-z]+", low):
+        # identifiers and plain words (``token = get_token(``, ``password: required``)
+        return None
+    h = shannon_entropy(value)
+    is_password = re.search(r"(?i)pass|pwd", name) is not None
+    if is_password:
+        # Human passwords are short and low in entropy; require a mix of character classes.
+        classes = sum(
+            bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d", r"[^A-Za-z0-9]")
+        )
+        if len(value) >= 8 and classes >= 2 and h >= 2.5:
+            return 0.8
+        return None
+    if re.fullmatch(r"[0-9a-fA-F-]+", value):
+        return 0.75 if len(value) >= 20 and h >= 3.0 else None
+    if len(value) >= 16 and h >= 3.5:
+        return 0.8
+    return None
+
+
+class SecretsDetector:
+    """Provider tokens (via detect-secrets plugins and ours) plus the assignment rule."""
+
+    name = NAME
+
+    def __init__(self) -> None:
+        """Compile the pattern table once."""
+        table: list[_Pattern] = []
+        for plugin, entity, score, hint in _PLUGINS:
+            check: Callable[[str], bool] | None = None
+            if plugin is JwtTokenDetector:
+                check = _jwt_valid
+            elif plugin is BasicAuthDetector:
+                check = _not_placeholder_password
+            for regex in plugin.denylist:
+                table.append(_Pattern(entity, regex, score, check, hint))
+        table.extend(_OWN)
+        self._patterns = tuple(table)
+
+    def detect(self, text: str) -> list[Candidate]:
+        """All secret candidates in `text`."""
+        out: list[Candidate] = []
+        for p in self._patterns:
+            if p.hint is not None and p.hint not in text:
+                continue
+            for m in p.regex.finditer(text):
+                start, end = _secret_span(m)
+                if p.check is not None and not p.check(text[start:end]):
+                    continue
+                if p.entity == "private_key":
+                    start, end = _private_key_block(text, m.start())
+                out.append(Candidate(p.entity, start, end, p.score))
+        out.extend(self._assignments(text))
+        return out
+
+    @staticmethod
+    def _assignments(text: str) -> Iterable[Candidate]:
+        if _ASSIGNMENT_HINT.search(text) is None:
+            return
+        for m in _BEARER.finditer(text):
+            if shannon_entropy(m.group(1)) >= 3.0:
+                yield Candidate("bearer_token", m.start(1), m.end(1), 0.85)
+        for m in _ASSIGNMENT.finditer(text):
+            value = m.group(2).rstrip(".,;")
+            score = _secret_value(m.group(1), value)
+            if score is not None:
+                yield Candidate("generic_secret", m.start(2), m.start(2) + len(value), score)
+
+
+def _secret_span(m: re.Match[str]) -> tuple[int, int]:
+    """The secret's own span: the longest group of 8+ characters, else the whole match.
+
+    Some plugin patterns capture the secret (a password, a key), others only a prefix
+    (``(ghp|gho|...)_``); a prefix must not shrink the span.
+    """
+    best = (m.start(), m.end())
+    best_len = 0
+    for i in range(1, (m.re.groups or 0) + 1):
+        g = m.group(i)
+        if g and len(g) >= 8 and len(g) > best_len:
+            best, best_len = (m.start(i), m.end(i)), len(g)
+    return best
+
+
+def _private_key_block(text: str, start: int) -> tuple[int, int]:
+    """Whole PEM block from its BEGIN line to its END line (bounded)."""
+    begin = text.rfind("-----", max(0, start - 16), start + 1)
+    begin = begin if begin >= 0 else start
+    end_m = _PRIVATE_KEY_END.search(text, start, start + _PRIVATE_KEY_MAX)
+    end = end_m.end() if end_m else min(len(text), start + _PRIVATE_KEY_MAX)
+    return begin, end
