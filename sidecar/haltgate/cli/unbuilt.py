@@ -8,7 +8,6 @@ _PLANNED: dict[str, str] = {
     "operator": "Run the Kubernetes operator (admission webhook, policy and pool reconciliation).",
     "sidecar": "Run the governing proxy next to an agent.",
     "audit": "Query, verify and export the audit trail.",
-    "guard": "Run the guardrail detectors on text.",
     "demo": "Run the local end-to-end demo.",
 }
 

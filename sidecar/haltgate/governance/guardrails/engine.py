@@ -62,7 +62,7 @@ class DetectorSettings:
             directions = frozenset({"request", "response"})
         else:
             directions = frozenset({spec.direction.value})
-        action: Verdict = spec.action.value  # type: ignore[assignment]
+        action: Verdict = spec.action.value
         if action == "redact" and detector.name == injection.NAME:
             # An injection cannot be cut out of its text safely: refuse the text instead.
             action = "block"

@@ -28,9 +28,12 @@ from haltgate.governance.guardrails.base import Candidate
 NAME = "prompt_injection"
 
 _S = r"[\s\W_]+"  # separator between words: whitespace and punctuation, at least one
-_F = r"(?:[a-z'’]+[\s\W_]+){0,3}?"  # up to three filler words ("all of the", "your")
+_F = r"(?:[a-z'\u2019]+[\s\W_]+){0,3}?"  # up to three filler words ("all of the", "your")
 
-_VERB_IGNORE = r"(?:ignore|ignoring|disregard|disregarding|forget|forgetting|override|bypass|neglect|abandon|discard|cancel)"
+_VERB_IGNORE = (
+    r"(?:ignore|ignoring|disregard|disregarding|forget|forgetting|override|bypass|neglect|"
+    r"abandon|discard|cancel)"
+)
 _QUAL = (
     r"(?:previous|previously|prior|above|earlier|preceding|former|initial|original|old|"
     r"existing|system|developer|safety|all|any|every)"

@@ -20,6 +20,9 @@ precompiled regular expressions; per-character offset tables are only built for 
 which something was found.
 """
 
+# The homoglyph table below is made of look-alike letters on purpose.
+# ruff: noqa: RUF001
+
 from __future__ import annotations
 
 import base64
@@ -32,14 +35,14 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 # Characters that render as nothing (or nearly) and are used to split words invisibly.
-_INVISIBLE = (
-    [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0]
-    + list(range(0x200B, 0x2010))  # zero-width space/joiners, LRM/RLM
-    + list(range(0x202A, 0x202F))  # bidi embeddings and overrides
-    + list(range(0x2060, 0x2070))  # word joiner, invisible operators, bidi isolates
-    + list(range(0xFE00, 0xFE10))  # variation selectors
-    + list(range(0xE0000, 0xE0080))  # tag characters (decoded separately as a payload)
-)
+_INVISIBLE = [
+    0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0,
+    *range(0x200B, 0x2010),  # zero-width space/joiners, LRM/RLM
+    *range(0x202A, 0x202F),  # bidi embeddings and overrides
+    *range(0x2060, 0x2070),  # word joiner, invisible operators, bidi isolates
+    *range(0xFE00, 0xFE10),  # variation selectors
+    *range(0xE0000, 0xE0080),  # tag characters (decoded separately as a payload)
+]
 
 # Homoglyphs that NFKC leaves alone: letters of other scripts that look like Latin ones.
 # Chosen from Unicode's confusables data for the scripts seen in attacks (Cyrillic, Greek,

@@ -183,7 +183,7 @@ def _national_ids(text: str) -> Iterable[Candidate]:
         for m in pattern.finditer(text):
             if valid(m.group()):
                 yield Candidate("national_id", m.start(), m.end(), score)
-    for keyword, valid, ndigits in _KEYWORD_IDS:
+    for keyword, check, ndigits in _KEYWORD_IDS:
         if not keyword.search(text):
             continue
         for m in _DIGITS_9_11.finditer(text):
@@ -191,7 +191,7 @@ def _national_ids(text: str) -> Iterable[Candidate]:
             if (
                 len(d) == ndigits
                 and _context_before(text, m.start(), keyword)
-                and valid(d)
+                and check(d)
             ):
                 yield Candidate("national_id", m.start(), m.end(), 0.85)
 

@@ -129,7 +129,9 @@ _ASSIGNMENT_HINT = re.compile(
     r"(?i)secret|token|passw|pwd|api[_-]?key|apikey|access[_-]?key|auth|credential|private|"
     r"signing|encryption|bearer"
 )
-_BEARER = re.compile(r"(?i)\bauthorization\s*[:=]\s*[\"']?(?:bearer|token|basic)\s+([A-Za-z0-9+/=_\-.~]{16,})")
+_BEARER = re.compile(
+    r"(?i)\bauthorization\s*[:=]\s*[\"']?(?:bearer|token|basic)\s+([A-Za-z0-9+/=_\-.~]{16,})"
+)
 
 
 def shannon_entropy(s: str) -> float:
@@ -149,7 +151,8 @@ def _secret_value(name: str, value: str) -> float | None:
     if low.startswith(("http://", "https://", "os.", "process.", "env.", "config.", "self.",
                        "settings.", "vault:", "secret:", "ref+", "arn:")):
         return None
-    if re.fullmatch(r"[a-z_][a-z0-9_.]*\(?", low) and "_" in low or re.fullmatch(r"[a-z]+", low):
+    identifier = re.fullmatch(r"[a-z_][a-z0-9_.]*\(?", low) is not None and "_" in low
+    if identifier or re.fullmatch(r"[a-z]+", low):
         # identifiers and plain words (``token = get_token(``, ``password: required``)
         return None
     h = shannon_entropy(value)
@@ -183,7 +186,9 @@ class SecretsDetector:
                 check = _jwt_valid
             elif plugin is BasicAuthDetector:
                 check = _not_placeholder_password
-            for regex in plugin.denylist:
+            # `denylist` is a class attribute (a tuple or list of compiled patterns).
+            regexes: Iterable[re.Pattern[str]] = plugin.denylist  # type: ignore[assignment]
+            for regex in regexes:
                 table.append(_Pattern(entity, regex, score, check, hint))
         table.extend(_OWN)
         self._patterns = tuple(table)
