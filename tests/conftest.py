@@ -9,6 +9,7 @@
   running, so a Deployment turns into (Pending) Pods.
 - ``kubectl``: ``kubectl(*args, input=None) -> CompletedProcess[str]`` for ``kube``.
 - ``kube_namespace``: a new namespace per test, deleted afterwards.
+- ``haltgate_crds``: ``crds/*.yaml`` applied to ``kube`` and Established.
 
 A test that uses one of them is marked ``k8s`` / ``postgres`` / ``opa`` automatically, so
 ``pytest -m "not k8s"`` leaves the control plane off. When such a test fails, the tail of the
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.testbed import binaries
-from tests.testbed.controlplane import WORKLOAD_CONTROLLERS, ControlPlane
+from tests.testbed.controlplane import WORKLOAD_CONTROLLERS, ControlPlane, install_crds
 from tests.testbed.errors import log_tail
 from tests.testbed.postgres import PostgresServer, remove, start_postgres
 
@@ -34,11 +35,13 @@ _FIXTURE_MARKERS = {
     "kube_workloads": "k8s",
     "kubectl": "k8s",
     "kube_namespace": "k8s",
+    "haltgate_crds": "k8s",
     "postgres_server": "postgres",
     "postgres_dsn": "postgres",
     "opa_binary": "opa",
 }
 _LOG_TAIL_ON_FAILURE = 4000
+REPO = Path(__file__).resolve().parents[1]
 
 # Logs of the servers started in this session, by marker: they go into failure reports.
 _logs: dict[str, list[Path]] = {}
@@ -128,3 +131,11 @@ def kube_namespace(kube: ControlPlane) -> Iterator[str]:
         yield name
     finally:
         kube.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def haltgate_crds(kube: ControlPlane) -> list[str]:
+    """Apply the repository's ``crds/`` to ``kube`` and wait until they are Established.
+
+    Returns the CRD names. Idempotent with anything else that applies them."""
+    return install_crds(kube, REPO / "crds")

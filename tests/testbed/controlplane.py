@@ -375,6 +375,32 @@ class ControlPlane:
         path.chmod(0o600)
 
 
+def install_crds(plane: ControlPlane, directory: Path, timeout: float = 60.0) -> list[str]:
+    """``kubectl apply`` every CRD in ``directory``; wait until each is Established.
+
+    Server-side apply, so that several appliers (tests, the demo, the operator) do not
+    fight over the last-applied annotation. Returns the CRD names."""
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise TestbedError(f"no CRD files in {directory}")
+    names = []
+    for path in files:
+        doc = yaml.safe_load(path.read_text())
+        names.append(f"customresourcedefinition/{doc['metadata']['name']}")
+    applied = plane.kubectl("apply", "--server-side", "--force-conflicts",
+                            "--field-manager=haltgate-testbed",
+                            *(f"--filename={f}" for f in files), timeout=timeout)
+    if applied.returncode != 0:
+        raise TestbedError(f"applying CRDs failed: {applied.stderr.strip()}",
+                           plane.log("kube-apiserver"))
+    waited = plane.kubectl("wait", "--for=condition=Established", f"--timeout={timeout:.0f}s",
+                           *names, timeout=timeout + 10)
+    if waited.returncode != 0:
+        raise TestbedError(f"CRDs not Established: {waited.stderr.strip()}",
+                           plane.log("kube-apiserver"))
+    return [n.split("/", 1)[1] for n in names]
+
+
 def wait_for(plane: ControlPlane, what: str, check: Any, timeout: float = 60.0) -> None:
     """Poll ``check()`` (truthy when done) with the apiserver log in the timeout error."""
     wait_until(lambda: bool(check()), timeout=timeout, what=what,

@@ -200,7 +200,9 @@ def _crd(kind: str, plural: str, short: str, spec_model: type[BaseModel], status
                     "properties": {
                         "apiVersion": {"type": "string", "description": "haltgate.dev/v1alpha1"},
                         "kind": {"type": "string", "description": f"{kind}"},
-                        "metadata": {"type": "object", "description": "Standard metadata."},
+                        # The apiserver rejects anything but `type` here (even a
+                        # description): metadata's schema is implied.
+                        "metadata": {"type": "object"},
                         "spec": spec,
                         "status": status,
                     },
