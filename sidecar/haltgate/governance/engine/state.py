@@ -1,0 +1,229 @@
+"""The engine's state: immutable values, JSON round-trip exact.
+
+Named tuples (not dataclasses) because the engine builds one new state per step and a
+tuple is the cheapest immutable record CPython can build; unchanged parts (meters,
+reservations, fingerprint windows) are shared between successive states, never copied.
+All amounts are integers (see ``engine.units``); timestamps are floats, written by JSON as
+their shortest round-trip repr, so ``from_json(to_json(s)) == s`` exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import orjson
+
+from haltgate.governance.policy import FailureType
+
+STATE_FORMAT = 1
+"""Version of the JSON layout; bump on incompatible change (from_json refuses others)."""
+
+# Indices into an amount vector (Reservation.amounts, settled usage).
+A_CALLS, A_TOKENS, A_INPUT, A_OUTPUT, A_COST, A_RISK = range(6)
+AMOUNT_KEYS = ("calls", "tokens", "input_tokens", "output_tokens", "cost_pusd", "risk_micro")
+Amounts = tuple[int, int, int, int, int, int]
+ZERO_AMOUNTS: Amounts = (0, 0, 0, 0, 0, 0)
+
+
+class HaltInfo(NamedTuple):
+    """Why and when the run halted."""
+
+    failure_type: FailureType
+    code: str
+    message: str
+    ts: float
+
+
+class MeterState(NamedTuple):
+    """Spend of one amount dimension (calls, tokens, cost, risk) in its current period.
+
+    ``used``: settled spend in the period. ``reserved``: worst cases of calls in flight
+    (not tied to a period). ``key``: calendar period index (``floor(ts / period)``).
+    ``buckets``: rolling windows only, ``(bucket index, amount)`` oldest first.
+    """
+
+    used: int
+    reserved: int
+    key: int
+    buckets: tuple[tuple[int, int], ...]
+
+
+EMPTY_METER = MeterState(0, 0, 0, ())
+EMPTY_RESERVATIONS: Mapping[str, Reservation] = MappingProxyType({})
+
+
+class Reservation(NamedTuple):
+    """A call in flight and the worst case it holds."""
+
+    kind: str
+    host: str
+    tool: str | None
+    model: str | None
+    fingerprint: str
+    ts: float
+    amounts: Amounts
+    new_tool: bool
+    """The call used a tool for the first time in the run (progress for stagnation)."""
+
+
+class EngineState(NamedTuple):
+    """Everything the engine remembers about one agent run. Never mutated."""
+
+    run: int
+    """Run number; a Reset starts the next run."""
+    halt: HaltInfo | None
+    """Set when halted: absorbing until Reset (or Lift of an EXTERNAL halt)."""
+    run_started: float | None
+    """ts of the run's first Reserve (wall-time budget origin)."""
+    clock: float
+    """Highest ts seen: time never goes backwards inside the engine."""
+    meter_names: tuple[str, ...]
+    meters: tuple[MeterState, ...]
+    reservations: Mapping[str, Reservation]
+    """Calls in flight by call_id (a read-only mapping, replaced on change)."""
+    consecutive_failures: int
+    last_fingerprint: str | None
+    identical: int
+    """How many times in a row the last fingerprint was repeated (0 = not a retry)."""
+    no_progress: int
+    """Settled steps in a row without progress."""
+    recent_calls: tuple[str, ...]
+    recent_results: tuple[str, ...]
+    recent_errors: tuple[str, ...]
+    tools: frozenset[str]
+    hosts: frozenset[str]
+
+    @property
+    def halted(self) -> bool:
+        """True when calls are refused until a reset."""
+        return self.halt is not None
+
+    def meter(self, name: str) -> MeterState | None:
+        """The meter of a dimension, or None when the policy does not budget it."""
+        try:
+            return self.meters[self.meter_names.index(name)]
+        except ValueError:
+            return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        halt = self.halt
+        return {
+            "format": STATE_FORMAT,
+            "run": self.run,
+            "halt": None
+            if halt is None
+            else {
+                "failure_type": halt.failure_type.value,
+                "code": halt.code,
+                "message": halt.message,
+                "ts": halt.ts,
+            },
+            "run_started": self.run_started,
+            "clock": self.clock,
+            "meters": {
+                name: {
+                    "used": m.used,
+                    "reserved": m.reserved,
+                    "key": m.key,
+                    "buckets": [list(b) for b in m.buckets],
+                }
+                for name, m in zip(self.meter_names, self.meters, strict=True)
+            },
+            "reservations": {
+                call_id: {
+                    "kind": r.kind,
+                    "host": r.host,
+                    "tool": r.tool,
+                    "model": r.model,
+                    "fingerprint": r.fingerprint,
+                    "ts": r.ts,
+                    "amounts": dict(zip(AMOUNT_KEYS, r.amounts, strict=True)),
+                    "new_tool": r.new_tool,
+                }
+                for call_id, r in self.reservations.items()
+            },
+            "consecutive_failures": self.consecutive_failures,
+            "last_fingerprint": self.last_fingerprint,
+            "identical": self.identical,
+            "no_progress": self.no_progress,
+            "recent_calls": list(self.recent_calls),
+            "recent_results": list(self.recent_results),
+            "recent_errors": list(self.recent_errors),
+            "tools": sorted(self.tools),
+            "hosts": sorted(self.hosts),
+        }
+
+    def to_json(self) -> str:
+        """JSON text; ``EngineState.from_json(s.to_json()) == s``."""
+        return self.to_json_bytes().decode()
+
+    def to_json_bytes(self) -> bytes:
+        """JSON as UTF-8 bytes (what the Governor writes)."""
+        data = self.to_dict()
+        try:
+            return orjson.dumps(data)
+        except TypeError:
+            # orjson stops at 64-bit integers; a policy limit above ~9.2 million USD in
+            # picodollars needs Python's arbitrary-precision ints: take the slow path.
+            return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineState:
+        """Inverse of :meth:`to_dict`; raises ValueError on an unknown format."""
+        if data.get("format") != STATE_FORMAT:
+            raise ValueError(f"unsupported engine state format {data.get('format')!r}")
+        halt = data["halt"]
+        meters = data["meters"]
+        return cls(
+            run=int(data["run"]),
+            halt=None
+            if halt is None
+            else HaltInfo(
+                FailureType(halt["failure_type"]), halt["code"], halt["message"], halt["ts"]
+            ),
+            run_started=data["run_started"],
+            clock=data["clock"],
+            meter_names=tuple(meters),
+            meters=tuple(
+                MeterState(
+                    int(m["used"]),
+                    int(m["reserved"]),
+                    int(m["key"]),
+                    tuple((int(i), int(a)) for i, a in m["buckets"]),
+                )
+                for m in meters.values()
+            ),
+            reservations=MappingProxyType(
+                {
+                    call_id: Reservation(
+                        r["kind"],
+                        r["host"],
+                        r["tool"],
+                        r["model"],
+                        r["fingerprint"],
+                        r["ts"],
+                        tuple(int(r["amounts"][k]) for k in AMOUNT_KEYS),  # type: ignore[arg-type]
+                        bool(r["new_tool"]),
+                    )
+                    for call_id, r in data["reservations"].items()
+                }
+            ),
+            consecutive_failures=int(data["consecutive_failures"]),
+            last_fingerprint=data["last_fingerprint"],
+            identical=int(data["identical"]),
+            no_progress=int(data["no_progress"]),
+            recent_calls=tuple(data["recent_calls"]),
+            recent_results=tuple(data["recent_results"]),
+            recent_errors=tuple(data["recent_errors"]),
+            tools=frozenset(data["tools"]),
+            hosts=frozenset(data["hosts"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> EngineState:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(orjson.loads(text))

@@ -1,0 +1,363 @@
+"""The Governor: the sidecar's stateful handle on the budget engine.
+
+It holds the current :class:`EngineState`, applies events with ``Engine.step`` and writes
+the state to a local file after every change, so a restarted sidecar resumes exactly where
+it stopped. Methods are synchronous and never await: inside one asyncio loop each call is
+atomic, which is what makes reserve-then-settle safe for concurrent requests.
+
+Persistence: the state is written to ``<path>.tmp`` and renamed over ``<path>`` (atomic on
+POSIX: a reader sees the old or the new file, never half of one). By default the file is
+*not* fsync'd: a killed or crashed container (the common case) loses nothing, because
+the written pages are in the kernel's page cache; only a node crash can lose the last
+writes, and the audit spool (which is fsync'd before any call is forwarded) is the durable
+record to recover from. ``fsync=True`` syncs file and directory on every write for a
+state directory on a persistent volume; ``bench/engine.py`` measures both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from haltgate.governance.engine import codes
+from haltgate.governance.engine.core import Engine
+from haltgate.governance.engine.decision import Decision
+from haltgate.governance.engine.events import (
+    Abandon,
+    AddRisk,
+    Event,
+    Halt,
+    Lift,
+    Release,
+    Reserve,
+    Reset,
+    Settle,
+    Usage,
+)
+from haltgate.governance.engine.pricing import PriceTable
+from haltgate.governance.engine.state import EngineState
+from haltgate.governance.policy import FailureType, GovernancePolicySpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Governor", "StepEngine", "make_engine"]
+
+
+class StepEngine(Protocol):
+    """What a Governor drives: the builtin Engine or the emocore adapter."""
+
+    @property
+    def prices(self) -> PriceTable: ...
+
+    def initial_state(self) -> Any: ...
+
+    def step(self, state: Any, event: Event) -> tuple[Any, Decision]: ...
+
+    def restore(self, state: Any) -> Any: ...
+
+    def budget_report(
+        self, state: Any, now: float | None = None
+    ) -> dict[str, dict[str, float]]: ...
+
+    def engine_state(self, state: Any) -> EngineState: ...
+
+    def state_to_json(self, state: Any) -> bytes: ...
+
+    def state_from_json(self, data: bytes) -> Any: ...
+
+
+class _BuiltinEngine(Engine):
+    """The builtin engine with the small serialisation hooks the Governor needs."""
+
+    __slots__ = ()
+
+    def engine_state(self, state: EngineState) -> EngineState:
+        return state
+
+    def state_to_json(self, state: EngineState) -> bytes:
+        return state.to_json_bytes()
+
+    def state_from_json(self, data: bytes) -> EngineState:
+        return EngineState.from_json(data)
+
+
+def make_engine(spec: GovernancePolicySpec, prices: PriceTable | None = None) -> StepEngine:
+    """The engine a policy asks for (``spec.engine.type``): builtin or emocore."""
+    if prices is None:
+        prices = PriceTable.for_policy(spec.pricing)
+    if spec.engine.type == "emocore":
+        # Imported lazily: emocore is an optional extra (haltgate[emocore]).
+        from haltgate.governance.emocore_adapter import EmoCoreEngine
+
+        return EmoCoreEngine(spec, prices)
+    return _BuiltinEngine(spec, prices)
+
+
+class Governor:
+    """Holds, steps and persists one agent run's budget state.
+
+    ``path=None`` keeps the state in memory only (tests, or no local store configured).
+    On start the state is reloaded from ``path``; calls that were in flight when the
+    previous process died are charged their worst case (``Abandon``), since they may have
+    been billed. An unreadable state file is moved aside and the run starts halted
+    (EXTERNAL, ``state_unreadable``) until an operator resets it: fail closed.
+    """
+
+    def __init__(
+        self,
+        engine: StepEngine,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        fsync: bool = False,
+        now: float | None = None,
+    ) -> None:
+        """``now`` (epoch seconds) timestamps the events of recovery at start."""
+        self._engine = engine
+        self._path = None if path is None else Path(path)
+        self._fsync = fsync
+        self.writes = 0
+        """State writes so far (for metrics)."""
+        self.write_errors = 0
+        """Failed state writes so far (for metrics; a failed reserve write refuses the call)."""
+        self._state = self._load(now)
+
+    @classmethod
+    def for_policy(
+        cls,
+        spec: GovernancePolicySpec,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        prices: PriceTable | None = None,
+        fsync: bool = False,
+        now: float | None = None,
+    ) -> Governor:
+        """A Governor with the engine ``spec.engine`` asks for."""
+        return cls(make_engine(spec, prices), path, fsync=fsync, now=now)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def engine(self) -> StepEngine:
+        """The engine in use."""
+        return self._engine
+
+    @property
+    def state(self) -> Any:
+        """The current state (immutable)."""
+        return self._state
+
+    @property
+    def halted(self) -> bool:
+        """True while every call is refused."""
+        return self._engine.engine_state(self._state).halt is not None
+
+    # ------------------------------------------------------------------ events
+
+    def apply(self, event: Event) -> Decision:
+        """Step the engine with one event and persist the new state if it changed."""
+        old = self._state
+        new, decision = self._engine.step(old, event)
+        if new is not old:
+            try:
+                self._persist(new)
+            except OSError as e:
+                self.write_errors += 1
+                if isinstance(event, Reserve) and decision.allowed:
+                    # A reservation that is not on disk could be forgotten by a restart and
+                    # the call's spend with it: refuse the call (fail closed).
+                    log.error("cannot persist budget state, refusing call: %s", e)
+                    return Decision(
+                        False,
+                        FailureType.EXTERNAL,
+                        codes.STATE_PERSIST_FAILED,
+                        f"budget state could not be saved: {e.strerror or e}"[:512],
+                        decision.warnings,
+                        decision.budget,
+                    )
+                # Spend that happened is kept in memory whatever the disk says.
+                log.error("cannot persist budget state: %s", e)
+            self._state = new
+        return decision
+
+    def reserve(
+        self,
+        call_id: str,
+        ts: float,
+        *,
+        kind: str,
+        host: str,
+        tool: str | None = None,
+        model: str | None = None,
+        max_input_tokens: int = 0,
+        max_output_tokens: int = 0,
+        fingerprint: str = "",
+        risk: float = 0.0,
+    ) -> Decision:
+        """Reserve a call's worst case before forwarding it (see ``Reserve``)."""
+        return self.apply(
+            Reserve(
+                call_id,
+                ts,
+                kind,
+                host,
+                tool,
+                model,
+                max_input_tokens,
+                max_output_tokens,
+                fingerprint,
+                risk,
+            )
+        )
+
+    def settle(
+        self,
+        call_id: str,
+        ts: float,
+        usage: Usage | None,
+        ok: bool,
+        *,
+        error_fingerprint: str | None = None,
+        result_fingerprint: str | None = None,
+    ) -> Decision:
+        """Replace a call's reservation by its actual usage (see ``Settle``)."""
+        return self.apply(Settle(call_id, ts, usage, ok, error_fingerprint, result_fingerprint))
+
+    def release(self, call_id: str, ts: float) -> Decision:
+        """Give a reservation back: the call never reached upstream."""
+        return self.apply(Release(call_id, ts))
+
+    def add_risk(self, ts: float, risk: float, code: str) -> Decision:
+        """Add risk found outside a reservation (e.g. a guardrail finding in a response)."""
+        return self.apply(AddRisk(ts, risk, code))
+
+    def halt(self, ts: float, failure_type: FailureType, code: str, message: str) -> Decision:
+        """Halt the run from outside (admin API, pool, cascade)."""
+        return self.apply(Halt(ts, failure_type, code, message))
+
+    def reset(self, ts: float, actor: str) -> Decision:
+        """Operator reset: clear the halt and start a new run."""
+        return self.apply(Reset(ts, actor))
+
+    def lift(self, ts: float, actor: str, code: str | None = None) -> Decision:
+        """Lift an EXTERNAL halt (optionally only one with ``code``)."""
+        return self.apply(Lift(ts, actor, code))
+
+    def update_engine(self, engine: StepEngine) -> None:
+        """Switch to a new engine (policy reload); the state is adapted, not reset."""
+        self._engine = engine
+        self._state = engine.restore(self._state)
+        try:
+            self._persist(self._state)
+        except OSError as e:
+            self.write_errors += 1
+            log.error("cannot persist budget state: %s", e)
+
+    # ------------------------------------------------------------------ reports
+
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """The run's budget state for the admin API (JSON-able)."""
+        st = self._engine.engine_state(self._state)
+        halt = st.halt
+        return {
+            "run": st.run,
+            "halted": halt is not None,
+            "halt": None
+            if halt is None
+            else {
+                "failure_type": halt.failure_type.value,
+                "code": halt.code,
+                "message": halt.message,
+                "ts": halt.ts,
+            },
+            "run_started": st.run_started,
+            "clock": st.clock,
+            "budget": self._engine.budget_report(self._state, now),
+            "in_flight": [
+                {
+                    "call_id": call_id,
+                    "kind": r.kind,
+                    "host": r.host,
+                    "tool": r.tool,
+                    "model": r.model,
+                    "ts": r.ts,
+                }
+                for call_id, r in st.reservations.items()
+            ],
+            "price_table": {
+                "version": self._engine.prices.version,
+                "effective": self._engine.prices.effective,
+            },
+            "engine": type(self._engine).__name__,
+            "state_file": None if self._path is None else str(self._path),
+            "writes": self.writes,
+            "write_errors": self.write_errors,
+        }
+
+    # ------------------------------------------------------------------ persistence
+
+    def _persist(self, state: Any) -> None:
+        path = self._path
+        if path is None:
+            return
+        data = self._engine.state_to_json(state)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        if self._fsync:
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        self.writes += 1
+
+    def _load(self, now: float | None) -> Any:
+        engine = self._engine
+        path = self._path
+        if path is None or not path.exists():
+            return engine.initial_state()
+        try:
+            state = engine.restore(engine.state_from_json(path.read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            aside = path.with_name(path.name + ".unreadable")
+            log.error("budget state %s unreadable (%s); moved to %s, run halted", path, e, aside)
+            try:
+                os.replace(path, aside)
+            except OSError:
+                pass
+            state, _ = engine.step(
+                engine.initial_state(),
+                Halt(
+                    now or 0.0,
+                    FailureType.EXTERNAL,
+                    codes.STATE_UNREADABLE,
+                    "the persisted budget state could not be read; an operator must reset",
+                ),
+            )
+            self._state = state
+            self._persist_quietly(state)
+            return state
+        ts = now if now is not None else engine.engine_state(state).clock
+        in_flight: Mapping[str, Any] = engine.engine_state(state).reservations
+        for call_id in tuple(in_flight):
+            state, _ = engine.step(state, Abandon(call_id, ts))
+        self._persist_quietly(state)
+        return state
+
+    def _persist_quietly(self, state: Any) -> None:
+        try:
+            self._persist(state)
+        except OSError as e:
+            self.write_errors += 1
+            log.error("cannot persist budget state: %s", e)

@@ -1,0 +1,27 @@
+"""Model prices: the shipped versioned price table plus policy overrides.
+
+The implementation lives in ``haltgate.governance.engine.pricing`` (the engine prices
+reservations with it); this module is its public home.
+"""
+
+from haltgate.governance.engine.pricing import (
+    SHIPPED_TABLE,
+    Price,
+    PriceTable,
+    PriceTableError,
+    ShippedTable,
+    load_shipped,
+    normalise_model,
+    parse_table,
+)
+
+__all__ = [
+    "SHIPPED_TABLE",
+    "Price",
+    "PriceTable",
+    "PriceTableError",
+    "ShippedTable",
+    "load_shipped",
+    "normalise_model",
+    "parse_table",
+]
