@@ -30,6 +30,11 @@ def _docs(path: Path, namespace: str) -> list[dict[str, Any]]:
     return docs
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    assert isinstance(value, dict), value
+    return value
+
+
 def _apply(kube: ControlPlane, docs: list[dict[str, Any]]) -> Any:
     return kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
 
@@ -82,8 +87,8 @@ def test_stored_object_round_trips_the_spec(kube: ControlPlane, kube_namespace: 
     (doc,) = [d for d in _docs(REPO / "docs/examples/policy-basic.yaml", kube_namespace)]
     assert _apply(kube, [doc]).returncode == 0
     api = client.CustomObjectsApi(kube.api_client())
-    stored: dict[str, Any] = api.get_namespaced_custom_object(API_GROUP, API_VERSION, kube_namespace,
-                                              "governancepolicies", doc["metadata"]["name"])
+    stored = _mapping(api.get_namespaced_custom_object(
+        API_GROUP, API_VERSION, kube_namespace, "governancepolicies", doc["metadata"]["name"]))
     # Nothing was pruned: every field we sent is still there (the apiserver only adds
     # defaults), so the schema knows every field the examples use.
     def contains(big: Any, small: Any) -> bool:
@@ -102,8 +107,8 @@ def test_schema_defaults_apply(kube: ControlPlane, kube_namespace: str) -> None:
     api = client.CustomObjectsApi(kube.api_client())
     body = _minimal_policy("defaults", kube_namespace, {"tools": {}, "budgets": {
         "calls": {"limit": 3}}})
-    created: dict[str, Any] = api.create_namespaced_custom_object(
-        API_GROUP, API_VERSION, kube_namespace, "governancepolicies", body)
+    created = _mapping(api.create_namespaced_custom_object(
+        API_GROUP, API_VERSION, kube_namespace, "governancepolicies", body))
     assert created["spec"]["tools"]["default"] == "deny"
     assert created["spec"]["budgets"]["calls"]["period"] == "run"
 
