@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from haltgate.cli import guard, iptables, policy, unbuilt
+from haltgate.cli import audit, guard, iptables, policy, unbuilt
 
 EXIT_NOT_BUILT = 2
 
@@ -22,5 +22,6 @@ def main() -> None:
 main.add_command(policy.policy)
 main.add_command(guard.guard)
 main.add_command(iptables.iptables)
+main.add_command(audit.audit)
 for _command in unbuilt.COMMANDS:
     main.add_command(_command)

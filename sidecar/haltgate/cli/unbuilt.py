@@ -7,7 +7,6 @@ import click
 _PLANNED: dict[str, str] = {
     "operator": "Run the Kubernetes operator (admission webhook, policy and pool reconciliation).",
     "sidecar": "Run the governing proxy next to an agent.",
-    "audit": "Query, verify and export the audit trail.",
     "demo": "Run the local end-to-end demo.",
 }
 

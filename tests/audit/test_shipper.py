@@ -1,0 +1,205 @@
+"""Shipping to the real PostgreSQL: idempotent, in order, through outages and kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from haltgate.governance.audit import SpoolAuditSink
+from haltgate.governance.audit.shipper import Shipper, ShipperSettings
+from haltgate.governance.audit.spool import SHIPPED_FILE, list_segments
+from haltgate.governance.audit.verify import verify_database
+from tests.audit.conftest import AuditDatabase
+from tests.audit.helpers import make_record
+
+REPO = Path(__file__).resolve().parents[2]
+HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
+
+
+def fill(spool: Path, n: int, *, run: str = "run-1", start: int = 0, **options: object) -> None:
+    sink = SpoolAuditSink(spool, **options)
+    futures = [sink.submit_nowait(make_record(start + i, run=run)) for i in range(n)]
+    for f in futures:
+        assert f is not None
+        f.result(timeout=60)
+    sink.close_blocking()
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def distinct_ids(db: AuditDatabase) -> int:
+    with psycopg.connect(db.admin) as conn:
+        row = conn.execute("SELECT count(DISTINCT record_id) FROM haltgate.audit_records")
+        return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def test_ships_in_order_removes_segments_and_chain_continues(
+    tmp_path: Path, audit_db: AuditDatabase
+) -> None:
+    small = {"segment_bytes": 8192, "max_bytes": 1024 * 1024}
+    fill(tmp_path, 120, **small)
+    fill(tmp_path, 30, run="run-2", **small)
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=50))
+    try:
+        assert shipper.drain(timeout=60) == 150
+        assert len(list_segments(tmp_path)) == 1  # shipped segments folded into heads.json
+        # A restarted writer continues the chains from heads.json + the last segment.
+        fill(tmp_path, 5, start=120, **small)
+        assert shipper.drain(timeout=60) == 5
+    finally:
+        shipper.close()
+    assert audit_db.count() == 155
+    report = verify_database(audit_db.reader)
+    assert report.ok, report.problems
+    assert report.heads["team-a/agent-0/run-1"]["seq"] == 125
+    assert report.chains == 2
+
+
+def test_lost_acknowledgement_reships_without_duplicates(
+    tmp_path: Path, audit_db: AuditDatabase
+) -> None:
+    fill(tmp_path, 300)
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
+    try:
+        before = (tmp_path / SHIPPED_FILE).read_bytes() if (tmp_path / SHIPPED_FILE).exists() \
+            else None
+        first = shipper.ship_once()
+        assert (first.records, first.inserted) == (100, 100)
+    finally:
+        shipper.close()
+    # Crash after COPY committed but before shipped.json was replaced.
+    if before is None:
+        (tmp_path / SHIPPED_FILE).unlink()
+    else:
+        (tmp_path / SHIPPED_FILE).write_bytes(before)
+    again = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
+    try:
+        replay = again.ship_once()
+        assert (replay.records, replay.inserted) == (100, 0)
+        again.drain(timeout=60)
+    finally:
+        again.close()
+    assert audit_db.count() == distinct_ids(audit_db) == 300
+    assert verify_database(audit_db.reader).ok
+
+
+def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditDatabase) -> None:
+    total = 20000
+    fill(tmp_path, total, segment_bytes=256 * 1024, max_bytes=64 * 1024 * 1024)
+    argv = [*HALTGATE, "audit", "ship", "--spool",
+            str(tmp_path), "--dsn", audit_db.writer, "--batch", "100"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: audit_db.count() >= 1000, 60, "the shipper to start shipping")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    at_kill = audit_db.count()
+    assert at_kill < total, "shipper finished before the kill: make the burst bigger"
+    done = subprocess.run([*argv, "--once"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert audit_db.count() == distinct_ids(audit_db) == total
+    report = verify_database(audit_db.reader)
+    assert report.ok, report.problems[:5]
+    assert report.heads["team-a/agent-0/run-1"]["seq"] == total
+
+
+def test_kill_9_sidecar_mid_burst_loses_no_acknowledged_record(
+    tmp_path: Path, audit_db: AuditDatabase
+) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.audit.burst", str(tmp_path), "100000"],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    acknowledged = 0
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:
+            acknowledged = int(line.split()[1])
+            if acknowledged >= 2000 or time.monotonic() > deadline:
+                break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert acknowledged >= 2000
+    # The restarted sidecar recovers the spool (maybe a torn tail) and continues the chain.
+    after = subprocess.run([sys.executable, "-m", "tests.audit.burst", str(tmp_path), "100"],
+                           cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert after.returncode == 0, after.stderr
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer))
+    try:
+        shipper.drain(timeout=120)
+    finally:
+        shipper.close()
+    report = verify_database(audit_db.reader)
+    assert report.ok, report.problems[:5]
+    head = report.heads["team-a/agent-0/run-1"]["seq"]
+    assert head >= acknowledged + 100
+    assert audit_db.count() == distinct_ids(audit_db) == head
+
+
+def test_postgres_outage_under_load_loses_nothing(
+    tmp_path: Path, audit_db: AuditDatabase, postgres_dsn: str
+) -> None:
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=200,
+                                      poll_seconds=0.05, max_backoff_seconds=0.5,
+                                      connect_timeout_seconds=2))
+    thread = threading.Thread(target=shipper.run, daemon=True)
+    thread.start()
+    sink = SpoolAuditSink(tmp_path, segment_bytes=64 * 1024)
+    written = 0
+
+    def burst(n: int) -> None:
+        nonlocal written
+        futures = [sink.submit_nowait(make_record(written + i)) for i in range(n)]
+        for f in futures:
+            assert f is not None
+            f.result(timeout=30)
+        written += n
+
+    try:
+        burst(500)
+        wait_for(lambda: audit_db.count() == 500, 30, "first burst shipped")
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{audit_db.name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE datname = %s AND pid <> pg_backend_pid()", (audit_db.name,))
+            for _ in range(5):  # keep writing while the database is unreachable
+                burst(400)
+                time.sleep(0.1)
+            wait_for(lambda: (shipper.metrics.registry.get_sample_value(
+                "haltgate_audit_ship_errors_total") or 0) >= 1, 30, "shipper errors")
+            admin.execute(f'ALTER DATABASE "{audit_db.name}" ALLOW_CONNECTIONS true')
+        assert written == 2500
+        wait_for(lambda: audit_db.count() == 2500, 60, "backlog shipped after the outage")
+    finally:
+        shipper.stop()
+        thread.join(timeout=30)
+        shipper.close()
+        sink.close_blocking()
+    assert distinct_ids(audit_db) == 2500
+    assert verify_database(audit_db.reader).ok
+
+
+def test_second_shipper_on_the_same_spool_is_refused(tmp_path: Path) -> None:
+    first = Shipper(ShipperSettings(tmp_path, "postgresql://unused"))
+    try:
+        with pytest.raises(Exception, match="held by another process"):
+            Shipper(ShipperSettings(tmp_path, "postgresql://unused"))
+    finally:
+        first.close()
