@@ -113,7 +113,7 @@ class TestTargetMatchers:
 
 class TestDenyWins:
     def test_deny_beats_allow_regardless_of_order(self) -> None:
-        rules = [{"name": "all", "action": "allow"},
+        rules: list[dict[str, Any]] = [{"name": "all", "action": "allow"},
                  {"name": "no-o1", "action": "deny", "kind": "llm", "models": ["o1*"], "risk": 3}]
         for order in (rules, rules[::-1]):
             r = authorizer(order).authorize(llm("o1-mini"))
@@ -265,8 +265,8 @@ class TestToolsList:
 
     def test_malformed_entries_dropped(self) -> None:
         a = authorizer([], default="allow")
-        assert a.filter_tools_list("s", [{"name": 3}, {"x": 1}, "str", {"name": "ok"}]) == [
-            {"name": "ok"}]  # type: ignore[list-item]
+        entries: list[Any] = [{"name": 3}, {"x": 1}, "str", {"name": "ok"}]
+        assert a.filter_tools_list("s", entries) == [{"name": "ok"}]
 
 
 class TestCompilers:

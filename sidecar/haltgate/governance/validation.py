@@ -10,7 +10,7 @@ schema cannot express, and returns *every* problem, each with its field path, e.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from haltgate.governance.policy import (
     GuardAction,
     RequestKind,
 )
+from haltgate.governance.tools import find_conflicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,8 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
                           + (f" (found {', '.join(set_)})" if set_ else "")))
             if c.regex is not None and (err := _compiles(c.regex)):
                 add(Issue(f"{q}.regex", err))
+    for allow_index, _, message in find_conflicts(spec.tools):
+        add(Issue(f"spec.tools.rules[{allow_index}]", message))
 
     g = spec.guardrails
     for name, det in (("promptInjection", g.prompt_injection), ("pii", g.pii),
@@ -194,8 +197,16 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
     return issues
 
 
-def validate_document(doc: Any) -> Result:
-    """Validate one parsed YAML/JSON document (a GovernancePolicy or a BudgetPool)."""
+PolicyCheck = Callable[[GovernancePolicySpec], list[Issue]]
+"""An extra check of a schema-valid GovernancePolicy spec (e.g. Rego compilation with the
+``opa`` binary, :func:`haltgate.governance.rego.default_checks`)."""
+
+
+def validate_document(doc: Any, *, extra_checks: Sequence[PolicyCheck] = ()) -> Result:
+    """Validate one parsed YAML/JSON document (a GovernancePolicy or a BudgetPool).
+
+    ``extra_checks`` run on a GovernancePolicy spec that passed the schema; the admission
+    webhook and ``haltgate policy validate`` pass the Rego compile check when they can."""
     if not isinstance(doc, Mapping):
         return Result(None, (Issue("<document>", "must be a mapping (a YAML object)"),))
     kind = doc.get("kind")
@@ -212,6 +223,9 @@ def validate_document(doc: Any) -> Result:
         # Unique, in document order: unions can report the same place twice.
         return Result(None, tuple(dict.fromkeys(issues)))
     issues = _semantic_policy(parsed.spec) if isinstance(parsed, GovernancePolicy) else []
+    if isinstance(parsed, GovernancePolicy):
+        for check in extra_checks:
+            issues.extend(check(parsed.spec))
     errors = [i for i in issues if not i.warning]
     return Result(None if errors else parsed, tuple(issues))
 
