@@ -96,7 +96,7 @@ class InjectionConfig:
     """ConfigMap in the pod's namespace with ``ca-bundle.crt`` (public roots + haltgate CA)
     and ``haltgate-ca.crt``: what agent containers trust."""
     ca_key_secret: str = "haltgate-ca"
-    """Secret in the pod's namespace with the inspection CA (tls.crt, tls.key); sidecar only."""
+    """Secret in the pod's namespace with the inspection CA (ca.crt, ca.key); sidecar only."""
     admin_token_secret: str = "haltgate-admin-token"
     """Secret in the pod's namespace holding the sidecar admin token (key ``token``)."""
     operator_namespace: str = "haltgate-system"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from haltgate.cli import audit, guard, iptables, policy, unbuilt
+from haltgate.cli import audit, guard, iptables, operator, policy, unbuilt
 
 EXIT_NOT_BUILT = 2
 
@@ -23,5 +23,6 @@ main.add_command(policy.policy)
 main.add_command(guard.guard)
 main.add_command(iptables.iptables)
 main.add_command(audit.audit)
+main.add_command(operator.operator)
 for _command in unbuilt.COMMANDS:
     main.add_command(_command)

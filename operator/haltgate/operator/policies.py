@@ -1,0 +1,210 @@
+"""Reconcile GovernancePolicy objects.
+
+For each policy: validate it (the same function as the admission webhook, so objects stored
+before a rule changed are caught too), render the ConfigMap ``haltgate-policy-<name>`` the
+sidecars mount and hot-reload, make sure the namespace has the Secrets injected pods mount
+(admin token, inspection CA) and set the status: ``Valid`` and ``Ready`` conditions,
+``observedGeneration``, ``matchedWorkloads``. The ConfigMap is owned by the policy, so
+Kubernetes deletes it with the policy: no finalizer is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+import ssl
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from haltgate.governance.validation import validate_document
+from haltgate.operator import certs, cluster, injection
+from haltgate.operator.runtime import Runtime
+
+CA_CERT_KEY = "ca.crt"
+CA_KEY_KEY = "ca.key"
+"""File names the sidecar's TLS minter loads from its CA directory."""
+MANAGED_LABELS = {"app.kubernetes.io/managed-by": "haltgate",
+                  "app.kubernetes.io/part-of": "haltgate"}
+
+
+# ----------------------------------------------------------------------------- pure parts
+def policy_document(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy as the sidecar loads it (``load_policy_file``): one clean document."""
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": "GovernancePolicy",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "generation", "uid")
+                     if k in meta},
+        "spec": dict(body.get("spec") or {}),
+    }
+
+
+def render_config_map(body: Mapping[str, Any], rego: str | None) -> dict[str, Any]:
+    """The ConfigMap ``haltgate-policy-<name>``, owned by the policy."""
+    meta = body.get("metadata") or {}
+    name = meta["name"]
+    data = {"policy.yaml": yaml.safe_dump(policy_document(body), sort_keys=False)}
+    if rego is not None:
+        data["policy.rego"] = rego
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": injection.policy_configmap_name(name),
+            "namespace": meta.get("namespace"),
+            "labels": {**MANAGED_LABELS, injection.LABEL_POLICY: name},
+            "ownerReferences": [{
+                "apiVersion": body.get("apiVersion"), "kind": "GovernancePolicy",
+                "name": name, "uid": meta.get("uid"), "controller": True,
+                "blockOwnerDeletion": False,
+            }],
+        },
+        "data": data,
+    }
+
+
+def condition(kind: str, ok: bool, reason: str, message: str, generation: int,
+              previous: Sequence[Mapping[str, Any]], now: str) -> dict[str, Any]:
+    """A standard condition; lastTransitionTime moves only when the status flips."""
+    status = "True" if ok else "False"
+    before = next((c for c in previous if c.get("type") == kind), None)
+    since = (before.get("lastTransitionTime") if before and before.get("status") == status
+             else now)
+    return {"type": kind, "status": status, "reason": reason, "message": message[:1024],
+            "lastTransitionTime": since, "observedGeneration": generation}
+
+
+def count_workloads(pods: Sequence[Mapping[str, Any]]) -> int:
+    """Distinct workloads among pods: the controller owner (ReplicaSet counted as its
+    Deployment), or the pod itself when it has none."""
+    seen: set[tuple[str, str]] = set()
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")),
+                     None)
+        if owner is None:
+            seen.add(("Pod", meta.get("name", "")))
+            continue
+        kind, name = owner.get("kind", ""), owner.get("name", "")
+        template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+        if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+            kind, name = "Deployment", name.removesuffix(f"-{template_hash}")
+        seen.add((kind, name))
+    return len(seen)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ----------------------------------------------------------------------------- I/O parts
+async def _rego_of(rt: Runtime, namespace: str, spec: Mapping[str, Any]) -> str | None:
+    opa = spec.get("opa")
+    if not opa:
+        return None
+    if opa.get("rego") is not None:
+        return str(opa["rego"])
+    ref = opa.get("configMapRef") or {}
+    cm = await rt.cluster.read_config_map(namespace, ref["name"])
+    value = (cm.get("data") or {}).get(ref["key"])
+    if value is None:
+        raise cluster.NotFound(f"ConfigMap {namespace}/{ref['name']} has no key {ref['key']!r}")
+    return str(value)
+
+
+async def ensure_namespace_secrets(rt: Runtime, namespace: str) -> None:
+    """Create the admin token Secret, the inspection CA Secret and the CA bundle ConfigMap
+    of a namespace when missing (never overwritten: sidecars already use them)."""
+    cfg = rt.settings.injection
+    try:
+        await rt.cluster.read_secret(namespace, cfg.admin_token_secret)
+    except cluster.NotFound:
+        token = secrets.token_urlsafe(32).encode()
+        try:
+            await rt.cluster.create_secret(namespace, {
+                "metadata": {"name": cfg.admin_token_secret, "labels": dict(MANAGED_LABELS)},
+                "type": "Opaque",
+                "data": {injection.ADMIN_TOKEN_KEY: base64.b64encode(token).decode()}})
+        except cluster.Conflict:
+            pass  # another replica won the race: theirs is as good
+    try:
+        ca_secret = await rt.cluster.read_secret(namespace, cfg.ca_key_secret)
+        ca_pem = base64.b64decode(ca_secret["data"][CA_CERT_KEY])
+    except cluster.NotFound:
+        ca = certs.make_ca(f"haltgate inspection CA {namespace}", now=dt.datetime.now(dt.UTC))
+        try:
+            await rt.cluster.create_secret(namespace, {
+                "metadata": {"name": cfg.ca_key_secret, "labels": dict(MANAGED_LABELS)},
+                "type": "Opaque",
+                "data": {CA_CERT_KEY: base64.b64encode(ca.cert_pem).decode(),
+                         CA_KEY_KEY: base64.b64encode(ca.key_pem).decode()}})
+            ca_pem = ca.cert_pem
+        except cluster.Conflict:
+            ca_secret = await rt.cluster.read_secret(namespace, cfg.ca_key_secret)
+            ca_pem = base64.b64decode(ca_secret["data"][CA_CERT_KEY])
+    roots = _system_roots()
+    await rt.cluster.apply_config_map(namespace, {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": cfg.ca_bundle_config_map, "namespace": namespace,
+                     "labels": dict(MANAGED_LABELS)},
+        "data": {"haltgate-ca.crt": ca_pem.decode(),
+                 # Clients given SSL_CERT_FILE trust only that file: it must hold the public
+                 # roots too, for hosts the sidecar tunnels without inspection.
+                 "ca-bundle.crt": roots + ca_pem.decode()},
+    })
+
+
+def _system_roots() -> str:
+    path = ssl.get_default_verify_paths().cafile
+    if path and Path(path).is_file():
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        return text if text.endswith("\n") else text + "\n"
+    return ""
+
+
+async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
+                    logger: Any) -> bool:
+    """Bring one policy's ConfigMap and status up to date; True when Ready."""
+    meta = body.get("metadata") or {}
+    namespace, name = meta["namespace"], meta["name"]
+    generation = int(meta.get("generation") or 0)
+    previous = list((body.get("status") or {}).get("conditions") or [])
+    now = _now()
+    result = validate_document(dict(body))
+    if not result.ok:
+        problems = "; ".join(str(i) for i in result.errors)
+        status_patch["conditions"] = [
+            condition("Valid", False, "Invalid", problems, generation, previous, now),
+            condition("Ready", False, "Invalid", "the policy is invalid", generation,
+                      previous, now)]
+        status_patch["ready"] = False
+        status_patch["observedGeneration"] = generation
+        rt.metrics.reconciles.labels("GovernancePolicy", "invalid").inc()
+        logger.error(f"GovernancePolicy {namespace}/{name} is invalid: {problems}")
+        return False
+    ready, reason, message = True, "Delivered", "policy ConfigMap is up to date"
+    try:
+        rego = await _rego_of(rt, namespace, body.get("spec") or {})
+        changed = await rt.cluster.apply_config_map(namespace, render_config_map(body, rego))
+        await ensure_namespace_secrets(rt, namespace)
+        if changed:
+            logger.info(f"rendered ConfigMap {injection.policy_configmap_name(name)}")
+    except cluster.NotFound as e:
+        ready, reason, message = False, "RegoNotFound", str(e)
+    pods = await rt.cluster.list_pods(namespace, f"{injection.LABEL_POLICY}={name}")
+    status_patch["conditions"] = [
+        condition("Valid", True, "Valid", "the policy passed validation", generation,
+                  previous, now),
+        condition("Ready", ready, reason, message, generation, previous, now)]
+    status_patch["ready"] = ready
+    status_patch["observedGeneration"] = generation
+    status_patch["matchedWorkloads"] = count_workloads(pods)
+    rt.metrics.reconciles.labels("GovernancePolicy", "ready" if ready else "error").inc()
+    if not ready:
+        logger.error(f"GovernancePolicy {namespace}/{name} not ready: {message}")
+    return ready

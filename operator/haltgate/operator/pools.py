@@ -1,0 +1,59 @@
+"""Reconcile BudgetPool objects: validation, state and membership in status.
+
+The shared budget itself lives in PostgreSQL and is enforced by the sidecars; the operator
+only reports here. ``state`` is Active unless the pool is halted from outside
+(``haltgate.dev/halt`` annotation, reason in ``status.reason``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from haltgate.governance.validation import validate_document
+from haltgate.operator import halts, policies
+from haltgate.operator.runtime import Runtime
+
+
+def members(pool: str, policy_objects: Sequence[Mapping[str, Any]]) -> int:
+    """GovernancePolicies of the namespace that draw from ``pool``."""
+    return sum(1 for p in policy_objects if (p.get("spec") or {}).get("pool") == pool)
+
+
+def pool_status(body: Mapping[str, Any], policy_objects: Sequence[Mapping[str, Any]],
+                now: str) -> dict[str, Any]:
+    """The status of one pool (pure)."""
+    meta = body.get("metadata") or {}
+    generation = int(meta.get("generation") or 0)
+    previous = list((body.get("status") or {}).get("conditions") or [])
+    result = validate_document(dict(body))
+    halt_reason = (meta.get("annotations") or {}).get(halts.ANNOTATION_HALT)
+    status: dict[str, Any] = {"observedGeneration": generation,
+                              "members": members(meta.get("name", ""), policy_objects)}
+    if not result.ok:
+        problems = "; ".join(str(i) for i in result.errors)
+        status["conditions"] = [
+            policies.condition("Valid", False, "Invalid", problems, generation, previous, now),
+            policies.condition("Ready", False, "Invalid", "the pool is invalid", generation,
+                               previous, now)]
+        status["state"] = "Active"
+        return status
+    status["state"] = "Halted" if halt_reason else "Active"
+    status["reason"] = halt_reason or ""
+    status["conditions"] = [
+        policies.condition("Valid", True, "Valid", "the pool passed validation", generation,
+                           previous, now),
+        policies.condition("Ready", True, "Active" if not halt_reason else "Halted",
+                           "the pool is tracked" if not halt_reason else halt_reason,
+                           generation, previous, now)]
+    return status
+
+
+async def reconcile(rt: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Compute a pool's status from the cluster."""
+    namespace = (body.get("metadata") or {})["namespace"]
+    objs = await rt.cluster.list_policies(namespace)
+    status = pool_status(body, objs, policies._now())
+    ok = all(c["status"] == "True" for c in status["conditions"])
+    rt.metrics.reconciles.labels("BudgetPool", "ready" if ok else "invalid").inc()
+    return status

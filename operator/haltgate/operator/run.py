@@ -1,0 +1,268 @@
+"""``haltgate operator``: kopf, embedded, with haltgate's handlers in their own registry.
+
+Start-up order: webhook TLS (self-managed or cert-manager files) -> webhook server settings
+-> webhook configurations (caBundle, matchConditions) -> kopf's watchers and timers. Every
+replica serves the webhooks; with peering only the highest-priority replica reconciles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import kopf
+from prometheus_client import start_http_server
+
+from haltgate.operator import (
+    certs,
+    cluster,
+    halts,
+    injection,
+    metrics,
+    policies,
+    pools,
+    webhookconfig,
+    webhooks,
+)
+from haltgate.operator.runtime import Runtime
+from haltgate.operator.settings import OperatorSettings
+
+logger = logging.getLogger("haltgate.operator")
+_STATE_PREFIX = "operator.haltgate.dev"
+_TLS_CHECK_SECONDS = 3600.0
+GROUP, VERSION = "haltgate.dev", "v1alpha1"
+
+
+# ----------------------------------------------------------------------------- TLS
+def _secret_to_tls(secret: Mapping[str, Any]) -> certs.WebhookTLS | None:
+    data = secret.get("data") or {}
+    try:
+        raw = {k: base64.b64decode(data[k]) for k in ("ca.crt", "ca.key", "tls.crt", "tls.key")}
+    except KeyError:
+        return None
+    # tls.crt holds leaf + CA: keep only the first certificate as the leaf.
+    leaf_pem = raw["tls.crt"].split(b"-----END CERTIFICATE-----")[0] + \
+        b"-----END CERTIFICATE-----\n"
+    return certs.WebhookTLS(certs.KeyPair(raw["ca.crt"], raw["ca.key"]),
+                            certs.KeyPair(leaf_pem, raw["tls.key"]))
+
+
+def _tls_to_secret(name: str, tls: certs.WebhookTLS) -> dict[str, Any]:
+    def b64(x: bytes) -> str:
+        return base64.b64encode(x).decode()
+
+    return {"metadata": {"name": name, "labels": dict(policies.MANAGED_LABELS)},
+            "type": "Opaque",
+            "data": {"ca.crt": b64(tls.ca.cert_pem), "ca.key": b64(tls.ca.key_pem),
+                     "tls.crt": b64(tls.leaf.cert_pem + tls.ca.cert_pem),
+                     "tls.key": b64(tls.leaf.key_pem)}}
+
+
+async def ensure_self_managed_tls(rt: Runtime, hosts: list[str]) -> certs.WebhookTLS:
+    """Load the shared webhook TLS Secret, renewing or creating it when needed."""
+    ns, name = rt.settings.namespace, rt.settings.webhook.tls_secret
+    for _ in range(5):  # bounded: another replica may be writing the same Secret
+        current: certs.WebhookTLS | None = None
+        version: str | None = None
+        try:
+            secret = await rt.cluster.read_secret(ns, name)
+            current = _secret_to_tls(secret)
+            version = secret["metadata"]["resourceVersion"]
+        except cluster.NotFound:
+            pass
+        tls, changed = certs.ensure_webhook_tls(current, hosts, now=dt.datetime.now(dt.UTC))
+        if not changed:
+            return tls
+        body = _tls_to_secret(name, tls)
+        try:
+            if version is None:
+                await rt.cluster.create_secret(ns, body)
+            else:
+                body["metadata"]["resourceVersion"] = version
+                await rt.cluster.replace_secret(ns, name, body)
+            logger.info("webhook serving certificate %s (valid until %s)",
+                        "created" if version is None else "renewed", tls.leaf.not_after)
+            return tls
+        except cluster.Conflict:
+            continue
+    raise RuntimeError(f"webhook TLS Secret {ns}/{name}: kept changing, gave up")
+
+
+async def _prepare_webhook(rt: Runtime, kopf_settings: kopf.OperatorSettings) -> bytes:
+    """Set up TLS and the webhook server; return the CA bundle the apiserver must trust."""
+    wh = rt.settings.webhook
+    if wh.tls_dir is not None:
+        certfile, pkeyfile, cafile = (wh.tls_dir / "tls.crt", wh.tls_dir / "tls.key",
+                                      wh.tls_dir / "ca.crt")
+        ca_bundle = cafile.read_bytes()
+    else:
+        hosts = webhookconfig.hosts_for(wh.url, None if wh.url else wh.service_name,
+                                        rt.settings.namespace)
+        tls = await ensure_self_managed_tls(rt, hosts)
+        certfile, pkeyfile, cafile = tls.write(wh.work_dir / "tls")
+        ca_bundle = tls.ca.cert_pem
+    # kopf's server reloads when these files change (renewal), with no restart of ours.
+    kopf_settings.admission.server = kopf.WebhookServer(
+        addr=wh.listen_host, port=wh.port, certfile=str(certfile), pkeyfile=str(pkeyfile),
+        cafile=str(cafile), file_check_interval=30.0)
+    kopf_settings.admission.managed = None  # see webhookconfig: we manage them ourselves
+    return ca_bundle
+
+
+async def apply_webhook_configurations(rt: Runtime, ca_bundle: bytes) -> None:
+    wh = rt.settings.webhook
+    endpoint = webhookconfig.Endpoint(
+        ca_bundle=ca_bundle, url=wh.url,
+        service_name=None if wh.url else wh.service_name,
+        service_namespace=rt.settings.namespace, service_port=wh.service_port)
+    await rt.cluster.apply_webhook_configuration(
+        "mutating", webhookconfig.mutating_configuration(endpoint, rt.settings.injection))
+    await rt.cluster.apply_webhook_configuration(
+        "validating", webhookconfig.validating_configuration(endpoint))
+    logger.info("webhook configurations %s and %s applied", webhookconfig.MUTATING_NAME,
+                webhookconfig.VALIDATING_NAME)
+
+
+async def _renew_forever(rt: Runtime) -> None:
+    """Hourly: renew the self-managed leaf before expiry (kopf's server picks up files)."""
+    wh = rt.settings.webhook
+    hosts = webhookconfig.hosts_for(wh.url, None if wh.url else wh.service_name,
+                                    rt.settings.namespace)
+    while True:
+        await asyncio.sleep(_TLS_CHECK_SECONDS)
+        try:
+            tls = await ensure_self_managed_tls(rt, hosts)
+            tls.write(wh.work_dir / "tls")
+        except Exception:  # keep serving the current certificate; try again next hour
+            logger.exception("webhook certificate renewal failed")
+
+
+# ----------------------------------------------------------------------------- status
+def _changed(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the status fields that differ, so resyncs do not write every few seconds."""
+    out: dict[str, Any] = {}
+    for k, v in wanted.items():
+        if k == "conditions":
+            strip = [{kk: vv for kk, vv in c.items() if kk != "lastTransitionTime"}
+                     for c in v]
+            have = [{kk: vv for kk, vv in c.items() if kk != "lastTransitionTime"}
+                    for c in current.get(k) or []]
+            if strip != have:
+                out[k] = v
+        elif current.get(k) != v:
+            out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- handlers
+def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession]
+                   ) -> kopf.OperatorRegistry:
+    """All handlers of the operator, in a registry of their own (no import-time globals)."""
+    registry = kopf.OperatorRegistry()
+    webhooks.register(registry, rt)
+
+    async def sync_policy(body: Mapping[str, Any], patch: kopf.Patch, log: Any) -> None:
+        wanted: dict[str, Any] = {}
+        await policies.reconcile(rt, body, wanted, log)
+        meta = body.get("metadata") or {}
+        namespace, name = meta["namespace"], meta["name"]
+        reason = (meta.get("annotations") or {}).get(halts.ANNOTATION_HALT)
+        source = f"GovernancePolicy/{name}"
+        pods = await rt.cluster.list_pods(namespace, f"{injection.LABEL_POLICY}={name}")
+        result = await halts.sync(rt, session_box["session"], namespace, source, pods,
+                                  reason or None)
+        for err in result.errors:
+            log.warning(f"halt delivery: {err}")
+        previous = {h.get("pod"): h for h in (body.get("status") or {}).get("halts") or []}
+        now = policies._now()
+        wanted["halts"] = [previous.get(p) or {"pod": p, "failureType": "EXTERNAL",
+                                               "code": halts.HALT_CODE, "since": now}
+                           for p in sorted(result.halted)]
+        wanted["haltedAgents"] = len(result.halted)
+        for k, v in _changed(body.get("status") or {}, wanted).items():
+            patch.status[k] = v
+
+    @kopf.on.resume(GROUP, VERSION, "governancepolicies", id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "governancepolicies", id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "governancepolicies", id="reconcile", registry=registry)
+    async def policy_changed(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger,
+                             **_: Any) -> None:
+        await sync_policy(body, patch, logger)
+
+    @kopf.timer(GROUP, VERSION, "governancepolicies", id="resync",
+                interval=rt.settings.halt_resync_seconds, registry=registry)
+    async def policy_resync(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger,
+                            **_: Any) -> None:
+        # New pods of a halted policy, failed deliveries, matched-workload counts.
+        await sync_policy(body, patch, logger)
+
+    @kopf.on.resume(GROUP, VERSION, "budgetpools", id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "budgetpools", id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "budgetpools", id="reconcile", registry=registry)
+    @kopf.timer(GROUP, VERSION, "budgetpools", id="resync",
+                interval=rt.settings.status_resync_seconds, registry=registry)
+    async def pool_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        wanted = await pools.reconcile(rt, body)
+        for k, v in _changed(body.get("status") or {}, wanted).items():
+            patch.status[k] = v
+
+    return registry
+
+
+# ----------------------------------------------------------------------------- main
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    # The CRD status schemas are structural: kopf's own bookkeeping goes to annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=_STATE_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=_STATE_PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{_STATE_PREFIX}/finalizer"
+    # Kubernetes Events only for warnings and errors (e.g. an invalid stored policy).
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+
+
+async def run(opts: OperatorSettings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the operator until cancelled or ``stop`` is set."""
+    template = injection.InjectionTemplate.load(opts.template_path)
+    m = metrics.OperatorMetrics.create()
+    rt = Runtime(settings=opts, cluster=cluster.Cluster.from_environment(), template=template,
+                 metrics=m)
+    start_http_server(opts.metrics_port, registry=m.registry)
+
+    kopf_settings = kopf.OperatorSettings()
+    configure_kopf(kopf_settings)
+    ca_bundle = await _prepare_webhook(rt, kopf_settings)
+    if opts.webhook.manage_configurations:
+        await apply_webhook_configurations(rt, ca_bundle)
+
+    timeout = aiohttp.ClientTimeout(total=opts.admin_timeout_seconds)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        registry = build_registry(rt, {"session": session})
+        renewal = (asyncio.create_task(_renew_forever(rt)) if opts.webhook.tls_dir is None
+                   else None)
+        stop_flag: asyncio.Event = stop if stop is not None else asyncio.Event()
+        try:
+            await kopf.operator(
+                registry=registry,
+                settings=kopf_settings,
+                clusterwide=True,
+                standalone=opts.peering is None,
+                peering_name=opts.peering,
+                priority=opts.priority,
+                liveness_endpoint=f"http://{opts.health_host}:{opts.health_port}/healthz",
+                stop_flag=stop_flag,
+            )
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewal
+

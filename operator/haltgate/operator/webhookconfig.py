@@ -1,0 +1,145 @@
+"""The webhook configurations the operator keeps in the cluster.
+
+kopf can manage webhook configurations too, but it cannot express what haltgate needs:
+``matchConditions`` (only opted-in pods ever reach the webhook, so an operator outage
+refuses only those and never blocks the rest of the cluster), a ``namespaceSelector`` that
+excludes the system namespaces and the operator's own, and a 10 s timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from haltgate.governance.policy import API_GROUP
+from haltgate.operator import injection
+
+MUTATING_NAME = "haltgate-injector"
+VALIDATING_NAME = "haltgate-validator"
+INJECT_WEBHOOK_ID = "inject"
+VALIDATE_POLICY_ID = "validate-policy"
+VALIDATE_POOL_ID = "validate-pool"
+TIMEOUT_SECONDS = 10
+LABELS = {"app.kubernetes.io/part-of": "haltgate", "app.kubernetes.io/managed-by": "haltgate"}
+
+
+def _annotation_is(key: str, value: str) -> str:
+    # lowerAscii()/trim() keep CEL in step with injection.injection_requested().
+    return (f"has(object.metadata.annotations) && '{key}' in object.metadata.annotations && "
+            f"object.metadata.annotations['{key}'].trim().lowerAscii() == '{value}'")
+
+
+def _ns_label_is(key: str, value: str) -> str:
+    return (f"has(namespaceObject.metadata.labels) && "
+            f"'{key}' in namespaceObject.metadata.labels && "
+            f"namespaceObject.metadata.labels['{key}'].trim().lowerAscii() == '{value}'")
+
+
+OPTED_IN_CEL = (
+    f"!({_annotation_is(injection.ANNOTATION_INJECT, 'false')}) && "
+    f"!({_ns_label_is(injection.LABEL_NAMESPACE_INJECTION, 'disabled')}) && "
+    f"(({_annotation_is(injection.ANNOTATION_INJECT, 'true')}) || "
+    f"({_ns_label_is(injection.LABEL_NAMESPACE_INJECTION, 'enabled')}))"
+)
+"""CEL twin of :func:`haltgate.operator.injection.injection_requested`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the apiserver reaches the webhook: a URL, or a Service in the operator's
+    namespace. ``ca_bundle`` is the PEM the apiserver trusts for it."""
+
+    ca_bundle: bytes
+    url: str | None = None
+    service_name: str | None = None
+    service_namespace: str | None = None
+    service_port: int = 443
+
+    def client_config(self, path: str) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"caBundle": base64.b64encode(self.ca_bundle).decode("ascii")}
+        if self.url:
+            cfg["url"] = f"{self.url.rstrip('/')}/{path}"
+        else:
+            cfg["service"] = {"name": self.service_name, "namespace": self.service_namespace,
+                              "port": self.service_port, "path": f"/{path}"}
+        return cfg
+
+
+def excluded_namespaces(config: injection.InjectionConfig) -> list[str]:
+    return sorted(injection.ALWAYS_EXCLUDED_NAMESPACES | {config.operator_namespace}
+                  | set(config.excluded_namespaces))
+
+
+def mutating_configuration(endpoint: Endpoint,
+                           config: injection.InjectionConfig) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration: Pod CREATE of opted-in pods, fail closed."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": MUTATING_NAME, "labels": dict(LABELS)},
+        "webhooks": [{
+            "name": "inject.haltgate.dev",
+            "clientConfig": endpoint.client_config(INJECT_WEBHOOK_ID),
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                       "operations": ["CREATE"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": excluded_namespaces(config)}]},
+            "matchConditions": [{"name": "opted-in", "expression": OPTED_IN_CEL}],
+            # An agent must not start ungoverned: no answer means no pod.
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "admissionReviewVersions": ["v1"],
+            "matchPolicy": "Equivalent",
+            # A second pass adds nothing (an injected pod is left alone).
+            "reinvocationPolicy": "Never",
+        }],
+    }
+
+
+def validating_configuration(endpoint: Endpoint) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration for GovernancePolicy and BudgetPool."""
+
+    def hook(name: str, path: str, plural: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "clientConfig": endpoint.client_config(path),
+            "rules": [{"apiGroups": [API_GROUP], "apiVersions": ["v1alpha1"],
+                       "resources": [plural], "operations": ["CREATE", "UPDATE"],
+                       "scope": "Namespaced"}],
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "admissionReviewVersions": ["v1"],
+            "matchPolicy": "Equivalent",
+        }
+
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": VALIDATING_NAME, "labels": dict(LABELS)},
+        "webhooks": [
+            hook("governancepolicies.haltgate.dev", VALIDATE_POLICY_ID, "governancepolicies"),
+            hook("budgetpools.haltgate.dev", VALIDATE_POOL_ID, "budgetpools"),
+        ],
+    }
+
+
+def hosts_for(endpoint_url: str | None, service: str | None, namespace: str,
+              extra: Sequence[str] = ()) -> list[str]:
+    """The names the serving certificate must cover."""
+    hosts: list[str] = []
+    if endpoint_url:
+        from urllib.parse import urlsplit
+
+        host = urlsplit(endpoint_url).hostname
+        if host:
+            hosts.append(host)
+    if service:
+        hosts += [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local",
+                  f"{service}.{namespace}"]
+    hosts += [h for h in extra if h not in hosts]
+    return hosts

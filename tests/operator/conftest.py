@@ -1,0 +1,165 @@
+"""Fixtures of the operator tests: CRDs installed, and ``haltgate operator`` as a real process
+next to the test bed's kube-apiserver, which calls its webhooks over HTTPS on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.testbed.controlplane import ControlPlane
+from tests.testbed.process import ManagedProcess, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "haltgate-system"
+IMAGE = "registry.example/haltgate:test"
+
+
+class OperatorUnderTest:
+    """``haltgate operator`` as a child process; tests may stop and restart it."""
+
+    def __init__(self, kube: ControlPlane, workdir: Path, admin_port: int) -> None:
+        self.kube = kube
+        self.workdir = workdir
+        self.webhook_port = free_port()
+        self.health_port = free_port()
+        self.metrics_port = free_port()
+        self.admin_port = admin_port
+        config = workdir / "injection.yaml"
+        config.write_text(yaml.safe_dump({"image": IMAGE, "opaImage": "registry.example/opa:t",
+                                          "adminPort": admin_port}))
+        self.argv = [
+            str(Path(sys.executable).parent / "haltgate"), "operator",
+            "--namespace", OPERATOR_NAMESPACE,
+            "--webhook-host", "127.0.0.1", "--webhook-port", str(self.webhook_port),
+            "--webhook-url", f"https://127.0.0.1:{self.webhook_port}",
+            "--work-dir", str(workdir / "work"),
+            "--injection-config", str(config),
+            "--health-port", str(self.health_port),
+            "--metrics-port", str(self.metrics_port),
+            "--halt-resync", "1",
+        ]
+        self.log = workdir / "operator.log"
+        self.proc: ManagedProcess | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items()
+               if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+        env["KUBECONFIG"] = str(self.kube.kubeconfig)
+        self.proc = ManagedProcess("haltgate-operator", self.argv, self.log, env=env,
+                                   cwd=REPO).start()
+        wait_until(self._healthy, timeout=60, what="haltgate operator", log=self.log,
+                   alive=self.proc.alive)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz",
+                                        timeout=1) as r:
+                if r.status != 200:
+                    return False
+        except OSError:
+            return False
+        # The webhook server is up once it completes a TLS handshake.
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        req = urllib.request.Request(f"https://127.0.0.1:{self.webhook_port}/inject",
+                                     data=b"{}", method="POST")
+        try:
+            urllib.request.urlopen(req, context=ctx, timeout=1)
+        except urllib.error.HTTPError:
+            return True  # it answered (400 for an empty review): it is serving
+        except OSError:
+            return False
+        return True
+
+    def metric(self, name: str, **labels: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=2) as r:
+            text = r.read().decode()
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") or (not labels and line.startswith(name + " ")):
+                if all(f'{k}="{v}"' in line for k, v in labels.items()) or not want:
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+def kubectl_json(kube: ControlPlane, *args: str) -> Any:
+    out = kube.kubectl(*args, "-o", "json", check=True)
+    return json.loads(out.stdout)
+
+
+def apply(kube: ControlPlane, doc: dict[str, Any] | str) -> subprocess.CompletedProcess[str]:
+    text = doc if isinstance(doc, str) else yaml.safe_dump(doc)
+    return kube.kubectl("apply", "-f", "-", input=text)
+
+
+def create(kube: ControlPlane, doc: dict[str, Any] | str) -> subprocess.CompletedProcess[str]:
+    text = doc if isinstance(doc, str) else yaml.safe_dump(doc)
+    return kube.kubectl("create", "-f", "-", "-o", "json", input=text)
+
+
+def eventually(check: Any, *, timeout: float = 20, interval: float = 0.2,
+               what: str = "condition") -> Any:
+    """Poll ``check`` until it returns a truthy value (bounded in time)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not true after {timeout}s (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def haltgate_crds(kube: ControlPlane) -> ControlPlane:
+    kube.kubectl("apply", "-f", str(REPO / "crds"), check=True)
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/governancepolicies.haltgate.dev", "crd/budgetpools.haltgate.dev",
+                 check=True)
+    kube.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    return kube
+
+
+@pytest.fixture(scope="session")
+def admin_port() -> int:
+    """Port of the stand-in sidecar admin APIs (pods' IP is set to 127.0.0.1 by tests)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def haltgate_operator(haltgate_crds: ControlPlane, admin_port: int,
+                      tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[OperatorUnderTest]:
+    op = OperatorUnderTest(haltgate_crds, tmp_path_factory.mktemp("operator"), admin_port)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+def operator_running(haltgate_operator: OperatorUnderTest) -> OperatorUnderTest:
+    """The operator, (re)started if an earlier test stopped it."""
+    if haltgate_operator.proc is None:
+        haltgate_operator.start()
+    return haltgate_operator
