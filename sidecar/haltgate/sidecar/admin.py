@@ -1,0 +1,163 @@
+"""The admin API (port 15020): status, budgets, halt and reset, behind a bearer token.
+
+The token is read from a file (a mounted Secret), re-read when the file changes (rotation
+without restart), and compared in constant time. Without a token file every request is
+refused: the admin API fails closed. Every answer is JSON.
+
+=======  ==========  ============================================================
+method   path        what
+=======  ==========  ============================================================
+GET      /status     policy (digest, reload errors), halted?, agent, counters
+GET      /budgets    the budget engine's snapshot (per dimension used/limit)
+POST     /halt       halt the run: ``{"message": "...", "code": "..."}`` (EXTERNAL)
+POST     /reset      reset a halt: ``{"actor": "..."}`` (starts a new run)
+GET      /healthz    liveness (no token needed; says nothing about the agent)
+=======  ==========  ============================================================
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+__all__ = ["AdminBackend", "TokenFile", "create_admin_app"]
+
+log = logging.getLogger("haltgate.sidecar.admin")
+
+MAX_ADMIN_BODY = 64 * 1024
+
+
+class AdminBackend(Protocol):
+    """What the admin API asks of the running sidecar."""
+
+    def status(self) -> dict[str, Any]: ...
+    def budgets(self) -> dict[str, Any]: ...
+    async def halt(self, message: str, code: str | None, actor: str) -> dict[str, Any]: ...
+    async def reset(self, actor: str) -> dict[str, Any]: ...
+
+
+class TokenFile:
+    """The admin bearer token, from a file, re-read when the file changes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._key: tuple[int, int, int] | None = None
+        self._token: bytes | None = None
+
+    def current(self) -> bytes | None:
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self._token, self._key = None, None
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if key != self._key:
+            try:
+                token = self.path.read_bytes().strip()
+            except OSError:
+                token = b""
+            # An empty token file would make "Bearer " a valid credential: refuse instead.
+            self._token = token or None
+            self._key = key
+        return self._token
+
+    def check(self, header: str | None) -> bool:
+        token = self.current()
+        if token is None or not header:
+            return False
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(presented.strip().encode(), token)
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return _json({"error": {"type": "admin", "code": code, "message": message}}, status)
+
+
+def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Application:
+    """The admin application (mount it on its own port)."""
+
+    @web.middleware
+    async def auth(request: web.Request,
+                   handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                   ) -> web.StreamResponse:
+        if request.path == "/healthz":
+            return await handler(request)
+        if not tokens.check(request.headers.get("Authorization")):
+            resp = _error(401, "unauthorized", "a valid bearer token is required")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="haltgate-admin"'
+            return resp
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            return _error(e.status, "http_error", e.reason)
+
+    async def body_of(request: web.Request) -> dict[str, Any] | web.Response:
+        if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
+            return _error(413, "body_too_large", "admin request body too large")
+        raw = await request.content.read(MAX_ADMIN_BODY + 1)
+        if len(raw) > MAX_ADMIN_BODY:
+            return _error(413, "body_too_large", "admin request body too large")
+        if not raw.strip():
+            return {}
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _error(400, "invalid_json", "body is not valid JSON")
+        if not isinstance(obj, dict):
+            return _error(400, "invalid_request", "body must be a JSON object")
+        return obj
+
+    async def status(request: web.Request) -> web.Response:
+        return _json(backend.status())
+
+    async def budgets(request: web.Request) -> web.Response:
+        return _json(backend.budgets())
+
+    async def halt(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        if isinstance(body, web.Response):
+            return body
+        message = body.get("message") or body.get("reason") or "halted by an operator"
+        code = body.get("code")
+        actor = body.get("actor") or "admin-api"
+        if not all(isinstance(v, str) for v in (message, actor)) or not (
+                code is None or isinstance(code, str)):
+            return _error(400, "invalid_request", "message, code and actor must be strings")
+        log.warning("halt requested by %s: %s", actor, message)
+        return _json(await backend.halt(message[:512], code, actor[:128]))
+
+    async def reset(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        if isinstance(body, web.Response):
+            return body
+        actor = body.get("actor") or "admin-api"
+        if not isinstance(actor, str):
+            return _error(400, "invalid_request", "actor must be a string")
+        log.warning("reset requested by %s", actor)
+        return _json(await backend.reset(actor[:128]))
+
+    async def healthz(request: web.Request) -> web.Response:
+        return _json({"ok": True})
+
+    app = web.Application(middlewares=[auth], client_max_size=MAX_ADMIN_BODY)
+    app.router.add_get("/status", status)
+    app.router.add_get("/budgets", budgets)
+    app.router.add_post("/halt", halt)
+    app.router.add_post("/reset", reset)
+    app.router.add_get("/healthz", healthz)
+    return app

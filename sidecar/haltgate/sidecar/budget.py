@@ -1,0 +1,97 @@
+"""The budget stage: the pipeline's narrow view of the Governor (budget engine + state).
+
+Keeps the pipeline independent of the engine's event classes: the pipeline asks
+``reserve``/``settle``/``release`` with plain values and gets a :class:`BudgetVerdict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from haltgate.governance.policy import FailureType
+
+__all__ = ["Budget", "BudgetVerdict"]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetVerdict:
+    allowed: bool
+    failure_type: FailureType | None = None
+    code: str | None = None
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    budget: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    retry_after: float | None = None
+    halted: bool = False
+
+
+_ALLOW = BudgetVerdict(True)
+
+
+def _verdict(decision: Any) -> BudgetVerdict:
+    if decision.allowed and not decision.warnings:
+        return BudgetVerdict(True, budget=decision.budget)
+    return BudgetVerdict(
+        allowed=decision.allowed,
+        failure_type=decision.failure_type,
+        code=decision.code,
+        message=decision.message,
+        warnings=tuple(decision.warnings),
+        budget=decision.budget,
+        retry_after=getattr(decision, "retry_after", None),
+        halted=getattr(decision, "halted", False),
+    )
+
+
+class Budget:
+    """Budget reservation and settlement through the Governor.
+
+    ``governor`` is a ``haltgate.governance.governor.Governor``; ``None`` (no budget
+    engine wired, e.g. unit tests of other stages) allows everything.
+    """
+
+    def __init__(self, governor: Any | None) -> None:
+        self.governor = governor
+
+    def halted(self, ts: float) -> BudgetVerdict:
+        """Whether the run is halted (terminal until an operator reset)."""
+        governor = self.governor
+        if governor is None or not governor.halted:
+            return _ALLOW
+        halt = governor.engine.engine_state(governor.state).halt
+        return BudgetVerdict(False, failure_type=halt.failure_type, code=halt.code,
+                             message=halt.message, halted=True)
+
+    def reserve(
+        self, *, call_id: str, ts: float, kind: str, host: str, tool: str | None,
+        model: str | None, max_input_tokens: int, max_output_tokens: int, fingerprint: str,
+        risk: float,
+    ) -> BudgetVerdict:
+        if self.governor is None:
+            return _ALLOW
+        return _verdict(self.governor.reserve(
+            call_id, ts, kind=kind, host=host, tool=tool, model=model,
+            max_input_tokens=max_input_tokens, max_output_tokens=max_output_tokens,
+            fingerprint=fingerprint, risk=risk,
+        ))
+
+    def settle(
+        self, *, call_id: str, ts: float, usage: Any | None, ok: bool,
+        error_fingerprint: str | None = None, result_fingerprint: str | None = None,
+    ) -> BudgetVerdict:
+        if self.governor is None:
+            return _ALLOW
+        return _verdict(self.governor.settle(
+            call_id, ts, usage, ok, error_fingerprint=error_fingerprint,
+            result_fingerprint=result_fingerprint,
+        ))
+
+    def release(self, call_id: str, ts: float) -> None:
+        if self.governor is not None:
+            self.governor.release(call_id, ts)
+
+    def add_risk(self, ts: float, risk: float, code: str) -> None:
+        if self.governor is not None and risk > 0:
+            self.governor.add_risk(ts, risk, code)

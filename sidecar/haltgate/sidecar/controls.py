@@ -1,0 +1,61 @@
+"""A policy compiled for the hot path: everything derived from the spec, built once.
+
+A new :class:`Controls` is built when the policy file changes and swapped in atomically (one
+attribute assignment); requests in flight keep the controls they started with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from haltgate.governance.policy import GovernancePolicySpec, PayloadCapture
+from haltgate.governance.tools import ToolAuthorizer
+from haltgate.sidecar.upstreams import UpstreamTable
+
+__all__ = ["Controls", "compile_controls"]
+
+
+def _guardrails_for(spec: GovernancePolicySpec) -> Any | None:
+    """The guardrails scanner, or ``None`` when no detector is enabled (nothing to scan)."""
+    g = spec.guardrails
+    if not any(d is not None and d.enabled for d in (g.prompt_injection, g.pii, g.secrets)):
+        return None
+    from haltgate.governance.guardrails import Guardrails
+
+    return Guardrails.from_spec(g)
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """The compiled policy the pipeline reads. Immutable."""
+
+    spec: GovernancePolicySpec
+    digest: str
+    """SHA-256 of the policy file bytes: which policy decided (status, audit)."""
+    upstreams: UpstreamTable
+    authorizer: ToolAuthorizer
+    guardrails: Any | None
+    """``haltgate.governance.guardrails.Guardrails`` or ``None`` when all detectors are off."""
+    max_body_bytes: int
+    upstream_timeout: aiohttp.ClientTimeout
+    payload: PayloadCapture
+
+
+def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Controls:
+    """Compile a validated spec. Raises on what validation cannot catch (bad patterns)."""
+    return Controls(
+        spec=spec,
+        digest=hashlib.sha256(source).hexdigest(),
+        upstreams=UpstreamTable(spec.upstreams),
+        authorizer=ToolAuthorizer(spec.tools),
+        guardrails=_guardrails_for(spec),
+        max_body_bytes=spec.limits.max_body_bytes,
+        upstream_timeout=aiohttp.ClientTimeout(
+            total=spec.limits.upstream_timeout_seconds, connect=10
+        ),
+        payload=spec.audit.payload,
+    )

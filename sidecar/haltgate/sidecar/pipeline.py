@@ -1,0 +1,825 @@
+"""The request pipeline: every governed call goes through these stages, in this order.
+
+    identify -> read body -> classify -> halted? -> tool authorization -> guardrails(in)
+    -> policy decision (OPA) -> budget reserve -> audit intent -> forward
+    -> usage + budget settle -> guardrails(out) -> audit outcome -> metrics
+
+:meth:`Pipeline.handle` reads top-down as that list. Each stage is a small method with one
+job; a stage refuses by raising a :class:`~haltgate.governance.errors.HaltgateError`, which
+:meth:`Pipeline.handle` turns into a typed answer (JSON, JSON-RPC or a final SSE event),
+audited like any other decision. Nothing reaches the upstream before the budget is
+reserved and the intent record is durable; a reservation that is never forwarded is
+released.
+
+Hot-path rules: the request body is forwarded as the bytes that came in unless a stage
+must change it (usage injection for streams, guardrail redaction); JSON is parsed once,
+with orjson, and only for LLM and MCP calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from haltgate.governance.audit import AuditError, AuditRecord, AuditSink
+from haltgate.governance.errors import (
+    BadRequestError,
+    DeniedError,
+    HaltgateError,
+    UnavailableError,
+    UpstreamError,
+)
+from haltgate.governance.policy import FailMode, FailureType, PayloadCapture, RequestKind
+from haltgate.governance.request import AgentIdentity
+from haltgate.governance.tools import AuthzResult
+from haltgate.sidecar import responses as r
+from haltgate.sidecar.budget import Budget, BudgetVerdict
+from haltgate.sidecar.classify import Classified, Target, classify
+from haltgate.sidecar.controls import Controls
+from haltgate.sidecar.metrics import SidecarMetrics
+from haltgate.sidecar.sse import SSEParser
+from haltgate.sidecar.usage import TokenCounts, UsageReader
+
+__all__ = ["Call", "Pipeline", "PipelineSettings"]
+
+log = logging.getLogger("haltgate.sidecar")
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes: never relayed.
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+    "content-length", "host",
+})
+_RESPONSE_DROP = _HOP_BY_HOP - {"proxy-authenticate"}
+_EVENT_STREAM = "text/event-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """Knobs of the pipeline that are not policy (process settings)."""
+
+    default_max_output_tokens: int = 4096
+    """Output tokens reserved for an LLM call that names no cap (tokens)."""
+    client_body_timeout: float = 30.0
+    """Seconds a client may take to send its request body (slow clients get 408)."""
+    intent_timeout: float = 5.0
+    """Seconds to wait for the audit intent to be durable before refusing (503)."""
+
+
+@dataclass(slots=True)
+class Call:
+    """The state of one request as it moves through the stages."""
+
+    decision_id: str
+    started: float
+    """perf_counter() at arrival."""
+    ts: float
+    """Wall clock (epoch seconds) at arrival: the budget engine's event time."""
+    controls: Controls
+    agent: AgentIdentity
+    target: Target | None = None
+    classified: Classified | None = None
+    body: bytes = b""
+    forward_body: bytes | None = None
+    """Body to send upstream when a stage changed it (``None``: the original bytes)."""
+    authz: AuthzResult | None = None
+    risk: float = 0.0
+    findings: list[Mapping[str, Any]] = field(default_factory=list)
+    fingerprint: str = ""
+    reserved: bool = False
+    reservation: BudgetVerdict | None = None
+    max_output_tokens: int = 0
+    forward_started: float = 0.0
+    upstream_done: float = 0.0
+    overhead: float = 0.0
+    """Seconds of the sidecar's own work (upstream time excluded)."""
+
+    @property
+    def kind_label(self) -> str:
+        view = self.classified.view if self.classified else None
+        return view.kind.value if view is not None and view.kind is not None else "unknown"
+
+    @property
+    def is_rpc(self) -> bool:
+        c = self.classified
+        return c is not None and c.view.kind is RequestKind.MCP and c.body is not None
+
+
+class Pipeline:
+    """Governs one request at a time (many concurrently, on one event loop)."""
+
+    def __init__(
+        self,
+        *,
+        controls: Controls,
+        budget: Budget,
+        audit: AuditSink,
+        metrics: SidecarMetrics,
+        session: aiohttp.ClientSession,
+        agent: AgentIdentity,
+        opa: Any | None = None,
+        settings: PipelineSettings | None = None,
+    ) -> None:
+        self.controls = controls
+        """Current compiled policy; replaced on reload (requests keep theirs)."""
+        self.budget = budget
+        self.audit = audit
+        self.metrics = metrics
+        self.session = session
+        self.agent = agent
+        self.opa = opa
+        self.settings = settings or PipelineSettings()
+        self._ids = count(1)
+        self._id_prefix = os.urandom(6).hex() + "-"
+        self._background: set[asyncio.Task[None]] = set()
+        self.decisions: dict[str, int] = {"allow": 0, "deny": 0, "error": 0}
+        self.last_error: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ the pipeline
+
+    async def handle(self, request: web.Request, target: Target | HaltgateError) -> web.StreamResponse:
+        """Govern one request to ``target`` (or answer the resolution error)."""
+        call = self.identify()
+        try:
+            if isinstance(target, HaltgateError):
+                raise target
+            call.target = target
+            call.body = await self.read_body(request, call)
+            call.classified = classify(request.method, target, call.body, call.agent)
+            self.check_not_halted(call)
+            self.authorize_tools(call)
+            self.scan_request(call)
+            await self.decide_policy(call)
+            self.reserve_budget(call)
+            await self.audit_intent(call)
+        except HaltgateError as err:
+            return await self.refuse(request, call, err)
+        return await self.forward(request, call)
+
+    # ------------------------------------------------------------------ stages
+
+    def identify(self) -> Call:
+        """Give the call its decision id and timestamps; attach the agent identity."""
+        return Call(
+            decision_id=self._id_prefix + format(next(self._ids), "x"),
+            started=time.perf_counter(),
+            ts=time.time(),
+            controls=self.controls,
+            agent=self.agent,
+        )
+
+    async def read_body(self, request: web.Request, call: Call) -> bytes:
+        """The whole request body, within the policy's size limit and the client timeout."""
+        limit = call.controls.max_body_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise BadRequestError(f"request body of {length} bytes exceeds the limit of "
+                                  f"{limit} bytes", code="body_too_large")
+        if not request.body_exists:
+            return b""
+        try:
+            async with asyncio.timeout(self.settings.client_body_timeout):
+                if length is not None:
+                    return await request.content.readexactly(length)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in request.content.iter_any():
+                    size += len(chunk)
+                    if size > limit:
+                        raise BadRequestError(f"request body exceeds the limit of {limit} "
+                                              "bytes", code="body_too_large")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except TimeoutError as e:
+            raise BadRequestError("the client sent its request body too slowly",
+                                  code="client_timeout") from e
+        except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError,
+                ConnectionError) as e:
+            raise BadRequestError("the request body ended early", code="truncated_body") from e
+
+    def check_not_halted(self, call: Call) -> None:
+        """A halted run refuses every call until an operator resets it."""
+        verdict = self.budget.halted(call.ts)
+        if not verdict.allowed:
+            raise _denied(verdict)
+
+    def authorize_tools(self, call: Call) -> None:
+        """``spec.tools`` rules: deny wins, the default decides what no rule matches."""
+        assert call.classified is not None
+        result = call.controls.authorizer.authorize(call.classified.view)
+        call.authz = result
+        call.risk += result.risk
+        if not result.allowed:
+            raise DeniedError(result.message, code=result.code or "tool_not_allowed",
+                              failure_type=FailureType.SAFETY)
+
+    def scan_request(self, call: Call) -> None:
+        """Guardrails on what the agent sends (prompts, tool arguments)."""
+        guardrails = call.controls.guardrails
+        classified = call.classified
+        if guardrails is None or classified is None:
+            return
+        subject: Any = classified.body
+        if subject is None:
+            if not call.body:
+                return
+            subject = call.body.decode("utf-8", "replace")
+        try:
+            result = (guardrails.scan_json(subject, "request") if not isinstance(subject, str)
+                      else guardrails.scan(subject, "request"))
+        except Exception as e:  # a detector bug must not open the gate by accident
+            if call.controls.spec.guardrails.fail_mode is FailMode.OPEN:
+                self.metrics.fail_open.labels("guardrails").inc()
+                log.warning("guardrails failed (fail open): %s", e)
+                return
+            raise UnavailableError(f"guardrails failed: {e}", code="guardrails_error") from e
+        call.findings.extend(f.to_dict() for f in result.findings)
+        call.risk += result.risk
+        if result.blocked:
+            raise DeniedError("a guardrail blocked the request",
+                              code=result.code or "guardrail_blocked",
+                              failure_type=FailureType.SAFETY)
+        if result.redacted_obj is not None and classified.body is not None:
+            classified.body = result.redacted_obj
+            call.forward_body = orjson.dumps(result.redacted_obj)
+        elif result.redacted_text is not None and classified.body is None:
+            call.forward_body = result.redacted_text.encode()
+
+    async def decide_policy(self, call: Call) -> None:
+        """The policy's OPA decision, when the policy has one."""
+        if self.opa is None or call.controls.spec.opa is None:
+            return
+        from haltgate.governance.opa import build_input
+
+        assert call.classified is not None
+        decision = await self.opa.decide(
+            build_input(call.classified.view, authz=call.authz, findings=call.findings)
+        )
+        call.risk += decision.risk
+        if decision.fail_open:
+            self.metrics.fail_open.labels("opa").inc()
+        if decision.allow:
+            return
+        if decision.failure_type is None:
+            raise UnavailableError(decision.reason or "policy decision unavailable",
+                                   code=decision.code or "opa_unavailable")
+        raise DeniedError(decision.reason or "denied by policy",
+                          code=decision.code or "opa_denied",
+                          failure_type=decision.failure_type)
+
+    def reserve_budget(self, call: Call) -> None:
+        """Reserve the call's worst case atomically; refuse if it does not fit."""
+        classified = call.classified
+        assert classified is not None and call.target is not None
+        view = classified.view
+        call.fingerprint = _fingerprint(call)
+        if view.kind is RequestKind.LLM:
+            call.max_output_tokens = (view.max_output_tokens
+                                      if view.max_output_tokens is not None
+                                      else self.settings.default_max_output_tokens)
+            max_input = len(call.forward_body or call.body)
+        else:
+            max_input = 0
+        verdict = self.budget.reserve(
+            call_id=call.decision_id, ts=call.ts,
+            kind=view.kind.value if view.kind is not None else "unknown",
+            host=view.host,
+            tool=view.tool_calls[0].name if view.tool_calls else None,
+            model=view.model, max_input_tokens=max_input,
+            max_output_tokens=call.max_output_tokens, fingerprint=call.fingerprint,
+            risk=call.risk,
+        )
+        call.reservation = verdict
+        if not verdict.allowed:
+            raise _denied(verdict)
+        call.reserved = True
+        if classified.wants_usage_injection:
+            # Ask the upstream for a usage chunk so the stream is metered exactly; the
+            # client sees one more final chunk with empty choices (docs/sidecar.md).
+            body = dict(classified.body)
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                      "include_usage": True}
+            call.forward_body = orjson.dumps(body)
+
+    async def audit_intent(self, call: Call) -> None:
+        """Make the intent durable before anything leaves (no action without a record)."""
+        record = self._record(call, "intent", decision="allow")
+        try:
+            async with asyncio.timeout(self.settings.intent_timeout):
+                await self.audit.intent(record)
+        except AuditError as e:
+            raise UnavailableError(f"audit trail unavailable: {e.message}", code=e.code) from e
+        except TimeoutError as e:
+            raise UnavailableError("audit trail did not confirm the record in time",
+                                   code="audit_timeout") from e
+
+    async def forward(self, request: web.Request, call: Call) -> web.StreamResponse:
+        """Send the decided call upstream and relay the answer (streamed or whole)."""
+        assert call.target is not None and call.classified is not None
+        call.forward_started = time.perf_counter()
+        try:
+            upstream = await self.session.request(
+                request.method, call.target.url,
+                data=call.forward_body if call.forward_body is not None else call.body,
+                headers=_forward_headers(request.headers, call),
+                allow_redirects=False,
+                timeout=call.controls.upstream_timeout,
+            )
+        except TimeoutError as e:
+            return await self.fail_upstream(request, call, UpstreamError(
+                "the upstream did not answer in time", code="upstream_timeout"), e)
+        except (aiohttp.ClientError, OSError) as e:
+            return await self.fail_upstream(request, call, UpstreamError(
+                f"the upstream is unreachable: {type(e).__name__}",
+                code="upstream_unreachable"), e)
+        try:
+            self.metrics.upstream_latency.labels(call.kind_label).observe(
+                time.perf_counter() - call.forward_started)
+            if upstream.content_type == _EVENT_STREAM and not self._must_buffer(call):
+                return await self.relay_stream(request, call, upstream)
+            return await self.relay_whole(request, call, upstream)
+        finally:
+            upstream.release()
+
+    def _must_buffer(self, call: Call) -> bool:
+        # tools/list answers are rewritten (filtered), so they are read whole even as SSE.
+        c = call.classified
+        return c is not None and c.view.kind is RequestKind.MCP and _lists_tools(c.body)
+
+    async def relay_whole(
+        self, request: web.Request, call: Call, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        """A complete (non-streamed) answer: settle, scan, then send it."""
+        try:
+            body = await upstream.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return await self.fail_upstream(request, call, UpstreamError(
+                "the upstream answer ended early", code="upstream_truncated"), e)
+        call.upstream_done = time.perf_counter()
+        classified = call.classified
+        assert classified is not None
+        counts = self.read_usage(call, upstream.status, body=body)
+        ok, err_fp = _outcome_of(call, upstream.status, body)
+        settle = self.settle_budget(call, counts, ok, err_fp, _digest(body))
+        if classified.view.kind is RequestKind.MCP and _lists_tools(classified.body):
+            body = self.filter_tools_list(call, upstream, body)
+        try:
+            body = self.scan_response(call, body, upstream.content_type)
+        except HaltgateError as err:
+            self._finish(call, "deny", err.code)
+            self._audit_outcome(call, upstream.status, counts, decision="deny", err=err)
+            return await self._send_error(request, call, err)
+        resp = web.Response(status=upstream.status, reason=upstream.reason, body=body,
+                            headers=_response_headers(upstream.headers, call, settle))
+        call.overhead = ((call.forward_started - call.started)
+                         + (time.perf_counter() - call.upstream_done))
+        resp.headers[r.OVERHEAD_HEADER] = f"{call.overhead * 1000:.3f}"
+        self._finish(call, "allow", None)
+        self._audit_outcome(call, upstream.status, counts, decision="allow")
+        return resp
+
+    async def relay_stream(
+        self, request: web.Request, call: Call, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        """Relay an SSE answer chunk by chunk, metering it; cut it if the budget is crossed."""
+        classified = call.classified
+        assert classified is not None
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                  headers=_response_headers(upstream.headers, call, None))
+        call.overhead = time.perf_counter() - call.started - (
+            time.perf_counter() - call.forward_started)
+        resp.headers[r.OVERHEAD_HEADER] = f"{call.overhead * 1000:.3f}"
+        await resp.prepare(request)
+        parser = SSEParser()
+        reader = (UsageReader(classified.dialect, classified.view.model)
+                  if classified.dialect is not None else None)
+        digest = hashlib.blake2b(digest_size=16)
+        guard = _StreamGuard(call, self.budget)
+        cut: HaltgateError | None = None
+        truncated = False
+        client_gone = False
+        try:
+            async for chunk in upstream.content.iter_any():
+                digest.update(chunk)
+                if reader is not None:
+                    for event in parser.feed(chunk):
+                        reader.read_event(event)
+                    cut = guard.check(reader)
+                    if cut is not None:
+                        break
+                try:
+                    await resp.write(chunk)
+                except (ConnectionError, RuntimeError):
+                    client_gone = True
+                    break
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            truncated = True
+        call.upstream_done = time.perf_counter()
+        if not client_gone:
+            try:
+                if cut is not None:
+                    self.metrics.streams_cut.labels(cut.code).inc()
+                    await resp.write(b"\n\n" + r.sse_error_event(cut, call.decision_id))
+                elif truncated:
+                    self.metrics.streams_cut.labels("upstream_truncated").inc()
+                    err = UpstreamError("the upstream stream ended early",
+                                        code="upstream_truncated")
+                    await resp.write(b"\n\n" + r.sse_error_event(err, call.decision_id))
+                await resp.write_eof()
+            except (ConnectionError, RuntimeError):
+                client_gone = True
+        complete = cut is None and not truncated and not client_gone
+        counts = (reader.result(complete=complete, input_estimate=classified.input_estimate)
+                  if reader is not None else None)
+        ok = upstream.status < 500 and not truncated
+        self.settle_budget(call, counts, ok, None if ok else "stream_failed",
+                           digest.hexdigest())
+        decision, code = ("allow", None) if cut is None else ("deny", cut.code)
+        self._finish(call, decision, code)
+        self._audit_outcome(call, upstream.status, counts, decision=decision, err=cut)
+        return resp
+
+    def read_usage(self, call: Call, status: int, *, body: bytes) -> TokenCounts | None:
+        """Token usage of a whole LLM answer (``None`` for other kinds)."""
+        classified = call.classified
+        if classified is None or classified.dialect is None:
+            return None
+        reader = UsageReader(classified.dialect, classified.view.model)
+        if status < 300:
+            reader.read_body(body)
+            return reader.result(complete=True, input_estimate=classified.input_estimate)
+        # Refused or failed upstream calls are not billed by providers.
+        return TokenCounts(model=classified.view.model)
+
+    def settle_budget(
+        self, call: Call, counts: TokenCounts | None, ok: bool, error_fp: str | None,
+        result_fp: str | None,
+    ) -> BudgetVerdict | None:
+        """Replace the reservation by what the call actually used."""
+        if not call.reserved:
+            return None
+        usage = _engine_usage(counts) if counts is not None else None
+        call.reserved = False
+        if counts is not None:
+            tokens = self.metrics.tokens
+            tokens.labels("input").inc(counts.input_tokens)
+            tokens.labels("output").inc(counts.output_tokens)
+            if counts.cached_input_tokens:
+                tokens.labels("cached_input").inc(counts.cached_input_tokens)
+            if counts.reasoning_tokens:
+                tokens.labels("reasoning").inc(counts.reasoning_tokens)
+        verdict = self.budget.settle(call_id=call.decision_id, ts=time.time(), usage=usage,
+                                     ok=ok, error_fingerprint=error_fp,
+                                     result_fingerprint=result_fp)
+        if not verdict.allowed and verdict.failure_type is not None:
+            self.metrics.halts.labels(verdict.failure_type.value).inc()
+        return verdict
+
+    def filter_tools_list(
+        self, call: Call, upstream: aiohttp.ClientResponse, body: bytes
+    ) -> bytes:
+        """Hide the tools the agent may not call from ``tools/list`` answers."""
+        classified = call.classified
+        assert classified is not None
+        server = classified.view.upstream or classified.view.host
+        authorizer = call.controls.authorizer
+        view = classified.view
+
+        def rewrite(message: Any) -> Any:
+            if isinstance(message, dict) and isinstance(message.get("result"), dict):
+                tools = message["result"].get("tools")
+                if isinstance(tools, list):
+                    message["result"]["tools"] = authorizer.filter_tools_list(server, tools, view)
+            return message
+
+        if upstream.content_type == _EVENT_STREAM:
+            return _rewrite_sse(body, rewrite)
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        obj = [rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj)
+        return orjson.dumps(obj)
+
+    def scan_response(self, call: Call, body: bytes, content_type: str) -> bytes:
+        """Guardrails on what comes back (a blocked answer is replaced by a refusal)."""
+        guardrails = call.controls.guardrails
+        if guardrails is None or not body or content_type != "application/json":
+            return body
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        try:
+            result = guardrails.scan_json(obj, "response")
+        except Exception as e:
+            if call.controls.spec.guardrails.fail_mode is FailMode.OPEN:
+                self.metrics.fail_open.labels("guardrails").inc()
+                return body
+            raise UnavailableError(f"guardrails failed: {e}", code="guardrails_error") from e
+        call.findings.extend(f.to_dict() for f in result.findings)
+        if result.risk:
+            self.budget.add_risk(time.time(), result.risk, result.code or "guardrail_finding")
+        if result.blocked:
+            raise DeniedError("a guardrail blocked the response",
+                              code=result.code or "guardrail_blocked",
+                              failure_type=FailureType.SAFETY)
+        if result.redacted_obj is not None:
+            return orjson.dumps(result.redacted_obj)
+        return body
+
+    # ------------------------------------------------------------------ refusals
+
+    async def refuse(self, request: web.Request, call: Call, err: HaltgateError) -> web.Response:
+        """Answer a refusal: release any reservation, audit the decision, send the error."""
+        if call.reserved:
+            self.budget.release(call.decision_id, time.time())
+            call.reserved = False
+        decision = "deny" if isinstance(err, DeniedError) else "error"
+        self._finish(call, decision, err.code)
+        if err.failure_type is not None:
+            self.metrics.halts.labels(err.failure_type.value).inc()
+        if call.classified is not None:
+            # Refusals of classified calls are decisions: they go to the audit trail too.
+            self._audit_outcome(call, None, None, decision=decision, err=err)
+        return await self._send_error(request, call, err)
+
+    async def fail_upstream(
+        self, request: web.Request, call: Call, err: UpstreamError, cause: BaseException
+    ) -> web.Response:
+        """The upstream failed after the call was decided: settle as failed, answer 502/504."""
+        log.info("upstream failure for %s: %r", call.decision_id, cause)
+        call.upstream_done = time.perf_counter()
+        # Nothing (or nothing complete) came back: an LLM call may still have been billed,
+        # so its usage is unknown (None: the engine charges the reservation, fail closed).
+        self.settle_budget(call, None, False, err.code, None)
+        self._finish(call, "error", err.code)
+        self._audit_outcome(call, None, None, decision="error", err=err)
+        return await self._send_error(request, call, err)
+
+    async def _send_error(self, request: web.Request, call: Call, err: HaltgateError) -> web.Response:
+        c = call.classified
+        resp = r.error_response(err, call.decision_id, rpc=call.is_rpc,
+                                rpc_ids=c.rpc_ids if c else (), rpc_batch=bool(c and c.rpc_batch))
+        if err.code == "body_too_large":
+            resp.force_close()  # the unread body would otherwise be parsed as a request
+        retry = call.reservation.retry_after if call.reservation else None
+        if retry is not None:
+            resp.headers["Retry-After"] = str(max(1, int(retry + 0.999)))
+        end = time.perf_counter()
+        call.overhead = end - call.started - (
+            (call.upstream_done - call.forward_started) if call.upstream_done else 0.0)
+        resp.headers[r.OVERHEAD_HEADER] = f"{call.overhead * 1000:.3f}"
+        self.last_error = {"decision_id": call.decision_id, "code": err.code,
+                           "type": err.type, "time": call.ts}
+        return resp
+
+    # ------------------------------------------------------------------ audit, metrics
+
+    def _record(self, call: Call, phase: str, *, decision: str, status: int | None = None,
+                counts: TokenCounts | None = None, err: HaltgateError | None = None,
+                ) -> AuditRecord:
+        c = call.classified
+        view = c.view if c is not None else None
+        tool = view.tool_calls[0].name if view is not None and view.tool_calls else None
+        if tool is None and call.authz is not None and view is not None \
+                and view.kind is RequestKind.HTTP:
+            tool = call.authz.rule
+        return AuditRecord(
+            decision_id=call.decision_id,
+            time=call.ts,
+            phase=phase,  # type: ignore[arg-type]
+            namespace=call.agent.namespace,
+            workload=call.agent.workload,
+            pod=call.agent.pod,
+            run_id=call.agent.run_id,
+            kind=view.kind.value if view is not None and view.kind is not None else None,
+            target=f"{view.method} {call.target.url}" if view and call.target else "",
+            model=view.model if view is not None else None,
+            tool=tool,
+            args_digest=call.fingerprint or None,
+            decision=decision,
+            failure_type=err.failure_type.value if err and err.failure_type else None,
+            code=err.code if err else None,
+            message=err.message if err else None,
+            budget_after=dict(err.budget) if err and err.budget else None,
+            usage=counts.as_dict() if counts is not None else None,
+            findings=tuple(call.findings),
+            status=status,
+            latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,
+            payload_mode=call.controls.payload.value,  # type: ignore[arg-type]
+            payload=self._payload(call),
+        )
+
+    def _payload(self, call: Call) -> Any:
+        mode = call.controls.payload
+        c = call.classified
+        if mode is PayloadCapture.NONE or c is None:
+            return None
+        if mode is PayloadCapture.REDACTED and call.controls.guardrails is None:
+            return None  # nothing could redact it: keep the digest only
+        return c.body if c.body is not None else None
+
+    def _audit_outcome(self, call: Call, status: int | None, counts: TokenCounts | None, *,
+                       decision: str, err: HaltgateError | None = None) -> None:
+        """Queue the outcome record; the answer does not wait for its fsync."""
+        record = self._record(call, "outcome", decision=decision, status=status,
+                              counts=counts, err=err)
+        task = asyncio.get_running_loop().create_task(self._write_outcome(record))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _write_outcome(self, record: AuditRecord) -> None:
+        try:
+            await self.audit.outcome(record)
+        except AuditError as e:
+            log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
+
+    def _finish(self, call: Call, decision: str, code: str | None) -> None:
+        kind = call.kind_label
+        self.decisions[decision] = self.decisions.get(decision, 0) + 1
+        self.metrics.requests.labels(kind, decision, code or "").inc()
+        overhead = call.overhead or (time.perf_counter() - call.started - (
+            (call.upstream_done - call.forward_started) if call.upstream_done else 0.0))
+        self.metrics.added_latency.labels(kind).observe(max(overhead, 0.0))
+
+    async def drain(self) -> None:
+        """Wait for queued audit outcomes (at shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+class _StreamGuard:
+    """Decides whether a relayed stream must be cut: budget crossed or run halted."""
+
+    __slots__ = ("_budget", "_call", "_check_every", "_headroom", "_n")
+
+    def __init__(self, call: Call, budget: Budget) -> None:
+        self._call = call
+        self._budget = budget
+        self._n = 0
+        self._check_every = 16
+        self._headroom = _token_headroom(call)
+
+    def check(self, reader: UsageReader) -> HaltgateError | None:
+        # Output beyond the reservation is allowed only while the token budget has room
+        # for it: a client without max_tokens can otherwise run past the budget mid-stream.
+        extra = reader.streamed_output_estimate - self._call.max_output_tokens
+        if extra > 0 and self._headroom is not None and extra > self._headroom:
+            return DeniedError("the stream crossed the token budget", code="tokens_exhausted",
+                               failure_type=FailureType.EXHAUSTION)
+        self._n += 1
+        if self._n % self._check_every == 0:
+            verdict = self._budget.halted(time.time())
+            if not verdict.allowed:
+                return _denied(verdict)
+        return None
+
+
+def _token_headroom(call: Call) -> int | None:
+    """Tokens left beyond this call's reservation (``None``: no token budget)."""
+    budget = call.reservation.budget if call.reservation else None
+    if not budget:
+        return None
+    room: int | None = None
+    for key in ("tokens", "output_tokens"):
+        dim = budget.get(key)
+        if dim is None or dim.get("limit") is None:
+            continue
+        left = int(dim["limit"] - dim.get("used", 0) - dim.get("reserved", 0))
+        room = left if room is None else min(room, left)
+    return room
+
+
+def _denied(verdict: BudgetVerdict) -> DeniedError:
+    return DeniedError(
+        verdict.message or "the budget refused the call",
+        code=verdict.code or "budget_denied",
+        failure_type=verdict.failure_type or FailureType.EXHAUSTION,
+        budget={k: dict(v) for k, v in verdict.budget.items()} if verdict.budget else None,
+    )
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _fingerprint(call: Call) -> str:
+    """Request identity: the same call gives the same value (retries, stagnation)."""
+    c = call.classified
+    assert c is not None and call.target is not None
+    if c.view.tool_calls:
+        # Tool name and arguments only: the JSON-RPC id changes on every retry.
+        payload = orjson.dumps([[t.name, t.arguments] for t in c.view.tool_calls],
+                               option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(payload).hexdigest()
+    h = hashlib.sha256(f"{c.view.method} {call.target.url}\n".encode())
+    h.update(call.body)
+    return h.hexdigest()
+
+
+def _lists_tools(body: Any) -> bool:
+    if isinstance(body, dict):
+        return body.get("method") == "tools/list"
+    if isinstance(body, list):
+        return any(isinstance(m, dict) and m.get("method") == "tools/list" for m in body)
+    return False
+
+
+def _outcome_of(call: Call, status: int, body: bytes) -> tuple[bool, str | None]:
+    """Whether the call succeeded, and a digest of its error if not (stagnation)."""
+    if status >= 500:
+        return False, f"http_{status}"
+    c = call.classified
+    if c is not None and c.view.tool_calls and status < 300:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return True, None
+        for msg in obj if isinstance(obj, list) else [obj]:
+            if not isinstance(msg, dict):
+                continue
+            result = msg.get("result")
+            if "error" in msg or (isinstance(result, dict) and result.get("isError") is True):
+                return False, _digest(orjson.dumps(msg.get("error") or result,
+                                                   option=orjson.OPT_SORT_KEYS))
+    return True, None
+
+
+def _engine_usage(counts: TokenCounts) -> Any:
+    from haltgate.governance.engine import Usage
+
+    return Usage(
+        input_tokens=counts.input_tokens, output_tokens=counts.output_tokens,
+        cached_input_tokens=counts.cached_input_tokens,
+        cache_write_tokens=counts.cache_write_tokens,
+        reasoning_tokens=counts.reasoning_tokens, estimated=counts.estimated,
+        model=counts.model,
+    )
+
+
+def _forward_headers(headers: CIMultiDictProxy[str], call: Call) -> CIMultiDict[str]:
+    """The agent's headers minus hop-by-hop ones; Host is the upstream's."""
+    out: CIMultiDict[str] = CIMultiDict()
+    connection_listed = headers.get("connection", "")
+    extra_drop = {h.strip().lower() for h in connection_listed.split(",")} if \
+        connection_listed else set()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _HOP_BY_HOP or lower in extra_drop:
+            continue
+        out.add(name, value)
+    c = call.classified
+    if c is not None and c.view.kind in (RequestKind.LLM, RequestKind.MCP):
+        # haltgate must read these answers (usage, JSON-RPC): ask for them uncompressed.
+        out["Accept-Encoding"] = "identity"
+    return out
+
+
+def _response_headers(
+    headers: CIMultiDictProxy[str], call: Call, settle: BudgetVerdict | None
+) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in _RESPONSE_DROP:
+            out.add(name, value)
+    out[r.DECISION_HEADER] = call.decision_id
+    warnings = settle.warnings if settle is not None else (
+        call.reservation.warnings if call.reservation else ())
+    if warnings:
+        out[r.WARNING_HEADER] = ",".join(warnings)
+    return out
+
+
+def _rewrite_sse(body: bytes, rewrite: Any) -> bytes:
+    parser = SSEParser()
+    out = []
+    for event in parser.feed(body + b"\n\n"):
+        try:
+            message = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            out.append(f"event: {event.event}\ndata: {event.data}\n\n".encode())
+            continue
+        if isinstance(message, list):
+            message = [rewrite(m) for m in message]
+        else:
+            message = rewrite(message)
+        out.append(b"event: " + event.event.encode() + b"\ndata: " + orjson.dumps(message)
+                   + b"\n\n")
+    return b"".join(out)

@@ -1,0 +1,91 @@
+"""Incremental parser of server-sent events (``text/event-stream``), for relayed streams.
+
+The sidecar relays stream bytes to the agent unchanged as they arrive and feeds a copy
+to this parser to read usage. The parser never blocks the relay: an event larger than
+``max_event_bytes`` is skipped (counted in ``oversized``) instead of buffered without bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SSEEvent", "SSEParser"]
+
+DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    event: str
+    """The ``event:`` field, ``message`` when absent (as the SSE spec says)."""
+    data: str
+    """The ``data:`` lines joined with newlines."""
+
+
+class SSEParser:
+    """Feed raw stream bytes, receive the complete events they finish."""
+
+    __slots__ = ("_buf", "_max", "_skipping", "oversized", "saw_any")
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._buf = b""
+        self._max = max_event_bytes
+        self._skipping = False
+        self.oversized = 0
+        """Events dropped for exceeding the size bound."""
+        self.saw_any = False
+        """At least one complete event was parsed."""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Parse what ``chunk`` completes. Line endings ``\\n``, ``\\r\\n`` and ``\\r``."""
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf = self._buf + chunk if self._buf else chunk
+        events: list[SSEEvent] = []
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            if self._skipping:
+                self._skipping = False
+            else:
+                event = _parse_block(buf[start:end])
+                if event is not None:
+                    events.append(event)
+            start = end + 2
+        rest = buf[start:]
+        if len(rest) > self._max:
+            # Keep only the tail (it may hold the start of the separator); forget the event.
+            if not self._skipping:
+                self.oversized += 1
+            self._skipping = True
+            rest = rest[-1:]
+        self._buf = rest
+        if events:
+            self.saw_any = True
+        return events
+
+    @property
+    def pending(self) -> bool:
+        """Bytes of an unfinished event are buffered (a stream cut here was truncated)."""
+        return bool(self._buf.strip())
+
+
+def _parse_block(block: bytes) -> SSEEvent | None:
+    event = "message"
+    data: list[str] = []
+    for raw in block.split(b"\n"):
+        if not raw or raw.startswith(b":"):
+            continue
+        line = raw.decode("utf-8", "replace")
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+    if not data:
+        return None
+    return SSEEvent(event, "\n".join(data))
