@@ -5,6 +5,7 @@ reservations with it); this module is its public home.
 """
 
 from haltgate.governance.engine.pricing import (
+    DATA_DIR,
     SHIPPED_TABLE,
     Price,
     PriceTable,
@@ -16,6 +17,7 @@ from haltgate.governance.engine.pricing import (
 )
 
 __all__ = [
+    "DATA_DIR",
     "SHIPPED_TABLE",
     "Price",
     "PriceTable",
