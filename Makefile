@@ -1,0 +1,56 @@
+# haltgate developer entry points. Fresh machine: `make demo`, then `make test`.
+# Everything runs with the project virtualenv (.venv), created by `make install`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+# The interpreter that creates the venv (Python >= 3.11).
+BOOTSTRAP_PYTHON ?= python3
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k crds -x"`.
+PYTEST_ARGS ?=
+# Packages with Python code (mypy refuses a root without any .py file).
+CODE_ROOTS := $(foreach d,operator sidecar sdk,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
+
+.PHONY: help install test lint bench demo binaries cluster-up cluster-down cluster-status crds
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# The stamp makes `install` a no-op until pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv and install haltgate with its dev and test extras
+
+binaries: ## Build (or reuse) etcd, opa, kube-apiserver, kube-controller-manager, kubectl, helm
+	hack/build-binaries
+
+test: install ## Run the whole suite: unit, integration, k8s and netns (needs `make binaries`)
+	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+lint: install ## ruff over the code and tests, mypy over the packages
+	$(PYTHON) -m ruff check operator sidecar sdk tests
+	$(PYTHON) -m mypy $(CODE_ROOTS)
+
+bench: install ## Run every benchmark under bench/
+	PYTHON=$(PYTHON) hack/bench.sh
+
+demo: install binaries ## Start the local pieces, show what haltgate does, tear down
+	PYTHON=$(PYTHON) hack/demo.sh
+
+crds: install ## Regenerate crds/ from the policy models
+	$(PYTHON) -m haltgate.governance.crdgen crds/
+
+cluster-up: install ## Start etcd + kube-apiserver (+ controller-manager) detached, apply crds/
+	$(PYTHON) -m tests.testbed up
+
+cluster-down: install ## Stop the control plane started by cluster-up
+	$(PYTHON) -m tests.testbed down
+
+cluster-status: install ## Show whether the cluster-up control plane runs
+	$(PYTHON) -m tests.testbed status
