@@ -47,6 +47,19 @@ _AI = (
     r"(?:ai|a\.i\.|assistant|agent|llm|language\W+model|model|chatbot|bot|gpt|chatgpt|claude|"
     r"copilot|gemini|autopilot)"
 )
+_SHOW = (
+    r"(?:reveal|show|print|display|repeat|output|leak|dump|tell{_S}me|give{_S}me|share|"
+    r"disclose|expose|write{_S}out|spell{_S}out|recite|paste|list)"
+).replace("{_S}", _S)
+# "the system prompt examples in the docs" is a question about prompts, not an extraction.
+_NOT_DOCS = (
+    r"\b(?![\s\W_]+(?:examples?|templates?|guide|docs|documentation|engineering|design|"
+    r"best\W+practices|library|tutorial)\b)"
+)
+_UNQUALIFIED_NOUN = (
+    r"(?:instructions?|directions|directives?|rules?|guidelines|programming|guardrails|"
+    r"safeguards|system\W+prompt|prompt)"
+)
 _SECRETS_NOUN = (
     r"(?:conversation|chat(?:\W+history)?|history|messages|credentials|passwords?|"
     r"api\W+keys?|keys|secrets?|tokens?|private\W+keys?|env(?:ironment)?\W+variables|"
@@ -69,7 +82,15 @@ RULES: tuple[Rule, ...] = (
          rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|everything{_S})?(?:of{_S})?(?:the{_S}|that{_S})?"
          rf"(?:above|before|said\W+before|you\W+(?:were|have\W+been)\W+told)\b"),
     Rule("ignore_instructions", 0.9,
-         rf"\b(?:do\W+not|don'?t|never){_S}(?:follow|obey|listen\W+to){_S}{_F}"
+         rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|every{_S}|each{_S})?(?:of{_S})?(?:the{_S}|your{_S}|"
+         rf"my{_S}|these{_S}|those{_S})?{_UNQUALIFIED_NOUN}\b"),
+    Rule("ignore_instructions", 0.85,
+         rf"\b{_VERB_IGNORE}{_S}(?:everything{_S}|what{_S}|anything{_S})(?:that{_S})?"
+         rf"(?:the{_S})?(?:user|human|they|you|he|she|i){_S}(?:were{_S}|was{_S}|have{_S}been"
+         rf"{_S}|has{_S}been{_S})?(?:asked|said|told|requested|wants?|instructed|given)\b"),
+    Rule("ignore_instructions", 0.9,
+         rf"\b(?:do\W+not|don'?t|never|stop|quit|cease){_S}(?:follow|following|obey|obeying|"
+         rf"listen\W+to|listening\W+to){_S}{_F}"
          rf"(?:previous|prior|above|original|system|your){_S}{_F}{_RULE_NOUN}\b"),
     Rule("new_instructions", 0.7,
          rf"\b(?:new|updated|revised|real|actual|true|secret|hidden|additional|override)"
@@ -104,11 +125,12 @@ RULES: tuple[Rule, ...] = (
     Rule("role_override", 0.4,
          rf"\b(?:stay|remain){_S}in{_S}character\b|\bbreak{_S}character\b"),
     Rule("prompt_exfiltration", 0.85,
-         rf"\b(?:reveal|show|print|display|repeat|output|leak|dump|tell{_S}me|give{_S}me|"
-         rf"share|disclose|expose|write{_S}out|spell{_S}out|recite|paste|list){_S}{_F}"
-         rf"(?:system|initial|original|hidden|secret|internal|developer|confidential|"
-         rf"pre-?prompt|full|entire|complete|exact){_S}(?:system{_S})?"
-         rf"(?:prompt|instructions|message|directives|configuration)\b"),
+         rf"\b{_SHOW}{_S}{_F}(?:system|initial|original|hidden|secret|internal|developer|"
+         rf"confidential|pre-?prompt){_S}(?:system{_S})?(?:prompt|instructions|message|"
+         rf"directives|configuration|rules){_NOT_DOCS}"),
+    Rule("prompt_exfiltration", 0.8,
+         rf"\b{_SHOW}{_S}{_F}(?:full|entire|complete|exact|whole|verbatim){_S}"
+         rf"(?:system{_S}prompt|prompt|initial{_S}instructions){_NOT_DOCS}"),
     Rule("prompt_exfiltration", 0.8,
          rf"\bwhat{_S}(?:is|are|were|was){_S}your{_S}(?:system{_S}prompt|initial{_S}"
          rf"instructions|original{_S}instructions|instructions|rules|hidden\W+\w+)\b"),
@@ -145,6 +167,20 @@ RULES: tuple[Rule, ...] = (
          rf"mention|mentioning|reveal|revealing|alert|alerting|notify|notifying|asking|"
          rf"show|showing){_S}(?:this{_S}|it{_S}|anything{_S})?(?:to{_S})?(?:the{_S})?"
          rf"(?:user|human|operator|owner)s?\b"),
+    Rule("role_override", 0.8,
+         rf"\b(?:an?{_S})?{_AI}{_S}(?:without|with{_S}no|free{_S}(?:of|from)|that{_S}has{_S}no)"
+         rf"{_S}(?:any{_S})?(?:ethics|morals|moral{_S}\w+|ethical{_S}\w+|restrictions|rules|"
+         rf"filters|limits|guidelines|censorship)\b"),
+    Rule("tool_coercion", 0.6,
+         rf"\b(?:immediately|now|silently|secretly|quietly|automatically){_S}(?:call|invoke|"
+         rf"use|run|execute|trigger){_S}(?:the{_S})?[\w.-]+{_S}(?:tool|function|command|api|"
+         rf"endpoint|action)\b"),
+    Rule("data_exfiltration", 0.55,
+         rf"\b(?:send|email|mail|forward|post|upload|leak|exfiltrate|transmit){_S}(?:me{_S})?"
+         rf"(?:all{_S})?(?:of{_S})?(?:the{_S}|your{_S}|my{_S}|any{_S}|their{_S})?"
+         rf"(?:api{_S}keys?|passwords|credentials|secrets|private{_S}keys?|ssh{_S}keys?|"
+         rf"access{_S}tokens|env(?:ironment)?{_S}variables|system{_S}prompt|"
+         rf"(?:conversation|chat){_S}history)\b"),
     Rule("concealment", 0.5, rf"\b(?:secretly|silently|covertly){_S}(?:send|call|execute|"
                              rf"run|forward|email|post|upload|transfer|delete)\b"),
     Rule("data_exfiltration", 0.8,
@@ -173,8 +209,19 @@ SQUASHED_RULES: tuple[Rule, ...] = (
     Rule("ignore_instructions", 0.95,
          r"(?:ignore|disregard|forget|override|bypass)(?:all|any|of|the|your|my){0,3}"
          r"(?:previous|prior|above|earlier|preceding|initial|original|system|developer)"
-         r"(?:instructions?|directions?|rules|prompts?|guidelines|commands|directives|"
+         r"(?:instructions?|directions?|rules|prompts?|guidelines|guidance|commands|directives|"
          r"programming|constraints)"),
+    Rule("ignore_instructions", 0.9,
+         r"(?:ignore|disregard|forget|override)(?:all|any|the|your|my|of|every){0,3}"
+         r"(?:instructions?|rules?|guidelines|guidance|directions|directives|programming|"
+         r"systemprompt)"),
+    Rule("ignore_instructions", 0.85,
+         r"(?:ignore|disregard|forget)(?:all|everything|what)?(?:of)?(?:the)?(?:above|before|"
+         r"youweretold|youhavebeentold|theuserasked|theusersaid)"),
+    Rule("data_exfiltration", 0.55,
+         r"(?:send|email|forward|post|upload|leak|exfiltrate)(?:me|all|the|your|my|any|of){0,3}"
+         r"(?:apikeys?|passwords|credentials|secrets|privatekeys?|sshkeys?|accesstokens|"
+         r"envvariables|environmentvariables|systemprompt|conversationhistory|chathistory)"),
     Rule("role_override", 0.9, r"doanythingnow|(?:developer|jailbreak|dan|god)mode(?:is)?"
                               r"(?:enabled|activated|on)|(?:enable|activate)(?:the)?"
                               r"(?:developer|jailbreak|dan|god)mode"),
@@ -182,7 +229,9 @@ SQUASHED_RULES: tuple[Rule, ...] = (
                               r"unfiltered|uncensored|evil)"),
     Rule("prompt_exfiltration", 0.85,
          r"(?:reveal|show|print|repeat|leak|dump|tellme|output|disclose)(?:me|your|the|all){0,3}"
-         r"(?:system|initial|original|hidden|secret)(?:prompt|instructions)"),
+         r"(?:system|initial|original|hidden|secret)(?:prompt|instructions)"
+         r"(?!examples?|templates?|guide|docs|documentation|engineering|design|bestpractices|"
+         r"library|tutorial)"),
     Rule("safety_bypass", 0.8,
          r"(?:disable|turnoff|bypass|deactivate|circumvent)(?:your|all|the|any){0,2}"
          r"(?:safety|content)?(?:filters?|guardrails|safeguards|censorship)"),

@@ -108,7 +108,7 @@ _MONTHS = (
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
 _DOB = re.compile(
-    r"\b(?:date\W+of\W+birth|d\.?o\.?b\.?|born(?:\s+on)?|birth\s*date|birthdate|birthday|"
+    r"\b(?:date[\W_]+of[\W_]+birth|d\.?o\.?b\.?|born(?:\s+on)?|birth[\W_]*date|birthday|"
     r"geburtsdatum|geboren(?:\s+am)?|date\s+de\s+naissance|n[ée]e?\s+le|"
     r"fecha\s+de\s+nacimiento)\W{0,4}(?:(?:is|was|:)\s*)?"
     r"(?P<date>(?:19|20)\d\d[-/.]\d\d?[-/.]\d\d?|\d\d?[./-]\d\d?[./-](?:19|20)?\d\d"
@@ -170,7 +170,8 @@ def _national_ids(text: str) -> Iterable[Candidate]:
             yield Candidate("national_id", m.start(), m.end(), 0.95 if ctx else 0.7)
     if _SSN_CONTEXT.search(text):
         for m in _SSN_PLAIN.finditer(text):
-            if _context_before(text, m.start(), _SSN_CONTEXT) and us_ssn.is_valid(m.group()):
+            ctx = _context_before(text, m.start(), _SSN_CONTEXT)
+            if ctx and us_ssn.is_valid(_digits(m.group())):
                 yield Candidate("national_id", m.start(), m.end(), 0.9)
     for pattern, valid, score in (
         (_ES_DNI, es_dni.is_valid, 0.85),
@@ -221,6 +222,8 @@ def _phones(text: str, region: str) -> Iterable[Candidate]:
         else:
             ctx = True
         try:
+            if raw.startswith("00"):
+                raw = "+" + raw[2:]
             num = phonenumbers.parse(raw, None if raw.startswith("+") else region)
         except phonenumbers.NumberParseException:
             continue

@@ -110,6 +110,11 @@ _OWN: tuple[_Pattern, ...] = (
         r"(?i)aws_?secret_?(?:access_?)?key\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
         0.95),
     _Pattern("azure_sas", re.compile(r"[?&]sig=[A-Za-z0-9%+/]{40,}={0,2}"), 0.85, hint="sig="),
+    # detect-secrets' BasicAuth pattern wants RFC 3986-clean passwords; people paste raw ones
+    # ("p@ss&word!") and empty user names (redis://:pw@host).
+    _Pattern("url_credentials", re.compile(
+        r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^:/@\s]{0,128}:([^@\s/]{1,128})@[\w.-]+"), 0.9,
+        check=_not_placeholder_password, hint="://"),
     _Pattern("url_credentials", re.compile(
         r"(?i)\b(?:password|pwd)\s*=\s*([^;'\"\s]{4,})(?=\s*(?:;|$|['\"]))"), 0.85,
         check=_not_placeholder_password),
