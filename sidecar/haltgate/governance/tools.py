@@ -194,33 +194,62 @@ def _compile_constraint(c: ArgumentConstraint) -> tuple[tuple[str | int, ...], C
 
         what = f"{c.path} has length <= {limit}"
     elif c.in_ is not None:
-        options = tuple(c.in_)
-
-        def check(v: Any) -> bool:
-            return any(json_equal(v, o) for o in options)
-
-        what = f"{c.path} in {list(options)!r}"
+        check = _one_of(c.in_)
+        what = f"{c.path} in {list(c.in_)!r}"
     else:
         # `equals` (validation requires exactly one of the four; `equals: null` is allowed
         # by the schema only through this branch and then means "is null").
-        expected = c.equals
-
-        def check(v: Any) -> bool:
-            return json_equal(v, expected)
-
-        what = f"{c.path} equals {expected!r}"
+        check = _one_of([c.equals])
+        what = f"{c.path} equals {c.equals!r}"
     return steps, check, what
+
+
+def _one_of(options: Sequence[Any]) -> Check:
+    """A JSON-typed membership test, with set lookups for scalar options (the common case)."""
+    strings = frozenset(o for o in options if isinstance(o, str))
+    numbers = frozenset(o for o in options
+                        if isinstance(o, int | float) and not isinstance(o, bool))
+    bools = frozenset(o for o in options if isinstance(o, bool))
+    null = any(o is None for o in options)
+    composite = tuple(o for o in options if isinstance(o, list | dict))
+
+    def check(v: Any) -> bool:
+        t = type(v)
+        if t is str:
+            return v in strings
+        if t is bool:
+            return v in bools
+        if t is int or t is float:
+            return v in numbers
+        if v is None:
+            return null
+        return any(json_equal(v, o) for o in composite)
+
+    return check
 
 
 @dataclass(frozen=True, slots=True)
 class _Constraint:
-    steps: tuple[str | int, ...]
-    check: Check
+    holds: Check
+    """Whether the constraint holds for a tool's arguments (path lookup and test fused)."""
     description: str
 
-    def holds(self, arguments: Any) -> bool:
-        value = lookup_json_path(arguments, self.steps)
-        return value is not _MISSING and self.check(value)
+
+def _fuse(steps: tuple[str | int, ...], check: Check) -> Check:
+    if len(steps) == 1 and isinstance(steps[0], str):
+        # `$.key`, by far the most common path: one dict lookup, no loop.
+        key = steps[0]
+
+        def holds(arguments: Any) -> bool:
+            if not isinstance(arguments, dict):
+                return False
+            value = arguments.get(key, _MISSING)
+            return value is not _MISSING and check(value)
+    else:
+        def holds(arguments: Any) -> bool:
+            value = lookup_json_path(arguments, steps)
+            return value is not _MISSING and check(value)
+    return holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +305,11 @@ class _CompiledRule:
         return None
 
 
+def _constraint(c: ArgumentConstraint) -> _Constraint:
+    steps, check, description = _compile_constraint(c)
+    return _Constraint(_fuse(steps, check), description)
+
+
 def _compile_rule(rule: ToolRule) -> _CompiledRule:
     kind = rule.kind
     # MCP matchers only make sense for MCP calls, model matchers for LLM calls: without
@@ -294,7 +328,7 @@ def _compile_rule(rule: ToolRule) -> _CompiledRule:
         models=compile_glob(rule.models),
         servers=compile_glob(rule.mcp_servers, ignore_case=True),
         tools=compile_glob(rule.mcp_tools),
-        constraints=tuple(_Constraint(*_compile_constraint(c)) for c in rule.arguments),
+        constraints=tuple(_constraint(c) for c in rule.arguments),
         risk=float(rule.risk),
         allowed=AuthzResult(True, rule.name, float(rule.risk), None,
                             f"allowed by rule {rule.name!r}"),
