@@ -1,0 +1,224 @@
+"""The cannot-bypass proof: a pod namespace with the real iptables rules, the sidecar under its
+UID, the agent under another, and stand-in upstreams plus canaries in a second namespace.
+
+First a control run without the rules shows that every bypass attempt *would* reach its canary
+(so each attempt can fail); then the rules go in and the same attempts must all fail while the
+governed calls pass and are recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.netns import agent as agent_mod
+from tests.netns import harness
+from tests.netns.conftest import AGENT_UID, SIDECAR_UID
+
+pytestmark = pytest.mark.netns
+
+REPO = Path(__file__).resolve().parents[2]
+HALTGATE = str(Path(sys.executable).parent / "haltgate")
+NAMES = ("llm.test", "mcp.test", "api.test", "vault.test")
+
+POLICY = """\
+apiVersion: haltgate.dev/v1alpha1
+kind: GovernancePolicy
+metadata: {name: netns, namespace: default}
+spec:
+  upstreams:
+    - {name: llm, url: "https://llm.test", kind: llm, provider: openai, tls: inspect}
+    - {name: mcp, url: "http://mcp.test/mcp", kind: mcp}
+    - {name: api, url: "http://api.test:8080", kind: http}
+    - {name: vault, url: "https://vault.test:8443", kind: http, tls: passthrough}
+  tools:
+    default: allow
+"""
+
+# Attempts whose control run (no rules) cannot show a bypass: they need the sidecar to mean
+# anything (Host checks, the listener's own port) or trust only the haltgate CA.
+NEEDS_SIDECAR = {"tls_sni_host_mismatch", "transparent_port_direct"}
+
+
+@dataclass
+class Pod:
+    topo: harness.Topology
+    workdir: Path
+    haltgate_ca: Path
+    upstream_ca: Path
+    events: Path
+    record: Path
+
+    def run_agent(self, names: list[str] | None = None) -> list[dict[str, object]]:
+        env_argv = ["env", "-i", f"PYTHONPATH={REPO}", "PATH=/usr/bin:/bin",
+                    f"HOME={self.workdir}"]
+        argv = ["setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups",
+                *env_argv, sys.executable, "-m", "tests.netns.agent",
+                "--haltgate-ca", str(self.haltgate_ca), "--upstream-ca", str(self.upstream_ca)]
+        if names:
+            argv += ["--only", *names]
+        done = self.topo.pod.run(argv, timeout=240)
+        results: list[dict[str, object]] = json.loads(done.stdout)
+        return results
+
+    def canary_events(self) -> list[dict[str, object]]:
+        if not self.events.exists():
+            return []
+        return [json.loads(line) for line in self.events.read_text().splitlines() if line]
+
+    def recorded_calls(self) -> list[dict[str, object]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
+
+
+def _table(results: list[dict[str, object]], expected: dict[str, bool]) -> str:
+    lines = [f"{'attempt':34} {'expected':9} {'got':9} {'secs':>6}  detail"]
+    for r in results:
+        name = str(r["name"])
+        want = "reach" if expected[name] else "blocked"
+        got = "reach" if r["reached"] else "blocked"
+        mark = "" if want == got else "   <-- WRONG"
+        lines.append(f"{name:34} {want:9} {got:9} {r['seconds']:>6}  {r['detail']}{mark}")
+    return "\n".join(lines)
+
+
+def _start(ns: harness.Netns, argv: list[str], uid: int | None, log: Path,
+           env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = ns.popen(argv, uid=uid, env=env, log=log)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{argv[2:4]} exited early:\n{log.read_text()[-3000:]}")
+        if log.exists() and "ready" in log.read_text():
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise TimeoutError(f"{argv} not ready in 20s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def pod() -> Iterator[Pod]:
+    reason = harness.skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    for uid in (SIDECAR_UID, AGENT_UID):
+        problem = harness.interpreter_reachable_by(uid)
+        if problem is not None:
+            pytest.fail(problem)
+    # Not under pytest's tmp dir: that is 0700 root, and the sidecar and agent UIDs read here.
+    workdir = Path(tempfile.mkdtemp(prefix="haltgate-netns-"))
+    workdir.chmod(0o755)
+    tag = harness.free_tag()
+    topo = harness.Topology.create(tag)
+    etc = Path("/etc/netns") / topo.pod.name
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        # The pod resolves the stand-in names through its own /etc/hosts (ip netns exec
+        # bind-mounts /etc/netns/<name>/*), like a pod's DNS would answer.
+        etc.mkdir(parents=True, exist_ok=True)
+        hosts = [f"{harness.UPSTREAM_V4} {' '.join(NAMES)}",
+                 f"{harness.UPSTREAM_V6} {' '.join(NAMES)}",
+                 f"{harness.OTHER_V4} evil.test", "127.0.0.1 localhost", "::1 localhost"]
+        (etc / "hosts").write_text("\n".join(hosts) + "\n")
+        (etc / "resolv.conf").write_text(f"nameserver {harness.UPSTREAM_V4}\n")
+        # containerd's default: any group may open ping sockets; the rules must stop ICMP.
+        topo.pod.run(["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"])
+
+        ca = trustme.CA()
+        cert = ca.issue_cert(*NAMES, "evil.test")
+        upstream_ca = workdir / "upstream-ca.pem"
+        ca.cert_pem.write_to_path(str(upstream_ca))
+        cert_file, key_file = workdir / "upstream.pem", workdir / "upstream.key"
+        cert.cert_chain_pems[0].write_to_path(str(cert_file))
+        cert.private_key_pem.write_to_path(str(key_file))
+        ca_dir = workdir / "haltgate-ca"
+        ca_dir.mkdir()
+        os.chown(ca_dir, SIDECAR_UID, SIDECAR_UID)
+        policy = workdir / "policy.yaml"
+        policy.write_text(POLICY)
+        record = workdir / "record.jsonl"
+        for path in (record, Path(f"{record}.stats")):
+            path.touch()
+            os.chown(path, SIDECAR_UID, SIDECAR_UID)
+        events = workdir / "events.jsonl"
+
+        base_env = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                    "HOME": str(workdir)}
+        procs.append(_start(
+            topo.upstream,
+            [sys.executable, "-m", "tests.netns.upstream_side",
+             "--named", harness.UPSTREAM_V4, harness.UPSTREAM_V6,
+             "--other", harness.OTHER_V4, harness.OTHER_V6,
+             "--cert", str(cert_file), "--key", str(key_file), "--events", str(events)],
+            None, workdir / "upstream.log", base_env,
+        ))
+        procs.append(_start(
+            topo.pod,
+            [sys.executable, "-m", "tests.netns.forwarder", "--policy", str(policy),
+             "--ca-dir", str(ca_dir), "--record", str(record), "--peek-timeout", "1"],
+            SIDECAR_UID, workdir / "sidecar.log",
+            {**base_env, "SSL_CERT_FILE": str(upstream_ca)},
+        ))
+        haltgate_ca = ca_dir / "ca.crt"
+        yield Pod(topo, workdir, haltgate_ca, upstream_ca, events, record)
+    finally:
+        for proc in procs:
+            _stop(proc)
+        topo.delete()
+        shutil.rmtree(etc, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
+    # Control: without the rules, each bypass attempt reaches its canary.
+    control_names = [n for n in agent_mod.BYPASS if n not in NEEDS_SIDECAR]
+    control = pod.run_agent(control_names)
+    print("\ncontrol run (no iptables rules):\n" + _table(control, dict.fromkeys(control_names,
+                                                                                  True)))
+    assert all(r["reached"] for r in control), "an attempt cannot detect a bypass"
+    canaries_before = len(pod.canary_events())
+    assert canaries_before > 0
+
+    pod.topo.pod.run([HALTGATE, "iptables", "apply", "--proxy-uid", str(SIDECAR_UID),
+                      "--dns", harness.UPSTREAM_V4, "--dns", harness.UPSTREAM_V6])
+    results = pod.run_agent()
+    expected = {**dict.fromkeys(agent_mod.GOVERNED, True), **dict.fromkeys(agent_mod.BYPASS,
+                                                                           False)}
+    table = _table(results, expected)
+    print("\nwith the boundary:\n" + table)
+    wrong = [r["name"] for r in results if r["reached"] != expected[str(r["name"])]]
+    assert not wrong, f"attempts with the wrong outcome: {wrong}\n{table}"
+    assert all(r["uid"] == AGENT_UID for r in results)
+
+    # Nothing reached a canary while the boundary was up.
+    assert pod.canary_events()[canaries_before:] == []
+    # The governed calls went through the sidecar and were recorded there.
+    calls = pod.recorded_calls()
+    assert {(c["host"], c["path"]) for c in calls} >= {
+        ("llm.test", "/v1/chat/completions"), ("mcp.test", "/mcp"), ("api.test", "/items"),
+    }
+    assert any(c["host"] == "llm.test" and ":" in str(c["ip"]) for c in calls)  # via IPv6
+    stats = json.loads((pod.record.parent / "record.jsonl.stats").read_text())
+    assert stats["passthrough_opened"] >= 1
