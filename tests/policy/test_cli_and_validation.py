@@ -175,3 +175,21 @@ def test_examples_are_valid(example: Path, opa_binary: Path) -> None:
         if isinstance(doc, dict) and doc.get("kind") == "GovernancePolicy":
             result = validate_document(doc, extra_checks=default_checks(str(opa_binary)))
             assert result.ok, [str(i) for i in result.issues]
+
+
+@pytest.mark.parametrize(("policy", "request_file", "expected"), [
+    ("policy-gdpr.yaml", "gdpr-pii-to-eu-llm.json", (True, None)),
+    ("policy-gdpr.yaml", "gdpr-pii-to-translation.json", (False, "opa_denied")),
+    ("policy-hipaa.yaml", "hipaa-one-patient.json", (True, None)),
+    ("policy-hipaa.yaml", "hipaa-bulk-export.json", (False, "tool_denied")),
+    ("policy-soc2.yaml", "soc2-deploy-without-ticket.json", (False, "argument_constraint_failed")),
+    ("policy-soc2.yaml", "soc2-deploy-risk-exhausted.json", (False, "opa_denied")),
+])
+def test_example_policies_decide_as_documented(policy: str, request_file: str,
+                                               expected: tuple[bool, str | None],
+                                               opa_binary: Path) -> None:
+    r = run(str(EXAMPLES / policy), "--input", str(EXAMPLES / "requests" / request_file),
+            "--opa", str(opa_binary), "--json")
+    assert r.exit_code == 0, r.output
+    decision = json.loads(r.output)["decision"]
+    assert (decision["allowed"], decision["code"]) == expected

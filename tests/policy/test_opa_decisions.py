@@ -125,3 +125,14 @@ class TestResolveRego:
         settings = OPA.model_validate({"configMapRef": {"name": "cm", "key": "nope.rego"}})
         with pytest.raises(OPAPolicyError, match="cm"):
             resolve_rego(settings, tmp_path)
+
+
+def test_guardrail_findings_enter_the_input_without_matched_text() -> None:
+    from haltgate.governance.guardrails.base import Finding as GuardFinding
+
+    call = CallView(kind=RequestKind.LLM, method="POST", scheme="https", host="h", port=443,
+                    path="/")
+    finding = GuardFinding("pii", "email", 0.97, 10, 27, "block", 1.0)
+    [entry] = build_input(call, findings=[finding])["findings"]
+    assert entry["detector"] == "pii" and entry["type"] == "email"
+    assert entry["action"] == "block"

@@ -154,12 +154,14 @@ class OPAInput(TypedDict):
 
 
 def _plain(value: Any) -> Any:
-    """Findings and budget entries may be dataclasses or objects with ``as_dict()``."""
+    """Findings and budget entries as JSON-ready values: their own ``to_dict()`` /
+    ``as_dict()`` (guardrail findings: never the matched text), else dataclass fields."""
+    for method in ("to_dict", "as_dict"):
+        convert = getattr(value, method, None)
+        if callable(convert):
+            return convert()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
-    as_dict = getattr(value, "as_dict", None)
-    if callable(as_dict):
-        return as_dict()
     if isinstance(value, Mapping):
         return dict(value)
     return value
