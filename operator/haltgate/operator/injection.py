@@ -326,7 +326,8 @@ def injection_requested(pod: Mapping[str, Any], namespace_labels: Mapping[str, s
     """
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     pod_says = str(annotations.get(ANNOTATION_INJECT, "")).strip().lower()
-    ns_says = str(namespace_labels.get(LABEL_NAMESPACE_INJECTION, "")).strip().lower()
+    # Exact match for the label: the webhook's namespaceSelector matches it exactly too.
+    ns_says = namespace_labels.get(LABEL_NAMESPACE_INJECTION, "")
     if pod_says == "false" or ns_says == "disabled":
         return False
     return pod_says == "true" or ns_says == "enabled"

@@ -167,6 +167,11 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession]
     registry = kopf.OperatorRegistry()
     webhooks.register(registry, rt)
 
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # Same sources as haltgate's own client: in-cluster account, else the kubeconfig.
+        return kopf.login_via_client(**kwargs)
+
     async def sync_policy(body: Mapping[str, Any], patch: kopf.Patch, log: Any) -> None:
         wanted: dict[str, Any] = {}
         await policies.reconcile(rt, body, wanted, log)

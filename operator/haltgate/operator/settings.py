@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from haltgate.operator import injection
+from haltgate.operator.injection import InjectionConfig, default_template_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +42,8 @@ class OperatorSettings:
     namespace: str = "haltgate-system"
     """The operator's own namespace: never injected, home of its Secrets."""
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
-    injection: injection.InjectionConfig = field(default_factory=injection.InjectionConfig)
-    template_path: Path = field(default_factory=injection.default_template_path)
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+    template_path: Path = field(default_factory=default_template_path)
     health_host: str = "0.0.0.0"
     health_port: int = 8080
     """kopf liveness endpoint: http://HOST:PORT/healthz."""

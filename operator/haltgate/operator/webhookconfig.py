@@ -31,19 +31,15 @@ def _annotation_is(key: str, value: str) -> str:
             f"object.metadata.annotations['{key}'].trim().lowerAscii() == '{value}'")
 
 
-def _ns_label_is(key: str, value: str) -> str:
-    return (f"has(namespaceObject.metadata.labels) && "
-            f"'{key}' in namespaceObject.metadata.labels && "
-            f"namespaceObject.metadata.labels['{key}'].trim().lowerAscii() == '{value}'")
-
-
-OPTED_IN_CEL = (
-    f"!({_annotation_is(injection.ANNOTATION_INJECT, 'false')}) && "
-    f"!({_ns_label_is(injection.LABEL_NAMESPACE_INJECTION, 'disabled')}) && "
-    f"(({_annotation_is(injection.ANNOTATION_INJECT, 'true')}) || "
-    f"({_ns_label_is(injection.LABEL_NAMESPACE_INJECTION, 'enabled')}))"
-)
-"""CEL twin of :func:`haltgate.operator.injection.injection_requested`."""
+ANNOTATED_CEL = _annotation_is(injection.ANNOTATION_INJECT, "true")
+"""Pod opted in by annotation."""
+NOT_DECIDED_BY_ANNOTATION_CEL = (
+    f"!({_annotation_is(injection.ANNOTATION_INJECT, 'true')}) && "
+    f"!({_annotation_is(injection.ANNOTATION_INJECT, 'false')})")
+"""Pod says neither true nor false: the namespace label decides."""
+# Webhook matchConditions have no namespaceObject, so the namespace label is matched by the
+# namespaceSelector of a second webhook. Together the two are the twin of
+# injection.injection_requested().
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,29 +70,48 @@ def excluded_namespaces(config: injection.InjectionConfig) -> list[str]:
 
 def mutating_configuration(endpoint: Endpoint,
                            config: injection.InjectionConfig) -> dict[str, Any]:
-    """The MutatingWebhookConfiguration: Pod CREATE of opted-in pods, fail closed."""
+    """The MutatingWebhookConfiguration: Pod CREATE of opted-in pods, fail closed.
+
+    Two webhooks, one per way of opting in, both served by the same handler: pods opted in
+    by annotation (unless their namespace says disabled) and pods of namespaces labelled
+    enabled (unless the pod's annotation decides).
+    """
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": MUTATING_NAME, "labels": dict(LABELS)},
-        "webhooks": [{
-            "name": "inject.haltgate.dev",
-            "clientConfig": endpoint.client_config(INJECT_WEBHOOK_ID),
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
-                       "operations": ["CREATE"], "scope": "Namespaced"}],
-            "namespaceSelector": {"matchExpressions": [{
-                "key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                "values": excluded_namespaces(config)}]},
-            "matchConditions": [{"name": "opted-in", "expression": OPTED_IN_CEL}],
-            # An agent must not start ungoverned: no answer means no pod.
-            "failurePolicy": "Fail",
-            "sideEffects": "None",
-            "timeoutSeconds": TIMEOUT_SECONDS,
-            "admissionReviewVersions": ["v1"],
-            "matchPolicy": "Equivalent",
-            # A second pass adds nothing (an injected pod is left alone).
-            "reinvocationPolicy": "Never",
-        }],
+        "webhooks": [
+            _pod_webhook("annotated.inject.haltgate.dev", endpoint, [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                 "values": excluded_namespaces(config)},
+                {"key": injection.LABEL_NAMESPACE_INJECTION, "operator": "NotIn",
+                 "values": ["disabled"]}], ANNOTATED_CEL),
+            _pod_webhook("namespace.inject.haltgate.dev", endpoint, [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                 "values": excluded_namespaces(config)},
+                {"key": injection.LABEL_NAMESPACE_INJECTION, "operator": "In",
+                 "values": ["enabled"]}], NOT_DECIDED_BY_ANNOTATION_CEL),
+        ],
+    }
+
+
+def _pod_webhook(name: str, endpoint: Endpoint, ns_expressions: list[dict[str, Any]],
+                 cel: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "clientConfig": endpoint.client_config(INJECT_WEBHOOK_ID),
+        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                   "operations": ["CREATE"], "scope": "Namespaced"}],
+        "namespaceSelector": {"matchExpressions": ns_expressions},
+        "matchConditions": [{"name": "opted-in", "expression": cel}],
+        # An agent must not start ungoverned: no answer means no pod.
+        "failurePolicy": "Fail",
+        "sideEffects": "None",
+        "timeoutSeconds": TIMEOUT_SECONDS,
+        "admissionReviewVersions": ["v1"],
+        "matchPolicy": "Equivalent",
+        # A second pass adds nothing (an injected pod is left alone).
+        "reinvocationPolicy": "Never",
     }
 
 
