@@ -307,3 +307,33 @@ def serve(dsn: str, host: str, port: int, token_file: Path) -> None:
         raise click.ClickException(str(e)) from e
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     web.run_app(app, host=host, port=port, print=None)
+
+
+@audit.command(name="export")
+@_dsn_option
+@click.option("--to", "url", required=True, metavar="URL",
+              help="s3://bucket/prefix (or a local directory).")
+@click.option("--since", type=TIME, required=True, help="Window start, inclusive (ISO/epoch).")
+@click.option("--until", type=TIME, required=True,
+              help="Window end, exclusive (ISO/epoch). Older than the shipping lag.")
+@click.option("--endpoint-url", default=None, envvar="AWS_ENDPOINT_URL_S3",
+              help="S3-compatible endpoint (MinIO, Ceph, ...). Env: AWS_ENDPOINT_URL_S3.")
+@click.option("--records-per-object", default=50000, show_default=True,
+              type=click.IntRange(1, 10_000_000))
+def export_cmd(dsn: str, url: str, since: datetime, until: datetime, endpoint_url: str | None,
+               records_per_object: int) -> None:
+    """Export a time window as gzip JSONL objects plus a verifiable manifest (resumable).
+
+    Credentials come from the usual AWS sources (env, profile, IRSA)."""
+    from haltgate.governance.audit.export import ExportError, export
+
+    try:
+        result = export(dsn, url, since=since, until=until, endpoint_url=endpoint_url,
+                        records_per_object=records_per_object)
+    except ExportError as e:
+        raise click.ClickException(str(e)) from e
+    m = result.manifest
+    state = ("already complete" if result.already_complete
+             else "resumed and completed" if result.resumed else "completed")
+    click.echo(f"export {state}: {m['records']} records, {len(m['objects'])} objects, "
+               f"{len(m['chains'])} chains -> {url}")
