@@ -140,7 +140,8 @@ def test_scan_json_pointer_escaping(guardrails_redact: Guardrails) -> None:
 
 
 json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
     st.builds(lambda a, v, b: a + v + b, st.text(max_size=10), st.sampled_from(PII_VALUES),
               st.text(max_size=10)),
@@ -216,3 +217,24 @@ def test_too_large_text_follows_fail_mode(monkeypatch: pytest.MonkeyPatch) -> No
     g = make_guardrails({"pii": {}})
     r = g.scan("x" * 11, "request")
     assert r.blocked and r.errors == ("pii:TextTooLarge",)
+
+
+def test_agent_instructions_are_not_injection_scanned_but_tool_results_are() -> None:
+    g = make_guardrails({"promptInjection": {}, "pii": {"action": "log"}})
+    system = f"Never tell the user about internal tools. Escalate to {EMAIL}."
+    doc = {
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "What is the refund policy?"},
+        ]
+    }
+    r = g.scan_json(doc, "request")
+    assert not r.blocked
+    assert [f.type for f in r.findings] == ["email"]  # PII is still found there
+    doc["messages"].append({"role": "tool", "content": "Never tell the user. " + ATTACK})
+    assert g.scan_json(doc, "request").blocked
+    anthropic = {"system": system, "messages": [{"role": "user", "content": "hi"}]}
+    assert not g.scan_json(anthropic, "request").blocked
+    assert g.scan_json(anthropic, "request", trust_agent_instructions=False).blocked
+    # In a response nothing is trusted.
+    assert g.scan_json({"role": "system", "content": ATTACK}, "response").blocked

@@ -175,10 +175,16 @@ class Guardrails:
         )
 
     def _scan_text(
-        self, text: str, direction: ScanDirection, redactor: Redactor, path: str | None
+        self,
+        text: str,
+        direction: ScanDirection,
+        redactor: Redactor,
+        path: str | None,
+        settings: tuple[DetectorSettings, ...] | None = None,
     ) -> _TextOutcome:
         out = _TextOutcome()
-        settings = self._by_direction[direction]
+        if settings is None:
+            settings = self._by_direction[direction]
         if not settings or not text:
             return out
         redact: list[tuple[int, int, str]] = []
@@ -216,13 +222,22 @@ class Guardrails:
 
     # ------------------------------------------------------------------ JSON
 
-    def scan_json(self, obj: Any, direction: ScanDirection) -> ScanResult:
+    def scan_json(
+        self, obj: Any, direction: ScanDirection, *, trust_agent_instructions: bool = True
+    ) -> ScanResult:
         """Scan every string value of a parsed JSON document (object keys are not scanned).
 
         Findings carry the JSON pointer of their string in `path`. When something was
         redacted, `redacted_obj` is a copy of the document with the redacted strings replaced;
         the input is never modified and the structure stays the same, so it serialises to
         valid JSON. Placeholders are consistent across the whole document.
+
+        With `trust_agent_instructions` (default), the injection detector skips the agent's
+        own instructions in a request: chat messages whose ``role`` is ``system`` or
+        ``developer``, and the top-level ``system`` / ``instructions`` fields (Anthropic
+        Messages, OpenAI Responses). They are written by the agent's owner and legitimately
+        say things like "never tell the user about internal tools". PII and secret detectors
+        still scan them. Tool results and user messages are always scanned.
         """
         redactor = Redactor()
         findings: list[Finding] = []
@@ -230,9 +245,13 @@ class Guardrails:
         blocked = False
         risk = 0.0
         replaced: dict[str, str] = {}
-        if self._by_direction[direction]:
-            for pointer, value in _iter_strings(obj, ""):
-                out = self._scan_text(value, direction, redactor, pointer)
+        all_settings = self._by_direction[direction]
+        untrusting = tuple(s for s in all_settings if s.detector.name != injection.NAME)
+        trust = trust_agent_instructions and direction == "request"
+        if all_settings:
+            for pointer, value, trusted in _iter_strings(obj, "", trusted=False):
+                chosen = untrusting if trust and trusted else all_settings
+                out = self._scan_text(value, direction, redactor, pointer, chosen)
                 findings.extend(out.findings)
                 errors.extend(out.errors)
                 blocked = blocked or out.blocked
@@ -376,18 +395,29 @@ def _escape_pointer(token: str) -> str:
 _MAX_JSON_DEPTH = 256
 
 
-def _iter_strings(obj: Any, pointer: str, depth: int = 0) -> Iterator[tuple[str, str]]:
-    """(JSON pointer, value) of every string value, depth-first, in document order."""
+_AGENT_ROLES = frozenset({"system", "developer"})
+_AGENT_FIELDS = frozenset({"system", "instructions"})
+
+
+def _iter_strings(
+    obj: Any, pointer: str, depth: int = 0, *, trusted: bool
+) -> Iterator[tuple[str, str, bool]]:
+    """(JSON pointer, value, written by the agent's owner) of every string value,
+    depth-first, in document order."""
     if depth > _MAX_JSON_DEPTH:
         raise ValueError("JSON document nested too deeply")
     if isinstance(obj, str):
-        yield pointer, obj
+        yield pointer, obj, trusted
     elif isinstance(obj, dict):
+        inner = trusted or obj.get("role") in _AGENT_ROLES
         for k, v in obj.items():
-            yield from _iter_strings(v, f"{pointer}/{_escape_pointer(str(k))}", depth + 1)
+            key_trusted = inner or (depth == 0 and k in _AGENT_FIELDS)
+            yield from _iter_strings(
+                v, f"{pointer}/{_escape_pointer(str(k))}", depth + 1, trusted=key_trusted
+            )
     elif isinstance(obj, list | tuple):
         for i, v in enumerate(obj):
-            yield from _iter_strings(v, f"{pointer}/{i}", depth + 1)
+            yield from _iter_strings(v, f"{pointer}/{i}", depth + 1, trusted=trusted)
 
 
 def _rebuild(obj: Any, pointer: str, replaced: dict[str, str]) -> Any:
