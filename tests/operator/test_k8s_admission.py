@@ -69,7 +69,7 @@ def test_opted_in_pod_is_injected(kube: ControlPlane, governed_ns: str) -> None:
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["securityContext"]["runAsUser"] == 1337
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
-    assert sidecar["args"] == ["sidecar", "--policy", injection.POLICY_FILE]
+    assert sidecar["args"][:3] == ["sidecar", "--policy", injection.POLICY_FILE]
     init = spec["initContainers"][0]
     assert sorted(init["securityContext"]["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW"]
     assert init["args"][:4] == ["iptables", "apply", "--proxy-uid", "1337"]

@@ -24,6 +24,7 @@ from haltgate.governance.validation import validate_document
 from haltgate.operator import certs, cluster, injection
 from haltgate.operator.runtime import Runtime
 
+POLICY_KEY = "policy.yaml"
 CA_CERT_KEY = "ca.crt"
 CA_KEY_KEY = "ca.key"
 """File names the sidecar's TLS minter loads from its CA directory."""
@@ -45,12 +46,18 @@ def policy_document(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def render_config_map(body: Mapping[str, Any], rego: str | None) -> dict[str, Any]:
-    """The ConfigMap ``haltgate-policy-<name>``, owned by the policy."""
+    """The ConfigMap ``haltgate-policy-<name>``, owned by the policy.
+
+    ``policy.yaml`` is what the sidecar loads. A ``spec.opa.configMapRef``'s Rego is copied
+    in under the referenced key: the sidecar reads it from its rego directory (the mount of
+    this ConfigMap) and uploads it to its OPA.
+    """
     meta = body.get("metadata") or {}
     name = meta["name"]
-    data = {"policy.yaml": yaml.safe_dump(policy_document(body), sort_keys=False)}
-    if rego is not None:
-        data["policy.rego"] = rego
+    data = {POLICY_KEY: yaml.safe_dump(policy_document(body), sort_keys=False)}
+    ref = ((body.get("spec") or {}).get("opa") or {}).get("configMapRef")
+    if rego is not None and ref:
+        data[ref["key"]] = rego
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -110,6 +117,9 @@ async def _rego_of(rt: Runtime, namespace: str, spec: Mapping[str, Any]) -> str 
     if opa.get("rego") is not None:
         return str(opa["rego"])
     ref = opa.get("configMapRef") or {}
+    if ref["key"] == POLICY_KEY:
+        raise cluster.NotFound(f"spec.opa.configMapRef.key must not be {POLICY_KEY!r} (the "
+                               f"policy file has that name in the sidecar)")
     cm = await rt.cluster.read_config_map(namespace, ref["name"])
     value = (cm.get("data") or {}).get(ref["key"])
     if value is None:
