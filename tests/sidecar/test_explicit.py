@@ -2,27 +2,269 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import aiohttp
 import orjson
+import pytest
+from tests.sidecar.conftest import Running, SidecarFactory, Standins
 
-from tests.sidecar.conftest import SidecarFactory, Standins
+from haltgate.governance.audit import AuditRecord
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
         "max_tokens": 5}
+
+
+async def post(url: str, body: Any, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    async with aiohttp.ClientSession() as s, s.post(url, data=raw, headers=headers) as r:
+        return r.status, dict(r.headers), await r.read()
+
+
+async def outcomes(sc: Running, n: int = 1) -> list[AuditRecord]:
+    """Outcome records (written after the answer): wait for ``n`` of them, bounded."""
+    for _ in range(200):
+        found = [rec for rec in sc.audit.records if rec.phase == "outcome"]
+        if len(found) >= n:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {n} outcome records, found {len(found)}")
 
 
 async def test_chat_answer_unchanged_and_headers(sidecar_factory: SidecarFactory,
                                                  standins: Standins) -> None:
     sc = await sidecar_factory()
     raw = orjson.dumps(CHAT)
-    async with aiohttp.ClientSession() as s:
-        async with s.post(standins.llm + "/v1/chat/completions", data=raw) as r:
-            direct = await r.read()
-        async with s.post(sc.explicit + "/llm/v1/chat/completions", data=raw) as r:
-            via = await r.read()
-            assert r.status == 200
-            assert r.headers["x-haltgate-decision-id"]
-            assert float(r.headers["x-haltgate-overhead-ms"]) >= 0
+    status, _, direct = await post(standins.llm + "/v1/chat/completions", raw)
+    status, headers, via = await post(sc.explicit + "/llm/v1/chat/completions", raw)
+    assert status == 200
     assert via == direct
+    assert headers["x-haltgate-decision-id"]
+    assert float(headers["x-haltgate-overhead-ms"]) >= 0
     # The upstream received the agent's bytes unchanged.
     assert standins.received("llm").requests[-1].body == raw
+    (record,) = await outcomes(sc)
+    assert record.decision_id == headers["x-haltgate-decision-id"]
+    assert record.usage is not None
+    assert (record.usage["input_tokens"], record.usage["output_tokens"]) == (3, 5)
+    assert record.usage["estimated"] is False
+    intents = [rec for rec in sc.audit.records if rec.phase == "intent"]
+    assert [i.decision_id for i in intents] == [record.decision_id]
+
+
+async def test_stream_with_usage_is_byte_identical(sidecar_factory: SidecarFactory,
+                                                   standins: Standins) -> None:
+    sc = await sidecar_factory()
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    _, _, direct = await post(standins.llm + "/v1/chat/completions", body)
+    status, headers, via = await post(sc.explicit + "/llm/v1/chat/completions", body)
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    assert via == direct
+    (record,) = await outcomes(sc)
+    assert record.usage and record.usage["output_tokens"] == 5
+    assert record.usage["estimated"] is False
+
+
+async def test_stream_without_usage_gets_usage_injected(sidecar_factory: SidecarFactory,
+                                                        standins: Standins) -> None:
+    sc = await sidecar_factory()
+    body = {**CHAT, "stream": True}
+    status, _, via = await post(sc.explicit + "/llm/v1/chat/completions", body)
+    assert status == 200
+    sent = orjson.loads(standins.received("llm").requests[-1].body)
+    assert sent["stream_options"] == {"include_usage": True}
+    # The client sees the upstream's answer to the injected request: one extra final chunk
+    # with empty choices and the usage.
+    _, _, expected = await post(standins.llm + "/v1/chat/completions",
+                                {**body, "stream_options": {"include_usage": True}})
+    assert via == expected
+    (record,) = await outcomes(sc)
+    assert record.usage and record.usage["output_tokens"] == 5
+    assert not record.usage["estimated"]
+
+
+@pytest.mark.parametrize(("alias", "path", "body", "expect"), [
+    ("claude", "/v1/messages",
+     {"model": "claude-x", "max_tokens": 4, "stream": True,
+      "messages": [{"role": "user", "content": "a b"}]}, (2, 4)),
+    ("llm", "/v1/responses",
+     {"model": "gpt-4o", "input": "a b c d", "max_output_tokens": 3, "stream": True}, (4, 3)),
+    ("llm", "/v1/responses", {"model": "gpt-4o", "input": "a b", "max_output_tokens": 3},
+     (2, 3)),
+    ("llm", "/v1/embeddings", {"model": "emb", "input": ["a b", "c"]}, (3, 0)),
+    ("llm", "/v1/completions", {"model": "m", "prompt": "x y", "max_tokens": 2,
+                                "stream": True}, (2, 2)),
+])
+async def test_dialects_unchanged_with_usage(
+    sidecar_factory: SidecarFactory, standins: Standins, alias: str, path: str,
+    body: dict[str, Any], expect: tuple[int, int],
+) -> None:
+    sc = await sidecar_factory()
+    direct_body = body
+    if body.get("stream") and path == "/v1/completions":
+        direct_body = {**body, "stream_options": {"include_usage": True}}
+    _, _, direct = await post(standins.llm + path, direct_body)
+    status, _, via = await post(f"{sc.explicit}/{alias}{path}", body)
+    assert status == 200
+    assert via == direct
+    (record,) = await outcomes(sc)
+    assert record.usage is not None
+    assert (record.usage["input_tokens"], record.usage["output_tokens"]) == expect
+
+
+async def test_anthropic_cache_tokens_normalised(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory()
+    body = {"model": "claude-x", "max_tokens": 2, "messages": [
+        {"role": "user", "content": "a b c d e f"}]}
+    status, _, _ = await post(sc.explicit + "/claude/v1/messages", body,
+                              **{"x-standin-cached": "4", "x-standin-cache-write": "3"})
+    assert status == 200
+    (record,) = await outcomes(sc)
+    assert record.usage is not None
+    # input = uncached (6-4) + cache reads (4) + cache writes (3)
+    assert record.usage["input_tokens"] == 9
+    assert record.usage["cached_input_tokens"] == 4
+    assert record.usage["cache_write_tokens"] == 3
+
+
+async def test_token_budget_refuses_with_typed_error(sidecar_factory: SidecarFactory,
+                                                     standins: Standins) -> None:
+    raw = orjson.dumps(CHAT)
+    # Enough for one call's worst case (body bytes + max_tokens), not for two.
+    limit = len(raw) + 5 + 5
+    sc = await sidecar_factory({"spec": {"budgets": {"tokens": {"limit": limit}}}})
+    status, _, _ = await post(sc.explicit + "/llm/v1/chat/completions", raw)
+    assert status == 200
+    forwarded = len(standins.received("llm").requests)
+    status, headers, body = await post(sc.explicit + "/llm/v1/chat/completions", raw)
+    assert status == 429
+    error = orjson.loads(body)["error"]
+    assert error["type"] == "EXHAUSTION"
+    assert error["code"] == "tokens_exhausted"
+    assert error["decision_id"] == headers["x-haltgate-decision-id"]
+    assert error["budget"]["tokens"]["limit"] == limit
+    assert len(standins.received("llm").requests) == forwarded  # nothing forwarded
+
+
+async def test_stream_crossing_the_budget_is_cut(standins: Standins,
+                                                 sidecar_factory: SidecarFactory) -> None:
+    from haltgate.sidecar.pipeline import PipelineSettings
+
+    body = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "go"}]}
+    raw = orjson.dumps(body)
+    # The client names no max_tokens: the sidecar reserves 2; the budget leaves 3 more.
+    sc = await sidecar_factory({"spec": {"budgets": {"tokens": {"limit": len(raw) + 2 + 3}}}},
+                               pipeline=PipelineSettings(default_max_output_tokens=2))
+    status, _, via = await post(sc.explicit + "/llm/v1/chat/completions", raw,
+                                **{"x-standin-tokens": "200"})
+    assert status == 200
+    assert b"event: error" in via
+    tail = via.rsplit(b"data: ", 1)[1]
+    error = orjson.loads(tail)["error"]
+    assert (error["type"], error["code"]) == ("EXHAUSTION", "tokens_exhausted")
+    assert b"tok150" not in via
+    (record,) = await outcomes(sc)
+    assert record.decision == "deny" and record.usage and record.usage["estimated"]
+
+
+async def test_truncated_upstream_stream_ends_with_error_event(
+        sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory()
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    status, _, via = await post(sc.explicit + "/llm/v1/chat/completions", body,
+                                **{"x-standin-behavior": "truncate"})
+    assert status == 200
+    assert via.endswith(b"\n\n")
+    error = orjson.loads(via.rsplit(b"data: ", 1)[1])["error"]
+    assert error["code"] == "upstream_truncated"
+    (record,) = await outcomes(sc)
+    assert record.usage is not None and record.usage["estimated"] is True
+    # The sidecar keeps serving.
+    status, _, _ = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
+    assert status == 200
+
+
+async def test_upstream_error_is_relayed(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory()
+    status, headers, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT,
+                                       **{"x-standin-behavior": "error"})
+    assert status == 500
+    assert orjson.loads(body)["error"]["type"] == "server_error"
+    assert headers["x-haltgate-decision-id"]
+
+
+async def test_unknown_alias_is_404(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory()
+    status, headers, body = await post(sc.explicit + "/nope/v1/chat/completions", CHAT)
+    assert status == 404
+    assert orjson.loads(body)["error"]["code"] == "unknown_upstream"
+    assert headers["x-haltgate-decision-id"]
+
+
+async def test_denied_model_is_403_and_audited(sidecar_factory: SidecarFactory,
+                                               standins: Standins) -> None:
+    sc = await sidecar_factory({"spec": {"tools": {"rules": [
+        {"name": "small-only", "action": "allow", "kind": "llm", "models": ["tiny-*"]}]}}})
+    status, _, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
+    assert status == 403
+    error = orjson.loads(body)["error"]
+    assert (error["type"], error["code"]) == ("SAFETY", "tool_not_allowed")
+    assert not standins.received("llm").requests
+    (record,) = await outcomes(sc)
+    assert (record.decision, record.code) == ("deny", "tool_not_allowed")
+
+
+async def test_proxy_absolute_form(sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sc = await sidecar_factory()
+    async with aiohttp.ClientSession() as s:
+        async with s.get(standins.api + "/items/1", proxy=sc.explicit) as r:
+            assert r.status == 200
+            assert r.headers["x-haltgate-decision-id"]
+            assert await r.json() == {"id": "1", "name": "alpha"}
+        async with s.delete(standins.api + "/items/1", proxy=sc.explicit) as r:
+            assert r.status == 403
+            assert (await r.json())["error"]["code"] == "tool_not_allowed"
+
+
+async def test_http_tool_alias(sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sc = await sidecar_factory()
+    async with aiohttp.ClientSession() as s:
+        async with s.get(sc.explicit + "/api/items?x=1") as r:
+            assert r.status == 200
+    seen = standins.received("api").requests[-1]
+    assert (seen.path, seen.query) == ("/items", "x=1")
+
+
+async def raw_request(base: str, data: bytes) -> bytes:
+    """Send raw bytes (clients normalise what these tests need unnormalised)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    await writer.drain()
+    async with asyncio.timeout(5):
+        answer = await reader.read(65536)
+    writer.close()
+    return answer
+
+
+async def test_dot_segments_refused(sidecar_factory: SidecarFactory,
+                                    standins: Standins) -> None:
+    sc = await sidecar_factory()
+    answer = await raw_request(
+        sc.explicit, b"GET /api/items/%2e%2e/secret HTTP/1.1\r\nHost: x\r\n"
+                     b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b'"code":"invalid_path"' in answer
+    assert not standins.received("api").requests
+
+
+async def test_metrics_endpoint(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory()
+    await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
+    async with aiohttp.ClientSession() as s, s.get(sc.metrics + "/metrics") as r:
+        text = await r.text()
+    assert 'haltgate_requests_total{code="",decision="allow",kind="llm"} 1.0' in text
+    assert "haltgate_added_latency_seconds_bucket" in text
+    assert 'haltgate_tokens_total{type="output"} 5.0' in text

@@ -6,7 +6,8 @@ Deterministic: the same request body gives the same response bytes. The answer i
 Usage: input tokens = number of whitespace-separated words of all prompt text (at least
 1), output tokens = ``n`` (+ reasoning tokens). Headers ``x-standin-cached``,
 ``x-standin-reasoning`` and ``x-standin-cache-write`` add cached input, reasoning and
-cache-write token counts to the usage.
+cache-write token counts to the usage; ``x-standin-tokens`` sets ``n`` for requests without
+an output cap (a long answer the client did not bound).
 
 Routes (each also without the ``/v1`` prefix):
 ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/responses``
@@ -111,6 +112,9 @@ class _Call:
         self.model = str(body.get("model") or "standin-model")
         self.stream = body.get("stream") is True
         self.n = output_tokens(body)
+        if not any(isinstance(body.get(k), int) for k in
+                   ("max_completion_tokens", "max_tokens", "max_output_tokens")):
+            self.n = min(_header_int(request, "x-standin-tokens") or self.n, MAX_OUTPUT_TOKENS)
         self.input = input_tokens(body)
         self.cached = min(_header_int(request, "x-standin-cached"), self.input)
         self.reasoning = _header_int(request, "x-standin-reasoning")

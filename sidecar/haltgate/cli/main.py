@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from haltgate.cli import audit, guard, iptables, operator, policy, unbuilt
+from haltgate.cli import audit, guard, iptables, operator, policy, sidecar, unbuilt
 
 EXIT_NOT_BUILT = 2
 
@@ -24,5 +24,6 @@ main.add_command(guard.guard)
 main.add_command(iptables.iptables)
 main.add_command(audit.audit)
 main.add_command(operator.operator)
+main.add_command(sidecar.sidecar)
 for _command in unbuilt.COMMANDS:
     main.add_command(_command)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 _PLANNED: dict[str, str] = {
-    "sidecar": "Run the governing proxy next to an agent.",
     "demo": "Run the local end-to-end demo.",
 }
 

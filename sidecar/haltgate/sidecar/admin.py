@@ -12,6 +12,7 @@ GET      /budgets    the budget engine's snapshot (per dimension used/limit)
 POST     /halt       halt the run: ``{"message": "...", "code": "..."}`` (EXTERNAL)
 POST     /reset      reset a halt: ``{"actor": "..."}`` (starts a new run)
 GET      /healthz    liveness (no token needed; says nothing about the agent)
+GET      /readyz     readiness: 200 once listening (no token; used by the pod's probes)
 =======  ==========  ============================================================
 """
 
@@ -37,6 +38,7 @@ MAX_ADMIN_BODY = 64 * 1024
 class AdminBackend(Protocol):
     """What the admin API asks of the running sidecar."""
 
+    def ready(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...
     def budgets(self) -> dict[str, Any]: ...
     async def halt(self, message: str, code: str | None, actor: str) -> dict[str, Any]: ...
@@ -95,7 +97,7 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
     async def auth(request: web.Request,
                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                    ) -> web.StreamResponse:
-        if request.path == "/healthz":
+        if request.path in ("/healthz", "/readyz"):
             return await handler(request)
         if not tokens.check(request.headers.get("Authorization")):
             resp = _error(401, "unauthorized", "a valid bearer token is required")
@@ -154,10 +156,15 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
     async def healthz(request: web.Request) -> web.Response:
         return _json({"ok": True})
 
+    async def readyz(request: web.Request) -> web.Response:
+        ready = backend.ready()
+        return _json({"ready": ready}, 200 if ready else 503)
+
     app = web.Application(middlewares=[auth], client_max_size=MAX_ADMIN_BODY)
     app.router.add_get("/status", status)
     app.router.add_get("/budgets", budgets)
     app.router.add_post("/halt", halt)
     app.router.add_post("/reset", reset)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app

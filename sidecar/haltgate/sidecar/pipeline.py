@@ -89,6 +89,7 @@ class Call:
     """Wall clock (epoch seconds) at arrival: the budget engine's event time."""
     controls: Controls
     agent: AgentIdentity
+    method: str = ""
     target: Target | None = None
     classified: Classified | None = None
     body: bytes = b""
@@ -113,8 +114,10 @@ class Call:
 
     @property
     def is_rpc(self) -> bool:
-        c = self.classified
-        return c is not None and c.view.kind is RequestKind.MCP and c.body is not None
+        """Answer errors as JSON-RPC: a POST to an MCP upstream (even one that did not parse)."""
+        t = self.target
+        return (t is not None and t.upstream is not None
+                and t.upstream.kind is RequestKind.MCP and self.method == "POST")
 
 
 class Pipeline:
@@ -149,13 +152,16 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the pipeline
 
-    async def handle(self, request: web.Request, target: Target | HaltgateError) -> web.StreamResponse:
+    async def handle(
+        self, request: web.Request, target: Target | HaltgateError
+    ) -> web.StreamResponse:
         """Govern one request to ``target`` (or answer the resolution error)."""
         call = self.identify()
         try:
             if isinstance(target, HaltgateError):
                 raise target
             call.target = target
+            call.method = request.method
             call.body = await self.read_body(request, call)
             call.classified = classify(request.method, target, call.body, call.agent)
             self.check_not_halted(call)
@@ -345,9 +351,10 @@ class Pipeline:
             return await self.fail_upstream(request, call, UpstreamError(
                 f"the upstream is unreachable: {type(e).__name__}",
                 code="upstream_unreachable"), e)
+        call.upstream_done = time.perf_counter()
         try:
             self.metrics.upstream_latency.labels(call.kind_label).observe(
-                time.perf_counter() - call.forward_started)
+                call.upstream_done - call.forward_started)
             if upstream.content_type == _EVENT_STREAM and not self._must_buffer(call):
                 return await self.relay_stream(request, call, upstream)
             return await self.relay_whole(request, call, upstream)
@@ -384,9 +391,7 @@ class Pipeline:
             return await self._send_error(request, call, err)
         resp = web.Response(status=upstream.status, reason=upstream.reason, body=body,
                             headers=_response_headers(upstream.headers, call, settle))
-        call.overhead = ((call.forward_started - call.started)
-                         + (time.perf_counter() - call.upstream_done))
-        resp.headers[r.OVERHEAD_HEADER] = f"{call.overhead * 1000:.3f}"
+        resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         self._finish(call, "allow", None)
         self._audit_outcome(call, upstream.status, counts, decision="allow")
         return resp
@@ -399,9 +404,7 @@ class Pipeline:
         assert classified is not None
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                   headers=_response_headers(upstream.headers, call, None))
-        call.overhead = time.perf_counter() - call.started - (
-            time.perf_counter() - call.forward_started)
-        resp.headers[r.OVERHEAD_HEADER] = f"{call.overhead * 1000:.3f}"
+        resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         await resp.prepare(request)
         parser = SSEParser()
         reader = (UsageReader(classified.dialect, classified.view.model)
@@ -427,7 +430,6 @@ class Pipeline:
                     break
         except (aiohttp.ClientError, TimeoutError, OSError):
             truncated = True
-        call.upstream_done = time.perf_counter()
         if not client_gone:
             try:
                 if cut is not None:
@@ -549,6 +551,7 @@ class Pipeline:
             self.budget.release(call.decision_id, time.time())
             call.reserved = False
         decision = "deny" if isinstance(err, DeniedError) else "error"
+        _overhead_ms(call)
         self._finish(call, decision, err.code)
         if err.failure_type is not None:
             self.metrics.halts.labels(err.failure_type.value).inc()
@@ -562,15 +565,19 @@ class Pipeline:
     ) -> web.Response:
         """The upstream failed after the call was decided: settle as failed, answer 502/504."""
         log.info("upstream failure for %s: %r", call.decision_id, cause)
-        call.upstream_done = time.perf_counter()
+        if not call.upstream_done:
+            call.upstream_done = time.perf_counter()
         # Nothing (or nothing complete) came back: an LLM call may still have been billed,
         # so its usage is unknown (None: the engine charges the reservation, fail closed).
         self.settle_budget(call, None, False, err.code, None)
+        _overhead_ms(call)
         self._finish(call, "error", err.code)
         self._audit_outcome(call, None, None, decision="error", err=err)
         return await self._send_error(request, call, err)
 
-    async def _send_error(self, request: web.Request, call: Call, err: HaltgateError) -> web.Response:
+    async def _send_error(
+        self, request: web.Request, call: Call, err: HaltgateError
+    ) -> web.Response:
         c = call.classified
         resp = r.error_response(err, call.decision_id, rpc=call.is_rpc,
                                 rpc_ids=c.rpc_ids if c else (), rpc_batch=bool(c and c.rpc_batch))
@@ -579,9 +586,6 @@ class Pipeline:
         retry = call.reservation.retry_after if call.reservation else None
         if retry is not None:
             resp.headers["Retry-After"] = str(max(1, int(retry + 0.999)))
-        end = time.perf_counter()
-        call.overhead = end - call.started - (
-            (call.upstream_done - call.forward_started) if call.upstream_done else 0.0)
         resp.headers[r.OVERHEAD_HEADER] = f"{call.overhead * 1000:.3f}"
         self.last_error = {"decision_id": call.decision_id, "code": err.code,
                            "type": err.type, "time": call.ts}
@@ -652,9 +656,7 @@ class Pipeline:
         kind = call.kind_label
         self.decisions[decision] = self.decisions.get(decision, 0) + 1
         self.metrics.requests.labels(kind, decision, code or "").inc()
-        overhead = call.overhead or (time.perf_counter() - call.started - (
-            (call.upstream_done - call.forward_started) if call.upstream_done else 0.0))
-        self.metrics.added_latency.labels(kind).observe(max(overhead, 0.0))
+        self.metrics.added_latency.labels(kind).observe(max(call.overhead, 0.0))
 
     async def drain(self) -> None:
         """Wait for queued audit outcomes (at shutdown)."""
@@ -663,6 +665,17 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _overhead_ms(call: Call) -> str:
+    """Record the sidecar's own time so far (upstream wait excluded); header value in ms."""
+    now = time.perf_counter()
+    if call.forward_started:
+        upstream = (call.upstream_done or now) - call.forward_started
+        call.overhead = now - call.started - upstream
+    else:
+        call.overhead = now - call.started
+    return f"{call.overhead * 1000:.3f}"
 
 
 class _StreamGuard:

@@ -60,6 +60,7 @@ FAILURE_STATUS: Final[Mapping[FailureType, int]] = {
 # Specific statuses for codes whose category status would be less precise.
 CODE_STATUS: Final[Mapping[str, int]] = {
     "body_too_large": 413,
+    "client_timeout": 408,
     "upstream_timeout": 504,
 }
 

@@ -26,14 +26,34 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from haltgate.governance.audit import AuditSink, MemoryAuditSink, SpoolAuditSink
-from haltgate.governance.errors import BadRequestError, HaltgateError, NotFoundError
+from haltgate.governance.audit import (
+    AuditError,
+    AuditRecord,
+    AuditSink,
+    MemoryAuditSink,
+    SpoolAuditSink,
+)
+from haltgate.governance.errors import (
+    BadRequestError,
+    DeniedError,
+    HaltgateError,
+    NotFoundError,
+    UnavailableError,
+    UpstreamError,
+)
 from haltgate.governance.governor import Governor, make_engine
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy import FailureType, TLSMode
 from haltgate.governance.request import AgentIdentity
 from haltgate.sidecar.admin import TokenFile, create_admin_app
 from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.classify import Target
+from haltgate.sidecar.connect import (
+    ConnectRequest,
+    ExplicitFront,
+    refusal_for,
+    tunnel,
+    write_refusal,
+)
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.pipeline import Pipeline, PipelineSettings
@@ -86,7 +106,10 @@ class SidecarSettings:
     admin: Listen = Listen("0.0.0.0", ADMIN_PORT)
     metrics: Listen = Listen("0.0.0.0", METRICS_PORT)
     transparent: Listen | None = None
-    """Transparent listener (15001), when the transparent module is available and wanted."""
+    """Transparent listener (15001; ``::1`` on the same port is added). None: off."""
+    ca_dir: Path | None = None
+    """haltgate CA (``ca.crt``, ``ca.key``) for TLS inspection. None: nothing is inspected
+    (CONNECT/TLS to ``inspect`` upstreams is refused)."""
     agent: AgentIdentity = field(default_factory=AgentIdentity)
     reload_interval: float = 1.0
     """Seconds between policy file checks."""
@@ -123,6 +146,10 @@ class Sidecar:
         self.session: aiohttp.ClientSession | None = None
         self.pipeline: Pipeline | None = None
         self._runners: list[web.BaseRunner] = []
+        self._servers: list[asyncio.AbstractServer] = []
+        self._connect_tasks: set[asyncio.Task[None]] = set()
+        self.minter: Any | None = None
+        self.transparent: Any | None = None
         self.addresses: dict[str, tuple[str, int]] = {}
         self.started_at = 0.0
 
@@ -145,13 +172,21 @@ class Sidecar:
             metrics=self.metrics, session=self.session, agent=agent, opa=self.opa,
             settings=self.settings.pipeline,
         )
-        await self._serve("explicit", self._explicit_app(), self.settings.explicit)
+        self.minter = self._make_minter()
+        await self._serve_explicit(self.settings.explicit)
+        if self.settings.transparent is not None:
+            await self._serve_transparent(self.settings.transparent)
         await self._serve("admin", create_admin_app(self, self.tokens), self.settings.admin)
         await self._serve("metrics", self._metrics_app(), self.settings.metrics)
         self.watcher.start()
 
     async def stop(self) -> None:
         await self.watcher.stop()
+        if self.transparent is not None:
+            await self.transparent.close()
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
@@ -175,7 +210,175 @@ class Sidecar:
         self.addresses[name] = (host, port)
         log.info("%s listening on %s:%s", name, host, port)
 
+    async def _serve_explicit(self, listen: Listen) -> None:
+        """Port 15000: CONNECT is sniffed first (connect.py), all else goes to aiohttp."""
+        runner = web.AppRunner(self._explicit_app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=5)
+        await runner.setup()
+        self._runners.append(runner)
+        http_factory = runner.server
+        assert http_factory is not None
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: ExplicitFront(http_factory, self._on_connect, self._refuse_connect),
+            listen.host, listen.port, reuse_address=True, backlog=1024)
+        self._servers.append(server)
+        host, port = server.sockets[0].getsockname()[:2]
+        self.addresses["explicit"] = (host, port)
+        log.info("explicit listening on %s:%s", host, port)
+
+    async def _serve_transparent(self, listen: Listen) -> None:
+        """Port 15001: connections redirected by iptables (haltgate.sidecar.transparent)."""
+        from haltgate.sidecar import transparent
+
+        verifier = transparent.DestinationVerifier()
+        app = web.Application(client_max_size=2**62,
+                              middlewares=[transparent.destination_guard(verifier)])
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            pipeline = self.pipeline
+            assert pipeline is not None
+            return await pipeline.handle(
+                request, resolve_transparent(request, pipeline.controls))
+
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+        await runner.setup()
+        self._runners.append(runner)
+        assert runner.server is not None
+        self.transparent = transparent.TransparentListener(
+            protocol_factory=runner.server,
+            upstreams=lambda: transparent.UpstreamIndex.from_spec(self.controls.spec),
+            minter=self.minter, gate=ConnectionAudit(self), verifier=verifier)
+        hosts = [listen.host] + (["::1"] if listen.host == "127.0.0.1" else [])
+        await self.transparent.start(hosts=hosts, port=listen.port)
+        self.addresses["transparent"] = self.transparent.addresses[0]
+
+    # ------------------------------------------------------------------ CONNECT
+
+    def _refuse_connect(self, transport: asyncio.Transport, err: HaltgateError) -> None:
+        assert self.pipeline is not None
+        write_refusal(transport, err, self.pipeline.identify().decision_id)
+
+    async def _on_connect(self, transport: asyncio.Transport, request: ConnectRequest,
+                          version: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connect_tasks.add(task)
+            task.add_done_callback(self._connect_tasks.discard)
+        pipeline = self.pipeline
+        assert pipeline is not None
+        controls = pipeline.controls
+        upstream = controls.upstreams.for_host(request.host, request.port)
+        halted = pipeline.budget.halted(time.time())
+        err = (_halt_error(halted) if not halted.allowed else
+               refusal_for(upstream, self.minter is not None, request.host, request.port))
+        if err is not None or upstream is None:
+            assert err is not None
+            call = pipeline.identify()
+            pipeline.metrics.requests.labels("connection", "deny", err.code).inc()
+            await self.connection_record(call.decision_id, request.host, request.port,
+                                         "deny", err)
+            write_refusal(transport, err, call.decision_id)
+            return
+        if upstream.tls is TLSMode.PASSTHROUGH:
+            await self._passthrough(transport, request, upstream, version)
+            return
+        await self._inspect(transport, request, upstream, version)
+
+    async def _passthrough(self, transport: asyncio.Transport, request: ConnectRequest,
+                           upstream: Any, version: str) -> None:
+        """Tunnel to the upstream the policy names, audited as a connection."""
+        assert self.pipeline is not None
+        decision_id = self.pipeline.identify().decision_id
+        await self.connection_record(decision_id, upstream.host, upstream.port, "allow", None)
+        started = time.perf_counter()
+        self.pipeline.metrics.requests.labels("connection", "allow", "").inc()
+        try:
+            up, down = await tunnel(transport, upstream, version)
+        except (OSError, TimeoutError) as e:
+            err = UpstreamError(f"cannot reach {upstream.host}:{upstream.port}: "
+                                f"{type(e).__name__}", code="upstream_unreachable")
+            write_refusal(transport, err, decision_id)
+            await self.connection_record(decision_id, upstream.host, upstream.port,
+                                         "error", err)
+            return
+        await self.connection_record(decision_id, upstream.host, upstream.port, "allow",
+                                     None, bytes_up=up, bytes_down=down,
+                                     seconds=time.perf_counter() - started)
+
+    async def _inspect(self, transport: asyncio.Transport, request: ConnectRequest,
+                       upstream: Any, version: str) -> None:
+        """Terminate TLS with a minted leaf; govern each request inside like any other."""
+        loop = asyncio.get_running_loop()
+        try:
+            ctx = await loop.run_in_executor(None, self.minter.server_context, request.host)
+        except Exception as e:
+            assert self.pipeline is not None
+            self._refuse_connect(transport, UnavailableError(
+                f"cannot mint a certificate for {request.host}: {e}", code="tls_mint_failed"))
+            return
+        target_host, target_port = request.host, request.port
+
+        async def handler(req: web.BaseRequest) -> web.StreamResponse:
+            pipeline = self.pipeline
+            assert pipeline is not None
+            return await pipeline.handle(
+                req, resolve_inspected(req, pipeline.controls, target_host, target_port))
+
+        server = web.Server(handler, access_log=None)  # type: ignore[arg-type]
+        proto = server()
+        transport.write(f"{version} 200 Connection Established\r\n\r\n".encode())
+        transport.resume_reading()
+        try:
+            async with asyncio.timeout(10):
+                tls = await loop.start_tls(transport, proto, ctx, server_side=True)
+        except (OSError, TimeoutError, ConnectionError) as e:
+            log.info("TLS handshake with the agent failed for %s: %r", request.host, e)
+            transport.close()
+            return
+        if tls is None:
+            transport.close()
+            return
+        proto.connection_made(tls)
+
+    async def connection_record(self, decision_id: str, host: str, port: int, decision: str,
+                                err: HaltgateError | None, *, bytes_up: int | None = None,
+                                bytes_down: int | None = None,
+                                seconds: float | None = None) -> None:
+        """Audit a tunnel (opened, closed with byte counts) or a refused connection."""
+        agent = self._agent()
+        payload = None if bytes_up is None else {"bytes_up": bytes_up, "bytes_down": bytes_down,
+                                                  "seconds": seconds}
+        record = AuditRecord(
+            decision_id=decision_id, time=time.time(), phase="connection",
+            namespace=agent.namespace, workload=agent.workload, pod=agent.pod,
+            run_id=agent.run_id, kind="connection", target=f"CONNECT {host}:{port}",
+            decision=decision,
+            failure_type=err.failure_type.value if err and err.failure_type else None,
+            code=err.code if err else None, message=err.message if err else None,
+            latency_ms=None if seconds is None else seconds * 1000, payload=payload,
+        )
+        try:
+            await self.audit.outcome(record)
+        except AuditError as e:
+            log.error("connection record %s not written: %s", decision_id, e)
+
     # ------------------------------------------------------------------ components
+
+    def _make_minter(self) -> Any | None:
+        if self.settings.ca_dir is None:
+            return None
+        from haltgate.sidecar.tlsmint import (
+            CA_CERT_FILE,
+            CA_KEY_FILE,
+            CertificateAuthority,
+            LeafMinter,
+        )
+
+        ca = CertificateAuthority.load(self.settings.ca_dir / CA_CERT_FILE,
+                                       self.settings.ca_dir / CA_KEY_FILE)
+        return LeafMinter(ca)
 
     def _make_governor(self) -> Governor:
         """The budget engine's Governor, its state persisted in the state directory."""
@@ -249,6 +452,9 @@ class Sidecar:
 
     # ------------------------------------------------------------------ admin backend
 
+    def ready(self) -> bool:
+        return self.pipeline is not None and "explicit" in self.addresses
+
     def status(self) -> dict[str, Any]:
         pipeline = self.pipeline
         halted = None
@@ -318,6 +524,35 @@ class Sidecar:
         return app
 
 
+class ConnectionAudit:
+    """The transparent listener's gate for passthrough TLS: halts refuse, tunnels audited."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self._sidecar = sidecar
+
+    async def opened(self, event: Any) -> bool:
+        sc = self._sidecar
+        assert sc.pipeline is not None
+        halted = sc.pipeline.budget.halted(time.time())
+        err = None if halted.allowed else _halt_error(halted)
+        await sc.connection_record(event.connection_id, event.upstream.host,
+                                   event.upstream.port, "allow" if err is None else "deny", err)
+        sc.pipeline.metrics.requests.labels(
+            "connection", "allow" if err is None else "deny", err.code if err else "").inc()
+        return err is None
+
+    async def closed(self, event: Any) -> None:
+        await self._sidecar.connection_record(
+            event.connection_id, event.upstream.host, event.upstream.port, "allow", None,
+            bytes_up=event.bytes_up, bytes_down=event.bytes_down,
+            seconds=event.duration_seconds)
+
+
+def _halt_error(verdict: Any) -> HaltgateError:
+    return DeniedError(verdict.message or "the run is halted", code=verdict.code or "halted",
+                       failure_type=verdict.failure_type or FailureType.EXTERNAL)
+
+
 # ---------------------------------------------------------------------- target resolution
 
 
@@ -364,3 +599,55 @@ def resolve_explicit(request: web.Request, controls: Controls) -> Target | Haltg
                       path=path, query=rel.raw_query_string, upstream=upstream)
     except HaltgateError as e:
         return e
+
+
+def _host_header(request: web.BaseRequest, default: int) -> tuple[str, int] | None:
+    raw = request.headers.get("Host", "")
+    try:
+        url = URL(f"http://{raw}", encoded=True) if raw else None
+    except ValueError:
+        return None
+    if url is None or not url.raw_host:
+        return None
+    port = url.explicit_port if url.explicit_port is not None else default  # type: ignore[attr-defined]
+    return url.raw_host.lower().rstrip("."), port
+
+
+def resolve_inspected(request: web.BaseRequest, controls: Controls, host: str,
+                      port: int) -> Target | HaltgateError:
+    """Target of a request inside an inspected CONNECT tunnel: the CONNECT authority."""
+    parsed = _host_header(request, 443)
+    if parsed is None or parsed != (host, port):
+        return DeniedError(f"Host header differs from the CONNECT target {host}:{port}",
+                           code="sni_host_mismatch", failure_type=FailureType.SAFETY)
+    rel = request.rel_url
+    try:
+        _check_path(rel.raw_path)
+    except HaltgateError as e:
+        return e
+    return Target(scheme="https", host=host, port=port, path=rel.raw_path,
+                  query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, port))
+
+
+def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target | HaltgateError:
+    """Target of a request on the transparent port: where the agent was connecting to.
+
+    The Host header was already checked against the SNI / original address by
+    ``transparent.destination_guard``.
+    """
+    from haltgate.sidecar.transparent import connection_info
+
+    od = connection_info(request)
+    if od is None:
+        return BadRequestError("no original destination for this connection",
+                               code="no_original_destination")
+    scheme = "https" if od.tls else "http"
+    parsed = _host_header(request, od.port)
+    host = od.sni if od.tls and od.sni else (parsed[0] if parsed else od.ip)
+    rel = request.rel_url
+    try:
+        _check_path(rel.raw_path)
+    except HaltgateError as e:
+        return e
+    return Target(scheme=scheme, host=host, port=od.port, path=rel.raw_path,
+                  query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, od.port))

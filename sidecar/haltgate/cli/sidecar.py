@@ -1,0 +1,140 @@
+"""``haltgate sidecar``: run the governing proxy next to an agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+from pathlib import Path
+
+import click
+
+from haltgate.governance.request import AgentIdentity
+from haltgate.governance.validation import PolicyFileError
+from haltgate.sidecar.pipeline import PipelineSettings
+from haltgate.sidecar.server import (
+    ADMIN_PORT,
+    EXPLICIT_PORT,
+    METRICS_PORT,
+    TRANSPARENT_PORT,
+    Listen,
+    Sidecar,
+    SidecarSettings,
+)
+
+# Pod names of Deployments end in -<replicaset hash>-<5 chars>; of StatefulSets in -<n>.
+_POD_SUFFIX = re.compile(r"(-[a-z0-9]{6,10})?-[a-z0-9]{5}$")
+
+
+def workload_of(pod: str) -> str:
+    """Best guess of the workload name from a pod name (bounded metric label)."""
+    return _POD_SUFFIX.sub("", pod) if pod else ""
+
+
+def _listen(value: str, port: int) -> Listen:
+    try:
+        return Listen.parse(value, port)
+    except ValueError as e:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}") from e
+
+
+@click.command(name="sidecar")
+@click.option("--policy", "policy_path", required=True, envvar="HALTGATE_POLICY_FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="GovernancePolicy YAML (reloaded when it changes).")
+@click.option("--admin-token-file", envvar="HALTGATE_ADMIN_TOKEN_FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the admin API bearer token. Without it the admin API "
+                   "refuses every request.")
+@click.option("--state-dir", envvar="HALTGATE_STATE_DIR",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for budget state and run id (survives restarts).")
+@click.option("--audit-dir", envvar="HALTGATE_AUDIT_DIR",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Audit spool directory (default: <state-dir>/audit; memory if neither).")
+@click.option("--mode", envvar="HALTGATE_MODE", default="transparent", show_default=True,
+              type=click.Choice(["transparent", "explicit"]),
+              help="transparent also listens on 15001 for redirected connections.")
+@click.option("--ca-dir", envvar="HALTGATE_CA_DIR",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="haltgate CA (ca.crt, ca.key) used to mint inspection certificates.")
+@click.option("--listen", "explicit_listen", default=f"127.0.0.1:{EXPLICIT_PORT}",
+              show_default=True, help="Explicit mode (base-URL aliases, HTTP(S)_PROXY).")
+@click.option("--transparent-listen", default=f"127.0.0.1:{TRANSPARENT_PORT}",
+              show_default=True, help="Transparent mode listener (IPv4; ::1 is added).")
+@click.option("--admin-listen", default=f"0.0.0.0:{ADMIN_PORT}", show_default=True)
+@click.option("--metrics-listen", default=f"0.0.0.0:{METRICS_PORT}", show_default=True)
+@click.option("--agent-namespace", envvar="HALTGATE_POD_NAMESPACE", default="",
+              help="Agent namespace (downward API).")
+@click.option("--agent-pod", envvar="HALTGATE_POD_NAME", default="", help="Agent pod name.")
+@click.option("--agent-workload", envvar="HALTGATE_WORKLOAD", default="",
+              help="Agent workload name (default: derived from the pod name).")
+@click.option("--opa-url", envvar="HALTGATE_OPA_URL", default="http://127.0.0.1:8181",
+              show_default=True)
+@click.option("--rego-dir", envvar="HALTGATE_REGO_DIR", default="/etc/haltgate/opa",
+              show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--reload-interval", default=1.0, show_default=True, type=float,
+              help="Seconds between policy file checks.")
+@click.option("--default-max-output-tokens", default=4096, show_default=True, type=int,
+              help="Output tokens reserved for LLM calls that set no max_tokens.")
+@click.option("--log-level", envvar="HALTGATE_LOG_LEVEL", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | None,
+            audit_dir: Path | None, mode: str, ca_dir: Path | None, explicit_listen: str,
+            transparent_listen: str, admin_listen: str, metrics_listen: str,
+            agent_namespace: str, agent_pod: str, agent_workload: str, opa_url: str,
+            rego_dir: Path, reload_interval: float, default_max_output_tokens: int,
+            log_level: str) -> None:
+    """Run the governing proxy next to an agent.
+
+    Ports: 15000 explicit mode, 15001 transparent mode, 15020 admin API, 15090 metrics.
+    Exit codes: 0 stopped by a signal; 1 the policy file is invalid at start; 2 usage.
+    """
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if audit_dir is None and state_dir is not None:
+        audit_dir = state_dir / "audit"
+    settings = SidecarSettings(
+        policy_path=policy_path, admin_token_file=admin_token_file, state_dir=state_dir,
+        audit_dir=audit_dir, ca_dir=ca_dir,
+        explicit=_listen(explicit_listen, EXPLICIT_PORT),
+        transparent=_listen(transparent_listen, TRANSPARENT_PORT)
+        if mode == "transparent" else None,
+        admin=_listen(admin_listen, ADMIN_PORT), metrics=_listen(metrics_listen, METRICS_PORT),
+        agent=AgentIdentity(namespace=agent_namespace, pod=agent_pod,
+                            workload=agent_workload or workload_of(agent_pod)),
+        reload_interval=reload_interval, opa_url=opa_url, rego_dir=rego_dir,
+        pipeline=PipelineSettings(default_max_output_tokens=default_max_output_tokens),
+    )
+    try:
+        _run(settings)
+    except PolicyFileError as e:
+        click.echo(f"haltgate sidecar: invalid policy: {e}", err=True)
+        raise SystemExit(1) from e
+
+
+def _run(settings: SidecarSettings) -> None:
+    async def main() -> None:
+        sidecar = Sidecar(settings)
+        await sidecar.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        click.echo(f"haltgate sidecar ready: {sidecar.addresses}", err=True)
+        try:
+            await stop.wait()
+        finally:
+            await sidecar.stop()
+
+    if os.environ.get("HALTGATE_NO_UVLOOP") != "1":
+        try:
+            import uvloop
+
+            uvloop.run(main())
+            return
+        except ImportError:
+            pass
+    asyncio.run(main())
