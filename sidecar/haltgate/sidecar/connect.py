@@ -145,12 +145,17 @@ def write_refusal(transport: asyncio.Transport, err: HaltgateError, decision_id:
 
 
 class Pipe(asyncio.Protocol):
-    """One direction of a tunnel: bytes received here are written to ``peer``."""
+    """One side of a tunnel: bytes received here are written to the other side.
 
-    def __init__(self, done: asyncio.Future[None] | None = None) -> None:
-        self.peer: asyncio.Transport | None = None
+    A half-close (EOF) is passed on; the tunnel ends when both sides sent EOF or either
+    connection is lost, which resolves ``done``.
+    """
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.other: Pipe | None = None
         self.transport: asyncio.Transport | None = None
         self.bytes = 0
+        self.eof = False
         self.done = done
         self._pending = b""
 
@@ -158,61 +163,77 @@ class Pipe(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
+    def _peer(self) -> asyncio.Transport | None:
+        return self.other.transport if self.other is not None else None
+
     def data_received(self, data: bytes) -> None:
         self.bytes += len(data)
-        if self.peer is None:
+        peer = self._peer()
+        if peer is None:
             self._pending += data
             return
-        self.peer.write(data)
+        peer.write(data)
 
-    def attach(self, peer: asyncio.Transport) -> None:
-        self.peer = peer
-        if self._pending:
-            peer.write(self._pending)
-            self._pending = b""
+    def join(self, other: Pipe) -> None:
+        """Connect the two sides (and flush what arrived before the other side existed)."""
+        self.other, other.other = other, self
+        for side in (self, other):
+            peer = side._peer()
+            if side._pending and peer is not None:
+                peer.write(side._pending)
+                side._pending = b""
 
-    def pause_writing(self) -> None:  # our transport is full: stop reading the peer
-        if self.peer is not None:
-            self.peer.pause_reading()
+    def pause_writing(self) -> None:  # our transport is full: stop reading the other side
+        peer = self._peer()
+        if peer is not None:
+            peer.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.peer is not None:
-            self.peer.resume_reading()
+        peer = self._peer()
+        if peer is not None:
+            peer.resume_reading()
 
     def eof_received(self) -> bool | None:
-        if self.peer is not None and self.peer.can_write_eof():
-            self.peer.write_eof()
-            return True
-        return None
+        self.eof = True
+        peer = self._peer()
+        if peer is not None and peer.can_write_eof():
+            peer.write_eof()
+        if self.other is not None and self.other.eof:
+            self._finish()
+            return None
+        return True  # keep the other direction open (half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None:
-            self.peer.close()
-        if self.done is not None and not self.done.done():
+        peer = self._peer()
+        if peer is not None:
+            peer.close()
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.done.done():
             self.done.set_result(None)
 
 
 async def tunnel(client: asyncio.Transport, upstream: ResolvedUpstream, version: str,
                  connect_timeout: float = 10.0) -> tuple[int, int]:
-    """Answer 200 and relay bytes both ways until one side closes: (bytes up, bytes down)."""
+    """Answer 200 and relay bytes both ways until the tunnel ends: (bytes up, bytes down)."""
     loop = asyncio.get_running_loop()
-    done_up: asyncio.Future[None] = loop.create_future()
-    done_down: asyncio.Future[None] = loop.create_future()
-    to_upstream = Pipe(done_up)
-    client.set_protocol(to_upstream)
-    to_upstream.connection_made(client)
+    done: asyncio.Future[None] = loop.create_future()
+    agent_side = Pipe(done)
+    client.set_protocol(agent_side)
+    agent_side.connection_made(client)
     async with asyncio.timeout(connect_timeout):
-        up_transport, from_upstream = await loop.create_connection(
-            lambda: Pipe(done_down), upstream.host, upstream.port)
-    assert isinstance(from_upstream, Pipe)
-    from_upstream.attach(client)
-    to_upstream.attach(up_transport)  # type: ignore[arg-type]
+        up_transport, upstream_side = await loop.create_connection(
+            lambda: Pipe(done), upstream.host, upstream.port)
+    agent_side.join(upstream_side)
     client.write(f"{version} 200 Connection Established\r\n\r\n".encode())
     client.resume_reading()
-    await asyncio.wait([done_up, done_down], return_when=asyncio.FIRST_COMPLETED)
-    client.close()
-    up_transport.close()
-    return to_upstream.bytes, from_upstream.bytes
+    try:
+        await done
+    finally:
+        client.close()
+        up_transport.close()
+    return agent_side.bytes, upstream_side.bytes
 
 
 def refusal_for(upstream: ResolvedUpstream | None, minter_ready: bool,

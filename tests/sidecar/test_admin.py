@@ -1,0 +1,97 @@
+"""Admin API: bearer token, status, budgets, halt and reset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+async def admin(method: str, url: str, headers: dict[str, str] | None = None,
+                body: Any = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as s, s.request(
+            method, url, headers=headers or {},
+            data=None if body is None else orjson.dumps(body)) as r:
+        return r.status, await r.json()
+
+
+async def test_token_required(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_TOKEN},
+                    {"Authorization": f"Basic {ADMIN_TOKEN}"}):
+        for method, path in (("GET", "/status"), ("GET", "/budgets"), ("POST", "/halt"),
+                             ("POST", "/reset"), ("GET", "/nothing-here")):
+            status, body = await admin(method, sc.admin + path, headers)
+            assert status == 401, (method, path, headers)
+            assert body["error"]["code"] == "unauthorized"
+    status, body = await admin("GET", sc.admin + "/readyz")
+    assert (status, body) == (200, {"ready": True})
+
+
+async def test_status_and_budgets(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 10}}}})
+    async with aiohttp.ClientSession() as s:
+        async with s.post(sc.explicit + "/llm/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+    status, body = await admin("GET", sc.admin + "/status", AUTH)
+    assert status == 200
+    assert body["ready"] is True and body["halted"] is None
+    assert body["policy"]["name"] == "test-policy" and body["policy"]["valid"] is True
+    assert body["decisions"]["allow"] == 1
+    status, body = await admin("GET", sc.admin + "/budgets", AUTH)
+    assert status == 200
+    assert body["budget"]["calls"]["used"] == 1
+    assert body["budget"]["calls"]["limit"] == 10
+
+
+async def test_halt_and_reset(sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sc = await sidecar_factory()
+    status, body = await admin("POST", sc.admin + "/halt", AUTH,
+                               {"message": "stop now", "actor": "ops"})
+    assert status == 200 and body["halted"] is True
+    async with aiohttp.ClientSession() as s:
+        async with s.post(sc.explicit + "/llm/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 423
+            error = (await r.json())["error"]
+    assert error["type"] == "EXTERNAL" and error["code"] == "external_halt"
+    assert not standins.received("llm").requests
+    status, body = await admin("GET", sc.admin + "/status", AUTH)
+    assert body["halted"]["failure_type"] == "EXTERNAL"
+    old_run = body["agent"]["run_id"]
+    status, body = await admin("POST", sc.admin + "/reset", AUTH, {"actor": "ops"})
+    assert status == 200 and body["reset"] is True and body["run_id"] != old_run
+    async with aiohttp.ClientSession() as s:
+        async with s.post(sc.explicit + "/llm/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+
+
+async def test_bad_admin_bodies(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory()
+    async with aiohttp.ClientSession() as s:
+        async with s.post(sc.admin + "/halt", data=b"{not json", headers=AUTH) as r:
+            assert r.status == 400
+        async with s.post(sc.admin + "/halt", data=b"[1]", headers=AUTH) as r:
+            assert r.status == 400
+        async with s.post(sc.admin + "/halt", data=orjson.dumps({"message": 5}),
+                          headers=AUTH) as r:
+            assert r.status == 400
+
+
+async def test_token_rotation(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory()
+    token_file = sc.sidecar.settings.admin_token_file
+    assert token_file is not None
+    token_file.write_text("rotated-token-value\n")
+    status, _ = await admin("GET", sc.admin + "/status", AUTH)
+    assert status == 401
+    status, _ = await admin("GET", sc.admin + "/status",
+                            {"Authorization": "Bearer rotated-token-value"})
+    assert status == 200
+    token_file.write_text("")  # an empty token never matches
+    status, _ = await admin("GET", sc.admin + "/status", {"Authorization": "Bearer "})
+    assert status == 401
