@@ -134,7 +134,8 @@ async def sync(rt: Runtime, session: aiohttp.ClientSession, namespace: str, sour
             url = f"http://{host}:{port}/{step.action}"
             payload: dict[str, Any] = {"actor": ACTOR, "source": source}
             if step.action == "halt":
-                payload.update(reason=reason, code=HALT_CODE, failureType="EXTERNAL")
+                payload.update(message=f"{source}: {reason}", code=HALT_CODE,
+                               failureType="EXTERNAL")
             error = await _call(session, url, token, payload)
             rt.metrics.halt_deliveries.labels(step.action, "failed" if error else "ok").inc()
             if error:

@@ -1,0 +1,155 @@
+"""External halts end to end: ``kubectl annotate govpol X haltgate.dev/halt=...`` reaches a
+real ``haltgate sidecar`` (started by the test, outside the cluster) through its admin API,
+and the agent's next call is refused with failure type EXTERNAL; removing the annotation
+lifts it.
+
+The sidecar runs with the policy file the operator rendered (from the ConfigMap) and the
+admin token the operator created (from the Secret). The pod's IP is set to 127.0.0.1 through
+the status subresource, since no kubelet runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from haltgate.operator import halts, injection
+from tests.operator.conftest import (
+    REPO,
+    OperatorUnderTest,
+    apply,
+    create,
+    eventually,
+    kubectl_json,
+)
+from tests.testbed.controlplane import ControlPlane
+from tests.testbed.process import ManagedProcess, free_port, port_open, wait_until
+
+pytestmark = pytest.mark.k8s
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 5}
+
+
+def call(url: str) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=json.dumps(CHAT).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+@pytest.fixture
+def llm_standin(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    proc = ManagedProcess("standin-llm", [sys.executable, "-m", "tests.standins.llm",
+                                          "--host", "127.0.0.1", "--port", str(port)],
+                          tmp_path / "llm.log", cwd=REPO).start()
+    try:
+        wait_until(lambda: port_open("127.0.0.1", port), timeout=20, what="stand-in LLM",
+                   log=tmp_path / "llm.log", alive=proc.alive)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+def test_halt_annotation_reaches_running_sidecar(
+        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
+        llm_standin: str, tmp_path: Path) -> None:
+    ns = kube_namespace
+    policy = {
+        "apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
+        "metadata": {"name": "research", "namespace": ns},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "upstreams": [{"name": "llm", "url": llm_standin, "kind": "llm",
+                           "provider": "openai"}],
+            "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}},
+            "tools": {"default": "deny",
+                      "rules": [{"name": "llm", "action": "allow", "kind": "llm"}]},
+        },
+    }
+    assert apply(kube, policy).returncode == 0
+    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "agent-h", "namespace": ns,
+                                     "labels": {"app": "agent"},
+                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
+                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    assert res.returncode == 0, res.stderr
+    kube.kubectl("-n", ns, "patch", "pod", "agent-h", "--subresource=status", "--type=merge",
+                 "-p", json.dumps({"status": {"phase": "Running", "podIP": "127.0.0.1",
+                                              "podIPs": [{"ip": "127.0.0.1"}]}}), check=True)
+
+    # What the pod would mount: the operator's ConfigMap and Secret.
+    eventually(lambda: kube.kubectl("-n", ns, "get", "configmap",
+                                    "haltgate-policy-research").returncode == 0,
+               what="policy ConfigMap")
+    cm_obj = kubectl_json(kube, "-n", ns, "get", "configmap", "haltgate-policy-research")
+    (tmp_path / "policy.yaml").write_text(cm_obj["data"]["policy.yaml"])
+    secret = eventually(lambda: kube.kubectl("-n", ns, "get", "secret", "haltgate-admin-token",
+                                             "-o", "json").stdout or None, what="token Secret")
+    token = base64.b64decode(json.loads(secret)["data"]["token"])
+    (tmp_path / "token").write_bytes(token)
+
+    explicit = free_port()
+    admin = operator_running.admin_port
+    sidecar = ManagedProcess("haltgate-sidecar", [
+        str(Path(sys.executable).parent / "haltgate"), "sidecar",
+        "--policy", str(tmp_path / "policy.yaml"), "--admin-token-file", str(tmp_path / "token"),
+        "--state-dir", str(tmp_path / "state"), "--mode", "explicit",
+        "--listen", f"127.0.0.1:{explicit}", "--admin-listen", f"127.0.0.1:{admin}",
+        "--metrics-listen", f"127.0.0.1:{free_port()}",
+        "--agent-namespace", ns, "--agent-pod", "agent-h"], tmp_path / "sidecar.log",
+        # connect.py asserts asyncio.Transport, which uvloop's transports are not (reported).
+        env={**os.environ, "HALTGATE_NO_UVLOOP": "1"}, cwd=REPO).start()
+    try:
+        wait_until(lambda: port_open("127.0.0.1", admin) and port_open("127.0.0.1", explicit),
+                   timeout=30, what="haltgate sidecar", log=tmp_path / "sidecar.log",
+                   alive=sidecar.alive)
+        url = f"http://127.0.0.1:{explicit}/llm/v1/chat/completions"
+        status, _ = call(url)
+        assert status == 200
+
+        started = time.monotonic()
+        kube.kubectl("-n", ns, "annotate", "govpol", "research",
+                     f"{halts.ANNOTATION_HALT}=incident 42", check=True)
+
+        def refused() -> tuple[int, dict[str, Any]] | None:
+            status, body = call(url)
+            return (status, body) if status != 200 else None
+
+        status, body = eventually(refused, timeout=15, interval=0.02, what="call refused")
+        latency = time.monotonic() - started
+        print(f"\nannotate -> refused call: {latency * 1000:.0f} ms (incl. kubectl start-up)")
+        assert "EXTERNAL" in json.dumps(body), body
+
+        # Recorded on the pod and in the policy's status.
+        pod = kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
+        record = json.loads(pod["metadata"]["annotations"][halts.ANNOTATION_HALTED])
+        assert record == {"GovernancePolicy/research": "incident 42"}
+        status_obj = eventually(
+            lambda: (kubectl_json(kube, "-n", ns, "get", "govpol", "research")
+                     .get("status") or {}).get("haltedAgents") == 1 or None,
+            what="haltedAgents 1")
+        assert status_obj
+
+        # Lifting the halt resets the sidecar: calls pass again.
+        kube.kubectl("-n", ns, "annotate", "govpol", "research", f"{halts.ANNOTATION_HALT}-",
+                     check=True)
+        eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,
+                   what="call allowed after lift")
+        pod = kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
+        assert halts.ANNOTATION_HALTED not in (pod["metadata"].get("annotations") or {})
+    finally:
+        sidecar.stop()
