@@ -25,12 +25,13 @@ class SSEEvent:
 class SSEParser:
     """Feed raw stream bytes, receive the complete events they finish."""
 
-    __slots__ = ("_buf", "_max", "_skipping", "oversized", "saw_any")
+    __slots__ = ("_buf", "_last_cr", "_max", "_skipping", "oversized", "saw_any")
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._buf = b""
         self._max = max_event_bytes
         self._skipping = False
+        self._last_cr = False
         self.oversized = 0
         """Events dropped for exceeding the size bound."""
         self.saw_any = False
@@ -38,6 +39,9 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Parse what ``chunk`` completes. Line endings ``\\n``, ``\\r\\n`` and ``\\r``."""
+        if self._last_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]  # the \n of a \r\n split across two chunks
+        self._last_cr = chunk.endswith(b"\r")
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buf = self._buf + chunk if self._buf else chunk
