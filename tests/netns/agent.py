@@ -120,6 +120,57 @@ class Attempts:
                         "llm.test", body), tls=self.trust_haltgate, sni="llm.test")
         return Outcome(status_of(resp) == 200 and b'"choices"' in resp, _summary(resp))
 
+    def llm_https_fragmented_hello(self) -> Outcome:
+        """A slow client: the ClientHello arrives in three pieces, 50 ms apart."""
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.trust_haltgate.wrap_bio(incoming, outgoing, server_hostname="llm.test")
+        with _connect("llm.test", 443) as sock:
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            hello = outgoing.read()
+            third = len(hello) // 3
+            for part in (hello[:third], hello[third:2 * third], hello[2 * third:]):
+                sock.sendall(part)
+                time.sleep(0.05)
+            deadline = time.monotonic() + TIMEOUT
+            while time.monotonic() < deadline:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    data = sock.recv(65536)
+                    if not data:
+                        return Outcome(False, "closed during the handshake")
+                    incoming.write(data)
+            sock.sendall(outgoing.read())
+            tls.write(request_bytes("GET", "/v1/models", "llm.test"))
+            sock.sendall(outgoing.read())
+            response = b""
+            closed = False
+            # The status line is enough: the handshake already proved the minted leaf.
+            while not closed and b"\r\n" not in response and time.monotonic() < deadline:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                incoming.write(data)
+                # Drain every record buffered so far; the server's close_notify ends it.
+                for _ in range(1000):
+                    try:
+                        response += tls.read(65536)
+                    except ssl.SSLWantReadError:
+                        break
+                    except ssl.SSLZeroReturnError:
+                        closed = True
+                        break
+        return Outcome(status_of(response) == 200, _summary(response))
+
+    def llm_https_after_attempts(self) -> Outcome:
+        """The listener still serves after every bypass attempt above."""
+        return self.llm_https_inspected()
+
     def mcp_plain_http(self) -> Outcome:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
         resp = http_raw("mcp.test", 80, request_bytes("POST", "/mcp", "mcp.test", body))
@@ -289,7 +340,8 @@ class Attempts:
 
 
 GOVERNED = [
-    "llm_https_inspected", "llm_https_streaming", "llm_https_ipv6", "mcp_plain_http",
+    "llm_https_inspected", "llm_https_streaming", "llm_https_ipv6",
+    "llm_https_fragmented_hello", "mcp_plain_http",
     "api_plain_http", "tls_passthrough", "dns_configured_resolver", "dns_configured_resolver_v6",
 ]
 BYPASS = [
@@ -301,6 +353,7 @@ BYPASS = [
     "admin_port_loopback", "admin_port_loopback_v6", "admin_port_pod_ip",
     "metrics_port_loopback", "transparent_port_direct",
 ]
+LAST = ["llm_https_after_attempts"]
 
 
 def main() -> None:
@@ -311,7 +364,7 @@ def main() -> None:
     args = parser.parse_args()
     attempts = Attempts(args.haltgate_ca, args.upstream_ca)
     results = []
-    for name in args.only or GOVERNED + BYPASS:
+    for name in args.only or GOVERNED + BYPASS + LAST:
         fn: Callable[[], Outcome] = getattr(attempts, name)
         started = time.monotonic()
         try:

@@ -110,7 +110,11 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    import logging
+
     import uvloop
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--policy", required=True)

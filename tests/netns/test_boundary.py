@@ -204,12 +204,13 @@ def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
     pod.topo.pod.run([HALTGATE, "iptables", "apply", "--proxy-uid", str(SIDECAR_UID),
                       "--dns", harness.UPSTREAM_V4, "--dns", harness.UPSTREAM_V6])
     results = pod.run_agent()
-    expected = {**dict.fromkeys(agent_mod.GOVERNED, True), **dict.fromkeys(agent_mod.BYPASS,
-                                                                           False)}
+    expected = {**dict.fromkeys(agent_mod.GOVERNED + agent_mod.LAST, True),
+                **dict.fromkeys(agent_mod.BYPASS, False)}
     table = _table(results, expected)
     print("\nwith the boundary:\n" + table)
     wrong = [r["name"] for r in results if r["reached"] != expected[str(r["name"])]]
-    assert not wrong, f"attempts with the wrong outcome: {wrong}\n{table}"
+    sidecar_log = (pod.workdir / "sidecar.log").read_text()[-4000:]
+    assert not wrong, f"attempts with the wrong outcome: {wrong}\n{table}\n{sidecar_log}"
     assert all(r["uid"] == AGENT_UID for r in results)
 
     # Nothing reached a canary while the boundary was up.
