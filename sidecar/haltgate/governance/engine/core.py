@@ -4,15 +4,20 @@ Pure: no clock, no I/O, no randomness; the same events give the same decisions. 
 amounts are integers (``engine.units``). ``docs/budgets.md`` is the user-facing reference of
 every rule implemented here; keep the two in step.
 
-Hot-path notes: a step builds one new ``EngineState`` tuple and shares every part it did not
-change; meters are rolled (period boundaries) lazily, only when the event's time crosses
-one; the budget report of a decision is built only when read (``LazyBudget``).
+Hot-path notes (``bench/engine.py`` measures them): a step builds one new ``EngineState``
+tuple and shares every part it did not change; meters are stored column-wise so a step
+rebuilds one or two tuples of ints; period bookkeeping runs only when the event's time
+passes ``state.roll_at`` (the next period boundary or bucket expiry); the budget report of
+a decision is built only when read (``LazyBudget``); the meter loops unpack plain tuples
+rather than reading attributes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import add, ge, gt, itemgetter, sub
 from types import MappingProxyType
 from typing import Any
 
@@ -39,7 +44,6 @@ from haltgate.governance.engine.state import (
     A_OUTPUT,
     A_RISK,
     A_TOKENS,
-    EMPTY_METER,
     EMPTY_RESERVATIONS,
     ZERO_AMOUNTS,
     Amounts,
@@ -69,6 +73,7 @@ RECENT_MIN, RECENT_MAX = 16, 64
 """Stagnation remembers the last max(16, 2 x window) fingerprints (at most 64)."""
 
 _ALLOWED = "allowed"
+_INF = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,54 +96,6 @@ class MeterSpec:
     period_name: str
 
 
-def _roll(spec: MeterSpec, m: MeterState, now: float) -> MeterState:
-    """The meter as seen at ``now``: a new calendar period, or expired rolling buckets."""
-    period = spec.period
-    if not period:
-        return m
-    if not spec.rolling:
-        key = int(now // period)
-        if key == m.key:
-            return m
-        return MeterState(0, m.reserved, key, ())
-    buckets = m.buckets
-    if not buckets:
-        return m
-    floor = int(now // spec.bucket) - ROLLING_BUCKETS
-    if buckets[0][0] >= floor:
-        return m
-    kept = tuple(b for b in buckets if b[0] >= floor)
-    return MeterState(sum(a for _, a in kept), m.reserved, 0, kept)
-
-
-def _add_used(spec: MeterSpec, m: MeterState, now: float, amount: int, release: int) -> MeterState:
-    """Charge ``amount`` at ``now`` and give back ``release`` of the reservation."""
-    reserved = m.reserved - release
-    if reserved < 0:  # only after a restore with a changed policy; never go negative
-        reserved = 0
-    if not amount:
-        return MeterState(m.used, reserved, m.key, m.buckets)
-    buckets = m.buckets
-    if spec.rolling:
-        idx = int(now // spec.bucket)
-        if buckets and buckets[-1][0] == idx:
-            buckets = (*buckets[:-1], (idx, buckets[-1][1] + amount))
-        else:
-            buckets = (*buckets, (idx, amount))
-    return MeterState(m.used + amount, reserved, m.key, buckets)
-
-
-def _retry_after(spec: MeterSpec, m: MeterState, now: float) -> float | None:
-    """Seconds until a periodic meter frees budget (a hint for Retry-After)."""
-    if not spec.period:
-        return None
-    if not spec.rolling:
-        return float((m.key + 1) * spec.period - now)
-    if not m.buckets:
-        return None
-    return float((m.buckets[0][0] + ROLLING_BUCKETS + 1) * spec.bucket - now)
-
-
 def _fmt(spec: MeterSpec, amount: int) -> str:
     if spec.scale == PICO_PER_USD:
         return f"${amount / PICO_PER_USD:.6f}"
@@ -147,9 +104,18 @@ def _fmt(spec: MeterSpec, amount: int) -> str:
     return f"{amount / spec.scale:g}"
 
 
-def _finite(x: float) -> bool:
-    # NaN - NaN and inf - inf are NaN, which compares unequal to 0.0.
-    return x - x == 0.0
+def _picker(sources: tuple[int, ...]) -> Callable[[Amounts], tuple[int, ...]]:
+    """A function picking the meters' amounts out of an amount vector, as a tuple."""
+    if not sources:
+        return lambda amounts: ()
+    if len(sources) == 1:
+        only = sources[0]
+        return lambda amounts: (amounts[only],)
+    return itemgetter(*sources)
+
+
+def _count(used: int, limit: int) -> dict[str, float]:
+    return {"used": float(used), "reserved": 0.0, "limit": float(limit)}
 
 
 class Engine:
@@ -161,25 +127,32 @@ class Engine:
     """
 
     __slots__ = (
+        "_counter_warns",
         "_dispatch",
         "_fail_warn",
         "_host_warn",
         "_ident_warn",
+        "_limits",
         "_max_failures",
         "_max_hosts",
         "_max_identical",
         "_max_tools",
         "_meters",
         "_names",
+        "_pick",
         "_prices",
         "_recent",
+        "_risk_index",
+        "_rolling",
+        "_run_limits",
         "_stag_warn",
         "_stagnation",
         "_tool_warn",
         "_track_tools",
         "_wall",
         "_wall_warn",
-        "_zero_meters",
+        "_warns",
+        "_zeros",
         "spec",
     )
 
@@ -191,20 +164,26 @@ class Engine:
         meters: list[MeterSpec] = []
 
         def add(
-            dim: Dimension, source: int, limit: int, period: Period, window: Window, scale: int = 1
+            dim: Dimension,
+            source: int,
+            limit: int,
+            period: Period,
+            window: Window,
+            scale: int = 1,
         ) -> None:
             seconds = PERIOD_SECONDS[period]
+            rolling = bool(seconds) and window is Window.ROLLING
             meters.append(
                 MeterSpec(
                     dim=dim,
                     source=source,
                     limit=limit,
                     period=seconds,
-                    rolling=bool(seconds) and window is Window.ROLLING,
-                    bucket=seconds // ROLLING_BUCKETS if seconds else 0,
+                    rolling=rolling,
+                    bucket=seconds // ROLLING_BUCKETS if rolling else 0,
                     warn=warn_at * limit,
                     scale=scale,
-                    period_name=period.value if not seconds else f"{window.value} {period.value}",
+                    period_name=f"{window.value} {period.value}" if seconds else "run",
                 )
             )
 
@@ -231,13 +210,20 @@ class Engine:
                 MICRO_PER_RISK,
             )
         self._meters = tuple(meters)
+        self._rolling = tuple(i for i, m in enumerate(meters) if m.rolling)
+        # Column vectors for the C-level map() arithmetic of the hot paths.
+        self._pick = _picker(tuple(m.source for m in meters))
+        self._limits = tuple(m.limit for m in meters)
+        self._run_limits = tuple(_INF if m.period else m.limit for m in meters)
+        self._warns = tuple(m.warn for m in meters)
         self._names = tuple(m.dim.name for m in meters)
-        self._zero_meters = (EMPTY_METER,) * len(meters)
+        self._zeros = (0,) * len(meters)
+        self._risk_index = self._names.index("risk_score") if "risk_score" in self._names else -1
 
         self._wall = None if b.wall_time is None else b.wall_time.limit_seconds
         self._wall_warn = None if self._wall is None else warn_at * self._wall
         self._max_failures = (
-            None if b.consecutive_failures is None else (b.consecutive_failures.limit)
+            None if b.consecutive_failures is None else b.consecutive_failures.limit
         )
         self._fail_warn = None if self._max_failures is None else warn_at * self._max_failures
         self._max_identical = None if b.identical_retries is None else b.identical_retries.limit
@@ -248,6 +234,17 @@ class Engine:
         self._host_warn = None if self._max_hosts is None else warn_at * self._max_hosts
         self._stagnation = None if b.stagnation is None else b.stagnation.window
         self._stag_warn = None if self._stagnation is None else warn_at * self._stagnation
+        self._counter_warns = any(
+            w is not None
+            for w in (
+                self._wall_warn,
+                self._fail_warn,
+                self._ident_warn,
+                self._tool_warn,
+                self._host_warn,
+                self._stag_warn,
+            )
+        )
         self._recent = (
             0
             if self._stagnation is None
@@ -279,13 +276,20 @@ class Engine:
 
     def initial_state(self) -> EngineState:
         """The state of a fresh run: nothing spent, nothing in flight, not halted."""
+        n = len(self._meters)
+        calendar = any(m.period and not m.rolling for m in self._meters)
         return EngineState(
             run=0,
             halt=None,
             run_started=None,
             clock=0.0,
+            # Calendar meters start with period key 0: the first step must roll them.
+            roll_at=0.0 if calendar else _INF,
             meter_names=self._names,
-            meters=self._zero_meters,
+            used=self._zeros,
+            reserved=self._zeros,
+            keys=self._zeros,
+            buckets=((),) * n,
             reservations=EMPTY_RESERVATIONS,
             consecutive_failures=0,
             last_fingerprint=None,
@@ -321,9 +325,9 @@ class Engine:
         """
         old = dict(zip(state.meter_names, state.meters, strict=True))
         in_flight = tuple(state.reservations.values())
-        meters = []
+        rows = []
         for spec in self._meters:
-            m = old.get(spec.dim.name, EMPTY_METER)
+            m = old.get(spec.dim.name, MeterState(0, 0, 0, ()))
             reserved = sum(r.amounts[spec.source] for r in in_flight)
             buckets = m.buckets
             used = m.used
@@ -334,26 +338,79 @@ class Engine:
                 used = sum(a for _, a in buckets)
             else:
                 buckets = ()
-            meters.append(MeterState(used, reserved, m.key, buckets))
-        return state._replace(meter_names=self._names, meters=tuple(meters))
+            rows.append(MeterState(used, reserved, m.key, buckets))
+        state = state._replace(
+            meter_names=self._names,
+            used=tuple(r.used for r in rows),
+            reserved=tuple(r.reserved for r in rows),
+            keys=tuple(r.key for r in rows),
+            buckets=tuple(r.buckets for r in rows),
+            roll_at=0.0,
+        )
+        return self._roll_all(state, state.clock)
 
     def budget_report(
         self, state: EngineState, now: float | None = None
     ) -> dict[str, dict[str, float]]:
         """Per dimension ``{"used", "reserved", "limit"}`` as of ``now`` (default: the
         state's clock), in reported units (USD, risk, tokens, seconds, counts)."""
+        if state.meter_names != self._names:
+            state = self.restore(state)
         return self._report(state, state.clock if now is None else max(now, state.clock))
+
+    # ------------------------------------------------------------------ periods
+
+    def _roll_all(self, state: EngineState, now: float) -> EngineState:
+        """Move every periodic meter to ``now``'s period and recompute ``roll_at``."""
+        used = list(state.used)
+        keys = list(state.keys)
+        buckets = list(state.buckets)
+        roll_at = _INF
+        for i, spec in enumerate(self._meters):
+            if not spec.period:
+                continue
+            if spec.rolling:
+                b = buckets[i]
+                floor = int(now // spec.bucket) - ROLLING_BUCKETS
+                if b and b[0][0] < floor:
+                    b = tuple(x for x in b if x[0] >= floor)
+                    buckets[i] = b
+                    used[i] = sum(a for _, a in b)
+                if b:
+                    roll_at = min(roll_at, float((b[0][0] + ROLLING_BUCKETS + 1) * spec.bucket))
+            else:
+                k = int(now // spec.period)
+                if k != keys[i]:
+                    keys[i] = k
+                    used[i] = 0
+                roll_at = min(roll_at, float((k + 1) * spec.period))
+        return state._replace(
+            used=tuple(used), keys=tuple(keys), buckets=tuple(buckets), roll_at=roll_at
+        )
+
+    def _retry_after(self, state: EngineState, i: int, now: float) -> float | None:
+        """Seconds until a periodic meter frees budget (a hint for Retry-After)."""
+        spec = self._meters[i]
+        if not spec.period:
+            return None
+        if not spec.rolling:
+            return float((state.keys[i] + 1) * spec.period - now)
+        b = state.buckets[i]
+        if not b:
+            return None
+        return float((b[0][0] + ROLLING_BUCKETS + 1) * spec.bucket - now)
 
     # ------------------------------------------------------------------ reports
 
     def _report(self, state: EngineState, now: float) -> dict[str, dict[str, float]]:
+        if now >= state.roll_at:
+            state = self._roll_all(state, now)
         out: dict[str, dict[str, float]] = {}
-        for spec, m in zip(self._meters, state.meters, strict=True):
-            m = _roll(spec, m, now)
+        for spec, used, reserved in zip(self._meters, state.used, state.reserved, strict=True):
             scale = spec.scale
             out[spec.dim.name] = {
-                "used": m.used / scale,
-                "reserved": m.reserved / scale,
+                "used": used / scale,
+                "reserved": reserved / scale,
                 "limit": spec.limit / scale,
             }
         if self._wall is not None:
@@ -378,55 +435,71 @@ class Engine:
     def _lazy(self, state: EngineState, now: float) -> LazyBudget:
         return LazyBudget(lambda: self._report(state, now))
 
-    def _warnings(
-        self, state: EngineState, meters: tuple[MeterState, ...], now: float
-    ) -> tuple[str, ...]:
-        """Dimensions at or past warnAt (``meters`` already rolled to ``now``)."""
-        out: list[str] = []
-        for spec, m in zip(self._meters, meters, strict=True):
-            if m.used + m.reserved >= spec.warn:
-                out.append(spec.dim.name)
-        if (
-            self._wall_warn is not None
-            and state.run_started is not None
-            and (now - state.run_started >= self._wall_warn)
-        ):
-            out.append("wall_time")
-        if self._fail_warn is not None and state.consecutive_failures >= self._fail_warn:
-            out.append("consecutive_failures")
-        if self._ident_warn is not None and state.identical >= self._ident_warn:
-            out.append("identical_retries")
-        if self._tool_warn is not None and len(state.tools) >= self._tool_warn:
-            out.append("distinct_tools")
-        if self._host_warn is not None and len(state.hosts) >= self._host_warn:
-            out.append("distinct_hosts")
-        if self._stag_warn is not None and state.no_progress >= self._stag_warn:
-            out.append("stagnation")
-        return tuple(out)
+    def _names_at(self, totals: tuple[int, ...]) -> list[str]:
+        """Names of the meters whose used + reserved (``totals``) reached warnAt."""
+        return [name for name, t, w in zip(self._names, totals, self._warns, strict=True) if t >= w]
 
-    def _rolled(self, state: EngineState, now: float) -> tuple[MeterState, ...]:
-        meters = state.meters
-        rolled = tuple(_roll(s, m, now) for s, m in zip(self._meters, meters, strict=True))
-        return meters if rolled == meters else rolled
+    def _meter_warnings(self, state: EngineState, out: list[str]) -> None:
+        totals = tuple(map(add, state.used, state.reserved))
+        if any(map(ge, totals, self._warns)):
+            out.extend(self._names_at(totals))
+
+    def _counter_warnings(self, state: EngineState, now: float, out: list[str]) -> None:
+        """Append the non-meter dimensions at or past warnAt."""
+        w = self._wall_warn
+        if w is not None and state.run_started is not None and now - state.run_started >= w:
+            out.append("wall_time")
+        w = self._fail_warn
+        if w is not None and state.consecutive_failures >= w:
+            out.append("consecutive_failures")
+        w = self._ident_warn
+        if w is not None and state.identical >= w:
+            out.append("identical_retries")
+        w = self._tool_warn
+        if w is not None and len(state.tools) >= w:
+            out.append("distinct_tools")
+        w = self._host_warn
+        if w is not None and len(state.hosts) >= w:
+            out.append("distinct_hosts")
+        w = self._stag_warn
+        if w is not None and state.no_progress >= w:
+            out.append("stagnation")
 
     def _status(
-        self, state: EngineState, now: float, code: str | None = None, message: str = _ALLOWED
+        self,
+        state: EngineState,
+        now: float,
+        code: str | None = None,
+        message: str = _ALLOWED,
+        warnings: list[str] | None = None,
     ) -> Decision:
-        """Decision for a non-Reserve event: allowed unless halted."""
+        """Decision for a non-Reserve event: allowed unless halted.
+
+        ``warnings``: meter warnings already computed by the caller (state rolled to now).
+        """
+        if warnings is None:
+            if now >= state.roll_at:
+                state_now = self._roll_all(state, now)
+            else:
+                state_now = state
+            warnings = []
+            self._meter_warnings(state_now, warnings)
+        if self._counter_warns:
+            self._counter_warnings(state, now, warnings)
         halt = state.halt
-        meters = self._rolled(state, now)
-        warnings = self._warnings(state, meters, now)
         if halt is not None:
             return Decision(
                 False,
                 halt.failure_type,
                 halt.code,
                 halt.message,
-                warnings,
-                self._lazy(state, now),
+                tuple(warnings),
+                LazyBudget(lambda: self._report(state, now)),
                 True,
             )
-        return Decision(True, None, code, message, warnings, self._lazy(state, now))
+        return Decision(
+            True, None, code, message, tuple(warnings), LazyBudget(lambda: self._report(state, now))
+        )
 
     def _refuse(
         self,
@@ -437,15 +510,18 @@ class Engine:
         message: str,
         retry_after: float | None = None,
     ) -> Decision:
-        """Decision refusing one call without halting."""
-        meters = self._rolled(state, now)
+        """Decision refusing one call without halting (``state`` rolled to ``now``)."""
+        warnings: list[str] = []
+        self._meter_warnings(state, warnings)
+        if self._counter_warns:
+            self._counter_warnings(state, now, warnings)
         return Decision(
             False,
             failure,
             code,
             message,
-            self._warnings(state, meters, now),
-            self._lazy(state, now),
+            tuple(warnings),
+            LazyBudget(lambda: self._report(state, now)),
             False,
             retry_after,
         )
@@ -458,25 +534,25 @@ class Engine:
             state = state._replace(halt=HaltInfo(failure, code, message, now))
         return state, self._status(state, now)
 
-    # ------------------------------------------------------------------ events
+    # ------------------------------------------------------------------ reserve
 
     def _reserve(self, state: EngineState, ev: Reserve) -> tuple[EngineState, Decision]:
         clock = state.clock
-        halt = state.halt
-        if halt is not None:
+        if state.halt is not None:
             # Absorbing: nothing changes, the same failure every time.
             return state, self._status(state, clock)
         ts = ev.ts
         max_in = ev.max_input_tokens
         max_out = ev.max_output_tokens
         risk = ev.risk
-        if not _finite(ts) or max_in < 0 or max_out < 0 or not (risk >= 0.0 and _finite(risk)):
+        # x - x == 0.0 is false for NaN and for +-inf
+        if not (ts - ts == 0.0 and risk - risk == 0.0) or max_in < 0 or max_out < 0 or risk < 0:
             return state, self._refuse(
                 state,
                 clock,
                 FailureType.SAFETY,
                 codes.INVALID_EVENT,
-                "invalid reserve event: non-finite time or risk, or negative token counts",
+                "invalid reserve event: non-finite time or risk, or negative amounts",
             )
         call_id = ev.call_id
         if call_id in state.reservations:
@@ -488,37 +564,20 @@ class Engine:
                 f"call {call_id[:64]!r} is already in flight",
             )
         now = ts if ts > clock else clock
+        if now >= state.roll_at:
+            state = self._roll_all(state, now)
         started = state.run_started
         if started is None:
             started = now
-
         # Identical retries are counted on every attempt, allowed or not: an agent looping
         # on a refused call is stagnating as much as one looping on an allowed one.
         fp = ev.fingerprint
         identical = state.identical + 1 if fp == state.last_fingerprint else 0
-        state = EngineState(
-            state.run,
-            None,
-            started,
-            now,
-            state.meter_names,
-            state.meters,
-            state.reservations,
-            state.consecutive_failures,
-            fp,
-            identical,
-            state.no_progress,
-            state.recent_calls,
-            state.recent_results,
-            state.recent_errors,
-            state.tools,
-            state.hosts,
-        )
 
         wall = self._wall
         if wall is not None and now - started >= wall:
             return self._halted(
-                state,
+                self._attempt(state, started, now, fp, identical),
                 now,
                 FailureType.EXHAUSTION,
                 codes.WALL_TIME.code,
@@ -527,14 +586,11 @@ class Engine:
             )
         max_identical = self._max_identical
         if max_identical is not None and identical >= max_identical:
-            code = (
-                codes.REPEATED_TOOL_CALLS if ev.tool is not None else codes.IDENTICAL_RETRIES.code
-            )
             return self._halted(
-                state,
+                self._attempt(state, started, now, fp, identical),
                 now,
                 FailureType.STAGNATION,
-                code,
+                codes.REPEATED_TOOL_CALLS if ev.tool is not None else codes.IDENTICAL_RETRIES.code,
                 f"the same call was repeated {identical} times in a row (limit {max_identical})",
             )
 
@@ -543,13 +599,11 @@ class Engine:
         if model is not None:
             price = self._prices.lookup(model)
             if price is None:
-                return state, self._refuse(
-                    state,
-                    now,
-                    FailureType.SAFETY,
+                return self._refused_attempt(
+                    state, started, now, fp, identical, FailureType.SAFETY,
                     codes.UNKNOWN_MODEL_PRICE,
                     f"model {model[:128]!r} has no price and the policy denies unknown models",
-                )
+                )  # fmt: skip
             cost = price.worst_case_pico(max_in, max_out)
 
         tool = ev.tool
@@ -558,14 +612,12 @@ class Engine:
         if tool is not None and self._track_tools and tool not in tools:
             max_tools = self._max_tools
             if max_tools is not None and len(tools) >= max_tools:
-                return state, self._refuse(
-                    state,
-                    now,
-                    FailureType.EXHAUSTION,
+                return self._refused_attempt(
+                    state, started, now, fp, identical, FailureType.EXHAUSTION,
                     codes.DISTINCT_TOOLS.code,
                     f"distinct tools budget exhausted: {len(tools)} tools used, limit "
                     f"{max_tools}; tool {tool[:128]!r} refused",
-                )
+                )  # fmt: skip
             new_tool = True
             if max_tools is not None or len(tools) < UNTRACKED_SET_CAP:
                 tools = tools | {tool}
@@ -573,14 +625,12 @@ class Engine:
         max_hosts = self._max_hosts
         if max_hosts is not None and ev.host not in hosts:
             if len(hosts) >= max_hosts:
-                return state, self._refuse(
-                    state,
-                    now,
-                    FailureType.EXHAUSTION,
+                return self._refused_attempt(
+                    state, started, now, fp, identical, FailureType.EXHAUSTION,
                     codes.DISTINCT_HOSTS.code,
                     f"distinct hosts budget exhausted: {len(hosts)} hosts used, limit "
                     f"{max_hosts}; host {ev.host[:128]!r} refused",
-                )
+                )  # fmt: skip
             hosts = hosts | {ev.host}
 
         amounts: Amounts = (
@@ -589,63 +639,34 @@ class Engine:
             max_in,
             max_out,
             cost,
-            risk_to_micro(risk) if risk else 0,
+            round(risk * MICRO_PER_RISK) if risk else 0,
         )
-        meters = state.meters
-        new_meters = []
-        for spec, m in zip(self._meters, meters, strict=True):
-            if spec.period:
-                m = _roll(spec, m, now)
-            need = amounts[spec.source]
-            limit = spec.limit
-            if m.used >= limit:
-                dim = spec.dim
-                if not spec.period:
-                    return self._halted(
-                        state,
-                        now,
-                        dim.failure_type,
-                        dim.code,
-                        f"{dim.name} budget exhausted: used {_fmt(spec, m.used)} of "
-                        f"{_fmt(spec, limit)} ({spec.period_name})",
-                    )
-                return state, self._refuse(
-                    state,
-                    now,
-                    dim.failure_type,
-                    dim.code,
-                    f"{dim.name} budget exhausted for this period: used {_fmt(spec, m.used)}"
-                    f" of {_fmt(spec, limit)} ({spec.period_name})",
-                    _retry_after(spec, m, now),
-                )
-            if m.used + m.reserved + need > limit:
-                dim = spec.dim
-                return state, self._refuse(
-                    state,
-                    now,
-                    dim.failure_type,
-                    dim.code,
-                    f"{dim.name} budget cannot cover this call's worst case: used "
-                    f"{_fmt(spec, m.used)} + in flight {_fmt(spec, m.reserved)} + this call "
-                    f"{_fmt(spec, need)} > limit {_fmt(spec, limit)} ({spec.period_name})",
-                    _retry_after(spec, m, now),
-                )
-            new_meters.append(
-                MeterState(m.used, m.reserved + need, m.key, m.buckets) if need else m
+        used = state.used
+        need = self._pick(amounts)
+        new_reserved = tuple(map(add, state.reserved, need))
+        totals = tuple(map(add, used, new_reserved))
+        if any(map(gt, totals, self._limits)):
+            i = next(
+                i for i, (t, lim) in enumerate(zip(totals, self._limits, strict=True)) if t > lim
             )
+            return self._over_limit(state, started, now, fp, identical, i, need[i])
+        warnings = self._names_at(totals) if any(map(ge, totals, self._warns)) else []
 
-        reservations = dict(state.reservations)
+        reservations = state.reservations.copy()
         reservations[call_id] = Reservation(
             ev.kind, ev.host, tool, model, fp, now, amounts, new_tool
         )
-        meters_t = tuple(new_meters)
         state = EngineState(
             state.run,
             None,
             started,
             now,
+            state.roll_at,
             state.meter_names,
-            meters_t,
+            used,
+            new_reserved,
+            state.keys,
+            state.buckets,
             MappingProxyType(reservations),
             state.consecutive_failures,
             fp,
@@ -657,9 +678,89 @@ class Engine:
             tools,
             hosts,
         )
+        if self._counter_warns:
+            self._counter_warnings(state, now, warnings)
         return state, Decision(
-            True, None, None, _ALLOWED, self._warnings(state, meters_t, now), self._lazy(state, now)
+            True,
+            None,
+            None,
+            _ALLOWED,
+            tuple(warnings),
+            LazyBudget(lambda: self._report(state, now)),
         )
+
+    def _attempt(
+        self, state: EngineState, started: float, now: float, fp: str, identical: int
+    ) -> EngineState:
+        """The state after a refused Reserve: the clock, run start and retry count move."""
+        return state._replace(
+            run_started=started, clock=now, last_fingerprint=fp, identical=identical
+        )
+
+    def _refused_attempt(
+        self,
+        state: EngineState,
+        started: float,
+        now: float,
+        fp: str,
+        identical: int,
+        failure: FailureType,
+        code: str,
+        message: str,
+        retry_after: float | None = None,
+    ) -> tuple[EngineState, Decision]:
+        state = self._attempt(state, started, now, fp, identical)
+        return state, self._refuse(state, now, failure, code, message, retry_after)
+
+    def _over_limit(
+        self,
+        state: EngineState,
+        started: float,
+        now: float,
+        fp: str,
+        identical: int,
+        i: int,
+        need: int,
+    ) -> tuple[EngineState, Decision]:
+        """Meter ``i`` cannot take a call needing ``need``: halt or refuse, with the reason."""
+        spec = self._meters[i]
+        dim = spec.dim
+        used = state.used[i]
+        reserved = state.reserved[i]
+        limit = spec.limit
+        if used >= limit and not spec.period:
+            return self._halted(
+                self._attempt(state, started, now, fp, identical),
+                now,
+                dim.failure_type,
+                dim.code,
+                f"{dim.name} budget exhausted: used {_fmt(spec, used)} of "
+                f"{_fmt(spec, limit)} (run)",
+            )
+        if used >= limit:
+            message = (
+                f"{dim.name} budget exhausted for this period: used {_fmt(spec, used)} "
+                f"of {_fmt(spec, limit)} ({spec.period_name})"
+            )
+        else:
+            message = (
+                f"{dim.name} budget cannot cover this call's worst case: used "
+                f"{_fmt(spec, used)} + in flight {_fmt(spec, reserved)} + this call "
+                f"{_fmt(spec, need)} > limit {_fmt(spec, limit)} ({spec.period_name})"
+            )
+        return self._refused_attempt(
+            state,
+            started,
+            now,
+            fp,
+            identical,
+            dim.failure_type,
+            dim.code,
+            message,
+            self._retry_after(state, i, now),
+        )
+
+    # ------------------------------------------------------------------ settle & co
 
     def _actual(self, res: Reservation | None, usage: Usage | None) -> Amounts:
         """What a settled call really spent, as an amount vector."""
@@ -679,61 +780,135 @@ class Engine:
                 # Unknown usage of an LLM call: charge the reserved worst case (fail closed).
                 a = res.amounts
                 return (1, a[A_TOKENS], a[A_INPUT], a[A_OUTPUT], a[A_COST], risk)
-        in_t = usage.input_tokens if usage.input_tokens > 0 else 0
-        out_t = usage.output_tokens if usage.output_tokens > 0 else 0
-        cost = self._prices.cost_pico(usage, model)
+        in_t = usage.input_tokens
+        if in_t < 0:
+            in_t = 0
+        out_t = usage.output_tokens
+        if out_t < 0:
+            out_t = 0
+        cost = self._prices.cost_pico(usage, model) if (model or usage.model) else 0
         if cost is None:
             cost = fallback_cost
         return (1, in_t + out_t, in_t, out_t, cost, risk)
 
-    def _budget_halt(
-        self, state: EngineState, meters: tuple[MeterState, ...], now: float
-    ) -> HaltInfo | None:
-        """A run-period meter whose settled spend reached its limit halts the run."""
-        for spec, m in zip(self._meters, meters, strict=True):
-            if not spec.period and m.used >= spec.limit:
-                dim = spec.dim
-                return HaltInfo(
-                    dim.failure_type,
-                    dim.code,
-                    f"{dim.name} budget exhausted: used {_fmt(spec, m.used)} of "
-                    f"{_fmt(spec, spec.limit)} (run)",
-                    now,
-                )
+    def _charge(
+        self,
+        state: EngineState,
+        now: float,
+        held: Amounts,
+        actual: Amounts,
+        warnings: list[str],
+    ) -> tuple[EngineState, int]:
+        """Replace a reservation (``held``) by actual spend in every meter.
+
+        ``state`` is rolled to ``now``. Returns the new state (clock at ``now``,
+        reservations unchanged) and the index of a run meter whose spend reached its limit
+        (-1: none). Appends meter warnings.
+        """
+        pick = self._pick
+        new_used = tuple(map(add, state.used, pick(actual)))
+        new_reserved = tuple(map(sub, state.reserved, pick(held)))
+        if new_reserved and min(new_reserved) < 0:
+            # only after a restore under a changed policy: never go negative
+            new_reserved = tuple(r if r > 0 else 0 for r in new_reserved)
+        totals = tuple(map(add, new_used, new_reserved))
+        if any(map(ge, totals, self._warns)):
+            warnings.extend(self._names_at(totals))
+        exhausted = -1
+        if any(map(ge, new_used, self._run_limits)):
+            exhausted = next(
+                i
+                for i, (u, lim) in enumerate(zip(new_used, self._run_limits, strict=True))
+                if u >= lim
+            )
+        buckets = state.buckets
+        roll_at = state.roll_at
+        if self._rolling:
+            bl = list(buckets)
+            for i in self._rolling:
+                amount = actual[self._meters[i].source]
+                if not amount:
+                    continue
+                width = self._meters[i].bucket
+                idx = int(now // width)
+                b = bl[i]
+                if b and b[-1][0] == idx:
+                    bl[i] = (*b[:-1], (idx, b[-1][1] + amount))
+                else:
+                    bl[i] = (*b, (idx, amount))
+                    if not b:
+                        roll_at = min(roll_at, float((idx + ROLLING_BUCKETS + 1) * width))
+            buckets = tuple(bl)
+        return EngineState(
+            state.run,
+            state.halt,
+            state.run_started,
+            now,
+            roll_at,
+            state.meter_names,
+            new_used,
+            new_reserved,
+            state.keys,
+            buckets,
+            state.reservations,
+            state.consecutive_failures,
+            state.last_fingerprint,
+            state.identical,
+            state.no_progress,
+            state.recent_calls,
+            state.recent_results,
+            state.recent_errors,
+            state.tools,
+            state.hosts,
+        ), exhausted
+
+    def _exhausted_halt(self, state: EngineState, i: int, now: float) -> HaltInfo:
+        spec = self._meters[i]
+        dim = spec.dim
+        return HaltInfo(
+            dim.failure_type,
+            dim.code,
+            f"{dim.name} budget exhausted: used {_fmt(spec, state.used[i])} of "
+            f"{_fmt(spec, spec.limit)} (run)",
+            now,
+        )
+
+    def _wall_halt(self, state: EngineState, now: float) -> HaltInfo | None:
         started = state.run_started
-        if self._wall is not None and started is not None and now - started >= self._wall:
+        wall = self._wall
+        if wall is not None and started is not None and now - started >= wall:
             return HaltInfo(
                 FailureType.EXHAUSTION,
                 codes.WALL_TIME.code,
                 f"wall time budget exhausted: run started {now - started:.3f}s ago, "
-                f"limit {self._wall:g}s",
+                f"limit {wall:g}s",
                 now,
             )
         return None
 
-    def _charge(
-        self, state: EngineState, now: float, call_id: str, res: Reservation | None, actual: Amounts
-    ) -> tuple[tuple[MeterState, ...], Any]:
-        """Meters and reservations after replacing a reservation by actual spend."""
-        reserved = ZERO_AMOUNTS if res is None else res.amounts
-        meters = tuple(
-            _add_used(spec, _roll(spec, m, now), now, actual[spec.source], reserved[spec.source])
-            for spec, m in zip(self._meters, state.meters, strict=True)
-        )
-        reservations = state.reservations
-        if res is not None:
-            remaining = dict(reservations)
-            del remaining[call_id]
-            reservations = MappingProxyType(remaining) if remaining else EMPTY_RESERVATIONS
-        return meters, reservations
+    @staticmethod
+    def _without(state: EngineState, call_id: str) -> MappingProxyType[str, Reservation]:
+        remaining = state.reservations.copy()
+        del remaining[call_id]
+        return MappingProxyType(remaining) if remaining else EMPTY_RESERVATIONS
 
     def _settle(self, state: EngineState, ev: Settle) -> tuple[EngineState, Decision]:
         ts = ev.ts
         clock = state.clock
-        now = ts if ts > clock and _finite(ts) else clock
+        now = ts if ts > clock and ts - ts == 0.0 else clock
+        if now >= state.roll_at:
+            state = self._roll_all(state, now)
         call_id = ev.call_id
         res = state.reservations.get(call_id)
-        meters, reservations = self._charge(state, now, call_id, res, self._actual(res, ev.usage))
+        warnings: list[str] = []
+        state, exhausted = self._charge(
+            state,
+            now,
+            ZERO_AMOUNTS if res is None else res.amounts,
+            self._actual(res, ev.usage),
+            warnings,
+        )
+        reservations = state.reservations if res is None else self._without(state, call_id)
 
         ok = ev.ok
         failures = 0 if ok else state.consecutive_failures + 1
@@ -748,31 +923,58 @@ class Engine:
             # is no progress.
             keep = self._recent
             fp = None if res is None else res.fingerprint
-            novel = res is not None and (res.new_tool or fp not in recent_calls)
+            new_tool = res is not None and res.new_tool
+            novel = res is not None and (new_tool or fp not in recent_calls)
             if ok:
                 result = ev.result_fingerprint
                 if result is not None:
-                    progress = result not in recent_results or (res is not None and res.new_tool)
-                    if result not in recent_results:
+                    fresh = result not in recent_results
+                    progress = fresh or new_tool
+                    if fresh:
                         recent_results = (*recent_results, result)[-keep:]
                 else:
                     progress = novel
             else:
                 error = ev.error_fingerprint
-                progress = novel and (error is None or error not in recent_errors)
-                if error is not None and error not in recent_errors:
+                fresh = error is None or error not in recent_errors
+                progress = novel and fresh
+                if error is not None and fresh:
                     recent_errors = (*recent_errors, error)[-keep:]
             if fp is not None and fp not in recent_calls:
                 recent_calls = (*recent_calls, fp)[-keep:]
             no_progress = 0 if progress else no_progress + 1
 
+        halt = state.halt
+        if halt is None:
+            if exhausted >= 0:
+                halt = self._exhausted_halt(state, exhausted, now)
+            elif self._max_failures is not None and failures >= self._max_failures:
+                halt = HaltInfo(
+                    FailureType.EXHAUSTION,
+                    codes.CONSECUTIVE_FAILURES.code,
+                    f"{failures} calls failed in a row (limit {self._max_failures})",
+                    now,
+                )
+            elif self._stagnation is not None and no_progress >= self._stagnation:
+                halt = HaltInfo(
+                    FailureType.STAGNATION,
+                    codes.STAGNATION.code,
+                    f"{no_progress} steps in a row without progress (window {self._stagnation})",
+                    now,
+                )
+            else:
+                halt = self._wall_halt(state, now)
         state = EngineState(
             state.run,
-            state.halt,
+            halt,
             state.run_started,
             now,
+            state.roll_at,
             state.meter_names,
-            meters,
+            state.used,
+            state.reserved,
+            state.keys,
+            state.buckets,
             reservations,
             failures,
             state.last_fingerprint,
@@ -784,76 +986,65 @@ class Engine:
             state.tools,
             state.hosts,
         )
-        if state.halt is None:
-            halt = self._budget_halt(state, meters, now)
-            if halt is None and self._max_failures is not None and failures >= self._max_failures:
-                halt = HaltInfo(
-                    FailureType.EXHAUSTION,
-                    codes.CONSECUTIVE_FAILURES.code,
-                    f"{failures} calls failed in a row (limit {self._max_failures})",
-                    now,
-                )
-            if halt is None and self._stagnation is not None and no_progress >= self._stagnation:
-                halt = HaltInfo(
-                    FailureType.STAGNATION,
-                    codes.STAGNATION.code,
-                    f"{no_progress} steps in a row without progress (window {self._stagnation})",
-                    now,
-                )
-            if halt is not None:
-                state = state._replace(halt=halt)
-        return state, self._status(state, now)
+        return state, self._status(state, now, warnings=warnings)
 
     def _abandon(self, state: EngineState, ev: Abandon) -> tuple[EngineState, Decision]:
         ts = ev.ts
         clock = state.clock
-        now = ts if ts > clock and _finite(ts) else clock
+        now = ts if ts > clock and ts - ts == 0.0 else clock
         res = state.reservations.get(ev.call_id)
         if res is None:
             return state, self._status(state, now)
-        meters, reservations = self._charge(state, now, ev.call_id, res, res.amounts)
-        state = state._replace(clock=now, meters=meters, reservations=reservations)
+        if now >= state.roll_at:
+            state = self._roll_all(state, now)
+        warnings: list[str] = []
+        state, exhausted = self._charge(state, now, res.amounts, res.amounts, warnings)
+        state = state._replace(reservations=self._without(state, ev.call_id))
         if state.halt is None:
-            halt = self._budget_halt(state, meters, now)
+            halt = self._exhausted_halt(state, exhausted, now) if exhausted >= 0 else None
             if halt is not None:
                 state = state._replace(halt=halt)
-        return state, self._status(state, now)
+        return state, self._status(state, now, warnings=warnings)
 
     def _release(self, state: EngineState, ev: Release) -> tuple[EngineState, Decision]:
         ts = ev.ts
         clock = state.clock
-        now = ts if ts > clock and _finite(ts) else clock
+        now = ts if ts > clock and ts - ts == 0.0 else clock
         res = state.reservations.get(ev.call_id)
         if res is None:
             return state, self._status(state, now)
-        meters, reservations = self._charge(state, now, ev.call_id, res, ZERO_AMOUNTS)
-        state = state._replace(clock=now, meters=meters, reservations=reservations)
-        return state, self._status(state, now)
+        if now >= state.roll_at:
+            state = self._roll_all(state, now)
+        warnings: list[str] = []
+        state, _ = self._charge(state, now, res.amounts, ZERO_AMOUNTS, warnings)
+        state = state._replace(reservations=self._without(state, ev.call_id))
+        return state, self._status(state, now, warnings=warnings)
 
     def _add_risk(self, state: EngineState, ev: AddRisk) -> tuple[EngineState, Decision]:
         ts = ev.ts
         clock = state.clock
-        now = ts if ts > clock and _finite(ts) else clock
+        now = ts if ts > clock and ts - ts == 0.0 else clock
         risk = ev.risk
-        if not (risk >= 0.0 and _finite(risk)):
+        if not (risk >= 0.0 and risk - risk == 0.0):
             # Negative risk would buy budget back: ignore it (fail closed).
             return state, self._status(state, now, codes.INVALID_EVENT, "risk ignored")
         micro = risk_to_micro(risk)
-        if not micro or "risk_score" not in self._names:
+        i = self._risk_index
+        if not micro or i < 0:
             return state, self._status(state, now)
-        i = self._names.index("risk_score")
+        if now >= state.roll_at:
+            state = self._roll_all(state, now)
+        used = list(state.used)
+        used[i] += micro
+        state = state._replace(clock=now, used=tuple(used))
         spec = self._meters[i]
-        meters = list(state.meters)
-        meters[i] = _add_used(spec, meters[i], now, micro, 0)
-        meters_t = tuple(meters)
-        state = state._replace(clock=now, meters=meters_t)
-        if state.halt is None and meters_t[i].used >= spec.limit:
+        if state.halt is None and used[i] >= spec.limit:
             dim = spec.dim
             state = state._replace(
                 halt=HaltInfo(
                     dim.failure_type,
                     dim.code,
-                    f"risk budget exhausted: {_fmt(spec, meters_t[i].used)} of "
+                    f"risk budget exhausted: {_fmt(spec, used[i])} of "
                     f"{_fmt(spec, spec.limit)} after {ev.code[:64]}",
                     now,
                 )
@@ -863,7 +1054,7 @@ class Engine:
     def _halt_event(self, state: EngineState, ev: Halt) -> tuple[EngineState, Decision]:
         ts = ev.ts
         clock = state.clock
-        now = ts if ts > clock and _finite(ts) else clock
+        now = ts if ts > clock and ts - ts == 0.0 else clock
         if state.halt is not None:
             return state, self._status(state, now)
         state = state._replace(
@@ -875,17 +1066,21 @@ class Engine:
     def _reset(self, state: EngineState, ev: Reset) -> tuple[EngineState, Decision]:
         ts = ev.ts
         clock = state.clock
-        now = ts if ts > clock and _finite(ts) else clock
+        now = ts if ts > clock and ts - ts == 0.0 else clock
         # A new run: every counter back to zero; calls in flight keep their reservations
         # (they are real and will settle into the new run).
-        meters = tuple(MeterState(0, m.reserved, 0, ()) for m in state.meters)
+        n = len(self._meters)
         state = EngineState(
             state.run + 1,
             None,
             None,
             now,
+            0.0,
             state.meter_names,
-            meters,
+            self._zeros,
+            state.reserved,
+            self._zeros,
+            ((),) * n,
             state.reservations,
             0,
             None,
@@ -897,12 +1092,13 @@ class Engine:
             frozenset(),
             frozenset(),
         )
+        state = self._roll_all(state, now)
         return state, self._status(state, now, "reset", f"reset by {ev.actor[:128]}")
 
     def _lift(self, state: EngineState, ev: Lift) -> tuple[EngineState, Decision]:
         ts = ev.ts
         clock = state.clock
-        now = ts if ts > clock and _finite(ts) else clock
+        now = ts if ts > clock and ts - ts == 0.0 else clock
         halt = state.halt
         if (
             halt is not None
@@ -914,7 +1110,3 @@ class Engine:
                 state, now, "lifted", f"external halt lifted by {ev.actor[:128]}"
             )
         return state, self._status(state, now)
-
-
-def _count(used: int, limit: int) -> dict[str, float]:
-    return {"used": float(used), "reserved": 0.0, "limit": float(limit)}

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -48,8 +47,7 @@ class LazyBudget(Mapping[str, Mapping[str, float]]):
         return repr(self._get())
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """Whether a call may go ahead (for ``Reserve``) or the run may go on (other events).
 
     For a ``Reserve``: ``allowed`` says whether to forward the call. For every other event:
@@ -59,6 +57,9 @@ class Decision:
     terminal halt (refused until reset) from a refusal of this one call (e.g. its worst case
     does not fit, or an hourly budget is used up: ``retry_after`` seconds then says when the
     period frees budget).
+
+    An immutable named tuple (the cheapest record CPython builds: one per step). Its truth
+    value is refused on purpose: ``if decision:`` would always be true; read ``allowed``.
     """
 
     allowed: bool
@@ -69,6 +70,9 @@ class Decision:
     budget: BudgetReport
     halted: bool = False
     retry_after: float | None = None
+
+    def __bool__(self) -> bool:
+        raise TypeError("a Decision has no truth value: test decision.allowed")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (the budget materialised)."""

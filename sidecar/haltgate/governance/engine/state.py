@@ -10,6 +10,7 @@ their shortest round-trip repr, so ``from_json(to_json(s)) == s`` exactly.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -52,7 +53,7 @@ class MeterState(NamedTuple):
 
 
 EMPTY_METER = MeterState(0, 0, 0, ())
-EMPTY_RESERVATIONS: Mapping[str, Reservation] = MappingProxyType({})
+EMPTY_RESERVATIONS: MappingProxyType[str, Reservation] = MappingProxyType({})
 
 
 class Reservation(NamedTuple):
@@ -70,7 +71,12 @@ class Reservation(NamedTuple):
 
 
 class EngineState(NamedTuple):
-    """Everything the engine remembers about one agent run. Never mutated."""
+    """Everything the engine remembers about one agent run. Never mutated.
+
+    Meters are stored column-wise (``used[i]``, ``reserved[i]``, ... for the dimension
+    ``meter_names[i]``): a step that only moves reservations rebuilds one small tuple of
+    ints instead of one record per dimension. ``meter(name)`` gives a row view.
+    """
 
     run: int
     """Run number; a Reset starts the next run."""
@@ -80,9 +86,19 @@ class EngineState(NamedTuple):
     """ts of the run's first Reserve (wall-time budget origin)."""
     clock: float
     """Highest ts seen: time never goes backwards inside the engine."""
+    roll_at: float
+    """Earliest time at which a periodic meter must roll (new calendar period, expired
+    rolling bucket); ``inf`` when none. Steps before it skip period bookkeeping."""
     meter_names: tuple[str, ...]
-    meters: tuple[MeterState, ...]
-    reservations: Mapping[str, Reservation]
+    used: tuple[int, ...]
+    """Settled spend per meter in its current period."""
+    reserved: tuple[int, ...]
+    """Worst cases of the calls in flight per meter (not tied to a period)."""
+    keys: tuple[int, ...]
+    """Calendar period index per meter (``floor(ts / period)``; 0 for others)."""
+    buckets: tuple[tuple[tuple[int, int], ...], ...]
+    """Rolling meters: ``(bucket index, amount)`` oldest first (empty for others)."""
+    reservations: MappingProxyType[str, Reservation]
     """Calls in flight by call_id (a read-only mapping, replaced on change)."""
     consecutive_failures: int
     last_fingerprint: str | None
@@ -97,6 +113,14 @@ class EngineState(NamedTuple):
     hosts: frozenset[str]
 
     @property
+    def meters(self) -> tuple[MeterState, ...]:
+        """Row view of every meter, in ``meter_names`` order."""
+        return tuple(
+            MeterState(*row)
+            for row in zip(self.used, self.reserved, self.keys, self.buckets, strict=True)
+        )
+
+    @property
     def halted(self) -> bool:
         """True when calls are refused until a reset."""
         return self.halt is not None
@@ -104,9 +128,10 @@ class EngineState(NamedTuple):
     def meter(self, name: str) -> MeterState | None:
         """The meter of a dimension, or None when the policy does not budget it."""
         try:
-            return self.meters[self.meter_names.index(name)]
+            i = self.meter_names.index(name)
         except ValueError:
             return None
+        return MeterState(self.used[i], self.reserved[i], self.keys[i], self.buckets[i])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -124,6 +149,7 @@ class EngineState(NamedTuple):
             },
             "run_started": self.run_started,
             "clock": self.clock,
+            "roll_at": None if self.roll_at == math.inf else self.roll_at,
             "meters": {
                 name: {
                     "used": m.used,
@@ -178,6 +204,16 @@ class EngineState(NamedTuple):
             raise ValueError(f"unsupported engine state format {data.get('format')!r}")
         halt = data["halt"]
         meters = data["meters"]
+        rows = [
+            MeterState(
+                int(m["used"]),
+                int(m["reserved"]),
+                int(m["key"]),
+                tuple((int(i), int(a)) for i, a in m["buckets"]),
+            )
+            for m in meters.values()
+        ]
+        roll_at = data["roll_at"]
         return cls(
             run=int(data["run"]),
             halt=None
@@ -187,16 +223,12 @@ class EngineState(NamedTuple):
             ),
             run_started=data["run_started"],
             clock=data["clock"],
+            roll_at=math.inf if roll_at is None else roll_at,
             meter_names=tuple(meters),
-            meters=tuple(
-                MeterState(
-                    int(m["used"]),
-                    int(m["reserved"]),
-                    int(m["key"]),
-                    tuple((int(i), int(a)) for i, a in m["buckets"]),
-                )
-                for m in meters.values()
-            ),
+            used=tuple(m.used for m in rows),
+            reserved=tuple(m.reserved for m in rows),
+            keys=tuple(m.key for m in rows),
+            buckets=tuple(m.buckets for m in rows),
             reservations=MappingProxyType(
                 {
                     call_id: Reservation(
