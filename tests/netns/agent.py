@@ -146,7 +146,9 @@ class Attempts:
                         return Outcome(False, "closed during the handshake")
                     incoming.write(data)
             sock.sendall(outgoing.read())
-            tls.write(request_bytes("GET", "/v1/models", "llm.test"))
+            body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 2,
+                               "messages": [{"role": "user", "content": "slow"}]}).encode()
+            tls.write(request_bytes("POST", "/v1/chat/completions", "llm.test", body))
             sock.sendall(outgoing.read())
             response = b""
             closed = False
@@ -166,6 +168,20 @@ class Attempts:
                         closed = True
                         break
         return Outcome(status_of(response) == 200, _summary(response))
+
+    def explicit_alias_call(self) -> Outcome:
+        """Explicit mode: a base URL pointing at the sidecar's 15000 alias path."""
+        resp = http_raw("127.0.0.1", 15000, request_bytes("GET", "/api/items", "127.0.0.1"))
+        return Outcome(status_of(resp) == 200, _summary(resp))
+
+    def explicit_connect_denied_host(self) -> Outcome:
+        """Explicit mode: CONNECT through the sidecar to a host the policy does not know."""
+        try:
+            resp = http_raw("127.0.0.1", 15000, b"CONNECT evil.test:443 HTTP/1.1\r\n"
+                            b"Host: evil.test:443\r\n\r\n")
+        except OSError as e:
+            return _error(e)
+        return Outcome(status_of(resp) == 200, _summary(resp))
 
     def llm_https_after_attempts(self) -> Outcome:
         """The listener still serves after every bypass attempt above."""
@@ -260,17 +276,19 @@ class Attempts:
             return _error(e)
         return Outcome(b"CANARY" in resp or status_of(resp) == 200, _summary(resp))
 
+    # The admin API answers 401 without a token (or ADMIN in the forwarder stand-in); nothing
+    # else in the pod answers 401, so either proves the agent reached the admin port.
     def admin_port_loopback(self) -> Outcome:
-        return self._text_http("127.0.0.1", 15020, b"ADMIN")
+        return self._admin("127.0.0.1", 15020, "/status")
 
     def admin_port_loopback_v6(self) -> Outcome:
-        return self._text_http("::1", 15020, b"ADMIN")
+        return self._admin("::1", 15020, "/status")
 
     def admin_port_pod_ip(self) -> Outcome:
-        return self._text_http(POD_V4, 15020, b"ADMIN")
+        return self._admin(POD_V4, 15020, "/status")
 
     def metrics_port_loopback(self) -> Outcome:
-        return self._text_http("127.0.0.1", 15090, b"METRICS")
+        return self._admin("127.0.0.1", 15090, "/metrics")
 
     def transparent_port_direct(self) -> Outcome:
         try:
@@ -307,12 +325,14 @@ class Attempts:
             return _error(e)
         return Outcome(b"CANARY" in data, _summary(data))
 
-    def _text_http(self, host: str, port: int, text: bytes) -> Outcome:
+    def _admin(self, host: str, port: int, path: str) -> Outcome:
         try:
-            resp = http_raw(host, port, request_bytes("GET", "/", host))
+            resp = http_raw(host, port, request_bytes("GET", path, host))
         except OSError as e:
             return _error(e)
-        return Outcome(text in resp, _summary(resp))
+        reached = (b"ADMIN" in resp or b"METRICS" in resp or b"# HELP" in resp
+                   or status_of(resp) == 401)
+        return Outcome(reached, _summary(resp))
 
     def _udp(self, host: str, port: int, expect: bytes) -> Outcome:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -354,6 +374,9 @@ BYPASS = [
     "metrics_port_loopback", "transparent_port_direct",
 ]
 LAST = ["llm_https_after_attempts"]
+# Only with the real sidecar (the forwarder stand-in has no explicit port).
+EXPLICIT_GOVERNED = ["explicit_alias_call"]
+EXPLICIT_BYPASS = ["explicit_connect_denied_host"]
 
 
 def main() -> None:
@@ -361,10 +384,12 @@ def main() -> None:
     parser.add_argument("--haltgate-ca", required=True)
     parser.add_argument("--upstream-ca", required=True)
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--explicit", action="store_true", help="also explicit-mode attempts")
     args = parser.parse_args()
     attempts = Attempts(args.haltgate_ca, args.upstream_ca)
     results = []
-    for name in args.only or GOVERNED + BYPASS + LAST:
+    names = GOVERNED + BYPASS + (EXPLICIT_GOVERNED + EXPLICIT_BYPASS if args.explicit else [])
+    for name in args.only or names + LAST:
         fn: Callable[[], Outcome] = getattr(attempts, name)
         started = time.monotonic()
         try:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from haltgate.sidecar import tlsmint
 from tests.netns import agent as agent_mod
 from tests.netns import harness
 from tests.netns.conftest import AGENT_UID, SIDECAR_UID
@@ -43,7 +44,11 @@ spec:
     - {name: api, url: "http://api.test:8080", kind: http}
     - {name: vault, url: "https://vault.test:8443", kind: http, tls: passthrough}
   tools:
-    default: allow
+    default: deny
+    rules:
+      - {name: llm, action: allow, kind: llm}
+      - {name: mcp, action: allow, kind: mcp}
+      - {name: known-apis, action: allow, kind: http, hosts: [api.test, vault.test]}
 """
 
 # Attempts whose control run (no rules) cannot show a bypass: they need the sidecar to mean
@@ -53,6 +58,8 @@ NEEDS_SIDECAR = {"tls_sni_host_mismatch", "transparent_port_direct"}
 
 @dataclass
 class Pod:
+    variant: str
+    """``forwarder`` (listener + minimal handler) or ``sidecar`` (``haltgate sidecar``)."""
     topo: harness.Topology
     workdir: Path
     haltgate_ca: Path
@@ -68,6 +75,8 @@ class Pod:
                 "--haltgate-ca", str(self.haltgate_ca), "--upstream-ca", str(self.upstream_ca)]
         if names:
             argv += ["--only", *names]
+        elif self.variant == "sidecar":
+            argv.append("--explicit")
         done = self.topo.pod.run(argv, timeout=240)
         results: list[dict[str, object]] = json.loads(done.stdout)
         return results
@@ -76,6 +85,20 @@ class Pod:
         if not self.events.exists():
             return []
         return [json.loads(line) for line in self.events.read_text().splitlines() if line]
+
+    def sidecar_status(self) -> dict[str, object]:
+        """The real sidecar's admin /status, asked as the sidecar UID with the token."""
+        script = (
+            "import sys,urllib.request\n"
+            "req=urllib.request.Request('http://127.0.0.1:15020/status',"
+            "headers={'Authorization':'Bearer '+open(sys.argv[1]).read().strip()})\n"
+            "print(urllib.request.urlopen(req,timeout=5).read().decode())\n"
+        )
+        done = self.topo.pod.run(["setpriv", f"--reuid={SIDECAR_UID}",
+                                  f"--regid={SIDECAR_UID}", "--clear-groups", sys.executable,
+                                  "-c", script, str(self.workdir / "admin-token")])
+        status: dict[str, object] = json.loads(done.stdout)
+        return status
 
     def recorded_calls(self) -> list[dict[str, object]]:
         if not self.record.exists():
@@ -118,8 +141,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-@pytest.fixture(scope="module")
-def pod() -> Iterator[Pod]:
+def _own(path: Path, mode: int) -> None:
+    os.chown(path, SIDECAR_UID, SIDECAR_UID)
+    path.chmod(mode)
+
+
+@pytest.fixture(scope="module", params=["forwarder", "sidecar"])
+def pod(request: pytest.FixtureRequest) -> Iterator[Pod]:
+    variant: str = request.param
     reason = harness.skip_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -174,15 +203,33 @@ def pod() -> Iterator[Pod]:
              "--cert", str(cert_file), "--key", str(key_file), "--events", str(events)],
             None, workdir / "upstream.log", base_env,
         ))
-        procs.append(_start(
-            topo.pod,
-            [sys.executable, "-m", "tests.netns.forwarder", "--policy", str(policy),
-             "--ca-dir", str(ca_dir), "--record", str(record), "--peek-timeout", "1"],
-            SIDECAR_UID, workdir / "sidecar.log",
-            {**base_env, "SSL_CERT_FILE": str(upstream_ca)},
-        ))
+        sidecar_env = {**base_env, "SSL_CERT_FILE": str(upstream_ca)}
+        if variant == "forwarder":
+            procs.append(_start(
+                topo.pod,
+                [sys.executable, "-m", "tests.netns.forwarder", "--policy", str(policy),
+                 "--ca-dir", str(ca_dir), "--record", str(record), "--peek-timeout", "1"],
+                SIDECAR_UID, workdir / "sidecar.log", sidecar_env,
+            ))
+        else:
+            tlsmint.CertificateAuthority.create().write(ca_dir)
+            _own(ca_dir / tlsmint.CA_KEY_FILE, 0o600)
+            token = workdir / "admin-token"
+            token.write_text("netns-admin-token\n")
+            _own(token, 0o600)
+            state = workdir / "state"
+            state.mkdir()
+            _own(state, 0o700)
+            proc = topo.pod.popen(
+                [HALTGATE, "sidecar", "--policy", str(policy), "--ca-dir", str(ca_dir),
+                 "--state-dir", str(state), "--admin-token-file", str(token),
+                 "--mode", "transparent"],
+                uid=SIDECAR_UID, env=sidecar_env, log=workdir / "sidecar.log")
+            procs.append(proc)
+            for port in (15001, 15000, 15020):
+                harness.wait_port(topo.pod, "127.0.0.1", port, proc=proc)
         haltgate_ca = ca_dir / "ca.crt"
-        yield Pod(topo, workdir, haltgate_ca, upstream_ca, events, record)
+        yield Pod(variant, topo, workdir, haltgate_ca, upstream_ca, events, record)
     finally:
         for proc in procs:
             _stop(proc)
@@ -193,7 +240,9 @@ def pod() -> Iterator[Pod]:
 
 def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
     # Control: without the rules, each bypass attempt reaches its canary.
-    control_names = [n for n in agent_mod.BYPASS if n not in NEEDS_SIDECAR]
+    # The real sidecar's admin API listens on IPv4 only: its IPv6 attempt cannot reach anyway.
+    exempt = NEEDS_SIDECAR | ({"admin_port_loopback_v6"} if pod.variant == "sidecar" else set())
+    control_names = [n for n in agent_mod.BYPASS if n not in exempt]
     control = pod.run_agent(control_names)
     print("\ncontrol run (no iptables rules):\n" + _table(control, dict.fromkeys(control_names,
                                                                                   True)))
@@ -206,8 +255,11 @@ def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
     results = pod.run_agent()
     expected = {**dict.fromkeys(agent_mod.GOVERNED + agent_mod.LAST, True),
                 **dict.fromkeys(agent_mod.BYPASS, False)}
+    if pod.variant == "sidecar":
+        expected.update({**dict.fromkeys(agent_mod.EXPLICIT_GOVERNED, True),
+                         **dict.fromkeys(agent_mod.EXPLICIT_BYPASS, False)})
     table = _table(results, expected)
-    print("\nwith the boundary:\n" + table)
+    print(f"\nwith the boundary ({pod.variant}):\n" + table)
     wrong = [r["name"] for r in results if r["reached"] != expected[str(r["name"])]]
     sidecar_log = (pod.workdir / "sidecar.log").read_text()[-4000:]
     assert not wrong, f"attempts with the wrong outcome: {wrong}\n{table}\n{sidecar_log}"
@@ -216,6 +268,13 @@ def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
     # Nothing reached a canary while the boundary was up.
     assert pod.canary_events()[canaries_before:] == []
     # The governed calls went through the sidecar and were recorded there.
+    if pod.variant == "sidecar":
+        status = pod.sidecar_status()
+        decisions = status["decisions"]
+        assert isinstance(decisions, dict)
+        # 5 inspected LLM calls, MCP, API, explicit alias; passthrough is a connection record.
+        assert decisions["allow"] >= 8, status
+        return
     calls = pod.recorded_calls()
     assert {(c["host"], c["path"]) for c in calls} >= {
         ("llm.test", "/v1/chat/completions"), ("mcp.test", "/mcp"), ("api.test", "/items"),
