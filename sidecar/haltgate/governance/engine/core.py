@@ -433,7 +433,7 @@ class Engine:
         return out
 
     def _lazy(self, state: EngineState, now: float) -> LazyBudget:
-        return LazyBudget(lambda: self._report(state, now))
+        return LazyBudget(self._report, state, now)
 
     def _names_at(self, totals: tuple[int, ...]) -> list[str]:
         """Names of the meters whose used + reserved (``totals``) reached warnAt."""
@@ -494,11 +494,11 @@ class Engine:
                 halt.code,
                 halt.message,
                 tuple(warnings),
-                LazyBudget(lambda: self._report(state, now)),
+                LazyBudget(self._report, state, now),
                 True,
             )
         return Decision(
-            True, None, code, message, tuple(warnings), LazyBudget(lambda: self._report(state, now))
+            True, None, code, message, tuple(warnings), LazyBudget(self._report, state, now)
         )
 
     def _refuse(
@@ -521,7 +521,7 @@ class Engine:
             code,
             message,
             tuple(warnings),
-            LazyBudget(lambda: self._report(state, now)),
+            LazyBudget(self._report, state, now),
             False,
             retry_after,
         )
@@ -686,7 +686,7 @@ class Engine:
             None,
             _ALLOWED,
             tuple(warnings),
-            LazyBudget(lambda: self._report(state, now)),
+            LazyBudget(self._report, state, now),
         )
 
     def _attempt(
@@ -798,11 +798,11 @@ class Engine:
         held: Amounts,
         actual: Amounts,
         warnings: list[str],
-    ) -> tuple[EngineState, int]:
+    ) -> tuple[tuple[int, ...], tuple[int, ...], Any, float, int]:
         """Replace a reservation (``held``) by actual spend in every meter.
 
-        ``state`` is rolled to ``now``. Returns the new state (clock at ``now``,
-        reservations unchanged) and the index of a run meter whose spend reached its limit
+        ``state`` is rolled to ``now``. Returns the new ``used``, ``reserved``, ``buckets``
+        and ``roll_at`` columns and the index of a run meter whose spend reached its limit
         (-1: none). Appends meter warnings.
         """
         pick = self._pick
@@ -816,11 +816,8 @@ class Engine:
             warnings.extend(self._names_at(totals))
         exhausted = -1
         if any(map(ge, new_used, self._run_limits)):
-            exhausted = next(
-                i
-                for i, (u, lim) in enumerate(zip(new_used, self._run_limits, strict=True))
-                if u >= lim
-            )
+            limits = self._run_limits
+            exhausted = next(i for i, u in enumerate(new_used) if u >= limits[i])
         buckets = state.buckets
         roll_at = state.roll_at
         if self._rolling:
@@ -839,36 +836,42 @@ class Engine:
                     if not b:
                         roll_at = min(roll_at, float((idx + ROLLING_BUCKETS + 1) * width))
             buckets = tuple(bl)
-        return EngineState(
-            state.run,
-            state.halt,
-            state.run_started,
-            now,
-            roll_at,
-            state.meter_names,
-            new_used,
-            new_reserved,
-            state.keys,
-            buckets,
-            state.reservations,
-            state.consecutive_failures,
-            state.last_fingerprint,
-            state.identical,
-            state.no_progress,
-            state.recent_calls,
-            state.recent_results,
-            state.recent_errors,
-            state.tools,
-            state.hosts,
-        ), exhausted
+        return new_used, new_reserved, buckets, roll_at, exhausted
 
-    def _exhausted_halt(self, state: EngineState, i: int, now: float) -> HaltInfo:
+    def _charged(
+        self,
+        state: EngineState,
+        now: float,
+        call_id: str,
+        res: Reservation,
+        actual: Amounts,
+    ) -> tuple[EngineState, Decision]:
+        """State and decision after a reservation is charged ``actual`` (Abandon, Release)."""
+        warnings: list[str] = []
+        used, reserved, buckets, roll_at, exhausted = self._charge(
+            state, now, res.amounts, actual, warnings
+        )
+        halt = state.halt
+        if halt is None and exhausted >= 0:
+            halt = self._exhausted_halt(used, exhausted, now)
+        state = state._replace(
+            halt=halt,
+            clock=now,
+            used=used,
+            reserved=reserved,
+            buckets=buckets,
+            roll_at=roll_at,
+            reservations=self._without(state, call_id),
+        )
+        return state, self._status(state, now, warnings=warnings)
+
+    def _exhausted_halt(self, used: tuple[int, ...], i: int, now: float) -> HaltInfo:
         spec = self._meters[i]
         dim = spec.dim
         return HaltInfo(
             dim.failure_type,
             dim.code,
-            f"{dim.name} budget exhausted: used {_fmt(spec, state.used[i])} of "
+            f"{dim.name} budget exhausted: used {_fmt(spec, used[i])} of "
             f"{_fmt(spec, spec.limit)} (run)",
             now,
         )
@@ -901,7 +904,7 @@ class Engine:
         call_id = ev.call_id
         res = state.reservations.get(call_id)
         warnings: list[str] = []
-        state, exhausted = self._charge(
+        used, reserved, buckets, roll_at, exhausted = self._charge(
             state,
             now,
             ZERO_AMOUNTS if res is None else res.amounts,
@@ -947,7 +950,7 @@ class Engine:
         halt = state.halt
         if halt is None:
             if exhausted >= 0:
-                halt = self._exhausted_halt(state, exhausted, now)
+                halt = self._exhausted_halt(used, exhausted, now)
             elif self._max_failures is not None and failures >= self._max_failures:
                 halt = HaltInfo(
                     FailureType.EXHAUSTION,
@@ -969,12 +972,12 @@ class Engine:
             halt,
             state.run_started,
             now,
-            state.roll_at,
+            roll_at,
             state.meter_names,
-            state.used,
-            state.reserved,
+            used,
+            reserved,
             state.keys,
-            state.buckets,
+            buckets,
             reservations,
             failures,
             state.last_fingerprint,
@@ -997,14 +1000,7 @@ class Engine:
             return state, self._status(state, now)
         if now >= state.roll_at:
             state = self._roll_all(state, now)
-        warnings: list[str] = []
-        state, exhausted = self._charge(state, now, res.amounts, res.amounts, warnings)
-        state = state._replace(reservations=self._without(state, ev.call_id))
-        if state.halt is None:
-            halt = self._exhausted_halt(state, exhausted, now) if exhausted >= 0 else None
-            if halt is not None:
-                state = state._replace(halt=halt)
-        return state, self._status(state, now, warnings=warnings)
+        return self._charged(state, now, ev.call_id, res, res.amounts)
 
     def _release(self, state: EngineState, ev: Release) -> tuple[EngineState, Decision]:
         ts = ev.ts
@@ -1015,10 +1011,7 @@ class Engine:
             return state, self._status(state, now)
         if now >= state.roll_at:
             state = self._roll_all(state, now)
-        warnings: list[str] = []
-        state, _ = self._charge(state, now, res.amounts, ZERO_AMOUNTS, warnings)
-        state = state._replace(reservations=self._without(state, ev.call_id))
-        return state, self._status(state, now, warnings=warnings)
+        return self._charged(state, now, ev.call_id, res, ZERO_AMOUNTS)
 
     def _add_risk(self, state: EngineState, ev: AddRisk) -> tuple[EngineState, Decision]:
         ts = ev.ts

@@ -21,17 +21,20 @@ class LazyBudget(Mapping[str, Mapping[str, float]]):
     engine's largest cost. Behaves as a read-only mapping equal to the plain dict.
     """
 
-    __slots__ = ("_build", "_value")
+    __slots__ = ("_args", "_build", "_value")
 
-    def __init__(self, build: Callable[[], dict[str, dict[str, float]]]) -> None:
-        self._build: Callable[[], dict[str, dict[str, float]]] | None = build
+    def __init__(self, build: Callable[..., dict[str, dict[str, float]]], *args: Any) -> None:
+        # build(*args) later; no closure is created on the hot path.
+        self._build: Callable[..., dict[str, dict[str, float]]] | None = build
+        self._args = args
         self._value: dict[str, dict[str, float]] | None = None
 
     def _get(self) -> dict[str, dict[str, float]]:
         if self._value is None:
             assert self._build is not None
-            self._value = self._build()
+            self._value = self._build(*self._args)
             self._build = None
+            self._args = ()
         return self._value
 
     def __getitem__(self, key: str) -> Mapping[str, float]:

@@ -90,18 +90,28 @@ class Price:
         larger than their whole are clamped, so a malformed usage never costs less than its
         fresh tokens, and negative counts count as zero.
         """
-        total_in = max(usage.input_tokens, 0)
-        cached = min(max(usage.cached_input_tokens, 0), total_in)
-        written = min(max(usage.cache_write_tokens, 0), total_in - cached)
-        total_out = max(usage.output_tokens, 0)
-        reasoning = min(max(usage.reasoning_tokens, 0), total_out)
-        return (
-            (total_in - cached - written) * self.input
-            + cached * self.cached_input
-            + written * self.cache_write
-            + (total_out - reasoning) * self.output
-            + reasoning * self.reasoning
-        )
+        # Conditional expressions, not min()/max(): this runs on every settled LLM call.
+        total_in = usage.input_tokens
+        if total_in < 0:
+            total_in = 0
+        total_out = usage.output_tokens
+        if total_out < 0:
+            total_out = 0
+        cost = total_in * self.input + total_out * self.output
+        cached = usage.cached_input_tokens
+        written = usage.cache_write_tokens
+        reasoning = usage.reasoning_tokens
+        if cached > 0 or written > 0:
+            cached = 0 if cached < 0 else (total_in if cached > total_in else cached)
+            rest = total_in - cached
+            written = 0 if written < 0 else (rest if written > rest else written)
+            cost += cached * (self.cached_input - self.input) + written * (
+                self.cache_write - self.input
+            )
+        if reasoning > 0:
+            reasoning = total_out if reasoning > total_out else reasoning
+            cost += reasoning * (self.reasoning - self.output)
+        return cost
 
     def worst_case_pico(self, max_input_tokens: int, max_output_tokens: int) -> int:
         """Upper bound of a call's cost: every token at the dearest rate of its side."""

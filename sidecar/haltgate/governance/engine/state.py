@@ -184,18 +184,27 @@ class EngineState(NamedTuple):
         }
 
     def to_json(self) -> str:
-        """JSON text; ``EngineState.from_json(s.to_json()) == s``."""
+        """Compact JSON text; ``EngineState.from_json(s.to_json()) == s``."""
         return self.to_json_bytes().decode()
 
     def to_json_bytes(self) -> bytes:
-        """JSON as UTF-8 bytes (what the Governor writes)."""
-        data = self.to_dict()
+        """Compact JSON as UTF-8 bytes (what the Governor writes on every change).
+
+        A positional array ``["haltgate-engine-state", format, [fields...]]`` serialised by
+        orjson straight from the tuples: ~10x cheaper than :meth:`to_dict`, which is the
+        readable form (both are accepted by :meth:`from_json`).
+        """
+        # roll_at is inf when no meter is periodic: JSON has no inf, write null.
+        fields = self if self.roll_at != math.inf else (*self[:4], None, *self[5:])
+        doc = (COMPACT_TAG, STATE_FORMAT, fields)
         try:
-            return orjson.dumps(data)
+            return orjson.dumps(doc, default=_compact_default)
         except TypeError:
             # orjson stops at 64-bit integers; a policy limit above ~9.2 million USD in
             # picodollars needs Python's arbitrary-precision ints: take the slow path.
-            return json.dumps(data, separators=(",", ":")).encode()
+            return json.dumps(
+                doc, default=_compact_default, separators=(",", ":"), allow_nan=False
+            ).encode()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngineState:
@@ -257,5 +266,68 @@ class EngineState(NamedTuple):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> EngineState:
-        """Inverse of :meth:`to_json`."""
-        return cls.from_dict(orjson.loads(text))
+        """Inverse of :meth:`to_json` (also accepts the :meth:`to_dict` form)."""
+        data = orjson.loads(text)
+        if isinstance(data, dict):
+            return cls.from_dict(data)
+        if not (isinstance(data, list) and len(data) == 3 and data[0] == COMPACT_TAG):
+            raise ValueError("not an engine state")
+        if data[1] != STATE_FORMAT:
+            raise ValueError(f"unsupported engine state format {data[1]!r}")
+        return cls._from_fields(data[2])
+
+    @classmethod
+    def _from_fields(cls, f: list[Any]) -> EngineState:
+        (run, halt, run_started, clock, roll_at, names, used, reserved, keys, buckets,
+         reservations, failures, last_fp, identical, no_progress, recent_calls,
+         recent_results, recent_errors, tools, hosts) = f  # fmt: skip
+        return cls(
+            int(run),
+            None if halt is None else HaltInfo(FailureType(halt[0]), halt[1], halt[2], halt[3]),
+            run_started,
+            clock,
+            math.inf if roll_at is None else roll_at,
+            tuple(names),
+            tuple(int(x) for x in used),
+            tuple(int(x) for x in reserved),
+            tuple(int(x) for x in keys),
+            tuple(tuple((int(i), int(a)) for i, a in b) for b in buckets),
+            MappingProxyType(
+                {
+                    call_id: Reservation(
+                        r[0],
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        r[5],
+                        tuple(int(x) for x in r[6]),  # type: ignore[arg-type]
+                        bool(r[7]),
+                    )
+                    for call_id, r in reservations.items()
+                }
+            ),
+            int(failures),
+            last_fp,
+            int(identical),
+            int(no_progress),
+            tuple(recent_calls),
+            tuple(recent_results),
+            tuple(recent_errors),
+            frozenset(tools),
+            frozenset(hosts),
+        )
+
+
+COMPACT_TAG = "haltgate-engine-state"
+
+
+def _compact_default(obj: Any) -> Any:
+    """orjson/json hook: named tuples as arrays, sets sorted, read-only maps as objects."""
+    if isinstance(obj, tuple):
+        return tuple(obj)
+    if isinstance(obj, frozenset):
+        return sorted(obj)
+    if isinstance(obj, MappingProxyType):
+        return dict(obj)
+    raise TypeError(f"{type(obj).__name__} is not part of an engine state")
