@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+import psycopg
+
 from haltgate.governance.audit import AuditRecord
+from haltgate.governance.audit.shipper import copy_frames
+from haltgate.governance.audit.spool import Frame
 
 BASE_TIME = 1_790_000_000.0  # 2026-09-21, fixed so partitions and filters are predictable
 
@@ -35,3 +42,11 @@ def make_record(i: int = 0, *, run: str = "run-1", pod: str = "agent-0", phase: 
     )
     fields.update(overrides)
     return AuditRecord(**fields)  # type: ignore[arg-type]
+
+
+def insert_lines(conn: psycopg.Connection[Any], lines: list[bytes]) -> int:
+    """Insert sealed record lines the way the shipper does (COPY + INSERT .. ON CONFLICT)."""
+    frames = [Frame(1, 0, 0, float(orjson.loads(line)["time"]), line) for line in lines]
+    for when in {f.time for f in frames}:
+        conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))", (when,))
+    return copy_frames(conn, frames)

@@ -18,10 +18,8 @@ import pytest
 
 from haltgate.governance.audit.export import export, verify_export
 from haltgate.governance.audit.record import Chainer
-from haltgate.governance.audit.shipper import copy_rows, rows_for
-from haltgate.governance.audit.spool import Frame
 from tests.audit.conftest import AuditDatabase
-from tests.audit.helpers import BASE_TIME, make_record
+from tests.audit.helpers import BASE_TIME, insert_lines, make_record
 
 HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
 REPO = Path(__file__).resolve().parents[2]
@@ -49,8 +47,7 @@ def shipped(audit_db: AuditDatabase) -> Iterator[AuditDatabase]:
     lines += [chainer.seal(make_record(i, run="run-3", time=BASE_TIME + 7200 + i))[1]
               for i in range(5)]
     with psycopg.connect(audit_db.writer) as conn:
-        conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))", (BASE_TIME,))
-        copy_rows(conn, rows_for([Frame(1, 0, 0, line) for line in lines]))
+        insert_lines(conn, lines)
     yield audit_db
 
 

@@ -21,10 +21,8 @@ from haltgate.governance.audit.query import (
     query_records,
 )
 from haltgate.governance.audit.record import Chainer
-from haltgate.governance.audit.shipper import copy_rows, rows_for
-from haltgate.governance.audit.spool import Frame
 from tests.audit.conftest import AuditDatabase
-from tests.audit.helpers import BASE_TIME, make_record
+from tests.audit.helpers import BASE_TIME, insert_lines, make_record
 
 HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
 REPO = Path(__file__).resolve().parents[2]
@@ -49,8 +47,7 @@ def filled_db(audit_db: AuditDatabase) -> Iterator[AuditDatabase]:
                                               workload="writer", time=BASE_TIME + 100 + i,
                                               cost_usd=None, **allow))[1])
     with psycopg.connect(audit_db.writer) as conn:
-        conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))", (BASE_TIME,))
-        copy_rows(conn, rows_for([Frame(1, 0, 0, line) for line in lines]))
+        insert_lines(conn, lines)
     yield audit_db
 
 

@@ -9,19 +9,15 @@ import pytest
 
 from haltgate.governance.audit.migrate import available_migrations, migrate
 from haltgate.governance.audit.record import Chainer
-from haltgate.governance.audit.shipper import copy_rows, rows_for
-from haltgate.governance.audit.spool import Frame
 from tests.audit.conftest import AuditDatabase
-from tests.audit.helpers import make_record
+from tests.audit.helpers import insert_lines, make_record
 
 
 def _insert(dsn: str, n: int, **overrides: object) -> None:
     chainer = Chainer()
-    frames = [Frame(1, 0, 0, chainer.seal(make_record(i, **overrides))[1]) for i in range(n)]
+    lines = [chainer.seal(make_record(i, **overrides))[1] for i in range(n)]
     with psycopg.connect(dsn) as conn:
-        conn.execute("SELECT haltgate.audit_ensure_partition(%s)",
-                     (datetime.fromtimestamp(make_record(0, **overrides).time, UTC),))
-        copy_rows(conn, rows_for(frames))
+        insert_lines(conn, lines)
 
 
 def test_migrate_is_idempotent_and_records_versions(audit_db: AuditDatabase) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from haltgate.governance.audit import SpoolAuditSink, SpoolFullError
+from haltgate.governance.audit import InvalidRecordError, SpoolAuditSink, SpoolFullError
 from haltgate.governance.audit.spool import (
     MAGIC,
     iter_frames,
@@ -128,3 +128,14 @@ def test_corrupt_frame_in_the_middle_keeps_the_records_before_it(tmp_path: Path)
     sink.close_blocking()
     assert [d["seq"] for d in read_all(tmp_path)] == [1, 2]
     assert path.read_bytes().startswith(MAGIC)
+
+
+async def test_unserialisable_record_is_refused_without_taking_a_seq(tmp_path: Path) -> None:
+    sink = SpoolAuditSink(tmp_path)
+    await sink.intent(make_record(0))
+    with pytest.raises(InvalidRecordError) as info:
+        await sink.intent(make_record(1, payload={"body": object()}))
+    assert info.value.code == "audit_record_invalid"
+    await sink.intent(make_record(2))
+    await sink.close()
+    assert [d["seq"] for d in read_all(tmp_path)] == [1, 2]

@@ -12,11 +12,9 @@ import psycopg
 import pytest
 
 from haltgate.governance.audit.record import Chainer, record_hash
-from haltgate.governance.audit.shipper import copy_rows, rows_for
-from haltgate.governance.audit.spool import Frame
 from haltgate.governance.audit.verify import ChainRecord, verify_chains, verify_database
 from tests.audit.conftest import AuditDatabase
-from tests.audit.helpers import make_record
+from tests.audit.helpers import insert_lines, make_record
 
 HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
 REPO = Path(__file__).resolve().parents[2]
@@ -30,9 +28,7 @@ def chain_db(audit_db: AuditDatabase) -> Iterator[AuditDatabase]:
     lines = [chainer.seal(make_record(i))[1] for i in range(10)]
     lines += [chainer.seal(make_record(i, run="run-2"))[1] for i in range(5)]
     with psycopg.connect(audit_db.writer) as conn:
-        conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))",
-                     (make_record(0).time,))
-        copy_rows(conn, rows_for([Frame(1, 0, 0, line) for line in lines]))
+        insert_lines(conn, lines)
     yield audit_db
 
 
@@ -97,7 +93,7 @@ def test_inserted_record(chain_db: AuditDatabase) -> None:
     forged.update(record_id="00000000-0000-4000-8000-000000000000", decision="allow")
     forged["hash"] = record_hash(forged)
     with psycopg.connect(chain_db.admin) as conn:
-        copy_rows(conn, rows_for([Frame(1, 0, 0, orjson.dumps(forged))]))
+        insert_lines(conn, [orjson.dumps(forged)])
     assert ("duplicate_seq", 3) in kinds(chain_db)
 
 

@@ -17,6 +17,7 @@ from haltgate.governance.audit.sink import (
     AuditError,
     AuditSink,
     AuditUnavailableError,
+    InvalidRecordError,
     MemoryAuditSink,
     SpoolFullError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "AuditSink",
     "AuditUnavailableError",
     "ChainHead",
+    "InvalidRecordError",
     "MemoryAuditSink",
     "SpoolAuditSink",
     "SpoolFullError",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,38 +43,59 @@ from haltgate.governance.audit.spool import (
     write_json_atomic,
 )
 
-__all__ = ["COLUMNS", "ShipResult", "Shipper", "ShipperSettings", "copy_rows", "rows_for"]
+__all__ = ["ShipResult", "Shipper", "ShipperSettings", "copy_frames", "copy_payload"]
 
 log = logging.getLogger("haltgate.audit.shipper")
 
-COLUMNS = (
-    "record_id", "epoch", "chain_id", "seq", "prev_hash", "hash", "decision_id", "phase",
-    "namespace", "workload", "pod", "run_id", "kind", "target", "model", "tool", "decision",
-    "failure_type", "code", "cost_usd", "latency_ms", "status", "record",
-)
-"""Columns of the staging table, in COPY order (``epoch`` becomes ``ts``)."""
-
 _STAGE_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS haltgate_audit_stage (
-  record_id text, epoch double precision, chain_id text, seq bigint, prev_hash text,
-  hash text, decision_id text, phase text, namespace text, workload text, pod text,
-  run_id text, kind text, target text, model text, tool text, decision text,
-  failure_type text, code text, cost_usd double precision, latency_ms double precision,
-  status integer, record text
-) ON COMMIT DELETE ROWS
+CREATE TEMP TABLE IF NOT EXISTS haltgate_audit_stage (record text, epoch double precision)
+ON COMMIT DELETE ROWS
 """
-_COPY = f"COPY haltgate_audit_stage ({', '.join(COLUMNS)}) FROM STDIN"
+_COPY = "COPY haltgate_audit_stage (record, epoch) FROM STDIN (FORMAT BINARY)"
+# JSON is parsed inside PostgreSQL (C, in the server process): the shipper only frames bytes,
+# which is what lets one Python process feed the database at its own speed.
 _MOVE = """
 INSERT INTO haltgate.audit_records (
   record_id, ts, chain_id, seq, prev_hash, hash, decision_id, phase, namespace, workload,
   pod, run_id, kind, target, model, tool, decision, failure_type, code, cost_usd,
   latency_ms, status, record)
-SELECT record_id::uuid, to_timestamp(epoch), chain_id, seq, prev_hash, hash, decision_id,
-  phase, namespace, workload, pod, run_id, kind, target, model, tool, decision, failure_type,
-  code, cost_usd, latency_ms, status, record
-FROM haltgate_audit_stage
+SELECT (j->>'record_id')::uuid, to_timestamp(epoch), j->>'chain_id', (j->>'seq')::bigint,
+  j->>'prev_hash', j->>'hash', j->>'decision_id', j->>'phase', j->>'namespace',
+  j->>'workload', j->>'pod', j->>'run_id', j->>'kind', coalesce(j->>'target', ''),
+  j->>'model', j->>'tool', coalesce(j->>'decision', 'allow'), j->>'failure_type',
+  j->>'code', (j->>'cost_usd')::double precision, (j->>'latency_ms')::double precision,
+  (j->>'status')::integer, record
+-- OFFSET 0 keeps the subquery from being flattened: otherwise the cast to jsonb is
+-- repeated for every column that reads j (20 parses per row instead of one).
+FROM (SELECT record, epoch, record::jsonb AS j FROM haltgate_audit_stage OFFSET 0) AS staged
 ON CONFLICT DO NOTHING
 """
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_BINARY_TRAILER = struct.pack(">h", -1)
+_TUPLE = struct.Struct(">hi")
+_FLOAT8 = struct.Struct(">id")
+
+
+def copy_payload(frames: Sequence[Frame]) -> bytes:
+    """PostgreSQL binary COPY data of ``(record text, epoch float8)`` rows."""
+    parts = [_BINARY_HEADER]
+    append = parts.append
+    for frame in frames:
+        append(_TUPLE.pack(2, len(frame.data)))
+        append(frame.data)
+        append(_FLOAT8.pack(8, frame.time))
+    append(_BINARY_TRAILER)
+    return b"".join(parts)
+
+
+def copy_frames(conn: psycopg.Connection[Any], frames: Sequence[Frame]) -> int:
+    """Stage and insert ``frames`` in the current transaction; return how many were new."""
+    conn.execute(_STAGE_DDL)
+    with conn.cursor() as cur:
+        with cur.copy(_COPY) as copy:
+            copy.write(copy_payload(frames))
+        cur.execute(_MOVE)
+        return max(cur.rowcount, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,38 +125,11 @@ class ShipResult:
     position: SpoolPosition
 
 
-def rows_for(frames: Sequence[Frame]) -> list[tuple[Any, ...]]:
-    """Staging-table rows (COLUMNS order) of spool frames."""
-    rows = []
-    for frame in frames:
-        d = orjson.loads(frame.data)
-        rows.append((
-            d["record_id"], d["time"], d["chain_id"], d["seq"], d["prev_hash"], d["hash"],
-            d["decision_id"], d["phase"], d["namespace"], d["workload"], d["pod"], d["run_id"],
-            d.get("kind"), d.get("target") or "", d.get("model"), d.get("tool"),
-            d.get("decision") or "allow", d.get("failure_type"), d.get("code"),
-            d.get("cost_usd"), d.get("latency_ms"), d.get("status"),
-            frame.data.decode("utf-8"),
-        ))
-    return rows
-
-
-def copy_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
-    """Stage and insert ``rows`` in the current transaction; return how many were new."""
-    conn.execute(_STAGE_DDL)
-    with conn.cursor() as cur:
-        with cur.copy(_COPY) as copy:
-            for row in rows:
-                copy.write_row(row)
-        cur.execute(_MOVE)
-        return max(cur.rowcount, 0)
-
-
-def _months(rows: Sequence[tuple[Any, ...]]) -> set[tuple[int, int]]:
+def _months(frames: Sequence[Frame]) -> set[tuple[int, int]]:
     months = set()
-    for row in rows:
-        when = datetime.fromtimestamp(row[1], UTC)
-        months.add((when.year, when.month))
+    for when in {int(f.time) // 86400 for f in frames}:  # days first: few conversions
+        day = datetime.fromtimestamp(when * 86400, UTC)
+        months.add((day.year, day.month))
     return months
 
 
@@ -225,12 +220,11 @@ class Shipper:
             self._partitions.add((year, month))
 
     def _insert(self, frames: Sequence[Frame]) -> int:
-        rows = rows_for(frames)
         conn = self._connection()
         try:
             with conn.transaction():
-                self._ensure_partitions(conn, _months(rows))
-                return copy_rows(conn, rows)
+                self._ensure_partitions(conn, _months(frames))
+                return copy_frames(conn, frames)
         except BaseException:
             self._partitions.clear()  # rolled back with the transaction
             raise
@@ -255,8 +249,7 @@ class Shipper:
         if not shipped or len(shipped) < self.settings.batch_records:
             self.metrics.ship_lag_seconds.set(0)
         else:
-            oldest = orjson.loads(shipped[-1].data)["time"]
-            self.metrics.ship_lag_seconds.set(max(time.time() - float(oldest), 0.0))
+            self.metrics.ship_lag_seconds.set(max(time.time() - shipped[-1].time, 0.0))
 
     def compact(self) -> int:
         """Remove fully shipped segments, folding their chain heads into heads.json."""

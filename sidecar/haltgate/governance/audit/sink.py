@@ -15,6 +15,7 @@ __all__ = [
     "AuditError",
     "AuditSink",
     "AuditUnavailableError",
+    "InvalidRecordError",
     "MemoryAuditSink",
     "SpoolFullError",
 ]
@@ -35,6 +36,12 @@ class SpoolFullError(AuditError):
     """The local spool reached its size limit and the policy says block (the default)."""
 
     code = "audit_spool_full"
+
+
+class InvalidRecordError(AuditError):
+    """The record cannot be serialised (a value that is not JSON-ready)."""
+
+    code = "audit_record_invalid"
 
 
 class AuditUnavailableError(AuditError):
@@ -79,7 +86,10 @@ class MemoryAuditSink:
     def _append(self, record: AuditRecord) -> None:
         if self._closed:
             raise AuditUnavailableError("audit sink is closed")
-        sealed, _ = self._chainer.seal(record)
+        try:
+            sealed, _ = self._chainer.seal(record)
+        except (TypeError, ValueError) as e:
+            raise InvalidRecordError(f"audit record is not JSON-serialisable: {e}") from e
         self._records.append(sealed)
 
     async def intent(self, record: AuditRecord) -> None:

@@ -8,11 +8,14 @@ Layout of a spool directory::
     writer.lock / shipper.lock one writer and one shipper at a time (flock)
     compact.lock               held while shipped segments are folded into heads.json
 
-A segment starts with an 8-byte magic and holds frames: ``<u32 length><u32 crc32>`` then the
-record's canonical JSON. The writer thread takes every record queued while the previous
-commit was in flight, writes them with one ``write`` and makes them durable with one
-``fdatasync``: concurrent calls share a commit, a lone call pays one. ``intent()`` returns
-only after its record is durable.
+A segment starts with an 8-byte magic and holds frames: ``<u32 length><u32 crc32><f64 time>``
+then the record's canonical JSON (the CRC covers time and body; the time lets the shipper
+route rows to monthly partitions without parsing JSON). The writer thread takes every record
+queued while the previous commit was in flight, writes them with one ``write`` and makes
+them durable with one ``fdatasync``: concurrent calls share a commit, a lone call pays one.
+``intent()`` returns only after its record is durable. Records are sealed (chain, sequence
+number, hashes; ~15 us) by the caller when queued, so sealing overlaps the commit in flight
+instead of lengthening the next one.
 
 Recovery (writer start): chain heads come from ``heads.json`` and a replay of the remaining
 segments; a frame that is short or fails its CRC ends the valid part of its segment: the
@@ -41,7 +44,12 @@ import orjson
 
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import AuditRecord, Chainer, ChainHead
-from haltgate.governance.audit.sink import AuditUnavailableError, SpoolFullError
+from haltgate.governance.audit.sink import (
+    AuditError,
+    AuditUnavailableError,
+    InvalidRecordError,
+    SpoolFullError,
+)
 
 __all__ = [
     "MAGIC",
@@ -59,7 +67,7 @@ log = logging.getLogger("haltgate.audit.spool")
 
 MAGIC = b"HGAUD\x00\x01\n"
 """First 8 bytes of every segment (format version 1)."""
-_HEADER = struct.Struct("<II")
+_HEADER = struct.Struct("<IId")
 _MAX_FRAME = 16 * 1024 * 1024
 """A length above this is corruption, not a record (records are small)."""
 SEGMENT_SUFFIX = ".seg"
@@ -108,6 +116,8 @@ class Frame:
     segment: int
     offset: int
     end: int
+    time: float
+    """The record's ``time`` (epoch seconds), from the frame header."""
     data: bytes
 
 
@@ -157,23 +167,24 @@ def iter_frames(
     while pos < end:
         if end - pos < header:
             return frames, base + pos, "short frame header"
-        length, crc = _HEADER.unpack_from(data, pos)
+        length, crc, when = _HEADER.unpack_from(data, pos)
         if length == 0 or length > _MAX_FRAME:
             return frames, base + pos, f"bad frame length {length}"
         body_start = pos + header
         if body_start + length > end:
             return frames, base + pos, "short frame body"
         body = data[body_start : body_start + length]
-        if zlib.crc32(body) != crc:
+        if zlib.crc32(body, zlib.crc32(data[pos + 8 : body_start])) != crc:
             return frames, base + pos, "frame checksum mismatch"
-        frames.append(Frame(segment, base + pos, base + body_start + length, body))
+        frames.append(Frame(segment, base + pos, base + body_start + length, when, body))
         pos = body_start + length
     return frames, base + pos, None
 
 
-def encode_frame(line: bytes) -> bytes:
-    """Frame one canonical JSON line."""
-    return _HEADER.pack(len(line), zlib.crc32(line)) + line
+def encode_frame(line: bytes, when: float) -> bytes:
+    """Frame one canonical JSON line of a record made at ``when`` (epoch seconds)."""
+    stamp = struct.pack("<d", when)
+    return struct.pack("<II", len(line), zlib.crc32(line, zlib.crc32(stamp))) + stamp + line
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -301,6 +312,7 @@ class SpoolWriter:
             self._writer_lock_cm.__exit__(None, None, None)
             raise
         self._last_rescan = time.monotonic()
+        self._in_flight = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending = _Batch()
@@ -334,6 +346,7 @@ class SpoolWriter:
 
     def _capacity_ok(self, nbytes: int) -> bool:
         limit = self.settings.max_bytes
+        nbytes += self._pending.nbytes
         if self._spooled + nbytes <= limit:
             return True
         # The shipper removes segments behind our back: recount before saying full, at
@@ -341,19 +354,20 @@ class SpoolWriter:
         now = time.monotonic()
         if now - self._last_rescan >= 0.05:
             self._last_rescan = now
-            self._spooled = spool_bytes(self.settings.directory) + self._pending.nbytes
+            self._spooled = spool_bytes(self.settings.directory) + self._in_flight
             self.metrics.spool_bytes.set(self._spooled)
         return self._spooled + nbytes <= limit
 
     def submit(self, record: AuditRecord, waiter: _Waiter) -> bool:
-        """Seal and queue ``record``; ``False`` when dropped (spool full, ``continue``)."""
+        """Queue ``record`` for the next commit; ``False`` when dropped (spool full and
+        ``continue``). The waiter completes when the record is durable."""
         with self._lock:
             if self._failed is not None:
                 raise self._failed
             if self._closing:
                 raise AuditUnavailableError("audit spool is closed")
-            # A sealed record is about 600 bytes; check with a generous estimate first so a
-            # refused record never consumes a sequence number.
+            # A sealed record is ~1 KiB: checking with a generous estimate before sealing means
+            # a refused record never consumes a sequence number.
             if not self._capacity_ok(4096):
                 if self.settings.on_full == "block":
                     self.metrics.refusals.labels(code=SpoolFullError.code).inc()
@@ -366,14 +380,20 @@ class SpoolWriter:
                 log.error("audit spool full: record %s dropped (onSpoolFull=continue)",
                           record.decision_id)
                 return False
-            _, line = self.chainer.seal(record)
-            frame = encode_frame(line)
+            try:
+                line = self.chainer.seal_line(record)
+            except (TypeError, ValueError) as e:
+                # Not JSON-serialisable: the caller's bug. The chain is untouched (sealing
+                # serialises before it advances the head).
+                self.metrics.refusals.labels(code=InvalidRecordError.code).inc()
+                raise InvalidRecordError(f"audit record is not JSON-serialisable: {e}") from e
+            frame = encode_frame(line, record.time)
             batch = self._pending
             batch.frames.append(frame)
             batch.waiters.append(waiter)
             batch.nbytes += len(frame)
-            self._spooled += len(frame)
-            self._wake.notify()
+            if len(batch.frames) == 1:
+                self._wake.notify()
         return True
 
     # ---------------------------------------------------------------- writer thread
@@ -385,6 +405,8 @@ class SpoolWriter:
                     self._wake.wait()
                 batch = self._pending
                 self._pending = _Batch()
+                self._in_flight = batch.nbytes
+                self._spooled += batch.nbytes
                 closing = self._closing
             if batch.frames:
                 self._commit(batch)
@@ -394,10 +416,11 @@ class SpoolWriter:
     def _commit(self, batch: _Batch) -> None:
         error: AuditUnavailableError | None = None
         started = time.perf_counter()
+        frames, waiters, nbytes = batch.frames, batch.waiters, batch.nbytes
         try:
-            if self._size > len(MAGIC) and self._size + batch.nbytes > self.settings.segment_bytes:
+            if self._size > len(MAGIC) and self._size + nbytes > self.settings.segment_bytes:
                 self._roll()
-            data = b"".join(batch.frames)
+            data = b"".join(frames)
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
@@ -415,10 +438,12 @@ class SpoolWriter:
             log.error("audit spool: %s; refusing further records", e)
         else:
             self.metrics.fsync_seconds.observe(time.perf_counter() - started)
-            self.metrics.group_size.observe(len(batch.frames))
-            self.metrics.records_spooled.inc(len(batch.frames))
+            self.metrics.group_size.observe(len(frames))
+            self.metrics.records_spooled.inc(len(frames))
             self.metrics.spool_bytes.set(self._spooled)
-        _resolve(batch.waiters, error)
+        with self._lock:
+            self._in_flight = 0
+        _resolve(waiters, error)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -434,7 +459,7 @@ class SpoolWriter:
         self._writer_lock_cm.__exit__(None, None, None)
 
 
-def _resolve(waiters: list[_Waiter], error: AuditUnavailableError | None) -> None:
+def _resolve(waiters: list[_Waiter], error: AuditError | None) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for w in waiters:
         if w.loop is None:

@@ -46,18 +46,20 @@ CREATE TABLE haltgate.audit_records (
   record       text             NOT NULL,
   shipped_at   timestamptz      NOT NULL DEFAULT now(),
   -- Partitioned tables need the partition key in every unique constraint; a re-shipped
-  -- record carries the same (record_id, ts), so this still makes shipping idempotent.
-  PRIMARY KEY (record_id, ts)
+  -- record carries the same (ts, record_id), so this still makes shipping idempotent. With
+  -- ts first the same index serves time-ordered listing and cursor pagination.
+  PRIMARY KEY (ts, record_id)
 ) PARTITION BY RANGE (ts);
 
 COMMENT ON TABLE haltgate.audit_records IS
   'haltgate audit trail: append-only, hash-chained per agent run (chain_id, seq).';
 
+-- Every index is paid by every shipped row, so: the primary key serves time order and
+-- pagination; refusals, failures and tool calls are the minority, hence partial indexes.
 CREATE INDEX audit_records_chain ON haltgate.audit_records (chain_id, seq);
-CREATE INDEX audit_records_ts ON haltgate.audit_records (ts, record_id);
 CREATE INDEX audit_records_agent ON haltgate.audit_records (namespace, workload, ts);
 CREATE INDEX audit_records_run ON haltgate.audit_records (run_id, ts);
-CREATE INDEX audit_records_decision ON haltgate.audit_records (decision, ts);
+CREATE INDEX audit_records_denied ON haltgate.audit_records (ts) WHERE decision = 'deny';
 CREATE INDEX audit_records_failure ON haltgate.audit_records (failure_type, ts)
   WHERE failure_type IS NOT NULL;
 CREATE INDEX audit_records_tool ON haltgate.audit_records (tool, ts) WHERE tool IS NOT NULL;
