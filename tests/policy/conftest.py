@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,25 @@ class OPAServer:
         return f"http://127.0.0.1:{self.port}"
 
     def freeze(self) -> None:
-        """SIGSTOP: the socket still accepts connections, nothing answers (a hung OPA)."""
+        """SIGSTOP: the socket still accepts connections, nothing answers (a hung OPA).
+
+        Returns once every thread is stopped: the signal is delivered asynchronously, and a
+        thread still running could answer one more request."""
         os.kill(self.process.pid, signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            states = []
+            for task in tasks.iterdir():
+                try:
+                    # Field 3 of stat, after the parenthesised command name.
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+                except (OSError, IndexError):
+                    continue
+            if states and all(st in ("T", "t") for st in states):
+                return
+            time.sleep(0.005)
+        raise RuntimeError("opa did not stop within 5 s of SIGSTOP")
 
     def thaw(self) -> None:
         if self.process.alive():

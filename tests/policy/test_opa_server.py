@@ -162,7 +162,7 @@ async def test_rego_that_does_not_compile_is_rejected_and_old_policy_stays(
 
 
 async def test_timeout_fails_closed(opa_server: OPAServer) -> None:
-    ev = await make(opa_server.url, timeoutMs=100)
+    ev = await make(opa_server.url, timeoutMs=300)
     try:
         assert (await ev.decide(llm())).allow
         opa_server.freeze()
@@ -180,7 +180,7 @@ async def test_timeout_fails_closed(opa_server: OPAServer) -> None:
 
 
 async def test_timeout_fails_open_when_the_policy_says_so(opa_server: OPAServer) -> None:
-    ev = await make(opa_server.url, timeoutMs=100, failMode="open")
+    ev = await make(opa_server.url, timeoutMs=300, failMode="open")
     try:
         opa_server.freeze()
         d = await ev.decide(llm(model="o1"))  # would be denied: fail open lets it through
@@ -259,7 +259,7 @@ async def test_reloads_policy_that_opa_lost(evaluator: OPAEvaluator,
 
 async def test_cache_serves_identical_inputs_until_ttl(opa_server: OPAServer) -> None:
     now = [1000.0]
-    ev = await make(opa_server.url, clock=lambda: now[0], cacheTtlSeconds=30, timeoutMs=100)
+    ev = await make(opa_server.url, clock=lambda: now[0], cacheTtlSeconds=30, timeoutMs=300)
     try:
         first = await ev.decide(llm())
         assert first.allow and not first.cached
@@ -281,7 +281,7 @@ async def test_cache_serves_identical_inputs_until_ttl(opa_server: OPAServer) ->
 
 
 async def test_cache_never_keeps_failures(opa_server: OPAServer) -> None:
-    ev = await make(opa_server.url, cacheTtlSeconds=30, timeoutMs=100)
+    ev = await make(opa_server.url, cacheTtlSeconds=30, timeoutMs=300)
     try:
         opa_server.freeze()
         assert (await ev.decide(llm())).code == CODE_OPA_TIMEOUT

@@ -292,3 +292,11 @@ class TestCompilers:
         ]})
         conflicts = find_conflicts(tools)
         assert [(i, j) for i, j, _ in conflicts] == [(0, 1)]
+
+
+def test_highest_risk_of_matching_allow_rules_counts_for_llm_calls() -> None:
+    # Found by the rule-order property test: the first matching rule used to win.
+    a = authorizer([{"name": "cheap", "action": "allow", "kind": "llm"},
+                    {"name": "costly", "action": "allow", "kind": "llm", "risk": 0.5}])
+    r = a.authorize(llm())
+    assert (r.rule, r.risk) == ("costly", 0.5)

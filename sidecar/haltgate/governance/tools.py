@@ -475,18 +475,16 @@ class ToolAuthorizer:
         for r in self._allow:
             if not r.matches_target(call, method, path, server):
                 continue
-            if not is_tool_call:
-                # MCP session messages (initialize, tools/list, ...) are admitted by the
-                # target matchers alone; they call no tool, so they carry no tool risk.
-                if unconditional is None:
-                    unconditional = r
-                continue
-            if not r.matches_tool_name(name):
-                continue
-            if r.constraints:
-                if tool is not None:
-                    allow.append(r)
-            elif unconditional is None or r.risk > unconditional.risk:
+            if is_tool_call:
+                if not r.matches_tool_name(name):
+                    continue
+                if r.constraints:
+                    if tool is not None:
+                        allow.append(r)
+                    continue
+            # Else an LLM/HTTP call, or an MCP session message (initialize, tools/list, ...),
+            # which the target matchers alone admit (it calls no tool: no tool risk, below).
+            if unconditional is None or r.risk > unconditional.risk:
                 unconditional = r
 
         if unconditional is not None:
