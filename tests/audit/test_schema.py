@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -72,4 +75,22 @@ def test_retention_drops_whole_old_partitions(audit_db: AuditDatabase) -> None:
         dropped = [r[0] for r in conn.execute(
             "SELECT haltgate.audit_drop_partitions_before('2027-01-01T00:00:00Z')")]
     assert dropped == ["audit_records_202609"]
+    assert audit_db.count() == 2
+
+
+def test_cli_retention_keeps_recent_months(audit_db: AuditDatabase) -> None:
+    now = datetime.now(UTC)
+    _insert(audit_db.writer, 2, run="recent", time=now.timestamp())
+    _insert(audit_db.writer, 2, run="old", time=datetime(2020, 1, 15, tzinfo=UTC).timestamp())
+    argv = [sys.executable, "-c", "from haltgate.cli.main import main; main()", "audit",
+            "retention", "--dsn", audit_db.admin, "--keep-months", "12"]
+    repo = Path(__file__).resolve().parents[2]
+    dry = subprocess.run([*argv, "--dry-run"], cwd=repo, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.strip() == "would drop haltgate.audit_records_202001"
+    assert audit_db.count() == 4
+    done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.stdout.strip() == "dropped haltgate.audit_records_202001"
     assert audit_db.count() == 2

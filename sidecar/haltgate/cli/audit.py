@@ -337,3 +337,33 @@ def export_cmd(dsn: str, url: str, since: datetime, until: datetime, endpoint_ur
              else "resumed and completed" if result.resumed else "completed")
     click.echo(f"export {state}: {m['records']} records, {len(m['objects'])} objects, "
                f"{len(m['chains'])} chains -> {url}")
+
+
+@audit.command()
+@_dsn_option
+@click.option("--keep-months", default=12, show_default=True, type=click.IntRange(1, 1200),
+              help="Whole months to keep before the current one.")
+@click.option("--dry-run", is_flag=True, help="List what would be dropped.")
+def retention(dsn: str, keep_months: int, dry_run: bool) -> None:
+    """Drop monthly partitions older than --keep-months (owner role; run monthly)."""
+    import psycopg
+
+    cutoff_sql = ("date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+                  " - make_interval(months => %s)")
+    with psycopg.connect(dsn) as conn:
+        if dry_run:
+            rows = conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'haltgate.audit_records'::regclass"
+                " AND c.relname ~ '^audit_records_[0-9]{6}$'"
+                " AND to_date(substr(c.relname, 15), 'YYYYMM') + interval '1 month'"
+                f" <= ({cutoff_sql}) AT TIME ZONE 'UTC' ORDER BY 1", (keep_months,)).fetchall()
+        else:
+            rows = conn.execute(
+                f"SELECT haltgate.audit_drop_partitions_before({cutoff_sql})",
+                (keep_months,)).fetchall()
+    verb = "would drop" if dry_run else "dropped"
+    for (name,) in rows:
+        click.echo(f"{verb} haltgate.{name}")
+    if not rows:
+        click.echo("nothing to drop")
