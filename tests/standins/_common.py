@@ -135,14 +135,16 @@ async def serve(
     return runner, f"http://{bound_host}:{sock[1]}"
 
 
-def run_cli(name: str, factory: Callable[[], web.Application]) -> None:
-    """``python -m tests.standins.<name> --host H --port P``."""
+def run_cli(name: str, factory: Callable[..., web.Application]) -> None:
+    """``python -m tests.standins.<name> --host H --port P [--no-record]``."""
     parser = argparse.ArgumentParser(prog=f"python -m tests.standins.{name}")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--no-record", action="store_true",
+                        help="do not keep received requests (benchmarks)")
     args = parser.parse_args()
     async def _main() -> None:
-        runner, url = await serve(factory(), args.host, args.port)
+        runner, url = await serve(factory(record=not args.no_record), args.host, args.port)
         print(f"{name} stand-in listening on {url}", flush=True)
         try:
             await asyncio.Event().wait()

@@ -54,6 +54,10 @@ def _listen(value: str, port: int) -> Listen:
 @click.option("--audit-dir", envvar="HALTGATE_AUDIT_DIR",
               type=click.Path(file_okay=False, path_type=Path),
               help="Audit spool directory (default: <state-dir>/audit; memory if neither).")
+@click.option("--audit-sink", type=click.Choice(["spool", "memory"]), default="spool",
+              show_default=True,
+              help="spool: durable local spool (production). memory: records kept in memory "
+                   "only, lost on exit (tests, demos, benchmarks).")
 @click.option("--mode", envvar="HALTGATE_MODE", default="transparent", show_default=True,
               type=click.Choice(["transparent", "explicit"]),
               help="transparent also listens on 15001 for redirected connections.")
@@ -82,7 +86,7 @@ def _listen(value: str, port: int) -> Listen:
 @click.option("--log-level", envvar="HALTGATE_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | None,
-            audit_dir: Path | None, mode: str, ca_dir: Path | None, explicit_listen: str,
+            audit_dir: Path | None, audit_sink: str, mode: str, ca_dir: Path | None, explicit_listen: str,
             transparent_listen: str, admin_listen: str, metrics_listen: str,
             agent_namespace: str, agent_pod: str, agent_workload: str, opa_url: str,
             rego_dir: Path, reload_interval: float, default_max_output_tokens: int,
@@ -94,7 +98,9 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
     """
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if audit_dir is None and state_dir is not None:
+    if audit_sink == "memory":
+        audit_dir = None
+    elif audit_dir is None and state_dir is not None:
         audit_dir = state_dir / "audit"
     settings = SidecarSettings(
         policy_path=policy_path, admin_token_file=admin_token_file, state_dir=state_dir,

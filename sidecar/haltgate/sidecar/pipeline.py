@@ -33,7 +33,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from haltgate.governance.audit import AuditError, AuditRecord, AuditSink
+from haltgate.governance.audit import AuditError, AuditRecord, AuditSink, MemoryAuditSink
 from haltgate.governance.errors import (
     BadRequestError,
     DeniedError,
@@ -147,6 +147,8 @@ class Pipeline:
         self._ids = count(1)
         self._id_prefix = os.urandom(6).hex() + "-"
         self._background: set[asyncio.Task[None]] = set()
+        self._audit_in_memory = isinstance(audit, MemoryAuditSink)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.decisions: dict[str, int] = {"allow": 0, "deny": 0, "error": 0}
         self.last_error: dict[str, Any] | None = None
 
@@ -195,10 +197,17 @@ class Pipeline:
                                   f"{limit} bytes", code="body_too_large")
         if not request.body_exists:
             return b""
+        if length is not None:
+            # Fast path: a small body usually arrived with the headers; no timer needed.
+            first = request.content.read_nowait(length)
+            if len(first) == length:
+                return first
+        else:
+            first = b""
         try:
             async with asyncio.timeout(self.settings.client_body_timeout):
                 if length is not None:
-                    return await request.content.readexactly(length)
+                    return first + await request.content.readexactly(length - len(first))
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in request.content.iter_any():
@@ -324,8 +333,11 @@ class Pipeline:
         """Make the intent durable before anything leaves (no action without a record)."""
         record = self._record(call, "intent", decision="allow")
         try:
-            async with asyncio.timeout(self.settings.intent_timeout):
-                await self.audit.intent(record)
+            if self._audit_in_memory:
+                await self.audit.intent(record)  # cannot block: no timer on the hot path
+            else:
+                async with asyncio.timeout(self.settings.intent_timeout):
+                    await self.audit.intent(record)
         except AuditError as e:
             raise UnavailableError(f"audit trail unavailable: {e.message}", code=e.code) from e
         except TimeoutError as e:
@@ -353,7 +365,7 @@ class Pipeline:
                 code="upstream_unreachable"), e)
         call.upstream_done = time.perf_counter()
         try:
-            self.metrics.upstream_latency.labels(call.kind_label).observe(
+            self._child(self.metrics.upstream_latency, call.kind_label).observe(
                 call.upstream_done - call.forward_started)
             if upstream.content_type == _EVENT_STREAM and not self._must_buffer(call):
                 return await self.relay_stream(request, call, upstream)
@@ -477,12 +489,14 @@ class Pipeline:
         call.reserved = False
         if counts is not None:
             tokens = self.metrics.tokens
-            tokens.labels("input").inc(counts.input_tokens)
-            tokens.labels("output").inc(counts.output_tokens)
+            self._child(tokens, "input").inc(counts.input_tokens)
+            self._child(tokens, "output").inc(counts.output_tokens)
             if counts.cached_input_tokens:
-                tokens.labels("cached_input").inc(counts.cached_input_tokens)
+                self._child(tokens, "cached_input").inc(counts.cached_input_tokens)
+            if counts.cache_write_tokens:
+                self._child(tokens, "cache_write").inc(counts.cache_write_tokens)
             if counts.reasoning_tokens:
-                tokens.labels("reasoning").inc(counts.reasoning_tokens)
+                self._child(tokens, "reasoning").inc(counts.reasoning_tokens)
         verdict = self.budget.settle(call_id=call.decision_id, ts=time.time(), usage=usage,
                                      ok=ok, error_fingerprint=error_fp,
                                      result_fingerprint=result_fp)
@@ -655,8 +669,17 @@ class Pipeline:
     def _finish(self, call: Call, decision: str, code: str | None) -> None:
         kind = call.kind_label
         self.decisions[decision] = self.decisions.get(decision, 0) + 1
-        self.metrics.requests.labels(kind, decision, code or "").inc()
-        self.metrics.added_latency.labels(kind).observe(max(call.overhead, 0.0))
+        self._child(self.metrics.requests, kind, decision, code or "").inc()
+        self._child(self.metrics.added_latency, kind).observe(max(call.overhead, 0.0))
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: labels() costs more than inc() itself.
+        Labels are bounded (kinds, decisions, stable codes), so is the cache."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def drain(self) -> None:
         """Wait for queued audit outcomes (at shutdown)."""
