@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import ahocorasick
+
 from haltgate.governance.guardrails import normalize
 from haltgate.governance.guardrails.base import Candidate
 
@@ -67,188 +69,549 @@ _SECRETS_NOUN = (
 )
 
 
+_T_IGNORE = (
+    "ignor",
+    "disregard",
+    "forget",
+    "overrid",
+    "bypass",
+    "neglect",
+    "abandon",
+    "discard",
+    "cancel",
+)
+_T_AI = (
+    "ai",
+    "assistant",
+    "agent",
+    "llm",
+    "model",
+    "bot",
+    "gpt",
+    "claude",
+    "copilot",
+    "gemini",
+    "autopilot",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     family: str
     weight: float
+    triggers: tuple[str, ...]
+    """Substrings of which one must be in the (folded) text for the rule to run at all:
+    a C-speed `in` test that skips most rules on most texts."""
     pattern: str
+    lead: int = 120
+    """How far before a trigger occurrence a match can start, in characters."""
 
 
 # Regular-view rules, matched on folded (lower-case) text.
 RULES: tuple[Rule, ...] = (
-    Rule("ignore_instructions", 0.95,
-         rf"\b{_VERB_IGNORE}{_S}{_F}{_QUAL}{_S}{_F}{_RULE_NOUN}\b"),
-    Rule("ignore_instructions", 0.9,
-         rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|everything{_S})?(?:of{_S})?(?:the{_S}|that{_S})?"
-         rf"(?:above|before|said\W+before|you\W+(?:were|have\W+been)\W+told)\b"),
-    Rule("ignore_instructions", 0.9,
-         rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|every{_S}|each{_S})?(?:of{_S})?(?:the{_S}|your{_S}|"
-         rf"my{_S}|these{_S}|those{_S})?{_UNQUALIFIED_NOUN}\b"),
-    Rule("ignore_instructions", 0.85,
-         rf"\b{_VERB_IGNORE}{_S}(?:everything{_S}|what{_S}|anything{_S})(?:that{_S})?"
-         rf"(?:the{_S})?(?:user|human|they|you|he|she|i){_S}(?:were{_S}|was{_S}|have{_S}been"
-         rf"{_S}|has{_S}been{_S})?(?:asked|said|told|requested|wants?|instructed|given)\b"),
-    Rule("ignore_instructions", 0.9,
-         rf"\b(?:do\W+not|don'?t|never|stop|quit|cease){_S}(?:follow|following|obey|obeying|"
-         rf"listen\W+to|listening\W+to){_S}{_F}"
-         rf"(?:previous|prior|above|original|system|your){_S}{_F}{_RULE_NOUN}\b"),
-    Rule("new_instructions", 0.7,
-         rf"\b(?:new|updated|revised|real|actual|true|secret|hidden|additional|override)"
-         rf"{_S}(?:system{_S})?(?:instructions?|directives?|prompt|orders|task|rules)\s*:"),
-    Rule("new_instructions", 0.75,
-         rf"\byour{_S}(?:new|real|actual|true|only){_S}(?:task|goal|objective|purpose|"
-         rf"instructions?|role|job|mission){_S}(?:is|are|will\W+be)\b"),
-    Rule("new_instructions", 0.6,
-         rf"\bfrom{_S}now{_S}on{_S}{_F}(?:you|your|the{_S}assistant|assistant|ai)"
-         rf"{_S}(?:will|are|must|shall|should|only|have\W+to|answer|respond|reply|act|"
-         rf"obey|follow)\b"),
-    Rule("role_override", 0.9,
-         rf"\byou{_S}are{_S}(?:now{_S})?(?:dan|stan|dude|aim|evilbot|"
-         rf"(?:an?{_S})?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|"
-         rf"amoral|unaligned|unbound|limitless)\b)"),
-    Rule("role_override", 0.9,
-         rf"\b(?:act|behave|respond|answer|roleplay|role-play){_S}as{_S}(?:if{_S}you{_S}"
-         rf"(?:are|were){_S})?(?:an?{_S})?(?:unrestricted|unfiltered|uncensored|jailbroken|"
-         rf"evil|amoral|rogue|unaligned)\b"),
-    Rule("role_override", 0.9, rf"\bdo{_S}anything{_S}now\b"),
-    Rule("role_override", 0.9,
-         rf"\b(?:developer|god|jailbreak|jailbroken|dan|unrestricted|sudo)"
-         rf"{_S}mode{_S}(?:is{_S})?(?:enabled|activated|on|unlocked)\b"),
-    Rule("role_override", 0.9,
-         rf"\b(?:enable|activate|enter|switch\W+to|unlock){_S}(?:the{_S})?(?:developer|god|"
-         rf"jailbreak|dan|unrestricted){_S}mode\b"),
-    Rule("role_override", 0.85,
-         rf"\bpretend{_S}(?:that{_S})?(?:you{_S}(?:are|have|were)|to{_S}be){_S}{_F}"
-         rf"(?:no|without|free\W+of|not\W+bound\W+by){_S}{_F}(?:restrictions|limits|"
-         rf"limitations|rules|filters|guidelines|ethics|morals|policies)\b"),
-    Rule("role_override", 0.45, r"\bjailbr(?:ea|o)k(?:en|ing|s)?\b"),
-    Rule("role_override", 0.4,
-         rf"\b(?:stay|remain){_S}in{_S}character\b|\bbreak{_S}character\b"),
-    Rule("prompt_exfiltration", 0.85,
-         rf"\b{_SHOW}{_S}{_F}(?:system|initial|original|hidden|secret|internal|developer|"
-         rf"confidential|pre-?prompt){_S}(?:system{_S})?(?:prompt|instructions|message|"
-         rf"directives|configuration|rules){_NOT_DOCS}"),
-    Rule("prompt_exfiltration", 0.8,
-         rf"\b{_SHOW}{_S}{_F}(?:full|entire|complete|exact|whole|verbatim){_S}"
-         rf"(?:system{_S}prompt|prompt|initial{_S}instructions){_NOT_DOCS}"),
-    Rule("prompt_exfiltration", 0.8,
-         rf"\bwhat{_S}(?:is|are|were|was){_S}your{_S}(?:system{_S}prompt|initial{_S}"
-         rf"instructions|original{_S}instructions|instructions|rules|hidden\W+\w+)\b"),
-    Rule("prompt_exfiltration", 0.8,
-         rf"\b(?:repeat|print|output|copy|reproduce|recite){_S}(?:everything|all|the{_S}"
-         rf"(?:text|words|lines)|the{_S}conversation){_S}(?:above|before|so{_S}far|"
-         rf"starting{_S}with)\b"),
-    Rule("chat_template", 0.9,
-         r"<\|\s*(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|"
-         r"end_header_id|begin_of_text)\s*\|>"),
-    Rule("chat_template", 0.85, r"\[/?inst\]|<</?sys>>"),
-    Rule("chat_template", 0.6,
-         r"</?\s*(?:system|system[_-]prompt|sys|admin|instructions?)\s*>"),
-    Rule("chat_template", 0.45,
-         r"(?:^|\n)\s*(?:#{1,4}\s*)?(?:system|developer)\s*(?:message|prompt|override|note)"
-         r"?\s*:\s*(?=\S)"),
-    Rule("chat_template", 0.3, r"(?:^|\n)\s*(?:#{1,4}\s*)?(?:assistant|user)\s*:\s*(?=\S)"),
-    Rule("addressed_to_ai", 0.75,
-         rf"\b(?:note|message|instructions?|attention|important|notice|reminder|directive|"
-         rf"warning)s?{_S}(?:to|for){_S}(?:the{_S}|any{_S}|all{_S})?{_AI}s?\b"),
-    Rule("addressed_to_ai", 0.8,
-         rf"\b{_AI}s?{_S}(?:reading|processing|summari[sz]ing|parsing|reviewing|analy[sz]ing"
-         rf"|browsing|scraping){_S}this\b"),
-    Rule("addressed_to_ai", 0.75,
-         rf"\bif{_S}you{_S}are{_S}(?:an?{_S})?(?:ai|large{_S}language{_S}model|"
-         rf"language{_S}model|llm|assistant|agent|chatbot|bot|gpt|automated\W+\w+)\b"),
-    Rule("addressed_to_ai", 0.45,
-         rf"\bwhen{_S}you{_S}(?:read|see|process|summari[sz]e|encounter|parse){_S}this\b"),
-    Rule("addressed_to_ai", 0.5,
-         rf"\b(?:important|urgent|attention|critical)\s*[:!]{_S}{_F}(?:you|assistant|ai|"
-         rf"agent){_S}(?:must|should|need\W+to|have\W+to|are\W+required)\b"),
-    Rule("concealment", 0.75,
-         rf"\b(?:do{_S}not|don'?t|never|without){_S}(?:tell|telling|inform|informing|"
-         rf"mention|mentioning|reveal|revealing|alert|alerting|notify|notifying|asking|"
-         rf"show|showing){_S}(?:this{_S}|it{_S}|anything{_S})?(?:to{_S})?(?:the{_S})?"
-         rf"(?:user|human|operator|owner)s?\b"),
-    Rule("role_override", 0.8,
-         rf"\b(?:an?{_S})?{_AI}{_S}(?:without|with{_S}no|free{_S}(?:of|from)|that{_S}has{_S}no)"
-         rf"{_S}(?:any{_S})?(?:ethics|morals|moral{_S}\w+|ethical{_S}\w+|restrictions|rules|"
-         rf"filters|limits|guidelines|censorship)\b"),
-    Rule("tool_coercion", 0.6,
-         rf"\b(?:immediately|now|silently|secretly|quietly|automatically){_S}(?:call|invoke|"
-         rf"use|run|execute|trigger){_S}(?:the{_S})?[\w.-]+{_S}(?:tool|function|command|api|"
-         rf"endpoint|action)\b"),
-    Rule("data_exfiltration", 0.55,
-         rf"\b(?:send|email|mail|forward|post|upload|leak|exfiltrate|transmit){_S}(?:me{_S})?"
-         rf"(?:all{_S})?(?:of{_S})?(?:the{_S}|your{_S}|my{_S}|any{_S}|their{_S})?"
-         rf"(?:api{_S}keys?|passwords|credentials|secrets|private{_S}keys?|ssh{_S}keys?|"
-         rf"access{_S}tokens|env(?:ironment)?{_S}variables|system{_S}prompt|"
-         rf"(?:conversation|chat){_S}history)\b"),
-    Rule("concealment", 0.5, rf"\b(?:secretly|silently|covertly){_S}(?:send|call|execute|"
-                             rf"run|forward|email|post|upload|transfer|delete)\b"),
-    Rule("data_exfiltration", 0.8,
-         rf"\b(?:send|post|upload|forward|email|mail|transmit|exfiltrate|leak|copy|"
-         rf"transfer){_S}{_F}{_SECRETS_NOUN}{_S}{_F}(?:to){_S}"
-         rf"(?:https?://|[\w.+-]+@[\w-]+\.|this{_S}(?:url|address|email|server|endpoint|"
-         rf"webhook)|the{_S}following|attacker|my{_S}(?:server|email|endpoint))"),
-    Rule("data_exfiltration", 0.6,
-         r"!\[[^\]\n]{0,100}\]\(\s*https?://[^)\s]{0,300}[?&](?:data|d|q|secret|password|"
-         r"token|key|history|conversation|chat|msg|content|info|exfil|leak|p)=[^)\s]*"
-         r"(?:\{|\$|<|%7b|\[)"),
-    Rule("safety_bypass", 0.8,
-         rf"\b(?:disable|turn{_S}off|bypass|ignore|deactivate|circumvent|override|switch"
-         rf"{_S}off|remove|drop){_S}{_F}(?:safety|content|ethical|moral|security)?{_S}?"
-         rf"(?:filters?|filtering|guardrails|safeguards|censorship|safety{_S}(?:guidelines"
-         rf"|measures|protocols|checks|features|training|policies)|ethical{_S}guidelines"
-         rf"|content{_S}polic(?:y|ies))\b"),
-    Rule("safety_bypass", 0.35,
-         rf"\b(?:without|no){_S}(?:any{_S})?(?:restrictions|limitations|filters|censorship"
-         rf"|ethical{_S}(?:guidelines|constraints)|moral{_S}(?:guidelines|constraints))\b"),
+    Rule(
+        "ignore_instructions",
+        0.95,
+        _T_IGNORE,
+        rf"\b{_VERB_IGNORE}{_S}{_F}{_QUAL}{_S}{_F}{_RULE_NOUN}\b",
+        lead=0,
+    ),
+    Rule(
+        "ignore_instructions",
+        0.9,
+        _T_IGNORE,
+        rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|everything{_S})?(?:of{_S})?(?:the{_S}|that{_S})?"
+        rf"(?:above|before|said\W+before|you\W+(?:were|have\W+been)\W+told)\b",
+        lead=0,
+    ),
+    Rule(
+        "ignore_instructions",
+        0.9,
+        _T_IGNORE,
+        rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|every{_S}|each{_S})?(?:of{_S})?(?:the{_S}|your{_S}|"
+        rf"my{_S}|these{_S}|those{_S})?{_UNQUALIFIED_NOUN}\b",
+        lead=0,
+    ),
+    Rule(
+        "ignore_instructions",
+        0.85,
+        _T_IGNORE,
+        rf"\b{_VERB_IGNORE}{_S}(?:everything{_S}|what{_S}|anything{_S})(?:that{_S})?"
+        rf"(?:the{_S})?(?:user|human|they|you|he|she|i){_S}(?:were{_S}|was{_S}|have{_S}been"
+        rf"{_S}|has{_S}been{_S})?(?:asked|said|told|requested|wants?|instructed|given)\b",
+        lead=0,
+    ),
+    Rule(
+        "ignore_instructions",
+        0.9,
+        ("follow", "obey", "listen"),
+        rf"\b(?:do\W+not|don'?t|never|stop|quit|cease){_S}(?:follow|following|obey|obeying|"
+        rf"listen\W+to|listening\W+to){_S}{_F}"
+        rf"(?:previous|prior|above|original|system|your){_S}{_F}{_RULE_NOUN}\b",
+        lead=30,
+    ),
+    Rule(
+        "new_instructions",
+        0.7,
+        ("instruction", "directive", "prompt", "order", "task", "rule"),
+        rf"\b(?:new|updated|revised|real|actual|true|secret|hidden|additional|override)"
+        rf"{_S}(?:system{_S})?(?:instructions?|directives?|prompt|orders|task|rules)\s*:",
+        lead=40,
+    ),
+    Rule(
+        "new_instructions",
+        0.75,
+        ("task", "goal", "objective", "purpose", "instruction", "role", "job", "mission"),
+        rf"\byour{_S}(?:new|real|actual|true|only){_S}(?:task|goal|objective|purpose|"
+        rf"instructions?|role|job|mission){_S}(?:is|are|will\W+be)\b",
+        lead=30,
+    ),
+    Rule(
+        "new_instructions",
+        0.6,
+        ("now",),
+        rf"\bfrom{_S}now{_S}on{_S}{_F}(?:you|your|the{_S}assistant|assistant|ai)"
+        rf"{_S}(?:will|are|must|shall|should|only|have\W+to|answer|respond|reply|act|"
+        rf"obey|follow)\b",
+        lead=15,
+    ),
+    Rule(
+        "role_override",
+        0.9,
+        (
+            "dan",
+            "stan",
+            "dude",
+            "aim",
+            "evilbot",
+            "unrestricted",
+            "unfiltered",
+            "uncensored",
+            "jailbr",
+            "evil",
+            "rogue",
+            "amoral",
+            "unaligned",
+            "unbound",
+            "limitless",
+        ),
+        rf"\byou{_S}are{_S}(?:now{_S})?(?:dan|stan|dude|aim|evilbot|"
+        rf"(?:an?{_S})?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|"
+        rf"amoral|unaligned|unbound|limitless)\b)",
+        lead=40,
+    ),
+    Rule(
+        "role_override",
+        0.9,
+        (
+            "unrestricted",
+            "unfiltered",
+            "uncensored",
+            "jailbr",
+            "evil",
+            "amoral",
+            "rogue",
+            "unaligned",
+        ),
+        rf"\b(?:act|behave|respond|answer|roleplay|role-play){_S}as{_S}(?:if{_S}you{_S}"
+        rf"(?:are|were){_S})?(?:an?{_S})?(?:unrestricted|unfiltered|uncensored|jailbroken|"
+        rf"evil|amoral|rogue|unaligned)\b",
+        lead=60,
+    ),
+    Rule("role_override", 0.9, ("anything",), rf"\bdo{_S}anything{_S}now\b", lead=10),
+    Rule(
+        "role_override",
+        0.9,
+        ("mode",),
+        rf"\b(?:developer|god|jailbreak|jailbroken|dan|unrestricted|sudo)"
+        rf"{_S}mode{_S}(?:is{_S})?(?:enabled|activated|on|unlocked)\b",
+        lead=40,
+    ),
+    Rule(
+        "role_override",
+        0.9,
+        ("mode",),
+        rf"\b(?:enable|activate|enter|switch\W+to|unlock){_S}(?:the{_S})?(?:developer|god|"
+        rf"jailbreak|dan|unrestricted){_S}mode\b",
+        lead=40,
+    ),
+    Rule(
+        "role_override",
+        0.85,
+        ("pretend",),
+        rf"\bpretend{_S}(?:that{_S})?(?:you{_S}(?:are|have|were)|to{_S}be){_S}{_F}"
+        rf"(?:no|without|free\W+of|not\W+bound\W+by){_S}{_F}(?:restrictions|limits|"
+        rf"limitations|rules|filters|guidelines|ethics|morals|policies)\b",
+        lead=0,
+    ),
+    Rule("role_override", 0.45, ("jailbr",), r"\bjailbr(?:ea|o)k(?:en|ing|s)?\b", lead=0),
+    Rule(
+        "role_override",
+        0.4,
+        ("character",),
+        rf"\b(?:stay|remain){_S}in{_S}character\b|\bbreak{_S}character\b",
+        lead=20,
+    ),
+    Rule(
+        "prompt_exfiltration",
+        0.85,
+        (
+            "system",
+            "initial",
+            "original",
+            "hidden",
+            "secret",
+            "internal",
+            "developer",
+            "confidential",
+            "prompt",
+        ),
+        rf"\b{_SHOW}{_S}{_F}(?:system|initial|original|hidden|secret|internal|developer|"
+        rf"confidential|pre-?prompt){_S}(?:system{_S})?(?:prompt|instructions|message|"
+        rf"directives|configuration|rules){_NOT_DOCS}",
+        lead=80,
+    ),
+    Rule(
+        "prompt_exfiltration",
+        0.8,
+        ("prompt", "instructions"),
+        rf"\b{_SHOW}{_S}{_F}(?:full|entire|complete|exact|whole|verbatim){_S}"
+        rf"(?:system{_S}prompt|prompt|initial{_S}instructions){_NOT_DOCS}",
+        lead=80,
+    ),
+    Rule(
+        "prompt_exfiltration",
+        0.8,
+        ("what",),
+        rf"\bwhat{_S}(?:is|are|were|was){_S}your{_S}(?:system{_S}prompt|initial{_S}"
+        rf"instructions|original{_S}instructions|instructions|rules|hidden\W+\w+)\b",
+        lead=0,
+    ),
+    Rule(
+        "prompt_exfiltration",
+        0.8,
+        ("repeat", "print", "output", "copy", "reproduce", "recite"),
+        rf"\b(?:repeat|print|output|copy|reproduce|recite){_S}(?:everything|all|the{_S}"
+        rf"(?:text|words|lines)|the{_S}conversation){_S}(?:above|before|so{_S}far|"
+        rf"starting{_S}with)\b",
+        lead=0,
+    ),
+    Rule(
+        "chat_template",
+        0.9,
+        ("<|", "< |"),
+        r"<\|\s*(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|"
+        r"end_header_id|begin_of_text)\s*\|>",
+        lead=0,
+    ),
+    Rule("chat_template", 0.85, ("inst]", "sys>>"), r"\[/?inst\]|<</?sys>>", lead=0),
+    Rule(
+        "chat_template",
+        0.6,
+        ("<",),
+        r"</?\s*(?:system|system[_-]prompt|sys|admin|instructions?)\s*>",
+        lead=0,
+    ),
+    Rule(
+        "chat_template",
+        0.45,
+        ("system", "developer"),
+        r"(?:^|\n)\s*(?:#{1,4}\s*)?(?:system|developer)\s*(?:message|prompt|override|note)"
+        r"?\s*:\s*(?=\S)",
+        lead=10,
+    ),
+    Rule(
+        "chat_template",
+        0.3,
+        ("assistant", "user"),
+        r"(?:^|\n)\s*(?:#{1,4}\s*)?(?:assistant|user)\s*:\s*(?=\S)",
+        lead=10,
+    ),
+    Rule(
+        "addressed_to_ai",
+        0.75,
+        _T_AI,
+        rf"\b(?:note|message|instructions?|attention|important|notice|reminder|directive|"
+        rf"warning)s?{_S}(?:to|for){_S}(?:the{_S}|any{_S}|all{_S})?{_AI}s?\b",
+        lead=40,
+    ),
+    Rule(
+        "addressed_to_ai",
+        0.8,
+        ("this",),
+        rf"\b{_AI}s?{_S}(?:reading|processing|summari[sz]ing|parsing|reviewing|analy[sz]ing"
+        rf"|browsing|scraping){_S}this\b",
+        lead=60,
+    ),
+    Rule(
+        "addressed_to_ai",
+        0.75,
+        ("are",),
+        rf"\bif{_S}you{_S}are{_S}(?:an?{_S})?(?:ai|large{_S}language{_S}model|"
+        rf"language{_S}model|llm|assistant|agent|chatbot|bot|gpt|automated\W+\w+)\b",
+        lead=10,
+    ),
+    Rule(
+        "addressed_to_ai",
+        0.45,
+        ("when",),
+        rf"\bwhen{_S}you{_S}(?:read|see|process|summari[sz]e|encounter|parse){_S}this\b",
+        lead=0,
+    ),
+    Rule(
+        "addressed_to_ai",
+        0.5,
+        ("important", "urgent", "attention", "critical"),
+        rf"\b(?:important|urgent|attention|critical)\s*[:!]{_S}{_F}(?:you|assistant|ai|"
+        rf"agent){_S}(?:must|should|need\W+to|have\W+to|are\W+required)\b",
+        lead=0,
+    ),
+    Rule(
+        "concealment",
+        0.75,
+        ("user", "human", "operator", "owner"),
+        rf"\b(?:do{_S}not|don'?t|never|without){_S}(?:tell|telling|inform|informing|"
+        rf"mention|mentioning|reveal|revealing|alert|alerting|notify|notifying|asking|"
+        rf"show|showing){_S}(?:this{_S}|it{_S}|anything{_S})?(?:to{_S})?(?:the{_S})?"
+        rf"(?:user|human|operator|owner)s?\b",
+        lead=60,
+    ),
+    Rule(
+        "role_override",
+        0.8,
+        ("without", "free", "no"),
+        rf"\b(?:an?{_S})?{_AI}{_S}(?:without|with{_S}no|free{_S}(?:of|from)|that{_S}has{_S}no)"
+        rf"{_S}(?:any{_S})?(?:ethics|morals|moral{_S}\w+|ethical{_S}\w+|restrictions|rules|"
+        rf"filters|limits|guidelines|censorship)\b",
+        lead=40,
+    ),
+    Rule(
+        "tool_coercion",
+        0.6,
+        ("tool", "function", "command", "api", "endpoint", "action"),
+        rf"\b(?:immediately|now|silently|secretly|quietly|automatically){_S}(?:call|invoke|"
+        rf"use|run|execute|trigger){_S}(?:the{_S})?[\w.-]+{_S}(?:tool|function|command|api|"
+        rf"endpoint|action)\b",
+        lead=80,
+    ),
+    Rule(
+        "data_exfiltration",
+        0.55,
+        ("key", "password", "credential", "secret", "token", "variable", "prompt", "history"),
+        rf"\b(?:send|email|mail|forward|post|upload|leak|exfiltrate|transmit){_S}(?:me{_S})?"
+        rf"(?:all{_S})?(?:of{_S})?(?:the{_S}|your{_S}|my{_S}|any{_S}|their{_S})?"
+        rf"(?:api{_S}keys?|passwords|credentials|secrets|private{_S}keys?|ssh{_S}keys?|"
+        rf"access{_S}tokens|env(?:ironment)?{_S}variables|system{_S}prompt|"
+        rf"(?:conversation|chat){_S}history)\b",
+        lead=60,
+    ),
+    Rule(
+        "concealment",
+        0.5,
+        ("secretly", "silently", "covertly"),
+        rf"\b(?:secretly|silently|covertly){_S}(?:send|call|execute|"
+        rf"run|forward|email|post|upload|transfer|delete)\b",
+        lead=0,
+    ),
+    Rule(
+        "data_exfiltration",
+        0.8,
+        (
+            "send",
+            "post",
+            "upload",
+            "forward",
+            "mail",
+            "transmit",
+            "exfiltrate",
+            "leak",
+            "copy",
+            "transfer",
+        ),
+        rf"\b(?:send|post|upload|forward|email|mail|transmit|exfiltrate|leak|copy|"
+        rf"transfer){_S}{_F}{_SECRETS_NOUN}{_S}{_F}(?:to){_S}"
+        rf"(?:https?://|[\w.+-]+@[\w-]+\.|this{_S}(?:url|address|email|server|endpoint|"
+        rf"webhook)|the{_S}following|attacker|my{_S}(?:server|email|endpoint))",
+        lead=0,
+    ),
+    Rule(
+        "data_exfiltration",
+        0.6,
+        ("![",),
+        r"!\[[^\]\n]{0,100}\]\(\s*https?://[^)\s]{0,300}[?&](?:data|d|q|secret|password|"
+        r"token|key|history|conversation|chat|msg|content|info|exfil|leak|p)=[^)\s]*"
+        r"(?:\{|\$|<|%7b|\[)",
+        lead=0,
+    ),
+    Rule(
+        "safety_bypass",
+        0.8,
+        ("filter", "guardrail", "safeguard", "censorship", "safety", "ethical", "content"),
+        rf"\b(?:disable|turn{_S}off|bypass|ignore|deactivate|circumvent|override|switch"
+        rf"{_S}off|remove|drop){_S}{_F}(?:safety|content|ethical|moral|security)?{_S}?"
+        rf"(?:filters?|filtering|guardrails|safeguards|censorship|safety{_S}(?:guidelines"
+        rf"|measures|protocols|checks|features|training|policies)|ethical{_S}guidelines"
+        rf"|content{_S}polic(?:y|ies))\b",
+        lead=80,
+    ),
+    Rule(
+        "safety_bypass",
+        0.35,
+        ("restriction", "limitation", "filter", "censorship", "ethical", "moral"),
+        rf"\b(?:without|no){_S}(?:any{_S})?(?:restrictions|limitations|filters|censorship"
+        rf"|ethical{_S}(?:guidelines|constraints)|moral{_S}(?:guidelines|constraints))\b",
+        lead=40,
+    ),
 )
 
 # Squashed-view rules (letters only, no separators): the strong phrases again, so split and
 # spaced-out words are caught.
 SQUASHED_RULES: tuple[Rule, ...] = (
-    Rule("ignore_instructions", 0.95,
-         r"(?:ignore|disregard|forget|override|bypass)(?:all|any|of|the|your|my){0,3}"
-         r"(?:previous|prior|above|earlier|preceding|initial|original|system|developer)"
-         r"(?:instructions?|directions?|rules|prompts?|guidelines|guidance|commands|directives|"
-         r"programming|constraints)"),
-    Rule("ignore_instructions", 0.9,
-         r"(?:ignore|disregard|forget|override)(?:all|any|the|your|my|of|every){0,3}"
-         r"(?:instructions?|rules?|guidelines|guidance|directions|directives|programming|"
-         r"systemprompt)"),
-    Rule("ignore_instructions", 0.85,
-         r"(?:ignore|disregard|forget)(?:all|everything|what)?(?:of)?(?:the)?(?:above|before|"
-         r"youweretold|youhavebeentold|theuserasked|theusersaid)"),
-    Rule("data_exfiltration", 0.55,
-         r"(?:send|email|forward|post|upload|leak|exfiltrate)(?:me|all|the|your|my|any|of){0,3}"
-         r"(?:apikeys?|passwords|credentials|secrets|privatekeys?|sshkeys?|accesstokens|"
-         r"envvariables|environmentvariables|systemprompt|conversationhistory|chathistory)"),
-    Rule("role_override", 0.9, r"doanythingnow|(?:developer|jailbreak|dan|god)mode(?:is)?"
-                              r"(?:enabled|activated|on)|(?:enable|activate)(?:the)?"
-                              r"(?:developer|jailbreak|dan|god)mode"),
-    Rule("role_override", 0.9, r"youarenow(?:dan|an?unrestricted|unrestricted|jailbroken|"
-                              r"unfiltered|uncensored|evil)"),
-    Rule("prompt_exfiltration", 0.85,
-         r"(?:reveal|show|print|repeat|leak|dump|tellme|output|disclose)(?:me|your|the|all){0,3}"
-         r"(?:system|initial|original|hidden|secret)(?:prompt|instructions)"
-         r"(?!examples?|templates?|guide|docs|documentation|engineering|design|bestpractices|"
-         r"library|tutorial)"),
-    Rule("safety_bypass", 0.8,
-         r"(?:disable|turnoff|bypass|deactivate|circumvent)(?:your|all|the|any){0,2}"
-         r"(?:safety|content)?(?:filters?|guardrails|safeguards|censorship)"),
+    Rule(
+        "ignore_instructions",
+        0.95,
+        _T_IGNORE,
+        r"(?:ignore|disregard|forget|override|bypass)(?:all|any|of|the|your|my){0,3}"
+        r"(?:previous|prior|above|earlier|preceding|initial|original|system|developer)"
+        r"(?:instructions?|directions?|rules|prompts?|guidelines|guidance|commands|directives|"
+        r"programming|constraints)",
+        lead=0,
+    ),
+    Rule(
+        "ignore_instructions",
+        0.9,
+        _T_IGNORE,
+        r"(?:ignore|disregard|forget|override)(?:all|any|the|your|my|of|every){0,3}"
+        r"(?:instructions?|rules?|guidelines|guidance|directions|directives|programming|"
+        r"systemprompt)",
+        lead=0,
+    ),
+    Rule(
+        "ignore_instructions",
+        0.85,
+        _T_IGNORE,
+        r"(?:ignore|disregard|forget)(?:all|everything|what)?(?:of)?(?:the)?(?:above|before|"
+        r"youweretold|youhavebeentold|theuserasked|theusersaid)",
+        lead=0,
+    ),
+    Rule(
+        "data_exfiltration",
+        0.55,
+        ("send", "email", "forward", "post", "upload", "leak", "exfiltrate"),
+        r"(?:send|email|forward|post|upload|leak|exfiltrate)(?:me|all|the|your|my|any|of){0,3}"
+        r"(?:apikeys?|passwords|credentials|secrets|privatekeys?|sshkeys?|accesstokens|"
+        r"envvariables|environmentvariables|systemprompt|conversationhistory|chathistory)",
+        lead=0,
+    ),
+    Rule(
+        "role_override",
+        0.9,
+        ("anythingnow", "mode"),
+        r"doanythingnow|(?:developer|jailbreak|dan|god)mode(?:is)?"
+        r"(?:enabled|activated|on)|(?:enable|activate)(?:the)?"
+        r"(?:developer|jailbreak|dan|god)mode",
+        lead=20,
+    ),
+    Rule(
+        "role_override",
+        0.9,
+        ("youarenow",),
+        r"youarenow(?:dan|an?unrestricted|unrestricted|jailbroken|"
+        r"unfiltered|uncensored|evil)",
+        lead=0,
+    ),
+    Rule(
+        "prompt_exfiltration",
+        0.85,
+        ("prompt", "instructions"),
+        r"(?:reveal|show|print|repeat|leak|dump|tellme|output|disclose)(?:me|your|the|all){0,3}"
+        r"(?:system|initial|original|hidden|secret)(?:prompt|instructions)"
+        r"(?!examples?|templates?|guide|docs|documentation|engineering|design|bestpractices|"
+        r"library|tutorial)",
+        lead=40,
+    ),
+    Rule(
+        "safety_bypass",
+        0.8,
+        ("filter", "guardrail", "safeguard", "censorship"),
+        r"(?:disable|turnoff|bypass|deactivate|circumvent)(?:your|all|the|any){0,2}"
+        r"(?:safety|content)?(?:filters?|guardrails|safeguards|censorship)",
+        lead=40,
+    ),
 )
 
 # A hit found only through de-obfuscation gets this much added (capped at 0.99).
 OBFUSCATION_BONUS = 0.1
 
 
-def _compile(rules: Sequence[Rule]) -> re.Pattern[str]:
-    return re.compile(
-        "|".join(f"(?P<r{i}>{r.pattern})" for i, r in enumerate(rules)), re.MULTILINE
-    )
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    rule: Rule
+    regex: re.Pattern[str]
 
 
-_REGULAR = _compile(RULES)
-_SQUASHED = _compile(SQUASHED_RULES)
+_WINDOW_FORWARD = 240
+"""Characters after a trigger a match may reach (the longest rule tail)."""
+_MAX_WINDOWS = 24
+"""More trigger occurrences than this for one rule: scan the whole text once instead."""
+
+
+class _RuleSet:
+    """Rules plus one Aho-Corasick automaton over all their trigger words.
+
+    One pass of the automaton (C code) finds every trigger occurrence; each rule's regex then
+    runs only on a few hundred characters around its own triggers. On long texts this is
+    what keeps the pattern stage near the cost of a single regular expression scan.
+    """
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        # One regex per rule, not one alternation of all: CPython's engine tries every branch
+        # of an alternation at every position.
+        self.compiled = tuple(_Compiled(r, re.compile(r.pattern, re.MULTILINE)) for r in rules)
+        by_trigger: dict[str, list[int]] = {}
+        for i, r in enumerate(rules):
+            for t in r.triggers:
+                by_trigger.setdefault(t, []).append(i)
+        self._automaton = ahocorasick.Automaton()
+        for t, idx in by_trigger.items():
+            # Short alphabetic triggers ("ai", "no") only count at the start of a word.
+            self._automaton.add_word(t, (len(t), t.isalpha() and len(t) <= 3, tuple(idx)))
+        self._automaton.make_automaton()
+
+    def windows(
+        self, text: str, focus: tuple[tuple[int, int], ...] | None
+    ) -> dict[int, list[tuple[int, int]]]:
+        """Rule index -> ranges of `text` to match it on."""
+        spots: dict[int, list[int]] = {}
+        ranges = focus if focus is not None else ((0, len(text)),)
+        for lo, hi in ranges:
+            for end, (length, word_start, idx) in self._automaton.iter(text, lo, hi):
+                pos = end - length + 1
+                if word_start and pos > 0 and text[pos - 1].isalpha():
+                    continue
+                for i in idx:
+                    spots.setdefault(i, []).append(pos)
+        n = len(text)
+        out: dict[int, list[tuple[int, int]]] = {}
+        for i, positions in spots.items():
+            back = self.compiled[i].rule.lead
+            if n <= back + _WINDOW_FORWARD or len(positions) > _MAX_WINDOWS:
+                out[i] = [(0, n)]
+                continue
+            positions.sort()
+            merged: list[tuple[int, int]] = []
+            for p in positions:
+                lo, hi = max(0, p - back), min(n, p + _WINDOW_FORWARD)
+                if merged and lo <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+                else:
+                    merged.append((lo, hi))
+            out[i] = merged
+        return out
+
+
+_REGULAR = _RuleSet(RULES)
+_SQUASHED = _RuleSet(SQUASHED_RULES)
 _MAX_HITS_PER_VIEW = 64
 
 
@@ -304,26 +667,36 @@ class InjectionDetector:
         """Pattern stage only: one candidate per (family, span), scores not yet combined."""
         hits: dict[tuple[str, int, int], Candidate] = {}
         for view in normalize.views(text, self._limits):
-            regex, rules = (_SQUASHED, SQUASHED_RULES) if view.squashed else (_REGULAR, RULES)
             n = 0
-            for m in regex.finditer(view.text):
-                n += 1
-                if n > _MAX_HITS_PER_VIEW:
-                    break
-                group = m.lastgroup
-                if group is None:
-                    continue
-                rule = rules[int(group[1:])]
-                score = rule.weight
-                if view.via is not None:
-                    score = min(0.99, score + OBFUSCATION_BONUS)
-                start, end = view.to_origin(m.start(), m.end())
-                key = (rule.family, start, end)
-                old = hits.get(key)
-                # A plain hit of the same span wins over its de-obfuscated twin.
-                if old is None or (old.via is not None and old.score < score):
-                    hits[key] = Candidate(rule.family, start, end, score, view.via)
+            vt = view.text
+            ruleset = _SQUASHED if view.squashed else _REGULAR
+            for i, ranges in ruleset.windows(vt, view.focus).items():
+                compiled = ruleset.compiled[i]
+                rule = compiled.rule
+                for lo, hi in ranges:
+                    for m in compiled.regex.finditer(vt, lo, hi):
+                        n += 1
+                        if n > _MAX_HITS_PER_VIEW:
+                            break
+                        self._add_hit(hits, view, rule, m)
         return _drop_shadowed(list(hits.values()))
+
+    @staticmethod
+    def _add_hit(
+        hits: dict[tuple[str, int, int], Candidate],
+        view: normalize.View,
+        rule: Rule,
+        m: re.Match[str],
+    ) -> None:
+        score = rule.weight
+        if view.via is not None:
+            score = min(0.99, score + OBFUSCATION_BONUS)
+        start, end = view.to_origin(m.start(), m.end())
+        key = (rule.family, start, end)
+        old = hits.get(key)
+        # A plain hit of the same span wins over its de-obfuscated twin.
+        if old is None or (old.via is not None and old.score < score):
+            hits[key] = Candidate(rule.family, start, end, score, view.via)
 
     def detect(self, text: str) -> list[Candidate]:
         """Candidates with their scores raised to the text's combined score."""

@@ -70,14 +70,39 @@ _LEET_TABLE = str.maketrans({
     "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a", "$": "s",
     "|": "l", "€": "e", "!": "i",
 })
-_LEET_HINT = re.compile(r"[a-z][0134578@$|!€][a-z0-9@$]|[0134578@$|€][a-z]{2}")
+# Starts with the leet character class so the engine's first-character scan skips plain text.
+_LEET_HINT = re.compile(r"[0134578@$|!€](?:(?<=[a-z].)(?=[a-z0-9@$])|(?=[a-z]{2}))")
 _NON_LETTERS = re.compile(r"[^a-z]+")
 _ROT13 = str.maketrans(
     "abcdefghijklmnopqrstuvwxyz", "nopqrstuvwxyzabcdefghijklm"
 )
 
+# A rot13 view is only worth matching when the text holds a rot13-encoded attack word.
+_ROT13_HINTS = re.compile("|".join(
+    w.translate(_ROT13)
+    for w in ("ignor", "disregard", "forget", "instruction", "prompt", "system", "jailbr",
+              "pretend", "reveal", "password", "secret", "assistant", "overrid", "bypass",
+              "developer", "rules", "guideline", "filter", "mode", "unrestricted")
+))
+FOCUS_MARGIN = 160
+"""Characters around a de-obfuscated spot that matchers look at (longer than any phrase)."""
+
+
+def _merge_ranges(spots: list[int], margin: int, limit: int) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    for p in spots:
+        lo, hi = max(0, p - margin), min(limit, p + margin)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
 _B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{24,}={0,2}")
-_HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){16,}")
+# Unseparated hex is found among the base64-alphabet runs; this one is for "69 67 6e ...".
+_HEX_SEP_RUN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[ :][0-9A-Fa-f]{2}){15,}")
+_HEX_ONLY = re.compile(r"(?:[0-9A-Fa-f]{2}){16,}")
 _XESC_RUN = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){8,}")
 _PCT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+-]){3,}")
 _PCT_ESC = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -112,6 +137,9 @@ class View:
     via: str | None
     squashed: bool
     to_origin: Callable[[int, int], tuple[int, int]]
+    focus: tuple[tuple[int, int], ...] | None = None
+    """Where this view differs from the folded view (None: everywhere). A match outside
+    these ranges was already seen in the folded view, so matchers may skip the rest."""
 
 
 def fold(text: str) -> str:
@@ -219,10 +247,12 @@ def decoded_payloads(text: str, limits: Limits = DEFAULT_LIMITS) -> list[tuple[i
         # digits; skip runs that are all one case of letters.
         if run.isalpha() and (run.islower() or run.isupper()):
             continue
-        spans.append((m.start(), m.end(), "base64"))
+        kind = "hex" if _HEX_ONLY.fullmatch(run) else "base64"
+        spans.append((m.start(), m.end(), kind))
     if "\\x" in text:
         spans.extend((m.start(), m.end(), "hex") for m in _XESC_RUN.finditer(text))
-    spans.extend((m.start(), m.end(), "hex") for m in _HEX_RUN.finditer(text))
+    if " " in text or ":" in text:
+        spans.extend((m.start(), m.end(), "hex") for m in _HEX_SEP_RUN.finditer(text))
     if "%" in text:
         for m in _PCT_RUN.finditer(text):
             if len(_PCT_ESC.findall(m.group())) >= 3:
@@ -288,14 +318,16 @@ def _views(
     changed = folded != text.lower()
     yield View(folded, via or ("confusables" if changed else None), False, to_origin)
     base = folded
-    if _LEET_HINT.search(folded):
+    leet_spots = [m.start() for m in _LEET_HINT.finditer(folded)]
+    if leet_spots:
         base = folded.translate(_LEET_TABLE)
         # Leetspeak maps one character to one: offsets are those of the folded text.
-        yield View(base, via or "leetspeak", False, to_origin)
+        yield View(base, via or "leetspeak", False, to_origin,
+                   _merge_ranges(leet_spots, FOCUS_MARGIN, len(base)))
     squashed = _NON_LETTERS.sub("", base)
     yield View(squashed, via or "split_words", True, _squash_mapper(base, to_origin)
                if outer is _identity else outer)
-    if rot13:
+    if rot13 and _ROT13_HINTS.search(folded):
         yield View(folded.translate(_ROT13), via or "rot13", False, to_origin)
     if decode and depth < limits.max_depth:
         for start, end, kind, decoded in decoded_payloads(text, limits):

@@ -47,8 +47,9 @@ class _Pattern:
     regex: re.Pattern[str]
     score: float
     check: Callable[[str], bool] | None = None
-    hint: str | None = None
-    """A substring without which the pattern cannot match (skips the regex scan)."""
+    hint: str | tuple[str, ...] | None = None
+    """Substring(s) one of which the pattern cannot match without (skips the regex scan).
+    Looked for in the lower-cased text, so a hint gates case-sensitive patterns too."""
 
 
 # Plugins whose patterns are specific enough for free text (ArtifactoryDetector's "AP..."
@@ -108,7 +109,7 @@ _OWN: tuple[_Pattern, ...] = (
     _Pattern("stripe_key", re.compile(r"\bwhsec_[0-9a-zA-Z]{24,}\b"), 0.9, hint="whsec_"),
     _Pattern("aws_key", re.compile(
         r"(?i)aws_?secret_?(?:access_?)?key\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
-        0.95),
+        0.95, hint="secret"),
     _Pattern("azure_sas", re.compile(r"[?&]sig=[A-Za-z0-9%+/]{40,}={0,2}"), 0.85, hint="sig="),
     # detect-secrets' BasicAuth pattern wants RFC 3986-clean passwords; people paste raw ones
     # ("p@ss&word!") and empty user names (redis://:pw@host).
@@ -117,7 +118,7 @@ _OWN: tuple[_Pattern, ...] = (
         check=_not_placeholder_password, hint="://"),
     _Pattern("url_credentials", re.compile(
         r"(?i)\b(?:password|pwd)\s*=\s*([^;'\"\s]{4,})(?=\s*(?:;|$|['\"]))"), 0.85,
-        check=_not_placeholder_password),
+        check=_not_placeholder_password, hint=("password", "pwd")),
 )
 
 _PRIVATE_KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
@@ -130,10 +131,14 @@ _ASSIGNMENT = re.compile(
     r"signing[_-]?key|encryption[_-]?key|bearer)[\w.-]{0,20})[\"']?\s*(?::=|=>|[:=])\s*"
     r"(?:bearer\s+)?[\"']?([A-Za-z0-9+/=_\-.~!@#$%^&*?]{8,256})"
 )
-_ASSIGNMENT_HINT = re.compile(
-    r"(?i)secret|token|passw|pwd|api[_-]?key|apikey|access[_-]?key|auth|credential|private|"
+# Matched on the lower-cased text: a plain alternation of literals is scanned fast, and the
+# assignment pattern then runs only around its hits.
+_ASSIGNMENT_KEY = re.compile(
+    r"secret|token|passw|pwd|api[_-]?key|apikey|access[_-]?key|auth|credential|private|"
     r"signing|encryption|bearer"
 )
+_NAME_MAX = 41
+_VALUE_REACH = 340
 _BEARER = re.compile(
     r"(?i)\bauthorization\s*[:=]\s*[\"']?(?:bearer|token|basic)\s+([A-Za-z0-9+/=_\-.~]{16,})"
 )
@@ -201,8 +206,9 @@ class SecretsDetector:
     def detect(self, text: str) -> list[Candidate]:
         """All secret candidates in `text`."""
         out: list[Candidate] = []
+        low = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
         for p in self._patterns:
-            if p.hint is not None and p.hint not in text:
+            if p.hint is not None and not _hinted(p.hint, low):
                 continue
             for m in p.regex.finditer(text):
                 start, end = _secret_span(m)
@@ -211,21 +217,37 @@ class SecretsDetector:
                 if p.entity == "private_key":
                     start, end = _private_key_block(text, m.start())
                 out.append(Candidate(p.entity, start, end, p.score))
-        out.extend(self._assignments(text))
+        out.extend(self._assignments(text, low))
         return out
 
     @staticmethod
-    def _assignments(text: str) -> Iterable[Candidate]:
-        if _ASSIGNMENT_HINT.search(text) is None:
-            return
-        for m in _BEARER.finditer(text):
-            if shannon_entropy(m.group(1)) >= 3.0:
-                yield Candidate("bearer_token", m.start(1), m.end(1), 0.85)
-        for m in _ASSIGNMENT.finditer(text):
-            value = m.group(2).rstrip(".,;")
-            score = _secret_value(m.group(1), value)
-            if score is not None:
-                yield Candidate("generic_secret", m.start(2), m.start(2) + len(value), score)
+    def _assignments(text: str, low: str) -> Iterable[Candidate]:
+        if "authorization" in low:
+            for m in _BEARER.finditer(text):
+                if shannon_entropy(m.group(1)) >= 3.0:
+                    yield Candidate("bearer_token", m.start(1), m.end(1), 0.85)
+        windows: list[tuple[int, int]] = []
+        for k in _ASSIGNMENT_KEY.finditer(low):
+            lo, hi = max(0, k.start() - _NAME_MAX), min(len(text), k.end() + _VALUE_REACH)
+            if windows and lo <= windows[-1][1]:
+                windows[-1] = (windows[-1][0], hi)
+            else:
+                windows.append((lo, hi))
+        for lo, hi in windows:
+            for m in _ASSIGNMENT.finditer(text, lo, hi):
+                value = m.group(2).rstrip(".,;")
+                score = _secret_value(m.group(1), value)
+                if score is not None:
+                    yield Candidate("generic_secret", m.start(2), m.start(2) + len(value), score)
+
+
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def _hinted(hint: str | tuple[str, ...], low: str) -> bool:
+    if isinstance(hint, str):
+        return hint.lower() in low
+    return any(h.lower() in low for h in hint)
 
 
 def _secret_span(m: re.Match[str]) -> tuple[int, int]:
