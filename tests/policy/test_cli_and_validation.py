@@ -193,3 +193,14 @@ def test_example_policies_decide_as_documented(policy: str, request_file: str,
     assert r.exit_code == 0, r.output
     decision = json.loads(r.output)["decision"]
     assert (decision["allowed"], decision["code"]) == expected
+
+
+def test_without_opa_binary_rego_is_a_warning_only(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("HALTGATE_BIN_CACHE", str(tmp_path))
+    monkeypatch.delenv("HALTGATE_OPA", raising=False)
+    result = validate_document(policy_doc("package haltgate\n\ndecision :=\n"),
+                               extra_checks=default_checks())
+    assert result.ok
+    assert [i.path for i in result.issues if i.warning] == ["spec.opa.rego"]

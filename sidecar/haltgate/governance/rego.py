@@ -171,8 +171,16 @@ class RegoCompileCheck:
         return [Issue("spec.opa.rego", str(err)) for err in errors]
 
 
+def _rego_not_checked(spec: GovernancePolicySpec) -> list[Issue]:
+    if spec.opa is None or spec.opa.rego is None:
+        return []
+    return [Issue("spec.opa.rego", "not compiled: no opa binary found (PATH, $HALTGATE_OPA "
+                  "or ~/.cache/haltgate/bin/opa)", warning=True)]
+
+
 def default_checks(opa: str | None = None) -> list[Callable[[GovernancePolicySpec], list[Issue]]]:
     """The extra validation checks available here: the Rego compile check when an ``opa``
-    binary is found (``opa`` argument, else :func:`find_opa_binary`), else none."""
+    binary is found (``opa`` argument, else :func:`find_opa_binary`), else a check that
+    only warns that inline Rego was not compiled."""
     binary = opa or find_opa_binary()
-    return [RegoCompileCheck(binary)] if binary else []
+    return [RegoCompileCheck(binary)] if binary else [_rego_not_checked]
