@@ -9,7 +9,7 @@ the policy file (rewrite it to test hot reload).
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,3 +139,15 @@ async def sidecar_factory(
     yield make
     for sidecar in started:
         await sidecar.stop()
+
+
+@pytest.fixture
+def opa_server(opa_binary: Path, tmp_path: Path) -> Iterator[str]:
+    """A real OPA server (the Go-built binary) for one test; yields its URL."""
+    from tests.policy.conftest import start_opa
+
+    server = start_opa(opa_binary, tmp_path / "opa.log")
+    try:
+        yield server.url
+    finally:
+        server.process.stop(timeout=5)

@@ -244,7 +244,7 @@ class Pipeline:
         """Guardrails on what the agent sends (prompts, tool arguments)."""
         guardrails = call.controls.guardrails
         classified = call.classified
-        if guardrails is None or classified is None:
+        if guardrails is None or classified is None or not guardrails.active("request"):
             return
         subject: Any = classified.body
         if subject is None:
@@ -533,7 +533,8 @@ class Pipeline:
     def scan_response(self, call: Call, body: bytes, content_type: str) -> bytes:
         """Guardrails on what comes back (a blocked answer is replaced by a refusal)."""
         guardrails = call.controls.guardrails
-        if guardrails is None or not body or content_type != "application/json":
+        if (guardrails is None or not body or content_type != "application/json"
+                or not guardrails.active("response")):
             return body
         try:
             obj = orjson.loads(body)
