@@ -74,11 +74,17 @@ class Netns:
         prefix: list[str] = []
         if uid is not None:
             prefix = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-        out = open(log, "wb") if log is not None else subprocess.DEVNULL
-        return subprocess.Popen(
-            self.exec_argv([*prefix, *argv]), stdout=out, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True,
-        )
+        if log is None:
+            return subprocess.Popen(
+                self.exec_argv([*prefix, *argv]), stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+        # The child keeps its own copy of the descriptor; ours is closed at once.
+        with open(log, "wb") as out:
+            return subprocess.Popen(
+                self.exec_argv([*prefix, *argv]), stdout=out, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True,
+            )
 
     def delete(self) -> None:
         run(["ip", "netns", "del", self.name], check=False)

@@ -123,3 +123,13 @@ def test_refusal_response_is_typed_and_closes() -> None:
     assert resp.headers["x-haltgate-decision-id"]
     assert isinstance(resp.body, bytes) and b'"code":"sni_host_mismatch"' in resp.body
     assert resp.keep_alive is False
+
+
+def test_index_is_cached_per_spec_object() -> None:
+    a = _spec({"name": "x", "url": "https://x.example", "kind": "http"})
+    b = _spec({"name": "y", "url": "https://y.example", "kind": "http"})
+    first = t.UpstreamIndex.from_spec(a)
+    assert t.UpstreamIndex.from_spec(a) is first
+    other = t.UpstreamIndex.from_spec(b)
+    assert other is not first
+    assert other.lookup("y.example") is not None and other.lookup("x.example") is None

@@ -84,6 +84,9 @@ class TransparentUpstream:
     tls: TLSMode
 
 
+_INDEX_CACHE: dict[str, tuple[GovernancePolicySpec, UpstreamIndex]] = {}
+
+
 class UpstreamIndex:
     """The policy's upstreams by host name (lower case). Built once per policy version.
 
@@ -100,6 +103,17 @@ class UpstreamIndex:
 
     @classmethod
     def from_spec(cls, spec: GovernancePolicySpec) -> UpstreamIndex:
+        """The index of ``spec`` (cached for the current spec object: policies are immutable
+        and replaced whole on reload, so callers may ask once per connection)."""
+        cached = _INDEX_CACHE.get("last")
+        if cached is not None and cached[0] is spec:
+            return cached[1]
+        index = cls._build(spec)
+        _INDEX_CACHE["last"] = (spec, index)
+        return index
+
+    @classmethod
+    def _build(cls, spec: GovernancePolicySpec) -> UpstreamIndex:
         out = []
         for up in spec.upstreams:
             url = urlsplit(up.url)
