@@ -81,3 +81,20 @@ async def test_opa_denies(sidecar_factory: SidecarFactory, standins: Standins,
     assert (error["type"], error["code"]) == ("SAFETY", "opa_denied")
     assert "approval" in error["message"]
     assert len(standins.received("llm").requests) == 1
+
+
+async def test_stream_cut_by_response_guardrail(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory({"spec": {"guardrails": {
+        "secrets": {"direction": "response", "action": "block"}}}})
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    text = ("here is the key AKIAIOSFODNN7EXAMPLE and secret "
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY " + "filler " * 100)
+    async with aiohttp.ClientSession() as s, s.post(
+            sc.explicit + "/llm/v1/chat/completions", data=orjson.dumps(body),
+            headers={"x-standin-text": text}) as r:
+        assert r.status == 200
+        streamed = await r.read()
+    assert b"event: error" in streamed
+    error = orjson.loads(streamed.rsplit(b"data: ", 1)[1])["error"]
+    assert error["type"] == "SAFETY" and error["code"].startswith("guardrail_")
+    assert streamed.count(b"filler") < 100  # cut before the end

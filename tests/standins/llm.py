@@ -7,7 +7,8 @@ Usage: input tokens = number of whitespace-separated words of all prompt text (a
 1), output tokens = ``n`` (+ reasoning tokens). Headers ``x-standin-cached``,
 ``x-standin-reasoning`` and ``x-standin-cache-write`` add cached input, reasoning and
 cache-write token counts to the usage; ``x-standin-tokens`` sets ``n`` for requests without
-an output cap (a long answer the client did not bound).
+an output cap (a long answer the client did not bound); ``x-standin-text`` makes the
+answer that text (its words are the output tokens).
 
 Routes (each also without the ``/v1`` prefix):
 ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/responses``
@@ -120,6 +121,10 @@ class _Call:
         self.reasoning = _header_int(request, "x-standin-reasoning")
         self.cache_write = _header_int(request, "x-standin-cache-write")
         self.words = [f"tok{i}" for i in range(self.n)]
+        scripted = request.headers.get("x-standin-text")
+        if scripted:
+            self.words = scripted.split()
+            self.n = len(self.words)
         self.text = " ".join(self.words)
         self.raw = raw
         self.behavior = behavior(request)

@@ -419,7 +419,11 @@ class Pipeline:
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         await resp.prepare(request)
         parser = SSEParser()
-        reader = (UsageReader(classified.dialect, classified.view.model)
+        guardrails = call.controls.guardrails
+        scanner = (guardrails.stream("response")
+                   if guardrails is not None and guardrails.active("response") else None)
+        reader = (UsageReader(classified.dialect, classified.view.model,
+                              keep_text=scanner is not None)
                   if classified.dialect is not None else None)
         digest = hashlib.blake2b(digest_size=16)
         guard = _StreamGuard(call, self.budget)
@@ -433,6 +437,8 @@ class Pipeline:
                     for event in parser.feed(chunk):
                         reader.read_event(event)
                     cut = guard.check(reader)
+                    if cut is None and scanner is not None:
+                        cut = self._scan_stream_piece(call, scanner, reader.take_text())
                     if cut is not None:
                         break
                 try:
@@ -455,6 +461,8 @@ class Pipeline:
                 await resp.write_eof()
             except (ConnectionError, RuntimeError):
                 client_gone = True
+        if scanner is not None and cut is None:
+            self._scan_stream_piece(call, scanner, None)  # findings of the held-back tail
         complete = cut is None and not truncated and not client_gone
         counts = (reader.result(complete=complete, input_estimate=classified.input_estimate)
                   if reader is not None else None)
@@ -465,6 +473,24 @@ class Pipeline:
         self._finish(call, decision, code)
         self._audit_outcome(call, upstream.status, counts, decision=decision, err=cut)
         return resp
+
+    def _scan_stream_piece(self, call: Call, scanner: Any, text: str | None
+                           ) -> HaltgateError | None:
+        """Response guardrails on streamed text. Streams are relayed unchanged as they
+        arrive, so a stream is cut (not redacted) when a blocking finding appears."""
+        if text == "":
+            return None
+        piece = scanner.feed(text) if text is not None else scanner.close()
+        if piece.findings:
+            call.findings.extend(f.to_dict() for f in piece.findings)
+        if piece.risk:
+            self.budget.add_risk(time.time(), piece.risk, "guardrail_finding")
+        if piece.blocked:
+            code = next((f"guardrail_{f.detector}" for f in piece.findings
+                         if f.action == "block" and not f.monitor_only), "guardrail_error")
+            return DeniedError("a guardrail blocked the response stream", code=code,
+                               failure_type=FailureType.SAFETY)
+        return None
 
     def read_usage(self, call: Call, status: int, *, body: bytes) -> TokenCounts | None:
         """Token usage of a whole LLM answer (``None`` for other kinds)."""

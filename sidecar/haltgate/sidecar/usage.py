@@ -102,13 +102,28 @@ def _anthropic_counts(usage: dict[str, Any], counts: TokenCounts) -> None:
 class UsageReader:
     """Reads the usage of one LLM response: a JSON body, or the events of a stream."""
 
-    __slots__ = ("_dialect", "_found", "_seen_chars", "counts")
+    __slots__ = ("_dialect", "_found", "_seen_chars", "counts", "text")
 
-    def __init__(self, dialect: Dialect, model: str | None) -> None:
+    def __init__(self, dialect: Dialect, model: str | None, *, keep_text: bool = False) -> None:
         self._dialect = dialect
         self._found = False
         self._seen_chars = 0
         self.counts = TokenCounts(model=model)
+        self.text: list[str] | None = [] if keep_text else None
+        """With ``keep_text``: streamed text deltas not yet taken (for response guardrails)."""
+
+    def _saw(self, text: str) -> None:
+        self._seen_chars += len(text)
+        if self.text is not None:
+            self.text.append(text)
+
+    def take_text(self) -> str:
+        """The streamed text seen since the last call (``keep_text`` readers only)."""
+        if not self.text:
+            return ""
+        out = "".join(self.text)
+        self.text.clear()
+        return out
 
     @property
     def found(self) -> bool:
@@ -173,7 +188,7 @@ class UsageReader:
                 delta = choice.get("delta")
                 text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
                 if isinstance(text, str):
-                    self._seen_chars += len(text)
+                    self._saw(text)
         if isinstance(obj.get("usage"), dict):
             self._read_object(obj)
 
@@ -182,7 +197,7 @@ class UsageReader:
         if kind == "response.output_text.delta":
             delta = obj.get("delta")
             if isinstance(delta, str):
-                self._seen_chars += len(delta)
+                self._saw(delta)
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
             response = obj.get("response")
             if isinstance(response, dict):
@@ -195,7 +210,7 @@ class UsageReader:
             if isinstance(delta, dict):
                 text = delta.get("text") or delta.get("thinking") or delta.get("partial_json")
                 if isinstance(text, str):
-                    self._seen_chars += len(text)
+                    self._saw(text)
         elif kind == "message_start":
             message = obj.get("message")
             if isinstance(message, dict):
