@@ -136,3 +136,11 @@ def test_guardrail_findings_enter_the_input_without_matched_text() -> None:
     [entry] = build_input(call, findings=[finding])["findings"]
     assert entry["detector"] == "pii" and entry["type"] == "email"
     assert entry["action"] == "block"
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:8181", "127.0.0.1:8181", "http://"])
+def test_evaluator_rejects_bad_urls(url: str) -> None:
+    from haltgate.governance.opa import OPAEvaluator
+
+    with pytest.raises(ValueError, match="OPA url"):
+        OPAEvaluator(OPA(rego="package x"), "package x", url=url)

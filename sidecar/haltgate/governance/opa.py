@@ -46,10 +46,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, TypedDict
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-import yarl
 from opa_client import AsyncOpaClient
 from opa_client.errors import RegoParseError
 
@@ -386,10 +386,13 @@ class OPAEvaluator:
         clock: Callable[[], float] = time.monotonic,
         max_cache_entries: int = MAX_CACHE_ENTRIES,
     ) -> None:
-        base = yarl.URL(url)
-        if base.scheme not in ("http", "https") or not base.host:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"OPA url must be http(s)://host:port, got {url!r}")
-        self._base = base
+        self._base = f"{parts.scheme}://{parts.netloc}"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._tls = parts.scheme == "https"
         self._policy_id = policy_id
         self._clock = clock
         self._max_cache = max_cache_entries
@@ -406,8 +409,8 @@ class OPAEvaluator:
         self.stats: Counter[str] = Counter()
         """Decisions by outcome code (``allow``, ``opa_denied``, ..., ``cache_hit``)."""
 
-    def _url_for(self, settings: OPA) -> yarl.URL:
-        return self._base.with_path("/v1/data/" + settings.decision_path)
+    def _url_for(self, settings: OPA) -> str:
+        return f"{self._base}/v1/data/{settings.decision_path}"
 
     @property
     def settings(self) -> OPA:
@@ -457,9 +460,9 @@ class OPAEvaluator:
     async def _admin_client(self) -> AsyncOpaClient:
         if self._admin is None:
             client = AsyncOpaClient(
-                host=self._base.host or "127.0.0.1",
-                port=self._base.port or 8181,
-                ssl=self._base.scheme == "https",
+                host=self._host,
+                port=self._port,
+                ssl=self._tls,
                 retries=0,
                 timeout=5.0,
             )
