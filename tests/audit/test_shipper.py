@@ -15,7 +15,15 @@ import pytest
 
 from haltgate.governance.audit import SpoolAuditSink
 from haltgate.governance.audit.shipper import Shipper, ShipperSettings
-from haltgate.governance.audit.spool import SHIPPED_FILE, list_segments
+from haltgate.governance.audit.spool import (
+    SHIPPED_FILE,
+    SpoolPosition,
+    flocked,
+    iter_frames,
+    list_segments,
+    segment_path,
+    write_durable,
+)
 from haltgate.governance.audit.verify import verify_database
 from tests.audit.conftest import AuditDatabase
 from tests.audit.helpers import make_record
@@ -203,3 +211,25 @@ def test_second_shipper_on_the_same_spool_is_refused(tmp_path: Path) -> None:
             Shipper(ShipperSettings(tmp_path, "postgresql://unused"))
     finally:
         first.close()
+
+
+def test_ships_only_what_the_writer_made_durable(tmp_path: Path, audit_db: AuditDatabase) -> None:
+    fill(tmp_path, 10)
+    segment = list_segments(tmp_path)[-1]
+    frames, _, _ = iter_frames(segment_path(tmp_path, segment).read_bytes(), segment)
+    # A live writer (holding writer.lock) has fsync'd only the first 4 records.
+    with flocked(tmp_path / "writer.lock"):
+        write_durable(tmp_path, SpoolPosition(segment, frames[3].end))
+        shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer))
+        try:
+            assert shipper.ship_once().records == 4
+            assert shipper.ship_once().records == 0
+        finally:
+            shipper.close()
+    # The writer is gone: the next shipper settles the orphaned spool and ships the rest.
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer))
+    try:
+        assert shipper.drain(timeout=60) == 6
+    finally:
+        shipper.close()
+    assert audit_db.count() == 10

@@ -90,7 +90,7 @@ def test_second_writer_on_the_same_spool_is_refused(tmp_path: Path) -> None:
     sink = SpoolAuditSink(tmp_path)
     try:
         with pytest.raises(Exception, match="held by another process"):
-            SpoolAuditSink(tmp_path)
+            SpoolAuditSink(tmp_path, lock_wait_seconds=0.2)
     finally:
         sink.close_blocking()
 

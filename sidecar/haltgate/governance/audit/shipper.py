@@ -29,6 +29,7 @@ import orjson
 import psycopg
 
 from haltgate.governance.audit.metrics import AuditMetrics
+from haltgate.governance.audit.sink import AuditUnavailableError
 from haltgate.governance.audit.spool import (
     HEADS_FILE,
     SHIPPED_FILE,
@@ -37,8 +38,10 @@ from haltgate.governance.audit.spool import (
     flocked,
     iter_frames,
     list_segments,
+    read_durable,
     read_heads,
     segment_path,
+    settle,
     spool_bytes,
     write_json_atomic,
 )
@@ -147,6 +150,17 @@ class Shipper:
         self._partitions: set[tuple[int, int]] = set()
         self._stop = threading.Event()
         self.position = self._read_position()
+        self.settle_orphaned()
+
+    def settle_orphaned(self) -> bool:
+        """If no writer is alive, recover the spool and make it durable (what a starting
+        writer does), so records a crashed sidecar left behind get shipped. True if done."""
+        try:
+            with flocked(self._dir / "writer.lock", blocking=False):
+                settle(self._dir, self.metrics)
+        except AuditUnavailableError:
+            return False  # a writer is alive and keeps the durable mark current
+        return True
 
     # ---------------------------------------------------------------- position
 
@@ -170,14 +184,22 @@ class Shipper:
         limit = self.settings.batch_records
         frames: list[Frame] = []
         pos = self.position
-        segments = [n for n in list_segments(self._dir) if n >= pos.segment]
+        durable = read_durable(self._dir)
+        if durable is None:
+            return frames, pos
+        # Never ship past the durable mark: a record the writer has written but not yet
+        # fsync'd may still vanish in a power loss and its sequence number be reused.
+        segments = [n for n in list_segments(self._dir) if pos.segment <= n <= durable.segment]
         for index, number in enumerate(segments):
             newest = index == len(segments) - 1
             start = pos.offset if number == pos.segment else 0
             try:
                 with segment_path(self._dir, number).open("rb") as f:
                     f.seek(start)
-                    data = f.read()
+                    if number == durable.segment:
+                        data = f.read(max(durable.offset - start, 0))
+                    else:
+                        data = f.read()
             except FileNotFoundError:
                 break
             parsed, stop, reason = iter_frames(data, number, base=start)
@@ -271,6 +293,7 @@ class Shipper:
 
     def drain(self, timeout: float = 60.0) -> int:
         """Ship until nothing is left (or ``timeout`` seconds); return records shipped."""
+        self.settle_orphaned()
         total = 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -5,6 +5,7 @@ Layout of a spool directory::
     00000000000000000001.seg   segments, numbered; only the newest one is appended to
     heads.json                 chain heads of segments already shipped and removed
     shipped.json               the shipper's acknowledged position (segment, offset)
+    durable                    how far the spool is fsync'd (the shipper reads no further)
     writer.lock / shipper.lock one writer and one shipper at a time (flock)
     compact.lock               held while shipped segments are folded into heads.json
 
@@ -73,6 +74,8 @@ _MAX_FRAME = 16 * 1024 * 1024
 SEGMENT_SUFFIX = ".seg"
 HEADS_FILE = "heads.json"
 SHIPPED_FILE = "shipped.json"
+DURABLE_FILE = "durable"
+_DURABLE = struct.Struct("<QQ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,9 @@ class SpoolSettings:
     record, count it in ``haltgate_audit_records_dropped_total`` and log an error."""
     fsync: bool = True
     """fdatasync every commit. Off only in benchmarks of the rest of the path."""
+    lock_wait_seconds: float = 5.0
+    """How long a starting writer waits for ``writer.lock`` (a shipper settling an orphaned
+    spool holds it briefly) before it reports another writer (seconds)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", Path(self.directory))
@@ -219,18 +225,78 @@ def read_heads(directory: Path) -> dict[str, ChainHead]:
 
 
 @contextlib.contextmanager
-def flocked(path: Path, *, blocking: bool = True) -> Iterator[int]:
-    """Hold an exclusive ``flock`` on ``path`` for the duration of the block."""
+def flocked(path: Path, *, blocking: bool = True, wait_seconds: float = 0.0) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``path`` for the duration of the block.
+
+    Non-blocking: try for up to ``wait_seconds``, then raise ``AuditUnavailableError``."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        flags = fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB
-        try:
-            fcntl.flock(fd, flags)
-        except BlockingIOError as e:
-            raise AuditUnavailableError(f"{path} is held by another process") from e
+        if blocking:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + wait_seconds
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError as e:
+                    if time.monotonic() >= deadline:
+                        raise AuditUnavailableError(f"{path} is held by another process") from e
+                    time.sleep(0.05)
         yield fd
     finally:
         os.close(fd)
+
+
+def write_durable(directory: Path, position: SpoolPosition) -> None:
+    """Publish how far the spool is durable. Written after the fdatasync that made it so,
+    never fsync'd itself: after a power loss it can only be behind, never ahead."""
+    fd = os.open(directory / DURABLE_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, _encode_durable(position), 0)
+    finally:
+        os.close(fd)
+
+
+def _encode_durable(position: SpoolPosition) -> bytes:
+    body = _DURABLE.pack(position.segment, position.offset)
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def read_durable(directory: Path) -> SpoolPosition | None:
+    """The durable position, or ``None`` if unknown (no writer ever finished a commit)."""
+    for _ in range(3):  # a read racing the writer's 20-byte pwrite: read again
+        try:
+            data = (directory / DURABLE_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        body = data[: _DURABLE.size]
+        if len(data) == _DURABLE.size + 4 and zlib.crc32(body).to_bytes(4, "little") == \
+                data[_DURABLE.size:]:
+            segment, offset = _DURABLE.unpack(body)
+            return SpoolPosition(segment, offset)
+    return None
+
+
+def settle(directory: Path, metrics: AuditMetrics | None = None) -> dict[str, ChainHead]:
+    """Recover the spool and make all of it durable; call with ``writer.lock`` held.
+
+    Runs when a writer starts, and when a shipper finds no writer alive (an orphaned spool):
+    the records a crashed writer left in the page cache are fsync'd, and the durable mark
+    moves to the end of the newest segment."""
+    with flocked(directory / "compact.lock"):
+        heads = recover(directory, metrics)
+    segments = list_segments(directory)
+    if segments:
+        path = segment_path(directory, segments[-1])
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        write_durable(directory, SpoolPosition(segments[-1], size))
+    return heads
 
 
 def recover(directory: Path, metrics: AuditMetrics | None = None) -> dict[str, ChainHead]:
@@ -293,11 +359,11 @@ class SpoolWriter:
         self.metrics = metrics if metrics is not None else AuditMetrics()
         directory = settings.directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._writer_lock_cm = flocked(directory / "writer.lock", blocking=False)
+        self._writer_lock_cm = flocked(directory / "writer.lock", blocking=False,
+                                       wait_seconds=settings.lock_wait_seconds)
         self._writer_lock_cm.__enter__()
         try:
-            with flocked(directory / "compact.lock"):
-                heads = recover(directory, self.metrics)
+            heads = settle(directory, self.metrics)
             self.chainer = Chainer(heads)
             segments = list_segments(directory)
             self._segment = segments[-1] if segments else 0
@@ -308,6 +374,7 @@ class SpoolWriter:
             else:
                 self._roll()
             self._spooled = spool_bytes(directory)
+            self._durable_fd = os.open(directory / DURABLE_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
         except BaseException:
             self._writer_lock_cm.__exit__(None, None, None)
             raise
@@ -428,6 +495,8 @@ class SpoolWriter:
             if self.settings.fsync:
                 os.fdatasync(self._fd)
             self._size += len(data)
+            os.pwrite(self._durable_fd,
+                      _encode_durable(SpoolPosition(self._segment, self._size)), 0)
         except OSError as e:
             # After a failed write or fsync the file's state is unknown (fsyncgate): stop
             # accepting records rather than risk a hole; a restart recovers from disk.
@@ -455,6 +524,7 @@ class SpoolWriter:
         self._thread.join(timeout=30)
         if self._fd >= 0:
             os.close(self._fd)
+            os.close(self._durable_fd)
             self._fd = -1
         self._writer_lock_cm.__exit__(None, None, None)
 
