@@ -105,6 +105,10 @@ def make_engine(spec: GovernancePolicySpec, prices: PriceTable | None = None) ->
     return _BuiltinEngine(spec, prices)
 
 
+MAX_STATE_BYTES = 16 * 1024 * 1024
+"""A state slot is read up to this size (a state is a few KiB; never read unbounded)."""
+
+
 class StateFile:
     """A small record kept in two alternating slot files (see the module docstring).
 
@@ -136,13 +140,14 @@ class StateFile:
         """The newest valid record; None when no slot exists; ValueError when slots exist
         but none is valid."""
         found: list[tuple[int, bytes]] = []
-        exists = False
+        nonempty = False
         for i in (0, 1):
             try:
-                raw = self._slot(i).read_bytes()
+                with open(self._slot(i), "rb") as f:
+                    raw = f.read(MAX_STATE_BYTES)
             except FileNotFoundError:
                 continue
-            exists = True
+            nonempty = nonempty or bool(raw.strip(b"\0"))
             if len(raw) < self._HEADER.size:
                 continue
             magic, seq, length, crc = self._HEADER.unpack_from(raw)
@@ -150,8 +155,8 @@ class StateFile:
             if magic == self._MAGIC and len(payload) == length and zlib.crc32(payload) == crc:
                 found.append((seq, payload))
         if not found:
-            if exists and any(self._slot(i).stat().st_size for i in (0, 1)):
-                raise ValueError("no valid state slot (both torn or corrupt)")
+            if nonempty:
+                raise ValueError("no valid state slot (torn or corrupt)")
             return None
         seq, payload = max(found)
         self._seq = seq

@@ -30,9 +30,7 @@ from haltgate.governance.engine import (
 from haltgate.governance.policy import FailureType
 from tests.unit.governance.conftest import T0, make_engine
 
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 ALL_DIMENSIONS = {
     "calls": {"limit": 12, "period": "hour"},
