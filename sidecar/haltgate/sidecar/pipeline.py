@@ -596,8 +596,9 @@ class Pipeline:
         self._finish(call, decision, err.code)
         if err.failure_type is not None:
             self.metrics.halts.labels(err.failure_type.value).inc()
-        if call.classified is not None:
-            # Refusals of classified calls are decisions: they go to the audit trail too.
+        if call.target is not None:
+            # Refusals are decisions: they go to the audit trail too (not so requests for
+            # no target at all, e.g. an unknown alias, which name nothing to audit).
             self._audit_outcome(call, None, None, decision=decision, err=err)
         return await self._send_error(request, call, err)
 
@@ -652,7 +653,7 @@ class Pipeline:
             pod=call.agent.pod,
             run_id=call.agent.run_id,
             kind=view.kind.value if view is not None and view.kind is not None else None,
-            target=f"{view.method} {call.target.url}" if view and call.target else "",
+            target=f"{call.method} {call.target.url}" if call.target is not None else "",
             model=view.model if view is not None else None,
             tool=tool,
             args_digest=call.fingerprint or None,
