@@ -334,3 +334,20 @@ async def test_reload_under_load_drops_no_decision(opa_server: OPAServer) -> Non
         assert (await ev.decide(llm())).allow
     finally:
         await ev.close()
+
+
+async def test_refresh_picks_up_a_changed_configmap_file(opa_server: OPAServer,
+                                                         tmp_path: Path) -> None:
+    (tmp_path / "policy.rego").write_text(POLICY)
+    spec = OPA.model_validate({"configMapRef": {"name": "cm", "key": "policy.rego"}})
+    ev = OPAEvaluator(spec, POLICY, url=opa_server.url)
+    await ev.start()
+    try:
+        assert not await ev.refresh(tmp_path)  # unchanged: nothing to do
+        assert (await ev.decide(llm())).allow
+        (tmp_path / "policy.rego").write_text(POLICY_V2)  # kubelet swaps the mounted file
+        assert await ev.refresh(tmp_path)
+        assert not (await ev.decide(llm())).allow
+        assert (await ev.decide(llm(model="o1"))).allow
+    finally:
+        await ev.close()

@@ -514,6 +514,18 @@ class OPAEvaluator:
         self._rego, self._rego_digest = rego, digest
         self._cache.clear()
 
+    async def refresh(self, rego_dir: str | Path = DEFAULT_REGO_DIR) -> bool:
+        """Reload the Rego if its source changed (a ConfigMap updated without the policy).
+
+        Cheap (one file read and a hash), meant for the sidecar's periodic reload tick.
+        Returns whether a new module was loaded; raises like :meth:`update`.
+        """
+        rego = resolve_rego(self._settings, rego_dir)
+        if _digest(rego) == self._rego_digest and self.loaded:
+            return False
+        await self.update(self._settings, rego)
+        return self.loaded
+
     # ---------------------------------------------------------------- decisions
 
     async def decide(self, input: Mapping[str, Any]) -> OPADecision:
