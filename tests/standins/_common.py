@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -123,16 +124,19 @@ def cut_connection(request: web.Request) -> None:
 
 
 async def serve(
-    app: web.Application, host: str = "127.0.0.1", port: int = 0
+    app: web.Application, host: str = "127.0.0.1", port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, str]:
-    """Start ``app`` on ``host:port`` (0: a free port); returns the runner and base URL."""
+    """Start ``app`` on ``host:port`` (0: a free port); returns the runner and base URL.
+    With ``ssl_context`` it serves HTTPS (the URL then starts with ``https://``)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     sock = runner.addresses[0]
     bound_host = f"[{sock[0]}]" if ":" in sock[0] else sock[0]
-    return runner, f"http://{bound_host}:{sock[1]}"
+    scheme = "https" if ssl_context is not None else "http"
+    return runner, f"{scheme}://{bound_host}:{sock[1]}"
 
 
 def run_cli(name: str, factory: Callable[..., web.Application]) -> None:

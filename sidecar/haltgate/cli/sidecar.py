@@ -64,6 +64,9 @@ def _listen(value: str, port: int) -> Listen:
 @click.option("--ca-dir", envvar="HALTGATE_CA_DIR",
               type=click.Path(file_okay=False, path_type=Path),
               help="haltgate CA (ca.crt, ca.key) used to mint inspection certificates.")
+@click.option("--upstream-ca-file", envvar="HALTGATE_UPSTREAM_CA_FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Extra CA bundle trusted for https upstreams (system CAs otherwise).")
 @click.option("--listen", "explicit_listen", default=f"127.0.0.1:{EXPLICIT_PORT}",
               show_default=True, help="Explicit mode (base-URL aliases, HTTP(S)_PROXY).")
 @click.option("--transparent-listen", default=f"127.0.0.1:{TRANSPARENT_PORT}",
@@ -86,7 +89,8 @@ def _listen(value: str, port: int) -> Listen:
 @click.option("--log-level", envvar="HALTGATE_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | None,
-            audit_dir: Path | None, audit_sink: str, mode: str, ca_dir: Path | None, explicit_listen: str,
+            audit_dir: Path | None, audit_sink: str, mode: str, ca_dir: Path | None,
+            upstream_ca_file: Path | None, explicit_listen: str,
             transparent_listen: str, admin_listen: str, metrics_listen: str,
             agent_namespace: str, agent_pod: str, agent_workload: str, opa_url: str,
             rego_dir: Path, reload_interval: float, default_max_output_tokens: int,
@@ -104,7 +108,7 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
         audit_dir = state_dir / "audit"
     settings = SidecarSettings(
         policy_path=policy_path, admin_token_file=admin_token_file, state_dir=state_dir,
-        audit_dir=audit_dir, ca_dir=ca_dir,
+        audit_dir=audit_dir, ca_dir=ca_dir, upstream_ca_file=upstream_ca_file,
         explicit=_listen(explicit_listen, EXPLICIT_PORT),
         transparent=_listen(transparent_listen, TRANSPARENT_PORT)
         if mode == "transparent" else None,

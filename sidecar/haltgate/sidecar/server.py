@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ class SidecarSettings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     upstream_connections: int = 256
     """Keep-alive pool size (all upstreams together)."""
+    upstream_ca_file: Path | None = None
+    """Extra CA bundle to trust for https upstreams (private APIs); system CAs otherwise."""
 
 
 def _new_run_id() -> str:
@@ -157,9 +160,11 @@ class Sidecar:
 
     async def start(self) -> None:
         self.started_at = time.time()
+        ssl_context = True if self.settings.upstream_ca_file is None else \
+            ssl.create_default_context(cafile=str(self.settings.upstream_ca_file))
         connector = aiohttp.TCPConnector(limit=self.settings.upstream_connections,
                                          limit_per_host=0, ttl_dns_cache=10,
-                                         keepalive_timeout=30)
+                                         keepalive_timeout=30, ssl=ssl_context)
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),

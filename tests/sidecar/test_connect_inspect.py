@@ -1,0 +1,73 @@
+"""HTTPS_PROXY with TLS inspection: CONNECT, a leaf minted by the haltgate CA, governed
+requests inside, forwarded over TLS to an https upstream."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import trustme
+from tests.sidecar.conftest import SidecarFactory
+from tests.standins import llm, serve
+
+from haltgate.sidecar.tlsmint import CA_CERT_FILE, CertificateAuthority
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a b"}], "max_tokens": 3}
+
+
+@pytest.fixture
+async def https_llm(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    """The stand-in LLM over TLS (a trustme CA): (port, CA file the sidecar must trust)."""
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(ctx)
+    runner, url = await serve(llm.create_app(), "127.0.0.1", 0, ssl_context=ctx)
+    ca_file = tmp_path / "upstream-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    yield int(url.rsplit(":", 1)[1]), ca_file
+    await runner.cleanup()
+
+
+async def test_connect_inspected(sidecar_factory: SidecarFactory, https_llm: tuple[int, Path],
+                                 tmp_path: Path) -> None:
+    port, upstream_ca = https_llm
+    CertificateAuthority.create().write(tmp_path / "hgca")
+    sc = await sidecar_factory(
+        {"spec": {"upstreams": [{"name": "secure", "url": f"https://localhost:{port}",
+                                 "kind": "llm", "provider": "openai"}]}},
+        ca_dir=tmp_path / "hgca", upstream_ca_file=upstream_ca)
+    agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+    url = f"https://localhost:{port}/v1/chat/completions"
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, json=CHAT, proxy=sc.explicit, ssl=agent_tls) as r:
+            assert r.status == 200
+            assert r.headers["x-haltgate-decision-id"]
+            body = await r.json()
+        assert body["usage"]["completion_tokens"] == 3
+        # The same connection pool keeps governing: a denied model inside the tunnel.
+        async with s.post(url, json={**CHAT, "model": 5}, proxy=sc.explicit,
+                          ssl=agent_tls) as r:
+            assert r.status == 400
+    records = [rec for rec in sc.audit.records if rec.phase == "intent"]
+    assert records and records[0].target == f"POST https://localhost:{port}/v1/chat/completions"
+
+
+async def test_connect_inspected_host_mismatch(sidecar_factory: SidecarFactory,
+                                               https_llm: tuple[int, Path],
+                                               tmp_path: Path) -> None:
+    port, upstream_ca = https_llm
+    CertificateAuthority.create().write(tmp_path / "hgca")
+    sc = await sidecar_factory(
+        {"spec": {"upstreams": [{"name": "secure", "url": f"https://localhost:{port}",
+                                 "kind": "llm", "provider": "openai"}]}},
+        ca_dir=tmp_path / "hgca", upstream_ca_file=upstream_ca)
+    agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"https://localhost:{port}/v1/chat/completions", json=CHAT,
+                          proxy=sc.explicit, ssl=agent_tls,
+                          headers={"Host": "elsewhere.example"}) as r:
+            assert r.status == 403
+            assert (await r.json())["error"]["code"] == "sni_host_mismatch"
