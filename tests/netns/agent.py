@@ -34,10 +34,13 @@ class Outcome:
     detail: str
 
 
-def _read_all(sock: socket.socket | ssl.SSLSocket) -> bytes:
+def _read_all(sock: socket.socket | ssl.SSLSocket, until: bytes | None = None) -> bytes:
+    """Read to EOF (bounded), or only until ``until`` shows up."""
     data = b""
     deadline = time.monotonic() + TIMEOUT
     while len(data) < MAX_READ and time.monotonic() < deadline:
+        if until is not None and until in data:
+            break
         try:
             chunk = sock.recv(65536)
         except (TimeoutError, ssl.SSLError, ConnectionResetError):
@@ -311,7 +314,7 @@ class Attempts:
             with _connect(host, port) as sock:
                 if first:
                     sock.sendall(first)
-                data = _read_all(sock)
+                data = _read_all(sock, until=b"CANARY")
         except OSError as e:
             return _error(e)
         return Outcome(b"CANARY" in data, _summary(data))
@@ -320,7 +323,7 @@ class Attempts:
         try:
             with _connect(host, port) as raw, \
                     self.no_verify.wrap_socket(raw, server_hostname=sni) as sock:
-                data = _read_all(sock)
+                data = _read_all(sock, until=b"CANARY")
         except (OSError, ssl.SSLError) as e:
             return _error(e)
         return Outcome(b"CANARY" in data, _summary(data))
@@ -351,7 +354,7 @@ class Attempts:
         packet = struct.pack("!BBHHH", kind, 0, 0, 0, 1) + b"haltgate"
         try:
             with socket.socket(family, socket.SOCK_DGRAM, proto) as sock:
-                sock.settimeout(TIMEOUT)
+                sock.settimeout(1.0)  # a reply on a veth takes well under a millisecond
                 sock.sendto(packet, (host, 0))
                 data, _ = sock.recvfrom(2048)
         except OSError as e:
