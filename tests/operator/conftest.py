@@ -48,6 +48,7 @@ class OperatorUnderTest:
             "--health-port", str(self.health_port),
             "--metrics-port", str(self.metrics_port),
             "--halt-resync", "1",
+            "--status-resync", "2",
         ]
         self.log = workdir / "operator.log"
         self.proc: ManagedProcess | None = None
@@ -129,12 +130,25 @@ def eventually(check: Any, *, timeout: float = 20, interval: float = 0.2,
     raise AssertionError(f"{what}: not true after {timeout}s (last: {last!r})")
 
 
+def install_crds(kube: ControlPlane) -> None:
+    """Apply crds/ and wait (bounded) until both are Established and served."""
+    res = kube.kubectl("apply", "-f", str(REPO / "crds"))
+    assert res.returncode == 0, res.stderr
+
+    def established() -> bool:
+        for crd in ("governancepolicies.haltgate.dev", "budgetpools.haltgate.dev"):
+            out = kube.kubectl("get", "crd", crd, "-o",
+                               "jsonpath={.status.conditions[?(@.type=='Established')].status}")
+            if out.stdout.strip() != "True":
+                return False
+        return kube.kubectl("get", "govpol", "-A").returncode == 0
+
+    eventually(established, timeout=60, interval=0.5, what="CRDs established")
+
+
 @pytest.fixture(scope="session")
 def haltgate_crds(kube: ControlPlane) -> ControlPlane:
-    kube.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                 "crd/governancepolicies.haltgate.dev", "crd/budgetpools.haltgate.dev",
-                 check=True)
+    install_crds(kube)
     kube.kubectl("create", "namespace", OPERATOR_NAMESPACE)
     return kube
 

@@ -223,3 +223,29 @@ def test_operator_down_fails_closed_for_opted_in_pods_only(
         operator_running.start()
     res = create(kube, opted_in(governed_ns, "agent-after"))
     assert res.returncode == 0, res.stderr
+
+
+def test_deployment_pods_are_injected_and_counted(
+        kube_workloads: ControlPlane, governed_ns: str) -> None:
+    kube = kube_workloads
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "researcher", "namespace": governed_ns},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "agent"}},
+                 "template": {
+                     "metadata": {"labels": {"app": "agent"},
+                                  "annotations": {injection.ANNOTATION_INJECT: "true"}},
+                     "spec": {"containers": [{"name": "agent", "image": "x"}]}}}}
+    assert apply(kube, deployment).returncode == 0
+
+    def injected_pods() -> list[dict[str, Any]] | None:
+        pods = kubectl_json(kube, "-n", governed_ns, "get", "pods", "-l", "app=agent")["items"]
+        done = [p for p in pods
+                if injection.SIDECAR_CONTAINER_NAME in names(p["spec"].get("initContainers"))]
+        return done if len(done) == 2 else None
+
+    pods = eventually(injected_pods, timeout=30, what="two injected Deployment pods")
+    assert all(p["metadata"]["labels"][injection.LABEL_POLICY] == "research" for p in pods)
+    eventually(lambda: (kubectl_json(kube, "-n", governed_ns, "get", "govpol", "research")
+                        .get("status") or {}).get("matchedWorkloads") == 1,
+               timeout=30, what="matchedWorkloads 1")

@@ -8,9 +8,11 @@ dicts with the wire (camelCase) names, the same shape kopf hands to handlers.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -66,24 +68,36 @@ class Cluster:
         except ApiException as e:
             raise _translate(e) from e
 
+    async def _json(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # Skip the client's model classes: building them holds the GIL for milliseconds per
+        # object, which the webhook (same event loop) would feel on every large list.
+        resp = await self._call(fn, *args, _preload_content=False, **kwargs)
+        return orjson.loads(resp.data)
+
     # ----------------------------------------------------------------- reads
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
-        ns = await self._call(self.core.read_namespace, namespace)
-        return dict(ns.metadata.labels or {})
+        ns = await self._json(self.core.read_namespace, namespace)
+        return dict((ns.get("metadata") or {}).get("labels") or {})
 
-    async def list_policies(self, namespace: str) -> list[dict[str, Any]]:
-        res = await self._call(self.custom.list_namespaced_custom_object, API_GROUP,
-                               API_VERSION, namespace, POLICY_PLURAL)
+    async def list_policies(self, namespace: str, *, fresh: bool = True
+                            ) -> list[dict[str, Any]]:
+        """The GovernancePolicies of a namespace.
+
+        ``fresh=False`` reads the apiserver's watch cache (resourceVersion=0): no wait, but
+        possibly a few milliseconds stale. A consistent list can wait ~100 ms for the cache
+        to catch up with etcd while writes flow, which the webhook cannot afford per pod.
+        """
+        extra: dict[str, Any] = {} if fresh else {"resource_version": "0"}
+        res = await self._json(self.custom.list_namespaced_custom_object, API_GROUP,
+                               API_VERSION, namespace, POLICY_PLURAL, **extra)
         return list(res.get("items") or [])
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        res = await self._call(self.core.list_namespaced_pod, namespace,
+        res = await self._json(self.core.list_namespaced_pod, namespace,
                                label_selector=label_selector)
-        return [self.plain(p) for p in res.items]
+        return list(res.get("items") or [])
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
-        import base64
-
         sec = await self._call(self.core.read_namespaced_secret, name, namespace)
         data = (sec.data or {}).get(key)
         if data is None:

@@ -178,8 +178,11 @@ def _system_roots() -> str:
 
 
 async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
-                    logger: Any) -> bool:
-    """Bring one policy's ConfigMap and status up to date; True when Ready."""
+                    logger: Any, pods: Sequence[Mapping[str, Any]]) -> bool:
+    """Bring one policy's ConfigMap and status up to date; True when Ready.
+
+    ``pods`` are the pods injected for this policy (label ``haltgate.dev/policy``).
+    """
     meta = body.get("metadata") or {}
     namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 0)
@@ -206,7 +209,6 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
             logger.info(f"rendered ConfigMap {injection.policy_configmap_name(name)}")
     except cluster.NotFound as e:
         ready, reason, message = False, "RegoNotFound", str(e)
-    pods = await rt.cluster.list_pods(namespace, f"{injection.LABEL_POLICY}={name}")
     status_patch["conditions"] = [
         condition("Valid", True, "Valid", "the policy passed validation", generation,
                   previous, now),

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -173,13 +174,13 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession]
         return kopf.login_via_client(**kwargs)
 
     async def sync_policy(body: Mapping[str, Any], patch: kopf.Patch, log: Any) -> None:
-        wanted: dict[str, Any] = {}
-        await policies.reconcile(rt, body, wanted, log)
         meta = body.get("metadata") or {}
         namespace, name = meta["namespace"], meta["name"]
+        pods = await rt.cluster.list_pods(namespace, f"{injection.LABEL_POLICY}={name}")
+        wanted: dict[str, Any] = {}
+        await policies.reconcile(rt, body, wanted, log, pods)
         reason = (meta.get("annotations") or {}).get(halts.ANNOTATION_HALT)
         source = f"GovernancePolicy/{name}"
-        pods = await rt.cluster.list_pods(namespace, f"{injection.LABEL_POLICY}={name}")
         result = await halts.sync(rt, session_box["session"], namespace, source, pods,
                                   reason or None)
         for err in result.errors:
@@ -203,9 +204,18 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession]
     @kopf.timer(GROUP, VERSION, "governancepolicies", id="resync",
                 interval=rt.settings.halt_resync_seconds, registry=registry)
     async def policy_resync(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger,
-                            **_: Any) -> None:
-        # New pods of a halted policy, failed deliveries, matched-workload counts.
-        await sync_policy(body, patch, logger)
+                            memo: kopf.Memo, **_: Any) -> None:
+        # Often while a halt is on or being lifted (new pods, failed deliveries); otherwise
+        # only every status_resync_seconds (matched-workload counts): listing pods is the
+        # expensive part.
+        halting = bool(((body.get("metadata") or {}).get("annotations") or {})
+                       .get(halts.ANNOTATION_HALT))
+        lifting = bool((body.get("status") or {}).get("haltedAgents"))
+        now = time.monotonic()
+        due = now - memo.get("last_full_sync", 0.0) >= rt.settings.status_resync_seconds
+        if halting or lifting or due:
+            memo["last_full_sync"] = now
+            await sync_policy(body, patch, logger)
 
     @kopf.on.resume(GROUP, VERSION, "budgetpools", id="reconcile", registry=registry)
     @kopf.on.create(GROUP, VERSION, "budgetpools", id="reconcile", registry=registry)

@@ -8,6 +8,7 @@ into kopf's admission response (a JSON patch, warnings, or a refusal with a mess
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from haltgate.governance.validation import validate_document
 from haltgate.operator import cluster, injection, webhookconfig
 from haltgate.operator.runtime import Runtime
 
+_POLICY_LOOKUP_CODES = frozenset({"no_policy", "unknown_policy", "ambiguous_policy"})
 _MAX_MESSAGE = 4000  # the apiserver shows the whole message to the user: keep it readable
 
 
@@ -39,17 +41,29 @@ async def admit_pod(rt: Runtime, body: Mapping[str, Any], patch: kopf.Patch,
     if str(annotations.get(injection.ANNOTATION_INJECT, "")).strip().lower() == "false":
         return "skipped"
     try:
-        labels = await rt.cluster.namespace_labels(ns)
+        # Both lookups at once: the webhook is only called for opted-in pods, so the policy
+        # list is almost always needed.
+        labels, listed = await asyncio.gather(rt.cluster.namespace_labels(ns),
+                                              rt.cluster.list_policies(ns, fresh=False))
         if not injection.injection_requested(pod, labels):
             return "skipped"
-        policies = [injection.PolicyRef.from_object(p)
-                    for p in await rt.cluster.list_policies(ns)]
+        outcome: injection.Outcome | None = None
+        for fresh in (False, True):
+            if fresh:
+                listed = await rt.cluster.list_policies(ns, fresh=True)
+            policies = [injection.PolicyRef.from_object(p) for p in listed]
+            outcome = injection.mutate_pod(pod, namespace=ns, namespace_labels=labels,
+                                           policies=policies, config=rt.settings.injection,
+                                           template=rt.template)
+            # The cached list may miss a policy created a moment ago: before refusing for
+            # want of a policy, ask again with a consistent read.
+            if not (isinstance(outcome, injection.Refuse)
+                    and outcome.code in _POLICY_LOOKUP_CODES):
+                break
     except cluster.NotFound as e:
         raise kopf.AdmissionError(f"haltgate: cannot look up namespace {ns}: {e}",
                                   code=500) from e
-    outcome = injection.mutate_pod(pod, namespace=ns, namespace_labels=labels,
-                                   policies=policies, config=rt.settings.injection,
-                                   template=rt.template)
+    assert outcome is not None
     match outcome:
         case injection.Skip(reason=reason, warnings=more):
             warnings.extend(more)
