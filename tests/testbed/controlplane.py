@@ -32,7 +32,7 @@ import yaml
 
 from tests.testbed import binaries, certs
 from tests.testbed.errors import TestbedError
-from tests.testbed.process import ManagedProcess, free_port, stop_pid, wait_until
+from tests.testbed.process import ManagedProcess, free_port, free_ports, stop_pid, wait_until
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -168,7 +168,7 @@ class ControlPlane:
             current.stop(timeout=STOP_GRACE)
             del self._procs["kube-controller-manager"]
         self.controllers = tuple(controllers)
-        self.ports.controller_manager = free_port()
+        self.ports.controller_manager = self._port_not_in_use()
         pki = self.pki_dir
         cm_kubeconfig = str(self.state_dir / "cm.kubeconfig")
         proc = self._spawn("kube-controller-manager", [
@@ -260,7 +260,7 @@ class ControlPlane:
 
     def _start_etcd(self, attempts: int = 3) -> None:
         for attempt in range(attempts):
-            self.ports.etcd_client, self.ports.etcd_peer = free_port(), free_port()
+            self.ports.etcd_client, self.ports.etcd_peer = free_ports(2)
             client = f"http://127.0.0.1:{self.ports.etcd_client}"
             peer = f"http://127.0.0.1:{self.ports.etcd_peer}"
             proc = self._spawn("etcd", [
@@ -288,6 +288,13 @@ class ControlPlane:
                         proc.log.read_text(errors="replace"):
                     raise
 
+    def _port_not_in_use(self) -> int:
+        taken = {p for p in asdict(self.ports).values() if p}
+        for _ in range(20):
+            if (port := free_port()) not in taken:
+                return port
+        raise TestbedError("no free port found")
+
     def _etcd_healthy(self) -> bool:
         url = f"http://127.0.0.1:{self.ports.etcd_client}/health"
         try:
@@ -298,7 +305,7 @@ class ControlPlane:
 
     def _start_apiserver(self, pki: certs.ControlPlaneCerts, attempts: int = 3) -> None:
         for attempt in range(attempts):
-            self.ports.apiserver = free_port()
+            self.ports.apiserver = self._port_not_in_use()
             proc = self._spawn("kube-apiserver", [
                 str(binaries.require("kube-apiserver")),
                 f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
