@@ -4,7 +4,8 @@
 - ``opa_binary``: path of the Go-built ``opa``.
 - ``kube``: etcd + kube-apiserver (+ controller-manager for service accounts and namespace
   deletion) on loopback; a :class:`tests.testbed.controlplane.ControlPlane` with
-  ``kubeconfig``, ``server``, ``ca_path``, ``api_client()`` and ``kubectl(...)``.
+  ``kubeconfig``, ``server``, ``ca_path``, ``api_client()``, ``kubectl(...)`` and ``env()``
+  (os.environ + KUBECONFIG, for subprocesses such as the operator).
 - ``kube_workloads``: the same control plane with the Deployment/ReplicaSet/... controllers
   running, so a Deployment turns into (Pending) Pods.
 - ``kubectl``: ``kubectl(*args, input=None) -> CompletedProcess[str]`` for ``kube``.

@@ -212,6 +212,11 @@ class ControlPlane:
             raise TestbedError(f"kubectl {' '.join(args)}: no answer within {timeout:.0f}s",
                                self.log("kube-apiserver")) from e
 
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess that should talk to this control plane (kopf,
+        ``haltgate operator``, kubectl, helm): ours plus ``KUBECONFIG``, minus proxies."""
+        return {**_server_env(), "KUBECONFIG": str(self.kubeconfig)}
+
     def ready(self) -> bool:
         """Whether the apiserver answers /readyz with 200."""
         return self._https_ok(self.ports.apiserver, "/readyz", verify=True)
