@@ -86,19 +86,24 @@ class Pod:
             return []
         return [json.loads(line) for line in self.events.read_text().splitlines() if line]
 
-    def sidecar_status(self) -> dict[str, object]:
-        """The real sidecar's admin /status, asked as the sidecar UID with the token."""
+    def sidecar_admin(self, path: str, body: bytes | None = None) -> dict[str, object]:
+        """The real sidecar's admin API, called as the sidecar UID with the token."""
         script = (
             "import sys,urllib.request\n"
-            "req=urllib.request.Request('http://127.0.0.1:15020/status',"
-            "headers={'Authorization':'Bearer '+open(sys.argv[1]).read().strip()})\n"
+            "data=sys.argv[3].encode() if len(sys.argv)>3 else None\n"
+            "req=urllib.request.Request('http://127.0.0.1:15020'+sys.argv[2],data=data,"
+            "headers={'Authorization':'Bearer '+open(sys.argv[1]).read().strip(),"
+            "'Content-Type':'application/json'})\n"
             "print(urllib.request.urlopen(req,timeout=5).read().decode())\n"
         )
-        done = self.topo.pod.run(["setpriv", f"--reuid={SIDECAR_UID}",
-                                  f"--regid={SIDECAR_UID}", "--clear-groups", sys.executable,
-                                  "-c", script, str(self.workdir / "admin-token")])
-        status: dict[str, object] = json.loads(done.stdout)
-        return status
+        argv = ["setpriv", f"--reuid={SIDECAR_UID}", f"--regid={SIDECAR_UID}",
+                "--clear-groups", sys.executable, "-c", script,
+                str(self.workdir / "admin-token"), path]
+        if body is not None:
+            argv.append(body.decode())
+        done = self.topo.pod.run(argv)
+        answer: dict[str, object] = json.loads(done.stdout)
+        return answer
 
     def recorded_calls(self) -> list[dict[str, object]]:
         if not self.record.exists():
@@ -269,11 +274,18 @@ def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
     assert pod.canary_events()[canaries_before:] == []
     # The governed calls went through the sidecar and were recorded there.
     if pod.variant == "sidecar":
-        status = pod.sidecar_status()
+        status = pod.sidecar_admin("/status")
         decisions = status["decisions"]
         assert isinstance(decisions, dict)
         # 5 inspected LLM calls, MCP, API, explicit alias; passthrough is a connection record.
         assert decisions["allow"] >= 8, status
+        # A halt is final on every path, passthrough tunnels included.
+        pod.sidecar_admin("/halt", b'{"message": "netns test halt"}')
+        halted = pod.run_agent(["tls_passthrough", "llm_https_inspected", "api_plain_http",
+                                "explicit_alias_call"])
+        print("\nafter an admin halt:\n" + _table(halted, dict.fromkeys(
+            [str(r["name"]) for r in halted], False)))
+        assert not any(r["reached"] for r in halted)
         return
     calls = pod.recorded_calls()
     assert {(c["host"], c["path"]) for c in calls} >= {
