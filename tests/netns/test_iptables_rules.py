@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from click.testing import CliRunner
 
@@ -127,3 +129,58 @@ def test_resolv_conf_parsing(tmp_path: object) -> None:
         "nameserver fe80::1%eth0\nnameserver bogus\noptions ndots:5\n"
     )
     assert rules.system_resolvers(conf) == ["10.96.0.10", "fe80::1"]
+
+
+class FakeIptables:
+    """Stands in for the iptables binaries (outside haltgate): records calls, answers -C."""
+
+    def __init__(self, jumps_present: int = 0, fail_restore: bool = False) -> None:
+        self.calls: list[tuple[list[str], str | None]] = []
+        self.jumps = jumps_present
+        self.fail_restore = fail_restore
+
+    def __call__(self, argv: object, stdin: str | None) -> subprocess.CompletedProcess[str]:
+        args = list(argv)  # type: ignore[call-overload]
+        self.calls.append((args, stdin))
+        code, err = 0, ""
+        if "-C" in args:
+            code = 0 if self.jumps > 0 else 1
+        elif "-D" in args:
+            self.jumps -= 1
+        elif args[0].endswith("-restore") and self.fail_restore:
+            code, err = 2, "iptables-restore: line 3 failed"
+        return subprocess.CompletedProcess(args, code, "", err)
+
+
+def test_apply_adds_the_jump_only_when_missing() -> None:
+    fake = FakeIptables(jumps_present=0)
+    rules.Installer(runner=fake, families=[rules.Family.IPV4]).apply(_config())
+    payloads = [stdin for argv, stdin in fake.calls if argv[0] == "iptables-restore"]
+    assert len(payloads) == 2 and all(p and "-I OUTPUT 1" in p for p in payloads)
+
+    fake = FakeIptables(jumps_present=1)
+    rules.Installer(runner=fake, families=[rules.Family.IPV4, rules.Family.IPV6]).apply(_config())
+    restores = [(argv[0], stdin) for argv, stdin in fake.calls if argv[0].endswith("-restore")]
+    assert [r[0] for r in restores] == ["iptables-restore"] * 2 + ["ip6tables-restore"] * 2
+    assert all(stdin and "-I OUTPUT" not in stdin for _, stdin in restores)
+
+
+def test_apply_failure_is_an_error_with_the_tool_output() -> None:
+    fake = FakeIptables(fail_restore=True)
+    with pytest.raises(rules.IptablesError, match="line 3 failed"):
+        rules.Installer(runner=fake, families=[rules.Family.IPV4]).apply(_config())
+
+
+def test_remove_deletes_duplicate_jumps_bounded() -> None:
+    fake = FakeIptables(jumps_present=3)
+    rules.Installer(runner=fake, families=[rules.Family.IPV4]).remove()
+    deletes = [argv for argv, _ in fake.calls if "-D" in argv]
+    assert len(deletes) == 3
+    assert any("-X" in argv for argv, _ in fake.calls)
+
+
+def test_backend_selects_the_binaries() -> None:
+    assert rules.Tool(rules.Family.IPV6, rules.Backend.LEGACY).restore == (
+        "ip6tables-legacy-restore"
+    )
+    assert rules.Tool(rules.Family.IPV4).command("-S") == ["iptables", "-w", "5", "-S"]
