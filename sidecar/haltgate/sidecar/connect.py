@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from haltgate.governance.errors import BadRequestError, DeniedError, HaltgateError
 from haltgate.governance.policy import FailureType, TLSMode
@@ -66,7 +67,7 @@ def parse_connect_head(head: bytes) -> ConnectRequest:
     return ConnectRequest(host.lower().rstrip("."), int(port_text), parts[2])
 
 
-ConnectHandler = Callable[[asyncio.Transport, ConnectRequest, str], Awaitable[None]]
+ConnectHandler = Callable[[asyncio.Transport, ConnectRequest, str], Coroutine[Any, Any, None]]
 
 
 class ExplicitFront(asyncio.Protocol):

@@ -155,7 +155,7 @@ class Pipeline:
     # ------------------------------------------------------------------ the pipeline
 
     async def handle(
-        self, request: web.Request, target: Target | HaltgateError
+        self, request: web.BaseRequest, target: Target | HaltgateError
     ) -> web.StreamResponse:
         """Govern one request to ``target`` (or answer the resolution error)."""
         call = self.identify()
@@ -188,7 +188,7 @@ class Pipeline:
             agent=self.agent,
         )
 
-    async def read_body(self, request: web.Request, call: Call) -> bytes:
+    async def read_body(self, request: web.BaseRequest, call: Call) -> bytes:
         """The whole request body, within the policy's size limit and the client timeout."""
         limit = call.controls.max_body_bytes
         length = request.content_length
@@ -344,7 +344,7 @@ class Pipeline:
             raise UnavailableError("audit trail did not confirm the record in time",
                                    code="audit_timeout") from e
 
-    async def forward(self, request: web.Request, call: Call) -> web.StreamResponse:
+    async def forward(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Send the decided call upstream and relay the answer (streamed or whole)."""
         assert call.target is not None and call.classified is not None
         call.forward_started = time.perf_counter()
@@ -379,7 +379,7 @@ class Pipeline:
         return c is not None and c.view.kind is RequestKind.MCP and _lists_tools(c.body)
 
     async def relay_whole(
-        self, request: web.Request, call: Call, upstream: aiohttp.ClientResponse
+        self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
     ) -> web.StreamResponse:
         """A complete (non-streamed) answer: settle, scan, then send it."""
         try:
@@ -409,7 +409,7 @@ class Pipeline:
         return resp
 
     async def relay_stream(
-        self, request: web.Request, call: Call, upstream: aiohttp.ClientResponse
+        self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
     ) -> web.StreamResponse:
         """Relay an SSE answer chunk by chunk, metering it; cut it if the budget is crossed."""
         classified = call.classified
@@ -586,7 +586,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------ refusals
 
-    async def refuse(self, request: web.Request, call: Call, err: HaltgateError) -> web.Response:
+    async def refuse(
+        self, request: web.BaseRequest, call: Call, err: HaltgateError
+    ) -> web.Response:
         """Answer a refusal: release any reservation, audit the decision, send the error."""
         if call.reserved:
             self.budget.release(call.decision_id, time.time())
@@ -603,7 +605,7 @@ class Pipeline:
         return await self._send_error(request, call, err)
 
     async def fail_upstream(
-        self, request: web.Request, call: Call, err: UpstreamError, cause: BaseException
+        self, request: web.BaseRequest, call: Call, err: UpstreamError, cause: BaseException
     ) -> web.Response:
         """The upstream failed after the call was decided: settle as failed, answer 502/504."""
         log.info("upstream failure for %s: %r", call.decision_id, cause)
@@ -618,7 +620,7 @@ class Pipeline:
         return await self._send_error(request, call, err)
 
     async def _send_error(
-        self, request: web.Request, call: Call, err: HaltgateError
+        self, request: web.BaseRequest, call: Call, err: HaltgateError
     ) -> web.Response:
         c = call.classified
         resp = r.error_response(err, call.decision_id, rpc=call.is_rpc,
@@ -666,7 +668,7 @@ class Pipeline:
             findings=tuple(call.findings),
             status=status,
             latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,
-            payload_mode=call.controls.payload.value,  # type: ignore[arg-type]
+            payload_mode=call.controls.payload.value,
             payload=self._payload(call),
         )
 

@@ -70,8 +70,6 @@ TRANSPARENT_PORT = 15001
 ADMIN_PORT = 15020
 METRICS_PORT = 15090
 
-PIPELINE = web.AppKey("pipeline", Pipeline)
-SIDECAR = web.AppKey("sidecar", "Sidecar")
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,8 +314,10 @@ class Sidecar:
                        upstream: Any, version: str) -> None:
         """Terminate TLS with a minted leaf; govern each request inside like any other."""
         loop = asyncio.get_running_loop()
+        minter = self.minter
+        assert minter is not None  # refusal_for() refused inspection without a CA
         try:
-            ctx = await loop.run_in_executor(None, self.minter.server_context, request.host)
+            ctx = await loop.run_in_executor(None, minter.server_context, request.host)
         except Exception as e:
             assert self.pipeline is not None
             self._refuse_connect(transport, UnavailableError(
@@ -331,7 +331,7 @@ class Sidecar:
             return await pipeline.handle(
                 req, resolve_inspected(req, pipeline.controls, target_host, target_port))
 
-        server = web.Server(handler, access_log=None)  # type: ignore[arg-type]
+        server = web.Server(handler, access_log=None)
         proto = server()
         transport.write(f"{version} 200 Connection Established\r\n\r\n".encode())
         transport.resume_reading()
@@ -506,7 +506,6 @@ class Sidecar:
 
     def _explicit_app(self) -> web.Application:
         app = web.Application(client_max_size=2**62)  # the pipeline enforces the policy limit
-        app[SIDECAR] = self
 
         async def handler(request: web.Request) -> web.StreamResponse:
             pipeline = self.pipeline
@@ -614,7 +613,7 @@ def _host_header(request: web.BaseRequest, default: int) -> tuple[str, int] | No
         return None
     if url is None or not url.raw_host:
         return None
-    port = url.explicit_port if url.explicit_port is not None else default  # type: ignore[attr-defined]
+    port = url.explicit_port if url.explicit_port is not None else default
     return url.raw_host.lower().rstrip("."), port
 
 
