@@ -145,6 +145,9 @@ class Cluster:
 
     async def apply_webhook_configuration(self, kind: str, body: Mapping[str, Any]) -> None:
         """Create or replace a Mutating/ValidatingWebhookConfiguration's webhooks."""
+        create: Any
+        read: Any
+        replace: Any
         if kind == "mutating":
             create, read, replace = (self.admission.create_mutating_webhook_configuration,
                                      self.admission.read_mutating_webhook_configuration,

@@ -12,7 +12,7 @@ import asyncio
 import copy
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -75,9 +75,10 @@ async def admit_pod(rt: Runtime, body: Mapping[str, Any], patch: kopf.Patch,
         case injection.Inject(pod=mutated, warnings=more):
             warnings.extend(more)
 
-            def replace(raw: dict[str, Any]) -> None:
-                raw.clear()
-                raw.update(copy.deepcopy(mutated))
+            def replace(raw: kopf.RawBody) -> None:
+                target = cast(dict[str, Any], raw)  # a plain dict at run time
+                target.clear()
+                target.update(copy.deepcopy(mutated))
 
             # kopf diffs the original against this result into a JSON patch.
             patch.fns.append(replace)
@@ -128,8 +129,9 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
     def _validator(webhook_id: str, plural: str) -> None:
         @kopf.on.validate("haltgate.dev", "v1alpha1", plural, id=webhook_id,
                           operations=["CREATE", "UPDATE"], registry=registry)
-        def validate(body: kopf.Body, old: kopf.BodyEssence | None, operation: str | None,
-                     warnings: list[str], **_: Any) -> None:
+        def validate(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
+            old: Mapping[str, Any] | None = kwargs.get("old")
+            operation: str | None = kwargs.get("operation")
             start = time.perf_counter()
             outcome = "error"
             try:

@@ -1,0 +1,159 @@
+"""Unit tests of the operator's pure parts: certificates, halt planning, status helpers,
+admission validation and the webhook configurations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+
+from haltgate.operator import certs, halts, injection, policies, pools, webhookconfig, webhooks
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def test_webhook_tls_serves_and_verifies(tmp_path: Path) -> None:
+    tls, changed = certs.ensure_webhook_tls(None, ["127.0.0.1", "hg.svc"], now=NOW)
+    assert changed
+    crt, key, ca = tls.write(tmp_path)
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(str(crt), str(key))  # the pair matches
+    cert = tls.leaf.certificate
+    assert cert.issuer == tls.ca.certificate.subject
+    assert ca.read_bytes() == tls.ca.cert_pem
+
+
+def test_webhook_tls_kept_then_renewed_with_same_ca() -> None:
+    tls, _ = certs.ensure_webhook_tls(None, ["127.0.0.1"], now=NOW)
+    same, changed = certs.ensure_webhook_tls(tls, ["127.0.0.1"], now=NOW + dt.timedelta(days=1))
+    assert not changed and same is tls
+    later = NOW + certs.LEAF_VALIDITY - certs.RENEW_BEFORE + dt.timedelta(hours=1)
+    renewed, changed = certs.ensure_webhook_tls(tls, ["127.0.0.1"], now=later)
+    assert changed and renewed.ca is tls.ca and renewed.leaf != tls.leaf
+    # A new host also renews the leaf, still under the same CA (caBundle unchanged).
+    more, changed = certs.ensure_webhook_tls(tls, ["127.0.0.1", "new.svc"], now=NOW)
+    assert changed and more.ca is tls.ca
+
+
+def test_webhook_tls_new_ca_near_ca_expiry() -> None:
+    tls, _ = certs.ensure_webhook_tls(None, ["a"], now=NOW)
+    late = NOW + certs.CA_VALIDITY - certs.LEAF_VALIDITY + dt.timedelta(days=1)
+    fresh, changed = certs.ensure_webhook_tls(tls, ["a"], now=late)
+    assert changed and fresh.ca.cert_pem != tls.ca.cert_pem
+
+
+def _pod(record: dict[str, str] | None = None) -> dict[str, Any]:
+    ann = {halts.ANNOTATION_HALTED: json.dumps(record)} if record else {}
+    return {"metadata": {"name": "p", "annotations": ann}}
+
+
+def test_halt_plan() -> None:
+    src = "GovernancePolicy/a"
+    assert halts.plan(_pod(), src, "why") == halts.Step("halt", {src: "why"})
+    assert halts.plan(_pod({src: "why"}), src, "why") is None
+    assert halts.plan(_pod({src: "old"}), src, "new") == halts.Step("halt", {src: "new"})
+    assert halts.plan(_pod({src: "why"}), src, None) == halts.Step("reset", {})
+    assert halts.plan(_pod(), src, None) is None
+    # Another source still halts the pod: lifting ours must not reset the sidecar.
+    both = {src: "why", "Deployment/d": "other"}
+    assert halts.plan(_pod(both), src, None) == halts.Step("forget", {"Deployment/d": "other"})
+
+
+def test_halted_sources_tolerates_garbage() -> None:
+    pod = {"metadata": {"annotations": {halts.ANNOTATION_HALTED: "not json"}}}
+    assert halts.halted_sources(pod) == {}
+
+
+def test_admin_port_from_pod_spec() -> None:
+    pod = {"spec": {"initContainers": [{"name": injection.SIDECAR_CONTAINER_NAME,
+                                        "ports": [{"name": "hg-admin", "containerPort": 1234}]}]}}
+    assert halts.admin_port(pod, 15020) == 1234
+    assert halts.admin_port({}, 15020) == 15020
+
+
+def test_count_workloads() -> None:
+    def pod(name: str, owner: tuple[str, str] | None, h: str | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "labels": {"pod-template-hash": h} if h else {}}
+        if owner:
+            meta["ownerReferences"] = [{"kind": owner[0], "name": owner[1], "controller": True}]
+        return {"metadata": meta}
+
+    pods = [pod("a", ("ReplicaSet", "web-abc"), "abc"), pod("b", ("ReplicaSet", "web-def"), "def"),
+            pod("c", ("StatefulSet", "db")), pod("d", None)]
+    assert policies.count_workloads(pods) == 3
+
+
+def test_condition_keeps_transition_time_while_status_holds() -> None:
+    prev = [{"type": "Ready", "status": "True", "lastTransitionTime": "T0"}]
+    assert policies.condition("Ready", True, "R", "m", 2, prev, "T1")["lastTransitionTime"] == "T0"
+    assert policies.condition("Ready", False, "R", "m", 2, prev, "T1")["lastTransitionTime"] == "T1"
+
+
+def test_render_config_map_copies_referenced_rego() -> None:
+    body = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
+            "metadata": {"name": "p", "namespace": "n", "uid": "u", "generation": 3,
+                         "managedFields": [{}]},
+            "spec": {"opa": {"configMapRef": {"name": "rules", "key": "main.rego"}}}}
+    cm = policies.render_config_map(body, "package x")
+    assert cm["metadata"]["name"] == "haltgate-policy-p"
+    assert cm["data"]["main.rego"] == "package x"
+    assert "managedFields" not in cm["data"]["policy.yaml"]
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "u"
+
+
+def _policy(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
+            "metadata": {"name": "p", "namespace": "n"}, "spec": spec}
+
+
+def test_validate_object_refuses_with_every_path() -> None:
+    warnings: list[str] = []
+    with pytest.raises(kopf.AdmissionError) as e:
+        webhooks.validate_object(
+            _policy({"budgets": {"tokens": {}}, "engine": {"type": "emocore"}}),
+            None, "CREATE", warnings)
+    assert "spec.budgets.tokens" in str(e.value) and "spec.engine.profile" in str(e.value)
+    assert e.value.code == 422
+
+
+def test_validate_object_warnings_and_metadata_only_updates() -> None:
+    warnings: list[str] = []
+    assert webhooks.validate_object(_policy({}), None, "CREATE", warnings) == "valid"
+    assert any(w.startswith("spec.selector") for w in warnings)
+    # A stored object that is invalid today can still be annotated (halted) and deleted.
+    bad = _policy({"budgets": {"tokens": {}}})
+    assert webhooks.validate_object(bad, bad, "UPDATE", []) == "valid"
+
+
+def test_pool_status() -> None:
+    pool = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
+            "metadata": {"name": "shared", "namespace": "n", "generation": 1,
+                         "annotations": {halts.ANNOTATION_HALT: "budget review"}},
+            "spec": {"costUSD": {"limit": 10}}}
+    status = pools.pool_status(pool, [{"spec": {"pool": "shared"}}, {"spec": {}}], "T")
+    assert status["members"] == 1 and status["state"] == "Halted"
+    assert status["reason"] == "budget review"
+
+
+def test_mutating_configuration_is_fail_closed_and_scoped() -> None:
+    ep = webhookconfig.Endpoint(ca_bundle=b"PEM", url="https://127.0.0.1:9443")
+    cfg = webhookconfig.mutating_configuration(ep, injection.InjectionConfig(
+        operator_namespace="ops"))
+    hooks = cfg["webhooks"]
+    assert [h["name"] for h in hooks] == ["annotated.inject.haltgate.dev",
+                                          "namespace.inject.haltgate.dev"]
+    for h in hooks:
+        assert h["failurePolicy"] == "Fail" and h["timeoutSeconds"] == 10
+        assert h["sideEffects"] == "None"
+        assert h["clientConfig"]["url"] == "https://127.0.0.1:9443/inject"
+        excluded = h["namespaceSelector"]["matchExpressions"][0]["values"]
+        assert {"kube-system", "ops"} <= set(excluded)
+    svc = webhookconfig.Endpoint(ca_bundle=b"PEM", service_name="hg", service_namespace="ops")
+    assert svc.client_config("inject")["service"] == {"name": "hg", "namespace": "ops",
+                                                      "port": 443, "path": "/inject"}
