@@ -281,6 +281,15 @@ class Attempts:
 
     # The admin API answers 401 without a token (or ADMIN in the forwarder stand-in); nothing
     # else in the pod answers 401, so either proves the agent reached the admin port.
+    def transparent_connect_allowed_host(self) -> Outcome:
+        """CONNECT sent over a redirected connection, even to an allowed host, is refused."""
+        try:
+            resp = http_raw("mcp.test", 80, b"CONNECT mcp.test:80 HTTP/1.1\r\n"
+                            b"Host: mcp.test\r\n\r\n")
+        except OSError as e:
+            return _error(e)
+        return Outcome(status_of(resp) == 200, _summary(resp))
+
     def admin_port_loopback(self) -> Outcome:
         return self._admin("127.0.0.1", 15020, "/status")
 
@@ -373,6 +382,7 @@ BYPASS = [
     "dns_other_resolver", "dns_other_resolver_v6", "dns_other_resolver_tcp", "icmp_ping",
     "icmp_ping_v6", "tls_unallowed_host", "tls_without_sni", "tls_allowed_sni_other_ip",
     "tls_passthrough_sni_other_ip", "tls_sni_host_mismatch", "connect_to_denied_host",
+    "transparent_connect_allowed_host",
     "admin_port_loopback", "admin_port_loopback_v6", "admin_port_pod_ip",
     "metrics_port_loopback", "transparent_port_direct",
 ]

@@ -53,7 +53,8 @@ spec:
 
 # Attempts whose control run (no rules) cannot show a bypass: they need the sidecar to mean
 # anything (Host checks, the listener's own port) or trust only the haltgate CA.
-NEEDS_SIDECAR = {"tls_sni_host_mismatch", "transparent_port_direct"}
+NEEDS_SIDECAR = {"tls_sni_host_mismatch", "transparent_port_direct",
+                 "transparent_connect_allowed_host"}
 
 
 @dataclass

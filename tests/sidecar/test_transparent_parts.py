@@ -133,3 +133,10 @@ def test_index_is_cached_per_spec_object() -> None:
     other = t.UpstreamIndex.from_spec(b)
     assert other is not first
     assert other.lookup("y.example") is not None and other.lookup("x.example") is None
+
+
+def test_local_addresses_are_recognised() -> None:
+    import ipaddress
+
+    assert t.is_local_address(ipaddress.ip_address("127.0.0.1"))
+    assert not t.is_local_address(ipaddress.ip_address("192.0.2.1"))  # TEST-NET-1

@@ -362,6 +362,10 @@ def destination_guard(verifier: DestinationVerifier) -> Any:
         default_port = 443 if od.tls else 80
         parsed = _host_and_port(request.headers.get("Host", ""), default_port)
         try:
+            if request.method == "CONNECT":
+                # A redirected connection already has its destination; CONNECT would switch it.
+                raise DestinationMismatch("connect_not_allowed", "CONNECT on a redirected "
+                                          "connection; use the explicit proxy port")
             if parsed is None:
                 raise DestinationMismatch("host_header_invalid", "missing or malformed Host")
             host, port = parsed
@@ -408,6 +412,17 @@ def original_destination(sock: socket.socket) -> tuple[str, int]:
         port = struct.unpack_from("!H", raw, 2)[0]
         address = socket.inet_ntop(socket.AF_INET, raw[4:8])
     return address, port
+
+
+def is_local_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` belongs to this network namespace (binding to it succeeds)."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
 
 
 class Refused(Exception):
@@ -601,6 +616,10 @@ class TransparentListener:
         original = _ip(ip)
         if original is None or original.is_loopback or (ip, port) == tuple(local[:2]):
             raise Refused("not_redirected", f"original destination {ip}:{port} is local")
+        if is_local_address(original):
+            # The pod's own address: the sidecar's admin, metrics, OPA or the agent's own
+            # servers. Forwarding there as the sidecar UID would launder the agent's access.
+            raise Refused("local_destination", f"{ip}:{port} is an address of this pod")
         try:
             data = await self._peek(sock)
         except TimeoutError as e:
