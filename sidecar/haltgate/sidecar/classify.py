@@ -38,12 +38,15 @@ class Target:
     """Raw query string without ``?`` ('' for none)."""
     upstream: ResolvedUpstream | None
 
-    @property
-    def url(self) -> str:
+    url: str = field(init=False, compare=False)
+    """The upstream URL the call is forwarded to (computed once)."""
+
+    def __post_init__(self) -> None:
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         netloc = host if self.port == default else f"{host}:{self.port}"
-        return f"{self.scheme}://{netloc}{self.path}" + (f"?{self.query}" if self.query else "")
+        url = f"{self.scheme}://{netloc}{self.path}" + (f"?{self.query}" if self.query else "")
+        object.__setattr__(self, "url", url)
 
 
 @dataclass(slots=True)
