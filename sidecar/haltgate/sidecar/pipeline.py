@@ -148,6 +148,7 @@ class Pipeline:
         self._id_prefix = os.urandom(6).hex() + "-"
         self._background: set[asyncio.Task[None]] = set()
         self._audit_in_memory = isinstance(audit, MemoryAuditSink)
+        self._submit_nowait = getattr(audit, "submit_nowait", None)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.decisions: dict[str, int] = {"allow": 0, "deny": 0, "error": 0}
         self.last_error: dict[str, Any] | None = None
@@ -686,6 +687,16 @@ class Pipeline:
         """Queue the outcome record; the answer does not wait for its fsync."""
         record = self._record(call, "outcome", decision=decision, status=status,
                               counts=counts, err=err)
+        if self._submit_nowait is not None:
+            # The spool queues it for its next group commit: no task per call.
+            try:
+                future = self._submit_nowait(record)
+            except AuditError as e:
+                log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
+                return
+            if future is not None:
+                future.add_done_callback(_log_failed_outcome)
+            return
         task = asyncio.get_running_loop().create_task(self._write_outcome(record))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -718,6 +729,12 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _log_failed_outcome(future: Any) -> None:
+    error = future.exception()
+    if error is not None:
+        log.error("audit outcome not recorded: %s", error)
 
 
 def _overhead_ms(call: Call) -> str:
