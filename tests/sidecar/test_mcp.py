@@ -128,3 +128,18 @@ async def test_invalid_json_is_parse_error(sidecar_factory: SidecarFactory) -> N
         body = await r.json()
     assert body["error"]["code"] == -32700 and body["id"] is None
     assert body["error"]["data"]["code"] == "invalid_json"
+
+
+async def test_identical_tool_calls_halt_as_stagnation(sidecar_factory: SidecarFactory,
+                                                       standins: Standins) -> None:
+    sc = await sidecar_factory({"spec": {"budgets": {"identicalRetries": {"limit": 3}}}})
+    statuses = []
+    for i in range(5):
+        _, body, _ = await call(
+            sc.explicit + "/mcp",
+            rpc("tools/call", i, name="search", arguments={"query": "same thing"}))
+        statuses.append(body.get("error", {}).get("data", {}).get("type"))
+    assert statuses[:2] == [None, None]
+    assert "STAGNATION" in statuses
+    refused = statuses.index("STAGNATION")
+    assert len(standins.received("mcp").requests) == refused

@@ -144,3 +144,20 @@ def test_connect_head_examples() -> None:
     assert (req.host, req.port) == ("api.example.com", 443)
     req = parse_connect_head(b"CONNECT [::1]:8443 HTTP/1.1\r\n\r\n")
     assert (req.host, req.port) == ("::1", 8443)
+
+
+def test_content_digest_ignores_ids_and_usage() -> None:
+    def answer(ident: str, prompt_tokens: int) -> bytes:
+        return orjson.dumps({"id": ident, "created": 1, "model": "m", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "same"}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1}})
+
+    digests = set()
+    for ident, tokens in (("a", 1), ("b", 2)):
+        reader = UsageReader(Dialect.OPENAI_CHAT, None)
+        reader.read_body(answer(ident, tokens))
+        digests.add(reader.content_digest)
+    assert len(digests) == 1
+    other = UsageReader(Dialect.OPENAI_CHAT, None)
+    other.read_body(answer("c", 1).replace(b"same", b"different"))
+    assert other.content_digest not in digests

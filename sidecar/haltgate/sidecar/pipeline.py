@@ -391,9 +391,9 @@ class Pipeline:
         call.upstream_done = time.perf_counter()
         classified = call.classified
         assert classified is not None
-        counts = self.read_usage(call, upstream.status, body=body)
+        counts, content_fp = self.read_usage(call, upstream.status, body=body)
         ok, err_fp = _outcome_of(call, upstream.status, body)
-        settle = self.settle_budget(call, counts, ok, err_fp, _digest(body))
+        settle = self.settle_budget(call, counts, ok, err_fp, content_fp or _digest(body))
         if classified.view.kind is RequestKind.MCP and _lists_tools(classified.body):
             body = self.filter_tools_list(call, upstream, body)
         try:
@@ -469,7 +469,7 @@ class Pipeline:
                   if reader is not None else None)
         ok = upstream.status < 500 and not truncated
         self.settle_budget(call, counts, ok, None if ok else "stream_failed",
-                           digest.hexdigest())
+                           reader.content_digest if reader is not None else digest.hexdigest())
         decision, code = ("allow", None) if cut is None else ("deny", cut.code)
         self._finish(call, decision, code)
         self._audit_outcome(call, upstream.status, counts, decision=decision, err=cut)
@@ -493,17 +493,20 @@ class Pipeline:
                                failure_type=FailureType.SAFETY)
         return None
 
-    def read_usage(self, call: Call, status: int, *, body: bytes) -> TokenCounts | None:
-        """Token usage of a whole LLM answer (``None`` for other kinds)."""
+    def read_usage(self, call: Call, status: int, *, body: bytes
+                   ) -> tuple[TokenCounts | None, str | None]:
+        """Token usage of a whole LLM answer and a digest of its content (``None, None``
+        for other kinds)."""
         classified = call.classified
         if classified is None or classified.dialect is None:
-            return None
+            return None, None
         reader = UsageReader(classified.dialect, classified.view.model)
         if status < 300:
             reader.read_body(body)
-            return reader.result(complete=True, input_estimate=classified.input_estimate)
+            return (reader.result(complete=True, input_estimate=classified.input_estimate),
+                    reader.content_digest)
         # Refused or failed upstream calls are not billed by providers.
-        return TokenCounts(model=classified.view.model)
+        return TokenCounts(model=classified.view.model), None
 
     def settle_budget(
         self, call: Call, counts: TokenCounts | None, ok: bool, error_fp: str | None,

@@ -17,6 +17,7 @@ the text seen (:data:`CHARS_PER_TOKEN`) and marked ``estimated``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -99,21 +100,38 @@ def _anthropic_counts(usage: dict[str, Any], counts: TokenCounts) -> None:
         counts.output_tokens = _int(usage, "output_tokens")
 
 
+def _without_ids(value: Any) -> Any:
+    """The generated content without per-response ids (they differ on every answer)."""
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k != "id"}
+    return value
+
+
 class UsageReader:
     """Reads the usage of one LLM response: a JSON body, or the events of a stream."""
 
-    __slots__ = ("_dialect", "_found", "_seen_chars", "counts", "text")
+    __slots__ = ("_content", "_dialect", "_found", "_seen_chars", "counts", "text")
 
     def __init__(self, dialect: Dialect, model: str | None, *, keep_text: bool = False) -> None:
         self._dialect = dialect
         self._found = False
         self._seen_chars = 0
         self.counts = TokenCounts(model=model)
+        self._content = hashlib.blake2b(digest_size=16)
         self.text: list[str] | None = [] if keep_text else None
         """With ``keep_text``: streamed text deltas not yet taken (for response guardrails)."""
 
+    @property
+    def content_digest(self) -> str:
+        """Digest of the generated content only (not ids, timestamps, usage): the same
+        answer twice gives the same value, which is what stagnation detection needs."""
+        return self._content.hexdigest()
+
     def _saw(self, text: str) -> None:
         self._seen_chars += len(text)
+        self._content.update(text.encode("utf-8", "surrogatepass"))
         if self.text is not None:
             self.text.append(text)
 
@@ -143,6 +161,10 @@ class UsageReader:
             return
         if isinstance(obj, dict):
             self._read_object(obj)
+            for key in ("choices", "content", "output", "data"):
+                if key in obj:
+                    self._content.update(orjson.dumps(_without_ids(obj[key])))
+                    break
 
     def _read_object(self, obj: dict[str, Any]) -> None:
         model = obj.get("model")
