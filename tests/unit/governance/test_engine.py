@@ -484,7 +484,7 @@ def test_restore_adapts_a_state_to_a_changed_policy() -> None:
         }
     )
     state = new_engine.restore(old.state)
-    assert state.meter_names == ("calls", "tokens", "cost_usd")
+    assert state.meter_names == ("calls/run", "tokens/run", "cost_usd/hour-rolling")
     assert state.meter("calls").used == 1  # type: ignore[union-attr]
     # reserved is recomputed from the calls in flight
     assert state.meter("tokens").reserved == 100  # type: ignore[union-attr]
@@ -492,6 +492,20 @@ def test_restore_adapts_a_state_to_a_changed_policy() -> None:
     # step() restores on its own
     _, d = new_engine.step(old.state, Release("c2", T0))
     assert d.budget["tokens"]["reserved"] == 0.0
+
+
+def test_a_changed_period_keeps_the_spend() -> None:
+    run = Run(make_engine({"calls": {"limit": 3, "period": "hour"}}))
+    run.call(T0 + 10)
+    run.call(T0 + 20)
+    rolling = make_engine({"calls": {"limit": 3, "period": "hour", "window": "rolling"}})
+    run.engine = rolling  # the policy was reloaded: step() adapts the state itself
+    assert run.call(T0 + 30).halted is False
+    _, d = run.reserve(T0 + 40)
+    assert not d.allowed and d.code == "calls_exhausted"
+    assert run.state.meter_names == ("calls/hour-rolling",)
+    # the carried spend leaves the rolling window about an hour later
+    assert run.reserve(T0 + 30 + 3600 + 60)[1].allowed
 
 
 def test_state_and_decision_json_round_trip() -> None:

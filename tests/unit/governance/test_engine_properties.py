@@ -255,3 +255,37 @@ def test_rolling_windows_count_usage_for_at_least_one_period(
         assert used == 1  # never forgotten early (fail closed)
     elif now - ts > seconds + seconds / 60:
         assert used == 0  # forgotten at most one bucket late
+
+
+@SETTINGS
+@given(
+    gaps=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 0.5, 30.0, 59.9, 60.0, 61.0, 900.0, 3599.0, 3660.0]),
+            st.integers(0, 3),
+        ),
+        max_size=60,
+    ),
+    probe=st.floats(0, 7200),
+)
+def test_rolling_window_counts_exactly_its_buckets(
+    gaps: list[tuple[float, int]], probe: float
+) -> None:
+    """used == the amounts whose one-minute bucket is among the last 61, at every step."""
+    rolling = {"limit": 10**6, "period": "hour", "window": "rolling"}
+    engine = make_engine({"calls": rolling, "tokens": rolling})
+    state = engine.initial_state()
+    ts = T0 + 17.0
+    settled: list[tuple[float, int]] = []
+    for n, (gap, tokens) in enumerate(gaps):
+        ts += gap
+        state, _ = engine.step(
+            state, Reserve(f"c{n}", ts, "llm", "h", None, "gpt-4o", tokens, 0, f"f{n}")
+        )
+        state, _ = engine.step(state, Settle(f"c{n}", ts, Usage(tokens, 0), True))
+        settled.append((ts, tokens))
+        for now in (ts, ts + probe):
+            floor = int(now // 60) - 60
+            report = engine.budget_report(state, now)
+            assert report["calls"]["used"] == sum(1 for t, _ in settled if int(t // 60) >= floor)
+            assert report["tokens"]["used"] == sum(a for t, a in settled if int(t // 60) >= floor)

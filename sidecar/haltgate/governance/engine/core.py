@@ -94,6 +94,10 @@ class MeterSpec:
     scale: int
     """Integer units per reported unit (10**12 for USD, 10**6 for risk, else 1)."""
     period_name: str
+    key: str
+    """The meter's name in the state: ``<dimension>/<mode>`` (e.g. ``calls/hour-rolling``).
+    A policy that changes a meter's period or window changes its key, so a state made
+    under the old policy is adapted by ``restore`` (the bookkeeping differs)."""
 
 
 def _fmt(spec: MeterSpec, amount: int) -> str:
@@ -128,6 +132,8 @@ class Engine:
 
     __slots__ = (
         "_counter_warns",
+        "_cw",
+        "_dim_names",
         "_dispatch",
         "_fail_warn",
         "_host_warn",
@@ -184,6 +190,9 @@ class Engine:
                     warn=warn_at * limit,
                     scale=scale,
                     period_name=f"{window.value} {period.value}" if seconds else "run",
+                    key=f"{dim.name}/{period.value}-{window.value}"
+                    if seconds
+                    else f"{dim.name}/run",
                 )
             )
 
@@ -216,9 +225,12 @@ class Engine:
         self._limits = tuple(m.limit for m in meters)
         self._run_limits = tuple(_INF if m.period else m.limit for m in meters)
         self._warns = tuple(m.warn for m in meters)
-        self._names = tuple(m.dim.name for m in meters)
+        self._names = tuple(m.key for m in meters)
+        self._dim_names = tuple(m.dim.name for m in meters)
         self._zeros = (0,) * len(meters)
-        self._risk_index = self._names.index("risk_score") if "risk_score" in self._names else -1
+        self._risk_index = (
+            self._dim_names.index("risk_score") if "risk_score" in self._dim_names else -1
+        )
 
         self._wall = None if b.wall_time is None else b.wall_time.limit_seconds
         self._wall_warn = None if self._wall is None else warn_at * self._wall
@@ -234,6 +246,17 @@ class Engine:
         self._host_warn = None if self._max_hosts is None else warn_at * self._max_hosts
         self._stagnation = None if b.stagnation is None else b.stagnation.window
         self._stag_warn = None if self._stagnation is None else warn_at * self._stagnation
+        self._cw = tuple(
+            _INF if w is None else w
+            for w in (
+                self._fail_warn,
+                self._ident_warn,
+                self._stag_warn,
+                self._tool_warn,
+                self._host_warn,
+                self._wall_warn,
+            )
+        )
         self._counter_warns = any(
             w is not None
             for w in (
@@ -319,26 +342,30 @@ class Engine:
     def restore(self, state: EngineState) -> EngineState:
         """Adapt a state (e.g. reloaded after a policy change) to this engine's policy.
 
-        Meters are matched by dimension name; new ones start empty; every meter's
-        ``reserved`` is recomputed from the calls in flight, so it is exact whatever
-        the old policy was. Halt, counters and reservations are kept.
+        Meters are matched by key (dimension and period mode). A dimension whose period or
+        window changed keeps its spend, all of it in the current period or bucket (counted
+        rather than forgotten: fail closed); new dimensions start empty. Every meter's
+        ``reserved`` is recomputed from the calls in flight, so it is exact whatever the
+        old policy was. Halt, counters and reservations are kept.
         """
         old = dict(zip(state.meter_names, state.meters, strict=True))
+        by_dim = {name.split("/", 1)[0]: m for name, m in old.items()}
         in_flight = tuple(state.reservations.values())
+        clock = state.clock
         rows = []
         for spec in self._meters:
-            m = old.get(spec.dim.name, MeterState(0, 0, 0, ()))
             reserved = sum(r.amounts[spec.source] for r in in_flight)
-            buckets = m.buckets
-            used = m.used
-            if spec.rolling:
-                if not buckets and used:
-                    # Was calendar or run: keep the spend, as if settled now.
-                    buckets = ((int(state.clock // spec.bucket), used),)
-                used = sum(a for _, a in buckets)
-            else:
-                buckets = ()
-            rows.append(MeterState(used, reserved, m.key, buckets))
+            m = old.get(spec.key)
+            if m is None:
+                carried = by_dim.get(spec.dim.name)
+                used = 0 if carried is None else carried.used
+                if spec.rolling:
+                    m = MeterState(used, 0, int(clock // spec.bucket), ())
+                elif spec.period:
+                    m = MeterState(used, 0, int(clock // spec.period), ())
+                else:
+                    m = MeterState(used, 0, 0, ())
+            rows.append(m._replace(reserved=reserved))
         state = state._replace(
             meter_names=self._names,
             used=tuple(r.used for r in rows),
@@ -347,7 +374,7 @@ class Engine:
             buckets=tuple(r.buckets for r in rows),
             roll_at=0.0,
         )
-        return self._roll_all(state, state.clock)
+        return self._roll_all(state, clock)
 
     def budget_report(
         self, state: EngineState, now: float | None = None
@@ -370,14 +397,21 @@ class Engine:
             if not spec.period:
                 continue
             if spec.rolling:
-                b = buckets[i]
-                floor = int(now // spec.bucket) - ROLLING_BUCKETS
-                if b and b[0][0] < floor:
-                    b = tuple(x for x in b if x[0] >= floor)
-                    buckets[i] = b
-                    used[i] = sum(a for _, a in b)
-                if b:
-                    roll_at = min(roll_at, float((b[0][0] + ROLLING_BUCKETS + 1) * spec.bucket))
+                # keys[i] is the open bucket (its amount: used minus the closed ones),
+                # buckets[i] the closed buckets, oldest first.
+                width = spec.bucket
+                floor = int(now // width) - ROLLING_BUCKETS
+                closed = buckets[i]
+                if keys[i] < floor:  # even the newest bucket is out of the window
+                    used[i] = 0
+                    buckets[i] = closed = ()
+                elif closed and closed[0][0] < floor:
+                    used[i] -= sum(a for idx, a in closed if idx < floor)
+                    buckets[i] = closed = tuple(x for x in closed if x[0] >= floor)
+                if closed:
+                    roll_at = min(roll_at, float((closed[0][0] + ROLLING_BUCKETS + 1) * width))
+                elif used[i]:
+                    roll_at = min(roll_at, float((keys[i] + ROLLING_BUCKETS + 1) * width))
             else:
                 k = int(now // spec.period)
                 if k != keys[i]:
@@ -395,10 +429,9 @@ class Engine:
             return None
         if not spec.rolling:
             return float((state.keys[i] + 1) * spec.period - now)
-        b = state.buckets[i]
-        if not b:
-            return None
-        return float((b[0][0] + ROLLING_BUCKETS + 1) * spec.bucket - now)
+        closed = state.buckets[i]
+        oldest = closed[0][0] if closed else state.keys[i]
+        return float((oldest + ROLLING_BUCKETS + 1) * spec.bucket - now)
 
     # ------------------------------------------------------------------ reports
 
@@ -437,7 +470,9 @@ class Engine:
 
     def _names_at(self, totals: tuple[int, ...]) -> list[str]:
         """Names of the meters whose used + reserved (``totals``) reached warnAt."""
-        return [name for name, t, w in zip(self._names, totals, self._warns, strict=True) if t >= w]
+        return [
+            name for name, t, w in zip(self._dim_names, totals, self._warns, strict=True) if t >= w
+        ]
 
     def _meter_warnings(self, state: EngineState, out: list[str]) -> None:
         totals = tuple(map(add, state.used, state.reserved))
@@ -446,23 +481,30 @@ class Engine:
 
     def _counter_warnings(self, state: EngineState, now: float, out: list[str]) -> None:
         """Append the non-meter dimensions at or past warnAt."""
-        w = self._wall_warn
-        if w is not None and state.run_started is not None and now - state.run_started >= w:
+        # One combined test for the common case (nothing near a limit); inf = not budgeted.
+        fw, iw, sw, tw, hw, ww = self._cw
+        started = state.run_started
+        elapsed = 0.0 if started is None else now - started
+        if (
+            state.consecutive_failures < fw
+            and state.identical < iw
+            and state.no_progress < sw
+            and len(state.tools) < tw
+            and len(state.hosts) < hw
+            and elapsed < ww
+        ):
+            return
+        if started is not None and elapsed >= ww:
             out.append("wall_time")
-        w = self._fail_warn
-        if w is not None and state.consecutive_failures >= w:
+        if state.consecutive_failures >= fw:
             out.append("consecutive_failures")
-        w = self._ident_warn
-        if w is not None and state.identical >= w:
+        if state.identical >= iw:
             out.append("identical_retries")
-        w = self._tool_warn
-        if w is not None and len(state.tools) >= w:
+        if len(state.tools) >= tw:
             out.append("distinct_tools")
-        w = self._host_warn
-        if w is not None and len(state.hosts) >= w:
+        if len(state.hosts) >= hw:
             out.append("distinct_hosts")
-        w = self._stag_warn
-        if w is not None and state.no_progress >= w:
+        if state.no_progress >= sw:
             out.append("stagnation")
 
     def _status(
@@ -798,12 +840,12 @@ class Engine:
         held: Amounts,
         actual: Amounts,
         warnings: list[str],
-    ) -> tuple[tuple[int, ...], tuple[int, ...], Any, float, int]:
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], Any, float, int]:
         """Replace a reservation (``held``) by actual spend in every meter.
 
-        ``state`` is rolled to ``now``. Returns the new ``used``, ``reserved``, ``buckets``
-        and ``roll_at`` columns and the index of a run meter whose spend reached its limit
-        (-1: none). Appends meter warnings.
+        ``state`` is rolled to ``now``. Returns the new ``used``, ``reserved``, ``keys``,
+        ``buckets`` and ``roll_at`` columns and the index of a run meter whose spend reached
+        its limit (-1: none). Appends meter warnings.
         """
         pick = self._pick
         new_used = tuple(map(add, state.used, pick(actual)))
@@ -818,25 +860,31 @@ class Engine:
         if any(map(ge, new_used, self._run_limits)):
             limits = self._run_limits
             exhausted = next(i for i, u in enumerate(new_used) if u >= limits[i])
+        keys = state.keys
         buckets = state.buckets
         roll_at = state.roll_at
         if self._rolling:
-            bl = list(buckets)
+            # Usage goes to the open bucket, which is only ``used``: nothing else changes
+            # until the first settle in a newer bucket closes it (once per bucket width).
             for i in self._rolling:
-                amount = actual[self._meters[i].source]
-                if not amount:
+                spec = self._meters[i]
+                if not actual[spec.source]:
                     continue
-                width = self._meters[i].bucket
-                idx = int(now // width)
-                b = bl[i]
-                if b and b[-1][0] == idx:
-                    bl[i] = (*b[:-1], (idx, b[-1][1] + amount))
-                else:
-                    bl[i] = (*b, (idx, amount))
-                    if not b:
-                        roll_at = min(roll_at, float((idx + ROLLING_BUCKETS + 1) * width))
-            buckets = tuple(bl)
-        return new_used, new_reserved, buckets, roll_at, exhausted
+                idx = int(now // spec.bucket)
+                before = state.used[i]
+                if idx != keys[i]:
+                    closed = buckets[i]
+                    open_amount = before - sum(a for _, a in closed)
+                    kl = list(keys)
+                    kl[i] = idx
+                    keys = tuple(kl)
+                    if open_amount > 0:
+                        bl = list(buckets)
+                        bl[i] = (*closed, (state.keys[i], open_amount))
+                        buckets = tuple(bl)
+                if not before:
+                    roll_at = min(roll_at, float((idx + ROLLING_BUCKETS + 1) * spec.bucket))
+        return new_used, new_reserved, keys, buckets, roll_at, exhausted
 
     def _charged(
         self,
@@ -848,7 +896,7 @@ class Engine:
     ) -> tuple[EngineState, Decision]:
         """State and decision after a reservation is charged ``actual`` (Abandon, Release)."""
         warnings: list[str] = []
-        used, reserved, buckets, roll_at, exhausted = self._charge(
+        used, reserved, keys, buckets, roll_at, exhausted = self._charge(
             state, now, res.amounts, actual, warnings
         )
         halt = state.halt
@@ -859,6 +907,7 @@ class Engine:
             clock=now,
             used=used,
             reserved=reserved,
+            keys=keys,
             buckets=buckets,
             roll_at=roll_at,
             reservations=self._without(state, call_id),
@@ -904,7 +953,7 @@ class Engine:
         call_id = ev.call_id
         res = state.reservations.get(call_id)
         warnings: list[str] = []
-        used, reserved, buckets, roll_at, exhausted = self._charge(
+        used, reserved, keys, buckets, roll_at, exhausted = self._charge(
             state,
             now,
             ZERO_AMOUNTS if res is None else res.amounts,
@@ -976,7 +1025,7 @@ class Engine:
             state.meter_names,
             used,
             reserved,
-            state.keys,
+            keys,
             buckets,
             reservations,
             failures,

@@ -41,9 +41,11 @@ class HaltInfo(NamedTuple):
 class MeterState(NamedTuple):
     """Spend of one amount dimension (calls, tokens, cost, risk) in its current period.
 
-    ``used``: settled spend in the period. ``reserved``: worst cases of calls in flight
-    (not tied to a period). ``key``: calendar period index (``floor(ts / period)``).
-    ``buckets``: rolling windows only, ``(bucket index, amount)`` oldest first.
+    ``used``: settled spend in the period (rolling: in the window). ``reserved``: worst
+    cases of calls in flight (not tied to a period). ``key``: calendar meters, the period
+    index (``floor(ts / period)``); rolling meters, the index of the open bucket, whose
+    amount is ``used`` minus the closed buckets. ``buckets``: rolling meters, the closed
+    buckets ``(bucket index, amount)`` oldest first.
     """
 
     used: int
@@ -90,14 +92,15 @@ class EngineState(NamedTuple):
     """Earliest time at which a periodic meter must roll (new calendar period, expired
     rolling bucket); ``inf`` when none. Steps before it skip period bookkeeping."""
     meter_names: tuple[str, ...]
+    """Meter keys ``<dimension>/<period mode>``, e.g. ``calls/hour-rolling``."""
     used: tuple[int, ...]
     """Settled spend per meter in its current period."""
     reserved: tuple[int, ...]
     """Worst cases of the calls in flight per meter (not tied to a period)."""
     keys: tuple[int, ...]
-    """Calendar period index per meter (``floor(ts / period)``; 0 for others)."""
+    """Per meter: calendar period index, or open rolling bucket index (0 for run meters)."""
     buckets: tuple[tuple[tuple[int, int], ...], ...]
-    """Rolling meters: ``(bucket index, amount)`` oldest first (empty for others)."""
+    """Rolling meters: closed ``(bucket index, amount)`` oldest first (empty for others)."""
     reservations: MappingProxyType[str, Reservation]
     """Calls in flight by call_id (a read-only mapping, replaced on change)."""
     consecutive_failures: int
@@ -126,10 +129,11 @@ class EngineState(NamedTuple):
         return self.halt is not None
 
     def meter(self, name: str) -> MeterState | None:
-        """The meter of a dimension, or None when the policy does not budget it."""
-        try:
-            i = self.meter_names.index(name)
-        except ValueError:
+        """The meter of a dimension (e.g. ``"calls"``), or None when not budgeted."""
+        i = next(
+            (i for i, key in enumerate(self.meter_names) if key.split("/", 1)[0] == name), None
+        )
+        if i is None:
             return None
         return MeterState(self.used[i], self.reserved[i], self.keys[i], self.buckets[i])
 
