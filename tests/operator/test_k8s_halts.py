@@ -11,6 +11,7 @@ the status subresource, since no kubelet runs.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -64,34 +65,33 @@ def llm_standin(tmp_path: Path) -> Iterator[str]:
         proc.stop()
 
 
-def test_halt_annotation_reaches_running_sidecar(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
-        llm_standin: str, tmp_path: Path) -> None:
-    ns = kube_namespace
-    policy = {
+def governed_policy(ns: str, llm_url: str) -> dict[str, Any]:
+    return {
         "apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
         "metadata": {"name": "research", "namespace": ns},
         "spec": {
             "selector": {"matchLabels": {"app": "agent"}},
-            "upstreams": [{"name": "llm", "url": llm_standin, "kind": "llm",
+            "upstreams": [{"name": "llm", "url": llm_url, "kind": "llm",
                            "provider": "openai"}],
             "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}},
             "tools": {"default": "deny",
                       "rules": [{"name": "llm", "action": "allow", "kind": "llm"}]},
         },
     }
-    assert apply(kube, policy).returncode == 0
-    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": "agent-h", "namespace": ns,
-                                     "labels": {"app": "agent"},
-                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
-                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
-    assert res.returncode == 0, res.stderr
-    kube.kubectl("-n", ns, "patch", "pod", "agent-h", "--subresource=status", "--type=merge",
+
+
+def give_pod_loopback_ip(kube: ControlPlane, ns: str, pod: str) -> None:
+    """No kubelet: play its part and report the pod running on 127.0.0.1."""
+    kube.kubectl("-n", ns, "patch", "pod", pod, "--subresource=status", "--type=merge",
                  "-p", json.dumps({"status": {"phase": "Running", "podIP": "127.0.0.1",
                                               "podIPs": [{"ip": "127.0.0.1"}]}}), check=True)
 
-    # What the pod would mount: the operator's ConfigMap and Secret.
+
+@contextlib.contextmanager
+def running_sidecar(kube: ControlPlane, ns: str, pod: str, admin: int,
+                    tmp_path: Path) -> Iterator[str]:
+    """``haltgate sidecar`` with the operator's rendered policy and admin token; yields the
+    agent's LLM URL (explicit mode alias)."""
     eventually(lambda: kube.kubectl("-n", ns, "get", "configmap",
                                     "haltgate-policy-research").returncode == 0,
                what="policy ConfigMap")
@@ -99,37 +99,53 @@ def test_halt_annotation_reaches_running_sidecar(
     (tmp_path / "policy.yaml").write_text(cm_obj["data"]["policy.yaml"])
     secret = eventually(lambda: kube.kubectl("-n", ns, "get", "secret", "haltgate-admin-token",
                                              "-o", "json").stdout or None, what="token Secret")
-    token = base64.b64decode(json.loads(secret)["data"]["token"])
-    (tmp_path / "token").write_bytes(token)
-
+    (tmp_path / "token").write_bytes(base64.b64decode(json.loads(secret)["data"]["token"]))
     explicit = free_port()
-    admin = operator_running.admin_port
     sidecar = ManagedProcess("haltgate-sidecar", [
         str(Path(sys.executable).parent / "haltgate"), "sidecar",
         "--policy", str(tmp_path / "policy.yaml"), "--admin-token-file", str(tmp_path / "token"),
         "--state-dir", str(tmp_path / "state"), "--mode", "explicit",
         "--listen", f"127.0.0.1:{explicit}", "--admin-listen", f"127.0.0.1:{admin}",
         "--metrics-listen", f"127.0.0.1:{free_port()}",
-        "--agent-namespace", ns, "--agent-pod", "agent-h"], tmp_path / "sidecar.log",
+        "--agent-namespace", ns, "--agent-pod", pod], tmp_path / "sidecar.log",
         # connect.py asserts asyncio.Transport, which uvloop's transports are not (reported).
         env={**os.environ, "HALTGATE_NO_UVLOOP": "1"}, cwd=REPO).start()
     try:
         wait_until(lambda: port_open("127.0.0.1", admin) and port_open("127.0.0.1", explicit),
                    timeout=30, what="haltgate sidecar", log=tmp_path / "sidecar.log",
                    alive=sidecar.alive)
-        url = f"http://127.0.0.1:{explicit}/llm/v1/chat/completions"
+        yield f"http://127.0.0.1:{explicit}/llm/v1/chat/completions"
+    finally:
+        sidecar.stop()
+
+
+def refused(url: str) -> tuple[int, dict[str, Any]] | None:
+    status, body = call(url)
+    return (status, body) if status != 200 else None
+
+
+def test_halt_annotation_reaches_running_sidecar(
+        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
+        llm_standin: str, tmp_path: Path) -> None:
+    ns = kube_namespace
+    assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
+    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "agent-h", "namespace": ns,
+                                     "labels": {"app": "agent"},
+                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
+                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    assert res.returncode == 0, res.stderr
+    give_pod_loopback_ip(kube, ns, "agent-h")
+
+    with running_sidecar(kube, ns, "agent-h", operator_running.admin_port, tmp_path) as url:
         status, _ = call(url)
         assert status == 200
 
         started = time.monotonic()
         kube.kubectl("-n", ns, "annotate", "govpol", "research",
                      f"{halts.ANNOTATION_HALT}=incident 42", check=True)
-
-        def refused() -> tuple[int, dict[str, Any]] | None:
-            status, body = call(url)
-            return (status, body) if status != 200 else None
-
-        status, body = eventually(refused, timeout=15, interval=0.02, what="call refused")
+        status, body = eventually(lambda: refused(url), timeout=15, interval=0.02,
+                                  what="call refused")
         latency = time.monotonic() - started
         print(f"\nannotate -> refused call: {latency * 1000:.0f} ms (incl. kubectl start-up)")
         assert "EXTERNAL" in json.dumps(body), body
@@ -138,11 +154,10 @@ def test_halt_annotation_reaches_running_sidecar(
         pod = kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
         record = json.loads(pod["metadata"]["annotations"][halts.ANNOTATION_HALTED])
         assert record == {"GovernancePolicy/research": "incident 42"}
-        status_obj = eventually(
+        eventually(
             lambda: (kubectl_json(kube, "-n", ns, "get", "govpol", "research")
                      .get("status") or {}).get("haltedAgents") == 1 or None,
             what="haltedAgents 1")
-        assert status_obj
 
         # Lifting the halt resets the sidecar: calls pass again.
         kube.kubectl("-n", ns, "annotate", "govpol", "research", f"{halts.ANNOTATION_HALT}-",
@@ -151,5 +166,41 @@ def test_halt_annotation_reaches_running_sidecar(
                    what="call allowed after lift")
         pod = kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
         assert halts.ANNOTATION_HALTED not in (pod["metadata"].get("annotations") or {})
-    finally:
-        sidecar.stop()
+
+
+def test_deployment_halt_annotation(
+        kube_workloads: ControlPlane, kube_namespace: str,
+        operator_running: OperatorUnderTest, llm_standin: str, tmp_path: Path) -> None:
+    kube, ns = kube_workloads, kube_namespace
+    assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "researcher", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "agent"}},
+                 "template": {
+                     "metadata": {"labels": {"app": "agent"},
+                                  "annotations": {injection.ANNOTATION_INJECT: "true"}},
+                     "spec": {"containers": [{"name": "agent", "image": "x"}]}}}}
+    assert apply(kube, deployment).returncode == 0
+    pods = eventually(lambda: kubectl_json(kube, "-n", ns, "get", "pods", "-l",
+                                           "app=agent")["items"], timeout=30, what="pod")
+    name = pods[0]["metadata"]["name"]
+    give_pod_loopback_ip(kube, ns, name)
+
+    with running_sidecar(kube, ns, name, operator_running.admin_port, tmp_path) as url:
+        assert call(url)[0] == 200
+        kube.kubectl("-n", ns, "annotate", "deploy", "researcher",
+                     f"{halts.ANNOTATION_HALT}=runaway loop", check=True)
+        _status, body = eventually(lambda: refused(url), timeout=15, interval=0.05,
+                                  what="call refused")
+        assert "EXTERNAL" in json.dumps(body), body
+        pod = kubectl_json(kube, "-n", ns, "get", "pod", name)
+        record = json.loads(pod["metadata"]["annotations"][halts.ANNOTATION_HALTED])
+        assert record == {"Deployment/researcher": "runaway loop"}
+        kube.kubectl("-n", ns, "annotate", "deploy", "researcher",
+                     f"{halts.ANNOTATION_HALT}-", check=True)
+        eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,
+                   what="call allowed after lift")
+    # haltgate wrote nothing to the user's Deployment.
+    dep = kubectl_json(kube, "-n", ns, "get", "deploy", "researcher")
+    assert not dep["metadata"].get("finalizers")

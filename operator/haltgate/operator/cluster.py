@@ -138,6 +138,12 @@ class Cluster:
         await self._call(self.core.replace_namespaced_config_map, name, namespace, merged)
         return True
 
+    async def patch_status(self, plural: str, namespace: str, name: str,
+                           status: Mapping[str, Any]) -> None:
+        """Merge ``status`` into a haltgate object's status subresource."""
+        await self._call(self.custom.patch_namespaced_custom_object_status, API_GROUP,
+                         API_VERSION, namespace, plural, name, {"status": dict(status)})
+
     async def patch_pod_annotations(self, namespace: str, name: str,
                                     annotations: Mapping[str, str | None]) -> None:
         await self._call(self.core.patch_namespaced_pod, name, namespace,

@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -28,6 +28,7 @@ from haltgate.operator import (
     metrics,
     policies,
     pools,
+    selectors,
     webhookconfig,
     webhooks,
 )
@@ -162,9 +163,13 @@ def _changed(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str,
 
 
 # ----------------------------------------------------------------------------- handlers
-def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession]
+def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
+                   background: list[Callable[[], Coroutine[Any, Any, None]]]
                    ) -> kopf.OperatorRegistry:
-    """All handlers of the operator, in a registry of their own (no import-time globals)."""
+    """All handlers of the operator, in a registry of their own (no import-time globals).
+
+    Loops that must run next to kopf are appended to ``background``.
+    """
     registry = kopf.OperatorRegistry()
     webhooks.register(registry, rt)
 
@@ -173,7 +178,7 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession]
         # Same sources as haltgate's own client: in-cluster account, else the kubeconfig.
         return kopf.login_via_client(**kwargs)
 
-    async def sync_policy(body: Mapping[str, Any], patch: kopf.Patch, log: Any) -> None:
+    async def sync_policy(body: Mapping[str, Any], log: Any) -> None:
         meta = body.get("metadata") or {}
         namespace, name = meta["namespace"], meta["name"]
         pods = await rt.cluster.list_pods(namespace, f"{injection.LABEL_POLICY}={name}")
@@ -191,41 +196,140 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession]
                                                "code": halts.HALT_CODE, "since": now}
                            for p in sorted(result.halted)]
         wanted["haltedAgents"] = len(result.halted)
-        for k, v in _changed(body.get("status") or {}, wanted).items():
-            patch.status[k] = v
+        changed = _changed(body.get("status") or {}, wanted)
+        if changed:
+            await rt.cluster.patch_status(cluster.POLICY_PLURAL, namespace, name, changed)
 
-    @kopf.on.resume(GROUP, VERSION, "governancepolicies", id="reconcile", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "governancepolicies", id="reconcile", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "governancepolicies", id="reconcile", registry=registry)
-    async def policy_changed(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger,
-                             **_: Any) -> None:
-        await sync_policy(body, patch, logger)
+    def _marker(body: Mapping[str, Any]) -> tuple[Any, Any]:
+        meta = body.get("metadata") or {}
+        return meta.get("generation"), (meta.get("annotations") or {}).get(
+            halts.ANNOTATION_HALT)
 
-    @kopf.timer(GROUP, VERSION, "governancepolicies", id="resync",
-                interval=rt.settings.halt_resync_seconds, registry=registry)
-    async def policy_resync(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger,
-                            memo: kopf.Memo, **_: Any) -> None:
-        # Often while a halt is on or being lifted (new pods, failed deliveries); otherwise
-        # only every status_resync_seconds (matched-workload counts): listing pods is the
-        # expensive part.
-        halting = bool(((body.get("metadata") or {}).get("annotations") or {})
-                       .get(halts.ANNOTATION_HALT))
-        lifting = bool((body.get("status") or {}).get("haltedAgents"))
-        now = time.monotonic()
-        due = now - memo.get("last_full_sync", 0.0) >= rt.settings.status_resync_seconds
-        if halting or lifting or due:
-            memo["last_full_sync"] = now
-            await sync_policy(body, patch, logger)
+    # Event handlers and a loop of our own rather than kopf's change handlers and timers:
+    # those write their state into annotations and (timers) put finalizers on objects, so a
+    # policy could not be deleted while the operator is down. haltgate needs neither: every
+    # pass recomputes from the cluster, and the pods' records hold the halt state.
+    known_policies: dict[tuple[str, str], tuple[dict[str, Any], kopf.Memo]] = {}
 
-    @kopf.on.resume(GROUP, VERSION, "budgetpools", id="reconcile", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "budgetpools", id="reconcile", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "budgetpools", id="reconcile", registry=registry)
-    @kopf.timer(GROUP, VERSION, "budgetpools", id="resync",
-                interval=rt.settings.status_resync_seconds, registry=registry)
-    async def pool_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    @kopf.on.event(GROUP, VERSION, "governancepolicies", id="policy", registry=registry)
+    async def policy_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
+                           logger: kopf.Logger, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if type == "DELETED":
+            known_policies.pop(key, None)
+            return
+        known_policies[key] = (dict(body), memo)
+        if memo.get("handled") == _marker(body):
+            return  # our own status write, or another status-only change
+        await sync_policy(body, logger)
+        memo["handled"] = _marker(body)
+        memo["last_full_sync"] = time.monotonic()
+
+    async def resync_policies() -> None:
+        while True:
+            await asyncio.sleep(rt.settings.halt_resync_seconds)
+            for body, memo in list(known_policies.values()):
+                # Often while a halt is on or being lifted (new pods, failed deliveries);
+                # otherwise every status_resync_seconds (matched workloads): listing pods is
+                # the expensive part.
+                halting = bool(_marker(body)[1])
+                lifting = bool((body.get("status") or {}).get("haltedAgents"))
+                due = (time.monotonic() - memo.get("last_full_sync", 0.0)
+                       >= rt.settings.status_resync_seconds)
+                if not (halting or lifting or due):
+                    continue
+                try:
+                    await sync_policy(body, logger)
+                    memo["last_full_sync"] = time.monotonic()
+                except Exception:  # one policy's trouble must not stop the others' halts
+                    logger.exception("policy resync failed")
+
+    background.append(resync_policies)
+
+    async def sync_deployment(body: Mapping[str, Any], memo: kopf.Memo, log: Any) -> None:
+        meta = body.get("metadata") or {}
+        reason = (meta.get("annotations") or {}).get(halts.ANNOTATION_HALT) or None
+        first = not memo.get("seen")
+        memo["seen"] = True
+        # Work only when a halt is on, was on, or we just started (a lift may have happened
+        # while the operator was down: the pods' records tell).
+        if not (reason or memo.get("halted") or first):
+            return
+        selector = ((body.get("spec") or {}).get("selector")) or {}
+        query = selectors.to_query(selector)
+        if not query:
+            return  # a Deployment always has a selector; refuse to match every pod
+        pods = await rt.cluster.list_pods(meta["namespace"],
+                                          f"{query},{injection.LABEL_POLICY}")
+        source = f"Deployment/{meta['name']}"
+        result = await halts.sync(rt, session_box["session"], meta["namespace"], source,
+                                  pods, reason)
+        for err in result.errors:
+            log.warning(f"halt delivery: {err}")
+        memo["halted"] = bool(result.halted or result.pending)
+
+    @kopf.on.event("apps", "v1", "deployments", id="halt", registry=registry)
+    async def deployment_event(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+                               **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        await sync_deployment(body, memo, logger)
+        if memo.get("halted"):
+            halted_deployments[key] = (dict(body), memo)
+        else:
+            halted_deployments.pop(key, None)
+
+    # Not a kopf timer: timers put finalizers on their objects, and haltgate does not write
+    # to users' Deployments. New pods of a halted Deployment get their halt from this loop.
+    halted_deployments: dict[tuple[str, str], tuple[dict[str, Any], kopf.Memo]] = {}
+
+    async def resync_deployments() -> None:
+        while True:
+            await asyncio.sleep(rt.settings.halt_resync_seconds)
+            for body, memo in list(halted_deployments.values()):
+                try:
+                    await sync_deployment(body, memo, logger)
+                except Exception:  # one bad Deployment must not stop the others' halts
+                    logger.exception("halt resync failed")
+
+    background.append(resync_deployments)
+
+    known_pools: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def sync_pool(body: Mapping[str, Any]) -> None:
         wanted = await pools.reconcile(rt, body)
-        for k, v in _changed(body.get("status") or {}, wanted).items():
-            patch.status[k] = v
+        changed = _changed(body.get("status") or {}, wanted)
+        meta = body.get("metadata") or {}
+        if changed:
+            await rt.cluster.patch_status(cluster.POOL_PLURAL, meta["namespace"],
+                                          meta["name"], changed)
+
+    @kopf.on.event(GROUP, VERSION, "budgetpools", id="pool", registry=registry)
+    async def pool_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
+                         **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if type == "DELETED":
+            known_pools.pop(key, None)
+            return
+        known_pools[key] = dict(body)
+        if memo.get("handled") == _marker(body):
+            return
+        await sync_pool(body)
+        memo["handled"] = _marker(body)
+
+    async def resync_pools() -> None:
+        # Membership changes with the policies, not with the pool: recount now and then.
+        while True:
+            await asyncio.sleep(rt.settings.status_resync_seconds)
+            for body in list(known_pools.values()):
+                try:
+                    await sync_pool(body)
+                except Exception:
+                    logger.exception("pool resync failed")
+
+    background.append(resync_pools)
 
     return registry
 
@@ -260,9 +364,11 @@ async def run(opts: OperatorSettings, *, stop: asyncio.Event | None = None) -> N
 
     timeout = aiohttp.ClientTimeout(total=opts.admin_timeout_seconds)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        registry = build_registry(rt, {"session": session})
-        renewal = (asyncio.create_task(_renew_forever(rt)) if opts.webhook.tls_dir is None
-                   else None)
+        loops: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        registry = build_registry(rt, {"session": session}, loops)
+        if opts.webhook.tls_dir is None:
+            loops.append(lambda: _renew_forever(rt))
+        tasks = [asyncio.create_task(loop()) for loop in loops]
         stop_flag: asyncio.Event = stop if stop is not None else asyncio.Event()
         try:
             await kopf.operator(
@@ -276,8 +382,8 @@ async def run(opts: OperatorSettings, *, stop: asyncio.Event | None = None) -> N
                 stop_flag=stop_flag,
             )
         finally:
-            if renewal is not None:
-                renewal.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await renewal
+                    await task
 
