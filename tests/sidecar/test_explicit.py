@@ -268,3 +268,46 @@ async def test_metrics_endpoint(sidecar_factory: SidecarFactory) -> None:
     assert 'haltgate_requests_total{code="",decision="allow",kind="llm"} 1.0' in text
     assert "haltgate_added_latency_seconds_bucket" in text
     assert 'haltgate_tokens_total{type="output"} 5.0' in text
+
+
+async def test_upstream_timeout_and_unreachable(sidecar_factory: SidecarFactory,
+                                                standins: Standins) -> None:
+    from tests.sidecar.conftest import base_policy, merge
+
+    dead = "http://127.0.0.1:9"  # discard port: nothing listens
+    doc = merge(base_policy(standins), {"spec": {"limits": {"upstreamTimeoutSeconds": 0.1}}})
+    doc["spec"]["upstreams"].append({"name": "dead", "url": dead, "kind": "llm"})
+    sc = await sidecar_factory()
+    sc.write_policy(doc)
+    await sc.sidecar.watcher.check()
+    status, _, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT,
+                                 **{"x-standin-behavior": "slow"})
+    assert status == 504 and orjson.loads(body)["error"]["code"] == "upstream_timeout"
+    status, _, body = await post(sc.explicit + "/dead/v1/chat/completions", CHAT)
+    assert status == 502 and orjson.loads(body)["error"]["code"] == "upstream_unreachable"
+    status, _, _ = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
+    assert status == 200
+
+
+async def test_http_tool_answer_streams_through(sidecar_factory: SidecarFactory,
+                                                standins: Standins) -> None:
+    sc = await sidecar_factory()
+    size = 3 * 1024 * 1024
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        async with s.get(f"{standins.api}/bytes/{size}") as r:
+            direct = await r.read()
+        async with s.get(f"{sc.explicit}/api/bytes/{size}") as r:
+            assert r.status == 200 and r.content_length == size
+            via = await r.read()
+    assert via == direct
+    (record,) = await outcomes(sc)
+    assert record.status == 200 and record.decision == "allow"
+
+
+async def test_oversized_llm_answer_refused(sidecar_factory: SidecarFactory) -> None:
+    from haltgate.sidecar.pipeline import PipelineSettings
+
+    sc = await sidecar_factory(pipeline=PipelineSettings(max_buffered_response_bytes=100))
+    status, _, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
+    assert status == 502
+    assert orjson.loads(body)["error"]["code"] == "upstream_response_too_large"

@@ -76,6 +76,9 @@ class PipelineSettings:
     """Seconds a client may take to send its request body (slow clients get 408)."""
     intent_timeout: float = 5.0
     """Seconds to wait for the audit intent to be durable before refusing (503)."""
+    max_buffered_response_bytes: int = 64 * 1024 * 1024
+    """Largest non-streamed LLM/MCP answer read whole (bytes); larger ones are refused
+    (502 ``upstream_response_too_large``) rather than held in memory."""
 
 
 @dataclass(slots=True)
@@ -370,21 +373,83 @@ class Pipeline:
                 call.upstream_done - call.forward_started)
             if upstream.content_type == _EVENT_STREAM and not self._must_buffer(call):
                 return await self.relay_stream(request, call, upstream)
+            if self._passes_through(call):
+                return await self.relay_through(request, call, upstream)
             return await self.relay_whole(request, call, upstream)
         finally:
             upstream.release()
+
+    def _passes_through(self, call: Call) -> bool:
+        # HTTP tools: nothing to read in the answer unless response guardrails scan it, so
+        # it is relayed as it arrives (any size, compression untouched), never buffered.
+        c = call.classified
+        guardrails = call.controls.guardrails
+        return (c is not None and c.view.kind is RequestKind.HTTP
+                and (guardrails is None or not guardrails.active("response")))
 
     def _must_buffer(self, call: Call) -> bool:
         # tools/list answers are rewritten (filtered), so they are read whole even as SSE.
         c = call.classified
         return c is not None and c.view.kind is RequestKind.MCP and _lists_tools(c.body)
 
+    async def relay_through(
+        self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        """Relay an answer chunk by chunk without reading it (HTTP tools)."""
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                  headers=_response_headers(upstream.headers, call, None))
+        if upstream.content_length is not None:
+            resp.content_length = upstream.content_length
+        resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
+        await resp.prepare(request)
+        digest = hashlib.blake2b(digest_size=16)
+        truncated = client_gone = False
+        try:
+            async for chunk in upstream.content.iter_any():
+                digest.update(chunk)
+                try:
+                    await resp.write(chunk)
+                except (ConnectionError, RuntimeError):
+                    client_gone = True
+                    break
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            truncated = True
+        if not client_gone:
+            try:
+                if truncated:
+                    # The status line is out: closing without the rest is all that is left.
+                    resp.force_close()
+                else:
+                    await resp.write_eof()
+            except (ConnectionError, RuntimeError):
+                pass
+        ok = upstream.status < 500 and not truncated
+        self.settle_budget(call, None, ok, None if ok else f"http_{upstream.status}",
+                           digest.hexdigest())
+        self._finish(call, "allow", None)
+        self._audit_outcome(call, upstream.status, None, decision="allow")
+        return resp
+
     async def relay_whole(
         self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
     ) -> web.StreamResponse:
         """A complete (non-streamed) answer: settle, scan, then send it."""
+        limit = self.settings.max_buffered_response_bytes
+        if upstream.content_length is not None and upstream.content_length > limit:
+            return await self.fail_upstream(request, call, UpstreamError(
+                f"the upstream answer exceeds {limit} bytes",
+                code="upstream_response_too_large"), None)
         try:
-            body = await upstream.read()
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await upstream.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    return await self.fail_upstream(request, call, UpstreamError(
+                        f"the upstream answer exceeds {limit} bytes",
+                        code="upstream_response_too_large"), None)
+                chunks.append(chunk)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             return await self.fail_upstream(request, call, UpstreamError(
                 "the upstream answer ended early", code="upstream_truncated"), e)
@@ -609,7 +674,8 @@ class Pipeline:
         return await self._send_error(request, call, err)
 
     async def fail_upstream(
-        self, request: web.BaseRequest, call: Call, err: UpstreamError, cause: BaseException
+        self, request: web.BaseRequest, call: Call, err: UpstreamError,
+        cause: BaseException | None,
     ) -> web.Response:
         """The upstream failed after the call was decided: settle as failed, answer 502/504."""
         log.info("upstream failure for %s: %r", call.decision_id, cause)
