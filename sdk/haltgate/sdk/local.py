@@ -133,7 +133,11 @@ class LocalGovernance:
         result: Any = None,
         error: BaseException | str | None = None,
     ) -> None:
-        """Settle a reserved call with what it used. Raises if the engine halts the run."""
+        """Settle a reserved call with what it used.
+
+        Never raises: the call has happened. A halt this settles into (a budget now used
+        up, a stagnation window, EmoCore) refuses the next :meth:`reserve`.
+        """
         fingerprint, target = self._fingerprints.pop(call_id, ("", None))
         result_fp = result_fingerprint(result) if ok and result is not None else None
         error_fp = error_fingerprint(error) if not ok and error is not None else None
@@ -142,7 +146,7 @@ class LocalGovernance:
                                         result_fingerprint=result_fp)  # fmt: skip
         self.last_signals = self.signals.observe(fingerprint, target=target, ok=ok,
                                                  result=result_fp)  # fmt: skip
-        self._check(decision, call_id)
+        self.warnings = tuple(decision.warnings)
 
     def release(self, call_id: str) -> None:
         """Give a reservation back: the call was never made."""

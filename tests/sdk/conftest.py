@@ -1,0 +1,30 @@
+"""Fixtures of the SDK tests: the sidecar tests' stand-ins and sidecar factory, reused.
+
+``governed(budgets)`` starts a sidecar in front of the stand-in LLM with those budgets and
+returns the running sidecar; ``llm_requests(standins)`` counts what reached the stand-in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.sidecar.conftest import (  # noqa: F401  (fixtures re-exported for pytest)
+    ADMIN_TOKEN,
+    Running,
+    SidecarFactory,
+    Standins,
+    base_policy,
+    merge,
+    sidecar_factory,
+    standins,
+)
+
+
+def budgets_policy(budgets: dict[str, Any]) -> dict[str, Any]:
+    """``policy_extra`` for ``sidecar_factory``: the given budgets."""
+    return {"spec": {"budgets": budgets}}
+
+
+def llm_requests(s: Standins) -> int:
+    """Chat requests the stand-in LLM received (each retry counts)."""
+    return sum(1 for r in s.received("llm").requests if r.path.endswith("/chat/completions"))

@@ -1,0 +1,211 @@
+"""LangChain (real langchain-core + langchain-openai) against a running sidecar and stand-in LLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+try:
+    from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+
+    from haltgate.sdk.langchain import HaltgateCallbackHandler, chat_openai
+except ImportError as e:  # pragma: no cover - CI installs the test extra, which has them
+    pytest.skip(f"langchain integration not importable ({e}); install 'haltgate[langchain]'",
+                allow_module_level=True)
+
+from tests.sdk.conftest import (
+    ADMIN_TOKEN,
+    SidecarFactory,
+    Standins,
+    base_policy,
+    budgets_policy,
+    llm_requests,
+    merge,
+)
+
+from haltgate.sdk import DeniedError, ExhaustionError, HaltError, StagnationError
+from haltgate.sdk.client import AsyncSidecarClient
+from haltgate.sdk.local import LocalGovernance
+from haltgate.sidecar.pipeline import PipelineSettings
+
+MAX_STEPS = 10
+
+
+@tool
+def lookup(query: str) -> str:
+    """Look something up (a local tool; the loop calls it after every model answer)."""
+    return f"result for {query}"
+
+
+async def agent_loop(model: Any, steps: int = MAX_STEPS,
+                     callbacks: list[Any] | None = None) -> list[BaseMessage]:
+    """A minimal ReAct-style loop: model, tool, model, ... (bounded)."""
+    messages: list[BaseMessage] = [HumanMessage("find the answer")]
+    for i in range(steps):
+        answer = await model.ainvoke(messages)
+        assert isinstance(answer, AIMessage)
+        messages.append(answer)
+        result = await lookup.ainvoke({"query": f"q{i}"}, config={"callbacks": callbacks})
+        messages.append(ToolMessage(result, tool_call_id=f"call-{i}"))
+    return messages
+
+
+def refusals(sc: Any, code: str) -> int:
+    """Refused calls with ``code`` the sidecar audited (each HTTP attempt is one)."""
+    return len({r.decision_id for r in sc.audit.records if r.code == code})
+
+
+async def test_agent_loop_stops_on_exhaustion_without_retry(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 3}}))
+    handler = HaltgateCallbackHandler()
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler,
+                        max_tokens=4, max_retries=2)
+    with pytest.raises(ExhaustionError) as info:
+        await agent_loop(model)
+    err = info.value
+    assert (err.type, err.code) == ("EXHAUSTION", "calls_exhausted")
+    assert err.decision_id and err.status == 429 and err.terminal
+    # The admin API tells the same story (the halt's error body carries no budget).
+    admin = AsyncSidecarClient(sc.admin, ADMIN_TOKEN)
+    assert await admin.halted()
+    calls = (await admin.budgets())["calls"]
+    assert (calls.used, calls.limit, calls.remaining) == (3, 3, 0)
+    assert llm_requests(standins) == 3  # the refused call never reached the LLM
+    # The OpenAI SDK (max_retries=2) did not retry the refusal: one attempt reached the sidecar.
+    assert refusals(sc, "calls_exhausted") == 1
+    assert handler.halt is err
+    # Once halted, later calls fail at once with the same halt, without any request.
+    with pytest.raises(ExhaustionError):
+        await model.ainvoke("again")
+    assert refusals(sc, "calls_exhausted") == 1
+
+
+async def test_plain_openai_client_would_retry_the_refusal(
+    sidecar_factory: SidecarFactory,
+) -> None:
+    """Control for the test above: without the hook, the SDK retries the 429."""
+    from langchain_openai import ChatOpenAI
+
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 1}}))
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=sc.explicit + "/llm/v1", api_key="x",
+                       max_tokens=4, max_retries=1)
+    await model.ainvoke("one")
+    with pytest.raises(Exception, match="calls budget exhausted"):
+        await model.ainvoke("two")
+    assert refusals(sc, "calls_exhausted") == 2
+
+
+async def test_sync_invoke_and_warnings(sidecar_factory: SidecarFactory) -> None:
+    import asyncio
+
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 4}, "warnAt": 0.5}))
+    seen: list[tuple[str, ...]] = []
+    handler = HaltgateCallbackHandler(on_warning=seen.append)
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler,
+                        max_tokens=3)
+    # The sidecar runs in this loop: the sync client must run in a thread.
+    answer = await asyncio.to_thread(model.invoke, "hello there")
+    assert answer.content == "tok0 tok1 tok2"
+    assert handler.warnings == ()
+    await asyncio.to_thread(model.invoke, "hello again")
+    assert handler.warnings == ("calls",)
+    assert seen == [("calls",)]
+
+
+async def test_streaming_halt_surfaces_as_exhaustion(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    # No output cap: the sidecar reserves 2 tokens, the stand-in streams 4096; the budget
+    # covers the reservation but not the stream, so the sidecar cuts it with an error event.
+    sc = await sidecar_factory(budgets_policy({"tokens": {"limit": 2000}}),
+                               pipeline=PipelineSettings(default_max_output_tokens=2))
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit,
+                        default_headers={"x-standin-tokens": "4096"})
+    chunks: list[str] = []
+    with pytest.raises(ExhaustionError) as info:
+        async for chunk in model.astream("write a lot"):
+            chunks.append(str(chunk.content))
+            assert len(chunks) < 5000
+    assert info.value.code == "tokens_exhausted"
+    assert info.value.decision_id
+    assert chunks and "tok0" in "".join(chunks)  # the relayed part arrived before the cut
+    assert llm_requests(standins) == 1
+
+
+async def test_tool_denial_is_typed_and_not_terminal(sidecar_factory: SidecarFactory,
+                                                     standins: Standins) -> None:
+    """A tool that calls an MCP server through the sidecar gets a typed DeniedError."""
+    import aiohttp
+
+    from haltgate.sdk.client import base_url, raise_for_response
+
+    sc = await sidecar_factory()
+    handler = HaltgateCallbackHandler()
+
+    @tool
+    async def delete_file(path: str) -> str:
+        """Delete a file through the MCP server."""
+        msg = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "delete_file", "arguments": {"path": path}}}
+        async with aiohttp.ClientSession() as s, s.post(
+            base_url("mcp", url=sc.explicit), json=msg,
+            headers={"Accept": "application/json, text/event-stream"},
+        ) as r:
+            raise_for_response(r.status, r.headers, await r.read())
+        return "deleted"
+
+    with pytest.raises(DeniedError) as info:
+        await delete_file.ainvoke({"path": "/etc/passwd"}, config={"callbacks": [handler]})
+    assert info.value.code == "tool_denied" and not info.value.terminal
+    assert handler.halt is None  # a denial does not halt the run
+    assert not standins.received("mcp").requests
+
+
+def write_policy(tmp_path: Path, standins: Standins, budgets: dict[str, Any]) -> Path:
+    path = tmp_path / "local-policy.yaml"
+    path.write_text(yaml.safe_dump(merge(base_policy(standins), budgets_policy(budgets))))
+    return path
+
+
+async def test_local_fallback_stops_loop_before_the_call(
+    tmp_path: Path, standins: Standins
+) -> None:
+    """No sidecar: the same policy file and engine, in process (bypassable)."""
+    from langchain_openai import ChatOpenAI
+
+    local = LocalGovernance(write_policy(tmp_path, standins, {"calls": {"limit": 5}}))
+    assert "BYPASSABLE" in repr(local)
+    handler = HaltgateCallbackHandler(local=local)
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=standins.llm + "/v1", api_key="x",
+                       max_tokens=4, callbacks=[handler])
+    with pytest.raises(ExhaustionError) as info:
+        # model, tool, model, tool, model: 5 calls; the third tool call is refused.
+        await agent_loop(model, callbacks=[handler])
+    assert info.value.code == "calls_exhausted"
+    assert llm_requests(standins) == 3
+    budget = local.budgets()["calls"]
+    assert budget["used"] == 5 and budget["limit"] == 5
+
+
+async def test_local_fallback_detects_identical_retries(
+    tmp_path: Path, standins: Standins
+) -> None:
+    from langchain_openai import ChatOpenAI
+
+    local = LocalGovernance(
+        write_policy(tmp_path, standins, {"identicalRetries": {"limit": 2}}))
+    handler = HaltgateCallbackHandler(local=local)
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=standins.llm + "/v1", api_key="x",
+                       max_tokens=4, callbacks=[handler])
+    with pytest.raises(StagnationError) as info:
+        for _ in range(MAX_STEPS):
+            await model.ainvoke("the same question")
+    assert isinstance(info.value, HaltError)
+    assert llm_requests(standins) == 2  # the third identical call was never made
+    assert local.last_signals is not None and local.last_signals.repeat_rate > 0
