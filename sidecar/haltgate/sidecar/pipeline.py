@@ -62,6 +62,9 @@ _HOP_BY_HOP = frozenset({
     "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
     "content-length", "host",
 })
+# Also never forwarded: haltgate reads the whole body itself (Expect: 100-continue was
+# answered to the agent already).
+_REQUEST_DROP = _HOP_BY_HOP | {"expect"}
 _RESPONSE_DROP = _HOP_BY_HOP - {"proxy-authenticate"}
 _EVENT_STREAM = "text/event-stream"
 
@@ -355,7 +358,7 @@ class Pipeline:
         try:
             upstream = await self.session.request(
                 request.method, call.target.url,
-                data=call.forward_body if call.forward_body is not None else call.body,
+                data=(call.forward_body if call.forward_body is not None else call.body) or None,
                 headers=_forward_headers(request.headers, call),
                 allow_redirects=False,
                 timeout=call.controls.upstream_timeout,
@@ -934,7 +937,7 @@ def _forward_headers(headers: CIMultiDictProxy[str], call: Call) -> CIMultiDict[
         connection_listed else set()
     for name, value in headers.items():
         lower = name.lower()
-        if lower in _HOP_BY_HOP or lower in extra_drop:
+        if lower in _REQUEST_DROP or lower in extra_drop:
             continue
         out.add(name, value)
     c = call.classified
