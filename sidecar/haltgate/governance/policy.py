@@ -359,8 +359,17 @@ class PIIDetector(Detector):
     ] = Field(default_factory=list, description="Entities to detect (all if empty).")
 
 
+class PromptInjectionDetector(Detector):
+    model: bool = Field(
+        default=False,
+        description="Also run the offline embedding-model stage on texts the patterns do not "
+        "settle (needs the haltgate[guard-model] extra in the sidecar image; without it the "
+        "detector reports an error and failMode decides).",
+    )
+
+
 class Guardrails(Spec):
-    prompt_injection: Detector | None = Field(
+    prompt_injection: PromptInjectionDetector | None = Field(
         default=None, description="Prompt injection and jailbreak detection."
     )
     pii: PIIDetector | None = Field(default=None, description="Personal data detection.")

@@ -9,6 +9,8 @@ immutable after construction and may be shared between concurrent requests.
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from haltgate.governance.guardrails.base import (
     ScanResult,
     Verdict,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_SCAN_CHARS = 2 * 1024 * 1024
 """Texts longer than this (characters) are not scanned: a detector error under the fail mode."""
@@ -138,11 +142,15 @@ class Guardrails:
     ) -> Guardrails:
         """Build from ``spec.guardrails`` of a GovernancePolicy.
 
-        `injection_model` is the optional model stage (see `model.load_default_scorer`);
-        `pii_region` the phone numbering plan assumed for numbers without ``+``.
+        `injection_model` overrides the model stage; by default it is loaded (once per
+        process) when ``promptInjection.model`` is true. If the model cannot be loaded, every
+        injection scan reports an error and ``failMode`` decides (closed: block).
+        `pii_region` is the phone numbering plan assumed for numbers without ``+``.
         """
         settings: list[DetectorSettings] = []
         if spec.prompt_injection is not None and spec.prompt_injection.enabled:
+            if injection_model is None and spec.prompt_injection.model:
+                injection_model = _shared_model_scorer()
             settings.append(DetectorSettings.from_spec(
                 injection.InjectionDetector(model=injection_model), spec.prompt_injection))
         if spec.pii is not None and spec.pii.enabled:
@@ -355,6 +363,23 @@ class StreamScanner:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+@functools.cache
+def _shared_model_scorer() -> Callable[[str], float]:
+    """The model stage, loaded once per process (policy reloads reuse it)."""
+    from haltgate.governance.guardrails import model
+
+    try:
+        return model.load_default_scorer()
+    except model.ModelUnavailable as e:
+        log.error("guardrails model stage unavailable: %s", e)
+        reason = str(e)
+
+        def unavailable(text: str) -> float:
+            raise model.ModelUnavailable(reason)
+
+        return unavailable
 
 
 def _dedupe(cands: Sequence[Candidate]) -> list[Candidate]:

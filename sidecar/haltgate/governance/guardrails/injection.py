@@ -655,13 +655,14 @@ class InjectionDetector:
         *,
         limits: normalize.Limits = normalize.DEFAULT_LIMITS,
         model: ModelScorer | None = None,
-        model_floor: float = 0.0,
+        model_min: float = 0.9,
     ) -> None:
-        """`model` maps a text to an injection probability; it runs when the pattern score
-        is at least `model_floor` and no strong pattern fired (score < 0.9)."""
+        """`model` maps a text to an injection probability; it runs when no strong pattern
+        fired (pattern score < 0.9), and its score counts only from `model_min` on: the
+        embedding probe is far less precise than the patterns (see docs/guardrails.md)."""
         self._limits = limits
         self._model = model
-        self._model_floor = model_floor
+        self._model_min = model_min
 
     def pattern_candidates(self, text: str) -> list[Candidate]:
         """Pattern stage only: one candidate per (family, span), scores not yet combined."""
@@ -705,9 +706,9 @@ class InjectionDetector:
         for c in cands:
             best[c.entity] = max(best.get(c.entity, 0.0), c.score)
         combined = noisy_or(list(best.values()))
-        if self._model is not None and combined < 0.9 and combined >= self._model_floor:
+        if self._model is not None and combined < 0.9:
             p = self._model(text)
-            if p > combined:
+            if p >= self._model_min and p > combined:
                 cands.append(Candidate("model", 0, len(text), p, "model"))
                 combined = noisy_or([combined, p]) if combined > 0 else p
         if not cands:
