@@ -249,3 +249,26 @@ def test_deployment_pods_are_injected_and_counted(
     eventually(lambda: (kubectl_json(kube, "-n", governed_ns, "get", "govpol", "research")
                         .get("status") or {}).get("matchedWorkloads") == 1,
                timeout=30, what="matchedWorkloads 1")
+
+
+def test_pool_status_and_no_finalizers(kube: ControlPlane, governed_ns: str) -> None:
+    pool = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
+            "metadata": {"name": "shared", "namespace": governed_ns},
+            "spec": {"costUSD": {"limit": 50}}}
+    assert apply(kube, pool).returncode == 0
+    member = policy(governed_ns, "member", {"selector": {"matchLabels": {"app": "other"}},
+                                            "pool": "shared"})
+    assert apply(kube, member).returncode == 0
+
+    def pool_status() -> dict[str, Any] | None:
+        st = kubectl_json(kube, "-n", governed_ns, "get", "budgetpool", "shared").get("status")
+        return st if st and st.get("members") == 1 else None
+
+    status = eventually(pool_status, timeout=20, what="pool members 1")
+    assert status["state"] == "Active"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Valid": "True",
+                                                                      "Ready": "True"}
+    # Nothing blocks deleting haltgate objects, even with the operator down.
+    for kind, name in (("govpol", "research"), ("govpol", "member"), ("budgetpool", "shared")):
+        obj = kubectl_json(kube, "-n", governed_ns, "get", kind, name)
+        assert not obj["metadata"].get("finalizers"), obj["metadata"]
