@@ -17,6 +17,10 @@ except ImportError as e:  # pragma: no cover - CI installs the test extra, which
     pytest.skip(f"langchain integration not importable ({e}); install 'haltgate[langchain]'",
                 allow_module_level=True)
 
+from haltgate.sdk import DeniedError, ExhaustionError, HaltError, StagnationError
+from haltgate.sdk.client import AsyncSidecarClient
+from haltgate.sdk.local import LocalGovernance
+from haltgate.sidecar.pipeline import PipelineSettings
 from tests.sdk.conftest import (
     ADMIN_TOKEN,
     SidecarFactory,
@@ -26,11 +30,6 @@ from tests.sdk.conftest import (
     llm_requests,
     merge,
 )
-
-from haltgate.sdk import DeniedError, ExhaustionError, HaltError, StagnationError
-from haltgate.sdk.client import AsyncSidecarClient
-from haltgate.sdk.local import LocalGovernance
-from haltgate.sidecar.pipeline import PipelineSettings
 
 MAX_STEPS = 10
 

@@ -19,7 +19,7 @@ the typed error that follows.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -93,6 +93,10 @@ def _is_haltgate_stream(response: Any) -> bool:
 
 def no_retry_hook(response: Any) -> None:
     """httpx response hook: haltgate refusals are not retried; cut streams re-framed."""
+    _mark(response)
+
+
+def _mark(response: Any) -> None:
     if FAILURE_HEADER in response.headers:
         response.headers["x-should-retry"] = "false"
     if _is_haltgate_stream(response):
@@ -141,14 +145,28 @@ async def async_no_retry_hook(response: Any) -> None:
         response.stream = Reframed()
 
 
-def openai_http_clients() -> tuple[Any, Any]:
+HeadersCallback = Callable[[Mapping[str, str]], None]
+
+
+def openai_http_clients(on_headers: HeadersCallback | None = None) -> tuple[Any, Any]:
     """``(sync, async)`` HTTP clients for an OpenAI SDK client, with the no-retry hook.
 
-    Built with the OpenAI SDK's own client classes, so they match the httpx flavour the
-    installed ``openai`` uses, with its default timeouts and limits.
+    ``on_headers`` is called with the headers of every answer of the sidecar (those with
+    ``x-haltgate-decision-id``), e.g. to read budget warnings where the framework does not
+    expose response headers. Built with the OpenAI SDK's own client classes, so they match
+    the httpx flavour the installed ``openai`` uses, with its default timeouts and limits.
     """
     import openai
 
-    sync = openai.DefaultHttpxClient(event_hooks={"response": [no_retry_hook]})
-    async_ = openai.DefaultAsyncHttpxClient(event_hooks={"response": [async_no_retry_hook]})
+    def observe(response: Any) -> None:
+        if on_headers is not None and DECISION_HEADER in response.headers:
+            on_headers(response.headers)
+
+    async def aobserve(response: Any) -> None:
+        observe(response)
+
+    sync = openai.DefaultHttpxClient(event_hooks={"response": [no_retry_hook, observe]})
+    async_ = openai.DefaultAsyncHttpxClient(
+        event_hooks={"response": [async_no_retry_hook, aobserve]}
+    )
     return sync, async_
