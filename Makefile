@@ -37,8 +37,8 @@ lint: install ## ruff over the code and tests, mypy over the packages
 	$(PYTHON) -m ruff check operator sidecar sdk tests
 	$(PYTHON) -m mypy $(CODE_ROOTS)
 
-bench: install ## Run every benchmark under bench/
-	PYTHON=$(PYTHON) hack/bench.sh
+bench: install ## Run every benchmark under bench/ (BENCH_ARGS=--quick for a smoke run)
+	PYTHON=$(PYTHON) BENCH_ARGS="$(BENCH_ARGS)" hack/bench.sh
 
 demo: install binaries ## Start the local pieces, show what haltgate does, tear down
 	PYTHON=$(PYTHON) hack/demo.sh

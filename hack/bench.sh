@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
+# Extra arguments for every benchmark, e.g. BENCH_ARGS=--quick for a smoke run.
+read -r -a ARGS <<<"${BENCH_ARGS:-}"
+# Benchmarks may reuse the test bed and stand-ins (tests.*).
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 ran=0 failed=()
 run() {  # NAME COMMAND...
@@ -20,13 +24,13 @@ shopt -s nullglob
 for script in bench/*.py; do
   base=$(basename "$script")
   [[ $base == _* ]] && continue   # helpers and __init__.py
-  run "$base" "$PYTHON" "$script"
+  run "$base" "$PYTHON" "$script" "${ARGS[@]}"
 done
 for dir in bench/*/; do
   name=$(basename "$dir")
   [[ $name == _* ]] && continue
-  if [[ -f $dir/__main__.py ]]; then run "$name" "$PYTHON" -m "bench.$name"
-  elif [[ -x $dir/run ]]; then run "$name" "$dir/run"
+  if [[ -f $dir/__main__.py ]]; then run "$name" "$PYTHON" -m "bench.$name" "${ARGS[@]}"
+  elif [[ -x $dir/run ]]; then run "$name" "$dir/run" "${ARGS[@]}"
   fi
 done
 
