@@ -828,9 +828,15 @@ class Engine:
         out_t = usage.output_tokens
         if out_t < 0:
             out_t = 0
-        cost = self._prices.cost_pico(usage, model) if (model or usage.model) else 0
-        if cost is None:
-            cost = fallback_cost
+        name = usage.model or model
+        if name is None:
+            cost = 0
+        else:
+            lookup = self._prices.lookup
+            price = lookup(name)
+            if price is None and model is not None and name != model:
+                price = lookup(model)
+            cost = fallback_cost if price is None else price.cost_pico(usage)
         return (1, in_t + out_t, in_t, out_t, cost, risk)
 
     def _charge(
@@ -1014,7 +1020,7 @@ class Engine:
                     f"{no_progress} steps in a row without progress (window {self._stagnation})",
                     now,
                 )
-            else:
+            elif self._wall is not None:
                 halt = self._wall_halt(state, now)
         state = EngineState(
             state.run,
@@ -1135,7 +1141,7 @@ class Engine:
             frozenset(),
         )
         state = self._roll_all(state, now)
-        return state, self._status(state, now, "reset", f"reset by {ev.actor[:128]}")
+        return state, self._status(state, now, codes.RESET, f"reset by {ev.actor[:128]}")
 
     def _lift(self, state: EngineState, ev: Lift) -> tuple[EngineState, Decision]:
         ts = ev.ts
@@ -1149,6 +1155,6 @@ class Engine:
         ):
             state = state._replace(clock=now, halt=None)
             return state, self._status(
-                state, now, "lifted", f"external halt lifted by {ev.actor[:128]}"
+                state, now, codes.LIFTED, f"external halt lifted by {ev.actor[:128]}"
             )
         return state, self._status(state, now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +46,17 @@ class Price:
     cache_write: int
     reasoning: int
     max_output_tokens: int | None = None
+    worst_input: int = field(init=False, repr=False, compare=False)
+    """The dearest input rate (fresh, cache read or cache write): worst cases use it."""
+    worst_output: int = field(init=False, repr=False, compare=False)
+    """The dearest output rate (visible or reasoning)."""
+
+    def __post_init__(self) -> None:
+        # Precomputed: worst_case_pico runs on every reservation.
+        object.__setattr__(
+            self, "worst_input", max(self.input, self.cached_input, self.cache_write)
+        )
+        object.__setattr__(self, "worst_output", max(self.output, self.reasoning))
 
     @classmethod
     def from_usd_per_million(
@@ -115,9 +126,9 @@ class Price:
 
     def worst_case_pico(self, max_input_tokens: int, max_output_tokens: int) -> int:
         """Upper bound of a call's cost: every token at the dearest rate of its side."""
-        in_rate = max(self.input, self.cached_input, self.cache_write)
-        out_rate = max(self.output, self.reasoning)
-        return max(max_input_tokens, 0) * in_rate + max(max_output_tokens, 0) * out_rate
+        return (max_input_tokens if max_input_tokens > 0 else 0) * self.worst_input + (
+            max_output_tokens if max_output_tokens > 0 else 0
+        ) * self.worst_output
 
 
 @dataclass(frozen=True, slots=True)
