@@ -101,7 +101,7 @@ def _install_clock() -> _InjectedClock:
     if isinstance(current, _InjectedClock):
         return current
     clock = _InjectedClock(_time)
-    _emo_engine.time = clock  # type: ignore[attr-defined]
+    _emo_engine.time = clock
     return clock
 
 
@@ -242,10 +242,10 @@ class EmoCoreEngine:
         emo = None
         if raw is not None:
             emo = EmoSnapshot(
-                tuple(raw[0]),  # type: ignore[arg-type]
-                tuple(raw[1]),  # type: ignore[arg-type]
-                tuple(raw[2]),  # type: ignore[arg-type]
-                tuple(raw[3]),  # type: ignore[arg-type]
+                tuple(raw[0]),
+                tuple(raw[1]),
+                tuple(raw[2]),
+                tuple(raw[3]),
                 raw[4],
                 int(raw[5]),
                 int(raw[6]),
