@@ -12,6 +12,7 @@ configured; limits raised so the run never halts). Printed:
   loop doing one small ``dict`` copy-and-update per event (the cheapest "immutable state
   update" Python can do); target >= 200,000 steps/s;
 - the same with every decision's budget report read (what an audit record costs);
+- the emocore engine option (when the extra is installed), until EmoCore's step fuse;
 - the Governor with its state file written on every change, without and with fsync.
 
 Engine runs are timed in CPU time of the thread (robust on a shared machine).
@@ -177,6 +178,32 @@ def run_rename(payload: bytes, n: int, folder: str) -> float:
     return time.perf_counter() - t0
 
 
+def run_emocore(spec: Any, events: Sequence[Any], repeat: int) -> float | None:
+    """Steps/s of the emocore adapter, or None without the emocore extra."""
+    try:
+        import emocore  # noqa: F401
+    except ImportError:
+        return None
+    emo_spec = spec.model_copy(
+        update={
+            "engine": spec.engine.model_copy(update={"type": "emocore", "profile": "aggressive"})
+        }
+    )
+    engine = make_engine(emo_spec)
+    rates = []
+    for _ in range(repeat):
+        state = engine.initial_state()
+        n = 0
+        t0 = CLOCK()
+        for ev in events:
+            state, d = engine.step(state, ev)
+            n += 1
+            if d.halted:
+                break
+        rates.append(n / (CLOCK() - t0))
+    return max(rates)
+
+
 def best(fn: Callable[[], float], repeat: int) -> float:
     return min(fn() for _ in range(repeat))
 
@@ -208,6 +235,13 @@ def main() -> None:
         f"{'OK' if eng >= TARGET_STEPS_PER_S else 'BELOW TARGET'}"
     )
     print(f"engine.step + budget read : {eng_b:12,.0f} steps/s  ratio {eng_b / base:.3f}")
+
+    emo = run_emocore(spec, events, repeat)
+    if emo is not None:
+        print(
+            f"engine: emocore           : {emo:12,.0f} steps/s  ratio {emo / base:.3f}  "
+            "(aggressive profile, until its 200-step fuse)"
+        )
 
     gn = min(n, 20_000)
     fn = min(gn, 1000)

@@ -175,8 +175,13 @@ class EmoCoreEngine:
         self.spec = spec
         self.builtin = Engine(spec, prices)
         self.profile = profile_named(spec.engine.profile)
-        self._risk_limit = next(
-            (m.limit for m in self.builtin.meter_specs if m.dim.name == "risk_score"), None
+        self._risk = next(
+            (
+                (i, m.limit)
+                for i, m in enumerate(self.builtin.meter_specs)
+                if m.dim.name == "risk_score"
+            ),
+            None,
         )
 
     # StepEngine protocol -----------------------------------------------------------
@@ -314,10 +319,10 @@ class EmoCoreEngine:
         return min(worst, 1.0)
 
     def _trust(self, state: EngineState) -> float:
-        if not self._risk_limit:
+        if self._risk is None:
             return 1.0
-        i = state.meter_names.index("risk_score")
-        return max(0.0, 1.0 - state.used[i] / self._risk_limit)
+        i, limit = self._risk
+        return max(0.0, 1.0 - state.used[i] / limit)
 
     def _emo_step(
         self, snap: EmoSnapshot | None, ts: float, **signals: float

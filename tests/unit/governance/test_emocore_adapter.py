@@ -97,7 +97,7 @@ def test_exploration_runaway_is_safety() -> None:
 
 
 def test_declared_budgets_still_apply() -> None:
-    engine = emo_engine({"calls": {"limit": 2}})
+    engine = emo_engine({"calls": {"limit": 2}, "riskScore": {"limit": 5}, "costUSD": {"limit": 1}})
     _, decisions, _ = failing_loop(engine, gap=1.0)
     assert decisions[-1].code == "calls_exhausted"
     report = engine.budget_report(engine.initial_state())
