@@ -151,7 +151,7 @@ class HaltgateChatCompletionClient(ChatCompletionClient):
         self._settle(call_id, result, None)
         return result
 
-    async def create_stream(  # type: ignore[override]
+    async def create_stream(
         self, messages: Sequence[LLMMessage], **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
         """``inner.create_stream`` with halts (also mid-stream) raised as typed exceptions."""
@@ -232,8 +232,11 @@ def openai_chat_client(
     _, async_client = openai_http_clients(
         on_headers=lambda headers: holder[0].observe_headers(headers) if holder else None
     )
-    inner = OpenAIChatCompletionClient(model=model, base_url=base_url(alias, path, url=url),
-                                       http_client=async_client, **kwargs)  # fmt: skip
+    # http_client is not in autogen's typed config, but it hands every AsyncOpenAI
+    # keyword through to the OpenAI client.
+    inner = OpenAIChatCompletionClient(  # type: ignore[call-arg]
+        model=model, base_url=base_url(alias, path, url=url), http_client=async_client, **kwargs
+    )
     client = HaltgateChatCompletionClient(inner, on_warning=on_warning)
     holder.append(client)
     return client
