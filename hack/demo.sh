@@ -47,13 +47,19 @@ step_validate_offline() {
 }
 
 step_apply_policies() {
-  say "Applying the example GovernancePolicies and BudgetPool to namespace $NAMESPACE"
-  run kubectl create namespace "$NAMESPACE"
-  run kubectl apply -n "$NAMESPACE" -f docs/examples/
-  run kubectl get haltgate -n "$NAMESPACE"
-  run kubectl get govpol -n "$NAMESPACE" -o wide
-  run kubectl get bpool -n "$NAMESPACE"
-  DID+=("created the example policies and pool; listed them by category, short name and columns")
+  say "Applying the example GovernancePolicies and BudgetPools (docs/examples/)"
+  local ns namespaces
+  namespaces=$("$PYTHON" -c '
+import sys, yaml
+names = {d.get("metadata", {}).get("namespace") or "default"
+         for path in sys.argv[1:] for d in yaml.safe_load_all(open(path)) if d}
+print(" ".join(sorted(names | {"agents"})))' docs/examples/*.yaml)
+  for ns in $namespaces; do run kubectl create namespace "$ns"; done
+  run kubectl apply -f docs/examples/
+  run kubectl get haltgate --all-namespaces
+  run kubectl get govpol --all-namespaces -o wide
+  run kubectl get bpool --all-namespaces
+  DID+=("created the example policies and pools; listed them by category, short name and columns")
 }
 
 step_schema_rejects() {
