@@ -28,8 +28,10 @@ IMAGE = "registry.example/haltgate:test"
 class OperatorUnderTest:
     """``haltgate operator`` as a child process; tests may stop and restart it."""
 
-    def __init__(self, kube: ControlPlane, workdir: Path, admin_port: int) -> None:
+    def __init__(self, kube: ControlPlane, workdir: Path, admin_port: int,
+                 kubeconfig: Path | None = None) -> None:
         self.kube = kube
+        self.kubeconfig = kubeconfig or kube.kubeconfig
         self.workdir = workdir
         self.webhook_port = free_port()
         self.health_port = free_port()
@@ -56,7 +58,7 @@ class OperatorUnderTest:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items()
                if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-        env["KUBECONFIG"] = str(self.kube.kubeconfig)
+        env["KUBECONFIG"] = str(self.kubeconfig)
         self.proc = ManagedProcess("haltgate-operator", self.argv, self.log, env=env,
                                    cwd=REPO).start()
         wait_until(self._healthy, timeout=60, what="haltgate operator", log=self.log,
@@ -79,12 +81,12 @@ class OperatorUnderTest:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        req = urllib.request.Request(f"https://127.0.0.1:{self.webhook_port}/inject",
-                                     data=b"{}", method="POST")
+        # A GET: the server answers 405 without running a handler.
+        req = urllib.request.Request(f"https://127.0.0.1:{self.webhook_port}/inject")
         try:
             urllib.request.urlopen(req, context=ctx, timeout=1)
         except urllib.error.HTTPError:
-            return True  # it answered (400 for an empty review): it is serving
+            return True  # it answered: it is serving
         except OSError:
             return False
         return True
@@ -146,6 +148,25 @@ def install_crds(kube: ControlPlane) -> None:
     eventually(established, timeout=60, interval=0.5, what="CRDs established")
 
 
+def operator_kubeconfig(kube: ControlPlane, path: Path) -> Path:
+    """A kubeconfig for the operator's ServiceAccount, bound to tests/operator/rbac.yaml
+    (the least-privilege rules of docs/operator.md)."""
+    res = kube.kubectl("apply", "-f", str(Path(__file__).parent / "rbac.yaml"))
+    assert res.returncode == 0, res.stderr
+    token = eventually(lambda: kube.kubectl("-n", OPERATOR_NAMESPACE, "create", "token",
+                                            "haltgate-operator", "--duration=24h").stdout.strip(),
+                       what="ServiceAccount token")
+    admin = yaml.safe_load(kube.kubeconfig.read_text())
+    cluster = admin["clusters"][0]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [cluster],
+        "users": [{"name": "haltgate-operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"],
+                                                      "user": "haltgate-operator"}}],
+        "current-context": "operator"}))
+    return path
+
+
 @pytest.fixture(scope="session")
 def haltgate_crds(kube: ControlPlane) -> ControlPlane:
     install_crds(kube)
@@ -163,7 +184,9 @@ def admin_port() -> int:
 def haltgate_operator(haltgate_crds: ControlPlane, admin_port: int,
                       tmp_path_factory: pytest.TempPathFactory
                       ) -> Iterator[OperatorUnderTest]:
-    op = OperatorUnderTest(haltgate_crds, tmp_path_factory.mktemp("operator"), admin_port)
+    workdir = tmp_path_factory.mktemp("operator")
+    op = OperatorUnderTest(haltgate_crds, workdir, admin_port,
+                           operator_kubeconfig(haltgate_crds, workdir / "kubeconfig"))
     op.start()
     try:
         yield op

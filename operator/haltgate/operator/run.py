@@ -145,6 +145,13 @@ async def _renew_forever(rt: Runtime) -> None:
             logger.exception("webhook certificate renewal failed")
 
 
+def _short(e: BaseException) -> str:
+    """One line for a log: API errors carry whole HTTP dumps."""
+    body = getattr(e, "body", None)
+    text = body if isinstance(body, str) and body else str(e)
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
 # ----------------------------------------------------------------------------- status
 def _changed(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
     """Only the status fields that differ, so resyncs do not write every few seconds."""
@@ -242,8 +249,10 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
                 try:
                     await sync_policy(body, logger)
                     memo["last_full_sync"] = time.monotonic()
-                except Exception:  # one policy's trouble must not stop the others' halts
-                    logger.exception("policy resync failed")
+                except Exception as e:  # one policy's trouble must not stop the others'
+                    meta = body.get("metadata") or {}
+                    logger.warning("policy %s/%s resync failed: %s", meta.get("namespace"),
+                                   meta.get("name"), _short(e))
 
     background.append(resync_policies)
 
@@ -290,8 +299,8 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
             for body, memo in list(halted_deployments.values()):
                 try:
                     await sync_deployment(body, memo, logger)
-                except Exception:  # one bad Deployment must not stop the others' halts
-                    logger.exception("halt resync failed")
+                except Exception as e:  # one bad Deployment must not stop the others'
+                    logger.warning("deployment halt resync failed: %s", _short(e))
 
     background.append(resync_deployments)
 
@@ -326,8 +335,8 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
             for body in list(known_pools.values()):
                 try:
                     await sync_pool(body)
-                except Exception:
-                    logger.exception("pool resync failed")
+                except Exception as e:
+                    logger.warning("pool resync failed: %s", _short(e))
 
     background.append(resync_pools)
 
