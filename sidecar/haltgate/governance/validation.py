@@ -82,18 +82,23 @@ def _path(loc: Iterable[int | str]) -> str:
     return out or "<document>"
 
 
+def _num(value: Any) -> str:
+    """0.0 -> 0, 0.5 -> 0.5: bounds read as people write them."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _message(err: Mapping[str, Any]) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     match kind:
         case "greater_than_equal":
-            return f"must be >= {ctx['ge']}"
+            return f"must be >= {_num(ctx['ge'])}"
         case "greater_than":
-            return f"must be > {ctx['gt']}"
+            return f"must be > {_num(ctx['gt'])}"
         case "less_than_equal":
-            return f"must be <= {ctx['le']}"
+            return f"must be <= {_num(ctx['le'])}"
         case "less_than":
-            return f"must be < {ctx['lt']}"
+            return f"must be < {_num(ctx['lt'])}"
         case "missing":
             return "required field is missing"
         case "extra_forbidden":
@@ -129,7 +134,7 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
     add = issues.append
 
     tokens = spec.budgets.tokens
-    if tokens is not None and tokens.limit is None and tokens.input is None and tokens.output is None:
+    if tokens is not None and (tokens.limit, tokens.input, tokens.output) == (None, None, None):
         add(Issue("spec.budgets.tokens", "set at least one of limit, input, output"))
 
     seen: set[str] = set()
