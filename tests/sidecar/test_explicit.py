@@ -311,3 +311,14 @@ async def test_oversized_llm_answer_refused(sidecar_factory: SidecarFactory) -> 
     status, _, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
     assert status == 502
     assert orjson.loads(body)["error"]["code"] == "upstream_response_too_large"
+
+
+async def test_hourly_budget_says_when_to_retry(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 1, "period": "hour",
+                                                               "window": "rolling"}}}})
+    status, _, _ = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
+    assert status == 200
+    status, headers, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
+    assert status == 429
+    assert orjson.loads(body)["error"]["code"] == "calls_exhausted"
+    assert 1 <= int(headers["Retry-After"]) <= 3660  # about an hour (rolling window)
