@@ -60,9 +60,13 @@ class Budget:
         governor = self.governor
         if governor is None or not governor.halted:
             return _ALLOW
-        halt = governor.engine.engine_state(governor.state).halt
-        return BudgetVerdict(False, failure_type=halt.failure_type, code=halt.code,
-                             message=halt.message, halted=True)
+        # Rare path (every call is refused): the snapshot is the Governor's stable report.
+        halt = governor.snapshot(ts).get("halt") or {}
+        failure = halt.get("failure_type")
+        return BudgetVerdict(False,
+                             failure_type=FailureType(failure) if failure else FailureType.EXTERNAL,
+                             code=halt.get("code") or "halted",
+                             message=halt.get("message") or "the run is halted", halted=True)
 
     def reserve(
         self, *, call_id: str, ts: float, kind: str, host: str, tool: str | None,
