@@ -61,6 +61,20 @@ def _texts(size: int, count: int, seed: int) -> list[str]:
     return out
 
 
+def _code_texts(size: int, count: int, seed: int) -> list[str]:
+    """`size`-character windows of the Python standard library's own source (code, comments,
+    docstrings): realistic agent traffic for coding agents, known free of injections."""
+    rng = random.Random(seed)
+    files = sorted(Path(re.__file__).parent.glob("*.py"))
+    out: list[str] = []
+    while len(out) < count:
+        src = rng.choice(files).read_text(encoding="utf-8", errors="replace")
+        if len(src) > size:
+            start = rng.randrange(len(src) - size)
+            out.append(src[start:start + size])
+    return out
+
+
 def _latency(fn: Callable[[str], object], texts: list[str], reps: int) -> tuple[float, float]:
     """p50 and p99 in milliseconds of fn(text), each text `reps` times.
 
@@ -109,6 +123,10 @@ def quality(model: Callable[[str], float] | None) -> None:
     print(_row("secrets", evaluate(corpus.secrets_samples(), lambda s: (
         s.kind in {c.entity for c in sec.detect(s.text) if c.score >= 0.5}) if s.label
         else any(c.score >= 0.5 for c in sec.detect(s.text)))))
+    code = _code_texts(4096, 300, seed=7)
+    flagged = sum(any(c.score >= 0.5 for c in inj.detect(t)) for t in code)
+    print(f"  {'prompt_injection':<22} on 300 x 4 KB of stdlib source (all benign): "
+          f"fp-rate {flagged / len(code):.3f}")
 
 
 def latency(n: int, model: Callable[[str], float] | None) -> None:
@@ -122,8 +140,12 @@ def latency(n: int, model: Callable[[str], float] | None) -> None:
         ("secrets", SecretsDetector().detect),
         ("all three (scan)", lambda t: everything.scan(t, "request")),
     ]
-    for label, size, reps in (("typical prompt, 0.6 KB", 600, 5), ("4 KB text", 4096, 3)):
-        texts = _texts(size, n, seed=size)
+    sets = (
+        ("typical prompt, 0.6 KB", 600, 5, _texts(600, n, seed=600)),
+        ("4 KB, trigger-dense benign corpus", 4096, 3, _texts(4096, n, seed=4096)),
+        ("4 KB, stdlib source", 4096, 3, _code_texts(4096, n, seed=11)),
+    )
+    for label, _size, reps, texts in sets:
         print(f"latency per text, {label} ({n} texts x {reps}), ms")
         base50, base99 = _latency(BASELINE.search, texts, reps)
         for name, fn in subjects:

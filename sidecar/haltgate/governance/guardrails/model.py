@@ -121,7 +121,8 @@ class MiniLMEncoder:
     def _gelu(self, x: Any) -> Any:
         # tanh approximation of GELU (NumPy has no erf); differs from the exact form by <1e-3.
         np = self._np
-        return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
+        # x*x*x, not x**3: NumPy's power ufunc is ~100x slower than two multiplications.
+        return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
     def encode(self, texts: Sequence[str]) -> Any:
         """Unit-length embeddings, shape (len(texts), 384)."""
@@ -133,12 +134,13 @@ class MiniLMEncoder:
         x = self._word[ids] + self._pos[:n] + self._type
         x = self._layer_norm(x, self._ln0)
         h, d = self._heads, self.dim // self._heads
-        bias = ((1.0 - mask) * -1e9)[:, None, None, :]
+        # float32 throughout: a float64 constant here would upcast every later product.
+        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         for qkv_w, qkv_b, o_w, o_b, ln1, i_w, i_b, f_w, f_b, ln2 in self._layers:
             qkv = x @ qkv_w + qkv_b
             q, k, v = (qkv[..., j * self.dim:(j + 1) * self.dim].reshape(b, n, h, d)
                        .transpose(0, 2, 1, 3) for j in range(3))
-            scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d) + bias
+            scores = q @ k.transpose(0, 1, 3, 2) * np.float32(1 / math.sqrt(d)) + bias
             scores -= scores.max(-1, keepdims=True)
             probs = np.exp(scores)
             probs /= probs.sum(-1, keepdims=True)

@@ -82,7 +82,10 @@ _ROT13_HINTS = re.compile("|".join(
     w.translate(_ROT13)
     for w in ("ignor", "disregard", "forget", "instruction", "prompt", "system", "jailbr",
               "pretend", "reveal", "password", "secret", "assistant", "overrid", "bypass",
-              "developer", "rules", "guideline", "filter", "mode", "unrestricted")
+              "developer", "rules", "guideline", "filter", "mode", "unrestricted", "user",
+              "without", "tool", "send", "email", "previous", "above", "agent", "model",
+              "http", "key", "token", "credential", "admin", "delete", "transfer", "execute",
+              "command", "do not", "never", "must", "now on", "act as", "you are")
 ))
 FOCUS_MARGIN = 160
 """Characters around a de-obfuscated spot that matchers look at (longer than any phrase)."""
