@@ -469,7 +469,7 @@ class Engine:
         return out
 
     def _lazy(self, state: EngineState, now: float) -> LazyBudget:
-        return LazyBudget(self._report, state, now)
+        return _new(LazyBudget, (self._report, state, now))
 
     def _names_at(self, totals: tuple[int, ...]) -> list[str]:
         """Names of the meters whose used + reserved (``totals``) reached warnAt."""
@@ -541,7 +541,7 @@ class Engine:
                     halt.code,
                     halt.message,
                     tuple(warnings),
-                    LazyBudget(self._report, state, now),
+                    _new(LazyBudget, (self._report, state, now)),
                     True,
                     None,
                 ),
@@ -554,7 +554,7 @@ class Engine:
                 code,
                 message,
                 tuple(warnings),
-                LazyBudget(self._report, state, now),
+                _new(LazyBudget, (self._report, state, now)),
                 False,
                 None,
             ),
@@ -582,7 +582,7 @@ class Engine:
                 code,
                 message,
                 tuple(warnings),
-                LazyBudget(self._report, state, now),
+                _new(LazyBudget, (self._report, state, now)),
                 False,
                 retry_after,
             ),
@@ -753,7 +753,7 @@ class Engine:
                 None,
                 _ALLOWED,
                 tuple(warnings) if warnings else (),
-                LazyBudget(self._report, state, now),
+                _new(LazyBudget, (self._report, state, now)),
                 False,
                 None,
             ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any, NamedTuple
 
 import orjson
@@ -13,31 +13,27 @@ BudgetReport = Mapping[str, Mapping[str, float]]
 """Per dimension: ``{"used": .., "reserved": .., "limit": ..}`` in the dimension's unit."""
 
 
-class LazyBudget(Mapping[str, Mapping[str, float]]):
-    """A budget report computed on first read.
+class LazyBudget(tuple):
+    """A budget report computed on first read: a read-only mapping equal to the plain dict.
 
     Most decisions on the hot path are allowed and their budget is read at most once (for
     the audit record), so building a dozen small dicts eagerly on every step would be the
-    engine's largest cost. Behaves as a read-only mapping equal to the plain dict.
+    engine's largest cost. Built as ``LazyBudget((build, *args))``: a tuple holding the
+    builder and its arguments (a tuple is the cheapest object CPython creates; this runs on
+    every step); the report ``build(*args)`` is computed on first access and kept. It is
+    registered as a ``Mapping``; the tuple underneath is an implementation detail.
     """
 
-    __slots__ = ("_args", "_build", "_value")
-
-    def __init__(self, build: Callable[..., dict[str, dict[str, float]]], *args: Any) -> None:
-        # build(*args) later; no closure is created on the hot path.
-        self._build: Callable[..., dict[str, dict[str, float]]] | None = build
-        self._args = args
-        self._value: dict[str, dict[str, float]] | None = None
-
     def _get(self) -> dict[str, dict[str, float]]:
-        if self._value is None:
-            assert self._build is not None
-            self._value = self._build(*self._args)
-            self._build = None
-            self._args = ()
-        return self._value
+        try:
+            return self.__dict__["value"]
+        except KeyError:
+            build = tuple.__getitem__(self, 0)
+            value = build(*tuple.__getitem__(self, slice(1, None)))
+            self.__dict__["value"] = value
+            return value
 
-    def __getitem__(self, key: str) -> Mapping[str, float]:
+    def __getitem__(self, key: str) -> Mapping[str, float]:  # type: ignore[override]
         return self._get()[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -46,8 +42,45 @@ class LazyBudget(Mapping[str, Mapping[str, float]]):
     def __len__(self) -> int:
         return len(self._get())
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._get()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._get() == dict(other.items())
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         return repr(self._get())
+
+    def keys(self) -> KeysView[str]:
+        """The dimensions."""
+        return self._get().keys()
+
+    def items(self) -> ItemsView[str, dict[str, float]]:
+        """(dimension, report) pairs."""
+        return self._get().items()
+
+    def values(self) -> ValuesView[dict[str, float]]:
+        """The reports."""
+        return self._get().values()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The report of a dimension, or ``default``."""
+        return self._get().get(key, default)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy/pickle as the plain dict it stands for
+        return (dict, (self._get(),))
+
+
+Mapping.register(LazyBudget)
 
 
 class Decision(NamedTuple):
