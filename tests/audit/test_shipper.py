@@ -233,3 +233,45 @@ def test_ships_only_what_the_writer_made_durable(tmp_path: Path, audit_db: Audit
     finally:
         shipper.close()
     assert audit_db.count() == 10
+
+
+def test_lost_progress_and_ack_fall_back_to_on_conflict(
+    tmp_path: Path, audit_db: AuditDatabase
+) -> None:
+    fill(tmp_path, 250)
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
+    try:
+        shipper.drain(timeout=60)
+    finally:
+        shipper.close()
+    # A spool restored from a backup against a database whose progress row is gone: every
+    # record is re-read and COPY straight into the table would hit the primary key.
+    (tmp_path / SHIPPED_FILE).unlink()
+    with psycopg.connect(audit_db.admin) as conn:
+        conn.execute("DELETE FROM haltgate.audit_ship_progress")
+    again = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
+    try:
+        replay = again.ship_once()
+        assert (replay.records, replay.inserted) == (100, 0)
+        again.drain(timeout=60)
+    finally:
+        again.close()
+    assert audit_db.count() == distinct_ids(audit_db) == 250
+    assert verify_database(audit_db.reader).ok
+
+
+def test_awkward_text_survives_copy_exactly(tmp_path: Path, audit_db: AuditDatabase) -> None:
+    odd = "POST https://h/\\path\twith\nnew\rlines \\N ✓ \u200b"
+    sink = SpoolAuditSink(tmp_path)
+    sink.append_blocking(make_record(0, target=odd, tool="a\\b\\", code="\\N",
+                                     payload={"text": "tab\there \\u0000 \x00"}))
+    sink.close_blocking()
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer))
+    try:
+        assert shipper.drain(timeout=60) == 1
+    finally:
+        shipper.close()
+    with psycopg.connect(audit_db.reader) as conn:
+        row = conn.execute("SELECT target, tool, code FROM haltgate.audit_records").fetchone()
+    assert row == (odd, "a\\b\\", "\\N")
+    assert verify_database(audit_db.reader).ok  # columns equal the hashed record text

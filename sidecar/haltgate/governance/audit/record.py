@@ -159,6 +159,36 @@ def record_hash(doc: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
+_STR_FIELDS = ("decision_id", "phase", "namespace", "workload", "pod", "run_id", "target",
+               "decision", "record_id")
+_OPT_STR_FIELDS = ("kind", "model", "tool", "args_digest", "failure_type", "code", "message",
+                   "chain_id")
+_OPT_NUM_FIELDS = ("cost_usd", "latency_ms")
+
+
+def check_types(record: AuditRecord) -> None:
+    """Raise ``TypeError`` when a field that becomes a database column has the wrong type.
+
+    Checked when sealing, so a bad record is refused at ``intent()`` (the caller's bug,
+    visible at once) instead of stopping the shipper later."""
+    for name in _STR_FIELDS + _OPT_STR_FIELDS:
+        value = getattr(record, name)
+        if value is None and name in _OPT_STR_FIELDS:
+            continue
+        # PostgreSQL text cannot hold NUL: it would stop the shipper, so refuse it here.
+        if type(value) is not str or "\x00" in value:
+            raise TypeError(f"audit record field {name} must be a str without NUL"
+                            + (" or None" if name in _OPT_STR_FIELDS else ""))
+    for name in _OPT_NUM_FIELDS:
+        value = getattr(record, name)
+        if value is not None and (type(value) not in (int, float) or value != value):
+            raise TypeError(f"audit record field {name} must be a finite number or None")
+    if record.status is not None and type(record.status) is not int:
+        raise TypeError("audit record field status must be an int or None")
+    if type(record.time) not in (int, float) or not 0 <= record.time < 1e11:
+        raise TypeError("audit record field time must be epoch seconds")
+
+
 def chain_id_for(record: AuditRecord) -> str:
     """Default chain of a record: one per agent run in one pod.
 
@@ -205,6 +235,7 @@ class Chainer:
         head = self._heads.get(chain)
         seq = 1 if head is None else head.seq + 1
         prev = GENESIS_HASH if head is None else head.hash
+        check_types(record)
         doc = record.to_dict()
         doc.update(chain_id=chain, seq=seq, prev_hash=prev)
         doc.pop("hash", None)

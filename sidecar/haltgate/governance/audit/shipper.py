@@ -1,11 +1,14 @@
 """Ship spooled records to PostgreSQL: COPY in batches, idempotent, in spool order.
 
-One shipper per spool (``shipper.lock``). Each batch is copied into a temporary staging
-table and moved with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in one transaction;
-only after that commit is the spool position acknowledged (``shipped.json``, atomic). A
-crash between the commit and the acknowledgement re-ships the batch on restart and the
-conflict clause drops the copies: no loss, no duplicates. Batches leave in spool order, so a
-chain's records reach the table in sequence order.
+One shipper per spool (``shipper.lock``). Each batch is COPY'd into
+``haltgate.audit_records`` in one transaction that also records the spool's progress
+(``haltgate.audit_ship_progress``, keyed by ``spool.id``); only after that commit is the
+position acknowledged locally (``shipped.json``, atomic). After a crash between commit and
+acknowledgement the re-read batch is cut at the recorded progress, so nothing is inserted
+twice; if a record is there anyway (progress lost, a spool restored from a copy), the batch
+goes through a staging table with ``INSERT ... ON CONFLICT DO NOTHING`` on the primary key
+``(ts, record_id)``. No loss, no duplicates. Batches leave in spool order, so a chain's
+records reach the table in sequence order.
 
 While PostgreSQL is unreachable the shipper retries with capped backoff and the spool
 grows; ``haltgate_audit_ship_lag_seconds`` shows how far behind it is. Fully shipped
@@ -16,12 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,73 +34,136 @@ from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.sink import AuditUnavailableError
 from haltgate.governance.audit.spool import (
     HEADS_FILE,
+    READ_CHUNK,
     SHIPPED_FILE,
     Frame,
     SpoolPosition,
     flocked,
     iter_frames,
     list_segments,
+    needs_settling,
     read_durable,
     read_heads,
     segment_path,
     settle,
     spool_bytes,
+    spool_id,
     write_json_atomic,
 )
 
-__all__ = ["ShipResult", "Shipper", "ShipperSettings", "copy_frames", "copy_payload"]
+__all__ = [
+    "COLUMNS",
+    "ShipResult",
+    "Shipper",
+    "ShipperSettings",
+    "copy_frames",
+    "copy_frames_direct",
+    "copy_line",
+]
 
 log = logging.getLogger("haltgate.audit.shipper")
 
-_STAGE_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS haltgate_audit_stage (record text, epoch double precision)
-ON COMMIT DELETE ROWS
+COLUMNS = (
+    "record_id", "ts", "chain_id", "seq", "prev_hash", "hash", "decision_id", "phase",
+    "namespace", "workload", "pod", "run_id", "kind", "target", "model", "tool", "decision",
+    "failure_type", "code", "cost_usd", "latency_ms", "status", "record",
+)
+"""Columns of haltgate.audit_records the shipper writes, in COPY order."""
+_COLS = ", ".join(COLUMNS)
+_COPY_DIRECT = f"COPY haltgate.audit_records ({_COLS}) FROM STDIN"
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS haltgate_audit_stage"
+    " (LIKE haltgate.audit_records INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_COPY_STAGE = f"COPY haltgate_audit_stage ({_COLS}) FROM STDIN"
+_MOVE = (f"INSERT INTO haltgate.audit_records ({_COLS}) SELECT {_COLS}"
+         " FROM haltgate_audit_stage ON CONFLICT DO NOTHING")
+_PROGRESS = ('SELECT segment, "offset" FROM haltgate.audit_ship_progress'
+             " WHERE spool_id = %s FOR UPDATE")
+# Only ever forward: a shipper resuming from an older local acknowledgement must not move
+# the recorded progress back.
+_SET_PROGRESS = """
+INSERT INTO haltgate.audit_ship_progress AS p (spool_id, segment, "offset")
+VALUES (%s, %s, %s)
+ON CONFLICT (spool_id) DO UPDATE
+SET segment = EXCLUDED.segment, "offset" = EXCLUDED."offset", updated_at = now()
+WHERE (p.segment, p."offset") < (EXCLUDED.segment, EXCLUDED."offset")
 """
-_COPY = "COPY haltgate_audit_stage (record, epoch) FROM STDIN (FORMAT BINARY)"
-# JSON is parsed inside PostgreSQL (C, in the server process): the shipper only frames bytes,
-# which is what lets one Python process feed the database at its own speed.
-_MOVE = """
-INSERT INTO haltgate.audit_records (
-  record_id, ts, chain_id, seq, prev_hash, hash, decision_id, phase, namespace, workload,
-  pod, run_id, kind, target, model, tool, decision, failure_type, code, cost_usd,
-  latency_ms, status, record)
-SELECT (j->>'record_id')::uuid, to_timestamp(epoch), j->>'chain_id', (j->>'seq')::bigint,
-  j->>'prev_hash', j->>'hash', j->>'decision_id', j->>'phase', j->>'namespace',
-  j->>'workload', j->>'pod', j->>'run_id', j->>'kind', coalesce(j->>'target', ''),
-  j->>'model', j->>'tool', coalesce(j->>'decision', 'allow'), j->>'failure_type',
-  j->>'code', (j->>'cost_usd')::double precision, (j->>'latency_ms')::double precision,
-  (j->>'status')::integer, record
--- OFFSET 0 keeps the subquery from being flattened: otherwise the cast to jsonb is
--- repeated for every column that reads j (20 parses per row instead of one).
-FROM (SELECT record, epoch, record::jsonb AS j FROM haltgate_audit_stage OFFSET 0) AS staged
-ON CONFLICT DO NOTHING
-"""
-_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_BINARY_TRAILER = struct.pack(">h", -1)
-_TUPLE = struct.Struct(">hi")
-_FLOAT8 = struct.Struct(">id")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NULL = "\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
-def copy_payload(frames: Sequence[Frame]) -> bytes:
-    """PostgreSQL binary COPY data of ``(record text, epoch float8)`` rows."""
-    parts = [_BINARY_HEADER]
-    append = parts.append
-    for frame in frames:
-        append(_TUPLE.pack(2, len(frame.data)))
-        append(frame.data)
-        append(_FLOAT8.pack(8, frame.time))
-    append(_BINARY_TRAILER)
-    return b"".join(parts)
+def _escape(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
+
+
+def copy_line(frame: Frame) -> str:
+    """The COLUMNS of one spooled record as a line of COPY text format.
+
+    Hand-built rather than psycopg's ``write_row`` (most of the shipper's CPU at 23
+    columns): one check over all text fields decides whether any needs escaping, which
+    almost none do. ``ts`` comes from the frame header through one fixed conversion
+    (timedelta rounds to the microsecond as PostgreSQL does), so every path gives a
+    re-shipped record the same primary key ``(ts, record_id)``. Types were checked when
+    the record was sealed (``record.check_types``)."""
+    d = orjson.loads(frame.data)
+    g = d.get
+    texts = [
+        d["record_id"], d["chain_id"], d["prev_hash"], d["hash"], d["decision_id"],
+        d["phase"], d["namespace"], d["workload"], d["pod"], d["run_id"], g("kind") or "",
+        g("target") or "", g("model") or "", g("tool") or "", g("decision") or "allow",
+        g("failure_type") or "", g("code") or "",
+    ]
+    joined = "".join(texts)
+    if not joined.isprintable() or "\\" in joined:  # tab, newline, CR are not printable
+        texts = [_escape(t) for t in texts]
+    # Empty optional fields are NULL; target and decision always have a value.
+    rid, chain, prev, hsh, did, phase, ns, wl, pod, run, kind, target, model, tool, \
+        decision, failure, code = texts
+    record = frame.data.decode("utf-8")
+    if "\\" in record:  # canonical JSON has no raw control characters, only backslashes
+        record = record.replace("\\", "\\\\")
+    cost, latency, status = g("cost_usd"), g("latency_ms"), g("status")
+    ts = (_EPOCH + timedelta(seconds=frame.time)).isoformat()
+    return (
+        f"{rid}\t{ts}\t{chain}\t{d['seq']}\t{prev}\t{hsh}\t{did}\t{phase}\t{ns}\t{wl}\t"
+        f"{pod}\t{run}\t{kind or _NULL}\t{target}\t{model or _NULL}\t{tool or _NULL}\t"
+        f"{decision}\t{failure or _NULL}\t{code or _NULL}\t"
+        f"{_NULL if cost is None else repr(cost)}\t"
+        f"{_NULL if latency is None else repr(latency)}\t"
+        f"{_NULL if status is None else status}\t{record}\n"
+    )
+
+
+_COPY_CHUNK = 500
+"""Records per COPY write: PostgreSQL parses and indexes one chunk (on another core) while
+we format the next, instead of waiting for the whole batch."""
+
+
+def _copy(cur: psycopg.Cursor[Any], sql: str, frames: Sequence[Frame]) -> None:
+    with cur.copy(sql) as copy:
+        for start in range(0, len(frames), _COPY_CHUNK):
+            chunk = frames[start : start + _COPY_CHUNK]
+            copy.write("".join(map(copy_line, chunk)).encode("utf-8"))
 
 
 def copy_frames(conn: psycopg.Connection[Any], frames: Sequence[Frame]) -> int:
-    """Stage and insert ``frames`` in the current transaction; return how many were new."""
+    """Insert ``frames`` idempotently (staging table + ON CONFLICT DO NOTHING) in the
+    current transaction; return how many were new."""
     conn.execute(_STAGE_DDL)
     with conn.cursor() as cur:
-        with cur.copy(_COPY) as copy:
-            copy.write(copy_payload(frames))
+        _copy(cur, _COPY_STAGE, frames)
         cur.execute(_MOVE)
         return max(cur.rowcount, 0)
+
+
+def copy_frames_direct(conn: psycopg.Connection[Any], frames: Sequence[Frame]) -> int:
+    """COPY ``frames`` straight into the table (fails with UniqueViolation on a record that
+    is already there); return how many were inserted."""
+    with conn.cursor() as cur:
+        _copy(cur, _COPY_DIRECT, frames)
+    return len(frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +215,17 @@ class Shipper:
         self._partitions: set[tuple[int, int]] = set()
         self._stop = threading.Event()
         self.position = self._read_position()
+        self.spool_id = spool_id(self._dir)
         self.settle_orphaned()
 
     def settle_orphaned(self) -> bool:
         """If no writer is alive, recover the spool and make it durable (what a starting
         writer does), so records a crashed sidecar left behind get shipped. True if done."""
+        if not needs_settling(self._dir):
+            return False
         try:
             with flocked(self._dir / "writer.lock", blocking=False):
-                settle(self._dir, self.metrics)
+                settle(self._dir, self.metrics, heads=False)
         except AuditUnavailableError:
             return False  # a writer is alive and keeps the durable mark current
         return True
@@ -193,16 +261,24 @@ class Shipper:
         for index, number in enumerate(segments):
             newest = index == len(segments) - 1
             start = pos.offset if number == pos.segment else 0
+            # Read a bounded chunk, not the rest of the segment: a batch is a few MB, a
+            # segment up to its size limit, and re-reading it per batch would be quadratic.
+            want = READ_CHUNK
+            if number == durable.segment:
+                want = min(want, max(durable.offset - start, 0))
             try:
                 with segment_path(self._dir, number).open("rb") as f:
                     f.seek(start)
-                    if number == durable.segment:
-                        data = f.read(max(durable.offset - start, 0))
-                    else:
-                        data = f.read()
+                    data = f.read(want)
             except FileNotFoundError:
                 break
-            parsed, stop, reason = iter_frames(data, number, base=start)
+            parsed, stop, reason = iter_frames(data, number, base=start,
+                                               max_frames=limit - len(frames))
+            if reason is not None and reason.startswith("short") and len(data) == READ_CHUNK:
+                reason = None  # the chunk ended inside a frame: the next batch reads on
+                chunked = True
+            else:
+                chunked = len(data) == READ_CHUNK
             take = parsed[: limit - len(frames)]
             frames.extend(take)
             if take:
@@ -217,7 +293,7 @@ class Shipper:
                               "writer to repair it", reason, number, stop)
                 # In the newest segment it is a write in progress: ship it next time.
                 break
-            if newest:
+            if newest or chunked:
                 break
             pos = SpoolPosition(segments[index + 1], 0)  # this segment is complete
         return frames, pos
@@ -241,12 +317,32 @@ class Shipper:
                          (datetime(year, month, 1, tzinfo=UTC),))
             self._partitions.add((year, month))
 
-    def _insert(self, frames: Sequence[Frame]) -> int:
+    def _insert(self, frames: Sequence[Frame], end: SpoolPosition) -> int:
+        """Commit ``frames`` (ending at ``end``) and the spool's progress in one transaction.
+
+        Frames the recorded progress already covers (committed before a crash that lost
+        the local acknowledgement) are skipped, so the rest can be COPY'd straight into the
+        table. Should one still be there (progress lost, a restored spool copy), the batch
+        is redone through the staging table with ON CONFLICT DO NOTHING."""
         conn = self._connection()
         try:
             with conn.transaction():
                 self._ensure_partitions(conn, _months(frames))
-                return copy_frames(conn, frames)
+                row = conn.execute(_PROGRESS, (self.spool_id,)).fetchone()
+                done = SpoolPosition(int(row[0]), int(row[1])) if row else None
+                todo = [f for f in frames
+                        if done is None or SpoolPosition(f.segment, f.offset) >= done]
+                inserted = 0
+                if todo:
+                    try:
+                        with conn.transaction():  # savepoint: a conflict undoes only this
+                            inserted = copy_frames_direct(conn, todo)
+                    except psycopg.errors.UniqueViolation:
+                        log.warning("audit shipper: %d records partly shipped before; "
+                                    "inserting with ON CONFLICT DO NOTHING", len(todo))
+                        inserted = copy_frames(conn, todo)
+                conn.execute(_SET_PROGRESS, (self.spool_id, end.segment, end.offset))
+                return inserted
         except BaseException:
             self._partitions.clear()  # rolled back with the transaction
             raise
@@ -258,7 +354,7 @@ class Shipper:
         frames, pos = self._next_frames()
         inserted = 0
         if frames:
-            inserted = self._insert(frames)
+            inserted = self._insert(frames, pos)
             self.metrics.records_shipped.inc(len(frames))
         if pos != self.position:
             self._ack(pos)

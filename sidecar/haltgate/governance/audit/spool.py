@@ -6,6 +6,7 @@ Layout of a spool directory::
     heads.json                 chain heads of segments already shipped and removed
     shipped.json               the shipper's acknowledged position (segment, offset)
     durable                    how far the spool is fsync'd (the shipper reads no further)
+    spool.id                   this spool's identity (its shipping progress in PostgreSQL)
     writer.lock / shipper.lock one writer and one shipper at a time (flock)
     compact.lock               held while shipped segments are folded into heads.json
 
@@ -35,6 +36,7 @@ import os
 import struct
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,10 +73,13 @@ MAGIC = b"HGAUD\x00\x01\n"
 _HEADER = struct.Struct("<IId")
 _MAX_FRAME = 16 * 1024 * 1024
 """A length above this is corruption, not a record (records are small)."""
+READ_CHUNK = _MAX_FRAME + _HEADER.size
+"""Bytes a reader takes at once: always holds at least one whole frame."""
 SEGMENT_SUFFIX = ".seg"
 HEADS_FILE = "heads.json"
 SHIPPED_FILE = "shipped.json"
 DURABLE_FILE = "durable"
+SPOOL_ID_FILE = "spool.id"
 _DURABLE = struct.Struct("<QQ")
 
 
@@ -153,12 +158,13 @@ def spool_bytes(directory: Path) -> int:
 
 
 def iter_frames(
-    data: bytes, segment: int, base: int = 0
+    data: bytes, segment: int, base: int = 0, max_frames: int | None = None
 ) -> tuple[list[Frame], int, str | None]:
     """Parse the frames in ``data``, the bytes of one segment from file offset ``base``.
 
     Returns the frames (with file offsets), the file offset where parsing stopped and why it
-    stopped early (``None`` at a clean end, else a short reason: torn or corrupt frame).
+    stopped early (``None`` at a clean end or after ``max_frames``, else a short reason:
+    torn or corrupt frame).
     """
     frames: list[Frame] = []
     pos = 0
@@ -171,6 +177,8 @@ def iter_frames(
     end = len(data)
     header = _HEADER.size
     while pos < end:
+        if max_frames is not None and len(frames) >= max_frames:
+            break
         if end - pos < header:
             return frames, base + pos, "short frame header"
         length, crc, when = _HEADER.unpack_from(data, pos)
@@ -248,6 +256,28 @@ def flocked(path: Path, *, blocking: bool = True, wait_seconds: float = 0.0) -> 
         os.close(fd)
 
 
+def spool_id(directory: Path) -> str:
+    """This spool's id (created on first use): the key of its shipping progress."""
+    path = directory / SPOOL_ID_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process may be writing it right now
+            value = path.read_text().strip()
+            if value:
+                return value
+            time.sleep(0.01)
+        raise AuditUnavailableError(f"{path} is empty") from None
+    value = str(uuid.uuid4())
+    try:
+        os.write(fd, value.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(directory)
+    return value
+
+
 def write_durable(directory: Path, position: SpoolPosition) -> None:
     """Publish how far the spool is durable. Written after the fdatasync that made it so,
     never fsync'd itself: after a power loss it can only be behind, never ahead."""
@@ -278,14 +308,28 @@ def read_durable(directory: Path) -> SpoolPosition | None:
     return None
 
 
-def settle(directory: Path, metrics: AuditMetrics | None = None) -> dict[str, ChainHead]:
+def needs_settling(directory: Path) -> bool:
+    """True when the newest segment holds bytes past the durable mark."""
+    segments = list_segments(directory)
+    if not segments:
+        return False
+    durable = read_durable(directory)
+    try:
+        size = segment_path(directory, segments[-1]).stat().st_size
+    except FileNotFoundError:
+        return False
+    return durable != SpoolPosition(segments[-1], size)
+
+
+def settle(directory: Path, metrics: AuditMetrics | None = None, *,
+           heads: bool = True) -> dict[str, ChainHead]:
     """Recover the spool and make all of it durable; call with ``writer.lock`` held.
 
     Runs when a writer starts, and when a shipper finds no writer alive (an orphaned spool):
     the records a crashed writer left in the page cache are fsync'd, and the durable mark
     moves to the end of the newest segment."""
     with flocked(directory / "compact.lock"):
-        heads = recover(directory, metrics)
+        found = recover(directory, metrics, heads=heads)
     segments = list_segments(directory)
     if segments:
         path = segment_path(directory, segments[-1])
@@ -296,16 +340,18 @@ def settle(directory: Path, metrics: AuditMetrics | None = None) -> dict[str, Ch
         finally:
             os.close(fd)
         write_durable(directory, SpoolPosition(segments[-1], size))
-    return heads
+    return found
 
 
-def recover(directory: Path, metrics: AuditMetrics | None = None) -> dict[str, ChainHead]:
-    """Repair torn tails and return the chain heads of everything in the spool.
+def recover(directory: Path, metrics: AuditMetrics | None = None, *,
+            heads: bool = True) -> dict[str, ChainHead]:
+    """Repair torn tails and return the chain heads of everything in the spool (``heads``
+    False: repair only, for a shipper that does not seal records).
 
     Called by the writer at start with ``compact.lock`` held, so the shipper cannot fold a
     segment into ``heads.json`` while we read both.
     """
-    heads = read_heads(directory)
+    found = read_heads(directory) if heads else {}
     for number in list_segments(directory):
         path = segment_path(directory, number)
         data = path.read_bytes()
@@ -314,10 +360,12 @@ def recover(directory: Path, metrics: AuditMetrics | None = None) -> dict[str, C
             _move_tail_aside(path, data, stop, reason)
             if metrics is not None:
                 metrics.torn_frames.inc()
+        if not heads:
+            continue
         for frame in frames:
             doc = orjson.loads(frame.data)
-            heads[doc["chain_id"]] = ChainHead(int(doc["seq"]), str(doc["hash"]))
-    return heads
+            found[doc["chain_id"]] = ChainHead(int(doc["seq"]), str(doc["hash"]))
+    return found
 
 
 def _move_tail_aside(path: Path, data: bytes, stop: int, reason: str) -> None:
@@ -364,6 +412,7 @@ class SpoolWriter:
         self._writer_lock_cm.__enter__()
         try:
             heads = settle(directory, self.metrics)
+            self.spool_id = spool_id(directory)
             self.chainer = Chainer(heads)
             segments = list_segments(directory)
             self._segment = segments[-1] if segments else 0
