@@ -322,3 +322,19 @@ async def test_hourly_budget_says_when_to_retry(sidecar_factory: SidecarFactory)
     assert status == 429
     assert orjson.loads(body)["error"]["code"] == "calls_exhausted"
     assert 1 <= int(headers["Retry-After"]) <= 3660  # about an hour (rolling window)
+
+
+async def test_proxy_refuses_this_pod(sidecar_factory: SidecarFactory) -> None:
+    """The sidecar's UID may reach the admin API and OPA; the agent must not through it."""
+    sc = await sidecar_factory({"spec": {"tools": {"rules": [
+        {"name": "any-http", "action": "allow", "kind": "http"}]}}})
+    admin_port = sc.admin.rsplit(":", 1)[1]
+    async with aiohttp.ClientSession() as s:
+        for url in (f"http://127.0.0.1:{admin_port}/status",
+                    f"http://localhost:{admin_port}/status",
+                    f"http://[::ffff:127.0.0.1]:{admin_port}/status",
+                    "http://169.254.169.254/latest/meta-data/"):
+            async with s.get(url, proxy=sc.explicit) as r:
+                assert r.status == 403, url
+                error = (await r.json())["error"]
+                assert (error["type"], error["code"]) == ("SAFETY", "local_destination"), url

@@ -37,7 +37,8 @@ class Target:
     query: str
     """Raw query string without ``?`` ('' for none)."""
     upstream: ResolvedUpstream | None
-
+    destination_checked: bool = False
+    """The listener already verified the destination is not this pod (transparent mode)."""
     url: str = field(init=False, compare=False)
     """The upstream URL the call is forwarded to (computed once)."""
 

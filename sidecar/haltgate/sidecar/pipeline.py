@@ -1,7 +1,7 @@
 """The request pipeline: every governed call goes through these stages, in this order.
 
-    identify -> read body -> classify -> halted? -> tool authorization -> guardrails(in)
-    -> policy decision (OPA) -> budget reserve -> audit intent -> forward
+    identify -> read body -> classify -> not this pod? -> halted? -> tool authorization
+    -> guardrails(in) -> policy decision (OPA) -> budget reserve -> audit intent -> forward
     -> usage + budget settle -> guardrails(out) -> audit outcome -> metrics
 
 :meth:`Pipeline.handle` reads top-down as that list. Each stage is a small method with one
@@ -48,6 +48,7 @@ from haltgate.sidecar import responses as r
 from haltgate.sidecar.budget import Budget, BudgetVerdict
 from haltgate.sidecar.classify import Classified, Target, classify
 from haltgate.sidecar.controls import Controls
+from haltgate.sidecar.destinations import check_destination
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.sse import SSEParser
 from haltgate.sidecar.usage import TokenCounts, UsageReader
@@ -173,6 +174,7 @@ class Pipeline:
             call.method = request.method
             call.body = await self.read_body(request, call)
             call.classified = classify(request.method, target, call.body, call.agent)
+            await self.check_destination(call)
             self.check_not_halted(call)
             self.authorize_tools(call)
             self.scan_request(call)
@@ -230,6 +232,12 @@ class Pipeline:
         except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError,
                 ConnectionError) as e:
             raise BadRequestError("the request body ended early", code="truncated_body") from e
+
+    async def check_destination(self, call: Call) -> None:
+        """Hosts the agent names itself (not policy upstreams) must not be this pod."""
+        target = call.target
+        if target is not None and target.upstream is None and not target.destination_checked:
+            await check_destination(target.host, target.port)
 
     def check_not_halted(self, call: Call) -> None:
         """A halted run refuses every call until an operator resets it."""

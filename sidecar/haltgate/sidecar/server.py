@@ -656,4 +656,5 @@ def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target 
     except HaltgateError as e:
         return e
     return Target(scheme=scheme, host=host, port=od.port, path=rel.raw_path,
-                  query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, od.port))
+                  query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, od.port),
+                  destination_checked=True)
