@@ -72,6 +72,10 @@ UNTRACKED_SET_CAP = 4096
 RECENT_MIN, RECENT_MAX = 16, 64
 """Stagnation remembers the last max(16, 2 x window) fingerprints (at most 64)."""
 
+MAX_MESSAGE_CHARS = 512
+"""Halt messages from outside are cut to this size (they end up in every refusal)."""
+MAX_CODE_CHARS = 64
+
 _ALLOWED = "allowed"
 _INF = math.inf
 _new = tuple.__new__
@@ -1138,7 +1142,12 @@ class Engine:
             return state, self._status(state, now)
         state = state._replace(
             clock=now,
-            halt=HaltInfo(ev.failure_type, ev.code or codes.EXTERNAL_HALT, ev.message, now),
+            halt=HaltInfo(
+                FailureType(ev.failure_type),
+                (ev.code or codes.EXTERNAL_HALT)[:MAX_CODE_CHARS],
+                ev.message[:MAX_MESSAGE_CHARS],
+                now,
+            ),
         )
         return state, self._status(state, now)
 
