@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+import ahocorasick
+
 # Characters that render as nothing (or nearly) and are used to split words invisibly.
 _INVISIBLE = [
     0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0,
@@ -73,12 +75,21 @@ _LEET_TABLE = str.maketrans({
 # Starts with the leet character class so the engine's first-character scan skips plain text.
 _LEET_HINT = re.compile(r"[0134578@$|!€](?:(?<=[a-z].)(?=[a-z0-9@$])|(?=[a-z]{2}))")
 _NON_LETTERS = re.compile(r"[^a-z]+")
+_NON_LETTER_BYTES = bytes(b for b in range(128) if not (ord("a") <= b <= ord("z")))
+
+
+def _squash(text: str) -> str:
+    """Letters only. ASCII goes through bytes.translate (several times faster than a regex)."""
+    if text.isascii():
+        return text.encode("ascii").translate(None, _NON_LETTER_BYTES).decode("ascii")
+    return _NON_LETTERS.sub("", text)
 _ROT13 = str.maketrans(
     "abcdefghijklmnopqrstuvwxyz", "nopqrstuvwxyzabcdefghijklm"
 )
 
 # A rot13 view is only worth matching when the text holds a rot13-encoded attack word.
-_ROT13_HINTS = re.compile("|".join(
+_ROT13_HINTS = ahocorasick.Automaton()
+for _w in (
     w.translate(_ROT13)
     for w in ("ignor", "disregard", "forget", "instruction", "prompt", "system", "jailbr",
               "pretend", "reveal", "password", "secret", "assistant", "overrid", "bypass",
@@ -86,7 +97,9 @@ _ROT13_HINTS = re.compile("|".join(
               "without", "tool", "send", "email", "previous", "above", "agent", "model",
               "http", "key", "token", "credential", "admin", "delete", "transfer", "execute",
               "command", "do not", "never", "must", "now on", "act as", "you are")
-))
+):
+    _ROT13_HINTS.add_word(_w, _w)
+_ROT13_HINTS.make_automaton()
 FOCUS_MARGIN = 160
 """Characters around a de-obfuscated spot that matchers look at (longer than any phrase)."""
 
@@ -104,7 +117,9 @@ def _merge_ranges(spots: list[int], margin: int, limit: int) -> tuple[tuple[int,
 
 _B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{24,}={0,2}")
 # Unseparated hex is found among the base64-alphabet runs; this one is for "69 67 6e ...".
-_HEX_SEP_RUN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[ :][0-9A-Fa-f]{2}){15,}")
+_HEX_SEP_RUN = re.compile(
+    r"[0-9A-Fa-f](?<![0-9A-Fa-f][0-9A-Fa-f])[0-9A-Fa-f](?:[ :][0-9A-Fa-f]{2}){15,}"
+)
 _HEX_ONLY = re.compile(r"(?:[0-9A-Fa-f]{2}){16,}")
 _XESC_RUN = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){8,}")
 _PCT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+-]){3,}")
@@ -248,15 +263,17 @@ def decoded_payloads(text: str, limits: Limits = DEFAULT_LIMITS) -> list[tuple[i
         run = m.group()
         # Plain words and identifiers are long runs too: real base64 of text mixes cases and
         # digits; skip runs that are all one case of letters.
-        if run.isalpha() and (run.islower() or run.isupper()):
-            continue
         kind = "hex" if _HEX_ONLY.fullmatch(run) else "base64"
+        # Base64 of text mixes upper and lower case; identifiers (snake_case, CONSTANTS,
+        # kebab-case) do not, and code is full of long ones.
+        if kind == "base64" and (run.islower() or run.isupper()):
+            continue
         spans.append((m.start(), m.end(), kind))
     if "\\x" in text:
         spans.extend((m.start(), m.end(), "hex") for m in _XESC_RUN.finditer(text))
     if " " in text or ":" in text:
         spans.extend((m.start(), m.end(), "hex") for m in _HEX_SEP_RUN.finditer(text))
-    if "%" in text:
+    if "%" in text and len(_PCT_ESC.findall(text)) >= 3:
         for m in _PCT_RUN.finditer(text):
             if len(_PCT_ESC.findall(m.group())) >= 3:
                 spans.append((m.start(), m.end(), "percent"))
@@ -327,10 +344,10 @@ def _views(
         # Leetspeak maps one character to one: offsets are those of the folded text.
         yield View(base, via or "leetspeak", False, to_origin,
                    _merge_ranges(leet_spots, FOCUS_MARGIN, len(base)))
-    squashed = _NON_LETTERS.sub("", base)
+    squashed = _squash(base)
     yield View(squashed, via or "split_words", True, _squash_mapper(base, to_origin)
                if outer is _identity else outer)
-    if rot13 and _ROT13_HINTS.search(folded):
+    if rot13 and next(_ROT13_HINTS.iter(folded), None) is not None:
         yield View(folded.translate(_ROT13), via or "rot13", False, to_origin)
     if decode and depth < limits.max_depth:
         for start, end, kind, decoded in decoded_payloads(text, limits):
