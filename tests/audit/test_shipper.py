@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from haltgate.governance.audit import SpoolAuditSink
+from haltgate.governance.audit.migrate import migrate
 from haltgate.governance.audit.shipper import Shipper, ShipperSettings
 from haltgate.governance.audit.spool import (
     SHIPPED_FILE,
@@ -27,6 +28,7 @@ from haltgate.governance.audit.spool import (
 from haltgate.governance.audit.verify import verify_database
 from tests.audit.conftest import AuditDatabase
 from tests.audit.helpers import make_record
+from tests.testbed.postgres import PostgresServer, remove, start_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
@@ -275,3 +277,60 @@ def test_awkward_text_survives_copy_exactly(tmp_path: Path, audit_db: AuditDatab
         row = conn.execute("SELECT target, tool, code FROM haltgate.audit_records").fetchone()
     assert row == (odd, "a\\b\\", "\\N")
     assert verify_database(audit_db.reader).ok  # columns equal the hashed record text
+
+
+def _start_again(server: PostgresServer) -> None:
+    # The test bed has no public restart; pg_ctl start on the same data directory and port.
+    options = (f"-h 127.0.0.1 -p {server.port} -k {server.socket_dir} "
+               "-c fsync=off -c synchronous_commit=off")
+    done = server._pg_ctl("-w", "-t", "30", "-l", str(server.log), "-o", options, "start",
+                          timeout=40)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.postgres
+def test_postgres_stopped_under_load_loses_nothing(tmp_path: Path) -> None:
+    server = start_postgres()
+    try:
+        migrate(server.dsn())
+        shipper = Shipper(ShipperSettings(tmp_path / "spool", server.dsn(), batch_records=200,
+                                          poll_seconds=0.05, max_backoff_seconds=0.5,
+                                          connect_timeout_seconds=2))
+        thread = threading.Thread(target=shipper.run, daemon=True)
+        thread.start()
+        sink = SpoolAuditSink(tmp_path / "spool", segment_bytes=64 * 1024)
+
+        def count() -> int:
+            try:
+                with psycopg.connect(server.dsn(), connect_timeout=2) as conn:
+                    row = conn.execute("SELECT count(DISTINCT record_id), count(*)"
+                                       " FROM haltgate.audit_records").fetchone()
+            except psycopg.OperationalError:
+                return -1
+            assert row is not None and row[0] == row[1], "duplicates"
+            return int(row[0])
+
+        written = 0
+        try:
+            for burst in range(12):
+                futures = [sink.submit_nowait(make_record(written + i)) for i in range(250)]
+                for f in futures:
+                    assert f is not None
+                    f.result(timeout=30)  # the sidecar keeps working: the spool takes it
+                written += 250
+                if burst == 3:
+                    server.stop()
+                if burst == 8:
+                    assert (shipper.metrics.registry.get_sample_value(
+                        "haltgate_audit_ship_errors_total") or 0) >= 1
+                    _start_again(server)
+            wait_for(lambda: count() == written, 60, "backlog shipped after the restart")
+        finally:
+            shipper.stop()
+            thread.join(timeout=30)
+            shipper.close()
+            sink.close_blocking()
+        report = verify_database(server.dsn())
+        assert report.ok and report.records == written == 3000
+    finally:
+        remove(server)
