@@ -125,6 +125,13 @@ def _picker(sources: tuple[int, ...]) -> Callable[[Amounts], tuple[int, ...]]:
     return itemgetter(*sources)
 
 
+def _remember(recent: tuple[str, ...], item: str, keep: int) -> tuple[str, ...]:
+    """``recent`` plus ``item``, the oldest dropped beyond ``keep``."""
+    if len(recent) < keep:
+        return (*recent, item)
+    return (*recent[1 - keep :], item) if keep > 1 else (item,)
+
+
 def _count(used: int, limit: int) -> dict[str, float]:
     return {"used": float(used), "reserved": 0.0, "limit": float(limit)}
 
@@ -472,9 +479,6 @@ class Engine:
             out["stagnation"] = _count(state.no_progress, self._stagnation)
         return out
 
-    def _lazy(self, state: EngineState, now: float) -> LazyBudget:
-        return _new(LazyBudget, (self._report, state, now))
-
     def _names_at(self, totals: tuple[int, ...]) -> list[str]:
         """Names of the meters whose used + reserved (``totals``) reached warnAt."""
         return [
@@ -748,7 +752,16 @@ class Engine:
             ),
         )
         if self._counter_warns:
-            self._counter_warnings(state, now, warnings)
+            fw, iw, sw, tw, hw, ww = self._cw
+            if not (
+                state.consecutive_failures < fw
+                and identical < iw
+                and state.no_progress < sw
+                and len(tools) < tw
+                and len(hosts) < hw
+                and now - started < ww
+            ):
+                self._counter_warnings(state, now, warnings)
         return state, _new(
             Decision,
             (
@@ -998,7 +1011,11 @@ class Engine:
             self._actual(res, ev.usage),
             warnings,
         )
-        reservations = state.reservations if res is None else self._without(state, call_id)
+        reservations = state.reservations
+        if res is not None:
+            remaining = reservations.copy()
+            del remaining[call_id]
+            reservations = MappingProxyType(remaining) if remaining else EMPTY_RESERVATIONS
 
         ok = ev.ok
         failures = 0 if ok else state.consecutive_failures + 1
@@ -1021,7 +1038,7 @@ class Engine:
                     fresh = result not in recent_results
                     progress = fresh or new_tool
                     if fresh:
-                        recent_results = (*recent_results, result)[-keep:]
+                        recent_results = _remember(recent_results, result, keep)
                 else:
                     progress = novel
             else:
@@ -1029,9 +1046,9 @@ class Engine:
                 fresh = error is None or error not in recent_errors
                 progress = novel and fresh
                 if error is not None and fresh:
-                    recent_errors = (*recent_errors, error)[-keep:]
+                    recent_errors = _remember(recent_errors, error, keep)
             if fp is not None and fp not in recent_calls:
-                recent_calls = (*recent_calls, fp)[-keep:]
+                recent_calls = _remember(recent_calls, fp, keep)
             no_progress = 0 if progress else no_progress + 1
 
         halt = state.halt
