@@ -538,7 +538,17 @@ class Engine:
             warnings = []
             self._meter_warnings(state_now, warnings)
         if self._counter_warns:
-            self._counter_warnings(state, now, warnings)
+            fw, iw, sw, tw, hw, ww = self._cw
+            started = state.run_started
+            if not (
+                state.consecutive_failures < fw
+                and state.identical < iw
+                and state.no_progress < sw
+                and len(state.tools) < tw
+                and len(state.hosts) < hw
+                and (started is None or now - started < ww)
+            ):
+                self._counter_warnings(state, now, warnings)
         halt = state.halt
         if halt is not None:
             return _new(
@@ -900,10 +910,9 @@ class Engine:
         """
         pick = self._pick
         new_used = tuple(map(add, state.used, pick(actual)))
+        # Never negative: ``reserved`` is always the sum of the reservations' amounts (restore
+        # recomputes it from them; a property test checks it after every step).
         new_reserved = tuple(map(sub, state.reserved, pick(held)))
-        if new_reserved and min(new_reserved) < 0:
-            # only after a restore under a changed policy: never go negative
-            new_reserved = tuple(r if r > 0 else 0 for r in new_reserved)
         totals = tuple(map(add, new_used, new_reserved))
         if any(map(ge, totals, self._warns)):
             warnings.extend(self._names_at(totals))
@@ -1069,7 +1078,11 @@ class Engine:
                     f"{no_progress} steps in a row without progress (window {self._stagnation})",
                     now,
                 )
-            elif self._wall is not None:
+            elif (
+                self._wall is not None
+                and state.run_started is not None
+                and now - state.run_started >= self._wall
+            ):
                 halt = self._wall_halt(state, now)
         state = _new(
             EngineState,
