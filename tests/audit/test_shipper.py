@@ -194,6 +194,10 @@ def test_postgres_outage_under_load_loses_nothing(
                 time.sleep(0.1)
             wait_for(lambda: (shipper.metrics.registry.get_sample_value(
                 "haltgate_audit_ship_errors_total") or 0) >= 1, 30, "shipper errors")
+            reg = shipper.metrics.registry
+            assert (reg.get_sample_value("haltgate_audit_ship_backlog_bytes") or 0) > 0
+            # Records are stamped BASE_TIME (2026-09), so the lag is large and visible.
+            assert (reg.get_sample_value("haltgate_audit_ship_lag_seconds") or 0) > 0
             admin.execute(f'ALTER DATABASE "{audit_db.name}" ALLOW_CONNECTIONS true')
         assert written == 2500
         wait_for(lambda: audit_db.count() == 2500, 60, "backlog shipped after the outage")

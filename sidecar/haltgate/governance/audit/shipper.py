@@ -46,7 +46,6 @@ from haltgate.governance.audit.spool import (
     read_heads,
     segment_path,
     settle,
-    spool_bytes,
     spool_id,
     write_json_atomic,
 )
@@ -353,21 +352,30 @@ class Shipper:
         """Ship one batch (maybe empty). Raises psycopg errors; nothing is acked then."""
         frames, pos = self._next_frames()
         inserted = 0
-        if frames:
-            inserted = self._insert(frames, pos)
-            self.metrics.records_shipped.inc(len(frames))
+        try:
+            if frames:
+                inserted = self._insert(frames, pos)
+                self.metrics.records_shipped.inc(len(frames))
+        finally:
+            # On failure too: during an outage the lag metric is what shows it.
+            self._update_lag(frames[0].time if frames else None)
         if pos != self.position:
             self._ack(pos)
-        self._update_lag(frames)
+        if len(frames) < self.settings.batch_records:
+            self.metrics.ship_lag_seconds.set(0)  # caught up
         return ShipResult(len(frames), inserted, self.position)
 
-    def _update_lag(self, shipped: Sequence[Frame]) -> None:
-        backlog = max(spool_bytes(self._dir) - self.position.offset, 0)
-        self.metrics.ship_backlog_bytes.set(backlog)
-        if not shipped or len(shipped) < self.settings.batch_records:
-            self.metrics.ship_lag_seconds.set(0)
-        else:
-            self.metrics.ship_lag_seconds.set(max(time.time() - shipped[-1].time, 0.0))
+    def _update_lag(self, oldest_unshipped: float | None) -> None:
+        backlog = 0
+        for number in list_segments(self._dir):
+            if number >= self.position.segment:
+                try:
+                    backlog += segment_path(self._dir, number).stat().st_size
+                except FileNotFoundError:
+                    continue
+        self.metrics.ship_backlog_bytes.set(max(backlog - self.position.offset, 0))
+        if oldest_unshipped is not None:
+            self.metrics.ship_lag_seconds.set(max(time.time() - oldest_unshipped, 0.0))
 
     def compact(self) -> int:
         """Remove fully shipped segments, folding their chain heads into heads.json."""
