@@ -98,3 +98,30 @@ async def test_stream_cut_by_response_guardrail(sidecar_factory: SidecarFactory)
     error = orjson.loads(streamed.rsplit(b"data: ", 1)[1])["error"]
     assert error["type"] == "SAFETY" and error["code"].startswith("guardrail_")
     assert streamed.count(b"filler") < 100  # cut before the end
+
+
+BUDGET_REGO = """
+package haltgate
+
+import rego.v1
+
+default decision := {"allow": true}
+
+decision := {"allow": false, "reason": "two calls are enough", "failure_type": "EXHAUSTION"} if {
+    input.budget.calls.used >= 2
+}
+"""
+
+
+@pytest.mark.opa
+async def test_opa_sees_the_budget(sidecar_factory: SidecarFactory, opa_server: str) -> None:
+    sc = await sidecar_factory({"spec": {"opa": {"rego": BUDGET_REGO},
+                                         "budgets": {"calls": {"limit": 100}}}},
+                               opa_url=opa_server)
+    statuses = []
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):
+            async with s.post(sc.explicit + "/llm/v1/chat/completions",
+                              data=orjson.dumps(CHAT)) as r:
+                statuses.append(r.status)
+    assert statuses == [200, 200, 429]

@@ -158,6 +158,8 @@ class Pipeline:
         self._submit_nowait = getattr(audit, "submit_nowait", None)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.decisions: dict[str, int] = {"allow": 0, "deny": 0, "error": 0}
+        self._last_budget: Mapping[str, Mapping[str, float]] = {}
+        """The budget as the last reserve/settle left it: ``input.budget`` for OPA."""
         self.last_error: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ the pipeline
@@ -294,8 +296,13 @@ class Pipeline:
         from haltgate.governance.opa import build_input
 
         assert call.classified is not None
+        budget = {k: dict(v) for k, v in self._last_budget.items()}
+        usage: dict[str, Any] = {dim: budget[dim]["used"]
+                                 for dim in ("calls", "tokens", "cost_usd")
+                                 if dim in budget and "used" in budget[dim]}
         decision = await self.opa.decide(
-            build_input(call.classified.view, authz=call.authz, findings=call.findings)
+            build_input(call.classified.view, authz=call.authz, budget=budget, usage=usage,
+                        findings=call.findings)
         )
         call.risk += decision.risk
         if decision.fail_open:
@@ -332,6 +339,8 @@ class Pipeline:
             risk=call.risk,
         )
         call.reservation = verdict
+        if verdict.budget:
+            self._last_budget = verdict.budget
         if not verdict.allowed:
             raise _denied(verdict)
         call.reserved = True
@@ -606,6 +615,8 @@ class Pipeline:
         verdict = self.budget.settle(call_id=call.decision_id, ts=time.time(), usage=usage,
                                      ok=ok, error_fingerprint=error_fp,
                                      result_fingerprint=result_fp)
+        if verdict.budget:
+            self._last_budget = verdict.budget
         if not verdict.allowed and verdict.failure_type is not None:
             self.metrics.halts.labels(verdict.failure_type.value).inc()
         return verdict
