@@ -6,6 +6,7 @@ Public front; internal modules import each other by module. Use::
     result = g.scan(text, "request")          # ScanResult(findings, blocked, redacted_text, risk)
     result = g.scan_json(body, "response")    # also redacted_obj
     s = g.stream("response"); s.feed(delta); s.close()
+    ChatStreamGuard(g).on_event(sse_json)    # provider-aware SSE events
 """
 
 from haltgate.governance.guardrails.base import (
@@ -25,9 +26,11 @@ from haltgate.governance.guardrails.engine import (
 from haltgate.governance.guardrails.injection import InjectionDetector
 from haltgate.governance.guardrails.pii import PIIDetector
 from haltgate.governance.guardrails.secrets import SecretsDetector
+from haltgate.governance.guardrails.sse import ChatStreamGuard
 
 __all__ = [
     "Candidate",
+    "ChatStreamGuard",
     "Detector",
     "DetectorSettings",
     "Finding",
