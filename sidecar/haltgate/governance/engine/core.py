@@ -558,7 +558,7 @@ class Engine:
                     halt.failure_type,
                     halt.code,
                     halt.message,
-                    tuple(warnings),
+                    tuple(warnings) if warnings else (),
                     _new(LazyBudget, (self._report, state, now)),
                     True,
                     None,
@@ -571,7 +571,7 @@ class Engine:
                 None,
                 code,
                 message,
-                tuple(warnings),
+                tuple(warnings) if warnings else (),
                 _new(LazyBudget, (self._report, state, now)),
                 False,
                 None,
@@ -599,7 +599,7 @@ class Engine:
                 failure,
                 code,
                 message,
-                tuple(warnings),
+                tuple(warnings) if warnings else (),
                 _new(LazyBudget, (self._report, state, now)),
                 False,
                 retry_after,
@@ -684,7 +684,8 @@ class Engine:
                     codes.UNKNOWN_MODEL_PRICE,
                     f"model {model[:128]!r} has no price and the policy denies unknown models",
                 )  # fmt: skip
-            cost = price.worst_case_pico(max_in, max_out)
+            # = price.worst_case_pico(max_in, max_out), inlined (both are >= 0 here)
+            cost = max_in * price.worst_input + max_out * price.worst_output
 
         tool = ev.tool
         tools = state.tools
