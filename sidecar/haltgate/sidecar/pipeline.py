@@ -185,7 +185,14 @@ class Pipeline:
             await self.audit_intent(call)
         except HaltgateError as err:
             return await self.refuse(request, call, err)
-        return await self.forward(request, call)
+        try:
+            return await self.forward(request, call)
+        except BaseException:
+            # Cancelled (shutdown) or a bug: the call may have reached the upstream, so its
+            # reservation becomes spend (usage unknown: fail closed), never a leak.
+            if call.reserved:
+                self.settle_budget(call, None, False, "interrupted", None)
+            raise
 
     # ------------------------------------------------------------------ stages
 
