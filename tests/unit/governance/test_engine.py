@@ -19,6 +19,7 @@ from haltgate.governance.engine import (
     Reset,
     Settle,
     Usage,
+    event_from_dict,
 )
 from haltgate.governance.policy import FailureType
 from tests.unit.governance.conftest import T0, make_engine, make_spec
@@ -534,3 +535,34 @@ def test_huge_limits_serialise() -> None:
     state = engine.initial_state()
     state, _ = engine.step(state, Reserve("a", T0, "llm", "h", None, "gpt-4o", 10**12, 0, "f"))
     assert EngineState.from_json(state.to_json()) == state
+
+
+def test_a_decision_has_no_truth_value() -> None:
+    _, d = Run(make_engine({})).reserve()
+    with pytest.raises(TypeError, match="allowed"):
+        bool(d)
+
+
+def test_events_round_trip_through_dicts() -> None:
+    events = [
+        Reserve("a", T0, "llm", "h", None, "gpt-4o", 1, 2, "f", 0.5),
+        Settle("a", T0, Usage(1, 2, 3, 4, 5, True, "m"), False, "e", None),
+        Settle("b", T0, None, True),
+        Release("a", T0),
+        Abandon("a", T0),
+        AddRisk(T0, 0.2, "pii"),
+        Halt(T0, FailureType.EXTERNAL, "pool_halted", "x"),
+        Reset(T0, "alice"),
+        Lift(T0, "bob", "pool_halted"),
+    ]
+    for event in events:
+        assert event_from_dict(event.to_dict()) == event
+    with pytest.raises(ValueError, match="unknown event"):
+        event_from_dict({"event": "explode"})
+
+
+def test_budget_report_is_lazy_and_exact() -> None:
+    run = Run(make_engine({"costUSD": {"limit": 2.5}}))
+    _, d = run.reserve(model="gpt-4o-mini", max_input_tokens=1000)
+    assert d.budget == {"cost_usd": {"used": 0.0, "reserved": 0.00015, "limit": 2.5}}
+    assert dict(d.budget) == d.budget and "cost_usd" in d.budget and len(d.budget) == 1
