@@ -1,0 +1,207 @@
+"""Lease arithmetic of a shared budget pool: pure integer functions, no I/O, no clock.
+
+A pool has, per dimension (calls, tokens, input/output tokens, cost in picodollars), a
+``limit``, what members reported as ``used`` and what is ``leased`` out right now. A member
+sidecar takes a lease: an allotment it may spend locally without asking the database again.
+
+    remaining = limit - used - leased
+    allotment = min(remaining, max(need, ceil(fraction * remaining)))   if remaining >= hold
+
+``hold`` is what the member must keep (its calls in flight when it renews); ``need`` is what
+it would like at least (those plus the next call). A lease is refused when ``remaining <
+hold``; it may come back smaller than ``need``, and then the next call does not fit and is
+refused locally (the pool is nearly spent). The same formula is written in SQL in
+``store.py``; ``tests/pool`` checks they agree.
+
+**The overshoot bound.** Members spend only within their allotment, and an allotment is
+counted as ``leased`` until it is settled, so while every lease is settled the pool's spend
+never passes ``limit``. A lease that expires (its holder crashed, was paused, or lost the
+database) returns its whole allotment to the pool although the holder may have spent part of
+it without reporting. Hence, at any time::
+
+    actual spend <= limit + sum(allotments of leases that expired unsettled)
+
+and each such allotment was outstanding when it expired, so the over-spend is at most the
+sum of the leases outstanding at the moments members failed (``overshoot_bound``). Members
+stop spending a lease locally before the database would expire it (``local_deadline``), so a
+member that is merely slow or cut off from the database does not add to the over-spend
+unless its clock jumps or the process is frozen past the margin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+
+__all__ = [
+    "DIMENSIONS",
+    "ZERO",
+    "Amounts",
+    "LocalLease",
+    "allotment",
+    "fraction_ppm",
+    "grant",
+    "local_deadline",
+    "overshoot_bound",
+]
+
+DIMENSIONS: tuple[str, ...] = ("calls", "tokens", "input_tokens", "output_tokens", "cost_pico")
+"""Pool dimensions, in column order. ``cost_pico`` is US dollars times 10**12."""
+
+PPM = 1_000_000
+"""The lease fraction is kept in parts per million: exact integer arithmetic in SQL too."""
+
+LOCAL_MARGIN = 0.8
+"""A member stops spending a lease after this share of ``lease_seconds`` measured from
+before its request was sent: well before the database's expiry (measured from later)."""
+
+
+def fraction_ppm(fraction: float) -> int:
+    """The lease fraction in parts per million, at least 1."""
+    return max(1, min(PPM, round(fraction * PPM)))
+
+
+def allotment(limit: int | None, used: int, leased: int, *, hold: int, need: int,
+              ppm: int) -> int | None:
+    """What one dimension grants a member, or ``None`` when it cannot cover ``hold``.
+
+    ``limit=None`` (dimension not limited) grants 0: nothing to account for. Integers
+    throughout; the fraction is ``ppm / 10**6`` rounded up so the last units can be leased.
+    """
+    if limit is None:
+        return 0
+    remaining = limit - used - leased
+    if remaining < hold or remaining < 0:
+        return None
+    share = -(-remaining * ppm // PPM)  # ceil without floats
+    return min(remaining, max(need, hold, share))
+
+
+@dataclass(frozen=True, slots=True)
+class Amounts:
+    """One quantity per pool dimension (a need, a grant, a spend)."""
+
+    calls: int = 0
+    tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_pico: int = 0
+
+    def __add__(self, other: Amounts) -> Amounts:
+        return Amounts(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
+
+    def __sub__(self, other: Amounts) -> Amounts:
+        return Amounts(*(a - b for a, b in zip(self.values(), other.values(), strict=True)))
+
+    def values(self) -> tuple[int, ...]:
+        """The amounts in ``DIMENSIONS`` order."""
+        return (self.calls, self.tokens, self.input_tokens, self.output_tokens, self.cost_pico)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(zip(DIMENSIONS, self.values(), strict=True))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, int | None], prefix: str = "") -> Amounts:
+        """From ``{prefix+dimension: value}`` (missing or NULL values are 0)."""
+        return cls(*(int(data.get(prefix + d) or 0) for d in DIMENSIONS))
+
+    def fits(self, room: Amounts, limited: Iterable[bool]) -> bool:
+        """Whether every limited dimension of ``self`` is within ``room``."""
+        return all(not lim or a <= r for a, r, lim in zip(self.values(), room.values(), limited,
+                                                           strict=True))
+
+    def clamp_to(self, other: Amounts) -> Amounts:
+        """Per dimension, at most ``other`` (and never below 0)."""
+        return Amounts(*(max(0, min(a, b)) for a, b in zip(self.values(), other.values(),
+                                                             strict=True)))
+
+
+ZERO = Amounts()
+assert len(fields(Amounts)) == len(DIMENSIONS)
+
+
+def grant(limits: Mapping[str, int | None], used: Amounts, leased: Amounts, *, hold: Amounts,
+          need: Amounts, ppm: int) -> Amounts | None:
+    """:func:`allotment` over every dimension; ``None`` if any dimension refuses."""
+    out = []
+    for d, u, lz, h, n in zip(DIMENSIONS, used.values(), leased.values(), hold.values(),
+                              need.values(), strict=True):
+        a = allotment(limits.get(d), u, lz, hold=h, need=n, ppm=ppm)
+        if a is None:
+            return None
+        out.append(a)
+    return Amounts(*out)
+
+
+def overshoot_bound(outstanding: Iterable[Amounts]) -> Amounts:
+    """The most the pool can be over-spent if every outstanding lease expired unsettled."""
+    total = ZERO
+    for a in outstanding:
+        total = total + a
+    return total
+
+
+def local_deadline(sent_at: float, lease_seconds: float) -> float:
+    """Monotonic time after which a member must not spend a lease requested at ``sent_at``."""
+    return sent_at + lease_seconds * LOCAL_MARGIN
+
+
+@dataclass(slots=True)
+class LocalLease:
+    """A member's lease as it spends it: allotment, spent, and reserved by calls in flight.
+
+    Invariant (``tests/pool/test_lease.py``): ``spent + reserved <= allotment`` in every
+    limited dimension as long as no call settles above what it reserved.
+    """
+
+    lease_id: int | None
+    allotment: Amounts
+    limited: tuple[bool, ...]
+    deadline: float
+    """Monotonic time after which nothing more may be reserved from it."""
+    spent: Amounts = ZERO
+    """Settled spend not yet reported to the database."""
+    reserved: Amounts = ZERO
+    in_flight: dict[str, Amounts] = field(default_factory=dict)
+
+    def room(self) -> Amounts:
+        return self.allotment - self.spent - self.reserved
+
+    def try_reserve(self, call_id: str, need: Amounts, now: float) -> bool:
+        """Reserve ``need`` for a call if it fits and the lease is still valid."""
+        if now >= self.deadline or not need.fits(self.room(), self.limited):
+            return False
+        self.reserved = self.reserved + need
+        self.in_flight[call_id] = need
+        return True
+
+    def adopt(self, call_id: str, need: Amounts) -> None:
+        """Carry a call in flight over from the previous lease (renewal)."""
+        self.reserved = self.reserved + need
+        self.in_flight[call_id] = need
+
+    def settle(self, call_id: str, actual: Amounts) -> bool:
+        """Replace a call's reservation by its actual spend. False if the call is unknown."""
+        need = self.in_flight.pop(call_id, None)
+        if need is None:
+            return False
+        self.reserved = self.reserved - need
+        self.spent = self.spent + actual
+        return True
+
+    def release(self, call_id: str) -> bool:
+        """Give a call's reservation back (it never reached upstream)."""
+        need = self.in_flight.pop(call_id, None)
+        if need is None:
+            return False
+        self.reserved = self.reserved - need
+        return True
+
+    def used_share(self) -> float:
+        """The largest share of the allotment already spent or reserved (0..1+)."""
+        worst = 0.0
+        for a, s, r, lim in zip(self.allotment.values(), self.spent.values(),
+                                self.reserved.values(), self.limited, strict=True):
+            if lim:
+                worst = max(worst, 1.0 if a <= 0 else (s + r) / a)
+        return worst

@@ -1,0 +1,168 @@
+"""The PostgreSQL store against a real server: atomic leases, settlement, expiry, halts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from haltgate.governance.policy import BudgetPoolSpec
+from haltgate.governance.pool.lease import ZERO, Amounts, grant
+from haltgate.governance.pool.store import CHANNEL, PoolStore, PoolStoreError, migrate
+
+pytestmark = pytest.mark.postgres
+
+
+def _spec(**kw: object) -> BudgetPoolSpec:
+    return BudgetPoolSpec.model_validate({"calls": {"limit": 100}, "leaseFraction": 0.1,
+                                          "leaseSeconds": 30, **kw})
+
+
+async def test_migrate_is_idempotent(pool_dsn: str) -> None:
+    assert migrate(pool_dsn) == []
+
+
+async def test_lease_matches_the_arithmetic_and_settles_exactly(
+        pool_dsn: str, pool_name: str) -> None:
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        await store.upsert(pool_name, _spec())
+        first = await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO,
+                                  need=Amounts(calls=1))
+        assert first is not None and first.allotment.calls == 10  # ceil(0.1 * 100)
+        second = await store.renew(pool_name, "b", old=None, spent=ZERO, hold=ZERO,
+                                   need=Amounts(calls=1))
+        assert second is not None and second.allotment.calls == 9  # ceil(0.1 * 90)
+        expected = grant({"calls": 100}, Amounts(calls=0), Amounts(calls=10),
+                         hold=ZERO, need=Amounts(calls=1), ppm=100_000)
+        assert expected == second.allotment
+        # a spends 4 and renews: its 10 come back, 4 are used, a new share is leased.
+        renewed = await store.renew(pool_name, "a", old=first.lease_id,
+                                    spent=Amounts(calls=4), hold=Amounts(calls=2),
+                                    need=Amounts(calls=3))
+        assert renewed is not None and renewed.allotment.calls == 9  # ceil(0.1*(100-4-9))
+        status = await store.status(pool_name)
+        assert status is not None
+        assert status["dimensions"]["calls"] == {"limit": 100, "used": 4, "leased": 18,
+                                                 "period": "run"}
+        await store.settle(pool_name, old=renewed.lease_id, spent=Amounts(calls=9))
+        await store.settle(pool_name, old=second.lease_id, spent=Amounts(calls=0))
+        status = await store.status(pool_name)
+        assert status is not None
+        assert status["dimensions"]["calls"]["used"] == 13
+        assert status["dimensions"]["calls"]["leased"] == 0
+        assert status["leases"] == 0
+    finally:
+        await store.close()
+
+
+async def test_lease_refused_below_hold_and_never_beyond_the_limit(
+        pool_dsn: str, pool_name: str) -> None:
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        await store.upsert(pool_name, _spec(calls={"limit": 5}, leaseFraction=1.0))
+        lease = await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO,
+                                  need=Amounts(calls=1))
+        assert lease is not None and lease.allotment.calls == 5
+        assert await store.renew(pool_name, "b", old=None, spent=ZERO,
+                                 hold=Amounts(calls=1), need=Amounts(calls=1)) is None
+    finally:
+        await store.close()
+
+
+async def test_concurrent_takes_never_lease_more_than_remains(
+        pool_dsn: str, pool_name: str) -> None:
+    stores = [await PoolStore.connect(pool_dsn) for _ in range(8)]
+    try:
+        await stores[0].upsert(pool_name, _spec(calls={"limit": 50}, leaseFraction=0.3))
+
+        async def take_all(store: PoolStore, holder: str) -> int:
+            total = 0
+            for _ in range(50):  # bounded
+                lease = await store.renew(pool_name, holder, old=None, spent=ZERO,
+                                          hold=Amounts(calls=1), need=Amounts(calls=1))
+                if lease is None:
+                    break
+                total += lease.allotment.calls
+            return total
+
+        got = await asyncio.gather(*(take_all(s, f"m{i}") for i, s in enumerate(stores)))
+        assert sum(got) == 50
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_expired_leases_come_back(pool_dsn: str, pool_name: str) -> None:
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        await store.upsert(pool_name, _spec(leaseSeconds=0.2, leaseFraction=0.5))
+        lease = await store.renew(pool_name, "crashed", old=None, spent=ZERO, hold=ZERO,
+                                  need=ZERO)
+        assert lease is not None and lease.allotment.calls == 50
+        assert await store.expire(pool_name) == 0
+        await asyncio.sleep(0.3)
+        assert await store.expire(pool_name) == 1
+        status = await store.status(pool_name)
+        assert status is not None and status["dimensions"]["calls"]["leased"] == 0
+        # The holder reports late: its spend still counts, its allotment is not returned twice.
+        await store.settle(pool_name, old=lease.lease_id, spent=Amounts(calls=3))
+        status = await store.status(pool_name)
+        assert status is not None
+        assert status["dimensions"]["calls"] == {"limit": 100, "used": 3, "leased": 0,
+                                                 "period": "run"}
+        kinds = [e["kind"] for e in await store.events(pool_name)]
+        assert "lease_expired" in kinds
+    finally:
+        await store.close()
+
+
+async def test_halt_notifies_and_refuses_leases_lift_needs_admin(
+        pool_dsn: str, pool_name: str) -> None:
+    store = await PoolStore.connect(pool_dsn)
+    listener = await psycopg.AsyncConnection.connect(pool_dsn, autocommit=True)
+    try:
+        await store.upsert(pool_name, _spec())
+        await listener.execute(f"LISTEN {CHANNEL}")
+        assert await store.halt(pool_name, "cascade_loop", "a->b->a", "ns/a")
+        assert not await store.halt(pool_name, "other", "second", "ns/b")  # first stands
+        note = await asyncio.wait_for(anext(listener.notifies()), 5)
+        assert '"Halted"' in note.payload and pool_name in note.payload
+        assert await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO,
+                                 need=Amounts(calls=1)) is None
+        # A member role may not lift.
+        await store.conn.execute("CREATE ROLE pool_member_t LOGIN")
+        await store.conn.execute("GRANT haltgate_pool_member TO pool_member_t")
+        try:
+            member = await PoolStore.connect(pool_dsn.replace("postgres@", "pool_member_t@"))
+            with pytest.raises(PoolStoreError, match="haltgate_pool_admin"):
+                await member.lift(pool_name, "me", "try")
+            await member.close()
+        finally:
+            await store.conn.execute("DROP ROLE pool_member_t")
+        assert await store.lift(pool_name, "alice", "fixed the loop")
+        events = await store.events(pool_name)
+        assert events[0]["kind"] == "lift" and events[0]["detail"]["as"] == "alice"
+        assert await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO,
+                                 need=Amounts(calls=1)) is not None
+    finally:
+        await listener.close()
+        await store.close()
+
+
+async def test_halt_storm_halts_the_pool_and_a_lift_starts_a_new_window(
+        pool_dsn: str, pool_name: str) -> None:
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        await store.upsert(pool_name, _spec(cascade={"haltStorm": {"halts": 3,
+                                                                   "windowSeconds": 60}}))
+        assert await store.record(pool_name, "member_halt", "ns/a", "calls_exhausted") == "Active"
+        assert await store.record(pool_name, "member_halt", "ns/b", "calls_exhausted") == "Active"
+        assert await store.record(pool_name, "member_halt", "ns/c", "calls_exhausted") == "Halted"
+        status = await store.status(pool_name)
+        assert status is not None and status["code"] == "halt_storm"
+        assert await store.lift(pool_name, "ops", "storm understood")
+        assert await store.record(pool_name, "member_halt", "ns/a", "x") == "Active"
+    finally:
+        await store.close()
