@@ -9,6 +9,7 @@ immutable after construction and may be shared between concurrent requests.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import re
@@ -198,20 +199,13 @@ class Guardrails:
         redact: list[tuple[int, int, str]] = []
         for s in settings:
             try:
-                if len(text) > MAX_SCAN_CHARS:
-                    raise TextTooLarge(f"{len(text)} characters")
-                cands = s.detector.detect(text)
+                accepted = self._accepted(s, text)
             except Exception as e:  # a broken detector must not crash the request pipeline
                 out.errors.append(f"{s.detector.name}:{type(e).__name__}")
                 if self._fail_closed:
                     out.blocked = True
                 continue
-            for c in _dedupe(cands):
-                if c.score < s.threshold:
-                    continue
-                value = text[c.start:c.end]
-                if s.allowlist and any(a.search(value) for a in s.allowlist):
-                    continue
+            for c in accepted:
                 out.findings.append(Finding(
                     detector=s.detector.name, type=c.entity, score=c.score, start=c.start,
                     end=c.end, action=s.action, risk=s.risk, via=c.via, path=path,
@@ -247,25 +241,57 @@ class Guardrails:
         say things like "never tell the user about internal tools". PII and secret detectors
         still scan them. Tool results and user messages are always scanned.
         """
-        redactor = Redactor()
         findings: list[Finding] = []
         errors: list[str] = []
         blocked = False
         risk = 0.0
-        replaced: dict[str, str] = {}
-        all_settings = self._by_direction[direction]
-        untrusting = tuple(s for s in all_settings if s.detector.name != injection.NAME)
+        redact: dict[int, list[tuple[int, int, str]]] = {}
+        settings = self._by_direction[direction]
         trust = trust_agent_instructions and direction == "request"
-        if all_settings:
-            for pointer, value, trusted in _iter_strings(obj, "", trusted=False):
-                chosen = untrusting if trust and trusted else all_settings
-                out = self._scan_text(value, direction, redactor, pointer, chosen)
-                findings.extend(out.findings)
-                errors.extend(out.errors)
-                blocked = blocked or out.blocked
-                risk += out.risk
-                if out.redacted is not None:
-                    replaced[pointer] = out.redacted
+        strings = [
+            (p, v, t) for p, v, t in _iter_strings(obj, "", trusted=False)
+            if len(v) >= _MIN_FINDING_CHARS
+        ] if settings else []
+        joined_cache: dict[bool, _Joined] = {}
+        for s in settings:
+            # All strings of the document are scanned as one text (one pass per detector
+            # instead of one per string); findings are mapped back to their string.
+            skip_trusted = trust and s.detector.name == injection.NAME
+            joined = joined_cache.get(skip_trusted)
+            if joined is None:
+                joined = joined_cache[skip_trusted] = _Joined.build(
+                    [(i, v) for i, (_, v, t) in enumerate(strings)
+                     if not (skip_trusted and t)]
+                )
+            if not joined.text:
+                continue
+            try:
+                accepted = self._accepted(s, joined.text)
+            except Exception as e:  # a broken detector must not crash the request pipeline
+                errors.append(f"{s.detector.name}:{type(e).__name__}")
+                blocked = blocked or self._fail_closed
+                continue
+            for c in accepted:
+                i, start, end = joined.locate(c.start, c.end)
+                findings.append(Finding(
+                    detector=s.detector.name, type=c.entity, score=c.score, start=start,
+                    end=end, action=s.action, risk=s.risk, via=c.via, path=strings[i][0],
+                    monitor_only=s.monitor_only,
+                ))
+                if s.monitor_only:
+                    continue
+                risk += s.risk
+                if s.action == "block":
+                    blocked = True
+                elif s.action == "redact":
+                    redact.setdefault(i, []).append((start, end, c.entity))
+        replaced: dict[str, str] = {}
+        redactor = Redactor()
+        for i in sorted(redact):  # document order: placeholders numbered as they appear
+            pointer, value, _ = strings[i]
+            replaced[pointer] = _apply_redactions(value, redact[i], redactor)
+        order = {p: i for i, (p, _, _) in enumerate(strings)}
+        findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
         return ScanResult(
             findings=tuple(findings),
             blocked=blocked,
@@ -274,6 +300,19 @@ class Guardrails:
             redacted_obj=_rebuild(obj, "", replaced) if replaced else None,
             errors=tuple(errors),
         )
+
+    def _accepted(self, s: DetectorSettings, text: str) -> list[Candidate]:
+        """Candidates of one detector that pass its threshold and allowlist (may raise)."""
+        if len(text) > MAX_SCAN_CHARS:
+            raise TextTooLarge(f"{len(text)} characters")
+        out = []
+        for c in _dedupe(s.detector.detect(text)):
+            if c.score < s.threshold:
+                continue
+            if s.allowlist and any(a.search(text[c.start:c.end]) for a in s.allowlist):
+                continue
+            out.append(c)
+        return out
 
     # ------------------------------------------------------------------ streams
 
@@ -418,6 +457,40 @@ def _escape_pointer(token: str) -> str:
 
 
 _MAX_JSON_DEPTH = 256
+
+
+_MIN_FINDING_CHARS = 6
+"""Shorter strings cannot hold any finding ("a@b.co" is the shortest); JSON is full of them."""
+_JOIN = "\n\n"
+"""Separator of the strings of a JSON document scanned as one text."""
+
+
+@dataclass(slots=True)
+class _Joined:
+    """Strings of a document joined into one text, with the way back to each string."""
+
+    text: str
+    starts: list[int]
+    ids: list[int]
+    lengths: list[int]
+
+    @classmethod
+    def build(cls, parts: Sequence[tuple[int, str]]) -> _Joined:
+        starts, ids, lengths, pos = [], [], [], 0
+        for i, v in parts:
+            starts.append(pos)
+            ids.append(i)
+            lengths.append(len(v))
+            pos += len(v) + len(_JOIN)
+        return cls(_JOIN.join(v for _, v in parts), starts, ids, lengths)
+
+    def locate(self, start: int, end: int) -> tuple[int, int, int]:
+        """(string id, start, end) in that string; a span running over the end of its
+        string is cut there (an attack split over two fields is still reported)."""
+        k = max(0, bisect.bisect_right(self.starts, start) - 1)
+        base = self.starts[k]
+        n = self.lengths[k]
+        return self.ids[k], min(start - base, n), min(max(end - base, start - base), n)
 
 
 _AGENT_ROLES = frozenset({"system", "developer"})
