@@ -12,6 +12,7 @@ from haltgate.governance.engine.pricing import (
     PriceTableError,
     ShippedTable,
     load_shipped,
+    load_table_file,
     normalise_model,
     parse_table,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "PriceTableError",
     "ShippedTable",
     "load_shipped",
+    "load_table_file",
     "normalise_model",
     "parse_table",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -18,6 +20,7 @@ from haltgate.governance.pricing import (
     PriceTable,
     PriceTableError,
     load_shipped,
+    load_table_file,
     normalise_model,
     parse_table,
 )
@@ -205,3 +208,20 @@ def test_lookup_cache_is_bounded() -> None:
     for i in range(3000):
         table.lookup(f"unknown-{i}")
     assert len(table._cache) <= 1024
+
+
+def test_a_mounted_table_replaces_the_shipped_one(tmp_path: Path) -> None:
+    path = tmp_path / "prices-2027-01.yaml"
+    path.write_text(
+        'version: "2027-01"\neffective: "2027-01-01"\n'
+        "models:\n  gpt-4o: {input: 2.0, output: 8.0}\n"
+    )
+    table = PriceTable.for_policy(Pricing(), load_table_file(path))
+    assert table.version == "2027-01"
+    assert table.cost_pico(Usage(1000, 0), "gpt-4o") == 2_000_000_000
+    assert table.lookup("gpt-4o-mini") is None  # the mounted table is the whole table
+    (tmp_path / "bad.yaml").write_text("- a list")
+    with pytest.raises(PriceTableError, match="not a mapping"):
+        load_table_file(tmp_path / "bad.yaml")
+    with pytest.raises(PriceTableError, match="cannot read"):
+        load_table_file(tmp_path / "missing.yaml")

@@ -178,6 +178,22 @@ def load_shipped(name: str = SHIPPED_TABLE) -> ShippedTable:
     return parse_table(yaml.safe_load(text))
 
 
+def load_table_file(path: str | Path) -> ShippedTable:
+    """Load a price table from a file (YAML or JSON, same layout as the shipped one).
+
+    For the chart: a newer table mounted into the sidecar replaces the shipped one without
+    a new haltgate release (``PriceTable.for_policy(pricing, load_table_file(path))``).
+    Raises PriceTableError for a malformed file.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text("utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise PriceTableError(f"cannot read price table {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise PriceTableError(f"price table {path} is not a mapping")
+    return parse_table(data)
+
+
 def normalise_model(model: str) -> str:
     """Strip a provider prefix (``openai/gpt-4o``) and a date snapshot suffix."""
     name = model.strip().lower()
