@@ -110,11 +110,15 @@ def quality(model: Callable[[str], float] | None) -> None:
         sub = [s for s in inj_samples if s.label and s.kind == kind]
         caught = sum(any(c.score >= 0.5 for c in inj.detect(s.text)) for s in sub)
         print(f"    {kind:<20} {caught}/{len(sub)}")
+    holdout = corpus.injection_holdout()
+    print(_row("prompt_injection held-out", evaluate(
+        holdout, lambda s: any(c.score >= 0.5 for c in inj.detect(s.text)))))
     if model is not None:
-        print(_row("model stage alone", evaluate(inj_samples, lambda s: model(s.text) >= 0.5)))
         both = InjectionDetector(model=model)
-        print(_row("patterns + model", evaluate(
-            inj_samples, lambda s: any(c.score >= 0.5 for c in both.detect(s.text)))))
+        for name, samples in (("", inj_samples), (" held-out", holdout)):
+            print(_row(f"model alone{name}", evaluate(samples, lambda s: model(s.text) >= 0.5)))
+            print(_row(f"patterns+model{name}", evaluate(
+                samples, lambda s: any(c.score >= 0.5 for c in both.detect(s.text)))))
     pii = PIIDetector()
     print(_row("pii", evaluate(corpus.pii_samples(), lambda s: (
         s.kind in {c.entity for c in pii.detect(s.text) if c.score >= 0.5}) if s.label

@@ -111,6 +111,12 @@ def injection_samples() -> list[Sample]:
     return out
 
 
+def injection_holdout() -> list[Sample]:
+    """Texts written after the patterns and never used to change them (less optimistic)."""
+    return [Sample(t, True, "holdout") for t in _lines("injection_holdout_attacks.txt")] + [
+        Sample(t, False, "holdout") for t in _lines("injection_holdout_benign.txt")]
+
+
 def _jsonl(name: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()
             if line.strip() and not line.startswith("#")]
