@@ -86,7 +86,8 @@ async def test_process_with_spool(standins: Standins, tmp_path: Path) -> None:
         frames, _, problem = iter_frames(segment_path(audit, number).read_bytes(), number)
         assert problem is None
         records += [orjson.loads(f.data) for f in frames]
-    mine = [rec for rec in records if rec["decision_id"] == decision_id]
+    # Segments open with a checkpoint frame (chain heads); the rest are records.
+    mine = [rec for rec in records if rec.get("decision_id") == decision_id]
     assert [rec["phase"] for rec in mine] == ["intent", "outcome"]
     assert mine[1]["usage"]["output_tokens"] == 2
     assert mine[0]["namespace"] == "agents" and mine[0]["workload"] == "agent"
