@@ -195,8 +195,14 @@ class EmoCoreEngine:
         """A fresh run."""
         return EmoCoreState(self.builtin.initial_state(), None, ())
 
-    def restore(self, state: EmoCoreState) -> EmoCoreState:
-        """Adapt a reloaded state to this policy (the builtin part; EmoCore's is kept)."""
+    def restore(self, state: EmoCoreState | EngineState) -> EmoCoreState:
+        """Adapt a reloaded state to this policy (the builtin part; EmoCore's is kept).
+
+        A builtin engine's state (the policy switched to emocore) keeps its budgets and
+        starts EmoCore fresh.
+        """
+        if isinstance(state, EngineState):
+            state = EmoCoreState(state, None, ())
         return state._replace(builtin=self.builtin.restore(state.builtin))
 
     def engine_state(self, state: EmoCoreState) -> EngineState:
@@ -242,6 +248,8 @@ class EmoCoreEngine:
     def state_from_json(self, data: bytes | str) -> EmoCoreState:
         """Inverse of :meth:`state_to_json`."""
         doc = orjson.loads(data)
+        if not (isinstance(doc, dict) and "builtin" in doc):  # written by the builtin engine
+            return EmoCoreState(EngineState.from_json(data), None, ())
         builtin = EngineState.from_json(orjson.dumps(doc["builtin"]))
         raw = doc["emocore"]
         emo = None

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 from haltgate.governance.engine import codes
 from haltgate.governance.engine.core import Engine
 from haltgate.governance.engine.decision import Decision
@@ -86,10 +88,19 @@ class _BuiltinEngine(Engine):
     def engine_state(self, state: EngineState) -> EngineState:
         return state
 
+    def restore(self, state: Any) -> EngineState:
+        # A state of the emocore engine (policy switched engine type): keep its budgets.
+        if not isinstance(state, EngineState):
+            state = state.builtin
+        return super().restore(state)
+
     def state_to_json(self, state: EngineState) -> bytes:
         return state.to_json_bytes()
 
     def state_from_json(self, data: bytes) -> EngineState:
+        doc = orjson.loads(data)
+        if isinstance(doc, dict) and "builtin" in doc:  # written by the emocore engine
+            return EngineState.from_json(orjson.dumps(doc["builtin"]))
         return EngineState.from_json(data)
 
 

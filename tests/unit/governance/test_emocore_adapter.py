@@ -120,3 +120,24 @@ def test_state_survives_a_governor_restart(tmp_path: Path) -> None:
 def test_unknown_profile_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="unknown emocore profile"):
         emo_engine(profile="reckless")
+
+
+def test_switching_engine_type_keeps_the_budgets(tmp_path: Path) -> None:
+    budgets = {"calls": {"limit": 100}}
+    builtin = make_spec(budgets)
+    emo = make_spec(budgets, engine={"type": "emocore"})
+    g = Governor.for_policy(emo, tmp_path / "state")
+    g.reserve("a", T0, kind="mcp", host="h", tool="t", fingerprint="f")
+    g.settle("a", T0, None, True)
+    g.close()
+    # restart under a builtin policy: the state file of the emocore engine is read
+    g2 = Governor.for_policy(builtin, tmp_path / "state")
+    assert not g2.halted and g2.snapshot()["budget"]["calls"]["used"] == 1.0
+    # hot reload back to emocore
+    g2.update_engine(make_engine(emo))
+    assert g2.snapshot()["budget"]["calls"]["used"] == 1.0
+    assert g2.reserve("b", T0 + 1, kind="mcp", host="h", fingerprint="g").allowed
+    g2.close()
+    g3 = Governor.for_policy(emo, tmp_path / "state")
+    assert g3.snapshot()["budget"]["calls"]["reserved"] == 0.0  # "b" abandoned on restart
+    assert g3.snapshot()["budget"]["calls"]["used"] == 2.0
