@@ -47,6 +47,7 @@ class Cluster:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.admission = client.AdmissionregistrationV1Api(api)
+        self.apps = client.AppsV1Api(api)
 
     @classmethod
     def from_environment(cls) -> Cluster:
@@ -96,6 +97,17 @@ class Cluster:
         res = await self._json(self.core.list_namespaced_pod, namespace,
                                label_selector=label_selector)
         return list(res.get("items") or [])
+
+    async def read_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        """One haltgate object (GovernancePolicy or BudgetPool), read afresh."""
+        obj: dict[str, Any] = await self._json(self.custom.get_namespaced_custom_object,
+                                               API_GROUP, API_VERSION, namespace, plural, name)
+        return obj
+
+    async def read_deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = await self._json(self.apps.read_namespaced_deployment, name,
+                                               namespace)
+        return obj
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
         sec = await self._call(self.core.read_namespaced_secret, name, namespace)

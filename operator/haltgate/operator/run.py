@@ -236,7 +236,18 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
     async def resync_policies() -> None:
         while True:
             await asyncio.sleep(rt.settings.halt_resync_seconds)
-            for body, memo in list(known_policies.values()):
+            for key, (_, memo) in list(known_policies.items()):
+                # Read afresh: on a standby replica (peering) the watch is paused and the last
+                # event's body may be long stale, e.g. still carry a lifted halt.
+                try:
+                    body = await rt.cluster.read_custom(cluster.POLICY_PLURAL, *key)
+                except cluster.NotFound:
+                    known_policies.pop(key, None)
+                    continue
+                except Exception as e:
+                    logger.warning("policy %s/%s read failed: %s", *key, _short(e))
+                    continue
+                known_policies[key] = (body, memo)
                 # Often while a halt is on or being lifted (new pods, failed deliveries);
                 # otherwise every status_resync_seconds (matched workloads): listing pods is
                 # the expensive part.
@@ -296,9 +307,13 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
     async def resync_deployments() -> None:
         while True:
             await asyncio.sleep(rt.settings.halt_resync_seconds)
-            for body, memo in list(halted_deployments.values()):
+            for key, (_, memo) in list(halted_deployments.items()):
                 try:
+                    body = await rt.cluster.read_deployment(*key)  # afresh, as for policies
+                    halted_deployments[key] = (body, memo)
                     await sync_deployment(body, memo, logger)
+                except cluster.NotFound:
+                    halted_deployments.pop(key, None)
                 except Exception as e:  # one bad Deployment must not stop the others'
                     logger.warning("deployment halt resync failed: %s", _short(e))
 
@@ -332,9 +347,13 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         # Membership changes with the policies, not with the pool: recount now and then.
         while True:
             await asyncio.sleep(rt.settings.status_resync_seconds)
-            for body in list(known_pools.values()):
+            for key in list(known_pools):
                 try:
+                    body = await rt.cluster.read_custom(cluster.POOL_PLURAL, *key)
+                    known_pools[key] = body
                     await sync_pool(body)
+                except cluster.NotFound:
+                    known_pools.pop(key, None)
                 except Exception as e:
                     logger.warning("pool resync failed: %s", _short(e))
 
