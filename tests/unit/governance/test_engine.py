@@ -200,6 +200,15 @@ def test_usage_above_the_reservation_is_charged_in_full_and_halts() -> None:
     assert d.budget["tokens"]["used"] == 150.0
 
 
+def test_llm_call_without_a_model_is_an_unknown_model() -> None:
+    _, d = Run(make_engine({})).reserve(kind="llm", model=None, max_input_tokens=10)
+    assert (d.allowed, d.code) == (False, "unknown_model_price")
+    pricing = {"unknownModel": "default", "default": {"input": 1.0, "output": 1.0}}
+    run = Run(make_engine({"costUSD": {"limit": 1}}, pricing=pricing))
+    d = run.call(kind="llm", model=None, max_input_tokens=1000, usage=None)
+    assert d.budget["cost_usd"]["used"] == 0.001  # worst case at the default price
+
+
 def test_unknown_model_is_refused_as_safety_when_the_policy_denies() -> None:
     run = Run(make_engine({}))
     _, d = run.reserve(model="llama-3-70b", max_input_tokens=1)

@@ -676,13 +676,20 @@ class Engine:
 
         model = ev.model
         cost = 0
+        if model is None and ev.kind == "llm":
+            # An LLM call whose model is unknown cannot be priced: it is an unknown model
+            # (the policy default prices it, or it is refused). "" never matches a table entry.
+            model = ""
         if model is not None:
             price = self._prices.lookup(model)
             if price is None:
                 return self._refused_attempt(
                     state, started, now, fp, identical, FailureType.SAFETY,
                     codes.UNKNOWN_MODEL_PRICE,
-                    f"model {model[:128]!r} has no price and the policy denies unknown models",
+                    f"model {model[:128]!r} has no price and the policy denies unknown models"
+                    if model
+                    else "LLM call without a model: it cannot be priced and the policy "
+                    "denies unknown models",
                 )  # fmt: skip
             # = price.worst_case_pico(max_in, max_out), inlined (both are >= 0 here)
             cost = max_in * price.worst_input + max_out * price.worst_output
