@@ -162,6 +162,7 @@ class Engine:
         "_pick",
         "_prices",
         "_recent",
+        "_report_meta",
         "_risk_index",
         "_rolling",
         "_run_limits",
@@ -241,6 +242,7 @@ class Engine:
         self._warns = tuple(m.warn for m in meters)
         self._names = tuple(m.key for m in meters)
         self._dim_names = tuple(m.dim.name for m in meters)
+        self._report_meta = tuple((m.dim.name, m.scale, m.limit / m.scale) for m in meters)
         self._zeros = (0,) * len(meters)
         self._risk_index = (
             self._dim_names.index("risk_score") if "risk_score" in self._dim_names else -1
@@ -452,14 +454,12 @@ class Engine:
     def _report(self, state: EngineState, now: float) -> dict[str, dict[str, float]]:
         if now >= state.roll_at:
             state = self._roll_all(state, now)
-        out: dict[str, dict[str, float]] = {}
-        for spec, used, reserved in zip(self._meters, state.used, state.reserved, strict=True):
-            scale = spec.scale
-            out[spec.dim.name] = {
-                "used": used / scale,
-                "reserved": reserved / scale,
-                "limit": spec.limit / scale,
-            }
+        out: dict[str, dict[str, float]] = {
+            name: {"used": used / scale, "reserved": reserved / scale, "limit": limit}
+            for (name, scale, limit), used, reserved in zip(
+                self._report_meta, state.used, state.reserved, strict=True
+            )
+        }
         if self._wall is not None:
             started = state.run_started
             out["wall_time"] = {
