@@ -161,7 +161,7 @@ def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str],
     frames: list[Frame] = []
     for number in list_segments(spool_dir):
         parsed, _, _ = iter_frames(segment_path(spool_dir, number).read_bytes(), number)
-        frames.extend(parsed)
+        frames.extend(f for f in parsed if not f.is_checkpoint)
     with psycopg.connect(server_dsn("postgres"), autocommit=True) as conn:
         for name in ("bench_plain", "bench_direct", "bench_shipper"):
             conn.execute(f"CREATE DATABASE {name}")

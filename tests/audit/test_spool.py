@@ -10,10 +10,12 @@ import orjson
 import pytest
 
 from haltgate.governance.audit import InvalidRecordError, SpoolAuditSink, SpoolFullError
+from haltgate.governance.audit.record import ChainHead
 from haltgate.governance.audit.spool import (
     MAGIC,
     iter_frames,
     list_segments,
+    read_checkpoint,
     segment_path,
 )
 from tests.audit.helpers import make_record
@@ -24,7 +26,7 @@ def read_all(directory: Path) -> list[dict]:
     for number in list_segments(directory):
         frames, _, reason = iter_frames(segment_path(directory, number).read_bytes(), number)
         assert reason is None
-        docs.extend(orjson.loads(f.data) for f in frames)
+        docs.extend(orjson.loads(f.data) for f in frames if not f.is_checkpoint)
     return docs
 
 
@@ -105,6 +107,7 @@ def test_torn_tail_is_cut_and_earlier_records_kept(tmp_path: Path, cut: int) -> 
     data = path.read_bytes()
     # Simulate a write torn by a crash: the last frame only partly on disk.
     frames, _, _ = iter_frames(data, 1)
+    assert frames[0].is_checkpoint
     path.write_bytes(data[: frames[-1].offset + cut])
     sink = SpoolAuditSink(tmp_path)
     assert sink.chain_heads["team-a/agent-0/run-1"].seq == 4
@@ -122,7 +125,7 @@ def test_corrupt_frame_in_the_middle_keeps_the_records_before_it(tmp_path: Path)
     path = segment_path(tmp_path, 1)
     data = bytearray(path.read_bytes())
     frames, _, _ = iter_frames(bytes(data), 1)
-    data[frames[2].offset + 20] ^= 0xFF  # flip a byte inside record 3
+    data[frames[3].offset + 20] ^= 0xFF  # flip a byte inside record 3 (frame 0: checkpoint)
     path.write_bytes(bytes(data))
     sink = SpoolAuditSink(tmp_path)
     sink.close_blocking()
@@ -139,3 +142,22 @@ async def test_unserialisable_record_is_refused_without_taking_a_seq(tmp_path: P
     await sink.intent(make_record(2))
     await sink.close()
     assert [d["seq"] for d in read_all(tmp_path)] == [1, 2]
+
+
+async def test_each_segment_opens_with_the_heads_before_it(tmp_path: Path) -> None:
+    sink = SpoolAuditSink(tmp_path, segment_bytes=4096, max_bytes=1024 * 1024)
+    for i in range(30):
+        await sink.intent(make_record(i, run=f"run-{i % 3}"))
+    await sink.close()
+    segments = list_segments(tmp_path)
+    assert len(segments) > 3
+    heads: dict[str, ChainHead] = {}
+    for number in segments:
+        assert read_checkpoint(tmp_path, number) == heads
+        frames, _, _ = iter_frames(segment_path(tmp_path, number).read_bytes(), number)
+        for frame in frames[1:]:
+            doc = orjson.loads(frame.data)
+            heads[doc["chain_id"]] = ChainHead(doc["seq"], doc["hash"])
+    again = SpoolAuditSink(tmp_path)
+    assert again.chain_heads == heads
+    await again.close()

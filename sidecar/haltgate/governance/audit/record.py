@@ -224,11 +224,12 @@ class Chainer:
                          prev_hash=doc["prev_hash"], hash=doc["hash"])
         return sealed, line
 
-    def seal_line(self, record: AuditRecord) -> bytes:
-        """Seal ``record`` and return only its canonical JSON line (the spool's hot path:
-        building the sealed dataclass costs as much as the hashing)."""
+    def seal_line(self, record: AuditRecord) -> tuple[bytes, str, ChainHead]:
+        """Seal ``record``; return its canonical JSON line, chain and new head (the spool's
+        hot path: building the sealed dataclass costs as much as the hashing)."""
         with self._lock:
-            return self._seal_locked(record)[1]
+            doc, line = self._seal_locked(record)
+        return line, doc["chain_id"], ChainHead(doc["seq"], doc["hash"])
 
     def _seal_locked(self, record: AuditRecord) -> tuple[dict[str, Any], bytes]:
         chain = record.chain_id or chain_id_for(record)

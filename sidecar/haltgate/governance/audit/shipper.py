@@ -31,6 +31,7 @@ import orjson
 import psycopg
 
 from haltgate.governance.audit.metrics import AuditMetrics
+from haltgate.governance.audit.record import ChainHead
 from haltgate.governance.audit.sink import AuditUnavailableError
 from haltgate.governance.audit.spool import (
     HEADS_FILE,
@@ -42,6 +43,7 @@ from haltgate.governance.audit.spool import (
     iter_frames,
     list_segments,
     needs_settling,
+    read_checkpoint,
     read_durable,
     read_heads,
     segment_path,
@@ -190,6 +192,8 @@ class ShipResult:
     records: int
     inserted: int
     position: SpoolPosition
+    moved: bool = False
+    """The acknowledged position advanced (records, or only a segment checkpoint)."""
 
 
 def _months(frames: Sequence[Frame]) -> set[tuple[int, int]]:
@@ -271,19 +275,19 @@ class Shipper:
                     data = f.read(want)
             except FileNotFoundError:
                 break
+            # A segment read from its start opens with a checkpoint frame: one more frame.
             parsed, stop, reason = iter_frames(data, number, base=start,
-                                               max_frames=limit - len(frames))
+                                               max_frames=limit - len(frames) + (start == 0))
             if reason is not None and reason.startswith("short") and len(data) == READ_CHUNK:
                 reason = None  # the chunk ended inside a frame: the next batch reads on
                 chunked = True
             else:
                 chunked = len(data) == READ_CHUNK
-            take = parsed[: limit - len(frames)]
-            frames.extend(take)
-            if take:
-                pos = SpoolPosition(number, take[-1].end)
-            if len(frames) >= limit:
-                break
+            frames.extend(f for f in parsed if not f.is_checkpoint)
+            if parsed:
+                pos = SpoolPosition(number, parsed[-1].end)
+            if len(frames) >= limit or (reason is None and stop < start + len(data)):
+                break  # batch full, or parsing stopped at max_frames inside this chunk
             if reason is not None:
                 if not newest:
                     # A bad frame in an older segment: the writer repairs it when it
@@ -359,11 +363,12 @@ class Shipper:
         finally:
             # On failure too: during an outage the lag metric is what shows it.
             self._update_lag(frames[0].time if frames else None)
-        if pos != self.position:
+        moved = pos != self.position
+        if moved:
             self._ack(pos)
         if len(frames) < self.settings.batch_records:
             self.metrics.ship_lag_seconds.set(0)  # caught up
-        return ShipResult(len(frames), inserted, self.position)
+        return ShipResult(len(frames), inserted, self.position, moved)
 
     def _update_lag(self, oldest_unshipped: float | None) -> None:
         backlog = 0
@@ -383,14 +388,19 @@ class Shipper:
         if not done:
             return 0
         with flocked(self._dir / "compact.lock"):
-            heads = {c: {"seq": h.seq, "hash": h.hash} for c, h in read_heads(self._dir).items()}
-            for number in done:
-                data = segment_path(self._dir, number).read_bytes()
-                frames, _, _ = iter_frames(data, number)
-                for frame in frames:
-                    d = orjson.loads(frame.data)
-                    heads[d["chain_id"]] = {"seq": d["seq"], "hash": d["hash"]}
-            write_json_atomic(self._dir / HEADS_FILE, heads)
+            # The first kept segment opens with the heads of everything before it.
+            found = read_checkpoint(self._dir, self.position.segment)
+            if found is None:  # no checkpoint (torn at creation): read the removed segments
+                found = read_heads(self._dir)
+                for number in done:
+                    data = segment_path(self._dir, number).read_bytes()
+                    frames, _, _ = iter_frames(data, number)
+                    for frame in frames:
+                        if not frame.is_checkpoint:
+                            d = orjson.loads(frame.data)
+                            found[d["chain_id"]] = ChainHead(d["seq"], d["hash"])
+            write_json_atomic(self._dir / HEADS_FILE,
+                              {c: {"seq": h.seq, "hash": h.hash} for c, h in found.items()})
             for number in done:
                 os.unlink(segment_path(self._dir, number))
         return len(done)
@@ -401,9 +411,10 @@ class Shipper:
         total = 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            before = self.position
             result = self.ship_once()
             total += result.records
-            if result.records == 0:
+            if result.records == 0 and result.position == before:
                 self.compact()
                 return total
         raise TimeoutError(f"audit shipper: still records left after {timeout:.0f}s")
@@ -424,8 +435,8 @@ class Shipper:
                 backoff = min(backoff * 2, self.settings.max_backoff_seconds)
                 continue
             backoff = 0.1
-            if result.records < self.settings.batch_records:
-                self.compact()
+            self.compact()  # under constant load too, or the spool fills up
+            if result.records == 0 and not result.moved:
                 self._stop.wait(self.settings.poll_seconds)
 
     def stop(self) -> None:

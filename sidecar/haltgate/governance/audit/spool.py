@@ -10,7 +10,9 @@ Layout of a spool directory::
     writer.lock / shipper.lock one writer and one shipper at a time (flock)
     compact.lock               held while shipped segments are folded into heads.json
 
-A segment starts with an 8-byte magic and holds frames: ``<u32 length><u32 crc32><f64 time>``
+A segment starts with an 8-byte magic and a checkpoint frame (the chain heads of everything
+before the segment, so recovery and compaction read one segment, not the whole spool), then
+holds record frames: ``<u32 length><u32 crc32><f64 time>``
 then the record's canonical JSON (the CRC covers time and body; the time lets the shipper
 route rows to monthly partitions without parsing JSON). The writer thread takes every record
 queued while the previous commit was in flight, writes them with one ``write`` and makes
@@ -73,6 +75,8 @@ MAGIC = b"HGAUD\x00\x01\n"
 _HEADER = struct.Struct("<IId")
 _MAX_FRAME = 16 * 1024 * 1024
 """A length above this is corruption, not a record (records are small)."""
+CHECKPOINT_TIME = -1.0
+"""Frame time that marks a checkpoint frame (records have epoch times >= 0)."""
 READ_CHUNK = _MAX_FRAME + _HEADER.size
 """Bytes a reader takes at once: always holds at least one whole frame."""
 SEGMENT_SUFFIX = ".seg"
@@ -130,6 +134,11 @@ class Frame:
     time: float
     """The record's ``time`` (epoch seconds), from the frame header."""
     data: bytes
+
+    @property
+    def is_checkpoint(self) -> bool:
+        """A chain-heads checkpoint, not a record."""
+        return self.time == CHECKPOINT_TIME
 
 
 def segment_path(directory: Path, number: int) -> Path:
@@ -343,26 +352,66 @@ def settle(directory: Path, metrics: AuditMetrics | None = None, *,
     return found
 
 
+def checkpoint_frame(heads: dict[str, ChainHead]) -> bytes:
+    """The frame that opens a segment: every chain head before it."""
+    body = {"checkpoint": {"heads": {c: [h.seq, h.hash] for c, h in heads.items()}}}
+    return encode_frame(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), CHECKPOINT_TIME)
+
+
+def read_checkpoint(directory: Path, number: int) -> dict[str, ChainHead] | None:
+    """The heads in segment ``number``'s opening checkpoint, or None if it has none."""
+    try:
+        with segment_path(directory, number).open("rb") as f:
+            head = f.read(len(MAGIC) + _HEADER.size)
+            if len(head) < len(MAGIC) + _HEADER.size or head[: len(MAGIC)] != MAGIC:
+                return None
+            length, _, when = _HEADER.unpack_from(head, len(MAGIC))
+            if when != CHECKPOINT_TIME or length > _MAX_FRAME:
+                return None
+            data = head + f.read(length)
+    except FileNotFoundError:
+        return None
+    frames, _, _ = iter_frames(data, number, max_frames=1)
+    if not frames or not frames[0].is_checkpoint:
+        return None
+    doc = orjson.loads(frames[0].data)["checkpoint"]["heads"]
+    return {chain: ChainHead(int(seq), str(digest)) for chain, (seq, digest) in doc.items()}
+
+
 def recover(directory: Path, metrics: AuditMetrics | None = None, *,
             heads: bool = True) -> dict[str, ChainHead]:
     """Repair torn tails and return the chain heads of everything in the spool (``heads``
     False: repair only, for a shipper that does not seal records).
 
-    Called by the writer at start with ``compact.lock`` held, so the shipper cannot fold a
-    segment into ``heads.json`` while we read both.
+    Heads come from the newest segment that opens with a checkpoint plus the records from
+    there on; without any checkpoint, from ``heads.json`` plus every record. Called with
+    ``compact.lock`` held, so the shipper cannot remove segments while we read them.
     """
-    found = read_heads(directory) if heads else {}
-    for number in list_segments(directory):
+    segments = list_segments(directory)
+    for number in segments:
         path = segment_path(directory, number)
         data = path.read_bytes()
-        frames, stop, reason = iter_frames(data, number)
+        _, stop, reason = iter_frames(data, number)
         if reason is not None:
             _move_tail_aside(path, data, stop, reason)
             if metrics is not None:
                 metrics.torn_frames.inc()
-        if not heads:
-            continue
+    if not heads:
+        return {}
+    found: dict[str, ChainHead] | None = None
+    replay = segments
+    for index in range(len(segments) - 1, -1, -1):
+        found = read_checkpoint(directory, segments[index])
+        if found is not None:
+            replay = segments[index:]
+            break
+    if found is None:
+        found = read_heads(directory)
+    for number in replay:
+        frames, _, _ = iter_frames(segment_path(directory, number).read_bytes(), number)
         for frame in frames:
+            if frame.is_checkpoint:
+                continue
             doc = orjson.loads(frame.data)
             found[doc["chain_id"]] = ChainHead(int(doc["seq"]), str(doc["hash"]))
     return found
@@ -396,6 +445,7 @@ class _Waiter:
 class _Batch:
     frames: list[bytes] = field(default_factory=list)
     waiters: list[_Waiter] = field(default_factory=list)
+    heads: list[tuple[str, ChainHead]] = field(default_factory=list)
     nbytes: int = 0
 
 
@@ -414,6 +464,7 @@ class SpoolWriter:
             heads = settle(directory, self.metrics)
             self.spool_id = spool_id(directory)
             self.chainer = Chainer(heads)
+            self._written = dict(heads)
             segments = list_segments(directory)
             self._segment = segments[-1] if segments else 0
             self._fd = -1
@@ -446,7 +497,9 @@ class SpoolWriter:
         flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
         fd = os.open(path, flags, 0o600)
         if create:
-            os.write(fd, MAGIC)
+            # _written holds the heads of every record written so far: exactly what
+            # precedes this segment (the batch that made us roll is not written yet).
+            os.write(fd, MAGIC + checkpoint_frame(self._written))
             os.fsync(fd)
             _fsync_dir(self.settings.directory)
         if self._fd >= 0:
@@ -454,6 +507,8 @@ class SpoolWriter:
         self._fd = fd
         self._segment = number
         self._size = os.fstat(fd).st_size
+        # Below this size the segment holds no record yet, so rolling it would be pointless.
+        self._base_size = self._size if create else len(MAGIC)
 
     def _roll(self) -> None:
         self._open_segment(self._segment + 1, create=True)
@@ -497,7 +552,7 @@ class SpoolWriter:
                           record.decision_id)
                 return False
             try:
-                line = self.chainer.seal_line(record)
+                line, chain, head = self.chainer.seal_line(record)
             except (TypeError, ValueError) as e:
                 # Not JSON-serialisable: the caller's bug. The chain is untouched (sealing
                 # serialises before it advances the head).
@@ -507,6 +562,7 @@ class SpoolWriter:
             batch = self._pending
             batch.frames.append(frame)
             batch.waiters.append(waiter)
+            batch.heads.append((chain, head))
             batch.nbytes += len(frame)
             if len(batch.frames) == 1:
                 self._wake.notify()
@@ -534,7 +590,8 @@ class SpoolWriter:
         started = time.perf_counter()
         frames, waiters, nbytes = batch.frames, batch.waiters, batch.nbytes
         try:
-            if self._size > len(MAGIC) and self._size + nbytes > self.settings.segment_bytes:
+            if self._size > self._base_size and \
+                    self._size + nbytes > self.settings.segment_bytes:
                 self._roll()
             data = b"".join(frames)
             view = memoryview(data)
@@ -544,6 +601,7 @@ class SpoolWriter:
             if self.settings.fsync:
                 os.fdatasync(self._fd)
             self._size += len(data)
+            self._written.update(batch.heads)
             os.pwrite(self._durable_fd,
                       _encode_durable(SpoolPosition(self._segment, self._size)), 0)
         except OSError as e:
