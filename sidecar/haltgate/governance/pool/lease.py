@@ -168,8 +168,10 @@ class LocalLease:
         return self.allotment - self.spent - self.reserved
 
     def try_reserve(self, call_id: str, need: Amounts, now: float) -> bool:
-        """Reserve ``need`` for a call if it fits and the lease is still valid."""
-        if now >= self.deadline or not need.fits(self.room(), self.limited):
+        """Reserve ``need`` for a call if it fits and the lease is still valid (a call id
+        already in flight is refused: its reservation would be lost)."""
+        if (now >= self.deadline or call_id in self.in_flight
+                or not need.fits(self.room(), self.limited)):
             return False
         self.reserved = self.reserved + need
         self.in_flight[call_id] = need

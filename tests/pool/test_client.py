@@ -1,0 +1,126 @@
+"""PoolClient against a real PostgreSQL: local spending, renewal, halts, fail closed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from haltgate.governance.errors import DeniedError, UnavailableError
+from haltgate.governance.policy import BudgetPoolSpec, FailureType
+from haltgate.governance.pool.client import PoolClient, PoolSettings
+from haltgate.governance.pool.lease import Amounts
+from haltgate.governance.pool.store import PoolStore
+
+pytestmark = pytest.mark.postgres
+
+ONE = Amounts(calls=1)
+
+
+async def _until(ready: Callable[[], bool], seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.01)):  # bounded
+        if ready():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def _pool(dsn: str, name: str, **spec: object) -> None:
+    store = await PoolStore.connect(dsn)
+    await store.upsert(name, BudgetPoolSpec.model_validate(spec))
+    await store.close()
+
+
+def _client(dsn: str, name: str, holder: str, **kw: object) -> PoolClient:
+    options: dict[str, object] = {"poll_interval": 0.2, **kw}
+    return PoolClient(PoolSettings(dsn=dsn, pool=name, holder=holder,
+                                   **options))  # type: ignore[arg-type]
+
+
+async def test_members_spend_exactly_the_pool_between_them(pool_dsn: str,
+                                                           pool_name: str) -> None:
+    await _pool(pool_dsn, pool_name, calls={"limit": 120}, leaseFraction=0.2)
+    members = [_client(pool_dsn, pool_name, f"ns/m{i}/p") for i in range(4)]
+    for m in members:
+        await m.start()
+    granted = 0
+    try:
+        async def spend(m: PoolClient, tag: str) -> int:
+            n = 0
+            for i in range(200):  # bounded: more than the whole pool
+                if await m.reserve(f"{tag}-{i}", ONE) is None:
+                    m.settle(f"{tag}-{i}", ONE)
+                    n += 1
+                await asyncio.sleep(0)
+            return n
+
+        counts = await asyncio.gather(*(spend(m, f"m{i}") for i, m in enumerate(members)))
+        granted = sum(counts)
+        round_trips = sum(m.lease_round_trips for m in members)
+    finally:
+        for m in members:
+            await m.close()
+    assert granted == 120
+    assert round_trips < 40  # most calls never touched the database
+    store = await PoolStore.connect(pool_dsn)
+    status = await store.status(pool_name)
+    await store.close()
+    assert status is not None
+    assert status["dimensions"]["calls"]["used"] == 120
+    assert status["dimensions"]["calls"]["leased"] == 0
+
+
+async def test_a_halt_reaches_every_member_within_a_second(pool_dsn: str,
+                                                           pool_name: str) -> None:
+    await _pool(pool_dsn, pool_name, calls={"limit": 1000})
+    a = _client(pool_dsn, pool_name, "ns/a/p", poll_interval=30.0)  # NOTIFY, not polling
+    b = _client(pool_dsn, pool_name, "ns/b/p", poll_interval=30.0)
+    await a.start()
+    await b.start()
+    try:
+        assert await b.reserve("x", ONE) is None
+        started = time.monotonic()
+        await a.halt("cascade_loop", "ns/a -> ns/b -> ns/a", "ns/a")
+        await _until(lambda: b.halted)
+        assert time.monotonic() - started < 1.0
+        refusal = await b.reserve("y", ONE)
+        assert isinstance(refusal, DeniedError) and refusal.code == "pool_halted"
+        assert refusal.failure_type is FailureType.EXTERNAL
+        store = await PoolStore.connect(pool_dsn)
+        await store.lift(pool_name, "test", "resume")
+        await store.close()
+        started = time.monotonic()
+        await _until(lambda: not b.halted)
+        assert await b.reserve("z", ONE) is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_unreachable_database_fails_closed_after_the_lease(pool_name: str) -> None:
+    # Nothing listens on port 1: the member never gets a lease and refuses every call.
+    m = _client("postgresql://postgres@127.0.0.1:1/none", pool_name, "ns/a/p",
+                connect_timeout=1, op_timeout=1.0)
+    await m.start()
+    try:
+        refusal = await m.reserve("x", ONE)
+        assert isinstance(refusal, UnavailableError) and refusal.code == "pool_unreachable"
+        assert m.metrics.failures.labels("closed")._value.get() == 1
+    finally:
+        await m.close()
+
+
+async def test_exhausted_pool_refuses_with_the_dimension(pool_dsn: str, pool_name: str) -> None:
+    await _pool(pool_dsn, pool_name, calls={"limit": 3}, leaseFraction=1.0)
+    m = _client(pool_dsn, pool_name, "ns/a/p")
+    await m.start()
+    try:
+        for i in range(3):
+            assert await m.reserve(str(i), ONE) is None
+            m.settle(str(i), ONE)
+        refusal = await m.reserve("3", ONE)
+        assert isinstance(refusal, DeniedError) and refusal.code == "pool_calls_exhausted"
+        assert refusal.failure_type is FailureType.EXHAUSTION
+    finally:
+        await m.close()
