@@ -281,6 +281,11 @@ class Upstream(Spec):
         description="In transparent mode: terminate TLS and govern each request ('inspect'), "
         "or tunnel it and audit the connection only ('passthrough').",
     )
+    agent: bool = Field(
+        default=False,
+        description="The upstream is another governed agent: calls to it carry the "
+        "x-haltgate-chain header (trace id, depth, path) and are checked for cascades.",
+    )
 
 
 # --------------------------------------------------------------------------- tools
@@ -474,11 +479,20 @@ class CascadeRules(Spec):
     halt_storm: HaltStorm | None = Field(
         default=None, description="Halt the pool after N member halts within a window."
     )
+    error_storm: ErrorStorm | None = Field(
+        default=None,
+        description="Halt the pool after N failed upstream calls of its members within a window.",
+    )
 
 
 class HaltStorm(Spec):
     halts: int = Field(ge=1, description="Member halts that make a storm.")
     window_seconds: float = Field(gt=0, description="Window the halts are counted in.")
+
+
+class ErrorStorm(Spec):
+    errors: int = Field(ge=1, description="Failed member calls that make a storm.")
+    window_seconds: float = Field(gt=0, description="Window the failures are counted in.")
 
 
 class BudgetPoolSpec(Spec):
