@@ -462,6 +462,103 @@ RULES: tuple[Rule, ...] = (
         rf"|ethical{_S}(?:guidelines|constraints)|moral{_S}(?:guidelines|constraints))\b",
         lead=40,
     ),
+    # Families added after the first evaluation round (see docs/guardrails.md, section 6).
+    Rule(
+        "safety_bypass",
+        0.8,
+        ("restriction", "filter", "safety", "guardrail", "polic", "rules", "censorship"),
+        rf"\b(?:your|the|all|any|these){_S}(?:usual{_S}|content{_S}|safety{_S})?"
+        rf"(?:restrictions|filters|safety{_S}(?:layer|filters?|features|settings)|guardrails|"
+        rf"content{_S}polic(?:y|ies)|rules|censorship){_S}(?:are|is|were|have{_S}been|has"
+        rf"{_S}been){_S}(?:now{_S})?(?:disabled|removed|lifted|off|turned{_S}off|suspended|"
+        rf"void|gone|deactivated)\b",
+        lead=60,
+    ),
+    Rule(
+        "safety_bypass",
+        0.75,
+        ("restriction", "filter", "rules", "guideline", "polic"),
+        rf"\b(?:not|never|stop)\W+(?:apply|applying|use|using|follow|following){_S}(?:your|the|"
+        rf"any)?{_S}?(?:usual{_S})?(?:restrictions|filters|rules|guidelines|policies)\b",
+        lead=30,
+    ),
+    Rule(
+        "new_instructions",
+        0.8,
+        ("real", "actual", "new", "true"),
+        rf"\b(?:above|before|previous|earlier){_S}(?:\w+{_S}){{0,4}}?(?:was|were|is){_S}(?:just"
+        rf"{_S}|only{_S})?(?:a{_S}|an{_S})?(?:test|example|joke|draft|placeholder|warm-?up|"
+        rf"obsolete|void|fake)\b[^.!?\n]{{0,3}}[.!?\n]?{_S}(?:\w+{_S}){{0,3}}?(?:the{_S})?"
+        rf"(?:real|actual|new|true){_S}(?:task|request|instructions?|question|goal)\b",
+        lead=120,
+    ),
+    Rule(
+        "new_instructions",
+        0.75,
+        ("supersede", "overrides", "replaces", "takes precedence", "system message"),
+        rf"\b(?:supersedes?|overrides|replaces|takes{_S}precedence{_S}over){_S}(?:all{_S}|any"
+        rf"{_S})?(?:prior|previous|earlier|your|the{_S}(?:system|previous|prior))"
+        rf"{_S}(?:\w+{_S})?(?:guidance|instructions|rules|prompt|directives|message)\b"
+        rf"|\b(?:treat|consider|use){_S}(?:this|the{_S}(?:next|following){_S}\w+){_S}as{_S}"
+        rf"(?:your|the){_S}(?:new{_S})?system{_S}(?:message|prompt|instructions)\b",
+        lead=40,
+    ),
+    Rule(
+        "role_override",
+        0.8,
+        ("mode",),
+        rf"\b(?:maintenance|debug|god|admin|root|unrestricted|developer|test){_S}mode\b[^.\n]{{0,40}}"
+        rf"\b(?:must|will|shall|can{_S}now|now{_S}(?:execute|run|answer|output))\b",
+        lead=30,
+    ),
+    Rule(
+        "role_override",
+        0.75,
+        ("i am", "i'm", "im ", "message is from", "this is"),
+        rf"\b(?:i{_S}am|i'?m|this{_S}(?:message{_S})?is{_S}from)\W+(?:\w+{_S}){{0,3}}?"
+        rf"(?:developer|admin|administrator|owner|staff|employee|creator|operator)s?\b"
+        rf"[^.!?\n]{{0,80}}(?:disabled|off|lifted|removed|authori[sz]ed|approved|suspended|"
+        rf"not{_S}apply|ignore|bypass)\b",
+        lead=0,
+    ),
+    Rule(
+        "prompt_exfiltration",
+        0.8,
+        ("preamble", "before my first", "initiali", "configured with", "confidential"),
+        rf"\b(?:hidden|secret|confidential|initial|original){_S}(?:preamble|directives|"
+        rf"instructions|configuration|setup)\b|\btext{_S}(?:that{_S})?(?:appears{_S})?before"
+        rf"{_S}my{_S}first{_S}message\b|\binstructions{_S}you{_S}were{_S}(?:initiali[sz]ed|"
+        rf"configured|set{_S}up|given){_S}with\b",
+        lead=60,
+    ),
+    Rule(
+        "ignore_instructions",
+        0.9,
+        (
+            "ignor",
+            "vergiss",
+            "olvida",
+            "oublie",
+            "dimentica",
+            "negeer",
+            "instruc",
+            "anweisung",
+            "istruzion",
+            "regeln",
+            "reglas",
+            "règles",
+            "regole",
+        ),
+        r"\b(?:ignoriere?|vergiss|missachte)\W+(?:alle\W+)?(?:vorherigen\W+|bisherigen\W+|"
+        r"deine\W+)?(?:anweisungen|regeln|instruktionen)\b"
+        r"|\b(?:ignora|olvida|olvide)\W+(?:todas\W+)?(?:las\W+|tus\W+)?(?:instrucciones|reglas)"
+        r"|\b(?:ignore|oublie|oubliez|ignorez)\W+(?:toutes\W+)?(?:les\W+|tes\W+|vos\W+)?"
+        r"(?:instructions|règles|consignes)"
+        r"|\b(?:ignora|dimentica)\W+(?:tutte\W+)?(?:le\W+)?(?:istruzioni|regole)"
+        r"|\b(?:ignore|esqueça)\W+(?:todas\W+)?(?:as\W+)?(?:instruções|regras)"
+        r"|\bnegeer\W+(?:alle\W+)?(?:vorige\W+|eerdere\W+)?(?:instructies|regels)",
+        lead=0,
+    ),
 )
 
 # Squashed-view rules (letters only, no separators): the strong phrases again, so split and
