@@ -161,3 +161,16 @@ async def test_each_segment_opens_with_the_heads_before_it(tmp_path: Path) -> No
     again = SpoolAuditSink(tmp_path)
     assert again.chain_heads == heads
     await again.close()
+
+
+def test_every_audit_command_has_help() -> None:
+    from click.testing import CliRunner
+
+    from haltgate.cli.main import main
+
+    runner = CliRunner()
+    for command in ("migrate", "ship", "verify", "query", "history", "cost", "export",
+                    "serve", "retention"):
+        result = runner.invoke(main, ["audit", command, "--help"])
+        assert result.exit_code == 0, (command, result.output)
+        assert f"audit {command} [OPTIONS]" in result.output

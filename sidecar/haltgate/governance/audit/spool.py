@@ -480,6 +480,8 @@ class SpoolWriter:
             raise
         self._last_rescan = time.monotonic()
         self._in_flight = 0
+        self._dropped_unlogged = 0
+        self._last_drop_log = -1e9
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending = _Batch()
@@ -548,8 +550,13 @@ class SpoolWriter:
                         "running and PostgreSQL reachable?"
                     )
                 self.metrics.records_dropped.labels(reason="spool_full").inc()
-                log.error("audit spool full: record %s dropped (onSpoolFull=continue)",
-                          record.decision_id)
+                self._dropped_unlogged += 1
+                now = time.monotonic()
+                if now - self._last_drop_log >= 5.0:  # loud, but not one line per call
+                    log.error("audit spool full: %d records dropped (onSpoolFull=continue), "
+                              "latest decision %s", self._dropped_unlogged, record.decision_id)
+                    self._dropped_unlogged = 0
+                    self._last_drop_log = now
                 return False
             try:
                 line, chain, head = self.chainer.seal_line(record)
