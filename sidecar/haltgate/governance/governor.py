@@ -124,8 +124,8 @@ class StateFile:
     """A small record kept in two alternating slot files (see the module docstring).
 
     Slot layout: a 20-byte header ``b"HGS1"``, sequence number (u64), payload length (u32),
-    CRC-32 of the payload (u32), all big-endian, then the payload. Bytes after the payload
-    (left by a longer earlier record) are ignored.
+    CRC-32 of the first 16 header bytes and the payload (u32), all big-endian, then the
+    payload. Bytes after the payload (left by a longer earlier record) are ignored.
     """
 
     _HEADER = struct.Struct(">4sQII")
@@ -163,7 +163,11 @@ class StateFile:
                 continue
             magic, seq, length, crc = self._HEADER.unpack_from(raw)
             payload = raw[self._HEADER.size : self._HEADER.size + length]
-            if magic == self._MAGIC and len(payload) == length and zlib.crc32(payload) == crc:
+            if (
+                magic == self._MAGIC
+                and len(payload) == length
+                and zlib.crc32(payload, zlib.crc32(raw[:16])) == crc
+            ):
                 found.append((seq, payload))
         if not found:
             if nonempty:
@@ -178,7 +182,10 @@ class StateFile:
         fds = self._open()
         seq = self._seq + 1
         fd = fds[seq & 1]
-        record = self._HEADER.pack(self._MAGIC, seq, len(payload), zlib.crc32(payload)) + payload
+        head = self._HEADER.pack(self._MAGIC, seq, len(payload), 0)[:16]
+        # The CRC covers the header too: a torn header (new sequence number, old length)
+        # must not pass for a valid record.
+        record = head + struct.pack(">I", zlib.crc32(payload, zlib.crc32(head))) + payload
         written = os.pwrite(fd, record, 0)
         if written != len(record):
             raise OSError(f"short write of budget state ({written} of {len(record)} bytes)")

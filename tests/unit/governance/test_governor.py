@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from haltgate.governance.engine import Usage
 from haltgate.governance.governor import Governor, StateFile, make_engine
@@ -160,3 +162,35 @@ def test_fsync_mode_writes_durably(tmp_path: Path) -> None:
 def test_make_engine_honours_the_policy(engine_type: str) -> None:
     engine = make_engine(make_spec({}, engine={"type": engine_type}))
     assert type(engine).__name__ == "_BuiltinEngine"
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    payloads=st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=8),
+    cut=st.floats(0, 1, exclude_max=True),
+)
+def test_a_torn_last_write_leaves_the_previous_record(
+    tmp_path_factory: pytest.TempPathFactory, payloads: list[bytes], cut: float
+) -> None:
+    folder = tmp_path_factory.mktemp("slots")
+    f = StateFile(folder / "s")
+    for p in payloads[:-1]:
+        f.write(p)
+    last = folder / f"s.{len(payloads) & 1}"
+    old = last.read_bytes() if last.exists() else b""
+    f.write(payloads[-1])
+    f.close()
+    # power loss in the middle of the last pwrite: only its first bytes reached the disk
+    record = last.read_bytes()[: StateFile._HEADER.size + len(payloads[-1])]
+    done = int(len(record) * cut)
+    last.write_bytes(record[:done] + old[done:])
+    if len(payloads) == 1:
+        # no previous record: a torn first write reads as corrupt (the Governor then starts
+        # halted), a write of which nothing landed as no state at all
+        if done == 0:
+            assert StateFile(folder / "s").read() is None
+        else:
+            with pytest.raises(ValueError, match="no valid state slot"):
+                StateFile(folder / "s").read()
+    else:
+        assert StateFile(folder / "s").read() in (payloads[-2], payloads[-1])
