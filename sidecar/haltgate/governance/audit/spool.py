@@ -12,19 +12,22 @@ Layout of a spool directory::
 
 A segment starts with an 8-byte magic and a checkpoint frame (the chain heads of everything
 before the segment, so recovery and compaction read one segment, not the whole spool), then
-holds record frames: ``<u32 length><u32 crc32><f64 time>``
-then the record's canonical JSON (the CRC covers time and body; the time lets the shipper
-route rows to monthly partitions without parsing JSON). The writer thread takes every record
-queued while the previous commit was in flight, writes them with one ``write`` and makes
-them durable with one ``fdatasync``: concurrent calls share a commit, a lone call pays one.
-``intent()`` returns only after its record is durable. Records are sealed (chain, sequence
-number, hashes; ~15 us) by the caller when queued, so sealing overlaps the commit in flight
-instead of lengthening the next one.
+holds record frames. A frame is ``<u32 length><u32 crc32><f64 time>`` and the record's
+canonical JSON; the CRC covers time and body, and the time lets the shipper route rows to
+monthly partitions without parsing JSON.
 
-Recovery (writer start): chain heads come from ``heads.json`` and a replay of the remaining
-segments; a frame that is short or fails its CRC ends the valid part of its segment: the
+The writer thread takes every record queued while the previous commit was in flight, writes
+them with one ``write`` and makes them durable with one ``fdatasync``: concurrent calls
+share a commit, a lone call pays one. ``intent()`` returns only after its record is durable.
+Records are sealed (chain, sequence number, hashes; ~15 us) by the caller when queued, so
+sealing overlaps the commit in flight instead of lengthening the next one. After each commit
+the durable position is published in ``durable``; the shipper reads no further.
+
+Recovery (writer start, or a shipper finding no live writer): every segment's frames are
+checked; a frame that is short or fails its CRC ends the valid part of its segment: the
 bytes from there on are moved to ``<segment>.torn-<offset>`` and the segment is truncated,
-so every record before it is kept and shipped.
+so every record before it is kept and shipped. Chain heads come from the newest checkpoint
+plus the records after it.
 """
 
 from __future__ import annotations
