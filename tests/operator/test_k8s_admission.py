@@ -272,3 +272,24 @@ def test_pool_status_and_no_finalizers(kube: ControlPlane, governed_ns: str) -> 
     for kind, name in (("govpol", "research"), ("govpol", "member"), ("budgetpool", "shared")):
         obj = kubectl_json(kube, "-n", governed_ns, "get", kind, name)
         assert not obj["metadata"].get("finalizers"), obj["metadata"]
+
+
+def test_missing_rego_config_map_sets_not_ready_and_warns(
+        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest) -> None:
+    pol = policy(kube_namespace, "rego", {
+        "selector": {"matchLabels": {"app": "agent"}},
+        "opa": {"configMapRef": {"name": "missing-rules", "key": "main.rego"}}})
+    assert apply(kube, pol).returncode == 0
+
+    def not_ready() -> dict[str, Any] | None:
+        st = kubectl_json(kube, "-n", kube_namespace, "get", "govpol", "rego").get("status")
+        return st if st and st.get("ready") is False else None
+
+    status = eventually(not_ready, what="Ready False")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "RegoNotFound" and "missing-rules" in ready["message"]
+    events = eventually(lambda: [e for e in kubectl_json(kube, "-n", kube_namespace, "get",
+                                                         "events")["items"]
+                                 if e["reason"] == "RegoNotFound"], what="Warning event")
+    assert events[0]["type"] == "Warning"
+    assert events[0]["involvedObject"]["kind"] == "GovernancePolicy"

@@ -157,3 +157,17 @@ def test_mutating_configuration_is_fail_closed_and_scoped() -> None:
     svc = webhookconfig.Endpoint(ca_bundle=b"PEM", service_name="hg", service_namespace="ops")
     assert svc.client_config("inject")["service"] == {"name": "hg", "namespace": "ops",
                                                       "port": 443, "path": "/inject"}
+
+
+def test_transitions_only_on_change() -> None:
+    ok = {"type": "Ready", "status": "True", "reason": "Delivered", "message": "m"}
+    bad = {"type": "Ready", "status": "False", "reason": "RegoNotFound", "message": "gone"}
+    assert policies.transitions({"conditions": [ok]}, {"conditions": [ok]}) == []
+    assert policies.transitions({"conditions": [ok]}, {"conditions": [bad]}) == [
+        ("Warning", "RegoNotFound", "Ready: gone")]
+    assert policies.transitions({"conditions": [bad]}, {"conditions": [bad]}) == []
+    assert policies.transitions({"conditions": [bad]}, {"conditions": [ok]}) == [
+        ("Normal", "Delivered", "Ready: m")]
+    assert policies.transitions({"halts": [{"pod": "a"}]},
+                                {"halts": [{"pod": "b"}]}) == [
+        ("Normal", "Halted", "pod b halted (EXTERNAL)"), ("Normal", "HaltLifted", "pod a reset")]

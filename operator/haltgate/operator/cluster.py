@@ -150,6 +150,9 @@ class Cluster:
         await self._call(self.core.replace_namespaced_config_map, name, namespace, merged)
         return True
 
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        await self._call(self.core.create_namespaced_event, namespace, dict(body))
+
     async def patch_status(self, plural: str, namespace: str, name: str,
                            status: Mapping[str, Any]) -> None:
         """Merge ``status`` into a haltgate object's status subresource."""

@@ -16,7 +16,7 @@ import secrets
 import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -120,7 +120,11 @@ async def _rego_of(rt: Runtime, namespace: str, spec: Mapping[str, Any]) -> str 
     if ref["key"] == POLICY_KEY:
         raise cluster.NotFound(f"spec.opa.configMapRef.key must not be {POLICY_KEY!r} (the "
                                f"policy file has that name in the sidecar)")
-    cm = await rt.cluster.read_config_map(namespace, ref["name"])
+    try:
+        cm = await rt.cluster.read_config_map(namespace, ref["name"])
+    except cluster.NotFound as e:
+        raise cluster.NotFound(f"spec.opa.configMapRef: ConfigMap {namespace}/{ref['name']} "
+                               f"not found") from e
     value = (cm.get("data") or {}).get(ref["key"])
     if value is None:
         raise cluster.NotFound(f"ConfigMap {namespace}/{ref['name']} has no key {ref['key']!r}")
@@ -220,3 +224,31 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
     if not ready:
         logger.error(f"GovernancePolicy {namespace}/{name} not ready: {message}")
     return ready
+
+
+EventType = Literal["Normal", "Warning"]
+
+
+def transitions(old: Mapping[str, Any], new: Mapping[str, Any]
+                ) -> list[tuple[EventType, str, str]]:
+    """Events worth posting when a status goes from ``old`` to ``new``: (type, reason,
+    message). Conditions that change, and pods halted or released (pure)."""
+    out: list[tuple[EventType, str, str]] = []
+    before = {c.get("type"): c for c in old.get("conditions") or []}
+    for c in new.get("conditions") or []:
+        prev = before.get(c.get("type"))
+        if prev is not None and (prev.get("status"), prev.get("message")) == (
+                c.get("status"), c.get("message")):
+            continue
+        if c.get("status") == "False":
+            out.append(("Warning", str(c.get("reason") or c.get("type")),
+                        f"{c.get('type')}: {c.get('message', '')}"))
+        elif prev is not None and prev.get("status") == "False":
+            out.append(("Normal", str(c.get("reason") or c.get("type")),
+                        f"{c.get('type')}: {c.get('message', '')}"))
+    if "halts" in new:
+        was = {h.get("pod") for h in old.get("halts") or []}
+        now = {h.get("pod") for h in new.get("halts") or []}
+        out += [("Normal", "Halted", f"pod {p} halted (EXTERNAL)") for p in sorted(now - was)]
+        out += [("Normal", "HaltLifted", f"pod {p} reset") for p in sorted(was - now)]
+    return out

@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 from haltgate.operator import (
     certs,
     cluster,
+    events,
     halts,
     injection,
     metrics,
@@ -203,9 +204,18 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
                                                "code": halts.HALT_CODE, "since": now}
                            for p in sorted(result.halted)]
         wanted["haltedAgents"] = len(result.halted)
-        changed = _changed(body.get("status") or {}, wanted)
+        old_status = body.get("status") or {}
+        changed = _changed(old_status, wanted)
         if changed:
             await rt.cluster.patch_status(cluster.POLICY_PLURAL, namespace, name, changed)
+            for type_, why, message in policies.transitions(old_status, wanted):
+                await events.post(rt.cluster, body, type_, why, message)
+        errors = "; ".join(result.errors)
+        if errors and delivery_errors.get((namespace, name)) != errors:
+            await events.post(rt.cluster, body, "Warning", "HaltDeliveryFailed", errors)
+        delivery_errors[(namespace, name)] = errors
+
+    delivery_errors: dict[tuple[str, str], str] = {}
 
     def _marker(body: Mapping[str, Any]) -> tuple[Any, Any]:
         meta = body.get("metadata") or {}
