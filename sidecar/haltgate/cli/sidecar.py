@@ -86,6 +86,13 @@ def _listen(value: str, port: int) -> Listen:
               help="Seconds between policy file checks.")
 @click.option("--default-max-output-tokens", default=4096, show_default=True, type=int,
               help="Output tokens reserved for LLM calls that set no max_tokens.")
+@click.option("--pool-dsn", envvar="HALTGATE_POOL_DSN", default=None,
+              help="PostgreSQL URI of the BudgetPool database (when the policy names a pool; "
+                   "best from a mounted Secret via the environment).")
+@click.option("--pool-fail-mode", envvar="HALTGATE_POOL_FAIL_MODE", default="closed",
+              show_default=True, type=click.Choice(["closed", "open"]),
+              help="Pool database unreachable past the current lease: refuse calls (closed) "
+                   "or allow them uncounted (open).")
 @click.option("--log-level", envvar="HALTGATE_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | None,
@@ -94,7 +101,7 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
             transparent_listen: str, admin_listen: str, metrics_listen: str,
             agent_namespace: str, agent_pod: str, agent_workload: str, opa_url: str,
             rego_dir: Path, reload_interval: float, default_max_output_tokens: int,
-            log_level: str) -> None:
+            pool_dsn: str | None, pool_fail_mode: str, log_level: str) -> None:
     """Run the governing proxy next to an agent.
 
     Ports: 15000 explicit mode, 15001 transparent mode, 15020 admin API, 15090 metrics.
@@ -117,6 +124,7 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
                             workload=agent_workload or workload_of(agent_pod)),
         reload_interval=reload_interval, opa_url=opa_url, rego_dir=rego_dir,
         pipeline=PipelineSettings(default_max_output_tokens=default_max_output_tokens),
+        pool_dsn=pool_dsn, pool_fail_mode=pool_fail_mode,
     )
     try:
         _run(settings)

@@ -65,7 +65,8 @@ _HOP_BY_HOP = frozenset({
 })
 # Also never forwarded: haltgate reads the whole body itself (Expect: 100-continue was
 # answered to the agent already).
-_REQUEST_DROP = _HOP_BY_HOP | {"expect"}
+# The call-chain header is the pool stage's to set (agent upstreams only), never relayed.
+_REQUEST_DROP = _HOP_BY_HOP | {"expect", "x-haltgate-chain"}
 _RESPONSE_DROP = _HOP_BY_HOP - {"proxy-authenticate"}
 _EVENT_STREAM = "text/event-stream"
 
@@ -108,6 +109,10 @@ class Call:
     fingerprint: str = ""
     reserved: bool = False
     reservation: BudgetVerdict | None = None
+    pool_need: Any = None
+    """What the pool stage reserved from the shared pool (``None``: nothing)."""
+    chain: str | None = None
+    """``x-haltgate-chain`` value to send (calls to agent upstreams)."""
     max_output_tokens: int = 0
     forward_started: float = 0.0
     upstream_done: float = 0.0
@@ -141,6 +146,7 @@ class Pipeline:
         agent: AgentIdentity,
         opa: Any | None = None,
         settings: PipelineSettings | None = None,
+        pool: Any | None = None,
     ) -> None:
         self.controls = controls
         """Current compiled policy; replaced on reload (requests keep theirs)."""
@@ -150,6 +156,8 @@ class Pipeline:
         self.session = session
         self.agent = agent
         self.opa = opa
+        self.pool = pool
+        """``haltgate.sidecar.pool.PoolStage`` (shared budget, call chains) or ``None``."""
         self.settings = settings or PipelineSettings()
         self._ids = count(1)
         self._id_prefix = os.urandom(6).hex() + "-"
@@ -181,6 +189,8 @@ class Pipeline:
             self.authorize_tools(call)
             self.scan_request(call)
             await self.decide_policy(call)
+            if self.pool is not None:
+                await self.pool.admit(call, request.headers)
             self.reserve_budget(call)
             await self.audit_intent(call)
         except HaltgateError as err:
@@ -609,6 +619,8 @@ class Pipeline:
             return None
         usage = _engine_usage(counts) if counts is not None else None
         call.reserved = False
+        if self.pool is not None:
+            self.pool.settle(call, counts, ok)
         if counts is not None:
             tokens = self.metrics.tokens
             self._child(tokens, "input").inc(counts.input_tokens)
@@ -691,6 +703,8 @@ class Pipeline:
         if call.reserved:
             self.budget.release(call.decision_id, time.time())
             call.reserved = False
+        if self.pool is not None:
+            self.pool.release(call)
         decision = "deny" if isinstance(err, DeniedError) else "error"
         _overhead_ms(call)
         self._finish(call, decision, err.code)
@@ -966,6 +980,8 @@ def _forward_headers(headers: CIMultiDictProxy[str], call: Call) -> CIMultiDict[
         if lower in _REQUEST_DROP or lower in extra_drop:
             continue
         out.add(name, value)
+    if call.chain is not None:
+        out["x-haltgate-chain"] = call.chain
     c = call.classified
     if c is not None and c.view.kind in (RequestKind.LLM, RequestKind.MCP):
         # haltgate must read these answers (usage, JSON-RPC): ask for them uncompressed.

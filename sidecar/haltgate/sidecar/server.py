@@ -119,6 +119,10 @@ class SidecarSettings:
     """Keep-alive pool size (all upstreams together)."""
     upstream_ca_file: Path | None = None
     """Extra CA bundle to trust for https upstreams (private APIs); system CAs otherwise."""
+    pool_dsn: str | None = None
+    """PostgreSQL URI of the BudgetPool database (needed when the policy names a pool)."""
+    pool_fail_mode: str = "closed"
+    """Pool database unreachable past the current lease: refuse (closed) or allow (open)."""
 
 
 def _new_run_id() -> str:
@@ -146,6 +150,7 @@ class Sidecar:
         self.opa: Any | None = None
         self.session: aiohttp.ClientSession | None = None
         self.pipeline: Pipeline | None = None
+        self.pool: Any | None = None
         self._runners: list[web.BaseRunner] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._connect_tasks: set[asyncio.Task[None]] = set()
@@ -170,10 +175,11 @@ class Sidecar:
         self.governor = self._make_governor()
         self.opa = await self._make_opa()
         agent = self._agent()
+        self.pool = await self._make_pool(agent)
         self.pipeline = Pipeline(
             controls=self.controls, budget=Budget(self.governor), audit=self.audit,
             metrics=self.metrics, session=self.session, agent=agent, opa=self.opa,
-            settings=self.settings.pipeline,
+            settings=self.settings.pipeline, pool=self.pool,
         )
         self.minter = self._make_minter()
         await self._serve_explicit(self.settings.explicit)
@@ -195,6 +201,8 @@ class Sidecar:
         self._runners.clear()
         if self.pipeline is not None:
             await self.pipeline.drain()
+        if self.pool is not None:
+            await self.pool.close()
         if self.opa is not None:
             await self.opa.close()
         if self.session is not None:
@@ -406,6 +414,36 @@ class Sidecar:
         except Exception as e:  # OPA may come up after us: decisions fail closed meanwhile
             log.warning("OPA not ready at start (%s); decisions follow failMode", e)
         return opa
+
+    async def _make_pool(self, agent: AgentIdentity) -> Any:
+        """The pool stage: cascade checks always; shared accounting if the policy names a
+        pool (read at start: changing ``spec.pool`` needs a restart)."""
+        from haltgate.governance.policy import FailMode
+        from haltgate.governance.pool.client import PoolClient, PoolMetrics, PoolSettings
+        from haltgate.governance.pool.store import pool_key
+        from haltgate.sidecar.pool import PoolStage
+
+        me = f"{agent.namespace or 'default'}/{agent.workload or agent.pod or 'agent'}"
+        name = self.controls.spec.pool
+        prices = getattr(self.governor.engine, "prices", None) if self.governor else None
+        common: dict[str, Any] = {
+            "me": me, "prices": prices, "governor": self.governor,
+            "default_max_output_tokens": self.settings.pipeline.default_max_output_tokens}
+        if name is None:
+            return PoolStage(client=None, **common)
+        if not self.settings.pool_dsn:
+            log.error("policy names pool %s but no pool database is configured "
+                      "(--pool-dsn): every call is refused", name)
+            return PoolStage(client=None, unconfigured=f"the policy draws from pool {name} "
+                             "but the sidecar has no pool database", **common)
+        client = PoolClient(
+            PoolSettings(dsn=self.settings.pool_dsn,
+                         pool=pool_key(agent.namespace or "default", name),
+                         holder=f"{me}/{agent.pod or self.run_id}",
+                         fail_mode=FailMode(self.settings.pool_fail_mode)),
+            PoolMetrics(self.metrics.registry))
+        await client.start()
+        return PoolStage(client=client, **common)
 
     def _agent(self) -> AgentIdentity:
         a = self.settings.agent
