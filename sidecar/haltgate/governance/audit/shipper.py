@@ -217,9 +217,13 @@ class Shipper:
         self._conn: psycopg.Connection[Any] | None = None
         self._partitions: set[tuple[int, int]] = set()
         self._stop = threading.Event()
-        self.position = self._read_position()
-        self.spool_id = spool_id(self._dir)
-        self.settle_orphaned()
+        try:
+            self.position = self._read_position()
+            self.spool_id = spool_id(self._dir)
+            self.settle_orphaned()
+        except BaseException:
+            self._lock_cm.__exit__(None, None, None)
+            raise
 
     def settle_orphaned(self) -> bool:
         """If no writer is alive, recover the spool and make it durable (what a starting
