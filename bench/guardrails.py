@@ -95,7 +95,7 @@ def _latency(fn: Callable[[str], object], texts: list[str], reps: int) -> tuple[
 
 
 def _row(name: str, s: Scores) -> str:
-    return (f"  {name:<22} recall {s.recall:6.3f}  fp-rate {s.fp_rate:6.3f}  "
+    return (f"  {name:<34} recall {s.recall:6.3f}  fp-rate {s.fp_rate:6.3f}  "
             f"precision {s.precision:6.3f}  (tp {s.tp}, fn {s.fn}, fp {s.fp}, tn {s.tn})")
 
 
@@ -111,13 +111,20 @@ def quality(model: Callable[[str], float] | None) -> None:
         caught = sum(any(c.score >= 0.5 for c in inj.detect(s.text)) for s in sub)
         print(f"    {kind:<20} {caught}/{len(sub)}")
     holdout = corpus.injection_holdout()
-    print(_row("prompt_injection held-out", evaluate(
+    holdout2 = corpus.injection_holdout2()
+    print(_row("injection held-out 1*", evaluate(
         holdout, lambda s: any(c.score >= 0.5 for c in inj.detect(s.text)))))
+    print(_row("injection held-out 2", evaluate(
+        holdout2, lambda s: any(c.score >= 0.5 for c in inj.detect(s.text)))))
+    print("    * set 1 was read after its first measurement and patterns were added since")
     if model is not None:
         both = InjectionDetector(model=model)
-        for name, samples in (("", inj_samples), (" held-out", holdout)):
+        for name, samples in (("", inj_samples), (" held-out 1*", holdout),
+                              (" held-out 2", holdout2)):
             print(_row(f"model alone{name}", evaluate(samples, lambda s: model(s.text) >= 0.5)))
-            print(_row(f"patterns+model{name}", evaluate(
+            print(_row(f"patterns+model, blocks{name}", evaluate(samples, lambda s: any(
+                c.score >= 0.5 and not c.advisory for c in both.detect(s.text)))))
+            print(_row(f"  blocks+advisory{name}", evaluate(
                 samples, lambda s: any(c.score >= 0.5 for c in both.detect(s.text)))))
     pii = PIIDetector()
     print(_row("pii", evaluate(corpus.pii_samples(), lambda s: (

@@ -117,6 +117,12 @@ def injection_holdout() -> list[Sample]:
         Sample(t, False, "holdout") for t in _lines("injection_holdout_benign.txt")]
 
 
+def injection_holdout2() -> list[Sample]:
+    """Second held-out set, written after the last change to the detector."""
+    return [Sample(t, True, "holdout2") for t in _lines("injection_holdout2_attacks.txt")] + [
+        Sample(t, False, "holdout2") for t in _lines("injection_holdout2_benign.txt")]
+
+
 def _jsonl(name: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()
             if line.strip() and not line.startswith("#")]

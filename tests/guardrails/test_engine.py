@@ -255,3 +255,16 @@ def test_scan_json_sees_an_attack_split_over_two_fields() -> None:
     r = g.scan_json(doc, "response")
     assert r.blocked
     assert r.findings[0].path == "/title"
+
+
+def test_advisory_model_findings_add_risk_but_never_block() -> None:
+    from haltgate.governance.guardrails import InjectionDetector
+
+    spec = policy.Detector(risk=2.0)
+    det = InjectionDetector(model=lambda text: 0.8)
+    g = Guardrails([DetectorSettings.from_spec(det, spec)])
+    r = g.scan("please summarise the meeting", "request")
+    assert not r.blocked and r.risk == 2.0
+    assert [(f.type, f.action) for f in r.findings] == [("model", "log")]
+    r = g.scan_json({"content": "please summarise the meeting"}, "request")
+    assert not r.blocked and r.findings[0].action == "log"

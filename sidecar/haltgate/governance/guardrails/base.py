@@ -30,6 +30,9 @@ class Candidate:
     end: int
     score: float
     via: str | None = None
+    advisory: bool = False
+    """Evidence too weak to act on: reported with action ``log`` (its risk still counts),
+    whatever the policy's action. Used for the model stage's uncertain band."""
 
 
 @runtime_checkable

@@ -152,11 +152,17 @@ class Guardrails:
         if spec.prompt_injection is not None and spec.prompt_injection.enabled:
             if injection_model is None and spec.prompt_injection.model:
                 injection_model = _shared_model_scorer()
-            settings.append(DetectorSettings.from_spec(
-                injection.InjectionDetector(model=injection_model), spec.prompt_injection))
+            settings.append(
+                DetectorSettings.from_spec(
+                    injection.InjectionDetector(model=injection_model), spec.prompt_injection
+                )
+            )
         if spec.pii is not None and spec.pii.enabled:
-            settings.append(DetectorSettings.from_spec(
-                pii.PIIDetector(spec.pii.entities, region=pii_region), spec.pii))
+            settings.append(
+                DetectorSettings.from_spec(
+                    pii.PIIDetector(spec.pii.entities, region=pii_region), spec.pii
+                )
+            )
         if spec.secrets is not None and spec.secrets.enabled:
             settings.append(DetectorSettings.from_spec(secrets.SecretsDetector(), spec.secrets))
         return cls(settings, fail_closed=spec.fail_mode == policy.FailMode.CLOSED)
@@ -206,14 +212,25 @@ class Guardrails:
                     out.blocked = True
                 continue
             for c in accepted:
-                out.findings.append(Finding(
-                    detector=s.detector.name, type=c.entity, score=c.score, start=c.start,
-                    end=c.end, action=s.action, risk=s.risk, via=c.via, path=path,
-                    monitor_only=s.monitor_only,
-                ))
+                out.findings.append(
+                    Finding(
+                        detector=s.detector.name,
+                        type=c.entity,
+                        score=c.score,
+                        start=c.start,
+                        end=c.end,
+                        action="log" if c.advisory else s.action,
+                        risk=s.risk,
+                        via=c.via,
+                        path=path,
+                        monitor_only=s.monitor_only,
+                    )
+                )
                 if s.monitor_only:
                     continue
                 out.risk += s.risk
+                if c.advisory:
+                    continue
                 if s.action == "block":
                     out.blocked = True
                 elif s.action == "redact":
@@ -248,10 +265,15 @@ class Guardrails:
         redact: dict[int, list[tuple[int, int, str]]] = {}
         settings = self._by_direction[direction]
         trust = trust_agent_instructions and direction == "request"
-        strings = [
-            (p, v, t) for p, v, t in _iter_strings(obj, "", trusted=False)
-            if len(v) >= _MIN_FINDING_CHARS
-        ] if settings else []
+        strings = (
+            [
+                (p, v, t)
+                for p, v, t in _iter_strings(obj, "", trusted=False)
+                if len(v) >= _MIN_FINDING_CHARS
+            ]
+            if settings
+            else []
+        )
         joined_cache: dict[bool, _Joined] = {}
         for s in settings:
             # All strings of the document are scanned as one text (one pass per detector
@@ -260,8 +282,7 @@ class Guardrails:
             joined = joined_cache.get(skip_trusted)
             if joined is None:
                 joined = joined_cache[skip_trusted] = _Joined.build(
-                    [(i, v) for i, (_, v, t) in enumerate(strings)
-                     if not (skip_trusted and t)]
+                    [(i, v) for i, (_, v, t) in enumerate(strings) if not (skip_trusted and t)]
                 )
             if not joined.text:
                 continue
@@ -273,14 +294,25 @@ class Guardrails:
                 continue
             for c in accepted:
                 i, start, end = joined.locate(c.start, c.end)
-                findings.append(Finding(
-                    detector=s.detector.name, type=c.entity, score=c.score, start=start,
-                    end=end, action=s.action, risk=s.risk, via=c.via, path=strings[i][0],
-                    monitor_only=s.monitor_only,
-                ))
+                findings.append(
+                    Finding(
+                        detector=s.detector.name,
+                        type=c.entity,
+                        score=c.score,
+                        start=start,
+                        end=end,
+                        action="log" if c.advisory else s.action,
+                        risk=s.risk,
+                        via=c.via,
+                        path=strings[i][0],
+                        monitor_only=s.monitor_only,
+                    )
+                )
                 if s.monitor_only:
                     continue
                 risk += s.risk
+                if c.advisory:
+                    continue
                 if s.action == "block":
                     blocked = True
                 elif s.action == "redact":
@@ -309,7 +341,7 @@ class Guardrails:
         for c in _dedupe(s.detector.detect(text)):
             if c.score < s.threshold:
                 continue
-            if s.allowlist and any(a.search(text[c.start:c.end]) for a in s.allowlist):
+            if s.allowlist and any(a.search(text[c.start : c.end]) for a in s.allowlist):
                 continue
             out.append(c)
         return out
@@ -382,15 +414,26 @@ class StreamScanner:
         if blocked:
             self._blocked = True
         redact = [
-            (f.start, f.end, f.type) for f in released
+            (f.start, f.end, f.type)
+            for f in released
             if f.action == "redact" and not f.monitor_only
         ]
         piece = buf[:cut]
         if redact:
             piece = _apply_redactions(piece, redact, self._redactor)
         findings = tuple(
-            Finding(f.detector, f.type, f.score, f.start + self._base, f.end + self._base,
-                    f.action, f.risk, f.via, f.path, f.monitor_only)
+            Finding(
+                f.detector,
+                f.type,
+                f.score,
+                f.start + self._base,
+                f.end + self._base,
+                f.action,
+                f.risk,
+                f.via,
+                f.path,
+                f.monitor_only,
+            )
             for f in released
         )
         risk = sum(f.risk for f in released if not f.monitor_only)
@@ -431,9 +474,7 @@ def _dedupe(cands: Sequence[Candidate]) -> list[Candidate]:
     return sorted(best.values(), key=lambda c: (c.start, -c.end))
 
 
-def _apply_redactions(
-    text: str, spans: Sequence[tuple[int, int, str]], redactor: Redactor
-) -> str:
+def _apply_redactions(text: str, spans: Sequence[tuple[int, int, str]], redactor: Redactor) -> str:
     """Replace spans (merged where they overlap) by placeholders."""
     merged: list[list[Any]] = []
     for start, end, entity in sorted(spans, key=lambda s: (s[0], -s[1])):
@@ -523,8 +564,7 @@ def _rebuild(obj: Any, pointer: str, replaced: dict[str, str]) -> Any:
         return replaced.get(pointer, obj)
     if isinstance(obj, dict):
         return {
-            k: _rebuild(v, f"{pointer}/{_escape_pointer(str(k))}", replaced)
-            for k, v in obj.items()
+            k: _rebuild(v, f"{pointer}/{_escape_pointer(str(k))}", replaced) for k, v in obj.items()
         }
     if isinstance(obj, list | tuple):
         return [_rebuild(v, f"{pointer}/{i}", replaced) for i, v in enumerate(obj)]

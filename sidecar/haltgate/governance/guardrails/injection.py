@@ -753,13 +753,17 @@ class InjectionDetector:
         limits: normalize.Limits = normalize.DEFAULT_LIMITS,
         model: ModelScorer | None = None,
         model_min: float = 0.9,
+        model_advisory: float = 0.7,
     ) -> None:
         """`model` maps a text to an injection probability; it runs when no strong pattern
-        fired (pattern score < 0.9), and its score counts only from `model_min` on: the
-        embedding probe is far less precise than the patterns (see docs/guardrails.md)."""
+        fired (pattern score < 0.9). From `model_min` on its finding acts like any other;
+        between `model_advisory` and `model_min` it is advisory (logged and adding risk,
+        never blocking): the embedding probe is much less precise than the patterns (see
+        docs/guardrails.md, section 6)."""
         self._limits = limits
         self._model = model
         self._model_min = model_min
+        self._model_advisory = model_advisory
 
     def pattern_candidates(self, text: str) -> list[Candidate]:
         """Pattern stage only: one candidate per (family, span), scores not yet combined."""
@@ -808,6 +812,12 @@ class InjectionDetector:
             if p >= self._model_min and p > combined:
                 cands.append(Candidate("model", 0, len(text), p, "model"))
                 combined = noisy_or([combined, p]) if combined > 0 else p
+            elif p >= self._model_advisory and p > combined:
+                # Reported at its own score and never raised by the patterns' score.
+                cands.append(Candidate("model", 0, len(text), p, "model", advisory=True))
         if not cands:
             return []
-        return [Candidate(c.entity, c.start, c.end, max(c.score, combined), c.via) for c in cands]
+        return [
+            c if c.advisory else Candidate(c.entity, c.start, c.end, max(c.score, combined), c.via)
+            for c in cands
+        ]
