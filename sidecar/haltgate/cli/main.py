@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from haltgate.cli import audit, guard, iptables, operator, policy, sidecar, unbuilt
+from haltgate.cli import audit, guard, iptables, operator, policy, pool, sidecar, unbuilt
 
 EXIT_NOT_BUILT = 2
 
@@ -25,5 +25,6 @@ main.add_command(iptables.iptables)
 main.add_command(audit.audit)
 main.add_command(operator.operator)
 main.add_command(sidecar.sidecar)
+main.add_command(pool.pool)
 for _command in unbuilt.COMMANDS:
     main.add_command(_command)
