@@ -285,12 +285,7 @@ def test_awkward_text_survives_copy_exactly(tmp_path: Path, audit_db: AuditDatab
 
 
 def _start_again(server: PostgresServer) -> None:
-    # The test bed has no public restart; pg_ctl start on the same data directory and port.
-    options = (f"-h 127.0.0.1 -p {server.port} -k {server.socket_dir} "
-               "-c fsync=off -c synchronous_commit=off")
-    done = server._pg_ctl("-w", "-t", "30", "-l", str(server.log), "-o", options, "start",
-                          timeout=40)
-    assert done.returncode == 0, done.stderr
+    server.start()  # same data directory and port
 
 
 @pytest.mark.postgres

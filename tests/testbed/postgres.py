@@ -92,6 +92,18 @@ class PostgresServer:
             raise TestbedError(f"postgres: `pg_ctl {args[-1]}` took over {timeout:.0f}s",
                                self.log) from e
 
+    def start(self) -> None:
+        """(Re)start the server on its data directory and port; bounded in time."""
+        options = (f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                   "-c max_connections=200")
+        done = self._pg_ctl("-w", "-t", str(int(START_TIMEOUT)), "-l", str(self.log),
+                            "-o", options, "start", timeout=START_TIMEOUT + 5)
+        if done.returncode != 0:
+            raise TestbedError(f"postgres: start failed: {done.stderr.strip()}", self.log)
+        wait_until(lambda: port_open("127.0.0.1", self.port), timeout=5,
+                   what="postgres", log=self.log)
+
     def stop(self) -> None:
         """Fast shutdown (disconnects clients), bounded in time."""
         if not (self.data_dir / "postmaster.pid").exists():
@@ -144,21 +156,13 @@ def start_postgres(base_dir: Path | None = None, *, attempts: int = 3) -> Postgr
     last: TestbedError | None = None
     for _ in range(attempts):  # another process may grab the port between pick and bind
         server.port = free_port()
-        options = (f"-h 127.0.0.1 -p {server.port} -k {server.socket_dir} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=200")
-        done = server._pg_ctl("-w", "-t", str(int(START_TIMEOUT)), "-l", str(server.log),
-                              "-o", options, "start", timeout=START_TIMEOUT + 5)
-        if done.returncode == 0:
-            try:
-                wait_until(lambda: port_open("127.0.0.1", server.port), timeout=5,
-                           what="postgres", log=server.log)
-            except TestbedError as e:
-                last = e
-                server.stop()
-                continue
-            return server
-        last = TestbedError(f"postgres: start failed: {done.stderr.strip()}", server.log)
+        try:
+            server.start()
+        except TestbedError as e:
+            last = e
+            server.stop()
+            continue
+        return server
     assert last is not None
     raise last
 
