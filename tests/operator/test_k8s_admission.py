@@ -293,3 +293,31 @@ def test_missing_rego_config_map_sets_not_ready_and_warns(
                                  if e["reason"] == "RegoNotFound"], what="Warning event")
     assert events[0]["type"] == "Warning"
     assert events[0]["involvedObject"]["kind"] == "GovernancePolicy"
+
+
+def test_injected_pod_updates_cannot_weaken_enforcement(kube: ControlPlane,
+                                                       governed_ns: str) -> None:
+    assert create(kube, opted_in(governed_ns, "agent-u")).returncode == 0
+    ns = ("-n", governed_ns)
+    # The agent's image may change; haltgate's containers may not.
+    res = kube.kubectl(*ns, "set", "image", "pod/agent-u", "agent=example.com/agent:2")
+    assert res.returncode == 0, res.stderr
+    res = kube.kubectl(*ns, "set", "image", "pod/agent-u",
+                       f"{injection.SIDECAR_CONTAINER_NAME}=example.com/no-op:1")
+    assert res.returncode != 0
+    assert "haltgate_container_changed" in res.stderr, res.stderr
+
+    def debug(name: str, caps: list[str], target: str = "agent") -> Any:
+        patch = {"spec": {"ephemeralContainers": [{
+            "name": name, "image": "busybox", "targetContainerName": target,
+            "securityContext": {"capabilities": {"add": caps}}}]}}
+        return kube.kubectl(*ns, "patch", "pod", "agent-u", "--subresource=ephemeralcontainers",
+                            "--type=strategic", "-p", json.dumps(patch))
+
+    res = debug("dbg-net", ["NET_ADMIN"])
+    assert res.returncode != 0
+    assert "agent_net_capability" in res.stderr and "spec.ephemeralContainers[0]" in res.stderr
+    res = debug("dbg-proxy", [], target=injection.SIDECAR_CONTAINER_NAME)
+    assert res.returncode != 0 and "ephemeral_targets_haltgate" in res.stderr, res.stderr
+    res = debug("dbg-ok", ["SYS_PTRACE"])
+    assert res.returncode == 0, res.stderr

@@ -171,3 +171,25 @@ def test_transitions_only_on_change() -> None:
     assert policies.transitions({"halts": [{"pod": "a"}]},
                                 {"halts": [{"pod": "b"}]}) == [
         ("Normal", "Halted", "pod b halted (EXTERNAL)"), ("Normal", "HaltLifted", "pod a reset")]
+
+
+def test_update_refusals() -> None:
+    from haltgate.operator import refusals
+
+    ours = injection.CONTAINER_NAMES
+    old = {"spec": {"initContainers": [{"name": "haltgate-proxy", "image": "hg:1"}],
+                    "containers": [{"name": "agent", "image": "a:1"}]}}
+    same = {"spec": {**old["spec"], "containers": [{"name": "agent", "image": "a:2"}]}}
+    assert refusals.update_refusals(old, same, proxy_uid=1337, ours=ours) == []
+    swapped = {"spec": {**old["spec"],
+                        "initContainers": [{"name": "haltgate-proxy", "image": "evil"}]}}
+    assert [r.code for r in refusals.update_refusals(old, swapped, proxy_uid=1337,
+                                                     ours=ours)] == [
+        "haltgate_container_changed"]
+    debug = {"spec": {**old["spec"], "ephemeralContainers": [
+        {"name": "d1", "image": "b"},
+        {"name": "d2", "image": "b", "securityContext": {"runAsUser": 1337}}]}}
+    with_d1 = {"spec": {**old["spec"], "ephemeralContainers": [{"name": "d1", "image": "b"}]}}
+    found = refusals.update_refusals(with_d1, debug, proxy_uid=1337, ours=ours)
+    assert [(r.code, r.path) for r in found] == [
+        ("agent_runs_as_proxy_uid", "spec.ephemeralContainers[1].securityContext.runAsUser")]

@@ -104,3 +104,39 @@ def first_refusal(pod: Mapping[str, Any], *, proxy_uid: int,
     found = refusals(pod, proxy_uid=proxy_uid, reserved_containers=reserved_containers,
                      reserved_volumes=reserved_volumes)
     return found[0] if found else None
+
+
+def update_refusals(old: Mapping[str, Any], new: Mapping[str, Any], *, proxy_uid: int,
+                    ours: frozenset[str]) -> list[Refusal]:
+    """Reasons to refuse an UPDATE of an injected pod (including ``kubectl debug``'s
+    ephemeral containers): haltgate's containers must stay as injected (their image is
+    mutable on a live pod), and added ephemeral containers follow the agent rules."""
+    out: list[Refusal] = []
+    old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+    before = {c.get("name"): c for c in old_spec.get("initContainers") or []}
+    for i, c in enumerate(new_spec.get("initContainers") or []):
+        name = c.get("name")
+        if name in ours and c != before.get(name):
+            out.append(Refusal("haltgate_container_changed", f"spec.initContainers[{i}]",
+                               f"container {name!r} is haltgate's and cannot be changed"))
+    old_names = {c.get("name") for c in old_spec.get("ephemeralContainers") or []}
+    added = [(i, c) for i, c in enumerate(new_spec.get("ephemeralContainers") or [])
+             if c.get("name") not in old_names]
+    for i, c in added:
+        if c.get("targetContainerName") in ours:
+            out.append(Refusal("ephemeral_targets_haltgate",
+                               f"spec.ephemeralContainers[{i}].targetContainerName",
+                               f"an ephemeral container may not join haltgate's container "
+                               f"{c.get('targetContainerName')!r} (it could read its "
+                               f"secrets through /proc)"))
+    probe = {"spec": {"securityContext": new_spec.get("securityContext") or {},
+                      "ephemeralContainers": [c for _, c in added]}}
+    for r in refusals(probe, proxy_uid=proxy_uid, reserved_containers=ours,
+                      reserved_volumes=frozenset()):
+        # Re-anchor the path on the container's real index in the pod.
+        if r.path.startswith("spec.ephemeralContainers["):
+            j = int(r.path.split("[", 1)[1].split("]", 1)[0])
+            rest = r.path.split("]", 1)[1]
+            r = Refusal(r.code, f"spec.ephemeralContainers[{added[j][0]}]{rest}", r.reason)
+        out.append(r)
+    return out

@@ -127,7 +127,7 @@ async def apply_webhook_configurations(rt: Runtime, ca_bundle: bytes) -> None:
     await rt.cluster.apply_webhook_configuration(
         "mutating", webhookconfig.mutating_configuration(endpoint, rt.settings.injection))
     await rt.cluster.apply_webhook_configuration(
-        "validating", webhookconfig.validating_configuration(endpoint))
+        "validating", webhookconfig.validating_configuration(endpoint, rt.settings.injection))
     logger.info("webhook configurations %s and %s applied", webhookconfig.MUTATING_NAME,
                 webhookconfig.VALIDATING_NAME)
 

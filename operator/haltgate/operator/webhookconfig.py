@@ -21,6 +21,8 @@ VALIDATING_NAME = "haltgate-validator"
 INJECT_WEBHOOK_ID = "inject"
 VALIDATE_POLICY_ID = "validate-policy"
 VALIDATE_POOL_ID = "validate-pool"
+VALIDATE_POD_ID = "validate-pod"
+VALIDATE_EPHEMERAL_ID = "validate-ephemeral"
 TIMEOUT_SECONDS = 10
 LABELS = {"app.kubernetes.io/part-of": "haltgate", "app.kubernetes.io/managed-by": "haltgate"}
 
@@ -115,8 +117,18 @@ def _pod_webhook(name: str, endpoint: Endpoint, ns_expressions: list[dict[str, A
     }
 
 
-def validating_configuration(endpoint: Endpoint) -> dict[str, Any]:
-    """The ValidatingWebhookConfiguration for GovernancePolicy and BudgetPool."""
+INJECTED_CEL = (f"has(oldObject.metadata.annotations) && "
+                f"'{injection.ANNOTATION_INJECTED}' in oldObject.metadata.annotations")
+"""Only pods haltgate injected are checked on UPDATE."""
+
+
+def validating_configuration(endpoint: Endpoint,
+                             config: injection.InjectionConfig | None = None
+                             ) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration: GovernancePolicy and BudgetPool; and UPDATEs of
+    injected pods (haltgate's containers are immutable, ephemeral containers follow the
+    agent rules)."""
+    cfg = config if config is not None else injection.InjectionConfig()
 
     def hook(name: str, path: str, plural: str) -> dict[str, Any]:
         return {
@@ -132,6 +144,23 @@ def validating_configuration(endpoint: Endpoint) -> dict[str, Any]:
             "matchPolicy": "Equivalent",
         }
 
+    def pod_hook(name: str, path: str, resource: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "clientConfig": endpoint.client_config(path),
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": [resource],
+                       "operations": ["UPDATE"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": excluded_namespaces(cfg)}]},
+            "matchConditions": [{"name": "injected", "expression": INJECTED_CEL}],
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "admissionReviewVersions": ["v1"],
+            "matchPolicy": "Equivalent",
+        }
+
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -139,6 +168,9 @@ def validating_configuration(endpoint: Endpoint) -> dict[str, Any]:
         "webhooks": [
             hook("governancepolicies.haltgate.dev", VALIDATE_POLICY_ID, "governancepolicies"),
             hook("budgetpools.haltgate.dev", VALIDATE_POOL_ID, "budgetpools"),
+            pod_hook("pods.haltgate.dev", VALIDATE_POD_ID, "pods"),
+            pod_hook("ephemeral.pods.haltgate.dev", VALIDATE_EPHEMERAL_ID,
+                     "pods/ephemeralcontainers"),
         ],
     }
 

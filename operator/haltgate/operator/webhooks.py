@@ -17,7 +17,7 @@ from typing import Any, cast
 import kopf
 
 from haltgate.governance.validation import validate_document
-from haltgate.operator import cluster, injection, webhookconfig
+from haltgate.operator import cluster, injection, refusals, webhookconfig
 from haltgate.operator.runtime import Runtime
 
 _POLICY_LOOKUP_CODES = frozenset({"no_policy", "unknown_policy", "ambiguous_policy"})
@@ -106,6 +106,26 @@ def validate_object(body: Mapping[str, Any], old: Mapping[str, Any] | None,
     return "valid"
 
 
+def check_pod_update(rt: Runtime, old: Mapping[str, Any] | None,
+                     new: Mapping[str, Any]) -> str:
+    """Refuse UPDATEs that would weaken an injected pod's enforcement."""
+    if old is None:
+        return "valid"
+    annotations = (old.get("metadata") or {}).get("annotations") or {}
+    if injection.ANNOTATION_INJECTED not in annotations:
+        return "valid"
+    found = refusals.update_refusals(_plain(old), _plain(new),
+                                     proxy_uid=rt.settings.injection.proxy_uid,
+                                     ours=injection.CONTAINER_NAMES)
+    if found:
+        first = found[0]
+        more = "; ".join(f"{r.path}: {r.reason} ({r.code})" for r in found[1:])
+        raise kopf.AdmissionError(
+            (f"haltgate: pod update refused ({first.code}): {first.path}: {first.reason}"
+             + (f"; {more}" if more else ""))[:_MAX_MESSAGE], code=403)
+    return "valid"
+
+
 def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
     """Attach the admission handlers to ``registry`` (ids are the webhook URL paths)."""
     m = rt.metrics
@@ -143,5 +163,22 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
                 m.admission.labels(webhook_id, outcome).inc()
                 m.admission_seconds.labels(webhook_id).observe(time.perf_counter() - start)
 
+    def _pod_update(webhook_id: str, subresource: str | None) -> None:
+        @kopf.on.validate("", "v1", "pods", id=webhook_id, operations=["UPDATE"],
+                          subresource=subresource, registry=registry)
+        def validate(body: kopf.Body, **kwargs: Any) -> None:
+            start = time.perf_counter()
+            outcome = "error"
+            try:
+                outcome = check_pod_update(rt, kwargs.get("old"), body)
+            except kopf.AdmissionError:
+                outcome = "invalid"
+                raise
+            finally:
+                m.admission.labels(webhook_id, outcome).inc()
+                m.admission_seconds.labels(webhook_id).observe(time.perf_counter() - start)
+
+    _pod_update(webhookconfig.VALIDATE_POD_ID, None)
+    _pod_update(webhookconfig.VALIDATE_EPHEMERAL_ID, "ephemeralcontainers")
     _validator(webhookconfig.VALIDATE_POLICY_ID, "governancepolicies")
     _validator(webhookconfig.VALIDATE_POOL_ID, "budgetpools")
