@@ -138,7 +138,18 @@ def _context_before(text: str, start: int, pattern: re.Pattern[str]) -> bool:
     return pattern.search(text, max(0, start - _CONTEXT_WINDOW), start) is not None
 
 
+_MAX_AT_WINDOWS = 512
+"""More "@" than this in one text: one scan of the whole text instead of windows."""
+_MAX_PHONE_CANDIDATES = 256
+"""Phone-shaped runs parsed per text at most (each costs a phonenumbers parse)."""
+
+
 def _emails(text: str) -> Iterable[Candidate]:
+    if text.count("@") > _MAX_AT_WINDOWS:
+        for m in _EMAIL.finditer(text):
+            if m.group(1).lower() not in _FILE_TLDS:
+                yield Candidate("email", m.start(), m.end(), 0.95)
+        return
     # Only around each "@": the pattern's left part would otherwise be tried on every word.
     at = text.find("@")
     seen_until = -1
@@ -216,7 +227,9 @@ def _national_ids(text: str, low: str) -> Iterable[Candidate]:
 
 
 def _phones(text: str, region: str) -> Iterable[Candidate]:
-    for m in _PHONE.finditer(text):
+    for n, m in enumerate(_PHONE.finditer(text)):
+        if n >= _MAX_PHONE_CANDIDATES:
+            break
         raw = m.group().strip()
         d = _digits(raw)
         if not 7 <= len(d) <= 15:
