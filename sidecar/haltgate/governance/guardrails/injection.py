@@ -519,7 +519,7 @@ RULES: tuple[Rule, ...] = (
         rf"(?:developer|admin|administrator|owner|staff|employee|creator|operator)s?\b"
         rf"[^.!?\n]{{0,80}}(?:disabled|off|lifted|removed|authori[sz]ed|approved|suspended|"
         rf"not{_S}apply|ignore|bypass)\b",
-        lead=0,
+        lead=24,
     ),
     Rule(
         "prompt_exfiltration",
@@ -557,7 +557,7 @@ RULES: tuple[Rule, ...] = (
         r"|\b(?:ignora|dimentica)\W+(?:tutte\W+)?(?:le\W+)?(?:istruzioni|regole)"
         r"|\b(?:ignore|esqueça)\W+(?:todas\W+)?(?:as\W+)?(?:instruções|regras)"
         r"|\bnegeer\W+(?:alle\W+)?(?:vorige\W+|eerdere\W+)?(?:instructies|regels)",
-        lead=0,
+        lead=60,
     ),
 )
 
@@ -650,6 +650,7 @@ class _Compiled:
 _WINDOW_FORWARD = 240
 """Characters after a trigger a match may reach (the longest rule tail)."""
 _MAX_WINDOWS = 24
+_MIN_LEAD = 16
 """More trigger occurrences than this for one rule: scan the whole text once instead."""
 
 
@@ -691,7 +692,9 @@ class _RuleSet:
         n = len(text)
         out: dict[int, list[tuple[int, int]]] = {}
         for i, positions in spots.items():
-            back = self.compiled[i].rule.lead
+            # A trigger can sit a few characters into the match ("mail" in "email",
+            # "inst]" in "[inst]"): never start a window right at it.
+            back = max(self.compiled[i].rule.lead, _MIN_LEAD)
             if n <= back + _WINDOW_FORWARD or len(positions) > _MAX_WINDOWS:
                 out[i] = [(0, n)]
                 continue
