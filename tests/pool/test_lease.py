@@ -60,12 +60,12 @@ def test_local_lease_never_spends_beyond_its_allotment(
         elif op == "settle":
             need = lease.in_flight.get(cid)
             # a call never settles above its reservation (the engine's worst case)
-            spent = need.calls * actual_share // 100 if need else 0
+            spent = need[0] * actual_share // 100 if need else 0
             lease.settle(cid, Amounts(calls=spent))
         else:
             lease.release(cid)
         assert lease.spent.calls + lease.reserved.calls <= allot
-        assert lease.reserved.calls == sum(a.calls for a in lease.in_flight.values())
+        assert lease.reserved.calls == sum(a[0] for a in lease.in_flight.values())
 
 
 def test_expired_lease_refuses_and_the_bound_sums_outstanding_leases() -> None:

@@ -347,7 +347,7 @@ class PoolClient:
         lease = LocalLease(grant.lease_id, grant.allotment, config.limited,
                            local_deadline(sent, config.lease_seconds))
         if old is not None:
-            lease.spent = old.spent - spent  # settled during the round trip: not reported
+            lease.carry_spent(old.spent - spent)  # settled during the round trip
             for call_id, need in old.in_flight.items():
                 lease.adopt(call_id, need)
         self.lease = lease
