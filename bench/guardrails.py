@@ -134,6 +134,16 @@ def quality(model: Callable[[str], float] | None) -> None:
     print(_row("secrets", evaluate(corpus.secrets_samples(), lambda s: (
         s.kind in {c.entity for c in sec.detect(s.text) if c.score >= 0.5}) if s.label
         else any(c.score >= 0.5 for c in sec.detect(s.text)))))
+    for name, det, samples in (("pii", pii, corpus.pii_samples()),
+                               ("secrets", sec, corpus.secrets_samples())):
+        kinds: dict[str, list[int]] = {}
+        for smp in samples:
+            if smp.label:
+                found = {c.entity for c in det.detect(smp.text) if c.score >= 0.5}
+                kinds.setdefault(smp.kind, [0, 0])[0] += smp.kind in found
+                kinds[smp.kind][1] += 1
+        print(f"    {name} per kind: " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in
+                                                   sorted(kinds.items())))
     code = _code_texts(4096, 300, seed=7)
     flagged = sum(any(c.score >= 0.5 for c in inj.detect(t)) for t in code)
     print(f"  {'prompt_injection':<22} on 300 x 4 KB of stdlib source (all benign): "
