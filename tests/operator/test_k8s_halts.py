@@ -10,6 +10,7 @@ the status subresource, since no kubelet runs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -18,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,7 +91,7 @@ def give_pod_loopback_ip(kube: ControlPlane, ns: str, pod: str) -> None:
 
 @contextlib.contextmanager
 def running_sidecar(kube: ControlPlane, ns: str, pod: str, admin: int,
-                    tmp_path: Path) -> Iterator[str]:
+                    tmp_path: Path, extra: tuple[str, ...] = ()) -> Iterator[str]:
     """``haltgate sidecar`` with the operator's rendered policy and admin token; yields the
     agent's LLM URL (explicit mode alias)."""
     eventually(lambda: kube.kubectl("-n", ns, "get", "configmap",
@@ -107,7 +109,7 @@ def running_sidecar(kube: ControlPlane, ns: str, pod: str, admin: int,
         "--state-dir", str(tmp_path / "state"), "--mode", "explicit",
         "--listen", f"127.0.0.1:{explicit}", "--admin-listen", f"127.0.0.1:{admin}",
         "--metrics-listen", f"127.0.0.1:{free_port()}",
-        "--agent-namespace", ns, "--agent-pod", pod], tmp_path / "sidecar.log",
+        "--agent-namespace", ns, "--agent-pod", pod, *extra], tmp_path / "sidecar.log",
         # connect.py asserts asyncio.Transport, which uvloop's transports are not (reported).
         env={**os.environ, "HALTGATE_NO_UVLOOP": "1"}, cwd=REPO).start()
     try:
@@ -204,3 +206,71 @@ def test_deployment_halt_annotation(
     # haltgate wrote nothing to the user's Deployment.
     dep = kubectl_json(kube, "-n", ns, "get", "deploy", "researcher")
     assert not dep["metadata"].get("finalizers")
+
+
+@pytest.fixture
+def pool_database(postgres_dsn: str) -> Iterator[str]:
+    """A fresh database with the pool schema (the sidecar refuses pool calls without one)."""
+    import psycopg
+
+    from haltgate.governance.pool.store import migrate
+
+    name = "hgop_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = postgres_dsn.rsplit("/", 1)[0] + "/" + name
+    migrate(dsn)
+    try:
+        yield dsn
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_pool_halt_annotation_halts_member_agents(
+        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
+        llm_standin: str, pool_database: str, tmp_path: Path) -> None:
+    from haltgate.governance.policy import BudgetPoolSpec
+    from haltgate.governance.pool.store import PoolStore, pool_key
+
+    ns = kube_namespace
+    pool = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
+            "metadata": {"name": "shared", "namespace": ns},
+            "spec": {"costUSD": {"limit": 100}}}
+    assert apply(kube, pool).returncode == 0
+
+    async def upsert() -> None:
+        store = await PoolStore.connect(pool_database)
+        try:
+            await store.upsert(pool_key(ns, "shared"),
+                               BudgetPoolSpec.model_validate(pool["spec"]))
+        finally:
+            await store.close()
+
+    asyncio.run(upsert())
+    pol = governed_policy(ns, llm_standin)
+    pol["spec"]["pool"] = "shared"
+    assert apply(kube, pol).returncode == 0
+    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "member", "namespace": ns,
+                                     "labels": {"app": "agent"},
+                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
+                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    assert res.returncode == 0, res.stderr
+    give_pod_loopback_ip(kube, ns, "member")
+    with running_sidecar(kube, ns, "member", operator_running.admin_port, tmp_path,
+                         ("--pool-dsn", pool_database)) as url:
+        assert call(url)[0] == 200
+        kube.kubectl("-n", ns, "annotate", "budgetpool", "shared",
+                     f"{halts.ANNOTATION_HALT}=cascade", check=True)
+        _status, body = eventually(lambda: refused(url), timeout=15, interval=0.05,
+                                   what="call refused")
+        assert "EXTERNAL" in json.dumps(body), body
+        st = eventually(lambda: (kubectl_json(kube, "-n", ns, "get", "budgetpool", "shared")
+                                 .get("status") or {}).get("state") == "Halted" or None,
+                        what="pool Halted")
+        assert st
+        kube.kubectl("-n", ns, "annotate", "budgetpool", "shared",
+                     f"{halts.ANNOTATION_HALT}-", check=True)
+        eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,
+                   what="call allowed after lift")

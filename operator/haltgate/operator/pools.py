@@ -1,8 +1,9 @@
 """Reconcile BudgetPool objects: validation, state and membership in status.
 
 The shared budget itself lives in PostgreSQL and is enforced by the sidecars; the operator
-only reports here. ``state`` is Active unless the pool is halted from outside
-(``haltgate.dev/halt`` annotation, reason in ``status.reason``).
+only reports here, and delivers external halts: ``state`` is Active unless the pool is
+halted from outside (``haltgate.dev/halt`` annotation, reason in ``status.reason``), which
+halts every agent of every member policy.
 """
 
 from __future__ import annotations
@@ -49,11 +50,18 @@ def pool_status(body: Mapping[str, Any], policy_objects: Sequence[Mapping[str, A
     return status
 
 
-async def reconcile(rt: Runtime, body: Mapping[str, Any]) -> dict[str, Any]:
-    """Compute a pool's status from the cluster."""
-    namespace = (body.get("metadata") or {})["namespace"]
-    objs = await rt.cluster.list_policies(namespace)
+def member_policies(pool: str, policy_objects: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Names of the GovernancePolicies drawing from ``pool``."""
+    return sorted(str((p.get("metadata") or {}).get("name", "")) for p in policy_objects
+                  if (p.get("spec") or {}).get("pool") == pool)
+
+
+async def reconcile(rt: Runtime, body: Mapping[str, Any]
+                    ) -> tuple[dict[str, Any], list[str]]:
+    """Compute a pool's status from the cluster; also return its member policies."""
+    meta = body.get("metadata") or {}
+    objs = await rt.cluster.list_policies(meta["namespace"])
     status = pool_status(body, objs, policies._now())
     ok = all(c["status"] == "True" for c in status["conditions"])
     rt.metrics.reconciles.labels("BudgetPool", "ready" if ok else "invalid").inc()
-    return status
+    return status, member_policies(meta.get("name", ""), objs)

@@ -329,12 +329,21 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
 
     background.append(resync_deployments)
 
-    known_pools: dict[tuple[str, str], dict[str, Any]] = {}
+    known_pools: dict[tuple[str, str], kopf.Memo] = {}
 
-    async def sync_pool(body: Mapping[str, Any]) -> None:
-        wanted = await pools.reconcile(rt, body)
-        changed = _changed(body.get("status") or {}, wanted)
+    async def sync_pool(body: Mapping[str, Any], memo: kopf.Memo) -> None:
+        wanted, members = await pools.reconcile(rt, body)
         meta = body.get("metadata") or {}
+        reason = (meta.get("annotations") or {}).get(halts.ANNOTATION_HALT) or None
+        if members and (reason or memo.get("halted")):
+            pods = await rt.cluster.list_pods(
+                meta["namespace"], f"{injection.LABEL_POLICY} in ({','.join(members)})")
+            result = await halts.sync(rt, session_box["session"], meta["namespace"],
+                                      f"BudgetPool/{meta['name']}", pods, reason)
+            for err in result.errors:
+                logger.warning("pool halt delivery: %s", err)
+            memo["halted"] = bool(result.halted or result.pending)
+        changed = _changed(body.get("status") or {}, wanted)
         if changed:
             await rt.cluster.patch_status(cluster.POOL_PLURAL, meta["namespace"],
                                           meta["name"], changed)
@@ -347,21 +356,27 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         if type == "DELETED":
             known_pools.pop(key, None)
             return
-        known_pools[key] = dict(body)
+        known_pools[key] = memo
         if memo.get("handled") == _marker(body):
             return
-        await sync_pool(body)
+        await sync_pool(body, memo)
         memo["handled"] = _marker(body)
 
     async def resync_pools() -> None:
-        # Membership changes with the policies, not with the pool: recount now and then.
+        # Membership changes with the policies, not with the pool: recount now and then;
+        # while halted or being lifted, as often as policy halts.
         while True:
-            await asyncio.sleep(rt.settings.status_resync_seconds)
-            for key in list(known_pools):
+            await asyncio.sleep(rt.settings.halt_resync_seconds)
+            for key, memo in list(known_pools.items()):
                 try:
                     body = await rt.cluster.read_custom(cluster.POOL_PLURAL, *key)
-                    known_pools[key] = body
-                    await sync_pool(body)
+                    halting = bool(_marker(body)[1]) or memo.get("halted")
+                    due = (time.monotonic() - memo.get("last_full_sync", 0.0)
+                           >= rt.settings.status_resync_seconds)
+                    if not (halting or due):
+                        continue
+                    await sync_pool(body, memo)
+                    memo["last_full_sync"] = time.monotonic()
                 except cluster.NotFound:
                     known_pools.pop(key, None)
                 except Exception as e:
