@@ -348,9 +348,11 @@ class Guardrails:
 
     # ------------------------------------------------------------------ streams
 
-    def stream(self, direction: ScanDirection, *, holdback: int = 256) -> StreamScanner:
+    def stream(
+        self, direction: ScanDirection, *, holdback: int = 256, min_release: int = 64
+    ) -> StreamScanner:
         """A scanner for text that arrives in pieces (SSE deltas); see `StreamScanner`."""
-        return StreamScanner(self, direction, holdback=holdback)
+        return StreamScanner(self, direction, holdback=holdback, min_release=min_release)
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,13 +374,25 @@ class StreamScanner:
     split over two deltas is still seen whole. `close` releases the rest. After a blocking
     finding the caller should end the stream (``blocked`` is True); the held-back text of a
     blocked stream is never released. Offsets of findings count from the stream's start.
+
+    Text is scanned only once at least `min_release` characters past the hold-back have
+    arrived: streams come a few characters per delta, and rescanning the held-back window
+    for each of them would cost a full scan per token.
     """
 
-    def __init__(self, guardrails: Guardrails, direction: ScanDirection, *, holdback: int) -> None:
+    def __init__(
+        self,
+        guardrails: Guardrails,
+        direction: ScanDirection,
+        *,
+        holdback: int,
+        min_release: int = 64,
+    ) -> None:
         """Prefer `Guardrails.stream`."""
         self._g = guardrails
         self._direction = direction
         self._holdback = max(0, holdback)
+        self._min_release = max(1, min_release)
         self._redactor = Redactor()
         self._buf = ""
         self._base = 0
@@ -392,6 +406,10 @@ class StreamScanner:
     def feed(self, text: str) -> StreamChunk:
         """Add `text`; return what can be released now."""
         self._buf += text
+        if self._blocked:
+            return StreamChunk("", blocked=True)
+        if len(self._buf) < self._holdback + self._min_release:
+            return StreamChunk("")
         return self._release(final=False)
 
     def close(self) -> StreamChunk:
