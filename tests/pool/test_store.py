@@ -136,10 +136,23 @@ async def test_halt_notifies_and_refuses_leases_lift_needs_admin(
         await store.conn.execute("GRANT haltgate_pool_member TO pool_member_t")
         try:
             member = await PoolStore.connect(pool_dsn.replace("postgres@", "pool_member_t@"))
-            with pytest.raises(PoolStoreError, match="haltgate_pool_admin"):
+            with pytest.raises(PoolStoreError, match=r"haltgate_pool_admin|permission denied"):
                 await member.lift(pool_name, "me", "try")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await member.conn.execute("UPDATE haltgate.pools SET calls_limit = 1000000000")
+            other = pool_name + "-m"
+            await store.upsert(other, _spec())
+            # What a sidecar does is allowed: lease, settle, expire, record, halt.
+            lease = await member.renew(other, "m", old=None, spent=ZERO, hold=ZERO,
+                                       need=Amounts(calls=1))
+            assert lease is not None
+            await member.settle(other, old=lease.lease_id, spent=Amounts(calls=1))
+            await member.expire(other)
+            assert await member.record(other, "member_halt", "m", "x") == "Active"
+            assert await member.halt(other, "cascade_loop", "test", "m")
             await member.close()
         finally:
+            await store.conn.execute("DROP OWNED BY pool_member_t")
             await store.conn.execute("DROP ROLE pool_member_t")
         assert await store.lift(pool_name, "alice", "fixed the loop")
         events = await store.events(pool_name)
@@ -164,5 +177,19 @@ async def test_halt_storm_halts_the_pool_and_a_lift_starts_a_new_window(
         assert status is not None and status["code"] == "halt_storm"
         assert await store.lift(pool_name, "ops", "storm understood")
         assert await store.record(pool_name, "member_halt", "ns/a", "x") == "Active"
+    finally:
+        await store.close()
+
+
+async def test_error_storm_counts_reported_errors_in_the_window(
+        pool_dsn: str, pool_name: str) -> None:
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        await store.upsert(pool_name, _spec(cascade={"errorStorm": {"errors": 10,
+                                                                    "windowSeconds": 60}}))
+        assert await store.record(pool_name, "errors", "ns/a", "upstream_error", 6) == "Active"
+        assert await store.record(pool_name, "errors", "ns/b", "upstream_error", 4) == "Halted"
+        status = await store.status(pool_name)
+        assert status is not None and status["code"] == "error_storm"
     finally:
         await store.close()

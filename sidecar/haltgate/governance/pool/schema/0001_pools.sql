@@ -193,10 +193,18 @@ END
 $$;
 
 GRANT USAGE ON SCHEMA haltgate TO haltgate_pool_member, haltgate_pool_admin;
-GRANT SELECT, UPDATE ON haltgate.pools TO haltgate_pool_member;
+-- Members change spend, leases and (only towards Halted: see the trigger) the state;
+-- limits and rules are the admins' (haltgate pool apply, the operator).
+GRANT SELECT ON haltgate.pools TO haltgate_pool_member;
+GRANT UPDATE (calls_used, calls_leased, calls_period_start, tokens_used,
+    tokens_leased, tokens_period_start, input_tokens_used, input_tokens_leased,
+    input_tokens_period_start, output_tokens_used, output_tokens_leased,
+    output_tokens_period_start, cost_pico_used, cost_pico_leased, cost_pico_period_start,
+    state, halt_code, halt_reason, halted_by, halted_at, updated_at)
+    ON haltgate.pools TO haltgate_pool_member;
 GRANT SELECT, INSERT, UPDATE, DELETE ON haltgate.pool_leases TO haltgate_pool_member;
 GRANT SELECT, INSERT ON haltgate.pool_events TO haltgate_pool_member;
 GRANT USAGE ON SEQUENCE haltgate.pool_leases_id_seq, haltgate.pool_events_id_seq
     TO haltgate_pool_member;
 GRANT haltgate_pool_member TO haltgate_pool_admin;
-GRANT INSERT, DELETE ON haltgate.pools TO haltgate_pool_admin;
+GRANT INSERT, UPDATE, DELETE ON haltgate.pools TO haltgate_pool_admin;
