@@ -19,7 +19,7 @@ Families (the `type` of a finding): ``ignore_instructions``, ``new_instructions`
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import ahocorasick
@@ -105,6 +105,9 @@ class Rule:
     pattern: str
     lead: int = 120
     """How far before a trigger occurrence a match can start, in characters."""
+    anchored: bool = False
+    """The trigger is part of the match's first word: the regex is tried only at the start
+    of each word holding a trigger (``re.match``), no window is scanned."""
 
 
 # Regular-view rules, matched on folded (lower-case) text.
@@ -115,6 +118,7 @@ RULES: tuple[Rule, ...] = (
         _T_IGNORE,
         rf"\b{_VERB_IGNORE}{_S}{_F}{_QUAL}{_S}{_F}{_RULE_NOUN}\b",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "ignore_instructions",
@@ -123,6 +127,7 @@ RULES: tuple[Rule, ...] = (
         rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|everything{_S})?(?:of{_S})?(?:the{_S}|that{_S})?"
         rf"(?:above|before|said\W+before|you\W+(?:were|have\W+been)\W+told)\b",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "ignore_instructions",
@@ -131,6 +136,7 @@ RULES: tuple[Rule, ...] = (
         rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|every{_S}|each{_S})?(?:of{_S})?(?:the{_S}|your{_S}|"
         rf"my{_S}|these{_S}|those{_S})?{_UNQUALIFIED_NOUN}\b",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "ignore_instructions",
@@ -140,6 +146,7 @@ RULES: tuple[Rule, ...] = (
         rf"(?:the{_S})?(?:user|human|they|you|he|she|i){_S}(?:were{_S}|was{_S}|have{_S}been"
         rf"{_S}|has{_S}been{_S})?(?:asked|said|told|requested|wants?|instructed|given)\b",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "ignore_instructions",
@@ -243,8 +250,16 @@ RULES: tuple[Rule, ...] = (
         rf"(?:no|without|free\W+of|not\W+bound\W+by){_S}{_F}(?:restrictions|limits|"
         rf"limitations|rules|filters|guidelines|ethics|morals|policies)\b",
         lead=0,
+        anchored=True,
     ),
-    Rule("role_override", 0.45, ("jailbr",), r"\bjailbr(?:ea|o)k(?:en|ing|s)?\b", lead=0),
+    Rule(
+        "role_override",
+        0.45,
+        ("jailbr",),
+        r"\bjailbr(?:ea|o)k(?:en|ing|s)?\b",
+        lead=0,
+        anchored=True,
+    ),
     Rule(
         "role_override",
         0.4,
@@ -286,6 +301,7 @@ RULES: tuple[Rule, ...] = (
         rf"\bwhat{_S}(?:is|are|were|was){_S}your{_S}(?:system{_S}prompt|initial{_S}"
         rf"instructions|original{_S}instructions|instructions|rules|hidden\W+\w+)\b",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "prompt_exfiltration",
@@ -295,6 +311,7 @@ RULES: tuple[Rule, ...] = (
         rf"(?:text|words|lines)|the{_S}conversation){_S}(?:above|before|so{_S}far|"
         rf"starting{_S}with)\b",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "chat_template",
@@ -303,6 +320,7 @@ RULES: tuple[Rule, ...] = (
         r"<\|\s*(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|"
         r"end_header_id|begin_of_text)\s*\|>",
         lead=0,
+        anchored=True,
     ),
     Rule("chat_template", 0.85, ("inst]", "sys>>"), r"\[/?inst\]|<</?sys>>", lead=0),
     Rule(
@@ -311,6 +329,7 @@ RULES: tuple[Rule, ...] = (
         ("<",),
         r"</?\s*(?:system|system[_-]prompt|sys|admin|instructions?)\s*>",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "chat_template",
@@ -357,6 +376,7 @@ RULES: tuple[Rule, ...] = (
         ("when",),
         rf"\bwhen{_S}you{_S}(?:read|see|process|summari[sz]e|encounter|parse){_S}this\b",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "addressed_to_ai",
@@ -365,6 +385,7 @@ RULES: tuple[Rule, ...] = (
         rf"\b(?:important|urgent|attention|critical)\s*[:!]{_S}{_F}(?:you|assistant|ai|"
         rf"agent){_S}(?:must|should|need\W+to|have\W+to|are\W+required)\b",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "concealment",
@@ -412,6 +433,7 @@ RULES: tuple[Rule, ...] = (
         rf"\b(?:secretly|silently|covertly){_S}(?:send|call|execute|"
         rf"run|forward|email|post|upload|transfer|delete)\b",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "data_exfiltration",
@@ -433,6 +455,7 @@ RULES: tuple[Rule, ...] = (
         rf"(?:https?://|[\w.+-]+@[\w-]+\.|this{_S}(?:url|address|email|server|endpoint|"
         rf"webhook)|the{_S}following|attacker|my{_S}(?:server|email|endpoint))",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "data_exfiltration",
@@ -442,6 +465,7 @@ RULES: tuple[Rule, ...] = (
         r"token|key|history|conversation|chat|msg|content|info|exfil|leak|p)=[^)\s]*"
         r"(?:\{|\$|<|%7b|\[)",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "safety_bypass",
@@ -573,6 +597,7 @@ SQUASHED_RULES: tuple[Rule, ...] = (
         r"(?:instructions?|directions?|rules|prompts?|guidelines|guidance|commands|directives|"
         r"programming|constraints)",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "ignore_instructions",
@@ -582,6 +607,7 @@ SQUASHED_RULES: tuple[Rule, ...] = (
         r"(?:instructions?|rules?|guidelines|guidance|directions|directives|programming|"
         r"systemprompt)",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "ignore_instructions",
@@ -590,6 +616,7 @@ SQUASHED_RULES: tuple[Rule, ...] = (
         r"(?:ignore|disregard|forget)(?:all|everything|what)?(?:of)?(?:the)?(?:above|before|"
         r"youweretold|youhavebeentold|theuserasked|theusersaid)",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "data_exfiltration",
@@ -599,6 +626,7 @@ SQUASHED_RULES: tuple[Rule, ...] = (
         r"(?:apikeys?|passwords|credentials|secrets|privatekeys?|sshkeys?|accesstokens|"
         r"envvariables|environmentvariables|systemprompt|conversationhistory|chathistory)",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "role_override",
@@ -616,6 +644,7 @@ SQUASHED_RULES: tuple[Rule, ...] = (
         r"youarenow(?:dan|an?unrestricted|unrestricted|jailbroken|"
         r"unfiltered|uncensored|evil)",
         lead=0,
+        anchored=True,
     ),
     Rule(
         "prompt_exfiltration",
@@ -676,10 +705,14 @@ class _RuleSet:
             self._automaton.add_word(t, (len(t), t.isalpha() and len(t) <= 3, tuple(idx)))
         self._automaton.make_automaton()
 
-    def windows(
-        self, text: str, focus: tuple[tuple[int, int], ...] | None
-    ) -> dict[int, list[tuple[int, int]]]:
-        """Rule index -> ranges of `text` to match it on."""
+    def matches(
+        self, text: str, focus: tuple[tuple[int, int], ...] | None, *, words: bool
+    ) -> Iterator[tuple[Rule, re.Match[str]]]:
+        """Every match of every rule near its triggers (inside `focus`, when given).
+
+        `words`: the text has word boundaries (False for the squashed view, where an
+        anchored rule is tried right at its trigger).
+        """
         spots: dict[int, list[int]] = {}
         ranges = focus if focus is not None else ((0, len(text)),)
         for lo, hi in ranges:
@@ -690,24 +723,40 @@ class _RuleSet:
                 for i in idx:
                     spots.setdefault(i, []).append(pos)
         n = len(text)
-        out: dict[int, list[tuple[int, int]]] = {}
         for i, positions in spots.items():
-            # A trigger can sit a few characters into the match ("mail" in "email",
-            # "inst]" in "[inst]"): never start a window right at it.
-            back = max(self.compiled[i].rule.lead, _MIN_LEAD)
-            if n <= back + _WINDOW_FORWARD or len(positions) > _MAX_WINDOWS:
-                out[i] = [(0, n)]
+            compiled = self.compiled[i]
+            rule = compiled.rule
+            if rule.anchored:
+                tried: set[int] = set()
+                for p in positions:
+                    start = p
+                    if words and text[p].isalpha():
+                        # back to the start of the word ("mail" in "email")
+                        while start > 0 and p - start < _MIN_LEAD and text[start - 1].isalpha():
+                            start -= 1
+                    if start in tried:
+                        continue
+                    tried.add(start)
+                    m = compiled.regex.match(text, start)
+                    if m is not None:
+                        yield rule, m
                 continue
-            positions.sort()
-            merged: list[tuple[int, int]] = []
-            for p in positions:
-                lo, hi = max(0, p - back), min(n, p + _WINDOW_FORWARD)
-                if merged and lo <= merged[-1][1]:
-                    merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-                else:
-                    merged.append((lo, hi))
-            out[i] = merged
-        return out
+            # A trigger can sit a few characters into the match ("inst]" in "[inst]"):
+            # never start a window right at it.
+            back = max(rule.lead, _MIN_LEAD)
+            if n <= back + _WINDOW_FORWARD or len(positions) > _MAX_WINDOWS:
+                windows = [(0, n)]
+            else:
+                positions.sort()
+                windows = []
+                for p in positions:
+                    lo, hi = max(0, p - back), min(n, p + _WINDOW_FORWARD)
+                    if windows and lo <= windows[-1][1]:
+                        windows[-1] = (windows[-1][0], max(windows[-1][1], hi))
+                    else:
+                        windows.append((lo, hi))
+            for lo, hi in windows:
+                yield from ((rule, m) for m in compiled.regex.finditer(text, lo, hi))
 
 
 _REGULAR = _RuleSet(RULES)
@@ -775,15 +824,11 @@ class InjectionDetector:
             n = 0
             vt = view.text
             ruleset = _SQUASHED if view.squashed else _REGULAR
-            for i, ranges in ruleset.windows(vt, view.focus).items():
-                compiled = ruleset.compiled[i]
-                rule = compiled.rule
-                for lo, hi in ranges:
-                    for m in compiled.regex.finditer(vt, lo, hi):
-                        n += 1
-                        if n > _MAX_HITS_PER_VIEW:
-                            break
-                        self._add_hit(hits, view, rule, m)
+            for rule, m in ruleset.matches(vt, view.focus, words=not view.squashed):
+                n += 1
+                if n > _MAX_HITS_PER_VIEW:
+                    break
+                self._add_hit(hits, view, rule, m)
         return _drop_shadowed(list(hits.values()))
 
     @staticmethod
