@@ -267,7 +267,7 @@ async def test_metrics_endpoint(sidecar_factory: SidecarFactory) -> None:
         text = await r.text()
     assert 'haltgate_requests_total{code="",decision="allow",kind="llm"} 1.0' in text
     assert "haltgate_added_latency_seconds_bucket" in text
-    assert 'haltgate_tokens_total{type="output"} 5.0' in text
+    assert 'haltgate_tokens_total{model="gpt-4o-mini",type="output"} 5.0' in text
 
 
 async def test_upstream_timeout_and_unreachable(sidecar_factory: SidecarFactory,

@@ -78,6 +78,8 @@ def _listen(value: str, port: int) -> Listen:
 @click.option("--agent-pod", envvar="HALTGATE_POD_NAME", default="", help="Agent pod name.")
 @click.option("--agent-workload", envvar="HALTGATE_WORKLOAD", default="",
               help="Agent workload name (default: derived from the pod name).")
+@click.option("--policy-name", envvar="HALTGATE_POLICY_NAME", default="",
+              help="GovernancePolicy name, exported as the policy metric label.")
 @click.option("--opa-url", envvar="HALTGATE_OPA_URL", default="http://127.0.0.1:8181",
               show_default=True)
 @click.option("--rego-dir", envvar="HALTGATE_REGO_DIR", default="/etc/haltgate/opa",
@@ -99,7 +101,8 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
             audit_dir: Path | None, audit_sink: str, mode: str, ca_dir: Path | None,
             upstream_ca_file: Path | None, explicit_listen: str,
             transparent_listen: str, admin_listen: str, metrics_listen: str,
-            agent_namespace: str, agent_pod: str, agent_workload: str, opa_url: str,
+            agent_namespace: str, agent_pod: str, agent_workload: str, policy_name: str,
+            opa_url: str,
             rego_dir: Path, reload_interval: float, default_max_output_tokens: int,
             pool_dsn: str | None, pool_fail_mode: str, log_level: str) -> None:
     """Run the governing proxy next to an agent.
@@ -124,7 +127,7 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
                             workload=agent_workload or workload_of(agent_pod)),
         reload_interval=reload_interval, opa_url=opa_url, rego_dir=rego_dir,
         pipeline=PipelineSettings(default_max_output_tokens=default_max_output_tokens),
-        pool_dsn=pool_dsn, pool_fail_mode=pool_fail_mode,
+        pool_dsn=pool_dsn, pool_fail_mode=pool_fail_mode, policy_name=policy_name,
     )
     try:
         _run(settings)

@@ -34,6 +34,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from haltgate.governance.audit import AuditError, AuditRecord, AuditSink, MemoryAuditSink
+from haltgate.governance.engine.units import pico_to_usd
 from haltgate.governance.errors import (
     BadRequestError,
     DeniedError,
@@ -118,6 +119,8 @@ class Call:
     upstream_done: float = 0.0
     overhead: float = 0.0
     """Seconds of the sidecar's own work (upstream time excluded)."""
+    cost_usd: float | None = None
+    """Priced spend of the call once settled (``None``: not an LLM call or not priced)."""
 
     @property
     def kind_label(self) -> str:
@@ -324,6 +327,9 @@ class Pipeline:
         call.risk += decision.risk
         if decision.fail_open:
             self.metrics.fail_open.labels("opa").inc()
+        self._child(self.metrics.opa_decisions, "fail_open" if decision.fail_open else
+                    "allow" if decision.allow else
+                    "error" if decision.failure_type is None else "deny").inc()
         if decision.allow:
             return
         if decision.failure_type is None:
@@ -622,23 +628,36 @@ class Pipeline:
         if self.pool is not None:
             self.pool.settle(call, counts, ok)
         if counts is not None:
-            tokens = self.metrics.tokens
-            self._child(tokens, "input").inc(counts.input_tokens)
-            self._child(tokens, "output").inc(counts.output_tokens)
-            if counts.cached_input_tokens:
-                self._child(tokens, "cached_input").inc(counts.cached_input_tokens)
-            if counts.cache_write_tokens:
-                self._child(tokens, "cache_write").inc(counts.cache_write_tokens)
-            if counts.reasoning_tokens:
-                self._child(tokens, "reasoning").inc(counts.reasoning_tokens)
+            self._count_spend(call, counts, usage)
         verdict = self.budget.settle(call_id=call.decision_id, ts=time.time(), usage=usage,
                                      ok=ok, error_fingerprint=error_fp,
                                      result_fingerprint=result_fp)
         if verdict.budget:
             self._last_budget = verdict.budget
         if not verdict.allowed and verdict.failure_type is not None:
-            self.metrics.halts.labels(verdict.failure_type.value).inc()
+            self.metrics.sync_halt(self.budget.governor)
         return verdict
+
+    def _count_spend(self, call: Call, counts: TokenCounts, usage: Any) -> None:
+        """Token and cost metrics of a settled LLM call; the cost goes to the audit too."""
+        model = counts.model or (call.classified.view.model if call.classified else None)
+        label = self.metrics.model_label(model)
+        tokens = self.metrics.tokens
+        self._child(tokens, label, "input").inc(counts.input_tokens)
+        self._child(tokens, label, "output").inc(counts.output_tokens)
+        if counts.cached_input_tokens:
+            self._child(tokens, label, "cached_input").inc(counts.cached_input_tokens)
+        if counts.cache_write_tokens:
+            self._child(tokens, label, "cache_write").inc(counts.cache_write_tokens)
+        if counts.reasoning_tokens:
+            self._child(tokens, label, "reasoning").inc(counts.reasoning_tokens)
+        governor = self.budget.governor
+        if governor is None or model is None:
+            return
+        pico = governor.engine.prices.cost_pico(usage, model)
+        if pico is not None:
+            call.cost_usd = pico_to_usd(pico)
+            self._child(self.metrics.cost, label).inc(call.cost_usd)
 
     def filter_tools_list(
         self, call: Call, upstream: aiohttp.ClientResponse, body: bytes
@@ -709,7 +728,7 @@ class Pipeline:
         _overhead_ms(call)
         self._finish(call, decision, err.code)
         if err.failure_type is not None:
-            self.metrics.halts.labels(err.failure_type.value).inc()
+            self.metrics.sync_halt(self.budget.governor)  # counts a new halt once
         if call.target is not None:
             # Refusals are decisions: they go to the audit trail too (not so requests for
             # no target at all, e.g. an unknown alias, which name nothing to audit).
@@ -781,6 +800,7 @@ class Pipeline:
             findings=tuple(call.findings),
             status=status,
             latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,
+            cost_usd=call.cost_usd if phase != "intent" else None,
             payload_mode=call.controls.payload.value,
             payload=self._payload(call),
         )
@@ -824,6 +844,10 @@ class Pipeline:
         self.decisions[decision] = self.decisions.get(decision, 0) + 1
         self._child(self.metrics.requests, kind, decision, code or "").inc()
         self._child(self.metrics.added_latency, kind).observe(max(call.overhead, 0.0))
+        for finding in call.findings:  # usually none
+            self._child(self.metrics.guardrail_findings, str(finding.get("detector")),
+                        "monitor" if finding.get("monitor_only")
+                        else str(finding.get("action"))).inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: labels() costs more than inc() itself.

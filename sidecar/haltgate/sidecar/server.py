@@ -34,6 +34,7 @@ from haltgate.governance.audit import (
     MemoryAuditSink,
     SpoolAuditSink,
 )
+from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.errors import (
     BadRequestError,
     DeniedError,
@@ -122,6 +123,8 @@ class SidecarSettings:
     pool_dsn: str | None = None
     """PostgreSQL URI of the BudgetPool database (needed when the policy names a pool)."""
     pool_fail_mode: str = "closed"
+    policy_name: str = ""
+    """Name of the GovernancePolicy (the ``policy`` metric label; empty: left out)."""
     """Pool database unreachable past the current lease: refuse (closed) or allow (open)."""
 
 
@@ -136,14 +139,21 @@ class Sidecar:
                  metrics: SidecarMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or SidecarMetrics()
+        self.metrics.set_identity(namespace=settings.agent.namespace,
+                                  workload=settings.agent.workload,
+                                  policy=settings.policy_name)
         self.watcher = PolicyWatcher(settings.policy_path, self._apply_controls,
                                      interval=settings.reload_interval,
                                      on_result=self._reload_result)
         self.controls: Controls = self.watcher.initial()
         self._audit_given = audit
         self.audit: AuditSink = audit or (
-            SpoolAuditSink(settings.audit_dir, on_full=self.controls.spec.audit.on_spool_full)
+            SpoolAuditSink(settings.audit_dir, on_full=self.controls.spec.audit.on_spool_full,
+                           metrics=AuditMetrics(self.metrics.registry))
             if settings.audit_dir is not None else MemoryAuditSink())
+        spool_settings = getattr(self.audit, "settings", None)
+        if spool_settings is not None:
+            self.metrics.spool_limit.set(spool_settings.max_bytes)
         self.tokens = TokenFile(settings.admin_token_file)
         self.run_id = self._load_run_id()
         self.governor: Any | None = None
@@ -173,6 +183,7 @@ class Sidecar:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
         self.governor = self._make_governor()
+        self.metrics.watch_governor(lambda: self.governor)
         self.opa = await self._make_opa()
         agent = self._agent()
         self.pool = await self._make_pool(agent)
@@ -263,6 +274,8 @@ class Sidecar:
             minter=self.minter, gate=ConnectionAudit(self), verifier=verifier)
         hosts = [listen.host] + (["::1"] if listen.host == "127.0.0.1" else [])
         await self.transparent.start(hosts=hosts, port=listen.port)
+        stats = self.transparent.stats
+        self.metrics.watch_transparent(lambda: stats.outcomes)
         self.addresses["transparent"] = self.transparent.addresses[0]
 
     # ------------------------------------------------------------------ CONNECT
@@ -554,7 +567,7 @@ class Sidecar:
         return app
 
     def _metrics_app(self) -> web.Application:
-        registry = self.metrics.registry
+        registry = self.metrics.exposed  # with the identity labels
 
         async def metrics(request: web.Request) -> web.Response:
             data = await asyncio.get_running_loop().run_in_executor(
