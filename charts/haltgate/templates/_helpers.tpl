@@ -1,0 +1,112 @@
+{{/* Names, labels and images shared by every template. */}}
+
+{{- define "haltgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: <release>-haltgate, or the release name when it already says haltgate. */}}
+{{- define "haltgate.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "haltgate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "haltgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: haltgate
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "haltgate.operatorSelector" -}}
+app.kubernetes.io/name: {{ include "haltgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "haltgate.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create -}}
+{{- default (include "haltgate.fullname" .) .Values.operator.serviceAccount.name -}}
+{{- else -}}
+{{- required "operator.serviceAccount.name is required when operator.serviceAccount.create is false" .Values.operator.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The haltgate image, by digest when one is given. */}}
+{{- define "haltgate.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Webhook Service name; the operator is told it with --webhook-service. */}}
+{{- define "haltgate.webhookService" -}}
+{{- printf "%s-webhook" (include "haltgate.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Secret with the audit DSN: the user's, or the bundled PostgreSQL's. */}}
+{{- define "haltgate.auditSecret" -}}
+{{- if .Values.audit.database.existingSecret -}}
+{{- .Values.audit.database.existingSecret -}}
+{{- else if .Values.postgresql.enabled -}}
+{{- printf "%s-postgresql" (include "haltgate.fullname" .) -}}
+{{- else -}}
+{{- fail "audit: set audit.database.existingSecret (a Secret with the DSN) or postgresql.enabled=true" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "haltgate.auditSecretKey" -}}
+{{- if .Values.audit.database.existingSecret -}}{{ .Values.audit.database.secretKey }}{{- else -}}dsn{{- end -}}
+{{- end -}}
+
+{{/* Pod and container security settings shared by the chart's own workloads. */}}
+{{- define "haltgate.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "haltgate.containerSecurityContext" -}}
+runAsNonRoot: true
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The operator's InjectionConfig (camelCase keys of haltgate.operator.injection). */}}
+{{- define "haltgate.injectionConfig" -}}
+image: {{ include "haltgate.image" . | quote }}
+opaImage: {{ .Values.opa.image | quote }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+proxyUID: {{ .Values.injection.proxyUID }}
+opaUID: {{ .Values.injection.opaUID }}
+explicitPort: {{ .Values.injection.explicitPort }}
+transparentPort: {{ .Values.injection.transparentPort }}
+adminPort: {{ .Values.injection.adminPort }}
+metricsPort: {{ .Values.injection.metricsPort }}
+opaPort: {{ .Values.injection.opaPort }}
+opaDiagnosticPort: {{ .Values.injection.opaDiagnosticPort }}
+operatorNamespace: {{ .Release.Namespace }}
+excludedNamespaces: {{ toJson .Values.operator.excludedNamespaces }}
+{{- end -}}
