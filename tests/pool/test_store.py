@@ -193,3 +193,23 @@ async def test_error_storm_counts_reported_errors_in_the_window(
         assert status is not None and status["code"] == "error_storm"
     finally:
         await store.close()
+
+
+async def test_status_fields_for_the_bpool_columns(pool_dsn: str, pool_name: str) -> None:
+    from haltgate.governance.pool.report import status_fields
+
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        await store.upsert(pool_name, _spec(costUSD={"limit": 10}))
+        lease = await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO,
+                                  need=Amounts(calls=1))
+        assert lease is not None
+        await store.settle(pool_name, old=lease.lease_id,
+                           spent=Amounts(calls=2, tokens=300, cost_pico=1_500_000_000_000))
+        await store.halt(pool_name, "cascade_loop", "a -> b -> a", "ns/a")
+        fields = status_fields(await store.status(pool_name))
+        assert fields == {"state": "Halted", "reason": "cascade_loop: a -> b -> a",
+                          "spentCalls": 2, "spentTokens": 300, "spentUSD": 1.5}
+        assert status_fields(None) == {}
+    finally:
+        await store.close()

@@ -307,7 +307,7 @@ class PoolStore:
         assert leases is not None
         dims = {d: {"limit": row[f"{d}_limit"], "used": row[f"{d}_used"],
                     "leased": row[f"{d}_leased"], "period": row[f"{d}_period"]}
-                for d in DIMENSIONS if row[f"{d}_limit"] is not None}
+                for d in DIMENSIONS}
         return {"pool": pool, "state": row["state"], "code": row["halt_code"],
                 "reason": row["halt_reason"], "haltedBy": row["halted_by"],
                 "haltedAt": row["halted_at"].isoformat() if row["halted_at"] else None,
