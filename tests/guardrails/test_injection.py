@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from haltgate.governance.guardrails import InjectionDetector
@@ -86,3 +88,34 @@ def test_triggers_inside_the_match_are_found_in_long_texts() -> None:
     ):
         cands = DETECTOR.pattern_candidates(filler + attack + " " + filler)
         assert any(c.entity == family and c.score >= score for c in cands), attack
+
+
+def _all_texts() -> list[str]:
+    return [s.text for s in (*corpus.injection_samples(), *corpus.injection_holdout(),
+                             *corpus.injection_holdout2())]
+
+
+@pytest.mark.parametrize("rules", ["regular", "squashed"])
+def test_trigger_gates_never_hide_a_match(rules: str) -> None:
+    # Rules only run near their trigger words; every match of a rule anywhere in the corpora
+    # must therefore contain one of its triggers (and, for anchored rules, in its first word
+    # within the lead the matcher allows).
+    from haltgate.governance.guardrails import injection, normalize
+
+    table = injection.RULES if rules == "regular" else injection.SQUASHED_RULES
+    checked = 0
+    for text in _all_texts():
+        for view in normalize.views(text):
+            if view.squashed != (rules == "squashed"):
+                continue
+            for rule in table:
+                for m in re.finditer(rule.pattern, view.text, re.MULTILINE):
+                    span = view.text[max(0, m.start() - 0):m.end()]
+                    assert any(t in span for t in rule.triggers), (rule.family, m.group())
+                    if rule.anchored:
+                        first = re.match(r"[a-z]*", view.text[m.start():]).group()  # type: ignore[union-attr]
+                        head = view.text[m.start():m.start() + max(len(first), 2) + 8]
+                        assert any(head.find(t) == 0 or (t in first) for t in rule.triggers), (
+                            rule.family, m.group())
+                    checked += 1
+    assert checked > 50

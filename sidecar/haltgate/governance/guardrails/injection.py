@@ -548,7 +548,19 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "prompt_exfiltration",
         0.8,
-        ("preamble", "before my first", "initiali", "configured with", "confidential"),
+        (
+            "preamble",
+            "before my first",
+            "initiali",
+            "configured",
+            "set up",
+            "given with",
+            "confidential",
+            "hidden",
+            "secret",
+            "initial",
+            "original",
+        ),
         rf"\b(?:hidden|secret|confidential|initial|original){_S}(?:preamble|directives|"
         rf"instructions|configuration|setup)\b|\btext{_S}(?:that{_S})?(?:appears{_S})?before"
         rf"{_S}my{_S}first{_S}message\b|\binstructions{_S}you{_S}were{_S}(?:initiali[sz]ed|"
