@@ -1,0 +1,204 @@
+"""The chart without a cluster: lint, schema, what it renders, and that it agrees with the
+operator's own code (webhook configurations, injection settings, CRDs)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+import yaml
+
+from haltgate.operator import injection, webhookconfig
+from tests.chart.conftest import CHART, FULL_VALUES, REPO, Helm, find, render
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob"}
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for d in docs:
+        if d["kind"] == "CronJob":
+            job = d["spec"]["jobTemplate"]["spec"]
+            out.append((d["metadata"]["name"], job["template"]["spec"]))
+        elif d["kind"] in WORKLOAD_KINDS:
+            out.append((d["metadata"]["name"], d["spec"]["template"]["spec"]))
+    return out
+
+
+def test_lint_default_and_full(helm: Helm) -> None:
+    helm("lint", "--strict", str(CHART))
+    helm("lint", "--strict", str(CHART), "-f", str(FULL_VALUES))
+
+
+@pytest.mark.parametrize("override", ["bogus=1", "operator.replica=2", "image.tags=x",
+                                      "metrics.serviceMonitor.enable=true",
+                                      "webhook.certManager.issuerRef.nam=x"])
+def test_schema_rejects_unknown_keys(helm: Helm, override: str) -> None:
+    res = helm("template", "t", str(CHART), "--set", override, check=False)
+    assert res.returncode != 0
+    assert "additional properties" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("override", ["webhook.timeoutSeconds=31", "operator.replicas=0",
+                                      "injection.proxyUID=0", "image.pullPolicy=Sometimes",
+                                      "audit.export.destination=/tmp/x"])
+def test_schema_rejects_bad_values(helm: Helm, override: str) -> None:
+    assert helm("template", "t", str(CHART), "--set", override, check=False).returncode != 0
+
+
+def test_every_values_key_is_documented() -> None:
+    """Each leaf of values.yaml has a `# --` comment right above it (or above its parent
+    block for maps such as resources)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for n, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or ":" not in stripped:
+            continue
+        if line.startswith(" ") and not stripped.split(":", 1)[1].strip():
+            continue  # a block parent, documented by its children
+        if not line.startswith(" ") and not stripped.split(":", 1)[1].strip():
+            continue
+        if stripped.split(":", 1)[0] in ("requests", "limits"):
+            continue  # inside a documented `resources:` block
+        above = lines[n - 1].strip() if n else ""
+        if not above.startswith("#"):
+            undocumented.append(stripped)
+    assert not undocumented, undocumented
+
+
+def test_default_render(helm: Helm) -> None:
+    docs = render(helm)
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == sorted({"CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+                            "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Service",
+                            "Deployment", "PodDisruptionBudget", "ClusterKopfPeering"}
+                           | ({"ConfigMap"})), kinds
+    # Without cert-manager the operator writes the webhook configurations itself.
+    assert not [d for d in docs if "WebhookConfiguration" in d["kind"]]
+    dep = find(docs, "Deployment", "-operator")
+    assert dep["spec"]["replicas"] == 2
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--peering=haltgate" in args and "--no-manage-webhook-configurations" not in args
+    assert "--priority" in args[0]  # distinct per replica, derived from the pod name
+    pdb = find(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+
+
+def test_safe_pod_defaults(helm: Helm) -> None:
+    for docs in (render(helm), render(helm, "-f", str(FULL_VALUES))):
+        for name, spec in pod_specs(docs):
+            psc = spec["securityContext"]
+            assert psc["runAsNonRoot"] is True, name
+            assert psc["seccompProfile"]["type"] == "RuntimeDefault", name
+            for c in spec["containers"]:
+                sc = c["securityContext"]
+                assert sc["readOnlyRootFilesystem"] is True, (name, c["name"])
+                assert sc["allowPrivilegeEscalation"] is False, (name, c["name"])
+                assert sc["capabilities"]["drop"] == ["ALL"], (name, c["name"])
+                assert "add" not in sc["capabilities"], (name, c["name"])
+                assert c["resources"]["requests"], (name, c["name"])
+
+
+def test_crds_are_the_generated_ones() -> None:
+    """charts/haltgate/crds/ is a copy of crds/ (`make crds` refreshes both)."""
+    for src in sorted((REPO / "crds").glob("*.yaml")):
+        copy = CHART / "crds" / src.name
+        assert copy.exists(), f"{copy} missing: run `make crds`"
+        assert copy.read_bytes() == src.read_bytes(), f"{copy} differs from {src}: run `make crds`"
+
+
+def test_injection_config_is_what_the_operator_accepts(helm: Helm) -> None:
+    for extra in ((), ("-f", str(FULL_VALUES))):
+        docs = render(helm, *extra)
+        cm = find(docs, "ConfigMap", "-injection")
+        raw = yaml.safe_load(cm["data"]["injection-config.yaml"])
+        cfg = injection.InjectionConfig.from_mapping(raw)  # rejects unknown keys
+        assert cfg.operator_namespace == "haltgate-system"
+        assert cm["data"]["injection-template.yaml"] == (
+            CHART / "files" / "injection-template.yaml").read_text()
+    assert cfg.image.startswith("registry.example/haltgate@sha256:")
+    assert cfg.excluded_namespaces == frozenset({"monitoring"})
+
+
+def _strip_ca(config: dict[str, Any]) -> list[dict[str, Any]]:
+    hooks = []
+    for hook in config["webhooks"]:
+        hook = dict(hook)
+        hook["clientConfig"] = {k: v for k, v in hook["clientConfig"].items() if k != "caBundle"}
+        hooks.append(hook)
+    return hooks
+
+
+def test_cert_manager_webhook_configurations_match_the_operators(helm: Helm) -> None:
+    """The chart's configurations (cert-manager mode) are the twin of
+    haltgate.operator.webhookconfig: same names, rules, selectors, CEL, failure policy."""
+    docs = render(helm, "--set", "webhook.certManager.enabled=true",
+                  "--set", "operator.excludedNamespaces={monitoring}")
+    service = find(docs, "Service", "-webhook")["metadata"]["name"]
+    endpoint = webhookconfig.Endpoint(ca_bundle=b"x", service_name=service,
+                                      service_namespace="haltgate-system")
+    cfg = injection.InjectionConfig(operator_namespace="haltgate-system",
+                                    excluded_namespaces=frozenset({"monitoring"}))
+    for kind, want in (("MutatingWebhookConfiguration",
+                        webhookconfig.mutating_configuration(endpoint, cfg)),
+                       ("ValidatingWebhookConfiguration",
+                        webhookconfig.validating_configuration(endpoint, cfg))):
+        got = find(docs, kind)
+        assert got["metadata"]["name"] == want["metadata"]["name"]
+        assert got["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+            f"haltgate-system/{service}")
+        assert _strip_ca(got) == _strip_ca(want)
+    assert base64.b64decode(endpoint.client_config("x")["caBundle"]) == b"x"
+    dep = find(docs, "Deployment", "-operator")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--no-manage-webhook-configurations" in args
+    assert "--tls-dir=/etc/haltgate/webhook-tls" in args
+    cert = find(docs, "Certificate")
+    assert f"{service}.haltgate-system.svc" in cert["spec"]["dnsNames"]
+
+
+def test_cert_manager_mode_drops_webhook_configuration_rbac(helm: Helm) -> None:
+    def rule_groups(docs: list[dict[str, Any]]) -> set[str]:
+        return {g for r in find(docs, "ClusterRole")["rules"] for g in r["apiGroups"]}
+
+    assert "admissionregistration.k8s.io" in rule_groups(render(helm))
+    assert "admissionregistration.k8s.io" not in rule_groups(
+        render(helm, "--set", "webhook.certManager.enabled=true"))
+
+
+def test_no_delete_verbs(helm: Helm) -> None:
+    for d in render(helm, "-f", str(FULL_VALUES)):
+        if d["kind"] in ("ClusterRole", "Role"):
+            for rule in d["rules"]:
+                assert not {"delete", "deletecollection", "*"} & set(rule["verbs"]), rule
+
+
+def test_audit_settings_need_a_database(helm: Helm) -> None:
+    res = helm("template", "t", str(CHART), "--set", "audit.export.enabled=true",
+               "--set", "audit.export.destination=s3://b/p", check=False)
+    assert res.returncode != 0 and "audit.database.existingSecret" in res.stderr
+    docs = render(helm, "--set", "audit.export.enabled=true",
+                  "--set", "audit.export.destination=s3://b/p",
+                  "--set", "audit.database.existingSecret=audit-db")
+    job = find(docs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in job["containers"][0]["env"]}
+    assert env["HALTGATE_AUDIT_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "audit-db",
+                                                                      "key": "dsn"}
+
+
+def test_full_render_has_every_optional_part(helm: Helm) -> None:
+    docs = render(helm, "-f", str(FULL_VALUES))
+    kinds = {d["kind"] for d in docs}
+    assert {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Certificate",
+            "Issuer", "ServiceMonitor", "PodMonitor", "PrometheusRule", "StatefulSet", "Job",
+            "CronJob"} <= kinds, kinds
+    prices = find(docs, "ConfigMap", "-prices")
+    from haltgate.governance.engine.pricing import parse_table
+
+    assert parse_table(yaml.safe_load(prices["data"]["prices.yaml"])).version == (
+        "2026-11-private")
+    dashboards = [d for d in docs if d["kind"] == "ConfigMap"
+                  and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    assert len(dashboards) == len(list((CHART / "dashboards").glob("*.json")))
