@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -86,7 +87,8 @@ def sidecars(pool_dsn: str, http_standin: str,
              tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
     started: list[Sidecar] = []
 
-    def start(workload: str, pool: str, budgets: dict[str, Any] | None = None) -> Sidecar:
+    def start(workload: str, pool: str, budgets: dict[str, Any] | None = None, *,
+              dsn: str | None = pool_dsn, metrics_port: int | None = None) -> Sidecar:
         policy = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
                   "metadata": {"name": workload, "namespace": NS},
                   "spec": {"pool": pool, "budgets": budgets or {},
@@ -103,9 +105,9 @@ def sidecars(pool_dsn: str, http_standin: str,
             HALTGATE, "sidecar", "--policy", str(path), "--mode", "explicit",
             "--audit-sink", "memory", "--listen", f"127.0.0.1:{port}",
             "--admin-listen", f"127.0.0.1:{free_port()}",
-            "--metrics-listen", f"127.0.0.1:{free_port()}",
+            "--metrics-listen", f"127.0.0.1:{metrics_port or free_port()}",
             "--agent-namespace", NS, "--agent-workload", workload,
-            "--agent-pod", f"{workload}-0", "--pool-dsn", pool_dsn],
+            "--agent-pod", f"{workload}-0", *(("--pool-dsn", dsn) if dsn else ())],
             log, env={**os.environ, "HALTGATE_NO_UVLOOP": "1"}, cwd=REPO).start()
         sidecar = Sidecar(proc, port, log)
         started.append(sidecar)
@@ -268,3 +270,19 @@ def test_a_halt_storm_halts_the_pool(pool_dsn: str, sidecars: Any, tmp_path: Pat
                seconds=5, what="storm halts the pool")
     row = pool_row(pool_dsn, "storm")
     assert row["state"] == "Halted" and row["halt_code"] == "halt_storm"
+
+
+def test_without_the_pool_database_calls_fail_closed_and_are_counted(
+        sidecars: Any) -> None:
+    metrics = free_port()
+    dead = sidecars("unreachable", "p", dsn=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+                    metrics_port=metrics)
+    unset = sidecars("unset", "p", dsn=None)
+    sidecars.ready(dead, unset)
+    status, body = call(dead.url("tool", "/items"))
+    assert status == 503 and code_of(body) == "pool_unreachable"
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert re.search(r'haltgate_pool_fail_total\{[^}]*mode="closed"[^}]*\} 1\.0', text)
+    status, body = call(unset.url("tool", "/items"))
+    assert status == 503 and code_of(body) == "pool_unconfigured"
