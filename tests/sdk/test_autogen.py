@@ -75,8 +75,11 @@ async def test_agent_stops_on_exhaustion_without_retry(
 async def test_streaming_halt_surfaces_as_exhaustion(
     sidecar_factory: SidecarFactory, standins: Standins
 ) -> None:
-    sc = await sidecar_factory(budgets_policy({"tokens": {"limit": 2000}}),
-                               pipeline=PipelineSettings(default_max_output_tokens=2))
+    # A price without max_output_tokens: the call reserves the sidecar's default (2), not
+    # the model's real maximum, so the stream can outgrow its reservation.
+    policy = budgets_policy({"tokens": {"limit": 2000}})
+    policy["spec"]["pricing"] = {"models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}}
+    sc = await sidecar_factory(policy, pipeline=PipelineSettings(default_max_output_tokens=2))
     client = openai_chat_client("llm", model="gpt-4o-mini", url=sc.explicit,
                                 default_headers={"x-standin-tokens": "4096"})
     parts: list[str] = []

@@ -85,10 +85,11 @@ async def test_agent_loop_stops_on_exhaustion_without_retry(
     assert refusals(sc, "calls_exhausted") == 1
 
 
-async def test_plain_openai_client_would_retry_the_refusal(
+async def test_plain_openai_client_does_not_retry_a_halt(
     sidecar_factory: SidecarFactory,
 ) -> None:
-    """Control for the test above: without the hook, the SDK retries the 429."""
+    """Without the hook too, the SDK does not retry the 429 of a halt: the sidecar answers
+    ``x-should-retry: false``, which the OpenAI SDK obeys."""
     from langchain_openai import ChatOpenAI
 
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 1}}))
@@ -97,7 +98,7 @@ async def test_plain_openai_client_would_retry_the_refusal(
     await model.ainvoke("one")
     with pytest.raises(Exception, match="calls budget exhausted"):
         await model.ainvoke("two")
-    assert refusals(sc, "calls_exhausted") == 2
+    assert refusals(sc, "calls_exhausted") == 1
 
 
 async def test_sync_invoke_and_warnings(sidecar_factory: SidecarFactory) -> None:
@@ -122,8 +123,11 @@ async def test_streaming_halt_surfaces_as_exhaustion(
 ) -> None:
     # No output cap: the sidecar reserves 2 tokens, the stand-in streams 4096; the budget
     # covers the reservation but not the stream, so the sidecar cuts it with an error event.
-    sc = await sidecar_factory(budgets_policy({"tokens": {"limit": 2000}}),
-                               pipeline=PipelineSettings(default_max_output_tokens=2))
+    # A price without max_output_tokens: the call reserves the sidecar's default (2), not
+    # the model's real maximum, so the stream can outgrow its reservation.
+    policy = budgets_policy({"tokens": {"limit": 2000}})
+    policy["spec"]["pricing"] = {"models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}}
+    sc = await sidecar_factory(policy, pipeline=PipelineSettings(default_max_output_tokens=2))
     model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit,
                         default_headers={"x-standin-tokens": "4096"})
     chunks: list[str] = []

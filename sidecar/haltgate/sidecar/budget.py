@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from haltgate.governance.policy import FailureType
 
-__all__ = ["Budget", "BudgetVerdict"]
+__all__ = ["NO_BUDGET", "Budget", "BudgetVerdict"]
+
+NO_BUDGET: Mapping[str, Mapping[str, float]] = MappingProxyType({})
+"""The budget of a verdict that has none (no engine wired): compare with ``is``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +26,9 @@ class BudgetVerdict:
     code: str | None = None
     message: str = ""
     warnings: tuple[str, ...] = ()
-    budget: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    budget: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: NO_BUDGET)
+    """Per dimension ``{"used", "reserved", "limit"}``; from the engine, a lazy report that
+    is built only when read."""
     retry_after: float | None = None
     halted: bool = False
 
@@ -61,12 +67,23 @@ class Budget:
         if governor is None or not governor.halted:
             return _ALLOW
         # Rare path (every call is refused): the snapshot is the Governor's stable report.
-        halt = governor.snapshot(ts).get("halt") or {}
+        snapshot = governor.snapshot(ts)
+        halt = snapshot.get("halt") or {}
         failure = halt.get("failure_type")
         return BudgetVerdict(False,
                              failure_type=FailureType(failure) if failure else FailureType.EXTERNAL,
                              code=halt.get("code") or "halted",
-                             message=halt.get("message") or "the run is halted", halted=True)
+                             message=halt.get("message") or "the run is halted",
+                             budget=snapshot.get("budget") or NO_BUDGET, halted=True)
+
+    def max_output_tokens(self, model: str | None) -> int | None:
+        """The model's largest completion per the price table (``None``: not known).
+
+        The worst case reserved for an LLM call that names no output cap: the provider may
+        generate up to this many tokens, so anything less would under-reserve."""
+        if self.governor is None or model is None:
+            return None
+        return self.governor.engine.prices.max_output_tokens(model)
 
     def reserve(
         self, *, call_id: str, ts: float, kind: str, host: str, tool: str | None,

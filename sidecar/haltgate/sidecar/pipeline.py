@@ -46,6 +46,7 @@ from haltgate.governance.policy import FailMode, FailureType, PayloadCapture, Re
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult
 from haltgate.sidecar import responses as r
+from haltgate.sidecar.budget import NO_BUDGET as _NO_BUDGET
 from haltgate.sidecar.budget import Budget, BudgetVerdict
 from haltgate.sidecar.classify import Classified, Target, classify
 from haltgate.sidecar.controls import Controls
@@ -77,7 +78,9 @@ class PipelineSettings:
     """Knobs of the pipeline that are not policy (process settings)."""
 
     default_max_output_tokens: int = 4096
-    """Output tokens reserved for an LLM call that names no cap (tokens)."""
+    """Output tokens reserved for an LLM call that names no cap, when the price table does
+    not know the model's largest completion (tokens). A known model reserves its real
+    maximum (``PriceTable.max_output_tokens``): the worst case is the worst case."""
     client_body_timeout: float = 30.0
     """Seconds a client may take to send its request body (slow clients get 408)."""
     intent_timeout: float = 5.0
@@ -114,6 +117,10 @@ class Call:
     """What the pool stage reserved from the shared pool (``None``: nothing)."""
     chain: str | None = None
     """``x-haltgate-chain`` value to send (calls to agent upstreams)."""
+    upstream_headers: Mapping[str, str] | None = None
+    """Headers an allowing OPA decision adds to the upstream request."""
+    refusal_headers: Mapping[str, str] | None = None
+    """Headers a denying OPA decision adds to the error response."""
     max_output_tokens: int = 0
     forward_started: float = 0.0
     upstream_done: float = 0.0
@@ -331,7 +338,9 @@ class Pipeline:
                     "allow" if decision.allow else
                     "error" if decision.failure_type is None else "deny").inc()
         if decision.allow:
+            call.upstream_headers = decision.headers or None
             return
+        call.refusal_headers = decision.headers or None
         if decision.failure_type is None:
             raise UnavailableError(decision.reason or "policy decision unavailable",
                                    code=decision.code or "opa_unavailable")
@@ -348,7 +357,7 @@ class Pipeline:
         if view.kind is RequestKind.LLM:
             call.max_output_tokens = (view.max_output_tokens
                                       if view.max_output_tokens is not None
-                                      else self.settings.default_max_output_tokens)
+                                      else self._model_max_output(view.model))
             max_input = len(call.forward_body or call.body)
         else:
             max_input = 0
@@ -362,7 +371,8 @@ class Pipeline:
             risk=call.risk,
         )
         call.reservation = verdict
-        if verdict.budget:
+        # Kept as it came (a lazy report): testing its truth would build it on every call.
+        if verdict.budget is not _NO_BUDGET:
             self._last_budget = verdict.budget
         if not verdict.allowed:
             raise _denied(verdict)
@@ -375,6 +385,11 @@ class Pipeline:
             body["stream_options"] = {**(options if isinstance(options, dict) else {}),
                                       "include_usage": True}
             call.forward_body = orjson.dumps(body)
+
+    def _model_max_output(self, model: str | None) -> int:
+        """Output tokens to reserve when the request names no cap: the model's maximum."""
+        known = self.budget.max_output_tokens(model)
+        return known if known is not None else self.settings.default_max_output_tokens
 
     async def audit_intent(self, call: Call) -> None:
         """Make the intent durable before anything leaves (no action without a record)."""
@@ -539,6 +554,9 @@ class Pipeline:
         cut: HaltgateError | None = None
         truncated = False
         client_gone = False
+        held = b""
+        """The start of an event not complete yet: relayed with the rest of its event, so a
+        cut (or an upstream failure) never leaves half an event before the error event."""
         try:
             async for chunk in upstream.content.iter_any():
                 digest.update(chunk)
@@ -550,8 +568,14 @@ class Pipeline:
                         cut = self._scan_stream_piece(call, scanner, reader.take_text())
                     if cut is not None:
                         break
+                if held:
+                    chunk = held + chunk
+                end = _event_boundary(chunk)
+                held = chunk[end:]
+                if not end:
+                    continue
                 try:
-                    await resp.write(chunk)
+                    await resp.write(chunk[:end] if held else chunk)
                 except (ConnectionError, RuntimeError):
                     client_gone = True
                     break
@@ -559,14 +583,17 @@ class Pipeline:
             truncated = True
         if not client_gone:
             try:
+                # What was written ends at an event boundary: the error event parses.
                 if cut is not None:
                     self.metrics.streams_cut.labels(cut.code).inc()
-                    await resp.write(b"\n\n" + r.sse_error_event(cut, call.decision_id))
+                    await resp.write(r.sse_error_event(cut, call.decision_id))
                 elif truncated:
                     self.metrics.streams_cut.labels("upstream_truncated").inc()
                     err = UpstreamError("the upstream stream ended early",
                                         code="upstream_truncated")
-                    await resp.write(b"\n\n" + r.sse_error_event(err, call.decision_id))
+                    await resp.write(r.sse_error_event(err, call.decision_id))
+                elif held:
+                    await resp.write(held)  # the upstream's own last bytes, unchanged
                 await resp.write_eof()
             except (ConnectionError, RuntimeError):
                 client_gone = True
@@ -632,7 +659,7 @@ class Pipeline:
         verdict = self.budget.settle(call_id=call.decision_id, ts=time.time(), usage=usage,
                                      ok=ok, error_fingerprint=error_fp,
                                      result_fingerprint=result_fp)
-        if verdict.budget:
+        if verdict.budget is not _NO_BUDGET:
             self._last_budget = verdict.budget
         if not verdict.allowed and verdict.failure_type is not None:
             self.metrics.sync_halt(self.budget.governor)
@@ -755,13 +782,16 @@ class Pipeline:
         self, request: web.BaseRequest, call: Call, err: HaltgateError
     ) -> web.Response:
         c = call.classified
+        retry = call.reservation.retry_after if call.reservation else None
         resp = r.error_response(err, call.decision_id, rpc=call.is_rpc,
-                                rpc_ids=c.rpc_ids if c else (), rpc_batch=bool(c and c.rpc_batch))
+                                rpc_ids=c.rpc_ids if c else (), rpc_batch=bool(c and c.rpc_batch),
+                                retry_after=retry)
         if err.code == "body_too_large":
             resp.force_close()  # the unread body would otherwise be parsed as a request
-        retry = call.reservation.retry_after if call.reservation else None
-        if retry is not None:
-            resp.headers["Retry-After"] = str(max(1, int(retry + 0.999)))
+        if call.refusal_headers:
+            # Set by the OPA decision that denied the call (validated: no framing headers).
+            for name, value in call.refusal_headers.items():
+                resp.headers.setdefault(name, value)
         resp.headers[r.OVERHEAD_HEADER] = f"{call.overhead * 1000:.3f}"
         self.last_error = {"decision_id": call.decision_id, "code": err.code,
                            "type": err.type, "time": call.ts}
@@ -1004,6 +1034,11 @@ def _forward_headers(headers: CIMultiDictProxy[str], call: Call) -> CIMultiDict[
         if lower in _REQUEST_DROP or lower in extra_drop:
             continue
         out.add(name, value)
+    if call.upstream_headers:
+        # The OPA decision's headers (validated by parse_decision: no framing headers);
+        # haltgate's own headers below win over them.
+        for name, value in call.upstream_headers.items():
+            out[name] = value
     if call.chain is not None:
         out["x-haltgate-chain"] = call.chain
     c = call.classified
@@ -1026,6 +1061,21 @@ def _response_headers(
     if warnings:
         out[r.WARNING_HEADER] = ",".join(warnings)
     return out
+
+
+def _event_boundary(data: bytes) -> int:
+    """Index just past the last complete SSE event in ``data`` (0: none complete).
+
+    An event ends with a blank line; with ``\n``, ``\r\n`` or ``\r`` line endings a blank
+    line shows as ``\n\n``, ``\n\r`` (the second line ending being ``\r`` or ``\r\n``)
+    or ``\r\r``."""
+    end = max(data.rfind(b"\n\n"), data.rfind(b"\n\r"), data.rfind(b"\r\r"))
+    if end < 0:
+        return 0
+    end += 2
+    if data[end - 1] == 13 and data[end:end + 1] == b"\n":
+        end += 1  # keep the \r\n of the blank line together
+    return end
 
 
 def _rewrite_sse(body: bytes, rewrite: Any) -> bytes:

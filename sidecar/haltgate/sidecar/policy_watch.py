@@ -91,7 +91,11 @@ class PolicyStatus:
 
 
 class PolicyWatcher:
-    """Polls the policy file; calls ``apply(controls)`` with each valid new version."""
+    """Polls the policy file; calls ``apply(controls)`` with each valid new version.
+
+    ``on_tick`` (optional) runs after every poll, changed file or not: for sources the
+    policy names but that change on their own (the Rego of ``spec.opa.configMapRef``).
+    """
 
     def __init__(
         self,
@@ -100,8 +104,10 @@ class PolicyWatcher:
         *,
         interval: float = 1.0,
         on_result: Callable[[bool], None] | None = None,
+        on_tick: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.path = path
+        self._on_tick = on_tick
         self.interval = interval
         self.status = PolicyStatus(path=str(path))
         self._apply = apply
@@ -142,6 +148,11 @@ class PolicyWatcher:
                 await self.check()
             except Exception:  # the watcher must survive anything a file can do to it
                 log.exception("policy reload check failed")
+            if self._on_tick is not None:
+                try:
+                    await self._on_tick()
+                except Exception:
+                    log.exception("policy source refresh failed")
 
     async def check(self) -> bool:
         """Reload if the file changed; returns whether a new policy was applied."""

@@ -19,6 +19,7 @@ Other errors: 400 invalid input, 404 unknown upstream alias, 413 body too large,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -48,6 +49,10 @@ OVERHEAD_HEADER: Final = "x-haltgate-overhead-ms"
 FAILURE_HEADER: Final = "x-haltgate-failure-type"
 CODE_HEADER: Final = "x-haltgate-code"
 WARNING_HEADER: Final = "x-haltgate-budget-warning"
+SHOULD_RETRY_HEADER: Final = "x-should-retry"
+"""Read by the OpenAI and Anthropic SDKs before their own retry rules: ``false`` stops
+them retrying a 409/429 that retrying cannot change (a halt, a budget used up for the
+run, a denied tool), even in agents that do not use haltgate's SDK."""
 
 FAILURE_STATUS: Final[Mapping[FailureType, int]] = {
     FailureType.EXHAUSTION: 429,
@@ -158,16 +163,25 @@ def error_response(
     rpc: bool = False,
     rpc_ids: tuple[Any, ...] = (),
     rpc_batch: bool = False,
+    retry_after: float | None = None,
 ) -> web.Response:
     """The complete HTTP answer for a refusal or a failure.
 
     MCP calls (``rpc``) get a JSON-RPC error with HTTP 200, so MCP clients hand the
     refusal to the agent as an error of the call instead of failing the session; the
     failure type and code are also in headers for anything that looks at HTTP only.
+
+    ``retry_after`` (seconds): when a period budget frees room again; sent as
+    ``Retry-After``. A governance refusal without it is final until something changes
+    (an operator reset, a new policy), so it says ``x-should-retry: false``.
     """
     headers = {DECISION_HEADER: decision_id, CODE_HEADER: err.code}
     if err.failure_type is not None:
         headers[FAILURE_HEADER] = err.failure_type.value
+        if retry_after is None:
+            headers[SHOULD_RETRY_HEADER] = "false"
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if rpc:
         status = 200 if err.failure_type is not None else http_status(err)
         body = jsonrpc_error_body(err, decision_id, rpc_ids, rpc_batch)

@@ -144,7 +144,8 @@ class Sidecar:
                                   policy=settings.policy_name)
         self.watcher = PolicyWatcher(settings.policy_path, self._apply_controls,
                                      interval=settings.reload_interval,
-                                     on_result=self._reload_result)
+                                     on_result=self._reload_result,
+                                     on_tick=self._refresh_opa)
         self.controls: Controls = self.watcher.initial()
         self._audit_given = audit
         self.audit: AuditSink = audit or (
@@ -427,6 +428,15 @@ class Sidecar:
         except Exception as e:  # OPA may come up after us: decisions fail closed meanwhile
             log.warning("OPA not ready at start (%s); decisions follow failMode", e)
         return opa
+
+    async def _refresh_opa(self) -> None:
+        """Reload the Rego when its ConfigMap changed but the policy file did not (the
+        watcher's tick: one file read and a hash; OPA is called only on a change)."""
+        opa, spec = self.opa, self.controls.spec
+        if opa is None or spec.opa is None or spec.opa.config_map_ref is None:
+            return
+        if await opa.refresh(self.settings.rego_dir):
+            log.info("OPA policy reloaded from ConfigMap %s", spec.opa.config_map_ref.name)
 
     async def _make_pool(self, agent: AgentIdentity) -> Any:
         """The pool stage: cascade checks always; shared accounting if the policy names a

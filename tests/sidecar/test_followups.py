@@ -1,0 +1,208 @@
+"""Refusal details, worst-case reservations, stream cuts and OPA wiring of the sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from tests.sidecar.conftest import SidecarFactory, Standins, base_policy
+from tests.standins import serve
+
+from haltgate.governance.engine.decision import LazyBudget
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
+        "max_tokens": 5}
+
+
+async def post(url: str, body: Any, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as s, s.post(url, data=orjson.dumps(body),
+                                                    headers=headers) as r:
+        return r.status, dict(r.headers), await r.read()
+
+
+async def test_missing_max_tokens_reserves_the_models_maximum(
+        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    # gpt-4o-mini can answer 16,384 tokens: a call without max_tokens may cost that much,
+    # so 10,000 output tokens of budget cannot cover it (a 4,096 default would).
+    sc = await sidecar_factory({"spec": {"budgets": {"tokens": {"output": 10_000}}}})
+    body = {k: v for k, v in CHAT.items() if k != "max_tokens"}
+    status, _, raw = await post(sc.explicit + "/llm/v1/chat/completions", body)
+    assert status == 429, raw
+    assert orjson.loads(raw)["error"]["code"] == "output_tokens_exhausted"
+    assert standins.received("llm").requests == []
+    status, _, _ = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
+    assert status == 200
+
+
+async def test_reserve_and_settle_do_not_build_the_budget_report(
+        sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 100}}}})
+    status, _, _ = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
+    assert status == 200
+    pipeline = sc.sidecar.pipeline
+    assert pipeline is not None
+    last = pipeline._last_budget
+    assert isinstance(last, LazyBudget)
+    assert "value" not in last.__dict__  # never read on the hot path
+    assert last["calls"]["used"] == 1  # and correct when read
+
+
+async def test_refusal_of_a_halted_run_has_the_budget_and_says_do_not_retry(
+        sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 1}}}})
+    url = sc.explicit + "/llm/v1/chat/completions"
+    assert (await post(url, CHAT))[0] == 200
+    statuses = []
+    for _ in range(2):  # the call that halts, then a call refused because halted
+        status, headers, raw = await post(url, CHAT)
+        statuses.append(status)
+        error = orjson.loads(raw)["error"]
+        assert error["budget"] is not None and error["budget"]["calls"]["used"] == 1, error
+        assert headers.get("x-should-retry") == "false"
+        assert "Retry-After" not in headers
+    assert statuses == [429, 429]
+
+
+async def test_period_budget_refusal_keeps_retry_after(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory({"spec": {"budgets": {
+        "calls": {"limit": 1, "period": "hour", "window": "rolling"}}}})
+    url = sc.explicit + "/llm/v1/chat/completions"
+    assert (await post(url, CHAT))[0] == 200
+    status, headers, raw = await post(url, CHAT)
+    assert status == 429, raw
+    assert 1 <= int(headers["Retry-After"]) <= 3600 + 60
+    assert "x-should-retry" not in headers
+
+
+# ------------------------------------------------------------------------- stream cuts
+
+
+@pytest.fixture
+async def half_event_upstream() -> AsyncIterator[str]:
+    """An SSE upstream that fails in the middle of its second event."""
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n')
+        await resp.write(b'data: {"choices":[{"index":0,"delta":')
+        await asyncio.sleep(0.05)  # let the sidecar relay what it has
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", stream)
+    runner, url = await serve(app)
+    yield url
+    await runner.cleanup()
+
+
+def _events(raw: bytes) -> list[Any]:
+    """What an SSE client makes of the stream: every event's data parsed as JSON."""
+    out = []
+    for block in raw.split(b"\n\n"):
+        data = [line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:")]
+        if data:
+            out.append(orjson.loads(b"\n".join(data)))
+    return out
+
+
+async def test_stream_cut_mid_event_never_relays_half_an_event(
+        sidecar_factory: SidecarFactory, standins: Standins, half_event_upstream: str) -> None:
+    upstreams = [*base_policy(standins)["spec"]["upstreams"],
+                 {"name": "half", "url": half_event_upstream, "kind": "llm",
+                  "provider": "openai"}]
+    sc = await sidecar_factory({"spec": {"upstreams": upstreams}})
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    status, _, raw = await post(sc.explicit + "/half/v1/chat/completions", body)
+    assert status == 200
+    events = _events(raw)  # raises if any event is broken
+    assert events[0]["choices"][0]["delta"]["content"] == "a"
+    assert events[-1]["error"]["code"] == "upstream_truncated"
+    assert len(events) == 2
+
+
+def test_event_boundary_with_any_line_ending() -> None:
+    from haltgate.sidecar.pipeline import _event_boundary
+
+    for nl in (b"\n", b"\r\n", b"\r"):
+        one = b"data: 1" + nl + nl
+        assert _event_boundary(one + b"data: 2") == len(one)
+        assert _event_boundary(one) == len(one)
+        assert _event_boundary(b"data: 1" + nl) == 0
+
+
+# ------------------------------------------------------------------------- OPA
+
+HEADERS_REGO = """
+package haltgate
+
+import rego.v1
+
+default decision := {"allow": true, "headers": {"x-tenant": "blue"}}
+
+decision := {"allow": false, "reason": "no", "failure_type": "SAFETY",
+             "headers": {"x-policy-ref": "deny-42"}} if {
+    startswith(input.request.model, "gpt-5")
+}
+"""
+
+ALLOW_REGO = """
+package haltgate
+
+import rego.v1
+
+default decision := {"allow": true}
+"""
+
+DENY_REGO = """
+package haltgate
+
+import rego.v1
+
+default decision := {"allow": false, "reason": "edited in the ConfigMap",
+                     "failure_type": "SAFETY"}
+"""
+
+
+@pytest.mark.opa
+async def test_opa_headers_go_upstream_on_allow_and_on_the_refusal_on_deny(
+        sidecar_factory: SidecarFactory, standins: Standins, opa_server: str) -> None:
+    sc = await sidecar_factory({"spec": {"opa": {"rego": HEADERS_REGO}}}, opa_url=opa_server)
+    url = sc.explicit + "/llm/v1/chat/completions"
+    status, headers, _ = await post(url, CHAT)
+    assert status == 200
+    assert standins.received("llm").requests[-1].headers.get("x-tenant") == "blue"
+    assert "x-tenant" not in headers
+    status, headers, _ = await post(url, {**CHAT, "model": "gpt-5"})
+    assert status == 403
+    assert headers.get("x-policy-ref") == "deny-42"
+
+
+@pytest.mark.opa
+async def test_rego_edited_in_its_configmap_reaches_opa(
+        sidecar_factory: SidecarFactory, opa_server: str, tmp_path: Path) -> None:
+    rego_dir = tmp_path / "rego"
+    rego_dir.mkdir()
+    (rego_dir / "policy.rego").write_text(ALLOW_REGO)
+    sc = await sidecar_factory(
+        {"spec": {"opa": {"configMapRef": {"name": "rego", "key": "policy.rego"}}}},
+        opa_url=opa_server, rego_dir=rego_dir)
+    url = sc.explicit + "/llm/v1/chat/completions"
+    assert (await post(url, CHAT))[0] == 200
+    (rego_dir / "policy.rego").write_text(DENY_REGO)  # the policy file is unchanged
+    for _ in range(100):  # the watcher ticks every 0.1 s here
+        status, _, raw = await post(url, CHAT)
+        if status != 200:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 403
+    assert "ConfigMap" in orjson.loads(raw)["error"]["message"]
