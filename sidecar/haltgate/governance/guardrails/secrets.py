@@ -125,8 +125,9 @@ _PRIVATE_KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 _PRIVATE_KEY_MAX = 16384
 
 # name = value, name: value, "name": "value" where the name says secret.
+# Matched on the lower-cased copy (same offsets); the value is then read from the original.
 _ASSIGNMENT = re.compile(
-    r"(?i)(?<![\w])([\w.-]{0,40}(?:secret|token|passw(?:or)?d|passwd|pwd|api[_-]?key|apikey|"
+    r"(?<![\w])([\w.-]{0,40}(?:secret|token|passw(?:or)?d|passwd|pwd|api[_-]?key|apikey|"
     r"access[_-]?key|auth[_-]?key|client[_-]?secret|private[_-]?key|credentials?|"
     r"signing[_-]?key|encryption[_-]?key|bearer)[\w.-]{0,20})[\"']?\s*(?::=|=>|[:=])\s*"
     r"(?:bearer\s+)?[\"']?([A-Za-z0-9+/=_\-.~!@#$%^&*?]{8,256})"
@@ -234,8 +235,8 @@ class SecretsDetector:
             else:
                 windows.append((lo, hi))
         for lo, hi in windows:
-            for m in _ASSIGNMENT.finditer(text, lo, hi):
-                value = m.group(2).rstrip(".,;")
+            for m in _ASSIGNMENT.finditer(low, lo, hi):
+                value = text[m.start(2):m.end(2)].rstrip(".,;")
                 score = _secret_value(m.group(1), value)
                 if score is not None:
                     yield Candidate("generic_secret", m.start(2), m.start(2) + len(value), score)
