@@ -124,3 +124,92 @@ async def test_exhausted_pool_refuses_with_the_dimension(pool_dsn: str, pool_nam
         assert refusal.failure_type is FailureType.EXHAUSTION
     finally:
         await m.close()
+
+
+class _CuttableLink:
+    """A TCP relay to PostgreSQL that the test can cut and restore (a network stand-in)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.up = True
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        self.up = False
+        for w in self.writers:
+            w.close()
+        self.writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_database_outage_spends_the_lease_then_fails_closed_then_recovers(
+        pool_dsn: str, pool_name: str) -> None:
+    await _pool(pool_dsn, pool_name, calls={"limit": 10_000}, leaseFraction=0.5,
+                leaseSeconds=2)
+    host_port = pool_dsn.split("@", 1)[1].split("/", 1)[0]
+    link = _CuttableLink(int(host_port.rsplit(":", 1)[1]))
+    port = await link.start()
+    m = _client(pool_dsn.replace(host_port, f"127.0.0.1:{port}"), pool_name, "ns/a/p",
+                op_timeout=0.5, connect_timeout=1)
+    await m.start()
+    try:
+        assert await m.reserve("before", ONE) is None
+        m.settle("before", ONE)
+        link.cut()
+        # The lease was granted: it is spent locally, no database needed.
+        assert await m.reserve("during", ONE) is None
+        m.settle("during", ONE)
+        # Past its local deadline the member refuses: fail closed, counted.
+        refusal = None
+        passed = 3  # before, during, after
+        for i in range(60):  # bounded: about 3 s, the lease lasts at most 1.6 s
+            refusal = await m.reserve(f"late-{i}", ONE)
+            if refusal is not None:
+                break
+            m.settle(f"late-{i}", ONE)
+            passed += 1
+            await asyncio.sleep(0.05)
+        assert isinstance(refusal, UnavailableError) and refusal.code == "pool_unreachable"
+        assert m.metrics.failures.labels("closed")._value.get() >= 1
+        link.up = True
+        await _until(lambda: m.lease is not None and time.monotonic() < m.lease.deadline
+                     and m._reachable, seconds=8)
+        assert await m.reserve("after", ONE) is None
+        m.settle("after", ONE)
+    finally:
+        await m.close()
+        await link.close()
+    store = await PoolStore.connect(pool_dsn)
+    status = await store.status(pool_name)
+    await store.close()
+    assert status is not None and status["leases"] == 0
+    # Every call that passed was counted, the ones during the outage too.
+    assert status["dimensions"]["calls"]["used"] == passed
