@@ -31,6 +31,14 @@ class Conflict(Exception):
     """The object exists already, or changed since it was read."""
 
 
+class ApiError(Exception):
+    """The apiserver answered with an error status."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+
+
 def _translate(e: ApiException) -> Exception:
     if e.status == 404:
         return NotFound(str(e.reason))
@@ -44,6 +52,7 @@ class Cluster:
 
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
+        self._fast: Any = None  # FastReader, made on first use inside the event loop
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.admission = client.AdmissionregistrationV1Api(api)
@@ -75,9 +84,20 @@ class Cluster:
         resp = await self._call(fn, *args, _preload_content=False, **kwargs)
         return orjson.loads(resp.data)
 
+    def fast(self) -> Any:
+        if self._fast is None:
+            from haltgate.operator.fastread import FastReader
+
+            self._fast = FastReader(self._api.configuration)
+        return self._fast
+
+    async def close(self) -> None:
+        if self._fast is not None:
+            await self._fast.close()
+
     # ----------------------------------------------------------------- reads
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
-        ns = await self._json(self.core.read_namespace, namespace)
+        ns = await self.fast().get(f"/api/v1/namespaces/{namespace}")
         return dict((ns.get("metadata") or {}).get("labels") or {})
 
     async def list_policies(self, namespace: str, *, fresh: bool = True
@@ -88,9 +108,9 @@ class Cluster:
         possibly a few milliseconds stale. A consistent list can wait ~100 ms for the cache
         to catch up with etcd while writes flow, which the webhook cannot afford per pod.
         """
-        extra: dict[str, Any] = {} if fresh else {"resource_version": "0"}
-        res = await self._json(self.custom.list_namespaced_custom_object, API_GROUP,
-                               API_VERSION, namespace, POLICY_PLURAL, **extra)
+        res = await self.fast().get(
+            f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/{POLICY_PLURAL}",
+            None if fresh else {"resourceVersion": "0"})
         return list(res.get("items") or [])
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:

@@ -439,4 +439,5 @@ async def run(opts: OperatorSettings, *, stop: asyncio.Event | None = None) -> N
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await rt.cluster.close()
 
