@@ -213,3 +213,55 @@ async def test_status_fields_for_the_bpool_columns(pool_dsn: str, pool_name: str
         assert status_fields(None) == {}
     finally:
         await store.close()
+
+
+async def test_sql_grant_agrees_with_the_python_arithmetic(pool_dsn: str,
+                                                          pool_name: str) -> None:
+    import random
+
+    from haltgate.governance.pool.lease import fraction_ppm
+
+    rng = random.Random(10)
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        for case in range(25):
+            name = f"{pool_name}-{case}"
+            limit = rng.randint(0, 10_000)
+            fraction = rng.choice([0.001, 0.05, 0.1, 0.33, 1.0])
+            await store.upsert(name, _spec(calls={"limit": limit}, tokens={"limit": limit * 7},
+                                           leaseFraction=fraction))
+            leased = Amounts()
+            for _ in range(rng.randint(1, 4)):
+                need = Amounts(calls=rng.randint(0, 50), tokens=rng.randint(0, 400))
+                hold = Amounts(calls=rng.randint(0, need.calls))
+                expected = grant({"calls": limit, "tokens": limit * 7}, Amounts(), leased,
+                                 hold=hold, need=need, ppm=fraction_ppm(fraction))
+                got = await store.renew(name, "h", old=None, spent=ZERO, hold=hold, need=need)
+                assert (got.allotment if got else None) == expected, (case, limit, fraction)
+                if got is not None:
+                    leased = leased + got.allotment
+    finally:
+        await store.close()
+
+
+async def test_an_hourly_period_starts_again_from_zero(pool_dsn: str, pool_name: str) -> None:
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        await store.upsert(pool_name, _spec(calls={"limit": 10, "period": "hour"},
+                                            leaseFraction=1.0))
+        lease = await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO, need=ZERO)
+        assert lease is not None
+        await store.settle(pool_name, old=lease.lease_id, spent=Amounts(calls=10))
+        spent = await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO,
+                                  need=Amounts(calls=1))
+        assert spent is not None and spent.allotment.calls == 0  # nothing left this hour
+        await store.settle(pool_name, old=spent.lease_id, spent=ZERO)
+        # The hour turns (moved back in the database rather than waited for).
+        await store.conn.execute("UPDATE haltgate.pools SET calls_period_start = "
+                                 "calls_period_start - interval '1 hour' WHERE pool = %s",
+                                 (pool_name,))
+        fresh = await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO,
+                                  need=Amounts(calls=1))
+        assert fresh is not None and fresh.allotment.calls == 10
+    finally:
+        await store.close()
