@@ -151,96 +151,90 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "ignore_instructions",
         0.9,
-        ("follow", "obey", "listen"),
+        ("do", "don", "never", "stop", "quit", "cease"),
         rf"\b(?:do\W+not|don'?t|never|stop|quit|cease){_S}(?:follow|following|obey|obeying|"
         rf"listen\W+to|listening\W+to){_S}{_F}"
         rf"(?:previous|prior|above|original|system|your){_S}{_F}{_RULE_NOUN}\b",
         lead=30,
+        anchored=True,
     ),
     Rule(
         "new_instructions",
         0.7,
-        ("instruction", "directive", "prompt", "order", "task", "rule"),
+        (
+            "new",
+            "updated",
+            "revised",
+            "real",
+            "actual",
+            "true",
+            "secret",
+            "hidden",
+            "additional",
+            "override",
+        ),
         rf"\b(?:new|updated|revised|real|actual|true|secret|hidden|additional|override)"
         rf"{_S}(?:system{_S})?(?:instructions?|directives?|prompt|orders|task|rules)\s*:",
         lead=40,
+        anchored=True,
     ),
     Rule(
         "new_instructions",
         0.75,
-        ("task", "goal", "objective", "purpose", "instruction", "role", "job", "mission"),
+        ("your",),
         rf"\byour{_S}(?:new|real|actual|true|only){_S}(?:task|goal|objective|purpose|"
         rf"instructions?|role|job|mission){_S}(?:is|are|will\W+be)\b",
         lead=30,
+        anchored=True,
     ),
     Rule(
         "new_instructions",
         0.6,
-        ("now",),
+        ("from",),
         rf"\bfrom{_S}now{_S}on{_S}{_F}(?:you|your|the{_S}assistant|assistant|ai)"
         rf"{_S}(?:will|are|must|shall|should|only|have\W+to|answer|respond|reply|act|"
         rf"obey|follow)\b",
         lead=15,
+        anchored=True,
     ),
     Rule(
         "role_override",
         0.9,
-        (
-            "dan",
-            "stan",
-            "dude",
-            "aim",
-            "evilbot",
-            "unrestricted",
-            "unfiltered",
-            "uncensored",
-            "jailbr",
-            "evil",
-            "rogue",
-            "amoral",
-            "unaligned",
-            "unbound",
-            "limitless",
-        ),
+        ("you",),
         rf"\byou{_S}are{_S}(?:now{_S})?(?:dan|stan|dude|aim|evilbot|"
         rf"(?:an?{_S})?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|"
         rf"amoral|unaligned|unbound|limitless)\b)",
         lead=40,
+        anchored=True,
     ),
     Rule(
         "role_override",
         0.9,
-        (
-            "unrestricted",
-            "unfiltered",
-            "uncensored",
-            "jailbr",
-            "evil",
-            "amoral",
-            "rogue",
-            "unaligned",
-        ),
+        ("act", "behave", "respond", "answer", "roleplay", "role-play"),
         rf"\b(?:act|behave|respond|answer|roleplay|role-play){_S}as{_S}(?:if{_S}you{_S}"
         rf"(?:are|were){_S})?(?:an?{_S})?(?:unrestricted|unfiltered|uncensored|jailbroken|"
         rf"evil|amoral|rogue|unaligned)\b",
         lead=60,
+        anchored=True,
     ),
-    Rule("role_override", 0.9, ("anything",), rf"\bdo{_S}anything{_S}now\b", lead=10),
+    Rule("role_override", 0.9, ("do",), rf"\bdo{_S}anything{_S}now\b", lead=10, anchored=True),
     Rule(
         "role_override",
         0.9,
-        ("mode",),
+        ("developer", "god", "jailbreak", "jailbroken", "dan", "unrestricted", "sudo"),
         rf"\b(?:developer|god|jailbreak|jailbroken|dan|unrestricted|sudo)"
         rf"{_S}mode{_S}(?:is{_S})?(?:enabled|activated|on|unlocked)\b",
         lead=40,
+        anchored=True,
     ),
     Rule(
         "role_override",
         0.9,
-        ("mode",),
+        ("enable", "activate", "enter", "switch", "unlock"),
         rf"\b(?:enable|activate|enter|switch\W+to|unlock){_S}(?:the{_S})?(?:developer|god|"
         rf"jailbreak|dan|unrestricted){_S}mode\b",
         lead=40,
+        anchored=True,
     ),
     Rule(
         "role_override",
@@ -263,36 +257,67 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "role_override",
         0.4,
-        ("character",),
+        ("stay", "remain", "break"),
         rf"\b(?:stay|remain){_S}in{_S}character\b|\bbreak{_S}character\b",
         lead=20,
+        anchored=True,
     ),
     Rule(
         "prompt_exfiltration",
         0.85,
         (
-            "system",
-            "initial",
-            "original",
-            "hidden",
-            "secret",
-            "internal",
-            "developer",
-            "confidential",
-            "prompt",
+            "reveal",
+            "show",
+            "print",
+            "display",
+            "repeat",
+            "output",
+            "leak",
+            "dump",
+            "tell",
+            "give",
+            "share",
+            "disclose",
+            "expose",
+            "write",
+            "spell",
+            "recite",
+            "paste",
+            "list",
         ),
         rf"\b{_SHOW}{_S}{_F}(?:system|initial|original|hidden|secret|internal|developer|"
         rf"confidential|pre-?prompt){_S}(?:system{_S})?(?:prompt|instructions|message|"
         rf"directives|configuration|rules){_NOT_DOCS}",
         lead=80,
+        anchored=True,
     ),
     Rule(
         "prompt_exfiltration",
         0.8,
-        ("prompt", "instructions"),
+        (
+            "reveal",
+            "show",
+            "print",
+            "display",
+            "repeat",
+            "output",
+            "leak",
+            "dump",
+            "tell",
+            "give",
+            "share",
+            "disclose",
+            "expose",
+            "write",
+            "spell",
+            "recite",
+            "paste",
+            "list",
+        ),
         rf"\b{_SHOW}{_S}{_F}(?:full|entire|complete|exact|whole|verbatim){_S}"
         rf"(?:system{_S}prompt|prompt|initial{_S}instructions){_NOT_DOCS}",
         lead=80,
+        anchored=True,
     ),
     Rule(
         "prompt_exfiltration",
@@ -322,7 +347,14 @@ RULES: tuple[Rule, ...] = (
         lead=0,
         anchored=True,
     ),
-    Rule("chat_template", 0.85, ("inst]", "sys>>"), r"\[/?inst\]|<</?sys>>", lead=0),
+    Rule(
+        "chat_template",
+        0.85,
+        ("[inst]", "[/inst]", "<<sys>>", "<</sys>>"),
+        r"\[/?inst\]|<</?sys>>",
+        lead=0,
+        anchored=True,
+    ),
     Rule(
         "chat_template",
         0.6,
@@ -349,26 +381,55 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "addressed_to_ai",
         0.75,
-        _T_AI,
+        (
+            "note",
+            "message",
+            "instruction",
+            "attention",
+            "important",
+            "notice",
+            "reminder",
+            "directive",
+            "warning",
+        ),
         rf"\b(?:note|message|instructions?|attention|important|notice|reminder|directive|"
         rf"warning)s?{_S}(?:to|for){_S}(?:the{_S}|any{_S}|all{_S})?{_AI}s?\b",
         lead=40,
+        anchored=True,
     ),
     Rule(
         "addressed_to_ai",
         0.8,
-        ("this",),
+        (
+            "ai",
+            "a.i",
+            "assistant",
+            "agent",
+            "llm",
+            "language",
+            "model",
+            "chatbot",
+            "bot",
+            "gpt",
+            "chatgpt",
+            "claude",
+            "copilot",
+            "gemini",
+            "autopilot",
+        ),
         rf"\b{_AI}s?{_S}(?:reading|processing|summari[sz]ing|parsing|reviewing|analy[sz]ing"
         rf"|browsing|scraping){_S}this\b",
         lead=60,
+        anchored=True,
     ),
     Rule(
         "addressed_to_ai",
         0.75,
-        ("are",),
+        ("if",),
         rf"\bif{_S}you{_S}are{_S}(?:an?{_S})?(?:ai|large{_S}language{_S}model|"
         rf"language{_S}model|llm|assistant|agent|chatbot|bot|gpt|automated\W+\w+)\b",
         lead=10,
+        anchored=True,
     ),
     Rule(
         "addressed_to_ai",
@@ -390,41 +451,61 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "concealment",
         0.75,
-        ("user", "human", "operator", "owner"),
+        ("do", "don", "never", "without"),
         rf"\b(?:do{_S}not|don'?t|never|without){_S}(?:tell|telling|inform|informing|"
         rf"mention|mentioning|reveal|revealing|alert|alerting|notify|notifying|asking|"
         rf"show|showing){_S}(?:this{_S}|it{_S}|anything{_S})?(?:to{_S})?(?:the{_S})?"
         rf"(?:user|human|operator|owner)s?\b",
         lead=60,
+        anchored=True,
     ),
     Rule(
         "role_override",
         0.8,
-        ("without", "free", "no"),
-        rf"\b(?:an?{_S})?{_AI}{_S}(?:without|with{_S}no|free{_S}(?:of|from)|that{_S}has{_S}no)"
+        (
+            "ai",
+            "a.i",
+            "assistant",
+            "agent",
+            "llm",
+            "language",
+            "model",
+            "chatbot",
+            "bot",
+            "gpt",
+            "chatgpt",
+            "claude",
+            "copilot",
+            "gemini",
+            "autopilot",
+        ),
+        rf"\b{_AI}{_S}(?:without|with{_S}no|free{_S}(?:of|from)|that{_S}has{_S}no)"
         rf"{_S}(?:any{_S})?(?:ethics|morals|moral{_S}\w+|ethical{_S}\w+|restrictions|rules|"
         rf"filters|limits|guidelines|censorship)\b",
         lead=40,
+        anchored=True,
     ),
     Rule(
         "tool_coercion",
         0.6,
-        ("tool", "function", "command", "api", "endpoint", "action"),
+        ("immediately", "now", "silently", "secretly", "quietly", "automatically"),
         rf"\b(?:immediately|now|silently|secretly|quietly|automatically){_S}(?:call|invoke|"
         rf"use|run|execute|trigger){_S}(?:the{_S})?[\w.-]+{_S}(?:tool|function|command|api|"
         rf"endpoint|action)\b",
         lead=80,
+        anchored=True,
     ),
     Rule(
         "data_exfiltration",
         0.55,
-        ("key", "password", "credential", "secret", "token", "variable", "prompt", "history"),
+        ("send", "email", "mail", "forward", "post", "upload", "leak", "exfiltrate", "transmit"),
         rf"\b(?:send|email|mail|forward|post|upload|leak|exfiltrate|transmit){_S}(?:me{_S})?"
         rf"(?:all{_S})?(?:of{_S})?(?:the{_S}|your{_S}|my{_S}|any{_S}|their{_S})?"
         rf"(?:api{_S}keys?|passwords|credentials|secrets|private{_S}keys?|ssh{_S}keys?|"
         rf"access{_S}tokens|env(?:ironment)?{_S}variables|system{_S}prompt|"
         rf"(?:conversation|chat){_S}history)\b",
         lead=60,
+        anchored=True,
     ),
     Rule(
         "concealment",
@@ -470,21 +551,34 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "safety_bypass",
         0.8,
-        ("filter", "guardrail", "safeguard", "censorship", "safety", "ethical", "content"),
+        (
+            "disable",
+            "turn",
+            "bypass",
+            "ignor",
+            "deactivate",
+            "circumvent",
+            "overrid",
+            "switch",
+            "remove",
+            "drop",
+        ),
         rf"\b(?:disable|turn{_S}off|bypass|ignore|deactivate|circumvent|override|switch"
         rf"{_S}off|remove|drop){_S}{_F}(?:safety|content|ethical|moral|security)?{_S}?"
         rf"(?:filters?|filtering|guardrails|safeguards|censorship|safety{_S}(?:guidelines"
         rf"|measures|protocols|checks|features|training|policies)|ethical{_S}guidelines"
         rf"|content{_S}polic(?:y|ies))\b",
         lead=80,
+        anchored=True,
     ),
     Rule(
         "safety_bypass",
         0.35,
-        ("restriction", "limitation", "filter", "censorship", "ethical", "moral"),
+        ("without", "no"),
         rf"\b(?:without|no){_S}(?:any{_S})?(?:restrictions|limitations|filters|censorship"
         rf"|ethical{_S}(?:guidelines|constraints)|moral{_S}(?:guidelines|constraints))\b",
         lead=40,
+        anchored=True,
     ),
     # Families added after the first evaluation round (see docs/guardrails.md, section 6).
     Rule(
@@ -501,39 +595,43 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "safety_bypass",
         0.75,
-        ("restriction", "filter", "rules", "guideline", "polic"),
+        ("not", "never", "stop"),
         rf"\b(?:not|never|stop)\W+(?:apply|applying|use|using|follow|following){_S}(?:your|the|"
         rf"any)?{_S}?(?:usual{_S})?(?:restrictions|filters|rules|guidelines|policies)\b",
         lead=30,
+        anchored=True,
     ),
     Rule(
         "new_instructions",
         0.8,
-        ("real", "actual", "new", "true"),
+        ("above", "before", "previous", "earlier"),
         rf"\b(?:above|before|previous|earlier){_S}(?:\w+{_S}){{0,4}}?(?:was|were|is){_S}(?:just"
         rf"{_S}|only{_S})?(?:a{_S}|an{_S})?(?:test|example|joke|draft|placeholder|warm-?up|"
         rf"obsolete|void|fake)\b[^.!?\n]{{0,3}}[.!?\n]?{_S}(?:\w+{_S}){{0,3}}?(?:the{_S})?"
         rf"(?:real|actual|new|true){_S}(?:task|request|instructions?|question|goal)\b",
         lead=120,
+        anchored=True,
     ),
     Rule(
         "new_instructions",
         0.75,
-        ("supersede", "overrides", "replaces", "takes precedence", "system message"),
+        ("supersede", "overrides", "replaces", "takes", "treat", "consider", "use"),
         rf"\b(?:supersedes?|overrides|replaces|takes{_S}precedence{_S}over){_S}(?:all{_S}|any"
         rf"{_S})?(?:prior|previous|earlier|your|the{_S}(?:system|previous|prior))"
         rf"{_S}(?:\w+{_S})?(?:guidance|instructions|rules|prompt|directives|message)\b"
         rf"|\b(?:treat|consider|use){_S}(?:this|the{_S}(?:next|following){_S}\w+){_S}as{_S}"
         rf"(?:your|the){_S}(?:new{_S})?system{_S}(?:message|prompt|instructions)\b",
         lead=40,
+        anchored=True,
     ),
     Rule(
         "role_override",
         0.8,
-        ("mode",),
+        ("maintenance", "debug", "god", "admin", "root", "unrestricted", "developer", "test"),
         rf"\b(?:maintenance|debug|god|admin|root|unrestricted|developer|test){_S}mode\b[^.\n]{{0,40}}"
         rf"\b(?:must|will|shall|can{_S}now|now{_S}(?:execute|run|answer|output))\b",
         lead=30,
+        anchored=True,
     ),
     Rule(
         "role_override",
@@ -548,43 +646,18 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "prompt_exfiltration",
         0.8,
-        (
-            "preamble",
-            "before my first",
-            "initiali",
-            "configured",
-            "set up",
-            "given with",
-            "confidential",
-            "hidden",
-            "secret",
-            "initial",
-            "original",
-        ),
+        ("hidden", "secret", "confidential", "initial", "original", "text", "instructions"),
         rf"\b(?:hidden|secret|confidential|initial|original){_S}(?:preamble|directives|"
         rf"instructions|configuration|setup)\b|\btext{_S}(?:that{_S})?(?:appears{_S})?before"
         rf"{_S}my{_S}first{_S}message\b|\binstructions{_S}you{_S}were{_S}(?:initiali[sz]ed|"
         rf"configured|set{_S}up|given){_S}with\b",
         lead=60,
+        anchored=True,
     ),
     Rule(
         "ignore_instructions",
         0.9,
-        (
-            "ignor",
-            "vergiss",
-            "olvida",
-            "oublie",
-            "dimentica",
-            "negeer",
-            "instruc",
-            "anweisung",
-            "istruzion",
-            "regeln",
-            "reglas",
-            "règles",
-            "regole",
-        ),
+        ("ignor", "vergiss", "missachte", "olvid", "oubli", "dimentica", "esque", "negeer"),
         r"\b(?:ignoriere?|vergiss|missachte)\W+(?:alle\W+)?(?:vorherigen\W+|bisherigen\W+|"
         r"deine\W+)?(?:anweisungen|regeln|instruktionen)\b"
         r"|\b(?:ignora|olvida|olvide)\W+(?:todas\W+)?(?:las\W+|tus\W+)?(?:instrucciones|reglas)"
@@ -594,6 +667,7 @@ RULES: tuple[Rule, ...] = (
         r"|\b(?:ignore|esqueça)\W+(?:todas\W+)?(?:as\W+)?(?:instruções|regras)"
         r"|\bnegeer\W+(?:alle\W+)?(?:vorige\W+|eerdere\W+)?(?:instructies|regels)",
         lead=60,
+        anchored=True,
     ),
 )
 
@@ -643,11 +717,12 @@ SQUASHED_RULES: tuple[Rule, ...] = (
     Rule(
         "role_override",
         0.9,
-        ("anythingnow", "mode"),
+        ("doanythingnow", "developer", "jailbreak", "dan", "god", "enable", "activate"),
         r"doanythingnow|(?:developer|jailbreak|dan|god)mode(?:is)?"
         r"(?:enabled|activated|on)|(?:enable|activate)(?:the)?"
         r"(?:developer|jailbreak|dan|god)mode",
         lead=20,
+        anchored=True,
     ),
     Rule(
         "role_override",
@@ -661,20 +736,22 @@ SQUASHED_RULES: tuple[Rule, ...] = (
     Rule(
         "prompt_exfiltration",
         0.85,
-        ("prompt", "instructions"),
+        ("reveal", "show", "print", "repeat", "leak", "dump", "tellme", "output", "disclose"),
         r"(?:reveal|show|print|repeat|leak|dump|tellme|output|disclose)(?:me|your|the|all){0,3}"
         r"(?:system|initial|original|hidden|secret)(?:prompt|instructions)"
         r"(?!examples?|templates?|guide|docs|documentation|engineering|design|bestpractices|"
         r"library|tutorial)",
         lead=40,
+        anchored=True,
     ),
     Rule(
         "safety_bypass",
         0.8,
-        ("filter", "guardrail", "safeguard", "censorship"),
+        ("disable", "turnoff", "bypass", "deactivate", "circumvent"),
         r"(?:disable|turnoff|bypass|deactivate|circumvent)(?:your|all|the|any){0,2}"
         r"(?:safety|content)?(?:filters?|guardrails|safeguards|censorship)",
         lead=40,
+        anchored=True,
     ),
 )
 
