@@ -265,3 +265,31 @@ async def test_an_hourly_period_starts_again_from_zero(pool_dsn: str, pool_name:
         assert fresh is not None and fresh.allotment.calls == 10
     finally:
         await store.close()
+
+
+async def test_operator_sync_applies_annotation_halts_and_lifts(pool_dsn: str) -> None:
+    from haltgate.governance.pool.sync import sync_pool
+
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        spec = _spec()
+        first = await sync_pool(store, "ops", "shared", spec, halt_annotation=None,
+                                previous=None)
+        assert first.status["state"] == "Active" and first.events == []
+        halted = await sync_pool(store, "ops", "shared", spec, halt_annotation="budget review",
+                                 previous=first.status)
+        assert halted.status["state"] == "Halted"
+        assert halted.status["reason"] == "operator_halt: budget review"
+        assert [e.reason for e in halted.events] == ["PoolHalted"]
+        lifted = await sync_pool(store, "ops", "shared", spec, halt_annotation=None,
+                                 previous=halted.status)
+        assert lifted.status["state"] == "Active"
+        assert [e.reason for e in lifted.events] == ["PoolLifted"]
+        # A cascade halt is not lifted by the absence of an annotation.
+        await store.halt("ops/shared", "cascade_loop", "a -> b -> a", "ns/a")
+        still = await sync_pool(store, "ops", "shared", spec, halt_annotation=None,
+                                previous=lifted.status)
+        assert still.status["state"] == "Halted" and still.events[0].reason == "PoolHalted"
+        assert "cascade_loop" in still.status["reason"]
+    finally:
+        await store.close()
