@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +51,13 @@ def call(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
             return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
+
+
+def connect_status(s: Sidecar, target: str) -> int:
+    """Status of a CONNECT through the sidecar's explicit port (tunnels are not calls)."""
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as conn:
+        conn.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        return int(conn.recv(4096).split(b" ", 2)[1])
 
 
 def code_of(body: dict[str, Any]) -> str | None:
@@ -95,7 +103,10 @@ def sidecars(pool_dsn: str, http_standin: str,
                            "upstreams": [
                                {"name": "tool", "url": http_standin, "kind": "http"},
                                {"name": "peer", "url": http_standin, "kind": "http",
-                                "agent": True}],
+                                "agent": True},
+                               {"name": "tunnel", "kind": "http", "tls": "passthrough",
+                                "url": http_standin.replace("http://127.0.0.1",
+                                                            "https://localhost")}],
                            "tools": {"default": "allow"}}}
         path = tmp_path / f"{workload}.yaml"
         path.write_text(yaml.safe_dump(policy))
@@ -219,6 +230,8 @@ def test_a_loop_between_two_agents_halts_the_pool_and_a_lift_resumes(
             seen = json.loads(r.read())
         return {k.lower(): v for k, v in seen[-1]["headers"].items()}["x-haltgate-chain"]
 
+    tunnel = http_standin.replace("http://127.0.0.1", "localhost")
+    assert connect_status(c, tunnel) == 200
     # A calls B: A's sidecar starts a chain.
     assert call(a.url("peer", "/echo/task"))[0] == 200
     chain = last_chain()
@@ -242,6 +255,7 @@ def test_a_loop_between_two_agents_halts_the_pool_and_a_lift_resumes(
     assert time.monotonic() - halted_at < 1.5
     status, body = call(b.url("tool", "/items"))
     assert status == 423 and code_of(body) == "pool_halted"
+    assert connect_status(c, tunnel) == 423  # no new tunnels from a halted pool either
     row = pool_row(pool_dsn, "loop")
     assert row["state"] == "Halted" and row["halt_code"] == "cascade_loop"
     assert row["halted_by"] == "team/agent-a"

@@ -20,7 +20,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from haltgate.governance.errors import BadRequestError, DeniedError, UnavailableError
+from haltgate.governance.errors import (
+    BadRequestError,
+    DeniedError,
+    HaltgateError,
+    UnavailableError,
+)
 from haltgate.governance.policy import FailureType, RequestKind
 from haltgate.governance.pool import cascade
 from haltgate.governance.pool.client import PoolClient
@@ -60,6 +65,13 @@ class PoolStage:
         self._agents: tuple[int, frozenset[str]] = (0, frozenset())
 
     # ------------------------------------------------------------------ before forwarding
+
+    def refusal(self) -> HaltgateError | None:
+        """Why a new connection must be refused (pool halted or unconfigured), if so.
+        For CONNECT and passthrough tunnels, which are not metered per call."""
+        if self.unconfigured is not None:
+            return UnavailableError(self.unconfigured, code="pool_unconfigured")
+        return self.client.check() if self.client is not None else None
 
     async def admit(self, call: Call, headers: CIMultiDictProxy[str]) -> None:
         """Check the call chain and reserve the call's worst case from the pool."""

@@ -298,6 +298,8 @@ class Sidecar:
         halted = pipeline.budget.halted(time.time())
         err = (_halt_error(halted) if not halted.allowed else
                refusal_for(upstream, self.minter is not None, request.host, request.port))
+        if err is None and pipeline.pool is not None:
+            err = pipeline.pool.refusal()  # a halted pool refuses tunnels too
         if err is not None or upstream is None:
             assert err is not None
             call = pipeline.identify()
@@ -600,6 +602,8 @@ class ConnectionAudit:
         assert sc.pipeline is not None
         halted = sc.pipeline.budget.halted(time.time())
         err = None if halted.allowed else _halt_error(halted)
+        if err is None and sc.pipeline.pool is not None:
+            err = sc.pipeline.pool.refusal()  # a halted pool refuses tunnels too
         await sc.connection_record(event.connection_id, event.upstream.host,
                                    event.upstream.port, "allow" if err is None else "deny", err)
         sc.pipeline.metrics.requests.labels(
