@@ -86,6 +86,9 @@ async def test_a_halt_reaches_every_member_within_a_second(pool_dsn: str,
         assert time.monotonic() - started < 1.0
         refusal = await b.reserve("y", ONE)
         assert isinstance(refusal, DeniedError) and refusal.code == "pool_halted"
+        snap = b.snapshot()
+        assert snap["state"] == "Halted" and snap["halt"]["code"] == "cascade_loop"
+        assert snap["lease"]["spent"]["calls"] + snap["lease"]["reserved"]["calls"] == 1
         assert refusal.failure_type is FailureType.EXTERNAL
         store = await PoolStore.connect(pool_dsn)
         await store.lift(pool_name, "test", "resume")

@@ -189,6 +189,12 @@ class PoolStage:
                        input_tokens=counts.input_tokens, output_tokens=counts.output_tokens,
                        cost_pico=cost)
 
+    def snapshot(self) -> dict[str, Any] | None:
+        """The member's view of its pool, for the admin API's /status."""
+        if self.unconfigured is not None:
+            return {"state": "Unconfigured", "message": self.unconfigured}
+        return self.client.snapshot() if self.client is not None else None
+
     async def close(self) -> None:
         """Return the lease (at shutdown, after the pipeline drained)."""
         if self.client is not None:

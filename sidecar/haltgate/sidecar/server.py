@@ -542,6 +542,7 @@ class Sidecar:
             "decisions": dict(pipeline.decisions) if pipeline else {},
             "last_error": pipeline.last_error if pipeline else None,
             "listeners": {k: {"host": h, "port": p} for k, (h, p) in self.addresses.items()},
+            "pool": self.pool.snapshot() if self.pool is not None else None,
         }
 
     def budgets(self) -> dict[str, Any]:

@@ -246,6 +246,21 @@ class PoolClient:
         except (psycopg.Error, OSError, TimeoutError) as e:
             self._lost(e)
 
+    def snapshot(self) -> dict[str, Any]:
+        """State, reachability and the current lease (JSON-able, for the admin API)."""
+        lease = self.lease
+        return {
+            "pool": self.settings.pool,
+            "state": "Halted" if self._halt else "Active",
+            "halt": {"code": self._halt[0], "reason": self._halt[1]} if self._halt else None,
+            "reachable": self._reachable,
+            "lease_round_trips": self.lease_round_trips,
+            "lease": None if lease is None else {
+                "id": lease.lease_id, "allotment": lease.allotment.as_dict(),
+                "spent": lease.spent.as_dict(), "reserved": lease.reserved.as_dict(),
+                "seconds_left": round(lease.deadline - time.monotonic(), 3)},
+        }
+
     # ------------------------------------------------------------------ database
 
     async def _connect(self) -> None:
