@@ -300,3 +300,17 @@ def test_without_the_pool_database_calls_fail_closed_and_are_counted(
     assert re.search(r'haltgate_pool_fail_total\{[^}]*mode="closed"[^}]*\} 1\.0', text)
     status, body = call(unset.url("tool", "/items"))
     assert status == 503 and code_of(body) == "pool_unconfigured"
+
+
+def test_an_error_storm_halts_the_pool(pool_dsn: str, sidecars: Any, tmp_path: Path) -> None:
+    apply_pool(pool_dsn, tmp_path, "errors", {
+        "cascade": {"errorStorm": {"errors": 3, "windowSeconds": 60}}})
+    a, b = sidecars("flaky-a", "errors"), sidecars("flaky-b", "errors")
+    sidecars.ready(a, b)
+    assert call(a.url("tool", "/status/500"))[0] == 500
+    assert call(b.url("tool", "/status/500"))[0] == 500
+    assert call(a.url("tool", "/items"))[0] == 200  # two errors: no storm yet
+    assert call(b.url("tool", "/status/503"))[0] == 503
+    eventually(lambda: code_of(call(a.url("tool", "/items"))[1]) == "pool_halted",
+               seconds=5, what="error storm halts the pool")
+    assert pool_row(pool_dsn, "errors")["halt_code"] == "error_storm"
