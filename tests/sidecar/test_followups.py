@@ -206,3 +206,28 @@ async def test_rego_edited_in_its_configmap_reaches_opa(
         await asyncio.sleep(0.05)
     assert status == 403
     assert "ConfigMap" in orjson.loads(raw)["error"]["message"]
+
+
+# ------------------------------------------------------------------------- lone surrogates
+# A str with a lone surrogate cannot be encoded as UTF-8, so it never arrives on the wire;
+# what arrives is its bytes in other forms. Each must give a typed answer, never a crash.
+
+
+def test_sse_parser_reads_surrogate_bytes_as_replacement_characters() -> None:
+    from haltgate.sidecar.sse import SSEParser
+
+    (event,) = SSEParser().feed(b"data: a\xed\xa0\x80b\n\n")
+    assert event.data.startswith("a") and event.data.endswith("b")
+    assert "\ufffd" in event.data
+    event.data.encode("utf-8")  # safe to relay, log and audit
+
+
+async def test_lone_surrogate_escape_in_a_request_body_is_a_typed_error(
+        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sc = await sidecar_factory()
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\\ud800"}]}'
+    async with aiohttp.ClientSession() as s, s.post(sc.explicit + "/llm/v1/chat/completions",
+                                                    data=body) as r:
+        assert r.status == 400
+        assert (await r.json())["error"]["code"] == "invalid_json"
+    assert standins.received("llm").requests == []
