@@ -9,7 +9,6 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 
 from haltgate.operator import certs, halts, injection, policies, pools, webhookconfig, webhooks
@@ -114,7 +113,7 @@ def _policy(spec: dict[str, Any]) -> dict[str, Any]:
 
 def test_validate_object_refuses_with_every_path() -> None:
     warnings: list[str] = []
-    with pytest.raises(kopf.AdmissionError) as e:
+    with pytest.raises(webhooks.Denied) as e:
         webhooks.validate_object(
             _policy({"budgets": {"tokens": {}}, "engine": {"type": "emocore"}}),
             None, "CREATE", warnings)

@@ -12,12 +12,16 @@ import base64
 import contextlib
 import datetime as dt
 import logging
+import ssl
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kopf
+from aiohttp import web
 from prometheus_client import start_http_server
 
 from haltgate.operator import (
@@ -97,25 +101,56 @@ async def ensure_self_managed_tls(rt: Runtime, hosts: list[str]) -> certs.Webhoo
     raise RuntimeError(f"webhook TLS Secret {ns}/{name}: kept changing, gave up")
 
 
-async def _prepare_webhook(rt: Runtime, kopf_settings: kopf.OperatorSettings) -> bytes:
-    """Set up TLS and the webhook server; return the CA bundle the apiserver must trust."""
+@dataclass(slots=True)
+class WebhookTLSFiles:
+    """The serving certificate files and the live server context that loaded them."""
+
+    certfile: Path
+    keyfile: Path
+    ca_bundle: bytes
+    context: ssl.SSLContext
+    loaded: tuple[float, float] = (0.0, 0.0)
+
+    def reload_if_changed(self) -> bool:
+        """Load changed files into the live context (new handshakes use them at once)."""
+        stamp = (self.certfile.stat().st_mtime, self.keyfile.stat().st_mtime)
+        if stamp == self.loaded:
+            return False
+        self.context.load_cert_chain(str(self.certfile), str(self.keyfile))
+        self.loaded = stamp
+        return True
+
+
+async def _prepare_tls(rt: Runtime) -> WebhookTLSFiles:
+    """Serving certificate: cert-manager's files, or self-managed ones (shared Secret)."""
     wh = rt.settings.webhook
     if wh.tls_dir is not None:
-        certfile, pkeyfile, cafile = (wh.tls_dir / "tls.crt", wh.tls_dir / "tls.key",
-                                      wh.tls_dir / "ca.crt")
+        certfile, keyfile, cafile = (wh.tls_dir / "tls.crt", wh.tls_dir / "tls.key",
+                                     wh.tls_dir / "ca.crt")
         ca_bundle = cafile.read_bytes()
     else:
         hosts = webhookconfig.hosts_for(wh.url, None if wh.url else wh.service_name,
                                         rt.settings.namespace)
         tls = await ensure_self_managed_tls(rt, hosts)
-        certfile, pkeyfile, cafile = tls.write(wh.work_dir / "tls")
+        certfile, keyfile, _ = tls.write(wh.work_dir / "tls")
         ca_bundle = tls.ca.cert_pem
-    # kopf's server reloads when these files change (renewal), with no restart of ours.
-    kopf_settings.admission.server = kopf.WebhookServer(
-        addr=wh.listen_host, port=wh.port, certfile=str(certfile), pkeyfile=str(pkeyfile),
-        cafile=str(cafile), file_check_interval=30.0)
-    kopf_settings.admission.managed = None  # see webhookconfig: we manage them ourselves
-    return ca_bundle
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    files = WebhookTLSFiles(certfile, keyfile, ca_bundle, ctx)
+    files.reload_if_changed()
+    return files
+
+
+async def _start_webhook_server(rt: Runtime, tls: WebhookTLSFiles) -> web.AppRunner:
+    wh = rt.settings.webhook
+    # No access log: one line per pod creation is noise; the metrics count every review.
+    runner = web.AppRunner(webhooks.create_app(rt), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, wh.listen_host, wh.port, ssl_context=tls.context,
+                       reuse_address=True)
+    await site.start()
+    logger.info("webhook server listening on https://%s:%d", wh.listen_host, wh.port)
+    return runner
 
 
 async def apply_webhook_configurations(rt: Runtime, ca_bundle: bytes) -> None:
@@ -132,17 +167,21 @@ async def apply_webhook_configurations(rt: Runtime, ca_bundle: bytes) -> None:
                 webhookconfig.VALIDATING_NAME)
 
 
-async def _renew_forever(rt: Runtime) -> None:
-    """Hourly: renew the self-managed leaf before expiry (kopf's server picks up files)."""
+async def _renew_forever(rt: Runtime, tls: WebhookTLSFiles) -> None:
+    """Keep the serving certificate fresh: renew the self-managed leaf before expiry, or
+    pick up the files cert-manager rotates; the live server context reloads them."""
     wh = rt.settings.webhook
     hosts = webhookconfig.hosts_for(wh.url, None if wh.url else wh.service_name,
                                     rt.settings.namespace)
+    interval = _TLS_CHECK_SECONDS if wh.tls_dir is None else 60.0
     while True:
-        await asyncio.sleep(_TLS_CHECK_SECONDS)
+        await asyncio.sleep(interval)
         try:
-            tls = await ensure_self_managed_tls(rt, hosts)
-            tls.write(wh.work_dir / "tls")
-        except Exception:  # keep serving the current certificate; try again next hour
+            if wh.tls_dir is None:
+                (await ensure_self_managed_tls(rt, hosts)).write(wh.work_dir / "tls")
+            if tls.reload_if_changed():
+                logger.info("webhook serving certificate reloaded")
+        except Exception:  # keep serving the current certificate; try again later
             logger.exception("webhook certificate renewal failed")
 
 
@@ -179,7 +218,6 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
     Loops that must run next to kopf are appended to ``background``.
     """
     registry = kopf.OperatorRegistry()
-    webhooks.register(registry, rt)
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -411,16 +449,18 @@ async def run(opts: OperatorSettings, *, stop: asyncio.Event | None = None) -> N
 
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings)
-    ca_bundle = await _prepare_webhook(rt, kopf_settings)
-    if opts.webhook.manage_configurations:
-        await apply_webhook_configurations(rt, ca_bundle)
-
+    tls = await _prepare_tls(rt)
+    server = await _start_webhook_server(rt, tls)
     timeout = aiohttp.ClientTimeout(total=opts.admin_timeout_seconds)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(rt.cluster.close)
+        stack.push_async_callback(server.cleanup)
+        if opts.webhook.manage_configurations:
+            await apply_webhook_configurations(rt, tls.ca_bundle)
+        session = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout))
         loops: list[Callable[[], Coroutine[Any, Any, None]]] = []
         registry = build_registry(rt, {"session": session}, loops)
-        if opts.webhook.tls_dir is None:
-            loops.append(lambda: _renew_forever(rt))
+        loops.append(lambda: _renew_forever(rt, tls))
         tasks = [asyncio.create_task(loop()) for loop in loops]
         stop_flag: asyncio.Event = stop if stop is not None else asyncio.Event()
         try:
@@ -439,5 +479,4 @@ async def run(opts: OperatorSettings, *, stop: asyncio.Event | None = None) -> N
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await rt.cluster.close()
 
