@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import click
 
-from haltgate.cli import audit, guard, iptables, operator, policy, pool, sidecar, unbuilt
+from haltgate.cli import (
+    audit,
+    demo,
+    guard,
+    iptables,
+    operator,
+    policy,
+    pool,
+    sidecar,
+    unbuilt,
+)
 
 EXIT_NOT_BUILT = 2
 
@@ -26,5 +36,6 @@ main.add_command(audit.audit)
 main.add_command(operator.operator)
 main.add_command(sidecar.sidecar)
 main.add_command(pool.pool)
+main.add_command(demo.demo)
 for _command in unbuilt.COMMANDS:
     main.add_command(_command)

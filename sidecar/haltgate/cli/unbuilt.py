@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 
-_PLANNED: dict[str, str] = {
-    "demo": "Run the local end-to-end demo.",
-}
+_PLANNED: dict[str, str] = {}
 
 
 def _make(name: str, summary: str) -> click.Command:

@@ -1,0 +1,30 @@
+"""`haltgate demo` end to end (its own control plane, PostgreSQL, OPA, operator, sidecar):
+it must show each promised moment of the journey and exit 0, leaving nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.chart.conftest import REPO
+
+pytestmark = [pytest.mark.k8s, pytest.mark.postgres, pytest.mark.opa]
+
+
+def test_demo_runs_the_whole_journey() -> None:
+    before = set(Path(tempfile.gettempdir()).glob("haltgate-demo-*"))
+    res = subprocess.run([str(Path(sys.executable).parent / "haltgate"), "demo"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+    out = res.stdout
+    assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]
+    for moment in ("the webhook injected it", "initContainer haltgate-proxy   native sidecar",
+                   "allowed   HTTP 200", "guardrail_secrets", "opa_denied", "tool_denied",
+                   "EXHAUSTION calls_exhausted", "halted for good",
+                   "$ haltgate audit history", "$ haltgate audit cost",
+                   "audit verify: OK", "haltgate_requests_total{"):
+        assert moment in out, f"missing {moment!r} in:\n{out[-3000:]}"
+    assert set(Path(tempfile.gettempdir()).glob("haltgate-demo-*")) == before
