@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from haltgate.governance.signals import SEEN_WINDOW, progress_signals
 
 __all__ = [
     "CallSignals",
@@ -36,8 +37,6 @@ __all__ = [
     "result_fingerprint",
 ]
 
-SEEN_WINDOW = 32
-"""Fingerprints remembered for novelty; the EmoCore adapter's window (``SEEN_WINDOW``)."""
 
 
 def _canonical(obj: Any) -> bytes:
@@ -90,14 +89,9 @@ class SignalTracker:
         if window < 1:
             raise ValueError("window must be at least 1")
         self.window = window
-        self._seen: deque[str] = deque(maxlen=window)
+        self._seen: tuple[str, ...] = ()
         self._outcomes: deque[tuple[bool, bool]] = deque(maxlen=window)  # (failed, repeat)
         self._streak = 0
-
-    def _remember(self, items: Iterable[str]) -> None:
-        for item in items:
-            if item not in self._seen:
-                self._seen.append(item)
 
     def observe(
         self,
@@ -112,24 +106,16 @@ class SignalTracker:
         ``fingerprint``: :func:`request_fingerprint`; ``target``: tool or model name;
         ``result``: :func:`result_fingerprint` of the answer (None if unknown).
         """
-        repeat = fingerprint in self._seen
-        novel = not repeat or (target is not None and f"target:{target}" not in self._seen)
-        if ok:
-            progress = (result is not None and f"result:{result}" not in self._seen) or (
-                result is None and novel
-            )
-        else:
-            progress = False
-        self._remember(x for x in (fingerprint, None if target is None else f"target:{target}",
-                                   None if not ok or result is None else f"result:{result}")
-                       if x is not None)  # fmt: skip
-        self._outcomes.append((not ok, repeat))
-        self._streak = 0 if progress else self._streak + 1
+        # The same computation as the EmoCore adapter's (haltgate.governance.signals).
+        signals = progress_signals(self._seen, fingerprint, target, ok, result, self.window)
+        self._seen = signals.seen
+        self._outcomes.append((not ok, signals.repeat))
+        self._streak = 0 if signals.reward else self._streak + 1
         n = len(self._outcomes)
         return CallSignals(
-            reward=1.0 if progress else 0.0,
-            novelty=1.0 if novel else 0.0,
-            difficulty=0.0 if ok else 1.0,
+            reward=signals.reward,
+            novelty=signals.novelty,
+            difficulty=signals.difficulty,
             error_rate=sum(f for f, _ in self._outcomes) / n,
             repeat_rate=sum(r for _, r in self._outcomes) / n,
             no_progress_streak=self._streak,

@@ -12,7 +12,7 @@ call is then one EmoCore step, with signals derived from the call:
 signal          from
 ==============  ==========================================================================
 ``reward``      1.0 when the call made progress (ok and a new result, or ok and a new call
-                when no result digest is given), else 0.0
+                when no result digest is given), else 0.0 (``haltgate.governance.signals``)
 ``novelty``     1.0 for a call fingerprint or tool not seen in the last 32 calls, else 0.0
 ``urgency``     the tightest budget's fraction used (max of (used + in flight) / limit)
 ``difficulty``  1.0 for a failed call (5xx, network error, tool error), else 0.0
@@ -52,6 +52,7 @@ from haltgate.governance.engine.events import Event, Halt, Reset, Settle
 from haltgate.governance.engine.pricing import PriceTable
 from haltgate.governance.engine.state import EngineState
 from haltgate.governance.policy import FailureType, GovernancePolicySpec
+from haltgate.governance.signals import progress_signals
 
 try:
     import emocore.engine as _emo_engine
@@ -65,9 +66,6 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from e
 
 __all__ = ["EmoCoreEngine", "EmoCoreState", "EmoSnapshot", "profile_named"]
-
-SEEN_WINDOW = 32
-"""Call fingerprints and tools remembered for the novelty signal."""
 
 _FAILURES = {
     EmoFailure.SAFETY: FailureType.SAFETY,
@@ -278,32 +276,22 @@ class EmoCoreEngine:
         if not isinstance(event, Settle) or builtin.halt is not None:
             return state._replace(builtin=builtin), decision
         res = before.reservations.get(event.call_id)
-        fingerprint = None if res is None else res.fingerprint
-        tool = None if res is None else res.tool
-        seen = state.seen
-        novel = (fingerprint is not None and fingerprint not in seen) or (
-            tool is not None and f"tool:{tool}" not in seen
+        signals = progress_signals(
+            tuple(state.seen),
+            None if res is None else res.fingerprint,
+            None if res is None else res.tool,
+            event.ok,
+            event.result_fingerprint,
         )
-        if event.ok:
-            result = event.result_fingerprint
-            reward = 1.0 if (result is not None and f"result:{result}" not in seen) or (
-                result is None and novel
-            ) else 0.0  # fmt: skip
-        else:
-            result = None
-            reward = 0.0
-        for item in (fingerprint, None if tool is None else f"tool:{tool}",
-                     None if result is None else f"result:{result}"):  # fmt: skip
-            if item is not None and item not in seen:
-                seen = (*seen, item)[-SEEN_WINDOW:]
+        seen = signals.seen
         now = builtin.clock
         snapshot, halted = self._emo_step(
             state.emo,
             now,
-            reward=reward,
-            novelty=1.0 if novel else 0.0,
+            reward=signals.reward,
+            novelty=signals.novelty,
             urgency=self._urgency(builtin),
-            difficulty=0.0 if event.ok else 1.0,
+            difficulty=signals.difficulty,
             trust=self._trust(builtin),
         )
         if halted is not None:
