@@ -140,6 +140,10 @@ spec: {selector: {matchLabels: {app: agent}}, budgets: {calls: {limit: 10}}}
     print(f"webhook admission (apiserver metric, bucket-interpolated): "
           f"p50 {quantile(hook, 0.5) * 1000:.1f} ms, p99 {quantile(hook, 0.99) * 1000:.1f} ms"
           f"  (target p99 <= 20 ms; reviews counted: {hook[-1][1]:.0f})")
+    share = {le: c / hook[-1][1] for le, c in hook} if hook and hook[-1][1] else {}
+    print("webhook reviews per apiserver bucket (cumulative): "
+          + ", ".join(f"<= {le * 1000:g} ms: {v:.1%}" for le, v in share.items()
+                      if le != float("inf") and le <= 0.1))
     print(f"operator time per review (own histogram): p50 {quantile(own, 0.5) * 1000:.2f} ms, "
           f"p99 {quantile(own, 0.99) * 1000:.2f} ms")
     b50, b99, i50, i99 = (pct(base, 0.5), pct(base, 0.99), pct(inj, 0.5), pct(inj, 0.99))
