@@ -216,3 +216,34 @@ async def test_database_outage_spends_the_lease_then_fails_closed_then_recovers(
     assert status is not None and status["leases"] == 0
     # Every call that passed was counted, the ones during the outage too.
     assert status["dimensions"]["calls"]["used"] == passed
+
+
+async def test_a_member_whose_lease_was_given_away_recovers(pool_dsn: str,
+                                                            pool_name: str) -> None:
+    await _pool(pool_dsn, pool_name, calls={"limit": 10}, leaseFraction=1.0, leaseSeconds=0.5)
+    # "paused" never renews in the background (as if frozen); "other" sweeps and takes all.
+    paused = _client(pool_dsn, pool_name, "ns/paused/p", poll_interval=60.0, renew_age=1000.0)
+    await paused.start()
+    other = _client(pool_dsn, pool_name, "ns/other/p", poll_interval=0.1)
+    try:
+        assert await paused.reserve("p1", ONE) is None
+        paused.settle("p1", ONE)
+        await asyncio.sleep(0.7)  # the paused member's lease expires in the database
+        await other.start()
+        await _until(lambda: other.lease is not None and other.lease.allotment.calls >= 9)
+        # The paused member is not stuck asking for its old allotment: it is told the
+        # pool is short (not that the database is unreachable) ...
+        refusal = await paused.reserve("p2", ONE)
+        assert isinstance(refusal, DeniedError) and refusal.code == "pool_calls_exhausted"
+        # ... and gets budget again once the other member returns what it did not spend.
+        await other.close()
+        await asyncio.sleep(1.1)  # past the short-pool back-off
+        assert await paused.reserve("p3", ONE) is None
+        paused.settle("p3", ONE)
+    finally:
+        await paused.close()
+        await other.close()
+    store = await PoolStore.connect(pool_dsn)
+    status = await store.status(pool_name)
+    await store.close()
+    assert status is not None and status["dimensions"]["calls"]["used"] == 2

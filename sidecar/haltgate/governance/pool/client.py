@@ -181,13 +181,14 @@ class PoolClient:
                 await self._renew(need)
                 if self.try_reserve(call_id, need):
                     return None
-                self._short_until = time.monotonic() + self.settings.poll_interval
+                self._short_until = time.monotonic() + min(1.0, self.settings.poll_interval)
         refusal = self.check()
         if refusal is not None:
             return refusal
         lease = self.lease
-        if lease is None or time.monotonic() >= lease.deadline:
-            if self.settings.fail_mode is FailMode.OPEN and not self._reachable:
+        if lease is None or not self._reachable:
+            # Past the current lease without the database: fail closed (or open).
+            if self.settings.fail_mode is FailMode.OPEN:
                 self.metrics.failures.labels("open").inc()
                 log.warning("pool %s unreachable: call %s allowed uncounted (fail open)",
                             self.settings.pool, call_id)
@@ -196,8 +197,10 @@ class PoolClient:
             self.metrics.refusals.labels("pool_unreachable").inc()
             return UnavailableError(
                 f"the budget pool {self.settings.pool} cannot be reached and this member "
-                "holds no valid lease (fail closed)", code="pool_unreachable")
-        dims = [d for d, a, r, lim in zip(DIMENSIONS, need.values(), lease.room().values(),
+                "holds no lease with room left (fail closed)", code="pool_unreachable")
+        # The database answered: the pool is too short for this call.
+        room = lease.room() if time.monotonic() < lease.deadline else ZERO
+        dims = [d for d, a, r, lim in zip(DIMENSIONS, need.values(), room.values(),
                                           lease.limited, strict=True) if lim and a > r]
         code = f"pool_{dims[0].removesuffix('_pico')}_exhausted" if dims else "pool_exhausted"
         self.metrics.refusals.labels(code).inc()
@@ -329,26 +332,23 @@ class PoolClient:
         if store is None or config is None:
             return
         old = self.lease
-        # Calls go on spending the old lease while this round trip is under way (the hot
-        # path takes no lock). So the new lease must cover everything the old one has not
-        # spent yet (hold), and what is spent meanwhile moves over to it (below): the
-        # member never holds less than it may still spend, and the pool never gets back
-        # an allotment that is being spent.
         spent = old.spent if old is not None else ZERO
-        hold = (old.allotment - spent).clamp_to(old.allotment) if old is not None else ZERO
         sent = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.op_timeout):
-                grant = await store.renew(self.settings.pool, self.settings.holder,
-                                          old=old.lease_id if old else None, spent=spent,
-                                          hold=hold, need=hold + extra)
-                if grant is None and extra != ZERO and old is not None:
-                    # Not enough for the next call: keep at least what the old lease held.
+                grant = None
+                for attempt, hold in enumerate(self._holds(old, spent, sent)):
+                    if attempt and old is not None:
+                        old.deadline = float("-inf")  # what it held is gone: stop spending it
                     grant = await store.renew(self.settings.pool, self.settings.holder,
-                                              old=old.lease_id, spent=spent, hold=hold,
-                                              need=hold)
-                if grant is None:
-                    self._apply_config(await store.config(self.settings.pool))
+                                              old=old.lease_id if old else None, spent=spent,
+                                              hold=hold, need=hold + extra)
+                    if grant is not None:
+                        break
+                    fresh = await store.config(self.settings.pool)
+                    self._apply_config(fresh)
+                    if fresh is None or fresh.halted:
+                        break
         except (psycopg.Error, OSError, TimeoutError) as e:
             self.metrics.leases.labels("error").inc()
             self._lost(e)
@@ -367,6 +367,27 @@ class PoolClient:
                 lease.adopt(call_id, need)
         self.lease = lease
         self._lease_sent = sent
+
+    def _holds(self, old: LocalLease | None, spent: Amounts, now: float) -> list[Amounts]:
+        """What a renewal must keep, most to least, tried in order.
+
+        1. Calls go on spending a valid old lease while the round trip is under way (the
+           hot path takes no lock), so the new lease must cover all the old one has not
+           spent (what is spent meanwhile moves over): the pool never gets back an
+           allotment that is still being spent.
+        2. If the pool no longer has that (the database expired the lease and gave it
+           away: this member was paused or cut off), stop spending the old lease and keep
+           only the calls in flight.
+        3. If not even those fit, take what there is: the calls in flight were spent from
+           an expired lease (the documented over-spend bound counts them).
+        """
+        if old is None:
+            return [ZERO]
+        in_flight = old.reserved
+        holds = [] if now >= old.deadline else \
+            [(old.allotment - spent).clamp_to(old.allotment)]
+        holds += [in_flight, ZERO]
+        return list(dict.fromkeys(holds))
 
     async def _maintain(self) -> None:
         """Renew, heartbeat, sweep expired leases, flush error counts, re-read the state."""
