@@ -192,3 +192,39 @@ def test_update_refusals() -> None:
     found = refusals.update_refusals(with_d1, debug, proxy_uid=1337, ours=ours)
     assert [(r.code, r.path) for r in found] == [
         ("agent_runs_as_proxy_uid", "spec.ephemeralContainers[1].securityContext.runAsUser")]
+
+
+async def test_webhook_server_wire_format() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from haltgate.operator import metrics, settings
+    from haltgate.operator.runtime import Runtime
+
+    rt = Runtime(settings=settings.OperatorSettings(), cluster=None,  # type: ignore[arg-type]
+                 template=injection.InjectionTemplate.load(injection.default_template_path()),
+                 metrics=metrics.OperatorMetrics.create())
+    async with TestClient(TestServer(webhooks.create_app(rt))) as client:
+        def review(obj: dict[str, Any], op: str = "CREATE") -> dict[str, Any]:
+            return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "request": {"uid": "u-1", "operation": op, "object": obj}}
+
+        resp = await client.post("/validate-policy",
+                                 json=review(_policy({"budgets": {"tokens": {}}})))
+        out = await resp.json()
+        assert resp.status == 200 and out["response"]["uid"] == "u-1"
+        assert out["response"]["allowed"] is False
+        assert out["response"]["status"]["code"] == 422
+        assert "spec.budgets.tokens" in out["response"]["status"]["message"]
+
+        resp = await client.post("/validate-policy", json=review(_policy({})))
+        out = await resp.json()
+        assert out["response"]["allowed"] is True
+        assert out["response"]["warnings"][0].startswith("spec.selector")
+
+        # An opted-out pod: allowed, no patch, and no cluster lookup at all.
+        pod = {"metadata": {"namespace": "n", "annotations": {"haltgate.dev/inject": "false"}}}
+        out = await (await client.post("/inject", json=review(pod))).json()
+        assert out["response"] == {"uid": "u-1", "allowed": True}
+
+        assert (await client.post("/inject", data=b"not json")).status == 400
+        assert (await client.post("/nope", json=review(pod))).status == 404
