@@ -14,6 +14,8 @@ policy, one drawing from a pool and one not.
 3. End to end: requests alternate between the two sidecars (same upstream, same moment,
    sequential); printed p50/p99 of each and the difference = the added latency of pool
    accounting, and how many calls the pooled sidecar made per lease round trip.
+2b. Halt delivery: one member halts the pool, another sees it (LISTEN/NOTIFY); halt and
+   lift repeated. Target: < 1 s.
    Target: no database round trip on the hot path while a lease lasts (calls per round
    trip >> 1) and an added p50 within noise (< 0.1 ms).
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -95,6 +98,35 @@ async def hot_path(dsn: str, n: int) -> tuple[float, float, int]:
     return base * 1e6, pooled * 1e6, trips
 
 
+async def halt_latency(dsn: str, rounds: int) -> list[float]:
+    """Seconds from a halt's commit to another member refusing, over halt/lift rounds."""
+    a = PoolClient(PoolSettings(dsn=dsn, pool=POOL, holder="bench/a", poll_interval=60))
+    b = PoolClient(PoolSettings(dsn=dsn, pool=POOL, holder="bench/b", poll_interval=60))
+    admin = await PoolStore.connect(dsn)
+    await a.start()
+    await b.start()
+    out = []
+    try:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            await a.halt("bench_halt", "latency round", "bench/a")
+            for _ in range(5000):  # bounded: 5 s
+                if b.halted:
+                    break
+                await asyncio.sleep(0.0005)
+            out.append(time.perf_counter() - t0)
+            await admin.lift(POOL, "bench", "next round")
+            for _ in range(5000):
+                if not b.halted:
+                    break
+                await asyncio.sleep(0.0005)
+    finally:
+        await a.close()
+        await b.close()
+        await admin.close()
+    return out
+
+
 def sidecar_policy(upstream: str, pool: str | None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "upstreams": [{"name": "llm", "url": upstream, "kind": "llm", "provider": "openai"}],
@@ -127,6 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test)")
     args = parser.parse_args()
+    logging.getLogger("haltgate.pool").setLevel(logging.ERROR)  # the halts are on purpose
     seconds = 1.0 if args.quick else 4.0
     calls = 300 if args.quick else 2000
 
@@ -152,6 +185,11 @@ def main() -> None:
         print("2. hot path in-process, per call")
         print(f"   baseline (empty coroutine): {base:6.2f} us   reserve+settle: {pooled:6.2f} us"
               f"   added: {pooled - base:6.2f} us   lease round trips: {trips}")
+
+        halts = asyncio.run(halt_latency(dsn, 10 if args.quick else 40))
+        print("2b. halt -> another member refuses (LISTEN/NOTIFY), per halt")
+        print(f"   p50 {pct(halts, 0.5) * 1000:6.2f} ms   max {max(halts) * 1000:6.2f} ms   "
+              f"target < 1000 ms")
 
         tmp = Path(tempfile.mkdtemp(prefix="haltgate-bench-pool-"))
         llm_port = free_port()
