@@ -75,7 +75,7 @@ class InjectionConfig:
 
     image: str = "ghcr.io/haltgate/haltgate:0.1.0"
     """Image holding the ``haltgate`` CLI: runs the iptables step and the sidecar."""
-    opa_image: str = "openpolicyagent/opa:1.2.0-static"
+    opa_image: str = "openpolicyagent/opa:1.22.2-static"
     """Image of the OPA container, injected only for policies with ``spec.opa``."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     proxy_uid: int = 1337
@@ -99,6 +99,9 @@ class InjectionConfig:
     """Secret in the pod's namespace with the inspection CA (ca.crt, ca.key); sidecar only."""
     admin_token_secret: str = "haltgate-admin-token"
     """Secret in the pod's namespace holding the sidecar admin token (key ``token``)."""
+    pool_database_secret: str = "haltgate-pool-db"
+    """Secret in the pod's namespace with the BudgetPool database URI (key ``dsn``), for
+    pods whose policy names a pool; made by whoever provisions the database."""
     operator_namespace: str = "haltgate-system"
     """Never injected, so the operator can always recover."""
     excluded_namespaces: frozenset[str] = frozenset()
@@ -153,6 +156,7 @@ class InjectionConfig:
             "caKeyDir": CA_KEY_DIR,
             "adminTokenVolume": VOLUME_ADMIN_TOKEN, "adminTokenSecret": self.admin_token_secret,
             "adminTokenDir": ADMIN_TOKEN_DIR,
+            "poolDatabaseSecret": self.pool_database_secret,
             "adminTokenFile": f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}",
             "stateVolume": VOLUME_STATE, "stateDir": STATE_DIR, "tmpVolume": VOLUME_TMP,
             "mode": mode,
@@ -169,6 +173,7 @@ class InjectionConfig:
             "opaDiagnosticPort": "opa_diagnostic_port",
             "caBundleConfigMap": "ca_bundle_config_map", "caKeySecret": "ca_key_secret",
             "adminTokenSecret": "admin_token_secret",
+            "poolDatabaseSecret": "pool_database_secret",
             "operatorNamespace": "operator_namespace",
             "excludedNamespaces": "excluded_namespaces",
         }
@@ -183,7 +188,8 @@ class InjectionConfig:
 
 # ----------------------------------------------------------------------------- template
 _PLACEHOLDER = re.compile(r"\{\{\s*\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
-_SECTIONS = ("initContainer", "sidecar", "opaContainer", "sidecarEnvOPA", "volumes",
+_SECTIONS = ("initContainer", "sidecar", "opaContainer", "sidecarEnvOPA", "sidecarEnvPool",
+             "volumes",
              "agentVolumeMounts", "agentEnv", "agentEnvExplicit")
 
 
@@ -267,6 +273,7 @@ class PolicyRef:
     generation: int
     selector: Mapping[str, Any] = field(default_factory=dict)
     uses_opa: bool = False
+    pool: str | None = None
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> PolicyRef:
@@ -277,6 +284,7 @@ class PolicyRef:
             generation=int(meta.get("generation") or 0),
             selector=spec.get("selector") or {},
             uses_opa=spec.get("opa") is not None,
+            pool=spec.get("pool") or None,
         )
 
 
@@ -441,6 +449,8 @@ def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef) -> list
     """haltgate's init containers, in start order: iptables step, proxy, then OPA."""
     sidecar = copy.deepcopy(rendered["sidecar"])
     ours = [copy.deepcopy(rendered["initContainer"]), sidecar]
+    if policy.pool:
+        sidecar.setdefault("env", []).extend(copy.deepcopy(rendered["sidecarEnvPool"]))
     if policy.uses_opa:
         sidecar.setdefault("env", []).extend(copy.deepcopy(rendered["sidecarEnvOPA"]))
         ours.append(copy.deepcopy(rendered["opaContainer"]))
