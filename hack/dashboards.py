@@ -268,7 +268,8 @@ def audit() -> dict[str, Any]:
         _panel(L, "stat", "Shipping lag", [_target("max(haltgate_audit_ship_lag_seconds)")],
                unit="s", w=6, h=4),
         _panel(L, "stat", "Fullest spool", [_target(
-            f"max(haltgate_audit_spool_bytes{{{SEL}}} / haltgate_audit_spool_limit_bytes{{{SEL}}})")],
+            f"max(haltgate_audit_spool_bytes{{{SEL}}}"
+            f" / haltgate_audit_spool_limit_bytes{{{SEL}}})")],
             unit="percentunit", w=6, h=4),
         _panel(L, "stat", "Records dropped in range", [_target(
             f"sum(increase(haltgate_audit_records_dropped_total{{{SEL}}}[$__range])) "

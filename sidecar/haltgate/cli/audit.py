@@ -217,14 +217,21 @@ def _record_filter(values: dict[str, Any]) -> Any:
 @click.option("--all", "all_pages", is_flag=True, help="Follow cursors to the last page.")
 @click.option("--output", "-o", type=click.Choice(["table", "json", "jsonl"]), default="table",
               show_default=True)
+@click.option("--cost", "cost_report", is_flag=True,
+              help="Report cost, calls, refusals and tokens per agent for the matching "
+                   "records instead of listing them (same as `haltgate audit cost`).")
 def query(dsn: str, limit: int, cursor: str | None, order: str, all_pages: bool, output: str,
-          **filters: Any) -> None:
+          cost_report: bool, **filters: Any) -> None:
     """List audit records matching the filters (oldest first).
 
-    Execution history of a run: ``haltgate audit query --run RUN --all``."""
+    Execution history of a run: ``haltgate audit query --run RUN --all``. Cost per agent
+    over a range: ``haltgate audit query --cost --since 2026-11-01 --until 2026-12-01``."""
     from haltgate.governance.audit.query import CursorError, query_records
 
     flt = _record_filter(filters)
+    if cost_report:
+        _print_cost(dsn, flt, "json" if output != "table" else "table")
+        return
     first = True
     while True:
         try:
@@ -257,7 +264,8 @@ def query(dsn: str, limit: int, cursor: str | None, order: str, all_pages: bool,
 def history(ctx: click.Context, dsn: str, run_id: str, output: str) -> None:
     """Execution history of one agent run, every record in order."""
     ctx.invoke(query, dsn=dsn, limit=1000, cursor=None, order="asc", all_pages=True,
-               output=output, **{**dict.fromkeys(_filter_names(), None), "run_id": run_id})
+               output=output, cost_report=False,
+               **{**dict.fromkeys(_filter_names(), None), "run_id": run_id})
 
 
 def _filter_names() -> tuple[str, ...]:
@@ -272,10 +280,14 @@ def _filter_names() -> tuple[str, ...]:
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 def cost(dsn: str, output: str, **filters: Any) -> None:
-    """Cost, calls, refusals and tokens per agent."""
+    """Cost, calls, refusals and tokens per agent (exact: from the audit records)."""
+    _print_cost(dsn, _record_filter(filters), output)
+
+
+def _print_cost(dsn: str, flt: Any, output: str) -> None:
     from haltgate.governance.audit.query import cost_by_agent
 
-    agents = cost_by_agent(dsn, _record_filter(filters))
+    agents = cost_by_agent(dsn, flt)
     if output == "json":
         click.echo(orjson.dumps({"agents": agents}, option=orjson.OPT_INDENT_2).decode())
         return

@@ -155,13 +155,18 @@ def query_records(
 def build_cost_query(flt: RecordFilter) -> tuple[str, list[Any]]:
     """Cost, calls, refusals and tokens per agent (namespace, workload).
 
-    Cost and tokens come from outcome records (settled usage); calls and refusals from
-    intent records (one per governed call)."""
+    Cost and tokens come from outcome records (settled usage). A call forwarded upstream
+    has an intent record; a call refused before forwarding has only its outcome record
+    (deny or error, no upstream status, a code that is not an ``upstream_*`` failure), so
+    calls count both. Refusals are the deny decisions of either phase (the sidecar writes
+    intents as allow, so nothing is counted twice)."""
     where, params = _conditions(flt)
     sql = (
         "SELECT namespace, workload,"
-        " count(*) FILTER (WHERE phase = 'intent') AS calls,"
-        " count(*) FILTER (WHERE phase = 'intent' AND decision = 'deny') AS denied,"
+        " count(*) FILTER (WHERE phase = 'intent' OR (phase = 'outcome'"
+        "   AND decision <> 'allow' AND status IS NULL"
+        "   AND left(coalesce(code, ''), 9) <> 'upstream_')) AS calls,"
+        " count(*) FILTER (WHERE phase <> 'connection' AND decision = 'deny') AS denied,"
         " coalesce(sum(cost_usd) FILTER (WHERE phase <> 'intent'), 0) AS cost_usd,"
         " coalesce(sum((record::json #>> '{usage,input_tokens}')::bigint)"
         "   FILTER (WHERE phase <> 'intent'), 0) AS input_tokens,"
