@@ -228,3 +228,4 @@ async def test_webhook_server_wire_format() -> None:
 
         assert (await client.post("/inject", data=b"not json")).status == 400
         assert (await client.post("/nope", json=review(pod))).status == 404
+        assert (await client.get("/readyz")).status == 200

@@ -254,6 +254,12 @@ def create_app(rt: Runtime) -> web.Application:
             m.admission_seconds.labels(webhook_id).observe(time.perf_counter() - start)
         return _response(review, payload)
 
+    async def readyz(request: web.Request) -> web.Response:
+        # For the pod's readiness probe (HTTPS on the webhook port): the Service sends
+        # reviews only to replicas whose server is up.
+        return web.json_response({"ready": True})
+
     app = web.Application(client_max_size=MAX_REVIEW_BYTES)
+    app.router.add_get("/readyz", readyz)
     app.router.add_post("/{webhook}", serve)
     return app
