@@ -105,6 +105,7 @@ class PoolClient:
         self._member_halt_reported = False
         self._closed = False
         self._short_until = 0.0
+        self._next_round = 0.0
         """Monotonic time until which a call that does not fit is refused without asking
         the database again (the pool was found too short for it a moment ago)."""
         self.lease_round_trips = 0
@@ -411,13 +412,20 @@ class PoolClient:
         if store is None or config is None:
             return
         async with self._lock:
+            lease = self.lease
+            if self._halt is None and (lease is None or lease.used_share() >= s.renew_share):
+                await self._renew(ZERO)  # first: calls are spending this lease right now
             try:
                 async with asyncio.timeout(s.op_timeout):
-                    fresh = await store.config(s.pool)
-                    self._apply_config(fresh)
-                    if fresh is not None:
-                        self.config = config = fresh
-                    await store.expire(s.pool)
+                    if time.monotonic() >= self._next_round:
+                        # The hot path wakes this task often; the state re-read and the
+                        # expiry sweep are due once per poll interval.
+                        self._next_round = time.monotonic() + s.poll_interval
+                        fresh = await store.config(s.pool)
+                        self._apply_config(fresh)
+                        if fresh is not None:
+                            self.config = config = fresh
+                        await store.expire(s.pool)
                     if self._errors:
                         n, self._errors = self._errors, 0
                         await store.record(s.pool, "errors", s.holder, "upstream_error", n)
@@ -431,8 +439,6 @@ class PoolClient:
                 await self._disconnect()
                 return
             self._reachable = True
-            lease = self.lease
-            due = (lease is None or lease.used_share() >= s.renew_share
-                   or time.monotonic() - self._lease_sent >= config.lease_seconds * s.renew_age)
-            if due and self._halt is None:
-                await self._renew(ZERO)
+            if self._halt is None and self.lease is not None and \
+                    time.monotonic() - self._lease_sent >= config.lease_seconds * s.renew_age:
+                await self._renew(ZERO)  # heartbeat: report spend, extend the lease
