@@ -174,6 +174,11 @@ def main() -> None:
             await store.upsert(POOL, BudgetPoolSpec.model_validate(
                 {"calls": {"limit": 10**15}, "tokens": {"limit": 10**15},
                  "costUSD": {"limit": 10**6}, "leaseFraction": 0.001}))
+            # The sidecars' pool: small leases (0.5% of what remains), so the pooled sidecar
+            # renews several times during the run, in the background.
+            await store.upsert("bench/e2e", BudgetPoolSpec.model_validate(
+                {"calls": {"limit": 100_000}, "tokens": {"limit": 10**12},
+                 "costUSD": {"limit": 10**6}, "leaseFraction": 0.005}))
             await store.close()
 
         asyncio.run(setup())
@@ -199,7 +204,7 @@ def main() -> None:
         procs.append(llm)
         wait_port(llm_port, llm, "stand-in LLM")
         targets = {}
-        for name, pool in (("no pool", None), ("pool", "pool")):
+        for name, pool in (("no pool", None), ("pool", "e2e")):
             path = tmp / f"{name.replace(' ', '-')}.yaml"
             path.write_text(yaml.safe_dump(sidecar_policy(f"http://127.0.0.1:{llm_port}", pool)))
             port = free_port()
