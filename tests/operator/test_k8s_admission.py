@@ -321,3 +321,26 @@ def test_injected_pod_updates_cannot_weaken_enforcement(kube: ControlPlane,
     assert res.returncode != 0 and "ephemeral_targets_haltgate" in res.stderr, res.stderr
     res = debug("dbg-ok", ["SYS_PTRACE"])
     assert res.returncode == 0, res.stderr
+
+
+def test_opa_and_pool_pieces_pass_apiserver_validation(
+        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest) -> None:
+    ns = kube_namespace
+    assert apply(kube, {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
+                        "metadata": {"name": "shared", "namespace": ns},
+                        "spec": {"calls": {"limit": 10}}}).returncode == 0
+    res = apply(kube, policy(ns, "rego", {
+        "selector": {"matchLabels": {"app": "agent"}}, "pool": "shared",
+        "opa": {"rego": "package haltgate\n\ndecision := {\"allow\": true}\n"}}))
+    assert res.returncode == 0, res.stderr
+    res = create(kube, opted_in(ns, "planner"))
+    assert res.returncode == 0, res.stderr
+    spec = kubectl_json(kube, "-n", ns, "get", "pod", "planner")["spec"]
+    assert names(spec["initContainers"]) == [injection.INIT_CONTAINER_NAME,
+                                             injection.SIDECAR_CONTAINER_NAME,
+                                             injection.OPA_CONTAINER_NAME]
+    opa = spec["initContainers"][2]
+    assert opa["restartPolicy"] == "Always" and opa["securityContext"]["runAsUser"] == 1338
+    env = {e["name"]: e for e in spec["initContainers"][1]["env"]}
+    assert env["HALTGATE_OPA_URL"]["value"] == "http://127.0.0.1:8181"
+    assert env["HALTGATE_POOL_DSN"]["valueFrom"]["secretKeyRef"]["name"] == "haltgate-pool-db"
