@@ -126,7 +126,8 @@ def sidecars(pool_dsn: str, http_standin: str,
 
     def ready(*which: Sidecar) -> None:
         for s in which:
-            wait_until(lambda s=s: port_open("127.0.0.1", s.port), timeout=30,
+            port = s.port
+            wait_until(lambda: port_open("127.0.0.1", port), timeout=30,  # noqa: B023
                        what=s.proc.name, log=s.log, alive=s.proc.alive)
 
     start.ready = ready  # type: ignore[attr-defined]
