@@ -105,7 +105,8 @@ def count_workloads(pods: Sequence[Mapping[str, Any]]) -> int:
     return len(seen)
 
 
-def _now() -> str:
+def now_rfc3339() -> str:
+    """The current UTC time as Kubernetes writes it (RFC 3339, seconds)."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -191,7 +192,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
     namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 0)
     previous = list((body.get("status") or {}).get("conditions") or [])
-    now = _now()
+    now = now_rfc3339()
     result = validate_document(dict(body))
     if not result.ok:
         problems = "; ".join(str(i) for i in result.errors)

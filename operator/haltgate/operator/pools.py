@@ -61,7 +61,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any]
     """Compute a pool's status from the cluster; also return its member policies."""
     meta = body.get("metadata") or {}
     objs = await rt.cluster.list_policies(meta["namespace"])
-    status = pool_status(body, objs, policies._now())
+    status = pool_status(body, objs, policies.now_rfc3339())
     ok = all(c["status"] == "True" for c in status["conditions"])
     rt.metrics.reconciles.labels("BudgetPool", "ready" if ok else "invalid").inc()
     return status, member_policies(meta.get("name", ""), objs)

@@ -237,7 +237,7 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         for err in result.errors:
             log.warning(f"halt delivery: {err}")
         previous = {h.get("pod"): h for h in (body.get("status") or {}).get("halts") or []}
-        now = policies._now()
+        now = policies.now_rfc3339()
         wanted["halts"] = [previous.get(p) or {"pod": p, "failureType": "EXTERNAL",
                                                "code": halts.HALT_CODE, "since": now}
                            for p in sorted(result.halted)]
