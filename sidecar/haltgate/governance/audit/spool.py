@@ -19,6 +19,9 @@ monthly partitions without parsing JSON.
 The writer thread takes every record queued while the previous commit was in flight, writes
 them with one ``write`` and makes them durable with one ``fdatasync``: concurrent calls
 share a commit, a lone call pays one. ``intent()`` returns only after its record is durable.
+Records nobody waits for (``submit_nowait``: outcomes) do not wake the writer: they go with
+the next awaited record's commit, or after ``linger_seconds`` (20 ms) at the latest, so a
+call costs one write and one fdatasync, not two.
 Records are sealed (chain, sequence number, hashes; ~15 us) by the caller when queued, so
 sealing overlaps the commit in flight instead of lengthening the next one. After each commit
 the durable position is published in ``durable``; the shipper reads no further.
@@ -108,9 +111,15 @@ class SpoolSettings:
     lock_wait_seconds: float = 5.0
     """How long a starting writer waits for ``writer.lock`` (a shipper settling an orphaned
     spool holds it briefly) before it reports another writer (seconds)."""
+    linger_seconds: float = 0.02
+    """Longest a record queued with ``submit_nowait`` (an outcome: nobody waits for it)
+    waits for a commit (seconds). It goes with the next awaited record's commit (an
+    intent) if one comes sooner: one write and one fdatasync per call, not two."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", Path(self.directory))
+        if not 0 < self.linger_seconds <= 1:
+            raise ValueError("spool linger_seconds must be in (0, 1]")
         if self.segment_bytes < 4096:
             raise ValueError("spool segment_bytes must be at least 4096")
         if self.max_bytes < 2 * self.segment_bytes:
@@ -450,6 +459,10 @@ class _Batch:
     waiters: list[_Waiter] = field(default_factory=list)
     heads: list[tuple[str, ChainHead]] = field(default_factory=list)
     nbytes: int = 0
+    urgent: bool = False
+    """A waiter awaits durability: commit now (else only lingering records)."""
+    first_at: float = 0.0
+    """monotonic() when the first record was queued (the linger starts there)."""
 
 
 class SpoolWriter:
@@ -534,9 +547,10 @@ class SpoolWriter:
             self.metrics.spool_bytes.set(self._spooled)
         return self._spooled + nbytes <= limit
 
-    def submit(self, record: AuditRecord, waiter: _Waiter) -> bool:
+    def submit(self, record: AuditRecord, waiter: _Waiter, *, urgent: bool = True) -> bool:
         """Queue ``record`` for the next commit; ``False`` when dropped (spool full and
-        ``continue``). The waiter completes when the record is durable."""
+        ``continue``). The waiter completes when the record is durable. ``urgent=False``:
+        the commit may wait up to ``linger_seconds`` for more records."""
         with self._lock:
             if self._failed is not None:
                 raise self._failed
@@ -574,17 +588,33 @@ class SpoolWriter:
             batch.waiters.append(waiter)
             batch.heads.append((chain, head))
             batch.nbytes += len(frame)
-            if len(batch.frames) == 1:
-                self._wake.notify()
+            if urgent:
+                if not batch.urgent:
+                    batch.urgent = True
+                    self._wake.notify()
+            elif len(batch.frames) == 1:
+                # No wake-up: the writer looks every linger_seconds, or an urgent record
+                # takes this one along first.
+                batch.first_at = time.monotonic()
         return True
 
     # ---------------------------------------------------------------- writer thread
 
     def _run(self) -> None:
+        linger = self.settings.linger_seconds
         while True:
             with self._lock:
-                while not self._pending.frames and not self._closing:
-                    self._wake.wait()
+                while not self._pending.urgent and not self._closing:
+                    # Idle, or only lingering records: look again when the oldest one is
+                    # due (lingering records queue without a wake-up; an urgent one wakes
+                    # us at once and takes them along).
+                    pending = self._pending
+                    wait = linger
+                    if pending.frames:
+                        wait = pending.first_at + linger - time.monotonic()
+                        if wait <= 0:
+                            break
+                    self._wake.wait(wait)
                 batch = self._pending
                 self._pending = _Batch()
                 self._in_flight = batch.nbytes
@@ -726,9 +756,11 @@ class SpoolAuditSink:
             cf.result(timeout=timeout)
 
     def submit_nowait(self, record: AuditRecord) -> concurrent.futures.Future[None] | None:
-        """Queue ``record``; the returned future completes when it is durable."""
+        """Queue ``record`` without waiting (outcomes); the returned future completes when
+        it is durable: with the next awaited record's commit, or after at most
+        ``linger_seconds``."""
         cf: concurrent.futures.Future[None] = concurrent.futures.Future()
-        return cf if self._writer.submit(record, _Waiter(None, cf)) else None
+        return cf if self._writer.submit(record, _Waiter(None, cf), urgent=False) else None
 
     async def close(self) -> None:
         """Commit queued records and release the spool."""
