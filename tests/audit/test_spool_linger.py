@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ async def test_an_outcome_rides_with_the_next_intent(tmp_path: Path) -> None:
     try:
         future = sink.submit_nowait(make_record(1, phase="outcome"))
         assert future is not None
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
         assert not future.done() and _commits(sink) == 0  # no commit of its own yet
         await sink.intent(make_record(2))
         assert future.result(timeout=1) is None  # durable with the intent
