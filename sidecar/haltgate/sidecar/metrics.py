@@ -217,10 +217,12 @@ class SidecarMetrics:
 
     def _governor_samples(self) -> Iterable[Metric]:
         get = self._governor
-        governor = get() if get is not None else None
-        if governor is None:
+        if get is None:
             return
         try:
+            governor = get()
+            if governor is None:
+                return
             snap = governor.snapshot(time.time())
         except Exception:  # a scrape must never take the sidecar down
             log.exception("cannot read the governor for metrics")
