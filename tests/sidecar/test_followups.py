@@ -231,3 +231,41 @@ async def test_lone_surrogate_escape_in_a_request_body_is_a_typed_error(
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "invalid_json"
     assert standins.received("llm").requests == []
+
+
+# ------------------------------------------------------------------------- hot path
+
+
+async def test_the_answer_does_not_wait_for_the_outcome_record(
+        sidecar_factory: SidecarFactory) -> None:
+    import time
+    import urllib.request
+
+    sc = await sidecar_factory()
+    pipeline = sc.sidecar.pipeline
+    assert pipeline is not None
+    queued: list[Any] = []
+
+    def slow_submit(record: Any) -> None:  # an audit queue that takes its time (slow disk)
+        time.sleep(0.5)
+        queued.append(record)
+
+    pipeline._submit_nowait = slow_submit
+
+    def call() -> float:
+        started = time.monotonic()
+        req = urllib.request.Request(sc.explicit + "/llm/v1/chat/completions",
+                                     data=orjson.dumps(CHAT), method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+            r.read()
+        return time.monotonic() - started
+
+    # The client runs in a thread: it reads its answer while the sidecar's loop is busy.
+    elapsed = await asyncio.to_thread(call)
+    assert elapsed < 0.4
+    for _ in range(100):
+        if queued:
+            break
+        await asyncio.sleep(0.01)
+    assert [r.phase for r in queued] == ["outcome"]

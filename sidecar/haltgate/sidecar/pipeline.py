@@ -846,7 +846,16 @@ class Pipeline:
 
     def _audit_outcome(self, call: Call, status: int | None, counts: TokenCounts | None, *,
                        decision: str, err: HaltgateError | None = None) -> None:
-        """Queue the outcome record; the answer does not wait for its fsync."""
+        """Queue the outcome record; the answer waits neither for it nor for its fsync.
+
+        The record is built and sealed in a loop callback that runs once the handler has
+        handed its answer to the transport (the stages call this just before returning
+        the response): the audit's CPU time is not in the agent's latency."""
+        asyncio.get_running_loop().call_soon(self._queue_outcome, call, status, counts,
+                                             decision, err)
+
+    def _queue_outcome(self, call: Call, status: int | None, counts: TokenCounts | None,
+                       decision: str, err: HaltgateError | None) -> None:
         record = self._record(call, "outcome", decision=decision, status=status,
                               counts=counts, err=err)
         if self._submit_nowait is not None:
