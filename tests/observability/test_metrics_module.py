@@ -87,3 +87,26 @@ def test_a_failing_governor_does_not_break_the_scrape() -> None:
     m.watch_governor(unreadable)
     m.requests.labels("llm", "allow", "").inc()
     assert "haltgate_requests_total" in _exposed(m)
+
+
+def test_every_metric_is_in_the_reference() -> None:
+    from pathlib import Path
+
+    from haltgate.governance.audit.metrics import AuditMetrics
+    from haltgate.governance.pool.client import PoolMetrics
+    from haltgate.operator.metrics import OperatorMetrics
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    m = SidecarMetrics(CollectorRegistry())
+    m.watch_governor(_governor)
+    m.watch_transparent(lambda: {"http": 1})
+    AuditMetrics(m.registry)
+    PoolMetrics(m.registry)
+    families = list(m.registry.collect()) + list(OperatorMetrics.create().registry.collect())
+    names = set()
+    for family in families:
+        suffix = "_total" if family.type == "counter" else ""
+        names.add(family.name + suffix)
+    assert len(names) > 30
+    missing = sorted(n for n in names if f"`{n}`" not in doc)
+    assert not missing, f"not in docs/observability.md: {missing}"

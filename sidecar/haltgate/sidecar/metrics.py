@@ -93,8 +93,6 @@ class SidecarMetrics:
             "haltgate_upstream_latency_seconds",
             "Time from forwarding a call to the upstream's response headers.",
             ["kind"], buckets=UPSTREAM_BUCKETS, registry=reg)
-        self.in_flight = Gauge(
-            "haltgate_requests_in_flight", "Requests being handled now.", registry=reg)
         self.streams_cut = Counter(
             "haltgate_streams_cut_total",
             "Streams ended by haltgate (budget crossed, halt) or by the upstream (truncated).",
@@ -259,6 +257,10 @@ class SidecarMetrics:
         yield ratio
         yield limit_fam
         yield used_fam
+        yield GaugeMetricFamily(
+            "haltgate_calls_in_flight",
+            "Calls reserved and not yet settled (forwarded, waiting for the upstream).",
+            value=float(len(snap.get("in_flight") or ())))
 
     def _transparent_samples(self) -> Iterable[Metric]:
         get = self._transparent
