@@ -39,10 +39,17 @@ NAMESPACE = "agents"
 OPERATOR_NAMESPACE = "haltgate-system"
 POLICY_NAME = "researcher"
 POD_NAME = "researcher-7d4b9c6f5-x2kqp"
+POD_IP = "10.77.0.2"
+"""The pod namespace's address (tests/netns/harness.py's topology)."""
 CALL_LIMIT = 8
 """The calls budget of the demo policy: the agent is halted (EXHAUSTION) after this many."""
 MAX_AGENT_STEPS = 30
 """Bound of the agent loop, should the halt never come (then the demo fails)."""
+SIDECAR_UID = 1337
+AGENT_UID = 1000
+OPA_PORT = 8181
+STANDIN_PORTS = {"llm": 8080, "mcp": 8081}
+"""Ports of the stand-ins inside their network namespace (netns mode)."""
 AWS_KEY_PROMPT = ("deploy with key AKIAIOSFODNN7EXAMPLE and secret "
                   "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 
@@ -181,6 +188,12 @@ class Demo:
     audit_dsn: str = ""
     kube: Any = None
     metrics_text: str = ""
+    mode: str = "explicit"
+    """netns: agent and sidecar in a network namespace with the iptables rules (transparent
+    mode, as in a pod); explicit: everything on the host, the agent uses base-URL aliases."""
+    topo: Any = None
+    sidecar_proc: Any = None
+    state_dir: Path = field(default_factory=Path)
 
     def __post_init__(self) -> None:
         from tests.testbed import binaries
@@ -188,6 +201,24 @@ class Demo:
         self.bin_dir = binaries.cache_dir()
         for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "opa"):
             binaries.require(name)
+
+    def choose_mode(self, wanted: str) -> None:
+        """netns when asked or possible (root, iproute2, iptables, setpriv); else explicit."""
+        from tests.netns import harness
+
+        why = harness.skip_reason()
+        if why is None:
+            for uid in (SIDECAR_UID, AGENT_UID):
+                why = why or harness.interpreter_reachable_by(uid)
+        if wanted == "netns" and why is not None:
+            raise DemoError(f"--mode netns is not possible here: {why}")
+        self.mode = "netns" if wanted != "explicit" and why is None else "explicit"
+        if self.mode == "netns":
+            click.echo("mode: network namespace (the agent and the sidecar in a pod-like "
+                       "namespace with haltgate's iptables rules)")
+        else:
+            click.echo(f"mode: explicit (the agent calls the sidecar's base-URL aliases)"
+                       f"{'' if wanted == 'explicit' else f'; no network namespace: {why}'}")
 
     # -- processes ---------------------------------------------------------------------
 
@@ -229,16 +260,30 @@ class Demo:
 
     def opa(self) -> None:
         self.console.step("OPA (the Go binary) for the policy's Rego")
-        port = self.free_port()
-        proc = self.spawn("opa", [str(self.bin_dir / "opa"), "run", "--server",
-                                  f"--addr=127.0.0.1:{port}", "--disable-telemetry"])
-        self.urls["opa"] = f"http://127.0.0.1:{port}"
-        _wait(lambda: _http("GET", self.urls["opa"] + "/health")[0] == 200, timeout=30,
-              what="OPA", alive=proc.alive)
+        if self.mode == "netns":
+            # Next to the sidecar in the pod namespace, like the injected container.
+            from tests.netns import harness
+
+            port = OPA_PORT
+            proc = self.spawn("opa", self.topo.pod.exec_argv([
+                str(self.bin_dir / "opa"), "run", "--server", f"--addr=127.0.0.1:{port}",
+                "--disable-telemetry"]))
+            harness.wait_port(self.topo.pod, "127.0.0.1", port, timeout=30, proc=proc.popen)
+            self.urls["opa"] = f"http://127.0.0.1:{port}"
+        else:
+            port = self.free_port()
+            proc = self.spawn("opa", [str(self.bin_dir / "opa"), "run", "--server",
+                                      f"--addr=127.0.0.1:{port}", "--disable-telemetry"])
+            self.urls["opa"] = f"http://127.0.0.1:{port}"
+            _wait(lambda: _http("GET", self.urls["opa"] + "/health")[0] == 200, timeout=30,
+                  what="OPA", alive=proc.alive)
         self.console.ok(f"OPA on {self.urls['opa']} (starts empty; the sidecar uploads the Rego)")
 
     def standins(self) -> None:
         self.console.step("Stand-in LLM (OpenAI-compatible) and MCP tool server")
+        if self.mode == "netns":
+            self._standins_in_netns()
+            return
         for name in ("llm", "mcp"):
             port = self.free_port()
             proc = self.spawn(f"standin-{name}", [sys.executable, "-m", f"tests.standins.{name}",
@@ -247,6 +292,24 @@ class Demo:
             _wait(functools.partial(_probe, port), timeout=30, what=f"{name} stand-in",
                   alive=proc.alive)
         self.console.ok(f"LLM on {self.urls['llm']}, MCP on {self.urls['mcp']}/mcp")
+
+    def _standins_in_netns(self) -> None:
+        from tests.netns import harness
+
+        topo = harness.Topology.create(harness.free_tag())
+        self.stack.callback(topo.delete)
+        self.topo = topo
+        self.console.info(f"network namespaces: pod {topo.pod.name} ({POD_IP}) <-veth-> "
+                          f"upstream {topo.upstream.name} ({harness.UPSTREAM_V4})")
+        for name, port in STANDIN_PORTS.items():
+            proc = self.spawn(f"standin-{name}", topo.upstream.exec_argv([
+                sys.executable, "-m", f"tests.standins.{name}", "--host",
+                harness.UPSTREAM_V4, "--port", str(port), "--no-record"]))
+            harness.wait_port(topo.upstream, harness.UPSTREAM_V4, port, timeout=30,
+                              proc=proc.popen)
+            self.urls[name] = f"http://{harness.UPSTREAM_V4}:{port}"
+        self.console.ok(f"LLM on {self.urls['llm']}, MCP on {self.urls['mcp']}/mcp "
+                        "(upstream namespace)")
 
     def policy(self) -> dict[str, Any]:
         return {
@@ -361,6 +424,9 @@ class Demo:
 
     def sidecar(self) -> None:
         self.console.step("The sidecar, with the same policy, in front of the agent")
+        if self.mode == "netns":
+            self._sidecar_in_netns()
+            return
         for name in ("explicit", "admin", "metrics"):
             self.ports[name] = self.free_port()
         policy_file = self.workdir / "policy.yaml"
@@ -387,72 +453,78 @@ class Demo:
                           "the sidecar; this demo runs the agent on the host, so it uses the "
                           "aliases)")
 
+    def _sidecar_in_netns(self) -> None:
+        """The pod's view: the sidecar as UID 1337 in transparent mode, then the init step's
+        `haltgate iptables apply` in the pod namespace."""
+        from tests.netns import harness
+
+        from haltgate.sidecar import tlsmint
+
+        self.ports.update(explicit=15000, transparent=15001, admin=15020, metrics=15090)
+        own = functools.partial(_own, SIDECAR_UID)
+        ca_dir = self.workdir / "haltgate-ca"
+        ca_dir.mkdir()
+        tlsmint.CertificateAuthority.create().write(ca_dir)
+        own(ca_dir, 0o700)
+        own(ca_dir / tlsmint.CA_KEY_FILE, 0o600)
+        token = self.workdir / "admin-token"
+        token.write_text("demo-admin-token-0123456789abcdef")
+        own(token, 0o600)
+        self.state_dir = self.workdir / "sidecar-state"
+        self.state_dir.mkdir()
+        own(self.state_dir, 0o700)
+        (self.workdir / "policy.yaml").chmod(0o644)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.workdir),
+               "HALTGATE_POD_NAME": POD_NAME, "HALTGATE_POD_NAMESPACE": NAMESPACE}
+        proc = self.spawn("sidecar", self.topo.pod.exec_argv([
+            "setpriv", f"--reuid={SIDECAR_UID}", f"--regid={SIDECAR_UID}", "--clear-groups",
+            self.haltgate, "sidecar", "--policy", str(self.workdir / "policy.yaml"),
+            "--mode", "transparent", "--ca-dir", str(ca_dir),
+            "--state-dir", str(self.state_dir), "--admin-token-file", str(token),
+            "--opa-url", self.urls["opa"], "--log-level", "warning"]), env=env)
+        self.sidecar_proc = proc
+        for port in (self.ports["transparent"], self.ports["explicit"], self.ports["admin"]):
+            harness.wait_port(self.topo.pod, "127.0.0.1", port, timeout=60, proc=proc.popen)
+        self.console.ok(f"sidecar ready as UID {SIDECAR_UID} in {self.topo.pod.name} "
+                        "(transparent mode, like the injected haltgate-proxy)")
+        argv = [self.haltgate, "iptables", "apply", "--proxy-uid", str(SIDECAR_UID),
+                "--proxy-port", str(self.ports["transparent"]), "--no-dns"]
+        for port in (self.ports["admin"], self.ports["metrics"], OPA_PORT, 8282):
+            argv += ["--protect-port", str(port)]
+        self.console.info(f"$ ip netns exec {self.topo.pod.name} haltgate "
+                          f"{' '.join(argv[1:])}")
+        self.topo.pod.run(argv)
+        self.console.ok("iptables rules in place (what the haltgate-init container does): "
+                        f"every TCP connection of every UID but {SIDECAR_UID} goes to the "
+                        "sidecar")
+
     def agent(self) -> None:
         self.console.step("The agent: a loop of LLM and MCP tool calls through the sidecar")
-        base = f"http://127.0.0.1:{self.ports['explicit']}"
-        scripted: list[tuple[str, str, Any]] = [
-            ("llm", "plan: research the latest on agent governance", None),
-            ("tool", "search", {"query": "agent governance kubernetes"}),
-            ("llm", "summarise the search results", None),
-            ("tool", "delete_file", {"path": "/data/notes.md"}),
-            ("llm", AWS_KEY_PROMPT, None),
-            ("llm-big", "think harder about it", None),
-        ]
-        seen: dict[str, int] = {}
-        halted = False
-        for step in range(MAX_AGENT_STEPS):
-            if step < len(scripted):
-                kind, what, args = scripted[step]
-            elif step % 2:
-                kind, what, args = "tool", "search", {"query": f"follow-up {step}"}
-            else:
-                kind, what, args = "llm", f"refine the answer, iteration {step}", None
-            outcome, detail, failure = self._call(base, kind, what, args, step)
-            seen[outcome] = seen.get(outcome, 0) + 1
-            label = f"{kind:<8}{what[:44]:<46}"
-            if outcome == "allowed":
-                self.console.ok(f"{label} allowed   {detail}")
-            else:
-                self.console.refused(f"{label} {failure:<10} {detail}")
-            if failure == "EXHAUSTION":
-                halted = True
-                break
-        if not halted:
-            raise DemoError(f"the agent was never halted in {MAX_AGENT_STEPS} steps")
-        if not seen.get("allowed") or not {"refused"} <= set(seen):
-            raise DemoError(f"expected allowed and refused calls, got {seen}")
-        # The halt is sticky: the next call is refused too, with no upstream call.
-        outcome, detail, failure = self._call(base, "llm", "one more try", None, 99)
-        if failure != "EXHAUSTION":
-            raise DemoError(f"after the halt a call was {outcome} ({failure})")
-        self.console.ok(f"halted for good: the next call is refused too ({failure})")
-        _, _, text = _http("GET", f"http://127.0.0.1:{self.ports['metrics']}/metrics")
-        self.metrics_text = text if isinstance(text, str) else ""
-
-    def _call(self, base: str, kind: str, what: str, args: Any,
-              step: int) -> tuple[str, str, str]:
-        if kind == "tool":
-            status, headers, body = _http("POST", base + "/tools", {
-                "jsonrpc": "2.0", "id": step + 1, "method": "tools/call",
-                "params": {"name": what, "arguments": args}})
-            if isinstance(body, dict) and "error" in body:
-                data = body["error"].get("data") or {}
-                return "refused", f"{data.get('code')}: {data.get('message', '')[:60]}", str(
-                    data.get("type"))
-            return "allowed", f"HTTP {status}", ""
-        model = "gpt-5" if kind == "llm-big" else "gpt-4o-mini"
-        status, headers, body = _http("POST", base + "/llm/v1/chat/completions", {
-            "model": model, "max_tokens": 16,
-            "messages": [{"role": "user", "content": what}]})
-        if status == 200:
-            usage = body.get("usage", {}) if isinstance(body, dict) else {}
-            warn = headers.get("x-haltgate-budget-warning")
-            extra = f", budget warning: {warn}" if warn else ""
-            return "allowed", (f"HTTP 200, {usage.get('prompt_tokens')}+"
-                               f"{usage.get('completion_tokens')} tokens{extra}"), ""
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        return "refused", f"HTTP {status} {error.get('code')}: {error.get('message', '')[:60]}", (
-            str(error.get("type")))
+        if self.mode == "netns":
+            # The agent runs in the pod namespace as UID 1000 and calls the upstreams by
+            # address; the iptables rules send its connections to the sidecar.
+            self.console.info(f"agent: UID {AGENT_UID} in netns {self.topo.pod.name}, calls "
+                              f"{self.urls['llm']} and {self.urls['mcp']}/mcp directly")
+            argv = self.topo.pod.exec_argv([
+                "setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups",
+                sys.executable, "-c",
+                "import sys; from haltgate.cli.demo import agent_main; "
+                "sys.exit(agent_main(sys.argv[1], sys.argv[2]))",
+                self.urls["llm"], self.urls["mcp"] + "/mcp"])
+            res = subprocess.run(argv, timeout=120, check=False, env=_clean_env(),
+                                 cwd=self.workdir)
+            if res.returncode != 0:
+                raise DemoError(f"the agent failed (exit {res.returncode})")
+            metrics = self.topo.upstream.run([
+                sys.executable, "-c", "import sys, urllib.request; "
+                "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
+                f"http://{POD_IP}:{self.ports['metrics']}/metrics"], check=False)
+            self.metrics_text = metrics.stdout
+        else:
+            base = f"http://127.0.0.1:{self.ports['explicit']}"
+            run_agent(self.console, base + "/llm", base + "/tools")
+            _, _, text = _http("GET", f"http://127.0.0.1:{self.ports['metrics']}/metrics")
+            self.metrics_text = text if isinstance(text, str) else ""
 
     def audit(self) -> None:
         self.console.step("The audit trail: ship the spool, read the run back, verify")
@@ -490,6 +562,96 @@ class Demo:
             raise DemoError("the sidecar exposed no haltgate_ metrics")
 
 
+# ----------------------------------------------------------------------------- the agent
+
+SCRIPT: list[tuple[str, str, Any]] = [
+    ("llm", "plan: research the latest on agent governance", None),
+    ("tool", "search", {"query": "agent governance kubernetes"}),
+    ("llm", "summarise the search results", None),
+    ("tool", "delete_file", {"path": "/data/notes.md"}),
+    ("llm", AWS_KEY_PROMPT, None),
+    ("llm-big", "think harder about it", None),
+]
+"""The agent's first steps (then it alternates LLM and search calls until halted)."""
+
+
+def run_agent(console: Console, llm_base: str, mcp_url: str) -> None:
+    """The sample agent: scripted calls, then a loop, until the sidecar halts it.
+
+    ``llm_base`` is the OpenAI-compatible base URL (``.../v1/chat/completions`` is appended)
+    and ``mcp_url`` the MCP endpoint: the upstreams themselves (transparent mode) or the
+    sidecar's aliases (explicit mode). Raises DemoError if the halt never comes."""
+    seen: dict[str, int] = {}
+    halted = False
+    for step in range(MAX_AGENT_STEPS):
+        if step < len(SCRIPT):
+            kind, what, args = SCRIPT[step]
+        elif step % 2:
+            kind, what, args = "tool", "search", {"query": f"follow-up {step}"}
+        else:
+            kind, what, args = "llm", f"refine the answer, iteration {step}", None
+        outcome, detail, failure = _agent_call(llm_base, mcp_url, kind, what, args, step)
+        seen[outcome] = seen.get(outcome, 0) + 1
+        label = f"{kind:<8}{what[:44]:<46}"
+        if outcome == "allowed":
+            console.ok(f"{label} allowed   {detail}")
+        else:
+            console.refused(f"{label} {failure:<10} {detail}")
+        if failure == "EXHAUSTION":
+            halted = True
+            break
+    if not halted:
+        raise DemoError(f"the agent was never halted in {MAX_AGENT_STEPS} steps")
+    if not seen.get("allowed") or "refused" not in seen:
+        raise DemoError(f"expected allowed and refused calls, got {seen}")
+    # The halt is sticky: the next call is refused too, with no upstream call.
+    outcome, detail, failure = _agent_call(llm_base, mcp_url, "llm", "one more try", None, 99)
+    if failure != "EXHAUSTION":
+        raise DemoError(f"after the halt a call was {outcome} ({failure})")
+    console.ok(f"halted for good: the next call is refused too ({failure})")
+
+
+def agent_main(llm_base: str, mcp_url: str) -> int:
+    """Entry point of the agent process in network-namespace mode (exit 0: halted)."""
+    try:
+        run_agent(Console(total=0), llm_base, mcp_url)
+    except DemoError as e:
+        click.secho(f"    agent: {e}", fg="red", err=True)
+        return 1
+    return 0
+
+
+def _agent_call(llm_base: str, mcp_url: str, kind: str, what: str, args: Any,
+                step: int) -> tuple[str, str, str]:
+    """One call; returns (allowed|refused, detail, failure type)."""
+    if kind == "tool":
+        status, _, body = _http("POST", mcp_url, {
+            "jsonrpc": "2.0", "id": step + 1, "method": "tools/call",
+            "params": {"name": what, "arguments": args}})
+        if isinstance(body, dict) and "error" in body:
+            data = body["error"].get("data") or {}
+            return "refused", f"{data.get('code')}: {data.get('message', '')[:60]}", str(
+                data.get("type"))
+        return "allowed", f"HTTP {status}", ""
+    model = "gpt-5" if kind == "llm-big" else "gpt-4o-mini"
+    status, headers, body = _http("POST", llm_base + "/v1/chat/completions", {
+        "model": model, "max_tokens": 16, "messages": [{"role": "user", "content": what}]})
+    if status == 200:
+        usage = body.get("usage", {}) if isinstance(body, dict) else {}
+        warn = headers.get("x-haltgate-budget-warning")
+        extra = f", budget warning: {warn}" if warn else ""
+        return "allowed", (f"HTTP 200, {usage.get('prompt_tokens')}+"
+                           f"{usage.get('completion_tokens')} tokens{extra}"), ""
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    return "refused", f"HTTP {status} {error.get('code')}: {error.get('message', '')[:60]}", (
+        str(error.get("type")))
+
+
+def _own(uid: int, path: Path, mode: int) -> None:
+    os.chown(path, uid, uid)
+    path.chmod(mode)
+
+
 def _probe(port: int) -> bool:
     import socket
 
@@ -501,7 +663,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-STEPS = ("postgres", "opa", "standins", "control_plane", "operator", "apply_workload",
+STEPS = ("postgres", "standins", "opa", "control_plane", "operator", "apply_workload",
          "sidecar", "agent", "audit", "metrics")
 
 
@@ -520,7 +682,12 @@ def _workdir(keep: bool) -> Iterator[Path]:
 
 @click.command(name="demo")
 @click.option("--keep", is_flag=True, help="Keep the scratch directory (logs) at the end.")
-def demo(keep: bool) -> None:
+@click.option("--mode", "mode", type=click.Choice(["auto", "netns", "explicit"]),
+              default="auto", show_default=True,
+              help="netns: agent and sidecar in a network namespace with the iptables rules "
+                   "(needs root, iproute2, iptables); explicit: base-URL aliases; auto: netns "
+                   "when possible.")
+def demo(keep: bool, mode: str) -> None:
     """Run the local end-to-end demo: PostgreSQL, OPA, a Kubernetes control plane with the
     operator, an injected agent Deployment, then an agent governed by the sidecar until its
     budget halts it, and its audit trail. Needs `make binaries`; cleans up after itself.
@@ -537,6 +704,7 @@ def demo(keep: bool) -> None:
     try:
         with _workdir(keep) as workdir, contextlib.ExitStack() as stack:
             d = Demo(console, repo, workdir, stack)
+            d.choose_mode(mode)
             for name in STEPS:
                 getattr(d, name)()
             click.secho(f"\nDone in {console.elapsed():.0f}s. Tearing down.", bold=True)
