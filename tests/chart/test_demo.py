@@ -3,6 +3,7 @@ it must show each promised moment of the journey and exit 0, leaving nothing beh
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -15,9 +16,17 @@ from tests.chart.conftest import REPO
 pytestmark = [pytest.mark.k8s, pytest.mark.postgres, pytest.mark.opa]
 
 
-def test_demo_runs_the_whole_journey() -> None:
+@pytest.mark.parametrize("mode", ["netns", "explicit"])
+def test_demo_runs_the_whole_journey(mode: str) -> None:
+    if mode == "netns":
+        from tests.netns import harness
+
+        why = harness.skip_reason()
+        if why is not None:
+            pytest.skip(why)
     before = set(Path(tempfile.gettempdir()).glob("haltgate-demo-*"))
-    res = subprocess.run([str(Path(sys.executable).parent / "haltgate"), "demo"],
+    res = subprocess.run([str(Path(sys.executable).parent / "haltgate"), "demo",
+                          "--mode", mode],
                          capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
     out = res.stdout
     assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]
@@ -28,3 +37,11 @@ def test_demo_runs_the_whole_journey() -> None:
                    "audit verify: OK", "haltgate_requests_total{"):
         assert moment in out, f"missing {moment!r} in:\n{out[-3000:]}"
     assert set(Path(tempfile.gettempdir()).glob("haltgate-demo-*")) == before
+    if mode == "netns":
+        assert "iptables rules in place" in out and "as UID 1337" in out
+        # Its namespaces are gone too.
+        names = set(re.findall(r"\b(hg-(?:pod|up)-\d+)\b", out))
+        assert names
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                check=False).stdout.split()
+        assert not names & set(listed), listed
