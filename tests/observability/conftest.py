@@ -52,7 +52,7 @@ def audit_dsn(postgres_dsn: str) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     info = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
     info["dbname"] = name
-    dsn = psycopg.conninfo.make_conninfo(**info)
+    dsn = psycopg.conninfo.make_conninfo("", **info)
     migrate(dsn)
     yield dsn
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
