@@ -52,6 +52,8 @@ def fmt(value: float, unit: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "No data"
     if unit == "currencyUSD":
+        if abs(value) < 0.01:
+            return f"${value:.6f}"
         return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
     if unit == "percentunit":
         return f"{value * 100:.1f}%"

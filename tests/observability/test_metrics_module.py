@@ -31,6 +31,8 @@ def test_identity_labels_are_added_at_scrape_time_and_empty_ones_left_out() -> N
     assert ('haltgate_requests_total{code="",decision="allow",kind="llm",'
             'namespace="team-a",workload="agent"} 1.0') in text
     assert "policy=" not in text
+    assert "haltgate_policy_last_reload_ok{" in text and "reload_ok{namespace" in text
+    assert 'haltgate_policy_last_reload_ok{namespace="team-a",workload="agent"} 1.0' in text
     m.set_identity(policy="p1")
     assert 'policy="p1"' in _exposed(m)
     # The registry itself stays free of them: hot-path children bind per-call labels only.

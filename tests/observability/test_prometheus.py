@@ -126,6 +126,8 @@ def test_sidecar_metrics_carry_identity_and_counts(loaded: LoadedFleet) -> None:
                  "haltgate_audit_spool_limit_bytes", "haltgate_halted"):
         assert any(line.startswith(name + "{") and all(i in line for i in ident.split(","))
                    for line in text.splitlines()), name
+    reload_ok = _query(loaded, "min(haltgate_policy_last_reload_ok)")
+    assert float(reload_ok[0]["value"][1]) == 1
     halts = _query(loaded, 'sum(haltgate_halts_total{workload="batch"})')
     assert float(halts[0]["value"][1]) == HALT_CYCLES
     sent = sum(loaded.report.sent.values())

@@ -142,6 +142,9 @@ class SidecarMetrics:
             "haltgate_policy_last_reload_ok",
             "1 when the last policy file read was valid, 0 when the old policy is kept.",
             registry=reg)
+        # A sidecar only starts with a valid policy (else it exits 1): valid until a reload
+        # says otherwise.
+        self.policy_valid.set(1)
         self.spool_limit = Gauge(
             "haltgate_audit_spool_limit_bytes",
             "Size limit of the local audit spool (compare haltgate_audit_spool_bytes).",
