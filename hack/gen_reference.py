@@ -40,7 +40,8 @@ def _notes(s: dict[str, Any], required: bool) -> str:
     if required:
         parts.append("**required**")
     if "default" in s:
-        parts.append(f"default `{yaml.safe_dump(s['default'], default_flow_style=True).strip().removesuffix('...').strip()}`")
+        shown = yaml.safe_dump(s["default"], default_flow_style=True).strip()
+        parts.append(f"default `{shown.removesuffix('...').strip()}`")
     for key, word in (("minimum", "≥"), ("maximum", "≤"), ("exclusiveMinimum", ">"),
                       ("exclusiveMaximum", "<"), ("minLength", "length ≥"),
                       ("maxLength", "length ≤"), ("minItems", "items ≥"),
@@ -88,7 +89,7 @@ def render() -> str:
             req = set(sub.get("required", []))
             for name, child in (sub.get("properties") or {}).items():
                 _rows(f"{section}.{name}", child, name in req, rows)
-            lines += rows + [""]
+            lines += [*rows, ""]
     return "\n".join(lines)
 
 
