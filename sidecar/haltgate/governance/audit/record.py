@@ -14,8 +14,9 @@ from that text, never from typed columns.
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 import threading
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
@@ -47,8 +48,26 @@ _SORTED = orjson.OPT_SORT_KEYS
 _CHAIN_FIELDS = frozenset({"chain_id", "seq", "prev_hash", "hash"})
 
 
+# Record ids are random version-4 UUIDs. Their bits come from a generator seeded once from
+# the OS (re-seeded in a forked child) rather than uuid.uuid4(): os.urandom is a system call
+# that releases the GIL, and on the sidecar's hot path (two records per call) that hands the
+# GIL to the spool's writer thread and back. Ids must be unique, not secret.
+_id_bits = random.Random(os.urandom(32)).getrandbits
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _reseed_ids() -> None:
+    global _id_bits
+    _id_bits = random.Random(os.urandom(32)).getrandbits
+
+
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
 def _new_record_id() -> str:
-    return str(uuid.uuid4())
+    h = format((_id_bits(128) & _UUID4_CLEAR) | _UUID4_SET, "032x")
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
