@@ -57,7 +57,7 @@ say "Stand-in LLM and MCP server (outside haltgate's reach: not opted in)"
 kubectl create namespace e2e-tools
 kubectl -n e2e-tools create configmap standins --from-file=tests/standins/
 kubectl apply -f e2e/manifests/standins.yaml
-kubectl -n e2e-tools rollout status deploy/llm deploy/mcp --timeout="$TIMEOUT"
+for d in llm mcp; do kubectl -n e2e-tools rollout status "deploy/$d" --timeout="$TIMEOUT"; done
 
 say "The agent's GovernancePolicy (validated by the webhook), then the annotated agent"
 kubectl apply -f e2e/manifests/policy.yaml
