@@ -142,6 +142,8 @@ def chart_operator(installed: ControlPlane,
         yield op
     finally:
         op.stop()
+        # Leave nothing for other suites' operators to reconcile.
+        kube.kubectl("delete", "namespace", AGENT_NS, "--wait=false")
         for (kind, name), before in zip(CONFIGS, saved, strict=True):
             kube.kubectl("delete", kind, name, "--ignore-not-found")
             if before.returncode == 0:
