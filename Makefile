@@ -15,7 +15,7 @@ MINILM_VERSION ?= 0.1.0
 # Packages with Python code (mypy refuses a root without any .py file).
 CODE_ROOTS := $(foreach d,operator sidecar sdk,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
 
-.PHONY: help install test lint bench demo binaries cluster-up cluster-down cluster-status crds
+.PHONY: help install test lint bench demo binaries cluster-up cluster-down cluster-status crds dashboards dashboard-png
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,8 +47,16 @@ bench: install ## Run every benchmark under bench/ (BENCH_ARGS=--quick for a smo
 demo: install binaries ## Start the local pieces, show what haltgate does, tear down
 	PYTHON=$(PYTHON) hack/demo.sh
 
-crds: install ## Regenerate crds/ from the policy models
+crds: install ## Regenerate crds/ from the policy models, the chart's copy and docs/reference.md
 	$(PYTHON) -m haltgate.governance.crdgen crds/
+	cp crds/haltgate.dev_*.yaml charts/haltgate/crds/
+	$(PYTHON) hack/gen_reference.py
+
+dashboards: install ## Regenerate the Grafana dashboards of the chart
+	$(PYTHON) hack/dashboards.py
+
+dashboard-png: install ## Render docs/dashboard-fleet.png from a real Prometheus after a load run
+	$(PYTHON) hack/render_dashboard.py
 
 cluster-up: install ## Start etcd + kube-apiserver (+ controller-manager) detached, apply crds/
 	$(PYTHON) -m tests.testbed up
