@@ -87,7 +87,9 @@ def _listen(value: str, port: int) -> Listen:
 @click.option("--reload-interval", default=1.0, show_default=True, type=float,
               help="Seconds between policy file checks.")
 @click.option("--default-max-output-tokens", default=4096, show_default=True, type=int,
-              help="Output tokens reserved for LLM calls that set no max_tokens.")
+              help="Output tokens reserved for LLM calls that set no max_tokens, when the "
+                   "price table does not know the model's largest completion (a known "
+                   "model reserves its real maximum).")
 @click.option("--pool-dsn", envvar="HALTGATE_POOL_DSN", default=None,
               help="PostgreSQL URI of the BudgetPool database (when the policy names a pool; "
                    "best from a mounted Secret via the environment).")
