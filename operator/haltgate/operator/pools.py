@@ -56,6 +56,33 @@ def member_policies(pool: str, policy_objects: Sequence[Mapping[str, Any]]) -> l
                   if (p.get("spec") or {}).get("pool") == pool)
 
 
+async def sync_database(dsn: str, body: Mapping[str, Any], status: dict[str, Any]
+                        ) -> list[Any]:
+    """With a pool database: write the spec there, apply the halt annotation to the pool
+    (halt; lift of an annotation halt when it is removed), and take state, reason and
+    spend from the database into ``status`` (a cascade halt shows as Halted). Returns the
+    Kubernetes Events the transition deserves
+    (``haltgate.governance.pool.sync.PoolEvent``)."""
+    from haltgate.governance.policy import BudgetPoolSpec
+    from haltgate.governance.pool.store import PoolStore
+    from haltgate.governance.pool.sync import sync_pool
+
+    meta = body.get("metadata") or {}
+    if not all(c.get("status") == "True" for c in status.get("conditions") or []):
+        return []  # an invalid pool is not written to the database
+    spec = BudgetPoolSpec.model_validate(body.get("spec") or {})
+    store = await PoolStore.connect(dsn)
+    try:
+        result = await sync_pool(
+            store, meta["namespace"], meta["name"], spec,
+            halt_annotation=(meta.get("annotations") or {}).get(halts.ANNOTATION_HALT),
+            previous=body.get("status"))
+    finally:
+        await store.close()
+    status.update(result.status)
+    return list(result.events)
+
+
 async def reconcile(rt: Runtime, body: Mapping[str, Any]
                     ) -> tuple[dict[str, Any], list[str]]:
     """Compute a pool's status from the cluster; also return its member policies."""

@@ -372,6 +372,12 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
     async def sync_pool(body: Mapping[str, Any], memo: kopf.Memo) -> None:
         wanted, members = await pools.reconcile(rt, body)
         meta = body.get("metadata") or {}
+        if rt.settings.pool_dsn:
+            try:
+                for ev in await pools.sync_database(rt.settings.pool_dsn, body, wanted):
+                    await events.post(rt.cluster, body, ev.type, ev.reason, ev.message)
+            except Exception as e:  # the database down must not stop the cluster-side halt
+                logger.warning("pool database sync failed: %s", _short(e))
         reason = (meta.get("annotations") or {}).get(halts.ANNOTATION_HALT) or None
         if members and (reason or memo.get("halted")):
             pods = await rt.cluster.list_pods(

@@ -60,6 +60,10 @@ class OperatorSettings:
     """How often policy status (matched workloads) is refreshed."""
     admin_timeout_seconds: float = 3.0
     """Timeout of one call to a sidecar's admin API."""
+    pool_dsn: str | None = None
+    """PostgreSQL URI of the BudgetPool database (a ``haltgate_pool_admin`` role). Set: each
+    BudgetPool's limits are written there, its halt annotation halts/lifts the pool for
+    every member, and its status shows the database's state and spend. None: status only."""
 
     def __post_init__(self) -> None:
         if self.injection.operator_namespace != self.namespace:

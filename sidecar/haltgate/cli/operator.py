@@ -53,12 +53,16 @@ import yaml
               help="Seconds between halt-delivery retries.")
 @click.option("--status-resync", type=float, default=30.0, show_default=True,
               help="Seconds between policy status refreshes (matched workloads).")
+@click.option("--pool-dsn", envvar="HALTGATE_POOL_DSN", default=None,
+              help="BudgetPool database URI (a haltgate_pool_admin role): pool limits, halts "
+                   "and spend in status. Unset: pools are reported from the cluster only.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator(namespace: str, webhook_host: str, webhook_port: int, webhook_url: str | None,
              webhook_service: str, tls_dir: Path | None, manage_webhook_configurations: bool,
              work_dir: Path, injection_config: Path | None, injection_template: Path | None,
              health_port: int, metrics_port: int, peering: str | None, priority: int,
-             halt_resync: float, status_resync: float, verbose: bool) -> None:
+             halt_resync: float, status_resync: float, pool_dsn: str | None,
+             verbose: bool) -> None:
     """Run the Kubernetes operator: admission webhooks (inject agent pods, validate
     policies), GovernancePolicy/BudgetPool reconciliation and external halts.
 
@@ -86,7 +90,7 @@ def operator(namespace: str, webhook_host: str, webhook_port: int, webhook_url: 
             template_path=injection_template or injection.default_template_path(),
             health_port=health_port, metrics_port=metrics_port, peering=peering,
             priority=priority, halt_resync_seconds=halt_resync,
-            status_resync_seconds=status_resync)
+            status_resync_seconds=status_resync, pool_dsn=pool_dsn)
         injection.InjectionTemplate.load(opts.template_path)
     except (ValueError, TypeError, OSError) as e:
         click.echo(f"haltgate operator: {e}", err=True)
