@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -271,6 +272,8 @@ def main() -> None:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+            if args.state == "tmpfs" and state is not None:
+                shutil.rmtree(state, ignore_errors=True)  # /dev/shm is memory: never leave it
 
 
 def run(args: argparse.Namespace, targets: dict[str, str],
