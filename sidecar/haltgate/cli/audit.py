@@ -213,7 +213,9 @@ def _record_filter(values: dict[str, Any]) -> Any:
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000),
               help="Records per page.")
 @click.option("--cursor", default=None, help="Continue after this cursor (from a JSON page).")
-@click.option("--order", type=click.Choice(["asc", "desc"]), default="asc", show_default=True)
+@click.option("--order", type=click.Choice(["asc", "desc", "chain"]), default="asc",
+              show_default=True,
+              help="By time (asc, desc) or chain: each chain in sequence order.")
 @click.option("--all", "all_pages", is_flag=True, help="Follow cursors to the last page.")
 @click.option("--output", "-o", type=click.Choice(["table", "json", "jsonl"]), default="table",
               show_default=True)
@@ -262,8 +264,9 @@ def query(dsn: str, limit: int, cursor: str | None, order: str, all_pages: bool,
               show_default=True)
 @click.pass_context
 def history(ctx: click.Context, dsn: str, run_id: str, output: str) -> None:
-    """Execution history of one agent run, every record in order."""
-    ctx.invoke(query, dsn=dsn, limit=1000, cursor=None, order="asc", all_pages=True,
+    """Execution history of one agent run, every record in chain order (sequence
+    numbers), which is the order the sidecar committed them in."""
+    ctx.invoke(query, dsn=dsn, limit=1000, cursor=None, order="chain", all_pages=True,
                output=output, cost_report=False,
                **{**dict.fromkeys(_filter_names(), None), "run_id": run_id})
 

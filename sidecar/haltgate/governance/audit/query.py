@@ -19,6 +19,7 @@ import psycopg
 __all__ = [
     "MAX_LIMIT",
     "CursorError",
+    "Order",
     "Page",
     "RecordFilter",
     "build_cost_query",
@@ -85,18 +86,28 @@ def _conditions(flt: RecordFilter) -> tuple[list[str], list[Any]]:
     return where, params
 
 
-def _encode_cursor(ts: datetime, record_id: str, order: str) -> str:
-    raw = orjson.dumps([ts.isoformat(), record_id, order])
+Order = Literal["asc", "desc", "chain"]
+"""Record order: by time (``asc``/``desc``, keyset ``(ts, record_id)``) or ``chain``: each
+chain in sequence order (keyset ``(chain_id, seq)``), what a run's history needs. Record times
+are taken when a record is made, not when it is sealed, so within one chain a later sequence
+number can carry an equal or earlier time (an outcome sealed after the next intent)."""
+
+
+def _encode_cursor(first: Any, second: Any, order: str) -> str:
+    key = first.isoformat() if isinstance(first, datetime) else first
+    raw = orjson.dumps([key, second, order])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, order: str) -> tuple[datetime, str]:
+def _decode_cursor(cursor: str, order: str) -> tuple[Any, Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ts, record_id, cursor_order = orjson.loads(raw)
+        first, second, cursor_order = orjson.loads(raw)
         if cursor_order != order:
-            raise CursorError("cursor was issued for the other sort order")
-        return datetime.fromisoformat(ts), str(record_id)
+            raise CursorError("cursor was issued for another sort order")
+        if order == "chain":
+            return str(first), int(second)
+        return datetime.fromisoformat(first), str(second)
     except CursorError:
         raise
     except (ValueError, TypeError) as e:
@@ -108,28 +119,39 @@ def build_records_query(
     *,
     limit: int = 100,
     cursor: str | None = None,
-    order: Literal["asc", "desc"] = "asc",
+    order: Order = "asc",
 ) -> tuple[str, list[Any]]:
-    """SQL and parameters for one page (one extra row tells whether more exist)."""
+    """SQL and parameters for one page (one extra row tells whether more exist).
+
+    Rows are ``(key1, key2, record)``: the two keyset columns of ``order``, then the record."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be within 1..{MAX_LIMIT}")
+    if order not in ("asc", "desc", "chain"):
+        raise ValueError("order must be asc, desc or chain")
     where, params = _conditions(flt)
-    if cursor is not None:
-        ts, record_id = _decode_cursor(cursor, order)
-        op = ">" if order == "asc" else "<"
-        where.append(f"(ts, record_id) {op} (%s, %s::uuid)")
-        params.extend([ts, record_id])
-    direction = "ASC" if order == "asc" else "DESC"
-    sql = ("SELECT ts, record_id::text, record FROM haltgate.audit_records"
+    if order == "chain":
+        keys, sort = "chain_id, seq", " ORDER BY chain_id ASC, seq ASC"
+        if cursor is not None:
+            where.append("(chain_id, seq) > (%s, %s)")
+            params.extend(_decode_cursor(cursor, order))
+    else:
+        direction = "ASC" if order == "asc" else "DESC"
+        keys = "ts, record_id::text"
+        sort = f" ORDER BY ts {direction}, record_id {direction}"
+        if cursor is not None:
+            ts, record_id = _decode_cursor(cursor, order)
+            op = ">" if order == "asc" else "<"
+            where.append(f"(ts, record_id) {op} (%s, %s::uuid)")
+            params.extend([ts, record_id])
+    sql = (f"SELECT {keys}, record FROM haltgate.audit_records"
            + (f" WHERE {' AND '.join(where)}" if where else "")
-           + f" ORDER BY ts {direction}, record_id {direction} LIMIT %s")
+           + f"{sort} LIMIT %s")
     params.append(limit + 1)
     return sql, params
 
 
-def page_from_rows(rows: Sequence[Sequence[Any]], limit: int,
-                   order: Literal["asc", "desc"] = "asc") -> Page:
-    """Turn ``(ts, record_id, record)`` rows into a page."""
+def page_from_rows(rows: Sequence[Sequence[Any]], limit: int, order: Order = "asc") -> Page:
+    """Turn ``(key1, key2, record)`` rows of :func:`build_records_query` into a page."""
     more = len(rows) > limit
     rows = rows[:limit]
     records = [orjson.loads(r[2]) for r in rows]
@@ -143,7 +165,7 @@ def query_records(
     *,
     limit: int = 100,
     cursor: str | None = None,
-    order: Literal["asc", "desc"] = "asc",
+    order: Order = "asc",
 ) -> Page:
     """One page of records matching ``flt``."""
     sql, params = build_records_query(flt, limit=limit, cursor=cursor, order=order)

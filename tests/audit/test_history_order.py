@@ -1,0 +1,60 @@
+"""`haltgate audit history` lists a run in chain order, whatever the record times say."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from haltgate.governance.audit.query import RecordFilter, query_records
+from haltgate.governance.audit.record import Chainer
+from tests.audit.conftest import AuditDatabase
+from tests.audit.helpers import BASE_TIME, insert_lines, make_record
+
+pytestmark = pytest.mark.postgres
+
+HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fill(db: AuditDatabase) -> None:
+    """40 records of one run: pairs sharing a timestamp (record ids are random, so a
+    (ts, record_id) order puts about half of the pairs the wrong way round), and outcome
+    records sealed after a later intent (the sidecar seals outcomes after the answer left)."""
+    chainer = Chainer()
+    lines = []
+    for i in range(20):
+        same = BASE_TIME + i
+        lines.append(chainer.seal(make_record(2 * i, run="run-h", time=same))[1])
+        lines.append(chainer.seal(make_record(2 * i + 1, run="run-h", phase="outcome",
+                                              time=same - (0.5 if i % 4 == 0 else 0)))[1])
+    with psycopg.connect(db.writer) as conn:
+        insert_lines(conn, lines)
+
+
+def test_history_is_in_chain_sequence(audit_db: AuditDatabase) -> None:
+    _fill(audit_db)
+    hist = subprocess.run([*HALTGATE, "audit", "history", "run-h", "--dsn", audit_db.reader,
+                           "-o", "jsonl"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert hist.returncode == 0, hist.stderr
+    seqs = [orjson.loads(line)["seq"] for line in hist.stdout.splitlines()]
+    assert seqs == list(range(1, 41))
+
+
+def test_chain_order_pages_with_a_cursor(audit_db: AuditDatabase) -> None:
+    _fill(audit_db)
+    seen: list[int] = []
+    cursor = None
+    for _ in range(20):
+        page = query_records(audit_db.reader, RecordFilter(run_id="run-h"), limit=7,
+                             cursor=cursor, order="chain")
+        seen.extend(d["seq"] for d in page.records)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == list(range(1, 41))
