@@ -59,7 +59,7 @@ from haltgate.sidecar.connect import (
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.pipeline import Pipeline, PipelineSettings
-from haltgate.sidecar.policy_watch import PolicyWatcher
+from haltgate.sidecar.policy_watch import PolicyWatcher, _stat_key
 from haltgate.sidecar.upstreams import default_port
 
 __all__ = ["Listen", "Sidecar", "SidecarSettings"]
@@ -159,6 +159,8 @@ class Sidecar:
         self.run_id = self._load_run_id()
         self.governor: Any | None = None
         self.opa: Any | None = None
+        self._rego_key: tuple[int, int, int, int] | None = None
+        """``stat`` of the ConfigMap Rego file at the last refresh (see _refresh_opa)."""
         self.session: aiohttp.ClientSession | None = None
         self.pipeline: Pipeline | None = None
         self.pool: Any | None = None
@@ -433,10 +435,16 @@ class Sidecar:
 
     async def _refresh_opa(self) -> None:
         """Reload the Rego when its ConfigMap changed but the policy file did not (the
-        watcher's tick: one file read and a hash; OPA is called only on a change)."""
+        watcher's tick: one ``stat``; the file is read and hashed, and OPA called, only
+        when it changed, so an unreachable OPA is not retried here every tick: the
+        evaluator's own recovery loads the wanted module)."""
         opa, spec = self.opa, self.controls.spec
         if opa is None or spec.opa is None or spec.opa.config_map_ref is None:
             return
+        key = _stat_key(self.settings.rego_dir / spec.opa.config_map_ref.key)
+        if key == self._rego_key:
+            return
+        self._rego_key = key
         if await opa.refresh(self.settings.rego_dir):
             log.info("OPA policy reloaded from ConfigMap %s", spec.opa.config_map_ref.name)
 
