@@ -110,8 +110,9 @@ def running_sidecar(kube: ControlPlane, ns: str, pod: str, admin: int,
         "--listen", f"127.0.0.1:{explicit}", "--admin-listen", f"127.0.0.1:{admin}",
         "--metrics-listen", f"127.0.0.1:{free_port()}",
         "--agent-namespace", ns, "--agent-pod", pod, *extra], tmp_path / "sidecar.log",
-        # connect.py asserts asyncio.Transport, which uvloop's transports are not (reported).
-        env={**os.environ, "HALTGATE_NO_UVLOOP": "1"}, cwd=REPO).start()
+        # The default event loop (uvloop), as in a pod.
+        env={k: v for k, v in os.environ.items() if k != "HALTGATE_NO_UVLOOP"},
+        cwd=REPO).start()
     try:
         wait_until(lambda: port_open("127.0.0.1", admin) and port_open("127.0.0.1", explicit),
                    timeout=30, what="haltgate sidecar", log=tmp_path / "sidecar.log",

@@ -229,3 +229,32 @@ async def test_webhook_server_wire_format() -> None:
         assert (await client.post("/inject", data=b"not json")).status == 400
         assert (await client.post("/nope", json=review(pod))).status == 404
         assert (await client.get("/readyz")).status == 200
+
+
+@pytest.mark.opa
+async def test_webhook_compiles_inline_rego(opa_binary: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Admission refuses inline Rego that does not compile (with line and column), the same
+    check as ``haltgate policy validate``; Rego that compiles is admitted."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from haltgate.operator import metrics, settings
+    from haltgate.operator.runtime import Runtime
+
+    monkeypatch.setenv("HALTGATE_OPA", str(opa_binary))
+    rt = Runtime(settings=settings.OperatorSettings(), cluster=None,  # type: ignore[arg-type]
+                 template=injection.InjectionTemplate.load(injection.default_template_path()),
+                 metrics=metrics.OperatorMetrics.create())
+    broken = "package haltgate\n\nallow if {\n  input.x ==\n}\n"
+    good = "package haltgate\n\ndefault allow := true\n"
+    async with TestClient(TestServer(webhooks.create_app(rt))) as client:
+        def review(rego: str) -> dict[str, Any]:
+            obj = _policy({"selector": {"matchLabels": {"app": "a"}}, "opa": {"rego": rego}})
+            return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "request": {"uid": "u-2", "operation": "CREATE", "object": obj}}
+
+        out = await (await client.post("/validate-policy", json=review(broken))).json()
+        assert out["response"]["allowed"] is False, out
+        assert "spec.opa.rego" in out["response"]["status"]["message"]
+        out = await (await client.post("/validate-policy", json=review(good))).json()
+        assert out["response"]["allowed"] is True, out

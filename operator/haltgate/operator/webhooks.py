@@ -19,7 +19,7 @@ import base64
 import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -27,7 +27,8 @@ import jsonpatch
 import orjson
 from aiohttp import web
 
-from haltgate.governance.validation import validate_document
+from haltgate.governance import rego
+from haltgate.governance.validation import PolicyCheck, validate_document
 from haltgate.operator import cluster, injection, refusals, webhookconfig
 from haltgate.operator.runtime import Runtime
 
@@ -138,15 +139,19 @@ async def admit_pod(rt: Runtime, pod: dict[str, Any], namespace: str | None) -> 
 
 
 def validate_object(body: Mapping[str, Any], old: Mapping[str, Any] | None,
-                    operation: str | None, warnings: list[str]) -> str:
-    """Validate a GovernancePolicy/BudgetPool; refuse with every field path and reason."""
+                    operation: str | None, warnings: list[str],
+                    checks: Sequence[PolicyCheck] = ()) -> str:
+    """Validate a GovernancePolicy/BudgetPool; refuse with every field path and reason.
+
+    ``checks`` are extra checks of a policy spec (the Rego compile check of
+    :func:`haltgate.governance.rego.default_checks`)."""
     doc = copy.deepcopy(dict(body))
     if (operation == "UPDATE" and old is not None
             and (old.get("spec") or {}) == (doc.get("spec") or {})):
         # Metadata-only change (annotations such as haltgate.dev/halt, finalizers): an object
         # stored before a rule tightened must still be haltable and deletable.
         return "valid"
-    result = validate_document(doc)
+    result = validate_document(doc, extra_checks=checks)
     warnings.extend(f"{i.path}: {i.message}" for i in result.issues if i.warning)
     if not result.ok:
         meta = doc.get("metadata") or {}
@@ -179,6 +184,13 @@ Handler = Callable[[RequestPayload], Awaitable[Answer]]
 
 
 def _handlers(rt: Runtime) -> dict[str, Handler]:
+    # Found once: the opa binary (on PATH in the image) compiles inline Rego at admission,
+    # so a policy that OPA would refuse to load never reaches a sidecar. Without one the
+    # check only warns.
+    checks = rego.default_checks()
+    if not isinstance(checks[0], rego.RegoCompileCheck):
+        log.warning("no opa binary found: inline Rego is admitted without a compile check")
+
     async def inject(req: RequestPayload) -> Answer:
         if req.get("operation") != "CREATE":
             return Answer("skipped")
@@ -186,8 +198,11 @@ def _handlers(rt: Runtime) -> dict[str, Handler]:
 
     async def validate(req: RequestPayload) -> Answer:
         warnings: list[str] = []
-        outcome = validate_object(req.get("object") or {}, req.get("oldObject"),
-                                  req.get("operation"), warnings)
+        # In a thread: the Rego check runs `opa check` (a subprocess), which must not stall
+        # the other reviews on this event loop.
+        outcome = await asyncio.to_thread(validate_object, req.get("object") or {},
+                                          req.get("oldObject"), req.get("operation"),
+                                          warnings, checks)
         return Answer(outcome, warnings=warnings)
 
     async def pod_update(req: RequestPayload) -> Answer:
