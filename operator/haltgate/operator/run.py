@@ -428,6 +428,37 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
 
     background.append(resync_pools)
 
+    async def pool_notifications() -> None:
+        # A pool halted or lifted in the database (a cascade, the CLI) shows in its status
+        # and Events at once instead of at the next resync. Members are told by the
+        # database itself; this is the operator's view only.
+        dsn = rt.settings.pool_dsn
+        if not dsn:
+            return
+        import json
+
+        import psycopg
+
+        from haltgate.governance.pool.store import CHANNEL
+
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    async for note in conn.notifies():
+                        key = str(json.loads(note.payload).get("pool", "")).partition("/")
+                        memo = known_pools.get((key[0], key[2]))
+                        if memo is None:
+                            continue
+                        body = await rt.cluster.read_custom(cluster.POOL_PLURAL, key[0], key[2])
+                        await sync_pool(body, memo)
+            except Exception as e:  # reconnect; the periodic resync covers the gap
+                logger.warning("pool notifications: %s", _short(e))
+                await asyncio.sleep(rt.settings.halt_resync_seconds)
+
+    background.append(pool_notifications)
+
     return registry
 
 
