@@ -54,6 +54,8 @@ async def test_spec_spend_halt_and_lift_reach_the_status(pool_dsn: str) -> None:
     status, evs = await _reconcile(pool_dsn, _body(None, status))
     assert status["state"] == "Halted" and status["reason"].startswith("cascade_loop")
     assert evs == ["PoolHalted"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Halted" and ready["message"].startswith("cascade_loop")
     await store.close()
 
 

@@ -80,6 +80,10 @@ async def sync_database(dsn: str, body: Mapping[str, Any], status: dict[str, Any
     finally:
         await store.close()
     status.update(result.status)
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready":  # the database's state is the pool's state
+            cond["reason"] = status["state"]
+            cond["message"] = status.get("reason") or "the pool is tracked"
     return list(result.events)
 
 
