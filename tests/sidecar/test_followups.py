@@ -269,3 +269,25 @@ async def test_the_answer_does_not_wait_for_the_outcome_record(
             break
         await asyncio.sleep(0.01)
     assert [r.phase for r in queued] == ["outcome"]
+
+
+async def test_expect_100_continue_is_answered_before_the_body(
+        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sc = await sidecar_factory()
+    host, port = sc.explicit.rsplit("/", 1)[1].split(":")
+    body = orjson.dumps(CHAT)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"POST /llm/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(body)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()
+    assert standins.received("llm").requests[-1].body == body

@@ -237,8 +237,8 @@ class Sidecar:
 
     async def _serve_explicit(self, listen: Listen) -> None:
         """Port 15000: CONNECT is sniffed first (connect.py), all else goes to aiohttp."""
-        runner = web.AppRunner(self._explicit_app(), access_log=None, handle_signals=False,
-                               shutdown_timeout=5)
+        runner = web.ServerRunner(self._explicit_server(), handle_signals=False,
+                                  shutdown_timeout=5)
         await runner.setup()
         self._runners.append(runner)
         http_factory = runner.server
@@ -576,16 +576,19 @@ class Sidecar:
 
     # ------------------------------------------------------------------ apps
 
-    def _explicit_app(self) -> web.Application:
-        app = web.Application(client_max_size=2**62)  # the pipeline enforces the policy limit
+    def _explicit_server(self) -> web.Server:
+        """aiohttp's low-level server: every request goes to the pipeline, so an
+        Application's router, middlewares and Request objects would be cost without use
+        (the body limit is the policy's, enforced by the pipeline)."""
 
-        async def handler(request: web.Request) -> web.StreamResponse:
+        async def handler(request: web.BaseRequest) -> web.StreamResponse:
             pipeline = self.pipeline
             assert pipeline is not None
+            if request.version == aiohttp.HttpVersion11 and "Expect" in request.headers:
+                await _answer_expect(request)
             return await pipeline.handle(request, resolve_explicit(request, pipeline.controls))
 
-        app.router.add_route("*", "/{tail:.*}", handler)
-        return app
+        return web.Server(handler, access_log=None)
 
     def _metrics_app(self) -> web.Application:
         registry = self.metrics.exposed  # with the identity labels
@@ -643,7 +646,16 @@ def _check_path(raw_path: str) -> None:
             raise BadRequestError("path contains dot segments", code="invalid_path")
 
 
-def resolve_explicit(request: web.Request, controls: Controls) -> Target | HaltgateError:
+async def _answer_expect(request: web.BaseRequest) -> None:
+    """``Expect: 100-continue``: tell the client to send its body (what an Application's
+    router does for its routes); any other expectation cannot be met (417)."""
+    if request.headers["Expect"].lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers['Expect']}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer's own byte count starts after this
+
+
+def resolve_explicit(request: web.BaseRequest, controls: Controls) -> Target | HaltgateError:
     """Target of a request on the explicit port: absolute-form (proxy) or alias path."""
     raw_target = request.raw_path
     if request.method == "CONNECT":
