@@ -315,3 +315,19 @@ def test_an_error_storm_halts_the_pool(pool_dsn: str, sidecars: Any, tmp_path: P
     eventually(lambda: code_of(call(a.url("tool", "/items"))[1]) == "pool_halted",
                seconds=5, what="error storm halts the pool")
     assert pool_row(pool_dsn, "errors")["halt_code"] == "error_storm"
+
+
+def test_a_chain_deeper_than_the_limit_halts_the_pool(
+        pool_dsn: str, sidecars: Any, tmp_path: Path) -> None:
+    apply_pool(pool_dsn, tmp_path, "deep", {"cascade": {"maxChainDepth": 3}})
+    a = sidecars("deep-a", "deep")
+    sidecars.ready(a)
+    ok = "trace=0123456789abcdef;depth=2;path=team/x,team/y"
+    assert call(a.url("peer", "/echo/t"), {"x-haltgate-chain": ok})[0] == 200  # depth 3
+    deep = "trace=0123456789abcdef;depth=3;path=team/x,team/y,team/z"
+    status, body = call(a.url("peer", "/echo/t"), {"x-haltgate-chain": deep})
+    assert status == 423 and code_of(body) == "cascade_depth"
+    assert pool_row(pool_dsn, "deep")["halt_code"] == "cascade_depth"
+    # A malformed header is refused as such, not guessed at.
+    status, body = call(a.url("tool", "/items"), {"x-haltgate-chain": "garbage"})
+    assert status == 400 and code_of(body) == "invalid_chain_header"
