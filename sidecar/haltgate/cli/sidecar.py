@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from haltgate.governance.pricing import PriceTableError
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.validation import PolicyFileError
 from haltgate.sidecar.pipeline import PipelineSettings
@@ -97,6 +98,11 @@ def _listen(value: str, port: int) -> Listen:
               show_default=True, type=click.Choice(["closed", "open"]),
               help="Pool database unreachable past the current lease: refuse calls (closed) "
                    "or allow them uncounted (open).")
+@click.option("--price-table", envvar="HALTGATE_PRICE_TABLE", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Price table (YAML, the layout of the shipped one) replacing the table "
+                   "shipped in the image; spec.pricing still overrides single models. "
+                   "Re-read on policy reload.")
 @click.option("--log-level", envvar="HALTGATE_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | None,
@@ -106,11 +112,13 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
             agent_namespace: str, agent_pod: str, agent_workload: str, policy_name: str,
             opa_url: str,
             rego_dir: Path, reload_interval: float, default_max_output_tokens: int,
-            pool_dsn: str | None, pool_fail_mode: str, log_level: str) -> None:
+            pool_dsn: str | None, pool_fail_mode: str, price_table: Path | None,
+            log_level: str) -> None:
     """Run the governing proxy next to an agent.
 
     Ports: 15000 explicit mode, 15001 transparent mode, 15020 admin API, 15090 metrics.
-    Exit codes: 0 stopped by a signal; 1 the policy file is invalid at start; 2 usage.
+    Exit codes: 0 stopped by a signal; 1 the policy file or the price table is invalid
+    at start; 2 usage.
     """
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -130,11 +138,15 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
         reload_interval=reload_interval, opa_url=opa_url, rego_dir=rego_dir,
         pipeline=PipelineSettings(default_max_output_tokens=default_max_output_tokens),
         pool_dsn=pool_dsn, pool_fail_mode=pool_fail_mode, policy_name=policy_name,
+        price_table=price_table,
     )
     try:
         _run(settings)
     except PolicyFileError as e:
         click.echo(f"haltgate sidecar: invalid policy: {e}", err=True)
+        raise SystemExit(1) from e
+    except PriceTableError as e:
+        click.echo(f"haltgate sidecar: invalid price table: {e}", err=True)
         raise SystemExit(1) from e
 
 

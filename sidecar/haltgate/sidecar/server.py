@@ -44,7 +44,13 @@ from haltgate.governance.errors import (
     UpstreamError,
 )
 from haltgate.governance.governor import Governor, make_engine
-from haltgate.governance.policy import FailureType, TLSMode
+from haltgate.governance.policy import FailureType, GovernancePolicySpec, TLSMode
+from haltgate.governance.pricing import (
+    PriceTable,
+    PriceTableError,
+    ShippedTable,
+    load_table_file,
+)
 from haltgate.governance.request import AgentIdentity
 from haltgate.sidecar.admin import TokenFile, create_admin_app
 from haltgate.sidecar.budget import Budget
@@ -125,6 +131,9 @@ class SidecarSettings:
     pool_fail_mode: str = "closed"
     policy_name: str = ""
     """Name of the GovernancePolicy (the ``policy`` metric label; empty: left out)."""
+    price_table: Path | None = None
+    """Price table file replacing the one shipped in the image (the chart's pricing.table,
+    mounted with the policy). Re-read on each policy reload. None: the shipped table."""
     """Pool database unreachable past the current lease: refuse (closed) or allow (open)."""
 
 
@@ -147,6 +156,9 @@ class Sidecar:
                                      on_result=self._reload_result,
                                      on_tick=self._refresh_opa)
         self.controls: Controls = self.watcher.initial()
+        # Read before anything starts: a malformed table fails the start (PriceTableError).
+        self._base_prices: ShippedTable | None = (
+            load_table_file(settings.price_table) if settings.price_table is not None else None)
         self._audit_given = audit
         self.audit: AuditSink = audit or (
             SpoolAuditSink(settings.audit_dir, on_full=self.controls.spec.audit.on_spool_full,
@@ -417,7 +429,25 @@ class Sidecar:
                  if self.settings.state_dir is not None else None)
         if state is not None:
             state.parent.mkdir(parents=True, exist_ok=True)
-        return Governor.for_policy(self.controls.spec, state, now=time.time())
+        return Governor.for_policy(self.controls.spec, state, now=time.time(),
+                                   prices=self._prices_for(self.controls.spec))
+
+    def _prices_for(self, spec: GovernancePolicySpec) -> PriceTable | None:
+        """The policy's prices over the mounted table; None: over the shipped table."""
+        if self._base_prices is None:
+            return None
+        return PriceTable.for_policy(spec.pricing, self._base_prices)
+
+    def _reload_prices(self) -> None:
+        """Re-read the mounted price table; a malformed one keeps the table in use."""
+        if self.settings.price_table is None:
+            return
+        try:
+            self._base_prices = load_table_file(self.settings.price_table)
+        except PriceTableError as e:
+            log.error("price table %s not reloaded (keeping version %s): %s",
+                      self.settings.price_table,
+                      self._base_prices.version if self._base_prices else "?", e)
 
     async def _make_opa(self) -> Any | None:
         spec = self.controls.spec
@@ -517,7 +547,8 @@ class Sidecar:
             if self.pipeline is not None:
                 self.pipeline.opa = self.opa
         if self.governor is not None:
-            self.governor.update_engine(make_engine(spec))
+            self._reload_prices()
+            self.governor.update_engine(make_engine(spec, self._prices_for(spec)))
         self.controls = controls
         if self.pipeline is not None:
             self.pipeline.controls = controls
