@@ -9,7 +9,6 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from haltgate.cli import unbuilt
 from haltgate.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,14 +47,6 @@ def test_help_works_everywhere(path: tuple[str, ...], flag: str) -> None:
     assert code == 0
     assert out.startswith("Usage: ")
     assert " ".join(("main", *path)).strip() in out.splitlines()[0] or path == ()
-
-
-@pytest.mark.parametrize("name", sorted(unbuilt._PLANNED))
-def test_unbuilt_commands_say_so_and_exit_2(name: str) -> None:
-    code, out, err = run(name, "--anything", "value")
-    assert code == 2
-    assert "not built yet" in err
-    assert out == ""
 
 
 @pytest.mark.parametrize("group", [(), ("policy",)], ids=["haltgate", "policy"])

@@ -1,7 +1,7 @@
 """Entry point of the ``haltgate`` command.
 
 Exit codes: 0 success; 1 the command ran and found a problem (an invalid policy, a broken
-audit chain); 2 usage error or a command that is not built yet.
+audit chain); 2 usage error.
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ from haltgate.cli import (
     policy,
     pool,
     sidecar,
-    unbuilt,
 )
-
-EXIT_NOT_BUILT = 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -37,5 +34,3 @@ main.add_command(operator.operator)
 main.add_command(sidecar.sidecar)
 main.add_command(pool.pool)
 main.add_command(demo.demo)
-for _command in unbuilt.COMMANDS:
-    main.add_command(_command)
