@@ -194,11 +194,16 @@ def test_full_render_has_every_optional_part(helm: Helm) -> None:
     assert {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Certificate",
             "Issuer", "ServiceMonitor", "PodMonitor", "PrometheusRule", "StatefulSet", "Job",
             "CronJob"} <= kinds, kinds
-    prices = find(docs, "ConfigMap", "-prices")
-    from haltgate.governance.engine.pricing import parse_table
+    # The price table reaches sidecars through the operator (copied into every policy
+    # ConfigMap, which pods of any namespace can mount), validated at operator start.
+    from haltgate.operator.injection import InjectionConfig
 
-    assert parse_table(yaml.safe_load(prices["data"]["prices.yaml"])).version == (
-        "2026-11-private")
+    operator_config = find(docs, "ConfigMap", "-injection")
+    injection_config = InjectionConfig.from_mapping(
+        yaml.safe_load(operator_config["data"]["injection-config.yaml"]))
+    assert injection_config.price_table is not None
+    assert injection_config.price_table["version"] == "2026-11-private"
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-prices")]
     dashboards = [d for d in docs if d["kind"] == "ConfigMap"
                   and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
     assert len(dashboards) == len(list((CHART / "dashboards").glob("*.json")))

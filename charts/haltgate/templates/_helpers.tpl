@@ -107,6 +107,9 @@ adminPort: {{ .Values.injection.adminPort }}
 metricsPort: {{ .Values.injection.metricsPort }}
 opaPort: {{ .Values.injection.opaPort }}
 opaDiagnosticPort: {{ .Values.injection.opaDiagnosticPort }}
+auditDatabaseSecret: {{ .Values.injection.auditDatabaseSecret | quote }}
+shipperMetricsPort: {{ .Values.injection.shipperMetricsPort }}
+priceTable: {{ toJson .Values.pricing.table }}
 operatorNamespace: {{ .Release.Namespace }}
 excludedNamespaces: {{ toJson .Values.operator.excludedNamespaces }}
 {{- end -}}

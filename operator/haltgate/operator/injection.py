@@ -39,7 +39,9 @@ LABEL_POLICY = "haltgate.dev/policy"
 INIT_CONTAINER_NAME = "haltgate-init"
 SIDECAR_CONTAINER_NAME = "haltgate-proxy"
 OPA_CONTAINER_NAME = "haltgate-opa"
-CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_CONTAINER_NAME, OPA_CONTAINER_NAME})
+SHIPPER_CONTAINER_NAME = "haltgate-audit-shipper"
+CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_CONTAINER_NAME, OPA_CONTAINER_NAME,
+                             SHIPPER_CONTAINER_NAME})
 
 VOLUME_POLICY = "haltgate-policy"
 VOLUME_CA_BUNDLE = "haltgate-ca-bundle"
@@ -47,6 +49,7 @@ VOLUME_CA_KEY = "haltgate-ca-key"
 VOLUME_ADMIN_TOKEN = "haltgate-admin-token"
 VOLUME_STATE = "haltgate-state"
 VOLUME_TMP = "haltgate-tmp"
+VOLUME_XTABLES = "haltgate-xtables"
 
 POLICY_DIR = "/etc/haltgate/policy"
 POLICY_FILE = f"{POLICY_DIR}/policy.yaml"
@@ -55,6 +58,11 @@ CA_KEY_DIR = "/etc/haltgate/ca-key"
 ADMIN_TOKEN_DIR = "/etc/haltgate/admin"
 ADMIN_TOKEN_KEY = "token"
 STATE_DIR = "/var/lib/haltgate"
+AUDIT_SPOOL_DIR = f"{STATE_DIR}/audit"
+"""The sidecar's spool (``--state-dir`` + ``/audit``), shared with the shipper container."""
+XTABLES_DIR = "/run/xtables"
+PRICE_TABLE_KEY = "prices.yaml"
+"""Key of the chart's price table in each policy ConfigMap (mounted at POLICY_DIR)."""
 
 ALWAYS_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 RECORD_VERSION = 1
@@ -102,6 +110,15 @@ class InjectionConfig:
     pool_database_secret: str = "haltgate-pool-db"
     """Secret in the pod's namespace with the BudgetPool database URI (key ``dsn``), for
     pods whose policy names a pool; made by whoever provisions the database."""
+    audit_database_secret: str = ""
+    """Secret in the pod's namespace with the audit database URI (key ``dsn``, a role in
+    ``haltgate_audit_writer``). Set: every pod gets the audit shipper container, which ships
+    the sidecar's spool to PostgreSQL. Empty: records stay in the pod's spool."""
+    shipper_metrics_port: int = 15091
+    """Prometheus metrics of the audit shipper container (ship lag, errors)."""
+    price_table: Mapping[str, Any] | None = None
+    """The chart's ``pricing.table``: copied into every policy ConfigMap and loaded by the
+    sidecar instead of the price table shipped in the image. None: the shipped one."""
     operator_namespace: str = "haltgate-system"
     """Never injected, so the operator can always recover."""
     excluded_namespaces: frozenset[str] = frozenset()
@@ -112,6 +129,7 @@ class InjectionConfig:
             "explicitPort": self.explicit_port, "transparentPort": self.transparent_port,
             "adminPort": self.admin_port, "metricsPort": self.metrics_port,
             "opaPort": self.opa_port, "opaDiagnosticPort": self.opa_diagnostic_port,
+            "shipperMetricsPort": self.shipper_metrics_port,
         }
         for name, port in ports.items():
             if not 1 <= port <= 65535:
@@ -126,6 +144,14 @@ class InjectionConfig:
                              "the one exempt from redirection)")
         if not self.image or not self.opa_image:
             raise ValueError("injection.image and injection.opaImage must be set")
+        if self.price_table is not None:
+            # Refuse a malformed table at operator start, not in every sidecar.
+            from haltgate.governance.pricing import PriceTableError, parse_table
+
+            try:
+                parse_table(dict(self.price_table))
+            except (PriceTableError, TypeError) as e:
+                raise ValueError(f"injection.priceTable: {e}") from e
 
     def excluded(self, namespace: str) -> bool:
         """True for namespaces the webhook never injects into."""
@@ -160,6 +186,13 @@ class InjectionConfig:
             "adminTokenFile": f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}",
             "stateVolume": VOLUME_STATE, "stateDir": STATE_DIR, "tmpVolume": VOLUME_TMP,
             "mode": mode,
+            "shipperName": SHIPPER_CONTAINER_NAME, "auditSpoolDir": AUDIT_SPOOL_DIR,
+            "auditDatabaseSecret": self.audit_database_secret,
+            "shipperMetricsPort": self.shipper_metrics_port,
+            "shipperMetricsPortText": str(self.shipper_metrics_port),
+            "priceTableKey": PRICE_TABLE_KEY,
+            "xtablesVolume": VOLUME_XTABLES, "xtablesDir": XTABLES_DIR,
+            "xtablesLockFile": f"{XTABLES_DIR}/xtables.lock",
         }
 
     @classmethod
@@ -174,6 +207,8 @@ class InjectionConfig:
             "caBundleConfigMap": "ca_bundle_config_map", "caKeySecret": "ca_key_secret",
             "adminTokenSecret": "admin_token_secret",
             "poolDatabaseSecret": "pool_database_secret",
+            "auditDatabaseSecret": "audit_database_secret",
+            "shipperMetricsPort": "shipper_metrics_port", "priceTable": "price_table",
             "operatorNamespace": "operator_namespace",
             "excludedNamespaces": "excluded_namespaces",
         }
@@ -183,13 +218,15 @@ class InjectionConfig:
         kwargs: dict[str, Any] = {names[k]: v for k, v in raw.items()}
         if "excluded_namespaces" in kwargs:
             kwargs["excluded_namespaces"] = frozenset(kwargs["excluded_namespaces"])
+        if not kwargs.get("price_table"):
+            kwargs["price_table"] = None  # the chart's empty default: the shipped table
         return cls(**kwargs)
 
 
 # ----------------------------------------------------------------------------- template
 _PLACEHOLDER = re.compile(r"\{\{\s*\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
-_SECTIONS = ("initContainer", "sidecar", "opaContainer", "sidecarEnvOPA", "sidecarEnvPool",
-             "volumes",
+_SECTIONS = ("initContainer", "sidecar", "opaContainer", "shipperContainer", "sidecarEnvOPA",
+             "sidecarEnvPool", "sidecarEnvPrices", "volumes",
              "agentVolumeMounts", "agentEnv", "agentEnvExplicit")
 
 
@@ -384,7 +421,7 @@ def mutate_pod(
 
     out = copy.deepcopy(dict(pod))
     spec = out.setdefault("spec", {})
-    ours = _our_init_containers(rendered, chosen)
+    ours = _our_init_containers(rendered, chosen, config)
     volumes = list(rendered["volumes"])
     user_init = list(spec.get("initContainers") or [])
     agent_env = list(rendered["agentEnv"])
@@ -445,15 +482,20 @@ def _choose_policy(pod: Mapping[str, Any], namespace: str,
     return matching[0]
 
 
-def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef) -> list[dict[str, Any]]:
-    """haltgate's init containers, in start order: iptables step, proxy, then OPA."""
+def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
+                         config: InjectionConfig) -> list[dict[str, Any]]:
+    """haltgate's init containers, in start order: iptables step, proxy, OPA, shipper."""
     sidecar = copy.deepcopy(rendered["sidecar"])
     ours = [copy.deepcopy(rendered["initContainer"]), sidecar]
     if policy.pool:
         sidecar.setdefault("env", []).extend(copy.deepcopy(rendered["sidecarEnvPool"]))
+    if config.price_table is not None:
+        sidecar.setdefault("env", []).extend(copy.deepcopy(rendered["sidecarEnvPrices"]))
     if policy.uses_opa:
         sidecar.setdefault("env", []).extend(copy.deepcopy(rendered["sidecarEnvOPA"]))
         ours.append(copy.deepcopy(rendered["opaContainer"]))
+    if config.audit_database_secret:
+        ours.append(copy.deepcopy(rendered["shipperContainer"]))
     return ours
 
 
@@ -474,7 +516,7 @@ def _verify_existing(pod: Mapping[str, Any], rendered: Mapping[str, Any],
     """
     spec = pod.get("spec") or {}
     init = spec.get("initContainers") or []
-    wanted = _our_init_containers(rendered, policy)
+    wanted = _our_init_containers(rendered, policy, config)
     if len(init) < len(wanted) or not all(
             _contains(have, want) for have, want in zip(init, wanted, strict=False)):
         return Refuse("forged_injection", "spec.initContainers",

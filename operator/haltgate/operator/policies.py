@@ -45,16 +45,21 @@ def policy_document(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def render_config_map(body: Mapping[str, Any], rego: str | None) -> dict[str, Any]:
+def render_config_map(body: Mapping[str, Any], rego: str | None,
+                      price_table: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ConfigMap ``haltgate-policy-<name>``, owned by the policy.
 
     ``policy.yaml`` is what the sidecar loads. A ``spec.opa.configMapRef``'s Rego is copied
     in under the referenced key: the sidecar reads it from its rego directory (the mount of
-    this ConfigMap) and uploads it to its OPA.
+    this ConfigMap) and uploads it to its OPA. The chart's price table (``price_table``) is
+    copied in as ``prices.yaml``: a pod can mount ConfigMaps of its own namespace only, and
+    this one is already mounted into every governed pod.
     """
     meta = body.get("metadata") or {}
     name = meta["name"]
     data = {POLICY_KEY: yaml.safe_dump(policy_document(body), sort_keys=False)}
+    if price_table is not None:
+        data[injection.PRICE_TABLE_KEY] = yaml.safe_dump(dict(price_table), sort_keys=False)
     ref = ((body.get("spec") or {}).get("opa") or {}).get("configMapRef")
     if rego is not None and ref:
         data[ref["key"]] = rego
@@ -208,7 +213,8 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
     ready, reason, message = True, "Delivered", "policy ConfigMap is up to date"
     try:
         rego = await _rego_of(rt, namespace, body.get("spec") or {})
-        changed = await rt.cluster.apply_config_map(namespace, render_config_map(body, rego))
+        changed = await rt.cluster.apply_config_map(namespace, render_config_map(
+            body, rego, rt.settings.injection.price_table))
         await ensure_namespace_secrets(rt, namespace)
         if changed:
             logger.info(f"rendered ConfigMap {injection.policy_configmap_name(name)}")
