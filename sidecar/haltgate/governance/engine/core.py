@@ -551,30 +551,35 @@ class Engine:
                 self._counter_warnings(state, now, warnings)
         halt = state.halt
         if halt is not None:
-            return _new(
-                Decision,
-                (
-                    False,
-                    halt.failure_type,
-                    halt.code,
-                    halt.message,
-                    tuple(warnings) if warnings else (),
-                    _new(LazyBudget, (self._report, state, now)),
-                    True,
-                    None,
-                ),
+            return self._decision(
+                state, now, warnings, False, halt.failure_type, halt.code, halt.message, True
             )
+        return self._decision(state, now, warnings, True, None, code, message)
+
+    def _decision(
+        self,
+        state: EngineState,
+        now: float,
+        warnings: list[str],
+        allowed: bool,
+        failure: FailureType | None,
+        code: str | None,
+        message: str,
+        halted: bool = False,
+        retry_after: float | None = None,
+    ) -> Decision:
+        """A decision whose budget report (of ``state`` at ``now``) is built only when read."""
         return _new(
             Decision,
             (
-                True,
-                None,
+                allowed,
+                failure,
                 code,
                 message,
                 tuple(warnings) if warnings else (),
                 _new(LazyBudget, (self._report, state, now)),
-                False,
-                None,
+                halted,
+                retry_after,
             ),
         )
 
@@ -592,18 +597,8 @@ class Engine:
         self._meter_warnings(state, warnings)
         if self._counter_warns:
             self._counter_warnings(state, now, warnings)
-        return _new(
-            Decision,
-            (
-                False,
-                failure,
-                code,
-                message,
-                tuple(warnings) if warnings else (),
-                _new(LazyBudget, (self._report, state, now)),
-                False,
-                retry_after,
-            ),
+        return self._decision(
+            state, now, warnings, False, failure, code, message, False, retry_after
         )
 
     def _halted(
@@ -780,19 +775,7 @@ class Engine:
                 and now - started < ww
             ):
                 self._counter_warnings(state, now, warnings)
-        return state, _new(
-            Decision,
-            (
-                True,
-                None,
-                None,
-                _ALLOWED,
-                tuple(warnings) if warnings else (),
-                _new(LazyBudget, (self._report, state, now)),
-                False,
-                None,
-            ),
-        )
+        return state, self._decision(state, now, warnings, True, None, None, _ALLOWED)
 
     def _attempt(
         self, state: EngineState, started: float, now: float, fp: str, identical: int

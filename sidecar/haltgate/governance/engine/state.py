@@ -54,7 +54,6 @@ class MeterState(NamedTuple):
     buckets: tuple[tuple[int, int], ...]
 
 
-EMPTY_METER = MeterState(0, 0, 0, ())
 EMPTY_RESERVATIONS: MappingProxyType[str, Reservation] = MappingProxyType({})
 
 

@@ -60,8 +60,3 @@ def pico_to_usd(pico: int) -> float:
 def risk_to_micro(risk: float) -> int:
     """Convert a risk weight to micro-risk (round half-even at 10**-6)."""
     return round(risk * MICRO_PER_RISK)
-
-
-def micro_to_risk(micro: int) -> float:
-    """Convert micro-risk to a float risk (for reports only)."""
-    return micro / MICRO_PER_RISK

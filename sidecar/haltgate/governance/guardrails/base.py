@@ -121,6 +121,3 @@ class ScanResult:
             "findings": [f.to_dict() for f in self.findings],
             **({"errors": list(self.errors)} if self.errors else {}),
         }
-
-
-EMPTY_RESULT = ScanResult()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Collection, Iterable
-from datetime import date
 
 import phonenumbers
 from stdnum import iban as std_iban
@@ -183,14 +182,6 @@ def _ibans(text: str) -> Iterable[Candidate]:
         raw = m.group().rstrip()
         if std_iban.is_valid(raw):
             yield Candidate("iban", m.start(), m.start() + len(raw), 0.95)
-
-
-def _valid_date(y: int, mo: int, d: int) -> bool:
-    try:
-        date(y, mo, d)
-    except ValueError:
-        return False
-    return True
 
 
 def _national_ids(text: str, low: str, numeric: bool) -> Iterable[Candidate]:

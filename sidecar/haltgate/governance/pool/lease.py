@@ -105,11 +105,6 @@ class Amounts:
         """From ``{prefix+dimension: value}`` (missing or NULL values are 0)."""
         return cls(*(int(data.get(prefix + d) or 0) for d in DIMENSIONS))
 
-    def fits(self, room: Amounts, limited: Iterable[bool]) -> bool:
-        """Whether every limited dimension of ``self`` is within ``room``."""
-        return all(not lim or a <= r for a, r, lim in zip(self.values(), room.values(), limited,
-                                                           strict=True))
-
     def clamp_to(self, other: Amounts) -> Amounts:
         """Per dimension, at most ``other`` (and never below 0)."""
         return Amounts(*(max(0, min(a, b)) for a, b in zip(self.values(), other.values(),
