@@ -23,8 +23,7 @@ Behind the sidecar (explicit mode)::
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from autogen_core import AgentId, DropMessage, MessageContext
@@ -32,9 +31,10 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, 
 
 from haltgate.governance.engine import Usage
 from haltgate.sdk.client import base_url, budget_warnings
-from haltgate.sdk.errors import HaltError, HaltgateError, find_haltgate_error
+from haltgate.sdk.errors import HaltgateError, find_haltgate_error
 from haltgate.sdk.http_hooks import openai_http_clients
 from haltgate.sdk.local import LocalGovernance
+from haltgate.sdk.tracking import HaltTracker, WarningCallback, default_api_key
 
 try:  # the intervention handler base moved between autogen-core releases
     from autogen_core import DefaultInterventionHandler
@@ -45,8 +45,6 @@ __all__ = ["HaltgateChatCompletionClient", "HaltgateInterventionHandler", "opena
 
 log = logging.getLogger("haltgate.sdk.autogen")
 
-WarningCallback = Callable[[tuple[str, ...]], None]
-
 
 def _message_payload(messages: Sequence[LLMMessage]) -> list[Any]:
     return [m.model_dump(mode="json") for m in messages]
@@ -56,13 +54,15 @@ def _usage(u: RequestUsage) -> Usage:
     return Usage(input_tokens=int(u.prompt_tokens), output_tokens=int(u.completion_tokens))
 
 
-class HaltgateChatCompletionClient(ChatCompletionClient):
+class HaltgateChatCompletionClient(HaltTracker, ChatCompletionClient):
     """A ``ChatCompletionClient`` that raises haltgate's typed halts (see module doc).
 
     ``inner``: the client doing the calls. ``local``: in-process governance (bypassable)
     for runs without a sidecar. ``on_warning(dimensions)``: budget warnings.
     ``max_output_tokens``: the worst case reserved per call in local mode.
     """
+
+    _log = log
 
     def __init__(
         self,
@@ -89,19 +89,11 @@ class HaltgateChatCompletionClient(ChatCompletionClient):
         """Record the budget warnings of a sidecar answer (HTTP hook callback)."""
         self._warn(budget_warnings(headers))
 
-    def _warn(self, dims: tuple[str, ...]) -> None:
-        if dims and dims != self.warnings:
-            log.warning("haltgate budget warning: %s", ", ".join(dims))
-            if self.on_warning is not None:
-                self.on_warning(dims)
-        self.warnings = dims
-
     def _translate(self, error: BaseException) -> BaseException:
         found = find_haltgate_error(error)
         if found is None:
             return error
-        if isinstance(found, HaltError) and found.terminal:
-            self.halt = found
+        self._remember(found)
         return found
 
     def _reserve(self, messages: Sequence[LLMMessage], extra: Mapping[str, Any]) -> str | None:
@@ -225,9 +217,7 @@ def openai_chat_client(
     """
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-    if "api_key" not in kwargs and not os.environ.get("OPENAI_API_KEY"):
-        # The SDK insists on a key; behind the sidecar the upstream's credentials decide.
-        kwargs["api_key"] = "unused-behind-haltgate"
+    default_api_key(kwargs)
     holder: list[HaltgateChatCompletionClient] = []
     _, async_client = openai_http_clients(
         on_headers=lambda headers: holder[0].observe_headers(headers) if holder else None

@@ -33,6 +33,7 @@ from haltgate.sdk.errors import (
     SafetyError,
     SidecarError,
     StagnationError,
+    _header,
     error_from_body,
     error_from_jsonrpc,
     error_from_sse_data,
@@ -82,9 +83,7 @@ def base_url(alias: str, path: str = "", *, url: str | None = None) -> str:
 
 def budget_warnings(headers: Mapping[str, str]) -> tuple[str, ...]:
     """Dimensions past their ``warnAt`` from an answer's ``x-haltgate-budget-warning``."""
-    value = headers.get(WARNING_HEADER)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == WARNING_HEADER), "")
+    value = _header(headers, WARNING_HEADER) or ""
     return tuple(d.strip() for d in value.split(",") if d.strip())
 
 
@@ -152,6 +151,21 @@ def _admin_error(status: int, body: bytes) -> SidecarError:
                         status=status)  # fmt: skip
 
 
+
+def _unreachable(e: Exception) -> SidecarError:
+    return SidecarError(f"admin API unreachable: {e}", type="unavailable",
+                        code="sidecar_unreachable")  # fmt: skip
+
+
+def _admin_doc(body: bytes) -> dict[str, Any]:
+    """The JSON object of an admin API answer."""
+    doc = orjson.loads(body)
+    if not isinstance(doc, dict):
+        raise SidecarError("admin API answered a non-object", type="admin",
+                           code="admin_bad_answer")  # fmt: skip
+    return doc
+
+
 class _Base:
     def __init__(self, admin_url: str | None = None, token: str | None = None,
                  timeout: float = TIMEOUT_SECONDS) -> None:  # fmt: skip
@@ -180,13 +194,8 @@ class SidecarClient(_Base):
         except urllib.error.HTTPError as e:
             raise _admin_error(e.code, e.read(MAX_ADMIN_BYTES)) from e
         except OSError as e:
-            raise SidecarError(f"admin API unreachable: {e}", type="unavailable",
-                               code="sidecar_unreachable") from e  # fmt: skip
-        doc = orjson.loads(body)
-        if not isinstance(doc, dict):
-            raise SidecarError("admin API answered a non-object", type="admin",
-                               code="admin_bad_answer")  # fmt: skip
-        return doc
+            raise _unreachable(e) from e
+        return _admin_doc(body)
 
     def status(self) -> dict[str, Any]:
         """``GET /status``: policy, halted, agent, counters."""
@@ -220,13 +229,8 @@ class AsyncSidecarClient(_Base):
                 if resp.status >= 400:
                     raise _admin_error(resp.status, body)
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise SidecarError(f"admin API unreachable: {e}", type="unavailable",
-                               code="sidecar_unreachable") from e  # fmt: skip
-        doc = orjson.loads(body)
-        if not isinstance(doc, dict):
-            raise SidecarError("admin API answered a non-object", type="admin",
-                               code="admin_bad_answer")  # fmt: skip
-        return doc
+            raise _unreachable(e) from e
+        return _admin_doc(body)
 
     async def status(self) -> dict[str, Any]:
         """``GET /status``."""

@@ -219,6 +219,16 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
     return value
 
 
+def _loads(raw: bytes | bytearray | str) -> Any:
+    """The JSON value of a network input; ``None`` when it is too large or not JSON."""
+    if len(raw) > MAX_BODY_BYTES:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def error_from_body(
     body: Any,
     *,
@@ -234,12 +244,7 @@ def error_from_body(
     haltgate's either.
     """
     if isinstance(body, bytes | bytearray | str):
-        if len(body) > MAX_BODY_BYTES:
-            return None
-        try:
-            body = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None
+        body = _loads(body)
     if not isinstance(body, Mapping):
         return None
     inner = body.get("error", body)
@@ -272,12 +277,7 @@ def error_from_jsonrpc(message: Any) -> HaltgateError | None:
     the sidecar refuses a batch as a whole), or raw bytes/str of either.
     """
     if isinstance(message, bytes | bytearray | str):
-        if len(message) > MAX_BODY_BYTES:
-            return None
-        try:
-            message = orjson.loads(message)
-        except orjson.JSONDecodeError:
-            return None
+        message = _loads(message)
     for msg in message if isinstance(message, list) else [message]:
         if isinstance(msg, Mapping) and isinstance(msg.get("error"), Mapping):
             err = error_from_body(msg["error"].get("data"))

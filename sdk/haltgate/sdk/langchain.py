@@ -24,8 +24,6 @@ settled after, with the same engine and the same exceptions. That mode is **bypa
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -35,15 +33,14 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 
 from haltgate.governance.engine import Usage
 from haltgate.sdk.client import base_url, budget_warnings
-from haltgate.sdk.errors import HaltError, HaltgateError, find_haltgate_error
+from haltgate.sdk.errors import HaltgateError, find_haltgate_error
 from haltgate.sdk.http_hooks import openai_http_clients
 from haltgate.sdk.local import LocalGovernance
+from haltgate.sdk.tracking import HaltTracker, WarningCallback, default_api_key
 
 __all__ = ["HaltgateCallbackHandler", "chat_openai"]
 
 log = logging.getLogger("haltgate.sdk.langchain")
-
-WarningCallback = Callable[[tuple[str, ...]], None]
 
 
 def _usage_of(response: LLMResult) -> Usage | None:
@@ -93,7 +90,7 @@ def _prompt_chars(messages: list[list[BaseMessage]]) -> int:
     return sum(len(str(m.content)) for batch in messages for m in batch)
 
 
-class HaltgateCallbackHandler(BaseCallbackHandler):
+class HaltgateCallbackHandler(HaltTracker, BaseCallbackHandler):
     """Surfaces haltgate budget warnings and halts in LangChain runs.
 
     ``on_warning(dimensions)``: called when an answer carries
@@ -106,6 +103,7 @@ class HaltgateCallbackHandler(BaseCallbackHandler):
     (so no framework retry loop can get past it).
     """
 
+    _log = log
     raise_error = True  # a halt must stop the run, not be logged and ignored
     run_inline = True  # same thread as the run: local governance is not thread-safe
 
@@ -129,18 +127,10 @@ class HaltgateCallbackHandler(BaseCallbackHandler):
 
     # ------------------------------------------------------------------ helpers
 
-    def _warn(self, dims: tuple[str, ...]) -> None:
-        if dims and dims != self.warnings:
-            log.warning("haltgate budget warning: %s", ", ".join(dims))
-            if self.on_warning is not None:
-                self.on_warning(dims)
-        self.warnings = dims
-
     def _raise_halt(self, error: BaseException | None) -> None:
         found = find_haltgate_error(error)
         if found is not None:
-            if isinstance(found, HaltError) and found.terminal:
-                self.halt = found
+            self._remember(found)
             raise found from error
 
     def _before_call(self, run_id: UUID, **reserve: Any) -> None:
@@ -167,10 +157,6 @@ class HaltgateCallbackHandler(BaseCallbackHandler):
             raise
         finally:
             self._warn(self.local.warnings)
-
-    def _remember(self, e: HaltgateError) -> None:
-        if isinstance(e, HaltError) and e.terminal:
-            self.halt = e
 
     # ------------------------------------------------------------------ model calls
 
@@ -253,9 +239,7 @@ def chat_openai(
 
     handler = handler or HaltgateCallbackHandler()
     sync_client, async_client = openai_http_clients()
-    if "api_key" not in kwargs and not os.environ.get("OPENAI_API_KEY"):
-        # The SDK insists on a key; behind the sidecar the upstream's credentials decide.
-        kwargs["api_key"] = "unused-behind-haltgate"
+    default_api_key(kwargs)
     callbacks = [*(kwargs.pop("callbacks", None) or []), handler]
     return ChatOpenAI(
         model=model,
