@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 try:
     from autogen_agentchat.agents import AssistantAgent
@@ -28,17 +27,13 @@ from haltgate.sidecar.pipeline import PipelineSettings
 from tests.sdk.conftest import (
     SidecarFactory,
     Standins,
-    base_policy,
     budgets_policy,
     llm_requests,
-    merge,
+    refusals,
+    write_policy,
 )
 
 MAX_TURNS = 10
-
-
-def refusals(sc: object, code: str) -> int:
-    return len({r.decision_id for r in sc.audit.records if r.code == code})  # type: ignore[attr-defined]
 
 
 async def agent_turns(agent: AssistantAgent, turns: int = MAX_TURNS) -> int:
@@ -118,9 +113,7 @@ async def test_intervention_handler_drops_messages_after_halt(
 
 
 async def test_local_fallback_without_sidecar(tmp_path: Path, standins: Standins) -> None:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump(
-        merge(base_policy(standins), budgets_policy({"calls": {"limit": 2}}))))
+    policy = write_policy(tmp_path, standins, {"calls": {"limit": 2}})
     inner = OpenAIChatCompletionClient(model="gpt-4o-mini", base_url=standins.llm + "/v1",
                                        api_key="x")
     client = HaltgateChatCompletionClient(inner, local=LocalGovernance(policy))

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 try:
     from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -25,10 +24,10 @@ from tests.sdk.conftest import (
     ADMIN_TOKEN,
     SidecarFactory,
     Standins,
-    base_policy,
     budgets_policy,
     llm_requests,
-    merge,
+    refusals,
+    write_policy,
 )
 
 MAX_STEPS = 10
@@ -51,11 +50,6 @@ async def agent_loop(model: Any, steps: int = MAX_STEPS,
         result = await lookup.ainvoke({"query": f"q{i}"}, config={"callbacks": callbacks})
         messages.append(ToolMessage(result, tool_call_id=f"call-{i}"))
     return messages
-
-
-def refusals(sc: Any, code: str) -> int:
-    """Refused calls with ``code`` the sidecar audited (each HTTP attempt is one)."""
-    return len({r.decision_id for r in sc.audit.records if r.code == code})
 
 
 async def test_agent_loop_stops_on_exhaustion_without_retry(
@@ -168,12 +162,6 @@ async def test_tool_denial_is_typed_and_not_terminal(sidecar_factory: SidecarFac
     assert info.value.code == "tool_denied" and not info.value.terminal
     assert handler.halt is None  # a denial does not halt the run
     assert not standins.received("mcp").requests
-
-
-def write_policy(tmp_path: Path, standins: Standins, budgets: dict[str, Any]) -> Path:
-    path = tmp_path / "local-policy.yaml"
-    path.write_text(yaml.safe_dump(merge(base_policy(standins), budgets_policy(budgets))))
-    return path
 
 
 async def test_local_fallback_stops_loop_before_the_call(
