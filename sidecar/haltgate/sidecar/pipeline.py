@@ -23,7 +23,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
@@ -42,6 +42,7 @@ from haltgate.governance.errors import (
     UnavailableError,
     UpstreamError,
 )
+from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy import FailMode, FailureType, PayloadCapture, RequestKind
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult
@@ -52,7 +53,7 @@ from haltgate.sidecar.classify import Classified, Target, classify
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.destinations import check_destination
 from haltgate.sidecar.metrics import SidecarMetrics
-from haltgate.sidecar.sse import SSEParser
+from haltgate.sidecar.sse import SSEEvent, SSEParser
 from haltgate.sidecar.usage import TokenCounts, UsageReader
 
 __all__ = ["Call", "Pipeline", "PipelineSettings"]
@@ -306,6 +307,8 @@ class Pipeline:
             raise UnavailableError(f"guardrails failed: {e}", code="guardrails_error") from e
         call.findings.extend(f.to_dict() for f in result.findings)
         call.risk += result.risk
+        if result.errors and not result.blocked:
+            self._guardrail_fail_open(call, result.errors)
         if result.blocked:
             raise DeniedError("a guardrail blocked the request",
                               code=result.code or "guardrail_blocked",
@@ -544,11 +547,12 @@ class Pipeline:
         await resp.prepare(request)
         parser = SSEParser()
         guardrails = call.controls.guardrails
-        scanner = (guardrails.stream("response")
-                   if guardrails is not None and guardrails.active("response") else None)
-        reader = (UsageReader(classified.dialect, classified.view.model,
-                              keep_text=scanner is not None)
+        reader = (UsageReader(classified.dialect, classified.view.model)
                   if classified.dialect is not None else None)
+        # Response guardrails rewrite the stream event by event (redaction held back across
+        # events, see ChatStreamGuard); without them the bytes are relayed unchanged.
+        scan = (_StreamScan(self, call, guardrails, chat=reader is not None)
+                if guardrails is not None and guardrails.active("response") else None)
         digest = hashlib.blake2b(digest_size=16)
         guard = _StreamGuard(call, self.budget)
         cut: HaltgateError | None = None
@@ -560,12 +564,27 @@ class Pipeline:
         try:
             async for chunk in upstream.content.iter_any():
                 digest.update(chunk)
+                if scan is not None:
+                    events = parser.feed(chunk)
+                    if reader is not None:
+                        for event in events:
+                            reader.read_event(event)
+                        cut = guard.check(reader)
+                    out = scan.events(events) if cut is None else b""
+                    cut = cut or scan.verdict()
+                    if cut is not None:
+                        break
+                    if out:
+                        try:
+                            await resp.write(out)
+                        except (ConnectionError, RuntimeError):
+                            client_gone = True
+                            break
+                    continue
                 if reader is not None:
                     for event in parser.feed(chunk):
                         reader.read_event(event)
                     cut = guard.check(reader)
-                    if cut is None and scanner is not None:
-                        cut = self._scan_stream_piece(call, scanner, reader.take_text())
                     if cut is not None:
                         break
                 if held:
@@ -592,13 +611,24 @@ class Pipeline:
                     err = UpstreamError("the upstream stream ended early",
                                         code="upstream_truncated")
                     await resp.write(r.sse_error_event(err, call.decision_id))
+                elif scan is not None and parser.pending:
+                    # A last event without its blank line: complete it, scan it, send it.
+                    last = parser.feed(b"\n\n")
+                    if reader is not None:
+                        for event in last:
+                            reader.read_event(event)
+                    out = scan.events(last)
+                    cut = scan.verdict()
+                    if cut is not None:
+                        self.metrics.streams_cut.labels(cut.code).inc()
+                        await resp.write(r.sse_error_event(cut, call.decision_id))
+                    elif out:
+                        await resp.write(out)
                 elif held:
                     await resp.write(held)  # the upstream's own last bytes, unchanged
                 await resp.write_eof()
             except (ConnectionError, RuntimeError):
                 client_gone = True
-        if scanner is not None and cut is None:
-            self._scan_stream_piece(call, scanner, None)  # findings of the held-back tail
         complete = cut is None and not truncated and not client_gone
         counts = (reader.result(complete=complete, input_estimate=classified.input_estimate)
                   if reader is not None else None)
@@ -610,23 +640,15 @@ class Pipeline:
         self._audit_outcome(call, upstream.status, counts, decision=decision, err=cut)
         return resp
 
-    def _scan_stream_piece(self, call: Call, scanner: Any, text: str | None
-                           ) -> HaltgateError | None:
-        """Response guardrails on streamed text. Streams are relayed unchanged as they
-        arrive, so a stream is cut (not redacted) when a blocking finding appears."""
-        if text == "":
-            return None
-        piece = scanner.feed(text) if text is not None else scanner.close()
-        if piece.findings:
-            call.findings.extend(f.to_dict() for f in piece.findings)
-        if piece.risk:
-            self.budget.add_risk(time.time(), piece.risk, "guardrail_finding")
-        if piece.blocked:
-            code = next((f"guardrail_{f.detector}" for f in piece.findings
-                         if f.action == "block" and not f.monitor_only), "guardrail_error")
-            return DeniedError("a guardrail blocked the response stream", code=code,
-                               failure_type=FailureType.SAFETY)
-        return None
+    def _guardrail_fail_open(self, call: Call, errors: Sequence[str]) -> None:
+        """Detectors that failed while the scan still allowed (``failMode: open``): each is
+        a fail-open event, on the metric and in the call's audit findings."""
+        for error in errors:
+            detector, _, kind = error.partition(":")
+            self.metrics.fail_open.labels("guardrails").inc()
+            call.findings.append({"detector": detector, "action": "fail_open", "error": kind})
+        log.warning("guardrails failed (fail open) for %s: %s", call.decision_id,
+                    ", ".join(errors))
 
     def read_usage(self, call: Call, status: int, *, body: bytes
                    ) -> tuple[TokenCounts | None, str | None]:
@@ -730,6 +752,8 @@ class Pipeline:
                 return body
             raise UnavailableError(f"guardrails failed: {e}", code="guardrails_error") from e
         call.findings.extend(f.to_dict() for f in result.findings)
+        if result.errors and not result.blocked:
+            self._guardrail_fail_open(call, result.errors)
         if result.risk:
             self.budget.add_risk(time.time(), result.risk, result.code or "guardrail_finding")
         if result.blocked:
@@ -921,6 +945,110 @@ def _overhead_ms(call: Call) -> str:
     else:
         call.overhead = now - call.started
     return f"{call.overhead * 1000:.3f}"
+
+
+class _StreamScan:
+    """Response guardrails on a relayed SSE stream, one parsed event at a time.
+
+    LLM chat streams go through :class:`ChatStreamGuard` (text held back and redacted across
+    events, provider-shaped events out); other streams (MCP over SSE) have each event's JSON
+    scanned whole. Events come out re-encoded (``event:`` and ``data:`` fields only); an
+    event the SSE parser had to skip as oversized is not relayed: it could not be scanned.
+    """
+
+    __slots__ = (
+        "_blocked_code",
+        "_call",
+        "_chat",
+        "_errors",
+        "_findings",
+        "_g",
+        "_pipeline",
+        "_risk",
+    )
+
+    def __init__(self, pipeline: Pipeline, call: Call, guardrails: Any, *, chat: bool) -> None:
+        self._pipeline = pipeline
+        self._call = call
+        self._g = guardrails
+        self._chat = ChatStreamGuard(guardrails, "response") if chat else None
+        self._findings = 0
+        self._errors = 0
+        self._risk = 0.0
+        self._blocked_code: str | None = None
+
+    def events(self, events: Sequence[SSEEvent]) -> bytes:
+        """The bytes to send for ``events`` (empty once the stream is blocked)."""
+        out: list[bytes] = []
+        for event in events:
+            if self._blocked_code is not None:
+                break
+            try:
+                obj = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                out.append(_sse_encode(event.event, event.data.encode()))  # [DONE] and such
+                continue
+            try:
+                sent = self._transform(obj)
+            except Exception as e:  # a guardrail bug must not open the gate by accident
+                if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
+                    self._blocked_code = "guardrails_error"
+                    break
+                self._pipeline._guardrail_fail_open(self._call, [f"stream:{type(e).__name__}"])
+                sent = [obj]
+            for new in sent:
+                name = event.event
+                if name != "message" and isinstance(new, dict) and isinstance(
+                        new.get("type"), str):
+                    name = new["type"]  # a flushed text delta added before an end event
+                out.append(_sse_encode(name, orjson.dumps(new)))
+        return b"".join(out)
+
+    def _transform(self, obj: Any) -> list[Any]:
+        if self._chat is not None:
+            sent = self._chat.on_event(obj)
+            if self._chat.blocked:
+                self._blocked_code = next(
+                    (f"guardrail_{f.detector}" for f in self._chat.findings
+                     if f.action == "block" and not f.monitor_only), "guardrail_error")
+            return sent
+        result = self._g.scan_json(obj, "response")
+        self._note(result.findings, result.risk, result.errors, result.blocked)
+        if result.blocked:
+            self._blocked_code = result.code or "guardrail_blocked"
+            return []
+        return [result.redacted_obj if result.redacted_obj is not None else obj]
+
+    def verdict(self) -> HaltgateError | None:
+        """Account new findings, risk and detector failures; the refusal once blocked."""
+        chat = self._chat
+        if chat is not None:
+            new = chat.findings[self._findings:]
+            errors = chat.errors[self._errors:]
+            self._findings, self._errors = len(chat.findings), len(chat.errors)
+            risk, self._risk = chat.risk - self._risk, chat.risk
+            self._note(new, risk, errors, chat.blocked)
+        if self._blocked_code is None:
+            return None
+        return DeniedError("a guardrail blocked the response stream", code=self._blocked_code,
+                           failure_type=FailureType.SAFETY)
+
+    def _note(self, findings: Sequence[Any], risk: float, errors: Sequence[str],
+              blocked: bool) -> None:
+        call = self._call
+        if findings:
+            call.findings.extend(f.to_dict() for f in findings)
+        if risk:
+            self._pipeline.budget.add_risk(time.time(), risk, "guardrail_finding")
+        if errors and not blocked:
+            self._pipeline._guardrail_fail_open(call, errors)
+
+
+def _sse_encode(event: str, data: bytes) -> bytes:
+    """One SSE event: ``event:`` unless the default, one ``data:`` line per line of data."""
+    head = b"" if event == "message" else b"event: " + event.encode() + b"\n"
+    lines = data.split(b"\n")
+    return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
 
 
 class _StreamGuard:

@@ -1,0 +1,110 @@
+"""Response guardrails on streamed answers (redaction across events) and detector failures
+under failMode open (counted and audited as fail-open events)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from tests.sidecar.conftest import SidecarFactory, Standins
+
+from haltgate.governance.guardrails.secrets import SecretsDetector
+
+CHAT = {"model": "gpt-4o-mini", "max_tokens": 50, "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "who do I write to?"}]}
+EMAIL = "john.doe@example.com"
+
+
+def _events(raw: bytes) -> list[Any]:
+    out = []
+    for block in raw.split(b"\n\n"):
+        data = [line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:")]
+        if data:
+            joined = b"\n".join(data)
+            out.append(joined.decode() if joined == b"[DONE]" else orjson.loads(joined))
+    return out
+
+
+async def _stream(url: str, text: str) -> bytes:
+    async with aiohttp.ClientSession() as s, s.post(
+            url, data=orjson.dumps(CHAT), headers={"x-standin-text": text}) as r:
+        assert r.status == 200
+        return await r.read()
+
+
+async def _outcome(sc: Any) -> Any:
+    for _ in range(200):
+        outcomes = [r for r in sc.audit.records if r.phase == "outcome"]
+        if outcomes:
+            return outcomes[-1]
+        await asyncio.sleep(0.01)
+    raise AssertionError("no outcome record")
+
+
+async def _metric(url: str, name: str, **labels: str) -> float:
+    async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
+        text = await r.text()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_streamed_answer_is_redacted_across_events(
+        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sc = await sidecar_factory({"spec": {"guardrails": {
+        "pii": {"direction": "response", "action": "redact", "entities": ["email"]}}}})
+    # The stand-in streams one word per event: the address is one of many words.
+    text = "please write to " + EMAIL + " about the plan " + "and more " * 20
+    raw = await _stream(sc.explicit + "/llm/v1/chat/completions", text)
+    assert EMAIL.encode() not in raw
+    events = _events(raw)  # every event still parses
+    assert events[-1] == "[DONE]"
+    content = "".join(e["choices"][0]["delta"].get("content") or ""
+                      for e in events[:-1] if isinstance(e, dict) and e.get("choices"))
+    assert content.startswith("please write to ") and "about the plan" in content
+    assert content.count("and more") == 20
+    assert any(isinstance(e, dict) and e.get("usage") for e in events)  # usage relayed
+    outcome = await _outcome(sc)
+    assert outcome.decision == "allow"
+    assert any(f["detector"] == "pii" and f["action"] == "redact" for f in outcome.findings)
+
+
+async def test_detector_failure_in_a_stream_is_a_fail_open_event(
+        sidecar_factory: SidecarFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    sc = await sidecar_factory({"spec": {"guardrails": {
+        "failMode": "open", "secrets": {"direction": "response", "action": "block"}}}})
+
+    def broken(self: SecretsDetector, text: str) -> list[Any]:
+        raise ValueError("detector bug")  # stands in for a detector that crashes
+
+    monkeypatch.setattr(SecretsDetector, "detect", broken)
+    raw = await _stream(sc.explicit + "/llm/v1/chat/completions", "a harmless answer")
+    assert _events(raw)[-1] == "[DONE]"  # open: the answer is delivered
+    outcome = await _outcome(sc)
+    assert outcome.decision == "allow"
+    assert {"detector": "secrets", "action": "fail_open", "error": "ValueError"} in [
+        dict(f) for f in outcome.findings]
+    assert await _metric(sc.metrics, "haltgate_fail_open_total", control="guardrails") >= 1
+
+
+async def test_oversized_prompt_scan_error_is_a_fail_open_event(
+        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    """A prompt past the detectors' size bound cannot be scanned: under failMode open it
+    goes through, and that is counted and audited, not silent."""
+    sc = await sidecar_factory({"spec": {"guardrails": {
+        "failMode": "open", "pii": {"direction": "request", "action": "redact"}}}})
+    body = {**CHAT, "stream": False,
+            "messages": [{"role": "user", "content": "x " * (1024 * 1024 + 10)}]}
+    async with aiohttp.ClientSession() as s, s.post(
+            sc.explicit + "/llm/v1/chat/completions", data=orjson.dumps(body)) as r:
+        assert r.status == 200, await r.text()
+    outcome = await _outcome(sc)
+    assert {"detector": "pii", "action": "fail_open", "error": "TextTooLarge"} in [
+        dict(f) for f in outcome.findings]
+    assert await _metric(sc.metrics, "haltgate_fail_open_total", control="guardrails") >= 1
