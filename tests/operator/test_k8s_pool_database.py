@@ -8,17 +8,16 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from haltgate.governance.pool.lease import ZERO, Amounts
-from haltgate.governance.pool.store import PoolStore, migrate
+from haltgate.governance.pool.store import PoolStore
 from tests.operator.conftest import OperatorUnderTest, apply, eventually, kubectl_json
+from tests.pool.helpers import fresh_pool_database
 from tests.testbed.controlplane import ControlPlane
 
 pytestmark = [pytest.mark.k8s, pytest.mark.postgres]
@@ -28,14 +27,8 @@ HALTGATE = str(Path(sys.executable).parent / "haltgate")
 
 @pytest.fixture(scope="module")
 def pool_db(postgres_dsn: str) -> Iterator[str]:
-    name = "oppool_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = postgres_dsn.rsplit("/", 1)[0] + "/" + name
-    migrate(dsn)
-    yield dsn
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with fresh_pool_database(postgres_dsn, "oppool_") as dsn:
+        yield dsn
 
 
 @pytest.fixture

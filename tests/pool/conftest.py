@@ -5,23 +5,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
-from haltgate.governance.pool.store import migrate
+from tests.pool.helpers import fresh_pool_database
 
 
 @pytest.fixture(scope="module")
 def pool_dsn(postgres_dsn: str) -> Iterator[str]:
     """A new database with the pool schema applied (dropped afterwards)."""
-    name = "pool_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = postgres_dsn.rsplit("/", 1)[0] + "/" + name
-    migrate(dsn)
-    yield dsn
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with fresh_pool_database(postgres_dsn, "pool_") as dsn:
+        yield dsn
 
 
 @pytest.fixture
