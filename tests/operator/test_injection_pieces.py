@@ -60,8 +60,10 @@ def test_shipper_container_ships_the_spool_with_the_secret_dsn() -> None:
     config = injection.InjectionConfig.from_mapping({"auditDatabaseSecret": "audit-db"})
     pod = inject(config)
     names = [c["name"] for c in pod["spec"]["initContainers"]]
-    assert names[:3] == [injection.INIT_CONTAINER_NAME, injection.SIDECAR_CONTAINER_NAME,
-                         injection.SHIPPER_CONTAINER_NAME]
+    # Before the proxy: stopped after it at pod termination, so it ships the last records.
+    assert names[:3] == [injection.INIT_CONTAINER_NAME, injection.SHIPPER_CONTAINER_NAME,
+                         injection.SIDECAR_CONTAINER_NAME]
+    assert "--drain-seconds" in containers(pod)[injection.SHIPPER_CONTAINER_NAME]["args"]
     shipper = containers(pod)[injection.SHIPPER_CONTAINER_NAME]
     proxy = containers(pod)[injection.SIDECAR_CONTAINER_NAME]
     assert shipper["restartPolicy"] == "Always"  # native sidecar: restarts on its own
@@ -116,5 +118,5 @@ def test_every_optional_piece_passes_apiserver_validation(kube: ControlPlane,
     assert res.returncode == 0, res.stderr
     stored = json.loads(res.stdout)["spec"]
     assert [c["name"] for c in stored["initContainers"]] == [
-        injection.INIT_CONTAINER_NAME, injection.SIDECAR_CONTAINER_NAME,
-        injection.SHIPPER_CONTAINER_NAME]
+        injection.INIT_CONTAINER_NAME, injection.SHIPPER_CONTAINER_NAME,
+        injection.SIDECAR_CONTAINER_NAME]

@@ -484,9 +484,15 @@ def _choose_policy(pod: Mapping[str, Any], namespace: str,
 
 def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
                          config: InjectionConfig) -> list[dict[str, Any]]:
-    """haltgate's init containers, in start order: iptables step, proxy, OPA, shipper."""
+    """haltgate's init containers, in start order: iptables step, shipper, proxy, OPA.
+
+    The shipper starts before the proxy so that the kubelet, which stops native sidecars in
+    reverse order, stops it after the proxy: it can ship the proxy's last records."""
     sidecar = copy.deepcopy(rendered["sidecar"])
-    ours = [copy.deepcopy(rendered["initContainer"]), sidecar]
+    ours = [copy.deepcopy(rendered["initContainer"])]
+    if config.audit_database_secret:
+        ours.append(copy.deepcopy(rendered["shipperContainer"]))
+    ours.append(sidecar)
     if policy.pool:
         sidecar.setdefault("env", []).extend(copy.deepcopy(rendered["sidecarEnvPool"]))
     if config.price_table is not None:
@@ -494,8 +500,6 @@ def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
     if policy.uses_opa:
         sidecar.setdefault("env", []).extend(copy.deepcopy(rendered["sidecarEnvOPA"]))
         ours.append(copy.deepcopy(rendered["opaContainer"]))
-    if config.audit_database_secret:
-        ours.append(copy.deepcopy(rendered["shipperContainer"]))
     return ours
 
 

@@ -84,8 +84,14 @@ def migrate(dsn: str) -> None:
 @click.option("--once", is_flag=True, help="Ship what is spooled now, then exit.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus metrics on this port.")
-def ship(spool_dir: Path, dsn: str, batch: int, once: bool, metrics_port: int | None) -> None:
+@click.option("--drain-seconds", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="On SIGTERM/SIGINT, keep shipping what is spooled for up to this long "
+                   "before exiting (a pod's spool is an emptyDir, gone with the pod).")
+def ship(spool_dir: Path, dsn: str, batch: int, once: bool, metrics_port: int | None,
+         drain_seconds: float) -> None:
     """Ship spooled records to PostgreSQL until stopped (SIGTERM/SIGINT)."""
+    import psycopg
+
     from haltgate.governance.audit.shipper import Shipper, ShipperSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -102,6 +108,12 @@ def ship(spool_dir: Path, dsn: str, batch: int, once: bool, metrics_port: int | 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: shipper.stop())
         shipper.run()
+        if drain_seconds > 0:
+            try:
+                shipped = shipper.drain(timeout=drain_seconds)
+                logging.info("audit shipper: drained %d records before exit", shipped)
+            except (psycopg.Error, OSError, TimeoutError) as e:
+                logging.warning("audit shipper: records left in the spool at exit: %s", e)
     finally:
         shipper.close()
 
