@@ -372,14 +372,7 @@ class Governor:
         return {
             "run": st.run,
             "halted": halt is not None,
-            "halt": None
-            if halt is None
-            else {
-                "failure_type": halt.failure_type.value,
-                "code": halt.code,
-                "message": halt.message,
-                "ts": halt.ts,
-            },
+            "halt": None if halt is None else halt.to_dict(),
             "run_started": st.run_started,
             "clock": st.clock,
             "budget": self._engine.budget_report(self._state, now),

@@ -293,8 +293,8 @@ class Engine:
         self._dispatch: dict[type, Callable[[EngineState, Any], tuple[EngineState, Decision]]] = {
             Reserve: self._reserve,
             Settle: self._settle,
-            Release: self._release,
-            Abandon: self._abandon,
+            Release: self._close,
+            Abandon: self._close,
             AddRisk: self._add_risk,
             Halt: self._halt_event,
             Reset: self._reset,
@@ -1102,7 +1102,9 @@ class Engine:
         )
         return state, self._status(state, now, warnings=warnings)
 
-    def _abandon(self, state: EngineState, ev: Abandon) -> tuple[EngineState, Decision]:
+    def _close(self, state: EngineState, ev: Release | Abandon) -> tuple[EngineState, Decision]:
+        """End a reservation without usage: a released call costs nothing, an abandoned
+        one its whole reserved worst case (it may have been billed)."""
         ts = ev.ts
         clock = state.clock
         now = ts if ts > clock and ts - ts == 0.0 else clock
@@ -1111,18 +1113,8 @@ class Engine:
             return state, self._status(state, now)
         if now >= state.roll_at:
             state = self._roll_all(state, now)
-        return self._charged(state, now, ev.call_id, res, res.amounts)
-
-    def _release(self, state: EngineState, ev: Release) -> tuple[EngineState, Decision]:
-        ts = ev.ts
-        clock = state.clock
-        now = ts if ts > clock and ts - ts == 0.0 else clock
-        res = state.reservations.get(ev.call_id)
-        if res is None:
-            return state, self._status(state, now)
-        if now >= state.roll_at:
-            state = self._roll_all(state, now)
-        return self._charged(state, now, ev.call_id, res, ZERO_AMOUNTS)
+        spent = res.amounts if ev.__class__ is Abandon else ZERO_AMOUNTS
+        return self._charged(state, now, ev.call_id, res, spent)
 
     def _add_risk(self, state: EngineState, ev: AddRisk) -> tuple[EngineState, Decision]:
         ts = ev.ts

@@ -37,6 +37,15 @@ class HaltInfo(NamedTuple):
     message: str
     ts: float
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return {
+            "failure_type": self.failure_type.value,
+            "code": self.code,
+            "message": self.message,
+            "ts": self.ts,
+        }
+
 
 class MeterState(NamedTuple):
     """Spend of one amount dimension (calls, tokens, cost, risk) in its current period.
@@ -142,14 +151,7 @@ class EngineState(NamedTuple):
         return {
             "format": STATE_FORMAT,
             "run": self.run,
-            "halt": None
-            if halt is None
-            else {
-                "failure_type": halt.failure_type.value,
-                "code": halt.code,
-                "message": halt.message,
-                "ts": halt.ts,
-            },
+            "halt": None if halt is None else halt.to_dict(),
             "run_started": self.run_started,
             "clock": self.clock,
             "roll_at": None if self.roll_at == math.inf else self.roll_at,
