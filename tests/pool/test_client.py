@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,14 @@ async def _pool(dsn: str, name: str, **spec: object) -> None:
     store = await PoolStore.connect(dsn)
     await store.upsert(name, BudgetPoolSpec.model_validate(spec))
     await store.close()
+
+
+async def _status(dsn: str, name: str) -> dict[str, Any] | None:
+    store = await PoolStore.connect(dsn)
+    try:
+        return await store.status(name)
+    finally:
+        await store.close()
 
 
 def _client(dsn: str, name: str, holder: str, **kw: object) -> PoolClient:
@@ -63,9 +72,7 @@ async def test_members_spend_exactly_the_pool_between_them(pool_dsn: str,
             await m.close()
     assert granted == 120
     assert round_trips < 40  # most calls never touched the database
-    store = await PoolStore.connect(pool_dsn)
-    status = await store.status(pool_name)
-    await store.close()
+    status = await _status(pool_dsn, pool_name)
     assert status is not None
     assert status["dimensions"]["calls"]["used"] == 120
     assert status["dimensions"]["calls"]["leased"] == 0
@@ -210,9 +217,7 @@ async def test_database_outage_spends_the_lease_then_fails_closed_then_recovers(
     finally:
         await m.close()
         await link.close()
-    store = await PoolStore.connect(pool_dsn)
-    status = await store.status(pool_name)
-    await store.close()
+    status = await _status(pool_dsn, pool_name)
     assert status is not None and status["leases"] == 0
     # Every call that passed was counted, the ones during the outage too.
     assert status["dimensions"]["calls"]["used"] == passed
@@ -243,7 +248,5 @@ async def test_a_member_whose_lease_was_given_away_recovers(pool_dsn: str,
     finally:
         await paused.close()
         await other.close()
-    store = await PoolStore.connect(pool_dsn)
-    status = await store.status(pool_name)
-    await store.close()
+    status = await _status(pool_dsn, pool_name)
     assert status is not None and status["dimensions"]["calls"]["used"] == 2
