@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from haltgate.governance.engine import Engine, PriceTable
 from haltgate.governance.policy import GovernancePolicySpec
@@ -25,9 +22,3 @@ def make_engine(budgets: dict[str, Any] | None = None, **spec: Any) -> Engine:
     """A builtin engine for a policy."""
     s = make_spec(budgets, **spec)
     return Engine(s, PriceTable.for_policy(s.pricing))
-
-
-@pytest.fixture
-def engine_for() -> Callable[..., Engine]:
-    """``engine_for({"calls": {"limit": 3}})`` -> Engine."""
-    return make_engine
