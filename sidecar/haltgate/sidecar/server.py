@@ -198,6 +198,10 @@ class Sidecar:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
         self.governor = self._make_governor()
+        if hasattr(self.audit, "carry_state"):
+            # The state is written in the spool's group commit, off the event loop, before
+            # the intent that follows a reservation is confirmed (see governor.py).
+            self.governor.persist_with(self.audit)
         self.metrics.watch_governor(lambda: self.governor)
         self.opa = await self._make_opa()
         agent = self._agent()

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidRecordError",
     "MemoryAuditSink",
     "SpoolFullError",
+    "StatePersistError",
 ]
 
 
@@ -48,6 +49,14 @@ class AuditUnavailableError(AuditError):
     """The spool cannot write (disk error, failed fsync, closed sink)."""
 
     code = "audit_unavailable"
+
+
+class StatePersistError(AuditError):
+    """The budget state carried by this commit could not be written (the records are
+    durable; the calls waiting on them are refused: a reservation not on disk could be
+    forgotten by a restart)."""
+
+    code = "state_persist_failed"
 
 
 @runtime_checkable

@@ -46,7 +46,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +60,7 @@ from haltgate.governance.audit.sink import (
     AuditUnavailableError,
     InvalidRecordError,
     SpoolFullError,
+    StatePersistError,
 )
 
 __all__ = [
@@ -463,6 +464,8 @@ class _Batch:
     """A waiter awaits durability: commit now (else only lingering records)."""
     first_at: float = 0.0
     """monotonic() when the first record was queued (the linger starts there)."""
+    state: bool = False
+    """The carried state (``carry_state``) changed: write it with this commit."""
 
 
 class SpoolWriter:
@@ -501,6 +504,8 @@ class SpoolWriter:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending = _Batch()
+        self._state_flush: Callable[[], None] | None = None
+        self._last_state_log = -1e9
         self._failed: AuditUnavailableError | None = None
         self._closing = False
         self.metrics.spool_bytes.set(self._spooled)
@@ -592,11 +597,30 @@ class SpoolWriter:
                 if not batch.urgent:
                     batch.urgent = True
                     self._wake.notify()
-            elif len(batch.frames) == 1:
+            elif not batch.first_at:
                 # No wake-up: the writer looks every linger_seconds, or an urgent record
                 # takes this one along first.
                 batch.first_at = time.monotonic()
         return True
+
+    def carry_state(self, flush: Callable[[], None]) -> Callable[[], None]:
+        """Carry a second file (the budget state) in the group commit; returns the function
+        to call when it changed. ``flush`` runs on the writer thread in every commit after
+        a change (before the batch's waiters complete), so whatever changed before a record
+        was queued is written before that record's waiter returns. An ``OSError`` from it
+        fails the batch's awaited records with :class:`StatePersistError` (the records
+        themselves are durable; the spool keeps working)."""
+        self._state_flush = flush
+        return self._state_changed
+
+    def _state_changed(self) -> None:
+        with self._lock:
+            batch = self._pending
+            if not batch.state:
+                batch.state = True
+                if not batch.first_at:
+                    # Written with the next record's commit, or after linger_seconds.
+                    batch.first_at = time.monotonic()
 
     # ---------------------------------------------------------------- writer thread
 
@@ -610,7 +634,7 @@ class SpoolWriter:
                     # us at once and takes them along).
                     pending = self._pending
                     wait = linger
-                    if pending.frames:
+                    if pending.frames or pending.state:
                         wait = pending.first_at + linger - time.monotonic()
                         if wait <= 0:
                             break
@@ -620,15 +644,30 @@ class SpoolWriter:
                 self._in_flight = batch.nbytes
                 self._spooled += batch.nbytes
                 closing = self._closing
-            if batch.frames:
+            if batch.frames or batch.state:
                 self._commit(batch)
             if closing and not batch.frames:
-                return
+                return  # (a state write that failed now is not retried after close)
 
     def _commit(self, batch: _Batch) -> None:
         error: AuditUnavailableError | None = None
+        state_error: StatePersistError | None = None
         started = time.perf_counter()
         frames, waiters, nbytes = batch.frames, batch.waiters, batch.nbytes
+        if batch.state and self._state_flush is not None:
+            # Before the records' fdatasync: the state's write then costs no extra wait.
+            try:
+                self._state_flush()
+            except OSError as e:
+                state_error = StatePersistError(
+                    f"budget state could not be saved: {e.strerror or e}"[:512])
+                now = time.monotonic()
+                if now - self._last_state_log >= 5.0:  # retried every commit: not every line
+                    self._last_state_log = now
+                    log.error("audit spool: carried budget state: %s", e)
+                self._state_changed()  # still due: the next commit tries again
+        if not frames:
+            return
         try:
             if self._size > self._base_size and \
                     self._size + nbytes > self.settings.segment_bytes:
@@ -659,6 +698,11 @@ class SpoolWriter:
             self.metrics.spool_bytes.set(self._spooled)
         with self._lock:
             self._in_flight = 0
+        if error is None and state_error is not None:
+            # Only awaited records (intents) wait on the state; queued outcomes are durable.
+            _resolve([w for w in waiters if w.loop is None], None)
+            _resolve([w for w in waiters if w.loop is not None], state_error)
+            return
         _resolve(waiters, error)
 
     # ---------------------------------------------------------------- lifecycle
@@ -754,6 +798,10 @@ class SpoolAuditSink:
         cf: concurrent.futures.Future[None] = concurrent.futures.Future()
         if self._writer.submit(record, _Waiter(None, cf)):
             cf.result(timeout=timeout)
+
+    def carry_state(self, flush: Callable[[], None]) -> Callable[[], None]:
+        """See :meth:`SpoolWriter.carry_state` (the Governor's state in the group commit)."""
+        return self._writer.carry_state(flush)
 
     def submit_nowait(self, record: AuditRecord) -> concurrent.futures.Future[None] | None:
         """Queue ``record`` without waiting (outcomes); the returned future completes when
