@@ -7,7 +7,7 @@
 # Pin the bases by digest in your registry mirror for reproducible builds; the tags here
 # are the versions haltgate is tested with.
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
-ARG OPA_IMAGE=openpolicyagent/opa:1.2.0-static
+ARG OPA_IMAGE=openpolicyagent/opa:1.22.2-static
 
 # --- OPA: the static Go binary, for `haltgate policy test` and local Rego checks in the
 # image. Pods get OPA as its own container (the chart's opa.image), not from here.
