@@ -9,7 +9,9 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from haltgate.governance.audit.api import OPENAPI, create_app
 from haltgate.governance.audit.query import RecordFilter, query_records
 from haltgate.governance.audit.record import Chainer
 from tests.audit.conftest import AuditDatabase
@@ -19,6 +21,7 @@ pytestmark = pytest.mark.postgres
 
 HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
 REPO = Path(__file__).resolve().parents[2]
+TOKEN = "t0ken-for-the-chain-order-api"
 
 
 def _fill(db: AuditDatabase) -> None:
@@ -58,3 +61,34 @@ def test_chain_order_pages_with_a_cursor(audit_db: AuditDatabase) -> None:
         if cursor is None:
             break
     assert seen == list(range(1, 41))
+
+
+async def test_api_serves_a_run_in_chain_order(audit_db: AuditDatabase) -> None:
+    """``order=chain`` on the HTTP API: the same sequence order as the CLI, paged by a
+    cursor; a chain cursor is refused for a time order."""
+    _fill(audit_db)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with TestClient(TestServer(create_app(audit_db.reader, TOKEN))) as client:
+        seen: list[int] = []
+        params = {"limit": "9", "order": "chain"}
+        cursor = None
+        for _ in range(20):
+            response = await client.get("/v1/runs/run-h/records", headers=auth, params=params)
+            assert response.status == 200, await response.text()
+            body = await response.json()
+            seen.extend(r["seq"] for r in body["records"])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+            params = {"limit": "9", "order": "chain", "cursor": cursor}
+        assert seen == list(range(1, 41))
+        first = await (await client.get("/v1/records", headers=auth, params={
+            "limit": "5", "order": "chain"})).json()
+        mixed = await client.get("/v1/records", headers=auth, params={
+            "order": "asc", "cursor": first["next_cursor"]})
+        assert mixed.status == 400 and (await mixed.json())["error"]["code"] == "bad_cursor"
+        bad = await client.get("/v1/records", headers=auth, params={"order": "random"})
+        assert bad.status == 400 and "chain" in (await bad.json())["error"]["message"]
+    order = next(p for p in OPENAPI["paths"]["/v1/records"]["get"]["parameters"]
+                 if p["name"] == "order")
+    assert order["schema"]["enum"] == ["asc", "desc", "chain"]

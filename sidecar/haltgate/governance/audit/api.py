@@ -12,7 +12,7 @@ import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, cast, get_args
 
 import orjson
 from aiohttp import web
@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from haltgate.governance.audit.query import (
     MAX_LIMIT,
     CursorError,
+    Order,
     RecordFilter,
     build_cost_query,
     build_records_query,
@@ -110,9 +111,9 @@ async def _records(request: web.Request, flt: RecordFilter) -> web.Response:
     if not 1 <= limit <= MAX_LIMIT:
         raise _BadRequest(f"limit must be within 1..{MAX_LIMIT}")
     order = q.get("order", "asc")
-    if order not in ("asc", "desc"):
-        raise _BadRequest("order must be asc or desc")
-    order_lit = cast(Literal["asc", "desc"], order)
+    if order not in get_args(Order):
+        raise _BadRequest("order must be asc, desc or chain")
+    order_lit = cast(Order, order)
     sql, params = build_records_query(flt, limit=limit, cursor=q.get("cursor"), order=order_lit)
     async with request.app[POOL].connection() as conn:
         rows = await (await conn.execute(sql, params)).fetchall()
@@ -121,7 +122,8 @@ async def _records(request: web.Request, flt: RecordFilter) -> web.Response:
 
 
 async def list_records(request: web.Request) -> web.Response:
-    """GET /v1/records: filtered records, oldest first (``order=desc`` for newest)."""
+    """GET /v1/records: filtered records, oldest first (``order=desc`` for newest,
+    ``order=chain`` for each chain in sequence order)."""
     return await _records(request, _filter(request))
 
 
@@ -211,8 +213,9 @@ _FILTER_PARAMS = [
 _PAGE_PARAMS = [
     _param("limit", f"Page size, 1..{MAX_LIMIT} (default 100).", {"type": "integer"}),
     _param("cursor", "next_cursor of the previous page."),
-    _param("order", "asc (default) or desc by time.", {"type": "string",
-                                                     "enum": ["asc", "desc"]}),
+    _param("order", "asc (default) or desc by time; chain: each chain in sequence order "
+           "(the order the sidecar committed the records in, what a run's history needs).",
+           {"type": "string", "enum": list(get_args(Order)), "default": "asc"}),
 ]
 _ERROR = {"description": "Error", "content": {"application/json": {"schema": {
     "$ref": "#/components/schemas/Error"}}}}
