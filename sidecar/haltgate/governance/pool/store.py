@@ -5,28 +5,29 @@ atomic: a lease is taken by a single ``UPDATE ... RETURNING`` that checks what r
 inserts the lease row in the same statement; a halt updates the state and ``NOTIFY``s the
 members in one transaction. psycopg 3, async.
 
-Schema: ``schema/NNNN_*.sql`` in the ``haltgate`` schema, applied by :func:`migrate`
-(recorded in ``haltgate.pool_migrations``, under an advisory lock).
+Schema: ``schema/NNNN_*.sql`` in the ``haltgate`` schema, applied by :func:`migrate` with the
+shared runner (:mod:`haltgate.governance.migrations`; recorded in
+``haltgate.pool_migrations``, under an advisory lock).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from haltgate.governance import migrations
+from haltgate.governance.migrations import MigrationError, MigrationSet
 from haltgate.governance.policy import BudgetPoolSpec, Period
 from haltgate.governance.pool.lease import DIMENSIONS, ZERO, Amounts, fraction_ppm
 
 __all__ = [
     "CHANNEL",
+    "POOL_MIGRATIONS",
     "LeaseGrant",
     "PoolConfig",
     "PoolStore",
@@ -39,8 +40,12 @@ __all__ = [
 CHANNEL = "haltgate_pool"
 """LISTEN/NOTIFY channel of pool state changes (payload: JSON with pool, state, code)."""
 
-_LOCK_KEY = 0x6861_6C75  # advisory lock for pool schema changes (audit uses ...74)
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+POOL_MIGRATIONS = MigrationSet(
+    source="haltgate.governance.pool.schema",
+    table="pool_migrations",
+    lock_key=0x6861_6C75,  # the pool schema's advisory lock id (audit uses ...74)
+    what="pool migration",
+)
 _USD_PICO = 10**12
 
 
@@ -55,37 +60,10 @@ def pool_key(namespace: str, name: str) -> str:
 
 def migrate(dsn: str) -> list[str]:
     """Apply the shipped pool migrations not yet applied; return their names."""
-    files = sorted(
-        (int(m[1]), m[2], entry.read_text(encoding="utf-8"))
-        for entry in resources.files("haltgate.governance.pool.schema").iterdir()
-        if (m := _NAME.match(entry.name))
-    )
-    applied: list[str] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-        try:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS haltgate")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS haltgate.pool_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())")
-            done = {int(v): str(h) for v, h in conn.execute(
-                "SELECT version, sha256 FROM haltgate.pool_migrations").fetchall()}
-            for version, name, sql in files:
-                digest = hashlib.sha256(sql.encode()).hexdigest()
-                if version in done:
-                    if done[version] != digest:
-                        raise PoolStoreError(f"pool migration {version:04d}_{name} changed "
-                                             "after it was applied; ship a new one instead")
-                    continue
-                with conn.transaction():
-                    conn.execute(sql.encode())
-                    conn.execute("INSERT INTO haltgate.pool_migrations (version, name, sha256)"
-                                 " VALUES (%s, %s, %s)", (version, name, digest))
-                applied.append(f"{version:04d}_{name}")
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
-    return applied
+    try:
+        return [m.label for m in migrations.migrate(dsn, POOL_MIGRATIONS)]
+    except MigrationError as e:
+        raise PoolStoreError(str(e)) from e
 
 
 def spec_row(spec: BudgetPoolSpec) -> dict[str, Any]:
