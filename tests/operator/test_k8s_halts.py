@@ -19,7 +19,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from tests.operator.conftest import (
     eventually,
     kubectl_json,
 )
+from tests.pool.helpers import fresh_pool_database
 from tests.testbed.controlplane import ControlPlane
 from tests.testbed.process import ManagedProcess, free_port, port_open, wait_until
 
@@ -212,20 +212,8 @@ def test_deployment_halt_annotation(
 @pytest.fixture
 def pool_database(postgres_dsn: str) -> Iterator[str]:
     """A fresh database with the pool schema (the sidecar refuses pool calls without one)."""
-    import psycopg
-
-    from haltgate.governance.pool.store import migrate
-
-    name = "hgop_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = postgres_dsn.rsplit("/", 1)[0] + "/" + name
-    migrate(dsn)
-    try:
+    with fresh_pool_database(postgres_dsn, "hgop_") as dsn:
         yield dsn
-    finally:
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_pool_halt_annotation_halts_member_agents(

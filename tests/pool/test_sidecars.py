@@ -27,6 +27,10 @@ import yaml
 
 from tests.testbed.process import ManagedProcess, free_port, port_open, wait_until
 
+# The sidecars run on their default event loop (uvloop), as in production: never the asyncio
+# fallback, even when the caller's environment asks for it.
+_DEFAULT_LOOP_ENV = {k: v for k, v in os.environ.items() if k != "HALTGATE_NO_UVLOOP"}
+
 pytestmark = pytest.mark.postgres
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +123,7 @@ def sidecars(pool_dsn: str, http_standin: str,
             "--metrics-listen", f"127.0.0.1:{metrics_port or free_port()}",
             "--agent-namespace", NS, "--agent-workload", workload,
             "--agent-pod", f"{workload}-0", *(("--pool-dsn", dsn) if dsn else ())],
-            log, env={**os.environ, "HALTGATE_NO_UVLOOP": "1"}, cwd=REPO).start()
+            log, env=_DEFAULT_LOOP_ENV, cwd=REPO).start()
         sidecar = Sidecar(proc, port, log)
         started.append(sidecar)
         return sidecar
@@ -129,6 +133,10 @@ def sidecars(pool_dsn: str, http_standin: str,
             port = s.port
             wait_until(lambda: port_open("127.0.0.1", port), timeout=30,  # noqa: B023
                        what=s.proc.name, log=s.log, alive=s.proc.alive)
+            assert s.proc.popen is not None
+            maps = Path(f"/proc/{s.proc.popen.pid}/maps")
+            if maps.exists():  # Linux: the sidecar really runs on uvloop, not the fallback
+                assert "uvloop" in maps.read_text(), f"{s.proc.name} is not on uvloop"
 
     start.ready = ready  # type: ignore[attr-defined]
     try:
