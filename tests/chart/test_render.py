@@ -33,7 +33,8 @@ def test_lint_default_and_full(helm: Helm) -> None:
 
 @pytest.mark.parametrize("override", ["bogus=1", "operator.replica=2", "image.tags=x",
                                       "metrics.serviceMonitor.enable=true",
-                                      "webhook.certManager.issuerRef.nam=x"])
+                                      "webhook.certManager.issuerRef.nam=x",
+                                      "pools.database.secret=x", "pools.migrate.enable=true"])
 def test_schema_rejects_unknown_keys(helm: Helm, override: str) -> None:
     res = helm("template", "t", str(CHART), "--set", override, check=False)
     assert res.returncode != 0
@@ -42,7 +43,8 @@ def test_schema_rejects_unknown_keys(helm: Helm, override: str) -> None:
 
 @pytest.mark.parametrize("override", ["webhook.timeoutSeconds=31", "operator.replicas=0",
                                       "injection.proxyUID=0", "image.pullPolicy=Sometimes",
-                                      "audit.export.destination=/tmp/x"])
+                                      "audit.export.destination=/tmp/x",
+                                      "pools.database.secretKey=", "pools.migrate.enabled=yes"])
 def test_schema_rejects_bad_values(helm: Helm, override: str) -> None:
     assert helm("template", "t", str(CHART), "--set", override, check=False).returncode != 0
 
@@ -186,6 +188,75 @@ def test_audit_settings_need_a_database(helm: Helm) -> None:
     env = {e["name"]: e for e in job["containers"][0]["env"]}
     assert env["HALTGATE_AUDIT_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "audit-db",
                                                                       "key": "dsn"}
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("valueFrom", e.get("value")) for e in container.get("env", [])}
+
+
+def _envvar(command: Any, option: str) -> str | None:
+    return next(p.envvar for p in command.params if p.name == option)
+
+
+def test_pool_database_wiring(helm: Helm) -> None:
+    """pools.database reaches the operator as HALTGATE_POOL_DSN (the variable its --pool-dsn
+    reads); pools.migrate renders a `haltgate pool migrate` hook Job, with its own Secret or
+    the operator's, and refuses to render without either."""
+    from haltgate.cli.operator import operator as operator_cmd
+    from haltgate.cli.pool import migrate_cmd
+
+    assert _envvar(operator_cmd, "pool_dsn") == "HALTGATE_POOL_DSN"
+    assert _envvar(migrate_cmd, "dsn") == "HALTGATE_POOL_DSN"
+    docs = render(helm)
+    operator_env = _env(find(docs, "Deployment", "-operator")["spec"]["template"]["spec"]
+                        ["containers"][0])
+    assert "HALTGATE_POOL_DSN" not in operator_env
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-pool-migrate")]
+
+    docs = render(helm, "--set", "pools.database.existingSecret=pool-admin",
+                  "--set", "pools.migrate.enabled=true")
+    operator_env = _env(find(docs, "Deployment", "-operator")["spec"]["template"]["spec"]
+                        ["containers"][0])
+    assert operator_env["HALTGATE_POOL_DSN"] == {"secretKeyRef": {"name": "pool-admin",
+                                                                  "key": "dsn"}}
+    job = find(docs, "Job", "-pool-migrate")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["haltgate", "pool", "migrate"]
+    assert _env(container) == {"HALTGATE_POOL_DSN": {"secretKeyRef": {"name": "pool-admin",
+                                                                       "key": "dsn"}}}
+
+    docs = render(helm, "--set", "pools.database.existingSecret=pool-admin",
+                  "--set", "pools.database.secretKey=uri", "--set", "pools.migrate.enabled=true",
+                  "--set", "pools.migrate.existingSecret=pool-owner",
+                  "--set", "pools.migrate.secretKey=owner")
+    container = find(docs, "Job", "-pool-migrate")["spec"]["template"]["spec"]["containers"][0]
+    assert _env(container)["HALTGATE_POOL_DSN"] == {"secretKeyRef": {"name": "pool-owner",
+                                                                     "key": "owner"}}
+    operator_env = _env(find(docs, "Deployment", "-operator")["spec"]["template"]["spec"]
+                        ["containers"][0])
+    assert operator_env["HALTGATE_POOL_DSN"]["secretKeyRef"] == {"name": "pool-admin",
+                                                                 "key": "uri"}
+
+    res = helm("template", "t", str(CHART), "--set", "pools.migrate.enabled=true", check=False)
+    assert res.returncode != 0 and "pools.database.existingSecret" in res.stderr
+
+
+def test_migration_jobs_share_one_pod_shape(helm: Helm) -> None:
+    """The audit and pool migration Jobs come from one helper: same hook, pod and security
+    settings; only the component, the DSN variable, its Secret and the resources differ."""
+    docs = render(helm, "-f", str(FULL_VALUES))
+    audit, pool = find(docs, "Job", "-audit-migrate"), find(docs, "Job", "-pool-migrate")
+    assert audit["metadata"]["annotations"] == pool["metadata"]["annotations"]
+    audit_pod, pool_pod = audit["spec"]["template"]["spec"], pool["spec"]["template"]["spec"]
+    audit_c, pool_c = audit_pod.pop("containers")[0], pool_pod.pop("containers")[0]
+    assert audit_pod == pool_pod and audit_pod["automountServiceAccountToken"] is False
+    assert audit_c["command"] == ["haltgate", "audit", "migrate"]
+    assert set(_env(audit_c)) == {"HALTGATE_AUDIT_DSN"}
+    assert _env(pool_c)["HALTGATE_POOL_DSN"]["secretKeyRef"]["name"] == "pool-db-owner"
+    for c in (audit_c, pool_c):
+        del c["command"], c["env"], c["resources"]
+    assert audit_c == pool_c
 
 
 def test_full_render_has_every_optional_part(helm: Helm) -> None:

@@ -73,6 +73,79 @@ app.kubernetes.io/component: operator
 {{- if .Values.audit.database.existingSecret -}}{{ .Values.audit.database.secretKey }}{{- else -}}dsn{{- end -}}
 {{- end -}}
 
+{{/* Secret with the pool migration's DSN: pools.migrate's own, else the operator's. */}}
+{{- define "haltgate.poolMigrateSecret" -}}
+{{- if .Values.pools.migrate.existingSecret -}}
+{{- .Values.pools.migrate.existingSecret -}}
+{{- else if .Values.pools.database.existingSecret -}}
+{{- .Values.pools.database.existingSecret -}}
+{{- else -}}
+{{- fail "pools.migrate: set pools.migrate.existingSecret or pools.database.existingSecret (a Secret with the pool database DSN)" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "haltgate.poolMigrateSecretKey" -}}
+{{- if .Values.pools.migrate.existingSecret -}}{{ .Values.pools.migrate.secretKey }}{{- else -}}{{ .Values.pools.database.secretKey }}{{- end -}}
+{{- end -}}
+
+{{/* Pod spec fields shared by the chart's Jobs (schema migrations, audit export). */}}
+{{- define "haltgate.jobPod" -}}
+serviceAccountName: {{ include "haltgate.serviceAccountName" . }}
+automountServiceAccountToken: false
+restartPolicy: OnFailure
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- include "haltgate.podSecurityContext" . | nindent 2 }}
+volumes:
+  - name: tmp
+    emptyDir: {sizeLimit: 1Gi}
+{{- end -}}
+
+{{/* A post-install/post-upgrade hook Job running `haltgate <component> migrate` with the
+     DSN from a Secret. Takes a dict: root (the chart context), component (audit, pool),
+     envVar (the command's DSN variable), secret, key, resources. */}}
+{{- define "haltgate.migrateJob" -}}
+{{- $root := .root -}}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ include "haltgate.fullname" $root }}-{{ .component }}-migrate
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "haltgate.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+  annotations:
+    "helm.sh/hook": post-install,post-upgrade
+    "helm.sh/hook-delete-policy": before-hook-creation,hook-succeeded
+spec:
+  backoffLimit: 10
+  activeDeadlineSeconds: 900
+  template:
+    metadata:
+      labels:
+        {{- include "haltgate.labels" $root | nindent 8 }}
+        app.kubernetes.io/component: {{ .component }}
+    spec:
+      {{- include "haltgate.jobPod" $root | nindent 6 }}
+      containers:
+        - name: migrate
+          image: {{ include "haltgate.image" $root | quote }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          command: ["haltgate", {{ .component | quote }}, "migrate"]
+          resources:
+            {{- toYaml .resources | nindent 12 }}
+          env:
+            - name: {{ .envVar }}
+              valueFrom: {secretKeyRef: {name: {{ .secret }}, key: {{ .key }}}}
+          securityContext:
+            {{- include "haltgate.containerSecurityContext" $root | nindent 12 }}
+          volumeMounts:
+            - {name: tmp, mountPath: /tmp}
+{{- end -}}
+
 {{/* Pod and container security settings shared by the chart's own workloads. */}}
 {{- define "haltgate.podSecurityContext" -}}
 runAsNonRoot: true
