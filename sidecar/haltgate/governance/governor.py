@@ -232,10 +232,13 @@ class Governor:
         """``now`` (epoch seconds) timestamps the events of recovery at start."""
         self._engine = engine
         self._file = None if path is None else StateFile(path, fsync=fsync)
-        self._due: Callable[[], None] | None = None
-        """Set by persist_with: tells the carrier a state is due (writes are deferred)."""
+        self._due: Callable[[], bool] | None = None
+        """Set by persist_with: tells the carrier a state is due (writes are deferred);
+        False when the carrier no longer commits."""
         self._pending: tuple[StepEngine, Any] | None = None
         self._pending_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        """One writer of the slot files at a time (carrier thread, or this one after it)."""
         self.writes = 0
         """State writes so far (for metrics)."""
         self.write_errors = 0
@@ -366,28 +369,36 @@ class Governor:
     def persist_with(self, carrier: Any) -> None:
         """Let ``carrier`` (a :class:`SpoolAuditSink`: ``carry_state``) write the state in
         its group commit instead of writing it on every change (see the module docstring).
-        Close the carrier before this Governor: closing it writes the last state."""
+        Closing the carrier writes the last state; after that (or once the carrier failed)
+        every change is written here again, synchronously."""
         if self._file is not None:
             self._due = carrier.carry_state(self.write_due)
 
     def write_due(self) -> None:
         """Write the newest state not written yet (the carrier's thread calls this).
         Raises ``OSError``; the state stays due, so the next commit tries again."""
-        assert self._file is not None
-        with self._pending_lock:
-            pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        engine, state = pending
         try:
-            self._file.write(engine.state_to_json(state))
+            self._write_pending()
         except OSError:
             self.write_errors += 1
-            with self._pending_lock:
-                if self._pending is None:
-                    self._pending = pending
             raise
-        self.writes += 1
+
+    def _write_pending(self) -> None:
+        assert self._file is not None
+        with self._write_lock:
+            with self._pending_lock:
+                pending, self._pending = self._pending, None
+            if pending is None:
+                return
+            engine, state = pending
+            try:
+                self._file.write(engine.state_to_json(state))
+            except OSError:
+                with self._pending_lock:
+                    if self._pending is None:
+                        self._pending = pending
+                raise
+            self.writes += 1
 
     def close(self) -> None:
         """Close the state file descriptors."""
@@ -447,7 +458,8 @@ class Governor:
             # The state is immutable: keeping a reference is a snapshot.
             with self._pending_lock:
                 self._pending = (self._engine, state)
-            self._due()
+            if not self._due():
+                self._write_pending()  # the carrier is closed or failed: write it here
             return
         self._file.write(self._engine.state_to_json(state))
         self.writes += 1

@@ -99,3 +99,12 @@ async def test_a_failed_state_write_refuses_the_intent_and_stays_due(tmp_path: P
     finally:
         await sink.close()
     assert outcome.exception(timeout=1) is None
+
+
+async def test_after_the_carrier_closed_changes_are_written_at_once(tmp_path: Path) -> None:
+    sink = SpoolAuditSink(tmp_path / "spool", linger_seconds=1.0)
+    g = Governor(make_engine(make_spec(BUDGETS)), tmp_path / "state")
+    g.persist_with(sink)
+    await sink.close()
+    assert _reserve(g, "call-late")
+    assert "call-late" in _in_flight(tmp_path / "state")

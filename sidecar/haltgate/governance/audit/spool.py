@@ -603,24 +603,29 @@ class SpoolWriter:
                 batch.first_at = time.monotonic()
         return True
 
-    def carry_state(self, flush: Callable[[], None]) -> Callable[[], None]:
+    def carry_state(self, flush: Callable[[], None]) -> Callable[[], bool]:
         """Carry a second file (the budget state) in the group commit; returns the function
-        to call when it changed. ``flush`` runs on the writer thread in every commit after
-        a change (before the batch's waiters complete), so whatever changed before a record
-        was queued is written before that record's waiter returns. An ``OSError`` from it
-        fails the batch's awaited records with :class:`StatePersistError` (the records
-        themselves are durable; the spool keeps working)."""
+        to call when it changed (it returns False once the writer no longer commits: closed
+        or failed; the caller then writes the state itself). ``flush`` runs on the writer
+        thread in every commit after a change (before the batch's waiters complete), so
+        whatever changed before a record was queued is written before that record's waiter
+        returns. An ``OSError`` from it fails the batch's awaited records with
+        :class:`StatePersistError` (the records themselves are durable; the spool keeps
+        working)."""
         self._state_flush = flush
         return self._state_changed
 
-    def _state_changed(self) -> None:
+    def _state_changed(self) -> bool:
         with self._lock:
+            if self._closing:
+                return False
             batch = self._pending
             if not batch.state:
                 batch.state = True
                 if not batch.first_at:
                     # Written with the next record's commit, or after linger_seconds.
                     batch.first_at = time.monotonic()
+        return True
 
     # ---------------------------------------------------------------- writer thread
 
@@ -799,7 +804,7 @@ class SpoolAuditSink:
         if self._writer.submit(record, _Waiter(None, cf)):
             cf.result(timeout=timeout)
 
-    def carry_state(self, flush: Callable[[], None]) -> Callable[[], None]:
+    def carry_state(self, flush: Callable[[], None]) -> Callable[[], bool]:
         """See :meth:`SpoolWriter.carry_state` (the Governor's state in the group commit)."""
         return self._writer.carry_state(flush)
 
