@@ -116,11 +116,14 @@ def quality(model: Callable[[str], float] | None) -> None:
         holdout, lambda s: any(c.score >= 0.5 for c in inj.detect(s.text)))))
     print(_row("injection held-out 2", evaluate(
         holdout2, lambda s: any(c.score >= 0.5 for c in inj.detect(s.text)))))
+    holdout3 = corpus.injection_heldout3()
+    print(_row("injection held-out 3", evaluate(
+        holdout3, lambda s: any(c.score >= 0.5 for c in inj.detect(s.text)))))
     print("    * set 1 was read after its first measurement and patterns were added since")
     if model is not None:
         both = InjectionDetector(model=model)
         for name, samples in (("", inj_samples), (" held-out 1*", holdout),
-                              (" held-out 2", holdout2)):
+                              (" held-out 2", holdout2), (" held-out 3", holdout3)):
             print(_row(f"model alone{name}", evaluate(samples, lambda s: model(s.text) >= 0.5)))
             print(_row(f"patterns+model, blocks{name}", evaluate(samples, lambda s: any(
                 c.score >= 0.5 and not c.advisory for c in both.detect(s.text)))))

@@ -123,6 +123,13 @@ def injection_holdout2() -> list[Sample]:
         Sample(t, False, "holdout2") for t in _lines("injection_holdout2_benign.txt")]
 
 
+def injection_heldout3() -> list[Sample]:
+    """Third held-out set (JSON lines, kind = style), written and committed before the
+    generalisation work on the detector and never used to tune it."""
+    return [Sample(str(d["text"]), bool(d["label"]), str(d["kind"]))
+            for d in _jsonl("injection_heldout3.jsonl")]
+
+
 def _jsonl(name: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()
             if line.strip() and not line.startswith("#")]

@@ -625,6 +625,73 @@ RULES: tuple[Rule, ...] = (
         lead=60,
         anchored=True,
     ),
+    # Broader families (semantic slots: verb of setting aside x a rule noun within a few
+    # words), written from the training corpora, so paraphrases need not repeat a fixed phrase.
+    Rule(
+        "ignore_instructions",
+        0.85,
+        ("set", "put", "lay", "leave", "consider", "treat", "regard", "deja", "mets", "lege"),
+        rf"\b(?:set|put|lay|leave){_S}{_F}{_RULE_NOUN}{_S}{_F}aside\b"
+        rf"|\b(?:set|put|lay){_S}aside{_S}{_F}{_RULE_NOUN}\b"
+        rf"|\b(?:consider|treat|regard){_S}{_F}{_RULE_NOUN}{_S}(?:as{_S})?(?:void|cancell?ed|"
+        rf"revoked|null|obsolete|invalid|suspended|lifted)\b"
+        r"|\bdeja\W+de\W+lado\W+(?:\w+\W+){0,2}(?:instrucciones|reglas|directrices|normas)"
+        r"|\bmets\W+de\W+c[oô]t[eé]\W+(?:\w+\W+){0,2}(?:r[eè]gles|consignes|instructions)"
+        r"|\blege\W+(?:\w+\W+){0,2}(?:regeln|anweisungen|vorgaben|richtlinien)\W+beiseite",
+        lead=80,
+        anchored=True,
+    ),
+    Rule(
+        "data_exfiltration",
+        0.7,
+        ("![", "]("),
+        # A markdown image or link whose URL query carries a placeholder naming private
+        # content: the reader's client would send that content to the URL's host.
+        # Images load without a click, so a named placeholder suffices; a link needs a
+        # template marker ({, <, $) too ("search?q=token+refresh" is an ordinary link).
+        r"(?:!\[[^\]\n]{0,100}\]\(\s*(?:https?:)?//[^)\s]{0,300}[?&][^)\s]{0,100}?"
+        r"|\[[^\]\n]{0,100}\]\(\s*(?:https?:)?//[^)\s]{0,300}[?&][^)\s]{0,100}?"
+        r"(?:\{|\$|<|%7b|%3c)[^)\s]{0,20}?)"
+        r"(?:history|conversation|messages|password|secret|api[_\W]?key|token|"
+        r"system[_\W]?prompt|credentials|chat)",
+        lead=0,
+        anchored=False,
+    ),
+    Rule(
+        "safety_bypass",
+        0.85,
+        ("your",),
+        rf"\byour{_S}(?:safety{_S}|content{_S}|usage{_S}|ethical{_S}|original{_S})?"
+        rf"(?:guidelines|rules|restrictions|filters|polic(?:y|ies)|safety{_S}(?:layer|"
+        rf"settings|training)|guardrails|safeguards){_S}(?:have{_S}been|has{_S}been|are|is)"
+        rf"{_S}(?:now{_S})?(?:revoked|lifted|suspended|disabled|removed|switched{_S}off|"
+        rf"turned{_S}off|void|cancell?ed)\b",
+        lead=60,
+        anchored=True,
+    ),
+    Rule(
+        "ignore_instructions",
+        0.85,
+        ("olvid", "ignor", "no ", "oubli", "ne ", "vergiss", "missacht", "befolge"),
+        r"\b(?:olvida|olvide|ignora|ignore|no\W+sigas|no\W+obedezcas)\W+(?:\w+\W+){0,3}"
+        r"(?:instrucciones|indicaciones|directrices|reglas|normas)\b"
+        r"|\b(?:oublie|oubliez|ignore|ignorez|ne\W+suis\W+plus|ne\W+tiens\W+plus\W+compte\W+de)"
+        r"\W+(?:\w+\W+){0,3}(?:consignes|directives|r[eè]gles|instructions)\b"
+        r"|\b(?:vergiss|ignoriere|missachte|befolge\W+nicht\W+mehr)\W+(?:\w+\W+){0,3}"
+        r"(?:anweisungen|vorgaben|richtlinien|regeln)\b",
+        lead=60,
+        anchored=True,
+    ),
+    Rule(
+        "role_override",
+        0.8,
+        ("ia", "ki", "sin ", "sans ", "ohne "),
+        r"\b(?:ia|ki)\W+(?:\w+\W+){0,2}(?:sin\W+(?:ninguna\W+)?(?:restricciones|filtros|"
+        r"l[ií]mites)|sans\W+(?:aucune?\W+)?(?:restrictions?|filtres?|limites?)|"
+        r"ohne\W+(?:jegliche\W+)?(?:einschr[aä]nkungen|filter|grenzen|regeln))\b",
+        lead=60,
+        anchored=True,
+    ),
 )
 
 # Squashed-view rules (letters only, no separators): the strong phrases again, so split and
@@ -889,8 +956,9 @@ class InjectionDetector:
         start, end = view.to_origin(m.start(), m.end())
         key = (rule.family, start, end)
         old = hits.get(key)
-        # A plain hit of the same span wins over its de-obfuscated twin.
-        if old is None or (old.via is not None and old.score < score):
+        # A plain hit of the same span wins over its de-obfuscated twin; between two rules
+        # of one family matching the same span on the same footing, the stronger counts.
+        if old is None or (old.score < score and (old.via is not None or view.via is None)):
             hits[key] = Candidate(rule.family, start, end, score, view.via)
 
     def detect(self, text: str) -> list[Candidate]:
