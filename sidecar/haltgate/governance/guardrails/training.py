@@ -7,7 +7,9 @@ indirect injections addressed to an AI) against benign agent traffic that uses t
 words (support questions, tool arguments, code, "ignore the warning", "system
 requirements"), plus docstring sentences of the Python standard library as everyday
 technical prose. Nothing comes from the evaluation packages (``garak``, ``agentdojo``) or from
-the labelled corpora of tests/guardrails, which stay held out for measuring it.
+the held-out sets of tests/guardrails. Since the generalisation work (issue 9) it also fits
+the extra sentences of ``data/injection_train_extra.jsonl`` and the pattern stage's attack
+corpus, and calibrates its threshold on the pattern stage's benign corpus (not fitted).
 """
 
 from __future__ import annotations
@@ -15,14 +17,25 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import math
 import random
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 from haltgate.governance.guardrails import model, normalize
 
 HEAD = model.HEAD
+EXTRA = HEAD.parent / "injection_train_extra.jsonl"
+"""Hand-written and templated extra training sentences (polite overrides, indirect
+injections addressed to an AI, role-tag smuggling, markdown-image exfiltration, es/fr/de)
+with benign look-alikes (security docs, SQL, JSON tool arguments, code)."""
+# The pattern stage's own training corpus (not the held-out sets), when run from a checkout.
+_REPO_CORPUS = Path(__file__).resolve().parents[4] / "tests" / "guardrails" / "data"
+BLOCK_AT = 0.9
+"""The detector's default `model_min`: the head's bias is shifted so that the threshold
+calibrated on validation benign texts (false positives <= 1 %) lands exactly here."""
 
 _IGNORE = ["ignore", "disregard", "forget", "set aside", "pay no attention to",
            "stop following", "override", "bypass", "throw away", "discard", "abandon",
@@ -179,6 +192,35 @@ def benign_sentences(rng: random.Random, limit: int) -> list[str]:
     return out
 
 
+def extra_sentences() -> tuple[list[str], list[str]]:
+    """(attacks, benign) from `EXTRA` and, in a checkout, the pattern stage's attack corpus
+    (tests/guardrails/data/injection_attacks.txt; never the held-out sets). Its benign
+    corpus is kept out of the fit: it calibrates the threshold (see `main`)."""
+    attacks: list[str] = []
+    benign: list[str] = []
+    for line in EXTRA.read_text(encoding="utf-8").splitlines():
+        d = json.loads(line)
+        if "text" in d:
+            (attacks if d["label"] else benign).append(str(d["text"]))
+    path = _REPO_CORPUS / "injection_attacks.txt"
+    if path.is_file():
+        attacks.extend(corpus_lines(path))
+    return attacks, benign
+
+
+def corpus_lines(path: Path) -> list[str]:
+    """Non-comment lines of a corpus file, with escaped newlines restored."""
+    return [t.replace("\\n", "\n") for t in path.read_text(encoding="utf-8").splitlines()
+            if t.strip() and not t.startswith("#")]
+
+
+def calibrate(scores_benign: Any, max_fp: float = 0.01) -> float:
+    """Logit threshold above which at most `max_fp` of the benign validation scores lie."""
+    import numpy as np
+
+    return float(np.quantile(scores_benign, 1.0 - max_fp))
+
+
 def fit(
     x: Any, y: Any, *, l2: float = 1e-3, steps: int = 3000, lr: float = 0.5
 ) -> tuple[Any, float]:
@@ -202,23 +244,56 @@ def main() -> None:
     import numpy as np
 
     rng = random.Random(20261125)
-    attacks = attack_sentences(rng)
-    benign = benign_sentences(rng, limit=len(attacks))
+    extra_attacks, extra_benign = extra_sentences()
+    # Hand-written sentences are repeated so they weigh as much as the templated bulk.
+    attacks = attack_sentences(rng) + extra_attacks * 3
+    generated_benign = benign_sentences(rng, limit=len(attacks))
+    n_templated = len(_BENIGN) * len(_TOPICS) + len(_BENIGN_MORE) * 3
+    benign = generated_benign + extra_benign * 3
+    # Hard negatives: benign texts that use the attacks' words (not stdlib docstrings).
+    hard = [i < n_templated or i >= len(generated_benign) for i in range(len(benign))]
     enc = model.MiniLMEncoder(model.default_model_dir())
     texts = [normalize.fold(t) for t in attacks + benign]
     emb = np.concatenate([enc.encode(texts[i:i + 32]) for i in range(0, len(texts), 32)])
     y = np.array([1.0] * len(attacks) + [0.0] * len(benign))
+    is_hard = np.array([False] * len(attacks) + hard)
+    # Calibration: fit on 80 % of the distinct texts (copies stay on one side), pick the
+    # logit threshold on the other 20 % of the hard benign texts (at most 1 % false
+    # positives there), then refit on everything with that threshold.
+    va_mask = np.array([zlib.crc32(t.encode()) % 5 == 0 for t in texts])
+    tr, va = np.flatnonzero(~va_mask), np.flatnonzero(va_mask)
+    w, b = fit(emb[tr], y[tr])
+    val_logits = emb[va] @ w + b
+    # The pattern stage's benign corpus (real agent texts with the attacks' words) is never
+    # fitted on: with the hard validation texts it sets the threshold: above all of them.
+    calib_path = _REPO_CORPUS / "injection_benign.txt"
+    calib = [normalize.fold(t) for t in corpus_lines(calib_path)] if calib_path.is_file() else []
+    calib_emb = (np.concatenate([enc.encode(calib[i:i + 32]) for i in range(0, len(calib), 32)])
+                 if calib else np.zeros((0, emb.shape[1])))
+    calib_logits = calib_emb @ w + b
+    thr = calibrate(np.concatenate([val_logits[(y[va] == 0) & is_hard[va]], calib_logits]),
+                    max_fp=0.0)
+    val_recall = float((val_logits[y[va] == 1] > thr).mean())
     w, b = fit(emb, y)
+    if calib:
+        # The refit moves scores: stay above every calibration text under the final weights
+        # too (they were not fitted on, so this is still an honest bound).
+        thr = max(thr, float((calib_emb @ w + b).max()) + 0.05)
+    # Shift so that logit `thr` maps to probability BLOCK_AT.
+    b += math.log(BLOCK_AT / (1 - BLOCK_AT)) - thr
     p = 1 / (1 + np.exp(-(emb @ w + b)))
-    acc = float(((p >= 0.5) == (y == 1)).mean())
+    acc = float(((p >= BLOCK_AT) == (y == 1)).mean())
     HEAD.write_text(json.dumps({
         "model": "all-MiniLM-L6-v2",
         "trained_on": {"attack": len(attacks), "benign": len(benign)},
+        "calibration": {"block_at": BLOCK_AT, "hard_benign_validation_fp_max": 0.0,
+                        "validation_recall": round(val_recall, 4)},
         "train_accuracy": round(acc, 4),
         "bias": b,
         "weights": [round(float(v), 6) for v in w],
     }) + "\n")
-    print(f"wrote {HEAD}: {len(attacks)} attack, {len(benign)} benign, train acc {acc:.3f}",
+    print(f"wrote {HEAD}: {len(attacks)} attack, {len(benign)} benign, train acc {acc:.3f}, "
+          f"validation recall {val_recall:.3f} at 0 FP on hard benign texts",
           file=sys.stderr)
 
 
