@@ -86,7 +86,11 @@ CREATE TRIGGER audit_records_no_truncate
   FOR EACH STATEMENT EXECUTE FUNCTION haltgate.audit_refuse_change();
 
 -- Create the monthly partition holding `at` if missing. Callable by the writer role, which
--- has no CREATE privilege of its own.
+-- has no CREATE privilege of its own. Two shippers may create the same partition at once: the
+-- second waits on the advisory lock, but its catalog cache can still say "absent" after the
+-- first commits (an advisory lock does not process catalog invalidations), so CREATE TABLE
+-- can fail with duplicate_table (or a pg_type unique_violation). The table existing is the
+-- outcome the caller wants: both count as success.
 CREATE FUNCTION haltgate.audit_ensure_partition(at timestamptz) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, haltgate AS $$
 DECLARE
@@ -105,9 +109,13 @@ BEGIN
     EXECUTE format(
       'CREATE TABLE haltgate.%I PARTITION OF haltgate.audit_records FOR VALUES FROM (%L) TO (%L)',
       name, lo, hi);
-  EXCEPTION WHEN check_violation THEN
-    -- The default partition already holds rows of this month: leave them there.
-    RETURN 'audit_records_default';
+  EXCEPTION
+    WHEN check_violation THEN
+      -- The default partition already holds rows of this month: leave them there.
+      RETURN 'audit_records_default';
+    WHEN duplicate_table OR unique_violation THEN
+      -- Another caller created it (with its trigger, in the same transaction): done.
+      RETURN name;
   END;
   EXECUTE format(
     'CREATE TRIGGER audit_records_no_truncate BEFORE TRUNCATE ON haltgate.%I '
