@@ -18,9 +18,12 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY governance/ governance/
 COPY operator/ operator/
 COPY sidecar/ sidecar/
+COPY cli/ cli/
 COPY sdk/ sdk/
+COPY testbed/ testbed/
 COPY crds/ crds/
 COPY charts/haltgate/files/injection-template.yaml charts/haltgate/files/
 RUN pip wheel --wheel-dir /wheels .

@@ -12,8 +12,10 @@ BOOTSTRAP_PYTHON ?= python3
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k crds -x"`.
 PYTEST_ARGS ?=
 MINILM_VERSION ?= 0.1.0
+# The folders of the `haltgate` namespace (one concern each; see docs/architecture.md).
+PKG_ROOTS := governance operator sidecar cli sdk testbed
 # Packages with Python code (mypy refuses a root without any .py file).
-CODE_ROOTS := $(foreach d,operator sidecar sdk,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
+CODE_ROOTS := $(foreach d,$(PKG_ROOTS),$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
 
 .PHONY: help install test lint bench demo binaries cluster-up cluster-down cluster-status crds dashboards dashboard-png
 
@@ -38,7 +40,7 @@ test: install ## Run the whole suite: unit, integration, k8s and netns (needs `m
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
 lint: install ## ruff over the code and tests, mypy over the packages
-	$(PYTHON) -m ruff check operator sidecar sdk tests
+	$(PYTHON) -m ruff check $(PKG_ROOTS) tests hack bench
 	$(PYTHON) -m mypy $(CODE_ROOTS)
 
 bench: install ## Run every benchmark under bench/ (BENCH_ARGS=--quick for a smoke run)
@@ -48,7 +50,7 @@ demo: install binaries ## Start the local pieces, show what haltgate does, tear 
 	PYTHON=$(PYTHON) hack/demo.sh
 
 crds: install ## Regenerate crds/ from the policy models, the chart's copy and docs/reference.md
-	$(PYTHON) -m haltgate.governance.crdgen crds/
+	$(PYTHON) hack/crdgen.py crds/
 	cp crds/haltgate.dev_*.yaml charts/haltgate/crds/
 	$(PYTHON) hack/gen_reference.py
 
@@ -59,10 +61,10 @@ dashboard-png: install ## Render docs/dashboard-fleet.png from a real Prometheus
 	$(PYTHON) hack/render_dashboard.py
 
 cluster-up: install ## Start etcd + kube-apiserver (+ controller-manager) detached, apply crds/
-	$(PYTHON) -m tests.testbed up
+	$(PYTHON) -m haltgate.testbed up
 
 cluster-down: install ## Stop the control plane started by cluster-up
-	$(PYTHON) -m tests.testbed down
+	$(PYTHON) -m haltgate.testbed down
 
 cluster-status: install ## Show whether the cluster-up control plane runs
-	$(PYTHON) -m tests.testbed status
+	$(PYTHON) -m haltgate.testbed status

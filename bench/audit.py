@@ -15,7 +15,7 @@ Printed, each next to a baseline measured in the same run:
    psycopg into a plain unindexed table, and (2) the same parse + COPY straight into the
    real table without progress or acknowledgement (target >= 50,000 records/s).
 
-PostgreSQL is the embedded test server (``tests/testbed/postgres.py``), which runs with
+PostgreSQL is the embedded test server (``testbed/haltgate/testbed/postgres.py``), which runs with
 fsync off: shipping numbers measure our path, not the disk under the database.
 """
 
@@ -36,8 +36,6 @@ sys.path[:0] = [str(REPO / "sidecar"), str(REPO)]
 
 import orjson  # noqa: E402
 import psycopg  # noqa: E402
-from tests.audit.helpers import make_record  # noqa: E402
-from tests.testbed.postgres import remove, start_postgres  # noqa: E402
 
 from haltgate.governance.audit import MemoryAuditSink, SpoolAuditSink  # noqa: E402
 from haltgate.governance.audit.migrate import migrate  # noqa: E402
@@ -48,6 +46,8 @@ from haltgate.governance.audit.spool import (  # noqa: E402
     list_segments,
     segment_path,
 )
+from haltgate.testbed.postgres import remove, start_postgres  # noqa: E402
+from tests.audit.helpers import make_record  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

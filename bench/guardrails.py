@@ -29,9 +29,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.guardrails import corpus
-from tests.guardrails.metrics import Scores, evaluate
-
 from haltgate.governance.guardrails import (
     Guardrails,
     InjectionDetector,
@@ -39,6 +36,8 @@ from haltgate.governance.guardrails import (
     SecretsDetector,
 )
 from haltgate.governance.policy import Guardrails as GuardrailsSpec
+from tests.guardrails import corpus
+from tests.guardrails.metrics import Scores, evaluate
 
 BASELINE = re.compile(r"ignore\s+(?:all\s+)?previous\s+instructions", re.IGNORECASE)
 

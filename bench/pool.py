@@ -41,12 +41,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.sidecar_overhead import CHAT, free_port, pct, wait_port  # noqa: E402
-from tests.testbed.postgres import remove, start_postgres  # noqa: E402
-
 from haltgate.governance.policy import BudgetPoolSpec  # noqa: E402
 from haltgate.governance.pool.client import PoolClient, PoolSettings  # noqa: E402
 from haltgate.governance.pool.lease import ZERO, Amounts  # noqa: E402
 from haltgate.governance.pool.store import PoolStore, migrate  # noqa: E402
+from haltgate.testbed.postgres import remove, start_postgres  # noqa: E402
 
 POOL = "bench/pool"
 
@@ -198,7 +197,7 @@ def main() -> None:
 
         tmp = Path(tempfile.mkdtemp(prefix="haltgate-bench-pool-"))
         llm_port = free_port()
-        llm = subprocess.Popen([sys.executable, "-m", "tests.standins.llm", "--host",
+        llm = subprocess.Popen([sys.executable, "-m", "haltgate.testbed.standins.llm", "--host",
                                 "127.0.0.1", "--port", str(llm_port), "--no-record"],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         procs.append(llm)

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python bench/sidecar_overhead.py [--quick] [--audit spool|memory]``
 
-Three processes: the stand-in LLM (``tests.standins.llm``, recording off), the sidecar
+Three processes: the stand-in LLM (``haltgate.testbed.standins.llm``, recording off), the sidecar
 (``haltgate sidecar``, explicit mode, uvloop, the full pipeline with guardrails off:
 classification, tool authorization, budget reserve/settle with the state file, audit
 intent/outcome to the spool with fsync by default) and this load generator. One policy
@@ -228,7 +228,7 @@ def main() -> None:
         policy_path = Path(tmp) / "policy.yaml"
         policy_path.write_text(yaml.safe_dump(policy(f"http://127.0.0.1:{up_port}")))
         upstream = subprocess.Popen(
-            [PY, "-m", "tests.standins.llm", "--port", str(up_port), "--no-record"],
+            [PY, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port), "--no-record"],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if args.state == "tmpfs":
             shm = tempfile.mkdtemp(prefix="hg-bench-", dir="/dev/shm")

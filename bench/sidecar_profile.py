@@ -128,7 +128,8 @@ def main() -> None:
         p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)}
     up_port = overhead.free_port()
     upstream = subprocess.Popen(
-        [sys.executable, "-m", "tests.standins.llm", "--port", str(up_port), "--no-record"],
+        [sys.executable, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port),
+         "--no-record"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         overhead.wait_port(up_port, upstream, "stand-in LLM")

@@ -3,7 +3,7 @@
 Run (root: network namespaces and iptables): ``.venv/bin/python bench/transparent_overhead.py
 [--quick]``
 
-Set-up, as in a pod: a "pod" and an "upstream" network namespace (tests/netns/harness.py),
+Set-up, as in a pod: a "pod" and an "upstream" network namespace (haltgate.testbed.netns),
 the stand-in LLM in the upstream namespace on ports 80 and 8081 (one process, one app), the
 real ``haltgate sidecar`` (transparent + explicit, full pipeline, guardrails off, audit
 spool and budget state on disk) under UID 1337 in the pod, and ``haltgate iptables apply``
@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.netns import harness  # noqa: E402
+from haltgate.testbed import netns as harness  # noqa: E402
 
 SIDECAR_UID, AGENT_UID = 1337, 1000
 
@@ -70,7 +70,8 @@ def serve_upstream(host: str) -> None:
     """The stand-in LLM on ports 80 and 8081 (recording off), in the upstream namespace."""
     import uvloop
     from aiohttp import web
-    from tests.standins import llm
+
+    from haltgate.testbed.standins import llm
 
     async def start() -> None:
         runner = web.AppRunner(llm.create_app(record=False), access_log=None)

@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kubernetes import client  # noqa: E402
+
+from haltgate.testbed.controlplane import ControlPlane  # noqa: E402
 from tests.operator.conftest import OperatorUnderTest, install_crds  # noqa: E402
-from tests.testbed.controlplane import ControlPlane  # noqa: E402
 
 APISERVER_METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 OPERATOR_METRIC = "haltgate_operator_admission_duration_seconds"

@@ -54,8 +54,6 @@ kubectl -n "$RELEASE_NS" get pods
 kubectl wait --for=create mutatingwebhookconfiguration/haltgate-injector --timeout=60s
 
 say "Stand-in LLM and MCP server (outside haltgate's reach: not opted in)"
-kubectl create namespace e2e-tools
-kubectl -n e2e-tools create configmap standins --from-file=tests/standins/
 kubectl apply -f e2e/manifests/standins.yaml
 for d in llm mcp; do kubectl -n e2e-tools rollout status "deploy/$d" --timeout="$TIMEOUT"; done
 

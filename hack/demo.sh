@@ -4,7 +4,7 @@
 # Each step is a function `step_<name>`, run in the order of STEPS; to extend the demo, add
 # a function and its name to STEPS. The journey itself (PostgreSQL, OPA, control plane +
 # operator, injected Deployment, an agent governed by the sidecar until it is halted, its
-# audit trail and metrics) is `haltgate demo` (sidecar/haltgate/cli/demo.py), which starts
+# audit trail and metrics) is `haltgate demo` (cli/haltgate/cli/demo.py), which starts
 # and stops everything it needs and cleans up on exit, also when interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write docs/reference.md: every field of GovernancePolicy and BudgetPool, from crds/.
 
-The CRDs are generated from the pydantic models (haltgate.governance.crdgen), so this table
+The CRDs are generated from the pydantic models (hack/crdgen.py), so this table
 is the models' own documentation: type, default, allowed values, bounds, description.
 `tests/chart/test_reference.py` fails when docs/reference.md is stale; rerun
 `.venv/bin/python hack/gen_reference.py` after `make crds`.
@@ -65,7 +65,7 @@ def _rows(path: str, s: dict[str, Any], required: bool, out: list[str]) -> None:
 def render() -> str:
     lines = ["# GovernancePolicy and BudgetPool reference", "",
              "Every field, generated from `crds/` (which is generated from the models in",
-             "`sidecar/haltgate/governance/policy.py`) by `hack/gen_reference.py`: do not edit",
+             "`governance/haltgate/governance/policy.py`) by `hack/gen_reference.py`: do not edit",
              "by hand. How the fields work together: [policies](policies.md),",
              "[budgets](budgets.md), [guardrails](guardrails.md), [pools](pools.md),",
              "[audit](audit.md).", ""]

@@ -34,6 +34,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+
 from tests.observability import loadbed  # noqa: E402
 
 BG = "#111217"

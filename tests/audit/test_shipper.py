@@ -26,9 +26,9 @@ from haltgate.governance.audit.spool import (
     write_durable,
 )
 from haltgate.governance.audit.verify import verify_database
+from haltgate.testbed.postgres import PostgresServer, remove, start_postgres
 from tests.audit.conftest import AuditDatabase
 from tests.audit.helpers import make_record
-from tests.testbed.postgres import PostgresServer, remove, start_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]

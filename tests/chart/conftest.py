@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.testbed import binaries
+from haltgate.testbed import binaries
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "haltgate"

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from haltgate.operator import injection
+from haltgate.testbed.controlplane import ControlPlane
+from haltgate.testbed.process import free_port
 from tests.chart.conftest import CHART, FULL_VALUES, KUBE_VERSION, TESTDATA, Helm
 from tests.operator.conftest import OperatorUnderTest, eventually, kubectl_json
-from tests.testbed.controlplane import ControlPlane
-from tests.testbed.process import free_port
 
 RELEASE_NS = "haltgate-chart"
 AGENT_NS = "chart-agents"

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.k8s, pytest.mark.postgres, pytest.mark.opa]
 @pytest.mark.parametrize("mode", ["netns", "explicit"])
 def test_demo_runs_the_whole_journey(mode: str) -> None:
     if mode == "netns":
-        from tests.netns import harness
+        from haltgate.testbed import netns as harness
 
         why = harness.skip_reason()
         if why is not None:

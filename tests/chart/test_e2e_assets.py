@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 
 from haltgate.governance.validation import validate_document
+from haltgate.testbed.controlplane import ControlPlane
+from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
 from tests.chart.conftest import CHART, KUBE_VERSION, REPO, Helm
-from tests.testbed.controlplane import ControlPlane
-from tests.testbed.process import ManagedProcess, free_port, port_open, wait_until
 
 E2E = REPO / "e2e"
 
@@ -58,7 +58,8 @@ def test_sample_agent_is_halted_by_the_e2e_policy(tmp_path: Path) -> None:
         urls = {}
         for name in ("llm", "mcp"):
             port = free_port()
-            procs.append(ManagedProcess(name, [sys.executable, "-m", f"tests.standins.{name}",
+            module = f"haltgate.testbed.standins.{name}"
+            procs.append(ManagedProcess(name, [sys.executable, "-m", module,
                                                "--port", str(port), "--no-record"],
                                         tmp_path / f"{name}.log", env=env, cwd=REPO).start())
             wait_until(lambda p=port: port_open("127.0.0.1", p), timeout=30, what=name)

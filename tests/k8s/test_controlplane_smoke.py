@@ -20,7 +20,7 @@ import trustme
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.testbed.controlplane import ControlPlane
+from haltgate.testbed.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 60.0  # seconds; bounded waits for controllers
@@ -196,7 +196,7 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
     env = {**os.environ, "HALTGATE_CLUSTER_DIR": str(tmp_path / "cluster")}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tests.testbed", *args], cwd=REPO,
+        return subprocess.run([sys.executable, "-m", "haltgate.testbed", *args], cwd=REPO,
                               env=env, capture_output=True, text=True, timeout=240)
 
     up = cli("up")

@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from haltgate.governance.policy import API_GROUP, API_VERSION
 from haltgate.governance.validation import validate_document
-from tests.testbed.controlplane import ControlPlane
+from haltgate.testbed.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "docs" / "examples").glob("*.yaml"))

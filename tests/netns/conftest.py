@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.netns import harness
+from haltgate.testbed import netns as harness
 
 SIDECAR_UID = 1337
 AGENT_UID = 1000

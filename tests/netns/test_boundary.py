@@ -23,8 +23,8 @@ import pytest
 import trustme
 
 from haltgate.sidecar import tlsmint
+from haltgate.testbed import netns as harness
 from tests.netns import agent as agent_mod
-from tests.netns import harness
 from tests.netns.conftest import AGENT_UID, SIDECAR_UID
 
 pytestmark = pytest.mark.netns

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import harness
+from haltgate.testbed import netns as harness
 
 pytestmark = pytest.mark.netns
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.standins import http_api, llm, mcp
+from haltgate.testbed.standins import http_api, llm, mcp
 
 CANARY_TCP_PLAIN = (53, 80, 2222, 15020)
 CANARY_TCP_TLS = (443, 8443)

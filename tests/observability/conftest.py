@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from haltgate.governance.audit.migrate import migrate
+from haltgate.testbed.process import wait_until
 from tests.observability import loadbed
-from tests.testbed.process import wait_until
 
 LOAD_SECONDS = 10.0
 HALT_CYCLES = 7

@@ -1,7 +1,7 @@
 """A small fleet under load, scraped by a real Prometheus (tests and hack/render_dashboard.py).
 
 What starts (all real processes, each with a log in ``workdir``):
-- the stand-in LLM (``python -m tests.standins.llm``);
+- the stand-in LLM (``python -m haltgate.testbed.standins.llm``);
 - three sidecars (``haltgate sidecar``, explicit mode, durable audit spool) for the agents
   ``team-a/research``, ``team-a/support`` and ``team-b/batch`` — ``batch`` has a calls budget
   of :data:`CAPPED_CALLS` so it halts, and is reset over the admin API to halt again;
@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from tests.testbed.process import ManagedProcess, free_port, port_open, wait_until
+from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "charts" / "haltgate" / "rules" / "haltgate-alerts.yaml"
@@ -131,7 +131,7 @@ def running_fleet(workdir: Path, *, dsn: str | None = None,
     llm_port = free_port()
     fleet = Fleet(workdir, f"http://127.0.0.1:{llm_port}", "", [], dsn)
     try:
-        _start(fleet, "llm", [sys.executable, "-m", "tests.standins.llm", "--port",
+        _start(fleet, "llm", [sys.executable, "-m", "haltgate.testbed.standins.llm", "--port",
                               str(llm_port), "--no-record"], llm_port)
         token_file = workdir / "admin-token"
         token_file.write_text(ADMIN_TOKEN + "\n")

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 import yaml
 
+from haltgate.testbed.process import wait_until
 from tests.observability import loadbed
 from tests.observability.conftest import HALT_CYCLES, LoadedFleet
-from tests.testbed.process import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.prometheus]
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.testbed.controlplane import ControlPlane
-from tests.testbed.process import ManagedProcess, free_port, wait_until
+from haltgate.testbed.controlplane import ControlPlane
+from haltgate.testbed.process import ManagedProcess, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "haltgate-system"

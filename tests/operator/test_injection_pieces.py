@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from haltgate.operator import injection, policies
-from tests.testbed.controlplane import ControlPlane
+from haltgate.testbed.controlplane import ControlPlane
 
 TEMPLATE = injection.InjectionTemplate.load(injection.default_template_path())
 POD = {"apiVersion": "v1", "kind": "Pod",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from haltgate.operator import injection
+from haltgate.testbed.controlplane import ControlPlane
 from tests.operator.conftest import (
     OperatorUnderTest,
     apply,
@@ -18,7 +19,6 @@ from tests.operator.conftest import (
     eventually,
     kubectl_json,
 )
-from tests.testbed.controlplane import ControlPlane
 
 pytestmark = pytest.mark.k8s
 

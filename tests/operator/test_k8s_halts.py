@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 from haltgate.operator import halts, injection
+from haltgate.testbed.controlplane import ControlPlane
+from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
 from tests.operator.conftest import (
     REPO,
     OperatorUnderTest,
@@ -35,8 +37,6 @@ from tests.operator.conftest import (
     kubectl_json,
 )
 from tests.pool.helpers import fresh_pool_database
-from tests.testbed.controlplane import ControlPlane
-from tests.testbed.process import ManagedProcess, free_port, port_open, wait_until
 
 pytestmark = pytest.mark.k8s
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
@@ -56,7 +56,7 @@ def call(url: str) -> tuple[int, dict[str, Any]]:
 @pytest.fixture
 def llm_standin(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    proc = ManagedProcess("standin-llm", [sys.executable, "-m", "tests.standins.llm",
+    proc = ManagedProcess("standin-llm", [sys.executable, "-m", "haltgate.testbed.standins.llm",
                                           "--host", "127.0.0.1", "--port", str(port)],
                           tmp_path / "llm.log", cwd=REPO).start()
     try:

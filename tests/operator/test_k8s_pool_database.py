@@ -16,9 +16,9 @@ import pytest
 
 from haltgate.governance.pool.lease import ZERO, Amounts
 from haltgate.governance.pool.store import PoolStore
+from haltgate.testbed.controlplane import ControlPlane
 from tests.operator.conftest import OperatorUnderTest, apply, eventually, kubectl_json
 from tests.pool.helpers import fresh_pool_database
-from tests.testbed.controlplane import ControlPlane
 
 pytestmark = [pytest.mark.k8s, pytest.mark.postgres]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed.process import ManagedProcess, free_port, port_open, wait_until
+from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
 
 
 @dataclass

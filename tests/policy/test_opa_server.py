@@ -25,8 +25,8 @@ from haltgate.governance.opa import (
 )
 from haltgate.governance.policy import OPA, FailureType
 from haltgate.governance.request import CallView, RequestKind
+from haltgate.testbed.process import free_port
 from tests.policy.conftest import OPAServer, start_opa
-from tests.testbed.process import free_port
 
 POLICY = """\
 package haltgate

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 import yaml
 
-from tests.testbed.process import ManagedProcess, free_port, port_open, wait_until
+from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
 
 # The sidecars run on their default event loop (uvloop), as in production: never the asyncio
 # fallback, even when the caller's environment asks for it.
@@ -73,7 +73,8 @@ def code_of(body: dict[str, Any]) -> str | None:
 def http_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("standin") / "http.log"
     port = free_port()
-    proc = ManagedProcess("standin-http", [sys.executable, "-m", "tests.standins.http_api",
+    module = "haltgate.testbed.standins.http_api"
+    proc = ManagedProcess("standin-http", [sys.executable, "-m", module,
                                            "--host", "127.0.0.1", "--port", str(port)],
                           log, cwd=REPO).start()
     try:

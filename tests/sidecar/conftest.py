@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from tests.standins import RECORDED, Recorded, http_api, llm, mcp, serve
 
 from haltgate.governance.audit import MemoryAuditSink
 from haltgate.sidecar.server import Listen, Sidecar, SidecarSettings
+from haltgate.testbed.standins import RECORDED, Recorded, http_api, llm, mcp, serve
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 

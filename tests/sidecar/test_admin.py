@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -6,9 +6,9 @@ import asyncio
 
 import aiohttp
 import orjson
-from tests.sidecar.conftest import SidecarFactory, Standins
 
 from haltgate.sidecar.pipeline import PipelineSettings
+from tests.sidecar.conftest import SidecarFactory, Standins
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 

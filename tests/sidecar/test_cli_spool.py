@@ -14,9 +14,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 import yaml
-from tests.sidecar.conftest import Standins, base_policy
 
 from haltgate.governance.audit.spool import iter_frames, list_segments, segment_path
+from tests.sidecar.conftest import Standins, base_policy
 
 REPO = Path(__file__).resolve().parents[2]
 

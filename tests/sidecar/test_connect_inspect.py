@@ -10,10 +10,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 import trustme
-from tests.sidecar.conftest import SidecarFactory
-from tests.standins import llm, serve
 
 from haltgate.sidecar.tlsmint import CA_CERT_FILE, CertificateAuthority
+from haltgate.testbed.standins import llm, serve
+from tests.sidecar.conftest import SidecarFactory
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a b"}], "max_tokens": 3}
 

@@ -8,9 +8,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from tests.sidecar.conftest import Running, SidecarFactory, Standins
 
 from haltgate.governance.audit import AuditRecord
+from tests.sidecar.conftest import Running, SidecarFactory, Standins
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
         "max_tokens": 5}

@@ -11,10 +11,10 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from tests.sidecar.conftest import SidecarFactory, Standins, base_policy
-from tests.standins import serve
 
 from haltgate.governance.engine.decision import LazyBudget
+from haltgate.testbed.standins import serve
+from tests.sidecar.conftest import SidecarFactory, Standins, base_policy
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
         "max_tokens": 5}

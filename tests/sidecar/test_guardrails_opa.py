@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 import orjson
 import pytest
+
 from tests.sidecar.conftest import SidecarFactory, Standins
 
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 2, "messages": [

@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+
 from tests.sidecar.conftest import SidecarFactory, Standins
 
 

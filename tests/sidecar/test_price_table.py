@@ -9,11 +9,11 @@ import aiohttp
 import orjson
 import pytest
 import yaml
-from tests.sidecar.conftest import SidecarFactory
 
 from haltgate.governance.audit import MemoryAuditSink
 from haltgate.governance.pricing import PriceTableError
 from haltgate.sidecar.server import Sidecar, SidecarSettings
+from tests.sidecar.conftest import SidecarFactory
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
         "max_tokens": 5}

@@ -6,6 +6,7 @@ import asyncio
 import os
 
 import aiohttp
+
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

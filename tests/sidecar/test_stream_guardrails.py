@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from tests.sidecar.conftest import SidecarFactory, Standins
 
 from haltgate.governance.guardrails.secrets import SecretsDetector
+from tests.sidecar.conftest import SidecarFactory, Standins
 
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 50, "stream": True,
         "stream_options": {"include_usage": True},

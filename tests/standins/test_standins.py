@@ -8,7 +8,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.standins import http_api, llm, mcp, serve
+from haltgate.testbed.standins import http_api, llm, mcp, serve
 
 
 @pytest.fixture

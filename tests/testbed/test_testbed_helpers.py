@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed import binaries
-from tests.testbed.errors import TestbedError, log_tail
-from tests.testbed.process import ManagedProcess, free_port, port_open, wait_until
+from haltgate.testbed import binaries
+from haltgate.testbed.errors import TestbedError, log_tail
+from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
 
 
 def test_wait_until_times_out_with_the_log_tail(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from haltgate.governance import crdgen
+from hack import crdgen
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
@@ -45,7 +45,7 @@ def test_committed_crds_are_up_to_date() -> None:
     extra = sorted(set(on_disk) - set(RENDERED))
     assert not stale and not extra, (
         f"crds/ differs from the models (stale: {stale}, unexpected: {extra}); run "
-        "`make crds` (python -m haltgate.governance.crdgen crds/) and commit the result")
+        "`make crds` (python hack/crdgen.py crds/) and commit the result")
 
 
 @pytest.mark.parametrize(("name", "crd"), _crds(), ids=[n for n, _ in _crds()])

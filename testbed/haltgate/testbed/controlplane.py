@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tests.testbed import binaries, certs
-from tests.testbed.errors import TestbedError
-from tests.testbed.process import ManagedProcess, free_port, free_ports, stop_pid, wait_until
+from haltgate.testbed import binaries, certs
+from haltgate.testbed.errors import TestbedError
+from haltgate.testbed.process import ManagedProcess, free_port, free_ports, stop_pid, wait_until
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

@@ -11,7 +11,7 @@ import shutil
 import sysconfig
 from pathlib import Path
 
-from tests.testbed.errors import TestbedError
+from haltgate.testbed.errors import TestbedError
 
 KNOWN = ("etcd", "opa", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.testbed.errors import TestbedError
+from haltgate.testbed.errors import TestbedError
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before fork: the child only calls it
@@ -135,7 +135,7 @@ class ManagedProcess:
 def stop_pid(pid: int, timeout: float = 10.0) -> bool:
     """Stop a process we started earlier (e.g. from a state file) by its id.
 
-    Returns whether it was running. Used by ``python -m tests.testbed down``, where the
+    Returns whether it was running. Used by ``python -m haltgate.testbed down``, where the
     processes are not our children any more, so we poll for their exit.
     """
     try:

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.standins._common import (
+from haltgate.testbed.standins._common import (
     behavior,
     cut_connection,
     json_response,

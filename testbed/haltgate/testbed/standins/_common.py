@@ -140,8 +140,8 @@ async def serve(
 
 
 def run_cli(name: str, factory: Callable[..., web.Application]) -> None:
-    """``python -m tests.standins.<name> --host H --port P [--no-record]``."""
-    parser = argparse.ArgumentParser(prog=f"python -m tests.standins.{name}")
+    """``python -m haltgate.testbed.standins.<name> --host H --port P [--no-record]``."""
+    parser = argparse.ArgumentParser(prog=f"python -m haltgate.testbed.standins.{name}")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--no-record", action="store_true",

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from tests.testbed.errors import TestbedError
-from tests.testbed.process import free_port, port_open, wait_until
+from haltgate.testbed.errors import TestbedError
+from haltgate.testbed.process import free_port, port_open, wait_until
 
 # PostgreSQL refuses to run as root; when we are root the server runs as this user.
 SYSTEM_USER = "embedded_postgres"

@@ -1,4 +1,4 @@
-"""Run the test control plane for people: ``python -m tests.testbed up|down|status``.
+"""Run the test control plane for people: ``python -m haltgate.testbed up|down|status``.
 
 ``up`` starts etcd + kube-apiserver + kube-controller-manager detached (they keep running
 after the command returns), applies ``crds/``, and prints the kubeconfig to use. ``down``
@@ -15,15 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-from tests.testbed.controlplane import (
+from haltgate.testbed.controlplane import (
     BASE_CONTROLLERS,
     WORKLOAD_CONTROLLERS,
     ControlPlane,
     install_crds,
 )
-from tests.testbed.errors import TestbedError
+from haltgate.testbed.errors import TestbedError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def state_dir() -> Path:
@@ -100,7 +100,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.testbed", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m haltgate.testbed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the control plane detached")

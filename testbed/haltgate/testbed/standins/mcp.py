@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.standins._common import (
+from haltgate.testbed.standins._common import (
     behavior,
     cut_connection,
     json_response,
@@ -134,7 +134,7 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
             await resp.write(sse_event(answer, "message"))
         await resp.write_eof()
         return resp
-    return json_response(answers if batch else answers[0], **headers)
+    return json_response(answers if batch else answers[0], 200, **headers)
 
 
 async def mcp_get(request: web.Request) -> web.Response:

@@ -1,7 +1,7 @@
 """The GovernancePolicy and BudgetPool specifications: the one source of truth.
 
 These pydantic models are what the sidecar loads, what the admission webhook validates and
-what the CRD OpenAPI schemas in ``crds/`` are generated from (``haltgate.governance.crdgen``).
+what the CRD OpenAPI schemas in ``crds/`` are generated from (``hack/crdgen.py``).
 Field names are camelCase on the wire (as Kubernetes users write them) and snake_case in
 Python. Every field carries a description: it becomes the CRD's documentation, shown by
 ``kubectl explain``.

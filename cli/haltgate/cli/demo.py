@@ -40,7 +40,7 @@ OPERATOR_NAMESPACE = "haltgate-system"
 POLICY_NAME = "researcher"
 POD_NAME = "researcher-7d4b9c6f5-x2kqp"
 POD_IP = "10.77.0.2"
-"""The pod namespace's address (tests/netns/harness.py's topology)."""
+"""The pod namespace's address (testbed/haltgate/testbed/netns.py's topology)."""
 CALL_LIMIT = 8
 """The calls budget of the demo policy: the agent is halted (EXHAUSTION) after this many."""
 MAX_AGENT_STEPS = 30
@@ -104,16 +104,13 @@ class Console:
 
 
 def _repo_root() -> Path:
-    """The source checkout holding the test bed and stand-ins (editable install)."""
+    """The source checkout (crds/, docs/examples/, hack/build-binaries) of an editable install."""
     here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "tests" / "testbed").is_dir() and (parent / "crds").is_dir():
+    for parent in [*here.parents, Path.cwd()]:
+        if (parent / "hack" / "build-binaries").is_file() and (parent / "crds").is_dir():
             return parent
-    cwd = Path.cwd()
-    if (cwd / "tests" / "testbed").is_dir():
-        return cwd
-    raise DemoError("haltgate demo runs from a source checkout (it uses tests/testbed and "
-                    "tests/standins): clone the repository and run `make demo`")
+    raise DemoError("haltgate demo runs from a source checkout (it applies crds/ and "
+                    "docs/examples/): clone the repository and run `make demo`")
 
 
 def _haltgate_exe() -> str:
@@ -196,7 +193,7 @@ class Demo:
     state_dir: Path = field(default_factory=Path)
 
     def __post_init__(self) -> None:
-        from tests.testbed import binaries
+        from haltgate.testbed import binaries
 
         self.bin_dir = binaries.cache_dir()
         for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "opa"):
@@ -204,7 +201,7 @@ class Demo:
 
     def choose_mode(self, wanted: str) -> None:
         """netns when asked or possible (root, iproute2, iptables, setpriv); else explicit."""
-        from tests.netns import harness
+        from haltgate.testbed import netns as harness
 
         why = harness.skip_reason()
         if why is None:
@@ -223,7 +220,7 @@ class Demo:
     # -- processes ---------------------------------------------------------------------
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
-        from tests.testbed.process import ManagedProcess
+        from haltgate.testbed.process import ManagedProcess
 
         proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log",
                               env=env or _clean_env(), cwd=self.repo).start()
@@ -231,7 +228,7 @@ class Demo:
         return proc
 
     def free_port(self) -> int:
-        from tests.testbed.process import free_port
+        from haltgate.testbed.process import free_port
 
         return free_port()
 
@@ -244,7 +241,7 @@ class Demo:
     # -- steps -------------------------------------------------------------------------
 
     def postgres(self) -> None:
-        from tests.testbed.postgres import remove, start_postgres
+        from haltgate.testbed.postgres import remove, start_postgres
 
         self.console.step("Embedded PostgreSQL for the audit trail")
         server = start_postgres()
@@ -262,7 +259,7 @@ class Demo:
         self.console.step("OPA (the Go binary) for the policy's Rego")
         if self.mode == "netns":
             # Next to the sidecar in the pod namespace, like the injected container.
-            from tests.netns import harness
+            from haltgate.testbed import netns as harness
 
             port = OPA_PORT
             proc = self.spawn("opa", self.topo.pod.exec_argv([
@@ -286,7 +283,8 @@ class Demo:
             return
         for name in ("llm", "mcp"):
             port = self.free_port()
-            proc = self.spawn(f"standin-{name}", [sys.executable, "-m", f"tests.standins.{name}",
+            module = f"haltgate.testbed.standins.{name}"
+            proc = self.spawn(f"standin-{name}", [sys.executable, "-m", module,
                                                   "--port", str(port), "--no-record"])
             self.urls[name] = f"http://127.0.0.1:{port}"
             _wait(functools.partial(_probe, port), timeout=30, what=f"{name} stand-in",
@@ -294,7 +292,7 @@ class Demo:
         self.console.ok(f"LLM on {self.urls['llm']}, MCP on {self.urls['mcp']}/mcp")
 
     def _standins_in_netns(self) -> None:
-        from tests.netns import harness
+        from haltgate.testbed import netns as harness
 
         topo = harness.Topology.create(harness.free_tag())
         self.stack.callback(topo.delete)
@@ -303,7 +301,7 @@ class Demo:
                           f"upstream {topo.upstream.name} ({harness.UPSTREAM_V4})")
         for name, port in STANDIN_PORTS.items():
             proc = self.spawn(f"standin-{name}", topo.upstream.exec_argv([
-                sys.executable, "-m", f"tests.standins.{name}", "--host",
+                sys.executable, "-m", f"haltgate.testbed.standins.{name}", "--host",
                 harness.UPSTREAM_V4, "--port", str(port), "--no-record"]))
             harness.wait_port(topo.upstream, harness.UPSTREAM_V4, port, timeout=30,
                               proc=proc.popen)
@@ -337,7 +335,7 @@ class Demo:
         }
 
     def control_plane(self) -> None:
-        from tests.testbed.controlplane import WORKLOAD_CONTROLLERS, ControlPlane, install_crds
+        from haltgate.testbed.controlplane import WORKLOAD_CONTROLLERS, ControlPlane, install_crds
 
         self.console.step("Kubernetes control plane: etcd, kube-apiserver, "
                           "kube-controller-manager")
@@ -456,9 +454,8 @@ class Demo:
     def _sidecar_in_netns(self) -> None:
         """The pod's view: the sidecar as UID 1337 in transparent mode, then the init step's
         `haltgate iptables apply` in the pod namespace."""
-        from tests.netns import harness
-
         from haltgate.sidecar import tlsmint
+        from haltgate.testbed import netns as harness
 
         self.ports.update(explicit=15000, transparent=15001, admin=15020, metrics=15090)
         own = functools.partial(_own, SIDECAR_UID)

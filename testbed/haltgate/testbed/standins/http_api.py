@@ -12,15 +12,16 @@ import asyncio
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from tests.standins._common import behavior, json_response, recording_app, run_cli
+from haltgate.testbed.standins._common import behavior, json_response, recording_app, run_cli
 
 ITEMS = {"1": {"id": "1", "name": "alpha"}, "2": {"id": "2", "name": "beta"}}
 MAX_BYTES = 64 * 1024 * 1024
 
 
 @web.middleware
-async def _slow(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def _slow(request: web.Request, handler: Handler) -> web.StreamResponse:
     if behavior(request) == "slow":
         await asyncio.sleep(0.3)
     return await handler(request)
