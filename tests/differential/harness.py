@@ -1,0 +1,413 @@
+"""The differential test bed: one sidecar in front of three upstreams that read differently.
+
+- ``go``: the strict Go upstream (``testbed/goupstream``: net/http + encoding/json);
+- ``py``: the Python reader stand-in (aiohttp + orjson: exact keys, last duplicate wins);
+- ``pyfirst``: the same with a first-wins JSON reading (many other parsers).
+
+Every upstream is reachable through the sidecar under three aliases, one per kind:
+``<name>-llm`` (OpenAI-compatible, base path ``/openai``), ``<name>-mcp`` (``/mcp``) and
+``<name>-api`` (a plain HTTP tool). The sidecar is the real ``haltgate sidecar`` process
+with its audit spool; the upstreams log what they executed, one JSON line per request.
+
+:meth:`Bed.send` sends one request (raw request target, headers and body bytes, exactly
+as given) and returns an :class:`Exchange`: the sidecar's answer, its decision as the
+audit spool holds it (the ``intent`` record is written before anything is forwarded, so
+its absence means the call was refused) and what the upstream executed.
+:func:`divergences` compares the two.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+import yaml
+
+from haltgate.governance.audit.spool import iter_frames, list_segments, segment_path
+from haltgate.governance.policy import GovernancePolicy, RequestKind
+from haltgate.governance.request import CallView, ToolCall
+from haltgate.governance.tools import ToolAuthorizer
+from haltgate.testbed import binaries
+from haltgate.testbed.process import ManagedProcess, free_ports, port_open, wait_until
+from haltgate.testbed.standins.reader import TAG_HEADER, resolve_model
+
+UPSTREAMS = ("go", "py", "pyfirst")
+"""The upstream readers, in the order tests run them."""
+KINDS = {"llm": RequestKind.LLM, "mcp": RequestKind.MCP, "api": RequestKind.HTTP}
+BASE_PATHS = {"llm": "/openai", "mcp": "/mcp", "api": ""}
+START_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 10.0
+
+
+def policy_document(ports: Mapping[str, int], tools: Mapping[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    """The sidecar's policy: every upstream under each kind; rules the corpus aims at.
+
+    ``tools.default`` is ``allow`` on purpose: the worst case of the issue (a call the
+    rules do not recognise passes), so every reading the sidecar gets wrong shows.
+    """
+    upstreams = []
+    for name, port in ports.items():
+        for kind, base in BASE_PATHS.items():
+            entry: dict[str, Any] = {"name": f"{name}-{kind}",
+                                     "url": f"http://127.0.0.1:{port}{base}",
+                                     "kind": KINDS[kind].value}
+            if kind == "llm":
+                entry["provider"] = "openai"
+            upstreams.append(entry)
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "differential", "namespace": "agents"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "upstreams": upstreams,
+            "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}},
+            "audit": {"payload": "full"},
+            "tools": dict(tools) if tools is not None else {
+                "default": "allow",
+                "rules": [
+                    {"name": "no-gpt-5", "action": "deny", "kind": "llm",
+                     "models": ["gpt-5*"]},
+                    {"name": "no-admin", "action": "deny", "kind": "http",
+                     "paths": ["/api/admin", "/api/admin/**"]},
+                    {"name": "read-only-api", "action": "deny", "kind": "http",
+                     "methods": ["DELETE", "PUT", "PATCH"]},
+                    {"name": "no-delete-tools", "action": "deny", "kind": "mcp",
+                     "mcpTools": ["delete_*"]},
+                ],
+            },
+        },
+    }
+
+
+# ---------------------------------------------------------------------- what happened
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the agent sends it: the target is the raw request-target after the
+    alias (``/go-api`` + ``target``), sent byte for byte."""
+
+    alias: str
+    method: str
+    target: str
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def upstream(self) -> str:
+        return self.alias.rpartition("-")[0]
+
+    @property
+    def kind(self) -> str:
+        return self.alias.rpartition("-")[2]
+
+    def describe(self) -> str:
+        head = f"{self.method} /{self.alias}{self.target}"
+        extra = "".join(f" [{k}: {v}]" for k, v in self.headers)
+        body = f" {self.body[:160].decode('utf-8', 'replace')}" if self.body else ""
+        return head + extra + body
+
+
+@dataclass
+class Exchange:
+    """A request, the sidecar's answer and decision, and what the upstream executed."""
+
+    request: Request
+    status: int
+    answer: bytes
+    decision_id: str | None
+    intent: dict[str, Any] | None
+    """The sidecar's intent record (None: nothing was forwarded)."""
+    executed: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def forwarded(self) -> bool:
+        return self.intent is not None
+
+    @property
+    def refusal(self) -> str:
+        """The code of the sidecar's refusal, from its answer."""
+        try:
+            doc = json.loads(self.answer)
+        except ValueError:
+            return f"http {self.status}"
+        if isinstance(doc, list):
+            doc = doc[0] if doc else {}
+        err = doc.get("error") if isinstance(doc, dict) else None
+        if isinstance(err, dict):
+            data = err.get("data")
+            code = err.get("code")
+            if isinstance(data, dict) and "code" in data:
+                code = data["code"]
+            return str(code)
+        return f"http {self.status}"
+
+
+# ---------------------------------------------------------------------- the comparison
+
+
+def sidecar_reading(intent: Mapping[str, Any]) -> dict[str, Any]:
+    """What the sidecar decided on, from its audit record."""
+    method, _, url = str(intent.get("target", "")).partition(" ")
+    path = urlsplit(url).path
+    payload = intent.get("payload")
+    rpc: list[tuple[str, str | None]] = []
+    for msg in payload if isinstance(payload, list) else [payload]:
+        if isinstance(msg, dict) and isinstance(msg.get("method"), str):
+            params = msg.get("params")
+            tool = params.get("name") if isinstance(params, dict) and \
+                msg["method"] == "tools/call" else None
+            rpc.append((msg["method"], tool if isinstance(tool, str) else None))
+    return {"method": method, "path": path, "kind": intent.get("kind"),
+            "model": intent.get("model"), "rpc": rpc}
+
+
+def _decoded(path: str) -> str:
+    return unquote_to_bytes(path).decode("utf-8", "surrogateescape")
+
+
+def oracle_views(executed: Mapping[str, Any], request: Request) -> list[CallView]:
+    """The calls the upstream executed, as the policy would see them: one view per
+    JSON-RPC element (each is its own decision), else one view."""
+    endpoint = executed["endpoint"]
+    alias_kind = KINDS[request.kind]
+    kind: RequestKind | None
+    if endpoint == "llm":
+        kind = RequestKind.LLM
+    elif endpoint == "mcp":
+        kind = RequestKind.MCP
+    else:
+        kind = RequestKind.HTTP if alias_kind is RequestKind.HTTP else None
+    common: dict[str, Any] = {
+        "kind": kind, "method": executed["method"], "scheme": "http", "host": "127.0.0.1",
+        "port": 0, "path": executed["route"], "upstream": request.alias,
+    }
+    if endpoint == "llm":
+        return [CallView(**common, model=executed["model_resolved"])]
+    if endpoint == "mcp":
+        views = []
+        for element in executed["rpc"] or []:
+            tools: tuple[ToolCall, ...] = ()
+            if element["method"] == "tools/call":
+                tools = (ToolCall(name=element.get("tool") or "", arguments={},
+                                  server=request.alias),)
+            views.append(CallView(**common, mcp_method=element["method"], tool_calls=tools))
+        return views
+    return [CallView(**common)]
+
+
+def divergences(ex: Exchange, authorizer: ToolAuthorizer) -> list[str]:
+    """Every way in which what the upstream executed differs from what the sidecar decided.
+
+    - refused by the sidecar: the upstream executed nothing;
+    - forwarded: at most one execution, with the method, path, kind, model and JSON-RPC
+      methods and tools the sidecar decided on, and every executed call allowed by the
+      policy as the upstream read it.
+    """
+    out: list[str] = []
+    if not ex.forwarded:
+        for e in ex.executed:
+            out.append(f"refused ({ex.refusal}) but the upstream executed {_brief(e)}")
+        return out
+    if len(ex.executed) > 1:
+        out.append(f"forwarded once, executed {len(ex.executed)} times")
+    assert ex.intent is not None
+    s = sidecar_reading(ex.intent)
+    for e in ex.executed:
+        if e["method"] != s["method"]:
+            out.append(f"sidecar decided method {s['method']}, upstream executed "
+                       f"{e['method']} (sent as {e['wire_method']})")
+        if _decoded(s["path"]) != e["path"]:
+            out.append(f"sidecar decided path {s['path']!r}, upstream executed "
+                       f"{e['path']!r}")
+        endpoint = e["endpoint"]
+        if endpoint in ("llm", "mcp") and s["kind"] != endpoint:
+            out.append(f"upstream executed an {endpoint} call ({_brief(e)}), sidecar "
+                       f"decided kind {s['kind']}")
+        if endpoint == "llm" and s["kind"] == "llm":
+            decided = resolve_model(s["model"]) if isinstance(s["model"], str) else None
+            if decided != e["model_resolved"]:
+                out.append(f"sidecar decided model {s['model']!r}, upstream served "
+                           f"{e['model']!r}")
+        if endpoint == "mcp" and s["kind"] == "mcp":
+            executed_rpc = [(c["method"], c.get("tool")) for c in e["rpc"] or []]
+            if executed_rpc != s["rpc"]:
+                out.append(f"sidecar decided JSON-RPC {s['rpc']}, upstream executed "
+                           f"{executed_rpc}")
+        for view in oracle_views(e, ex.request):
+            verdict = authorizer.authorize(view)
+            if not verdict.allowed:
+                what = view.model or view.mcp_method or f"{view.method} {view.path}"
+                if view.tool_calls:
+                    what += f" {view.tool_calls[0].name}"
+                out.append(f"upstream executed {what!r}, which the policy denies "
+                           f"({verdict.code}, rule {verdict.rule})")
+    return out
+
+
+def _brief(e: Mapping[str, Any]) -> str:
+    parts = [e["method"], repr(e["route"])]
+    if e.get("model") is not None:
+        parts.append(f"model={e['model']!r}")
+    if e.get("rpc"):
+        parts.append("rpc=" + ",".join(
+            c["method"] + (f"({c['tool']})" if c.get("tool") else "") for c in e["rpc"]))
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------- the bed
+
+
+class _LineLog:
+    """New JSON lines of an upstream's log file, read incrementally."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._pending = b""
+
+    def new(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        data = self._pending + data
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+class _SpoolLog:
+    """Records of the sidecar's audit spool, read incrementally, by decision id."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._offsets: dict[int, int] = {}
+        self.intents: dict[str, dict[str, Any]] = {}
+
+    def refresh(self) -> None:
+        if not self.directory.is_dir():
+            return
+        for number in list_segments(self.directory):
+            base = self._offsets.get(number, 0)
+            with segment_path(self.directory, number).open("rb") as f:
+                f.seek(base)
+                data = f.read()
+            frames, stop, _ = iter_frames(data, number, base)
+            self._offsets[number] = stop
+            for frame in frames:
+                if frame.is_checkpoint:
+                    continue
+                record = json.loads(frame.data)
+                if record.get("phase") == "intent":
+                    self.intents[record["decision_id"]] = record
+
+
+class Bed:
+    """The running bed: send requests through the sidecar and see both readings."""
+
+    def __init__(self, sidecar_port: int, spool: Path, logs: Mapping[str, Path],
+                 policy: Mapping[str, Any]) -> None:
+        self.sidecar_port = sidecar_port
+        self._spool = _SpoolLog(spool)
+        self._logs = {name: _LineLog(path) for name, path in logs.items()}
+        self._by_tag: dict[str, list[dict[str, Any]]] = {}
+        self.authorizer = ToolAuthorizer(GovernancePolicy.model_validate(policy).spec.tools)
+
+    def send(self, request: Request) -> Exchange:
+        tag = uuid.uuid4().hex
+        conn = http.client.HTTPConnection("127.0.0.1", self.sidecar_port,
+                                          timeout=REQUEST_TIMEOUT)
+        try:
+            conn.putrequest(request.method, f"/{request.alias}{request.target}",
+                            skip_host=False, skip_accept_encoding=True)
+            sent = {k.lower() for k, _ in request.headers}
+            if "content-type" not in sent and request.body:
+                conn.putheader("Content-Type", "application/json")
+            for name, value in request.headers:
+                conn.putheader(name, value)
+            conn.putheader(TAG_HEADER, tag)
+            conn.putheader("Content-Length", str(len(request.body)))
+            conn.endheaders(request.body or None)
+            resp = conn.getresponse()
+            answer = resp.read()
+            status = resp.status
+            decision_id = resp.getheader("x-haltgate-decision-id")
+        finally:
+            conn.close()
+        self._spool.refresh()
+        for log in self._logs.values():
+            for line in log.new():
+                self._by_tag.setdefault(line.get("tag", ""), []).append(line)
+        intent = self._spool.intents.get(decision_id) if decision_id else None
+        return Exchange(request, status, answer, decision_id, intent,
+                        self._by_tag.pop(tag, []))
+
+    def check(self, request: Request) -> tuple[Exchange, list[str]]:
+        ex = self.send(request)
+        return ex, divergences(ex, self.authorizer)
+
+
+def _haltgate(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from haltgate.cli.main import main; main()", *args]
+
+
+@contextmanager
+def running_bed(work: Path, tools: Mapping[str, Any] | None = None) -> Iterator[Bed]:
+    """Start the three upstreams and the sidecar (all on free loopback ports) in ``work``."""
+    work.mkdir(parents=True, exist_ok=True)
+    go_port, py_port, pyfirst_port, explicit, admin, metrics = free_ports(6)
+    ports = {"go": go_port, "py": py_port, "pyfirst": pyfirst_port}
+    logs = {name: work / f"{name}.executed.jsonl" for name in ports}
+    policy = policy_document(ports, tools)
+    policy_path = work / "policy.yaml"
+    policy_path.write_text(yaml.safe_dump(policy))
+    reader = [sys.executable, "-m", "haltgate.testbed.standins.reader", "--host", "127.0.0.1"]
+    processes = [
+        ManagedProcess("goupstream", [str(binaries.go_upstream()), "-listen",
+                                      f"127.0.0.1:{go_port}", "-log", str(logs["go"])],
+                       work / "go.log"),
+        ManagedProcess("py-reader", [*reader, "--port", str(py_port), "--log", str(logs["py"]),
+                                     "--name", "py"], work / "py.log"),
+        ManagedProcess("pyfirst-reader", [*reader, "--port", str(pyfirst_port), "--log",
+                                          str(logs["pyfirst"]), "--name", "pyfirst",
+                                          "--duplicates", "first"], work / "pyfirst.log"),
+        ManagedProcess("sidecar", _haltgate(
+            "sidecar", "--policy", str(policy_path), "--state-dir", str(work / "state"),
+            "--audit-dir", str(work / "audit"), "--mode", "explicit",
+            "--listen", f"127.0.0.1:{explicit}", "--admin-listen", f"127.0.0.1:{admin}",
+            "--metrics-listen", f"127.0.0.1:{metrics}", "--log-level", "warning"),
+            work / "sidecar.log", env={**os.environ, "HALTGATE_POD_NAMESPACE": "agents",
+                                       "HALTGATE_POD_NAME": "agent-0"}),
+    ]
+    with ExitStack() as stack:
+        for proc in processes:
+            proc.start()
+            stack.callback(proc.stop)
+        for proc, port in zip(processes, (go_port, py_port, pyfirst_port, admin), strict=True):
+            wait_until(lambda p=port: port_open("127.0.0.1", p), timeout=START_TIMEOUT,
+                       what=proc.name, log=proc.log, alive=proc.alive)
+        yield Bed(explicit, work / "audit", logs, policy)
+
+
+def report(cases: Sequence[tuple[str, Exchange, list[str]]]) -> str:
+    """A readable list of divergent cases (for assertion messages)."""
+    lines = []
+    for name, ex, found in cases:
+        lines.append(f"- {name}: {ex.request.describe()}")
+        lines.extend(f"    {d}" for d in found)
+    return "\n".join(lines)
