@@ -1,0 +1,140 @@
+"""The explicit corpus: every reading difference listed in issue 15's "Why", as requests.
+
+Each case is sent through the sidecar to every upstream reader (Go, Python last-wins,
+Python first-wins) under the alias of its kind; the policy is
+:func:`tests.differential.harness.policy_document` (deny ``/api/admin/**``, the ``gpt-5*``
+models, DELETE/PUT/PATCH on the API and the ``delete_*`` tools; allow the rest).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str
+    """``api``, ``llm`` or ``mcp``: which alias of each upstream the request goes to."""
+    method: str
+    target: str
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    why: str = ""
+
+
+def chat(*pairs: tuple[str, Any]) -> bytes:
+    """A chat/completions body with keys in this order (duplicates kept as written)."""
+    members = [*pairs, ("messages", [{"role": "user", "content": "hi"}]), ("max_tokens", 5)]
+    return ("{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in members)
+            + "}").encode()
+
+
+def rpc(text: str) -> bytes:
+    """A JSON-RPC body written by hand (so duplicate and case-colliding keys survive)."""
+    return text.encode()
+
+
+_CHAT = "/v1/chat/completions"
+_GPT5 = chat(("model", "gpt-5"))
+
+CASES: tuple[Case, ...] = (
+    # --- paths: rules match one spelling, the upstream decodes another
+    Case("path-percent-unreserved", "api", "GET", "/api/%61dmin/x",
+         why="%61 is 'a': the upstream receives /api/admin/x"),
+    Case("path-percent-unreserved-every-letter", "api", "GET", "/%61pi/%61%64%6D%69%6E/x"),
+    Case("path-double-slash-leading", "api", "GET", "//api/admin/x"),
+    Case("path-double-slash-inner", "api", "GET", "/api//admin/x"),
+    Case("path-encoded-slash", "api", "GET", "/api%2Fadmin/x"),
+    Case("path-encoded-slash-lower", "api", "GET", "/api/admin%2fx"),
+    Case("path-encoded-backslash", "api", "GET", "/api/admin%5Cx"),
+    Case("path-nul", "api", "GET", "/api/admin%00/x"),
+    Case("path-case", "api", "GET", "/api/ADMIN/x",
+         why="case-sensitive upstreams route ADMIN elsewhere: no divergence expected"),
+    Case("path-semicolon-segment", "api", "GET", "/api/admin;x/y"),
+    Case("path-semicolon-end", "api", "GET", "/api/admin;jsessionid=1"),
+    Case("path-dot-segment", "api", "GET", "/api/x/../admin/y"),
+    Case("path-encoded-dot-segment", "api", "GET", "/api/x/%2e%2E/admin/y"),
+    Case("path-single-dot", "api", "GET", "/api/./admin/y"),
+    Case("path-trailing-slash", "api", "GET", "/api/admin/"),
+    # --- LLM calls in disguise (a denied model through a path not classified as LLM)
+    Case("llm-percent-encoded-endpoint", "llm", "POST", "/v1/chat/%63ompletions", _GPT5),
+    Case("llm-trailing-slash", "llm", "POST", "/v1/chat/completions/", _GPT5),
+    Case("llm-semicolon", "llm", "POST", "/v1/chat/completions;x", _GPT5),
+    Case("llm-double-slash", "llm", "POST", "//v1//chat/completions", _GPT5),
+    Case("llm-encoded-slash", "llm", "POST", "/v1/chat%2Fcompletions", _GPT5),
+    # --- JSON read twice, differently
+    Case("json-case-collision-model", "llm", "POST", _CHAT,
+         chat(("model", "gpt-4o-mini"), ("Model", "gpt-5")),
+         why="Go's encoding/json matches Model to model; the last match wins"),
+    Case("json-case-collision-model-upper", "llm", "POST", _CHAT,
+         chat(("model", "gpt-4o-mini"), ("MODEL", "gpt-5"))),
+    Case("json-duplicate-model-denied-first", "llm", "POST", _CHAT,
+         chat(("model", "gpt-5"), ("model", "gpt-4o-mini")),
+         why="first-wins parsers serve gpt-5, orjson reads gpt-4o-mini"),
+    Case("json-duplicate-model-denied-last", "llm", "POST", _CHAT,
+         chat(("model", "gpt-4o-mini"), ("model", "gpt-5"))),
+    Case("mcp-case-collision-method", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call",'
+             '"params":{"name":"delete_file","arguments":{"path":"/etc"}}}')),
+    Case("mcp-case-collision-tool-name", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+             '"params":{"name":"search","Name":"delete_file","arguments":{}}}')),
+    Case("mcp-duplicate-tool-name", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+             '"params":{"name":"delete_file","name":"search","arguments":{}}}')),
+    Case("mcp-duplicate-method", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping",'
+             '"params":{"name":"delete_file","arguments":{}}}')),
+    Case("mcp-case-collision-params", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+             '"params":{"name":"search","arguments":{}},'
+             '"Params":{"name":"delete_file","arguments":{}}}')),
+    # --- MCP batches and methods
+    Case("mcp-batch-denied-second", "mcp", "POST", "",
+         rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
+             '"arguments":{"text":"a"}}},{"jsonrpc":"2.0","id":2,"method":"tools/call",'
+             '"params":{"name":"delete_file","arguments":{"path":"/"}}}]')),
+    Case("mcp-batch-ping-then-tool", "mcp", "POST", "",
+         rpc('[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,'
+             '"method":"tools/call","params":{"name":"delete_file","arguments":{}}}]')),
+    Case("mcp-batch-collision-in-second", "mcp", "POST", "",
+         rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
+             '"arguments":{}}},{"jsonrpc":"2.0","id":2,"method":"ping",'
+             '"METHOD":"tools/call","params":{"name":"delete_file"}}]')),
+    Case("mcp-method-case-variant", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"Tools/Call","params":{"name":"delete_file",'
+             '"arguments":{}}}'),
+         why="strict upstreams dispatch exact method names: not executed as a tool"),
+    Case("mcp-resources-read", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"resources/read",'
+             '"params":{"uri":"file:///etc/shadow"}}')),
+    Case("mcp-prompts-get", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"x"}}')),
+    # --- headers that change the meaning of a request
+    Case("header-x-http-method-override", "api", "POST", "/api/items", b"{}",
+         (("X-HTTP-Method-Override", "DELETE"),)),
+    Case("header-x-http-method", "api", "POST", "/api/items", b"{}",
+         (("X-HTTP-Method", "PUT"),)),
+    Case("header-x-method-override", "api", "POST", "/api/items", b"{}",
+         (("X-Method-Override", "patch"),)),
+    # --- model names the rules must see as the router does
+    Case("model-upper-case", "llm", "POST", _CHAT, chat(("model", "GPT-5"))),
+    Case("model-leading-space", "llm", "POST", _CHAT, chat(("model", " gpt-5"))),
+    Case("model-provider-prefix", "llm", "POST", _CHAT, chat(("model", "openai/gpt-5"))),
+    # --- controls: what must pass and agree (so the bed is not refusing everything)
+    Case("control-api-get", "api", "GET", "/api/items"),
+    Case("control-llm-allowed", "llm", "POST", _CHAT, chat(("model", "gpt-4o-mini"))),
+    Case("control-mcp-tool", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
+             '"arguments":{"text":"hi"}}}')),
+    Case("control-mcp-batch", "mcp", "POST", "",
+         rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
+             '"arguments":{"text":"a"}}},{"jsonrpc":"2.0","id":2,"method":"tools/call",'
+             '"params":{"name":"search","arguments":{"query":"b"}}}]')),
+)
+
+CONTROLS = frozenset(c.name for c in CASES if c.name.startswith("control-"))
+"""Cases the sidecar must forward (a bed that refuses everything proves nothing)."""
