@@ -1,0 +1,163 @@
+"""Hypothesis strategies for requests whose readings may differ between proxy and upstream.
+
+They draw from a small vocabulary around the corpus policy's rules (``/api/admin``,
+``gpt-5``, ``delete_*``, DELETE/PUT/PATCH) so that a reading difference, where there is
+one, changes the decision, and spell it in every way a reader may treat differently:
+percent-encodings (upper and lower hex, of letters and of ``/``), dot and empty segments,
+``;`` parameters, case; method-override headers; duplicate and case-colliding JSON keys at
+the top and in ``params``; JSON-RPC batches of mixed methods.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import strategies as st
+
+from tests.differential.harness import UPSTREAMS, Request
+
+upstreams = st.sampled_from(UPSTREAMS)
+
+# ---------------------------------------------------------------------- paths
+
+_WORDS = ("api", "admin", "items", "x", "v1")
+
+
+@st.composite
+def _spelled_segment(draw: st.DrawFn, word: str) -> str:
+    """``word`` as one path segment, possibly percent-encoded, cased, with parameters."""
+    case = draw(st.sampled_from(("keep", "keep", "upper", "title")))
+    if case == "upper":
+        word = word.upper()
+    elif case == "title":
+        word = word.title()
+    out = []
+    for ch in word:
+        if draw(st.integers(0, 5)) == 0:
+            code = f"{ord(ch):02X}"
+            out.append("%" + (code if draw(st.booleans()) else code.lower()))
+        else:
+            out.append(ch)
+    segment = "".join(out)
+    if draw(st.integers(0, 6)) == 0:
+        segment += draw(st.sampled_from((";x", ";jsessionid=1", ";")))
+    return segment
+
+
+_SEPARATORS = ("/", "/", "/", "/", "//", "%2F", "%2f", "%5C", "/./", "/x/../", "/%2e%2e/")
+
+
+@st.composite
+def api_paths(draw: st.DrawFn) -> str:
+    """Request targets under the API alias, mostly spellings of ``/api/admin/...``."""
+    words = ["api", draw(st.sampled_from(("admin", "admin", "items")))]
+    words += draw(st.lists(st.sampled_from(_WORDS), max_size=2))
+    path = ""
+    for word in words:
+        path += draw(st.sampled_from(_SEPARATORS)) + draw(_spelled_segment(word))
+    if draw(st.integers(0, 4)) == 0:
+        path += "/"
+    if not path.startswith("/"):
+        path = "/" + path  # a separator like %2F first: the target must start with /
+    return path
+
+
+@st.composite
+def path_requests(draw: st.DrawFn) -> Request:
+    method = draw(st.sampled_from(("GET", "GET", "POST", "DELETE")))
+    body = b"{}" if method == "POST" else b""
+    return Request(f"{draw(upstreams)}-api", method, draw(api_paths()), body)
+
+
+# ---------------------------------------------------------------------- headers
+
+_OVERRIDE_NAMES = ("X-HTTP-Method-Override", "x-http-method-override", "X-HTTP-Method",
+                   "X-Method-Override", "X-HTTP-METHOD-OVERRIDE")
+_OVERRIDE_VALUES = ("DELETE", "delete", "PUT", "PATCH", " patch", "GET", "POST")
+
+
+@st.composite
+def override_requests(draw: st.DrawFn) -> Request:
+    """A request to an allowed path with one or two method-override headers."""
+    method = draw(st.sampled_from(("POST", "POST", "GET", "DELETE")))
+    headers = tuple(draw(st.lists(
+        st.tuples(st.sampled_from(_OVERRIDE_NAMES), st.sampled_from(_OVERRIDE_VALUES)),
+        min_size=1, max_size=2)))
+    body = b"{}" if method == "POST" else b""
+    return Request(f"{draw(upstreams)}-api", method, "/api/items", body, headers)
+
+
+# ---------------------------------------------------------------------- JSON shapes
+
+_MODELS = ("gpt-4o-mini", "gpt-5", "GPT-5", " gpt-5", "openai/gpt-5", "gpt-5-mini",
+           "Gpt-4o-mini")
+_MODEL_KEYS = ("model", "model", "Model", "MODEL", "mOdel")
+
+
+def members(pairs: list[tuple[str, Any]]) -> str:
+    """A JSON object written member by member: duplicate keys survive."""
+    return "{" + ",".join(f"{json.dumps(k)}:{v if isinstance(v, Raw) else json.dumps(v)}"
+                          for k, v in pairs) + "}"
+
+
+class Raw(str):
+    """JSON text inserted as is (a nested object written by :func:`members`)."""
+
+
+@st.composite
+def llm_requests(draw: st.DrawFn) -> Request:
+    """A chat/completions call naming one or more models under colliding keys."""
+    pairs: list[tuple[str, Any]] = [
+        (draw(st.sampled_from(_MODEL_KEYS)), draw(st.sampled_from(_MODELS)))
+        for _ in range(draw(st.integers(1, 3)))]
+    pairs.append(("messages", [{"role": "user", "content": "hi"}]))
+    if draw(st.booleans()):
+        nested = members([(draw(st.sampled_from(_MODEL_KEYS)), draw(st.sampled_from(_MODELS)))])
+        pairs.append((draw(st.sampled_from(("metadata", "extra_body", "Messages"))), Raw(nested)))
+    pairs.append(("max_tokens", 5))
+    order = draw(st.permutations(pairs))
+    path = draw(st.sampled_from(("/v1/chat/completions", "/v1/chat/completions",
+                                 "/v1/chat/%63ompletions", "/v1/chat/completions/",
+                                 "/v1/chat/completions;x", "/v1/responses")))
+    return Request(f"{draw(upstreams)}-llm", "POST", path, members(list(order)).encode())
+
+
+# ---------------------------------------------------------------------- MCP batches
+
+_RPC_METHODS = ("tools/call", "tools/call", "tools/call", "ping", "tools/list", "initialize",
+                "notifications/initialized", "Tools/Call", "resources/read", "prompts/get")
+_TOOLS = ("echo", "search", "delete_file", "delete_all")
+
+
+@st.composite
+def rpc_element(draw: st.DrawFn, ident: int) -> str:
+    pairs: list[tuple[str, Any]] = [("jsonrpc", "2.0")]
+    method = draw(st.sampled_from(_RPC_METHODS))
+    if not method.startswith("notifications/"):
+        pairs.append(("id", ident))
+    pairs.append(("method", method))
+    if draw(st.integers(0, 3)) == 0:  # a second method under a colliding or equal key
+        pairs.append((draw(st.sampled_from(("Method", "METHOD", "method"))),
+                      draw(st.sampled_from(_RPC_METHODS))))
+    params: list[tuple[str, Any]] = [("name", draw(st.sampled_from(_TOOLS)))]
+    if draw(st.integers(0, 3)) == 0:
+        params.append((draw(st.sampled_from(("Name", "NAME", "name"))),
+                       draw(st.sampled_from(_TOOLS))))
+    if method == "resources/read":
+        params = [("uri", "file:///etc/shadow")]
+    params.append(("arguments", {"text": "hi"}))
+    pairs.append(("params", Raw(members(draw(st.permutations(params))))))
+    if draw(st.integers(0, 5)) == 0:
+        pairs.append(("Params", Raw(members([("name", draw(st.sampled_from(_TOOLS)))]))))
+    return members(draw(st.permutations(pairs)))
+
+
+@st.composite
+def mcp_requests(draw: st.DrawFn) -> Request:
+    """A JSON-RPC message or batch of one to six elements."""
+    count = draw(st.integers(1, 6))
+    elements = [draw(rpc_element(i + 1)) for i in range(count)]
+    batch = count > 1 or draw(st.booleans())
+    body = ("[" + ",".join(elements) + "]") if batch else elements[0]
+    return Request(f"{draw(upstreams)}-mcp", "POST", "", body.encode())
