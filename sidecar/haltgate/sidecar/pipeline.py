@@ -46,6 +46,7 @@ from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy import FailMode, FailureType, PayloadCapture, RequestKind
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult
+from haltgate.sidecar import mcp
 from haltgate.sidecar import responses as r
 from haltgate.sidecar.budget import NO_BUDGET as _NO_BUDGET
 from haltgate.sidecar.budget import Budget, BudgetVerdict
@@ -129,6 +130,14 @@ class Call:
     """Seconds of the sidecar's own work (upstream time excluded)."""
     cost_usd: float | None = None
     """Priced spend of the call once settled (``None``: not an LLM call or not priced)."""
+    mcp: mcp.McpCallState | None = None
+    """Per-message decisions and reservations of an MCP request (``haltgate.sidecar.mcp``)."""
+
+    @property
+    def teardown(self) -> bool:
+        """An MCP session's closing DELETE: never refused, never budgeted."""
+        c = self.classified
+        return c is not None and c.mcp is not None and c.mcp.teardown
 
     @property
     def kind_label(self) -> str:
@@ -200,7 +209,7 @@ class Pipeline:
             self.authorize_tools(call)
             self.scan_request(call)
             await self.decide_policy(call)
-            if self.pool is not None:
+            if self.pool is not None and not call.teardown:
                 await self.pool.admit(call, request.headers)
             self.reserve_budget(call)
             await self.audit_intent(call)
@@ -271,6 +280,8 @@ class Pipeline:
 
     def check_not_halted(self, call: Call) -> None:
         """A halted run refuses every call until an operator resets it."""
+        if call.teardown:
+            return  # a halted agent still closes its sessions upstream
         verdict = self.budget.halted(call.ts)
         if not verdict.allowed:
             raise _denied(verdict)
@@ -278,12 +289,17 @@ class Pipeline:
     def authorize_tools(self, call: Call) -> None:
         """``spec.tools`` rules: deny wins, the default decides what no rule matches."""
         assert call.classified is not None
+        if call.teardown:
+            return
         result = call.controls.authorizer.authorize(call.classified.view)
         call.authz = result
         call.risk += result.risk
         if not result.allowed:
             raise DeniedError(result.message, code=result.code or "tool_not_allowed",
                               failure_type=FailureType.SAFETY)
+        if call.classified.mcp is not None:
+            # Resources, prompts, completions: spec.mcp, message by message.
+            call.mcp = mcp.authorize(call, call.controls.authorizer, call.controls.mcp)
 
     def scan_request(self, call: Call) -> None:
         """Guardrails on what the agent sends (prompts, tool arguments)."""
@@ -321,7 +337,7 @@ class Pipeline:
 
     async def decide_policy(self, call: Call) -> None:
         """The policy's OPA decision, when the policy has one."""
-        if self.opa is None or call.controls.spec.opa is None:
+        if self.opa is None or call.controls.spec.opa is None or call.teardown:
             return
         from haltgate.governance.opa import build_input
 
@@ -357,6 +373,20 @@ class Pipeline:
         assert classified is not None and call.target is not None
         view = classified.view
         call.fingerprint = _fingerprint(call)
+        if call.mcp is not None or call.teardown:
+            # One reservation per message that does work upstream; none for protocol and
+            # session messages (haltgate.sidecar.mcp).
+            mcp_verdict = (mcp.reserve(self.budget, call, call.mcp)
+                           if call.mcp is not None else None)
+            if mcp_verdict is None:
+                return
+            call.reservation = mcp_verdict
+            if mcp_verdict.budget is not _NO_BUDGET:
+                self._last_budget = mcp_verdict.budget
+            if not mcp_verdict.allowed:
+                raise _denied(mcp_verdict)
+            call.reserved = True
+            return
         if view.kind is RequestKind.LLM:
             call.max_output_tokens = (view.max_output_tokens
                                       if view.max_output_tokens is not None
@@ -519,6 +549,8 @@ class Pipeline:
         assert classified is not None
         counts, content_fp = self.read_usage(call, upstream.status, body=body)
         ok, err_fp = _outcome_of(call, upstream.status, body)
+        if call.mcp is not None and call.mcp.sub_ids:
+            mcp.read_outcomes(call.mcp, body)
         settle = self.settle_budget(call, counts, ok, err_fp, content_fp or _digest(body))
         if classified.view.kind is RequestKind.MCP and _lists_tools(classified.body):
             body = self.filter_tools_list(call, upstream, body)
@@ -553,6 +585,10 @@ class Pipeline:
         # events, see ChatStreamGuard); without them the bytes are relayed unchanged.
         scan = (_StreamScan(self, call, guardrails, chat=reader is not None)
                 if guardrails is not None and guardrails.active("response") else None)
+        # Server requests the policy denies (sampling, elicitation) never reach the agent.
+        server_filter = mcp.stream_filter(call) if classified.mcp is not None else None
+        if scan is not None and server_filter is not None:
+            scan = server_filter.wrap(scan)
         digest = hashlib.blake2b(digest_size=16)
         guard = _StreamGuard(call, self.budget)
         cut: HaltgateError | None = None
@@ -593,8 +629,11 @@ class Pipeline:
                 held = chunk[end:]
                 if not end:
                     continue
+                whole = chunk[:end] if held else chunk
+                if server_filter is not None:
+                    whole = server_filter.raw(whole)
                 try:
-                    await resp.write(chunk[:end] if held else chunk)
+                    await resp.write(whole)
                 except (ConnectionError, RuntimeError):
                     client_gone = True
                     break
@@ -625,7 +664,8 @@ class Pipeline:
                     elif out:
                         await resp.write(out)
                 elif held:
-                    await resp.write(held)  # the upstream's own last bytes, unchanged
+                    # The upstream's own last bytes, unchanged (filtered like the rest).
+                    await resp.write(server_filter.raw(held) if server_filter else held)
                 await resp.write_eof()
             except (ConnectionError, RuntimeError):
                 client_gone = True
@@ -678,9 +718,15 @@ class Pipeline:
             self.pool.settle(call, counts, ok)
         if counts is not None:
             self._count_spend(call, counts, usage)
-        verdict = self.budget.settle(call_id=call.decision_id, ts=time.time(), usage=usage,
-                                     ok=ok, error_fingerprint=error_fp,
-                                     result_fingerprint=result_fp)
+        if call.mcp is not None:
+            settled = mcp.settle(self.budget, call.mcp, time.time(), ok, error_fp, result_fp)
+            if settled is None:
+                return None
+            verdict = settled
+        else:
+            verdict = self.budget.settle(call_id=call.decision_id, ts=time.time(),
+                                         usage=usage, ok=ok, error_fingerprint=error_fp,
+                                         result_fingerprint=result_fp)
         if verdict.budget is not _NO_BUDGET:
             self._last_budget = verdict.budget
         if not verdict.allowed and verdict.failure_type is not None:
@@ -771,7 +817,10 @@ class Pipeline:
     ) -> web.Response:
         """Answer a refusal: release any reservation, audit the decision, send the error."""
         if call.reserved:
-            self.budget.release(call.decision_id, time.time())
+            if call.mcp is not None:
+                mcp.release(self.budget, call.mcp, time.time())
+            else:
+                self.budget.release(call.decision_id, time.time())
             call.reserved = False
         if self.pool is not None:
             self.pool.release(call)

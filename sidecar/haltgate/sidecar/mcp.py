@@ -1,0 +1,519 @@
+"""MCP in the sidecar: every JSON-RPC message of a request read, decided and budgeted alone.
+
+The pipeline calls in here at four points, and nowhere else knows MCP's details:
+
+1. :func:`read_message` (classification): the body must have one reading (no duplicate or
+   case-colliding keys, :func:`check_unambiguous`), every message a known MCP method by its
+   exact name; each becomes an :class:`McpElement` (tool call, resource URI in canonical
+   form, prompt name, ...).
+2. :func:`authorize` (after the tool rules): ``spec.mcp`` rules for resources, prompts and
+   completions, element by element; the risk of each element; ``initialize`` loses the
+   capabilities the policy denies (sampling, elicitation).
+3. :func:`reserve` / :func:`settle` / :func:`release` (budget): one reservation per element
+   that does work upstream (tools/call, resources/read, prompts/get, ...), so a batch of 50
+   tool calls is 50 calls, 50 tools for ``distinctTools`` and 50 risks. Reserving is
+   synchronous (no await between the elements): concurrent batches cannot overspend. If
+   one element is refused, the ones before it are released and the batch is refused whole.
+   Protocol and session messages (initialize, notifications, ping, listings, the GET stream,
+   DELETE) reserve nothing.
+4. :class:`ServerRequestFilter` (answers): server requests the policy denies
+   (``sampling/createMessage``, ``elicitation/create``) are taken out of event streams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from haltgate.governance.errors import BadRequestError, DeniedError, HaltgateError
+from haltgate.governance.mcp import (
+    CLIENT_METHODS,
+    CLIENT_NOTIFICATIONS,
+    McpAuthorizer,
+    MethodClass,
+    canonical_uri,
+    strip_client_capabilities,
+)
+from haltgate.governance.policy import FailureType
+from haltgate.governance.request import ToolCall
+from haltgate.governance.tools import ToolAuthorizer
+
+if TYPE_CHECKING:
+    from haltgate.sidecar.budget import Budget, BudgetVerdict
+    from haltgate.sidecar.pipeline import Call
+    from haltgate.sidecar.sse import SSEEvent
+
+__all__ = [
+    "McpCallState",
+    "McpElement",
+    "McpMessage",
+    "ServerRequestFilter",
+    "authorize",
+    "check_unambiguous",
+    "read_message",
+    "release",
+    "reserve",
+    "settle",
+]
+
+CODE_AMBIGUOUS_JSON: Final = "ambiguous_json"
+CODE_AMBIGUOUS_URI: Final = "ambiguous_uri"
+CODE_UNKNOWN_METHOD: Final = "mcp_method_unknown"
+CODE_INVALID: Final = "invalid_jsonrpc"
+
+_BUDGETED: Final = frozenset({MethodClass.TOOL, MethodClass.RESOURCE, MethodClass.PROMPT,
+                              MethodClass.COMPLETION})
+
+
+# --------------------------------------------------------------------------- one reading
+
+
+class _Ambiguous(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, str] = {}
+    for key, _ in pairs:
+        folded = key.casefold()
+        other = seen.get(folded)
+        if other is not None:
+            what = "twice" if other == key else f"and {other!r} (keys differing only in case)"
+            raise _Ambiguous(f"key {key!r} {what}")
+        seen[folded] = key
+    return dict(pairs)
+
+
+def check_unambiguous(body: bytes) -> None:
+    """Refuse a JSON body that parsers can read differently (``ambiguous_json``).
+
+    Duplicate keys (parsers keep the first or the last) and keys equal but for case (Go's
+    encoding/json matches fields case-insensitively) at any depth. The body has already
+    parsed as JSON; this second, stricter read only looks at keys.
+    """
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys)
+    except _Ambiguous as e:
+        raise BadRequestError(f"ambiguous JSON: {e}; each key must appear once",
+                              code=CODE_AMBIGUOUS_JSON) from e
+    except (ValueError, RecursionError) as e:
+        raise BadRequestError(f"request body is not valid JSON: {e}",
+                              code="invalid_json") from e
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, slots=True)
+class McpElement:
+    """One JSON-RPC message of an MCP request."""
+
+    index: int
+    """Position in the batch (0 for a single message)."""
+    method: str | None
+    """``None`` for the agent's answer to a server request."""
+    cls: MethodClass
+    msg_id: Any
+    is_request: bool
+    tool: ToolCall | None = None
+    resource: str | None = None
+    """Canonical URI (resources/*, resource completions)."""
+    prompt: str | None = None
+    """Prompt name (prompts/get, prompt completions)."""
+    params: Any = None
+
+    @property
+    def budgeted(self) -> bool:
+        """Does work upstream: uses one call of the budget."""
+        return self.cls in _BUDGETED
+
+    def fingerprint(self) -> str:
+        """Same element, same value (the JSON-RPC id is left out: retries change it)."""
+        what: Any
+        if self.tool is not None:
+            what = [self.tool.name, self.tool.arguments]
+        else:
+            what = [self.method, self.params]
+        return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class McpMessage:
+    """An MCP request read whole: its elements, or what a body-less request is."""
+
+    elements: tuple[McpElement, ...] = ()
+    batch: bool = False
+    teardown: bool = False
+    """DELETE: ends the session. Never refused (a refused teardown leaves the upstream
+    session open), never budgeted."""
+    stream: bool = False
+    """GET: the server's event stream. Never budgeted (it holds no reservation)."""
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return tuple(e.tool for e in self.elements if e.tool is not None)
+
+    @property
+    def budgeted(self) -> tuple[McpElement, ...]:
+        return tuple(e for e in self.elements if e.budgeted)
+
+    @property
+    def request_ids(self) -> tuple[Any, ...]:
+        return tuple(e.msg_id for e in self.elements if e.is_request)
+
+    @property
+    def main_method(self) -> str | None:
+        """The most consequential method (for the view and rules): tools/call wins."""
+        if any(e.tool is not None for e in self.elements):
+            return "tools/call"
+        for e in self.elements:
+            if e.method is not None:
+                return e.method
+        return None
+
+
+def _bad(message: str, code: str = CODE_INVALID) -> BadRequestError:
+    return BadRequestError(message, code=code)
+
+
+def _params(msg: dict[str, Any], where: str) -> dict[str, Any]:
+    params = msg.get("params")
+    if not isinstance(params, dict):
+        raise _bad(f"{where}params must be an object")
+    return params
+
+
+def _uri(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"{where} must be a string")
+    try:
+        return canonical_uri(value)
+    except ValueError as e:
+        raise BadRequestError(f"{where}: {e}", code=CODE_AMBIGUOUS_URI) from e
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _bad(f"{where} must be a non-empty string")
+    return value
+
+
+def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElement:
+    at = f"message [{index}]: " if batch else ""
+    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
+        raise _bad(f"{at}not a JSON-RPC 2.0 message")
+    has_id = "id" in msg
+    msg_id = msg.get("id")
+    if has_id and (isinstance(msg_id, bool) or not (msg_id is None
+                                                    or isinstance(msg_id, str | int))):
+        raise _bad(f"{at}id must be a string or an integer")
+    method = msg.get("method")
+    if method is None:
+        if "method" in msg or not has_id or ("result" not in msg and "error" not in msg):
+            raise _bad(f"{at}a JSON-RPC message without method must be a response")
+        return McpElement(index, None, MethodClass.RESPONSE, msg_id, False)
+    if not isinstance(method, str):
+        raise _bad(f"{at}method must be a string")
+    cls = CLIENT_METHODS.get(method)
+    if cls is None:
+        if method in CLIENT_NOTIFICATIONS:
+            if has_id:
+                raise _bad(f"{at}{method} is a notification: it carries no id")
+            return McpElement(index, method, MethodClass.SESSION, None, False)
+        raise BadRequestError(
+            f"{at}method {method[:128]!r} is not an MCP client method (names are exact: "
+            "e.g. tools/call, resources/read)", code=CODE_UNKNOWN_METHOD)
+    if cls in _BUDGETED and (not has_id or msg_id is None):
+        # Sent as a notification it gets no answer: haltgate could neither settle its
+        # budget nor report a denial. Refuse it.
+        raise BadRequestError(f"{at}{method} needs a JSON-RPC id", code="jsonrpc_missing_id")
+    is_request = has_id
+    where = f"{at}{method} "
+    params = msg.get("params")
+    if cls is MethodClass.TOOL:
+        p = _params(msg, where)
+        name = p.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"{where}needs params.name")
+        arguments = p.get("arguments", {})
+        if not isinstance(arguments, dict):
+            raise _bad(f"{where}params.arguments must be an object")
+        return McpElement(index, method, cls, msg_id, is_request,
+                          tool=ToolCall(name=name, arguments=arguments, server=server),
+                          params=params)
+    if cls is MethodClass.RESOURCE:
+        uri = _uri(_params(msg, where).get("uri"), f"{where}params.uri")
+        return McpElement(index, method, cls, msg_id, is_request, resource=uri, params=params)
+    if cls is MethodClass.PROMPT:
+        name = _name(_params(msg, where).get("name"), f"{where}params.name")
+        return McpElement(index, method, cls, msg_id, is_request, prompt=name, params=params)
+    if cls is MethodClass.COMPLETION:
+        ref = _params(msg, where).get("ref")
+        if isinstance(ref, dict) and ref.get("type") == "ref/prompt":
+            name = _name(ref.get("name"), f"{where}params.ref.name")
+            return McpElement(index, method, cls, msg_id, is_request, prompt=name,
+                              params=params)
+        if isinstance(ref, dict) and ref.get("type") == "ref/resource":
+            uri = _uri(ref.get("uri"), f"{where}params.ref.uri")
+            return McpElement(index, method, cls, msg_id, is_request, resource=uri,
+                              params=params)
+        raise _bad(f"{where}params.ref must be a ref/prompt or a ref/resource")
+    return McpElement(index, method, cls, msg_id, is_request, params=params)
+
+
+def read_message(http_method: str, body: bytes, obj: Any, server: str | None) -> McpMessage:
+    """Read an MCP request: ``obj`` is the parsed body of a POST (ignored otherwise)."""
+    if http_method == "DELETE":
+        return McpMessage(teardown=True)
+    if http_method != "POST":
+        return McpMessage(stream=http_method == "GET")
+    check_unambiguous(body)
+    batch = isinstance(obj, list)
+    messages = obj if batch else [obj]
+    if batch and not messages:
+        raise _bad("empty JSON-RPC batch")
+    elements = tuple(_element(i, m, server, batch) for i, m in enumerate(messages))
+    ids = [e.msg_id for e in elements if e.is_request]
+    if len(set(map(repr, ids))) != len(ids):
+        raise _bad("duplicate JSON-RPC id in the batch: each request needs its own")
+    return McpMessage(elements, batch)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass(slots=True)
+class McpCallState:
+    """What the MCP stages keep about one call (on the pipeline's ``Call``)."""
+
+    message: McpMessage
+    risks: list[float] = field(default_factory=list)
+    """Risk of each budgeted element (rules' weights), in order."""
+    sub_ids: tuple[str, ...] = ()
+    """Reservation ids of the budgeted elements (``<decision id>.<n>``)."""
+    outcomes: dict[str, tuple[bool, str | None, str | None]] = field(default_factory=dict)
+    """Per JSON-RPC id (``repr``): ok, error digest, result digest, read from the answer."""
+
+
+def authorize(call: Call, tools: ToolAuthorizer, rules: McpAuthorizer) -> McpCallState:
+    """``spec.mcp`` for each element; the risk of each budgeted element. Raises
+    :class:`DeniedError` for the first element refused (the batch fails whole)."""
+    classified = call.classified
+    assert classified is not None and classified.mcp is not None
+    message: McpMessage = classified.mcp
+    view = classified.view
+    servers = (view.upstream, view.host)
+    state = McpCallState(message)
+    extra_risk = 0.0
+    for e in message.elements:
+        risk = 0.0
+        if e.tool is not None:
+            # The batch as a whole already passed the tool rules; per element for its risk.
+            risk = tools.authorize(replace(view, tool_calls=(e.tool,))).risk
+        elif e.resource is not None:
+            risk = _check(rules.resources.decide(servers, e.resource))
+            extra_risk += risk
+        elif e.prompt is not None:
+            risk = _check(rules.prompts.decide(servers, e.prompt))
+            extra_risk += risk
+        elif e.method in ("resources/list", "resources/templates/list"):
+            _check(rules.resources.lists(servers, e.method))
+        elif e.method == "prompts/list":
+            _check(rules.prompts.lists(servers, e.method))
+        if e.budgeted:
+            state.risks.append(risk)
+    call.risk += extra_risk
+    _strip_capabilities(call, rules)
+    return state
+
+
+def _check(result: Any) -> float:
+    if not result.allowed:
+        raise DeniedError(result.message, code=result.code or "mcp_denied",
+                          failure_type=FailureType.SAFETY)
+    return float(result.risk)
+
+
+def _strip_capabilities(call: Call, rules: McpAuthorizer) -> None:
+    """Remove denied client capabilities from ``initialize`` (the forwarded body changes)."""
+    classified = call.classified
+    assert classified is not None and classified.mcp is not None
+    if rules.sampling and rules.elicitation:
+        return
+    body = classified.body
+    changed = False
+    for e in classified.mcp.elements:
+        if e.method != "initialize":
+            continue
+        params = strip_client_capabilities(e.params, sampling=rules.sampling,
+                                           elicitation=rules.elicitation)
+        if params is None:
+            continue
+        if classified.mcp.batch:
+            body = [*body] if not changed else body
+            body[e.index] = {**body[e.index], "params": params}
+        else:
+            body = {**body, "params": params}
+        changed = True
+    if changed:
+        classified.body = body
+        call.forward_body = orjson.dumps(body)
+
+
+# --------------------------------------------------------------------------- budget
+
+
+def reserve(budget: Budget, call: Call, state: McpCallState) -> BudgetVerdict | None:
+    """One reservation per budgeted element; ``None`` when nothing is budgeted.
+
+    Returns the last verdict; a refused one after releasing the elements reserved before
+    it (the caller refuses the whole request)."""
+    elements = state.message.budgeted
+    if not elements:
+        return None
+    view = call.classified.view if call.classified is not None else None
+    assert view is not None
+    # Guardrail and OPA risk concern the request as a whole: charged with its first element.
+    residual = max(call.risk - sum(state.risks), 0.0)
+    reserved: list[str] = []
+    verdict: BudgetVerdict | None = None
+    for n, (e, risk) in enumerate(zip(elements, state.risks, strict=True)):
+        sub_id = f"{call.decision_id}.{n}"
+        verdict = budget.reserve(
+            call_id=sub_id, ts=call.ts, kind="mcp", host=view.host,
+            tool=e.tool.name if e.tool is not None else None, model=None,
+            max_input_tokens=0, max_output_tokens=0, fingerprint=e.fingerprint(),
+            risk=risk + (residual if n == 0 else 0.0),
+        )
+        if not verdict.allowed:
+            for done in reserved:
+                budget.release(done, call.ts)
+            return verdict
+        reserved.append(sub_id)
+    state.sub_ids = tuple(reserved)
+    return verdict
+
+
+def read_outcomes(state: McpCallState, body: bytes) -> None:
+    """Each element's outcome from a JSON answer (by JSON-RPC id)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    for msg in obj if isinstance(obj, list) else [obj]:
+        if not isinstance(msg, dict) or "id" not in msg:
+            continue
+        result = msg.get("result")
+        failed = "error" in msg or (isinstance(result, dict) and result.get("isError") is True)
+        digest = hashlib.blake2b(orjson.dumps(msg.get("error") or result,
+                                              option=orjson.OPT_SORT_KEYS),
+                                 digest_size=16).hexdigest()
+        state.outcomes[repr(msg["id"])] = (not failed, digest if failed else None,
+                                           None if failed else digest)
+
+
+def settle(budget: Budget, state: McpCallState, ts: float, ok: bool, error_fp: str | None,
+           result_fp: str | None) -> BudgetVerdict | None:
+    """Settle every element's reservation (its own outcome when the answer told it)."""
+    verdict = None
+    for sub_id, e in zip(state.sub_ids, state.message.budgeted, strict=True):
+        own = state.outcomes.get(repr(e.msg_id))
+        e_ok, e_err, e_res = own if own is not None and ok else (ok, error_fp, result_fp)
+        verdict = budget.settle(call_id=sub_id, ts=ts, usage=None, ok=e_ok,
+                                error_fingerprint=e_err, result_fingerprint=e_res)
+    state.sub_ids = ()
+    return verdict
+
+
+def release(budget: Budget, state: McpCallState, ts: float) -> None:
+    """Give every element's reservation back (the request never left)."""
+    for sub_id in state.sub_ids:
+        budget.release(sub_id, ts)
+    state.sub_ids = ()
+
+
+# --------------------------------------------------------------------------- answers
+
+
+class ServerRequestFilter:
+    """Takes server requests the policy denies out of an MCP event stream.
+
+    :meth:`raw` filters complete events as bytes (everything else, ``id:`` lines included,
+    is relayed unchanged); :meth:`wrap` puts the filter in front of the response guardrails'
+    event scan when those are on. A dropped request gets no answer from the agent: the
+    server times it out, and the agent never acts on it."""
+
+    __slots__ = ("_rules", "dropped")
+
+    def __init__(self, rules: McpAuthorizer) -> None:
+        self._rules = rules
+        self.dropped: list[str] = []
+        """Methods of the server requests dropped so far."""
+
+    def denied(self, data: str) -> str | None:
+        """The denied server request method in an event's data, if any."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        for msg in obj if isinstance(obj, list) else [obj]:
+            method = msg.get("method") if isinstance(msg, dict) else None
+            if isinstance(method, str) and not self._rules.server_request_allowed(method):
+                self.dropped.append(method)
+                return method
+        return None
+
+    def raw(self, complete: bytes) -> bytes:
+        """``complete`` (whole events) without the events carrying a denied request."""
+        if b"data:" not in complete:
+            return complete
+        out: list[bytes] = []
+        event: list[bytes] = []
+        data: list[bytes] = []
+        for line in complete.splitlines(keepends=True):
+            event.append(line)
+            bare = line.rstrip(b"\r\n")
+            if bare:
+                if bare.startswith(b"data:"):
+                    value = bare[5:]
+                    data.append(value[1:] if value.startswith(b" ") else value)
+                continue
+            if not data or self.denied(b"\n".join(data).decode("utf-8", "replace")) is None:
+                out.extend(event)
+            event, data = [], []
+        if event and (not data or self.denied(b"\n".join(data).decode("utf-8", "replace"))
+                      is None):
+            out.extend(event)  # the stream's last event, without its blank line
+        return b"".join(out)
+
+    def wrap(self, scan: Any) -> Any:
+        """A response scan that never sees (nor relays) denied server requests."""
+        return _FilteredScan(self, scan)
+
+
+class _FilteredScan:
+    __slots__ = ("_filter", "_scan")
+
+    def __init__(self, server_filter: ServerRequestFilter, scan: Any) -> None:
+        self._filter = server_filter
+        self._scan = scan
+
+    def events(self, events: Sequence[SSEEvent]) -> bytes:
+        kept = [e for e in events if self._filter.denied(e.data) is None]
+        return bytes(self._scan.events(kept))
+
+    def verdict(self) -> HaltgateError | None:
+        return self._scan.verdict()
+
+
+def stream_filter(call: Call) -> ServerRequestFilter | None:
+    """The server request filter of an MCP stream (``None``: the policy allows them all)."""
+    rules: McpAuthorizer = call.controls.mcp
+    if rules.sampling and rules.elicitation:
+        return None
+    return ServerRequestFilter(rules)
