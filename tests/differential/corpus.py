@@ -113,6 +113,29 @@ CASES: tuple[Case, ...] = (
              '"params":{"uri":"file:///etc/shadow"}}')),
     Case("mcp-prompts-get", "mcp", "POST", "",
          rpc('{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"x"}}')),
+    Case("mcp-resource-dot-segments", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"resources/read",'
+             '"params":{"uri":"file:///srv/public/../../etc/shadow"}}'),
+         why="allowed prefix, but the server resolves the dot segments"),
+    Case("mcp-resource-encoded-dots", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"resources/read",'
+             '"params":{"uri":"file:///srv/public/%2e%2e/%2E%2E/etc/shadow"}}')),
+    Case("mcp-resource-encoded-slash", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"resources/read",'
+             '"params":{"uri":"file:///srv/public/..%2F..%2Fetc/shadow"}}')),
+    Case("mcp-resource-empty-segment", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"resources/read",'
+             '"params":{"uri":"file:///srv/public//etc/shadow"}}')),
+    Case("mcp-resource-case-collision", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"resources/read",'
+             '"params":{"uri":"file:///srv/public/a","URI":"file:///etc/shadow"}}')),
+    Case("mcp-prompt-case-collision", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"prompts/get",'
+             '"params":{"name":"summarize","Name":"exfiltrate"}}')),
+    Case("mcp-batch-tool-and-denied-resource", "mcp", "POST", "",
+         rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
+             '"arguments":{}}},{"jsonrpc":"2.0","id":2,"method":"resources/read",'
+             '"params":{"uri":"file:///etc/shadow"}}]')),
     # --- headers that change the meaning of a request
     Case("header-x-http-method-override", "api", "POST", "/api/items", b"{}",
          (("X-HTTP-Method-Override", "DELETE"),)),
@@ -130,6 +153,16 @@ CASES: tuple[Case, ...] = (
     Case("control-mcp-tool", "mcp", "POST", "",
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
              '"arguments":{"text":"hi"}}}')),
+    Case("control-mcp-resource", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"resources/read",'
+             '"params":{"uri":"file:///srv/public/readme.txt"}}')),
+    Case("control-mcp-prompt", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summarize"}}')),
+    Case("control-mcp-session", "mcp", "POST", "",
+         rpc('[{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":'
+             '"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}},'
+             '{"jsonrpc":"2.0","method":"notifications/initialized"},'
+             '{"jsonrpc":"2.0","id":2,"method":"tools/list"}]')),
     Case("control-mcp-batch", "mcp", "POST", "",
          rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
              '"arguments":{"text":"a"}}},{"jsonrpc":"2.0","id":2,"method":"tools/call",'

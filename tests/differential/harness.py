@@ -21,21 +21,23 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import posixpath
 import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 import yaml
 
 from haltgate.governance.audit.spool import iter_frames, list_segments, segment_path
+from haltgate.governance.mcp import McpAuthorizer
 from haltgate.governance.policy import GovernancePolicy, RequestKind
 from haltgate.governance.request import CallView, ToolCall
-from haltgate.governance.tools import ToolAuthorizer
+from haltgate.governance.tools import AuthzResult, ToolAuthorizer
 from haltgate.testbed import binaries
 from haltgate.testbed.process import ManagedProcess, free_ports, port_open, wait_until
 from haltgate.testbed.standins.reader import TAG_HEADER, resolve_model
@@ -73,6 +75,13 @@ def policy_document(ports: Mapping[str, int], tools: Mapping[str, Any] | None = 
             "upstreams": upstreams,
             "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}},
             "audit": {"payload": "full"},
+            "mcp": {
+                "resources": {"default": "deny", "rules": [
+                    {"name": "public-files", "action": "allow",
+                     "uris": ["file:///srv/public/**"]}]},
+                "prompts": {"default": "deny", "rules": [
+                    {"name": "summaries", "action": "allow", "prompts": ["summar*"]}]},
+            },
             "tools": dict(tools) if tools is not None else {
                 "default": "allow",
                 "rules": [
@@ -166,48 +175,75 @@ def sidecar_reading(intent: Mapping[str, Any]) -> dict[str, Any]:
     for msg in payload if isinstance(payload, list) else [payload]:
         if isinstance(msg, dict) and isinstance(msg.get("method"), str):
             params = msg.get("params")
-            tool = params.get("name") if isinstance(params, dict) and \
-                msg["method"] == "tools/call" else None
-            rpc.append((msg["method"], tool if isinstance(tool, str) else None))
+            key = _SUBJECT_KEYS.get(msg["method"])
+            subject = params.get(key) if isinstance(params, dict) and key else None
+            rpc.append((msg["method"], subject if isinstance(subject, str) else None))
     return {"method": method, "path": path, "kind": intent.get("kind"),
             "model": intent.get("model"), "rpc": rpc}
+
+
+_SUBJECT_KEYS = {"tools/call": "name", "resources/read": "uri", "resources/subscribe": "uri",
+                 "prompts/get": "name"}
+"""The ``params`` member naming what a JSON-RPC method acts on."""
+
+
+def executed_rpc(executed: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """(method, subject) of each JSON-RPC element an upstream executed."""
+    return [(c["method"], c.get("tool") or c.get("uri") or c.get("name"))
+            for c in executed.get("rpc") or []]
+
+
+def resolved_uri(uri: str) -> str:
+    """The resource a file-serving MCP server reads for ``uri``: percent-decoded, dot and
+    empty segments resolved, scheme and host lower-cased."""
+    parts = urlsplit(uri)
+    path = posixpath.normpath(unquote(parts.path)) if parts.path else ""
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{path}"
 
 
 def _decoded(path: str) -> str:
     return unquote_to_bytes(path).decode("utf-8", "surrogateescape")
 
 
-def oracle_views(executed: Mapping[str, Any], request: Request) -> list[CallView]:
-    """The calls the upstream executed, as the policy would see them: one view per
-    JSON-RPC element (each is its own decision), else one view."""
+def oracle_verdicts(executed: Mapping[str, Any], request: Request, tools: ToolAuthorizer,
+                    mcp: McpAuthorizer) -> list[tuple[str, AuthzResult]]:
+    """The policy's verdict on each call the upstream executed, as the upstream read it:
+    one per JSON-RPC element (each is its own decision), else one."""
     endpoint = executed["endpoint"]
-    alias_kind = KINDS[request.kind]
     kind: RequestKind | None
     if endpoint == "llm":
         kind = RequestKind.LLM
     elif endpoint == "mcp":
         kind = RequestKind.MCP
     else:
-        kind = RequestKind.HTTP if alias_kind is RequestKind.HTTP else None
-    common: dict[str, Any] = {
-        "kind": kind, "method": executed["method"], "scheme": "http", "host": "127.0.0.1",
-        "port": 0, "path": executed["route"], "upstream": request.alias,
-    }
+        kind = RequestKind.HTTP if KINDS[request.kind] is RequestKind.HTTP else None
+    view = CallView(kind=kind, method=executed["method"], scheme="http", host="127.0.0.1",
+                    port=0, path=executed["route"], upstream=request.alias)
     if endpoint == "llm":
-        return [CallView(**common, model=executed["model_resolved"])]
-    if endpoint == "mcp":
-        views = []
-        for element in executed["rpc"] or []:
-            tools: tuple[ToolCall, ...] = ()
-            if element["method"] == "tools/call":
-                tools = (ToolCall(name=element.get("tool") or "", arguments={},
-                                  server=request.alias),)
-            views.append(CallView(**common, mcp_method=element["method"], tool_calls=tools))
-        return views
-    return [CallView(**common)]
+        model = executed["model_resolved"]
+        return [(f"model {model!r}", tools.authorize(replace(view, model=model)))]
+    if endpoint != "mcp":
+        return [(f"{view.method} {view.path}", tools.authorize(view))]
+    servers = (request.alias, "127.0.0.1")
+    out = []
+    for method, subject in executed_rpc(executed):
+        if method == "tools/call":
+            tool = ToolCall(name=subject or "", arguments={}, server=request.alias)
+            verdict = tools.authorize(replace(view, mcp_method=method, tool_calls=(tool,)))
+        elif method in ("resources/read", "resources/subscribe"):
+            subject = resolved_uri(subject or "")
+            verdict = mcp.resources.decide(servers, subject)
+        elif method == "prompts/get":
+            verdict = mcp.prompts.decide(servers, subject or "")
+        else:
+            verdict = tools.authorize(replace(view, mcp_method=method))
+        out.append((f"{method} {subject}" if subject else method, verdict))
+    return out
 
 
-def divergences(ex: Exchange, authorizer: ToolAuthorizer) -> list[str]:
+def divergences(ex: Exchange, tools: ToolAuthorizer, mcp: McpAuthorizer) -> list[str]:
     """Every way in which what the upstream executed differs from what the sidecar decided.
 
     - refused by the sidecar: the upstream executed nothing;
@@ -240,18 +276,12 @@ def divergences(ex: Exchange, authorizer: ToolAuthorizer) -> list[str]:
             if decided != e["model_resolved"]:
                 out.append(f"sidecar decided model {s['model']!r}, upstream served "
                            f"{e['model']!r}")
-        if endpoint == "mcp" and s["kind"] == "mcp":
-            executed_rpc = [(c["method"], c.get("tool")) for c in e["rpc"] or []]
-            if executed_rpc != s["rpc"]:
-                out.append(f"sidecar decided JSON-RPC {s['rpc']}, upstream executed "
-                           f"{executed_rpc}")
-        for view in oracle_views(e, ex.request):
-            verdict = authorizer.authorize(view)
+        if endpoint == "mcp" and s["kind"] == "mcp" and executed_rpc(e) != s["rpc"]:
+            out.append(f"sidecar decided JSON-RPC {s['rpc']}, upstream executed "
+                       f"{executed_rpc(e)}")
+        for what, verdict in oracle_verdicts(e, ex.request, tools, mcp):
             if not verdict.allowed:
-                what = view.model or view.mcp_method or f"{view.method} {view.path}"
-                if view.tool_calls:
-                    what += f" {view.tool_calls[0].name}"
-                out.append(f"upstream executed {what!r}, which the policy denies "
+                out.append(f"upstream executed {what}, which the policy denies "
                            f"({verdict.code}, rule {verdict.rule})")
     return out
 
@@ -261,8 +291,7 @@ def _brief(e: Mapping[str, Any]) -> str:
     if e.get("model") is not None:
         parts.append(f"model={e['model']!r}")
     if e.get("rpc"):
-        parts.append("rpc=" + ",".join(
-            c["method"] + (f"({c['tool']})" if c.get("tool") else "") for c in e["rpc"]))
+        parts.append("rpc=" + ",".join(m + (f"({x})" if x else "") for m, x in executed_rpc(e)))
     return " ".join(parts)
 
 
@@ -326,7 +355,9 @@ class Bed:
         self._spool = _SpoolLog(spool)
         self._logs = {name: _LineLog(path) for name, path in logs.items()}
         self._by_tag: dict[str, list[dict[str, Any]]] = {}
-        self.authorizer = ToolAuthorizer(GovernancePolicy.model_validate(policy).spec.tools)
+        spec = GovernancePolicy.model_validate(policy).spec
+        self.tools = ToolAuthorizer(spec.tools)
+        self.mcp = McpAuthorizer(spec.mcp)
 
     def send(self, request: Request) -> Exchange:
         tag = uuid.uuid4().hex
@@ -359,7 +390,7 @@ class Bed:
 
     def check(self, request: Request) -> tuple[Exchange, list[str]]:
         ex = self.send(request)
-        return ex, divergences(ex, self.authorizer)
+        return ex, divergences(ex, self.tools, self.mcp)
 
 
 def _haltgate(*args: str) -> list[str]:

@@ -128,6 +128,12 @@ def llm_requests(draw: st.DrawFn) -> Request:
 _RPC_METHODS = ("tools/call", "tools/call", "tools/call", "ping", "tools/list", "initialize",
                 "notifications/initialized", "Tools/Call", "resources/read", "prompts/get")
 _TOOLS = ("echo", "search", "delete_file", "delete_all")
+_URIS = ("file:///srv/public/readme.txt", "file:///etc/shadow",
+         "file:///srv/public/../../etc/shadow", "file:///srv/public/%2e%2e/etc/shadow",
+         "file:///srv/public/..%2Fetc/shadow", "file:///srv/public//etc/shadow",
+         "FILE:///srv/public/a", "file:///srv/public/%61")
+_PROMPTS = ("summarize", "summary-short", "exfiltrate", "Summarize")
+_SUBJECTS = {"resources/read": ("uri", _URIS), "prompts/get": ("name", _PROMPTS)}
 
 
 @st.composite
@@ -140,13 +146,13 @@ def rpc_element(draw: st.DrawFn, ident: int) -> str:
     if draw(st.integers(0, 3)) == 0:  # a second method under a colliding or equal key
         pairs.append((draw(st.sampled_from(("Method", "METHOD", "method"))),
                       draw(st.sampled_from(_RPC_METHODS))))
-    params: list[tuple[str, Any]] = [("name", draw(st.sampled_from(_TOOLS)))]
+    key, values = _SUBJECTS.get(method, ("name", _TOOLS))
+    params: list[tuple[str, Any]] = [(key, draw(st.sampled_from(values)))]
     if draw(st.integers(0, 3)) == 0:
-        params.append((draw(st.sampled_from(("Name", "NAME", "name"))),
-                       draw(st.sampled_from(_TOOLS))))
-    if method == "resources/read":
-        params = [("uri", "file:///etc/shadow")]
-    params.append(("arguments", {"text": "hi"}))
+        params.append((draw(st.sampled_from((key.title(), key.upper(), key))),
+                       draw(st.sampled_from(values))))
+    if method == "tools/call":
+        params.append(("arguments", {"text": "hi"}))
     pairs.append(("params", Raw(members(draw(st.permutations(params))))))
     if draw(st.integers(0, 5)) == 0:
         pairs.append(("Params", Raw(members([("name", draw(st.sampled_from(_TOOLS)))]))))
