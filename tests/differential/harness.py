@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
@@ -430,7 +431,7 @@ def running_bed(work: Path, tools: Mapping[str, Any] | None = None) -> Iterator[
             proc.start()
             stack.callback(proc.stop)
         for proc, port in zip(processes, (go_port, py_port, pyfirst_port, admin), strict=True):
-            wait_until(lambda p=port: port_open("127.0.0.1", p), timeout=START_TIMEOUT,
+            wait_until(partial(port_open, "127.0.0.1", port), timeout=START_TIMEOUT,
                        what=proc.name, log=proc.log, alive=proc.alive)
         yield Bed(explicit, work / "audit", logs, policy)
 
