@@ -1,18 +1,22 @@
 """Generated requests through the sidecar to each upstream reader: no reading differs.
 
-Bounded for CI (``max_examples`` per property, no deadline: each example is a real round
-trip through the sidecar process); a failure prints the request, both readings and the
-divergence, and hypothesis shrinks it to the smallest spelling that still diverges.
+Bounded for CI (60 examples per property, no deadline: each example is a real round trip
+through the sidecar process); ``HALTGATE_DIFFERENTIAL_EXAMPLES=2000`` searches deeper. A
+failure prints the request and the divergence, and hypothesis shrinks it to the smallest
+spelling that still diverges.
 """
 
 from __future__ import annotations
+
+import os
 
 from hypothesis import HealthCheck, given, settings
 
 from tests.differential import strategies
 from tests.differential.harness import Bed, Request, report
 
-BOUNDED = settings(max_examples=60, deadline=None, derandomize=False,
+EXAMPLES = int(os.environ.get("HALTGATE_DIFFERENTIAL_EXAMPLES", "60"))
+BOUNDED = settings(max_examples=EXAMPLES, deadline=None,
                    suppress_health_check=[HealthCheck.function_scoped_fixture,
                                           HealthCheck.too_slow])
 
