@@ -34,18 +34,18 @@ def _spelled_segment(draw: st.DrawFn, word: str) -> str:
         word = word.title()
     out = []
     for ch in word:
-        if draw(st.integers(0, 5)) == 0:
+        if draw(st.integers(0, 9)) == 0:
             code = f"{ord(ch):02X}"
             out.append("%" + (code if draw(st.booleans()) else code.lower()))
         else:
             out.append(ch)
     segment = "".join(out)
-    if draw(st.integers(0, 6)) == 0:
+    if draw(st.integers(0, 12)) == 0:
         segment += draw(st.sampled_from((";x", ";jsessionid=1", ";")))
     return segment
 
 
-_SEPARATORS = ("/", "/", "/", "/", "//", "%2F", "%2f", "%5C", "/./", "/x/../", "/%2e%2e/")
+_SEPARATORS = ("/",) * 24 + ("//", "%2F", "%2f", "%5C", "/./", "/x/../", "/%2e%2e/")
 
 
 @st.composite
@@ -79,11 +79,11 @@ _OVERRIDE_VALUES = ("DELETE", "delete", "PUT", "PATCH", " patch", "GET", "POST")
 
 @st.composite
 def override_requests(draw: st.DrawFn) -> Request:
-    """A request to an allowed path with one or two method-override headers."""
+    """A request to an allowed path with up to two method-override headers."""
     method = draw(st.sampled_from(("POST", "POST", "GET", "DELETE")))
     headers = tuple(draw(st.lists(
         st.tuples(st.sampled_from(_OVERRIDE_NAMES), st.sampled_from(_OVERRIDE_VALUES)),
-        min_size=1, max_size=2)))
+        max_size=2)))
     body = b"{}" if method == "POST" else b""
     return Request(f"{draw(upstreams)}-api", method, "/api/items", body, headers)
 
@@ -92,7 +92,7 @@ def override_requests(draw: st.DrawFn) -> Request:
 
 _MODELS = ("gpt-4o-mini", "gpt-5", "GPT-5", " gpt-5", "openai/gpt-5", "gpt-5-mini",
            "Gpt-4o-mini")
-_MODEL_KEYS = ("model", "model", "Model", "MODEL", "mOdel")
+_MODEL_KEYS = ("model",) * 6 + ("Model", "MODEL", "mOdel")
 
 
 def members(pairs: list[tuple[str, Any]]) -> str:
@@ -105,16 +105,22 @@ class Raw(str):
     """JSON text inserted as is (a nested object written by :func:`members`)."""
 
 
+def _count(roll: int) -> int:
+    """How many model members: one in 7 of 10 draws, else two or three."""
+    return 1 if roll < 7 else roll - 6 if roll < 9 else 3
+
+
 @st.composite
 def llm_requests(draw: st.DrawFn) -> Request:
     """A chat/completions call naming one or more models under colliding keys."""
     pairs: list[tuple[str, Any]] = [
         (draw(st.sampled_from(_MODEL_KEYS)), draw(st.sampled_from(_MODELS)))
-        for _ in range(draw(st.integers(1, 3)))]
+        for _ in range(_count(draw(st.integers(0, 9))))]
     pairs.append(("messages", [{"role": "user", "content": "hi"}]))
     if draw(st.booleans()):
         nested = members([(draw(st.sampled_from(_MODEL_KEYS)), draw(st.sampled_from(_MODELS)))])
-        pairs.append((draw(st.sampled_from(("metadata", "extra_body", "Messages"))), Raw(nested)))
+        pairs.append((draw(st.sampled_from(("metadata", "metadata", "extra_body", "Messages"))),
+                      Raw(nested)))
     pairs.append(("max_tokens", 5))
     order = draw(st.permutations(pairs))
     path = draw(st.sampled_from(("/v1/chat/completions", "/v1/chat/completions",
@@ -143,26 +149,26 @@ def rpc_element(draw: st.DrawFn, ident: int) -> str:
     if not method.startswith("notifications/"):
         pairs.append(("id", ident))
     pairs.append(("method", method))
-    if draw(st.integers(0, 3)) == 0:  # a second method under a colliding or equal key
+    if draw(st.integers(0, 12)) == 0:  # a second method under a colliding or equal key
         pairs.append((draw(st.sampled_from(("Method", "METHOD", "method"))),
                       draw(st.sampled_from(_RPC_METHODS))))
     key, values = _SUBJECTS.get(method, ("name", _TOOLS))
     params: list[tuple[str, Any]] = [(key, draw(st.sampled_from(values)))]
-    if draw(st.integers(0, 3)) == 0:
+    if draw(st.integers(0, 12)) == 0:
         params.append((draw(st.sampled_from((key.title(), key.upper(), key))),
                        draw(st.sampled_from(values))))
     if method == "tools/call":
         params.append(("arguments", {"text": "hi"}))
     pairs.append(("params", Raw(members(draw(st.permutations(params))))))
-    if draw(st.integers(0, 5)) == 0:
+    if draw(st.integers(0, 12)) == 0:
         pairs.append(("Params", Raw(members([("name", draw(st.sampled_from(_TOOLS)))]))))
     return members(draw(st.permutations(pairs)))
 
 
 @st.composite
 def mcp_requests(draw: st.DrawFn) -> Request:
-    """A JSON-RPC message or batch of one to six elements."""
-    count = draw(st.integers(1, 6))
+    """A JSON-RPC message or batch of one to four elements."""
+    count = draw(st.integers(1, 4))
     elements = [draw(rpc_element(i + 1)) for i in range(count)]
     batch = count > 1 or draw(st.booleans())
     body = ("[" + ",".join(elements) + "]") if batch else elements[0]

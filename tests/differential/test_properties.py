@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 
 from tests.differential import strategies
 from tests.differential.harness import Bed, Request, report
@@ -23,6 +23,8 @@ BOUNDED = settings(max_examples=EXAMPLES, deadline=None,
 
 def _agree(bed: Bed, request: Request) -> None:
     ex, found = bed.check(request)
+    # --hypothesis-show-statistics tells how many examples were forwarded, refused and why
+    event("forwarded" if ex.forwarded else f"refused {ex.refusal}")
     assert not found, "the upstream executed what the sidecar did not decide:\n" + report(
         [("generated", ex, found)])
 
