@@ -294,3 +294,18 @@ async def test_open_event_stream_holds_no_reservation(sidecar_factory: SidecarFa
         _status, body, _ = await call(sc.explicit + "/mcp", rpc("tools/call", 1, name="echo",
                                                                arguments={"text": "x"}))
         assert body["result"]["content"][0]["text"] == "x"
+
+
+async def test_bodies_nothing_reads_never_go_upstream(sidecar_factory: SidecarFactory,
+                                                      standins: Standins) -> None:
+    """A DELETE or GET with a body, or another HTTP method, would reach the server unread."""
+    sc = await sidecar_factory()
+    smuggled = orjson.dumps(rpc("tools/call", 1, name="delete_file", arguments={"path": "/"}))
+    async with aiohttp.ClientSession() as s:
+        for method, code in (("DELETE", "invalid_request"), ("GET", "invalid_request"),
+                             ("PUT", "mcp_http_method"), ("PATCH", "mcp_http_method")):
+            async with s.request(method, sc.explicit + "/mcp", data=smuggled,
+                                 headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 400, method
+                assert r.headers["x-haltgate-code"] == code, method
+    assert not standins.received("mcp").requests

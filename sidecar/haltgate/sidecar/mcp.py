@@ -268,10 +268,14 @@ def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElemen
 
 def read_message(http_method: str, body: bytes, obj: Any, server: str | None) -> McpMessage:
     """Read an MCP request: ``obj`` is the parsed body of a POST (ignored otherwise)."""
-    if http_method == "DELETE":
-        return McpMessage(teardown=True)
+    if http_method in ("GET", "DELETE"):
+        if body:
+            # Nothing reads it here, so nothing may carry it upstream.
+            raise _bad(f"an MCP {http_method} carries no body", code="invalid_request")
+        return McpMessage(teardown=http_method == "DELETE", stream=http_method == "GET")
     if http_method != "POST":
-        return McpMessage(stream=http_method == "GET")
+        raise _bad(f"MCP over HTTP uses POST, GET and DELETE, not {http_method[:16]}",
+                   code="mcp_http_method")
     check_unambiguous(body)
     batch = isinstance(obj, list)
     messages = obj if batch else [obj]
