@@ -139,6 +139,13 @@ async def test_duplicate_and_case_colliding_keys_are_ambiguous(
         b'"params":{"name":"delete_file","name":"search","arguments":{"query":"x"}}}',
         b'{"jsonrpc":"2.0","id":1,"method":"tools/call",'
         b'"params":{"name":"read_file","arguments":{"path":"/a","PATH":"/etc/shadow"}}}',
+        # a lone field spelled otherwise: a case-insensitive server still reads it
+        b'{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call",'
+        b'"params":{"name":"delete_file","arguments":{"path":"/"}}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+        b'"params":{"name":"read_file","Arguments":{"path":"/etc/shadow"}}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"initialize",'
+        b'"params":{"protocolVersion":"2025-06-18","capabilities":{"Sampling":{}}}}',
     ]
     async with aiohttp.ClientSession() as s:
         for body in raw:

@@ -242,6 +242,12 @@ class ModelPrice(Spec):
     reasoning: float | None = Field(
         default=None, ge=0, description="USD per 1M reasoning tokens (defaults to output)."
     )
+    context_window: int | None = Field(
+        default=None, ge=1,
+        description="Largest prompt the model accepts, in tokens: the input reserved for a "
+        "call that refers to stored context or files (previous_response_id, file_id, image "
+        "URLs...). Unknown: such calls are refused (unknown_context_window).",
+    )
 
 
 class Pricing(Spec):
@@ -508,6 +514,12 @@ class Limits(Spec):
     )
     upstream_timeout_seconds: float = Field(
         default=600, gt=0, description="Timeout for one upstream call."
+    )
+    path_parameters: Literal["refuse", "allow"] = Field(
+        default="refuse",
+        description="Path segments with ';' parameters (/admin;x): refused as ambiguous "
+        "(upstreams read them differently), or allowed: rules then match the path without "
+        "them and the upstream receives them unchanged.",
     )
 
 

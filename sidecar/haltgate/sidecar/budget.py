@@ -85,6 +85,17 @@ class Budget:
             return None
         return self.governor.engine.prices.max_output_tokens(model)
 
+    def context_window(self, model: str | None) -> int | None:
+        """The model's largest prompt per the price table (``None``: not known)."""
+        if self.governor is None or model is None:
+            return None
+        return self.governor.engine.prices.context_window(model)
+
+    @property
+    def meters(self) -> bool:
+        """Whether a budget engine is wired (reservations matter)."""
+        return self.governor is not None
+
     def reserve(
         self, *, call_id: str, ts: float, kind: str, host: str, tool: str | None,
         model: str | None, max_input_tokens: int, max_output_tokens: int, fingerprint: str,

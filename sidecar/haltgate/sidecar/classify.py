@@ -3,8 +3,13 @@
 The result is a :class:`~haltgate.governance.request.CallView` (shared by every stage)
 plus the parsed details the sidecar itself needs later (the LLM dialect for usage, the
 JSON-RPC ids for error replies, the parsed body for guardrails). Parsing is minimal: the
-body is parsed once with orjson, and only for LLM and MCP calls; it is forwarded as the
-raw bytes it came in unless a stage must change it.
+body is parsed once with orjson, and only for LLM and MCP calls (and HTTP bodies that look
+like an LLM call); it is forwarded as the raw bytes it came in unless a stage must change it.
+
+Everything here reads the request one way (issue 15): the path is the canonical one
+(:mod:`haltgate.governance.canonical`), JSON with duplicate or case-colliding keys is
+refused (:mod:`haltgate.governance.strict_json`), a body shaped like an LLM call is metered
+as one whatever its path (:mod:`haltgate.governance.llm_body`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from haltgate.governance import llm_body, strict_json
 from haltgate.governance.errors import BadRequestError
 from haltgate.governance.policy import Provider, RequestKind
 from haltgate.governance.request import AgentIdentity, CallView
@@ -38,10 +44,15 @@ class Target:
     upstream: ResolvedUpstream | None
     destination_checked: bool = False
     """The listener already verified the destination is not this pod (transparent mode)."""
+    rule_path: str = ""
+    """The path rules and classification read: ``path`` without ``;`` parameters when the
+    policy allows them ('' : the same as ``path``)."""
     url: str = field(init=False, compare=False)
     """The upstream URL the call is forwarded to (computed once)."""
 
     def __post_init__(self) -> None:
+        if not self.rule_path:
+            object.__setattr__(self, "rule_path", self.path)
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         netloc = host if self.port == default else f"{host}:{self.port}"
@@ -65,13 +76,22 @@ class Classified:
     """A streamed OpenAI chat/completions call that did not ask for usage."""
     input_estimate: int = 0
     """Upper estimate of input tokens (for the worst-case reservation)."""
+    context_ref: str | None = None
+    """Field of an LLM body that brings in tokens the body does not hold (stored response,
+    file, image URL...): the input is then bounded by the model's context window only."""
+    inline_images: int = 0
+    """Images sent inline in an LLM body (each reserves ``llm_body.INLINE_IMAGE_TOKENS``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     mcp: McpMessage | None = None
     """The MCP request read message by message (MCP upstreams only)."""
 
 
 def llm_dialect(path: str, provider: Provider | None) -> Dialect | None:
-    """The LLM endpoint a path names (OpenAI-compatible or Anthropic), if any."""
+    """The LLM endpoint a path names (OpenAI-compatible or Anthropic), if any.
+
+    Compared without case and trailing ``/``: classifying more calls as LLM calls only
+    meters more."""
+    path = path.lower().rstrip("/")
     if path.endswith("/chat/completions"):
         return Dialect.OPENAI_CHAT
     if path.endswith("/completions"):
@@ -89,33 +109,52 @@ def _parse_json(body: bytes) -> Any:
     if not body:
         raise BadRequestError("request body is empty, JSON expected", code="invalid_json")
     try:
-        return orjson.loads(body)
+        return strict_json.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from e
 
 
-def _max_output(body: dict[str, Any]) -> int | None:
-    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value < 0:
-                raise BadRequestError(f"{key} must not be negative", code="invalid_request")
-            return value
-    return None
+_JSON_START = frozenset(b"{ \t\r\n")
+
+
+def _llm_shaped(body: bytes) -> Any:
+    """The parsed body if it is a JSON object shaped like an LLM call, else ``None``."""
+    if not body or body[0] not in _JSON_START or llm_body.SCREEN_MODEL.search(body) is None:
+        return None
+    try:
+        obj = strict_json.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if llm_body.looks_like_llm_call(obj) else None
+
+
+def _guess_dialect(obj: dict[str, Any], provider: Provider | None) -> Dialect:
+    if "messages" in obj:
+        return Dialect.ANTHROPIC_MESSAGES if provider is Provider.ANTHROPIC else \
+            Dialect.OPENAI_CHAT
+    return Dialect.OPENAI_RESPONSES if "input" in obj else Dialect.OPENAI_COMPLETIONS
 
 
 def _classify_llm(
     method: str, target: Target, body: bytes, agent: AgentIdentity
 ) -> Classified:
     provider = target.upstream.provider if target.upstream else None
-    dialect = llm_dialect(target.path, provider) if method == "POST" else None
+    dialect = llm_dialect(target.rule_path, provider) if method == "POST" else None
     if dialect is None:
-        # An LLM upstream, but no endpoint haltgate meters (e.g. GET /v1/models): unknown
-        # kind, the policy's default decides.
-        return Classified(_view(None, method, target, agent))
-    obj = _parse_json(body)
+        # No endpoint haltgate meters by its path (e.g. GET /v1/models): unknown kind, the
+        # policy's default decides; unless the body is an LLM call, whatever the path.
+        shaped = _llm_shaped(body)
+        if shaped is None:
+            return Classified(_view(None, method, target, agent))
+        return _llm_call(method, target, body, agent, shaped, _guess_dialect(shaped, provider))
+    return _llm_call(method, target, body, agent, _parse_json(body), dialect)
+
+
+def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, obj: Any,
+              dialect: Dialect) -> Classified:
     if not isinstance(obj, dict):
         raise BadRequestError("LLM request body must be a JSON object", code="invalid_request")
+    strict_json.require_exact_fields(obj, llm_body.LLM_FIELDS, "LLM request")
     model = obj.get("model")
     if model is not None and not isinstance(model, str):
         raise BadRequestError("model must be a string", code="invalid_request")
@@ -126,12 +165,14 @@ def _classify_llm(
         inject = not (isinstance(options, dict) and options.get("include_usage") is True)
     view = CallView(
         kind=RequestKind.LLM, method=method, scheme=target.scheme, host=target.host,
-        port=target.port, path=target.path,
+        port=target.port, path=target.rule_path,
         upstream=target.upstream.name if target.upstream else None,
-        model=model, max_output_tokens=_max_output(obj), stream=stream, agent=agent,
+        model=model, max_output_tokens=llm_body.output_cap(obj), stream=stream, agent=agent,
     )
+    ref = llm_body.context_reference(obj, body)
     return Classified(view, dialect=dialect, body=obj, wants_usage_injection=inject,
-                      input_estimate=len(body))
+                      input_estimate=len(body), context_ref=ref,
+                      inline_images=llm_body.inline_images(body) if ref is None else 0)
 
 
 def _classify_mcp(
@@ -144,7 +185,7 @@ def _classify_mcp(
     message = mcp.read_message(method, body, obj, upstream_name or target.host)
     view = CallView(
         kind=RequestKind.MCP, method=method, scheme=target.scheme, host=target.host,
-        port=target.port, path=target.path, upstream=upstream_name,
+        port=target.port, path=target.rule_path, upstream=upstream_name,
         tool_calls=message.tool_calls, mcp_method=message.main_method, agent=agent,
     )
     return Classified(view, body=obj, rpc_ids=message.request_ids, rpc_batch=message.batch,
@@ -155,7 +196,7 @@ def _view(kind: RequestKind | None, method: str, target: Target,
           agent: AgentIdentity) -> CallView:
     return CallView(
         kind=kind, method=method, scheme=target.scheme, host=target.host, port=target.port,
-        path=target.path, upstream=target.upstream.name if target.upstream else None,
+        path=target.rule_path, upstream=target.upstream.name if target.upstream else None,
         agent=agent,
     )
 
@@ -169,5 +210,12 @@ def classify(method: str, target: Target, body: bytes, agent: AgentIdentity) -> 
     if kind is RequestKind.MCP:
         return _classify_mcp(method, target, body, agent)
     # A generic HTTP tool: a declared http upstream, or any host reached in proxy or
-    # transparent mode. Tool rules decide by host, method and path.
+    # transparent mode. Tool rules decide by host, method and path; unless the body is an
+    # LLM call (an LLM API reached as an HTTP tool is still an LLM call: metered).
+    shaped = _llm_shaped(body)
+    if shaped is not None:
+        provider = target.upstream.provider if target.upstream else None
+        dialect = llm_dialect(target.rule_path, provider) if method == "POST" else None
+        return _llm_call(method, target, body, agent, shaped,
+                         dialect or _guess_dialect(shaped, provider))
     return Classified(_view(RequestKind.HTTP, method, target, agent))

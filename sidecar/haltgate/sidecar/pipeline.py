@@ -32,8 +32,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from haltgate.governance.audit import AuditError, AuditRecord, AuditSink, MemoryAuditSink
+from haltgate.governance.canonical import check_meaning_overrides
 from haltgate.governance.engine.units import pico_to_usd
 from haltgate.governance.errors import (
     BadRequestError,
@@ -53,6 +55,7 @@ from haltgate.sidecar.budget import Budget, BudgetVerdict
 from haltgate.sidecar.classify import Classified, Target, classify
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.destinations import check_destination
+from haltgate.sidecar.input_bound import max_input_tokens
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.sse import SSEEvent, SSEParser
 from haltgate.sidecar.usage import TokenCounts, UsageReader
@@ -203,6 +206,8 @@ class Pipeline:
             call.target = target
             call.method = request.method
             call.body = await self.read_body(request, call)
+            check_meaning_overrides(request.headers, target.query, request.content_type,
+                                    call.body)
             call.classified = classify(request.method, target, call.body, call.agent)
             await self.check_destination(call)
             self.check_not_halted(call)
@@ -391,7 +396,8 @@ class Pipeline:
             call.max_output_tokens = (view.max_output_tokens
                                       if view.max_output_tokens is not None
                                       else self._model_max_output(view.model))
-            max_input = len(call.forward_body or call.body)
+            max_input = max_input_tokens(classified, len(call.forward_body or call.body),
+                                         self.budget)
         else:
             max_input = 0
         verdict = self.budget.reserve(
@@ -445,7 +451,8 @@ class Pipeline:
         call.forward_started = time.perf_counter()
         try:
             upstream = await self.session.request(
-                request.method, call.target.url,
+                # encoded=True: the canonical path goes out as decided, never re-read.
+                request.method, URL(call.target.url, encoded=True),
                 data=(call.forward_body if call.forward_body is not None else call.body) or None,
                 headers=_forward_headers(request.headers, call),
                 allow_redirects=False,

@@ -1,0 +1,175 @@
+"""What an LLM request body commits the budget to, read one way.
+
+- :func:`looks_like_llm_call`: a JSON object with a model and messages, input or a prompt
+  is metered as an LLM call whatever path it was sent to.
+- :func:`output_cap`: every output cap a body names (``max_tokens``,
+  ``max_completion_tokens``, ``max_output_tokens``) is read, the largest wins, times the
+  number of completions asked for (``n``, ``best_of``): the provider may honour any of them.
+- :func:`context_reference`: fields whose tokens are not in the body (a stored response or
+  conversation, files, images fetched by URL, stored prompts, server-side tools): the
+  input of such a call is bounded only by the model's context window.
+- :func:`model_forms`: the names a model goes by once normalised as pricing does, so a
+  ``gpt-5*`` rule also matches ``GPT-5``, `` gpt-5`` and ``openai/gpt-5``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from haltgate.governance.engine.pricing import normalise_model
+from haltgate.governance.errors import BadRequestError
+
+__all__ = [
+    "INLINE_IMAGE_TOKENS",
+    "LLM_FIELDS",
+    "OUTPUT_CAPS",
+    "SCREEN_MODEL",
+    "context_reference",
+    "inline_images",
+    "looks_like_llm_call",
+    "model_forms",
+    "output_cap",
+]
+
+OUTPUT_CAPS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_CHOICES: Final = ("n", "best_of")
+_PROMPTS: Final = ("messages", "input", "prompt")
+
+LLM_FIELDS: Final = frozenset({
+    "model", *_PROMPTS, *OUTPUT_CAPS, *_CHOICES, "stream", "stream_options",
+    "previous_response_id", "conversation", "tools", "mcp_servers", "container", "system",
+})
+"""Top-level fields haltgate reads in an LLM body: they must be spelled exactly."""
+
+INLINE_IMAGE_TOKENS: Final = 8192
+"""Input tokens reserved per image sent inline (data URL or base64 source). Providers scale
+images down to a bounded size (OpenAI tiles or patches, Anthropic ~1.15 megapixels), so an
+image costs at most a few thousand tokens whatever its bytes; this bound covers them."""
+
+# Top-level fields that pull stored or fetched content into the prompt.
+_STORED_TOP: Final = ("previous_response_id", "conversation", "container", "mcp_servers")
+# Keys that refer to a stored file wherever they appear.
+_FILE_KEYS: Final = frozenset({"file_id", "file_url", "file_data", "file_ids", "vector_store_ids"})
+# Server-side tools whose results the provider adds to the prompt itself.
+_SERVER_TOOLS = re.compile(
+    r"(web_search|web_fetch|file_search|code_interpreter|code_execution|mcp|"
+    r"image_generation|computer)", re.IGNORECASE)
+# Cheap screen over the raw body: nothing below can match without one of these.
+_SCREEN = re.compile(rb"file|image|url|source|\\u", re.IGNORECASE)
+
+
+SCREEN_MODEL: Final = re.compile(rb'"model"|\\u', re.IGNORECASE)
+"""Cheap screen over a raw body: an LLM-shaped JSON object cannot pass without a match."""
+
+
+def looks_like_llm_call(obj: Any) -> bool:
+    """A JSON object naming a model and messages, input or a prompt (keys compared as a
+    case-insensitive upstream would)."""
+    if not isinstance(obj, dict):
+        return False
+    keys = {k.casefold() for k in obj}
+    return "model" in keys and any(k in keys for k in _PROMPTS)
+
+
+def _int_field(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequestError(f"{key} must be an integer", code="invalid_request")
+    if value < 0:
+        raise BadRequestError(f"{key} must not be negative", code="invalid_request")
+    return value
+
+
+def output_cap(body: dict[str, Any]) -> int | None:
+    """The largest output the body allows (``None``: it names no cap)."""
+    cap: int | None = None
+    for key in OUTPUT_CAPS:
+        value = _int_field(body, key)
+        if value is not None and (cap is None or value > cap):
+            cap = value
+    if cap is None:
+        return None
+    choices = 1
+    for key in _CHOICES:
+        value = _int_field(body, key)
+        if value is not None and value > choices:
+            choices = value
+    return cap * choices
+
+
+def context_reference(body: dict[str, Any], raw: bytes) -> str | None:
+    """The first field of ``body`` that brings in tokens not in the body itself, as a
+    dotted path (``None``: the body holds its whole prompt)."""
+    for key in _STORED_TOP:
+        if body.get(key) not in (None, "", [], {}):
+            return key
+    prompt = body.get("prompt")
+    if isinstance(prompt, dict):
+        return "prompt"  # a stored prompt template (Responses API), not a text prompt
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for i, tool in enumerate(tools):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if isinstance(kind, str) and _SERVER_TOOLS.search(kind):
+                return f"tools[{i}].type"
+    if _SCREEN.search(raw) is None:
+        return None
+    return _find_reference(body, "$")
+
+
+def _find_reference(node: Any, path: str) -> str | None:
+    stack: list[tuple[Any, str]] = [(node, path)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                here = f"{where}.{key}"
+                if key in _FILE_KEYS and item not in (None, "", []):
+                    return here
+                if key == "image_url" and _remote_url(item):
+                    return here
+                if key == "source" and _expanded_source(item):
+                    return here
+                if isinstance(item, dict | list):
+                    stack.append((item, here))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict | list):
+                    stack.append((item, f"{where}[{i}]"))
+    return None
+
+
+def _expanded_source(source: Any) -> bool:
+    """An Anthropic content source the provider expands: fetched (``url``), stored
+    (``file``), or an inline document (a PDF's pages cost tokens its bytes do not bound)."""
+    if not isinstance(source, dict):
+        return False
+    kind = source.get("type")
+    if kind in ("url", "file"):
+        return True
+    media = source.get("media_type")
+    return kind == "base64" and not (isinstance(media, str) and media.startswith("image/"))
+
+
+def _remote_url(value: Any) -> bool:
+    if isinstance(value, dict):
+        value = value.get("url")
+    return isinstance(value, str) and not value.startswith("data:")
+
+
+def inline_images(raw: bytes) -> int:
+    """Images sent inline in the body (data URLs, base64 sources): an upper count."""
+    if _SCREEN.search(raw) is None:
+        return 0
+    return raw.count(b"data:image/") + raw.count(b'"base64"')
+
+
+def model_forms(model: str) -> tuple[str, ...]:
+    """The names a requested model goes by: as sent, trimmed and lower-cased, without a
+    provider prefix, and as pricing normalises it (date snapshot removed too)."""
+    trimmed = model.strip().lower()
+    bare = trimmed.rsplit("/", 1)[1] if "/" in trimmed else trimmed
+    return tuple(dict.fromkeys((model, trimmed, bare, normalise_model(model))))
