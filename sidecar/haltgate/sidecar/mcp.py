@@ -2,9 +2,10 @@
 
 The pipeline calls in here at four points, and nowhere else knows MCP's details:
 
-1. :func:`read_message` (classification): the body must have one reading (no duplicate or
-   case-colliding keys, :func:`check_unambiguous`), every message a known MCP method by its
-   exact name; each becomes an :class:`McpElement` (tool call, resource URI in canonical
+1. :func:`read_message` (classification): the body has one reading (no duplicate or
+   case-colliding keys: the classifier parses it with :mod:`haltgate.governance.strict_json`;
+   the fields MCP defines spelled exactly), every message a known MCP method by its exact
+   name; each becomes an :class:`McpElement` (tool call, resource URI in canonical
    form, prompt name, ...).
 2. :func:`authorize` (after the tool rules): ``spec.mcp`` rules for resources, prompts and
    completions, element by element; the risk of each element; ``initialize`` loses the
@@ -23,13 +24,13 @@ The pipeline calls in here at four points, and nowhere else knows MCP's details:
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from haltgate.governance import strict_json
 from haltgate.governance.errors import BadRequestError, DeniedError, HaltgateError
 from haltgate.governance.mcp import (
     CLIENT_METHODS,
@@ -61,7 +62,7 @@ __all__ = [
     "settle",
 ]
 
-CODE_AMBIGUOUS_JSON: Final = "ambiguous_json"
+CODE_AMBIGUOUS_JSON: Final = strict_json.CODE_AMBIGUOUS_JSON
 CODE_AMBIGUOUS_URI: Final = "ambiguous_uri"
 CODE_UNKNOWN_METHOD: Final = "mcp_method_unknown"
 CODE_INVALID: Final = "invalid_jsonrpc"
@@ -72,38 +73,23 @@ _BUDGETED: Final = frozenset({MethodClass.TOOL, MethodClass.RESOURCE, MethodClas
 
 # --------------------------------------------------------------------------- one reading
 
-
-class _Ambiguous(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, str] = {}
-    for key, _ in pairs:
-        folded = key.casefold()
-        other = seen.get(folded)
-        if other is not None:
-            what = "twice" if other == key else f"and {other!r} (keys differing only in case)"
-            raise _Ambiguous(f"key {key!r} {what}")
-        seen[folded] = key
-    return dict(pairs)
+_RPC_FIELDS: Final = frozenset({"jsonrpc", "method", "params", "id", "result", "error"})
+_PARAM_FIELDS: Final[dict[MethodClass, frozenset[str]]] = {
+    MethodClass.TOOL: frozenset({"name", "arguments", "_meta"}),
+    MethodClass.RESOURCE: frozenset({"uri", "_meta"}),
+    MethodClass.PROMPT: frozenset({"name", "arguments", "_meta"}),
+    MethodClass.COMPLETION: frozenset({"ref", "argument", "context", "_meta"}),
+}
+_REF_FIELDS: Final = frozenset({"type", "name", "uri"})
+_INITIALIZE_FIELDS: Final = frozenset({"protocolVersion", "capabilities", "clientInfo", "_meta"})
+_CAPABILITY_FIELDS: Final = frozenset({"sampling", "elicitation", "roots", "experimental"})
 
 
-def check_unambiguous(body: bytes) -> None:
-    """Refuse a JSON body that parsers can read differently (``ambiguous_json``).
-
-    Duplicate keys (parsers keep the first or the last) and keys equal but for case (Go's
-    encoding/json matches fields case-insensitively) at any depth. The body has already
-    parsed as JSON; this second, stricter read only looks at keys.
-    """
-    try:
-        json.loads(body, object_pairs_hook=_unique_keys)
-    except _Ambiguous as e:
-        raise BadRequestError(f"ambiguous JSON: {e}; each key must appear once",
-                              code=CODE_AMBIGUOUS_JSON) from e
-    except (ValueError, RecursionError) as e:
-        raise BadRequestError(f"request body is not valid JSON: {e}",
-                              code="invalid_json") from e
+def check_unambiguous(body: bytes, obj: Any) -> None:
+    """Refuse a JSON body that parsers can read differently (``ambiguous_json``): duplicate
+    keys and keys equal but for case, at any depth (:mod:`haltgate.governance.strict_json`;
+    the classifier's parse already ran it, this is for callers that parsed otherwise)."""
+    strict_json.check_one_reading(body, obj)
 
 
 # --------------------------------------------------------------------------- messages
@@ -207,6 +193,8 @@ def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElemen
     at = f"message [{index}]: " if batch else ""
     if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
         raise _bad(f"{at}not a JSON-RPC 2.0 message")
+    # A lone "Method" collides with nothing, yet a case-insensitive server reads it.
+    strict_json.require_exact_fields(msg, _RPC_FIELDS, f"{at}JSON-RPC message")
     has_id = "id" in msg
     msg_id = msg.get("id")
     if has_id and (isinstance(msg_id, bool) or not (msg_id is None
@@ -235,6 +223,14 @@ def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElemen
     is_request = has_id
     where = f"{at}{method} "
     params = msg.get("params")
+    fields = _PARAM_FIELDS.get(cls)
+    if fields is not None:
+        strict_json.require_exact_fields(params, fields, f"{where}params")
+    if method == "initialize" and isinstance(params, dict):
+        # The capabilities haltgate removes must be the ones the server reads.
+        strict_json.require_exact_fields(params, _INITIALIZE_FIELDS, f"{where}params")
+        strict_json.require_exact_fields(params.get("capabilities"), _CAPABILITY_FIELDS,
+                                         f"{where}params.capabilities")
     if cls is MethodClass.TOOL:
         p = _params(msg, where)
         name = p.get("name")
@@ -254,6 +250,7 @@ def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElemen
         return McpElement(index, method, cls, msg_id, is_request, prompt=name, params=params)
     if cls is MethodClass.COMPLETION:
         ref = _params(msg, where).get("ref")
+        strict_json.require_exact_fields(ref, _REF_FIELDS, f"{where}params.ref")
         if isinstance(ref, dict) and ref.get("type") == "ref/prompt":
             name = _name(ref.get("name"), f"{where}params.ref.name")
             return McpElement(index, method, cls, msg_id, is_request, prompt=name,
@@ -268,11 +265,14 @@ def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElemen
 
 def read_message(http_method: str, body: bytes, obj: Any, server: str | None) -> McpMessage:
     """Read an MCP request: ``obj`` is the parsed body of a POST (ignored otherwise)."""
-    if http_method == "DELETE":
-        return McpMessage(teardown=True)
+    if http_method in ("GET", "DELETE"):
+        if body:
+            # Nothing reads it here, so nothing may carry it upstream.
+            raise _bad(f"an MCP {http_method} carries no body", code="invalid_request")
+        return McpMessage(teardown=http_method == "DELETE", stream=http_method == "GET")
     if http_method != "POST":
-        return McpMessage(stream=http_method == "GET")
-    check_unambiguous(body)
+        raise _bad(f"MCP over HTTP uses POST, GET and DELETE, not {http_method[:16]}",
+                   code="mcp_http_method")
     batch = isinstance(obj, list)
     messages = obj if batch else [obj]
     if batch and not messages:
