@@ -7,9 +7,11 @@
 // sidecar decided with what this server executed.
 //
 // What it reads, like real Go services:
-//   - method: r.Method, or a method-override header on POST (X-HTTP-Method-Override,
-//     X-HTTP-Method, X-Method-Override), as many APIs honour;
-//   - path: r.URL.Path (percent-decoded by net/url), routed on path.Clean of it, as
+//   - method: r.Method, or on POST a method-override header (X-HTTP-Method-Override,
+//     X-HTTP-Method, X-Method-Override), a _method query parameter or a _method field of
+//     a form body, as many APIs and frameworks honour;
+//   - path: r.URL.Path (percent-decoded by net/url), or the path of an X-Original-URL or
+//     X-Rewrite-URL header (IIS-style rewrites), routed on path.Clean of it, as
 //     http.FileServer and http.StripPrefix-style handlers do;
 //   - JSON: encoding/json into structs, so keys match case-insensitively and the last
 //     of several matching keys wins;
@@ -27,6 +29,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"net/url"
 	"os"
 	"path"
 	"strings"
@@ -36,6 +39,8 @@ import (
 const maxBody = 8 << 20
 
 var overrideHeaders = []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}
+
+var rewriteHeaders = []string{"X-Original-URL", "X-Rewrite-URL"}
 
 var llmSuffixes = []string{"/chat/completions", "/completions", "/responses", "/embeddings", "/messages"}
 
@@ -97,7 +102,7 @@ func resolveModel(m string) string {
 	return m
 }
 
-func effectiveMethod(r *http.Request) string {
+func effectiveMethod(r *http.Request, body []byte) string {
 	if r.Method != http.MethodPost {
 		return r.Method
 	}
@@ -106,7 +111,29 @@ func effectiveMethod(r *http.Request) string {
 			return strings.ToUpper(v)
 		}
 	}
+	if v := strings.TrimSpace(r.URL.Query().Get("_method")); v != "" {
+		return strings.ToUpper(v)
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		if form, err := url.ParseQuery(string(body)); err == nil {
+			if v := strings.TrimSpace(form.Get("_method")); v != "" {
+				return strings.ToUpper(v)
+			}
+		}
+	}
 	return r.Method
+}
+
+// effectivePath is r.URL.Path, or the path a rewrite header names.
+func effectivePath(r *http.Request) string {
+	for _, h := range rewriteHeaders {
+		if v := r.Header.Get(h); v != "" {
+			if u, err := url.Parse(v); err == nil {
+				return u.Path
+			}
+		}
+	}
+	return r.URL.Path
 }
 
 func route(p string) string {
@@ -196,13 +223,14 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	p := effectivePath(r)
 	rd := &reading{
 		Upstream:   s.name,
 		Tag:        r.Header.Get("X-Differential-Tag"),
-		Method:     effectiveMethod(r),
+		Method:     effectiveMethod(r, body),
 		WireMethod: r.Method,
-		Path:       r.URL.Path,
-		Route:      route(r.URL.Path),
+		Path:       p,
+		Route:      route(p),
 		Endpoint:   "http",
 	}
 	var ids []json.RawMessage

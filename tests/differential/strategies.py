@@ -74,18 +74,30 @@ def path_requests(draw: st.DrawFn) -> Request:
 
 _OVERRIDE_NAMES = ("X-HTTP-Method-Override", "x-http-method-override", "X-HTTP-Method",
                    "X-Method-Override", "X-HTTP-METHOD-OVERRIDE")
+_REWRITES = ("X-Original-URL", "X-Rewrite-URL", "x-original-url")
 _OVERRIDE_VALUES = ("DELETE", "delete", "PUT", "PATCH", " patch", "GET", "POST")
 
 
 @st.composite
 def override_requests(draw: st.DrawFn) -> Request:
-    """A request to an allowed path with up to two method-override headers."""
+    """A request to an allowed path that asks, in up to two ways, to be read as another
+    method (override headers, ``_method`` in the query or a form body) or path (rewrite
+    headers)."""
     method = draw(st.sampled_from(("POST", "POST", "GET", "DELETE")))
-    headers = tuple(draw(st.lists(
+    headers = list(draw(st.lists(
         st.tuples(st.sampled_from(_OVERRIDE_NAMES), st.sampled_from(_OVERRIDE_VALUES)),
         max_size=2)))
+    if draw(st.integers(0, 5)) == 0:
+        headers.append((draw(st.sampled_from(_REWRITES)), draw(api_paths())))
+    target = "/api/items"
+    if draw(st.integers(0, 4)) == 0:
+        target += "?" + draw(st.sampled_from(("_method", "_METHOD", "%5Fmethod"))) + "=" + \
+            draw(st.sampled_from(_OVERRIDE_VALUES)).strip()
     body = b"{}" if method == "POST" else b""
-    return Request(f"{draw(upstreams)}-api", method, "/api/items", body, headers)
+    if method == "POST" and draw(st.integers(0, 4)) == 0:
+        headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+        body = b"a=1&_method=" + draw(st.sampled_from(_OVERRIDE_VALUES)).strip().encode()
+    return Request(f"{draw(upstreams)}-api", method, target, body, tuple(headers))
 
 
 # ---------------------------------------------------------------------- JSON shapes

@@ -5,11 +5,12 @@ executed as one JSON line per request to a log file (before answering), so a tes
 compare it with what the sidecar decided. Its Go counterpart is ``testbed/goupstream``
 (net/http + encoding/json); both log the same fields:
 
-``upstream``, ``tag`` (the ``X-Differential-Tag`` header), ``method`` (a method-override
-header honoured on POST), ``wire_method``, ``path`` (percent-decoded, aiohttp's
-``request.path``), ``route`` (what the service routes on), ``endpoint`` (``llm``, ``mcp`` or
-``http``), ``model`` and ``model_resolved`` (LLM calls), ``rpc`` (one ``{method, tool, uri,
-name}`` per executed JSON-RPC element), ``error``.
+``upstream``, ``tag`` (the ``X-Differential-Tag`` header), ``method`` (on POST a
+method-override header, a ``_method`` query parameter or form field is honoured),
+``wire_method``, ``path`` (percent-decoded, aiohttp's ``request.path``, or the path of an
+``X-Original-URL``/``X-Rewrite-URL`` header), ``route`` (what the service routes on),
+``endpoint`` (``llm``, ``mcp`` or ``http``), ``model`` and ``model_resolved`` (LLM calls),
+``rpc`` (one ``{method, tool, uri, name}`` per executed JSON-RPC element), ``error``.
 
 How it reads:
 
@@ -37,6 +38,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TextIO
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 from aiohttp import web
@@ -44,6 +46,8 @@ from aiohttp import web
 __all__ = ["Reader", "create_server", "read_request", "resolve_model"]
 
 OVERRIDE_HEADERS = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+REWRITE_HEADERS = ("X-Original-URL", "X-Rewrite-URL")
+_FORM = "application/x-www-form-urlencoded"
 LLM_SUFFIXES = ("/chat/completions", "/completions", "/responses", "/embeddings", "/messages")
 TAG_HEADER = "X-Differential-Tag"
 MAX_BODY = 8 * 1024 * 1024
@@ -81,15 +85,33 @@ def parse_json(body: bytes, duplicates: Duplicates) -> Any:
     return json.loads(body, object_pairs_hook=_first_wins)
 
 
-def effective_method(method: str, headers: Any) -> str:
-    """The method a service executes: a method-override header counts on POST."""
+def _first(values: dict[str, list[str]], key: str) -> str:
+    found = values.get(key)
+    return found[0].strip() if found else ""
+
+
+def effective_method(method: str, headers: Any, query: str = "", body: bytes = b"") -> str:
+    """The method a service executes: on POST an override header, a ``_method`` query
+    parameter or a ``_method`` form field counts (Rails, Laravel, Express middleware)."""
     if method != "POST":
         return method
     for name in OVERRIDE_HEADERS:
         value = headers.get(name, "").strip()
         if value:
             return str(value).upper()
-    return method
+    value = _first(parse_qs(query), "_method")
+    if not value and str(headers.get("Content-Type", "")).startswith(_FORM):
+        value = _first(parse_qs(body.decode("latin-1")), "_method")
+    return value.upper() if value else method
+
+
+def effective_path(path: str, headers: Any) -> str:
+    """``path``, or the (decoded) path a rewrite header names (IIS-style rewrites)."""
+    for name in REWRITE_HEADERS:
+        value = headers.get(name, "")
+        if value:
+            return unquote(urlsplit(value).path)
+    return path
 
 
 def _rpc_call(msg: Any) -> dict[str, Any] | None:
@@ -112,12 +134,14 @@ def _rpc_call(msg: Any) -> dict[str, Any] | None:
 
 
 def read_request(method: str, path: str, headers: Any, body: bytes, *, name: str,
-                 duplicates: Duplicates) -> tuple[dict[str, Any], list[Any], bool]:
+                 duplicates: Duplicates, query: str = ""
+                 ) -> tuple[dict[str, Any], list[Any], bool]:
     """What the service executes for one request, the JSON-RPC ids to answer and whether
     the message was a batch."""
+    path = effective_path(path, headers)
     reading: dict[str, Any] = {
         "upstream": name, "tag": headers.get(TAG_HEADER, ""),
-        "method": effective_method(method, headers), "wire_method": method,
+        "method": effective_method(method, headers, query, body), "wire_method": method,
         "path": path, "route": route_of(path), "endpoint": "http",
         "model": None, "model_resolved": None, "rpc": None,
     }
@@ -166,7 +190,8 @@ class Reader:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.content.read(MAX_BODY)
         reading, ids, batch = read_request(request.method, request.path, request.headers, body,
-                                    name=self.name, duplicates=self.duplicates)
+                                           name=self.name, duplicates=self.duplicates,
+                                           query=request.query_string)
         self._log.write(json.dumps(reading) + "\n")
         self._log.flush()
         if reading["endpoint"] == "llm":
