@@ -275,7 +275,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func main() {
-	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
+	listen := flag.String("listen", "127.0.0.1:0", "addresses to listen on, comma-separated")
 	logPath := flag.String("log", "", "file to append one JSON line per executed request to")
 	name := flag.String("name", "go", "upstream name written into each reading")
 	flag.Parse()
@@ -288,7 +288,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "goupstream:", err)
 		os.Exit(1)
 	}
-	srv := &http.Server{Addr: *listen, Handler: &server{name: *name, out: out}}
+	handler := &server{name: *name, out: out}
+	errs := make(chan error)
+	for _, addr := range strings.Split(*listen, ",") {
+		srv := &http.Server{Addr: addr, Handler: handler}
+		go func() { errs <- srv.ListenAndServe() }()
+	}
 	fmt.Printf("goupstream listening on %s\n", *listen)
-	log.Fatal(srv.ListenAndServe())
+	log.Fatal(<-errs)
 }

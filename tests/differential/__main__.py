@@ -21,20 +21,23 @@ def main() -> int:
             running_bed(Path(work)) as bed:
         for case in CASES:
             for upstream in UPSTREAMS:
-                request = Request(f"{upstream}-{case.kind}", case.method, case.target,
-                                  case.body, case.headers)
-                ex, found = bed.check(request)
-                if found:
-                    diverging.setdefault(case.name, []).append(upstream)
-                    print(f"DIVERGES {case.name} [{upstream}]: {request.describe()}")
-                    for line in found:
-                        print(f"    {line}")
-                else:
-                    verdict = "agree" if ex.forwarded else f"refused {ex.refusal}"
-                    print(f"ok       {case.name} [{upstream}]: {verdict}")
+                for proxy in (False, True):
+                    request = Request(f"{upstream}-{case.kind}", case.method, case.target,
+                                      case.body, case.headers, proxy=proxy)
+                    ex, found = bed.check(request)
+                    where = f"{upstream}{' proxy' if proxy else ''}"
+                    if found:
+                        diverging.setdefault(case.name, []).append(where)
+                        known = " (known, open)" if case.open_divergence else ""
+                        print(f"DIVERGES{known} {case.name} [{where}]: {request.describe()}")
+                        for line in found:
+                            print(f"    {line}")
+                    else:
+                        verdict = "agree" if ex.forwarded else f"refused {ex.refusal}"
+                        print(f"ok       {case.name} [{where}]: {verdict}")
     pairs = sum(len(v) for v in diverging.values())
-    print(f"\n{len(diverging)} of {len(CASES)} cases diverge "
-          f"({pairs} of {len(CASES) * len(UPSTREAMS)} case x upstream pairs)")
+    print(f"\n{len(diverging)} of {len(CASES)} cases diverge ({pairs} of "
+          f"{len(CASES) * len(UPSTREAMS) * 2} case x upstream x form runs)")
     for name, ups in diverging.items():
         print(f"  {name}: {', '.join(ups)}")
     return 1 if diverging else 0

@@ -23,6 +23,9 @@ class Case:
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     why: str = ""
+    open_divergence: str = ""
+    """Set when the sidecar still diverges on this case and no fix exists yet: the test is
+    then an expected failure (strict: it fails the run once fixed, so the mark goes)."""
 
 
 def chat(*pairs: tuple[str, Any]) -> bytes:
@@ -37,6 +40,12 @@ def rpc(text: str) -> bytes:
     return text.encode()
 
 
+_MCP_IN_DISGUISE = (
+    "open (found by this harness, not fixed by h1-reading or h2-mcp): a JSON-RPC tools/call "
+    "sent to an upstream declared as llm or http is not governed as MCP (kind None or http), "
+    "so tool rules never see it; under tools.default allow, or an http rule allowing POST, "
+    "the upstream executes a denied tool. LLM-shaped bodies are metered whatever the path; "
+    "JSON-RPC bodies need the same treatment (govern as MCP, or refuse)")
 _CHAT = "/v1/chat/completions"
 _GPT5 = chat(("model", "gpt-5"))
 
@@ -136,6 +145,17 @@ CASES: tuple[Case, ...] = (
          rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
              '"arguments":{}}},{"jsonrpc":"2.0","id":2,"method":"resources/read",'
              '"params":{"uri":"file:///etc/shadow"}}]')),
+    # --- MCP calls in disguise: JSON-RPC to an MCP route of an upstream of another kind
+    Case("mcp-in-disguise-llm-upstream", "llm", "POST", "/mcp",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file",'
+             '"arguments":{}}}'),
+         why="LLM gateways (LiteLLM) serve MCP at /mcp on the same origin",
+         open_divergence=_MCP_IN_DISGUISE),
+    Case("mcp-in-disguise-http-upstream", "api", "POST", "/mcp",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file",'
+             '"arguments":{}}}'),
+         why="many APIs serve MCP at /mcp beside their REST routes",
+         open_divergence=_MCP_IN_DISGUISE),
     # --- headers that change the meaning of a request
     Case("header-x-http-method-override", "api", "POST", "/api/items", b"{}",
          (("X-HTTP-Method-Override", "DELETE"),)),

@@ -4,9 +4,12 @@
 - ``py``: the Python reader stand-in (aiohttp + orjson: exact keys, last duplicate wins);
 - ``pyfirst``: the same with a first-wins JSON reading (many other parsers).
 
-Every upstream is reachable through the sidecar under three aliases, one per kind:
-``<name>-llm`` (OpenAI-compatible, base path ``/openai``), ``<name>-mcp`` (``/mcp``) and
-``<name>-api`` (a plain HTTP tool). The sidecar is the real ``haltgate sidecar`` process
+Every upstream listens on three ports, one per kind, and is reachable through the sidecar
+under three aliases: ``<name>-llm`` (OpenAI-compatible, base path ``/openai``),
+``<name>-mcp`` (``/mcp``) and ``<name>-api`` (a plain HTTP tool). A request goes either to
+the alias (``/go-api/...``) or, with ``proxy=True``, in absolute form to the upstream's own
+address (``http://127.0.0.1:<port>/...``, the sidecar as ``HTTP_PROXY``), so both ways of
+resolving a target are driven. The sidecar is the real ``haltgate sidecar`` process
 with its audit spool; the upstreams log what they executed, one JSON line per request.
 
 :meth:`Bed.send` sends one request (raw request target, headers and body bytes, exactly
@@ -51,18 +54,18 @@ START_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
 
 
-def policy_document(ports: Mapping[str, int], tools: Mapping[str, Any] | None = None
-                    ) -> dict[str, Any]:
+def policy_document(ports: Mapping[str, Mapping[str, int]],
+                    tools: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The sidecar's policy: every upstream under each kind; rules the corpus aims at.
 
     ``tools.default`` is ``allow`` on purpose: the worst case of the issue (a call the
     rules do not recognise passes), so every reading the sidecar gets wrong shows.
     """
     upstreams = []
-    for name, port in ports.items():
+    for name, by_kind in ports.items():
         for kind, base in BASE_PATHS.items():
             entry: dict[str, Any] = {"name": f"{name}-{kind}",
-                                     "url": f"http://127.0.0.1:{port}{base}",
+                                     "url": f"http://127.0.0.1:{by_kind[kind]}{base}",
                                      "kind": KINDS[kind].value}
             if kind == "llm":
                 entry["provider"] = "openai"
@@ -113,6 +116,9 @@ class Request:
     target: str
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
+    proxy: bool = False
+    """Send in absolute form to the upstream's address (``HTTP_PROXY`` style), not to the
+    alias."""
 
     @property
     def upstream(self) -> str:
@@ -123,7 +129,9 @@ class Request:
         return self.alias.rpartition("-")[2]
 
     def describe(self) -> str:
-        head = f"{self.method} /{self.alias}{self.target}"
+        where = f"(proxy to {self.alias}) {BASE_PATHS[self.kind]}" if self.proxy \
+            else f"/{self.alias}"
+        head = f"{self.method} {where}{self.target}"
         extra = "".join(f" [{k}: {v}]" for k, v in self.headers)
         body = f" {self.body[:160].decode('utf-8', 'replace')}" if self.body else ""
         return head + extra + body
@@ -351,8 +359,9 @@ class Bed:
     """The running bed: send requests through the sidecar and see both readings."""
 
     def __init__(self, sidecar_port: int, spool: Path, logs: Mapping[str, Path],
-                 policy: Mapping[str, Any]) -> None:
+                 policy: Mapping[str, Any], ports: Mapping[str, Mapping[str, int]]) -> None:
         self.sidecar_port = sidecar_port
+        self.ports = ports
         self._spool = _SpoolLog(spool)
         self._logs = {name: _LineLog(path) for name, path in logs.items()}
         self._by_tag: dict[str, list[dict[str, Any]]] = {}
@@ -365,7 +374,7 @@ class Bed:
         conn = http.client.HTTPConnection("127.0.0.1", self.sidecar_port,
                                           timeout=REQUEST_TIMEOUT)
         try:
-            conn.putrequest(request.method, f"/{request.alias}{request.target}",
+            conn.putrequest(request.method, self.request_target(request),
                             skip_host=False, skip_accept_encoding=True)
             sent = {k.lower() for k, _ in request.headers}
             if "content-type" not in sent and request.body:
@@ -389,6 +398,13 @@ class Bed:
         return Exchange(request, status, answer, decision_id, intent,
                         self._by_tag.pop(tag, []))
 
+    def request_target(self, request: Request) -> str:
+        """The request-target sent to the sidecar: alias path or absolute URL."""
+        if not request.proxy:
+            return f"/{request.alias}{request.target}"
+        port = self.ports[request.upstream][request.kind]
+        return f"http://127.0.0.1:{port}{BASE_PATHS[request.kind]}{request.target}"
+
     def check(self, request: Request) -> tuple[Exchange, list[str]]:
         ex = self.send(request)
         return ex, divergences(ex, self.tools, self.mcp)
@@ -402,20 +418,26 @@ def _haltgate(*args: str) -> list[str]:
 def running_bed(work: Path, tools: Mapping[str, Any] | None = None) -> Iterator[Bed]:
     """Start the three upstreams and the sidecar (all on free loopback ports) in ``work``."""
     work.mkdir(parents=True, exist_ok=True)
-    go_port, py_port, pyfirst_port, explicit, admin, metrics = free_ports(6)
-    ports = {"go": go_port, "py": py_port, "pyfirst": pyfirst_port}
+    free = iter(free_ports(3 * len(UPSTREAMS) + 3))
+    ports = {name: {kind: next(free) for kind in BASE_PATHS} for name in UPSTREAMS}
+    explicit, admin, metrics = next(free), next(free), next(free)
     logs = {name: work / f"{name}.executed.jsonl" for name in ports}
     policy = policy_document(ports, tools)
     policy_path = work / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(policy))
     reader = [sys.executable, "-m", "haltgate.testbed.standins.reader", "--host", "127.0.0.1"]
+
+    def reader_ports(name: str) -> list[str]:
+        return [arg for port in ports[name].values() for arg in ("--port", str(port))]
+
     processes = [
-        ManagedProcess("goupstream", [str(binaries.go_upstream()), "-listen",
-                                      f"127.0.0.1:{go_port}", "-log", str(logs["go"])],
-                       work / "go.log"),
-        ManagedProcess("py-reader", [*reader, "--port", str(py_port), "--log", str(logs["py"]),
+        ManagedProcess("goupstream", [
+            str(binaries.go_upstream()), "-log", str(logs["go"]),
+            "-listen", ",".join(f"127.0.0.1:{p}" for p in ports["go"].values())],
+            work / "go.log"),
+        ManagedProcess("py-reader", [*reader, *reader_ports("py"), "--log", str(logs["py"]),
                                      "--name", "py"], work / "py.log"),
-        ManagedProcess("pyfirst-reader", [*reader, "--port", str(pyfirst_port), "--log",
+        ManagedProcess("pyfirst-reader", [*reader, *reader_ports("pyfirst"), "--log",
                                           str(logs["pyfirst"]), "--name", "pyfirst",
                                           "--duplicates", "first"], work / "pyfirst.log"),
         ManagedProcess("sidecar", _haltgate(
@@ -430,10 +452,11 @@ def running_bed(work: Path, tools: Mapping[str, Any] | None = None) -> Iterator[
         for proc in processes:
             proc.start()
             stack.callback(proc.stop)
-        for proc, port in zip(processes, (go_port, py_port, pyfirst_port, admin), strict=True):
+        last_ports = [*(ports[name]["api"] for name in UPSTREAMS), admin]
+        for proc, port in zip(processes, last_ports, strict=True):
             wait_until(partial(port_open, "127.0.0.1", port), timeout=START_TIMEOUT,
                        what=proc.name, log=proc.log, alive=proc.alive)
-        yield Bed(explicit, work / "audit", logs, policy)
+        yield Bed(explicit, work / "audit", logs, policy, ports)
 
 
 def report(cases: Sequence[tuple[str, Exchange, list[str]]]) -> str:

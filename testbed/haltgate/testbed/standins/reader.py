@@ -26,7 +26,8 @@ How it reads:
 - MCP: POST to a route ending in ``/mcp``; each element of a message or batch is
   dispatched by its exact method name.
 
-Run: ``python -m haltgate.testbed.standins.reader --port P --log FILE [--duplicates first]``.
+Run: ``python -m haltgate.testbed.standins.reader --port P [--port Q...] --log FILE
+[--duplicates first]`` (one server on every port given).
 """
 
 from __future__ import annotations
@@ -226,7 +227,8 @@ def create_server(log: TextIO, *, name: str = "py",
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m haltgate.testbed.standins.reader")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, action="append", required=True,
+                        help="port to listen on (repeat for several)")
     parser.add_argument("--log", type=Path, required=True,
                         help="file to append one JSON line per executed request to")
     parser.add_argument("--name", default="py")
@@ -239,7 +241,8 @@ def main() -> None:
                                                     duplicates=args.duplicates),
                                       handle_signals=True)
             await runner.setup()
-            await web.TCPSite(runner, args.host, args.port).start()
+            for port in args.port:
+                await web.TCPSite(runner, args.host, port).start()
             print(f"reader stand-in {args.name} listening on {args.host}:{args.port}",
                   flush=True)
             try:
