@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tests.differential.harness import UPSTREAMS, Request
 
 upstreams = st.sampled_from(UPSTREAMS)
+"""Which reader; every request also draws whether it goes by alias or in proxy form."""
 
 # ---------------------------------------------------------------------- paths
 
@@ -67,7 +68,8 @@ def api_paths(draw: st.DrawFn) -> str:
 def path_requests(draw: st.DrawFn) -> Request:
     method = draw(st.sampled_from(("GET", "GET", "POST", "DELETE")))
     body = b"{}" if method == "POST" else b""
-    return Request(f"{draw(upstreams)}-api", method, draw(api_paths()), body)
+    return Request(f"{draw(upstreams)}-api", method, draw(api_paths()), body,
+                   proxy=draw(st.booleans()))
 
 
 # ---------------------------------------------------------------------- headers
@@ -97,7 +99,8 @@ def override_requests(draw: st.DrawFn) -> Request:
     if method == "POST" and draw(st.integers(0, 4)) == 0:
         headers.append(("Content-Type", "application/x-www-form-urlencoded"))
         body = b"a=1&_method=" + draw(st.sampled_from(_OVERRIDE_VALUES)).strip().encode()
-    return Request(f"{draw(upstreams)}-api", method, target, body, tuple(headers))
+    return Request(f"{draw(upstreams)}-api", method, target, body, tuple(headers),
+                   proxy=draw(st.booleans()))
 
 
 # ---------------------------------------------------------------------- JSON shapes
@@ -138,7 +141,8 @@ def llm_requests(draw: st.DrawFn) -> Request:
     path = draw(st.sampled_from(("/v1/chat/completions", "/v1/chat/completions",
                                  "/v1/chat/%63ompletions", "/v1/chat/completions/",
                                  "/v1/chat/completions;x", "/v1/responses")))
-    return Request(f"{draw(upstreams)}-llm", "POST", path, members(list(order)).encode())
+    return Request(f"{draw(upstreams)}-llm", "POST", path, members(list(order)).encode(),
+                   proxy=draw(st.booleans()))
 
 
 # ---------------------------------------------------------------------- MCP batches
@@ -184,4 +188,5 @@ def mcp_requests(draw: st.DrawFn) -> Request:
     elements = [draw(rpc_element(i + 1)) for i in range(count)]
     batch = count > 1 or draw(st.booleans())
     body = ("[" + ",".join(elements) + "]") if batch else elements[0]
-    return Request(f"{draw(upstreams)}-mcp", "POST", "", body.encode())
+    return Request(f"{draw(upstreams)}-mcp", "POST", "", body.encode(),
+                   proxy=draw(st.booleans()))
