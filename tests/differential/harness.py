@@ -369,13 +369,19 @@ class Bed:
         self.tools = ToolAuthorizer(spec.tools)
         self.mcp = McpAuthorizer(spec.mcp)
 
-    def send(self, request: Request) -> Exchange:
+    def send(self, request: Request, *, direct: bool = False) -> Exchange:
+        """Send ``request`` through the sidecar (or, ``direct``, straight to the upstream
+        at the path the alias stands for: what the upstream reads with no proxy between)."""
         tag = uuid.uuid4().hex
-        conn = http.client.HTTPConnection("127.0.0.1", self.sidecar_port,
-                                          timeout=REQUEST_TIMEOUT)
+        if direct:
+            port = self.ports[request.upstream][request.kind]
+            target = BASE_PATHS[request.kind] + request.target
+        else:
+            port, target = self.sidecar_port, self.request_target(request)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
         try:
-            conn.putrequest(request.method, self.request_target(request),
-                            skip_host=False, skip_accept_encoding=True)
+            conn.putrequest(request.method, target, skip_host=False,
+                            skip_accept_encoding=True)
             sent = {k.lower() for k, _ in request.headers}
             if "content-type" not in sent and request.body:
                 conn.putheader("Content-Type", "application/json")
