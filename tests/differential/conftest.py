@@ -1,5 +1,8 @@
-"""Fixtures of the differential tests: one bed (Go upstream, Python readers, sidecar) per
-module, started on free loopback ports; see :mod:`tests.differential.harness`."""
+"""Fixtures of the differential tests: one bed (Go upstream, Python readers, sidecar) for
+all of them, started once on free loopback ports; see :mod:`tests.differential.harness`.
+
+Sharing is safe: the bed's policy has no budgets, so no request changes how the next one
+is decided, and every request carries its own tag."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest
 from tests.differential.harness import Bed, running_bed
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     with running_bed(tmp_path_factory.mktemp("differential")) as started:
         yield started
