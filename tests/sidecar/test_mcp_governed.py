@@ -316,3 +316,23 @@ async def test_bodies_nothing_reads_never_go_upstream(sidecar_factory: SidecarFa
                 assert r.status == 400, method
                 assert r.headers["x-haltgate-code"] == code, method
     assert not standins.received("mcp").requests
+
+
+async def test_denied_server_requests_are_taken_out_of_answers(
+        sidecar_factory: SidecarFactory) -> None:
+    """In a JSON batch answer, a streamed answer, and a tools/list stream read whole."""
+    sc = await sidecar_factory()
+    for mode, message in (("server-requests", rpc("ping", 1)),
+                          ("server-requests-sse", rpc("ping", 1)),
+                          ("server-requests-sse", rpc("tools/list", 2))):
+        _, body, _ = await call(sc.explicit + "/mcp", message, **{BEHAVIOR_HEADER: mode})
+        methods = [m.get("method") for m in (body if isinstance(body, list) else [body])]
+        assert "sampling/createMessage" not in methods, mode
+        assert "elicitation/create" not in methods, mode
+        assert methods[:2] == ["roots/list", "notifications/message"], mode
+        assert "result" in (body if isinstance(body, list) else [body])[-1]
+    sc = await sidecar_factory({"spec": {"mcp": {"sampling": "allow", "elicitation": "allow"}}})
+    _, body, _ = await call(sc.explicit + "/mcp", rpc("ping", 1),
+                            **{BEHAVIOR_HEADER: "server-requests"})
+    assert [m.get("method") for m in body][:2] == ["sampling/createMessage",
+                                                   "elicitation/create"]

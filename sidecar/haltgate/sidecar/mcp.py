@@ -462,10 +462,17 @@ class ServerRequestFilter:
         except orjson.JSONDecodeError:
             return None
         for msg in obj if isinstance(obj, list) else [obj]:
-            method = msg.get("method") if isinstance(msg, dict) else None
-            if isinstance(method, str) and not self._rules.server_request_allowed(method):
-                self.dropped.append(method)
+            method = self.denied_message(msg)
+            if method is not None:
                 return method
+        return None
+
+    def denied_message(self, msg: Any) -> str | None:
+        """The method of ``msg`` if it is a server request the policy denies."""
+        method = msg.get("method") if isinstance(msg, dict) else None
+        if isinstance(method, str) and not self._rules.server_request_allowed(method):
+            self.dropped.append(method)
+            return method
         return None
 
     def raw(self, complete: bytes) -> bytes:
@@ -509,6 +516,31 @@ class _FilteredScan:
 
     def verdict(self) -> HaltgateError | None:
         return self._scan.verdict()
+
+
+def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
+    """A whole MCP answer without the server requests the policy denies.
+
+    An event stream read whole loses those events; a JSON batch those messages. A single
+    JSON message that is such a request is refused (``mcp_server_request_denied``): there
+    is nothing else to send."""
+    server_filter = stream_filter(call)
+    if server_filter is None or not body:
+        return body
+    if content_type == "text/event-stream":
+        return server_filter.raw(body)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if isinstance(obj, list):
+        kept = [m for m in obj if server_filter.denied_message(m) is None]
+        return body if len(kept) == len(obj) else orjson.dumps(kept)
+    method = server_filter.denied_message(obj)
+    if method is not None:
+        raise DeniedError(f"the MCP server sent a {method} request, which the policy denies",
+                          code="mcp_server_request_denied", failure_type=FailureType.SAFETY)
+    return body
 
 
 def stream_filter(call: Call) -> ServerRequestFilter | None:

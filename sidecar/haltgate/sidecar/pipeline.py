@@ -562,6 +562,8 @@ class Pipeline:
         if classified.view.kind is RequestKind.MCP and _lists_tools(classified.body):
             body = self.filter_tools_list(call, upstream, body)
         try:
+            if classified.mcp is not None:
+                body = mcp.filter_answer(call, body, upstream.content_type)
             body = self.scan_response(call, body, upstream.content_type)
         except HaltgateError as err:
             self._finish(call, "deny", err.code)

@@ -12,7 +12,9 @@ are answered with an array of the responses. Tools:
 ``search(query)`` — all pure and deterministic.
 
 ``x-standin-behavior``: ``sse`` (answer as ``text/event-stream``, one ``message`` event per
-response), ``error`` (HTTP 500), ``truncate`` (SSE cut before the answer). On ``GET /mcp``:
+response), ``error`` (HTTP 500), ``truncate`` (SSE cut before the answer),
+``server-requests`` / ``server-requests-sse`` (the answer, as a JSON array or a stream,
+starts with the server requests listed below). On ``GET /mcp``:
 ``server-requests`` (a stream sending ``sampling/createMessage``, ``elicitation/create``,
 ``roots/list`` and a log notification, then ending), ``hold`` (a stream that stays open
 until the client leaves); without a behaviour, 405.
@@ -165,6 +167,12 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
     executions = request.app[EXECUTIONS]
     answers = [a for a in (handle_message(m, executions) for m in messages) if a is not None]
     headers = {"Mcp-Session-Id": SESSION_ID}
+    if mode.startswith("server-requests"):
+        # A server that asks the agent things in its answer (the spec allows it in a
+        # stream; a careless server may put them in a JSON batch too).
+        answers = [*SERVER_REQUESTS, *answers]
+        batch = True
+        mode = "sse" if mode == "server-requests-sse" else ""
     if not answers:
         return web.Response(status=202, headers=headers)
     if mode in ("sse", "truncate"):
