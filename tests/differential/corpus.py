@@ -101,6 +101,15 @@ CASES: tuple[Case, ...] = (
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call",'
              '"params":{"name":"search","arguments":{}},'
              '"Params":{"name":"delete_file","arguments":{}}}')),
+    Case("json-escaped-duplicate-model", "llm", "POST", _CHAT,
+         b'{"model":"gpt-4o-mini","\\u006dodel":"gpt-5","messages":[],"max_tokens":5}',
+         why="the second key is 'model' once its escape is decoded"),
+    Case("json-escaped-case-collision-model", "llm", "POST", _CHAT,
+         b'{"model":"gpt-4o-mini","\\u004dodel":"gpt-5","messages":[],"max_tokens":5}'),
+    Case("mcp-long-s-params", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
+             '"arguments":{}},"param\u017f":{"name":"delete_file","arguments":{}}}'),
+         why="Go folds U+017F (long s) to s: 'param\u017f' is params"),
     # --- MCP batches and methods
     Case("mcp-batch-denied-second", "mcp", "POST", "",
          rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'

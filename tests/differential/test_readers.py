@@ -42,6 +42,9 @@ def test_go_reads_json_keys_case_insensitively_last_wins(bed: Bed) -> None:
     mcp = read(bed, "go", "mcp", "POST", "", b'{"jsonrpc":"2.0","id":1,"method":"ping",'
                b'"Method":"tools/call","params":{"name":"echo","NAME":"delete_file"}}')
     assert mcp["rpc"] == [{"method": "tools/call", "tool": "delete_file"}]
+    long_s = read(bed, "go", "mcp", "POST", "", '{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+                  '"params":{"name":"echo"},"param\u017f":{"name":"delete_file"}}'.encode())
+    assert long_s["rpc"] == [{"method": "tools/call", "tool": "delete_file"}]
     # path.Clean: dot segments resolved, trailing slash dropped; ';' kept
     assert read(bed, "go", "api", "GET", "/api/x/../admin/")["route"] == "/api/admin"
     assert read(bed, "go", "api", "GET", "/api/admin;x")["route"] == "/api/admin;x"
