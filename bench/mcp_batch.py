@@ -1,7 +1,7 @@
 """Benchmark: the sidecar's own time for MCP batches now that every message is decided and
 reserved on its own (issue 15).
 
-    .venv/bin/python bench/mcp_batch.py [--rounds 300]
+    .venv/bin/python bench/mcp_batch.py [--rounds 300] [--sizes 1,10,50]
 
 A real sidecar in front of the stand-in MCP server on loopback, a policy with a calls
 budget (so every message is reserved and settled) and the test suite's tool rules. Batches
@@ -54,7 +54,7 @@ def policy(url: str) -> dict[str, Any]:
     }
 
 
-async def run(rounds: int) -> None:
+async def run(rounds: int, sizes: tuple[int, ...]) -> None:
     app = mcp.create_app(record=False)
     runner, url = await serve(app)
     with tempfile.TemporaryDirectory() as d:
@@ -69,12 +69,12 @@ async def run(rounds: int) -> None:
         await sidecar.start()
         host, port = sidecar.addresses["explicit"]
         endpoint = f"http://{host}:{port}/mcp"
-        bodies = {n: batch(n) for n in SIZES}
-        overhead: dict[int, list[float]] = {n: [] for n in SIZES}
+        bodies = {n: batch(n) for n in sizes}
+        overhead: dict[int, list[float]] = {n: [] for n in sizes}
         try:
             async with aiohttp.ClientSession() as s:
                 for i in range(rounds + 20):
-                    for n in SIZES:
+                    for n in sizes:
                         async with s.post(endpoint, data=bodies[n], headers={
                                 "Content-Type": "application/json"}) as r:
                             await r.read()
@@ -86,7 +86,7 @@ async def run(rounds: int) -> None:
             await runner.cleanup()
     print(f"sidecar time per MCP request (x-haltgate-overhead-ms), {rounds} rounds")
     print("batch  p50 ms  p99 ms  p50 per message ms")
-    for n in SIZES:
+    for n in sizes:
         xs = sorted(overhead[n])
         p50 = statistics.median(xs)
         p99 = xs[min(len(xs) - 1, int(len(xs) * 0.99))]
@@ -96,10 +96,18 @@ async def run(rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="batch sizes, comma-separated")
     args = parser.parse_args()
     if args.rounds < 1:
         sys.exit("--rounds must be at least 1")
-    asyncio.run(run(args.rounds))
+    try:
+        sizes = tuple(int(x) for x in args.sizes.split(","))
+    except ValueError:
+        sys.exit("--sizes must be integers separated by commas")
+    if not sizes or min(sizes) < 1:
+        sys.exit("--sizes must be at least 1 each")
+    asyncio.run(run(args.rounds, sizes))
 
 
 if __name__ == "__main__":
