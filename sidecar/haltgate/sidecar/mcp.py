@@ -12,9 +12,10 @@ The pipeline calls in here at four points, and nowhere else knows MCP's details:
    capabilities the policy denies (sampling, elicitation).
 3. :func:`reserve` / :func:`settle` / :func:`release` (budget): one reservation per element
    that does work upstream (tools/call, resources/read, prompts/get, ...), so a batch of 50
-   tool calls is 50 calls, 50 tools for ``distinctTools`` and 50 risks. Reserving is
-   synchronous (no await between the elements): concurrent batches cannot overspend. If
-   one element is refused, the ones before it are released and the batch is refused whole.
+   tool calls is 50 calls, 50 tools for ``distinctTools`` and 50 risks. The elements are
+   reserved all or nothing in one synchronous engine step sequence with one state write
+   (``Governor.apply_all``): concurrent batches cannot overspend, and if one element is
+   refused none stays reserved and the batch is refused whole.
    Protocol and session messages (initialize, notifications, ping, listings, the GET stream,
    DELETE) reserve nothing.
 4. :class:`ServerRequestFilter` (answers): server requests the policy denies
@@ -95,9 +96,10 @@ def check_unambiguous(body: bytes, obj: Any) -> None:
 # --------------------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class McpElement:
-    """One JSON-RPC message of an MCP request."""
+    """One JSON-RPC message of an MCP request (read-only once built; not frozen only
+    because a frozen dataclass costs more to build, once per message on the hot path)."""
 
     index: int
     """Position in the batch (0 for a single message)."""
@@ -189,59 +191,82 @@ def _name(value: Any, where: str) -> str:
     return value
 
 
-def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElement:
+def _at(index: int, batch: bool, method: str = "") -> str:
+    """Where an error is, for its message (built only when there is one)."""
     at = f"message [{index}]: " if batch else ""
+    return f"{at}{method} " if method else at
+
+
+def _exact(obj: Any, fields: frozenset[str], index: int, batch: bool, what: str) -> None:
+    """The fields MCP defines spelled exactly in ``obj`` (the common case checked inline:
+    keys that are plain lower case, or known, cannot be a misspelt known field)."""
+    if isinstance(obj, dict):
+        for key in obj:
+            if key not in fields and not (key.isascii() and key.islower()):
+                strict_json.require_exact_fields(obj, fields, _at(index, batch) + what)
+                return
+
+
+def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElement:
     if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
-        raise _bad(f"{at}not a JSON-RPC 2.0 message")
+        raise _bad(f"{_at(index, batch)}not a JSON-RPC 2.0 message")
     # A lone "Method" collides with nothing, yet a case-insensitive server reads it.
-    strict_json.require_exact_fields(msg, _RPC_FIELDS, f"{at}JSON-RPC message")
+    _exact(msg, _RPC_FIELDS, index, batch, "JSON-RPC message")
     has_id = "id" in msg
     msg_id = msg.get("id")
     if has_id and (isinstance(msg_id, bool) or not (msg_id is None
                                                     or isinstance(msg_id, str | int))):
-        raise _bad(f"{at}id must be a string or an integer")
+        raise _bad(f"{_at(index, batch)}id must be a string or an integer")
     method = msg.get("method")
     if method is None:
         if "method" in msg or not has_id or ("result" not in msg and "error" not in msg):
-            raise _bad(f"{at}a JSON-RPC message without method must be a response")
+            raise _bad(f"{_at(index, batch)}a JSON-RPC message without method must be a "
+                       "response")
         return McpElement(index, None, MethodClass.RESPONSE, msg_id, False)
     if not isinstance(method, str):
-        raise _bad(f"{at}method must be a string")
+        raise _bad(f"{_at(index, batch)}method must be a string")
     cls = CLIENT_METHODS.get(method)
     if cls is None:
         if method in CLIENT_NOTIFICATIONS:
             if has_id:
-                raise _bad(f"{at}{method} is a notification: it carries no id")
+                raise _bad(f"{_at(index, batch, method)}is a notification: it carries no id")
             return McpElement(index, method, MethodClass.SESSION, None, False)
         raise BadRequestError(
-            f"{at}method {method[:128]!r} is not an MCP client method (names are exact: "
-            "e.g. tools/call, resources/read)", code=CODE_UNKNOWN_METHOD)
+            f"{_at(index, batch)}method {method[:128]!r} is not an MCP client method (names "
+            "are exact: e.g. tools/call, resources/read)", code=CODE_UNKNOWN_METHOD)
     if cls in _BUDGETED and (not has_id or msg_id is None):
         # Sent as a notification it gets no answer: haltgate could neither settle its
         # budget nor report a denial. Refuse it.
-        raise BadRequestError(f"{at}{method} needs a JSON-RPC id", code="jsonrpc_missing_id")
-    is_request = has_id
-    where = f"{at}{method} "
+        raise BadRequestError(f"{_at(index, batch, method)}needs a JSON-RPC id",
+                              code="jsonrpc_missing_id")
     params = msg.get("params")
+    if cls is MethodClass.TOOL:
+        if not isinstance(params, dict):
+            raise _bad(f"{_at(index, batch, method)}params must be an object")
+        _exact(params, _PARAM_FIELDS[cls], index, batch, f"{method} params")
+        name = params.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"{_at(index, batch, method)}needs params.name")
+        arguments = params.get("arguments", {})
+        if not isinstance(arguments, dict):
+            raise _bad(f"{_at(index, batch, method)}params.arguments must be an object")
+        return McpElement(index, method, cls, msg_id, has_id,
+                          ToolCall(name=name, arguments=arguments, server=server),
+                          params=params)
+    return _other_element(index, msg, method, cls, msg_id, has_id, params, batch)
+
+
+def _other_element(index: int, msg: dict[str, Any], method: str, cls: MethodClass,
+                   msg_id: Any, is_request: bool, params: Any, batch: bool) -> McpElement:
+    where = _at(index, batch, method)
     fields = _PARAM_FIELDS.get(cls)
     if fields is not None:
-        strict_json.require_exact_fields(params, fields, f"{where}params")
+        _exact(params, fields, index, batch, f"{method} params")
     if method == "initialize" and isinstance(params, dict):
         # The capabilities haltgate removes must be the ones the server reads.
-        strict_json.require_exact_fields(params, _INITIALIZE_FIELDS, f"{where}params")
-        strict_json.require_exact_fields(params.get("capabilities"), _CAPABILITY_FIELDS,
-                                         f"{where}params.capabilities")
-    if cls is MethodClass.TOOL:
-        p = _params(msg, where)
-        name = p.get("name")
-        if not isinstance(name, str) or not name:
-            raise _bad(f"{where}needs params.name")
-        arguments = p.get("arguments", {})
-        if not isinstance(arguments, dict):
-            raise _bad(f"{where}params.arguments must be an object")
-        return McpElement(index, method, cls, msg_id, is_request,
-                          tool=ToolCall(name=name, arguments=arguments, server=server),
-                          params=params)
+        _exact(params, _INITIALIZE_FIELDS, index, batch, f"{method} params")
+        _exact(params.get("capabilities"), _CAPABILITY_FIELDS, index, batch,
+               f"{method} params.capabilities")
     if cls is MethodClass.RESOURCE:
         uri = _uri(_params(msg, where).get("uri"), f"{where}params.uri")
         return McpElement(index, method, cls, msg_id, is_request, resource=uri, params=params)
@@ -250,7 +275,7 @@ def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElemen
         return McpElement(index, method, cls, msg_id, is_request, prompt=name, params=params)
     if cls is MethodClass.COMPLETION:
         ref = _params(msg, where).get("ref")
-        strict_json.require_exact_fields(ref, _REF_FIELDS, f"{where}params.ref")
+        _exact(ref, _REF_FIELDS, index, batch, f"{method} params.ref")
         if isinstance(ref, dict) and ref.get("type") == "ref/prompt":
             name = _name(ref.get("name"), f"{where}params.ref.name")
             return McpElement(index, method, cls, msg_id, is_request, prompt=name,
@@ -310,11 +335,17 @@ def authorize(call: Call, tools: ToolAuthorizer, rules: McpAuthorizer) -> McpCal
     servers = (view.upstream, view.host)
     state = McpCallState(message)
     extra_risk = 0.0
+    tool_risk = call.authz.risk if call.authz is not None else 0.0
+    single_tool = len(view.tool_calls) == 1
     for e in message.elements:
         risk = 0.0
         if e.tool is not None:
-            # The batch as a whole already passed the tool rules; per element for its risk.
-            risk = tools.authorize(replace(view, tool_calls=(e.tool,))).risk
+            # The batch as a whole already passed the tool rules (and their risks add up to
+            # ``tool_risk``); per element only to split that risk.
+            if single_tool or not tool_risk:
+                risk = tool_risk
+            else:
+                risk = tools.authorize(replace(view, tool_calls=(e.tool,))).risk
         elif e.resource is not None:
             risk = _check(rules.resources.decide(servers, e.resource))
             extra_risk += risk
@@ -380,22 +411,17 @@ def reserve(budget: Budget, call: Call, state: McpCallState) -> BudgetVerdict | 
     assert view is not None
     # Guardrail and OPA risk concern the request as a whole: charged with its first element.
     residual = max(call.risk - sum(state.risks), 0.0)
-    reserved: list[str] = []
-    verdict: BudgetVerdict | None = None
-    for n, (e, risk) in enumerate(zip(elements, state.risks, strict=True)):
-        sub_id = f"{call.decision_id}.{n}"
-        verdict = budget.reserve(
-            call_id=sub_id, ts=call.ts, kind="mcp", host=view.host,
-            tool=e.tool.name if e.tool is not None else None, model=None,
-            max_input_tokens=0, max_output_tokens=0, fingerprint=e.fingerprint(),
-            risk=risk + (residual if n == 0 else 0.0),
-        )
-        if not verdict.allowed:
-            for done in reserved:
-                budget.release(done, call.ts)
-            return verdict
-        reserved.append(sub_id)
-    state.sub_ids = tuple(reserved)
+    sub_ids = tuple(f"{call.decision_id}.{n}" for n in range(len(elements)))
+    verdict = budget.reserve_all([
+        {"call_id": sub_id, "ts": call.ts, "kind": "mcp", "host": view.host,
+         "tool": e.tool.name if e.tool is not None else None, "model": None,
+         "max_input_tokens": 0, "max_output_tokens": 0, "fingerprint": e.fingerprint(),
+         "risk": risk + (residual if n == 0 else 0.0)}
+        for n, (sub_id, e, risk) in enumerate(zip(sub_ids, elements, state.risks,
+                                                  strict=True))
+    ])
+    if verdict.allowed:
+        state.sub_ids = sub_ids
     return verdict
 
 
@@ -420,20 +446,19 @@ def read_outcomes(state: McpCallState, body: bytes) -> None:
 def settle(budget: Budget, state: McpCallState, ts: float, ok: bool, error_fp: str | None,
            result_fp: str | None) -> BudgetVerdict | None:
     """Settle every element's reservation (its own outcome when the answer told it)."""
-    verdict = None
+    settlements = []
     for sub_id, e in zip(state.sub_ids, state.message.budgeted, strict=True):
         own = state.outcomes.get(repr(e.msg_id))
         e_ok, e_err, e_res = own if own is not None and ok else (ok, error_fp, result_fp)
-        verdict = budget.settle(call_id=sub_id, ts=ts, usage=None, ok=e_ok,
-                                error_fingerprint=e_err, result_fingerprint=e_res)
+        settlements.append({"call_id": sub_id, "ts": ts, "usage": None, "ok": e_ok,
+                            "error_fingerprint": e_err, "result_fingerprint": e_res})
     state.sub_ids = ()
-    return verdict
+    return budget.settle_all(settlements) if settlements else None
 
 
 def release(budget: Budget, state: McpCallState, ts: float) -> None:
     """Give every element's reservation back (the request never left)."""
-    for sub_id in state.sub_ids:
-        budget.release(sub_id, ts)
+    budget.release_all(list(state.sub_ids), ts)
     state.sub_ids = ()
 
 
