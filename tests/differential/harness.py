@@ -26,6 +26,7 @@ import json
 import os
 import posixpath
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -55,11 +56,13 @@ REQUEST_TIMEOUT = 10.0
 
 
 def policy_document(ports: Mapping[str, Mapping[str, int]],
-                    tools: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    tools: Mapping[str, Any] | None = None,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The sidecar's policy: every upstream under each kind; rules the corpus aims at.
 
     ``tools.default`` is ``allow`` on purpose: the worst case of the issue (a call the
     rules do not recognise passes), so every reading the sidecar gets wrong shows.
+    ``extra`` adds top-level ``spec`` fields (``budgets``, for the budget tests).
     """
     upstreams = []
     for name, by_kind in ports.items():
@@ -70,7 +73,7 @@ def policy_document(ports: Mapping[str, Mapping[str, int]],
             if kind == "llm":
                 entry["provider"] = "openai"
             upstreams.append(entry)
-    return {
+    doc: dict[str, Any] = {
         "apiVersion": "haltgate.dev/v1alpha1",
         "kind": "GovernancePolicy",
         "metadata": {"name": "differential", "namespace": "agents"},
@@ -101,6 +104,8 @@ def policy_document(ports: Mapping[str, Mapping[str, int]],
             },
         },
     }
+    doc["spec"].update(extra or {})
+    return doc
 
 
 # ---------------------------------------------------------------------- what happened
@@ -365,6 +370,8 @@ class Bed:
         self._spool = _SpoolLog(spool)
         self._logs = {name: _LineLog(path) for name, path in logs.items()}
         self._by_tag: dict[str, list[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        """Requests may be sent from several threads (budget tests): one reads the logs."""
         spec = GovernancePolicy.model_validate(policy).spec
         self.tools = ToolAuthorizer(spec.tools)
         self.mcp = McpAuthorizer(spec.mcp)
@@ -396,13 +403,14 @@ class Bed:
             decision_id = resp.getheader("x-haltgate-decision-id")
         finally:
             conn.close()
-        self._spool.refresh()
-        for log in self._logs.values():
-            for line in log.new():
-                self._by_tag.setdefault(line.get("tag", ""), []).append(line)
-        intent = self._spool.intents.get(decision_id) if decision_id else None
-        return Exchange(request, status, answer, decision_id, intent,
-                        self._by_tag.pop(tag, []))
+        with self._lock:
+            self._spool.refresh()
+            for log in self._logs.values():
+                for line in log.new():
+                    self._by_tag.setdefault(line.get("tag", ""), []).append(line)
+            intent = self._spool.intents.get(decision_id) if decision_id else None
+            executed = self._by_tag.pop(tag, [])
+        return Exchange(request, status, answer, decision_id, intent, executed)
 
     def request_target(self, request: Request) -> str:
         """The request-target sent to the sidecar: alias path or absolute URL."""
@@ -421,14 +429,15 @@ def _haltgate(*args: str) -> list[str]:
 
 
 @contextmanager
-def running_bed(work: Path, tools: Mapping[str, Any] | None = None) -> Iterator[Bed]:
+def running_bed(work: Path, tools: Mapping[str, Any] | None = None,
+                extra: Mapping[str, Any] | None = None) -> Iterator[Bed]:
     """Start the three upstreams and the sidecar (all on free loopback ports) in ``work``."""
     work.mkdir(parents=True, exist_ok=True)
     free = iter(free_ports(3 * len(UPSTREAMS) + 3))
     ports = {name: {kind: next(free) for kind in BASE_PATHS} for name in UPSTREAMS}
     explicit, admin, metrics = next(free), next(free), next(free)
     logs = {name: work / f"{name}.executed.jsonl" for name in ports}
-    policy = policy_document(ports, tools)
+    policy = policy_document(ports, tools, extra)
     policy_path = work / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(policy))
     reader = [sys.executable, "-m", "haltgate.testbed.standins.reader", "--host", "127.0.0.1"]
