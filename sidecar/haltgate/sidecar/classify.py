@@ -105,11 +105,11 @@ def llm_dialect(path: str, provider: Provider | None) -> Dialect | None:
     return None
 
 
-def _parse_json(body: bytes) -> Any:
+def _parse_json(body: bytes, *, nested: bool = True) -> Any:
     if not body:
         raise BadRequestError("request body is empty, JSON expected", code="invalid_json")
     try:
-        return strict_json.loads(body)
+        return strict_json.loads(body, nested=nested)
     except orjson.JSONDecodeError as e:
         raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from e
 
@@ -119,10 +119,10 @@ _JSON_START = frozenset(b"{ \t\r\n")
 
 def _llm_shaped(body: bytes) -> Any:
     """The parsed body if it is a JSON object shaped like an LLM call, else ``None``."""
-    if not body or body[0] not in _JSON_START or llm_body.SCREEN_MODEL.search(body) is None:
+    if not body or body[0] not in _JSON_START or not llm_body.may_be_llm_call(body):
         return None
     try:
-        obj = strict_json.loads(body)
+        obj = strict_json.loads(body, nested=False)
     except orjson.JSONDecodeError:
         return None
     return obj if llm_body.looks_like_llm_call(obj) else None
@@ -147,7 +147,7 @@ def _classify_llm(
         if shaped is None:
             return Classified(_view(None, method, target, agent))
         return _llm_call(method, target, body, agent, shaped, _guess_dialect(shaped, provider))
-    return _llm_call(method, target, body, agent, _parse_json(body), dialect)
+    return _llm_call(method, target, body, agent, _parse_json(body, nested=False), dialect)
 
 
 def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, obj: Any,
@@ -169,10 +169,9 @@ def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, ob
         upstream=target.upstream.name if target.upstream else None,
         model=model, max_output_tokens=llm_body.output_cap(obj), stream=stream, agent=agent,
     )
-    ref = llm_body.context_reference(obj, body)
+    ref, images = llm_body.context_reference(obj)
     return Classified(view, dialect=dialect, body=obj, wants_usage_injection=inject,
-                      input_estimate=len(body), context_ref=ref,
-                      inline_images=llm_body.inline_images(body) if ref is None else 0)
+                      input_estimate=len(body), context_ref=ref, inline_images=images)
 
 
 def _classify_mcp(
