@@ -48,8 +48,11 @@ var llmSuffixes = []string{"/chat/completions", "/completions", "/responses", "/
 type rpcCall struct {
 	Method string `json:"method"`
 	Tool   string `json:"tool,omitempty"`
-	URI    string `json:"uri,omitempty"`
-	Name   string `json:"name,omitempty"`
+	// Path is the tool's "path" argument as a Go tool decoding its arguments into a
+	// struct reads it (absent: no such argument).
+	Path *string `json:"path,omitempty"`
+	URI  string  `json:"uri,omitempty"`
+	Name string  `json:"name,omitempty"`
 }
 
 // reading is one executed request, as logged and answered.
@@ -82,8 +85,13 @@ type rpcMessage struct {
 }
 
 type rpcParams struct {
-	Name string `json:"name"`
-	URI  string `json:"uri"`
+	Name      string          `json:"name"`
+	URI       string          `json:"uri"`
+	Arguments json.RawMessage `json:"arguments"`
+}
+
+type toolArguments struct {
+	Path *string `json:"path"`
 }
 
 type server struct {
@@ -194,6 +202,10 @@ func readRPC(body []byte, rd *reading) (ids []json.RawMessage, batch bool) {
 			switch msg.Method {
 			case "tools/call":
 				call.Tool = params.Name
+				var args toolArguments
+				if len(params.Arguments) > 0 && json.Unmarshal(params.Arguments, &args) == nil {
+					call.Path = args.Path
+				}
 			case "resources/read", "resources/subscribe":
 				call.URI = params.URI
 			case "prompts/get":

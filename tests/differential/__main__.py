@@ -28,7 +28,8 @@ def main() -> int:
                     where = f"{upstream}{' proxy' if proxy else ''}"
                     if found:
                         diverging.setdefault(case.name, []).append(where)
-                        known = " (known, open)" if case.open_divergence else ""
+                        known = " (known, open)" if case.open_divergence and \
+                            upstream in case.open_on else ""
                         print(f"DIVERGES{known} {case.name} [{where}]: {request.describe()}")
                         for line in found:
                             print(f"    {line}")

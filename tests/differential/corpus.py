@@ -26,6 +26,8 @@ class Case:
     open_divergence: str = ""
     """Set when the sidecar still diverges on this case and no fix exists yet: the test is
     then an expected failure (strict: it fails the run once fixed, so the mark goes)."""
+    open_on: tuple[str, ...] = ("go", "py", "pyfirst")
+    """The upstream readers the open divergence shows on (the others must agree)."""
 
 
 def chat(*pairs: tuple[str, Any]) -> bytes:
@@ -46,6 +48,12 @@ _MCP_IN_DISGUISE = (
     "so tool rules never see it; under tools.default allow, or an http rule allowing POST, "
     "the upstream executes a denied tool. LLM-shaped bodies are metered whatever the path; "
     "JSON-RPC bodies need the same treatment (govern as MCP, or refuse)")
+_ARGUMENT_CASE = (
+    "open (found by this harness, not fixed by h1-reading or h2-mcp): a tool argument key "
+    "spelled in another case than the policy's argument constraint ($.path vs 'Path') "
+    "escapes the constraint, since nothing collides, while a Go tool decoding its arguments "
+    "into a struct reads it as path and runs with /etc/shadow. Keys that argument "
+    "constraints read must be spelled exactly, as LLM and JSON-RPC fields already are")
 _CHAT = "/v1/chat/completions"
 _GPT5 = chat(("model", "gpt-5"))
 
@@ -110,6 +118,18 @@ CASES: tuple[Case, ...] = (
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
              '"arguments":{}},"param\u017f":{"name":"delete_file","arguments":{}}}'),
          why="Go folds U+017F (long s) to s: 'param\u017f' is params"),
+    Case("mcp-argument-case-collision", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file",'
+             '"arguments":{"path":"/srv/public/a","Path":"/etc/shadow"}}}'),
+         why="a Go tool decodes its arguments into a struct: Path is path"),
+    Case("mcp-argument-duplicate", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file",'
+             '"arguments":{"path":"/etc/shadow","path":"/srv/public/a"}}}')),
+    Case("mcp-argument-lone-case-variant", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file",'
+             '"arguments":{"Path":"/etc/shadow"}}}'),
+         why="nothing collides, but the rule reads $.path and a Go tool reads Path as path",
+         open_divergence=_ARGUMENT_CASE, open_on=("go",)),
     # --- MCP batches and methods
     Case("mcp-batch-denied-second", "mcp", "POST", "",
          rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
@@ -201,6 +221,9 @@ CASES: tuple[Case, ...] = (
              '"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}},'
              '{"jsonrpc":"2.0","method":"notifications/initialized"},'
              '{"jsonrpc":"2.0","id":2,"method":"tools/list"}]')),
+    Case("control-mcp-tool-argument", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file",'
+             '"arguments":{"path":"/srv/public/a"}}}')),
     Case("control-mcp-batch", "mcp", "POST", "",
          rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
              '"arguments":{"text":"a"}}},{"jsonrpc":"2.0","id":2,"method":"tools/call",'

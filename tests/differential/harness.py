@@ -100,6 +100,9 @@ def policy_document(ports: Mapping[str, Mapping[str, int]],
                      "methods": ["DELETE", "PUT", "PATCH"]},
                     {"name": "no-delete-tools", "action": "deny", "kind": "mcp",
                      "mcpTools": ["delete_*"]},
+                    {"name": "no-system-files", "action": "deny", "kind": "mcp",
+                     "mcpTools": ["read_file"],
+                     "arguments": [{"path": "$.path", "regex": "^/(etc|root)/"}]},
                 ],
             },
         },
@@ -185,13 +188,17 @@ def sidecar_reading(intent: Mapping[str, Any]) -> dict[str, Any]:
     method, _, url = str(intent.get("target", "")).partition(" ")
     path = urlsplit(url).path
     payload = intent.get("payload")
-    rpc: list[tuple[str, str | None]] = []
+    rpc: list[tuple[str, str | None, str | None]] = []
     for msg in payload if isinstance(payload, list) else [payload]:
         if isinstance(msg, dict) and isinstance(msg.get("method"), str):
             params = msg.get("params")
             key = _SUBJECT_KEYS.get(msg["method"])
             subject = params.get(key) if isinstance(params, dict) and key else None
-            rpc.append((msg["method"], subject if isinstance(subject, str) else None))
+            arguments = params.get("arguments") if isinstance(params, dict) else None
+            arg_path = arguments.get("path") if isinstance(arguments, dict) and \
+                msg["method"] == "tools/call" else None
+            rpc.append((msg["method"], subject if isinstance(subject, str) else None,
+                        arg_path if isinstance(arg_path, str) else None))
     return {"method": method, "path": path, "kind": intent.get("kind"),
             "model": intent.get("model"), "rpc": rpc}
 
@@ -201,9 +208,10 @@ _SUBJECT_KEYS = {"tools/call": "name", "resources/read": "uri", "resources/subsc
 """The ``params`` member naming what a JSON-RPC method acts on."""
 
 
-def executed_rpc(executed: Mapping[str, Any]) -> list[tuple[str, str | None]]:
-    """(method, subject) of each JSON-RPC element an upstream executed."""
-    return [(c["method"], c.get("tool") or c.get("uri") or c.get("name"))
+def executed_rpc(executed: Mapping[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    """(method, subject, a tool's ``path`` argument) of each JSON-RPC element an upstream
+    executed."""
+    return [(c["method"], c.get("tool") or c.get("uri") or c.get("name"), c.get("path"))
             for c in executed.get("rpc") or []]
 
 
@@ -242,9 +250,10 @@ def oracle_verdicts(executed: Mapping[str, Any], request: Request, tools: ToolAu
         return [(f"{view.method} {view.path}", tools.authorize(view))]
     servers = (request.alias, "127.0.0.1")
     out = []
-    for method, subject in executed_rpc(executed):
+    for method, subject, path in executed_rpc(executed):
         if method == "tools/call":
-            tool = ToolCall(name=subject or "", arguments={}, server=request.alias)
+            arguments = {"path": path} if path is not None else {}
+            tool = ToolCall(name=subject or "", arguments=arguments, server=request.alias)
             verdict = tools.authorize(replace(view, mcp_method=method, tool_calls=(tool,)))
         elif method in ("resources/read", "resources/subscribe"):
             subject = resolved_uri(subject or "")
@@ -253,7 +262,8 @@ def oracle_verdicts(executed: Mapping[str, Any], request: Request, tools: ToolAu
             verdict = mcp.prompts.decide(servers, subject or "")
         else:
             verdict = tools.authorize(replace(view, mcp_method=method))
-        out.append((f"{method} {subject}" if subject else method, verdict))
+        what = f"{method} {subject}" if subject else method
+        out.append((what + (f" path={path!r}" if path is not None else ""), verdict))
     return out
 
 
@@ -305,7 +315,8 @@ def _brief(e: Mapping[str, Any]) -> str:
     if e.get("model") is not None:
         parts.append(f"model={e['model']!r}")
     if e.get("rpc"):
-        parts.append("rpc=" + ",".join(m + (f"({x})" if x else "") for m, x in executed_rpc(e)))
+        parts.append("rpc=" + ",".join(m + (f"({x})" if x else "")
+                                       for m, x, _ in executed_rpc(e)))
     return " ".join(parts)
 
 

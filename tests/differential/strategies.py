@@ -149,12 +149,13 @@ def llm_requests(draw: st.DrawFn) -> Request:
 
 _RPC_METHODS = ("tools/call", "tools/call", "tools/call", "ping", "tools/list", "initialize",
                 "notifications/initialized", "Tools/Call", "resources/read", "prompts/get")
-_TOOLS = ("echo", "search", "delete_file", "delete_all")
+_TOOLS = ("echo", "search", "read_file", "read_file", "delete_file", "delete_all")
 _URIS = ("file:///srv/public/readme.txt", "file:///etc/shadow",
          "file:///srv/public/../../etc/shadow", "file:///srv/public/%2e%2e/etc/shadow",
          "file:///srv/public/..%2Fetc/shadow", "file:///srv/public//etc/shadow",
          "FILE:///srv/public/a", "file:///srv/public/%61")
 _PROMPTS = ("summarize", "summary-short", "exfiltrate", "Summarize")
+_PATHS = ("/srv/public/a", "/etc/shadow", "/root/.ssh/id_rsa", "/srv/public/../../etc/x")
 _SUBJECTS = {"resources/read": ("uri", _URIS), "prompts/get": ("name", _PROMPTS)}
 
 
@@ -174,7 +175,13 @@ def rpc_element(draw: st.DrawFn, ident: int) -> str:
         params.append((draw(st.sampled_from((key.title(), key.upper(), key))),
                        draw(st.sampled_from(values))))
     if method == "tools/call":
-        params.append(("arguments", {"text": "hi"}))
+        arguments = [(draw(st.sampled_from(("path", "path", "Path", "text"))),
+                      draw(st.sampled_from(_PATHS))) for _ in range(draw(st.integers(1, 2)))]
+        if any(k == "Path" for k, _ in arguments) and all(k != "path" for k, _ in arguments):
+            # A lone case variant of a constrained argument key is an open divergence
+            # (corpus: mcp-argument-lone-case-variant); here it only comes with a collision.
+            arguments.append(("path", draw(st.sampled_from(_PATHS))))
+        params.append(("arguments", Raw(members(arguments))))
     pairs.append(("params", Raw(members(draw(st.permutations(params))))))
     if draw(st.integers(0, 12)) == 0:
         # "param\u017f": Go folds the long s to s, so it is "params" there

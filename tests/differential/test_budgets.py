@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def _tools_run(exchanges: list[Exchange]) -> int:
 
 
 def test_calls_limit_holds_upstream_for_racing_batches(budget_bed: Bed) -> None:
-    session = [{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+    session: list[dict[str, Any]] = [{"jsonrpc": "2.0", "id": 1, "method": "initialize",
                 "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                            "clientInfo": {"name": "agent", "version": "1"}}},
                {"jsonrpc": "2.0", "method": "notifications/initialized"},

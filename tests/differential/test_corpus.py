@@ -4,17 +4,28 @@ sidecar refused and nothing ran)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.differential.corpus import CASES, CONTROLS, Case
 from tests.differential.harness import UPSTREAMS, Bed, Request, report
 
 
+def _params() -> list[Any]:
+    """case x upstream; a case with an open divergence is a strict expected failure on the
+    readers it shows on (so the mark has to go once it is fixed)."""
+    out = []
+    for case in CASES:
+        for upstream in UPSTREAMS:
+            marks = [pytest.mark.xfail(strict=True, reason=case.open_divergence)] \
+                if case.open_divergence and upstream in case.open_on else []
+            out.append(pytest.param(case, upstream, id=f"{case.name}-{upstream}", marks=marks))
+    return out
+
+
 @pytest.mark.parametrize("form", ["alias", "proxy"])
-@pytest.mark.parametrize("upstream", UPSTREAMS)
-@pytest.mark.parametrize("case", [
-    pytest.param(c, id=c.name, marks=pytest.mark.xfail(strict=True, reason=c.open_divergence))
-    if c.open_divergence else pytest.param(c, id=c.name) for c in CASES])
+@pytest.mark.parametrize(("case", "upstream"), _params())
 def test_corpus_case(bed: Bed, case: Case, upstream: str, form: str) -> None:
     request = Request(f"{upstream}-{case.kind}", case.method, case.target, case.body,
                       case.headers, proxy=form == "proxy")

@@ -10,7 +10,8 @@ method-override header, a ``_method`` query parameter or form field is honoured)
 ``wire_method``, ``path`` (percent-decoded, aiohttp's ``request.path``, or the path of an
 ``X-Original-URL``/``X-Rewrite-URL`` header), ``route`` (what the service routes on),
 ``endpoint`` (``llm``, ``mcp`` or ``http``), ``model`` and ``model_resolved`` (LLM calls),
-``rpc`` (one ``{method, tool, uri, name}`` per executed JSON-RPC element), ``error``.
+``rpc`` (one ``{method, tool, path, uri, name}`` per executed JSON-RPC element; ``path`` is
+a tool's ``path`` argument), ``error``.
 
 How it reads:
 
@@ -126,6 +127,9 @@ def _rpc_call(msg: Any) -> dict[str, Any] | None:
     if isinstance(params, dict):
         if method == "tools/call" and isinstance(params.get("name"), str):
             call["tool"] = params["name"]
+            arguments = params.get("arguments")
+            if isinstance(arguments, dict) and isinstance(arguments.get("path"), str):
+                call["path"] = arguments["path"]
         elif method in ("resources/read", "resources/subscribe") and isinstance(
                 params.get("uri"), str):
             call["uri"] = params["uri"]
