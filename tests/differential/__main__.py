@@ -29,7 +29,8 @@ def main() -> int:
                     if found:
                         diverging.setdefault(case.name, []).append(where)
                         known = " (known, open)" if case.open_divergence and \
-                            upstream in case.open_on else ""
+                            upstream in case.open_on and \
+                            ("proxy" if proxy else "alias") in case.open_forms else ""
                         print(f"DIVERGES{known} {case.name} [{where}]: {request.describe()}")
                         for line in found:
                             print(f"    {line}")

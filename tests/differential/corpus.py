@@ -28,6 +28,8 @@ class Case:
     then an expected failure (strict: it fails the run once fixed, so the mark goes)."""
     open_on: tuple[str, ...] = ("go", "py", "pyfirst")
     """The upstream readers the open divergence shows on (the others must agree)."""
+    open_forms: tuple[str, ...] = ("alias", "proxy")
+    """The ways of sending it (by alias, in proxy form) the open divergence shows in."""
 
 
 def chat(*pairs: tuple[str, Any]) -> bytes:
@@ -48,6 +50,12 @@ _MCP_IN_DISGUISE = (
     "so tool rules never see it; under tools.default allow, or an http rule allowing POST, "
     "the upstream executes a denied tool. LLM-shaped bodies are metered whatever the path; "
     "JSON-RPC bodies need the same treatment (govern as MCP, or refuse)")
+_FRAGMENT = (
+    "open (found by this harness, not fixed by h1-reading): by alias, GET /go-api/api/admin#x "
+    "is decided on the path '/api/admin#x' (no rule matches) and forwarded as /api/admin (the "
+    "client's URL parser drops the 'fragment'), so a denied path runs. A request-target never "
+    "carries a fragment (RFC 9112 3.2): refuse '#' (ambiguous_path) before deciding. In proxy "
+    "form the absolute URL is parsed first and the call is decided on /api/admin (refused)")
 _ARGUMENT_CASE = (
     "open (found by this harness, not fixed by h1-reading or h2-mcp): a tool argument key "
     "spelled in another case than the policy's argument constraint ($.path vs 'Path') "
@@ -76,6 +84,13 @@ CASES: tuple[Case, ...] = (
     Case("path-encoded-dot-segment", "api", "GET", "/api/x/%2e%2E/admin/y"),
     Case("path-single-dot", "api", "GET", "/api/./admin/y"),
     Case("path-trailing-slash", "api", "GET", "/api/admin/"),
+    Case("path-fragment", "api", "GET", "/api/admin#x",
+         why="no client sends a fragment; the sidecar's URL parser drops it when it forwards",
+         open_divergence=_FRAGMENT, open_forms=("alias",)),
+    Case("path-fragment-segment", "api", "GET", "/api/admin#/x",
+         open_divergence=_FRAGMENT, open_forms=("alias",)),
+    Case("path-encoded-hash", "api", "GET", "/api/admin%23x"),
+    Case("llm-fragment", "llm", "POST", "/v1/chat/completions#x", _GPT5),
     # --- LLM calls in disguise (a denied model through a path not classified as LLM)
     Case("llm-percent-encoded-endpoint", "llm", "POST", "/v1/chat/%63ompletions", _GPT5),
     Case("llm-trailing-slash", "llm", "POST", "/v1/chat/completions/", _GPT5),

@@ -186,7 +186,8 @@ class Exchange:
 def sidecar_reading(intent: Mapping[str, Any]) -> dict[str, Any]:
     """What the sidecar decided on, from its audit record."""
     method, _, url = str(intent.get("target", "")).partition(" ")
-    path = urlsplit(url).path
+    # Everything the sidecar decided on: a '#' in it is part of its path, not a fragment.
+    path = urlsplit(url, allow_fragments=False).path
     payload = intent.get("payload")
     rpc: list[tuple[str, str | None, str | None]] = []
     for msg in payload if isinstance(payload, list) else [payload]:

@@ -13,19 +13,21 @@ from tests.differential.harness import UPSTREAMS, Bed, Request, report
 
 
 def _params() -> list[Any]:
-    """case x upstream; a case with an open divergence is a strict expected failure on the
-    readers it shows on (so the mark has to go once it is fixed)."""
+    """case x upstream x form; a case with an open divergence is a strict expected failure
+    on the readers and forms it shows on (so the mark has to go once it is fixed)."""
     out = []
     for case in CASES:
         for upstream in UPSTREAMS:
-            marks = [pytest.mark.xfail(strict=True, reason=case.open_divergence)] \
-                if case.open_divergence and upstream in case.open_on else []
-            out.append(pytest.param(case, upstream, id=f"{case.name}-{upstream}", marks=marks))
+            for form in ("alias", "proxy"):
+                marks = [pytest.mark.xfail(strict=True, reason=case.open_divergence)] if (
+                    case.open_divergence and upstream in case.open_on
+                    and form in case.open_forms) else []
+                out.append(pytest.param(case, upstream, form, marks=marks,
+                                        id=f"{case.name}-{upstream}-{form}"))
     return out
 
 
-@pytest.mark.parametrize("form", ["alias", "proxy"])
-@pytest.mark.parametrize(("case", "upstream"), _params())
+@pytest.mark.parametrize(("case", "upstream", "form"), _params())
 def test_corpus_case(bed: Bed, case: Case, upstream: str, form: str) -> None:
     request = Request(f"{upstream}-{case.kind}", case.method, case.target, case.body,
                       case.headers, proxy=form == "proxy")
