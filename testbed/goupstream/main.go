@@ -16,7 +16,8 @@
 //   - JSON: encoding/json into structs, so keys match case-insensitively and the last
 //     of several matching keys wins;
 //   - LLM calls: POST to a route ending in /chat/completions, /completions, /responses,
-//     /embeddings or /messages whose body names a model;
+//     /embeddings or /messages whose body names a model; under .../deployments/NAME/ (Azure
+//     OpenAI) the deployment in the path is the model served, whatever the body says;
 //   - MCP: POST to a route ending in /mcp, a JSON-RPC message or batch; every element is
 //     dispatched by its exact method name.
 package main
@@ -160,11 +161,25 @@ func hasLLMSuffix(r string) bool {
 	return false
 }
 
+// deployment is the NAME of a route .../deployments/NAME/<endpoint> ("" for none).
+func deployment(route string) string {
+	parts := strings.Split(route, "/")
+	for i := len(parts) - 3; i >= 0; i-- {
+		if parts[i] == "deployments" {
+			return parts[i+1]
+		}
+	}
+	return ""
+}
+
 func readLLM(body []byte, rd *reading) {
 	var req llmRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		rd.Error = "json: " + err.Error()
 		return
+	}
+	if d := deployment(rd.Route); d != "" {
+		req.Model = &d
 	}
 	if req.Model == nil {
 		rd.Error = "no model"

@@ -50,6 +50,12 @@ _MCP_IN_DISGUISE = (
     "so tool rules never see it; under tools.default allow, or an http rule allowing POST, "
     "the upstream executes a denied tool. LLM-shaped bodies are metered whatever the path; "
     "JSON-RPC bodies need the same treatment (govern as MCP, or refuse)")
+_DEPLOYMENT = (
+    "open (found by this harness, not fixed by h1-reading): the sidecar reads the model from "
+    "the body only; an OpenAI-compatible upstream that routes by deployment (Azure OpenAI: "
+    ".../deployments/NAME/chat/completions) serves NAME whatever the body says, so "
+    "deployments/gpt-5 with model gpt-4o-mini runs a denied model. Read the model from a "
+    "deployments/NAME path segment too (and refuse a body model that differs)")
 _FRAGMENT = (
     "open (found by this harness, not fixed by h1-reading): by alias, GET /go-api/api/admin#x "
     "is decided on the path '/api/admin#x' (no rule matches) and forwarded as /api/admin (the "
@@ -97,6 +103,10 @@ CASES: tuple[Case, ...] = (
     Case("llm-semicolon", "llm", "POST", "/v1/chat/completions;x", _GPT5),
     Case("llm-double-slash", "llm", "POST", "//v1//chat/completions", _GPT5),
     Case("llm-encoded-slash", "llm", "POST", "/v1/chat%2Fcompletions", _GPT5),
+    Case("llm-azure-deployment", "llm", "POST", "/deployments/gpt-5/chat/completions",
+         chat(("model", "gpt-4o-mini")),
+         why="Azure OpenAI serves the deployment the path names, not the body's model",
+         open_divergence=_DEPLOYMENT),
     # --- JSON read twice, differently
     Case("json-case-collision-model", "llm", "POST", _CHAT,
          chat(("model", "gpt-4o-mini"), ("Model", "gpt-5")),

@@ -22,8 +22,9 @@ How it reads:
 - JSON: keys match exactly; of duplicate keys the last wins (orjson), or the first with
   ``--duplicates first`` (the reading of many other parsers);
 - LLM calls: POST to a route ending in ``/chat/completions``, ``/completions``,
-  ``/responses``, ``/embeddings`` or ``/messages`` whose JSON object names a model; the
-  model served is the trimmed, lower-cased name without a provider prefix;
+  ``/responses``, ``/embeddings`` or ``/messages`` whose JSON object names a model; under
+  ``.../deployments/NAME/`` (Azure OpenAI) the deployment is the model, whatever the body
+  says; the model served is the trimmed, lower-cased name without a provider prefix;
 - MCP: POST to a route ending in ``/mcp``; each element of a message or batch is
   dispatched by its exact method name.
 
@@ -175,6 +176,11 @@ def read_request(method: str, path: str, headers: Any, body: bytes, *, name: str
         reading["rpc"] = calls
         return reading, ids, isinstance(obj, list)
     model = obj.get("model") if isinstance(obj, dict) else None
+    segments = route.split("/")
+    for i in range(len(segments) - 3, -1, -1):
+        if segments[i] == "deployments":
+            model = segments[i + 1]  # Azure OpenAI serves the deployment the path names
+            break
     if not isinstance(model, str):
         reading["error"] = "no model"
         return reading, ids, False
