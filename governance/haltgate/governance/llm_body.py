@@ -53,7 +53,7 @@ _STORED_TOP: Final = frozenset({"previous_response_id", "conversation", "contain
 _FILE_KEYS: Final = frozenset({"file_id", "file_url", "file_data", "file_ids", "vector_store_ids"})
 # Fields holding the prompt (messages and their parts): the walk looks only there.
 _PROMPT_FIELDS: Final = ("messages", "input", "system", "prompt", "instructions")
-_WALK_KEYS: Final = _FILE_KEYS | {"image_url", "source"}
+_WALK_KEYS: Final = _FILE_KEYS | {"image_url", "source", "id"}
 # Server-side tools whose results the provider adds to the prompt itself.
 _SERVER_TOOLS = re.compile(
     r"(web_search|web_fetch|file_search|code_interpreter|code_execution|mcp|"
@@ -171,6 +171,8 @@ def _inspect(node: dict[str, Any]) -> tuple[str | None, int]:
             if kind == "expanded":
                 return f"{key} (in {_where(node)})", 0
             images += kind == "image"
+        elif name == "id" and node.get("type") == "item_reference":
+            return f"{key} (in {_where(node)})", 0  # a stored item of an earlier response
     return None, images
 
 

@@ -183,6 +183,7 @@ def test_output_cap_is_the_largest_times_choices() -> None:
     ({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}, "image_url"),
     ({"input": [{"content": [{"type": "input_file", "File_Id": "f"}]}]}, "File_Id"),
+    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "id"),
     ({"messages": [{"content": [{"type": "document", "source": {
         "type": "base64", "media_type": "application/pdf", "data": "AA"}}]}]}, "source"),
     ({"messages": [{"content": [{"type": "image", "source": {
