@@ -312,6 +312,7 @@ async def test_stored_context_of_unknown_window_is_refused(
     {"max_completion_tokens": 1, "max_tokens": 999_999},
     {"max_tokens": 1, "max_completion_tokens": 999_999},
     {"max_tokens": 30_000, "n": 5},
+    {"n": 7},  # no cap: each completion may reach gpt-4o-mini's 16,384 tokens
 ])
 async def test_largest_output_cap_is_reserved(
     sidecar_factory: SidecarFactory, standins: Standins, caps: dict[str, int]

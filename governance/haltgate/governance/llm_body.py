@@ -24,6 +24,7 @@ __all__ = [
     "INLINE_IMAGE_TOKENS",
     "LLM_FIELDS",
     "OUTPUT_CAPS",
+    "choices",
     "context_reference",
     "looks_like_llm_call",
     "may_be_llm_call",
@@ -94,13 +95,19 @@ def output_cap(body: dict[str, Any]) -> int | None:
         if value is not None and (cap is None or value > cap):
             cap = value
     if cap is None:
+        choices(body)  # validated even without a cap
         return None
-    choices = 1
+    return cap * choices(body)
+
+
+def choices(body: dict[str, Any]) -> int:
+    """How many completions the body asks for (``n``, ``best_of``; at least 1)."""
+    count = 1
     for key in _CHOICES:
         value = _int_field(body, key)
-        if value is not None and value > choices:
-            choices = value
-    return cap * choices
+        if value is not None and value > count:
+            count = value
+    return count
 
 
 def context_reference(body: dict[str, Any]) -> tuple[str | None, int]:

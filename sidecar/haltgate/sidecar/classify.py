@@ -90,6 +90,9 @@ class Classified:
     file, image URL...): the input is then bounded by the model's context window only."""
     inline_images: int = 0
     """Images sent inline in an LLM body (each reserves ``llm_body.INLINE_IMAGE_TOKENS``)."""
+    choices: int = 1
+    """Completions an LLM body asks for (``n``, ``best_of``): without an output cap, each
+    may reach the model's largest completion."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -180,7 +183,7 @@ def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, ob
     ref, images = llm_body.context_reference(obj)
     return Classified(view, dialect=dialect, body=obj, wants_usage_injection=inject,
                       input_estimate=len(body), context_ref=ref, inline_images=images,
-                      dialect_guessed=guessed)
+                      dialect_guessed=guessed, choices=llm_body.choices(obj))
 
 
 def _rpc_message(msg: Any, server: str | None) -> tuple[str | None, ToolCall | None, bool, Any]:

@@ -365,7 +365,8 @@ class Pipeline:
         if view.kind is RequestKind.LLM:
             call.max_output_tokens = (view.max_output_tokens
                                       if view.max_output_tokens is not None
-                                      else self._model_max_output(view.model))
+                                      else self._model_max_output(view.model)
+                                      * classified.choices)
             max_input = max_input_tokens(classified, len(call.forward_body or call.body),
                                          self.budget)
         else:

@@ -168,7 +168,7 @@ def test_require_exact_fields() -> None:
 def test_output_cap_is_the_largest_times_choices() -> None:
     assert llm_body.output_cap({"max_completion_tokens": 1, "max_tokens": 999}) == 999
     assert llm_body.output_cap({"max_output_tokens": 7, "n": 3}) == 21
-    assert llm_body.output_cap({"n": 3}) is None
+    assert llm_body.output_cap({"n": 3}) is None and llm_body.choices({"n": 3}) == 3
     for bad in ({"max_tokens": "5"}, {"max_tokens": 1.5}, {"max_tokens": True},
                 {"max_tokens": -1}, {"max_tokens": 1, "n": "2"}):
         with pytest.raises(BadRequestError):
