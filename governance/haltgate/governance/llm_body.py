@@ -24,6 +24,7 @@ __all__ = [
     "INLINE_IMAGE_TOKENS",
     "LLM_FIELDS",
     "OUTPUT_CAPS",
+    "choices",
     "context_reference",
     "looks_like_llm_call",
     "may_be_llm_call",
@@ -47,9 +48,13 @@ images down to a bounded size (OpenAI tiles or patches, Anthropic ~1.15 megapixe
 image costs at most a few thousand tokens whatever its bytes; this bound covers them."""
 
 # Top-level fields that pull stored or fetched content into the prompt.
-_STORED_TOP: Final = ("previous_response_id", "conversation", "container", "mcp_servers")
+_STORED_TOP: Final = frozenset({"previous_response_id", "conversation", "container",
+                                "mcp_servers", "tool_resources", "attachments"})
 # Keys that refer to a stored file wherever they appear.
 _FILE_KEYS: Final = frozenset({"file_id", "file_url", "file_data", "file_ids", "vector_store_ids"})
+# Fields holding the prompt (messages and their parts): the walk looks only there.
+_PROMPT_FIELDS: Final = ("messages", "input", "system", "prompt", "instructions")
+_WALK_KEYS: Final = _FILE_KEYS | {"image_url", "source", "id"}
 # Server-side tools whose results the provider adds to the prompt itself.
 _SERVER_TOOLS = re.compile(
     r"(web_search|web_fetch|file_search|code_interpreter|code_execution|mcp|"
@@ -90,13 +95,19 @@ def output_cap(body: dict[str, Any]) -> int | None:
         if value is not None and (cap is None or value > cap):
             cap = value
     if cap is None:
+        choices(body)  # validated even without a cap
         return None
-    choices = 1
+    return cap * choices(body)
+
+
+def choices(body: dict[str, Any]) -> int:
+    """How many completions the body asks for (``n``, ``best_of``; at least 1)."""
+    count = 1
     for key in _CHOICES:
         value = _int_field(body, key)
-        if value is not None and value > choices:
-            choices = value
-    return cap * choices
+        if value is not None and value > count:
+            count = value
+    return count
 
 
 def context_reference(body: dict[str, Any]) -> tuple[str | None, int]:
@@ -107,13 +118,14 @@ def context_reference(body: dict[str, Any]) -> tuple[str | None, int]:
     One walk over the parsed body (keys compared as a case-insensitive parser would). Its
     cost grows with the number of JSON objects and arrays, not with the text in them: a
     screen over the raw bytes cost more than the walk it saved (``bench/strict_json.py``)."""
-    for key in _STORED_TOP:
-        if body.get(key) not in (None, "", [], {}):
+    present = body.keys() & _STORED_TOP
+    for key in sorted(present) if present else ():
+        if body[key] not in (None, "", [], {}):
             return key, 0
     if isinstance(body.get("prompt"), dict):
         return "prompt", 0  # a stored prompt template (Responses API), not a text prompt
     tools = body.get("tools")
-    if isinstance(tools, list):
+    if tools and isinstance(tools, list):
         for i, tool in enumerate(tools):
             kind = tool.get("type") if isinstance(tool, dict) else None
             if isinstance(kind, str) and _SERVER_TOOLS.search(kind):
@@ -123,34 +135,51 @@ def context_reference(body: dict[str, Any]) -> tuple[str | None, int]:
 
 def _walk(root: dict[str, Any]) -> tuple[str | None, int]:
     images = 0
-    stack: list[Any] = [root]
+    stack: list[Any] = [root[k] for k in _PROMPT_FIELDS if k in root]
     pop = stack.pop
     push = stack.append
     while stack:
         node = pop()
-        if type(node) is list:
-            for item in node:
-                t = type(item)
-                if t is dict or t is list:
-                    push(item)
+        if type(node) is dict:
+            # The common node (a message, a text part) has none of the keys looked for and
+            # only lower-case ASCII keys: two C-level checks, no per-key Python.
+            if node.keys() & _WALK_KEYS or not (all(map(str.islower, node))
+                                                 and all(map(str.isascii, node))):
+                ref, found = _inspect(node)
+                if ref is not None:
+                    return ref, 0
+                images += found
+            values: Any = node.values()
+        elif type(node) is list:
+            values = node
+        else:
             continue
-        for key, item in node.items():
-            name = key if key.islower() else key.casefold()
-            if name in _FILE_KEYS:
-                if item not in (None, "", []):
-                    return f"{key} (in {_where(node)})", 0
-            elif name == "image_url":
-                if _remote_url(item):
-                    return f"{key} (in {_where(node)})", 0
-                images += 1
-            elif name == "source" and type(item) is dict:
-                kind = _source_kind(item)
-                if kind == "expanded":
-                    return f"{key} (in {_where(node)})", 0
-                images += kind == "image"
+        for item in values:
             t = type(item)
             if t is dict or t is list:
                 push(item)
+    return None, images
+
+
+def _inspect(node: dict[str, Any]) -> tuple[str | None, int]:
+    """One object's keys (compared as a case-insensitive parser would)."""
+    images = 0
+    for key, item in node.items():
+        name = key if key.islower() and key.isascii() else key.casefold()
+        if name in _FILE_KEYS:
+            if item not in (None, "", []):
+                return f"{key} (in {_where(node)})", 0
+        elif name == "image_url":
+            if _remote_url(item):
+                return f"{key} (in {_where(node)})", 0
+            images += 1
+        elif name == "source" and type(item) is dict:
+            kind = _source_kind(item)
+            if kind == "expanded":
+                return f"{key} (in {_where(node)})", 0
+            images += kind == "image"
+        elif name == "id" and node.get("type") == "item_reference":
+            return f"{key} (in {_where(node)})", 0  # a stored item of an earlier response
     return None, images
 
 

@@ -73,29 +73,31 @@ def check_one_reading(body: bytes, obj: Any, *, nested: bool = True) -> None:
     _check_case(obj, nested)
 
 
+def _plain(keys: Iterable[str]) -> bool:
+    """Every key lower-case ASCII (no two can fold together): two C-level passes."""
+    return all(map(str.islower, keys)) and all(map(str.isascii, keys))
+
+
 def _check_case(obj: Any, nested: bool) -> None:
+    if not nested:
+        if type(obj) is dict and len(obj) > 1 and not _plain(obj):
+            _fold(obj)
+        return
     stack = [obj]
     pop = stack.pop
     push = stack.append
     while stack:
         node = pop()
         if type(node) is dict:
-            if len(node) > 1:
-                for key in node:
-                    if not (key.islower() and key.isascii()):
-                        _fold(node)
-                        break
-            if not nested:
-                continue
-            for value in node.values():
-                t = type(value)
-                if t is dict or t is list:
-                    push(value)
+            if len(node) > 1 and not _plain(node):
+                _fold(node)
+            values: Iterable[Any] = node.values()
         else:
-            for value in node:
-                t = type(value)
-                if t is dict or t is list:
-                    push(value)
+            values = node
+        for value in values:
+            t = type(value)
+            if t is dict or t is list:
+                push(value)
 
 
 def _fold(node: dict[str, Any]) -> None:

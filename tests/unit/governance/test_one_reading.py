@@ -168,7 +168,7 @@ def test_require_exact_fields() -> None:
 def test_output_cap_is_the_largest_times_choices() -> None:
     assert llm_body.output_cap({"max_completion_tokens": 1, "max_tokens": 999}) == 999
     assert llm_body.output_cap({"max_output_tokens": 7, "n": 3}) == 21
-    assert llm_body.output_cap({"n": 3}) is None
+    assert llm_body.output_cap({"n": 3}) is None and llm_body.choices({"n": 3}) == 3
     for bad in ({"max_tokens": "5"}, {"max_tokens": 1.5}, {"max_tokens": True},
                 {"max_tokens": -1}, {"max_tokens": 1, "n": "2"}):
         with pytest.raises(BadRequestError):
@@ -183,6 +183,7 @@ def test_output_cap_is_the_largest_times_choices() -> None:
     ({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}, "image_url"),
     ({"input": [{"content": [{"type": "input_file", "File_Id": "f"}]}]}, "File_Id"),
+    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "id"),
     ({"messages": [{"content": [{"type": "document", "source": {
         "type": "base64", "media_type": "application/pdf", "data": "AA"}}]}]}, "source"),
     ({"messages": [{"content": [{"type": "image", "source": {
