@@ -25,7 +25,7 @@ The pipeline calls in here at four points, and nowhere else knows MCP's details:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -566,6 +566,65 @@ def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
         raise DeniedError(f"the MCP server sent a {method} request, which the policy denies",
                           code="mcp_server_request_denied", failure_type=FailureType.SAFETY)
     return body
+
+
+_LISTINGS: Final[dict[str, str]] = {"resources/list": "resources", "prompts/list": "prompts"}
+
+
+def listing_ids(message: McpMessage) -> dict[str, str]:
+    """``repr(id)`` -> method of the resources/list and prompts/list requests."""
+    return {repr(e.msg_id): e.method for e in message.elements
+            if e.is_request and e.method in _LISTINGS}
+
+
+def _listed(rules: McpAuthorizer, servers: tuple[str | None, ...], method: str,
+            entry: Any) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    if method == "resources/list":
+        uri = entry.get("uri")
+        if not isinstance(uri, str):
+            return False
+        try:
+            return rules.resources.decide(servers, canonical_uri(uri)).allowed
+        except ValueError:
+            return False  # the agent could not read it anyway
+    name = entry.get("name")
+    return isinstance(name, str) and rules.prompts.decide(servers, name).allowed
+
+
+def filter_listings(call: Call, body: bytes, content_type: str,
+                    rewrite_sse: Callable[[bytes, Any], bytes]) -> bytes:
+    """resources/list and prompts/list answers without what ``spec.mcp`` would refuse,
+    as ``tools/list`` answers are filtered by the tool rules: the agent does not plan with
+    what it may not use."""
+    classified = call.classified
+    assert classified is not None and classified.mcp is not None
+    ids = listing_ids(classified.mcp)
+    if not ids:
+        return body
+    rules: McpAuthorizer = call.controls.mcp
+    servers = (classified.view.upstream, classified.view.host)
+
+    def rewrite(msg: Any) -> Any:
+        if not isinstance(msg, dict) or not isinstance(msg.get("result"), dict):
+            return msg
+        method = ids.get(repr(msg.get("id")))
+        if method is None:
+            return msg
+        key = _LISTINGS[method]
+        entries = msg["result"].get(key)
+        if isinstance(entries, list):
+            msg["result"][key] = [e for e in entries if _listed(rules, servers, method, e)]
+        return msg
+
+    if content_type == "text/event-stream":
+        return rewrite_sse(body, rewrite)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    return orjson.dumps([rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj))
 
 
 def stream_filter(call: Call) -> ServerRequestFilter | None:
