@@ -351,3 +351,18 @@ async def test_resource_and_prompt_listings_are_filtered(sidecar_factory: Sideca
         by_id = {m["id"]: m["result"] for m in body}
         assert [r["uri"] for r in by_id[1]["resources"]] == ["file:///srv/docs/readme.txt"]
         assert [p["name"] for p in by_id[2]["prompts"]] == ["summarize"]
+
+
+def test_server_request_filter_reads_escaped_keys() -> None:
+    """The byte-level fast path never skips a request spelt with escapes."""
+    from haltgate.governance.mcp import McpAuthorizer
+    from haltgate.governance.policy import Mcp
+    from haltgate.sidecar.mcp import ServerRequestFilter
+
+    f = ServerRequestFilter(McpAuthorizer(Mcp()))
+    sampling = (b'id: 7\ndata: {"jsonrpc":"2.0","id":1,"\\u006dethod":'
+                b'"sampling\\/createMessage","params":{}}\n\n')
+    kept = b'id: 8\ndata: {"jsonrpc":"2.0","id":2,"result":{}}\n\n'
+    assert f.raw(sampling + kept) == kept
+    assert f.raw(kept) is kept
+    assert f.dropped == ["sampling/createMessage"]

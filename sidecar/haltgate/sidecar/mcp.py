@@ -426,7 +426,10 @@ def reserve(budget: Budget, call: Call, state: McpCallState) -> BudgetVerdict | 
 
 
 def read_outcomes(state: McpCallState, body: bytes) -> None:
-    """Each element's outcome from a JSON answer (by JSON-RPC id)."""
+    """Each element's outcome from a JSON answer (by JSON-RPC id), when there are several
+    (one element's outcome is the request's)."""
+    if len(state.sub_ids) < 2:
+        return
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -502,7 +505,7 @@ class ServerRequestFilter:
 
     def raw(self, complete: bytes) -> bytes:
         """``complete`` (whole events) without the events carrying a denied request."""
-        if b"data:" not in complete:
+        if not _may_hold_requests(complete):
             return complete
         out: list[bytes] = []
         event: list[bytes] = []
@@ -543,6 +546,12 @@ class _FilteredScan:
         return self._scan.verdict()
 
 
+def _may_hold_requests(data: bytes) -> bool:
+    """Whether ``data`` could carry a JSON-RPC request: a ``"method"`` key, or escapes that
+    could spell one (then it is parsed to be sure)."""
+    return b'"method"' in data or b"\\" in data
+
+
 def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
     """A whole MCP answer without the server requests the policy denies.
 
@@ -550,7 +559,7 @@ def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
     JSON message that is such a request is refused (``mcp_server_request_denied``): there
     is nothing else to send."""
     server_filter = stream_filter(call)
-    if server_filter is None or not body:
+    if server_filter is None or not _may_hold_requests(body):
         return body
     if content_type == "text/event-stream":
         return server_filter.raw(body)
