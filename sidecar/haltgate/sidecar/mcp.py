@@ -132,7 +132,9 @@ class McpElement:
 
 @dataclass(frozen=True, slots=True)
 class McpMessage:
-    """An MCP request read whole: its elements, or what a body-less request is."""
+    """An MCP request read whole: its elements, or what a body-less request is.
+
+    The derived views are computed once (:func:`read_message`), not per read."""
 
     elements: tuple[McpElement, ...] = ()
     batch: bool = False
@@ -141,28 +143,22 @@ class McpMessage:
     session open), never budgeted."""
     stream: bool = False
     """GET: the server's event stream. Never budgeted (it holds no reservation)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    budgeted: tuple[McpElement, ...] = ()
+    """The elements that do work upstream (one call of the budget each)."""
+    request_ids: tuple[Any, ...] = ()
+    main_method: str | None = None
+    """The most consequential method (for the view and rules): tools/call wins."""
 
-    @property
-    def tool_calls(self) -> tuple[ToolCall, ...]:
-        return tuple(e.tool for e in self.elements if e.tool is not None)
 
-    @property
-    def budgeted(self) -> tuple[McpElement, ...]:
-        return tuple(e for e in self.elements if e.budgeted)
-
-    @property
-    def request_ids(self) -> tuple[Any, ...]:
-        return tuple(e.msg_id for e in self.elements if e.is_request)
-
-    @property
-    def main_method(self) -> str | None:
-        """The most consequential method (for the view and rules): tools/call wins."""
-        if any(e.tool is not None for e in self.elements):
-            return "tools/call"
-        for e in self.elements:
-            if e.method is not None:
-                return e.method
-        return None
+def _message(elements: tuple[McpElement, ...], batch: bool) -> McpMessage:
+    tool_calls = tuple(e.tool for e in elements if e.tool is not None)
+    main = "tools/call" if tool_calls else next(
+        (e.method for e in elements if e.method is not None), None)
+    return McpMessage(elements, batch, tool_calls=tool_calls,
+                      budgeted=tuple(e for e in elements if e.cls in _BUDGETED),
+                      request_ids=tuple(e.msg_id for e in elements if e.is_request),
+                      main_method=main)
 
 
 def _bad(message: str, code: str = CODE_INVALID) -> BadRequestError:
@@ -302,11 +298,13 @@ def read_message(http_method: str, body: bytes, obj: Any, server: str | None) ->
     messages = obj if batch else [obj]
     if batch and not messages:
         raise _bad("empty JSON-RPC batch")
-    elements = tuple(_element(i, m, server, batch) for i, m in enumerate(messages))
+    if not batch:
+        return _message((_element(0, obj, server, False),), False)
+    elements = tuple(_element(i, m, server, True) for i, m in enumerate(messages))
     ids = [e.msg_id for e in elements if e.is_request]
     if len(set(map(repr, ids))) != len(ids):
         raise _bad("duplicate JSON-RPC id in the batch: each request needs its own")
-    return McpMessage(elements, batch)
+    return _message(elements, True)
 
 
 # --------------------------------------------------------------------------- decisions
