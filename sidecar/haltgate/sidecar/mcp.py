@@ -409,6 +409,17 @@ def reserve(budget: Budget, call: Call, state: McpCallState) -> BudgetVerdict | 
     assert view is not None
     # Guardrail and OPA risk concern the request as a whole: charged with its first element.
     residual = max(call.risk - sum(state.risks), 0.0)
+    if len(elements) == 1:
+        # One message: the plain path (what a single call always cost).
+        e = elements[0]
+        verdict = budget.reserve(
+            call_id=call.decision_id, ts=call.ts, kind="mcp", host=view.host,
+            tool=e.tool.name if e.tool is not None else None, model=None,
+            max_input_tokens=0, max_output_tokens=0, fingerprint=e.fingerprint(),
+            risk=state.risks[0] + residual)
+        if verdict.allowed:
+            state.sub_ids = (call.decision_id,)
+        return verdict
     sub_ids = tuple(f"{call.decision_id}.{n}" for n in range(len(elements)))
     verdict = budget.reserve_all([
         {"call_id": sub_id, "ts": call.ts, "kind": "mcp", "host": view.host,
@@ -447,6 +458,10 @@ def read_outcomes(state: McpCallState, body: bytes) -> None:
 def settle(budget: Budget, state: McpCallState, ts: float, ok: bool, error_fp: str | None,
            result_fp: str | None) -> BudgetVerdict | None:
     """Settle every element's reservation (its own outcome when the answer told it)."""
+    if len(state.sub_ids) == 1:
+        sub_id, state.sub_ids = state.sub_ids[0], ()
+        return budget.settle(call_id=sub_id, ts=ts, usage=None, ok=ok,
+                             error_fingerprint=error_fp, result_fingerprint=result_fp)
     settlements = []
     for sub_id, e in zip(state.sub_ids, state.message.budgeted, strict=True):
         own = state.outcomes.get(repr(e.msg_id))
@@ -459,7 +474,10 @@ def settle(budget: Budget, state: McpCallState, ts: float, ok: bool, error_fp: s
 
 def release(budget: Budget, state: McpCallState, ts: float) -> None:
     """Give every element's reservation back (the request never left)."""
-    budget.release_all(list(state.sub_ids), ts)
+    if len(state.sub_ids) == 1:
+        budget.release(state.sub_ids[0], ts)
+    else:
+        budget.release_all(list(state.sub_ids), ts)
     state.sub_ids = ()
 
 
