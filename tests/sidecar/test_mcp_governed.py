@@ -336,3 +336,33 @@ async def test_denied_server_requests_are_taken_out_of_answers(
                             **{BEHAVIOR_HEADER: "server-requests"})
     assert [m.get("method") for m in body][:2] == ["sampling/createMessage",
                                                    "elicitation/create"]
+
+
+async def test_resource_and_prompt_listings_are_filtered(sidecar_factory: SidecarFactory) -> None:
+    """Like tools/list: the agent sees only what it may use (JSON and SSE answers)."""
+    sc = await sidecar_factory({"spec": {"mcp": {
+        "resources": {"rules": [{"name": "docs", "action": "allow",
+                                 "uris": ["file:///srv/docs/**"]}]},
+        "prompts": {"rules": [{"name": "summaries", "action": "allow",
+                               "prompts": ["summar*"]}]}}}})
+    for mode in ("", "sse"):
+        batch = [rpc("resources/list", 1), rpc("prompts/list", 2)]
+        _, body, _ = await call(sc.explicit + "/mcp", batch, **{BEHAVIOR_HEADER: mode})
+        by_id = {m["id"]: m["result"] for m in body}
+        assert [r["uri"] for r in by_id[1]["resources"]] == ["file:///srv/docs/readme.txt"]
+        assert [p["name"] for p in by_id[2]["prompts"]] == ["summarize"]
+
+
+def test_server_request_filter_reads_escaped_keys() -> None:
+    """The byte-level fast path never skips a request spelt with escapes."""
+    from haltgate.governance.mcp import McpAuthorizer
+    from haltgate.governance.policy import Mcp
+    from haltgate.sidecar.mcp import ServerRequestFilter
+
+    f = ServerRequestFilter(McpAuthorizer(Mcp()))
+    sampling = (b'id: 7\ndata: {"jsonrpc":"2.0","id":1,"\\u006dethod":'
+                b'"sampling\\/createMessage","params":{}}\n\n')
+    kept = b'id: 8\ndata: {"jsonrpc":"2.0","id":2,"result":{}}\n\n'
+    assert f.raw(sampling + kept) == kept
+    assert f.raw(kept) is kept
+    assert f.dropped == ["sampling/createMessage"]

@@ -307,25 +307,24 @@ class Governor:
         """Step several events at once, with one state write; the last decision.
 
         ``all_or_nothing`` (a list of ``Reserve``: the messages of one MCP batch): at the
-        first refusal the reservations made before it are released in the same step, and
-        the refusal is returned; nothing of the batch stays reserved. Synchronous like
-        :meth:`apply`: concurrent batches cannot interleave. A state write that fails
-        refuses the reservations (``state_persist_failed``) and keeps the old state."""
+        first refusal nothing of the batch is kept (no reservation, no tool counted for
+        ``distinctTools``) and the refusal is returned. What the refused event would do on
+        its own (a halt, a retry counted) is kept: it is stepped again on the state before
+        the batch. Synchronous like :meth:`apply`: concurrent batches cannot interleave. A
+        state write that fails refuses the reservations (``state_persist_failed``) and keeps
+        the old state."""
         if not events:
             raise ValueError("apply_all needs at least one event")
         old = state = self._state
         decision: Decision | None = None
-        made: list[str] = []
         for event in events:
             state, decision = self._engine.step(state, event)
-            if not all_or_nothing:
-                continue
-            if not decision.allowed:
-                ts = getattr(event, "ts", 0.0)
-                for call_id in made:
-                    state, _ = self._engine.step(state, Release(call_id, ts))
+            if all_or_nothing and not decision.allowed:
+                alone, alone_decision = self._engine.step(old, event)
+                # Refused on its own too: keep its effects; else it only failed for the
+                # rest of its batch, and nothing changes.
+                state = old if alone_decision.allowed else alone
                 break
-            made.append(getattr(event, "call_id", ""))
         assert decision is not None
         if state is not old:
             try:

@@ -25,7 +25,7 @@ The pipeline calls in here at four points, and nowhere else knows MCP's details:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -132,7 +132,9 @@ class McpElement:
 
 @dataclass(frozen=True, slots=True)
 class McpMessage:
-    """An MCP request read whole: its elements, or what a body-less request is."""
+    """An MCP request read whole: its elements, or what a body-less request is.
+
+    The derived views are computed once (:func:`read_message`), not per read."""
 
     elements: tuple[McpElement, ...] = ()
     batch: bool = False
@@ -141,28 +143,22 @@ class McpMessage:
     session open), never budgeted."""
     stream: bool = False
     """GET: the server's event stream. Never budgeted (it holds no reservation)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    budgeted: tuple[McpElement, ...] = ()
+    """The elements that do work upstream (one call of the budget each)."""
+    request_ids: tuple[Any, ...] = ()
+    main_method: str | None = None
+    """The most consequential method (for the view and rules): tools/call wins."""
 
-    @property
-    def tool_calls(self) -> tuple[ToolCall, ...]:
-        return tuple(e.tool for e in self.elements if e.tool is not None)
 
-    @property
-    def budgeted(self) -> tuple[McpElement, ...]:
-        return tuple(e for e in self.elements if e.budgeted)
-
-    @property
-    def request_ids(self) -> tuple[Any, ...]:
-        return tuple(e.msg_id for e in self.elements if e.is_request)
-
-    @property
-    def main_method(self) -> str | None:
-        """The most consequential method (for the view and rules): tools/call wins."""
-        if any(e.tool is not None for e in self.elements):
-            return "tools/call"
-        for e in self.elements:
-            if e.method is not None:
-                return e.method
-        return None
+def _message(elements: tuple[McpElement, ...], batch: bool) -> McpMessage:
+    tool_calls = tuple(e.tool for e in elements if e.tool is not None)
+    main = "tools/call" if tool_calls else next(
+        (e.method for e in elements if e.method is not None), None)
+    return McpMessage(elements, batch, tool_calls=tool_calls,
+                      budgeted=tuple(e for e in elements if e.cls in _BUDGETED),
+                      request_ids=tuple(e.msg_id for e in elements if e.is_request),
+                      main_method=main)
 
 
 def _bad(message: str, code: str = CODE_INVALID) -> BadRequestError:
@@ -302,11 +298,13 @@ def read_message(http_method: str, body: bytes, obj: Any, server: str | None) ->
     messages = obj if batch else [obj]
     if batch and not messages:
         raise _bad("empty JSON-RPC batch")
-    elements = tuple(_element(i, m, server, batch) for i, m in enumerate(messages))
+    if not batch:
+        return _message((_element(0, obj, server, False),), False)
+    elements = tuple(_element(i, m, server, True) for i, m in enumerate(messages))
     ids = [e.msg_id for e in elements if e.is_request]
     if len(set(map(repr, ids))) != len(ids):
         raise _bad("duplicate JSON-RPC id in the batch: each request needs its own")
-    return McpMessage(elements, batch)
+    return _message(elements, True)
 
 
 # --------------------------------------------------------------------------- decisions
@@ -411,6 +409,17 @@ def reserve(budget: Budget, call: Call, state: McpCallState) -> BudgetVerdict | 
     assert view is not None
     # Guardrail and OPA risk concern the request as a whole: charged with its first element.
     residual = max(call.risk - sum(state.risks), 0.0)
+    if len(elements) == 1:
+        # One message: the plain path (what a single call always cost).
+        e = elements[0]
+        verdict = budget.reserve(
+            call_id=call.decision_id, ts=call.ts, kind="mcp", host=view.host,
+            tool=e.tool.name if e.tool is not None else None, model=None,
+            max_input_tokens=0, max_output_tokens=0, fingerprint=e.fingerprint(),
+            risk=state.risks[0] + residual)
+        if verdict.allowed:
+            state.sub_ids = (call.decision_id,)
+        return verdict
     sub_ids = tuple(f"{call.decision_id}.{n}" for n in range(len(elements)))
     verdict = budget.reserve_all([
         {"call_id": sub_id, "ts": call.ts, "kind": "mcp", "host": view.host,
@@ -426,7 +435,10 @@ def reserve(budget: Budget, call: Call, state: McpCallState) -> BudgetVerdict | 
 
 
 def read_outcomes(state: McpCallState, body: bytes) -> None:
-    """Each element's outcome from a JSON answer (by JSON-RPC id)."""
+    """Each element's outcome from a JSON answer (by JSON-RPC id), when there are several
+    (one element's outcome is the request's)."""
+    if len(state.sub_ids) < 2:
+        return
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -446,6 +458,10 @@ def read_outcomes(state: McpCallState, body: bytes) -> None:
 def settle(budget: Budget, state: McpCallState, ts: float, ok: bool, error_fp: str | None,
            result_fp: str | None) -> BudgetVerdict | None:
     """Settle every element's reservation (its own outcome when the answer told it)."""
+    if len(state.sub_ids) == 1:
+        sub_id, state.sub_ids = state.sub_ids[0], ()
+        return budget.settle(call_id=sub_id, ts=ts, usage=None, ok=ok,
+                             error_fingerprint=error_fp, result_fingerprint=result_fp)
     settlements = []
     for sub_id, e in zip(state.sub_ids, state.message.budgeted, strict=True):
         own = state.outcomes.get(repr(e.msg_id))
@@ -458,7 +474,10 @@ def settle(budget: Budget, state: McpCallState, ts: float, ok: bool, error_fp: s
 
 def release(budget: Budget, state: McpCallState, ts: float) -> None:
     """Give every element's reservation back (the request never left)."""
-    budget.release_all(list(state.sub_ids), ts)
+    if len(state.sub_ids) == 1:
+        budget.release(state.sub_ids[0], ts)
+    else:
+        budget.release_all(list(state.sub_ids), ts)
     state.sub_ids = ()
 
 
@@ -502,7 +521,7 @@ class ServerRequestFilter:
 
     def raw(self, complete: bytes) -> bytes:
         """``complete`` (whole events) without the events carrying a denied request."""
-        if b"data:" not in complete:
+        if not _may_hold_requests(complete):
             return complete
         out: list[bytes] = []
         event: list[bytes] = []
@@ -543,6 +562,12 @@ class _FilteredScan:
         return self._scan.verdict()
 
 
+def _may_hold_requests(data: bytes) -> bool:
+    """Whether ``data`` could carry a JSON-RPC request: a ``"method"`` key, or escapes that
+    could spell one (then it is parsed to be sure)."""
+    return b'"method"' in data or b"\\" in data
+
+
 def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
     """A whole MCP answer without the server requests the policy denies.
 
@@ -550,7 +575,7 @@ def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
     JSON message that is such a request is refused (``mcp_server_request_denied``): there
     is nothing else to send."""
     server_filter = stream_filter(call)
-    if server_filter is None or not body:
+    if server_filter is None or not _may_hold_requests(body):
         return body
     if content_type == "text/event-stream":
         return server_filter.raw(body)
@@ -566,6 +591,65 @@ def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
         raise DeniedError(f"the MCP server sent a {method} request, which the policy denies",
                           code="mcp_server_request_denied", failure_type=FailureType.SAFETY)
     return body
+
+
+_LISTINGS: Final[dict[str, str]] = {"resources/list": "resources", "prompts/list": "prompts"}
+
+
+def listing_ids(message: McpMessage) -> dict[str, str]:
+    """``repr(id)`` -> method of the resources/list and prompts/list requests."""
+    return {repr(e.msg_id): e.method for e in message.elements
+            if e.is_request and e.method in _LISTINGS}
+
+
+def _listed(rules: McpAuthorizer, servers: tuple[str | None, ...], method: str,
+            entry: Any) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    if method == "resources/list":
+        uri = entry.get("uri")
+        if not isinstance(uri, str):
+            return False
+        try:
+            return rules.resources.decide(servers, canonical_uri(uri)).allowed
+        except ValueError:
+            return False  # the agent could not read it anyway
+    name = entry.get("name")
+    return isinstance(name, str) and rules.prompts.decide(servers, name).allowed
+
+
+def filter_listings(call: Call, body: bytes, content_type: str,
+                    rewrite_sse: Callable[[bytes, Any], bytes]) -> bytes:
+    """resources/list and prompts/list answers without what ``spec.mcp`` would refuse,
+    as ``tools/list`` answers are filtered by the tool rules: the agent does not plan with
+    what it may not use."""
+    classified = call.classified
+    assert classified is not None and classified.mcp is not None
+    ids = listing_ids(classified.mcp)
+    if not ids:
+        return body
+    rules: McpAuthorizer = call.controls.mcp
+    servers = (classified.view.upstream, classified.view.host)
+
+    def rewrite(msg: Any) -> Any:
+        if not isinstance(msg, dict) or not isinstance(msg.get("result"), dict):
+            return msg
+        method = ids.get(repr(msg.get("id")))
+        if method is None:
+            return msg
+        key = _LISTINGS[method]
+        entries = msg["result"].get(key)
+        if isinstance(entries, list):
+            msg["result"][key] = [e for e in entries if _listed(rules, servers, method, e)]
+        return msg
+
+    if content_type == "text/event-stream":
+        return rewrite_sse(body, rewrite)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    return orjson.dumps([rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj))
 
 
 def stream_filter(call: Call) -> ServerRequestFilter | None:

@@ -487,9 +487,11 @@ class Pipeline:
                 and (guardrails is None or not guardrails.active("response")))
 
     def _must_buffer(self, call: Call) -> bool:
-        # tools/list answers are rewritten (filtered), so they are read whole even as SSE.
+        # tools/list (resources/list, prompts/list) answers are rewritten (filtered), so
+        # they are read whole even as SSE.
         c = call.classified
-        return c is not None and c.view.kind is RequestKind.MCP and _lists_tools(c.body)
+        return c is not None and c.view.kind is RequestKind.MCP and (
+            _lists_tools(c.body) or (c.mcp is not None and bool(mcp.listing_ids(c.mcp))))
 
     async def relay_through(
         self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
@@ -562,6 +564,8 @@ class Pipeline:
         settle = self.settle_budget(call, counts, ok, err_fp, content_fp or _digest(body))
         if classified.view.kind is RequestKind.MCP and _lists_tools(classified.body):
             body = self.filter_tools_list(call, upstream, body)
+        if classified.mcp is not None and upstream.status < 300:
+            body = mcp.filter_listings(call, body, upstream.content_type, _rewrite_sse)
         try:
             if classified.mcp is not None:
                 body = mcp.filter_answer(call, body, upstream.content_type)

@@ -133,7 +133,8 @@ def handle_message(msg: Any, executions: Executions | None = None) -> dict[str, 
             ran("tool")
             result = call_tool(name, args)
         case "resources/list":
-            result = {"resources": [{"uri": "file:///srv/docs/readme.txt", "name": "readme"}]}
+            result = {"resources": [{"uri": "file:///srv/docs/readme.txt", "name": "readme"},
+                                    {"uri": "file:///etc/shadow", "name": "shadow"}]}
         case "resources/read":
             uri = params.get("uri")
             ran("resource")
