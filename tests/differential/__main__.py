@@ -23,7 +23,8 @@ def main() -> int:
             for upstream in UPSTREAMS:
                 for proxy in (False, True):
                     request = Request(f"{upstream}-{case.kind}", case.method, case.target,
-                                      case.body, case.headers, proxy=proxy)
+                                      case.body, case.headers, proxy=proxy,
+                                      chunked=case.chunked)
                     ex, found = bed.check(request)
                     where = f"{upstream}{' proxy' if proxy else ''}"
                     if found:

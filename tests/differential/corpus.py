@@ -9,6 +9,7 @@ models, DELETE/PUT/PATCH on the API and the ``delete_*`` tools; allow the rest).
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ class Case:
     """The upstream readers the open divergence shows on (the others must agree)."""
     open_forms: tuple[str, ...] = ("alias", "proxy")
     """The ways of sending it (by alias, in proxy form) the open divergence shows in."""
+    chunked: bool = False
+    """Send the body chunked (no ``Content-Length``)."""
 
 
 def chat(*pairs: tuple[str, Any]) -> bytes:
@@ -56,6 +59,13 @@ _DEPLOYMENT = (
     ".../deployments/NAME/chat/completions) serves NAME whatever the body says, so "
     "deployments/gpt-5 with model gpt-4o-mini runs a denied model. Read the model from a "
     "deployments/NAME path segment too (and refuse a body model that differs)")
+_STACKED_ENCODING = (
+    "open (found by this harness): the sidecar's HTTP server decodes a request body's "
+    "Content-Encoding once and forwards the decoded bytes with the Content-Encoding header "
+    "still on them. Compressed twice and chunked, an LLM call to an http upstream is not JSON "
+    "to the sidecar (an HTTP tool, allowed) and is decoded again by an upstream that "
+    "decompresses requests (aiohttp): the denied model runs, unmetered. Refuse request "
+    "bodies with a Content-Encoding, or forward exactly the bytes decided on without it")
 _FRAGMENT = (
     "open (found by this harness, not fixed by h1-reading): by alias, GET /go-api/api/admin#x "
     "is decided on the path '/api/admin#x' (no rule matches) and forwarded as /api/admin (the "
@@ -210,6 +220,16 @@ CASES: tuple[Case, ...] = (
              '"arguments":{}}}'),
          why="many APIs serve MCP at /mcp beside their REST routes",
          open_divergence=_MCP_IN_DISGUISE),
+    # --- compressed request bodies: decoded once by the sidecar, again by the upstream
+    Case("body-deflate-chunked", "api", "POST", _CHAT, zlib.compress(_GPT5),
+         (("Content-Encoding", "deflate"),), chunked=True,
+         why="one layer: the sidecar reads the LLM body and refuses the model"),
+    Case("body-double-deflate-chunked", "api", "POST", _CHAT,
+         zlib.compress(zlib.compress(_GPT5)), (("Content-Encoding", "deflate"),), chunked=True,
+         why="the sidecar decodes one layer, sees no JSON, forwards it still labelled deflate",
+         open_divergence=_STACKED_ENCODING, open_on=("py", "pyfirst")),
+    Case("body-double-deflate-llm-upstream", "llm", "POST", _CHAT,
+         zlib.compress(zlib.compress(_GPT5)), (("Content-Encoding", "deflate"),), chunked=True),
     # --- headers that change the meaning of a request
     Case("header-x-http-method-override", "api", "POST", "/api/items", b"{}",
          (("X-HTTP-Method-Override", "DELETE"),)),

@@ -127,6 +127,8 @@ class Request:
     proxy: bool = False
     """Send in absolute form to the upstream's address (``HTTP_PROXY`` style), not to the
     alias."""
+    chunked: bool = False
+    """Send the body with ``Transfer-Encoding: chunked`` (no ``Content-Length``)."""
 
     @property
     def upstream(self) -> str:
@@ -141,7 +143,13 @@ class Request:
             else f"/{self.alias}"
         head = f"{self.method} {where}{self.target}"
         extra = "".join(f" [{k}: {v}]" for k, v in self.headers)
-        body = f" {self.body[:160].decode('utf-8', 'replace')}" if self.body else ""
+        try:
+            text = self.body[:160].decode()
+        except UnicodeDecodeError:
+            text = f"<{len(self.body)} bytes, not UTF-8>"
+        body = f" {text}" if self.body else ""
+        if self.chunked:
+            body = " (chunked)" + body
         return head + extra + body
 
 
@@ -407,8 +415,14 @@ class Bed:
             for name, value in request.headers:
                 conn.putheader(name, value)
             conn.putheader(TAG_HEADER, tag)
-            conn.putheader("Content-Length", str(len(request.body)))
-            conn.endheaders(request.body or None)
+            if request.chunked:
+                conn.putheader("Transfer-Encoding", "chunked")
+                conn.endheaders()
+                chunk = f"{len(request.body):x}\r\n".encode() + request.body + b"\r\n"
+                conn.send((chunk if request.body else b"") + b"0\r\n\r\n")
+            else:
+                conn.putheader("Content-Length", str(len(request.body)))
+                conn.endheaders(request.body or None)
             resp = conn.getresponse()
             answer = resp.read()
             status = resp.status

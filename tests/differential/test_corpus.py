@@ -30,7 +30,7 @@ def _params() -> list[Any]:
 @pytest.mark.parametrize(("case", "upstream", "form"), _params())
 def test_corpus_case(bed: Bed, case: Case, upstream: str, form: str) -> None:
     request = Request(f"{upstream}-{case.kind}", case.method, case.target, case.body,
-                      case.headers, proxy=form == "proxy")
+                      case.headers, proxy=form == "proxy", chunked=case.chunked)
     ex, found = bed.check(request)
     assert not found, "the upstream executed what the sidecar did not decide:\n" + report(
         [(case.name, ex, found)])
