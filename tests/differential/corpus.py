@@ -177,6 +177,19 @@ CASES: tuple[Case, ...] = (
          rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
              '"arguments":{}}},{"jsonrpc":"2.0","id":2,"method":"ping",'
              '"METHOD":"tools/call","params":{"name":"delete_file"}}]')),
+    Case("mcp-tools-call-notification", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo",'
+             '"arguments":{}}}'),
+         why="a tools/call without id runs upstream but gets no answer to settle"),
+    Case("mcp-tools-call-null-id", "mcp", "POST", "",
+         rpc('{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"echo",'
+             '"arguments":{}}}')),
+    Case("mcp-old-jsonrpc-version", "mcp", "POST", "",
+         rpc('{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"delete_file",'
+             '"arguments":{}}}')),
+    Case("mcp-batch-non-object-element", "mcp", "POST", "",
+         rpc('[1,{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo",'
+             '"arguments":{}}}]')),
     Case("mcp-method-case-variant", "mcp", "POST", "",
          rpc('{"jsonrpc":"2.0","id":1,"method":"Tools/Call","params":{"name":"delete_file",'
              '"arguments":{}}}'),
