@@ -131,10 +131,13 @@ def _llm_shaped(body: bytes) -> Any:
     if not body or body[0] not in _JSON_START or not llm_body.may_be_llm_call(body):
         return None
     try:
-        obj = strict_json.loads(body, nested=False)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    return obj if llm_body.looks_like_llm_call(obj) else None
+    if not llm_body.looks_like_llm_call(obj):
+        return None  # not governed as JSON: its reading is the upstream's business
+    strict_json.check_one_reading(body, obj, nested=False)
+    return obj
 
 
 def _guess_dialect(obj: dict[str, Any], provider: Provider | None) -> Dialect:
