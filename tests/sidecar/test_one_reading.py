@@ -312,6 +312,7 @@ async def test_stored_context_of_unknown_window_is_refused(
     {"max_completion_tokens": 1, "max_tokens": 999_999},
     {"max_tokens": 1, "max_completion_tokens": 999_999},
     {"max_tokens": 30_000, "n": 5},
+    {"n": 7},  # no cap: each completion may reach gpt-4o-mini's 16,384 tokens
 ])
 async def test_largest_output_cap_is_reserved(
     sidecar_factory: SidecarFactory, standins: Standins, caps: dict[str, int]
@@ -333,3 +334,18 @@ async def test_non_integer_output_cap_is_refused(
                                      orjson.dumps(body))
     assert (status, code_of(payload)) == (400, "invalid_request")
     assert not standins.received("llm").requests
+
+
+async def test_llm_call_of_unknown_dialect_without_usage_spends_its_reservation(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    # An LLM-shaped body to an endpoint whose answer carries no usage haltgate can read:
+    # the usage is unknown, so the whole reservation is spent, not an estimate of ours.
+    body = orjson.dumps({**CHAT, "max_tokens": 50})
+    reservation = len(body) + 50
+    sc = await sidecar_factory(policy(budgets={"tokens": {"limit": 2 * reservation - 1}}))
+    status, payload = await raw_http(sc.explicit, "POST", "/api/echo/v1/generate", body)
+    assert status == 200, payload
+    status, payload = await raw_http(sc.explicit, "POST", "/api/echo/v1/generate", body)
+    assert code_of(payload) == "tokens_exhausted", (status, payload)
+    assert len(standins.received("api").requests) == 1

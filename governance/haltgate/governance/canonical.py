@@ -40,6 +40,7 @@ __all__ = [
     "CanonicalPath",
     "canonical_path",
     "check_meaning_overrides",
+    "encode_non_ascii",
 ]
 
 CODE_AMBIGUOUS_PATH: Final = "ambiguous_path"
@@ -96,9 +97,12 @@ def _escape(m: re.Match[str]) -> str:
     return "%" + hx
 
 
-def _encode_non_ascii(path: str) -> str:
+def encode_non_ascii(text: str) -> str:
+    """``text`` with every non-ASCII character percent-encoded as UTF-8."""
+    if text.isascii():
+        return text
     return "".join(c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode("utf-8"))
-                   for c in path)
+                   for c in text)
 
 
 def canonical_path(raw: str, *, parameters: bool = False) -> CanonicalPath:
@@ -115,7 +119,7 @@ def canonical_path(raw: str, *, parameters: bool = False) -> CanonicalPath:
         return CanonicalPath(raw, raw)  # the common case: nothing to decode or refuse
     if "\\" in raw:
         raise _refuse("a '\\' (some servers read it as '/')")
-    path = raw if raw.isascii() else _encode_non_ascii(raw)
+    path = raw if raw.isascii() else encode_non_ascii(raw)
     if "%" in path:
         path = _ESCAPE.sub(_escape, path)
     segments = path.split("/")

@@ -24,10 +24,10 @@ __all__ = [
     "INLINE_IMAGE_TOKENS",
     "LLM_FIELDS",
     "OUTPUT_CAPS",
-    "SCREEN_MODEL",
+    "choices",
     "context_reference",
-    "inline_images",
     "looks_like_llm_call",
+    "may_be_llm_call",
     "model_forms",
     "output_cap",
 ]
@@ -48,19 +48,23 @@ images down to a bounded size (OpenAI tiles or patches, Anthropic ~1.15 megapixe
 image costs at most a few thousand tokens whatever its bytes; this bound covers them."""
 
 # Top-level fields that pull stored or fetched content into the prompt.
-_STORED_TOP: Final = ("previous_response_id", "conversation", "container", "mcp_servers")
+_STORED_TOP: Final = frozenset({"previous_response_id", "conversation", "container",
+                                "mcp_servers", "tool_resources", "attachments"})
 # Keys that refer to a stored file wherever they appear.
 _FILE_KEYS: Final = frozenset({"file_id", "file_url", "file_data", "file_ids", "vector_store_ids"})
+# Fields holding the prompt (messages and their parts): the walk looks only there.
+_PROMPT_FIELDS: Final = ("messages", "input", "system", "prompt", "instructions")
+_WALK_KEYS: Final = _FILE_KEYS | {"image_url", "source", "id"}
 # Server-side tools whose results the provider adds to the prompt itself.
 _SERVER_TOOLS = re.compile(
     r"(web_search|web_fetch|file_search|code_interpreter|code_execution|mcp|"
     r"image_generation|computer)", re.IGNORECASE)
-# Cheap screen over the raw body: nothing below can match without one of these.
-_SCREEN = re.compile(rb"file|image|url|source|\\u", re.IGNORECASE)
 
 
-SCREEN_MODEL: Final = re.compile(rb'"model"|\\u', re.IGNORECASE)
-"""Cheap screen over a raw body: an LLM-shaped JSON object cannot pass without a match."""
+def may_be_llm_call(raw: bytes) -> bool:
+    """Cheap screen over a raw body: an LLM-shaped JSON object cannot fail it (its key
+    ``model``, in any case, or written with escapes)."""
+    return b'"model"' in raw.lower() or b"\\" in raw
 
 
 def looks_like_llm_call(obj: Any) -> bool:
@@ -91,80 +95,116 @@ def output_cap(body: dict[str, Any]) -> int | None:
         if value is not None and (cap is None or value > cap):
             cap = value
     if cap is None:
+        choices(body)  # validated even without a cap
         return None
-    choices = 1
+    return cap * choices(body)
+
+
+def choices(body: dict[str, Any]) -> int:
+    """How many completions the body asks for (``n``, ``best_of``; at least 1)."""
+    count = 1
     for key in _CHOICES:
         value = _int_field(body, key)
-        if value is not None and value > choices:
-            choices = value
-    return cap * choices
+        if value is not None and value > count:
+            count = value
+    return count
 
 
-def context_reference(body: dict[str, Any], raw: bytes) -> str | None:
-    """The first field of ``body`` that brings in tokens not in the body itself, as a
-    dotted path (``None``: the body holds its whole prompt)."""
-    for key in _STORED_TOP:
-        if body.get(key) not in (None, "", [], {}):
-            return key
-    prompt = body.get("prompt")
-    if isinstance(prompt, dict):
-        return "prompt"  # a stored prompt template (Responses API), not a text prompt
+def context_reference(body: dict[str, Any]) -> tuple[str | None, int]:
+    """What of the prompt is not in ``body``: the first field that brings in tokens the body
+    does not hold, as a path (``None``: the body holds its whole prompt), and the number
+    of images sent inline (each bounded by :data:`INLINE_IMAGE_TOKENS`).
+
+    One walk over the parsed body (keys compared as a case-insensitive parser would). Its
+    cost grows with the number of JSON objects and arrays, not with the text in them: a
+    screen over the raw bytes cost more than the walk it saved (``bench/strict_json.py``)."""
+    present = body.keys() & _STORED_TOP
+    for key in sorted(present) if present else ():
+        if body[key] not in (None, "", [], {}):
+            return key, 0
+    if isinstance(body.get("prompt"), dict):
+        return "prompt", 0  # a stored prompt template (Responses API), not a text prompt
     tools = body.get("tools")
-    if isinstance(tools, list):
+    if tools and isinstance(tools, list):
         for i, tool in enumerate(tools):
             kind = tool.get("type") if isinstance(tool, dict) else None
             if isinstance(kind, str) and _SERVER_TOOLS.search(kind):
-                return f"tools[{i}].type"
-    if _SCREEN.search(raw) is None:
-        return None
-    return _find_reference(body, "$")
+                return f"tools[{i}].type", 0
+    return _walk(body)
 
 
-def _find_reference(node: Any, path: str) -> str | None:
-    stack: list[tuple[Any, str]] = [(node, path)]
+def _walk(root: dict[str, Any]) -> tuple[str | None, int]:
+    images = 0
+    stack: list[Any] = [root[k] for k in _PROMPT_FIELDS if k in root]
+    pop = stack.pop
+    push = stack.append
     while stack:
-        value, where = stack.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                here = f"{where}.{key}"
-                if key in _FILE_KEYS and item not in (None, "", []):
-                    return here
-                if key == "image_url" and _remote_url(item):
-                    return here
-                if key == "source" and _expanded_source(item):
-                    return here
-                if isinstance(item, dict | list):
-                    stack.append((item, here))
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, dict | list):
-                    stack.append((item, f"{where}[{i}]"))
-    return None
+        node = pop()
+        if type(node) is dict:
+            # The common node (a message, a text part) has none of the keys looked for and
+            # only lower-case ASCII keys: two C-level checks, no per-key Python.
+            if node.keys() & _WALK_KEYS or not (all(map(str.islower, node))
+                                                 and all(map(str.isascii, node))):
+                ref, found = _inspect(node)
+                if ref is not None:
+                    return ref, 0
+                images += found
+            values: Any = node.values()
+        elif type(node) is list:
+            values = node
+        else:
+            continue
+        for item in values:
+            t = type(item)
+            if t is dict or t is list:
+                push(item)
+    return None, images
 
 
-def _expanded_source(source: Any) -> bool:
-    """An Anthropic content source the provider expands: fetched (``url``), stored
-    (``file``), or an inline document (a PDF's pages cost tokens its bytes do not bound)."""
-    if not isinstance(source, dict):
-        return False
+def _inspect(node: dict[str, Any]) -> tuple[str | None, int]:
+    """One object's keys (compared as a case-insensitive parser would)."""
+    images = 0
+    for key, item in node.items():
+        name = key if key.islower() and key.isascii() else key.casefold()
+        if name in _FILE_KEYS:
+            if item not in (None, "", []):
+                return f"{key} (in {_where(node)})", 0
+        elif name == "image_url":
+            if _remote_url(item):
+                return f"{key} (in {_where(node)})", 0
+            images += 1
+        elif name == "source" and type(item) is dict:
+            kind = _source_kind(item)
+            if kind == "expanded":
+                return f"{key} (in {_where(node)})", 0
+            images += kind == "image"
+        elif name == "id" and node.get("type") == "item_reference":
+            return f"{key} (in {_where(node)})", 0  # a stored item of an earlier response
+    return None, images
+
+
+def _where(node: dict[str, Any]) -> str:
+    kind = node.get("type")
+    return f"a {kind!r} part" if isinstance(kind, str) else "the body"
+
+
+def _source_kind(source: dict[str, Any]) -> str:
+    """An Anthropic content source: ``expanded`` when the provider brings content in
+    (fetched ``url``, stored ``file``, an inline document: a PDF's pages cost tokens its
+    bytes do not bound), ``image`` for an inline image, else ``text``."""
     kind = source.get("type")
     if kind in ("url", "file"):
-        return True
+        return "expanded"
+    if kind != "base64":
+        return "text"
     media = source.get("media_type")
-    return kind == "base64" and not (isinstance(media, str) and media.startswith("image/"))
+    return "image" if isinstance(media, str) and media.startswith("image/") else "expanded"
 
 
 def _remote_url(value: Any) -> bool:
     if isinstance(value, dict):
         value = value.get("url")
-    return isinstance(value, str) and not value.startswith("data:")
-
-
-def inline_images(raw: bytes) -> int:
-    """Images sent inline in the body (data URLs, base64 sources): an upper count."""
-    if _SCREEN.search(raw) is None:
-        return 0
-    return raw.count(b"data:image/") + raw.count(b'"base64"')
+    return not (isinstance(value, str) and value.startswith("data:"))
 
 
 def model_forms(model: str) -> tuple[str, ...]:

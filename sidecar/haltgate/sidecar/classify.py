@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from haltgate.governance import llm_body, strict_json
+from haltgate.governance.canonical import encode_non_ascii
 from haltgate.governance.errors import BadRequestError
 from haltgate.governance.policy import Provider, RequestKind
 from haltgate.governance.request import AgentIdentity, CallView
@@ -56,7 +57,9 @@ class Target:
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         netloc = host if self.port == default else f"{host}:{self.port}"
-        url = f"{self.scheme}://{netloc}{self.path}" + (f"?{self.query}" if self.query else "")
+        # Sent with encoded=True (exactly these bytes): a raw non-ASCII query is encoded.
+        query = encode_non_ascii(self.query)
+        url = f"{self.scheme}://{netloc}{self.path}" + (f"?{query}" if query else "")
         object.__setattr__(self, "url", url)
 
 
@@ -67,6 +70,9 @@ class Classified:
     view: CallView
     dialect: Dialect | None = None
     """LLM API dialect (LLM calls only)."""
+    dialect_guessed: bool = False
+    """The dialect comes from the body's fields, not from a known endpoint path: usage the
+    reader cannot find is unknown (the reservation is spent), not estimated."""
     body: Any = None
     """Parsed JSON body (LLM and MCP calls), else ``None``."""
     rpc_ids: tuple[Any, ...] = ()
@@ -81,6 +87,9 @@ class Classified:
     file, image URL...): the input is then bounded by the model's context window only."""
     inline_images: int = 0
     """Images sent inline in an LLM body (each reserves ``llm_body.INLINE_IMAGE_TOKENS``)."""
+    choices: int = 1
+    """Completions an LLM body asks for (``n``, ``best_of``): without an output cap, each
+    may reach the model's largest completion."""
     extra: dict[str, Any] = field(default_factory=dict)
     mcp: McpMessage | None = None
     """The MCP request read message by message (MCP upstreams only)."""
@@ -105,11 +114,11 @@ def llm_dialect(path: str, provider: Provider | None) -> Dialect | None:
     return None
 
 
-def _parse_json(body: bytes) -> Any:
+def _parse_json(body: bytes, *, nested: bool = True) -> Any:
     if not body:
         raise BadRequestError("request body is empty, JSON expected", code="invalid_json")
     try:
-        return strict_json.loads(body)
+        return strict_json.loads(body, nested=nested)
     except orjson.JSONDecodeError as e:
         raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from e
 
@@ -119,10 +128,10 @@ _JSON_START = frozenset(b"{ \t\r\n")
 
 def _llm_shaped(body: bytes) -> Any:
     """The parsed body if it is a JSON object shaped like an LLM call, else ``None``."""
-    if not body or body[0] not in _JSON_START or llm_body.SCREEN_MODEL.search(body) is None:
+    if not body or body[0] not in _JSON_START or not llm_body.may_be_llm_call(body):
         return None
     try:
-        obj = strict_json.loads(body)
+        obj = strict_json.loads(body, nested=False)
     except orjson.JSONDecodeError:
         return None
     return obj if llm_body.looks_like_llm_call(obj) else None
@@ -146,12 +155,13 @@ def _classify_llm(
         shaped = _llm_shaped(body)
         if shaped is None:
             return Classified(_view(None, method, target, agent))
-        return _llm_call(method, target, body, agent, shaped, _guess_dialect(shaped, provider))
-    return _llm_call(method, target, body, agent, _parse_json(body), dialect)
+        return _llm_call(method, target, body, agent, shaped, _guess_dialect(shaped, provider),
+                         guessed=True)
+    return _llm_call(method, target, body, agent, _parse_json(body, nested=False), dialect)
 
 
 def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, obj: Any,
-              dialect: Dialect) -> Classified:
+              dialect: Dialect, *, guessed: bool = False) -> Classified:
     if not isinstance(obj, dict):
         raise BadRequestError("LLM request body must be a JSON object", code="invalid_request")
     strict_json.require_exact_fields(obj, llm_body.LLM_FIELDS, "LLM request")
@@ -169,10 +179,10 @@ def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, ob
         upstream=target.upstream.name if target.upstream else None,
         model=model, max_output_tokens=llm_body.output_cap(obj), stream=stream, agent=agent,
     )
-    ref = llm_body.context_reference(obj, body)
+    ref, images = llm_body.context_reference(obj)
     return Classified(view, dialect=dialect, body=obj, wants_usage_injection=inject,
-                      input_estimate=len(body), context_ref=ref,
-                      inline_images=llm_body.inline_images(body) if ref is None else 0)
+                      input_estimate=len(body), context_ref=ref, inline_images=images,
+                      dialect_guessed=guessed, choices=llm_body.choices(obj))
 
 
 def _classify_mcp(
@@ -217,5 +227,5 @@ def classify(method: str, target: Target, body: bytes, agent: AgentIdentity) -> 
         provider = target.upstream.provider if target.upstream else None
         dialect = llm_dialect(target.rule_path, provider) if method == "POST" else None
         return _llm_call(method, target, body, agent, shaped,
-                         dialect or _guess_dialect(shaped, provider))
+                         dialect or _guess_dialect(shaped, provider), guessed=dialect is None)
     return Classified(_view(RequestKind.HTTP, method, target, agent))

@@ -395,7 +395,8 @@ class Pipeline:
         if view.kind is RequestKind.LLM:
             call.max_output_tokens = (view.max_output_tokens
                                       if view.max_output_tokens is not None
-                                      else self._model_max_output(view.model))
+                                      else self._model_max_output(view.model)
+                                      * classified.choices)
             max_input = max_input_tokens(classified, len(call.forward_body or call.body),
                                          self.budget)
         else:
@@ -683,8 +684,11 @@ class Pipeline:
             except (ConnectionError, RuntimeError):
                 client_gone = True
         complete = cut is None and not truncated and not client_gone
+        # A dialect guessed from the body shape (issue 15) without usage found: the usage is
+        # unknown, so the reservation is charged (None), never an estimate of ours.
         counts = (reader.result(complete=complete, input_estimate=classified.input_estimate)
-                  if reader is not None else None)
+                  if reader is not None and (reader.found or not classified.dialect_guessed)
+                  else None)
         ok = upstream.status < 500 and not truncated
         self.settle_budget(call, counts, ok, None if ok else "stream_failed",
                            reader.content_digest if reader is not None else digest.hexdigest())
@@ -713,6 +717,8 @@ class Pipeline:
         reader = UsageReader(classified.dialect, classified.view.model)
         if status < 300:
             reader.read_body(body)
+            if classified.dialect_guessed and not reader.found:
+                return None, reader.content_digest  # usage unknown: the reservation is spent
             return (reader.result(complete=True, input_estimate=classified.input_estimate),
                     reader.content_digest)
         # Refused or failed upstream calls are not billed by providers.
