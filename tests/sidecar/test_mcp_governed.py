@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from haltgate.testbed.standins._common import BEHAVIOR_HEADER
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins
@@ -366,3 +367,36 @@ def test_server_request_filter_reads_escaped_keys() -> None:
     assert f.raw(sampling + kept) == kept
     assert f.raw(kept) is kept
     assert f.dropped == ["sampling/createMessage"]
+
+
+MCP_REGO = """
+package haltgate
+
+import rego.v1
+
+default decision := {"allow": true}
+
+decision := {"allow": false, "reason": "no drafts", "failure_type": "SAFETY"} if {
+    some m in input.mcp
+    startswith(m.uri, "file:///srv/docs/drafts/")
+}
+"""
+
+
+@pytest.mark.opa
+async def test_opa_sees_every_mcp_message(sidecar_factory: SidecarFactory, standins: Standins,
+                                          opa_server: str) -> None:
+    """OPA reads the resource of the second message of a batch (in canonical form)."""
+    sc = await sidecar_factory({"spec": {
+        "opa": {"rego": MCP_REGO},
+        "mcp": {"resources": {"rules": [{"name": "docs", "action": "allow",
+                                         "uris": ["file:///srv/docs/**"]}]}}}},
+        opa_url=opa_server)
+    batch = [rpc("resources/read", 1, uri="file:///srv/docs/a.md"),
+             rpc("resources/read", 2, uri="FILE:///srv/docs/drafts/b.md")]
+    _, body, _ = await call(sc.explicit + "/mcp", batch)
+    assert all("error" in m for m in body), body
+    assert {error_code(m) for m in body} == {"opa_denied"}
+    _, body, _ = await call(sc.explicit + "/mcp", batch[0])
+    assert body["result"]["contents"][0]["uri"] == "file:///srv/docs/a.md"
+    assert await executed(standins) == {"resource": 1}

@@ -200,6 +200,7 @@ def _classify_mcp(
         kind=RequestKind.MCP, method=method, scheme=target.scheme, host=target.host,
         port=target.port, path=target.rule_path, upstream=upstream_name,
         tool_calls=message.tool_calls, mcp_method=message.main_method, agent=agent,
+        mcp_messages=tuple((e.method, e.resource, e.prompt) for e in message.elements),
     )
     return Classified(view, body=obj, rpc_ids=message.request_ids, rpc_batch=message.batch,
                       mcp=message)
