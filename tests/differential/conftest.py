@@ -1,5 +1,7 @@
 """Fixtures of the differential tests: one bed (Go upstream, Python readers, sidecar) for
-all of them, started once on free loopback ports; see :mod:`tests.differential.harness`.
+all of them, started once on free loopback ports (package scope: stopped after the last
+test of this folder, not kept running through the rest of the suite); see
+:mod:`tests.differential.harness`.
 
 Sharing is safe: the bed's policy has no budgets, so no request changes how the next one
 is decided, and every request carries its own tag."""
@@ -13,7 +15,7 @@ import pytest
 from tests.differential.harness import Bed, running_bed
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     with running_bed(tmp_path_factory.mktemp("differential")) as started:
         yield started
