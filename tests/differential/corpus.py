@@ -1,9 +1,16 @@
-"""The explicit corpus: every reading difference listed in issue 15's "Why", as requests.
+"""The explicit corpus: every reading difference listed in issue 15's "Why", and those
+probing the bed found since, as requests.
 
 Each case is sent through the sidecar to every upstream reader (Go, Python last-wins,
-Python first-wins) under the alias of its kind; the policy is
+Python first-wins), by the alias of its kind and in proxy form; the policy is
 :func:`tests.differential.harness.policy_document` (deny ``/api/admin/**``, the ``gpt-5*``
-models, DELETE/PUT/PATCH on the API and the ``delete_*`` tools; allow the rest).
+models, DELETE/PUT/PATCH on the API, the ``delete_*`` tools and ``read_file`` of system
+paths; allow the rest).
+
+A case whose divergence has no fix yet carries ``open_divergence`` (the reason, with the
+fix it needs) and where it shows (``open_on``, ``open_forms``): those runs are strict
+expected failures, so a fix makes them pass unexpectedly and the run fails until the mark
+is removed here. ``python -m tests.differential`` prints the whole table.
 """
 
 from __future__ import annotations
