@@ -14,6 +14,7 @@ import click
 from haltgate.governance.pricing import PriceTableError
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.validation import PolicyFileError
+from haltgate.sidecar.listeners import ListenerLimits
 from haltgate.sidecar.pipeline import PipelineSettings
 from haltgate.sidecar.server import (
     ADMIN_PORT,
@@ -72,8 +73,19 @@ def _listen(value: str, port: int) -> Listen:
               show_default=True, help="Explicit mode (base-URL aliases, HTTP(S)_PROXY).")
 @click.option("--transparent-listen", default=f"127.0.0.1:{TRANSPARENT_PORT}",
               show_default=True, help="Transparent mode listener (IPv4; ::1 is added).")
-@click.option("--admin-listen", default=f"0.0.0.0:{ADMIN_PORT}", show_default=True)
-@click.option("--metrics-listen", default=f"0.0.0.0:{METRICS_PORT}", show_default=True)
+@click.option("--admin-listen", default=f"127.0.0.1:{ADMIN_PORT}", show_default=True,
+              help="Admin API and probes. Loopback by default; the injected sidecar listens "
+                   "on the pod IP (kubelet probes, the operator). Avoid 0.0.0.0.")
+@click.option("--metrics-listen", default=f"127.0.0.1:{METRICS_PORT}", show_default=True,
+              help="Prometheus /metrics. Loopback by default; the injected sidecar listens "
+                   "on the pod IP (scrapes).")
+@click.option("--max-connections", default=2048, show_default=True,
+              type=click.IntRange(min=1),
+              help="Live connections per proxy listener; more get 503 too_many_connections.")
+@click.option("--idle-timeout", default=15.0, show_default=True,
+              type=click.FloatRange(min=0.001),
+              help="Seconds a connection may stay without a complete request head (header "
+                   "timeout, keep-alive idle timeout) on every listener.")
 @click.option("--agent-namespace", envvar="HALTGATE_POD_NAMESPACE", default="",
               help="Agent namespace (downward API).")
 @click.option("--agent-pod", envvar="HALTGATE_POD_NAME", default="", help="Agent pod name.")
@@ -109,6 +121,7 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
             audit_dir: Path | None, audit_sink: str, mode: str, ca_dir: Path | None,
             upstream_ca_file: Path | None, explicit_listen: str,
             transparent_listen: str, admin_listen: str, metrics_listen: str,
+            max_connections: int, idle_timeout: float,
             agent_namespace: str, agent_pod: str, agent_workload: str, policy_name: str,
             opa_url: str,
             rego_dir: Path, reload_interval: float, default_max_output_tokens: int,
@@ -133,6 +146,7 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
         transparent=_listen(transparent_listen, TRANSPARENT_PORT)
         if mode == "transparent" else None,
         admin=_listen(admin_listen, ADMIN_PORT), metrics=_listen(metrics_listen, METRICS_PORT),
+        limits=ListenerLimits(idle_timeout=idle_timeout, max_connections=max_connections),
         agent=AgentIdentity(namespace=agent_namespace, pod=agent_pod,
                             workload=agent_workload or workload_of(agent_pod)),
         reload_interval=reload_interval, opa_url=opa_url, rego_dir=rego_dir,
