@@ -18,6 +18,7 @@ GET      /readyz     readiness: 200 once listening (no token; used by the pod's 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -33,6 +34,8 @@ __all__ = ["AdminBackend", "TokenFile", "create_admin_app"]
 log = logging.getLogger("haltgate.sidecar.admin")
 
 MAX_ADMIN_BODY = 64 * 1024
+MAX_ADMIN_BODY_SECONDS = 10.0
+"""Longest a client may take to send an admin request body (the body timeout)."""
 
 
 class AdminBackend(Protocol):
@@ -111,7 +114,11 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
     async def body_of(request: web.Request) -> dict[str, Any] | web.Response:
         if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
             return _error(413, "body_too_large", "admin request body too large")
-        raw = await request.content.read(MAX_ADMIN_BODY + 1)
+        try:
+            async with asyncio.timeout(MAX_ADMIN_BODY_SECONDS):
+                raw = await request.content.read(MAX_ADMIN_BODY + 1)
+        except TimeoutError:
+            return _error(408, "client_timeout", "admin request body sent too slowly")
         if len(raw) > MAX_ADMIN_BODY:
             return _error(413, "body_too_large", "admin request body too large")
         if not raw.strip():

@@ -45,12 +45,17 @@ class ListenerLimits:
     503 ``too_many_connections``. Far below a container's usual file limit."""
     max_admin_connections: int = 64
     """Live connections of the admin and of the metrics port (each)."""
+    tunnel_idle_timeout: float = 300.0
+    """Seconds a passthrough tunnel (CONNECT or transparent TLS) may move no byte in either
+    direction before it is closed."""
 
     def __post_init__(self) -> None:
         if not self.idle_timeout > 0:
             raise ValueError("listener idle_timeout must be > 0 seconds")
         if self.max_connections < 1:
             raise ValueError("listener max_connections must be at least 1")
+        if not self.tunnel_idle_timeout > 0:
+            raise ValueError("listener tunnel_idle_timeout must be > 0 seconds")
         if self.max_admin_connections < 1:
             raise ValueError("listener max_admin_connections must be at least 1")
 

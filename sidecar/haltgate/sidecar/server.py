@@ -320,7 +320,8 @@ class Sidecar:
             upstreams=lambda: transparent.UpstreamIndex.from_spec(self.controls.spec),
             minter=self.minter, gate=ConnectionAudit(self), verifier=verifier,
             settings=transparent.TransparentSettings(
-                max_connections=limits.max_connections))
+                max_connections=limits.max_connections,
+                tunnel_idle_timeout=limits.tunnel_idle_timeout))
         self.transparent.live_handed_over = lambda: len(http.connections)
         hosts = [listen.host] + (["::1"] if listen.host == "127.0.0.1" else [])
         await self.transparent.start(hosts=hosts, port=listen.port)
@@ -371,7 +372,8 @@ class Sidecar:
         started = time.perf_counter()
         self.pipeline.metrics.requests.labels("connection", "allow", "").inc()
         try:
-            up, down = await tunnel(transport, upstream, version)
+            up, down = await tunnel(transport, upstream, version,
+                                    idle_timeout=self.settings.limits.tunnel_idle_timeout)
         except (OSError, TimeoutError) as e:
             err = UpstreamError(f"cannot reach {upstream.host}:{upstream.port}: "
                                 f"{type(e).__name__}", code="upstream_unreachable")
