@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 import orjson
 
+from haltgate.governance.audit.fit import fit_record
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import AuditRecord, Chainer, ChainHead
 from haltgate.governance.audit.sink import (
@@ -65,6 +66,7 @@ from haltgate.governance.audit.sink import (
 
 __all__ = [
     "MAGIC",
+    "MAX_FRAME",
     "Frame",
     "SpoolAuditSink",
     "SpoolPosition",
@@ -80,8 +82,10 @@ log = logging.getLogger("haltgate.audit.spool")
 MAGIC = b"HGAUD\x00\x01\n"
 """First 8 bytes of every segment (format version 1)."""
 _HEADER = struct.Struct("<IId")
-_MAX_FRAME = 16 * 1024 * 1024
-"""A length above this is corruption, not a record (records are small)."""
+MAX_FRAME = 16 * 1024 * 1024
+"""A length above this is corruption, not a record. The writer refuses to write a longer
+record (and truncates payloads well below it, audit/fit.py): reader and writer agree."""
+_MAX_FRAME = MAX_FRAME
 CHECKPOINT_TIME = -1.0
 """Frame time that marks a checkpoint frame (records have epoch times >= 0)."""
 READ_CHUNK = _MAX_FRAME + _HEADER.size
@@ -112,6 +116,9 @@ class SpoolSettings:
     lock_wait_seconds: float = 5.0
     """How long a starting writer waits for ``writer.lock`` (a shipper settling an orphaned
     spool holds it briefly) before it reports another writer (seconds)."""
+    max_payload_bytes: int = 1024 * 1024
+    """Largest ``payload`` kept in a record (bytes of its JSON); a larger one is replaced
+    by a truncation marker (size, SHA-256, preview; see audit/fit.py) when written."""
     linger_seconds: float = 0.02
     """Longest a record queued with ``submit_nowait`` (an outcome: nobody waits for it)
     waits for a commit (seconds). It goes with the next awaited record's commit (an
@@ -127,6 +134,8 @@ class SpoolSettings:
             raise ValueError("spool max_bytes must be at least twice segment_bytes")
         if self.on_full not in ("block", "continue"):
             raise ValueError("spool on_full must be 'block' or 'continue'")
+        if not 1024 <= self.max_payload_bytes <= MAX_FRAME // 2:
+            raise ValueError(f"spool max_payload_bytes must be in [1024, {MAX_FRAME // 2}]")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -580,13 +589,15 @@ class SpoolWriter:
                     self._dropped_unlogged = 0
                     self._last_drop_log = now
                 return False
+            record = fit_record(record, self.settings.max_payload_bytes)
             try:
-                line, chain, head = self.chainer.seal_line(record)
+                line, chain, head = self.chainer.seal_line(record, max_bytes=MAX_FRAME)
             except (TypeError, ValueError) as e:
-                # Not JSON-serialisable: the caller's bug. The chain is untouched (sealing
-                # serialises before it advances the head).
+                # Not JSON-serialisable (the caller's bug) or, even clipped, larger than a
+                # frame the reader accepts. The chain is untouched (sealing serialises and
+                # measures before it advances the head).
                 self.metrics.refusals.labels(code=InvalidRecordError.code).inc()
-                raise InvalidRecordError(f"audit record is not JSON-serialisable: {e}") from e
+                raise InvalidRecordError(f"audit record cannot be written: {e}") from e
             frame = encode_frame(line, record.time)
             batch = self._pending
             batch.frames.append(frame)
