@@ -14,6 +14,7 @@ import click
 from haltgate.governance.pricing import PriceTableError
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.validation import PolicyFileError
+from haltgate.sidecar.bodybudget import DEFAULT_BODY_BUDGET
 from haltgate.sidecar.listeners import ListenerLimits
 from haltgate.sidecar.pipeline import PipelineSettings
 from haltgate.sidecar.server import (
@@ -103,6 +104,11 @@ def _listen(value: str, port: int) -> Listen:
               help="Output tokens reserved for LLM calls that set no max_tokens, when the "
                    "price table does not know the model's largest completion (a known "
                    "model reserves its real maximum).")
+@click.option("--body-memory-budget", default=DEFAULT_BODY_BUDGET, show_default=True,
+              type=click.IntRange(min=1),
+              help="Bytes of request and response bodies all calls together may hold in "
+                   "memory; past it calls get 503 memory_budget_exhausted (Retry-After). "
+                   "The process needs about three times this on top of its idle size.")
 @click.option("--pool-dsn", envvar="HALTGATE_POOL_DSN", default=None,
               help="PostgreSQL URI of the BudgetPool database (when the policy names a pool; "
                    "best from a mounted Secret via the environment).")
@@ -125,6 +131,7 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
             agent_namespace: str, agent_pod: str, agent_workload: str, policy_name: str,
             opa_url: str,
             rego_dir: Path, reload_interval: float, default_max_output_tokens: int,
+            body_memory_budget: int,
             pool_dsn: str | None, pool_fail_mode: str, price_table: Path | None,
             log_level: str) -> None:
     """Run the governing proxy next to an agent.
@@ -150,7 +157,8 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
         agent=AgentIdentity(namespace=agent_namespace, pod=agent_pod,
                             workload=agent_workload or workload_of(agent_pod)),
         reload_interval=reload_interval, opa_url=opa_url, rego_dir=rego_dir,
-        pipeline=PipelineSettings(default_max_output_tokens=default_max_output_tokens),
+        pipeline=PipelineSettings(default_max_output_tokens=default_max_output_tokens,
+                                  body_memory_budget=body_memory_budget),
         pool_dsn=pool_dsn, pool_fail_mode=pool_fail_mode, policy_name=policy_name,
         price_table=price_table,
     )

@@ -9,7 +9,7 @@ takes the bytes it will hold before reading them and gives them back when it end
 that does not fit is refused with 503 ``memory_budget_exhausted`` and ``Retry-After``,
 before its body is read.
 
-A call always fits when nothing else is held, so a body larger than the whole budget (a
+A call always fits when no other call holds anything, so a body larger than the whole budget (a
 policy with a large ``maxBodyBytes``) is still served, one at a time.
 """
 
@@ -44,11 +44,12 @@ class BodyBudget:
         self._gauge = gauge
         self._refusals = refusals
 
-    def take(self, nbytes: int, direction: str) -> None:
-        """Hold ``nbytes`` more, or raise :class:`MemoryBudgetError` (nothing taken)."""
+    def take(self, nbytes: int, direction: str, own: int = 0) -> None:
+        """Hold ``nbytes`` more for a call already holding ``own``, or raise
+        :class:`MemoryBudgetError` (nothing taken). A call holding all that is held fits."""
         if nbytes <= 0:
             return
-        if self.held and self.held + nbytes > self.limit:
+        if self.held > own and self.held + nbytes > self.limit:
             if self._refusals is not None:
                 self._refusals.labels(direction).inc()
             raise MemoryBudgetError(

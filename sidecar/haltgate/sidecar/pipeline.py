@@ -296,7 +296,7 @@ class Pipeline:
 
     def _hold(self, call: Call, nbytes: int, direction: str) -> None:
         """Take ``nbytes`` of the body memory budget for ``call`` (or refuse it: 503)."""
-        self.memory.take(nbytes, direction)
+        self.memory.take(nbytes, direction, call.held)
         call.held += nbytes
 
     async def check_destination(self, call: Call) -> None:
