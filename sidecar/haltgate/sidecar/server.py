@@ -598,7 +598,18 @@ class Sidecar:
     # ------------------------------------------------------------------ admin backend
 
     def ready(self) -> bool:
-        return self.pipeline is not None and "explicit" in self.addresses
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why the sidecar cannot govern calls now (``None``: it can)."""
+        reason: str | None = None
+        if self.pipeline is None or "explicit" not in self.addresses:
+            reason = "starting"
+        else:
+            health = getattr(self.audit, "health", None)
+            reason = health() if health is not None else None
+        self.metrics.ready.set(0 if reason else 1)
+        return reason
 
     def status(self) -> dict[str, Any]:
         pipeline = self.pipeline
