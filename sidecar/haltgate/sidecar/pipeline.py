@@ -23,10 +23,11 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -60,6 +61,7 @@ from haltgate.sidecar.usage import TokenCounts, UsageReader
 __all__ = ["Call", "Pipeline", "PipelineSettings"]
 
 log = logging.getLogger("haltgate.sidecar")
+_T = TypeVar("_T")
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes: never relayed.
 _HOP_BY_HOP = frozenset({
@@ -183,6 +185,8 @@ class Pipeline:
                                  gauge=metrics.body_bytes_in_flight,
                                  refusals=metrics.body_budget_refusals)
         """Body bytes held by all calls (a sidecar-wide bound, see bodybudget.py)."""
+        self._model_thread: ThreadPoolExecutor | None = None
+        """One thread for the guardrails model stage (created when a policy uses it)."""
         self._ids = count(1)
         self._id_prefix = os.urandom(6).hex() + "-"
         self._background: set[asyncio.Task[None]] = set()
@@ -220,7 +224,7 @@ class Pipeline:
             await self.check_destination(call)
             self.check_not_halted(call)
             self.authorize_tools(call)
-            self.scan_request(call)
+            await self._scan(call, self.scan_request, call)
             await self.decide_policy(call)
             if self.pool is not None:
                 await self.pool.admit(call, request.headers)
@@ -320,6 +324,19 @@ class Pipeline:
         if not result.allowed:
             raise DeniedError(result.message, code=result.code or "tool_not_allowed",
                               failure_type=FailureType.SAFETY)
+
+    async def _scan(self, call: Call, scan: Callable[..., _T], *args: Any) -> _T:
+        """Run a guardrail stage: inline, or, when the policy turns the model stage on
+        (a transformer forward pass: milliseconds to tens of them), on the model's own
+        thread so the event loop keeps serving every other call meanwhile."""
+        injection = call.controls.spec.guardrails.prompt_injection
+        if injection is None or not injection.enabled or not injection.model:
+            return scan(*args)
+        if self._model_thread is None:
+            self._model_thread = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="haltgate-guard-model")
+        return await asyncio.get_running_loop().run_in_executor(self._model_thread, scan,
+                                                                 *args)
 
     def scan_request(self, call: Call) -> None:
         """Guardrails on what the agent sends (prompts, tool arguments)."""
@@ -568,7 +585,8 @@ class Pipeline:
         if classified.view.kind is RequestKind.MCP and _lists_tools(classified.body):
             body = self.filter_tools_list(call, upstream, body)
         try:
-            body = self.scan_response(call, body, upstream.content_type)
+            body = await self._scan(call, self.scan_response, call, body,
+                                    upstream.content_type)
         except HaltgateError as err:
             self._finish(call, "deny", err.code)
             self._audit_outcome(call, upstream.status, counts, decision="deny", err=err)
@@ -984,6 +1002,8 @@ class Pipeline:
         """Wait for queued audit outcomes (at shutdown)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self._model_thread is not None:
+            self._model_thread.shutdown(wait=False)
 
 
 # ---------------------------------------------------------------------- helpers
