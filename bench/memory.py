@@ -35,7 +35,7 @@ import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sidecar_overhead import free_port, wait_port  # noqa: E402
+from sidecar_overhead import free_port, wait_port
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -171,6 +171,7 @@ async def test_a_silent_stream_is_still_cut(
     raw, outcome = await _stream(sc, standins, slow_upstream)
     assert b'"code":"upstream_truncated"' in raw
     assert b"w1 " not in raw
+    assert outcome.code == "upstream_truncated" and outcome.decision == "error"
 
 
 # ---------------------------------------------------------------------- off the event loop

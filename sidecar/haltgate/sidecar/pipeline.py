@@ -701,6 +701,8 @@ class Pipeline:
         complete = cut is None and not truncated and not client_gone
         counts = (reader.result(complete=complete, input_estimate=classified.input_estimate)
                   if reader is not None else None)
+        if cut is None and truncated:  # recorded as what it was, not as a clean allow
+            cut = UpstreamError("the upstream stream ended early", code="upstream_truncated")
         upstream_fault = isinstance(cut, UpstreamError)
         ok = upstream.status < 500 and not truncated and not upstream_fault
         self.settle_budget(call, counts, ok, None if ok else "stream_failed",
