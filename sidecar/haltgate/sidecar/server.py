@@ -184,6 +184,9 @@ class Sidecar:
         self._runners: list[web.BaseRunner] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._connect_tasks: set[asyncio.Task[None]] = set()
+        self._inspected: set[web.Server] = set()
+        """HTTP servers of inspected CONNECT tunnels (one per tunnel; the connection cap
+        counts their connections)."""
         self.minter: Any | None = None
         self.transparent: Any | None = None
         self.addresses: dict[str, tuple[str, int]] = {}
@@ -277,9 +280,13 @@ class Sidecar:
         loop = asyncio.get_running_loop()
         fronts = LiveCount()
         tasks = self._connect_tasks
+        inspected = self._inspected
 
         def live() -> int:
-            return fronts.n + len(http_factory.connections) + len(tasks)
+            gone = [s for s in inspected if not s.connections]
+            inspected.difference_update(gone)
+            return (fronts.n + len(http_factory.connections) + len(tasks)
+                    + sum(len(s.connections) for s in inspected))
 
         cap = ConnectionCap(
             "explicit",
@@ -422,6 +429,7 @@ class Sidecar:
             transport.close()
             return
         proto.connection_made(tls)
+        self._inspected.add(server)
 
     async def connection_record(self, decision_id: str, host: str, port: int, decision: str,
                                 err: HaltgateError | None, *, bytes_up: int | None = None,
