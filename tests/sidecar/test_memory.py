@@ -248,3 +248,56 @@ def test_record_that_cannot_fit_is_refused_without_a_gap(tmp_path: Any) -> None:
     heads = sink.chain_heads
     sink.close_blocking()
     assert [h.seq for h in heads.values()] == [1]
+
+
+async def test_streams_holding_unfinished_events_share_the_body_budget(
+        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    """Each stream may hold up to 4 MiB of an unfinished event: without a shared bound,
+    a hundred such streams would hold 400 MiB. Past the first 64 KiB those bytes are
+    charged to the body memory budget like bodies are."""
+    release = asyncio.Event()
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            await resp.write(FIRST)
+            await resp.write(b'data: "' + b"q" * (150 * 1024))  # an event not ended yet
+            async with asyncio.timeout(20):
+                await release.wait()
+            await resp.write(b'"\n\ndata: [DONE]\n\n')
+        except (ConnectionError, TimeoutError):
+            pass
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner, url = await serve(app)
+    try:
+        sc = await sidecar_factory(_policy_with(url, standins, False),
+                                   pipeline=PipelineSettings(body_memory_budget=400 * 1024))
+        pipeline = sc.sidecar.pipeline
+        assert pipeline is not None
+        first = asyncio.ensure_future(stream_via(sc))
+        for _ in range(500):  # the relay and the usage reader each hold the partial event
+            if pipeline.memory.held >= 300 * 1024:
+                break
+            await asyncio.sleep(0.01)
+        assert pipeline.memory.held >= 300 * 1024
+        status, raw = await stream_via(sc)  # a second one does not fit next to it
+        assert status == 200
+        (err,) = error_events(raw)
+        assert err["code"] == "memory_budget_exhausted"
+        release.set()
+        status, raw = await first
+        assert status == 200 and raw.endswith(b"data: [DONE]\n\n")
+        assert not error_events(raw)
+        for _ in range(200):
+            if not pipeline.memory.held:
+                break
+            await asyncio.sleep(0.01)
+        assert pipeline.memory.held == 0
+    finally:
+        release.set()
+        await runner.cleanup()

@@ -75,6 +75,8 @@ _HOP_BY_HOP = frozenset({
 _REQUEST_DROP = _HOP_BY_HOP | {"expect", "x-haltgate-chain"}
 _RESPONSE_DROP = _HOP_BY_HOP - {"proxy-authenticate"}
 _EVENT_STREAM = "text/event-stream"
+_STREAM_FREE_BYTES = 64 * 1024
+"""Unfinished-event bytes a stream holds without charging the body memory budget."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,6 +627,8 @@ class Pipeline:
         hold = EventHold(max_event)
         """The start of an event not complete yet: relayed with the rest of its event, so a
         cut (or an upstream failure) never leaves half an event before the error event."""
+        charged = 0
+        """Bytes of unfinished events charged to the body memory budget (grows only)."""
         try:
             async for chunk in upstream.content.iter_any():
                 digest.update(chunk)
@@ -635,6 +639,12 @@ class Pipeline:
                         # with a typed error, never relay it unscanned or drop it silently.
                         cut = _event_too_large(max_event)
                         break
+                    if parser.buffered > charged:
+                        try:
+                            charged = self._charge_stream(call, charged, parser.buffered)
+                        except MemoryBudgetError as e:
+                            cut = e
+                            break
                     if reader is not None:
                         for event in events:
                             reader.read_event(event)
@@ -660,6 +670,13 @@ class Pipeline:
                 if hold.overflow:
                     cut = _event_too_large(max_event)
                     break
+                if hold.size + parser.buffered > charged:
+                    try:
+                        charged = self._charge_stream(call, charged,
+                                                      hold.size + parser.buffered)
+                    except MemoryBudgetError as e:
+                        cut = e
+                        break
                 if not out:
                     continue
                 try:
@@ -708,10 +725,19 @@ class Pipeline:
         self.settle_budget(call, counts, ok, None if ok else "stream_failed",
                            reader.content_digest if reader is not None else digest.hexdigest())
         decision, code = (("allow", None) if cut is None else
-                          ("error" if upstream_fault else "deny", cut.code))
+                          ("deny" if isinstance(cut, DeniedError) else "error", cut.code))
         self._finish(call, decision, code)
         self._audit_outcome(call, upstream.status, counts, decision=decision, err=cut)
         return resp
+
+    def _charge_stream(self, call: Call, charged: int, held: int) -> int:
+        """Charge the bytes a stream holds (unfinished events) past the first 64 KiB to
+        the body memory budget: many streams that never end an event are bounded like
+        bodies are. Returns the new charge (raises MemoryBudgetError: cut the stream)."""
+        if held <= _STREAM_FREE_BYTES:
+            return charged
+        self._hold(call, held - charged, "response")
+        return held
 
     def _guardrail_fail_open(self, call: Call, errors: Sequence[str]) -> None:
         """Detectors that failed while the scan still allowed (``failMode: open``): each is

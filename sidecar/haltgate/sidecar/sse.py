@@ -71,6 +71,11 @@ class SSEParser:
         return events
 
     @property
+    def buffered(self) -> int:
+        """Bytes of an unfinished event held (what the size bound limits)."""
+        return len(self._buf)
+
+    @property
     def pending(self) -> bool:
         """Bytes of an unfinished event are buffered (a stream cut here was truncated)."""
         return bool(self._buf.strip())
@@ -141,6 +146,11 @@ class EventHold:
         if self._size > self._max:
             self.overflow = True
             self._pieces, self._size = [], 0  # what is dropped is never relayed
+
+    @property
+    def size(self) -> int:
+        """Bytes held now."""
+        return self._size
 
     def rest(self) -> bytes:
         """The held bytes (the stream ended without completing their event)."""
