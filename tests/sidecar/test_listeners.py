@@ -51,6 +51,9 @@ def test_admin_and_metrics_default_to_loopback() -> None:
     assert options["metrics_listen"].startswith("127.0.0.1:")
     help_text = CliRunner().invoke(sidecar_command, ["--help"]).output
     assert "0.0.0.0:15020" not in help_text and "0.0.0.0:15090" not in help_text
+    from haltgate.cli.audit import ship
+
+    assert {p.name: p.default for p in ship.params}["metrics_addr"] == "127.0.0.1"
 
 
 def test_injected_sidecar_listens_on_the_pod_ip() -> None:
@@ -62,6 +65,7 @@ def test_injected_sidecar_listens_on_the_pod_ip() -> None:
     assert "$(HALTGATE_POD_IP):{{ .adminPort }}" in template
     assert "fieldPath: status.podIP" in template
     assert "livenessProbe:" in template
+    assert "- --metrics-addr\n    - $(HALTGATE_POD_IP)" in template  # the shipper's
 
 
 def test_limits_are_validated() -> None:
