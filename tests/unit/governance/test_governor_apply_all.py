@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from haltgate.governance.engine.events import Release, Reserve, Settle
 from haltgate.governance.governor import Governor, make_engine
 from haltgate.governance.policy import FailureType
@@ -74,3 +77,27 @@ def test_releases_in_one_step() -> None:
     g.apply_all([Release(f"a.{i}", T0) for i in range(3)])
     assert not g.state.reservations
     assert g.snapshot()["budget"]["calls"] == {"used": 0.0, "reserved": 0.0, "limit": 3.0}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 6), st.booleans()), min_size=1, max_size=25),
+       st.integers(1, 12))
+def test_batches_never_overspend_and_are_all_or_nothing(
+        plan: list[tuple[int, bool]], limit: int) -> None:
+    """Any interleaving of batches (reserved now, settled later or at once): used plus in
+    flight never passes the limit, and each batch is reserved whole or not at all."""
+    g = Governor.for_policy(make_spec({"calls": {"limit": limit, "period": "hour"}}))
+    in_flight: list[list[str]] = []
+    for n, (size, settle_now) in enumerate(plan):
+        ids = [f"b{n}.{i}" for i in range(size)]
+        d = g.apply_all([Reserve(x, T0 + n, "mcp", "h", "echo", None, 0, 0, x) for x in ids],
+                        all_or_nothing=True)
+        held = [x for x in ids if x in g.state.reservations]
+        assert held == (ids if d.allowed else [])
+        if d.allowed:
+            in_flight.append(ids)
+        if settle_now and in_flight:
+            done = in_flight.pop(0)
+            g.apply_all([Settle(x, T0 + n, None, True) for x in done])
+        calls = g.snapshot(T0 + n)["budget"]["calls"]
+        assert calls["used"] + calls["reserved"] <= limit
