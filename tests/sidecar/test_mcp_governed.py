@@ -147,6 +147,12 @@ async def test_duplicate_and_case_colliding_keys_are_ambiguous(
         b'"params":{"name":"read_file","Arguments":{"path":"/etc/shadow"}}}',
         b'{"jsonrpc":"2.0","id":1,"method":"initialize",'
         b'"params":{"protocolVersion":"2025-06-18","capabilities":{"Sampling":{}}}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"initialize",'
+        b'"params":{"protocolversion":"2025-06-18","capabilities":{}}}',
+        # U+017F (long s) folds to "s": Go reads "param" + U+017F as params
+        b'{"jsonrpc":"2.0","id":1,"method":"ping","param\xc5\xbf":{"name":"x"}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+        b'"params":{"name":"read_file","arguments":{},"_META":{}}}',
     ]
     async with aiohttp.ClientSession() as s:
         for body in raw:
