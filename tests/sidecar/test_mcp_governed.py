@@ -147,6 +147,12 @@ async def test_duplicate_and_case_colliding_keys_are_ambiguous(
         b'"params":{"name":"read_file","Arguments":{"path":"/etc/shadow"}}}',
         b'{"jsonrpc":"2.0","id":1,"method":"initialize",'
         b'"params":{"protocolVersion":"2025-06-18","capabilities":{"Sampling":{}}}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"initialize",'
+        b'"params":{"protocolversion":"2025-06-18","capabilities":{}}}',
+        # U+017F (long s) folds to "s": Go reads "param" + U+017F as params
+        b'{"jsonrpc":"2.0","id":1,"method":"ping","param\xc5\xbf":{"name":"x"}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+        b'"params":{"name":"read_file","arguments":{},"_META":{}}}',
     ]
     async with aiohttp.ClientSession() as s:
         for body in raw:
@@ -400,3 +406,48 @@ async def test_opa_sees_every_mcp_message(sidecar_factory: SidecarFactory, stand
     _, body, _ = await call(sc.explicit + "/mcp", batch[0])
     assert body["result"]["contents"][0]["uri"] == "file:///srv/docs/a.md"
     assert await executed(standins) == {"resource": 1}
+
+
+async def test_random_batches_run_whole_or_not_at_all(sidecar_factory: SidecarFactory,
+                                                      standins: Standins) -> None:
+    """A seeded sweep of mixed batches against an oracle of the rules: a batch reaches the
+    server only if every message in it is allowed, and then all of its work runs."""
+    import random
+
+    rng = random.Random(15)
+    sc = await sidecar_factory({"spec": {"mcp": {"resources": {"rules": [
+        {"name": "docs", "action": "allow", "uris": ["file:///srv/docs/**"]}]}}}})
+    pieces: list[tuple[str, bool, dict[str, Any]]] = [
+        # (kind of work, allowed?, message without id)
+        ("tool", True, {"method": "tools/call", "params": {"name": "echo",
+                                                           "arguments": {"text": "x"}}}),
+        ("tool", True, {"method": "tools/call", "params": {"name": "add",
+                                                           "arguments": {"a": 1, "b": 2}}}),
+        ("tool", False, {"method": "tools/call", "params": {"name": "delete_file",
+                                                            "arguments": {"path": "/"}}}),
+        ("tool", False, {"method": "Tools/Call", "params": {"name": "echo",
+                                                            "arguments": {"text": "x"}}}),
+        ("resource", True, {"method": "resources/read",
+                            "params": {"uri": "file:///srv/docs/a"}}),
+        ("resource", False, {"method": "resources/read", "params": {"uri": SHADOW}}),
+        ("resource", False, {"method": "resources/read",
+                             "params": {"uri": "file:///srv/docs/../../etc/shadow"}}),
+        ("", True, {"method": "ping"}),
+        ("", True, {"method": "tools/list"}),
+    ]
+    expected = {"tool": 0, "resource": 0}
+    for n in range(40):  # bounded sweep
+        chosen = [rng.choice(pieces) for _ in range(rng.randint(1, 6))]
+        batch = [{"jsonrpc": "2.0", "id": i, **msg} for i, (_, _, msg) in enumerate(chosen)]
+        before = len(standins.received("mcp").requests)
+        _, body, _ = await call(sc.explicit + "/mcp", batch)
+        forwarded = len(standins.received("mcp").requests) > before
+        assert forwarded == all(ok for _, ok, _ in chosen), (n, batch, body)
+        if forwarded:
+            for kind, _, _ in chosen:
+                if kind:
+                    expected[kind] += 1
+        else:  # denials answer every id; unreadable input one error with id null
+            assert all("error" in m for m in (body if isinstance(body, list) else [body]))
+    ran = await executed(standins)
+    assert {k: ran.get(k, 0) for k in expected} == expected

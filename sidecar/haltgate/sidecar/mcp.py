@@ -56,14 +56,12 @@ __all__ = [
     "McpMessage",
     "ServerRequestFilter",
     "authorize",
-    "check_unambiguous",
     "read_message",
     "release",
     "reserve",
     "settle",
 ]
 
-CODE_AMBIGUOUS_JSON: Final = strict_json.CODE_AMBIGUOUS_JSON
 CODE_AMBIGUOUS_URI: Final = "ambiguous_uri"
 CODE_UNKNOWN_METHOD: Final = "mcp_method_unknown"
 CODE_INVALID: Final = "invalid_jsonrpc"
@@ -86,11 +84,11 @@ _INITIALIZE_FIELDS: Final = frozenset({"protocolVersion", "capabilities", "clien
 _CAPABILITY_FIELDS: Final = frozenset({"sampling", "elicitation", "roots", "experimental"})
 
 
-def check_unambiguous(body: bytes, obj: Any) -> None:
-    """Refuse a JSON body that parsers can read differently (``ambiguous_json``): duplicate
-    keys and keys equal but for case, at any depth (:mod:`haltgate.governance.strict_json`;
-    the classifier's parse already ran it, this is for callers that parsed otherwise)."""
-    strict_json.check_one_reading(body, obj)
+_FOLDED: Final[dict[frozenset[str], dict[str, str]]] = {
+    fields: {f.casefold(): f for f in fields}
+    for fields in (_RPC_FIELDS, *_PARAM_FIELDS.values(), _REF_FIELDS, _INITIALIZE_FIELDS,
+                   _CAPABILITY_FIELDS)
+}
 
 
 # --------------------------------------------------------------------------- messages
@@ -194,13 +192,21 @@ def _at(index: int, batch: bool, method: str = "") -> str:
 
 
 def _exact(obj: Any, fields: frozenset[str], index: int, batch: bool, what: str) -> None:
-    """The fields MCP defines spelled exactly in ``obj`` (the common case checked inline:
-    keys that are plain lower case, or known, cannot be a misspelt known field)."""
+    """Refuse a key of ``obj`` that is one of the fields MCP defines to a case-insensitive
+    parser (Go's ``encoding/json``, Unicode simple folding) but spelt otherwise: a lone
+    ``"Method"``, ``"Arguments"`` or ``"protocolversion"``, which the server would read
+    and the rules did not (``ambiguous_json``)."""
     if isinstance(obj, dict):
+        folded = _FOLDED[fields]
         for key in obj:
-            if key not in fields and not (key.isascii() and key.islower()):
-                strict_json.require_exact_fields(obj, fields, _at(index, batch) + what)
-                return
+            if key in fields:
+                continue
+            name = folded.get(key.casefold())
+            if name is not None:
+                raise BadRequestError(
+                    f"{_at(index, batch)}{what}: key {key[:64]!r} is {name!r} to "
+                    f"case-insensitive parsers; spell it {name!r}",
+                    code=strict_json.CODE_AMBIGUOUS_JSON)
 
 
 def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElement:
