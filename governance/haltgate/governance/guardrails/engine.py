@@ -566,7 +566,9 @@ def _iter_strings(
     if isinstance(obj, str):
         yield pointer, obj, trusted
     elif isinstance(obj, dict):
-        inner = trusted or obj.get("role") in _AGENT_ROLES
+        role = obj.get("role")
+        # Attacker-shaped JSON: a role may be any value, and a list is not hashable.
+        inner = trusted or (isinstance(role, str) and role in _AGENT_ROLES)
         for k, v in obj.items():
             key_trusted = inner or (depth == 0 and k in _AGENT_FIELDS)
             yield from _iter_strings(
