@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Any
 
@@ -33,7 +33,14 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from haltgate.governance.audit import AuditError, AuditRecord, AuditSink, MemoryAuditSink
+from haltgate.governance.audit import (
+    AuditError,
+    AuditRecord,
+    AuditSink,
+    InvalidRecordError,
+    MemoryAuditSink,
+)
+from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.engine.units import pico_to_usd
 from haltgate.governance.errors import (
     BadRequestError,
@@ -129,6 +136,8 @@ class Call:
     """Seconds of the sidecar's own work (upstream time excluded)."""
     cost_usd: float | None = None
     """Priced spend of the call once settled (``None``: not an LLM call or not priced)."""
+    scrub: AuditScrubber | None = None
+    """Scrubs what the call's audit records store (redaction, NUL, depth); made once."""
 
     @property
     def kind_label(self) -> str:
@@ -832,6 +841,12 @@ class Pipeline:
         if tool is None and call.authz is not None and view is not None \
                 and view.kind is RequestKind.HTTP:
             tool = call.authz.rule
+        # Everything the agent or the upstream controls is scrubbed before it is stored
+        # (redacted unless payload: full; never a NUL or an over-deep document).
+        scrub = call.scrub
+        if scrub is None:
+            scrub = call.scrub = AuditScrubber(
+                redact=call.controls.payload is not PayloadCapture.FULL)
         return AuditRecord(
             decision_id=call.decision_id,
             time=call.ts,
@@ -841,32 +856,31 @@ class Pipeline:
             pod=call.agent.pod,
             run_id=call.agent.run_id,
             kind=view.kind.value if view is not None and view.kind is not None else None,
-            target=f"{call.method} {call.target.url}" if call.target is not None else "",
-            model=view.model if view is not None else None,
-            tool=tool,
+            target=scrub.target(f"{call.method} {call.target.url}")
+            if call.target is not None else "",
+            model=scrub.optional(view.model if view is not None else None),
+            tool=scrub.optional(tool),
             args_digest=call.fingerprint or None,
             decision=decision,
             failure_type=err.failure_type.value if err and err.failure_type else None,
             code=err.code if err else None,
-            message=err.message if err else None,
+            message=scrub.optional(err.message if err else None),
             budget_after=dict(err.budget) if err and err.budget else None,
             usage=counts.as_dict() if counts is not None else None,
-            findings=tuple(call.findings),
+            findings=scrub.findings(call.findings),
             status=status,
             latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,
             cost_usd=call.cost_usd if phase != "intent" else None,
             payload_mode=call.controls.payload.value,
-            payload=self._payload(call),
+            payload=self._payload(call, scrub),
         )
 
-    def _payload(self, call: Call) -> Any:
-        mode = call.controls.payload
+    def _payload(self, call: Call, scrub: AuditScrubber) -> Any:
         c = call.classified
-        if mode is PayloadCapture.NONE or c is None:
+        if call.controls.payload is PayloadCapture.NONE or c is None or c.body is None:
             return None
-        if mode is PayloadCapture.REDACTED and call.controls.guardrails is None:
-            return None  # nothing could redact it: keep the digest only
-        return c.body if c.body is not None else None
+        # ``redacted``: the audit's own PII and secrets pass, whatever the guardrails do.
+        return scrub.payload(c.body)
 
     def _audit_outcome(self, call: Call, status: int | None, counts: TokenCounts | None, *,
                        decision: str, err: HaltgateError | None = None) -> None:
@@ -885,7 +899,10 @@ class Pipeline:
         if self._submit_nowait is not None:
             # The spool queues it for its next group commit: no task per call.
             try:
-                future = self._submit_nowait(record)
+                try:
+                    future = self._submit_nowait(record)
+                except InvalidRecordError:
+                    future = self._submit_nowait(_bare(record))
             except AuditError as e:
                 log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
                 return
@@ -898,7 +915,10 @@ class Pipeline:
 
     async def _write_outcome(self, record: AuditRecord) -> None:
         try:
-            await self.audit.outcome(record)
+            try:
+                await self.audit.outcome(record)
+            except InvalidRecordError:
+                await self.audit.outcome(_bare(record))
         except AuditError as e:
             log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
 
@@ -928,6 +948,13 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _bare(record: AuditRecord) -> AuditRecord:
+    """``record`` without the values that can make it unwritable: the decision is still
+    audited when its payload or findings cannot be (a refusal is never left out)."""
+    return replace(record, payload=None, findings=(), message=None,
+                   budget_after=None, usage=None)
 
 
 def _log_failed_outcome(future: Any) -> None:

@@ -236,7 +236,7 @@ class Guardrails:
                 elif s.action == "redact":
                     redact.append((c.start, c.end, c.entity))
         if redact:
-            out.redacted = _apply_redactions(text, redact, redactor)
+            out.redacted = apply_redactions(text, redact, redactor)
         return out
 
     # ------------------------------------------------------------------ JSON
@@ -321,7 +321,7 @@ class Guardrails:
         redactor = Redactor()
         for i in sorted(redact):  # document order: placeholders numbered as they appear
             pointer, value, _ = strings[i]
-            replaced[pointer] = _apply_redactions(value, redact[i], redactor)
+            replaced[pointer] = apply_redactions(value, redact[i], redactor)
         order = {p: i for i, (p, _, _) in enumerate(strings)}
         findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
         return ScanResult(
@@ -438,7 +438,7 @@ class StreamScanner:
         ]
         piece = buf[:cut]
         if redact:
-            piece = _apply_redactions(piece, redact, self._redactor)
+            piece = apply_redactions(piece, redact, self._redactor)
         findings = tuple(
             Finding(
                 f.detector,
@@ -492,8 +492,9 @@ def _dedupe(cands: Sequence[Candidate]) -> list[Candidate]:
     return sorted(best.values(), key=lambda c: (c.start, -c.end))
 
 
-def _apply_redactions(text: str, spans: Sequence[tuple[int, int, str]], redactor: Redactor) -> str:
-    """Replace spans (merged where they overlap) by placeholders."""
+def apply_redactions(text: str, spans: Sequence[tuple[int, int, str]], redactor: Redactor) -> str:
+    """Replace spans (merged where they overlap) by placeholders (public: the audit
+    scrubber redacts with the same rules)."""
     merged: list[list[Any]] = []
     for start, end, entity in sorted(spans, key=lambda s: (s[0], -s[1])):
         if merged and start < merged[-1][1]:
