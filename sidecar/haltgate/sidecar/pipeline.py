@@ -49,6 +49,7 @@ from haltgate.governance.errors import (
     UnavailableError,
     UpstreamError,
 )
+from haltgate.governance.guardrails.request_meta import scan_request_meta
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy import FailMode, FailureType, PayloadCapture, RequestKind
 from haltgate.governance.request import AgentIdentity
@@ -137,6 +138,8 @@ class Call:
     cost_usd: float | None = None
     """Priced spend of the call once settled (``None``: not an LLM call or not priced)."""
     scrub: AuditScrubber | None = None
+    redacted_headers: Mapping[str, Sequence[str]] | None = None
+    """Header values a guardrail redacted, by lower-case name: forwarded instead."""
     """Scrubs what the call's audit records store (redaction, NUL, depth); made once."""
 
     @property
@@ -207,7 +210,7 @@ class Pipeline:
             await self.check_destination(call)
             self.check_not_halted(call)
             self.authorize_tools(call)
-            self.scan_request(call)
+            self.scan_request(call, request.headers)
             await self.decide_policy(call)
             if self.pool is not None:
                 await self.pool.admit(call, request.headers)
@@ -294,12 +297,14 @@ class Pipeline:
             raise DeniedError(result.message, code=result.code or "tool_not_allowed",
                               failure_type=FailureType.SAFETY)
 
-    def scan_request(self, call: Call) -> None:
-        """Guardrails on what the agent sends (prompts, tool arguments)."""
+    def scan_request(self, call: Call, headers: Mapping[str, str] | None = None) -> None:
+        """Guardrails on what the agent sends (prompts, tool arguments; URL and headers)."""
         guardrails = call.controls.guardrails
         classified = call.classified
         if guardrails is None or classified is None or not guardrails.active("request"):
             return
+        if call.target is not None:
+            self._scan_request_meta(call, guardrails, headers or {})
         subject: Any = classified.body
         if subject is None:
             if not call.body:
@@ -327,6 +332,28 @@ class Pipeline:
             call.forward_body = orjson.dumps(result.redacted_obj)
         elif result.redacted_text is not None and classified.body is None:
             call.forward_body = result.redacted_text.encode()
+
+    def _scan_request_meta(self, call: Call, guardrails: Any,
+                           headers: Mapping[str, str]) -> None:
+        """The secrets guardrail on the URL and header values (see request_meta)."""
+        target = call.target
+        assert target is not None
+        meta = scan_request_meta(guardrails, target.path, target.query, headers.items())
+        if not meta.findings and not meta.errors:
+            return
+        call.findings.extend(f.to_dict() for f in meta.findings)
+        call.risk += meta.risk
+        if meta.errors and not meta.blocked:
+            self._guardrail_fail_open(call, meta.errors)
+        if meta.blocked:
+            raise DeniedError("a guardrail blocked the request",
+                              code=meta.code or "guardrail_blocked",
+                              failure_type=FailureType.SAFETY)
+        if meta.path is not None or meta.query is not None:
+            call.target = replace(
+                target, path=target.path if meta.path is None else meta.path,
+                query=target.query if meta.query is None else meta.query)
+        call.redacted_headers = meta.headers
 
     async def decide_policy(self, call: Call) -> None:
         """The policy's OPA decision, when the policy has one."""
@@ -1193,11 +1220,15 @@ def _forward_headers(headers: CIMultiDictProxy[str], call: Call) -> CIMultiDict[
     connection_listed = headers.get("connection", "")
     extra_drop = {h.strip().lower() for h in connection_listed.split(",")} if \
         connection_listed else set()
+    redacted = call.redacted_headers or {}
     for name, value in headers.items():
         lower = name.lower()
-        if lower in _REQUEST_DROP or lower in extra_drop:
+        if lower in _REQUEST_DROP or lower in extra_drop or lower in redacted:
             continue
         out.add(name, value)
+    for name, values in redacted.items():
+        for value in values:
+            out.add(name, value)
     if call.upstream_headers:
         # The OPA decision's headers (validated by parse_decision: no framing headers);
         # haltgate's own headers below win over them.

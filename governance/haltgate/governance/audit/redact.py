@@ -121,7 +121,7 @@ class AuditScrubber:
     def target(self, value: str) -> str:
         """A ``METHOD URL`` target: also scanned percent-decoded (``%40`` is an ``@``)."""
         out = self.text(value)
-        if not self.redact or "%" not in out and "+" not in out:
+        if not self.redact or ("%" not in out and "+" not in out):
             return out
         decoded = unquote_plus(out)
         again = self.text(decoded)

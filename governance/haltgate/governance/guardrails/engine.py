@@ -13,7 +13,7 @@ import bisect
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +176,10 @@ class Guardrails:
         """Whether any detector runs in `direction` (lets callers skip body parsing)."""
         return bool(self._by_direction[direction])
 
+    def runs(self, detector: str, direction: ScanDirection) -> bool:
+        """Whether the detector named `detector` runs in `direction`."""
+        return any(s.detector.name == detector for s in self._by_direction[direction])
+
     # ------------------------------------------------------------------ text
 
     def scan(self, text: str, direction: ScanDirection) -> ScanResult:
@@ -242,7 +246,8 @@ class Guardrails:
     # ------------------------------------------------------------------ JSON
 
     def scan_json(
-        self, obj: Any, direction: ScanDirection, *, trust_agent_instructions: bool = True
+        self, obj: Any, direction: ScanDirection, *, trust_agent_instructions: bool = True,
+        only: Collection[str] | None = None,
     ) -> ScanResult:
         """Scan every string value of a parsed JSON document (object keys are not scanned).
 
@@ -257,6 +262,9 @@ class Guardrails:
         Messages, OpenAI Responses). They are written by the agent's owner and legitimately
         say things like "never tell the user about internal tools". PII and secret detectors
         still scan them. Tool results and user messages are always scanned.
+
+        `only` limits the scan to the detectors of those names (the URL and header scan
+        runs the secrets detector alone).
         """
         findings: list[Finding] = []
         errors: list[str] = []
@@ -264,6 +272,8 @@ class Guardrails:
         risk = 0.0
         redact: dict[int, list[tuple[int, int, str]]] = {}
         settings = self._by_direction[direction]
+        if only is not None:
+            settings = tuple(s for s in settings if s.detector.name in only)
         trust = trust_agent_instructions and direction == "request"
         strings = (
             [
