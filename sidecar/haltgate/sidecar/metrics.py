@@ -128,6 +128,12 @@ class SidecarMetrics:
             "OPA policy decisions by result (allow, deny, error: refused because OPA "
             "failed, fail_open: allowed because OPA failed and the policy says open).",
             ["result"], registry=reg)
+        self.guardrail_unscanned = Counter(
+            "haltgate_guardrail_unscanned_total",
+            "Answers the response guardrails could not read, by reason (encoding, charset, "
+            "type, size, corrupt) and outcome (refused under failMode closed, passed "
+            "under open).",
+            ["reason", "outcome"], registry=reg)
         self.fail_open = Counter(
             "haltgate_fail_open_total",
             "Controls that failed and were passed because the policy says fail open, by "

@@ -50,6 +50,11 @@ from haltgate.governance.errors import (
     UpstreamError,
 )
 from haltgate.governance.guardrails.request_meta import scan_request_meta
+from haltgate.governance.guardrails.response_body import (
+    MAX_DECODED_BYTES,
+    Unscannable,
+    scan_response_body,
+)
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy import FailMode, FailureType, PayloadCapture, RequestKind
 from haltgate.governance.request import AgentIdentity
@@ -97,6 +102,9 @@ class PipelineSettings:
     max_buffered_response_bytes: int = 64 * 1024 * 1024
     """Largest non-streamed LLM/MCP answer read whole (bytes); larger ones are refused
     (502 ``upstream_response_too_large``) rather than held in memory."""
+    max_decoded_response_bytes: int = MAX_DECODED_BYTES
+    """Largest decompressed answer the response guardrails read (bytes); a larger one is
+    unscannable and follows ``failMode`` (a compression bomb is never inflated whole)."""
 
 
 @dataclass(slots=True)
@@ -559,13 +567,16 @@ class Pipeline:
         if classified.view.kind is RequestKind.MCP and _lists_tools(classified.body):
             body = self.filter_tools_list(call, upstream, body)
         try:
-            body = self.scan_response(call, body, upstream.content_type)
+            body, decoded = self.scan_response(call, body, upstream.headers)
         except HaltgateError as err:
-            self._finish(call, "deny", err.code)
-            self._audit_outcome(call, upstream.status, counts, decision="deny", err=err)
+            decision = "deny" if isinstance(err, DeniedError) else "error"
+            self._finish(call, decision, err.code)
+            self._audit_outcome(call, upstream.status, counts, decision=decision, err=err)
             return await self._send_error(request, call, err)
         resp = web.Response(status=upstream.status, reason=upstream.reason, body=body,
                             headers=_response_headers(upstream.headers, call, settle))
+        if decoded:
+            resp.headers.popall("Content-Encoding", None)
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         self._finish(call, "allow", None)
         self._audit_outcome(call, upstream.status, counts, decision="allow")
@@ -577,12 +588,24 @@ class Pipeline:
         """Relay an SSE answer chunk by chunk, metering it; cut it if the budget is crossed."""
         classified = call.classified
         assert classified is not None
+        guardrails = call.controls.guardrails
+        if guardrails is not None and guardrails.active("response") and \
+                upstream.headers.get("Content-Encoding", "identity").lower() != "identity":
+            # A compressed stream is not read event by event: failMode decides.
+            try:
+                self._unscannable(call, Unscannable("encoding", "compressed event stream"))
+            except HaltgateError as refusal:
+                self.settle_budget(call, None, False, refusal.code, None)
+                self._finish(call, "error", refusal.code)
+                self._audit_outcome(call, upstream.status, None, decision="error",
+                                    err=refusal)
+                return await self._send_error(request, call, refusal)
+            guardrails = None
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                   headers=_response_headers(upstream.headers, call, None))
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         await resp.prepare(request)
         parser = SSEParser()
-        guardrails = call.controls.guardrails
         reader = (UsageReader(classified.dialect, classified.view.model)
                   if classified.dialect is not None else None)
         # Response guardrails rewrite the stream event by event (redaction held back across
@@ -770,23 +793,29 @@ class Pipeline:
         obj = [rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj)
         return orjson.dumps(obj)
 
-    def scan_response(self, call: Call, body: bytes, content_type: str) -> bytes:
-        """Guardrails on what comes back (a blocked answer is replaced by a refusal)."""
+    def scan_response(self, call: Call, body: bytes,
+                      headers: Mapping[str, str]) -> tuple[bytes, bool]:
+        """Guardrails on what comes back (a blocked answer is replaced by a refusal).
+
+        Returns the body to send and whether it is the decoded form (``Content-Encoding``
+        must go). Any text type is scanned, compressed or not (see response_body); what
+        cannot be scanned follows ``failMode``."""
         guardrails = call.controls.guardrails
-        if (guardrails is None or not body or content_type != "application/json"
-                or not guardrails.active("response")):
-            return body
+        if guardrails is None or not body or not guardrails.active("response"):
+            return body, False
         try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
-        try:
-            result = guardrails.scan_json(obj, "response")
+            scanned = scan_response_body(
+                guardrails, body, headers.get("Content-Type"), headers.get("Content-Encoding"),
+                limit=self.settings.max_decoded_response_bytes)
+        except Unscannable as e:
+            self._unscannable(call, e)
+            return body, False
         except Exception as e:
             if call.controls.spec.guardrails.fail_mode is FailMode.OPEN:
-                self.metrics.fail_open.labels("guardrails").inc()
-                return body
+                self._guardrail_fail_open(call, [f"response:{type(e).__name__}"])
+                return body, False
             raise UnavailableError(f"guardrails failed: {e}", code="guardrails_error") from e
+        result = scanned.result
         call.findings.extend(f.to_dict() for f in result.findings)
         if result.errors and not result.blocked:
             self._guardrail_fail_open(call, result.errors)
@@ -796,9 +825,20 @@ class Pipeline:
             raise DeniedError("a guardrail blocked the response",
                               code=result.code or "guardrail_blocked",
                               failure_type=FailureType.SAFETY)
-        if result.redacted_obj is not None:
-            return orjson.dumps(result.redacted_obj)
-        return body
+        return scanned.body, scanned.decoded
+
+    def _unscannable(self, call: Call, err: Unscannable) -> None:
+        """An answer the guardrails cannot read: refused (closed) or passed, counted and
+        audited as a fail-open event (open)."""
+        closed = call.controls.spec.guardrails.fail_mode is not FailMode.OPEN
+        self._child(self.metrics.guardrail_unscanned, err.reason,
+                    "refused" if closed else "passed").inc()
+        if closed:
+            raise UnavailableError(f"the answer cannot be scanned by the guardrails "
+                                   f"({err})", code="guardrails_unscannable")
+        self.metrics.fail_open.labels("guardrails").inc()
+        call.findings.append({"detector": "response_body", "action": "fail_open",
+                              "error": err.reason})
 
     # ------------------------------------------------------------------ refusals
 
@@ -1040,7 +1080,10 @@ class _StreamScan:
             try:
                 obj = orjson.loads(event.data)
             except orjson.JSONDecodeError:
-                out.append(_sse_encode(event.event, event.data.encode()))  # [DONE] and such
+                # Plain-text data ([DONE] and such, or a tool's text): scanned as text.
+                text = self._text(event.data)
+                if text is not None:
+                    out.append(_sse_encode(event.event, text.encode()))
                 continue
             try:
                 sent = self._transform(obj)
@@ -1057,6 +1100,24 @@ class _StreamScan:
                     name = new["type"]  # a flushed text delta added before an end event
                 out.append(_sse_encode(name, orjson.dumps(new)))
         return b"".join(out)
+
+    def _text(self, data: str) -> str | None:
+        """Data of a plain-text event to send (``None``: blocked)."""
+        if len(data) < 6 or data == "[DONE]":
+            return data
+        try:
+            result = self._g.scan(data, "response")
+        except Exception as e:  # a guardrail bug must not open the gate by accident
+            if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
+                self._blocked_code = "guardrails_error"
+                return None
+            self._pipeline._guardrail_fail_open(self._call, [f"stream:{type(e).__name__}"])
+            return data
+        self._note(result.findings, result.risk, result.errors, result.blocked)
+        if result.blocked:
+            self._blocked_code = result.code or "guardrail_blocked"
+            return None
+        return result.redacted_text if result.redacted_text is not None else data
 
     def _transform(self, obj: Any) -> list[Any]:
         if self._chat is not None:
