@@ -95,7 +95,8 @@ async def calls(base: str) -> dict[str, int]:
 
         # Allowed: values in the body, the URL and headers.
         await go("llm", "POST", f"/llm/v1/chat/completions?user={quote(EMAIL)}&k={AWS}",
-                 json=chat(f"use {AWS}; {PII}"), headers={**cred, "X-Note": PII})
+                 json={**chat(f"use {AWS}; {PII}"), "model": f"m-{AWS}"},
+                 headers={**cred, "X-Note": PII})
         await go("mcp", "POST", "/mcp", json=rpc("echo", {"text": f"{AWS} {PII}"}),
                  headers={"X-Note": f"{EMAIL} {AWS}"})
         await go("http", "GET", f"/api/echo/{AWS}/{quote(EMAIL)}",

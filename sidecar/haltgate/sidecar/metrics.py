@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from haltgate.governance.audit.redact import is_clean
+
 __all__ = [
     "IDENTITY_LABELS",
     "LATENCY_BUCKETS",
@@ -185,7 +187,10 @@ class SidecarMetrics:
             return NO_MODEL
         label = self._models.get(model)
         if label is None:
-            label = model if len(self._models) < MAX_MODELS else OTHER_MODEL
+            # A model name is whatever the agent wrote: one that holds a key or personal
+            # data is never exported as a label.
+            label = model if len(self._models) < MAX_MODELS and is_clean(model) \
+                else OTHER_MODEL
             if len(self._models) < 4 * MAX_MODELS:  # the lookup cache is bounded too
                 self._models[model] = label
         return label

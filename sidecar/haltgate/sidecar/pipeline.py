@@ -933,7 +933,7 @@ class Pipeline:
             code=err.code if err else None,
             message=scrub.optional(err.message if err else None),
             budget_after=dict(err.budget) if err and err.budget else None,
-            usage=counts.as_dict() if counts is not None else None,
+            usage=scrub.strings_of(counts.as_dict()) if counts is not None else None,
             findings=scrub.findings(call.findings),
             status=status,
             latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,

@@ -39,6 +39,7 @@ __all__ = [
     "REDACTION_FAILED",
     "AuditScrubber",
     "escape_nul",
+    "is_clean",
 ]
 
 CREDENTIAL_HEADERS = frozenset({
@@ -160,6 +161,15 @@ class AuditScrubber:
             out.append(f)
         return tuple(out)
 
+    def strings_of(self, mapping: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """``mapping`` with its string values scrubbed (numbers kept as they are: token
+        counts are not phone numbers). For ``usage``, whose model name is the upstream's."""
+        if not mapping:
+            return mapping
+        changed = {k: self.text(v) for k, v in mapping.items()
+                   if isinstance(v, str) and self.text(v) != v}
+        return {**mapping, **changed} if changed else mapping
+
     # ------------------------------------------------------------------ payload
 
     def payload(self, obj: Any) -> Any:
@@ -190,6 +200,17 @@ class AuditScrubber:
         if isinstance(obj, list | tuple):
             return [self._value(v, depth + 1) for v in obj]
         return self.text(str(obj))
+
+
+def is_clean(value: str) -> bool:
+    """True when neither detector finds anything in ``value`` (a metric label, a log
+    field); a value the detectors cannot scan is not clean. Cached like the scrubber."""
+    if len(value) <= _CLEAN_MAX_CHARS and value in _clean:
+        return True
+    try:
+        return AuditScrubber(redact=True).text(value) == value
+    except Exception:
+        return False
 
 
 def _spans(text: str) -> list[tuple[int, int, str]]:
