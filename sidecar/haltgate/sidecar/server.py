@@ -35,6 +35,7 @@ from haltgate.governance.audit import (
     SpoolAuditSink,
 )
 from haltgate.governance.audit.metrics import AuditMetrics
+from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.errors import (
     BadRequestError,
     DeniedError,
@@ -44,7 +45,12 @@ from haltgate.governance.errors import (
     UpstreamError,
 )
 from haltgate.governance.governor import Governor, make_engine
-from haltgate.governance.policy import FailureType, GovernancePolicySpec, TLSMode
+from haltgate.governance.policy import (
+    FailureType,
+    GovernancePolicySpec,
+    PayloadCapture,
+    TLSMode,
+)
 from haltgate.governance.pricing import (
     PriceTable,
     PriceTableError,
@@ -397,13 +403,17 @@ class Sidecar:
         agent = self._agent()
         payload = None if bytes_up is None else {"bytes_up": bytes_up, "bytes_down": bytes_down,
                                                   "seconds": seconds}
+        # The host is the agent's to choose (a key can hide in a DNS label): scrubbed.
+        scrub = AuditScrubber(redact=self.controls.payload is not PayloadCapture.FULL)
         record = AuditRecord(
             decision_id=decision_id, time=time.time(), phase="connection",
             namespace=agent.namespace, workload=agent.workload, pod=agent.pod,
-            run_id=agent.run_id, kind="connection", target=f"CONNECT {host}:{port}",
+            run_id=agent.run_id, kind="connection",
+            target=scrub.target(f"CONNECT {host}:{port}"),
             decision=decision,
             failure_type=err.failure_type.value if err and err.failure_type else None,
-            code=err.code if err else None, message=err.message if err else None,
+            code=err.code if err else None,
+            message=scrub.optional(err.message if err else None),
             latency_ms=None if seconds is None else seconds * 1000, payload=payload,
         )
         try:
