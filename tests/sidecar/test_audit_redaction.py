@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from yarl import URL
 
 from haltgate.governance.audit import AuditRecord
 from tests.sidecar.conftest import Running, SidecarFactory, Standins
@@ -147,3 +148,19 @@ async def test_payload_nested_below_the_limit_is_truncated_not_lost(
         assert r.status == 200
     (record,) = await outcomes(sc, 1)
     assert "<TRUNCATED: nested too deeply>" in orjson.dumps(record.payload).decode()
+
+
+async def test_refusals_without_a_target_are_audited(sidecar_factory: SidecarFactory) -> None:
+    sc = await sidecar_factory()
+    async with aiohttp.ClientSession() as s:
+        async with s.post(sc.explicit + f"/nope/{AWS}/v1/chat/completions",
+                          json=chat("hi")) as r:
+            assert r.status == 404
+        async with s.get(URL(sc.explicit + "/api/a/%2e%2e/%2e%2e/etc/passwd",
+                             encoded=True)) as r:
+            assert r.status == 400
+    records = await outcomes(sc, 2)
+    assert [(r.decision, r.code) for r in records] == [
+        ("error", "unknown_upstream"), ("error", "invalid_path")]
+    assert records[0].target == "POST /nope/<AWS_KEY_1>/v1/chat/completions"
+    assert_clean(records)

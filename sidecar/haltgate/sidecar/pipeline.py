@@ -85,6 +85,8 @@ _HOP_BY_HOP = frozenset({
 _REQUEST_DROP = _HOP_BY_HOP | {"expect", "x-haltgate-chain"}
 _RESPONSE_DROP = _HOP_BY_HOP - {"proxy-authenticate"}
 _EVENT_STREAM = "text/event-stream"
+_MAX_RAW_TARGET = 2048
+"""Characters of an unresolved request target kept in its refusal record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,9 @@ class Call:
     cost_usd: float | None = None
     """Priced spend of the call once settled (``None``: not an LLM call or not priced)."""
     scrub: AuditScrubber | None = None
+    raw_target: str = ""
+    """The request target as received, for the record of a call refused before its target
+    was resolved."""
     redacted_headers: Mapping[str, Sequence[str]] | None = None
     """Header values a guardrail redacted, by lower-case name: forwarded instead."""
     """Scrubs what the call's audit records store (redaction, NUL, depth); made once."""
@@ -856,10 +861,13 @@ class Pipeline:
         self._finish(call, decision, err.code)
         if err.failure_type is not None:
             self.metrics.sync_halt(self.budget.governor)  # counts a new halt once
-        if call.target is not None:
-            # Refusals are decisions: they go to the audit trail too (not so requests for
-            # no target at all, e.g. an unknown alias, which name nothing to audit).
-            self._audit_outcome(call, None, None, decision=decision, err=err)
+        if call.target is None:
+            # No target resolved (unknown alias, malformed path): the request as it came,
+            # so probing leaves a trace too (scrubbed like every target).
+            call.method = request.method
+            call.raw_target = request.raw_path[:_MAX_RAW_TARGET]
+        # Refusals are decisions: every one goes to the audit trail.
+        self._audit_outcome(call, None, None, decision=decision, err=err)
         return await self._send_error(request, call, err)
 
     async def fail_upstream(
@@ -923,8 +931,8 @@ class Pipeline:
             pod=call.agent.pod,
             run_id=call.agent.run_id,
             kind=view.kind.value if view is not None and view.kind is not None else None,
-            target=scrub.target(f"{call.method} {call.target.url}")
-            if call.target is not None else "",
+            target=scrub.target(f"{call.method} {call.target.url}" if call.target is not None
+                                else f"{call.method} {call.raw_target}"),
             model=scrub.optional(view.model if view is not None else None),
             tool=scrub.optional(tool),
             args_digest=call.fingerprint or None,
