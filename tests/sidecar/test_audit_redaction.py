@@ -164,3 +164,23 @@ async def test_refusals_without_a_target_are_audited(sidecar_factory: SidecarFac
         ("error", "unknown_upstream"), ("error", "invalid_path")]
     assert records[0].target == "POST /nope/<AWS_KEY_1>/v1/chat/completions"
     assert_clean(records)
+
+
+async def test_transparent_refusals_are_audited(sidecar_factory: SidecarFactory) -> None:
+    from haltgate.sidecar.server import Listen
+
+    sc = await sidecar_factory(transparent=Listen("127.0.0.1", 0))
+    host, port = sc.sidecar.addresses["transparent"]
+    # Straight to the transparent port, not redirected: refused before any request.
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    deadline = time.monotonic() + 5
+    while not [r for r in sc.audit.records if r.phase == "connection"]:
+        assert time.monotonic() < deadline, sc.audit.records
+        await asyncio.sleep(0.02)
+    (record,) = [r for r in sc.audit.records if r.phase == "connection"]
+    assert (record.decision, record.kind) == ("deny", "connection")
+    assert record.code in ("not_redirected", "no_original_destination")

@@ -673,6 +673,13 @@ class ConnectionAudit:
             bytes_up=event.bytes_up, bytes_down=event.bytes_down,
             seconds=event.duration_seconds)
 
+    async def refused(self, code: str, detail: str, host: str, port: int) -> None:
+        sc = self._sidecar
+        assert sc.pipeline is not None
+        err = DeniedError(detail, code=code, failure_type=FailureType.SAFETY)
+        await sc.connection_record(sc.pipeline.identify().decision_id, host, port, "deny", err)
+        sc.pipeline.metrics.requests.labels("connection", "deny", code).inc()
+
 
 def _halt_error(verdict: Any) -> HaltgateError:
     return DeniedError(verdict.message or "the run is halted", code=verdict.code or "halted",
