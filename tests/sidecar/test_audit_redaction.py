@@ -184,3 +184,17 @@ async def test_transparent_refusals_are_audited(sidecar_factory: SidecarFactory)
     (record,) = [r for r in sc.audit.records if r.phase == "connection"]
     assert (record.decision, record.kind) == ("deny", "connection")
     assert record.code in ("not_redirected", "no_original_destination")
+
+
+async def test_malformed_connect_is_audited(sidecar_factory: SidecarFactory) -> None:
+    from tests.sidecar.test_bad_input import exchange
+
+    sc = await sidecar_factory()
+    answer = await exchange(sc.explicit, b"CONNECT " + b"a" * 70000 + b" HTTP/1.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 4")
+    deadline = time.monotonic() + 5
+    while not [r for r in sc.audit.records if r.phase == "connection"]:
+        assert time.monotonic() < deadline, sc.audit.records
+        await asyncio.sleep(0.02)
+    (record,) = [r for r in sc.audit.records if r.phase == "connection"]
+    assert (record.decision, record.target) == ("error", "CONNECT (unparsed)")

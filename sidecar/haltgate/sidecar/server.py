@@ -307,7 +307,13 @@ class Sidecar:
 
     def _refuse_connect(self, transport: asyncio.Transport, err: HaltgateError) -> None:
         assert self.pipeline is not None
-        write_refusal(transport, err, self.pipeline.identify().decision_id)
+        decision_id = self.pipeline.identify().decision_id
+        write_refusal(transport, err, decision_id)
+        # A malformed CONNECT is a refusal too: audited (without a target it could name).
+        task = asyncio.get_running_loop().create_task(self.connection_record(
+            decision_id, "", 0, "deny" if isinstance(err, DeniedError) else "error", err))
+        self._connect_tasks.add(task)
+        task.add_done_callback(self._connect_tasks.discard)
 
     async def _on_connect(self, transport: asyncio.Transport, request: ConnectRequest,
                           version: str) -> None:
@@ -409,7 +415,7 @@ class Sidecar:
             decision_id=decision_id, time=time.time(), phase="connection",
             namespace=agent.namespace, workload=agent.workload, pod=agent.pod,
             run_id=agent.run_id, kind="connection",
-            target=scrub.target(f"CONNECT {host}:{port}"),
+            target=scrub.target(f"CONNECT {host}:{port}" if host else "CONNECT (unparsed)"),
             decision=decision,
             failure_type=err.failure_type.value if err and err.failure_type else None,
             code=err.code if err else None,
