@@ -14,6 +14,7 @@ Findings carry ``path`` ``/url/path``, ``/url/query`` or ``/header/<name>``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,14 @@ DETECTOR = "secrets"
 
 _NOT_SCANNED = CREDENTIAL_HEADERS | {"host", "content-length", "content-type", "connection",
                                      "accept", "accept-encoding", "transfer-encoding"}
+_clean: weakref.WeakKeyDictionary[Guardrails, dict[str, None]] = \
+    weakref.WeakKeyDictionary()
+"""Values a policy's secrets detector found clean before (SDK headers and paths repeat on
+every call: scanning them costs ~100-200 us, this lookup under 1 us). One set per compiled
+policy (its thresholds and allowlists decided), emptied when full."""
+_CLEAN_MAX_ENTRIES = 4096
+_CLEAN_MAX_CHARS = 512
+
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _QUERY_SAFE = ":@!$'()*,;/?-._~"
 
@@ -72,8 +81,18 @@ def scan_request_meta(
                 "query": [[unquote_plus(n), unquote_plus(v)] for n, _, v in params]},
         "header": header_values,
     }
+    values = [doc["url"]["path"], *(x for pair in doc["url"]["query"] for x in pair),
+              *(v for vs in header_values.values() for v in vs)]
+    clean = _clean.get(guardrails)
+    if clean is None:
+        clean = _clean[guardrails] = {}
+    if all(v in clean for v in values):
+        return MetaScan()  # the common case: the same SDK headers and paths, call after call
     result = guardrails.scan_json(doc, "request", only=(DETECTOR,))
     if not result.findings and not result.errors:
+        if len(clean) + len(values) > _CLEAN_MAX_ENTRIES:
+            clean.clear()
+        clean.update((v, None) for v in values if len(v) <= _CLEAN_MAX_CHARS)
         return MetaScan()
     new_path = new_query = None
     new_headers: dict[str, list[str]] | None = None

@@ -137,10 +137,13 @@ def _brotli(body: bytes, limit: int) -> bytes:
     out = bytearray()
     try:
         out += d.process(body, output_buffer_limit=_CHUNK)
-        while not d.is_finished() and not d.can_accept_more_data():
+        while not d.is_finished():
             if len(out) > limit:
                 raise Unscannable("size", f"decoded answer exceeds {limit} bytes")
-            out += d.process(b"", output_buffer_limit=_CHUNK)
+            more = d.process(b"", output_buffer_limit=_CHUNK)
+            if not more:
+                raise Unscannable("corrupt", "brotli stream ends early")
+            out += more
     except brotli.error as e:
         raise Unscannable("corrupt", f"cannot decode: {e}") from e
     if len(out) > limit:
