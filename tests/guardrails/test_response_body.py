@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from haltgate.governance.guardrails.response_body import (
+    StreamDecoder,
     Unscannable,
     decode_content,
     scan_response_body,
@@ -86,3 +87,33 @@ def test_any_text_is_scanned_or_unscannable_never_a_crash(text: str, ctype: str 
         scan_response_body(G, text.encode("utf-8", "surrogatepass"), ctype, None)
     except Unscannable:
         pass
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate", "br", "gzip, br"])
+@pytest.mark.parametrize("piece", [1, 7, 100, 4096])
+def test_stream_decoder_any_split(coding: str, piece: int) -> None:
+    text = b'data: {"x": 1}\n\n' * 500
+
+    def compress(name: str, data: bytes) -> bytes:
+        if name == "raw-deflate":
+            c = zlib.compressobj(wbits=-15)
+            return c.compress(data) + c.flush()
+        return {"gzip": gzip.compress, "deflate": zlib.compress,
+                "br": brotli.compress}[name](data)
+
+    body = text
+    for name in (c.strip() for c in coding.split(",")):
+        body = compress(name, body)
+    d = StreamDecoder(coding.replace("raw-deflate", "deflate"))
+    assert b"".join(d.feed(body[i:i + piece]) for i in range(0, len(body), piece)) == text
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+def test_stream_decoder_bounds_each_piece(coding: str) -> None:
+    bomb = {"gzip": gzip.compress, "deflate": zlib.compress,
+            "br": brotli.compress}[coding](b"\0" * (8 * 1024 * 1024))
+    with pytest.raises(Unscannable) as e:
+        StreamDecoder(coding, limit=1024 * 1024).feed(bomb)
+    assert e.value.reason == "size"
+    with pytest.raises(Unscannable, match="encoding"):
+        StreamDecoder("zstd")

@@ -137,9 +137,15 @@ async def test_sse_answers(sidecar_factory: SidecarFactory) -> None:
     status, text, _ = await fetch(sc.explicit, f"data: key {AWS} here\n\n",
                                   "text/event-stream")
     assert AWS not in text and "guardrail_secrets" in text  # cut with an error event
-    # A compressed event stream is not read event by event: failMode (closed) refuses it.
-    status, text, _ = await fetch(sc.explicit, events, "text/event-stream", "gzip")
+    # Compressed event streams are decoded as they come and relayed decoded.
+    for coding in ("gzip", "deflate", "br"):
+        status, text, headers = await fetch(sc.explicit, events, "text/event-stream", coding)
+        assert status == 200 and EMAIL not in text and text.count("<EMAIL_1>") == 2, coding
+        assert "Content-Encoding" not in headers
+    # A coding it cannot decode follows failMode (closed: refused before anything is sent).
+    status, text, _ = await fetch(sc.explicit, events, "text/event-stream", "zstd")
     assert status == 503 and EMAIL not in text
+    assert orjson.loads(text)["error"]["code"] == "guardrails_unscannable"
 
 
 async def test_role_list_answer_is_not_a_guardrails_error(

@@ -52,6 +52,7 @@ from haltgate.governance.errors import (
 from haltgate.governance.guardrails.request_meta import scan_request_meta
 from haltgate.governance.guardrails.response_body import (
     MAX_DECODED_BYTES,
+    StreamDecoder,
     Unscannable,
     scan_response_body,
 )
@@ -594,20 +595,27 @@ class Pipeline:
         classified = call.classified
         assert classified is not None
         guardrails = call.controls.guardrails
-        if guardrails is not None and guardrails.active("response") and \
-                upstream.headers.get("Content-Encoding", "identity").lower() != "identity":
-            # A compressed stream is not read event by event: failMode decides.
+        decoder: StreamDecoder | None = None
+        coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+        if guardrails is not None and guardrails.active("response") and coding != "identity":
+            # The guardrails read events: a compressed stream is decoded as it comes (and
+            # relayed decoded); a coding that cannot be decoded follows failMode.
             try:
-                self._unscannable(call, Unscannable("encoding", "compressed event stream"))
+                try:
+                    decoder = StreamDecoder(coding, self.settings.max_decoded_response_bytes)
+                except Unscannable as e:
+                    self._unscannable(call, e)
+                    guardrails = None
             except HaltgateError as refusal:
                 self.settle_budget(call, None, False, refusal.code, None)
                 self._finish(call, "error", refusal.code)
                 self._audit_outcome(call, upstream.status, None, decision="error",
                                     err=refusal)
                 return await self._send_error(request, call, refusal)
-            guardrails = None
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                   headers=_response_headers(upstream.headers, call, None))
+        if decoder is not None:
+            resp.headers.popall("Content-Encoding", None)
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         await resp.prepare(request)
         parser = SSEParser()
@@ -628,6 +636,14 @@ class Pipeline:
         try:
             async for chunk in upstream.content.iter_any():
                 digest.update(chunk)
+                if decoder is not None:
+                    try:
+                        chunk = decoder.feed(chunk)
+                    except Unscannable as e:
+                        cut = self._stream_unscannable(call, e)
+                        if cut is not None:
+                            break
+                        decoder = scan = None  # fail open: the rest as it comes
                 if scan is not None:
                     events = parser.feed(chunk)
                     if reader is not None:
@@ -831,6 +847,14 @@ class Pipeline:
                               code=result.code or "guardrail_blocked",
                               failure_type=FailureType.SAFETY)
         return scanned.body, scanned.decoded
+
+    def _stream_unscannable(self, call: Call, err: Unscannable) -> HaltgateError | None:
+        """`_unscannable` in the middle of a stream: the error that cuts it (closed)."""
+        try:
+            self._unscannable(call, err)
+        except HaltgateError as refusal:
+            return refusal
+        return None
 
     def _unscannable(self, call: Call, err: Unscannable) -> None:
         """An answer the guardrails cannot read: refused (closed) or passed, counted and

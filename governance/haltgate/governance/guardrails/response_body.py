@@ -38,6 +38,7 @@ from haltgate.governance.guardrails.engine import Guardrails
 __all__ = [
     "MAX_DECODED_BYTES",
     "BodyScan",
+    "StreamDecoder",
     "Unscannable",
     "decode_content",
     "scan_response_body",
@@ -154,6 +155,90 @@ def _brotli(body: bytes, limit: int) -> bytes:
 _DECODERS: dict[str, Callable[[bytes, int], bytes]] = {
     "gzip": _gzip, "x-gzip": _gzip, "deflate": _deflate, "br": _brotli,
 }
+
+
+class StreamDecoder:
+    """Undoes the content codings of a streamed answer piece by piece (SSE over gzip), so
+    the stream guardrails read events, not compressed bytes. Each `feed` may produce at
+    most ``limit`` bytes (a bomb in one chunk is refused, not inflated); raises
+    :class:`Unscannable` for an unknown coding or a corrupt stream."""
+
+    def __init__(self, content_encoding: str, limit: int = MAX_DECODED_BYTES) -> None:
+        codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+        self._stages: list[_Inflater] = []
+        for coding in reversed(codings):
+            if coding == "identity":
+                continue
+            if coding not in _DECODERS:
+                raise Unscannable("encoding",
+                                  f"content coding {coding[:40]!r} is not supported")
+            self._stages.append(_Inflater(coding))
+        self._limit = limit
+
+    def feed(self, data: bytes) -> bytes:
+        """The decoded bytes ``data`` completes (possibly empty)."""
+        for stage in self._stages:
+            data = stage.feed(data, self._limit)
+        return data
+
+
+class _Inflater:
+    """One streaming content coding."""
+
+    def __init__(self, coding: str) -> None:
+        self._coding = coding
+        self._z: Any = None
+        self._br: Any = None
+        if coding == "br":
+            try:
+                import brotli
+            except ImportError as e:
+                raise Unscannable("encoding", "brotli is not installed") from e
+            self._br = brotli.Decompressor()
+        elif coding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(31)
+        # deflate: zlib-wrapped or raw, decided by the first byte (see feed)
+
+    def feed(self, data: bytes, limit: int) -> bytes:
+        if not data:
+            return b""
+        if self._br is not None:
+            return self._feed_brotli(data, limit)
+        if self._z is None:  # deflate: 0x78 starts a zlib header (CMF, 32 KiB window)
+            self._z = zlib.decompressobj(15 if data[0] == 0x78 else -15)
+        out = bytearray()
+        try:
+            while data:
+                out += self._z.decompress(data, _CHUNK)
+                if len(out) > limit:
+                    raise Unscannable("size", f"a decoded piece exceeds {limit} bytes")
+                data = self._z.unconsumed_tail
+                if not data and self._z.eof and self._z.unused_data and \
+                        self._coding != "deflate":
+                    data = self._z.unused_data  # the next gzip member
+                    self._z = zlib.decompressobj(31)
+        except zlib.error as e:
+            raise Unscannable("corrupt", f"cannot decode: {e}") from e
+        return bytes(out)
+
+    def _feed_brotli(self, data: bytes, limit: int) -> bytes:
+        import brotli
+
+        out = bytearray()
+        try:
+            out += self._br.process(data, output_buffer_limit=_CHUNK)
+            while not self._br.is_finished():
+                if len(out) > limit:
+                    raise Unscannable("size", f"a decoded piece exceeds {limit} bytes")
+                more = self._br.process(b"", output_buffer_limit=_CHUNK)
+                if not more:
+                    break  # the rest needs the next piece of input
+                out += more
+        except brotli.error as e:
+            raise Unscannable("corrupt", f"cannot decode: {e}") from e
+        if len(out) > limit:
+            raise Unscannable("size", f"a decoded piece exceeds {limit} bytes")
+        return bytes(out)
 
 
 # ---------------------------------------------------------------------- what it is
