@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -198,3 +199,18 @@ async def test_malformed_connect_is_audited(sidecar_factory: SidecarFactory) -> 
         await asyncio.sleep(0.02)
     (record,) = [r for r in sc.audit.records if r.phase == "connection"]
     assert (record.decision, record.target) == ("error", "CONNECT (unparsed)")
+
+
+async def test_state_keeps_no_secret_in_tool_names(sidecar_factory: SidecarFactory,
+                                                   tmp_path: Path) -> None:
+    sc = await sidecar_factory({"spec": {
+        "budgets": {"distinctTools": {"limit": 100}},
+        "tools": {"rules": [{"name": "any-mcp", "action": "allow", "kind": "mcp"}]}}},
+        state_dir=tmp_path / "state")
+    async with aiohttp.ClientSession() as s, s.post(
+            sc.explicit + "/mcp", json=rpc_call(f"lookup_{AWS}", {"q": EMAIL})) as r:
+        assert r.status == 200
+    await outcomes(sc, 1)
+    await sc.sidecar.stop()
+    state = b"".join(p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file())
+    assert state and AWS.encode() not in state and EMAIL.encode() not in state

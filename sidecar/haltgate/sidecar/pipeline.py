@@ -40,7 +40,7 @@ from haltgate.governance.audit import (
     InvalidRecordError,
     MemoryAuditSink,
 )
-from haltgate.governance.audit.redact import AuditScrubber
+from haltgate.governance.audit.redact import AuditScrubber, state_key
 from haltgate.governance.engine.units import pico_to_usd
 from haltgate.governance.errors import (
     BadRequestError,
@@ -417,9 +417,10 @@ class Pipeline:
         verdict = self.budget.reserve(
             call_id=call.decision_id, ts=call.ts,
             kind=view.kind.value if view.kind is not None else "unknown",
-            host=view.host,
-            tool=view.tool_calls[0].name if view.tool_calls else None,
-            model=view.model, max_input_tokens=max_input,
+            # Names the state file keeps: a key or an address in one is kept as a digest.
+            host=state_key(view.host) or "",
+            tool=state_key(view.tool_calls[0].name) if view.tool_calls else None,
+            model=state_key(view.model), max_input_tokens=max_input,
             max_output_tokens=call.max_output_tokens, fingerprint=call.fingerprint,
             risk=call.risk,
         )

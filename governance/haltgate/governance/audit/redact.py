@@ -24,6 +24,7 @@ request-direction header scan).
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
@@ -40,6 +41,7 @@ __all__ = [
     "AuditScrubber",
     "escape_nul",
     "is_clean",
+    "state_key",
 ]
 
 CREDENTIAL_HEADERS = frozenset({
@@ -211,6 +213,15 @@ def is_clean(value: str) -> bool:
         return AuditScrubber(redact=True).text(value) == value
     except Exception:
         return False
+
+
+def state_key(value: str | None) -> str | None:
+    """``value`` as a name the budget state may keep on disk (distinct tools and hosts, the
+    model of a reservation): itself when clean, else a digest (still distinct, never the
+    secret). NUL is never kept."""
+    if value is None or (is_clean(value) and "\x00" not in value):
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _spans(text: str) -> list[tuple[int, int, str]]:
