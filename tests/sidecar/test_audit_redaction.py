@@ -214,3 +214,14 @@ async def test_state_keeps_no_secret_in_tool_names(sidecar_factory: SidecarFacto
     await sc.sidecar.stop()
     state = b"".join(p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file())
     assert state and AWS.encode() not in state and EMAIL.encode() not in state
+
+
+def test_payload_redaction_is_bounded() -> None:
+    from haltgate.governance.audit.redact import OVER_BUDGET, AuditScrubber
+
+    body = {"messages": [{"role": "user", "content": f"note {i} " + "words " * 2000 + EMAIL}
+                         for i in range(20)]}
+    out = AuditScrubber(redact=True).payload(body)
+    contents = [m["content"] for m in out["messages"]]
+    assert EMAIL not in orjson.dumps(out).decode()
+    assert contents[0].endswith("<EMAIL_1>") and contents[-1] == OVER_BUDGET
