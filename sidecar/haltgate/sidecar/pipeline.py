@@ -149,12 +149,12 @@ class Call:
     cost_usd: float | None = None
     """Priced spend of the call once settled (``None``: not an LLM call or not priced)."""
     scrub: AuditScrubber | None = None
+    """Scrubs what the call's audit records store (redaction, NUL, depth); made once."""
     raw_target: str = ""
     """The request target as received, for the record of a call refused before its target
     was resolved."""
     redacted_headers: Mapping[str, Sequence[str]] | None = None
     """Header values a guardrail redacted, by lower-case name: forwarded instead."""
-    """Scrubs what the call's audit records store (redaction, NUL, depth); made once."""
 
     @property
     def kind_label(self) -> str:
