@@ -67,6 +67,12 @@ def test_charset_round_trip() -> None:
     assert out.body.decode("latin-1") == "Grüße an <EMAIL_1>, café"
 
 
+def test_undecodable_charset_is_unscannable() -> None:
+    with pytest.raises(Unscannable) as e:
+        scan_response_body(G, b"\xff\xfe\x00", "text/plain; charset=utf-16", None)
+    assert e.value.reason == "charset"
+
+
 def test_clean_answer_is_returned_as_is() -> None:
     body = gzip.compress(b"nothing here")
     out = scan_response_body(G, body, "text/plain", "gzip")

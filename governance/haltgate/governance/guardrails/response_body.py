@@ -305,7 +305,10 @@ def scan_response_body(guardrails: Guardrails, body: bytes, content_type: str | 
             raise Unscannable("type", "binary answer without a content type") from e
         kind = _TEXT
     codec = _codec(charset or "utf-8")
-    text = decoded.decode(codec, "surrogateescape")
+    try:
+        text = decoded.decode(codec, "surrogateescape")
+    except UnicodeError as e:
+        raise Unscannable("charset", f"not valid {codec}") from e
     new_text: str | None
     if kind == _JSON:
         result, new_text = _scan_json_text(guardrails, text)
@@ -318,7 +321,11 @@ def scan_response_body(guardrails: Guardrails, body: bytes, content_type: str | 
         new_text = result.redacted_text
     if new_text is None or result.blocked:
         return BodyScan(body, False, result)
-    return BodyScan(new_text.encode(codec, "surrogateescape"), was_encoded, result)
+    try:
+        out = new_text.encode(codec, "surrogateescape")
+    except UnicodeError as e:  # the redacted text cannot go back into its charset
+        raise Unscannable("charset", f"cannot re-encode as {codec}") from e
+    return BodyScan(out, was_encoded, result)
 
 
 def _codec(charset: str) -> str:
