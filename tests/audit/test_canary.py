@@ -198,8 +198,8 @@ async def test_no_planted_value_is_written_anywhere(
 
     # Ship to PostgreSQL, export to S3.
     env = {**os.environ, **s3_env}
-    run("audit", "ship", "--spool", str(state / "audit"), "--dsn", audit_db.writer, "--once",
-        env=env)
+    shipped = run("audit", "ship", "--spool", str(state / "audit"), "--dsn", audit_db.writer,
+                  "--once", env=env)
     bucket = "canary"
     s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL_S3"])
     s3.create_bucket(Bucket=bucket)
@@ -220,7 +220,9 @@ async def test_no_planted_value_is_written_anywhere(
 
     places: dict[str, bytes] = {f"state/{k}": v for k, v in files_under(state).items()}
     places.update({"log": log.read_bytes(), "metrics": metrics, "postgres": database,
-                   "s3": export, "export-cli": exported.stdout.encode()})
+                   "s3": export,
+                   "cli-output": (shipped.stdout + shipped.stderr + exported.stdout
+                                  + exported.stderr).encode()})
     assert any(b"audit" in k.encode() for k in places), sorted(places)
     leaks = {place: found for place, blob in places.items() if (found := find_canaries(blob))}
     assert leaks == {}

@@ -207,6 +207,8 @@ class AuditScrubber:
         if isinstance(obj, bool) or obj is None or isinstance(obj, float):
             return obj
         if isinstance(obj, int):
+            if not -(2**63) <= obj < 2**64:
+                return self._budgeted(str(obj))  # JSON cannot carry it as a number here
             if self.redact and abs(obj) >= _MIN_NUMBER:
                 text = str(obj)
                 scrubbed = self.text(text)
