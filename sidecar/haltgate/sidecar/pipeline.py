@@ -900,7 +900,9 @@ class Pipeline:
         cause: BaseException | None,
     ) -> web.Response:
         """The upstream failed after the call was decided: settle as failed, answer 502/504."""
-        log.info("upstream failure for %s: %r", call.decision_id, cause)
+        # The exception type only: aiohttp errors can quote the URL (and a key in it).
+        log.info("upstream failure for %s: %s", call.decision_id,
+                 type(cause).__name__ if cause is not None else err.code)
         if not call.upstream_done:
             call.upstream_done = time.perf_counter()
         # Nothing (or nothing complete) came back: an LLM call may still have been billed,
