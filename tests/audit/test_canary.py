@@ -104,6 +104,8 @@ async def calls(base: str) -> dict[str, int]:
                  params={"tel": PHONE, "mail": EMAIL}, headers={**cred, "X-Note": PII})
         await go("http-response-pii", "POST", "/api/content", params={"type": "text/plain"},
                  data=f"the answer names {EMAIL}")
+        await go("unreachable", "GET", f"/dead/{AWS}", params={"mail": EMAIL},
+                 headers={"X-Note": PII})
         # Refused by the secrets guardrail: body, path, query, header.
         await go("secret-body", "POST", "/llm/v1/chat/completions",
                  json=chat(f"token {GITHUB} {PII}"), headers=cred)
@@ -132,7 +134,7 @@ async def calls(base: str) -> dict[str, int]:
     return got
 
 
-EXPECTED = {"llm": 200, "mcp": 200, "http": 200, "http-response-pii": 200,
+EXPECTED = {"llm": 200, "mcp": 200, "http": 200, "http-response-pii": 200, "unreachable": 502,
             "secret-body": 403, "secret-path": 403, "secret-query": 403,
             "secret-header": 403, "tool-denied": 200, "tool-unknown": 200, "tool-nul": 200,
             "too-deep": 400, "method-denied": 403, "unscannable": 503, "connect": 403}
@@ -164,7 +166,11 @@ async def test_no_planted_value_is_written_anywhere(
         upstreams: Standins, audit_db: AuditDatabase, s3_env: dict[str, str],
         tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump(merge(base_policy(upstreams), POLICY_EXTRA)))
+    doc = merge(base_policy(upstreams), POLICY_EXTRA)
+    # An upstream nobody listens on: the failure path logs and audits too.
+    doc["spec"]["upstreams"].append({"name": "dead", "url": f"http://127.0.0.1:{free_port()}",
+                                     "kind": "http"})
+    policy.write_text(yaml.safe_dump(doc))
     state = tmp_path / "state"
     log = tmp_path / "sidecar.log"
     ports = {name: free_port() for name in ("explicit", "admin", "metrics")}
@@ -208,9 +214,9 @@ async def test_no_planted_value_is_written_anywhere(
 
     with psycopg.connect(audit_db.admin) as conn:
         rows = conn.execute("SELECT t::text, code FROM haltgate.audit_records t").fetchall()
-    # Two records (intent, outcome) for each of the 5 forwarded calls, one for each of
-    # the 9 refused before forwarding, one for the refused tunnel.
-    assert len(rows) == 2 * 5 + 9 + 1, len(rows)
+    # Two records (intent, outcome) for each of the 6 calls decided and forwarded (one
+    # upstream unreachable), one for each of the 9 refused before, one for the tunnel.
+    assert len(rows) == 2 * 6 + 9 + 1, len(rows)
     database = "\n".join(r[0] for r in rows).encode()
     objects = {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
                for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
@@ -229,5 +235,5 @@ async def test_no_planted_value_is_written_anywhere(
     # And the refusals are there, each with its code.
     codes = [r[1] for r in rows]
     for code in ("guardrail_secrets", "tool_denied", "tool_not_allowed", "json_too_deep",
-                 "guardrails_unscannable", "connect_denied"):
+                 "guardrails_unscannable", "connect_denied", "upstream_unreachable"):
         assert code in codes, codes
