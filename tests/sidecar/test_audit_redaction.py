@@ -133,10 +133,14 @@ async def test_every_refusal_is_audited(sidecar_factory: SidecarFactory,
         async with s.post(sc.explicit + "/llm/v1/chat/completions", data=deep_llm) as r:
             assert r.status == 400
             assert (await r.json())["error"]["code"] == "json_too_deep"
-    records = await outcomes(sc, 3)
+        async with s.post(sc.explicit + "/mcp", json=rpc_call("x" * 100_000, {})) as r:
+            assert (await r.json())["error"]["data"]["code"] == "tool_not_allowed"
+    records = await outcomes(sc, 4)
     assert [(r.decision, r.code) for r in records] == [
-        ("deny", "tool_not_allowed"), ("error", "json_too_deep"), ("error", "json_too_deep")]
+        ("deny", "tool_not_allowed"), ("error", "json_too_deep"), ("error", "json_too_deep"),
+        ("deny", "tool_not_allowed")]
     assert records[0].tool == "ec\\u0000ho"
+    assert records[3].tool == "x" * 256 + "<TRUNCATED>"
     assert not standins.received("mcp").requests and not standins.received("llm").requests
 
 

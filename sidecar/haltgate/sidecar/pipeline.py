@@ -960,8 +960,8 @@ class Pipeline:
             kind=view.kind.value if view is not None and view.kind is not None else None,
             target=scrub.target(f"{call.method} {call.target.url}" if call.target is not None
                                 else f"{call.method} {call.raw_target}"),
-            model=scrub.optional(view.model if view is not None else None),
-            tool=scrub.optional(tool),
+            model=scrub.name(view.model if view is not None else None),
+            tool=scrub.name(tool),
             args_digest=call.fingerprint or None,
             decision=decision,
             failure_type=err.failure_type.value if err and err.failure_type else None,

@@ -63,6 +63,10 @@ project's machines, on the event loop): strings past this budget are stored as
 :data:`OVER_BUDGET`, never raw. Set so one call cannot stall the sidecar for long."""
 OVER_BUDGET = "<TRUNCATED: over the redaction budget>"
 
+MAX_NAME_CHARS = 256
+"""Longest tool or model name stored; longer ones are cut and marked."""
+NAME_CUT = "<TRUNCATED>"
+
 REDACTION_FAILED = "<REDACTION_FAILED>"
 """Stored in place of a value the detectors could not scan (never the raw value)."""
 TOO_DEEP = "<TRUNCATED: nested too deeply>"
@@ -130,6 +134,13 @@ class AuditScrubber:
     def optional(self, value: str | None) -> str | None:
         """`text` for an optional field."""
         return None if value is None else self.text(value)
+
+    def name(self, value: str | None) -> str | None:
+        """A tool or model name: scrubbed and cut to :data:`MAX_NAME_CHARS` (they are
+        indexed columns; the agent chooses them)."""
+        if value is not None and len(value) > MAX_NAME_CHARS:
+            value = value[:MAX_NAME_CHARS] + NAME_CUT
+        return self.optional(value)
 
     def target(self, value: str) -> str:
         """A ``METHOD URL`` target: also scanned percent-decoded (``%40`` is an ``@``)."""
