@@ -41,12 +41,14 @@ __all__ = [
     "StreamDecoder",
     "Unscannable",
     "decode_content",
+    "scan_decoded_body",
     "scan_response_body",
 ]
 
-MAX_DECODED_BYTES = 16 * 1024 * 1024
+MAX_DECODED_BYTES = 8 * 1024 * 1024
 """Largest decompressed answer scanned (bytes); past it the answer is unscannable. The
-detectors scan at most 2 Mi characters at once (``engine.MAX_SCAN_CHARS``) anyway."""
+detectors scan at most 2 Mi characters at once (``engine.MAX_SCAN_CHARS``) anyway, so a
+larger text could not be scanned whole either."""
 
 _CHUNK = 64 * 1024
 
@@ -290,9 +292,19 @@ def _media_type(content_type: str | None) -> tuple[str, str | None]:
 def scan_response_body(guardrails: Guardrails, body: bytes, content_type: str | None,
                        content_encoding: str | None, *,
                        limit: int = MAX_DECODED_BYTES) -> BodyScan:
-    """Scan a whole answer in the response direction; raises :class:`Unscannable`."""
+    """Decode and scan a whole answer in the response direction; raises
+    :class:`Unscannable`."""
     decoded = decode_content(body, content_encoding, limit)
-    was_encoded = decoded is not body
+    scanned = scan_decoded_body(guardrails, decoded, content_type)
+    if scanned.body is decoded:
+        return BodyScan(body, False, scanned.result)
+    return BodyScan(scanned.body, decoded is not body, scanned.result)
+
+
+def scan_decoded_body(guardrails: Guardrails, decoded: bytes,
+                      content_type: str | None) -> BodyScan:
+    """Scan an answer already without its content codings; `BodyScan.body` is `decoded`
+    itself (the same object) when nothing changed. Raises :class:`Unscannable`."""
     media, charset = _media_type(content_type)
     kind = _kind(media)
     if kind is None:
@@ -320,12 +332,12 @@ def scan_response_body(guardrails: Guardrails, body: bytes, content_type: str | 
         result = guardrails.scan(text, "response")
         new_text = result.redacted_text
     if new_text is None or result.blocked:
-        return BodyScan(body, False, result)
+        return BodyScan(decoded, False, result)
     try:
         out = new_text.encode(codec, "surrogateescape")
     except UnicodeError as e:  # the redacted text cannot go back into its charset
         raise Unscannable("charset", f"cannot re-encode as {codec}") from e
-    return BodyScan(out, was_encoded, result)
+    return BodyScan(out, False, result)
 
 
 def _codec(charset: str) -> str:
