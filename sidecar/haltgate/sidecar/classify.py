@@ -22,6 +22,7 @@ import orjson
 from haltgate.governance import llm_body, strict_json
 from haltgate.governance.canonical import encode_non_ascii
 from haltgate.governance.errors import BadRequestError
+from haltgate.governance.jsonlimits import MAX_JSON_DEPTH, deeper_than
 from haltgate.governance.policy import Provider, RequestKind
 from haltgate.governance.request import AgentIdentity, CallView
 from haltgate.sidecar import mcp
@@ -118,9 +119,16 @@ def _parse_json(body: bytes, *, nested: bool = True) -> Any:
     if not body:
         raise BadRequestError("request body is empty, JSON expected", code="invalid_json")
     try:
-        return strict_json.loads(body, nested=nested)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from e
+    if deeper_than(obj, MAX_JSON_DEPTH, body):
+        raise BadRequestError(f"request body nests deeper than {MAX_JSON_DEPTH} levels",
+                              code="json_too_deep")
+    # One reading (issue 15), once the depth is known to be bounded.
+    if isinstance(obj, dict | list):
+        strict_json.check_one_reading(body, obj, nested=nested)
+    return obj
 
 
 _JSON_START = frozenset(b"{ \t\r\n")
