@@ -7,8 +7,9 @@ Prints, per body, measured in the same run (best of 5 repeats, microseconds per 
 - ``strict``: ``strict_json.loads`` (orjson + key scan, exact pass only when needed);
 - ``hook``: the naive alternative, ``json.loads`` with an ``object_pairs_hook`` every time;
 and for paths: ``canonical_path`` on a plain path (fast path) and on one with escapes.
+``+refs``: ``llm_body.context_reference`` (the stored-context walk) on LLM bodies.
 Target: ``strict`` adds at most a few microseconds on small bodies and stays well under
-the naive ``hook`` on large ones.
+the naive ``hook`` on large ones. Results: docs/sidecar.md, "Cost of one reading".
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ CODE_MEANING_OVERRIDE: Final = "meaning_override"
 
 _UNRESERVED: Final = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_HEX: Final = frozenset("0123456789ABCDEFabcdef")
 _ESCAPE = re.compile(r"%(?:[0-9A-Fa-f]{2})?")
+_DOUBLE = re.compile(r"%25[0-9A-Fa-f]{2}")
 _REFUSED_ESCAPES: Final = {"2F": "an encoded '/' (%2F)", "5C": "an encoded '\\' (%5C)"}
 
 MEANING_HEADERS: Final = (
@@ -90,10 +90,6 @@ def _escape(m: re.Match[str]) -> str:
         raise _refuse(refused)
     if char < " " or char == "\x7f":
         raise _refuse(f"an encoded control character (%{hx})")
-    if hx == "25":
-        after = m.string[m.end():m.end() + 2]
-        if len(after) == 2 and after[0] in _HEX and after[1] in _HEX:
-            raise _refuse("a double-encoded escape (%25" + after + ")")
     return "%" + hx
 
 
@@ -122,6 +118,9 @@ def canonical_path(raw: str, *, parameters: bool = False) -> CanonicalPath:
     path = raw if raw.isascii() else encode_non_ascii(raw)
     if "%" in path:
         path = _ESCAPE.sub(_escape, path)
+        double = _DOUBLE.search(path)
+        if double is not None:  # judged after decoding: %25a%41 becomes %25aA
+            raise _refuse(f"a double-encoded escape ({double.group(0)})")
     segments = path.split("/")
     last = len(segments) - 1
     matched: list[str] = []

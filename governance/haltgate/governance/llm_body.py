@@ -55,6 +55,7 @@ _FILE_KEYS: Final = frozenset({"file_id", "file_url", "file_data", "file_ids", "
 # Fields holding the prompt (messages and their parts): the walk looks only there.
 _PROMPT_FIELDS: Final = ("messages", "input", "system", "prompt", "instructions")
 _WALK_KEYS: Final = _FILE_KEYS | {"image_url", "source", "id"}
+_TEXT_MESSAGE_KEYS: Final = frozenset({"role", "content", "name"})
 # Server-side tools whose results the provider adds to the prompt itself.
 _SERVER_TOOLS = re.compile(
     r"(web_search|web_fetch|file_search|code_interpreter|code_execution|mcp|"
@@ -135,7 +136,17 @@ def context_reference(body: dict[str, Any]) -> tuple[str | None, int]:
 
 def _walk(root: dict[str, Any]) -> tuple[str | None, int]:
     images = 0
-    stack: list[Any] = [root[k] for k in _PROMPT_FIELDS if k in root]
+    stack: list[Any] = []
+    for field in _PROMPT_FIELDS:
+        value = root.get(field)
+        if type(value) is list:
+            # Plain text messages ({"role": ..., "content": "..."}), the bulk of a long
+            # conversation, hold nothing to look for: skipped in one comprehension.
+            stack.extend([m for m in value if not (
+                type(m) is dict and type(m.get("content")) is str
+                and m.keys() <= _TEXT_MESSAGE_KEYS)])
+        elif type(value) is dict:
+            stack.append(value)
     pop = stack.pop
     push = stack.append
     while stack:

@@ -122,13 +122,16 @@ def _parse_json(body: bytes, *, nested: bool = True) -> Any:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from e
-    if deeper_than(obj, MAX_JSON_DEPTH, body):
-        raise BadRequestError(f"request body nests deeper than {MAX_JSON_DEPTH} levels",
-                              code="json_too_deep")
-    # One reading (issue 15), once the depth is known to be bounded.
+    _check_depth(obj, body)
     if isinstance(obj, dict | list):
         strict_json.check_one_reading(body, obj, nested=nested)
     return obj
+
+
+def _check_depth(obj: Any, body: bytes) -> None:
+    if deeper_than(obj, MAX_JSON_DEPTH, body):
+        raise BadRequestError(f"request body nests deeper than {MAX_JSON_DEPTH} levels",
+                              code="json_too_deep")
 
 
 _JSON_START = frozenset(b"{ \t\r\n")
@@ -139,10 +142,14 @@ def _llm_shaped(body: bytes) -> Any:
     if not body or body[0] not in _JSON_START or not llm_body.may_be_llm_call(body):
         return None
     try:
-        obj = strict_json.loads(body, nested=False)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    return obj if llm_body.looks_like_llm_call(obj) else None
+    if not llm_body.looks_like_llm_call(obj):
+        return None  # not governed as JSON: its reading is the upstream's business
+    _check_depth(obj, body)
+    strict_json.check_one_reading(body, obj, nested=False)
+    return obj
 
 
 def _guess_dialect(obj: dict[str, Any], provider: Provider | None) -> Dialect:
