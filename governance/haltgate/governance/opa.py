@@ -53,6 +53,7 @@ import orjson
 from opa_client import AsyncOpaClient
 from opa_client.errors import RegoParseError
 
+from haltgate.governance.engine.pricing import normalise_model
 from haltgate.governance.policy import OPA, FailMode, FailureType
 from haltgate.governance.request import CallView
 from haltgate.governance.tools import AuthzResult
@@ -122,6 +123,7 @@ class OPARequest(TypedDict):
     path: str
     upstream: str | None
     model: str | None
+    model_normalised: str | None
     mcp_method: str | None
     stream: bool
     max_output_tokens: int | None
@@ -203,6 +205,9 @@ def build_input(
             "path": call.path,
             "upstream": call.upstream,
             "model": call.model,
+            # As pricing and `models` rules read it (lower case, no provider prefix or
+            # date snapshot): Rego compares this, not the spelling the agent chose.
+            "model_normalised": normalise_model(call.model) if call.model else None,
             "mcp_method": call.mcp_method,
             "stream": call.stream,
             "max_output_tokens": call.max_output_tokens,

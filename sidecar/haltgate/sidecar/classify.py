@@ -22,6 +22,7 @@ import orjson
 from haltgate.governance import llm_body, strict_json
 from haltgate.governance.canonical import encode_non_ascii
 from haltgate.governance.errors import BadRequestError
+from haltgate.governance.jsonlimits import MAX_JSON_DEPTH, deeper_than
 from haltgate.governance.policy import Provider, RequestKind
 from haltgate.governance.request import AgentIdentity, CallView
 from haltgate.sidecar import mcp
@@ -118,9 +119,19 @@ def _parse_json(body: bytes, *, nested: bool = True) -> Any:
     if not body:
         raise BadRequestError("request body is empty, JSON expected", code="invalid_json")
     try:
-        return strict_json.loads(body, nested=nested)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from e
+    _check_depth(obj, body)
+    if isinstance(obj, dict | list):
+        strict_json.check_one_reading(body, obj, nested=nested)
+    return obj
+
+
+def _check_depth(obj: Any, body: bytes) -> None:
+    if deeper_than(obj, MAX_JSON_DEPTH, body):
+        raise BadRequestError(f"request body nests deeper than {MAX_JSON_DEPTH} levels",
+                              code="json_too_deep")
 
 
 _JSON_START = frozenset(b"{ \t\r\n")
@@ -136,6 +147,7 @@ def _llm_shaped(body: bytes) -> Any:
         return None
     if not llm_body.looks_like_llm_call(obj):
         return None  # not governed as JSON: its reading is the upstream's business
+    _check_depth(obj, body)
     strict_json.check_one_reading(body, obj, nested=False)
     return obj
 

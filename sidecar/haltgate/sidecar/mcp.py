@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from haltgate.governance import strict_json
+from haltgate.governance.audit.redact import state_key
 from haltgate.governance.errors import BadRequestError, DeniedError, HaltgateError
 from haltgate.governance.mcp import (
     CLIENT_METHODS,
@@ -415,12 +416,14 @@ def reserve(budget: Budget, call: Call, state: McpCallState) -> BudgetVerdict | 
     assert view is not None
     # Guardrail and OPA risk concern the request as a whole: charged with its first element.
     residual = max(call.risk - sum(state.risks), 0.0)
+    # Names the budget state keeps on disk: never a secret an agent put in a tool name.
+    host = state_key(view.host) or ""
     if len(elements) == 1:
         # One message: the plain path (what a single call always cost).
         e = elements[0]
         verdict = budget.reserve(
-            call_id=call.decision_id, ts=call.ts, kind="mcp", host=view.host,
-            tool=e.tool.name if e.tool is not None else None, model=None,
+            call_id=call.decision_id, ts=call.ts, kind="mcp", host=host,
+            tool=state_key(e.tool.name) if e.tool is not None else None, model=None,
             max_input_tokens=0, max_output_tokens=0, fingerprint=e.fingerprint(),
             risk=state.risks[0] + residual)
         if verdict.allowed:
@@ -428,8 +431,8 @@ def reserve(budget: Budget, call: Call, state: McpCallState) -> BudgetVerdict | 
         return verdict
     sub_ids = tuple(f"{call.decision_id}.{n}" for n in range(len(elements)))
     verdict = budget.reserve_all([
-        {"call_id": sub_id, "ts": call.ts, "kind": "mcp", "host": view.host,
-         "tool": e.tool.name if e.tool is not None else None, "model": None,
+        {"call_id": sub_id, "ts": call.ts, "kind": "mcp", "host": host,
+         "tool": state_key(e.tool.name) if e.tool is not None else None, "model": None,
          "max_input_tokens": 0, "max_output_tokens": 0, "fingerprint": e.fingerprint(),
          "risk": risk + (residual if n == 0 else 0.0)}
         for n, (sub_id, e, risk) in enumerate(zip(sub_ids, elements, state.risks,
