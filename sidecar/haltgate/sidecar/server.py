@@ -12,11 +12,13 @@ Ports (fixed defaults, configurable for tests):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,7 @@ from haltgate.sidecar.pipeline import Pipeline, PipelineSettings
 from haltgate.sidecar.policy_watch import PolicyWatcher, _stat_key
 from haltgate.sidecar.upstreams import default_port
 
-__all__ = ["Listen", "Sidecar", "SidecarSettings"]
+__all__ = ["Listen", "Sidecar", "SidecarSettings", "StartupError"]
 
 log = logging.getLogger("haltgate.sidecar")
 
@@ -78,6 +80,17 @@ TRANSPARENT_PORT = 15001
 ADMIN_PORT = 15020
 METRICS_PORT = 15090
 
+
+class StartupError(Exception):
+    """The sidecar cannot start with these settings; ``setting`` names the field of
+    :class:`SidecarSettings` at fault (the CLI reports it as its flag)."""
+
+    code = "startup_failed"
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +208,18 @@ class Sidecar:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Open everything and listen. Raises :class:`StartupError` (after closing what
+        was opened) for a CA that cannot be used or an address that cannot be bound."""
         self.started_at = time.time()
+        try:
+            # First: a CA that cannot be used fails the start before anything is opened.
+            self.minter = self._make_minter()
+            await self._start()
+        except StartupError:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         ssl_context = True if self.settings.upstream_ca_file is None else \
             ssl.create_default_context(cafile=str(self.settings.upstream_ca_file))
         connector = aiohttp.TCPConnector(limit=self.settings.upstream_connections,
@@ -219,12 +243,16 @@ class Sidecar:
             metrics=self.metrics, session=self.session, agent=agent, opa=self.opa,
             settings=self.settings.pipeline, pool=self.pool,
         )
-        self.minter = self._make_minter()
-        await self._serve_explicit(self.settings.explicit)
-        if self.settings.transparent is not None:
-            await self._serve_transparent(self.settings.transparent)
-        await self._serve("admin", create_admin_app(self, self.tokens), self.settings.admin)
-        await self._serve("metrics", self._metrics_app(), self.settings.metrics)
+        settings = self.settings
+        with _binding("explicit", settings.explicit):
+            await self._serve_explicit(settings.explicit)
+        if settings.transparent is not None:
+            with _binding("transparent", settings.transparent):
+                await self._serve_transparent(settings.transparent)
+        with _binding("admin", settings.admin):
+            await self._serve("admin", create_admin_app(self, self.tokens), settings.admin)
+        with _binding("metrics", settings.metrics):
+            await self._serve("metrics", self._metrics_app(), settings.metrics)
         self.watcher.start()
 
     async def stop(self) -> None:
@@ -463,10 +491,14 @@ class Sidecar:
             CA_KEY_FILE,
             CertificateAuthority,
             LeafMinter,
+            TLSMintError,
         )
 
-        ca = CertificateAuthority.load(self.settings.ca_dir / CA_CERT_FILE,
-                                       self.settings.ca_dir / CA_KEY_FILE)
+        try:
+            ca = CertificateAuthority.load(self.settings.ca_dir / CA_CERT_FILE,
+                                           self.settings.ca_dir / CA_KEY_FILE)
+        except TLSMintError as e:
+            raise StartupError("ca_dir", str(e)) from e
         return LeafMinter(ca)
 
     def _make_governor(self) -> Governor:
@@ -833,3 +865,14 @@ def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target 
     return Target(scheme=scheme, host=host, port=od.port, path=rel.raw_path,
                   query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, od.port),
                   destination_checked=True)
+
+
+@contextlib.contextmanager
+def _binding(setting: str, listen: Listen) -> Iterator[None]:
+    """A listener that cannot bind its address is a :class:`StartupError` naming it."""
+    try:
+        yield
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise StartupError(setting, f"cannot listen on {listen.host}:{listen.port}: "
+                                    f"{reason}") from e
