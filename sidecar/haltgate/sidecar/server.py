@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import ssl
@@ -103,11 +104,18 @@ class Listen:
         """``host:port``, ``:port``, ``[v6]:port`` or ``host``."""
         if value.startswith("["):
             host, _, rest = value[1:].partition("]")
-            return cls(host, int(rest.lstrip(":") or default_port))
+            return cls(host, _port(rest.lstrip(":") or default_port))
         host, sep, port = value.rpartition(":")
         if not sep:
             return cls(value, default_port)
-        return cls(host or "127.0.0.1", int(port))
+        return cls(host or "127.0.0.1", _port(port))
+
+
+def _port(value: str | int) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range 0-65535")
+    return port
 
 
 @dataclass(frozen=True, slots=True)
@@ -873,6 +881,9 @@ def _binding(setting: str, listen: Listen) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        reason = e.strerror or str(e)
+        # uvloop's messages repeat the address; the errno says it all.
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        if e.errno == errno.EADDRINUSE:
+            reason = "address already in use"
         raise StartupError(setting, f"cannot listen on {listen.host}:{listen.port}: "
                                     f"{reason}") from e
