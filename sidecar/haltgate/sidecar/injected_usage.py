@@ -26,6 +26,11 @@ __all__ = ["HiddenUsage", "ask_for_usage"]
 _TRAILING_NULL = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t]*\}[ \t]*[\r\n])')
 
 
+_NULL_TAIL = b',"usage":null}\n\n'
+"""The end of an event whose last data line ends the JSON with ``"usage":null``: that
+``}`` is the JSON's last character, so it closes the top-level object."""
+
+
 def ask_for_usage(body: dict[str, Any]) -> bytes:
     """The request body with ``stream_options.include_usage`` set (other options kept)."""
     options = body.get("stream_options")
@@ -54,10 +59,13 @@ class HiddenUsage:
         if isinstance(usage, dict) and not obj.get("choices"):
             self.hidden += 1
             return b""
-        if usage is None and _one_data_line(raw):
-            m = _TRAILING_NULL.search(raw)
-            if m is not None:
-                return raw[:m.start()] + raw[m.end():]
+        if usage is None:
+            if raw.endswith(_NULL_TAIL):  # OpenAI's layout: compact, usage last
+                return raw[:-len(_NULL_TAIL)] + b"}\n\n"
+            if _one_data_line(raw):
+                m = _TRAILING_NULL.search(raw)
+                if m is not None:
+                    return raw[:m.start()] + raw[m.end():]
         self.reencoded += 1
         assert event is not None
         name = b"" if event.event == "message" else b"event: " + event.event.encode() + b"\n"

@@ -105,7 +105,7 @@ class CertificateAuthority:
             raise TLSMintError(f"{key_path} is not an unencrypted PEM private key") from e
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
-            raise TLSMintError(f"{key_path} is a {kind or 'non-EC'} key; the CA key must be "
+            raise TLSMintError(f"{key_path}: {kind or 'non-EC'} key; the CA key must be "
                                "EC (P-256): create one with `haltgate ca create`")
         if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
             raise TLSMintError("the CA key does not match the CA certificate")
