@@ -119,10 +119,23 @@ def test_sidecar_with_a_bad_policy_file(policy: Path, tmp_path: Path) -> None:
     one_line(sidecar(tmp_path / "missing.yaml"), 1, "--policy", "missing.yaml")
 
 
+@pytest.mark.parametrize(("flag", "needle"), [
+    ("--upstream-ca-file", "upstream CA bundle"), ("--state-dir", "Not a directory"),
+    ("--audit-dir", "audit spool"),
+])
+def test_sidecar_with_an_unusable_file_or_directory(policy: Path, tmp_path: Path, flag: str,
+                                                    needle: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory, not a CA bundle")
+    target = blocker if flag == "--upstream-ca-file" else blocker / "below"
+    args = ["--audit-sink", "spool"] if flag != "--upstream-ca-file" else []
+    one_line(sidecar(policy, flag, str(target), *args), 1, flag, needle)
+
+
 @pytest.mark.parametrize(("flag", "value"), [
     ("--listen", "127.0.0.1:99999"), ("--admin-listen", "127.0.0.1:http"),
     ("--max-connections", "0"), ("--idle-timeout", "x"),
-    ("--mode", "sideways"),
+    ("--mode", "sideways"), ("--reload-interval", "-1"),
 ])
 def test_sidecar_with_a_bad_flag_value(policy: Path, flag: str, value: str) -> None:
     one_line(sidecar(policy, flag, value), 2, flag)

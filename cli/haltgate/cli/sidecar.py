@@ -46,6 +46,9 @@ FLAGS = {
     "ca_dir": "--ca-dir",
     "policy_path": "--policy",
     "price_table": "--price-table",
+    "audit_dir": "--audit-dir",
+    "state_dir": "--state-dir",
+    "upstream_ca_file": "--upstream-ca-file",
 }
 """The flag of each :class:`SidecarSettings` field a start-up error can name."""
 
@@ -140,9 +143,11 @@ class _OneLineErrors(click.Command):
               show_default=True)
 @click.option("--rego-dir", envvar="HALTGATE_REGO_DIR", default="/etc/haltgate/opa",
               show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--reload-interval", default=1.0, show_default=True, type=float,
+@click.option("--reload-interval", default=1.0, show_default=True,
+              type=click.FloatRange(min=0.01),
               help="Seconds between policy file checks.")
-@click.option("--default-max-output-tokens", default=4096, show_default=True, type=int,
+@click.option("--default-max-output-tokens", default=4096, show_default=True,
+              type=click.IntRange(min=1),
               help="Output tokens reserved for LLM calls that set no max_tokens, when the "
                    "price table does not know the model's largest completion (a known "
                    "model reserves its real maximum).")
@@ -185,10 +190,12 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
     """
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    flags = dict(FLAGS)
     if audit_sink == "memory":
         audit_dir = None
     elif audit_dir is None and state_dir is not None:
         audit_dir = state_dir / "audit"
+        flags["audit_dir"] = "--state-dir"  # the spool's directory comes from it
     settings = SidecarSettings(
         policy_path=policy_path, admin_token_file=admin_token_file, state_dir=state_dir,
         audit_dir=audit_dir, ca_dir=ca_dir, upstream_ca_file=upstream_ca_file,
@@ -213,7 +220,7 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
     except PriceTableError as e:
         raise StartFailed(f"--price-table: invalid price table: {_one_line(e)}", 1) from None
     except StartupError as e:
-        flag = FLAGS.get(e.setting, e.setting)
+        flag = flags.get(e.setting, e.setting)
         raise StartFailed(f"{flag}: {_one_line(e)}", 1) from None
 
 

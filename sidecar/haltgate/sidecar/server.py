@@ -186,15 +186,18 @@ class Sidecar:
         self._base_prices: ShippedTable | None = (
             load_table_file(settings.price_table) if settings.price_table is not None else None)
         self._audit_given = audit
-        self.audit: AuditSink = audit or (
-            SpoolAuditSink(settings.audit_dir, on_full=self.controls.spec.audit.on_spool_full,
-                           metrics=AuditMetrics(self.metrics.registry))
-            if settings.audit_dir is not None else MemoryAuditSink())
+        with _opening("audit_dir", "cannot open the audit spool"):
+            self.audit: AuditSink = audit or (
+                SpoolAuditSink(settings.audit_dir,
+                               on_full=self.controls.spec.audit.on_spool_full,
+                               metrics=AuditMetrics(self.metrics.registry))
+                if settings.audit_dir is not None else MemoryAuditSink())
         spool_settings = getattr(self.audit, "settings", None)
         if spool_settings is not None:
             self.metrics.spool_limit.set(spool_settings.max_bytes)
         self.tokens = TokenFile(settings.admin_token_file)
-        self.run_id = self._load_run_id()
+        with _opening("state_dir", "cannot keep state"):
+            self.run_id = self._load_run_id()
         self.governor: Any | None = None
         self.opa: Any | None = None
         self._rego_key: tuple[int, int, int, int] | None = None
@@ -228,8 +231,10 @@ class Sidecar:
             raise
 
     async def _start(self) -> None:
-        ssl_context = True if self.settings.upstream_ca_file is None else \
-            ssl.create_default_context(cafile=str(self.settings.upstream_ca_file))
+        with _opening("upstream_ca_file", "cannot load the upstream CA bundle",
+                      self.settings.upstream_ca_file):
+            ssl_context = True if self.settings.upstream_ca_file is None else \
+                ssl.create_default_context(cafile=str(self.settings.upstream_ca_file))
         connector = aiohttp.TCPConnector(limit=self.settings.upstream_connections,
                                          limit_per_host=0, ttl_dns_cache=10,
                                          keepalive_timeout=30, ssl=ssl_context)
@@ -237,7 +242,8 @@ class Sidecar:
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
-        self.governor = self._make_governor()
+        with _opening("state_dir", "cannot keep state"):
+            self.governor = self._make_governor()
         if hasattr(self.audit, "carry_state"):
             # The state is written in the spool's group commit, off the event loop, before
             # the intent that follows a reservation is confirmed (see governor.py).
@@ -887,3 +893,16 @@ def _binding(setting: str, listen: Listen) -> Iterator[None]:
             reason = "address already in use"
         raise StartupError(setting, f"cannot listen on {listen.host}:{listen.port}: "
                                     f"{reason}") from e
+
+
+@contextlib.contextmanager
+def _opening(setting: str, what: str, path: Path | None = None) -> Iterator[None]:
+    """A file or directory of a setting that cannot be used is a :class:`StartupError`."""
+    try:
+        yield
+    except ssl.SSLError as e:
+        raise StartupError(setting, f"{what} {path}: {e.reason or e}") from e
+    except OSError as e:
+        where = e.filename or path
+        what = f"{what} {where}" if where else what
+        raise StartupError(setting, f"{what}: {e.strerror or e}") from e
