@@ -105,6 +105,25 @@ async def test_openai_sdk_everyday_loop_through_the_sidecar(
     assert not record.usage["estimated"]
 
 
+async def test_openai_sync_sdk_loop_through_the_sidecar(
+        sidecar_factory: SidecarFactory) -> None:
+    """The loop as people write it, with the synchronous client (in a thread: the sidecar
+    runs on this test's event loop)."""
+    import openai
+
+    sc = await sidecar_factory()
+
+    def consume() -> list[str]:
+        with openai.OpenAI(base_url=sc.explicit + "/llm/v1", api_key="sk-test",
+                           max_retries=0) as client:
+            stream = client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                max_tokens=3, stream=True)
+            return [c.choices[0].delta.content or "" for c in stream]
+
+    assert "".join(await asyncio.to_thread(consume)) == "tok0 tok1 tok2"
+
+
 async def test_usage_hidden_under_response_guardrails(
         sidecar_factory: SidecarFactory, standins: Standins) -> None:
     sc = await sidecar_factory({"spec": {"guardrails": {
