@@ -577,6 +577,9 @@ class Pipeline:
         try:
             self._child(self.metrics.upstream_latency, call.kind_label).observe(
                 call.upstream_done - call.forward_started)
+            if call.classified.mcp is not None and (
+                    refusal := mcp.encoding_refusal(call, upstream.headers)) is not None:
+                return await self.fail_upstream(request, call, refusal, None)
             if upstream.content_type == _EVENT_STREAM and not self._must_buffer(call):
                 return await self.relay_stream(request, call, upstream)
             if self._passes_through(call):
