@@ -142,6 +142,14 @@ class OPAAuthz(TypedDict):
     code: str | None
 
 
+class OPAMcpMessage(TypedDict):
+    """One JSON-RPC message of an MCP request."""
+
+    method: str | None
+    uri: str | None
+    prompt: str | None
+
+
 class OPAInput(TypedDict):
     """The input document of every decision (``input`` in Rego). See docs/policies.md."""
 
@@ -149,6 +157,7 @@ class OPAInput(TypedDict):
     agent: dict[str, str]
     request: OPARequest
     tools: list[OPATool]
+    mcp: list[OPAMcpMessage]
     authz: OPAAuthz | None
     budget: dict[str, Any]
     usage: dict[str, Any]
@@ -205,6 +214,7 @@ def build_input(
         },
         "tools": [{"name": t.name, "server": t.server, "arguments": t.arguments}
                   for t in call.tool_calls],
+        "mcp": [{"method": m, "uri": u, "prompt": p} for m, u, p in call.mcp_messages],
         "authz": None if authz is None else {
             "allowed": authz.allowed, "rule": authz.rule, "risk": authz.risk,
             "code": authz.code,

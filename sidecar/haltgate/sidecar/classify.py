@@ -24,16 +24,13 @@ from haltgate.governance.canonical import encode_non_ascii
 from haltgate.governance.errors import BadRequestError
 from haltgate.governance.jsonlimits import MAX_JSON_DEPTH, deeper_than
 from haltgate.governance.policy import Provider, RequestKind
-from haltgate.governance.request import AgentIdentity, CallView, ToolCall
+from haltgate.governance.request import AgentIdentity, CallView
+from haltgate.sidecar import mcp
+from haltgate.sidecar.mcp import McpMessage
 from haltgate.sidecar.upstreams import ResolvedUpstream
 from haltgate.sidecar.usage import Dialect
 
 __all__ = ["Classified", "Target", "classify", "llm_dialect"]
-
-MCP_TOOLS_CALL = "tools/call"
-_RPC_FIELDS = frozenset({"jsonrpc", "method", "params", "id", "result", "error"})
-_TOOL_CALL_FIELDS = frozenset({"name", "arguments"})
-
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -95,6 +92,8 @@ class Classified:
     """Completions an LLM body asks for (``n``, ``best_of``): without an output cap, each
     may reach the model's largest completion."""
     extra: dict[str, Any] = field(default_factory=dict)
+    mcp: McpMessage | None = None
+    """The MCP request read message by message (MCP upstreams only)."""
 
 
 def llm_dialect(path: str, provider: Provider | None) -> Dialect | None:
@@ -201,73 +200,22 @@ def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, ob
                       dialect_guessed=guessed, choices=llm_body.choices(obj))
 
 
-def _rpc_message(msg: Any, server: str | None) -> tuple[str | None, ToolCall | None, bool, Any]:
-    """Validate one JSON-RPC message: (method, tool call, is request, id)."""
-    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
-        raise BadRequestError("not a JSON-RPC 2.0 message", code="invalid_jsonrpc")
-    strict_json.require_exact_fields(msg, _RPC_FIELDS, "JSON-RPC message")
-    method = msg.get("method")
-    if method is None:
-        if "id" not in msg or ("result" not in msg and "error" not in msg):
-            raise BadRequestError("JSON-RPC message without method must be a response",
-                                  code="invalid_jsonrpc")
-        return None, None, False, None
-    if not isinstance(method, str):
-        raise BadRequestError("JSON-RPC method must be a string", code="invalid_jsonrpc")
-    has_id = "id" in msg
-    msg_id = msg.get("id")
-    if (has_id and not (msg_id is None or isinstance(msg_id, str | int))) or (
-        isinstance(msg_id, bool)
-    ):
-        raise BadRequestError("JSON-RPC id must be a string or an integer",
-                              code="invalid_jsonrpc")
-    tool = None
-    if method == MCP_TOOLS_CALL:
-        if not has_id or msg_id is None:
-            # A tools/call sent as a notification gets no answer: haltgate could neither
-            # settle its budget nor report a denial. Refuse it.
-            raise BadRequestError("tools/call needs a JSON-RPC id", code="jsonrpc_missing_id")
-        params = msg.get("params")
-        strict_json.require_exact_fields(params, _TOOL_CALL_FIELDS, "tools/call params")
-        name = params.get("name") if isinstance(params, dict) else None
-        if not isinstance(name, str) or not name:
-            raise BadRequestError("tools/call needs params.name", code="invalid_jsonrpc")
-        arguments = params.get("arguments", {}) if isinstance(params, dict) else {}
-        tool = ToolCall(name=name, arguments=arguments, server=server)
-    return method, tool, has_id, msg_id
-
-
 def _classify_mcp(
     method: str, target: Target, body: bytes, agent: AgentIdentity
 ) -> Classified:
     upstream_name = target.upstream.name if target.upstream else None
-    if method != "POST":
-        # GET opens the server's event stream, DELETE ends a session: MCP, no tool.
-        return Classified(_view(RequestKind.MCP, method, target, agent))
-    obj = _parse_json(body)
-    batch = isinstance(obj, list)
-    messages = obj if batch else [obj]
-    if batch and not messages:
-        raise BadRequestError("empty JSON-RPC batch", code="invalid_jsonrpc")
-    server = upstream_name or target.host
-    methods: list[str] = []
-    tools: list[ToolCall] = []
-    ids: list[Any] = []
-    for msg in messages:
-        rpc_method, tool, is_request, msg_id = _rpc_message(msg, server)
-        if rpc_method is not None:
-            methods.append(rpc_method)
-        if tool is not None:
-            tools.append(tool)
-        if is_request:
-            ids.append(msg_id)
-    mcp_method = MCP_TOOLS_CALL if tools else (methods[0] if methods else None)
+    obj = _parse_json(body) if method == "POST" else None
+    # Every message read and checked on its own (haltgate.sidecar.mcp): exact method
+    # names, one reading of the JSON, canonical resource URIs.
+    message = mcp.read_message(method, body, obj, upstream_name or target.host)
     view = CallView(
         kind=RequestKind.MCP, method=method, scheme=target.scheme, host=target.host,
         port=target.port, path=target.rule_path, upstream=upstream_name,
-        tool_calls=tuple(tools), mcp_method=mcp_method, agent=agent,
+        tool_calls=message.tool_calls, mcp_method=message.main_method, agent=agent,
+        mcp_messages=tuple((e.method, e.resource, e.prompt) for e in message.elements),
     )
-    return Classified(view, body=obj, rpc_ids=tuple(ids), rpc_batch=batch)
+    return Classified(view, body=obj, rpc_ids=message.request_ids, rpc_batch=message.batch,
+                      mcp=message)
 
 
 def _view(kind: RequestKind | None, method: str, target: Target,
