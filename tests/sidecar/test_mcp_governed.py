@@ -451,3 +451,18 @@ async def test_random_batches_run_whole_or_not_at_all(sidecar_factory: SidecarFa
             assert all("error" in m for m in (body if isinstance(body, list) else [body]))
     ran = await executed(standins)
     assert {k: ran.get(k, 0) for k in expected} == expected
+
+
+async def test_compressed_answers_cannot_carry_server_requests(
+        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    """The filter reads plain bytes: a server that compresses although asked for identity
+    is refused while server requests are denied, relayed when they are all allowed."""
+    sc = await sidecar_factory()
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        async with s.post(sc.explicit + "/mcp", data=orjson.dumps(rpc("ping", 1)),
+                          headers={BEHAVIOR_HEADER: "gzip"}) as r:
+            assert r.status == 502
+            assert r.headers["x-haltgate-code"] == "mcp_answer_encoded"
+    sc = await sidecar_factory({"spec": {"mcp": {"sampling": "allow", "elicitation": "allow"}}})
+    _, body, _ = await call(sc.explicit + "/mcp", rpc("ping", 2), **{BEHAVIOR_HEADER: "gzip"})
+    assert body == {"jsonrpc": "2.0", "id": 2, "result": {}}

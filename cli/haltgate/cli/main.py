@@ -10,6 +10,7 @@ import click
 
 from haltgate.cli import (
     audit,
+    ca,
     demo,
     guard,
     iptables,
@@ -32,5 +33,6 @@ main.add_command(iptables.iptables)
 main.add_command(audit.audit)
 main.add_command(operator.operator)
 main.add_command(sidecar.sidecar)
+main.add_command(ca.ca)
 main.add_command(pool.pool)
 main.add_command(demo.demo)

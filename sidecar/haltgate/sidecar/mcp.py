@@ -25,7 +25,7 @@ The pipeline calls in here at four points, and nowhere else knows MCP's details:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -33,7 +33,12 @@ import orjson
 
 from haltgate.governance import strict_json
 from haltgate.governance.audit.redact import state_key
-from haltgate.governance.errors import BadRequestError, DeniedError, HaltgateError
+from haltgate.governance.errors import (
+    BadRequestError,
+    DeniedError,
+    HaltgateError,
+    UpstreamError,
+)
 from haltgate.governance.mcp import (
     CLIENT_METHODS,
     CLIENT_NOTIFICATIONS,
@@ -659,6 +664,20 @@ def filter_listings(call: Call, body: bytes, content_type: str,
     except orjson.JSONDecodeError:
         return body
     return orjson.dumps([rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj))
+
+
+def encoding_refusal(call: Call, headers: Mapping[str, str]) -> UpstreamError | None:
+    """A compressed MCP answer, when the policy denies server requests: refused.
+
+    The sidecar asks MCP servers for ``identity`` answers; one compressed anyway could carry
+    a sampling or elicitation request past the filter, which reads plain bytes (fail
+    closed)."""
+    coding = headers.get("Content-Encoding", "").strip().lower()
+    if coding in ("", "identity") or stream_filter(call) is None:
+        return None
+    return UpstreamError(f"the MCP server answered with Content-Encoding {coding[:32]!r} "
+                         "although asked for identity: server requests in it could not be "
+                         "filtered", code="mcp_answer_encoded")
 
 
 def stream_filter(call: Call) -> ServerRequestFilter | None:

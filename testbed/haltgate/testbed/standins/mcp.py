@@ -14,7 +14,8 @@ are answered with an array of the responses. Tools:
 ``x-standin-behavior``: ``sse`` (answer as ``text/event-stream``, one ``message`` event per
 response), ``error`` (HTTP 500), ``truncate`` (SSE cut before the answer),
 ``server-requests`` / ``server-requests-sse`` (the answer, as a JSON array or a stream,
-starts with the server requests listed below). On ``GET /mcp``:
+starts with the server requests listed below), ``gzip`` (the JSON answer gzip-compressed,
+whatever ``Accept-Encoding`` says). On ``GET /mcp``:
 ``server-requests`` (a stream sending ``sampling/createMessage``, ``elicitation/create``,
 ``roots/list`` and a log notification, then ending), ``hold`` (a stream that stays open
 until the client leaves); without a behaviour, 405.
@@ -23,6 +24,7 @@ until the client leaves); without a behaviour, 405.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,6 +188,10 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
             await resp.write(sse_event(answer, "message"))
         await resp.write_eof()
         return resp
+    if mode == "gzip":  # a server that compresses although asked for identity
+        body = gzip.compress(orjson.dumps(answers if batch else answers[0]))
+        return web.Response(body=body, status=200, content_type="application/json",
+                            headers={**headers, "Content-Encoding": "gzip"})
     return json_response(answers if batch else answers[0], 200, **headers)
 
 
