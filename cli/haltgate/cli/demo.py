@@ -191,6 +191,9 @@ class Demo:
     topo: Any = None
     sidecar_proc: Any = None
     state_dir: Path = field(default_factory=Path)
+    dashboard_png: Path = Path("haltgate-demo-dashboard.png")
+    """Where the last step draws the fleet dashboard (cli/haltgate/cli/demo_dashboard.py)."""
+    picture: Any = None
 
     def __post_init__(self) -> None:
         from haltgate.testbed import binaries
@@ -212,10 +215,15 @@ class Demo:
         self.mode = "netns" if wanted != "explicit" and why is None else "explicit"
         if self.mode == "netns":
             click.echo("mode: network namespace (the agent and the sidecar in a pod-like "
-                       "namespace with haltgate's iptables rules)")
+                       "namespace with haltgate's iptables rules: the transparent boundary)")
+        elif wanted == "explicit":
+            click.echo("mode: explicit (the agent calls the sidecar's base-URL aliases)")
         else:
-            click.echo(f"mode: explicit (the agent calls the sidecar's base-URL aliases)"
-                       f"{'' if wanted == 'explicit' else f'; no network namespace: {why}'}")
+            click.secho(f"mode: explicit. The transparent journey (agent and sidecar in a "
+                        f"network namespace behind haltgate's iptables rules) cannot run "
+                        f"here: {why}. It needs root and iptables/iproute2 (`make deps` "
+                        f"as root installs them); this run shows the same governance with "
+                        f"the agent calling the sidecar's base-URL aliases.", fg="yellow")
 
     # -- processes ---------------------------------------------------------------------
 
@@ -523,6 +531,18 @@ class Demo:
             _, _, text = _http("GET", f"http://127.0.0.1:{self.ports['metrics']}/metrics")
             self.metrics_text = text if isinstance(text, str) else ""
 
+    def prometheus(self) -> None:
+        from haltgate.cli import demo_dashboard
+
+        self.console.step("Prometheus scraping the sidecar (for the dashboard at the end)")
+        self.picture = demo_dashboard.start(self, self.dashboard_png)
+
+    def dashboard(self) -> None:
+        from haltgate.cli import demo_dashboard
+
+        self.console.step("The fleet dashboard, drawn from what Prometheus scraped")
+        demo_dashboard.draw(self, self.picture)
+
     def audit(self) -> None:
         self.console.step("The audit trail: ship the spool, read the run back, verify")
         self.sidecar_proc.stop()  # flushes the spool
@@ -661,7 +681,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 STEPS = ("postgres", "standins", "opa", "control_plane", "operator", "apply_workload",
-         "sidecar", "agent", "audit", "metrics")
+         "sidecar", "prometheus", "agent", "dashboard", "audit", "metrics")
 
 
 @contextlib.contextmanager
@@ -684,12 +704,17 @@ def _workdir(keep: bool) -> Iterator[Path]:
               help="netns: agent and sidecar in a network namespace with the iptables rules "
                    "(needs root, iproute2, iptables); explicit: base-URL aliases; auto: netns "
                    "when possible.")
-def demo(keep: bool, mode: str) -> None:
+@click.option("--dashboard", "dashboard_png", type=click.Path(dir_okay=False, path_type=Path),
+              default="haltgate-demo-dashboard.png", show_default=True,
+              help="Where to write the fleet dashboard picture of the run (needs "
+                   "prometheus and matplotlib; said plainly when they are missing).")
+def demo(keep: bool, mode: str, dashboard_png: Path) -> None:
     """Run the local end-to-end demo: PostgreSQL, OPA, a Kubernetes control plane with the
     operator, an injected agent Deployment, then an agent governed by the sidecar until its
     budget halts it, and its audit trail. Needs `make binaries`; cleans up after itself.
 
     Exit codes: 0 done; 1 a step did not do what it should (the message says which)."""
+    dashboard_png = dashboard_png.resolve()
     repo = _repo_root()
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
@@ -700,11 +725,13 @@ def demo(keep: bool, mode: str) -> None:
                 bold=True)
     try:
         with _workdir(keep) as workdir, contextlib.ExitStack() as stack:
-            d = Demo(console, repo, workdir, stack)
+            d = Demo(console, repo, workdir, stack, dashboard_png=dashboard_png)
             d.choose_mode(mode)
             for name in STEPS:
                 getattr(d, name)()
             click.secho(f"\nDone in {console.elapsed():.0f}s. Tearing down.", bold=True)
+            if d.picture is not None:
+                click.secho(f"The fleet dashboard of this run: {d.picture.out}", bold=True)
     except DemoError as e:
         click.secho(f"\ndemo failed: {e}", fg="red", err=True)
         raise SystemExit(1) from e
