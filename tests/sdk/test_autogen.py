@@ -21,8 +21,8 @@ except ImportError as e:  # pragma: no cover - CI installs the test extra, which
     pytest.skip(f"autogen integration not importable ({e}); install 'haltgate[autogen]'",
                 allow_module_level=True)
 
+from haltgate.governance.inprocess import LocalGovernance
 from haltgate.sdk import ExhaustionError
-from haltgate.sdk.local import LocalGovernance
 from haltgate.sidecar.pipeline import PipelineSettings
 from tests.sdk.conftest import (
     SidecarFactory,

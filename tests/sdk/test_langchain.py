@@ -16,9 +16,9 @@ except ImportError as e:  # pragma: no cover - CI installs the test extra, which
     pytest.skip(f"langchain integration not importable ({e}); install 'haltgate[langchain]'",
                 allow_module_level=True)
 
+from haltgate.governance.inprocess import LocalGovernance
 from haltgate.sdk import DeniedError, ExhaustionError, HaltError, StagnationError
 from haltgate.sdk.client import AsyncSidecarClient
-from haltgate.sdk.local import LocalGovernance
 from haltgate.sidecar.pipeline import PipelineSettings
 from tests.sdk.conftest import (
     ADMIN_TOKEN,

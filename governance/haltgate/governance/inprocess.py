@@ -33,7 +33,6 @@ from haltgate.governance.engine import Decision, Usage
 from haltgate.governance.errors import DeniedError
 from haltgate.governance.governor import Governor
 from haltgate.governance.policy import FailureType, GovernancePolicySpec
-from haltgate.governance.validation import load_policy_file
 from haltgate.governance.traffic_signals import (
     CallSignals,
     SignalTracker,
@@ -41,6 +40,7 @@ from haltgate.governance.traffic_signals import (
     request_fingerprint,
     result_fingerprint,
 )
+from haltgate.governance.validation import load_policy_file
 
 __all__ = ["BYPASSABLE_NOTICE", "LocalGovernance", "LocalRefusal"]
 

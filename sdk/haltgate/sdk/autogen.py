@@ -35,12 +35,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from autogen_core import AgentId, Component, ComponentModel, DropMessage, MessageContext
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, RequestUsage
 from pydantic import BaseModel
-from typing_extensions import Self
 
 from haltgate.sdk.client import SidecarClient, base_url, budget_warnings
 from haltgate.sdk.errors import HaltgateError, find_haltgate_error

@@ -54,7 +54,8 @@ class InProcessBudget(Protocol):
                 max_output_tokens: int = 0) -> str: ...  # fmt: skip
 
     def settle(self, call_id: str, *, ok: bool, usage: TokenUsage | None = None,
-               result: Any = None, error: BaseException | str | None = None) -> None: ...  # fmt: skip
+               result: Any = None,
+               error: BaseException | str | None = None) -> None: ...  # fmt: skip
 
 
 class HaltTracker:

@@ -62,8 +62,8 @@ def document(source: SelfSource, now: float | None = None) -> dict[str, Any]:
             budget[name] = {"used": used, "reserved": reserved, "limit": limit,
                             "remaining": max(0.0, limit - used - reserved)}
     pool = None
-    if source.pool is not None:
-        snap = source.pool.snapshot()
+    snap = source.pool.snapshot() if source.pool is not None else None
+    if snap is not None:
         pool = {"name": snap.get("pool"), "state": snap.get("state"), "halt": snap.get("halt")}
     identity = source.agent_identity().as_dict()
     return {
