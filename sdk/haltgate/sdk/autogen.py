@@ -50,6 +50,7 @@ from haltgate.sdk.tracking import (
     TokenUsage,
     WarningCallback,
     default_api_key,
+    view_client,
 )
 
 try:  # the intervention handler base moved between autogen-core releases
@@ -165,7 +166,7 @@ class HaltgateChatCompletionClient(HaltTracker, ChatCompletionClient,
     @classmethod
     def _from_config(cls, config: HaltgateClientConfig) -> Self:
         inner = ChatCompletionClient.load_component(config.inner)
-        sidecar = SidecarClient(config.sidecar_url) if config.sidecar_url else None
+        sidecar = view_client(config.sidecar_url) if config.sidecar_url else None
         return cls(inner, max_output_tokens=config.max_output_tokens, sidecar=sidecar)
 
     def __repr__(self) -> str:
@@ -331,4 +332,4 @@ def openai_chat_client(
     inner = OpenAIChatCompletionClient(model=model, base_url=base_url(alias, path, url=url),
                                        **kwargs)  # fmt: skip
     return HaltgateChatCompletionClient(inner, on_warning=on_warning,
-                                        sidecar=SidecarClient(url))
+                                        sidecar=view_client(url))

@@ -40,6 +40,7 @@ from haltgate.sdk.tracking import (
     TokenUsage,
     WarningCallback,
     default_api_key,
+    view_client,
 )
 
 __all__ = ["HaltgateCallbackHandler", "chat_openai"]
@@ -245,9 +246,9 @@ def chat_openai(
     """
     from langchain_openai import ChatOpenAI
 
-    handler = handler or HaltgateCallbackHandler(sidecar=SidecarClient(url))
+    handler = handler or HaltgateCallbackHandler(sidecar=view_client(url))
     if handler.sidecar is None and url is not None:
-        handler.sidecar = SidecarClient(url)
+        handler.sidecar = view_client(url)
     sync_client, async_client = openai_http_clients()
     default_api_key(kwargs)
     callbacks = [*(kwargs.pop("callbacks", None) or []), handler]

@@ -27,6 +27,8 @@ from haltgate.sdk.errors import HaltError, HaltgateError, SidecarError, remember
 WarningCallback = Callable[[tuple[str, ...]], None]
 
 PLACEHOLDER_API_KEY = "unused-behind-haltgate"
+VIEW_TIMEOUT_SECONDS = 2.0
+"""Bound on asking the sidecar whether a remembered halt still holds (it is local)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class HaltTracker:
     local: InProcessBudget | None
     sidecar: SidecarClient | None
     _halt_at: float = 0.0
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+    """Seconds, monotonic: when a ``retry_after`` has passed (replaceable in tests)."""
 
     def _warn(self, dims: tuple[str, ...]) -> None:
         if dims and dims != self.warnings:
@@ -79,12 +83,12 @@ class HaltTracker:
     def _remember(self, e: HaltgateError) -> None:
         if isinstance(e, HaltError) and e.terminal:
             self.halt = e
-            self._halt_at = time.monotonic()
+            self._halt_at = self.clock()
             remember(e)
 
     def _view(self) -> Mapping[str, Any] | None:
         """The sidecar's view of the run, or None when it cannot be read."""
-        client = self.sidecar if self.sidecar is not None else SidecarClient()
+        client = self.sidecar if self.sidecar is not None else view_client(None)
         try:
             return client.status()
         except SidecarError as e:
@@ -98,7 +102,7 @@ class HaltTracker:
         if halt is None:
             return None
         if halt.retry_after is not None:
-            if time.monotonic() < self._halt_at + halt.retry_after:
+            if self.clock() < self._halt_at + halt.retry_after:
                 return halt
         elif self.local is not None:
             pass  # in-process: the local engine decides on the next reserve
@@ -115,6 +119,11 @@ class HaltTracker:
         halt = self._current_halt()
         if halt is not None:
             raise halt
+
+
+def view_client(url: str | None) -> SidecarClient:
+    """The client that asks whether a remembered halt still holds (short timeout)."""
+    return SidecarClient(url, timeout=VIEW_TIMEOUT_SECONDS)
 
 
 def default_api_key(kwargs: dict[str, Any]) -> None:
