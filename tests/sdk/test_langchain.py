@@ -276,3 +276,18 @@ async def test_a_periodic_refusal_is_remembered_until_its_retry_after(
     with pytest.raises(ExhaustionError):  # at retry_after the call goes out again
         await asyncio.to_thread(model.invoke, "four")
     assert refusals(sc, "calls_exhausted") == 2  # (the sidecar's day has not passed)
+
+
+async def test_each_retry_of_an_upstream_5xx_is_a_call_of_the_budget(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    """What docs/integrations.md says: the OpenAI SDK retries an upstream's own 5xx (not a
+    halt), and every attempt went through the sidecar, so every attempt counts."""
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 10}}))
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, max_tokens=2,
+                        max_retries=2, default_headers={"x-standin-behavior": "error"})
+    with pytest.raises(Exception) as info:
+        await asyncio.to_thread(model.invoke, "fail please")
+    assert not isinstance(info.value, HaltError)
+    assert llm_requests(standins) == 3  # the first attempt and two retries
+    assert (await AsyncSidecarClient(sc.explicit).budgets())["calls"].used == 3
