@@ -28,7 +28,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## System packages (iptables, iproute2, prometheus, ...): apt as root, else what to run
-	hack/deps.sh
+	BOOTSTRAP_PYTHON=$(BOOTSTRAP_PYTHON) hack/deps.sh
 
 # The stamp makes `install` a no-op until a pyproject.toml changes. One pip run installs both
 # distributions editable: the SDK (./sdk, haltgate-sdk) satisfies the test extra's

@@ -13,6 +13,11 @@
 # which are missing, what they are for and the command to run, and exits 0: the demo then
 # runs its explicit-mode journey and the tests that need them say why they skip.
 # DEPS_STRICT=1 (`.ci/run`) makes a missing package an error instead.
+#
+# The transparent journey runs the sidecar and the agent under their own UIDs (1337, 1000):
+# they must be able to reach the Python interpreter and the checkout (pyenv installs Python
+# under a 0700 $HOME). As root this adds o+x (traverse, not list or read) to the directories
+# on those paths that lack it, and says which; otherwise it says what to run.
 set -euo pipefail
 
 PACKAGES=(make iptables iproute2 procps psmisc util-linux prometheus)
@@ -32,6 +37,29 @@ installed() {
     *) command -v "$1" >/dev/null ;;
   esac
 }
+
+traversable() {  # PATH...: every directory above each path lets other UIDs through
+  local path dir blocked=()
+  for path in "$@"; do
+    dir=$(dirname "$path")
+    while [[ "$dir" != / && -n "$dir" ]]; do
+      [[ "$(stat -c %A "$dir")" == *[xt] ]] || blocked+=("$dir")
+      dir=$(dirname "$dir")
+    done
+  done
+  (( ${#blocked[@]} )) || return 0
+  mapfile -t blocked < <(printf '%s\n' "${blocked[@]}" | sort -u)
+  if (( EUID == 0 )); then
+    chmod o+x "${blocked[@]}"
+    echo "deps: other UIDs may now traverse (o+x, no listing): ${blocked[*]}"
+  else
+    echo "deps: the sidecar's UID cannot reach the interpreter or the checkout through" \
+         "${blocked[*]}: run  chmod o+x ${blocked[*]}" >&2
+  fi
+}
+
+python=$(command -v "${BOOTSTRAP_PYTHON:-python3}" || true)
+[[ -n "$python" ]] && traversable "$(readlink -f "$python")" "$(pwd)/Makefile"
 
 missing=()
 for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done

@@ -514,8 +514,8 @@ class Demo:
                 "setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups",
                 sys.executable, "-c",
                 "import sys; from haltgate.cli.demo import agent_main; "
-                "sys.exit(agent_main(sys.argv[1], sys.argv[2]))",
-                self.urls["llm"], self.urls["mcp"] + "/mcp"])
+                "sys.exit(agent_main(*sys.argv[1:]))",
+                self.urls["llm"], self.urls["mcp"] + "/mcp", str(self.pace())])
             res = subprocess.run(argv, timeout=120, check=False, env=_clean_env(),
                                  cwd=self.workdir)
             if res.returncode != 0:
@@ -527,9 +527,16 @@ class Demo:
             self.metrics_text = metrics.stdout
         else:
             base = f"http://127.0.0.1:{self.ports['explicit']}"
-            run_agent(self.console, base + "/llm", base + "/tools")
+            run_agent(self.console, base + "/llm", base + "/tools", self.pace())
             _, _, text = _http("GET", f"http://127.0.0.1:{self.ports['metrics']}/metrics")
             self.metrics_text = text if isinstance(text, str) else ""
+
+    def pace(self) -> float:
+        """Seconds between the agent's calls: spread over a few scrapes when there is a
+        dashboard picture to draw, else none."""
+        from haltgate.cli import demo_dashboard
+
+        return demo_dashboard.AGENT_PACE_SECONDS if self.picture is not None else 0.0
 
     def prometheus(self) -> None:
         from haltgate.cli import demo_dashboard
@@ -592,15 +599,18 @@ SCRIPT: list[tuple[str, str, Any]] = [
 """The agent's first steps (then it alternates LLM and search calls until halted)."""
 
 
-def run_agent(console: Console, llm_base: str, mcp_url: str) -> None:
+def run_agent(console: Console, llm_base: str, mcp_url: str, pace: float = 0.0) -> None:
     """The sample agent: scripted calls, then a loop, until the sidecar halts it.
 
     ``llm_base`` is the OpenAI-compatible base URL (``.../v1/chat/completions`` is appended)
     and ``mcp_url`` the MCP endpoint: the upstreams themselves (transparent mode) or the
-    sidecar's aliases (explicit mode). Raises DemoError if the halt never comes."""
+    sidecar's aliases (explicit mode). ``pace``: seconds between calls (so that Prometheus,
+    scraping every second, sees the run unfold). Raises DemoError if the halt never comes."""
     seen: dict[str, int] = {}
     halted = False
     for step in range(MAX_AGENT_STEPS):
+        if step and pace:
+            time.sleep(pace)
         if step < len(SCRIPT):
             kind, what, args = SCRIPT[step]
         elif step % 2:
@@ -628,10 +638,10 @@ def run_agent(console: Console, llm_base: str, mcp_url: str) -> None:
     console.ok(f"halted for good: the next call is refused too ({failure})")
 
 
-def agent_main(llm_base: str, mcp_url: str) -> int:
+def agent_main(llm_base: str, mcp_url: str, pace: str = "0") -> int:
     """Entry point of the agent process in network-namespace mode (exit 0: halted)."""
     try:
-        run_agent(Console(total=0), llm_base, mcp_url)
+        run_agent(Console(total=0), llm_base, mcp_url, float(pace))
     except DemoError as e:
         click.secho(f"    agent: {e}", fg="red", err=True)
         return 1

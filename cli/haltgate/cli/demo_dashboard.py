@@ -20,6 +20,9 @@ from typing import Any
 
 PROMETHEUS_PORT = 9090
 """Port of the demo's Prometheus (its own namespace in netns mode; a free one otherwise)."""
+AGENT_PACE_SECONDS = 0.5
+"""The agent's pause between calls when a picture is drawn: its dozen calls then span a
+few one-second scrapes, so rates and latencies have points to draw."""
 WAIT_SECONDS = 60.0
 """Bound on Prometheus becoming ready and catching up with the sidecar (slow machines)."""
 
