@@ -485,6 +485,8 @@ class Demo:
             "setpriv", f"--reuid={SIDECAR_UID}", f"--regid={SIDECAR_UID}", "--clear-groups",
             self.haltgate, "sidecar", "--policy", str(self.workdir / "policy.yaml"),
             "--mode", "transparent", "--ca-dir", str(ca_dir),
+            # On the pod IP, as the injected sidecar: Prometheus scrapes it from outside.
+            "--metrics-listen", f"{POD_IP}:{self.ports['metrics']}",
             "--state-dir", str(self.state_dir), "--admin-token-file", str(token),
             "--opa-url", self.urls["opa"], "--log-level", "warning"]), env=env)
         self.sidecar_proc = proc
@@ -737,9 +739,13 @@ def demo(keep: bool, mode: str, dashboard_png: Path) -> None:
         with _workdir(keep) as workdir, contextlib.ExitStack() as stack:
             d = Demo(console, repo, workdir, stack, dashboard_png=dashboard_png)
             d.choose_mode(mode)
+            took: list[str] = []
             for name in STEPS:
+                started = time.monotonic()
                 getattr(d, name)()
-            click.secho(f"\nDone in {console.elapsed():.0f}s. Tearing down.", bold=True)
+                took.append(f"{name} {time.monotonic() - started:.1f}s")
+            click.secho(f"\nDone in {console.elapsed():.0f}s ({', '.join(took)}). "
+                        "Tearing down.", bold=True)
             if d.picture is not None:
                 click.secho(f"The fleet dashboard of this run: {d.picture.out}", bold=True)
     except DemoError as e:
