@@ -80,7 +80,8 @@ def start(demo: Any, out: Path) -> Picture | None:
     demo.spawn("prometheus", _in_place(demo, prometheus.argv(
         binary, config, demo.workdir / "prometheus-data", listen)))
     base = f"http://{listen}"
-    _run(demo, _tool(demo, "--prometheus", base, "--wait-up", str(WAIT_SECONDS)))
+    _run(demo, _in_place(demo, [sys.executable, "-m", "haltgate.testbed.prometheus",
+                                "--prometheus", base, "--wait-up", str(WAIT_SECONDS)]))
     demo.console.ok(f"Prometheus on {base} scrapes the sidecar's metrics ({target}) every "
                     f"{prometheus.SCRAPE_INTERVAL}")
     return Picture(base, time.time(), out)

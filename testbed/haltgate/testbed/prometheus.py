@@ -7,8 +7,11 @@ it with :func:`api`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -80,3 +83,32 @@ def holds(base: str, query: str, expected: float) -> bool:
     except TestbedError:
         return False
     return bool(result) and abs(float(result[0]["value"][1]) - expected) < 0.5
+
+
+def wait_up(base: str, seconds: float) -> None:
+    """Wait (bounded) until every scrape target of the Prometheus at ``base`` is up."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if targets_up(base):
+            return
+        time.sleep(0.25)
+    raise TestbedError(f"prometheus at {base}: targets not up after {seconds:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m haltgate.testbed.prometheus --prometheus URL --wait-up SECONDS``: wait
+    until its targets are up (run inside a network namespace by the demo)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--prometheus", required=True, help="base URL of the Prometheus")
+    parser.add_argument("--wait-up", type=float, default=30.0, metavar="SECONDS")
+    args = parser.parse_args(argv)
+    try:
+        wait_up(args.prometheus, args.wait_up)
+    except TestbedError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
