@@ -9,7 +9,8 @@ hammering a halted run. The remembered halt *follows the sidecar*:
 * any other halt is raised again only while the sidecar's view of the run
   (``GET /haltgate/v1/self``, :class:`~haltgate.sdk.client.SidecarClient`) still says the
   run is halted: after a lift or a reset the next call goes out. When the view cannot be
-  read, the halt is kept (the sidecar would refuse anyway).
+  read, the halt is kept (the sidecar would refuse anyway);
+* with an in-process governor (``local=``) nothing is remembered: it decides every call.
 """
 
 from __future__ import annotations
@@ -101,11 +102,12 @@ class HaltTracker:
         halt = self.halt
         if halt is None:
             return None
+        if self.local is not None:  # in-process: the local engine decides on the reserve
+            self.halt = None
+            return None
         if halt.retry_after is not None:
             if self.clock() < self._halt_at + halt.retry_after:
                 return halt
-        elif self.local is not None:
-            pass  # in-process: the local engine decides on the next reserve
         else:
             seen = (view or self._view)()
             if seen is None or halted_in(seen):
