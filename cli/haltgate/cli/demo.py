@@ -193,7 +193,8 @@ class Demo:
     state_dir: Path = field(default_factory=Path)
     dashboard_png: Path = Path("haltgate-demo-dashboard.png")
     """Where the last step draws the fleet dashboard (cli/haltgate/cli/demo_dashboard.py)."""
-    picture: Any = None
+    drawing: Any = None
+    """The Prometheus scraping the sidecar and the picture drawn from it, if possible."""
 
     def __post_init__(self) -> None:
         from haltgate.testbed import binaries
@@ -538,19 +539,25 @@ class Demo:
         dashboard picture to draw, else none."""
         from haltgate.cli import demo_dashboard
 
-        return demo_dashboard.AGENT_PACE_SECONDS if self.picture is not None else 0.0
+        return demo_dashboard.AGENT_PACE_SECONDS if self.drawing is not None else 0.0
 
     def prometheus(self) -> None:
         from haltgate.cli import demo_dashboard
 
         self.console.step("Prometheus scraping the sidecar (for the dashboard at the end)")
-        self.picture = demo_dashboard.start(self, self.dashboard_png)
+        self.drawing = demo_dashboard.start(self, self.dashboard_png)
 
     def dashboard(self) -> None:
         from haltgate.cli import demo_dashboard
 
-        self.console.step("The fleet dashboard, drawn from what Prometheus scraped")
-        demo_dashboard.draw(self, self.picture)
+        self.console.step("Prometheus has every call: the fleet dashboard is drawn from it")
+        demo_dashboard.draw(self, self.drawing)
+
+    def picture(self) -> None:
+        from haltgate.cli import demo_dashboard
+
+        self.console.step("The fleet dashboard of this run, as a picture")
+        demo_dashboard.finish(self, self.drawing)
 
     def audit(self) -> None:
         self.console.step("The audit trail: ship the spool, read the run back, verify")
@@ -693,7 +700,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 STEPS = ("postgres", "standins", "opa", "control_plane", "operator", "apply_workload",
-         "sidecar", "prometheus", "agent", "dashboard", "audit", "metrics")
+         "sidecar", "prometheus", "agent", "dashboard", "audit", "metrics", "picture")
 
 
 @contextlib.contextmanager
@@ -746,8 +753,8 @@ def demo(keep: bool, mode: str, dashboard_png: Path) -> None:
                 took.append(f"{name} {time.monotonic() - started:.1f}s")
             click.secho(f"\nDone in {console.elapsed():.0f}s ({', '.join(took)}). "
                         "Tearing down.", bold=True)
-            if d.picture is not None:
-                click.secho(f"The fleet dashboard of this run: {d.picture.out}", bold=True)
+            if d.drawing is not None:
+                click.secho(f"The fleet dashboard of this run: {d.drawing.out}", bold=True)
     except DemoError as e:
         click.secho(f"\ndemo failed: {e}", fg="red", err=True)
         raise SystemExit(1) from e

@@ -5,13 +5,15 @@ sidecar before the agent runs: on the host in explicit mode, in the upstream net
 namespace in netns mode (the only place that reaches the pod's metrics port, as a cluster's
 Prometheus would). After the agent is halted it waits until Prometheus holds the sidecar's
 final request count, then draws the chart's fleet dashboard from it
-(``haltgate.testbed.dashboard``, matplotlib) into a PNG. Both run as subprocesses, so that
-in netns mode they run inside the namespace.
+(``haltgate.testbed.dashboard``, matplotlib) into a PNG, in the background while the demo
+reads the audit trail; the demo's last step waits for the picture. Both run as
+subprocesses, so that in netns mode they run inside the namespace.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ class Picture:
     started: float
     """Epoch seconds when it was ready: the start of the picture's range."""
     out: Path
+    drawing: subprocess.Popen[bytes] | None = None
+    """The drawing process, while it runs."""
 
 
 def missing() -> str | None:
@@ -88,17 +92,51 @@ def start(demo: Any, out: Path) -> Picture | None:
 
 
 def draw(demo: Any, picture: Picture | None) -> None:
-    """Wait for the last scrape, then draw the fleet dashboard into ``picture.out``."""
+    """Wait until Prometheus holds the sidecar's final count, then start drawing the fleet
+    dashboard into ``picture.out`` in the background (:func:`finish` waits for it)."""
     if picture is None:
         return
     expected = sum(float(line.rsplit(" ", 1)[1]) for line in demo.metrics_text.splitlines()
                    if line.startswith("haltgate_requests_total{"))
+    _run(demo, _in_place(demo, [sys.executable, "-m", "haltgate.testbed.prometheus",
+                                "--prometheus", picture.base, "--wait-up", str(WAIT_SECONDS),
+                                "--expect-requests", f"{expected:g}"]))
+    time.sleep(1.5)  # one more scrape: rates over the last interval see the end too
     picture.out.parent.mkdir(parents=True, exist_ok=True)
-    _run(demo, _tool(demo, "--prometheus", picture.base, "--start", f"{picture.started:.3f}",
-                     "--out", str(picture.out), "--what", "the demo's run",
-                     "--expect-requests", f"{expected:g}", "--wait-up", str(WAIT_SECONDS)))
-    demo.console.ok(f"fleet dashboard (the chart's Grafana JSON, drawn from this "
-                    f"Prometheus): {picture.out}")
+    log = (demo.workdir / "logs" / "dashboard.log").open("wb")
+    picture.drawing = subprocess.Popen(
+        _tool(demo, "--prometheus", picture.base, "--start", f"{picture.started:.3f}",
+              "--end", f"{time.time():.3f}", "--out", str(picture.out),
+              "--what", "the demo's run", "--wait-up", "0"),
+        stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    demo.stack.callback(_stop, picture)
+    demo.console.ok(f"Prometheus holds all {expected:g} calls; drawing the chart's fleet "
+                    "dashboard from it (in the background)")
+
+
+def finish(demo: Any, picture: Picture | None) -> None:
+    """Wait for the drawing and say where the picture is."""
+    from haltgate.cli.demo import DemoError
+
+    if picture is None or picture.drawing is None:
+        demo.console.info("no dashboard picture (see the Prometheus step)")
+        return
+    try:
+        code = picture.drawing.wait(timeout=WAIT_SECONDS + 60)
+    except subprocess.TimeoutExpired as e:
+        raise DemoError("the dashboard picture took too long") from e
+    if code != 0:
+        log = (demo.workdir / "logs" / "dashboard.log").read_text(errors="replace")
+        raise DemoError(f"the dashboard picture failed:\n{log[-1500:]}")
+    demo.console.ok(f"fleet dashboard of this run (the chart's Grafana JSON, drawn from "
+                    f"the Prometheus that scraped the sidecar): {picture.out}")
+
+
+def _stop(picture: Picture) -> None:
+    if picture.drawing is not None and picture.drawing.poll() is None:
+        picture.drawing.kill()
+        picture.drawing.wait(timeout=10)
 
 
 def _run(demo: Any, argv: list[str]) -> None:

@@ -95,15 +95,32 @@ def wait_up(base: str, seconds: float) -> None:
     raise TestbedError(f"prometheus at {base}: targets not up after {seconds:.0f}s")
 
 
+def wait_holds(base: str, query: str, expected: float, seconds: float) -> None:
+    """Wait (bounded) until ``query`` reaches ``expected`` (Prometheus caught up)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if holds(base, query, expected):
+            return
+        time.sleep(0.25)
+    raise TestbedError(f"prometheus at {base}: {query} did not reach {expected:g} "
+                       f"in {seconds:.0f}s")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m haltgate.testbed.prometheus --prometheus URL --wait-up SECONDS``: wait
-    until its targets are up (run inside a network namespace by the demo)."""
+    until its targets are up (and, with ``--expect-requests``, until it holds the sidecars'
+    final request count); run inside a network namespace by the demo."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--prometheus", required=True, help="base URL of the Prometheus")
     parser.add_argument("--wait-up", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument("--expect-requests", type=float, default=None, metavar="N",
+                        help="then wait until sum(haltgate_requests_total) is N")
     args = parser.parse_args(argv)
     try:
         wait_up(args.prometheus, args.wait_up)
+        if args.expect_requests is not None:
+            wait_holds(args.prometheus, "sum(haltgate_requests_total)", args.expect_requests,
+                       args.wait_up)
     except TestbedError as e:
         print(e, file=sys.stderr)
         return 1
