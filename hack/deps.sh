@@ -39,11 +39,12 @@ installed() {
 }
 
 traversable() {  # PATH...: every directory above each path lets other UIDs through
-  local path dir blocked=()
+  local path dir perm blocked=()
   for path in "$@"; do
     dir=$(dirname "$path")
     while [[ "$dir" != / && -n "$dir" ]]; do
-      [[ "$(stat -c %A "$dir")" == *[xt] ]] || blocked+=("$dir")
+      perm=$(stat -c %A "$dir" 2>/dev/null) || perm=""
+      [[ "$perm" == *[xt] ]] || blocked+=("$dir")
       dir=$(dirname "$dir")
     done
   done
