@@ -61,6 +61,7 @@ from haltgate.governance.pricing import (
     load_table_file,
 )
 from haltgate.governance.request import AgentIdentity
+from haltgate.sidecar import self_view
 from haltgate.sidecar.admin import TokenFile, create_admin_app
 from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.classify import Target
@@ -616,6 +617,10 @@ class Sidecar:
         await client.start()
         return PoolStage(client=client, **common)
 
+    def agent_identity(self) -> AgentIdentity:
+        """Who the sidecar governs (namespace, workload, pod, run id)."""
+        return self._agent()
+
     def _agent(self) -> AgentIdentity:
         a = self.settings.agent
         return AgentIdentity(namespace=a.namespace, workload=a.workload, pod=a.pod,
@@ -734,6 +739,9 @@ class Sidecar:
         async def handler(request: web.BaseRequest) -> web.StreamResponse:
             pipeline = self.pipeline
             assert pipeline is not None
+            if request.raw_path.startswith(self_view.SELF_PATH) and \
+                    self_view.is_self_request(request.raw_path):
+                return self_view.answer(request, self)  # the agent's read-only view
             if request.version == aiohttp.HttpVersion11 and "Expect" in request.headers:
                 await _answer_expect(request)
             return await pipeline.handle(request, resolve_explicit(request, pipeline.controls))
