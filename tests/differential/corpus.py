@@ -66,12 +66,6 @@ _DEPLOYMENT = (
     ".../deployments/NAME/chat/completions) serves NAME whatever the body says, so "
     "deployments/gpt-5 with model gpt-4o-mini runs a denied model. Read the model from a "
     "deployments/NAME path segment too (and refuse a body model that differs)")
-_ARGUMENT_CASE = (
-    "open (found by this harness, not fixed by h1-reading or h2-mcp): a tool argument key "
-    "spelled in another case than the policy's argument constraint ($.path vs 'Path') "
-    "escapes the constraint, since nothing collides, while a Go tool decoding its arguments "
-    "into a struct reads it as path and runs with /etc/shadow. Keys that argument "
-    "constraints read must be spelled exactly, as LLM and JSON-RPC fields already are")
 _CHAT = "/v1/chat/completions"
 _GPT5 = chat(("model", "gpt-5"))
 
@@ -155,8 +149,7 @@ CASES: tuple[Case, ...] = (
     Case("mcp-argument-lone-case-variant", "mcp", "POST", "",
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file",'
              '"arguments":{"Path":"/etc/shadow"}}}'),
-         why="nothing collides, but the rule reads $.path and a Go tool reads Path as path",
-         open_divergence=_ARGUMENT_CASE, open_on=("go",)),
+         why="refused (ambiguous_json): the rule reads $.path and a Go tool reads Path as path"),
     # --- MCP batches and methods
     Case("mcp-batch-denied-second", "mcp", "POST", "",
          rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
