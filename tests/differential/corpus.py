@@ -54,12 +54,6 @@ def rpc(text: str) -> bytes:
     return text.encode()
 
 
-_MCP_IN_DISGUISE = (
-    "open (found by this harness, not fixed by h1-reading or h2-mcp): a JSON-RPC tools/call "
-    "sent to an upstream declared as llm or http is not governed as MCP (kind None or http), "
-    "so tool rules never see it; under tools.default allow, or an http rule allowing POST, "
-    "the upstream executes a denied tool. LLM-shaped bodies are metered whatever the path; "
-    "JSON-RPC bodies need the same treatment (govern as MCP, or refuse)")
 _DEPLOYMENT = (
     "open (found by this harness, not fixed by h1-reading): the sidecar reads the model from "
     "the body only; an OpenAI-compatible upstream that routes by deployment (Azure OpenAI: "
@@ -211,13 +205,11 @@ CASES: tuple[Case, ...] = (
     Case("mcp-in-disguise-llm-upstream", "llm", "POST", "/mcp",
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file",'
              '"arguments":{}}}'),
-         why="LLM gateways (LiteLLM) serve MCP at /mcp on the same origin",
-         open_divergence=_MCP_IN_DISGUISE),
+         why="LLM gateways (LiteLLM) serve MCP at /mcp on the same origin: mcp_in_disguise"),
     Case("mcp-in-disguise-http-upstream", "api", "POST", "/mcp",
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file",'
              '"arguments":{}}}'),
-         why="many APIs serve MCP at /mcp beside their REST routes",
-         open_divergence=_MCP_IN_DISGUISE),
+         why="many APIs serve MCP at /mcp beside their REST routes: mcp_in_disguise"),
     # --- compressed request bodies: decoded once by the sidecar, again by the upstream
     Case("body-deflate-chunked", "api", "POST", _CHAT, zlib.compress(_GPT5),
          (("Content-Encoding", "deflate"),), chunked=True,
