@@ -1,4 +1,4 @@
-"""Candidate model stage: a fine-tuned MiniLM injection classifier run by onnxruntime.
+"""Model stage of the injection detector: a fine-tuned MiniLM classifier run by onnxruntime.
 
 The model is the int8 ONNX MiniLM classifier that the ``stackone-defender`` package ships
 (Apache-2.0, ``models/minilm-multihead-v5``: tokenizer.json, model_quantized.onnx,
@@ -24,6 +24,12 @@ from haltgate.governance.guardrails.model import ModelUnavailable
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 MODEL_SUBDIR = ("models", "minilm-multihead-v5")
+BLOCK_AT = 0.95
+"""Blocking threshold, chosen on validation splits only (bench/injection_model_choice.py and
+docs/guardrails.md section 6): the smallest of 0.80..0.98 keeping false positives <= 1 % on
+the pooled benign texts of s-labs and neuralchemy validation plus the own benign corpus."""
+ADVISORY_AT = 0.7
+"""From here to BLOCK_AT a model finding is advisory (audited, adds risk, never blocks)."""
 
 
 def default_model_dir() -> Path:
@@ -61,9 +67,15 @@ class OnnxInjectionScorer:
             raise ModelUnavailable(f"{model_dir}: missing {', '.join(missing)}")
         self._np = np
         self.settings = settings
+        self.block_at = BLOCK_AT
+        self.advisory_at = ADVISORY_AT
         self._tok = Tokenizer.from_file(str(files["tokenizer.json"]))
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=settings.max_tokens)
+        cls, sep = self._tok.token_to_id("[CLS]"), self._tok.token_to_id("[SEP]")
+        if cls is None or sep is None:
+            raise ModelUnavailable(f"{model_dir}: tokenizer has no [CLS]/[SEP] tokens")
+        self._cls, self._sep = cls, sep
         config = json.loads(files["classifier_config.json"].read_text(encoding="utf-8"))
         self.temperature = float(config.get("calibration", {}).get("temperatureT", 1.0))
         if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -95,8 +107,7 @@ class OnnxInjectionScorer:
         return self._framed(out)
 
     def _framed(self, windows: list[list[int]]) -> list[list[int]]:
-        cls, sep = self._tok.token_to_id("[CLS]"), self._tok.token_to_id("[SEP]")
-        return [[cls, *w, sep] for w in windows]
+        return [[self._cls, *w, self._sep] for w in windows]
 
     def __call__(self, text: str) -> float:
         """Probability-like score in [0, 1] that `text` carries an injection."""
