@@ -51,10 +51,28 @@ def _threshold_at(neg: list[float], fp: float) -> float:
     return ordered[allowed] + 1e-9 if allowed < len(ordered) else 0.0
 
 
+def _latency(scorers: dict[str, Callable[[str], float]]) -> None:
+    """CPU time (this thread) per text of about 256 tokens (~190 words of validation prose)."""
+    words = " ".join(r.text for r in load_training("s-labs", "train")[:3000]).split()
+    texts = [" ".join(words[i:i + 190]) for i in range(0, 190 * 60, 190)]
+    for name, score in scorers.items():
+        score(texts[0])  # warm-up
+        ms = []
+        for t in texts:
+            t0 = time.thread_time()
+            score(t)
+            ms.append(1000 * (time.thread_time() - t0))
+        ms.sort()
+        print(f"{name}: {len(texts)} texts of ~256 tokens, CPU ms p50 {ms[len(ms) // 2]:.1f}"
+              f" p99 {ms[min(len(ms) - 1, int(len(ms) * 0.99))]:.1f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=["train", "validation"], default="validation")
     ap.add_argument("--limit", type=int, default=0, help="sample at most N rows per set")
+    ap.add_argument("--latency", action="store_true",
+                    help="only: CPU ms per full 256-token window of each model (p50/p99)")
     args = ap.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
@@ -64,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         "frozen MiniLM + head (shipped)": model.load_default_scorer(),
         "stackone int8 MiniLM (candidate)": onnx_model.load_default_scorer(),
     }
+    if args.latency:
+        _latency(scorers)
+        return 0
     patterns = InjectionDetector()
     sets: dict[str, list[Sample]] = {}
     rng = random.Random(17)
