@@ -69,22 +69,30 @@ class OnnxInjectionScorer:
         self.settings = settings
         self.block_at = BLOCK_AT
         self.advisory_at = ADVISORY_AT
-        self._tok = Tokenizer.from_file(str(files["tokenizer.json"]))
+        try:
+            self._tok = Tokenizer.from_file(str(files["tokenizer.json"]))
+            config = json.loads(files["classifier_config.json"].read_text(encoding="utf-8"))
+        except Exception as e:  # tokenizers raises a bare Exception on a malformed file
+            raise ModelUnavailable(f"{model_dir}: unreadable tokenizer.json or "
+                                   f"classifier_config.json ({type(e).__name__})") from e
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=settings.max_tokens)
         cls, sep = self._tok.token_to_id("[CLS]"), self._tok.token_to_id("[SEP]")
         if cls is None or sep is None:
             raise ModelUnavailable(f"{model_dir}: tokenizer has no [CLS]/[SEP] tokens")
         self._cls, self._sep = cls, sep
-        config = json.loads(files["classifier_config.json"].read_text(encoding="utf-8"))
         self.temperature = float(config.get("calibration", {}).get("temperatureT", 1.0))
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ModelUnavailable(f"{model_dir}: calibration.temperatureT must be > 0")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1  # 2 shared cores; the executor bounds concurrency
         opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(files["model_quantized.onnx"]), opts,
-                                             providers=["CPUExecutionProvider"])
+        try:
+            self._session = ort.InferenceSession(str(files["model_quantized.onnx"]), opts,
+                                                 providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for a bad or foreign file
+            raise ModelUnavailable(f"{files['model_quantized.onnx']}: not a loadable ONNX "
+                                   f"model ({type(e).__name__})") from e
 
     def windows(self, text: str) -> list[list[int]]:
         """Token ids of sentence-packed windows (with [CLS]/[SEP]), at most max_windows."""
