@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/injection_model_choice.py [--split validation] [--limit N]
 
-Compares the shipped model stage (frozen MiniLM + linear head, guardrails/model.py) with the
-candidate (stackone-defender's fine-tuned int8 MiniLM through onnxruntime,
+Compares the former model stage (frozen MiniLM + linear head, guardrails/model.py) with the
+shipped one (stackone-defender's fine-tuned int8 MiniLM through onnxruntime,
 guardrails/onnx_model.py) on the public sets' non-test splits, read through
 haltgate.testbed.guard_corpora.load_training (which refuses test splits), plus the pattern
 stage's own benign corpus (tests/guardrails/data, in-domain agent traffic). For each model it
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from haltgate.governance.guardrails import model, onnx_model
 
     scorers: dict[str, Callable[[str], float]] = {
-        "frozen MiniLM + head (shipped)": model.load_default_scorer(),
-        "stackone int8 MiniLM (candidate)": onnx_model.load_default_scorer(),
+        "old: frozen MiniLM + head": model.load_default_scorer(),
+        "new: stackone int8 MiniLM (shipped)": onnx_model.load_default_scorer(),
     }
     if args.latency:
         _latency(scorers)
