@@ -167,9 +167,6 @@ def test_transitions_only_on_change() -> None:
     assert policies.transitions({"conditions": [bad]}, {"conditions": [bad]}) == []
     assert policies.transitions({"conditions": [bad]}, {"conditions": [ok]}) == [
         ("Normal", "Delivered", "Ready: m")]
-    assert policies.transitions({"halts": [{"pod": "a"}]},
-                                {"halts": [{"pod": "b"}]}) == [
-        ("Normal", "Halted", "pod b halted (EXTERNAL)"), ("Normal", "HaltLifted", "pod a reset")]
 
 
 def test_update_refusals() -> None:

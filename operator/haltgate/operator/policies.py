@@ -239,7 +239,7 @@ EventType = Literal["Normal", "Warning"]
 def transitions(old: Mapping[str, Any], new: Mapping[str, Any]
                 ) -> list[tuple[EventType, str, str]]:
     """Events worth posting when a status goes from ``old`` to ``new``: (type, reason,
-    message). Conditions that change, and pods halted or released (pure)."""
+    message), for conditions that change (pure). Halts: :func:`haltview.transitions`."""
     out: list[tuple[EventType, str, str]] = []
     before = {c.get("type"): c for c in old.get("conditions") or []}
     for c in new.get("conditions") or []:
@@ -253,9 +253,4 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any]
         elif prev is not None and prev.get("status") == "False":
             out.append(("Normal", str(c.get("reason") or c.get("type")),
                         f"{c.get('type')}: {c.get('message', '')}"))
-    if "halts" in new:
-        was = {h.get("pod") for h in old.get("halts") or []}
-        now = {h.get("pod") for h in new.get("halts") or []}
-        out += [("Normal", "Halted", f"pod {p} halted (EXTERNAL)") for p in sorted(now - was)]
-        out += [("Normal", "HaltLifted", f"pod {p} reset") for p in sorted(was - now)]
     return out
