@@ -10,8 +10,10 @@ Kubernetes deletes it with the policy: no finalizer is needed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
+import hashlib
 import secrets
 import ssl
 from collections.abc import Mapping, Sequence
@@ -187,6 +189,56 @@ def _system_roots() -> str:
     return ""
 
 
+_decision_checks: dict[tuple[str, str], str | None] = {}
+"""Rego digest and decision path -> the missing-rule problem (``opa parse`` runs once)."""
+
+
+def _missing_decision(rego: str, decision_path: str) -> str | None:
+    from haltgate.governance import rego as rego_tools
+
+    key = (hashlib.sha256(rego.encode()).hexdigest(), decision_path)
+    if key not in _decision_checks:
+        opa = rego_tools.find_opa_binary()
+        if opa is None:
+            return None  # not checked here; the sidecar's OPA reports opa_undefined
+        try:
+            why = rego_tools.missing_decision(rego, decision_path, opa=opa)
+        except rego_tools.RegoToolError:
+            return None  # does not compile: admission and the sidecar say so
+        if len(_decision_checks) > 1024:
+            _decision_checks.clear()
+        _decision_checks[key] = why
+    return _decision_checks[key]
+
+
+async def readiness_problem(rt: Runtime, namespace: str, spec: Mapping[str, Any],
+                            rego: str | None) -> tuple[str, str] | None:
+    """Why the policy's agents would have every call refused although it is valid:
+    (reason, message), or None. A pool that does not exist, a pool without the database
+    Secret its members need, Rego without a rule at ``decisionPath``."""
+    pool = spec.get("pool")
+    if pool:
+        try:
+            await rt.cluster.read_custom(cluster.POOL_PLURAL, namespace, pool)
+        except cluster.NotFound:
+            return ("PoolNotFound", f"spec.pool: no BudgetPool {namespace}/{pool}; the "
+                    f"policy's agents would have every call refused")
+        secret = rt.settings.injection.pool_database_secret
+        try:
+            await rt.cluster.read_secret_key(namespace, secret, "dsn")
+        except cluster.NotFound:
+            return ("PoolDatabaseSecretMissing",
+                    f"spec.pool: Secret {namespace}/{secret} (key dsn) with the pool "
+                    f"database URI is missing; the policy's pods cannot start their sidecar")
+    opa = spec.get("opa") or {}
+    if rego is not None:
+        path = str(opa.get("decisionPath") or "haltgate/decision")
+        why = await asyncio.to_thread(_missing_decision, rego, path)
+        if why:
+            return "DecisionRuleMissing", f"spec.opa.decisionPath: {why}"
+    return None
+
+
 async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
                     logger: Any, pods: Sequence[Mapping[str, Any]]) -> bool:
     """Bring one policy's ConfigMap and status up to date; True when Ready.
@@ -218,6 +270,9 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
         await ensure_namespace_secrets(rt, namespace)
         if changed:
             logger.info(f"rendered ConfigMap {injection.policy_configmap_name(name)}")
+        if (problem := await readiness_problem(rt, namespace, body.get("spec") or {},
+                                               rego)) is not None:
+            ready, reason, message = False, *problem
     except cluster.NotFound as e:
         ready, reason, message = False, "RegoNotFound", str(e)
     status_patch["conditions"] = [
