@@ -37,6 +37,7 @@ from haltgate.operator import (
     selectors,
     webhookconfig,
     webhooks,
+    workloads,
 )
 from haltgate.operator.runtime import Runtime
 from haltgate.operator.settings import OperatorSettings
@@ -421,19 +422,55 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
                                    result.errors)
         memo["halted"] = bool(result.halted or result.pending)
 
+    async def carry_opt_in(kind: str, body: Mapping[str, Any], log: Any) -> None:
+        """``haltgate.dev/inject`` (policy, mode) on the workload object -> its pod template
+        (docs/operator.md, "Opting in"); removing it undoes what the operator added."""
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace", "")
+        if rt.settings.injection.excluded(namespace):
+            return
+        patch = workloads.carry_patch(body)
+        if patch is None:
+            return
+        try:
+            await rt.cluster.patch_template_annotations(kind, namespace, meta["name"], patch)
+        except cluster.NotFound:
+            return
+        except Exception as e:  # the next event of this object tries again
+            log.warning(f"cannot carry haltgate annotations into the pod template: "
+                        f"{_short(e)}")
+            return
+        shown = ", ".join(f"{k}={v}" if v is not None else f"{k}-"
+                          for k, v in sorted(patch.items()))
+        log.info(f"pod template annotations {shown}")
+        await events.post(rt.cluster, {"apiVersion": "apps/v1", "kind": kind, **body},
+                          "Normal", "OptInCarried",
+                          f"pod template annotations set from the {kind}'s own: {shown} "
+                          f"(a rollout)")
+
     @kopf.on.event("apps", "v1", "deployments", id="halt", registry=registry)
     async def deployment_event(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
                                **_: Any) -> None:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
+        await carry_opt_in("Deployment", body, logger)
         await sync_deployment(body, memo, logger)
         if memo.get("halted"):
             halted_deployments[key] = (dict(body), memo)
         else:
             halted_deployments.pop(key, None)
 
-    # Not a kopf timer: timers put finalizers on their objects, and haltgate does not write
-    # to users' Deployments. New pods of a halted Deployment get their halt from this loop.
+    @kopf.on.event("apps", "v1", "statefulsets", id="carry-sts", registry=registry)
+    async def statefulset_event(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        await carry_opt_in("StatefulSet", body, logger)
+
+    @kopf.on.event("apps", "v1", "daemonsets", id="carry-ds", registry=registry)
+    async def daemonset_event(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        await carry_opt_in("DaemonSet", body, logger)
+
+    # Not a kopf timer: timers put finalizers on their objects, and haltgate writes to
+    # users' workloads only to carry an opt-in they asked for. New pods of a halted
+    # Deployment get their halt from this loop.
     halted_deployments: dict[tuple[str, str], tuple[dict[str, Any], kopf.Memo]] = {}
 
     async def resync_deployments() -> None:

@@ -23,6 +23,7 @@ VALIDATE_POLICY_ID = "validate-policy"
 VALIDATE_POOL_ID = "validate-pool"
 VALIDATE_POD_ID = "validate-pod"
 VALIDATE_EPHEMERAL_ID = "validate-ephemeral"
+ANNOTATIONS_ID = "warn-annotations"
 TIMEOUT_SECONDS = 10
 LABELS = {"app.kubernetes.io/part-of": "haltgate", "app.kubernetes.io/managed-by": "haltgate"}
 
@@ -122,6 +123,23 @@ INJECTED_CEL = (f"has(oldObject.metadata.annotations) && "
 """Only pods haltgate injected are checked on UPDATE."""
 
 
+def _has_haltgate_annotation(meta: str) -> str:
+    return (f"has({meta}.annotations) && "
+            f"{meta}.annotations.exists(k, k.startsWith('haltgate.dev/'))")
+
+
+BARE_POD_ANNOTATED_CEL = (f"!has(object.metadata.ownerReferences) && "
+                          f"{_has_haltgate_annotation('object.metadata')}")
+"""Pods people create themselves that mention haltgate (a controller's pods were already
+checked as their workload's template)."""
+WORKLOAD_ANNOTATED_CEL = (f"{_has_haltgate_annotation('object.metadata')} || "
+                          f"(has(object.spec.template.metadata) && "
+                          f"{_has_haltgate_annotation('object.spec.template.metadata')})")
+"""Workloads that mention haltgate on the object or in the pod template."""
+WORKLOAD_RESOURCES = (("apps", ("deployments", "statefulsets", "daemonsets")),
+                      ("batch", ("jobs",)))
+
+
 def validating_configuration(endpoint: Endpoint,
                              config: injection.InjectionConfig | None = None
                              ) -> dict[str, Any]:
@@ -161,6 +179,26 @@ def validating_configuration(endpoint: Endpoint,
             "matchPolicy": "Equivalent",
         }
 
+    def warn_hook(name: str, rules: list[dict[str, Any]], cel: str) -> dict[str, Any]:
+        # Warnings only: an operator outage must never block a workload for this.
+        return {
+            "name": name,
+            "clientConfig": endpoint.client_config(ANNOTATIONS_ID),
+            "rules": rules,
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": excluded_namespaces(cfg)}]},
+            "matchConditions": [{"name": "mentions-haltgate", "expression": cel}],
+            "failurePolicy": "Ignore",
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "admissionReviewVersions": ["v1"],
+            "matchPolicy": "Equivalent",
+        }
+
+    workload_rules = [{"apiGroups": [group], "apiVersions": ["v1"], "resources": list(res),
+                       "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}
+                      for group, res in WORKLOAD_RESOURCES]
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -171,6 +209,12 @@ def validating_configuration(endpoint: Endpoint,
             pod_hook("pods.haltgate.dev", VALIDATE_POD_ID, "pods"),
             pod_hook("ephemeral.pods.haltgate.dev", VALIDATE_EPHEMERAL_ID,
                      "pods/ephemeralcontainers"),
+            warn_hook("annotations.pods.haltgate.dev",
+                      [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                        "operations": ["CREATE"], "scope": "Namespaced"}],
+                      BARE_POD_ANNOTATED_CEL),
+            warn_hook("annotations.workloads.haltgate.dev", workload_rules,
+                      WORKLOAD_ANNOTATED_CEL),
         ],
     }
 
