@@ -39,7 +39,7 @@ def iptables() -> None:
 )
 @click.option(
     "--protect-port", "protect_ports", type=int, multiple=True,
-    help="Port other UIDs may not connect to (repeatable; default: 15020 and 15090).",
+    help="Port other UIDs may not connect to (repeatable; default: 17020 and 17090).",
 )
 @click.option(
     "--dns", "dns_servers", multiple=True,

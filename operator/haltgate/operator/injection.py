@@ -86,18 +86,18 @@ class InjectionConfig:
     opa_image: str = "openpolicyagent/opa:1.22.2-static"
     """Image of the OPA container, injected only for policies with ``spec.opa``."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    proxy_uid: int = 1337
+    proxy_uid: int = 17337
     """UID (and GID) of the sidecar. The iptables rules exempt exactly this UID, so no agent
     container may run as it."""
-    opa_uid: int = 1338
+    opa_uid: int = 17338
     """UID of the OPA container (its traffic is redirected like the agent's)."""
-    explicit_port: int = 15000
+    explicit_port: int = 17000
     """Sidecar port for explicit-proxy clients (HTTP(S)_PROXY) and alias paths."""
-    transparent_port: int = 15001
+    transparent_port: int = 17001
     """Sidecar port the iptables rules redirect every other TCP connection to."""
-    admin_port: int = 15020
+    admin_port: int = 17020
     """Sidecar admin API (halt, reset, readyz); bearer token from the admin Secret."""
-    metrics_port: int = 15090
+    metrics_port: int = 17090
     opa_port: int = 8181
     opa_diagnostic_port: int = 8282
     ca_bundle_config_map: str = "haltgate-ca-bundle"
@@ -114,7 +114,7 @@ class InjectionConfig:
     """Secret in the pod's namespace with the audit database URI (key ``dsn``, a role in
     ``haltgate_audit_writer``). Set: every pod gets the audit shipper container, which ships
     the sidecar's spool to PostgreSQL. Empty: records stay in the pod's spool."""
-    shipper_metrics_port: int = 15091
+    shipper_metrics_port: int = 17091
     """Prometheus metrics of the audit shipper container (ship lag, errors)."""
     price_table: Mapping[str, Any] | None = None
     """The chart's ``pricing.table``: copied into every policy ConfigMap and loaded by the

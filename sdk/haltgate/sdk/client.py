@@ -1,9 +1,9 @@
 """A small client of the haltgate sidecar: where to send calls, status, remaining budgets.
 
-Calls go to the explicit listener (``HALTGATE_URL``, default ``http://127.0.0.1:15000``)
+Calls go to the explicit listener (``HALTGATE_URL``, default ``http://127.0.0.1:17000``)
 under an upstream alias of the policy: :func:`base_url` builds ``<url>/<alias>/<path>``.
 Status and budgets come from the admin API (``HALTGATE_ADMIN_URL``, default
-``http://127.0.0.1:15020``) with the bearer token of ``HALTGATE_ADMIN_TOKEN`` or the file
+``http://127.0.0.1:17020``) with the bearer token of ``HALTGATE_ADMIN_TOKEN`` or the file
 named by ``HALTGATE_ADMIN_TOKEN_FILE``. Errors of the sidecar become the exceptions of
 :mod:`haltgate.sdk.errors` (re-exported here).
 
@@ -62,8 +62,8 @@ __all__ = [
     "raise_for_response",
 ]
 
-DEFAULT_URL = "http://127.0.0.1:15000"
-DEFAULT_ADMIN_URL = "http://127.0.0.1:15020"
+DEFAULT_URL = "http://127.0.0.1:17000"
+DEFAULT_ADMIN_URL = "http://127.0.0.1:17020"
 WARNING_HEADER = "x-haltgate-budget-warning"
 DECISION_HEADER = "x-haltgate-decision-id"
 TIMEOUT_SECONDS = 5.0
@@ -74,7 +74,7 @@ MAX_ADMIN_BYTES = 4 * 1024 * 1024
 def base_url(alias: str, path: str = "", *, url: str | None = None) -> str:
     """The explicit-mode base URL of an upstream alias, e.g. ``base_url("openai", "v1")``.
 
-    ``url`` defaults to ``HALTGATE_URL`` or ``http://127.0.0.1:15000``.
+    ``url`` defaults to ``HALTGATE_URL`` or ``http://127.0.0.1:17000``.
     """
     root = (url or os.environ.get("HALTGATE_URL") or DEFAULT_URL).rstrip("/")
     tail = "/".join(p.strip("/") for p in (alias, path) if p.strip("/"))

@@ -9,7 +9,7 @@ nat table, chain ``HALTGATE_OUTPUT`` (jumped to from ``OUTPUT`` for TCP):
   2. loopback destinations are not redirected (services inside the pod; the filter table
      still refuses the sidecar's admin and metrics ports to other UIDs);
   3. TCP DNS to the configured resolvers and explicitly excluded ports go direct;
-  4. every other TCP connection is REDIRECTed to the transparent listener (15001).
+  4. every other TCP connection is REDIRECTed to the transparent listener (17001).
 
 filter table, chain ``HALTGATE_OUTPUT`` (jumped to from ``OUTPUT``):
   1. packets of flows already allowed (ESTABLISHED, RELATED) pass: a flow can only be
@@ -41,13 +41,13 @@ from pathlib import Path
 CHAIN = "HALTGATE_OUTPUT"
 """Name of haltgate's own chain in the nat and filter tables (both families)."""
 
-DEFAULT_PROXY_PORT = 15001
-DEFAULT_PROTECTED_PORTS = (15020, 15090)
+DEFAULT_PROXY_PORT = 17001
+DEFAULT_PROTECTED_PORTS = (17020, 17090)
 """Sidecar ports other UIDs may not reach over TCP at all: the admin API and metrics.
 
-The explicit proxy port (15000) stays reachable: the injector sets ``HTTP(S)_PROXY`` and
+The explicit proxy port (17000) stays reachable: the injector sets ``HTTP(S)_PROXY`` and
 base URLs that point at it, and every call there is governed like a redirected one.
-Prometheus scrapes 15090 from outside the pod (INPUT), which these OUTPUT rules leave alone.
+Prometheus scrapes 17090 from outside the pod (INPUT), which these OUTPUT rules leave alone.
 """
 
 NEIGHBOUR_DISCOVERY_ICMPV6 = ("133", "134", "135", "136", "143")
