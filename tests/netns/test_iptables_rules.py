@@ -184,3 +184,25 @@ def test_backend_selects_the_binaries() -> None:
         "ip6tables-legacy-restore"
     )
     assert rules.Tool(rules.Family.IPV4).command("-S") == ["iptables", "-w", "5", "-S"]
+
+
+def test_mesh_proxy_uid_is_left_to_the_mesh_but_kept_off_the_admin_port() -> None:
+    """agent -> haltgate -> mesh proxy -> network: Envoy's (1337) own connections are not
+    redirected to haltgate (a loop) nor dropped, and it may not reach haltgate's admin."""
+    nat = rules.nat_rules(_config(mesh_uids=(1337,)), rules.Family.IPV4).rules
+    mesh = ["-m", "owner", "--uid-owner", "1337", "-j", "RETURN"]
+    assert nat.index(mesh) < nat.index(["-p", "tcp", "-j", "REDIRECT", "--to-ports", "17001"])
+    flt = rules.filter_rules(_config(mesh_uids=(1337,)), rules.Family.IPV6).rules
+    admin = flt.index(["-p", "tcp", "--dport", "17020", "-j", "REJECT", "--reject-with",
+                       "tcp-reset"])
+    assert admin < flt.index(mesh) < flt.index(["-j", "DROP"])
+    assert mesh not in rules.nat_rules(_config(), rules.Family.IPV4).rules
+    with pytest.raises(ValueError, match="sidecar's own UID"):
+        _config(mesh_uids=(17337,))
+    result = CliRunner().invoke(main, ["iptables", "apply", "--proxy-uid", "17337", "--dns",
+                                       "10.96.0.10", "--mesh-uids", "1337,2102", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "-A HALTGATE_OUTPUT -m owner --uid-owner 2102 -j RETURN" in result.output
+    bad = CliRunner().invoke(main, ["iptables", "apply", "--proxy-uid", "17337",
+                                    "--mesh-uids", "envoy", "--dry-run"])
+    assert bad.exit_code == 2 and "--mesh-uids" in bad.output

@@ -182,6 +182,8 @@ opaPort: {{ .Values.injection.opaPort }}
 opaDiagnosticPort: {{ .Values.injection.opaDiagnosticPort }}
 auditDatabaseSecret: {{ .Values.injection.auditDatabaseSecret | quote }}
 shipperMetricsPort: {{ .Values.injection.shipperMetricsPort }}
+meshProxyUIDs: {{ toJson .Values.injection.meshProxyUIDs }}
+meshContainers: {{ toJson .Values.injection.meshContainers }}
 priceTable: {{ toJson .Values.pricing.table }}
 operatorNamespace: {{ .Release.Namespace }}
 excludedNamespaces: {{ toJson .Values.operator.excludedNamespaces }}

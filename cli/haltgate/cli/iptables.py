@@ -46,17 +46,27 @@ def iptables() -> None:
     help="Resolver other UIDs may query on port 53 (repeatable; default: /etc/resolv.conf).",
 )
 @click.option("--no-dns", is_flag=True, help="Allow no DNS at all to other UIDs.")
+@click.option(
+    "--mesh-uids", default="", show_default=False,
+    help="Comma-separated UIDs of a service mesh proxy (e.g. 1337 for Istio's Envoy): "
+         "neither redirected nor dropped, so haltgate's traffic continues to the mesh.",
+)
 @click.option("--ipv4-only", is_flag=True, help="Skip ip6tables (only if IPv6 is disabled).")
 @click.option("--dry-run", is_flag=True, help="Print the rule set and change nothing.")
 @_backend
 def apply(
     proxy_uid: int, proxy_port: int, exclude_ports: tuple[int, ...],
     protect_ports: tuple[int, ...], dns_servers: tuple[str, ...], no_dns: bool,
-    ipv4_only: bool, dry_run: bool, backend: str,
+    mesh_uids: str, ipv4_only: bool, dry_run: bool, backend: str,
 ) -> None:
     """Install the rules (replacing haltgate's previous ones). Idempotent."""
     if no_dns and dns_servers:
         raise click.UsageError("--no-dns and --dns exclude each other")
+    try:
+        meshes = tuple(int(u) for u in mesh_uids.split(",") if u.strip())
+    except ValueError as e:
+        raise click.UsageError(f"--mesh-uids: comma-separated integers, got {mesh_uids!r}") \
+            from e
     servers = () if no_dns else (dns_servers or tuple(rules.system_resolvers()))
     try:
         config = rules.RuleConfig(
@@ -65,6 +75,7 @@ def apply(
             protected_ports=protect_ports or rules.DEFAULT_PROTECTED_PORTS,
             exclude_ports=exclude_ports,
             dns_servers=servers,
+            mesh_uids=meshes,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from e

@@ -123,6 +123,14 @@ class InjectionConfig:
     """Never injected, so the operator can always recover."""
     excluded_namespaces: frozenset[str] = frozenset()
     """More namespaces never injected, on top of kube-system, kube-public, kube-node-lease."""
+    mesh_proxy_uids: tuple[int, ...] = ()
+    """UIDs of a service mesh's proxy (Istio's Envoy 1337, Linkerd's 2102): the iptables
+    step leaves their traffic to the mesh (agent -> haltgate -> mesh), and only the mesh's
+    own containers (``mesh_containers``) may run as them. Empty: no mesh."""
+    mesh_containers: frozenset[str] = frozenset()
+    """Names of a mesh's containers (e.g. istio-init, istio-proxy, istio-validation) that
+    may run as a mesh proxy UID and, for a run-once init container, add NET_ADMIN/NET_RAW.
+    Trusted by name: prefer the mesh's CNI mode, which needs no capabilities."""
 
     def __post_init__(self) -> None:
         ports = {
@@ -139,6 +147,10 @@ class InjectionConfig:
         for name, uid in (("proxyUID", self.proxy_uid), ("opaUID", self.opa_uid)):
             if uid < 1:
                 raise ValueError(f"injection.{name}: must be >= 1 (never root), got {uid}")
+        for uid in self.mesh_proxy_uids:
+            if uid < 1 or uid in (self.proxy_uid, self.opa_uid):
+                raise ValueError(f"injection.meshProxyUIDs: {uid} must be >= 1 and differ "
+                                 f"from proxyUID and opaUID")
         if self.proxy_uid == self.opa_uid:
             raise ValueError("injection.opaUID: must differ from proxyUID (the proxy UID is "
                              "the one exempt from redirection)")
@@ -193,6 +205,7 @@ class InjectionConfig:
             "priceTableKey": PRICE_TABLE_KEY,
             "xtablesVolume": VOLUME_XTABLES, "xtablesDir": XTABLES_DIR,
             "xtablesLockFile": f"{XTABLES_DIR}/xtables.lock",
+            "meshProxyUIDsText": ",".join(str(u) for u in self.mesh_proxy_uids),
         }
 
     @classmethod
@@ -211,6 +224,7 @@ class InjectionConfig:
             "shipperMetricsPort": "shipper_metrics_port", "priceTable": "price_table",
             "operatorNamespace": "operator_namespace",
             "excludedNamespaces": "excluded_namespaces",
+            "meshProxyUIDs": "mesh_proxy_uids", "meshContainers": "mesh_containers",
         }
         unknown = sorted(set(raw) - set(names))
         if unknown:
@@ -218,6 +232,10 @@ class InjectionConfig:
         kwargs: dict[str, Any] = {names[k]: v for k, v in raw.items()}
         if "excluded_namespaces" in kwargs:
             kwargs["excluded_namespaces"] = frozenset(kwargs["excluded_namespaces"])
+        if "mesh_proxy_uids" in kwargs:
+            kwargs["mesh_proxy_uids"] = tuple(int(u) for u in kwargs["mesh_proxy_uids"] or ())
+        if "mesh_containers" in kwargs:
+            kwargs["mesh_containers"] = frozenset(kwargs["mesh_containers"] or ())
         if not kwargs.get("price_table"):
             kwargs["price_table"] = None  # the chart's empty default: the shipped table
         return cls(**kwargs)
@@ -414,7 +432,9 @@ def mutate_pod(
 
     found = refusals.refusals(pod, proxy_uid=config.proxy_uid,
                               reserved_containers=CONTAINER_NAMES,
-                              reserved_volumes=_volume_names(rendered))
+                              reserved_volumes=_volume_names(rendered),
+                              mesh_uids=config.mesh_proxy_uids,
+                              mesh_containers=config.mesh_containers)
     if found:
         first = found[0]
         return Refuse(first.code, first.path, first.reason, tuple(found[1:]))
@@ -428,6 +448,8 @@ def mutate_pod(
     if mode == "explicit":
         agent_env += rendered["agentEnvExplicit"]
     for container in user_init + list(spec.get("containers") or []):
+        if container.get("name") in config.mesh_containers:
+            continue  # a service mesh's own container: not an agent, keeps its trust store
         _merge_named(container, "env", agent_env)
         _merge_named(container, "volumeMounts", rendered["agentVolumeMounts"])
     spec["initContainers"] = ours + user_init
@@ -440,7 +462,8 @@ def mutate_pod(
         "mode": mode,
         "initContainers": [c["name"] for c in ours],
         "volumes": [v["name"] for v in volumes],
-        "agentContainers": [c.get("name", "") for c in user_init + (spec.get("containers") or [])],
+        "agentContainers": [c.get("name", "") for c in user_init + (spec.get("containers") or [])
+                            if c.get("name") not in config.mesh_containers],
         "template": template_digest(rendered),
     }
     out_meta = out.setdefault("metadata", {})
@@ -521,24 +544,46 @@ def _verify_existing(pod: Mapping[str, Any], rendered: Mapping[str, Any],
     spec = pod.get("spec") or {}
     init = spec.get("initContainers") or []
     wanted = _our_init_containers(rendered, policy, config)
-    if len(init) < len(wanted) or not all(
-            _contains(have, want) for have, want in zip(init, wanted, strict=False)):
+    # By name, in order: a webhook called after ours (a mesh injector; reinvocationPolicy
+    # IfNeeded calls ours again) may have put its own init containers first.
+    have = [_without_token_mount(c) for c in init if c.get("name") in CONTAINER_NAMES]
+    if len(have) != len(wanted) or not all(
+            _contains(h, w) for h, w in zip(have, wanted, strict=True)):
         return Refuse("forged_injection", "spec.initContainers",
                       "the pod carries haltgate containers or the "
                       f"{ANNOTATION_INJECTED} annotation, but not the ones this operator "
                       "injects; remove them and let the webhook inject")
-    # Ours are genuine; the agent's side must still pass every rule.
+    # Ours are genuine; everything else (the agent's, a later webhook's) must still pass
+    # every rule.
     agent_only = copy.deepcopy(dict(pod))
     agent_spec = agent_only.setdefault("spec", {})
-    agent_spec["initContainers"] = list(init[len(wanted):])
+    agent_spec["initContainers"] = [c for c in init if c.get("name") not in CONTAINER_NAMES]
     ours = _volume_names(rendered)
     agent_spec["volumes"] = [v for v in (spec.get("volumes") or []) if v.get("name") not in ours]
     found = refusals.refusals(agent_only, proxy_uid=config.proxy_uid,
-                              reserved_containers=CONTAINER_NAMES, reserved_volumes=ours)
+                              reserved_containers=CONTAINER_NAMES, reserved_volumes=ours,
+                              mesh_uids=config.mesh_proxy_uids,
+                              mesh_containers=config.mesh_containers)
     if found:
         first = found[0]
         return Refuse(first.code, first.path, first.reason, tuple(found[1:]))
     return Skip("already injected")
+
+
+SERVICE_ACCOUNT_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def _without_token_mount(container: Mapping[str, Any]) -> dict[str, Any]:
+    """The container without the API token mount the apiserver's ServiceAccount plugin adds
+    to every container (also to ours, when it runs again before a reinvocation)."""
+    out = dict(container)
+    mounts = [m for m in container.get("volumeMounts") or []
+              if m.get("mountPath") != SERVICE_ACCOUNT_TOKEN_DIR]
+    if mounts:
+        out["volumeMounts"] = mounts
+    else:
+        out.pop("volumeMounts", None)
+    return out
 
 
 def _contains(have: Any, want: Any) -> bool:

@@ -113,8 +113,9 @@ def _pod_webhook(name: str, endpoint: Endpoint, ns_expressions: list[dict[str, A
         "timeoutSeconds": TIMEOUT_SECONDS,
         "admissionReviewVersions": ["v1"],
         "matchPolicy": "Equivalent",
-        # A second pass adds nothing (an injected pod is left alone).
-        "reinvocationPolicy": "Never",
+        # Called again when a later webhook (a mesh injector) changed the pod: what it
+        # added must pass the same rules (an injected pod is otherwise left alone).
+        "reinvocationPolicy": "IfNeeded",
     }
 
 
