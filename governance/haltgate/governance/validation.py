@@ -200,7 +200,8 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
 
     if not spec.selector.match_labels and not spec.selector.match_expressions:
         add(Issue("spec.selector", "empty selector: the policy governs every injected pod "
-                  "in the namespace", warning=True))
+                  "of the namespace that no other policy's selector names (the namespace's "
+                  "default)", warning=True))
     return issues
 
 

@@ -492,6 +492,11 @@ def _choose_policy(pod: Mapping[str, Any], namespace: str,
                       f"must not start ungoverned")
     labels = meta.get("labels") or {}
     matching = [p for p in policies if selectors.matches(p.selector, labels)]
+    if len(matching) > 1:
+        # A policy with an empty selector is the namespace's default: a policy that names
+        # the pod's labels wins over it.
+        specific = [p for p in matching if not _selects_everything(p.selector)]
+        matching = specific or matching
     if not matching:
         return Refuse("no_policy", "metadata.labels",
                       f"no GovernancePolicy in namespace {namespace} selects this pod; create "
@@ -503,6 +508,10 @@ def _choose_policy(pod: Mapping[str, Any], namespace: str,
                       f"several GovernancePolicies select this pod ({names}); name one with "
                       f"the {ANNOTATION_POLICY} annotation")
     return matching[0]
+
+
+def _selects_everything(selector: Mapping[str, Any]) -> bool:
+    return not selector.get("matchLabels") and not selector.get("matchExpressions")
 
 
 def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
@@ -527,11 +536,11 @@ def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
 
 
 def _looks_injected(pod: Mapping[str, Any]) -> bool:
-    spec = pod.get("spec") or {}
-    names = {c.get("name") for c in (spec.get("initContainers") or [])}
-    names |= {c.get("name") for c in (spec.get("containers") or [])}
+    """The webhook's record is there: a second pass (or a copied pod). A pod that only uses
+    one of haltgate's container names is the user's mistake, refused as ``name_conflict``
+    by the rules; one that carries the record must carry genuine pieces."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return ANNOTATION_INJECTED in annotations or bool(names & CONTAINER_NAMES)
+    return ANNOTATION_INJECTED in annotations
 
 
 def _verify_existing(pod: Mapping[str, Any], rendered: Mapping[str, Any],
