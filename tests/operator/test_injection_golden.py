@@ -128,3 +128,20 @@ def test_istio_injected_after_haltgate_on_reinvocation() -> None:
     init = next(c for c in first.pod["spec"]["initContainers"]
                 if c["name"] == injection.INIT_CONTAINER_NAME)
     assert init["args"][-2:] == ["--mesh-uids", "1337"]
+
+
+def test_guaranteed_pod_stays_guaranteed() -> None:
+    """QoS class Guaranteed needs limits = requests in every container, init ones too."""
+    pod = yaml.safe_load((TESTDATA / "guaranteed.yaml").read_text())
+    out = run(pod)
+    assert isinstance(out, injection.Inject)
+    for c in out.pod["spec"]["initContainers"] + out.pod["spec"]["containers"]:
+        res = c["resources"]
+        assert set(res["limits"]) >= {"cpu", "memory"}, c["name"]
+        assert res.get("requests", res["limits"]) == res["limits"], c["name"]
+    # A Burstable pod keeps the template's resources (no CPU limit on the proxy).
+    burstable = run(yaml.safe_load((TESTDATA / "annotated.yaml").read_text()))
+    assert isinstance(burstable, injection.Inject)
+    proxy = next(c for c in burstable.pod["spec"]["initContainers"]
+                 if c["name"] == injection.SIDECAR_CONTAINER_NAME)
+    assert "cpu" not in proxy["resources"]["limits"]

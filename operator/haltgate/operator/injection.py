@@ -127,6 +127,10 @@ class InjectionConfig:
     """UIDs of a service mesh's proxy (Istio's Envoy 1337, Linkerd's 2102): the iptables
     step leaves their traffic to the mesh (agent -> haltgate -> mesh), and only the mesh's
     own containers (``mesh_containers``) may run as them. Empty: no mesh."""
+    guaranteed_cpu: str = "250m"
+    """CPU of the sidecar and OPA containers in a pod of QoS class Guaranteed (every agent
+    container has limits equal to requests): haltgate's containers then get requests equal
+    to limits too (this CPU; memory at their limit), so the pod stays Guaranteed."""
     mesh_containers: frozenset[str] = frozenset()
     """Names of a mesh's containers (e.g. istio-init, istio-proxy, istio-validation) that
     may run as a mesh proxy UID and, for a run-once init container, add NET_ADMIN/NET_RAW.
@@ -225,6 +229,7 @@ class InjectionConfig:
             "operatorNamespace": "operator_namespace",
             "excludedNamespaces": "excluded_namespaces",
             "meshProxyUIDs": "mesh_proxy_uids", "meshContainers": "mesh_containers",
+            "guaranteedCPU": "guaranteed_cpu",
         }
         unknown = sorted(set(raw) - set(names))
         if unknown:
@@ -442,6 +447,9 @@ def mutate_pod(
     out = copy.deepcopy(dict(pod))
     spec = out.setdefault("spec", {})
     ours = _our_init_containers(rendered, chosen, config)
+    if _guaranteed(spec):
+        for container in ours:
+            _make_guaranteed(container, config.guaranteed_cpu)
     volumes = list(rendered["volumes"])
     user_init = list(spec.get("initContainers") or [])
     agent_env = list(rendered["agentEnv"])
@@ -510,6 +518,35 @@ def _choose_policy(pod: Mapping[str, Any], namespace: str,
     return matching[0]
 
 
+_QOS_RESOURCES = ("cpu", "memory")
+
+
+def _guaranteed(spec: Mapping[str, Any]) -> bool:
+    """The pod is of QoS class Guaranteed: every container sets cpu and memory limits, and
+    requests (when set) equal them."""
+    containers = list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+    if not containers:
+        return False
+    for c in containers:
+        res = c.get("resources") or {}
+        limits, requests = res.get("limits") or {}, res.get("requests") or {}
+        for name in _QOS_RESOURCES:
+            if name not in limits or str(requests.get(name, limits[name])) != str(limits[name]):
+                return False
+    return True
+
+
+def _make_guaranteed(container: dict[str, Any], cpu: str) -> None:
+    """Requests equal to limits: memory at the template's limit, CPU ``cpu`` for the
+    long-running containers (the run-once init step keeps its small request)."""
+    res = container.get("resources") or {}
+    limits, requests = dict(res.get("limits") or {}), dict(res.get("requests") or {})
+    memory = limits.get("memory") or requests.get("memory")
+    runs_once = container.get("restartPolicy") != "Always"
+    both = {"cpu": requests.get("cpu", cpu) if runs_once else cpu, "memory": memory}
+    container["resources"] = {"requests": dict(both), "limits": dict(both)}
+
+
 def _selects_everything(selector: Mapping[str, Any]) -> bool:
     return not selector.get("matchLabels") and not selector.get("matchExpressions")
 
@@ -556,8 +593,13 @@ def _verify_existing(pod: Mapping[str, Any], rendered: Mapping[str, Any],
     # By name, in order: a webhook called after ours (a mesh injector; reinvocationPolicy
     # IfNeeded calls ours again) may have put its own init containers first.
     have = [_without_token_mount(c) for c in init if c.get("name") in CONTAINER_NAMES]
+    # As injected into a Guaranteed pod (requests = limits), or as the template has them.
+    guaranteed = copy.deepcopy(wanted)
+    for container in guaranteed:
+        _make_guaranteed(container, config.guaranteed_cpu)
     if len(have) != len(wanted) or not all(
-            _contains(h, w) for h, w in zip(have, wanted, strict=True)):
+            _contains(h, w) or _contains(h, g)
+            for h, w, g in zip(have, wanted, guaranteed, strict=True)):
         return Refuse("forged_injection", "spec.initContainers",
                       "the pod carries haltgate containers or the "
                       f"{ANNOTATION_INJECTED} annotation, but not the ones this operator "
