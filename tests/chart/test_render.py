@@ -301,3 +301,18 @@ def test_kube_version_and_pdb_only_with_replicas(helm: Helm) -> None:
     assert [d for d in render(helm) if d["kind"] == "PodDisruptionBudget"]
     single = render(helm, "--set", "operator.replicas=1", "--set", "operator.peering=")
     assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
+
+
+def test_price_table_keys_checked_at_install(helm: Helm) -> None:
+    """A key the operator's price table parser refuses fails `helm install`, naming it."""
+    bad = '{"version":"x","effective":"y","models":{"m":{"input":1,"output":2,"cached":1}}}'
+    res = helm("template", "t", str(CHART), *KV, "--set-json", f"pricing.table={bad}",
+               check=False)
+    assert res.returncode != 0 and "'cached' not allowed" in res.stderr, res.stderr
+    res = helm("template", "t", str(CHART), *KV, "--set-json",
+               'pricing.table={"models":{}}', check=False)
+    assert res.returncode != 0 and "missing properties 'version', 'effective'" in res.stderr
+    good = ('{"version":"x","effective":"y","models":{"m":{"input":1,"output":2,'
+            '"cached_input":0.1,"max_output_tokens":10}}}')
+    assert helm("template", "t", str(CHART), *KV, "--set-json", f"pricing.table={good}",
+                check=False).returncode == 0
