@@ -316,3 +316,30 @@ def test_price_table_keys_checked_at_install(helm: Helm) -> None:
             '"cached_input":0.1,"max_output_tokens":10}}}')
     assert helm("template", "t", str(CHART), *KV, "--set-json", f"pricing.table={good}",
                 check=False).returncode == 0
+
+
+def test_switching_certificate_modes_keeps_the_webhook(helm: Helm) -> None:
+    """Operator-written configurations carry the release's Helm ownership (helm adopts them
+    when switching to cert-manager); the chart's carry resource-policy keep (helm leaves
+    them when switching back, for the new operator to replace in place)."""
+    from haltgate.operator import webhookconfig
+
+    dep = find(render(helm), "Deployment", "-operator")
+    assert "--helm-release=haltgate" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    owned = webhookconfig.helm_owned({"metadata": {"name": "x", "labels": {"a": "b"}}},
+                                     "haltgate", "haltgate-system")
+    assert owned["metadata"]["labels"] == {"a": "b", "app.kubernetes.io/managed-by": "Helm"}
+    assert owned["metadata"]["annotations"] == {"meta.helm.sh/release-name": "haltgate",
+                                                "meta.helm.sh/release-namespace":
+                                                    "haltgate-system"}
+    docs = render(helm, "--set", "webhook.certManager.enabled=true")
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        meta = find(docs, kind)["metadata"]
+        assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_notes_crd_upgrade_command_survives_changed_crds() -> None:
+    # NOTES.txt as shipped (`helm template` does not render it; these lines are literal).
+    out = (CHART / "templates" / "NOTES.txt").read_text()
+    assert "kubectl apply --server-side --force-conflicts -f charts/haltgate/crds/" in out
+    assert "kubectl delete secret,configmap -A -l app.kubernetes.io/managed-by=haltgate" in out

@@ -161,10 +161,14 @@ async def apply_webhook_configurations(rt: Runtime, ca_bundle: bytes) -> None:
         ca_bundle=ca_bundle, url=wh.url,
         service_name=None if wh.url else wh.service_name,
         service_namespace=rt.settings.namespace, service_port=wh.service_port)
+    def owned(config: dict[str, Any]) -> dict[str, Any]:
+        return webhookconfig.helm_owned(config, wh.helm_release, rt.settings.namespace)
+
     await rt.cluster.apply_webhook_configuration(
-        "mutating", webhookconfig.mutating_configuration(endpoint, rt.settings.injection))
+        "mutating", owned(webhookconfig.mutating_configuration(endpoint, rt.settings.injection)))
     await rt.cluster.apply_webhook_configuration(
-        "validating", webhookconfig.validating_configuration(endpoint, rt.settings.injection))
+        "validating",
+        owned(webhookconfig.validating_configuration(endpoint, rt.settings.injection)))
     logger.info("webhook configurations %s and %s applied", webhookconfig.MUTATING_NAME,
                 webhookconfig.VALIDATING_NAME)
 

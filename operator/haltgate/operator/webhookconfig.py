@@ -45,6 +45,19 @@ NOT_DECIDED_BY_ANNOTATION_CEL = (
 # injection.injection_requested().
 
 
+def helm_owned(config: dict[str, Any], release: str | None, namespace: str) -> dict[str, Any]:
+    """``config`` with Helm's ownership metadata for ``release`` (unchanged when None), so
+    that ``helm upgrade`` can adopt the object the operator wrote (pure)."""
+    if not release:
+        return config
+    meta = dict(config["metadata"])
+    meta["labels"] = {**meta.get("labels", {}), "app.kubernetes.io/managed-by": "Helm"}
+    meta["annotations"] = {**meta.get("annotations", {}),
+                           "meta.helm.sh/release-name": release,
+                           "meta.helm.sh/release-namespace": namespace}
+    return {**config, "metadata": meta}
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where the apiserver reaches the webhook: a URL, or a Service in the operator's
