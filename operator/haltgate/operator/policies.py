@@ -14,6 +14,7 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
+import logging
 import secrets
 import ssl
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ POLICY_KEY = "policy.yaml"
 CA_CERT_KEY = "ca.crt"
 CA_KEY_KEY = "ca.key"
 """File names the sidecar's TLS minter loads from its CA directory."""
+log = logging.getLogger("haltgate.operator.policies")
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "haltgate",
                   "app.kubernetes.io/part-of": "haltgate"}
 
@@ -230,6 +232,8 @@ async def readiness_problem(rt: Runtime, namespace: str, spec: Mapping[str, Any]
             return ("PoolDatabaseSecretMissing",
                     f"spec.pool: Secret {namespace}/{secret} (key dsn) with the pool "
                     f"database URI is missing; the policy's pods cannot start their sidecar")
+        except Exception as e:  # e.g. RBAC without get on that Secret: cannot tell
+            log.debug("pool database Secret %s/%s not checked: %s", namespace, secret, e)
     opa = spec.get("opa") or {}
     if rego is not None:
         path = str(opa.get("decisionPath") or "haltgate/decision")
