@@ -478,6 +478,8 @@ class Demo:
             self.haltgate, "sidecar", "--policy", str(self.workdir / "policy.yaml"),
             "--mode", "transparent", "--ca-dir", str(ca_dir),
             "--state-dir", str(self.state_dir), "--admin-token-file", str(token),
+            # Scraped from outside the pod, as Prometheus does (the default is loopback).
+            "--metrics-listen", f"0.0.0.0:{self.ports['metrics']}",
             "--opa-url", self.urls["opa"], "--log-level", "warning"]), env=env)
         self.sidecar_proc = proc
         for port in (self.ports["transparent"], self.ports["explicit"], self.ports["admin"]):
