@@ -26,6 +26,10 @@ MESH_CONFIG = injection.InjectionConfig(
     mesh_proxy_uids=(1337,),
     mesh_containers=frozenset({"istio-init", "istio-proxy", "istio-validation"}))
 """Cases named mesh-*: the chart's values for running next to Istio (docs/operations.md)."""
+NODE_CONFIG = injection.InjectionConfig(image="registry.example/haltgate:test",
+                                        opa_image="registry.example/opa:test",
+                                        redirect="node")
+"""Cases named node-*: rules installed from the node, no NET_ADMIN in the pod."""
 TEMPLATE = injection.InjectionTemplate.load(injection.default_template_path())
 
 
@@ -39,7 +43,8 @@ def run(pod: dict[str, Any], config: injection.InjectionConfig | None = None
     ns = pod["metadata"]["namespace"]
     if config is None:
         name = str(pod["metadata"].get("generateName", ""))
-        config = MESH_CONFIG if name.startswith("mesh-") else CONFIG
+        config = (MESH_CONFIG if name.startswith("mesh-")
+                  else NODE_CONFIG if name.startswith("node-") else CONFIG)
     return injection.mutate_pod(pod, namespace=ns, namespace_labels=CLUSTER["namespaces"][ns],
                                 policies=policies_of(ns), config=config, template=TEMPLATE)
 

@@ -107,3 +107,42 @@ def remove(ipv4_only: bool, backend: str) -> None:
     except rules.IptablesError as e:
         raise click.ClickException(f"{e.code}: {e}") from e
     click.echo("haltgate egress rules removed")
+
+
+PROBE_ADDRESS = "192.0.2.1"
+"""TEST-NET-1 (RFC 5737): never routed. A connection to it completes only when the pod's
+rules redirect it to the sidecar's transparent listener."""
+
+
+@iptables.command()
+@click.option("--port", type=int, default=9, show_default=True,
+              help="Destination port of the probe connection.")
+@click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True,
+              help="Seconds to wait for the probe connection.")
+@click.option("--attempts", type=int, default=10, show_default=True,
+              help="Probe attempts (the sidecar may still be starting), 1 s apart.")
+def verify(port: int, timeout_s: float, attempts: int) -> None:
+    """Check, without any capability, that this pod's egress is redirected to haltgate.
+
+    Connects to a TEST-NET-1 address that no network routes: the connection completes only
+    when the redirect sends it to the sidecar. Exits 0 when it does, 1 when it does not
+    (the agent must not start: a pod whose rules were not installed fails here). Run it as a
+    UID other than the sidecar's (the sidecar's own traffic is not redirected).
+    """
+    import socket
+    import time
+
+    last = ""
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            time.sleep(1.0)
+        try:
+            with socket.create_connection((PROBE_ADDRESS, port), timeout=timeout_s):
+                click.echo(f"haltgate redirect in place: {PROBE_ADDRESS}:{port} reached the "
+                           f"sidecar")
+                return
+        except OSError as e:
+            last = f"{type(e).__name__}: {e}"
+    raise click.ClickException(
+        f"redirect_missing: a connection to {PROBE_ADDRESS}:{port} did not reach the sidecar "
+        f"({last}); the egress rules are not installed in this pod")

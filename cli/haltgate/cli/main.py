@@ -13,6 +13,7 @@ from haltgate.cli import (
     demo,
     guard,
     iptables,
+    node,
     operator,
     policy,
     pool,
@@ -29,6 +30,7 @@ def main() -> None:
 main.add_command(policy.policy)
 main.add_command(guard.guard)
 main.add_command(iptables.iptables)
+main.add_command(node.node)
 main.add_command(audit.audit)
 main.add_command(operator.operator)
 main.add_command(sidecar.sidecar)

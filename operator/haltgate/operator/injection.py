@@ -37,11 +37,12 @@ LABEL_POLICY = "haltgate.dev/policy"
 """Pod label set by the webhook, so the operator finds the pods of a policy (halts, counts)."""
 
 INIT_CONTAINER_NAME = "haltgate-init"
+VERIFY_CONTAINER_NAME = "haltgate-verify"
 SIDECAR_CONTAINER_NAME = "haltgate-proxy"
 OPA_CONTAINER_NAME = "haltgate-opa"
 SHIPPER_CONTAINER_NAME = "haltgate-audit-shipper"
 CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_CONTAINER_NAME, OPA_CONTAINER_NAME,
-                             SHIPPER_CONTAINER_NAME})
+                             SHIPPER_CONTAINER_NAME, VERIFY_CONTAINER_NAME})
 
 VOLUME_POLICY = "haltgate-policy"
 VOLUME_CA_BUNDLE = "haltgate-ca-bundle"
@@ -127,6 +128,13 @@ class InjectionConfig:
     """UIDs of a service mesh's proxy (Istio's Envoy 1337, Linkerd's 2102): the iptables
     step leaves their traffic to the mesh (agent -> haltgate -> mesh), and only the mesh's
     own containers (``mesh_containers``) may run as them. Empty: no mesh."""
+    redirect: Literal["init", "node"] = "init"
+    """Who installs the pod's egress rules: "init", haltgate's init container (NET_ADMIN,
+    root); "node", a node-side installer (``haltgate node apply``) so that pods pass Pod
+    Security ``restricted``, with a capability-free verify step that keeps the agent from
+    starting until the rules are there."""
+    verify_uid: int = 17339
+    """UID of the verify step (redirected like an agent, never the proxy's)."""
     guaranteed_cpu: str = "250m"
     """CPU of the sidecar and OPA containers in a pod of QoS class Guaranteed (every agent
     container has limits equal to requests): haltgate's containers then get requests equal
@@ -151,6 +159,11 @@ class InjectionConfig:
         for name, uid in (("proxyUID", self.proxy_uid), ("opaUID", self.opa_uid)):
             if uid < 1:
                 raise ValueError(f"injection.{name}: must be >= 1 (never root), got {uid}")
+        if self.redirect not in ("init", "node"):
+            raise ValueError(f"injection.redirect: must be init or node, got {self.redirect!r}")
+        if self.verify_uid < 1 or self.verify_uid in (self.proxy_uid, self.opa_uid):
+            raise ValueError("injection.verifyUID: must be >= 1 and differ from proxyUID and "
+                             "opaUID (its probe must be redirected like an agent's)")
         for uid in self.mesh_proxy_uids:
             if uid < 1 or uid in (self.proxy_uid, self.opa_uid):
                 raise ValueError(f"injection.meshProxyUIDs: {uid} must be >= 1 and differ "
@@ -210,6 +223,7 @@ class InjectionConfig:
             "xtablesVolume": VOLUME_XTABLES, "xtablesDir": XTABLES_DIR,
             "xtablesLockFile": f"{XTABLES_DIR}/xtables.lock",
             "meshProxyUIDsText": ",".join(str(u) for u in self.mesh_proxy_uids),
+            "verifyContainerName": VERIFY_CONTAINER_NAME, "verifyUID": self.verify_uid,
         }
 
     @classmethod
@@ -229,7 +243,8 @@ class InjectionConfig:
             "operatorNamespace": "operator_namespace",
             "excludedNamespaces": "excluded_namespaces",
             "meshProxyUIDs": "mesh_proxy_uids", "meshContainers": "mesh_containers",
-            "guaranteedCPU": "guaranteed_cpu",
+            "guaranteedCPU": "guaranteed_cpu", "redirect": "redirect",
+            "verifyUID": "verify_uid",
         }
         unknown = sorted(set(raw) - set(names))
         if unknown:
@@ -248,8 +263,8 @@ class InjectionConfig:
 
 # ----------------------------------------------------------------------------- template
 _PLACEHOLDER = re.compile(r"\{\{\s*\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
-_SECTIONS = ("initContainer", "sidecar", "opaContainer", "shipperContainer", "sidecarEnvOPA",
-             "sidecarEnvPool", "sidecarEnvPrices", "volumes",
+_SECTIONS = ("initContainer", "verifyContainer", "sidecar", "opaContainer", "shipperContainer",
+             "sidecarEnvOPA", "sidecarEnvPool", "sidecarEnvPrices", "volumes",
              "agentVolumeMounts", "agentEnv", "agentEnvExplicit")
 
 
@@ -558,7 +573,7 @@ def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
     The shipper starts before the proxy so that the kubelet, which stops native sidecars in
     reverse order, stops it after the proxy: it can ship the proxy's last records."""
     sidecar = copy.deepcopy(rendered["sidecar"])
-    ours = [copy.deepcopy(rendered["initContainer"])]
+    ours = [copy.deepcopy(rendered["initContainer"])] if config.redirect == "init" else []
     if config.audit_database_secret:
         ours.append(copy.deepcopy(rendered["shipperContainer"]))
     ours.append(sidecar)
@@ -569,6 +584,9 @@ def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
     if policy.uses_opa:
         sidecar.setdefault("env", []).extend(copy.deepcopy(rendered["sidecarEnvOPA"]))
         ours.append(copy.deepcopy(rendered["opaContainer"]))
+    if config.redirect == "node":
+        # Last of ours, so the sidecar (a native sidecar) is up; before the agent's.
+        ours.append(copy.deepcopy(rendered["verifyContainer"]))
     return ours
 
 
