@@ -218,7 +218,12 @@ def test_switch_to_cert_manager_and_back_keeps_the_webhook(installed: ControlPla
 
     kube = installed
     saved = [kube.kubectl("get", kind, name, "-o", "yaml") for kind, name in CONFIGS]
-    endpoint = webhookconfig.Endpoint(ca_bundle=b"operator CA", url="https://127.0.0.1:9")
+    # As the chart's operator pods write them: through the release's webhook Service.
+    service = next(s["metadata"]["name"] for s in kubectl_json(
+        kube, "-n", RELEASE_NS, "get", "services")["items"]
+        if s["metadata"]["name"].endswith("-webhook"))
+    endpoint = webhookconfig.Endpoint(ca_bundle=b"operator CA", service_name=service,
+                                      service_namespace=RELEASE_NS)
     cfg = injection.InjectionConfig(operator_namespace=RELEASE_NS)
     written = [webhookconfig.mutating_configuration(endpoint, cfg),
                webhookconfig.validating_configuration(endpoint, cfg)]
