@@ -84,8 +84,8 @@ dashboards: install ## Regenerate the Grafana dashboards of the chart
 dashboard-png: install ## Render docs/dashboard-fleet.png from a real Prometheus after a load run
 	$(PYTHON) hack/render_dashboard.py
 
-cluster-up: install ## Start etcd + kube-apiserver (+ controller-manager) detached, apply crds/
-	$(PYTHON) -m haltgate.testbed up
+cluster-up: install ## Start etcd + kube-apiserver + controller-manager (workload controllers: Deployments get pods) detached, apply crds/
+	$(PYTHON) -m haltgate.testbed up --workloads
 
 cluster-down: install ## Stop the control plane started by cluster-up
 	$(PYTHON) -m haltgate.testbed down
