@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Final
+from urllib.parse import unquote
 
 from haltgate.governance.engine.pricing import normalise_model
 from haltgate.governance.errors import BadRequestError
@@ -224,3 +225,13 @@ def model_forms(model: str) -> tuple[str, ...]:
     trimmed = model.strip().lower()
     bare = trimmed.rsplit("/", 1)[1] if "/" in trimmed else trimmed
     return tuple(dict.fromkeys((model, trimmed, bare, normalise_model(model))))
+
+
+def path_deployment(path: str) -> str | None:
+    """The deployment an Azure-style route names (``.../deployments/NAME/...``), decoded; an
+    upstream that routes by it serves NAME whatever the body's ``model`` says."""
+    segments = path.split("/")
+    for i, segment in enumerate(segments[:-1]):
+        if segment.lower() == "deployments" and segments[i + 1]:
+            return unquote(segments[i + 1])
+    return None

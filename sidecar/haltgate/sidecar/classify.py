@@ -213,6 +213,16 @@ def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, ob
     model = obj.get("model")
     if model is not None and not isinstance(model, str):
         raise BadRequestError("model must be a string", code="invalid_request")
+    deployment = llm_body.path_deployment(target.rule_path)
+    if deployment is not None:
+        # Azure-style routes serve the deployment the path names: that is the model run.
+        if model is not None and llm_body.model_forms(model)[-1] != \
+                llm_body.model_forms(deployment)[-1]:
+            raise BadRequestError(
+                f"the path names deployment {deployment[:64]!r} and the body model "
+                f"{model[:64]!r}: an upstream serves the path's, so they must agree",
+                code="ambiguous_model")
+        model = deployment
     stream = obj.get("stream") is True
     inject = False
     if stream and dialect in (Dialect.OPENAI_CHAT, Dialect.OPENAI_COMPLETIONS):

@@ -226,3 +226,13 @@ def test_argument_key_in_another_case_is_ambiguous(arguments: dict[str, Any],
         lookup_json_path(arguments, steps)
     assert e.value.code == "ambiguous_json"
     assert lookup_json_path({"path": "/tmp/x"}, ("path",)) == "/tmp/x"
+
+
+@pytest.mark.parametrize(("path", "deployment"), [
+    ("/openai/deployments/gpt-5/chat/completions", "gpt-5"),
+    ("/Deployments/my%20dep/chat/completions", "my dep"),
+    ("/v1/chat/completions", None),
+    ("/deployments/", None),
+])
+def test_deployment_named_by_the_path(path: str, deployment: str | None) -> None:
+    assert llm_body.path_deployment(path) == deployment
