@@ -336,12 +336,19 @@ class PoolStore:
         refused renewal deleted its lease row without returning the allotment, so the pool
         shrank for good). The pool row is locked first; every lease operation updates that
         row in the same statement as its lease rows, so the sum read afterwards (a new
-        snapshot) is exact. Returns ``{dimension: {"before": n, "after": m}}`` for the
-        dimensions that changed, and records a ``repair`` event when something did.
+        snapshot) is exact. Needs the ``haltgate_pool_admin`` role. Returns
+        ``{dimension: {"before": n, "after": m}}`` for the dimensions that changed, and
+        records a ``repair`` event when something did.
         """
         dims = ", ".join(f"{d}_leased" for d in DIMENSIONS)
         sums = ", ".join(f"coalesce(sum({d}), 0)::bigint AS {d}" for d in DIMENSIONS)
         async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT pg_has_role(session_user, 'haltgate_pool_admin', "
+                              "'MEMBER') AS admin")
+            role = await cur.fetchone()
+            if not (role and role["admin"]):
+                raise PoolStoreError(f"repairing pool {pool} needs the haltgate_pool_admin "
+                                     "role")
             await cur.execute(f"SELECT {dims} FROM haltgate.pools WHERE pool = %s FOR UPDATE",
                               (pool,))
             before = await cur.fetchone()
