@@ -96,7 +96,7 @@ class InjectionConfig:
     transparent_port: int = 15001
     """Sidecar port the iptables rules redirect every other TCP connection to."""
     admin_port: int = 15020
-    """Sidecar admin API (halt, reset, readyz); bearer token from the admin Secret."""
+    """Sidecar admin API (halt, lift, reset, readyz); bearer token from the admin Secret."""
     metrics_port: int = 15090
     opa_port: int = 8181
     opa_diagnostic_port: int = 8282

@@ -257,5 +257,5 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any]
         was = {h.get("pod") for h in old.get("halts") or []}
         now = {h.get("pod") for h in new.get("halts") or []}
         out += [("Normal", "Halted", f"pod {p} halted (EXTERNAL)") for p in sorted(now - was)]
-        out += [("Normal", "HaltLifted", f"pod {p} reset") for p in sorted(was - now)]
+        out += [("Normal", "HaltLifted", f"pod {p} lifted") for p in sorted(was - now)]
     return out
