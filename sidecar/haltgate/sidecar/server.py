@@ -35,6 +35,7 @@ from haltgate.governance.audit import (
     SpoolAuditSink,
 )
 from haltgate.governance.audit.metrics import AuditMetrics
+from haltgate.governance.engine import codes
 from haltgate.governance.errors import (
     BadRequestError,
     DeniedError,
@@ -43,7 +44,6 @@ from haltgate.governance.errors import (
     UnavailableError,
     UpstreamError,
 )
-from haltgate.governance.engine import codes
 from haltgate.governance.governor import Governor, make_engine
 from haltgate.governance.policy import FailureType, GovernancePolicySpec, TLSMode
 from haltgate.governance.pricing import (
