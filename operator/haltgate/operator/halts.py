@@ -126,7 +126,7 @@ async def sync(rt: Runtime, session: aiohttp.ClientSession, namespace: str, sour
                     token = (await rt.cluster.read_secret_key(
                         namespace, rt.settings.injection.admin_token_secret,
                         injection.ADMIN_TOKEN_KEY)).decode().strip()
-                except cluster.NotFound as e:
+                except (cluster.NotFound, cluster.Forbidden) as e:
                     result.errors.append(f"admin token: {e}")
                     result.pending += [str((p.get("metadata") or {}).get("name", ""))
                                        for p in pods if p is not pod] + [name]
@@ -151,6 +151,10 @@ async def sync(rt: Runtime, session: aiohttp.ClientSession, namespace: str, sour
             await rt.cluster.patch_pod_annotations(namespace, name, {ANNOTATION_HALTED: value})
         except cluster.NotFound:
             continue  # the pod is gone: nothing left to halt
+        except cluster.Forbidden as e:
+            result.errors.append(f"{name}: halt record not written: {e}")
+            result.pending.append(name)
+            continue
         if reason is not None:
             result.halted.append(name)
     return result
