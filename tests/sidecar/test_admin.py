@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -121,6 +122,22 @@ async def test_lift_does_not_end_a_budget_halt(sidecar_factory: SidecarFactory) 
     async with aiohttp.ClientSession() as s:
         async with s.post(sc.explicit + "/llm/v1/chat/completions", json=CHAT) as r:
             assert r.status == 429
+
+
+async def test_lift_refuses_an_unreadable_state_halt(sidecar_factory: SidecarFactory,
+                                                     tmp_path: Path) -> None:
+    """The run's spend was lost with its state file: only an explicit new run clears it."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "budget-state.json.0").write_bytes(b"HGS1 torn slot, no valid record")
+    sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 10}}}},
+                               state_dir=state)
+    _, body = await admin("GET", sc.admin + "/status", AUTH)
+    assert body["halted"]["code"] == "state_unreadable"
+    status, body = await admin("POST", sc.admin + "/lift", AUTH, {"actor": "ops"})
+    assert status == 409 and "/reset" in body["error"]["message"]
+    status, body = await admin("POST", sc.admin + "/reset", AUTH, {"actor": "ops"})
+    assert status == 200 and body["reset"] is True
 
 
 async def test_bad_admin_bodies(sidecar_factory: SidecarFactory) -> None:
