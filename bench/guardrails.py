@@ -116,13 +116,14 @@ def quality(model: Callable[[str], float] | None) -> None:
     print(_row("injection held-out 2", evaluate(
         holdout2, lambda s: any(c.score >= 0.5 for c in inj.detect(s.text)))))
     holdout3 = corpus.injection_heldout3()
-    print(_row("injection held-out 3", evaluate(
+    print(_row("injection dev set 3**", evaluate(
         holdout3, lambda s: any(c.score >= 0.5 for c in inj.detect(s.text)))))
     print("    * set 1 was read after its first measurement and patterns were added since")
+    print("    ** set 3 was written as held-out, then rules matching it were added (111b2a3)")
     if model is not None:
         both = InjectionDetector(model=model)
         for name, samples in (("", inj_samples), (" held-out 1*", holdout),
-                              (" held-out 2", holdout2), (" held-out 3", holdout3)):
+                              (" held-out 2", holdout2), (" dev set 3**", holdout3)):
             print(_row(f"model alone{name}", evaluate(samples, lambda s: model(s.text) >= 0.5)))
             print(_row(f"patterns+model, blocks{name}", evaluate(samples, lambda s: any(
                 c.score >= 0.5 and not c.advisory for c in both.detect(s.text)))))
