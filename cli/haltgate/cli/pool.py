@@ -48,7 +48,7 @@ def _run(dsn: str, op: Callable[[PoolStore], Awaitable[T]]) -> T:
 
 @click.group(name="pool")
 def pool() -> None:
-    """Shared budget pools: schema, limits, status, halt and lift."""
+    """Shared budget pools: schema, limits, status, halt, lift and repair."""
 
 
 @pool.command(name="migrate")
