@@ -132,7 +132,7 @@ def repair_cmd(dsn: str, namespace: str, name: str, actor: str) -> None:
     For pools that lost capacity to halts before issue 16's fix: a refused lease renewal
     deleted its lease but left the allotment counted as leased. Safe while
     members run: the pool row is locked while the leases are summed. Prints what changed as
-    JSON ({} when nothing did); the change is recorded as a ``repair`` pool event.
+    JSON ({} when nothing did); the change is recorded as a "repair" pool event.
     """
     key = pool_key(namespace, name)
     changed = _run(dsn, lambda s: s.repair(key, actor))
