@@ -221,3 +221,64 @@ def test_admission_guard_inside_agent_namespaces(rbac_cluster: ControlPlane) -> 
     op.create_namespaced_secret(AGENTS, {"metadata": {"name": "haltgate-ca"},
                                          "data": {"ca.crt": "eA=="}})
     assert op.read_namespaced_secret("haltgate-ca", AGENTS).data == {"ca.crt": "eA=="}
+
+
+def test_admission_guard_keeps_workload_patches_to_metadata(rbac_cluster: ControlPlane) -> None:
+    """Should the operator be granted patch on workloads in an agent namespace (to carry an
+    annotation into a pod template), the guard still refuses any change to what runs."""
+    from kubernetes import client
+
+    kube = rbac_cluster
+    grant = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": "workload-patch", "namespace": AGENTS},
+             "rules": [{"apiGroups": ["apps"], "resources": ["deployments", "daemonsets"],
+                        "verbs": ["patch"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "workload-patch", "namespace": AGENTS},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": "workload-patch"},
+               "subjects": [{"kind": "ServiceAccount", "name": f"{RELEASE}-haltgate",
+                             "namespace": RELEASE_NS}]}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": "agent", "namespace": AGENTS},
+                  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "a"}},
+                           "template": {"metadata": {"labels": {"app": "a"}},
+                                        "spec": {"containers": [{"name": "c",
+                                                                 "image": "good:1"}]}}}}
+    daemonset = {"apiVersion": "apps/v1", "kind": "DaemonSet",  # no replicas field
+                 "metadata": {"name": "agent", "namespace": AGENTS},
+                 "spec": {k: v for k, v in deployment["spec"].items() if k != "replicas"}}
+    res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([grant, binding,
+                                                                      deployment, daemonset]))
+    assert res.returncode == 0, res.stderr
+    api = kube.api_client()
+    api.set_default_header("Impersonate-User", SA)
+    apps = client.AppsV1Api(api)
+    image = [{"op": "replace", "path": "/spec/template/spec/containers/0/image",
+              "value": "evil:1"}]
+    for patch in (image, [{"op": "replace", "path": "/spec/replicas", "value": 50}]):
+        msg = eventually(lambda p=patch: _refused_or_undone(kube, apps, p), timeout=30,
+                         what="workload patch refused")
+        assert "only the metadata of a workload" in msg, msg
+    # The pod template's annotations may change (what carrying an opt-in does).
+    apps.patch_namespaced_deployment("agent", AGENTS, {"spec": {"template": {"metadata": {
+        "annotations": {"haltgate.dev/inject": "true"}}}}})
+    apps.patch_namespaced_daemon_set("agent", AGENTS, {"spec": {"template": {"metadata": {
+        "annotations": {"haltgate.dev/inject": "true"}}}}})
+    dep = json.loads(kube.kubectl("-n", AGENTS, "get", "deploy", "agent", "-o", "json",
+                                  check=True).stdout)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "good:1"
+    assert dep["spec"]["replicas"] == 1
+
+
+def _refused_or_undone(kube: ControlPlane, apps: Any, patch: list[dict[str, Any]]) -> str | None:
+    """The refusal's message; None (after putting the Deployment back) if it passed because
+    the apiserver had not loaded the policy yet."""
+    try:
+        return refusal(lambda: apps.patch_namespaced_deployment("agent", AGENTS, patch))
+    except Refused:
+        kube.kubectl("-n", AGENTS, "patch", "deploy", "agent", "--type=json", "-p", json.dumps(
+            [{"op": "replace", "path": "/spec/template/spec/containers/0/image",
+              "value": "good:1"}, {"op": "replace", "path": "/spec/replicas", "value": 1}]),
+            check=True)
+        return None
