@@ -229,7 +229,10 @@ def pod(request: pytest.FixtureRequest) -> Iterator[Pod]:
             proc = topo.pod.popen(
                 [HALTGATE, "sidecar", "--policy", str(policy), "--ca-dir", str(ca_dir),
                  "--state-dir", str(state), "--admin-token-file", str(token),
-                 "--mode", "transparent"],
+                 "--mode", "transparent",
+                 # Every address (not the loopback default): the rules alone must keep
+                 # the agent away from the admin and metrics ports.
+                 "--admin-listen", "0.0.0.0:15020", "--metrics-listen", "0.0.0.0:15090"],
                 uid=SIDECAR_UID, env=sidecar_env, log=workdir / "sidecar.log")
             procs.append(proc)
             for port in (15001, 15000, 15020):

@@ -131,7 +131,7 @@ async def test_stream_cut_mid_event_never_relays_half_an_event(
 
 
 def test_event_boundary_with_any_line_ending() -> None:
-    from haltgate.sidecar.pipeline import _event_boundary
+    from haltgate.sidecar.sse import event_boundary as _event_boundary
 
     for nl in (b"\n", b"\r\n", b"\r"):
         one = b"data: 1" + nl + nl

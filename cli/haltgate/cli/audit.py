@@ -84,11 +84,13 @@ def migrate(dsn: str) -> None:
 @click.option("--once", is_flag=True, help="Ship what is spooled now, then exit.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus metrics on this port.")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="Address of the metrics port (the injected shipper uses the pod IP).")
 @click.option("--drain-seconds", default=0.0, show_default=True, type=click.FloatRange(0),
               help="On SIGTERM/SIGINT, keep shipping what is spooled for up to this long "
                    "before exiting (a pod's spool is an emptyDir, gone with the pod).")
 def ship(spool_dir: Path, dsn: str, batch: int, once: bool, metrics_port: int | None,
-         drain_seconds: float) -> None:
+         metrics_addr: str, drain_seconds: float) -> None:
     """Ship spooled records to PostgreSQL until stopped (SIGTERM/SIGINT)."""
     import psycopg
 
@@ -99,7 +101,7 @@ def ship(spool_dir: Path, dsn: str, batch: int, once: bool, metrics_port: int | 
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, registry=shipper.metrics.registry)
+        start_http_server(metrics_port, addr=metrics_addr, registry=shipper.metrics.registry)
     try:
         if once:
             shipped = shipper.drain(timeout=3600)

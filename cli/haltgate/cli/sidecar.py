@@ -14,6 +14,8 @@ import click
 from haltgate.governance.pricing import PriceTableError
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.validation import PolicyFileError
+from haltgate.sidecar.bodybudget import DEFAULT_BODY_BUDGET
+from haltgate.sidecar.listeners import ListenerLimits
 from haltgate.sidecar.pipeline import PipelineSettings
 from haltgate.sidecar.server import (
     ADMIN_PORT,
@@ -72,8 +74,19 @@ def _listen(value: str, port: int) -> Listen:
               show_default=True, help="Explicit mode (base-URL aliases, HTTP(S)_PROXY).")
 @click.option("--transparent-listen", default=f"127.0.0.1:{TRANSPARENT_PORT}",
               show_default=True, help="Transparent mode listener (IPv4; ::1 is added).")
-@click.option("--admin-listen", default=f"0.0.0.0:{ADMIN_PORT}", show_default=True)
-@click.option("--metrics-listen", default=f"0.0.0.0:{METRICS_PORT}", show_default=True)
+@click.option("--admin-listen", default=f"127.0.0.1:{ADMIN_PORT}", show_default=True,
+              help="Admin API and probes. Loopback by default; the injected sidecar listens "
+                   "on the pod IP (kubelet probes, the operator). Avoid 0.0.0.0.")
+@click.option("--metrics-listen", default=f"127.0.0.1:{METRICS_PORT}", show_default=True,
+              help="Prometheus /metrics. Loopback by default; the injected sidecar listens "
+                   "on the pod IP (scrapes).")
+@click.option("--max-connections", default=2048, show_default=True,
+              type=click.IntRange(min=1),
+              help="Live connections per proxy listener; more get 503 too_many_connections.")
+@click.option("--idle-timeout", default=15.0, show_default=True,
+              type=click.FloatRange(min=0.001),
+              help="Seconds a connection may stay without a complete request head (header "
+                   "timeout, keep-alive idle timeout) on every listener.")
 @click.option("--agent-namespace", envvar="HALTGATE_POD_NAMESPACE", default="",
               help="Agent namespace (downward API).")
 @click.option("--agent-pod", envvar="HALTGATE_POD_NAME", default="", help="Agent pod name.")
@@ -91,6 +104,11 @@ def _listen(value: str, port: int) -> Listen:
               help="Output tokens reserved for LLM calls that set no max_tokens, when the "
                    "price table does not know the model's largest completion (a known "
                    "model reserves its real maximum).")
+@click.option("--body-memory-budget", default=DEFAULT_BODY_BUDGET, show_default=True,
+              type=click.IntRange(min=1),
+              help="Bytes of request and response bodies all calls together may hold in "
+                   "memory; past it calls get 503 memory_budget_exhausted (Retry-After). "
+                   "The process needs about three times this on top of its idle size.")
 @click.option("--pool-dsn", envvar="HALTGATE_POOL_DSN", default=None,
               help="PostgreSQL URI of the BudgetPool database (when the policy names a pool; "
                    "best from a mounted Secret via the environment).")
@@ -109,9 +127,11 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
             audit_dir: Path | None, audit_sink: str, mode: str, ca_dir: Path | None,
             upstream_ca_file: Path | None, explicit_listen: str,
             transparent_listen: str, admin_listen: str, metrics_listen: str,
+            max_connections: int, idle_timeout: float,
             agent_namespace: str, agent_pod: str, agent_workload: str, policy_name: str,
             opa_url: str,
             rego_dir: Path, reload_interval: float, default_max_output_tokens: int,
+            body_memory_budget: int,
             pool_dsn: str | None, pool_fail_mode: str, price_table: Path | None,
             log_level: str) -> None:
     """Run the governing proxy next to an agent.
@@ -133,10 +153,12 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
         transparent=_listen(transparent_listen, TRANSPARENT_PORT)
         if mode == "transparent" else None,
         admin=_listen(admin_listen, ADMIN_PORT), metrics=_listen(metrics_listen, METRICS_PORT),
+        limits=ListenerLimits(idle_timeout=idle_timeout, max_connections=max_connections),
         agent=AgentIdentity(namespace=agent_namespace, pod=agent_pod,
                             workload=agent_workload or workload_of(agent_pod)),
         reload_interval=reload_interval, opa_url=opa_url, rego_dir=rego_dir,
-        pipeline=PipelineSettings(default_max_output_tokens=default_max_output_tokens),
+        pipeline=PipelineSettings(default_max_output_tokens=default_max_output_tokens,
+                                  body_memory_budget=body_memory_budget),
         pool_dsn=pool_dsn, pool_fail_mode=pool_fail_mode, policy_name=policy_name,
         price_table=price_table,
     )

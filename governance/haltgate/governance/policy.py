@@ -430,7 +430,10 @@ class Limits(Spec):
         default=10 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )
     upstream_timeout_seconds: float = Field(
-        default=600, gt=0, description="Timeout for one upstream call."
+        default=600, gt=0,
+        description="Longest wait for an upstream's answer to start, and longest silence "
+                    "inside it (seconds). Not a total: a stream that keeps sending is never "
+                    "cut by it.",
     )
 
 

@@ -14,12 +14,16 @@ POST     /lift       lift an EXTERNAL halt: ``{"actor": "...", "code": "..."}``;
                      id and its budgets go on (``code``: only a halt with that code)
 POST     /reset      reset a halt: ``{"actor": "..."}`` (starts a new run, budgets at 0)
 GET      /healthz    liveness (no token needed; says nothing about the agent)
-GET      /readyz     readiness: 200 once listening (no token; used by the pod's probes)
+GET      /readyz     readiness (no token; the pod's probes): 200 once listening and the
+                     audit spool writable; 503 ``{"ready": false, "reason": ...}`` while
+                     it cannot write (``audit_unavailable``, ``audit_spool_full``,
+                     ``disk_full``): unready, refusing calls, recovering by itself
 =======  ==========  ============================================================
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -35,12 +39,15 @@ __all__ = ["AdminBackend", "TokenFile", "create_admin_app"]
 log = logging.getLogger("haltgate.sidecar.admin")
 
 MAX_ADMIN_BODY = 64 * 1024
+MAX_ADMIN_BODY_SECONDS = 10.0
+"""Longest a client may take to send an admin request body (the body timeout)."""
 
 
 class AdminBackend(Protocol):
     """What the admin API asks of the running sidecar."""
 
     def ready(self) -> bool: ...
+    def not_ready_reason(self) -> str | None: ...
     def status(self) -> dict[str, Any]: ...
     def budgets(self) -> dict[str, Any]: ...
     async def halt(self, message: str, code: str | None, actor: str) -> dict[str, Any]: ...
@@ -114,7 +121,11 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
     async def body_of(request: web.Request) -> dict[str, Any] | web.Response:
         if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
             return _error(413, "body_too_large", "admin request body too large")
-        raw = await request.content.read(MAX_ADMIN_BODY + 1)
+        try:
+            async with asyncio.timeout(MAX_ADMIN_BODY_SECONDS):
+                raw = await request.content.read(MAX_ADMIN_BODY + 1)
+        except TimeoutError:
+            return _error(408, "client_timeout", "admin request body sent too slowly")
         if len(raw) > MAX_ADMIN_BODY:
             return _error(413, "body_too_large", "admin request body too large")
         if not raw.strip():
@@ -173,8 +184,10 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
         return _json({"ok": True})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = backend.ready()
-        return _json({"ready": ready}, 200 if ready else 503)
+        reason = backend.not_ready_reason()
+        if reason is None:
+            return _json({"ready": True})
+        return _json({"ready": False, "reason": reason}, 503)
 
     app = web.Application(middlewares=[auth], client_max_size=MAX_ADMIN_BODY)
     app.router.add_get("/status", status)

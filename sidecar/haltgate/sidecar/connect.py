@@ -27,6 +27,7 @@ from typing import Any
 from haltgate.governance.errors import BadRequestError, DeniedError, HaltgateError
 from haltgate.governance.policy import FailureType, TLSMode
 from haltgate.sidecar import responses as r
+from haltgate.sidecar.listeners import HeadTimer, IdleWatch, LiveCount
 from haltgate.sidecar.upstreams import ResolvedUpstream
 
 __all__ = ["ConnectRequest", "ExplicitFront", "Pipe", "parse_connect_head", "tunnel"]
@@ -73,23 +74,44 @@ ConnectHandler = Callable[[asyncio.Transport, ConnectRequest, str], Coroutine[An
 class ExplicitFront(asyncio.Protocol):
     """First protocol of every explicit-port connection: CONNECT here, the rest to aiohttp."""
 
-    __slots__ = ("_buf", "_http_factory", "_on_connect", "_on_error", "_transport")
+    __slots__ = ("_buf", "_head_timeout", "_http_factory", "_live", "_on_connect", "_on_error",
+                 "_timer", "_transport")
 
     def __init__(
         self,
         http_factory: Callable[[], asyncio.Protocol],
         on_connect: ConnectHandler,
         on_error: Callable[[asyncio.Transport, HaltgateError], None],
+        *,
+        head_timeout: float | None = None,
+        live: LiveCount | None = None,
     ) -> None:
         self._http_factory = http_factory
         self._on_connect = on_connect
         self._on_error = on_error
         self._buf = b""
         self._transport: asyncio.Transport | None = None
+        self._head_timeout = head_timeout
+        self._timer: HeadTimer | None = None
+        self._live = live
+        """Counts this connection until it is handed on (the listener's connection cap)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport: no isinstance check.
         self._transport = transport  # type: ignore[assignment]
+        if self._live is not None:
+            self._live.n += 1
+        if self._head_timeout is not None:
+            # Until the first bytes decide what this is, only this timer bounds the wait.
+            self._timer = HeadTimer(transport, self._head_timeout)
+
+    def _decided(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._live is not None:
+            self._live.n -= 1
+            self._live = None
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
@@ -100,6 +122,7 @@ class ExplicitFront(asyncio.Protocol):
             return
         if not buf.startswith(_CONNECT):
             # Plain HTTP: aiohttp takes the connection from here on.
+            self._decided()
             proto = self._http_factory()
             transport.set_protocol(proto)
             proto.connection_made(transport)
@@ -115,6 +138,7 @@ class ExplicitFront(asyncio.Protocol):
             return
         transport.pause_reading()
         self._buf = b""
+        self._decided()  # the CONNECT handler's task counts (and times) it from here
         try:
             request = parse_connect_head(buf[: end + 4])
         except BadRequestError as e:
@@ -132,6 +156,7 @@ class ExplicitFront(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._decided()
 
 
 def write_refusal(transport: asyncio.Transport, err: HaltgateError, decision_id: str) -> None:
@@ -152,7 +177,8 @@ class Pipe(asyncio.Protocol):
     connection is lost, which resolves ``done``.
     """
 
-    def __init__(self, done: asyncio.Future[None]) -> None:
+    def __init__(self, done: asyncio.Future[None], idle: IdleWatch | None = None) -> None:
+        self.idle = idle
         self.other: Pipe | None = None
         self.transport: asyncio.Transport | None = None
         self.bytes = 0
@@ -168,6 +194,8 @@ class Pipe(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes += len(data)
+        if self.idle is not None:
+            self.idle.touch()
         peer = self._peer()
         if peer is None:
             self._pending += data
@@ -215,22 +243,36 @@ class Pipe(asyncio.Protocol):
 
 
 async def tunnel(client: asyncio.Transport, upstream: ResolvedUpstream, version: str,
-                 connect_timeout: float = 10.0) -> tuple[int, int]:
-    """Answer 200 and relay bytes both ways until the tunnel ends: (bytes up, bytes down)."""
+                 connect_timeout: float = 10.0,
+                 idle_timeout: float = 300.0) -> tuple[int, int]:
+    """Answer 200 and relay bytes both ways until the tunnel ends: (bytes up, bytes down).
+
+    The tunnel is closed once no byte moved either way for ``idle_timeout`` seconds."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    agent_side = Pipe(done)
+
+    def idle() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    watch = IdleWatch(idle_timeout, idle)
+    agent_side = Pipe(done, watch)
     client.set_protocol(agent_side)
     agent_side.connection_made(client)
-    async with asyncio.timeout(connect_timeout):
-        up_transport, upstream_side = await loop.create_connection(
-            lambda: Pipe(done), upstream.host, upstream.port)
+    try:
+        async with asyncio.timeout(connect_timeout):
+            up_transport, upstream_side = await loop.create_connection(
+                lambda: Pipe(done, watch), upstream.host, upstream.port)
+    except BaseException:
+        watch.cancel()
+        raise
     agent_side.join(upstream_side)
     client.write(f"{version} 200 Connection Established\r\n\r\n".encode())
     client.resume_reading()
     try:
         await done
     finally:
+        watch.cancel()
         client.close()
         up_transport.close()
     return agent_side.bytes, upstream_side.bytes

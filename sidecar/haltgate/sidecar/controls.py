@@ -54,8 +54,10 @@ def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Control
         authorizer=ToolAuthorizer(spec.tools),
         guardrails=_guardrails_for(spec),
         max_body_bytes=spec.limits.max_body_bytes,
+        # Not a total: a stream may run as long as bytes keep coming. The bound is on the
+        # wait for the answer's head and on every silence inside it (sock_read).
         upstream_timeout=aiohttp.ClientTimeout(
-            total=spec.limits.upstream_timeout_seconds, connect=10
+            total=None, connect=10, sock_read=spec.limits.upstream_timeout_seconds
         ),
         payload=spec.audit.payload,
     )

@@ -145,6 +145,23 @@ class SidecarMetrics:
         # A sidecar only starts with a valid policy (else it exits 1): valid until a reload
         # says otherwise.
         self.policy_valid.set(1)
+        self.connections_refused = Counter(
+            "haltgate_connections_refused_total",
+            "Connections refused at once because their listener (explicit, transparent, "
+            "admin, metrics) holds its cap of live connections.",
+            ["listener"], registry=reg)
+        self.body_bytes_in_flight = Gauge(
+            "haltgate_body_bytes_in_flight",
+            "Request and response body bytes the sidecar holds in memory now (bounded by "
+            "its body memory budget).", registry=reg)
+        self.body_budget_refusals = Counter(
+            "haltgate_body_budget_refusals_total",
+            "Calls refused because the sidecar-wide body memory budget was used up, by "
+            "direction (request, response).", ["direction"], registry=reg)
+        self.ready = Gauge(
+            "haltgate_ready",
+            "1 when the sidecar can govern calls (listening, audit spool writable), else 0 "
+            "(see /readyz for the reason).", registry=reg)
         self.spool_limit = Gauge(
             "haltgate_audit_spool_limit_bytes",
             "Size limit of the local audit spool (compare haltgate_audit_spool_bytes).",

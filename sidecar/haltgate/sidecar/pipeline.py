@@ -23,10 +23,11 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -47,18 +48,20 @@ from haltgate.governance.policy import FailMode, FailureType, PayloadCapture, Re
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult
 from haltgate.sidecar import responses as r
+from haltgate.sidecar.bodybudget import DEFAULT_BODY_BUDGET, BodyBudget, MemoryBudgetError
 from haltgate.sidecar.budget import NO_BUDGET as _NO_BUDGET
 from haltgate.sidecar.budget import Budget, BudgetVerdict
 from haltgate.sidecar.classify import Classified, Target, classify
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.destinations import check_destination
 from haltgate.sidecar.metrics import SidecarMetrics
-from haltgate.sidecar.sse import SSEEvent, SSEParser
+from haltgate.sidecar.sse import DEFAULT_MAX_EVENT_BYTES, EventHold, SSEEvent, SSEParser
 from haltgate.sidecar.usage import TokenCounts, UsageReader
 
 __all__ = ["Call", "Pipeline", "PipelineSettings"]
 
 log = logging.getLogger("haltgate.sidecar")
+_T = TypeVar("_T")
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes: never relayed.
 _HOP_BY_HOP = frozenset({
@@ -72,6 +75,8 @@ _HOP_BY_HOP = frozenset({
 _REQUEST_DROP = _HOP_BY_HOP | {"expect", "x-haltgate-chain"}
 _RESPONSE_DROP = _HOP_BY_HOP - {"proxy-authenticate"}
 _EVENT_STREAM = "text/event-stream"
+_STREAM_FREE_BYTES = 64 * 1024
+"""Unfinished-event bytes a stream holds without charging the body memory budget."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,12 @@ class PipelineSettings:
     max_buffered_response_bytes: int = 64 * 1024 * 1024
     """Largest non-streamed LLM/MCP answer read whole (bytes); larger ones are refused
     (502 ``upstream_response_too_large``) rather than held in memory."""
+    body_memory_budget: int = DEFAULT_BODY_BUDGET
+    """Body bytes all calls together may hold in memory (bodybudget.py); past it a call is
+    refused with 503 ``memory_budget_exhausted`` before its body is read."""
+    max_sse_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    """Largest SSE event held while relaying a stream (bytes); a stream whose event grows
+    past it is ended with the error event ``sse_event_too_large``."""
 
 
 @dataclass(slots=True)
@@ -129,6 +140,8 @@ class Call:
     """Seconds of the sidecar's own work (upstream time excluded)."""
     cost_usd: float | None = None
     """Priced spend of the call once settled (``None``: not an LLM call or not priced)."""
+    held: int = 0
+    """Body bytes this call holds of the sidecar's memory budget (given back at its end)."""
 
     @property
     def kind_label(self) -> str:
@@ -170,6 +183,12 @@ class Pipeline:
         self.pool = pool
         """``haltgate.sidecar.pool.PoolStage`` (shared budget, call chains) or ``None``."""
         self.settings = settings or PipelineSettings()
+        self.memory = BodyBudget(self.settings.body_memory_budget,
+                                 gauge=metrics.body_bytes_in_flight,
+                                 refusals=metrics.body_budget_refusals)
+        """Body bytes held by all calls (a sidecar-wide bound, see bodybudget.py)."""
+        self._model_thread: ThreadPoolExecutor | None = None
+        """One thread for the guardrails model stage (created when a policy uses it)."""
         self._ids = count(1)
         self._id_prefix = os.urandom(6).hex() + "-"
         self._background: set[asyncio.Task[None]] = set()
@@ -189,6 +208,15 @@ class Pipeline:
         """Govern one request to ``target`` (or answer the resolution error)."""
         call = self.identify()
         try:
+            return await self._govern(request, target, call)
+        finally:
+            if call.held:  # the bodies' share of the memory budget, whatever happened
+                self.memory.give(call.held)
+                call.held = 0
+
+    async def _govern(self, request: web.BaseRequest, target: Target | HaltgateError,
+                      call: Call) -> web.StreamResponse:
+        try:
             if isinstance(target, HaltgateError):
                 raise target
             call.target = target
@@ -198,7 +226,7 @@ class Pipeline:
             await self.check_destination(call)
             self.check_not_halted(call)
             self.authorize_tools(call)
-            self.scan_request(call)
+            await self._scan(call, self.scan_request, call)
             await self.decide_policy(call)
             if self.pool is not None:
                 await self.pool.admit(call, request.headers)
@@ -206,6 +234,11 @@ class Pipeline:
             await self.audit_intent(call)
         except HaltgateError as err:
             return await self.refuse(request, call, err)
+        except BaseException:
+            # Not a decision (a bug, cancellation): nothing was forwarded, so what the
+            # stages reserved goes back, or the budget and the pool would leak it.
+            self.abandon(call)
+            raise
         try:
             return await self.forward(request, call)
         except BaseException:
@@ -228,7 +261,8 @@ class Pipeline:
         )
 
     async def read_body(self, request: web.BaseRequest, call: Call) -> bytes:
-        """The whole request body, within the policy's size limit and the client timeout."""
+        """The whole request body, within the policy's size limit, the sidecar's body
+        memory budget and the client timeout."""
         limit = call.controls.max_body_bytes
         length = request.content_length
         if length is not None and length > limit:
@@ -236,6 +270,8 @@ class Pipeline:
                                   f"{limit} bytes", code="body_too_large")
         if not request.body_exists:
             return b""
+        if length is not None:
+            self._hold(call, length, "request")  # before a byte of it is read
         if length is not None:
             # Fast path: a small body usually arrived with the headers; no timer needed.
             first = request.content.read_nowait(length)
@@ -254,6 +290,7 @@ class Pipeline:
                     if size > limit:
                         raise BadRequestError(f"request body exceeds the limit of {limit} "
                                               "bytes", code="body_too_large")
+                    self._hold(call, len(chunk), "request")
                     chunks.append(chunk)
                 return b"".join(chunks)
         except TimeoutError as e:
@@ -262,6 +299,11 @@ class Pipeline:
         except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError,
                 ConnectionError) as e:
             raise BadRequestError("the request body ended early", code="truncated_body") from e
+
+    def _hold(self, call: Call, nbytes: int, direction: str) -> None:
+        """Take ``nbytes`` of the body memory budget for ``call`` (or refuse it: 503)."""
+        self.memory.take(nbytes, direction, call.held)
+        call.held += nbytes
 
     async def check_destination(self, call: Call) -> None:
         """Hosts the agent names itself (not policy upstreams) must not be this pod."""
@@ -284,6 +326,19 @@ class Pipeline:
         if not result.allowed:
             raise DeniedError(result.message, code=result.code or "tool_not_allowed",
                               failure_type=FailureType.SAFETY)
+
+    async def _scan(self, call: Call, scan: Callable[..., _T], *args: Any) -> _T:
+        """Run a guardrail stage: inline, or, when the policy turns the model stage on
+        (a transformer forward pass: milliseconds to tens of them), on the model's own
+        thread so the event loop keeps serving every other call meanwhile."""
+        injection = call.controls.spec.guardrails.prompt_injection
+        if injection is None or not injection.enabled or not injection.model:
+            return scan(*args)
+        if self._model_thread is None:
+            self._model_thread = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="haltgate-guard-model")
+        return await asyncio.get_running_loop().run_in_executor(self._model_thread, scan,
+                                                                 *args)
 
     def scan_request(self, call: Call) -> None:
         """Guardrails on what the agent sends (prompts, tool arguments)."""
@@ -496,11 +551,14 @@ class Pipeline:
     ) -> web.StreamResponse:
         """A complete (non-streamed) answer: settle, scan, then send it."""
         limit = self.settings.max_buffered_response_bytes
-        if upstream.content_length is not None and upstream.content_length > limit:
+        known = upstream.content_length
+        if known is not None and known > limit:
             return await self.fail_upstream(request, call, UpstreamError(
                 f"the upstream answer exceeds {limit} bytes",
                 code="upstream_response_too_large"), None)
         try:
+            if known is not None:
+                self._hold(call, known, "response")
             chunks: list[bytes] = []
             size = 0
             while chunk := await upstream.content.readany():
@@ -509,11 +567,17 @@ class Pipeline:
                     return await self.fail_upstream(request, call, UpstreamError(
                         f"the upstream answer exceeds {limit} bytes",
                         code="upstream_response_too_large"), None)
+                if known is None or size > known:
+                    self._hold(call, len(chunk), "response")
                 chunks.append(chunk)
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             return await self.fail_upstream(request, call, UpstreamError(
                 "the upstream answer ended early", code="upstream_truncated"), e)
+        except MemoryBudgetError as e:
+            # The call went out (its reservation is settled as failed): the answer cannot
+            # be held now, so the agent gets a typed 503 rather than the sidecar the OOM.
+            return await self.fail_upstream(request, call, e, None)
         call.upstream_done = time.perf_counter()
         classified = call.classified
         assert classified is not None
@@ -523,7 +587,8 @@ class Pipeline:
         if classified.view.kind is RequestKind.MCP and _lists_tools(classified.body):
             body = self.filter_tools_list(call, upstream, body)
         try:
-            body = self.scan_response(call, body, upstream.content_type)
+            body = await self._scan(call, self.scan_response, call, body,
+                                    upstream.content_type)
         except HaltgateError as err:
             self._finish(call, "deny", err.code)
             self._audit_outcome(call, upstream.status, counts, decision="deny", err=err)
@@ -545,7 +610,8 @@ class Pipeline:
                                   headers=_response_headers(upstream.headers, call, None))
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         await resp.prepare(request)
-        parser = SSEParser()
+        max_event = self.settings.max_sse_event_bytes
+        parser = SSEParser(max_event)
         guardrails = call.controls.guardrails
         reader = (UsageReader(classified.dialect, classified.view.model)
                   if classified.dialect is not None else None)
@@ -558,14 +624,27 @@ class Pipeline:
         cut: HaltgateError | None = None
         truncated = False
         client_gone = False
-        held = b""
+        hold = EventHold(max_event)
         """The start of an event not complete yet: relayed with the rest of its event, so a
         cut (or an upstream failure) never leaves half an event before the error event."""
+        charged = 0
+        """Bytes of unfinished events charged to the body memory budget (grows only)."""
         try:
             async for chunk in upstream.content.iter_any():
                 digest.update(chunk)
                 if scan is not None:
                     events = parser.feed(chunk)
+                    if parser.oversized:
+                        # An event too large to hold could not be scanned: end the stream
+                        # with a typed error, never relay it unscanned or drop it silently.
+                        cut = _event_too_large(max_event)
+                        break
+                    if parser.buffered > charged:
+                        try:
+                            charged = self._charge_stream(call, charged, parser.buffered)
+                        except MemoryBudgetError as e:
+                            cut = e
+                            break
                     if reader is not None:
                         for event in events:
                             reader.read_event(event)
@@ -587,14 +666,21 @@ class Pipeline:
                     cut = guard.check(reader)
                     if cut is not None:
                         break
-                if held:
-                    chunk = held + chunk
-                end = _event_boundary(chunk)
-                held = chunk[end:]
-                if not end:
+                out = hold.feed(chunk)
+                if hold.overflow:
+                    cut = _event_too_large(max_event)
+                    break
+                if hold.size + parser.buffered > charged:
+                    try:
+                        charged = self._charge_stream(call, charged,
+                                                      hold.size + parser.buffered)
+                    except MemoryBudgetError as e:
+                        cut = e
+                        break
+                if not out:
                     continue
                 try:
-                    await resp.write(chunk[:end] if held else chunk)
+                    await resp.write(out)
                 except (ConnectionError, RuntimeError):
                     client_gone = True
                     break
@@ -624,21 +710,34 @@ class Pipeline:
                         await resp.write(r.sse_error_event(cut, call.decision_id))
                     elif out:
                         await resp.write(out)
-                elif held:
-                    await resp.write(held)  # the upstream's own last bytes, unchanged
+                elif rest := hold.rest():
+                    await resp.write(rest)  # the upstream's own last bytes, unchanged
                 await resp.write_eof()
             except (ConnectionError, RuntimeError):
                 client_gone = True
         complete = cut is None and not truncated and not client_gone
         counts = (reader.result(complete=complete, input_estimate=classified.input_estimate)
                   if reader is not None else None)
-        ok = upstream.status < 500 and not truncated
+        if cut is None and truncated:  # recorded as what it was, not as a clean allow
+            cut = UpstreamError("the upstream stream ended early", code="upstream_truncated")
+        upstream_fault = isinstance(cut, UpstreamError)
+        ok = upstream.status < 500 and not truncated and not upstream_fault
         self.settle_budget(call, counts, ok, None if ok else "stream_failed",
                            reader.content_digest if reader is not None else digest.hexdigest())
-        decision, code = ("allow", None) if cut is None else ("deny", cut.code)
+        decision, code = (("allow", None) if cut is None else
+                          ("deny" if isinstance(cut, DeniedError) else "error", cut.code))
         self._finish(call, decision, code)
         self._audit_outcome(call, upstream.status, counts, decision=decision, err=cut)
         return resp
+
+    def _charge_stream(self, call: Call, charged: int, held: int) -> int:
+        """Charge the bytes a stream holds (unfinished events) past the first 64 KiB to
+        the body memory budget: many streams that never end an event are bounded like
+        bodies are. Returns the new charge (raises MemoryBudgetError: cut the stream)."""
+        if held <= _STREAM_FREE_BYTES:
+            return charged
+        self._hold(call, held - charged, "response")
+        return held
 
     def _guardrail_fail_open(self, call: Call, errors: Sequence[str]) -> None:
         """Detectors that failed while the scan still allowed (``failMode: open``): each is
@@ -770,11 +869,7 @@ class Pipeline:
         self, request: web.BaseRequest, call: Call, err: HaltgateError
     ) -> web.Response:
         """Answer a refusal: release any reservation, audit the decision, send the error."""
-        if call.reserved:
-            self.budget.release(call.decision_id, time.time())
-            call.reserved = False
-        if self.pool is not None:
-            self.pool.release(call)
+        self.abandon(call)
         decision = "deny" if isinstance(err, DeniedError) else "error"
         _overhead_ms(call)
         self._finish(call, decision, err.code)
@@ -786,8 +881,16 @@ class Pipeline:
             self._audit_outcome(call, None, None, decision=decision, err=err)
         return await self._send_error(request, call, err)
 
+    def abandon(self, call: Call) -> None:
+        """Give back what the call reserved (budget, pool): it was never forwarded."""
+        if call.reserved:
+            self.budget.release(call.decision_id, time.time())
+            call.reserved = False
+        if self.pool is not None:
+            self.pool.release(call)
+
     async def fail_upstream(
-        self, request: web.BaseRequest, call: Call, err: UpstreamError,
+        self, request: web.BaseRequest, call: Call, err: UpstreamError | MemoryBudgetError,
         cause: BaseException | None,
     ) -> web.Response:
         """The upstream failed after the call was decided: settle as failed, answer 502/504."""
@@ -807,10 +910,12 @@ class Pipeline:
     ) -> web.Response:
         c = call.classified
         retry = call.reservation.retry_after if call.reservation else None
+        if isinstance(err, MemoryBudgetError):
+            retry = 1.0  # bodies in flight end within seconds
         resp = r.error_response(err, call.decision_id, rpc=call.is_rpc,
                                 rpc_ids=c.rpc_ids if c else (), rpc_batch=bool(c and c.rpc_batch),
                                 retry_after=retry)
-        if err.code == "body_too_large":
+        if err.code in ("body_too_large", "memory_budget_exhausted"):
             resp.force_close()  # the unread body would otherwise be parsed as a request
         if call.refusal_headers:
             # Set by the OPA decision that denied the call (validated: no framing headers).
@@ -925,6 +1030,8 @@ class Pipeline:
         """Wait for queued audit outcomes (at shutdown)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self._model_thread is not None:
+            self._model_thread.shutdown(wait=False)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -1200,19 +1307,9 @@ def _response_headers(
     return out
 
 
-def _event_boundary(data: bytes) -> int:
-    """Index just past the last complete SSE event in ``data`` (0: none complete).
-
-    An event ends with a blank line; with ``\n``, ``\r\n`` or ``\r`` line endings a blank
-    line shows as ``\n\n``, ``\n\r`` (the second line ending being ``\r`` or ``\r\n``)
-    or ``\r\r``."""
-    end = max(data.rfind(b"\n\n"), data.rfind(b"\n\r"), data.rfind(b"\r\r"))
-    if end < 0:
-        return 0
-    end += 2
-    if data[end - 1] == 13 and data[end:end + 1] == b"\n":
-        end += 1  # keep the \r\n of the blank line together
-    return end
+def _event_too_large(limit: int) -> UpstreamError:
+    return UpstreamError(f"the upstream sent an SSE event larger than {limit} bytes "
+                         "(or never ended one)", code="sse_event_too_large")
 
 
 def _rewrite_sse(body: bytes, rewrite: Any) -> bytes:

@@ -161,7 +161,10 @@ class PolicyWatcher:
             return False
         self._key = key
         try:
-            controls, doc = load_controls(self.path)
+            # Validation and compiling (the guardrails model loads here the first time a
+            # policy turns it on: seconds) run off the event loop: calls keep flowing.
+            controls, doc = await asyncio.get_running_loop().run_in_executor(
+                None, load_controls, self.path)
         except PolicyFileError as e:
             errors = [str(i) for i in e.issues if not i.warning]
             self.status.last_error = errors

@@ -64,6 +64,7 @@ from haltgate.sidecar.connect import (
     write_refusal,
 )
 from haltgate.sidecar.controls import Controls
+from haltgate.sidecar.listeners import ConnectionCap, ListenerLimits, LiveCount
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.pipeline import Pipeline, PipelineSettings
 from haltgate.sidecar.policy_watch import PolicyWatcher, _stat_key
@@ -94,7 +95,7 @@ class Listen:
         host, sep, port = value.rpartition(":")
         if not sep:
             return cls(value, default_port)
-        return cls(host or "0.0.0.0", int(port))
+        return cls(host or "127.0.0.1", int(port))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +111,12 @@ class SidecarSettings:
     audit_dir: Path | None = None
     """Audit spool directory. None: records kept in memory (tests, demos)."""
     explicit: Listen = Listen("127.0.0.1", EXPLICIT_PORT)
-    admin: Listen = Listen("0.0.0.0", ADMIN_PORT)
-    metrics: Listen = Listen("0.0.0.0", METRICS_PORT)
+    admin: Listen = Listen("127.0.0.1", ADMIN_PORT)
+    """Loopback by default; the injected sidecar listens on the pod IP (kubelet probes,
+    the operator), never on every address."""
+    metrics: Listen = Listen("127.0.0.1", METRICS_PORT)
+    limits: ListenerLimits = field(default_factory=ListenerLimits)
+    """Connection cap and header/idle timeout of every listener (listeners.py)."""
     transparent: Listen | None = None
     """Transparent listener (15001; ``::1`` on the same port is added). None: off."""
     ca_dir: Path | None = None
@@ -180,6 +185,9 @@ class Sidecar:
         self._runners: list[web.BaseRunner] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._connect_tasks: set[asyncio.Task[None]] = set()
+        self._inspected: set[web.Server] = set()
+        """HTTP servers of inspected CONNECT tunnels (one per tunnel; the connection cap
+        counts their connections)."""
         self.minter: Any | None = None
         self.transparent: Any | None = None
         self.addresses: dict[str, tuple[str, int]] = {}
@@ -242,18 +250,28 @@ class Sidecar:
             await self.audit.close()
 
     async def _serve(self, name: str, app: web.Application, listen: Listen) -> None:
+        limits = self.settings.limits
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               shutdown_timeout=5)
+                               shutdown_timeout=5, keepalive_timeout=limits.idle_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
-        await site.start()
         self._runners.append(runner)
-        host, port = runner.addresses[0][:2]
+        http = runner.server
+        assert http is not None
+        cap = ConnectionCap(name, http, lambda: len(http.connections),
+                            limits.max_admin_connections, self._refused_connection)
+        server = await asyncio.get_running_loop().create_server(
+            cap, listen.host, listen.port, reuse_address=True, backlog=128)
+        self._servers.append(server)
+        host, port = server.sockets[0].getsockname()[:2]
         self.addresses[name] = (host, port)
         log.info("%s listening on %s:%s", name, host, port)
 
+    def _refused_connection(self, listener: str) -> None:
+        self.metrics.connections_refused.labels(listener).inc()
+
     async def _serve_explicit(self, listen: Listen) -> None:
         """Port 15000: CONNECT is sniffed first (connect.py), all else goes to aiohttp."""
+        limits = self.settings.limits
         runner = web.ServerRunner(self._explicit_server(), handle_signals=False,
                                   shutdown_timeout=5)
         await runner.setup()
@@ -261,9 +279,23 @@ class Sidecar:
         http_factory = runner.server
         assert http_factory is not None
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: ExplicitFront(http_factory, self._on_connect, self._refuse_connect),
-            listen.host, listen.port, reuse_address=True, backlog=1024)
+        fronts = LiveCount()
+        tasks = self._connect_tasks
+        inspected = self._inspected
+
+        def live() -> int:
+            gone = [s for s in inspected if not s.connections]
+            inspected.difference_update(gone)
+            return (fronts.n + len(http_factory.connections) + len(tasks)
+                    + sum(len(s.connections) for s in inspected))
+
+        cap = ConnectionCap(
+            "explicit",
+            lambda: ExplicitFront(http_factory, self._on_connect, self._refuse_connect,
+                                  head_timeout=limits.idle_timeout, live=fronts),
+            live, limits.max_connections, self._refused_connection)
+        server = await loop.create_server(cap, listen.host, listen.port, reuse_address=True,
+                                          backlog=1024)
         self._servers.append(server)
         host, port = server.sockets[0].getsockname()[:2]
         self.addresses["explicit"] = (host, port)
@@ -274,6 +306,7 @@ class Sidecar:
         from haltgate.sidecar import transparent
 
         verifier = transparent.DestinationVerifier()
+        limits = self.settings.limits
         app = web.Application(client_max_size=2**62,
                               middlewares=[transparent.destination_guard(verifier)])
 
@@ -284,14 +317,20 @@ class Sidecar:
                 request, resolve_transparent(request, pipeline.controls))
 
         app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5,
+                               keepalive_timeout=limits.idle_timeout)
         await runner.setup()
         self._runners.append(runner)
-        assert runner.server is not None
+        http = runner.server
+        assert http is not None
         self.transparent = transparent.TransparentListener(
-            protocol_factory=runner.server,
+            protocol_factory=http,
             upstreams=lambda: transparent.UpstreamIndex.from_spec(self.controls.spec),
-            minter=self.minter, gate=ConnectionAudit(self), verifier=verifier)
+            minter=self.minter, gate=ConnectionAudit(self), verifier=verifier,
+            settings=transparent.TransparentSettings(
+                max_connections=limits.max_connections,
+                tunnel_idle_timeout=limits.tunnel_idle_timeout))
+        self.transparent.live_handed_over = lambda: len(http.connections)
         hosts = [listen.host] + (["::1"] if listen.host == "127.0.0.1" else [])
         await self.transparent.start(hosts=hosts, port=listen.port)
         stats = self.transparent.stats
@@ -341,7 +380,8 @@ class Sidecar:
         started = time.perf_counter()
         self.pipeline.metrics.requests.labels("connection", "allow", "").inc()
         try:
-            up, down = await tunnel(transport, upstream, version)
+            up, down = await tunnel(transport, upstream, version,
+                                    idle_timeout=self.settings.limits.tunnel_idle_timeout)
         except (OSError, TimeoutError) as e:
             err = UpstreamError(f"cannot reach {upstream.host}:{upstream.port}: "
                                 f"{type(e).__name__}", code="upstream_unreachable")
@@ -374,7 +414,8 @@ class Sidecar:
             return await pipeline.handle(
                 req, resolve_inspected(req, pipeline.controls, target_host, target_port))
 
-        server = web.Server(handler, access_log=None)
+        server = web.Server(handler, access_log=None,
+                            keepalive_timeout=self.settings.limits.idle_timeout)
         proto = server()
         transport.write(f"{version} 200 Connection Established\r\n\r\n".encode())
         transport.resume_reading()
@@ -389,6 +430,7 @@ class Sidecar:
             transport.close()
             return
         proto.connection_made(tls)
+        self._inspected.add(server)
 
     async def connection_record(self, decision_id: str, host: str, port: int, decision: str,
                                 err: HaltgateError | None, *, bytes_up: int | None = None,
@@ -565,7 +607,18 @@ class Sidecar:
     # ------------------------------------------------------------------ admin backend
 
     def ready(self) -> bool:
-        return self.pipeline is not None and "explicit" in self.addresses
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why the sidecar cannot govern calls now (``None``: it can)."""
+        reason: str | None = None
+        if self.pipeline is None or "explicit" not in self.addresses:
+            reason = "starting"
+        else:
+            health = getattr(self.audit, "health", None)
+            reason = health() if health is not None else None
+        self.metrics.ready.set(0 if reason else 1)
+        return reason
 
     def status(self) -> dict[str, Any]:
         pipeline = self.pipeline
@@ -643,7 +696,8 @@ class Sidecar:
                 await _answer_expect(request)
             return await pipeline.handle(request, resolve_explicit(request, pipeline.controls))
 
-        return web.Server(handler, access_log=None)
+        return web.Server(handler, access_log=None,
+                          keepalive_timeout=self.settings.limits.idle_timeout)
 
     def _metrics_app(self) -> web.Application:
         registry = self.metrics.exposed  # with the identity labels

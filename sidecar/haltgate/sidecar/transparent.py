@@ -46,6 +46,7 @@ from aiohttp import web
 
 from haltgate.governance.policy import GovernancePolicySpec, TLSMode
 from haltgate.sidecar import clienthello
+from haltgate.sidecar.listeners import IdleWatch
 from haltgate.sidecar.tlsmint import LeafMinter, TLSMintError
 
 log = logging.getLogger("haltgate.sidecar.transparent")
@@ -193,9 +194,12 @@ class TransparentSettings:
     connect_timeout: float = 10.0
     """Dialling a passthrough upstream."""
     tunnel_idle_timeout: float = 300.0
-    """A passthrough tunnel with no bytes either way for this long is closed."""
+    """A passthrough tunnel with no bytes in either direction for this long is closed (one
+    direction silent while the other moves is not idle)."""
     max_pending: int = 1024
     """Connections still being classified; more are refused at once (bounded memory)."""
+    max_connections: int = 2048
+    """Live connections (classified, handed over or tunnelled); more are refused at once."""
     dns_cache_seconds: float = 30.0
     """How long the addresses of an upstream host are reused for the destination check."""
     check_destination_address: bool = True
@@ -496,6 +500,9 @@ class TransparentListener:
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
+        self._tunnels = 0
+        self.live_handed_over: Callable[[], int] = lambda: 0
+        """Connections the HTTP handler holds (set by the sidecar: aiohttp's count)."""
         self.addresses: list[tuple[str, int]] = []
 
     async def start(self, hosts: Iterable[str] = ("127.0.0.1", "::1"),
@@ -554,7 +561,9 @@ class TransparentListener:
                 log.warning("transparent accept failed: %s", e)
                 await asyncio.sleep(0.1)
                 continue
-            if self._pending >= self.settings.max_pending:
+            if self._pending >= self.settings.max_pending or (
+                    self._pending + self._tunnels + self.live_handed_over()
+                    >= self.settings.max_connections):
                 self.stats.count("refused_overload")
                 conn.close()
                 continue
@@ -647,7 +656,9 @@ class TransparentListener:
         if upstream.tls is TLSMode.INSPECT:
             if self._minter is None:
                 raise Refused("tls_inspection_unavailable", "no haltgate CA configured")
-            ctx = self._minter.server_context(hello.sni)
+            # Minting a leaf (an RSA/EC signature) takes milliseconds: off the event loop.
+            ctx = await asyncio.get_running_loop().run_in_executor(
+                None, self._minter.server_context, hello.sni)
             await self._hand_over(sock, od, ctx)
             self.stats.count("tls_inspect")
             return True
@@ -700,14 +711,31 @@ class TransparentListener:
             await self._gate.closed(TunnelEvent(connection_id, od, upstream, "closed"))
             raise Refused("upstream_unreachable", f"{upstream.host}:{upstream.port}: {e}") from e
         self.stats.count("tls_passthrough")
+        self._tunnels += 1
+        try:
+            await self._relay(sock, up_reader, up_writer, connection_id, od, upstream, started)
+        finally:
+            self._tunnels -= 1
+
+    async def _relay(self, sock: socket.socket, up_reader: asyncio.StreamReader,
+                     up_writer: asyncio.StreamWriter, connection_id: str,
+                     od: OriginalDestination, upstream: TransparentUpstream,
+                     started: float) -> None:
         client_reader, client_writer = await asyncio.open_connection(sock=sock)
         counts = [0, 0]
+
+        def idle() -> None:  # no byte either way for tunnel_idle_timeout: end the tunnel
+            for writer in (up_writer, client_writer):
+                writer.close()
+
+        watch = IdleWatch(self.settings.tunnel_idle_timeout, idle)
         try:
             await asyncio.gather(
-                self._pump(client_reader, up_writer, counts, 0),
-                self._pump(up_reader, client_writer, counts, 1),
+                self._pump(client_reader, up_writer, counts, 0, watch),
+                self._pump(up_reader, client_writer, counts, 1, watch),
             )
         finally:
+            watch.cancel()
             for writer in (up_writer, client_writer):
                 writer.close()
             await self._gate.closed(TunnelEvent(
@@ -716,13 +744,15 @@ class TransparentListener:
             ))
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    counts: list[int], index: int) -> None:
+                    counts: list[int], index: int, watch: IdleWatch) -> None:
+        # No timeout per direction: a silent client downloading a long answer is not idle
+        # (the IdleWatch ends the tunnel when neither direction moves).
         try:
             while True:
-                chunk = await asyncio.wait_for(reader.read(65536),
-                                               self.settings.tunnel_idle_timeout)
+                chunk = await reader.read(65536)
                 if not chunk:
                     break
+                watch.touch()
                 counts[index] += len(chunk)
                 writer.write(chunk)
                 await writer.drain()

@@ -185,6 +185,10 @@ _OPT_STR_FIELDS = ("kind", "model", "tool", "args_digest", "failure_type", "code
 _OPT_NUM_FIELDS = ("cost_usd", "latency_ms")
 
 
+_HASH_FIELD_BYTES = len(',"hash":""') + 64
+"""What adding ``hash`` (hex SHA-256) to a canonical record adds to its length."""
+
+
 def check_types(record: AuditRecord) -> None:
     """Raise ``TypeError`` when a field that becomes a database column has the wrong type.
 
@@ -243,14 +247,17 @@ class Chainer:
                          prev_hash=doc["prev_hash"], hash=doc["hash"])
         return sealed, line
 
-    def seal_line(self, record: AuditRecord) -> tuple[bytes, str, ChainHead]:
+    def seal_line(self, record: AuditRecord, max_bytes: int | None = None
+                  ) -> tuple[bytes, str, ChainHead]:
         """Seal ``record``; return its canonical JSON line, chain and new head (the spool's
-        hot path: building the sealed dataclass costs as much as the hashing)."""
+        hot path: building the sealed dataclass costs as much as the hashing).
+        ``max_bytes``: a longer line raises ``ValueError`` before the chain advances."""
         with self._lock:
-            doc, line = self._seal_locked(record)
+            doc, line = self._seal_locked(record, max_bytes)
         return line, doc["chain_id"], ChainHead(doc["seq"], doc["hash"])
 
-    def _seal_locked(self, record: AuditRecord) -> tuple[dict[str, Any], bytes]:
+    def _seal_locked(self, record: AuditRecord, max_bytes: int | None = None
+                     ) -> tuple[dict[str, Any], bytes]:
         chain = record.chain_id or chain_id_for(record)
         head = self._heads.get(chain)
         seq = 1 if head is None else head.seq + 1
@@ -261,7 +268,11 @@ class Chainer:
         doc.pop("hash", None)
         # Serialising first means a record that is not JSON-ready raises before the chain
         # advances: a refused record never takes a sequence number.
-        digest = hashlib.sha256(canonical_json(doc)).hexdigest()
+        unsealed = canonical_json(doc)
+        if max_bytes is not None and len(unsealed) + _HASH_FIELD_BYTES > max_bytes:
+            raise ValueError(f"sealed record would be {len(unsealed)} bytes, over the "
+                             f"{max_bytes}-byte frame bound")
+        digest = hashlib.sha256(unsealed).hexdigest()
         self._heads[chain] = ChainHead(seq, digest)
         doc["hash"] = digest
         return doc, canonical_json(doc)

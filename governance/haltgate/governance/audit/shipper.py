@@ -217,13 +217,25 @@ class Shipper:
         self._conn: psycopg.Connection[Any] | None = None
         self._partitions: set[tuple[int, int]] = set()
         self._stop = threading.Event()
+        self._unsettled = False
         try:
             self.position = self._read_position()
             self.spool_id = spool_id(self._dir)
-            self.settle_orphaned()
+            self._settle_or_retry_later()
         except BaseException:
             self._lock_cm.__exit__(None, None, None)
             raise
+
+    def _settle_or_retry_later(self) -> None:
+        """``settle_orphaned``, but a full volume (it may write a torn tail aside) is not
+        fatal: the shipper starts and tries again each round (it may be the one freeing
+        space)."""
+        try:
+            self.settle_orphaned()
+            self._unsettled = False
+        except OSError as e:
+            self._unsettled = True
+            log.error("audit shipper: cannot settle the spool yet (%s); retrying", e)
 
     def settle_orphaned(self) -> bool:
         """If no writer is alive, recover the spool and make it durable (what a starting
@@ -248,9 +260,18 @@ class Shipper:
             return SpoolPosition(segments[0] if segments else 1, 0)
 
     def _ack(self, position: SpoolPosition) -> None:
-        write_json_atomic(self._dir / SHIPPED_FILE,
-                          {"segment": position.segment, "offset": position.offset})
+        """Record the shipped position locally. PostgreSQL already holds it (committed with
+        the batch), so a local write that fails (a full volume) does not hold the shipper
+        back: it moves on and compacts, which is what frees the space; after a restart
+        the database's progress cuts whatever the stale file makes it read again."""
         self.position = position
+        try:
+            write_json_atomic(self._dir / SHIPPED_FILE,
+                              {"segment": position.segment, "offset": position.offset})
+        except OSError as e:
+            self.metrics.ship_errors.inc()
+            log.warning("audit shipper: %s not written (%s); PostgreSQL has the progress",
+                        SHIPPED_FILE, e)
 
     # ---------------------------------------------------------------- reading
 
@@ -403,8 +424,16 @@ class Shipper:
                         if not frame.is_checkpoint:
                             d = orjson.loads(frame.data)
                             found[d["chain_id"]] = ChainHead(d["seq"], d["hash"])
-            write_json_atomic(self._dir / HEADS_FILE,
-                              {c: {"seq": h.seq, "hash": h.hash} for c, h in found.items()})
+            try:
+                write_json_atomic(self._dir / HEADS_FILE,
+                                  {c: {"seq": h.seq, "hash": h.hash} for c, h in found.items()})
+            except OSError as e:
+                if read_checkpoint(self._dir, self.position.segment) is None:
+                    raise  # heads.json is the only place these heads would survive
+                # The kept segment's checkpoint holds the same heads (recovery reads it
+                # first): removing the shipped segments is safe, and frees the volume.
+                log.warning("audit shipper: %s not written (%s); the checkpoint of segment "
+                            "%d keeps the chain heads", HEADS_FILE, e, self.position.segment)
             for number in done:
                 os.unlink(segment_path(self._dir, number))
         return len(done)
@@ -439,7 +468,13 @@ class Shipper:
                 backoff = min(backoff * 2, self.settings.max_backoff_seconds)
                 continue
             backoff = 0.1
-            self.compact()  # under constant load too, or the spool fills up
+            try:
+                self.compact()  # under constant load too, or the spool fills up
+            except OSError as e:
+                self.metrics.ship_errors.inc()
+                log.warning("audit shipper: compaction failed (%s); retrying", e)
+            if self._unsettled:
+                self._settle_or_retry_later()
             if result.records == 0 and not result.moved:
                 self._stop.wait(self.settings.poll_seconds)
 

@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 import orjson
 
+from haltgate.governance.audit.fit import fit_record
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import AuditRecord, Chainer, ChainHead
 from haltgate.governance.audit.sink import (
@@ -65,6 +66,7 @@ from haltgate.governance.audit.sink import (
 
 __all__ = [
     "MAGIC",
+    "MAX_FRAME",
     "Frame",
     "SpoolAuditSink",
     "SpoolPosition",
@@ -80,8 +82,10 @@ log = logging.getLogger("haltgate.audit.spool")
 MAGIC = b"HGAUD\x00\x01\n"
 """First 8 bytes of every segment (format version 1)."""
 _HEADER = struct.Struct("<IId")
-_MAX_FRAME = 16 * 1024 * 1024
-"""A length above this is corruption, not a record (records are small)."""
+MAX_FRAME = 16 * 1024 * 1024
+"""A length above this is corruption, not a record. The writer refuses to write a longer
+record (and truncates payloads well below it, audit/fit.py): reader and writer agree."""
+_MAX_FRAME = MAX_FRAME
 CHECKPOINT_TIME = -1.0
 """Frame time that marks a checkpoint frame (records have epoch times >= 0)."""
 READ_CHUNK = _MAX_FRAME + _HEADER.size
@@ -112,6 +116,15 @@ class SpoolSettings:
     lock_wait_seconds: float = 5.0
     """How long a starting writer waits for ``writer.lock`` (a shipper settling an orphaned
     spool holds it briefly) before it reports another writer (seconds)."""
+    max_payload_bytes: int = 1024 * 1024
+    """Largest ``payload`` kept in a record (bytes of its JSON); a larger one is replaced
+    by a truncation marker (size, SHA-256, preview; see audit/fit.py) when written."""
+    retry_seconds: float = 1.0
+    """While the spool cannot write (failed write, full volume), how often the writer
+    tries to recover (seconds)."""
+    min_free_bytes: int = 256 * 1024
+    """Free bytes the volume must have for the spool to be healthy: below it ``/readyz``
+    says ``disk_full`` and a failed spool does not resume yet."""
     linger_seconds: float = 0.02
     """Longest a record queued with ``submit_nowait`` (an outcome: nobody waits for it)
     waits for a commit (seconds). It goes with the next awaited record's commit (an
@@ -127,6 +140,8 @@ class SpoolSettings:
             raise ValueError("spool max_bytes must be at least twice segment_bytes")
         if self.on_full not in ("block", "continue"):
             raise ValueError("spool on_full must be 'block' or 'continue'")
+        if not 1024 <= self.max_payload_bytes <= MAX_FRAME // 2:
+            raise ValueError(f"spool max_payload_bytes must be in [1024, {MAX_FRAME // 2}]")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -469,7 +484,14 @@ class _Batch:
 
 
 class SpoolWriter:
-    """Owns the active segment and the writer thread (group commit)."""
+    """Owns the active segment and the writer thread (group commit).
+
+    Degraded, not dead: when a write or fsync fails (a full disk, an I/O error), or the
+    spool cannot even be recovered at start (a full volume), the writer refuses records
+    (:class:`AuditUnavailableError`) and its thread retries every ``retry_seconds``: it
+    cuts the segment back to its last durable byte (what failed was never confirmed to
+    anyone, and the chain heads roll back with it, so no gap), and resumes once the volume
+    has ``min_free_bytes`` free again. :meth:`health` says why records are refused."""
 
     def __init__(self, settings: SpoolSettings, metrics: AuditMetrics | None = None) -> None:
         self.settings = settings
@@ -479,21 +501,26 @@ class SpoolWriter:
         self._writer_lock_cm = flocked(directory / "writer.lock", blocking=False,
                                        wait_seconds=settings.lock_wait_seconds)
         self._writer_lock_cm.__enter__()
+        self.spool_id = ""
+        self.chainer = Chainer()
+        self._written: dict[str, ChainHead] = {}
+        self._segment = 0
+        self._fd = -1
+        self._durable_fd = -1
+        self._size = 0
+        self._base_size = 0
+        self._spooled = 0
+        self._started = False
+        self._failed: AuditUnavailableError | None = None
         try:
-            heads = settle(directory, self.metrics)
-            self.spool_id = spool_id(directory)
-            self.chainer = Chainer(heads)
-            self._written = dict(heads)
-            segments = list_segments(directory)
-            self._segment = segments[-1] if segments else 0
-            self._fd = -1
-            self._size = 0
-            if self._segment:
-                self._open_segment(self._segment, create=False)
-            else:
-                self._roll()
-            self._spooled = spool_bytes(directory)
-            self._durable_fd = os.open(directory / DURABLE_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+            self._start_up()
+        except OSError as e:
+            # A full (or failing) volume: start refusing, alive and visible, and let the
+            # writer thread retry, instead of a crash loop on every restart.
+            self._failed = AuditUnavailableError(f"audit spool cannot start: {e}"[:512])
+            log.error("audit spool %s: cannot start (%s); refusing records, retrying every "
+                      "%.1fs", directory, e, settings.retry_seconds)
+            self._close_fds()
         except BaseException:
             self._writer_lock_cm.__exit__(None, None, None)
             raise
@@ -506,12 +533,88 @@ class SpoolWriter:
         self._pending = _Batch()
         self._state_flush: Callable[[], None] | None = None
         self._last_state_log = -1e9
-        self._failed: AuditUnavailableError | None = None
         self._closing = False
         self.metrics.spool_bytes.set(self._spooled)
         self._thread = threading.Thread(target=self._run, name="haltgate-audit-spool",
                                         daemon=True)
         self._thread.start()
+
+    # ---------------------------------------------------------------- start, heal
+
+    def _start_up(self) -> None:
+        """Recover the spool and open the newest segment (at start, and when a start that
+        failed is retried)."""
+        directory = self.settings.directory
+        heads = settle(directory, self.metrics)
+        self.spool_id = spool_id(directory)
+        self._durable_fd = os.open(directory / DURABLE_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+        self._written = dict(heads)
+        segments = list_segments(directory)
+        self._segment = segments[-1] if segments else 0
+        if self._segment:
+            self._open_segment(self._segment, create=False)
+        else:
+            self._roll()
+        self._spooled = spool_bytes(directory)
+        self.chainer = Chainer(heads)
+        self._started = True
+
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._durable_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._durable_fd = -1
+
+    def free_bytes(self) -> int:
+        """Bytes free for this spool on its volume (for an unprivileged writer)."""
+        st = os.statvfs(self.settings.directory)
+        return st.f_bavail * st.f_frsize
+
+    def _heal(self) -> bool:
+        """Try to leave the failed state; True when records are accepted again."""
+        try:
+            if not self._started:
+                self._start_up()
+            else:
+                # Bytes past the last durable commit belong to the batch that failed: its
+                # waiters were refused, so they go (a torn tail, never a hole).
+                os.ftruncate(self._fd, self._size)
+                os.fsync(self._fd)
+                for number in list_segments(self.settings.directory):
+                    if number > self._segment:  # a roll that failed half-way: no records
+                        os.unlink(segment_path(self.settings.directory, number))
+                os.pwrite(self._durable_fd,
+                          _encode_durable(SpoolPosition(self._segment, self._size)), 0)
+            if self.free_bytes() < self.settings.min_free_bytes:
+                return False
+        except OSError as e:
+            log.debug("audit spool still failing: %s", e)
+            return False
+        with self._lock:
+            self._failed = None
+        log.warning("audit spool %s: writable again; accepting records",
+                    self.settings.directory)
+        return True
+
+    def health(self) -> str | None:
+        """``None`` when records are accepted, else why not: ``audit_unavailable`` (a
+        failed write, a volume that cannot be written), ``audit_spool_full`` (the size
+        limit, with ``onSpoolFull: block``) or ``disk_full`` (under ``min_free_bytes``
+        free: the next commit would fail)."""
+        if self._failed is not None:
+            return AuditUnavailableError.code
+        if self.settings.on_full == "block":
+            with self._lock:
+                full = not self._capacity_ok(4096)
+            if full:
+                return SpoolFullError.code
+        try:
+            if self.free_bytes() < self.settings.min_free_bytes:
+                return "disk_full"
+        except OSError:
+            return AuditUnavailableError.code
+        return None
 
     # ---------------------------------------------------------------- segment files
 
@@ -522,9 +625,15 @@ class SpoolWriter:
         if create:
             # _written holds the heads of every record written so far: exactly what
             # precedes this segment (the batch that made us roll is not written yet).
-            os.write(fd, MAGIC + checkpoint_frame(self._written))
-            os.fsync(fd)
-            _fsync_dir(self.settings.directory)
+            try:
+                os.write(fd, MAGIC + checkpoint_frame(self._written))
+                os.fsync(fd)
+                _fsync_dir(self.settings.directory)
+            except OSError:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # no record in it yet: nothing is lost
+                raise
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = fd
@@ -580,13 +689,15 @@ class SpoolWriter:
                     self._dropped_unlogged = 0
                     self._last_drop_log = now
                 return False
+            record = fit_record(record, self.settings.max_payload_bytes)
             try:
-                line, chain, head = self.chainer.seal_line(record)
+                line, chain, head = self.chainer.seal_line(record, max_bytes=MAX_FRAME)
             except (TypeError, ValueError) as e:
-                # Not JSON-serialisable: the caller's bug. The chain is untouched (sealing
-                # serialises before it advances the head).
+                # Not JSON-serialisable (the caller's bug) or, even clipped, larger than a
+                # frame the reader accepts. The chain is untouched (sealing serialises and
+                # measures before it advances the head).
                 self.metrics.refusals.labels(code=InvalidRecordError.code).inc()
-                raise InvalidRecordError(f"audit record is not JSON-serialisable: {e}") from e
+                raise InvalidRecordError(f"audit record cannot be written: {e}") from e
             frame = encode_frame(line, record.time)
             batch = self._pending
             batch.frames.append(frame)
@@ -632,6 +743,15 @@ class SpoolWriter:
     def _run(self) -> None:
         linger = self.settings.linger_seconds
         while True:
+            if self._failed is not None:
+                with self._lock:
+                    if self._closing:
+                        return
+                    self._wake.wait(self.settings.retry_seconds)
+                    if self._closing:
+                        return
+                self._heal()
+                continue
             with self._lock:
                 while not self._pending.urgent and not self._closing:
                     # Idle, or only lingering records: look again when the oldest one is
@@ -689,13 +809,19 @@ class SpoolWriter:
             os.pwrite(self._durable_fd,
                       _encode_durable(SpoolPosition(self._segment, self._size)), 0)
         except OSError as e:
-            # After a failed write or fsync the file's state is unknown (fsyncgate): stop
-            # accepting records rather than risk a hole; a restart recovers from disk.
+            # After a failed write or fsync the file's state is unknown (fsyncgate): refuse
+            # records until _heal() has cut the segment back to its last durable byte. The
+            # records sealed since then (this batch, and those queued behind it) are
+            # refused too, and the chain heads go back to the last written record.
             error = AuditUnavailableError(f"audit spool write failed: {e}")
             with self._lock:
                 self._failed = error
-                self._closing = True
-            log.error("audit spool: %s; refusing further records", e)
+                queued, self._pending = self._pending, _Batch()
+                self.chainer = Chainer(self._written)
+                self._spooled = max(self._spooled - nbytes - queued.nbytes, 0)
+            waiters = waiters + queued.waiters
+            self.metrics.refusals.labels(code=AuditUnavailableError.code).inc()
+            log.error("audit spool: %s; refusing records until it can write again", e)
         else:
             self.metrics.fsync_seconds.observe(time.perf_counter() - started)
             self.metrics.group_size.observe(len(frames))
@@ -718,10 +844,7 @@ class SpoolWriter:
             self._closing = True
             self._wake.notify()
         self._thread.join(timeout=30)
-        if self._fd >= 0:
-            os.close(self._fd)
-            os.close(self._durable_fd)
-            self._fd = -1
+        self._close_fds()
         self._writer_lock_cm.__exit__(None, None, None)
 
 
@@ -803,6 +926,11 @@ class SpoolAuditSink:
         cf: concurrent.futures.Future[None] = concurrent.futures.Future()
         if self._writer.submit(record, _Waiter(None, cf)):
             cf.result(timeout=timeout)
+
+    def health(self) -> str | None:
+        """``None`` when records are accepted, else the reason code (see
+        :meth:`SpoolWriter.health`): the sidecar's ``/readyz`` reports it."""
+        return self._writer.health()
 
     def carry_state(self, flush: Callable[[], None]) -> Callable[[], bool]:
         """See :meth:`SpoolWriter.carry_state` (the Governor's state in the group commit)."""
