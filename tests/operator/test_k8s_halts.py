@@ -182,8 +182,10 @@ def test_halt_annotation_reaches_running_sidecar(
                      check=True)
         eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,
                    what="call allowed after lift")
-        pod = kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
-        assert halts.ANNOTATION_HALTED not in (pod["metadata"].get("annotations") or {})
+        # The operator writes the pod's record right after the sidecar answered the lift.
+        eventually(lambda: halts.ANNOTATION_HALTED not in (kubectl_json(
+            kube, "-n", ns, "get", "pod", "agent-h")["metadata"].get("annotations") or {}),
+                   timeout=15, what="halt record removed from the pod")
         assert admin_get(admin, "/status", tmp_path / "token")["agent"]["run_id"] == run_id
         used = admin_get(admin, "/budgets", tmp_path / "token")["budget"]["calls"]["used"]
         assert used >= 4, used  # 3 before the halt, 1 after the lift: nothing forgotten
