@@ -478,6 +478,8 @@ class Demo:
             self.haltgate, "sidecar", "--policy", str(self.workdir / "policy.yaml"),
             "--mode", "transparent", "--ca-dir", str(ca_dir),
             "--state-dir", str(self.state_dir), "--admin-token-file", str(token),
+            # Scraped from outside the pod, on the pod IP, as the injected sidecar is.
+            "--metrics-listen", f"{POD_IP}:{self.ports['metrics']}",
             "--opa-url", self.urls["opa"], "--log-level", "warning"]), env=env)
         self.sidecar_proc = proc
         for port in (self.ports["transparent"], self.ports["explicit"], self.ports["admin"]):
