@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from haltgate.governance.errors import BadRequestError
+from haltgate.governance.jsonlimits import MAX_JSON_DEPTH, deeper_than
 from haltgate.governance.policy import Provider, RequestKind
 from haltgate.governance.request import AgentIdentity, CallView, ToolCall
 from haltgate.sidecar.upstreams import ResolvedUpstream
@@ -88,9 +89,13 @@ def _parse_json(body: bytes) -> Any:
     if not body:
         raise BadRequestError("request body is empty, JSON expected", code="invalid_json")
     try:
-        return orjson.loads(body)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from e
+    if deeper_than(obj, MAX_JSON_DEPTH, body):
+        raise BadRequestError(f"request body nests deeper than {MAX_JSON_DEPTH} levels",
+                              code="json_too_deep")
+    return obj
 
 
 def _max_output(body: dict[str, Any]) -> int | None:

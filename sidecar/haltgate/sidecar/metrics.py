@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from haltgate.governance.audit.redact import is_clean
+
 __all__ = [
     "IDENTITY_LABELS",
     "LATENCY_BUCKETS",
@@ -128,6 +130,12 @@ class SidecarMetrics:
             "OPA policy decisions by result (allow, deny, error: refused because OPA "
             "failed, fail_open: allowed because OPA failed and the policy says open).",
             ["result"], registry=reg)
+        self.guardrail_unscanned = Counter(
+            "haltgate_guardrail_unscanned_total",
+            "Answers the response guardrails could not read, by reason (encoding, charset, "
+            "type, size, corrupt) and outcome (refused under failMode closed, passed "
+            "under open).",
+            ["reason", "outcome"], registry=reg)
         self.fail_open = Counter(
             "haltgate_fail_open_total",
             "Controls that failed and were passed because the policy says fail open, by "
@@ -196,7 +204,10 @@ class SidecarMetrics:
             return NO_MODEL
         label = self._models.get(model)
         if label is None:
-            label = model if len(self._models) < MAX_MODELS else OTHER_MODEL
+            # A model name is whatever the agent wrote: one that holds a key or personal
+            # data is never exported as a label.
+            label = model if len(self._models) < MAX_MODELS and is_clean(model) \
+                else OTHER_MODEL
             if len(self._models) < 4 * MAX_MODELS:  # the lookup cache is bounded too
                 self._models[model] = label
         return label

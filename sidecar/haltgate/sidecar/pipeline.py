@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Any, TypeVar
 
@@ -34,7 +34,14 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from haltgate.governance.audit import AuditError, AuditRecord, AuditSink, MemoryAuditSink
+from haltgate.governance.audit import (
+    AuditError,
+    AuditRecord,
+    AuditSink,
+    InvalidRecordError,
+    MemoryAuditSink,
+)
+from haltgate.governance.audit.redact import AuditScrubber, state_key
 from haltgate.governance.engine.units import pico_to_usd
 from haltgate.governance.errors import (
     BadRequestError,
@@ -42,6 +49,14 @@ from haltgate.governance.errors import (
     HaltgateError,
     UnavailableError,
     UpstreamError,
+)
+from haltgate.governance.guardrails.request_meta import scan_request_meta
+from haltgate.governance.guardrails.response_body import (
+    MAX_DECODED_BYTES,
+    StreamDecoder,
+    Unscannable,
+    decode_content,
+    scan_decoded_body,
 )
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy import FailMode, FailureType, PayloadCapture, RequestKind
@@ -75,6 +90,8 @@ _HOP_BY_HOP = frozenset({
 _REQUEST_DROP = _HOP_BY_HOP | {"expect", "x-haltgate-chain"}
 _RESPONSE_DROP = _HOP_BY_HOP - {"proxy-authenticate"}
 _EVENT_STREAM = "text/event-stream"
+_MAX_RAW_TARGET = 2048
+"""Characters of an unresolved request target kept in its refusal record."""
 _STREAM_FREE_BYTES = 64 * 1024
 """Unfinished-event bytes a stream holds without charging the body memory budget."""
 
@@ -94,6 +111,9 @@ class PipelineSettings:
     max_buffered_response_bytes: int = 64 * 1024 * 1024
     """Largest non-streamed LLM/MCP answer read whole (bytes); larger ones are refused
     (502 ``upstream_response_too_large``) rather than held in memory."""
+    max_decoded_response_bytes: int = MAX_DECODED_BYTES
+    """Largest decompressed answer the response guardrails read (bytes); a larger one is
+    unscannable and follows ``failMode`` (a compression bomb is never inflated whole)."""
     body_memory_budget: int = DEFAULT_BODY_BUDGET
     """Body bytes all calls together may hold in memory (bodybudget.py); past it a call is
     refused with 503 ``memory_budget_exhausted`` before its body is read."""
@@ -140,6 +160,13 @@ class Call:
     """Seconds of the sidecar's own work (upstream time excluded)."""
     cost_usd: float | None = None
     """Priced spend of the call once settled (``None``: not an LLM call or not priced)."""
+    scrub: AuditScrubber | None = None
+    """Scrubs what the call's audit records store (redaction, NUL, depth); made once."""
+    raw_target: str = ""
+    """The request target as received, for the record of a call refused before its target
+    was resolved."""
+    redacted_headers: Mapping[str, Sequence[str]] | None = None
+    """Header values a guardrail redacted, by lower-case name: forwarded instead."""
     held: int = 0
     """Body bytes this call holds of the sidecar's memory budget (given back at its end)."""
 
@@ -226,7 +253,7 @@ class Pipeline:
             await self.check_destination(call)
             self.check_not_halted(call)
             self.authorize_tools(call)
-            await self._scan(call, self.scan_request, call)
+            await self._scan(call, self.scan_request, call, request.headers)
             await self.decide_policy(call)
             if self.pool is not None:
                 await self.pool.admit(call, request.headers)
@@ -340,12 +367,14 @@ class Pipeline:
         return await asyncio.get_running_loop().run_in_executor(self._model_thread, scan,
                                                                  *args)
 
-    def scan_request(self, call: Call) -> None:
-        """Guardrails on what the agent sends (prompts, tool arguments)."""
+    def scan_request(self, call: Call, headers: Mapping[str, str] | None = None) -> None:
+        """Guardrails on what the agent sends (prompts, tool arguments; URL and headers)."""
         guardrails = call.controls.guardrails
         classified = call.classified
         if guardrails is None or classified is None or not guardrails.active("request"):
             return
+        if call.target is not None:
+            self._scan_request_meta(call, guardrails, headers or {})
         subject: Any = classified.body
         if subject is None:
             if not call.body:
@@ -373,6 +402,28 @@ class Pipeline:
             call.forward_body = orjson.dumps(result.redacted_obj)
         elif result.redacted_text is not None and classified.body is None:
             call.forward_body = result.redacted_text.encode()
+
+    def _scan_request_meta(self, call: Call, guardrails: Any,
+                           headers: Mapping[str, str]) -> None:
+        """The secrets guardrail on the URL and header values (see request_meta)."""
+        target = call.target
+        assert target is not None
+        meta = scan_request_meta(guardrails, target.path, target.query, headers.items())
+        if not meta.findings and not meta.errors:
+            return
+        call.findings.extend(f.to_dict() for f in meta.findings)
+        call.risk += meta.risk
+        if meta.errors and not meta.blocked:
+            self._guardrail_fail_open(call, meta.errors)
+        if meta.blocked:
+            raise DeniedError("a guardrail blocked the request",
+                              code=meta.code or "guardrail_blocked",
+                              failure_type=FailureType.SAFETY)
+        if meta.path is not None or meta.query is not None:
+            call.target = replace(
+                target, path=target.path if meta.path is None else meta.path,
+                query=target.query if meta.query is None else meta.query)
+        call.redacted_headers = meta.headers
 
     async def decide_policy(self, call: Call) -> None:
         """The policy's OPA decision, when the policy has one."""
@@ -422,9 +473,10 @@ class Pipeline:
         verdict = self.budget.reserve(
             call_id=call.decision_id, ts=call.ts,
             kind=view.kind.value if view.kind is not None else "unknown",
-            host=view.host,
-            tool=view.tool_calls[0].name if view.tool_calls else None,
-            model=view.model, max_input_tokens=max_input,
+            # Names the state file keeps: a key or an address in one is kept as a digest.
+            host=state_key(view.host) or "",
+            tool=state_key(view.tool_calls[0].name) if view.tool_calls else None,
+            model=state_key(view.model), max_input_tokens=max_input,
             max_output_tokens=call.max_output_tokens, fingerprint=call.fingerprint,
             risk=call.risk,
         )
@@ -587,14 +639,21 @@ class Pipeline:
         if classified.view.kind is RequestKind.MCP and _lists_tools(classified.body):
             body = self.filter_tools_list(call, upstream, body)
         try:
-            body = await self._scan(call, self.scan_response, call, body,
-                                    upstream.content_type)
+            # Decoded here on the loop (its bytes charged to the memory budget), scanned
+            # where the guardrails run.
+            plain = self.decode_response(call, body, upstream.headers)
+            new = None if plain is None else await self._scan(
+                call, self.scan_response, call, plain, upstream.headers.get("Content-Type"))
         except HaltgateError as err:
-            self._finish(call, "deny", err.code)
-            self._audit_outcome(call, upstream.status, counts, decision="deny", err=err)
+            decision = "deny" if isinstance(err, DeniedError) else "error"
+            self._finish(call, decision, err.code)
+            self._audit_outcome(call, upstream.status, counts, decision=decision, err=err)
             return await self._send_error(request, call, err)
-        resp = web.Response(status=upstream.status, reason=upstream.reason, body=body,
+        resp = web.Response(status=upstream.status, reason=upstream.reason,
+                            body=body if new is None else new,
                             headers=_response_headers(upstream.headers, call, settle))
+        if new is not None and plain is not body:
+            resp.headers.popall("Content-Encoding", None)  # sent decoded once redacted
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         self._finish(call, "allow", None)
         self._audit_outcome(call, upstream.status, counts, decision="allow")
@@ -606,13 +665,32 @@ class Pipeline:
         """Relay an SSE answer chunk by chunk, metering it; cut it if the budget is crossed."""
         classified = call.classified
         assert classified is not None
+        guardrails = call.controls.guardrails
+        decoder: StreamDecoder | None = None
+        coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+        if guardrails is not None and guardrails.active("response") and coding != "identity":
+            # The guardrails read events: a compressed stream is decoded as it comes (and
+            # relayed decoded); a coding that cannot be decoded follows failMode.
+            try:
+                try:
+                    decoder = StreamDecoder(coding, self.settings.max_decoded_response_bytes)
+                except Unscannable as e:
+                    self._unscannable(call, e)
+                    guardrails = None
+            except HaltgateError as refusal:
+                self.settle_budget(call, None, False, refusal.code, None)
+                self._finish(call, "error", refusal.code)
+                self._audit_outcome(call, upstream.status, None, decision="error",
+                                    err=refusal)
+                return await self._send_error(request, call, refusal)
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                   headers=_response_headers(upstream.headers, call, None))
+        if decoder is not None:
+            resp.headers.popall("Content-Encoding", None)
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         await resp.prepare(request)
         max_event = self.settings.max_sse_event_bytes
         parser = SSEParser(max_event)
-        guardrails = call.controls.guardrails
         reader = (UsageReader(classified.dialect, classified.view.model)
                   if classified.dialect is not None else None)
         # Response guardrails rewrite the stream event by event (redaction held back across
@@ -632,6 +710,14 @@ class Pipeline:
         try:
             async for chunk in upstream.content.iter_any():
                 digest.update(chunk)
+                if decoder is not None:
+                    try:
+                        chunk = decoder.feed(chunk)
+                    except Unscannable as e:
+                        cut = self._stream_unscannable(call, e)
+                        if cut is not None:
+                            break
+                        decoder = scan = None  # fail open: the rest as it comes
                 if scan is not None:
                     events = parser.feed(chunk)
                     if parser.oversized:
@@ -833,23 +919,43 @@ class Pipeline:
         obj = [rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj)
         return orjson.dumps(obj)
 
-    def scan_response(self, call: Call, body: bytes, content_type: str) -> bytes:
-        """Guardrails on what comes back (a blocked answer is replaced by a refusal)."""
+    def decode_response(self, call: Call, body: bytes,
+                        headers: Mapping[str, str]) -> bytes | None:
+        """The answer without its content codings, for the response guardrails (``None``:
+        nothing to scan, or unscannable and passed under ``failMode: open``). The decoded
+        bytes are held against the body memory budget (503 past it)."""
         guardrails = call.controls.guardrails
-        if (guardrails is None or not body or content_type != "application/json"
-                or not guardrails.active("response")):
+        if guardrails is None or not body or not guardrails.active("response"):
+            return None
+        coding = headers.get("Content-Encoding")
+        if not coding or coding.strip().lower() == "identity":
             return body
         try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
+            plain = decode_content(body, coding, self.settings.max_decoded_response_bytes)
+        except Unscannable as e:
+            self._unscannable(call, e)
+            return None
+        self._hold(call, len(plain), "response")
+        return plain
+
+    def scan_response(self, call: Call, body: bytes, content_type: str | None
+                      ) -> bytes | None:
+        """Guardrails on what comes back, decoded (a blocked answer is replaced by a
+        refusal). Returns the redacted body, ``None`` when nothing changed. Any text type
+        is scanned (see response_body); what cannot be scanned follows ``failMode``."""
+        guardrails = call.controls.guardrails
+        assert guardrails is not None  # decode_response returned a body to scan
         try:
-            result = guardrails.scan_json(obj, "response")
+            scanned = scan_decoded_body(guardrails, body, content_type)
+        except Unscannable as e:
+            self._unscannable(call, e)
+            return None
         except Exception as e:
             if call.controls.spec.guardrails.fail_mode is FailMode.OPEN:
-                self.metrics.fail_open.labels("guardrails").inc()
-                return body
+                self._guardrail_fail_open(call, [f"response:{type(e).__name__}"])
+                return None
             raise UnavailableError(f"guardrails failed: {e}", code="guardrails_error") from e
+        result = scanned.result
         call.findings.extend(f.to_dict() for f in result.findings)
         if result.errors and not result.blocked:
             self._guardrail_fail_open(call, result.errors)
@@ -859,9 +965,28 @@ class Pipeline:
             raise DeniedError("a guardrail blocked the response",
                               code=result.code or "guardrail_blocked",
                               failure_type=FailureType.SAFETY)
-        if result.redacted_obj is not None:
-            return orjson.dumps(result.redacted_obj)
-        return body
+        return None if scanned.body is body else scanned.body
+
+    def _stream_unscannable(self, call: Call, err: Unscannable) -> HaltgateError | None:
+        """`_unscannable` in the middle of a stream: the error that cuts it (closed)."""
+        try:
+            self._unscannable(call, err)
+        except HaltgateError as refusal:
+            return refusal
+        return None
+
+    def _unscannable(self, call: Call, err: Unscannable) -> None:
+        """An answer the guardrails cannot read: refused (closed) or passed, counted and
+        audited as a fail-open event (open)."""
+        closed = call.controls.spec.guardrails.fail_mode is not FailMode.OPEN
+        self._child(self.metrics.guardrail_unscanned, err.reason,
+                    "refused" if closed else "passed").inc()
+        if closed:
+            raise UnavailableError(f"the answer cannot be scanned by the guardrails "
+                                   f"({err})", code="guardrails_unscannable")
+        self.metrics.fail_open.labels("guardrails").inc()
+        call.findings.append({"detector": "response_body", "action": "fail_open",
+                              "error": err.reason})
 
     # ------------------------------------------------------------------ refusals
 
@@ -875,10 +1000,13 @@ class Pipeline:
         self._finish(call, decision, err.code)
         if err.failure_type is not None:
             self.metrics.sync_halt(self.budget.governor)  # counts a new halt once
-        if call.target is not None:
-            # Refusals are decisions: they go to the audit trail too (not so requests for
-            # no target at all, e.g. an unknown alias, which name nothing to audit).
-            self._audit_outcome(call, None, None, decision=decision, err=err)
+        if call.target is None:
+            # No target resolved (unknown alias, malformed path): the request as it came,
+            # so probing leaves a trace too (scrubbed like every target).
+            call.method = request.method
+            call.raw_target = request.raw_path[:_MAX_RAW_TARGET]
+        # Refusals are decisions: every one goes to the audit trail.
+        self._audit_outcome(call, None, None, decision=decision, err=err)
         return await self._send_error(request, call, err)
 
     def abandon(self, call: Call) -> None:
@@ -894,7 +1022,9 @@ class Pipeline:
         cause: BaseException | None,
     ) -> web.Response:
         """The upstream failed after the call was decided: settle as failed, answer 502/504."""
-        log.info("upstream failure for %s: %r", call.decision_id, cause)
+        # The exception type only: aiohttp errors can quote the URL (and a key in it).
+        log.info("upstream failure for %s: %s", call.decision_id,
+                 type(cause).__name__ if cause is not None else err.code)
         if not call.upstream_done:
             call.upstream_done = time.perf_counter()
         # Nothing (or nothing complete) came back: an LLM call may still have been billed,
@@ -937,6 +1067,12 @@ class Pipeline:
         if tool is None and call.authz is not None and view is not None \
                 and view.kind is RequestKind.HTTP:
             tool = call.authz.rule
+        # Everything the agent or the upstream controls is scrubbed before it is stored
+        # (redacted unless payload: full; never a NUL or an over-deep document).
+        scrub = call.scrub
+        if scrub is None:
+            scrub = call.scrub = AuditScrubber(
+                redact=call.controls.payload is not PayloadCapture.FULL)
         return AuditRecord(
             decision_id=call.decision_id,
             time=call.ts,
@@ -946,32 +1082,31 @@ class Pipeline:
             pod=call.agent.pod,
             run_id=call.agent.run_id,
             kind=view.kind.value if view is not None and view.kind is not None else None,
-            target=f"{call.method} {call.target.url}" if call.target is not None else "",
-            model=view.model if view is not None else None,
-            tool=tool,
+            target=scrub.target(f"{call.method} {call.target.url}" if call.target is not None
+                                else f"{call.method} {call.raw_target}"),
+            model=scrub.name(view.model if view is not None else None),
+            tool=scrub.name(tool),
             args_digest=call.fingerprint or None,
             decision=decision,
             failure_type=err.failure_type.value if err and err.failure_type else None,
             code=err.code if err else None,
-            message=err.message if err else None,
+            message=scrub.optional(err.message if err else None),
             budget_after=dict(err.budget) if err and err.budget else None,
-            usage=counts.as_dict() if counts is not None else None,
-            findings=tuple(call.findings),
+            usage=scrub.strings_of(counts.as_dict()) if counts is not None else None,
+            findings=scrub.findings(call.findings),
             status=status,
             latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,
             cost_usd=call.cost_usd if phase != "intent" else None,
             payload_mode=call.controls.payload.value,
-            payload=self._payload(call),
+            payload=self._payload(call, scrub),
         )
 
-    def _payload(self, call: Call) -> Any:
-        mode = call.controls.payload
+    def _payload(self, call: Call, scrub: AuditScrubber) -> Any:
         c = call.classified
-        if mode is PayloadCapture.NONE or c is None:
+        if call.controls.payload is PayloadCapture.NONE or c is None or c.body is None:
             return None
-        if mode is PayloadCapture.REDACTED and call.controls.guardrails is None:
-            return None  # nothing could redact it: keep the digest only
-        return c.body if c.body is not None else None
+        # ``redacted``: the audit's own PII and secrets pass, whatever the guardrails do.
+        return scrub.payload(c.body)
 
     def _audit_outcome(self, call: Call, status: int | None, counts: TokenCounts | None, *,
                        decision: str, err: HaltgateError | None = None) -> None:
@@ -990,7 +1125,10 @@ class Pipeline:
         if self._submit_nowait is not None:
             # The spool queues it for its next group commit: no task per call.
             try:
-                future = self._submit_nowait(record)
+                try:
+                    future = self._submit_nowait(record)
+                except InvalidRecordError:
+                    future = self._submit_nowait(_bare(record))
             except AuditError as e:
                 log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
                 return
@@ -1003,7 +1141,10 @@ class Pipeline:
 
     async def _write_outcome(self, record: AuditRecord) -> None:
         try:
-            await self.audit.outcome(record)
+            try:
+                await self.audit.outcome(record)
+            except InvalidRecordError:
+                await self.audit.outcome(_bare(record))
         except AuditError as e:
             log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
 
@@ -1035,6 +1176,13 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _bare(record: AuditRecord) -> AuditRecord:
+    """``record`` without the values that can make it unwritable: the decision is still
+    audited when its payload or findings cannot be (a refusal is never left out)."""
+    return replace(record, payload=None, findings=(), message=None,
+                   budget_after=None, usage=None)
 
 
 def _log_failed_outcome(future: Any) -> None:
@@ -1093,7 +1241,10 @@ class _StreamScan:
             try:
                 obj = orjson.loads(event.data)
             except orjson.JSONDecodeError:
-                out.append(_sse_encode(event.event, event.data.encode()))  # [DONE] and such
+                # Plain-text data ([DONE] and such, or a tool's text): scanned as text.
+                text = self._text(event.data)
+                if text is not None:
+                    out.append(_sse_encode(event.event, text.encode()))
                 continue
             try:
                 sent = self._transform(obj)
@@ -1110,6 +1261,24 @@ class _StreamScan:
                     name = new["type"]  # a flushed text delta added before an end event
                 out.append(_sse_encode(name, orjson.dumps(new)))
         return b"".join(out)
+
+    def _text(self, data: str) -> str | None:
+        """Data of a plain-text event to send (``None``: blocked)."""
+        if len(data) < 6 or data == "[DONE]":
+            return data
+        try:
+            result = self._g.scan(data, "response")
+        except Exception as e:  # a guardrail bug must not open the gate by accident
+            if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
+                self._blocked_code = "guardrails_error"
+                return None
+            self._pipeline._guardrail_fail_open(self._call, [f"stream:{type(e).__name__}"])
+            return data
+        self._note(result.findings, result.risk, result.errors, result.blocked)
+        if result.blocked:
+            self._blocked_code = result.code or "guardrail_blocked"
+            return None
+        return result.redacted_text if result.redacted_text is not None else data
 
     def _transform(self, obj: Any) -> list[Any]:
         if self._chat is not None:
@@ -1273,11 +1442,15 @@ def _forward_headers(headers: CIMultiDictProxy[str], call: Call) -> CIMultiDict[
     connection_listed = headers.get("connection", "")
     extra_drop = {h.strip().lower() for h in connection_listed.split(",")} if \
         connection_listed else set()
+    redacted = call.redacted_headers or {}
     for name, value in headers.items():
         lower = name.lower()
-        if lower in _REQUEST_DROP or lower in extra_drop:
+        if lower in _REQUEST_DROP or lower in extra_drop or lower in redacted:
             continue
         out.add(name, value)
+    for name, values in redacted.items():
+        for value in values:
+            out.add(name, value)
     if call.upstream_headers:
         # The OPA decision's headers (validated by parse_decision: no framing headers);
         # haltgate's own headers below win over them.

@@ -35,6 +35,7 @@ from haltgate.governance.audit import (
     SpoolAuditSink,
 )
 from haltgate.governance.audit.metrics import AuditMetrics
+from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.engine import codes
 from haltgate.governance.errors import (
     BadRequestError,
@@ -45,7 +46,12 @@ from haltgate.governance.errors import (
     UpstreamError,
 )
 from haltgate.governance.governor import Governor, make_engine
-from haltgate.governance.policy import FailureType, GovernancePolicySpec, TLSMode
+from haltgate.governance.policy import (
+    FailureType,
+    GovernancePolicySpec,
+    PayloadCapture,
+    TLSMode,
+)
 from haltgate.governance.pricing import (
     PriceTable,
     PriceTableError,
@@ -341,7 +347,13 @@ class Sidecar:
 
     def _refuse_connect(self, transport: asyncio.Transport, err: HaltgateError) -> None:
         assert self.pipeline is not None
-        write_refusal(transport, err, self.pipeline.identify().decision_id)
+        decision_id = self.pipeline.identify().decision_id
+        write_refusal(transport, err, decision_id)
+        # A malformed CONNECT is a refusal too: audited (without a target it could name).
+        task = asyncio.get_running_loop().create_task(self.connection_record(
+            decision_id, "", 0, "deny" if isinstance(err, DeniedError) else "error", err))
+        self._connect_tasks.add(task)
+        task.add_done_callback(self._connect_tasks.discard)
 
     async def _on_connect(self, transport: asyncio.Transport, request: ConnectRequest,
                           version: str) -> None:
@@ -440,13 +452,17 @@ class Sidecar:
         agent = self._agent()
         payload = None if bytes_up is None else {"bytes_up": bytes_up, "bytes_down": bytes_down,
                                                   "seconds": seconds}
+        # The host is the agent's to choose (a key can hide in a DNS label): scrubbed.
+        scrub = AuditScrubber(redact=self.controls.payload is not PayloadCapture.FULL)
         record = AuditRecord(
             decision_id=decision_id, time=time.time(), phase="connection",
             namespace=agent.namespace, workload=agent.workload, pod=agent.pod,
-            run_id=agent.run_id, kind="connection", target=f"CONNECT {host}:{port}",
+            run_id=agent.run_id, kind="connection",
+            target=scrub.target(f"CONNECT {host}:{port}" if host else "CONNECT (unparsed)"),
             decision=decision,
             failure_type=err.failure_type.value if err and err.failure_type else None,
-            code=err.code if err else None, message=err.message if err else None,
+            code=err.code if err else None,
+            message=scrub.optional(err.message if err else None),
             latency_ms=None if seconds is None else seconds * 1000, payload=payload,
         )
         try:
@@ -736,6 +752,13 @@ class ConnectionAudit:
             event.connection_id, event.upstream.host, event.upstream.port, "allow", None,
             bytes_up=event.bytes_up, bytes_down=event.bytes_down,
             seconds=event.duration_seconds)
+
+    async def refused(self, code: str, detail: str, host: str, port: int) -> None:
+        sc = self._sidecar
+        assert sc.pipeline is not None
+        err = DeniedError(detail, code=code, failure_type=FailureType.SAFETY)
+        await sc.connection_record(sc.pipeline.identify().decision_id, host, port, "deny", err)
+        sc.pipeline.metrics.requests.labels("connection", "deny", code).inc()
 
 
 def _halt_error(verdict: Any) -> HaltgateError:

@@ -153,6 +153,11 @@ class ConnectionGate(Protocol):
         """Called once the tunnel has ended, with byte counts."""
         ...
 
+    async def refused(self, code: str, detail: str, host: str, port: int) -> None:
+        """A connection refused before any request reached the pipeline (unknown server
+        name, not HTTP, a local destination...): the sidecar audits it."""
+        ...
+
 
 class LoggingConnectionGate:
     """Default gate: allows, logs and counts. The sidecar replaces it with its audited one."""
@@ -160,6 +165,7 @@ class LoggingConnectionGate:
     def __init__(self) -> None:
         self.opened_total = 0
         self.closed_total = 0
+        self.refused_total = 0
         self.events: list[TunnelEvent] = []
 
     async def opened(self, event: TunnelEvent) -> bool:
@@ -174,6 +180,9 @@ class LoggingConnectionGate:
         self._keep(event)
         log.info("passthrough %s closed: %d bytes up, %d down, %.3fs", event.connection_id,
                  event.bytes_up, event.bytes_down, event.duration_seconds)
+
+    async def refused(self, code: str, detail: str, host: str, port: int) -> None:
+        self.refused_total += 1
 
     def _keep(self, event: TunnelEvent) -> None:
         if len(self.events) >= 1000:
@@ -430,11 +439,19 @@ def is_local_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> 
 
 
 class Refused(Exception):
-    """A connection is refused; ``code`` is counted and logged."""
+    """A connection is refused; ``code`` is counted and audited (see `ConnectionGate`)."""
 
     def __init__(self, code: str, detail: str = "") -> None:
         super().__init__(detail or code)
         self.code = code
+        self.host = ""
+        """Where the agent tried to go (server name or original address), when known."""
+        self.port = 0
+
+
+_NOTHING_TRIED = frozenset({"closed_early", "peek_timeout", "passthrough_denied"})
+"""Refusals not audited as connections: nothing was sent (the client closed or stayed
+silent), or the gate already wrote the record (a denied passthrough)."""
 
 
 def _http_verdict(data: bytes) -> bool | None:
@@ -577,7 +594,10 @@ class TransparentListener:
             handed_over = await self._classify_and_route(sock)
         except Refused as e:
             self.stats.count(f"refused_{e.code}")
-            log.info("transparent: refused %s: %s", e.code, e)
+            # The detail can quote names the agent chose (a server name): not logged.
+            log.info("transparent: refused %s", e.code)
+            if e.code not in _NOTHING_TRIED:
+                await self._gate.refused(e.code, str(e), e.host, e.port)
         except (OSError, TimeoutError, TLSMintError) as e:
             self.stats.count("refused_error")
             log.info("transparent: connection failed: %r", e)
@@ -621,6 +641,14 @@ class TransparentListener:
             ip, port = original_destination(sock)
         except OSError as e:
             raise Refused("no_original_destination", str(e)) from e
+        try:
+            return await self._route(sock, ip, port)
+        except Refused as e:
+            if not e.host:
+                e.host, e.port = ip, port
+            raise
+
+    async def _route(self, sock: socket.socket, ip: str, port: int) -> bool:
         local = sock.getsockname()
         original = _ip(ip)
         if original is None or original.is_loopback or (ip, port) == tuple(local[:2]):
@@ -650,7 +678,10 @@ class TransparentListener:
             raise Refused("tls_no_sni", f"TLS to {ip}:{port} without a server name")
         upstream = self._upstreams().lookup(hello.sni)
         if upstream is None or upstream.scheme != "https":
-            raise Refused("tls_unknown_host", f"{hello.sni} is not a TLS upstream of the policy")
+            refused = Refused("tls_unknown_host",
+                              f"{hello.sni} is not a TLS upstream of the policy")
+            refused.host, refused.port = hello.sni, port
+            raise refused
         od = OriginalDestination(ip, port, tls=True, sni=hello.sni)
         await self._check_destination(od, upstream)
         if upstream.tls is TLSMode.INSPECT:

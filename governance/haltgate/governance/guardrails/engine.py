@@ -13,7 +13,7 @@ import bisect
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +176,10 @@ class Guardrails:
         """Whether any detector runs in `direction` (lets callers skip body parsing)."""
         return bool(self._by_direction[direction])
 
+    def runs(self, detector: str, direction: ScanDirection) -> bool:
+        """Whether the detector named `detector` runs in `direction`."""
+        return any(s.detector.name == detector for s in self._by_direction[direction])
+
     # ------------------------------------------------------------------ text
 
     def scan(self, text: str, direction: ScanDirection) -> ScanResult:
@@ -236,13 +240,14 @@ class Guardrails:
                 elif s.action == "redact":
                     redact.append((c.start, c.end, c.entity))
         if redact:
-            out.redacted = _apply_redactions(text, redact, redactor)
+            out.redacted = apply_redactions(text, redact, redactor)
         return out
 
     # ------------------------------------------------------------------ JSON
 
     def scan_json(
-        self, obj: Any, direction: ScanDirection, *, trust_agent_instructions: bool = True
+        self, obj: Any, direction: ScanDirection, *, trust_agent_instructions: bool = True,
+        only: Collection[str] | None = None,
     ) -> ScanResult:
         """Scan every string value of a parsed JSON document (object keys are not scanned).
 
@@ -257,6 +262,9 @@ class Guardrails:
         Messages, OpenAI Responses). They are written by the agent's owner and legitimately
         say things like "never tell the user about internal tools". PII and secret detectors
         still scan them. Tool results and user messages are always scanned.
+
+        `only` limits the scan to the detectors of those names (the URL and header scan
+        runs the secrets detector alone).
         """
         findings: list[Finding] = []
         errors: list[str] = []
@@ -264,6 +272,8 @@ class Guardrails:
         risk = 0.0
         redact: dict[int, list[tuple[int, int, str]]] = {}
         settings = self._by_direction[direction]
+        if only is not None:
+            settings = tuple(s for s in settings if s.detector.name in only)
         trust = trust_agent_instructions and direction == "request"
         strings = (
             [
@@ -321,7 +331,7 @@ class Guardrails:
         redactor = Redactor()
         for i in sorted(redact):  # document order: placeholders numbered as they appear
             pointer, value, _ = strings[i]
-            replaced[pointer] = _apply_redactions(value, redact[i], redactor)
+            replaced[pointer] = apply_redactions(value, redact[i], redactor)
         order = {p: i for i, (p, _, _) in enumerate(strings)}
         findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
         return ScanResult(
@@ -438,7 +448,7 @@ class StreamScanner:
         ]
         piece = buf[:cut]
         if redact:
-            piece = _apply_redactions(piece, redact, self._redactor)
+            piece = apply_redactions(piece, redact, self._redactor)
         findings = tuple(
             Finding(
                 f.detector,
@@ -492,8 +502,9 @@ def _dedupe(cands: Sequence[Candidate]) -> list[Candidate]:
     return sorted(best.values(), key=lambda c: (c.start, -c.end))
 
 
-def _apply_redactions(text: str, spans: Sequence[tuple[int, int, str]], redactor: Redactor) -> str:
-    """Replace spans (merged where they overlap) by placeholders."""
+def apply_redactions(text: str, spans: Sequence[tuple[int, int, str]], redactor: Redactor) -> str:
+    """Replace spans (merged where they overlap) by placeholders (public: the audit
+    scrubber redacts with the same rules)."""
     merged: list[list[Any]] = []
     for start, end, entity in sorted(spans, key=lambda s: (s[0], -s[1])):
         if merged and start < merged[-1][1]:
@@ -566,7 +577,9 @@ def _iter_strings(
     if isinstance(obj, str):
         yield pointer, obj, trusted
     elif isinstance(obj, dict):
-        inner = trusted or obj.get("role") in _AGENT_ROLES
+        role = obj.get("role")
+        # Attacker-shaped JSON: a role may be any value, and a list is not hashable.
+        inner = trusted or (isinstance(role, str) and role in _AGENT_ROLES)
         for k, v in obj.items():
             key_trusted = inner or (depth == 0 and k in _AGENT_FIELDS)
             yield from _iter_strings(

@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
+
 from haltgate.governance.guardrails.base import Finding, ScanDirection
 from haltgate.governance.guardrails.engine import Guardrails, StreamChunk, StreamScanner
 
@@ -55,7 +57,8 @@ class ChatStreamGuard:
             if kind == "content_block_delta":
                 out = self._anthropic_delta(event)
             elif kind == "content_block_stop":
-                out = self._flush(("block", event.get("index")), event, self._anthropic_text)
+                out = self._flush(("block", _key_part(event.get("index"))), event,
+                                  self._anthropic_text)
             elif kind == "response.output_text.delta":
                 out = self._responses_delta(event)
             elif kind == "response.output_text.done":
@@ -73,7 +76,7 @@ class ChatStreamGuard:
             if not isinstance(choice, dict):
                 new["choices"].append(choice)
                 continue
-            key = ("choice", choice.get("index", 0))
+            key = ("choice", _key_part(choice.get("index", 0)))
             delta = choice.get("delta")
             text = delta.get("content") if isinstance(delta, dict) else None
             released = ""
@@ -95,7 +98,7 @@ class ChatStreamGuard:
         text = delta.get("text")
         if not isinstance(text, str):
             return [event]
-        released = self._feed(("block", event.get("index")), text)
+        released = self._feed(("block", _key_part(event.get("index"))), text)
         return [{**event, "delta": {**delta, "text": released}}]
 
     @staticmethod
@@ -105,8 +108,8 @@ class ChatStreamGuard:
 
     @staticmethod
     def _responses_key(event: dict[str, Any]) -> tuple[Any, ...]:
-        return ("output", event.get("item_id"), event.get("output_index"),
-                event.get("content_index"))
+        return ("output", _key_part(event.get("item_id")), _key_part(event.get("output_index")),
+                _key_part(event.get("content_index")))
 
     def _responses_delta(self, event: dict[str, Any]) -> list[Any]:
         text = event.get("delta")
@@ -155,3 +158,14 @@ class ChatStreamGuard:
     def _flush(self, key: tuple[Any, ...], end: dict[str, Any], make: Any) -> list[Any]:
         rest = self._close(key)
         return [make(end, rest), end] if rest else [end]
+
+
+def _key_part(value: Any) -> Any:
+    """A stream key from an event field: attacker-shaped JSON may put a list or an object
+    where an index belongs (unhashable); such a value keys by its JSON text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    try:
+        return "json:" + orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return "repr:" + repr(value)

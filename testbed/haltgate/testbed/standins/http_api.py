@@ -2,14 +2,20 @@
 
 Routes: ``GET /items``, ``POST /items``, ``GET|PUT|DELETE /items/{id}``; ``* /echo/...``
 answers what it received (method, path, query, body); ``GET /status/{code}`` answers that
-status; ``GET /bytes/{n}`` answers ``n`` deterministic bytes; ``GET /healthz``.
+status; ``GET /bytes/{n}`` answers ``n`` deterministic bytes; ``POST /content`` answers
+its own request body with the ``type`` query parameter as Content-Type and compressed with
+the ``encoding`` one (gzip, deflate, raw-deflate, br, identity; any other name is sent as
+that Content-Encoding over the bytes unchanged); ``GET /healthz``.
 ``x-standin-behavior: slow`` sleeps 0.3 s first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 
+import brotli
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -73,6 +79,29 @@ async def some_bytes(request: web.Request) -> web.Response:
                         content_type="application/octet-stream")
 
 
+def _encode(body: bytes, encoding: str) -> tuple[bytes, str | None]:
+    if encoding == "gzip":
+        return gzip.compress(body), "gzip"
+    if encoding == "deflate":
+        return zlib.compress(body), "deflate"
+    if encoding == "raw-deflate":
+        c = zlib.compressobj(wbits=-15)
+        return c.compress(body) + c.flush(), "deflate"
+    if encoding == "br":
+        return brotli.compress(body), "br"
+    if encoding in ("", "identity"):
+        return body, None
+    return body, encoding
+
+
+async def content(request: web.Request) -> web.Response:
+    body, coding = _encode(await request.read(), request.query.get("encoding", ""))
+    headers = {"Content-Type": request.query.get("type", "application/octet-stream")}
+    if coding is not None:
+        headers["Content-Encoding"] = coding
+    return web.Response(body=body, headers=headers)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -89,6 +118,7 @@ def create_app(*, record: bool = True) -> web.Application:
     app.router.add_route("*", "/echo/{tail:.*}", echo)
     app.router.add_get("/status/{code:[1-5][0-9][0-9]}", status)
     app.router.add_get("/bytes/{n:[0-9]+}", some_bytes)
+    app.router.add_post("/content", content)
     app.router.add_get("/healthz", healthz)
     return app
 

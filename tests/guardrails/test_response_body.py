@@ -1,0 +1,125 @@
+"""Decoding and scanning whole answers: encodings, bounds, HTML text, SSE, charsets."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import brotli
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from haltgate.governance.guardrails.response_body import (
+    StreamDecoder,
+    Unscannable,
+    decode_content,
+    scan_response_body,
+)
+from tests.guardrails.conftest import make_guardrails
+
+EMAIL = "ann.lee@example.org"
+G = make_guardrails({"pii": {"action": "redact", "entities": ["email"]},
+                     "secrets": {"action": "block"}})
+
+
+def test_stacked_and_concatenated_codings() -> None:
+    text = b"hello " * 100
+    assert decode_content(gzip.compress(gzip.compress(text)), "gzip, gzip") == text
+    assert decode_content(gzip.compress(text[:300]) + gzip.compress(text[300:]), "gzip") == text
+    raw = zlib.compressobj(wbits=-15)
+    assert decode_content(raw.compress(text) + raw.flush(), "deflate") == text
+    assert decode_content(brotli.compress(text), "br") == text
+    assert decode_content(text, "identity") == text
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+def test_bombs_stop_at_the_bound(coding: str) -> None:
+    bomb = {"gzip": gzip.compress, "deflate": zlib.compress,
+            "br": brotli.compress}[coding](b"\0" * (8 * 1024 * 1024))
+    with pytest.raises(Unscannable) as e:
+        decode_content(bomb, coding, limit=1024 * 1024)
+    assert e.value.reason == "size"
+
+
+def test_unknown_and_corrupt() -> None:
+    with pytest.raises(Unscannable, match="encoding"):
+        decode_content(b"x", "zstd")
+    for coding in ("gzip", "deflate", "br"):
+        with pytest.raises(Unscannable) as e:
+            decode_content(b"definitely not compressed", coding)
+        assert e.value.reason == "corrupt"
+
+
+def test_html_redaction_keeps_markup() -> None:
+    page = (f"<p title='{EMAIL}'>to {EMAIL}</p><script>var m = '{EMAIL}';</script>"
+            f"<textarea>{EMAIL.replace('@', '&#64;')}</textarea>")
+    out = scan_response_body(G, page.encode(), "text/html; charset=utf-8", None)
+    body = out.body.decode()
+    assert EMAIL not in body and "&#64;" not in body
+    assert body == ("<p title='&lt;EMAIL_1&gt;'>to &lt;EMAIL_1&gt;</p>"
+                    "<script>var m = '<EMAIL_1>';</script><textarea>&lt;EMAIL_1&gt;</textarea>")
+
+
+def test_charset_round_trip() -> None:
+    text = f"Grüße an {EMAIL}, café"
+    out = scan_response_body(G, text.encode("latin-1"), "text/plain; charset=ISO-8859-1", None)
+    assert out.body.decode("latin-1") == "Grüße an <EMAIL_1>, café"
+
+
+def test_undecodable_charset_is_unscannable() -> None:
+    with pytest.raises(Unscannable) as e:
+        scan_response_body(G, b"\xff\xfe\x00", "text/plain; charset=utf-16", None)
+    assert e.value.reason == "charset"
+
+
+def test_clean_answer_is_returned_as_is() -> None:
+    body = gzip.compress(b"nothing here")
+    out = scan_response_body(G, body, "text/plain", "gzip")
+    assert out.body is body and not out.decoded and not out.result.findings
+
+
+def test_json_that_does_not_parse_is_scanned_as_text() -> None:
+    out = scan_response_body(G, f'{{"a": "{EMAIL}", broken'.encode(), "application/json",
+                             None)
+    assert out.body == b'{"a": "<EMAIL_1>", broken'
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=300), st.sampled_from(["text/html", "text/plain", "application/json",
+                                               "text/event-stream", None]))
+def test_any_text_is_scanned_or_unscannable_never_a_crash(text: str, ctype: str | None) -> None:
+    try:
+        scan_response_body(G, text.encode("utf-8", "surrogatepass"), ctype, None)
+    except Unscannable:
+        pass
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate", "br", "gzip, br"])
+@pytest.mark.parametrize("piece", [1, 7, 100, 4096])
+def test_stream_decoder_any_split(coding: str, piece: int) -> None:
+    text = b'data: {"x": 1}\n\n' * 500
+
+    def compress(name: str, data: bytes) -> bytes:
+        if name == "raw-deflate":
+            c = zlib.compressobj(wbits=-15)
+            return c.compress(data) + c.flush()
+        return {"gzip": gzip.compress, "deflate": zlib.compress,
+                "br": brotli.compress}[name](data)
+
+    body = text
+    for name in (c.strip() for c in coding.split(",")):
+        body = compress(name, body)
+    d = StreamDecoder(coding.replace("raw-deflate", "deflate"))
+    assert b"".join(d.feed(body[i:i + piece]) for i in range(0, len(body), piece)) == text
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+def test_stream_decoder_bounds_each_piece(coding: str) -> None:
+    bomb = {"gzip": gzip.compress, "deflate": zlib.compress,
+            "br": brotli.compress}[coding](b"\0" * (8 * 1024 * 1024))
+    with pytest.raises(Unscannable) as e:
+        StreamDecoder(coding, limit=1024 * 1024).feed(bomb)
+    assert e.value.reason == "size"
+    with pytest.raises(Unscannable, match="encoding"):
+        StreamDecoder("zstd")
