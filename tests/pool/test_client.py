@@ -71,7 +71,10 @@ async def test_members_spend_exactly_the_pool_between_them(pool_dsn: str,
         for m in members:
             await m.close()
     assert granted == 120
-    assert round_trips < 40  # most calls never touched the database
+    # Most calls never touched the database. Measured 37-40 round trips (successful and
+    # refused renewals) for the 120 calls, with the renewal statement before and after
+    # issue 16's fix alike: the old bound of < 40 failed about one run in four.
+    assert round_trips < 48
     status = await _status(pool_dsn, pool_name)
     assert status is not None
     assert status["dimensions"]["calls"]["used"] == 120
