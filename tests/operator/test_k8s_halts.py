@@ -166,10 +166,11 @@ def test_halt_annotation_reaches_running_sidecar(
         print(f"\nannotate -> refused call: {latency * 1000:.0f} ms (incl. kubectl start-up)")
         assert "EXTERNAL" in json.dumps(body), body
 
-        # Recorded on the pod and in the policy's status.
-        pod = kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
-        record = json.loads(pod["metadata"]["annotations"][halts.ANNOTATION_HALTED])
-        assert record == {"GovernancePolicy/research": "incident 42"}
+        # Recorded on the pod (written just after the sidecar answered) and in the status.
+        raw = eventually(lambda: (kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
+                                  ["metadata"].get("annotations") or {})
+                         .get(halts.ANNOTATION_HALTED), timeout=15, what="halt record")
+        assert json.loads(raw) == {"GovernancePolicy/research": "incident 42"}
         eventually(
             lambda: (kubectl_json(kube, "-n", ns, "get", "govpol", "research")
                      .get("status") or {}).get("haltedAgents") == 1 or None,
@@ -219,9 +220,10 @@ def test_deployment_halt_annotation(
         _status, body = eventually(lambda: refused(url), timeout=15, interval=0.05,
                                   what="call refused")
         assert "EXTERNAL" in json.dumps(body), body
-        pod = kubectl_json(kube, "-n", ns, "get", "pod", name)
-        record = json.loads(pod["metadata"]["annotations"][halts.ANNOTATION_HALTED])
-        assert record == {"Deployment/researcher": "runaway loop"}
+        raw = eventually(lambda: (kubectl_json(kube, "-n", ns, "get", "pod", name)
+                                  ["metadata"].get("annotations") or {})
+                         .get(halts.ANNOTATION_HALTED), timeout=15, what="halt record")
+        assert json.loads(raw) == {"Deployment/researcher": "runaway loop"}
         kube.kubectl("-n", ns, "annotate", "deploy", "researcher",
                      f"{halts.ANNOTATION_HALT}-", check=True)
         eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,
