@@ -47,6 +47,8 @@ docker build -t "$IMAGE" .
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 say "helm install (CRDs, operator x2, bundled PostgreSQL, audit schema)"
+# The agents' namespace exists first: the chart binds the operator's rights in it.
+kubectl create namespace "$AGENT_NS" --dry-run=client -o yaml | kubectl apply -f -
 helm install haltgate charts/haltgate --namespace "$RELEASE_NS" --create-namespace \
   -f e2e/values.yaml --wait --timeout "$TIMEOUT"
 kubectl -n "$RELEASE_NS" get pods

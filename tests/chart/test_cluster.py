@@ -77,6 +77,7 @@ def test_dry_run_catches_a_broken_manifest(chart_cluster: ControlPlane, helm: He
 @pytest.fixture(scope="module")
 def installed(chart_cluster: ControlPlane, helm: Helm) -> Iterator[ControlPlane]:
     res = helm("install", "haltgate", str(CHART), "--namespace", RELEASE_NS,
+               "--set", f"operator.agentNamespaces={{{AGENT_NS}}}",
                kubeconfig=chart_cluster.kubeconfig)
     assert "Next step" in res.stdout
     try:

@@ -77,7 +77,8 @@ def test_default_render(helm: Helm) -> None:
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == sorted({"CustomResourceDefinition", "ServiceAccount", "ClusterRole",
                             "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Service",
-                            "Deployment", "PodDisruptionBudget", "ClusterKopfPeering"}
+                            "Deployment", "PodDisruptionBudget", "ClusterKopfPeering",
+                            "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
                            | ({"ConfigMap"})), kinds
     # Without cert-manager the operator writes the webhook configurations itself.
     assert not [d for d in docs if "WebhookConfiguration" in d["kind"]]
@@ -165,7 +166,8 @@ def test_cert_manager_webhook_configurations_match_the_operators(helm: Helm) -> 
 
 def test_cert_manager_mode_drops_webhook_configuration_rbac(helm: Helm) -> None:
     def rule_groups(docs: list[dict[str, Any]]) -> set[str]:
-        return {g for r in find(docs, "ClusterRole")["rules"] for g in r["apiGroups"]}
+        return {g for r in find(docs, "ClusterRole", "-operator")["rules"]
+                for g in r["apiGroups"]}
 
     assert "admissionregistration.k8s.io" in rule_groups(render(helm))
     assert "admissionregistration.k8s.io" not in rule_groups(
@@ -343,3 +345,63 @@ def test_notes_crd_upgrade_command_survives_changed_crds() -> None:
     out = (CHART / "templates" / "NOTES.txt").read_text()
     assert "kubectl apply --server-side --force-conflicts -f charts/haltgate/crds/" in out
     assert "kubectl delete secret,configmap -A -l app.kubernetes.io/managed-by=haltgate" in out
+
+
+def _grants(rules: list[dict[str, Any]], resource: str) -> set[str]:
+    """Verbs ``rules`` grant on a core-group ``resource`` (any name)."""
+    return {v for r in rules if "" in r["apiGroups"] and resource in r["resources"]
+            and not r.get("resourceNames") for v in r["verbs"]}
+
+
+def test_nothing_sensitive_is_granted_cluster_wide(helm: Helm) -> None:
+    """Issue 16: no cluster-wide secrets, pod writes or ConfigMap writes; those live in a
+    ClusterRole that only per-namespace RoleBindings use."""
+    for docs in (render(helm), render(helm, "-f", str(FULL_VALUES)),
+                 render(helm, "--set", "operator.agentNamespaces={a,b}")):
+        bound = {d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
+        for role in (d for d in docs if d["kind"] == "ClusterRole"
+                     and d["metadata"]["name"] in bound):
+            rules = role["rules"]
+            assert not [r for r in rules if "secrets" in r["resources"]], role
+            assert not {"patch", "update", "create"} & _grants(rules, "pods"), role
+            assert not {"create", "update", "patch"} & _grants(rules, "configmaps"), role
+            assert not [r for r in rules if "apps" in r["apiGroups"]
+                        and {"patch", "update"} & set(r["verbs"])], role
+            assert not [r for r in rules if "*" in r["verbs"] or "*" in r["resources"]]
+            assert not [r for r in rules if {"bind", "escalate", "impersonate"}
+                        & set(r["verbs"])], role
+
+
+def test_agent_namespaces_opt_in_with_a_rolebinding_each(helm: Helm) -> None:
+    from haltgate.operator.injection import InjectionConfig
+
+    docs = render(helm, "--set", "operator.agentNamespaces={research,support}")
+    agent_role = find(docs, "ClusterRole", "-agent-namespace")
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"
+                and d["roleRef"]["name"] == agent_role["metadata"]["name"]]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["research", "support"]
+    for b in bindings:
+        assert b["roleRef"]["kind"] == "ClusterRole"
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "haltgate",
+                                  "namespace": "haltgate-system"}]
+    assert not [d for d in docs if d["kind"] == "ClusterRoleBinding"
+                and d["roleRef"]["name"] == agent_role["metadata"]["name"]]
+    # The only Secrets it may read are the two the operator creates (same names as the
+    # injection defaults the sidecars mount).
+    named = [r for r in agent_role["rules"] if "secrets" in r["resources"]
+             and r.get("resourceNames")]
+    defaults = InjectionConfig()
+    assert named == [{"apiGroups": [""], "resources": ["secrets"],
+                      "resourceNames": sorted([defaults.admin_token_secret,
+                                               defaults.ca_key_secret]),
+                      "verbs": ["get"]}]
+    assert not [d for d in render(helm) if d["kind"] == "RoleBinding"
+                and d["roleRef"]["name"] == agent_role["metadata"]["name"]]
+
+
+def test_admission_guard_can_be_switched_off(helm: Helm) -> None:
+    kinds = {d["kind"] for d in render(helm, "--set", "operator.admissionGuard=false")}
+    assert "ValidatingAdmissionPolicy" not in kinds
+    guard = find(render(helm), "ValidatingAdmissionPolicy")
+    assert guard["spec"]["matchConditions"][0]["expression"].endswith(
+        '"system:serviceaccount:haltgate-system:haltgate"')

@@ -3,13 +3,16 @@ next to the test bed's kube-apiserver, which calls its webhooks over HTTPS on 12
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from haltgate.testbed import binaries
 from haltgate.testbed.controlplane import ControlPlane
 from haltgate.testbed.process import ManagedProcess, free_port, wait_until
 
@@ -148,10 +152,49 @@ def install_crds(kube: ControlPlane) -> None:
     eventually(established, timeout=60, interval=0.5, what="CRDs established")
 
 
+RBAC_RELEASE = "hgtest"
+"""Release name the chart's RBAC is rendered under (its own ClusterRole names, apart from
+the chart suite's `helm install`)."""
+_PLACEHOLDER_NS = "agent-namespace-placeholder"
+_RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+               "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+@functools.cache
+def _rendered_rbac() -> str:
+    home = Path(tempfile.mkdtemp(prefix="haltgate-helm-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELM_")}
+    env.update(HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
+               HELM_DATA_HOME=str(home / "data"))
+    return subprocess.run(
+        [str(binaries.require("helm")), "template", RBAC_RELEASE,
+         str(REPO / "charts" / "haltgate"), "--namespace", OPERATOR_NAMESPACE,
+         "--kube-version", "1.34.0", "--set", "operator.serviceAccount.name=haltgate-operator",
+         "--set", f"operator.agentNamespaces={{{_PLACEHOLDER_NS}}}"],
+        capture_output=True, text=True, check=True, timeout=120, env=env).stdout
+
+
+def chart_rbac() -> list[dict[str, Any]]:
+    """The chart's RBAC documents (and its admission guard), rendered with the test bed's
+    helm for the operator tests' ServiceAccount ``haltgate-operator``."""
+    return [d for d in yaml.safe_load_all(_rendered_rbac()) if d and d["kind"] in _RBAC_KINDS]
+
+
+def opt_in_namespace(kube: ControlPlane, namespace: str) -> None:
+    """What a namespace added after install does to opt in (docs/operator.md): the
+    operator's RoleBinding to the agent-namespace ClusterRole, in that namespace."""
+    binding = next(d for d in chart_rbac() if d["kind"] == "RoleBinding"
+                   and d["metadata"]["namespace"] == _PLACEHOLDER_NS)
+    binding["metadata"]["namespace"] = namespace
+    res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(binding))
+    assert res.returncode == 0, res.stderr
+
+
 def operator_kubeconfig(kube: ControlPlane, path: Path) -> Path:
-    """A kubeconfig for the operator's ServiceAccount, bound to tests/operator/rbac.yaml
-    (the least-privilege rules of docs/operator.md)."""
-    res = kube.kubectl("apply", "-f", str(Path(__file__).parent / "rbac.yaml"))
+    """A kubeconfig for the operator's ServiceAccount, with exactly the chart's RBAC (the
+    least-privilege rules of docs/operator.md): agent namespaces opt in one by one."""
+    docs = [d for d in chart_rbac() if d["metadata"].get("namespace") != _PLACEHOLDER_NS]
+    res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     assert res.returncode == 0, res.stderr
     token = eventually(lambda: kube.kubectl("-n", OPERATOR_NAMESPACE, "create", "token",
                                             "haltgate-operator", "--duration=24h").stdout.strip(),
@@ -165,6 +208,19 @@ def operator_kubeconfig(kube: ControlPlane, path: Path) -> Path:
                                                       "user": "haltgate-operator"}}],
         "current-context": "operator"}))
     return path
+
+
+@pytest.fixture
+def kube_namespace(kube: ControlPlane) -> Iterator[str]:
+    """A fresh namespace for one test that opted in to haltgate (the operator's
+    RoleBinding); deleted (without waiting) afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kube.kubectl("create", "namespace", name, check=True)
+    opt_in_namespace(kube, name)
+    try:
+        yield name
+    finally:
+        kube.kubectl("delete", "namespace", name, "--wait=false")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,13 @@ import pytest
 
 from haltgate.operator import injection
 from haltgate.testbed.controlplane import ControlPlane
-from tests.operator.conftest import REPO, OperatorUnderTest, eventually, kubectl_json
+from tests.operator.conftest import (
+    REPO,
+    OperatorUnderTest,
+    eventually,
+    kubectl_json,
+    opt_in_namespace,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -46,6 +52,9 @@ def test_install_commands_paste(doc: str, kube_workloads: ControlPlane,
             res = kube.kubectl(*args)
             assert res.returncode == 0, (args, res.stderr)
             assert "Warning" not in res.stderr, (args, res.stderr)
+            if args[:3] == ["create", "namespace", "agents"]:
+                # What `helm install --set operator.agentNamespaces={agents}` binds there.
+                opt_in_namespace(kube, "agents")
 
         def injected() -> list[str]:
             pods = kubectl_json(kube, "-n", "agents", "get", "pods", "-l",

@@ -75,6 +75,7 @@ def governed_policy(ns: str, llm_url: str) -> dict[str, Any]:
             "selector": {"matchLabels": {"app": "agent"}},
             "upstreams": [{"name": "llm", "url": llm_url, "kind": "llm",
                            "provider": "openai"}],
+            "budgets": {"calls": {"limit": 1000}},
             "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}},
             "tools": {"default": "deny",
                       "rules": [{"name": "llm", "action": "allow", "kind": "llm"}]},
@@ -122,6 +123,15 @@ def running_sidecar(kube: ControlPlane, ns: str, pod: str, admin: int,
         sidecar.stop()
 
 
+def admin_get(port: int, path: str, token_file: Path) -> dict[str, Any]:
+    """GET on the sidecar's admin API with the token the operator created."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={
+        "Authorization": f"Bearer {token_file.read_text().strip()}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        body: dict[str, Any] = json.loads(r.read())
+    return body
+
+
 def refused(url: str) -> tuple[int, dict[str, Any]] | None:
     status, body = call(url)
     return (status, body) if status != 200 else None
@@ -140,9 +150,12 @@ def test_halt_annotation_reaches_running_sidecar(
     assert res.returncode == 0, res.stderr
     give_pod_loopback_ip(kube, ns, "agent-h")
 
-    with running_sidecar(kube, ns, "agent-h", operator_running.admin_port, tmp_path) as url:
-        status, _ = call(url)
-        assert status == 200
+    admin = operator_running.admin_port
+    with running_sidecar(kube, ns, "agent-h", admin, tmp_path) as url:
+        for _ in range(3):
+            status, _ = call(url)
+            assert status == 200
+        run_id = admin_get(admin, "/status", tmp_path / "token")["agent"]["run_id"]
 
         started = time.monotonic()
         kube.kubectl("-n", ns, "annotate", "govpol", "research",
@@ -153,22 +166,32 @@ def test_halt_annotation_reaches_running_sidecar(
         print(f"\nannotate -> refused call: {latency * 1000:.0f} ms (incl. kubectl start-up)")
         assert "EXTERNAL" in json.dumps(body), body
 
-        # Recorded on the pod and in the policy's status.
-        pod = kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
-        record = json.loads(pod["metadata"]["annotations"][halts.ANNOTATION_HALTED])
-        assert record == {"GovernancePolicy/research": "incident 42"}
+        # Recorded on the pod (written just after the sidecar answered) and in the status.
+        raw = eventually(lambda: (kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
+                                  ["metadata"].get("annotations") or {})
+                         .get(halts.ANNOTATION_HALTED), timeout=15, what="halt record")
+        assert json.loads(raw) == {"GovernancePolicy/research": "incident 42"}
         eventually(
             lambda: (kubectl_json(kube, "-n", ns, "get", "govpol", "research")
                      .get("status") or {}).get("haltedAgents") == 1 or None,
             what="haltedAgents 1")
 
-        # Lifting the halt resets the sidecar: calls pass again.
+        # Removing the annotation lifts the halt (POST /lift): calls pass again, and the
+        # run goes on with its id and its spend (issue 16: it used to be a reset, which
+        # handed every agent of the policy a fresh budget after each halt drill).
         kube.kubectl("-n", ns, "annotate", "govpol", "research", f"{halts.ANNOTATION_HALT}-",
                      check=True)
         eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,
                    what="call allowed after lift")
-        pod = kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
-        assert halts.ANNOTATION_HALTED not in (pod["metadata"].get("annotations") or {})
+        # The operator writes the pod's record right after the sidecar answered the lift.
+        eventually(lambda: halts.ANNOTATION_HALTED not in (kubectl_json(
+            kube, "-n", ns, "get", "pod", "agent-h")["metadata"].get("annotations") or {}),
+                   timeout=15, what="halt record removed from the pod")
+        assert admin_get(admin, "/status", tmp_path / "token")["agent"]["run_id"] == run_id
+        used = admin_get(admin, "/budgets", tmp_path / "token")["budget"]["calls"]["used"]
+        assert used >= 4, used  # 3 before the halt, 1 after the lift: nothing forgotten
+        assert operator_running.metric("haltgate_operator_halt_deliveries_total",
+                                       action="lift", result="ok") >= 1
 
 
 def test_deployment_halt_annotation(
@@ -197,9 +220,10 @@ def test_deployment_halt_annotation(
         _status, body = eventually(lambda: refused(url), timeout=15, interval=0.05,
                                   what="call refused")
         assert "EXTERNAL" in json.dumps(body), body
-        pod = kubectl_json(kube, "-n", ns, "get", "pod", name)
-        record = json.loads(pod["metadata"]["annotations"][halts.ANNOTATION_HALTED])
-        assert record == {"Deployment/researcher": "runaway loop"}
+        raw = eventually(lambda: (kubectl_json(kube, "-n", ns, "get", "pod", name)
+                                  ["metadata"].get("annotations") or {})
+                         .get(halts.ANNOTATION_HALTED), timeout=15, what="halt record")
+        assert json.loads(raw) == {"Deployment/researcher": "runaway loop"}
         kube.kubectl("-n", ns, "annotate", "deploy", "researcher",
                      f"{halts.ANNOTATION_HALT}-", check=True)
         eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,

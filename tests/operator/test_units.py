@@ -57,9 +57,9 @@ def test_halt_plan() -> None:
     assert halts.plan(_pod(), src, "why") == halts.Step("halt", {src: "why"})
     assert halts.plan(_pod({src: "why"}), src, "why") is None
     assert halts.plan(_pod({src: "old"}), src, "new") == halts.Step("halt", {src: "new"})
-    assert halts.plan(_pod({src: "why"}), src, None) == halts.Step("reset", {})
+    assert halts.plan(_pod({src: "why"}), src, None) == halts.Step("lift", {})
     assert halts.plan(_pod(), src, None) is None
-    # Another source still halts the pod: lifting ours must not reset the sidecar.
+    # Another source still halts the pod: lifting ours must not lift the sidecar.
     both = {src: "why", "Deployment/d": "other"}
     assert halts.plan(_pod(both), src, None) == halts.Step("forget", {"Deployment/d": "other"})
 

@@ -52,3 +52,40 @@ def test_bad_document_is_refused(pool_dsn: str, tmp_path: Path) -> None:
                                     "spec": {"leaseFraction": 2}}))
     done = CliRunner().invoke(main, ["pool", "apply", "--dsn", pool_dsn, "-f", str(path)])
     assert done.exit_code == 1 and "leaseFraction" in done.output
+
+
+def test_repair_gives_back_what_stranded_leases_held(pool_dsn: str, tmp_path: Path) -> None:
+    import psycopg
+
+    runner = CliRunner()
+    dsn = ["--dsn", pool_dsn]
+    path = tmp_path / "pool.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
+                                    "metadata": {"name": "drift", "namespace": "ops"},
+                                    "spec": {"calls": {"limit": 40}}}))
+    assert runner.invoke(main, ["pool", "apply", *dsn, "-f", str(path)]).exit_code == 0
+    # A pool as the old renewal left it: 13 calls counted as leased by no lease at all.
+    with psycopg.connect(pool_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE haltgate.pools SET calls_leased = 13 WHERE pool = 'ops/drift'")
+    done = runner.invoke(main, ["pool", "repair", *dsn, "-n", "ops", "drift", "--as", "alice"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output) == {"calls": {"before": 13, "after": 0}}
+    data = json.loads(runner.invoke(main, ["pool", "status", *dsn, "-n", "ops", "drift"]).output)
+    assert data["dimensions"]["calls"]["leased"] == 0
+    again = runner.invoke(main, ["pool", "repair", *dsn, "-n", "ops", "drift", "--as", "alice"])
+    assert again.exit_code == 0 and json.loads(again.output) == {}
+    missing = runner.invoke(main, ["pool", "repair", *dsn, "-n", "ops", "nope", "--as", "a"])
+    assert missing.exit_code == 1 and "no pool ops/nope" in missing.output
+    # A member role (what sidecars connect as) may not repair.
+    with psycopg.connect(pool_dsn, autocommit=True) as conn:
+        conn.execute("CREATE ROLE pool_member_r LOGIN")
+        conn.execute("GRANT haltgate_pool_member TO pool_member_r")
+    try:
+        member = ["--dsn", pool_dsn.replace("postgres@", "pool_member_r@")]
+        refused = runner.invoke(main, ["pool", "repair", *member, "-n", "ops", "drift",
+                                       "--as", "m"])
+        assert refused.exit_code == 1 and "haltgate_pool_admin" in refused.output
+    finally:
+        with psycopg.connect(pool_dsn, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY pool_member_r")
+            conn.execute("DROP ROLE pool_member_r")

@@ -255,3 +255,78 @@ async def test_a_member_whose_lease_was_given_away_recovers(pool_dsn: str,
         await other.close()
     status = await _status(pool_dsn, pool_name)
     assert status is not None and status["dimensions"]["calls"]["used"] == 2
+
+
+async def test_halt_lift_cycles_under_load_leave_the_whole_pool_spendable(
+        pool_dsn: str, pool_name: str) -> None:
+    """Issue 16: renewals refused by a halt (or by a short pool) used to delete their lease
+    without returning its allotment, so every halt drill shrank the pool for good."""
+    limit, cycles = 3000, 12
+    # Small leases and a long lease time: many renewals, and no expiry sweep to hide a leak.
+    await _pool(pool_dsn, pool_name, calls={"limit": limit}, leaseFraction=0.01,
+                leaseSeconds=300)
+    members = [_client(pool_dsn, pool_name, f"ns/m{i}/p", poll_interval=0.05)
+               for i in range(4)]
+    for m in members:
+        await m.start()
+    admin = await PoolStore.connect(pool_dsn)
+    stop = asyncio.Event()
+    spent = 0
+
+    async def load(m: PoolClient, tag: str) -> int:
+        n = 0
+        for i in range(5000):  # bounded; ends when the halter is done
+            if stop.is_set():
+                break
+            if await m.reserve(f"{tag}-{i}", ONE) is None:
+                m.settle(f"{tag}-{i}", ONE)
+                n += 1
+            await asyncio.sleep(0.001 if i % 3 else 0)
+        return n
+
+    async def halter() -> None:
+        for i in range(cycles):
+            await asyncio.sleep(0.04)
+            assert await admin.halt(pool_name, "admin_halt", f"drill {i}", "test")
+            await asyncio.sleep(0.03)
+            assert await admin.lift(pool_name, "test", f"drill {i} over")
+        stop.set()
+
+    try:
+        tasks = [load(m, f"m{i}") for i, m in enumerate(members)]
+        *counts, _ = await asyncio.gather(*tasks, halter())
+        spent += sum(counts)
+    finally:
+        for m in members:
+            await m.close()
+    status = await admin.status(pool_name)
+    assert status is not None
+    assert status["leases"] == 0
+    assert status["dimensions"]["calls"]["leased"] == 0, "allotment stranded by halts"
+    assert status["dimensions"]["calls"]["used"] == spent
+    assert 0 < spent < limit
+
+    # The rest of the pool can be spent, to exactly its limit.
+    fresh = [_client(pool_dsn, pool_name, f"ns/f{i}/p") for i in range(3)]
+    for m in fresh:
+        await m.start()
+    try:
+        async def drain(m: PoolClient, tag: str) -> int:
+            n = 0
+            for i in range(limit):  # bounded: never more calls than the pool holds
+                if await m.reserve(f"{tag}-{i}", ONE) is not None:
+                    break
+                m.settle(f"{tag}-{i}", ONE)
+                n += 1
+            return n
+
+        spent += sum(await asyncio.gather(*(drain(m, f"f{i}") for i, m in enumerate(fresh))))
+    finally:
+        for m in fresh:
+            await m.close()
+        status = await admin.status(pool_name)
+        await admin.close()
+    assert spent == limit
+    assert status is not None
+    assert status["dimensions"]["calls"]["used"] == limit
+    assert status["dimensions"]["calls"]["leased"] == 0

@@ -293,3 +293,94 @@ async def test_operator_sync_applies_annotation_halts_and_lifts(pool_dsn: str) -
         assert "cascade_loop" in still.status["reason"]
     finally:
         await store.close()
+
+
+async def _leased_and_rows(store: PoolStore, pool: str) -> tuple[int, int, int]:
+    """(calls leased on the pool row, calls held by lease rows, lease rows)."""
+    status = await store.status(pool)
+    assert status is not None
+    row = await (await store.conn.execute(
+        "SELECT coalesce(sum(calls), 0), count(*) FROM haltgate.pool_leases WHERE pool = %s",
+        (pool,))).fetchone()
+    assert row is not None
+    return status["dimensions"]["calls"]["leased"], int(row[0]), int(row[1])
+
+
+async def test_a_renewal_refused_by_a_halt_changes_nothing(pool_dsn: str,
+                                                          pool_name: str) -> None:
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        await store.upsert(pool_name, _spec(calls={"limit": 100}, leaseFraction=0.1))
+        lease = await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO,
+                                  need=Amounts(calls=1))
+        assert lease is not None and lease.allotment.calls == 10
+        assert await store.halt(pool_name, "admin_halt", "drill", "ops")
+        assert await store.renew(pool_name, "a", old=lease.lease_id, spent=Amounts(calls=4),
+                                 hold=Amounts(calls=1), need=Amounts(calls=2)) is None
+        # The lease row and its allotment stay together; the spend is not counted yet.
+        assert await _leased_and_rows(store, pool_name) == (10, 10, 1)
+        status = await store.status(pool_name)
+        assert status is not None and status["dimensions"]["calls"]["used"] == 0
+        assert await store.lift(pool_name, "ops", "drill over")
+        # The member's next renewal returns the same lease with its spend.
+        again = await store.renew(pool_name, "a", old=lease.lease_id, spent=Amounts(calls=4),
+                                  hold=ZERO, need=Amounts(calls=1))
+        assert again is not None
+        await store.settle(pool_name, old=again.lease_id, spent=ZERO)
+        assert await _leased_and_rows(store, pool_name) == (0, 0, 0)
+        status = await store.status(pool_name)
+        assert status is not None and status["dimensions"]["calls"]["used"] == 4
+    finally:
+        await store.close()
+
+
+async def test_a_renewal_refused_below_its_hold_changes_nothing(pool_dsn: str,
+                                                               pool_name: str) -> None:
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        await store.upsert(pool_name, _spec(calls={"limit": 10}, leaseFraction=0.5))
+        a = await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO, need=ZERO)
+        b = await store.renew(pool_name, "b", old=None, spent=ZERO, hold=ZERO, need=ZERO)
+        assert a is not None and b is not None
+        assert (a.allotment.calls, b.allotment.calls) == (5, 3)
+        # a wants to keep 9: only 5 (its own) + 2 remain.
+        assert await store.renew(pool_name, "a", old=a.lease_id, spent=ZERO,
+                                 hold=Amounts(calls=9), need=Amounts(calls=9)) is None
+        assert await _leased_and_rows(store, pool_name) == (8, 8, 2)
+        # Giving it back returns exactly what it held: b can now take the rest.
+        await store.settle(pool_name, old=a.lease_id, spent=Amounts(calls=1))
+        assert await _leased_and_rows(store, pool_name) == (3, 3, 1)
+        rest = await store.renew(pool_name, "b", old=b.lease_id, spent=ZERO,
+                                 hold=Amounts(calls=9), need=Amounts(calls=9))
+        assert rest is not None and rest.allotment.calls == 9
+    finally:
+        await store.close()
+
+
+async def test_repair_recomputes_leased_from_the_live_leases(pool_dsn: str,
+                                                             pool_name: str) -> None:
+    store = await PoolStore.connect(pool_dsn)
+    try:
+        await store.upsert(pool_name, _spec(calls={"limit": 50}, leaseFraction=0.2))
+        lease = await store.renew(pool_name, "a", old=None, spent=ZERO, hold=ZERO, need=ZERO)
+        assert lease is not None and lease.allotment.calls == 10
+        # What the old renewal did: a lease row deleted, its allotment left in `leased`.
+        stranded = await store.renew(pool_name, "b", old=None, spent=ZERO, hold=ZERO,
+                                     need=ZERO)
+        assert stranded is not None
+        await store.conn.execute("DELETE FROM haltgate.pool_leases WHERE id = %s",
+                                 (stranded.lease_id,))
+        assert await _leased_and_rows(store, pool_name) == (18, 10, 1)
+        assert await store.repair(pool_name, "alice") == {"calls": {"before": 18, "after": 10}}
+        assert await store.repair(pool_name, "alice") == {}  # nothing left to repair
+        assert await store.repair(pool_name + "-unknown", "alice") is None
+        events = await store.events(pool_name)
+        assert events[0]["kind"] == "repair" and events[0]["actor"] == "alice"
+        assert events[0]["detail"] == {"calls": {"before": 18, "after": 10}}
+        # The whole pool can be spent again.
+        await store.settle(pool_name, old=lease.lease_id, spent=ZERO)
+        rest = await store.renew(pool_name, "c", old=None, spent=ZERO, hold=Amounts(calls=50),
+                                 need=Amounts(calls=50))
+        assert rest is not None and rest.allotment.calls == 50
+    finally:
+        await store.close()

@@ -489,8 +489,6 @@ class Demo:
             # On the pod IP, as the injected sidecar: Prometheus scrapes it from outside.
             "--metrics-listen", f"{POD_IP}:{self.ports['metrics']}",
             "--state-dir", str(self.state_dir), "--admin-token-file", str(token),
-            # Scraped from outside the pod, as Prometheus does (the default is loopback).
-            "--metrics-listen", f"0.0.0.0:{self.ports['metrics']}",
             "--opa-url", self.urls["opa"], "--log-level", "warning"]), env=env)
         self.sidecar_proc = proc
         for port in (self.ports["transparent"], self.ports["explicit"], self.ports["admin"]):

@@ -1,4 +1,5 @@
-"""``haltgate pool``: BudgetPool database administration (schema, limits, status, halt, lift).
+"""``haltgate pool``: BudgetPool database administration (schema, limits, status, halt, lift,
+repair).
 
 Every command talks to the pool database given by ``--dsn`` (or ``HALTGATE_POOL_DSN``).
 Lifting is authenticated by PostgreSQL itself: the connecting role must be a member of
@@ -47,7 +48,7 @@ def _run(dsn: str, op: Callable[[PoolStore], Awaitable[T]]) -> T:
 
 @click.group(name="pool")
 def pool() -> None:
-    """Shared budget pools: schema, limits, status, halt and lift."""
+    """Shared budget pools: schema, limits, status, halt, lift and repair."""
 
 
 @pool.command(name="migrate")
@@ -117,3 +118,24 @@ def lift_cmd(dsn: str, namespace: str, name: str, reason: str, actor: str) -> No
     if not done:
         raise click.ClickException(f"pool {namespace}/{name} is not halted (or unknown)")
     click.echo("lifted")
+
+
+@pool.command(name="repair")
+@_dsn
+@_ns
+@click.argument("name")
+@click.option("--as", "actor", required=True, help="Who repairs (recorded with the DB role).")
+def repair_cmd(dsn: str, namespace: str, name: str, actor: str) -> None:
+    """Recompute a pool's leased amounts from its live leases (the role must be in
+    haltgate_pool_admin).
+
+    For pools that lost capacity to halts before issue 16's fix: a refused lease renewal
+    deleted its lease but left the allotment counted as leased. Safe while
+    members run: the pool row is locked while the leases are summed. Prints what changed as
+    JSON ({} when nothing did); the change is recorded as a "repair" pool event.
+    """
+    key = pool_key(namespace, name)
+    changed = _run(dsn, lambda s: s.repair(key, actor))
+    if changed is None:
+        raise click.ClickException(f"no pool {key}")
+    click.echo(json.dumps(changed, indent=2))

@@ -31,6 +31,11 @@ class Conflict(Exception):
     """The object exists already, or changed since it was read."""
 
 
+class Forbidden(Exception):
+    """RBAC refused the call: in an agent namespace, one that has not opted in (no
+    RoleBinding to the operator's agent-namespace ClusterRole, see docs/operator.md)."""
+
+
 class ApiError(Exception):
     """The apiserver answered with an error status."""
 
@@ -44,6 +49,8 @@ def _translate(e: ApiException) -> Exception:
         return NotFound(str(e.reason))
     if e.status == 409:
         return Conflict(str(e.reason))
+    if e.status == 403:
+        return Forbidden(str(e.reason))
     return e
 
 

@@ -1,8 +1,9 @@
 """External halts (failure type EXTERNAL), delivered to sidecars over their admin API.
 
 ``kubectl annotate govpol NAME haltgate.dev/halt="reason"`` halts every agent of the policy;
-removing the annotation lifts it. The operator calls ``POST /halt`` (``POST /reset`` to
-lift) on each affected sidecar with the namespace's admin token, then records the delivery
+removing the annotation lifts it. The operator calls ``POST /halt`` (``POST /lift`` to
+lift: the run goes on with its id and budgets; a lift is not the new run ``POST /reset``
+starts) on each affected sidecar with the namespace's admin token, then records the delivery
 on the pod itself (annotation ``haltgate.dev/halted``: JSON ``{source: reason}``). That
 record is the durable truth: it survives operator restarts, tells which pods still need a
 call, and lets several sources halt one pod without one's lift undoing the other's halt.
@@ -67,7 +68,8 @@ def admin_port(pod: Mapping[str, Any], default: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """The admin call one pod needs: action "halt" or "reset", and its new record."""
+    """The admin call one pod needs: action "halt", "lift" or "forget" (no call: another
+    source still halts the pod), and its new record."""
 
     action: str
     record: dict[str, str]
@@ -84,7 +86,7 @@ def plan(pod: Mapping[str, Any], source: str, reason: str | None) -> Step | None
         return None
     rest = {k: v for k, v in record.items() if k != source}
     # Another source still halts the pod: drop ours from the record, keep the pod halted.
-    return Step("reset" if not rest else "forget", rest)
+    return Step("lift" if not rest else "forget", rest)
 
 
 async def _call(session: aiohttp.ClientSession, url: str, token: str,
@@ -124,7 +126,7 @@ async def sync(rt: Runtime, session: aiohttp.ClientSession, namespace: str, sour
                     token = (await rt.cluster.read_secret_key(
                         namespace, rt.settings.injection.admin_token_secret,
                         injection.ADMIN_TOKEN_KEY)).decode().strip()
-                except cluster.NotFound as e:
+                except (cluster.NotFound, cluster.Forbidden) as e:
                     result.errors.append(f"admin token: {e}")
                     result.pending += [str((p.get("metadata") or {}).get("name", ""))
                                        for p in pods if p is not pod] + [name]
@@ -133,9 +135,11 @@ async def sync(rt: Runtime, session: aiohttp.ClientSession, namespace: str, sour
             port = admin_port(pod, rt.settings.injection.admin_port)
             url = f"http://{host}:{port}/{step.action}"
             payload: dict[str, Any] = {"actor": ACTOR, "source": source}
+            # The lift names the code the operator halts with: it never ends a halt of
+            # another kind (a budget halt, a hand-made admin halt with its own code).
+            payload["code"] = HALT_CODE
             if step.action == "halt":
-                payload.update(message=f"{source}: {reason}", code=HALT_CODE,
-                               failureType="EXTERNAL")
+                payload.update(message=f"{source}: {reason}", failureType="EXTERNAL")
             error = await _call(session, url, token, payload)
             rt.metrics.halt_deliveries.labels(step.action, "failed" if error else "ok").inc()
             if error:
@@ -147,6 +151,10 @@ async def sync(rt: Runtime, session: aiohttp.ClientSession, namespace: str, sour
             await rt.cluster.patch_pod_annotations(namespace, name, {ANNOTATION_HALTED: value})
         except cluster.NotFound:
             continue  # the pod is gone: nothing left to halt
+        except cluster.Forbidden as e:
+            result.errors.append(f"{name}: halt record not written: {e}")
+            result.pending.append(name)
+            continue
         if reason is not None:
             result.halted.append(name)
     return result

@@ -97,7 +97,7 @@ class InjectionConfig:
     transparent_port: int = 17001
     """Sidecar port the iptables rules redirect every other TCP connection to."""
     admin_port: int = 17020
-    """Sidecar admin API (halt, reset, readyz); bearer token from the admin Secret."""
+    """Sidecar admin API (halt, lift, reset, readyz); bearer token from the admin Secret."""
     metrics_port: int = 17090
     opa_port: int = 8181
     opa_diagnostic_port: int = 8282

@@ -31,7 +31,7 @@ class OperatorMetrics:
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 2.5, 10)),
             halt_deliveries=Counter(
                 "haltgate_operator_halt_deliveries_total",
-                "Calls to sidecar admin APIs, by action (halt, reset) and result "
+                "Calls to sidecar admin APIs, by action (halt, lift) and result "
                 "(ok, failed).",
                 ["action", "result"], registry=reg),
             reconciles=Counter(

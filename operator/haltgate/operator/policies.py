@@ -279,6 +279,10 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
             ready, reason, message = False, *problem
     except cluster.NotFound as e:
         ready, reason, message = False, "RegoNotFound", str(e)
+    except cluster.Forbidden as e:
+        ready, reason, message = False, "NamespaceNotEnabled", (
+            f"the operator may not write in namespace {namespace} ({e}): add it to the "
+            "chart's operator.agentNamespaces (docs/operator.md)")
     status_patch["conditions"] = [
         condition("Valid", True, "Valid", "the policy passed validation", generation,
                   previous, now),

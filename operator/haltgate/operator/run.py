@@ -440,6 +440,15 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
             await rt.cluster.patch_template_annotations(kind, namespace, meta["name"], patch)
         except cluster.NotFound:
             return
+        except cluster.Forbidden:
+            # The namespace has not opted in (operator.agentNamespaces): say so where the
+            # user looks, on the workload.
+            await events.post(rt.cluster, {"apiVersion": "apps/v1", "kind": kind, **body},
+                              "Warning", "NamespaceNotEnabled",
+                              f"haltgate may not write in namespace {namespace}: add it to "
+                              "the chart's operator.agentNamespaces to carry the opt-in "
+                              "into the pod template")
+            return
         except Exception as e:  # the next event of this object tries again
             log.warning(f"cannot carry haltgate annotations into the pod template: "
                         f"{_short(e)}")

@@ -58,7 +58,7 @@ class OperatorSettings:
     None: standalone."""
     priority: int = 0
     halt_resync_seconds: float = 5.0
-    """How often pending halt/reset deliveries are retried and new pods of a halted policy
+    """How often pending halt/lift deliveries are retried and new pods of a halted policy
     are halted."""
     status_resync_seconds: float = 30.0
     """How often policy status (matched workloads) is refreshed."""

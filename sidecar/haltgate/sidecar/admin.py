@@ -10,7 +10,9 @@ method   path        what
 GET      /status     policy (digest, reload errors), halted?, agent, counters
 GET      /budgets    the budget engine's snapshot (per dimension used/limit)
 POST     /halt       halt the run: ``{"message": "...", "code": "..."}`` (EXTERNAL)
-POST     /reset      reset a halt: ``{"actor": "..."}`` (starts a new run)
+POST     /lift       lift an EXTERNAL halt: ``{"actor": "...", "code": "..."}``; the run, its
+                     id and its budgets go on (``code``: only a halt with that code)
+POST     /reset      reset a halt: ``{"actor": "..."}`` (starts a new run, budgets at 0)
 GET      /healthz    liveness (no token needed; says nothing about the agent)
 GET      /readyz     readiness (no token; the pod's probes): 200 once listening and the
                      audit spool writable; 503 ``{"ready": false, "reason": ...}`` while
@@ -49,6 +51,7 @@ class AdminBackend(Protocol):
     def status(self) -> dict[str, Any]: ...
     def budgets(self) -> dict[str, Any]: ...
     async def halt(self, message: str, code: str | None, actor: str) -> dict[str, Any]: ...
+    async def lift(self, actor: str, code: str | None) -> dict[str, Any]: ...
     async def reset(self, actor: str) -> dict[str, Any]: ...
 
 
@@ -154,6 +157,19 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
         log.warning("halt requested by %s: %s", actor, message)
         return _json(await backend.halt(message[:512], code, actor[:128]))
 
+    async def lift(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        if isinstance(body, web.Response):
+            return body
+        actor = body.get("actor") or "admin-api"
+        code = body.get("code")
+        if not isinstance(actor, str):
+            return _error(400, "invalid_request", "actor must be a string")
+        if not (code is None or isinstance(code, str)):
+            return _error(400, "invalid_request", "code must be a string")
+        log.warning("lift requested by %s (code %s)", actor, code or "any")
+        return _json(await backend.lift(actor[:128], code))
+
     async def reset(request: web.Request) -> web.Response:
         body = await body_of(request)
         if isinstance(body, web.Response):
@@ -177,6 +193,7 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
     app.router.add_get("/status", status)
     app.router.add_get("/budgets", budgets)
     app.router.add_post("/halt", halt)
+    app.router.add_post("/lift", lift)
     app.router.add_post("/reset", reset)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -39,6 +39,7 @@ from haltgate.governance.audit import (
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.canonical import CanonicalPath, canonical_path
+from haltgate.governance.engine import codes
 from haltgate.governance.errors import (
     BadRequestError,
     DeniedError,
@@ -719,6 +720,25 @@ class Sidecar:
         decision = self.governor.halt(time.time(), FailureType.EXTERNAL,
                                       code or "external_halt", f"{message} (by {actor})")
         return {"halted": True, "decision": decision.to_dict()}
+
+    async def lift(self, actor: str, code: str | None) -> dict[str, Any]:
+        """End an EXTERNAL halt; the run goes on with its id and budgets (not a reset)."""
+        if self.governor is None:
+            raise web.HTTPServiceUnavailable(reason="no budget engine: cannot lift")
+        halt = self.governor.snapshot().get("halt") or {}
+        if halt.get("code") == codes.STATE_UNREADABLE:
+            # The run's spend was lost with its state file: going on would count from zero
+            # under the old run id. Only an explicit new run (POST /reset) clears it.
+            raise web.HTTPConflict(reason="the budget state was unreadable: only POST /reset "
+                                          "(a new run) clears this halt")
+        decision = self.governor.lift(time.time(), actor, code)
+        lifted = decision.code == codes.LIFTED
+        verdict = self.pipeline.budget.halted(time.time()) if self.pipeline else None
+        still = None if verdict is None or verdict.allowed else {
+            "failure_type": verdict.failure_type.value if verdict.failure_type else None,
+            "code": verdict.code}
+        return {"lifted": lifted, "run_id": self.run_id, "halted": still,
+                "decision": decision.to_dict()}
 
     async def reset(self, actor: str) -> dict[str, Any]:
         if self.governor is None:

@@ -1,6 +1,6 @@
 """The pool's PostgreSQL store: schema, leases, settlement, expiry, halts, lifts, storms.
 
-Every operation is one statement (or one server-side function call), so one round trip and
+Every member operation is one statement (or one server-side function call), so one round trip and
 atomic: a lease is taken by a single ``UPDATE ... RETURNING`` that checks what remains and
 inserts the lease row in the same statement; a halt updates the state and ``NOTIFY``s the
 members in one transaction. psycopg 3, async.
@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from haltgate.governance import migrations
 from haltgate.governance.migrations import MigrationError, MigrationSet
@@ -151,7 +152,7 @@ def _eff_used(d: str) -> str:
 def _remaining(d: str) -> str:
     # What is left once the renewing member's old allotment is back and its spend counted.
     return (f"({d}_limit - {_eff_used(d)} - %(spent_{d})s - ({d}_leased - "
-            f"coalesce((SELECT {d} FROM gone), 0)))")
+            f"coalesce((SELECT {d} FROM prior), 0)))")
 
 
 def _grant(d: str) -> str:
@@ -169,20 +170,28 @@ def _renew_sql() -> str:
         sets.append(f"{d}_period_start = CASE WHEN {d}_period_start < "
                     f"haltgate.pool_period_start({d}_period) THEN now() AT TIME ZONE 'UTC' "
                     f"ELSE {d}_period_start END")
-        sets.append(f"{d}_leased = {d}_leased - coalesce((SELECT {d} FROM gone), 0) "
+        sets.append(f"{d}_leased = {d}_leased - coalesce((SELECT {d} FROM prior), 0) "
                     f"+ {_grant(d)}")
         checks.append(f"({d}_limit IS NULL OR {_remaining(d)} >= %(hold_{d})s)")
-    grants = ", ".join(f"new.{d}_leased - old.{d}_leased + coalesce((SELECT {d} FROM gone), 0)"
-                       f" AS {d}" for d in DIMENSIONS)
+    grants = ", ".join(f"new.{d}_leased - old.{d}_leased + "
+                       f"coalesce((SELECT {d} FROM prior), 0) AS {d}" for d in DIMENSIONS)
     dims = ", ".join(DIMENSIONS)
     return (
         # The old lease (if any) goes back: its allotment leaves `leased`, its spend joins
         # `used` (below, whether or not it had expired meanwhile: the spend is real).
-        "WITH gone AS (DELETE FROM haltgate.pool_leases WHERE id = %(old)s AND pool = %(pool)s"
-        f" RETURNING {dims}), "
+        # `prior` locks the lease row, so a concurrent expiry either returned it first (then
+        # `prior` is empty) or waits for this statement. The row is deleted only when the
+        # pool UPDATE matched: a refused renewal (pool halted, too little left) changes
+        # nothing at all, and the lease and its allotment in `leased` stay together.
+        # (Every sub-statement of a WITH runs to completion whether or not it is read, so
+        # a DELETE that did not depend on `p` would run even when `p` matched nothing.)
+        "WITH prior AS (SELECT id, " + dims + " FROM haltgate.pool_leases WHERE id = %(old)s "
+        "AND pool = %(pool)s FOR UPDATE), "
         f"p AS (UPDATE haltgate.pools SET {', '.join(sets)}, updated_at = now() "
         f"WHERE pool = %(pool)s AND state = 'Active' AND {' AND '.join(checks)} "
         f"RETURNING pool, lease_seconds, {grants}), "
+        "gone AS (DELETE FROM haltgate.pool_leases WHERE id IN (SELECT id FROM prior) "
+        "AND EXISTS (SELECT 1 FROM p) RETURNING id), "
         f"l AS (INSERT INTO haltgate.pool_leases (pool, holder, {dims}, expires_at) "
         f"SELECT pool, %(holder)s, {dims}, clock_timestamp() + make_interval(secs => "
         f"lease_seconds) FROM p RETURNING id, {dims}, expires_at) "
@@ -301,7 +310,8 @@ class PoolStore:
         ``hold``: what the new lease must cover at least (calls in flight); ``need``: what
         it should cover (plus the next call). ``None``: refused (pool halted, unknown, or
         what remains is below ``hold``); then the old lease is *not* returned either
-        (the statement changed nothing) - call :meth:`settle` to give it back.
+        (the statement changed nothing: the lease row and its allotment in ``leased`` stay
+        together) - call :meth:`settle` to give it back, or let it expire.
         """
         row = await self._one(_RENEW, _params(pool, old=old, spent=spent, hold=hold,
                                               need=need, holder=holder))
@@ -318,6 +328,48 @@ class PoolStore:
         """Return the allotments of leases past their expiry (crashed members); count."""
         row = await self._one(_EXPIRE, {"pool": pool})
         return int(row["n"]) if row else 0
+
+    async def repair(self, pool: str, actor: str) -> dict[str, dict[str, int]] | None:
+        """Recompute ``leased`` from the live lease rows; ``None`` if the pool is unknown.
+
+        For pools whose ``leased`` drifted from their leases (before the fix of issue 16 a
+        refused renewal deleted its lease row without returning the allotment, so the pool
+        shrank for good). The pool row is locked first; every lease operation updates that
+        row in the same statement as its lease rows, so the sum read afterwards (a new
+        snapshot) is exact. Needs the ``haltgate_pool_admin`` role. Returns
+        ``{dimension: {"before": n, "after": m}}`` for the dimensions that changed, and
+        records a ``repair`` event when something did.
+        """
+        dims = ", ".join(f"{d}_leased" for d in DIMENSIONS)
+        sums = ", ".join(f"coalesce(sum({d}), 0)::bigint AS {d}" for d in DIMENSIONS)
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT pg_has_role(session_user, 'haltgate_pool_admin', "
+                              "'MEMBER') AS admin")
+            role = await cur.fetchone()
+            if not (role and role["admin"]):
+                raise PoolStoreError(f"repairing pool {pool} needs the haltgate_pool_admin "
+                                     "role")
+            await cur.execute(f"SELECT {dims} FROM haltgate.pools WHERE pool = %s FOR UPDATE",
+                              (pool,))
+            before = await cur.fetchone()
+            if before is None:
+                return None
+            await cur.execute(f"SELECT {sums} FROM haltgate.pool_leases WHERE pool = %s",
+                              (pool,))
+            live = await cur.fetchone()
+            assert live is not None
+            changed = {d: {"before": int(before[f"{d}_leased"]), "after": int(live[d])}
+                       for d in DIMENSIONS if before[f"{d}_leased"] != live[d]}
+            if changed:
+                sets = ", ".join(f"{d}_leased = %({d})s" for d in changed)
+                await cur.execute(f"UPDATE haltgate.pools SET {sets}, updated_at = now() "
+                                  "WHERE pool = %(pool)s",
+                                  {"pool": pool, **{d: v["after"] for d, v in changed.items()}})
+                await cur.execute(
+                    "INSERT INTO haltgate.pool_events (pool, kind, actor, code, detail) "
+                    "VALUES (%s, 'repair', %s, 'leased_recomputed', %s)",
+                    (pool, actor, Jsonb(changed)))
+        return changed
 
     # --------------------------------------------------------------- halts
 
