@@ -176,8 +176,21 @@ def copy_row(frame: Frame) -> bytes:
         ))
     except (struct.error, OverflowError, TypeError, AttributeError) as e:
         raise RecordEncodingError(
-            f"audit record in spool segment {frame.segment} at byte {frame.offset}: "
-            f"seq, cost_usd, latency_ms or status out of its column's range ({e})") from None
+            f"audit record in spool segment {frame.segment} at byte {frame.offset}: field "
+            f"{_out_of_range(d)} does not fit its column ({e})") from None
+
+
+_RANGES = (("seq", -(2**63), 2**63), ("status", -(2**31), 2**31),
+           ("cost_usd", -1.7e308, 1.7e308), ("latency_ms", -1.7e308, 1.7e308))
+
+
+def _out_of_range(doc: dict[str, Any]) -> str:
+    """The first numeric column whose value ``copy_row`` could not pack."""
+    for name, low, high in _RANGES:
+        value = doc.get(name)
+        if value is not None and not (type(value) in (int, float) and low <= value < high):
+            return name
+    return "(unknown)"
 
 
 _COPY_CHUNK = 500
