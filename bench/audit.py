@@ -135,7 +135,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def typed_row(frame: Frame) -> tuple[object, ...]:
     """The audit table's columns of one record, for psycopg's ``write_row``."""
     d = orjson.loads(frame.data)
-    return (d["record_id"], _EPOCH + timedelta(seconds=frame.time), d["chain_id"], d["seq"],
+    return (d["record_id"], _EPOCH + timedelta(seconds=frame.time), d["seq"], d["chain_id"],
             d["prev_hash"], d["hash"], d["decision_id"], d["phase"], d["namespace"],
             d["workload"], d["pod"], d["run_id"], d.get("kind"), d.get("target") or "",
             d.get("model"), d.get("tool"), d.get("decision"), d.get("failure_type"),
