@@ -2,11 +2,11 @@
 
 Ports (fixed defaults, configurable for tests):
 
-- 15000 explicit mode: ``http://127.0.0.1:15000/<upstream-alias>/...`` base URLs, and
+- 17000 explicit mode: ``http://127.0.0.1:17000/<upstream-alias>/...`` base URLs, and
   ``HTTP(S)_PROXY`` use (absolute-form requests, ``CONNECT``);
-- 15001 transparent mode (``haltgate.sidecar.transparent``, started when present);
-- 15020 admin API (bearer token);
-- 15090 ``/metrics``.
+- 17001 transparent mode (``haltgate.sidecar.transparent``, started when present);
+- 17020 admin API (bearer token);
+- 17090 ``/metrics``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from haltgate.governance.pricing import (
     load_table_file,
 )
 from haltgate.governance.request import AgentIdentity
+from haltgate.sidecar import self_view
 from haltgate.sidecar.admin import TokenFile, create_admin_app
 from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.classify import Target
@@ -82,10 +83,10 @@ __all__ = ["Listen", "Sidecar", "SidecarSettings", "StartupError"]
 
 log = logging.getLogger("haltgate.sidecar")
 
-EXPLICIT_PORT = 15000
-TRANSPARENT_PORT = 15001
-ADMIN_PORT = 15020
-METRICS_PORT = 15090
+EXPLICIT_PORT = 17000
+TRANSPARENT_PORT = 17001
+ADMIN_PORT = 17020
+METRICS_PORT = 17090
 
 
 class StartupError(Exception):
@@ -144,7 +145,7 @@ class SidecarSettings:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     """Connection cap and header/idle timeout of every listener (listeners.py)."""
     transparent: Listen | None = None
-    """Transparent listener (15001; ``::1`` on the same port is added). None: off."""
+    """Transparent listener (17001; ``::1`` on the same port is added). None: off."""
     ca_dir: Path | None = None
     """haltgate CA (``ca.crt``, ``ca.key``) for TLS inspection. None: nothing is inspected
     (CONNECT/TLS to ``inspect`` upstreams is refused)."""
@@ -317,7 +318,7 @@ class Sidecar:
         self.metrics.connections_refused.labels(listener).inc()
 
     async def _serve_explicit(self, listen: Listen) -> None:
-        """Port 15000: CONNECT is sniffed first (connect.py), all else goes to aiohttp."""
+        """Port 17000: CONNECT is sniffed first (connect.py), all else goes to aiohttp."""
         limits = self.settings.limits
         runner = web.ServerRunner(self._explicit_server(), handle_signals=False,
                                   shutdown_timeout=5)
@@ -349,7 +350,7 @@ class Sidecar:
         log.info("explicit listening on %s:%s", host, port)
 
     async def _serve_transparent(self, listen: Listen) -> None:
-        """Port 15001: connections redirected by iptables (haltgate.sidecar.transparent)."""
+        """Port 17001: connections redirected by iptables (haltgate.sidecar.transparent)."""
         from haltgate.sidecar import transparent
 
         verifier = transparent.DestinationVerifier()
@@ -616,6 +617,10 @@ class Sidecar:
         await client.start()
         return PoolStage(client=client, **common)
 
+    def agent_identity(self) -> AgentIdentity:
+        """Who the sidecar governs (namespace, workload, pod, run id)."""
+        return self._agent()
+
     def _agent(self) -> AgentIdentity:
         a = self.settings.agent
         return AgentIdentity(namespace=a.namespace, workload=a.workload, pod=a.pod,
@@ -734,6 +739,9 @@ class Sidecar:
         async def handler(request: web.BaseRequest) -> web.StreamResponse:
             pipeline = self.pipeline
             assert pipeline is not None
+            if request.raw_path.startswith(self_view.SELF_PATH) and \
+                    self_view.is_self_request(request.raw_path):
+                return self_view.answer(request, self)  # the agent's read-only view
             if request.version == aiohttp.HttpVersion11 and "Expect" in request.headers:
                 await _answer_expect(request)
             return await pipeline.handle(request, resolve_explicit(request, pipeline.controls))
