@@ -39,7 +39,12 @@ import psycopg  # noqa: E402
 
 from haltgate.governance.audit import MemoryAuditSink, SpoolAuditSink  # noqa: E402
 from haltgate.governance.audit.migrate import migrate  # noqa: E402
-from haltgate.governance.audit.shipper import COLUMNS, Shipper, ShipperSettings  # noqa: E402
+from haltgate.governance.audit.shipper import (  # noqa: E402
+    COLUMNS,
+    DEFAULT_BATCH_RECORDS,
+    Shipper,
+    ShipperSettings,
+)
 from haltgate.governance.audit.spool import (  # noqa: E402
     Frame,
     iter_frames,
@@ -135,7 +140,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def typed_row(frame: Frame) -> tuple[object, ...]:
     """The audit table's columns of one record, for psycopg's ``write_row``."""
     d = orjson.loads(frame.data)
-    return (d["record_id"], _EPOCH + timedelta(seconds=frame.time), d["chain_id"], d["seq"],
+    return (d["record_id"], _EPOCH + timedelta(seconds=frame.time), d["seq"], d["chain_id"],
             d["prev_hash"], d["hash"], d["decision_id"], d["phase"], d["namespace"],
             d["workload"], d["pod"], d["run_id"], d.get("kind"), d.get("target") or "",
             d.get("model"), d.get("tool"), d.get("decision"), d.get("failure_type"),
@@ -143,9 +148,16 @@ def typed_row(frame: Frame) -> tuple[object, ...]:
             frame.data.decode())
 
 
+def _backend_cpu(conn: psycopg.Connection[object]) -> float:
+    """CPU seconds the server process of ``conn`` has used (user + system)."""
+    fields = Path(f"/proc/{conn.info.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _timed_copy(dsn: str, table: str, cols: tuple[str, ...], frames: list[Frame],
-                batch: int, row: Callable[[Frame], tuple[object, ...]]) -> float:
-    t0 = time.perf_counter()
+                batch: int, row: Callable[[Frame], tuple[object, ...]]) -> tuple[float, float]:
+    """(records/s, CPU us per record: this process plus its PostgreSQL backend)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     with psycopg.connect(dsn) as conn:
         for start in range(0, len(frames), batch):
             with conn.transaction(), conn.cursor() as cur, cur.copy(
@@ -153,7 +165,8 @@ def _timed_copy(dsn: str, table: str, cols: tuple[str, ...], frames: list[Frame]
             ) as copy:
                 for frame in frames[start:start + batch]:
                     copy.write_row(row(frame))
-    return len(frames) / (time.perf_counter() - t0)
+        cpu = time.process_time() - c0 + _backend_cpu(conn)
+    return len(frames) / (time.perf_counter() - t0), cpu / len(frames) * 1e6
 
 
 def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str],
@@ -171,7 +184,7 @@ def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str],
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute("CREATE TABLE plain (record_id text, chain_id text, seq bigint, "
                      "hash text, decision text, ts_epoch double precision, record text)")
-    raw = _timed_copy(plain, "plain", ("record_id", "chain_id", "seq", "hash", "decision",
+    raw, raw_cpu = _timed_copy(plain, "plain", ("record_id", "chain_id", "seq", "hash", "decision",
                                        "ts_epoch", "record"), frames, batch,
                       lambda f: ((d := orjson.loads(f.data))["record_id"], d["chain_id"],
                                  d["seq"], d["hash"], d["decision"], f.time,
@@ -183,42 +196,50 @@ def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str],
     with psycopg.connect(direct, autocommit=True) as conn:
         conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))",
                      (frames[0].time,))
-    into_table = _timed_copy(direct, "haltgate.audit_records", COLUMNS, frames, batch,
+    into_table, into_cpu = _timed_copy(direct, "haltgate.audit_records", COLUMNS, frames, batch,
                              typed_row)
 
     ours_dsn = server_dsn("bench_shipper")
     migrate(ours_dsn)
     shipper = Shipper(ShipperSettings(spool_dir, ours_dsn, batch_records=batch))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     shipped = shipper.drain(timeout=600)
     ours = n / (time.perf_counter() - t0)
+    assert shipper._conn is not None
+    ours_cpu = (time.process_time() - c0 + _backend_cpu(shipper._conn)) / n * 1e6
     shipper.close()
     assert shipped == n, (shipped, n)
     with psycopg.connect(ours_dsn) as conn:
         row = conn.execute("SELECT count(*) FROM haltgate.audit_records").fetchone()
         assert row is not None and row[0] == n
+    print("CPU per record is this process plus its PostgreSQL backend (load-insensitive)")
     print(f"baseline 1: parse + COPY into a plain unindexed table, batch {batch}: "
-          f"{raw:,.0f} records/s")
+          f"{raw:,.0f} records/s, {raw_cpu:.1f} CPU-us/record")
     print(f"baseline 2: parse + COPY straight into the audit table (partitioned, indexed, "
-          f"not idempotent): {into_table:,.0f} records/s")
-    print(f"shipper (read spool, COPY + progress row in one transaction, fsync'd ack): "
+          f"not idempotent): {into_table:,.0f} records/s, {into_cpu:.1f} CPU-us/record")
+    print(f"shipper (read spool, binary COPY + progress row in one transaction, fsync'd ack): "
           f"{ours:,.0f} records/s = {ours / raw:.2f} x baseline 1, "
-          f"{ours / into_table:.2f} x baseline 2 "
+          f"{ours / into_table:.2f} x baseline 2; {ours_cpu:.1f} CPU-us/record = "
+          f"{ours_cpu / raw_cpu:.2f} x baseline 1 "
           f"(target >= 50,000/s: {'MET' if ours >= 50_000 else 'NOT MET'})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_RECORDS,
+                        help="records per COPY transaction, for the shipper and both baselines")
+    parser.add_argument("--shipping-only", action="store_true",
+                        help="skip the latency part (spool still filled with --records)")
     parser.add_argument("--quick", action="store_true", help="small run for a smoke test")
     args = parser.parse_args()
     n = 10_000 if args.quick else args.records
     per_caller = 50 if args.quick else 300
     work = Path(tempfile.mkdtemp(prefix="haltgate-bench-audit-", dir=str(REPO / ".bench-tmp")
                                  if (REPO / ".bench-tmp").is_dir() else None))
-    print("== durable append latency (intent) ==")
-    bench_latency(work, per_caller)
+    if not args.shipping_only:
+        print("== durable append latency (intent) ==")
+        bench_latency(work, per_caller)
     print("== spool throughput ==")
     spool_dir = work / "spool"
     bench_spool_throughput(spool_dir, n)

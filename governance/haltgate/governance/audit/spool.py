@@ -49,7 +49,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -152,9 +152,10 @@ class SpoolPosition:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One record as read back: where it ends and its canonical JSON."""
+class Frame(NamedTuple):
+    """One record as read back: where it ends and its canonical JSON. A named tuple, not a
+    frozen dataclass: the shipper builds one per record, and a tuple is built several
+    times faster."""
 
     segment: int
     offset: int
