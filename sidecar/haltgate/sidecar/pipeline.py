@@ -70,6 +70,7 @@ from haltgate.sidecar.classify import Classified, Target, classify
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.destinations import check_destination
 from haltgate.sidecar.metrics import SidecarMetrics
+from haltgate.sidecar.replayinputs import replay_inputs
 from haltgate.sidecar.sse import DEFAULT_MAX_EVENT_BYTES, EventHold, SSEEvent, SSEParser
 from haltgate.sidecar.usage import TokenCounts, UsageReader
 
@@ -1099,6 +1100,7 @@ class Pipeline:
             cost_usd=call.cost_usd if phase != "intent" else None,
             payload_mode=call.controls.payload.value,
             payload=self._payload(call, scrub),
+            replay=replay_inputs(call, err),
         )
 
     def _payload(self, call: Call, scrub: AuditScrubber) -> Any:
