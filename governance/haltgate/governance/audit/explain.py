@@ -20,8 +20,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from haltgate.governance.audit.policies import PolicyStore
+from haltgate.governance.engine.core import Engine
 from haltgate.governance.engine.events import Reserve, event_from_dict
 from haltgate.governance.engine.snapshot import SnapshotError, decision_doc, rebuild
+from haltgate.governance.engine.units import PICO_PER_USD
 
 __all__ = ["ExplainError", "explain", "rederive", "render_text"]
 
@@ -116,7 +118,27 @@ def _replay_budget(record: Mapping[str, Any], replay: Mapping[str, Any],
             out.append("decision: recorded 'allow', replayed a refusal")
     elif not replayed["allowed"]:
         out.append("decision: the engine refuses the call, the record says it went on")
-    return {"before": before, "event": event.to_dict(), "decision": replayed}
+    return {"before": before, "worst_case": _worst_case(engine, event, before),
+            "event": event.to_dict(), "decision": replayed, "message": decision.message}
+
+
+def _worst_case(engine: Engine, event: Reserve, dims: Mapping[str, Any]) -> dict[str, float]:
+    """What the call asked to reserve, per metered dimension of ``dims`` (for reading;
+    the decision itself is the engine's)."""
+    need: dict[str, float] = {
+        "calls": 1.0,
+        "tokens": float(event.max_input_tokens + event.max_output_tokens),
+        "input_tokens": float(event.max_input_tokens),
+        "output_tokens": float(event.max_output_tokens),
+        "risk_score": float(event.risk),
+    }
+    model = event.model if event.model is not None or event.kind != "llm" else ""
+    if model is not None:
+        price = engine.prices.lookup(model)
+        if price is not None:
+            need["cost_usd"] = (event.max_input_tokens * price.worst_input
+                                + event.max_output_tokens * price.worst_output) / PICO_PER_USD
+    return {name: value for name, value in need.items() if name in dims}
 
 
 def rederive(record: Mapping[str, Any], store: PolicyStore) -> dict[str, Any]:
@@ -222,18 +244,23 @@ def render_text(doc: Mapping[str, Any]) -> str:
         lines.append(f"  {stage.get('stage'):<12} {stage.get('result')}{extra}{mark}")
     replayed = doc.get("replayed")
     if replayed:
-        lines.append("budget (used / reserved / limit, before -> after):")
+        lines.append("budget before the call (used / reserved / limit), this call's worst "
+                     "case, after:")
         after = replayed["decision"]["budget"]
+        need = replayed.get("worst_case") or {}
         for name, b in replayed["before"].items():
             a = after.get(name, b)
+            ask = f"+{_fmt(need[name])}" if name in need else "-"
             lines.append(f"  {name:<22} {_fmt(b['used'])} / {_fmt(b['reserved'])} / "
-                         f"{_fmt(b['limit'])}  ->  {_fmt(a['used'])} / {_fmt(a['reserved'])}")
+                         f"{_fmt(b['limit'])}   {ask:>10}   ->  {_fmt(a['used'])} / "
+                         f"{_fmt(a['reserved'])}")
         ev = replayed["event"]
         lines.append(f"  event: reserve kind={ev['kind']} model={ev['model']} tool={ev['tool']} "
                      f"max_in={ev['max_input_tokens']} max_out={ev['max_output_tokens']} "
                      f"risk={ev['risk']}")
         r = replayed["decision"]
-        lines.append("replayed: " + ("ALLOW" if r["allowed"] else f"DENY ({r['code']})"))
+        lines.append("replayed: " + ("ALLOW" if r["allowed"]
+                                     else f"DENY ({r['code']}): {replayed['message']}"))
     if doc.get("note"):
         lines.append(f"note: {doc['note']}")
     if doc["match"]:
