@@ -1,8 +1,9 @@
-"""Explain and replay decisions from the audit trail of a real ``haltgate sidecar`` process.
+"""Explain, replay and simulate from the audit trail of a real ``haltgate sidecar`` process.
 
 The sidecar writes its real spool; ``haltgate audit explain``/``replay`` re-derive the
 decisions from it offline, then from PostgreSQL after ``haltgate audit ship``, and the
-audit API explains one too. A record edited after the fact (and re-hashed, so the chain
+audit API explains one too; ``haltgate policy simulate`` re-runs the traffic through
+stricter, looser and changed policies. A record edited after the fact (and re-hashed, so the chain
 itself still verifies) makes replay report the mismatch and exit 1.
 """
 
@@ -183,6 +184,51 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
     report = orjson.loads(done.stdout)
     assert report["match"] is True and report["budget_steps"] >= 6
 
+    # simulate: the same policy changes nothing (exit 0).
+    done = cli("policy", "simulate", str(policy), "--spool", str(audit), "--policy",
+               str(policy), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    sim = orjson.loads(done.stdout)
+    assert sim["changed"] == 0 and sim["undecidable"] == 0 and sim["decisions"] == 5
+
+    # A token limit one short of what the last call needed refuses exactly that call.
+    after = orjson.loads(cli("audit", "explain", ids["after"], "--spool", str(audit),
+                             "--policy", str(policy), "--json").stdout)["replayed"]
+    limit = int(after["before"]["tokens"]["used"] + after["worst_case"]["tokens"]) - 1
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(yaml.safe_dump(merge(base_policy(upstreams), {"spec": {
+        "budgets": {"tokens": {"limit": limit}, "calls": {"limit": 50}}}})))
+    done = cli("policy", "simulate", str(strict), "--spool", str(audit), "--policy",
+               str(policy), "--json")
+    assert done.returncode == 1, done.stdout + done.stderr
+    sim = orjson.loads(done.stdout)
+    assert [c["decision_id"] for c in sim["changes"]] == [ids["after"]]
+    assert sim["changes"][0]["recorded"] == "allow"
+    assert sim["changes"][0]["simulated"] == "deny (tokens_exhausted)"
+    assert sim["groups"] == [{"rule": "tokens_exhausted", "agent": "agents/agent",
+                              "change": "allow -> deny (tokens_exhausted)", "count": 1}]
+
+    # A looser one lets the refused call through (and says its spend is unknown).
+    loose = tmp_path / "loose.yaml"
+    loose.write_text(yaml.safe_dump(merge(base_policy(upstreams), {"spec": {
+        "budgets": {"tokens": {"limit": 100000}, "calls": {"limit": 50}}}})))
+    sim = orjson.loads(cli("policy", "simulate", str(loose), "--spool", str(audit),
+                           "--policy", str(policy), "--json").stdout)
+    assert [(c["decision_id"], c["simulated"]) for c in sim["changes"]] == [
+        (ids["too-big"], "allow")]
+
+    # Tool rules read the request, which the record does not keep: undecidable, per call.
+    tools = tmp_path / "tools.yaml"
+    doc = merge(base_policy(upstreams), POLICY_EXTRA)
+    doc["spec"]["tools"]["rules"][1]["mcpTools"].append("delete_file")
+    tools.write_text(yaml.safe_dump(doc))
+    done = cli("policy", "simulate", str(tools), "--spool", str(audit), "--policy",
+               str(policy), "--json")
+    assert done.returncode == 1
+    sim = orjson.loads(done.stdout)
+    assert sim["changed"] == 0 and sim["undecidable"] == 5
+    assert all("spec.tools" in u["reason"] for u in sim["undecidable_decisions"])
+
     # Another policy file (another digest) cannot stand in for the one that decided.
     other = tmp_path / "other.yaml"
     other.write_text(policy.read_text() + "\n# edited\n")
@@ -212,6 +258,10 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
     done = cli("audit", "explain", ids["too-big"], "--dsn", audit_db.reader,
                "--policy", str(policy), "--json")
     assert done.returncode == 0 and orjson.loads(done.stdout)["decided_by"] == "budget"
+    done = cli("policy", "simulate", str(strict), "--dsn", audit_db.reader, "--policy",
+               str(policy), "--json")
+    assert done.returncode == 1
+    assert [c["decision_id"] for c in orjson.loads(done.stdout)["changes"]] == [ids["after"]]
 
     app = create_app(audit_db.reader, TOKEN, policies=PolicyStore.from_files([policy]))
     async with TestClient(TestServer(app)) as client:
