@@ -1100,7 +1100,7 @@ class Pipeline:
             cost_usd=call.cost_usd if phase != "intent" else None,
             payload_mode=call.controls.payload.value,
             payload=self._payload(call, scrub),
-            replay=replay_inputs(call, err),
+            replay=replay_inputs(call, phase, err),
         )
 
     def _payload(self, call: Call, scrub: AuditScrubber) -> Any:

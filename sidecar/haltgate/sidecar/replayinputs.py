@@ -82,8 +82,12 @@ def stages_of(call: Call, err: HaltgateError | None) -> tuple[list[dict[str, Any
     return stages, None
 
 
-def replay_inputs(call: Call, err: HaltgateError | None) -> dict[str, Any]:
-    """The record's ``replay`` document for ``call`` (refused with ``err``, if any)."""
+def replay_inputs(call: Call, phase: str, err: HaltgateError | None) -> dict[str, Any]:
+    """The record's ``replay`` document for ``call`` (refused with ``err``, if any).
+
+    The budget inputs go into the record that states the budget's decision: the intent of
+    a call that went on, the outcome of one refused at (or right after) the budget. The
+    outcome of a call whose intent was written refers to it (``"budget": "intent"``)."""
     controls = call.controls
     stages, decided_by = stages_of(call, err)
     doc: dict[str, Any] = {
@@ -96,7 +100,10 @@ def replay_inputs(call: Call, err: HaltgateError | None) -> dict[str, Any]:
     }
     verdict = call.reservation
     inputs = verdict.inputs if verdict is not None else None
-    if verdict is not None and inputs is not None:
+    if phase == "outcome" and verdict is not None and verdict.allowed \
+            and decided_by not in ("audit", "pipeline"):
+        doc["budget"] = "intent"
+    elif verdict is not None and inputs is not None:
         engine, before, event = inputs
         budget: dict[str, Any] = {"event": event.to_dict(), "decision": decision_doc(verdict)}
         if isinstance(engine, Engine):

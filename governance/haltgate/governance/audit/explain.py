@@ -157,6 +157,8 @@ def rederive(record: Mapping[str, Any], store: PolicyStore) -> dict[str, Any]:
     replayed: dict[str, Any] | None = None
     if isinstance(replay.get("budget"), Mapping):
         replayed = _replay_budget(record, replay, store, mismatches)
+    elif replay.get("budget") == "intent":
+        note = "the budget's decision is re-derived from the intent record"
     else:
         decided_by = replay.get("decided_by")
         note = (f"refused at stage {decided_by!r}, which reads the request itself (not kept "
