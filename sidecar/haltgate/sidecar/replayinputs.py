@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from haltgate.governance.engine.core import Engine
-from haltgate.governance.engine.snapshot import capture, decision_doc
+from haltgate.governance.engine.snapshot import capture, decision_doc, reserve_doc
 from haltgate.governance.errors import HaltgateError
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def replay_inputs(call: Call, phase: str, err: HaltgateError | None) -> dict[str
         doc["budget"] = "intent"
     elif verdict is not None and inputs is not None:
         engine, before, event = inputs
-        budget: dict[str, Any] = {"event": event.to_dict(), "decision": decision_doc(verdict)}
+        budget: dict[str, Any] = {"event": reserve_doc(event), "decision": decision_doc(verdict)}
         if isinstance(engine, Engine):
             doc["prices"] = engine.prices.version
             budget["before"] = capture(engine, before, event)

@@ -15,7 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from haltgate.governance.engine import Reserve
-from haltgate.governance.engine.snapshot import SnapshotError, capture, decision_doc, rebuild
+from haltgate.governance.engine.snapshot import (
+    SnapshotError,
+    capture,
+    decision_doc,
+    rebuild,
+    reserve_doc,
+)
 from tests.unit.governance.conftest import make_engine
 from tests.unit.governance.test_engine_properties import (
     ALL_DIMENSIONS,
@@ -34,6 +40,7 @@ def test_rebuilt_snapshot_steps_to_the_same_decision(ops: list[tuple[Any, ...]])
         for event, before, _, decision in interpret(engine, ops):
             if not isinstance(event, Reserve):
                 continue
+            assert reserve_doc(event) == event.to_dict()
             snap = orjson.loads(orjson.dumps(capture(engine, before, event)))
             _, again = engine.step(rebuild(snap, event), event)
             assert decision_doc(again) == decision_doc(decision)

@@ -33,7 +33,7 @@ from haltgate.governance.engine.state import (
 from haltgate.governance.policy import FailureType
 
 __all__ = ["SNAPSHOT_FORMAT", "SnapshotError", "capture", "decision_doc", "message_digest",
-           "rebuild"]
+           "rebuild", "reserve_doc"]
 
 SNAPSHOT_FORMAT = 1
 """Version of the snapshot layout (``"f"``); :func:`rebuild` refuses others."""
@@ -63,6 +63,15 @@ def decision_doc(decision: Any) -> dict[str, Any]:
         "message_sha256": message_digest(decision.message or "allowed"),
         "budget": {name: dict(values) for name, values in decision.budget.items()},
     }
+
+
+def reserve_doc(ev: Reserve) -> dict[str, Any]:
+    """``ev.to_dict()`` without ``dataclasses.asdict`` (a tenth of its cost: this runs for
+    every call's audit record)."""
+    return {"event": "reserve", "call_id": ev.call_id, "ts": ev.ts, "kind": ev.kind,
+            "host": ev.host, "tool": ev.tool, "model": ev.model,
+            "max_input_tokens": ev.max_input_tokens, "max_output_tokens": ev.max_output_tokens,
+            "fingerprint": ev.fingerprint, "risk": ev.risk}
 
 
 def _finite(x: float) -> float | None:
