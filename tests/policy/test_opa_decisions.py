@@ -111,6 +111,13 @@ class TestInput:
         call = CallView(kind=None, method="GET", scheme="http", host="h", port=80, path="/")
         assert build_input(call)["request"]["kind"] is None
 
+    def test_model_normalised_as_pricing_reads_it(self) -> None:
+        call = CallView(kind=RequestKind.LLM, method="POST", scheme="https", host="h",
+                        port=443, path="/v1/chat/completions", model=" OpenAI/GPT-5-2025-08-07")
+        request = build_input(call)["request"]
+        assert request["model"] == " OpenAI/GPT-5-2025-08-07"
+        assert request["model_normalised"] == "gpt-5"
+
 
 class TestResolveRego:
     def test_inline(self) -> None:

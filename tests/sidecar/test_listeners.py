@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
+from haltgate.cli.main import main as haltgate_main
 from haltgate.cli.sidecar import sidecar as sidecar_command
 from haltgate.governance.policy import TLSMode
 from haltgate.sidecar.listeners import ListenerLimits
@@ -49,7 +50,9 @@ def test_admin_and_metrics_default_to_loopback() -> None:
     options = {p.name: p.default for p in sidecar_command.params}
     assert options["admin_listen"].startswith("127.0.0.1:")
     assert options["metrics_listen"].startswith("127.0.0.1:")
-    help_text = CliRunner().invoke(sidecar_command, ["--help"]).output
+    # Through the root group: invoking the subcommand alone makes click cache a help option
+    # without the group's `-h` on it, which breaks `haltgate sidecar -h` for later tests.
+    help_text = CliRunner().invoke(haltgate_main, ["sidecar", "--help"]).output
     assert "0.0.0.0:15020" not in help_text and "0.0.0.0:15090" not in help_text
     from haltgate.cli.audit import ship
 

@@ -38,7 +38,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -301,6 +301,48 @@ class Governor:
                 # Spend that happened is kept in memory whatever the disk says.
                 log.error("cannot persist budget state: %s", e)
             self._state = new
+        return decision
+
+    def apply_all(self, events: Sequence[Event], *, all_or_nothing: bool = False) -> Decision:
+        """Step several events at once, with one state write; the last decision.
+
+        ``all_or_nothing`` (a list of ``Reserve``: the messages of one MCP batch): at the
+        first refusal nothing of the batch is kept (no reservation, no tool counted for
+        ``distinctTools``) and the refusal is returned. What the refused event would do on
+        its own (a halt, a retry counted) is kept: it is stepped again on the state before
+        the batch. Synchronous like :meth:`apply`: concurrent batches cannot interleave. A
+        state write that fails refuses the reservations (``state_persist_failed``) and keeps
+        the old state."""
+        if not events:
+            raise ValueError("apply_all needs at least one event")
+        old = state = self._state
+        decision: Decision | None = None
+        for event in events:
+            state, decision = self._engine.step(state, event)
+            if all_or_nothing and not decision.allowed:
+                alone, alone_decision = self._engine.step(old, event)
+                # Refused on its own too: keep its effects; else it only failed for the
+                # rest of its batch, and nothing changes.
+                state = old if alone_decision.allowed else alone
+                break
+        assert decision is not None
+        if state is not old:
+            try:
+                self._persist(state)
+            except OSError as e:
+                self.write_errors += 1
+                if all_or_nothing and decision.allowed:
+                    log.error("cannot persist budget state, refusing calls: %s", e)
+                    return Decision(
+                        False,
+                        FailureType.EXTERNAL,
+                        codes.STATE_PERSIST_FAILED,
+                        f"budget state could not be saved: {e.strerror or e}"[:512],
+                        decision.warnings,
+                        decision.budget,
+                    )
+                log.error("cannot persist budget state: %s", e)
+            self._state = state
         return decision
 
     def reserve(

@@ -53,6 +53,7 @@ import orjson
 from opa_client import AsyncOpaClient
 from opa_client.errors import RegoParseError
 
+from haltgate.governance.engine.pricing import normalise_model
 from haltgate.governance.policy import OPA, FailMode, FailureType
 from haltgate.governance.request import CallView
 from haltgate.governance.tools import AuthzResult
@@ -122,6 +123,7 @@ class OPARequest(TypedDict):
     path: str
     upstream: str | None
     model: str | None
+    model_normalised: str | None
     mcp_method: str | None
     stream: bool
     max_output_tokens: int | None
@@ -140,6 +142,14 @@ class OPAAuthz(TypedDict):
     code: str | None
 
 
+class OPAMcpMessage(TypedDict):
+    """One JSON-RPC message of an MCP request."""
+
+    method: str | None
+    uri: str | None
+    prompt: str | None
+
+
 class OPAInput(TypedDict):
     """The input document of every decision (``input`` in Rego). See docs/policies.md."""
 
@@ -147,6 +157,7 @@ class OPAInput(TypedDict):
     agent: dict[str, str]
     request: OPARequest
     tools: list[OPATool]
+    mcp: list[OPAMcpMessage]
     authz: OPAAuthz | None
     budget: dict[str, Any]
     usage: dict[str, Any]
@@ -194,12 +205,16 @@ def build_input(
             "path": call.path,
             "upstream": call.upstream,
             "model": call.model,
+            # As pricing and `models` rules read it (lower case, no provider prefix or
+            # date snapshot): Rego compares this, not the spelling the agent chose.
+            "model_normalised": normalise_model(call.model) if call.model else None,
             "mcp_method": call.mcp_method,
             "stream": call.stream,
             "max_output_tokens": call.max_output_tokens,
         },
         "tools": [{"name": t.name, "server": t.server, "arguments": t.arguments}
                   for t in call.tool_calls],
+        "mcp": [{"method": m, "uri": u, "prompt": p} for m, u, p in call.mcp_messages],
         "authz": None if authz is None else {
             "allowed": authz.allowed, "rule": authz.rule, "risk": authz.risk,
             "code": authz.code,

@@ -242,6 +242,12 @@ class ModelPrice(Spec):
     reasoning: float | None = Field(
         default=None, ge=0, description="USD per 1M reasoning tokens (defaults to output)."
     )
+    context_window: int | None = Field(
+        default=None, ge=1,
+        description="Largest prompt the model accepts, in tokens: the input reserved for a "
+        "call that refers to stored context or files (previous_response_id, file_id, image "
+        "URLs...). Unknown: such calls are refused (unknown_context_window).",
+    )
 
 
 class Pricing(Spec):
@@ -333,6 +339,83 @@ class Tools(Spec):
         default=Action.DENY, description="Decision when no rule matches. Deny is the safe default."
     )
     rules: list[ToolRule] = Field(default_factory=list, description="Allow and deny rules.")
+
+
+class McpResourceRule(Spec):
+    name: str = Field(min_length=1, max_length=128, description="Rule name, used in audit.")
+    action: Action = Field(description="allow or deny. Deny wins over allow.")
+    mcp_servers: list[str] = Field(
+        default_factory=list,
+        description="MCP server (upstream alias or host) globs (any if empty).",
+    )
+    uris: list[str] = Field(
+        default_factory=list,
+        description="Resource URI globs, e.g. file:///srv/docs/** (any if empty). Scheme and "
+        "host compare case-insensitively; '*' stays within one path segment, '**' crosses "
+        "segments.",
+    )
+    risk: float = Field(
+        default=0.0, ge=0, description="Risk weight added to the risk budget per read."
+    )
+
+
+class McpPromptRule(Spec):
+    name: str = Field(min_length=1, max_length=128, description="Rule name, used in audit.")
+    action: Action = Field(description="allow or deny. Deny wins over allow.")
+    mcp_servers: list[str] = Field(
+        default_factory=list,
+        description="MCP server (upstream alias or host) globs (any if empty).",
+    )
+    prompts: list[str] = Field(
+        default_factory=list, description="Prompt name globs (any if empty)."
+    )
+    risk: float = Field(
+        default=0.0, ge=0, description="Risk weight added to the risk budget per prompt."
+    )
+
+
+class McpResources(Spec):
+    default: Action = Field(
+        default=Action.DENY,
+        description="Decision for resources/read, subscribe and completion of a resource "
+        "that no rule matches. Reading data is denied unless allow-listed.",
+    )
+    rules: list[McpResourceRule] = Field(
+        default_factory=list, description="Allow and deny rules over resource URIs."
+    )
+
+
+class McpPrompts(Spec):
+    default: Action = Field(
+        default=Action.DENY,
+        description="Decision for prompts/get and completion of a prompt that no rule "
+        "matches. Denied unless allow-listed.",
+    )
+    rules: list[McpPromptRule] = Field(
+        default_factory=list, description="Allow and deny rules over prompt names."
+    )
+
+
+class Mcp(Spec):
+    resources: McpResources = Field(
+        default_factory=McpResources,
+        description="resources/read, resources/subscribe and resource completions.",
+    )
+    prompts: McpPrompts = Field(
+        default_factory=McpPrompts, description="prompts/get and prompt completions."
+    )
+    sampling: Action = Field(
+        default=Action.DENY,
+        description="Whether MCP servers may ask the agent's model for completions "
+        "(sampling/createMessage). Denied: the capability is removed from initialize and "
+        "server requests for it never reach the agent.",
+    )
+    elicitation: Action = Field(
+        default=Action.DENY,
+        description="Whether MCP servers may ask the agent for input (elicitation/create). "
+        "Denied: the capability is removed from initialize and server requests for it never "
+        "reach the agent.",
+    )
 
 
 # --------------------------------------------------------------------------- guardrails
@@ -435,6 +518,12 @@ class Limits(Spec):
                     "inside it (seconds). Not a total: a stream that keeps sending is never "
                     "cut by it.",
     )
+    path_parameters: Literal["refuse", "allow"] = Field(
+        default="refuse",
+        description="Path segments with ';' parameters (/admin;x): refused as ambiguous "
+        "(upstreams read them differently), or allowed: rules then match the path without "
+        "them and the upstream receives them unchanged.",
+    )
 
 
 class Engine(Spec):
@@ -458,6 +547,10 @@ class GovernancePolicySpec(Spec):
     budgets: Budgets = Field(default_factory=Budgets, description="Budgets per agent run.")
     pricing: Pricing = Field(default_factory=Pricing, description="Model price overrides.")
     tools: Tools = Field(default_factory=Tools, description="Tool authorization rules.")
+    mcp: Mcp = Field(
+        default_factory=Mcp,
+        description="MCP methods other than tools: resources, prompts, sampling, elicitation.",
+    )
     guardrails: Guardrails = Field(default_factory=Guardrails, description="Content detectors.")
     opa: OPA | None = Field(default=None, description="Open Policy Agent decision.")
     audit: Audit = Field(default_factory=Audit, description="Audit settings.")

@@ -72,6 +72,9 @@ class CallView:
     For a batch with several methods: the most consequential one (``tools/call`` wins)."""
     max_output_tokens: int | None = None
     """The client's output token cap (``max_tokens`` and its variants), if given."""
+    mcp_messages: tuple[tuple[str | None, str | None, str | None], ...] = ()
+    """MCP: every message of the request as ``(method, resource URI, prompt name)`` (the
+    URI in canonical form; ``None`` where it has none; method ``None`` for an answer)."""
     stream: bool = False
     """The client asked for a streamed (SSE) response."""
     agent: AgentIdentity = field(default_factory=AgentIdentity)
@@ -92,6 +95,8 @@ class CallView:
                 for t in self.tool_calls
             ],
             "mcp_method": self.mcp_method,
+            "mcp_messages": [{"method": m, "uri": u, "prompt": p}
+                             for m, u, p in self.mcp_messages],
             "max_output_tokens": self.max_output_tokens,
             "stream": self.stream,
             "agent": self.agent.as_dict(),

@@ -4,8 +4,13 @@ A rule matches a call when every matcher it sets matches (an empty list matches 
 
 - target matchers: ``kind``, ``hosts`` (globs, case-insensitive), ``methods``, ``paths``
   (globs, ``*`` stays within one path segment, ``**`` crosses segments, the query string is
-  ignored), ``models`` (globs), ``mcpServers`` (globs over the upstream alias, the tool
-  call's server and the host);
+  ignored; matched against the canonical path, see ``haltgate.governance.canonical``; deny
+  rules match it regardless of case and of a trailing ``/``, allow rules exactly, so an
+  upstream that reads paths leniently is never reached through a spelling a deny rule
+  misses), ``models`` (globs, case-insensitive, over the model name as sent and as pricing
+  normalises it: trimmed, provider prefix and date snapshot removed; see
+  ``haltgate.governance.llm_body.model_forms``), ``mcpServers`` (globs over the upstream
+  alias, the tool call's server and the host);
 - tool matchers: ``mcpTools`` (globs over the tool name) and ``arguments`` (constraints on
   the tool arguments, all of which must hold).
 
@@ -32,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from haltgate.governance.llm_body import model_forms
 from haltgate.governance.policy import Action, ArgumentConstraint, RequestKind, ToolRule, Tools
 from haltgate.governance.request import CallView, ToolCall
 
@@ -80,13 +86,15 @@ class AuthzResult:
 
 
 def compile_glob(
-    patterns: Iterable[str], *, separator: str | None = None, ignore_case: bool = False
+    patterns: Iterable[str], *, separator: str | None = None, ignore_case: bool = False,
+    trailing_separator: bool = False,
 ) -> re.Pattern[str] | None:
     """Compile glob patterns into one anchored regular expression (``None`` if none given).
 
     ``*`` matches any run of characters except ``separator`` (any run at all when
     ``separator`` is ``None``), ``**`` matches any run including the separator, ``?`` one
     character other than the separator. Everything else is literal.
+    ``trailing_separator``: also match with one more ``separator`` at the end.
     """
     alternatives: list[str] = []
     for pattern in patterns:
@@ -94,7 +102,8 @@ def compile_glob(
     if not alternatives:
         return None
     flags = re.IGNORECASE if ignore_case else 0
-    return re.compile("(?:" + "|".join(alternatives) + r")\Z", flags | re.DOTALL)
+    tail = re.escape(separator) + "?" if trailing_separator and separator else ""
+    return re.compile("(?:" + "|".join(alternatives) + ")" + tail + r"\Z", flags | re.DOTALL)
 
 
 def _glob_to_regex(pattern: str, separator: str | None) -> str:
@@ -284,8 +293,8 @@ class _CompiledRule:
             return False
         if self.paths is not None and self.paths.match(path) is None:
             return False
-        if self.models is not None and (call.model is None or self.models.match(call.model)
-                                        is None):
+        if self.models is not None and (call.model is None or not any(
+                self.models.match(form) for form in model_forms(call.model))):
             return False
         if self.servers is not None:
             candidates = (server, call.upstream, call.host)
@@ -324,8 +333,9 @@ def _compile_rule(rule: ToolRule) -> _CompiledRule:
         kind=kind,
         methods=frozenset(m.upper() for m in rule.methods) or None,
         hosts=compile_glob(rule.hosts, ignore_case=True),
-        paths=compile_glob(rule.paths, separator="/"),
-        models=compile_glob(rule.models),
+        paths=compile_glob(rule.paths, separator="/", ignore_case=rule.action is Action.DENY,
+                           trailing_separator=rule.action is Action.DENY),
+        models=compile_glob(rule.models, ignore_case=True),
         servers=compile_glob(rule.mcp_servers, ignore_case=True),
         tools=compile_glob(rule.mcp_tools),
         constraints=tuple(_constraint(c) for c in rule.arguments),

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from haltgate.governance.mcp import uri_glob_problem
 from haltgate.governance.policy import (
     BudgetPool,
     GovernancePolicy,
@@ -167,6 +168,19 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
                 add(Issue(f"{q}.regex", err))
     for allow_index, _, message in find_conflicts(spec.tools):
         add(Issue(f"spec.tools.rules[{allow_index}]", message))
+
+    for section, names in (("resources", [r.name for r in spec.mcp.resources.rules]),
+                           ("prompts", [r.name for r in spec.mcp.prompts.rules])):
+        seen = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                add(Issue(f"spec.mcp.{section}.rules[{i}].name",
+                          f"duplicate rule name {name!r}"))
+            seen.add(name)
+    for i, res_rule in enumerate(spec.mcp.resources.rules):
+        for j, glob in enumerate(res_rule.uris):
+            if (problem := uri_glob_problem(glob)) is not None:
+                add(Issue(f"spec.mcp.resources.rules[{i}].uris[{j}]", problem))
 
     g = spec.guardrails
     for name, det in (("promptInjection", g.prompt_injection), ("pii", g.pii),

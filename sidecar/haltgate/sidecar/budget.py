@@ -91,6 +91,17 @@ class Budget:
             return None
         return self.governor.engine.prices.max_output_tokens(model)
 
+    def context_window(self, model: str | None) -> int | None:
+        """The model's largest prompt per the price table (``None``: not known)."""
+        if self.governor is None or model is None:
+            return None
+        return self.governor.engine.prices.context_window(model)
+
+    @property
+    def meters(self) -> bool:
+        """Whether a budget engine is wired (reservations matter)."""
+        return self.governor is not None
+
     def reserve(
         self, *, call_id: str, ts: float, kind: str, host: str, tool: str | None,
         model: str | None, max_input_tokens: int, max_output_tokens: int, fingerprint: str,
@@ -103,6 +114,36 @@ class Budget:
                         max_output_tokens, fingerprint, risk)
         engine, before = governor.engine, governor.state
         return _verdict(governor.apply(event), (engine, before, event))
+
+    def reserve_all(self, reservations: list[dict[str, Any]]) -> BudgetVerdict:
+        """Reserve several calls all or nothing, in one step (``reserve`` keyword
+        arguments each): the refusal of the first that does not fit, none kept then."""
+        if self.governor is None:
+            return _ALLOW
+        from haltgate.governance.engine.events import Reserve
+
+        events = [Reserve(r["call_id"], r["ts"], r["kind"], r["host"], r["tool"], r["model"],
+                          r["max_input_tokens"], r["max_output_tokens"], r["fingerprint"],
+                          r["risk"]) for r in reservations]
+        return _verdict(self.governor.apply_all(events, all_or_nothing=True))
+
+    def settle_all(self, settlements: list[dict[str, Any]]) -> BudgetVerdict:
+        """Settle several calls in one step (``settle`` keyword arguments each)."""
+        if self.governor is None:
+            return _ALLOW
+        from haltgate.governance.engine.events import Settle
+
+        events = [Settle(x["call_id"], x["ts"], x["usage"], x["ok"],
+                         x.get("error_fingerprint"), x.get("result_fingerprint"))
+                  for x in settlements]
+        return _verdict(self.governor.apply_all(events))
+
+    def release_all(self, call_ids: list[str], ts: float) -> None:
+        """Give several reservations back in one step."""
+        if self.governor is not None and call_ids:
+            from haltgate.governance.engine.events import Release
+
+            self.governor.apply_all([Release(c, ts) for c in call_ids])
 
     def settle(
         self, *, call_id: str, ts: float, usage: Any | None, ok: bool,

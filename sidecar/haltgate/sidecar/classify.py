@@ -3,8 +3,13 @@
 The result is a :class:`~haltgate.governance.request.CallView` (shared by every stage)
 plus the parsed details the sidecar itself needs later (the LLM dialect for usage, the
 JSON-RPC ids for error replies, the parsed body for guardrails). Parsing is minimal: the
-body is parsed once with orjson, and only for LLM and MCP calls; it is forwarded as the
-raw bytes it came in unless a stage must change it.
+body is parsed once with orjson, and only for LLM and MCP calls (and HTTP bodies that look
+like an LLM call); it is forwarded as the raw bytes it came in unless a stage must change it.
+
+Everything here reads the request one way (issue 15): the path is the canonical one
+(:mod:`haltgate.governance.canonical`), JSON with duplicate or case-colliding keys is
+refused (:mod:`haltgate.governance.strict_json`), a body shaped like an LLM call is metered
+as one whatever its path (:mod:`haltgate.governance.llm_body`).
 """
 
 from __future__ import annotations
@@ -14,17 +19,18 @@ from typing import Any
 
 import orjson
 
+from haltgate.governance import llm_body, strict_json
+from haltgate.governance.canonical import encode_non_ascii
 from haltgate.governance.errors import BadRequestError
 from haltgate.governance.jsonlimits import MAX_JSON_DEPTH, deeper_than
 from haltgate.governance.policy import Provider, RequestKind
-from haltgate.governance.request import AgentIdentity, CallView, ToolCall
+from haltgate.governance.request import AgentIdentity, CallView
+from haltgate.sidecar import mcp
+from haltgate.sidecar.mcp import McpMessage
 from haltgate.sidecar.upstreams import ResolvedUpstream
 from haltgate.sidecar.usage import Dialect
 
 __all__ = ["Classified", "Target", "classify", "llm_dialect"]
-
-MCP_TOOLS_CALL = "tools/call"
-
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -40,14 +46,21 @@ class Target:
     upstream: ResolvedUpstream | None
     destination_checked: bool = False
     """The listener already verified the destination is not this pod (transparent mode)."""
+    rule_path: str = ""
+    """The path rules and classification read: ``path`` without ``;`` parameters when the
+    policy allows them ('' : the same as ``path``)."""
     url: str = field(init=False, compare=False)
     """The upstream URL the call is forwarded to (computed once)."""
 
     def __post_init__(self) -> None:
+        if not self.rule_path:
+            object.__setattr__(self, "rule_path", self.path)
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         netloc = host if self.port == default else f"{host}:{self.port}"
-        url = f"{self.scheme}://{netloc}{self.path}" + (f"?{self.query}" if self.query else "")
+        # Sent with encoded=True (exactly these bytes): a raw non-ASCII query is encoded.
+        query = encode_non_ascii(self.query)
+        url = f"{self.scheme}://{netloc}{self.path}" + (f"?{query}" if query else "")
         object.__setattr__(self, "url", url)
 
 
@@ -58,6 +71,9 @@ class Classified:
     view: CallView
     dialect: Dialect | None = None
     """LLM API dialect (LLM calls only)."""
+    dialect_guessed: bool = False
+    """The dialect comes from the body's fields, not from a known endpoint path: usage the
+    reader cannot find is unknown (the reservation is spent), not estimated."""
     body: Any = None
     """Parsed JSON body (LLM and MCP calls), else ``None``."""
     rpc_ids: tuple[Any, ...] = ()
@@ -67,11 +83,25 @@ class Classified:
     """A streamed OpenAI chat/completions call that did not ask for usage."""
     input_estimate: int = 0
     """Upper estimate of input tokens (for the worst-case reservation)."""
+    context_ref: str | None = None
+    """Field of an LLM body that brings in tokens the body does not hold (stored response,
+    file, image URL...): the input is then bounded by the model's context window only."""
+    inline_images: int = 0
+    """Images sent inline in an LLM body (each reserves ``llm_body.INLINE_IMAGE_TOKENS``)."""
+    choices: int = 1
+    """Completions an LLM body asks for (``n``, ``best_of``): without an output cap, each
+    may reach the model's largest completion."""
     extra: dict[str, Any] = field(default_factory=dict)
+    mcp: McpMessage | None = None
+    """The MCP request read message by message (MCP upstreams only)."""
 
 
 def llm_dialect(path: str, provider: Provider | None) -> Dialect | None:
-    """The LLM endpoint a path names (OpenAI-compatible or Anthropic), if any."""
+    """The LLM endpoint a path names (OpenAI-compatible or Anthropic), if any.
+
+    Compared without case and trailing ``/``: classifying more calls as LLM calls only
+    meters more."""
+    path = path.lower().rstrip("/")
     if path.endswith("/chat/completions"):
         return Dialect.OPENAI_CHAT
     if path.endswith("/completions"):
@@ -85,41 +115,71 @@ def llm_dialect(path: str, provider: Provider | None) -> Dialect | None:
     return None
 
 
-def _parse_json(body: bytes) -> Any:
+def _parse_json(body: bytes, *, nested: bool = True) -> Any:
     if not body:
         raise BadRequestError("request body is empty, JSON expected", code="invalid_json")
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from e
-    if deeper_than(obj, MAX_JSON_DEPTH, body):
-        raise BadRequestError(f"request body nests deeper than {MAX_JSON_DEPTH} levels",
-                              code="json_too_deep")
+    _check_depth(obj, body)
+    if isinstance(obj, dict | list):
+        strict_json.check_one_reading(body, obj, nested=nested)
     return obj
 
 
-def _max_output(body: dict[str, Any]) -> int | None:
-    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value < 0:
-                raise BadRequestError(f"{key} must not be negative", code="invalid_request")
-            return value
-    return None
+def _check_depth(obj: Any, body: bytes) -> None:
+    if deeper_than(obj, MAX_JSON_DEPTH, body):
+        raise BadRequestError(f"request body nests deeper than {MAX_JSON_DEPTH} levels",
+                              code="json_too_deep")
+
+
+_JSON_START = frozenset(b"{ \t\r\n")
+
+
+def _llm_shaped(body: bytes) -> Any:
+    """The parsed body if it is a JSON object shaped like an LLM call, else ``None``."""
+    if not body or body[0] not in _JSON_START or not llm_body.may_be_llm_call(body):
+        return None
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not llm_body.looks_like_llm_call(obj):
+        return None  # not governed as JSON: its reading is the upstream's business
+    _check_depth(obj, body)
+    strict_json.check_one_reading(body, obj, nested=False)
+    return obj
+
+
+def _guess_dialect(obj: dict[str, Any], provider: Provider | None) -> Dialect:
+    if "messages" in obj:
+        return Dialect.ANTHROPIC_MESSAGES if provider is Provider.ANTHROPIC else \
+            Dialect.OPENAI_CHAT
+    return Dialect.OPENAI_RESPONSES if "input" in obj else Dialect.OPENAI_COMPLETIONS
 
 
 def _classify_llm(
     method: str, target: Target, body: bytes, agent: AgentIdentity
 ) -> Classified:
     provider = target.upstream.provider if target.upstream else None
-    dialect = llm_dialect(target.path, provider) if method == "POST" else None
+    dialect = llm_dialect(target.rule_path, provider) if method == "POST" else None
     if dialect is None:
-        # An LLM upstream, but no endpoint haltgate meters (e.g. GET /v1/models): unknown
-        # kind, the policy's default decides.
-        return Classified(_view(None, method, target, agent))
-    obj = _parse_json(body)
+        # No endpoint haltgate meters by its path (e.g. GET /v1/models): unknown kind, the
+        # policy's default decides; unless the body is an LLM call, whatever the path.
+        shaped = _llm_shaped(body)
+        if shaped is None:
+            return Classified(_view(None, method, target, agent))
+        return _llm_call(method, target, body, agent, shaped, _guess_dialect(shaped, provider),
+                         guessed=True)
+    return _llm_call(method, target, body, agent, _parse_json(body, nested=False), dialect)
+
+
+def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, obj: Any,
+              dialect: Dialect, *, guessed: bool = False) -> Classified:
     if not isinstance(obj, dict):
         raise BadRequestError("LLM request body must be a JSON object", code="invalid_request")
+    strict_json.require_exact_fields(obj, llm_body.LLM_FIELDS, "LLM request")
     model = obj.get("model")
     if model is not None and not isinstance(model, str):
         raise BadRequestError("model must be a string", code="invalid_request")
@@ -130,86 +190,39 @@ def _classify_llm(
         inject = not (isinstance(options, dict) and options.get("include_usage") is True)
     view = CallView(
         kind=RequestKind.LLM, method=method, scheme=target.scheme, host=target.host,
-        port=target.port, path=target.path,
+        port=target.port, path=target.rule_path,
         upstream=target.upstream.name if target.upstream else None,
-        model=model, max_output_tokens=_max_output(obj), stream=stream, agent=agent,
+        model=model, max_output_tokens=llm_body.output_cap(obj), stream=stream, agent=agent,
     )
+    ref, images = llm_body.context_reference(obj)
     return Classified(view, dialect=dialect, body=obj, wants_usage_injection=inject,
-                      input_estimate=len(body))
-
-
-def _rpc_message(msg: Any, server: str | None) -> tuple[str | None, ToolCall | None, bool, Any]:
-    """Validate one JSON-RPC message: (method, tool call, is request, id)."""
-    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
-        raise BadRequestError("not a JSON-RPC 2.0 message", code="invalid_jsonrpc")
-    method = msg.get("method")
-    if method is None:
-        if "id" not in msg or ("result" not in msg and "error" not in msg):
-            raise BadRequestError("JSON-RPC message without method must be a response",
-                                  code="invalid_jsonrpc")
-        return None, None, False, None
-    if not isinstance(method, str):
-        raise BadRequestError("JSON-RPC method must be a string", code="invalid_jsonrpc")
-    has_id = "id" in msg
-    msg_id = msg.get("id")
-    if (has_id and not (msg_id is None or isinstance(msg_id, str | int))) or (
-        isinstance(msg_id, bool)
-    ):
-        raise BadRequestError("JSON-RPC id must be a string or an integer",
-                              code="invalid_jsonrpc")
-    tool = None
-    if method == MCP_TOOLS_CALL:
-        if not has_id or msg_id is None:
-            # A tools/call sent as a notification gets no answer: haltgate could neither
-            # settle its budget nor report a denial. Refuse it.
-            raise BadRequestError("tools/call needs a JSON-RPC id", code="jsonrpc_missing_id")
-        params = msg.get("params")
-        name = params.get("name") if isinstance(params, dict) else None
-        if not isinstance(name, str) or not name:
-            raise BadRequestError("tools/call needs params.name", code="invalid_jsonrpc")
-        arguments = params.get("arguments", {}) if isinstance(params, dict) else {}
-        tool = ToolCall(name=name, arguments=arguments, server=server)
-    return method, tool, has_id, msg_id
+                      input_estimate=len(body), context_ref=ref, inline_images=images,
+                      dialect_guessed=guessed, choices=llm_body.choices(obj))
 
 
 def _classify_mcp(
     method: str, target: Target, body: bytes, agent: AgentIdentity
 ) -> Classified:
     upstream_name = target.upstream.name if target.upstream else None
-    if method != "POST":
-        # GET opens the server's event stream, DELETE ends a session: MCP, no tool.
-        return Classified(_view(RequestKind.MCP, method, target, agent))
-    obj = _parse_json(body)
-    batch = isinstance(obj, list)
-    messages = obj if batch else [obj]
-    if batch and not messages:
-        raise BadRequestError("empty JSON-RPC batch", code="invalid_jsonrpc")
-    server = upstream_name or target.host
-    methods: list[str] = []
-    tools: list[ToolCall] = []
-    ids: list[Any] = []
-    for msg in messages:
-        rpc_method, tool, is_request, msg_id = _rpc_message(msg, server)
-        if rpc_method is not None:
-            methods.append(rpc_method)
-        if tool is not None:
-            tools.append(tool)
-        if is_request:
-            ids.append(msg_id)
-    mcp_method = MCP_TOOLS_CALL if tools else (methods[0] if methods else None)
+    obj = _parse_json(body) if method == "POST" else None
+    # Every message read and checked on its own (haltgate.sidecar.mcp): exact method
+    # names, one reading of the JSON, canonical resource URIs.
+    message = mcp.read_message(method, body, obj, upstream_name or target.host)
     view = CallView(
         kind=RequestKind.MCP, method=method, scheme=target.scheme, host=target.host,
-        port=target.port, path=target.path, upstream=upstream_name,
-        tool_calls=tuple(tools), mcp_method=mcp_method, agent=agent,
+        port=target.port, path=target.rule_path, upstream=upstream_name,
+        tool_calls=message.tool_calls, mcp_method=message.main_method, agent=agent,
+        mcp_messages=tuple((e.method, e.resource, e.prompt) for e in message.elements),
     )
-    return Classified(view, body=obj, rpc_ids=tuple(ids), rpc_batch=batch)
+    return Classified(view, body=obj, rpc_ids=message.request_ids, rpc_batch=message.batch,
+                      mcp=message)
 
 
 def _view(kind: RequestKind | None, method: str, target: Target,
           agent: AgentIdentity) -> CallView:
     return CallView(
         kind=kind, method=method, scheme=target.scheme, host=target.host, port=target.port,
-        path=target.path, upstream=target.upstream.name if target.upstream else None,
+        path=target.rule_path, upstream=target.upstream.name if target.upstream else None,
         agent=agent,
     )
 
@@ -223,5 +236,12 @@ def classify(method: str, target: Target, body: bytes, agent: AgentIdentity) -> 
     if kind is RequestKind.MCP:
         return _classify_mcp(method, target, body, agent)
     # A generic HTTP tool: a declared http upstream, or any host reached in proxy or
-    # transparent mode. Tool rules decide by host, method and path.
+    # transparent mode. Tool rules decide by host, method and path; unless the body is an
+    # LLM call (an LLM API reached as an HTTP tool is still an LLM call: metered).
+    shaped = _llm_shaped(body)
+    if shaped is not None:
+        provider = target.upstream.provider if target.upstream else None
+        dialect = llm_dialect(target.rule_path, provider) if method == "POST" else None
+        return _llm_call(method, target, body, agent, shaped,
+                         dialect or _guess_dialect(shaped, provider), guessed=dialect is None)
     return Classified(_view(RequestKind.HTTP, method, target, agent))

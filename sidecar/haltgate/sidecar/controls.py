@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from haltgate.governance.mcp import McpAuthorizer
 from haltgate.governance.policy import GovernancePolicySpec, PayloadCapture
 from haltgate.governance.tools import ToolAuthorizer
 from haltgate.sidecar.upstreams import UpstreamTable
@@ -38,6 +39,8 @@ class Controls:
     """SHA-256 of the policy file bytes: which policy decided (status, audit)."""
     upstreams: UpstreamTable
     authorizer: ToolAuthorizer
+    mcp: McpAuthorizer
+    """``spec.mcp``: resources, prompts, sampling, elicitation."""
     guardrails: Any | None
     """``haltgate.governance.guardrails.Guardrails`` or ``None`` when all detectors are off."""
     max_body_bytes: int
@@ -52,6 +55,7 @@ def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Control
         digest=hashlib.sha256(source).hexdigest(),
         upstreams=UpstreamTable(spec.upstreams),
         authorizer=ToolAuthorizer(spec.tools),
+        mcp=McpAuthorizer(spec.mcp),
         guardrails=_guardrails_for(spec),
         max_body_bytes=spec.limits.max_body_bytes,
         # Not a total: a stream may run as long as bytes keep coming. The bound is on the

@@ -33,6 +33,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from haltgate.governance.audit import (
     AuditError,
@@ -42,6 +43,7 @@ from haltgate.governance.audit import (
     MemoryAuditSink,
 )
 from haltgate.governance.audit.redact import AuditScrubber, state_key
+from haltgate.governance.canonical import check_meaning_overrides
 from haltgate.governance.engine.units import pico_to_usd
 from haltgate.governance.errors import (
     BadRequestError,
@@ -62,6 +64,7 @@ from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy import FailMode, FailureType, PayloadCapture, RequestKind
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult
+from haltgate.sidecar import mcp
 from haltgate.sidecar import responses as r
 from haltgate.sidecar.bodybudget import DEFAULT_BODY_BUDGET, BodyBudget, MemoryBudgetError
 from haltgate.sidecar.budget import NO_BUDGET as _NO_BUDGET
@@ -69,6 +72,7 @@ from haltgate.sidecar.budget import Budget, BudgetVerdict
 from haltgate.sidecar.classify import Classified, Target, classify
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.destinations import check_destination
+from haltgate.sidecar.input_bound import max_input_tokens
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.replayinputs import replay_inputs
 from haltgate.sidecar.sse import DEFAULT_MAX_EVENT_BYTES, EventHold, SSEEvent, SSEParser
@@ -170,6 +174,14 @@ class Call:
     """Header values a guardrail redacted, by lower-case name: forwarded instead."""
     held: int = 0
     """Body bytes this call holds of the sidecar's memory budget (given back at its end)."""
+    mcp: mcp.McpCallState | None = None
+    """Per-message decisions and reservations of an MCP request (``haltgate.sidecar.mcp``)."""
+
+    @property
+    def teardown(self) -> bool:
+        """An MCP session's closing DELETE: never refused, never budgeted."""
+        c = self.classified
+        return c is not None and c.mcp is not None and c.mcp.teardown
 
     @property
     def kind_label(self) -> str:
@@ -250,13 +262,15 @@ class Pipeline:
             call.target = target
             call.method = request.method
             call.body = await self.read_body(request, call)
+            check_meaning_overrides(request.headers, target.query, request.content_type,
+                                    call.body)
             call.classified = classify(request.method, target, call.body, call.agent)
             await self.check_destination(call)
             self.check_not_halted(call)
             self.authorize_tools(call)
             await self._scan(call, self.scan_request, call, request.headers)
             await self.decide_policy(call)
-            if self.pool is not None:
+            if self.pool is not None and not call.teardown:
                 await self.pool.admit(call, request.headers)
             self.reserve_budget(call)
             await self.audit_intent(call)
@@ -341,6 +355,8 @@ class Pipeline:
 
     def check_not_halted(self, call: Call) -> None:
         """A halted run refuses every call until an operator resets it."""
+        if call.teardown:
+            return  # a halted agent still closes its sessions upstream
         verdict = self.budget.halted(call.ts)
         if not verdict.allowed:
             raise _denied(verdict)
@@ -348,12 +364,17 @@ class Pipeline:
     def authorize_tools(self, call: Call) -> None:
         """``spec.tools`` rules: deny wins, the default decides what no rule matches."""
         assert call.classified is not None
+        if call.teardown:
+            return
         result = call.controls.authorizer.authorize(call.classified.view)
         call.authz = result
         call.risk += result.risk
         if not result.allowed:
             raise DeniedError(result.message, code=result.code or "tool_not_allowed",
                               failure_type=FailureType.SAFETY)
+        if call.classified.mcp is not None:
+            # Resources, prompts, completions: spec.mcp, message by message.
+            call.mcp = mcp.authorize(call, call.controls.authorizer, call.controls.mcp)
 
     async def _scan(self, call: Call, scan: Callable[..., _T], *args: Any) -> _T:
         """Run a guardrail stage: inline, or, when the policy turns the model stage on
@@ -428,7 +449,7 @@ class Pipeline:
 
     async def decide_policy(self, call: Call) -> None:
         """The policy's OPA decision, when the policy has one."""
-        if self.opa is None or call.controls.spec.opa is None:
+        if self.opa is None or call.controls.spec.opa is None or call.teardown:
             return
         from haltgate.governance.opa import build_input
 
@@ -464,11 +485,27 @@ class Pipeline:
         assert classified is not None and call.target is not None
         view = classified.view
         call.fingerprint = _fingerprint(call)
+        if call.mcp is not None or call.teardown:
+            # One reservation per message that does work upstream; none for protocol and
+            # session messages (haltgate.sidecar.mcp).
+            mcp_verdict = (mcp.reserve(self.budget, call, call.mcp)
+                           if call.mcp is not None else None)
+            if mcp_verdict is None:
+                return
+            call.reservation = mcp_verdict
+            if mcp_verdict.budget is not _NO_BUDGET:
+                self._last_budget = mcp_verdict.budget
+            if not mcp_verdict.allowed:
+                raise _denied(mcp_verdict)
+            call.reserved = True
+            return
         if view.kind is RequestKind.LLM:
             call.max_output_tokens = (view.max_output_tokens
                                       if view.max_output_tokens is not None
-                                      else self._model_max_output(view.model))
-            max_input = len(call.forward_body or call.body)
+                                      else self._model_max_output(view.model)
+                                      * classified.choices)
+            max_input = max_input_tokens(classified, len(call.forward_body or call.body),
+                                         self.budget)
         else:
             max_input = 0
         verdict = self.budget.reserve(
@@ -523,7 +560,8 @@ class Pipeline:
         call.forward_started = time.perf_counter()
         try:
             upstream = await self.session.request(
-                request.method, call.target.url,
+                # encoded=True: the canonical path goes out as decided, never re-read.
+                request.method, URL(call.target.url, encoded=True),
                 data=(call.forward_body if call.forward_body is not None else call.body) or None,
                 headers=_forward_headers(request.headers, call),
                 allow_redirects=False,
@@ -540,6 +578,9 @@ class Pipeline:
         try:
             self._child(self.metrics.upstream_latency, call.kind_label).observe(
                 call.upstream_done - call.forward_started)
+            if call.classified.mcp is not None and (
+                    refusal := mcp.encoding_refusal(call, upstream.headers)) is not None:
+                return await self.fail_upstream(request, call, refusal, None)
             if upstream.content_type == _EVENT_STREAM and not self._must_buffer(call):
                 return await self.relay_stream(request, call, upstream)
             if self._passes_through(call):
@@ -557,9 +598,11 @@ class Pipeline:
                 and (guardrails is None or not guardrails.active("response")))
 
     def _must_buffer(self, call: Call) -> bool:
-        # tools/list answers are rewritten (filtered), so they are read whole even as SSE.
+        # tools/list (resources/list, prompts/list) answers are rewritten (filtered), so
+        # they are read whole even as SSE.
         c = call.classified
-        return c is not None and c.view.kind is RequestKind.MCP and _lists_tools(c.body)
+        return c is not None and c.view.kind is RequestKind.MCP and (
+            _lists_tools(c.body) or (c.mcp is not None and bool(mcp.listing_ids(c.mcp))))
 
     async def relay_through(
         self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
@@ -636,10 +679,16 @@ class Pipeline:
         assert classified is not None
         counts, content_fp = self.read_usage(call, upstream.status, body=body)
         ok, err_fp = _outcome_of(call, upstream.status, body)
+        if call.mcp is not None and call.mcp.sub_ids:
+            mcp.read_outcomes(call.mcp, body)
         settle = self.settle_budget(call, counts, ok, err_fp, content_fp or _digest(body))
         if classified.view.kind is RequestKind.MCP and _lists_tools(classified.body):
             body = self.filter_tools_list(call, upstream, body)
+        if classified.mcp is not None and upstream.status < 300:
+            body = mcp.filter_listings(call, body, upstream.content_type, _rewrite_sse)
         try:
+            if classified.mcp is not None:
+                body = mcp.filter_answer(call, body, upstream.content_type)
             # Decoded here on the loop (its bytes charged to the memory budget), scanned
             # where the guardrails run.
             plain = self.decode_response(call, body, upstream.headers)
@@ -698,6 +747,10 @@ class Pipeline:
         # events, see ChatStreamGuard); without them the bytes are relayed unchanged.
         scan = (_StreamScan(self, call, guardrails, chat=reader is not None)
                 if guardrails is not None and guardrails.active("response") else None)
+        # Server requests the policy denies (sampling, elicitation) never reach the agent.
+        server_filter = mcp.stream_filter(call) if classified.mcp is not None else None
+        if scan is not None and server_filter is not None:
+            scan = server_filter.wrap(scan)
         digest = hashlib.blake2b(digest_size=16)
         guard = _StreamGuard(call, self.budget)
         cut: HaltgateError | None = None
@@ -766,6 +819,8 @@ class Pipeline:
                         break
                 if not out:
                     continue
+                if server_filter is not None:
+                    out = server_filter.raw(out)
                 try:
                     await resp.write(out)
                 except (ConnectionError, RuntimeError):
@@ -798,13 +853,17 @@ class Pipeline:
                     elif out:
                         await resp.write(out)
                 elif rest := hold.rest():
-                    await resp.write(rest)  # the upstream's own last bytes, unchanged
+                    # The upstream's own last bytes, unchanged (filtered like the rest).
+                    await resp.write(server_filter.raw(rest) if server_filter else rest)
                 await resp.write_eof()
             except (ConnectionError, RuntimeError):
                 client_gone = True
         complete = cut is None and not truncated and not client_gone
+        # A dialect guessed from the body shape (issue 15) without usage found: the usage is
+        # unknown, so the reservation is charged (None), never an estimate of ours.
         counts = (reader.result(complete=complete, input_estimate=classified.input_estimate)
-                  if reader is not None else None)
+                  if reader is not None and (reader.found or not classified.dialect_guessed)
+                  else None)
         if cut is None and truncated:  # recorded as what it was, not as a clean allow
             cut = UpstreamError("the upstream stream ended early", code="upstream_truncated")
         upstream_fault = isinstance(cut, UpstreamError)
@@ -846,6 +905,8 @@ class Pipeline:
         reader = UsageReader(classified.dialect, classified.view.model)
         if status < 300:
             reader.read_body(body)
+            if classified.dialect_guessed and not reader.found:
+                return None, reader.content_digest  # usage unknown: the reservation is spent
             return (reader.result(complete=True, input_estimate=classified.input_estimate),
                     reader.content_digest)
         # Refused or failed upstream calls are not billed by providers.
@@ -864,9 +925,15 @@ class Pipeline:
             self.pool.settle(call, counts, ok)
         if counts is not None:
             self._count_spend(call, counts, usage)
-        verdict = self.budget.settle(call_id=call.decision_id, ts=time.time(), usage=usage,
-                                     ok=ok, error_fingerprint=error_fp,
-                                     result_fingerprint=result_fp)
+        if call.mcp is not None:
+            settled = mcp.settle(self.budget, call.mcp, time.time(), ok, error_fp, result_fp)
+            if settled is None:
+                return None
+            verdict = settled
+        else:
+            verdict = self.budget.settle(call_id=call.decision_id, ts=time.time(),
+                                         usage=usage, ok=ok, error_fingerprint=error_fp,
+                                         result_fingerprint=result_fp)
         if verdict.budget is not _NO_BUDGET:
             self._last_budget = verdict.budget
         if not verdict.allowed and verdict.failure_type is not None:
@@ -1013,7 +1080,10 @@ class Pipeline:
     def abandon(self, call: Call) -> None:
         """Give back what the call reserved (budget, pool): it was never forwarded."""
         if call.reserved:
-            self.budget.release(call.decision_id, time.time())
+            if call.mcp is not None:
+                mcp.release(self.budget, call.mcp, time.time())
+            else:
+                self.budget.release(call.decision_id, time.time())
             call.reserved = False
         if self.pool is not None:
             self.pool.release(call)

@@ -125,6 +125,10 @@ class PoolStage:
     def _worst_case(self, call: Call) -> Amounts:
         classified = call.classified
         view = classified.view if classified is not None else None
+        if view is not None and call.mcp is not None:
+            # One call per MCP message that does work upstream (a batch is many, protocol
+            # and session messages none), as the agent's own budget counts them.
+            return Amounts(calls=len(call.mcp.message.budgeted))
         if view is None or view.kind is not RequestKind.LLM:
             return _ONE_CALL
         max_in = len(call.forward_body or call.body)

@@ -20,7 +20,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
@@ -36,6 +35,7 @@ from haltgate.governance.audit import (
 )
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.redact import AuditScrubber
+from haltgate.governance.canonical import CanonicalPath, canonical_path
 from haltgate.governance.errors import (
     BadRequestError,
     DeniedError,
@@ -749,13 +749,22 @@ def _halt_error(verdict: Any) -> HaltgateError:
 # ---------------------------------------------------------------------- target resolution
 
 
-def _check_path(raw_path: str) -> None:
-    """Refuse dot segments: they would let a path escape the alias or a path rule."""
-    if "." not in raw_path and "%2" not in raw_path.lower():
-        return  # no dot, plain or percent-encoded: nothing to check (the common case)
-    for segment in raw_path.split("/"):
-        if segment and unquote(segment) in (".", ".."):
-            raise BadRequestError("path contains dot segments", code="invalid_path")
+def _canonical(raw_path: str, controls: Controls) -> CanonicalPath:
+    """The one reading of a raw path (see ``haltgate.governance.canonical``): dot segments,
+    encoded slashes and the like are refused, the canonical form is what is forwarded."""
+    return canonical_path(raw_path or "/",
+                          parameters=controls.spec.limits.path_parameters == "allow")
+
+
+def _raw_path(request: web.BaseRequest) -> str:
+    """The path of the request line as sent (no decoding, no normalisation)."""
+    raw = request.raw_path
+    if raw.startswith("/"):
+        return raw.partition("?")[0].partition("#")[0]
+    try:
+        return URL(raw, encoded=True).raw_path  # absolute-form
+    except ValueError as e:
+        raise BadRequestError("invalid request target", code="invalid_request") from e
 
 
 async def _answer_expect(request: web.BaseRequest) -> None:
@@ -786,21 +795,26 @@ def resolve_explicit(request: web.BaseRequest, controls: Controls) -> Target | H
                                        code="invalid_request")
             host = url.raw_host.lower()
             port = url.port or default_port(scheme)
-            _check_path(url.raw_path)
-            return Target(scheme=scheme, host=host, port=port, path=url.raw_path or "/",
+            cp = _canonical(url.raw_path, controls)
+            return Target(scheme=scheme, host=host, port=port, path=cp.forward,
                           query=url.raw_query_string,
-                          upstream=controls.upstreams.for_host(host, port))
+                          upstream=controls.upstreams.for_host(host, port), rule_path=cp.match)
         # origin-form: split the raw target ourselves (cheaper than building a URL object)
         raw, _, query = raw_target.partition("?")
-        _check_path(raw)
-        alias, sep, rest = raw[1:].partition("/")
+        cp = _canonical(raw, controls)
+        alias, sep, rest = cp.match[1:].partition("/")
         upstream = controls.upstreams.by_alias.get(alias)
         if upstream is None:
             return NotFoundError(f"no upstream named {alias[:64]!r} in the policy",
                                  code="unknown_upstream")
-        path = upstream.base_path + "/" + rest if sep else (upstream.base_path or "/")
+        base = upstream.base_path
+        if not sep:
+            return Target(scheme=upstream.scheme, host=upstream.host, port=upstream.port,
+                          path=base or "/", query=query, upstream=upstream)
+        forward = cp.forward[1:].partition("/")[2]
         return Target(scheme=upstream.scheme, host=upstream.host, port=upstream.port,
-                      path=path, query=query, upstream=upstream)
+                      path=base + "/" + forward, query=query, upstream=upstream,
+                      rule_path=base + "/" + rest)
     except HaltgateError as e:
         return e
 
@@ -826,11 +840,12 @@ def resolve_inspected(request: web.BaseRequest, controls: Controls, host: str,
                            code="sni_host_mismatch", failure_type=FailureType.SAFETY)
     rel = request.rel_url
     try:
-        _check_path(rel.raw_path)
+        cp = _canonical(_raw_path(request), controls)
     except HaltgateError as e:
         return e
-    return Target(scheme="https", host=host, port=port, path=rel.raw_path,
-                  query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, port))
+    return Target(scheme="https", host=host, port=port, path=cp.forward,
+                  query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, port),
+                  rule_path=cp.match)
 
 
 def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target | HaltgateError:
@@ -850,9 +865,9 @@ def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target 
     host = od.sni if od.tls and od.sni else (parsed[0] if parsed else od.ip)
     rel = request.rel_url
     try:
-        _check_path(rel.raw_path)
+        cp = _canonical(_raw_path(request), controls)
     except HaltgateError as e:
         return e
-    return Target(scheme=scheme, host=host, port=od.port, path=rel.raw_path,
+    return Target(scheme=scheme, host=host, port=od.port, path=cp.forward,
                   query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, od.port),
-                  destination_checked=True)
+                  destination_checked=True, rule_path=cp.match)

@@ -46,6 +46,8 @@ class Price:
     cache_write: int
     reasoning: int
     max_output_tokens: int | None = None
+    context_window: int | None = None
+    """Largest prompt the model accepts (tokens); ``None``: not known."""
     worst_input: int = field(init=False, repr=False, compare=False)
     """The dearest input rate (fresh, cache read or cache write): worst cases use it."""
     worst_output: int = field(init=False, repr=False, compare=False)
@@ -67,6 +69,7 @@ class Price:
         cache_write: float | None = None,
         reasoning: float | None = None,
         max_output_tokens: int | None = None,
+        context_window: int | None = None,
     ) -> Price:
         """Build from list prices (USD per 1M tokens); missing cache/reasoning prices default
         to the input/output price."""
@@ -79,6 +82,7 @@ class Price:
             cache_write=in_p if cache_write is None else price_to_pico_per_token(cache_write),
             reasoning=out_p if reasoning is None else price_to_pico_per_token(reasoning),
             max_output_tokens=max_output_tokens,
+            context_window=context_window,
         )
 
     @classmethod
@@ -91,6 +95,7 @@ class Price:
             price.cache_write,
             price.reasoning,
             max_output_tokens,
+            price.context_window,
         )
 
     def cost_pico(self, usage: Usage) -> int:
@@ -285,6 +290,11 @@ class PriceTable:
         """The model's largest completion (worst case when a request sets no max_tokens)."""
         price = self.lookup(model)
         return None if price is None else price.max_output_tokens
+
+    def context_window(self, model: str) -> int | None:
+        """The model's largest prompt in tokens (``None``: unknown model or window)."""
+        price = self.lookup(model)
+        return None if price is None else price.context_window
 
     def cost_pico(self, usage: Usage, model: str | None = None) -> int | None:
         """Exact cost in picodollars of a usage, priced as ``usage.model`` or ``model``."""

@@ -25,6 +25,8 @@ class ReceivedRequest:
     query: str
     headers: dict[str, str]
     body: bytes
+    raw_path: str = ""
+    """The path as it came on the request line (not decoded)."""
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -33,6 +35,7 @@ class ReceivedRequest:
             "query": self.query,
             "headers": self.headers,
             "body": self.body.decode("utf-8", "replace"),
+            "raw_path": self.raw_path,
         }
 
 
@@ -75,6 +78,7 @@ def recording_app(*, record: bool = True) -> web.Application:
                 ReceivedRequest(
                     request.method, request.path, request.query_string,
                     {str(k): v for k, v in request.headers.items()}, body,
+                    request.raw_path.partition("?")[0],
                 )
             )
         return await handler(request)

@@ -1,17 +1,31 @@
 """Stand-in MCP server over streamable HTTP (JSON-RPC 2.0 on ``POST /mcp``).
 
-Methods: ``initialize``, ``ping``, ``tools/list``, ``tools/call`` and notifications
-(messages without ``id``: answered ``202 Accepted`` with no body when nothing else needs an
-answer). Batches (JSON arrays) are answered with an array of the responses. Tools:
+Methods: ``initialize``, ``ping``, ``tools/list``, ``tools/call``, ``resources/list``,
+``resources/read`` (any URI: it answers with the URI it read), ``prompts/list``,
+``prompts/get``, ``completion/complete`` and notifications (messages without ``id``:
+answered ``202 Accepted`` with no body when nothing else needs an answer). Method names
+are compared case-insensitively, as a lenient server might: what haltgate forwards must
+never depend on that. ``/_standin/executions`` counts what ran (tools called, resources
+read, prompts rendered): the measure of what got past the sidecar. Batches (JSON arrays)
+are answered with an array of the responses. Tools:
 ``echo(text)``, ``add(a, b)``, ``read_file(path)``, ``delete_file(path)``,
 ``search(query)`` — all pure and deterministic.
 
 ``x-standin-behavior``: ``sse`` (answer as ``text/event-stream``, one ``message`` event per
-response), ``error`` (HTTP 500), ``truncate`` (SSE cut before the answer).
+response), ``error`` (HTTP 500), ``truncate`` (SSE cut before the answer),
+``server-requests`` / ``server-requests-sse`` (the answer, as a JSON array or a stream,
+starts with the server requests listed below), ``gzip`` (the JSON answer gzip-compressed,
+whatever ``Accept-Encoding`` says). On ``GET /mcp``:
+``server-requests`` (a stream sending ``sampling/createMessage``, ``elicitation/create``,
+``roots/list`` and a log notification, then ending), ``hold`` (a stream that stays open
+until the client leaves); without a behaviour, 405.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -73,11 +87,24 @@ def call_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
     return _text_result(f"unknown tool {name}", is_error=True)
 
 
+@dataclass(slots=True)
+class Executions:
+    """What the stand-in executed, by kind (``tool``, ``resource``, ``prompt``)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+
+EXECUTIONS = web.AppKey("standin_mcp_executions", Executions)
+
+
 def _error(msg_id: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
 
 
-def handle_message(msg: Any) -> dict[str, Any] | None:
+def handle_message(msg: Any, executions: Executions | None = None) -> dict[str, Any] | None:
     """Answer one JSON-RPC message; ``None`` for notifications and client responses."""
     if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
         return _error(None, -32600, "invalid request")
@@ -86,7 +113,10 @@ def handle_message(msg: Any) -> dict[str, Any] | None:
     if "id" not in msg:
         return None  # a notification
     msg_id, method, params = msg["id"], msg["method"], msg.get("params") or {}
-    match method:
+    if not isinstance(method, str) or not isinstance(params, dict):
+        return _error(msg_id, -32600, "invalid request")
+    ran = executions.add if executions is not None else (lambda kind: None)
+    match method.lower():
         case "initialize":
             result: dict[str, Any] = {
                 "protocolVersion": params.get("protocolVersion", PROTOCOL_VERSION),
@@ -102,7 +132,24 @@ def handle_message(msg: Any) -> dict[str, Any] | None:
             args = params.get("arguments") or {}
             if not isinstance(name, str) or not isinstance(args, dict):
                 return _error(msg_id, -32602, "invalid params")
+            ran("tool")
             result = call_tool(name, args)
+        case "resources/list":
+            result = {"resources": [{"uri": "file:///srv/docs/readme.txt", "name": "readme"},
+                                    {"uri": "file:///etc/shadow", "name": "shadow"}]}
+        case "resources/read":
+            uri = params.get("uri")
+            ran("resource")
+            result = {"contents": [{"uri": uri, "mimeType": "text/plain",
+                                    "text": f"contents of {uri}"}]}
+        case "prompts/list":
+            result = {"prompts": [{"name": "summarize"}, {"name": "exfiltrate"}]}
+        case "prompts/get":
+            ran("prompt")
+            result = {"messages": [{"role": "user", "content": {
+                "type": "text", "text": f"prompt {params.get('name')}"}}]}
+        case "completion/complete":
+            result = {"completion": {"values": ["a", "b"], "hasMore": False}}
         case _:
             return _error(msg_id, -32601, f"method not found: {method}")
     return {"jsonrpc": "2.0", "id": msg_id, "result": result}
@@ -120,8 +167,15 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
     messages = payload if batch else [payload]
     if batch and not messages:
         return json_response(_error(None, -32600, "empty batch"), status=400)
-    answers = [a for a in (handle_message(m) for m in messages) if a is not None]
+    executions = request.app[EXECUTIONS]
+    answers = [a for a in (handle_message(m, executions) for m in messages) if a is not None]
     headers = {"Mcp-Session-Id": SESSION_ID}
+    if mode.startswith("server-requests"):
+        # A server that asks the agent things in its answer (the spec allows it in a
+        # stream; a careless server may put them in a JSON batch too).
+        answers = [*SERVER_REQUESTS, *answers]
+        batch = True
+        mode = "sse" if mode == "server-requests-sse" else ""
     if not answers:
         return web.Response(status=202, headers=headers)
     if mode in ("sse", "truncate"):
@@ -134,12 +188,51 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
             await resp.write(sse_event(answer, "message"))
         await resp.write_eof()
         return resp
+    if mode == "gzip":  # a server that compresses although asked for identity
+        body = gzip.compress(orjson.dumps(answers if batch else answers[0]))
+        return web.Response(body=body, status=200, content_type="application/json",
+                            headers={**headers, "Content-Encoding": "gzip"})
     return json_response(answers if batch else answers[0], 200, **headers)
 
 
-async def mcp_get(request: web.Request) -> web.Response:
+SERVER_REQUESTS: list[dict[str, Any]] = [
+    {"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage",
+     "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}],
+                "maxTokens": 100}},
+    {"jsonrpc": "2.0", "id": "s2", "method": "elicitation/create",
+     "params": {"message": "your password?", "requestedSchema": {"type": "object"}}},
+    {"jsonrpc": "2.0", "id": "s3", "method": "roots/list"},
+    {"jsonrpc": "2.0", "method": "notifications/message",
+     "params": {"level": "info", "data": "hello"}},
+]
+
+
+async def mcp_get(request: web.Request) -> web.StreamResponse:
+    mode = behavior(request)
+    if mode == "server-requests":
+        resp = await start_sse(request)
+        for n, message in enumerate(SERVER_REQUESTS):
+            await resp.write(f"id: ev-{n}\n".encode() + sse_event(message))
+        await resp.write_eof()
+        return resp
+    if mode == "hold":
+        resp = await start_sse(request)
+        await resp.write(b": open\n\n")
+        for _ in range(600):  # at most a minute: the client normally leaves first
+            await asyncio.sleep(0.1)
+            if request.transport is None or request.transport.is_closing():
+                break
+            try:
+                await resp.write(b": keep-alive\n\n")
+            except (ConnectionError, RuntimeError):
+                break
+        return resp
     # No server-initiated stream: the spec allows 405 here.
     return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+
+
+async def executions(request: web.Request) -> web.Response:
+    return json_response(request.app[EXECUTIONS].counts)
 
 
 async def mcp_delete(request: web.Request) -> web.Response:
@@ -149,6 +242,8 @@ async def mcp_delete(request: web.Request) -> web.Response:
 def create_app(*, record: bool = True) -> web.Application:
     """The stand-in MCP application; the endpoint is ``/mcp``."""
     app = recording_app(record=record)
+    app[EXECUTIONS] = Executions()
+    app.router.add_get("/_standin/executions", executions)
     app.router.add_post("/mcp", mcp_post)
     app.router.add_get("/mcp", mcp_get)
     app.router.add_delete("/mcp", mcp_delete)
