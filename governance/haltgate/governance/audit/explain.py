@@ -103,8 +103,8 @@ def _replay_budget(record: Mapping[str, Any], replay: Mapping[str, Any],
         out.append(f"replay.budget: unreadable inputs: {e}")
         return {}
     # The record's own identity must be the event's.
-    for field, value in (("decision_id", event.call_id), ("time", event.ts),
-                         ("args_digest", event.fingerprint or None)):
+    # (The request digest is not compared: an MCP message's is its own, not the body's.)
+    for field, value in (("decision_id", event.call_id), ("time", event.ts)):
         if record.get(field) != value:
             out.append(f"{field}: recorded {record.get(field)!r}, engine event has {value!r}")
     before = engine.budget_report(state, max(event.ts, state.clock))
