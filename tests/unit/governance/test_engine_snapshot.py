@@ -53,7 +53,7 @@ def test_snapshot_taken_under_another_policy_is_adapted_first() -> None:
     event = Reserve("c1", 1_800_000_000.0, "llm", "h", None, "gpt-4o", 10, 200, "fp")
     state = old.initial_state()
     snap = capture(new, state, event)
-    assert snap["meters"] == ["calls/run", "tokens/run"]
+    assert list(snap["meters"]) == ["calls/run", "tokens/run"]
     _, direct = new.step(state, event)
     _, again = new.step(rebuild(snap, event), event)
     assert decision_doc(again) == decision_doc(direct)
