@@ -212,6 +212,9 @@ def explain(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict[st
             "model": main.get("model"),
             "status": next((r.get("status") for r in records if r.get("phase") == "outcome"),
                            None),
+            "findings": [{k: f.get(k) for k in ("detector", "type", "action", "direction")
+                          if k in f} for f in main.get("findings") or ()
+                         if isinstance(f, Mapping)],
         },
         "policy": replay.get("policy"),
         "stages": list(replay.get("stages") or []),
@@ -244,6 +247,10 @@ def render_text(doc: Mapping[str, Any]) -> str:
         extra = "".join(f" {k}={v}" for k, v in stage.items() if k not in ("stage", "result"))
         mark = " <- decided" if stage.get("stage") == doc.get("decided_by") else ""
         lines.append(f"  {stage.get('stage'):<12} {stage.get('result')}{extra}{mark}")
+    for f in d.get("findings") or ():
+        lines.append(f"  finding: {f.get('detector')} {f.get('type')} action={f.get('action')}")
+    if d.get("message"):
+        lines.append(f"  message: {d['message']}")
     replayed = doc.get("replayed")
     if replayed:
         lines.append("budget before the call (used / reserved / limit), this call's worst "
@@ -266,7 +273,8 @@ def render_text(doc: Mapping[str, Any]) -> str:
     if doc.get("note"):
         lines.append(f"note: {doc['note']}")
     if doc["match"]:
-        lines.append("match: yes (the recorded decision is re-derived exactly)")
+        lines.append("match: yes (the recorded decision is re-derived exactly)" if replayed
+                     else "match: yes (the record is consistent; no engine step to re-run)")
     else:
         lines.append("match: NO")
         lines.extend(f"  {m}" for m in doc["mismatches"])
