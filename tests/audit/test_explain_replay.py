@@ -234,6 +234,8 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
     other.write_text(policy.read_text() + "\n# edited\n")
     done = cli("audit", "explain", ids["small"], "--spool", str(audit), "--policy", str(other))
     assert done.returncode == 2 and "policy_not_found" in done.stderr
+    done = cli("audit", "replay", run_id, "--spool", str(audit), "--policy", str(other))
+    assert done.returncode == 2 and "policy_not_found" in done.stderr
 
     # A tampered (and re-hashed) copy: replay names the first edited decision, exit 1.
     forged = tmp_path / "forged"

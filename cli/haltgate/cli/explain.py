@@ -112,7 +112,7 @@ def replay(run_id: str, spool_dir: Path | None, dsn: str | None, prices_file: Pa
     record whose decision is not re-derived exactly.
 
     Exit 0 when every decision matches, 1 on a mismatch (tamper or bug alarm), 2 when
-    the run has no records."""
+    the run has no records or cannot be replayed here (policy not given, ...)."""
     from haltgate.governance.audit.replay import replay_run
 
     store = load_store(policy_files, prices_file)
@@ -121,6 +121,11 @@ def replay(run_id: str, spool_dir: Path | None, dsn: str | None, prices_file: Pa
         click.echo(f"error: no audit record for run {run_id!r}", err=True)
         sys.exit(2)
     report = replay_run(records, store)
+    error = report.get("error")
+    if error is not None and not as_json:
+        click.echo(f"error: {error['code']}: decision {error['decision_id']}: "
+                   f"{error['message']}", err=True)
+        sys.exit(2)
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -133,4 +138,4 @@ def replay(run_id: str, spool_dir: Path | None, dsn: str | None, prices_file: Pa
                        f"({first['phase']}, chain {first['chain_id']} seq {first['seq']}):")
             for m in first["mismatches"]:
                 click.echo(f"  {m}")
-    sys.exit(0 if report["match"] else 1)
+    sys.exit(0 if report["match"] else 2 if error is not None else 1)

@@ -22,8 +22,9 @@ def replay_run(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict
     """``{"records", "replayed", "skipped", "match", "first_mismatch"}`` for a run.
 
     ``first_mismatch`` (``None`` when all match) names the record (decision id, phase,
-    chain, seq) and what differs. A record that cannot be replayed at all (its policy not
-    given, another engine) is a mismatch too: replay proves nothing it did not re-run."""
+    chain, seq) and what differs. A record that cannot be replayed here (its policy not
+    given, another engine) stops the replay with ``error`` (and ``match`` false): replay
+    proves nothing it did not re-run."""
     replayed = skipped = 0
     budget_steps = 0
     for record in records:
@@ -33,8 +34,13 @@ def replay_run(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict
         try:
             result = rederive(record, store)
         except ExplainError as e:
-            result = {"match": False, "mismatches": [f"{e.code}: {e.message}"],
-                      "replayed": None}
+            # Not replayable here (policy not given, another engine or price table): no
+            # verdict either way; the caller says so (exit 2).
+            return {"records": len(records), "replayed": replayed, "skipped": skipped,
+                    "budget_steps": budget_steps, "match": False, "first_mismatch": None,
+                    "error": {"code": e.code, "message": e.message,
+                              "decision_id": record.get("decision_id"),
+                              "seq": record.get("seq")}}
         replayed += 1
         if result["replayed"]:
             budget_steps += 1
@@ -48,5 +54,10 @@ def replay_run(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict
                     "mismatches": result["mismatches"],
                 },
             }
-    return {"records": len(records), "replayed": replayed, "skipped": skipped,
-            "budget_steps": budget_steps, "match": replayed > 0, "first_mismatch": None}
+    report: dict[str, Any] = {"records": len(records), "replayed": replayed,
+                              "skipped": skipped, "budget_steps": budget_steps,
+                              "match": replayed > 0, "first_mismatch": None}
+    if not replayed:
+        report["error"] = {"code": "nothing_to_replay", "decision_id": None, "seq": None,
+                           "message": "the run has no intent or outcome record"}
+    return report
