@@ -134,6 +134,8 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
                 ("delete", "/mcp", rpc("delete_file")),
                 ("too-big", "/llm/v1/chat/completions", chat(5000)),
                 ("after", "/llm/v1/chat/completions", chat(3)),
+                ("resource", "/mcp", {"jsonrpc": "2.0", "id": 2, "method": "resources/read",
+                                      "params": {"uri": "file:///etc/hosts"}}),
             ):
                 async with s.post(base + url, json=body) as r:
                     await r.read()
@@ -171,6 +173,14 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
     assert doc["decided_by"] == "tools" and doc["match"] is True
     assert doc["stages"][0] == {"stage": "tools", "rule": "no-delete-tool", "result": "deny"}
 
+    # A message spec.mcp refuses (no resource rule allows it): decided by that stage.
+    done = cli("audit", "explain", ids["resource"], "--spool", str(audit),
+               "--policy", str(policy), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = orjson.loads(done.stdout)
+    assert doc["decided_by"] == "mcp" and doc["match"] is True
+    assert doc["decision"]["decision"] == "deny"
+
     # An allowed call, as text.
     done = cli("audit", "explain", ids["small"], "--spool", str(audit),
                "--policy", str(policy))
@@ -189,7 +199,7 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
                str(policy), "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     sim = orjson.loads(done.stdout)
-    assert sim["changed"] == 0 and sim["undecidable"] == 0 and sim["decisions"] == 5
+    assert sim["changed"] == 0 and sim["undecidable"] == 0 and sim["decisions"] == 6
 
     # A token limit one short of what the last call needed refuses exactly that call.
     after = orjson.loads(cli("audit", "explain", ids["after"], "--spool", str(audit),
@@ -226,7 +236,7 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
                str(policy), "--json")
     assert done.returncode == 1
     sim = orjson.loads(done.stdout)
-    assert sim["changed"] == 0 and sim["undecidable"] == 5
+    assert sim["changed"] == 0 and sim["undecidable"] == 6
     assert all("spec.tools" in u["reason"] for u in sim["undecidable_decisions"])
 
     # Another policy file (another digest) cannot stand in for the one that decided.

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from haltgate.governance.audit.explain import POLICY_STAGES
 from haltgate.governance.audit.policies import LoadedPolicy, PolicyStore
 from haltgate.governance.engine.core import Engine
 from haltgate.governance.engine.events import Release, Reserve, Settle, Usage, event_from_dict
@@ -30,7 +31,7 @@ from haltgate.governance.engine.state import EngineState
 
 __all__ = ["PRE_BUDGET_SECTIONS", "SimulationReport", "simulate"]
 
-PRE_BUDGET_SECTIONS = ("upstreams", "tools", "guardrails", "opa", "pool", "limits")
+PRE_BUDGET_SECTIONS = ("upstreams", "tools", "mcp", "guardrails", "opa", "pool", "limits")
 """Policy sections the stages before the budget read; a change there is undecidable."""
 
 
@@ -126,9 +127,8 @@ class _RunSimulation:
         decided_by = replay.get("decided_by")
         changed = _changed_sections(self.store.get(str(replay.get("policy"))), self.new)
         self.report.decisions += 1
-        recorded = "allow" if decided_by is None or decided_by not in (
-            "request", "halted", "destination", "tools", "guardrails", "opa", "pool",
-            "budget") else _verdict(False, rec.get("code"))
+        recorded = ("allow" if decided_by is None or decided_by not in POLICY_STAGES
+                    else _verdict(False, rec.get("code")))
         base = self._base(rec, replay, decided_by, recorded)
         if changed and decided_by not in ("request",):
             self.report.undecidable.append({**base, "reason": (

@@ -52,34 +52,45 @@ def _early_stage(call: Call, err: HaltgateError | None) -> list[dict[str, Any]]:
 
 
 def stages_of(call: Call, err: HaltgateError | None) -> tuple[list[dict[str, Any]], str | None]:
-    """The stages the call went through and the one that refused it (``None``: none did)."""
+    """The stages the call went through and the one that refused it (``None``: none did).
+
+    The refusing stage always ends the list with ``result`` ``deny`` (or ``error`` for a
+    failure after the decision)."""
     if call.classified is None:
         return [{"stage": "request", "result": "deny"}], "request"
+    stages: list[dict[str, Any]] = []
     authz = call.authz
-    if authz is None:
+    if authz is None and not call.teardown:
         # Refused between classification and tool rules: a halted run or a destination
         # that is this pod (the halted refusal carries the halt's failure type).
         stage = "halted" if err is not None and err.failure_type is not None else "destination"
         return [{"stage": stage, "result": "deny"}], stage
-    stages: list[dict[str, Any]] = [{"stage": "tools", "rule": authz.rule,
-                                     "result": "allow" if authz.allowed else "deny"}]
-    if not authz.allowed:
-        return stages, "tools"
+    if authz is not None:
+        stages.append({"stage": "tools", "rule": authz.rule,
+                       "result": "allow" if authz.allowed else "deny"})
+        if not authz.allowed:
+            return stages, "tools"
+    if call.classified.mcp is not None and call.mcp is None and not call.teardown:
+        # spec.mcp refused one of the messages (it runs right after the tool rules).
+        stages.append({"stage": "mcp", "result": "deny"})
+        return stages, "mcp"
     stages.extend(_early_stage(call, err))
     if stages[-1]["result"] == "deny":
         return stages, stages[-1]["stage"]
     verdict = call.reservation
-    if verdict is None:
-        return stages, None if err is None else "pipeline"
-    stages.append({"stage": "budget", "result": "allow" if verdict.allowed else "deny"})
-    if not verdict.allowed:
-        return stages, "budget"
-    if err is not None:
-        # Forwarded (or about to be) and failed after the decision: not a policy refusal.
-        stages.append({"stage": "upstream" if not err.code.startswith("audit") else "audit",
-                       "result": "error", "code": err.code})
-        return stages, stages[-1]["stage"]
-    return stages, None
+    if verdict is not None:
+        stages.append({"stage": "budget", "result": "allow" if verdict.allowed else "deny"})
+        if not verdict.allowed:
+            return stages, "budget"
+    if err is None:
+        return stages, None
+    # Failed after the decision (audit trail, upstream), or a stage this list does not
+    # name: the error's own code says which.
+    stage = ("audit" if err.code.startswith("audit") else
+             "upstream" if verdict is not None else "pipeline")
+    stages.append({"stage": stage, "result": "error" if stage != "pipeline" else "deny",
+                   "code": err.code})
+    return stages, stage
 
 
 def replay_inputs(call: Call, phase: str, err: HaltgateError | None) -> dict[str, Any]:

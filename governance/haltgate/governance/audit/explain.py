@@ -28,8 +28,8 @@ from haltgate.governance.engine.units import PICO_PER_USD
 __all__ = ["ExplainError", "explain", "rederive", "render_text"]
 
 REPLAY_FORMAT = 1
-POLICY_STAGES = frozenset({"request", "halted", "destination", "tools", "guardrails", "opa",
-                           "pool", "budget"})
+POLICY_STAGES = frozenset({"request", "halted", "destination", "tools", "mcp", "guardrails",
+                           "opa", "pool", "budget", "pipeline"})
 """Stages whose refusal is a policy decision (the others are failures after it)."""
 
 
