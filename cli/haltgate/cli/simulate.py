@@ -51,6 +51,9 @@ def simulate(new_policy: Path, spool_dir: Path | None, dsn: str | None,
     store = load_store(policy_files, prices_file)
     new = load_store((new_policy,), prices_file)
     loaded = new.get(new.digests[0])
+    if loaded.spec.engine.type != "builtin":
+        raise click.UsageError(f"{new_policy}: spec.engine.type {loaded.spec.engine.type!r}: "
+                               "only the builtin engine is simulated")
     filters: dict[str, Any] = {"since": _epoch(_parse_time(since)),
                                "until": _epoch(_parse_time(until)),
                                "workload": workload, "run_id": run_id}
