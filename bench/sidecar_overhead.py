@@ -1,25 +1,33 @@
-"""Sidecar overhead: the same load hits the stand-in LLM directly and through the sidecar.
+"""Sidecar overhead: the same load hits the stand-in LLM directly, through a bare aiohttp
+relay and through the sidecar (guardrails off, then on), all in one run.
 
 Run: ``.venv/bin/python bench/sidecar_overhead.py [--quick] [--audit spool|memory]``
 
-Three processes: the stand-in LLM (``haltgate.testbed.standins.llm``, recording off), the sidecar
-(``haltgate sidecar``, explicit mode, uvloop, the full pipeline with guardrails off:
-classification, tool authorization, budget reserve/settle with the state file, audit
-intent/outcome to the spool with fsync by default) and this load generator. One policy
-with every budget configured (limits high enough never to refuse).
+Processes: the stand-in LLM (``haltgate.testbed.standins.llm``, recording off), a bare
+aiohttp relay (no governance: the Python floor), two sidecars (``haltgate sidecar``,
+explicit mode, uvloop, the full pipeline: classification, tool authorization, budget
+reserve/settle with the state file, audit intent/outcome to the spool with fsync by
+default), one with guardrails off and one with prompt-injection, PII (redact) and secrets
+detectors on requests and responses, and this load generator. One policy with every
+budget configured (limits high enough never to refuse).
 
-1. Latency at ~200 req/s, sequential: requests alternate direct / via the sidecar in one
-   interleaved run (same upstream, same moment), paced at 200 req/s overall. Printed:
-   p50/p99 of each, the added latency (via - direct, per percentile) and the ratio, plus
-   the sidecar's own ``x-haltgate-overhead-ms`` header (its work minus the upstream wait).
-   Targets: added p50 <= 0.5 ms, p99 <= 2 ms.
-2. Throughput: a closed loop with ``--concurrency`` requests in flight for
-   ``--seconds``, direct then via the sidecar. The machine is shared, so "per core" is
-   requests divided by the sidecar process's CPU seconds (user + system) in the window;
-   the stand-in upstream's requests per its CPU second is the baseline ratio.
-   Target: >= 5,000 req/s per core.
+Every figure of a sidecar is also given as a ratio against the bare relay measured in the
+same run (the machine is shared: absolute numbers drift between runs, ratios less):
 
-The numbers are printed as measured, targets met or not.
+1. Latency at ~200 req/s, sequential: requests go round-robin to every target (same
+   upstream, same moment). Printed: p50/p99, the latency added over direct, that added
+   latency as a multiple of the relay's, and CPU-ms per call of the process (its CPU
+   time in the run over the calls it served) and its multiple of the relay's.
+2. Streaming time to first byte: streamed chat requests, round-robin, paced; time from
+   sending the request to the first body bytes, added over direct, as a multiple of the
+   relay's added time.
+3. Throughput: a closed loop with ``--concurrency`` requests in flight for ``--seconds``
+   per target; requests per CPU second of the target's process, and its ratio to the
+   relay's.
+
+Targets (issue 18): governance tax (sidecar added p50 minus the relay's) <= 0.3 ms; CPU
+per call <= 2.0x the relay; guardrails on <= +0.3 CPU-ms per call over guardrails off;
+streaming TTFB tax <= 0.3 ms. Printed as measured, met or not.
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ import asyncio
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,9 +56,19 @@ CHAT = orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [
     {"role": "system", "content": "You are a helpful research assistant."},
     {"role": "user", "content": "Summarise the findings of the attached report in three "
                                 "sentences, keeping the numbers."}]})
-TARGET_P50_MS = 0.5
-TARGET_P99_MS = 2.0
-TARGET_RPS_PER_CORE = 5000
+STREAM_CHAT = orjson.dumps({**orjson.loads(CHAT), "stream": True})
+TARGET_TAX_MS = 0.3
+TARGET_CPU_X_RELAY = 2.0
+TARGET_GUARDRAILS_CPU_MS = 0.3
+TARGET_TTFB_TAX_MS = 0.3
+RELAY = "bare aiohttp relay"
+SIDECAR = "via sidecar"
+GUARDED = "sidecar, guardrails on"
+GUARDRAILS = {
+    "promptInjection": {"direction": "request", "action": "block"},
+    "pii": {"direction": "both", "action": "redact", "entities": ["email", "phone"]},
+    "secrets": {"direction": "both", "action": "block"},
+}
 
 
 def free_port() -> int:
@@ -60,8 +77,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def policy(upstream: str) -> dict[str, Any]:
-    return {
+def policy(upstream: str, guardrails: bool = False) -> dict[str, Any]:
+    doc = {
         "apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
         "metadata": {"name": "bench", "namespace": "bench"},
         "spec": {
@@ -82,6 +99,9 @@ def policy(upstream: str) -> dict[str, Any]:
                  "risk": 0.0}]},
         },
     }
+    if guardrails:
+        doc["spec"]["guardrails"] = GUARDRAILS  # type: ignore[index]
+    return doc
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
@@ -110,6 +130,38 @@ async def one(session: aiohttp.ClientSession, url: str) -> tuple[float, float | 
             raise SystemExit(f"{url}: HTTP {r.status}: {await r.text()}")
         overhead = r.headers.get("x-haltgate-overhead-ms")
     return (time.perf_counter() - t0) * 1000, float(overhead) if overhead else None
+
+
+async def first_byte(session: aiohttp.ClientSession, url: str) -> float:
+    """Milliseconds from sending a streamed request to the first bytes of its body."""
+    t0 = time.perf_counter()
+    async with session.post(url, data=STREAM_CHAT,
+                            headers={"Content-Type": "application/json"}) as r:
+        if r.status != 200:
+            raise SystemExit(f"{url}: HTTP {r.status}: {await r.text()}")
+        await r.content.readany()
+        ttfb = (time.perf_counter() - t0) * 1000
+        await r.read()
+    return ttfb
+
+
+async def streaming(targets: dict[str, str], n: int, rate: float) -> dict[str, list[float]]:
+    """Time to first byte of streamed answers, round-robin, paced at ``rate`` overall."""
+    out: dict[str, list[float]] = {name: [] for name in targets}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as s:
+        for _ in range(50):
+            for url in targets.values():
+                await first_byte(s, url)
+        interval = 1.0 / rate
+        nxt = time.perf_counter()
+        for _ in range(n):
+            for name, url in targets.items():
+                nxt += interval
+                out[name].append(await first_byte(s, url))
+                delay = nxt - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+    return out
 
 
 async def latency(targets: dict[str, str], n: int, rate: float) -> dict[str, list[float]]:
@@ -180,13 +232,21 @@ def serve_bare_relay(port: int, upstream: str) -> None:
         session = aiohttp.ClientSession(auto_decompress=False,
                                         skip_auto_headers=("User-Agent", "Accept-Encoding"))
 
-        async def relay(request: web.Request) -> web.Response:
+        async def relay(request: web.Request) -> web.StreamResponse:
             body = await request.read()
             rest = request.path_qs.split("/", 2)[2]  # drop the /<alias> prefix
             async with session.request(request.method, f"{upstream}/{rest}", data=body,
                                        headers={"Content-Type": "application/json"}) as r:
-                return web.Response(status=r.status, body=await r.read(),
-                                    content_type=r.content_type)
+                if r.content_type != "text/event-stream":
+                    return web.Response(status=r.status, body=await r.read(),
+                                        content_type=r.content_type)
+                resp = web.StreamResponse(status=r.status,
+                                          headers={"Content-Type": "text/event-stream"})
+                await resp.prepare(request)
+                async for chunk in r.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+                return resp
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", relay)
@@ -206,9 +266,9 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller run (smoke test)")
-    ap.add_argument("--requests", type=int, default=2000, help="per side, latency run")
+    ap.add_argument("--requests", type=int, default=2000, help="per target, latency run")
     ap.add_argument("--rate", type=float, default=200.0, help="requests/s, latency run")
-    ap.add_argument("--seconds", type=float, default=8.0, help="per side, throughput run")
+    ap.add_argument("--seconds", type=float, default=8.0, help="per target, throughput run")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--audit", choices=["spool", "memory"], default="spool",
                     help="spool: fsync'd audit spool (production); memory: no audit I/O")
@@ -219,99 +279,152 @@ def main() -> None:
     if args.quick:
         args.requests, args.seconds = 300, 2.0
 
-    bare_port = free_port()
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO))
                                          if p)}
-    up_port, sc_port = free_port(), free_port()
+    up_port, bare_port = free_port(), free_port()
+    ports = {SIDECAR: free_port(), GUARDED: free_port()}
+    procs: list[subprocess.Popen[bytes]] = []
+    shm: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="hg-bench-") as tmp:
-        policy_path = Path(tmp) / "policy.yaml"
-        policy_path.write_text(yaml.safe_dump(policy(f"http://127.0.0.1:{up_port}")))
-        upstream = subprocess.Popen(
-            [PY, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port), "--no-record"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if args.state == "tmpfs":
-            shm = tempfile.mkdtemp(prefix="hg-bench-", dir="/dev/shm")
-            state: Path | None = Path(shm)
-        elif args.state == "disk":
-            state = Path(tmp) / "state"
-        else:
-            state = None
-        cmd = [PY, "-c", "from haltgate.cli.main import main; main()", "sidecar",
-               "--policy", str(policy_path),
-               "--mode", "explicit", "--listen", f"127.0.0.1:{sc_port}",
-               "--admin-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-               "--log-level", "warning"]
-        if state is not None:
-            cmd += ["--state-dir", str(state)]
-        elif args.audit == "spool":
-            cmd += ["--audit-dir", str(Path(tmp) / "audit")]
-        cmd += ["--audit-sink", args.audit]
-        sidecar = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
-        bare = subprocess.Popen([PY, __file__, "--serve-bare-relay", str(bare_port),
-                                 f"http://127.0.0.1:{up_port}"], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        upstream_url = f"http://127.0.0.1:{up_port}"
         try:
+            upstream = subprocess.Popen(
+                [PY, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port),
+                 "--no-record"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE)
+            procs.append(upstream)
+            sidecars = {}
+            for name, port in ports.items():
+                work = Path(tmp) / name.replace(" ", "-").replace(",", "")
+                work.mkdir()
+                sidecars[name] = start_sidecar(args, work, port, policy(
+                    upstream_url, guardrails=name == GUARDED), env, shm)
+                procs.append(sidecars[name])
+            bare = subprocess.Popen([PY, __file__, "--serve-bare-relay", str(bare_port),
+                                     upstream_url], cwd=REPO, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            procs.append(bare)
             wait_port(up_port, upstream, "stand-in LLM")
-            wait_port(sc_port, sidecar, "sidecar")
+            for name, port in ports.items():
+                wait_port(port, sidecars[name], name)
             wait_port(bare_port, bare, "bare relay")
             targets = {
-                "direct": f"http://127.0.0.1:{up_port}/v1/chat/completions",
-                "bare aiohttp relay": f"http://127.0.0.1:{bare_port}/llm/v1/chat/completions",
-                "via sidecar": f"http://127.0.0.1:{sc_port}/llm/v1/chat/completions",
+                "direct": f"{upstream_url}/v1/chat/completions",
+                RELAY: f"http://127.0.0.1:{bare_port}/llm/v1/chat/completions",
+                **{name: f"http://127.0.0.1:{port}/llm/v1/chat/completions"
+                   for name, port in ports.items()},
             }
-            procs = {"direct": psutil.Process(upstream.pid),
-                     "bare aiohttp relay": psutil.Process(bare.pid),
-                     "via sidecar": psutil.Process(sidecar.pid)}
-            run(args, targets, procs)
+            processes = {"direct": psutil.Process(upstream.pid),
+                         RELAY: psutil.Process(bare.pid),
+                         **{name: psutil.Process(p.pid) for name, p in sidecars.items()}}
+            run(args, targets, processes)
         finally:
-            for proc in (sidecar, bare, upstream):
+            for proc in reversed(procs):
                 proc.terminate()
                 try:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-            if args.state == "tmpfs" and state is not None:
-                shutil.rmtree(state, ignore_errors=True)  # /dev/shm is memory: never leave it
+            for path in shm:
+                shutil.rmtree(path, ignore_errors=True)  # /dev/shm is memory: never leave it
+
+
+def start_sidecar(args: argparse.Namespace, work: Path, port: int, doc: dict[str, Any],
+                  env: dict[str, str], shm: list[Path]) -> subprocess.Popen[bytes]:
+    policy_path = work / "policy.yaml"
+    policy_path.write_text(yaml.safe_dump(doc))
+    state: Path | None
+    if args.state == "tmpfs":
+        state = Path(tempfile.mkdtemp(prefix="hg-bench-", dir="/dev/shm"))
+        shm.append(state)
+    elif args.state == "disk":
+        state = work / "state"
+    else:
+        state = None
+    cmd = [PY, "-c", "from haltgate.cli.main import main; main()", "sidecar",
+           "--policy", str(policy_path),
+           "--mode", "explicit", "--listen", f"127.0.0.1:{port}",
+           "--admin-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+           "--log-level", "warning"]
+    if state is not None:
+        cmd += ["--state-dir", str(state)]
+    elif args.audit == "spool":
+        cmd += ["--audit-dir", str(work / "audit")]
+    cmd += ["--audit-sink", args.audit]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def run(args: argparse.Namespace, targets: dict[str, str],
         procs: dict[str, psutil.Process]) -> None:
     print(f"sidecar overhead bench: audit={args.audit}, state={args.state}, "
           f"{os.cpu_count()} CPUs (shared), load average {os.getloadavg()[0]:.1f}")
+    cpu0 = {name: cpu_seconds(p) for name, p in procs.items()}
     lat = asyncio.run(latency(targets, args.requests, args.rate))
-    d, v, h = lat["direct"], lat["via sidecar"], lat["header"]
+    calls = args.requests + 200  # the warm-up calls count too
+    cpu_ms = {name: (cpu_seconds(p) - cpu0[name]) * 1000 / calls for name, p in procs.items()}
+    cpu_ms["direct"] /= len(targets)  # the upstream served every target's calls
+    d = lat["direct"]
+    added = {name: (pct(xs, .5) - pct(d, .5), pct(xs, .99) - pct(d, .99))
+             for name, xs in lat.items() if name in targets}
+    r50, r99 = added[RELAY]
     print(f"\n1. latency, {args.requests} requests per target, round-robin, "
-          f"~{args.rate:.0f} req/s sequential")
-    print(f"   {'':24}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'p50 x':>8}{'p99 x':>8}")
+          f"~{args.rate:.0f} req/s sequential (x relay: added latency as a multiple of "
+          "the relay's; CPU-ms per call of the target's process)")
+    print(f"   {'':24}{'p50 ms':>8}{'p99 ms':>8}{'+p50':>8}{'+p99':>8}{'+p50 x':>8}"
+          f"{'+p99 x':>8}{'CPU-ms':>8}{'CPU x':>7}")
     for name in targets:
         xs = lat[name]
-        print(f"   {name:24}{pct(xs, .5):9.3f}{pct(xs, .99):9.3f}{statistics.mean(xs):9.3f}"
-              f"{pct(xs, .5) / pct(d, .5):8.2f}{pct(xs, .99) / pct(d, .99):8.2f}")
-    add50, add99 = pct(v, .5) - pct(d, .5), pct(v, .99) - pct(d, .99)
-    print(f"   {'added by the sidecar':24}{add50:9.3f}{add99:9.3f}"
-          f"{statistics.mean(v) - statistics.mean(d):9.3f}   (via - direct)")
+        a50, a99 = added[name]
+        ratio = (f"{a50 / r50:8.2f}{a99 / r99:8.2f}" if name != "direct" and r50 > 0
+                 and r99 > 0 else f"{'':8}{'':8}")
+        print(f"   {name:24}{pct(xs, .5):8.3f}{pct(xs, .99):8.3f}{a50:8.3f}{a99:8.3f}{ratio}"
+              f"{cpu_ms[name]:8.3f}{cpu_ms[name] / cpu_ms[RELAY]:7.2f}")
+    h = lat["header"]
     if h:
-        print(f"   {'x-haltgate-overhead-ms':24}{pct(h, .5):9.3f}{pct(h, .99):9.3f}"
-              f"{statistics.mean(h):9.3f}   (sidecar's own work)")
-    print(f"   target added p50 <= {TARGET_P50_MS} ms: "
-          f"{'met' if add50 <= TARGET_P50_MS else 'NOT met'}; "
-          f"p99 <= {TARGET_P99_MS} ms: {'met' if add99 <= TARGET_P99_MS else 'NOT met'}")
+        print(f"   x-haltgate-overhead-ms (both sidecars): p50 {pct(h, .5):.3f}, "
+              f"p99 {pct(h, .99):.3f}")
+    tax = added[SIDECAR][0] - r50
+    cpu_x = cpu_ms[SIDECAR] / cpu_ms[RELAY]
+    guard_cpu = cpu_ms[GUARDED] - cpu_ms[SIDECAR]
+    print(f"   governance tax (sidecar +p50 - relay +p50): {tax:.3f} ms "
+          f"(target <= {TARGET_TAX_MS}: {_met(tax <= TARGET_TAX_MS)}); CPU per call "
+          f"{cpu_x:.2f}x the relay (target <= {TARGET_CPU_X_RELAY}: "
+          f"{_met(cpu_x <= TARGET_CPU_X_RELAY)}); guardrails on add {guard_cpu:+.3f} CPU-ms "
+          f"per call (target <= +{TARGET_GUARDRAILS_CPU_MS}: "
+          f"{_met(guard_cpu <= TARGET_GUARDRAILS_CPU_MS)})")
 
-    print(f"\n2. throughput, closed loop, {args.concurrency} in flight, "
+    n_stream = max(50, args.requests // 2)
+    ttfb = asyncio.run(streaming(targets, n_stream, args.rate))
+    t50 = pct(ttfb["direct"], .5)
+    relay_added = pct(ttfb[RELAY], .5) - t50
+    print(f"\n2. streaming time to first byte, {n_stream} streamed requests per target, "
+          "round-robin")
+    print(f"   {'':24}{'p50 ms':>8}{'p99 ms':>8}{'+p50':>8}{'+p50 x':>8}")
+    for name in targets:
+        xs = ttfb[name]
+        a50 = pct(xs, .5) - t50
+        ratio = f"{a50 / relay_added:8.2f}" if name != "direct" and relay_added > 0 else ""
+        print(f"   {name:24}{pct(xs, .5):8.3f}{pct(xs, .99):8.3f}{a50:8.3f}{ratio}")
+    ttfb_tax = pct(ttfb[SIDECAR], .5) - pct(ttfb[RELAY], .5)
+    print(f"   streaming TTFB tax (sidecar - relay, p50): {ttfb_tax:.3f} ms "
+          f"(target <= {TARGET_TTFB_TAX_MS}: {_met(ttfb_tax <= TARGET_TTFB_TAX_MS)})")
+
+    print(f"\n3. throughput, closed loop, {args.concurrency} in flight, "
           f"{args.seconds:.0f} s per target")
     results = {}
     for name, url in targets.items():
         results[name] = asyncio.run(throughput(url, args.seconds, args.concurrency,
                                                procs[name]))
-        rps, per_core = results[name]
-        print(f"   {name:24}{rps:8.0f} req/s wall {per_core:8.0f} req per CPU-s of its process")
-    v_core = results["via sidecar"][1]
-    print(f"   sidecar per core vs bare relay: {v_core / results['bare aiohttp relay'][1]:.2f}; "
-          f"vs upstream: {v_core / results['direct'][1]:.2f}")
-    print(f"   target >= {TARGET_RPS_PER_CORE} req/s per core: "
-          f"{'met' if v_core >= TARGET_RPS_PER_CORE else 'NOT met'}")
+    for name, (rps, per_core) in results.items():
+        ratio = per_core / results[RELAY][1]
+        print(f"   {name:24}{rps:8.0f} req/s wall {per_core:8.0f} req per CPU-s of its "
+              f"process ({ratio:.2f}x the relay)")
 
 
 if __name__ == "__main__":

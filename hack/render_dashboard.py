@@ -4,228 +4,26 @@
     .venv/bin/python hack/render_dashboard.py --dashboard haltgate-agent.json \
         --workload batch --out /tmp/agent.png --seconds 30
 
-No Grafana server is available from the registries this project uses, so this draws the
-dashboard's own panels (same layout, titles, units and PromQL, variables substituted the way
-Grafana does) with matplotlib. The data is real: the fleet of tests/observability/loadbed.py
-(three sidecars, the stand-in LLM, Debian's Prometheus scraping every second) runs its load
-for ``--seconds``, then every panel query goes to Prometheus's HTTP API (range queries for
-time series, instant queries for stats, bar gauges and tables).
-Needs: apt-get install prometheus; pip install matplotlib (the dev extra).
+The fleet of tests/observability/loadbed.py (three sidecars, the stand-in LLM, Debian's
+Prometheus scraping every second) runs its load for ``--seconds``, then
+``haltgate.testbed.dashboard`` draws the dashboard's panels from that Prometheus.
+Needs: ``make deps`` (prometheus); matplotlib (the dev extra).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-
+from haltgate.testbed.dashboard import DASHBOARDS, Renderer  # noqa: E402
 from tests.observability import loadbed  # noqa: E402
-
-BG = "#111217"
-PANEL = "#181b1f"
-BORDER = "#2c3235"
-TEXT = "#ccccdc"
-MUTED = "#8e8e9a"
-PALETTE = ["#73bf69", "#f2cc0c", "#5794f2", "#ff9830", "#f2495c", "#b877d9", "#8ab8ff",
-           "#ffb357", "#96d98d", "#ca95e5"]
-ROW_PX = 30
-WIDTH_PX = 1800
-
-
-def fmt(value: float, unit: str) -> str:
-    """A value in the panel's Grafana unit, shortened the way Grafana shows it."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "No data"
-    if unit == "currencyUSD":
-        if abs(value) < 0.01:
-            return f"${value:.6f}"
-        return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
-    if unit == "percentunit":
-        return f"{value * 100:.1f}%"
-    if value == 0 and unit != "currencyUSD":
-        return "0"
-    if unit == "s":
-        if value < 0.001:
-            return f"{value * 1e6:.0f} µs"
-        return f"{value * 1000:.2f} ms" if value < 1 else f"{value:.2f} s"
-    if unit == "reqps":
-        return f"{value:.2f} req/s"
-    if abs(value) >= 1000:
-        return f"{value / 1000:.1f} K"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
-
-
-def legend(fmt_: str, metric: dict[str, str]) -> str:
-    if not fmt_ or fmt_ == "__auto":
-        labels = {k: v for k, v in metric.items() if k != "__name__"}
-        return ", ".join(f"{k}={v}" for k, v in labels.items()) or "value"
-    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: metric.get(m.group(1), ""), fmt_)
-
-
-class Renderer:
-    def __init__(self, fleet: loadbed.Fleet, start: float, end: float, namespace: str,
-                 workload: str) -> None:
-        self.fleet = fleet
-        self.start = start
-        self.end = end
-        self.range = f"{max(1, int(end - start))}s"
-        self.namespace = namespace
-        self.workload = workload
-        self.step = max(1.0, (end - start) / 120)
-
-    def expr(self, raw: str) -> str:
-        return loadbed.substitute(raw, rate_interval="10s", range_=self.range,
-                                  namespace=self.namespace, workload=self.workload)
-
-    def instant(self, raw: str) -> list[dict[str, Any]]:
-        return list(loadbed.api(self.fleet, "/api/v1/query", query=self.expr(raw),
-                                time=f"{self.end:.3f}")["result"])
-
-    def series(self, raw: str) -> list[dict[str, Any]]:
-        return list(loadbed.api(self.fleet, "/api/v1/query_range", query=self.expr(raw),
-                                start=f"{self.start:.3f}", end=f"{self.end:.3f}",
-                                step=f"{self.step:.3f}")["result"])
-
-    def draw(self, dashboard: dict[str, Any], out: Path) -> None:
-        panels = dashboard["panels"]
-        rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-        header_px = 70
-        height_px = rows * ROW_PX + header_px + 10
-        dpi = 100
-        fig = plt.figure(figsize=(WIDTH_PX / dpi, height_px / dpi), dpi=dpi, facecolor=BG)
-        when = datetime.fromtimestamp(self.end, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        fig.text(10 / WIDTH_PX, 1 - 22 / height_px, dashboard["title"], color=TEXT,
-                 fontsize=15, fontweight="bold", va="center")
-        chips = (f"Data source: Prometheus    Namespace: {_chip(self.namespace)}    "
-                 f"Workload: {_chip(self.workload)}    Range: last {self.range} "
-                 f"(load run ending {when})")
-        fig.text(10 / WIDTH_PX, 1 - 50 / height_px, chips, color=MUTED, fontsize=10,
-                 va="center")
-        for panel in panels:
-            g = panel["gridPos"]
-            pad = 4
-            x = (g["x"] / 24) * WIDTH_PX + pad
-            w = (g["w"] / 24) * WIDTH_PX - 2 * pad
-            top = header_px + g["y"] * ROW_PX + pad
-            h = g["h"] * ROW_PX - 2 * pad
-            frame = fig.add_axes((x / WIDTH_PX, 1 - (top + h) / height_px, w / WIDTH_PX,
-                                  h / height_px))
-            frame.set_facecolor(PANEL)
-            frame.set_xticks([])
-            frame.set_yticks([])
-            for spine in frame.spines.values():
-                spine.set_color(BORDER)
-            frame.text(8 / w, 1 - 14 / h, panel["title"], transform=frame.transAxes,
-                       color=TEXT, fontsize=10, fontweight="bold", va="center")
-            inner = (x + 75, top + 28, w - 90, h - 62)
-            kind = panel["type"]
-            unit = panel["fieldConfig"]["defaults"].get("unit", "short")
-            if kind == "stat":
-                self._stat(frame, panel, unit)
-            elif kind == "timeseries":
-                ax = fig.add_axes((inner[0] / WIDTH_PX, 1 - (inner[1] + inner[3]) / height_px,
-                                   inner[2] / WIDTH_PX, inner[3] / height_px))
-                self._timeseries(ax, panel, unit)
-            elif kind == "bargauge":
-                ax = fig.add_axes(((x + 150) / WIDTH_PX, 1 - (top + h - 12) / height_px,
-                                   (w - 240) / WIDTH_PX, (h - 44) / height_px))
-                self._bars(ax, panel, unit)
-            elif kind == "table":
-                self._table(frame, panel, w, h)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, facecolor=BG, dpi=dpi)
-        plt.close(fig)
-
-    def _stat(self, frame: Any, panel: dict[str, Any], unit: str) -> None:
-        result = self.instant(panel["targets"][0]["expr"])
-        value = float(result[0]["value"][1]) if result else float("nan")
-        color = PALETTE[0]
-        mappings = panel["fieldConfig"]["defaults"].get("mappings") or []
-        text = fmt(value, unit)
-        for m in mappings:
-            hit = m.get("options", {}).get(str(int(value))) if not math.isnan(value) else None
-            if hit:
-                text, color = hit["text"], hit.get("color", color)
-        frame.text(0.5, 0.42, text, transform=frame.transAxes, color=color, fontsize=26,
-                   fontweight="bold", ha="center", va="center")
-
-    def _timeseries(self, ax: Any, panel: dict[str, Any], unit: str) -> None:
-        ax.set_facecolor(PANEL)
-        n = 0
-        for target in panel["targets"]:
-            for s in self.series(target["expr"]):
-                xs = [datetime.fromtimestamp(float(t), UTC) for t, _ in s["values"]]
-                ys = [float(v) for _, v in s["values"]]
-                color = PALETTE[n % len(PALETTE)]
-                ax.plot(xs, ys, color=color, linewidth=1.4,
-                        label=legend(target.get("legendFormat", ""), s["metric"]))
-                ax.fill_between(xs, ys, color=color, alpha=0.08)
-                n += 1
-        ax.tick_params(colors=MUTED, labelsize=7)
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-            lambda v, _: fmt(v, unit)))
-        ax.grid(color=BORDER, linewidth=0.6)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        if n == 0:
-            ax.text(0.5, 0.5, "No data", transform=ax.transAxes, color=MUTED, ha="center")
-        else:
-            ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), ncol=4, fontsize=7,
-                      frameon=False, labelcolor=TEXT)
-
-    def _bars(self, ax: Any, panel: dict[str, Any], unit: str) -> None:
-        target = panel["targets"][0]
-        result = self.instant(target["expr"])
-        ax.set_facecolor(PANEL)
-        names = [legend(target.get("legendFormat", ""), s["metric"]) for s in result][::-1]
-        values = [float(s["value"][1]) for s in result][::-1]
-        ax.barh(names, values, color=[PALETTE[i % len(PALETTE)] for i in range(len(values))],
-                height=0.6)
-        top = max(values) if values else 1
-        for i, v in enumerate(values):
-            ax.text(v + top * 0.02, i, fmt(v, unit), color=TEXT, va="center", fontsize=9)
-        ax.set_xlim(0, top * 1.25 if top else 1)
-        ax.tick_params(colors=TEXT, labelsize=9, length=0)
-        ax.set_xticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-
-    def _table(self, frame: Any, panel: dict[str, Any], w: float, h: float) -> None:
-        result = self.instant(panel["targets"][0]["expr"])
-        if not result:
-            frame.text(0.5, 0.5, "No data", transform=frame.transAxes, color=MUTED,
-                       ha="center")
-            return
-        keys = sorted({k for s in result for k in s["metric"] if k != "__name__"})
-        rows = [[s["metric"].get(k, "") for k in keys] + [fmt(float(s["value"][1]), "short")]
-                for s in result]
-        lines = ["   ".join([*keys, "value"]), *("   ".join(r) for r in rows)]
-        for i, line in enumerate(lines[:8]):
-            frame.text(10 / w, 1 - (40 + 18 * i) / h, line, transform=frame.transAxes,
-                       color=TEXT if i else MUTED, fontsize=9, family="monospace")
-
-
-def _chip(value: str) -> str:
-    return "All" if value == ".*" else value
 
 
 def main() -> int:
@@ -237,7 +35,7 @@ def main() -> int:
     parser.add_argument("--namespace", default=".*")
     parser.add_argument("--workload", default=".*")
     args = parser.parse_args()
-    dashboard = json.loads((loadbed.DASHBOARDS / args.dashboard).read_text())
+    dashboard = json.loads((DASHBOARDS / args.dashboard).read_text())
     with tempfile.TemporaryDirectory(prefix="haltgate-render-") as tmp, \
             loadbed.running_fleet(Path(tmp)) as fleet:
         start = time.time()
@@ -246,7 +44,8 @@ def main() -> int:
         loadbed.wait_scraped(fleet)
         time.sleep(2.5)
         end = time.time()
-        Renderer(fleet, start, end, args.namespace, args.workload).draw(dashboard, args.out)
+        Renderer(fleet.prometheus, start, end, args.namespace,
+                 args.workload).draw(dashboard, args.out)
     print(f"{args.out}: {sum(report.sent.values())} calls in "
           f"{report.ended - report.started:.0f} s, statuses "
           f"{dict(sorted(report.statuses.items()))}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 from haltgate.governance.audit import SpoolAuditSink
 from tests.audit.helpers import make_record
+
+HANG_GUARD_SECONDS = 60
+LONG_LINGER_SECONDS = 1.0
+"""The longest linger the spool allows: the test's 50 ms look happens well inside it."""
 
 
 def _commits(sink: SpoolAuditSink) -> float:
@@ -16,7 +19,7 @@ def _commits(sink: SpoolAuditSink) -> float:
 
 
 async def test_an_outcome_rides_with_the_next_intent(tmp_path: Path) -> None:
-    sink = SpoolAuditSink(tmp_path, linger_seconds=1.0)
+    sink = SpoolAuditSink(tmp_path, linger_seconds=LONG_LINGER_SECONDS)
     try:
         future = sink.submit_nowait(make_record(1, phase="outcome"))
         assert future is not None
@@ -32,18 +35,18 @@ async def test_an_outcome_rides_with_the_next_intent(tmp_path: Path) -> None:
 async def test_a_lone_outcome_is_durable_within_the_linger(tmp_path: Path) -> None:
     sink = SpoolAuditSink(tmp_path, linger_seconds=0.05)
     try:
-        started = time.monotonic()
         future = sink.submit_nowait(make_record(1, phase="outcome"))
         assert future is not None
-        future.result(timeout=2)
-        assert time.monotonic() - started < 1.0
+        # No intent and no close follows: only the linger can commit it. The wait is a hang
+        # guard (far above any load), not a speed figure.
+        future.result(timeout=HANG_GUARD_SECONDS)
         assert _commits(sink) == 1
     finally:
         await sink.close()
 
 
 async def test_close_commits_lingering_records(tmp_path: Path) -> None:
-    sink = SpoolAuditSink(tmp_path, linger_seconds=1.0)
+    sink = SpoolAuditSink(tmp_path, linger_seconds=LONG_LINGER_SECONDS)
     future = sink.submit_nowait(make_record(1, phase="outcome"))
     assert future is not None
     await sink.close()

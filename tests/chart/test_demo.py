@@ -17,15 +17,16 @@ pytestmark = [pytest.mark.k8s, pytest.mark.postgres, pytest.mark.opa]
 
 
 @pytest.mark.parametrize("mode", ["netns", "explicit"])
-def test_demo_runs_the_whole_journey(mode: str) -> None:
+def test_demo_runs_the_whole_journey(mode: str, tmp_path: Path) -> None:
     if mode == "netns":
         from haltgate.testbed import netns as harness
 
         why = harness.skip_reason()
         if why is not None:
             pytest.skip(why)
+    picture = tmp_path / "fleet.png"
     res = subprocess.run([str(Path(sys.executable).parent / "haltgate"), "demo",
-                          "--mode", mode],
+                          "--mode", mode, "--dashboard", str(picture)],
                          capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
     out = res.stdout
     assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]
@@ -35,6 +36,9 @@ def test_demo_runs_the_whole_journey(mode: str) -> None:
                    "$ haltgate audit history", "$ haltgate audit cost",
                    "audit verify: OK", "haltgate_requests_total{"):
         assert moment in out, f"missing {moment!r} in:\n{out[-3000:]}"
+    # It ends with the fleet dashboard drawn from the Prometheus that scraped the sidecar.
+    assert f"The fleet dashboard of this run: {picture}" in out
+    assert picture.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     # Its scratch directory is gone (other demos may run at the same time: only this one's).
     workdir = re.search(r"KUBECONFIG=(\S+)/cluster/kubeconfig", out)
     assert workdir and workdir.group(1).startswith(tempfile.gettempdir())

@@ -177,6 +177,12 @@ class Attempts:
         resp = http_raw("127.0.0.1", 15000, request_bytes("GET", "/api/items", "127.0.0.1"))
         return Outcome(status_of(resp) == 200, _summary(resp))
 
+    def explicit_self_view(self) -> Outcome:
+        """The agent's read-only view of its own run, on the port it may reach (no token)."""
+        resp = http_raw("127.0.0.1", 15000,
+                        request_bytes("GET", "/haltgate/v1/self", "127.0.0.1"))
+        return Outcome(status_of(resp) == 200 and b'"budget"' in resp, _summary(resp))
+
     def explicit_connect_denied_host(self) -> Outcome:
         """Explicit mode: CONNECT through the sidecar to a host the policy does not know."""
         try:
@@ -388,7 +394,7 @@ BYPASS = [
 ]
 LAST = ["llm_https_after_attempts"]
 # Only with the real sidecar (the forwarder stand-in has no explicit port).
-EXPLICIT_GOVERNED = ["explicit_alias_call"]
+EXPLICIT_GOVERNED = ["explicit_alias_call", "explicit_self_view"]
 EXPLICIT_BYPASS = ["explicit_connect_denied_host"]
 
 

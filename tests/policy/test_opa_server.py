@@ -28,6 +28,9 @@ from haltgate.governance.request import CallView, RequestKind
 from haltgate.testbed.process import free_port
 from tests.policy.conftest import OPAServer, start_opa
 
+HANG_GUARD_SECONDS = 60
+"""Guard against a hang only (a decision that never comes), never a speed figure."""
+
 POLICY = """\
 package haltgate
 
@@ -166,12 +169,11 @@ async def test_timeout_fails_closed(opa_server: OPAServer) -> None:
     try:
         assert (await ev.decide(llm())).allow
         opa_server.freeze()
-        started = time.monotonic()
-        d = await ev.decide(llm())
-        elapsed = time.monotonic() - started
+        # A frozen OPA never answers: the decision comes from the client's own timeout.
+        # wait_for only guards against a hang (far above any load), it measures nothing.
+        d = await asyncio.wait_for(ev.decide(llm()), HANG_GUARD_SECONDS)
         assert (d.allow, d.code, d.fail_open) == (False, CODE_OPA_TIMEOUT, False)
         assert d.failure_type is None
-        assert elapsed < 5  # bounded by the timeout, not by OPA (a generous bound, not a target)
         opa_server.thaw()
         assert (await ev.decide(llm())).allow  # recovers once OPA answers again
     finally:

@@ -258,11 +258,10 @@ def test_a_loop_between_two_agents_halts_the_pool_and_a_lift_resumes(
     status, body = call(a.url("peer", "/echo/task"), {"x-haltgate-chain": chain})
     assert status == 423 and code_of(body) == "cascade_loop"
     assert body["error"]["type"] == "EXTERNAL"
-    halted_at = time.monotonic()
-    # Every member refuses within about a second (LISTEN/NOTIFY), C too.
+    # Every member refuses (LISTEN/NOTIFY, or the state re-read), C too. How fast is a
+    # figure of bench/pool.py; the bound here only guards against a hang.
     eventually(lambda: code_of(call(c.url("tool", "/items"))[1]) == "pool_halted",
-               seconds=3, what="C refuses")
-    assert time.monotonic() - halted_at < 1.5
+               seconds=15, what="C refuses")
     status, body = call(b.url("tool", "/items"))
     assert status == 423 and code_of(body) == "pool_halted"
     assert connect_status(c, tunnel) == 423  # no new tunnels from a halted pool either

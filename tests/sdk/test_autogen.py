@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 try:
     from autogen_agentchat.agents import AssistantAgent
-    from autogen_core import AgentId, DropMessage
-    from autogen_core.models import UserMessage
+    from autogen_agentchat.teams import RoundRobinGroupChat
+    from autogen_core import AgentId, DropMessage, SingleThreadedAgentRuntime
+    from autogen_core.models import ChatCompletionClient, UserMessage
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
     from haltgate.sdk.autogen import (
@@ -21,8 +23,9 @@ except ImportError as e:  # pragma: no cover - CI installs the test extra, which
     pytest.skip(f"autogen integration not importable ({e}); install 'haltgate[autogen]'",
                 allow_module_level=True)
 
+from haltgate.governance.inprocess import LocalGovernance
 from haltgate.sdk import ExhaustionError
-from haltgate.sdk.local import LocalGovernance
+from haltgate.sdk.errors import find_haltgate_error
 from haltgate.sidecar.pipeline import PipelineSettings
 from tests.sdk.conftest import (
     SidecarFactory,
@@ -34,6 +37,8 @@ from tests.sdk.conftest import (
 )
 
 MAX_TURNS = 10
+HANG_GUARD_SECONDS = 60
+"""A team that would wait forever fails here: a guard against a hang, not a speed figure."""
 
 
 async def agent_turns(agent: AssistantAgent, turns: int = MAX_TURNS) -> int:
@@ -125,3 +130,62 @@ async def test_local_fallback_without_sidecar(tmp_path: Path, standins: Standins
     assert llm_requests(standins) == 2  # refused before the third call was made
     assert client.local is not None
     assert client.local.budgets()["calls"]["used"] == 2
+
+
+async def test_a_team_with_the_intervention_handler_ends_with_the_typed_halt(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 2}}))
+    client = openai_chat_client("llm", model="gpt-4o-mini", url=sc.explicit)
+    runtime = SingleThreadedAgentRuntime(
+        intervention_handlers=[HaltgateInterventionHandler(client)])
+    runtime.start()
+    try:
+        team = RoundRobinGroupChat([AssistantAgent("writer", model_client=client),
+                                    AssistantAgent("critic", model_client=client)],
+                                   max_turns=MAX_TURNS, runtime=runtime)
+        with pytest.raises(RuntimeError) as info:
+            await asyncio.wait_for(team.run(task="write a poem"), HANG_GUARD_SECONDS)
+        halt = find_haltgate_error(info.value)  # AutoGen re-raised it as text: typed again
+        assert isinstance(halt, ExhaustionError) and halt.code == "calls_exhausted"
+        assert halt is client.halt and halt.decision_id
+        # Halted before it starts: the team ends at once again, no request is sent.
+        await team.reset()
+        with pytest.raises(RuntimeError) as again:
+            await asyncio.wait_for(team.run(task="once more"), HANG_GUARD_SECONDS)
+        assert find_haltgate_error(again.value) is halt
+        assert refusals(sc, "calls_exhausted") == 1 and llm_requests(standins) == 2
+    finally:
+        await runtime.stop()
+
+
+async def test_a_client_wrapped_by_hand_reports_warnings_and_does_not_retry(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 2}, "warnAt": 0.5}))
+    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", base_url=sc.explicit + "/llm/v1",
+                                       api_key="x", max_retries=2)
+    warnings: list[tuple[str, ...]] = []
+    client = HaltgateChatCompletionClient(inner, on_warning=warnings.append)
+    assert client.hooked
+    await client.create([UserMessage(content="one", source="user")])
+    assert warnings == [("calls",)]
+    await client.create([UserMessage(content="two", source="user")])
+    with pytest.raises(ExhaustionError):
+        await client.create([UserMessage(content="three", source="user")])
+    assert refusals(sc, "calls_exhausted") == 1  # the OpenAI SDK did not retry the refusal
+
+
+async def test_dump_and_load_component(sidecar_factory: SidecarFactory,
+                                       standins: Standins) -> None:
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 1}}))
+    client = openai_chat_client("llm", model="gpt-4o-mini", url=sc.explicit)
+    model = client.dump_component()
+    assert model.provider == "haltgate.sdk.autogen.HaltgateChatCompletionClient"
+    loaded = ChatCompletionClient.load_component(model)
+    assert isinstance(loaded, HaltgateChatCompletionClient) and loaded.hooked
+    assert loaded.sidecar is not None and loaded.sidecar.url == sc.explicit
+    await loaded.create([UserMessage(content="one", source="user")])
+    with pytest.raises(ExhaustionError):  # the loaded client raises typed halts too
+        await loaded.create([UserMessage(content="two", source="user")])
+    assert refusals(sc, "calls_exhausted") == 1

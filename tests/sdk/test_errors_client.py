@@ -8,6 +8,11 @@ import aiohttp
 import orjson
 import pytest
 
+from haltgate.governance.traffic_signals import (
+    SignalTracker,
+    request_fingerprint,
+    result_fingerprint,
+)
 from haltgate.sdk.client import (
     AsyncSidecarClient,
     SidecarClient,
@@ -30,7 +35,6 @@ from haltgate.sdk.errors import (
     find_haltgate_error,
 )
 from haltgate.sdk.http_hooks import SSEReframer
-from haltgate.sdk.signals import SignalTracker, request_fingerprint, result_fingerprint
 from tests.sdk.conftest import ADMIN_TOKEN, SidecarFactory, Standins, budgets_policy
 
 
@@ -148,13 +152,15 @@ def test_signal_tracker() -> None:
         SignalTracker(window=0)
 
 
-async def test_admin_clients(sidecar_factory: SidecarFactory, standins: Standins) -> None:
+async def test_self_view_clients(sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    # The agent's own view on the explicit port: no token.
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 2}}))
-    client = AsyncSidecarClient(sc.admin, ADMIN_TOKEN)
+    client = AsyncSidecarClient(sc.explicit)
     assert not await client.halted()
     assert (await client.remaining())["calls"] == 2
     status = await client.status()
-    assert status["halted"] is None and status["policy"]["valid"] is True
+    assert status["halted"] is None and status["run_id"]
+    assert "token" not in orjson.dumps(status).decode().lower()
     async with aiohttp.ClientSession() as s, s.post(
         sc.explicit + "/llm/v1/chat/completions",
         json={"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1},
@@ -163,11 +169,31 @@ async def test_admin_clients(sidecar_factory: SidecarFactory, standins: Standins
     budgets = await client.budgets()
     assert (budgets["calls"].used, budgets["calls"].remaining) == (1, 1)
     # The synchronous client (in a thread: the sidecar serves from this loop).
-    sync = SidecarClient(sc.admin, ADMIN_TOKEN)
+    sync = SidecarClient(sc.explicit)
     assert (await asyncio.to_thread(sync.remaining))["calls"] == 1
+    # Halted from outside (admin API, with its token): the view says so.
+    async with aiohttp.ClientSession() as s, s.post(
+            sc.admin + "/halt", json={"message": "stop"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+        assert r.status == 200
+    assert await client.halted()
+    assert (await client.status())["halted"]["failure_type"] == "EXTERNAL"
+
+
+async def test_self_view_is_read_only(sidecar_factory: SidecarFactory,
+                                      standins: Standins) -> None:
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 2}}))
+    async with aiohttp.ClientSession() as s:
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            async with s.request(method, sc.explicit + "/haltgate/v1/self",
+                                 json={"halted": None}) as r:
+                assert r.status == 405
+                assert (await r.json())["error"]["code"] == "read_only"
+    assert not await AsyncSidecarClient(sc.explicit).halted()
+    assert standins.received("llm").requests == []  # never forwarded anywhere
+
+
+async def test_unreachable_sidecar_is_a_retryable_error() -> None:
     with pytest.raises(SidecarError) as info:
-        await AsyncSidecarClient(sc.admin, "wrong").budgets()
-    assert info.value.code == "unauthorized"
-    with pytest.raises(SidecarError) as info:
-        await asyncio.to_thread(SidecarClient(sc.admin, "wrong").budgets)
-    assert info.value.code == "unauthorized"
+        await AsyncSidecarClient("http://127.0.0.1:1").status()
+    assert info.value.code == "sidecar_unreachable" and info.value.retryable

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 try:
@@ -16,9 +18,15 @@ except ImportError as e:  # pragma: no cover - CI installs the test extra, which
     pytest.skip(f"langchain integration not importable ({e}); install 'haltgate[langchain]'",
                 allow_module_level=True)
 
-from haltgate.sdk import DeniedError, ExhaustionError, HaltError, StagnationError
+from haltgate.governance.inprocess import LocalGovernance
+from haltgate.sdk import (
+    DeniedError,
+    ExhaustionError,
+    ExternalHaltError,
+    HaltError,
+    StagnationError,
+)
 from haltgate.sdk.client import AsyncSidecarClient
-from haltgate.sdk.local import LocalGovernance
 from haltgate.sidecar.pipeline import PipelineSettings
 from tests.sdk.conftest import (
     ADMIN_TOKEN,
@@ -64,18 +72,20 @@ async def test_agent_loop_stops_on_exhaustion_without_retry(
     err = info.value
     assert (err.type, err.code) == ("EXHAUSTION", "calls_exhausted")
     assert err.decision_id and err.status == 429 and err.terminal
-    # The admin API tells the same story (the halt's error body carries no budget).
-    admin = AsyncSidecarClient(sc.admin, ADMIN_TOKEN)
-    assert await admin.halted()
-    calls = (await admin.budgets())["calls"]
+    # The agent's own view tells the same story (the halt's error body carries no budget).
+    view = AsyncSidecarClient(sc.explicit)
+    assert await view.halted()
+    calls = (await view.budgets())["calls"]
     assert (calls.used, calls.limit, calls.remaining) == (3, 3, 0)
     assert llm_requests(standins) == 3  # the refused call never reached the LLM
     # The OpenAI SDK (max_retries=2) did not retry the refusal: one attempt reached the sidecar.
     assert refusals(sc, "calls_exhausted") == 1
     assert handler.halt is err
-    # Once halted, later calls fail at once with the same halt, without any request.
-    with pytest.raises(ExhaustionError):
-        await model.ainvoke("again")
+    # Once halted, later calls fail at once with the same halt, without a model request
+    # (in a thread: the handler asks the sidecar, which runs in this loop, if it still holds).
+    with pytest.raises(ExhaustionError) as again:
+        await asyncio.to_thread(model.invoke, "again")
+    assert again.value is err
     assert refusals(sc, "calls_exhausted") == 1
 
 
@@ -96,8 +106,6 @@ async def test_plain_openai_client_does_not_retry_a_halt(
 
 
 async def test_sync_invoke_and_warnings(sidecar_factory: SidecarFactory) -> None:
-    import asyncio
-
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 4}, "warnAt": 0.5}))
     seen: list[tuple[str, ...]] = []
     handler = HaltgateCallbackHandler(on_warning=seen.append)
@@ -200,3 +208,86 @@ async def test_local_fallback_detects_identical_retries(
     assert isinstance(info.value, HaltError)
     assert llm_requests(standins) == 2  # the third identical call was never made
     assert local.last_signals is not None and local.last_signals.repeat_rate > 0
+
+
+async def _admin(sc: Any, action: str) -> None:
+    async with aiohttp.ClientSession() as s, s.post(
+            f"{sc.admin}/{action}", json={"actor": "test"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+        assert r.status == 200, await r.text()
+
+
+async def test_a_reset_clears_the_remembered_halt_on_the_next_call(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 1}}))
+    handler = HaltgateCallbackHandler()
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler,
+                        max_tokens=2)
+    await asyncio.to_thread(model.invoke, "one")
+    with pytest.raises(ExhaustionError):
+        await asyncio.to_thread(model.invoke, "two")
+    with pytest.raises(ExhaustionError):  # remembered: no request
+        await asyncio.to_thread(model.invoke, "three")
+    assert (llm_requests(standins), refusals(sc, "calls_exhausted")) == (1, 1)
+    await _admin(sc, "reset")  # an operator resets the run: a new one starts
+    answer = await asyncio.to_thread(model.invoke, "four")  # the same handler, no restart
+    assert answer.content == "tok0 tok1"
+    assert handler.halt is None and llm_requests(standins) == 2
+
+
+async def test_a_lifted_external_halt_clears_on_the_next_call(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 10}}))
+    handler = HaltgateCallbackHandler()
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler,
+                        max_tokens=2)
+    await _admin(sc, "halt")
+    with pytest.raises(ExternalHaltError):
+        await asyncio.to_thread(model.invoke, "one")
+    with pytest.raises(ExternalHaltError):  # still halted: raised again, no request
+        await asyncio.to_thread(model.invoke, "two")
+    assert refusals(sc, "external_halt") == 1
+    await _admin(sc, "reset")
+    await asyncio.to_thread(model.invoke, "three")
+    assert handler.halt is None and llm_requests(standins) == 1
+
+
+async def test_a_periodic_refusal_is_remembered_until_its_retry_after(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 1, "period": "day"}}))
+    handler = HaltgateCallbackHandler()
+    now = [1000.0]
+    handler.clock = lambda: now[0]  # the handler's clock, not the sidecar's
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler,
+                        max_tokens=2)
+    await asyncio.to_thread(model.invoke, "one")
+    with pytest.raises(ExhaustionError) as info:
+        await asyncio.to_thread(model.invoke, "two")
+    retry_after = info.value.retry_after
+    assert retry_after is not None and 0 < retry_after <= 86_400
+    now[0] += retry_after - 1
+    with pytest.raises(ExhaustionError):  # before retry_after: no request
+        await asyncio.to_thread(model.invoke, "three")
+    assert refusals(sc, "calls_exhausted") == 1
+    now[0] += 1
+    with pytest.raises(ExhaustionError):  # at retry_after the call goes out again
+        await asyncio.to_thread(model.invoke, "four")
+    assert refusals(sc, "calls_exhausted") == 2  # (the sidecar's day has not passed)
+
+
+async def test_each_retry_of_an_upstream_5xx_is_a_call_of_the_budget(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    """What docs/integrations.md says: the OpenAI SDK retries an upstream's own 5xx (not a
+    halt), and every attempt went through the sidecar, so every attempt counts."""
+    sc = await sidecar_factory(budgets_policy({"calls": {"limit": 10}}))
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, max_tokens=2,
+                        max_retries=2, default_headers={"x-standin-behavior": "error"})
+    with pytest.raises(Exception) as info:
+        await asyncio.to_thread(model.invoke, "fail please")
+    assert not isinstance(info.value, HaltError)
+    assert llm_requests(standins) == 3  # the first attempt and two retries
+    assert (await AsyncSidecarClient(sc.explicit).budgets())["calls"].used == 3

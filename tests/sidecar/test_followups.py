@@ -16,6 +16,8 @@ from haltgate.governance.engine.decision import LazyBudget
 from haltgate.testbed.standins import serve
 from tests.sidecar.conftest import SidecarFactory, Standins, base_policy
 
+HANG_GUARD_SECONDS = 20.0
+"""How long a blocked step may wait: a guard against a hang, never a speed figure."""
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
         "max_tokens": 5}
 
@@ -238,37 +240,40 @@ async def test_lone_surrogate_escape_in_a_request_body_is_a_typed_error(
 
 async def test_the_answer_does_not_wait_for_the_outcome_record(
         sidecar_factory: SidecarFactory) -> None:
-    import time
+    import threading
     import urllib.request
 
     sc = await sidecar_factory()
     pipeline = sc.sidecar.pipeline
     assert pipeline is not None
-    queued: list[Any] = []
+    answered = threading.Event()
+    queued: list[tuple[Any, bool]] = []
 
-    def slow_submit(record: Any) -> None:  # an audit queue that takes its time (slow disk)
-        time.sleep(0.5)
-        queued.append(record)
+    def blocked_submit(record: Any) -> None:
+        # An audit queue that cannot take the record until the client has its answer
+        # (a slow disk, taken to the limit). It blocks the sidecar's loop: if the answer
+        # waited for the record, the client would not get it before the guard runs out.
+        queued.append((record, answered.wait(timeout=HANG_GUARD_SECONDS)))
 
-    pipeline._submit_nowait = slow_submit
+    pipeline._submit_nowait = blocked_submit
 
-    def call() -> float:
-        started = time.monotonic()
+    def call() -> None:
         req = urllib.request.Request(sc.explicit + "/llm/v1/chat/completions",
                                      data=orjson.dumps(CHAT), method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=2 * HANG_GUARD_SECONDS) as r:
             assert r.status == 200
             r.read()
-        return time.monotonic() - started
+        answered.set()
 
-    # The client runs in a thread: it reads its answer while the sidecar's loop is busy.
-    elapsed = await asyncio.to_thread(call)
-    assert elapsed < 0.4
+    # The client runs in a thread: it reads its answer while the sidecar's loop is blocked.
+    await asyncio.to_thread(call)
     for _ in range(100):
         if queued:
             break
         await asyncio.sleep(0.01)
-    assert [r.phase for r in queued] == ["outcome"]
+    assert [seen_answer for _, seen_answer in queued] == [True]  # the answer came first
+    queued_records = [r for r, _ in queued]
+    assert [r.phase for r in queued_records] == ["outcome"]
 
 
 async def test_expect_100_continue_is_answered_before_the_body(

@@ -263,7 +263,7 @@ async def test_streams_holding_unfinished_events_share_the_body_budget(
         await resp.prepare(request)
         try:
             await resp.write(FIRST)
-            await resp.write(b'data: "' + b"q" * (150 * 1024))  # an event not ended yet
+            await resp.write(b'data: "' + b"q" * (300 * 1024))  # an event not ended yet
             async with asyncio.timeout(20):
                 await release.wait()
             await resp.write(b'"\n\ndata: [DONE]\n\n')
@@ -280,7 +280,7 @@ async def test_streams_holding_unfinished_events_share_the_body_budget(
         pipeline = sc.sidecar.pipeline
         assert pipeline is not None
         first = asyncio.ensure_future(stream_via(sc))
-        for _ in range(500):  # the relay and the usage reader each hold the partial event
+        for _ in range(500):  # the relay holds the partial event (one copy, read once)
             if pipeline.memory.held >= 300 * 1024:
                 break
             await asyncio.sleep(0.01)

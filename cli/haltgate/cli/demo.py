@@ -191,6 +191,10 @@ class Demo:
     topo: Any = None
     sidecar_proc: Any = None
     state_dir: Path = field(default_factory=Path)
+    dashboard_png: Path = Path("haltgate-demo-dashboard.png")
+    """Where the last step draws the fleet dashboard (cli/haltgate/cli/demo_dashboard.py)."""
+    drawing: Any = None
+    """The Prometheus scraping the sidecar and the picture drawn from it, if possible."""
 
     def __post_init__(self) -> None:
         from haltgate.testbed import binaries
@@ -212,10 +216,15 @@ class Demo:
         self.mode = "netns" if wanted != "explicit" and why is None else "explicit"
         if self.mode == "netns":
             click.echo("mode: network namespace (the agent and the sidecar in a pod-like "
-                       "namespace with haltgate's iptables rules)")
+                       "namespace with haltgate's iptables rules: the transparent boundary)")
+        elif wanted == "explicit":
+            click.echo("mode: explicit (the agent calls the sidecar's base-URL aliases)")
         else:
-            click.echo(f"mode: explicit (the agent calls the sidecar's base-URL aliases)"
-                       f"{'' if wanted == 'explicit' else f'; no network namespace: {why}'}")
+            click.secho(f"mode: explicit. The transparent journey (agent and sidecar in a "
+                        f"network namespace behind haltgate's iptables rules) cannot run "
+                        f"here: {why}. It needs root and iptables/iproute2 (`make deps` "
+                        f"as root installs them); this run shows the same governance with "
+                        f"the agent calling the sidecar's base-URL aliases.", fg="yellow")
 
     # -- processes ---------------------------------------------------------------------
 
@@ -477,6 +486,8 @@ class Demo:
             "setpriv", f"--reuid={SIDECAR_UID}", f"--regid={SIDECAR_UID}", "--clear-groups",
             self.haltgate, "sidecar", "--policy", str(self.workdir / "policy.yaml"),
             "--mode", "transparent", "--ca-dir", str(ca_dir),
+            # On the pod IP, as the injected sidecar: Prometheus scrapes it from outside.
+            "--metrics-listen", f"{POD_IP}:{self.ports['metrics']}",
             "--state-dir", str(self.state_dir), "--admin-token-file", str(token),
             "--opa-url", self.urls["opa"], "--log-level", "warning"]), env=env)
         self.sidecar_proc = proc
@@ -506,8 +517,8 @@ class Demo:
                 "setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups",
                 sys.executable, "-c",
                 "import sys; from haltgate.cli.demo import agent_main; "
-                "sys.exit(agent_main(sys.argv[1], sys.argv[2]))",
-                self.urls["llm"], self.urls["mcp"] + "/mcp"])
+                "sys.exit(agent_main(*sys.argv[1:]))",
+                self.urls["llm"], self.urls["mcp"] + "/mcp", str(self.pace())])
             res = subprocess.run(argv, timeout=120, check=False, env=_clean_env(),
                                  cwd=self.workdir)
             if res.returncode != 0:
@@ -519,9 +530,34 @@ class Demo:
             self.metrics_text = metrics.stdout
         else:
             base = f"http://127.0.0.1:{self.ports['explicit']}"
-            run_agent(self.console, base + "/llm", base + "/tools")
+            run_agent(self.console, base + "/llm", base + "/tools", self.pace())
             _, _, text = _http("GET", f"http://127.0.0.1:{self.ports['metrics']}/metrics")
             self.metrics_text = text if isinstance(text, str) else ""
+
+    def pace(self) -> float:
+        """Seconds between the agent's calls: spread over a few scrapes when there is a
+        dashboard picture to draw, else none."""
+        from haltgate.cli import demo_dashboard
+
+        return demo_dashboard.AGENT_PACE_SECONDS if self.drawing is not None else 0.0
+
+    def prometheus(self) -> None:
+        from haltgate.cli import demo_dashboard
+
+        self.console.step("Prometheus scraping the sidecar (for the dashboard at the end)")
+        self.drawing = demo_dashboard.start(self, self.dashboard_png)
+
+    def dashboard(self) -> None:
+        from haltgate.cli import demo_dashboard
+
+        self.console.step("Prometheus has every call: the fleet dashboard is drawn from it")
+        demo_dashboard.draw(self, self.drawing)
+
+    def picture(self) -> None:
+        from haltgate.cli import demo_dashboard
+
+        self.console.step("The fleet dashboard of this run, as a picture")
+        demo_dashboard.finish(self, self.drawing)
 
     def audit(self) -> None:
         self.console.step("The audit trail: ship the spool, read the run back, verify")
@@ -572,15 +608,18 @@ SCRIPT: list[tuple[str, str, Any]] = [
 """The agent's first steps (then it alternates LLM and search calls until halted)."""
 
 
-def run_agent(console: Console, llm_base: str, mcp_url: str) -> None:
+def run_agent(console: Console, llm_base: str, mcp_url: str, pace: float = 0.0) -> None:
     """The sample agent: scripted calls, then a loop, until the sidecar halts it.
 
     ``llm_base`` is the OpenAI-compatible base URL (``.../v1/chat/completions`` is appended)
     and ``mcp_url`` the MCP endpoint: the upstreams themselves (transparent mode) or the
-    sidecar's aliases (explicit mode). Raises DemoError if the halt never comes."""
+    sidecar's aliases (explicit mode). ``pace``: seconds between calls (so that Prometheus,
+    scraping every second, sees the run unfold). Raises DemoError if the halt never comes."""
     seen: dict[str, int] = {}
     halted = False
     for step in range(MAX_AGENT_STEPS):
+        if step and pace:
+            time.sleep(pace)
         if step < len(SCRIPT):
             kind, what, args = SCRIPT[step]
         elif step % 2:
@@ -608,10 +647,10 @@ def run_agent(console: Console, llm_base: str, mcp_url: str) -> None:
     console.ok(f"halted for good: the next call is refused too ({failure})")
 
 
-def agent_main(llm_base: str, mcp_url: str) -> int:
+def agent_main(llm_base: str, mcp_url: str, pace: str = "0") -> int:
     """Entry point of the agent process in network-namespace mode (exit 0: halted)."""
     try:
-        run_agent(Console(total=0), llm_base, mcp_url)
+        run_agent(Console(total=0), llm_base, mcp_url, float(pace))
     except DemoError as e:
         click.secho(f"    agent: {e}", fg="red", err=True)
         return 1
@@ -661,7 +700,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 STEPS = ("postgres", "standins", "opa", "control_plane", "operator", "apply_workload",
-         "sidecar", "agent", "audit", "metrics")
+         "sidecar", "prometheus", "agent", "dashboard", "audit", "metrics", "picture")
 
 
 @contextlib.contextmanager
@@ -684,12 +723,17 @@ def _workdir(keep: bool) -> Iterator[Path]:
               help="netns: agent and sidecar in a network namespace with the iptables rules "
                    "(needs root, iproute2, iptables); explicit: base-URL aliases; auto: netns "
                    "when possible.")
-def demo(keep: bool, mode: str) -> None:
+@click.option("--dashboard", "dashboard_png", type=click.Path(dir_okay=False, path_type=Path),
+              default="haltgate-demo-dashboard.png", show_default=True,
+              help="Where to write the fleet dashboard picture of the run (needs "
+                   "prometheus and matplotlib; said plainly when they are missing).")
+def demo(keep: bool, mode: str, dashboard_png: Path) -> None:
     """Run the local end-to-end demo: PostgreSQL, OPA, a Kubernetes control plane with the
     operator, an injected agent Deployment, then an agent governed by the sidecar until its
     budget halts it, and its audit trail. Needs `make binaries`; cleans up after itself.
 
     Exit codes: 0 done; 1 a step did not do what it should (the message says which)."""
+    dashboard_png = dashboard_png.resolve()
     repo = _repo_root()
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
@@ -700,11 +744,17 @@ def demo(keep: bool, mode: str) -> None:
                 bold=True)
     try:
         with _workdir(keep) as workdir, contextlib.ExitStack() as stack:
-            d = Demo(console, repo, workdir, stack)
+            d = Demo(console, repo, workdir, stack, dashboard_png=dashboard_png)
             d.choose_mode(mode)
+            took: list[str] = []
             for name in STEPS:
+                started = time.monotonic()
                 getattr(d, name)()
-            click.secho(f"\nDone in {console.elapsed():.0f}s. Tearing down.", bold=True)
+                took.append(f"{name} {time.monotonic() - started:.1f}s")
+            click.secho(f"\nDone in {console.elapsed():.0f}s ({', '.join(took)}). "
+                        "Tearing down.", bold=True)
+            if d.drawing is not None:
+                click.secho(f"The fleet dashboard of this run: {d.drawing.out}", bold=True)
     except DemoError as e:
         click.secho(f"\ndemo failed: {e}", fg="red", err=True)
         raise SystemExit(1) from e

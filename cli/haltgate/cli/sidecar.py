@@ -8,6 +8,7 @@ import os
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -25,6 +26,7 @@ from haltgate.sidecar.server import (
     Listen,
     Sidecar,
     SidecarSettings,
+    StartupError,
 )
 
 # Pod names of Deployments end in -<replicaset hash>-<5 chars>; of StatefulSets in -<n>.
@@ -36,14 +38,57 @@ def workload_of(pod: str) -> str:
     return _POD_SUFFIX.sub("", pod) if pod else ""
 
 
-def _listen(value: str, port: int) -> Listen:
+FLAGS = {
+    "explicit": "--listen",
+    "transparent": "--transparent-listen",
+    "admin": "--admin-listen",
+    "metrics": "--metrics-listen",
+    "ca_dir": "--ca-dir",
+    "policy_path": "--policy",
+    "price_table": "--price-table",
+    "audit_dir": "--audit-dir",
+    "state_dir": "--state-dir",
+    "upstream_ca_file": "--upstream-ca-file",
+}
+"""The flag of each :class:`SidecarSettings` field a start-up error can name."""
+
+
+def _listen(value: str, port: int, flag: str) -> Listen:
     try:
         return Listen.parse(value, port)
     except ValueError as e:
-        raise click.BadParameter(f"expected HOST:PORT, got {value!r}") from e
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint=flag) from e
 
 
-@click.command(name="sidecar")
+class StartFailed(click.ClickException):
+    """A start-up error, shown as one line (no usage text, no traceback)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"haltgate sidecar: {self.message}", err=True)
+
+
+class _OneLineErrors(click.Command):
+    """Bad flag values are reported as one line naming the flag (exit 2)."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            raise StartFailed(e.format_message(), 2) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            raise StartFailed(e.format_message(), 2) from None
+
+
+@click.command(name="sidecar", cls=_OneLineErrors)
 @click.option("--policy", "policy_path", required=True, envvar="HALTGATE_POLICY_FILE",
               type=click.Path(dir_okay=False, path_type=Path),
               help="GovernancePolicy YAML (reloaded when it changes).")
@@ -98,9 +143,11 @@ def _listen(value: str, port: int) -> Listen:
               show_default=True)
 @click.option("--rego-dir", envvar="HALTGATE_REGO_DIR", default="/etc/haltgate/opa",
               show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--reload-interval", default=1.0, show_default=True, type=float,
+@click.option("--reload-interval", default=1.0, show_default=True,
+              type=click.FloatRange(min=0.01),
               help="Seconds between policy file checks.")
-@click.option("--default-max-output-tokens", default=4096, show_default=True, type=int,
+@click.option("--default-max-output-tokens", default=4096, show_default=True,
+              type=click.IntRange(min=1),
               help="Output tokens reserved for LLM calls that set no max_tokens, when the "
                    "price table does not know the model's largest completion (a known "
                    "model reserves its real maximum).")
@@ -137,22 +184,26 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
     """Run the governing proxy next to an agent.
 
     Ports: 15000 explicit mode, 15001 transparent mode, 15020 admin API, 15090 metrics.
-    Exit codes: 0 stopped by a signal; 1 the policy file or the price table is invalid
-    at start; 2 usage.
+    Exit codes: 0 stopped by a signal; 1 cannot start with these settings (invalid policy
+    or price table, unusable CA, address in use), one line naming the flag; 2 a bad flag
+    value (one line naming the flag).
     """
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    flags = dict(FLAGS)
     if audit_sink == "memory":
         audit_dir = None
     elif audit_dir is None and state_dir is not None:
         audit_dir = state_dir / "audit"
+        flags["audit_dir"] = "--state-dir"  # the spool's directory comes from it
     settings = SidecarSettings(
         policy_path=policy_path, admin_token_file=admin_token_file, state_dir=state_dir,
         audit_dir=audit_dir, ca_dir=ca_dir, upstream_ca_file=upstream_ca_file,
-        explicit=_listen(explicit_listen, EXPLICIT_PORT),
-        transparent=_listen(transparent_listen, TRANSPARENT_PORT)
+        explicit=_listen(explicit_listen, EXPLICIT_PORT, "--listen"),
+        transparent=_listen(transparent_listen, TRANSPARENT_PORT, "--transparent-listen")
         if mode == "transparent" else None,
-        admin=_listen(admin_listen, ADMIN_PORT), metrics=_listen(metrics_listen, METRICS_PORT),
+        admin=_listen(admin_listen, ADMIN_PORT, "--admin-listen"),
+        metrics=_listen(metrics_listen, METRICS_PORT, "--metrics-listen"),
         limits=ListenerLimits(idle_timeout=idle_timeout, max_connections=max_connections),
         agent=AgentIdentity(namespace=agent_namespace, pod=agent_pod,
                             workload=agent_workload or workload_of(agent_pod)),
@@ -165,11 +216,16 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
     try:
         _run(settings)
     except PolicyFileError as e:
-        click.echo(f"haltgate sidecar: invalid policy: {e}", err=True)
-        raise SystemExit(1) from e
+        raise StartFailed(f"--policy: invalid policy: {_one_line(e)}", 1) from None
     except PriceTableError as e:
-        click.echo(f"haltgate sidecar: invalid price table: {e}", err=True)
-        raise SystemExit(1) from e
+        raise StartFailed(f"--price-table: invalid price table: {_one_line(e)}", 1) from None
+    except StartupError as e:
+        flag = flags.get(e.setting, e.setting)
+        raise StartFailed(f"{flag}: {_one_line(e)}", 1) from None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _run(settings: SidecarSettings) -> None:

@@ -1,8 +1,10 @@
 """haltgate for agent code: typed halts, budgets, and framework integrations.
 
-``haltgate.sdk.client`` (sidecar client and error mapping) needs nothing beyond haltgate;
-``haltgate.sdk.langchain`` needs the ``langchain`` extra, ``haltgate.sdk.autogen`` the
-``autogen`` extra. See ``docs/integrations.md``.
+The ``haltgate-sdk`` distribution: it speaks HTTP to the sidecar and imports nothing of
+haltgate's engine, policy model or servers. ``haltgate.sdk``, ``.errors``, ``.client`` and
+``.wire`` need only the standard library; ``haltgate.sdk.langchain`` needs the
+``langchain`` extra, ``haltgate.sdk.autogen`` the ``autogen`` extra. See
+``docs/integrations.md``.
 """
 
 from haltgate.sdk.errors import (

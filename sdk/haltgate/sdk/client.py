@@ -1,27 +1,26 @@
-"""A small client of the haltgate sidecar: where to send calls, status, remaining budgets.
+"""A small client of the haltgate sidecar: where to send calls, the run's status and budgets.
 
 Calls go to the explicit listener (``HALTGATE_URL``, default ``http://127.0.0.1:15000``)
 under an upstream alias of the policy: :func:`base_url` builds ``<url>/<alias>/<path>``.
-Status and budgets come from the admin API (``HALTGATE_ADMIN_URL``, default
-``http://127.0.0.1:15020``) with the bearer token of ``HALTGATE_ADMIN_TOKEN`` or the file
-named by ``HALTGATE_ADMIN_TOKEN_FILE``. Errors of the sidecar become the exceptions of
-:mod:`haltgate.sdk.errors` (re-exported here).
+Status and budgets come from the same listener's read-only view of the agent's own run,
+``GET <url>/haltgate/v1/self``: no token, nothing it can change, and reachable from the
+agent's container (the admin API is not, by design). Errors of the sidecar become the
+exceptions of :mod:`haltgate.sdk.errors` (re-exported here).
 
-:class:`SidecarClient` is synchronous (standard library only); :class:`AsyncSidecarClient`
-uses aiohttp, for agents running in an event loop.
+Standard library only: :class:`SidecarClient` is synchronous; :class:`AsyncSidecarClient`
+runs the same requests in a worker thread, for agents in an event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import orjson
 
 from haltgate.sdk.errors import (
     DeniedError,
@@ -39,6 +38,7 @@ from haltgate.sdk.errors import (
     error_from_sse_data,
     find_haltgate_error,
 )
+from haltgate.sdk.wire import DECISION_HEADER, SELF_PATH, WARNING_HEADER
 
 __all__ = [
     "AsyncSidecarClient",
@@ -55,20 +55,19 @@ __all__ = [
     "StagnationError",
     "base_url",
     "budget_warnings",
+    "budgets_of",
     "error_from_body",
     "error_from_jsonrpc",
     "error_from_sse_data",
     "find_haltgate_error",
+    "halted_in",
     "raise_for_response",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:15000"
-DEFAULT_ADMIN_URL = "http://127.0.0.1:15020"
-WARNING_HEADER = "x-haltgate-budget-warning"
-DECISION_HEADER = "x-haltgate-decision-id"
 TIMEOUT_SECONDS = 5.0
-"""Admin API requests are local and small: a slow answer means something is wrong."""
-MAX_ADMIN_BYTES = 4 * 1024 * 1024
+"""The view is local and small: a slow answer means something is wrong."""
+MAX_VIEW_BYTES = 1024 * 1024
 
 
 def base_url(alias: str, path: str = "", *, url: str | None = None) -> str:
@@ -121,18 +120,9 @@ class BudgetView:
         return 1.0 if self.limit <= 0 else min(1.0, (self.used + self.reserved) / self.limit)
 
 
-def _token_from_env() -> str | None:
-    token = os.environ.get("HALTGATE_ADMIN_TOKEN")
-    if token:
-        return token.strip()
-    path = os.environ.get("HALTGATE_ADMIN_TOKEN_FILE")
-    if path:
-        return Path(path).read_text().strip()
-    return None
-
-
 def budgets_of(snapshot: Mapping[str, Any]) -> dict[str, BudgetView]:
-    """The dimensions of a ``GET /budgets`` answer (or of an error's ``budget``)."""
+    """The dimensions of a self view (or of an admin ``GET /budgets`` answer, or of an
+    error's ``budget``)."""
     raw = snapshot.get("budget", snapshot)
     out: dict[str, BudgetView] = {}
     if isinstance(raw, Mapping):
@@ -144,106 +134,107 @@ def budgets_of(snapshot: Mapping[str, Any]) -> dict[str, BudgetView]:
     return out
 
 
-def _admin_error(status: int, body: bytes) -> SidecarError:
+
+def _view_error(status: int, body: bytes) -> SidecarError:
+    found = error_from_body(body, status=status)
+    if found is not None and isinstance(found, SidecarError):
+        return found
     text = body[:200].decode("utf-8", "replace")
-    code = "unauthorized" if status == 401 else f"admin_http_{status}"
-    return SidecarError(f"admin API answered {status}: {text}", type="admin", code=code,
-                        status=status)  # fmt: skip
+    return SidecarError(f"the sidecar's self view answered {status}: {text}", type="unavailable",
+                        code=f"self_view_http_{status}", status=status)  # fmt: skip
 
 
+def _unreachable(url: str, e: BaseException) -> SidecarError:
+    return SidecarError(f"the sidecar's self view at {url} is unreachable: {e}",
+                        type="unavailable", code="sidecar_unreachable")  # fmt: skip
 
-def _unreachable(e: Exception) -> SidecarError:
-    return SidecarError(f"admin API unreachable: {e}", type="unavailable",
-                        code="sidecar_unreachable")  # fmt: skip
 
-
-def _admin_doc(body: bytes) -> dict[str, Any]:
-    """The JSON object of an admin API answer."""
-    doc = orjson.loads(body)
+def _view_doc(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
     if not isinstance(doc, dict):
-        raise SidecarError("admin API answered a non-object", type="admin",
-                           code="admin_bad_answer")  # fmt: skip
+        raise SidecarError("the sidecar's self view answered something else than a JSON "
+                           "object", type="unavailable", code="self_view_bad_answer")  # fmt: skip
     return doc
 
 
-class _Base:
-    def __init__(self, admin_url: str | None = None, token: str | None = None,
-                 timeout: float = TIMEOUT_SECONDS) -> None:  # fmt: skip
-        self.admin_url = (admin_url or os.environ.get("HALTGATE_ADMIN_URL")
-                          or DEFAULT_ADMIN_URL).rstrip("/")  # fmt: skip
-        self.token = token if token is not None else _token_from_env()
-        self.timeout = timeout
+class SidecarClient:
+    """The agent's own run as the sidecar sees it: ``status()``, ``budgets()``,
+    ``remaining()``, ``halted()``.
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-
-class SidecarClient(_Base):
-    """Synchronous admin API client: ``status()``, ``budgets()``, ``remaining()``, ``halted()``.
-
-    The admin API needs the bearer token (``token=``, ``HALTGATE_ADMIN_TOKEN`` or
-    ``HALTGATE_ADMIN_TOKEN_FILE``); a wrong or missing one raises :class:`SidecarError`
-    with code ``unauthorized``.
+    ``url``: the explicit listener (``HALTGATE_URL``, default ``http://127.0.0.1:15000``).
+    A sidecar that cannot be reached raises :class:`SidecarError` ``sidecar_unreachable``
+    (``retryable``).
     """
 
-    def _get(self, path: str) -> dict[str, Any]:
-        req = urllib.request.Request(self.admin_url + path, headers=self._headers())
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                body = resp.read(MAX_ADMIN_BYTES)
-        except urllib.error.HTTPError as e:
-            raise _admin_error(e.code, e.read(MAX_ADMIN_BYTES)) from e
-        except OSError as e:
-            raise _unreachable(e) from e
-        return _admin_doc(body)
+    def __init__(self, url: str | None = None, *, timeout: float = TIMEOUT_SECONDS) -> None:
+        self.url = (url or os.environ.get("HALTGATE_URL") or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout
+
+    @property
+    def view_url(self) -> str:
+        """``<url>/haltgate/v1/self``."""
+        return self.url + SELF_PATH
 
     def status(self) -> dict[str, Any]:
-        """``GET /status``: policy, halted, agent, counters."""
-        return self._get("/status")
+        """The whole view: ``run_id``, ``agent``, ``halted`` (``None`` or failure type,
+        code, message), ``budget`` per dimension, ``pool``."""
+        # No proxy of the environment: the view is the sidecar itself, never an upstream.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        req = urllib.request.Request(self.view_url, headers={"Accept": "application/json"})
+        try:
+            with opener.open(req, timeout=self.timeout) as resp:
+                body = resp.read(MAX_VIEW_BYTES)
+        except urllib.error.HTTPError as e:
+            raise _view_error(e.code, e.read(MAX_VIEW_BYTES)) from e
+        except (OSError, ValueError) as e:
+            raise _unreachable(self.view_url, e) from e
+        return _view_doc(body)
 
     def budgets(self) -> dict[str, BudgetView]:
-        """``GET /budgets``, per dimension."""
-        return budgets_of(self._get("/budgets"))
+        """Per dimension: used, reserved, limit, ``remaining``."""
+        return budgets_of(self.status())
 
     def remaining(self) -> dict[str, float]:
         """What is left of each budget dimension."""
         return {name: b.remaining for name, b in self.budgets().items()}
 
     def halted(self) -> bool:
-        """True while the sidecar refuses every call of the run."""
-        return bool(self._get("/budgets").get("halted"))
+        """True while the sidecar refuses every call of the run (the run or its pool)."""
+        return halted_in(self.status())
 
 
-class AsyncSidecarClient(_Base):
-    """The same as :class:`SidecarClient` for asyncio code (aiohttp)."""
+class AsyncSidecarClient:
+    """The same as :class:`SidecarClient` for asyncio code (requests in a worker thread)."""
 
-    async def _get(self, path: str) -> dict[str, Any]:
-        import aiohttp
+    def __init__(self, url: str | None = None, *, timeout: float = TIMEOUT_SECONDS) -> None:
+        self.sync = SidecarClient(url, timeout=timeout)
 
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        try:
-            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
-                self.admin_url + path, headers=self._headers()
-            ) as resp:
-                body = await resp.content.read(MAX_ADMIN_BYTES)
-                if resp.status >= 400:
-                    raise _admin_error(resp.status, body)
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise _unreachable(e) from e
-        return _admin_doc(body)
+    @property
+    def url(self) -> str:
+        return self.sync.url
 
     async def status(self) -> dict[str, Any]:
-        """``GET /status``."""
-        return await self._get("/status")
+        """The whole view (see :meth:`SidecarClient.status`)."""
+        return await asyncio.to_thread(self.sync.status)
 
     async def budgets(self) -> dict[str, BudgetView]:
-        """``GET /budgets``, per dimension."""
-        return budgets_of(await self._get("/budgets"))
+        """Per dimension: used, reserved, limit, ``remaining``."""
+        return budgets_of(await self.status())
 
     async def remaining(self) -> dict[str, float]:
         """What is left of each budget dimension."""
         return {name: b.remaining for name, b in (await self.budgets()).items()}
 
     async def halted(self) -> bool:
-        """True while the sidecar refuses every call of the run."""
-        return bool((await self._get("/budgets")).get("halted"))
+        """True while the sidecar refuses every call of the run (the run or its pool)."""
+        return halted_in(await self.status())
+
+
+def halted_in(view: Mapping[str, Any]) -> bool:
+    """Whether a self view says the run is halted (by its own budgets or by its pool)."""
+    pool = view.get("pool")
+    return bool(view.get("halted")) or (isinstance(pool, Mapping)
+                                        and pool.get("state") == "Halted")

@@ -25,13 +25,20 @@ one refusal after which the *agent* may go on with a different action; ``termina
 
 from __future__ import annotations
 
+import json
+import re
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from haltgate.governance.engine import codes as engine_codes
-from haltgate.governance.policy import FailureType
+from haltgate.sdk.wire import (
+    CATEGORIES,
+    DECISION_HEADER,
+    RETRY_AFTER_HEADER,
+    RUN_HALT_CODES,
+    RUN_HALT_PREFIXES,
+    FailureType,
+)
 
 __all__ = [
     "DeniedError",
@@ -47,6 +54,7 @@ __all__ = [
     "error_from_jsonrpc",
     "error_from_sse_data",
     "find_haltgate_error",
+    "remember",
 ]
 
 MAX_MESSAGE_CHARS = 512
@@ -55,16 +63,9 @@ MAX_MESSAGE_CHARS = 512
 MAX_BODY_BYTES = 1024 * 1024
 """Error bodies larger than this are not parsed (a haltgate error is a few hundred bytes)."""
 
-_ENGINE_CODES = frozenset(
-    {d.code for d in engine_codes.DIMENSIONS}
-    | {
-        engine_codes.REPEATED_TOOL_CALLS,
-        engine_codes.EXTERNAL_HALT,
-        engine_codes.STATE_UNREADABLE,
-        engine_codes.STATE_PERSIST_FAILED,
-    }
-)
-"""Codes of the budget engine: with these a SAFETY refusal is not a per-call denial."""
+RECENT_HALTS = 64
+"""How many of the halts the SDK raised it remembers, to find them again behind a framework
+that re-raised them as text (see :func:`find_haltgate_error`)."""
 
 
 class HaltgateError(Exception):
@@ -178,11 +179,6 @@ _BY_FAILURE: dict[str, type[HaltError]] = {
     FailureType.EXTERNAL.value: ExternalHaltError,
 }
 
-_CATEGORIES = frozenset({"invalid_request", "not_found", "upstream_error", "unavailable",
-                         "internal", "denied"})  # fmt: skip
-"""``error.type`` values of non-governance haltgate errors (``governance.errors``)."""
-
-
 def _number(value: Any) -> float | None:
     try:
         out = float(value)
@@ -204,7 +200,8 @@ def _budget(value: Any) -> dict[str, dict[str, float]] | None:
 
 def _error_class(type_: str, code: str) -> type[HaltgateError]:
     cls = _BY_FAILURE.get(type_)
-    if cls is SafetyError and code not in _ENGINE_CODES and not code.startswith("emocore_"):
+    if cls is SafetyError and code not in RUN_HALT_CODES and not code.startswith(
+            RUN_HALT_PREFIXES):
         return DeniedError
     return cls or SidecarError
 
@@ -224,8 +221,8 @@ def _loads(raw: bytes | bytearray | str) -> Any:
     if len(raw) > MAX_BODY_BYTES:
         return None
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
         return None
 
 
@@ -253,11 +250,11 @@ def error_from_body(
     type_, code = inner.get("type"), inner.get("code")
     if not isinstance(type_, str) or not isinstance(code, str):
         return None
-    if type_ not in _BY_FAILURE and type_ not in _CATEGORIES:
+    if type_ not in _BY_FAILURE and type_ not in CATEGORIES:
         return None
-    if headers is not None and _header(headers, "x-haltgate-decision-id") is None:
+    if headers is not None and _header(headers, DECISION_HEADER) is None:
         return None
-    decision_id = inner.get("decision_id") or _header(headers, "x-haltgate-decision-id")
+    decision_id = inner.get("decision_id") or _header(headers, DECISION_HEADER)
     message = inner.get("message")
     return _error_class(type_, code)(
         message if isinstance(message, str) else code,
@@ -266,7 +263,7 @@ def error_from_body(
         decision_id=decision_id if isinstance(decision_id, str) else None,
         budget=_budget(inner.get("budget")),
         status=status,
-        retry_after=_number(_header(headers, "retry-after")),
+        retry_after=_number(_header(headers, RETRY_AFTER_HEADER)),
     )
 
 
@@ -291,6 +288,37 @@ def error_from_sse_data(data: str | bytes) -> HaltgateError | None:
     return error_from_body(data)
 
 
+_recent: deque[HaltgateError] = deque(maxlen=RECENT_HALTS)
+
+_TEXT = re.compile(r"^(?:[\w.]+: )?(\w+Error): ([A-Za-z_]+) ([a-z0-9_]+): (.*)$")
+"""``<ClassName>: <type> <code>: <message>``: a halt turned into text by a framework
+(AutoGen teams raise ``RuntimeError(f"{type(e).__name__}: {e}")``)."""
+
+
+def remember(error: HaltgateError) -> None:
+    """Keep ``error`` (bounded) so :func:`find_haltgate_error` can return the very object
+    when a framework hands it back as text only."""
+    if not any(e is error for e in _recent):
+        _recent.append(error)
+
+
+def _from_text(exc: BaseException) -> HaltgateError | None:
+    """A halt a framework re-raised as text: the remembered object, else one rebuilt from
+    the text (type, code and message; decision id and budget are lost then)."""
+    first = str(exc).split("\n", 1)[0]
+    match = _TEXT.match(first)
+    if match is None:
+        return None
+    name, type_, code, message = match.groups()
+    for known in reversed(_recent):
+        if type(known).__name__ == name and str(known) == f"{type_} {code}: {message}":
+            return known
+    cls = _error_class(type_, code)
+    if cls.__name__ != name or (type_ not in _BY_FAILURE and type_ not in CATEGORIES):
+        return None
+    return cls(message, type=type_, code=code)
+
+
 def find_haltgate_error(exc: BaseException | None) -> HaltgateError | None:
     """The haltgate error behind an exception raised by an HTTP or LLM client, if any.
 
@@ -298,9 +326,13 @@ def find_haltgate_error(exc: BaseException | None) -> HaltgateError | None:
     ``openai.APIError`` (``body`` is the parsed error object, for HTTP errors and for SSE
     ``error`` events alike; ``response`` carries status and headers);
     ``httpx.HTTPStatusError`` / ``requests.HTTPError`` (``response`` with the JSON body);
-    and any of these in the ``__cause__``/``__context__`` chain (bounded).
+    any exception with a ``body`` in the sidecar's error format (the in-process
+    governor's refusals); any of these in the ``__cause__``/``__context__`` chain
+    (bounded); and, last, a halt a framework re-raised as text (AutoGen teams'
+    ``RuntimeError``), which gives back the halt the SDK raised when it still knows it.
     """
     seen = 0
+    first = exc
     while exc is not None and seen < 8:
         seen += 1
         if isinstance(exc, HaltgateError):
@@ -314,7 +346,7 @@ def find_haltgate_error(exc: BaseException | None) -> HaltgateError | None:
                                     headers=None)  # fmt: skip
             if found is not None:
                 if headers is not None:
-                    found.retry_after = _number(_header(headers, "retry-after"))
+                    found.retry_after = _number(_header(headers, RETRY_AFTER_HEADER))
                 return found
         if response is not None:
             content = getattr(response, "content", None)
@@ -324,4 +356,4 @@ def find_haltgate_error(exc: BaseException | None) -> HaltgateError | None:
                 if found is not None:
                     return found
         exc = exc.__cause__ or exc.__context__
-    return None
+    return _from_text(first) if first is not None else None

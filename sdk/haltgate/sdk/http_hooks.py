@@ -19,10 +19,11 @@ the typed error that follows.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
-import orjson
+from haltgate.sdk.wire import DECISION_HEADER, FAILURE_HEADER
 
 __all__ = [
     "FAILURE_HEADER",
@@ -32,8 +33,6 @@ __all__ = [
     "openai_http_clients",
 ]
 
-FAILURE_HEADER = "x-haltgate-failure-type"
-DECISION_HEADER = "x-haltgate-decision-id"
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 """An event longer than this is passed on unchecked (bounded buffering)."""
 
@@ -53,8 +52,8 @@ class SSEReframer:
         if joined.strip() == b"[DONE]" or not joined.lstrip().startswith((b"{", b"[")):
             return True
         try:
-            orjson.loads(joined)
-        except orjson.JSONDecodeError:
+            json.loads(joined)
+        except (ValueError, UnicodeDecodeError):
             return False  # the fragment of an event the sidecar cut
         return True
 

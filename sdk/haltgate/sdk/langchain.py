@@ -15,10 +15,10 @@ Behind the sidecar (explicit mode)::
   which propagate out of ``invoke``/``stream``/tool runs and so stop the agent loop; it
   records ``x-haltgate-budget-warning`` dimensions in ``warnings`` and calls ``on_warning``.
 
-Without a sidecar, ``HaltgateCallbackHandler(local=LocalGovernance("policy.yaml"))`` applies
-the policy's budgets in process: every model and tool call is reserved before it runs and
-settled after, with the same engine and the same exceptions. That mode is **bypassable**
-(see :mod:`haltgate.sdk.local`).
+Without a sidecar, ``HaltgateCallbackHandler(local=...)`` drives an in-process governor
+(``haltgate.governance.inprocess.LocalGovernance`` of the main ``haltgate`` distribution):
+every model and tool call is reserved before it runs and settled after, with the same
+engine and the same exceptions. That mode is **bypassable** (it runs inside the agent).
 """
 
 from __future__ import annotations
@@ -31,19 +31,24 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from haltgate.governance.engine import Usage
-from haltgate.sdk.client import base_url, budget_warnings
+from haltgate.sdk.client import SidecarClient, base_url, budget_warnings
 from haltgate.sdk.errors import HaltgateError, find_haltgate_error
 from haltgate.sdk.http_hooks import openai_http_clients
-from haltgate.sdk.local import LocalGovernance
-from haltgate.sdk.tracking import HaltTracker, WarningCallback, default_api_key
+from haltgate.sdk.tracking import (
+    HaltTracker,
+    InProcessBudget,
+    TokenUsage,
+    WarningCallback,
+    default_api_key,
+    view_client,
+)
 
 __all__ = ["HaltgateCallbackHandler", "chat_openai"]
 
 log = logging.getLogger("haltgate.sdk.langchain")
 
 
-def _usage_of(response: LLMResult) -> Usage | None:
+def _usage_of(response: LLMResult) -> TokenUsage | None:
     """Token usage of a LangChain result (message usage_metadata, else llm_output)."""
     inp = out = cached = reasoning = 0
     found = False
@@ -66,8 +71,9 @@ def _usage_of(response: LLMResult) -> Usage | None:
             out = int(tu.get("completion_tokens", tu.get("output_tokens", 0)) or 0)
     if not found:
         return None
-    return Usage(input_tokens=inp, output_tokens=out, cached_input_tokens=min(cached, inp),
-                 reasoning_tokens=min(reasoning, out))  # fmt: skip
+    return TokenUsage(input_tokens=inp, output_tokens=out,
+                      cached_input_tokens=min(cached, inp),
+                      reasoning_tokens=min(reasoning, out))  # fmt: skip
 
 
 def _headers_of(response: LLMResult) -> dict[str, str]:
@@ -95,12 +101,14 @@ class HaltgateCallbackHandler(HaltTracker, BaseCallbackHandler):
 
     ``on_warning(dimensions)``: called when an answer carries
     ``x-haltgate-budget-warning`` (or, in local mode, when the engine warns).
-    ``local``: an in-process :class:`LocalGovernance` (bypassable) for runs without a
-    sidecar. ``max_output_tokens``: the worst case reserved per model call in local mode
-    when the model names no cap.
+    ``local``: an in-process governor (bypassable) for runs without a sidecar.
+    ``max_output_tokens``: the worst case reserved per model call in local mode when the
+    model names no cap. ``sidecar``: where to read the run's state (default: the
+    ``HALTGATE_URL`` sidecar).
 
-    After a halt, ``halt`` holds the exception; it is raised again for every later call
-    (so no framework retry loop can get past it).
+    After a halt, ``halt`` holds the exception; it is raised again, without a request,
+    for as long as the halt holds: until its ``retry_after`` for a periodic budget, else
+    while the sidecar's view of the run says halted (a lift or reset ends it).
     """
 
     _log = log
@@ -111,11 +119,13 @@ class HaltgateCallbackHandler(HaltTracker, BaseCallbackHandler):
         self,
         *,
         on_warning: WarningCallback | None = None,
-        local: LocalGovernance | None = None,
+        local: InProcessBudget | None = None,
         max_output_tokens: int = 4096,
+        sidecar: SidecarClient | None = None,
     ) -> None:
         self.on_warning = on_warning
         self.local = local
+        self.sidecar = sidecar
         self.max_output_tokens = max_output_tokens
         self.warnings: tuple[str, ...] = ()
         self.halt: HaltgateError | None = None
@@ -134,15 +144,17 @@ class HaltgateCallbackHandler(HaltTracker, BaseCallbackHandler):
             raise found from error
 
     def _before_call(self, run_id: UUID, **reserve: Any) -> None:
-        if self.halt is not None:
-            raise self.halt
+        self._check_halt()
         if self.local is None:
             return
         try:
             self._calls[run_id] = self.local.reserve(**reserve)
-        except HaltgateError as e:
-            self._remember(e)
-            raise
+        except Exception as e:
+            found = find_haltgate_error(e)
+            if found is None:
+                raise
+            self._remember(found)
+            raise found from e
         finally:
             self._warn(self.local.warnings)
 
@@ -152,9 +164,6 @@ class HaltgateCallbackHandler(HaltTracker, BaseCallbackHandler):
             return
         try:
             self.local.settle(call_id, ok=ok, **settle)
-        except HaltgateError as e:
-            self._remember(e)
-            raise
         finally:
             self._warn(self.local.warnings)
 
@@ -237,7 +246,9 @@ def chat_openai(
     """
     from langchain_openai import ChatOpenAI
 
-    handler = handler or HaltgateCallbackHandler()
+    handler = handler or HaltgateCallbackHandler(sidecar=view_client(url))
+    if handler.sidecar is None and url is not None:
+        handler.sidecar = view_client(url)
     sync_client, async_client = openai_http_clients()
     default_api_key(kwargs)
     callbacks = [*(kwargs.pop("callbacks", None) or []), handler]

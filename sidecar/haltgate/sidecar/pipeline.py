@@ -72,10 +72,12 @@ from haltgate.sidecar.budget import Budget, BudgetVerdict
 from haltgate.sidecar.classify import Classified, Target, classify
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.destinations import check_destination
+from haltgate.sidecar.injected_usage import HiddenUsage, ask_for_usage
 from haltgate.sidecar.input_bound import max_input_tokens
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.replayinputs import replay_inputs
 from haltgate.sidecar.sse import DEFAULT_MAX_EVENT_BYTES, EventHold, SSEEvent, SSEParser
+from haltgate.sidecar.sse_frames import EventFramer, parse_event
 from haltgate.sidecar.usage import TokenCounts, UsageReader
 
 __all__ = ["Call", "Pipeline", "PipelineSettings"]
@@ -526,13 +528,9 @@ class Pipeline:
             raise _denied(verdict)
         call.reserved = True
         if classified.wants_usage_injection:
-            # Ask the upstream for a usage chunk so the stream is metered exactly; the
-            # client sees one more final chunk with empty choices (docs/sidecar.md).
-            body = dict(classified.body)
-            options = body.get("stream_options")
-            body["stream_options"] = {**(options if isinstance(options, dict) else {}),
-                                      "include_usage": True}
-            call.forward_body = orjson.dumps(body)
+            # Ask the upstream for a usage chunk so the stream is metered exactly; the relay
+            # reads it and takes out what the option added (docs/sidecar.md).
+            call.forward_body = ask_for_usage(classified.body)
 
     def _model_max_output(self, model: str | None) -> int:
         """Output tokens to reserve when the request names no cap: the model's maximum."""
@@ -712,7 +710,12 @@ class Pipeline:
     async def relay_stream(
         self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
     ) -> web.StreamResponse:
-        """Relay an SSE answer chunk by chunk, metering it; cut it if the budget is crossed."""
+        """Relay an SSE answer, metering it event by event; cut it if the budget is crossed.
+
+        A metered stream is checked after each event and cut right after the event that
+        crossed the budget (at most one event beyond it), and every event the agent is
+        charged for was relayed to it. What the sidecar added to the stream (a usage chunk
+        the agent did not ask for) is read and not relayed."""
         classified = call.classified
         assert classified is not None
         guardrails = call.controls.guardrails
@@ -740,9 +743,9 @@ class Pipeline:
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         await resp.prepare(request)
         max_event = self.settings.max_sse_event_bytes
-        parser = SSEParser(max_event)
         reader = (UsageReader(classified.dialect, classified.view.model)
                   if classified.dialect is not None else None)
+        hidden = HiddenUsage() if classified.wants_usage_injection else None
         # Response guardrails rewrite the stream event by event (redaction held back across
         # events, see ChatStreamGuard); without them the bytes are relayed unchanged.
         scan = (_StreamScan(self, call, guardrails, chat=reader is not None)
@@ -751,14 +754,19 @@ class Pipeline:
         server_filter = mcp.stream_filter(call) if classified.mcp is not None else None
         if scan is not None and server_filter is not None:
             scan = server_filter.wrap(scan)
+        parser = SSEParser(max_event) if scan is not None else None
+        framer = EventFramer(max_event) if scan is None and reader is not None else None
+        """A metered stream without guardrails: split into raw events, each read, checked
+        and relayed as it came."""
+        hold = EventHold(max_event)
+        """An unmetered stream: the start of an event not complete yet is relayed with the
+        rest of its event, so a cut (or an upstream failure) never leaves half an event
+        before the error event."""
         digest = hashlib.blake2b(digest_size=16)
         guard = _StreamGuard(call, self.budget)
         cut: HaltgateError | None = None
         truncated = False
         client_gone = False
-        hold = EventHold(max_event)
-        """The start of an event not complete yet: relayed with the rest of its event, so a
-        cut (or an upstream failure) never leaves half an event before the error event."""
         charged = 0
         """Bytes of unfinished events charged to the body memory budget (grows only)."""
         try:
@@ -771,60 +779,50 @@ class Pipeline:
                         cut = self._stream_unscannable(call, e)
                         if cut is not None:
                             break
-                        decoder = scan = None  # fail open: the rest as it comes
-                if scan is not None:
+                        # Fail open: the rest as it comes, metered but not scanned.
+                        decoder = scan = parser = None
+                        if reader is not None:
+                            framer = EventFramer(max_event)
+                if parser is not None:
+                    assert scan is not None
                     events = parser.feed(chunk)
                     if parser.oversized:
                         # An event too large to hold could not be scanned: end the stream
                         # with a typed error, never relay it unscanned or drop it silently.
                         cut = _event_too_large(max_event)
                         break
-                    if parser.buffered > charged:
-                        try:
-                            charged = self._charge_stream(call, charged, parser.buffered)
-                        except MemoryBudgetError as e:
-                            cut = e
-                            break
-                    if reader is not None:
-                        for event in events:
-                            reader.read_event(event)
-                        cut = guard.check(reader)
-                    out = scan.events(events) if cut is None else b""
-                    cut = cut or scan.verdict()
-                    if cut is not None:
+                    held = parser.buffered
+                    out, cut = _scan_events(events, scan, reader, guard, hidden)
+                elif framer is not None:
+                    assert reader is not None
+                    raws = framer.feed(chunk)
+                    if framer.overflow:
+                        cut = _event_too_large(max_event)
                         break
-                    if out:
-                        try:
-                            await resp.write(out)
-                        except (ConnectionError, RuntimeError):
-                            client_gone = True
-                            break
-                    continue
-                if reader is not None:
-                    for event in parser.feed(chunk):
-                        reader.read_event(event)
-                    cut = guard.check(reader)
-                    if cut is not None:
+                    held = framer.buffered
+                    out, cut = _meter_events(raws, reader, guard, hidden)
+                else:
+                    out = hold.feed(chunk)
+                    if hold.overflow:
+                        cut = _event_too_large(max_event)
                         break
-                out = hold.feed(chunk)
-                if hold.overflow:
-                    cut = _event_too_large(max_event)
-                    break
-                if hold.size + parser.buffered > charged:
+                    held = hold.size
+                if cut is None and held > charged:
                     try:
-                        charged = self._charge_stream(call, charged,
-                                                      hold.size + parser.buffered)
+                        charged = self._charge_stream(call, charged, held)
                     except MemoryBudgetError as e:
                         cut = e
+                if out and server_filter is not None and parser is None:
+                    out = server_filter.raw(out)  # the scan path is filtered in the scan
+                if out:
+                    # Sent even when the stream is cut after them: the agent receives
+                    # every event it is charged for.
+                    try:
+                        await resp.write(out)
+                    except (ConnectionError, RuntimeError):
+                        client_gone = True
                         break
-                if not out:
-                    continue
-                if server_filter is not None:
-                    out = server_filter.raw(out)
-                try:
-                    await resp.write(out)
-                except (ConnectionError, RuntimeError):
-                    client_gone = True
+                if cut is not None:
                     break
         except (aiohttp.ClientError, TimeoutError, OSError):
             truncated = True
@@ -839,18 +837,21 @@ class Pipeline:
                     err = UpstreamError("the upstream stream ended early",
                                         code="upstream_truncated")
                     await resp.write(r.sse_error_event(err, call.decision_id))
-                elif scan is not None and parser.pending:
+                elif parser is not None and parser.pending:
                     # A last event without its blank line: complete it, scan it, send it.
-                    last = parser.feed(b"\n\n")
-                    if reader is not None:
-                        for event in last:
-                            reader.read_event(event)
-                    out = scan.events(last)
-                    cut = scan.verdict()
+                    assert scan is not None
+                    out, cut = _scan_events(parser.feed(b"\n\n"), scan, reader, guard,
+                                            hidden)
+                    if out:
+                        await resp.write(out)
                     if cut is not None:
                         self.metrics.streams_cut.labels(cut.code).inc()
                         await resp.write(r.sse_error_event(cut, call.decision_id))
-                    elif out:
+                elif framer is not None and (rest := framer.rest()):
+                    # A last event without its blank line: read it, relay it as it came.
+                    assert reader is not None
+                    out, _ = _meter_events([rest], reader, guard, hidden)
+                    if out:
                         await resp.write(out)
                 elif rest := hold.rest():
                     # The upstream's own last bytes, unchanged (filtered like the rest).
@@ -1397,6 +1398,53 @@ def _sse_encode(event: str, data: bytes) -> bytes:
     head = b"" if event == "message" else b"event: " + event.encode() + b"\n"
     lines = data.split(b"\n")
     return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
+def _meter_events(raws: Sequence[bytes], reader: UsageReader, guard: _StreamGuard,
+                  hidden: HiddenUsage | None) -> tuple[bytes, HaltgateError | None]:
+    """Read framed events one at a time; stop after the one that crosses the budget.
+    Returns the bytes to relay (those events, as they came, minus what is hidden) and the
+    reason to cut, if any."""
+    if len(raws) == 1 and hidden is None:
+        reader.read_event(parse_event(raws[0]))
+        return raws[0], guard.check(reader)
+    out: list[bytes] = []
+    cut: HaltgateError | None = None
+    for raw in raws:
+        event = parse_event(raw)
+        obj = reader.read_event(event)
+        visible = hidden.visible(raw, event, obj) if hidden is not None else raw
+        if visible:
+            out.append(visible)
+        cut = guard.check(reader)
+        if cut is not None:
+            break
+    return b"".join(out), cut
+
+
+def _scan_events(events: Sequence[SSEEvent], scan: _StreamScan, reader: UsageReader | None,
+                 guard: _StreamGuard, hidden: HiddenUsage | None
+                 ) -> tuple[bytes, HaltgateError | None]:
+    """Parsed events through response guardrails, one at a time (a budget cut after the
+    event that crossed it, as for :func:`_meter_events`)."""
+    out: list[bytes] = []
+    cut: HaltgateError | None = None
+    for event in events:
+        shown: SSEEvent | None = event
+        if reader is not None:
+            obj = reader.read_event(event)
+            if hidden is not None:
+                shown = hidden.visible_event(event, obj)
+            cut = guard.check(reader)
+        sent = scan.events([shown]) if shown is not None else b""
+        blocked = scan.verdict()
+        if blocked is not None:
+            return b"".join(out), blocked  # nothing of the event that was blocked
+        if sent:
+            out.append(sent)
+        if cut is not None:
+            break
+    return b"".join(out), cut
 
 
 class _StreamGuard:

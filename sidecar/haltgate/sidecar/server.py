@@ -12,11 +12,14 @@ Ports (fixed defaults, configurable for tests):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import os
 import ssl
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,7 @@ from haltgate.governance.pricing import (
     load_table_file,
 )
 from haltgate.governance.request import AgentIdentity
+from haltgate.sidecar import self_view
 from haltgate.sidecar.admin import TokenFile, create_admin_app
 from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.classify import Target
@@ -75,7 +79,7 @@ from haltgate.sidecar.pipeline import Pipeline, PipelineSettings
 from haltgate.sidecar.policy_watch import PolicyWatcher, _stat_key
 from haltgate.sidecar.upstreams import default_port
 
-__all__ = ["Listen", "Sidecar", "SidecarSettings"]
+__all__ = ["Listen", "Sidecar", "SidecarSettings", "StartupError"]
 
 log = logging.getLogger("haltgate.sidecar")
 
@@ -84,6 +88,17 @@ TRANSPARENT_PORT = 15001
 ADMIN_PORT = 15020
 METRICS_PORT = 15090
 
+
+class StartupError(Exception):
+    """The sidecar cannot start with these settings; ``setting`` names the field of
+    :class:`SidecarSettings` at fault (the CLI reports it as its flag)."""
+
+    code = "startup_failed"
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +111,18 @@ class Listen:
         """``host:port``, ``:port``, ``[v6]:port`` or ``host``."""
         if value.startswith("["):
             host, _, rest = value[1:].partition("]")
-            return cls(host, int(rest.lstrip(":") or default_port))
+            return cls(host, _port(rest.lstrip(":") or default_port))
         host, sep, port = value.rpartition(":")
         if not sep:
             return cls(value, default_port)
-        return cls(host or "127.0.0.1", int(port))
+        return cls(host or "127.0.0.1", _port(port))
+
+
+def _port(value: str | int) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range 0-65535")
+    return port
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,15 +193,18 @@ class Sidecar:
         self._base_prices: ShippedTable | None = (
             load_table_file(settings.price_table) if settings.price_table is not None else None)
         self._audit_given = audit
-        self.audit: AuditSink = audit or (
-            SpoolAuditSink(settings.audit_dir, on_full=self.controls.spec.audit.on_spool_full,
-                           metrics=AuditMetrics(self.metrics.registry))
-            if settings.audit_dir is not None else MemoryAuditSink())
+        with _opening("audit_dir", "cannot open the audit spool"):
+            self.audit: AuditSink = audit or (
+                SpoolAuditSink(settings.audit_dir,
+                               on_full=self.controls.spec.audit.on_spool_full,
+                               metrics=AuditMetrics(self.metrics.registry))
+                if settings.audit_dir is not None else MemoryAuditSink())
         spool_settings = getattr(self.audit, "settings", None)
         if spool_settings is not None:
             self.metrics.spool_limit.set(spool_settings.max_bytes)
         self.tokens = TokenFile(settings.admin_token_file)
-        self.run_id = self._load_run_id()
+        with _opening("state_dir", "cannot keep state"):
+            self.run_id = self._load_run_id()
         self.governor: Any | None = None
         self.opa: Any | None = None
         self._rego_key: tuple[int, int, int, int] | None = None
@@ -201,9 +226,22 @@ class Sidecar:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Open everything and listen. Raises :class:`StartupError` (after closing what
+        was opened) for a CA that cannot be used or an address that cannot be bound."""
         self.started_at = time.time()
-        ssl_context = True if self.settings.upstream_ca_file is None else \
-            ssl.create_default_context(cafile=str(self.settings.upstream_ca_file))
+        try:
+            # First: a CA that cannot be used fails the start before anything is opened.
+            self.minter = self._make_minter()
+            await self._start()
+        except StartupError:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        with _opening("upstream_ca_file", "cannot load the upstream CA bundle",
+                      self.settings.upstream_ca_file):
+            ssl_context = True if self.settings.upstream_ca_file is None else \
+                ssl.create_default_context(cafile=str(self.settings.upstream_ca_file))
         connector = aiohttp.TCPConnector(limit=self.settings.upstream_connections,
                                          limit_per_host=0, ttl_dns_cache=10,
                                          keepalive_timeout=30, ssl=ssl_context)
@@ -211,7 +249,8 @@ class Sidecar:
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
-        self.governor = self._make_governor()
+        with _opening("state_dir", "cannot keep state"):
+            self.governor = self._make_governor()
         if hasattr(self.audit, "carry_state"):
             # The state is written in the spool's group commit, off the event loop, before
             # the intent that follows a reservation is confirmed (see governor.py).
@@ -225,12 +264,16 @@ class Sidecar:
             metrics=self.metrics, session=self.session, agent=agent, opa=self.opa,
             settings=self.settings.pipeline, pool=self.pool,
         )
-        self.minter = self._make_minter()
-        await self._serve_explicit(self.settings.explicit)
-        if self.settings.transparent is not None:
-            await self._serve_transparent(self.settings.transparent)
-        await self._serve("admin", create_admin_app(self, self.tokens), self.settings.admin)
-        await self._serve("metrics", self._metrics_app(), self.settings.metrics)
+        settings = self.settings
+        with _binding("explicit", settings.explicit):
+            await self._serve_explicit(settings.explicit)
+        if settings.transparent is not None:
+            with _binding("transparent", settings.transparent):
+                await self._serve_transparent(settings.transparent)
+        with _binding("admin", settings.admin):
+            await self._serve("admin", create_admin_app(self, self.tokens), settings.admin)
+        with _binding("metrics", settings.metrics):
+            await self._serve("metrics", self._metrics_app(), settings.metrics)
         self.watcher.start()
 
     async def stop(self) -> None:
@@ -479,10 +522,14 @@ class Sidecar:
             CA_KEY_FILE,
             CertificateAuthority,
             LeafMinter,
+            TLSMintError,
         )
 
-        ca = CertificateAuthority.load(self.settings.ca_dir / CA_CERT_FILE,
-                                       self.settings.ca_dir / CA_KEY_FILE)
+        try:
+            ca = CertificateAuthority.load(self.settings.ca_dir / CA_CERT_FILE,
+                                           self.settings.ca_dir / CA_KEY_FILE)
+        except TLSMintError as e:
+            raise StartupError("ca_dir", str(e)) from e
         return LeafMinter(ca)
 
     def _make_governor(self) -> Governor:
@@ -569,6 +616,10 @@ class Sidecar:
             PoolMetrics(self.metrics.registry))
         await client.start()
         return PoolStage(client=client, **common)
+
+    def agent_identity(self) -> AgentIdentity:
+        """Who the sidecar governs (namespace, workload, pod, run id)."""
+        return self._agent()
 
     def _agent(self) -> AgentIdentity:
         a = self.settings.agent
@@ -688,6 +739,9 @@ class Sidecar:
         async def handler(request: web.BaseRequest) -> web.StreamResponse:
             pipeline = self.pipeline
             assert pipeline is not None
+            if request.raw_path.startswith(self_view.SELF_PATH) and \
+                    self_view.is_self_request(request.raw_path):
+                return self_view.answer(request, self)  # the agent's read-only view
             if request.version == aiohttp.HttpVersion11 and "Expect" in request.headers:
                 await _answer_expect(request)
             return await pipeline.handle(request, resolve_explicit(request, pipeline.controls))
@@ -871,3 +925,30 @@ def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target 
     return Target(scheme=scheme, host=host, port=od.port, path=cp.forward,
                   query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, od.port),
                   destination_checked=True, rule_path=cp.match)
+
+
+@contextlib.contextmanager
+def _binding(setting: str, listen: Listen) -> Iterator[None]:
+    """A listener that cannot bind its address is a :class:`StartupError` naming it."""
+    try:
+        yield
+    except OSError as e:
+        # uvloop's messages repeat the address; the errno says it all.
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        if e.errno == errno.EADDRINUSE:
+            reason = "address already in use"
+        raise StartupError(setting, f"cannot listen on {listen.host}:{listen.port}: "
+                                    f"{reason}") from e
+
+
+@contextlib.contextmanager
+def _opening(setting: str, what: str, path: Path | None = None) -> Iterator[None]:
+    """A file or directory of a setting that cannot be used is a :class:`StartupError`."""
+    try:
+        yield
+    except ssl.SSLError as e:
+        raise StartupError(setting, f"{what} {path}: {e.reason or e}") from e
+    except OSError as e:
+        where = e.filename or path
+        what = f"{what} {where}" if where else what
+        raise StartupError(setting, f"{what}: {e.strerror or e}") from e

@@ -89,13 +89,24 @@ class CertificateAuthority:
     @classmethod
     def load(cls, cert_path: Path, key_path: Path) -> CertificateAuthority:
         """Load a PEM certificate and its unencrypted PEM private key (EC)."""
+        pem: list[bytes] = []
+        for path in (cert_path, key_path):
+            try:
+                pem.append(path.read_bytes())
+            except OSError as e:
+                raise TLSMintError(f"cannot read {path}: {e.strerror or e}") from e
         try:
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        except (OSError, ValueError, TypeError) as e:
-            raise TLSMintError(f"cannot load the CA from {cert_path}, {key_path}: {e}") from e
+            cert = x509.load_pem_x509_certificate(pem[0])
+        except ValueError as e:
+            raise TLSMintError(f"{cert_path} is not a PEM certificate") from e
+        try:
+            key = serialization.load_pem_private_key(pem[1], password=None)
+        except (ValueError, TypeError) as e:
+            raise TLSMintError(f"{key_path} is not an unencrypted PEM private key") from e
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise TLSMintError("the CA key must be an EC private key")
+            kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
+            raise TLSMintError(f"{key_path}: {kind or 'non-EC'} key; the CA key must be "
+                               "EC (P-256): create one with `haltgate ca create`")
         if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
             raise TLSMintError("the CA key does not match the CA certificate")
         try:

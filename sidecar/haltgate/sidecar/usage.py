@@ -182,17 +182,22 @@ class UsageReader:
             case _:
                 _openai_counts(usage, self.counts)
 
-    def read_event(self, event: SSEEvent) -> None:
-        """Read one streamed event: usage where the dialect puts it, text for estimates."""
+    def read_event(self, event: SSEEvent | None) -> Any:
+        """Read one streamed event: usage where the dialect puts it, text for estimates.
+
+        Returns the event's parsed JSON data (``None`` when it is not JSON), for the
+        relay to use without parsing it again."""
+        if event is None:
+            return None
         data = event.data
         if data == "[DONE]":
-            return
+            return None
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return
+            return None
         if not isinstance(obj, dict):
-            return
+            return obj
         match self._dialect:
             case Dialect.ANTHROPIC_MESSAGES:
                 self._anthropic_event(obj)
@@ -200,6 +205,7 @@ class UsageReader:
                 self._responses_event(obj)
             case _:
                 self._openai_chunk(obj)
+        return obj
 
     def _openai_chunk(self, obj: dict[str, Any]) -> None:
         choices = obj.get("choices")

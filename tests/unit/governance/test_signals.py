@@ -1,4 +1,4 @@
-"""The progress signals shared by the EmoCore adapter and the SDK's in-process tracker."""
+"""The progress signals shared by the EmoCore adapter and the in-process tracker."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ calls = st.lists(st.tuples(st.sampled_from(["fp1", "fp2", "fp3"]),
                            st.sampled_from([None, "r1", "r2"])), max_size=40)
 
 
-def test_one_definition_for_the_adapter_and_the_sdk() -> None:
-    from haltgate.governance import emocore_adapter
-    from haltgate.sdk import signals as sdk_signals
+def test_one_definition_for_the_adapter_and_the_in_process_tracker() -> None:
+    from haltgate.governance import emocore_adapter, traffic_signals
 
     assert emocore_adapter.progress_signals is signals.progress_signals
-    assert sdk_signals.progress_signals is signals.progress_signals
+    assert traffic_signals.progress_signals is signals.progress_signals
 
 
 def test_examples() -> None:
@@ -35,8 +34,8 @@ def test_examples() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(calls)
-def test_sdk_tracker_reports_the_shared_signals(sequence: list[tuple]) -> None:
-    from haltgate.sdk.signals import SignalTracker
+def test_in_process_tracker_reports_the_shared_signals(sequence: list[tuple]) -> None:
+    from haltgate.governance.traffic_signals import SignalTracker
 
     tracker = SignalTracker()
     seen: tuple[str, ...] = ()

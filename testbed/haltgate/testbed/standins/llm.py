@@ -16,7 +16,13 @@ Routes (each also without the ``/v1`` prefix):
 
 ``x-standin-behavior``: ``error`` (HTTP 500 JSON error), ``truncate`` (stream cut after
 two content chunks, no usage, no end marker), ``slow`` (sleep 0.3 s before answering),
-``no-usage`` (stream without a usage chunk even when asked).
+``no-usage`` (stream without a usage chunk even when asked), ``burst`` (the whole stream
+in one write, unpaced: many events reach the reader in one read).
+
+Streams behave like OpenAI's: with ``stream_options.include_usage`` every chunk carries
+``"usage":null`` and a last chunk with empty ``choices`` carries the usage; without it,
+neither. Response ids do not depend on ``stream_options`` (a stream asked with and without
+usage has the same ids, so the two can be compared byte for byte).
 """
 
 from __future__ import annotations
@@ -101,8 +107,39 @@ def _header_int(request: web.Request, name: str) -> int:
         return 0
 
 
-def _ident(prefix: str, raw: bytes) -> str:
-    return prefix + hashlib.sha256(raw).hexdigest()[:24]
+def _ident(prefix: str, body: dict[str, Any]) -> str:
+    stable = {k: v for k, v in body.items() if k != "stream_options"}
+    return prefix + hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)
+                                   ).hexdigest()[:24]
+
+
+def _wants_usage(call: _Call) -> bool:
+    options = call.body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+class _Writer:
+    """Writes a stream's events: one write each, or all in one write (``burst``)."""
+
+    def __init__(self, resp: web.StreamResponse, call: _Call) -> None:
+        self.resp = resp
+        self._burst = call.behavior == "burst"
+        self._held: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        if self._burst:
+            self._held.append(data)
+        else:
+            await self.resp.write(data)
+
+    async def flush(self) -> None:
+        if self._held:
+            await self.resp.write(b"".join(self._held))
+            self._held.clear()
+
+    async def end(self) -> None:
+        await self.flush()
+        await self.resp.write_eof()
 
 
 class _Call:
@@ -178,7 +215,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     call = await _prelude(request)
     if isinstance(call, web.Response):
         return call
-    ident = _ident("chatcmpl-", call.raw)
+    ident = _ident("chatcmpl-", call.body)
     if not call.stream:
         return json_response({
             "id": ident, "object": "chat.completion", "created": CREATED, "model": call.model,
@@ -187,41 +224,41 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             "usage": _openai_usage(call),
         })
 
+    usage_null = {"usage": None} if _wants_usage(call) else {}
+
     def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
         return sse_event({"id": ident, "object": "chat.completion.chunk", "created": CREATED,
                           "model": call.model,
-                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                          **usage_null})
 
-    resp = await start_sse(request)
-    await resp.write(chunk({"role": "assistant", "content": ""}, None))
+    out = _Writer(await start_sse(request), call)
+    await out.write(chunk({"role": "assistant", "content": ""}, None))
     for i, word in enumerate(call.words):
         if call.behavior == "truncate" and i == 2:
+            await out.flush()
             cut_connection(request)
-            return resp
-        await resp.write(chunk({"content": word if i == 0 else " " + word}, None))
-    await resp.write(chunk({}, "stop"))
-    await _openai_stream_tail(resp, call, ident, "chat.completion.chunk")
-    return resp
+            return out.resp
+        await out.write(chunk({"content": word if i == 0 else " " + word}, None))
+    await out.write(chunk({}, "stop"))
+    await _openai_stream_tail(out, call, ident, "chat.completion.chunk")
+    return out.resp
 
 
-async def _openai_stream_tail(
-    resp: web.StreamResponse, call: _Call, ident: str, obj: str
-) -> None:
-    options = call.body.get("stream_options")
-    if (isinstance(options, dict) and options.get("include_usage") is True
-            and call.behavior != "no-usage"):
-        await resp.write(sse_event({"id": ident, "object": obj, "created": CREATED,
-                                    "model": call.model, "choices": [],
-                                    "usage": _openai_usage(call)}))
-    await resp.write(sse_event("[DONE]"))
-    await resp.write_eof()
+async def _openai_stream_tail(out: _Writer, call: _Call, ident: str, obj: str) -> None:
+    if _wants_usage(call) and call.behavior != "no-usage":
+        await out.write(sse_event({"id": ident, "object": obj, "created": CREATED,
+                                   "model": call.model, "choices": [],
+                                   "usage": _openai_usage(call)}))
+    await out.write(sse_event("[DONE]"))
+    await out.end()
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     call = await _prelude(request)
     if isinstance(call, web.Response):
         return call
-    ident = _ident("cmpl-", call.raw)
+    ident = _ident("cmpl-", call.body)
     if not call.stream:
         return json_response({
             "id": ident, "object": "text_completion", "created": CREATED, "model": call.model,
@@ -229,18 +266,21 @@ async def completions(request: web.Request) -> web.StreamResponse:
                          "finish_reason": "stop"}],
             "usage": _openai_usage(call),
         })
-    resp = await start_sse(request)
+    usage_null = {"usage": None} if _wants_usage(call) else {}
+    out = _Writer(await start_sse(request), call)
     for i, word in enumerate(call.words):
         if call.behavior == "truncate" and i == 2:
+            await out.flush()
             cut_connection(request)
-            return resp
-        await resp.write(sse_event({
+            return out.resp
+        await out.write(sse_event({
             "id": ident, "object": "text_completion", "created": CREATED, "model": call.model,
             "choices": [{"index": 0, "text": word if i == 0 else " " + word, "logprobs": None,
                          "finish_reason": "stop" if i == call.n - 1 else None}],
+            **usage_null,
         }))
-    await _openai_stream_tail(resp, call, ident, "text_completion")
-    return resp
+    await _openai_stream_tail(out, call, ident, "text_completion")
+    return out.resp
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
@@ -274,8 +314,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     call = await _prelude(request)
     if isinstance(call, web.Response):
         return call
-    ident = _ident("resp_", call.raw)
-    message = {"type": "message", "id": _ident("msg_", call.raw), "status": "completed",
+    ident = _ident("resp_", call.body)
+    message = {"type": "message", "id": _ident("msg_", call.body), "status": "completed",
                "role": "assistant",
                "content": [{"type": "output_text", "text": call.text, "annotations": []}]}
     full = {"id": ident, "object": "response", "created_at": CREATED, "status": "completed",
@@ -311,7 +351,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     call = await _prelude(request)
     if isinstance(call, web.Response):
         return call
-    ident = _ident("msg_", call.raw)
+    ident = _ident("msg_", call.body)
     usage = {"input_tokens": call.input - call.cached,
              "cache_read_input_tokens": call.cached,
              "cache_creation_input_tokens": call.cache_write,

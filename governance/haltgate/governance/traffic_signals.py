@@ -1,8 +1,9 @@
-"""Progress signals derived from observed traffic, for in-process governance.
+"""Progress signals derived from observed calls, for in-process governance.
 
 The budget engine detects stagnation and feeds EmoCore from three facts per call, which the
-sidecar derives from the bytes it relays and the in-process fallback derives here from what
-the framework hands its callbacks:
+sidecar derives from the bytes it relays and the in-process governor
+(:mod:`haltgate.governance.inprocess`) derives here from what the framework hands the SDK's
+callbacks:
 
 * the **request fingerprint** (``Reserve.fingerprint``): the same call gives the same value,
   so repeated calls (``identicalRetries``) and calls that bring nothing new are seen;
@@ -36,7 +37,6 @@ __all__ = [
     "request_fingerprint",
     "result_fingerprint",
 ]
-
 
 
 def _canonical(obj: Any) -> bytes:

@@ -1,4 +1,4 @@
-"""In-process fallback governance: the sidecar's budget engine inside the agent's process.
+"""In-process governance: the sidecar's budget engine inside the agent's process.
 
 **Bypassable.** This runs in the process it governs: the agent (or any library it loads)
 can skip it, change it, or call the network directly. It is a convenience for development
@@ -8,10 +8,16 @@ warning once when created.
 
 It uses the same policy file and the same engine (``Governor`` over the builtin engine or
 the EmoCore adapter, as ``spec.engine`` says), so budgets, stagnation detection and typed
-halts behave as behind the sidecar: the framework integrations reserve a call's worst case
-before it is made, settle it with the usage the framework reports, and raise the same
-exceptions (:mod:`haltgate.sdk.errors`). Tool rules, guardrails, OPA and audit are the
-sidecar's and are not applied here.
+halts behave as behind the sidecar: the SDK's framework integrations (``local=`` of
+``haltgate.sdk.langchain.HaltgateCallbackHandler`` and
+``haltgate.sdk.autogen.HaltgateChatCompletionClient``, of the ``haltgate-sdk``
+distribution) reserve a call's worst case before it is made and settle it with the usage
+the framework reports. A refusal is a :class:`LocalRefusal` whose ``body`` is the sidecar's
+JSON error object, so the SDK turns it into the same typed exception a sidecar refusal
+gives. Tool rules, guardrails, OPA and audit are the sidecar's and are not applied here.
+
+This lives in the main distribution (it needs the engine and the policy model); the SDK
+does not import it.
 """
 
 from __future__ import annotations
@@ -24,21 +30,21 @@ from collections.abc import Callable
 from typing import Any
 
 from haltgate.governance.engine import Decision, Usage
+from haltgate.governance.errors import DeniedError
 from haltgate.governance.governor import Governor
-from haltgate.governance.policy import GovernancePolicySpec
-from haltgate.governance.validation import load_policy_file
-from haltgate.sdk.errors import HaltError, HaltgateError, _error_class
-from haltgate.sdk.signals import (
+from haltgate.governance.policy import FailureType, GovernancePolicySpec
+from haltgate.governance.traffic_signals import (
     CallSignals,
     SignalTracker,
     error_fingerprint,
     request_fingerprint,
     result_fingerprint,
 )
+from haltgate.governance.validation import load_policy_file
 
-__all__ = ["BYPASSABLE_NOTICE", "LocalGovernance"]
+__all__ = ["BYPASSABLE_NOTICE", "LocalGovernance", "LocalRefusal"]
 
-log = logging.getLogger("haltgate.sdk.local")
+log = logging.getLogger("haltgate.governance.inprocess")
 
 BYPASSABLE_NOTICE = (
     "haltgate in-process governance is bypassable (it runs inside the agent): use the "
@@ -48,14 +54,39 @@ BYPASSABLE_NOTICE = (
 _ids = itertools.count(1)
 
 
-def error_from_decision(decision: Decision, decision_id: str) -> HaltgateError:
-    """The exception for a refusing engine decision (the same one the sidecar would send)."""
-    failure = decision.failure_type
-    type_ = failure.value if failure is not None else "EXHAUSTION"
+class LocalRefusal(DeniedError):
+    """The in-process engine refused a call; ``body`` is the sidecar's error object for it
+    (``{"error": {"type", "code", "message", "decision_id", "budget"}}``)."""
+
+    def __init__(self, message: str, *, code: str, failure_type: FailureType,
+                 decision_id: str, budget: dict[str, Any] | None = None) -> None:  # fmt: skip
+        super().__init__(message, code=code, failure_type=failure_type, budget=budget)
+        self.decision_id = decision_id
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The JSON error body a sidecar would have answered."""
+        return {"error": {"type": self.type, "code": self.code, "message": self.message,
+                          "decision_id": self.decision_id, "budget": self.budget}}
+
+
+def error_from_decision(decision: Decision, decision_id: str) -> LocalRefusal:
+    """The refusal for a refusing engine decision (the same one the sidecar would send)."""
+    failure = decision.failure_type or FailureType.EXHAUSTION
     code = decision.code or "budget_denied"
     budget = {k: dict(v) for k, v in decision.budget.items()} if decision.budget else None
-    return _error_class(type_, code)(decision.message or code, type=type_, code=code,
-                                     decision_id=decision_id, budget=budget)  # fmt: skip
+    return LocalRefusal(decision.message or code, code=code, failure_type=failure,
+                        decision_id=decision_id, budget=budget)  # fmt: skip
+
+
+def _usage(usage: Any) -> Usage | None:
+    """An engine ``Usage`` from the SDK's ``TokenUsage`` (or anything with its fields)."""
+    if usage is None or isinstance(usage, Usage):
+        return usage
+    return Usage(input_tokens=int(getattr(usage, "input_tokens", 0)),
+                 output_tokens=int(getattr(usage, "output_tokens", 0)),
+                 cached_input_tokens=int(getattr(usage, "cached_input_tokens", 0)),
+                 reasoning_tokens=int(getattr(usage, "reasoning_tokens", 0)))  # fmt: skip
 
 
 class LocalGovernance:
@@ -129,11 +160,12 @@ class LocalGovernance:
         call_id: str,
         *,
         ok: bool,
-        usage: Usage | None = None,
+        usage: Any = None,
         result: Any = None,
         error: BaseException | str | None = None,
     ) -> None:
-        """Settle a reserved call with what it used.
+        """Settle a reserved call with what it used (``usage``: an engine ``Usage`` or
+        the SDK's ``TokenUsage``).
 
         Never raises: the call has happened. A halt this settles into (a budget now used
         up, a stagnation window, EmoCore) refuses the next :meth:`reserve`.
@@ -141,7 +173,7 @@ class LocalGovernance:
         fingerprint, target = self._fingerprints.pop(call_id, ("", None))
         result_fp = result_fingerprint(result) if ok and result is not None else None
         error_fp = error_fingerprint(error) if not ok and error is not None else None
-        decision = self.governor.settle(call_id, self.clock(), usage, ok,
+        decision = self.governor.settle(call_id, self.clock(), _usage(usage), ok,
                                         error_fingerprint=error_fp,
                                         result_fingerprint=result_fp)  # fmt: skip
         self.last_signals = self.signals.observe(fingerprint, target=target, ok=ok,
@@ -157,14 +189,10 @@ class LocalGovernance:
         """Raise the run's halt, if it is halted."""
         halt = self.governor.engine.engine_state(self.governor.state).halt
         if halt is not None:
-            cls = _error_class(halt.failure_type.value, halt.code)
-            raise cls(halt.message, type=halt.failure_type.value, code=halt.code)
+            raise LocalRefusal(halt.message, code=halt.code, failure_type=halt.failure_type,
+                               decision_id=f"local-{os.getpid()}-halt")
 
     def budgets(self) -> dict[str, dict[str, float]]:
         """Per dimension used/reserved/limit (the admin API's ``budget``)."""
         return dict(self.governor.snapshot(self.clock())["budget"])
 
-
-def is_halt(exc: BaseException) -> bool:
-    """True for a haltgate halt (any exception a retry cannot cure)."""
-    return isinstance(exc, HaltError) and exc.terminal
