@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from haltgate.governance.audit.policies import PolicyStore
+from haltgate.governance.engine import codes
 from haltgate.governance.engine.core import Engine
 from haltgate.governance.engine.events import Reserve, event_from_dict
 from haltgate.governance.engine.snapshot import SnapshotError, decision_doc, rebuild
@@ -110,7 +111,14 @@ def _replay_budget(record: Mapping[str, Any], replay: Mapping[str, Any],
     before = engine.budget_report(state, max(event.ts, state.clock))
     _, decision = engine.step(state, event)
     replayed = decision_doc(decision)
-    _diff(budget.get("decision"), replayed, "budget.decision", out)
+    recorded = budget.get("decision")
+    if isinstance(recorded, Mapping) and recorded.get("code") == codes.STATE_PERSIST_FAILED \
+            and replayed["allowed"]:
+        # The engine allowed it; the sidecar refused because the new state could not be
+        # written (fail closed). Everything but the verdict must still agree.
+        replayed = {**replayed, **{k: recorded.get(k) for k in (
+            "allowed", "code", "failure_type", "message_sha256")}}
+    _diff(recorded, replayed, "budget.decision", out)
     if replay.get("decided_by") == "budget":
         if record.get("code") != replayed["code"]:
             out.append(f"code: recorded {record.get('code')!r}, replayed {replayed['code']!r}")
