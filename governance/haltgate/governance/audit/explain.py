@@ -195,6 +195,9 @@ def explain(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict[st
     (policy not given, other engine, other price table)."""
     if not records:
         raise ExplainError("decision_not_found", "no audit record for this decision")
+    if not any(r.get("phase") in ("intent", "outcome") for r in records):
+        raise ExplainError("not_replayable", "only connection records (a tunnel the sidecar "
+                                             "did not inspect): no request decision to explain")
     main = _pick(records)
     replay = main.get("replay") if isinstance(main.get("replay"), Mapping) else {}
     assert isinstance(replay, Mapping)
