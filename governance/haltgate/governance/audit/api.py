@@ -314,7 +314,7 @@ OPENAPI: dict[str, Any] = {
                     "schema": {"$ref": "#/components/schemas/Explanation"}}}},
                 "401": _ERROR,
                 "404": _ERROR,
-                "422": {"description": "Not replayable here (policy_not_found, "
+                "422": {"description": "Not replayable here (not_replayable, policy_not_found, "
                                        "engine_not_replayable, price_table_mismatch)",
                         "content": {"application/json": {"schema": {
                             "$ref": "#/components/schemas/Error"}}}}}}},
