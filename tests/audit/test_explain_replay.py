@@ -201,6 +201,11 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
     sim = orjson.loads(done.stdout)
     assert sim["changed"] == 0 and sim["undecidable"] == 0 and sim["decisions"] == 6
 
+    # An empty selection proves nothing: exit 2, not "nothing changes".
+    done = cli("policy", "simulate", str(policy), "--spool", str(audit), "--policy",
+               str(policy), "--until", "2020-01-01")
+    assert done.returncode == 2 and "no recorded decision" in done.stderr
+
     # A token limit one short of what the last call needed refuses exactly that call.
     after = orjson.loads(cli("audit", "explain", ids["after"], "--spool", str(audit),
                              "--policy", str(policy), "--json").stdout)["replayed"]

@@ -1,7 +1,7 @@
 """``haltgate policy simulate``: what a new policy would have decided on recorded traffic.
 
 Exit codes (for CI): 0 nothing would change; 1 some decision would change or cannot be
-decided from the record; 2 usage error.
+decided from the record; 2 usage error, or no recorded decision to re-run.
 """
 
 from __future__ import annotations
@@ -64,6 +64,11 @@ def simulate(new_policy: Path, spool_dir: Path | None, dsn: str | None,
 
         prices = load_table_file(prices_file)
     report = run_simulation(records, loaded, store, prices)
+    if not report.decisions:
+        # An empty selection proves nothing: a CI job pointed at the wrong place must fail.
+        click.echo("error: no recorded decision in the selection (records without replay "
+                   "inputs are skipped)", err=True)
+        sys.exit(2)
     doc = report.as_dict(examples)
     if as_json:
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
