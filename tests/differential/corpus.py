@@ -54,37 +54,12 @@ def rpc(text: str) -> bytes:
     return text.encode()
 
 
-_MCP_IN_DISGUISE = (
-    "open (found by this harness, not fixed by h1-reading or h2-mcp): a JSON-RPC tools/call "
-    "sent to an upstream declared as llm or http is not governed as MCP (kind None or http), "
-    "so tool rules never see it; under tools.default allow, or an http rule allowing POST, "
-    "the upstream executes a denied tool. LLM-shaped bodies are metered whatever the path; "
-    "JSON-RPC bodies need the same treatment (govern as MCP, or refuse)")
 _DEPLOYMENT = (
     "open (found by this harness, not fixed by h1-reading): the sidecar reads the model from "
     "the body only; an OpenAI-compatible upstream that routes by deployment (Azure OpenAI: "
     ".../deployments/NAME/chat/completions) serves NAME whatever the body says, so "
     "deployments/gpt-5 with model gpt-4o-mini runs a denied model. Read the model from a "
     "deployments/NAME path segment too (and refuse a body model that differs)")
-_STACKED_ENCODING = (
-    "open (found by this harness): the sidecar's HTTP server decodes a request body's "
-    "Content-Encoding once and forwards the decoded bytes with the Content-Encoding header "
-    "still on them. Compressed twice and chunked, an LLM call to an http upstream is not JSON "
-    "to the sidecar (an HTTP tool, allowed) and is decoded again by an upstream that "
-    "decompresses requests (aiohttp): the denied model runs, unmetered. Refuse request "
-    "bodies with a Content-Encoding, or forward exactly the bytes decided on without it")
-_FRAGMENT = (
-    "open (found by this harness, not fixed by h1-reading): by alias, GET /go-api/api/admin#x "
-    "is decided on the path '/api/admin#x' (no rule matches) and forwarded as /api/admin (the "
-    "client's URL parser drops the 'fragment'), so a denied path runs. A request-target never "
-    "carries a fragment (RFC 9112 3.2): refuse '#' (ambiguous_path) before deciding. In proxy "
-    "form the absolute URL is parsed first and the call is decided on /api/admin (refused)")
-_ARGUMENT_CASE = (
-    "open (found by this harness, not fixed by h1-reading or h2-mcp): a tool argument key "
-    "spelled in another case than the policy's argument constraint ($.path vs 'Path') "
-    "escapes the constraint, since nothing collides, while a Go tool decoding its arguments "
-    "into a struct reads it as path and runs with /etc/shadow. Keys that argument "
-    "constraints read must be spelled exactly, as LLM and JSON-RPC fields already are")
 _CHAT = "/v1/chat/completions"
 _GPT5 = chat(("model", "gpt-5"))
 
@@ -108,10 +83,8 @@ CASES: tuple[Case, ...] = (
     Case("path-single-dot", "api", "GET", "/api/./admin/y"),
     Case("path-trailing-slash", "api", "GET", "/api/admin/"),
     Case("path-fragment", "api", "GET", "/api/admin#x",
-         why="no client sends a fragment; the sidecar's URL parser drops it when it forwards",
-         open_divergence=_FRAGMENT, open_forms=("alias",)),
-    Case("path-fragment-segment", "api", "GET", "/api/admin#/x",
-         open_divergence=_FRAGMENT, open_forms=("alias",)),
+         why="no client sends a fragment; refused (ambiguous_path) before any rule runs"),
+    Case("path-fragment-segment", "api", "GET", "/api/admin#/x"),
     Case("path-encoded-hash", "api", "GET", "/api/admin%23x"),
     Case("llm-fragment", "llm", "POST", "/v1/chat/completions#x", _GPT5),
     # --- LLM calls in disguise (a denied model through a path not classified as LLM)
@@ -170,8 +143,7 @@ CASES: tuple[Case, ...] = (
     Case("mcp-argument-lone-case-variant", "mcp", "POST", "",
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file",'
              '"arguments":{"Path":"/etc/shadow"}}}'),
-         why="nothing collides, but the rule reads $.path and a Go tool reads Path as path",
-         open_divergence=_ARGUMENT_CASE, open_on=("go",)),
+         why="refused (ambiguous_json): the rule reads $.path and a Go tool reads Path as path"),
     # --- MCP batches and methods
     Case("mcp-batch-denied-second", "mcp", "POST", "",
          rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
@@ -233,21 +205,18 @@ CASES: tuple[Case, ...] = (
     Case("mcp-in-disguise-llm-upstream", "llm", "POST", "/mcp",
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file",'
              '"arguments":{}}}'),
-         why="LLM gateways (LiteLLM) serve MCP at /mcp on the same origin",
-         open_divergence=_MCP_IN_DISGUISE),
+         why="LLM gateways (LiteLLM) serve MCP at /mcp on the same origin: mcp_in_disguise"),
     Case("mcp-in-disguise-http-upstream", "api", "POST", "/mcp",
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file",'
              '"arguments":{}}}'),
-         why="many APIs serve MCP at /mcp beside their REST routes",
-         open_divergence=_MCP_IN_DISGUISE),
+         why="many APIs serve MCP at /mcp beside their REST routes: mcp_in_disguise"),
     # --- compressed request bodies: decoded once by the sidecar, again by the upstream
     Case("body-deflate-chunked", "api", "POST", _CHAT, zlib.compress(_GPT5),
          (("Content-Encoding", "deflate"),), chunked=True,
-         why="one layer: the sidecar reads the LLM body and refuses the model"),
+         why="refused: request bodies with a Content-Encoding are not accepted"),
     Case("body-double-deflate-chunked", "api", "POST", _CHAT,
          zlib.compress(zlib.compress(_GPT5)), (("Content-Encoding", "deflate"),), chunked=True,
-         why="the sidecar decodes one layer, sees no JSON, forwards it still labelled deflate",
-         open_divergence=_STACKED_ENCODING, open_on=("py", "pyfirst")),
+         why="refused: request bodies with a Content-Encoding have no single reading"),
     Case("body-double-deflate-llm-upstream", "llm", "POST", _CHAT,
          zlib.compress(zlib.compress(_GPT5)), (("Content-Encoding", "deflate"),), chunked=True),
     # --- headers that change the meaning of a request

@@ -61,7 +61,8 @@ def test_canonical_path_examples(raw: str, forward: str) -> None:
 
 
 @pytest.mark.parametrize("raw", ["/a//b", "/a%2Fb", "/a%5cb", "/a%00", "/a%0d%0a", "/a\\b",
-                                 "/a%252F", "/%25a%41", "/a;b", "/a%zz", "x/y", "/a%7F"])
+                                 "/a%252F", "/%25a%41", "/a;b", "/a%zz", "x/y", "/a%7F",
+                                 "/api/admin#x", "/a#/b"])
 def test_ambiguous_paths_refused(raw: str) -> None:
     with pytest.raises(BadRequestError) as e:
         canonical_path(raw)
@@ -210,3 +211,18 @@ def test_inline_images_counted_not_referenced() -> None:
 ])
 def test_model_forms(model: str, form: str) -> None:
     assert form in llm_body.model_forms(model)
+
+
+@pytest.mark.parametrize(("arguments", "steps"), [
+    ({"Path": "/etc/shadow"}, ("path",)),
+    ({"opts": {"MODE": "rw"}}, ("opts", "mode")),
+])
+def test_argument_key_in_another_case_is_ambiguous(arguments: dict[str, Any],
+                                                    steps: tuple[str, ...]) -> None:
+    # A Go tool decoding into a struct reads `Path` as `path`; the constraint would miss it.
+    from haltgate.governance.tools import lookup_json_path
+
+    with pytest.raises(BadRequestError) as e:
+        lookup_json_path(arguments, steps)
+    assert e.value.code == "ambiguous_json"
+    assert lookup_json_path({"path": "/tmp/x"}, ("path",)) == "/tmp/x"
