@@ -323,15 +323,24 @@ def _print_cost(dsn: str, flt: Any, output: str) -> None:
               envvar="HALTGATE_AUDIT_TOKEN_FILE", required=True,
               help="File holding the bearer token clients must send (>= 16 characters). "
                    "Env: HALTGATE_AUDIT_TOKEN_FILE.")
-def serve(dsn: str, host: str, port: int, token_file: Path) -> None:
+@click.option("--policy", "policy_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Policy file decisions may be explained with (repeatable; by digest).")
+@click.option("--prices", "prices_file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Price table the sidecars used, when not the shipped one.")
+def serve(dsn: str, host: str, port: int, token_file: Path,
+          policy_files: tuple[Path, ...], prices_file: Path | None) -> None:
     """Serve the authenticated HTTP query API (OpenAPI at /openapi.json)."""
     from aiohttp import web
 
+    from haltgate.cli.explain import load_store
     from haltgate.governance.audit.api import create_app
 
     token = token_file.read_text().strip()
+    store = load_store(policy_files, prices_file)
     try:
-        app = create_app(dsn, token)
+        app = create_app(dsn, token, policies=store)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -396,3 +405,13 @@ def retention(dsn: str, keep_months: int, dry_run: bool) -> None:
         click.echo(f"{verb} haltgate.{name}")
     if not rows:
         click.echo("nothing to drop")
+
+
+def _add_replay_commands() -> None:
+    from haltgate.cli.explain import explain, replay
+
+    audit.add_command(explain)
+    audit.add_command(replay)
+
+
+_add_replay_commands()

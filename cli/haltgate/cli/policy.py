@@ -217,3 +217,12 @@ def test(file: str, input_path: str, rego_path: str | None, opa_path: str | None
         click.echo(f"decision:   {_verdict(allowed)}" + (f" [{code}]" if code else ""))
     if expect is not None and (expect == "allow") != allowed:
         raise SystemExit(1)
+
+
+def _add_simulate() -> None:
+    from haltgate.cli.simulate import simulate
+
+    policy.add_command(simulate)
+
+
+_add_simulate()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from haltgate.governance.engine.events import Reserve
 from haltgate.governance.policy import FailureType
 
 __all__ = ["NO_BUDGET", "Budget", "BudgetVerdict"]
@@ -31,14 +32,18 @@ class BudgetVerdict:
     is built only when read."""
     retry_after: float | None = None
     halted: bool = False
+    inputs: tuple[Any, Any, Any] | None = None
+    """For a reservation: ``(engine, state before, Reserve event)``, what the audit record
+    keeps to re-derive the decision (``replayinputs.py``); references only, serialised when
+    the record is built."""
 
 
 _ALLOW = BudgetVerdict(True)
 
 
-def _verdict(decision: Any) -> BudgetVerdict:
+def _verdict(decision: Any, inputs: tuple[Any, Any, Any] | None = None) -> BudgetVerdict:
     if decision.allowed and not decision.warnings:
-        return BudgetVerdict(True, budget=decision.budget)
+        return BudgetVerdict(True, budget=decision.budget, inputs=inputs)
     return BudgetVerdict(
         allowed=decision.allowed,
         failure_type=decision.failure_type,
@@ -48,6 +53,7 @@ def _verdict(decision: Any) -> BudgetVerdict:
         budget=decision.budget,
         retry_after=getattr(decision, "retry_after", None),
         halted=getattr(decision, "halted", False),
+        inputs=inputs,
     )
 
 
@@ -101,13 +107,13 @@ class Budget:
         model: str | None, max_input_tokens: int, max_output_tokens: int, fingerprint: str,
         risk: float,
     ) -> BudgetVerdict:
-        if self.governor is None:
+        governor = self.governor
+        if governor is None:
             return _ALLOW
-        return _verdict(self.governor.reserve(
-            call_id, ts, kind=kind, host=host, tool=tool, model=model,
-            max_input_tokens=max_input_tokens, max_output_tokens=max_output_tokens,
-            fingerprint=fingerprint, risk=risk,
-        ))
+        event = Reserve(call_id, ts, kind, host, tool, model, max_input_tokens,
+                        max_output_tokens, fingerprint, risk)
+        engine, before = governor.engine, governor.state
+        return _verdict(governor.apply(event), (engine, before, event))
 
     def reserve_all(self, reservations: list[dict[str, Any]]) -> BudgetVerdict:
         """Reserve several calls all or nothing, in one step (``reserve`` keyword

@@ -75,6 +75,7 @@ from haltgate.sidecar.destinations import check_destination
 from haltgate.sidecar.injected_usage import HiddenUsage, ask_for_usage
 from haltgate.sidecar.input_bound import max_input_tokens
 from haltgate.sidecar.metrics import SidecarMetrics
+from haltgate.sidecar.replayinputs import replay_inputs
 from haltgate.sidecar.sse import DEFAULT_MAX_EVENT_BYTES, EventHold, SSEEvent, SSEParser
 from haltgate.sidecar.sse_frames import EventFramer, parse_event
 from haltgate.sidecar.usage import TokenCounts, UsageReader
@@ -1179,6 +1180,7 @@ class Pipeline:
             cost_usd=call.cost_usd if phase != "intent" else None,
             payload_mode=call.controls.payload.value,
             payload=self._payload(call, scrub),
+            replay=replay_inputs(call, phase, err),
         )
 
     def _payload(self, call: Call, scrub: AuditScrubber) -> Any:

@@ -19,6 +19,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from psycopg_pool import AsyncConnectionPool
 
+from haltgate.governance.audit.explain import ExplainError, explain
+from haltgate.governance.audit.policies import PolicyStore
 from haltgate.governance.audit.query import (
     MAX_LIMIT,
     CursorError,
@@ -34,6 +36,7 @@ from haltgate.governance.audit.verify import verify_database
 __all__ = ["OPENAPI", "create_app"]
 
 POOL = web.AppKey("pool", AsyncConnectionPool)
+POLICIES = web.AppKey("policies", PolicyStore)
 DSN = web.AppKey("dsn", str)
 _OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 _FILTERS = [n for n in RecordFilter.names() if n not in ("since", "until")]
@@ -150,6 +153,25 @@ async def verify(request: web.Request) -> web.Response:
     return _json(report.as_dict())
 
 
+_EXPLAIN_SQL = ("SELECT record FROM haltgate.audit_records WHERE decision_id = %s "
+                "ORDER BY chain_id, seq LIMIT 16")
+
+
+async def explain_decision(request: web.Request) -> web.Response:
+    """GET /v1/decisions/{decision_id}/explain: stages, deciding rule or budget, numbers,
+    and the decision re-derived by the engine from the record (``match``)."""
+    decision_id = request.match_info["decision_id"]
+    async with request.app[POOL].connection() as conn:
+        rows = await (await conn.execute(_EXPLAIN_SQL, (decision_id,))).fetchall()
+    records = [orjson.loads(row[0]) for row in rows]
+    try:
+        doc = await asyncio.to_thread(explain, records, request.app[POLICIES])
+    except ExplainError as e:
+        status = 404 if e.code == "decision_not_found" else 422
+        return _error(status, e.code, e.message)
+    return _json(doc)
+
+
 async def healthz(request: web.Request) -> web.Response:
     """GET /healthz: the database answers."""
     try:
@@ -165,12 +187,15 @@ async def openapi(request: web.Request) -> web.Response:
     return _json(OPENAPI)
 
 
-def create_app(dsn: str, token: str, *, pool_size: int = 4) -> web.Application:
-    """The API application. ``dsn`` should be a role in ``haltgate_audit_reader``."""
+def create_app(dsn: str, token: str, *, pool_size: int = 4,
+               policies: PolicyStore | None = None) -> web.Application:
+    """The API application. ``dsn`` should be a role in ``haltgate_audit_reader``;
+    ``policies``: the policy files explain may replay decisions with (by digest)."""
     if len(token) < 16:
         raise ValueError("the audit API token must be at least 16 characters")
     app = web.Application(middlewares=[bearer_auth(token)])
     app[DSN] = dsn
+    app[POLICIES] = policies if policies is not None else PolicyStore()
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = AsyncConnectionPool(dsn, min_size=1, max_size=pool_size, open=False)
@@ -186,6 +211,7 @@ def create_app(dsn: str, token: str, *, pool_size: int = 4) -> web.Application:
     app.router.add_get("/v1/runs/{run_id}/records", run_history)
     app.router.add_get("/v1/costs", costs)
     app.router.add_get("/v1/verify", verify)
+    app.router.add_get("/v1/decisions/{decision_id}/explain", explain_decision)
     return app
 
 
@@ -234,6 +260,19 @@ OPENAPI: dict[str, Any] = {
                                                  "message": {"type": "string"}}}}},
             "Record": {"type": "object", "description": "An audit record (docs/audit.md).",
                        "additionalProperties": True},
+            "Explanation": {"type": "object", "required": ["decision", "replayed", "match"],
+                            "additionalProperties": True, "properties": {
+                "decision_id": {"type": "string"},
+                "decision": {"type": "object", "description": "What the record says."},
+                "policy": {"type": ["string", "null"], "description": "Policy sha256."},
+                "stages": {"type": "array", "items": {"type": "object"}},
+                "decided_by": {"type": ["string", "null"]},
+                "recorded": {"type": ["object", "null"]},
+                "replayed": {"type": ["object", "null"],
+                             "description": "The engine's re-derived decision, with the "
+                                            "budget before it and the event."},
+                "match": {"type": "boolean"},
+                "mismatches": {"type": "array", "items": {"type": "string"}}}},
             "RecordPage": {"type": "object", "properties": {
                 "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
                 "next_cursor": {"type": ["string", "null"]}}},
@@ -261,6 +300,24 @@ OPENAPI: dict[str, Any] = {
                            _FILTER_PARAMS[-1]],
             "responses": {"200": {"description": "Verification report (ok, problems)"},
                           "401": _ERROR}}},
+        "/v1/decisions/{decision_id}/explain": {"get": {
+            "summary": "Explain one decision and re-derive it from its audit record.",
+            "description": "The stages the call went through, the rule or budget that "
+                           "decided, the budget numbers (used/reserved/limit) and the "
+                           "decision the engine re-derives from the recorded inputs "
+                           "(docs/audit.md). The policy the record names must be one the "
+                           "server was started with (--policy).",
+            "parameters": [{"name": "decision_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "Explanation", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Explanation"}}}},
+                "401": _ERROR,
+                "404": _ERROR,
+                "422": {"description": "Not replayable here (not_replayable, policy_not_found, "
+                                       "engine_not_replayable, price_table_mismatch)",
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/Error"}}}}}}},
         "/healthz": {"get": {"summary": "Database reachable.", "security": [],
                              "responses": {"200": {"description": "ok"}, "503": _ERROR}}},
         "/openapi.json": {"get": {"summary": "This document.", "security": [],

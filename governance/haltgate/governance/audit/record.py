@@ -117,6 +117,11 @@ class AuditRecord:
     payload_mode: PayloadMode = "none"
     payload: Any = None
     """What the policy asked to keep of the bodies (already redacted by the caller)."""
+    replay: Mapping[str, Any] | None = None
+    """What ``haltgate audit explain``/``replay`` need to re-derive the decision: policy
+    digest, stages, the budget engine's event and its view of the run before it (never a
+    payload value; see ``docs/audit.md``). Absent from the JSON when ``None``, so records
+    written before it existed keep their bytes and hashes."""
     record_id: str = field(default_factory=_new_record_id)
     v: int = SCHEMA_VERSION
     chain_id: str | None = None
@@ -135,8 +140,10 @@ class AuditRecord:
         # Not dataclasses.asdict: it deep-copies every nested dict (~150 us per record),
         # which is most of the cost of sealing; orjson only needs dicts and lists.
         doc = {name: getattr(self, name) for name in _FIELD_NAMES}
+        if doc["replay"] is None:
+            del doc["replay"]
         for name in _MAPPING_FIELDS:
-            value = doc[name]
+            value = doc.get(name)
             if value is not None and not isinstance(value, dict):
                 doc[name] = dict(value)
         doc["findings"] = [f if isinstance(f, dict) else dict(f) for f in self.findings]
@@ -164,7 +171,7 @@ class AuditRecord:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(AuditRecord))
-_MAPPING_FIELDS = ("budget_before", "budget_after", "usage")
+_MAPPING_FIELDS = ("budget_before", "budget_after", "usage", "replay")
 
 
 def canonical_json(doc: Mapping[str, Any]) -> bytes:
