@@ -47,6 +47,7 @@ from haltgate.governance.errors import (
     UnavailableError,
     UpstreamError,
 )
+from haltgate.governance.flows import FlowTaint
 from haltgate.governance.governor import Governor, make_engine
 from haltgate.governance.policy import (
     FailureType,
@@ -263,6 +264,8 @@ class Sidecar:
             controls=self.controls, budget=Budget(self.governor), audit=self.audit,
             metrics=self.metrics, session=self.session, agent=agent, opa=self.opa,
             settings=self.settings.pipeline, pool=self.pool,
+            flow_taint=FlowTaint(self.settings.state_dir / "flow-taint.json"
+                                 if self.settings.state_dir is not None else None),
         )
         settings = self.settings
         with _binding("explicit", settings.explicit):

@@ -1,0 +1,295 @@
+"""Information-flow rules (``spec.flows``): untrusted content in, sensitive sinks refused.
+
+A flow rule names untrusted *sources* and sensitive *sinks*, both tool calls (plain HTTP
+calls of any method, MCP ``tools/call`` and ``resources/read``; LLM calls are neither).
+Once the run has received an answer from a source, the run is *tainted* for that rule, and
+every later call to one of its sinks is refused with ``flow_denied`` (failure ``SAFETY``),
+whatever its content: the rule is about where data came from, so an instruction phrased as
+an ordinary request, which no detector flags, is stopped as well.
+
+A taint lasts for the run (``scope: run``): an operator reset starts a new run id, and a
+:class:`FlowTaint` bound to another run id forgets what it held. With a state file the
+taint survives a sidecar restart (written atomically when a rule is first tainted, which
+happens at most once per rule and run).
+
+Matching: every matcher an endpoint sets must match (an empty list matches anything);
+``anyToolResult`` matches every tool call. Globs are those of ``spec.tools``
+(:func:`haltgate.governance.tools.compile_glob`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from haltgate.governance.policy import FlowEndpoint, FlowRule, GovernancePolicySpec, RequestKind
+from haltgate.governance.request import CallView
+from haltgate.governance.tools import compile_glob
+
+__all__ = [
+    "CODE_FLOW_DENIED",
+    "FlowPolicy",
+    "FlowRefusal",
+    "FlowTaint",
+    "describe",
+    "flow_problems",
+]
+
+log = logging.getLogger(__name__)
+
+CODE_FLOW_DENIED: Final = "flow_denied"
+"""A sink of a flow rule was called after the run took in content from its source."""
+
+_MCP_SOURCE_METHODS: Final = frozenset({"tools/call", "resources/read"})
+_TAINT_VERSION: Final = 1
+_UNREADABLE: Final = "an unknown source (the saved flow taint could not be read)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    any_tool_result: bool
+    kind: RequestKind | None
+    upstreams: re.Pattern[str] | None
+    hosts: re.Pattern[str] | None
+    methods: frozenset[str] | None
+    paths: re.Pattern[str] | None
+    servers: re.Pattern[str] | None
+    tools: re.Pattern[str] | None
+
+    @classmethod
+    def compile(cls, spec: FlowEndpoint) -> _Endpoint:
+        return cls(
+            any_tool_result=spec.any_tool_result,
+            kind=RequestKind(spec.kind) if spec.kind is not None else None,
+            upstreams=compile_glob(spec.upstreams),
+            hosts=compile_glob(spec.hosts, ignore_case=True),
+            methods=frozenset(m.upper() for m in spec.methods) or None,
+            paths=compile_glob(spec.paths, separator="/"),
+            servers=compile_glob(spec.mcp_servers),
+            tools=compile_glob(spec.mcp_tools),
+        )
+
+    def matches(self, view: CallView, *, source: bool) -> bool:
+        if not _is_tool_call(view, source=source):
+            return False
+        if self.any_tool_result:
+            return True
+        if self.kind is not None and view.kind is not self.kind:
+            return False
+        if self.upstreams is not None and not _any(self.upstreams, [view.upstream]):
+            return False
+        if self.hosts is not None and not _any(self.hosts, [view.host]):
+            return False
+        if self.methods is not None and view.method.upper() not in self.methods:
+            return False
+        if self.paths is not None and not _any(self.paths, [view.path]):
+            return False
+        if self.servers is not None:
+            names = [view.upstream, view.host, *(t.server for t in view.tool_calls)]
+            if view.kind is not RequestKind.MCP or not _any(self.servers, names):
+                return False
+        if self.tools is not None:
+            if not _any(self.tools, [t.name for t in view.tool_calls]):
+                return False
+        return True
+
+
+def _any(pattern: re.Pattern[str], values: Iterable[str | None]) -> bool:
+    return any(v is not None and pattern.match(v) is not None for v in values)
+
+
+def _is_tool_call(view: CallView, *, source: bool) -> bool:
+    """HTTP calls and MCP tool calls (and resource reads, for sources) only."""
+    if view.kind is RequestKind.HTTP:
+        return True
+    if view.kind is not RequestKind.MCP:
+        return False
+    methods = {m for m, _, _ in view.mcp_messages} | {view.mcp_method}
+    wanted = _MCP_SOURCE_METHODS if source else frozenset({"tools/call"})
+    return bool(methods & wanted)
+
+
+def describe(view: CallView) -> str:
+    """A short name of a call for refusals and the taint record: no path, query or
+    arguments (they may carry secrets), only the kind, method, upstream/host and tool."""
+    where = view.upstream or view.host
+    if view.kind is RequestKind.MCP:
+        tools = ",".join(t.name for t in view.tool_calls[:3])
+        return f"mcp {where}" + (f" tool {tools}" if tools else f" {view.mcp_method or ''}")
+    return f"{view.method.upper()} {where}"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRefusal:
+    """Why a sink call is refused: the rule, the source that tainted the run, the sink."""
+
+    rule: str
+    source: str
+    sink: str
+
+    @property
+    def message(self) -> str:
+        return (f"flow rule {self.rule!r}: this run took in content from {self.source}, "
+                f"so calls to {self.sink} are refused until an operator reset")
+
+
+class FlowPolicy:
+    """The compiled ``spec.flows`` rules (built once per policy)."""
+
+    def __init__(self, rules: Iterable[FlowRule]) -> None:
+        self.rules = tuple(
+            (r.name, tuple(_Endpoint.compile(s) for s in r.sources),
+             tuple(_Endpoint.compile(s) for s in r.sinks))
+            for r in rules)
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def sources_hit(self, view: CallView) -> list[str]:
+        """Names of the rules this call is an untrusted source of."""
+        return [name for name, sources, _ in self.rules
+                if any(s.matches(view, source=True) for s in sources)]
+
+    def check(self, view: CallView, taint: FlowTaint) -> FlowRefusal | None:
+        """The refusal of a sink call of a tainted run (``None``: the call may go)."""
+        for name, _, sinks in self.rules:
+            source = taint.source_of(name)
+            if source is not None and any(s.matches(view, source=False) for s in sinks):
+                return FlowRefusal(name, source, describe(view))
+        return None
+
+
+class FlowTaint:
+    """Which flow rules the current run is tainted for, and by what source.
+
+    Bound to a run id: asked about another run (after a reset), it starts empty. With a
+    ``path`` it is kept in a JSON file (written atomically) and read back at start."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.run_id: str | None = None
+        self.sources: dict[str, str] = {}
+        self.unreadable = False
+        """The state file could not be read: the run counts as tainted for every rule
+        until an operator reset starts a new run."""
+        if path is not None:
+            self._load(path)
+
+    def bind(self, run_id: str) -> None:
+        """Follow the current run: a new run id clears the taint (scope: run)."""
+        if run_id == self.run_id:
+            return
+        if self.run_id is None and self.unreadable:
+            self.run_id = run_id  # the run the unreadable file belonged to: still tainted
+            return
+        had = bool(self.sources) or self.unreadable
+        self.run_id = run_id
+        self.sources = {}
+        self.unreadable = False
+        if had:
+            log.info("flow taint cleared: new run %s", run_id)
+            self._save()
+
+    def source_of(self, rule: str) -> str | None:
+        if self.unreadable:  # fail closed: every rule counts as tainted
+            return self.sources.get(rule, _UNREADABLE)
+        return self.sources.get(rule)
+
+    def taint(self, rules: Iterable[str], source: str) -> bool:
+        """Record that the run took in content from ``source`` (first source per rule
+        kept). True when something new was recorded."""
+        new = [r for r in rules if r not in self.sources]
+        if not new:
+            return False
+        for rule in new:
+            self.sources[rule] = source
+        self._save()
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"version": _TAINT_VERSION, "run_id": self.run_id,
+                "sources": dict(self.sources)}
+
+    def _load(self, path: Path) -> None:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            doc = None
+            log.error("flow taint file %s unreadable (%s): the run counts as tainted for "
+                      "every flow rule until an operator reset", path, e)
+        if (isinstance(doc, dict) and doc.get("version") == _TAINT_VERSION
+                and isinstance(doc.get("sources"), dict)
+                and isinstance(doc.get("run_id"), str)):
+            self.run_id = doc["run_id"]
+            self.sources = {str(k): str(v) for k, v in doc["sources"].items()}
+        else:
+            if doc is not None:
+                log.error("flow taint file %s malformed: the run counts as tainted for "
+                          "every flow rule until an operator reset", path)
+            self.unreadable = True
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            data = json.dumps(self.snapshot(), sort_keys=True).encode()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as e:  # the taint still holds in memory for this process
+            log.error("cannot save the flow taint to %s: %s", self.path, e)
+
+
+def flow_problems(spec: GovernancePolicySpec) -> list[tuple[str, str]]:
+    """``(field path, message)`` of every ``spec.flows`` problem the schema cannot see."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, rule in enumerate(spec.flows):
+        p = f"spec.flows[{i}]"
+        if rule.name in seen:
+            out.append((f"{p}.name", f"duplicate flow rule name {rule.name!r}"))
+        seen.add(rule.name)
+        for part, endpoints in (("sources", rule.sources), ("sinks", rule.sinks)):
+            for j, e in enumerate(endpoints):
+                out.extend(_endpoint_problems(f"{p}.{part}[{j}]", e, sink=part == "sinks"))
+    return out
+
+
+def _endpoint_problems(p: str, e: FlowEndpoint, *, sink: bool) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    matchers = [n for n, v in (("kind", e.kind), ("upstreams", e.upstreams),
+                               ("hosts", e.hosts), ("methods", e.methods),
+                               ("paths", e.paths), ("mcpServers", e.mcp_servers),
+                               ("mcpTools", e.mcp_tools)) if v]
+    if e.any_tool_result:
+        if sink:
+            out.append((f"{p}.anyToolResult", "only valid in sources"))
+        elif matchers:
+            out.append((f"{p}.anyToolResult",
+                        f"matches every tool result: remove {', '.join(matchers)}"))
+    elif not matchers:
+        out.append((p, "set at least one of kind, upstreams, hosts, methods, paths, "
+                       "mcpServers, mcpTools" + ("" if sink else ", anyToolResult")))
+    if e.kind == "mcp" and (e.methods or e.paths):
+        out.append((f"{p}.{'methods' if e.methods else 'paths'}",
+                    "only valid for http endpoints"))
+    if e.kind == "http" and (e.mcp_servers or e.mcp_tools):
+        out.append((f"{p}.{'mcpTools' if e.mcp_tools else 'mcpServers'}",
+                    "only valid for mcp endpoints"))
+    for k, m in enumerate(e.methods):
+        if not re.fullmatch(r"[A-Za-z]+", m):
+            out.append((f"{p}.methods[{k}]", f"not an HTTP method: {m!r}"))
+    return out
