@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from haltgate.sdk.errors import DeniedError, error_from_body
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins
 from tests.sidecar.test_mcp import call, rpc
 
@@ -63,6 +64,9 @@ async def test_page_instruction_cannot_make_the_agent_send(
     assert "web-to-writes" in err["message"]
     assert "GET api" in err["message"] and "POST api" in err["message"]
     assert posts(standins) == 1  # only the clean one reached the upstream
+    # The SDK surfaces it as a per-call denial, not a halt of the run.
+    surfaced = error_from_body(body, status=status)
+    assert isinstance(surfaced, DeniedError) and surfaced.code == "flow_denied"
     # Reading stays allowed: only the sinks are closed.
     assert (await http("GET", api + "/items"))[0] == 200
     refusal = [r for r in sc.audit.records if r.code == "flow_denied"]
