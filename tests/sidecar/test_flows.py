@@ -146,3 +146,49 @@ async def test_mcp_tool_result_taints_http_sink(
     status, body, _ = await call(mcp, rpc("tools/call", 4, name="echo", arguments={"text": "k"}))
     assert "result" in body
     assert posts(standins) == 1
+
+
+APPROVAL = {"spec": {"guardrails": GUARDED, "flows": [{
+    "name": "web-writes-need-approval",
+    "sources": [{"upstreams": ["api"], "paths": ["/pages/**"]}],
+    "sinks": [{"kind": "http", "methods": ["POST"]}],
+    "action": "approval",
+}]}}
+
+
+async def approve(sc: Any, approval: str, token: str = ADMIN_TOKEN) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as s, s.post(
+            sc.admin + "/flows/approve", json={"approval": approval, "actor": "alice"},
+            headers={"Authorization": f"Bearer {token}"}) as r:
+        return r.status, await r.json()
+
+
+async def post_item(sc: Any, body: Any) -> tuple[int, Any, str | None]:
+    async with aiohttp.ClientSession() as s, s.post(
+            sc.explicit + "/api/items", data=orjson.dumps(body),
+            headers={"Content-Type": "application/json"}) as r:
+        return r.status, orjson.loads(await r.read()), r.headers.get("x-haltgate-approval")
+
+
+async def test_approval_lets_exactly_the_approved_call_pass_once(
+        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sc = await sidecar_factory(APPROVAL)
+    assert (await http("GET", sc.explicit + "/api/pages/offer"))[0] == 200
+    status, body, approval = await post_item(sc, {"addresses": ["1 Elm St"]})
+    assert (status, body["error"]["type"], body["error"]["code"]) == (
+        403, "SAFETY", "flow_approval_required")
+    assert approval is not None and approval in body["error"]["message"]
+    surfaced = error_from_body(body, status=status)
+    assert isinstance(surfaced, DeniedError) and surfaced.code == "flow_approval_required"
+    # The agent cannot approve itself without the admin token; unknown ids are refused.
+    assert (await approve(sc, approval, token="wrong"))[0] == 401
+    status, answer = await approve(sc, "0" * 32)
+    assert (status, answer["error"]["code"]) == (404, "unknown_approval")
+    assert posts(standins) == 0
+    # Approved: the identical call passes, once; another call needs its own approval.
+    assert (await approve(sc, approval))[0] == 200
+    status, _, _ = await post_item(sc, {"name": "other"})
+    assert status == 403
+    assert (await post_item(sc, {"addresses": ["1 Elm St"]}))[0] == 201
+    assert (await post_item(sc, {"addresses": ["1 Elm St"]}))[0] == 403
+    assert posts(standins) == 1

@@ -19,11 +19,12 @@ Matching: every matcher an endpoint sets must match (an empty list matches anyth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -33,10 +34,13 @@ from haltgate.governance.request import CallView
 from haltgate.governance.tools import compile_glob
 
 __all__ = [
+    "APPROVAL_HEADER",
+    "CODE_FLOW_APPROVAL_REQUIRED",
     "CODE_FLOW_DENIED",
     "FlowPolicy",
     "FlowRefusal",
     "FlowTaint",
+    "approval_id",
     "describe",
     "flow_problems",
 ]
@@ -45,9 +49,17 @@ log = logging.getLogger(__name__)
 
 CODE_FLOW_DENIED: Final = "flow_denied"
 """A sink of a flow rule was called after the run took in content from its source."""
+CODE_FLOW_APPROVAL_REQUIRED: Final = "flow_approval_required"
+"""As ``flow_denied``, for a rule with ``action: approval``: an operator may approve the
+call (its approval id), after which the identical call passes once."""
+APPROVAL_HEADER: Final = "x-haltgate-approval"
+"""Response header of a ``flow_approval_required`` refusal: the call's approval id."""
 
 _MCP_SOURCE_METHODS: Final = frozenset({"tools/call", "resources/read"})
 _TAINT_VERSION: Final = 1
+_MAX_PENDING: Final = 256
+"""Approval ids kept waiting per run (a bound on the state file; past it, refusals still
+name their id but it cannot be approved until a reset)."""
 _UNREADABLE: Final = "an unknown source (the saved flow taint could not be read)"
 
 
@@ -125,18 +137,33 @@ def describe(view: CallView) -> str:
     return f"{view.method.upper()} {where}"
 
 
+def approval_id(run_id: str, view: CallView, fingerprint: str) -> str:
+    """The id an operator approves: one exact call (target and content) of one run."""
+    digest = hashlib.sha256(f"{run_id}\n{describe(view)}\n{fingerprint}".encode())
+    return digest.hexdigest()[:32]
+
+
 @dataclass(frozen=True, slots=True)
 class FlowRefusal:
-    """Why a sink call is refused: the rule, the source that tainted the run, the sink."""
+    """Why a sink call is refused: the rule, the source that tainted the run, the sink;
+    ``approval``: the call's approval id when the rule lets an operator approve it."""
 
     rule: str
     source: str
     sink: str
+    approval: str | None = None
+
+    @property
+    def code(self) -> str:
+        return CODE_FLOW_DENIED if self.approval is None else CODE_FLOW_APPROVAL_REQUIRED
 
     @property
     def message(self) -> str:
-        return (f"flow rule {self.rule!r}: this run took in content from {self.source}, "
-                f"so calls to {self.sink} are refused until an operator reset")
+        head = f"flow rule {self.rule!r}: this run took in content from {self.source}, so "
+        if self.approval is None:
+            return head + f"calls to {self.sink} are refused until an operator reset"
+        return head + (f"this call to {self.sink} needs an operator's approval "
+                       f"(approval id {self.approval})")
 
 
 class FlowPolicy:
@@ -145,7 +172,7 @@ class FlowPolicy:
     def __init__(self, rules: Iterable[FlowRule]) -> None:
         self.rules = tuple(
             (r.name, tuple(_Endpoint.compile(s) for s in r.sources),
-             tuple(_Endpoint.compile(s) for s in r.sinks))
+             tuple(_Endpoint.compile(s) for s in r.sinks), r.action == "approval")
             for r in rules)
 
     def __bool__(self) -> bool:
@@ -153,16 +180,32 @@ class FlowPolicy:
 
     def sources_hit(self, view: CallView) -> list[str]:
         """Names of the rules this call is an untrusted source of."""
-        return [name for name, sources, _ in self.rules
+        return [name for name, sources, _, _ in self.rules
                 if any(s.matches(view, source=True) for s in sources)]
 
-    def check(self, view: CallView, taint: FlowTaint) -> FlowRefusal | None:
-        """The refusal of a sink call of a tainted run (``None``: the call may go)."""
-        for name, _, sinks in self.rules:
+    def check(self, view: CallView, taint: FlowTaint,
+              fingerprint: Callable[[], str] = lambda: "") -> FlowRefusal | None:
+        """The refusal of a sink call of a tainted run (``None``: the call may go).
+
+        A ``deny`` rule refuses first; else an ``approval`` rule refuses with the call's
+        approval id unless an operator approved it (the approval is then used up).
+        ``fingerprint``: the call's identity (target and content), asked only when an
+        approval rule applies."""
+        pending: FlowRefusal | None = None
+        for name, _, sinks, approval in self.rules:
             source = taint.source_of(name)
-            if source is not None and any(s.matches(view, source=False) for s in sinks):
+            if source is None or not any(s.matches(view, source=False) for s in sinks):
+                continue
+            if not approval:
                 return FlowRefusal(name, source, describe(view))
-        return None
+            if pending is None:
+                pending = FlowRefusal(name, source, describe(view),
+                                      approval_id(taint.run_id or "", view, fingerprint()))
+        if pending is not None and pending.approval is not None:
+            if taint.use_approval(pending.approval):
+                return None
+            taint.ask_approval(pending.approval)
+        return pending
 
 
 class FlowTaint:
@@ -175,6 +218,10 @@ class FlowTaint:
         self.path = path
         self.run_id: str | None = None
         self.sources: dict[str, str] = {}
+        self.pending: set[str] = set()
+        """Approval ids refused and waiting for an operator (this run)."""
+        self.approved: set[str] = set()
+        """Approval ids an operator approved and the agent has not used yet."""
         self.unreadable = False
         """The state file could not be read: the run counts as tainted for every rule
         until an operator reset starts a new run."""
@@ -188,9 +235,10 @@ class FlowTaint:
         if self.run_id is None and self.unreadable:
             self.run_id = run_id  # the run the unreadable file belonged to: still tainted
             return
-        had = bool(self.sources) or self.unreadable
+        had = bool(self.sources or self.pending or self.approved) or self.unreadable
         self.run_id = run_id
         self.sources = {}
+        self.pending, self.approved = set(), set()
         self.unreadable = False
         if had:
             log.info("flow taint cleared: new run %s", run_id)
@@ -212,9 +260,33 @@ class FlowTaint:
         self._save()
         return True
 
+    def ask_approval(self, approval: str) -> None:
+        """Remember a refused call's approval id (only those can be approved)."""
+        if approval not in self.pending and len(self.pending) < _MAX_PENDING:
+            self.pending.add(approval)
+            self._save()
+
+    def approve(self, approval: str) -> bool:
+        """An operator approves one refused call; False: no such pending approval."""
+        if approval not in self.pending:
+            return False
+        self.pending.discard(approval)
+        self.approved.add(approval)
+        self._save()
+        return True
+
+    def use_approval(self, approval: str) -> bool:
+        """Let an approved call pass, once."""
+        if approval not in self.approved:
+            return False
+        self.approved.discard(approval)
+        self._save()
+        return True
+
     def snapshot(self) -> dict[str, Any]:
         return {"version": _TAINT_VERSION, "run_id": self.run_id,
-                "sources": dict(self.sources)}
+                "sources": dict(self.sources), "pending": sorted(self.pending),
+                "approved": sorted(self.approved)}
 
     def _load(self, path: Path) -> None:
         try:
@@ -230,6 +302,8 @@ class FlowTaint:
                 and isinstance(doc.get("run_id"), str)):
             self.run_id = doc["run_id"]
             self.sources = {str(k): str(v) for k, v in doc["sources"].items()}
+            self.pending = {str(a) for a in doc.get("pending") or ()}
+            self.approved = {str(a) for a in doc.get("approved") or ()}
         else:
             if doc is not None:
                 log.error("flow taint file %s malformed: the run counts as tainted for "

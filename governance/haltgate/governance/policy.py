@@ -573,11 +573,15 @@ class FlowRule(Spec):
     )
     sinks: list[FlowEndpoint] = Field(
         min_length=1,
-        description="Sensitive sinks: calls to any of them are refused (403 flow_denied, "
-        "SAFETY) once the run is tainted.",
+        description="Sensitive sinks: calls to any of them are refused (SAFETY) once the "
+        "run is tainted.",
     )
-    action: Literal["deny"] = Field(
-        default="deny", description="What happens to a sink call of a tainted run: deny.")
+    action: Literal["deny", "approval"] = Field(
+        default="deny",
+        description="What happens to a sink call of a tainted run: 'deny' refuses it "
+        "(403 flow_denied); 'approval' refuses it with an approval id (403 "
+        "flow_approval_required) until an operator approves that exact call out of band "
+        "(admin API POST /flows/approve); the approved call then passes once.")
     scope: Literal["run"] = Field(
         default="run",
         description="How long a taint lasts: the whole run (until an operator reset "

@@ -52,7 +52,7 @@ from haltgate.governance.errors import (
     UnavailableError,
     UpstreamError,
 )
-from haltgate.governance.flows import CODE_FLOW_DENIED, FlowTaint
+from haltgate.governance.flows import APPROVAL_HEADER, FlowTaint
 from haltgate.governance.flows import describe as describe_call
 from haltgate.governance.guardrails.request_meta import scan_request_meta
 from haltgate.governance.guardrails.response_body import (
@@ -389,9 +389,12 @@ class Pipeline:
         if flows is None or call.teardown or call.classified is None:
             return
         self.flow_taint.bind(call.agent.run_id)
-        refusal = flows.check(call.classified.view, self.flow_taint)
+        refusal = flows.check(call.classified.view, self.flow_taint,
+                              lambda: _fingerprint(call))
         if refusal is not None:
-            raise DeniedError(refusal.message, code=CODE_FLOW_DENIED,
+            if refusal.approval is not None:
+                call.refusal_headers = {APPROVAL_HEADER: refusal.approval}
+            raise DeniedError(refusal.message, code=refusal.code,
                               failure_type=FailureType.SAFETY)
 
     def record_flow_sources(self, call: Call) -> None:

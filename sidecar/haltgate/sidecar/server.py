@@ -732,6 +732,17 @@ class Sidecar:
             self.pipeline.agent = self._agent()
         return {"reset": True, "run_id": self.run_id, "decision": decision.to_dict()}
 
+    async def approve_flow(self, approval: str, actor: str) -> dict[str, Any] | None:
+        """Approve one call held by a ``spec.flows`` approval rule (None: no such id)."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return None
+        pipeline.flow_taint.bind(self.run_id)  # an id of a run before a reset is void
+        if not pipeline.flow_taint.approve(approval):
+            return None
+        return {"approved": True, "approval": approval, "actor": actor,
+                "run_id": self.run_id}
+
     # ------------------------------------------------------------------ apps
 
     def _explicit_server(self) -> web.Server:

@@ -169,3 +169,33 @@ def test_validation_names_the_field(flows: Any, path: str, message: str) -> None
 def test_valid_flows_pass() -> None:
     assert errors([WEB, {"name": "all", "sources": [{"anyToolResult": True}],
                          "sinks": [{"kind": "mcp", "mcpTools": ["send_*"]}]}]) == {}
+
+
+def test_approval_rule_holds_a_call_until_approved_once(tmp_path: Path) -> None:
+    policy = rules({"name": "ask", "sources": [{"hosts": ["*.news.example"]}],
+                    "sinks": [{"mcpTools": ["send_*"]}], "action": "approval"},
+                   {"name": "never", "sources": [{"hosts": ["*.news.example"]}],
+                    "sinks": [{"mcpTools": ["send_fax"]}]})
+    path = tmp_path / "flow-taint.json"
+    taint = FlowTaint(path)
+    taint.bind("run-1")
+    taint.taint(policy.sources_hit(http(host="a.news.example")), "GET a.news.example")
+    send = mcp_tool("send_mail", server="mail")
+    first = policy.check(send, taint, lambda: "fp-1")
+    assert first is not None and first.code == "flow_approval_required"
+    assert first.approval is not None and first.approval in first.message
+    # The same call gets the same id; another call (other content) another one.
+    assert policy.check(send, taint, lambda: "fp-1") == first
+    other = policy.check(send, taint, lambda: "fp-2")
+    assert other is not None and other.approval != first.approval
+    # A deny rule wins over an approval rule.
+    fax = policy.check(mcp_tool("send_fax"), taint, lambda: "fp-1")
+    assert fax is not None and fax.code == "flow_denied" and fax.approval is None
+    assert not taint.approve("f" * 32)
+    assert taint.approve(first.approval)
+    restarted = FlowTaint(path)  # the approval survives a restart
+    restarted.bind("run-1")
+    assert policy.check(send, restarted, lambda: "fp-1") is None
+    assert policy.check(send, restarted, lambda: "fp-1") == first  # used up
+    restarted.bind("run-2")
+    assert not restarted.approve(first.approval)  # a reset voids pending approvals
