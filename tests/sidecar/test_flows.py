@@ -192,3 +192,18 @@ async def test_approval_lets_exactly_the_approved_call_pass_once(
     assert (await post_item(sc, {"addresses": ["1 Elm St"]}))[0] == 201
     assert (await post_item(sc, {"addresses": ["1 Elm St"]}))[0] == 403
     assert posts(standins) == 1
+
+
+async def test_window_scope_reopens_sinks_after_its_calls(
+        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sc = await sidecar_factory({"spec": {"flows": [{
+        "name": "web-window", "scope": "calls", "windowCalls": 2,
+        "sources": [{"upstreams": ["api"], "paths": ["/pages/**"]}],
+        "sinks": [{"kind": "http", "methods": ["POST"]}],
+    }]}})
+    api = sc.explicit + "/api"
+    assert (await http("GET", api + "/pages/offer"))[0] == 200
+    assert (await http("GET", api + "/items"))[0] == 200
+    status, body = await http("POST", api + "/items", {"name": "x"})
+    assert (status, body["error"]["code"]) == (403, "flow_denied")
+    assert (await http("POST", api + "/items", {"name": "x"}))[0] == 201

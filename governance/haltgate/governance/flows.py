@@ -172,7 +172,8 @@ class FlowPolicy:
     def __init__(self, rules: Iterable[FlowRule]) -> None:
         self.rules = tuple(
             (r.name, tuple(_Endpoint.compile(s) for s in r.sources),
-             tuple(_Endpoint.compile(s) for s in r.sinks), r.action == "approval")
+             tuple(_Endpoint.compile(s) for s in r.sinks), r.action == "approval",
+             r.window_calls if r.scope == "calls" else None)
             for r in rules)
 
     def __bool__(self) -> bool:
@@ -180,7 +181,7 @@ class FlowPolicy:
 
     def sources_hit(self, view: CallView) -> list[str]:
         """Names of the rules this call is an untrusted source of."""
-        return [name for name, sources, _, _ in self.rules
+        return [name for name, sources, _, _, _ in self.rules
                 if any(s.matches(view, source=True) for s in sources)]
 
     def check(self, view: CallView, taint: FlowTaint,
@@ -192,8 +193,8 @@ class FlowPolicy:
         ``fingerprint``: the call's identity (target and content), asked only when an
         approval rule applies."""
         pending: FlowRefusal | None = None
-        for name, _, sinks, approval in self.rules:
-            source = taint.source_of(name)
+        for name, _, sinks, approval, window in self.rules:
+            source = taint.source_of(name, window)
             if source is None or not any(s.matches(view, source=False) for s in sinks):
                 continue
             if not approval:
@@ -218,6 +219,10 @@ class FlowTaint:
         self.path = path
         self.run_id: str | None = None
         self.sources: dict[str, str] = {}
+        self.calls = 0
+        """Governed calls of this run seen by :meth:`tick` (windows count them)."""
+        self.tainted_at: dict[str, int] = {}
+        """Per rule, ``calls`` when its source last answered (``scope: calls``)."""
         self.pending: set[str] = set()
         """Approval ids refused and waiting for an operator (this run)."""
         self.approved: set[str] = set()
@@ -237,28 +242,43 @@ class FlowTaint:
             return
         had = bool(self.sources or self.pending or self.approved) or self.unreadable
         self.run_id = run_id
-        self.sources = {}
+        self.sources, self.tainted_at, self.calls = {}, {}, 0
         self.pending, self.approved = set(), set()
         self.unreadable = False
         if had:
             log.info("flow taint cleared: new run %s", run_id)
             self._save()
 
-    def source_of(self, rule: str) -> str | None:
+    def tick(self) -> None:
+        """One more governed call in this run (in memory: a restart resumes from the last
+        taint, so windows only get longer)."""
+        self.calls += 1
+
+    def source_of(self, rule: str, window: int | None = None) -> str | None:
+        """The source that tainted the run for ``rule`` (``None``: not tainted, or its
+        window of ``window`` calls after the last untrusted answer has passed)."""
         if self.unreadable:  # fail closed: every rule counts as tainted
             return self.sources.get(rule, _UNREADABLE)
-        return self.sources.get(rule)
+        source = self.sources.get(rule)
+        if source is not None and window is not None and \
+                self.calls - self.tainted_at.get(rule, self.calls) > window:
+            return None
+        return source
 
     def taint(self, rules: Iterable[str], source: str) -> bool:
-        """Record that the run took in content from ``source`` (first source per rule
-        kept). True when something new was recorded."""
-        new = [r for r in rules if r not in self.sources]
-        if not new:
-            return False
-        for rule in new:
-            self.sources[rule] = source
-        self._save()
-        return True
+        """Record that the run took in content from ``source`` (the first source per rule
+        is named; a window restarts). True when something changed."""
+        changed = False
+        for rule in rules:
+            if rule not in self.sources:
+                self.sources[rule] = source
+                changed = True
+            if self.tainted_at.get(rule) != self.calls:
+                self.tainted_at[rule] = self.calls
+                changed = True
+        if changed:
+            self._save()
+        return changed
 
     def ask_approval(self, approval: str) -> None:
         """Remember a refused call's approval id (only those can be approved)."""
@@ -285,7 +305,8 @@ class FlowTaint:
 
     def snapshot(self) -> dict[str, Any]:
         return {"version": _TAINT_VERSION, "run_id": self.run_id,
-                "sources": dict(self.sources), "pending": sorted(self.pending),
+                "sources": dict(self.sources), "tainted_at": dict(self.tainted_at),
+                "pending": sorted(self.pending),
                 "approved": sorted(self.approved)}
 
     def _load(self, path: Path) -> None:
@@ -302,6 +323,10 @@ class FlowTaint:
                 and isinstance(doc.get("run_id"), str)):
             self.run_id = doc["run_id"]
             self.sources = {str(k): str(v) for k, v in doc["sources"].items()}
+            at = doc.get("tainted_at")
+            self.tainted_at = {str(k): int(v) for k, v in at.items()
+                               if isinstance(v, int)} if isinstance(at, dict) else {}
+            self.calls = max(self.tainted_at.values(), default=0)
             self.pending = {str(a) for a in doc.get("pending") or ()}
             self.approved = {str(a) for a in doc.get("approved") or ()}
         else:
@@ -336,6 +361,10 @@ def flow_problems(spec: GovernancePolicySpec) -> list[tuple[str, str]]:
         if rule.name in seen:
             out.append((f"{p}.name", f"duplicate flow rule name {rule.name!r}"))
         seen.add(rule.name)
+        if rule.scope == "calls" and rule.window_calls is None:
+            out.append((f"{p}.windowCalls", "required when scope is 'calls'"))
+        if rule.scope == "run" and rule.window_calls is not None:
+            out.append((f"{p}.windowCalls", "only valid when scope is 'calls'"))
         for part, endpoints in (("sources", rule.sources), ("sinks", rule.sinks)):
             for j, e in enumerate(endpoints):
                 out.extend(_endpoint_problems(f"{p}.{part}[{j}]", e, sink=part == "sinks"))

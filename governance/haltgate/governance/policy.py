@@ -582,10 +582,16 @@ class FlowRule(Spec):
         "(403 flow_denied); 'approval' refuses it with an approval id (403 "
         "flow_approval_required) until an operator approves that exact call out of band "
         "(admin API POST /flows/approve); the approved call then passes once.")
-    scope: Literal["run"] = Field(
+    scope: Literal["run", "calls"] = Field(
         default="run",
         description="How long a taint lasts: the whole run (until an operator reset "
-        "starts a new one).",
+        "starts a new one), or 'calls': the windowCalls governed calls after the last "
+        "answer from a source.",
+    )
+    window_calls: int | None = Field(
+        default=None, ge=1,
+        description="With scope 'calls': how many governed calls after the last untrusted "
+        "answer the sinks stay closed.",
     )
 
 

@@ -389,6 +389,7 @@ class Pipeline:
         if flows is None or call.teardown or call.classified is None:
             return
         self.flow_taint.bind(call.agent.run_id)
+        self.flow_taint.tick()
         refusal = flows.check(call.classified.view, self.flow_taint,
                               lambda: _fingerprint(call))
         if refusal is not None:

@@ -199,3 +199,39 @@ def test_approval_rule_holds_a_call_until_approved_once(tmp_path: Path) -> None:
     assert policy.check(send, restarted, lambda: "fp-1") == first  # used up
     restarted.bind("run-2")
     assert not restarted.approve(first.approval)  # a reset voids pending approvals
+
+
+def test_window_scope_closes_sinks_for_the_next_calls_only(tmp_path: Path) -> None:
+    policy = rules({"name": "w", "sources": [{"hosts": ["*.news.example"]}],
+                    "sinks": [{"mcpTools": ["send_*"]}], "scope": "calls", "windowCalls": 2})
+    path = tmp_path / "flow-taint.json"
+    taint = FlowTaint(path)
+    taint.bind("run-1")
+    send = mcp_tool("send_mail")
+    taint.tick()  # call 1: the page
+    taint.taint(policy.sources_hit(http(host="a.news.example")), "GET a.news.example")
+    taint.tick()  # call 2
+    assert policy.check(send, taint) is not None
+    taint.tick()  # call 3: the second call after the page
+    assert policy.check(send, taint) is not None
+    assert FlowTaint(path).calls == 1  # a restart resumes from the taint (never shorter)
+    taint.tick()  # call 4: the window has passed
+    assert policy.check(send, taint) is None
+    taint.taint(["w"], "GET b.news.example")  # another untrusted answer restarts it
+    taint.tick()
+    assert policy.check(send, taint) is not None
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"scope": "calls"}, "required when scope is 'calls'"),
+    ({"windowCalls": 3}, "only valid when scope is 'calls'"),
+])
+def test_window_validation(extra: dict[str, Any], message: str) -> None:
+    found = errors([{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": SINK, **extra}])
+    assert found.get("spec.flows[0].windowCalls", "").startswith(message), found
+
+
+def test_window_must_be_positive() -> None:
+    found = errors([{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": SINK,
+                     "scope": "calls", "windowCalls": 0}])
+    assert found == {"spec.flows[0].windowCalls": "must be >= 1"}
