@@ -111,8 +111,12 @@ def canonical_path(raw: str, *, parameters: bool = False) -> CanonicalPath:
     if not raw.startswith("/"):
         raise _refuse("no leading '/'")
     if ("%" not in raw and ";" not in raw and "//" not in raw and "/." not in raw
-            and "\\" not in raw and raw.isascii()):
+            and "\\" not in raw and "#" not in raw and raw.isascii()):
         return CanonicalPath(raw, raw)  # the common case: nothing to decode or refuse
+    if "#" in raw:
+        # A request-target never carries a fragment (RFC 9112 3.2); an HTTP client drops it
+        # when it forwards, so the rules would judge a path the upstream never sees.
+        raise _refuse("a '#' (a request-target has no fragment)")
     if "\\" in raw:
         raise _refuse("a '\\' (some servers read it as '/')")
     path = raw if raw.isascii() else encode_non_ascii(raw)

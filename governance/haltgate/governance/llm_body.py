@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from haltgate.governance.engine.pricing import normalise_model
 from haltgate.governance.errors import BadRequestError
+from haltgate.governance.strict_json import plain_keys
 
 __all__ = [
     "INLINE_IMAGE_TOKENS",
@@ -153,9 +154,8 @@ def _walk(root: dict[str, Any]) -> tuple[str | None, int]:
         node = pop()
         if type(node) is dict:
             # The common node (a message, a text part) has none of the keys looked for and
-            # only lower-case ASCII keys: two C-level checks, no per-key Python.
-            if node.keys() & _WALK_KEYS or not (all(map(str.islower, node))
-                                                 and all(map(str.isascii, node))):
+            # only lower-case ASCII keys: C-level checks, no per-key Python.
+            if node.keys() & _WALK_KEYS or not plain_keys(node):
                 ref, found = _inspect(node)
                 if ref is not None:
                     return ref, 0

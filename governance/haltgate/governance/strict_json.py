@@ -35,7 +35,13 @@ import orjson
 
 from haltgate.governance.errors import BadRequestError
 
-__all__ = ["CODE_AMBIGUOUS_JSON", "check_one_reading", "loads", "require_exact_fields"]
+__all__ = [
+    "CODE_AMBIGUOUS_JSON",
+    "check_one_reading",
+    "loads",
+    "plain_keys",
+    "require_exact_fields",
+]
 
 CODE_AMBIGUOUS_JSON: Final = "ambiguous_json"
 
@@ -73,14 +79,17 @@ def check_one_reading(body: bytes, obj: Any, *, nested: bool = True) -> None:
     _check_case(obj, nested)
 
 
-def _plain(keys: Iterable[str]) -> bool:
-    """Every key lower-case ASCII (no two can fold together): two C-level passes."""
-    return all(map(str.islower, keys)) and all(map(str.isascii, keys))
+def plain_keys(keys: Iterable[str]) -> bool:
+    """Every key lower-case ASCII, so no two fold together (``False`` may be a false alarm,
+    e.g. keys without letters: the caller then folds them one by one). One join, two
+    C-level scans."""
+    joined = "".join(keys)
+    return joined.islower() and joined.isascii()
 
 
 def _check_case(obj: Any, nested: bool) -> None:
     if not nested:
-        if type(obj) is dict and len(obj) > 1 and not _plain(obj):
+        if type(obj) is dict and len(obj) > 1 and not plain_keys(obj):
             _fold(obj)
         return
     stack = [obj]
@@ -89,7 +98,7 @@ def _check_case(obj: Any, nested: bool) -> None:
     while stack:
         node = pop()
         if type(node) is dict:
-            if len(node) > 1 and not _plain(node):
+            if len(node) > 1 and not plain_keys(node):
                 _fold(node)
             values: Iterable[Any] = node.values()
         else:

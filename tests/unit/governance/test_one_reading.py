@@ -61,7 +61,8 @@ def test_canonical_path_examples(raw: str, forward: str) -> None:
 
 
 @pytest.mark.parametrize("raw", ["/a//b", "/a%2Fb", "/a%5cb", "/a%00", "/a%0d%0a", "/a\\b",
-                                 "/a%252F", "/%25a%41", "/a;b", "/a%zz", "x/y", "/a%7F"])
+                                 "/a%252F", "/%25a%41", "/a;b", "/a%zz", "x/y", "/a%7F",
+                                 "/api/admin#x", "/a#/b"])
 def test_ambiguous_paths_refused(raw: str) -> None:
     with pytest.raises(BadRequestError) as e:
         canonical_path(raw)

@@ -1,0 +1,3 @@
+module haltgate.dev/testbed/goupstream
+
+go 1.22
