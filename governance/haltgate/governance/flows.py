@@ -87,9 +87,8 @@ class _Endpoint:
             tools=compile_glob(spec.mcp_tools),
         )
 
-    def matches(self, view: CallView, *, source: bool) -> bool:
-        if not _is_tool_call(view, source=source):
-            return False
+    def matches(self, view: CallView) -> bool:
+        """Whether the endpoint matches ``view``, already known to be a tool call."""
         if self.any_tool_result:
             return True
         if self.kind is not None and view.kind is not self.kind:
@@ -181,8 +180,10 @@ class FlowPolicy:
 
     def sources_hit(self, view: CallView) -> list[str]:
         """Names of the rules this call is an untrusted source of."""
+        if not _is_tool_call(view, source=True):
+            return []
         return [name for name, sources, _, _, _ in self.rules
-                if any(s.matches(view, source=True) for s in sources)]
+                if any(s.matches(view) for s in sources)]
 
     def check(self, view: CallView, taint: FlowTaint,
               fingerprint: Callable[[], str] = lambda: "") -> FlowRefusal | None:
@@ -193,9 +194,14 @@ class FlowPolicy:
         ``fingerprint``: the call's identity (target and content), asked only when an
         approval rule applies."""
         pending: FlowRefusal | None = None
+        sink_kind: bool | None = None
         for name, _, sinks, approval, window in self.rules:
             source = taint.source_of(name, window)
-            if source is None or not any(s.matches(view, source=False) for s in sinks):
+            if source is None:
+                continue
+            if sink_kind is None:
+                sink_kind = _is_tool_call(view, source=False)
+            if not sink_kind or not any(s.matches(view) for s in sinks):
                 continue
             if not approval:
                 return FlowRefusal(name, source, describe(view))
