@@ -8,13 +8,18 @@ stand-in's own record of what reached it is the measure of what got through.
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import yaml
 
 from haltgate.sdk.errors import DeniedError, error_from_body
-from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins
+from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
+from tests.sidecar.test_cli_spool import free_port, haltgate, wait_ready
 from tests.sidecar.test_mcp import call, rpc
 
 GUARDED = {"promptInjection": {"direction": "both", "action": "block"},
@@ -207,3 +212,50 @@ async def test_window_scope_reopens_sinks_after_its_calls(
     status, body = await http("POST", api + "/items", {"name": "x"})
     assert (status, body["error"]["code"]) == (403, "flow_denied")
     assert (await http("POST", api + "/items", {"name": "x"}))[0] == 201
+
+
+async def test_taint_survives_kill_9_of_the_sidecar_process(
+        standins: Standins, tmp_path: Path) -> None:
+    """The pod's way: ``haltgate sidecar`` as a process, killed with SIGKILL, restarted
+    on the same state directory; the run is still tainted, and a reset clears it."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(merge(base_policy(standins), BROWSING)))
+    token = tmp_path / "admin-token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    ports = {name: free_port() for name in ("explicit", "admin", "metrics")}
+    explicit, admin = (f"http://127.0.0.1:{ports[n]}" for n in ("explicit", "admin"))
+
+    async def start() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            *haltgate("sidecar", "--policy", str(policy), "--state-dir", str(tmp_path / "st"),
+                      "--audit-dir", str(tmp_path / "spool"), "--admin-token-file", str(token),
+                      "--mode", "explicit", "--listen", f"127.0.0.1:{ports['explicit']}",
+                      "--admin-listen", f"127.0.0.1:{ports['admin']}",
+                      "--metrics-listen", f"127.0.0.1:{ports['metrics']}",
+                      "--log-level", "error"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await wait_ready(admin + "/readyz", proc)
+        return proc
+
+    proc = await start()
+    try:
+        assert (await http("GET", explicit + "/api/pages/offer"))[0] == 200
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        proc = await start()
+        status, body = await http("POST", explicit + "/api/items", {"addresses": ["x"]})
+        assert (status, body["error"]["code"]) == (403, "flow_denied")
+        async with aiohttp.ClientSession() as s, s.post(
+                admin + "/reset", json={"actor": "test"},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+            assert r.status == 200
+        assert (await http("POST", explicit + "/api/items", {"name": "x"}))[0] == 201
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    assert posts(standins) == 1
