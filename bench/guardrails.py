@@ -121,7 +121,9 @@ def quality(model: Callable[[str], float] | None) -> None:
     print("    * set 1 was read after its first measurement and patterns were added since")
     print("    ** set 3 was written as held-out, then rules matching it were added (111b2a3)")
     if model is not None:
-        both = InjectionDetector(model=model)
+        both = InjectionDetector(model=model,
+                                 model_min=float(getattr(model, "block_at", 0.9)),
+                                 model_advisory=float(getattr(model, "advisory_at", 0.7)))
         for name, samples in (("", inj_samples), (" held-out 1*", holdout),
                               (" held-out 2", holdout2), (" dev set 3**", holdout3)):
             print(_row(f"model alone{name}", evaluate(samples, lambda s: model(s.text) >= 0.5)))
@@ -221,9 +223,9 @@ def main() -> None:
     args = parser.parse_args()
     model = None
     if args.model:
-        from haltgate.governance.guardrails import model as model_stage
+        from haltgate.governance.guardrails import onnx_model  # the shipped model stage
 
-        model = model_stage.load_default_scorer()
+        model = onnx_model.load_default_scorer()
     if hasattr(os, "sched_getaffinity"):
         print(f"cores visible: {len(os.sched_getaffinity(0))} (the scan is single-threaded)")
     quality(model)

@@ -6,12 +6,12 @@ Run (root: network namespaces and iptables): ``.venv/bin/python bench/transparen
 Set-up, as in a pod: a "pod" and an "upstream" network namespace (haltgate.testbed.netns),
 the stand-in LLM in the upstream namespace on ports 80 and 8081 (one process, one app), the
 real ``haltgate sidecar`` (transparent + explicit, full pipeline, guardrails off, audit
-spool and budget state on disk) under UID 1337 in the pod, and ``haltgate iptables apply``
+spool and budget state on disk) under UID 17337 in the pod, and ``haltgate iptables apply``
 with ``--exclude-port 8081``. The load generator runs in the pod as the agent (UID 1000):
 
 - ``direct``: ``http://llm.test:8081/...`` (excluded port: not redirected) — the baseline;
-- ``transparent``: ``http://llm.test/...`` (REDIRECTed to 15001, peeked, handed over);
-- ``explicit``: ``http://127.0.0.1:15000/llm/...`` (same pipeline, no redirect).
+- ``transparent``: ``http://llm.test/...`` (REDIRECTed to 17001, peeked, handed over);
+- ``explicit``: ``http://127.0.0.1:17000/llm/...`` (same pipeline, no redirect).
 
 It prints the same tables as bench/sidecar_overhead.py (whose load functions it reuses):
 latency at ~200 req/s interleaved in one run (p50/p99 and added ms), then closed-loop
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from haltgate.testbed import netns as harness  # noqa: E402
 
-SIDECAR_UID, AGENT_UID = 1337, 1000
+SIDECAR_UID, AGENT_UID = 17337, 1000
 
 POLICY = """\
 apiVersion: haltgate.dev/v1alpha1
@@ -92,7 +92,7 @@ def client(args: argparse.Namespace) -> None:
     targets = {
         "direct": "http://llm.test:8081/v1/chat/completions",
         "transparent": "http://llm.test/v1/chat/completions",
-        "explicit": "http://127.0.0.1:15000/llm/v1/chat/completions",
+        "explicit": "http://127.0.0.1:17000/llm/v1/chat/completions",
     }
     print(f"transparent overhead bench: uid {os.getuid()}, {os.cpu_count()} CPUs (shared), "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -207,7 +207,7 @@ def orchestrate(args: argparse.Namespace) -> None:
              "--state-dir", str(state), "--mode", "transparent", "--log-level", "warning"],
             uid=SIDECAR_UID, env=env, log=workdir / "sidecar.log")
         procs.append(sidecar)
-        for port in (15001, 15000):
+        for port in (17001, 17000):
             harness.wait_port(topo.pod, "127.0.0.1", port, proc=sidecar)
         topo.pod.run([str(Path(sys.executable).parent / "haltgate"), "iptables", "apply",
                       "--proxy-uid", str(SIDECAR_UID), "--no-dns", "--exclude-port", "8081"])

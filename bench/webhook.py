@@ -106,7 +106,7 @@ def main() -> int:
             install_crds(plane)
             plane.kubectl("create", "namespace", "haltgate-system", check=True)
             (work / "op").mkdir()
-            op = OperatorUnderTest(plane, work / "op", admin_port=15020)
+            op = OperatorUnderTest(plane, work / "op", admin_port=17020)
             # Production resync intervals, not the tests' short ones.
             for flag, value in (("--halt-resync", "5"), ("--status-resync", "30")):
                 op.argv[op.argv.index(flag) + 1] = value

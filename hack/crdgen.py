@@ -123,7 +123,8 @@ _POLICY_STATUS: Schema = {
         "matchedWorkloads": {"type": "integer", "minimum": 0,
                              "description": "Number of workloads the selector matches."},
         "haltedAgents": {"type": "integer", "minimum": 0,
-                         "description": "Number of agents currently halted."},
+                         "description": "Number of agents currently halted (any failure "
+                                        "type; pending halts not counted)."},
         "halts": {
             "type": "array",
             "description": "Currently halted agents.",
@@ -135,6 +136,16 @@ _POLICY_STATUS: Schema = {
                     "failureType": {"type": "string", "enum": [f.value for f in FailureType],
                                     "description": "Typed failure of the halt."},
                     "code": {"type": "string", "description": "Stable reason code."},
+                    "message": {"type": "string", "description": "Why, as the sidecar or "
+                                "the halt annotation says."},
+                    "source": {"type": "string", "description": "Who halted: sidecar (a "
+                               "budget or guardrail), GovernancePolicy/NAME, Deployment/NAME, "
+                               "BudgetPool/NAME (annotations), or admin API."},
+                    "state": {"type": "string", "enum": ["Halted", "Pending"],
+                              "description": "Halted: in force. Pending: an external halt "
+                              "not delivered yet (no pod IP, or the call failed; retried)."},
+                    "workload": {"type": "string", "description": "The pod's workload, "
+                                 "e.g. Deployment/NAME (Events are posted there too)."},
                     "since": {"type": "string", "format": "date-time",
                               "description": "When the halt happened."},
                 },

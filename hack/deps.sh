@@ -14,7 +14,7 @@
 # runs its explicit-mode journey and the tests that need them say why they skip.
 # DEPS_STRICT=1 (`.ci/run`) makes a missing package an error instead.
 #
-# The transparent journey runs the sidecar and the agent under their own UIDs (1337, 1000):
+# The transparent journey runs the sidecar and the agent under their own UIDs (17337, 1000):
 # they must be able to reach the Python interpreter and the checkout (pyenv installs Python
 # under a 0700 $HOME). As root this adds o+x (traverse, not list or read) to the directories
 # on those paths that lack it, and says which; otherwise it says what to run.

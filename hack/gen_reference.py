@@ -42,10 +42,14 @@ def _notes(s: dict[str, Any], required: bool) -> str:
     if "default" in s:
         shown = yaml.safe_dump(s["default"], default_flow_style=True).strip()
         parts.append(f"default `{shown.removesuffix('...').strip()}`")
-    for key, word in (("minimum", "≥"), ("maximum", "≤"), ("exclusiveMinimum", ">"),
-                      ("exclusiveMaximum", "<"), ("minLength", "length ≥"),
-                      ("maxLength", "length ≤"), ("minItems", "items ≥"),
-                      ("maxItems", "items ≤")):
+    # OpenAPI v3 (the CRDs) marks an exclusive bound with a flag next to the bound:
+    # minimum 0 + exclusiveMinimum true reads "> 0", not "≥ 0".
+    words = {"minimum": ">" if s.get("exclusiveMinimum") is True else "≥",
+             "maximum": "<" if s.get("exclusiveMaximum") is True else "≤"}
+    for key, word in (("minimum", words["minimum"]), ("maximum", words["maximum"]),
+                      ("exclusiveMinimum", ">"), ("exclusiveMaximum", "<"),
+                      ("minLength", "length ≥"), ("maxLength", "length ≤"),
+                      ("minItems", "items ≥"), ("maxItems", "items ≤")):
         if key in s and not isinstance(s[key], bool):
             parts.append(f"{word} {s[key]}")
     if "pattern" in s:

@@ -3,7 +3,7 @@
 Run against the stand-in LLM (see agent-policy.yaml for the three commands). The agent
 takes one turn after another; haltgate refuses the call past the budget, and the run stops
 on a typed ExhaustionError (no retry). Exit code 0 when halted by haltgate.
-Environment: HALTGATE_URL (sidecar, default http://127.0.0.1:15000), HALTGATE_ALIAS
+Environment: HALTGATE_URL (sidecar, default http://127.0.0.1:17000), HALTGATE_ALIAS
 (upstream alias, default openai), MAX_STEPS (default 20).
 """
 

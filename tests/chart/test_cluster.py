@@ -6,6 +6,7 @@ a Deployment gets from the real kube-controller-manager."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,3 +207,61 @@ def test_chart_configured_operator_injects_deployment_pods(
     assert res.returncode != 0 and "host_network" in res.stderr, res.stderr
 
 
+
+
+def test_switch_to_cert_manager_and_back_keeps_the_webhook(installed: ControlPlane,
+                                                          helm: Helm) -> None:
+    """Operator-managed -> cert-manager -> operator-managed with `helm upgrade` only: Helm
+    adopts the configurations the operator wrote (they carry the release's ownership), and
+    keeps the chart's when switching back; at no point is a configuration missing."""
+    from haltgate.operator import webhookconfig
+
+    kube = installed
+    saved = [kube.kubectl("get", kind, name, "-o", "yaml") for kind, name in CONFIGS]
+    # As the chart's operator pods write them: through the release's webhook Service.
+    service = next(s["metadata"]["name"] for s in kubectl_json(
+        kube, "-n", RELEASE_NS, "get", "services")["items"]
+        if s["metadata"]["name"].endswith("-webhook"))
+    endpoint = webhookconfig.Endpoint(ca_bundle=b"operator CA", service_name=service,
+                                      service_namespace=RELEASE_NS)
+    cfg = injection.InjectionConfig(operator_namespace=RELEASE_NS)
+    written = [webhookconfig.mutating_configuration(endpoint, cfg),
+               webhookconfig.validating_configuration(endpoint, cfg)]
+
+    def write(owned: bool) -> None:
+        for (kind, name), body in zip(CONFIGS, written, strict=True):
+            kube.kubectl("delete", kind, name, "--ignore-not-found")
+            doc = webhookconfig.helm_owned(body, "haltgate", RELEASE_NS) if owned else body
+            res = kube.kubectl("create", "-f", "-", input=yaml.safe_dump(doc))
+            assert res.returncode == 0, res.stderr
+
+    def upgrade(cert_manager: bool) -> subprocess.CompletedProcess[str]:
+        return helm("upgrade", "haltgate", str(CHART), "--namespace", RELEASE_NS, "--set",
+                    f"webhook.certManager.enabled={str(cert_manager).lower()}", check=False,
+                    kubeconfig=kube.kubeconfig)
+
+    try:
+        # Without the ownership metadata (the operator before this change) Helm refuses.
+        write(owned=False)
+        refused = upgrade(cert_manager=True)
+        assert refused.returncode != 0 and "cannot be imported" in refused.stderr, \
+            refused.stderr
+        write(owned=True)
+        res = upgrade(cert_manager=True)
+        assert res.returncode == 0, res.stderr
+        for kind, name in CONFIGS:
+            meta = kubectl_json(kube, "get", kind, name)["metadata"]
+            assert "cert-manager.io/inject-ca-from" in meta["annotations"], meta
+        res = upgrade(cert_manager=False)
+        assert res.returncode == 0, res.stderr
+        for kind, name in CONFIGS:  # kept for the new operator to replace in place
+            assert kube.kubectl("get", kind, name).returncode == 0
+    finally:
+        for (kind, name), before in zip(CONFIGS, saved, strict=True):
+            kube.kubectl("delete", kind, name, "--ignore-not-found")
+            if before.returncode == 0:
+                doc = yaml.safe_load(before.stdout)
+                for key in ("resourceVersion", "uid", "creationTimestamp", "generation",
+                            "managedFields"):
+                    doc["metadata"].pop(key, None)
+                kube.kubectl("create", "-f", "-", input=yaml.safe_dump(doc))

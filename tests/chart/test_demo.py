@@ -44,7 +44,7 @@ def test_demo_runs_the_whole_journey(mode: str, tmp_path: Path) -> None:
     assert workdir and workdir.group(1).startswith(tempfile.gettempdir())
     assert not Path(workdir.group(1)).exists()
     if mode == "netns":
-        assert "iptables rules in place" in out and "as UID 1337" in out
+        assert "iptables rules in place" in out and "as UID 17337" in out
         # Its namespaces are gone too.
         names = set(re.findall(r"\b(hg-(?:pod|up)-\d+)\b", out))
         assert names

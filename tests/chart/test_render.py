@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from haltgate.operator import injection, webhookconfig
-from tests.chart.conftest import CHART, FULL_VALUES, REPO, Helm, find, render
+from tests.chart.conftest import CHART, FULL_VALUES, KUBE_VERSION, REPO, Helm, find, render
 
+KV = ("--kube-version", KUBE_VERSION)
+"""The chart requires Kubernetes >= 1.29; `helm template` alone assumes an older one."""
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob"}
 
 
@@ -36,7 +38,7 @@ def test_lint_default_and_full(helm: Helm) -> None:
                                       "webhook.certManager.issuerRef.nam=x",
                                       "pools.database.secret=x", "pools.migrate.enable=true"])
 def test_schema_rejects_unknown_keys(helm: Helm, override: str) -> None:
-    res = helm("template", "t", str(CHART), "--set", override, check=False)
+    res = helm("template", "t", str(CHART), *KV, "--set", override, check=False)
     assert res.returncode != 0
     assert "additional properties" in res.stderr, res.stderr
 
@@ -46,7 +48,7 @@ def test_schema_rejects_unknown_keys(helm: Helm, override: str) -> None:
                                       "audit.export.destination=/tmp/x",
                                       "pools.database.secretKey=", "pools.migrate.enabled=yes"])
 def test_schema_rejects_bad_values(helm: Helm, override: str) -> None:
-    assert helm("template", "t", str(CHART), "--set", override, check=False).returncode != 0
+    assert helm("template", "t", str(CHART), *KV, "--set", override, check=False).returncode != 0
 
 
 def test_every_values_key_is_documented() -> None:
@@ -178,7 +180,7 @@ def test_no_delete_verbs(helm: Helm) -> None:
 
 
 def test_audit_settings_need_a_database(helm: Helm) -> None:
-    res = helm("template", "t", str(CHART), "--set", "audit.export.enabled=true",
+    res = helm("template", "t", str(CHART), *KV, "--set", "audit.export.enabled=true",
                "--set", "audit.export.destination=s3://b/p", check=False)
     assert res.returncode != 0 and "audit.database.existingSecret" in res.stderr
     docs = render(helm, "--set", "audit.export.enabled=true",
@@ -238,7 +240,7 @@ def test_pool_database_wiring(helm: Helm) -> None:
     assert operator_env["HALTGATE_POOL_DSN"]["secretKeyRef"] == {"name": "pool-admin",
                                                                  "key": "uri"}
 
-    res = helm("template", "t", str(CHART), "--set", "pools.migrate.enabled=true", check=False)
+    res = helm("template", "t", str(CHART), *KV, "--set", "pools.migrate.enabled=true", check=False)
     assert res.returncode != 0 and "pools.database.existingSecret" in res.stderr
 
 
@@ -278,3 +280,66 @@ def test_full_render_has_every_optional_part(helm: Helm) -> None:
     dashboards = [d for d in docs if d["kind"] == "ConfigMap"
                   and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
     assert len(dashboards) == len(list((CHART / "dashboards").glob("*.json")))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("injection.opaUID=17337", "injection.opaUID (17337) must differ from injection.proxyUID"),
+    ("injection.adminPort=17000", "injection ports must be distinct"),
+    ("injection.meshProxyUIDs={17337}", "injection.meshProxyUIDs: 17337 must differ"),
+])
+def test_values_the_operator_would_refuse_fail_the_install(helm: Helm, override: str,
+                                                            message: str) -> None:
+    """Refused by helm with the value's name, not a crash loop after a "successful"
+    install."""
+    res = helm("template", "t", str(CHART), *KV, "--set", override, check=False)
+    assert res.returncode != 0 and message in res.stderr, res.stderr
+
+
+def test_kube_version_and_pdb_only_with_replicas(helm: Helm) -> None:
+    res = helm("template", "t", str(CHART), "--kube-version", "1.28.0", check=False)
+    assert res.returncode != 0 and "kubeVersion" in res.stderr, res.stderr
+    assert [d for d in render(helm) if d["kind"] == "PodDisruptionBudget"]
+    single = render(helm, "--set", "operator.replicas=1", "--set", "operator.peering=")
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
+
+
+def test_price_table_keys_checked_at_install(helm: Helm) -> None:
+    """A key the operator's price table parser refuses fails `helm install`, naming it."""
+    bad = '{"version":"x","effective":"y","models":{"m":{"input":1,"output":2,"cached":1}}}'
+    res = helm("template", "t", str(CHART), *KV, "--set-json", f"pricing.table={bad}",
+               check=False)
+    assert res.returncode != 0 and "'cached' not allowed" in res.stderr, res.stderr
+    res = helm("template", "t", str(CHART), *KV, "--set-json",
+               'pricing.table={"models":{}}', check=False)
+    assert res.returncode != 0 and "missing properties 'version', 'effective'" in res.stderr
+    good = ('{"version":"x","effective":"y","models":{"m":{"input":1,"output":2,'
+            '"cached_input":0.1,"max_output_tokens":10}}}')
+    assert helm("template", "t", str(CHART), *KV, "--set-json", f"pricing.table={good}",
+                check=False).returncode == 0
+
+
+def test_switching_certificate_modes_keeps_the_webhook(helm: Helm) -> None:
+    """Operator-written configurations carry the release's Helm ownership (helm adopts them
+    when switching to cert-manager); the chart's carry resource-policy keep (helm leaves
+    them when switching back, for the new operator to replace in place)."""
+    from haltgate.operator import webhookconfig
+
+    dep = find(render(helm), "Deployment", "-operator")
+    assert "--helm-release=haltgate" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    owned = webhookconfig.helm_owned({"metadata": {"name": "x", "labels": {"a": "b"}}},
+                                     "haltgate", "haltgate-system")
+    assert owned["metadata"]["labels"] == {"a": "b", "app.kubernetes.io/managed-by": "Helm"}
+    assert owned["metadata"]["annotations"] == {"meta.helm.sh/release-name": "haltgate",
+                                                "meta.helm.sh/release-namespace":
+                                                    "haltgate-system"}
+    docs = render(helm, "--set", "webhook.certManager.enabled=true")
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        meta = find(docs, kind)["metadata"]
+        assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_notes_crd_upgrade_command_survives_changed_crds() -> None:
+    # NOTES.txt as shipped (`helm template` does not render it; these lines are literal).
+    out = (CHART / "templates" / "NOTES.txt").read_text()
+    assert "kubectl apply --server-side --force-conflicts -f charts/haltgate/crds/" in out
+    assert "kubectl delete secret,configmap -A -l app.kubernetes.io/managed-by=haltgate" in out

@@ -54,24 +54,12 @@ def rpc(text: str) -> bytes:
     return text.encode()
 
 
-_MCP_IN_DISGUISE = (
-    "open (found by this harness, not fixed by h1-reading or h2-mcp): a JSON-RPC tools/call "
-    "sent to an upstream declared as llm or http is not governed as MCP (kind None or http), "
-    "so tool rules never see it; under tools.default allow, or an http rule allowing POST, "
-    "the upstream executes a denied tool. LLM-shaped bodies are metered whatever the path; "
-    "JSON-RPC bodies need the same treatment (govern as MCP, or refuse)")
 _DEPLOYMENT = (
     "open (found by this harness, not fixed by h1-reading): the sidecar reads the model from "
     "the body only; an OpenAI-compatible upstream that routes by deployment (Azure OpenAI: "
     ".../deployments/NAME/chat/completions) serves NAME whatever the body says, so "
     "deployments/gpt-5 with model gpt-4o-mini runs a denied model. Read the model from a "
     "deployments/NAME path segment too (and refuse a body model that differs)")
-_ARGUMENT_CASE = (
-    "open (found by this harness, not fixed by h1-reading or h2-mcp): a tool argument key "
-    "spelled in another case than the policy's argument constraint ($.path vs 'Path') "
-    "escapes the constraint, since nothing collides, while a Go tool decoding its arguments "
-    "into a struct reads it as path and runs with /etc/shadow. Keys that argument "
-    "constraints read must be spelled exactly, as LLM and JSON-RPC fields already are")
 _CHAT = "/v1/chat/completions"
 _GPT5 = chat(("model", "gpt-5"))
 
@@ -155,8 +143,7 @@ CASES: tuple[Case, ...] = (
     Case("mcp-argument-lone-case-variant", "mcp", "POST", "",
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file",'
              '"arguments":{"Path":"/etc/shadow"}}}'),
-         why="nothing collides, but the rule reads $.path and a Go tool reads Path as path",
-         open_divergence=_ARGUMENT_CASE, open_on=("go",)),
+         why="refused (ambiguous_json): the rule reads $.path and a Go tool reads Path as path"),
     # --- MCP batches and methods
     Case("mcp-batch-denied-second", "mcp", "POST", "",
          rpc('[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
@@ -218,13 +205,11 @@ CASES: tuple[Case, ...] = (
     Case("mcp-in-disguise-llm-upstream", "llm", "POST", "/mcp",
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file",'
              '"arguments":{}}}'),
-         why="LLM gateways (LiteLLM) serve MCP at /mcp on the same origin",
-         open_divergence=_MCP_IN_DISGUISE),
+         why="LLM gateways (LiteLLM) serve MCP at /mcp on the same origin: mcp_in_disguise"),
     Case("mcp-in-disguise-http-upstream", "api", "POST", "/mcp",
          rpc('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file",'
              '"arguments":{}}}'),
-         why="many APIs serve MCP at /mcp beside their REST routes",
-         open_divergence=_MCP_IN_DISGUISE),
+         why="many APIs serve MCP at /mcp beside their REST routes: mcp_in_disguise"),
     # --- compressed request bodies: decoded once by the sidecar, again by the upstream
     Case("body-deflate-chunked", "api", "POST", _CHAT, zlib.compress(_GPT5),
          (("Content-Encoding", "deflate"),), chunked=True,

@@ -214,3 +214,11 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
     assert down.returncode == 0 and "kube-apiserver" in down.stdout, down.stdout + down.stderr
     after = cli("status")
     assert after.returncode == 1 and "not running" in after.stdout
+
+
+def test_make_cluster_up_runs_the_workload_controllers() -> None:
+    """`make cluster-up` is where people try Deployments: their pods must appear."""
+    res = subprocess.run(["make", "-n", "cluster-up"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "-m haltgate.testbed up --workloads" in res.stdout, res.stdout

@@ -173,20 +173,20 @@ class Attempts:
         return Outcome(status_of(response) == 200, _summary(response))
 
     def explicit_alias_call(self) -> Outcome:
-        """Explicit mode: a base URL pointing at the sidecar's 15000 alias path."""
-        resp = http_raw("127.0.0.1", 15000, request_bytes("GET", "/api/items", "127.0.0.1"))
+        """Explicit mode: a base URL pointing at the sidecar's 17000 alias path."""
+        resp = http_raw("127.0.0.1", 17000, request_bytes("GET", "/api/items", "127.0.0.1"))
         return Outcome(status_of(resp) == 200, _summary(resp))
 
     def explicit_self_view(self) -> Outcome:
         """The agent's read-only view of its own run, on the port it may reach (no token)."""
-        resp = http_raw("127.0.0.1", 15000,
+        resp = http_raw("127.0.0.1", 17000,
                         request_bytes("GET", "/haltgate/v1/self", "127.0.0.1"))
         return Outcome(status_of(resp) == 200 and b'"budget"' in resp, _summary(resp))
 
     def explicit_connect_denied_host(self) -> Outcome:
         """Explicit mode: CONNECT through the sidecar to a host the policy does not know."""
         try:
-            resp = http_raw("127.0.0.1", 15000, b"CONNECT evil.test:443 HTTP/1.1\r\n"
+            resp = http_raw("127.0.0.1", 17000, b"CONNECT evil.test:443 HTTP/1.1\r\n"
                             b"Host: evil.test:443\r\n\r\n")
         except OSError as e:
             return _error(e)
@@ -297,20 +297,20 @@ class Attempts:
         return Outcome(status_of(resp) == 200, _summary(resp))
 
     def admin_port_loopback(self) -> Outcome:
-        return self._admin("127.0.0.1", 15020, "/status")
+        return self._admin("127.0.0.1", 17020, "/status")
 
     def admin_port_loopback_v6(self) -> Outcome:
-        return self._admin("::1", 15020, "/status")
+        return self._admin("::1", 17020, "/status")
 
     def admin_port_pod_ip(self) -> Outcome:
-        return self._admin(POD_V4, 15020, "/status")
+        return self._admin(POD_V4, 17020, "/status")
 
     def metrics_port_loopback(self) -> Outcome:
-        return self._admin("127.0.0.1", 15090, "/metrics")
+        return self._admin("127.0.0.1", 17090, "/metrics")
 
     def transparent_port_direct(self) -> Outcome:
         try:
-            resp = http_raw("127.0.0.1", 15001, request_bytes("GET", "/items", "api.test:8080"))
+            resp = http_raw("127.0.0.1", 17001, request_bytes("GET", "/items", "api.test:8080"))
         except OSError as e:
             return _error(e)
         return Outcome(status_of(resp) == 200, _summary(resp))

@@ -8,7 +8,7 @@ import pytest
 
 from haltgate.testbed import netns as harness
 
-SIDECAR_UID = 1337
+SIDECAR_UID = 17337
 AGENT_UID = 1000
 
 

@@ -3,8 +3,8 @@
 It stands in for the sidecar's full pipeline where only the boundary is under test: the
 transparent listener, TLS inspection, the destination guard and passthrough are the real
 code; the request decision here is the simplest one the policy allows (known upstream host
-and port: forward and record; anything else: 403). Also serves stand-in admin (15020) and
-metrics (15090) ports that answer ``ADMIN``/``METRICS`` so that reaching them is visible.
+and port: forward and record; anything else: 403). Also serves stand-in admin (17020) and
+metrics (17090) ports that answer ``ADMIN``/``METRICS`` so that reaching them is visible.
 
 Usage: python -m tests.netns.forwarder --policy FILE --ca-dir DIR --record FILE
 """
@@ -91,8 +91,8 @@ async def main(args: argparse.Namespace) -> None:
         settings=transparent.TransparentSettings(peek_timeout=args.peek_timeout),
     )
     await listener.start(port=args.port)
-    keep = [await _fixed("ADMIN", ["0.0.0.0", "::"], 15020),
-            await _fixed("METRICS", ["0.0.0.0", "::"], 15090)]
+    keep = [await _fixed("ADMIN", ["0.0.0.0", "::"], 17020),
+            await _fixed("METRICS", ["0.0.0.0", "::"], 17090)]
     print("ready", flush=True)
     stats_file = Path(args.record + ".stats")
     try:

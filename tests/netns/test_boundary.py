@@ -92,7 +92,7 @@ class Pod:
         script = (
             "import sys,urllib.request\n"
             "data=sys.argv[3].encode() if len(sys.argv)>3 else None\n"
-            "req=urllib.request.Request('http://127.0.0.1:15020'+sys.argv[2],data=data,"
+            "req=urllib.request.Request('http://127.0.0.1:17020'+sys.argv[2],data=data,"
             "headers={'Authorization':'Bearer '+open(sys.argv[1]).read().strip(),"
             "'Content-Type':'application/json'})\n"
             "print(urllib.request.urlopen(req,timeout=5).read().decode())\n"
@@ -232,10 +232,10 @@ def pod(request: pytest.FixtureRequest) -> Iterator[Pod]:
                  "--mode", "transparent",
                  # Every address (not the loopback default): the rules alone must keep
                  # the agent away from the admin and metrics ports.
-                 "--admin-listen", "0.0.0.0:15020", "--metrics-listen", "0.0.0.0:15090"],
+                 "--admin-listen", "0.0.0.0:17020", "--metrics-listen", "0.0.0.0:17090"],
                 uid=SIDECAR_UID, env=sidecar_env, log=workdir / "sidecar.log")
             procs.append(proc)
-            for port in (15001, 15000, 15020):
+            for port in (17001, 17000, 17020):
                 harness.wait_port(topo.pod, "127.0.0.1", port, proc=proc)
         haltgate_ca = ca_dir / "ca.crt"
         yield Pod(variant, topo, workdir, haltgate_ca, upstream_ca, events, record)

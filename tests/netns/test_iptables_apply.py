@@ -28,7 +28,7 @@ def _save(ns: harness.Netns, backend: str = "") -> str:
 
 
 def _apply(ns: harness.Netns, *args: str) -> None:
-    ns.run([*HALTGATE, "iptables", "apply", "--proxy-uid", "1337", *args])
+    ns.run([*HALTGATE, "iptables", "apply", "--proxy-uid", "17337", *args])
 
 
 def test_apply_twice_gives_the_same_rules_and_remove_cleans_up(bare_netns: harness.Netns) -> None:

@@ -12,15 +12,15 @@ from haltgate.sidecar import iptables as rules
 
 
 def _config(**kw: object) -> rules.RuleConfig:
-    base: dict[str, object] = {"proxy_uid": 1337, "dns_servers": ("10.96.0.10", "fd00::10")}
+    base: dict[str, object] = {"proxy_uid": 17337, "dns_servers": ("10.96.0.10", "fd00::10")}
     base.update(kw)
     return rules.RuleConfig(**base)  # type: ignore[arg-type]
 
 
 def test_nat_redirects_every_other_uid_tcp_last() -> None:
     nat = rules.nat_rules(_config(), rules.Family.IPV4)
-    assert nat.rules[0] == ["-m", "owner", "--uid-owner", "1337", "-j", "RETURN"]
-    assert nat.rules[-1] == ["-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"]
+    assert nat.rules[0] == ["-m", "owner", "--uid-owner", "17337", "-j", "RETURN"]
+    assert nat.rules[-1] == ["-p", "tcp", "-j", "REDIRECT", "--to-ports", "17001"]
     assert nat.jump == ("-p", "tcp")
 
 
@@ -35,8 +35,8 @@ def test_filter_accepts_redirected_traffic_by_destination_not_only_lo() -> None:
 def test_protected_ports_refused_before_loopback_is_accepted() -> None:
     flt = rules.filter_rules(_config(), rules.Family.IPV4).rules
     lo = flt.index(["-o", "lo", "-j", "RETURN"])
-    uid = flt.index(["-m", "owner", "--uid-owner", "1337", "-j", "RETURN"])
-    for port in (15020, 15090):
+    uid = flt.index(["-m", "owner", "--uid-owner", "17337", "-j", "RETURN"])
+    for port in (17020, 17090):
         reject = flt.index(
             ["-p", "tcp", "--dport", str(port), "-j", "REJECT", "--reject-with", "tcp-reset"]
         )
@@ -74,7 +74,7 @@ def test_icmpv6_neighbour_discovery_only_in_ipv6() -> None:
         {"proxy_uid": -1},
         {"proxy_port": 0},
         {"exclude_ports": (70000,)},
-        {"exclude_ports": (15001,)},
+        {"exclude_ports": (17001,)},
         {"dns_servers": ("not-an-ip",)},
     ],
 )
@@ -95,19 +95,19 @@ def test_restore_payload_declares_chain_and_jumps_only_when_asked() -> None:
 def test_cli_dry_run_prints_both_families_and_changes_nothing() -> None:
     result = CliRunner().invoke(
         main,
-        ["iptables", "apply", "--proxy-uid", "1337", "--dns", "10.96.0.10",
+        ["iptables", "apply", "--proxy-uid", "17337", "--dns", "10.96.0.10",
          "--exclude-port", "5432", "--dry-run"],
     )
     assert result.exit_code == 0, result.output
     assert "# iptables-restore --noflush" in result.output
     assert "# ip6tables-restore --noflush" in result.output
     assert "-A HALTGATE_OUTPUT -p tcp --dport 5432 -j RETURN" in result.output
-    assert "-A HALTGATE_OUTPUT -p tcp -j REDIRECT --to-ports 15001" in result.output
+    assert "-A HALTGATE_OUTPUT -p tcp -j REDIRECT --to-ports 17001" in result.output
 
 
 def test_cli_rejects_bad_values_with_usage_error() -> None:
     result = CliRunner().invoke(
-        main, ["iptables", "apply", "--proxy-uid", "1337", "--dns", "nope", "--dry-run"]
+        main, ["iptables", "apply", "--proxy-uid", "17337", "--dns", "nope", "--dry-run"]
     )
     assert result.exit_code == 2
     assert "nope" in result.output
@@ -184,3 +184,25 @@ def test_backend_selects_the_binaries() -> None:
         "ip6tables-legacy-restore"
     )
     assert rules.Tool(rules.Family.IPV4).command("-S") == ["iptables", "-w", "5", "-S"]
+
+
+def test_mesh_proxy_uid_is_left_to_the_mesh_but_kept_off_the_admin_port() -> None:
+    """agent -> haltgate -> mesh proxy -> network: Envoy's (1337) own connections are not
+    redirected to haltgate (a loop) nor dropped, and it may not reach haltgate's admin."""
+    nat = rules.nat_rules(_config(mesh_uids=(1337,)), rules.Family.IPV4).rules
+    mesh = ["-m", "owner", "--uid-owner", "1337", "-j", "RETURN"]
+    assert nat.index(mesh) < nat.index(["-p", "tcp", "-j", "REDIRECT", "--to-ports", "17001"])
+    flt = rules.filter_rules(_config(mesh_uids=(1337,)), rules.Family.IPV6).rules
+    admin = flt.index(["-p", "tcp", "--dport", "17020", "-j", "REJECT", "--reject-with",
+                       "tcp-reset"])
+    assert admin < flt.index(mesh) < flt.index(["-j", "DROP"])
+    assert mesh not in rules.nat_rules(_config(), rules.Family.IPV4).rules
+    with pytest.raises(ValueError, match="sidecar's own UID"):
+        _config(mesh_uids=(17337,))
+    result = CliRunner().invoke(main, ["iptables", "apply", "--proxy-uid", "17337", "--dns",
+                                       "10.96.0.10", "--mesh-uids", "1337,2102", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "-A HALTGATE_OUTPUT -m owner --uid-owner 2102 -j RETURN" in result.output
+    bad = CliRunner().invoke(main, ["iptables", "apply", "--proxy-uid", "17337",
+                                    "--mesh-uids", "envoy", "--dry-run"])
+    assert bad.exit_code == 2 and "--mesh-uids" in bad.output

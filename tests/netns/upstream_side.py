@@ -8,7 +8,7 @@ On the named addresses (those the pod's /etc/hosts gives llm.test etc.):
   53   UDP  the allowed "resolver" (answers ``RESOLVER``)
 
 On the other addresses (nothing in the policy names them), canaries that prove a bypass:
-TCP servers that greet with ``CANARY`` (plain on 80, 2222, 15020; TLS on 443, 8443 with a
+TCP servers that greet with ``CANARY`` (plain on 80, 2222, 17020; TLS on 443, 8443 with a
 certificate for every name the tests use), UDP servers answering ``CANARY`` on 53 and 9999.
 Every canary contact is appended to the events file as a JSON line.
 
@@ -31,7 +31,7 @@ from aiohttp import web
 
 from haltgate.testbed.standins import http_api, llm, mcp
 
-CANARY_TCP_PLAIN = (53, 80, 2222, 15020)
+CANARY_TCP_PLAIN = (53, 80, 2222, 17020)
 CANARY_TCP_TLS = (443, 8443)
 CANARY_UDP = (53, 9999)
 

@@ -67,12 +67,12 @@ def test_opted_in_pod_is_injected(kube: ControlPlane, governed_ns: str) -> None:
                                              injection.SIDECAR_CONTAINER_NAME]
     sidecar = spec["initContainers"][1]
     assert sidecar["restartPolicy"] == "Always"
-    assert sidecar["securityContext"]["runAsUser"] == 1337
+    assert sidecar["securityContext"]["runAsUser"] == 17337
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
     assert sidecar["args"][:3] == ["sidecar", "--policy", injection.POLICY_FILE]
     init = spec["initContainers"][0]
     assert sorted(init["securityContext"]["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW"]
-    assert init["args"][:4] == ["iptables", "apply", "--proxy-uid", "1337"]
+    assert init["args"][:4] == ["iptables", "apply", "--proxy-uid", "17337"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes[injection.VOLUME_POLICY]["configMap"]["name"] == "haltgate-policy-research"
     assert volumes[injection.VOLUME_ADMIN_TOKEN]["secret"]["secretName"]
@@ -110,7 +110,7 @@ def test_namespace_label_and_explicit_opt_out(kube: ControlPlane, governed_ns: s
     stored = kubectl_json(kube, "-n", governed_ns, "get", "pod", "by-label")
     assert injection.SIDECAR_CONTAINER_NAME in names(stored["spec"].get("initContainers"))
     env = {e["name"]: e.get("value") for e in stored["spec"]["containers"][0]["env"]}
-    assert env["HTTPS_PROXY"] == "http://127.0.0.1:15000"
+    assert env["HTTPS_PROXY"] == "http://127.0.0.1:17000"
 
     res = create(kube, pod(governed_ns, "opted-out",
                            annotations={injection.ANNOTATION_INJECT: "false"}))
@@ -122,7 +122,7 @@ def test_namespace_label_and_explicit_opt_out(kube: ControlPlane, governed_ns: s
 @pytest.mark.parametrize(("spec", "code", "path"), [
     ({"hostNetwork": True}, "host_network", "spec.hostNetwork"),
     ({"shareProcessNamespace": True}, "share_process_namespace", "spec.shareProcessNamespace"),
-    ({"securityContext": {"runAsUser": 1337}}, "agent_runs_as_proxy_uid",
+    ({"securityContext": {"runAsUser": 17337}}, "agent_runs_as_proxy_uid",
      "spec.securityContext.runAsUser"),
     ({"containers": [{"name": "agent", "image": "x",
                       "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}]},
@@ -340,7 +340,7 @@ def test_opa_and_pool_pieces_pass_apiserver_validation(
                                              injection.SIDECAR_CONTAINER_NAME,
                                              injection.OPA_CONTAINER_NAME]
     opa = spec["initContainers"][2]
-    assert opa["restartPolicy"] == "Always" and opa["securityContext"]["runAsUser"] == 1338
+    assert opa["restartPolicy"] == "Always" and opa["securityContext"]["runAsUser"] == 17338
     env = {e["name"]: e for e in spec["initContainers"][1]["env"]}
     assert env["HALTGATE_OPA_URL"]["value"] == "http://127.0.0.1:8181"
     assert env["HALTGATE_POOL_DSN"]["valueFrom"]["secretKeyRef"]["name"] == "haltgate-pool-db"

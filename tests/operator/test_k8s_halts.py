@@ -263,3 +263,106 @@ def test_pool_halt_annotation_halts_member_agents(
                      f"{halts.ANNOTATION_HALT}-", check=True)
         eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,
                    what="call allowed after lift")
+
+
+def _status(kube: ControlPlane, ns: str) -> dict[str, Any]:
+    return kubectl_json(kube, "-n", ns, "get", "govpol", "research").get("status") or {}
+
+
+def _events(kube: ControlPlane, ns: str, kind: str, name: str) -> list[dict[str, Any]]:
+    items = kubectl_json(kube, "-n", ns, "get", "events")["items"]
+    return [e for e in items if e["involvedObject"].get("kind") == kind
+            and e["involvedObject"].get("name") == name]
+
+
+def test_budget_halt_shows_in_status_and_events(
+        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
+        llm_standin: str, tmp_path: Path) -> None:
+    """A halt the sidecar decides itself (EXHAUSTION) shows in status.halts with its type,
+    counts in haltedAgents, and is an Event on the policy and on the pod (its workload)."""
+    ns = kube_namespace
+    policy = governed_policy(ns, llm_standin)
+    policy["spec"]["budgets"] = {"calls": {"limit": 1}}
+    assert apply(kube, policy).returncode == 0
+    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "agent-b", "namespace": ns,
+                                     "labels": {"app": "agent"},
+                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
+                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    assert res.returncode == 0, res.stderr
+    give_pod_loopback_ip(kube, ns, "agent-b")
+    with running_sidecar(kube, ns, "agent-b", operator_running.admin_port, tmp_path) as url:
+        assert call(url)[0] == 200
+        status, body = call(url)
+        assert status != 200 and "EXHAUSTION" in json.dumps(body), body
+        st = eventually(lambda: (s := _status(kube, ns)).get("haltedAgents") == 1 and s,
+                        timeout=30, what="haltedAgents 1")
+        (entry,) = st["halts"]
+        assert entry["pod"] == "agent-b" and entry["failureType"] == "EXHAUSTION"
+        assert entry["source"] == "sidecar" and entry["state"] == "Halted"
+        assert entry["workload"] == "Pod/agent-b"
+        printed = kube.kubectl("-n", ns, "get", "govpol", "research", check=True).stdout
+        assert printed.splitlines()[1].split()[3] == "1", printed  # the HALTED column
+        on_policy = eventually(lambda: [e for e in _events(kube, ns, "GovernancePolicy",
+                                                           "research")
+                                        if e["reason"] == "Halted"], what="policy Event")
+        assert "EXHAUSTION" in on_policy[0]["message"]
+        on_pod = eventually(lambda: [e for e in _events(kube, ns, "Pod", "agent-b")
+                                     if e["reason"] == "Halted"], what="pod Event")
+        assert on_pod[0]["involvedObject"]["uid"] == kubectl_json(
+            kube, "-n", ns, "get", "pod", "agent-b")["metadata"]["uid"]
+
+
+def test_pending_halt_shows_then_applies_when_the_pod_gets_an_ip(
+        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
+        llm_standin: str, tmp_path: Path) -> None:
+    ns = kube_namespace
+    assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
+    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "agent-p", "namespace": ns,
+                                     "labels": {"app": "agent"},
+                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
+                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    assert res.returncode == 0, res.stderr
+    kube.kubectl("-n", ns, "annotate", "govpol", "research",
+                 f"{halts.ANNOTATION_HALT}=incident 7", check=True)
+    st = eventually(lambda: (s := _status(kube, ns)).get("halts") and s, timeout=30,
+                    what="pending halt in status")
+    assert st["halts"][0]["state"] == "Pending" and st["haltedAgents"] == 0
+    eventually(lambda: [e for e in _events(kube, ns, "GovernancePolicy", "research")
+                        if e["reason"] == "HaltPending"], what="HaltPending Event")
+    give_pod_loopback_ip(kube, ns, "agent-p")
+    with running_sidecar(kube, ns, "agent-p", operator_running.admin_port, tmp_path) as url:
+        _status_code, body = eventually(lambda: refused(url), timeout=30, interval=0.1,
+                                        what="call refused once the pod has an IP")
+        assert "EXTERNAL" in json.dumps(body), body
+        st = eventually(lambda: (s := _status(kube, ns)).get("haltedAgents") == 1 and s,
+                        timeout=30, what="halt in force")
+        assert st["halts"][0]["state"] == "Halted"
+        assert st["halts"][0]["source"] == "GovernancePolicy/research"
+
+
+def test_failed_delivery_is_an_event_and_is_retried(
+        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
+        llm_standin: str, tmp_path: Path) -> None:
+    """The pod has an IP but no sidecar answers yet: a Warning Event, then the retry
+    delivers the halt once the sidecar is up."""
+    ns = kube_namespace
+    assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
+    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "agent-f", "namespace": ns,
+                                     "labels": {"app": "agent"},
+                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
+                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    assert res.returncode == 0, res.stderr
+    give_pod_loopback_ip(kube, ns, "agent-f")
+    kube.kubectl("-n", ns, "annotate", "govpol", "research",
+                 f"{halts.ANNOTATION_HALT}=incident 8", check=True)
+    failed = eventually(lambda: [e for e in _events(kube, ns, "GovernancePolicy", "research")
+                                 if e["reason"] == "HaltDeliveryFailed"], timeout=30,
+                        what="HaltDeliveryFailed Event")
+    assert failed[0]["type"] == "Warning" and "agent-f" in failed[0]["message"]
+    with running_sidecar(kube, ns, "agent-f", operator_running.admin_port, tmp_path) as url:
+        eventually(lambda: refused(url), timeout=30, interval=0.1, what="halt retried")
+        eventually(lambda: _status(kube, ns).get("haltedAgents") == 1, timeout=30,
+                   what="halted after retry")

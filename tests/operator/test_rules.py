@@ -30,7 +30,7 @@ def test_injection_requested(annotation: str | None, ns_label: str | None,
     assert injection.injection_requested(pod(ann), labels) is expected
 
 
-def codes(p: dict[str, object], uid: int = 1337) -> list[str]:
+def codes(p: dict[str, object], uid: int = 17337) -> list[str]:
     return [r.code for r in refusals.refusals(p, proxy_uid=uid, **RESERVED)]
 
 
@@ -39,18 +39,18 @@ def test_clean_pod_has_no_refusal() -> None:
 
 
 def test_container_uid_overrides_pod_uid() -> None:
-    p = pod(securityContext={"runAsUser": 1337},
+    p = pod(securityContext={"runAsUser": 17337},
             containers=[{"name": "a", "securityContext": {"runAsUser": 1000}}])
     assert codes(p) == []
     p = pod(securityContext={"runAsUser": 1000},
-            containers=[{"name": "a", "securityContext": {"runAsUser": 1337}}])
+            containers=[{"name": "a", "securityContext": {"runAsUser": 17337}}])
     assert codes(p) == ["agent_runs_as_proxy_uid"]
 
 
 def test_proxy_uid_is_configurable() -> None:
     p = pod(containers=[{"name": "a", "securityContext": {"runAsUser": 4242}}])
     assert codes(p, uid=4242) == ["agent_runs_as_proxy_uid"]
-    assert codes(p, uid=1337) == []
+    assert codes(p, uid=17337) == []
 
 
 @pytest.mark.parametrize("cap", ["NET_ADMIN", "net_raw", "CAP_NET_ADMIN", "ALL"])
@@ -73,8 +73,8 @@ def test_every_problem_is_reported() -> None:
 
 
 def test_group_and_supplemental_group_refused() -> None:
-    assert codes(pod(securityContext={"runAsGroup": 1337})) == ["agent_runs_as_proxy_uid"]
-    assert codes(pod(securityContext={"supplementalGroups": [5, 1337]})) == [
+    assert codes(pod(securityContext={"runAsGroup": 17337})) == ["agent_runs_as_proxy_uid"]
+    assert codes(pod(securityContext={"supplementalGroups": [5, 17337]})) == [
         "agent_runs_as_proxy_uid"]
 
 
@@ -103,8 +103,8 @@ def test_selector_query() -> None:
 
 @pytest.mark.parametrize(("kwargs", "fragment"), [
     ({"proxy_uid": 0}, "never root"),
-    ({"opa_uid": 1337}, "must differ"),
-    ({"admin_port": 15000}, "distinct"),
+    ({"opa_uid": 17337}, "must differ"),
+    ({"admin_port": 17000}, "distinct"),
     ({"metrics_port": 70000}, "1..65535"),
 ])
 def test_config_rejects_bad_values(kwargs: dict[str, int], fragment: str) -> None:

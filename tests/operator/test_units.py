@@ -72,8 +72,8 @@ def test_halted_sources_tolerates_garbage() -> None:
 def test_admin_port_from_pod_spec() -> None:
     pod = {"spec": {"initContainers": [{"name": injection.SIDECAR_CONTAINER_NAME,
                                         "ports": [{"name": "hg-admin", "containerPort": 1234}]}]}}
-    assert halts.admin_port(pod, 15020) == 1234
-    assert halts.admin_port({}, 15020) == 15020
+    assert halts.admin_port(pod, 17020) == 1234
+    assert halts.admin_port({}, 17020) == 17020
 
 
 def test_count_workloads() -> None:
@@ -167,9 +167,6 @@ def test_transitions_only_on_change() -> None:
     assert policies.transitions({"conditions": [bad]}, {"conditions": [bad]}) == []
     assert policies.transitions({"conditions": [bad]}, {"conditions": [ok]}) == [
         ("Normal", "Delivered", "Ready: m")]
-    assert policies.transitions({"halts": [{"pod": "a"}]},
-                                {"halts": [{"pod": "b"}]}) == [
-        ("Normal", "Halted", "pod b halted (EXTERNAL)"), ("Normal", "HaltLifted", "pod a reset")]
 
 
 def test_update_refusals() -> None:
@@ -179,17 +176,17 @@ def test_update_refusals() -> None:
     old = {"spec": {"initContainers": [{"name": "haltgate-proxy", "image": "hg:1"}],
                     "containers": [{"name": "agent", "image": "a:1"}]}}
     same = {"spec": {**old["spec"], "containers": [{"name": "agent", "image": "a:2"}]}}
-    assert refusals.update_refusals(old, same, proxy_uid=1337, ours=ours) == []
+    assert refusals.update_refusals(old, same, proxy_uid=17337, ours=ours) == []
     swapped = {"spec": {**old["spec"],
                         "initContainers": [{"name": "haltgate-proxy", "image": "evil"}]}}
-    assert [r.code for r in refusals.update_refusals(old, swapped, proxy_uid=1337,
+    assert [r.code for r in refusals.update_refusals(old, swapped, proxy_uid=17337,
                                                      ours=ours)] == [
         "haltgate_container_changed"]
     debug = {"spec": {**old["spec"], "ephemeralContainers": [
         {"name": "d1", "image": "b"},
-        {"name": "d2", "image": "b", "securityContext": {"runAsUser": 1337}}]}}
+        {"name": "d2", "image": "b", "securityContext": {"runAsUser": 17337}}]}}
     with_d1 = {"spec": {**old["spec"], "ephemeralContainers": [{"name": "d1", "image": "b"}]}}
-    found = refusals.update_refusals(with_d1, debug, proxy_uid=1337, ours=ours)
+    found = refusals.update_refusals(with_d1, debug, proxy_uid=17337, ours=ours)
     assert [(r.code, r.path) for r in found] == [
         ("agent_runs_as_proxy_uid", "spec.ephemeralContainers[1].securityContext.runAsUser")]
 
@@ -246,7 +243,8 @@ async def test_webhook_compiles_inline_rego(opa_binary: Path,
                  template=injection.InjectionTemplate.load(injection.default_template_path()),
                  metrics=metrics.OperatorMetrics.create())
     broken = "package haltgate\n\nallow if {\n  input.x ==\n}\n"
-    good = "package haltgate\n\ndefault allow := true\n"
+    good = "package haltgate\n\ndefault decision := true\n"
+    no_decision = "package haltgate\n\ndefault allow := true\n"
     async with TestClient(TestServer(webhooks.create_app(rt))) as client:
         def review(rego: str) -> dict[str, Any]:
             obj = _policy({"selector": {"matchLabels": {"app": "a"}}, "opa": {"rego": rego}})
@@ -258,3 +256,7 @@ async def test_webhook_compiles_inline_rego(opa_binary: Path,
         assert "spec.opa.rego" in out["response"]["status"]["message"]
         out = await (await client.post("/validate-policy", json=review(good))).json()
         assert out["response"]["allowed"] is True, out
+        out = await (await client.post("/validate-policy", json=review(no_decision))).json()
+        assert out["response"]["allowed"] is False, out
+        assert "spec.opa.decisionPath: no rule at data.haltgate.decision" in \
+            out["response"]["status"]["message"]

@@ -163,6 +163,34 @@ class TestValidationHooks:
         assert r.exit_code == 1
         assert "spec.opa.rego: line" in r.output
 
+    def test_rego_without_the_decision_rule_is_refused(self, tmp_path: Path,
+                                                        opa_binary: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+        """`policy test` answers opa_undefined for it: validate must refuse it up front."""
+        result = validate_document(policy_doc("package haltgate\n\nother := 1\n"),
+                                   extra_checks=[RegoCompileCheck(str(opa_binary))])
+        [issue] = result.errors
+        assert issue.path == "spec.opa.decisionPath"
+        assert "no rule at data.haltgate.decision" in issue.message
+        assert "data.haltgate.other" in issue.message
+        wrong_package = policy_doc("package authz\n\ndecision := true\n")
+        assert not validate_document(wrong_package,
+                                     extra_checks=[RegoCompileCheck(str(opa_binary))]).ok
+        # A rule under the path, or a path under a rule, is a decision.
+        for rego, path in (("package haltgate\n\ndecision.allow := true\n", None),
+                           ("package haltgate.decision\n\nallow := true\n", None),
+                           ("package haltgate\n\nd := {\"allow\": true}\n", "haltgate/d/x")):
+            doc = policy_doc(rego)
+            if path:
+                doc["spec"]["opa"]["decisionPath"] = path
+            result = validate_document(doc, extra_checks=[RegoCompileCheck(str(opa_binary))])
+            assert result.ok, (rego, result.issues)
+        monkeypatch.setenv("HALTGATE_OPA", str(opa_binary))
+        pol, _ = write(tmp_path, policy_doc("package haltgate\n\nother := 1\n"), {})
+        r = CliRunner().invoke(main, ["policy", "validate", pol])
+        assert r.exit_code == 1 and "spec.opa.decisionPath: no rule" in r.output
+
     def test_eval_rego_shapes(self, opa_binary: Path) -> None:
         opa = str(opa_binary)
         assert eval_rego("package p\n\nv := input.a\n", "p/v", {"a": 2}, opa=opa) == {"result": 2}

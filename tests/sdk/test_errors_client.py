@@ -118,7 +118,7 @@ def test_raise_for_response() -> None:
 
 def test_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HALTGATE_URL", raising=False)
-    assert base_url("openai", "v1") == "http://127.0.0.1:15000/openai/v1"
+    assert base_url("openai", "v1") == "http://127.0.0.1:17000/openai/v1"
     assert base_url("mcp", url="http://h:1/") == "http://h:1/mcp"
     assert budget_warnings({"X-Haltgate-Budget-Warning": "calls, cost_usd"}) == (
         "calls", "cost_usd")

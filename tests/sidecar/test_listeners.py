@@ -53,7 +53,7 @@ def test_admin_and_metrics_default_to_loopback() -> None:
     # Through the root group: invoking the subcommand alone makes click cache a help option
     # without the group's `-h` on it, which breaks `haltgate sidecar -h` for later tests.
     help_text = CliRunner().invoke(haltgate_main, ["sidecar", "--help"]).output
-    assert "0.0.0.0:15020" not in help_text and "0.0.0.0:15090" not in help_text
+    assert "0.0.0.0:17020" not in help_text and "0.0.0.0:17090" not in help_text
     from haltgate.cli.audit import ship
 
     assert {p.name: p.default for p in ship.params}["metrics_addr"] == "127.0.0.1"

@@ -69,7 +69,9 @@ def test_minimal_policy_is_valid_and_gets_safe_defaults() -> None:
 # --------------------------------------------------------------------------- schema errors
 
 
-def test_broken_file_reports_every_schema_error_with_its_path() -> None:
+def test_broken_file_reports_every_error_in_one_pass() -> None:
+    """Schema errors and the semantic errors of the rest, together: nobody has to fix the
+    first batch to see the second."""
     (doc,) = load_documents(BROKEN.read_text(), str(BROKEN))
     result = validate_document(doc)
     assert not result.ok and result.document is None
@@ -79,7 +81,12 @@ def test_broken_file_reports_every_schema_error_with_its_path() -> None:
         "spec.budgets.costUSD.period": "must be one of 'run', 'hour' or 'day'",
         "spec.tools.default": "must be one of 'allow' or 'deny'",
         "spec.colour": "unknown field",
+        # Semantic, found in the same pass on what the schema let through:
+        "spec.tools.rules[0].arguments[0]": "set exactly one of equals, in, regex, maxLength",
+        "spec.guardrails.promptInjection.action": "redact is not available for "
+                                                  "promptInjection",
     }
+    assert doc["spec"]["budgets"]["tokens"] == {"limit": -5}  # the input is left as it was
 
 
 @pytest.mark.parametrize(
@@ -276,3 +283,25 @@ def test_bad_yaml_error_names_the_line() -> None:
     with pytest.raises(PolicyFileError) as info:
         load_documents("a: 1\nb: [\n", "x.yaml")
     assert info.value.issues[0].path.startswith("line ")
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("9223372036854775808", "must be between -9223372036854775808 and 9223372036854775807"),
+    (".inf", "must be a finite number"),
+    ("1e400", "is beyond a 64-bit float"),
+    ("'5'", "must be an integer, got str '5'"),
+    ("true", "must be an integer, got bool True"),
+])
+def test_numeric_edges_refused_like_the_apiserver(value: str, message: str) -> None:
+    text = ("apiVersion: haltgate.dev/v1alpha1\nkind: GovernancePolicy\nmetadata: {name: p}\n"
+            f"spec:\n  selector: {{matchLabels: {{app: a}}}}\n  budgets:\n"
+            f"    calls: {{limit: {value}}}\n    costUSD: {{limit: -1}}\n")
+    (doc,) = load_documents(text)
+    found = {i.path: i.message for i in validate_document(doc).errors}
+    assert message in found["spec.budgets.calls.limit"]
+    assert found["spec.budgets.costUSD.limit"] == "must be >= 0"  # and the rest, same pass
+
+
+def test_kubectl_numbers() -> None:
+    (doc,) = load_documents("a: 1e3\nb: 1.0e400\nc: .inf\nd: 1_000\n")
+    assert doc == {"a": 1000.0, "b": "1.0e400", "c": float("inf"), "d": 1000}

@@ -168,7 +168,27 @@ seccompProfile:
 {{- end -}}
 
 {{/* The operator's InjectionConfig (camelCase keys of haltgate.operator.injection). */}}
+{{- /* Values the operator would refuse at start (a crash loop after a "successful"
+     install): refused by helm instead, with the value's name. The operator checks the
+     same (haltgate.operator.injection.InjectionConfig). */ -}}
+{{- define "haltgate.checkInjection" -}}
+{{- $i := .Values.injection -}}
+{{- if eq (int $i.opaUID) (int $i.proxyUID) -}}
+{{- fail (printf "injection.opaUID (%v) must differ from injection.proxyUID: the proxy UID is the one exempt from redirection" $i.opaUID) -}}
+{{- end -}}
+{{- $ports := list (int $i.explicitPort) (int $i.transparentPort) (int $i.adminPort) (int $i.metricsPort) (int $i.opaPort) (int $i.opaDiagnosticPort) (int $i.shipperMetricsPort) -}}
+{{- if ne (len $ports) (len (uniq $ports)) -}}
+{{- fail (printf "injection ports must be distinct: explicitPort %v, transparentPort %v, adminPort %v, metricsPort %v, opaPort %v, opaDiagnosticPort %v, shipperMetricsPort %v" $i.explicitPort $i.transparentPort $i.adminPort $i.metricsPort $i.opaPort $i.opaDiagnosticPort $i.shipperMetricsPort) -}}
+{{- end -}}
+{{- range $uid := $i.meshProxyUIDs -}}
+{{- if or (eq (int $uid) (int $i.proxyUID)) (eq (int $uid) (int $i.opaUID)) -}}
+{{- fail (printf "injection.meshProxyUIDs: %v must differ from proxyUID and opaUID" $uid) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "haltgate.injectionConfig" -}}
+{{- include "haltgate.checkInjection" . -}}
 image: {{ include "haltgate.image" . | quote }}
 opaImage: {{ .Values.opa.image | quote }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -182,6 +202,8 @@ opaPort: {{ .Values.injection.opaPort }}
 opaDiagnosticPort: {{ .Values.injection.opaDiagnosticPort }}
 auditDatabaseSecret: {{ .Values.injection.auditDatabaseSecret | quote }}
 shipperMetricsPort: {{ .Values.injection.shipperMetricsPort }}
+meshProxyUIDs: {{ toJson .Values.injection.meshProxyUIDs }}
+meshContainers: {{ toJson .Values.injection.meshContainers }}
 priceTable: {{ toJson .Values.pricing.table }}
 operatorNamespace: {{ .Release.Namespace }}
 excludedNamespaces: {{ toJson .Values.operator.excludedNamespaces }}

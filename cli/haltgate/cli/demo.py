@@ -45,7 +45,7 @@ CALL_LIMIT = 8
 """The calls budget of the demo policy: the agent is halted (EXHAUSTION) after this many."""
 MAX_AGENT_STEPS = 30
 """Bound of the agent loop, should the halt never come (then the demo fails)."""
-SIDECAR_UID = 1337
+SIDECAR_UID = 17337
 AGENT_UID = 1000
 OPA_PORT = 8181
 STANDIN_PORTS = {"llm": 8080, "mcp": 8081}
@@ -461,12 +461,12 @@ class Demo:
                           "aliases)")
 
     def _sidecar_in_netns(self) -> None:
-        """The pod's view: the sidecar as UID 1337 in transparent mode, then the init step's
+        """The pod's view: the sidecar as UID 17337 in transparent mode, then the init step's
         `haltgate iptables apply` in the pod namespace."""
         from haltgate.sidecar import tlsmint
         from haltgate.testbed import netns as harness
 
-        self.ports.update(explicit=15000, transparent=15001, admin=15020, metrics=15090)
+        self.ports.update(explicit=17000, transparent=17001, admin=17020, metrics=17090)
         own = functools.partial(_own, SIDECAR_UID)
         ca_dir = self.workdir / "haltgate-ca"
         ca_dir.mkdir()
@@ -489,6 +489,8 @@ class Demo:
             # On the pod IP, as the injected sidecar: Prometheus scrapes it from outside.
             "--metrics-listen", f"{POD_IP}:{self.ports['metrics']}",
             "--state-dir", str(self.state_dir), "--admin-token-file", str(token),
+            # Scraped from outside the pod, as Prometheus does (the default is loopback).
+            "--metrics-listen", f"0.0.0.0:{self.ports['metrics']}",
             "--opa-url", self.urls["opa"], "--log-level", "warning"]), env=env)
         self.sidecar_proc = proc
         for port in (self.ports["transparent"], self.ports["explicit"], self.ports["admin"]):

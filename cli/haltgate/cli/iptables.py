@@ -39,24 +39,34 @@ def iptables() -> None:
 )
 @click.option(
     "--protect-port", "protect_ports", type=int, multiple=True,
-    help="Port other UIDs may not connect to (repeatable; default: 15020 and 15090).",
+    help="Port other UIDs may not connect to (repeatable; default: 17020 and 17090).",
 )
 @click.option(
     "--dns", "dns_servers", multiple=True,
     help="Resolver other UIDs may query on port 53 (repeatable; default: /etc/resolv.conf).",
 )
 @click.option("--no-dns", is_flag=True, help="Allow no DNS at all to other UIDs.")
+@click.option(
+    "--mesh-uids", default="", show_default=False,
+    help="Comma-separated UIDs of a service mesh proxy (e.g. 1337 for Istio's Envoy): "
+         "neither redirected nor dropped, so haltgate's traffic continues to the mesh.",
+)
 @click.option("--ipv4-only", is_flag=True, help="Skip ip6tables (only if IPv6 is disabled).")
 @click.option("--dry-run", is_flag=True, help="Print the rule set and change nothing.")
 @_backend
 def apply(
     proxy_uid: int, proxy_port: int, exclude_ports: tuple[int, ...],
     protect_ports: tuple[int, ...], dns_servers: tuple[str, ...], no_dns: bool,
-    ipv4_only: bool, dry_run: bool, backend: str,
+    mesh_uids: str, ipv4_only: bool, dry_run: bool, backend: str,
 ) -> None:
     """Install the rules (replacing haltgate's previous ones). Idempotent."""
     if no_dns and dns_servers:
         raise click.UsageError("--no-dns and --dns exclude each other")
+    try:
+        meshes = tuple(int(u) for u in mesh_uids.split(",") if u.strip())
+    except ValueError as e:
+        raise click.UsageError(f"--mesh-uids: comma-separated integers, got {mesh_uids!r}") \
+            from e
     servers = () if no_dns else (dns_servers or tuple(rules.system_resolvers()))
     try:
         config = rules.RuleConfig(
@@ -65,6 +75,7 @@ def apply(
             protected_ports=protect_ports or rules.DEFAULT_PROTECTED_PORTS,
             exclude_ports=exclude_ports,
             dns_servers=servers,
+            mesh_uids=meshes,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from e
@@ -96,3 +107,42 @@ def remove(ipv4_only: bool, backend: str) -> None:
     except rules.IptablesError as e:
         raise click.ClickException(f"{e.code}: {e}") from e
     click.echo("haltgate egress rules removed")
+
+
+PROBE_ADDRESS = "192.0.2.1"
+"""TEST-NET-1 (RFC 5737): never routed. A connection to it completes only when the pod's
+rules redirect it to the sidecar's transparent listener."""
+
+
+@iptables.command()
+@click.option("--port", type=int, default=9, show_default=True,
+              help="Destination port of the probe connection.")
+@click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True,
+              help="Seconds to wait for the probe connection.")
+@click.option("--attempts", type=int, default=10, show_default=True,
+              help="Probe attempts (the sidecar may still be starting), 1 s apart.")
+def verify(port: int, timeout_s: float, attempts: int) -> None:
+    """Check, without any capability, that this pod's egress is redirected to haltgate.
+
+    Connects to a TEST-NET-1 address that no network routes: the connection completes only
+    when the redirect sends it to the sidecar. Exits 0 when it does, 1 when it does not
+    (the agent must not start: a pod whose rules were not installed fails here). Run it as a
+    UID other than the sidecar's (the sidecar's own traffic is not redirected).
+    """
+    import socket
+    import time
+
+    last = ""
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            time.sleep(1.0)
+        try:
+            with socket.create_connection((PROBE_ADDRESS, port), timeout=timeout_s):
+                click.echo(f"haltgate redirect in place: {PROBE_ADDRESS}:{port} reached the "
+                           f"sidecar")
+                return
+        except OSError as e:
+            last = f"{type(e).__name__}: {e}"
+    raise click.ClickException(
+        f"redirect_missing: a connection to {PROBE_ADDRESS}:{port} did not reach the sidecar "
+        f"({last}); the egress rules are not installed in this pod")

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "policy": "haltgate.cli.policy:policy",
     "guard": "haltgate.cli.guard:guard",
     "iptables": "haltgate.cli.iptables:iptables",
+    "node": "haltgate.cli.node:node",
     "audit": "haltgate.cli.audit:audit",
     "operator": "haltgate.cli.operator:operator",
     "sidecar": "haltgate.cli.sidecar:sidecar",

@@ -28,6 +28,10 @@ import yaml
               type=click.Path(file_okay=False, path_type=Path),
               help="tls.crt/tls.key/ca.crt from cert-manager; default: self-managed "
                    "certificates kept in a Secret.")
+@click.option("--helm-release", envvar="HALTGATE_HELM_RELEASE", default=None,
+              help="Helm release the operator belongs to: the webhook configurations it "
+                   "writes carry Helm's ownership metadata, so `helm upgrade` to cert-manager "
+                   "mode takes them over in place (no window without a webhook).")
 @click.option("--manage-webhook-configurations/--no-manage-webhook-configurations",
               default=True, show_default=True,
               help="Create/update the webhook configurations and their caBundle.")
@@ -58,7 +62,8 @@ import yaml
                    "and spend in status. Unset: pools are reported from the cluster only.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator(namespace: str, webhook_host: str, webhook_port: int, webhook_url: str | None,
-             webhook_service: str, tls_dir: Path | None, manage_webhook_configurations: bool,
+             webhook_service: str, tls_dir: Path | None, helm_release: str | None,
+             manage_webhook_configurations: bool,
              work_dir: Path, injection_config: Path | None, injection_template: Path | None,
              health_port: int, metrics_port: int, peering: str | None, priority: int,
              halt_resync: float, status_resync: float, pool_dsn: str | None,
@@ -85,7 +90,8 @@ def operator(namespace: str, webhook_host: str, webhook_port: int, webhook_url: 
             webhook=settings.WebhookSettings(
                 listen_host=webhook_host, port=webhook_port, url=webhook_url,
                 service_name=webhook_service, tls_dir=tls_dir, work_dir=work_dir,
-                manage_configurations=manage_webhook_configurations),
+                manage_configurations=manage_webhook_configurations,
+                helm_release=helm_release or None),
             injection=injection.InjectionConfig.from_mapping(raw),
             template_path=injection_template or injection.default_template_path(),
             health_port=health_port, metrics_port=metrics_port, peering=peering,

@@ -108,7 +108,7 @@ class _OneLineErrors(click.Command):
                    "only, lost on exit (tests, demos, benchmarks).")
 @click.option("--mode", envvar="HALTGATE_MODE", default="transparent", show_default=True,
               type=click.Choice(["transparent", "explicit"]),
-              help="transparent also listens on 15001 for redirected connections.")
+              help="transparent also listens on 17001 for redirected connections.")
 @click.option("--ca-dir", envvar="HALTGATE_CA_DIR",
               type=click.Path(file_okay=False, path_type=Path),
               help="haltgate CA (ca.crt, ca.key) used to mint inspection certificates.")
@@ -183,7 +183,7 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
             log_level: str) -> None:
     """Run the governing proxy next to an agent.
 
-    Ports: 15000 explicit mode, 15001 transparent mode, 15020 admin API, 15090 metrics.
+    Ports: 17000 explicit mode, 17001 transparent mode, 17020 admin API, 17090 metrics.
     Exit codes: 0 stopped by a signal; 1 cannot start with these settings (invalid policy
     or price table, unusable CA, address in use), one line naming the flag; 2 a bad flag
     value (one line naming the flag).

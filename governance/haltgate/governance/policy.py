@@ -272,7 +272,7 @@ class Upstream(Spec):
     name: str = Field(
         pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
         max_length=63,
-        description="Alias used in explicit mode: http://127.0.0.1:15000/<name>/...",
+        description="Alias used in explicit mode: http://127.0.0.1:17000/<name>/...",
     )
     url: str = Field(
         pattern=r"^https?://[^/\s]+(/.*)?$",

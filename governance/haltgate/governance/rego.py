@@ -31,6 +31,8 @@ __all__ = [
     "default_checks",
     "eval_rego",
     "find_opa_binary",
+    "missing_decision",
+    "rule_refs",
 ]
 
 OPA_TIMEOUT_SECONDS: Final = 20.0
@@ -125,6 +127,54 @@ def check_rego(rego: str, *, opa: str, strict: bool = False) -> list[RegoError]:
         return errors
 
 
+def rule_refs(rego: str, *, opa: str) -> list[tuple[str, ...]]:
+    """The full path (``data`` left out) of every rule of a module that compiles, e.g.
+    ``("haltgate", "decision")``, from ``opa parse``."""
+    with tempfile.TemporaryDirectory(prefix="haltgate-parse-") as tmp:
+        path = Path(tmp) / "policy.rego"
+        path.write_text(rego, encoding="utf-8")
+        proc = _run([opa, "parse", "--format", "json", str(path)])
+    if proc.returncode != 0:
+        raise RegoToolError(f"opa parse exited {proc.returncode}: "
+                            f"{proc.stderr[-300:].decode(errors='replace')}")
+    try:
+        doc = orjson.loads(proc.stdout)
+    except orjson.JSONDecodeError as e:
+        raise RegoToolError(f"opa parse printed no JSON: {e}") from e
+
+    def names(terms: Any) -> tuple[str, ...]:
+        out = []
+        for t in terms or []:
+            if not isinstance(t, Mapping) or t.get("type") not in ("var", "string"):
+                break  # a variable key (partial set/object): the path ends here
+            out.append(str(t.get("value")))
+        return tuple(out)
+
+    package = names((doc.get("package") or {}).get("path"))[1:]  # without "data"
+    refs = []
+    for rule in doc.get("rules") or []:
+        head = rule.get("head") or {}
+        ref = names(head.get("ref")) or ((str(head["name"]),) if head.get("name") else ())
+        refs.append(package + ref)
+    return refs
+
+
+def missing_decision(rego: str, decision_path: str, *, opa: str) -> str | None:
+    """Why ``data.<decision_path>`` can never be defined by this module, or None.
+
+    The path is covered when a rule's path and it are prefixes of one another (a rule
+    ``decision`` for ``haltgate/decision``, or a rule ``decision.allow``)."""
+    want = tuple(decision_path.split("/"))
+    refs = rule_refs(rego, opa=opa)
+    for ref in refs:
+        n = min(len(ref), len(want))
+        if ref[:n] == want[:n]:
+            return None
+    shown = ", ".join(sorted({"data." + ".".join(r) for r in refs})[:8]) or "none"
+    return (f"no rule at data.{'.'.join(want)} (decisionPath {decision_path}); every "
+            f"decision would be undefined and refused (opa_undefined). Rules: {shown}")
+
+
 def eval_rego(rego: str, query_path: str, input_doc: Any, *, opa: str) -> dict[str, Any]:
     """Evaluate ``data.<query_path>`` (slashes or dots) with ``opa eval``.
 
@@ -155,7 +205,8 @@ def eval_rego(rego: str, query_path: str, input_doc: Any, *, opa: str) -> dict[s
 
 class RegoCompileCheck:
     """A validation check (for ``validate_document(extra_checks=...)``): inline Rego of
-    ``spec.opa.rego`` must compile. Errors carry line and column."""
+    ``spec.opa.rego`` must compile (errors carry line and column) and have a rule at
+    ``spec.opa.decisionPath``."""
 
     def __init__(self, opa: str, *, strict: bool = False) -> None:
         self.opa = opa
@@ -166,9 +217,12 @@ class RegoCompileCheck:
             return []
         try:
             errors = check_rego(spec.opa.rego, opa=self.opa, strict=self.strict)
+            if errors:
+                return [Issue("spec.opa.rego", str(err)) for err in errors]
+            why = missing_decision(spec.opa.rego, spec.opa.decision_path, opa=self.opa)
         except RegoToolError as e:
             return [Issue("spec.opa.rego", f"could not be compiled: {e}")]
-        return [Issue("spec.opa.rego", str(err)) for err in errors]
+        return [Issue("spec.opa.decisionPath", why)] if why else []
 
 
 def _rego_not_checked(spec: GovernancePolicySpec) -> list[Issue]:

@@ -37,9 +37,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from haltgate.governance.errors import BadRequestError
 from haltgate.governance.llm_body import model_forms
 from haltgate.governance.policy import Action, ArgumentConstraint, RequestKind, ToolRule, Tools
 from haltgate.governance.request import CallView, ToolCall
+from haltgate.governance.strict_json import CODE_AMBIGUOUS_JSON
 
 __all__ = [
     "CODE_ARGUMENT_CONSTRAINT_FAILED",
@@ -157,7 +159,10 @@ def lookup_json_path(document: Any, steps: Sequence[str | int]) -> Any:
     value = document
     for step in steps:
         if isinstance(step, str):
-            if not isinstance(value, dict) or step not in value:
+            if not isinstance(value, dict):
+                return _MISSING
+            if step not in value:
+                _refuse_case_variant(value, step)
                 return _MISSING
             value = value[step]
         else:
@@ -165,6 +170,19 @@ def lookup_json_path(document: Any, steps: Sequence[str | int]) -> Any:
                 return _MISSING
             value = value[step]
     return value
+
+
+def _refuse_case_variant(obj: dict[str, Any], key: str) -> None:
+    """A key a constraint reads is absent, but spelled in another case: a tool that decodes
+    its arguments case-insensitively (Go's encoding/json) would read it as ``key``, so the
+    arguments have two readings. Raises ``ambiguous_json``."""
+    folded = key.casefold()
+    for other in obj:
+        if isinstance(other, str) and other.casefold() == folded:
+            raise BadRequestError(
+                f"argument {other!r} differs from {key!r}, which the policy reads, only in "
+                "case: case-insensitive tools would read it as that key",
+                code=CODE_AMBIGUOUS_JSON)
 
 
 def json_equal(a: Any, b: Any) -> bool:
@@ -253,7 +271,10 @@ def _fuse(steps: tuple[str | int, ...], check: Check) -> Check:
             if not isinstance(arguments, dict):
                 return False
             value = arguments.get(key, _MISSING)
-            return value is not _MISSING and check(value)
+            if value is _MISSING:
+                _refuse_case_variant(arguments, key)
+                return False
+            return check(value)
     else:
         def holds(arguments: Any) -> bool:
             value = lookup_json_path(arguments, steps)

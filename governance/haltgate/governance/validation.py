@@ -9,6 +9,7 @@ schema cannot express, and returns *every* problem, each with its field path, e.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from haltgate.governance import apitypes
 from haltgate.governance.flows import flow_problems
 from haltgate.governance.mcp import uri_glob_problem
 from haltgate.governance.policy import (
@@ -215,7 +217,8 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
 
     if not spec.selector.match_labels and not spec.selector.match_expressions:
         add(Issue("spec.selector", "empty selector: the policy governs every injected pod "
-                  "in the namespace", warning=True))
+                  "of the namespace that no other policy's selector names (the namespace's "
+                  "default)", warning=True))
     return issues
 
 
@@ -224,38 +227,99 @@ PolicyCheck = Callable[[GovernancePolicySpec], list[Issue]]
 ``opa`` binary, :func:`haltgate.governance.rego.default_checks`)."""
 
 
+_MAX_PRUNE_ROUNDS = 8
+"""Schema passes over a document with the failing fields taken out, so that the semantic
+checks still run and one pass reports every error."""
+
+
+def _prune(doc: Any, loc: tuple[int | str, ...], missing: bool) -> tuple[int | str, ...] | None:
+    """Take the value at ``loc`` out of ``doc`` (in place); for a missing field, the object
+    that lacks it. A list item goes with its whole list (indexes must not shift under the
+    remaining paths). Returns the location removed, or None when nothing can be."""
+    target = loc[:-1] if missing else loc
+    while target:
+        parent: Any = doc
+        for part in target[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        key = target[-1]
+        if isinstance(parent, dict) and key in parent and not isinstance(key, int):
+            del parent[key]
+            return target
+        target = target[:-1]  # a list item: remove the list that holds it
+    return None
+
+
+def _under(path: str, pruned: Sequence[str]) -> bool:
+    return any(path == p or path.startswith((p + ".", p + "[")) for p in pruned)
+
+
+def _touches(path: str, pruned: Sequence[str]) -> bool:
+    """A semantic issue at or around a pruned field: about the field or caused by its
+    absence (``tokens`` without ``limit``), so not reported."""
+    return _under(path, pruned) or any(p.startswith((path + ".", path + "["))
+                                       for p in pruned)
+
+
 def validate_document(doc: Any, *, extra_checks: Sequence[PolicyCheck] = ()) -> Result:
     """Validate one parsed YAML/JSON document (a GovernancePolicy or a BudgetPool).
 
-    ``extra_checks`` run on a GovernancePolicy spec that passed the schema; the admission
-    webhook and ``haltgate policy validate`` pass the Rego compile check when they can."""
+    Reports every problem in one pass: JSON types as the apiserver checks them (integers
+    fit 64 bits, numbers are finite, no ``"5"`` for a number), then the schema, then the
+    semantic rules on what remains once failing fields are taken out.
+    ``extra_checks`` run on a GovernancePolicy spec; the admission webhook and ``haltgate
+    policy validate`` pass the Rego compile check when they can."""
     if not isinstance(doc, Mapping):
         return Result(None, (Issue("<document>", "must be a mapping (a YAML object)"),))
     kind = doc.get("kind")
     model = _KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
         return Result(None, (Issue("kind", f"must be one of {', '.join(_KINDS)}"),))
-    try:
-        parsed = model.model_validate(doc)
-    except ValidationError as e:
-        issues = []
-        for err in e.errors():
-            loc = _loc_without_union_tags(tuple(err["loc"]))
-            issues.append(Issue(_path(loc), _message(err)))
-        # Unique, in document order: unions can report the same place twice.
-        return Result(None, tuple(dict.fromkeys(issues)))
-    issues = _semantic_policy(parsed.spec) if isinstance(parsed, GovernancePolicy) else []
-    if isinstance(parsed, GovernancePolicy):
-        for check in extra_checks:
-            issues.extend(check(parsed.spec))
+    work = copy.deepcopy(dict(doc))
+    issues: list[Issue] = []
+    pruned: list[str] = []
+    for loc, message in apitypes.type_issues(model, work):
+        issues.append(Issue(_path(loc), message))
+        if (gone := _prune(work, loc, missing=False)) is not None:
+            pruned.append(_path(gone))
+    parsed: GovernancePolicy | BudgetPool | None = None
+    for _ in range(_MAX_PRUNE_ROUNDS):
+        try:
+            parsed = model.model_validate(work)
+            break
+        except ValidationError as e:
+            progress = False
+            for err in e.errors():
+                loc = _loc_without_union_tags(tuple(err["loc"]))
+                path = _path(loc)
+                missing = err["type"] == "missing"
+                if not (missing and _under(path, pruned)):
+                    issues.append(Issue(path, _message(err)))
+                if (gone := _prune(work, loc, missing)) is not None:
+                    pruned.append(_path(gone))
+                    progress = True
+            if not progress:
+                break
+    if parsed is not None:
+        more = _semantic_policy(parsed.spec) if isinstance(parsed, GovernancePolicy) else []
+        if isinstance(parsed, GovernancePolicy):
+            for check in extra_checks:
+                more.extend(check(parsed.spec))
+        issues += [i for i in more if not _touches(i.path, pruned)]
+    # Unique, in the order found: unions can report the same place twice.
+    issues = list(dict.fromkeys(issues))
     errors = [i for i in issues if not i.warning]
-    return Result(None if errors else parsed, tuple(issues))
+    return Result(None if errors or parsed is None else parsed, tuple(issues))
 
 
 def load_documents(text: str, source: str = "<input>") -> list[Any]:
     """Parse a multi-document YAML text. Raises :class:`PolicyFileError` on bad YAML."""
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        # Numbers as kubectl reads them (1e3 is a number, 1e400 a string): same verdict.
+        return [d for d in yaml.load_all(text, Loader=apitypes.KubectlLoader)
+                if d is not None]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<document>"

@@ -184,6 +184,16 @@ class Cluster:
         await self._call(self.core.patch_namespaced_pod, name, namespace,
                          {"metadata": {"annotations": dict(annotations)}})
 
+    async def patch_template_annotations(self, kind: str, namespace: str, name: str,
+                                         annotations: Mapping[str, str | None]) -> None:
+        """Merge ``annotations`` into a Deployment/StatefulSet/DaemonSet's pod template
+        (None removes a key): a rollout."""
+        fn = {"Deployment": self.apps.patch_namespaced_deployment,
+              "StatefulSet": self.apps.patch_namespaced_stateful_set,
+              "DaemonSet": self.apps.patch_namespaced_daemon_set}[kind]
+        await self._call(fn, name, namespace, {"spec": {"template": {"metadata": {
+            "annotations": dict(annotations)}}}})
+
     async def apply_webhook_configuration(self, kind: str, body: Mapping[str, Any]) -> None:
         """Create or replace a Mutating/ValidatingWebhookConfiguration's webhooks."""
         create: Any

@@ -37,11 +37,12 @@ LABEL_POLICY = "haltgate.dev/policy"
 """Pod label set by the webhook, so the operator finds the pods of a policy (halts, counts)."""
 
 INIT_CONTAINER_NAME = "haltgate-init"
+VERIFY_CONTAINER_NAME = "haltgate-verify"
 SIDECAR_CONTAINER_NAME = "haltgate-proxy"
 OPA_CONTAINER_NAME = "haltgate-opa"
 SHIPPER_CONTAINER_NAME = "haltgate-audit-shipper"
 CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_CONTAINER_NAME, OPA_CONTAINER_NAME,
-                             SHIPPER_CONTAINER_NAME})
+                             SHIPPER_CONTAINER_NAME, VERIFY_CONTAINER_NAME})
 
 VOLUME_POLICY = "haltgate-policy"
 VOLUME_CA_BUNDLE = "haltgate-ca-bundle"
@@ -86,18 +87,18 @@ class InjectionConfig:
     opa_image: str = "openpolicyagent/opa:1.22.2-static"
     """Image of the OPA container, injected only for policies with ``spec.opa``."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    proxy_uid: int = 1337
+    proxy_uid: int = 17337
     """UID (and GID) of the sidecar. The iptables rules exempt exactly this UID, so no agent
     container may run as it."""
-    opa_uid: int = 1338
+    opa_uid: int = 17338
     """UID of the OPA container (its traffic is redirected like the agent's)."""
-    explicit_port: int = 15000
+    explicit_port: int = 17000
     """Sidecar port for explicit-proxy clients (HTTP(S)_PROXY) and alias paths."""
-    transparent_port: int = 15001
+    transparent_port: int = 17001
     """Sidecar port the iptables rules redirect every other TCP connection to."""
-    admin_port: int = 15020
+    admin_port: int = 17020
     """Sidecar admin API (halt, reset, readyz); bearer token from the admin Secret."""
-    metrics_port: int = 15090
+    metrics_port: int = 17090
     opa_port: int = 8181
     opa_diagnostic_port: int = 8282
     ca_bundle_config_map: str = "haltgate-ca-bundle"
@@ -114,7 +115,7 @@ class InjectionConfig:
     """Secret in the pod's namespace with the audit database URI (key ``dsn``, a role in
     ``haltgate_audit_writer``). Set: every pod gets the audit shipper container, which ships
     the sidecar's spool to PostgreSQL. Empty: records stay in the pod's spool."""
-    shipper_metrics_port: int = 15091
+    shipper_metrics_port: int = 17091
     """Prometheus metrics of the audit shipper container (ship lag, errors)."""
     price_table: Mapping[str, Any] | None = None
     """The chart's ``pricing.table``: copied into every policy ConfigMap and loaded by the
@@ -123,6 +124,25 @@ class InjectionConfig:
     """Never injected, so the operator can always recover."""
     excluded_namespaces: frozenset[str] = frozenset()
     """More namespaces never injected, on top of kube-system, kube-public, kube-node-lease."""
+    mesh_proxy_uids: tuple[int, ...] = ()
+    """UIDs of a service mesh's proxy (Istio's Envoy 1337, Linkerd's 2102): the iptables
+    step leaves their traffic to the mesh (agent -> haltgate -> mesh), and only the mesh's
+    own containers (``mesh_containers``) may run as them. Empty: no mesh."""
+    redirect: Literal["init", "node"] = "init"
+    """Who installs the pod's egress rules: "init", haltgate's init container (NET_ADMIN,
+    root); "node", a node-side installer (``haltgate node apply``) so that pods pass Pod
+    Security ``restricted``, with a capability-free verify step that keeps the agent from
+    starting until the rules are there."""
+    verify_uid: int = 17339
+    """UID of the verify step (redirected like an agent, never the proxy's)."""
+    guaranteed_cpu: str = "250m"
+    """CPU of the sidecar and OPA containers in a pod of QoS class Guaranteed (every agent
+    container has limits equal to requests): haltgate's containers then get requests equal
+    to limits too (this CPU; memory at their limit), so the pod stays Guaranteed."""
+    mesh_containers: frozenset[str] = frozenset()
+    """Names of a mesh's containers (e.g. istio-init, istio-proxy, istio-validation) that
+    may run as a mesh proxy UID and, for a run-once init container, add NET_ADMIN/NET_RAW.
+    Trusted by name: prefer the mesh's CNI mode, which needs no capabilities."""
 
     def __post_init__(self) -> None:
         ports = {
@@ -139,6 +159,15 @@ class InjectionConfig:
         for name, uid in (("proxyUID", self.proxy_uid), ("opaUID", self.opa_uid)):
             if uid < 1:
                 raise ValueError(f"injection.{name}: must be >= 1 (never root), got {uid}")
+        if self.redirect not in ("init", "node"):
+            raise ValueError(f"injection.redirect: must be init or node, got {self.redirect!r}")
+        if self.verify_uid < 1 or self.verify_uid in (self.proxy_uid, self.opa_uid):
+            raise ValueError("injection.verifyUID: must be >= 1 and differ from proxyUID and "
+                             "opaUID (its probe must be redirected like an agent's)")
+        for uid in self.mesh_proxy_uids:
+            if uid < 1 or uid in (self.proxy_uid, self.opa_uid):
+                raise ValueError(f"injection.meshProxyUIDs: {uid} must be >= 1 and differ "
+                                 f"from proxyUID and opaUID")
         if self.proxy_uid == self.opa_uid:
             raise ValueError("injection.opaUID: must differ from proxyUID (the proxy UID is "
                              "the one exempt from redirection)")
@@ -193,6 +222,8 @@ class InjectionConfig:
             "priceTableKey": PRICE_TABLE_KEY,
             "xtablesVolume": VOLUME_XTABLES, "xtablesDir": XTABLES_DIR,
             "xtablesLockFile": f"{XTABLES_DIR}/xtables.lock",
+            "meshProxyUIDsText": ",".join(str(u) for u in self.mesh_proxy_uids),
+            "verifyContainerName": VERIFY_CONTAINER_NAME, "verifyUID": self.verify_uid,
         }
 
     @classmethod
@@ -211,6 +242,9 @@ class InjectionConfig:
             "shipperMetricsPort": "shipper_metrics_port", "priceTable": "price_table",
             "operatorNamespace": "operator_namespace",
             "excludedNamespaces": "excluded_namespaces",
+            "meshProxyUIDs": "mesh_proxy_uids", "meshContainers": "mesh_containers",
+            "guaranteedCPU": "guaranteed_cpu", "redirect": "redirect",
+            "verifyUID": "verify_uid",
         }
         unknown = sorted(set(raw) - set(names))
         if unknown:
@@ -218,6 +252,10 @@ class InjectionConfig:
         kwargs: dict[str, Any] = {names[k]: v for k, v in raw.items()}
         if "excluded_namespaces" in kwargs:
             kwargs["excluded_namespaces"] = frozenset(kwargs["excluded_namespaces"])
+        if "mesh_proxy_uids" in kwargs:
+            kwargs["mesh_proxy_uids"] = tuple(int(u) for u in kwargs["mesh_proxy_uids"] or ())
+        if "mesh_containers" in kwargs:
+            kwargs["mesh_containers"] = frozenset(kwargs["mesh_containers"] or ())
         if not kwargs.get("price_table"):
             kwargs["price_table"] = None  # the chart's empty default: the shipped table
         return cls(**kwargs)
@@ -225,8 +263,8 @@ class InjectionConfig:
 
 # ----------------------------------------------------------------------------- template
 _PLACEHOLDER = re.compile(r"\{\{\s*\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
-_SECTIONS = ("initContainer", "sidecar", "opaContainer", "shipperContainer", "sidecarEnvOPA",
-             "sidecarEnvPool", "sidecarEnvPrices", "volumes",
+_SECTIONS = ("initContainer", "verifyContainer", "sidecar", "opaContainer", "shipperContainer",
+             "sidecarEnvOPA", "sidecarEnvPool", "sidecarEnvPrices", "volumes",
              "agentVolumeMounts", "agentEnv", "agentEnvExplicit")
 
 
@@ -414,7 +452,9 @@ def mutate_pod(
 
     found = refusals.refusals(pod, proxy_uid=config.proxy_uid,
                               reserved_containers=CONTAINER_NAMES,
-                              reserved_volumes=_volume_names(rendered))
+                              reserved_volumes=_volume_names(rendered),
+                              mesh_uids=config.mesh_proxy_uids,
+                              mesh_containers=config.mesh_containers)
     if found:
         first = found[0]
         return Refuse(first.code, first.path, first.reason, tuple(found[1:]))
@@ -422,12 +462,17 @@ def mutate_pod(
     out = copy.deepcopy(dict(pod))
     spec = out.setdefault("spec", {})
     ours = _our_init_containers(rendered, chosen, config)
+    if _guaranteed(spec):
+        for container in ours:
+            _make_guaranteed(container, config.guaranteed_cpu)
     volumes = list(rendered["volumes"])
     user_init = list(spec.get("initContainers") or [])
     agent_env = list(rendered["agentEnv"])
     if mode == "explicit":
         agent_env += rendered["agentEnvExplicit"]
     for container in user_init + list(spec.get("containers") or []):
+        if container.get("name") in config.mesh_containers:
+            continue  # a service mesh's own container: not an agent, keeps its trust store
         _merge_named(container, "env", agent_env)
         _merge_named(container, "volumeMounts", rendered["agentVolumeMounts"])
     spec["initContainers"] = ours + user_init
@@ -440,7 +485,8 @@ def mutate_pod(
         "mode": mode,
         "initContainers": [c["name"] for c in ours],
         "volumes": [v["name"] for v in volumes],
-        "agentContainers": [c.get("name", "") for c in user_init + (spec.get("containers") or [])],
+        "agentContainers": [c.get("name", "") for c in user_init + (spec.get("containers") or [])
+                            if c.get("name") not in config.mesh_containers],
         "template": template_digest(rendered),
     }
     out_meta = out.setdefault("metadata", {})
@@ -469,6 +515,11 @@ def _choose_policy(pod: Mapping[str, Any], namespace: str,
                       f"must not start ungoverned")
     labels = meta.get("labels") or {}
     matching = [p for p in policies if selectors.matches(p.selector, labels)]
+    if len(matching) > 1:
+        # A policy with an empty selector is the namespace's default: a policy that names
+        # the pod's labels wins over it.
+        specific = [p for p in matching if not _selects_everything(p.selector)]
+        matching = specific or matching
     if not matching:
         return Refuse("no_policy", "metadata.labels",
                       f"no GovernancePolicy in namespace {namespace} selects this pod; create "
@@ -482,6 +533,39 @@ def _choose_policy(pod: Mapping[str, Any], namespace: str,
     return matching[0]
 
 
+_QOS_RESOURCES = ("cpu", "memory")
+
+
+def _guaranteed(spec: Mapping[str, Any]) -> bool:
+    """The pod is of QoS class Guaranteed: every container sets cpu and memory limits, and
+    requests (when set) equal them."""
+    containers = list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+    if not containers:
+        return False
+    for c in containers:
+        res = c.get("resources") or {}
+        limits, requests = res.get("limits") or {}, res.get("requests") or {}
+        for name in _QOS_RESOURCES:
+            if name not in limits or str(requests.get(name, limits[name])) != str(limits[name]):
+                return False
+    return True
+
+
+def _make_guaranteed(container: dict[str, Any], cpu: str) -> None:
+    """Requests equal to limits: memory at the template's limit, CPU ``cpu`` for the
+    long-running containers (the run-once init step keeps its small request)."""
+    res = container.get("resources") or {}
+    limits, requests = dict(res.get("limits") or {}), dict(res.get("requests") or {})
+    memory = limits.get("memory") or requests.get("memory")
+    runs_once = container.get("restartPolicy") != "Always"
+    both = {"cpu": requests.get("cpu", cpu) if runs_once else cpu, "memory": memory}
+    container["resources"] = {"requests": dict(both), "limits": dict(both)}
+
+
+def _selects_everything(selector: Mapping[str, Any]) -> bool:
+    return not selector.get("matchLabels") and not selector.get("matchExpressions")
+
+
 def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
                          config: InjectionConfig) -> list[dict[str, Any]]:
     """haltgate's init containers, in start order: iptables step, shipper, proxy, OPA.
@@ -489,7 +573,7 @@ def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
     The shipper starts before the proxy so that the kubelet, which stops native sidecars in
     reverse order, stops it after the proxy: it can ship the proxy's last records."""
     sidecar = copy.deepcopy(rendered["sidecar"])
-    ours = [copy.deepcopy(rendered["initContainer"])]
+    ours = [copy.deepcopy(rendered["initContainer"])] if config.redirect == "init" else []
     if config.audit_database_secret:
         ours.append(copy.deepcopy(rendered["shipperContainer"]))
     ours.append(sidecar)
@@ -500,15 +584,18 @@ def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
     if policy.uses_opa:
         sidecar.setdefault("env", []).extend(copy.deepcopy(rendered["sidecarEnvOPA"]))
         ours.append(copy.deepcopy(rendered["opaContainer"]))
+    if config.redirect == "node":
+        # Last of ours, so the sidecar (a native sidecar) is up; before the agent's.
+        ours.append(copy.deepcopy(rendered["verifyContainer"]))
     return ours
 
 
 def _looks_injected(pod: Mapping[str, Any]) -> bool:
-    spec = pod.get("spec") or {}
-    names = {c.get("name") for c in (spec.get("initContainers") or [])}
-    names |= {c.get("name") for c in (spec.get("containers") or [])}
+    """The webhook's record is there: a second pass (or a copied pod). A pod that only uses
+    one of haltgate's container names is the user's mistake, refused as ``name_conflict``
+    by the rules; one that carries the record must carry genuine pieces."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return ANNOTATION_INJECTED in annotations or bool(names & CONTAINER_NAMES)
+    return ANNOTATION_INJECTED in annotations
 
 
 def _verify_existing(pod: Mapping[str, Any], rendered: Mapping[str, Any],
@@ -521,24 +608,51 @@ def _verify_existing(pod: Mapping[str, Any], rendered: Mapping[str, Any],
     spec = pod.get("spec") or {}
     init = spec.get("initContainers") or []
     wanted = _our_init_containers(rendered, policy, config)
-    if len(init) < len(wanted) or not all(
-            _contains(have, want) for have, want in zip(init, wanted, strict=False)):
+    # By name, in order: a webhook called after ours (a mesh injector; reinvocationPolicy
+    # IfNeeded calls ours again) may have put its own init containers first.
+    have = [_without_token_mount(c) for c in init if c.get("name") in CONTAINER_NAMES]
+    # As injected into a Guaranteed pod (requests = limits), or as the template has them.
+    guaranteed = copy.deepcopy(wanted)
+    for container in guaranteed:
+        _make_guaranteed(container, config.guaranteed_cpu)
+    if len(have) != len(wanted) or not all(
+            _contains(h, w) or _contains(h, g)
+            for h, w, g in zip(have, wanted, guaranteed, strict=True)):
         return Refuse("forged_injection", "spec.initContainers",
                       "the pod carries haltgate containers or the "
                       f"{ANNOTATION_INJECTED} annotation, but not the ones this operator "
                       "injects; remove them and let the webhook inject")
-    # Ours are genuine; the agent's side must still pass every rule.
+    # Ours are genuine; everything else (the agent's, a later webhook's) must still pass
+    # every rule.
     agent_only = copy.deepcopy(dict(pod))
     agent_spec = agent_only.setdefault("spec", {})
-    agent_spec["initContainers"] = list(init[len(wanted):])
+    agent_spec["initContainers"] = [c for c in init if c.get("name") not in CONTAINER_NAMES]
     ours = _volume_names(rendered)
     agent_spec["volumes"] = [v for v in (spec.get("volumes") or []) if v.get("name") not in ours]
     found = refusals.refusals(agent_only, proxy_uid=config.proxy_uid,
-                              reserved_containers=CONTAINER_NAMES, reserved_volumes=ours)
+                              reserved_containers=CONTAINER_NAMES, reserved_volumes=ours,
+                              mesh_uids=config.mesh_proxy_uids,
+                              mesh_containers=config.mesh_containers)
     if found:
         first = found[0]
         return Refuse(first.code, first.path, first.reason, tuple(found[1:]))
     return Skip("already injected")
+
+
+SERVICE_ACCOUNT_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def _without_token_mount(container: Mapping[str, Any]) -> dict[str, Any]:
+    """The container without the API token mount the apiserver's ServiceAccount plugin adds
+    to every container (also to ours, when it runs again before a reinvocation)."""
+    out = dict(container)
+    mounts = [m for m in container.get("volumeMounts") or []
+              if m.get("mountPath") != SERVICE_ACCOUNT_TOKEN_DIR]
+    if mounts:
+        out["volumeMounts"] = mounts
+    else:
+        out.pop("volumeMounts", None)
+    return out
 
 
 def _contains(have: Any, want: Any) -> bool:

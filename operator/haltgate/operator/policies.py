@@ -10,8 +10,11 @@ Kubernetes deletes it with the policy: no finalizer is needed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
+import hashlib
+import logging
 import secrets
 import ssl
 from collections.abc import Mapping, Sequence
@@ -28,6 +31,7 @@ POLICY_KEY = "policy.yaml"
 CA_CERT_KEY = "ca.crt"
 CA_KEY_KEY = "ca.key"
 """File names the sidecar's TLS minter loads from its CA directory."""
+log = logging.getLogger("haltgate.operator.policies")
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "haltgate",
                   "app.kubernetes.io/part-of": "haltgate"}
 
@@ -187,6 +191,58 @@ def _system_roots() -> str:
     return ""
 
 
+_decision_checks: dict[tuple[str, str], str | None] = {}
+"""Rego digest and decision path -> the missing-rule problem (``opa parse`` runs once)."""
+
+
+def _missing_decision(rego: str, decision_path: str) -> str | None:
+    from haltgate.governance import rego as rego_tools
+
+    key = (hashlib.sha256(rego.encode()).hexdigest(), decision_path)
+    if key not in _decision_checks:
+        opa = rego_tools.find_opa_binary()
+        if opa is None:
+            return None  # not checked here; the sidecar's OPA reports opa_undefined
+        try:
+            why = rego_tools.missing_decision(rego, decision_path, opa=opa)
+        except rego_tools.RegoToolError:
+            return None  # does not compile: admission and the sidecar say so
+        if len(_decision_checks) > 1024:
+            _decision_checks.clear()
+        _decision_checks[key] = why
+    return _decision_checks[key]
+
+
+async def readiness_problem(rt: Runtime, namespace: str, spec: Mapping[str, Any],
+                            rego: str | None) -> tuple[str, str] | None:
+    """Why the policy's agents would have every call refused although it is valid:
+    (reason, message), or None. A pool that does not exist, a pool without the database
+    Secret its members need, Rego without a rule at ``decisionPath``."""
+    pool = spec.get("pool")
+    if pool:
+        try:
+            await rt.cluster.read_custom(cluster.POOL_PLURAL, namespace, pool)
+        except cluster.NotFound:
+            return ("PoolNotFound", f"spec.pool: no BudgetPool {namespace}/{pool}; the "
+                    f"policy's agents would have every call refused")
+        secret = rt.settings.injection.pool_database_secret
+        try:
+            await rt.cluster.read_secret_key(namespace, secret, "dsn")
+        except cluster.NotFound:
+            return ("PoolDatabaseSecretMissing",
+                    f"spec.pool: Secret {namespace}/{secret} (key dsn) with the pool "
+                    f"database URI is missing; the policy's pods cannot start their sidecar")
+        except Exception as e:  # e.g. RBAC without get on that Secret: cannot tell
+            log.debug("pool database Secret %s/%s not checked: %s", namespace, secret, e)
+    opa = spec.get("opa") or {}
+    if rego is not None:
+        path = str(opa.get("decisionPath") or "haltgate/decision")
+        why = await asyncio.to_thread(_missing_decision, rego, path)
+        if why:
+            return "DecisionRuleMissing", f"spec.opa.decisionPath: {why}"
+    return None
+
+
 async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
                     logger: Any, pods: Sequence[Mapping[str, Any]]) -> bool:
     """Bring one policy's ConfigMap and status up to date; True when Ready.
@@ -218,6 +274,9 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
         await ensure_namespace_secrets(rt, namespace)
         if changed:
             logger.info(f"rendered ConfigMap {injection.policy_configmap_name(name)}")
+        if (problem := await readiness_problem(rt, namespace, body.get("spec") or {},
+                                               rego)) is not None:
+            ready, reason, message = False, *problem
     except cluster.NotFound as e:
         ready, reason, message = False, "RegoNotFound", str(e)
     status_patch["conditions"] = [
@@ -239,7 +298,7 @@ EventType = Literal["Normal", "Warning"]
 def transitions(old: Mapping[str, Any], new: Mapping[str, Any]
                 ) -> list[tuple[EventType, str, str]]:
     """Events worth posting when a status goes from ``old`` to ``new``: (type, reason,
-    message). Conditions that change, and pods halted or released (pure)."""
+    message), for conditions that change (pure). Halts: :func:`haltview.transitions`."""
     out: list[tuple[EventType, str, str]] = []
     before = {c.get("type"): c for c in old.get("conditions") or []}
     for c in new.get("conditions") or []:
@@ -253,9 +312,4 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any]
         elif prev is not None and prev.get("status") == "False":
             out.append(("Normal", str(c.get("reason") or c.get("type")),
                         f"{c.get('type')}: {c.get('message', '')}"))
-    if "halts" in new:
-        was = {h.get("pod") for h in old.get("halts") or []}
-        now = {h.get("pod") for h in new.get("halts") or []}
-        out += [("Normal", "Halted", f"pod {p} halted (EXTERNAL)") for p in sorted(now - was)]
-        out += [("Normal", "HaltLifted", f"pod {p} reset") for p in sorted(was - now)]
     return out

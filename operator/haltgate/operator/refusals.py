@@ -36,8 +36,13 @@ def _normalise_cap(cap: str) -> str:
 
 
 def refusals(pod: Mapping[str, Any], *, proxy_uid: int, reserved_containers: frozenset[str],
-             reserved_volumes: frozenset[str]) -> list[Refusal]:
-    """Every reason to refuse ``pod`` (empty when it may be injected)."""
+             reserved_volumes: frozenset[str], mesh_uids: tuple[int, ...] = (),
+             mesh_containers: frozenset[str] = frozenset()) -> list[Refusal]:
+    """Every reason to refuse ``pod`` (empty when it may be injected).
+
+    ``mesh_uids`` are exempt from the redirection too (a service mesh's proxy): only the
+    containers named in ``mesh_containers`` may run as them, and only those of them that
+    are run-once init containers may add NET_ADMIN/NET_RAW (the mesh's iptables step)."""
     out: list[Refusal] = []
     spec = pod.get("spec") or {}
     pod_sc = spec.get("securityContext") or {}
@@ -68,6 +73,14 @@ def refusals(pod: Mapping[str, Any], *, proxy_uid: int, reserved_containers: fro
                                f"container name {name!r} is reserved for haltgate"))
         sc = c.get("securityContext") or {}
         uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+        mesh = name in mesh_containers and not path.startswith("spec.ephemeralContainers")
+        if uid in mesh_uids and not mesh:
+            where = (f"{path}.securityContext.runAsUser" if "runAsUser" in sc
+                     else "spec.securityContext.runAsUser")
+            out.append(Refusal("agent_runs_as_proxy_uid", where,
+                               f"container {name!r} would run as UID {uid}, the service "
+                               f"mesh proxy's, which the egress redirection exempts (only "
+                               f"the mesh's own containers, injection.meshContainers, may)"))
         if uid == proxy_uid:
             where = (f"{path}.securityContext.runAsUser" if "runAsUser" in sc
                      else "spec.securityContext.runAsUser")
@@ -85,10 +98,16 @@ def refusals(pod: Mapping[str, Any], *, proxy_uid: int, reserved_containers: fro
         added = [_normalise_cap(str(x)) for x in
                  ((sc.get("capabilities") or {}).get("add") or [])]
         bad = sorted(set(added) & NET_CAPABILITIES)
-        if bad:
+        mesh_init = (mesh and path.startswith("spec.initContainers")
+                     and c.get("restartPolicy") != "Always" and "ALL" not in bad)
+        if bad and not mesh_init:
+            hint = (" (a service mesh's init container? list it in injection.meshContainers, "
+                    "or use the mesh's CNI mode: docs/operations.md, \"Running next to a "
+                    "mesh\")") if name.endswith("-init") else ""
             out.append(Refusal("agent_net_capability", f"{path}.securityContext.capabilities.add",
                                f"container {name!r} adds {', '.join(bad)}: it could rewrite "
-                               f"the pod's iptables rules; only haltgate's init step may"))
+                               f"the pod's iptables rules; only haltgate's init step may"
+                               f"{hint}"))
 
     for i, v in enumerate(spec.get("volumes") or []):
         if v.get("name") in reserved_volumes:

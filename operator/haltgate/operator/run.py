@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from haltgate.operator import (
     cluster,
     events,
     halts,
+    haltview,
     injection,
     metrics,
     policies,
@@ -36,6 +37,7 @@ from haltgate.operator import (
     selectors,
     webhookconfig,
     webhooks,
+    workloads,
 )
 from haltgate.operator.runtime import Runtime
 from haltgate.operator.settings import OperatorSettings
@@ -159,10 +161,14 @@ async def apply_webhook_configurations(rt: Runtime, ca_bundle: bytes) -> None:
         ca_bundle=ca_bundle, url=wh.url,
         service_name=None if wh.url else wh.service_name,
         service_namespace=rt.settings.namespace, service_port=wh.service_port)
+    def owned(config: dict[str, Any]) -> dict[str, Any]:
+        return webhookconfig.helm_owned(config, wh.helm_release, rt.settings.namespace)
+
     await rt.cluster.apply_webhook_configuration(
-        "mutating", webhookconfig.mutating_configuration(endpoint, rt.settings.injection))
+        "mutating", owned(webhookconfig.mutating_configuration(endpoint, rt.settings.injection)))
     await rt.cluster.apply_webhook_configuration(
-        "validating", webhookconfig.validating_configuration(endpoint, rt.settings.injection))
+        "validating",
+        owned(webhookconfig.validating_configuration(endpoint, rt.settings.injection)))
     logger.info("webhook configurations %s and %s applied", webhookconfig.MUTATING_NAME,
                 webhookconfig.VALIDATING_NAME)
 
@@ -224,6 +230,63 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         # Same sources as haltgate's own client: in-cluster account, else the kubeconfig.
         return kopf.login_via_client(**kwargs)
 
+    # Halts requested but not delivered yet, by (namespace, pod): {source: reason}. Every
+    # source's sync updates its own part; the policy's status shows them as Pending.
+    pending_halts: dict[tuple[str, str], dict[str, str]] = {}
+
+    def note_pending(namespace: str, source: str, result: halts.SyncResult | None,
+                     reason: str | None) -> None:
+        waiting = set(result.pending) if result is not None and reason else set()
+        for key in [k for k in pending_halts if k[0] == namespace]:
+            if key[1] not in waiting:
+                pending_halts[key].pop(source, None)
+                if not pending_halts[key]:
+                    del pending_halts[key]
+        for pod in waiting:
+            pending_halts.setdefault((namespace, pod), {})[source] = str(reason)
+
+    async def post_delivery_errors(obj: Mapping[str, Any], errors: list[str]) -> None:
+        """One Warning per new set of delivery errors on ``obj`` (retries repeat them)."""
+        meta = obj.get("metadata") or {}
+        key = (str(obj.get("kind")), meta.get("namespace", ""), meta.get("name", ""))
+        text = "; ".join(errors)
+        if text and delivery_errors.get(key) != text:
+            await events.post(rt.cluster, obj, "Warning", "HaltDeliveryFailed", text)
+        delivery_errors[key] = text
+
+    async def admin_token(namespace: str) -> str | None:
+        try:
+            return (await rt.cluster.read_secret_key(
+                namespace, rt.settings.injection.admin_token_secret,
+                injection.ADMIN_TOKEN_KEY)).decode().strip()
+        except cluster.NotFound:
+            return None
+
+    async def workload_object(namespace: str, ref: str, pods: Sequence[Mapping[str, Any]]
+                              ) -> dict[str, Any] | None:
+        """The object an Event about a workload points at (its uid included)."""
+        pod = next((p for p in pods
+                    if haltview.workload_of(p).ref == ref), None)
+        if pod is None:
+            return None
+        w = haltview.workload_of(pod)
+        uid = w.uid
+        if uid is None and w.kind == "Deployment":
+            try:
+                uid = (await rt.cluster.read_deployment(namespace, w.name))["metadata"]["uid"]
+            except Exception as e:  # an Event is best effort
+                logger.warning("deployment %s/%s: %s", namespace, w.name, _short(e))
+                return None
+        return {"apiVersion": w.api_version, "kind": w.kind,
+                "metadata": {"name": w.name, "namespace": namespace, "uid": uid}}
+
+    def mark_stale(namespace: str, pods: list[dict[str, Any]]) -> None:
+        for pod in pods:
+            policy = ((pod.get("metadata") or {}).get("labels") or {}).get(
+                injection.LABEL_POLICY)
+            if policy:
+                stale_policies.add((namespace, policy))
+
     async def sync_policy(body: Mapping[str, Any], log: Any) -> None:
         meta = body.get("metadata") or {}
         namespace, name = meta["namespace"], meta["name"]
@@ -234,26 +297,46 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         source = f"GovernancePolicy/{name}"
         result = await halts.sync(rt, session_box["session"], namespace, source, pods,
                                   reason or None)
+        note_pending(namespace, source, result, reason or None)
         for err in result.errors:
             log.warning(f"halt delivery: {err}")
-        previous = {h.get("pod"): h for h in (body.get("status") or {}).get("halts") or []}
-        now = policies.now_rfc3339()
-        wanted["halts"] = [previous.get(p) or {"pod": p, "failureType": "EXTERNAL",
-                                               "code": halts.HALT_CODE, "since": now}
-                           for p in sorted(result.halted)]
-        wanted["haltedAgents"] = len(result.halted)
+        if result.halted or reason or any(halts.halted_sources(p) for p in pods):
+            # The records changed (or may have): read the pods again for the status.
+            pods = await rt.cluster.list_pods(namespace, f"{injection.LABEL_POLICY}={name}")
+        answers: dict[str, haltview.Probe] = {}
+        token = await admin_token(namespace) if any(map(haltview.reachable, pods)) else None
+        if token:
+            answers, probe_errors = await haltview.probe(
+                session_box["session"], pods, token, rt.settings.injection.admin_port)
+            for pod_name, err in probe_errors.items():
+                log.debug(f"status of pod {pod_name}: {err}")
         old_status = body.get("status") or {}
+        now = policies.now_rfc3339()
+        wanted["halts"] = haltview.entries(
+            pods, answers,
+            {pod: why for (ns, pod), why in pending_halts.items() if ns == namespace},
+            list(old_status.get("halts") or []), now)
+        wanted["haltedAgents"] = haltview.halted_count(wanted["halts"])
         changed = _changed(old_status, wanted)
         if changed:
             await rt.cluster.patch_status(cluster.POLICY_PLURAL, namespace, name, changed)
             for type_, why, message in policies.transitions(old_status, wanted):
                 await events.post(rt.cluster, body, type_, why, message)
-        errors = "; ".join(result.errors)
-        if errors and delivery_errors.get((namespace, name)) != errors:
-            await events.post(rt.cluster, body, "Warning", "HaltDeliveryFailed", errors)
-        delivery_errors[(namespace, name)] = errors
+            present = {str((p.get("metadata") or {}).get("name", "")) for p in pods}
+            previous_halts = list(old_status.get("halts") or [])
+            for change in haltview.transitions(previous_halts, wanted["halts"], present):
+                await events.post(rt.cluster, body, change.type, change.reason,
+                                  change.message)
+                target = await workload_object(namespace, change.workload, pods)
+                if target is not None:
+                    await events.post(rt.cluster, target, change.type, change.reason,
+                                      f"{change.message} (GovernancePolicy {name})")
+        await post_delivery_errors(body, result.errors)
 
-    delivery_errors: dict[tuple[str, str], str] = {}
+    delivery_errors: dict[tuple[str, str, str], str] = {}
+    # Policies whose pods' halts changed from elsewhere (a Deployment, a pool): fully
+    # synced at the next resync so their status shows it at once.
+    stale_policies: set[tuple[str, str]] = set()
 
     def _marker(body: Mapping[str, Any]) -> tuple[Any, Any]:
         meta = body.get("metadata") or {}
@@ -300,9 +383,11 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
                 # otherwise every status_resync_seconds (matched workloads): listing pods is
                 # the expensive part.
                 halting = bool(_marker(body)[1])
-                lifting = bool((body.get("status") or {}).get("haltedAgents"))
+                status = body.get("status") or {}
+                lifting = bool(status.get("haltedAgents") or status.get("halts"))
                 due = (time.monotonic() - memo.get("last_full_sync", 0.0)
-                       >= rt.settings.status_resync_seconds)
+                       >= rt.settings.status_resync_seconds) or key in stale_policies
+                stale_policies.discard(key)
                 if not (halting or lifting or due):
                     continue
                 try:
@@ -335,21 +420,61 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
                                   pods, reason)
         for err in result.errors:
             log.warning(f"halt delivery: {err}")
+        note_pending(meta["namespace"], source, result, reason)
+        mark_stale(meta["namespace"], pods)
+        await post_delivery_errors({"apiVersion": "apps/v1", "kind": "Deployment", **body},
+                                   result.errors)
         memo["halted"] = bool(result.halted or result.pending)
+
+    async def carry_opt_in(kind: str, body: Mapping[str, Any], log: Any) -> None:
+        """``haltgate.dev/inject`` (policy, mode) on the workload object -> its pod template
+        (docs/operator.md, "Opting in"); removing it undoes what the operator added."""
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace", "")
+        if rt.settings.injection.excluded(namespace):
+            return
+        patch = workloads.carry_patch(body)
+        if patch is None:
+            return
+        try:
+            await rt.cluster.patch_template_annotations(kind, namespace, meta["name"], patch)
+        except cluster.NotFound:
+            return
+        except Exception as e:  # the next event of this object tries again
+            log.warning(f"cannot carry haltgate annotations into the pod template: "
+                        f"{_short(e)}")
+            return
+        shown = ", ".join(f"{k}={v}" if v is not None else f"{k}-"
+                          for k, v in sorted(patch.items()))
+        log.info(f"pod template annotations {shown}")
+        await events.post(rt.cluster, {"apiVersion": "apps/v1", "kind": kind, **body},
+                          "Normal", "OptInCarried",
+                          f"pod template annotations set from the {kind}'s own: {shown} "
+                          f"(a rollout)")
 
     @kopf.on.event("apps", "v1", "deployments", id="halt", registry=registry)
     async def deployment_event(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
                                **_: Any) -> None:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
+        await carry_opt_in("Deployment", body, logger)
         await sync_deployment(body, memo, logger)
         if memo.get("halted"):
             halted_deployments[key] = (dict(body), memo)
         else:
             halted_deployments.pop(key, None)
 
-    # Not a kopf timer: timers put finalizers on their objects, and haltgate does not write
-    # to users' Deployments. New pods of a halted Deployment get their halt from this loop.
+    @kopf.on.event("apps", "v1", "statefulsets", id="carry-sts", registry=registry)
+    async def statefulset_event(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        await carry_opt_in("StatefulSet", body, logger)
+
+    @kopf.on.event("apps", "v1", "daemonsets", id="carry-ds", registry=registry)
+    async def daemonset_event(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        await carry_opt_in("DaemonSet", body, logger)
+
+    # Not a kopf timer: timers put finalizers on their objects, and haltgate writes to
+    # users' workloads only to carry an opt-in they asked for. New pods of a halted
+    # Deployment get their halt from this loop.
     halted_deployments: dict[tuple[str, str], tuple[dict[str, Any], kopf.Memo]] = {}
 
     async def resync_deployments() -> None:
@@ -382,10 +507,14 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         if members and (reason or memo.get("halted")):
             pods = await rt.cluster.list_pods(
                 meta["namespace"], f"{injection.LABEL_POLICY} in ({','.join(members)})")
+            source = f"BudgetPool/{meta['name']}"
             result = await halts.sync(rt, session_box["session"], meta["namespace"],
-                                      f"BudgetPool/{meta['name']}", pods, reason)
+                                      source, pods, reason)
             for err in result.errors:
                 logger.warning("pool halt delivery: %s", err)
+            note_pending(meta["namespace"], source, result, reason)
+            mark_stale(meta["namespace"], pods)
+            await post_delivery_errors(body, result.errors)
             memo["halted"] = bool(result.halted or result.pending)
         changed = _changed(body.get("status") or {}, wanted)
         if changed:

@@ -28,6 +28,10 @@ class WebhookSettings:
     manage_configurations: bool = True
     """Create/update the Mutating/ValidatingWebhookConfiguration (with caBundle). Off when
     the chart owns them and cert-manager's CA injector fills caBundle."""
+    helm_release: str | None = None
+    """Helm release of the operator (the chart sets it): the configurations it writes carry
+    Helm's ownership label and annotations, so switching the release to cert-manager
+    mode updates them in place instead of failing on objects Helm does not own."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:

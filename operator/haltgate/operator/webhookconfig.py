@@ -23,6 +23,7 @@ VALIDATE_POLICY_ID = "validate-policy"
 VALIDATE_POOL_ID = "validate-pool"
 VALIDATE_POD_ID = "validate-pod"
 VALIDATE_EPHEMERAL_ID = "validate-ephemeral"
+ANNOTATIONS_ID = "warn-annotations"
 TIMEOUT_SECONDS = 10
 LABELS = {"app.kubernetes.io/part-of": "haltgate", "app.kubernetes.io/managed-by": "haltgate"}
 
@@ -42,6 +43,19 @@ NOT_DECIDED_BY_ANNOTATION_CEL = (
 # Webhook matchConditions have no namespaceObject, so the namespace label is matched by the
 # namespaceSelector of a second webhook. Together the two are the twin of
 # injection.injection_requested().
+
+
+def helm_owned(config: dict[str, Any], release: str | None, namespace: str) -> dict[str, Any]:
+    """``config`` with Helm's ownership metadata for ``release`` (unchanged when None), so
+    that ``helm upgrade`` can adopt the object the operator wrote (pure)."""
+    if not release:
+        return config
+    meta = dict(config["metadata"])
+    meta["labels"] = {**meta.get("labels", {}), "app.kubernetes.io/managed-by": "Helm"}
+    meta["annotations"] = {**meta.get("annotations", {}),
+                           "meta.helm.sh/release-name": release,
+                           "meta.helm.sh/release-namespace": namespace}
+    return {**config, "metadata": meta}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +126,32 @@ def _pod_webhook(name: str, endpoint: Endpoint, ns_expressions: list[dict[str, A
         "timeoutSeconds": TIMEOUT_SECONDS,
         "admissionReviewVersions": ["v1"],
         "matchPolicy": "Equivalent",
-        # A second pass adds nothing (an injected pod is left alone).
-        "reinvocationPolicy": "Never",
+        # Called again when a later webhook (a mesh injector) changed the pod: what it
+        # added must pass the same rules (an injected pod is otherwise left alone).
+        "reinvocationPolicy": "IfNeeded",
     }
 
 
 INJECTED_CEL = (f"has(oldObject.metadata.annotations) && "
                 f"'{injection.ANNOTATION_INJECTED}' in oldObject.metadata.annotations")
 """Only pods haltgate injected are checked on UPDATE."""
+
+
+def _has_haltgate_annotation(meta: str) -> str:
+    return (f"has({meta}.annotations) && "
+            f"{meta}.annotations.exists(k, k.startsWith('haltgate.dev/'))")
+
+
+BARE_POD_ANNOTATED_CEL = (f"!has(object.metadata.ownerReferences) && "
+                          f"{_has_haltgate_annotation('object.metadata')}")
+"""Pods people create themselves that mention haltgate (a controller's pods were already
+checked as their workload's template)."""
+WORKLOAD_ANNOTATED_CEL = (f"{_has_haltgate_annotation('object.metadata')} || "
+                          f"(has(object.spec.template.metadata) && "
+                          f"{_has_haltgate_annotation('object.spec.template.metadata')})")
+"""Workloads that mention haltgate on the object or in the pod template."""
+WORKLOAD_RESOURCES = (("apps", ("deployments", "statefulsets", "daemonsets")),
+                      ("batch", ("jobs",)))
 
 
 def validating_configuration(endpoint: Endpoint,
@@ -161,6 +193,26 @@ def validating_configuration(endpoint: Endpoint,
             "matchPolicy": "Equivalent",
         }
 
+    def warn_hook(name: str, rules: list[dict[str, Any]], cel: str) -> dict[str, Any]:
+        # Warnings only: an operator outage must never block a workload for this.
+        return {
+            "name": name,
+            "clientConfig": endpoint.client_config(ANNOTATIONS_ID),
+            "rules": rules,
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": excluded_namespaces(cfg)}]},
+            "matchConditions": [{"name": "mentions-haltgate", "expression": cel}],
+            "failurePolicy": "Ignore",
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "admissionReviewVersions": ["v1"],
+            "matchPolicy": "Equivalent",
+        }
+
+    workload_rules = [{"apiGroups": [group], "apiVersions": ["v1"], "resources": list(res),
+                       "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}
+                      for group, res in WORKLOAD_RESOURCES]
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -171,6 +223,12 @@ def validating_configuration(endpoint: Endpoint,
             pod_hook("pods.haltgate.dev", VALIDATE_POD_ID, "pods"),
             pod_hook("ephemeral.pods.haltgate.dev", VALIDATE_EPHEMERAL_ID,
                      "pods/ephemeralcontainers"),
+            warn_hook("annotations.pods.haltgate.dev",
+                      [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
+                        "operations": ["CREATE"], "scope": "Namespaced"}],
+                      BARE_POD_ANNOTATED_CEL),
+            warn_hook("annotations.workloads.haltgate.dev", workload_rules,
+                      WORKLOAD_ANNOTATED_CEL),
         ],
     }
 

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from haltgate.governance import rego
 from haltgate.governance.validation import PolicyCheck, validate_document
-from haltgate.operator import cluster, injection, refusals, webhookconfig
+from haltgate.operator import cluster, injection, refusals, webhookconfig, workloads
 from haltgate.operator.runtime import Runtime
 
 log = logging.getLogger("haltgate.operator.webhooks")
@@ -208,12 +208,18 @@ def _handlers(rt: Runtime) -> dict[str, Handler]:
     async def pod_update(req: RequestPayload) -> Answer:
         return Answer(check_pod_update(rt, req.get("oldObject"), req.get("object") or {}))
 
+    async def annotations(req: RequestPayload) -> Answer:
+        # Warnings only, never a refusal (the webhook is failurePolicy Ignore).
+        found = workloads.annotation_warnings(req.get("object") or {})
+        return Answer("warned" if found else "ok", warnings=found)
+
     return {
         webhookconfig.INJECT_WEBHOOK_ID: inject,
         webhookconfig.VALIDATE_POLICY_ID: validate,
         webhookconfig.VALIDATE_POOL_ID: validate,
         webhookconfig.VALIDATE_POD_ID: pod_update,
         webhookconfig.VALIDATE_EPHEMERAL_ID: pod_update,
+        webhookconfig.ANNOTATIONS_ID: annotations,
     }
 
 

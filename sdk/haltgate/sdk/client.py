@@ -1,6 +1,6 @@
 """A small client of the haltgate sidecar: where to send calls, the run's status and budgets.
 
-Calls go to the explicit listener (``HALTGATE_URL``, default ``http://127.0.0.1:15000``)
+Calls go to the explicit listener (``HALTGATE_URL``, default ``http://127.0.0.1:17000``)
 under an upstream alias of the policy: :func:`base_url` builds ``<url>/<alias>/<path>``.
 Status and budgets come from the same listener's read-only view of the agent's own run,
 ``GET <url>/haltgate/v1/self``: no token, nothing it can change, and reachable from the
@@ -64,7 +64,7 @@ __all__ = [
     "raise_for_response",
 ]
 
-DEFAULT_URL = "http://127.0.0.1:15000"
+DEFAULT_URL = "http://127.0.0.1:17000"
 TIMEOUT_SECONDS = 5.0
 """The view is local and small: a slow answer means something is wrong."""
 MAX_VIEW_BYTES = 1024 * 1024
@@ -73,7 +73,7 @@ MAX_VIEW_BYTES = 1024 * 1024
 def base_url(alias: str, path: str = "", *, url: str | None = None) -> str:
     """The explicit-mode base URL of an upstream alias, e.g. ``base_url("openai", "v1")``.
 
-    ``url`` defaults to ``HALTGATE_URL`` or ``http://127.0.0.1:15000``.
+    ``url`` defaults to ``HALTGATE_URL`` or ``http://127.0.0.1:17000``.
     """
     root = (url or os.environ.get("HALTGATE_URL") or DEFAULT_URL).rstrip("/")
     tail = "/".join(p.strip("/") for p in (alias, path) if p.strip("/"))
@@ -164,7 +164,7 @@ class SidecarClient:
     """The agent's own run as the sidecar sees it: ``status()``, ``budgets()``,
     ``remaining()``, ``halted()``.
 
-    ``url``: the explicit listener (``HALTGATE_URL``, default ``http://127.0.0.1:15000``).
+    ``url``: the explicit listener (``HALTGATE_URL``, default ``http://127.0.0.1:17000``).
     A sidecar that cannot be reached raises :class:`SidecarError` ``sidecar_unreachable``
     (``retryable``).
     """

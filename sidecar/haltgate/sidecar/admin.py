@@ -1,4 +1,4 @@
-"""The admin API (port 15020): status, budgets, halt and reset, behind a bearer token.
+"""The admin API (port 17020): status, budgets, halt and reset, behind a bearer token.
 
 The token is read from a file (a mounted Secret), re-read when the file changes (rotation
 without restart), and compared in constant time. Without a token file every request is

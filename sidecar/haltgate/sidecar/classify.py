@@ -15,7 +15,7 @@ as one whatever its path (:mod:`haltgate.governance.llm_body`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -23,6 +23,7 @@ from haltgate.governance import llm_body, strict_json
 from haltgate.governance.canonical import encode_non_ascii
 from haltgate.governance.errors import BadRequestError
 from haltgate.governance.jsonlimits import MAX_JSON_DEPTH, deeper_than
+from haltgate.governance.mcp import CLIENT_METHODS, MethodClass
 from haltgate.governance.policy import Provider, RequestKind
 from haltgate.governance.request import AgentIdentity, CallView
 from haltgate.sidecar import mcp
@@ -135,6 +136,7 @@ def _check_depth(obj: Any, body: bytes) -> None:
 
 
 _JSON_START = frozenset(b"{ \t\r\n")
+_JSON_ARRAY_START = _JSON_START | frozenset(b"[")
 
 
 def _llm_shaped(body: bytes) -> Any:
@@ -150,6 +152,33 @@ def _llm_shaped(body: bytes) -> Any:
     _check_depth(obj, body)
     strict_json.check_one_reading(body, obj, nested=False)
     return obj
+
+
+_MCP_WORK_METHODS: Final = frozenset(
+    name.casefold() for name, cls in CLIENT_METHODS.items() if cls is not MethodClass.SESSION)
+
+
+def _refuse_mcp_in_disguise(body: bytes) -> None:
+    """Refuse a JSON-RPC body naming MCP work (``tools/call``, ``resources/read``, listings:
+    any case) sent to an upstream not declared ``mcp``: tool, resource and prompt rules only
+    see MCP upstreams, and gateways serve MCP at ``/mcp`` beside their REST or LLM routes.
+    Other JSON-RPC (e.g. a blockchain node's) passes as before."""
+    if not body or body[0] not in _JSON_ARRAY_START or b"sonrpc" not in body.lower():
+        return
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    for message in obj if isinstance(obj, list) else (obj,):
+        if not isinstance(message, dict):
+            continue
+        for key, value in message.items():
+            if (isinstance(key, str) and key.casefold() == "method" and isinstance(value, str)
+                    and value.casefold() in _MCP_WORK_METHODS):
+                raise BadRequestError(
+                    f"a JSON-RPC MCP message ({value[:64]!r}) to an upstream not declared "
+                    "as mcp: declare the MCP endpoint as an upstream of kind mcp so its "
+                    "tools are governed", code="mcp_in_disguise")
 
 
 def _guess_dialect(obj: dict[str, Any], provider: Provider | None) -> Dialect:
@@ -169,6 +198,7 @@ def _classify_llm(
         # policy's default decides; unless the body is an LLM call, whatever the path.
         shaped = _llm_shaped(body)
         if shaped is None:
+            _refuse_mcp_in_disguise(body)
             return Classified(_view(None, method, target, agent))
         return _llm_call(method, target, body, agent, shaped, _guess_dialect(shaped, provider),
                          guessed=True)
@@ -244,4 +274,5 @@ def classify(method: str, target: Target, body: bytes, agent: AgentIdentity) -> 
         dialect = llm_dialect(target.rule_path, provider) if method == "POST" else None
         return _llm_call(method, target, body, agent, shaped,
                          dialect or _guess_dialect(shaped, provider), guessed=dialect is None)
+    _refuse_mcp_in_disguise(body)
     return Classified(_view(RequestKind.HTTP, method, target, agent))

