@@ -533,6 +533,68 @@ class Engine(Spec):
     profile: str | None = Field(default=None, description="emocore profile name.")
 
 
+# --------------------------------------------------------------------------- flows
+
+
+class FlowEndpoint(Spec):
+    """Which tool calls a flow rule's source or sink is: every matcher given must match.
+
+    Only tool calls are sources and sinks: plain HTTP calls of every method and MCP
+    ``tools/call`` and ``resources/read`` (LLM calls are neither)."""
+
+    any_tool_result: bool = Field(
+        default=False,
+        description="Sources only: every tool result counts (any HTTP tool answer, any MCP "
+        "tools/call or resources/read answer). The other matchers then narrow nothing.",
+    )
+    kind: Literal["http", "mcp"] | None = Field(
+        default=None, description="Request kind: http or mcp (any tool call if unset).")
+    upstreams: list[str] = Field(
+        default_factory=list, description="Globs over the spec.upstreams alias.")
+    hosts: list[str] = Field(
+        default_factory=list, description="Host globs, case-insensitive.")
+    methods: list[str] = Field(
+        default_factory=list, description="HTTP methods, e.g. POST, PUT.")
+    paths: list[str] = Field(
+        default_factory=list,
+        description="URL path globs ('*' within one segment, '**' across segments).")
+    mcp_servers: list[str] = Field(
+        default_factory=list, description="MCP server (upstream alias or host) globs.")
+    mcp_tools: list[str] = Field(default_factory=list, description="MCP tool name globs.")
+
+
+class FlowRule(Spec):
+    name: str = Field(min_length=1, max_length=128,
+                      description="Rule name, used in refusals and audit.")
+    sources: list[FlowEndpoint] = Field(
+        min_length=1,
+        description="Untrusted sources: once the run has received an answer from any of "
+        "them, the run is tainted for this rule.",
+    )
+    sinks: list[FlowEndpoint] = Field(
+        min_length=1,
+        description="Sensitive sinks: calls to any of them are refused (SAFETY) once the "
+        "run is tainted.",
+    )
+    action: Literal["deny", "approval"] = Field(
+        default="deny",
+        description="What happens to a sink call of a tainted run: 'deny' refuses it "
+        "(403 flow_denied); 'approval' refuses it with an approval id (403 "
+        "flow_approval_required) until an operator approves that exact call out of band "
+        "(admin API POST /flows/approve); the approved call then passes once.")
+    scope: Literal["run", "calls"] = Field(
+        default="run",
+        description="How long a taint lasts: the whole run (until an operator reset "
+        "starts a new one), or 'calls': the windowCalls governed calls after the last "
+        "answer from a source.",
+    )
+    window_calls: int | None = Field(
+        default=None, ge=1,
+        description="With scope 'calls': how many governed calls after the last untrusted "
+        "answer the sinks stay closed.",
+    )
+
+
 # --------------------------------------------------------------------------- policy
 
 
@@ -552,6 +614,11 @@ class GovernancePolicySpec(Spec):
         description="MCP methods other than tools: resources, prompts, sampling, elicitation.",
     )
     guardrails: Guardrails = Field(default_factory=Guardrails, description="Content detectors.")
+    flows: list[FlowRule] = Field(
+        default_factory=list,
+        description="Information-flow rules: after untrusted content entered the run, "
+        "sensitive sinks are refused (docs/policies.md).",
+    )
     opa: OPA | None = Field(default=None, description="Open Policy Agent decision.")
     audit: Audit = Field(default_factory=Audit, description="Audit settings.")
     limits: Limits = Field(default_factory=Limits, description="Request limits.")

@@ -13,6 +13,9 @@ POST     /halt       halt the run: ``{"message": "...", "code": "..."}`` (EXTERN
 POST     /lift       lift an EXTERNAL halt: ``{"actor": "...", "code": "..."}``; the run, its
                      id and its budgets go on (``code``: only a halt with that code)
 POST     /reset      reset a halt: ``{"actor": "..."}`` (starts a new run, budgets at 0)
+POST     /flows/approve  approve one call a ``spec.flows`` rule held for approval:
+                     ``{"approval": "<id>", "actor": "..."}``; 404 ``unknown_approval``
+                     when no refused call of this run has that id
 GET      /healthz    liveness (no token needed; says nothing about the agent)
 GET      /readyz     readiness (no token; the pod's probes): 200 once listening and the
                      audit spool writable; 503 ``{"ready": false, "reason": ...}`` while
@@ -53,6 +56,7 @@ class AdminBackend(Protocol):
     async def halt(self, message: str, code: str | None, actor: str) -> dict[str, Any]: ...
     async def lift(self, actor: str, code: str | None) -> dict[str, Any]: ...
     async def reset(self, actor: str) -> dict[str, Any]: ...
+    async def approve_flow(self, approval: str, actor: str) -> dict[str, Any] | None: ...
 
 
 class TokenFile:
@@ -180,6 +184,22 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
         log.warning("reset requested by %s", actor)
         return _json(await backend.reset(actor[:128]))
 
+    async def approve_flow(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        if isinstance(body, web.Response):
+            return body
+        approval = body.get("approval")
+        actor = body.get("actor") or "admin-api"
+        if not isinstance(approval, str) or not approval or not isinstance(actor, str):
+            return _error(400, "invalid_request", "approval (a string) is required; actor "
+                          "must be a string")
+        answer = await backend.approve_flow(approval[:64], actor[:128])
+        if answer is None:
+            return _error(404, "unknown_approval",
+                          "no call of this run waits for that approval id")
+        log.warning("flow approval %s granted by %s", approval[:64], actor[:128])
+        return _json(answer)
+
     async def healthz(request: web.Request) -> web.Response:
         return _json({"ok": True})
 
@@ -195,6 +215,7 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
     app.router.add_post("/halt", halt)
     app.router.add_post("/lift", lift)
     app.router.add_post("/reset", reset)
+    app.router.add_post("/flows/approve", approve_flow)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from haltgate.governance.flows import FlowPolicy
 from haltgate.governance.mcp import McpAuthorizer
 from haltgate.governance.policy import GovernancePolicySpec, PayloadCapture
 from haltgate.governance.tools import ToolAuthorizer
@@ -46,6 +47,8 @@ class Controls:
     max_body_bytes: int
     upstream_timeout: aiohttp.ClientTimeout
     payload: PayloadCapture
+    flows: FlowPolicy | None = None
+    """``spec.flows`` compiled; ``None`` when the policy has no flow rules."""
 
 
 def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Controls:
@@ -64,4 +67,5 @@ def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Control
             total=None, connect=10, sock_read=spec.limits.upstream_timeout_seconds
         ),
         payload=spec.audit.payload,
+        flows=FlowPolicy(spec.flows) if spec.flows else None,
     )

@@ -52,6 +52,8 @@ from haltgate.governance.errors import (
     UnavailableError,
     UpstreamError,
 )
+from haltgate.governance.flows import APPROVAL_HEADER, FlowTaint
+from haltgate.governance.flows import describe as describe_call
 from haltgate.governance.guardrails.request_meta import scan_request_meta
 from haltgate.governance.guardrails.response_body import (
     MAX_DECODED_BYTES,
@@ -213,6 +215,7 @@ class Pipeline:
         opa: Any | None = None,
         settings: PipelineSettings | None = None,
         pool: Any | None = None,
+        flow_taint: FlowTaint | None = None,
     ) -> None:
         self.controls = controls
         """Current compiled policy; replaced on reload (requests keep theirs)."""
@@ -224,6 +227,8 @@ class Pipeline:
         self.opa = opa
         self.pool = pool
         """``haltgate.sidecar.pool.PoolStage`` (shared budget, call chains) or ``None``."""
+        self.flow_taint = flow_taint if flow_taint is not None else FlowTaint()
+        """What untrusted sources this run took in (``spec.flows``); per run id."""
         self.settings = settings or PipelineSettings()
         self.memory = BodyBudget(self.settings.body_memory_budget,
                                  gauge=metrics.body_bytes_in_flight,
@@ -270,6 +275,7 @@ class Pipeline:
             await self.check_destination(call)
             self.check_not_halted(call)
             self.authorize_tools(call)
+            self.check_flows(call)
             await self._scan(call, self.scan_request, call, request.headers)
             await self.decide_policy(call)
             if self.pool is not None and not call.teardown:
@@ -386,6 +392,31 @@ class Pipeline:
         if call.classified.mcp is not None:
             # Resources, prompts, completions: spec.mcp, message by message.
             call.mcp = mcp.authorize(call, call.controls.authorizer, call.controls.mcp)
+
+    def check_flows(self, call: Call) -> None:
+        """``spec.flows``: a sink call of a run that took in untrusted content is refused."""
+        flows = call.controls.flows
+        if flows is None or call.teardown or call.classified is None:
+            return
+        self.flow_taint.bind(call.agent.run_id)
+        self.flow_taint.tick()
+        refusal = flows.check(call.classified.view, self.flow_taint,
+                              lambda: _fingerprint(call))
+        if refusal is not None:
+            if refusal.approval is not None:
+                call.refusal_headers = {APPROVAL_HEADER: refusal.approval}
+            raise DeniedError(refusal.message, code=refusal.code,
+                              failure_type=FailureType.SAFETY)
+
+    def record_flow_sources(self, call: Call) -> None:
+        """An answer from an untrusted source is about to reach the agent: taint the run."""
+        flows = call.controls.flows
+        if flows is None or call.classified is None:
+            return
+        view = call.classified.view
+        if rules := flows.sources_hit(view):
+            self.flow_taint.bind(call.agent.run_id)
+            self.flow_taint.taint(rules, describe_call(view))
 
     async def _scan(self, call: Call, scan: Callable[..., _T], *args: Any) -> _T:
         """Run a guardrail stage: inline, or, when the policy turns the model stage on
@@ -582,6 +613,7 @@ class Pipeline:
                 f"the upstream is unreachable: {type(e).__name__}",
                 code="upstream_unreachable"), e)
         call.upstream_done = time.perf_counter()
+        self.record_flow_sources(call)
         try:
             self._child(self.metrics.upstream_latency, call.kind_label).observe(
                 call.upstream_done - call.forward_started)

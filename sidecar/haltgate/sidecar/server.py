@@ -48,6 +48,7 @@ from haltgate.governance.errors import (
     UnavailableError,
     UpstreamError,
 )
+from haltgate.governance.flows import FlowTaint
 from haltgate.governance.governor import Governor, make_engine
 from haltgate.governance.policy import (
     FailureType,
@@ -264,6 +265,8 @@ class Sidecar:
             controls=self.controls, budget=Budget(self.governor), audit=self.audit,
             metrics=self.metrics, session=self.session, agent=agent, opa=self.opa,
             settings=self.settings.pipeline, pool=self.pool,
+            flow_taint=FlowTaint(self.settings.state_dir / "flow-taint.json"
+                                 if self.settings.state_dir is not None else None),
         )
         settings = self.settings
         with _binding("explicit", settings.explicit):
@@ -748,6 +751,17 @@ class Sidecar:
         if self.pipeline is not None:
             self.pipeline.agent = self._agent()
         return {"reset": True, "run_id": self.run_id, "decision": decision.to_dict()}
+
+    async def approve_flow(self, approval: str, actor: str) -> dict[str, Any] | None:
+        """Approve one call held by a ``spec.flows`` approval rule (None: no such id)."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return None
+        pipeline.flow_taint.bind(self.run_id)  # an id of a run before a reset is void
+        if not pipeline.flow_taint.approve(approval):
+            return None
+        return {"approved": True, "approval": approval, "actor": actor,
+                "run_id": self.run_id}
 
     # ------------------------------------------------------------------ apps
 
