@@ -79,7 +79,8 @@ def migrate(dsn: str) -> None:
 @click.option("--spool", "spool_dir", required=True, type=click.Path(path_type=Path),
               help="Spool directory written by the sidecar.")
 @_dsn_option
-@click.option("--batch", default=5000, show_default=True, type=click.IntRange(1, 100000),
+# 20_000 is shipper.DEFAULT_BATCH_RECORDS, written out so that `--help` imports no psycopg.
+@click.option("--batch", default=20_000, show_default=True, type=click.IntRange(1, 100000),
               help="Records per COPY transaction.")
 @click.option("--once", is_flag=True, help="Ship what is spooled now, then exit.")
 @click.option("--metrics-port", type=int, default=None,
