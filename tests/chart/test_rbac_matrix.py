@@ -87,6 +87,8 @@ MATRIX = [
     ("create", "secrets", AGENTS, True),
     ("get", "secrets/haltgate-admin-token", AGENTS, True),
     ("get", "secrets/haltgate-ca", AGENTS, True),
+    ("get", "secrets/haltgate-pool-db", AGENTS, True),
+    ("get", "secrets/haltgate-pool-db", OTHER, False),
     ("get", "secrets/someone-elses", AGENTS, False),
     ("list", "secrets", AGENTS, False),
     ("update", "secrets/haltgate-admin-token", AGENTS, False),

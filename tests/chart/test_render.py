@@ -386,14 +386,16 @@ def test_agent_namespaces_opt_in_with_a_rolebinding_each(helm: Helm) -> None:
                                   "namespace": "haltgate-system"}]
     assert not [d for d in docs if d["kind"] == "ClusterRoleBinding"
                 and d["roleRef"]["name"] == agent_role["metadata"]["name"]]
-    # The only Secrets it may read are the two the operator creates (same names as the
+    # The only Secrets it may read: the two the operator creates, and the pool database
+    # Secret it checks for Ready (same names as the
     # injection defaults the sidecars mount).
     named = [r for r in agent_role["rules"] if "secrets" in r["resources"]
              and r.get("resourceNames")]
     defaults = InjectionConfig()
     assert named == [{"apiGroups": [""], "resources": ["secrets"],
                       "resourceNames": sorted([defaults.admin_token_secret,
-                                               defaults.ca_key_secret]),
+                                               defaults.ca_key_secret,
+                                               defaults.pool_database_secret]),
                       "verbs": ["get"]}]
     assert not [d for d in render(helm) if d["kind"] == "RoleBinding"
                 and d["roleRef"]["name"] == agent_role["metadata"]["name"]]
