@@ -21,6 +21,7 @@ import orjson
 
 from haltgate.governance import llm_body, strict_json
 from haltgate.governance.canonical import encode_non_ascii
+from haltgate.governance.engine.pricing import normalise_model
 from haltgate.governance.errors import BadRequestError
 from haltgate.governance.jsonlimits import MAX_JSON_DEPTH, deeper_than
 from haltgate.governance.mcp import CLIENT_METHODS, MethodClass
@@ -216,8 +217,7 @@ def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, ob
     deployment = llm_body.path_deployment(target.rule_path)
     if deployment is not None:
         # Azure-style routes serve the deployment the path names: that is the model run.
-        if model is not None and llm_body.model_forms(model)[-1] != \
-                llm_body.model_forms(deployment)[-1]:
+        if model is not None and normalise_model(model) != normalise_model(deployment):
             raise BadRequestError(
                 f"the path names deployment {deployment[:64]!r} and the body model "
                 f"{model[:64]!r}: an upstream serves the path's, so they must agree",
