@@ -56,8 +56,9 @@ test: deps ## Run the whole suite: unit, integration, k8s and netns
 	$(MAKE) --no-print-directory -j3 install $(addprefix binary-,$(ALL_BINARIES))
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
-lint: install ## ruff over the code and tests, mypy over the packages
+lint: install ## ruff check and ruff format --check over the code and tests, mypy over the packages
 	$(PYTHON) -m ruff check $(PKG_ROOTS) tests hack bench
+	$(PYTHON) -m ruff format --check $(PKG_ROOTS) tests hack bench
 	$(PYTHON) -m mypy $(CODE_ROOTS)
 
 bench: install ## Run every benchmark under bench/ (BENCH_ARGS=--quick for a smoke run)

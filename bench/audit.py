@@ -95,10 +95,14 @@ def raw_fsync(directory: Path, n: int) -> list[float]:
 
 def bench_latency(work: Path, per_caller: int) -> None:
     raw = raw_fsync(work, 500)
-    print(f"baseline write+fdatasync of 700 B: p50 {pct(raw, .5) * 1e3:.3f} ms, "
-          f"p99 {pct(raw, .99) * 1e3:.3f} ms")
-    print(f"{'callers':>8} {'memory p50':>11} {'spool p50':>10} {'added p50':>10} "
-          f"{'memory p99':>11} {'spool p99':>10} {'added p99':>10} {'recs/fsync':>10}")
+    print(
+        f"baseline write+fdatasync of 700 B: p50 {pct(raw, 0.5) * 1e3:.3f} ms, "
+        f"p99 {pct(raw, 0.99) * 1e3:.3f} ms"
+    )
+    print(
+        f"{'callers':>8} {'memory p50':>11} {'spool p50':>10} {'added p50':>10} "
+        f"{'memory p99':>11} {'spool p99':>10} {'added p99':>10} {'recs/fsync':>10}"
+    )
     for callers in (1, 16, 64):
         memory = asyncio.run(latencies(MemoryAuditSink(), callers, per_caller))
         spool_dir = Path(tempfile.mkdtemp(dir=work))
@@ -113,10 +117,12 @@ def bench_latency(work: Path, per_caller: int) -> None:
             return lat, spooled / commits
 
         spool, per_commit = asyncio.run(run_spool())
-        m50, s50, m99, s99 = pct(memory, .5), pct(spool, .5), pct(memory, .99), pct(spool, .99)
-        print(f"{callers:>8} {m50 * 1e3:>9.3f}ms {s50 * 1e3:>8.3f}ms {(s50 - m50) * 1e3:>8.3f}ms"
-              f" {m99 * 1e3:>9.3f}ms {s99 * 1e3:>8.3f}ms {(s99 - m99) * 1e3:>8.3f}ms"
-              f" {per_commit:>10.1f}")
+        m50, s50, m99, s99 = pct(memory, 0.5), pct(spool, 0.5), pct(memory, 0.99), pct(spool, 0.99)
+        print(
+            f"{callers:>8} {m50 * 1e3:>9.3f}ms {s50 * 1e3:>8.3f}ms {(s50 - m50) * 1e3:>8.3f}ms"
+            f" {m99 * 1e3:>9.3f}ms {s99 * 1e3:>8.3f}ms {(s99 - m99) * 1e3:>8.3f}ms"
+            f" {per_commit:>10.1f}"
+        )
 
 
 def bench_spool_throughput(spool_dir: Path, n: int) -> float:
@@ -140,12 +146,31 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def typed_row(frame: Frame) -> tuple[object, ...]:
     """The audit table's columns of one record, for psycopg's ``write_row``."""
     d = orjson.loads(frame.data)
-    return (d["record_id"], _EPOCH + timedelta(seconds=frame.time), d["seq"], d["chain_id"],
-            d["prev_hash"], d["hash"], d["decision_id"], d["phase"], d["namespace"],
-            d["workload"], d["pod"], d["run_id"], d.get("kind"), d.get("target") or "",
-            d.get("model"), d.get("tool"), d.get("decision"), d.get("failure_type"),
-            d.get("code"), d.get("cost_usd"), d.get("latency_ms"), d.get("status"),
-            frame.data.decode())
+    return (
+        d["record_id"],
+        _EPOCH + timedelta(seconds=frame.time),
+        d["seq"],
+        d["chain_id"],
+        d["prev_hash"],
+        d["hash"],
+        d["decision_id"],
+        d["phase"],
+        d["namespace"],
+        d["workload"],
+        d["pod"],
+        d["run_id"],
+        d.get("kind"),
+        d.get("target") or "",
+        d.get("model"),
+        d.get("tool"),
+        d.get("decision"),
+        d.get("failure_type"),
+        d.get("code"),
+        d.get("cost_usd"),
+        d.get("latency_ms"),
+        d.get("status"),
+        frame.data.decode(),
+    )
 
 
 def _backend_cpu(conn: psycopg.Connection[object]) -> float:
@@ -154,23 +179,30 @@ def _backend_cpu(conn: psycopg.Connection[object]) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _timed_copy(dsn: str, table: str, cols: tuple[str, ...], frames: list[Frame],
-                batch: int, row: Callable[[Frame], tuple[object, ...]]) -> tuple[float, float]:
+def _timed_copy(
+    dsn: str,
+    table: str,
+    cols: tuple[str, ...],
+    frames: list[Frame],
+    batch: int,
+    row: Callable[[Frame], tuple[object, ...]],
+) -> tuple[float, float]:
     """(records/s, CPU us per record: this process plus its PostgreSQL backend)."""
     t0, c0 = time.perf_counter(), time.process_time()
     with psycopg.connect(dsn) as conn:
         for start in range(0, len(frames), batch):
-            with conn.transaction(), conn.cursor() as cur, cur.copy(
-                f"COPY {table} ({', '.join(cols)}) FROM STDIN"
-            ) as copy:
-                for frame in frames[start:start + batch]:
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy,
+            ):
+                for frame in frames[start : start + batch]:
                     copy.write_row(row(frame))
         cpu = time.process_time() - c0 + _backend_cpu(conn)
     return len(frames) / (time.perf_counter() - t0), cpu / len(frames) * 1e6
 
 
-def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str],
-                   batch: int) -> None:
+def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str], batch: int) -> None:
     frames: list[Frame] = []
     for number in list_segments(spool_dir):
         parsed, _, _ = iter_frames(segment_path(spool_dir, number).read_bytes(), number)
@@ -182,22 +214,35 @@ def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str],
     # columns (psycopg's C row writer) into a plain table without indexes.
     plain = server_dsn("bench_plain")
     with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute("CREATE TABLE plain (record_id text, chain_id text, seq bigint, "
-                     "hash text, decision text, ts_epoch double precision, record text)")
-    raw, raw_cpu = _timed_copy(plain, "plain", ("record_id", "chain_id", "seq", "hash", "decision",
-                                       "ts_epoch", "record"), frames, batch,
-                      lambda f: ((d := orjson.loads(f.data))["record_id"], d["chain_id"],
-                                 d["seq"], d["hash"], d["decision"], f.time,
-                                 f.data.decode()))
+        conn.execute(
+            "CREATE TABLE plain (record_id text, chain_id text, seq bigint, "
+            "hash text, decision text, ts_epoch double precision, record text)"
+        )
+    raw, raw_cpu = _timed_copy(
+        plain,
+        "plain",
+        ("record_id", "chain_id", "seq", "hash", "decision", "ts_epoch", "record"),
+        frames,
+        batch,
+        lambda f: (
+            (d := orjson.loads(f.data))["record_id"],
+            d["chain_id"],
+            d["seq"],
+            d["hash"],
+            d["decision"],
+            f.time,
+            f.data.decode(),
+        ),
+    )
     # Baseline 2: parse + COPY (psycopg write_row) straight into the real table (partitioned,
     # indexed): the shipper minus reading the spool, the progress row and the ack.
     direct = server_dsn("bench_direct")
     migrate(direct)
     with psycopg.connect(direct, autocommit=True) as conn:
-        conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))",
-                     (frames[0].time,))
-    into_table, into_cpu = _timed_copy(direct, "haltgate.audit_records", COLUMNS, frames, batch,
-                             typed_row)
+        conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))", (frames[0].time,))
+    into_table, into_cpu = _timed_copy(
+        direct, "haltgate.audit_records", COLUMNS, frames, batch, typed_row
+    )
 
     ours_dsn = server_dsn("bench_shipper")
     migrate(ours_dsn)
@@ -213,30 +258,47 @@ def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str],
         row = conn.execute("SELECT count(*) FROM haltgate.audit_records").fetchone()
         assert row is not None and row[0] == n
     print("CPU per record is this process plus its PostgreSQL backend (load-insensitive)")
-    print(f"baseline 1: parse + COPY into a plain unindexed table, batch {batch}: "
-          f"{raw:,.0f} records/s, {raw_cpu:.1f} CPU-us/record")
-    print(f"baseline 2: parse + COPY straight into the audit table (partitioned, indexed, "
-          f"not idempotent): {into_table:,.0f} records/s, {into_cpu:.1f} CPU-us/record")
-    print(f"shipper (read spool, binary COPY + progress row in one transaction, fsync'd ack): "
-          f"{ours:,.0f} records/s = {ours / raw:.2f} x baseline 1, "
-          f"{ours / into_table:.2f} x baseline 2; {ours_cpu:.1f} CPU-us/record = "
-          f"{ours_cpu / raw_cpu:.2f} x baseline 1 "
-          f"(target >= 50,000/s: {'MET' if ours >= 50_000 else 'NOT MET'})")
+    print(
+        f"baseline 1: parse + COPY into a plain unindexed table, batch {batch}: "
+        f"{raw:,.0f} records/s, {raw_cpu:.1f} CPU-us/record"
+    )
+    print(
+        f"baseline 2: parse + COPY straight into the audit table (partitioned, indexed, "
+        f"not idempotent): {into_table:,.0f} records/s, {into_cpu:.1f} CPU-us/record"
+    )
+    print(
+        f"shipper (read spool, binary COPY + progress row in one transaction, fsync'd ack): "
+        f"{ours:,.0f} records/s = {ours / raw:.2f} x baseline 1, "
+        f"{ours / into_table:.2f} x baseline 2; {ours_cpu:.1f} CPU-us/record = "
+        f"{ours_cpu / raw_cpu:.2f} x baseline 1 "
+        f"(target >= 50,000/s: {'MET' if ours >= 50_000 else 'NOT MET'})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH_RECORDS,
-                        help="records per COPY transaction, for the shipper and both baselines")
-    parser.add_argument("--shipping-only", action="store_true",
-                        help="skip the latency part (spool still filled with --records)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULT_BATCH_RECORDS,
+        help="records per COPY transaction, for the shipper and both baselines",
+    )
+    parser.add_argument(
+        "--shipping-only",
+        action="store_true",
+        help="skip the latency part (spool still filled with --records)",
+    )
     parser.add_argument("--quick", action="store_true", help="small run for a smoke test")
     args = parser.parse_args()
     n = 10_000 if args.quick else args.records
     per_caller = 50 if args.quick else 300
-    work = Path(tempfile.mkdtemp(prefix="haltgate-bench-audit-", dir=str(REPO / ".bench-tmp")
-                                 if (REPO / ".bench-tmp").is_dir() else None))
+    work = Path(
+        tempfile.mkdtemp(
+            prefix="haltgate-bench-audit-",
+            dir=str(REPO / ".bench-tmp") if (REPO / ".bench-tmp").is_dir() else None,
+        )
+    )
     if not args.shipping_only:
         print("== durable append latency (intent) ==")
         bench_latency(work, per_caller)

@@ -48,19 +48,25 @@ async def flood(port: int, admin: int, n: int, slowloris: bool, idle: float) -> 
         held.append((reader, writer))
     await asyncio.sleep(0.5)
     states = [_state(reader) for reader, _ in held]
-    print(f"opened {len(held)} connections ({failed} could not open): "
-          f"{states.count('refused')} refused at once with 503 too_many_connections, "
-          f"{states.count('open')} held open by the sidecar, {states.count('closed')} closed")
+    print(
+        f"opened {len(held)} connections ({failed} could not open): "
+        f"{states.count('refused')} refused at once with 503 too_many_connections, "
+        f"{states.count('open')} held open by the sidecar, {states.count('closed')} closed"
+    )
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=timeout) as s:
         started = time.perf_counter()
         async with s.get(f"http://127.0.0.1:{admin}/readyz") as r:
-            print(f"/readyz during the flood: {r.status} in "
-                  f"{(time.perf_counter() - started) * 1000:.1f} ms")
+            print(
+                f"/readyz during the flood: {r.status} in "
+                f"{(time.perf_counter() - started) * 1000:.1f} ms"
+            )
     await asyncio.sleep(idle + 2)
     states = [_state(reader) for reader, _ in held]
-    print(f"{idle + 2:g} s later: {states.count('open')} still open "
-          f"(the header timeout closed the rest)")
+    print(
+        f"{idle + 2:g} s later: {states.count('open')} still open "
+        f"(the header timeout closed the rest)"
+    )
     for _, writer in held:
         writer.close()
 
@@ -84,30 +90,53 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, args.connections * 2 + 256)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
+    }
     port, admin, up = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="hg-flood-") as tmp:
         policy_path = Path(tmp) / "policy.yaml"
         policy_path.write_text(yaml.safe_dump(policy(f"http://127.0.0.1:{up}")))
-        cmd = [PY, "-c", "from haltgate.cli.main import main; main()", "sidecar",
-               "--policy", str(policy_path), "--mode", "explicit",
-               "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
-               "--metrics-listen", "127.0.0.1:0", "--audit-sink", "memory",
-               "--max-connections", str(args.max_connections),
-               "--idle-timeout", str(args.idle_timeout), "--log-level", "error"]
-        sidecar = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        cmd = [
+            PY,
+            "-c",
+            "from haltgate.cli.main import main; main()",
+            "sidecar",
+            "--policy",
+            str(policy_path),
+            "--mode",
+            "explicit",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--admin-listen",
+            f"127.0.0.1:{admin}",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--audit-sink",
+            "memory",
+            "--max-connections",
+            str(args.max_connections),
+            "--idle-timeout",
+            str(args.idle_timeout),
+            "--log-level",
+            "error",
+        ]
+        sidecar = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             wait_port(port, sidecar, "sidecar")
-            print(f"file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}, "
-                  f"--max-connections {args.max_connections}, --idle-timeout "
-                  f"{args.idle_timeout:g} s, {'slowloris' if args.slowloris else 'silent'}")
-            asyncio.run(flood(port, admin, args.connections, args.slowloris,
-                              args.idle_timeout))
+            print(
+                f"file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}, "
+                f"--max-connections {args.max_connections}, --idle-timeout "
+                f"{args.idle_timeout:g} s, {'slowloris' if args.slowloris else 'silent'}"
+            )
+            asyncio.run(flood(port, admin, args.connections, args.slowloris, args.idle_timeout))
             fds = len(os.listdir(f"/proc/{sidecar.pid}/fd"))
-            print(f"sidecar open file descriptors at the end: {fds}; "
-                  f"alive: {sidecar.poll() is None}")
+            print(
+                f"sidecar open file descriptors at the end: {fds}; alive: {sidecar.poll() is None}"
+            )
         finally:
             sidecar.terminate()
             try:

@@ -70,8 +70,9 @@ class Counts:
 def _guard(detectors: list[str], *, model: bool = False) -> Guardrails:
     spec = _restrict(default_spec(), detectors)
     if model and spec.prompt_injection is not None:
-        spec = spec.model_copy(update={
-            "prompt_injection": spec.prompt_injection.model_copy(update={"model": True})})
+        spec = spec.model_copy(
+            update={"prompt_injection": spec.prompt_injection.model_copy(update={"model": True})}
+        )
     return Guardrails.from_spec(spec)
 
 
@@ -80,40 +81,60 @@ def _injection(result: ScanResult) -> tuple[bool, bool]:
     return result.blocked, bool(result.findings)
 
 
-def evaluate(name: str, samples: Sequence[Sample], configs: dict[str, Guardrails],
-             secrets: Guardrails, report: dict[str, object]) -> None:
+def evaluate(
+    name: str,
+    samples: Sequence[Sample],
+    configs: dict[str, Guardrails],
+    secrets: Guardrails,
+    report: dict[str, object],
+) -> None:
     per: dict[str, Counts] = {}
     for s in samples:
         for cname, g in configs.items():
             blocked, anyf = _injection(g.scan(s.text, "request"))
             per.setdefault(f"injection {cname}, {s.channel}, blocked", Counts()).add(
-                s.label, blocked)
+                s.label, blocked
+            )
             per.setdefault(f"injection {cname}, {s.channel}, any finding", Counts()).add(
-                s.label, anyf)
+                s.label, anyf
+            )
             per.setdefault(f"injection {cname}, all, blocked", Counts()).add(s.label, blocked)
         if not s.label:
             per.setdefault("secrets, benign texts, blocked", Counts()).add(
-                False, secrets.scan(s.text, "request").blocked)
+                False, secrets.scan(s.text, "request").blocked
+            )
     s0 = guard_corpora.SETS[name]
-    print(f"\n## {name} ({s0.package}=={s0.version}, {s0.licence}, "
-          f"{'all rows (evaluation only)' if s0.eval_only else 'test split'}): "
-          f"{sum(x.label for x in samples)} attacks / {sum(not x.label for x in samples)} benign")
+    print(
+        f"\n## {name} ({s0.package}=={s0.version}, {s0.licence}, "
+        f"{'all rows (evaluation only)' if s0.eval_only else 'test split'}): "
+        f"{sum(x.label for x in samples)} attacks / {sum(not x.label for x in samples)} benign"
+    )
     print(f"{'':<52}{'detection':>20} {'FP rate':>20}")
     for key in sorted(per):
         print(f"{key:<52}{per[key].row()}")
-    report[name] = {"package": s0.package, "version": s0.version, "licence": s0.licence,
-                    "split": "all" if s0.eval_only else "test",
-                    "counts": {k: v.to_dict() for k, v in per.items()}}
+    report[name] = {
+        "package": s0.package,
+        "version": s0.version,
+        "licence": s0.licence,
+        "split": "all" if s0.eval_only else "test",
+        "counts": {k: v.to_dict() for k, v in per.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="store_true", help="also with the model stage on")
-    ap.add_argument("--sets", default=",".join(guard_corpora.SETS),
-                    help="comma-separated subset of: " + ", ".join(guard_corpora.SETS))
+    ap.add_argument(
+        "--sets",
+        default=",".join(guard_corpora.SETS),
+        help="comma-separated subset of: " + ", ".join(guard_corpora.SETS),
+    )
     ap.add_argument("--json", type=Path, help="write the counts as JSON here")
-    ap.add_argument("--sealed", action="store_true",
-                    help="run the detectors (the sealed evaluation: once per detector change)")
+    ap.add_argument(
+        "--sealed",
+        action="store_true",
+        help="run the detectors (the sealed evaluation: once per detector change)",
+    )
     ap.add_argument("--quick", action="store_true", help="(make bench) same as the default")
     args = ap.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -128,13 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, object] = {}
     loaders: dict[str, Callable[[], list[Sample]]] = {
         n: (lambda n=n: guard_corpora.load_sealed_test(n, seal))  # type: ignore[misc]
-        for n in args.sets.split(",") if n}
+        for n in args.sets.split(",")
+        if n
+    }
     for name, load in loaders.items():
         rows = load()
         if not args.sealed:
             s0 = guard_corpora.SETS[name]
-            print(f"{name} ({s0.package}=={s0.version}, {s0.licence}): {len(rows)} rows, "
-                  f"{sum(r.label for r in rows)} attacks; pass --sealed to evaluate")
+            print(
+                f"{name} ({s0.package}=={s0.version}, {s0.licence}): {len(rows)} rows, "
+                f"{sum(r.label for r in rows)} attacks; pass --sealed to evaluate"
+            )
             continue
         evaluate(name, rows, configs, secrets, report)
     if args.json:

@@ -54,7 +54,7 @@ def _threshold_at(neg: list[float], fp: float) -> float:
 def _latency(scorers: dict[str, Callable[[str], float]]) -> None:
     """CPU time (this thread) per text of about 256 tokens (~190 words of validation prose)."""
     words = " ".join(r.text for r in load_training("s-labs", "train")[:3000]).split()
-    texts = [" ".join(words[i:i + 190]) for i in range(0, 190 * 60, 190)]
+    texts = [" ".join(words[i : i + 190]) for i in range(0, 190 * 60, 190)]
     for name, score in scorers.items():
         score(texts[0])  # warm-up
         ms = []
@@ -63,8 +63,10 @@ def _latency(scorers: dict[str, Callable[[str], float]]) -> None:
             score(t)
             ms.append(1000 * (time.thread_time() - t0))
         ms.sort()
-        print(f"{name}: {len(texts)} texts of ~256 tokens, CPU ms p50 {ms[len(ms) // 2]:.1f}"
-              f" p99 {ms[min(len(ms) - 1, int(len(ms) * 0.99))]:.1f}")
+        print(
+            f"{name}: {len(texts)} texts of ~256 tokens, CPU ms p50 {ms[len(ms) // 2]:.1f}"
+            f" p99 {ms[min(len(ms) - 1, int(len(ms) * 0.99))]:.1f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=["train", "validation"], default="validation")
     ap.add_argument("--limit", type=int, default=0, help="sample at most N rows per set")
     ap.add_argument("--quick", action="store_true", help="smoke run: --limit 100")
-    ap.add_argument("--latency", action="store_true",
-                    help="only: CPU ms per full 256-token window of each model (p50/p99)")
+    ap.add_argument(
+        "--latency",
+        action="store_true",
+        help="only: CPU ms per full 256-token window of each model (p50/p99)",
+    )
     args = ap.parse_args(argv)
     if args.quick and not args.limit:
         args.limit = 100
@@ -97,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             rows = rng.sample(rows, args.limit)
         sets[f"{name} {args.split}"] = rows
     sets["own benign corpus (in-domain)"] = [
-        Sample(s.text, False, "request", "own") for s in corpus.injection_samples()
-        if not s.label]
+        Sample(s.text, False, "request", "own") for s in corpus.injection_samples() if not s.label
+    ]
     for sname, rows in sets.items():
-        pat = [any(c.score >= 0.5 and not c.advisory for c in patterns.detect(r.text))
-               for r in rows]
+        pat = [
+            any(c.score >= 0.5 and not c.advisory for c in patterns.detect(r.text)) for r in rows
+        ]
         n_pos = sum(r.label for r in rows)
         print(f"\n## {sname}: {n_pos} attacks / {len(rows) - n_pos} benign")
         pp = sum(p for p, r in zip(pat, rows, strict=True) if r.label)
@@ -117,21 +123,30 @@ def main(argv: list[str] | None = None) -> int:
             if pos and neg:
                 t = _threshold_at(neg, 0.01)
                 det = sum(s >= t for s in pos)
-                comb_neg = [max(s, 1.0 if p else 0.0) for s, p, r in
-                            zip(scores, pat, rows, strict=True) if not r.label]
+                comb_neg = [
+                    max(s, 1.0 if p else 0.0)
+                    for s, p, r in zip(scores, pat, rows, strict=True)
+                    if not r.label
+                ]
                 tc = _threshold_at(comb_neg, 0.01)
-                comb_det = sum(s >= tc or p for s, p, r in zip(scores, pat, rows, strict=True)
-                               if r.label)
-                comb_fp = sum(s >= tc or p for s, p, r in zip(scores, pat, rows, strict=True)
-                              if not r.label)
-                line += (f", AUC {_auc(pos, neg):.3f}; alone @FP<=1%: t={t:.3f} detection "
-                         f"{det}/{len(pos)} = {det / len(pos):.3f}; with patterns: t={tc:.3f}"
-                         f" detection {comb_det / len(pos):.3f} FP {comb_fp / len(neg):.3f}")
+                comb_det = sum(
+                    s >= tc or p for s, p, r in zip(scores, pat, rows, strict=True) if r.label
+                )
+                comb_fp = sum(
+                    s >= tc or p for s, p, r in zip(scores, pat, rows, strict=True) if not r.label
+                )
+                line += (
+                    f", AUC {_auc(pos, neg):.3f}; alone @FP<=1%: t={t:.3f} detection "
+                    f"{det}/{len(pos)} = {det / len(pos):.3f}; with patterns: t={tc:.3f}"
+                    f" detection {comb_det / len(pos):.3f} FP {comb_fp / len(neg):.3f}"
+                )
             for t_fixed in (0.5, 0.9, 0.95, 0.98):
                 fpc = sum(s >= t_fixed for s in neg)
-                line += (f"\n      at t={t_fixed}: detection "
-                         f"{(sum(s >= t_fixed for s in pos) / len(pos)) if pos else 0:.3f}"
-                         f" FP {fpc}/{len(neg)}")
+                line += (
+                    f"\n      at t={t_fixed}: detection "
+                    f"{(sum(s >= t_fixed for s in pos) / len(pos)) if pos else 0:.3f}"
+                    f" FP {fpc}/{len(neg)}"
+                )
             print(line, flush=True)
     return 0
 

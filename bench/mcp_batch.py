@@ -32,24 +32,45 @@ SIZES = (1, 10, 50)
 
 
 def batch(n: int) -> bytes:
-    msgs = [{"jsonrpc": "2.0", "id": i, "method": "tools/call",
-             "params": {"name": "echo", "arguments": {"text": f"t{i}"}}} for i in range(n)]
+    msgs = [
+        {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": f"t{i}"}},
+        }
+        for i in range(n)
+    ]
     return orjson.dumps(msgs[0] if n == 1 else msgs)
 
 
 def policy(url: str) -> dict[str, Any]:
     return {
-        "apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
         "metadata": {"name": "bench", "namespace": "agents"},
         "spec": {
             "selector": {"matchLabels": {"app": "agent"}},
             "upstreams": [{"name": "mcp", "url": url + "/mcp", "kind": "mcp"}],
             "budgets": {"calls": {"limit": 10**9}, "distinctTools": {"limit": 100}},
-            "tools": {"default": "deny", "rules": [
-                {"name": "tools", "action": "allow", "kind": "mcp",
-                 "mcpTools": ["echo", "add", "search"], "risk": 0.0},
-                {"name": "no-delete", "action": "deny", "kind": "mcp",
-                 "mcpTools": ["delete_*"]}]},
+            "tools": {
+                "default": "deny",
+                "rules": [
+                    {
+                        "name": "tools",
+                        "action": "allow",
+                        "kind": "mcp",
+                        "mcpTools": ["echo", "add", "search"],
+                        "risk": 0.0,
+                    },
+                    {
+                        "name": "no-delete",
+                        "action": "deny",
+                        "kind": "mcp",
+                        "mcpTools": ["delete_*"],
+                    },
+                ],
+            },
         },
     }
 
@@ -61,11 +82,17 @@ async def run(rounds: int, sizes: tuple[int, ...]) -> None:
         tmp = Path(d)
         (tmp / "policy.yaml").write_text(yaml.safe_dump(policy(url)))
         (tmp / "token").write_text("t" * 32)
-        sidecar = Sidecar(SidecarSettings(
-            policy_path=tmp / "policy.yaml", admin_token_file=tmp / "token",
-            state_dir=tmp / "state", explicit=Listen("127.0.0.1", 0),
-            admin=Listen("127.0.0.1", 0), metrics=Listen("127.0.0.1", 0)),
-            audit=MemoryAuditSink())
+        sidecar = Sidecar(
+            SidecarSettings(
+                policy_path=tmp / "policy.yaml",
+                admin_token_file=tmp / "token",
+                state_dir=tmp / "state",
+                explicit=Listen("127.0.0.1", 0),
+                admin=Listen("127.0.0.1", 0),
+                metrics=Listen("127.0.0.1", 0),
+            ),
+            audit=MemoryAuditSink(),
+        )
         await sidecar.start()
         host, port = sidecar.addresses["explicit"]
         endpoint = f"http://{host}:{port}/mcp"
@@ -75,8 +102,9 @@ async def run(rounds: int, sizes: tuple[int, ...]) -> None:
             async with aiohttp.ClientSession() as s:
                 for i in range(rounds + 20):
                     for n in sizes:
-                        async with s.post(endpoint, data=bodies[n], headers={
-                                "Content-Type": "application/json"}) as r:
+                        async with s.post(
+                            endpoint, data=bodies[n], headers={"Content-Type": "application/json"}
+                        ) as r:
                             await r.read()
                             assert r.status == 200, r.status
                             if i >= 20:  # warm-up
@@ -96,8 +124,9 @@ async def run(rounds: int, sizes: tuple[int, ...]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
-                        help="batch sizes, comma-separated")
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, SIZES)), help="batch sizes, comma-separated"
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         sys.exit("--rounds must be at least 1")

@@ -45,22 +45,25 @@ LIMIT_BYTES = 512 * 1024 * 1024
 
 def policy(upstream: str, guardrails: bool) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
         "metadata": {"name": "bench", "namespace": "bench"},
         "spec": {
             "selector": {"matchLabels": {"app": "bench"}},
-            "upstreams": [{"name": "llm", "url": upstream, "kind": "llm",
-                           "provider": "openai"}],
+            "upstreams": [{"name": "llm", "url": upstream, "kind": "llm", "provider": "openai"}],
             "budgets": {"calls": {"limit": 10**9}},
-            "tools": {"default": "deny", "rules": [
-                {"name": "llm", "action": "allow", "kind": "llm"}]},
+            "tools": {
+                "default": "deny",
+                "rules": [{"name": "llm", "action": "allow", "kind": "llm"}],
+            },
             "audit": {"payload": "full"},
         },
     }
     if guardrails:
         doc["spec"]["guardrails"] = {
             "pii": {"enabled": True, "direction": "request", "action": "redact"},
-            "secrets": {"enabled": True, "direction": "request", "action": "block"}}
+            "secrets": {"enabled": True, "direction": "request", "action": "block"},
+        }
         doc["spec"]["audit"] = {"payload": "redacted"}
     return doc
 
@@ -68,8 +71,13 @@ def policy(upstream: str, guardrails: bool) -> dict[str, Any]:
 def body_of(mb: float) -> bytes:
     words = b"lorem ipsum dolor sit amet consectetur adipiscing elit "
     text = (words * (int(mb * 1_000_000) // len(words) + 1))[: int(mb * 1_000_000)]
-    return orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 8, "messages": [
-        {"role": "user", "content": text.decode()}]})
+    return orjson.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": text.decode()}],
+        }
+    )
 
 
 def status_of(pid: int) -> dict[str, int]:
@@ -86,10 +94,12 @@ async def fire(url: str, body: bytes, n: int) -> collections.Counter[str]:
     results: collections.Counter[str] = collections.Counter()
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(timeout=timeout) as session:
+
         async def one() -> None:
             try:
-                async with session.post(url, data=body,
-                                        headers={"Content-Type": "application/json"}) as r:
+                async with session.post(
+                    url, data=body, headers={"Content-Type": "application/json"}
+                ) as r:
                     data = await r.read()
                     code = r.headers.get("x-haltgate-code", "")
                     results[f"{r.status} {code}".strip()] += 1
@@ -101,24 +111,48 @@ async def fire(url: str, body: bytes, n: int) -> collections.Counter[str]:
     return results
 
 
-def run_level(n: int, body: bytes, rounds: int, extra: list[str],
-              guardrails: bool) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)}
+def run_level(
+    n: int, body: bytes, rounds: int, extra: list[str], guardrails: bool
+) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
+    }
     up_port, sc_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="hg-mem-") as tmp:
         policy_path = Path(tmp) / "policy.yaml"
         policy_path.write_text(yaml.safe_dump(policy(f"http://127.0.0.1:{up_port}", guardrails)))
         upstream = subprocess.Popen(
             [PY, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port), "--no-record"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cmd = [PY, "-c", "from haltgate.cli.main import main; main()", "sidecar",
-               "--policy", str(policy_path), "--mode", "explicit",
-               "--listen", f"127.0.0.1:{sc_port}", "--admin-listen", "127.0.0.1:0",
-               "--metrics-listen", "127.0.0.1:0", "--log-level", "error",
-               "--state-dir", str(Path(tmp) / "state"), *extra]
-        sidecar = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        cmd = [
+            PY,
+            "-c",
+            "from haltgate.cli.main import main; main()",
+            "sidecar",
+            "--policy",
+            str(policy_path),
+            "--mode",
+            "explicit",
+            "--listen",
+            f"127.0.0.1:{sc_port}",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "error",
+            "--state-dir",
+            str(Path(tmp) / "state"),
+            *extra,
+        ]
+        sidecar = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             wait_port(up_port, upstream, "stand-in LLM")
             wait_port(sc_port, sidecar, "sidecar")
@@ -132,8 +166,14 @@ def run_level(n: int, body: bytes, rounds: int, extra: list[str],
             elapsed = time.perf_counter() - started
             alive = sidecar.poll() is None
             peak = status_of(sidecar.pid)["VmHWM"] if alive else -1
-            return {"concurrency": n, "idle_rss": idle, "peak_rss": peak, "alive": alive,
-                    "results": dict(results), "seconds": elapsed}
+            return {
+                "concurrency": n,
+                "idle_rss": idle,
+                "peak_rss": peak,
+                "alive": alive,
+                "results": dict(results),
+                "seconds": elapsed,
+            }
         finally:
             for proc in (sidecar, upstream):
                 proc.terminate()
@@ -148,24 +188,39 @@ def main() -> None:
     ap.add_argument("--concurrency", default="4,16,60")
     ap.add_argument("--mb", type=float, default=9.7, help="body size in MB (10^6 bytes)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--guardrails", choices=["on", "off"], default="off",
-                    help="off: payload full in the audit; on: PII + secrets on the request, "
-                         "payload redacted")
-    ap.add_argument("--body-budget-mb", type=int, default=None,
-                    help="the sidecar's --body-memory-budget (default: its own default)")
+    ap.add_argument(
+        "--guardrails",
+        choices=["on", "off"],
+        default="off",
+        help="off: payload full in the audit; on: PII + secrets on the request, payload redacted",
+    )
+    ap.add_argument(
+        "--body-budget-mb",
+        type=int,
+        default=None,
+        help="the sidecar's --body-memory-budget (default: its own default)",
+    )
     args = ap.parse_args()
     body = body_of(args.mb)
-    extra = ([] if args.body_budget_mb is None
-             else ["--body-memory-budget", str(args.body_budget_mb * 1024 * 1024)])
-    print(f"body {len(body) / 1e6:.1f} MB, {args.rounds} rounds per level, "
-          f"limit {LIMIT_BYTES >> 20} MiB")
+    extra = (
+        []
+        if args.body_budget_mb is None
+        else ["--body-memory-budget", str(args.body_budget_mb * 1024 * 1024)]
+    )
+    print(
+        f"body {len(body) / 1e6:.1f} MB, {args.rounds} rounds per level, "
+        f"limit {LIMIT_BYTES >> 20} MiB"
+    )
     print(f"{'conc':>5} {'idle RSS':>9} {'peak RSS':>9} {'under limit':>11} {'s':>6}  answers")
     for n in (int(x) for x in args.concurrency.split(",")):
         r = run_level(n, body, args.rounds, extra, args.guardrails == "on")
         under = "yes" if 0 < r["peak_rss"] < LIMIT_BYTES else "NO"
-        print(f"{n:>5} {r['idle_rss'] / 2**20:>8.0f}M {r['peak_rss'] / 2**20:>8.0f}M "
-              f"{under:>11} {r['seconds']:>6.1f}  {r['results']}"
-              + ("" if r["alive"] else "  (sidecar died)"), flush=True)
+        print(
+            f"{n:>5} {r['idle_rss'] / 2**20:>8.0f}M {r['peak_rss'] / 2**20:>8.0f}M "
+            f"{under:>11} {r['seconds']:>6.1f}  {r['results']}"
+            + ("" if r["alive"] else "  (sidecar died)"),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -33,50 +33,134 @@ from haltgate.governance.rego import find_opa_binary
 from haltgate.governance.request import AgentIdentity, CallView, RequestKind, ToolCall
 from haltgate.governance.tools import ToolAuthorizer
 
-TOOLS = Tools.model_validate({"default": "deny", "rules": [
-    {"name": "llm-openai", "action": "allow", "kind": "llm", "hosts": ["api.openai.com"],
-     "models": ["gpt-4o*", "gpt-4.1*"], "risk": 0.1},
-    {"name": "llm-anthropic", "action": "allow", "kind": "llm", "hosts": ["api.anthropic.com"],
-     "models": ["claude-*"]},
-    {"name": "no-reasoning", "action": "deny", "kind": "llm", "models": ["o1*", "o3*"]},
-    {"name": "gh-read", "action": "allow", "kind": "mcp", "mcpServers": ["github"],
-     "mcpTools": ["get_*", "list_*", "search_*"], "risk": 0.2},
-    {"name": "gh-issue", "action": "allow", "kind": "mcp", "mcpServers": ["github"],
-     "mcpTools": ["create_issue"], "risk": 1,
-     "arguments": [{"path": "$.repo", "in": ["acme/app", "acme/web"]},
-                   {"path": "$.title", "maxLength": 200}]},
-    {"name": "no-deletes", "action": "deny", "mcpTools": ["delete_*"], "risk": 5},
-    {"name": "sql-read", "action": "allow", "kind": "mcp", "mcpServers": ["db"],
-     "mcpTools": ["query"]},
-    {"name": "sql-no-ddl", "action": "deny", "mcpTools": ["query"],
-     "arguments": [{"path": "$.sql", "regex": "(?i)\\b(drop|truncate|alter)\\b"}]},
-    {"name": "http-read", "action": "allow", "kind": "http", "methods": ["GET"],
-     "hosts": ["*.svc.cluster.local"], "paths": ["/api/**"]},
-    {"name": "http-no-admin", "action": "deny", "kind": "http", "paths": ["/admin/**"]},
-]})
+TOOLS = Tools.model_validate(
+    {
+        "default": "deny",
+        "rules": [
+            {
+                "name": "llm-openai",
+                "action": "allow",
+                "kind": "llm",
+                "hosts": ["api.openai.com"],
+                "models": ["gpt-4o*", "gpt-4.1*"],
+                "risk": 0.1,
+            },
+            {
+                "name": "llm-anthropic",
+                "action": "allow",
+                "kind": "llm",
+                "hosts": ["api.anthropic.com"],
+                "models": ["claude-*"],
+            },
+            {"name": "no-reasoning", "action": "deny", "kind": "llm", "models": ["o1*", "o3*"]},
+            {
+                "name": "gh-read",
+                "action": "allow",
+                "kind": "mcp",
+                "mcpServers": ["github"],
+                "mcpTools": ["get_*", "list_*", "search_*"],
+                "risk": 0.2,
+            },
+            {
+                "name": "gh-issue",
+                "action": "allow",
+                "kind": "mcp",
+                "mcpServers": ["github"],
+                "mcpTools": ["create_issue"],
+                "risk": 1,
+                "arguments": [
+                    {"path": "$.repo", "in": ["acme/app", "acme/web"]},
+                    {"path": "$.title", "maxLength": 200},
+                ],
+            },
+            {"name": "no-deletes", "action": "deny", "mcpTools": ["delete_*"], "risk": 5},
+            {
+                "name": "sql-read",
+                "action": "allow",
+                "kind": "mcp",
+                "mcpServers": ["db"],
+                "mcpTools": ["query"],
+            },
+            {
+                "name": "sql-no-ddl",
+                "action": "deny",
+                "mcpTools": ["query"],
+                "arguments": [{"path": "$.sql", "regex": "(?i)\\b(drop|truncate|alter)\\b"}],
+            },
+            {
+                "name": "http-read",
+                "action": "allow",
+                "kind": "http",
+                "methods": ["GET"],
+                "hosts": ["*.svc.cluster.local"],
+                "paths": ["/api/**"],
+            },
+            {"name": "http-no-admin", "action": "deny", "kind": "http", "paths": ["/admin/**"]},
+        ],
+    }
+)
 
 AGENT = AgentIdentity("agents", "research", "research-0", "run-1")
 CALLS = {
-    "llm allow": CallView(kind=RequestKind.LLM, method="POST", scheme="https",
-                          host="api.openai.com", port=443, path="/v1/chat/completions",
-                          model="gpt-4o-mini", agent=AGENT),
+    "llm allow": CallView(
+        kind=RequestKind.LLM,
+        method="POST",
+        scheme="https",
+        host="api.openai.com",
+        port=443,
+        path="/v1/chat/completions",
+        model="gpt-4o-mini",
+        agent=AGENT,
+    ),
     "mcp tool + 2 arg constraints": CallView(
-        kind=RequestKind.MCP, method="POST", scheme="https", host="mcp.github.com", port=443,
-        path="/mcp", upstream="github", mcp_method="tools/call", agent=AGENT,
-        tool_calls=(ToolCall("create_issue", {"repo": "acme/app", "title": "bug"}, "github"),)),
+        kind=RequestKind.MCP,
+        method="POST",
+        scheme="https",
+        host="mcp.github.com",
+        port=443,
+        path="/mcp",
+        upstream="github",
+        mcp_method="tools/call",
+        agent=AGENT,
+        tool_calls=(ToolCall("create_issue", {"repo": "acme/app", "title": "bug"}, "github"),),
+    ),
     "mcp sql deny regex": CallView(
-        kind=RequestKind.MCP, method="POST", scheme="http", host="db-mcp", port=80,
-        path="/mcp", upstream="db", mcp_method="tools/call", agent=AGENT,
-        tool_calls=(ToolCall("query", {"sql": "select * from t"}, "db"),)),
-    "http GET": CallView(kind=RequestKind.HTTP, method="GET", scheme="http",
-                         host="ledger.finance.svc.cluster.local", port=80,
-                         path="/api/v1/accounts", agent=AGENT),
+        kind=RequestKind.MCP,
+        method="POST",
+        scheme="http",
+        host="db-mcp",
+        port=80,
+        path="/mcp",
+        upstream="db",
+        mcp_method="tools/call",
+        agent=AGENT,
+        tool_calls=(ToolCall("query", {"sql": "select * from t"}, "db"),),
+    ),
+    "http GET": CallView(
+        kind=RequestKind.HTTP,
+        method="GET",
+        scheme="http",
+        host="ledger.finance.svc.cluster.local",
+        port=80,
+        path="/api/v1/accounts",
+        agent=AGENT,
+    ),
     "batch of 3 tools": CallView(
-        kind=RequestKind.MCP, method="POST", scheme="https", host="mcp.github.com", port=443,
-        path="/mcp", upstream="github", mcp_method="tools/call", agent=AGENT,
-        tool_calls=(ToolCall("get_file", {"path": "a"}, "github"),
-                    ToolCall("list_issues", {}, "github"),
-                    ToolCall("create_issue", {"repo": "acme/web", "title": "x"}, "github"))),
+        kind=RequestKind.MCP,
+        method="POST",
+        scheme="https",
+        host="mcp.github.com",
+        port=443,
+        path="/mcp",
+        upstream="github",
+        mcp_method="tools/call",
+        agent=AGENT,
+        tool_calls=(
+            ToolCall("get_file", {"path": "a"}, "github"),
+            ToolCall("list_issues", {}, "github"),
+            ToolCall("create_issue", {"repo": "acme/web", "title": "x"}, "github"),
+        ),
+    ),
 }
 
 REGO = """\
@@ -119,10 +203,14 @@ def bench_authorizer(seconds: float) -> bool:
     def noop(call: CallView) -> None:
         return None
 
-    print(f"ToolAuthorizer ({len(TOOLS.rules)} rules), best of 3 rounds; a check is one "
-          "call, or one tool call of a batch:")
-    print(f"  {'case':30} {'authorize()/s':>14} {'checks/s':>12} {'no-op calls/s':>14} "
-          f"{'cost vs no-op':>14}")
+    print(
+        f"ToolAuthorizer ({len(TOOLS.rules)} rules), best of 3 rounds; a check is one "
+        "call, or one tool call of a batch:"
+    )
+    print(
+        f"  {'case':30} {'authorize()/s':>14} {'checks/s':>12} {'no-op calls/s':>14} "
+        f"{'cost vs no-op':>14}"
+    )
     ok = True
     for name, call in CALLS.items():
         result = authorizer.authorize(call)
@@ -130,9 +218,11 @@ def bench_authorizer(seconds: float) -> bool:
         checks = r * max(1, len(call.tool_calls))
         base = rate(noop, call, seconds / 2)
         ok &= checks >= 500_000
-        print(f"  {name:30} {r:14,.0f} {checks:12,.0f} {base:14,.0f} {base / r:13.1f}x  "
-              f"({'allow' if result.allowed else 'deny'}"
-              f"{' ' + result.code if result.code else ''})")
+        print(
+            f"  {name:30} {r:14,.0f} {checks:12,.0f} {base:14,.0f} {base / r:13.1f}x  "
+            f"({'allow' if result.allowed else 'deny'}"
+            f"{' ' + result.code if result.code else ''})"
+        )
     print(f"  target >= 500,000 checks/s in every case: {'met' if ok else 'NOT met'}")
     return ok
 
@@ -158,9 +248,12 @@ def start_opa(binary: str) -> tuple[subprocess.Popen[bytes], int]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    proc = subprocess.Popen([binary, "run", "--server", "--addr", f"127.0.0.1:{port}",
-                             "--log-level", "error"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(500):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -177,11 +270,16 @@ async def bench_opa(url: str, port: int, n: int) -> bool:
 
     call = CALLS["mcp tool + 2 arg constraints"]
     authz = ToolAuthorizer(TOOLS).authorize(call)
-    doc = dict(build_input(call, authz=authz, usage={"calls": 12, "cost_usd": 0.42},
-                           budget={"calls": {"used": 12, "reserved": 1, "limit": 500}}))
+    doc = dict(
+        build_input(
+            call,
+            authz=authz,
+            usage={"calls": 12, "cost_usd": 0.42},
+            budget={"calls": {"used": 12, "reserved": 1, "limit": 500}},
+        )
+    )
     ev = OPAEvaluator(OPA(rego=REGO, timeout_ms=1000), REGO, url=url)
-    cached = OPAEvaluator(OPA(rego=REGO, timeout_ms=1000, cache_ttl_seconds=3600), REGO,
-                          url=url)
+    cached = OPAEvaluator(OPA(rego=REGO, timeout_ms=1000, cache_ttl_seconds=3600), REGO, url=url)
     await ev.start()
     await cached.start()
     assert (await ev.decide(doc)).allow, await ev.decide(doc)
@@ -190,6 +288,7 @@ async def bench_opa(url: str, port: int, n: int) -> bool:
     await client.__aenter__()
     results: dict[str, list[float]] = {}
     async with aiohttp.ClientSession() as s:
+
         async def health() -> None:
             async with s.get(f"{url}/health") as r:
                 await r.read()

@@ -59,8 +59,9 @@ async def lease_rate(dsn: str, seconds: float, connections: int) -> float:
         nonlocal done
         old: int | None = None
         while time.perf_counter() < stop:
-            grant = await store.renew(POOL, holder, old=old, spent=Amounts(calls=1),
-                                      hold=ZERO, need=Amounts(calls=1))
+            grant = await store.renew(
+                POOL, holder, old=old, spent=Amounts(calls=1), hold=ZERO, need=Amounts(calls=1)
+            )
             assert grant is not None
             old = grant.lease_id
             done += 1
@@ -131,11 +132,16 @@ def sidecar_policy(upstream: str, pool: str | None) -> dict[str, Any]:
         "upstreams": [{"name": "llm", "url": upstream, "kind": "llm", "provider": "openai"}],
         "budgets": {"calls": {"limit": 10**9}},
         "tools": {"default": "allow"},
-        "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}}}
+        "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}},
+    }
     if pool:
         spec["pool"] = pool
-    return {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-            "metadata": {"name": "bench", "namespace": "bench"}, "spec": spec}
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "bench", "namespace": "bench"},
+        "spec": spec,
+    }
 
 
 async def end_to_end(targets: dict[str, str], n: int) -> dict[str, list[float]]:
@@ -144,8 +150,9 @@ async def end_to_end(targets: dict[str, str], n: int) -> dict[str, list[float]]:
         for i in range(n + 200):  # the first 200 rounds warm up
             for name, url in targets.items():
                 t0 = time.perf_counter()
-                async with s.post(url, data=CHAT,
-                                  headers={"Content-Type": "application/json"}) as r:
+                async with s.post(
+                    url, data=CHAT, headers={"Content-Type": "application/json"}
+                ) as r:
                     await r.read()
                     if r.status != 200:
                         raise SystemExit(f"{name}: HTTP {r.status}: {await r.text()}")
@@ -170,14 +177,30 @@ def main() -> None:
 
         async def setup() -> None:
             store = await PoolStore.connect(dsn)
-            await store.upsert(POOL, BudgetPoolSpec.model_validate(
-                {"calls": {"limit": 10**15}, "tokens": {"limit": 10**15},
-                 "costUSD": {"limit": 10**6}, "leaseFraction": 0.001}))
+            await store.upsert(
+                POOL,
+                BudgetPoolSpec.model_validate(
+                    {
+                        "calls": {"limit": 10**15},
+                        "tokens": {"limit": 10**15},
+                        "costUSD": {"limit": 10**6},
+                        "leaseFraction": 0.001,
+                    }
+                ),
+            )
             # The sidecars' pool: small leases (0.5% of what remains), so the pooled sidecar
             # renews several times during the run, in the background.
-            await store.upsert("bench/e2e", BudgetPoolSpec.model_validate(
-                {"calls": {"limit": 100_000}, "tokens": {"limit": 10**12},
-                 "costUSD": {"limit": 10**6}, "leaseFraction": 0.005}))
+            await store.upsert(
+                "bench/e2e",
+                BudgetPoolSpec.model_validate(
+                    {
+                        "calls": {"limit": 100_000},
+                        "tokens": {"limit": 10**12},
+                        "costUSD": {"limit": 10**6},
+                        "leaseFraction": 0.005,
+                    }
+                ),
+            )
             await store.close()
 
         asyncio.run(setup())
@@ -187,19 +210,35 @@ def main() -> None:
             print(f"   {conns} connection(s): {rate:8.0f} round trips/s")
         base, pooled, trips = asyncio.run(hot_path(dsn, 20000 if not args.quick else 5000))
         print("2. hot path in-process, per call")
-        print(f"   baseline (empty coroutine): {base:6.2f} us   reserve+settle: {pooled:6.2f} us"
-              f"   added: {pooled - base:6.2f} us   lease round trips: {trips}")
+        print(
+            f"   baseline (empty coroutine): {base:6.2f} us   reserve+settle: {pooled:6.2f} us"
+            f"   added: {pooled - base:6.2f} us   lease round trips: {trips}"
+        )
 
         halts = asyncio.run(halt_latency(dsn, 10 if args.quick else 40))
         print("2b. halt -> another member refuses (LISTEN/NOTIFY), per halt")
-        print(f"   p50 {pct(halts, 0.5) * 1000:6.2f} ms   max {max(halts) * 1000:6.2f} ms   "
-              f"target < 1000 ms")
+        print(
+            f"   p50 {pct(halts, 0.5) * 1000:6.2f} ms   max {max(halts) * 1000:6.2f} ms   "
+            f"target < 1000 ms"
+        )
 
         tmp = Path(tempfile.mkdtemp(prefix="haltgate-bench-pool-"))
         llm_port = free_port()
-        llm = subprocess.Popen([sys.executable, "-m", "haltgate.testbed.standins.llm", "--host",
-                                "127.0.0.1", "--port", str(llm_port), "--no-record"],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        llm = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "haltgate.testbed.standins.llm",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(llm_port),
+                "--no-record",
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         procs.append(llm)
         wait_port(llm_port, llm, "stand-in LLM")
         targets = {}
@@ -208,35 +247,64 @@ def main() -> None:
             path.write_text(yaml.safe_dump(sidecar_policy(f"http://127.0.0.1:{llm_port}", pool)))
             port = free_port()
             proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "haltgate"), "sidecar", "--policy", str(path),
-                 "--mode", "explicit", "--audit-sink", "memory", "--listen", f"127.0.0.1:{port}",
-                 "--admin-listen", f"127.0.0.1:{free_port()}",
-                 "--metrics-listen", f"127.0.0.1:{free_port()}", "--agent-namespace", "bench",
-                 "--agent-workload", name.replace(" ", "-"), "--pool-dsn", dsn,
-                 "--log-level", "warning"],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                env={**os.environ})
+                [
+                    str(Path(sys.executable).parent / "haltgate"),
+                    "sidecar",
+                    "--policy",
+                    str(path),
+                    "--mode",
+                    "explicit",
+                    "--audit-sink",
+                    "memory",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--admin-listen",
+                    f"127.0.0.1:{free_port()}",
+                    "--metrics-listen",
+                    f"127.0.0.1:{free_port()}",
+                    "--agent-namespace",
+                    "bench",
+                    "--agent-workload",
+                    name.replace(" ", "-"),
+                    "--pool-dsn",
+                    dsn,
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={**os.environ},
+            )
             procs.append(proc)
             wait_port(port, proc, f"sidecar ({name})")
             targets[name] = f"http://127.0.0.1:{port}/llm/v1/chat/completions"
         with psycopg.connect(dsn) as conn:
-            leases_before = conn.execute("SELECT last_value FROM "
-                                         "haltgate.pool_leases_id_seq").fetchone()[0]
+            leases_before = conn.execute(
+                "SELECT last_value FROM haltgate.pool_leases_id_seq"
+            ).fetchone()[0]
         lat = asyncio.run(end_to_end(targets, calls))
         with psycopg.connect(dsn) as conn:
-            leases_after = conn.execute("SELECT last_value FROM "
-                                        "haltgate.pool_leases_id_seq").fetchone()[0]
+            leases_after = conn.execute(
+                "SELECT last_value FROM haltgate.pool_leases_id_seq"
+            ).fetchone()[0]
         print(f"3. end to end, {calls} sequential calls each, interleaved")
         for name in targets:
-            print(f"   {name:8s} p50 {pct(lat[name], 0.5):6.3f} ms   "
-                  f"p99 {pct(lat[name], 0.99):6.3f} ms")
+            print(
+                f"   {name:8s} p50 {pct(lat[name], 0.5):6.3f} ms   "
+                f"p99 {pct(lat[name], 0.99):6.3f} ms"
+            )
         d50 = pct(lat["pool"], 0.5) - pct(lat["no pool"], 0.5)
         d99 = pct(lat["pool"], 0.99) - pct(lat["no pool"], 0.99)
         trips = max(1, leases_after - leases_before)
-        print(f"   added by the pool: p50 {d50:+.3f} ms   p99 {d99:+.3f} ms   "
-              f"ratio p50 {pct(lat['pool'], 0.5) / pct(lat['no pool'], 0.5):.3f}")
-        print(f"   lease round trips during the run: {leases_after - leases_before} "
-              f"({calls / trips:.0f} calls per round trip)")
+        print(
+            f"   added by the pool: p50 {d50:+.3f} ms   p99 {d99:+.3f} ms   "
+            f"ratio p50 {pct(lat['pool'], 0.5) / pct(lat['no pool'], 0.5):.3f}"
+        )
+        print(
+            f"   lease round trips during the run: {leases_after - leases_before} "
+            f"({calls / trips:.0f} calls per round trip)"
+        )
     finally:
         for p in procs:
             p.terminate()

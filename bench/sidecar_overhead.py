@@ -52,10 +52,20 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
-CHAT = orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [
-    {"role": "system", "content": "You are a helpful research assistant."},
-    {"role": "user", "content": "Summarise the findings of the attached report in three "
-                                "sentences, keeping the numbers."}]})
+CHAT = orjson.dumps(
+    {
+        "model": "gpt-4o-mini",
+        "max_tokens": 16,
+        "messages": [
+            {"role": "system", "content": "You are a helpful research assistant."},
+            {
+                "role": "user",
+                "content": "Summarise the findings of the attached report in three "
+                "sentences, keeping the numbers.",
+            },
+        ],
+    }
+)
 STREAM_CHAT = orjson.dumps({**orjson.loads(CHAT), "stream": True})
 TARGET_TAX_MS = 0.3
 TARGET_CPU_X_RELAY = 2.0
@@ -79,12 +89,12 @@ def free_port() -> int:
 
 def policy(upstream: str, guardrails: bool = False) -> dict[str, Any]:
     doc = {
-        "apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
         "metadata": {"name": "bench", "namespace": "bench"},
         "spec": {
             "selector": {"matchLabels": {"app": "bench"}},
-            "upstreams": [{"name": "llm", "url": upstream, "kind": "llm",
-                           "provider": "openai"}],
+            "upstreams": [{"name": "llm", "url": upstream, "kind": "llm", "provider": "openai"}],
             "budgets": {
                 "calls": {"limit": 10**9, "period": "hour", "window": "rolling"},
                 "tokens": {"limit": 10**12, "output": 10**12},
@@ -94,9 +104,18 @@ def policy(upstream: str, guardrails: bool = False) -> dict[str, Any]:
                 "riskScore": {"limit": 10**9},
                 "distinctTools": {"limit": 1000},
             },
-            "tools": {"default": "deny", "rules": [
-                {"name": "llm", "action": "allow", "kind": "llm", "models": ["gpt-4o-mini*"],
-                 "risk": 0.0}]},
+            "tools": {
+                "default": "deny",
+                "rules": [
+                    {
+                        "name": "llm",
+                        "action": "allow",
+                        "kind": "llm",
+                        "models": ["gpt-4o-mini*"],
+                        "risk": 0.0,
+                    }
+                ],
+            },
         },
     }
     if guardrails:
@@ -135,8 +154,9 @@ async def one(session: aiohttp.ClientSession, url: str) -> tuple[float, float | 
 async def first_byte(session: aiohttp.ClientSession, url: str) -> float:
     """Milliseconds from sending a streamed request to the first bytes of its body."""
     t0 = time.perf_counter()
-    async with session.post(url, data=STREAM_CHAT,
-                            headers={"Content-Type": "application/json"}) as r:
+    async with session.post(
+        url, data=STREAM_CHAT, headers={"Content-Type": "application/json"}
+    ) as r:
         if r.status != 200:
             raise SystemExit(f"{url}: HTTP {r.status}: {await r.text()}")
         await r.content.readany()
@@ -200,8 +220,9 @@ async def closed_loop(url: str, seconds: float, concurrency: int) -> tuple[int, 
         async def worker() -> None:
             nonlocal count
             while time.perf_counter() < stop:
-                async with s.post(url, data=CHAT,
-                                  headers={"Content-Type": "application/json"}) as r:
+                async with s.post(
+                    url, data=CHAT, headers={"Content-Type": "application/json"}
+                ) as r:
                     await r.read()
                 count += 1
 
@@ -214,8 +235,9 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-async def throughput(url: str, seconds: float, concurrency: int,
-                     proc: psutil.Process) -> tuple[float, float]:
+async def throughput(
+    url: str, seconds: float, concurrency: int, proc: psutil.Process
+) -> tuple[float, float]:
     """(wall req/s, req per CPU second of ``proc``)."""
     c0 = cpu_seconds(proc)
     n, wall = await closed_loop(url, seconds, concurrency)
@@ -229,19 +251,26 @@ def serve_bare_relay(port: int, upstream: str) -> None:
     from aiohttp import web
 
     async def start() -> None:
-        session = aiohttp.ClientSession(auto_decompress=False,
-                                        skip_auto_headers=("User-Agent", "Accept-Encoding"))
+        session = aiohttp.ClientSession(
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding")
+        )
 
         async def relay(request: web.Request) -> web.StreamResponse:
             body = await request.read()
             rest = request.path_qs.split("/", 2)[2]  # drop the /<alias> prefix
-            async with session.request(request.method, f"{upstream}/{rest}", data=body,
-                                       headers={"Content-Type": "application/json"}) as r:
+            async with session.request(
+                request.method,
+                f"{upstream}/{rest}",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as r:
                 if r.content_type != "text/event-stream":
-                    return web.Response(status=r.status, body=await r.read(),
-                                        content_type=r.content_type)
-                resp = web.StreamResponse(status=r.status,
-                                          headers={"Content-Type": "text/event-stream"})
+                    return web.Response(
+                        status=r.status, body=await r.read(), content_type=r.content_type
+                    )
+                resp = web.StreamResponse(
+                    status=r.status, headers={"Content-Type": "text/event-stream"}
+                )
                 await resp.prepare(request)
                 async for chunk in r.content.iter_any():
                     await resp.write(chunk)
@@ -270,18 +299,27 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="requests/s, latency run")
     ap.add_argument("--seconds", type=float, default=8.0, help="per target, throughput run")
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--audit", choices=["spool", "memory"], default="spool",
-                    help="spool: fsync'd audit spool (production); memory: no audit I/O")
-    ap.add_argument("--state", choices=["disk", "tmpfs", "none"], default="disk",
-                    help="where the budget state file (and the spool) live: a disk "
-                         "directory (production emptyDir), /dev/shm, or nowhere (memory)")
+    ap.add_argument(
+        "--audit",
+        choices=["spool", "memory"],
+        default="spool",
+        help="spool: fsync'd audit spool (production); memory: no audit I/O",
+    )
+    ap.add_argument(
+        "--state",
+        choices=["disk", "tmpfs", "none"],
+        default="disk",
+        help="where the budget state file (and the spool) live: a disk "
+        "directory (production emptyDir), /dev/shm, or nowhere (memory)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.requests, args.seconds = 300, 2.0
 
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO))
-                                         if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
+    }
     up_port, bare_port = free_port(), free_port()
     ports = {SIDECAR: free_port(), GUARDED: free_port()}
     procs: list[subprocess.Popen[bytes]] = []
@@ -290,20 +328,28 @@ def main() -> None:
         upstream_url = f"http://127.0.0.1:{up_port}"
         try:
             upstream = subprocess.Popen(
-                [PY, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port),
-                 "--no-record"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE)
+                [PY, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port), "--no-record"],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             procs.append(upstream)
             sidecars = {}
             for name, port in ports.items():
                 work = Path(tmp) / name.replace(" ", "-").replace(",", "")
                 work.mkdir()
-                sidecars[name] = start_sidecar(args, work, port, policy(
-                    upstream_url, guardrails=name == GUARDED), env, shm)
+                sidecars[name] = start_sidecar(
+                    args, work, port, policy(upstream_url, guardrails=name == GUARDED), env, shm
+                )
                 procs.append(sidecars[name])
-            bare = subprocess.Popen([PY, __file__, "--serve-bare-relay", str(bare_port),
-                                     upstream_url], cwd=REPO, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            bare = subprocess.Popen(
+                [PY, __file__, "--serve-bare-relay", str(bare_port), upstream_url],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             procs.append(bare)
             wait_port(up_port, upstream, "stand-in LLM")
             for name, port in ports.items():
@@ -312,12 +358,16 @@ def main() -> None:
             targets = {
                 "direct": f"{upstream_url}/v1/chat/completions",
                 RELAY: f"http://127.0.0.1:{bare_port}/llm/v1/chat/completions",
-                **{name: f"http://127.0.0.1:{port}/llm/v1/chat/completions"
-                   for name, port in ports.items()},
+                **{
+                    name: f"http://127.0.0.1:{port}/llm/v1/chat/completions"
+                    for name, port in ports.items()
+                },
             }
-            processes = {"direct": psutil.Process(upstream.pid),
-                         RELAY: psutil.Process(bare.pid),
-                         **{name: psutil.Process(p.pid) for name, p in sidecars.items()}}
+            processes = {
+                "direct": psutil.Process(upstream.pid),
+                RELAY: psutil.Process(bare.pid),
+                **{name: psutil.Process(p.pid) for name, p in sidecars.items()},
+            }
             run(args, targets, processes)
         finally:
             for proc in reversed(procs):
@@ -330,8 +380,14 @@ def main() -> None:
                 shutil.rmtree(path, ignore_errors=True)  # /dev/shm is memory: never leave it
 
 
-def start_sidecar(args: argparse.Namespace, work: Path, port: int, doc: dict[str, Any],
-                  env: dict[str, str], shm: list[Path]) -> subprocess.Popen[bytes]:
+def start_sidecar(
+    args: argparse.Namespace,
+    work: Path,
+    port: int,
+    doc: dict[str, Any],
+    env: dict[str, str],
+    shm: list[Path],
+) -> subprocess.Popen[bytes]:
     policy_path = work / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(doc))
     state: Path | None
@@ -342,89 +398,128 @@ def start_sidecar(args: argparse.Namespace, work: Path, port: int, doc: dict[str
         state = work / "state"
     else:
         state = None
-    cmd = [PY, "-c", "from haltgate.cli.main import main; main()", "sidecar",
-           "--policy", str(policy_path),
-           "--mode", "explicit", "--listen", f"127.0.0.1:{port}",
-           "--admin-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-           "--log-level", "warning"]
+    cmd = [
+        PY,
+        "-c",
+        "from haltgate.cli.main import main; main()",
+        "sidecar",
+        "--policy",
+        str(policy_path),
+        "--mode",
+        "explicit",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--log-level",
+        "warning",
+    ]
     if state is not None:
         cmd += ["--state-dir", str(state)]
     elif args.audit == "spool":
         cmd += ["--audit-dir", str(work / "audit")]
     cmd += ["--audit-sink", args.audit]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def run(args: argparse.Namespace, targets: dict[str, str],
-        procs: dict[str, psutil.Process]) -> None:
-    print(f"sidecar overhead bench: audit={args.audit}, state={args.state}, "
-          f"{os.cpu_count()} CPUs (shared), load average {os.getloadavg()[0]:.1f}")
+def run(
+    args: argparse.Namespace, targets: dict[str, str], procs: dict[str, psutil.Process]
+) -> None:
+    print(
+        f"sidecar overhead bench: audit={args.audit}, state={args.state}, "
+        f"{os.cpu_count()} CPUs (shared), load average {os.getloadavg()[0]:.1f}"
+    )
     cpu0 = {name: cpu_seconds(p) for name, p in procs.items()}
     lat = asyncio.run(latency(targets, args.requests, args.rate))
     calls = args.requests + 200  # the warm-up calls count too
     cpu_ms = {name: (cpu_seconds(p) - cpu0[name]) * 1000 / calls for name, p in procs.items()}
     cpu_ms["direct"] /= len(targets)  # the upstream served every target's calls
     d = lat["direct"]
-    added = {name: (pct(xs, .5) - pct(d, .5), pct(xs, .99) - pct(d, .99))
-             for name, xs in lat.items() if name in targets}
+    added = {
+        name: (pct(xs, 0.5) - pct(d, 0.5), pct(xs, 0.99) - pct(d, 0.99))
+        for name, xs in lat.items()
+        if name in targets
+    }
     r50, r99 = added[RELAY]
-    print(f"\n1. latency, {args.requests} requests per target, round-robin, "
-          f"~{args.rate:.0f} req/s sequential (x relay: added latency as a multiple of "
-          "the relay's; CPU-ms per call of the target's process)")
-    print(f"   {'':24}{'p50 ms':>8}{'p99 ms':>8}{'+p50':>8}{'+p99':>8}{'+p50 x':>8}"
-          f"{'+p99 x':>8}{'CPU-ms':>8}{'CPU x':>7}")
+    print(
+        f"\n1. latency, {args.requests} requests per target, round-robin, "
+        f"~{args.rate:.0f} req/s sequential (x relay: added latency as a multiple of "
+        "the relay's; CPU-ms per call of the target's process)"
+    )
+    print(
+        f"   {'':24}{'p50 ms':>8}{'p99 ms':>8}{'+p50':>8}{'+p99':>8}{'+p50 x':>8}"
+        f"{'+p99 x':>8}{'CPU-ms':>8}{'CPU x':>7}"
+    )
     for name in targets:
         xs = lat[name]
         a50, a99 = added[name]
-        ratio = (f"{a50 / r50:8.2f}{a99 / r99:8.2f}" if name != "direct" and r50 > 0
-                 and r99 > 0 else f"{'':8}{'':8}")
-        print(f"   {name:24}{pct(xs, .5):8.3f}{pct(xs, .99):8.3f}{a50:8.3f}{a99:8.3f}{ratio}"
-              f"{cpu_ms[name]:8.3f}{cpu_ms[name] / cpu_ms[RELAY]:7.2f}")
+        ratio = (
+            f"{a50 / r50:8.2f}{a99 / r99:8.2f}"
+            if name != "direct" and r50 > 0 and r99 > 0
+            else f"{'':8}{'':8}"
+        )
+        print(
+            f"   {name:24}{pct(xs, 0.5):8.3f}{pct(xs, 0.99):8.3f}{a50:8.3f}{a99:8.3f}{ratio}"
+            f"{cpu_ms[name]:8.3f}{cpu_ms[name] / cpu_ms[RELAY]:7.2f}"
+        )
     h = lat["header"]
     if h:
-        print(f"   x-haltgate-overhead-ms (both sidecars): p50 {pct(h, .5):.3f}, "
-              f"p99 {pct(h, .99):.3f}")
+        print(
+            f"   x-haltgate-overhead-ms (both sidecars): p50 {pct(h, 0.5):.3f}, "
+            f"p99 {pct(h, 0.99):.3f}"
+        )
     tax = added[SIDECAR][0] - r50
     cpu_x = cpu_ms[SIDECAR] / cpu_ms[RELAY]
     guard_cpu = cpu_ms[GUARDED] - cpu_ms[SIDECAR]
-    print(f"   governance tax (sidecar +p50 - relay +p50): {tax:.3f} ms "
-          f"(target <= {TARGET_TAX_MS}: {_met(tax <= TARGET_TAX_MS)}); CPU per call "
-          f"{cpu_x:.2f}x the relay (target <= {TARGET_CPU_X_RELAY}: "
-          f"{_met(cpu_x <= TARGET_CPU_X_RELAY)}); guardrails on add {guard_cpu:+.3f} CPU-ms "
-          f"per call (target <= +{TARGET_GUARDRAILS_CPU_MS}: "
-          f"{_met(guard_cpu <= TARGET_GUARDRAILS_CPU_MS)})")
+    print(
+        f"   governance tax (sidecar +p50 - relay +p50): {tax:.3f} ms "
+        f"(target <= {TARGET_TAX_MS}: {_met(tax <= TARGET_TAX_MS)}); CPU per call "
+        f"{cpu_x:.2f}x the relay (target <= {TARGET_CPU_X_RELAY}: "
+        f"{_met(cpu_x <= TARGET_CPU_X_RELAY)}); guardrails on add {guard_cpu:+.3f} CPU-ms "
+        f"per call (target <= +{TARGET_GUARDRAILS_CPU_MS}: "
+        f"{_met(guard_cpu <= TARGET_GUARDRAILS_CPU_MS)})"
+    )
 
     n_stream = max(50, args.requests // 2)
     ttfb = asyncio.run(streaming(targets, n_stream, args.rate))
-    t50 = pct(ttfb["direct"], .5)
-    relay_added = pct(ttfb[RELAY], .5) - t50
-    print(f"\n2. streaming time to first byte, {n_stream} streamed requests per target, "
-          "round-robin")
+    t50 = pct(ttfb["direct"], 0.5)
+    relay_added = pct(ttfb[RELAY], 0.5) - t50
+    print(
+        f"\n2. streaming time to first byte, {n_stream} streamed requests per target, round-robin"
+    )
     print(f"   {'':24}{'p50 ms':>8}{'p99 ms':>8}{'+p50':>8}{'+p50 x':>8}")
     for name in targets:
         xs = ttfb[name]
-        a50 = pct(xs, .5) - t50
+        a50 = pct(xs, 0.5) - t50
         ratio = f"{a50 / relay_added:8.2f}" if name != "direct" and relay_added > 0 else ""
-        print(f"   {name:24}{pct(xs, .5):8.3f}{pct(xs, .99):8.3f}{a50:8.3f}{ratio}")
-    ttfb_tax = pct(ttfb[SIDECAR], .5) - pct(ttfb[RELAY], .5)
-    print(f"   streaming TTFB tax (sidecar - relay, p50): {ttfb_tax:.3f} ms "
-          f"(target <= {TARGET_TTFB_TAX_MS}: {_met(ttfb_tax <= TARGET_TTFB_TAX_MS)})")
+        print(f"   {name:24}{pct(xs, 0.5):8.3f}{pct(xs, 0.99):8.3f}{a50:8.3f}{ratio}")
+    ttfb_tax = pct(ttfb[SIDECAR], 0.5) - pct(ttfb[RELAY], 0.5)
+    print(
+        f"   streaming TTFB tax (sidecar - relay, p50): {ttfb_tax:.3f} ms "
+        f"(target <= {TARGET_TTFB_TAX_MS}: {_met(ttfb_tax <= TARGET_TTFB_TAX_MS)})"
+    )
 
-    print(f"\n3. throughput, closed loop, {args.concurrency} in flight, "
-          f"{args.seconds:.0f} s per target")
+    print(
+        f"\n3. throughput, closed loop, {args.concurrency} in flight, "
+        f"{args.seconds:.0f} s per target"
+    )
     results = {}
     for name, url in targets.items():
-        results[name] = asyncio.run(throughput(url, args.seconds, args.concurrency,
-                                               procs[name]))
+        results[name] = asyncio.run(throughput(url, args.seconds, args.concurrency, procs[name]))
     for name, (rps, per_core) in results.items():
         ratio = per_core / results[RELAY][1]
-        print(f"   {name:24}{rps:8.0f} req/s wall {per_core:8.0f} req per CPU-s of its "
-              f"process ({ratio:.2f}x the relay)")
+        print(
+            f"   {name:24}{rps:8.0f} req/s wall {per_core:8.0f} req per CPU-s of its "
+            f"process ({ratio:.2f}x the relay)"
+        )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,11 @@ def summarise(raw: Path, top: int = 30) -> None:
     print("inclusive, haltgate code:")
     shown = 0
     for frame, n in incl.most_common():
-        if "haltgate" in frame or re.search(r"\((pipeline|governor|spool|record|usage|"
-                                            r"classify|budget|core)\.py\)", frame):
+        if "haltgate" in frame or re.search(
+            r"\((pipeline|governor|spool|record|usage|"
+            r"classify|budget|core)\.py\)",
+            frame,
+        ):
             print(f"  {100 * n / total:5.1f}% {frame}")
             shown += 1
             if shown == top:
@@ -83,33 +86,55 @@ async def profile(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
         policy_path=policy_path,
         state_dir=tmp / "state" if args.state == "tmpfs" else None,
         audit_dir=tmp / "audit" if args.audit == "spool" else None,
-        explicit=Listen("127.0.0.1", port), admin=Listen("127.0.0.1", 0),
-        metrics=Listen("127.0.0.1", 0))
+        explicit=Listen("127.0.0.1", port),
+        admin=Listen("127.0.0.1", 0),
+        metrics=Listen("127.0.0.1", 0),
+    )
     sidecar = Sidecar(settings)
     await sidecar.start()
     try:
         url = f"http://127.0.0.1:{port}/llm/v1/chat/completions"
         load = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", LOAD.format(bench=str(REPO / "bench")), url,
-            str(args.seconds), str(args.concurrency), stdout=subprocess.PIPE)
+            sys.executable,
+            "-c",
+            LOAD.format(bench=str(REPO / "bench")),
+            url,
+            str(args.seconds),
+            str(args.concurrency),
+            stdout=subprocess.PIPE,
+        )
         spy = None
         if args.py_spy:
             await asyncio.sleep(0.5)  # past the load generator's warm-up
             spy = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-                str(os.getpid()), "--duration", str(max(1, int(args.seconds) - 1)),
-                "--rate", "500", "--format", "raw", "-o", str(tmp / "spy.txt"),
-                "--nonblocking", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(os.getpid()),
+                "--duration",
+                str(max(1, int(args.seconds) - 1)),
+                "--rate",
+                "500",
+                "--format",
+                "raw",
+                "-o",
+                str(tmp / "spy.txt"),
+                "--nonblocking",
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         cpu0 = time.process_time()
         out, _ = await load.communicate()
         cpu = time.process_time() - cpu0
         if spy is not None:
             await spy.wait()
         n, wall = out.split()
-        print(f"audit={args.audit} state={args.state} concurrency={args.concurrency}, load "
-              f"average {os.getloadavg()[0]:.1f}: {int(n)} requests in {float(wall):.1f} s, "
-              f"sidecar CPU {cpu:.2f} s -> {int(n) / cpu:.0f} requests per CPU-second "
-              f"({cpu / int(n) * 1e6:.0f} us each, warm-up included)")
+        print(
+            f"audit={args.audit} state={args.state} concurrency={args.concurrency}, load "
+            f"average {os.getloadavg()[0]:.1f}: {int(n)} requests in {float(wall):.1f} s, "
+            f"sidecar CPU {cpu:.2f} s -> {int(n) / cpu:.0f} requests per CPU-second "
+            f"({cpu / int(n) * 1e6:.0f} us each, warm-up included)"
+        )
         if spy is not None:
             summarise(tmp / "spy.txt")
     finally:
@@ -124,13 +149,25 @@ def main() -> None:
     ap.add_argument("--state", choices=["tmpfs", "none"], default="tmpfs")
     ap.add_argument("--py-spy", action="store_true", help="record and print a profile")
     args = ap.parse_args()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
+    }
     up_port = overhead.free_port()
     upstream = subprocess.Popen(
-        [sys.executable, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port),
-         "--no-record"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "haltgate.testbed.standins.llm",
+            "--port",
+            str(up_port),
+            "--no-record",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         overhead.wait_port(up_port, upstream, "stand-in LLM")
         with tempfile.TemporaryDirectory(prefix="hg-profile-", dir="/dev/shm") as tmp:

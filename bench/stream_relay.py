@@ -36,14 +36,31 @@ from haltgate.sidecar.usage import Dialect, UsageReader
 def stream(n: int) -> list[bytes]:
     chunks = []
     for i in range(n):
-        obj = {"id": "chatcmpl-abc", "object": "chat.completion.chunk", "created": 1,
-               "model": "gpt-4o-mini", "system_fingerprint": "fp_1",
-               "choices": [{"index": 0, "delta": {"content": f" tok{i}"},
-                            "logprobs": None, "finish_reason": None}], "usage": None}
+        obj = {
+            "id": "chatcmpl-abc",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "system_fingerprint": "fp_1",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": f" tok{i}"},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ],
+            "usage": None,
+        }
         chunks.append(b"data: " + orjson.dumps(obj) + b"\n\n")
-    final = {"id": "chatcmpl-abc", "object": "chat.completion.chunk", "created": 1,
-             "model": "gpt-4o-mini", "choices": [],
-             "usage": {"prompt_tokens": 10, "completion_tokens": n, "total_tokens": n + 10}}
+    final = {
+        "id": "chatcmpl-abc",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [],
+        "usage": {"prompt_tokens": 10, "completion_tokens": n, "total_tokens": n + 10},
+    }
     chunks.append(b"data: " + orjson.dumps(final) + b"\n\n")
     chunks.append(b"data: [DONE]\n\n")
     return chunks
@@ -62,8 +79,11 @@ def frame_read(chunks: list[bytes], hide: bool, reencode: bool = False) -> int:
             if reencode and isinstance(obj, dict):
                 if "usage" in obj and not obj.get("choices"):
                     continue
-                raw = b"data: " + orjson.dumps({k: v for k, v in obj.items()
-                                                if k != "usage"}) + b"\n\n"
+                raw = (
+                    b"data: "
+                    + orjson.dumps({k: v for k, v in obj.items() if k != "usage"})
+                    + b"\n\n"
+                )
             elif hide:
                 raw = hidden.visible(raw, event, obj)
             out += len(raw)
@@ -83,8 +103,7 @@ def parse_hold(chunks: list[bytes]) -> int:
     return out
 
 
-def timed(rows: dict[str, Callable[[], object]], rounds: int, events: int
-          ) -> dict[str, float]:
+def timed(rows: dict[str, Callable[[], object]], rounds: int, events: int) -> dict[str, float]:
     """Best time per event of each row, the rows interleaved round by round (the machine
     is shared: a busy moment then slows every row alike)."""
     best = dict.fromkeys(rows, float("inf"))
@@ -104,8 +123,10 @@ def main() -> None:
     paced = stream(args.events)
     burst = [b"".join(paced)]
     n = len(paced)
-    print(f"metered SSE relay, {args.events} chunks + usage + [DONE]; best of "
-          f"{args.rounds}, microseconds per event")
+    print(
+        f"metered SSE relay, {args.events} chunks + usage + [DONE]; best of "
+        f"{args.rounds}, microseconds per event"
+    )
     print(f"   {'':18}{'paced':>9}{'burst':>9}")
     rows: dict[str, Callable[[list[bytes]], object]] = {
         "parse+hold (main)": parse_hold,

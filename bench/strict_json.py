@@ -28,11 +28,16 @@ from haltgate.governance.canonical import canonical_path
 
 def _chat(messages: int, words: int) -> bytes:
     text = " ".join(["lorem ipsum dolor sit amet"] * (words // 5))
-    return orjson.dumps({
-        "model": "gpt-4o-mini", "max_tokens": 256, "stream": True,
-        "messages": [{"role": "user" if i % 2 else "assistant", "content": text}
-                     for i in range(messages)],
-    })
+    return orjson.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "max_tokens": 256,
+            "stream": True,
+            "messages": [
+                {"role": "user" if i % 2 else "assistant", "content": text} for i in range(messages)
+            ],
+        }
+    )
 
 
 def _bodies() -> dict[str, bytes]:
@@ -40,20 +45,53 @@ def _bodies() -> dict[str, bytes]:
         "chat 1 msg": _chat(1, 20),
         "chat 20 msgs (~4 KB)": _chat(20, 30),
         "chat 200 msgs (~120 KB)": _chat(200, 100),
-        "mcp tools/call": orjson.dumps({
-            "jsonrpc": "2.0", "id": 7, "method": "tools/call",
-            "params": {"name": "create_issue", "arguments": {
-                "repo": "acme/app", "title": "x" * 80, "labels": ["bug", "p1"],
-                "body": {"text": "y" * 400, "links": [{"url": "https://e.x", "rel": "a"}]}}}}),
-        "mcp args with Upper-Case keys": orjson.dumps({
-            "jsonrpc": "2.0", "id": 8, "method": "tools/call",
-            "params": {"name": "http_get", "arguments": {
-                "url": "https://e.x", "headers": {"Content-Type": "a", "Accept": "b"}}}}),
-        "responses + inline image (~400 KB)": orjson.dumps({
-            "model": "gpt-4o", "input": [{"role": "user", "content": [
-                {"type": "input_text", "text": "what is this?"},
-                {"type": "input_image",
-                 "image_url": "data:image/png;base64," + "QUJD" * 100_000}]}]}),
+        "mcp tools/call": orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "method": "tools/call",
+                "params": {
+                    "name": "create_issue",
+                    "arguments": {
+                        "repo": "acme/app",
+                        "title": "x" * 80,
+                        "labels": ["bug", "p1"],
+                        "body": {"text": "y" * 400, "links": [{"url": "https://e.x", "rel": "a"}]},
+                    },
+                },
+            }
+        ),
+        "mcp args with Upper-Case keys": orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 8,
+                "method": "tools/call",
+                "params": {
+                    "name": "http_get",
+                    "arguments": {
+                        "url": "https://e.x",
+                        "headers": {"Content-Type": "a", "Accept": "b"},
+                    },
+                },
+            }
+        ),
+        "responses + inline image (~400 KB)": orjson.dumps(
+            {
+                "model": "gpt-4o",
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_text", "text": "what is this?"},
+                            {
+                                "type": "input_image",
+                                "image_url": "data:image/png;base64," + "QUJD" * 100_000,
+                            },
+                        ],
+                    }
+                ],
+            }
+        ),
     }
 
 
@@ -73,8 +111,9 @@ def main() -> None:
     args = parser.parse_args()
     scale = 0.05 if args.quick else 1.0
 
-    print(f"{'body':36} {'bytes':>8} {'orjson':>9} {'strict':>9} {'+us':>8} {'hook':>9}"
-          f" {'+refs':>8}")
+    print(
+        f"{'body':36} {'bytes':>8} {'orjson':>9} {'strict':>9} {'+us':>8} {'hook':>9} {'+refs':>8}"
+    )
     for name, body in _bodies().items():
         number = max(5, int(scale * 200_000 / max(len(body) // 200, 1)))
         base = _best_us(lambda b=body: orjson.loads(b), number)
@@ -83,10 +122,15 @@ def main() -> None:
         strict = _best_us(lambda b=body, n=nested: strict_json.loads(b, nested=n), number)
         hook = _best_us(lambda b=body: json.loads(b, object_pairs_hook=_hook), number)
         obj = orjson.loads(body)
-        refs = (_best_us(lambda o=obj: llm_body.context_reference(o), number)
-                if isinstance(obj, dict) and "model" in obj else 0.0)
-        print(f"{name:36} {len(body):>8} {base:>8.2f}u {strict:>8.2f}u {strict - base:>7.2f}u"
-              f" {hook:>8.2f}u {refs:>7.2f}u")
+        refs = (
+            _best_us(lambda o=obj: llm_body.context_reference(o), number)
+            if isinstance(obj, dict) and "model" in obj
+            else 0.0
+        )
+        print(
+            f"{name:36} {len(body):>8} {base:>8.2f}u {strict:>8.2f}u {strict - base:>7.2f}u"
+            f" {hook:>8.2f}u {refs:>7.2f}u"
+        )
 
     number = max(1000, int(scale * 300_000))
     plain = _best_us(lambda: canonical_path("/v1/chat/completions"), number)

@@ -58,8 +58,9 @@ spec:
 
 
 def _overhead_module() -> Any:
-    spec = importlib.util.spec_from_file_location("sidecar_overhead",
-                                                  REPO / "bench" / "sidecar_overhead.py")
+    spec = importlib.util.spec_from_file_location(
+        "sidecar_overhead", REPO / "bench" / "sidecar_overhead.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -94,55 +95,75 @@ def client(args: argparse.Namespace) -> None:
         "transparent": "http://llm.test/v1/chat/completions",
         "explicit": "http://127.0.0.1:17000/llm/v1/chat/completions",
     }
-    print(f"transparent overhead bench: uid {os.getuid()}, {os.cpu_count()} CPUs (shared), "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"transparent overhead bench: uid {os.getuid()}, {os.cpu_count()} CPUs (shared), "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     lat = asyncio.run(bench.latency(targets, args.requests, args.rate))
     d = lat["direct"]
-    print(f"\n1. latency, {args.requests} requests per target, round-robin, "
-          f"~{args.rate:.0f} req/s sequential")
-    print(f"   {'':14}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}"
-          f"{'p50 x':>8}{'p99 x':>8}")
+    print(
+        f"\n1. latency, {args.requests} requests per target, round-robin, "
+        f"~{args.rate:.0f} req/s sequential"
+    )
+    print(
+        f"   {'':14}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}"
+        f"{'p50 x':>8}{'p99 x':>8}"
+    )
     added = {}
     for name in targets:
         xs = lat[name]
-        a50, a99 = bench.pct(xs, .5) - bench.pct(d, .5), bench.pct(xs, .99) - bench.pct(d, .99)
+        a50, a99 = bench.pct(xs, 0.5) - bench.pct(d, 0.5), bench.pct(xs, 0.99) - bench.pct(d, 0.99)
         added[name] = (a50, a99)
-        print(f"   {name:14}{bench.pct(xs, .5):9.3f}{bench.pct(xs, .99):9.3f}{a50:11.3f}"
-              f"{a99:11.3f}{bench.pct(xs, .5) / bench.pct(d, .5):8.2f}"
-              f"{bench.pct(xs, .99) / bench.pct(d, .99):8.2f}")
+        print(
+            f"   {name:14}{bench.pct(xs, 0.5):9.3f}{bench.pct(xs, 0.99):9.3f}{a50:11.3f}"
+            f"{a99:11.3f}{bench.pct(xs, 0.5) / bench.pct(d, 0.5):8.2f}"
+            f"{bench.pct(xs, 0.99) / bench.pct(d, 0.99):8.2f}"
+        )
     a50, a99 = added["transparent"]
-    print(f"   transparent: target added p50 <= {bench.TARGET_P50_MS} ms "
-          f"{'met' if a50 <= bench.TARGET_P50_MS else 'NOT met'}; p99 <= "
-          f"{bench.TARGET_P99_MS} ms {'met' if a99 <= bench.TARGET_P99_MS else 'NOT met'}")
+    print(
+        f"   transparent: target added p50 <= {bench.TARGET_P50_MS} ms "
+        f"{'met' if a50 <= bench.TARGET_P50_MS else 'NOT met'}; p99 <= "
+        f"{bench.TARGET_P99_MS} ms {'met' if a99 <= bench.TARGET_P99_MS else 'NOT met'}"
+    )
 
-    print(f"\n2. a new TCP connection per request (what the listener adds per connection: "
-          f"SO_ORIGINAL_DST, peek, hand-over), {args.requests // 2} sequential requests")
+    print(
+        f"\n2. a new TCP connection per request (what the listener adds per connection: "
+        f"SO_ORIGINAL_DST, peek, hand-over), {args.requests // 2} sequential requests"
+    )
     fresh = asyncio.run(fresh_connections(targets, args.requests // 2))
     fd = fresh["direct"]
     for name, xs in fresh.items():
-        print(f"   {name:14}{bench.pct(xs, .5):9.3f}{bench.pct(xs, .99):9.3f}"
-              f"{bench.pct(xs, .5) - bench.pct(fd, .5):11.3f}"
-              f"{bench.pct(xs, .99) - bench.pct(fd, .99):11.3f}")
+        print(
+            f"   {name:14}{bench.pct(xs, 0.5):9.3f}{bench.pct(xs, 0.99):9.3f}"
+            f"{bench.pct(xs, 0.5) - bench.pct(fd, 0.5):11.3f}"
+            f"{bench.pct(xs, 0.99) - bench.pct(fd, 0.99):11.3f}"
+        )
     te, ex = fresh["transparent"], fresh["explicit"]
-    print(f"   transparent - explicit (the listener's own cost): p50 "
-          f"{bench.pct(te, .5) - bench.pct(ex, .5):.3f} ms")
+    print(
+        f"   transparent - explicit (the listener's own cost): p50 "
+        f"{bench.pct(te, 0.5) - bench.pct(ex, 0.5):.3f} ms"
+    )
 
     sidecar = psutil.Process(args.sidecar_pid)
     upstream = psutil.Process(args.upstream_pid)
-    print(f"\n3. throughput, closed loop, {args.concurrency} in flight, "
-          f"{args.seconds:.0f} s per target")
+    print(
+        f"\n3. throughput, closed loop, {args.concurrency} in flight, "
+        f"{args.seconds:.0f} s per target"
+    )
     per_core = {}
     for name, url in targets.items():
         proc = upstream if name == "direct" else sidecar
         rps, per_core[name] = asyncio.run(
-            bench.throughput(url, args.seconds, args.concurrency, proc))
+            bench.throughput(url, args.seconds, args.concurrency, proc)
+        )
         who = "upstream" if name == "direct" else "sidecar"
-        print(f"   {name:14}{rps:8.0f} req/s wall {per_core[name]:8.0f} req per CPU-s "
-              f"of the {who}")
+        print(f"   {name:14}{rps:8.0f} req/s wall {per_core[name]:8.0f} req per CPU-s of the {who}")
     t = per_core["transparent"]
-    print(f"   transparent vs explicit per core: {t / per_core['explicit']:.2f}; "
-          f"target >= {bench.TARGET_RPS_PER_CORE} req/s per core: "
-          f"{'met' if t >= bench.TARGET_RPS_PER_CORE else 'NOT met'}")
+    print(
+        f"   transparent vs explicit per core: {t / per_core['explicit']:.2f}; "
+        f"target >= {bench.TARGET_RPS_PER_CORE} req/s per core: "
+        f"{'met' if t >= bench.TARGET_RPS_PER_CORE else 'NOT met'}"
+    )
 
 
 async def fresh_connections(targets: dict[str, str], n: int) -> dict[str, list[float]]:
@@ -187,8 +208,7 @@ def orchestrate(args: argparse.Namespace) -> None:
     topo = harness.Topology.create(harness.free_tag())
     etc = Path("/etc/netns") / topo.pod.name
     procs: list[subprocess.Popen[bytes]] = []
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-           "HOME": str(workdir)}
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(workdir)}
     try:
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "hosts").write_text(f"{harness.UPSTREAM_V4} llm.test\n127.0.0.1 localhost\n")
@@ -198,28 +218,70 @@ def orchestrate(args: argparse.Namespace) -> None:
         state.mkdir()
         os.chown(state, SIDECAR_UID, SIDECAR_UID)
         up_log = workdir / "upstream.log"
-        upstream = topo.upstream.popen([sys.executable, __file__, "--serve-upstream",
-                                        harness.UPSTREAM_V4], env=env, log=up_log)
+        upstream = topo.upstream.popen(
+            [sys.executable, __file__, "--serve-upstream", harness.UPSTREAM_V4], env=env, log=up_log
+        )
         procs.append(upstream)
         _wait_ready(upstream, up_log, "stand-in LLM")
         sidecar = topo.pod.popen(
-            [str(Path(sys.executable).parent / "haltgate"), "sidecar", "--policy", str(policy),
-             "--state-dir", str(state), "--mode", "transparent", "--log-level", "warning"],
-            uid=SIDECAR_UID, env=env, log=workdir / "sidecar.log")
+            [
+                str(Path(sys.executable).parent / "haltgate"),
+                "sidecar",
+                "--policy",
+                str(policy),
+                "--state-dir",
+                str(state),
+                "--mode",
+                "transparent",
+                "--log-level",
+                "warning",
+            ],
+            uid=SIDECAR_UID,
+            env=env,
+            log=workdir / "sidecar.log",
+        )
         procs.append(sidecar)
         for port in (17001, 17000):
             harness.wait_port(topo.pod, "127.0.0.1", port, proc=sidecar)
-        topo.pod.run([str(Path(sys.executable).parent / "haltgate"), "iptables", "apply",
-                      "--proxy-uid", str(SIDECAR_UID), "--no-dns", "--exclude-port", "8081"])
-        argv = ["setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups",
-                "env", *(f"{k}={v}" for k, v in env.items()), sys.executable, __file__,
-                "--client", "--sidecar-pid", str(_child_pid(sidecar)),
-                "--upstream-pid", str(_child_pid(upstream)),
-                "--requests", str(args.requests), "--rate", str(args.rate),
-                "--seconds", str(args.seconds), "--concurrency", str(args.concurrency)]
+        topo.pod.run(
+            [
+                str(Path(sys.executable).parent / "haltgate"),
+                "iptables",
+                "apply",
+                "--proxy-uid",
+                str(SIDECAR_UID),
+                "--no-dns",
+                "--exclude-port",
+                "8081",
+            ]
+        )
+        argv = [
+            "setpriv",
+            f"--reuid={AGENT_UID}",
+            f"--regid={AGENT_UID}",
+            "--clear-groups",
+            "env",
+            *(f"{k}={v}" for k, v in env.items()),
+            sys.executable,
+            __file__,
+            "--client",
+            "--sidecar-pid",
+            str(_child_pid(sidecar)),
+            "--upstream-pid",
+            str(_child_pid(upstream)),
+            "--requests",
+            str(args.requests),
+            "--rate",
+            str(args.rate),
+            "--seconds",
+            str(args.seconds),
+            "--concurrency",
+            str(args.concurrency),
+        ]
         timeout = 120 + args.requests * 3 / args.rate + args.seconds * 3
-        done = subprocess.run(topo.pod.exec_argv(argv), text=True, capture_output=True,
-                              timeout=timeout, check=False)
+        done = subprocess.run(
+            topo.pod.exec_argv(argv), text=True, capture_output=True, timeout=timeout, check=False
+        )
         print(done.stdout, end="")
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)

@@ -69,8 +69,9 @@ def quantile(cum: list[tuple[float, float]], q: float) -> float:
     return prev_le
 
 
-def delta(after: list[tuple[float, float]],
-          before: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def delta(
+    after: list[tuple[float, float]], before: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
     b = dict(before)
     return [(le, c - b.get(le, 0.0)) for le, c in after]
 
@@ -79,15 +80,21 @@ def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[int(q * 100) - 1]
 
 
-def create_pods(core: client.CoreV1Api, ns: str, n: int, prefix: str,
-                opted_in: bool) -> list[float]:
+def create_pods(
+    core: client.CoreV1Api, ns: str, n: int, prefix: str, opted_in: bool
+) -> list[float]:
     times = []
     for i in range(n):
-        body = {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": f"{prefix}-{i}", "labels": {"app": "agent"},
-                             "annotations": {"haltgate.dev/inject": "true"} if opted_in
-                             else {}},
-                "spec": {"containers": [{"name": "agent", "image": "x"}]}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{prefix}-{i}",
+                "labels": {"app": "agent"},
+                "annotations": {"haltgate.dev/inject": "true"} if opted_in else {},
+            },
+            "spec": {"containers": [{"name": "agent", "image": "x"}]},
+        }
         t = time.perf_counter()
         core.create_namespaced_pod(ns, body)
         times.append(time.perf_counter() - t)
@@ -112,12 +119,18 @@ def main() -> int:
                 op.argv[op.argv.index(flag) + 1] = value
             op.start()
             plane.kubectl("create", "namespace", "bench", check=True)
-            plane.kubectl("apply", "-f", "-", check=True, input="""
+            plane.kubectl(
+                "apply",
+                "-f",
+                "-",
+                check=True,
+                input="""
 apiVersion: haltgate.dev/v1alpha1
 kind: GovernancePolicy
 metadata: {name: bench, namespace: bench}
 spec: {selector: {matchLabels: {app: agent}}, budgets: {calls: {limit: 10}}}
-""")
+""",
+            )
             core = client.CoreV1Api(plane.api_client())
             # Warm-up: connections, the operator's first requests, the apiserver's caches.
             create_pods(core, "bench", 20, "warm", True)
@@ -129,8 +142,9 @@ spec: {selector: {matchLabels: {app: agent}}, budgets: {calls: {limit: 10}}}
             inj = create_pods(core, "bench", args.n, "agent", True)
 
             raw = plane.kubectl("get", "--raw", "/metrics", check=True).stdout
-            hook = delta(buckets(raw, APISERVER_METRIC, name="annotated.inject.haltgate.dev"),
-                         before)
+            hook = delta(
+                buckets(raw, APISERVER_METRIC, name="annotated.inject.haltgate.dev"), before
+            )
             own = delta(buckets(_get(op), OPERATOR_METRIC, webhook="inject"), op_before)
         finally:
             if op is not None:
@@ -138,15 +152,24 @@ spec: {selector: {matchLabels: {app: agent}}, budgets: {calls: {limit: 10}}}
             plane.stop()
 
     print(f"pods per kind: {args.n} (sequential creates, one client)")
-    print(f"webhook admission (apiserver metric, bucket-interpolated): "
-          f"p50 {quantile(hook, 0.5) * 1000:.1f} ms, p99 {quantile(hook, 0.99) * 1000:.1f} ms"
-          f"  (target p99 <= 20 ms; reviews counted: {hook[-1][1]:.0f})")
+    print(
+        f"webhook admission (apiserver metric, bucket-interpolated): "
+        f"p50 {quantile(hook, 0.5) * 1000:.1f} ms, p99 {quantile(hook, 0.99) * 1000:.1f} ms"
+        f"  (target p99 <= 20 ms; reviews counted: {hook[-1][1]:.0f})"
+    )
     share = {le: c / hook[-1][1] for le, c in hook} if hook and hook[-1][1] else {}
-    print("webhook reviews per apiserver bucket (cumulative): "
-          + ", ".join(f"<= {le * 1000:g} ms: {v:.1%}" for le, v in share.items()
-                      if le != float("inf") and le <= 0.1))
-    print(f"operator time per review (own histogram): p50 {quantile(own, 0.5) * 1000:.2f} ms, "
-          f"p99 {quantile(own, 0.99) * 1000:.2f} ms")
+    print(
+        "webhook reviews per apiserver bucket (cumulative): "
+        + ", ".join(
+            f"<= {le * 1000:g} ms: {v:.1%}"
+            for le, v in share.items()
+            if le != float("inf") and le <= 0.1
+        )
+    )
+    print(
+        f"operator time per review (own histogram): p50 {quantile(own, 0.5) * 1000:.2f} ms, "
+        f"p99 {quantile(own, 0.99) * 1000:.2f} ms"
+    )
     b50, b99, i50, i99 = (pct(base, 0.5), pct(base, 0.99), pct(inj, 0.5), pct(inj, 0.99))
     print(f"pod create, ordinary (baseline): p50 {b50 * 1000:.1f} ms, p99 {b99 * 1000:.1f} ms")
     print(f"pod create, opted-in (injected): p50 {i50 * 1000:.1f} ms, p99 {i99 * 1000:.1f} ms")

@@ -100,14 +100,23 @@ _CONDITION: Schema = {
     "required": ["type", "status"],
     "properties": {
         "type": {"type": "string", "description": "Condition type: Ready or Valid."},
-        "status": {"type": "string", "enum": ["True", "False", "Unknown"],
-                   "description": "Whether the condition holds."},
+        "status": {
+            "type": "string",
+            "enum": ["True", "False", "Unknown"],
+            "description": "Whether the condition holds.",
+        },
         "reason": {"type": "string", "description": "CamelCase reason for the last change."},
         "message": {"type": "string", "description": "Human-readable detail."},
-        "lastTransitionTime": {"type": "string", "format": "date-time",
-                               "description": "When the status last changed."},
-        "observedGeneration": {"type": "integer", "minimum": 0,
-                               "description": "Generation the condition was computed for."},
+        "lastTransitionTime": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the status last changed.",
+        },
+        "observedGeneration": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Generation the condition was computed for.",
+        },
     },
 }
 
@@ -115,16 +124,28 @@ _POLICY_STATUS: Schema = {
     "type": "object",
     "description": "Observed state, written by the haltgate operator.",
     "properties": {
-        "observedGeneration": {"type": "integer", "minimum": 0,
-                               "description": "Last spec generation the operator processed."},
+        "observedGeneration": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Last spec generation the operator processed.",
+        },
         "ready": {"type": "boolean", "description": "Valid and delivered to sidecars."},
-        "conditions": {"type": "array", "items": _CONDITION,
-                       "description": "Ready and Valid conditions."},
-        "matchedWorkloads": {"type": "integer", "minimum": 0,
-                             "description": "Number of workloads the selector matches."},
-        "haltedAgents": {"type": "integer", "minimum": 0,
-                         "description": "Number of agents currently halted (any failure "
-                                        "type; pending halts not counted)."},
+        "conditions": {
+            "type": "array",
+            "items": _CONDITION,
+            "description": "Ready and Valid conditions.",
+        },
+        "matchedWorkloads": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Number of workloads the selector matches.",
+        },
+        "haltedAgents": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Number of agents currently halted (any failure "
+            "type; pending halts not counted).",
+        },
         "halts": {
             "type": "array",
             "description": "Currently halted agents.",
@@ -133,21 +154,38 @@ _POLICY_STATUS: Schema = {
                 "description": "One halted agent.",
                 "properties": {
                     "pod": {"type": "string", "description": "Pod name."},
-                    "failureType": {"type": "string", "enum": [f.value for f in FailureType],
-                                    "description": "Typed failure of the halt."},
+                    "failureType": {
+                        "type": "string",
+                        "enum": [f.value for f in FailureType],
+                        "description": "Typed failure of the halt.",
+                    },
                     "code": {"type": "string", "description": "Stable reason code."},
-                    "message": {"type": "string", "description": "Why, as the sidecar or "
-                                "the halt annotation says."},
-                    "source": {"type": "string", "description": "Who halted: sidecar (a "
-                               "budget or guardrail), GovernancePolicy/NAME, Deployment/NAME, "
-                               "BudgetPool/NAME (annotations), or admin API."},
-                    "state": {"type": "string", "enum": ["Halted", "Pending"],
-                              "description": "Halted: in force. Pending: an external halt "
-                              "not delivered yet (no pod IP, or the call failed; retried)."},
-                    "workload": {"type": "string", "description": "The pod's workload, "
-                                 "e.g. Deployment/NAME (Events are posted there too)."},
-                    "since": {"type": "string", "format": "date-time",
-                              "description": "When the halt happened."},
+                    "message": {
+                        "type": "string",
+                        "description": "Why, as the sidecar or the halt annotation says.",
+                    },
+                    "source": {
+                        "type": "string",
+                        "description": "Who halted: sidecar (a "
+                        "budget or guardrail), GovernancePolicy/NAME, Deployment/NAME, "
+                        "BudgetPool/NAME (annotations), or admin API.",
+                    },
+                    "state": {
+                        "type": "string",
+                        "enum": ["Halted", "Pending"],
+                        "description": "Halted: in force. Pending: an external halt "
+                        "not delivered yet (no pod IP, or the call failed; retried).",
+                    },
+                    "workload": {
+                        "type": "string",
+                        "description": "The pod's workload, "
+                        "e.g. Deployment/NAME (Events are posted there too).",
+                    },
+                    "since": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "When the halt happened.",
+                    },
                 },
             },
         },
@@ -158,26 +196,51 @@ _POOL_STATUS: Schema = {
     "type": "object",
     "description": "Observed state, written by the haltgate operator.",
     "properties": {
-        "observedGeneration": {"type": "integer", "minimum": 0,
-                               "description": "Last spec generation the operator processed."},
-        "state": {"type": "string", "enum": ["Active", "Halted"],
-                  "description": "Active, or Halted (system-level halt of every member)."},
+        "observedGeneration": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Last spec generation the operator processed.",
+        },
+        "state": {
+            "type": "string",
+            "enum": ["Active", "Halted"],
+            "description": "Active, or Halted (system-level halt of every member).",
+        },
         "reason": {"type": "string", "description": "Why the pool is halted."},
-        "members": {"type": "integer", "minimum": 0,
-                    "description": "Number of policies drawing from the pool."},
+        "members": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Number of policies drawing from the pool.",
+        },
         "spentUSD": {"type": "number", "minimum": 0, "description": "Spend in this period."},
-        "spentTokens": {"type": "integer", "minimum": 0,
-                        "description": "Tokens used in this period."},
-        "spentCalls": {"type": "integer", "minimum": 0,
-                       "description": "Calls made in this period."},
-        "conditions": {"type": "array", "items": _CONDITION,
-                       "description": "Ready and Valid conditions."},
+        "spentTokens": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Tokens used in this period.",
+        },
+        "spentCalls": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Calls made in this period.",
+        },
+        "conditions": {
+            "type": "array",
+            "items": _CONDITION,
+            "description": "Ready and Valid conditions.",
+        },
     },
 }
 
 
-def _crd(kind: str, plural: str, short: str, spec_model: type[BaseModel], status: Schema,
-         columns: list[Schema], description: str) -> Schema:
+def _crd(
+    kind: str,
+    plural: str,
+    short: str,
+    spec_model: type[BaseModel],
+    status: Schema,
+    columns: list[Schema],
+    description: str,
+) -> Schema:
     spec = structural_schema(spec_model)
     spec["description"] = spec_model.__doc__.strip() if spec_model.__doc__ else description
     return {
@@ -198,34 +261,44 @@ def _crd(kind: str, plural: str, short: str, spec_model: type[BaseModel], status
                 "shortNames": [short],
                 "categories": ["haltgate"],
             },
-            "versions": [{
-                "name": API_VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": columns,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "description": description,
-                    "required": ["spec"],
-                    "properties": {
-                        "apiVersion": {"type": "string", "description": "haltgate.dev/v1alpha1"},
-                        "kind": {"type": "string", "description": f"{kind}"},
-                        # The apiserver rejects anything but `type` here (even a
-                        # description): metadata's schema is implied.
-                        "metadata": {"type": "object"},
-                        "spec": spec,
-                        "status": status,
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": "haltgate.dev/v1alpha1",
+                                },
+                                "kind": {"type": "string", "description": f"{kind}"},
+                                # The apiserver rejects anything but `type` here (even a
+                                # description): metadata's schema is implied.
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
                     },
-                }},
-            }],
+                }
+            ],
         },
     }
 
 
 def governance_policy_crd() -> Schema:
     return _crd(
-        "GovernancePolicy", "governancepolicies", "govpol", GovernancePolicySpec,
+        "GovernancePolicy",
+        "governancepolicies",
+        "govpol",
+        GovernancePolicySpec,
         _POLICY_STATUS,
         [
             {"name": "Ready", "type": "boolean", "jsonPath": ".status.ready"},
@@ -240,7 +313,11 @@ def governance_policy_crd() -> Schema:
 
 def budget_pool_crd() -> Schema:
     return _crd(
-        "BudgetPool", "budgetpools", "bpool", BudgetPoolSpec, _POOL_STATUS,
+        "BudgetPool",
+        "budgetpools",
+        "bpool",
+        BudgetPoolSpec,
+        _POOL_STATUS,
         [
             {"name": "State", "type": "string", "jsonPath": ".status.state"},
             {"name": "Members", "type": "integer", "jsonPath": ".status.members"},
@@ -256,10 +333,10 @@ def render() -> dict[str, str]:
     """File name -> YAML text of every CRD."""
     header = "# Generated by `python hack/crdgen.py crds/`. Do not edit.\n"
     return {
-        "haltgate.dev_governancepolicies.yaml":
-            header + yaml.safe_dump(governance_policy_crd(), sort_keys=False, width=100),
-        "haltgate.dev_budgetpools.yaml":
-            header + yaml.safe_dump(budget_pool_crd(), sort_keys=False, width=100),
+        "haltgate.dev_governancepolicies.yaml": header
+        + yaml.safe_dump(governance_policy_crd(), sort_keys=False, width=100),
+        "haltgate.dev_budgetpools.yaml": header
+        + yaml.safe_dump(budget_pool_crd(), sort_keys=False, width=100),
     }
 
 

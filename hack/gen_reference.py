@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CRDS = [("GovernancePolicy", "haltgate.dev_governancepolicies.yaml"),
-        ("BudgetPool", "haltgate.dev_budgetpools.yaml")]
+CRDS = [
+    ("GovernancePolicy", "haltgate.dev_governancepolicies.yaml"),
+    ("BudgetPool", "haltgate.dev_budgetpools.yaml"),
+]
 
 
 def _type(s: dict[str, Any]) -> str:
@@ -44,12 +46,20 @@ def _notes(s: dict[str, Any], required: bool) -> str:
         parts.append(f"default `{shown.removesuffix('...').strip()}`")
     # OpenAPI v3 (the CRDs) marks an exclusive bound with a flag next to the bound:
     # minimum 0 + exclusiveMinimum true reads "> 0", not "≥ 0".
-    words = {"minimum": ">" if s.get("exclusiveMinimum") is True else "≥",
-             "maximum": "<" if s.get("exclusiveMaximum") is True else "≤"}
-    for key, word in (("minimum", words["minimum"]), ("maximum", words["maximum"]),
-                      ("exclusiveMinimum", ">"), ("exclusiveMaximum", "<"),
-                      ("minLength", "length ≥"), ("maxLength", "length ≤"),
-                      ("minItems", "items ≥"), ("maxItems", "items ≤")):
+    words = {
+        "minimum": ">" if s.get("exclusiveMinimum") is True else "≥",
+        "maximum": "<" if s.get("exclusiveMaximum") is True else "≤",
+    }
+    for key, word in (
+        ("minimum", words["minimum"]),
+        ("maximum", words["maximum"]),
+        ("exclusiveMinimum", ">"),
+        ("exclusiveMaximum", "<"),
+        ("minLength", "length ≥"),
+        ("maxLength", "length ≤"),
+        ("minItems", "items ≥"),
+        ("maxItems", "items ≤"),
+    ):
         if key in s and not isinstance(s[key], bool):
             parts.append(f"{word} {s[key]}")
     if "pattern" in s:
@@ -67,28 +77,39 @@ def _rows(path: str, s: dict[str, Any], required: bool, out: list[str]) -> None:
 
 
 def render() -> str:
-    lines = ["# GovernancePolicy and BudgetPool reference", "",
-             "Every field, generated from `crds/` (which is generated from the models in",
-             "`governance/haltgate/governance/policy.py`) by `hack/gen_reference.py`: do not edit",
-             "by hand. How the fields work together: [policies](policies.md),",
-             "[budgets](budgets.md), [guardrails](guardrails.md), [pools](pools.md),",
-             "[audit](audit.md).", ""]
+    lines = [
+        "# GovernancePolicy and BudgetPool reference",
+        "",
+        "Every field, generated from `crds/` (which is generated from the models in",
+        "`governance/haltgate/governance/policy.py`) by `hack/gen_reference.py`: do not edit",
+        "by hand. How the fields work together: [policies](policies.md),",
+        "[budgets](budgets.md), [guardrails](guardrails.md), [pools](pools.md),",
+        "[audit](audit.md).",
+        "",
+    ]
     for kind, filename in CRDS:
         crd = yaml.safe_load((REPO / "crds" / filename).read_text())
         version = crd["spec"]["versions"][0]
         schema = version["schema"]["openAPIV3Schema"]
         names = crd["spec"]["names"]
         short = ", ".join(names.get("shortNames", []))
-        lines += [f"## {kind}", "",
-                  f"`{crd['spec']['group']}/{version['name']}`, namespaced; "
-                  f"`kubectl get {names['plural']}`" + (f" (short: {short})" if short else "")
-                  + ".", ""]
+        lines += [
+            f"## {kind}",
+            "",
+            f"`{crd['spec']['group']}/{version['name']}`, namespaced; "
+            f"`kubectl get {names['plural']}`" + (f" (short: {short})" if short else "") + ".",
+            "",
+        ]
         for section in ("spec", "status"):
             if section not in schema.get("properties", {}):
                 continue
             sub = schema["properties"][section]
-            lines += [f"### `{section}`", "", "| field | type | constraints | description |",
-                      "|---|---|---|---|"]
+            lines += [
+                f"### `{section}`",
+                "",
+                "| field | type | constraints | description |",
+                "|---|---|---|---|",
+            ]
             rows: list[str] = []
             req = set(sub.get("required", []))
             for name, child in (sub.get("properties") or {}).items():

@@ -28,27 +28,36 @@ from tests.observability import loadbed  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dashboard", default="haltgate-fleet.json",
-                        help="file name under charts/haltgate/dashboards/")
+    parser.add_argument(
+        "--dashboard",
+        default="haltgate-fleet.json",
+        help="file name under charts/haltgate/dashboards/",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "dashboard-fleet.png")
     parser.add_argument("--seconds", type=float, default=60.0, help="load run duration")
     parser.add_argument("--namespace", default=".*")
     parser.add_argument("--workload", default=".*")
     args = parser.parse_args()
     dashboard = json.loads((DASHBOARDS / args.dashboard).read_text())
-    with tempfile.TemporaryDirectory(prefix="haltgate-render-") as tmp, \
-            loadbed.running_fleet(Path(tmp)) as fleet:
+    with (
+        tempfile.TemporaryDirectory(prefix="haltgate-render-") as tmp,
+        loadbed.running_fleet(Path(tmp)) as fleet,
+    ):
         start = time.time()
-        report = loadbed.drive(fleet, seconds=args.seconds,
-                               halt_cycles=max(2, int(args.seconds / 10)))
+        report = loadbed.drive(
+            fleet, seconds=args.seconds, halt_cycles=max(2, int(args.seconds / 10))
+        )
         loadbed.wait_scraped(fleet)
         time.sleep(2.5)
         end = time.time()
-        Renderer(fleet.prometheus, start, end, args.namespace,
-                 args.workload).draw(dashboard, args.out)
-    print(f"{args.out}: {sum(report.sent.values())} calls in "
-          f"{report.ended - report.started:.0f} s, statuses "
-          f"{dict(sorted(report.statuses.items()))}")
+        Renderer(fleet.prometheus, start, end, args.namespace, args.workload).draw(
+            dashboard, args.out
+        )
+    print(
+        f"{args.out}: {sum(report.sent.values())} calls in "
+        f"{report.ended - report.started:.0f} s, statuses "
+        f"{dict(sorted(report.statuses.items()))}"
+    )
     return 0
 
 

@@ -67,7 +67,8 @@ def pytest_runtest_makereport(
             if item.get_closest_marker(marker) is not None:
                 for log in logs:
                     report.sections.append(
-                        (f"test bed log {log}", log_tail(log, _LOG_TAIL_ON_FAILURE)))
+                        (f"test bed log {log}", log_tail(log, _LOG_TAIL_ON_FAILURE))
+                    )
     return report
 
 
@@ -118,8 +119,7 @@ def opa_binary() -> Path:
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A real etcd + kube-apiserver + controller-manager for the session."""
     plane = ControlPlane(tmp_path_factory.mktemp("kube"))
-    _logs["k8s"] = [plane.log(n) for n in ("kube-apiserver", "kube-controller-manager",
-                                            "etcd")]
+    _logs["k8s"] = [plane.log(n) for n in ("kube-apiserver", "kube-controller-manager", "etcd")]
     plane.start()
     try:
         yield plane

@@ -29,5 +29,6 @@ async def main(spool: Path, count: int, run: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]),
-                     sys.argv[3] if len(sys.argv) > 3 else "run-1"))
+    asyncio.run(
+        main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "run-1")
+    )

@@ -52,15 +52,20 @@ def audit_db(postgres_dsn: str) -> Iterator[AuditDatabase]:
     admin = _with_db(postgres_dsn, name)
     migrate(admin)
     with psycopg.connect(admin, autocommit=True) as conn:
-        for login, group in ((WRITER_LOGIN, "haltgate_audit_writer"),
-                             (READER_LOGIN, "haltgate_audit_reader")):
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                  (login,)).fetchone()
+        for login, group in (
+            (WRITER_LOGIN, "haltgate_audit_writer"),
+            (READER_LOGIN, "haltgate_audit_reader"),
+        ):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
             if not exists:
                 conn.execute(f"CREATE ROLE {login} LOGIN IN ROLE {group}")
     try:
-        yield AuditDatabase(name, admin, _with_db(postgres_dsn, name, WRITER_LOGIN),
-                            _with_db(postgres_dsn, name, READER_LOGIN))
+        yield AuditDatabase(
+            name,
+            admin,
+            _with_db(postgres_dsn, name, WRITER_LOGIN),
+            _with_db(postgres_dsn, name, READER_LOGIN),
+        )
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -72,11 +77,19 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                 "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_until(lambda: port_open("127.0.0.1", port), timeout=30, what="moto server",
-                   log=log, alive=lambda: proc.poll() is None)
+        wait_until(
+            lambda: port_open("127.0.0.1", port),
+            timeout=30,
+            what="moto server",
+            log=log,
+            alive=lambda: proc.poll() is None,
+        )
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -90,8 +103,12 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Credentials and endpoint for boto3 (here and in CLI subprocesses)."""
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": s3_endpoint}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env

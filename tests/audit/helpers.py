@@ -14,8 +14,14 @@ from haltgate.governance.audit.spool import Frame
 BASE_TIME = 1_790_000_000.0  # 2026-09-21, fixed so partitions and filters are predictable
 
 
-def make_record(i: int = 0, *, run: str = "run-1", pod: str = "agent-0", phase: str = "intent",
-                **overrides: object) -> AuditRecord:
+def make_record(
+    i: int = 0,
+    *,
+    run: str = "run-1",
+    pod: str = "agent-0",
+    phase: str = "intent",
+    **overrides: object,
+) -> AuditRecord:
     """A plausible record; ``i`` varies time, target and decision."""
     fields: dict[str, object] = dict(
         decision_id=f"d-{run}-{i}",
@@ -36,7 +42,8 @@ def make_record(i: int = 0, *, run: str = "run-1", pod: str = "agent-0", phase: 
         budget_before={"tokens": {"used": float(i), "reserved": 0.0, "limit": 1e6}},
         usage={"input_tokens": 12, "output_tokens": 30},
         cost_usd=0.00042,
-        findings=({"detector": "pii", "entity": "EMAIL", "action": "redact"},) if i % 7 == 0
+        findings=({"detector": "pii", "entity": "EMAIL", "action": "redact"},)
+        if i % 7 == 0
         else (),
         latency_ms=1.5,
     )

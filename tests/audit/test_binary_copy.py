@@ -49,18 +49,43 @@ def _ship(spool: Path, db: AuditDatabase, records: list[object]) -> list[bytes]:
 def test_every_column_round_trips_exactly(tmp_path: Path, audit_db: AuditDatabase) -> None:
     big = "x" * 300_000 + UNICODE  # a record far over the 1 KiB prebuilt length prefixes
     records = [
-        make_record(0, target=UNICODE, tool=UNICODE, model="模型", code="\\N", status=-1,
-                    cost_usd=0.1 + 0.2, latency_ms=1e-300, run=UNICODE),
-        make_record(1, kind=None, model=None, tool=None, failure_type=None, code=None,
-                    cost_usd=None, latency_ms=None, status=None),
-        make_record(2, status=2**31 - 1, cost_usd=0, latency_ms=1.7976931348623157e308,
-                    payload_mode="full", payload={"text": big, "nul": "\x00"}),
+        make_record(
+            0,
+            target=UNICODE,
+            tool=UNICODE,
+            model="模型",
+            code="\\N",
+            status=-1,
+            cost_usd=0.1 + 0.2,
+            latency_ms=1e-300,
+            run=UNICODE,
+        ),
+        make_record(
+            1,
+            kind=None,
+            model=None,
+            tool=None,
+            failure_type=None,
+            code=None,
+            cost_usd=None,
+            latency_ms=None,
+            status=None,
+        ),
+        make_record(
+            2,
+            status=2**31 - 1,
+            cost_usd=0,
+            latency_ms=1.7976931348623157e308,
+            payload_mode="full",
+            payload={"text": big, "nul": "\x00"},
+        ),
         make_record(3, time=BASE_TIME + 0.0000005, status=200),  # half a microsecond
     ]
     _ship(tmp_path, audit_db, records)
     with psycopg.connect(audit_db.reader) as conn:
-        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM haltgate.audit_records"
-                            " ORDER BY decision_id").fetchall()
+        rows = conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM haltgate.audit_records ORDER BY decision_id"
+        ).fetchall()
     assert len(rows) == len(records)
     for row, record in zip(rows, records, strict=True):
         got = dict(zip(COLUMNS, row, strict=True))
@@ -68,12 +93,32 @@ def test_every_column_round_trips_exactly(tmp_path: Path, audit_db: AuditDatabas
         assert doc["decision_id"] == record.decision_id  # type: ignore[attr-defined]
         assert str(got["record_id"]) == doc["record_id"]
         assert got["ts"] == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=doc["time"])
-        for name in ("seq", "chain_id", "prev_hash", "hash", "decision_id", "phase",
-                     "namespace", "workload", "pod", "run_id", "kind", "model", "tool",
-                     "failure_type", "code", "cost_usd", "latency_ms", "status"):
+        for name in (
+            "seq",
+            "chain_id",
+            "prev_hash",
+            "hash",
+            "decision_id",
+            "phase",
+            "namespace",
+            "workload",
+            "pod",
+            "run_id",
+            "kind",
+            "model",
+            "tool",
+            "failure_type",
+            "code",
+            "cost_usd",
+            "latency_ms",
+            "status",
+        ):
             assert got[name] == doc.get(name), name
-            assert type(got[name]) is type(doc.get(name)) or got[name] is None or \
-                isinstance(got[name], float), name
+            assert (
+                type(got[name]) is type(doc.get(name))
+                or got[name] is None
+                or isinstance(got[name], float)
+            ), name
         assert got["target"] == (doc.get("target") or "")
         assert got["decision"] == (doc.get("decision") or "allow")
     assert rows[2][COLUMNS.index("record")].endswith("}")
@@ -84,19 +129,35 @@ def test_every_column_round_trips_exactly(tmp_path: Path, audit_db: AuditDatabas
 def test_record_column_is_the_spooled_bytes(tmp_path: Path, audit_db: AuditDatabase) -> None:
     lines = _ship(tmp_path, audit_db, [make_record(i, target=UNICODE) for i in range(3)])
     with psycopg.connect(audit_db.reader) as conn:
-        stored = [r[0] for r in conn.execute(
-            "SELECT convert_to(record, 'UTF8') FROM haltgate.audit_records ORDER BY seq")]
+        stored = [
+            r[0]
+            for r in conn.execute(
+                "SELECT convert_to(record, 'UTF8') FROM haltgate.audit_records ORDER BY seq"
+            )
+        ]
     assert stored == lines
 
 
-@pytest.mark.parametrize("when", [BASE_TIME, BASE_TIME + 0.0000005, BASE_TIME + 0.0000015,
-                                  BASE_TIME + 0.123456789, 0.0, 946_684_799.9999995])
+@pytest.mark.parametrize(
+    "when",
+    [
+        BASE_TIME,
+        BASE_TIME + 0.0000005,
+        BASE_TIME + 0.0000015,
+        BASE_TIME + 0.123456789,
+        0.0,
+        946_684_799.9999995,
+    ],
+)
 def test_ts_matches_what_the_text_format_gave(audit_db: AuditDatabase, when: float) -> None:
     """Records shipped by the former text COPY keep the same primary key when re-shipped."""
     text = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=when)).isoformat()
     with psycopg.connect(audit_db.reader) as conn:
-        row = conn.execute("SELECT (extract(epoch FROM %s::timestamptz - "
-                           "'2000-01-01 00:00:00+00') * 1000000)::bigint", (text,)).fetchone()
+        row = conn.execute(
+            "SELECT (extract(epoch FROM %s::timestamptz - "
+            "'2000-01-01 00:00:00+00') * 1000000)::bigint",
+            (text,),
+        ).fetchone()
     assert row is not None and row[0] == ts_micros(when)
 
 
@@ -121,5 +182,7 @@ def test_a_record_id_that_is_no_uuid_is_a_typed_error() -> None:
         copy_row(_frame(record_id="not-a-uuid"))
     braces = "{12345678-1234-4234-8234-123456789abc}"
     fixed = 2 + 4 + 16  # field count, then the uuid's length and 16 bytes
-    assert copy_row(_frame(record_id=braces))[:fixed] == \
-        copy_row(_frame(record_id=braces[1:-1]))[:fixed]
+    assert (
+        copy_row(_frame(record_id=braces))[:fixed]
+        == copy_row(_frame(record_id=braces[1:-1]))[:fixed]
+    )

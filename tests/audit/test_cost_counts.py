@@ -23,13 +23,28 @@ def test_forwarded_and_refused_calls(audit_db: AuditDatabase) -> None:
     lines = []
     for i in range(8):  # forwarded: intent (allow) + outcome with the upstream's status
         lines.append(chainer.seal(make_record(2 * i, time=BASE_TIME + i, **ALLOW))[1])
-        lines.append(chainer.seal(make_record(2 * i + 1, phase="outcome", status=200,
-                                              time=BASE_TIME + i + 0.5, **ALLOW))[1])
+        lines.append(
+            chainer.seal(
+                make_record(
+                    2 * i + 1, phase="outcome", status=200, time=BASE_TIME + i + 0.5, **ALLOW
+                )
+            )[1]
+        )
     for i in range(5):  # refused before forwarding: one outcome, deny, no status
-        lines.append(chainer.seal(make_record(
-            100 + i, phase="outcome", time=BASE_TIME + 20 + i, decision="deny",
-            failure_type="EXHAUSTION", code="tokens_exhausted", cost_usd=None,
-            usage=None))[1])
+        lines.append(
+            chainer.seal(
+                make_record(
+                    100 + i,
+                    phase="outcome",
+                    time=BASE_TIME + 20 + i,
+                    decision="deny",
+                    failure_type="EXHAUSTION",
+                    code="tokens_exhausted",
+                    cost_usd=None,
+                    usage=None,
+                )
+            )[1]
+        )
     assert len(lines) == 21
     with psycopg.connect(audit_db.writer) as conn:
         insert_lines(conn, lines)

@@ -43,9 +43,11 @@ from tests.sidecar.test_cli_spool import REPO, free_port, haltgate, wait_ready
 
 TOKEN = "explain-api-token-0123456789"
 
-POLICY_EXTRA: dict[str, Any] = {"spec": {
-    "budgets": {"tokens": {"limit": 4000}, "calls": {"limit": 50}},
-}}
+POLICY_EXTRA: dict[str, Any] = {
+    "spec": {
+        "budgets": {"tokens": {"limit": 4000}, "calls": {"limit": 50}},
+    }
+}
 
 
 @pytest.fixture
@@ -63,18 +65,26 @@ async def upstreams() -> AsyncIterator[Standins]:
 
 
 def chat(max_tokens: int) -> dict[str, Any]:
-    return {"model": "m", "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": "hello"}]}
+    return {
+        "model": "m",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hello"}],
+    }
 
 
 def rpc(name: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": name, "arguments": {"text": "x"}}}
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": {"text": "x"}},
+    }
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(haltgate(*args), cwd=REPO, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        haltgate(*args), cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def spool_docs(audit: Path) -> list[dict[str, Any]]:
@@ -96,7 +106,7 @@ def tamper(audit: Path, decision_id: str) -> None:
         out = [MAGIC]
         for frame in frames:
             if frame.is_checkpoint:
-                out.append(path.read_bytes()[frame.offset:frame.end])
+                out.append(path.read_bytes()[frame.offset : frame.end])
                 continue
             doc = orjson.loads(frame.data)
             if doc["decision_id"] == decision_id and doc.get("replay", {}).get("budget"):
@@ -109,20 +119,40 @@ def tamper(audit: Path, decision_id: str) -> None:
         path.write_bytes(b"".join(out))
 
 
-async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: AuditDatabase,
-                                             tmp_path: Path) -> None:
+async def test_explain_and_replay_a_real_run(
+    upstreams: Standins, audit_db: AuditDatabase, tmp_path: Path
+) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(merge(base_policy(upstreams), POLICY_EXTRA)))
     state = tmp_path / "state"
     ports = {name: free_port() for name in ("explicit", "admin", "metrics")}
     proc = await asyncio.create_subprocess_exec(
-        *haltgate("sidecar", "--policy", str(policy), "--state-dir", str(state),
-                  "--mode", "explicit", "--listen", f"127.0.0.1:{ports['explicit']}",
-                  "--admin-listen", f"127.0.0.1:{ports['admin']}",
-                  "--metrics-listen", f"127.0.0.1:{ports['metrics']}", "--log-level", "error"),
-        cwd=REPO, env={**os.environ, "HALTGATE_POD_NAME": "agent-7d4b9c6f5-x2kqp",
-                       "HALTGATE_POD_NAMESPACE": "agents"},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        *haltgate(
+            "sidecar",
+            "--policy",
+            str(policy),
+            "--state-dir",
+            str(state),
+            "--mode",
+            "explicit",
+            "--listen",
+            f"127.0.0.1:{ports['explicit']}",
+            "--admin-listen",
+            f"127.0.0.1:{ports['admin']}",
+            "--metrics-listen",
+            f"127.0.0.1:{ports['metrics']}",
+            "--log-level",
+            "error",
+        ),
+        cwd=REPO,
+        env={
+            **os.environ,
+            "HALTGATE_POD_NAME": "agent-7d4b9c6f5-x2kqp",
+            "HALTGATE_POD_NAMESPACE": "agents",
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{ports['explicit']}"
     ids: dict[str, str] = {}
     try:
@@ -134,8 +164,16 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
                 ("delete", "/mcp", rpc("delete_file")),
                 ("too-big", "/llm/v1/chat/completions", chat(5000)),
                 ("after", "/llm/v1/chat/completions", chat(3)),
-                ("resource", "/mcp", {"jsonrpc": "2.0", "id": 2, "method": "resources/read",
-                                      "params": {"uri": "file:///etc/hosts"}}),
+                (
+                    "resource",
+                    "/mcp",
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 2,
+                        "method": "resources/read",
+                        "params": {"uri": "file:///etc/hosts"},
+                    },
+                ),
             ):
                 async with s.post(base + url, json=body) as r:
                     await r.read()
@@ -152,8 +190,9 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
     assert all(b"hello" not in orjson.dumps(d.get("replay")) for d in docs)
 
     # explain, offline from the spool: the budget refusal, re-derived with its numbers.
-    done = cli("audit", "explain", ids["too-big"], "--spool", str(audit),
-               "--policy", str(policy), "--json")
+    done = cli(
+        "audit", "explain", ids["too-big"], "--spool", str(audit), "--policy", str(policy), "--json"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     doc = orjson.loads(done.stdout)
     assert doc["match"] is True
@@ -166,79 +205,137 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
     assert [s["stage"] for s in doc["stages"]] == ["tools", "guardrails", "budget"]
 
     # The tool-rule refusal: decided by the tools stage, consistent, no engine step.
-    done = cli("audit", "explain", ids["delete"], "--spool", str(audit),
-               "--policy", str(policy), "--json")
+    done = cli(
+        "audit", "explain", ids["delete"], "--spool", str(audit), "--policy", str(policy), "--json"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     doc = orjson.loads(done.stdout)
     assert doc["decided_by"] == "tools" and doc["match"] is True
     assert doc["stages"][0] == {"stage": "tools", "rule": "no-delete-tool", "result": "deny"}
 
     # A message spec.mcp refuses (no resource rule allows it): decided by that stage.
-    done = cli("audit", "explain", ids["resource"], "--spool", str(audit),
-               "--policy", str(policy), "--json")
+    done = cli(
+        "audit",
+        "explain",
+        ids["resource"],
+        "--spool",
+        str(audit),
+        "--policy",
+        str(policy),
+        "--json",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     doc = orjson.loads(done.stdout)
     assert doc["decided_by"] == "mcp" and doc["match"] is True
     assert doc["decision"]["decision"] == "deny"
 
     # An allowed call, as text.
-    done = cli("audit", "explain", ids["small"], "--spool", str(audit),
-               "--policy", str(policy))
+    done = cli("audit", "explain", ids["small"], "--spool", str(audit), "--policy", str(policy))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "match: yes" in done.stdout and "tokens" in done.stdout
 
     # The whole run replays.
-    done = cli("audit", "replay", run_id, "--spool", str(audit), "--policy", str(policy),
-               "--json")
+    done = cli("audit", "replay", run_id, "--spool", str(audit), "--policy", str(policy), "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     report = orjson.loads(done.stdout)
     assert report["match"] is True and report["budget_steps"] == 4
 
     # simulate: the same policy changes nothing (exit 0).
-    done = cli("policy", "simulate", str(policy), "--spool", str(audit), "--policy",
-               str(policy), "--json")
+    done = cli(
+        "policy", "simulate", str(policy), "--spool", str(audit), "--policy", str(policy), "--json"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     sim = orjson.loads(done.stdout)
     assert sim["changed"] == 0 and sim["undecidable"] == 0 and sim["decisions"] == 6
 
     # An empty selection proves nothing: exit 2, not "nothing changes".
-    done = cli("policy", "simulate", str(policy), "--spool", str(audit), "--policy",
-               str(policy), "--until", "2020-01-01")
+    done = cli(
+        "policy",
+        "simulate",
+        str(policy),
+        "--spool",
+        str(audit),
+        "--policy",
+        str(policy),
+        "--until",
+        "2020-01-01",
+    )
     assert done.returncode == 2 and "no recorded decision" in done.stderr
 
     # A token limit one short of what the last call needed refuses exactly that call.
-    after = orjson.loads(cli("audit", "explain", ids["after"], "--spool", str(audit),
-                             "--policy", str(policy), "--json").stdout)["replayed"]
+    after = orjson.loads(
+        cli(
+            "audit",
+            "explain",
+            ids["after"],
+            "--spool",
+            str(audit),
+            "--policy",
+            str(policy),
+            "--json",
+        ).stdout
+    )["replayed"]
     limit = int(after["before"]["tokens"]["used"] + after["worst_case"]["tokens"]) - 1
     strict = tmp_path / "strict.yaml"
-    strict.write_text(yaml.safe_dump(merge(base_policy(upstreams), {"spec": {
-        "budgets": {"tokens": {"limit": limit}, "calls": {"limit": 50}}}})))
-    done = cli("policy", "simulate", str(strict), "--spool", str(audit), "--policy",
-               str(policy), "--json")
+    strict.write_text(
+        yaml.safe_dump(
+            merge(
+                base_policy(upstreams),
+                {"spec": {"budgets": {"tokens": {"limit": limit}, "calls": {"limit": 50}}}},
+            )
+        )
+    )
+    done = cli(
+        "policy", "simulate", str(strict), "--spool", str(audit), "--policy", str(policy), "--json"
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     sim = orjson.loads(done.stdout)
     assert [c["decision_id"] for c in sim["changes"]] == [ids["after"]]
     assert sim["changes"][0]["recorded"] == "allow"
     assert sim["changes"][0]["simulated"] == "deny (tokens_exhausted)"
-    assert sim["groups"] == [{"rule": "tokens_exhausted", "agent": "agents/agent",
-                              "change": "allow -> deny (tokens_exhausted)", "count": 1}]
+    assert sim["groups"] == [
+        {
+            "rule": "tokens_exhausted",
+            "agent": "agents/agent",
+            "change": "allow -> deny (tokens_exhausted)",
+            "count": 1,
+        }
+    ]
 
     # A looser one lets the refused call through (and says its spend is unknown).
     loose = tmp_path / "loose.yaml"
-    loose.write_text(yaml.safe_dump(merge(base_policy(upstreams), {"spec": {
-        "budgets": {"tokens": {"limit": 100000}, "calls": {"limit": 50}}}})))
-    sim = orjson.loads(cli("policy", "simulate", str(loose), "--spool", str(audit),
-                           "--policy", str(policy), "--json").stdout)
+    loose.write_text(
+        yaml.safe_dump(
+            merge(
+                base_policy(upstreams),
+                {"spec": {"budgets": {"tokens": {"limit": 100000}, "calls": {"limit": 50}}}},
+            )
+        )
+    )
+    sim = orjson.loads(
+        cli(
+            "policy",
+            "simulate",
+            str(loose),
+            "--spool",
+            str(audit),
+            "--policy",
+            str(policy),
+            "--json",
+        ).stdout
+    )
     assert [(c["decision_id"], c["simulated"]) for c in sim["changes"]] == [
-        (ids["too-big"], "allow")]
+        (ids["too-big"], "allow")
+    ]
 
     # Tool rules read the request, which the record does not keep: undecidable, per call.
     tools = tmp_path / "tools.yaml"
     doc = merge(base_policy(upstreams), POLICY_EXTRA)
     doc["spec"]["tools"]["rules"][1]["mcpTools"].append("delete_file")
     tools.write_text(yaml.safe_dump(doc))
-    done = cli("policy", "simulate", str(tools), "--spool", str(audit), "--policy",
-               str(policy), "--json")
+    done = cli(
+        "policy", "simulate", str(tools), "--spool", str(audit), "--policy", str(policy), "--json"
+    )
     assert done.returncode == 1
     sim = orjson.loads(done.stdout)
     assert sim["changed"] == 0 and sim["undecidable"] == 6
@@ -256,14 +353,21 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
     forged = tmp_path / "forged"
     shutil.copytree(audit, forged)
     tamper(forged, ids["too-big"])
-    done = cli("audit", "replay", run_id, "--spool", str(forged), "--policy", str(policy),
-               "--json")
+    done = cli("audit", "replay", run_id, "--spool", str(forged), "--policy", str(policy), "--json")
     assert done.returncode == 1, done.stdout + done.stderr
     first = orjson.loads(done.stdout)["first_mismatch"]
     assert first["decision_id"] == ids["too-big"]
     assert any("budget.decision.allowed" in m for m in first["mismatches"])
-    done = cli("audit", "explain", ids["too-big"], "--spool", str(forged),
-               "--policy", str(policy), "--json")
+    done = cli(
+        "audit",
+        "explain",
+        ids["too-big"],
+        "--spool",
+        str(forged),
+        "--policy",
+        str(policy),
+        "--json",
+    )
     assert done.returncode == 1 and orjson.loads(done.stdout)["match"] is False
 
     # PostgreSQL: ship, then the same answers from the database, and from the API.
@@ -272,11 +376,27 @@ async def test_explain_and_replay_a_real_run(upstreams: Standins, audit_db: Audi
     done = cli("audit", "replay", run_id, "--dsn", audit_db.reader, "--policy", str(policy))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "all match" in done.stdout
-    done = cli("audit", "explain", ids["too-big"], "--dsn", audit_db.reader,
-               "--policy", str(policy), "--json")
+    done = cli(
+        "audit",
+        "explain",
+        ids["too-big"],
+        "--dsn",
+        audit_db.reader,
+        "--policy",
+        str(policy),
+        "--json",
+    )
     assert done.returncode == 0 and orjson.loads(done.stdout)["decided_by"] == "budget"
-    done = cli("policy", "simulate", str(strict), "--dsn", audit_db.reader, "--policy",
-               str(policy), "--json")
+    done = cli(
+        "policy",
+        "simulate",
+        str(strict),
+        "--dsn",
+        audit_db.reader,
+        "--policy",
+        str(policy),
+        "--json",
+    )
     assert done.returncode == 1
     assert [c["decision_id"] for c in orjson.loads(done.stdout)["changes"]] == [ids["after"]]
 

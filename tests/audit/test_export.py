@@ -40,12 +40,13 @@ def shipped(audit_db: AuditDatabase) -> Iterator[AuditDatabase]:
     """Three chains, 40 + 25 + 10 records, plus 5 records after the export window."""
     chainer = Chainer()
     lines = [chainer.seal(make_record(i, time=BASE_TIME + i))[1] for i in range(40)]
-    lines += [chainer.seal(make_record(i, run="run-2", time=BASE_TIME + i))[1]
-              for i in range(25)]
-    lines += [chainer.seal(make_record(i, run="run-3", time=BASE_TIME + 2 * i))[1]
-              for i in range(10)]
-    lines += [chainer.seal(make_record(i, run="run-3", time=BASE_TIME + 7200 + i))[1]
-              for i in range(5)]
+    lines += [chainer.seal(make_record(i, run="run-2", time=BASE_TIME + i))[1] for i in range(25)]
+    lines += [
+        chainer.seal(make_record(i, run="run-3", time=BASE_TIME + 2 * i))[1] for i in range(10)
+    ]
+    lines += [
+        chainer.seal(make_record(i, run="run-3", time=BASE_TIME + 7200 + i))[1] for i in range(5)
+    ]
     with psycopg.connect(audit_db.writer) as conn:
         insert_lines(conn, lines)
     yield audit_db
@@ -55,20 +56,46 @@ def s3(env: dict[str, str]) -> Any:
     return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"])
 
 
-def test_cli_export_then_verify_offline(shipped: AuditDatabase, bucket: str,
-                                        s3_env: dict[str, str]) -> None:
+def test_cli_export_then_verify_offline(
+    shipped: AuditDatabase, bucket: str, s3_env: dict[str, str]
+) -> None:
     url = f"s3://{bucket}/team-a/2026-09"
-    done = subprocess.run([*HALTGATE, "audit", "export", "--dsn", shipped.reader, "--to", url,
-                           "--since", SINCE.isoformat(), "--until", UNTIL.isoformat(),
-                           "--records-per-object", "20"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [
+            *HALTGATE,
+            "audit",
+            "export",
+            "--dsn",
+            shipped.reader,
+            "--to",
+            url,
+            "--since",
+            SINCE.isoformat(),
+            "--until",
+            UNTIL.isoformat(),
+            "--records-per-object",
+            "20",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "75 records, 4 objects, 3 chains" in done.stdout
-    manifest = orjson.loads(s3(s3_env).get_object(
-        Bucket=bucket, Key="team-a/2026-09/manifest.json")["Body"].read())
+    manifest = orjson.loads(
+        s3(s3_env).get_object(Bucket=bucket, Key="team-a/2026-09/manifest.json")["Body"].read()
+    )
     assert manifest["chains"]["team-a/agent-0/run-3"]["last_seq"] == 10
-    ok = subprocess.run([*HALTGATE, "audit", "verify", "--export", url], cwd=REPO,
-                        capture_output=True, text=True, timeout=120, check=False)
+    ok = subprocess.run(
+        [*HALTGATE, "audit", "verify", "--export", url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK: 3 chains, 75 records" in ok.stdout
 
@@ -81,8 +108,9 @@ def _rewrite(env: dict[str, str], bucket: str, key: str, edit: Any) -> bytes:
     return data
 
 
-def test_tampered_object_is_found(shipped: AuditDatabase, bucket: str,
-                                  s3_env: dict[str, str]) -> None:
+def test_tampered_object_is_found(
+    shipped: AuditDatabase, bucket: str, s3_env: dict[str, str]
+) -> None:
     url = f"s3://{bucket}/x"
     export(shipped.reader, url, since=SINCE, until=UNTIL, records_per_object=30)
     _rewrite(s3_env, bucket, "x/records-000001.jsonl.gz", lambda ls: b"".join(ls[:5] + ls[6:]))
@@ -99,13 +127,15 @@ def test_tail_truncation_with_a_consistent_object_is_found(
     # the chain head in the manifest still tells.
     data = _rewrite(s3_env, bucket, "y/records-000001.jsonl.gz", lambda ls: b"".join(ls[:-1]))
     manifest = result.manifest
-    manifest["objects"][0].update(sha256=hashlib.sha256(data).hexdigest(), records=74,
-                                  bytes=len(data))
+    manifest["objects"][0].update(
+        sha256=hashlib.sha256(data).hexdigest(), records=74, bytes=len(data)
+    )
     manifest["records"] = 74
     s3(s3_env).put_object(Bucket=bucket, Key="y/manifest.json", Body=orjson.dumps(manifest))
     problems = verify_export(url).problems
     assert [(p.kind, p.chain_id, p.seq) for p in problems] == [
-        ("head_mismatch", "team-a/agent-0/run-3", 9)]
+        ("head_mismatch", "team-a/agent-0/run-3", 9)
+    ]
 
 
 class _FailingClient:
@@ -125,12 +155,19 @@ class _FailingClient:
         return self._real.get_object(**kwargs)
 
 
-def test_interrupted_export_resumes(shipped: AuditDatabase, bucket: str,
-                                    s3_env: dict[str, str]) -> None:
+def test_interrupted_export_resumes(
+    shipped: AuditDatabase, bucket: str, s3_env: dict[str, str]
+) -> None:
     url = f"s3://{bucket}/z"
     with pytest.raises(ConnectionError):
-        export(shipped.reader, url, since=SINCE, until=UNTIL, records_per_object=10,
-               client=_FailingClient(s3(s3_env), fail_at=5))  # after 2 objects + progress
+        export(
+            shipped.reader,
+            url,
+            since=SINCE,
+            until=UNTIL,
+            records_per_object=10,
+            client=_FailingClient(s3(s3_env), fail_at=5),
+        )  # after 2 objects + progress
     result = export(shipped.reader, url, since=SINCE, until=UNTIL, records_per_object=10)
     assert result.resumed and result.objects_written == 6
     assert result.manifest["records"] == 75 and len(result.manifest["objects"]) == 8

@@ -33,17 +33,27 @@ def _fill(db: AuditDatabase) -> None:
     for i in range(20):
         same = BASE_TIME + i
         lines.append(chainer.seal(make_record(2 * i, run="run-h", time=same))[1])
-        lines.append(chainer.seal(make_record(2 * i + 1, run="run-h", phase="outcome",
-                                              time=same - (0.5 if i % 4 == 0 else 0)))[1])
+        lines.append(
+            chainer.seal(
+                make_record(
+                    2 * i + 1, run="run-h", phase="outcome", time=same - (0.5 if i % 4 == 0 else 0)
+                )
+            )[1]
+        )
     with psycopg.connect(db.writer) as conn:
         insert_lines(conn, lines)
 
 
 def test_history_is_in_chain_sequence(audit_db: AuditDatabase) -> None:
     _fill(audit_db)
-    hist = subprocess.run([*HALTGATE, "audit", "history", "run-h", "--dsn", audit_db.reader,
-                           "-o", "jsonl"], cwd=REPO, capture_output=True, text=True,
-                          timeout=60, check=False)
+    hist = subprocess.run(
+        [*HALTGATE, "audit", "history", "run-h", "--dsn", audit_db.reader, "-o", "jsonl"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert hist.returncode == 0, hist.stderr
     seqs = [orjson.loads(line)["seq"] for line in hist.stdout.splitlines()]
     assert seqs == list(range(1, 41))
@@ -54,8 +64,9 @@ def test_chain_order_pages_with_a_cursor(audit_db: AuditDatabase) -> None:
     seen: list[int] = []
     cursor = None
     for _ in range(20):
-        page = query_records(audit_db.reader, RecordFilter(run_id="run-h"), limit=7,
-                             cursor=cursor, order="chain")
+        page = query_records(
+            audit_db.reader, RecordFilter(run_id="run-h"), limit=7, cursor=cursor, order="chain"
+        )
         seen.extend(d["seq"] for d in page.records)
         cursor = page.next_cursor
         if cursor is None:
@@ -82,13 +93,16 @@ async def test_api_serves_a_run_in_chain_order(audit_db: AuditDatabase) -> None:
                 break
             params = {"limit": "9", "order": "chain", "cursor": cursor}
         assert seen == list(range(1, 41))
-        first = await (await client.get("/v1/records", headers=auth, params={
-            "limit": "5", "order": "chain"})).json()
-        mixed = await client.get("/v1/records", headers=auth, params={
-            "order": "asc", "cursor": first["next_cursor"]})
+        first = await (
+            await client.get("/v1/records", headers=auth, params={"limit": "5", "order": "chain"})
+        ).json()
+        mixed = await client.get(
+            "/v1/records", headers=auth, params={"order": "asc", "cursor": first["next_cursor"]}
+        )
         assert mixed.status == 400 and (await mixed.json())["error"]["code"] == "bad_cursor"
         bad = await client.get("/v1/records", headers=auth, params={"order": "random"})
         assert bad.status == 400 and "chain" in (await bad.json())["error"]["message"]
-    order = next(p for p in OPENAPI["paths"]["/v1/records"]["get"]["parameters"]
-                 if p["name"] == "order")
+    order = next(
+        p for p in OPENAPI["paths"]["/v1/records"]["get"]["parameters"] if p["name"] == "order"
+    )
     assert order["schema"]["enum"] == ["asc", "desc", "chain"]

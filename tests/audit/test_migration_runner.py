@@ -20,8 +20,10 @@ pytestmark = pytest.mark.postgres
 
 def _history(dsn: str, table: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
-        return [f"{v:04d}_{n}" for v, n in conn.execute(
-            f"SELECT version, name FROM haltgate.{table} ORDER BY version")]
+        return [
+            f"{v:04d}_{n}"
+            for v, n in conn.execute(f"SELECT version, name FROM haltgate.{table} ORDER BY version")
+        ]
 
 
 def test_audit_and_pool_keep_separate_histories(audit_db: AuditDatabase) -> None:
@@ -33,14 +35,14 @@ def test_audit_and_pool_keep_separate_histories(audit_db: AuditDatabase) -> None
     assert migrate_audit(audit_db.admin) == [] and migrate_pool(audit_db.admin) == []
 
 
-def test_a_changed_migration_is_refused_not_rerun(audit_db: AuditDatabase,
-                                                  tmp_path: Path) -> None:
+def test_a_changed_migration_is_refused_not_rerun(audit_db: AuditDatabase, tmp_path: Path) -> None:
     folder = tmp_path / "schema"
     folder.mkdir()
     (folder / "0001_things.sql").write_text("CREATE TABLE haltgate.things (x int);\n")
     (folder / "README.md").write_text("not a migration\n")
-    things = MigrationSet(source=folder, table="things_migrations", lock_key=0x7465_7374,
-                          what="things migration")
+    things = MigrationSet(
+        source=folder, table="things_migrations", lock_key=0x7465_7374, what="things migration"
+    )
     assert [m.label for m in migrate(audit_db.admin, things)] == ["0001_things"]
     (folder / "0002_more.sql").write_text("ALTER TABLE haltgate.things ADD y int;\n")
     assert [m.label for m in migrate(audit_db.admin, things)] == ["0002_more"]

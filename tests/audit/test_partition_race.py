@@ -30,8 +30,9 @@ def test_concurrent_partition_creation_is_idempotent(audit_db: AuditDatabase) ->
 
         def racer() -> None:
             try:
-                got = second.execute("SELECT haltgate.audit_ensure_partition(%s)",
-                                     (_MONTH,)).fetchone()
+                got = second.execute(
+                    "SELECT haltgate.audit_ensure_partition(%s)", (_MONTH,)
+                ).fetchone()
                 second.commit()
                 results.append(got)
             except psycopg.Error as e:  # what the shipper counted as a ship error
@@ -48,5 +49,6 @@ def test_concurrent_partition_creation_is_idempotent(audit_db: AuditDatabase) ->
     with psycopg.connect(audit_db.admin) as conn:
         parts = conn.execute(
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'haltgate.audit_records'::regclass"
-            " AND inhrelid = 'haltgate.audit_records_203103'::regclass").fetchone()
+            " AND inhrelid = 'haltgate.audit_records_203103'::regclass"
+        ).fetchone()
     assert parts == (1,)

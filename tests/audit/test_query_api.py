@@ -38,14 +38,30 @@ def filled_db(audit_db: AuditDatabase) -> Iterator[AuditDatabase]:
     allow = {"decision": "allow", "failure_type": None, "code": None}
     deny = {"decision": "deny", "failure_type": "EXHAUSTION", "code": "tokens_exhausted"}
     for i in range(30):
-        lines.append(chainer.seal(make_record(2 * i, time=BASE_TIME + i,
-                                              **(deny if i % 10 == 5 else allow)))[1])
-        lines.append(chainer.seal(make_record(2 * i + 1, phase="outcome",
-                                              time=BASE_TIME + i + 0.5, **allow))[1])
+        lines.append(
+            chainer.seal(
+                make_record(2 * i, time=BASE_TIME + i, **(deny if i % 10 == 5 else allow))
+            )[1]
+        )
+        lines.append(
+            chainer.seal(
+                make_record(2 * i + 1, phase="outcome", time=BASE_TIME + i + 0.5, **allow)
+            )[1]
+        )
     for i in range(5):
-        lines.append(chainer.seal(make_record(i, run="run-9", pod="writer-0",
-                                              workload="writer", time=BASE_TIME + 100 + i,
-                                              cost_usd=None, **allow))[1])
+        lines.append(
+            chainer.seal(
+                make_record(
+                    i,
+                    run="run-9",
+                    pod="writer-0",
+                    workload="writer",
+                    time=BASE_TIME + 100 + i,
+                    cost_usd=None,
+                    **allow,
+                )
+            )[1]
+        )
     with psycopg.connect(audit_db.writer) as conn:
         insert_lines(conn, lines)
     yield audit_db
@@ -67,8 +83,10 @@ def test_filters_and_cursor_pagination(filled_db: AuditDatabase) -> None:
     assert [d["seq"] for d in denied.records] == [11, 31, 51]
     tools = query_records(filled_db.reader, RecordFilter(tool="search", workload="writer"))
     assert [d["seq"] for d in tools.records] == [1, 4]
-    window = RecordFilter(since=datetime.fromtimestamp(BASE_TIME + 100, UTC),
-                          until=datetime.fromtimestamp(BASE_TIME + 102, UTC))
+    window = RecordFilter(
+        since=datetime.fromtimestamp(BASE_TIME + 100, UTC),
+        until=datetime.fromtimestamp(BASE_TIME + 102, UTC),
+    )
     assert len(query_records(filled_db.reader, window).records) == 2
     newest = query_records(filled_db.reader, RecordFilter(), limit=1, order="desc")
     assert newest.records[0]["run_id"] == "run-9"
@@ -85,15 +103,38 @@ def test_cost_per_agent(filled_db: AuditDatabase) -> None:
 
 
 def test_cli_history_and_json_query(filled_db: AuditDatabase) -> None:
-    hist = subprocess.run([*HALTGATE, "audit", "history", "run-9", "--dsn", filled_db.reader],
-                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    hist = subprocess.run(
+        [*HALTGATE, "audit", "history", "run-9", "--dsn", filled_db.reader],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert hist.returncode == 0, hist.stderr
     lines = hist.stdout.splitlines()
     assert lines[0].split()[:3] == ["TIME", "AGENT", "RUN"]
     assert len(lines) == 6 and all("team-a/writer" in line for line in lines[1:])
-    out = subprocess.run([*HALTGATE, "audit", "query", "--dsn", filled_db.reader, "-o", "json",
-                          "--decision", "deny", "--limit", "2"], cwd=REPO, capture_output=True,
-                         text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [
+            *HALTGATE,
+            "audit",
+            "query",
+            "--dsn",
+            filled_db.reader,
+            "-o",
+            "json",
+            "--decision",
+            "deny",
+            "--limit",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     page = orjson.loads(out.stdout)
     assert len(page["records"]) == 2 and page["next_cursor"]
@@ -106,13 +147,17 @@ async def test_api_requires_the_token_and_serves_queries(filled_db: AuditDatabas
         wrong = await client.get("/v1/records", headers={"Authorization": "Bearer nope"})
         assert wrong.status == 401 and "Bearer" in wrong.headers["WWW-Authenticate"]
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        first = await client.get("/v1/runs/run-1/records", params={"limit": "50"},
-                                 headers=auth)
+        first = await client.get("/v1/runs/run-1/records", params={"limit": "50"}, headers=auth)
         assert first.status == 200
         body = await first.json()
         assert len(body["records"]) == 50 and body["next_cursor"]
-        rest = await (await client.get("/v1/runs/run-1/records", headers=auth, params={
-            "limit": "50", "cursor": body["next_cursor"]})).json()
+        rest = await (
+            await client.get(
+                "/v1/runs/run-1/records",
+                headers=auth,
+                params={"limit": "50", "cursor": body["next_cursor"]},
+            )
+        ).json()
         assert [r["seq"] for r in rest["records"]] == list(range(51, 61))
         assert rest["next_cursor"] is None
         costs = await (await client.get("/v1/costs", headers=auth)).json()

@@ -69,10 +69,19 @@ async def test_memory_sink_seals_in_order_and_refuses_after_close() -> None:
         await sink.intent(make_record(2))
 
 
-@pytest.mark.parametrize("overrides", [
-    {"cost_usd": "0.1"}, {"cost_usd": float("nan")}, {"status": 200.0}, {"seq_": None},
-    {"target": None}, {"tool": 3}, {"namespace": "a\x00b"}, {"time": "now"},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"cost_usd": "0.1"},
+        {"cost_usd": float("nan")},
+        {"status": 200.0},
+        {"seq_": None},
+        {"target": None},
+        {"tool": 3},
+        {"namespace": "a\x00b"},
+        {"time": "now"},
+    ],
+)
 async def test_columns_with_wrong_types_are_refused_at_intent(overrides: dict) -> None:
     overrides = {k: v for k, v in overrides.items() if k != "seq_"} or {"decision_id": 7}
     sink = MemoryAuditSink()

@@ -21,10 +21,24 @@ def test_sigterm_drains_the_spool(tmp_path: Path, audit_db: AuditDatabase, drain
     total = 400
     fill(tmp_path, total)
     # One record per transaction: the run loop is far from done when SIGTERM arrives.
-    proc = subprocess.Popen([*HALTGATE, "audit", "ship", "--spool", str(tmp_path),
-                             "--dsn", audit_db.writer, "--batch", "1",
-                             "--drain-seconds", str(drain)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            *HALTGATE,
+            "audit",
+            "ship",
+            "--spool",
+            str(tmp_path),
+            "--dsn",
+            audit_db.writer,
+            "--batch",
+            "1",
+            "--drain-seconds",
+            str(drain),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(lambda: audit_db.count() >= 1, 60, "the shipper to start shipping")
         os.kill(proc.pid, signal.SIGTERM)

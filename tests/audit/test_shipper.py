@@ -86,8 +86,9 @@ def test_lost_acknowledgement_reships_without_duplicates(
     fill(tmp_path, 300)
     shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
     try:
-        before = (tmp_path / SHIPPED_FILE).read_bytes() if (tmp_path / SHIPPED_FILE).exists() \
-            else None
+        before = (
+            (tmp_path / SHIPPED_FILE).read_bytes() if (tmp_path / SHIPPED_FILE).exists() else None
+        )
         first = shipper.ship_once()
         assert (first.records, first.inserted) == (100, 100)
     finally:
@@ -111,8 +112,17 @@ def test_lost_acknowledgement_reships_without_duplicates(
 def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditDatabase) -> None:
     total = 20000
     fill(tmp_path, total, segment_bytes=256 * 1024, max_bytes=64 * 1024 * 1024)
-    argv = [*HALTGATE, "audit", "ship", "--spool",
-            str(tmp_path), "--dsn", audit_db.writer, "--batch", "100"]
+    argv = [
+        *HALTGATE,
+        "audit",
+        "ship",
+        "--spool",
+        str(tmp_path),
+        "--dsn",
+        audit_db.writer,
+        "--batch",
+        "100",
+    ]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: audit_db.count() >= 1000, 60, "the shipper to start shipping")
@@ -121,8 +131,9 @@ def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditD
         proc.wait(timeout=10)
     at_kill = audit_db.count()
     assert at_kill < total, "shipper finished before the kill: make the burst bigger"
-    done = subprocess.run([*argv, "--once"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [*argv, "--once"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert audit_db.count() == distinct_ids(audit_db) == total
     report = verify_database(audit_db.reader)
@@ -133,8 +144,12 @@ def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditD
 def test_kill_9_sidecar_mid_burst_loses_no_acknowledged_record(
     tmp_path: Path, audit_db: AuditDatabase
 ) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.audit.burst", str(tmp_path), "100000"],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.audit.burst", str(tmp_path), "100000"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     acknowledged = 0
     try:
         assert proc.stdout is not None
@@ -148,8 +163,14 @@ def test_kill_9_sidecar_mid_burst_loses_no_acknowledged_record(
         proc.wait(timeout=10)
     assert acknowledged >= 2000
     # The restarted sidecar recovers the spool (maybe a torn tail) and continues the chain.
-    after = subprocess.run([sys.executable, "-m", "tests.audit.burst", str(tmp_path), "100"],
-                           cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    after = subprocess.run(
+        [sys.executable, "-m", "tests.audit.burst", str(tmp_path), "100"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert after.returncode == 0, after.stderr
     shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer))
     try:
@@ -166,9 +187,16 @@ def test_kill_9_sidecar_mid_burst_loses_no_acknowledged_record(
 def test_postgres_outage_under_load_loses_nothing(
     tmp_path: Path, audit_db: AuditDatabase, postgres_dsn: str
 ) -> None:
-    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=200,
-                                      poll_seconds=0.05, max_backoff_seconds=0.5,
-                                      connect_timeout_seconds=2))
+    shipper = Shipper(
+        ShipperSettings(
+            tmp_path,
+            audit_db.writer,
+            batch_records=200,
+            poll_seconds=0.05,
+            max_backoff_seconds=0.5,
+            connect_timeout_seconds=2,
+        )
+    )
     thread = threading.Thread(target=shipper.run, daemon=True)
     thread.start()
     sink = SpoolAuditSink(tmp_path, segment_bytes=64 * 1024)
@@ -187,13 +215,27 @@ def test_postgres_outage_under_load_loses_nothing(
         wait_for(lambda: audit_db.count() == 500, 30, "first burst shipped")
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{audit_db.name}" ALLOW_CONNECTIONS false')
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                          " WHERE datname = %s AND pid <> pg_backend_pid()", (audit_db.name,))
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (audit_db.name,),
+            )
             for _ in range(5):  # keep writing while the database is unreachable
                 burst(400)
                 time.sleep(0.1)
-            wait_for(lambda: (shipper.metrics.registry.get_sample_value(
-                "haltgate_audit_ship_errors_total") or 0) >= 1, 30, "shipper errors")
+            wait_for(
+                lambda: (
+                    (
+                        shipper.metrics.registry.get_sample_value(
+                            "haltgate_audit_ship_errors_total"
+                        )
+                        or 0
+                    )
+                    >= 1
+                ),
+                30,
+                "shipper errors",
+            )
             reg = shipper.metrics.registry
             assert (reg.get_sample_value("haltgate_audit_ship_backlog_bytes") or 0) > 0
             # Records are stamped BASE_TIME (2026-09), so the lag is large and visible.
@@ -270,8 +312,11 @@ def test_lost_progress_and_ack_fall_back_to_on_conflict(
 def test_awkward_text_survives_copy_exactly(tmp_path: Path, audit_db: AuditDatabase) -> None:
     odd = "POST https://h/\\path\twith\nnew\rlines \\N ✓ \u200b"
     sink = SpoolAuditSink(tmp_path)
-    sink.append_blocking(make_record(0, target=odd, tool="a\\b\\", code="\\N",
-                                     payload={"text": "tab\there \\u0000 \x00"}))
+    sink.append_blocking(
+        make_record(
+            0, target=odd, tool="a\\b\\", code="\\N", payload={"text": "tab\there \\u0000 \x00"}
+        )
+    )
     sink.close_blocking()
     shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer))
     try:
@@ -293,9 +338,16 @@ def test_postgres_stopped_under_load_loses_nothing(tmp_path: Path) -> None:
     server = start_postgres()
     try:
         migrate(server.dsn())
-        shipper = Shipper(ShipperSettings(tmp_path / "spool", server.dsn(), batch_records=200,
-                                          poll_seconds=0.05, max_backoff_seconds=0.5,
-                                          connect_timeout_seconds=2))
+        shipper = Shipper(
+            ShipperSettings(
+                tmp_path / "spool",
+                server.dsn(),
+                batch_records=200,
+                poll_seconds=0.05,
+                max_backoff_seconds=0.5,
+                connect_timeout_seconds=2,
+            )
+        )
         thread = threading.Thread(target=shipper.run, daemon=True)
         thread.start()
         sink = SpoolAuditSink(tmp_path / "spool", segment_bytes=64 * 1024)
@@ -303,8 +355,9 @@ def test_postgres_stopped_under_load_loses_nothing(tmp_path: Path) -> None:
         def count() -> int:
             try:
                 with psycopg.connect(server.dsn(), connect_timeout=2) as conn:
-                    row = conn.execute("SELECT count(DISTINCT record_id), count(*)"
-                                       " FROM haltgate.audit_records").fetchone()
+                    row = conn.execute(
+                        "SELECT count(DISTINCT record_id), count(*) FROM haltgate.audit_records"
+                    ).fetchone()
             except psycopg.OperationalError:
                 return -1
             assert row is not None and row[0] == row[1], "duplicates"
@@ -321,8 +374,12 @@ def test_postgres_stopped_under_load_loses_nothing(tmp_path: Path) -> None:
                 if burst == 3:
                     server.stop()
                 if burst == 8:
-                    assert (shipper.metrics.registry.get_sample_value(
-                        "haltgate_audit_ship_errors_total") or 0) >= 1
+                    assert (
+                        shipper.metrics.registry.get_sample_value(
+                            "haltgate_audit_ship_errors_total"
+                        )
+                        or 0
+                    ) >= 1
                     _start_again(server)
             wait_for(lambda: count() == written, 60, "backlog shipped after the restart")
         finally:

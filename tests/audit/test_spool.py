@@ -169,8 +169,17 @@ def test_every_audit_command_has_help() -> None:
     from haltgate.cli.main import main
 
     runner = CliRunner()
-    for command in ("migrate", "ship", "verify", "query", "history", "cost", "export",
-                    "serve", "retention"):
+    for command in (
+        "migrate",
+        "ship",
+        "verify",
+        "query",
+        "history",
+        "cost",
+        "export",
+        "serve",
+        "retention",
+    ):
         result = runner.invoke(main, ["audit", command, "--help"])
         assert result.exit_code == 0, (command, result.output)
         assert f"audit {command} [OPTIONS]" in result.output

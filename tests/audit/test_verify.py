@@ -41,8 +41,10 @@ def tamper(db: AuditDatabase, sql: str, *params: object) -> None:
 
 def record_at(db: AuditDatabase, seq: int) -> dict:
     with psycopg.connect(db.admin) as conn:
-        row = conn.execute("SELECT record FROM haltgate.audit_records"
-                           " WHERE chain_id = %s AND seq = %s", (CHAIN, seq)).fetchone()
+        row = conn.execute(
+            "SELECT record FROM haltgate.audit_records WHERE chain_id = %s AND seq = %s",
+            (CHAIN, seq),
+        ).fetchone()
     assert row is not None
     return orjson.loads(row[0])
 
@@ -59,15 +61,23 @@ def test_intact_chains_verify(chain_db: AuditDatabase) -> None:
 def test_edited_record_text(chain_db: AuditDatabase) -> None:
     doc = record_at(chain_db, 4)
     doc["decision"] = "allow" if doc["decision"] == "deny" else "deny"
-    tamper(chain_db, "UPDATE haltgate.audit_records SET record = %s WHERE chain_id = %s"
-           " AND seq = 4", orjson.dumps(doc).decode(), CHAIN)
+    tamper(
+        chain_db,
+        "UPDATE haltgate.audit_records SET record = %s WHERE chain_id = %s AND seq = 4",
+        orjson.dumps(doc).decode(),
+        CHAIN,
+    )
     # The decision column still says the truth, so it disagrees with the edited text too.
     assert kinds(chain_db) == {("hash_mismatch", 4), ("column_mismatch", 4)}
 
 
 def test_edited_column_only(chain_db: AuditDatabase) -> None:
-    tamper(chain_db, "UPDATE haltgate.audit_records SET failure_type = NULL, decision = 'allow'"
-           " WHERE chain_id = %s AND seq = 10", CHAIN)
+    tamper(
+        chain_db,
+        "UPDATE haltgate.audit_records SET failure_type = NULL, decision = 'allow'"
+        " WHERE chain_id = %s AND seq = 10",
+        CHAIN,
+    )
     problems = verify_database(chain_db.reader).problems
     assert [(p.kind, p.seq) for p in problems] == [("column_mismatch", 10)]
     assert "decision" in problems[0].detail
@@ -77,14 +87,20 @@ def test_edit_with_recomputed_hash_breaks_the_next_link(chain_db: AuditDatabase)
     doc = record_at(chain_db, 6)
     doc["cost_usd"] = 0.0
     doc["hash"] = record_hash(doc)
-    tamper(chain_db, "UPDATE haltgate.audit_records SET record = %s, hash = %s"
-           " WHERE chain_id = %s AND seq = 6", orjson.dumps(doc).decode(), doc["hash"], CHAIN)
+    tamper(
+        chain_db,
+        "UPDATE haltgate.audit_records SET record = %s, hash = %s WHERE chain_id = %s AND seq = 6",
+        orjson.dumps(doc).decode(),
+        doc["hash"],
+        CHAIN,
+    )
     assert kinds(chain_db) == {("broken_link", 7), ("column_mismatch", 6)}
 
 
 def test_removed_records(chain_db: AuditDatabase) -> None:
-    tamper(chain_db, "DELETE FROM haltgate.audit_records WHERE chain_id = %s"
-           " AND seq IN (1, 5)", CHAIN)
+    tamper(
+        chain_db, "DELETE FROM haltgate.audit_records WHERE chain_id = %s AND seq IN (1, 5)", CHAIN
+    )
     assert kinds(chain_db) == {("missing_start", 2), ("seq_gap", 6)}
 
 
@@ -103,9 +119,15 @@ def test_reordered_records(chain_db: AuditDatabase) -> None:
     three["seq"], four["seq"] = 4, 3
     for doc in (three, four):
         doc["hash"] = record_hash(doc)
-        tamper(chain_db, "UPDATE haltgate.audit_records SET record = %s, seq = %s, hash = %s"
-               " WHERE record_id = %s", orjson.dumps(doc).decode(), doc["seq"], doc["hash"],
-               doc["record_id"])
+        tamper(
+            chain_db,
+            "UPDATE haltgate.audit_records SET record = %s, seq = %s, hash = %s"
+            " WHERE record_id = %s",
+            orjson.dumps(doc).decode(),
+            doc["seq"],
+            doc["hash"],
+            doc["record_id"],
+        )
     found = kinds(chain_db)
     assert {("broken_link", 3), ("broken_link", 4), ("broken_link", 5)} <= found
 
@@ -119,12 +141,24 @@ def test_reordered_lines_in_an_export_are_reported() -> None:
 
 
 def test_cli_verify_exit_codes(chain_db: AuditDatabase) -> None:
-    ok = subprocess.run([*HALTGATE, "audit", "verify", "--dsn", chain_db.reader], cwd=REPO,
-                        capture_output=True, text=True, timeout=60, check=False)
+    ok = subprocess.run(
+        [*HALTGATE, "audit", "verify", "--dsn", chain_db.reader],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "OK: 2 chains, 15 records" in ok.stdout
     tamper(chain_db, "DELETE FROM haltgate.audit_records WHERE chain_id = %s AND seq = 7", CHAIN)
-    bad = subprocess.run([*HALTGATE, "audit", "verify", "--dsn", chain_db.reader], cwd=REPO,
-                         capture_output=True, text=True, timeout=60, check=False)
+    bad = subprocess.run(
+        [*HALTGATE, "audit", "verify", "--dsn", chain_db.reader],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert bad.returncode == 1
     assert f"BROKEN seq_gap: chain {CHAIN} seq 8 (position 6)" in bad.stdout

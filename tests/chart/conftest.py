@@ -28,16 +28,21 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     exe = binaries.require("helm")
     home = tmp_path_factory.mktemp("helm-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELM_")}
-    env.update(HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
-               HELM_DATA_HOME=str(home / "data"))
+    env.update(
+        HELM_CACHE_HOME=str(home / "cache"),
+        HELM_CONFIG_HOME=str(home / "config"),
+        HELM_DATA_HOME=str(home / "data"),
+    )
 
-    def run(*args: str, check: bool = True, kubeconfig: Path | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, check: bool = True, kubeconfig: Path | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         argv = [str(exe), *args]
         if kubeconfig is not None:
             argv += ["--kubeconfig", str(kubeconfig)]
-        res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
-                             check=False)
+        res = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=timeout, check=False
+        )
         if check and res.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{res.stderr}")
         return res
@@ -47,8 +52,17 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
 
 def render(helm: Helm, *args: str, namespace: str = "haltgate-system") -> list[dict[str, Any]]:
     """``helm template`` the chart; the documents it renders (CRDs included)."""
-    out = helm("template", "haltgate", str(CHART), "--namespace", namespace,
-               "--kube-version", KUBE_VERSION, "--include-crds", *args).stdout
+    out = helm(
+        "template",
+        "haltgate",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+        "--include-crds",
+        *args,
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 

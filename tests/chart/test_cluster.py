@@ -23,8 +23,10 @@ from tests.operator.conftest import OperatorUnderTest, eventually, kubectl_json
 
 RELEASE_NS = "haltgate-chart"
 AGENT_NS = "chart-agents"
-CONFIGS = (("mutatingwebhookconfiguration", "haltgate-injector"),
-           ("validatingwebhookconfiguration", "haltgate-validator"))
+CONFIGS = (
+    ("mutatingwebhookconfiguration", "haltgate-injector"),
+    ("validatingwebhookconfiguration", "haltgate-validator"),
+)
 
 
 def dry_run(kube: ControlPlane, manifest: str) -> None:
@@ -45,29 +47,46 @@ def chart_cluster(kube_workloads: ControlPlane) -> ControlPlane:
 def test_crds_install_and_upgrade_in_place(chart_cluster: ControlPlane) -> None:
     """The documented upgrade path: server-side apply of crds/ over what is installed."""
     for _ in range(2):
-        res = chart_cluster.kubectl("apply", "--server-side", "--force-conflicts",
-                                    "-f", str(CHART / "crds"))
+        res = chart_cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds")
+        )
         assert res.returncode == 0, res.stderr
-    eventually(lambda: chart_cluster.kubectl("get", "clusterkopfpeerings").returncode == 0,
-               timeout=30, what="kopf peering CRD served")
+    eventually(
+        lambda: chart_cluster.kubectl("get", "clusterkopfpeerings").returncode == 0,
+        timeout=30,
+        what="kopf peering CRD served",
+    )
 
 
 @pytest.mark.parametrize("values", ["default", "full"])
-def test_render_passes_server_side_dry_run(chart_cluster: ControlPlane, helm: Helm,
-                                           values: str) -> None:
+def test_render_passes_server_side_dry_run(
+    chart_cluster: ControlPlane, helm: Helm, values: str
+) -> None:
     chart_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    eventually(lambda: chart_cluster.kubectl("get", "clusterkopfpeerings").returncode == 0,
-               timeout=30, what="kopf peering CRD served")
+    eventually(
+        lambda: chart_cluster.kubectl("get", "clusterkopfpeerings").returncode == 0,
+        timeout=30,
+        what="kopf peering CRD served",
+    )
     extra = ["-f", str(FULL_VALUES)] if values == "full" else []
-    manifest = helm("template", "dry", str(CHART), "--namespace", RELEASE_NS,
-                    "--kube-version", KUBE_VERSION, *extra).stdout
+    manifest = helm(
+        "template",
+        "dry",
+        str(CHART),
+        "--namespace",
+        RELEASE_NS,
+        "--kube-version",
+        KUBE_VERSION,
+        *extra,
+    ).stdout
     dry_run(chart_cluster, manifest)
 
 
 def test_dry_run_catches_a_broken_manifest(chart_cluster: ControlPlane, helm: Helm) -> None:
     """The dry run is not a rubber stamp: the same render with a bad field is refused."""
-    manifest = helm("template", "dry", str(CHART), "--namespace", RELEASE_NS,
-                    "--kube-version", KUBE_VERSION).stdout
+    manifest = helm(
+        "template", "dry", str(CHART), "--namespace", RELEASE_NS, "--kube-version", KUBE_VERSION
+    ).stdout
     broken = manifest.replace("minAvailable: 1", "minAvailable: [1]")
     assert broken != manifest
     res = chart_cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=broken)
@@ -76,47 +95,86 @@ def test_dry_run_catches_a_broken_manifest(chart_cluster: ControlPlane, helm: He
 
 @pytest.fixture(scope="module")
 def installed(chart_cluster: ControlPlane, helm: Helm) -> Iterator[ControlPlane]:
-    res = helm("install", "haltgate", str(CHART), "--namespace", RELEASE_NS,
-               "--set", f"operator.agentNamespaces={{{AGENT_NS}}}",
-               kubeconfig=chart_cluster.kubeconfig)
+    res = helm(
+        "install",
+        "haltgate",
+        str(CHART),
+        "--namespace",
+        RELEASE_NS,
+        "--set",
+        f"operator.agentNamespaces={{{AGENT_NS}}}",
+        kubeconfig=chart_cluster.kubeconfig,
+    )
     assert "Next step" in res.stdout
     try:
         yield chart_cluster
     finally:
-        helm("uninstall", "haltgate", "--namespace", RELEASE_NS, check=False,
-             kubeconfig=chart_cluster.kubeconfig)
+        helm(
+            "uninstall",
+            "haltgate",
+            "--namespace",
+            RELEASE_NS,
+            check=False,
+            kubeconfig=chart_cluster.kubeconfig,
+        )
 
 
 def test_helm_install(installed: ControlPlane, helm: Helm) -> None:
-    status = json.loads(helm("status", "haltgate", "--namespace", RELEASE_NS, "-o", "json",
-                             kubeconfig=installed.kubeconfig).stdout)
+    status = json.loads(
+        helm(
+            "status",
+            "haltgate",
+            "--namespace",
+            RELEASE_NS,
+            "-o",
+            "json",
+            kubeconfig=installed.kubeconfig,
+        ).stdout
+    )
     assert status["info"]["status"] == "deployed"
     dep = kubectl_json(installed, "-n", RELEASE_NS, "get", "deploy", "haltgate-operator")
     assert dep["spec"]["replicas"] == 2
     assert installed.kubectl("get", "clusterkopfpeering", "haltgate").returncode == 0
     # `helm upgrade` with the same chart is a no-op that succeeds (CRDs untouched).
-    helm("upgrade", "haltgate", str(CHART), "--namespace", RELEASE_NS,
-         kubeconfig=installed.kubeconfig)
+    helm(
+        "upgrade",
+        "haltgate",
+        str(CHART),
+        "--namespace",
+        RELEASE_NS,
+        kubeconfig=installed.kubeconfig,
+    )
 
 
 def sa_kubeconfig(kube: ControlPlane, path: Path) -> Path:
     """A kubeconfig for the chart's operator ServiceAccount (its RBAC, nothing more)."""
-    token = eventually(lambda: kube.kubectl("-n", RELEASE_NS, "create", "token",
-                                            "haltgate", "--duration=1h").stdout.strip(),
-                       what="ServiceAccount token")
+    token = eventually(
+        lambda: kube.kubectl(
+            "-n", RELEASE_NS, "create", "token", "haltgate", "--duration=1h"
+        ).stdout.strip(),
+        what="ServiceAccount token",
+    )
     admin = yaml.safe_load(kube.kubeconfig.read_text())
     cluster = admin["clusters"][0]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "clusters": [cluster],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "sa"}}],
-        "current-context": "sa"}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "sa"}}],
+                "current-context": "sa",
+            }
+        )
+    )
     return path
 
 
 @pytest.fixture(scope="module")
-def chart_operator(installed: ControlPlane,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorUnderTest]:
+def chart_operator(
+    installed: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorUnderTest]:
     """`haltgate operator` outside the cluster, configured like the chart's pods: the
     injection ConfigMap's two files, the chart's ServiceAccount, the release namespace.
     The apiserver reaches it through a URL client config."""
@@ -129,15 +187,30 @@ def chart_operator(installed: ControlPlane,
     saved = [kube.kubectl("get", kind, name, "-o", "yaml") for kind, name in CONFIGS]
     op = OperatorUnderTest(kube, workdir, free_port(), sa_kubeconfig(kube, workdir / "kc"))
     op.argv = [
-        str(Path(sys.executable).parent / "haltgate"), "operator",
-        "--namespace", RELEASE_NS,
-        "--webhook-host", "127.0.0.1", "--webhook-port", str(op.webhook_port),
-        "--webhook-url", f"https://127.0.0.1:{op.webhook_port}",
-        "--work-dir", str(workdir / "work"),
-        "--injection-config", str(workdir / "injection-config.yaml"),
-        "--injection-template", str(workdir / "injection-template.yaml"),
-        "--health-port", str(op.health_port), "--metrics-port", str(op.metrics_port),
-        "--peering", "haltgate", "--priority", "7",
+        str(Path(sys.executable).parent / "haltgate"),
+        "operator",
+        "--namespace",
+        RELEASE_NS,
+        "--webhook-host",
+        "127.0.0.1",
+        "--webhook-port",
+        str(op.webhook_port),
+        "--webhook-url",
+        f"https://127.0.0.1:{op.webhook_port}",
+        "--work-dir",
+        str(workdir / "work"),
+        "--injection-config",
+        str(workdir / "injection-config.yaml"),
+        "--injection-template",
+        str(workdir / "injection-template.yaml"),
+        "--health-port",
+        str(op.health_port),
+        "--metrics-port",
+        str(op.metrics_port),
+        "--peering",
+        "haltgate",
+        "--priority",
+        "7",
     ]
     op.start()
     try:
@@ -150,8 +223,13 @@ def chart_operator(installed: ControlPlane,
             kube.kubectl("delete", kind, name, "--ignore-not-found")
             if before.returncode == 0:
                 doc = yaml.safe_load(before.stdout)
-                for key in ("resourceVersion", "uid", "creationTimestamp", "generation",
-                            "managedFields"):
+                for key in (
+                    "resourceVersion",
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                    "managedFields",
+                ):
                     doc["metadata"].pop(key, None)
                 kube.kubectl("create", "-f", "-", input=yaml.safe_dump(doc))
 
@@ -161,33 +239,58 @@ def names(items: list[dict[str, Any]] | None) -> list[str]:
 
 
 def test_chart_configured_operator_injects_deployment_pods(
-        chart_operator: OperatorUnderTest) -> None:
+    chart_operator: OperatorUnderTest,
+) -> None:
     kube = chart_operator.kube
-    policy = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-              "metadata": {"name": "chart-research", "namespace": AGENT_NS},
-              "spec": {"selector": {"matchLabels": {"app": "chart-agent"}},
-                       "upstreams": [{"name": "llm", "url": "https://api.openai.com",
-                                      "kind": "llm", "provider": "openai"}],
-                       "budgets": {"calls": {"limit": 10}}}}
+    policy = {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "chart-research", "namespace": AGENT_NS},
+        "spec": {
+            "selector": {"matchLabels": {"app": "chart-agent"}},
+            "upstreams": [
+                {
+                    "name": "llm",
+                    "url": "https://api.openai.com",
+                    "kind": "llm",
+                    "provider": "openai",
+                }
+            ],
+            "budgets": {"calls": {"limit": 10}},
+        },
+    }
     # Applied through the validating webhook the operator just registered.
     res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(policy))
     assert res.returncode == 0, res.stderr
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": "chart-agent", "namespace": AGENT_NS},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "chart-agent"}},
-                 "template": {
-                     "metadata": {"labels": {"app": "chart-agent"},
-                                  "annotations": {injection.ANNOTATION_INJECT: "true"}},
-                     "spec": {"containers": [{"name": "agent", "image": "agent:1"}]}}}}
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "chart-agent"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "chart-agent"},
+                    "annotations": {injection.ANNOTATION_INJECT: "true"},
+                },
+                "spec": {"containers": [{"name": "agent", "image": "agent:1"}]},
+            },
+        },
+    }
     res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment))
     assert res.returncode == 0, res.stderr
 
     def injected_pod() -> dict[str, Any] | None:
         pods = kubectl_json(kube, "-n", AGENT_NS, "get", "pods", "-l", "app=chart-agent")
-        return next((p for p in pods["items"]
-                     if injection.SIDECAR_CONTAINER_NAME in names(p["spec"].get("initContainers"))),
-                    None)
+        return next(
+            (
+                p
+                for p in pods["items"]
+                if injection.SIDECAR_CONTAINER_NAME in names(p["spec"].get("initContainers"))
+            ),
+            None,
+        )
 
     pod = eventually(injected_pod, timeout=40, what="the Deployment's pod injected")
     inits = {c["name"]: c for c in pod["spec"]["initContainers"]}
@@ -199,19 +302,24 @@ def test_chart_configured_operator_injects_deployment_pods(
     agent_env = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
     assert {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"} <= agent_env
     # A pod that would defeat enforcement is refused through the same path.
-    bad = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "escape", "namespace": AGENT_NS,
-                        "labels": {"app": "chart-agent"},
-                        "annotations": {injection.ANNOTATION_INJECT: "true"}},
-           "spec": {"hostNetwork": True, "containers": [{"name": "a", "image": "x"}]}}
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "escape",
+            "namespace": AGENT_NS,
+            "labels": {"app": "chart-agent"},
+            "annotations": {injection.ANNOTATION_INJECT: "true"},
+        },
+        "spec": {"hostNetwork": True, "containers": [{"name": "a", "image": "x"}]},
+    }
     res = kube.kubectl("create", "-f", "-", input=yaml.safe_dump(bad))
     assert res.returncode != 0 and "host_network" in res.stderr, res.stderr
 
 
-
-
-def test_switch_to_cert_manager_and_back_keeps_the_webhook(installed: ControlPlane,
-                                                          helm: Helm) -> None:
+def test_switch_to_cert_manager_and_back_keeps_the_webhook(
+    installed: ControlPlane, helm: Helm
+) -> None:
     """Operator-managed -> cert-manager -> operator-managed with `helm upgrade` only: Helm
     adopts the configurations the operator wrote (they carry the release's ownership), and
     keeps the chart's when switching back; at no point is a configuration missing."""
@@ -220,14 +328,19 @@ def test_switch_to_cert_manager_and_back_keeps_the_webhook(installed: ControlPla
     kube = installed
     saved = [kube.kubectl("get", kind, name, "-o", "yaml") for kind, name in CONFIGS]
     # As the chart's operator pods write them: through the release's webhook Service.
-    service = next(s["metadata"]["name"] for s in kubectl_json(
-        kube, "-n", RELEASE_NS, "get", "services")["items"]
-        if s["metadata"]["name"].endswith("-webhook"))
-    endpoint = webhookconfig.Endpoint(ca_bundle=b"operator CA", service_name=service,
-                                      service_namespace=RELEASE_NS)
+    service = next(
+        s["metadata"]["name"]
+        for s in kubectl_json(kube, "-n", RELEASE_NS, "get", "services")["items"]
+        if s["metadata"]["name"].endswith("-webhook")
+    )
+    endpoint = webhookconfig.Endpoint(
+        ca_bundle=b"operator CA", service_name=service, service_namespace=RELEASE_NS
+    )
     cfg = injection.InjectionConfig(operator_namespace=RELEASE_NS)
-    written = [webhookconfig.mutating_configuration(endpoint, cfg),
-               webhookconfig.validating_configuration(endpoint, cfg)]
+    written = [
+        webhookconfig.mutating_configuration(endpoint, cfg),
+        webhookconfig.validating_configuration(endpoint, cfg),
+    ]
 
     def write(owned: bool) -> None:
         for (kind, name), body in zip(CONFIGS, written, strict=True):
@@ -237,16 +350,23 @@ def test_switch_to_cert_manager_and_back_keeps_the_webhook(installed: ControlPla
             assert res.returncode == 0, res.stderr
 
     def upgrade(cert_manager: bool) -> subprocess.CompletedProcess[str]:
-        return helm("upgrade", "haltgate", str(CHART), "--namespace", RELEASE_NS, "--set",
-                    f"webhook.certManager.enabled={str(cert_manager).lower()}", check=False,
-                    kubeconfig=kube.kubeconfig)
+        return helm(
+            "upgrade",
+            "haltgate",
+            str(CHART),
+            "--namespace",
+            RELEASE_NS,
+            "--set",
+            f"webhook.certManager.enabled={str(cert_manager).lower()}",
+            check=False,
+            kubeconfig=kube.kubeconfig,
+        )
 
     try:
         # Without the ownership metadata (the operator before this change) Helm refuses.
         write(owned=False)
         refused = upgrade(cert_manager=True)
-        assert refused.returncode != 0 and "cannot be imported" in refused.stderr, \
-            refused.stderr
+        assert refused.returncode != 0 and "cannot be imported" in refused.stderr, refused.stderr
         write(owned=True)
         res = upgrade(cert_manager=True)
         assert res.returncode == 0, res.stderr
@@ -262,7 +382,12 @@ def test_switch_to_cert_manager_and_back_keeps_the_webhook(installed: ControlPla
             kube.kubectl("delete", kind, name, "--ignore-not-found")
             if before.returncode == 0:
                 doc = yaml.safe_load(before.stdout)
-                for key in ("resourceVersion", "uid", "creationTimestamp", "generation",
-                            "managedFields"):
+                for key in (
+                    "resourceVersion",
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                    "managedFields",
+                ):
                     doc["metadata"].pop(key, None)
                 kube.kubectl("create", "-f", "-", input=yaml.safe_dump(doc))

@@ -25,16 +25,37 @@ def test_demo_runs_the_whole_journey(mode: str, tmp_path: Path) -> None:
         if why is not None:
             pytest.skip(why)
     picture = tmp_path / "fleet.png"
-    res = subprocess.run([str(Path(sys.executable).parent / "haltgate"), "demo",
-                          "--mode", mode, "--dashboard", str(picture)],
-                         capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+    res = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "haltgate"),
+            "demo",
+            "--mode",
+            mode,
+            "--dashboard",
+            str(picture),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
     out = res.stdout
     assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]
-    for moment in ("the webhook injected it", "initContainer haltgate-proxy   native sidecar",
-                   "allowed   HTTP 200", "guardrail_secrets", "opa_denied", "tool_denied",
-                   "EXHAUSTION calls_exhausted", "halted for good",
-                   "$ haltgate audit history", "$ haltgate audit cost",
-                   "audit verify: OK", "haltgate_requests_total{"):
+    for moment in (
+        "the webhook injected it",
+        "initContainer haltgate-proxy   native sidecar",
+        "allowed   HTTP 200",
+        "guardrail_secrets",
+        "opa_denied",
+        "tool_denied",
+        "EXHAUSTION calls_exhausted",
+        "halted for good",
+        "$ haltgate audit history",
+        "$ haltgate audit cost",
+        "audit verify: OK",
+        "haltgate_requests_total{",
+    ):
         assert moment in out, f"missing {moment!r} in:\n{out[-3000:]}"
     # It ends with the fleet dashboard drawn from the Prometheus that scraped the sidecar.
     assert f"The fleet dashboard of this run: {picture}" in out
@@ -48,6 +69,7 @@ def test_demo_runs_the_whole_journey(mode: str, tmp_path: Path) -> None:
         # Its namespaces are gone too.
         names = set(re.findall(r"\b(hg-(?:pod|up)-\d+)\b", out))
         assert names
-        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                                check=False).stdout.split()
+        listed = subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, check=False
+        ).stdout.split()
         assert not names & set(listed), listed

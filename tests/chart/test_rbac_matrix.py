@@ -22,8 +22,15 @@ from tests.operator.conftest import eventually
 RELEASE, RELEASE_NS = "rbacmx", "rbacmx-system"
 AGENTS, OTHER = "rbacmx-agents", "rbacmx-other"
 SA = f"system:serviceaccount:{RELEASE_NS}:{RELEASE}-haltgate"
-KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+KINDS = (
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -32,9 +39,17 @@ pytestmark = pytest.mark.k8s
 def rbac_cluster(kube: ControlPlane, haltgate_crds: list[str], helm: Helm) -> ControlPlane:
     for ns in (RELEASE_NS, AGENTS, OTHER):
         kube.kubectl("create", "namespace", ns)
-    out = helm("template", RELEASE, str(CHART), "--namespace", RELEASE_NS,
-               "--kube-version", KUBE_VERSION, "--set",
-               f"operator.agentNamespaces={{{AGENTS}}}").stdout
+    out = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        RELEASE_NS,
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        f"operator.agentNamespaces={{{AGENTS}}}",
+    ).stdout
     docs = [d for d in yaml.safe_load_all(out) if d and d["kind"] in KINDS]
     res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     assert res.returncode == 0, res.stderr
@@ -122,9 +137,11 @@ MATRIX = [
 
 
 def test_can_i_matrix(rbac_cluster: ControlPlane) -> None:
-    wrong = [(verb, resource, ns or "*", expected)
-             for verb, resource, ns, expected in MATRIX
-             if can_i(rbac_cluster, verb, resource, ns) is not expected]
+    wrong = [
+        (verb, resource, ns or "*", expected)
+        for verb, resource, ns, expected in MATRIX
+        if can_i(rbac_cluster, verb, resource, ns) is not expected
+    ]
     assert not wrong, f"(verb, resource, namespace, expected) answered otherwise: {wrong}"
 
 
@@ -155,25 +172,38 @@ def refusal(call: Any) -> str:
 
 
 def token_secret(namespace: str, name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-            "metadata": {"name": name, "namespace": namespace,
-                         "annotations": {"kubernetes.io/service-account.name": "default"}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {"kubernetes.io/service-account.name": "default"},
+        },
+    }
 
 
 IMAGE_PATCH = [{"op": "replace", "path": "/spec/containers/0/image", "value": "evil:1"}]
 
 
 def make_pod(kube: ControlPlane, namespace: str, name: str) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
-           "spec": {"containers": [{"name": "c", "image": "good:1"}]}}
-    eventually(lambda: kube.kubectl("create", "-f", "-",
-                                    input=yaml.safe_dump(pod)).returncode == 0,
-               what="pod created (the namespace's default ServiceAccount exists)")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": "c", "image": "good:1"}]},
+    }
+    eventually(
+        lambda: kube.kubectl("create", "-f", "-", input=yaml.safe_dump(pod)).returncode == 0,
+        what="pod created (the namespace's default ServiceAccount exists)",
+    )
 
 
 def image_of(kube: ControlPlane, namespace: str, name: str) -> str:
-    pod = json.loads(kube.kubectl("-n", namespace, "get", "pod", name, "-o", "json",
-                                  check=True).stdout)
+    pod = json.loads(
+        kube.kubectl("-n", namespace, "get", "pod", name, "-o", "json", check=True).stdout
+    )
     return str(pod["spec"]["containers"][0]["image"])
 
 
@@ -181,19 +211,25 @@ def test_the_old_escalations_fail(rbac_cluster: ControlPlane) -> None:
     kube = rbac_cluster
     op = as_operator(kube)
     # A token Secret for a kube-system account (then read back: cluster-admin).
-    msg = refusal(lambda: op.create_namespaced_secret(
-        "kube-system", token_secret("kube-system", "steal")))
+    msg = refusal(
+        lambda: op.create_namespaced_secret("kube-system", token_secret("kube-system", "steal"))
+    )
     assert "forbidden" in msg, msg
     msg = refusal(lambda: op.read_namespaced_secret("steal", "kube-system"))
     assert "forbidden" in msg, msg
     # kube-system ConfigMaps: neither created nor rewritten.
-    kube.kubectl("-n", "kube-system", "create", "configmap", "rbacmx-probe",
-                 "--from-literal=k=v")
-    msg = refusal(lambda: op.create_namespaced_config_map("kube-system", {
-        "metadata": {"name": "evil"}, "data": {"k": "v"}}))
+    kube.kubectl("-n", "kube-system", "create", "configmap", "rbacmx-probe", "--from-literal=k=v")
+    msg = refusal(
+        lambda: op.create_namespaced_config_map(
+            "kube-system", {"metadata": {"name": "evil"}, "data": {"k": "v"}}
+        )
+    )
     assert "forbidden" in msg, msg
-    msg = refusal(lambda: op.patch_namespaced_config_map(
-        "rbacmx-probe", "kube-system", {"data": {"k": "evil"}}))
+    msg = refusal(
+        lambda: op.patch_namespaced_config_map(
+            "rbacmx-probe", "kube-system", {"data": {"k": "evil"}}
+        )
+    )
     assert "forbidden" in msg, msg
     # A pod's image outside the agent namespaces.
     make_pod(kube, OTHER, "victim")
@@ -213,23 +249,37 @@ def test_admission_guard_inside_agent_namespaces(rbac_cluster: ControlPlane) -> 
         try:
             return refusal(lambda: op.patch_namespaced_pod("agent", AGENTS, IMAGE_PATCH))
         except Refused:  # the apiserver has not loaded the policy yet: undo, try again
-            kube.kubectl("-n", AGENTS, "patch", "pod", "agent", "--type=json", "-p",
-                         json.dumps([{**IMAGE_PATCH[0], "value": "good:1"}]), check=True)
+            kube.kubectl(
+                "-n",
+                AGENTS,
+                "patch",
+                "pod",
+                "agent",
+                "--type=json",
+                "-p",
+                json.dumps([{**IMAGE_PATCH[0], "value": "good:1"}]),
+                check=True,
+            )
             return None
 
     message = eventually(image_patch_refused, timeout=30, what="image patch refused")
     assert "only the metadata of a pod" in message, message
     assert image_of(kube, AGENTS, "agent") == "good:1"
     # What the operator does there (the halt record annotation) passes.
-    op.patch_namespaced_pod("agent", AGENTS, {"metadata": {"annotations": {
-        "haltgate.dev/halted": '{"GovernancePolicy/p": "drill"}'}}})
+    op.patch_namespaced_pod(
+        "agent",
+        AGENTS,
+        {"metadata": {"annotations": {"haltgate.dev/halted": '{"GovernancePolicy/p": "drill"}'}}},
+    )
     # A token Secret, even under a name it may read back, is refused.
-    msg = refusal(lambda: op.create_namespaced_secret(
-        AGENTS, token_secret(AGENTS, "haltgate-admin-token")))
+    msg = refusal(
+        lambda: op.create_namespaced_secret(AGENTS, token_secret(AGENTS, "haltgate-admin-token"))
+    )
     assert "service-account token" in msg, msg
     # Its own Opaque Secrets are fine, and it can read them back.
-    op.create_namespaced_secret(AGENTS, {"metadata": {"name": "haltgate-ca"},
-                                         "data": {"ca.crt": "eA=="}})
+    op.create_namespaced_secret(
+        AGENTS, {"metadata": {"name": "haltgate-ca"}, "data": {"ca.crt": "eA=="}}
+    )
     assert op.read_namespaced_secret("haltgate-ca", AGENTS).data == {"ca.crt": "eA=="}
 
 
@@ -239,44 +289,75 @@ def test_admission_guard_keeps_workload_patches_to_metadata(rbac_cluster: Contro
     from kubernetes import client
 
     kube = rbac_cluster
-    grant = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-             "metadata": {"name": "workload-patch", "namespace": AGENTS},
-             "rules": [{"apiGroups": ["apps"], "resources": ["deployments", "daemonsets"],
-                        "verbs": ["patch"]}]}
-    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": "workload-patch", "namespace": AGENTS},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                           "name": "workload-patch"},
-               "subjects": [{"kind": "ServiceAccount", "name": f"{RELEASE}-haltgate",
-                             "namespace": RELEASE_NS}]}
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
-                  "metadata": {"name": "agent", "namespace": AGENTS},
-                  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "a"}},
-                           "template": {"metadata": {"labels": {"app": "a"}},
-                                        "spec": {"containers": [{"name": "c",
-                                                                 "image": "good:1"}]}}}}
-    daemonset = {"apiVersion": "apps/v1", "kind": "DaemonSet",  # no replicas field
-                 "metadata": {"name": "agent", "namespace": AGENTS},
-                 "spec": {k: v for k, v in deployment["spec"].items() if k != "replicas"}}
-    res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([grant, binding,
-                                                                      deployment, daemonset]))
+    grant = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "workload-patch", "namespace": AGENTS},
+        "rules": [
+            {"apiGroups": ["apps"], "resources": ["deployments", "daemonsets"], "verbs": ["patch"]}
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "workload-patch", "namespace": AGENTS},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "workload-patch",
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": f"{RELEASE}-haltgate", "namespace": RELEASE_NS}
+        ],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "agent", "namespace": AGENTS},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "a"}},
+            "template": {
+                "metadata": {"labels": {"app": "a"}},
+                "spec": {"containers": [{"name": "c", "image": "good:1"}]},
+            },
+        },
+    }
+    daemonset = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",  # no replicas field
+        "metadata": {"name": "agent", "namespace": AGENTS},
+        "spec": {k: v for k, v in deployment["spec"].items() if k != "replicas"},
+    }
+    res = kube.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump_all([grant, binding, deployment, daemonset])
+    )
     assert res.returncode == 0, res.stderr
     api = kube.api_client()
     api.set_default_header("Impersonate-User", SA)
     apps = client.AppsV1Api(api)
-    image = [{"op": "replace", "path": "/spec/template/spec/containers/0/image",
-              "value": "evil:1"}]
+    image = [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "evil:1"}]
     for patch in (image, [{"op": "replace", "path": "/spec/replicas", "value": 50}]):
-        msg = eventually(lambda p=patch: _refused_or_undone(kube, apps, p), timeout=30,
-                         what="workload patch refused")
+        msg = eventually(
+            lambda p=patch: _refused_or_undone(kube, apps, p),
+            timeout=30,
+            what="workload patch refused",
+        )
         assert "only the metadata of a workload" in msg, msg
     # The pod template's annotations may change (what carrying an opt-in does).
-    apps.patch_namespaced_deployment("agent", AGENTS, {"spec": {"template": {"metadata": {
-        "annotations": {"haltgate.dev/inject": "true"}}}}})
-    apps.patch_namespaced_daemon_set("agent", AGENTS, {"spec": {"template": {"metadata": {
-        "annotations": {"haltgate.dev/inject": "true"}}}}})
-    dep = json.loads(kube.kubectl("-n", AGENTS, "get", "deploy", "agent", "-o", "json",
-                                  check=True).stdout)
+    apps.patch_namespaced_deployment(
+        "agent",
+        AGENTS,
+        {"spec": {"template": {"metadata": {"annotations": {"haltgate.dev/inject": "true"}}}}},
+    )
+    apps.patch_namespaced_daemon_set(
+        "agent",
+        AGENTS,
+        {"spec": {"template": {"metadata": {"annotations": {"haltgate.dev/inject": "true"}}}}},
+    )
+    dep = json.loads(
+        kube.kubectl("-n", AGENTS, "get", "deploy", "agent", "-o", "json", check=True).stdout
+    )
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "good:1"
     assert dep["spec"]["replicas"] == 1
 
@@ -287,8 +368,24 @@ def _refused_or_undone(kube: ControlPlane, apps: Any, patch: list[dict[str, Any]
     try:
         return refusal(lambda: apps.patch_namespaced_deployment("agent", AGENTS, patch))
     except Refused:
-        kube.kubectl("-n", AGENTS, "patch", "deploy", "agent", "--type=json", "-p", json.dumps(
-            [{"op": "replace", "path": "/spec/template/spec/containers/0/image",
-              "value": "good:1"}, {"op": "replace", "path": "/spec/replicas", "value": 1}]),
-            check=True)
+        kube.kubectl(
+            "-n",
+            AGENTS,
+            "patch",
+            "deploy",
+            "agent",
+            "--type=json",
+            "-p",
+            json.dumps(
+                [
+                    {
+                        "op": "replace",
+                        "path": "/spec/template/spec/containers/0/image",
+                        "value": "good:1",
+                    },
+                    {"op": "replace", "path": "/spec/replicas", "value": 1},
+                ]
+            ),
+            check=True,
+        )
         return None

@@ -55,9 +55,11 @@ START_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
 
 
-def policy_document(ports: Mapping[str, Mapping[str, int]],
-                    tools: Mapping[str, Any] | None = None,
-                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def policy_document(
+    ports: Mapping[str, Mapping[str, int]],
+    tools: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The sidecar's policy: every upstream under each kind; rules the corpus aims at.
 
     ``tools.default`` is ``allow`` on purpose: the worst case of the issue (a call the
@@ -67,9 +69,11 @@ def policy_document(ports: Mapping[str, Mapping[str, int]],
     upstreams = []
     for name, by_kind in ports.items():
         for kind, base in BASE_PATHS.items():
-            entry: dict[str, Any] = {"name": f"{name}-{kind}",
-                                     "url": f"http://127.0.0.1:{by_kind[kind]}{base}",
-                                     "kind": KINDS[kind].value}
+            entry: dict[str, Any] = {
+                "name": f"{name}-{kind}",
+                "url": f"http://127.0.0.1:{by_kind[kind]}{base}",
+                "kind": KINDS[kind].value,
+            }
             if kind == "llm":
                 entry["provider"] = "openai"
             upstreams.append(entry)
@@ -83,26 +87,52 @@ def policy_document(ports: Mapping[str, Mapping[str, int]],
             "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}},
             "audit": {"payload": "full"},
             "mcp": {
-                "resources": {"default": "deny", "rules": [
-                    {"name": "public-files", "action": "allow",
-                     "uris": ["file:///srv/public/**"]}]},
-                "prompts": {"default": "deny", "rules": [
-                    {"name": "summaries", "action": "allow", "prompts": ["summar*"]}]},
+                "resources": {
+                    "default": "deny",
+                    "rules": [
+                        {
+                            "name": "public-files",
+                            "action": "allow",
+                            "uris": ["file:///srv/public/**"],
+                        }
+                    ],
+                },
+                "prompts": {
+                    "default": "deny",
+                    "rules": [{"name": "summaries", "action": "allow", "prompts": ["summar*"]}],
+                },
             },
-            "tools": dict(tools) if tools is not None else {
+            "tools": dict(tools)
+            if tools is not None
+            else {
                 "default": "allow",
                 "rules": [
-                    {"name": "no-gpt-5", "action": "deny", "kind": "llm",
-                     "models": ["gpt-5*"]},
-                    {"name": "no-admin", "action": "deny", "kind": "http",
-                     "paths": ["/api/admin", "/api/admin/**"]},
-                    {"name": "read-only-api", "action": "deny", "kind": "http",
-                     "methods": ["DELETE", "PUT", "PATCH"]},
-                    {"name": "no-delete-tools", "action": "deny", "kind": "mcp",
-                     "mcpTools": ["delete_*"]},
-                    {"name": "no-system-files", "action": "deny", "kind": "mcp",
-                     "mcpTools": ["read_file"],
-                     "arguments": [{"path": "$.path", "regex": "^/(etc|root)/"}]},
+                    {"name": "no-gpt-5", "action": "deny", "kind": "llm", "models": ["gpt-5*"]},
+                    {
+                        "name": "no-admin",
+                        "action": "deny",
+                        "kind": "http",
+                        "paths": ["/api/admin", "/api/admin/**"],
+                    },
+                    {
+                        "name": "read-only-api",
+                        "action": "deny",
+                        "kind": "http",
+                        "methods": ["DELETE", "PUT", "PATCH"],
+                    },
+                    {
+                        "name": "no-delete-tools",
+                        "action": "deny",
+                        "kind": "mcp",
+                        "mcpTools": ["delete_*"],
+                    },
+                    {
+                        "name": "no-system-files",
+                        "action": "deny",
+                        "kind": "mcp",
+                        "mcpTools": ["read_file"],
+                        "arguments": [{"path": "$.path", "regex": "^/(etc|root)/"}],
+                    },
                 ],
             },
         },
@@ -139,8 +169,9 @@ class Request:
         return self.alias.rpartition("-")[2]
 
     def describe(self) -> str:
-        where = f"(proxy to {self.alias}) {BASE_PATHS[self.kind]}" if self.proxy \
-            else f"/{self.alias}"
+        where = (
+            f"(proxy to {self.alias}) {BASE_PATHS[self.kind]}" if self.proxy else f"/{self.alias}"
+        )
         head = f"{self.method} {where}{self.target}"
         extra = "".join(f" [{k}: {v}]" for k, v in self.headers)
         try:
@@ -204,24 +235,43 @@ def sidecar_reading(intent: Mapping[str, Any]) -> dict[str, Any]:
             key = _SUBJECT_KEYS.get(msg["method"])
             subject = params.get(key) if isinstance(params, dict) and key else None
             arguments = params.get("arguments") if isinstance(params, dict) else None
-            arg_path = arguments.get("path") if isinstance(arguments, dict) and \
-                msg["method"] == "tools/call" else None
-            rpc.append((msg["method"], subject if isinstance(subject, str) else None,
-                        arg_path if isinstance(arg_path, str) else None))
-    return {"method": method, "path": path, "kind": intent.get("kind"),
-            "model": intent.get("model"), "rpc": rpc}
+            arg_path = (
+                arguments.get("path")
+                if isinstance(arguments, dict) and msg["method"] == "tools/call"
+                else None
+            )
+            rpc.append(
+                (
+                    msg["method"],
+                    subject if isinstance(subject, str) else None,
+                    arg_path if isinstance(arg_path, str) else None,
+                )
+            )
+    return {
+        "method": method,
+        "path": path,
+        "kind": intent.get("kind"),
+        "model": intent.get("model"),
+        "rpc": rpc,
+    }
 
 
-_SUBJECT_KEYS = {"tools/call": "name", "resources/read": "uri", "resources/subscribe": "uri",
-                 "prompts/get": "name"}
+_SUBJECT_KEYS = {
+    "tools/call": "name",
+    "resources/read": "uri",
+    "resources/subscribe": "uri",
+    "prompts/get": "name",
+}
 """The ``params`` member naming what a JSON-RPC method acts on."""
 
 
 def executed_rpc(executed: Mapping[str, Any]) -> list[tuple[str, str | None, str | None]]:
     """(method, subject, a tool's ``path`` argument) of each JSON-RPC element an upstream
     executed."""
-    return [(c["method"], c.get("tool") or c.get("uri") or c.get("name"), c.get("path"))
-            for c in executed.get("rpc") or []]
+    return [
+        (c["method"], c.get("tool") or c.get("uri") or c.get("name"), c.get("path"))
+        for c in executed.get("rpc") or []
+    ]
 
 
 def resolved_uri(uri: str) -> str:
@@ -238,8 +288,9 @@ def _decoded(path: str) -> str:
     return unquote_to_bytes(path).decode("utf-8", "surrogateescape")
 
 
-def oracle_verdicts(executed: Mapping[str, Any], request: Request, tools: ToolAuthorizer,
-                    mcp: McpAuthorizer) -> list[tuple[str, AuthzResult]]:
+def oracle_verdicts(
+    executed: Mapping[str, Any], request: Request, tools: ToolAuthorizer, mcp: McpAuthorizer
+) -> list[tuple[str, AuthzResult]]:
     """The policy's verdict on each call the upstream executed, as the upstream read it:
     one per JSON-RPC element (each is its own decision), else one."""
     endpoint = executed["endpoint"]
@@ -250,8 +301,15 @@ def oracle_verdicts(executed: Mapping[str, Any], request: Request, tools: ToolAu
         kind = RequestKind.MCP
     else:
         kind = RequestKind.HTTP if KINDS[request.kind] is RequestKind.HTTP else None
-    view = CallView(kind=kind, method=executed["method"], scheme="http", host="127.0.0.1",
-                    port=0, path=executed["route"], upstream=request.alias)
+    view = CallView(
+        kind=kind,
+        method=executed["method"],
+        scheme="http",
+        host="127.0.0.1",
+        port=0,
+        path=executed["route"],
+        upstream=request.alias,
+    )
     if endpoint == "llm":
         model = executed["model_resolved"]
         return [(f"model {model!r}", tools.authorize(replace(view, model=model)))]
@@ -295,27 +353,30 @@ def divergences(ex: Exchange, tools: ToolAuthorizer, mcp: McpAuthorizer) -> list
     s = sidecar_reading(ex.intent)
     for e in ex.executed:
         if e["method"] != s["method"]:
-            out.append(f"sidecar decided method {s['method']}, upstream executed "
-                       f"{e['method']} (sent as {e['wire_method']})")
+            out.append(
+                f"sidecar decided method {s['method']}, upstream executed "
+                f"{e['method']} (sent as {e['wire_method']})"
+            )
         if _decoded(s["path"]) != e["path"]:
-            out.append(f"sidecar decided path {s['path']!r}, upstream executed "
-                       f"{e['path']!r}")
+            out.append(f"sidecar decided path {s['path']!r}, upstream executed {e['path']!r}")
         endpoint = e["endpoint"]
         if endpoint in ("llm", "mcp") and s["kind"] != endpoint:
-            out.append(f"upstream executed an {endpoint} call ({_brief(e)}), sidecar "
-                       f"decided kind {s['kind']}")
+            out.append(
+                f"upstream executed an {endpoint} call ({_brief(e)}), sidecar "
+                f"decided kind {s['kind']}"
+            )
         if endpoint == "llm" and s["kind"] == "llm":
             decided = resolve_model(s["model"]) if isinstance(s["model"], str) else None
             if decided != e["model_resolved"]:
-                out.append(f"sidecar decided model {s['model']!r}, upstream served "
-                           f"{e['model']!r}")
+                out.append(f"sidecar decided model {s['model']!r}, upstream served {e['model']!r}")
         if endpoint == "mcp" and s["kind"] == "mcp" and executed_rpc(e) != s["rpc"]:
-            out.append(f"sidecar decided JSON-RPC {s['rpc']}, upstream executed "
-                       f"{executed_rpc(e)}")
+            out.append(f"sidecar decided JSON-RPC {s['rpc']}, upstream executed {executed_rpc(e)}")
         for what, verdict in oracle_verdicts(e, ex.request, tools, mcp):
             if not verdict.allowed:
-                out.append(f"upstream executed {what}, which the policy denies "
-                           f"({verdict.code}, rule {verdict.rule})")
+                out.append(
+                    f"upstream executed {what}, which the policy denies "
+                    f"({verdict.code}, rule {verdict.rule})"
+                )
     return out
 
 
@@ -324,8 +385,7 @@ def _brief(e: Mapping[str, Any]) -> str:
     if e.get("model") is not None:
         parts.append(f"model={e['model']!r}")
     if e.get("rpc"):
-        parts.append("rpc=" + ",".join(m + (f"({x})" if x else "")
-                                       for m, x, _ in executed_rpc(e)))
+        parts.append("rpc=" + ",".join(m + (f"({x})" if x else "") for m, x, _ in executed_rpc(e)))
     return " ".join(parts)
 
 
@@ -383,8 +443,14 @@ class _SpoolLog:
 class Bed:
     """The running bed: send requests through the sidecar and see both readings."""
 
-    def __init__(self, sidecar_port: int, spool: Path, logs: Mapping[str, Path],
-                 policy: Mapping[str, Any], ports: Mapping[str, Mapping[str, int]]) -> None:
+    def __init__(
+        self,
+        sidecar_port: int,
+        spool: Path,
+        logs: Mapping[str, Path],
+        policy: Mapping[str, Any],
+        ports: Mapping[str, Mapping[str, int]],
+    ) -> None:
         self.sidecar_port = sidecar_port
         self.ports = ports
         self._spool = _SpoolLog(spool)
@@ -407,8 +473,7 @@ class Bed:
             port, target = self.sidecar_port, self.request_target(request)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
         try:
-            conn.putrequest(request.method, target, skip_host=False,
-                            skip_accept_encoding=True)
+            conn.putrequest(request.method, target, skip_host=False, skip_accept_encoding=True)
             sent = {k.lower() for k, _ in request.headers}
             if "content-type" not in sent and request.body:
                 conn.putheader("Content-Type", "application/json")
@@ -455,8 +520,9 @@ def _haltgate(*args: str) -> list[str]:
 
 
 @contextmanager
-def running_bed(work: Path, tools: Mapping[str, Any] | None = None,
-                extra: Mapping[str, Any] | None = None) -> Iterator[Bed]:
+def running_bed(
+    work: Path, tools: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None
+) -> Iterator[Bed]:
     """Start the three upstreams and the sidecar (all on free loopback ports) in ``work``."""
     work.mkdir(parents=True, exist_ok=True)
     free = iter(free_ports(3 * len(UPSTREAMS) + 3))
@@ -472,22 +538,60 @@ def running_bed(work: Path, tools: Mapping[str, Any] | None = None,
         return [arg for port in ports[name].values() for arg in ("--port", str(port))]
 
     processes = [
-        ManagedProcess("goupstream", [
-            str(binaries.go_upstream()), "-log", str(logs["go"]),
-            "-listen", ",".join(f"127.0.0.1:{p}" for p in ports["go"].values())],
-            work / "go.log"),
-        ManagedProcess("py-reader", [*reader, *reader_ports("py"), "--log", str(logs["py"]),
-                                     "--name", "py"], work / "py.log"),
-        ManagedProcess("pyfirst-reader", [*reader, *reader_ports("pyfirst"), "--log",
-                                          str(logs["pyfirst"]), "--name", "pyfirst",
-                                          "--duplicates", "first"], work / "pyfirst.log"),
-        ManagedProcess("sidecar", _haltgate(
-            "sidecar", "--policy", str(policy_path), "--state-dir", str(work / "state"),
-            "--audit-dir", str(work / "audit"), "--mode", "explicit",
-            "--listen", f"127.0.0.1:{explicit}", "--admin-listen", f"127.0.0.1:{admin}",
-            "--metrics-listen", f"127.0.0.1:{metrics}", "--log-level", "warning"),
-            work / "sidecar.log", env={**os.environ, "HALTGATE_POD_NAMESPACE": "agents",
-                                       "HALTGATE_POD_NAME": "agent-0"}),
+        ManagedProcess(
+            "goupstream",
+            [
+                str(binaries.go_upstream()),
+                "-log",
+                str(logs["go"]),
+                "-listen",
+                ",".join(f"127.0.0.1:{p}" for p in ports["go"].values()),
+            ],
+            work / "go.log",
+        ),
+        ManagedProcess(
+            "py-reader",
+            [*reader, *reader_ports("py"), "--log", str(logs["py"]), "--name", "py"],
+            work / "py.log",
+        ),
+        ManagedProcess(
+            "pyfirst-reader",
+            [
+                *reader,
+                *reader_ports("pyfirst"),
+                "--log",
+                str(logs["pyfirst"]),
+                "--name",
+                "pyfirst",
+                "--duplicates",
+                "first",
+            ],
+            work / "pyfirst.log",
+        ),
+        ManagedProcess(
+            "sidecar",
+            _haltgate(
+                "sidecar",
+                "--policy",
+                str(policy_path),
+                "--state-dir",
+                str(work / "state"),
+                "--audit-dir",
+                str(work / "audit"),
+                "--mode",
+                "explicit",
+                "--listen",
+                f"127.0.0.1:{explicit}",
+                "--admin-listen",
+                f"127.0.0.1:{admin}",
+                "--metrics-listen",
+                f"127.0.0.1:{metrics}",
+                "--log-level",
+                "warning",
+            ),
+            work / "sidecar.log",
+            env={**os.environ, "HALTGATE_POD_NAMESPACE": "agents", "HALTGATE_POD_NAME": "agent-0"},
+        ),
     ]
     with ExitStack() as stack:
         for proc in processes:
@@ -495,8 +599,13 @@ def running_bed(work: Path, tools: Mapping[str, Any] | None = None,
             stack.callback(proc.stop)
         last_ports = [*(ports[name]["api"] for name in UPSTREAMS), admin]
         for proc, port in zip(processes, last_ports, strict=True):
-            wait_until(partial(port_open, "127.0.0.1", port), timeout=START_TIMEOUT,
-                       what=proc.name, log=proc.log, alive=proc.alive)
+            wait_until(
+                partial(port_open, "127.0.0.1", port),
+                timeout=START_TIMEOUT,
+                what=proc.name,
+                log=proc.log,
+                alive=proc.alive,
+            )
         yield Bed(explicit, work / "audit", logs, policy, ports)
 
 

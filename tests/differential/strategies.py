@@ -68,14 +68,20 @@ def api_paths(draw: st.DrawFn) -> str:
 def path_requests(draw: st.DrawFn) -> Request:
     method = draw(st.sampled_from(("GET", "GET", "POST", "DELETE")))
     body = b"{}" if method == "POST" else b""
-    return Request(f"{draw(upstreams)}-api", method, draw(api_paths()), body,
-                   proxy=draw(st.booleans()))
+    return Request(
+        f"{draw(upstreams)}-api", method, draw(api_paths()), body, proxy=draw(st.booleans())
+    )
 
 
 # ---------------------------------------------------------------------- headers
 
-_OVERRIDE_NAMES = ("X-HTTP-Method-Override", "x-http-method-override", "X-HTTP-Method",
-                   "X-Method-Override", "X-HTTP-METHOD-OVERRIDE")
+_OVERRIDE_NAMES = (
+    "X-HTTP-Method-Override",
+    "x-http-method-override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "X-HTTP-METHOD-OVERRIDE",
+)
 _REWRITES = ("X-Original-URL", "X-Rewrite-URL", "x-original-url")
 _OVERRIDE_VALUES = ("DELETE", "delete", "PUT", "PATCH", " patch", "GET", "POST")
 
@@ -86,34 +92,48 @@ def override_requests(draw: st.DrawFn) -> Request:
     method (override headers, ``_method`` in the query or a form body) or path (rewrite
     headers)."""
     method = draw(st.sampled_from(("POST", "POST", "GET", "DELETE")))
-    headers = list(draw(st.lists(
-        st.tuples(st.sampled_from(_OVERRIDE_NAMES), st.sampled_from(_OVERRIDE_VALUES)),
-        max_size=2)))
+    headers = list(
+        draw(
+            st.lists(
+                st.tuples(st.sampled_from(_OVERRIDE_NAMES), st.sampled_from(_OVERRIDE_VALUES)),
+                max_size=2,
+            )
+        )
+    )
     if draw(st.integers(0, 5)) == 0:
         headers.append((draw(st.sampled_from(_REWRITES)), draw(api_paths())))
     target = "/api/items"
     if draw(st.integers(0, 4)) == 0:
-        target += "?" + draw(st.sampled_from(("_method", "_METHOD", "%5Fmethod"))) + "=" + \
-            draw(st.sampled_from(_OVERRIDE_VALUES)).strip()
+        target += (
+            "?"
+            + draw(st.sampled_from(("_method", "_METHOD", "%5Fmethod")))
+            + "="
+            + draw(st.sampled_from(_OVERRIDE_VALUES)).strip()
+        )
     body = b"{}" if method == "POST" else b""
     if method == "POST" and draw(st.integers(0, 4)) == 0:
         headers.append(("Content-Type", "application/x-www-form-urlencoded"))
         body = b"a=1&_method=" + draw(st.sampled_from(_OVERRIDE_VALUES)).strip().encode()
-    return Request(f"{draw(upstreams)}-api", method, target, body, tuple(headers),
-                   proxy=draw(st.booleans()))
+    return Request(
+        f"{draw(upstreams)}-api", method, target, body, tuple(headers), proxy=draw(st.booleans())
+    )
 
 
 # ---------------------------------------------------------------------- JSON shapes
 
-_MODELS = ("gpt-4o-mini", "gpt-5", "GPT-5", " gpt-5", "openai/gpt-5", "gpt-5-mini",
-           "Gpt-4o-mini")
+_MODELS = ("gpt-4o-mini", "gpt-5", "GPT-5", " gpt-5", "openai/gpt-5", "gpt-5-mini", "Gpt-4o-mini")
 _MODEL_KEYS = ("model",) * 6 + ("Model", "MODEL", "mOdel")
 
 
 def members(pairs: list[tuple[str, Any]]) -> str:
     """A JSON object written member by member: duplicate keys survive."""
-    return "{" + ",".join(f"{json.dumps(k)}:{v if isinstance(v, Raw) else json.dumps(v)}"
-                          for k, v in pairs) + "}"
+    return (
+        "{"
+        + ",".join(
+            f"{json.dumps(k)}:{v if isinstance(v, Raw) else json.dumps(v)}" for k, v in pairs
+        )
+        + "}"
+    )
 
 
 class Raw(str):
@@ -130,30 +150,62 @@ def llm_requests(draw: st.DrawFn) -> Request:
     """A chat/completions call naming one or more models under colliding keys."""
     pairs: list[tuple[str, Any]] = [
         (draw(st.sampled_from(_MODEL_KEYS)), draw(st.sampled_from(_MODELS)))
-        for _ in range(_count(draw(st.integers(0, 9))))]
+        for _ in range(_count(draw(st.integers(0, 9))))
+    ]
     pairs.append(("messages", [{"role": "user", "content": "hi"}]))
     if draw(st.booleans()):
         nested = members([(draw(st.sampled_from(_MODEL_KEYS)), draw(st.sampled_from(_MODELS)))])
-        pairs.append((draw(st.sampled_from(("metadata", "metadata", "extra_body", "Messages"))),
-                      Raw(nested)))
+        pairs.append(
+            (draw(st.sampled_from(("metadata", "metadata", "extra_body", "Messages"))), Raw(nested))
+        )
     pairs.append(("max_tokens", 5))
     order = draw(st.permutations(pairs))
-    path = draw(st.sampled_from(("/v1/chat/completions", "/v1/chat/completions",
-                                 "/v1/chat/%63ompletions", "/v1/chat/completions/",
-                                 "/v1/chat/completions;x", "/v1/responses")))
-    return Request(f"{draw(upstreams)}-llm", "POST", path, members(list(order)).encode(),
-                   proxy=draw(st.booleans()))
+    path = draw(
+        st.sampled_from(
+            (
+                "/v1/chat/completions",
+                "/v1/chat/completions",
+                "/v1/chat/%63ompletions",
+                "/v1/chat/completions/",
+                "/v1/chat/completions;x",
+                "/v1/responses",
+            )
+        )
+    )
+    return Request(
+        f"{draw(upstreams)}-llm",
+        "POST",
+        path,
+        members(list(order)).encode(),
+        proxy=draw(st.booleans()),
+    )
 
 
 # ---------------------------------------------------------------------- MCP batches
 
-_RPC_METHODS = ("tools/call", "tools/call", "tools/call", "ping", "tools/list", "initialize",
-                "notifications/initialized", "Tools/Call", "resources/read", "prompts/get")
+_RPC_METHODS = (
+    "tools/call",
+    "tools/call",
+    "tools/call",
+    "ping",
+    "tools/list",
+    "initialize",
+    "notifications/initialized",
+    "Tools/Call",
+    "resources/read",
+    "prompts/get",
+)
 _TOOLS = ("echo", "search", "read_file", "read_file", "delete_file", "delete_all")
-_URIS = ("file:///srv/public/readme.txt", "file:///etc/shadow",
-         "file:///srv/public/../../etc/shadow", "file:///srv/public/%2e%2e/etc/shadow",
-         "file:///srv/public/..%2Fetc/shadow", "file:///srv/public//etc/shadow",
-         "FILE:///srv/public/a", "file:///srv/public/%61")
+_URIS = (
+    "file:///srv/public/readme.txt",
+    "file:///etc/shadow",
+    "file:///srv/public/../../etc/shadow",
+    "file:///srv/public/%2e%2e/etc/shadow",
+    "file:///srv/public/..%2Fetc/shadow",
+    "file:///srv/public//etc/shadow",
+    "FILE:///srv/public/a",
+    "file:///srv/public/%61",
+)
 _PROMPTS = ("summarize", "summary-short", "exfiltrate", "Summarize")
 _PATHS = ("/srv/public/a", "/etc/shadow", "/root/.ssh/id_rsa", "/srv/public/../../etc/x")
 _SUBJECTS = {"resources/read": ("uri", _URIS), "prompts/get": ("name", _PROMPTS)}
@@ -167,16 +219,23 @@ def rpc_element(draw: st.DrawFn, ident: int) -> str:
         pairs.append(("id", ident))
     pairs.append(("method", method))
     if draw(st.integers(0, 12)) == 0:  # a second method under a colliding or equal key
-        pairs.append((draw(st.sampled_from(("Method", "METHOD", "method"))),
-                      draw(st.sampled_from(_RPC_METHODS))))
+        pairs.append(
+            (
+                draw(st.sampled_from(("Method", "METHOD", "method"))),
+                draw(st.sampled_from(_RPC_METHODS)),
+            )
+        )
     key, values = _SUBJECTS.get(method, ("name", _TOOLS))
     params: list[tuple[str, Any]] = [(key, draw(st.sampled_from(values)))]
     if draw(st.integers(0, 12)) == 0:
-        params.append((draw(st.sampled_from((key.title(), key.upper(), key))),
-                       draw(st.sampled_from(values))))
+        params.append(
+            (draw(st.sampled_from((key.title(), key.upper(), key))), draw(st.sampled_from(values)))
+        )
     if method == "tools/call":
-        arguments = [(draw(st.sampled_from(("path", "path", "Path", "text"))),
-                      draw(st.sampled_from(_PATHS))) for _ in range(draw(st.integers(1, 2)))]
+        arguments = [
+            (draw(st.sampled_from(("path", "path", "Path", "text"))), draw(st.sampled_from(_PATHS)))
+            for _ in range(draw(st.integers(1, 2)))
+        ]
         if any(k == "Path" for k, _ in arguments) and all(k != "path" for k, _ in arguments):
             # A lone case variant of a constrained argument key is an open divergence
             # (corpus: mcp-argument-lone-case-variant); here it only comes with a collision.
@@ -185,8 +244,12 @@ def rpc_element(draw: st.DrawFn, ident: int) -> str:
     pairs.append(("params", Raw(members(draw(st.permutations(params))))))
     if draw(st.integers(0, 12)) == 0:
         # "param\u017f": Go folds the long s to s, so it is "params" there
-        pairs.append((draw(st.sampled_from(("Params", "param\u017f"))),
-                      Raw(members([("name", draw(st.sampled_from(_TOOLS)))]))))
+        pairs.append(
+            (
+                draw(st.sampled_from(("Params", "param\u017f"))),
+                Raw(members([("name", draw(st.sampled_from(_TOOLS)))])),
+            )
+        )
     return members(draw(st.permutations(pairs)))
 
 
@@ -197,5 +260,4 @@ def mcp_requests(draw: st.DrawFn) -> Request:
     elements = [draw(rpc_element(i + 1)) for i in range(count)]
     batch = count > 1 or draw(st.booleans())
     body = ("[" + ",".join(elements) + "]") if batch else elements[0]
-    return Request(f"{draw(upstreams)}-mcp", "POST", "", body.encode(),
-                   proxy=draw(st.booleans()))
+    return Request(f"{draw(upstreams)}-mcp", "POST", "", body.encode(), proxy=draw(st.booleans()))

@@ -16,9 +16,11 @@ from tests.differential import strategies
 from tests.differential.harness import Bed, Request, report
 
 EXAMPLES = int(os.environ.get("HALTGATE_DIFFERENTIAL_EXAMPLES", "60"))
-BOUNDED = settings(max_examples=EXAMPLES, deadline=None,
-                   suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                          HealthCheck.too_slow])
+BOUNDED = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def _agree(bed: Bed, request: Request) -> None:
@@ -26,7 +28,8 @@ def _agree(bed: Bed, request: Request) -> None:
     # --hypothesis-show-statistics tells how many examples were forwarded, refused and why
     event("forwarded" if ex.forwarded else f"refused {ex.refusal}")
     assert not found, "the upstream executed what the sidecar did not decide:\n" + report(
-        [("generated", ex, found)])
+        [("generated", ex, found)]
+    )
 
 
 @BOUNDED

@@ -12,8 +12,15 @@ from tests.differential.corpus import chat
 from tests.differential.harness import Bed, Request
 
 
-def read(bed: Bed, upstream: str, kind: str, method: str, target: str, body: bytes = b"",
-         headers: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+def read(
+    bed: Bed,
+    upstream: str,
+    kind: str,
+    method: str,
+    target: str,
+    body: bytes = b"",
+    headers: tuple[tuple[str, str], ...] = (),
+) -> dict[str, Any]:
     ex = bed.send(Request(f"{upstream}-{kind}", method, target, body, headers), direct=True)
     assert len(ex.executed) == 1, ex.executed
     return ex.executed[0]
@@ -28,22 +35,43 @@ def test_every_reader_decodes_paths_and_honours_overrides(bed: Bed, upstream: st
         reading = read(bed, upstream, "api", "POST", "/api/items", b"{}", ((header, "delete"),))
         assert (reading["wire_method"], reading["method"]) == ("POST", "DELETE")
     assert read(bed, upstream, "api", "POST", "/api/items?_method=PUT", b"{}")["method"] == "PUT"
-    rewritten = read(bed, upstream, "api", "GET", "/api/items", headers=(
-        ("X-Original-URL", "/api/admin/x"),))
+    rewritten = read(
+        bed, upstream, "api", "GET", "/api/items", headers=(("X-Original-URL", "/api/admin/x"),)
+    )
     assert rewritten["route"] == "/api/admin/x"
     llm = read(bed, upstream, "llm", "POST", "/v1/chat/%63ompletions", chat(("model", "GPT-5")))
     assert (llm["endpoint"], llm["model"], llm["model_resolved"]) == ("llm", "GPT-5", "gpt-5")
 
 
 def test_go_reads_json_keys_case_insensitively_last_wins(bed: Bed) -> None:
-    llm = read(bed, "go", "llm", "POST", "/v1/chat/completions",
-               chat(("model", "gpt-4o-mini"), ("Model", "gpt-5")))
+    llm = read(
+        bed,
+        "go",
+        "llm",
+        "POST",
+        "/v1/chat/completions",
+        chat(("model", "gpt-4o-mini"), ("Model", "gpt-5")),
+    )
     assert llm["model"] == "gpt-5"
-    mcp = read(bed, "go", "mcp", "POST", "", b'{"jsonrpc":"2.0","id":1,"method":"ping",'
-               b'"Method":"tools/call","params":{"name":"echo","NAME":"delete_file"}}')
+    mcp = read(
+        bed,
+        "go",
+        "mcp",
+        "POST",
+        "",
+        b'{"jsonrpc":"2.0","id":1,"method":"ping",'
+        b'"Method":"tools/call","params":{"name":"echo","NAME":"delete_file"}}',
+    )
     assert mcp["rpc"] == [{"method": "tools/call", "tool": "delete_file"}]
-    long_s = read(bed, "go", "mcp", "POST", "", '{"jsonrpc":"2.0","id":1,"method":"tools/call",'
-                  '"params":{"name":"echo"},"param\u017f":{"name":"delete_file"}}'.encode())
+    long_s = read(
+        bed,
+        "go",
+        "mcp",
+        "POST",
+        "",
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+        '"params":{"name":"echo"},"param\u017f":{"name":"delete_file"}}'.encode(),
+    )
     assert long_s["rpc"] == [{"method": "tools/call", "tool": "delete_file"}]
     # path.Clean: dot segments resolved, trailing slash dropped; ';' kept
     assert read(bed, "go", "api", "GET", "/api/x/../admin/")["route"] == "/api/admin"
@@ -52,14 +80,33 @@ def test_go_reads_json_keys_case_insensitively_last_wins(bed: Bed) -> None:
 
 @pytest.mark.parametrize(("upstream", "wins"), [("py", "last"), ("pyfirst", "first")])
 def test_python_readers_match_keys_exactly(bed: Bed, upstream: str, wins: str) -> None:
-    collision = read(bed, upstream, "llm", "POST", "/v1/chat/completions",
-                     chat(("model", "gpt-4o-mini"), ("Model", "gpt-5")))
+    collision = read(
+        bed,
+        upstream,
+        "llm",
+        "POST",
+        "/v1/chat/completions",
+        chat(("model", "gpt-4o-mini"), ("Model", "gpt-5")),
+    )
     assert collision["model"] == "gpt-4o-mini"
-    duplicate = read(bed, upstream, "llm", "POST", "/v1/chat/completions",
-                     chat(("model", "gpt-5"), ("model", "gpt-4o-mini")))
+    duplicate = read(
+        bed,
+        upstream,
+        "llm",
+        "POST",
+        "/v1/chat/completions",
+        chat(("model", "gpt-5"), ("model", "gpt-4o-mini")),
+    )
     assert duplicate["model"] == {"first": "gpt-5", "last": "gpt-4o-mini"}[wins]
-    tool = read(bed, upstream, "mcp", "POST", "", b'{"jsonrpc":"2.0","id":1,"method":'
-                b'"tools/call","params":{"name":"delete_file","name":"echo"}}')
+    tool = read(
+        bed,
+        upstream,
+        "mcp",
+        "POST",
+        "",
+        b'{"jsonrpc":"2.0","id":1,"method":'
+        b'"tools/call","params":{"name":"delete_file","name":"echo"}}',
+    )
     assert tool["rpc"][0]["tool"] == {"first": "delete_file", "last": "echo"}[wins]
     # the lenient router: ';' parameters and a trailing slash dropped, dot segments kept
     assert read(bed, upstream, "api", "GET", "/api/admin;x/y/")["route"] == "/api/admin/y"

@@ -45,12 +45,12 @@ def _spaced(t: str) -> str:
 
 
 def _zero_width(t: str) -> str:
-    return "\u200b".join(t[i:i + 3] for i in range(0, len(t), 3))
+    return "\u200b".join(t[i : i + 3] for i in range(0, len(t), 3))
 
 
 def _hyphen_split(t: str) -> str:
     words = t.split()
-    return " ".join(w[: len(w) // 2] + "-" + w[len(w) // 2:] if len(w) > 5 else w for w in words)
+    return " ".join(w[: len(w) // 2] + "-" + w[len(w) // 2 :] if len(w) > 5 else w for w in words)
 
 
 def _fullwidth(t: str) -> str:
@@ -80,10 +80,16 @@ OBFUSCATIONS = {
 }
 
 _BENIGN_OBFUSCATED = [
-    ("base64_benign", "Attachment: " + base64.b64encode(
-        b"Quarterly report: revenue grew 12 percent, costs were flat.").decode()),
-    ("base64_binary", "icon: data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAf"
-                      "FcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="),
+    (
+        "base64_benign",
+        "Attachment: "
+        + base64.b64encode(b"Quarterly report: revenue grew 12 percent, costs were flat.").decode(),
+    ),
+    (
+        "base64_binary",
+        "icon: data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAf"
+        "FcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+    ),
     ("hex_hash", "sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
     ("rot13_benign", codecs.encode("The meeting is moved to Thursday afternoon.", "rot13")),
     ("cyrillic", "Пожалуйста, проверьте статус заказа и сообщите мне."),
@@ -114,25 +120,32 @@ def injection_samples() -> list[Sample]:
 def injection_holdout() -> list[Sample]:
     """Texts written after the patterns and never used to change them (less optimistic)."""
     return [Sample(t, True, "holdout") for t in _lines("injection_holdout_attacks.txt")] + [
-        Sample(t, False, "holdout") for t in _lines("injection_holdout_benign.txt")]
+        Sample(t, False, "holdout") for t in _lines("injection_holdout_benign.txt")
+    ]
 
 
 def injection_holdout2() -> list[Sample]:
     """Second held-out set, written after the last change to the detector."""
     return [Sample(t, True, "holdout2") for t in _lines("injection_holdout2_attacks.txt")] + [
-        Sample(t, False, "holdout2") for t in _lines("injection_holdout2_benign.txt")]
+        Sample(t, False, "holdout2") for t in _lines("injection_holdout2_benign.txt")
+    ]
 
 
 def injection_heldout3() -> list[Sample]:
     """Third held-out set (JSON lines, kind = style), written and committed before the
     generalisation work on the detector and never used to tune it."""
-    return [Sample(str(d["text"]), bool(d["label"]), str(d["kind"]))
-            for d in _jsonl("injection_heldout3.jsonl")]
+    return [
+        Sample(str(d["text"]), bool(d["label"]), str(d["kind"]))
+        for d in _jsonl("injection_heldout3.jsonl")
+    ]
 
 
 def _jsonl(name: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [
+        json.loads(line)
+        for line in (DATA / name).read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def pii_samples() -> list[Sample]:
@@ -142,5 +155,6 @@ def pii_samples() -> list[Sample]:
 
 def secrets_samples() -> list[Sample]:
     """Secret positives (kind = type) and look-alike negatives."""
-    return [Sample(str(d["text"]), bool(d["label"]), str(d["kind"]))
-            for d in _jsonl("secrets.jsonl")]
+    return [
+        Sample(str(d["text"]), bool(d["label"]), str(d["kind"])) for d in _jsonl("secrets.jsonl")
+    ]

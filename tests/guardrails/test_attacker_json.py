@@ -14,24 +14,54 @@ from haltgate.governance.guardrails import ChatStreamGuard
 from tests.guardrails.conftest import make_guardrails
 
 # Keys the walk and the stream guard look at, so generated documents hit them often.
-MEANINGFUL_KEYS = ["role", "index", "choices", "delta", "content", "type", "text", "system",
-                   "instructions", "item_id", "output_index", "content_index",
-                   "finish_reason", "messages"]
+MEANINGFUL_KEYS = [
+    "role",
+    "index",
+    "choices",
+    "delta",
+    "content",
+    "type",
+    "text",
+    "system",
+    "instructions",
+    "item_id",
+    "output_index",
+    "content_index",
+    "finish_reason",
+    "messages",
+]
 EMAIL = "ann.lee@example.org"
 
-leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                 st.text(max_size=12), st.just(f"mail {EMAIL} now"),
-                 st.sampled_from(["system", "developer", "user", "content_block_delta",
-                                  "response.output_text.delta", "text_delta"]))
+leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.just(f"mail {EMAIL} now"),
+    st.sampled_from(
+        [
+            "system",
+            "developer",
+            "user",
+            "content_block_delta",
+            "response.output_text.delta",
+            "text_delta",
+        ]
+    ),
+)
 docs = st.recursive(
     leaf,
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
-        st.sampled_from(MEANINGFUL_KEYS) | st.text(max_size=6), kids, max_size=5),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(st.sampled_from(MEANINGFUL_KEYS) | st.text(max_size=6), kids, max_size=5)
+    ),
     max_leaves=20,
 )
 
-GUARDRAILS = make_guardrails({"promptInjection": {}, "pii": {"action": "redact"},
-                              "secrets": {"action": "block"}})
+GUARDRAILS = make_guardrails(
+    {"promptInjection": {}, "pii": {"action": "redact"}, "secrets": {"action": "block"}}
+)
 
 
 def test_role_list_in_a_response_is_scanned_not_crashed() -> None:
@@ -46,12 +76,17 @@ def test_role_list_in_a_response_is_scanned_not_crashed() -> None:
 
 def test_unhashable_stream_indexes_do_not_crash() -> None:
     guard = ChatStreamGuard(GUARDRAILS, "response")
-    for event in ({"choices": [{"index": [], "delta": {"content": "hi"}}]},
-                  {"type": "content_block_delta", "index": {"a": 1},
-                   "delta": {"type": "text_delta", "text": "x"}},
-                  {"type": "content_block_stop", "index": [1]},
-                  {"type": "response.output_text.delta", "item_id": [], "delta": "y"},
-                  {"type": "response.output_text.done", "item_id": [], "text": "y"}):
+    for event in (
+        {"choices": [{"index": [], "delta": {"content": "hi"}}]},
+        {
+            "type": "content_block_delta",
+            "index": {"a": 1},
+            "delta": {"type": "text_delta", "text": "x"},
+        },
+        {"type": "content_block_stop", "index": [1]},
+        {"type": "response.output_text.delta", "item_id": [], "delta": "y"},
+        {"type": "response.output_text.done", "item_id": [], "text": "y"},
+    ):
         guard.on_event(event)
     assert not guard.errors and not guard.blocked
 

@@ -12,14 +12,25 @@ from hypothesis import strategies as st
 
 from haltgate.governance.audit.redact import MAX_PAYLOAD_DEPTH, AuditScrubber
 
-PLANTED = ["AKIAIOSFODNN7EXAMPLE", "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
-           "canary.person@example.org"]
+PLANTED = [
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+    "canary.person@example.org",
+]
 
 # Planted values stand as words (a detector cannot tell "x@y.org0" from another domain).
-SEP = st.sampled_from([" ", "\n", ", ", "(", ") ", "\t", "\"", "="])
-text = st.one_of(st.text(max_size=12),
-                 st.builds(lambda a, s1, p, s2, b: a + s1 + p + s2 + b, st.text(max_size=6),
-                           SEP, st.sampled_from(PLANTED), SEP, st.text(max_size=6)))
+SEP = st.sampled_from([" ", "\n", ", ", "(", ") ", "\t", '"', "="])
+text = st.one_of(
+    st.text(max_size=12),
+    st.builds(
+        lambda a, s1, p, s2, b: a + s1 + p + s2 + b,
+        st.text(max_size=6),
+        SEP,
+        st.sampled_from(PLANTED),
+        SEP,
+        st.text(max_size=6),
+    ),
+)
 docs = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text),
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(text, kids, max_size=4),
@@ -49,9 +60,15 @@ def test_scrubbed_payload_is_clean_and_writable(doc: Any) -> None:
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.recursive(st.one_of(st.none(), st.booleans(), st.sampled_from(["a", "role", "x y"])),
-                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
-                        st.sampled_from(["k", "role", "content"]), kids, max_size=3),
-                    max_leaves=10))
+@given(
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.sampled_from(["a", "role", "x y"])),
+        lambda kids: (
+            st.lists(kids, max_size=3)
+            | st.dictionaries(st.sampled_from(["k", "role", "content"]), kids, max_size=3)
+        ),
+        max_leaves=10,
+    )
+)
 def test_clean_documents_are_unchanged(doc: Any) -> None:
     assert AuditScrubber(redact=True).payload(doc) == doc

@@ -74,11 +74,13 @@ def test_log_action_records_without_blocking() -> None:
     st.text(max_size=40),
 )
 def test_monitor_only_never_blocks_or_redacts(parts: list[str], noise: str) -> None:
-    g = make_guardrails({
-        "promptInjection": {"monitorOnly": True},
-        "pii": {"action": "redact", "monitorOnly": True},
-        "secrets": {"monitorOnly": True},
-    })
+    g = make_guardrails(
+        {
+            "promptInjection": {"monitorOnly": True},
+            "pii": {"action": "redact", "monitorOnly": True},
+            "secrets": {"monitorOnly": True},
+        }
+    )
     text = noise.join(parts)
     r = g.scan(text, "request")
     assert not r.blocked
@@ -140,16 +142,23 @@ def test_scan_json_pointer_escaping(guardrails_redact: Guardrails) -> None:
 
 
 json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
-    st.builds(lambda a, v, b: a + v + b, st.text(max_size=10), st.sampled_from(PII_VALUES),
-              st.text(max_size=10)),
+    st.builds(
+        lambda a, v, b: a + v + b,
+        st.text(max_size=10),
+        st.sampled_from(PII_VALUES),
+        st.text(max_size=10),
+    ),
 )
 json_docs = st.recursive(
     json_leaf,
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids,
-                                                                max_size=4),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -181,7 +190,7 @@ def test_stream_redacts_entities_split_anywhere(cuts: list[int]) -> None:
     s = g.stream("response", holdback=64)
     out, pos = [], 0
     for n in cuts:
-        out.append(s.feed(text[pos:pos + n]).text)
+        out.append(s.feed(text[pos : pos + n]).text)
         pos += n
     out.append(s.feed(text[pos:]).text)
     out.append(s.close().text)
@@ -245,7 +254,7 @@ def test_scan_json_offsets_are_local_to_each_string(guardrails_redact: Guardrail
     r = guardrails_redact.scan_json(doc, "request")
     by_path = {f.path: f for f in r.findings}
     email, card = by_path["/b/0"], by_path["/c"]
-    assert doc["b"][0][email.start:email.end] == EMAIL  # type: ignore[index]
+    assert doc["b"][0][email.start : email.end] == EMAIL  # type: ignore[index]
     assert (card.start, card.end) == (0, len(CARD))
 
 

@@ -60,5 +60,5 @@ def test_private_and_documentation_addresses_score_low() -> None:
 
 def test_spans_cover_exactly_the_value() -> None:
     text = "mail: ann.lee@example.org, card 4526-0181-5908-3012."
-    got = {text[c.start:c.end] for c in DETECTOR.detect(text)}
+    got = {text[c.start : c.end] for c in DETECTOR.detect(text)}
     assert got == {"ann.lee@example.org", "4526-0181-5908-3012"}

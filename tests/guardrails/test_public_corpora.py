@@ -80,8 +80,7 @@ def test_open_seal_refuses_once_training_code_loads(monkeypatch: pytest.MonkeyPa
 
 def test_other_package_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     pinned = guard_corpora.SETS["s-labs"]
-    monkeypatch.setitem(guard_corpora.SETS, "s-labs",
-                        dataclasses.replace(pinned, version="0.0.1"))
+    monkeypatch.setitem(guard_corpora.SETS, "s-labs", dataclasses.replace(pinned, version="0.0.1"))
     with pytest.raises(CorpusError) as e:
         load_training("s-labs", "train")
     assert e.value.field == "version"

@@ -23,8 +23,10 @@ def test_credential_headers_are_exempt_others_are_not() -> None:
 
 
 def test_only_when_the_secrets_detector_runs_on_requests() -> None:
-    assert scan_request_meta(PII_ONLY, f"/{GITHUB}", "", []) == type(
-        scan_request_meta(PII_ONLY, "/", "", []))()
+    assert (
+        scan_request_meta(PII_ONLY, f"/{GITHUB}", "", [])
+        == type(scan_request_meta(PII_ONLY, "/", "", []))()
+    )
 
 
 def test_redaction_keeps_other_parameters_byte_for_byte() -> None:
@@ -34,8 +36,11 @@ def test_redaction_keeps_other_parameters_byte_for_byte() -> None:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.text(max_size=60), st.text(max_size=60),
-       st.lists(st.tuples(st.text(min_size=1, max_size=10), st.text(max_size=40)), max_size=5))
+@given(
+    st.text(max_size=60),
+    st.text(max_size=60),
+    st.lists(st.tuples(st.text(min_size=1, max_size=10), st.text(max_size=40)), max_size=5),
+)
 def test_never_raises(path: str, query: str, headers: list[tuple[str, str]]) -> None:
     for g in (BLOCK, REDACT):
         r = scan_request_meta(g, path, query, headers)

@@ -19,8 +19,9 @@ from haltgate.governance.guardrails.response_body import (
 from tests.guardrails.conftest import make_guardrails
 
 EMAIL = "ann.lee@example.org"
-G = make_guardrails({"pii": {"action": "redact", "entities": ["email"]},
-                     "secrets": {"action": "block"}})
+G = make_guardrails(
+    {"pii": {"action": "redact", "entities": ["email"]}, "secrets": {"action": "block"}}
+)
 
 
 def test_stacked_and_concatenated_codings() -> None:
@@ -35,8 +36,9 @@ def test_stacked_and_concatenated_codings() -> None:
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
 def test_bombs_stop_at_the_bound(coding: str) -> None:
-    bomb = {"gzip": gzip.compress, "deflate": zlib.compress,
-            "br": brotli.compress}[coding](b"\0" * (8 * 1024 * 1024))
+    bomb = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}[coding](
+        b"\0" * (8 * 1024 * 1024)
+    )
     with pytest.raises(Unscannable) as e:
         decode_content(bomb, coding, limit=1024 * 1024)
     assert e.value.reason == "size"
@@ -52,13 +54,17 @@ def test_unknown_and_corrupt() -> None:
 
 
 def test_html_redaction_keeps_markup() -> None:
-    page = (f"<p title='{EMAIL}'>to {EMAIL}</p><script>var m = '{EMAIL}';</script>"
-            f"<textarea>{EMAIL.replace('@', '&#64;')}</textarea>")
+    page = (
+        f"<p title='{EMAIL}'>to {EMAIL}</p><script>var m = '{EMAIL}';</script>"
+        f"<textarea>{EMAIL.replace('@', '&#64;')}</textarea>"
+    )
     out = scan_response_body(G, page.encode(), "text/html; charset=utf-8", None)
     body = out.body.decode()
     assert EMAIL not in body and "&#64;" not in body
-    assert body == ("<p title='&lt;EMAIL_1&gt;'>to &lt;EMAIL_1&gt;</p>"
-                    "<script>var m = '<EMAIL_1>';</script><textarea>&lt;EMAIL_1&gt;</textarea>")
+    assert body == (
+        "<p title='&lt;EMAIL_1&gt;'>to &lt;EMAIL_1&gt;</p>"
+        "<script>var m = '<EMAIL_1>';</script><textarea>&lt;EMAIL_1&gt;</textarea>"
+    )
 
 
 def test_charset_round_trip() -> None:
@@ -80,14 +86,15 @@ def test_clean_answer_is_returned_as_is() -> None:
 
 
 def test_json_that_does_not_parse_is_scanned_as_text() -> None:
-    out = scan_response_body(G, f'{{"a": "{EMAIL}", broken'.encode(), "application/json",
-                             None)
+    out = scan_response_body(G, f'{{"a": "{EMAIL}", broken'.encode(), "application/json", None)
     assert out.body == b'{"a": "<EMAIL_1>", broken'
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.text(max_size=300), st.sampled_from(["text/html", "text/plain", "application/json",
-                                               "text/event-stream", None]))
+@given(
+    st.text(max_size=300),
+    st.sampled_from(["text/html", "text/plain", "application/json", "text/event-stream", None]),
+)
 def test_any_text_is_scanned_or_unscannable_never_a_crash(text: str, ctype: str | None) -> None:
     try:
         scan_response_body(G, text.encode("utf-8", "surrogatepass"), ctype, None)
@@ -104,20 +111,20 @@ def test_stream_decoder_any_split(coding: str, piece: int) -> None:
         if name == "raw-deflate":
             c = zlib.compressobj(wbits=-15)
             return c.compress(data) + c.flush()
-        return {"gzip": gzip.compress, "deflate": zlib.compress,
-                "br": brotli.compress}[name](data)
+        return {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}[name](data)
 
     body = text
     for name in (c.strip() for c in coding.split(",")):
         body = compress(name, body)
     d = StreamDecoder(coding.replace("raw-deflate", "deflate"))
-    assert b"".join(d.feed(body[i:i + piece]) for i in range(0, len(body), piece)) == text
+    assert b"".join(d.feed(body[i : i + piece]) for i in range(0, len(body), piece)) == text
 
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
 def test_stream_decoder_bounds_each_piece(coding: str) -> None:
-    bomb = {"gzip": gzip.compress, "deflate": zlib.compress,
-            "br": brotli.compress}[coding](b"\0" * (8 * 1024 * 1024))
+    bomb = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}[coding](
+        b"\0" * (8 * 1024 * 1024)
+    )
     with pytest.raises(Unscannable) as e:
         StreamDecoder(coding, limit=1024 * 1024).feed(bomb)
     assert e.value.reason == "size"

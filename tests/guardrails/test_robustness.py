@@ -12,12 +12,35 @@ from haltgate.governance.guardrails import InjectionDetector, PIIDetector, Secre
 
 DETECTORS = (InjectionDetector(), PIIDetector(), SecretsDetector())
 
-fragments = st.sampled_from([
-    "ignore", " previous ", "instructions", "@", ".com", "+44 ", "4526 0181", "-----BEGIN ",
-    "PRIVATE KEY-----", "password=", "sk-", "ghp_", "%41%42", "\\x41", "\u200b", "\U000e0041",
-    "\u0456gn\u043er\u0435", "0x", "==", "::", "1.2.3.4", "DE89", "date of birth: ",
-    "<|im_start|>", "\n",
-])
+fragments = st.sampled_from(
+    [
+        "ignore",
+        " previous ",
+        "instructions",
+        "@",
+        ".com",
+        "+44 ",
+        "4526 0181",
+        "-----BEGIN ",
+        "PRIVATE KEY-----",
+        "password=",
+        "sk-",
+        "ghp_",
+        "%41%42",
+        "\\x41",
+        "\u200b",
+        "\U000e0041",
+        "\u0456gn\u043er\u0435",
+        "0x",
+        "==",
+        "::",
+        "1.2.3.4",
+        "DE89",
+        "date of birth: ",
+        "<|im_start|>",
+        "\n",
+    ]
+)
 texts = st.one_of(
     st.text(max_size=400),
     st.lists(st.one_of(fragments, st.text(max_size=8)), max_size=40).map("".join),

@@ -26,12 +26,12 @@ def test_private_key_span_is_the_whole_block() -> None:
     block = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB\n-----END EC PRIVATE KEY-----"
     text = f"before\n{block}\nafter"
     (c,) = DETECTOR.detect(text)
-    assert text[c.start:c.end] == block
+    assert text[c.start : c.end] == block
 
 
 def test_url_password_span_is_the_password_only() -> None:
     text = "postgres://app:Tr0ub4dor&3x@db:5432/x"
-    spans = {text[c.start:c.end] for c in DETECTOR.detect(text)}
+    spans = {text[c.start : c.end] for c in DETECTOR.detect(text)}
     assert spans == {"Tr0ub4dor&3x"}
 
 

@@ -12,16 +12,20 @@ from hypothesis import strategies as st
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from tests.guardrails.conftest import make_guardrails
 
-TEXT = ("Sure. Contact ann.lee@example.org or call +44 20 7946 0958; "
-        "the card on file is 4526 0181 5908 3012. Again: ann.lee@example.org.")
-REDACTED = ("Sure. Contact <EMAIL_1> or call <PHONE_1>; "
-            "the card on file is <CREDIT_CARD_1>. Again: <EMAIL_1>.")
+TEXT = (
+    "Sure. Contact ann.lee@example.org or call +44 20 7946 0958; "
+    "the card on file is 4526 0181 5908 3012. Again: ann.lee@example.org."
+)
+REDACTED = (
+    "Sure. Contact <EMAIL_1> or call <PHONE_1>; "
+    "the card on file is <CREDIT_CARD_1>. Again: <EMAIL_1>."
+)
 
 
 def _pieces(text: str, cuts: list[int]) -> list[str]:
     out, pos = [], 0
     for n in cuts:
-        out.append(text[pos:pos + n])
+        out.append(text[pos : pos + n])
         pos += n
     out.append(text[pos:])
     return [p for p in out if p]
@@ -38,14 +42,26 @@ def test_openai_chat_stream(cuts: list[int]) -> None:
     g = ChatStreamGuard(make_guardrails({"pii": {"action": "redact"}}), holdback=64)
     sent: list[dict[str, object]] = []
     for piece in _pieces(TEXT, cuts):
-        ev = {"id": "c1", "object": "chat.completion.chunk",
-              "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        ev = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+        }
         sent += _roundtrip(g.on_event(ev))
-    sent += _roundtrip(g.on_event({"id": "c1", "object": "chat.completion.chunk",
-                                   "choices": [{"index": 0, "delta": {},
-                                                "finish_reason": "stop"}]}))
-    text = "".join(c["delta"].get("content", "")  # type: ignore[index, union-attr]
-                   for e in sent for c in e["choices"])  # type: ignore[union-attr]
+    sent += _roundtrip(
+        g.on_event(
+            {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+        )
+    )
+    text = "".join(
+        c["delta"].get("content", "")  # type: ignore[index, union-attr]
+        for e in sent
+        for c in e["choices"]
+    )  # type: ignore[union-attr]
     assert text == REDACTED
     assert sent[-1]["choices"][0]["finish_reason"] == "stop"  # type: ignore[index]
     assert {f.type for f in g.findings} == {"email", "phone", "credit_card"}
@@ -54,16 +70,25 @@ def test_openai_chat_stream(cuts: list[int]) -> None:
 def test_anthropic_stream_flushes_before_block_stop() -> None:
     g = ChatStreamGuard(make_guardrails({"pii": {"action": "redact"}}), holdback=64)
     sent: list[dict[str, object]] = []
-    sent += g.on_event({"type": "content_block_start", "index": 0,
-                        "content_block": {"type": "text", "text": ""}})
+    sent += g.on_event(
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    )
     for piece in _pieces(TEXT, [7] * 30):
-        sent += g.on_event({"type": "content_block_delta", "index": 0,
-                            "delta": {"type": "text_delta", "text": piece}})
+        sent += g.on_event(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": piece},
+            }
+        )
     sent += g.on_event({"type": "content_block_stop", "index": 0})
     sent = _roundtrip(sent)
     assert sent[-1] == {"type": "content_block_stop", "index": 0}
-    text = "".join(e["delta"]["text"] for e in sent  # type: ignore[index]
-                   if e["type"] == "content_block_delta")
+    text = "".join(
+        e["delta"]["text"]
+        for e in sent  # type: ignore[index]
+        if e["type"] == "content_block_delta"
+    )
     assert text == REDACTED
 
 

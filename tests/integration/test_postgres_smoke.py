@@ -13,8 +13,10 @@ def test_create_insert_select(postgres_dsn: str) -> None:
     with psycopg.connect(postgres_dsn, connect_timeout=10) as conn:
         conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, body jsonb NOT NULL)")
         with conn.cursor() as cur:
-            cur.executemany(f"INSERT INTO {table} (id, body) VALUES (%s, %s)",
-                            [(i, Jsonb({"n": i})) for i in range(3)])
+            cur.executemany(
+                f"INSERT INTO {table} (id, body) VALUES (%s, %s)",
+                [(i, Jsonb({"n": i})) for i in range(3)],
+            )
         rows = conn.execute(f"SELECT id, body->>'n' FROM {table} ORDER BY id").fetchall()
         assert rows == [(0, "0"), (1, "1"), (2, "2")]
         conn.execute(f"DROP TABLE {table}")

@@ -47,8 +47,15 @@ def test_rbac_is_enforced(kube: ControlPlane, kube_namespace: str) -> None:
     # The admin may impersonate a service account; that account has no rights by default.
     sa = "nobody"
     kube.kubectl("create", "serviceaccount", sa, "-n", kube_namespace, check=True)
-    out = kube.kubectl("auth", "can-i", "list", "secrets", "-n", kube_namespace,
-                       f"--as=system:serviceaccount:{kube_namespace}:{sa}")
+    out = kube.kubectl(
+        "auth",
+        "can-i",
+        "list",
+        "secrets",
+        "-n",
+        kube_namespace,
+        f"--as=system:serviceaccount:{kube_namespace}:{sa}",
+    )
     assert out.stdout.strip() == "no"
     assert kube.kubectl("auth", "can-i", "list", "secrets", "-A").stdout.strip() == "yes"
 
@@ -57,10 +64,16 @@ def test_pods_can_be_created_and_stay_pending(kube: ControlPlane, kube_namespace
     core = client.CoreV1Api(kube.api_client())
     # ServiceAccount admission needs the namespace's `default` account: the
     # serviceaccount controller makes it.
-    _eventually(lambda: core.list_namespaced_service_account(kube_namespace).items,
-                "default service account")
-    pod = client.V1Pod(metadata=client.V1ObjectMeta(name="p"), spec=client.V1PodSpec(
-        containers=[client.V1Container(name="c", image="registry.invalid/agent:1")]))
+    _eventually(
+        lambda: core.list_namespaced_service_account(kube_namespace).items,
+        "default service account",
+    )
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="p"),
+        spec=client.V1PodSpec(
+            containers=[client.V1Container(name="c", image="registry.invalid/agent:1")]
+        ),
+    )
     created = core.create_namespaced_pod(kube_namespace, pod)
     assert created.spec is not None and created.status is not None
     assert created.spec.service_account_name == "default"
@@ -71,8 +84,9 @@ def test_namespaces_are_deleted(kube: ControlPlane) -> None:
     core = client.CoreV1Api(kube.api_client())
     name = "t-deleted"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    core.create_namespaced_config_map(name, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="x"), data={"a": "b"}))
+    core.create_namespaced_config_map(
+        name, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="x"), data={"a": "b"})
+    )
     core.delete_namespace(name)
 
     def gone() -> bool:
@@ -86,13 +100,24 @@ def test_namespaces_are_deleted(kube: ControlPlane) -> None:
 
 
 def test_deployments_become_pods(kube_workloads: ControlPlane, kube_namespace: str) -> None:
-    kube_workloads.kubectl("create", "deployment", "agent", "-n", kube_namespace,
-                           "--image=registry.invalid/agent:1", "--replicas=2", check=True)
+    kube_workloads.kubectl(
+        "create",
+        "deployment",
+        "agent",
+        "-n",
+        kube_namespace,
+        "--image=registry.invalid/agent:1",
+        "--replicas=2",
+        check=True,
+    )
     core = client.CoreV1Api(kube_workloads.api_client())
 
     def pods() -> list[str]:
-        names = [str(p.metadata.name) for p in core.list_namespaced_pod(kube_namespace).items
-                 if p.metadata is not None]
+        names = [
+            str(p.metadata.name)
+            for p in core.list_namespaced_pod(kube_namespace).items
+            if p.metadata is not None
+        ]
         return names if len(names) >= 2 else []
 
     names = _eventually(pods, "pods of the deployment")
@@ -113,9 +138,17 @@ class _Deny(BaseHTTPRequestHandler):
         labels = request["object"]["metadata"].get("labels") or {}
         allowed = labels.get("deny") != "yes"
         self.seen.append(request["object"]["metadata"]["name"])
-        body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                           "response": {"uid": request["uid"], "allowed": allowed,
-                                        "status": {"message": "refused by the stand-in"}}})
+        body = json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {
+                    "uid": request["uid"],
+                    "allowed": allowed,
+                    "status": {"message": "refused by the stand-in"},
+                },
+            }
+        )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -144,44 +177,59 @@ def webhook_server() -> Iterator[tuple[int, bytes]]:
 
 
 def test_apiserver_calls_a_webhook_on_loopback_over_https(
-        kube: ControlPlane, kube_namespace: str, webhook_server: tuple[int, bytes]) -> None:
+    kube: ControlPlane, kube_namespace: str, webhook_server: tuple[int, bytes]
+) -> None:
     port, ca_pem = webhook_server
     name = f"testbed-deny-{kube_namespace}"
     config = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name},
-        "webhooks": [{
-            "name": "deny.testbed.haltgate.dev",
-            "clientConfig": {"url": f"https://127.0.0.1:{port}/validate",
-                             "caBundle": base64.b64encode(ca_pem).decode()},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["configmaps"]}],
-            "namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": kube_namespace}},
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Fail",
-            "timeoutSeconds": 5,
-        }],
+        "webhooks": [
+            {
+                "name": "deny.testbed.haltgate.dev",
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{port}/validate",
+                    "caBundle": base64.b64encode(ca_pem).decode(),
+                },
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["configmaps"],
+                    }
+                ],
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": kube_namespace}
+                },
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 5,
+            }
+        ],
     }
     kube.kubectl("apply", "-f", "-", input=json.dumps(config), check=True)
     try:
         # Webhook configurations reach the admission chain asynchronously: retry briefly.
-        denied = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"},
-                  "metadata": {"name": "denied", "namespace": kube_namespace,
-                               "labels": {"deny": "yes"}}}
+        denied = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "data": {"a": "b"},
+            "metadata": {"name": "denied", "namespace": kube_namespace, "labels": {"deny": "yes"}},
+        }
 
         def refused() -> subprocess.CompletedProcess[str] | None:
             # Server-side dry run: goes through admission, stores nothing.
-            out = kube.kubectl("create", "--dry-run=server", "-f", "-",
-                               input=json.dumps(denied))
+            out = kube.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(denied))
             return out if out.returncode != 0 else None
 
         out = _eventually(refused, "webhook refusal")
         assert "refused by the stand-in" in out.stderr
-        allowed = kube.kubectl("create", "configmap", "fine", "-n", kube_namespace,
-                               "--from-literal=a=b")
+        allowed = kube.kubectl(
+            "create", "configmap", "fine", "-n", kube_namespace, "--from-literal=a=b"
+        )
         assert allowed.returncode == 0, allowed.stderr
         assert "fine" in _Deny.seen
     finally:
@@ -196,8 +244,14 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
     env = {**os.environ, "HALTGATE_CLUSTER_DIR": str(tmp_path / "cluster")}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "haltgate.testbed", *args], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=240)
+        return subprocess.run(
+            [sys.executable, "-m", "haltgate.testbed", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
 
     up = cli("up")
     try:
@@ -218,7 +272,13 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
 
 def test_make_cluster_up_runs_the_workload_controllers() -> None:
     """`make cluster-up` is where people try Deployments: their pods must appear."""
-    res = subprocess.run(["make", "-n", "cluster-up"], cwd=REPO, capture_output=True,
-                         text=True, timeout=60, check=False)
+    res = subprocess.run(
+        ["make", "-n", "cluster-up"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     assert "-m haltgate.testbed up --workloads" in res.stdout, res.stdout

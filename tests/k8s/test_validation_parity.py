@@ -11,8 +11,22 @@ from haltgate.testbed.controlplane import ControlPlane
 
 pytestmark = pytest.mark.usefixtures("haltgate_crds")
 
-EDGES = ["9223372036854775807", "9223372036854775808", "-9223372036854775809", ".inf",
-         "-.inf", ".nan", "1e400", "1.0e400", "1e3", "1.5", "1000.0", "0x10", "'5'", "true"]
+EDGES = [
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775809",
+    ".inf",
+    "-.inf",
+    ".nan",
+    "1e400",
+    "1.0e400",
+    "1e3",
+    "1.5",
+    "1000.0",
+    "0x10",
+    "'5'",
+    "true",
+]
 
 
 def text(namespace: str, field: str, value: str) -> str:
@@ -27,8 +41,9 @@ spec:
 
 
 @pytest.mark.parametrize("field", ["calls", "costUSD"])  # integer, number
-def test_numeric_edges_same_verdict_as_the_apiserver(kube: ControlPlane, kube_namespace: str,
-                                                     field: str) -> None:
+def test_numeric_edges_same_verdict_as_the_apiserver(
+    kube: ControlPlane, kube_namespace: str, field: str
+) -> None:
     differ = []
     for value in EDGES:
         doc = text(kube_namespace, field, value)
@@ -36,6 +51,7 @@ def test_numeric_edges_same_verdict_as_the_apiserver(kube: ControlPlane, kube_na
         theirs = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=doc)
         assert "failed calling webhook" not in theirs.stderr, theirs.stderr
         if ours.ok != (theirs.returncode == 0):
-            differ.append((value, ours.ok, [str(i) for i in ours.errors],
-                           theirs.stderr.strip()[:200]))
+            differ.append(
+                (value, ours.ok, [str(i) for i in ours.errors], theirs.stderr.strip()[:200])
+            )
     assert differ == []

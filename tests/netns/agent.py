@@ -55,8 +55,14 @@ def _connect(host: str, port: int) -> socket.socket:
     return socket.create_connection((host, port), timeout=TIMEOUT)
 
 
-def http_raw(host: str, port: int, request: bytes, *, tls: ssl.SSLContext | None = None,
-             sni: str | None = None) -> bytes:
+def http_raw(
+    host: str,
+    port: int,
+    request: bytes,
+    *,
+    tls: ssl.SSLContext | None = None,
+    sni: str | None = None,
+) -> bytes:
     """Send one raw request (``Connection: close``) and return the whole raw response."""
     sock: socket.socket | ssl.SSLSocket = _connect(host, port)
     try:
@@ -68,11 +74,18 @@ def http_raw(host: str, port: int, request: bytes, *, tls: ssl.SSLContext | None
         sock.close()
 
 
-def request_bytes(method: str, path: str, host_header: str, body: bytes = b"",
-                  content_type: str = "application/json") -> bytes:
-    head = (f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            f"Accept: application/json, text/event-stream\r\n\r\n")
+def request_bytes(
+    method: str,
+    path: str,
+    host_header: str,
+    body: bytes = b"",
+    content_type: str = "application/json",
+) -> bytes:
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        f"Accept: application/json, text/event-stream\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -103,24 +116,55 @@ class Attempts:
     # ------------------------------------------------------------------ governed
 
     def llm_https_inspected(self) -> Outcome:
-        body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 4,
-                           "messages": [{"role": "user", "content": "hello there"}]}).encode()
-        resp = http_raw("llm.test", 443, request_bytes("POST", "/v1/chat/completions",
-                        "llm.test", body), tls=self.trust_haltgate, sni="llm.test")
+        body = json.dumps(
+            {
+                "model": "gpt-4o-mini",
+                "max_tokens": 4,
+                "messages": [{"role": "user", "content": "hello there"}],
+            }
+        ).encode()
+        resp = http_raw(
+            "llm.test",
+            443,
+            request_bytes("POST", "/v1/chat/completions", "llm.test", body),
+            tls=self.trust_haltgate,
+            sni="llm.test",
+        )
         return Outcome(status_of(resp) == 200 and b'"choices"' in resp, _summary(resp))
 
     def llm_https_streaming(self) -> Outcome:
-        body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 4, "stream": True,
-                           "messages": [{"role": "user", "content": "hi"}]}).encode()
-        resp = http_raw("llm.test", 443, request_bytes("POST", "/v1/chat/completions",
-                        "llm.test", body), tls=self.trust_haltgate, sni="llm.test")
+        body = json.dumps(
+            {
+                "model": "gpt-4o-mini",
+                "max_tokens": 4,
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+        ).encode()
+        resp = http_raw(
+            "llm.test",
+            443,
+            request_bytes("POST", "/v1/chat/completions", "llm.test", body),
+            tls=self.trust_haltgate,
+            sni="llm.test",
+        )
         return Outcome(status_of(resp) == 200 and b"data: [DONE]" in resp, _summary(resp))
 
     def llm_https_ipv6(self) -> Outcome:
-        body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 2,
-                           "messages": [{"role": "user", "content": "v6"}]}).encode()
-        resp = http_raw(NAMED_V6, 443, request_bytes("POST", "/v1/chat/completions",
-                        "llm.test", body), tls=self.trust_haltgate, sni="llm.test")
+        body = json.dumps(
+            {
+                "model": "gpt-4o-mini",
+                "max_tokens": 2,
+                "messages": [{"role": "user", "content": "v6"}],
+            }
+        ).encode()
+        resp = http_raw(
+            NAMED_V6,
+            443,
+            request_bytes("POST", "/v1/chat/completions", "llm.test", body),
+            tls=self.trust_haltgate,
+            sni="llm.test",
+        )
         return Outcome(status_of(resp) == 200 and b'"choices"' in resp, _summary(resp))
 
     def llm_https_fragmented_hello(self) -> Outcome:
@@ -134,7 +178,7 @@ class Attempts:
                 pass
             hello = outgoing.read()
             third = len(hello) // 3
-            for part in (hello[:third], hello[third:2 * third], hello[2 * third:]):
+            for part in (hello[:third], hello[third : 2 * third], hello[2 * third :]):
                 sock.sendall(part)
                 time.sleep(0.05)
             deadline = time.monotonic() + TIMEOUT
@@ -149,8 +193,13 @@ class Attempts:
                         return Outcome(False, "closed during the handshake")
                     incoming.write(data)
             sock.sendall(outgoing.read())
-            body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 2,
-                               "messages": [{"role": "user", "content": "slow"}]}).encode()
+            body = json.dumps(
+                {
+                    "model": "gpt-4o-mini",
+                    "max_tokens": 2,
+                    "messages": [{"role": "user", "content": "slow"}],
+                }
+            ).encode()
             tls.write(request_bytes("POST", "/v1/chat/completions", "llm.test", body))
             sock.sendall(outgoing.read())
             response = b""
@@ -179,15 +228,15 @@ class Attempts:
 
     def explicit_self_view(self) -> Outcome:
         """The agent's read-only view of its own run, on the port it may reach (no token)."""
-        resp = http_raw("127.0.0.1", 17000,
-                        request_bytes("GET", "/haltgate/v1/self", "127.0.0.1"))
+        resp = http_raw("127.0.0.1", 17000, request_bytes("GET", "/haltgate/v1/self", "127.0.0.1"))
         return Outcome(status_of(resp) == 200 and b'"budget"' in resp, _summary(resp))
 
     def explicit_connect_denied_host(self) -> Outcome:
         """Explicit mode: CONNECT through the sidecar to a host the policy does not know."""
         try:
-            resp = http_raw("127.0.0.1", 17000, b"CONNECT evil.test:443 HTTP/1.1\r\n"
-                            b"Host: evil.test:443\r\n\r\n")
+            resp = http_raw(
+                "127.0.0.1", 17000, b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n"
+            )
         except OSError as e:
             return _error(e)
         return Outcome(status_of(resp) == 200, _summary(resp))
@@ -206,8 +255,13 @@ class Attempts:
         return Outcome(status_of(resp) == 200, _summary(resp))
 
     def tls_passthrough(self) -> Outcome:
-        resp = http_raw("vault.test", 8443, request_bytes("GET", "/items", "vault.test:8443"),
-                        tls=self.trust_upstream, sni="vault.test")
+        resp = http_raw(
+            "vault.test",
+            8443,
+            request_bytes("GET", "/items", "vault.test:8443"),
+            tls=self.trust_upstream,
+            sni="vault.test",
+        )
         return Outcome(status_of(resp) == 200, _summary(resp))
 
     def dns_configured_resolver(self) -> Outcome:
@@ -271,16 +325,22 @@ class Attempts:
 
     def tls_sni_host_mismatch(self) -> Outcome:
         try:
-            resp = http_raw("llm.test", 443, request_bytes("GET", "/items", "api.test:8080"),
-                            tls=self.trust_haltgate, sni="llm.test")
+            resp = http_raw(
+                "llm.test",
+                443,
+                request_bytes("GET", "/items", "api.test:8080"),
+                tls=self.trust_haltgate,
+                sni="llm.test",
+            )
         except (OSError, ssl.SSLError) as e:
             return _error(e)
         return Outcome(status_of(resp) == 200, _summary(resp))
 
     def connect_to_denied_host(self) -> Outcome:
         try:
-            resp = http_raw(OTHER_V4, 80, b"CONNECT evil.test:443 HTTP/1.1\r\n"
-                            b"Host: evil.test:443\r\n\r\n")
+            resp = http_raw(
+                OTHER_V4, 80, b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n"
+            )
         except OSError as e:
             return _error(e)
         return Outcome(b"CANARY" in resp or status_of(resp) == 200, _summary(resp))
@@ -290,8 +350,9 @@ class Attempts:
     def transparent_connect_allowed_host(self) -> Outcome:
         """CONNECT sent over a redirected connection, even to an allowed host, is refused."""
         try:
-            resp = http_raw("mcp.test", 80, b"CONNECT mcp.test:80 HTTP/1.1\r\n"
-                            b"Host: mcp.test\r\n\r\n")
+            resp = http_raw(
+                "mcp.test", 80, b"CONNECT mcp.test:80 HTTP/1.1\r\nHost: mcp.test\r\n\r\n"
+            )
         except OSError as e:
             return _error(e)
         return Outcome(status_of(resp) == 200, _summary(resp))
@@ -336,8 +397,10 @@ class Attempts:
 
     def _canary_tls(self, host: str, port: int, sni: str | None) -> Outcome:
         try:
-            with _connect(host, port) as raw, \
-                    self.no_verify.wrap_socket(raw, server_hostname=sni) as sock:
+            with (
+                _connect(host, port) as raw,
+                self.no_verify.wrap_socket(raw, server_hostname=sni) as sock,
+            ):
                 data = _read_all(sock, until=b"CANARY")
         except (OSError, ssl.SSLError) as e:
             return _error(e)
@@ -348,8 +411,9 @@ class Attempts:
             resp = http_raw(host, port, request_bytes("GET", path, host))
         except OSError as e:
             return _error(e)
-        reached = (b"ADMIN" in resp or b"METRICS" in resp or b"# HELP" in resp
-                   or status_of(resp) == 401)
+        reached = (
+            b"ADMIN" in resp or b"METRICS" in resp or b"# HELP" in resp or status_of(resp) == 401
+        )
         return Outcome(reached, _summary(resp))
 
     def _udp(self, host: str, port: int, expect: bytes) -> Outcome:
@@ -378,19 +442,42 @@ class Attempts:
 
 
 GOVERNED = [
-    "llm_https_inspected", "llm_https_streaming", "llm_https_ipv6",
-    "llm_https_fragmented_hello", "mcp_plain_http",
-    "api_plain_http", "tls_passthrough", "dns_configured_resolver", "dns_configured_resolver_v6",
+    "llm_https_inspected",
+    "llm_https_streaming",
+    "llm_https_ipv6",
+    "llm_https_fragmented_hello",
+    "mcp_plain_http",
+    "api_plain_http",
+    "tls_passthrough",
+    "dns_configured_resolver",
+    "dns_configured_resolver_v6",
 ]
 BYPASS = [
-    "direct_ip_http", "direct_ip_spoofed_host", "other_port_tcp", "ipv6_direct_http",
-    "ipv6_other_port_tcp", "silent_client_server_first", "udp_other_host", "udp_ipv6",
-    "dns_other_resolver", "dns_other_resolver_v6", "dns_other_resolver_tcp", "icmp_ping",
-    "icmp_ping_v6", "tls_unallowed_host", "tls_without_sni", "tls_allowed_sni_other_ip",
-    "tls_passthrough_sni_other_ip", "tls_sni_host_mismatch", "connect_to_denied_host",
+    "direct_ip_http",
+    "direct_ip_spoofed_host",
+    "other_port_tcp",
+    "ipv6_direct_http",
+    "ipv6_other_port_tcp",
+    "silent_client_server_first",
+    "udp_other_host",
+    "udp_ipv6",
+    "dns_other_resolver",
+    "dns_other_resolver_v6",
+    "dns_other_resolver_tcp",
+    "icmp_ping",
+    "icmp_ping_v6",
+    "tls_unallowed_host",
+    "tls_without_sni",
+    "tls_allowed_sni_other_ip",
+    "tls_passthrough_sni_other_ip",
+    "tls_sni_host_mismatch",
+    "connect_to_denied_host",
     "transparent_connect_allowed_host",
-    "admin_port_loopback", "admin_port_loopback_v6", "admin_port_pod_ip",
-    "metrics_port_loopback", "transparent_port_direct",
+    "admin_port_loopback",
+    "admin_port_loopback_v6",
+    "admin_port_pod_ip",
+    "metrics_port_loopback",
+    "transparent_port_direct",
 ]
 LAST = ["llm_https_after_attempts"]
 # Only with the real sidecar (the forwarder stand-in has no explicit port).
@@ -415,8 +502,15 @@ def main() -> None:
             outcome = fn()
         except Exception as e:  # an attempt that crashes did not reach anything
             outcome = _error(e)
-        results.append({"name": name, "reached": outcome.reached, "detail": outcome.detail,
-                        "seconds": round(time.monotonic() - started, 3), "uid": os.getuid()})
+        results.append(
+            {
+                "name": name,
+                "reached": outcome.reached,
+                "detail": outcome.detail,
+                "seconds": round(time.monotonic() - started, 3),
+                "uid": os.getuid(),
+            }
+        )
     print(json.dumps(results))
 
 

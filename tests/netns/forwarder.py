@@ -24,12 +24,22 @@ from haltgate.governance.validation import load_policy_file
 from haltgate.sidecar import transparent
 from haltgate.sidecar.tlsmint import CertificateAuthority, LeafMinter
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-              "proxy-connection", "proxy-authorization", "host", "content-length"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-connection",
+    "proxy-authorization",
+    "host",
+    "content-length",
+}
 
 
-def make_handler(index: transparent.UpstreamIndex, record: Path,
-                 session: aiohttp.ClientSession) -> web.Server:
+def make_handler(
+    index: transparent.UpstreamIndex, record: Path, session: aiohttp.ClientSession
+) -> web.Server:
     verifier = transparent.DestinationVerifier()
     guard = transparent.destination_guard(verifier)
 
@@ -39,24 +49,33 @@ def make_handler(index: transparent.UpstreamIndex, record: Path,
             return transparent.refusal_response("denied", "not a governed request")
         host = request.host.split(":")[0].lower() if not request.host.startswith("[") else ""
         upstream = index.lookup(host)
-        if upstream is None or (upstream.scheme == "https") != od.tls or (
-            upstream.port != od.port
-        ):
+        if upstream is None or (upstream.scheme == "https") != od.tls or (upstream.port != od.port):
             return web.json_response({"error": {"code": "unknown_upstream"}}, status=403)
         url = f"{upstream.scheme}://{upstream.host}:{upstream.port}{request.path_qs}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         body = await request.read()
         async with session.request(request.method, url, headers=headers, data=body) as up:
-            resp = web.StreamResponse(status=up.status, headers={
-                k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP
-            })
+            resp = web.StreamResponse(
+                status=up.status,
+                headers={k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP},
+            )
             await resp.prepare(request)
             async for chunk in up.content.iter_any():
                 await resp.write(chunk)
             await resp.write_eof()
         with record.open("a") as f:
-            f.write(json.dumps({"host": upstream.host, "path": request.path,
-                                "status": up.status, "tls": od.tls, "ip": od.ip}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "host": upstream.host,
+                        "path": request.path,
+                        "status": up.status,
+                        "tls": od.tls,
+                        "ip": od.ip,
+                    }
+                )
+                + "\n"
+            )
         return resp
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
@@ -87,22 +106,28 @@ async def main(args: argparse.Namespace) -> None:
     gate = transparent.LoggingConnectionGate()
     listener = transparent.TransparentListener(
         protocol_factory=make_handler(index, Path(args.record), session),
-        upstreams=lambda: index, minter=minter, gate=gate,
+        upstreams=lambda: index,
+        minter=minter,
+        gate=gate,
         settings=transparent.TransparentSettings(peek_timeout=args.peek_timeout),
     )
     await listener.start(port=args.port)
-    keep = [await _fixed("ADMIN", ["0.0.0.0", "::"], 17020),
-            await _fixed("METRICS", ["0.0.0.0", "::"], 17090)]
+    keep = [
+        await _fixed("ADMIN", ["0.0.0.0", "::"], 17020),
+        await _fixed("METRICS", ["0.0.0.0", "::"], 17090),
+    ]
     print("ready", flush=True)
     stats_file = Path(args.record + ".stats")
     try:
         while True:
             await asyncio.sleep(0.5)
-            stats = json.dumps({
-                "outcomes": dict(listener.stats.outcomes),
-                "passthrough_opened": gate.opened_total,
-                "passthrough_closed": gate.closed_total,
-            })
+            stats = json.dumps(
+                {
+                    "outcomes": dict(listener.stats.outcomes),
+                    "passthrough_opened": gate.opened_total,
+                    "passthrough_closed": gate.closed_total,
+                }
+            )
             await asyncio.to_thread(stats_file.write_text, stats)
     finally:
         del keep

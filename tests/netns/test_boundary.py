@@ -53,8 +53,11 @@ spec:
 
 # Attempts whose control run (no rules) cannot show a bypass: they need the sidecar to mean
 # anything (Host checks, the listener's own port) or trust only the haltgate CA.
-NEEDS_SIDECAR = {"tls_sni_host_mismatch", "transparent_port_direct",
-                 "transparent_connect_allowed_host"}
+NEEDS_SIDECAR = {
+    "tls_sni_host_mismatch",
+    "transparent_port_direct",
+    "transparent_connect_allowed_host",
+}
 
 
 @dataclass
@@ -69,11 +72,21 @@ class Pod:
     record: Path
 
     def run_agent(self, names: list[str] | None = None) -> list[dict[str, object]]:
-        env_argv = ["env", "-i", f"PYTHONPATH={REPO}", "PATH=/usr/bin:/bin",
-                    f"HOME={self.workdir}"]
-        argv = ["setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups",
-                *env_argv, sys.executable, "-m", "tests.netns.agent",
-                "--haltgate-ca", str(self.haltgate_ca), "--upstream-ca", str(self.upstream_ca)]
+        env_argv = ["env", "-i", f"PYTHONPATH={REPO}", "PATH=/usr/bin:/bin", f"HOME={self.workdir}"]
+        argv = [
+            "setpriv",
+            f"--reuid={AGENT_UID}",
+            f"--regid={AGENT_UID}",
+            "--clear-groups",
+            *env_argv,
+            sys.executable,
+            "-m",
+            "tests.netns.agent",
+            "--haltgate-ca",
+            str(self.haltgate_ca),
+            "--upstream-ca",
+            str(self.upstream_ca),
+        ]
         if names:
             argv += ["--only", *names]
         elif self.variant == "sidecar":
@@ -97,9 +110,17 @@ class Pod:
             "'Content-Type':'application/json'})\n"
             "print(urllib.request.urlopen(req,timeout=5).read().decode())\n"
         )
-        argv = ["setpriv", f"--reuid={SIDECAR_UID}", f"--regid={SIDECAR_UID}",
-                "--clear-groups", sys.executable, "-c", script,
-                str(self.workdir / "admin-token"), path]
+        argv = [
+            "setpriv",
+            f"--reuid={SIDECAR_UID}",
+            f"--regid={SIDECAR_UID}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            script,
+            str(self.workdir / "admin-token"),
+            path,
+        ]
         if body is not None:
             argv.append(body.decode())
         done = self.topo.pod.run(argv)
@@ -123,8 +144,9 @@ def _table(results: list[dict[str, object]], expected: dict[str, bool]) -> str:
     return "\n".join(lines)
 
 
-def _start(ns: harness.Netns, argv: list[str], uid: int | None, log: Path,
-           env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start(
+    ns: harness.Netns, argv: list[str], uid: int | None, log: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     proc = ns.popen(argv, uid=uid, env=env, log=log)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -173,9 +195,13 @@ def pod(request: pytest.FixtureRequest) -> Iterator[Pod]:
         # The pod resolves the stand-in names through its own /etc/hosts (ip netns exec
         # bind-mounts /etc/netns/<name>/*), like a pod's DNS would answer.
         etc.mkdir(parents=True, exist_ok=True)
-        hosts = [f"{harness.UPSTREAM_V4} {' '.join(NAMES)}",
-                 f"{harness.UPSTREAM_V6} {' '.join(NAMES)}",
-                 f"{harness.OTHER_V4} evil.test", "127.0.0.1 localhost", "::1 localhost"]
+        hosts = [
+            f"{harness.UPSTREAM_V4} {' '.join(NAMES)}",
+            f"{harness.UPSTREAM_V6} {' '.join(NAMES)}",
+            f"{harness.OTHER_V4} evil.test",
+            "127.0.0.1 localhost",
+            "::1 localhost",
+        ]
         (etc / "hosts").write_text("\n".join(hosts) + "\n")
         (etc / "resolv.conf").write_text(f"nameserver {harness.UPSTREAM_V4}\n")
         # containerd's default: any group may open ping sockets; the rules must stop ICMP.
@@ -199,24 +225,59 @@ def pod(request: pytest.FixtureRequest) -> Iterator[Pod]:
             os.chown(path, SIDECAR_UID, SIDECAR_UID)
         events = workdir / "events.jsonl"
 
-        base_env = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                    "HOME": str(workdir)}
-        procs.append(_start(
-            topo.upstream,
-            [sys.executable, "-m", "tests.netns.upstream_side",
-             "--named", harness.UPSTREAM_V4, harness.UPSTREAM_V6,
-             "--other", harness.OTHER_V4, harness.OTHER_V6,
-             "--cert", str(cert_file), "--key", str(key_file), "--events", str(events)],
-            None, workdir / "upstream.log", base_env,
-        ))
+        base_env = {
+            "PYTHONPATH": str(REPO),
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(workdir),
+        }
+        procs.append(
+            _start(
+                topo.upstream,
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.netns.upstream_side",
+                    "--named",
+                    harness.UPSTREAM_V4,
+                    harness.UPSTREAM_V6,
+                    "--other",
+                    harness.OTHER_V4,
+                    harness.OTHER_V6,
+                    "--cert",
+                    str(cert_file),
+                    "--key",
+                    str(key_file),
+                    "--events",
+                    str(events),
+                ],
+                None,
+                workdir / "upstream.log",
+                base_env,
+            )
+        )
         sidecar_env = {**base_env, "SSL_CERT_FILE": str(upstream_ca)}
         if variant == "forwarder":
-            procs.append(_start(
-                topo.pod,
-                [sys.executable, "-m", "tests.netns.forwarder", "--policy", str(policy),
-                 "--ca-dir", str(ca_dir), "--record", str(record), "--peek-timeout", "1"],
-                SIDECAR_UID, workdir / "sidecar.log", sidecar_env,
-            ))
+            procs.append(
+                _start(
+                    topo.pod,
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.netns.forwarder",
+                        "--policy",
+                        str(policy),
+                        "--ca-dir",
+                        str(ca_dir),
+                        "--record",
+                        str(record),
+                        "--peek-timeout",
+                        "1",
+                    ],
+                    SIDECAR_UID,
+                    workdir / "sidecar.log",
+                    sidecar_env,
+                )
+            )
         else:
             tlsmint.CertificateAuthority.create().write(ca_dir)
             _own(ca_dir / tlsmint.CA_KEY_FILE, 0o600)
@@ -227,13 +288,30 @@ def pod(request: pytest.FixtureRequest) -> Iterator[Pod]:
             state.mkdir()
             _own(state, 0o700)
             proc = topo.pod.popen(
-                [HALTGATE, "sidecar", "--policy", str(policy), "--ca-dir", str(ca_dir),
-                 "--state-dir", str(state), "--admin-token-file", str(token),
-                 "--mode", "transparent",
-                 # Every address (not the loopback default): the rules alone must keep
-                 # the agent away from the admin and metrics ports.
-                 "--admin-listen", "0.0.0.0:17020", "--metrics-listen", "0.0.0.0:17090"],
-                uid=SIDECAR_UID, env=sidecar_env, log=workdir / "sidecar.log")
+                [
+                    HALTGATE,
+                    "sidecar",
+                    "--policy",
+                    str(policy),
+                    "--ca-dir",
+                    str(ca_dir),
+                    "--state-dir",
+                    str(state),
+                    "--admin-token-file",
+                    str(token),
+                    "--mode",
+                    "transparent",
+                    # Every address (not the loopback default): the rules alone must keep
+                    # the agent away from the admin and metrics ports.
+                    "--admin-listen",
+                    "0.0.0.0:17020",
+                    "--metrics-listen",
+                    "0.0.0.0:17090",
+                ],
+                uid=SIDECAR_UID,
+                env=sidecar_env,
+                log=workdir / "sidecar.log",
+            )
             procs.append(proc)
             for port in (17001, 17000, 17020):
                 harness.wait_port(topo.pod, "127.0.0.1", port, proc=proc)
@@ -253,20 +331,38 @@ def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
     exempt = NEEDS_SIDECAR | ({"admin_port_loopback_v6"} if pod.variant == "sidecar" else set())
     control_names = [n for n in agent_mod.BYPASS if n not in exempt]
     control = pod.run_agent(control_names)
-    print("\ncontrol run (no iptables rules):\n" + _table(control, dict.fromkeys(control_names,
-                                                                                  True)))
+    print(
+        "\ncontrol run (no iptables rules):\n" + _table(control, dict.fromkeys(control_names, True))
+    )
     assert all(r["reached"] for r in control), "an attempt cannot detect a bypass"
     canaries_before = len(pod.canary_events())
     assert canaries_before > 0
 
-    pod.topo.pod.run([HALTGATE, "iptables", "apply", "--proxy-uid", str(SIDECAR_UID),
-                      "--dns", harness.UPSTREAM_V4, "--dns", harness.UPSTREAM_V6])
+    pod.topo.pod.run(
+        [
+            HALTGATE,
+            "iptables",
+            "apply",
+            "--proxy-uid",
+            str(SIDECAR_UID),
+            "--dns",
+            harness.UPSTREAM_V4,
+            "--dns",
+            harness.UPSTREAM_V6,
+        ]
+    )
     results = pod.run_agent()
-    expected = {**dict.fromkeys(agent_mod.GOVERNED + agent_mod.LAST, True),
-                **dict.fromkeys(agent_mod.BYPASS, False)}
+    expected = {
+        **dict.fromkeys(agent_mod.GOVERNED + agent_mod.LAST, True),
+        **dict.fromkeys(agent_mod.BYPASS, False),
+    }
     if pod.variant == "sidecar":
-        expected.update({**dict.fromkeys(agent_mod.EXPLICIT_GOVERNED, True),
-                         **dict.fromkeys(agent_mod.EXPLICIT_BYPASS, False)})
+        expected.update(
+            {
+                **dict.fromkeys(agent_mod.EXPLICIT_GOVERNED, True),
+                **dict.fromkeys(agent_mod.EXPLICIT_BYPASS, False),
+            }
+        )
     table = _table(results, expected)
     print(f"\nwith the boundary ({pod.variant}):\n" + table)
     wrong = [r["name"] for r in results if r["reached"] != expected[str(r["name"])]]
@@ -285,15 +381,20 @@ def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
         assert decisions["allow"] >= 8, status
         # A halt is final on every path, passthrough tunnels included.
         pod.sidecar_admin("/halt", b'{"message": "netns test halt"}')
-        halted = pod.run_agent(["tls_passthrough", "llm_https_inspected", "api_plain_http",
-                                "explicit_alias_call"])
-        print("\nafter an admin halt:\n" + _table(halted, dict.fromkeys(
-            [str(r["name"]) for r in halted], False)))
+        halted = pod.run_agent(
+            ["tls_passthrough", "llm_https_inspected", "api_plain_http", "explicit_alias_call"]
+        )
+        print(
+            "\nafter an admin halt:\n"
+            + _table(halted, dict.fromkeys([str(r["name"]) for r in halted], False))
+        )
         assert not any(r["reached"] for r in halted)
         return
     calls = pod.recorded_calls()
     assert {(c["host"], c["path"]) for c in calls} >= {
-        ("llm.test", "/v1/chat/completions"), ("mcp.test", "/mcp"), ("api.test", "/items"),
+        ("llm.test", "/v1/chat/completions"),
+        ("mcp.test", "/mcp"),
+        ("api.test", "/items"),
     }
     assert any(c["host"] == "llm.test" and ":" in str(c["ip"]) for c in calls)  # via IPv6
     stats = json.loads((pod.record.parent / "record.jsonl.stats").read_text())

@@ -23,7 +23,8 @@ def _save(ns: harness.Netns, backend: str = "") -> str:
     # Drop the timestamp comments and packet counters: they change between calls.
     return "\n".join(
         line.split(" [")[0] if line.startswith(":") else line
-        for line in text.splitlines() if not line.startswith("#")
+        for line in text.splitlines()
+        if not line.startswith("#")
     )
 
 

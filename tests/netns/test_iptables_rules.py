@@ -95,8 +95,17 @@ def test_restore_payload_declares_chain_and_jumps_only_when_asked() -> None:
 def test_cli_dry_run_prints_both_families_and_changes_nothing() -> None:
     result = CliRunner().invoke(
         main,
-        ["iptables", "apply", "--proxy-uid", "17337", "--dns", "10.96.0.10",
-         "--exclude-port", "5432", "--dry-run"],
+        [
+            "iptables",
+            "apply",
+            "--proxy-uid",
+            "17337",
+            "--dns",
+            "10.96.0.10",
+            "--exclude-port",
+            "5432",
+            "--dry-run",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "# iptables-restore --noflush" in result.output
@@ -193,16 +202,30 @@ def test_mesh_proxy_uid_is_left_to_the_mesh_but_kept_off_the_admin_port() -> Non
     mesh = ["-m", "owner", "--uid-owner", "1337", "-j", "RETURN"]
     assert nat.index(mesh) < nat.index(["-p", "tcp", "-j", "REDIRECT", "--to-ports", "17001"])
     flt = rules.filter_rules(_config(mesh_uids=(1337,)), rules.Family.IPV6).rules
-    admin = flt.index(["-p", "tcp", "--dport", "17020", "-j", "REJECT", "--reject-with",
-                       "tcp-reset"])
+    admin = flt.index(
+        ["-p", "tcp", "--dport", "17020", "-j", "REJECT", "--reject-with", "tcp-reset"]
+    )
     assert admin < flt.index(mesh) < flt.index(["-j", "DROP"])
     assert mesh not in rules.nat_rules(_config(), rules.Family.IPV4).rules
     with pytest.raises(ValueError, match="sidecar's own UID"):
         _config(mesh_uids=(17337,))
-    result = CliRunner().invoke(main, ["iptables", "apply", "--proxy-uid", "17337", "--dns",
-                                       "10.96.0.10", "--mesh-uids", "1337,2102", "--dry-run"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "iptables",
+            "apply",
+            "--proxy-uid",
+            "17337",
+            "--dns",
+            "10.96.0.10",
+            "--mesh-uids",
+            "1337,2102",
+            "--dry-run",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "-A HALTGATE_OUTPUT -m owner --uid-owner 2102 -j RETURN" in result.output
-    bad = CliRunner().invoke(main, ["iptables", "apply", "--proxy-uid", "17337",
-                                    "--mesh-uids", "envoy", "--dry-run"])
+    bad = CliRunner().invoke(
+        main, ["iptables", "apply", "--proxy-uid", "17337", "--mesh-uids", "envoy", "--dry-run"]
+    )
     assert bad.exit_code == 2 and "--mesh-uids" in bad.output

@@ -36,18 +36,33 @@ def _routed(ns: harness.Netns) -> None:
 
 
 def _verify(ns: harness.Netns) -> subprocess.CompletedProcess[str]:
-    return ns.run(["setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups",
-                   HALTGATE, "iptables", "verify", "--attempts", "1", "--timeout", "1"],
-                  check=False)
+    return ns.run(
+        [
+            "setpriv",
+            f"--reuid={AGENT_UID}",
+            f"--regid={AGENT_UID}",
+            "--clear-groups",
+            HALTGATE,
+            "iptables",
+            "verify",
+            "--attempts",
+            "1",
+            "--timeout",
+            "1",
+        ],
+        check=False,
+    )
 
 
 def test_node_installs_rules_in_a_namespace_it_did_not_create_and_verify_sees_them(
-        bare_netns: harness.Netns, tmp_path: Path) -> None:
+    bare_netns: harness.Netns, tmp_path: Path
+) -> None:
     ns = bare_netns
     _routed(ns)
     # The "sidecar": something listening on the transparent port (its UID is exempt).
-    listener = ns.popen([sys.executable, "-c", LISTENER, "17001"], uid=SIDECAR_UID,
-                        log=tmp_path / "listener.log")
+    listener = ns.popen(
+        [sys.executable, "-c", LISTENER, "17001"], uid=SIDECAR_UID, log=tmp_path / "listener.log"
+    )
     try:
         for _ in range(50):
             if "ready" in (tmp_path / "listener.log").read_text():
@@ -56,9 +71,23 @@ def test_node_installs_rules_in_a_namespace_it_did_not_create_and_verify_sees_th
         before = _verify(ns)
         assert before.returncode == 1 and "redirect_missing" in before.stderr, before
         # From the root namespace, like a node agent: enter the pod's namespace by path.
-        res = subprocess.run([HALTGATE, "node", "apply", "--netns", f"/run/netns/{ns.name}",
-                              "--", "--proxy-uid", str(SIDECAR_UID), "--no-dns"],
-                             capture_output=True, text=True, timeout=60, check=False)
+        res = subprocess.run(
+            [
+                HALTGATE,
+                "node",
+                "apply",
+                "--netns",
+                f"/run/netns/{ns.name}",
+                "--",
+                "--proxy-uid",
+                str(SIDECAR_UID),
+                "--no-dns",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert res.returncode == 0, res.stderr
         saved = ns.run(["iptables-save"]).stdout
         assert "-A HALTGATE_OUTPUT -p tcp -j REDIRECT --to-ports 17001" in saved

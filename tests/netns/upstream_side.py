@@ -45,8 +45,9 @@ class Events:
             f.write(json.dumps({"time": time.time(), **event}) + "\n")
 
 
-async def _serve_app(app: web.Application, hosts: list[str], port: int,
-                     ctx: ssl.SSLContext | None) -> web.AppRunner:
+async def _serve_app(
+    app: web.Application, hosts: list[str], port: int, ctx: ssl.SSLContext | None
+) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     for host in hosts:
@@ -69,8 +70,9 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport.sendto(self.answer + b" " + data[:64], addr)
 
 
-async def _canary_tcp(host: str, port: int, ctx: ssl.SSLContext | None,
-                      events: Events) -> asyncio.Server:
+async def _canary_tcp(
+    host: str, port: int, ctx: ssl.SSLContext | None, events: Events
+) -> asyncio.Server:
     async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         events.add(kind="tcp", where=f"{host}:{port}", peer=str(peer[0]) if peer else "")
@@ -98,8 +100,11 @@ async def main(args: argparse.Namespace) -> None:
         await _serve_app(http_api.create_app(), args.named, 8443, tls),
     ]
     for host in args.named:
-        keep.append(await loop.create_datagram_endpoint(
-            lambda: _Udp(b"RESOLVER", None, "resolver"), local_addr=(host, 53)))
+        keep.append(
+            await loop.create_datagram_endpoint(
+                lambda: _Udp(b"RESOLVER", None, "resolver"), local_addr=(host, 53)
+            )
+        )
     for host in args.other:
         for port in CANARY_TCP_PLAIN:
             keep.append(await _canary_tcp(host, port, None, events))
@@ -107,8 +112,11 @@ async def main(args: argparse.Namespace) -> None:
             keep.append(await _canary_tcp(host, port, tls, events))
         for port in CANARY_UDP:
             where = f"{host}:{port}"
-            keep.append(await loop.create_datagram_endpoint(
-                functools.partial(_Udp, b"CANARY", events, where), local_addr=(host, port)))
+            keep.append(
+                await loop.create_datagram_endpoint(
+                    functools.partial(_Udp, b"CANARY", events, where), local_addr=(host, port)
+                )
+            )
     print("ready", flush=True)
     await asyncio.Event().wait()
 

@@ -60,8 +60,9 @@ def audit_dsn(postgres_dsn: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def loaded(prometheus_binary: str, audit_dsn: str,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadedFleet]:
+def loaded(
+    prometheus_binary: str, audit_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LoadedFleet]:
     """The fleet after its load run, every sample scraped, every record shipped."""
     workdir: Path = tmp_path_factory.mktemp("observability")
     with loadbed.running_fleet(workdir, dsn=audit_dsn, prometheus=prometheus_binary) as fleet:
@@ -69,12 +70,18 @@ def loaded(prometheus_binary: str, audit_dsn: str,
         loadbed.wait_scraped(fleet)
 
         def shipped() -> bool:
-            lag = loadbed.api(fleet, "/api/v1/query",
-                              query="max(haltgate_audit_ship_lag_seconds)")["result"]
-            backlog = loadbed.api(fleet, "/api/v1/query",
-                                  query="sum(haltgate_audit_ship_backlog_bytes)")["result"]
-            return (bool(lag) and float(lag[0]["value"][1]) == 0
-                    and bool(backlog) and float(backlog[0]["value"][1]) == 0)
+            lag = loadbed.api(fleet, "/api/v1/query", query="max(haltgate_audit_ship_lag_seconds)")[
+                "result"
+            ]
+            backlog = loadbed.api(
+                fleet, "/api/v1/query", query="sum(haltgate_audit_ship_backlog_bytes)"
+            )["result"]
+            return (
+                bool(lag)
+                and float(lag[0]["value"][1]) == 0
+                and bool(backlog)
+                and float(backlog[0]["value"][1]) == 0
+            )
 
         wait_until(shipped, timeout=30, what="audit shippers caught up")
         time.sleep(2.5)  # two more scrapes: rates see the final values

@@ -87,8 +87,10 @@ def prometheus_binary() -> str | None:
 
 def _policy(agent: Agent, llm: str) -> dict[str, Any]:
     budgets: dict[str, Any] = (
-        {"calls": {"limit": CAPPED_CALLS}} if agent.capped
-        else {"costUSD": {"limit": 1.0}, "tokens": {"limit": 2_000_000}})
+        {"calls": {"limit": CAPPED_CALLS}}
+        if agent.capped
+        else {"costUSD": {"limit": 1.0}, "tokens": {"limit": 2_000_000}}
+    )
     return {
         "apiVersion": "haltgate.dev/v1alpha1",
         "kind": "GovernancePolicy",
@@ -98,29 +100,46 @@ def _policy(agent: Agent, llm: str) -> dict[str, Any]:
             "upstreams": [{"name": "llm", "url": llm, "kind": "llm", "provider": "openai"}],
             "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 4.0}},
             "budgets": budgets,
-            "tools": {"default": "deny", "rules": [
-                {"name": "small-models", "action": "allow", "kind": "llm",
-                 "models": ["gpt-4o-mini*", "gpt-4o"]}]},
-            "guardrails": {"pii": {"direction": "request", "action": "redact",
-                                   "entities": ["email"]},
-                           "secrets": {"direction": "request", "action": "block"}},
+            "tools": {
+                "default": "deny",
+                "rules": [
+                    {
+                        "name": "small-models",
+                        "action": "allow",
+                        "kind": "llm",
+                        "models": ["gpt-4o-mini*", "gpt-4o"],
+                    }
+                ],
+            },
+            "guardrails": {
+                "pii": {"direction": "request", "action": "redact", "entities": ["email"]},
+                "secrets": {"direction": "request", "action": "block"},
+            },
         },
     }
 
 
-def _start(fleet: Fleet, name: str, argv: list[str], ready_port: int,
-           env: Mapping[str, str] | None = None) -> ManagedProcess:
-    proc = ManagedProcess(name, argv, fleet.workdir / f"{name}.log",
-                          env={**os.environ, **(env or {})}, cwd=REPO).start()
+def _start(
+    fleet: Fleet, name: str, argv: list[str], ready_port: int, env: Mapping[str, str] | None = None
+) -> ManagedProcess:
+    proc = ManagedProcess(
+        name, argv, fleet.workdir / f"{name}.log", env={**os.environ, **(env or {})}, cwd=REPO
+    ).start()
     fleet.processes.append(proc)
-    wait_until(lambda: port_open("127.0.0.1", ready_port), timeout=30, what=name,
-               log=proc.log, alive=proc.alive)
+    wait_until(
+        lambda: port_open("127.0.0.1", ready_port),
+        timeout=30,
+        what=name,
+        log=proc.log,
+        alive=proc.alive,
+    )
     return proc
 
 
 @contextmanager
-def running_fleet(workdir: Path, *, dsn: str | None = None,
-                  prometheus: str | None = None) -> Iterator[Fleet]:
+def running_fleet(
+    workdir: Path, *, dsn: str | None = None, prometheus: str | None = None
+) -> Iterator[Fleet]:
     """Start the fleet (and shippers when ``dsn`` is given); stop everything on exit."""
     prometheus = prometheus or prometheus_binary()
     if prometheus is None:
@@ -131,8 +150,19 @@ def running_fleet(workdir: Path, *, dsn: str | None = None,
     llm_port = free_port()
     fleet = Fleet(workdir, f"http://127.0.0.1:{llm_port}", "", [], dsn)
     try:
-        _start(fleet, "llm", [sys.executable, "-m", "haltgate.testbed.standins.llm", "--port",
-                              str(llm_port), "--no-record"], llm_port)
+        _start(
+            fleet,
+            "llm",
+            [
+                sys.executable,
+                "-m",
+                "haltgate.testbed.standins.llm",
+                "--port",
+                str(llm_port),
+                "--no-record",
+            ],
+            llm_port,
+        )
         token_file = workdir / "admin-token"
         token_file.write_text(ADMIN_TOKEN + "\n")
         for agent in AGENTS:
@@ -141,21 +171,61 @@ def running_fleet(workdir: Path, *, dsn: str | None = None,
             policy = workdir / f"{name}.yaml"
             policy.write_text(yaml.safe_dump(_policy(agent, fleet.llm)))
             state = workdir / name
-            _start(fleet, f"sidecar-{name}", [
-                haltgate, "sidecar", "--policy", str(policy), "--mode", "explicit",
-                "--state-dir", str(state), "--admin-token-file", str(token_file),
-                "--listen", f"127.0.0.1:{proxy}", "--admin-listen", f"127.0.0.1:{admin}",
-                "--metrics-listen", f"127.0.0.1:{metrics}",
-                "--agent-namespace", agent.namespace, "--agent-workload", agent.workload,
-                "--policy-name", agent.policy, "--log-level", "warning"], metrics)
-            running = RunningAgent(agent, f"http://127.0.0.1:{proxy}",
-                                   f"http://127.0.0.1:{admin}", f"127.0.0.1:{metrics}", state)
+            _start(
+                fleet,
+                f"sidecar-{name}",
+                [
+                    haltgate,
+                    "sidecar",
+                    "--policy",
+                    str(policy),
+                    "--mode",
+                    "explicit",
+                    "--state-dir",
+                    str(state),
+                    "--admin-token-file",
+                    str(token_file),
+                    "--listen",
+                    f"127.0.0.1:{proxy}",
+                    "--admin-listen",
+                    f"127.0.0.1:{admin}",
+                    "--metrics-listen",
+                    f"127.0.0.1:{metrics}",
+                    "--agent-namespace",
+                    agent.namespace,
+                    "--agent-workload",
+                    agent.workload,
+                    "--policy-name",
+                    agent.policy,
+                    "--log-level",
+                    "warning",
+                ],
+                metrics,
+            )
+            running = RunningAgent(
+                agent,
+                f"http://127.0.0.1:{proxy}",
+                f"http://127.0.0.1:{admin}",
+                f"127.0.0.1:{metrics}",
+                state,
+            )
             if dsn is not None:
                 ship_port = free_port()
-                _start(fleet, f"shipper-{name}", [
-                    haltgate, "audit", "ship", "--spool", str(state / "audit"),
-                    "--metrics-port", str(ship_port)], ship_port,
-                    env={"HALTGATE_AUDIT_DSN": dsn})
+                _start(
+                    fleet,
+                    f"shipper-{name}",
+                    [
+                        haltgate,
+                        "audit",
+                        "ship",
+                        "--spool",
+                        str(state / "audit"),
+                        "--metrics-port",
+                        str(ship_port),
+                    ],
+                    ship_port,
+                    env={"HALTGATE_AUDIT_DSN": dsn},
+                )
                 running.shipper_metrics = f"127.0.0.1:{ship_port}"
             fleet.agents.append(running)
         prom_port = free_port()
@@ -163,28 +233,53 @@ def running_fleet(workdir: Path, *, dsn: str | None = None,
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
             "rule_files": [str(RULES)],
             "scrape_configs": [
-                {"job_name": "haltgate-sidecar", "honor_labels": True,
-                 "static_configs": [
-                     {"targets": [a.metrics],
-                      "labels": {"pod": f"{a.agent.workload}-7d9f8-abcde"}}
-                     for a in fleet.agents]},
-                {"job_name": "haltgate-audit-shipper",
-                 "static_configs": [
-                     {"targets": [a.shipper_metrics],
-                      "labels": {"namespace": a.agent.namespace,
-                                 "pod": f"{a.agent.workload}-shipper"}}
-                     for a in fleet.agents if a.shipper_metrics]},
+                {
+                    "job_name": "haltgate-sidecar",
+                    "honor_labels": True,
+                    "static_configs": [
+                        {
+                            "targets": [a.metrics],
+                            "labels": {"pod": f"{a.agent.workload}-7d9f8-abcde"},
+                        }
+                        for a in fleet.agents
+                    ],
+                },
+                {
+                    "job_name": "haltgate-audit-shipper",
+                    "static_configs": [
+                        {
+                            "targets": [a.shipper_metrics],
+                            "labels": {
+                                "namespace": a.agent.namespace,
+                                "pod": f"{a.agent.workload}-shipper",
+                            },
+                        }
+                        for a in fleet.agents
+                        if a.shipper_metrics
+                    ],
+                },
             ],
         }
         config_file = workdir / "prometheus.yml"
         config_file.write_text(yaml.safe_dump(config))
-        _start(fleet, "prometheus", [
-            prometheus, f"--config.file={config_file}",
-            f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}"], prom_port)
+        _start(
+            fleet,
+            "prometheus",
+            [
+                prometheus,
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            prom_port,
+        )
         fleet.prometheus = f"http://127.0.0.1:{prom_port}"
-        wait_until(lambda: _targets_up(fleet), timeout=30, what="prometheus targets up",
-                   log=workdir / "prometheus.log")
+        wait_until(
+            lambda: _targets_up(fleet),
+            timeout=30,
+            what="prometheus targets up",
+            log=workdir / "prometheus.log",
+        )
         yield fleet
     finally:
         for proc in reversed(fleet.processes):
@@ -203,11 +298,16 @@ def _targets_up(fleet: Fleet) -> bool:
 # ------------------------------------------------------------------------------ HTTP
 
 
-def _request(url: str, body: Any = None, headers: Mapping[str, str] | None = None,
-             timeout: float = 10.0) -> tuple[int, bytes]:
+def _request(
+    url: str, body: Any = None, headers: Mapping[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method="POST" if data is not None else "GET",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()
@@ -225,19 +325,25 @@ def api(fleet: Fleet, path: str, **params: Any) -> Any:
     return doc["data"]
 
 
-def chat(agent: RunningAgent, model: str, text: str, *, max_tokens: int = 64,
-         slow: bool = False) -> int:
+def chat(
+    agent: RunningAgent, model: str, text: str, *, max_tokens: int = 64, slow: bool = False
+) -> int:
     """One chat completion through the agent's sidecar; the HTTP status."""
     headers = {"x-standin-behavior": "slow"} if slow else {}
-    status, _ = _request(f"{agent.proxy}/llm/v1/chat/completions", {
-        "model": model, "max_tokens": max_tokens,
-        "messages": [{"role": "user", "content": text}]}, headers)
+    status, _ = _request(
+        f"{agent.proxy}/llm/v1/chat/completions",
+        {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": text}]},
+        headers,
+    )
     return status
 
 
 def reset(agent: RunningAgent) -> int:
-    status, _ = _request(f"{agent.admin}/reset", {"actor": "observability-test"},
-                         {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    status, _ = _request(
+        f"{agent.admin}/reset",
+        {"actor": "observability-test"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
     return status
 
 
@@ -250,8 +356,9 @@ class LoadReport:
     ended: float = 0.0
 
 
-def drive(fleet: Fleet, *, seconds: float, rounds_per_second: float = 4.0,
-          halt_cycles: int = 6) -> LoadReport:
+def drive(
+    fleet: Fleet, *, seconds: float, rounds_per_second: float = 4.0, halt_cycles: int = 6
+) -> LoadReport:
     """Send load for ``seconds`` (bounded): every round, each busy agent makes a call."""
     report = LoadReport(started=time.time())
     busy = [a for a in fleet.agents if not a.agent.capped]
@@ -264,12 +371,14 @@ def drive(fleet: Fleet, *, seconds: float, rounds_per_second: float = 4.0,
             model = "gpt-4o" if (i + n) % 3 == 0 else "gpt-4o-mini"
             if i % 11 == 5:
                 model = "gpt-4.1"  # not allowed by the policy: refused
-            text = ("please summarise the ticket from jane.doe@example.com"
-                    if i % 7 == 3 else f"step {i} of the plan for agent {n}")
+            text = (
+                "please summarise the ticket from jane.doe@example.com"
+                if i % 7 == 3
+                else f"step {i} of the plan for agent {n}"
+            )
             if i % 13 == 8:  # a credential in the prompt: blocked (SAFETY)
                 text = "deploy with key ghp_4f8Kd92LmQz7XwR1tY6uV3bN0cP5sA8eJ2hG"
-            status = chat(agent, model, text, max_tokens=32 + 16 * ((i + n) % 8),
-                          slow=(i % 9 == 4))
+            status = chat(agent, model, text, max_tokens=32 + 16 * ((i + n) % 8), slow=(i % 9 == 4))
             key = agent.agent.workload
             report.sent[key] = report.sent.get(key, 0) + 1
             report.statuses[status] = report.statuses.get(status, 0) + 1
@@ -295,6 +404,7 @@ def drive(fleet: Fleet, *, seconds: float, rounds_per_second: float = 4.0,
 
 def wait_scraped(fleet: Fleet, timeout: float = 20.0) -> None:
     """Wait until Prometheus holds the final request counts of every sidecar."""
+
     def done() -> bool:
         expected = 0.0
         for a in fleet.agents:
@@ -304,6 +414,7 @@ def wait_scraped(fleet: Fleet, timeout: float = 20.0) -> None:
                     expected += float(line.rsplit(" ", 1)[1])
         got = api(fleet, "/api/v1/query", query="sum(haltgate_requests_total)")["result"]
         return bool(got) and abs(float(got[0]["value"][1]) - expected) < 0.5
+
     wait_until(done, timeout=timeout, what="prometheus caught up with the sidecars")
 
 
@@ -320,8 +431,18 @@ def dashboard_queries(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def substitute(expr: str, *, rate_interval: str = "15s", range_: str = "5m",
-               namespace: str = ".*", workload: str = ".*") -> str:
+def substitute(
+    expr: str,
+    *,
+    rate_interval: str = "15s",
+    range_: str = "5m",
+    namespace: str = ".*",
+    workload: str = ".*",
+) -> str:
     """Replace Grafana's variables the way Grafana would before sending the query."""
-    return (expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)
-            .replace("$namespace", namespace).replace("$workload", workload))
+    return (
+        expr.replace("$__rate_interval", rate_interval)
+        .replace("$__range", range_)
+        .replace("$namespace", namespace)
+        .replace("$workload", workload)
+    )

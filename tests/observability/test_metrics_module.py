@@ -12,11 +12,13 @@ NOW = 1_800_000_000.0
 
 
 def _governor() -> Governor:
-    spec = GovernancePolicySpec.model_validate({
-        "selector": {"matchLabels": {"app": "a"}},
-        "budgets": {"calls": {"limit": 8}},
-        "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}},
-    })
+    spec = GovernancePolicySpec.model_validate(
+        {
+            "selector": {"matchLabels": {"app": "a"}},
+            "budgets": {"calls": {"limit": 8}},
+            "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}},
+        }
+    )
     return Governor.for_policy(spec, now=NOW)
 
 
@@ -28,8 +30,10 @@ def test_identity_labels_are_added_at_scrape_time_and_empty_ones_left_out() -> N
     m = SidecarMetrics(CollectorRegistry(), namespace="team-a", workload="agent")
     m.requests.labels("llm", "allow", "").inc()
     text = _exposed(m)
-    assert ('haltgate_requests_total{code="",decision="allow",kind="llm",'
-            'namespace="team-a",workload="agent"} 1.0') in text
+    assert (
+        'haltgate_requests_total{code="",decision="allow",kind="llm",'
+        'namespace="team-a",workload="agent"} 1.0'
+    ) in text
     assert "policy=" not in text
     assert "haltgate_policy_last_reload_ok{" in text and "reload_ok{namespace" in text
     assert 'haltgate_policy_last_reload_ok{namespace="team-a",workload="agent"} 1.0' in text

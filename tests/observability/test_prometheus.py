@@ -90,7 +90,8 @@ def test_alert_expression(loaded: LoadedFleet, rule: dict[str, Any]) -> None:
         assert [s["metric"]["namespace"] for s in result] == ["team-b"]
     if rule["alert"] == "HaltgateBudgetNearExhaustion":
         assert {(s["metric"]["workload"], s["metric"]["dimension"]) for s in result} == {
-            ("batch", "calls")}
+            ("batch", "calls")
+        }
 
 
 def test_every_alert_is_expected_and_loaded(loaded: LoadedFleet) -> None:
@@ -101,8 +102,11 @@ def test_every_alert_is_expected_and_loaded(loaded: LoadedFleet) -> None:
     assert {r["health"] for r in rules.values()} == {"ok"}, rules
     # Prometheus evaluates them itself: the storm fires at once (no `for`), the budget
     # alert waits out its `for: 2m`.
-    wait_until(lambda: _alert_state(loaded, "HaltgateHaltStorm") == "firing", timeout=10,
-               what="halt storm alert firing")
+    wait_until(
+        lambda: _alert_state(loaded, "HaltgateHaltStorm") == "firing",
+        timeout=10,
+        what="halt storm alert firing",
+    )
     assert _alert_state(loaded, "HaltgateBudgetNearExhaustion") == "pending"
     assert _alert_state(loaded, "HaltgateFailOpen") is None
 
@@ -120,12 +124,20 @@ def test_sidecar_metrics_carry_identity_and_counts(loaded: LoadedFleet) -> None:
     ident = 'namespace="team-a",policy="research-policy",workload="research"'
     assert f'haltgate_requests_total{{code="",decision="allow",kind="llm",{ident}}}' in text
     assert 'haltgate_requests_total{code="tool_not_allowed",decision="deny"' in text
-    for name in ("haltgate_cost_usd_total", "haltgate_tokens_total",
-                 "haltgate_added_latency_seconds_bucket", "haltgate_budget_used_ratio",
-                 "haltgate_guardrail_findings_total", "haltgate_audit_spool_bytes",
-                 "haltgate_audit_spool_limit_bytes", "haltgate_halted"):
-        assert any(line.startswith(name + "{") and all(i in line for i in ident.split(","))
-                   for line in text.splitlines()), name
+    for name in (
+        "haltgate_cost_usd_total",
+        "haltgate_tokens_total",
+        "haltgate_added_latency_seconds_bucket",
+        "haltgate_budget_used_ratio",
+        "haltgate_guardrail_findings_total",
+        "haltgate_audit_spool_bytes",
+        "haltgate_audit_spool_limit_bytes",
+        "haltgate_halted",
+    ):
+        assert any(
+            line.startswith(name + "{") and all(i in line for i in ident.split(","))
+            for line in text.splitlines()
+        ), name
     reload_ok = _query(loaded, "min(haltgate_policy_last_reload_ok)")
     assert float(reload_ok[0]["value"][1]) == 1
     halts = _query(loaded, 'sum(haltgate_halts_total{workload="batch"})')
@@ -137,30 +149,46 @@ def test_sidecar_metrics_carry_identity_and_counts(loaded: LoadedFleet) -> None:
 
 def test_cost_per_agent_postgres_matches_prometheus(loaded: LoadedFleet) -> None:
     """``haltgate audit cost`` (exact, PostgreSQL) and the dashboard's Prometheus figure."""
-    prom = {(s["metric"]["namespace"], s["metric"]["workload"]): float(s["value"][1])
-            for s in _query(loaded, "sum by (namespace, workload) (haltgate_cost_usd_total)")}
-    calls = {(s["metric"]["namespace"], s["metric"]["workload"]): float(s["value"][1])
-             for s in _query(loaded, "sum by (namespace, workload) (haltgate_requests_total)")}
-    denied = {(s["metric"]["namespace"], s["metric"]["workload"]): float(s["value"][1])
-              for s in _query(loaded, 'sum by (namespace, workload) '
-                                      '(haltgate_requests_total{decision="deny"})')}
+    prom = {
+        (s["metric"]["namespace"], s["metric"]["workload"]): float(s["value"][1])
+        for s in _query(loaded, "sum by (namespace, workload) (haltgate_cost_usd_total)")
+    }
+    calls = {
+        (s["metric"]["namespace"], s["metric"]["workload"]): float(s["value"][1])
+        for s in _query(loaded, "sum by (namespace, workload) (haltgate_requests_total)")
+    }
+    denied = {
+        (s["metric"]["namespace"], s["metric"]["workload"]): float(s["value"][1])
+        for s in _query(
+            loaded, 'sum by (namespace, workload) (haltgate_requests_total{decision="deny"})'
+        )
+    }
 
     def outcomes() -> int:
         with psycopg.connect(loaded.dsn) as conn:
-            row = conn.execute("SELECT count(*) FROM haltgate.audit_records"
-                               " WHERE phase = 'outcome'").fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM haltgate.audit_records WHERE phase = 'outcome'"
+            ).fetchone()
         return int(row[0]) if row else 0
 
-    wait_until(lambda: outcomes() == sum(calls.values()), timeout=30,
-               what="every outcome record shipped")
+    wait_until(
+        lambda: outcomes() == sum(calls.values()), timeout=30, what="every outcome record shipped"
+    )
     out = subprocess.run(
-        [str(Path(sys.executable).parent / "haltgate"), "audit", "query", "--cost",
-         "-o", "json"], env={"HALTGATE_AUDIT_DSN": loaded.dsn, "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60, check=False)
+        [str(Path(sys.executable).parent / "haltgate"), "audit", "query", "--cost", "-o", "json"],
+        env={"HALTGATE_AUDIT_DSN": loaded.dsn, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     exact = {(a["namespace"], a["workload"]): a for a in json.loads(out.stdout)["agents"]}
-    assert set(exact) == set(prom) == {("team-a", "research"), ("team-a", "support"),
-                                       ("team-b", "batch")}
+    assert (
+        set(exact)
+        == set(prom)
+        == {("team-a", "research"), ("team-a", "support"), ("team-b", "batch")}
+    )
     for agent, cost in prom.items():
         assert exact[agent]["cost_usd"] == pytest.approx(cost, rel=1e-9), agent
         assert cost > 0

@@ -27,28 +27,45 @@ def _promtool() -> str:
 
 @pytest.mark.prometheus
 def test_promtool_check_rules() -> None:
-    out = subprocess.run([_promtool(), "check", "rules", str(loadbed.RULES)],
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [_promtool(), "check", "rules", str(loadbed.RULES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS: 10 rules found" in out.stdout
 
 
 @pytest.mark.prometheus
 def test_alerts_fire_in_promtool_unit_tests() -> None:
-    out = subprocess.run([_promtool(), "test", "rules", "haltgate-alerts.test.yaml"],
-                         cwd=HERE, capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [_promtool(), "test", "rules", "haltgate-alerts.test.yaml"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
 
 
 def test_every_alert_has_a_unit_test_and_a_runbook_section() -> None:
-    rules = [r for g in yaml.safe_load(loadbed.RULES.read_text())["groups"]
-             for r in g["rules"]]
+    rules = [r for g in yaml.safe_load(loadbed.RULES.read_text())["groups"] for r in g["rules"]]
     tests = yaml.safe_load((HERE / "haltgate-alerts.test.yaml").read_text())["tests"]
-    tested = {t["alertname"] for case in tests for t in case.get("alert_rule_test", [])
-              if t.get("exp_alerts")}
-    headings = {re.sub(r"[^a-z0-9-]", "", line[3:].strip().lower().replace(" ", "-"))
-                for line in RUNBOOKS.read_text().splitlines() if line.startswith("## ")}
+    tested = {
+        t["alertname"]
+        for case in tests
+        for t in case.get("alert_rule_test", [])
+        if t.get("exp_alerts")
+    }
+    headings = {
+        re.sub(r"[^a-z0-9-]", "", line[3:].strip().lower().replace(" ", "-"))
+        for line in RUNBOOKS.read_text().splitlines()
+        if line.startswith("## ")
+    }
     for rule in rules:
         assert rule["alert"] in tested, f"{rule['alert']} never fires in a unit test"
         anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
@@ -58,8 +75,13 @@ def test_every_alert_has_a_unit_test_and_a_runbook_section() -> None:
 
 
 def test_dashboards_are_generated() -> None:
-    out = subprocess.run([sys.executable, str(loadbed.REPO / "hack" / "dashboards.py"),
-                          "--check"], capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, str(loadbed.REPO / "hack" / "dashboards.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -80,4 +102,4 @@ def test_dashboard_is_templated(path: Path) -> None:
             # Sidecar metrics follow the dashboard's namespace and workload; the shipper's
             # (one per spool, not per agent identity) do not carry those labels.
             if "haltgate_audit_ship" not in expr and "records_shipped" not in expr:
-                assert '$namespace' in expr and '$workload' in expr, (title, expr)
+                assert "$namespace" in expr and "$workload" in expr, (title, expr)

@@ -32,8 +32,9 @@ IMAGE = "registry.example/haltgate:test"
 class OperatorUnderTest:
     """``haltgate operator`` as a child process; tests may stop and restart it."""
 
-    def __init__(self, kube: ControlPlane, workdir: Path, admin_port: int,
-                 kubeconfig: Path | None = None) -> None:
+    def __init__(
+        self, kube: ControlPlane, workdir: Path, admin_port: int, kubeconfig: Path | None = None
+    ) -> None:
         self.kube = kube
         self.kubeconfig = kubeconfig or kube.kubeconfig
         self.workdir = workdir
@@ -42,31 +43,51 @@ class OperatorUnderTest:
         self.metrics_port = free_port()
         self.admin_port = admin_port
         config = workdir / "injection.yaml"
-        config.write_text(yaml.safe_dump({"image": IMAGE, "opaImage": "registry.example/opa:t",
-                                          "adminPort": admin_port}))
+        config.write_text(
+            yaml.safe_dump(
+                {"image": IMAGE, "opaImage": "registry.example/opa:t", "adminPort": admin_port}
+            )
+        )
         self.argv = [
-            str(Path(sys.executable).parent / "haltgate"), "operator",
-            "--namespace", OPERATOR_NAMESPACE,
-            "--webhook-host", "127.0.0.1", "--webhook-port", str(self.webhook_port),
-            "--webhook-url", f"https://127.0.0.1:{self.webhook_port}",
-            "--work-dir", str(workdir / "work"),
-            "--injection-config", str(config),
-            "--health-port", str(self.health_port),
-            "--metrics-port", str(self.metrics_port),
-            "--halt-resync", "1",
-            "--status-resync", "2",
+            str(Path(sys.executable).parent / "haltgate"),
+            "operator",
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--webhook-host",
+            "127.0.0.1",
+            "--webhook-port",
+            str(self.webhook_port),
+            "--webhook-url",
+            f"https://127.0.0.1:{self.webhook_port}",
+            "--work-dir",
+            str(workdir / "work"),
+            "--injection-config",
+            str(config),
+            "--health-port",
+            str(self.health_port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--halt-resync",
+            "1",
+            "--status-resync",
+            "2",
         ]
         self.log = workdir / "operator.log"
         self.proc: ManagedProcess | None = None
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+        }
         env["KUBECONFIG"] = str(self.kubeconfig)
-        self.proc = ManagedProcess("haltgate-operator", self.argv, self.log, env=env,
-                                   cwd=REPO).start()
-        wait_until(self._healthy, timeout=60, what="haltgate operator", log=self.log,
-                   alive=self.proc.alive)
+        self.proc = ManagedProcess(
+            "haltgate-operator", self.argv, self.log, env=env, cwd=REPO
+        ).start()
+        wait_until(
+            self._healthy, timeout=60, what="haltgate operator", log=self.log, alive=self.proc.alive
+        )
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -75,8 +96,9 @@ class OperatorUnderTest:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz",
-                                        timeout=1) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+            ) as r:
                 if r.status != 200:
                     return False
         except OSError:
@@ -96,8 +118,9 @@ class OperatorUnderTest:
         return True
 
     def metric(self, name: str, **labels: str) -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                    timeout=2) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2
+        ) as r:
             text = r.read().decode()
         want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         total = 0.0
@@ -123,8 +146,9 @@ def create(kube: ControlPlane, doc: dict[str, Any] | str) -> subprocess.Complete
     return kube.kubectl("create", "-f", "-", "-o", "json", input=text)
 
 
-def eventually(check: Any, *, timeout: float = 20, interval: float = 0.2,
-               what: str = "condition") -> Any:
+def eventually(
+    check: Any, *, timeout: float = 20, interval: float = 0.2, what: str = "condition"
+) -> Any:
     """Poll ``check`` until it returns a truthy value (bounded in time)."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -143,8 +167,13 @@ def install_crds(kube: ControlPlane) -> None:
 
     def established() -> bool:
         for crd in ("governancepolicies.haltgate.dev", "budgetpools.haltgate.dev"):
-            out = kube.kubectl("get", "crd", crd, "-o",
-                               "jsonpath={.status.conditions[?(@.type=='Established')].status}")
+            out = kube.kubectl(
+                "get",
+                "crd",
+                crd,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+            )
             if out.stdout.strip() != "True":
                 return False
         return kube.kubectl("get", "govpol", "-A").returncode == 0
@@ -156,22 +185,47 @@ RBAC_RELEASE = "hgtest"
 """Release name the chart's RBAC is rendered under (its own ClusterRole names, apart from
 the chart suite's `helm install`)."""
 _PLACEHOLDER_NS = "agent-namespace-placeholder"
-_RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-               "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+_RBAC_KINDS = (
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
 
 
 @functools.cache
 def _rendered_rbac() -> str:
     home = Path(tempfile.mkdtemp(prefix="haltgate-helm-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELM_")}
-    env.update(HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
-               HELM_DATA_HOME=str(home / "data"))
+    env.update(
+        HELM_CACHE_HOME=str(home / "cache"),
+        HELM_CONFIG_HOME=str(home / "config"),
+        HELM_DATA_HOME=str(home / "data"),
+    )
     return subprocess.run(
-        [str(binaries.require("helm")), "template", RBAC_RELEASE,
-         str(REPO / "charts" / "haltgate"), "--namespace", OPERATOR_NAMESPACE,
-         "--kube-version", "1.34.0", "--set", "operator.serviceAccount.name=haltgate-operator",
-         "--set", f"operator.agentNamespaces={{{_PLACEHOLDER_NS}}}"],
-        capture_output=True, text=True, check=True, timeout=120, env=env).stdout
+        [
+            str(binaries.require("helm")),
+            "template",
+            RBAC_RELEASE,
+            str(REPO / "charts" / "haltgate"),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--kube-version",
+            "1.34.0",
+            "--set",
+            "operator.serviceAccount.name=haltgate-operator",
+            "--set",
+            f"operator.agentNamespaces={{{_PLACEHOLDER_NS}}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=env,
+    ).stdout
 
 
 def chart_rbac() -> list[dict[str, Any]]:
@@ -183,8 +237,11 @@ def chart_rbac() -> list[dict[str, Any]]:
 def opt_in_namespace(kube: ControlPlane, namespace: str) -> None:
     """What a namespace added after install does to opt in (docs/operator.md): the
     operator's RoleBinding to the agent-namespace ClusterRole, in that namespace."""
-    binding = next(d for d in chart_rbac() if d["kind"] == "RoleBinding"
-                   and d["metadata"]["namespace"] == _PLACEHOLDER_NS)
+    binding = next(
+        d
+        for d in chart_rbac()
+        if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == _PLACEHOLDER_NS
+    )
     binding["metadata"]["namespace"] = namespace
     res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(binding))
     assert res.returncode == 0, res.stderr
@@ -196,17 +253,31 @@ def operator_kubeconfig(kube: ControlPlane, path: Path) -> Path:
     docs = [d for d in chart_rbac() if d["metadata"].get("namespace") != _PLACEHOLDER_NS]
     res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     assert res.returncode == 0, res.stderr
-    token = eventually(lambda: kube.kubectl("-n", OPERATOR_NAMESPACE, "create", "token",
-                                            "haltgate-operator", "--duration=24h").stdout.strip(),
-                       what="ServiceAccount token")
+    token = eventually(
+        lambda: kube.kubectl(
+            "-n", OPERATOR_NAMESPACE, "create", "token", "haltgate-operator", "--duration=24h"
+        ).stdout.strip(),
+        what="ServiceAccount token",
+    )
     admin = yaml.safe_load(kube.kubeconfig.read_text())
     cluster = admin["clusters"][0]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "clusters": [cluster],
-        "users": [{"name": "haltgate-operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"],
-                                                      "user": "haltgate-operator"}}],
-        "current-context": "operator"}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": "haltgate-operator", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "operator",
+                        "context": {"cluster": cluster["name"], "user": "haltgate-operator"},
+                    }
+                ],
+                "current-context": "operator",
+            }
+        )
+    )
     return path
 
 
@@ -237,12 +308,16 @@ def admin_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def haltgate_operator(haltgate_crds: ControlPlane, admin_port: int,
-                      tmp_path_factory: pytest.TempPathFactory
-                      ) -> Iterator[OperatorUnderTest]:
+def haltgate_operator(
+    haltgate_crds: ControlPlane, admin_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorUnderTest]:
     workdir = tmp_path_factory.mktemp("operator")
-    op = OperatorUnderTest(haltgate_crds, workdir, admin_port,
-                           operator_kubeconfig(haltgate_crds, workdir / "kubeconfig"))
+    op = OperatorUnderTest(
+        haltgate_crds,
+        workdir,
+        admin_port,
+        operator_kubeconfig(haltgate_crds, workdir / "kubeconfig"),
+    )
     op.start()
     try:
         yield op

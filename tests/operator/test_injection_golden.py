@@ -16,37 +16,54 @@ import yaml
 from haltgate.operator import injection
 
 TESTDATA = Path(__file__).parent / "testdata"
-CASES = sorted(p.name.removesuffix(".yaml") for p in TESTDATA.glob("*.yaml")
-               if not p.name.startswith("_"))
+CASES = sorted(
+    p.name.removesuffix(".yaml") for p in TESTDATA.glob("*.yaml") if not p.name.startswith("_")
+)
 CLUSTER = yaml.safe_load((TESTDATA / "_cluster.yaml").read_text())
-CONFIG = injection.InjectionConfig(image="registry.example/haltgate:test",
-                                   opa_image="registry.example/opa:test")
+CONFIG = injection.InjectionConfig(
+    image="registry.example/haltgate:test", opa_image="registry.example/opa:test"
+)
 MESH_CONFIG = injection.InjectionConfig(
-    image="registry.example/haltgate:test", opa_image="registry.example/opa:test",
+    image="registry.example/haltgate:test",
+    opa_image="registry.example/opa:test",
     mesh_proxy_uids=(1337,),
-    mesh_containers=frozenset({"istio-init", "istio-proxy", "istio-validation"}))
+    mesh_containers=frozenset({"istio-init", "istio-proxy", "istio-validation"}),
+)
 """Cases named mesh-*: the chart's values for running next to Istio (docs/operations.md)."""
-NODE_CONFIG = injection.InjectionConfig(image="registry.example/haltgate:test",
-                                        opa_image="registry.example/opa:test",
-                                        redirect="node")
+NODE_CONFIG = injection.InjectionConfig(
+    image="registry.example/haltgate:test", opa_image="registry.example/opa:test", redirect="node"
+)
 """Cases named node-*: rules installed from the node, no NET_ADMIN in the pod."""
 TEMPLATE = injection.InjectionTemplate.load(injection.default_template_path())
 
 
 def policies_of(namespace: str) -> list[injection.PolicyRef]:
-    return [injection.PolicyRef.from_object(p) for p in CLUSTER["policies"]
-            if p["metadata"]["namespace"] == namespace]
+    return [
+        injection.PolicyRef.from_object(p)
+        for p in CLUSTER["policies"]
+        if p["metadata"]["namespace"] == namespace
+    ]
 
 
-def run(pod: dict[str, Any], config: injection.InjectionConfig | None = None
-        ) -> injection.Outcome:
+def run(pod: dict[str, Any], config: injection.InjectionConfig | None = None) -> injection.Outcome:
     ns = pod["metadata"]["namespace"]
     if config is None:
         name = str(pod["metadata"].get("generateName", ""))
-        config = (MESH_CONFIG if name.startswith("mesh-")
-                  else NODE_CONFIG if name.startswith("node-") else CONFIG)
-    return injection.mutate_pod(pod, namespace=ns, namespace_labels=CLUSTER["namespaces"][ns],
-                                policies=policies_of(ns), config=config, template=TEMPLATE)
+        config = (
+            MESH_CONFIG
+            if name.startswith("mesh-")
+            else NODE_CONFIG
+            if name.startswith("node-")
+            else CONFIG
+        )
+    return injection.mutate_pod(
+        pod,
+        namespace=ns,
+        namespace_labels=CLUSTER["namespaces"][ns],
+        policies=policies_of(ns),
+        config=config,
+        template=TEMPLATE,
+    )
 
 
 def render(outcome: injection.Outcome) -> str:
@@ -73,9 +90,11 @@ def test_golden(case: str) -> None:
 
 
 def _injecting_cases() -> list[str]:
-    return [c for c in CASES
-            if isinstance(run(yaml.safe_load((TESTDATA / f"{c}.yaml").read_text())),
-                          injection.Inject)]
+    return [
+        c
+        for c in CASES
+        if isinstance(run(yaml.safe_load((TESTDATA / f"{c}.yaml").read_text())), injection.Inject)
+    ]
 
 
 @pytest.mark.parametrize("case", _injecting_cases())
@@ -91,12 +110,17 @@ def test_reinvocation_leaves_injected_pod_alone(case: str) -> None:
     stored = yaml.safe_load(yaml.safe_dump(first.pod))
     for c in stored["spec"].get("initContainers", []) + stored["spec"]["containers"]:
         c.setdefault("volumeMounts", []).append(
-            {"name": "kube-api-access-x1", "readOnly": True,
-             "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+            {
+                "name": "kube-api-access-x1",
+                "readOnly": True,
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+            }
+        )
     assert run(stored) == injection.Skip("already injected")
     # Any other mount slipped into haltgate's sidecar is not what the operator injects.
-    proxy = next(c for c in stored["spec"]["initContainers"]
-                 if c["name"] == injection.SIDECAR_CONTAINER_NAME)
+    proxy = next(
+        c for c in stored["spec"]["initContainers"] if c["name"] == injection.SIDECAR_CONTAINER_NAME
+    )
     proxy["volumeMounts"].append({"name": "shared", "mountPath": "/etc/ssl/certs"})
     forged = run(stored)
     assert isinstance(forged, injection.Refuse) and forged.code == "forged_injection"
@@ -116,22 +140,25 @@ def test_istio_injected_after_haltgate_on_reinvocation() -> None:
     assert isinstance(first, injection.Inject)
     istio = yaml.safe_load((TESTDATA / "mesh-istio-sidecar-init.yaml").read_text())
     meshed = yaml.safe_load(yaml.safe_dump(first.pod))
-    meshed["spec"]["initContainers"] = (istio["spec"]["initContainers"]
-                                        + meshed["spec"]["initContainers"])
+    meshed["spec"]["initContainers"] = (
+        istio["spec"]["initContainers"] + meshed["spec"]["initContainers"]
+    )
     meshed["spec"]["volumes"] += istio["spec"]["volumes"]
     assert run(meshed, MESH_CONFIG) == injection.Skip("already injected")
     # Without the mesh settings, Istio's NET_ADMIN init container is refused.
     plain = run(yaml.safe_load((TESTDATA / "annotated.yaml").read_text()), CONFIG)
     assert isinstance(plain, injection.Inject)
     meshed = yaml.safe_load(yaml.safe_dump(plain.pod))
-    meshed["spec"]["initContainers"] = (istio["spec"]["initContainers"]
-                                        + meshed["spec"]["initContainers"])
+    meshed["spec"]["initContainers"] = (
+        istio["spec"]["initContainers"] + meshed["spec"]["initContainers"]
+    )
     refused = run(meshed, CONFIG)
     assert isinstance(refused, injection.Refuse) and refused.code == "agent_net_capability"
     assert "injection.meshContainers" in refused.message
     # The init step leaves Envoy's traffic to Envoy: agent -> haltgate -> Envoy -> network.
-    init = next(c for c in first.pod["spec"]["initContainers"]
-                if c["name"] == injection.INIT_CONTAINER_NAME)
+    init = next(
+        c for c in first.pod["spec"]["initContainers"] if c["name"] == injection.INIT_CONTAINER_NAME
+    )
     assert init["args"][-2:] == ["--mesh-uids", "1337"]
 
 
@@ -147,6 +174,9 @@ def test_guaranteed_pod_stays_guaranteed() -> None:
     # A Burstable pod keeps the template's resources (no CPU limit on the proxy).
     burstable = run(yaml.safe_load((TESTDATA / "annotated.yaml").read_text()))
     assert isinstance(burstable, injection.Inject)
-    proxy = next(c for c in burstable.pod["spec"]["initContainers"]
-                 if c["name"] == injection.SIDECAR_CONTAINER_NAME)
+    proxy = next(
+        c
+        for c in burstable.pod["spec"]["initContainers"]
+        if c["name"] == injection.SIDECAR_CONTAINER_NAME
+    )
     assert "cpu" not in proxy["resources"]["limits"]

@@ -13,24 +13,47 @@ from haltgate.operator import injection, policies
 from haltgate.testbed.controlplane import ControlPlane
 
 TEMPLATE = injection.InjectionTemplate.load(injection.default_template_path())
-POD = {"apiVersion": "v1", "kind": "Pod",
-       "metadata": {"name": "a", "namespace": "agents",
-                    "annotations": {injection.ANNOTATION_INJECT: "true"},
-                    "labels": {"app": "research"}},
-       "spec": {"containers": [{"name": "agent", "image": "agent:1"}]}}
-POLICY = injection.PolicyRef(name="research", generation=1,
-                             selector={"matchLabels": {"app": "research"}})
-TABLE = {"version": "2030-01-private", "effective": "2030-01-01", "currency": "USD",
-         "unit": "per_1m_tokens", "models": {"m": {"input": 1.0, "output": 2.0}}}
+POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {
+        "name": "a",
+        "namespace": "agents",
+        "annotations": {injection.ANNOTATION_INJECT: "true"},
+        "labels": {"app": "research"},
+    },
+    "spec": {"containers": [{"name": "agent", "image": "agent:1"}]},
+}
+POLICY = injection.PolicyRef(
+    name="research", generation=1, selector={"matchLabels": {"app": "research"}}
+)
+TABLE = {
+    "version": "2030-01-private",
+    "effective": "2030-01-01",
+    "currency": "USD",
+    "unit": "per_1m_tokens",
+    "models": {"m": {"input": 1.0, "output": 2.0}},
+}
 
 
 def inject(config: injection.InjectionConfig) -> dict[str, Any]:
-    out = injection.mutate_pod(POD, namespace="agents", namespace_labels={},
-                               policies=[POLICY], config=config, template=TEMPLATE)
+    out = injection.mutate_pod(
+        POD,
+        namespace="agents",
+        namespace_labels={},
+        policies=[POLICY],
+        config=config,
+        template=TEMPLATE,
+    )
     assert isinstance(out, injection.Inject), out
-    again = injection.mutate_pod(yaml.safe_load(yaml.safe_dump(out.pod)), namespace="agents",
-                                 namespace_labels={}, policies=[POLICY], config=config,
-                                 template=TEMPLATE)
+    again = injection.mutate_pod(
+        yaml.safe_load(yaml.safe_dump(out.pod)),
+        namespace="agents",
+        namespace_labels={},
+        policies=[POLICY],
+        config=config,
+        template=TEMPLATE,
+    )
     assert again == injection.Skip("already injected")
     return out.pod
 
@@ -61,16 +84,21 @@ def test_shipper_container_ships_the_spool_with_the_secret_dsn() -> None:
     pod = inject(config)
     names = [c["name"] for c in pod["spec"]["initContainers"]]
     # Before the proxy: stopped after it at pod termination, so it ships the last records.
-    assert names[:3] == [injection.INIT_CONTAINER_NAME, injection.SHIPPER_CONTAINER_NAME,
-                         injection.SIDECAR_CONTAINER_NAME]
+    assert names[:3] == [
+        injection.INIT_CONTAINER_NAME,
+        injection.SHIPPER_CONTAINER_NAME,
+        injection.SIDECAR_CONTAINER_NAME,
+    ]
     assert "--drain-seconds" in containers(pod)[injection.SHIPPER_CONTAINER_NAME]["args"]
     shipper = containers(pod)[injection.SHIPPER_CONTAINER_NAME]
     proxy = containers(pod)[injection.SIDECAR_CONTAINER_NAME]
     assert shipper["restartPolicy"] == "Always"  # native sidecar: restarts on its own
     assert shipper["args"][:4] == ["audit", "ship", "--spool", injection.AUDIT_SPOOL_DIR]
     env = {e["name"]: e for e in shipper["env"]}
-    assert env["HALTGATE_AUDIT_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "audit-db",
-                                                                      "key": "dsn"}
+    assert env["HALTGATE_AUDIT_DSN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "audit-db",
+        "key": "dsn",
+    }
     # The credentials stay out of the proxy; the spool is shared through the state volume.
     assert "HALTGATE_AUDIT_DSN" not in {e["name"] for e in proxy["env"]}
     assert "secretKeyRef" not in yaml.safe_dump(proxy)
@@ -90,8 +118,12 @@ def test_price_table_is_copied_into_the_policy_config_map_and_named_to_the_sidec
     proxy = containers(inject(config))[injection.SIDECAR_CONTAINER_NAME]
     env = {e["name"]: e.get("value") for e in proxy["env"]}
     assert env["HALTGATE_PRICE_TABLE"] == f"{injection.POLICY_DIR}/{injection.PRICE_TABLE_KEY}"
-    body = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-            "metadata": {"name": "research", "namespace": "agents", "uid": "u"}, "spec": {}}
+    body = {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "research", "namespace": "agents", "uid": "u"},
+        "spec": {},
+    }
     cm = policies.render_config_map(body, None, config.price_table)
     assert yaml.safe_load(cm["data"][injection.PRICE_TABLE_KEY]) == TABLE
     assert injection.PRICE_TABLE_KEY not in policies.render_config_map(body, None)["data"]
@@ -104,19 +136,22 @@ def test_malformed_price_table_fails_operator_start() -> None:
         injection.InjectionConfig.from_mapping({"priceTable": {"version": "x", "models": 3}})
 
 
-def test_every_optional_piece_passes_apiserver_validation(kube: ControlPlane,
-                                                          kube_namespace: str) -> None:
+def test_every_optional_piece_passes_apiserver_validation(
+    kube: ControlPlane, kube_namespace: str
+) -> None:
     """The pod with shipper, price table env and xtables volume is a valid Pod for the real
     apiserver (server-side dry run; not opted in, so no webhook touches it)."""
-    config = injection.InjectionConfig.from_mapping({"auditDatabaseSecret": "audit-db",
-                                                     "priceTable": TABLE})
+    config = injection.InjectionConfig.from_mapping(
+        {"auditDatabaseSecret": "audit-db", "priceTable": TABLE}
+    )
     pod = inject(config)
     pod["metadata"]["namespace"] = kube_namespace
     pod["metadata"]["annotations"] = {}
-    res = kube.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
-                       input=json.dumps(pod))
+    res = kube.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(pod))
     assert res.returncode == 0, res.stderr
     stored = json.loads(res.stdout)["spec"]
     assert [c["name"] for c in stored["initContainers"]] == [
-        injection.INIT_CONTAINER_NAME, injection.SHIPPER_CONTAINER_NAME,
-        injection.SIDECAR_CONTAINER_NAME]
+        injection.INIT_CONTAINER_NAME,
+        injection.SHIPPER_CONTAINER_NAME,
+        injection.SIDECAR_CONTAINER_NAME,
+    ]

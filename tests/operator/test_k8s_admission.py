@@ -24,21 +24,35 @@ pytestmark = pytest.mark.k8s
 
 
 def policy(namespace: str, name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec if spec is not None else {
-                "selector": {"matchLabels": {"app": "agent"}},
-                "budgets": {"calls": {"limit": 100}}}}
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec
+        if spec is not None
+        else {"selector": {"matchLabels": {"app": "agent"}}, "budgets": {"calls": {"limit": 100}}},
+    }
 
 
-def pod(namespace: str, name: str, *, annotations: dict[str, str] | None = None,
-        labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace,
-                         "annotations": annotations or {},
-                         "labels": labels if labels is not None else {"app": "agent"}},
-            "spec": {"containers": [{"name": "agent", "image": "example.com/agent:1"}],
-                     **spec}}
+def pod(
+    namespace: str,
+    name: str,
+    *,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": annotations or {},
+            "labels": labels if labels is not None else {"app": "agent"},
+        },
+        "spec": {"containers": [{"name": "agent", "image": "example.com/agent:1"}], **spec},
+    }
 
 
 def opted_in(namespace: str, name: str, **kw: Any) -> dict[str, Any]:
@@ -50,8 +64,9 @@ def names(containers: list[dict[str, Any]] | None) -> list[str]:
 
 
 @pytest.fixture
-def governed_ns(kube: ControlPlane, kube_namespace: str,
-                operator_running: OperatorUnderTest) -> str:
+def governed_ns(
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> str:
     """A namespace with one valid policy for app=agent (applied through the webhook)."""
     res = apply(kube, policy(kube_namespace, "research"))
     assert res.returncode == 0, res.stderr
@@ -63,8 +78,10 @@ def test_opted_in_pod_is_injected(kube: ControlPlane, governed_ns: str) -> None:
     assert res.returncode == 0, res.stderr
     stored = kubectl_json(kube, "-n", governed_ns, "get", "pod", "agent-1")
     spec = stored["spec"]
-    assert names(spec["initContainers"]) == [injection.INIT_CONTAINER_NAME,
-                                             injection.SIDECAR_CONTAINER_NAME]
+    assert names(spec["initContainers"]) == [
+        injection.INIT_CONTAINER_NAME,
+        injection.SIDECAR_CONTAINER_NAME,
+    ]
     sidecar = spec["initContainers"][1]
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["securityContext"]["runAsUser"] == 17337
@@ -81,15 +98,15 @@ def test_opted_in_pod_is_injected(kube: ControlPlane, governed_ns: str) -> None:
     assert env["SSL_CERT_FILE"] == env["REQUESTS_CA_BUNDLE"]
     assert "NODE_EXTRA_CA_CERTS" in env and "HTTPS_PROXY" not in env
     # The admin token is mounted only into the sidecar.
-    assert all(m["name"] != injection.VOLUME_ADMIN_TOKEN
-               for m in agent.get("volumeMounts") or [])
+    assert all(m["name"] != injection.VOLUME_ADMIN_TOKEN for m in agent.get("volumeMounts") or [])
     record = json.loads(stored["metadata"]["annotations"][injection.ANNOTATION_INJECTED])
     assert record["policy"] == "research" and record["policyGeneration"] == 1
     assert stored["metadata"]["labels"][injection.LABEL_POLICY] == "research"
 
 
-def test_pod_without_opt_in_is_untouched(kube: ControlPlane, governed_ns: str,
-                                         operator_running: OperatorUnderTest) -> None:
+def test_pod_without_opt_in_is_untouched(
+    kube: ControlPlane, governed_ns: str, operator_running: OperatorUnderTest
+) -> None:
     before = operator_running.metric("haltgate_operator_admission_total", webhook="inject")
     res = create(kube, pod(governed_ns, "plain"))
     assert res.returncode == 0, res.stderr
@@ -97,60 +114,90 @@ def test_pod_without_opt_in_is_untouched(kube: ControlPlane, governed_ns: str,
     assert "initContainers" not in stored["spec"]
     assert injection.ANNOTATION_INJECTED not in (stored["metadata"].get("annotations") or {})
     # matchConditions kept it away from the webhook altogether.
-    assert operator_running.metric("haltgate_operator_admission_total",
-                                   webhook="inject") == before
+    assert operator_running.metric("haltgate_operator_admission_total", webhook="inject") == before
 
 
 def test_namespace_label_and_explicit_opt_out(kube: ControlPlane, governed_ns: str) -> None:
-    kube.kubectl("label", "namespace", governed_ns,
-                 f"{injection.LABEL_NAMESPACE_INJECTION}=enabled", check=True)
-    res = create(kube, pod(governed_ns, "by-label",
-                           annotations={injection.ANNOTATION_MODE: "explicit"}))
+    kube.kubectl(
+        "label",
+        "namespace",
+        governed_ns,
+        f"{injection.LABEL_NAMESPACE_INJECTION}=enabled",
+        check=True,
+    )
+    res = create(
+        kube, pod(governed_ns, "by-label", annotations={injection.ANNOTATION_MODE: "explicit"})
+    )
     assert res.returncode == 0, res.stderr
     stored = kubectl_json(kube, "-n", governed_ns, "get", "pod", "by-label")
     assert injection.SIDECAR_CONTAINER_NAME in names(stored["spec"].get("initContainers"))
     env = {e["name"]: e.get("value") for e in stored["spec"]["containers"][0]["env"]}
     assert env["HTTPS_PROXY"] == "http://127.0.0.1:17000"
 
-    res = create(kube, pod(governed_ns, "opted-out",
-                           annotations={injection.ANNOTATION_INJECT: "false"}))
+    res = create(
+        kube, pod(governed_ns, "opted-out", annotations={injection.ANNOTATION_INJECT: "false"})
+    )
     assert res.returncode == 0, res.stderr
     stored = kubectl_json(kube, "-n", governed_ns, "get", "pod", "opted-out")
     assert "initContainers" not in stored["spec"]
 
 
-@pytest.mark.parametrize(("spec", "code", "path"), [
-    ({"hostNetwork": True}, "host_network", "spec.hostNetwork"),
-    ({"shareProcessNamespace": True}, "share_process_namespace", "spec.shareProcessNamespace"),
-    ({"securityContext": {"runAsUser": 17337}}, "agent_runs_as_proxy_uid",
-     "spec.securityContext.runAsUser"),
-    ({"containers": [{"name": "agent", "image": "x",
-                      "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}]},
-     "agent_net_capability", "spec.containers[0].securityContext.capabilities.add"),
-])
-def test_forbidden_pod_specs_refused(kube: ControlPlane, governed_ns: str,
-                                     spec: dict[str, Any], code: str, path: str) -> None:
+@pytest.mark.parametrize(
+    ("spec", "code", "path"),
+    [
+        ({"hostNetwork": True}, "host_network", "spec.hostNetwork"),
+        ({"shareProcessNamespace": True}, "share_process_namespace", "spec.shareProcessNamespace"),
+        (
+            {"securityContext": {"runAsUser": 17337}},
+            "agent_runs_as_proxy_uid",
+            "spec.securityContext.runAsUser",
+        ),
+        (
+            {
+                "containers": [
+                    {
+                        "name": "agent",
+                        "image": "x",
+                        "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}},
+                    }
+                ]
+            },
+            "agent_net_capability",
+            "spec.containers[0].securityContext.capabilities.add",
+        ),
+    ],
+)
+def test_forbidden_pod_specs_refused(
+    kube: ControlPlane, governed_ns: str, spec: dict[str, Any], code: str, path: str
+) -> None:
     res = create(kube, opted_in(governed_ns, "bad", **spec))
     assert res.returncode != 0
     assert f"({code})" in res.stderr and path in res.stderr, res.stderr
     assert kube.kubectl("-n", governed_ns, "get", "pod", "bad").returncode != 0
 
 
-def test_opted_in_pod_without_policy_refused(kube: ControlPlane, kube_namespace: str,
-                                             operator_running: OperatorUnderTest) -> None:
+def test_opted_in_pod_without_policy_refused(
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> None:
     res = create(kube, opted_in(kube_namespace, "lonely"))
     assert res.returncode != 0
     assert "no_policy" in res.stderr and "must not start ungoverned" in res.stderr
 
 
-def test_invalid_policy_refused_with_field_paths(kube: ControlPlane, kube_namespace: str,
-                                                 operator_running: OperatorUnderTest) -> None:
-    bad = policy(kube_namespace, "bad", {
-        "budgets": {"tokens": {}},
-        "opa": {"rego": "package x", "configMapRef": {"name": "a", "key": "b"}},
-        "tools": {"rules": [{"name": "r", "action": "allow", "kind": "http",
-                             "models": ["gpt-4o"]}]},
-    })
+def test_invalid_policy_refused_with_field_paths(
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> None:
+    bad = policy(
+        kube_namespace,
+        "bad",
+        {
+            "budgets": {"tokens": {}},
+            "opa": {"rego": "package x", "configMapRef": {"name": "a", "key": "b"}},
+            "tools": {
+                "rules": [{"name": "r", "action": "allow", "kind": "http", "models": ["gpt-4o"]}]
+            },
+        },
+    )
     res = apply(kube, bad)
     assert res.returncode != 0
     assert "spec.budgets.tokens: set at least one of limit, input, output" in res.stderr
@@ -159,15 +206,17 @@ def test_invalid_policy_refused_with_field_paths(kube: ControlPlane, kube_namesp
     assert kube.kubectl("-n", kube_namespace, "get", "govpol", "bad").returncode != 0
 
 
-def test_policy_warning_is_an_admission_warning(kube: ControlPlane, kube_namespace: str,
-                                                operator_running: OperatorUnderTest) -> None:
+def test_policy_warning_is_an_admission_warning(
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> None:
     res = apply(kube, policy(kube_namespace, "everyone", {"budgets": {"calls": {"limit": 5}}}))
     assert res.returncode == 0, res.stderr
     assert "Warning: spec.selector: empty selector" in res.stderr
 
 
-def test_valid_policy_gets_ready_status_and_config_map(kube: ControlPlane,
-                                                       governed_ns: str) -> None:
+def test_valid_policy_gets_ready_status_and_config_map(
+    kube: ControlPlane, governed_ns: str
+) -> None:
     def ready() -> dict[str, Any] | None:
         obj = kubectl_json(kube, "-n", governed_ns, "get", "govpol", "research")
         status = obj.get("status") or {}
@@ -182,8 +231,9 @@ def test_valid_policy_gets_ready_status_and_config_map(kube: ControlPlane,
     assert "kind: GovernancePolicy" in doc and "limit: 100" in doc
     assert cm["metadata"]["ownerReferences"][0]["kind"] == "GovernancePolicy"
     # The namespace got the Secrets injected pods mount.
-    kube.kubectl("-n", governed_ns, "get", "secret", "haltgate-admin-token", "haltgate-ca",
-                 check=True)
+    kube.kubectl(
+        "-n", governed_ns, "get", "secret", "haltgate-admin-token", "haltgate-ca", check=True
+    )
     bundle = kubectl_json(kube, "-n", governed_ns, "get", "configmap", "haltgate-ca-bundle")
     assert "BEGIN CERTIFICATE" in bundle["data"]["haltgate-ca.crt"]
 
@@ -193,24 +243,37 @@ def test_policy_update_rerenders_config_map(kube: ControlPlane, governed_ns: str
     updated["spec"]["budgets"]["calls"]["limit"] = 7
 
     def limit_is_7() -> bool:
-        cm = kubectl_json(kube, "-n", governed_ns, "get", "configmap",
-                          "haltgate-policy-research")
+        cm = kubectl_json(kube, "-n", governed_ns, "get", "configmap", "haltgate-policy-research")
         return "limit: 7" in cm["data"]["policy.yaml"]
 
-    eventually(lambda: kube.kubectl("-n", governed_ns, "get", "configmap",
-                                    "haltgate-policy-research").returncode == 0,
-               what="ConfigMap rendered")
+    eventually(
+        lambda: (
+            kube.kubectl(
+                "-n", governed_ns, "get", "configmap", "haltgate-policy-research"
+            ).returncode
+            == 0
+        ),
+        what="ConfigMap rendered",
+    )
     assert apply(kube, updated).returncode == 0
     eventually(limit_is_7, what="ConfigMap re-rendered")
     obj = kubectl_json(kube, "-n", governed_ns, "get", "govpol", "research")
-    eventually(lambda: (kubectl_json(kube, "-n", governed_ns, "get", "govpol", "research")
-                        .get("status") or {}).get("observedGeneration") == 2,
-               what="observedGeneration 2")
+    eventually(
+        lambda: (
+            (
+                kubectl_json(kube, "-n", governed_ns, "get", "govpol", "research").get("status")
+                or {}
+            ).get("observedGeneration")
+            == 2
+        ),
+        what="observedGeneration 2",
+    )
     assert obj["metadata"]["generation"] == 2
 
 
 def test_operator_down_fails_closed_for_opted_in_pods_only(
-        kube: ControlPlane, governed_ns: str, operator_running: OperatorUnderTest) -> None:
+    kube: ControlPlane, governed_ns: str, operator_running: OperatorUnderTest
+) -> None:
     operator_running.stop()
     try:
         res = create(kube, pod(governed_ns, "ordinary"))
@@ -226,38 +289,62 @@ def test_operator_down_fails_closed_for_opted_in_pods_only(
 
 
 def test_deployment_pods_are_injected_and_counted(
-        kube_workloads: ControlPlane, governed_ns: str) -> None:
+    kube_workloads: ControlPlane, governed_ns: str
+) -> None:
     kube = kube_workloads
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": "researcher", "namespace": governed_ns},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "agent"}},
-                 "template": {
-                     "metadata": {"labels": {"app": "agent"},
-                                  "annotations": {injection.ANNOTATION_INJECT: "true"}},
-                     "spec": {"containers": [{"name": "agent", "image": "x"}]}}}}
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "agent"},
+                    "annotations": {injection.ANNOTATION_INJECT: "true"},
+                },
+                "spec": {"containers": [{"name": "agent", "image": "x"}]},
+            },
+        },
+    }
     assert apply(kube, deployment).returncode == 0
 
     def injected_pods() -> list[dict[str, Any]] | None:
         pods = kubectl_json(kube, "-n", governed_ns, "get", "pods", "-l", "app=agent")["items"]
-        done = [p for p in pods
-                if injection.SIDECAR_CONTAINER_NAME in names(p["spec"].get("initContainers"))]
+        done = [
+            p
+            for p in pods
+            if injection.SIDECAR_CONTAINER_NAME in names(p["spec"].get("initContainers"))
+        ]
         return done if len(done) == 2 else None
 
     pods = eventually(injected_pods, timeout=30, what="two injected Deployment pods")
     assert all(p["metadata"]["labels"][injection.LABEL_POLICY] == "research" for p in pods)
-    eventually(lambda: (kubectl_json(kube, "-n", governed_ns, "get", "govpol", "research")
-                        .get("status") or {}).get("matchedWorkloads") == 1,
-               timeout=30, what="matchedWorkloads 1")
+    eventually(
+        lambda: (
+            (
+                kubectl_json(kube, "-n", governed_ns, "get", "govpol", "research").get("status")
+                or {}
+            ).get("matchedWorkloads")
+            == 1
+        ),
+        timeout=30,
+        what="matchedWorkloads 1",
+    )
 
 
 def test_pool_status_and_no_finalizers(kube: ControlPlane, governed_ns: str) -> None:
-    pool = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
-            "metadata": {"name": "shared", "namespace": governed_ns},
-            "spec": {"costUSD": {"limit": 50}}}
+    pool = {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "BudgetPool",
+        "metadata": {"name": "shared", "namespace": governed_ns},
+        "spec": {"costUSD": {"limit": 50}},
+    }
     assert apply(kube, pool).returncode == 0
-    member = policy(governed_ns, "member", {"selector": {"matchLabels": {"app": "other"}},
-                                            "pool": "shared"})
+    member = policy(
+        governed_ns, "member", {"selector": {"matchLabels": {"app": "other"}}, "pool": "shared"}
+    )
     assert apply(kube, member).returncode == 0
 
     def pool_status() -> dict[str, Any] | None:
@@ -266,8 +353,10 @@ def test_pool_status_and_no_finalizers(kube: ControlPlane, governed_ns: str) -> 
 
     status = eventually(pool_status, timeout=20, what="pool members 1")
     assert status["state"] == "Active"
-    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Valid": "True",
-                                                                      "Ready": "True"}
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Valid": "True",
+        "Ready": "True",
+    }
     # Nothing blocks deleting haltgate objects, even with the operator down.
     for kind, name in (("govpol", "research"), ("govpol", "member"), ("budgetpool", "shared")):
         obj = kubectl_json(kube, "-n", governed_ns, "get", kind, name)
@@ -275,10 +364,16 @@ def test_pool_status_and_no_finalizers(kube: ControlPlane, governed_ns: str) -> 
 
 
 def test_missing_rego_config_map_sets_not_ready_and_warns(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest) -> None:
-    pol = policy(kube_namespace, "rego", {
-        "selector": {"matchLabels": {"app": "agent"}},
-        "opa": {"configMapRef": {"name": "missing-rules", "key": "main.rego"}}})
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> None:
+    pol = policy(
+        kube_namespace,
+        "rego",
+        {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "opa": {"configMapRef": {"name": "missing-rules", "key": "main.rego"}},
+        },
+    )
     assert apply(kube, pol).returncode == 0
 
     def not_ready() -> dict[str, Any] | None:
@@ -288,31 +383,59 @@ def test_missing_rego_config_map_sets_not_ready_and_warns(
     status = eventually(not_ready, what="Ready False")
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "RegoNotFound" and "missing-rules" in ready["message"]
-    events = eventually(lambda: [e for e in kubectl_json(kube, "-n", kube_namespace, "get",
-                                                         "events")["items"]
-                                 if e["reason"] == "RegoNotFound"], what="Warning event")
+    events = eventually(
+        lambda: [
+            e
+            for e in kubectl_json(kube, "-n", kube_namespace, "get", "events")["items"]
+            if e["reason"] == "RegoNotFound"
+        ],
+        what="Warning event",
+    )
     assert events[0]["type"] == "Warning"
     assert events[0]["involvedObject"]["kind"] == "GovernancePolicy"
 
 
-def test_injected_pod_updates_cannot_weaken_enforcement(kube: ControlPlane,
-                                                       governed_ns: str) -> None:
+def test_injected_pod_updates_cannot_weaken_enforcement(
+    kube: ControlPlane, governed_ns: str
+) -> None:
     assert create(kube, opted_in(governed_ns, "agent-u")).returncode == 0
     ns = ("-n", governed_ns)
     # The agent's image may change; haltgate's containers may not.
     res = kube.kubectl(*ns, "set", "image", "pod/agent-u", "agent=example.com/agent:2")
     assert res.returncode == 0, res.stderr
-    res = kube.kubectl(*ns, "set", "image", "pod/agent-u",
-                       f"{injection.SIDECAR_CONTAINER_NAME}=example.com/no-op:1")
+    res = kube.kubectl(
+        *ns,
+        "set",
+        "image",
+        "pod/agent-u",
+        f"{injection.SIDECAR_CONTAINER_NAME}=example.com/no-op:1",
+    )
     assert res.returncode != 0
     assert "haltgate_container_changed" in res.stderr, res.stderr
 
     def debug(name: str, caps: list[str], target: str = "agent") -> Any:
-        patch = {"spec": {"ephemeralContainers": [{
-            "name": name, "image": "busybox", "targetContainerName": target,
-            "securityContext": {"capabilities": {"add": caps}}}]}}
-        return kube.kubectl(*ns, "patch", "pod", "agent-u", "--subresource=ephemeralcontainers",
-                            "--type=strategic", "-p", json.dumps(patch))
+        patch = {
+            "spec": {
+                "ephemeralContainers": [
+                    {
+                        "name": name,
+                        "image": "busybox",
+                        "targetContainerName": target,
+                        "securityContext": {"capabilities": {"add": caps}},
+                    }
+                ]
+            }
+        }
+        return kube.kubectl(
+            *ns,
+            "patch",
+            "pod",
+            "agent-u",
+            "--subresource=ephemeralcontainers",
+            "--type=strategic",
+            "-p",
+            json.dumps(patch),
+        )
 
     res = debug("dbg-net", ["NET_ADMIN"])
     assert res.returncode != 0
@@ -324,21 +447,42 @@ def test_injected_pod_updates_cannot_weaken_enforcement(kube: ControlPlane,
 
 
 def test_opa_and_pool_pieces_pass_apiserver_validation(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest) -> None:
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> None:
     ns = kube_namespace
-    assert apply(kube, {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
-                        "metadata": {"name": "shared", "namespace": ns},
-                        "spec": {"calls": {"limit": 10}}}).returncode == 0
-    res = apply(kube, policy(ns, "rego", {
-        "selector": {"matchLabels": {"app": "agent"}}, "pool": "shared",
-        "opa": {"rego": "package haltgate\n\ndecision := {\"allow\": true}\n"}}))
+    assert (
+        apply(
+            kube,
+            {
+                "apiVersion": "haltgate.dev/v1alpha1",
+                "kind": "BudgetPool",
+                "metadata": {"name": "shared", "namespace": ns},
+                "spec": {"calls": {"limit": 10}},
+            },
+        ).returncode
+        == 0
+    )
+    res = apply(
+        kube,
+        policy(
+            ns,
+            "rego",
+            {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "pool": "shared",
+                "opa": {"rego": 'package haltgate\n\ndecision := {"allow": true}\n'},
+            },
+        ),
+    )
     assert res.returncode == 0, res.stderr
     res = create(kube, opted_in(ns, "planner"))
     assert res.returncode == 0, res.stderr
     spec = kubectl_json(kube, "-n", ns, "get", "pod", "planner")["spec"]
-    assert names(spec["initContainers"]) == [injection.INIT_CONTAINER_NAME,
-                                             injection.SIDECAR_CONTAINER_NAME,
-                                             injection.OPA_CONTAINER_NAME]
+    assert names(spec["initContainers"]) == [
+        injection.INIT_CONTAINER_NAME,
+        injection.SIDECAR_CONTAINER_NAME,
+        injection.OPA_CONTAINER_NAME,
+    ]
     opa = spec["initContainers"][2]
     assert opa["restartPolicy"] == "Always" and opa["securityContext"]["runAsUser"] == 17338
     env = {e["name"]: e for e in spec["initContainers"][1]["env"]}

@@ -39,8 +39,9 @@ def commands(doc: Path) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/quickstart.md"])
-def test_install_commands_paste(doc: str, kube_workloads: ControlPlane,
-                                operator_running: OperatorUnderTest) -> None:
+def test_install_commands_paste(
+    doc: str, kube_workloads: ControlPlane, operator_running: OperatorUnderTest
+) -> None:
     kube = kube_workloads
     cmds = commands(REPO / doc)
     assert any(c[:2] == ["create", "namespace"] for c in cmds), cmds
@@ -57,10 +58,14 @@ def test_install_commands_paste(doc: str, kube_workloads: ControlPlane,
                 opt_in_namespace(kube, "agents")
 
         def injected() -> list[str]:
-            pods = kubectl_json(kube, "-n", "agents", "get", "pods", "-l",
-                                "app=research-agent")["items"]
-            return [p["metadata"]["name"] for p in pods
-                    if injection.ANNOTATION_INJECTED in (p["metadata"].get("annotations") or {})]
+            pods = kubectl_json(kube, "-n", "agents", "get", "pods", "-l", "app=research-agent")[
+                "items"
+            ]
+            return [
+                p["metadata"]["name"]
+                for p in pods
+                if injection.ANNOTATION_INJECTED in (p["metadata"].get("annotations") or {})
+            ]
 
         eventually(injected, timeout=60, what=f"{doc}: injected research-agent pod")
     finally:

@@ -39,13 +39,16 @@ from tests.operator.conftest import (
 from tests.pool.helpers import fresh_pool_database
 
 pytestmark = pytest.mark.k8s
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 5}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
 
 def call(url: str) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, data=json.dumps(CHAT).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(CHAT).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, json.loads(r.read() or b"{}")
@@ -56,12 +59,28 @@ def call(url: str) -> tuple[int, dict[str, Any]]:
 @pytest.fixture
 def llm_standin(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    proc = ManagedProcess("standin-llm", [sys.executable, "-m", "haltgate.testbed.standins.llm",
-                                          "--host", "127.0.0.1", "--port", str(port)],
-                          tmp_path / "llm.log", cwd=REPO).start()
+    proc = ManagedProcess(
+        "standin-llm",
+        [
+            sys.executable,
+            "-m",
+            "haltgate.testbed.standins.llm",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        tmp_path / "llm.log",
+        cwd=REPO,
+    ).start()
     try:
-        wait_until(lambda: port_open("127.0.0.1", port), timeout=20, what="stand-in LLM",
-                   log=tmp_path / "llm.log", alive=proc.alive)
+        wait_until(
+            lambda: port_open("127.0.0.1", port),
+            timeout=20,
+            what="stand-in LLM",
+            log=tmp_path / "llm.log",
+            alive=proc.alive,
+        )
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()
@@ -69,55 +88,101 @@ def llm_standin(tmp_path: Path) -> Iterator[str]:
 
 def governed_policy(ns: str, llm_url: str) -> dict[str, Any]:
     return {
-        "apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
         "metadata": {"name": "research", "namespace": ns},
         "spec": {
             "selector": {"matchLabels": {"app": "agent"}},
-            "upstreams": [{"name": "llm", "url": llm_url, "kind": "llm",
-                           "provider": "openai"}],
+            "upstreams": [{"name": "llm", "url": llm_url, "kind": "llm", "provider": "openai"}],
             "budgets": {"calls": {"limit": 1000}},
             "pricing": {"unknownModel": "default", "default": {"input": 1.0, "output": 2.0}},
-            "tools": {"default": "deny",
-                      "rules": [{"name": "llm", "action": "allow", "kind": "llm"}]},
+            "tools": {
+                "default": "deny",
+                "rules": [{"name": "llm", "action": "allow", "kind": "llm"}],
+            },
         },
     }
 
 
 def give_pod_loopback_ip(kube: ControlPlane, ns: str, pod: str) -> None:
     """No kubelet: play its part and report the pod running on 127.0.0.1."""
-    kube.kubectl("-n", ns, "patch", "pod", pod, "--subresource=status", "--type=merge",
-                 "-p", json.dumps({"status": {"phase": "Running", "podIP": "127.0.0.1",
-                                              "podIPs": [{"ip": "127.0.0.1"}]}}), check=True)
+    kube.kubectl(
+        "-n",
+        ns,
+        "patch",
+        "pod",
+        pod,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {"status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}}
+        ),
+        check=True,
+    )
 
 
 @contextlib.contextmanager
-def running_sidecar(kube: ControlPlane, ns: str, pod: str, admin: int,
-                    tmp_path: Path, extra: tuple[str, ...] = ()) -> Iterator[str]:
+def running_sidecar(
+    kube: ControlPlane, ns: str, pod: str, admin: int, tmp_path: Path, extra: tuple[str, ...] = ()
+) -> Iterator[str]:
     """``haltgate sidecar`` with the operator's rendered policy and admin token; yields the
     agent's LLM URL (explicit mode alias)."""
-    eventually(lambda: kube.kubectl("-n", ns, "get", "configmap",
-                                    "haltgate-policy-research").returncode == 0,
-               what="policy ConfigMap")
+    eventually(
+        lambda: (
+            kube.kubectl("-n", ns, "get", "configmap", "haltgate-policy-research").returncode == 0
+        ),
+        what="policy ConfigMap",
+    )
     cm_obj = kubectl_json(kube, "-n", ns, "get", "configmap", "haltgate-policy-research")
     (tmp_path / "policy.yaml").write_text(cm_obj["data"]["policy.yaml"])
-    secret = eventually(lambda: kube.kubectl("-n", ns, "get", "secret", "haltgate-admin-token",
-                                             "-o", "json").stdout or None, what="token Secret")
+    secret = eventually(
+        lambda: (
+            kube.kubectl("-n", ns, "get", "secret", "haltgate-admin-token", "-o", "json").stdout
+            or None
+        ),
+        what="token Secret",
+    )
     (tmp_path / "token").write_bytes(base64.b64decode(json.loads(secret)["data"]["token"]))
     explicit = free_port()
-    sidecar = ManagedProcess("haltgate-sidecar", [
-        str(Path(sys.executable).parent / "haltgate"), "sidecar",
-        "--policy", str(tmp_path / "policy.yaml"), "--admin-token-file", str(tmp_path / "token"),
-        "--state-dir", str(tmp_path / "state"), "--mode", "explicit",
-        "--listen", f"127.0.0.1:{explicit}", "--admin-listen", f"127.0.0.1:{admin}",
-        "--metrics-listen", f"127.0.0.1:{free_port()}",
-        "--agent-namespace", ns, "--agent-pod", pod, *extra], tmp_path / "sidecar.log",
+    sidecar = ManagedProcess(
+        "haltgate-sidecar",
+        [
+            str(Path(sys.executable).parent / "haltgate"),
+            "sidecar",
+            "--policy",
+            str(tmp_path / "policy.yaml"),
+            "--admin-token-file",
+            str(tmp_path / "token"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--mode",
+            "explicit",
+            "--listen",
+            f"127.0.0.1:{explicit}",
+            "--admin-listen",
+            f"127.0.0.1:{admin}",
+            "--metrics-listen",
+            f"127.0.0.1:{free_port()}",
+            "--agent-namespace",
+            ns,
+            "--agent-pod",
+            pod,
+            *extra,
+        ],
+        tmp_path / "sidecar.log",
         # The default event loop (uvloop), as in a pod.
         env={k: v for k, v in os.environ.items() if k != "HALTGATE_NO_UVLOOP"},
-        cwd=REPO).start()
+        cwd=REPO,
+    ).start()
     try:
-        wait_until(lambda: port_open("127.0.0.1", admin) and port_open("127.0.0.1", explicit),
-                   timeout=30, what="haltgate sidecar", log=tmp_path / "sidecar.log",
-                   alive=sidecar.alive)
+        wait_until(
+            lambda: port_open("127.0.0.1", admin) and port_open("127.0.0.1", explicit),
+            timeout=30,
+            what="haltgate sidecar",
+            log=tmp_path / "sidecar.log",
+            alive=sidecar.alive,
+        )
         yield f"http://127.0.0.1:{explicit}/llm/v1/chat/completions"
     finally:
         sidecar.stop()
@@ -125,8 +190,10 @@ def running_sidecar(kube: ControlPlane, ns: str, pod: str, admin: int,
 
 def admin_get(port: int, path: str, token_file: Path) -> dict[str, Any]:
     """GET on the sidecar's admin API with the token the operator created."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={
-        "Authorization": f"Bearer {token_file.read_text().strip()}"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        headers={"Authorization": f"Bearer {token_file.read_text().strip()}"},
+    )
     with urllib.request.urlopen(req, timeout=5) as r:
         body: dict[str, Any] = json.loads(r.read())
     return body
@@ -138,15 +205,28 @@ def refused(url: str) -> tuple[int, dict[str, Any]] | None:
 
 
 def test_halt_annotation_reaches_running_sidecar(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
-        llm_standin: str, tmp_path: Path) -> None:
+    kube: ControlPlane,
+    kube_namespace: str,
+    operator_running: OperatorUnderTest,
+    llm_standin: str,
+    tmp_path: Path,
+) -> None:
     ns = kube_namespace
     assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
-    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": "agent-h", "namespace": ns,
-                                     "labels": {"app": "agent"},
-                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
-                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    res = create(
+        kube,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "agent-h",
+                "namespace": ns,
+                "labels": {"app": "agent"},
+                "annotations": {injection.ANNOTATION_INJECT: "true"},
+            },
+            "spec": {"containers": [{"name": "agent", "image": "x"}]},
+        },
+    )
     assert res.returncode == 0, res.stderr
     give_pod_loopback_ip(kube, ns, "agent-h")
 
@@ -158,76 +238,141 @@ def test_halt_annotation_reaches_running_sidecar(
         run_id = admin_get(admin, "/status", tmp_path / "token")["agent"]["run_id"]
 
         started = time.monotonic()
-        kube.kubectl("-n", ns, "annotate", "govpol", "research",
-                     f"{halts.ANNOTATION_HALT}=incident 42", check=True)
-        status, body = eventually(lambda: refused(url), timeout=15, interval=0.02,
-                                  what="call refused")
+        kube.kubectl(
+            "-n",
+            ns,
+            "annotate",
+            "govpol",
+            "research",
+            f"{halts.ANNOTATION_HALT}=incident 42",
+            check=True,
+        )
+        status, body = eventually(
+            lambda: refused(url), timeout=15, interval=0.02, what="call refused"
+        )
         latency = time.monotonic() - started
         print(f"\nannotate -> refused call: {latency * 1000:.0f} ms (incl. kubectl start-up)")
         assert "EXTERNAL" in json.dumps(body), body
 
         # Recorded on the pod (written just after the sidecar answered) and in the status.
-        raw = eventually(lambda: (kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")
-                                  ["metadata"].get("annotations") or {})
-                         .get(halts.ANNOTATION_HALTED), timeout=15, what="halt record")
+        raw = eventually(
+            lambda: (
+                kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")["metadata"].get("annotations")
+                or {}
+            ).get(halts.ANNOTATION_HALTED),
+            timeout=15,
+            what="halt record",
+        )
         assert json.loads(raw) == {"GovernancePolicy/research": "incident 42"}
         eventually(
-            lambda: (kubectl_json(kube, "-n", ns, "get", "govpol", "research")
-                     .get("status") or {}).get("haltedAgents") == 1 or None,
-            what="haltedAgents 1")
+            lambda: (
+                (kubectl_json(kube, "-n", ns, "get", "govpol", "research").get("status") or {}).get(
+                    "haltedAgents"
+                )
+                == 1
+                or None
+            ),
+            what="haltedAgents 1",
+        )
 
         # Removing the annotation lifts the halt (POST /lift): calls pass again, and the
         # run goes on with its id and its spend (issue 16: it used to be a reset, which
         # handed every agent of the policy a fresh budget after each halt drill).
-        kube.kubectl("-n", ns, "annotate", "govpol", "research", f"{halts.ANNOTATION_HALT}-",
-                     check=True)
-        eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,
-                   what="call allowed after lift")
+        kube.kubectl(
+            "-n", ns, "annotate", "govpol", "research", f"{halts.ANNOTATION_HALT}-", check=True
+        )
+        eventually(
+            lambda: call(url)[0] == 200, timeout=15, interval=0.05, what="call allowed after lift"
+        )
         # The operator writes the pod's record right after the sidecar answered the lift.
-        eventually(lambda: halts.ANNOTATION_HALTED not in (kubectl_json(
-            kube, "-n", ns, "get", "pod", "agent-h")["metadata"].get("annotations") or {}),
-                   timeout=15, what="halt record removed from the pod")
+        eventually(
+            lambda: (
+                halts.ANNOTATION_HALTED
+                not in (
+                    kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")["metadata"].get(
+                        "annotations"
+                    )
+                    or {}
+                )
+            ),
+            timeout=15,
+            what="halt record removed from the pod",
+        )
         assert admin_get(admin, "/status", tmp_path / "token")["agent"]["run_id"] == run_id
         used = admin_get(admin, "/budgets", tmp_path / "token")["budget"]["calls"]["used"]
         assert used >= 4, used  # 3 before the halt, 1 after the lift: nothing forgotten
-        assert operator_running.metric("haltgate_operator_halt_deliveries_total",
-                                       action="lift", result="ok") >= 1
+        assert (
+            operator_running.metric(
+                "haltgate_operator_halt_deliveries_total", action="lift", result="ok"
+            )
+            >= 1
+        )
 
 
 def test_deployment_halt_annotation(
-        kube_workloads: ControlPlane, kube_namespace: str,
-        operator_running: OperatorUnderTest, llm_standin: str, tmp_path: Path) -> None:
+    kube_workloads: ControlPlane,
+    kube_namespace: str,
+    operator_running: OperatorUnderTest,
+    llm_standin: str,
+    tmp_path: Path,
+) -> None:
     kube, ns = kube_workloads, kube_namespace
     assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": "researcher", "namespace": ns},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "agent"}},
-                 "template": {
-                     "metadata": {"labels": {"app": "agent"},
-                                  "annotations": {injection.ANNOTATION_INJECT: "true"}},
-                     "spec": {"containers": [{"name": "agent", "image": "x"}]}}}}
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "agent"},
+                    "annotations": {injection.ANNOTATION_INJECT: "true"},
+                },
+                "spec": {"containers": [{"name": "agent", "image": "x"}]},
+            },
+        },
+    }
     assert apply(kube, deployment).returncode == 0
-    pods = eventually(lambda: kubectl_json(kube, "-n", ns, "get", "pods", "-l",
-                                           "app=agent")["items"], timeout=30, what="pod")
+    pods = eventually(
+        lambda: kubectl_json(kube, "-n", ns, "get", "pods", "-l", "app=agent")["items"],
+        timeout=30,
+        what="pod",
+    )
     name = pods[0]["metadata"]["name"]
     give_pod_loopback_ip(kube, ns, name)
 
     with running_sidecar(kube, ns, name, operator_running.admin_port, tmp_path) as url:
         assert call(url)[0] == 200
-        kube.kubectl("-n", ns, "annotate", "deploy", "researcher",
-                     f"{halts.ANNOTATION_HALT}=runaway loop", check=True)
-        _status, body = eventually(lambda: refused(url), timeout=15, interval=0.05,
-                                  what="call refused")
+        kube.kubectl(
+            "-n",
+            ns,
+            "annotate",
+            "deploy",
+            "researcher",
+            f"{halts.ANNOTATION_HALT}=runaway loop",
+            check=True,
+        )
+        _status, body = eventually(
+            lambda: refused(url), timeout=15, interval=0.05, what="call refused"
+        )
         assert "EXTERNAL" in json.dumps(body), body
-        raw = eventually(lambda: (kubectl_json(kube, "-n", ns, "get", "pod", name)
-                                  ["metadata"].get("annotations") or {})
-                         .get(halts.ANNOTATION_HALTED), timeout=15, what="halt record")
+        raw = eventually(
+            lambda: (
+                kubectl_json(kube, "-n", ns, "get", "pod", name)["metadata"].get("annotations")
+                or {}
+            ).get(halts.ANNOTATION_HALTED),
+            timeout=15,
+            what="halt record",
+        )
         assert json.loads(raw) == {"Deployment/researcher": "runaway loop"}
-        kube.kubectl("-n", ns, "annotate", "deploy", "researcher",
-                     f"{halts.ANNOTATION_HALT}-", check=True)
-        eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,
-                   what="call allowed after lift")
+        kube.kubectl(
+            "-n", ns, "annotate", "deploy", "researcher", f"{halts.ANNOTATION_HALT}-", check=True
+        )
+        eventually(
+            lambda: call(url)[0] == 200, timeout=15, interval=0.05, what="call allowed after lift"
+        )
     # haltgate wrote nothing to the user's Deployment.
     dep = kubectl_json(kube, "-n", ns, "get", "deploy", "researcher")
     assert not dep["metadata"].get("finalizers")
@@ -241,22 +386,29 @@ def pool_database(postgres_dsn: str) -> Iterator[str]:
 
 
 def test_pool_halt_annotation_halts_member_agents(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
-        llm_standin: str, pool_database: str, tmp_path: Path) -> None:
+    kube: ControlPlane,
+    kube_namespace: str,
+    operator_running: OperatorUnderTest,
+    llm_standin: str,
+    pool_database: str,
+    tmp_path: Path,
+) -> None:
     from haltgate.governance.policy import BudgetPoolSpec
     from haltgate.governance.pool.store import PoolStore, pool_key
 
     ns = kube_namespace
-    pool = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
-            "metadata": {"name": "shared", "namespace": ns},
-            "spec": {"costUSD": {"limit": 100}}}
+    pool = {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "BudgetPool",
+        "metadata": {"name": "shared", "namespace": ns},
+        "spec": {"costUSD": {"limit": 100}},
+    }
     assert apply(kube, pool).returncode == 0
 
     async def upsert() -> None:
         store = await PoolStore.connect(pool_database)
         try:
-            await store.upsert(pool_key(ns, "shared"),
-                               BudgetPoolSpec.model_validate(pool["spec"]))
+            await store.upsert(pool_key(ns, "shared"), BudgetPoolSpec.model_validate(pool["spec"]))
         finally:
             await store.close()
 
@@ -264,29 +416,56 @@ def test_pool_halt_annotation_halts_member_agents(
     pol = governed_policy(ns, llm_standin)
     pol["spec"]["pool"] = "shared"
     assert apply(kube, pol).returncode == 0
-    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": "member", "namespace": ns,
-                                     "labels": {"app": "agent"},
-                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
-                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    res = create(
+        kube,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "member",
+                "namespace": ns,
+                "labels": {"app": "agent"},
+                "annotations": {injection.ANNOTATION_INJECT: "true"},
+            },
+            "spec": {"containers": [{"name": "agent", "image": "x"}]},
+        },
+    )
     assert res.returncode == 0, res.stderr
     give_pod_loopback_ip(kube, ns, "member")
-    with running_sidecar(kube, ns, "member", operator_running.admin_port, tmp_path,
-                         ("--pool-dsn", pool_database)) as url:
+    with running_sidecar(
+        kube, ns, "member", operator_running.admin_port, tmp_path, ("--pool-dsn", pool_database)
+    ) as url:
         assert call(url)[0] == 200
-        kube.kubectl("-n", ns, "annotate", "budgetpool", "shared",
-                     f"{halts.ANNOTATION_HALT}=cascade", check=True)
-        _status, body = eventually(lambda: refused(url), timeout=15, interval=0.05,
-                                   what="call refused")
+        kube.kubectl(
+            "-n",
+            ns,
+            "annotate",
+            "budgetpool",
+            "shared",
+            f"{halts.ANNOTATION_HALT}=cascade",
+            check=True,
+        )
+        _status, body = eventually(
+            lambda: refused(url), timeout=15, interval=0.05, what="call refused"
+        )
         assert "EXTERNAL" in json.dumps(body), body
-        st = eventually(lambda: (kubectl_json(kube, "-n", ns, "get", "budgetpool", "shared")
-                                 .get("status") or {}).get("state") == "Halted" or None,
-                        what="pool Halted")
+        st = eventually(
+            lambda: (
+                (
+                    kubectl_json(kube, "-n", ns, "get", "budgetpool", "shared").get("status") or {}
+                ).get("state")
+                == "Halted"
+                or None
+            ),
+            what="pool Halted",
+        )
         assert st
-        kube.kubectl("-n", ns, "annotate", "budgetpool", "shared",
-                     f"{halts.ANNOTATION_HALT}-", check=True)
-        eventually(lambda: call(url)[0] == 200, timeout=15, interval=0.05,
-                   what="call allowed after lift")
+        kube.kubectl(
+            "-n", ns, "annotate", "budgetpool", "shared", f"{halts.ANNOTATION_HALT}-", check=True
+        )
+        eventually(
+            lambda: call(url)[0] == 200, timeout=15, interval=0.05, what="call allowed after lift"
+        )
 
 
 def _status(kube: ControlPlane, ns: str) -> dict[str, Any]:
@@ -295,98 +474,191 @@ def _status(kube: ControlPlane, ns: str) -> dict[str, Any]:
 
 def _events(kube: ControlPlane, ns: str, kind: str, name: str) -> list[dict[str, Any]]:
     items = kubectl_json(kube, "-n", ns, "get", "events")["items"]
-    return [e for e in items if e["involvedObject"].get("kind") == kind
-            and e["involvedObject"].get("name") == name]
+    return [
+        e
+        for e in items
+        if e["involvedObject"].get("kind") == kind and e["involvedObject"].get("name") == name
+    ]
 
 
 def test_budget_halt_shows_in_status_and_events(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
-        llm_standin: str, tmp_path: Path) -> None:
+    kube: ControlPlane,
+    kube_namespace: str,
+    operator_running: OperatorUnderTest,
+    llm_standin: str,
+    tmp_path: Path,
+) -> None:
     """A halt the sidecar decides itself (EXHAUSTION) shows in status.halts with its type,
     counts in haltedAgents, and is an Event on the policy and on the pod (its workload)."""
     ns = kube_namespace
     policy = governed_policy(ns, llm_standin)
     policy["spec"]["budgets"] = {"calls": {"limit": 1}}
     assert apply(kube, policy).returncode == 0
-    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": "agent-b", "namespace": ns,
-                                     "labels": {"app": "agent"},
-                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
-                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    res = create(
+        kube,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "agent-b",
+                "namespace": ns,
+                "labels": {"app": "agent"},
+                "annotations": {injection.ANNOTATION_INJECT: "true"},
+            },
+            "spec": {"containers": [{"name": "agent", "image": "x"}]},
+        },
+    )
     assert res.returncode == 0, res.stderr
     give_pod_loopback_ip(kube, ns, "agent-b")
     with running_sidecar(kube, ns, "agent-b", operator_running.admin_port, tmp_path) as url:
         assert call(url)[0] == 200
         status, body = call(url)
         assert status != 200 and "EXHAUSTION" in json.dumps(body), body
-        st = eventually(lambda: (s := _status(kube, ns)).get("haltedAgents") == 1 and s,
-                        timeout=30, what="haltedAgents 1")
+        st = eventually(
+            lambda: (s := _status(kube, ns)).get("haltedAgents") == 1 and s,
+            timeout=30,
+            what="haltedAgents 1",
+        )
         (entry,) = st["halts"]
         assert entry["pod"] == "agent-b" and entry["failureType"] == "EXHAUSTION"
         assert entry["source"] == "sidecar" and entry["state"] == "Halted"
         assert entry["workload"] == "Pod/agent-b"
         printed = kube.kubectl("-n", ns, "get", "govpol", "research", check=True).stdout
         assert printed.splitlines()[1].split()[3] == "1", printed  # the HALTED column
-        on_policy = eventually(lambda: [e for e in _events(kube, ns, "GovernancePolicy",
-                                                           "research")
-                                        if e["reason"] == "Halted"], what="policy Event")
+        on_policy = eventually(
+            lambda: [
+                e
+                for e in _events(kube, ns, "GovernancePolicy", "research")
+                if e["reason"] == "Halted"
+            ],
+            what="policy Event",
+        )
         assert "EXHAUSTION" in on_policy[0]["message"]
-        on_pod = eventually(lambda: [e for e in _events(kube, ns, "Pod", "agent-b")
-                                     if e["reason"] == "Halted"], what="pod Event")
-        assert on_pod[0]["involvedObject"]["uid"] == kubectl_json(
-            kube, "-n", ns, "get", "pod", "agent-b")["metadata"]["uid"]
+        on_pod = eventually(
+            lambda: [e for e in _events(kube, ns, "Pod", "agent-b") if e["reason"] == "Halted"],
+            what="pod Event",
+        )
+        assert (
+            on_pod[0]["involvedObject"]["uid"]
+            == kubectl_json(kube, "-n", ns, "get", "pod", "agent-b")["metadata"]["uid"]
+        )
 
 
 def test_pending_halt_shows_then_applies_when_the_pod_gets_an_ip(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
-        llm_standin: str, tmp_path: Path) -> None:
+    kube: ControlPlane,
+    kube_namespace: str,
+    operator_running: OperatorUnderTest,
+    llm_standin: str,
+    tmp_path: Path,
+) -> None:
     ns = kube_namespace
     assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
-    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": "agent-p", "namespace": ns,
-                                     "labels": {"app": "agent"},
-                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
-                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    res = create(
+        kube,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "agent-p",
+                "namespace": ns,
+                "labels": {"app": "agent"},
+                "annotations": {injection.ANNOTATION_INJECT: "true"},
+            },
+            "spec": {"containers": [{"name": "agent", "image": "x"}]},
+        },
+    )
     assert res.returncode == 0, res.stderr
-    kube.kubectl("-n", ns, "annotate", "govpol", "research",
-                 f"{halts.ANNOTATION_HALT}=incident 7", check=True)
-    st = eventually(lambda: (s := _status(kube, ns)).get("halts") and s, timeout=30,
-                    what="pending halt in status")
+    kube.kubectl(
+        "-n",
+        ns,
+        "annotate",
+        "govpol",
+        "research",
+        f"{halts.ANNOTATION_HALT}=incident 7",
+        check=True,
+    )
+    st = eventually(
+        lambda: (s := _status(kube, ns)).get("halts") and s,
+        timeout=30,
+        what="pending halt in status",
+    )
     assert st["halts"][0]["state"] == "Pending" and st["haltedAgents"] == 0
-    eventually(lambda: [e for e in _events(kube, ns, "GovernancePolicy", "research")
-                        if e["reason"] == "HaltPending"], what="HaltPending Event")
+    eventually(
+        lambda: [
+            e
+            for e in _events(kube, ns, "GovernancePolicy", "research")
+            if e["reason"] == "HaltPending"
+        ],
+        what="HaltPending Event",
+    )
     give_pod_loopback_ip(kube, ns, "agent-p")
     with running_sidecar(kube, ns, "agent-p", operator_running.admin_port, tmp_path) as url:
-        _status_code, body = eventually(lambda: refused(url), timeout=30, interval=0.1,
-                                        what="call refused once the pod has an IP")
+        _status_code, body = eventually(
+            lambda: refused(url),
+            timeout=30,
+            interval=0.1,
+            what="call refused once the pod has an IP",
+        )
         assert "EXTERNAL" in json.dumps(body), body
-        st = eventually(lambda: (s := _status(kube, ns)).get("haltedAgents") == 1 and s,
-                        timeout=30, what="halt in force")
+        st = eventually(
+            lambda: (s := _status(kube, ns)).get("haltedAgents") == 1 and s,
+            timeout=30,
+            what="halt in force",
+        )
         assert st["halts"][0]["state"] == "Halted"
         assert st["halts"][0]["source"] == "GovernancePolicy/research"
 
 
 def test_failed_delivery_is_an_event_and_is_retried(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest,
-        llm_standin: str, tmp_path: Path) -> None:
+    kube: ControlPlane,
+    kube_namespace: str,
+    operator_running: OperatorUnderTest,
+    llm_standin: str,
+    tmp_path: Path,
+) -> None:
     """The pod has an IP but no sidecar answers yet: a Warning Event, then the retry
     delivers the halt once the sidecar is up."""
     ns = kube_namespace
     assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
-    res = create(kube, {"apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": "agent-f", "namespace": ns,
-                                     "labels": {"app": "agent"},
-                                     "annotations": {injection.ANNOTATION_INJECT: "true"}},
-                        "spec": {"containers": [{"name": "agent", "image": "x"}]}})
+    res = create(
+        kube,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "agent-f",
+                "namespace": ns,
+                "labels": {"app": "agent"},
+                "annotations": {injection.ANNOTATION_INJECT: "true"},
+            },
+            "spec": {"containers": [{"name": "agent", "image": "x"}]},
+        },
+    )
     assert res.returncode == 0, res.stderr
     give_pod_loopback_ip(kube, ns, "agent-f")
-    kube.kubectl("-n", ns, "annotate", "govpol", "research",
-                 f"{halts.ANNOTATION_HALT}=incident 8", check=True)
-    failed = eventually(lambda: [e for e in _events(kube, ns, "GovernancePolicy", "research")
-                                 if e["reason"] == "HaltDeliveryFailed"], timeout=30,
-                        what="HaltDeliveryFailed Event")
+    kube.kubectl(
+        "-n",
+        ns,
+        "annotate",
+        "govpol",
+        "research",
+        f"{halts.ANNOTATION_HALT}=incident 8",
+        check=True,
+    )
+    failed = eventually(
+        lambda: [
+            e
+            for e in _events(kube, ns, "GovernancePolicy", "research")
+            if e["reason"] == "HaltDeliveryFailed"
+        ],
+        timeout=30,
+        what="HaltDeliveryFailed Event",
+    )
     assert failed[0]["type"] == "Warning" and "agent-f" in failed[0]["message"]
     with running_sidecar(kube, ns, "agent-f", operator_running.admin_port, tmp_path) as url:
         eventually(lambda: refused(url), timeout=30, interval=0.1, what="halt retried")
-        eventually(lambda: _status(kube, ns).get("haltedAgents") == 1, timeout=30,
-                   what="halted after retry")
+        eventually(
+            lambda: _status(kube, ns).get("haltedAgents") == 1,
+            timeout=30,
+            what="halted after retry",
+        )

@@ -32,8 +32,9 @@ def pool_db(postgres_dsn: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def operator_with_pool_db(haltgate_operator: OperatorUnderTest,
-                          pool_db: str) -> Iterator[OperatorUnderTest]:
+def operator_with_pool_db(
+    haltgate_operator: OperatorUnderTest, pool_db: str
+) -> Iterator[OperatorUnderTest]:
     haltgate_operator.stop()
     haltgate_operator.argv += ["--pool-dsn", pool_db]
     haltgate_operator.start()
@@ -51,16 +52,23 @@ def _status(kube: ControlPlane, ns: str) -> dict[str, Any]:
 
 def _events(kube: ControlPlane, ns: str) -> list[str]:
     items = kubectl_json(kube, "-n", ns, "get", "events").get("items") or []
-    return [e.get("reason", "") for e in items
-            if (e.get("involvedObject") or {}).get("kind") == "BudgetPool"]
+    return [
+        e.get("reason", "")
+        for e in items
+        if (e.get("involvedObject") or {}).get("kind") == "BudgetPool"
+    ]
 
 
 def test_pool_database_state_and_spend_in_status_and_events(
-        operator_with_pool_db: OperatorUnderTest, kube_namespace: str, pool_db: str) -> None:
+    operator_with_pool_db: OperatorUnderTest, kube_namespace: str, pool_db: str
+) -> None:
     kube, ns = operator_with_pool_db.kube, kube_namespace
-    pool = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
-            "metadata": {"name": "shared", "namespace": ns},
-            "spec": {"calls": {"limit": 100}, "costUSD": {"limit": 10}}}
+    pool = {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "BudgetPool",
+        "metadata": {"name": "shared", "namespace": ns},
+        "spec": {"calls": {"limit": 100}, "costUSD": {"limit": 10}},
+    }
     assert apply(kube, pool).returncode == 0
     key = f"{ns}/shared"
     eventually(lambda: _status(kube, ns).get("spentCalls") == 0, what="pool in the database")
@@ -68,26 +76,47 @@ def test_pool_database_state_and_spend_in_status_and_events(
     async def member_spends_then_loops() -> None:
         store = await PoolStore.connect(pool_db)
         try:
-            lease = await store.renew(key, "m", old=None, spent=ZERO, hold=ZERO,
-                                      need=Amounts(calls=1))
+            lease = await store.renew(
+                key, "m", old=None, spent=ZERO, hold=ZERO, need=Amounts(calls=1)
+            )
             assert lease is not None
-            await store.settle(key, old=lease.lease_id,
-                               spent=Amounts(calls=4, cost_pico=2 * 10**12))
+            await store.settle(
+                key, old=lease.lease_id, spent=Amounts(calls=4, cost_pico=2 * 10**12)
+            )
             await store.halt(key, "cascade_loop", "a -> b -> a", f"{ns}/a")
         finally:
             await store.close()
 
     asyncio.run(member_spends_then_loops())
-    st = eventually(lambda: (s := _status(kube, ns)).get("state") == "Halted" and s,
-                    what="cascade halt in status")
+    st = eventually(
+        lambda: (s := _status(kube, ns)).get("state") == "Halted" and s,
+        what="cascade halt in status",
+    )
     assert st["reason"].startswith("cascade_loop") and st["spentCalls"] == 4
     assert st["spentUSD"] == 2.0
     eventually(lambda: "PoolHalted" in _events(kube, ns), what="PoolHalted event")
     columns = kube.kubectl("-n", ns, "get", "bpool", "shared").stdout
     assert "Halted" in columns and "2" in columns
-    lifted = subprocess.run([HALTGATE, "pool", "lift", "--dsn", pool_db, "-n", ns, "shared",
-                             "--reason", "loop fixed", "--as", "alice"],
-                            capture_output=True, text=True, timeout=30, check=False)
+    lifted = subprocess.run(
+        [
+            HALTGATE,
+            "pool",
+            "lift",
+            "--dsn",
+            pool_db,
+            "-n",
+            ns,
+            "shared",
+            "--reason",
+            "loop fixed",
+            "--as",
+            "alice",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert lifted.returncode == 0, lifted.stderr
     eventually(lambda: _status(kube, ns).get("state") == "Active", what="lift in status")
     eventually(lambda: "PoolLifted" in _events(kube, ns), what="PoolLifted event")

@@ -28,23 +28,30 @@ def ready_condition(kube: ControlPlane, ns: str) -> dict[str, Any] | None:
 
 
 def test_a_namespace_that_did_not_opt_in_is_reported(
-        kube: ControlPlane, operator_running: OperatorUnderTest) -> None:
+    kube: ControlPlane, operator_running: OperatorUnderTest
+) -> None:
     ns = f"t-closed-{uuid.uuid4().hex[:8]}"
     kube.kubectl("create", "namespace", ns, check=True)  # no RoleBinding for the operator
     try:
         assert apply(kube, policy(ns, "research")).returncode == 0
-        cond = eventually(lambda: (c := ready_condition(kube, ns)) and
-                          c["reason"] == "NamespaceNotEnabled" and c,
-                          timeout=30, what="Ready=False NamespaceNotEnabled")
+        cond = eventually(
+            lambda: (c := ready_condition(kube, ns)) and c["reason"] == "NamespaceNotEnabled" and c,
+            timeout=30,
+            what="Ready=False NamespaceNotEnabled",
+        )
         assert cond["status"] == "False"
         assert "operator.agentNamespaces" in cond["message"], cond
-        assert kube.kubectl("-n", ns, "get", "configmap",
-                            "haltgate-policy-research").returncode != 0
+        assert (
+            kube.kubectl("-n", ns, "get", "configmap", "haltgate-policy-research").returncode != 0
+        )
         assert kube.kubectl("-n", ns, "get", "secret", "haltgate-admin-token").returncode != 0
         # The documented opt-in: one RoleBinding, and the same policy becomes Ready.
         opt_in_namespace(kube, ns)
-        eventually(lambda: (c := ready_condition(kube, ns)) and c["status"] == "True",
-                   timeout=40, what="Ready after the namespace opted in")
+        eventually(
+            lambda: (c := ready_condition(kube, ns)) and c["status"] == "True",
+            timeout=40,
+            what="Ready after the namespace opted in",
+        )
         assert kube.kubectl("-n", ns, "get", "secret", "haltgate-admin-token").returncode == 0
     finally:
         kube.kubectl("delete", "namespace", ns, "--wait=false")

@@ -15,9 +15,12 @@ pytestmark = pytest.mark.k8s
 
 
 def policy(ns: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-            "metadata": {"name": "p", "namespace": ns},
-            "spec": {"selector": {"matchLabels": {"app": "agent"}}, **spec}}
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "p", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, **spec},
+    }
 
 
 def ready(kube: ControlPlane, ns: str) -> dict[str, Any] | None:
@@ -26,44 +29,75 @@ def ready(kube: ControlPlane, ns: str) -> dict[str, Any] | None:
 
 
 def ready_reason(kube: ControlPlane, ns: str, status: str, reason: str) -> Any:
-    return eventually(lambda: (c := ready(kube, ns)) and c["status"] == status
-                      and c["reason"] == reason and c, timeout=30,
-                      what=f"Ready={status} {reason}")
+    return eventually(
+        lambda: (c := ready(kube, ns)) and c["status"] == status and c["reason"] == reason and c,
+        timeout=30,
+        what=f"Ready={status} {reason}",
+    )
 
 
 def test_missing_pool_then_missing_secret_then_ready(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest) -> None:
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> None:
     ns = kube_namespace
     assert apply(kube, policy(ns, pool="shared")).returncode == 0
     cond = ready_reason(kube, ns, "False", "PoolNotFound")
     assert "BudgetPool" in cond["message"] and "shared" in cond["message"]
     assert kubectl_json(kube, "-n", ns, "get", "govpol", "p")["status"]["ready"] is False
-    assert apply(kube, {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
-                        "metadata": {"name": "shared", "namespace": ns},
-                        "spec": {"calls": {"limit": 10}}}).returncode == 0
+    assert (
+        apply(
+            kube,
+            {
+                "apiVersion": "haltgate.dev/v1alpha1",
+                "kind": "BudgetPool",
+                "metadata": {"name": "shared", "namespace": ns},
+                "spec": {"calls": {"limit": 10}},
+            },
+        ).returncode
+        == 0
+    )
     cond = ready_reason(kube, ns, "False", "PoolDatabaseSecretMissing")
     assert "haltgate-pool-db" in cond["message"]
-    kube.kubectl("-n", ns, "create", "secret", "generic", "haltgate-pool-db",
-                 "--from-literal=dsn=postgresql://pool@db/pool", check=True)
+    kube.kubectl(
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "haltgate-pool-db",
+        "--from-literal=dsn=postgresql://pool@db/pool",
+        check=True,
+    )
     ready_reason(kube, ns, "True", "Delivered")
     events = kubectl_json(kube, "-n", ns, "get", "events")["items"]
     assert any(e["reason"] == "PoolNotFound" and e["type"] == "Warning" for e in events)
 
 
 def test_configmap_rego_without_the_decision_rule(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest) -> None:
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> None:
     ns = kube_namespace
-    kube.kubectl("-n", ns, "create", "configmap", "rego",
-                 "--from-literal=p.rego=package authz\n\nallow := true\n", check=True)
-    assert apply(kube, policy(ns, opa={"configMapRef": {"name": "rego", "key": "p.rego"}})
-                 ).returncode == 0
+    kube.kubectl(
+        "-n",
+        ns,
+        "create",
+        "configmap",
+        "rego",
+        "--from-literal=p.rego=package authz\n\nallow := true\n",
+        check=True,
+    )
+    assert (
+        apply(kube, policy(ns, opa={"configMapRef": {"name": "rego", "key": "p.rego"}})).returncode
+        == 0
+    )
     cond = ready_reason(kube, ns, "False", "DecisionRuleMissing")
     assert "data.haltgate.decision" in cond["message"]
     assert "data.authz.allow" in cond["message"]
 
 
 def test_admission_refuses_inline_rego_without_the_decision_rule(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest) -> None:
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> None:
     res = apply(kube, policy(kube_namespace, opa={"rego": "package haltgate\n\nallow := true\n"}))
     assert res.returncode != 0
     assert "spec.opa.decisionPath" in res.stderr and "no rule at" in res.stderr, res.stderr

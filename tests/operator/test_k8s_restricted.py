@@ -20,8 +20,9 @@ pytestmark = pytest.mark.k8s
 
 
 @pytest.fixture
-def node_mode_operator(operator_running: OperatorUnderTest, tmp_path: Path
-                       ) -> Iterator[OperatorUnderTest]:
+def node_mode_operator(
+    operator_running: OperatorUnderTest, tmp_path: Path
+) -> Iterator[OperatorUnderTest]:
     """The session's operator, restarted with injection.redirect: node (then restored)."""
     op = operator_running
     config = op.workdir / "injection.yaml"
@@ -38,30 +39,58 @@ def node_mode_operator(operator_running: OperatorUnderTest, tmp_path: Path
 
 
 def restricted_namespace(kube: ControlPlane, ns: str) -> None:
-    kube.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
-                 "pod-security.kubernetes.io/enforce-version=latest", check=True)
+    kube.kubectl(
+        "label",
+        "namespace",
+        ns,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+        check=True,
+    )
 
 
 def agent_pod(ns: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "agent", "namespace": ns, "labels": {"app": "agent"},
-                         "annotations": {injection.ANNOTATION_INJECT: "true"}},
-            "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
-                                         "seccompProfile": {"type": "RuntimeDefault"}},
-                     "containers": [{"name": "agent", "image": "x",
-                                     "securityContext": {
-                                         "allowPrivilegeEscalation": False,
-                                         "capabilities": {"drop": ["ALL"]}}}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "agent",
+            "namespace": ns,
+            "labels": {"app": "agent"},
+            "annotations": {injection.ANNOTATION_INJECT: "true"},
+        },
+        "spec": {
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "agent",
+                    "image": "x",
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
 
 
 def policy(ns: str) -> dict[str, Any]:
-    return {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-            "metadata": {"name": "p", "namespace": ns},
-            "spec": {"selector": {"matchLabels": {"app": "agent"}}}}
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "p", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}},
+    }
 
 
 def test_init_mode_is_refused_by_pod_security_restricted(
-        kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest) -> None:
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> None:
     ns = kube_namespace
     restricted_namespace(kube, ns)
     assert apply(kube, policy(ns)).returncode == 0
@@ -71,8 +100,8 @@ def test_init_mode_is_refused_by_pod_security_restricted(
 
 
 def test_node_mode_pod_is_admitted_under_restricted(
-        kube: ControlPlane, kube_namespace: str,
-        node_mode_operator: OperatorUnderTest) -> None:
+    kube: ControlPlane, kube_namespace: str, node_mode_operator: OperatorUnderTest
+) -> None:
     ns = kube_namespace
     restricted_namespace(kube, ns)
     assert apply(kube, policy(ns)).returncode == 0
@@ -80,12 +109,18 @@ def test_node_mode_pod_is_admitted_under_restricted(
     assert res.returncode == 0, res.stderr
     pod = kubectl_json(kube, "-n", ns, "get", "pod", "agent")
     inits = pod["spec"]["initContainers"]
-    assert [c["name"] for c in inits] == [injection.SIDECAR_CONTAINER_NAME,
-                                          injection.VERIFY_CONTAINER_NAME]
+    assert [c["name"] for c in inits] == [
+        injection.SIDECAR_CONTAINER_NAME,
+        injection.VERIFY_CONTAINER_NAME,
+    ]
     assert inits[1]["args"][:2] == ["iptables", "verify"] and inits[1]["image"] == IMAGE
     for c in inits + pod["spec"]["containers"]:
         sc = c.get("securityContext") or {}
         assert not (sc.get("capabilities") or {}).get("add"), c["name"]
         assert sc.get("runAsUser", 1000) != 0, c["name"]
-    print("\nadmitted under enforce=restricted:\n" + yaml.safe_dump(
-        {"initContainers": inits, "containers": pod["spec"]["containers"]}, width=100))
+    print(
+        "\nadmitted under enforce=restricted:\n"
+        + yaml.safe_dump(
+            {"initContainers": inits, "containers": pod["spec"]["containers"]}, width=100
+        )
+    )

@@ -70,8 +70,16 @@ def test_halted_sources_tolerates_garbage() -> None:
 
 
 def test_admin_port_from_pod_spec() -> None:
-    pod = {"spec": {"initContainers": [{"name": injection.SIDECAR_CONTAINER_NAME,
-                                        "ports": [{"name": "hg-admin", "containerPort": 1234}]}]}}
+    pod = {
+        "spec": {
+            "initContainers": [
+                {
+                    "name": injection.SIDECAR_CONTAINER_NAME,
+                    "ports": [{"name": "hg-admin", "containerPort": 1234}],
+                }
+            ]
+        }
+    }
     assert halts.admin_port(pod, 17020) == 1234
     assert halts.admin_port({}, 17020) == 17020
 
@@ -83,8 +91,12 @@ def test_count_workloads() -> None:
             meta["ownerReferences"] = [{"kind": owner[0], "name": owner[1], "controller": True}]
         return {"metadata": meta}
 
-    pods = [pod("a", ("ReplicaSet", "web-abc"), "abc"), pod("b", ("ReplicaSet", "web-def"), "def"),
-            pod("c", ("StatefulSet", "db")), pod("d", None)]
+    pods = [
+        pod("a", ("ReplicaSet", "web-abc"), "abc"),
+        pod("b", ("ReplicaSet", "web-def"), "def"),
+        pod("c", ("StatefulSet", "db")),
+        pod("d", None),
+    ]
     assert policies.count_workloads(pods) == 3
 
 
@@ -95,10 +107,18 @@ def test_condition_keeps_transition_time_while_status_holds() -> None:
 
 
 def test_render_config_map_copies_referenced_rego() -> None:
-    body = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-            "metadata": {"name": "p", "namespace": "n", "uid": "u", "generation": 3,
-                         "managedFields": [{}]},
-            "spec": {"opa": {"configMapRef": {"name": "rules", "key": "main.rego"}}}}
+    body = {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {
+            "name": "p",
+            "namespace": "n",
+            "uid": "u",
+            "generation": 3,
+            "managedFields": [{}],
+        },
+        "spec": {"opa": {"configMapRef": {"name": "rules", "key": "main.rego"}}},
+    }
     cm = policies.render_config_map(body, "package x")
     assert cm["metadata"]["name"] == "haltgate-policy-p"
     assert cm["data"]["main.rego"] == "package x"
@@ -107,8 +127,12 @@ def test_render_config_map_copies_referenced_rego() -> None:
 
 
 def _policy(spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-            "metadata": {"name": "p", "namespace": "n"}, "spec": spec}
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "p", "namespace": "n"},
+        "spec": spec,
+    }
 
 
 def test_validate_object_refuses_with_every_path() -> None:
@@ -116,7 +140,10 @@ def test_validate_object_refuses_with_every_path() -> None:
     with pytest.raises(webhooks.Denied) as e:
         webhooks.validate_object(
             _policy({"budgets": {"tokens": {}}, "engine": {"type": "emocore"}}),
-            None, "CREATE", warnings)
+            None,
+            "CREATE",
+            warnings,
+        )
     assert "spec.budgets.tokens" in str(e.value) and "spec.engine.profile" in str(e.value)
     assert e.value.code == 422
 
@@ -131,10 +158,17 @@ def test_validate_object_warnings_and_metadata_only_updates() -> None:
 
 
 def test_pool_status() -> None:
-    pool = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
-            "metadata": {"name": "shared", "namespace": "n", "generation": 1,
-                         "annotations": {halts.ANNOTATION_HALT: "budget review"}},
-            "spec": {"costUSD": {"limit": 10}}}
+    pool = {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "BudgetPool",
+        "metadata": {
+            "name": "shared",
+            "namespace": "n",
+            "generation": 1,
+            "annotations": {halts.ANNOTATION_HALT: "budget review"},
+        },
+        "spec": {"costUSD": {"limit": 10}},
+    }
     status = pools.pool_status(pool, [{"spec": {"pool": "shared"}}, {"spec": {}}], "T")
     assert status["members"] == 1 and status["state"] == "Halted"
     assert status["reason"] == "budget review"
@@ -142,11 +176,14 @@ def test_pool_status() -> None:
 
 def test_mutating_configuration_is_fail_closed_and_scoped() -> None:
     ep = webhookconfig.Endpoint(ca_bundle=b"PEM", url="https://127.0.0.1:9443")
-    cfg = webhookconfig.mutating_configuration(ep, injection.InjectionConfig(
-        operator_namespace="ops"))
+    cfg = webhookconfig.mutating_configuration(
+        ep, injection.InjectionConfig(operator_namespace="ops")
+    )
     hooks = cfg["webhooks"]
-    assert [h["name"] for h in hooks] == ["annotated.inject.haltgate.dev",
-                                          "namespace.inject.haltgate.dev"]
+    assert [h["name"] for h in hooks] == [
+        "annotated.inject.haltgate.dev",
+        "namespace.inject.haltgate.dev",
+    ]
     for h in hooks:
         assert h["failurePolicy"] == "Fail" and h["timeoutSeconds"] == 10
         assert h["sideEffects"] == "None"
@@ -154,8 +191,12 @@ def test_mutating_configuration_is_fail_closed_and_scoped() -> None:
         excluded = h["namespaceSelector"]["matchExpressions"][0]["values"]
         assert {"kube-system", "ops"} <= set(excluded)
     svc = webhookconfig.Endpoint(ca_bundle=b"PEM", service_name="hg", service_namespace="ops")
-    assert svc.client_config("inject")["service"] == {"name": "hg", "namespace": "ops",
-                                                      "port": 443, "path": "/inject"}
+    assert svc.client_config("inject")["service"] == {
+        "name": "hg",
+        "namespace": "ops",
+        "port": 443,
+        "path": "/inject",
+    }
 
 
 def test_transitions_only_on_change() -> None:
@@ -163,32 +204,46 @@ def test_transitions_only_on_change() -> None:
     bad = {"type": "Ready", "status": "False", "reason": "RegoNotFound", "message": "gone"}
     assert policies.transitions({"conditions": [ok]}, {"conditions": [ok]}) == []
     assert policies.transitions({"conditions": [ok]}, {"conditions": [bad]}) == [
-        ("Warning", "RegoNotFound", "Ready: gone")]
+        ("Warning", "RegoNotFound", "Ready: gone")
+    ]
     assert policies.transitions({"conditions": [bad]}, {"conditions": [bad]}) == []
     assert policies.transitions({"conditions": [bad]}, {"conditions": [ok]}) == [
-        ("Normal", "Delivered", "Ready: m")]
+        ("Normal", "Delivered", "Ready: m")
+    ]
 
 
 def test_update_refusals() -> None:
     from haltgate.operator import refusals
 
     ours = injection.CONTAINER_NAMES
-    old = {"spec": {"initContainers": [{"name": "haltgate-proxy", "image": "hg:1"}],
-                    "containers": [{"name": "agent", "image": "a:1"}]}}
+    old = {
+        "spec": {
+            "initContainers": [{"name": "haltgate-proxy", "image": "hg:1"}],
+            "containers": [{"name": "agent", "image": "a:1"}],
+        }
+    }
     same = {"spec": {**old["spec"], "containers": [{"name": "agent", "image": "a:2"}]}}
     assert refusals.update_refusals(old, same, proxy_uid=17337, ours=ours) == []
-    swapped = {"spec": {**old["spec"],
-                        "initContainers": [{"name": "haltgate-proxy", "image": "evil"}]}}
-    assert [r.code for r in refusals.update_refusals(old, swapped, proxy_uid=17337,
-                                                     ours=ours)] == [
-        "haltgate_container_changed"]
-    debug = {"spec": {**old["spec"], "ephemeralContainers": [
-        {"name": "d1", "image": "b"},
-        {"name": "d2", "image": "b", "securityContext": {"runAsUser": 17337}}]}}
+    swapped = {
+        "spec": {**old["spec"], "initContainers": [{"name": "haltgate-proxy", "image": "evil"}]}
+    }
+    assert [r.code for r in refusals.update_refusals(old, swapped, proxy_uid=17337, ours=ours)] == [
+        "haltgate_container_changed"
+    ]
+    debug = {
+        "spec": {
+            **old["spec"],
+            "ephemeralContainers": [
+                {"name": "d1", "image": "b"},
+                {"name": "d2", "image": "b", "securityContext": {"runAsUser": 17337}},
+            ],
+        }
+    }
     with_d1 = {"spec": {**old["spec"], "ephemeralContainers": [{"name": "d1", "image": "b"}]}}
     found = refusals.update_refusals(with_d1, debug, proxy_uid=17337, ours=ours)
     assert [(r.code, r.path) for r in found] == [
-        ("agent_runs_as_proxy_uid", "spec.ephemeralContainers[1].securityContext.runAsUser")]
+        ("agent_runs_as_proxy_uid", "spec.ephemeralContainers[1].securityContext.runAsUser")
+    ]
 
 
 async def test_webhook_server_wire_format() -> None:
@@ -197,16 +252,24 @@ async def test_webhook_server_wire_format() -> None:
     from haltgate.operator import metrics, settings
     from haltgate.operator.runtime import Runtime
 
-    rt = Runtime(settings=settings.OperatorSettings(), cluster=None,  # type: ignore[arg-type]
-                 template=injection.InjectionTemplate.load(injection.default_template_path()),
-                 metrics=metrics.OperatorMetrics.create())
+    rt = Runtime(
+        settings=settings.OperatorSettings(),
+        cluster=None,  # type: ignore[arg-type]
+        template=injection.InjectionTemplate.load(injection.default_template_path()),
+        metrics=metrics.OperatorMetrics.create(),
+    )
     async with TestClient(TestServer(webhooks.create_app(rt))) as client:
-        def review(obj: dict[str, Any], op: str = "CREATE") -> dict[str, Any]:
-            return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                    "request": {"uid": "u-1", "operation": op, "object": obj}}
 
-        resp = await client.post("/validate-policy",
-                                 json=review(_policy({"budgets": {"tokens": {}}})))
+        def review(obj: dict[str, Any], op: str = "CREATE") -> dict[str, Any]:
+            return {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"uid": "u-1", "operation": op, "object": obj},
+            }
+
+        resp = await client.post(
+            "/validate-policy", json=review(_policy({"budgets": {"tokens": {}}}))
+        )
         out = await resp.json()
         assert resp.status == 200 and out["response"]["uid"] == "u-1"
         assert out["response"]["allowed"] is False
@@ -229,8 +292,9 @@ async def test_webhook_server_wire_format() -> None:
 
 
 @pytest.mark.opa
-async def test_webhook_compiles_inline_rego(opa_binary: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_webhook_compiles_inline_rego(
+    opa_binary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Admission refuses inline Rego that does not compile (with line and column), the same
     check as ``haltgate policy validate``; Rego that compiles is admitted."""
     from aiohttp.test_utils import TestClient, TestServer
@@ -239,17 +303,24 @@ async def test_webhook_compiles_inline_rego(opa_binary: Path,
     from haltgate.operator.runtime import Runtime
 
     monkeypatch.setenv("HALTGATE_OPA", str(opa_binary))
-    rt = Runtime(settings=settings.OperatorSettings(), cluster=None,  # type: ignore[arg-type]
-                 template=injection.InjectionTemplate.load(injection.default_template_path()),
-                 metrics=metrics.OperatorMetrics.create())
+    rt = Runtime(
+        settings=settings.OperatorSettings(),
+        cluster=None,  # type: ignore[arg-type]
+        template=injection.InjectionTemplate.load(injection.default_template_path()),
+        metrics=metrics.OperatorMetrics.create(),
+    )
     broken = "package haltgate\n\nallow if {\n  input.x ==\n}\n"
     good = "package haltgate\n\ndefault decision := true\n"
     no_decision = "package haltgate\n\ndefault allow := true\n"
     async with TestClient(TestServer(webhooks.create_app(rt))) as client:
+
         def review(rego: str) -> dict[str, Any]:
             obj = _policy({"selector": {"matchLabels": {"app": "a"}}, "opa": {"rego": rego}})
-            return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                    "request": {"uid": "u-2", "operation": "CREATE", "object": obj}}
+            return {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"uid": "u-2", "operation": "CREATE", "object": obj},
+            }
 
         out = await (await client.post("/validate-policy", json=review(broken))).json()
         assert out["response"]["allowed"] is False, out
@@ -258,5 +329,7 @@ async def test_webhook_compiles_inline_rego(opa_binary: Path,
         assert out["response"]["allowed"] is True, out
         out = await (await client.post("/validate-policy", json=review(no_decision))).json()
         assert out["response"]["allowed"] is False, out
-        assert "spec.opa.decisionPath: no rule at data.haltgate.decision" in \
-            out["response"]["status"]["message"]
+        assert (
+            "spec.opa.decisionPath: no rule at data.haltgate.decision"
+            in out["response"]["status"]["message"]
+        )

@@ -57,11 +57,27 @@ def start_opa(binary: Path, log: Path, port: int | None = None) -> OPAServer:
     for _ in range(attempts):
         bound = port if port is not None else free_port()
         proc = ManagedProcess(
-            "opa", [str(binary), "run", "--server", "--addr", f"127.0.0.1:{bound}",
-                    "--log-level", "error"], log).start()
+            "opa",
+            [
+                str(binary),
+                "run",
+                "--server",
+                "--addr",
+                f"127.0.0.1:{bound}",
+                "--log-level",
+                "error",
+            ],
+            log,
+        ).start()
         try:
-            wait_until(lambda p=bound: port_open("127.0.0.1", p), timeout=10,  # type: ignore[misc]
-                       what="opa", log=log, alive=proc.alive, interval=0.02)
+            wait_until(
+                lambda p=bound: port_open("127.0.0.1", p),
+                timeout=10,  # type: ignore[misc]
+                what="opa",
+                log=log,
+                alive=proc.alive,
+                interval=0.02,
+            )
         except Exception:
             proc.stop()
             continue

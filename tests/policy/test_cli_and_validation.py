@@ -29,21 +29,35 @@ decision := {"allow": false, "reason": "personal data leaves the cluster",
 """
 
 
-def policy_doc(rego: str | None = REGO, rules: list[dict[str, Any]] | None = None
-               ) -> dict[str, Any]:
+def policy_doc(
+    rego: str | None = REGO, rules: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "selector": {"matchLabels": {"app": "agent"}},
-        "tools": {"rules": rules if rules is not None else [
-            {"name": "llm", "action": "allow", "kind": "llm", "models": ["gpt-4o*"]},
-            {"name": "gh", "action": "allow", "kind": "mcp", "mcpServers": ["github"],
-             "mcpTools": ["get_*"]},
-            {"name": "no-delete", "action": "deny", "mcpTools": ["delete_*"]},
-        ]},
+        "tools": {
+            "rules": rules
+            if rules is not None
+            else [
+                {"name": "llm", "action": "allow", "kind": "llm", "models": ["gpt-4o*"]},
+                {
+                    "name": "gh",
+                    "action": "allow",
+                    "kind": "mcp",
+                    "mcpServers": ["github"],
+                    "mcpTools": ["get_*"],
+                },
+                {"name": "no-delete", "action": "deny", "mcpTools": ["delete_*"]},
+            ]
+        },
     }
     if rego is not None:
         spec["opa"] = {"rego": rego}
-    return {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-            "metadata": {"name": "demo"}, "spec": spec}
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "demo"},
+        "spec": spec,
+    }
 
 
 def write(tmp_path: Path, doc: dict[str, Any], request: dict[str, Any]) -> tuple[str, str]:
@@ -53,12 +67,20 @@ def write(tmp_path: Path, doc: dict[str, Any], request: dict[str, Any]) -> tuple
     return str(pol), str(req)
 
 
-LLM_REQUEST = {"agent": {"namespace": "ns", "workload": "agent"},
-               "request": {"kind": "llm", "method": "POST", "host": "api.openai.com",
-                           "path": "/v1/chat/completions", "model": "gpt-4o"}}
-MCP_DELETE = {"request": {"kind": "mcp", "host": "mcp.github.com", "path": "/mcp",
-                          "upstream": "github"},
-              "tools": [{"name": "delete_repo", "server": "github", "arguments": {}}]}
+LLM_REQUEST = {
+    "agent": {"namespace": "ns", "workload": "agent"},
+    "request": {
+        "kind": "llm",
+        "method": "POST",
+        "host": "api.openai.com",
+        "path": "/v1/chat/completions",
+        "model": "gpt-4o",
+    },
+}
+MCP_DELETE = {
+    "request": {"kind": "mcp", "host": "mcp.github.com", "path": "/mcp", "upstream": "github"},
+    "tools": [{"name": "delete_repo", "server": "github", "arguments": {}}],
+}
 
 
 def run(*args: str) -> Any:
@@ -113,8 +135,17 @@ class TestPolicyTestCommand:
         pol, req = write(tmp_path, doc, LLM_REQUEST)
         assert run(pol, "--input", req, "--opa", str(opa_binary)).exit_code == 2
         (tmp_path / "p.rego").write_text(REGO)
-        r = run(pol, "--input", req, "--opa", str(opa_binary), "--rego",
-                str(tmp_path / "p.rego"), "--expect", "allow")
+        r = run(
+            pol,
+            "--input",
+            req,
+            "--opa",
+            str(opa_binary),
+            "--rego",
+            str(tmp_path / "p.rego"),
+            "--expect",
+            "allow",
+        )
         assert r.exit_code == 0, r.output
 
     def test_invalid_policy_exits_1(self, tmp_path: Path) -> None:
@@ -133,8 +164,9 @@ class TestPolicyTestCommand:
 class TestValidationHooks:
     def test_rego_compile_error_with_line_and_column(self, opa_binary: Path) -> None:
         bad = 'package haltgate\n\ndecision := {"allow": true} if {\n  input.x ==\n}\n'
-        result = validate_document(policy_doc(bad),
-                                   extra_checks=[RegoCompileCheck(str(opa_binary))])
+        result = validate_document(
+            policy_doc(bad), extra_checks=[RegoCompileCheck(str(opa_binary))]
+        )
         assert not result.ok
         [issue] = result.errors
         assert issue.path == "spec.opa.rego"
@@ -149,38 +181,46 @@ class TestValidationHooks:
         assert errors and errors[0].row == 3 and "unsafe" in errors[0].message
 
     def test_conflicting_rules_rejected_without_opa(self) -> None:
-        rules = [{"name": "a", "action": "allow", "mcpTools": ["x"]},
-                 {"name": "d", "action": "deny", "mcpTools": ["x"]}]
+        rules = [
+            {"name": "a", "action": "allow", "mcpTools": ["x"]},
+            {"name": "d", "action": "deny", "mcpTools": ["x"]},
+        ]
         result = validate_document(policy_doc(None, rules))
         assert [(i.path, "never allow" in i.message) for i in result.errors] == [
-            ("spec.tools.rules[0]", True)]
+            ("spec.tools.rules[0]", True)
+        ]
 
-    def test_cli_validate_reports_rego_errors(self, tmp_path: Path, opa_binary: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_cli_validate_reports_rego_errors(
+        self, tmp_path: Path, opa_binary: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("HALTGATE_OPA", str(opa_binary))
         pol, _ = write(tmp_path, policy_doc("package haltgate\n\ndecision :=\n"), {})
         r = CliRunner().invoke(main, ["policy", "validate", pol])
         assert r.exit_code == 1
         assert "spec.opa.rego: line" in r.output
 
-    def test_rego_without_the_decision_rule_is_refused(self, tmp_path: Path,
-                                                        opa_binary: Path,
-                                                        monkeypatch: pytest.MonkeyPatch
-                                                        ) -> None:
+    def test_rego_without_the_decision_rule_is_refused(
+        self, tmp_path: Path, opa_binary: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """`policy test` answers opa_undefined for it: validate must refuse it up front."""
-        result = validate_document(policy_doc("package haltgate\n\nother := 1\n"),
-                                   extra_checks=[RegoCompileCheck(str(opa_binary))])
+        result = validate_document(
+            policy_doc("package haltgate\n\nother := 1\n"),
+            extra_checks=[RegoCompileCheck(str(opa_binary))],
+        )
         [issue] = result.errors
         assert issue.path == "spec.opa.decisionPath"
         assert "no rule at data.haltgate.decision" in issue.message
         assert "data.haltgate.other" in issue.message
         wrong_package = policy_doc("package authz\n\ndecision := true\n")
-        assert not validate_document(wrong_package,
-                                     extra_checks=[RegoCompileCheck(str(opa_binary))]).ok
+        assert not validate_document(
+            wrong_package, extra_checks=[RegoCompileCheck(str(opa_binary))]
+        ).ok
         # A rule under the path, or a path under a rule, is a decision.
-        for rego, path in (("package haltgate\n\ndecision.allow := true\n", None),
-                           ("package haltgate.decision\n\nallow := true\n", None),
-                           ("package haltgate\n\nd := {\"allow\": true}\n", "haltgate/d/x")):
+        for rego, path in (
+            ("package haltgate\n\ndecision.allow := true\n", None),
+            ("package haltgate.decision\n\nallow := true\n", None),
+            ('package haltgate\n\nd := {"allow": true}\n', "haltgate/d/x"),
+        ):
             doc = policy_doc(rego)
             if path:
                 doc["spec"]["opa"]["decisionPath"] = path
@@ -205,30 +245,45 @@ def test_examples_are_valid(example: Path, opa_binary: Path) -> None:
             assert result.ok, [str(i) for i in result.issues]
 
 
-@pytest.mark.parametrize(("policy", "request_file", "expected"), [
-    ("policy-gdpr.yaml", "gdpr-pii-to-eu-llm.json", (True, None)),
-    ("policy-gdpr.yaml", "gdpr-pii-to-translation.json", (False, "opa_denied")),
-    ("policy-hipaa.yaml", "hipaa-one-patient.json", (True, None)),
-    ("policy-hipaa.yaml", "hipaa-bulk-export.json", (False, "tool_denied")),
-    ("policy-soc2.yaml", "soc2-deploy-without-ticket.json", (False, "argument_constraint_failed")),
-    ("policy-soc2.yaml", "soc2-deploy-risk-exhausted.json", (False, "opa_denied")),
-])
-def test_example_policies_decide_as_documented(policy: str, request_file: str,
-                                               expected: tuple[bool, str | None],
-                                               opa_binary: Path) -> None:
-    r = run(str(EXAMPLES / policy), "--input", str(EXAMPLES / "requests" / request_file),
-            "--opa", str(opa_binary), "--json")
+@pytest.mark.parametrize(
+    ("policy", "request_file", "expected"),
+    [
+        ("policy-gdpr.yaml", "gdpr-pii-to-eu-llm.json", (True, None)),
+        ("policy-gdpr.yaml", "gdpr-pii-to-translation.json", (False, "opa_denied")),
+        ("policy-hipaa.yaml", "hipaa-one-patient.json", (True, None)),
+        ("policy-hipaa.yaml", "hipaa-bulk-export.json", (False, "tool_denied")),
+        (
+            "policy-soc2.yaml",
+            "soc2-deploy-without-ticket.json",
+            (False, "argument_constraint_failed"),
+        ),
+        ("policy-soc2.yaml", "soc2-deploy-risk-exhausted.json", (False, "opa_denied")),
+    ],
+)
+def test_example_policies_decide_as_documented(
+    policy: str, request_file: str, expected: tuple[bool, str | None], opa_binary: Path
+) -> None:
+    r = run(
+        str(EXAMPLES / policy),
+        "--input",
+        str(EXAMPLES / "requests" / request_file),
+        "--opa",
+        str(opa_binary),
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     decision = json.loads(r.output)["decision"]
     assert (decision["allowed"], decision["code"]) == expected
 
 
-def test_without_opa_binary_rego_is_a_warning_only(monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
+def test_without_opa_binary_rego_is_a_warning_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("HALTGATE_BIN_CACHE", str(tmp_path))
     monkeypatch.delenv("HALTGATE_OPA", raising=False)
-    result = validate_document(policy_doc("package haltgate\n\ndecision :=\n"),
-                               extra_checks=default_checks())
+    result = validate_document(
+        policy_doc("package haltgate\n\ndecision :=\n"), extra_checks=default_checks()
+    )
     assert result.ok
     assert [i.path for i in result.issues if i.warning] == ["spec.opa.rego"]

@@ -36,36 +36,61 @@ class TestParseDecision:
         assert (d.allow, d.code) == (False, CODE_OPA_UNDEFINED)
 
     def test_object_allow(self) -> None:
-        d = parse_decision({"result": {"allow": True, "risk": 1.5, "reason": "ok",
-                                       "headers": {"x-policy": "v1"}, "note": "ignored"},
-                            "decision_id": "abc"})
+        d = parse_decision(
+            {
+                "result": {
+                    "allow": True,
+                    "risk": 1.5,
+                    "reason": "ok",
+                    "headers": {"x-policy": "v1"},
+                    "note": "ignored",
+                },
+                "decision_id": "abc",
+            }
+        )
         assert d.allow and d.code is None
         assert (d.risk, d.reason, dict(d.headers)) == (1.5, "ok", {"x-policy": "v1"})
         assert d.opa_decision_id == "abc"
 
     def test_object_deny_with_failure_type(self) -> None:
-        d = parse_decision({"result": {"allow": False, "reason": "too risky",
-                                       "failure_type": "overrisk"}})
+        d = parse_decision(
+            {"result": {"allow": False, "reason": "too risky", "failure_type": "overrisk"}}
+        )
         assert (d.allow, d.code, d.failure_type, d.reason) == (
-            False, CODE_OPA_DENIED, FailureType.OVERRISK, "too risky")
+            False,
+            CODE_OPA_DENIED,
+            FailureType.OVERRISK,
+            "too risky",
+        )
 
     def test_object_deny_defaults(self) -> None:
         d = parse_decision({"result": {"allow": False}})
         assert d.failure_type is FailureType.SAFETY and d.reason
 
-    @pytest.mark.parametrize("result", [
-        "yes", 1, None, [True], {}, {"allow": "true"}, {"allow": 1},
-        {"allow": True, "reason": 3},
-        {"allow": False, "failure_type": "BORED"},
-        {"allow": True, "risk": -1}, {"allow": True, "risk": True}, {"allow": True, "risk": "1"},
-        {"allow": True, "headers": ["x"]},
-        {"allow": True, "headers": {"Host": "evil"}},
-        {"allow": True, "headers": {"Transfer-Encoding": "chunked"}},
-        {"allow": True, "headers": {"bad name": "x"}},
-        {"allow": True, "headers": {"x-a": "line\r\nInjected: 1"}},
-        {"allow": True, "headers": {"x-a": 1}},
-        {"allow": True, "headers": {f"x-{i}": "v" for i in range(17)}},
-    ])
+    @pytest.mark.parametrize(
+        "result",
+        [
+            "yes",
+            1,
+            None,
+            [True],
+            {},
+            {"allow": "true"},
+            {"allow": 1},
+            {"allow": True, "reason": 3},
+            {"allow": False, "failure_type": "BORED"},
+            {"allow": True, "risk": -1},
+            {"allow": True, "risk": True},
+            {"allow": True, "risk": "1"},
+            {"allow": True, "headers": ["x"]},
+            {"allow": True, "headers": {"Host": "evil"}},
+            {"allow": True, "headers": {"Transfer-Encoding": "chunked"}},
+            {"allow": True, "headers": {"bad name": "x"}},
+            {"allow": True, "headers": {"x-a": "line\r\nInjected: 1"}},
+            {"allow": True, "headers": {"x-a": 1}},
+            {"allow": True, "headers": {f"x-{i}": "v" for i in range(17)}},
+        ],
+    )
     def test_malformed_is_a_deny(self, result: Any) -> None:
         d = parse_decision({"result": result})
         assert (d.allow, d.code) == (False, CODE_OPA_MALFORMED)
@@ -88,21 +113,35 @@ class Finding:
 class TestInput:
     def test_schema(self) -> None:
         call = CallView(
-            kind=RequestKind.MCP, method="POST", scheme="https", host="mcp.example", port=443,
-            path="/mcp", upstream="github", mcp_method="tools/call",
+            kind=RequestKind.MCP,
+            method="POST",
+            scheme="https",
+            host="mcp.example",
+            port=443,
+            path="/mcp",
+            upstream="github",
+            mcp_method="tools/call",
             tool_calls=(ToolCall("create_issue", {"repo": "a/b"}, "github"),),
             agent=AgentIdentity("ns", "agent", "agent-0", "run-1"),
         )
-        doc = build_input(call, authz=AuthzResult(True, "r", 1.0, None, "ok"),
-                          budget={"calls": {"used": 3, "reserved": 1, "limit": 10}},
-                          usage={"calls": 3, "cost_usd": 0.01},
-                          findings=[Finding("pii", "email", 0.9)])
+        doc = build_input(
+            call,
+            authz=AuthzResult(True, "r", 1.0, None, "ok"),
+            budget={"calls": {"used": 3, "reserved": 1, "limit": 10}},
+            usage={"calls": 3, "cost_usd": 0.01},
+            findings=[Finding("pii", "email", 0.9)],
+        )
         assert doc["version"] == INPUT_VERSION
-        assert doc["agent"] == {"namespace": "ns", "workload": "agent", "pod": "agent-0",
-                                "run_id": "run-1"}
+        assert doc["agent"] == {
+            "namespace": "ns",
+            "workload": "agent",
+            "pod": "agent-0",
+            "run_id": "run-1",
+        }
         assert doc["request"]["kind"] == "mcp" and doc["request"]["host"] == "mcp.example"
-        assert doc["tools"] == [{"name": "create_issue", "server": "github",
-                                 "arguments": {"repo": "a/b"}}]
+        assert doc["tools"] == [
+            {"name": "create_issue", "server": "github", "arguments": {"repo": "a/b"}}
+        ]
         assert doc["authz"] == {"allowed": True, "rule": "r", "risk": 1.0, "code": None}
         assert doc["findings"] == [{"detector": "pii", "entity": "email", "score": 0.9}]
         assert orjson.loads(orjson.dumps(doc)) == doc  # plain JSON all the way down
@@ -112,8 +151,15 @@ class TestInput:
         assert build_input(call)["request"]["kind"] is None
 
     def test_model_normalised_as_pricing_reads_it(self) -> None:
-        call = CallView(kind=RequestKind.LLM, method="POST", scheme="https", host="h",
-                        port=443, path="/v1/chat/completions", model=" OpenAI/GPT-5-2025-08-07")
+        call = CallView(
+            kind=RequestKind.LLM,
+            method="POST",
+            scheme="https",
+            host="h",
+            port=443,
+            path="/v1/chat/completions",
+            model=" OpenAI/GPT-5-2025-08-07",
+        )
         request = build_input(call)["request"]
         assert request["model"] == " OpenAI/GPT-5-2025-08-07"
         assert request["model_normalised"] == "gpt-5"
@@ -137,8 +183,9 @@ class TestResolveRego:
 def test_guardrail_findings_enter_the_input_without_matched_text() -> None:
     from haltgate.governance.guardrails.base import Finding as GuardFinding
 
-    call = CallView(kind=RequestKind.LLM, method="POST", scheme="https", host="h", port=443,
-                    path="/")
+    call = CallView(
+        kind=RequestKind.LLM, method="POST", scheme="https", host="h", port=443, path="/"
+    )
     finding = GuardFinding("pii", "email", 0.97, 10, 27, "block", 1.0)
     [entry] = build_input(call, findings=[finding])["findings"]
     assert entry["detector"] == "pii" and entry["type"] == "email"

@@ -57,8 +57,15 @@ decision if input.request.model == "o1"
 
 
 def llm(model: str = "gpt-4o", host: str = "api.openai.com") -> dict[str, Any]:
-    call = CallView(kind=RequestKind.LLM, method="POST", scheme="https", host=host, port=443,
-                    path="/v1/chat/completions", model=model)
+    call = CallView(
+        kind=RequestKind.LLM,
+        method="POST",
+        scheme="https",
+        host=host,
+        port=443,
+        path="/v1/chat/completions",
+        model=model,
+    )
     return dict(build_input(call))
 
 
@@ -76,10 +83,12 @@ async def evaluator(opa_server: OPAServer) -> AsyncIterator[OPAEvaluator]:
         await ev.close()
 
 
-async def make(url: str, rego: str = POLICY, clock: Callable[[], float] = time.monotonic,
-               **kw: Any) -> OPAEvaluator:
-    ev = OPAEvaluator(OPA.model_validate({"rego": rego, "timeoutMs": 500, **kw}), rego,
-                      url=url, clock=clock)
+async def make(
+    url: str, rego: str = POLICY, clock: Callable[[], float] = time.monotonic, **kw: Any
+) -> OPAEvaluator:
+    ev = OPAEvaluator(
+        OPA.model_validate({"rego": rego, "timeoutMs": 500, **kw}), rego, url=url, clock=clock
+    )
     await ev.start(wait_seconds=10)
     return ev
 
@@ -88,7 +97,11 @@ async def test_allow_with_risk_and_headers(evaluator: OPAEvaluator) -> None:
     assert evaluator.loaded
     d = await evaluator.decide(llm())
     assert (d.allow, d.code, d.risk, dict(d.headers)) == (
-        True, None, 0.5, {"x-haltgate-policy": "v1"})
+        True,
+        None,
+        0.5,
+        {"x-haltgate-policy": "v1"},
+    )
 
 
 async def test_deny_with_reason_from_input(evaluator: OPAEvaluator) -> None:
@@ -117,7 +130,7 @@ async def test_bool_decision(opa_server: OPAServer) -> None:
 
 
 async def test_undefined(opa_server: OPAServer) -> None:
-    rego = "package haltgate\n\ndecision if input.request.model == \"o1\"\n"
+    rego = 'package haltgate\n\ndecision if input.request.model == "o1"\n'
     ev = await make(opa_server.url, rego)
     try:
         d = await ev.decide(llm())
@@ -132,8 +145,10 @@ async def test_undefined(opa_server: OPAServer) -> None:
         await ev.close()
 
 
-@pytest.mark.parametrize("value", ['"yes"', "[true]", '{"allow": "true"}',
-                                   '{"allow": true, "headers": {"Host": "evil"}}'])
+@pytest.mark.parametrize(
+    "value",
+    ['"yes"', "[true]", '{"allow": "true"}', '{"allow": true, "headers": {"Host": "evil"}}'],
+)
 async def test_malformed(opa_server: OPAServer, value: str) -> None:
     ev = await make(opa_server.url, f"package haltgate\n\ndecision := {value}\n")
     try:
@@ -155,8 +170,9 @@ async def test_evaluation_error_is_a_deny_even_fail_open(opa_server: OPAServer) 
 
 
 async def test_rego_that_does_not_compile_is_rejected_and_old_policy_stays(
-        evaluator: OPAEvaluator) -> None:
-    bad = "package haltgate\n\ndecision := {\"allow\": true} if {\n  input.x ==\n}\n"
+    evaluator: OPAEvaluator,
+) -> None:
+    bad = 'package haltgate\n\ndecision := {"allow": true} if {\n  input.x ==\n}\n'
     with pytest.raises(OPAPolicyError) as info:
         await evaluator.update(settings(), bad)
     assert info.value.errors and info.value.errors[0]["location"]["row"] == 5
@@ -243,10 +259,11 @@ async def test_policy_loaded_once_opa_comes_up_late(opa_binary: Path, tmp_path: 
             server.process.stop(timeout=5)
 
 
-async def test_reloads_policy_that_opa_lost(evaluator: OPAEvaluator,
-                                            opa_server: OPAServer) -> None:
-    async with aiohttp.ClientSession() as s, \
-            s.delete(f"{opa_server.url}/v1/policies/haltgate/policy") as r:
+async def test_reloads_policy_that_opa_lost(evaluator: OPAEvaluator, opa_server: OPAServer) -> None:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.delete(f"{opa_server.url}/v1/policies/haltgate/policy") as r,
+    ):
         assert r.status == 200
     first = await evaluator.decide(llm())
     assert first.code == CODE_OPA_UNDEFINED  # the module is gone from OPA
@@ -299,8 +316,7 @@ async def test_update_clears_cache_and_switches_policy(opa_server: OPAServer) ->
     ev = await make(opa_server.url, cacheTtlSeconds=30)
     try:
         assert (await ev.decide(llm())).allow
-        await ev.update(OPA.model_validate({"rego": POLICY_V2, "cacheTtlSeconds": 30}),
-                        POLICY_V2)
+        await ev.update(OPA.model_validate({"rego": POLICY_V2, "cacheTtlSeconds": 30}), POLICY_V2)
         d = await ev.decide(llm())
         assert (d.allow, d.cached) == (False, False)
         assert (await ev.decide(llm(model="o1"))).allow
@@ -338,8 +354,9 @@ async def test_reload_under_load_drops_no_decision(opa_server: OPAServer) -> Non
         await ev.close()
 
 
-async def test_refresh_picks_up_a_changed_configmap_file(opa_server: OPAServer,
-                                                         tmp_path: Path) -> None:
+async def test_refresh_picks_up_a_changed_configmap_file(
+    opa_server: OPAServer, tmp_path: Path
+) -> None:
     (tmp_path / "policy.rego").write_text(POLICY)
     spec = OPA.model_validate({"configMapRef": {"name": "cm", "key": "policy.rego"}})
     ev = OPAEvaluator(spec, POLICY, url=opa_server.url)

@@ -25,32 +25,65 @@ def authorizer(rules: list[dict[str, Any]], default: str = "deny") -> ToolAuthor
     return ToolAuthorizer(Tools.model_validate({"default": default, "rules": rules}))
 
 
-def llm(model: str = "gpt-4o", host: str = "api.openai.com", path: str = "/v1/chat/completions",
-        method: str = "POST") -> CallView:
-    return CallView(kind=RequestKind.LLM, method=method, scheme="https", host=host, port=443,
-                    path=path, model=model)
+def llm(
+    model: str = "gpt-4o",
+    host: str = "api.openai.com",
+    path: str = "/v1/chat/completions",
+    method: str = "POST",
+) -> CallView:
+    return CallView(
+        kind=RequestKind.LLM,
+        method=method,
+        scheme="https",
+        host=host,
+        port=443,
+        path=path,
+        model=model,
+    )
 
 
-def http(method: str = "GET", host: str = "api.internal", path: str = "/api/v1/items"
-         ) -> CallView:
-    return CallView(kind=RequestKind.HTTP, method=method, scheme="http", host=host, port=80,
-                    path=path)
+def http(method: str = "GET", host: str = "api.internal", path: str = "/api/v1/items") -> CallView:
+    return CallView(
+        kind=RequestKind.HTTP, method=method, scheme="http", host=host, port=80, path=path
+    )
 
 
-def mcp(*tools: tuple[str, Any], server: str = "github", mcp_method: str | None = None,
-        host: str = "mcp.example") -> CallView:
+def mcp(
+    *tools: tuple[str, Any],
+    server: str = "github",
+    mcp_method: str | None = None,
+    host: str = "mcp.example",
+) -> CallView:
     calls = tuple(ToolCall(name, args, server) for name, args in tools)
-    return CallView(kind=RequestKind.MCP, method="POST", scheme="https", host=host, port=443,
-                    path="/mcp", upstream=server, tool_calls=calls,
-                    mcp_method=mcp_method or ("tools/call" if calls else "initialize"))
+    return CallView(
+        kind=RequestKind.MCP,
+        method="POST",
+        scheme="https",
+        host=host,
+        port=443,
+        path="/mcp",
+        upstream=server,
+        tool_calls=calls,
+        mcp_method=mcp_method or ("tools/call" if calls else "initialize"),
+    )
 
 
 GITHUB = [
-    {"name": "read", "action": "allow", "mcpServers": ["github"],
-     "mcpTools": ["get_*", "list_*"], "risk": 0.5},
-    {"name": "issue", "action": "allow", "mcpServers": ["github"], "mcpTools": ["create_issue"],
-     "arguments": [{"path": "$.repo", "in": ["acme/app"]}, {"path": "$.title", "maxLength": 10}],
-     "risk": 2},
+    {
+        "name": "read",
+        "action": "allow",
+        "mcpServers": ["github"],
+        "mcpTools": ["get_*", "list_*"],
+        "risk": 0.5,
+    },
+    {
+        "name": "issue",
+        "action": "allow",
+        "mcpServers": ["github"],
+        "mcpTools": ["create_issue"],
+        "arguments": [{"path": "$.repo", "in": ["acme/app"]}, {"path": "$.title", "maxLength": 10}],
+        "risk": 2,
+    },
     {"name": "no-delete", "action": "deny", "mcpTools": ["delete_*"], "risk": 5},
 ]
 
@@ -72,8 +105,18 @@ class TestDefaults:
 
 class TestTargetMatchers:
     def test_llm_model_and_host_globs(self) -> None:
-        a = authorizer([{"name": "oa", "action": "allow", "kind": "llm",
-                         "hosts": ["*.openai.com"], "models": ["gpt-4o*"], "risk": 0.25}])
+        a = authorizer(
+            [
+                {
+                    "name": "oa",
+                    "action": "allow",
+                    "kind": "llm",
+                    "hosts": ["*.openai.com"],
+                    "models": ["gpt-4o*"],
+                    "risk": 0.25,
+                }
+            ]
+        )
         ok = a.authorize(llm("gpt-4o-mini", host="API.OpenAI.com"))
         assert (ok.allowed, ok.rule, ok.risk) == (True, "oa", 0.25)
         assert not a.authorize(llm("o1-preview")).allowed
@@ -113,8 +156,10 @@ class TestTargetMatchers:
 
 class TestDenyWins:
     def test_deny_beats_allow_regardless_of_order(self) -> None:
-        rules: list[dict[str, Any]] = [{"name": "all", "action": "allow"},
-                 {"name": "no-o1", "action": "deny", "kind": "llm", "models": ["o1*"], "risk": 3}]
+        rules: list[dict[str, Any]] = [
+            {"name": "all", "action": "allow"},
+            {"name": "no-o1", "action": "deny", "kind": "llm", "models": ["o1*"], "risk": 3},
+        ]
         for order in (rules, rules[::-1]):
             r = authorizer(order).authorize(llm("o1-mini"))
             assert (r.allowed, r.rule, r.code, r.risk) == (False, "no-o1", CODE_TOOL_DENIED, 3)
@@ -127,8 +172,13 @@ class TestDenyWins:
 
     def test_batch_risk_is_summed(self) -> None:
         a = authorizer(GITHUB)
-        r = a.authorize(mcp(("get_file", {}), ("list_issues", {}),
-                            ("create_issue", {"repo": "acme/app", "title": "t"})))
+        r = a.authorize(
+            mcp(
+                ("get_file", {}),
+                ("list_issues", {}),
+                ("create_issue", {"repo": "acme/app", "title": "t"}),
+            )
+        )
         assert r.allowed and r.risk == pytest.approx(3.0)
         assert r.rule == "read,issue"
 
@@ -140,8 +190,9 @@ class TestDenyWins:
             assert r.risk == 0.0
 
     def test_server_deny_rule_denies_session(self) -> None:
-        a = authorizer([*GITHUB, {"name": "no-gh", "action": "deny", "kind": "mcp",
-                                  "mcpServers": ["github"]}])
+        a = authorizer(
+            [*GITHUB, {"name": "no-gh", "action": "deny", "kind": "mcp", "mcpServers": ["github"]}]
+        )
         assert a.authorize(mcp(mcp_method="initialize")).code == CODE_TOOL_DENIED
 
     def test_session_to_unlisted_server_denied(self) -> None:
@@ -154,24 +205,33 @@ class TestArgumentConstraints:
         r = authorizer(GITHUB).authorize(mcp(("create_issue", {"repo": "acme/app", "title": "hi"})))
         assert (r.allowed, r.rule, r.risk) == (True, "issue", 2.0)
 
-    @pytest.mark.parametrize("args", [
-        {"repo": "evil/app", "title": "hi"},
-        {"repo": "acme/app", "title": "much too long title"},
-        {"title": "hi"},                       # missing path fails
-        {"repo": ["acme/app"], "title": "hi"},  # wrong type
-        "not an object",
-        None,
-    ])
+    @pytest.mark.parametrize(
+        "args",
+        [
+            {"repo": "evil/app", "title": "hi"},
+            {"repo": "acme/app", "title": "much too long title"},
+            {"title": "hi"},  # missing path fails
+            {"repo": ["acme/app"], "title": "hi"},  # wrong type
+            "not an object",
+            None,
+        ],
+    )
     def test_constraint_failure(self, args: Any) -> None:
         r = authorizer(GITHUB).authorize(mcp(("create_issue", args)))
         assert (r.allowed, r.code, r.rule) == (False, CODE_ARGUMENT_CONSTRAINT_FAILED, "issue")
 
     def test_regex_is_unanchored_search(self) -> None:
-        a = authorizer([
-            {"name": "sql", "action": "allow", "mcpTools": ["sql"]},
-            {"name": "no-drop", "action": "deny", "mcpTools": ["sql"],
-             "arguments": [{"path": "$.q", "regex": "(?i)\\bdrop\\b"}]},
-        ])
+        a = authorizer(
+            [
+                {"name": "sql", "action": "allow", "mcpTools": ["sql"]},
+                {
+                    "name": "no-drop",
+                    "action": "deny",
+                    "mcpTools": ["sql"],
+                    "arguments": [{"path": "$.q", "regex": "(?i)\\bdrop\\b"}],
+                },
+            ]
+        )
         assert a.authorize(mcp(("sql", {"q": "select 1"}))).allowed
         r = a.authorize(mcp(("sql", {"q": "SELECT 1; DROP TABLE x"})))
         assert (r.allowed, r.rule) == (False, "no-drop")
@@ -179,38 +239,77 @@ class TestArgumentConstraints:
         assert a.authorize(mcp(("sql", {"other": "drop"}))).allowed
 
     def test_equals_is_json_typed(self) -> None:
-        a = authorizer([{"name": "e", "action": "allow", "mcpTools": ["t"],
-                         "arguments": [{"path": "$.flag", "equals": True}]}])
+        a = authorizer(
+            [
+                {
+                    "name": "e",
+                    "action": "allow",
+                    "mcpTools": ["t"],
+                    "arguments": [{"path": "$.flag", "equals": True}],
+                }
+            ]
+        )
         assert a.authorize(mcp(("t", {"flag": True}))).allowed
         assert not a.authorize(mcp(("t", {"flag": 1}))).allowed
         assert not a.authorize(mcp(("t", {"flag": "true"}))).allowed
 
     def test_in_with_numbers(self) -> None:
-        a = authorizer([{"name": "n", "action": "allow", "mcpTools": ["t"],
-                         "arguments": [{"path": "$.n", "in": [1, 2]}]}])
+        a = authorizer(
+            [
+                {
+                    "name": "n",
+                    "action": "allow",
+                    "mcpTools": ["t"],
+                    "arguments": [{"path": "$.n", "in": [1, 2]}],
+                }
+            ]
+        )
         assert a.authorize(mcp(("t", {"n": 2.0}))).allowed
         assert not a.authorize(mcp(("t", {"n": True}))).allowed
 
     def test_nested_path_and_index(self) -> None:
-        a = authorizer([{"name": "f", "action": "allow", "mcpTools": ["read"],
-                         "arguments": [{"path": "$.files[0].path", "regex": "^/workspace/"}]}])
+        a = authorizer(
+            [
+                {
+                    "name": "f",
+                    "action": "allow",
+                    "mcpTools": ["read"],
+                    "arguments": [{"path": "$.files[0].path", "regex": "^/workspace/"}],
+                }
+            ]
+        )
         assert a.authorize(mcp(("read", {"files": [{"path": "/workspace/a"}]}))).allowed
         assert not a.authorize(mcp(("read", {"files": [{"path": "/etc/passwd"}]}))).allowed
         assert not a.authorize(mcp(("read", {"files": []}))).allowed
         assert not a.authorize(mcp(("read", {"files": {"0": {"path": "/workspace/a"}}}))).allowed
 
     def test_max_length_counts_list_items(self) -> None:
-        a = authorizer([{"name": "m", "action": "allow", "mcpTools": ["t"],
-                         "arguments": [{"path": "$.ids", "maxLength": 2}]}])
+        a = authorizer(
+            [
+                {
+                    "name": "m",
+                    "action": "allow",
+                    "mcpTools": ["t"],
+                    "arguments": [{"path": "$.ids", "maxLength": 2}],
+                }
+            ]
+        )
         assert a.authorize(mcp(("t", {"ids": [1, 2]}))).allowed
         assert not a.authorize(mcp(("t", {"ids": [1, 2, 3]}))).allowed
 
     def test_unconditional_allow_admits_when_constrained_rule_fails(self) -> None:
-        a = authorizer([
-            {"name": "any-t", "action": "allow", "mcpTools": ["t"], "risk": 1},
-            {"name": "t-risky", "action": "allow", "mcpTools": ["t"], "risk": 4,
-             "arguments": [{"path": "$.mode", "equals": "write"}]},
-        ])
+        a = authorizer(
+            [
+                {"name": "any-t", "action": "allow", "mcpTools": ["t"], "risk": 1},
+                {
+                    "name": "t-risky",
+                    "action": "allow",
+                    "mcpTools": ["t"],
+                    "risk": 4,
+                    "arguments": [{"path": "$.mode", "equals": "write"}],
+                },
+            ]
+        )
         assert a.authorize(mcp(("t", {"mode": "read"}))).rule == "any-t"
         r = a.authorize(mcp(("t", {"mode": "write"})))
         assert (r.rule, r.risk) == ("t-risky", 4.0)  # the highest matching weight counts
@@ -233,8 +332,10 @@ class TestArgumentConstraints:
 
 
 class TestToolsList:
-    TOOLS = [{"name": n, "description": "d"} for n in
-             ("get_file", "list_repos", "create_issue", "delete_repo", "push")]
+    TOOLS = [
+        {"name": n, "description": "d"}
+        for n in ("get_file", "list_repos", "create_issue", "delete_repo", "push")
+    ]
 
     def test_filter_by_rules(self) -> None:
         kept = authorizer(GITHUB).filter_tools_list("github", self.TOOLS)
@@ -250,14 +351,31 @@ class TestToolsList:
         assert len(kept) == 4
 
     def test_constrained_deny_does_not_hide_tool(self) -> None:
-        a = authorizer([{"name": "a", "action": "allow", "mcpTools": ["*"]},
-                        {"name": "d", "action": "deny", "mcpTools": ["sql"],
-                         "arguments": [{"path": "$.q", "regex": "drop"}]}])
+        a = authorizer(
+            [
+                {"name": "a", "action": "allow", "mcpTools": ["*"]},
+                {
+                    "name": "d",
+                    "action": "deny",
+                    "mcpTools": ["sql"],
+                    "arguments": [{"path": "$.q", "regex": "drop"}],
+                },
+            ]
+        )
         assert a.filter_tools_list("s", [{"name": "sql"}]) == [{"name": "sql"}]
 
     def test_with_call_host_matchers_apply(self) -> None:
-        a = authorizer([{"name": "a", "action": "allow", "kind": "mcp",
-                         "hosts": ["mcp.good"], "mcpTools": ["*"]}])
+        a = authorizer(
+            [
+                {
+                    "name": "a",
+                    "action": "allow",
+                    "kind": "mcp",
+                    "hosts": ["mcp.good"],
+                    "mcpTools": ["*"],
+                }
+            ]
+        )
         listing = mcp(mcp_method="tools/list", host="mcp.good")
         assert a.filter_tools_list("github", [{"name": "x"}], listing) == [{"name": "x"}]
         other = mcp(mcp_method="tools/list", host="mcp.bad")
@@ -285,18 +403,26 @@ class TestCompilers:
         assert lookup_json_path({"a": 1}, ()) == {"a": 1}
 
     def test_find_conflicts(self) -> None:
-        tools = Tools.model_validate({"rules": [
-            {"name": "a", "action": "allow", "mcpTools": ["x", "y"]},
-            {"name": "d", "action": "deny", "mcpTools": ["y", "x"]},
-            {"name": "b", "action": "allow", "mcpTools": ["x"]},
-        ]})
+        tools = Tools.model_validate(
+            {
+                "rules": [
+                    {"name": "a", "action": "allow", "mcpTools": ["x", "y"]},
+                    {"name": "d", "action": "deny", "mcpTools": ["y", "x"]},
+                    {"name": "b", "action": "allow", "mcpTools": ["x"]},
+                ]
+            }
+        )
         conflicts = find_conflicts(tools)
         assert [(i, j) for i, j, _ in conflicts] == [(0, 1)]
 
 
 def test_highest_risk_of_matching_allow_rules_counts_for_llm_calls() -> None:
     # Found by the rule-order property test: the first matching rule used to win.
-    a = authorizer([{"name": "cheap", "action": "allow", "kind": "llm"},
-                    {"name": "costly", "action": "allow", "kind": "llm", "risk": 0.5}])
+    a = authorizer(
+        [
+            {"name": "cheap", "action": "allow", "kind": "llm"},
+            {"name": "costly", "action": "allow", "kind": "llm", "risk": 0.5},
+        ]
+    )
     r = a.authorize(llm())
     assert (r.rule, r.risk) == ("costly", 0.5)

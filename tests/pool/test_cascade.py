@@ -34,16 +34,19 @@ def test_loop_and_depth_are_detected() -> None:
     assert check(None, "ns/a", max_depth=1, detect_loops=True) is None
 
 
-@pytest.mark.parametrize("value", [
-    "trace=xyz;depth=1;path=ns/a",            # trace not hex
-    "trace=abcdef0123;depth=x;path=ns/a",      # depth not int
-    "trace=abcdef0123;depth=0;path=ns/a",      # depth below path length
-    "trace=abcdef0123;path=ns/a",              # missing field
-    "trace=abcdef0123;depth=1;path=ns/a;x=1",  # extra field
-    "trace=abcdef0123;depth=1;depth=1;path=a",  # duplicate
-    "trace=abcdef0123;depth=1;path=ns a",      # whitespace in identity
-    "x" * 9000,
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "trace=xyz;depth=1;path=ns/a",  # trace not hex
+        "trace=abcdef0123;depth=x;path=ns/a",  # depth not int
+        "trace=abcdef0123;depth=0;path=ns/a",  # depth below path length
+        "trace=abcdef0123;path=ns/a",  # missing field
+        "trace=abcdef0123;depth=1;path=ns/a;x=1",  # extra field
+        "trace=abcdef0123;depth=1;depth=1;path=a",  # duplicate
+        "trace=abcdef0123;depth=1;path=ns a",  # whitespace in identity
+        "x" * 9000,
+    ],
+)
 def test_malformed_headers_are_refused(value: str) -> None:
     with pytest.raises(ChainError):
         parse(value)

@@ -45,18 +45,17 @@ async def _status(dsn: str, name: str) -> dict[str, Any] | None:
 
 def _client(dsn: str, name: str, holder: str, **kw: object) -> PoolClient:
     options: dict[str, object] = {"poll_interval": 0.2, **kw}
-    return PoolClient(PoolSettings(dsn=dsn, pool=name, holder=holder,
-                                   **options))  # type: ignore[arg-type]
+    return PoolClient(PoolSettings(dsn=dsn, pool=name, holder=holder, **options))  # type: ignore[arg-type]
 
 
-async def test_members_spend_exactly_the_pool_between_them(pool_dsn: str,
-                                                           pool_name: str) -> None:
+async def test_members_spend_exactly_the_pool_between_them(pool_dsn: str, pool_name: str) -> None:
     await _pool(pool_dsn, pool_name, calls={"limit": 120}, leaseFraction=0.2)
     members = [_client(pool_dsn, pool_name, f"ns/m{i}/p") for i in range(4)]
     for m in members:
         await m.start()
     granted = 0
     try:
+
         async def spend(m: PoolClient, tag: str) -> int:
             n = 0
             for i in range(200):  # bounded: more than the whole pool
@@ -83,8 +82,7 @@ async def test_members_spend_exactly_the_pool_between_them(pool_dsn: str,
     assert status["dimensions"]["calls"]["leased"] == 0
 
 
-async def test_a_halt_reaches_every_member_by_notification(pool_dsn: str,
-                                                           pool_name: str) -> None:
+async def test_a_halt_reaches_every_member_by_notification(pool_dsn: str, pool_name: str) -> None:
     await _pool(pool_dsn, pool_name, calls={"limit": 1000})
     a = _client(pool_dsn, pool_name, "ns/a/p", poll_interval=30.0)  # NOTIFY, not polling
     b = _client(pool_dsn, pool_name, "ns/b/p", poll_interval=30.0)
@@ -115,8 +113,13 @@ async def test_a_halt_reaches_every_member_by_notification(pool_dsn: str,
 
 async def test_unreachable_database_fails_closed_after_the_lease(pool_name: str) -> None:
     # Nothing listens on port 1: the member never gets a lease and refuses every call.
-    m = _client("postgresql://postgres@127.0.0.1:1/none", pool_name, "ns/a/p",
-                connect_timeout=1, op_timeout=1.0)
+    m = _client(
+        "postgresql://postgres@127.0.0.1:1/none",
+        pool_name,
+        "ns/a/p",
+        connect_timeout=1,
+        op_timeout=1.0,
+    )
     await m.start()
     try:
         refusal = await m.reserve("x", ONE)
@@ -186,14 +189,19 @@ class _CuttableLink:
 
 
 async def test_database_outage_spends_the_lease_then_fails_closed_then_recovers(
-        pool_dsn: str, pool_name: str) -> None:
-    await _pool(pool_dsn, pool_name, calls={"limit": 10_000}, leaseFraction=0.5,
-                leaseSeconds=2)
+    pool_dsn: str, pool_name: str
+) -> None:
+    await _pool(pool_dsn, pool_name, calls={"limit": 10_000}, leaseFraction=0.5, leaseSeconds=2)
     host_port = pool_dsn.split("@", 1)[1].split("/", 1)[0]
     link = _CuttableLink(int(host_port.rsplit(":", 1)[1]))
     port = await link.start()
-    m = _client(pool_dsn.replace(host_port, f"127.0.0.1:{port}"), pool_name, "ns/a/p",
-                op_timeout=0.5, connect_timeout=1)
+    m = _client(
+        pool_dsn.replace(host_port, f"127.0.0.1:{port}"),
+        pool_name,
+        "ns/a/p",
+        op_timeout=0.5,
+        connect_timeout=1,
+    )
     await m.start()
     try:
         assert await m.reserve("before", ONE) is None
@@ -215,8 +223,10 @@ async def test_database_outage_spends_the_lease_then_fails_closed_then_recovers(
         assert isinstance(refusal, UnavailableError) and refusal.code == "pool_unreachable"
         assert m.metrics.failures.labels("closed")._value.get() >= 1
         link.up = True
-        await _until(lambda: m.lease is not None and time.monotonic() < m.lease.deadline
-                     and m._reachable, seconds=8)
+        await _until(
+            lambda: m.lease is not None and time.monotonic() < m.lease.deadline and m._reachable,
+            seconds=8,
+        )
         assert await m.reserve("after", ONE) is None
         m.settle("after", ONE)
     finally:
@@ -228,8 +238,7 @@ async def test_database_outage_spends_the_lease_then_fails_closed_then_recovers(
     assert status["dimensions"]["calls"]["used"] == passed
 
 
-async def test_a_member_whose_lease_was_given_away_recovers(pool_dsn: str,
-                                                            pool_name: str) -> None:
+async def test_a_member_whose_lease_was_given_away_recovers(pool_dsn: str, pool_name: str) -> None:
     await _pool(pool_dsn, pool_name, calls={"limit": 10}, leaseFraction=1.0, leaseSeconds=0.5)
     # "paused" never renews in the background (as if frozen); "other" sweeps and takes all.
     paused = _client(pool_dsn, pool_name, "ns/paused/p", poll_interval=60.0, renew_age=1000.0)
@@ -258,15 +267,14 @@ async def test_a_member_whose_lease_was_given_away_recovers(pool_dsn: str,
 
 
 async def test_halt_lift_cycles_under_load_leave_the_whole_pool_spendable(
-        pool_dsn: str, pool_name: str) -> None:
+    pool_dsn: str, pool_name: str
+) -> None:
     """Issue 16: renewals refused by a halt (or by a short pool) used to delete their lease
     without returning its allotment, so every halt drill shrank the pool for good."""
     limit, cycles = 3000, 12
     # Small leases and a long lease time: many renewals, and no expiry sweep to hide a leak.
-    await _pool(pool_dsn, pool_name, calls={"limit": limit}, leaseFraction=0.01,
-                leaseSeconds=300)
-    members = [_client(pool_dsn, pool_name, f"ns/m{i}/p", poll_interval=0.05)
-               for i in range(4)]
+    await _pool(pool_dsn, pool_name, calls={"limit": limit}, leaseFraction=0.01, leaseSeconds=300)
+    members = [_client(pool_dsn, pool_name, f"ns/m{i}/p", poll_interval=0.05) for i in range(4)]
     for m in members:
         await m.start()
     admin = await PoolStore.connect(pool_dsn)
@@ -311,6 +319,7 @@ async def test_halt_lift_cycles_under_load_leave_the_whole_pool_spendable(
     for m in fresh:
         await m.start()
     try:
+
         async def drain(m: PoolClient, tag: str) -> int:
             n = 0
             for i in range(limit):  # bounded: never more calls than the pool holds

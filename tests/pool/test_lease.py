@@ -18,10 +18,17 @@ from haltgate.governance.pool.lease import (
 _limits = st.integers(min_value=0, max_value=10**15)
 
 
-@given(limit=_limits, used=_limits, leased=_limits, hold=st.integers(0, 10**6),
-       need=st.integers(0, 10**6), ppm=st.integers(1, PPM))
-def test_allotment_is_bounded_by_what_remains(limit: int, used: int, leased: int, hold: int,
-                                              need: int, ppm: int) -> None:
+@given(
+    limit=_limits,
+    used=_limits,
+    leased=_limits,
+    hold=st.integers(0, 10**6),
+    need=st.integers(0, 10**6),
+    ppm=st.integers(1, PPM),
+)
+def test_allotment_is_bounded_by_what_remains(
+    limit: int, used: int, leased: int, hold: int, need: int, ppm: int
+) -> None:
     remaining = limit - used - leased
     got = allotment(limit, used, leased, hold=hold, need=need, ppm=ppm)
     if remaining < hold or remaining < 0:
@@ -33,10 +40,13 @@ def test_allotment_is_bounded_by_what_remains(limit: int, used: int, leased: int
     assert got * PPM >= remaining * ppm or got == remaining or got >= need  # the share
 
 
-@given(st.lists(st.tuples(st.integers(1, 10**6), st.floats(0.01, 1.0)), min_size=1,
-                max_size=40), _limits)
-def test_successive_leases_never_exceed_the_limit(takes: list[tuple[int, float]],
-                                                  limit: int) -> None:
+@given(
+    st.lists(st.tuples(st.integers(1, 10**6), st.floats(0.01, 1.0)), min_size=1, max_size=40),
+    _limits,
+)
+def test_successive_leases_never_exceed_the_limit(
+    takes: list[tuple[int, float]], limit: int
+) -> None:
     leased = 0
     for need, fraction in takes:
         got = allotment(limit, 0, leased, hold=0, need=need, ppm=fraction_ppm(fraction))
@@ -45,14 +55,23 @@ def test_successive_leases_never_exceed_the_limit(takes: list[tuple[int, float]]
         assert leased <= limit
 
 
-@given(st.lists(st.tuples(st.sampled_from(["reserve", "settle", "release"]),
-                          st.integers(0, 20), st.integers(0, 50), st.integers(0, 100)),
-                max_size=200), st.integers(0, 500))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["reserve", "settle", "release"]),
+            st.integers(0, 20),
+            st.integers(0, 50),
+            st.integers(0, 100),
+        ),
+        max_size=200,
+    ),
+    st.integers(0, 500),
+)
 @settings(max_examples=200)
 def test_local_lease_never_spends_beyond_its_allotment(
-        ops: list[tuple[str, int, int, int]], allot: int) -> None:
-    lease = LocalLease(1, Amounts(calls=allot), (True, False, False, False, False),
-                       deadline=10.0)
+    ops: list[tuple[str, int, int, int]], allot: int
+) -> None:
+    lease = LocalLease(1, Amounts(calls=allot), (True, False, False, False, False), deadline=10.0)
     for op, call, amount, actual_share in ops:
         cid = str(call)
         if op == "reserve":

@@ -33,20 +33,37 @@ pytestmark = pytest.mark.postgres
 def mcp_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("standin") / "mcp.log"
     port = free_port()
-    proc = ManagedProcess("standin-mcp", [sys.executable, "-m", "haltgate.testbed.standins.mcp",
-                                          "--host", "127.0.0.1", "--port", str(port)],
-                          log, cwd=REPO).start()
+    proc = ManagedProcess(
+        "standin-mcp",
+        [
+            sys.executable,
+            "-m",
+            "haltgate.testbed.standins.mcp",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        log,
+        cwd=REPO,
+    ).start()
     try:
-        wait_until(lambda: port_open("127.0.0.1", port), timeout=20, what="stand-in MCP",
-                   log=log, alive=proc.alive)
+        wait_until(
+            lambda: port_open("127.0.0.1", port),
+            timeout=20,
+            what="stand-in MCP",
+            log=log,
+            alive=proc.alive,
+        )
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()
 
 
 def post(url: str, payload: Any) -> Any:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read() or b"null")
@@ -55,50 +72,84 @@ def post(url: str, payload: Any) -> Any:
 
 
 def test_pool_calls_bound_tool_executions_of_concurrent_batches(
-        pool_dsn: str, mcp_standin: str, tmp_path: Path) -> None:
+    pool_dsn: str, mcp_standin: str, tmp_path: Path
+) -> None:
     limit = 20
-    apply_pool(pool_dsn, tmp_path, "mcp-shared", {"calls": {"limit": limit},
-                                                  "leaseFraction": 0.25})
+    apply_pool(pool_dsn, tmp_path, "mcp-shared", {"calls": {"limit": limit}, "leaseFraction": 0.25})
     members = []
     try:
         for i in range(2):
             workload = f"mcp-agent-{i}"
-            policy = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-                      "metadata": {"name": workload, "namespace": NS},
-                      "spec": {"pool": "mcp-shared",
-                               "upstreams": [{"name": "mcp", "url": mcp_standin + "/mcp",
-                                              "kind": "mcp"}],
-                               "tools": {"default": "allow"}}}
+            policy = {
+                "apiVersion": "haltgate.dev/v1alpha1",
+                "kind": "GovernancePolicy",
+                "metadata": {"name": workload, "namespace": NS},
+                "spec": {
+                    "pool": "mcp-shared",
+                    "upstreams": [{"name": "mcp", "url": mcp_standin + "/mcp", "kind": "mcp"}],
+                    "tools": {"default": "allow"},
+                },
+            }
             path = tmp_path / f"{workload}.yaml"
             path.write_text(yaml.safe_dump(policy))
             port = free_port()
             log = tmp_path / f"{workload}.log"
-            proc = ManagedProcess(f"sidecar-{workload}", [
-                HALTGATE, "sidecar", "--policy", str(path), "--mode", "explicit",
-                "--audit-sink", "memory", "--listen", f"127.0.0.1:{port}",
-                "--admin-listen", f"127.0.0.1:{free_port()}",
-                "--metrics-listen", f"127.0.0.1:{free_port()}",
-                "--agent-namespace", NS, "--agent-workload", workload,
-                "--agent-pod", f"{workload}-0", "--pool-dsn", pool_dsn],
-                log, env=_DEFAULT_LOOP_ENV, cwd=REPO).start()
+            proc = ManagedProcess(
+                f"sidecar-{workload}",
+                [
+                    HALTGATE,
+                    "sidecar",
+                    "--policy",
+                    str(path),
+                    "--mode",
+                    "explicit",
+                    "--audit-sink",
+                    "memory",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--admin-listen",
+                    f"127.0.0.1:{free_port()}",
+                    "--metrics-listen",
+                    f"127.0.0.1:{free_port()}",
+                    "--agent-namespace",
+                    NS,
+                    "--agent-workload",
+                    workload,
+                    "--agent-pod",
+                    f"{workload}-0",
+                    "--pool-dsn",
+                    pool_dsn,
+                ],
+                log,
+                env=_DEFAULT_LOOP_ENV,
+                cwd=REPO,
+            ).start()
             members.append((proc, port))
         for proc, port in members:
+
             def listening(p: int = port) -> bool:
                 return port_open("127.0.0.1", p)
 
             wait_until(listening, timeout=30, what=proc.name, log=proc.log, alive=proc.alive)
         # Session plumbing is free: it does not touch the pool.
         for _, port in members:
-            answer = post(f"http://127.0.0.1:{port}/mcp", {"jsonrpc": "2.0", "id": 0,
-                                                            "method": "ping"})
+            answer = post(
+                f"http://127.0.0.1:{port}/mcp", {"jsonrpc": "2.0", "id": 0, "method": "ping"}
+            )
             assert "result" in answer
 
         def hammer(port: int) -> list[bool]:
             outcomes = []
             for n in range(10):  # bounded: 2 members x 2 threads x 10 batches x 3 > limit
-                batch = [{"jsonrpc": "2.0", "id": i, "method": "tools/call",
-                          "params": {"name": "echo", "arguments": {"text": f"{n}.{i}"}}}
-                         for i in range(3)]
+                batch = [
+                    {
+                        "jsonrpc": "2.0",
+                        "id": i,
+                        "method": "tools/call",
+                        "params": {"name": "echo", "arguments": {"text": f"{n}.{i}"}},
+                    }
+                    for i in range(3)
+                ]
                 answer = post(f"http://127.0.0.1:{port}/mcp", batch)
                 results = ["result" in m for m in answer]
                 assert len(set(results)) == 1, answer  # whole or not at all

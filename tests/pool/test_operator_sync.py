@@ -18,9 +18,13 @@ def _body(annotation: str | None, status: dict[str, Any] | None = None) -> dict[
     meta: dict[str, Any] = {"name": "shared", "namespace": "opsync", "generation": 1}
     if annotation:
         meta["annotations"] = {halts.ANNOTATION_HALT: annotation}
-    return {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool", "metadata": meta,
-            "spec": {"calls": {"limit": 50}, "costUSD": {"limit": 5}},
-            "status": status or {}}
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "BudgetPool",
+        "metadata": meta,
+        "spec": {"calls": {"limit": 50}, "costUSD": {"limit": 5}},
+        "status": status or {},
+    }
 
 
 async def _reconcile(dsn: str, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -35,11 +39,15 @@ async def test_spec_spend_halt_and_lift_reach_the_status(pool_dsn: str) -> None:
     assert status["spentCalls"] == 0 and status["spentUSD"] == 0
     # A member spends (as a sidecar would): the status shows it on the next reconcile.
     store = await PoolStore.connect(pool_dsn)
-    lease = await store.renew("opsync/shared", "m", old=None, spent=ZERO, hold=ZERO,
-                              need=Amounts(calls=1))
+    lease = await store.renew(
+        "opsync/shared", "m", old=None, spent=ZERO, hold=ZERO, need=Amounts(calls=1)
+    )
     assert lease is not None
-    await store.settle("opsync/shared", old=lease.lease_id,
-                       spent=Amounts(calls=3, tokens=40, cost_pico=250_000_000_000))
+    await store.settle(
+        "opsync/shared",
+        old=lease.lease_id,
+        spent=Amounts(calls=3, tokens=40, cost_pico=250_000_000_000),
+    )
     status, _ = await _reconcile(pool_dsn, _body(None, status))
     assert (status["spentCalls"], status["spentTokens"], status["spentUSD"]) == (3, 40, 0.25)
     # The halt annotation halts the pool in the database (every member, via NOTIFY).

@@ -74,57 +74,109 @@ def http_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("standin") / "http.log"
     port = free_port()
     module = "haltgate.testbed.standins.http_api"
-    proc = ManagedProcess("standin-http", [sys.executable, "-m", module,
-                                           "--host", "127.0.0.1", "--port", str(port)],
-                          log, cwd=REPO).start()
+    proc = ManagedProcess(
+        "standin-http",
+        [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
+        log,
+        cwd=REPO,
+    ).start()
     try:
-        wait_until(lambda: port_open("127.0.0.1", port), timeout=20, what="stand-in HTTP",
-                   log=log, alive=proc.alive)
+        wait_until(
+            lambda: port_open("127.0.0.1", port),
+            timeout=20,
+            what="stand-in HTTP",
+            log=log,
+            alive=proc.alive,
+        )
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()
 
 
 def apply_pool(dsn: str, tmp: Path, name: str, spec: dict[str, Any]) -> None:
-    doc = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
-           "metadata": {"name": name, "namespace": NS}, "spec": spec}
+    doc = {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "BudgetPool",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
     path = tmp / f"pool-{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
-    done = subprocess.run([HALTGATE, "pool", "apply", "--dsn", dsn, "-f", str(path)],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [HALTGATE, "pool", "apply", "--dsn", dsn, "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture
-def sidecars(pool_dsn: str, http_standin: str,
-             tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
+def sidecars(pool_dsn: str, http_standin: str, tmp_path: Path) -> Iterator[Callable[..., Sidecar]]:
     started: list[Sidecar] = []
 
-    def start(workload: str, pool: str, budgets: dict[str, Any] | None = None, *,
-              dsn: str | None = pool_dsn, metrics_port: int | None = None) -> Sidecar:
-        policy = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-                  "metadata": {"name": workload, "namespace": NS},
-                  "spec": {"pool": pool, "budgets": budgets or {},
-                           "upstreams": [
-                               {"name": "tool", "url": http_standin, "kind": "http"},
-                               {"name": "peer", "url": http_standin, "kind": "http",
-                                "agent": True},
-                               {"name": "tunnel", "kind": "http", "tls": "passthrough",
-                                "url": http_standin.replace("http://127.0.0.1",
-                                                            "https://localhost")}],
-                           "tools": {"default": "allow"}}}
+    def start(
+        workload: str,
+        pool: str,
+        budgets: dict[str, Any] | None = None,
+        *,
+        dsn: str | None = pool_dsn,
+        metrics_port: int | None = None,
+    ) -> Sidecar:
+        policy = {
+            "apiVersion": "haltgate.dev/v1alpha1",
+            "kind": "GovernancePolicy",
+            "metadata": {"name": workload, "namespace": NS},
+            "spec": {
+                "pool": pool,
+                "budgets": budgets or {},
+                "upstreams": [
+                    {"name": "tool", "url": http_standin, "kind": "http"},
+                    {"name": "peer", "url": http_standin, "kind": "http", "agent": True},
+                    {
+                        "name": "tunnel",
+                        "kind": "http",
+                        "tls": "passthrough",
+                        "url": http_standin.replace("http://127.0.0.1", "https://localhost"),
+                    },
+                ],
+                "tools": {"default": "allow"},
+            },
+        }
         path = tmp_path / f"{workload}.yaml"
         path.write_text(yaml.safe_dump(policy))
         port = free_port()
         log = tmp_path / f"{workload}.log"
-        proc = ManagedProcess(f"sidecar-{workload}", [
-            HALTGATE, "sidecar", "--policy", str(path), "--mode", "explicit",
-            "--audit-sink", "memory", "--listen", f"127.0.0.1:{port}",
-            "--admin-listen", f"127.0.0.1:{free_port()}",
-            "--metrics-listen", f"127.0.0.1:{metrics_port or free_port()}",
-            "--agent-namespace", NS, "--agent-workload", workload,
-            "--agent-pod", f"{workload}-0", *(("--pool-dsn", dsn) if dsn else ())],
-            log, env=_DEFAULT_LOOP_ENV, cwd=REPO).start()
+        proc = ManagedProcess(
+            f"sidecar-{workload}",
+            [
+                HALTGATE,
+                "sidecar",
+                "--policy",
+                str(path),
+                "--mode",
+                "explicit",
+                "--audit-sink",
+                "memory",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--admin-listen",
+                f"127.0.0.1:{free_port()}",
+                "--metrics-listen",
+                f"127.0.0.1:{metrics_port or free_port()}",
+                "--agent-namespace",
+                NS,
+                "--agent-workload",
+                workload,
+                "--agent-pod",
+                f"{workload}-0",
+                *(("--pool-dsn", dsn) if dsn else ()),
+            ],
+            log,
+            env=_DEFAULT_LOOP_ENV,
+            cwd=REPO,
+        ).start()
         sidecar = Sidecar(proc, port, log)
         started.append(sidecar)
         return sidecar
@@ -132,8 +184,13 @@ def sidecars(pool_dsn: str, http_standin: str,
     def ready(*which: Sidecar) -> None:
         for s in which:
             port = s.port
-            wait_until(lambda: port_open("127.0.0.1", port), timeout=30,  # noqa: B023
-                       what=s.proc.name, log=s.log, alive=s.proc.alive)
+            wait_until(
+                lambda: port_open("127.0.0.1", port),  # noqa: B023
+                timeout=30,
+                what=s.proc.name,
+                log=s.log,
+                alive=s.proc.alive,
+            )
             assert s.proc.popen is not None
             maps = Path(f"/proc/{s.proc.popen.pid}/maps")
             if maps.exists():  # Linux: the sidecar really runs on uvloop, not the fallback
@@ -173,7 +230,8 @@ def eventually(check: Callable[[], Any], *, seconds: float, what: str) -> Any:
 
 
 def test_concurrent_spend_from_three_sidecars_never_overshoots(
-        pool_dsn: str, sidecars: Any, tmp_path: Path) -> None:
+    pool_dsn: str, sidecars: Any, tmp_path: Path
+) -> None:
     limit = 60
     apply_pool(pool_dsn, tmp_path, "shared", {"calls": {"limit": limit}, "leaseFraction": 0.2})
     members = [sidecars(f"agent-{i}", "shared") for i in range(3)]
@@ -202,9 +260,14 @@ def test_concurrent_spend_from_three_sidecars_never_overshoots(
 
 
 def test_a_killed_sidecars_lease_comes_back_after_expiry(
-        pool_dsn: str, sidecars: Any, tmp_path: Path) -> None:
-    apply_pool(pool_dsn, tmp_path, "expiry", {"calls": {"limit": 40}, "leaseFraction": 0.5,
-                                               "leaseSeconds": 2})
+    pool_dsn: str, sidecars: Any, tmp_path: Path
+) -> None:
+    apply_pool(
+        pool_dsn,
+        tmp_path,
+        "expiry",
+        {"calls": {"limit": 40}, "leaseFraction": 0.5, "leaseSeconds": 2},
+    )
     doomed = sidecars("doomed", "expiry")
     sidecars.ready(doomed)
     assert call(doomed.url("tool", "/items"))[0] == 200
@@ -214,26 +277,33 @@ def test_a_killed_sidecars_lease_comes_back_after_expiry(
     survivor = sidecars("survivor", "expiry")
     sidecars.ready(survivor)
     # The survivor's maintenance sweeps the expired lease back into the pool.
-    eventually(lambda: "team/doomed/doomed-0" not in pool_row(pool_dsn, "expiry")["holders"],
-               seconds=8, what="expired lease returned")
+    eventually(
+        lambda: "team/doomed/doomed-0" not in pool_row(pool_dsn, "expiry")["holders"],
+        seconds=8,
+        what="expired lease returned",
+    )
     granted = sum(call(survivor.url("tool", "/items"))[0] == 200 for _ in range(45))
     # 40 in the pool, 1 spent by the killed member and never reported: the survivor gets
     # all 40 (over-spend of 1 <= the killed lease of 20: the documented bound).
     assert granted == 40
     with psycopg.connect(pool_dsn) as conn:
-        kinds = conn.execute("SELECT kind, actor FROM haltgate.pool_events WHERE pool = %s",
-                             (f"{NS}/expiry",)).fetchall()
+        kinds = conn.execute(
+            "SELECT kind, actor FROM haltgate.pool_events WHERE pool = %s", (f"{NS}/expiry",)
+        ).fetchall()
     assert ("lease_expired", "team/doomed/doomed-0") in kinds
 
 
 def test_a_loop_between_two_agents_halts_the_pool_and_a_lift_resumes(
-        pool_dsn: str, sidecars: Any, http_standin: str, tmp_path: Path) -> None:
-    apply_pool(pool_dsn, tmp_path, "loop", {"calls": {"limit": 1000},
-                                             "cascade": {"detectLoops": True}})
+    pool_dsn: str, sidecars: Any, http_standin: str, tmp_path: Path
+) -> None:
+    apply_pool(
+        pool_dsn, tmp_path, "loop", {"calls": {"limit": 1000}, "cascade": {"detectLoops": True}}
+    )
     a, b, c = sidecars("agent-a", "loop"), sidecars("agent-b", "loop"), sidecars("agent-c", "loop")
     sidecars.ready(a, b, c)
-    urllib.request.urlopen(urllib.request.Request(f"{http_standin}/_standin/requests",
-                                                  method="DELETE"), timeout=5)
+    urllib.request.urlopen(
+        urllib.request.Request(f"{http_standin}/_standin/requests", method="DELETE"), timeout=5
+    )
 
     def last_chain() -> str:
         with urllib.request.urlopen(f"{http_standin}/_standin/requests", timeout=5) as r:
@@ -252,16 +322,23 @@ def test_a_loop_between_two_agents_halts_the_pool_and_a_lift_resumes(
     assert chain.endswith("path=team/agent-a,team/agent-b")
     # Non-agent upstreams never see the header.
     assert call(a.url("tool", "/items"))[0] == 200
-    assert "x-haltgate-chain" not in {k.lower() for k in json.loads(urllib.request.urlopen(
-        f"{http_standin}/_standin/requests", timeout=5).read())[-1]["headers"]}
+    assert "x-haltgate-chain" not in {
+        k.lower()
+        for k in json.loads(
+            urllib.request.urlopen(f"{http_standin}/_standin/requests", timeout=5).read()
+        )[-1]["headers"]
+    }
     # A, serving B's call, calls B again: A -> B -> A is a loop.
     status, body = call(a.url("peer", "/echo/task"), {"x-haltgate-chain": chain})
     assert status == 423 and code_of(body) == "cascade_loop"
     assert body["error"]["type"] == "EXTERNAL"
     # Every member refuses (LISTEN/NOTIFY, or the state re-read), C too. How fast is a
     # figure of bench/pool.py; the bound here only guards against a hang.
-    eventually(lambda: code_of(call(c.url("tool", "/items"))[1]) == "pool_halted",
-               seconds=15, what="C refuses")
+    eventually(
+        lambda: code_of(call(c.url("tool", "/items"))[1]) == "pool_halted",
+        seconds=15,
+        what="C refuses",
+    )
     status, body = call(b.url("tool", "/items"))
     assert status == 423 and code_of(body) == "pool_halted"
     assert connect_status(c, tunnel) == 423  # no new tunnels from a halted pool either
@@ -269,17 +346,35 @@ def test_a_loop_between_two_agents_halts_the_pool_and_a_lift_resumes(
     assert row["state"] == "Halted" and row["halt_code"] == "cascade_loop"
     assert row["halted_by"] == "team/agent-a"
     # An authenticated, audited lift resumes every member.
-    done = subprocess.run([HALTGATE, "pool", "lift", "--dsn", pool_dsn, "-n", NS, "loop",
-                           "--reason", "loop fixed", "--as", "alice"],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [
+            HALTGATE,
+            "pool",
+            "lift",
+            "--dsn",
+            pool_dsn,
+            "-n",
+            NS,
+            "loop",
+            "--reason",
+            "loop fixed",
+            "--as",
+            "alice",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     eventually(lambda: call(c.url("tool", "/items"))[0] == 200, seconds=3, what="C resumes")
     assert call(b.url("tool", "/items"))[0] == 200
 
 
 def test_a_halt_storm_halts_the_pool(pool_dsn: str, sidecars: Any, tmp_path: Path) -> None:
-    apply_pool(pool_dsn, tmp_path, "storm", {
-        "cascade": {"haltStorm": {"halts": 2, "windowSeconds": 60}}})
+    apply_pool(
+        pool_dsn, tmp_path, "storm", {"cascade": {"haltStorm": {"halts": 2, "windowSeconds": 60}}}
+    )
     one_call = {"calls": {"limit": 1}}
     a = sidecars("storm-a", "storm", one_call)
     b = sidecars("storm-b", "storm", one_call)
@@ -289,17 +384,23 @@ def test_a_halt_storm_halts_the_pool(pool_dsn: str, sidecars: Any, tmp_path: Pat
         assert call(s.url("tool", "/items"))[0] == 200
         status, body = call(s.url("tool", "/items"))
         assert status == 429 and code_of(body) == "calls_exhausted"  # the member's own run halts
-    eventually(lambda: code_of(call(c.url("tool", "/items"))[1]) == "pool_halted",
-               seconds=5, what="storm halts the pool")
+    eventually(
+        lambda: code_of(call(c.url("tool", "/items"))[1]) == "pool_halted",
+        seconds=5,
+        what="storm halts the pool",
+    )
     row = pool_row(pool_dsn, "storm")
     assert row["state"] == "Halted" and row["halt_code"] == "halt_storm"
 
 
-def test_without_the_pool_database_calls_fail_closed_and_are_counted(
-        sidecars: Any) -> None:
+def test_without_the_pool_database_calls_fail_closed_and_are_counted(sidecars: Any) -> None:
     metrics = free_port()
-    dead = sidecars("unreachable", "p", dsn=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
-                    metrics_port=metrics)
+    dead = sidecars(
+        "unreachable",
+        "p",
+        dsn=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+        metrics_port=metrics,
+    )
     unset = sidecars("unset", "p", dsn=None)
     sidecars.ready(dead, unset)
     status, body = call(dead.url("tool", "/items"))
@@ -312,21 +413,29 @@ def test_without_the_pool_database_calls_fail_closed_and_are_counted(
 
 
 def test_an_error_storm_halts_the_pool(pool_dsn: str, sidecars: Any, tmp_path: Path) -> None:
-    apply_pool(pool_dsn, tmp_path, "errors", {
-        "cascade": {"errorStorm": {"errors": 3, "windowSeconds": 60}}})
+    apply_pool(
+        pool_dsn,
+        tmp_path,
+        "errors",
+        {"cascade": {"errorStorm": {"errors": 3, "windowSeconds": 60}}},
+    )
     a, b = sidecars("flaky-a", "errors"), sidecars("flaky-b", "errors")
     sidecars.ready(a, b)
     assert call(a.url("tool", "/status/500"))[0] == 500
     assert call(b.url("tool", "/status/500"))[0] == 500
     assert call(a.url("tool", "/items"))[0] == 200  # two errors: no storm yet
     assert call(b.url("tool", "/status/503"))[0] == 503
-    eventually(lambda: code_of(call(a.url("tool", "/items"))[1]) == "pool_halted",
-               seconds=5, what="error storm halts the pool")
+    eventually(
+        lambda: code_of(call(a.url("tool", "/items"))[1]) == "pool_halted",
+        seconds=5,
+        what="error storm halts the pool",
+    )
     assert pool_row(pool_dsn, "errors")["halt_code"] == "error_storm"
 
 
 def test_a_chain_deeper_than_the_limit_halts_the_pool(
-        pool_dsn: str, sidecars: Any, tmp_path: Path) -> None:
+    pool_dsn: str, sidecars: Any, tmp_path: Path
+) -> None:
     apply_pool(pool_dsn, tmp_path, "deep", {"cascade": {"maxChainDepth": 3}})
     a = sidecars("deep-a", "deep")
     sidecars.ready(a)

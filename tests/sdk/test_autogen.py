@@ -20,8 +20,10 @@ try:
         openai_chat_client,
     )
 except ImportError as e:  # pragma: no cover - CI installs the test extra, which has them
-    pytest.skip(f"autogen integration not importable ({e}); install 'haltgate[autogen]'",
-                allow_module_level=True)
+    pytest.skip(
+        f"autogen integration not importable ({e}); install 'haltgate[autogen]'",
+        allow_module_level=True,
+    )
 
 from haltgate.governance.inprocess import LocalGovernance
 from haltgate.sdk import ExhaustionError
@@ -55,8 +57,9 @@ async def test_agent_stops_on_exhaustion_without_retry(
 ) -> None:
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 3}}))
     warnings: list[tuple[str, ...]] = []
-    client = openai_chat_client("llm", model="gpt-4o-mini", url=sc.explicit, max_retries=2,
-                                on_warning=warnings.append)
+    client = openai_chat_client(
+        "llm", model="gpt-4o-mini", url=sc.explicit, max_retries=2, on_warning=warnings.append
+    )
     agent = AssistantAgent("worker", model_client=client)
     with pytest.raises(ExhaustionError) as info:
         await agent_turns(agent)
@@ -80,8 +83,9 @@ async def test_streaming_halt_surfaces_as_exhaustion(
     policy = budgets_policy({"tokens": {"limit": 2000}})
     policy["spec"]["pricing"] = {"models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}}
     sc = await sidecar_factory(policy, pipeline=PipelineSettings(default_max_output_tokens=2))
-    client = openai_chat_client("llm", model="gpt-4o-mini", url=sc.explicit,
-                                default_headers={"x-standin-tokens": "4096"})
+    client = openai_chat_client(
+        "llm", model="gpt-4o-mini", url=sc.explicit, default_headers={"x-standin-tokens": "4096"}
+    )
     parts: list[str] = []
     with pytest.raises(ExhaustionError) as info:
         async for item in client.create_stream([UserMessage(content="write", source="user")]):
@@ -119,8 +123,9 @@ async def test_intervention_handler_drops_messages_after_halt(
 
 async def test_local_fallback_without_sidecar(tmp_path: Path, standins: Standins) -> None:
     policy = write_policy(tmp_path, standins, {"calls": {"limit": 2}})
-    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", base_url=standins.llm + "/v1",
-                                       api_key="x")
+    inner = OpenAIChatCompletionClient(
+        model="gpt-4o-mini", base_url=standins.llm + "/v1", api_key="x"
+    )
     client = HaltgateChatCompletionClient(inner, local=LocalGovernance(policy))
     assert "BYPASSABLE" in repr(client)
     agent = AssistantAgent("worker", model_client=client)
@@ -138,12 +143,18 @@ async def test_a_team_with_the_intervention_handler_ends_with_the_typed_halt(
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 2}}))
     client = openai_chat_client("llm", model="gpt-4o-mini", url=sc.explicit)
     runtime = SingleThreadedAgentRuntime(
-        intervention_handlers=[HaltgateInterventionHandler(client)])
+        intervention_handlers=[HaltgateInterventionHandler(client)]
+    )
     runtime.start()
     try:
-        team = RoundRobinGroupChat([AssistantAgent("writer", model_client=client),
-                                    AssistantAgent("critic", model_client=client)],
-                                   max_turns=MAX_TURNS, runtime=runtime)
+        team = RoundRobinGroupChat(
+            [
+                AssistantAgent("writer", model_client=client),
+                AssistantAgent("critic", model_client=client),
+            ],
+            max_turns=MAX_TURNS,
+            runtime=runtime,
+        )
         with pytest.raises(RuntimeError) as info:
             await asyncio.wait_for(team.run(task="write a poem"), HANG_GUARD_SECONDS)
         halt = find_haltgate_error(info.value)  # AutoGen re-raised it as text: typed again
@@ -163,8 +174,9 @@ async def test_a_client_wrapped_by_hand_reports_warnings_and_does_not_retry(
     sidecar_factory: SidecarFactory, standins: Standins
 ) -> None:
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 2}, "warnAt": 0.5}))
-    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", base_url=sc.explicit + "/llm/v1",
-                                       api_key="x", max_retries=2)
+    inner = OpenAIChatCompletionClient(
+        model="gpt-4o-mini", base_url=sc.explicit + "/llm/v1", api_key="x", max_retries=2
+    )
     warnings: list[tuple[str, ...]] = []
     client = HaltgateChatCompletionClient(inner, on_warning=warnings.append)
     assert client.hooked
@@ -176,8 +188,7 @@ async def test_a_client_wrapped_by_hand_reports_warnings_and_does_not_retry(
     assert refusals(sc, "calls_exhausted") == 1  # the OpenAI SDK did not retry the refusal
 
 
-async def test_dump_and_load_component(sidecar_factory: SidecarFactory,
-                                       standins: Standins) -> None:
+async def test_dump_and_load_component(sidecar_factory: SidecarFactory, standins: Standins) -> None:
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 1}}))
     client = openai_chat_client("llm", model="gpt-4o-mini", url=sc.explicit)
     model = client.dump_component()

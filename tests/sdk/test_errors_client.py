@@ -39,20 +39,31 @@ from tests.sdk.conftest import ADMIN_TOKEN, SidecarFactory, Standins, budgets_po
 
 
 def body(type_: str, code: str, **extra: object) -> dict[str, object]:
-    return {"error": {"type": type_, "code": code, "message": "m", "decision_id": "d-1",
-                      "budget": None, **extra}}
+    return {
+        "error": {
+            "type": type_,
+            "code": code,
+            "message": "m",
+            "decision_id": "d-1",
+            "budget": None,
+            **extra,
+        }
+    }
 
 
-@pytest.mark.parametrize(("type_", "code", "cls", "terminal"), [
-    ("EXHAUSTION", "tokens_exhausted", ExhaustionError, True),
-    ("STAGNATION", "identical_retries", StagnationError, True),
-    ("OVERRISK", "risk_exceeded", OverriskError, True),
-    ("SAFETY", "unknown_model_price", DeniedError, False),
-    ("SAFETY", "tool_denied", DeniedError, False),
-    ("SAFETY", "emocore_exploration_exceeded", SafetyError, True),
-    ("EXTERNAL", "external_halt", ExternalHaltError, True),
-    ("unavailable", "audit_unavailable", SidecarError, False),
-])
+@pytest.mark.parametrize(
+    ("type_", "code", "cls", "terminal"),
+    [
+        ("EXHAUSTION", "tokens_exhausted", ExhaustionError, True),
+        ("STAGNATION", "identical_retries", StagnationError, True),
+        ("OVERRISK", "risk_exceeded", OverriskError, True),
+        ("SAFETY", "unknown_model_price", DeniedError, False),
+        ("SAFETY", "tool_denied", DeniedError, False),
+        ("SAFETY", "emocore_exploration_exceeded", SafetyError, True),
+        ("EXTERNAL", "external_halt", ExternalHaltError, True),
+        ("unavailable", "audit_unavailable", SidecarError, False),
+    ],
+)
 def test_error_types(type_: str, code: str, cls: type, terminal: bool) -> None:
     err = error_from_body(orjson.dumps(body(type_, code)), status=429)
     assert type(err) is cls
@@ -71,22 +82,31 @@ def test_upstream_errors_are_not_haltgate_errors() -> None:
 
 
 def test_budget_and_retry_after_parsed() -> None:
-    b = body("EXHAUSTION", "calls_exhausted",
-             budget={"calls": {"used": 3, "reserved": 0, "limit": 3}})
-    err = error_from_body(b, status=429, headers={"X-Haltgate-Decision-Id": "d-1",
-                                                  "Retry-After": "30"})
-    assert err is not None and err.budget == {"calls": {"used": 3.0, "reserved": 0.0,
-                                                        "limit": 3.0}}
+    b = body(
+        "EXHAUSTION", "calls_exhausted", budget={"calls": {"used": 3, "reserved": 0, "limit": 3}}
+    )
+    err = error_from_body(
+        b, status=429, headers={"X-Haltgate-Decision-Id": "d-1", "Retry-After": "30"}
+    )
+    assert err is not None and err.budget == {"calls": {"used": 3.0, "reserved": 0.0, "limit": 3.0}}
     assert err.retry_after == 30.0
 
 
 def test_jsonrpc_and_sse() -> None:
-    rpc = {"jsonrpc": "2.0", "id": 7, "error": {"code": -32003, "message": "m",
-                                                "data": body("SAFETY", "tool_denied")["error"]}}
-    assert isinstance(error_from_jsonrpc([{"jsonrpc": "2.0", "id": 6, "result": {}}, rpc]),
-                      DeniedError)
-    assert error_from_jsonrpc({"jsonrpc": "2.0", "id": 1, "error": {"code": -1,
-                                                                  "message": "tool's own"}}) is None
+    rpc = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "error": {"code": -32003, "message": "m", "data": body("SAFETY", "tool_denied")["error"]},
+    }
+    assert isinstance(
+        error_from_jsonrpc([{"jsonrpc": "2.0", "id": 6, "result": {}}, rpc]), DeniedError
+    )
+    assert (
+        error_from_jsonrpc(
+            {"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": "tool's own"}}
+        )
+        is None
+    )
     sse = orjson.dumps(body("EXHAUSTION", "tokens_exhausted"))
     assert isinstance(error_from_sse_data(sse), ExhaustionError)
 
@@ -110,8 +130,11 @@ def test_find_in_exception_chain() -> None:
 
 def test_raise_for_response() -> None:
     with pytest.raises(ExhaustionError):
-        raise_for_response(429, {"x-haltgate-decision-id": "d"},
-                           orjson.dumps(body("EXHAUSTION", "calls_exhausted")))
+        raise_for_response(
+            429,
+            {"x-haltgate-decision-id": "d"},
+            orjson.dumps(body("EXHAUSTION", "calls_exhausted")),
+        )
     raise_for_response(200, {"x-haltgate-decision-id": "d"}, b'{"jsonrpc": "2.0", "id": 1}')
     raise_for_response(500, {}, b'{"error": {"type": "server_error"}}')
 
@@ -121,16 +144,21 @@ def test_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert base_url("openai", "v1") == "http://127.0.0.1:17000/openai/v1"
     assert base_url("mcp", url="http://h:1/") == "http://h:1/mcp"
     assert budget_warnings({"X-Haltgate-Budget-Warning": "calls, cost_usd"}) == (
-        "calls", "cost_usd")
+        "calls",
+        "cost_usd",
+    )
     assert budget_warnings({}) == ()
 
 
 def test_sse_reframer_drops_only_the_cut_fragment() -> None:
-    stream = (b'data: {"a": 1}\n\ndata: {"b": 2' + b"\n\n"
-              + b'event: error\ndata: {"error": {"type": "EXHAUSTION"}}\n\n')
+    stream = (
+        b'data: {"a": 1}\n\ndata: {"b": 2'
+        + b"\n\n"
+        + b'event: error\ndata: {"error": {"type": "EXHAUSTION"}}\n\n'
+    )
     framer = SSEReframer()
     # Fed in awkward pieces: events are only emitted whole.
-    out = b"".join(framer.feed(stream[i:i + 7]) for i in range(0, len(stream), 7))
+    out = b"".join(framer.feed(stream[i : i + 7]) for i in range(0, len(stream), 7))
     out += framer.close()
     assert out == b'data: {"a": 1}\n\nevent: error\ndata: {"error": {"type": "EXHAUSTION"}}\n\n'
     assert SSEReframer().feed(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
@@ -146,8 +174,9 @@ def test_signal_tracker() -> None:
     failed = t.observe(fp, target="m", ok=False)
     assert failed.difficulty == 1.0 and failed.no_progress_streak == 2
     assert failed.error_rate == pytest.approx(1 / 3)
-    assert request_fingerprint("llm", "m", {"q": 1}) == fp != request_fingerprint(
-        "llm", "m", {"q": 2})
+    assert (
+        request_fingerprint("llm", "m", {"q": 1}) == fp != request_fingerprint("llm", "m", {"q": 2})
+    )
     with pytest.raises(ValueError):
         SignalTracker(window=0)
 
@@ -161,10 +190,13 @@ async def test_self_view_clients(sidecar_factory: SidecarFactory, standins: Stan
     status = await client.status()
     assert status["halted"] is None and status["run_id"]
     assert "token" not in orjson.dumps(status).decode().lower()
-    async with aiohttp.ClientSession() as s, s.post(
-        sc.explicit + "/llm/v1/chat/completions",
-        json={"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1},
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            sc.explicit + "/llm/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1},
+        ) as r,
+    ):
         assert r.status == 200
     budgets = await client.budgets()
     assert (budgets["calls"].used, budgets["calls"].remaining) == (1, 1)
@@ -172,21 +204,26 @@ async def test_self_view_clients(sidecar_factory: SidecarFactory, standins: Stan
     sync = SidecarClient(sc.explicit)
     assert (await asyncio.to_thread(sync.remaining))["calls"] == 1
     # Halted from outside (admin API, with its token): the view says so.
-    async with aiohttp.ClientSession() as s, s.post(
-            sc.admin + "/halt", json={"message": "stop"},
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            sc.admin + "/halt",
+            json={"message": "stop"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as r,
+    ):
         assert r.status == 200
     assert await client.halted()
     assert (await client.status())["halted"]["failure_type"] == "EXTERNAL"
 
 
-async def test_self_view_is_read_only(sidecar_factory: SidecarFactory,
-                                      standins: Standins) -> None:
+async def test_self_view_is_read_only(sidecar_factory: SidecarFactory, standins: Standins) -> None:
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 2}}))
     async with aiohttp.ClientSession() as s:
         for method in ("POST", "PUT", "DELETE", "PATCH"):
-            async with s.request(method, sc.explicit + "/haltgate/v1/self",
-                                 json={"halted": None}) as r:
+            async with s.request(
+                method, sc.explicit + "/haltgate/v1/self", json={"halted": None}
+            ) as r:
                 assert r.status == 405
                 assert (await r.json())["error"]["code"] == "read_only"
     assert not await AsyncSidecarClient(sc.explicit).halted()

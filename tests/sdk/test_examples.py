@@ -22,13 +22,20 @@ def test_example_policy_is_valid() -> None:
     assert policy.spec.budgets.calls is not None
 
 
-@pytest.mark.parametrize(("script", "module"), [
-    ("langchain_agent.py", "langchain_openai"),
-    ("autogen_agent.py", "autogen_ext"),
-])
+@pytest.mark.parametrize(
+    ("script", "module"),
+    [
+        ("langchain_agent.py", "langchain_openai"),
+        ("autogen_agent.py", "autogen_ext"),
+    ],
+)
 async def test_example_is_halted_by_the_budget(
-    script: str, module: str, sidecar_factory: SidecarFactory, standins: Standins,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    script: str,
+    module: str,
+    sidecar_factory: SidecarFactory,
+    standins: Standins,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # In process (the sidecar runs in this event loop): a subprocess would spend seconds
     # importing the frameworks again.

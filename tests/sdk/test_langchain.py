@@ -15,8 +15,10 @@ try:
 
     from haltgate.sdk.langchain import HaltgateCallbackHandler, chat_openai
 except ImportError as e:  # pragma: no cover - CI installs the test extra, which has them
-    pytest.skip(f"langchain integration not importable ({e}); install 'haltgate[langchain]'",
-                allow_module_level=True)
+    pytest.skip(
+        f"langchain integration not importable ({e}); install 'haltgate[langchain]'",
+        allow_module_level=True,
+    )
 
 from haltgate.governance.inprocess import LocalGovernance
 from haltgate.sdk import (
@@ -47,8 +49,9 @@ def lookup(query: str) -> str:
     return f"result for {query}"
 
 
-async def agent_loop(model: Any, steps: int = MAX_STEPS,
-                     callbacks: list[Any] | None = None) -> list[BaseMessage]:
+async def agent_loop(
+    model: Any, steps: int = MAX_STEPS, callbacks: list[Any] | None = None
+) -> list[BaseMessage]:
     """A minimal ReAct-style loop: model, tool, model, ... (bounded)."""
     messages: list[BaseMessage] = [HumanMessage("find the answer")]
     for i in range(steps):
@@ -65,8 +68,9 @@ async def test_agent_loop_stops_on_exhaustion_without_retry(
 ) -> None:
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 3}}))
     handler = HaltgateCallbackHandler()
-    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler,
-                        max_tokens=4, max_retries=2)
+    model = chat_openai(
+        "llm", model="gpt-4o-mini", url=sc.explicit, handler=handler, max_tokens=4, max_retries=2
+    )
     with pytest.raises(ExhaustionError) as info:
         await agent_loop(model)
     err = info.value
@@ -97,8 +101,13 @@ async def test_plain_openai_client_does_not_retry_a_halt(
     from langchain_openai import ChatOpenAI
 
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 1}}))
-    model = ChatOpenAI(model="gpt-4o-mini", base_url=sc.explicit + "/llm/v1", api_key="x",
-                       max_tokens=4, max_retries=1)
+    model = ChatOpenAI(
+        model="gpt-4o-mini",
+        base_url=sc.explicit + "/llm/v1",
+        api_key="x",
+        max_tokens=4,
+        max_retries=1,
+    )
     await model.ainvoke("one")
     with pytest.raises(Exception, match="calls budget exhausted"):
         await model.ainvoke("two")
@@ -109,8 +118,7 @@ async def test_sync_invoke_and_warnings(sidecar_factory: SidecarFactory) -> None
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 4}, "warnAt": 0.5}))
     seen: list[tuple[str, ...]] = []
     handler = HaltgateCallbackHandler(on_warning=seen.append)
-    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler,
-                        max_tokens=3)
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler, max_tokens=3)
     # The sidecar runs in this loop: the sync client must run in a thread.
     answer = await asyncio.to_thread(model.invoke, "hello there")
     assert answer.content == "tok0 tok1 tok2"
@@ -130,8 +138,9 @@ async def test_streaming_halt_surfaces_as_exhaustion(
     policy = budgets_policy({"tokens": {"limit": 2000}})
     policy["spec"]["pricing"] = {"models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}}
     sc = await sidecar_factory(policy, pipeline=PipelineSettings(default_max_output_tokens=2))
-    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit,
-                        default_headers={"x-standin-tokens": "4096"})
+    model = chat_openai(
+        "llm", model="gpt-4o-mini", url=sc.explicit, default_headers={"x-standin-tokens": "4096"}
+    )
     chunks: list[str] = []
     with pytest.raises(ExhaustionError) as info:
         async for chunk in model.astream("write a lot"):
@@ -143,8 +152,9 @@ async def test_streaming_halt_surfaces_as_exhaustion(
     assert llm_requests(standins) == 1
 
 
-async def test_tool_denial_is_typed_and_not_terminal(sidecar_factory: SidecarFactory,
-                                                     standins: Standins) -> None:
+async def test_tool_denial_is_typed_and_not_terminal(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """A tool that calls an MCP server through the sidecar gets a typed DeniedError."""
     import aiohttp
 
@@ -156,12 +166,20 @@ async def test_tool_denial_is_typed_and_not_terminal(sidecar_factory: SidecarFac
     @tool
     async def delete_file(path: str) -> str:
         """Delete a file through the MCP server."""
-        msg = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-               "params": {"name": "delete_file", "arguments": {"path": path}}}
-        async with aiohttp.ClientSession() as s, s.post(
-            base_url("mcp", url=sc.explicit), json=msg,
-            headers={"Accept": "application/json, text/event-stream"},
-        ) as r:
+        msg = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "delete_file", "arguments": {"path": path}},
+        }
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                base_url("mcp", url=sc.explicit),
+                json=msg,
+                headers={"Accept": "application/json, text/event-stream"},
+            ) as r,
+        ):
             raise_for_response(r.status, r.headers, await r.read())
         return "deleted"
 
@@ -181,8 +199,13 @@ async def test_local_fallback_stops_loop_before_the_call(
     local = LocalGovernance(write_policy(tmp_path, standins, {"calls": {"limit": 5}}))
     assert "BYPASSABLE" in repr(local)
     handler = HaltgateCallbackHandler(local=local)
-    model = ChatOpenAI(model="gpt-4o-mini", base_url=standins.llm + "/v1", api_key="x",
-                       max_tokens=4, callbacks=[handler])
+    model = ChatOpenAI(
+        model="gpt-4o-mini",
+        base_url=standins.llm + "/v1",
+        api_key="x",
+        max_tokens=4,
+        callbacks=[handler],
+    )
     with pytest.raises(ExhaustionError) as info:
         # model, tool, model, tool, model: 5 calls; the third tool call is refused.
         await agent_loop(model, callbacks=[handler])
@@ -192,16 +215,18 @@ async def test_local_fallback_stops_loop_before_the_call(
     assert budget["used"] == 5 and budget["limit"] == 5
 
 
-async def test_local_fallback_detects_identical_retries(
-    tmp_path: Path, standins: Standins
-) -> None:
+async def test_local_fallback_detects_identical_retries(tmp_path: Path, standins: Standins) -> None:
     from langchain_openai import ChatOpenAI
 
-    local = LocalGovernance(
-        write_policy(tmp_path, standins, {"identicalRetries": {"limit": 2}}))
+    local = LocalGovernance(write_policy(tmp_path, standins, {"identicalRetries": {"limit": 2}}))
     handler = HaltgateCallbackHandler(local=local)
-    model = ChatOpenAI(model="gpt-4o-mini", base_url=standins.llm + "/v1", api_key="x",
-                       max_tokens=4, callbacks=[handler])
+    model = ChatOpenAI(
+        model="gpt-4o-mini",
+        base_url=standins.llm + "/v1",
+        api_key="x",
+        max_tokens=4,
+        callbacks=[handler],
+    )
     with pytest.raises(StagnationError) as info:
         for _ in range(MAX_STEPS):
             await model.ainvoke("the same question")
@@ -211,9 +236,14 @@ async def test_local_fallback_detects_identical_retries(
 
 
 async def _admin(sc: Any, action: str) -> None:
-    async with aiohttp.ClientSession() as s, s.post(
-            f"{sc.admin}/{action}", json={"actor": "test"},
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{sc.admin}/{action}",
+            json={"actor": "test"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as r,
+    ):
         assert r.status == 200, await r.text()
 
 
@@ -222,8 +252,7 @@ async def test_a_reset_clears_the_remembered_halt_on_the_next_call(
 ) -> None:
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 1}}))
     handler = HaltgateCallbackHandler()
-    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler,
-                        max_tokens=2)
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler, max_tokens=2)
     await asyncio.to_thread(model.invoke, "one")
     with pytest.raises(ExhaustionError):
         await asyncio.to_thread(model.invoke, "two")
@@ -241,8 +270,7 @@ async def test_a_lifted_external_halt_clears_on_the_next_call(
 ) -> None:
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 10}}))
     handler = HaltgateCallbackHandler()
-    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler,
-                        max_tokens=2)
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler, max_tokens=2)
     await _admin(sc, "halt")
     with pytest.raises(ExternalHaltError):
         await asyncio.to_thread(model.invoke, "one")
@@ -261,8 +289,7 @@ async def test_a_periodic_refusal_is_remembered_until_its_retry_after(
     handler = HaltgateCallbackHandler()
     now = [1000.0]
     handler.clock = lambda: now[0]  # the handler's clock, not the sidecar's
-    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler,
-                        max_tokens=2)
+    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, handler=handler, max_tokens=2)
     await asyncio.to_thread(model.invoke, "one")
     with pytest.raises(ExhaustionError) as info:
         await asyncio.to_thread(model.invoke, "two")
@@ -284,8 +311,14 @@ async def test_each_retry_of_an_upstream_5xx_is_a_call_of_the_budget(
     """What docs/integrations.md says: the OpenAI SDK retries an upstream's own 5xx (not a
     halt), and every attempt went through the sidecar, so every attempt counts."""
     sc = await sidecar_factory(budgets_policy({"calls": {"limit": 10}}))
-    model = chat_openai("llm", model="gpt-4o-mini", url=sc.explicit, max_tokens=2,
-                        max_retries=2, default_headers={"x-standin-behavior": "error"})
+    model = chat_openai(
+        "llm",
+        model="gpt-4o-mini",
+        url=sc.explicit,
+        max_tokens=2,
+        max_retries=2,
+        default_headers={"x-standin-behavior": "error"},
+    )
     with pytest.raises(Exception) as info:
         await asyncio.to_thread(model.invoke, "fail please")
     assert not isinstance(info.value, HaltError)

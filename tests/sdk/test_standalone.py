@@ -14,8 +14,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("pydantic", "kopf", "psycopg", "kubernetes", "aiohttp", "orjson", "yaml", "boto3")
 """Top-level modules an agent image must not need for the SDK."""
-OURS = ("haltgate.governance", "haltgate.sidecar", "haltgate.operator", "haltgate.cli",
-        "haltgate.testbed")
+OURS = (
+    "haltgate.governance",
+    "haltgate.sidecar",
+    "haltgate.operator",
+    "haltgate.cli",
+    "haltgate.testbed",
+)
 PROBE = f"""
 import json, sys
 import haltgate.sdk, haltgate.sdk.client, haltgate.sdk.errors, haltgate.sdk.wire
@@ -31,8 +36,14 @@ COMMAND_TIMEOUT = 300
 
 
 def _probe(python: str) -> dict[str, object]:
-    out = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, check=True,
-                         timeout=COMMAND_TIMEOUT, cwd="/")
+    out = subprocess.run(
+        [python, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=COMMAND_TIMEOUT,
+        cwd="/",
+    )
     return dict(json.loads(out.stdout))
 
 
@@ -48,17 +59,47 @@ def test_pip_install_sdk_alone(tmp_path: Path) -> None:
         import hatchling  # noqa: F401
     except ImportError:  # pragma: no cover
         pytest.fail("hatchling is missing: `make install` installs the dev extra")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--wheel-dir", str(wheels), str(REPO / "sdk")],
-                   check=True, timeout=COMMAND_TIMEOUT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(wheels),
+            str(REPO / "sdk"),
+        ],
+        check=True,
+        timeout=COMMAND_TIMEOUT,
+    )
     env_dir = tmp_path / "agent-env"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
-                    str(wheels), "haltgate-sdk"], check=True, timeout=COMMAND_TIMEOUT)
-    listed = subprocess.run([python, "-m", "pip", "list", "--format", "json"],
-                            capture_output=True, text=True, check=True,
-                            timeout=COMMAND_TIMEOUT).stdout
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "haltgate-sdk",
+        ],
+        check=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    listed = subprocess.run(
+        [python, "-m", "pip", "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=COMMAND_TIMEOUT,
+    ).stdout
     names = {p["name"].lower() for p in json.loads(listed)}
     assert names - {"pip", "setuptools"} == {"haltgate-sdk"}  # no dependency at all
     seen = _probe(python)

@@ -16,8 +16,11 @@ def test_failure_types() -> None:
 
 def test_run_halt_codes_are_the_engine_codes() -> None:
     engine = {d.code for d in codes.DIMENSIONS} | {
-        codes.REPEATED_TOOL_CALLS, codes.EXTERNAL_HALT, codes.STATE_UNREADABLE,
-        codes.STATE_PERSIST_FAILED}
+        codes.REPEATED_TOOL_CALLS,
+        codes.EXTERNAL_HALT,
+        codes.STATE_UNREADABLE,
+        codes.STATE_PERSIST_FAILED,
+    }
     assert wire.RUN_HALT_CODES == engine
     # The engine's SAFETY refusals of one call are not halts of the run.
     for code in (codes.UNKNOWN_MODEL_PRICE, codes.DUPLICATE_CALL_ID, codes.INVALID_EVENT):
@@ -25,8 +28,11 @@ def test_run_halt_codes_are_the_engine_codes() -> None:
 
 
 def test_categories_are_the_sidecar_error_categories() -> None:
-    categories = {cls.category for cls in vars(governance_errors).values()
-                  if isinstance(cls, type) and issubclass(cls, governance_errors.HaltgateError)}
+    categories = {
+        cls.category
+        for cls in vars(governance_errors).values()
+        if isinstance(cls, type) and issubclass(cls, governance_errors.HaltgateError)
+    }
     assert wire.CATEGORIES == categories
 
 
@@ -35,9 +41,9 @@ def test_self_path() -> None:
 
 
 def test_safety_codes_decide_halt_or_denial() -> None:
-    halt = error_from_body({"error": {"type": "SAFETY", "code": "emocore_exploration_exceeded",
-                                      "message": "m"}})
-    denial = error_from_body({"error": {"type": "SAFETY", "code": "tool_denied",
-                                        "message": "m"}})
+    halt = error_from_body(
+        {"error": {"type": "SAFETY", "code": "emocore_exploration_exceeded", "message": "m"}}
+    )
+    denial = error_from_body({"error": {"type": "SAFETY", "code": "tool_denied", "message": "m"}})
     assert type(halt) is SafetyError and halt.terminal
     assert type(denial) is DeniedError and not denial.terminal

@@ -69,12 +69,24 @@ def base_policy(s: Standins) -> dict[str, Any]:
                 "default": "deny",
                 "rules": [
                     {"name": "llm", "action": "allow", "kind": "llm"},
-                    {"name": "mcp-tools", "action": "allow", "kind": "mcp",
-                     "mcpTools": ["echo", "add", "read_file", "search"]},
-                    {"name": "no-delete-tool", "action": "deny", "kind": "mcp",
-                     "mcpTools": ["delete_file"]},
-                    {"name": "api-read", "action": "allow", "kind": "http",
-                     "methods": ["GET", "POST"]},
+                    {
+                        "name": "mcp-tools",
+                        "action": "allow",
+                        "kind": "mcp",
+                        "mcpTools": ["echo", "add", "read_file", "search"],
+                    },
+                    {
+                        "name": "no-delete-tool",
+                        "action": "deny",
+                        "kind": "mcp",
+                        "mcpTools": ["delete_file"],
+                    },
+                    {
+                        "name": "api-read",
+                        "action": "allow",
+                        "kind": "http",
+                        "methods": ["GET", "POST"],
+                    },
                 ],
             },
         },
@@ -110,9 +122,7 @@ SidecarFactory = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
-async def sidecar_factory(
-    standins: Standins, tmp_path: Path
-) -> AsyncIterator[SidecarFactory]:
+async def sidecar_factory(standins: Standins, tmp_path: Path) -> AsyncIterator[SidecarFactory]:
     started: list[Sidecar] = []
 
     async def make(policy_extra: dict[str, Any] | None = None, **settings: Any) -> Running:
@@ -123,18 +133,22 @@ async def sidecar_factory(
         token.write_text(ADMIN_TOKEN + "\n")
         audit = MemoryAuditSink()
         cfg = SidecarSettings(
-            policy_path=policy_path, admin_token_file=token,
+            policy_path=policy_path,
+            admin_token_file=token,
             state_dir=settings.pop("state_dir", tmp_path / "state"),
-            explicit=Listen("127.0.0.1", 0), admin=Listen("127.0.0.1", 0),
-            metrics=Listen("127.0.0.1", 0), reload_interval=settings.pop("reload_interval", 0.1),
+            explicit=Listen("127.0.0.1", 0),
+            admin=Listen("127.0.0.1", 0),
+            metrics=Listen("127.0.0.1", 0),
+            reload_interval=settings.pop("reload_interval", 0.1),
             **settings,
         )
         sidecar = Sidecar(cfg, audit=audit)
         await sidecar.start()
         started.append(sidecar)
         urls = {k: f"http://{h}:{p}" for k, (h, p) in sidecar.addresses.items()}
-        return Running(sidecar, urls["explicit"], urls["admin"], urls["metrics"], audit,
-                       policy_path)
+        return Running(
+            sidecar, urls["explicit"], urls["admin"], urls["metrics"], audit, policy_path
+        )
 
     yield make
     for sidecar in started:

@@ -29,8 +29,12 @@ def chat(text: str) -> dict[str, Any]:
 
 
 def rpc_call(name: str, arguments: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": name, "arguments": arguments}}
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
 
 
 async def outcomes(sc: Running, n: int) -> list[AuditRecord]:
@@ -41,8 +45,9 @@ async def outcomes(sc: Running, n: int) -> list[AuditRecord]:
         if len(found) >= n:
             return found
         await asyncio.sleep(0.02)
-    raise AssertionError(f"expected {n} outcome records, got "
-                         f"{[(r.phase, r.code) for r in sc.audit.records]}")
+    raise AssertionError(
+        f"expected {n} outcome records, got {[(r.phase, r.code) for r in sc.audit.records]}"
+    )
 
 
 def assert_clean(records: list[AuditRecord]) -> None:
@@ -55,26 +60,31 @@ def assert_clean(records: list[AuditRecord]) -> None:
 SECRET_TEXT = f"use {AWS} and {GITHUB} and {OPENAI}; mail {EMAIL} or call {PHONE}"
 
 
-@pytest.mark.parametrize("guardrails", [
-    {"secrets": {"action": "block", "direction": "request"}},
-    {"promptInjection": {}},
-    {"pii": {"action": "redact", "direction": "response"}},
-    {},
-], ids=["secrets-block", "injection-only", "pii-response-only", "none"])
+@pytest.mark.parametrize(
+    "guardrails",
+    [
+        {"secrets": {"action": "block", "direction": "request"}},
+        {"promptInjection": {}},
+        {"pii": {"action": "redact", "direction": "response"}},
+        {},
+    ],
+    ids=["secrets-block", "injection-only", "pii-response-only", "none"],
+)
 async def test_redacted_payload_whatever_the_guardrails(
-        sidecar_factory: SidecarFactory, guardrails: dict[str, Any]) -> None:
-    sc = await sidecar_factory({"spec": {"audit": {"payload": "redacted"},
-                                         "guardrails": guardrails}})
+    sidecar_factory: SidecarFactory, guardrails: dict[str, Any]
+) -> None:
+    sc = await sidecar_factory(
+        {"spec": {"audit": {"payload": "redacted"}, "guardrails": guardrails}}
+    )
     async with aiohttp.ClientSession() as s:
-        async with s.post(sc.explicit + "/llm/v1/chat/completions",
-                          json=chat(SECRET_TEXT)) as r:
+        async with s.post(sc.explicit + "/llm/v1/chat/completions", json=chat(SECRET_TEXT)) as r:
             assert r.status in (200, 403)
         # Refused by the tool rules: the refusal record carries the redacted body too.
-        async with s.post(sc.explicit + "/mcp",
-                          json=rpc_call("delete_file", {"path": SECRET_TEXT})) as r:
+        async with s.post(
+            sc.explicit + "/mcp", json=rpc_call("delete_file", {"path": SECRET_TEXT})
+        ) as r:
             assert (await r.json())["error"]["data"]["code"] == "tool_denied"
-        async with s.post(sc.explicit + "/mcp",
-                          json=rpc_call("rm_" + AWS, {"note": EMAIL})) as r:
+        async with s.post(sc.explicit + "/mcp", json=rpc_call("rm_" + AWS, {"note": EMAIL})) as r:
             assert (await r.json())["error"]["data"]["code"] == "tool_not_allowed"
     records = await outcomes(sc, 3)
     assert_clean(sc.audit.records)
@@ -87,11 +97,13 @@ async def test_redacted_payload_whatever_the_guardrails(
 
 
 async def test_url_and_message_redacted_in_every_payload_mode(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory({"spec": {"audit": {"payload": "none"}}})
     async with aiohttp.ClientSession() as s:
-        async with s.get(sc.explicit + f"/api/echo/{AWS}",
-                         params={"token": GITHUB, "mail": EMAIL, "tel": PHONE}) as r:
+        async with s.get(
+            sc.explicit + f"/api/echo/{AWS}", params={"token": GITHUB, "mail": EMAIL, "tel": PHONE}
+        ) as r:
             assert r.status == 200
         async with s.delete(sc.explicit + f"/api/items/{OPENAI}") as r:
             assert r.status == 403  # no rule allows DELETE
@@ -105,8 +117,10 @@ async def test_url_and_message_redacted_in_every_payload_mode(
 
 async def test_full_payload_is_kept_but_writable(sidecar_factory: SidecarFactory) -> None:
     sc = await sidecar_factory({"spec": {"audit": {"payload": "full"}}})
-    async with aiohttp.ClientSession() as s, s.post(
-            sc.explicit + "/llm/v1/chat/completions", json=chat(f"mail {EMAIL}")) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.explicit + "/llm/v1/chat/completions", json=chat(f"mail {EMAIL}")) as r,
+    ):
         assert r.status == 200
     (record,) = await outcomes(sc, 1)
     assert record.payload["messages"][0]["content"] == f"mail {EMAIL}"
@@ -119,16 +133,18 @@ def _nested(depth: int) -> Any:
     return doc
 
 
-async def test_every_refusal_is_audited(sidecar_factory: SidecarFactory,
-                                        standins: Standins) -> None:
+async def test_every_refusal_is_audited(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory({"spec": {"audit": {"payload": "redacted"}}})
     deep_mcp = orjson.dumps(rpc_call("echo", {"text": _nested(200)}))
     deep_llm = orjson.dumps({**chat("hi"), "metadata": _nested(250)})
     async with aiohttp.ClientSession() as s:
         async with s.post(sc.explicit + "/mcp", json=rpc_call("ec\x00ho", {})) as r:
             assert (await r.json())["error"]["data"]["code"] == "tool_not_allowed"
-        async with s.post(sc.explicit + "/mcp", data=deep_mcp,
-                          headers={"content-type": "application/json"}) as r:
+        async with s.post(
+            sc.explicit + "/mcp", data=deep_mcp, headers={"content-type": "application/json"}
+        ) as r:
             assert (await r.json())["error"]["data"]["code"] == "json_too_deep"
         async with s.post(sc.explicit + "/llm/v1/chat/completions", data=deep_llm) as r:
             assert r.status == 400
@@ -137,19 +153,27 @@ async def test_every_refusal_is_audited(sidecar_factory: SidecarFactory,
             assert (await r.json())["error"]["data"]["code"] == "tool_not_allowed"
     records = await outcomes(sc, 4)
     assert [(r.decision, r.code) for r in records] == [
-        ("deny", "tool_not_allowed"), ("error", "json_too_deep"), ("error", "json_too_deep"),
-        ("deny", "tool_not_allowed")]
+        ("deny", "tool_not_allowed"),
+        ("error", "json_too_deep"),
+        ("error", "json_too_deep"),
+        ("deny", "tool_not_allowed"),
+    ]
     assert records[0].tool == "ec\\u0000ho"
     assert records[3].tool == "x" * 256 + "<TRUNCATED>"
     assert not standins.received("mcp").requests and not standins.received("llm").requests
 
 
 async def test_payload_nested_below_the_limit_is_truncated_not_lost(
-        sidecar_factory: SidecarFactory) -> None:
+    sidecar_factory: SidecarFactory,
+) -> None:
     sc = await sidecar_factory({"spec": {"audit": {"payload": "full"}}})
-    async with aiohttp.ClientSession() as s, s.post(
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
             sc.explicit + "/llm/v1/chat/completions",
-            data=orjson.dumps({**chat("hi"), "metadata": _nested(120)})) as r:
+            data=orjson.dumps({**chat("hi"), "metadata": _nested(120)}),
+        ) as r,
+    ):
         assert r.status == 200
     (record,) = await outcomes(sc, 1)
     assert "<TRUNCATED: nested too deeply>" in orjson.dumps(record.payload).decode()
@@ -158,15 +182,15 @@ async def test_payload_nested_below_the_limit_is_truncated_not_lost(
 async def test_refusals_without_a_target_are_audited(sidecar_factory: SidecarFactory) -> None:
     sc = await sidecar_factory()
     async with aiohttp.ClientSession() as s:
-        async with s.post(sc.explicit + f"/nope/{AWS}/v1/chat/completions",
-                          json=chat("hi")) as r:
+        async with s.post(sc.explicit + f"/nope/{AWS}/v1/chat/completions", json=chat("hi")) as r:
             assert r.status == 404
-        async with s.get(URL(sc.explicit + "/api/a/%2e%2e/%2e%2e/etc/passwd",
-                             encoded=True)) as r:
+        async with s.get(URL(sc.explicit + "/api/a/%2e%2e/%2e%2e/etc/passwd", encoded=True)) as r:
             assert r.status == 400
     records = await outcomes(sc, 2)
     assert [(r.decision, r.code) for r in records] == [
-        ("error", "unknown_upstream"), ("error", "invalid_path")]
+        ("error", "unknown_upstream"),
+        ("error", "invalid_path"),
+    ]
     assert records[0].target == "POST /nope/<AWS_KEY_1>/v1/chat/completions"
     assert_clean(records)
 
@@ -205,14 +229,22 @@ async def test_malformed_connect_is_audited(sidecar_factory: SidecarFactory) -> 
     assert (record.decision, record.target) == ("error", "CONNECT (unparsed)")
 
 
-async def test_state_keeps_no_secret_in_tool_names(sidecar_factory: SidecarFactory,
-                                                   tmp_path: Path) -> None:
-    sc = await sidecar_factory({"spec": {
-        "budgets": {"distinctTools": {"limit": 100}},
-        "tools": {"rules": [{"name": "any-mcp", "action": "allow", "kind": "mcp"}]}}},
-        state_dir=tmp_path / "state")
-    async with aiohttp.ClientSession() as s, s.post(
-            sc.explicit + "/mcp", json=rpc_call(f"lookup_{AWS}", {"q": EMAIL})) as r:
+async def test_state_keeps_no_secret_in_tool_names(
+    sidecar_factory: SidecarFactory, tmp_path: Path
+) -> None:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "budgets": {"distinctTools": {"limit": 100}},
+                "tools": {"rules": [{"name": "any-mcp", "action": "allow", "kind": "mcp"}]},
+            }
+        },
+        state_dir=tmp_path / "state",
+    )
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.explicit + "/mcp", json=rpc_call(f"lookup_{AWS}", {"q": EMAIL})) as r,
+    ):
         assert r.status == 200
     await outcomes(sc, 1)
     await sc.sidecar.stop()
@@ -223,8 +255,11 @@ async def test_state_keeps_no_secret_in_tool_names(sidecar_factory: SidecarFacto
 def test_payload_redaction_is_bounded() -> None:
     from haltgate.governance.audit.redact import OVER_BUDGET, AuditScrubber
 
-    body = {"messages": [{"role": "user", "content": f"note {i} " + "words " * 2000 + EMAIL}
-                         for i in range(20)]}
+    body = {
+        "messages": [
+            {"role": "user", "content": f"note {i} " + "words " * 2000 + EMAIL} for i in range(20)
+        ]
+    }
     out = AuditScrubber(redact=True).payload(body)
     contents = [m["content"] for m in out["messages"]]
     assert EMAIL not in orjson.dumps(out).decode()

@@ -14,8 +14,10 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_toke
 
 
 async def still_serving(base: str) -> None:
-    async with aiohttp.ClientSession() as s, s.post(
-            base + "/llm/v1/chat/completions", json=CHAT) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(base + "/llm/v1/chat/completions", json=CHAT) as r,
+    ):
         assert r.status == 200
 
 
@@ -38,9 +40,13 @@ async def exchange(base: str, data: bytes, *, wait: float = 5.0) -> bytes:
 async def test_invalid_json(sidecar_factory: SidecarFactory, standins: Standins) -> None:
     sc = await sidecar_factory()
     async with aiohttp.ClientSession() as s:
-        for raw, code in ((b"{", "invalid_json"), (b"", "invalid_json"),
-                          (b"[1,2]", "invalid_request"), (b'{"model": 5}', "invalid_request"),
-                          (b'{"model":"m","max_tokens":-1}', "invalid_request")):
+        for raw, code in (
+            (b"{", "invalid_json"),
+            (b"", "invalid_json"),
+            (b"[1,2]", "invalid_request"),
+            (b'{"model": 5}', "invalid_request"),
+            (b'{"model":"m","max_tokens":-1}', "invalid_request"),
+        ):
             async with s.post(sc.explicit + "/llm/v1/chat/completions", data=raw) as r:
                 assert r.status == 400, raw
                 error = (await r.json())["error"]
@@ -60,6 +66,7 @@ async def test_oversized_body(sidecar_factory: SidecarFactory, standins: Standin
         async def chunks():  # type: ignore[no-untyped-def]
             for _ in range(8):
                 yield b" " * 512
+
         async with s.post(sc.explicit + "/api/echo/x", data=chunks()) as r:
             assert r.status == 413
     assert not standins.received("llm").requests
@@ -69,9 +76,12 @@ async def test_oversized_body(sidecar_factory: SidecarFactory, standins: Standin
 
 async def test_malformed_http(sidecar_factory: SidecarFactory) -> None:
     sc = await sidecar_factory()
-    for garbage in (b"\x16\x03\x01\x00\xff garbage\r\n\r\n", b"GET\r\n\r\n",
-                    b"POST /llm/v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n",
-                    b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+    for garbage in (
+        b"\x16\x03\x01\x00\xff garbage\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"POST /llm/v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ):
         answer = await exchange(sc.explicit, garbage)
         # Framing errors are answered by aiohttp itself (plain text 400), before any
         # request exists to govern; nothing is forwarded.
@@ -81,8 +91,9 @@ async def test_malformed_http(sidecar_factory: SidecarFactory) -> None:
 
 async def test_slow_client_body(sidecar_factory: SidecarFactory, standins: Standins) -> None:
     sc = await sidecar_factory(pipeline=PipelineSettings(client_body_timeout=0.3))
-    head = (b"POST /llm/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Length: 100\r\n\r\n{\"model\"")
+    head = (
+        b'POST /llm/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"model"'
+    )
     answer = await exchange(sc.explicit, head)
     assert answer.startswith(b"HTTP/1.1 408")
     assert b'"code":"client_timeout"' in answer
@@ -94,8 +105,12 @@ async def test_client_disconnect_mid_stream(sidecar_factory: SidecarFactory) -> 
     sc = await sidecar_factory()
     body = orjson.dumps({**CHAT, "max_tokens": 500, "stream": True})
     reader, writer = await asyncio.open_connection(*host_port(sc.explicit))
-    writer.write(b"POST /llm/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
-                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    writer.write(
+        b"POST /llm/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
     await writer.drain()
     async with asyncio.timeout(5):
         await reader.read(100)
@@ -105,8 +120,9 @@ async def test_client_disconnect_mid_stream(sidecar_factory: SidecarFactory) -> 
 
 async def test_connect_refusals(sidecar_factory: SidecarFactory, standins: Standins) -> None:
     sc = await sidecar_factory()
-    answer = await exchange(sc.explicit, b"CONNECT evil.example:443 HTTP/1.1\r\n"
-                                         b"Host: evil.example:443\r\n\r\n")
+    answer = await exchange(
+        sc.explicit, b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n"
+    )
     assert answer.startswith(b"HTTP/1.1 403")
     assert b'"code":"connect_denied"' in answer
     # The LLM stand-in is an inspect upstream; without a CA nothing can be inspected.
@@ -119,11 +135,19 @@ async def test_connect_refusals(sidecar_factory: SidecarFactory, standins: Stand
     await still_serving(sc.explicit)
 
 
-async def test_connect_passthrough_tunnel(sidecar_factory: SidecarFactory,
-                                          standins: Standins) -> None:
-    sc = await sidecar_factory({"spec": {"upstreams": [
-        {"name": "llm", "url": standins.llm, "kind": "llm", "provider": "openai"},
-        {"name": "api", "url": standins.api, "kind": "http", "tls": "passthrough"}]}})
+async def test_connect_passthrough_tunnel(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "upstreams": [
+                    {"name": "llm", "url": standins.llm, "kind": "llm", "provider": "openai"},
+                    {"name": "api", "url": standins.api, "kind": "http", "tls": "passthrough"},
+                ]
+            }
+        }
+    )
     host, port = host_port(standins.api)
     reader, writer = await asyncio.open_connection(*host_port(sc.explicit))
     writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())

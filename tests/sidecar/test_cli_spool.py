@@ -48,10 +48,16 @@ async def wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
 
 def test_invalid_policy_exits_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: haltgate.dev/v1alpha1\nkind: GovernancePolicy\n"
-                   "metadata: {name: x}\nspec: {budgets: {calls: {limit: -1}}}\n")
-    proc = subprocess.run(haltgate("sidecar", "--policy", str(bad), "--mode", "explicit"),
-                          capture_output=True, text=True, timeout=60)
+    bad.write_text(
+        "apiVersion: haltgate.dev/v1alpha1\nkind: GovernancePolicy\n"
+        "metadata: {name: x}\nspec: {budgets: {calls: {limit: -1}}}\n"
+    )
+    proc = subprocess.run(
+        haltgate("sidecar", "--policy", str(bad), "--mode", "explicit"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "spec.budgets.calls.limit" in proc.stderr
 
@@ -61,19 +67,43 @@ async def test_process_with_spool(standins: Standins, tmp_path: Path) -> None:
     policy.write_text(yaml.safe_dump(base_policy(standins)))
     state = tmp_path / "state"
     ports = {name: free_port() for name in ("explicit", "admin", "metrics")}
-    env = {**os.environ, "HALTGATE_POD_NAME": "agent-7d4b9c6f5-x2kqp",
-           "HALTGATE_POD_NAMESPACE": "agents"}
+    env = {
+        **os.environ,
+        "HALTGATE_POD_NAME": "agent-7d4b9c6f5-x2kqp",
+        "HALTGATE_POD_NAMESPACE": "agents",
+    }
     proc = await asyncio.create_subprocess_exec(
-        *haltgate("sidecar", "--policy", str(policy), "--state-dir", str(state),
-                  "--mode", "explicit", "--listen", f"127.0.0.1:{ports['explicit']}",
-                  "--admin-listen", f"127.0.0.1:{ports['admin']}",
-                  "--metrics-listen", f"127.0.0.1:{ports['metrics']}", "--log-level", "error"),
-        cwd=REPO, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        *haltgate(
+            "sidecar",
+            "--policy",
+            str(policy),
+            "--state-dir",
+            str(state),
+            "--mode",
+            "explicit",
+            "--listen",
+            f"127.0.0.1:{ports['explicit']}",
+            "--admin-listen",
+            f"127.0.0.1:{ports['admin']}",
+            "--metrics-listen",
+            f"127.0.0.1:{ports['metrics']}",
+            "--log-level",
+            "error",
+        ),
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         await wait_ready(f"http://127.0.0.1:{ports['admin']}/readyz", proc)
-        async with aiohttp.ClientSession() as s, s.post(
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
                 f"http://127.0.0.1:{ports['explicit']}/llm/v1/chat/completions",
-                json={"model": "m", "max_tokens": 2, "messages": []}) as r:
+                json={"model": "m", "max_tokens": 2, "messages": []},
+            ) as r,
+        ):
             assert r.status == 200
             decision_id = r.headers["x-haltgate-decision-id"]
     finally:

@@ -18,9 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from haltgate.sidecar.tlsmint import CertificateAuthority
 from tests.sidecar.test_cli_spool import haltgate
 
-POLICY = {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-          "metadata": {"name": "p", "namespace": "agents"},
-          "spec": {"selector": {"matchLabels": {"app": "agent"}}}}
+POLICY = {
+    "apiVersion": "haltgate.dev/v1alpha1",
+    "kind": "GovernancePolicy",
+    "metadata": {"name": "p", "namespace": "agents"},
+    "spec": {"selector": {"matchLabels": {"app": "agent"}}},
+}
 
 
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO) ")
@@ -58,8 +61,12 @@ def test_ca_create_writes_an_ec_ca_the_sidecar_loads(tmp_path: Path) -> None:
 
 
 def test_ca_create_refuses_rsa_in_one_line(tmp_path: Path) -> None:
-    one_line(run("ca", "create", "--out", str(tmp_path / "ca"), "--key-type", "rsa"), 2,
-             "--key-type rsa", "EC P-256")
+    one_line(
+        run("ca", "create", "--out", str(tmp_path / "ca"), "--key-type", "rsa"),
+        2,
+        "--key-type rsa",
+        "EC P-256",
+    )
     assert not (tmp_path / "ca").exists()
 
 
@@ -71,9 +78,22 @@ def policy(tmp_path: Path) -> Path:
 
 
 def sidecar(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run("sidecar", "--policy", str(policy), "--mode", "explicit",
-               "--audit-sink", "memory", "--listen", "127.0.0.1:0",
-               "--admin-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *args)
+    return run(
+        "sidecar",
+        "--policy",
+        str(policy),
+        "--mode",
+        "explicit",
+        "--audit-sink",
+        "memory",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        *args,
+    )
 
 
 def rsa_ca(directory: Path) -> None:
@@ -81,20 +101,34 @@ def rsa_ca(directory: Path) -> None:
     ca = CertificateAuthority.create()
     (directory / "ca.crt").write_bytes(ca.cert_pem())
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (directory / "ca.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    (directory / "ca.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 def test_sidecar_with_rsa_ca_says_so_in_one_line(policy: Path, tmp_path: Path) -> None:
     rsa_ca(tmp_path / "ca")
-    one_line(sidecar(policy, "--ca-dir", str(tmp_path / "ca")), 1,
-             "--ca-dir", "RSA", "haltgate ca create")
+    one_line(
+        sidecar(policy, "--ca-dir", str(tmp_path / "ca")),
+        1,
+        "--ca-dir",
+        "RSA",
+        "haltgate ca create",
+    )
 
 
 def test_sidecar_with_missing_or_unreadable_ca(policy: Path, tmp_path: Path) -> None:
-    one_line(sidecar(policy, "--ca-dir", str(tmp_path / "nowhere")), 1,
-             "--ca-dir", "ca.crt", "No such file")
+    one_line(
+        sidecar(policy, "--ca-dir", str(tmp_path / "nowhere")),
+        1,
+        "--ca-dir",
+        "ca.crt",
+        "No such file",
+    )
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "ca.crt").write_text("not a certificate")
@@ -108,8 +142,9 @@ def test_sidecar_on_a_busy_port(policy: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         for flag in ("--listen", "--admin-listen", "--metrics-listen"):
-            line = one_line(sidecar(policy, flag, f"127.0.0.1:{port}"), 1, flag,
-                            f"127.0.0.1:{port}")
+            line = one_line(
+                sidecar(policy, flag, f"127.0.0.1:{port}"), 1, flag, f"127.0.0.1:{port}"
+            )
             assert "in use" in line
 
 
@@ -119,12 +154,17 @@ def test_sidecar_with_a_bad_policy_file(policy: Path, tmp_path: Path) -> None:
     one_line(sidecar(tmp_path / "missing.yaml"), 1, "--policy", "missing.yaml")
 
 
-@pytest.mark.parametrize(("flag", "needle"), [
-    ("--upstream-ca-file", "upstream CA bundle"), ("--state-dir", "Not a directory"),
-    ("--audit-dir", "audit spool"),
-])
-def test_sidecar_with_an_unusable_file_or_directory(policy: Path, tmp_path: Path, flag: str,
-                                                    needle: str) -> None:
+@pytest.mark.parametrize(
+    ("flag", "needle"),
+    [
+        ("--upstream-ca-file", "upstream CA bundle"),
+        ("--state-dir", "Not a directory"),
+        ("--audit-dir", "audit spool"),
+    ],
+)
+def test_sidecar_with_an_unusable_file_or_directory(
+    policy: Path, tmp_path: Path, flag: str, needle: str
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory, not a CA bundle")
     target = blocker if flag == "--upstream-ca-file" else blocker / "below"
@@ -132,10 +172,16 @@ def test_sidecar_with_an_unusable_file_or_directory(policy: Path, tmp_path: Path
     one_line(sidecar(policy, flag, str(target), *args), 1, flag, needle)
 
 
-@pytest.mark.parametrize(("flag", "value"), [
-    ("--listen", "127.0.0.1:99999"), ("--admin-listen", "127.0.0.1:http"),
-    ("--max-connections", "0"), ("--idle-timeout", "x"),
-    ("--mode", "sideways"), ("--reload-interval", "-1"),
-])
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--listen", "127.0.0.1:99999"),
+        ("--admin-listen", "127.0.0.1:http"),
+        ("--max-connections", "0"),
+        ("--idle-timeout", "x"),
+        ("--mode", "sideways"),
+        ("--reload-interval", "-1"),
+    ],
+)
 def test_sidecar_with_a_bad_flag_value(policy: Path, flag: str, value: str) -> None:
     one_line(sidecar(policy, flag, value), 2, flag)

@@ -30,7 +30,7 @@ def split_records(hello: bytes, size: int) -> bytes:
     header, payload = hello[:5], hello[5:]
     out = b""
     for i in range(0, len(payload), size):
-        chunk = payload[i:i + size]
+        chunk = payload[i : i + size]
         out += header[:3] + len(chunk).to_bytes(2, "big") + chunk
     return out
 

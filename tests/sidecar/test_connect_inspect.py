@@ -31,14 +31,27 @@ async def https_llm(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
     await runner.cleanup()
 
 
-async def test_connect_inspected(sidecar_factory: SidecarFactory, https_llm: tuple[int, Path],
-                                 tmp_path: Path) -> None:
+async def test_connect_inspected(
+    sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
+) -> None:
     port, upstream_ca = https_llm
     CertificateAuthority.create().write(tmp_path / "hgca")
     sc = await sidecar_factory(
-        {"spec": {"upstreams": [{"name": "secure", "url": f"https://localhost:{port}",
-                                 "kind": "llm", "provider": "openai"}]}},
-        ca_dir=tmp_path / "hgca", upstream_ca_file=upstream_ca)
+        {
+            "spec": {
+                "upstreams": [
+                    {
+                        "name": "secure",
+                        "url": f"https://localhost:{port}",
+                        "kind": "llm",
+                        "provider": "openai",
+                    }
+                ]
+            }
+        },
+        ca_dir=tmp_path / "hgca",
+        upstream_ca_file=upstream_ca,
+    )
     agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
     url = f"https://localhost:{port}/v1/chat/completions"
     async with aiohttp.ClientSession() as s:
@@ -48,26 +61,41 @@ async def test_connect_inspected(sidecar_factory: SidecarFactory, https_llm: tup
             body = await r.json()
         assert body["usage"]["completion_tokens"] == 3
         # The same connection pool keeps governing: a denied model inside the tunnel.
-        async with s.post(url, json={**CHAT, "model": 5}, proxy=sc.explicit,
-                          ssl=agent_tls) as r:
+        async with s.post(url, json={**CHAT, "model": 5}, proxy=sc.explicit, ssl=agent_tls) as r:
             assert r.status == 400
     records = [rec for rec in sc.audit.records if rec.phase == "intent"]
     assert records and records[0].target == f"POST https://localhost:{port}/v1/chat/completions"
 
 
-async def test_connect_inspected_host_mismatch(sidecar_factory: SidecarFactory,
-                                               https_llm: tuple[int, Path],
-                                               tmp_path: Path) -> None:
+async def test_connect_inspected_host_mismatch(
+    sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
+) -> None:
     port, upstream_ca = https_llm
     CertificateAuthority.create().write(tmp_path / "hgca")
     sc = await sidecar_factory(
-        {"spec": {"upstreams": [{"name": "secure", "url": f"https://localhost:{port}",
-                                 "kind": "llm", "provider": "openai"}]}},
-        ca_dir=tmp_path / "hgca", upstream_ca_file=upstream_ca)
+        {
+            "spec": {
+                "upstreams": [
+                    {
+                        "name": "secure",
+                        "url": f"https://localhost:{port}",
+                        "kind": "llm",
+                        "provider": "openai",
+                    }
+                ]
+            }
+        },
+        ca_dir=tmp_path / "hgca",
+        upstream_ca_file=upstream_ca,
+    )
     agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"https://localhost:{port}/v1/chat/completions", json=CHAT,
-                          proxy=sc.explicit, ssl=agent_tls,
-                          headers={"Host": "elsewhere.example"}) as r:
+        async with s.post(
+            f"https://localhost:{port}/v1/chat/completions",
+            json=CHAT,
+            proxy=sc.explicit,
+            ssl=agent_tls,
+            headers={"Host": "elsewhere.example"},
+        ) as r:
             assert r.status == 403
             assert (await r.json())["error"]["code"] == "sni_host_mismatch"

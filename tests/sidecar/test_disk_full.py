@@ -31,8 +31,7 @@ from tests.audit.conftest import AuditDatabase, audit_db  # noqa: F401 (fixture)
 from tests.audit.helpers import make_record
 from tests.sidecar.conftest import ADMIN_TOKEN, Standins, base_policy
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 5}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
 
 @pytest.fixture
@@ -58,9 +57,14 @@ async def start(standins: Standins, tmp_path: Path) -> AsyncIterator[Any]:
         token = tmp_path / "admin-token"
         token.write_text(ADMIN_TOKEN)
         settings = SidecarSettings(
-            policy_path=policy, admin_token_file=token, state_dir=volume / "state",
-            audit_dir=volume / "audit", explicit=Listen("127.0.0.1", 0),
-            admin=Listen("127.0.0.1", 0), metrics=Listen("127.0.0.1", 0))
+            policy_path=policy,
+            admin_token_file=token,
+            state_dir=volume / "state",
+            audit_dir=volume / "audit",
+            explicit=Listen("127.0.0.1", 0),
+            admin=Listen("127.0.0.1", 0),
+            metrics=Listen("127.0.0.1", 0),
+        )
         sidecar = Sidecar(settings)  # the real spool, not the memory sink
         await sidecar.start()
         running.append(sidecar)
@@ -72,8 +76,10 @@ async def start(standins: Standins, tmp_path: Path) -> AsyncIterator[Any]:
 
 
 async def call(sc: Started) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as s, \
-            s.post(sc.explicit + "/llm/v1/chat/completions", json=CHAT) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.explicit + "/llm/v1/chat/completions", json=CHAT) as r,
+    ):
         return r.status, r.headers.get("x-haltgate-code", "")
 
 
@@ -105,7 +111,10 @@ def spooled_chains(spool: Path) -> dict[str, list[int]]:
 
 
 async def test_full_disk_refuses_unready_then_heals_by_itself(
-        volume: Path, start: Any, audit_db: AuditDatabase) -> None:  # noqa: F811
+    volume: Path,
+    start: Any,
+    audit_db: AuditDatabase,  # noqa: F811
+) -> None:
     sc = await start(volume)
     assert await call(sc) == (200, "")
     assert (await readyz(sc))[0] == 200
@@ -140,8 +149,7 @@ async def test_full_disk_refuses_unready_then_heals_by_itself(
     assert report.ok, report.problems
 
 
-async def test_restart_on_a_full_volume_starts_refusing_but_alive(
-        volume: Path, start: Any) -> None:
+async def test_restart_on_a_full_volume_starts_refusing_but_alive(volume: Path, start: Any) -> None:
     sc = await start(volume)
     assert await call(sc) == (200, "")
     await sc.sidecar.stop()

@@ -13,8 +13,10 @@ from haltgate.governance import opa, tools
 from haltgate.governance.engine import codes
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = (REPO / "sidecar" / "haltgate" / "sidecar",
-           REPO / "governance" / "haltgate" / "governance")
+SOURCES = (
+    REPO / "sidecar" / "haltgate" / "sidecar",
+    REPO / "governance" / "haltgate" / "governance",
+)
 
 
 def _raised_codes() -> set[str]:
@@ -30,29 +32,42 @@ def _raised_codes() -> set[str]:
                     func = node.func
                     name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
                     if name.endswith("Error"):
-                        found |= {kw.value.value for kw in node.keywords
-                                  if kw.arg == "code" and isinstance(kw.value, ast.Constant)
-                                  and isinstance(kw.value.value, str)}
-                    if name in ("Refused", "DestinationMismatch") and node.args and \
-                            isinstance(node.args[0], ast.Constant):
+                        found |= {
+                            kw.value.value
+                            for kw in node.keywords
+                            if kw.arg == "code"
+                            and isinstance(kw.value, ast.Constant)
+                            and isinstance(kw.value.value, str)
+                        }
+                    if (
+                        name in ("Refused", "DestinationMismatch")
+                        and node.args
+                        and isinstance(node.args[0], ast.Constant)
+                    ):
                         found.add(str(node.args[0].value))
                 if isinstance(node, ast.ClassDef) and node.name.endswith("Error"):
                     for stmt in node.body:
-                        if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant) \
-                                and any(isinstance(t, ast.Name) and t.id == "code"
-                                        for t in stmt.targets) \
-                                and isinstance(stmt.value.value, str):
+                        if (
+                            isinstance(stmt, ast.Assign)
+                            and isinstance(stmt.value, ast.Constant)
+                            and any(
+                                isinstance(t, ast.Name) and t.id == "code" for t in stmt.targets
+                            )
+                            and isinstance(stmt.value.value, str)
+                        ):
                             found.add(stmt.value.value)
     return found
 
 
 def _module_codes() -> set[str]:
     out = {d.code for d in vars(codes).values() if isinstance(d, codes.Dimension)}
-    out |= {v for k, v in vars(codes).items()
-            if k.isupper() and isinstance(v, str) and k not in ("RESET", "LIFTED")}
+    out |= {
+        v
+        for k, v in vars(codes).items()
+        if k.isupper() and isinstance(v, str) and k not in ("RESET", "LIFTED")
+    }
     for module in (opa, tools):
-        out |= {v for k, v in vars(module).items()
-                if k.startswith("CODE_") and isinstance(v, str)}
+        out |= {v for k, v in vars(module).items() if k.startswith("CODE_") and isinstance(v, str)}
     return out
 
 

@@ -12,8 +12,11 @@ import pytest
 from haltgate.governance.audit import AuditRecord
 from tests.sidecar.conftest import Running, SidecarFactory, Standins
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
-        "max_tokens": 5}
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "one two three"}],
+    "max_tokens": 5,
+}
 
 
 async def post(url: str, body: Any, **headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -32,8 +35,9 @@ async def outcomes(sc: Running, n: int = 1) -> list[AuditRecord]:
     raise AssertionError(f"expected {n} outcome records, found {len(found)}")
 
 
-async def test_chat_answer_unchanged_and_headers(sidecar_factory: SidecarFactory,
-                                                 standins: Standins) -> None:
+async def test_chat_answer_unchanged_and_headers(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
     raw = orjson.dumps(CHAT)
     status, _, direct = await post(standins.llm + "/v1/chat/completions", raw)
@@ -53,8 +57,9 @@ async def test_chat_answer_unchanged_and_headers(sidecar_factory: SidecarFactory
     assert [i.decision_id for i in intents] == [record.decision_id]
 
 
-async def test_stream_with_usage_is_byte_identical(sidecar_factory: SidecarFactory,
-                                                   standins: Standins) -> None:
+async def test_stream_with_usage_is_byte_identical(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
     body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
     _, _, direct = await post(standins.llm + "/v1/chat/completions", body)
@@ -66,8 +71,9 @@ async def test_stream_with_usage_is_byte_identical(sidecar_factory: SidecarFacto
     assert record.usage["estimated"] is False
 
 
-async def test_stream_without_usage_gets_usage_injected(sidecar_factory: SidecarFactory,
-                                                        standins: Standins) -> None:
+async def test_stream_without_usage_gets_usage_injected(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
     body = {**CHAT, "stream": True}
     status, _, via = await post(sc.explicit + "/llm/v1/chat/completions", body)
@@ -83,21 +89,48 @@ async def test_stream_without_usage_gets_usage_injected(sidecar_factory: Sidecar
     assert not record.usage["estimated"]
 
 
-@pytest.mark.parametrize(("alias", "path", "body", "expect"), [
-    ("claude", "/v1/messages",
-     {"model": "claude-x", "max_tokens": 4, "stream": True,
-      "messages": [{"role": "user", "content": "a b"}]}, (2, 4)),
-    ("llm", "/v1/responses",
-     {"model": "gpt-4o", "input": "a b c d", "max_output_tokens": 3, "stream": True}, (4, 3)),
-    ("llm", "/v1/responses", {"model": "gpt-4o", "input": "a b", "max_output_tokens": 3},
-     (2, 3)),
-    ("llm", "/v1/embeddings", {"model": "emb", "input": ["a b", "c"]}, (3, 0)),
-    ("llm", "/v1/completions", {"model": "m", "prompt": "x y", "max_tokens": 2,
-                                "stream": True}, (2, 2)),
-])
+@pytest.mark.parametrize(
+    ("alias", "path", "body", "expect"),
+    [
+        (
+            "claude",
+            "/v1/messages",
+            {
+                "model": "claude-x",
+                "max_tokens": 4,
+                "stream": True,
+                "messages": [{"role": "user", "content": "a b"}],
+            },
+            (2, 4),
+        ),
+        (
+            "llm",
+            "/v1/responses",
+            {"model": "gpt-4o", "input": "a b c d", "max_output_tokens": 3, "stream": True},
+            (4, 3),
+        ),
+        (
+            "llm",
+            "/v1/responses",
+            {"model": "gpt-4o", "input": "a b", "max_output_tokens": 3},
+            (2, 3),
+        ),
+        ("llm", "/v1/embeddings", {"model": "emb", "input": ["a b", "c"]}, (3, 0)),
+        (
+            "llm",
+            "/v1/completions",
+            {"model": "m", "prompt": "x y", "max_tokens": 2, "stream": True},
+            (2, 2),
+        ),
+    ],
+)
 async def test_dialects_unchanged_with_usage(
-    sidecar_factory: SidecarFactory, standins: Standins, alias: str, path: str,
-    body: dict[str, Any], expect: tuple[int, int],
+    sidecar_factory: SidecarFactory,
+    standins: Standins,
+    alias: str,
+    path: str,
+    body: dict[str, Any],
+    expect: tuple[int, int],
 ) -> None:
     sc = await sidecar_factory()
     _, _, direct = await post(standins.llm + path, body)
@@ -111,10 +144,16 @@ async def test_dialects_unchanged_with_usage(
 
 async def test_anthropic_cache_tokens_normalised(sidecar_factory: SidecarFactory) -> None:
     sc = await sidecar_factory()
-    body = {"model": "claude-x", "max_tokens": 2, "messages": [
-        {"role": "user", "content": "a b c d e f"}]}
-    status, _, _ = await post(sc.explicit + "/claude/v1/messages", body,
-                              **{"x-standin-cached": "4", "x-standin-cache-write": "3"})
+    body = {
+        "model": "claude-x",
+        "max_tokens": 2,
+        "messages": [{"role": "user", "content": "a b c d e f"}],
+    }
+    status, _, _ = await post(
+        sc.explicit + "/claude/v1/messages",
+        body,
+        **{"x-standin-cached": "4", "x-standin-cache-write": "3"},
+    )
     assert status == 200
     (record,) = await outcomes(sc)
     assert record.usage is not None
@@ -124,8 +163,9 @@ async def test_anthropic_cache_tokens_normalised(sidecar_factory: SidecarFactory
     assert record.usage["cache_write_tokens"] == 3
 
 
-async def test_token_budget_refuses_with_typed_error(sidecar_factory: SidecarFactory,
-                                                     standins: Standins) -> None:
+async def test_token_budget_refuses_with_typed_error(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     raw = orjson.dumps(CHAT)
     # Enough for one call's worst case (body bytes + max_tokens), not for two.
     limit = len(raw) + 5 + 5
@@ -143,18 +183,26 @@ async def test_token_budget_refuses_with_typed_error(sidecar_factory: SidecarFac
     assert len(standins.received("llm").requests) == forwarded  # nothing forwarded
 
 
-async def test_stream_crossing_the_budget_is_cut(standins: Standins,
-                                                 sidecar_factory: SidecarFactory) -> None:
+async def test_stream_crossing_the_budget_is_cut(
+    standins: Standins, sidecar_factory: SidecarFactory
+) -> None:
     from haltgate.sidecar.pipeline import PipelineSettings
 
-    body = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": "go"}]}
+    body = {
+        "model": "m",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "go"}],
+    }
     raw = orjson.dumps(body)
     # The client names no max_tokens: the sidecar reserves 2; the budget leaves 3 more.
-    sc = await sidecar_factory({"spec": {"budgets": {"tokens": {"limit": len(raw) + 2 + 3}}}},
-                               pipeline=PipelineSettings(default_max_output_tokens=2))
-    status, _, via = await post(sc.explicit + "/llm/v1/chat/completions", raw,
-                                **{"x-standin-tokens": "200"})
+    sc = await sidecar_factory(
+        {"spec": {"budgets": {"tokens": {"limit": len(raw) + 2 + 3}}}},
+        pipeline=PipelineSettings(default_max_output_tokens=2),
+    )
+    status, _, via = await post(
+        sc.explicit + "/llm/v1/chat/completions", raw, **{"x-standin-tokens": "200"}
+    )
     assert status == 200
     assert b"event: error" in via
     tail = via.rsplit(b"data: ", 1)[1]
@@ -166,11 +214,13 @@ async def test_stream_crossing_the_budget_is_cut(standins: Standins,
 
 
 async def test_truncated_upstream_stream_ends_with_error_event(
-        sidecar_factory: SidecarFactory) -> None:
+    sidecar_factory: SidecarFactory,
+) -> None:
     sc = await sidecar_factory()
     body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
-    status, _, via = await post(sc.explicit + "/llm/v1/chat/completions", body,
-                                **{"x-standin-behavior": "truncate"})
+    status, _, via = await post(
+        sc.explicit + "/llm/v1/chat/completions", body, **{"x-standin-behavior": "truncate"}
+    )
     assert status == 200
     assert via.endswith(b"\n\n")
     error = orjson.loads(via.rsplit(b"data: ", 1)[1])["error"]
@@ -184,8 +234,9 @@ async def test_truncated_upstream_stream_ends_with_error_event(
 
 async def test_upstream_error_is_relayed(sidecar_factory: SidecarFactory) -> None:
     sc = await sidecar_factory()
-    status, headers, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT,
-                                       **{"x-standin-behavior": "error"})
+    status, headers, body = await post(
+        sc.explicit + "/llm/v1/chat/completions", CHAT, **{"x-standin-behavior": "error"}
+    )
     assert status == 500
     assert orjson.loads(body)["error"]["type"] == "server_error"
     assert headers["x-haltgate-decision-id"]
@@ -199,10 +250,25 @@ async def test_unknown_alias_is_404(sidecar_factory: SidecarFactory) -> None:
     assert headers["x-haltgate-decision-id"]
 
 
-async def test_denied_model_is_403_and_audited(sidecar_factory: SidecarFactory,
-                                               standins: Standins) -> None:
-    sc = await sidecar_factory({"spec": {"tools": {"rules": [
-        {"name": "small-only", "action": "allow", "kind": "llm", "models": ["tiny-*"]}]}}})
+async def test_denied_model_is_403_and_audited(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "tools": {
+                    "rules": [
+                        {
+                            "name": "small-only",
+                            "action": "allow",
+                            "kind": "llm",
+                            "models": ["tiny-*"],
+                        }
+                    ]
+                }
+            }
+        }
+    )
     status, _, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
     assert status == 403
     error = orjson.loads(body)["error"]
@@ -245,12 +311,12 @@ async def raw_request(base: str, data: bytes) -> bytes:
     return answer
 
 
-async def test_dot_segments_refused(sidecar_factory: SidecarFactory,
-                                    standins: Standins) -> None:
+async def test_dot_segments_refused(sidecar_factory: SidecarFactory, standins: Standins) -> None:
     sc = await sidecar_factory()
     answer = await raw_request(
-        sc.explicit, b"GET /api/items/%2e%2e/secret HTTP/1.1\r\nHost: x\r\n"
-                     b"Connection: close\r\n\r\n")
+        sc.explicit,
+        b"GET /api/items/%2e%2e/secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
     assert answer.startswith(b"HTTP/1.1 400")
     assert b'"code":"invalid_path"' in answer
     assert not standins.received("api").requests
@@ -266,8 +332,9 @@ async def test_metrics_endpoint(sidecar_factory: SidecarFactory) -> None:
     assert 'haltgate_tokens_total{model="gpt-4o-mini",type="output"} 5.0' in text
 
 
-async def test_upstream_timeout_and_unreachable(sidecar_factory: SidecarFactory,
-                                                standins: Standins) -> None:
+async def test_upstream_timeout_and_unreachable(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     from tests.sidecar.conftest import base_policy, merge
 
     dead = "http://127.0.0.1:9"  # discard port: nothing listens
@@ -276,8 +343,9 @@ async def test_upstream_timeout_and_unreachable(sidecar_factory: SidecarFactory,
     sc = await sidecar_factory()
     sc.write_policy(doc)
     await sc.sidecar.watcher.check()
-    status, _, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT,
-                                 **{"x-standin-behavior": "slow"})
+    status, _, body = await post(
+        sc.explicit + "/llm/v1/chat/completions", CHAT, **{"x-standin-behavior": "slow"}
+    )
     assert status == 504 and orjson.loads(body)["error"]["code"] == "upstream_timeout"
     status, _, body = await post(sc.explicit + "/dead/v1/chat/completions", CHAT)
     assert status == 502 and orjson.loads(body)["error"]["code"] == "upstream_unreachable"
@@ -285,8 +353,9 @@ async def test_upstream_timeout_and_unreachable(sidecar_factory: SidecarFactory,
     assert status == 200
 
 
-async def test_http_tool_answer_streams_through(sidecar_factory: SidecarFactory,
-                                                standins: Standins) -> None:
+async def test_http_tool_answer_streams_through(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
     size = 3 * 1024 * 1024
     async with aiohttp.ClientSession(auto_decompress=False) as s:
@@ -310,8 +379,9 @@ async def test_oversized_llm_answer_refused(sidecar_factory: SidecarFactory) -> 
 
 
 async def test_hourly_budget_says_when_to_retry(sidecar_factory: SidecarFactory) -> None:
-    sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 1, "period": "hour",
-                                                               "window": "rolling"}}}})
+    sc = await sidecar_factory(
+        {"spec": {"budgets": {"calls": {"limit": 1, "period": "hour", "window": "rolling"}}}}
+    )
     status, _, _ = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
     assert status == 200
     status, headers, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
@@ -322,14 +392,17 @@ async def test_hourly_budget_says_when_to_retry(sidecar_factory: SidecarFactory)
 
 async def test_proxy_refuses_this_pod(sidecar_factory: SidecarFactory) -> None:
     """The sidecar's UID may reach the admin API and OPA; the agent must not through it."""
-    sc = await sidecar_factory({"spec": {"tools": {"rules": [
-        {"name": "any-http", "action": "allow", "kind": "http"}]}}})
+    sc = await sidecar_factory(
+        {"spec": {"tools": {"rules": [{"name": "any-http", "action": "allow", "kind": "http"}]}}}
+    )
     admin_port = sc.admin.rsplit(":", 1)[1]
     async with aiohttp.ClientSession() as s:
-        for url in (f"http://127.0.0.1:{admin_port}/status",
-                    f"http://localhost:{admin_port}/status",
-                    f"http://[::ffff:127.0.0.1]:{admin_port}/status",
-                    "http://169.254.169.254/latest/meta-data/"):
+        for url in (
+            f"http://127.0.0.1:{admin_port}/status",
+            f"http://localhost:{admin_port}/status",
+            f"http://[::ffff:127.0.0.1]:{admin_port}/status",
+            "http://169.254.169.254/latest/meta-data/",
+        ):
             async with s.get(url, proxy=sc.explicit) as r:
                 assert r.status == 403, url
                 error = (await r.json())["error"]

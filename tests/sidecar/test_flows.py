@@ -22,23 +22,35 @@ from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_p
 from tests.sidecar.test_cli_spool import free_port, haltgate, wait_ready
 from tests.sidecar.test_mcp import call, rpc
 
-GUARDED = {"promptInjection": {"direction": "both", "action": "block"},
-           "secrets": {"direction": "both", "action": "block"}}
+GUARDED = {
+    "promptInjection": {"direction": "both", "action": "block"},
+    "secrets": {"direction": "both", "action": "block"},
+}
 
-BROWSING = {"spec": {
-    "guardrails": GUARDED,
-    "flows": [{
-        "name": "web-to-writes",
-        "sources": [{"upstreams": ["api"], "paths": ["/pages/**"]}],
-        "sinks": [{"kind": "http", "methods": ["POST", "PUT", "DELETE"]}],
-    }],
-}}
+BROWSING = {
+    "spec": {
+        "guardrails": GUARDED,
+        "flows": [
+            {
+                "name": "web-to-writes",
+                "sources": [{"upstreams": ["api"], "paths": ["/pages/**"]}],
+                "sinks": [{"kind": "http", "methods": ["POST", "PUT", "DELETE"]}],
+            }
+        ],
+    }
+}
 
 
 async def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as s, s.request(
-            method, url, data=None if body is None else orjson.dumps(body),
-            headers={"Content-Type": "application/json"}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(
+            method,
+            url,
+            data=None if body is None else orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+        ) as r,
+    ):
         raw = await r.read()
         try:
             return r.status, orjson.loads(raw)
@@ -47,12 +59,14 @@ async def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
 
 
 def posts(standins: Standins) -> int:
-    return sum(1 for r in standins.received("api").requests
-               if r.method == "POST" and r.path == "/items")
+    return sum(
+        1 for r in standins.received("api").requests if r.method == "POST" and r.path == "/items"
+    )
 
 
 async def test_page_instruction_cannot_make_the_agent_send(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory(BROWSING)
     api = sc.explicit + "/api"
     # A clean run may write.
@@ -80,7 +94,8 @@ async def test_page_instruction_cannot_make_the_agent_send(
 
 
 async def test_an_error_answer_from_a_source_taints_too(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory(BROWSING)
     api = sc.explicit + "/api"
     assert (await http("GET", api + "/items"))[0] == 200
@@ -91,7 +106,8 @@ async def test_an_error_answer_from_a_source_taints_too(
 
 
 async def test_untouched_run_is_not_tainted(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory(BROWSING)
     api = sc.explicit + "/api"
     assert (await http("GET", api + "/items/1"))[0] == 200
@@ -99,22 +115,29 @@ async def test_untouched_run_is_not_tainted(
 
 
 async def test_taint_survives_restart_and_clears_on_reset(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory(BROWSING)
     assert (await http("GET", sc.explicit + "/api/pages/offer"))[0] == 200
     await sc.sidecar.stop()
     sc = await sidecar_factory(BROWSING)  # same state directory
     status, body = await http("POST", sc.explicit + "/api/items", {"name": "x"})
     assert (status, body["error"]["code"]) == (403, "flow_denied")
-    async with aiohttp.ClientSession() as s, s.post(
-            sc.admin + "/reset", json={"actor": "test"},
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            sc.admin + "/reset",
+            json={"actor": "test"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as r,
+    ):
         assert r.status == 200
     assert (await http("POST", sc.explicit + "/api/items", {"name": "x"}))[0] == 201
 
 
 async def test_unreadable_taint_state_fails_closed(
-        sidecar_factory: SidecarFactory, standins: Standins, tmp_path: Any) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins, tmp_path: Any
+) -> None:
     state = tmp_path / "state"
     state.mkdir()
     (state / "flow-taint.json").write_text("{not json")
@@ -125,27 +148,39 @@ async def test_unreadable_taint_state_fails_closed(
 
 
 async def test_mcp_tool_result_taints_http_sink(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
-    sc = await sidecar_factory({"spec": {"guardrails": GUARDED, "flows": [{
-        "name": "files-stay-home",
-        "sources": [{"mcpServers": ["mcp"], "mcpTools": ["read_file"]}],
-        "sinks": [{"upstreams": ["api"], "methods": ["POST"]},
-                  {"mcpTools": ["search"]}],
-    }]}})
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "guardrails": GUARDED,
+                "flows": [
+                    {
+                        "name": "files-stay-home",
+                        "sources": [{"mcpServers": ["mcp"], "mcpTools": ["read_file"]}],
+                        "sinks": [
+                            {"upstreams": ["api"], "methods": ["POST"]},
+                            {"mcpTools": ["search"]},
+                        ],
+                    }
+                ],
+            }
+        }
+    )
     mcp = sc.explicit + "/mcp"
     # Another tool's result does not taint.
     status, _, _ = await call(mcp, rpc("tools/call", 1, name="echo", arguments={"text": "hi"}))
     assert status == 200
     assert (await http("POST", sc.explicit + "/api/items", {"name": "a"}))[0] == 201
-    status, body, _ = await call(mcp, rpc("tools/call", 2, name="read_file",
-                                          arguments={"path": "/srv/notes.txt"}))
+    status, body, _ = await call(
+        mcp, rpc("tools/call", 2, name="read_file", arguments={"path": "/srv/notes.txt"})
+    )
     assert status == 200 and "contents of" in body["result"]["content"][0]["text"]
     status, body = await http("POST", sc.explicit + "/api/items", {"name": "b"})
     assert (status, body["error"]["code"]) == (403, "flow_denied")
     assert "mcp mcp tool read_file" in body["error"]["message"]
     # An MCP sink is refused as a JSON-RPC error naming the same code.
-    status, body, _ = await call(mcp, rpc("tools/call", 3, name="search",
-                                          arguments={"query": "x"}))
+    status, body, _ = await call(mcp, rpc("tools/call", 3, name="search", arguments={"query": "x"}))
     assert status == 200 and body["error"]["data"]["code"] == "flow_denied"
     # echo is not a sink: still allowed.
     status, body, _ = await call(mcp, rpc("tools/call", 4, name="echo", arguments={"text": "k"}))
@@ -153,35 +188,56 @@ async def test_mcp_tool_result_taints_http_sink(
     assert posts(standins) == 1
 
 
-APPROVAL = {"spec": {"guardrails": GUARDED, "flows": [{
-    "name": "web-writes-need-approval",
-    "sources": [{"upstreams": ["api"], "paths": ["/pages/**"]}],
-    "sinks": [{"kind": "http", "methods": ["POST"]}],
-    "action": "approval",
-}]}}
+APPROVAL = {
+    "spec": {
+        "guardrails": GUARDED,
+        "flows": [
+            {
+                "name": "web-writes-need-approval",
+                "sources": [{"upstreams": ["api"], "paths": ["/pages/**"]}],
+                "sinks": [{"kind": "http", "methods": ["POST"]}],
+                "action": "approval",
+            }
+        ],
+    }
+}
 
 
 async def approve(sc: Any, approval: str, token: str = ADMIN_TOKEN) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as s, s.post(
-            sc.admin + "/flows/approve", json={"approval": approval, "actor": "alice"},
-            headers={"Authorization": f"Bearer {token}"}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            sc.admin + "/flows/approve",
+            json={"approval": approval, "actor": "alice"},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as r,
+    ):
         return r.status, await r.json()
 
 
 async def post_item(sc: Any, body: Any) -> tuple[int, Any, str | None]:
-    async with aiohttp.ClientSession() as s, s.post(
-            sc.explicit + "/api/items", data=orjson.dumps(body),
-            headers={"Content-Type": "application/json"}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            sc.explicit + "/api/items",
+            data=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+        ) as r,
+    ):
         return r.status, orjson.loads(await r.read()), r.headers.get("x-haltgate-approval")
 
 
 async def test_approval_lets_exactly_the_approved_call_pass_once(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory(APPROVAL)
     assert (await http("GET", sc.explicit + "/api/pages/offer"))[0] == 200
     status, body, approval = await post_item(sc, {"addresses": ["1 Elm St"]})
     assert (status, body["error"]["type"], body["error"]["code"]) == (
-        403, "SAFETY", "flow_approval_required")
+        403,
+        "SAFETY",
+        "flow_approval_required",
+    )
     assert approval is not None and approval in body["error"]["message"]
     surfaced = error_from_body(body, status=status)
     assert isinstance(surfaced, DeniedError) and surfaced.code == "flow_approval_required"
@@ -200,12 +256,23 @@ async def test_approval_lets_exactly_the_approved_call_pass_once(
 
 
 async def test_window_scope_reopens_sinks_after_its_calls(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
-    sc = await sidecar_factory({"spec": {"flows": [{
-        "name": "web-window", "scope": "calls", "windowCalls": 2,
-        "sources": [{"upstreams": ["api"], "paths": ["/pages/**"]}],
-        "sinks": [{"kind": "http", "methods": ["POST"]}],
-    }]}})
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "flows": [
+                    {
+                        "name": "web-window",
+                        "scope": "calls",
+                        "windowCalls": 2,
+                        "sources": [{"upstreams": ["api"], "paths": ["/pages/**"]}],
+                        "sinks": [{"kind": "http", "methods": ["POST"]}],
+                    }
+                ]
+            }
+        }
+    )
     api = sc.explicit + "/api"
     assert (await http("GET", api + "/pages/offer"))[0] == 200
     assert (await http("GET", api + "/items"))[0] == 200
@@ -215,7 +282,8 @@ async def test_window_scope_reopens_sinks_after_its_calls(
 
 
 async def test_taint_survives_kill_9_of_the_sidecar_process(
-        standins: Standins, tmp_path: Path) -> None:
+    standins: Standins, tmp_path: Path
+) -> None:
     """The pod's way: ``haltgate sidecar`` as a process, killed with SIGKILL, restarted
     on the same state directory; the run is still tainted, and a reset clears it."""
     policy = tmp_path / "policy.yaml"
@@ -227,13 +295,30 @@ async def test_taint_survives_kill_9_of_the_sidecar_process(
 
     async def start() -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            *haltgate("sidecar", "--policy", str(policy), "--state-dir", str(tmp_path / "st"),
-                      "--audit-dir", str(tmp_path / "spool"), "--admin-token-file", str(token),
-                      "--mode", "explicit", "--listen", f"127.0.0.1:{ports['explicit']}",
-                      "--admin-listen", f"127.0.0.1:{ports['admin']}",
-                      "--metrics-listen", f"127.0.0.1:{ports['metrics']}",
-                      "--log-level", "error"),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            *haltgate(
+                "sidecar",
+                "--policy",
+                str(policy),
+                "--state-dir",
+                str(tmp_path / "st"),
+                "--audit-dir",
+                str(tmp_path / "spool"),
+                "--admin-token-file",
+                str(token),
+                "--mode",
+                "explicit",
+                "--listen",
+                f"127.0.0.1:{ports['explicit']}",
+                "--admin-listen",
+                f"127.0.0.1:{ports['admin']}",
+                "--metrics-listen",
+                f"127.0.0.1:{ports['metrics']}",
+                "--log-level",
+                "error",
+            ),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         await wait_ready(admin + "/readyz", proc)
         return proc
 
@@ -245,9 +330,14 @@ async def test_taint_survives_kill_9_of_the_sidecar_process(
         proc = await start()
         status, body = await http("POST", explicit + "/api/items", {"addresses": ["x"]})
         assert (status, body["error"]["code"]) == (403, "flow_denied")
-        async with aiohttp.ClientSession() as s, s.post(
-                admin + "/reset", json={"actor": "test"},
-                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                admin + "/reset",
+                json={"actor": "test"},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            ) as r,
+        ):
             assert r.status == 200
         assert (await http("POST", explicit + "/api/items", {"name": "x"}))[0] == 201
     finally:

@@ -18,18 +18,24 @@ from tests.sidecar.conftest import SidecarFactory, Standins, base_policy
 
 HANG_GUARD_SECONDS = 20.0
 """How long a blocked step may wait: a guard against a hang, never a speed figure."""
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
-        "max_tokens": 5}
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "one two three"}],
+    "max_tokens": 5,
+}
 
 
 async def post(url: str, body: Any, **headers: str) -> tuple[int, dict[str, str], bytes]:
-    async with aiohttp.ClientSession() as s, s.post(url, data=orjson.dumps(body),
-                                                    headers=headers) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(url, data=orjson.dumps(body), headers=headers) as r,
+    ):
         return r.status, dict(r.headers), await r.read()
 
 
 async def test_missing_max_tokens_reserves_the_models_maximum(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     # gpt-4o-mini can answer 16,384 tokens: a call without max_tokens may cost that much,
     # so 10,000 output tokens of budget cannot cover it (a 4,096 default would).
     sc = await sidecar_factory({"spec": {"budgets": {"tokens": {"output": 10_000}}}})
@@ -43,7 +49,8 @@ async def test_missing_max_tokens_reserves_the_models_maximum(
 
 
 async def test_reserve_and_settle_do_not_build_the_budget_report(
-        sidecar_factory: SidecarFactory) -> None:
+    sidecar_factory: SidecarFactory,
+) -> None:
     sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 100}}}})
     status, _, _ = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
     assert status == 200
@@ -56,7 +63,8 @@ async def test_reserve_and_settle_do_not_build_the_budget_report(
 
 
 async def test_refusal_of_a_halted_run_has_the_budget_and_says_do_not_retry(
-        sidecar_factory: SidecarFactory) -> None:
+    sidecar_factory: SidecarFactory,
+) -> None:
     sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 1}}}})
     url = sc.explicit + "/llm/v1/chat/completions"
     assert (await post(url, CHAT))[0] == 200
@@ -72,8 +80,9 @@ async def test_refusal_of_a_halted_run_has_the_budget_and_says_do_not_retry(
 
 
 async def test_period_budget_refusal_keeps_retry_after(sidecar_factory: SidecarFactory) -> None:
-    sc = await sidecar_factory({"spec": {"budgets": {
-        "calls": {"limit": 1, "period": "hour", "window": "rolling"}}}})
+    sc = await sidecar_factory(
+        {"spec": {"budgets": {"calls": {"limit": 1, "period": "hour", "window": "rolling"}}}}
+    )
     url = sc.explicit + "/llm/v1/chat/completions"
     assert (await post(url, CHAT))[0] == 200
     status, headers, raw = await post(url, CHAT)
@@ -118,10 +127,12 @@ def _events(raw: bytes) -> list[Any]:
 
 
 async def test_stream_cut_mid_event_never_relays_half_an_event(
-        sidecar_factory: SidecarFactory, standins: Standins, half_event_upstream: str) -> None:
-    upstreams = [*base_policy(standins)["spec"]["upstreams"],
-                 {"name": "half", "url": half_event_upstream, "kind": "llm",
-                  "provider": "openai"}]
+    sidecar_factory: SidecarFactory, standins: Standins, half_event_upstream: str
+) -> None:
+    upstreams = [
+        *base_policy(standins)["spec"]["upstreams"],
+        {"name": "half", "url": half_event_upstream, "kind": "llm", "provider": "openai"},
+    ]
     sc = await sidecar_factory({"spec": {"upstreams": upstreams}})
     body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
     status, _, raw = await post(sc.explicit + "/half/v1/chat/completions", body)
@@ -177,7 +188,8 @@ default decision := {"allow": false, "reason": "edited in the ConfigMap",
 
 @pytest.mark.opa
 async def test_opa_headers_go_upstream_on_allow_and_on_the_refusal_on_deny(
-        sidecar_factory: SidecarFactory, standins: Standins, opa_server: str) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins, opa_server: str
+) -> None:
     sc = await sidecar_factory({"spec": {"opa": {"rego": HEADERS_REGO}}}, opa_url=opa_server)
     url = sc.explicit + "/llm/v1/chat/completions"
     status, headers, _ = await post(url, CHAT)
@@ -191,13 +203,16 @@ async def test_opa_headers_go_upstream_on_allow_and_on_the_refusal_on_deny(
 
 @pytest.mark.opa
 async def test_rego_edited_in_its_configmap_reaches_opa(
-        sidecar_factory: SidecarFactory, opa_server: str, tmp_path: Path) -> None:
+    sidecar_factory: SidecarFactory, opa_server: str, tmp_path: Path
+) -> None:
     rego_dir = tmp_path / "rego"
     rego_dir.mkdir()
     (rego_dir / "policy.rego").write_text(ALLOW_REGO)
     sc = await sidecar_factory(
         {"spec": {"opa": {"configMapRef": {"name": "rego", "key": "policy.rego"}}}},
-        opa_url=opa_server, rego_dir=rego_dir)
+        opa_url=opa_server,
+        rego_dir=rego_dir,
+    )
     url = sc.explicit + "/llm/v1/chat/completions"
     assert (await post(url, CHAT))[0] == 200
     (rego_dir / "policy.rego").write_text(DENY_REGO)  # the policy file is unchanged
@@ -225,11 +240,14 @@ def test_sse_parser_reads_surrogate_bytes_as_replacement_characters() -> None:
 
 
 async def test_lone_surrogate_escape_in_a_request_body_is_a_typed_error(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
     body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\\ud800"}]}'
-    async with aiohttp.ClientSession() as s, s.post(sc.explicit + "/llm/v1/chat/completions",
-                                                    data=body) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.explicit + "/llm/v1/chat/completions", data=body) as r,
+    ):
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "invalid_json"
     assert standins.received("llm").requests == []
@@ -239,7 +257,8 @@ async def test_lone_surrogate_escape_in_a_request_body_is_a_typed_error(
 
 
 async def test_the_answer_does_not_wait_for_the_outcome_record(
-        sidecar_factory: SidecarFactory) -> None:
+    sidecar_factory: SidecarFactory,
+) -> None:
     import threading
     import urllib.request
 
@@ -258,8 +277,9 @@ async def test_the_answer_does_not_wait_for_the_outcome_record(
     pipeline._submit_nowait = blocked_submit
 
     def call() -> None:
-        req = urllib.request.Request(sc.explicit + "/llm/v1/chat/completions",
-                                     data=orjson.dumps(CHAT), method="POST")
+        req = urllib.request.Request(
+            sc.explicit + "/llm/v1/chat/completions", data=orjson.dumps(CHAT), method="POST"
+        )
         with urllib.request.urlopen(req, timeout=2 * HANG_GUARD_SECONDS) as r:
             assert r.status == 200
             r.read()
@@ -277,15 +297,18 @@ async def test_the_answer_does_not_wait_for_the_outcome_record(
 
 
 async def test_expect_100_continue_is_answered_before_the_body(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
     host, port = sc.explicit.rsplit("/", 1)[1].split(":")
     body = orjson.dumps(CHAT)
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        writer.write(b"POST /llm/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
-                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        writer.write(
+            b"POST /llm/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
         await writer.drain()
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert interim.startswith(b"HTTP/1.1 100 Continue")

@@ -33,8 +33,7 @@ from haltgate.sidecar.transparent import (
 from haltgate.testbed.standins import serve
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 5}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
 
 # ---------------------------------------------------------------------- reservations
@@ -64,10 +63,17 @@ async def sidecar_with(standins: Standins, tmp_path: Path) -> AsyncIterator[Any]
         policy.write_text(yaml.safe_dump(merge(base_policy(standins), extra or {})))
         token = tmp_path / "admin-token"
         token.write_text(ADMIN_TOKEN)
-        sidecar = Sidecar(SidecarSettings(
-            policy_path=policy, admin_token_file=token, state_dir=tmp_path / "state",
-            explicit=Listen("127.0.0.1", 0), admin=Listen("127.0.0.1", 0),
-            metrics=Listen("127.0.0.1", 0)), audit=audit)
+        sidecar = Sidecar(
+            SidecarSettings(
+                policy_path=policy,
+                admin_token_file=token,
+                state_dir=tmp_path / "state",
+                explicit=Listen("127.0.0.1", 0),
+                admin=Listen("127.0.0.1", 0),
+                metrics=Listen("127.0.0.1", 0),
+            ),
+            audit=audit,
+        )
         await sidecar.start()
         started.append(sidecar)
         return sidecar
@@ -129,8 +135,10 @@ async def slow_upstream(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 
 async def _stream(sc: Any, standins: Standins, url: str) -> tuple[bytes, AuditRecord]:
     body = {**CHAT, "stream": True}
-    async with aiohttp.ClientSession() as s, \
-            s.post(sc.explicit + "/slow/v1/chat/completions", json=body) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.explicit + "/slow/v1/chat/completions", json=body) as r,
+    ):
         assert r.status == 200
         raw = await r.read()
     for _ in range(200):
@@ -142,15 +150,21 @@ async def _stream(sc: Any, standins: Standins, url: str) -> tuple[bytes, AuditRe
 
 
 def _policy(url: str, standins: Standins) -> dict[str, Any]:
-    return {"spec": {
-        "limits": {"upstreamTimeoutSeconds": 1},
-        "upstreams": [{"name": "llm", "url": standins.llm, "kind": "llm", "provider": "openai"},
-                      {"name": "slow", "url": url, "kind": "llm", "provider": "openai"}]}}
+    return {
+        "spec": {
+            "limits": {"upstreamTimeoutSeconds": 1},
+            "upstreams": [
+                {"name": "llm", "url": standins.llm, "kind": "llm", "provider": "openai"},
+                {"name": "slow", "url": url, "kind": "llm", "provider": "openai"},
+            ],
+        }
+    }
 
 
 @pytest.mark.parametrize("slow_upstream", [[0.25] * 10], indirect=True)
 async def test_long_stream_is_not_cut_by_the_upstream_timeout(
-        sidecar_factory: SidecarFactory, standins: Standins, slow_upstream: str) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins, slow_upstream: str
+) -> None:
     """A 2.5 s stream that never pauses 1 s: ClientTimeout(total=...) cut it at 1 s and the
     budget counted a failure."""
     sc = await sidecar_factory(_policy(slow_upstream, standins))
@@ -166,7 +180,8 @@ async def test_long_stream_is_not_cut_by_the_upstream_timeout(
 
 @pytest.mark.parametrize("slow_upstream", [[0.0, 2.5]], indirect=True)
 async def test_a_silent_stream_is_still_cut(
-        sidecar_factory: SidecarFactory, standins: Standins, slow_upstream: str) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins, slow_upstream: str
+) -> None:
     sc = await sidecar_factory(_policy(slow_upstream, standins))
     raw, outcome = await _stream(sc, standins, slow_upstream)
     assert b'"code":"upstream_truncated"' in raw
@@ -193,9 +208,12 @@ async def test_transparent_leaf_minting_runs_off_the_event_loop(tmp_path: Path) 
     minter.threads = []
     listener = TransparentListener(
         protocol_factory=asyncio.Protocol,
-        upstreams=lambda: UpstreamIndex([TransparentUpstream(
-            "x", "inspect.test", 443, "https", TLSMode.INSPECT)]),
-        minter=minter, settings=TransparentSettings(check_destination_address=False))
+        upstreams=lambda: UpstreamIndex(
+            [TransparentUpstream("x", "inspect.test", 443, "https", TLSMode.INSPECT)]
+        ),
+        minter=minter,
+        settings=TransparentSettings(check_destination_address=False),
+    )
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(1)
@@ -204,8 +222,11 @@ async def test_transparent_leaf_minting_runs_off_the_event_loop(tmp_path: Path) 
     ca_file.write_bytes(ca.cert_pem())
     client_ctx = ssl.create_default_context(cafile=str(ca_file))
     loop = asyncio.get_running_loop()
-    client = asyncio.ensure_future(asyncio.open_connection(
-        *lsock.getsockname(), ssl=client_ctx, server_hostname="inspect.test"))
+    client = asyncio.ensure_future(
+        asyncio.open_connection(
+            *lsock.getsockname(), ssl=client_ctx, server_hostname="inspect.test"
+        )
+    )
     sock, _ = await loop.sock_accept(lsock)
     sock.setblocking(False)
     data = await listener._peek(sock)
@@ -219,7 +240,8 @@ async def test_transparent_leaf_minting_runs_off_the_event_loop(tmp_path: Path) 
 
 
 async def test_guardrails_model_stage_runs_off_the_event_loop(
-        sidecar_factory: SidecarFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    sidecar_factory: SidecarFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from haltgate.governance.guardrails import engine
 
     real = engine._shared_model_scorer()
@@ -230,10 +252,24 @@ async def test_guardrails_model_stage_runs_off_the_event_loop(
         return real(text)
 
     monkeypatch.setattr(engine, "_shared_model_scorer", lambda: noting_scorer)
-    sc = await sidecar_factory({"spec": {"guardrails": {"promptInjection": {
-        "enabled": True, "model": True, "direction": "both", "action": "block"}}}})
-    async with aiohttp.ClientSession() as s, \
-            s.post(sc.explicit + "/llm/v1/chat/completions", json=CHAT) as r:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "guardrails": {
+                    "promptInjection": {
+                        "enabled": True,
+                        "model": True,
+                        "direction": "both",
+                        "action": "block",
+                    }
+                }
+            }
+        }
+    )
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.explicit + "/llm/v1/chat/completions", json=CHAT) as r,
+    ):
         assert r.status == 200
     assert threads, "the model stage did not run"
     assert all(t.startswith("haltgate-guard-model") for t in threads), threads

@@ -62,8 +62,9 @@ def test_admin_and_metrics_default_to_loopback() -> None:
 def test_injected_sidecar_listens_on_the_pod_ip() -> None:
     from pathlib import Path
 
-    template = (Path(__file__).parents[2] / "charts/haltgate/files/injection-template.yaml"
-                ).read_text()
+    template = (
+        Path(__file__).parents[2] / "charts/haltgate/files/injection-template.yaml"
+    ).read_text()
     assert "0.0.0.0:{{ .adminPort }}" not in template
     assert "$(HALTGATE_POD_IP):{{ .adminPort }}" in template
     assert "fieldPath: status.podIP" in template
@@ -79,10 +80,12 @@ def test_limits_are_validated() -> None:
 
 
 @pytest.mark.parametrize("listener", ["explicit", "admin", "metrics"])
-@pytest.mark.parametrize("sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
-                                  b"CONNE", b"CONNECT a.example:4"])
-async def test_a_silent_or_slow_header_is_cut(sidecar_factory: SidecarFactory,
-                                              listener: str, sent: bytes) -> None:
+@pytest.mark.parametrize(
+    "sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"CONNE", b"CONNECT a.example:4"]
+)
+async def test_a_silent_or_slow_header_is_cut(
+    sidecar_factory: SidecarFactory, listener: str, sent: bytes
+) -> None:
     sc = await sidecar_factory(limits=ListenerLimits(idle_timeout=0.3))
     url = {"explicit": sc.explicit, "admin": sc.admin, "metrics": sc.metrics}[listener]
     reader, writer = await asyncio.open_connection(*host_port(url))
@@ -112,8 +115,7 @@ async def test_idle_keepalive_connection_is_closed(sidecar_factory: SidecarFacto
 
 
 async def test_connection_cap_refuses_with_a_typed_503(sidecar_factory: SidecarFactory) -> None:
-    sc = await sidecar_factory(limits=ListenerLimits(max_connections=4,
-                                                     max_admin_connections=3))
+    sc = await sidecar_factory(limits=ListenerLimits(max_connections=4, max_admin_connections=3))
     held = [await asyncio.open_connection(*host_port(sc.explicit)) for _ in range(4)]
     await asyncio.sleep(0.05)
     reader, writer = await asyncio.open_connection(*host_port(sc.explicit))
@@ -145,15 +147,22 @@ async def test_connection_cap_refuses_with_a_typed_503(sidecar_factory: SidecarF
         w.close()
 
 
-async def test_connect_tunnel_idle_either_way(sidecar_factory: SidecarFactory,
-                                              standins: Standins) -> None:
+async def test_connect_tunnel_idle_either_way(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """An explicit-mode CONNECT tunnel had no idle timeout at all: it held its two sockets
     forever. Now it ends once neither side sends for tunnel_idle_timeout."""
     sc = await sidecar_factory(
-        {"spec": {"upstreams": [
-            {"name": "llm", "url": standins.llm, "kind": "llm", "provider": "openai"},
-            {"name": "api", "url": standins.api, "kind": "http", "tls": "passthrough"}]}},
-        limits=ListenerLimits(tunnel_idle_timeout=0.5))
+        {
+            "spec": {
+                "upstreams": [
+                    {"name": "llm", "url": standins.llm, "kind": "llm", "provider": "openai"},
+                    {"name": "api", "url": standins.api, "kind": "http", "tls": "passthrough"},
+                ]
+            }
+        },
+        limits=ListenerLimits(tunnel_idle_timeout=0.5),
+    )
     host, port = host_port(standins.api)
     reader, writer = await asyncio.open_connection(*host_port(sc.explicit))
     writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
@@ -197,9 +206,10 @@ async def _dribbling_upstream(chunks: int, gap: float) -> tuple[asyncio.Server, 
     return server, server.sockets[0].getsockname()[1]
 
 
-async def _transparent_tunnel(listener: TransparentListener, up_port: int,
-                              ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter,
-                                         asyncio.Task[Any]]:
+async def _transparent_tunnel(
+    listener: TransparentListener,
+    up_port: int,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.Task[Any]]:
     """A passthrough tunnel of the transparent listener, the agent side on a real socket
     (what iptables would have redirected; the original destination given directly)."""
     lsock = socket.socket()
@@ -224,8 +234,11 @@ async def test_transparent_tunnel_idle_is_both_directions() -> None:
     was cut after the first second."""
     server, port = await _dribbling_upstream(chunks=8, gap=0.25)
     listener = TransparentListener(
-        protocol_factory=lambda: asyncio.Protocol(), upstreams=lambda: UpstreamIndex(),
-        minter=None, settings=TransparentSettings(tunnel_idle_timeout=0.8))
+        protocol_factory=lambda: asyncio.Protocol(),
+        upstreams=lambda: UpstreamIndex(),
+        minter=None,
+        settings=TransparentSettings(tunnel_idle_timeout=0.8),
+    )
     try:
         reader, writer, task = await _transparent_tunnel(listener, port)
         writer.write(b"\x16\x03\x01 hello")  # the client speaks once, then only listens
@@ -241,8 +254,11 @@ async def test_transparent_tunnel_idle_is_both_directions() -> None:
 async def test_transparent_tunnel_closed_when_idle_both_ways() -> None:
     server, port = await _dribbling_upstream(chunks=1, gap=30)
     listener = TransparentListener(
-        protocol_factory=lambda: asyncio.Protocol(), upstreams=lambda: UpstreamIndex(),
-        minter=None, settings=TransparentSettings(tunnel_idle_timeout=0.5))
+        protocol_factory=lambda: asyncio.Protocol(),
+        upstreams=lambda: UpstreamIndex(),
+        minter=None,
+        settings=TransparentSettings(tunnel_idle_timeout=0.5),
+    )
     try:
         reader, writer, task = await _transparent_tunnel(listener, port)
         writer.write(b"\x16\x03\x01 hello")

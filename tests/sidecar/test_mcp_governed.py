@@ -27,8 +27,7 @@ async def executed(standins: Standins) -> dict[str, int]:
 
 
 def upstream_bodies(standins: Standins) -> list[Any]:
-    return [orjson.loads(r.body) for r in standins.received("mcp").requests
-            if r.method == "POST"]
+    return [orjson.loads(r.body) for r in standins.received("mcp").requests if r.method == "POST"]
 
 
 def error_code(body: Any) -> str:
@@ -42,8 +41,9 @@ def tools(n: int, name: str = "echo") -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- batches
 
 
-async def test_batch_uses_one_call_per_element(sidecar_factory: SidecarFactory,
-                                               standins: Standins) -> None:
+async def test_batch_uses_one_call_per_element(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """``calls: {limit: 10}``: a batch of 50 tools/call is 50 calls, refused whole."""
     sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 10}}}})
     status, body, _ = await call(sc.explicit + "/mcp", tools(50))
@@ -56,34 +56,48 @@ async def test_batch_uses_one_call_per_element(sidecar_factory: SidecarFactory,
     assert await executed(standins) == {"tool": 10}
 
 
-async def test_batch_counts_every_tool_for_distinct_tools(sidecar_factory: SidecarFactory,
-                                                          standins: Standins) -> None:
+async def test_batch_counts_every_tool_for_distinct_tools(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """Only the first tool of a batch used to count for ``distinctTools``."""
     sc = await sidecar_factory({"spec": {"budgets": {"distinctTools": {"limit": 2}}}})
-    batch = [rpc("tools/call", 1, name="echo", arguments={"text": "x"}),
-             rpc("tools/call", 2, name="add", arguments={"a": 1, "b": 2}),
-             rpc("tools/call", 3, name="search", arguments={"query": "q"})]
+    batch = [
+        rpc("tools/call", 1, name="echo", arguments={"text": "x"}),
+        rpc("tools/call", 2, name="add", arguments={"a": 1, "b": 2}),
+        rpc("tools/call", 3, name="search", arguments={"query": "q"}),
+    ]
     _status, body, _ = await call(sc.explicit + "/mcp", batch)
     assert {error_code(m) for m in body} == {"distinct_tools_exhausted"}
     assert await executed(standins) == {}
 
 
-async def test_batch_risk_is_charged_per_element(sidecar_factory: SidecarFactory,
-                                                 standins: Standins) -> None:
-    rules = [{"name": "risky-echo", "action": "allow", "kind": "mcp", "mcpTools": ["echo"],
-              "risk": 1.0}]
-    sc = await sidecar_factory({"spec": {"budgets": {"riskScore": {"limit": 2.5}},
-                                         "tools": {"default": "deny", "rules": rules}}})
+async def test_batch_risk_is_charged_per_element(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    rules = [
+        {"name": "risky-echo", "action": "allow", "kind": "mcp", "mcpTools": ["echo"], "risk": 1.0}
+    ]
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "budgets": {"riskScore": {"limit": 2.5}},
+                "tools": {"default": "deny", "rules": rules},
+            }
+        }
+    )
     _status, body, _ = await call(sc.explicit + "/mcp", tools(3))
     assert {error_code(m) for m in body} == {"risk_exceeded"}
     assert await executed(standins) == {}
 
 
-async def test_batch_with_a_denied_resource_fails_whole(sidecar_factory: SidecarFactory,
-                                                        standins: Standins) -> None:
+async def test_batch_with_a_denied_resource_fails_whole(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
-    batch = [rpc("tools/call", 1, name="echo", arguments={"text": "x"}),
-             rpc("resources/read", 2, uri=SHADOW)]
+    batch = [
+        rpc("tools/call", 1, name="echo", arguments={"text": "x"}),
+        rpc("resources/read", 2, uri=SHADOW),
+    ]
     _status, body, _ = await call(sc.explicit + "/mcp", batch)
     assert [m["id"] for m in body] == [1, 2]
     assert {error_code(m) for m in body} == {"resource_not_allowed"}
@@ -91,15 +105,17 @@ async def test_batch_with_a_denied_resource_fails_whole(sidecar_factory: Sidecar
 
 
 async def test_concurrent_batches_never_exceed_the_calls_limit(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """``calls: {limit: N}`` with many concurrent batches: at most N tools run upstream,
     and a batch runs whole or not at all."""
     limit = 10
     sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": limit}}}})
 
     async def batch(n: int) -> list[Any]:
-        _, body, _ = await call(sc.explicit + "/mcp", tools(3, "echo"),
-                                **{BEHAVIOR_HEADER: "sse" if n % 2 else ""})
+        _, body, _ = await call(
+            sc.explicit + "/mcp", tools(3, "echo"), **{BEHAVIOR_HEADER: "sse" if n % 2 else ""}
+        )
         return list(body)
 
     answers = await asyncio.gather(*(batch(n) for n in range(40)))
@@ -114,8 +130,7 @@ async def test_concurrent_batches_never_exceed_the_calls_limit(
 # --------------------------------------------------------------------------- methods
 
 
-async def test_method_names_are_exact(sidecar_factory: SidecarFactory,
-                                      standins: Standins) -> None:
+async def test_method_names_are_exact(sidecar_factory: SidecarFactory, standins: Standins) -> None:
     """``Tools/Call`` is not ``tools/call``: refused, not passed (the stand-in, like a
     lenient server, would run it)."""
     sc = await sidecar_factory()
@@ -129,7 +144,8 @@ async def test_method_names_are_exact(sidecar_factory: SidecarFactory,
 
 
 async def test_duplicate_and_case_colliding_keys_are_ambiguous(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
     raw = [
         b'{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call",'
@@ -156,18 +172,19 @@ async def test_duplicate_and_case_colliding_keys_are_ambiguous(
     ]
     async with aiohttp.ClientSession() as s:
         for body in raw:
-            async with s.post(sc.explicit + "/mcp", data=body,
-                              headers={"Content-Type": "application/json"}) as r:
+            async with s.post(
+                sc.explicit + "/mcp", data=body, headers={"Content-Type": "application/json"}
+            ) as r:
                 answer = await r.json()
             assert error_code(answer) == "ambiguous_json", body
     assert not upstream_bodies(standins)
 
 
-async def test_resources_read_is_denied_by_default(sidecar_factory: SidecarFactory,
-                                                   standins: Standins) -> None:
+async def test_resources_read_is_denied_by_default(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
-    _, body, headers = await call(sc.explicit + "/mcp", rpc("resources/read", 1,
-                                                                 uri=SHADOW))
+    _, body, headers = await call(sc.explicit + "/mcp", rpc("resources/read", 1, uri=SHADOW))
     assert error_code(body) == "resource_not_allowed"
     assert headers["x-haltgate-failure-type"] == "SAFETY"
     _status, body, _ = await call(sc.explicit + "/mcp", rpc("resources/list", 2))
@@ -175,12 +192,27 @@ async def test_resources_read_is_denied_by_default(sidecar_factory: SidecarFacto
     assert await executed(standins) == {}
 
 
-async def test_resources_allow_list_by_uri_glob(sidecar_factory: SidecarFactory,
-                                                standins: Standins) -> None:
-    sc = await sidecar_factory({"spec": {"mcp": {"resources": {"rules": [
-        {"name": "docs", "action": "allow", "uris": ["file:///srv/docs/**"]},
-        {"name": "no-secrets", "action": "deny", "uris": ["file:///srv/docs/secret/**"]},
-    ]}}}})
+async def test_resources_allow_list_by_uri_glob(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "mcp": {
+                    "resources": {
+                        "rules": [
+                            {"name": "docs", "action": "allow", "uris": ["file:///srv/docs/**"]},
+                            {
+                                "name": "no-secrets",
+                                "action": "deny",
+                                "uris": ["file:///srv/docs/secret/**"],
+                            },
+                        ]
+                    }
+                }
+            }
+        }
+    )
     ok = "file:///srv/docs/guide/intro.md"
     _, body, _ = await call(sc.explicit + "/mcp", rpc("resources/read", 1, uri=ok))
     assert body["result"]["contents"][0]["uri"] == ok
@@ -197,36 +229,54 @@ async def test_resources_allow_list_by_uri_glob(sidecar_factory: SidecarFactory,
         "FILE:///srv/docs/secret/key": "resource_denied",
     }
     for n, (uri, code) in enumerate(refused.items()):
-        _status, body, _ = await call(sc.explicit + "/mcp", rpc("resources/read", 10 + n,
-                                                               uri=uri))
+        _status, body, _ = await call(sc.explicit + "/mcp", rpc("resources/read", 10 + n, uri=uri))
         assert error_code(body) == code, uri
     assert await executed(standins) == {"resource": 1}
 
 
-async def test_prompts_are_allow_listed(sidecar_factory: SidecarFactory,
-                                        standins: Standins) -> None:
+async def test_prompts_are_allow_listed(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
     _, body, _ = await call(sc.explicit + "/mcp", rpc("prompts/get", 1, name="summarize"))
     assert error_code(body) == "prompt_not_allowed"
-    sc = await sidecar_factory({"spec": {"mcp": {"prompts": {"rules": [
-        {"name": "summaries", "action": "allow", "prompts": ["summar*"]}]}}}})
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "mcp": {
+                    "prompts": {
+                        "rules": [{"name": "summaries", "action": "allow", "prompts": ["summar*"]}]
+                    }
+                }
+            }
+        }
+    )
     _, body, _ = await call(sc.explicit + "/mcp", rpc("prompts/get", 2, name="summarize"))
     assert body["result"]["messages"][0]["content"]["text"] == "prompt summarize"
     _, body, _ = await call(sc.explicit + "/mcp", rpc("prompts/get", 3, name="exfiltrate"))
     assert error_code(body) == "prompt_not_allowed"
-    completion = rpc("completion/complete", 4, ref={"type": "ref/prompt", "name": "exfiltrate"},
-                     argument={"name": "x", "value": ""})
+    completion = rpc(
+        "completion/complete",
+        4,
+        ref={"type": "ref/prompt", "name": "exfiltrate"},
+        argument={"name": "x", "value": ""},
+    )
     _status, body, _ = await call(sc.explicit + "/mcp", completion)
     assert error_code(body) == "prompt_not_allowed"
     assert await executed(standins) == {"prompt": 1}
 
 
 async def test_sampling_and_elicitation_capabilities_are_removed(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
-    init = rpc("initialize", 1, protocolVersion="2025-06-18",
-               capabilities={"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}},
-               clientInfo={"name": "agent", "version": "1"})
+    init = rpc(
+        "initialize",
+        1,
+        protocolVersion="2025-06-18",
+        capabilities={"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}},
+        clientInfo={"name": "agent", "version": "1"},
+    )
     _status, body, _ = await call(sc.explicit + "/mcp", init)
     assert body["result"]["serverInfo"]["name"] == "standin-mcp"
     sent = upstream_bodies(standins)[-1]
@@ -234,18 +284,28 @@ async def test_sampling_and_elicitation_capabilities_are_removed(
     sc = await sidecar_factory({"spec": {"mcp": {"sampling": "allow"}}})
     await call(sc.explicit + "/mcp", init)
     assert upstream_bodies(standins)[-1]["params"]["capabilities"] == {
-        "sampling": {}, "roots": {"listChanged": True}}
+        "sampling": {},
+        "roots": {"listChanged": True},
+    }
 
 
 async def test_denied_server_requests_never_reach_the_agent(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
-    async with aiohttp.ClientSession() as s, s.get(
-            sc.explicit + "/mcp", headers={"Accept": "text/event-stream",
-                                           BEHAVIOR_HEADER: "server-requests"}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(
+            sc.explicit + "/mcp",
+            headers={"Accept": "text/event-stream", BEHAVIOR_HEADER: "server-requests"},
+        ) as r,
+    ):
         raw = await r.read()
-    methods = [orjson.loads(line[6:]).get("method") for line in raw.split(b"\n")
-               if line.startswith(b"data: ")]
+    methods = [
+        orjson.loads(line[6:]).get("method")
+        for line in raw.split(b"\n")
+        if line.startswith(b"data: ")
+    ]
     assert methods == ["roots/list", "notifications/message"]
     assert b"id: ev-2\n" in raw  # what is relayed is relayed unchanged
 
@@ -253,15 +313,23 @@ async def test_denied_server_requests_never_reach_the_agent(
 # --------------------------------------------------------------------------- session
 
 
-async def test_session_messages_use_no_budget(sidecar_factory: SidecarFactory,
-                                              standins: Standins) -> None:
+async def test_session_messages_use_no_budget(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """With ``calls: 1`` a whole session (initialize, notifications, ping, tools/list, the
     GET stream) still leaves the one call for a tool."""
     sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 1}}}})
     url = sc.explicit + "/mcp"
-    status, body, _ = await call(url, rpc("initialize", 1, protocolVersion="2025-06-18",
-                                          capabilities={}, clientInfo={"name": "a",
-                                                                       "version": "1"}))
+    status, body, _ = await call(
+        url,
+        rpc(
+            "initialize",
+            1,
+            protocolVersion="2025-06-18",
+            capabilities={},
+            clientInfo={"name": "a", "version": "1"},
+        ),
+    )
     assert "result" in body
     status, _, _ = await call(url, rpc("notifications/initialized", None))
     assert status == 202
@@ -272,66 +340,85 @@ async def test_session_messages_use_no_budget(sidecar_factory: SidecarFactory,
     assert "result" in body
     async with aiohttp.ClientSession() as s, s.get(url) as r:
         assert r.status == 405  # the stand-in has no GET stream by default
-    status, body, _ = await call(url, rpc("tools/call", 30, name="echo",
-                                          arguments={"text": "x"}))
+    status, body, _ = await call(url, rpc("tools/call", 30, name="echo", arguments={"text": "x"}))
     assert body["result"]["content"][0]["text"] == "x"
-    status, body, _ = await call(url, rpc("tools/call", 31, name="echo",
-                                          arguments={"text": "y"}))
+    status, body, _ = await call(url, rpc("tools/call", 31, name="echo", arguments={"text": "y"}))
     assert error_code(body) == "calls_exhausted"
 
 
-async def test_teardown_is_never_refused(sidecar_factory: SidecarFactory,
-                                         standins: Standins) -> None:
+async def test_teardown_is_never_refused(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """A halted agent still closes its session upstream (DELETE is forwarded)."""
     sc = await sidecar_factory()
     async with aiohttp.ClientSession() as s:
-        async with s.post(sc.admin + "/halt", json={"message": "stop"},
-                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+        async with s.post(
+            sc.admin + "/halt",
+            json={"message": "stop"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as r:
             assert r.status == 200
         _status, body, _ = await call(sc.explicit + "/mcp", rpc("ping", 1))
         assert body["error"]["data"]["type"] == "EXTERNAL"
-        async with s.delete(sc.explicit + "/mcp",
-                            headers={"Mcp-Session-Id": "standin-session-1"}) as r:
+        async with s.delete(
+            sc.explicit + "/mcp", headers={"Mcp-Session-Id": "standin-session-1"}
+        ) as r:
             assert r.status == 200
     deletes = [r for r in standins.received("mcp").requests if r.method == "DELETE"]
     assert len(deletes) == 1
     assert deletes[0].headers["Mcp-Session-Id"] == "standin-session-1"
 
 
-async def test_open_event_stream_holds_no_reservation(sidecar_factory: SidecarFactory,
-                                                      standins: Standins) -> None:
+async def test_open_event_stream_holds_no_reservation(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory({"spec": {"budgets": {"calls": {"limit": 1}}}})
-    async with aiohttp.ClientSession() as s, s.get(
-            sc.explicit + "/mcp", headers={BEHAVIOR_HEADER: "hold"}) as stream:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(sc.explicit + "/mcp", headers={BEHAVIOR_HEADER: "hold"}) as stream,
+    ):
         assert stream.status == 200
         await stream.content.readline()  # the stream is open upstream
-        _status, body, _ = await call(sc.explicit + "/mcp", rpc("tools/call", 1, name="echo",
-                                                               arguments={"text": "x"}))
+        _status, body, _ = await call(
+            sc.explicit + "/mcp", rpc("tools/call", 1, name="echo", arguments={"text": "x"})
+        )
         assert body["result"]["content"][0]["text"] == "x"
 
 
-async def test_bodies_nothing_reads_never_go_upstream(sidecar_factory: SidecarFactory,
-                                                      standins: Standins) -> None:
+async def test_bodies_nothing_reads_never_go_upstream(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """A DELETE or GET with a body, or another HTTP method, would reach the server unread."""
     sc = await sidecar_factory()
     smuggled = orjson.dumps(rpc("tools/call", 1, name="delete_file", arguments={"path": "/"}))
     async with aiohttp.ClientSession() as s:
-        for method, code in (("DELETE", "invalid_request"), ("GET", "invalid_request"),
-                             ("PUT", "mcp_http_method"), ("PATCH", "mcp_http_method")):
-            async with s.request(method, sc.explicit + "/mcp", data=smuggled,
-                                 headers={"Content-Type": "application/json"}) as r:
+        for method, code in (
+            ("DELETE", "invalid_request"),
+            ("GET", "invalid_request"),
+            ("PUT", "mcp_http_method"),
+            ("PATCH", "mcp_http_method"),
+        ):
+            async with s.request(
+                method,
+                sc.explicit + "/mcp",
+                data=smuggled,
+                headers={"Content-Type": "application/json"},
+            ) as r:
                 assert r.status == 400, method
                 assert r.headers["x-haltgate-code"] == code, method
     assert not standins.received("mcp").requests
 
 
 async def test_denied_server_requests_are_taken_out_of_answers(
-        sidecar_factory: SidecarFactory) -> None:
+    sidecar_factory: SidecarFactory,
+) -> None:
     """In a JSON batch answer, a streamed answer, and a tools/list stream read whole."""
     sc = await sidecar_factory()
-    for mode, message in (("server-requests", rpc("ping", 1)),
-                          ("server-requests-sse", rpc("ping", 1)),
-                          ("server-requests-sse", rpc("tools/list", 2))):
+    for mode, message in (
+        ("server-requests", rpc("ping", 1)),
+        ("server-requests-sse", rpc("ping", 1)),
+        ("server-requests-sse", rpc("tools/list", 2)),
+    ):
         _, body, _ = await call(sc.explicit + "/mcp", message, **{BEHAVIOR_HEADER: mode})
         methods = [m.get("method") for m in (body if isinstance(body, list) else [body])]
         assert "sampling/createMessage" not in methods, mode
@@ -339,19 +426,30 @@ async def test_denied_server_requests_are_taken_out_of_answers(
         assert methods[:2] == ["roots/list", "notifications/message"], mode
         assert "result" in (body if isinstance(body, list) else [body])[-1]
     sc = await sidecar_factory({"spec": {"mcp": {"sampling": "allow", "elicitation": "allow"}}})
-    _, body, _ = await call(sc.explicit + "/mcp", rpc("ping", 1),
-                            **{BEHAVIOR_HEADER: "server-requests"})
-    assert [m.get("method") for m in body][:2] == ["sampling/createMessage",
-                                                   "elicitation/create"]
+    _, body, _ = await call(
+        sc.explicit + "/mcp", rpc("ping", 1), **{BEHAVIOR_HEADER: "server-requests"}
+    )
+    assert [m.get("method") for m in body][:2] == ["sampling/createMessage", "elicitation/create"]
 
 
 async def test_resource_and_prompt_listings_are_filtered(sidecar_factory: SidecarFactory) -> None:
     """Like tools/list: the agent sees only what it may use (JSON and SSE answers)."""
-    sc = await sidecar_factory({"spec": {"mcp": {
-        "resources": {"rules": [{"name": "docs", "action": "allow",
-                                 "uris": ["file:///srv/docs/**"]}]},
-        "prompts": {"rules": [{"name": "summaries", "action": "allow",
-                               "prompts": ["summar*"]}]}}}})
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "mcp": {
+                    "resources": {
+                        "rules": [
+                            {"name": "docs", "action": "allow", "uris": ["file:///srv/docs/**"]}
+                        ]
+                    },
+                    "prompts": {
+                        "rules": [{"name": "summaries", "action": "allow", "prompts": ["summar*"]}]
+                    },
+                }
+            }
+        }
+    )
     for mode in ("", "sse"):
         batch = [rpc("resources/list", 1), rpc("prompts/list", 2)]
         _, body, _ = await call(sc.explicit + "/mcp", batch, **{BEHAVIOR_HEADER: mode})
@@ -367,8 +465,10 @@ def test_server_request_filter_reads_escaped_keys() -> None:
     from haltgate.sidecar.mcp import ServerRequestFilter
 
     f = ServerRequestFilter(McpAuthorizer(Mcp()))
-    sampling = (b'id: 7\ndata: {"jsonrpc":"2.0","id":1,"\\u006dethod":'
-                b'"sampling\\/createMessage","params":{}}\n\n')
+    sampling = (
+        b'id: 7\ndata: {"jsonrpc":"2.0","id":1,"\\u006dethod":'
+        b'"sampling\\/createMessage","params":{}}\n\n'
+    )
     kept = b'id: 8\ndata: {"jsonrpc":"2.0","id":2,"result":{}}\n\n'
     assert f.raw(sampling + kept) == kept
     assert f.raw(kept) is kept
@@ -390,16 +490,29 @@ decision := {"allow": false, "reason": "no drafts", "failure_type": "SAFETY"} if
 
 
 @pytest.mark.opa
-async def test_opa_sees_every_mcp_message(sidecar_factory: SidecarFactory, standins: Standins,
-                                          opa_server: str) -> None:
+async def test_opa_sees_every_mcp_message(
+    sidecar_factory: SidecarFactory, standins: Standins, opa_server: str
+) -> None:
     """OPA reads the resource of the second message of a batch (in canonical form)."""
-    sc = await sidecar_factory({"spec": {
-        "opa": {"rego": MCP_REGO},
-        "mcp": {"resources": {"rules": [{"name": "docs", "action": "allow",
-                                         "uris": ["file:///srv/docs/**"]}]}}}},
-        opa_url=opa_server)
-    batch = [rpc("resources/read", 1, uri="file:///srv/docs/a.md"),
-             rpc("resources/read", 2, uri="FILE:///srv/docs/drafts/b.md")]
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "opa": {"rego": MCP_REGO},
+                "mcp": {
+                    "resources": {
+                        "rules": [
+                            {"name": "docs", "action": "allow", "uris": ["file:///srv/docs/**"]}
+                        ]
+                    }
+                },
+            }
+        },
+        opa_url=opa_server,
+    )
+    batch = [
+        rpc("resources/read", 1, uri="file:///srv/docs/a.md"),
+        rpc("resources/read", 2, uri="FILE:///srv/docs/drafts/b.md"),
+    ]
     _, body, _ = await call(sc.explicit + "/mcp", batch)
     assert all("error" in m for m in body), body
     assert {error_code(m) for m in body} == {"opa_denied"}
@@ -408,30 +521,56 @@ async def test_opa_sees_every_mcp_message(sidecar_factory: SidecarFactory, stand
     assert await executed(standins) == {"resource": 1}
 
 
-async def test_random_batches_run_whole_or_not_at_all(sidecar_factory: SidecarFactory,
-                                                      standins: Standins) -> None:
+async def test_random_batches_run_whole_or_not_at_all(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """A seeded sweep of mixed batches against an oracle of the rules: a batch reaches the
     server only if every message in it is allowed, and then all of its work runs."""
     import random
 
     rng = random.Random(15)
-    sc = await sidecar_factory({"spec": {"mcp": {"resources": {"rules": [
-        {"name": "docs", "action": "allow", "uris": ["file:///srv/docs/**"]}]}}}})
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "mcp": {
+                    "resources": {
+                        "rules": [
+                            {"name": "docs", "action": "allow", "uris": ["file:///srv/docs/**"]}
+                        ]
+                    }
+                }
+            }
+        }
+    )
     pieces: list[tuple[str, bool, dict[str, Any]]] = [
         # (kind of work, allowed?, message without id)
-        ("tool", True, {"method": "tools/call", "params": {"name": "echo",
-                                                           "arguments": {"text": "x"}}}),
-        ("tool", True, {"method": "tools/call", "params": {"name": "add",
-                                                           "arguments": {"a": 1, "b": 2}}}),
-        ("tool", False, {"method": "tools/call", "params": {"name": "delete_file",
-                                                            "arguments": {"path": "/"}}}),
-        ("tool", False, {"method": "Tools/Call", "params": {"name": "echo",
-                                                            "arguments": {"text": "x"}}}),
-        ("resource", True, {"method": "resources/read",
-                            "params": {"uri": "file:///srv/docs/a"}}),
+        (
+            "tool",
+            True,
+            {"method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}},
+        ),
+        (
+            "tool",
+            True,
+            {"method": "tools/call", "params": {"name": "add", "arguments": {"a": 1, "b": 2}}},
+        ),
+        (
+            "tool",
+            False,
+            {"method": "tools/call", "params": {"name": "delete_file", "arguments": {"path": "/"}}},
+        ),
+        (
+            "tool",
+            False,
+            {"method": "Tools/Call", "params": {"name": "echo", "arguments": {"text": "x"}}},
+        ),
+        ("resource", True, {"method": "resources/read", "params": {"uri": "file:///srv/docs/a"}}),
         ("resource", False, {"method": "resources/read", "params": {"uri": SHADOW}}),
-        ("resource", False, {"method": "resources/read",
-                             "params": {"uri": "file:///srv/docs/../../etc/shadow"}}),
+        (
+            "resource",
+            False,
+            {"method": "resources/read", "params": {"uri": "file:///srv/docs/../../etc/shadow"}},
+        ),
         ("", True, {"method": "ping"}),
         ("", True, {"method": "tools/list"}),
     ]
@@ -454,13 +593,17 @@ async def test_random_batches_run_whole_or_not_at_all(sidecar_factory: SidecarFa
 
 
 async def test_compressed_answers_cannot_carry_server_requests(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """The filter reads plain bytes: a server that compresses although asked for identity
     is refused while server requests are denied, relayed when they are all allowed."""
     sc = await sidecar_factory()
     async with aiohttp.ClientSession(auto_decompress=False) as s:
-        async with s.post(sc.explicit + "/mcp", data=orjson.dumps(rpc("ping", 1)),
-                          headers={BEHAVIOR_HEADER: "gzip"}) as r:
+        async with s.post(
+            sc.explicit + "/mcp",
+            data=orjson.dumps(rpc("ping", 1)),
+            headers={BEHAVIOR_HEADER: "gzip"},
+        ) as r:
             assert r.status == 502
             assert r.headers["x-haltgate-code"] == "mcp_answer_encoded"
     sc = await sidecar_factory({"spec": {"mcp": {"sampling": "allow", "elicitation": "allow"}}})

@@ -23,8 +23,7 @@ from haltgate.testbed.standins import serve
 from tests.audit.helpers import make_record
 from tests.sidecar.conftest import SidecarFactory, Standins, merge
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 5}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -36,16 +35,21 @@ def host_port(url: str) -> tuple[str, int]:
 
 
 async def test_body_budget_refuses_past_it_and_frees_at_the_end(
-        sidecar_factory: SidecarFactory) -> None:
+    sidecar_factory: SidecarFactory,
+) -> None:
     sc = await sidecar_factory(pipeline=PipelineSettings(body_memory_budget=1024 * 1024))
     pipeline = sc.sidecar.pipeline
     assert pipeline is not None
     big = orjson.dumps({**CHAT, "messages": [{"role": "user", "content": "x " * 300_000}]})
     # Call A announces 600 kB and sends only half: it holds its share while it waits.
     reader, writer = await asyncio.open_connection(*host_port(sc.explicit))
-    writer.write(b"POST /llm/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: "
-                 + str(len(big)).encode() + b"\r\n\r\n" + big[: len(big) // 2])
+    writer.write(
+        b"POST /llm/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: "
+        + str(len(big)).encode()
+        + b"\r\n\r\n"
+        + big[: len(big) // 2]
+    )
     await writer.drain()
     for _ in range(200):
         if pipeline.memory.held:
@@ -64,7 +68,7 @@ async def test_body_budget_refuses_past_it_and_frees_at_the_end(
         async with s.post(sc.explicit + "/llm/v1/chat/completions", json=CHAT) as r:
             assert r.status == 200
         # A finishes; its share comes back and B goes through.
-        writer.write(big[len(big) // 2:])
+        writer.write(big[len(big) // 2 :])
         await writer.drain()
         async with asyncio.timeout(10):
             head = await reader.readuntil(b"\r\n\r\n")
@@ -84,11 +88,14 @@ async def test_body_budget_refuses_past_it_and_frees_at_the_end(
 
 
 async def test_a_lone_body_larger_than_the_budget_is_served(
-        sidecar_factory: SidecarFactory) -> None:
+    sidecar_factory: SidecarFactory,
+) -> None:
     sc = await sidecar_factory(pipeline=PipelineSettings(body_memory_budget=4096))
     big = orjson.dumps({**CHAT, "messages": [{"role": "user", "content": "y " * 10_000}]})
-    async with aiohttp.ClientSession() as s, \
-            s.post(sc.explicit + "/llm/v1/chat/completions", data=big) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.explicit + "/llm/v1/chat/completions", data=big) as r,
+    ):
         assert r.status == 200
     assert sc.sidecar.pipeline is not None and sc.sidecar.pipeline.memory.held == 0
 
@@ -124,14 +131,15 @@ async def upstream_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 
 FIRST = b'data: {"choices":[{"delta":{"content":"ok"}}]}\n\n'
 NO_BLANK_LINE = [FIRST] + [b"data: " + b"z" * 65536] * 32  # 2 MiB, never a blank line
-HUGE_EVENT = [FIRST, b"data: " + b'"' + b"w" * (1 << 20) + b'"' + b"\n\n",
-              b"data: [DONE]\n\n"]
+HUGE_EVENT = [FIRST, b"data: " + b'"' + b"w" * (1 << 20) + b'"' + b"\n\n", b"data: [DONE]\n\n"]
 
 
 async def stream_via(sc: Any) -> tuple[int, bytes]:
     body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
-    async with aiohttp.ClientSession() as s, \
-            s.post(sc.explicit + "/up/v1/chat/completions", json=body) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.explicit + "/up/v1/chat/completions", json=body) as r,
+    ):
         return r.status, await r.read()
 
 
@@ -148,23 +156,38 @@ def error_events(raw: bytes) -> list[dict[str, Any]]:
 
 
 def _policy_with(url: str, standins: Standins, guardrails: bool) -> dict[str, Any]:
-    extra: dict[str, Any] = {"spec": {"upstreams": [
-        {"name": "llm", "url": standins.llm, "kind": "llm", "provider": "openai"},
-        {"name": "up", "url": url, "kind": "llm", "provider": "openai"}]}}
+    extra: dict[str, Any] = {
+        "spec": {
+            "upstreams": [
+                {"name": "llm", "url": standins.llm, "kind": "llm", "provider": "openai"},
+                {"name": "up", "url": url, "kind": "llm", "provider": "openai"},
+            ]
+        }
+    }
     if guardrails:
-        extra = merge(extra, {"spec": {"guardrails": {
-            "secrets": {"enabled": True, "direction": "response", "action": "block"}}}})
+        extra = merge(
+            extra,
+            {
+                "spec": {
+                    "guardrails": {
+                        "secrets": {"enabled": True, "direction": "response", "action": "block"}
+                    }
+                }
+            },
+        )
     return extra
 
 
 @pytest.mark.parametrize("upstream_url", [NO_BLANK_LINE], indirect=True)
 @pytest.mark.parametrize("guardrails", [False, True])
 async def test_stream_that_never_ends_an_event_is_cut_with_a_typed_event(
-        sidecar_factory: SidecarFactory, standins: Standins, upstream_url: str,
-        guardrails: bool) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins, upstream_url: str, guardrails: bool
+) -> None:
     """Unbounded before: the relay held the whole answer (and re-searched it per chunk)."""
-    sc = await sidecar_factory(_policy_with(upstream_url, standins, guardrails),
-                               pipeline=PipelineSettings(max_sse_event_bytes=256 * 1024))
+    sc = await sidecar_factory(
+        _policy_with(upstream_url, standins, guardrails),
+        pipeline=PipelineSettings(max_sse_event_bytes=256 * 1024),
+    )
     status, raw = await stream_via(sc)
     assert status == 200
     assert raw.startswith(b"data: ")  # the first, complete event was relayed
@@ -175,11 +198,14 @@ async def test_stream_that_never_ends_an_event_is_cut_with_a_typed_event(
 
 @pytest.mark.parametrize("upstream_url", [HUGE_EVENT], indirect=True)
 async def test_oversized_event_under_guardrails_is_a_typed_error_not_an_empty_200(
-        sidecar_factory: SidecarFactory, standins: Standins, upstream_url: str) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins, upstream_url: str
+) -> None:
     """With response guardrails the parser skipped the oversized event: the agent got
     the rest of the stream as if the event had never been sent."""
-    sc = await sidecar_factory(_policy_with(upstream_url, standins, True),
-                               pipeline=PipelineSettings(max_sse_event_bytes=256 * 1024))
+    sc = await sidecar_factory(
+        _policy_with(upstream_url, standins, True),
+        pipeline=PipelineSettings(max_sse_event_bytes=256 * 1024),
+    )
     status, raw = await stream_via(sc)
     assert status == 200
     (err,) = error_events(raw)
@@ -251,7 +277,8 @@ def test_record_that_cannot_fit_is_refused_without_a_gap(tmp_path: Any) -> None:
 
 
 async def test_streams_holding_unfinished_events_share_the_body_budget(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """Each stream may hold up to 4 MiB of an unfinished event: without a shared bound,
     a hundred such streams would hold 400 MiB. Past the first 64 KiB those bytes are
     charged to the body memory budget like bodies are."""
@@ -275,8 +302,10 @@ async def test_streams_holding_unfinished_events_share_the_body_budget(
     app.router.add_post("/v1/chat/completions", chat)
     runner, url = await serve(app)
     try:
-        sc = await sidecar_factory(_policy_with(url, standins, False),
-                                   pipeline=PipelineSettings(body_memory_budget=400 * 1024))
+        sc = await sidecar_factory(
+            _policy_with(url, standins, False),
+            pipeline=PipelineSettings(body_memory_budget=400 * 1024),
+        )
         pipeline = sc.sidecar.pipeline
         assert pipeline is not None
         first = asyncio.ensure_future(stream_via(sc))

@@ -16,19 +16,27 @@ import pytest
 
 from tests.sidecar.conftest import SidecarFactory, Standins
 
-DENY_ADMIN = {"name": "no-admin", "action": "deny", "kind": "http",
-              "paths": ["/echo/admin/**", "/echo/secret"]}
+DENY_ADMIN = {
+    "name": "no-admin",
+    "action": "deny",
+    "kind": "http",
+    "paths": ["/echo/admin/**", "/echo/secret"],
+}
 DENY_GPT5 = {"name": "no-gpt-5", "action": "deny", "kind": "llm", "models": ["gpt-5*"]}
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
-        "max_tokens": 5}
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "one two three"}],
+    "max_tokens": 5,
+}
 
 
 def policy(*rules: dict[str, Any], default: str = "allow", **spec: Any) -> dict[str, Any]:
     return {"spec": {"tools": {"default": default, "rules": list(rules)}, **spec}}
 
 
-async def raw_http(base: str, method: str, target: str, body: bytes = b"",
-                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
+async def raw_http(
+    base: str, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """Send one request with the target exactly as given; (status, parsed JSON body)."""
     host, port = base.removeprefix("http://").rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -62,20 +70,23 @@ def code_of(payload: Any) -> str | None:
 # ---------------------------------------------------------------------- paths
 
 
-@pytest.mark.parametrize(("target", "status", "code"), [
-    ("/api/echo/%61dmin/x", 403, "tool_denied"),       # decoded before the rules, then denied
-    ("/api/echo/ADMIN/x", 403, "tool_denied"),         # deny rules ignore case
-    ("/api/echo/secret/", 403, "tool_denied"),         # ... and a trailing '/'
-    ("/api/echo//admin/x", 400, "ambiguous_path"),     # empty segment
-    ("/api/echo/admin%2Fx", 400, "ambiguous_path"),    # encoded '/'
-    ("/api/echo/admin%2fx", 400, "ambiguous_path"),
-    ("/api/echo/admin%5Cx", 400, "ambiguous_path"),    # encoded '\'
-    ("/api/echo/admin%00x", 400, "ambiguous_path"),    # NUL
-    ("/api/echo/admin%252Fx", 400, "ambiguous_path"),  # double encoding
-    ("/api/echo/admin;x/y", 400, "ambiguous_path"),    # ';' parameters
-    ("/api/echo/x/%2e%2e/admin/y", 400, "invalid_path"),
-    ("/api/echo/x/../admin/y", 400, "invalid_path"),
-])
+@pytest.mark.parametrize(
+    ("target", "status", "code"),
+    [
+        ("/api/echo/%61dmin/x", 403, "tool_denied"),  # decoded before the rules, then denied
+        ("/api/echo/ADMIN/x", 403, "tool_denied"),  # deny rules ignore case
+        ("/api/echo/secret/", 403, "tool_denied"),  # ... and a trailing '/'
+        ("/api/echo//admin/x", 400, "ambiguous_path"),  # empty segment
+        ("/api/echo/admin%2Fx", 400, "ambiguous_path"),  # encoded '/'
+        ("/api/echo/admin%2fx", 400, "ambiguous_path"),
+        ("/api/echo/admin%5Cx", 400, "ambiguous_path"),  # encoded '\'
+        ("/api/echo/admin%00x", 400, "ambiguous_path"),  # NUL
+        ("/api/echo/admin%252Fx", 400, "ambiguous_path"),  # double encoding
+        ("/api/echo/admin;x/y", 400, "ambiguous_path"),  # ';' parameters
+        ("/api/echo/x/%2e%2e/admin/y", 400, "invalid_path"),
+        ("/api/echo/x/../admin/y", 400, "invalid_path"),
+    ],
+)
 async def test_path_spellings_of_a_denied_path(
     sidecar_factory: SidecarFactory, standins: Standins, target: str, status: int, code: str
 ) -> None:
@@ -111,12 +122,15 @@ async def test_path_parameters_allowed_by_policy_match_without_them(
 # ---------------------------------------------------------------------- LLM calls in disguise
 
 
-@pytest.mark.parametrize("target", [
-    "/llm/v1/chat/%63ompletions",
-    "/llm/v1/chat/completions/",
-    "/llm/V1/Chat/Completions",
-    "/llm/v1/anything-else",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/llm/v1/chat/%63ompletions",
+        "/llm/v1/chat/completions/",
+        "/llm/V1/Chat/Completions",
+        "/llm/v1/anything-else",
+    ],
+)
 async def test_llm_call_in_disguise_is_governed(
     sidecar_factory: SidecarFactory, standins: Standins, target: str
 ) -> None:
@@ -131,8 +145,9 @@ async def test_llm_call_to_encoded_path_is_metered(
     sidecar_factory: SidecarFactory, standins: Standins
 ) -> None:
     sc = await sidecar_factory(policy(DENY_GPT5))
-    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/chat/%63ompletions",
-                                     orjson.dumps(CHAT))
+    status, payload = await raw_http(
+        sc.explicit, "POST", "/llm/v1/chat/%63ompletions", orjson.dumps(CHAT)
+    )
     assert status == 200, payload
     assert standins.received("llm").requests[-1].raw_path == "/v1/chat/completions"
     for _ in range(200):
@@ -149,8 +164,9 @@ async def test_llm_call_with_path_parameter_is_refused(
     sidecar_factory: SidecarFactory, standins: Standins
 ) -> None:
     sc = await sidecar_factory(policy(DENY_GPT5))
-    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/chat/completions;x",
-                                     orjson.dumps({**CHAT, "model": "gpt-5"}))
+    status, payload = await raw_http(
+        sc.explicit, "POST", "/llm/v1/chat/completions;x", orjson.dumps({**CHAT, "model": "gpt-5"})
+    )
     assert (status, code_of(payload)) == (400, "ambiguous_path")
     assert not standins.received("llm").requests
 
@@ -159,8 +175,9 @@ async def test_llm_body_sent_to_an_http_tool_is_an_llm_call(
     sidecar_factory: SidecarFactory, standins: Standins
 ) -> None:
     sc = await sidecar_factory(policy(DENY_GPT5))
-    status, payload = await raw_http(sc.explicit, "POST", "/api/echo/v1/chat",
-                                     orjson.dumps({**CHAT, "model": "gpt-5"}))
+    status, payload = await raw_http(
+        sc.explicit, "POST", "/api/echo/v1/chat", orjson.dumps({**CHAT, "model": "gpt-5"})
+    )
     assert (status, code_of(payload)) == (403, "tool_denied")
     assert not standins.received("api").requests
 
@@ -168,14 +185,16 @@ async def test_llm_body_sent_to_an_http_tool_is_an_llm_call(
 # ---------------------------------------------------------------------- model names
 
 
-@pytest.mark.parametrize("model", ["GPT-5", " gpt-5", "openai/gpt-5", "gpt-5-2025-08-07",
-                                   "OpenAI/GPT-5-mini "])
+@pytest.mark.parametrize(
+    "model", ["GPT-5", " gpt-5", "openai/gpt-5", "gpt-5-2025-08-07", "OpenAI/GPT-5-mini "]
+)
 async def test_model_spellings_match_deny_rules(
     sidecar_factory: SidecarFactory, standins: Standins, model: str
 ) -> None:
     sc = await sidecar_factory(policy(DENY_GPT5))
-    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/chat/completions",
-                                     orjson.dumps({**CHAT, "model": model}))
+    status, payload = await raw_http(
+        sc.explicit, "POST", "/llm/v1/chat/completions", orjson.dumps({**CHAT, "model": model})
+    )
     assert (status, code_of(payload)) == (403, "tool_denied")
     assert not standins.received("llm").requests
 
@@ -185,22 +204,29 @@ async def test_model_allow_rule_matches_prefixed_name(
 ) -> None:
     allow = {"name": "mini", "action": "allow", "kind": "llm", "models": ["gpt-4o-mini"]}
     sc = await sidecar_factory(policy(allow, default="deny"))
-    status, _ = await raw_http(sc.explicit, "POST", "/llm/v1/chat/completions",
-                               orjson.dumps({**CHAT, "model": "openai/GPT-4o-mini"}))
+    status, _ = await raw_http(
+        sc.explicit,
+        "POST",
+        "/llm/v1/chat/completions",
+        orjson.dumps({**CHAT, "model": "openai/GPT-4o-mini"}),
+    )
     assert status == 200
 
 
 # ---------------------------------------------------------------------- JSON read twice
 
 
-@pytest.mark.parametrize("body", [
-    b'{"model":"gpt-4o-mini","Model":"gpt-5","messages":[{"role":"user","content":"hi"}]}',
-    b'{"model":"gpt-5","messages":[{"role":"user","content":"hi"}],"model":"gpt-4o-mini"}',
-    b'{"MODEL":"gpt-5","messages":[{"role":"user","content":"hi"}]}',
-    b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"a","content":"b"}]}',
-    b'{"model":"gpt-4o-mini","mod\\u0065l":"gpt-5","messages":[]}',
-    b'{"model":"gpt-4o-mini","max_tokens":5,"Max_Tokens":99999,"messages":[]}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"gpt-4o-mini","Model":"gpt-5","messages":[{"role":"user","content":"hi"}]}',
+        b'{"model":"gpt-5","messages":[{"role":"user","content":"hi"}],"model":"gpt-4o-mini"}',
+        b'{"MODEL":"gpt-5","messages":[{"role":"user","content":"hi"}]}',
+        b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"a","content":"b"}]}',
+        b'{"model":"gpt-4o-mini","mod\\u0065l":"gpt-5","messages":[]}',
+        b'{"model":"gpt-4o-mini","max_tokens":5,"Max_Tokens":99999,"messages":[]}',
+    ],
+)
 async def test_ambiguous_llm_json_is_refused(
     sidecar_factory: SidecarFactory, standins: Standins, body: bytes
 ) -> None:
@@ -216,19 +242,23 @@ def rpc(method: str, params: dict[str, Any] | bytes, **extra: Any) -> bytes:
     return head[:-1] + b',"params":' + raw_params + b"}"
 
 
-@pytest.mark.parametrize("body", [
-    rpc("ping", {"name": "delete_file", "arguments": {"path": "/x"}}, Method="tools/call"),
-    rpc("tools/call", b'{"name":"echo","Name":"delete_file","arguments":{}}'),
-    rpc("tools/call", b'{"name":"delete_file","name":"echo","arguments":{}}'),
-    rpc("tools/call", b'{"name":"echo","arguments":{"text":"a","text":"b"}}'),
-    rpc("tools/call", b'{"name":"echo","arguments":{"o":{"k":1,"K":2}}}'),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        rpc("ping", {"name": "delete_file", "arguments": {"path": "/x"}}, Method="tools/call"),
+        rpc("tools/call", b'{"name":"echo","Name":"delete_file","arguments":{}}'),
+        rpc("tools/call", b'{"name":"delete_file","name":"echo","arguments":{}}'),
+        rpc("tools/call", b'{"name":"echo","arguments":{"text":"a","text":"b"}}'),
+        rpc("tools/call", b'{"name":"echo","arguments":{"o":{"k":1,"K":2}}}'),
+    ],
+)
 async def test_ambiguous_mcp_json_is_refused(
     sidecar_factory: SidecarFactory, standins: Standins, body: bytes
 ) -> None:
     sc = await sidecar_factory()
-    status, payload = await raw_http(sc.explicit, "POST", "/mcp", body,
-                                     {"Accept": "application/json, text/event-stream"})
+    status, payload = await raw_http(
+        sc.explicit, "POST", "/mcp", body, {"Accept": "application/json, text/event-stream"}
+    )
     assert code_of(payload) == "ambiguous_json", (status, payload)
     assert not standins.received("mcp").requests
 
@@ -236,15 +266,18 @@ async def test_ambiguous_mcp_json_is_refused(
 # ---------------------------------------------------------------------- meaning overrides
 
 
-@pytest.mark.parametrize(("target", "headers"), [
-    ("/api/items", {"X-HTTP-Method-Override": "DELETE"}),
-    ("/api/items", {"x-method-override": "DELETE"}),
-    ("/api/items", {"X-HTTP-Method": "DELETE"}),
-    ("/api/items", {"X-Original-URL": "/admin"}),
-    ("/api/items", {"X-Rewrite-URL": "/admin"}),
-    ("/api/items?_method=DELETE", {}),
-    ("/api/items?%5Fmethod=DELETE", {}),
-])
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        ("/api/items", {"X-HTTP-Method-Override": "DELETE"}),
+        ("/api/items", {"x-method-override": "DELETE"}),
+        ("/api/items", {"X-HTTP-Method": "DELETE"}),
+        ("/api/items", {"X-Original-URL": "/admin"}),
+        ("/api/items", {"X-Rewrite-URL": "/admin"}),
+        ("/api/items?_method=DELETE", {}),
+        ("/api/items?%5Fmethod=DELETE", {}),
+    ],
+)
 async def test_meaning_override_is_refused(
     sidecar_factory: SidecarFactory, standins: Standins, target: str, headers: dict[str, str]
 ) -> None:
@@ -260,23 +293,32 @@ async def test_meaning_override_is_refused(
 TOKENS_100K = {"tokens": {"limit": 100_000}}
 
 
-@pytest.mark.parametrize("extra", [
-    {"previous_response_id": "resp_123"},
-    {"conversation": "conv_123"},
-    {"input": [{"role": "user", "content": [
-        {"type": "input_file", "file_id": "file-123"}]}]},
-    {"input": [{"role": "user", "content": [
-        {"type": "input_image", "image_url": "https://example.com/huge.png"}]}]},
-    {"tools": [{"type": "web_search"}]},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"previous_response_id": "resp_123"},
+        {"conversation": "conv_123"},
+        {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-123"}]}]},
+        {
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_image", "image_url": "https://example.com/huge.png"}
+                    ],
+                }
+            ]
+        },
+        {"tools": [{"type": "web_search"}]},
+    ],
+)
 async def test_stored_context_reserves_the_context_window(
     sidecar_factory: SidecarFactory, standins: Standins, extra: dict[str, Any]
 ) -> None:
     # gpt-4o-mini: 128k context window > the 100k token budget, so the call cannot fit.
     sc = await sidecar_factory(policy(budgets=TOKENS_100K))
     body = {"model": "gpt-4o-mini", "input": "hi", "max_output_tokens": 5, **extra}
-    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/responses",
-                                     orjson.dumps(body))
+    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/responses", orjson.dumps(body))
     assert code_of(payload) == "tokens_exhausted", (status, payload)
     assert not standins.received("llm").requests
 
@@ -284,8 +326,7 @@ async def test_stored_context_reserves_the_context_window(
 async def test_plain_call_still_fits(sidecar_factory: SidecarFactory) -> None:
     sc = await sidecar_factory(policy(budgets=TOKENS_100K))
     body = {"model": "gpt-4o-mini", "input": "hi", "max_output_tokens": 5}
-    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/responses",
-                                     orjson.dumps(body))
+    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/responses", orjson.dumps(body))
     assert status == 200, payload
 
 
@@ -295,32 +336,42 @@ async def test_stored_context_of_unknown_window_is_refused(
     # The test policy prices unknown models with a default that names no context window.
     sc = await sidecar_factory(policy(budgets=TOKENS_100K))
     body = {"model": "in-house-model", "input": "hi", "previous_response_id": "resp_1"}
-    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/responses",
-                                     orjson.dumps(body))
+    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/responses", orjson.dumps(body))
     assert code_of(payload) == "unknown_context_window", (status, payload)
     assert not standins.received("llm").requests
     # Declared in the policy, the window is reserved and the call fits.
-    sc2 = await sidecar_factory(policy(budgets=TOKENS_100K, pricing={
-        "unknownModel": "default",
-        "default": {"input": 1.0, "output": 2.0, "contextWindow": 50_000}}))
-    status, payload = await raw_http(sc2.explicit, "POST", "/llm/v1/responses",
-                                     orjson.dumps({**body, "max_output_tokens": 5}))
+    sc2 = await sidecar_factory(
+        policy(
+            budgets=TOKENS_100K,
+            pricing={
+                "unknownModel": "default",
+                "default": {"input": 1.0, "output": 2.0, "contextWindow": 50_000},
+            },
+        )
+    )
+    status, payload = await raw_http(
+        sc2.explicit, "POST", "/llm/v1/responses", orjson.dumps({**body, "max_output_tokens": 5})
+    )
     assert status == 200, payload
 
 
-@pytest.mark.parametrize("caps", [
-    {"max_completion_tokens": 1, "max_tokens": 999_999},
-    {"max_tokens": 1, "max_completion_tokens": 999_999},
-    {"max_tokens": 30_000, "n": 5},
-    {"n": 7},  # no cap: each completion may reach gpt-4o-mini's 16,384 tokens
-])
+@pytest.mark.parametrize(
+    "caps",
+    [
+        {"max_completion_tokens": 1, "max_tokens": 999_999},
+        {"max_tokens": 1, "max_completion_tokens": 999_999},
+        {"max_tokens": 30_000, "n": 5},
+        {"n": 7},  # no cap: each completion may reach gpt-4o-mini's 16,384 tokens
+    ],
+)
 async def test_largest_output_cap_is_reserved(
     sidecar_factory: SidecarFactory, standins: Standins, caps: dict[str, int]
 ) -> None:
     sc = await sidecar_factory(policy(budgets=TOKENS_100K))
     body = {"model": "gpt-4o-mini", "messages": CHAT["messages"], **caps}
-    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/chat/completions",
-                                     orjson.dumps(body))
+    status, payload = await raw_http(
+        sc.explicit, "POST", "/llm/v1/chat/completions", orjson.dumps(body)
+    )
     assert code_of(payload) == "tokens_exhausted", (status, payload)
     assert not standins.received("llm").requests
 
@@ -330,8 +381,9 @@ async def test_non_integer_output_cap_is_refused(
 ) -> None:
     sc = await sidecar_factory(policy(budgets=TOKENS_100K))
     body = {**CHAT, "max_tokens": "999999"}
-    status, payload = await raw_http(sc.explicit, "POST", "/llm/v1/chat/completions",
-                                     orjson.dumps(body))
+    status, payload = await raw_http(
+        sc.explicit, "POST", "/llm/v1/chat/completions", orjson.dumps(body)
+    )
     assert (status, code_of(payload)) == (400, "invalid_request")
     assert not standins.received("llm").requests
 

@@ -15,23 +15,27 @@ from haltgate.sidecar.sse import SSEEvent, SSEParser
 from haltgate.sidecar.upstreams import ResolvedUpstream
 from haltgate.sidecar.usage import Dialect, UsageReader
 
-FAST = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
 def _upstream(kind: RequestKind, provider: Provider | None = None) -> ResolvedUpstream:
-    return ResolvedUpstream.from_spec(Upstream(name="u", url="http://h:1/base", kind=kind,
-                                               provider=provider))
+    return ResolvedUpstream.from_spec(
+        Upstream(name="u", url="http://h:1/base", kind=kind, provider=provider)
+    )
 
 
 def _target(kind: RequestKind, path: str) -> Target:
@@ -40,14 +44,23 @@ def _target(kind: RequestKind, path: str) -> Target:
 
 
 @FAST
-@given(events=st.lists(st.tuples(st.sampled_from(["message", "delta", "x y"]),
-                                 st.text(alphabet=st.characters(blacklist_categories=("Cs",),
-                                                               blacklist_characters="\r\n"),
-                                         max_size=30)), max_size=8),
-       cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
-       crlf=st.booleans())
-def test_sse_chunking_does_not_matter(events: list[tuple[str, str]], cuts: list[int],
-                                      crlf: bool) -> None:
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["message", "delta", "x y"]),
+            st.text(
+                alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+                max_size=30,
+            ),
+        ),
+        max_size=8,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
+    crlf=st.booleans(),
+)
+def test_sse_chunking_does_not_matter(
+    events: list[tuple[str, str]], cuts: list[int], crlf: bool
+) -> None:
     nl = "\r\n" if crlf else "\n"
     stream = "".join(f"event: {e}{nl}data: {d}{nl}{nl}" for e, d in events).encode()
     points = sorted({min(c, len(stream)) for c in cuts})
@@ -83,52 +96,93 @@ def test_usage_reader_never_raises(dialect: Dialect, value: object, raw: bytes) 
 
 
 @FAST
-@given(usage=st.fixed_dictionaries({
-    "prompt_tokens": st.integers(0, 10**6), "completion_tokens": st.integers(0, 10**6)}))
+@given(
+    usage=st.fixed_dictionaries(
+        {"prompt_tokens": st.integers(0, 10**6), "completion_tokens": st.integers(0, 10**6)}
+    )
+)
 def test_openai_usage_read_exactly(usage: dict[str, int]) -> None:
     reader = UsageReader(Dialect.OPENAI_CHAT, None)
     reader.read_body(orjson.dumps({"model": "x", "usage": usage}))
     counts = reader.result(complete=True, input_estimate=0)
-    assert (counts.input_tokens, counts.output_tokens) == (usage["prompt_tokens"],
-                                                          usage["completion_tokens"])
+    assert (counts.input_tokens, counts.output_tokens) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
     assert not counts.estimated and counts.model == "x"
 
 
 @FAST
-@given(kind=st.sampled_from([RequestKind.LLM, RequestKind.MCP, RequestKind.HTTP]),
-       path=st.sampled_from(["/base/v1/chat/completions", "/base/v1/messages", "/base/mcp",
-                             "/base/v1/responses", "/base/v1/embeddings", "/base/x"]),
-       method=st.sampled_from(["POST", "GET", "DELETE"]),
-       body=st.one_of(st.binary(max_size=120), json_values.map(orjson.dumps)))
+@given(
+    kind=st.sampled_from([RequestKind.LLM, RequestKind.MCP, RequestKind.HTTP]),
+    path=st.sampled_from(
+        [
+            "/base/v1/chat/completions",
+            "/base/v1/messages",
+            "/base/mcp",
+            "/base/v1/responses",
+            "/base/v1/embeddings",
+            "/base/x",
+        ]
+    ),
+    method=st.sampled_from(["POST", "GET", "DELETE"]),
+    body=st.one_of(st.binary(max_size=120), json_values.map(orjson.dumps)),
+)
 def test_classify_is_total(kind: RequestKind, path: str, method: str, body: bytes) -> None:
     try:
         result = classify(method, _target(kind, path), body, AgentIdentity())
     except BadRequestError as e:
-        assert e.code in {"invalid_json", "invalid_request", "invalid_jsonrpc",
-                          "jsonrpc_missing_id", "ambiguous_json", "mcp_method_unknown",
-                          "ambiguous_uri", "mcp_http_method"}
+        assert e.code in {
+            "invalid_json",
+            "invalid_request",
+            "invalid_jsonrpc",
+            "jsonrpc_missing_id",
+            "ambiguous_json",
+            "mcp_method_unknown",
+            "ambiguous_uri",
+            "mcp_http_method",
+        }
         return
     assert isinstance(result, Classified)
     # A body shaped like an LLM call is metered as one whatever the path (issue 15).
     assert result.view.kind in (kind, None) or (
-        kind is RequestKind.HTTP and result.view.kind is RequestKind.LLM)
+        kind is RequestKind.HTTP and result.view.kind is RequestKind.LLM
+    )
 
 
 @FAST
-@given(msgs=st.lists(st.fixed_dictionaries({
-    "jsonrpc": st.just("2.0"), "id": st.integers(0, 100) | st.text(max_size=5),
-    "method": st.sampled_from(["tools/call", "tools/list", "ping"]),
-    "params": st.fixed_dictionaries({"name": st.text(min_size=1, max_size=8),
-                                     # lower-case keys: case-colliding ones are refused
-                                     "arguments": st.dictionaries(
-                                         st.text(alphabet="abcxyz_0", max_size=5), INT64)})}),
-    min_size=1, max_size=5, unique_by=lambda m: repr(m["id"])))
+@given(
+    msgs=st.lists(
+        st.fixed_dictionaries(
+            {
+                "jsonrpc": st.just("2.0"),
+                "id": st.integers(0, 100) | st.text(max_size=5),
+                "method": st.sampled_from(["tools/call", "tools/list", "ping"]),
+                "params": st.fixed_dictionaries(
+                    {
+                        "name": st.text(min_size=1, max_size=8),
+                        # lower-case keys: case-colliding ones are refused
+                        "arguments": st.dictionaries(
+                            st.text(alphabet="abcxyz_0", max_size=5), INT64
+                        ),
+                    }
+                ),
+            }
+        ),
+        min_size=1,
+        max_size=5,
+        unique_by=lambda m: repr(m["id"]),
+    )
+)
 def test_mcp_batch_tools_and_ids(msgs: list[dict[str, object]]) -> None:
-    result = classify("POST", _target(RequestKind.MCP, "/base/mcp"), orjson.dumps(msgs),
-                      AgentIdentity())
+    result = classify(
+        "POST", _target(RequestKind.MCP, "/base/mcp"), orjson.dumps(msgs), AgentIdentity()
+    )
     calls = [m for m in msgs if m["method"] == "tools/call"]
-    assert [t.name for t in result.view.tool_calls] == [m["params"]["name"]  # type: ignore[index]
-                                                        for m in calls]
+    assert [t.name for t in result.view.tool_calls] == [
+        m["params"]["name"]  # type: ignore[index]
+        for m in calls
+    ]
     assert list(result.rpc_ids) == [m["id"] for m in msgs]
     assert result.rpc_batch
 
@@ -153,9 +207,15 @@ def test_connect_head_examples() -> None:
 
 def test_content_digest_ignores_ids_and_usage() -> None:
     def answer(ident: str, prompt_tokens: int) -> bytes:
-        return orjson.dumps({"id": ident, "created": 1, "model": "m", "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "same"}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1}})
+        return orjson.dumps(
+            {
+                "id": ident,
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "same"}}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1},
+            }
+        )
 
     digests = set()
     for ident, tokens in (("a", 1), ("b", 2)):

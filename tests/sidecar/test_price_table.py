@@ -15,17 +15,31 @@ from haltgate.governance.pricing import PriceTableError
 from haltgate.sidecar.server import Sidecar, SidecarSettings
 from tests.sidecar.conftest import SidecarFactory
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
-        "max_tokens": 5}
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "one two three"}],
+    "max_tokens": 5,
+}
 
 
 def _table(path: Path, input_usd: float, output_usd: float) -> Path:
-    path.write_text(yaml.safe_dump({
-        "version": "2030-01-private", "effective": "2030-01-01", "currency": "USD",
-        "unit": "per_1m_tokens",
-        "models": {"gpt-4o-mini": {"input": input_usd, "output": output_usd,
-                                   "max_output_tokens": 16384}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "version": "2030-01-private",
+                "effective": "2030-01-01",
+                "currency": "USD",
+                "unit": "per_1m_tokens",
+                "models": {
+                    "gpt-4o-mini": {
+                        "input": input_usd,
+                        "output": output_usd,
+                        "max_output_tokens": 16384,
+                    }
+                },
+            }
+        )
+    )
     return path
 
 
@@ -45,7 +59,8 @@ async def _cost_of_one_call(url: str, audit: MemoryAuditSink) -> tuple[float, di
 
 
 async def test_mounted_price_table_prices_calls_and_reloads(
-        sidecar_factory: SidecarFactory, tmp_path: Path) -> None:
+    sidecar_factory: SidecarFactory, tmp_path: Path
+) -> None:
     table = _table(tmp_path / "prices.yaml", 1000.0, 2000.0)
     sc = await sidecar_factory(price_table=table)
     url = sc.explicit + "/llm/v1/chat/completions"
@@ -60,8 +75,7 @@ async def test_mounted_price_table_prices_calls_and_reloads(
     sc.write_policy(doc)
     for _ in range(100):
         cost, usage = await _cost_of_one_call(url, sc.audit)
-        if cost == pytest.approx((usage["input_tokens"] * 10 + usage["output_tokens"] * 20)
-                                 / 1e6):
+        if cost == pytest.approx((usage["input_tokens"] * 10 + usage["output_tokens"] * 20) / 1e6):
             break
     else:
         raise AssertionError(f"price table not reloaded: last cost {cost}")
@@ -69,9 +83,16 @@ async def test_mounted_price_table_prices_calls_and_reloads(
 
 def test_malformed_price_table_fails_the_start(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({
-        "apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-        "metadata": {"name": "p", "namespace": "n"}, "spec": {}}))
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "haltgate.dev/v1alpha1",
+                "kind": "GovernancePolicy",
+                "metadata": {"name": "p", "namespace": "n"},
+                "spec": {},
+            }
+        )
+    )
     bad = tmp_path / "prices.yaml"
     bad.write_text("version: x\nmodels: {gpt: {input: 1}}\n")
     with pytest.raises(PriceTableError):

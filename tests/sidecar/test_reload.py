@@ -26,18 +26,30 @@ async def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_reload_applies_and_invalid_is_kept(sidecar_factory: SidecarFactory,
-                                                  standins: Standins) -> None:
+async def test_reload_applies_and_invalid_is_kept(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
     url = sc.explicit + "/llm/v1/chat/completions"
     assert await status_of(url) == 200
 
-    deny_llm = merge(base_policy(standins), {"spec": {"tools": {"rules": [
-        {"name": "only-tiny", "action": "allow", "kind": "llm", "models": ["tiny"]}]}}})
+    deny_llm = merge(
+        base_policy(standins),
+        {
+            "spec": {
+                "tools": {
+                    "rules": [
+                        {"name": "only-tiny", "action": "allow", "kind": "llm", "models": ["tiny"]}
+                    ]
+                }
+            }
+        },
+    )
     sc.write_policy(deny_llm)
 
     async def denied() -> bool:
         return await status_of(url) == 403
+
     await wait_for(denied, "the new policy")
 
     broken = merge(deny_llm, {"spec": {"budgets": {"tokens": {"limit": -1}}}})
@@ -47,6 +59,7 @@ async def test_reload_applies_and_invalid_is_kept(sidecar_factory: SidecarFactor
         async with aiohttp.ClientSession() as s, s.get(sc.admin + "/status", headers=AUTH) as r:
             policy = (await r.json())["policy"]
         return not policy["valid"]
+
     await wait_for(reported, "the invalid policy to be reported")
     async with aiohttp.ClientSession() as s, s.get(sc.admin + "/status", headers=AUTH) as r:
         policy = (await r.json())["policy"]
@@ -57,6 +70,7 @@ async def test_reload_applies_and_invalid_is_kept(sidecar_factory: SidecarFactor
 
     async def allowed() -> bool:
         return await status_of(url) == 200
+
     await wait_for(allowed, "the restored policy")
     async with aiohttp.ClientSession() as s, s.get(sc.metrics + "/metrics") as r:
         text = await r.text()
@@ -64,8 +78,9 @@ async def test_reload_applies_and_invalid_is_kept(sidecar_factory: SidecarFactor
     assert 'haltgate_policy_reloads_total{result="ok"} 2.0' in text
 
 
-async def test_configmap_symlink_swap(sidecar_factory: SidecarFactory, standins: Standins,
-                                      tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_configmap_symlink_swap(
+    sidecar_factory: SidecarFactory, standins: Standins, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     """Kubernetes swaps a ..data symlink; the file path itself never changes."""
     import yaml
 
@@ -92,4 +107,5 @@ async def test_configmap_symlink_swap(sidecar_factory: SidecarFactory, standins:
 
     async def denied() -> bool:
         return await status_of(url) == 403
+
     await wait_for(denied, "the swapped ConfigMap")

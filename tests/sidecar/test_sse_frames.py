@@ -51,8 +51,7 @@ def test_usage_chunk_is_hidden_and_null_usage_cut_out() -> None:
     final = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":1}}\n\n'
     assert _hide(final) == b""
     chunk = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"a"}}],"usage":null}\n\n'
-    assert _hide(chunk) == (
-        b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n')
+    assert _hide(chunk) == (b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n')
     spaced = b'data: {"id": "c", "choices": [], "usage": null}\r\n\r\n'
     assert _hide(spaced) == b'data: {"id": "c", "choices": []}\r\n\r\n'
     # Not on one line, or usage in a content chunk: re-encoded without usage.

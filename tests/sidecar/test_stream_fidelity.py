@@ -16,14 +16,20 @@ from haltgate.sidecar.pipeline import PipelineSettings
 from haltgate.sidecar.usage import CHARS_PER_TOKEN
 from tests.sidecar.conftest import Running, SidecarFactory, Standins
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}],
-        "max_tokens": 6, "stream": True}
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "one two three"}],
+    "max_tokens": 6,
+    "stream": True,
+}
 COMPLETION = {"model": "m", "prompt": "x y", "max_tokens": 3, "stream": True}
 
 
 async def post(url: str, body: Any, **headers: str) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as s, s.post(
-            url, data=orjson.dumps(body), headers=headers) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(url, data=orjson.dumps(body), headers=headers) as r,
+    ):
         return r.status, await r.read()
 
 
@@ -48,11 +54,16 @@ def data_of(raw: bytes) -> list[Any]:
 
 
 @pytest.mark.parametrize("behavior", ["", "burst"])
-@pytest.mark.parametrize(("path", "body"), [("/v1/chat/completions", CHAT),
-                                            ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize(
+    ("path", "body"), [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)]
+)
 async def test_stream_without_usage_is_byte_identical_to_direct(
-        sidecar_factory: SidecarFactory, standins: Standins, path: str, body: dict[str, Any],
-        behavior: str) -> None:
+    sidecar_factory: SidecarFactory,
+    standins: Standins,
+    path: str,
+    body: dict[str, Any],
+    behavior: str,
+) -> None:
     sc = await sidecar_factory()
     headers = {"x-standin-behavior": behavior} if behavior else {}
     _, direct = await post(standins.llm + path, body, **headers)
@@ -72,7 +83,8 @@ async def test_stream_without_usage_is_byte_identical_to_direct(
 
 
 async def test_stream_with_usage_asked_is_byte_identical(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     sc = await sidecar_factory()
     body = {**CHAT, "stream_options": {"include_usage": True}}
     _, direct = await post(standins.llm + "/v1/chat/completions", body)
@@ -81,18 +93,21 @@ async def test_stream_with_usage_asked_is_byte_identical(
 
 
 async def test_openai_sdk_everyday_loop_through_the_sidecar(
-        sidecar_factory: SidecarFactory) -> None:
+    sidecar_factory: SidecarFactory,
+) -> None:
     """``for chunk in stream: chunk.choices[0]`` works through the sidecar as it does
     directly (the official SDK, no usage asked)."""
     import openai
 
     sc = await sidecar_factory()
-    client = openai.AsyncOpenAI(base_url=sc.explicit + "/llm/v1", api_key="sk-test",
-                                max_retries=0)
+    client = openai.AsyncOpenAI(base_url=sc.explicit + "/llm/v1", api_key="sk-test", max_retries=0)
     try:
         stream = await client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi there"}],
-            max_tokens=4, stream=True)
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi there"}],
+            max_tokens=4,
+            stream=True,
+        )
         text = ""
         async for chunk in stream:
             assert chunk.usage is None
@@ -105,8 +120,7 @@ async def test_openai_sdk_everyday_loop_through_the_sidecar(
     assert not record.usage["estimated"]
 
 
-async def test_openai_sync_sdk_loop_through_the_sidecar(
-        sidecar_factory: SidecarFactory) -> None:
+async def test_openai_sync_sdk_loop_through_the_sidecar(sidecar_factory: SidecarFactory) -> None:
     """The loop as people write it, with the synchronous client (in a thread: the sidecar
     runs on this test's event loop)."""
     import openai
@@ -114,20 +128,32 @@ async def test_openai_sync_sdk_loop_through_the_sidecar(
     sc = await sidecar_factory()
 
     def consume() -> list[str]:
-        with openai.OpenAI(base_url=sc.explicit + "/llm/v1", api_key="sk-test",
-                           max_retries=0) as client:
+        with openai.OpenAI(
+            base_url=sc.explicit + "/llm/v1", api_key="sk-test", max_retries=0
+        ) as client:
             stream = client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
-                max_tokens=3, stream=True)
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=3,
+                stream=True,
+            )
             return [c.choices[0].delta.content or "" for c in stream]
 
     assert "".join(await asyncio.to_thread(consume)) == "tok0 tok1 tok2"
 
 
 async def test_usage_hidden_under_response_guardrails(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
-    sc = await sidecar_factory({"spec": {"guardrails": {
-        "pii": {"direction": "response", "action": "redact", "entities": ["email"]}}}})
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "guardrails": {
+                    "pii": {"direction": "response", "action": "redact", "entities": ["email"]}
+                }
+            }
+        }
+    )
     status, via = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
     assert status == 200
     events = data_of(via)
@@ -140,20 +166,28 @@ async def test_usage_hidden_under_response_guardrails(
 
 @pytest.mark.parametrize("usage", [False, True])
 async def test_burst_cut_charges_only_what_the_agent_received(
-        sidecar_factory: SidecarFactory, standins: Standins, usage: bool) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins, usage: bool
+) -> None:
     """An unpaced burst (the whole answer in one write): the cut lands right after the
     event that crossed the budget, and the agent received every event it is charged for."""
-    body: dict[str, Any] = {"model": "m", "stream": True,
-                            "messages": [{"role": "user", "content": "go"}]}
+    body: dict[str, Any] = {
+        "model": "m",
+        "stream": True,
+        "messages": [{"role": "user", "content": "go"}],
+    }
     if usage:
         body["stream_options"] = {"include_usage": True}
     raw = orjson.dumps(body)
     reserve, headroom = 100, 300
     sc = await sidecar_factory(
         {"spec": {"budgets": {"tokens": {"limit": len(raw) + reserve + headroom}}}},
-        pipeline=PipelineSettings(default_max_output_tokens=reserve))
-    status, via = await post(sc.explicit + "/llm/v1/chat/completions", body,
-                             **{"x-standin-tokens": "2000", "x-standin-behavior": "burst"})
+        pipeline=PipelineSettings(default_max_output_tokens=reserve),
+    )
+    status, via = await post(
+        sc.explicit + "/llm/v1/chat/completions",
+        body,
+        **{"x-standin-tokens": "2000", "x-standin-behavior": "burst"},
+    )
     assert status == 200
     events = data_of(via)
     error = events[-1]["error"]

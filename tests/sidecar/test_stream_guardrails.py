@@ -13,9 +13,13 @@ import pytest
 from haltgate.governance.guardrails.secrets import SecretsDetector
 from tests.sidecar.conftest import SidecarFactory, Standins
 
-CHAT = {"model": "gpt-4o-mini", "max_tokens": 50, "stream": True,
-        "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": "who do I write to?"}]}
+CHAT = {
+    "model": "gpt-4o-mini",
+    "max_tokens": 50,
+    "stream": True,
+    "stream_options": {"include_usage": True},
+    "messages": [{"role": "user", "content": "who do I write to?"}],
+}
 EMAIL = "john.doe@example.com"
 
 
@@ -30,8 +34,10 @@ def _events(raw: bytes) -> list[Any]:
 
 
 async def _stream(url: str, text: str) -> bytes:
-    async with aiohttp.ClientSession() as s, s.post(
-            url, data=orjson.dumps(CHAT), headers={"x-standin-text": text}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(url, data=orjson.dumps(CHAT), headers={"x-standin-text": text}) as r,
+    ):
         assert r.status == 200
         return await r.read()
 
@@ -56,17 +62,28 @@ async def _metric(url: str, name: str, **labels: str) -> float:
 
 
 async def test_streamed_answer_is_redacted_across_events(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
-    sc = await sidecar_factory({"spec": {"guardrails": {
-        "pii": {"direction": "response", "action": "redact", "entities": ["email"]}}}})
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "guardrails": {
+                    "pii": {"direction": "response", "action": "redact", "entities": ["email"]}
+                }
+            }
+        }
+    )
     # The stand-in streams one word per event: the address is one of many words.
     text = "please write to " + EMAIL + " about the plan " + "and more " * 20
     raw = await _stream(sc.explicit + "/llm/v1/chat/completions", text)
     assert EMAIL.encode() not in raw
     events = _events(raw)  # every event still parses
     assert events[-1] == "[DONE]"
-    content = "".join(e["choices"][0]["delta"].get("content") or ""
-                      for e in events[:-1] if isinstance(e, dict) and e.get("choices"))
+    content = "".join(
+        e["choices"][0]["delta"].get("content") or ""
+        for e in events[:-1]
+        if isinstance(e, dict) and e.get("choices")
+    )
     assert content.startswith("please write to ") and "about the plan" in content
     assert content.count("and more") == 20
     assert any(isinstance(e, dict) and e.get("usage") for e in events)  # usage relayed
@@ -76,9 +93,18 @@ async def test_streamed_answer_is_redacted_across_events(
 
 
 async def test_detector_failure_in_a_stream_is_a_fail_open_event(
-        sidecar_factory: SidecarFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    sc = await sidecar_factory({"spec": {"guardrails": {
-        "failMode": "open", "secrets": {"direction": "response", "action": "block"}}}})
+    sidecar_factory: SidecarFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "guardrails": {
+                    "failMode": "open",
+                    "secrets": {"direction": "response", "action": "block"},
+                }
+            }
+        }
+    )
 
     def broken(self: SecretsDetector, text: str) -> list[Any]:
         raise ValueError("detector bug")  # stands in for a detector that crashes
@@ -89,22 +115,38 @@ async def test_detector_failure_in_a_stream_is_a_fail_open_event(
     outcome = await _outcome(sc)
     assert outcome.decision == "allow"
     assert {"detector": "secrets", "action": "fail_open", "error": "ValueError"} in [
-        dict(f) for f in outcome.findings]
+        dict(f) for f in outcome.findings
+    ]
     assert await _metric(sc.metrics, "haltgate_fail_open_total", control="guardrails") >= 1
 
 
 async def test_oversized_prompt_scan_error_is_a_fail_open_event(
-        sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
     """A prompt past the detectors' size bound cannot be scanned: under failMode open it
     goes through, and that is counted and audited, not silent."""
-    sc = await sidecar_factory({"spec": {"guardrails": {
-        "failMode": "open", "pii": {"direction": "request", "action": "redact"}}}})
-    body = {**CHAT, "stream": False,
-            "messages": [{"role": "user", "content": "x " * (1024 * 1024 + 10)}]}
-    async with aiohttp.ClientSession() as s, s.post(
-            sc.explicit + "/llm/v1/chat/completions", data=orjson.dumps(body)) as r:
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "guardrails": {
+                    "failMode": "open",
+                    "pii": {"direction": "request", "action": "redact"},
+                }
+            }
+        }
+    )
+    body = {
+        **CHAT,
+        "stream": False,
+        "messages": [{"role": "user", "content": "x " * (1024 * 1024 + 10)}],
+    }
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.explicit + "/llm/v1/chat/completions", data=orjson.dumps(body)) as r,
+    ):
         assert r.status == 200, await r.text()
     outcome = await _outcome(sc)
     assert {"detector": "pii", "action": "fail_open", "error": "TextTooLarge"} in [
-        dict(f) for f in outcome.findings]
+        dict(f) for f in outcome.findings
+    ]
     assert await _metric(sc.metrics, "haltgate_fail_open_total", control="guardrails") >= 1

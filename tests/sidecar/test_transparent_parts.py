@@ -21,10 +21,12 @@ def _spec(*upstreams: dict[str, str]) -> GovernancePolicySpec:
 
 
 def test_index_by_host_with_default_ports() -> None:
-    index = t.UpstreamIndex.from_spec(_spec(
-        {"name": "llm", "url": "https://API.example.com/v1", "kind": "llm"},
-        {"name": "tool", "url": "http://tool.example:8080", "kind": "http"},
-    ))
+    index = t.UpstreamIndex.from_spec(
+        _spec(
+            {"name": "llm", "url": "https://API.example.com/v1", "kind": "llm"},
+            {"name": "tool", "url": "http://tool.example:8080", "kind": "http"},
+        )
+    )
     llm = index.lookup("api.example.com.")
     assert llm is not None and (llm.port, llm.scheme, llm.tls) == (443, "https", TLSMode.INSPECT)
     tool = index.lookup("TOOL.example")
@@ -34,8 +36,10 @@ def test_index_by_host_with_default_ports() -> None:
 
 def test_inspect_wins_when_a_host_is_listed_twice() -> None:
     for order in (1, -1):
-        ups = [{"name": "a", "url": "https://h.example", "kind": "http", "tls": "passthrough"},
-               {"name": "b", "url": "https://h.example", "kind": "llm", "tls": "inspect"}]
+        ups = [
+            {"name": "a", "url": "https://h.example", "kind": "http", "tls": "passthrough"},
+            {"name": "b", "url": "https://h.example", "kind": "llm", "tls": "inspect"},
+        ]
         up = t.UpstreamIndex.from_spec(_spec(*ups[::order])).lookup("h.example")
         assert up is not None and up.tls is TLSMode.INSPECT
 
@@ -55,8 +59,7 @@ def test_inspect_wins_when_a_host_is_listed_twice() -> None:
         ("[fd00::1]x", 80, None),
     ],
 )
-def test_host_header_parsing(header: str, default: int,
-                             expected: tuple[str, int] | None) -> None:
+def test_host_header_parsing(header: str, default: int, expected: tuple[str, int] | None) -> None:
     assert t._host_and_port(header, default) == expected
 
 
@@ -93,8 +96,9 @@ async def test_verifier_address_and_port_rule() -> None:
         await verifier.check(od, "localhost", 80)
     assert e.value.code == "destination_port_mismatch"
     with pytest.raises(t.DestinationMismatch) as e:
-        await verifier.check(t.OriginalDestination("10.9.9.9", 8080, False, None),
-                             "localhost", 8080)
+        await verifier.check(
+            t.OriginalDestination("10.9.9.9", 8080, False, None), "localhost", 8080
+        )
     assert e.value.code == "destination_address_mismatch"
     with pytest.raises(t.DestinationMismatch):
         await verifier.check(od, "does-not-resolve.invalid", 8080)

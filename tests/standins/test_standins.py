@@ -25,8 +25,7 @@ async def urls() -> AsyncIterator[dict[str, str]]:
 
 
 async def test_chat_is_deterministic_with_usage(urls: dict[str, str]) -> None:
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a b c"}],
-            "max_tokens": 4}
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a b c"}], "max_tokens": 4}
     async with aiohttp.ClientSession() as s:
         answers = []
         for _ in range(2):
@@ -38,8 +37,12 @@ async def test_chat_is_deterministic_with_usage(urls: dict[str, str]) -> None:
 
 
 async def test_stream_usage_only_when_asked(urls: dict[str, str]) -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2,
-            "stream": True}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 2,
+        "stream": True,
+    }
     async with aiohttp.ClientSession() as s:
         async with s.post(urls["llm"] + "/v1/chat/completions", json=body) as r:
             plain = await r.read()
@@ -51,24 +54,37 @@ async def test_stream_usage_only_when_asked(urls: dict[str, str]) -> None:
 
 
 async def test_mcp_batch_and_notification(urls: dict[str, str]) -> None:
-    batch = [{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-              "params": {"name": "add", "arguments": {"a": 1, "b": 2}}},
-             {"jsonrpc": "2.0", "method": "notifications/initialized"}]
+    batch = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "add", "arguments": {"a": 1, "b": 2}},
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    ]
     async with aiohttp.ClientSession() as s:
         async with s.post(urls["mcp"] + "/mcp", json=batch) as r:
             answer = await r.json()
         async with s.post(urls["mcp"] + "/mcp", json=batch[1]) as r:
             assert r.status == 202
-    assert answer == [{"jsonrpc": "2.0", "id": 1,
-                       "result": {"content": [{"type": "text", "text": "3"}],
-                                  "isError": False}}]
+    assert answer == [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "result": {"content": [{"type": "text", "text": "3"}], "isError": False},
+        }
+    ]
 
 
 async def test_truncate_cuts_the_stream(urls: dict[str, str]) -> None:
     body = {"model": "m", "messages": [], "max_tokens": 5, "stream": True}
     async with aiohttp.ClientSession() as s:
-        async with s.post(urls["llm"] + "/v1/chat/completions", json=body,
-                          headers={"x-standin-behavior": "truncate"}) as r:
+        async with s.post(
+            urls["llm"] + "/v1/chat/completions",
+            json=body,
+            headers={"x-standin-behavior": "truncate"},
+        ) as r:
             with pytest.raises(aiohttp.ClientPayloadError):
                 await r.read()
 

@@ -40,10 +40,16 @@ def _run(fake: Path, strict: bool) -> subprocess.CompletedProcess[str]:
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.fail("setpriv (util-linux) is missing: `make deps` installs it")
-        argv = ["setpriv", f"--reuid={UNPRIVILEGED_UID}", f"--regid={UNPRIVILEGED_UID}",
-                "--clear-groups", *argv]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd="/",
-                          timeout=COMMAND_TIMEOUT, check=False)
+        argv = [
+            "setpriv",
+            f"--reuid={UNPRIVILEGED_UID}",
+            f"--regid={UNPRIVILEGED_UID}",
+            "--clear-groups",
+            *argv,
+        ]
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=env, cwd="/", timeout=COMMAND_TIMEOUT, check=False
+    )
 
 
 def test_missing_packages_are_named_with_the_command_to_run(fake_bin: Path) -> None:
@@ -51,8 +57,10 @@ def test_missing_packages_are_named_with_the_command_to_run(fake_bin: Path) -> N
     assert res.returncode == 0, res.stderr
     assert "missing system packages: make iptables iproute2" in res.stderr
     assert "not root" in res.stderr
-    assert "sudo apt-get install -y make iptables iproute2 procps psmisc util-linux prometheus" \
+    assert (
+        "sudo apt-get install -y make iptables iproute2 procps psmisc util-linux prometheus"
         in res.stderr
+    )
     assert "explicit-mode journey only" in res.stderr  # what it costs
 
 

@@ -30,19 +30,27 @@ def test_wait_until_times_out_with_the_log_tail(tmp_path: Path) -> None:
 
 
 def test_wait_until_stops_at_once_when_the_process_died(tmp_path: Path) -> None:
-    proc = ManagedProcess("quitter", [sys.executable, "-c", "print('bye')"],
-                          tmp_path / "q.log").start()
+    proc = ManagedProcess(
+        "quitter", [sys.executable, "-c", "print('bye')"], tmp_path / "q.log"
+    ).start()
     started = time.monotonic()
     with pytest.raises(TestbedError, match="exited before it was ready") as info:
-        wait_until(lambda: False, timeout=10 * LOAD_PROOF_SECONDS, what="quitter",
-                   log=proc.log, alive=proc.alive)
+        wait_until(
+            lambda: False,
+            timeout=10 * LOAD_PROOF_SECONDS,
+            what="quitter",
+            log=proc.log,
+            alive=proc.alive,
+        )
     assert time.monotonic() - started < LOAD_PROOF_SECONDS  # long before its timeout
     assert "bye" in str(info.value)
 
 
 def test_managed_process_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
-           f"print('ready', flush=True); time.sleep({2 * LOAD_PROOF_SECONDS})"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"print('ready', flush=True); time.sleep({2 * LOAD_PROOF_SECONDS})"
+    )
     proc = ManagedProcess("stubborn", [sys.executable, "-c", code], tmp_path / "s.log").start()
     wait_until(lambda: "ready" in proc.log.read_text(), timeout=LOAD_PROOF_SECONDS, what="stubborn")
     started = time.monotonic()
@@ -66,8 +74,9 @@ def test_log_tail_keeps_the_end(tmp_path: Path) -> None:
     assert "no log" in log_tail(tmp_path / "missing.log")
 
 
-def test_missing_binary_says_how_to_build_it(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_binary_says_how_to_build_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HALTGATE_BIN_CACHE", str(tmp_path))
     assert binaries.cache_dir() == tmp_path
     with pytest.raises(TestbedError, match="make binaries"):

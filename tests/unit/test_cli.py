@@ -78,10 +78,12 @@ def test_policy_validate_broken_exits_1_with_field_paths() -> None:
     code, out, err = run("policy", "validate", BROKEN)
     assert code == 1
     assert "valid" not in out
-    for expected in ("spec.budgets.tokens.limit: must be >= 0",
-                     "spec.budgets.costUSD.period: must be one of",
-                     "spec.tools.default: must be one of",
-                     "spec.colour: unknown field"):
+    for expected in (
+        "spec.budgets.tokens.limit: must be >= 0",
+        "spec.budgets.costUSD.period: must be one of",
+        "spec.tools.default: must be one of",
+        "spec.colour: unknown field",
+    ):
         assert expected in err, err
 
 
@@ -113,8 +115,7 @@ def test_policy_validate_unreadable_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("spec: [unclosed\n")
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
-    code, _, err = run("policy", "validate", str(bad), str(empty),
-                       str(tmp_path / "missing.yaml"))
+    code, _, err = run("policy", "validate", str(bad), str(empty), str(tmp_path / "missing.yaml"))
     assert code == 1
     assert "invalid YAML" in err
     assert "no documents" in err

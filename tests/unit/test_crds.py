@@ -45,21 +45,28 @@ def test_committed_crds_are_up_to_date() -> None:
     extra = sorted(set(on_disk) - set(RENDERED))
     assert not stale and not extra, (
         f"crds/ differs from the models (stale: {stale}, unexpected: {extra}); run "
-        "`make crds` (python hack/crdgen.py crds/) and commit the result")
+        "`make crds` (python hack/crdgen.py crds/) and commit the result"
+    )
 
 
 @pytest.mark.parametrize(("name", "crd"), _crds(), ids=[n for n, _ in _crds()])
 class TestStructuralSchema:
-    def test_every_node_has_a_type_or_preserves_unknown_fields(self, name: str,
-                                                                crd: Node) -> None:
-        untyped = [p or "<root>" for p, n in _walk(_schema(crd))
-                   if not n.get("type") and not n.get("x-kubernetes-preserve-unknown-fields")
-                   and not n.get("x-kubernetes-int-or-string")]
+    def test_every_node_has_a_type_or_preserves_unknown_fields(self, name: str, crd: Node) -> None:
+        untyped = [
+            p or "<root>"
+            for p, n in _walk(_schema(crd))
+            if not n.get("type")
+            and not n.get("x-kubernetes-preserve-unknown-fields")
+            and not n.get("x-kubernetes-int-or-string")
+        ]
         assert not untyped, f"{name}: nodes without type: {untyped}"
 
     def test_every_node_is_described(self, name: str, crd: Node) -> None:
-        bare = [p or "<root>" for p, n in _walk(_schema(crd))
-                if not str(n.get("description", "")).strip() and p != ".metadata"]
+        bare = [
+            p or "<root>"
+            for p, n in _walk(_schema(crd))
+            if not str(n.get("description", "")).strip() and p != ".metadata"
+        ]
         assert not bare, f"{name}: nodes without description: {bare}"
 
     def test_metadata_is_left_to_kubernetes(self, name: str, crd: Node) -> None:
@@ -67,8 +74,17 @@ class TestStructuralSchema:
         assert _schema(crd)["properties"]["metadata"] == {"type": "object"}
 
     def test_no_json_schema_constructs_kubernetes_rejects(self, name: str, crd: Node) -> None:
-        banned = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "const", "title",
-                  "definitions"}
+        banned = {
+            "$ref",
+            "$defs",
+            "anyOf",
+            "oneOf",
+            "allOf",
+            "not",
+            "const",
+            "title",
+            "definitions",
+        }
         found = [(p, sorted(banned & set(n))) for p, n in _walk(_schema(crd)) if banned & set(n)]
         assert not found, f"{name}: {found}"
         for path, node in _walk(_schema(crd)):
@@ -95,8 +111,11 @@ class TestStructuralSchema:
         assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
         assert version["subresources"] == {"status": {}}
         columns = version["additionalPrinterColumns"]
-        assert columns[-1] == {"name": "Age", "type": "date",
-                               "jsonPath": ".metadata.creationTimestamp"}
+        assert columns[-1] == {
+            "name": "Age",
+            "type": "date",
+            "jsonPath": ".metadata.creationTimestamp",
+        }
         paths = {p for p, _ in _walk(_schema(crd))}
         for column in columns[:-1]:
             assert column["jsonPath"] in paths, f"column {column['name']} points nowhere"

@@ -83,8 +83,7 @@ def test_broken_file_reports_every_error_in_one_pass() -> None:
         "spec.colour": "unknown field",
         # Semantic, found in the same pass on what the schema let through:
         "spec.tools.rules[0].arguments[0]": "set exactly one of equals, in, regex, maxLength",
-        "spec.guardrails.promptInjection.action": "redact is not available for "
-                                                  "promptInjection",
+        "spec.guardrails.promptInjection.action": "redact is not available for promptInjection",
     }
     assert doc["spec"]["budgets"]["tokens"] == {"limit": -5}  # the input is left as it was
 
@@ -95,16 +94,31 @@ def test_broken_file_reports_every_error_in_one_pass() -> None:
         ({"budgets": {"calls": {}}}, "spec.budgets.calls.limit", "required field is missing"),
         ({"budgets": {"warnAt": 1.5}}, "spec.budgets.warnAt", "must be <= 1"),
         ({"budgets": {"riskScore": {"limit": 0}}}, "spec.budgets.riskScore.limit", "must be > 0"),
-        ({"budgets": {"stagnation": {"window": 1}}}, "spec.budgets.stagnation.window",
-         "must be >= 2"),
-        ({"upstreams": [{"name": "Bad_Name", "url": "https://x", "kind": "llm"}]},
-         "spec.upstreams[0].name", "must match"),
-        ({"upstreams": [{"name": "a", "url": "ftp://x", "kind": "llm"}]},
-         "spec.upstreams[0].url", "must match"),
-        ({"tools": {"rules": [{"name": "r", "action": "permit"}]}},
-         "spec.tools.rules[0].action", "must be one of 'allow' or 'deny'"),
-        ({"guardrails": {"pii": {"entities": ["shoe_size"]}}},
-         "spec.guardrails.pii.entities[0]", "must be one of"),
+        (
+            {"budgets": {"stagnation": {"window": 1}}},
+            "spec.budgets.stagnation.window",
+            "must be >= 2",
+        ),
+        (
+            {"upstreams": [{"name": "Bad_Name", "url": "https://x", "kind": "llm"}]},
+            "spec.upstreams[0].name",
+            "must match",
+        ),
+        (
+            {"upstreams": [{"name": "a", "url": "ftp://x", "kind": "llm"}]},
+            "spec.upstreams[0].url",
+            "must match",
+        ),
+        (
+            {"tools": {"rules": [{"name": "r", "action": "permit"}]}},
+            "spec.tools.rules[0].action",
+            "must be one of 'allow' or 'deny'",
+        ),
+        (
+            {"guardrails": {"pii": {"entities": ["shoe_size"]}}},
+            "spec.guardrails.pii.entities[0]",
+            "must be one of",
+        ),
         ({"opa": {"rego": "package x", "timeoutMs": 0}}, "spec.opa.timeoutMs", "must be >= 1"),
         ({"pool": "Not A Name"}, "spec.pool", "must match"),
     ],
@@ -124,7 +138,8 @@ def test_error_paths_use_the_wire_names() -> None:
 
 def test_kind_and_shape_are_checked() -> None:
     assert [str(i) for i in validate_document(["not", "a", "mapping"]).errors] == [
-        "<document>: must be a mapping (a YAML object)"]
+        "<document>: must be a mapping (a YAML object)"
+    ]
     found = messages({**policy(), "kind": "Deployment"})
     assert found == {"kind": "must be one of GovernancePolicy, BudgetPool"}
     found = messages({**policy(), "apiVersion": "haltgate.dev/v2"})
@@ -133,7 +148,8 @@ def test_kind_and_shape_are_checked() -> None:
 
 def test_budget_pool_errors_have_paths() -> None:
     doc = {
-        "apiVersion": "haltgate.dev/v1alpha1", "kind": "BudgetPool",
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "BudgetPool",
         "metadata": {"name": "pool"},
         "spec": {"leaseFraction": 2, "cascade": {"haltStorm": {"halts": 0, "windowSeconds": 5}}},
     }
@@ -146,61 +162,130 @@ def test_budget_pool_errors_have_paths() -> None:
 # --------------------------------------------------------------------------- semantic rules
 
 _SEMANTIC = [
-    pytest.param({"budgets": {"tokens": {"period": "day"}}}, "spec.budgets.tokens",
-                 "set at least one of limit, input, output", id="tokens-without-limit"),
-    pytest.param({"upstreams": [{"name": "a", "url": "https://a", "kind": "llm"},
-                                {"name": "a", "url": "https://b", "kind": "mcp"}]},
-                 "spec.upstreams[1].name", "duplicate upstream name 'a'", id="duplicate-upstream"),
-    pytest.param({"upstreams": [{"name": "a", "url": "https://a", "kind": "mcp",
-                                 "provider": "openai"}]},
-                 "spec.upstreams[0].provider", "only valid for upstreams of kind llm",
-                 id="provider-on-mcp"),
-    pytest.param({"tools": {"rules": [{"name": "r", "action": "allow"},
-                                      {"name": "r", "action": "deny"}]}},
-                 "spec.tools.rules[1].name", "duplicate rule name 'r'", id="duplicate-rule"),
-    pytest.param({"tools": {"rules": [{"name": "r", "action": "allow", "kind": "http",
-                                       "mcpTools": ["x"]}]}},
-                 "spec.tools.rules[0].mcpTools", "only valid for rules of kind mcp",
-                 id="mcp-tools-on-http"),
-    pytest.param({"tools": {"rules": [{"name": "r", "action": "allow", "kind": "mcp",
-                                       "models": ["gpt-*"]}]}},
-                 "spec.tools.rules[0].models", "only valid for rules of kind llm",
-                 id="models-on-mcp"),
-    pytest.param({"tools": {"rules": [{"name": "r", "action": "allow",
-                                       "arguments": [{"path": "$.a"}]}]}},
-                 "spec.tools.rules[0].arguments[0]",
-                 "set exactly one of equals, in, regex, maxLength", id="constraint-none"),
-    pytest.param({"tools": {"rules": [{"name": "r", "action": "allow",
-                                       "arguments": [{"path": "$.a", "equals": 1,
-                                                      "maxLength": 3}]}]}},
-                 "spec.tools.rules[0].arguments[0]",
-                 "set exactly one of equals, in, regex, maxLength (found equals, maxLength)",
-                 id="constraint-two"),
-    pytest.param({"tools": {"rules": [{"name": "r", "action": "allow",
-                                       "arguments": [{"path": "$.a", "regex": "("}]}]}},
-                 "spec.tools.rules[0].arguments[0].regex", "invalid regular expression",
-                 id="constraint-bad-regex"),
-    pytest.param({"guardrails": {"promptInjection": {"action": "redact"}}},
-                 "spec.guardrails.promptInjection.action",
-                 "redact is not available for promptInjection", id="redact-injection"),
-    pytest.param({"guardrails": {"secrets": {"allowlist": ["ok", "[unclosed"]}}},
-                 "spec.guardrails.secrets.allowlist[1]", "invalid regular expression",
-                 id="allowlist-bad-regex"),
-    pytest.param({"opa": {}}, "spec.opa", "set exactly one of rego, configMapRef",
-                 id="opa-neither"),
-    pytest.param({"opa": {"rego": "package x", "configMapRef": {"name": "c", "key": "k"}}},
-                 "spec.opa", "set exactly one of rego, configMapRef", id="opa-both"),
-    pytest.param({"pricing": {"unknownModel": "default"}}, "spec.pricing.default",
-                 "required when unknownModel is 'default'", id="pricing-default"),
-    pytest.param({"engine": {"type": "emocore"}}, "spec.engine.profile",
-                 "required when type is 'emocore'", id="emocore-profile"),
-    pytest.param({"selector": {"matchExpressions": [{"key": "a", "operator": "Exists",
-                                                     "values": ["x"]}]}},
-                 "spec.selector.matchExpressions[0].values",
-                 "must be empty for operator Exists", id="exists-with-values"),
-    pytest.param({"selector": {"matchExpressions": [{"key": "a", "operator": "In"}]}},
-                 "spec.selector.matchExpressions[0].values",
-                 "must not be empty for operator In", id="in-without-values"),
+    pytest.param(
+        {"budgets": {"tokens": {"period": "day"}}},
+        "spec.budgets.tokens",
+        "set at least one of limit, input, output",
+        id="tokens-without-limit",
+    ),
+    pytest.param(
+        {
+            "upstreams": [
+                {"name": "a", "url": "https://a", "kind": "llm"},
+                {"name": "a", "url": "https://b", "kind": "mcp"},
+            ]
+        },
+        "spec.upstreams[1].name",
+        "duplicate upstream name 'a'",
+        id="duplicate-upstream",
+    ),
+    pytest.param(
+        {"upstreams": [{"name": "a", "url": "https://a", "kind": "mcp", "provider": "openai"}]},
+        "spec.upstreams[0].provider",
+        "only valid for upstreams of kind llm",
+        id="provider-on-mcp",
+    ),
+    pytest.param(
+        {"tools": {"rules": [{"name": "r", "action": "allow"}, {"name": "r", "action": "deny"}]}},
+        "spec.tools.rules[1].name",
+        "duplicate rule name 'r'",
+        id="duplicate-rule",
+    ),
+    pytest.param(
+        {"tools": {"rules": [{"name": "r", "action": "allow", "kind": "http", "mcpTools": ["x"]}]}},
+        "spec.tools.rules[0].mcpTools",
+        "only valid for rules of kind mcp",
+        id="mcp-tools-on-http",
+    ),
+    pytest.param(
+        {
+            "tools": {
+                "rules": [{"name": "r", "action": "allow", "kind": "mcp", "models": ["gpt-*"]}]
+            }
+        },
+        "spec.tools.rules[0].models",
+        "only valid for rules of kind llm",
+        id="models-on-mcp",
+    ),
+    pytest.param(
+        {"tools": {"rules": [{"name": "r", "action": "allow", "arguments": [{"path": "$.a"}]}]}},
+        "spec.tools.rules[0].arguments[0]",
+        "set exactly one of equals, in, regex, maxLength",
+        id="constraint-none",
+    ),
+    pytest.param(
+        {
+            "tools": {
+                "rules": [
+                    {
+                        "name": "r",
+                        "action": "allow",
+                        "arguments": [{"path": "$.a", "equals": 1, "maxLength": 3}],
+                    }
+                ]
+            }
+        },
+        "spec.tools.rules[0].arguments[0]",
+        "set exactly one of equals, in, regex, maxLength (found equals, maxLength)",
+        id="constraint-two",
+    ),
+    pytest.param(
+        {
+            "tools": {
+                "rules": [
+                    {"name": "r", "action": "allow", "arguments": [{"path": "$.a", "regex": "("}]}
+                ]
+            }
+        },
+        "spec.tools.rules[0].arguments[0].regex",
+        "invalid regular expression",
+        id="constraint-bad-regex",
+    ),
+    pytest.param(
+        {"guardrails": {"promptInjection": {"action": "redact"}}},
+        "spec.guardrails.promptInjection.action",
+        "redact is not available for promptInjection",
+        id="redact-injection",
+    ),
+    pytest.param(
+        {"guardrails": {"secrets": {"allowlist": ["ok", "[unclosed"]}}},
+        "spec.guardrails.secrets.allowlist[1]",
+        "invalid regular expression",
+        id="allowlist-bad-regex",
+    ),
+    pytest.param(
+        {"opa": {}}, "spec.opa", "set exactly one of rego, configMapRef", id="opa-neither"
+    ),
+    pytest.param(
+        {"opa": {"rego": "package x", "configMapRef": {"name": "c", "key": "k"}}},
+        "spec.opa",
+        "set exactly one of rego, configMapRef",
+        id="opa-both",
+    ),
+    pytest.param(
+        {"pricing": {"unknownModel": "default"}},
+        "spec.pricing.default",
+        "required when unknownModel is 'default'",
+        id="pricing-default",
+    ),
+    pytest.param(
+        {"engine": {"type": "emocore"}},
+        "spec.engine.profile",
+        "required when type is 'emocore'",
+        id="emocore-profile",
+    ),
+    pytest.param(
+        {"selector": {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}},
+        "spec.selector.matchExpressions[0].values",
+        "must be empty for operator Exists",
+        id="exists-with-values",
+    ),
+    pytest.param(
+        {"selector": {"matchExpressions": [{"key": "a", "operator": "In"}]}},
+        "spec.selector.matchExpressions[0].values",
+        "must not be empty for operator In",
+        id="in-without-values",
+    ),
 ]
 
 
@@ -220,13 +305,17 @@ def test_semantic_errors_are_all_reported_together() -> None:
         "guardrails": {"promptInjection": {"action": "redact"}},
     }
     assert set(messages(policy(spec))) == {
-        "spec.engine.profile", "spec.opa", "spec.guardrails.promptInjection.action"}
+        "spec.engine.profile",
+        "spec.opa",
+        "spec.guardrails.promptInjection.action",
+    }
 
 
 def test_fixing_a_semantic_error_makes_the_policy_valid() -> None:
     assert validate_document(policy({"engine": {"type": "emocore", "profile": "p"}})).ok
-    assert validate_document(policy({"pricing": {"unknownModel": "default",
-                                                 "default": {"input": 1, "output": 2}}})).ok
+    assert validate_document(
+        policy({"pricing": {"unknownModel": "default", "default": {"input": 1, "output": 2}}})
+    ).ok
 
 
 def test_empty_selector_is_a_warning_not_an_error() -> None:
@@ -260,8 +349,10 @@ def test_load_policy_file_raises_with_paths(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("", "expected exactly one GovernancePolicy, found 0"),
-        (yaml.safe_dump(policy()) + "---\n" + yaml.safe_dump(policy()),
-         "expected exactly one GovernancePolicy, found 2"),
+        (
+            yaml.safe_dump(policy()) + "---\n" + yaml.safe_dump(policy()),
+            "expected exactly one GovernancePolicy, found 2",
+        ),
         ("spec: [unclosed\n", "invalid YAML"),
     ],
     ids=["empty", "two-policies", "bad-yaml"],
@@ -285,17 +376,22 @@ def test_bad_yaml_error_names_the_line() -> None:
     assert info.value.issues[0].path.startswith("line ")
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("9223372036854775808", "must be between -9223372036854775808 and 9223372036854775807"),
-    (".inf", "must be a finite number"),
-    ("1e400", "is beyond a 64-bit float"),
-    ("'5'", "must be an integer, got str '5'"),
-    ("true", "must be an integer, got bool True"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("9223372036854775808", "must be between -9223372036854775808 and 9223372036854775807"),
+        (".inf", "must be a finite number"),
+        ("1e400", "is beyond a 64-bit float"),
+        ("'5'", "must be an integer, got str '5'"),
+        ("true", "must be an integer, got bool True"),
+    ],
+)
 def test_numeric_edges_refused_like_the_apiserver(value: str, message: str) -> None:
-    text = ("apiVersion: haltgate.dev/v1alpha1\nkind: GovernancePolicy\nmetadata: {name: p}\n"
-            f"spec:\n  selector: {{matchLabels: {{app: a}}}}\n  budgets:\n"
-            f"    calls: {{limit: {value}}}\n    costUSD: {{limit: -1}}\n")
+    text = (
+        "apiVersion: haltgate.dev/v1alpha1\nkind: GovernancePolicy\nmetadata: {name: p}\n"
+        f"spec:\n  selector: {{matchLabels: {{app: a}}}}\n  budgets:\n"
+        f"    calls: {{limit: {value}}}\n    costUSD: {{limit: -1}}\n"
+    )
     (doc,) = load_documents(text)
     found = {i.path: i.message for i in validate_document(doc).errors}
     assert message in found["spec.budgets.calls.limit"]

@@ -18,7 +18,10 @@ import orjson
 
 DSN_ENV = "HALTGATE_AUDIT_DSN"
 _dsn_option = click.option(
-    "--dsn", envvar=DSN_ENV, required=True, metavar="DSN",
+    "--dsn",
+    envvar=DSN_ENV,
+    required=True,
+    metavar="DSN",
     help=f"PostgreSQL connection string (libpq URI or key=value). Env: {DSN_ENV}.",
 )
 
@@ -41,8 +44,9 @@ def _parse_time(value: str | None) -> datetime | None:
 class _Time(click.ParamType):
     name = "TIME"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> datetime:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
         if isinstance(value, datetime):
             return value
         parsed = _parse_time(str(value))
@@ -76,22 +80,49 @@ def migrate(dsn: str) -> None:
 
 
 @audit.command()
-@click.option("--spool", "spool_dir", required=True, type=click.Path(path_type=Path),
-              help="Spool directory written by the sidecar.")
+@click.option(
+    "--spool",
+    "spool_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Spool directory written by the sidecar.",
+)
 @_dsn_option
 # 20_000 is shipper.DEFAULT_BATCH_RECORDS, written out so that `--help` imports no psycopg.
-@click.option("--batch", default=20_000, show_default=True, type=click.IntRange(1, 100000),
-              help="Records per COPY transaction.")
+@click.option(
+    "--batch",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(1, 100000),
+    help="Records per COPY transaction.",
+)
 @click.option("--once", is_flag=True, help="Ship what is spooled now, then exit.")
-@click.option("--metrics-port", type=int, default=None,
-              help="Serve Prometheus metrics on this port.")
-@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
-              help="Address of the metrics port (the injected shipper uses the pod IP).")
-@click.option("--drain-seconds", default=0.0, show_default=True, type=click.FloatRange(0),
-              help="On SIGTERM/SIGINT, keep shipping what is spooled for up to this long "
-                   "before exiting (a pod's spool is an emptyDir, gone with the pod).")
-def ship(spool_dir: Path, dsn: str, batch: int, once: bool, metrics_port: int | None,
-         metrics_addr: str, drain_seconds: float) -> None:
+@click.option(
+    "--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port."
+)
+@click.option(
+    "--metrics-addr",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the metrics port (the injected shipper uses the pod IP).",
+)
+@click.option(
+    "--drain-seconds",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="On SIGTERM/SIGINT, keep shipping what is spooled for up to this long "
+    "before exiting (a pod's spool is an emptyDir, gone with the pod).",
+)
+def ship(
+    spool_dir: Path,
+    dsn: str,
+    batch: int,
+    once: bool,
+    metrics_port: int | None,
+    metrics_addr: str,
+    drain_seconds: float,
+) -> None:
     """Ship spooled records to PostgreSQL until stopped (SIGTERM/SIGINT)."""
     import psycopg
 
@@ -122,18 +153,34 @@ def ship(spool_dir: Path, dsn: str, batch: int, once: bool, metrics_port: int | 
 
 
 @audit.command()
-@click.option("--dsn", envvar=DSN_ENV, default=None, metavar="DSN",
-              help=f"Verify the chains in PostgreSQL. Env: {DSN_ENV}.")
-@click.option("--export", "export_url", default=None, metavar="URL",
-              help="Verify an export instead: s3://bucket/prefix or a local directory.")
+@click.option(
+    "--dsn",
+    envvar=DSN_ENV,
+    default=None,
+    metavar="DSN",
+    help=f"Verify the chains in PostgreSQL. Env: {DSN_ENV}.",
+)
+@click.option(
+    "--export",
+    "export_url",
+    default=None,
+    metavar="URL",
+    help="Verify an export instead: s3://bucket/prefix or a local directory.",
+)
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint (with --export).")
 @click.option("--chain", "chain_id", default=None, help="Only this chain.")
 @click.option("--since", type=TIME, default=None, help="Only records at or after (ISO/epoch).")
 @click.option("--until", type=TIME, default=None, help="Only records before (ISO/epoch).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(dsn: str | None, export_url: str | None, endpoint_url: str | None,
-           chain_id: str | None, since: datetime | None, until: datetime | None,
-           as_json: bool) -> None:
+def verify(
+    dsn: str | None,
+    export_url: str | None,
+    endpoint_url: str | None,
+    chain_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    as_json: bool,
+) -> None:
     """Walk the hash chains; report edited, removed, inserted or reordered records.
 
     Exit 0 when every chain is intact, 1 when anything is broken."""
@@ -160,8 +207,17 @@ def verify(dsn: str | None, export_url: str | None, endpoint_url: str | None,
 
 
 _TABLE_COLUMNS = (
-    ("time", 26), ("agent", 28), ("run", 12), ("seq", 6), ("phase", 10), ("kind", 6),
-    ("decision", 8), ("failure", 11), ("code", 22), ("tool", 16), ("cost_usd", 10),
+    ("time", 26),
+    ("agent", 28),
+    ("run", 12),
+    ("seq", 6),
+    ("phase", 10),
+    ("kind", 6),
+    ("decision", 8),
+    ("failure", 11),
+    ("code", 22),
+    ("tool", 16),
+    ("cost_usd", 10),
     ("target", 0),
 )
 
@@ -170,11 +226,17 @@ def _row_cells(doc: dict[str, Any]) -> list[str]:
     when = datetime.fromtimestamp(float(doc["time"]), UTC).isoformat(timespec="microseconds")
     cost = doc.get("cost_usd")
     return [
-        when.replace("+00:00", "Z"), f"{doc.get('namespace')}/{doc.get('workload')}",
-        str(doc.get("run_id") or ""), str(doc.get("seq")), str(doc.get("phase")),
-        str(doc.get("kind") or "-"), str(doc.get("decision")),
-        str(doc.get("failure_type") or "-"), str(doc.get("code") or "-"),
-        str(doc.get("tool") or "-"), "-" if cost is None else f"{cost:.6f}",
+        when.replace("+00:00", "Z"),
+        f"{doc.get('namespace')}/{doc.get('workload')}",
+        str(doc.get("run_id") or ""),
+        str(doc.get("seq")),
+        str(doc.get("phase")),
+        str(doc.get("kind") or "-"),
+        str(doc.get("decision")),
+        str(doc.get("failure_type") or "-"),
+        str(doc.get("code") or "-"),
+        str(doc.get("tool") or "-"),
+        "-" if cost is None else f"{cost:.6f}",
         str(doc.get("target") or ""),
     ]
 
@@ -200,14 +262,17 @@ def _filter_options(f: Any) -> Any:
         click.option("--run", "run_id", default=None, help="Agent run id."),
         click.option("--chain", "chain_id", default=None, help="Chain id."),
         click.option("--decision", type=click.Choice(["allow", "deny"]), default=None),
-        click.option("--failure-type", default=None,
-                     type=click.Choice(["EXHAUSTION", "STAGNATION", "OVERRISK", "SAFETY",
-                                        "EXTERNAL"])),
+        click.option(
+            "--failure-type",
+            default=None,
+            type=click.Choice(["EXHAUSTION", "STAGNATION", "OVERRISK", "SAFETY", "EXTERNAL"]),
+        ),
         click.option("--code", default=None, help="Reason code, e.g. tokens_exhausted."),
         click.option("--tool", default=None, help="Tool name."),
         click.option("--kind", default=None, help="llm, mcp, http or connection."),
-        click.option("--phase", type=click.Choice(["intent", "outcome", "connection"]),
-                     default=None),
+        click.option(
+            "--phase", type=click.Choice(["intent", "outcome", "connection"]), default=None
+        ),
         click.option("--since", type=TIME, default=None, help="At or after (ISO/epoch)."),
         click.option("--until", type=TIME, default=None, help="Before (ISO/epoch)."),
     ]
@@ -225,20 +290,46 @@ def _record_filter(values: dict[str, Any]) -> Any:
 @audit.command()
 @_dsn_option
 @_filter_options
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000),
-              help="Records per page.")
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Records per page.",
+)
 @click.option("--cursor", default=None, help="Continue after this cursor (from a JSON page).")
-@click.option("--order", type=click.Choice(["asc", "desc", "chain"]), default="asc",
-              show_default=True,
-              help="By time (asc, desc) or chain: each chain in sequence order.")
+@click.option(
+    "--order",
+    type=click.Choice(["asc", "desc", "chain"]),
+    default="asc",
+    show_default=True,
+    help="By time (asc, desc) or chain: each chain in sequence order.",
+)
 @click.option("--all", "all_pages", is_flag=True, help="Follow cursors to the last page.")
-@click.option("--output", "-o", type=click.Choice(["table", "json", "jsonl"]), default="table",
-              show_default=True)
-@click.option("--cost", "cost_report", is_flag=True,
-              help="Report cost, calls, refusals and tokens per agent for the matching "
-                   "records instead of listing them (same as `haltgate audit cost`).")
-def query(dsn: str, limit: int, cursor: str | None, order: str, all_pages: bool, output: str,
-          cost_report: bool, **filters: Any) -> None:
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["table", "json", "jsonl"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--cost",
+    "cost_report",
+    is_flag=True,
+    help="Report cost, calls, refusals and tokens per agent for the matching "
+    "records instead of listing them (same as `haltgate audit cost`).",
+)
+def query(
+    dsn: str,
+    limit: int,
+    cursor: str | None,
+    order: str,
+    all_pages: bool,
+    output: str,
+    cost_report: bool,
+    **filters: Any,
+) -> None:
     """List audit records matching the filters (oldest first).
 
     Execution history of a run: ``haltgate audit query --run RUN --all``. Cost per agent
@@ -252,13 +343,16 @@ def query(dsn: str, limit: int, cursor: str | None, order: str, all_pages: bool,
     first = True
     while True:
         try:
-            page = query_records(dsn, flt, limit=limit, cursor=cursor,
-                                 order=order)  # type: ignore[arg-type]
+            page = query_records(dsn, flt, limit=limit, cursor=cursor, order=order)  # type: ignore[arg-type]
         except CursorError as e:
             raise click.BadParameter(str(e), param_hint="--cursor") from e
         if output == "json" and not all_pages:
-            click.echo(orjson.dumps({"records": page.records, "next_cursor": page.next_cursor},
-                                    option=orjson.OPT_INDENT_2).decode())
+            click.echo(
+                orjson.dumps(
+                    {"records": page.records, "next_cursor": page.next_cursor},
+                    option=orjson.OPT_INDENT_2,
+                ).decode()
+            )
         elif output in ("json", "jsonl"):
             for doc in page.records:
                 click.echo(orjson.dumps(doc).decode())
@@ -275,15 +369,24 @@ def query(dsn: str, limit: int, cursor: str | None, order: str, all_pages: bool,
 @audit.command()
 @_dsn_option
 @click.argument("run_id")
-@click.option("--output", "-o", type=click.Choice(["table", "jsonl"]), default="table",
-              show_default=True)
+@click.option(
+    "--output", "-o", type=click.Choice(["table", "jsonl"]), default="table", show_default=True
+)
 @click.pass_context
 def history(ctx: click.Context, dsn: str, run_id: str, output: str) -> None:
     """Execution history of one agent run, every record in chain order (sequence
     numbers), which is the order the sidecar committed them in."""
-    ctx.invoke(query, dsn=dsn, limit=1000, cursor=None, order="chain", all_pages=True,
-               output=output, cost_report=False,
-               **{**dict.fromkeys(_filter_names(), None), "run_id": run_id})
+    ctx.invoke(
+        query,
+        dsn=dsn,
+        limit=1000,
+        cursor=None,
+        order="chain",
+        all_pages=True,
+        output=output,
+        cost_report=False,
+        **{**dict.fromkeys(_filter_names(), None), "run_id": run_id},
+    )
 
 
 def _filter_names() -> tuple[str, ...]:
@@ -295,8 +398,9 @@ def _filter_names() -> tuple[str, ...]:
 @audit.command()
 @_dsn_option
 @_filter_options
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@click.option(
+    "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
 def cost(dsn: str, output: str, **filters: Any) -> None:
     """Cost, calls, refusals and tokens per agent (exact: from the audit records)."""
     _print_cost(dsn, _record_filter(filters), output)
@@ -309,29 +413,51 @@ def _print_cost(dsn: str, flt: Any, output: str) -> None:
     if output == "json":
         click.echo(orjson.dumps({"agents": agents}, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"{'AGENT':40} {'CALLS':>8} {'DENIED':>8} {'COST_USD':>12} {'TOKENS_IN':>10} "
-               f"{'TOKENS_OUT':>10}")
+    click.echo(
+        f"{'AGENT':40} {'CALLS':>8} {'DENIED':>8} {'COST_USD':>12} {'TOKENS_IN':>10} "
+        f"{'TOKENS_OUT':>10}"
+    )
     for a in agents:
-        click.echo(f"{a['namespace'] + '/' + a['workload']:40} {a['calls']:>8} {a['denied']:>8}"
-                   f" {a['cost_usd']:>12.6f} {a['input_tokens']:>10} {a['output_tokens']:>10}")
+        click.echo(
+            f"{a['namespace'] + '/' + a['workload']:40} {a['calls']:>8} {a['denied']:>8}"
+            f" {a['cost_usd']:>12.6f} {a['input_tokens']:>10} {a['output_tokens']:>10}"
+        )
 
 
 @audit.command()
 @_dsn_option
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=8090, show_default=True, type=int)
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              envvar="HALTGATE_AUDIT_TOKEN_FILE", required=True,
-              help="File holding the bearer token clients must send (>= 16 characters). "
-                   "Env: HALTGATE_AUDIT_TOKEN_FILE.")
-@click.option("--policy", "policy_files", multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Policy file decisions may be explained with (repeatable; by digest).")
-@click.option("--prices", "prices_file", default=None,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Price table the sidecars used, when not the shipped one.")
-def serve(dsn: str, host: str, port: int, token_file: Path,
-          policy_files: tuple[Path, ...], prices_file: Path | None) -> None:
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="HALTGATE_AUDIT_TOKEN_FILE",
+    required=True,
+    help="File holding the bearer token clients must send (>= 16 characters). "
+    "Env: HALTGATE_AUDIT_TOKEN_FILE.",
+)
+@click.option(
+    "--policy",
+    "policy_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Policy file decisions may be explained with (repeatable; by digest).",
+)
+@click.option(
+    "--prices",
+    "prices_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Price table the sidecars used, when not the shipped one.",
+)
+def serve(
+    dsn: str,
+    host: str,
+    port: int,
+    token_file: Path,
+    policy_files: tuple[Path, ...],
+    prices_file: Path | None,
+) -> None:
     """Serve the authenticated HTTP query API (OpenAPI at /openapi.json)."""
     from aiohttp import web
 
@@ -350,45 +476,81 @@ def serve(dsn: str, host: str, port: int, token_file: Path,
 
 @audit.command(name="export")
 @_dsn_option
-@click.option("--to", "url", required=True, metavar="URL",
-              help="s3://bucket/prefix (or a local directory).")
+@click.option(
+    "--to", "url", required=True, metavar="URL", help="s3://bucket/prefix (or a local directory)."
+)
 @click.option("--since", type=TIME, required=True, help="Window start, inclusive (ISO/epoch).")
-@click.option("--until", type=TIME, required=True,
-              help="Window end, exclusive (ISO/epoch). Older than the shipping lag.")
-@click.option("--endpoint-url", default=None, envvar="AWS_ENDPOINT_URL_S3",
-              help="S3-compatible endpoint (MinIO, Ceph, ...). Env: AWS_ENDPOINT_URL_S3.")
-@click.option("--records-per-object", default=50000, show_default=True,
-              type=click.IntRange(1, 10_000_000))
-def export_cmd(dsn: str, url: str, since: datetime, until: datetime, endpoint_url: str | None,
-               records_per_object: int) -> None:
+@click.option(
+    "--until",
+    type=TIME,
+    required=True,
+    help="Window end, exclusive (ISO/epoch). Older than the shipping lag.",
+)
+@click.option(
+    "--endpoint-url",
+    default=None,
+    envvar="AWS_ENDPOINT_URL_S3",
+    help="S3-compatible endpoint (MinIO, Ceph, ...). Env: AWS_ENDPOINT_URL_S3.",
+)
+@click.option(
+    "--records-per-object", default=50000, show_default=True, type=click.IntRange(1, 10_000_000)
+)
+def export_cmd(
+    dsn: str,
+    url: str,
+    since: datetime,
+    until: datetime,
+    endpoint_url: str | None,
+    records_per_object: int,
+) -> None:
     """Export a time window as gzip JSONL objects plus a verifiable manifest (resumable).
 
     Credentials come from the usual AWS sources (env, profile, IRSA)."""
     from haltgate.governance.audit.export import ExportError, export
 
     try:
-        result = export(dsn, url, since=since, until=until, endpoint_url=endpoint_url,
-                        records_per_object=records_per_object)
+        result = export(
+            dsn,
+            url,
+            since=since,
+            until=until,
+            endpoint_url=endpoint_url,
+            records_per_object=records_per_object,
+        )
     except ExportError as e:
         raise click.ClickException(str(e)) from e
     m = result.manifest
-    state = ("already complete" if result.already_complete
-             else "resumed and completed" if result.resumed else "completed")
-    click.echo(f"export {state}: {m['records']} records, {len(m['objects'])} objects, "
-               f"{len(m['chains'])} chains -> {url}")
+    state = (
+        "already complete"
+        if result.already_complete
+        else "resumed and completed"
+        if result.resumed
+        else "completed"
+    )
+    click.echo(
+        f"export {state}: {m['records']} records, {len(m['objects'])} objects, "
+        f"{len(m['chains'])} chains -> {url}"
+    )
 
 
 @audit.command()
 @_dsn_option
-@click.option("--keep-months", default=12, show_default=True, type=click.IntRange(1, 1200),
-              help="Whole months to keep before the current one.")
+@click.option(
+    "--keep-months",
+    default=12,
+    show_default=True,
+    type=click.IntRange(1, 1200),
+    help="Whole months to keep before the current one.",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be dropped.")
 def retention(dsn: str, keep_months: int, dry_run: bool) -> None:
     """Drop monthly partitions older than --keep-months (owner role; run monthly)."""
     import psycopg
 
-    cutoff_sql = ("date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
-                  " - make_interval(months => %s)")
+    cutoff_sql = (
+        "date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        " - make_interval(months => %s)"
+    )
     with psycopg.connect(dsn) as conn:
         if dry_run:
             rows = conn.execute(
@@ -396,11 +558,13 @@ def retention(dsn: str, keep_months: int, dry_run: bool) -> None:
                 " WHERE i.inhparent = 'haltgate.audit_records'::regclass"
                 " AND c.relname ~ '^audit_records_[0-9]{6}$'"
                 " AND to_date(substr(c.relname, 15), 'YYYYMM') + interval '1 month'"
-                f" <= ({cutoff_sql}) AT TIME ZONE 'UTC' ORDER BY 1", (keep_months,)).fetchall()
+                f" <= ({cutoff_sql}) AT TIME ZONE 'UTC' ORDER BY 1",
+                (keep_months,),
+            ).fetchall()
         else:
             rows = conn.execute(
-                f"SELECT haltgate.audit_drop_partitions_before({cutoff_sql})",
-                (keep_months,)).fetchall()
+                f"SELECT haltgate.audit_drop_partitions_before({cutoff_sql})", (keep_months,)
+            ).fetchall()
     verb = "would drop" if dry_run else "dropped"
     for (name,) in rows:
         click.echo(f"{verb} haltgate.{name}")

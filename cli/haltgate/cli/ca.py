@@ -22,18 +22,35 @@ def ca() -> None:
 
 
 @ca.command(name="create")
-@click.option("--out", "out_dir", required=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write ca.crt (0644) and ca.key (0600) into; created if "
-                   "absent. Mount it as the sidecar's --ca-dir.")
-@click.option("--key-type", type=click.Choice(KEY_TYPES), default="ec-p256",
-              show_default=True,
-              help="CA key algorithm. Only EC P-256: the sidecar signs the leaves it mints "
-                   "with this key (rsa is refused).")
-@click.option("--common-name", default="haltgate inspection CA", show_default=True,
-              help="Subject common name (name the scope, e.g. the namespace).")
-@click.option("--days", default=365, show_default=True, type=click.IntRange(1, 3650),
-              help="Validity of the CA certificate, in days.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write ca.crt (0644) and ca.key (0600) into; created if "
+    "absent. Mount it as the sidecar's --ca-dir.",
+)
+@click.option(
+    "--key-type",
+    type=click.Choice(KEY_TYPES),
+    default="ec-p256",
+    show_default=True,
+    help="CA key algorithm. Only EC P-256: the sidecar signs the leaves it mints "
+    "with this key (rsa is refused).",
+)
+@click.option(
+    "--common-name",
+    default="haltgate inspection CA",
+    show_default=True,
+    help="Subject common name (name the scope, e.g. the namespace).",
+)
+@click.option(
+    "--days",
+    default=365,
+    show_default=True,
+    type=click.IntRange(1, 3650),
+    help="Validity of the CA certificate, in days.",
+)
 @click.option("--force", is_flag=True, help="Replace a CA already in --out.")
 def create(out_dir: Path, key_type: str, common_name: str, days: int, force: bool) -> None:
     """Create a new inspection CA: an EC P-256 key and a self-signed CA certificate that
@@ -43,20 +60,24 @@ def create(out_dir: Path, key_type: str, common_name: str, days: int, force: boo
     ca.key stays with the sidecar. In a cluster the operator creates one CA per
     namespace itself; this command is for running the sidecar outside one."""
     if key_type != "ec-p256":
-        _fail(f"--key-type {key_type}: not supported; the sidecar signs leaves with an EC "
-              "P-256 CA key (use --key-type ec-p256)", 2)
+        _fail(
+            f"--key-type {key_type}: not supported; the sidecar signs leaves with an EC "
+            "P-256 CA key (use --key-type ec-p256)",
+            2,
+        )
     existing = [n for n in (CA_CERT_FILE, CA_KEY_FILE) if (out_dir / n).exists()]
     if existing and not force:
-        _fail(f"--out {out_dir}: already holds {', '.join(existing)} "
-              "(--force replaces them)", 1)
+        _fail(f"--out {out_dir}: already holds {', '.join(existing)} (--force replaces them)", 1)
     authority = CertificateAuthority.create(common_name, dt.timedelta(days=days))
     try:
         authority.write(out_dir)
     except OSError as e:
         _fail(f"--out {out_dir}: cannot write the CA: {e.strerror or e}", 1)
     until = authority.certificate.not_valid_after_utc.strftime("%Y-%m-%d")
-    click.echo(f"wrote {out_dir / CA_CERT_FILE} and {out_dir / CA_KEY_FILE} "
-               f"(EC P-256, valid until {until})")
+    click.echo(
+        f"wrote {out_dir / CA_CERT_FILE} and {out_dir / CA_KEY_FILE} "
+        f"(EC P-256, valid until {until})"
+    )
 
 
 def _fail(message: str, code: int) -> None:

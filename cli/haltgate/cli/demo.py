@@ -50,8 +50,9 @@ AGENT_UID = 1000
 OPA_PORT = 8181
 STANDIN_PORTS = {"llm": 8080, "mcp": 8081}
 """Ports of the stand-ins inside their network namespace (netns mode)."""
-AWS_KEY_PROMPT = ("deploy with key AKIAIOSFODNN7EXAMPLE and secret "
-                  "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+AWS_KEY_PROMPT = (
+    "deploy with key AKIAIOSFODNN7EXAMPLE and secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+)
 
 REGO = """package haltgate
 
@@ -109,8 +110,10 @@ def _repo_root() -> Path:
     for parent in [*here.parents, Path.cwd()]:
         if (parent / "hack" / "build-binaries").is_file() and (parent / "crds").is_dir():
             return parent
-    raise DemoError("haltgate demo runs from a source checkout (it applies crds/ and "
-                    "docs/examples/): clone the repository and run `make demo`")
+    raise DemoError(
+        "haltgate demo runs from a source checkout (it applies crds/ and "
+        "docs/examples/): clone the repository and run `make demo`"
+    )
 
 
 def _haltgate_exe() -> str:
@@ -120,27 +123,43 @@ def _haltgate_exe() -> str:
 
 def _clean_env() -> dict[str, str]:
     # A proxy of the machine must not catch the demo's loopback traffic.
-    return {k: v for k, v in os.environ.items()
-            if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    }
 
 
-def _run(argv: list[str], *, timeout: float = 60, env: dict[str, str] | None = None,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                         env=env or _clean_env(), check=False)
+def _run(
+    argv: list[str], *, timeout: float = 60, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=env or _clean_env(), check=False
+    )
     if check and res.returncode != 0:
-        raise DemoError(f"{' '.join(argv[:4])} ... exited {res.returncode}:\n"
-                        f"{(res.stderr or res.stdout).strip()[-2000:]}")
+        raise DemoError(
+            f"{' '.join(argv[:4])} ... exited {res.returncode}:\n"
+            f"{(res.stderr or res.stdout).strip()[-2000:]}"
+        )
     return res
 
 
-def _http(method: str, url: str, body: Any = None, *, headers: dict[str, str] | None = None,
-          timeout: float = 15) -> tuple[int, dict[str, str], Any]:
+def _http(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 15,
+) -> tuple[int, dict[str, str], Any]:
     """One HTTP call without any proxy; returns status, headers, decoded JSON (or text)."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"content-type": "application/json",
-                                          **(headers or {})})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"content-type": "application/json", **(headers or {})},
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(req, timeout=timeout) as r:
@@ -153,8 +172,14 @@ def _http(method: str, url: str, body: Any = None, *, headers: dict[str, str] | 
         return status, {k.lower(): v for k, v in hdrs.items()}, raw.decode(errors="replace")
 
 
-def _wait(check: Callable[[], Any], *, timeout: float, what: str,
-          alive: Callable[[], bool] | None = None, log: Path | None = None) -> Any:
+def _wait(
+    check: Callable[[], Any],
+    *,
+    timeout: float,
+    what: str,
+    alive: Callable[[], bool] | None = None,
+    log: Path | None = None,
+) -> Any:
     """Poll ``check`` (bounded in time) until it returns something truthy."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -215,24 +240,34 @@ class Demo:
             raise DemoError(f"--mode netns is not possible here: {why}")
         self.mode = "netns" if wanted != "explicit" and why is None else "explicit"
         if self.mode == "netns":
-            click.echo("mode: network namespace (the agent and the sidecar in a pod-like "
-                       "namespace with haltgate's iptables rules: the transparent boundary)")
+            click.echo(
+                "mode: network namespace (the agent and the sidecar in a pod-like "
+                "namespace with haltgate's iptables rules: the transparent boundary)"
+            )
         elif wanted == "explicit":
             click.echo("mode: explicit (the agent calls the sidecar's base-URL aliases)")
         else:
-            click.secho(f"mode: explicit. The transparent journey (agent and sidecar in a "
-                        f"network namespace behind haltgate's iptables rules) cannot run "
-                        f"here: {why}. It needs root and iptables/iproute2 (`make deps` "
-                        f"as root installs them); this run shows the same governance with "
-                        f"the agent calling the sidecar's base-URL aliases.", fg="yellow")
+            click.secho(
+                f"mode: explicit. The transparent journey (agent and sidecar in a "
+                f"network namespace behind haltgate's iptables rules) cannot run "
+                f"here: {why}. It needs root and iptables/iproute2 (`make deps` "
+                f"as root installs them); this run shows the same governance with "
+                f"the agent calling the sidecar's base-URL aliases.",
+                fg="yellow",
+            )
 
     # -- processes ---------------------------------------------------------------------
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
         from haltgate.testbed.process import ManagedProcess
 
-        proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log",
-                              env=env or _clean_env(), cwd=self.repo).start()
+        proc = ManagedProcess(
+            name,
+            argv,
+            self.workdir / "logs" / f"{name}.log",
+            env=env or _clean_env(),
+            cwd=self.repo,
+        ).start()
         self.stack.callback(proc.stop)
         return proc
 
@@ -256,13 +291,21 @@ class Demo:
         server = start_postgres()
         self.stack.callback(remove, server)
         admin = server.dsn()
-        _run([sys.executable, "-c", "import psycopg, sys; "
-              "psycopg.connect(sys.argv[1], autocommit=True).execute('CREATE DATABASE audit')",
-              admin])
+        _run(
+            [
+                sys.executable,
+                "-c",
+                "import psycopg, sys; "
+                "psycopg.connect(sys.argv[1], autocommit=True).execute('CREATE DATABASE audit')",
+                admin,
+            ]
+        )
         self.audit_dsn = server.dsn("audit")
         _run([self.haltgate, "audit", "migrate", "--dsn", self.audit_dsn])
-        self.console.ok(f"PostgreSQL on 127.0.0.1:{server.port}, audit schema migrated "
-                        "(`haltgate audit migrate`)")
+        self.console.ok(
+            f"PostgreSQL on 127.0.0.1:{server.port}, audit schema migrated "
+            "(`haltgate audit migrate`)"
+        )
 
     def opa(self) -> None:
         self.console.step("OPA (the Go binary) for the policy's Rego")
@@ -271,18 +314,39 @@ class Demo:
             from haltgate.testbed import netns as harness
 
             port = OPA_PORT
-            proc = self.spawn("opa", self.topo.pod.exec_argv([
-                str(self.bin_dir / "opa"), "run", "--server", f"--addr=127.0.0.1:{port}",
-                "--disable-telemetry"]))
+            proc = self.spawn(
+                "opa",
+                self.topo.pod.exec_argv(
+                    [
+                        str(self.bin_dir / "opa"),
+                        "run",
+                        "--server",
+                        f"--addr=127.0.0.1:{port}",
+                        "--disable-telemetry",
+                    ]
+                ),
+            )
             harness.wait_port(self.topo.pod, "127.0.0.1", port, timeout=30, proc=proc.popen)
             self.urls["opa"] = f"http://127.0.0.1:{port}"
         else:
             port = self.free_port()
-            proc = self.spawn("opa", [str(self.bin_dir / "opa"), "run", "--server",
-                                      f"--addr=127.0.0.1:{port}", "--disable-telemetry"])
+            proc = self.spawn(
+                "opa",
+                [
+                    str(self.bin_dir / "opa"),
+                    "run",
+                    "--server",
+                    f"--addr=127.0.0.1:{port}",
+                    "--disable-telemetry",
+                ],
+            )
             self.urls["opa"] = f"http://127.0.0.1:{port}"
-            _wait(lambda: _http("GET", self.urls["opa"] + "/health")[0] == 200, timeout=30,
-                  what="OPA", alive=proc.alive)
+            _wait(
+                lambda: _http("GET", self.urls["opa"] + "/health")[0] == 200,
+                timeout=30,
+                what="OPA",
+                alive=proc.alive,
+            )
         self.console.ok(f"OPA on {self.urls['opa']} (starts empty; the sidecar uploads the Rego)")
 
     def standins(self) -> None:
@@ -293,11 +357,17 @@ class Demo:
         for name in ("llm", "mcp"):
             port = self.free_port()
             module = f"haltgate.testbed.standins.{name}"
-            proc = self.spawn(f"standin-{name}", [sys.executable, "-m", module,
-                                                  "--port", str(port), "--no-record"])
+            proc = self.spawn(
+                f"standin-{name}",
+                [sys.executable, "-m", module, "--port", str(port), "--no-record"],
+            )
             self.urls[name] = f"http://127.0.0.1:{port}"
-            _wait(functools.partial(_probe, port), timeout=30, what=f"{name} stand-in",
-                  alive=proc.alive)
+            _wait(
+                functools.partial(_probe, port),
+                timeout=30,
+                what=f"{name} stand-in",
+                alive=proc.alive,
+            )
         self.console.ok(f"LLM on {self.urls['llm']}, MCP on {self.urls['mcp']}/mcp")
 
     def _standins_in_netns(self) -> None:
@@ -306,38 +376,66 @@ class Demo:
         topo = harness.Topology.create(harness.free_tag())
         self.stack.callback(topo.delete)
         self.topo = topo
-        self.console.info(f"network namespaces: pod {topo.pod.name} ({POD_IP}) <-veth-> "
-                          f"upstream {topo.upstream.name} ({harness.UPSTREAM_V4})")
+        self.console.info(
+            f"network namespaces: pod {topo.pod.name} ({POD_IP}) <-veth-> "
+            f"upstream {topo.upstream.name} ({harness.UPSTREAM_V4})"
+        )
         for name, port in STANDIN_PORTS.items():
-            proc = self.spawn(f"standin-{name}", topo.upstream.exec_argv([
-                sys.executable, "-m", f"haltgate.testbed.standins.{name}", "--host",
-                harness.UPSTREAM_V4, "--port", str(port), "--no-record"]))
-            harness.wait_port(topo.upstream, harness.UPSTREAM_V4, port, timeout=30,
-                              proc=proc.popen)
+            proc = self.spawn(
+                f"standin-{name}",
+                topo.upstream.exec_argv(
+                    [
+                        sys.executable,
+                        "-m",
+                        f"haltgate.testbed.standins.{name}",
+                        "--host",
+                        harness.UPSTREAM_V4,
+                        "--port",
+                        str(port),
+                        "--no-record",
+                    ]
+                ),
+            )
+            harness.wait_port(topo.upstream, harness.UPSTREAM_V4, port, timeout=30, proc=proc.popen)
             self.urls[name] = f"http://{harness.UPSTREAM_V4}:{port}"
-        self.console.ok(f"LLM on {self.urls['llm']}, MCP on {self.urls['mcp']}/mcp "
-                        "(upstream namespace)")
+        self.console.ok(
+            f"LLM on {self.urls['llm']}, MCP on {self.urls['mcp']}/mcp (upstream namespace)"
+        )
 
     def policy(self) -> dict[str, Any]:
         return {
-            "apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
+            "apiVersion": "haltgate.dev/v1alpha1",
+            "kind": "GovernancePolicy",
             "metadata": {"name": POLICY_NAME, "namespace": NAMESPACE},
             "spec": {
                 "selector": {"matchLabels": {"app": POLICY_NAME}},
                 "upstreams": [
-                    {"name": "llm", "url": self.urls["llm"], "kind": "llm",
-                     "provider": "openai"},
+                    {"name": "llm", "url": self.urls["llm"], "kind": "llm", "provider": "openai"},
                     {"name": "tools", "url": self.urls["mcp"] + "/mcp", "kind": "mcp"},
                 ],
-                "budgets": {"calls": {"limit": CALL_LIMIT}, "costUSD": {"limit": 1.0},
-                            "warnAt": 0.75},
-                "tools": {"default": "deny", "rules": [
-                    {"name": "llm", "action": "allow", "kind": "llm"},
-                    {"name": "research-tools", "action": "allow", "kind": "mcp",
-                     "mcpTools": ["search", "echo"]},
-                    {"name": "no-deletes", "action": "deny", "kind": "mcp",
-                     "mcpTools": ["delete_file"]},
-                ]},
+                "budgets": {
+                    "calls": {"limit": CALL_LIMIT},
+                    "costUSD": {"limit": 1.0},
+                    "warnAt": 0.75,
+                },
+                "tools": {
+                    "default": "deny",
+                    "rules": [
+                        {"name": "llm", "action": "allow", "kind": "llm"},
+                        {
+                            "name": "research-tools",
+                            "action": "allow",
+                            "kind": "mcp",
+                            "mcpTools": ["search", "echo"],
+                        },
+                        {
+                            "name": "no-deletes",
+                            "action": "deny",
+                            "kind": "mcp",
+                            "mcpTools": ["delete_file"],
+                        },
+                    ],
+                },
                 "guardrails": {"secrets": {"direction": "request", "action": "block"}},
                 "opa": {"rego": REGO},
             },
@@ -346,8 +444,7 @@ class Demo:
     def control_plane(self) -> None:
         from haltgate.testbed.controlplane import WORKLOAD_CONTROLLERS, ControlPlane, install_crds
 
-        self.console.step("Kubernetes control plane: etcd, kube-apiserver, "
-                          "kube-controller-manager")
+        self.console.step("Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager")
         plane = ControlPlane(self.workdir / "cluster", controllers=WORKLOAD_CONTROLLERS)
         self.stack.callback(plane.stop)
         plane.start()
@@ -364,21 +461,55 @@ class Demo:
         config = self.workdir / "injection.yaml"
         config.write_text(yaml.safe_dump({"image": "ghcr.io/haltgate/haltgate:0.1.0"}))
         env = {**_clean_env(), "KUBECONFIG": str(self.kube.kubeconfig)}
-        proc = self.spawn("operator", [
-            self.haltgate, "operator", "--namespace", OPERATOR_NAMESPACE,
-            "--webhook-host", "127.0.0.1", "--webhook-port", str(webhook),
-            "--webhook-url", f"https://127.0.0.1:{webhook}",
-            "--work-dir", str(self.workdir / "operator"), "--injection-config", str(config),
-            "--health-port", str(health), "--metrics-port", str(metrics),
-            "--halt-resync", "1", "--status-resync", "2"], env=env)
-        _wait(lambda: _http("GET", f"http://127.0.0.1:{health}/healthz")[0] == 200,
-              timeout=60, what="operator", alive=proc.alive,
-              log=self.workdir / "logs" / "operator.log")
-        _wait(lambda: self.kube.kubectl("get", "mutatingwebhookconfiguration",
-                                        "haltgate-injector").returncode == 0,
-              timeout=30, what="webhook configurations")
-        self.console.ok("operator healthy; it registered MutatingWebhookConfiguration "
-                        "haltgate-injector and ValidatingWebhookConfiguration haltgate-validator")
+        proc = self.spawn(
+            "operator",
+            [
+                self.haltgate,
+                "operator",
+                "--namespace",
+                OPERATOR_NAMESPACE,
+                "--webhook-host",
+                "127.0.0.1",
+                "--webhook-port",
+                str(webhook),
+                "--webhook-url",
+                f"https://127.0.0.1:{webhook}",
+                "--work-dir",
+                str(self.workdir / "operator"),
+                "--injection-config",
+                str(config),
+                "--health-port",
+                str(health),
+                "--metrics-port",
+                str(metrics),
+                "--halt-resync",
+                "1",
+                "--status-resync",
+                "2",
+            ],
+            env=env,
+        )
+        _wait(
+            lambda: _http("GET", f"http://127.0.0.1:{health}/healthz")[0] == 200,
+            timeout=60,
+            what="operator",
+            alive=proc.alive,
+            log=self.workdir / "logs" / "operator.log",
+        )
+        _wait(
+            lambda: (
+                self.kube.kubectl(
+                    "get", "mutatingwebhookconfiguration", "haltgate-injector"
+                ).returncode
+                == 0
+            ),
+            timeout=30,
+            what="webhook configurations",
+        )
+        self.console.ok(
+            "operator healthy; it registered MutatingWebhookConfiguration "
+            "haltgate-injector and ValidatingWebhookConfiguration haltgate-validator"
+        )
 
     def apply_workload(self) -> None:
         self.console.step("kubectl apply: a GovernancePolicy and an annotated agent Deployment")
@@ -387,47 +518,78 @@ class Demo:
         self.console.info(f"$ kubectl apply -f {policy_file.name}")
         self.console.info(self.kubectl("apply", "-f", str(policy_file)))
         deployment = {
-            "apiVersion": "apps/v1", "kind": "Deployment",
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
             "metadata": {"name": POLICY_NAME, "namespace": NAMESPACE},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": POLICY_NAME}},
-                     "template": {"metadata": {"labels": {"app": POLICY_NAME},
-                                               "annotations": {"haltgate.dev/inject": "true"}},
-                                  "spec": {"containers": [{"name": "agent",
-                                                           "image": "example/researcher:1"}]}}}}
-        self.console.info("$ kubectl apply -f agent-deployment.yaml   "
-                          "# pod template annotated haltgate.dev/inject: \"true\"")
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": POLICY_NAME}},
+                "template": {
+                    "metadata": {
+                        "labels": {"app": POLICY_NAME},
+                        "annotations": {"haltgate.dev/inject": "true"},
+                    },
+                    "spec": {"containers": [{"name": "agent", "image": "example/researcher:1"}]},
+                },
+            },
+        }
+        self.console.info(
+            "$ kubectl apply -f agent-deployment.yaml   "
+            '# pod template annotated haltgate.dev/inject: "true"'
+        )
         self.console.info(self.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment)))
 
         def injected() -> dict[str, Any] | None:
-            pods = json.loads(self.kubectl("-n", NAMESPACE, "get", "pods", "-l",
-                                           f"app={POLICY_NAME}", "-o", "json"))["items"]
-            return next((p for p in pods
-                         if "haltgate.dev/injected" in p["metadata"].get("annotations", {})),
-                        None)
+            pods = json.loads(
+                self.kubectl(
+                    "-n", NAMESPACE, "get", "pods", "-l", f"app={POLICY_NAME}", "-o", "json"
+                )
+            )["items"]
+            return next(
+                (
+                    p
+                    for p in pods
+                    if "haltgate.dev/injected" in p["metadata"].get("annotations", {})
+                ),
+                None,
+            )
 
         pod = _wait(injected, timeout=60, what="the Deployment's pod, injected")
         spec = pod["spec"]
-        self.console.ok(f"kube-controller-manager created pod {pod['metadata']['name']}; "
-                        "the webhook injected it:")
+        self.console.ok(
+            f"kube-controller-manager created pod {pod['metadata']['name']}; "
+            "the webhook injected it:"
+        )
         for c in spec.get("initContainers", []):
             kind = "native sidecar" if c.get("restartPolicy") == "Always" else "init step"
-            self.console.info(f"  initContainer {c['name']:<16} {kind:<15} "
-                              f"{' '.join([*c.get('command', []), *c.get('args', [])][:3])}")
+            self.console.info(
+                f"  initContainer {c['name']:<16} {kind:<15} "
+                f"{' '.join([*c.get('command', []), *c.get('args', [])][:3])}"
+            )
         for c in spec["containers"]:
             env = ", ".join(e["name"] for e in c.get("env", []))
             self.console.info(f"  container     {c['name']:<16} agent           env: {env}")
         record = json.loads(pod["metadata"]["annotations"]["haltgate.dev/injected"])
-        self.console.info(f"  annotation haltgate.dev/injected: policy={record.get('policy')} "
-                          f"mode={record.get('mode')}")
+        self.console.info(
+            f"  annotation haltgate.dev/injected: policy={record.get('policy')} "
+            f"mode={record.get('mode')}"
+        )
+
         def policy_status() -> dict[str, Any] | None:
-            st = json.loads(self.kubectl("-n", NAMESPACE, "get", "govpol", POLICY_NAME,
-                                         "-o", "json")).get("status") or {}
+            st = (
+                json.loads(
+                    self.kubectl("-n", NAMESPACE, "get", "govpol", POLICY_NAME, "-o", "json")
+                ).get("status")
+                or {}
+            )
             return st if st.get("observedGeneration") else None
 
         status = _wait(policy_status, timeout=30, what="policy status")
         conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-        self.console.ok(f"policy status: {conditions}; ConfigMap haltgate-policy-{POLICY_NAME} "
-                        "rendered for the sidecars")
+        self.console.ok(
+            f"policy status: {conditions}; ConfigMap haltgate-policy-{POLICY_NAME} "
+            "rendered for the sidecars"
+        )
 
     def sidecar(self) -> None:
         self.console.step("The sidecar, with the same policy, in front of the agent")
@@ -440,25 +602,51 @@ class Demo:
         token = self.workdir / "admin-token"
         token.write_text("demo-admin-token-0123456789abcdef")
         self.state_dir = self.workdir / "sidecar-state"
-        env = {**_clean_env(), "HALTGATE_POD_NAME": POD_NAME,
-               "HALTGATE_POD_NAMESPACE": NAMESPACE}
-        proc = self.spawn("sidecar", [
-            self.haltgate, "sidecar", "--policy", str(policy_file), "--mode", "explicit",
-            "--state-dir", str(self.state_dir), "--admin-token-file", str(token),
-            "--listen", f"127.0.0.1:{self.ports['explicit']}",
-            "--admin-listen", f"127.0.0.1:{self.ports['admin']}",
-            "--metrics-listen", f"127.0.0.1:{self.ports['metrics']}",
-            "--opa-url", self.urls["opa"], "--log-level", "warning"], env=env)
+        env = {**_clean_env(), "HALTGATE_POD_NAME": POD_NAME, "HALTGATE_POD_NAMESPACE": NAMESPACE}
+        proc = self.spawn(
+            "sidecar",
+            [
+                self.haltgate,
+                "sidecar",
+                "--policy",
+                str(policy_file),
+                "--mode",
+                "explicit",
+                "--state-dir",
+                str(self.state_dir),
+                "--admin-token-file",
+                str(token),
+                "--listen",
+                f"127.0.0.1:{self.ports['explicit']}",
+                "--admin-listen",
+                f"127.0.0.1:{self.ports['admin']}",
+                "--metrics-listen",
+                f"127.0.0.1:{self.ports['metrics']}",
+                "--opa-url",
+                self.urls["opa"],
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+        )
         self.sidecar_proc = proc
-        _wait(lambda: _http("GET", f"http://127.0.0.1:{self.ports['admin']}/readyz")[0] == 200,
-              timeout=60, what="sidecar", alive=proc.alive,
-              log=self.workdir / "logs" / "sidecar.log")
-        self.console.ok(f"sidecar ready; explicit mode: the agent calls "
-                        f"http://127.0.0.1:{self.ports['explicit']}/llm/v1 and /tools "
-                        "(base-URL aliases)")
-        self.console.info("(a pod uses transparent mode: iptables sends every connection to "
-                          "the sidecar; this demo runs the agent on the host, so it uses the "
-                          "aliases)")
+        _wait(
+            lambda: _http("GET", f"http://127.0.0.1:{self.ports['admin']}/readyz")[0] == 200,
+            timeout=60,
+            what="sidecar",
+            alive=proc.alive,
+            log=self.workdir / "logs" / "sidecar.log",
+        )
+        self.console.ok(
+            f"sidecar ready; explicit mode: the agent calls "
+            f"http://127.0.0.1:{self.ports['explicit']}/llm/v1 and /tools "
+            "(base-URL aliases)"
+        )
+        self.console.info(
+            "(a pod uses transparent mode: iptables sends every connection to "
+            "the sidecar; this demo runs the agent on the host, so it uses the "
+            "aliases)"
+        )
 
     def _sidecar_in_netns(self) -> None:
         """The pod's view: the sidecar as UID 17337 in transparent mode, then the init step's
@@ -480,53 +668,107 @@ class Demo:
         self.state_dir.mkdir()
         own(self.state_dir, 0o700)
         (self.workdir / "policy.yaml").chmod(0o644)
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.workdir),
-               "HALTGATE_POD_NAME": POD_NAME, "HALTGATE_POD_NAMESPACE": NAMESPACE}
-        proc = self.spawn("sidecar", self.topo.pod.exec_argv([
-            "setpriv", f"--reuid={SIDECAR_UID}", f"--regid={SIDECAR_UID}", "--clear-groups",
-            self.haltgate, "sidecar", "--policy", str(self.workdir / "policy.yaml"),
-            "--mode", "transparent", "--ca-dir", str(ca_dir),
-            # On the pod IP, as the injected sidecar: Prometheus scrapes it from outside.
-            "--metrics-listen", f"{POD_IP}:{self.ports['metrics']}",
-            "--state-dir", str(self.state_dir), "--admin-token-file", str(token),
-            "--opa-url", self.urls["opa"], "--log-level", "warning"]), env=env)
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(self.workdir),
+            "HALTGATE_POD_NAME": POD_NAME,
+            "HALTGATE_POD_NAMESPACE": NAMESPACE,
+        }
+        proc = self.spawn(
+            "sidecar",
+            self.topo.pod.exec_argv(
+                [
+                    "setpriv",
+                    f"--reuid={SIDECAR_UID}",
+                    f"--regid={SIDECAR_UID}",
+                    "--clear-groups",
+                    self.haltgate,
+                    "sidecar",
+                    "--policy",
+                    str(self.workdir / "policy.yaml"),
+                    "--mode",
+                    "transparent",
+                    "--ca-dir",
+                    str(ca_dir),
+                    # On the pod IP, as the injected sidecar: Prometheus scrapes it from outside.
+                    "--metrics-listen",
+                    f"{POD_IP}:{self.ports['metrics']}",
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--admin-token-file",
+                    str(token),
+                    "--opa-url",
+                    self.urls["opa"],
+                    "--log-level",
+                    "warning",
+                ]
+            ),
+            env=env,
+        )
         self.sidecar_proc = proc
         for port in (self.ports["transparent"], self.ports["explicit"], self.ports["admin"]):
             harness.wait_port(self.topo.pod, "127.0.0.1", port, timeout=60, proc=proc.popen)
-        self.console.ok(f"sidecar ready as UID {SIDECAR_UID} in {self.topo.pod.name} "
-                        "(transparent mode, like the injected haltgate-proxy)")
-        argv = [self.haltgate, "iptables", "apply", "--proxy-uid", str(SIDECAR_UID),
-                "--proxy-port", str(self.ports["transparent"]), "--no-dns"]
+        self.console.ok(
+            f"sidecar ready as UID {SIDECAR_UID} in {self.topo.pod.name} "
+            "(transparent mode, like the injected haltgate-proxy)"
+        )
+        argv = [
+            self.haltgate,
+            "iptables",
+            "apply",
+            "--proxy-uid",
+            str(SIDECAR_UID),
+            "--proxy-port",
+            str(self.ports["transparent"]),
+            "--no-dns",
+        ]
         for port in (self.ports["admin"], self.ports["metrics"], OPA_PORT, 8282):
             argv += ["--protect-port", str(port)]
-        self.console.info(f"$ ip netns exec {self.topo.pod.name} haltgate "
-                          f"{' '.join(argv[1:])}")
+        self.console.info(f"$ ip netns exec {self.topo.pod.name} haltgate {' '.join(argv[1:])}")
         self.topo.pod.run(argv)
-        self.console.ok("iptables rules in place (what the haltgate-init container does): "
-                        f"every TCP connection of every UID but {SIDECAR_UID} goes to the "
-                        "sidecar")
+        self.console.ok(
+            "iptables rules in place (what the haltgate-init container does): "
+            f"every TCP connection of every UID but {SIDECAR_UID} goes to the "
+            "sidecar"
+        )
 
     def agent(self) -> None:
         self.console.step("The agent: a loop of LLM and MCP tool calls through the sidecar")
         if self.mode == "netns":
             # The agent runs in the pod namespace as UID 1000 and calls the upstreams by
             # address; the iptables rules send its connections to the sidecar.
-            self.console.info(f"agent: UID {AGENT_UID} in netns {self.topo.pod.name}, calls "
-                              f"{self.urls['llm']} and {self.urls['mcp']}/mcp directly")
-            argv = self.topo.pod.exec_argv([
-                "setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups",
-                sys.executable, "-c",
-                "import sys; from haltgate.cli.demo import agent_main; "
-                "sys.exit(agent_main(*sys.argv[1:]))",
-                self.urls["llm"], self.urls["mcp"] + "/mcp", str(self.pace())])
-            res = subprocess.run(argv, timeout=120, check=False, env=_clean_env(),
-                                 cwd=self.workdir)
+            self.console.info(
+                f"agent: UID {AGENT_UID} in netns {self.topo.pod.name}, calls "
+                f"{self.urls['llm']} and {self.urls['mcp']}/mcp directly"
+            )
+            argv = self.topo.pod.exec_argv(
+                [
+                    "setpriv",
+                    f"--reuid={AGENT_UID}",
+                    f"--regid={AGENT_UID}",
+                    "--clear-groups",
+                    sys.executable,
+                    "-c",
+                    "import sys; from haltgate.cli.demo import agent_main; "
+                    "sys.exit(agent_main(*sys.argv[1:]))",
+                    self.urls["llm"],
+                    self.urls["mcp"] + "/mcp",
+                    str(self.pace()),
+                ]
+            )
+            res = subprocess.run(argv, timeout=120, check=False, env=_clean_env(), cwd=self.workdir)
             if res.returncode != 0:
                 raise DemoError(f"the agent failed (exit {res.returncode})")
-            metrics = self.topo.upstream.run([
-                sys.executable, "-c", "import sys, urllib.request; "
-                "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
-                f"http://{POD_IP}:{self.ports['metrics']}/metrics"], check=False)
+            metrics = self.topo.upstream.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys, urllib.request; "
+                    "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",  # noqa: E501
+                    f"http://{POD_IP}:{self.ports['metrics']}/metrics",
+                ],
+                check=False,
+            )
             self.metrics_text = metrics.stdout
         else:
             base = f"http://127.0.0.1:{self.ports['explicit']}"
@@ -564,11 +806,13 @@ class Demo:
         self.sidecar_proc.stop()  # flushes the spool
         env = {**_clean_env(), "HALTGATE_AUDIT_DSN": self.audit_dsn}
         spool = self.state_dir / "audit"
-        shipped = _run([self.haltgate, "audit", "ship", "--once", "--spool", str(spool)],
-                       env=env, timeout=120)
+        shipped = _run(
+            [self.haltgate, "audit", "ship", "--once", "--spool", str(spool)], env=env, timeout=120
+        )
         self.console.ok(f"$ haltgate audit ship --once   {shipped.stdout.strip()[-120:]}")
-        lines = _run([self.haltgate, "audit", "query", "--all", "-o", "jsonl"], env=env
-                     ).stdout.splitlines()
+        lines = _run(
+            [self.haltgate, "audit", "query", "--all", "-o", "jsonl"], env=env
+        ).stdout.splitlines()
         records = [json.loads(line) for line in lines if line.strip()]
         run_ids = sorted({r["run_id"] for r in records if r.get("run_id")})
         if not run_ids:
@@ -586,9 +830,14 @@ class Demo:
 
     def metrics(self) -> None:
         self.console.step("A few of the sidecar's metrics")
-        wanted = [line for line in self.metrics_text.splitlines()
-                  if line.startswith("haltgate_") and line.split(" ")[-1] not in ("0", "0.0")
-                  and "_bucket" not in line and "_created" not in line]
+        wanted = [
+            line
+            for line in self.metrics_text.splitlines()
+            if line.startswith("haltgate_")
+            and line.split(" ")[-1] not in ("0", "0.0")
+            and "_bucket" not in line
+            and "_created" not in line
+        ]
         for line in wanted[:14]:
             self.console.info(line)
         if not wanted:
@@ -657,30 +906,53 @@ def agent_main(llm_base: str, mcp_url: str, pace: str = "0") -> int:
     return 0
 
 
-def _agent_call(llm_base: str, mcp_url: str, kind: str, what: str, args: Any,
-                step: int) -> tuple[str, str, str]:
+def _agent_call(
+    llm_base: str, mcp_url: str, kind: str, what: str, args: Any, step: int
+) -> tuple[str, str, str]:
     """One call; returns (allowed|refused, detail, failure type)."""
     if kind == "tool":
-        status, _, body = _http("POST", mcp_url, {
-            "jsonrpc": "2.0", "id": step + 1, "method": "tools/call",
-            "params": {"name": what, "arguments": args}})
+        status, _, body = _http(
+            "POST",
+            mcp_url,
+            {
+                "jsonrpc": "2.0",
+                "id": step + 1,
+                "method": "tools/call",
+                "params": {"name": what, "arguments": args},
+            },
+        )
         if isinstance(body, dict) and "error" in body:
             data = body["error"].get("data") or {}
-            return "refused", f"{data.get('code')}: {data.get('message', '')[:60]}", str(
-                data.get("type"))
+            return (
+                "refused",
+                f"{data.get('code')}: {data.get('message', '')[:60]}",
+                str(data.get("type")),
+            )
         return "allowed", f"HTTP {status}", ""
     model = "gpt-5" if kind == "llm-big" else "gpt-4o-mini"
-    status, headers, body = _http("POST", llm_base + "/v1/chat/completions", {
-        "model": model, "max_tokens": 16, "messages": [{"role": "user", "content": what}]})
+    status, headers, body = _http(
+        "POST",
+        llm_base + "/v1/chat/completions",
+        {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": what}]},
+    )
     if status == 200:
         usage = body.get("usage", {}) if isinstance(body, dict) else {}
         warn = headers.get("x-haltgate-budget-warning")
         extra = f", budget warning: {warn}" if warn else ""
-        return "allowed", (f"HTTP 200, {usage.get('prompt_tokens')}+"
-                           f"{usage.get('completion_tokens')} tokens{extra}"), ""
+        return (
+            "allowed",
+            (
+                f"HTTP 200, {usage.get('prompt_tokens')}+"
+                f"{usage.get('completion_tokens')} tokens{extra}"
+            ),
+            "",
+        )
     error = body.get("error", {}) if isinstance(body, dict) else {}
-    return "refused", f"HTTP {status} {error.get('code')}: {error.get('message', '')[:60]}", (
-        str(error.get("type")))
+    return (
+        "refused",
+        f"HTTP {status} {error.get('code')}: {error.get('message', '')[:60]}",
+        (str(error.get("type"))),
+    )
 
 
 def _own(uid: int, path: Path, mode: int) -> None:
@@ -699,8 +971,21 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-STEPS = ("postgres", "standins", "opa", "control_plane", "operator", "apply_workload",
-         "sidecar", "prometheus", "agent", "dashboard", "audit", "metrics", "picture")
+STEPS = (
+    "postgres",
+    "standins",
+    "opa",
+    "control_plane",
+    "operator",
+    "apply_workload",
+    "sidecar",
+    "prometheus",
+    "agent",
+    "dashboard",
+    "audit",
+    "metrics",
+    "picture",
+)
 
 
 @contextlib.contextmanager
@@ -718,15 +1003,25 @@ def _workdir(keep: bool) -> Iterator[Path]:
 
 @click.command(name="demo")
 @click.option("--keep", is_flag=True, help="Keep the scratch directory (logs) at the end.")
-@click.option("--mode", "mode", type=click.Choice(["auto", "netns", "explicit"]),
-              default="auto", show_default=True,
-              help="netns: agent and sidecar in a network namespace with the iptables rules "
-                   "(needs root, iproute2, iptables); explicit: base-URL aliases; auto: netns "
-                   "when possible.")
-@click.option("--dashboard", "dashboard_png", type=click.Path(dir_okay=False, path_type=Path),
-              default="haltgate-demo-dashboard.png", show_default=True,
-              help="Where to write the fleet dashboard picture of the run (needs "
-                   "prometheus and matplotlib; said plainly when they are missing).")
+@click.option(
+    "--mode",
+    "mode",
+    type=click.Choice(["auto", "netns", "explicit"]),
+    default="auto",
+    show_default=True,
+    help="netns: agent and sidecar in a network namespace with the iptables rules "
+    "(needs root, iproute2, iptables); explicit: base-URL aliases; auto: netns "
+    "when possible.",
+)
+@click.option(
+    "--dashboard",
+    "dashboard_png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="haltgate-demo-dashboard.png",
+    show_default=True,
+    help="Where to write the fleet dashboard picture of the run (needs "
+    "prometheus and matplotlib; said plainly when they are missing).",
+)
 def demo(keep: bool, mode: str, dashboard_png: Path) -> None:
     """Run the local end-to-end demo: PostgreSQL, OPA, a Kubernetes control plane with the
     operator, an injected agent Deployment, then an agent governed by the sidecar until its
@@ -740,8 +1035,9 @@ def demo(keep: bool, mode: str, dashboard_png: Path) -> None:
     os.chdir(repo)
     signal.signal(signal.SIGTERM, _on_signal)
     console = Console(total=len(STEPS))
-    click.secho("haltgate demo: the whole journey on this machine (no cluster, no Docker)",
-                bold=True)
+    click.secho(
+        "haltgate demo: the whole journey on this machine (no cluster, no Docker)", bold=True
+    )
     try:
         with _workdir(keep) as workdir, contextlib.ExitStack() as stack:
             d = Demo(console, repo, workdir, stack, dashboard_png=dashboard_png)
@@ -751,8 +1047,9 @@ def demo(keep: bool, mode: str, dashboard_png: Path) -> None:
                 started = time.monotonic()
                 getattr(d, name)()
                 took.append(f"{name} {time.monotonic() - started:.1f}s")
-            click.secho(f"\nDone in {console.elapsed():.0f}s ({', '.join(took)}). "
-                        "Tearing down.", bold=True)
+            click.secho(
+                f"\nDone in {console.elapsed():.0f}s ({', '.join(took)}). Tearing down.", bold=True
+            )
             if d.drawing is not None:
                 click.secho(f"The fleet dashboard of this run: {d.drawing.out}", bold=True)
     except DemoError as e:

@@ -77,17 +77,35 @@ def start(demo: Any, out: Path) -> Picture | None:
     else:
         target = f"127.0.0.1:{demo.ports['metrics']}"
         listen = f"127.0.0.1:{demo.free_port()}"
-    config = prometheus.write_config(demo.workdir / "prometheus.yml", [target],
-                                     labels={"pod": "researcher-demo"})
+    config = prometheus.write_config(
+        demo.workdir / "prometheus.yml", [target], labels={"pod": "researcher-demo"}
+    )
     binary = prometheus.binary()
     assert binary is not None
-    demo.spawn("prometheus", _in_place(demo, prometheus.argv(
-        binary, config, demo.workdir / "prometheus-data", listen)))
+    demo.spawn(
+        "prometheus",
+        _in_place(demo, prometheus.argv(binary, config, demo.workdir / "prometheus-data", listen)),
+    )
     base = f"http://{listen}"
-    _run(demo, _in_place(demo, [sys.executable, "-m", "haltgate.testbed.prometheus",
-                                "--prometheus", base, "--wait-up", str(WAIT_SECONDS)]))
-    demo.console.ok(f"Prometheus on {base} scrapes the sidecar's metrics ({target}) every "
-                    f"{prometheus.SCRAPE_INTERVAL}")
+    _run(
+        demo,
+        _in_place(
+            demo,
+            [
+                sys.executable,
+                "-m",
+                "haltgate.testbed.prometheus",
+                "--prometheus",
+                base,
+                "--wait-up",
+                str(WAIT_SECONDS),
+            ],
+        ),
+    )
+    demo.console.ok(
+        f"Prometheus on {base} scrapes the sidecar's metrics ({target}) every "
+        f"{prometheus.SCRAPE_INTERVAL}"
+    )
     return Picture(base, time.time(), out)
 
 
@@ -96,23 +114,56 @@ def draw(demo: Any, picture: Picture | None) -> None:
     dashboard into ``picture.out`` in the background (:func:`finish` waits for it)."""
     if picture is None:
         return
-    expected = sum(float(line.rsplit(" ", 1)[1]) for line in demo.metrics_text.splitlines()
-                   if line.startswith("haltgate_requests_total{"))
-    _run(demo, _in_place(demo, [sys.executable, "-m", "haltgate.testbed.prometheus",
-                                "--prometheus", picture.base, "--wait-up", str(WAIT_SECONDS),
-                                "--expect-requests", f"{expected:g}"]))
+    expected = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in demo.metrics_text.splitlines()
+        if line.startswith("haltgate_requests_total{")
+    )
+    _run(
+        demo,
+        _in_place(
+            demo,
+            [
+                sys.executable,
+                "-m",
+                "haltgate.testbed.prometheus",
+                "--prometheus",
+                picture.base,
+                "--wait-up",
+                str(WAIT_SECONDS),
+                "--expect-requests",
+                f"{expected:g}",
+            ],
+        ),
+    )
     time.sleep(1.5)  # one more scrape: rates over the last interval see the end too
     picture.out.parent.mkdir(parents=True, exist_ok=True)
     log = (demo.workdir / "logs" / "dashboard.log").open("wb")
     picture.drawing = subprocess.Popen(
-        _tool(demo, "--prometheus", picture.base, "--start", f"{picture.started:.3f}",
-              "--end", f"{time.time():.3f}", "--out", str(picture.out),
-              "--what", "the demo's run", "--wait-up", "0"),
-        stdout=log, stderr=subprocess.STDOUT)
+        _tool(
+            demo,
+            "--prometheus",
+            picture.base,
+            "--start",
+            f"{picture.started:.3f}",
+            "--end",
+            f"{time.time():.3f}",
+            "--out",
+            str(picture.out),
+            "--what",
+            "the demo's run",
+            "--wait-up",
+            "0",
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     demo.stack.callback(_stop, picture)
-    demo.console.ok(f"Prometheus holds all {expected:g} calls; drawing the chart's fleet "
-                    "dashboard from it (in the background)")
+    demo.console.ok(
+        f"Prometheus holds all {expected:g} calls; drawing the chart's fleet "
+        "dashboard from it (in the background)"
+    )
 
 
 def finish(demo: Any, picture: Picture | None) -> None:
@@ -129,8 +180,10 @@ def finish(demo: Any, picture: Picture | None) -> None:
     if code != 0:
         log = (demo.workdir / "logs" / "dashboard.log").read_text(errors="replace")
         raise DemoError(f"the dashboard picture failed:\n{log[-1500:]}")
-    demo.console.ok(f"fleet dashboard of this run (the chart's Grafana JSON, drawn from "
-                    f"the Prometheus that scraped the sidecar): {picture.out}")
+    demo.console.ok(
+        f"fleet dashboard of this run (the chart's Grafana JSON, drawn from "
+        f"the Prometheus that scraped the sidecar): {picture.out}"
+    )
 
 
 def _stop(picture: Picture) -> None:

@@ -21,24 +21,44 @@ DSN_ENV = "HALTGATE_AUDIT_DSN"
 
 def source_options(f: Any) -> Any:
     """``--spool``/``--dsn``/``--policy``/``--prices``, shared with ``policy simulate``."""
-    for option in reversed((
-        click.option("--spool", "spool_dir", type=click.Path(path_type=Path), default=None,
-                     help="Read the records from this spool directory (offline)."),
-        click.option("--dsn", envvar=DSN_ENV, default=None, metavar="DSN",
-                     help=f"Read the records from PostgreSQL. Env: {DSN_ENV}."),
-        click.option("--prices", "prices_file", default=None,
-                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="Price table the sidecar used, when not the shipped one."),
-    )):
+    for option in reversed(
+        (
+            click.option(
+                "--spool",
+                "spool_dir",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Read the records from this spool directory (offline).",
+            ),
+            click.option(
+                "--dsn",
+                envvar=DSN_ENV,
+                default=None,
+                metavar="DSN",
+                help=f"Read the records from PostgreSQL. Env: {DSN_ENV}.",
+            ),
+            click.option(
+                "--prices",
+                "prices_file",
+                default=None,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="Price table the sidecar used, when not the shipped one.",
+            ),
+        )
+    ):
         f = option(f)
     return f
 
 
 def policy_option(f: Any) -> Any:
-    return click.option("--policy", "policy_files", multiple=True, required=True,
-                        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                        help="Policy file the sidecar ran with (repeatable; matched by "
-                             "digest).")(f)
+    return click.option(
+        "--policy",
+        "policy_files",
+        multiple=True,
+        required=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Policy file the sidecar ran with (repeatable; matched by digest).",
+    )(f)
 
 
 def load_store(policy_files: tuple[Path, ...], prices_file: Path | None) -> Any:
@@ -77,10 +97,20 @@ def read_records(spool_dir: Path | None, dsn: str | None, **filters: Any) -> lis
 @click.argument("decision_id")
 @source_options
 @policy_option
-@click.option("--json", "as_json", is_flag=True,
-              help='Print a JSON document ("decision", "replayed", "match", ...).')
-def explain(decision_id: str, spool_dir: Path | None, dsn: str | None,
-            prices_file: Path | None, policy_files: tuple[Path, ...], as_json: bool) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print a JSON document ("decision", "replayed", "match", ...).',
+)
+def explain(
+    decision_id: str,
+    spool_dir: Path | None,
+    dsn: str | None,
+    prices_file: Path | None,
+    policy_files: tuple[Path, ...],
+    as_json: bool,
+) -> None:
     """Why DECISION_ID was allowed or refused: the stages it went through, the rule or
     budget that decided, the numbers, and the decision re-derived from the record.
 
@@ -106,8 +136,14 @@ def explain(decision_id: str, spool_dir: Path | None, dsn: str | None,
 @source_options
 @policy_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def replay(run_id: str, spool_dir: Path | None, dsn: str | None, prices_file: Path | None,
-           policy_files: tuple[Path, ...], as_json: bool) -> None:
+def replay(
+    run_id: str,
+    spool_dir: Path | None,
+    dsn: str | None,
+    prices_file: Path | None,
+    policy_files: tuple[Path, ...],
+    as_json: bool,
+) -> None:
     """Replay every decision of agent run RUN_ID through the engine; report the first
     record whose decision is not re-derived exactly.
 
@@ -123,19 +159,24 @@ def replay(run_id: str, spool_dir: Path | None, dsn: str | None, prices_file: Pa
     report = replay_run(records, store)
     error = report.get("error")
     if error is not None and not as_json:
-        click.echo(f"error: {error['code']}: decision {error['decision_id']}: "
-                   f"{error['message']}", err=True)
+        click.echo(
+            f"error: {error['code']}: decision {error['decision_id']}: {error['message']}", err=True
+        )
         sys.exit(2)
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
         first = report["first_mismatch"]
         if first is None:
-            click.echo(f"OK: run {run_id}: {report['replayed']} records replayed "
-                       f"({report['budget_steps']} budget decisions re-run), all match")
+            click.echo(
+                f"OK: run {run_id}: {report['replayed']} records replayed "
+                f"({report['budget_steps']} budget decisions re-run), all match"
+            )
         else:
-            click.echo(f"MISMATCH: run {run_id}: decision {first['decision_id']} "
-                       f"({first['phase']}, chain {first['chain_id']} seq {first['seq']}):")
+            click.echo(
+                f"MISMATCH: run {run_id}: decision {first['decision_id']} "
+                f"({first['phase']}, chain {first['chain_id']} seq {first['seq']}):"
+            )
             for m in first["mismatches"]:
                 click.echo(f"  {m}")
     sys.exit(0 if report["match"] else 2 if error is not None else 1)

@@ -46,14 +46,26 @@ def guard() -> None:
 
 @guard.command()
 @click.argument("source", default="-", type=click.File("r", encoding="utf-8"))
-@click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
-              help="GovernancePolicy file whose spec.guardrails is applied.")
-@click.option("--direction", type=click.Choice(["request", "response"]), default="request",
-              show_default=True, help="Direction the texts travel in.")
-@click.option("--detectors", default=None, metavar="LIST",
-              help="Comma-separated subset: prompt_injection,pii,secrets.")
-def scan(source: IO[str], policy_file: str | None, direction: str,
-         detectors: str | None) -> None:
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False),
+    help="GovernancePolicy file whose spec.guardrails is applied.",
+)
+@click.option(
+    "--direction",
+    type=click.Choice(["request", "response"]),
+    default="request",
+    show_default=True,
+    help="Direction the texts travel in.",
+)
+@click.option(
+    "--detectors",
+    default=None,
+    metavar="LIST",
+    help="Comma-separated subset: prompt_injection,pii,secrets.",
+)
+def scan(source: IO[str], policy_file: str | None, direction: str, detectors: str | None) -> None:
     """Scan JSON lines {"text": ...} from SOURCE (default: standard input)."""
     if policy_file is not None:
         try:
@@ -68,8 +80,9 @@ def scan(source: IO[str], policy_file: str | None, direction: str,
         names = [n.strip() for n in detectors.split(",") if n.strip()]
         unknown = sorted(set(names) - set(_DETECTOR_FIELDS))
         if unknown:
-            raise click.BadParameter(f"unknown detector(s): {', '.join(unknown)}",
-                                     param_hint="--detectors")
+            raise click.BadParameter(
+                f"unknown detector(s): {', '.join(unknown)}", param_hint="--detectors"
+            )
         spec = _restrict(spec, names)
     guardrails = Guardrails.from_spec(spec)
     failed = False
@@ -82,7 +95,7 @@ def scan(source: IO[str], policy_file: str | None, direction: str,
         except orjson.JSONDecodeError:
             doc = None
         if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
-            out.write(orjson.dumps({"error": f"line {lineno}: expected {{\"text\": string}}"}))
+            out.write(orjson.dumps({"error": f'line {lineno}: expected {{"text": string}}'}))
             out.write(b"\n")
             failed = True
             continue

@@ -30,34 +30,54 @@ def iptables() -> None:
 @iptables.command()
 @click.option("--proxy-uid", type=int, required=True, help="UID the sidecar runs as.")
 @click.option(
-    "--proxy-port", type=int, default=rules.DEFAULT_PROXY_PORT, show_default=True,
+    "--proxy-port",
+    type=int,
+    default=rules.DEFAULT_PROXY_PORT,
+    show_default=True,
     help="Transparent listener port connections are redirected to.",
 )
 @click.option(
-    "--exclude-port", "exclude_ports", type=int, multiple=True,
+    "--exclude-port",
+    "exclude_ports",
+    type=int,
+    multiple=True,
     help="Outbound TCP port that bypasses the sidecar (repeatable). A deliberate hole.",
 )
 @click.option(
-    "--protect-port", "protect_ports", type=int, multiple=True,
+    "--protect-port",
+    "protect_ports",
+    type=int,
+    multiple=True,
     help="Port other UIDs may not connect to (repeatable; default: 17020 and 17090).",
 )
 @click.option(
-    "--dns", "dns_servers", multiple=True,
+    "--dns",
+    "dns_servers",
+    multiple=True,
     help="Resolver other UIDs may query on port 53 (repeatable; default: /etc/resolv.conf).",
 )
 @click.option("--no-dns", is_flag=True, help="Allow no DNS at all to other UIDs.")
 @click.option(
-    "--mesh-uids", default="", show_default=False,
+    "--mesh-uids",
+    default="",
+    show_default=False,
     help="Comma-separated UIDs of a service mesh proxy (e.g. 1337 for Istio's Envoy): "
-         "neither redirected nor dropped, so haltgate's traffic continues to the mesh.",
+    "neither redirected nor dropped, so haltgate's traffic continues to the mesh.",
 )
 @click.option("--ipv4-only", is_flag=True, help="Skip ip6tables (only if IPv6 is disabled).")
 @click.option("--dry-run", is_flag=True, help="Print the rule set and change nothing.")
 @_backend
 def apply(
-    proxy_uid: int, proxy_port: int, exclude_ports: tuple[int, ...],
-    protect_ports: tuple[int, ...], dns_servers: tuple[str, ...], no_dns: bool,
-    mesh_uids: str, ipv4_only: bool, dry_run: bool, backend: str,
+    proxy_uid: int,
+    proxy_port: int,
+    exclude_ports: tuple[int, ...],
+    protect_ports: tuple[int, ...],
+    dns_servers: tuple[str, ...],
+    no_dns: bool,
+    mesh_uids: str,
+    ipv4_only: bool,
+    dry_run: bool,
+    backend: str,
 ) -> None:
     """Install the rules (replacing haltgate's previous ones). Idempotent."""
     if no_dns and dns_servers:
@@ -65,8 +85,7 @@ def apply(
     try:
         meshes = tuple(int(u) for u in mesh_uids.split(",") if u.strip())
     except ValueError as e:
-        raise click.UsageError(f"--mesh-uids: comma-separated integers, got {mesh_uids!r}") \
-            from e
+        raise click.UsageError(f"--mesh-uids: comma-separated integers, got {mesh_uids!r}") from e
     servers = () if no_dns else (dns_servers or tuple(rules.system_resolvers()))
     try:
         config = rules.RuleConfig(
@@ -115,12 +134,28 @@ rules redirect it to the sidecar's transparent listener."""
 
 
 @iptables.command()
-@click.option("--port", type=int, default=9, show_default=True,
-              help="Destination port of the probe connection.")
-@click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True,
-              help="Seconds to wait for the probe connection.")
-@click.option("--attempts", type=int, default=10, show_default=True,
-              help="Probe attempts (the sidecar may still be starting), 1 s apart.")
+@click.option(
+    "--port",
+    type=int,
+    default=9,
+    show_default=True,
+    help="Destination port of the probe connection.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Seconds to wait for the probe connection.",
+)
+@click.option(
+    "--attempts",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Probe attempts (the sidecar may still be starting), 1 s apart.",
+)
 def verify(port: int, timeout_s: float, attempts: int) -> None:
     """Check, without any capability, that this pod's egress is redirected to haltgate.
 
@@ -138,11 +173,13 @@ def verify(port: int, timeout_s: float, attempts: int) -> None:
             time.sleep(1.0)
         try:
             with socket.create_connection((PROBE_ADDRESS, port), timeout=timeout_s):
-                click.echo(f"haltgate redirect in place: {PROBE_ADDRESS}:{port} reached the "
-                           f"sidecar")
+                click.echo(
+                    f"haltgate redirect in place: {PROBE_ADDRESS}:{port} reached the sidecar"
+                )
                 return
         except OSError as e:
             last = f"{type(e).__name__}: {e}"
     raise click.ClickException(
         f"redirect_missing: a connection to {PROBE_ADDRESS}:{port} did not reach the sidecar "
-        f"({last}); the egress rules are not installed in this pod")
+        f"({last}); the egress rules are not installed in this pod"
+    )

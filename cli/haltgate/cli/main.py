@@ -45,8 +45,10 @@ class LazyGroup(click.Group):
         return command
 
 
-@click.group(cls=LazyGroup,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="haltgate")
 def main() -> None:
     """haltgate: governance for AI agents in Kubernetes, enforced on the network."""

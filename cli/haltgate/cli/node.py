@@ -28,9 +28,13 @@ def node() -> None:
 
 
 @node.command(context_settings={"ignore_unknown_options": True})
-@click.option("--netns", "netns", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The pod's network namespace: /proc/PID/ns/net or /run/netns/NAME.")
+@click.option(
+    "--netns",
+    "netns",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The pod's network namespace: /proc/PID/ns/net or /run/netns/NAME.",
+)
 @click.argument("iptables_args", nargs=-1, type=click.UNPROCESSED)
 def apply(netns: Path, iptables_args: tuple[str, ...]) -> None:
     """Install the egress rules inside the network namespace NETNS.
@@ -44,11 +48,13 @@ def apply(netns: Path, iptables_args: tuple[str, ...]) -> None:
     haltgate = str(Path(sys.argv[0]).resolve()) if os.path.isfile(sys.argv[0]) else "haltgate"
     argv = [nsenter, f"--net={netns}", haltgate, "iptables", "apply", *iptables_args]
     try:
-        res = subprocess.run(argv, capture_output=True, text=True,
-                             timeout=NSENTER_TIMEOUT_SECONDS, check=False)
+        res = subprocess.run(
+            argv, capture_output=True, text=True, timeout=NSENTER_TIMEOUT_SECONDS, check=False
+        )
     except subprocess.TimeoutExpired as e:
-        raise click.ClickException(f"iptables_failed: no answer within "
-                                   f"{NSENTER_TIMEOUT_SECONDS:.0f}s in {netns}") from e
+        raise click.ClickException(
+            f"iptables_failed: no answer within {NSENTER_TIMEOUT_SECONDS:.0f}s in {netns}"
+        ) from e
     if res.stdout:
         click.echo(res.stdout.rstrip())
     if res.returncode != 0:

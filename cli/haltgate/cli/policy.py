@@ -84,7 +84,8 @@ def _call_from_input(doc: Mapping[str, Any]) -> CallView:
         raise click.UsageError(f"input: request.kind must be llm, mcp, http or null: {e}") from e
     tools = doc.get("tools") or []
     if not isinstance(tools, list) or not all(
-            isinstance(t, Mapping) and isinstance(t.get("name"), str) for t in tools):
+        isinstance(t, Mapping) and isinstance(t.get("name"), str) for t in tools
+    ):
         raise click.UsageError("input: 'tools' must be a list of objects with a 'name'")
     host = str(req.get("host", ""))
     scheme = str(req.get("scheme", "https"))
@@ -97,13 +98,15 @@ def _call_from_input(doc: Mapping[str, Any]) -> CallView:
         path=str(req.get("path", "/")),
         upstream=req.get("upstream"),
         model=req.get("model"),
-        tool_calls=tuple(ToolCall(str(t["name"]), t.get("arguments"), t.get("server"))
-                         for t in tools),
+        tool_calls=tuple(
+            ToolCall(str(t["name"]), t.get("arguments"), t.get("server")) for t in tools
+        ),
         mcp_method=req.get("mcp_method") or ("tools/call" if tools else None),
         max_output_tokens=req.get("max_output_tokens"),
         stream=bool(req.get("stream", False)),
-        agent=AgentIdentity(**{k: str(agent.get(k, "")) for k in
-                               ("namespace", "workload", "pod", "run_id")}),
+        agent=AgentIdentity(
+            **{k: str(agent.get(k, "")) for k in ("namespace", "workload", "pod", "run_id")}
+        ),
     )
 
 
@@ -113,20 +116,39 @@ def _verdict(allowed: bool) -> str:
 
 @policy.command("test")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--input", "-i", "input_path", required=True,
-              type=click.Path(dir_okay=False, exists=True),
-              help="JSON request: an OPA input document (agent, request, tools, budget, "
-                   "usage, findings), see docs/policies.md.")
-@click.option("--rego", "rego_path", type=click.Path(dir_okay=False, exists=True),
-              help="Rego file to use when the policy takes its module from a ConfigMap "
-                   "(or to try another module).")
-@click.option("--opa", "opa_path", help="opa binary (default: PATH, then "
-              "~/.cache/haltgate/bin/opa).")
-@click.option("--expect", type=click.Choice(["allow", "deny"]),
-              help="Exit 1 unless the final decision is this (for CI).")
+@click.option(
+    "--input",
+    "-i",
+    "input_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="JSON request: an OPA input document (agent, request, tools, budget, "
+    "usage, findings), see docs/policies.md.",
+)
+@click.option(
+    "--rego",
+    "rego_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Rego file to use when the policy takes its module from a ConfigMap "
+    "(or to try another module).",
+)
+@click.option(
+    "--opa", "opa_path", help="opa binary (default: PATH, then ~/.cache/haltgate/bin/opa)."
+)
+@click.option(
+    "--expect",
+    type=click.Choice(["allow", "deny"]),
+    help="Exit 1 unless the final decision is this (for CI).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def test(file: str, input_path: str, rego_path: str | None, opa_path: str | None,
-         expect: str | None, as_json: bool) -> None:
+def test(
+    file: str,
+    input_path: str,
+    rego_path: str | None,
+    opa_path: str | None,
+    expect: str | None,
+    as_json: bool,
+) -> None:
     """Evaluate the policy in FILE for one request: tool rules, then OPA (with `opa eval`).
 
     Prints each stage's decision and why (the deciding rule, OPA's reason and code) and the
@@ -152,16 +174,22 @@ def test(file: str, input_path: str, rego_path: str | None, opa_path: str | None
     call = _call_from_input(request)
     authz = ToolAuthorizer(spec.tools).authorize(call)
     report: dict[str, Any] = {
-        "tools": {"allowed": authz.allowed, "rule": authz.rule, "risk": authz.risk,
-                  "code": authz.code, "message": authz.message},
+        "tools": {
+            "allowed": authz.allowed,
+            "rule": authz.rule,
+            "risk": authz.risk,
+            "code": authz.code,
+            "message": authz.message,
+        },
         "opa": None,
     }
     allowed, code = authz.allowed, authz.code
     if spec.opa is not None:
         binary = opa_path or rego.find_opa_binary()
         if binary is None:
-            click.echo("no opa binary: put `opa` on PATH, pass --opa, or run `make binaries`",
-                       err=True)
+            click.echo(
+                "no opa binary: put `opa` on PATH, pass --opa, or run `make binaries`", err=True
+            )
             raise SystemExit(2)
         if rego_path is not None:
             with open(rego_path, encoding="utf-8") as f:
@@ -170,25 +198,34 @@ def test(file: str, input_path: str, rego_path: str | None, opa_path: str | None
             module = spec.opa.rego
         else:
             raise click.UsageError("the policy takes its Rego from a ConfigMap: pass --rego")
-        opa_input = build_input(call, authz=authz, budget=request.get("budget"),
-                                usage=request.get("usage"),
-                                findings=request.get("findings") or ())
+        opa_input = build_input(
+            call,
+            authz=authz,
+            budget=request.get("budget"),
+            usage=request.get("usage"),
+            findings=request.get("findings") or (),
+        )
         try:
             body = rego.eval_rego(module, spec.opa.decision_path, opa_input, opa=binary)
         except rego.RegoToolError as e:
             click.echo(f"opa: {e}", err=True)
             raise SystemExit(2) from e
         if "errors" in body:
-            errs = "; ".join(str(x.get("message", x)) for x in body["errors"]
-                             if isinstance(x, Mapping))
+            errs = "; ".join(
+                str(x.get("message", x)) for x in body["errors"] if isinstance(x, Mapping)
+            )
             decision = OPADecision(False, f"OPA error: {errs}", code=CODE_OPA_ERROR)
         else:
             decision = parse_decision(body)
         report["opa"] = {
-            "allow": decision.allow, "code": decision.code, "reason": decision.reason,
+            "allow": decision.allow,
+            "code": decision.code,
+            "reason": decision.reason,
             "failure_type": decision.failure_type.value if decision.failure_type else None,
-            "risk": decision.risk, "headers": dict(decision.headers),
-            "decision_path": spec.opa.decision_path, "value": body.get("result"),
+            "risk": decision.risk,
+            "headers": dict(decision.headers),
+            "decision_path": spec.opa.decision_path,
+            "value": body.get("result"),
         }
         if allowed and not decision.allow:
             allowed, code = False, decision.code
@@ -199,9 +236,11 @@ def test(file: str, input_path: str, rego_path: str | None, opa_path: str | None
     else:
         t = report["tools"]
         why = f"rule {t['rule']!r}" if t["rule"] else "default"
-        click.echo(f"tool rules: {_verdict(t['allowed'])} by {why}"
-                   + (f" [{t['code']}]" if t["code"] else "")
-                   + f" risk={t['risk']:g}: {t['message']}")
+        click.echo(
+            f"tool rules: {_verdict(t['allowed'])} by {why}"
+            + (f" [{t['code']}]" if t["code"] else "")
+            + f" risk={t['risk']:g}: {t['message']}"
+        )
         if (o := report["opa"]) is not None:
             line = f"opa:        {_verdict(o['allow'])} data.{o['decision_path'].replace('/', '.')}"
             if o["code"]:

@@ -26,10 +26,12 @@ from haltgate.governance.validation import PolicyFileError
 
 T = TypeVar("T")
 
-_dsn = click.option("--dsn", envvar="HALTGATE_POOL_DSN", required=True,
-                    help="PostgreSQL URI of the pool database.")
-_ns = click.option("--namespace", "-n", default="default", show_default=True,
-                   help="Namespace of the BudgetPool.")
+_dsn = click.option(
+    "--dsn", envvar="HALTGATE_POOL_DSN", required=True, help="PostgreSQL URI of the pool database."
+)
+_ns = click.option(
+    "--namespace", "-n", default="default", show_default=True, help="Namespace of the BudgetPool."
+)
 
 
 def _run(dsn: str, op: Callable[[PoolStore], Awaitable[T]]) -> T:
@@ -64,9 +66,14 @@ def migrate_cmd(dsn: str) -> None:
 
 @pool.command(name="apply")
 @_dsn
-@click.option("-f", "--file", "path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="BudgetPool YAML.")
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="BudgetPool YAML.",
+)
 def apply_cmd(dsn: str, path: Path) -> None:
     """Create a pool or update its limits and rules from a BudgetPool document."""
     import yaml

@@ -74,8 +74,13 @@ class StartFailed(click.ClickException):
 class _OneLineErrors(click.Command):
     """Bad flag values are reported as one line naming the flag (exit 2)."""
 
-    def make_context(self, info_name: str | None, args: list[str],
-                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as e:
@@ -89,98 +94,217 @@ class _OneLineErrors(click.Command):
 
 
 @click.command(name="sidecar", cls=_OneLineErrors)
-@click.option("--policy", "policy_path", required=True, envvar="HALTGATE_POLICY_FILE",
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="GovernancePolicy YAML (reloaded when it changes).")
-@click.option("--admin-token-file", envvar="HALTGATE_ADMIN_TOKEN_FILE",
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="File holding the admin API bearer token. Without it the admin API "
-                   "refuses every request.")
-@click.option("--state-dir", envvar="HALTGATE_STATE_DIR",
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for budget state and run id (survives restarts).")
-@click.option("--audit-dir", envvar="HALTGATE_AUDIT_DIR",
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Audit spool directory (default: <state-dir>/audit; memory if neither).")
-@click.option("--audit-sink", type=click.Choice(["spool", "memory"]), default="spool",
-              show_default=True,
-              help="spool: durable local spool (production). memory: records kept in memory "
-                   "only, lost on exit (tests, demos, benchmarks).")
-@click.option("--mode", envvar="HALTGATE_MODE", default="transparent", show_default=True,
-              type=click.Choice(["transparent", "explicit"]),
-              help="transparent also listens on 17001 for redirected connections.")
-@click.option("--ca-dir", envvar="HALTGATE_CA_DIR",
-              type=click.Path(file_okay=False, path_type=Path),
-              help="haltgate CA (ca.crt, ca.key) used to mint inspection certificates.")
-@click.option("--upstream-ca-file", envvar="HALTGATE_UPSTREAM_CA_FILE",
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="Extra CA bundle trusted for https upstreams (system CAs otherwise).")
-@click.option("--listen", "explicit_listen", default=f"127.0.0.1:{EXPLICIT_PORT}",
-              show_default=True, help="Explicit mode (base-URL aliases, HTTP(S)_PROXY).")
-@click.option("--transparent-listen", default=f"127.0.0.1:{TRANSPARENT_PORT}",
-              show_default=True, help="Transparent mode listener (IPv4; ::1 is added).")
-@click.option("--admin-listen", default=f"127.0.0.1:{ADMIN_PORT}", show_default=True,
-              help="Admin API and probes. Loopback by default; the injected sidecar listens "
-                   "on the pod IP (kubelet probes, the operator). Avoid 0.0.0.0.")
-@click.option("--metrics-listen", default=f"127.0.0.1:{METRICS_PORT}", show_default=True,
-              help="Prometheus /metrics. Loopback by default; the injected sidecar listens "
-                   "on the pod IP (scrapes).")
-@click.option("--max-connections", default=2048, show_default=True,
-              type=click.IntRange(min=1),
-              help="Live connections per proxy listener; more get 503 too_many_connections.")
-@click.option("--idle-timeout", default=15.0, show_default=True,
-              type=click.FloatRange(min=0.001),
-              help="Seconds a connection may stay without a complete request head (header "
-                   "timeout, keep-alive idle timeout) on every listener.")
-@click.option("--agent-namespace", envvar="HALTGATE_POD_NAMESPACE", default="",
-              help="Agent namespace (downward API).")
+@click.option(
+    "--policy",
+    "policy_path",
+    required=True,
+    envvar="HALTGATE_POLICY_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="GovernancePolicy YAML (reloaded when it changes).",
+)
+@click.option(
+    "--admin-token-file",
+    envvar="HALTGATE_ADMIN_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the admin API bearer token. Without it the admin API refuses every request.",
+)
+@click.option(
+    "--state-dir",
+    envvar="HALTGATE_STATE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for budget state and run id (survives restarts).",
+)
+@click.option(
+    "--audit-dir",
+    envvar="HALTGATE_AUDIT_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Audit spool directory (default: <state-dir>/audit; memory if neither).",
+)
+@click.option(
+    "--audit-sink",
+    type=click.Choice(["spool", "memory"]),
+    default="spool",
+    show_default=True,
+    help="spool: durable local spool (production). memory: records kept in memory "
+    "only, lost on exit (tests, demos, benchmarks).",
+)
+@click.option(
+    "--mode",
+    envvar="HALTGATE_MODE",
+    default="transparent",
+    show_default=True,
+    type=click.Choice(["transparent", "explicit"]),
+    help="transparent also listens on 17001 for redirected connections.",
+)
+@click.option(
+    "--ca-dir",
+    envvar="HALTGATE_CA_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="haltgate CA (ca.crt, ca.key) used to mint inspection certificates.",
+)
+@click.option(
+    "--upstream-ca-file",
+    envvar="HALTGATE_UPSTREAM_CA_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Extra CA bundle trusted for https upstreams (system CAs otherwise).",
+)
+@click.option(
+    "--listen",
+    "explicit_listen",
+    default=f"127.0.0.1:{EXPLICIT_PORT}",
+    show_default=True,
+    help="Explicit mode (base-URL aliases, HTTP(S)_PROXY).",
+)
+@click.option(
+    "--transparent-listen",
+    default=f"127.0.0.1:{TRANSPARENT_PORT}",
+    show_default=True,
+    help="Transparent mode listener (IPv4; ::1 is added).",
+)
+@click.option(
+    "--admin-listen",
+    default=f"127.0.0.1:{ADMIN_PORT}",
+    show_default=True,
+    help="Admin API and probes. Loopback by default; the injected sidecar listens "
+    "on the pod IP (kubelet probes, the operator). Avoid 0.0.0.0.",
+)
+@click.option(
+    "--metrics-listen",
+    default=f"127.0.0.1:{METRICS_PORT}",
+    show_default=True,
+    help="Prometheus /metrics. Loopback by default; the injected sidecar listens "
+    "on the pod IP (scrapes).",
+)
+@click.option(
+    "--max-connections",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Live connections per proxy listener; more get 503 too_many_connections.",
+)
+@click.option(
+    "--idle-timeout",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Seconds a connection may stay without a complete request head (header "
+    "timeout, keep-alive idle timeout) on every listener.",
+)
+@click.option(
+    "--agent-namespace",
+    envvar="HALTGATE_POD_NAMESPACE",
+    default="",
+    help="Agent namespace (downward API).",
+)
 @click.option("--agent-pod", envvar="HALTGATE_POD_NAME", default="", help="Agent pod name.")
-@click.option("--agent-workload", envvar="HALTGATE_WORKLOAD", default="",
-              help="Agent workload name (default: derived from the pod name).")
-@click.option("--policy-name", envvar="HALTGATE_POLICY_NAME", default="",
-              help="GovernancePolicy name, exported as the policy metric label.")
-@click.option("--opa-url", envvar="HALTGATE_OPA_URL", default="http://127.0.0.1:8181",
-              show_default=True)
-@click.option("--rego-dir", envvar="HALTGATE_REGO_DIR", default="/etc/haltgate/opa",
-              show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--reload-interval", default=1.0, show_default=True,
-              type=click.FloatRange(min=0.01),
-              help="Seconds between policy file checks.")
-@click.option("--default-max-output-tokens", default=4096, show_default=True,
-              type=click.IntRange(min=1),
-              help="Output tokens reserved for LLM calls that set no max_tokens, when the "
-                   "price table does not know the model's largest completion (a known "
-                   "model reserves its real maximum).")
-@click.option("--body-memory-budget", default=DEFAULT_BODY_BUDGET, show_default=True,
-              type=click.IntRange(min=1),
-              help="Bytes of request and response bodies all calls together may hold in "
-                   "memory; past it calls get 503 memory_budget_exhausted (Retry-After). "
-                   "The process needs about three times this on top of its idle size.")
-@click.option("--pool-dsn", envvar="HALTGATE_POOL_DSN", default=None,
-              help="PostgreSQL URI of the BudgetPool database (when the policy names a pool; "
-                   "best from a mounted Secret via the environment).")
-@click.option("--pool-fail-mode", envvar="HALTGATE_POOL_FAIL_MODE", default="closed",
-              show_default=True, type=click.Choice(["closed", "open"]),
-              help="Pool database unreachable past the current lease: refuse calls (closed) "
-                   "or allow them uncounted (open).")
-@click.option("--price-table", envvar="HALTGATE_PRICE_TABLE", default=None,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="Price table (YAML, the layout of the shipped one) replacing the table "
-                   "shipped in the image; spec.pricing still overrides single models. "
-                   "Re-read on policy reload.")
-@click.option("--log-level", envvar="HALTGATE_LOG_LEVEL", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | None,
-            audit_dir: Path | None, audit_sink: str, mode: str, ca_dir: Path | None,
-            upstream_ca_file: Path | None, explicit_listen: str,
-            transparent_listen: str, admin_listen: str, metrics_listen: str,
-            max_connections: int, idle_timeout: float,
-            agent_namespace: str, agent_pod: str, agent_workload: str, policy_name: str,
-            opa_url: str,
-            rego_dir: Path, reload_interval: float, default_max_output_tokens: int,
-            body_memory_budget: int,
-            pool_dsn: str | None, pool_fail_mode: str, price_table: Path | None,
-            log_level: str) -> None:
+@click.option(
+    "--agent-workload",
+    envvar="HALTGATE_WORKLOAD",
+    default="",
+    help="Agent workload name (default: derived from the pod name).",
+)
+@click.option(
+    "--policy-name",
+    envvar="HALTGATE_POLICY_NAME",
+    default="",
+    help="GovernancePolicy name, exported as the policy metric label.",
+)
+@click.option(
+    "--opa-url", envvar="HALTGATE_OPA_URL", default="http://127.0.0.1:8181", show_default=True
+)
+@click.option(
+    "--rego-dir",
+    envvar="HALTGATE_REGO_DIR",
+    default="/etc/haltgate/opa",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--reload-interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds between policy file checks.",
+)
+@click.option(
+    "--default-max-output-tokens",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Output tokens reserved for LLM calls that set no max_tokens, when the "
+    "price table does not know the model's largest completion (a known "
+    "model reserves its real maximum).",
+)
+@click.option(
+    "--body-memory-budget",
+    default=DEFAULT_BODY_BUDGET,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Bytes of request and response bodies all calls together may hold in "
+    "memory; past it calls get 503 memory_budget_exhausted (Retry-After). "
+    "The process needs about three times this on top of its idle size.",
+)
+@click.option(
+    "--pool-dsn",
+    envvar="HALTGATE_POOL_DSN",
+    default=None,
+    help="PostgreSQL URI of the BudgetPool database (when the policy names a pool; "
+    "best from a mounted Secret via the environment).",
+)
+@click.option(
+    "--pool-fail-mode",
+    envvar="HALTGATE_POOL_FAIL_MODE",
+    default="closed",
+    show_default=True,
+    type=click.Choice(["closed", "open"]),
+    help="Pool database unreachable past the current lease: refuse calls (closed) "
+    "or allow them uncounted (open).",
+)
+@click.option(
+    "--price-table",
+    envvar="HALTGATE_PRICE_TABLE",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Price table (YAML, the layout of the shipped one) replacing the table "
+    "shipped in the image; spec.pricing still overrides single models. "
+    "Re-read on policy reload.",
+)
+@click.option(
+    "--log-level",
+    envvar="HALTGATE_LOG_LEVEL",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def sidecar(
+    policy_path: Path,
+    admin_token_file: Path | None,
+    state_dir: Path | None,
+    audit_dir: Path | None,
+    audit_sink: str,
+    mode: str,
+    ca_dir: Path | None,
+    upstream_ca_file: Path | None,
+    explicit_listen: str,
+    transparent_listen: str,
+    admin_listen: str,
+    metrics_listen: str,
+    max_connections: int,
+    idle_timeout: float,
+    agent_namespace: str,
+    agent_pod: str,
+    agent_workload: str,
+    policy_name: str,
+    opa_url: str,
+    rego_dir: Path,
+    reload_interval: float,
+    default_max_output_tokens: int,
+    body_memory_budget: int,
+    pool_dsn: str | None,
+    pool_fail_mode: str,
+    price_table: Path | None,
+    log_level: str,
+) -> None:
     """Run the governing proxy next to an agent.
 
     Ports: 17000 explicit mode, 17001 transparent mode, 17020 admin API, 17090 metrics.
@@ -188,8 +312,9 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
     or price table, unusable CA, address in use), one line naming the flag; 2 a bad flag
     value (one line naming the flag).
     """
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     flags = dict(FLAGS)
     if audit_sink == "memory":
         audit_dir = None
@@ -197,20 +322,34 @@ def sidecar(policy_path: Path, admin_token_file: Path | None, state_dir: Path | 
         audit_dir = state_dir / "audit"
         flags["audit_dir"] = "--state-dir"  # the spool's directory comes from it
     settings = SidecarSettings(
-        policy_path=policy_path, admin_token_file=admin_token_file, state_dir=state_dir,
-        audit_dir=audit_dir, ca_dir=ca_dir, upstream_ca_file=upstream_ca_file,
+        policy_path=policy_path,
+        admin_token_file=admin_token_file,
+        state_dir=state_dir,
+        audit_dir=audit_dir,
+        ca_dir=ca_dir,
+        upstream_ca_file=upstream_ca_file,
         explicit=_listen(explicit_listen, EXPLICIT_PORT, "--listen"),
         transparent=_listen(transparent_listen, TRANSPARENT_PORT, "--transparent-listen")
-        if mode == "transparent" else None,
+        if mode == "transparent"
+        else None,
         admin=_listen(admin_listen, ADMIN_PORT, "--admin-listen"),
         metrics=_listen(metrics_listen, METRICS_PORT, "--metrics-listen"),
         limits=ListenerLimits(idle_timeout=idle_timeout, max_connections=max_connections),
-        agent=AgentIdentity(namespace=agent_namespace, pod=agent_pod,
-                            workload=agent_workload or workload_of(agent_pod)),
-        reload_interval=reload_interval, opa_url=opa_url, rego_dir=rego_dir,
-        pipeline=PipelineSettings(default_max_output_tokens=default_max_output_tokens,
-                                  body_memory_budget=body_memory_budget),
-        pool_dsn=pool_dsn, pool_fail_mode=pool_fail_mode, policy_name=policy_name,
+        agent=AgentIdentity(
+            namespace=agent_namespace,
+            pod=agent_pod,
+            workload=agent_workload or workload_of(agent_pod),
+        ),
+        reload_interval=reload_interval,
+        opa_url=opa_url,
+        rego_dir=rego_dir,
+        pipeline=PipelineSettings(
+            default_max_output_tokens=default_max_output_tokens,
+            body_memory_budget=body_memory_budget,
+        ),
+        pool_dsn=pool_dsn,
+        pool_fail_mode=pool_fail_mode,
+        policy_name=policy_name,
         price_table=price_table,
     )
     try:

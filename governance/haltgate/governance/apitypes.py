@@ -40,8 +40,10 @@ def _join(path: Loc, key: str | int) -> Loc:
 
 def _finite_issue(value: Any) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
-        return (f"must be a finite number, got {value} (JSON has no Infinity or NaN: the "
-                f"apiserver cannot store it)")
+        return (
+            f"must be a finite number, got {value} (JSON has no Infinity or NaN: the "
+            f"apiserver cannot store it)"
+        )
     return None
 
 
@@ -51,18 +53,26 @@ def _scalar_issue(kind: str, value: Any) -> str | None:
         return None  # "null" branches are handled by the caller; nullable is pydantic's
     if (why := _finite_issue(value)) is not None:
         return why
-    if kind in ("integer", "number") and isinstance(value, str) and _GO_FLOAT.match(value) \
-            and math.isinf(float(value)):
-        return (f"must be a number: {value} is beyond a 64-bit float (kubectl sends it as "
-                f"the string {value!r}, which the apiserver refuses)")
+    if (
+        kind in ("integer", "number")
+        and isinstance(value, str)
+        and _GO_FLOAT.match(value)
+        and math.isinf(float(value))
+    ):
+        return (
+            f"must be a number: {value} is beyond a 64-bit float (kubectl sends it as "
+            f"the string {value!r}, which the apiserver refuses)"
+        )
     if kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be an integer, got {type(value).__name__} {value!r}"[:200]
         if isinstance(value, float) and not value.is_integer():
             return f"must be an integer, got {value}"
         if not INT64_MIN <= value <= INT64_MAX:
-            return (f"must be between {INT64_MIN} and {INT64_MAX} (a 64-bit integer, as the "
-                    f"apiserver stores it), got {int(value)}")
+            return (
+                f"must be between {INT64_MIN} and {INT64_MAX} (a 64-bit integer, as the "
+                f"apiserver stores it), got {int(value)}"
+            )
     elif kind == "number":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, got {type(value).__name__} {value!r}"[:200]
@@ -88,8 +98,9 @@ def _collector(into: list[tuple[Loc, str]]) -> Report:
     return report
 
 
-def _walk(schema: Schema, defs: Mapping[str, Any], value: Any, path: Loc,
-          report: Report, depth: int = 0) -> None:
+def _walk(
+    schema: Schema, defs: Mapping[str, Any], value: Any, path: Loc, report: Report, depth: int = 0
+) -> None:
     if depth > 64:
         return
     if "$ref" in schema:
@@ -179,6 +190,6 @@ def _float(loader: yaml.SafeLoader, node: yaml.nodes.ScalarNode) -> Any:
 
 
 KubectlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 KubectlLoader.add_constructor("tag:yaml.org,2002:float", _float)

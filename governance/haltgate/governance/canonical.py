@@ -47,8 +47,7 @@ CODE_AMBIGUOUS_PATH: Final = "ambiguous_path"
 CODE_INVALID_PATH: Final = "invalid_path"
 CODE_MEANING_OVERRIDE: Final = "meaning_override"
 
-_UNRESERVED: Final = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE = re.compile(r"%(?:[0-9A-Fa-f]{2})?")
 _DOUBLE = re.compile(r"%25[0-9A-Fa-f]{2}")
 _REFUSED_ESCAPES: Final = {"2F": "an encoded '/' (%2F)", "5C": "an encoded '\\' (%5C)"}
@@ -73,8 +72,9 @@ class CanonicalPath:
 
 
 def _refuse(what: str) -> BadRequestError:
-    return BadRequestError(f"path has {what}: it reads differently upstream",
-                           code=CODE_AMBIGUOUS_PATH)
+    return BadRequestError(
+        f"path has {what}: it reads differently upstream", code=CODE_AMBIGUOUS_PATH
+    )
 
 
 def _escape(m: re.Match[str]) -> str:
@@ -97,8 +97,9 @@ def encode_non_ascii(text: str) -> str:
     """``text`` with every non-ASCII character percent-encoded as UTF-8."""
     if text.isascii():
         return text
-    return "".join(c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode("utf-8"))
-                   for c in text)
+    return "".join(
+        c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in text
+    )
 
 
 def canonical_path(raw: str, *, parameters: bool = False) -> CanonicalPath:
@@ -110,8 +111,15 @@ def canonical_path(raw: str, *, parameters: bool = False) -> CanonicalPath:
     """
     if not raw.startswith("/"):
         raise _refuse("no leading '/'")
-    if ("%" not in raw and ";" not in raw and "//" not in raw and "/." not in raw
-            and "\\" not in raw and "#" not in raw and raw.isascii()):
+    if (
+        "%" not in raw
+        and ";" not in raw
+        and "//" not in raw
+        and "/." not in raw
+        and "\\" not in raw
+        and "#" not in raw
+        and raw.isascii()
+    ):
         return CanonicalPath(raw, raw)  # the common case: nothing to decode or refuse
     if "#" in raw:
         # A request-target never carries a fragment (RFC 9112 3.2); an HTTP client drops it
@@ -146,8 +154,9 @@ def canonical_path(raw: str, *, parameters: bool = False) -> CanonicalPath:
 _FORM = "application/x-www-form-urlencoded"
 
 
-def check_meaning_overrides(headers: Mapping[str, str], query: str, content_type: str,
-                            body: bytes) -> None:
+def check_meaning_overrides(
+    headers: Mapping[str, str], query: str, content_type: str, body: bytes
+) -> None:
     """Refuse a request that asks the upstream to read it as another method or path.
 
     ``headers`` is case-insensitive (aiohttp's ``CIMultiDictProxy``). Checked: the
@@ -158,7 +167,9 @@ def check_meaning_overrides(headers: Mapping[str, str], query: str, content_type
         if name in headers:
             raise BadRequestError(
                 f"header {name!r} would make the upstream read another method or path; "
-                "send the request as what it is", code=CODE_MEANING_OVERRIDE)
+                "send the request as what it is",
+                code=CODE_MEANING_OVERRIDE,
+            )
     if "_method" in query.lower() or "%5f" in query.lower():
         _refuse_method_param(query, "query parameter")
     if body and content_type.startswith(_FORM) and b"method" in body.lower():
@@ -170,4 +181,5 @@ def _refuse_method_param(encoded: str, where: str) -> None:
         if key.strip().lower() == "_method":
             raise BadRequestError(
                 f"{where} '_method' would make the upstream read another method",
-                code=CODE_MEANING_OVERRIDE)
+                code=CODE_MEANING_OVERRIDE,
+            )

@@ -161,8 +161,9 @@ class FlowRefusal:
         head = f"flow rule {self.rule!r}: this run took in content from {self.source}, so "
         if self.approval is None:
             return head + f"calls to {self.sink} are refused until an operator reset"
-        return head + (f"this call to {self.sink} needs an operator's approval "
-                       f"(approval id {self.approval})")
+        return head + (
+            f"this call to {self.sink} needs an operator's approval (approval id {self.approval})"
+        )
 
 
 class FlowPolicy:
@@ -170,10 +171,15 @@ class FlowPolicy:
 
     def __init__(self, rules: Iterable[FlowRule]) -> None:
         self.rules = tuple(
-            (r.name, tuple(_Endpoint.compile(s) for s in r.sources),
-             tuple(_Endpoint.compile(s) for s in r.sinks), r.action == "approval",
-             r.window_calls if r.scope == "calls" else None)
-            for r in rules)
+            (
+                r.name,
+                tuple(_Endpoint.compile(s) for s in r.sources),
+                tuple(_Endpoint.compile(s) for s in r.sinks),
+                r.action == "approval",
+                r.window_calls if r.scope == "calls" else None,
+            )
+            for r in rules
+        )
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -182,11 +188,13 @@ class FlowPolicy:
         """Names of the rules this call is an untrusted source of."""
         if not _is_tool_call(view, source=True):
             return []
-        return [name for name, sources, _, _, _ in self.rules
-                if any(s.matches(view) for s in sources)]
+        return [
+            name for name, sources, _, _, _ in self.rules if any(s.matches(view) for s in sources)
+        ]
 
-    def check(self, view: CallView, taint: FlowTaint,
-              fingerprint: Callable[[], str] = lambda: "") -> FlowRefusal | None:
+    def check(
+        self, view: CallView, taint: FlowTaint, fingerprint: Callable[[], str] = lambda: ""
+    ) -> FlowRefusal | None:
         """The refusal of a sink call of a tainted run (``None``: the call may go).
 
         A ``deny`` rule refuses first; else an ``approval`` rule refuses with the call's
@@ -206,8 +214,12 @@ class FlowPolicy:
             if not approval:
                 return FlowRefusal(name, source, describe(view))
             if pending is None:
-                pending = FlowRefusal(name, source, describe(view),
-                                      approval_id(taint.run_id or "", view, fingerprint()))
+                pending = FlowRefusal(
+                    name,
+                    source,
+                    describe(view),
+                    approval_id(taint.run_id or "", view, fingerprint()),
+                )
         if pending is not None and pending.approval is not None:
             if taint.use_approval(pending.approval):
                 return None
@@ -266,8 +278,11 @@ class FlowTaint:
         if self.unreadable:  # fail closed: every rule counts as tainted
             return self.sources.get(rule, _UNREADABLE)
         source = self.sources.get(rule)
-        if source is not None and window is not None and \
-                self.calls - self.tainted_at.get(rule, self.calls) > window:
+        if (
+            source is not None
+            and window is not None
+            and self.calls - self.tainted_at.get(rule, self.calls) > window
+        ):
             return None
         return source
 
@@ -310,10 +325,14 @@ class FlowTaint:
         return True
 
     def snapshot(self) -> dict[str, Any]:
-        return {"version": _TAINT_VERSION, "run_id": self.run_id,
-                "sources": dict(self.sources), "tainted_at": dict(self.tainted_at),
-                "pending": sorted(self.pending),
-                "approved": sorted(self.approved)}
+        return {
+            "version": _TAINT_VERSION,
+            "run_id": self.run_id,
+            "sources": dict(self.sources),
+            "tainted_at": dict(self.tainted_at),
+            "pending": sorted(self.pending),
+            "approved": sorted(self.approved),
+        }
 
     def _load(self, path: Path) -> None:
         try:
@@ -322,23 +341,36 @@ class FlowTaint:
             return
         except (OSError, ValueError) as e:
             doc = None
-            log.error("flow taint file %s unreadable (%s): the run counts as tainted for "
-                      "every flow rule until an operator reset", path, e)
-        if (isinstance(doc, dict) and doc.get("version") == _TAINT_VERSION
-                and isinstance(doc.get("sources"), dict)
-                and isinstance(doc.get("run_id"), str)):
+            log.error(
+                "flow taint file %s unreadable (%s): the run counts as tainted for "
+                "every flow rule until an operator reset",
+                path,
+                e,
+            )
+        if (
+            isinstance(doc, dict)
+            and doc.get("version") == _TAINT_VERSION
+            and isinstance(doc.get("sources"), dict)
+            and isinstance(doc.get("run_id"), str)
+        ):
             self.run_id = doc["run_id"]
             self.sources = {str(k): str(v) for k, v in doc["sources"].items()}
             at = doc.get("tainted_at")
-            self.tainted_at = {str(k): int(v) for k, v in at.items()
-                               if isinstance(v, int)} if isinstance(at, dict) else {}
+            self.tainted_at = (
+                {str(k): int(v) for k, v in at.items() if isinstance(v, int)}
+                if isinstance(at, dict)
+                else {}
+            )
             self.calls = max(self.tainted_at.values(), default=0)
             self.pending = {str(a) for a in doc.get("pending") or ()}
             self.approved = {str(a) for a in doc.get("approved") or ()}
         else:
             if doc is not None:
-                log.error("flow taint file %s malformed: the run counts as tainted for "
-                          "every flow rule until an operator reset", path)
+                log.error(
+                    "flow taint file %s malformed: the run counts as tainted for "
+                    "every flow rule until an operator reset",
+                    path,
+                )
             self.unreadable = True
 
     def _save(self) -> None:
@@ -379,25 +411,40 @@ def flow_problems(spec: GovernancePolicySpec) -> list[tuple[str, str]]:
 
 def _endpoint_problems(p: str, e: FlowEndpoint, *, sink: bool) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    matchers = [n for n, v in (("kind", e.kind), ("upstreams", e.upstreams),
-                               ("hosts", e.hosts), ("methods", e.methods),
-                               ("paths", e.paths), ("mcpServers", e.mcp_servers),
-                               ("mcpTools", e.mcp_tools)) if v]
+    matchers = [
+        n
+        for n, v in (
+            ("kind", e.kind),
+            ("upstreams", e.upstreams),
+            ("hosts", e.hosts),
+            ("methods", e.methods),
+            ("paths", e.paths),
+            ("mcpServers", e.mcp_servers),
+            ("mcpTools", e.mcp_tools),
+        )
+        if v
+    ]
     if e.any_tool_result:
         if sink:
             out.append((f"{p}.anyToolResult", "only valid in sources"))
         elif matchers:
-            out.append((f"{p}.anyToolResult",
-                        f"matches every tool result: remove {', '.join(matchers)}"))
+            out.append(
+                (f"{p}.anyToolResult", f"matches every tool result: remove {', '.join(matchers)}")
+            )
     elif not matchers:
-        out.append((p, "set at least one of kind, upstreams, hosts, methods, paths, "
-                       "mcpServers, mcpTools" + ("" if sink else ", anyToolResult")))
+        out.append(
+            (
+                p,
+                "set at least one of kind, upstreams, hosts, methods, paths, "
+                "mcpServers, mcpTools" + ("" if sink else ", anyToolResult"),
+            )
+        )
     if e.kind == "mcp" and (e.methods or e.paths):
-        out.append((f"{p}.{'methods' if e.methods else 'paths'}",
-                    "only valid for http endpoints"))
+        out.append((f"{p}.{'methods' if e.methods else 'paths'}", "only valid for http endpoints"))
     if e.kind == "http" and (e.mcp_servers or e.mcp_tools):
-        out.append((f"{p}.{'mcpTools' if e.mcp_tools else 'mcpServers'}",
-                    "only valid for mcp endpoints"))
+        out.append(
+            (f"{p}.{'mcpTools' if e.mcp_tools else 'mcpServers'}", "only valid for mcp endpoints")
+        )
     for k, m in enumerate(e.methods):
         if not re.fullmatch(r"[A-Za-z]+", m):
             out.append((f"{p}.methods[{k}]", f"not an HTTP method: {m!r}"))

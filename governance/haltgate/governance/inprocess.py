@@ -66,8 +66,15 @@ class LocalRefusal(DeniedError):
     @property
     def body(self) -> dict[str, Any]:
         """The JSON error body a sidecar would have answered."""
-        return {"error": {"type": self.type, "code": self.code, "message": self.message,
-                          "decision_id": self.decision_id, "budget": self.budget}}
+        return {
+            "error": {
+                "type": self.type,
+                "code": self.code,
+                "message": self.message,
+                "decision_id": self.decision_id,
+                "budget": self.budget,
+            }
+        }
 
 
 def error_from_decision(decision: Decision, decision_id: str) -> LocalRefusal:
@@ -189,10 +196,13 @@ class LocalGovernance:
         """Raise the run's halt, if it is halted."""
         halt = self.governor.engine.engine_state(self.governor.state).halt
         if halt is not None:
-            raise LocalRefusal(halt.message, code=halt.code, failure_type=halt.failure_type,
-                               decision_id=f"local-{os.getpid()}-halt")
+            raise LocalRefusal(
+                halt.message,
+                code=halt.code,
+                failure_type=halt.failure_type,
+                decision_id=f"local-{os.getpid()}-halt",
+            )
 
     def budgets(self) -> dict[str, dict[str, float]]:
         """Per dimension used/reserved/limit (the admin API's ``budget``)."""
         return dict(self.governor.snapshot(self.clock())["budget"])
-

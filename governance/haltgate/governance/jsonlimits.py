@@ -38,6 +38,5 @@ def deeper_than(obj: Any, limit: int = MAX_JSON_DEPTH, raw: bytes | None = None)
         depth += 1
         if depth > limit:
             return True
-        stack.extend((child, depth) for child in children
-                     if isinstance(child, dict | list))
+        stack.extend((child, depth) for child in children if isinstance(child, dict | list))
     return False

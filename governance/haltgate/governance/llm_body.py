@@ -38,10 +38,22 @@ OUTPUT_CAPS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens"
 _CHOICES: Final = ("n", "best_of")
 _PROMPTS: Final = ("messages", "input", "prompt")
 
-LLM_FIELDS: Final = frozenset({
-    "model", *_PROMPTS, *OUTPUT_CAPS, *_CHOICES, "stream", "stream_options",
-    "previous_response_id", "conversation", "tools", "mcp_servers", "container", "system",
-})
+LLM_FIELDS: Final = frozenset(
+    {
+        "model",
+        *_PROMPTS,
+        *OUTPUT_CAPS,
+        *_CHOICES,
+        "stream",
+        "stream_options",
+        "previous_response_id",
+        "conversation",
+        "tools",
+        "mcp_servers",
+        "container",
+        "system",
+    }
+)
 """Top-level fields haltgate reads in an LLM body: they must be spelled exactly."""
 
 INLINE_IMAGE_TOKENS: Final = 8192
@@ -50,8 +62,16 @@ images down to a bounded size (OpenAI tiles or patches, Anthropic ~1.15 megapixe
 image costs at most a few thousand tokens whatever its bytes; this bound covers them."""
 
 # Top-level fields that pull stored or fetched content into the prompt.
-_STORED_TOP: Final = frozenset({"previous_response_id", "conversation", "container",
-                                "mcp_servers", "tool_resources", "attachments"})
+_STORED_TOP: Final = frozenset(
+    {
+        "previous_response_id",
+        "conversation",
+        "container",
+        "mcp_servers",
+        "tool_resources",
+        "attachments",
+    }
+)
 # Keys that refer to a stored file wherever they appear.
 _FILE_KEYS: Final = frozenset({"file_id", "file_url", "file_data", "file_ids", "vector_store_ids"})
 # Fields holding the prompt (messages and their parts): the walk looks only there.
@@ -61,7 +81,9 @@ _TEXT_MESSAGE_KEYS: Final = frozenset({"role", "content", "name"})
 # Server-side tools whose results the provider adds to the prompt itself.
 _SERVER_TOOLS = re.compile(
     r"(web_search|web_fetch|file_search|code_interpreter|code_execution|mcp|"
-    r"image_generation|computer)", re.IGNORECASE)
+    r"image_generation|computer)",
+    re.IGNORECASE,
+)
 
 
 def may_be_llm_call(raw: bytes) -> bool:
@@ -144,9 +166,17 @@ def _walk(root: dict[str, Any]) -> tuple[str | None, int]:
         if type(value) is list:
             # Plain text messages ({"role": ..., "content": "..."}), the bulk of a long
             # conversation, hold nothing to look for: skipped in one comprehension.
-            stack.extend([m for m in value if not (
-                type(m) is dict and type(m.get("content")) is str
-                and m.keys() <= _TEXT_MESSAGE_KEYS)])
+            stack.extend(
+                [
+                    m
+                    for m in value
+                    if not (
+                        type(m) is dict
+                        and type(m.get("content")) is str
+                        and m.keys() <= _TEXT_MESSAGE_KEYS
+                    )
+                ]
+            )
         elif type(value) is dict:
             stack.append(value)
     pop = stack.pop

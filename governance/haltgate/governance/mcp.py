@@ -82,12 +82,14 @@ CLIENT_METHODS: Final[dict[str, MethodClass]] = {
 }
 """Requests an MCP client sends (protocol revision 2025-06-18), by exact name."""
 
-CLIENT_NOTIFICATIONS: Final = frozenset({
-    "notifications/initialized",
-    "notifications/cancelled",
-    "notifications/progress",
-    "notifications/roots/list_changed",
-})
+CLIENT_NOTIFICATIONS: Final = frozenset(
+    {
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+    }
+)
 """Notifications an MCP client sends, by exact name (all SESSION)."""
 
 SERVER_REQUESTS: Final[dict[str, str]] = {
@@ -122,7 +124,7 @@ def canonical_uri(uri: str) -> str:
             raise ValueError("the URI contains a control character or a backslash")
     i = uri.find("%")
     while i >= 0:
-        pair = uri[i + 1:i + 3].upper()
+        pair = uri[i + 1 : i + 3].upper()
         if len(pair) != 2 or any(c not in "0123456789ABCDEF" for c in pair):
             raise ValueError("the URI contains a malformed percent escape")
         if pair in _FORBIDDEN_ESCAPES:
@@ -134,7 +136,7 @@ def canonical_uri(uri: str) -> str:
     if m is None:
         raise ValueError(_NO_SCHEME)
     scheme = m.group(0).lower()
-    rest = uri[m.end():]
+    rest = uri[m.end() :]
     authority = ""
     if rest.startswith("//"):
         end = len(rest)
@@ -183,11 +185,13 @@ class _Rule:
 
     def matches_server(self, servers: Sequence[str | None]) -> bool:
         return self.servers is None or any(
-            s is not None and self.servers.match(s) is not None for s in servers)
+            s is not None and self.servers.match(s) is not None for s in servers
+        )
 
     def matches(self, servers: Sequence[str | None], subject: str) -> bool:
         return self.matches_server(servers) and (
-            self.subjects is None or self.subjects.match(subject) is not None)
+            self.subjects is None or self.subjects.match(subject) is not None
+        )
 
 
 def _compile(rules: Iterable[McpResourceRule | McpPromptRule]) -> tuple[_Rule, ...]:
@@ -197,8 +201,15 @@ def _compile(rules: Iterable[McpResourceRule | McpPromptRule]) -> tuple[_Rule, .
             subjects = compile_glob(r.uris, separator="/")
         else:
             subjects = compile_glob(r.prompts)
-        out.append(_Rule(r.name, r.action is Action.DENY,
-                         compile_glob(r.mcp_servers, ignore_case=True), subjects, float(r.risk)))
+        out.append(
+            _Rule(
+                r.name,
+                r.action is Action.DENY,
+                compile_glob(r.mcp_servers, ignore_case=True),
+                subjects,
+                float(r.risk),
+            )
+        )
     return tuple(out)
 
 
@@ -207,8 +218,14 @@ class _Section:
 
     __slots__ = ("_allow", "_default_allow", "_denied", "_deny", "_not_allowed", "_noun")
 
-    def __init__(self, rules: Iterable[McpResourceRule | McpPromptRule], default: Action,
-                 noun: str, denied: str, not_allowed: str) -> None:
+    def __init__(
+        self,
+        rules: Iterable[McpResourceRule | McpPromptRule],
+        default: Action,
+        noun: str,
+        denied: str,
+        not_allowed: str,
+    ) -> None:
         compiled = _compile(rules)
         self._deny = tuple(r for r in compiled if r.deny)
         self._allow = tuple(r for r in compiled if not r.deny)
@@ -220,28 +237,40 @@ class _Section:
     def decide(self, servers: Sequence[str | None], subject: str) -> AuthzResult:
         for r in self._deny:
             if r.matches(servers, subject):
-                return AuthzResult(False, r.name, r.risk, self._denied,
-                                   f"{self._noun} {subject[:256]!r} denied by rule {r.name!r}")
+                return AuthzResult(
+                    False,
+                    r.name,
+                    r.risk,
+                    self._denied,
+                    f"{self._noun} {subject[:256]!r} denied by rule {r.name!r}",
+                )
         best: _Rule | None = None
         for r in self._allow:
             if r.matches(servers, subject) and (best is None or r.risk > best.risk):
                 best = r
         if best is not None:
-            return AuthzResult(True, best.name, best.risk, None,
-                               f"allowed by rule {best.name!r}")
+            return AuthzResult(True, best.name, best.risk, None, f"allowed by rule {best.name!r}")
         if self._default_allow:
             return AuthzResult(True, None, 0.0, None, "allowed by default")
-        return AuthzResult(False, None, 0.0, self._not_allowed,
-                           f"{self._noun} {subject[:256]!r} matches no allow rule "
-                           "(default deny)")
+        return AuthzResult(
+            False,
+            None,
+            0.0,
+            self._not_allowed,
+            f"{self._noun} {subject[:256]!r} matches no allow rule (default deny)",
+        )
 
     def lists(self, servers: Sequence[str | None], method: str) -> AuthzResult:
         """A listing is allowed when something of this server could be allowed."""
         if self._default_allow or any(r.matches_server(servers) for r in self._allow):
             return AuthzResult(True, None, 0.0, None, "listing allowed")
-        return AuthzResult(False, None, 0.0, self._not_allowed,
-                           f"{method}: no {self._noun} of this server is allowed "
-                           "(default deny)")
+        return AuthzResult(
+            False,
+            None,
+            0.0,
+            self._not_allowed,
+            f"{method}: no {self._noun} of this server is allowed (default deny)",
+        )
 
 
 class McpAuthorizer:
@@ -250,10 +279,20 @@ class McpAuthorizer:
     __slots__ = ("elicitation", "prompts", "resources", "sampling")
 
     def __init__(self, mcp: Mcp) -> None:
-        self.resources = _Section(mcp.resources.rules, mcp.resources.default, "resource",
-                                  CODE_RESOURCE_DENIED, CODE_RESOURCE_NOT_ALLOWED)
-        self.prompts = _Section(mcp.prompts.rules, mcp.prompts.default, "prompt",
-                                CODE_PROMPT_DENIED, CODE_PROMPT_NOT_ALLOWED)
+        self.resources = _Section(
+            mcp.resources.rules,
+            mcp.resources.default,
+            "resource",
+            CODE_RESOURCE_DENIED,
+            CODE_RESOURCE_NOT_ALLOWED,
+        )
+        self.prompts = _Section(
+            mcp.prompts.rules,
+            mcp.prompts.default,
+            "prompt",
+            CODE_PROMPT_DENIED,
+            CODE_PROMPT_NOT_ALLOWED,
+        )
         self.sampling = mcp.sampling is Action.ALLOW
         """Servers may ask the agent's model for completions."""
         self.elicitation = mcp.elicitation is Action.ALLOW
@@ -278,8 +317,11 @@ def strip_client_capabilities(params: Any, *, sampling: bool, elicitation: bool)
     caps = params.get("capabilities")
     if not isinstance(caps, dict):
         return None
-    drop = [k for k, allowed in (("sampling", sampling), ("elicitation", elicitation))
-            if not allowed and k in caps]
+    drop = [
+        k
+        for k, allowed in (("sampling", sampling), ("elicitation", elicitation))
+        if not allowed and k in caps
+    ]
     if not drop:
         return None
     return {**params, "capabilities": {k: v for k, v in caps.items() if k not in drop}}

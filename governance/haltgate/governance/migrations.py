@@ -73,8 +73,9 @@ def available_migrations(source: str | Traversable) -> list[Migration]:
     found.sort(key=lambda m: m.version)
     for before, after in itertools.pairwise(found):
         if before.version == after.version:  # two files would race for one history row
-            raise MigrationError(f"two migrations with version {after.version:04d}: "
-                                 f"{before.label}, {after.label}")
+            raise MigrationError(
+                f"two migrations with version {after.version:04d}: {before.label}, {after.label}"
+            )
     return found
 
 
@@ -90,12 +91,16 @@ def migrate(dsn: str, migrations: MigrationSet) -> list[Migration]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (migrations.lock_key,))
         try:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(migrations.schema)))
-            conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} ("
-                " version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())").format(table))
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(migrations.schema))
+            )
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                ).format(table)
+            )
             rows = conn.execute(sql.SQL("SELECT version, sha256 FROM {}").format(table))
             done = {int(v): str(h) for v, h in rows.fetchall()}
             for migration in shipped:
@@ -103,14 +108,18 @@ def migrate(dsn: str, migrations: MigrationSet) -> list[Migration]:
                     if done[migration.version] != migration.sha256:
                         raise MigrationError(
                             f"{migrations.what} {migration.label} was changed after it was "
-                            "applied; ship a new migration instead")
+                            "applied; ship a new migration instead"
+                        )
                     continue
                 with conn.transaction():
                     # Bytes: the file is run as written, no client-side placeholder parsing.
                     conn.execute(migration.sql.encode())
-                    conn.execute(sql.SQL("INSERT INTO {} (version, name, sha256)"
-                                         " VALUES (%s, %s, %s)").format(table),
-                                 (migration.version, migration.name, migration.sha256))
+                    conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {} (version, name, sha256) VALUES (%s, %s, %s)"
+                        ).format(table),
+                        (migration.version, migration.name, migration.sha256),
+                    )
                 applied_now.append(migration)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (migrations.lock_key,))

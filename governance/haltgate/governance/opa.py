@@ -104,10 +104,20 @@ MAX_REASON_CHARS: Final = 512
 
 MAX_HEADERS: Final = 16
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}\Z")
-_FORBIDDEN_HEADERS: Final = frozenset({
-    "host", "content-length", "transfer-encoding", "connection", "upgrade", "keep-alive",
-    "te", "trailer", "proxy-authorization", "proxy-connection",
-})
+_FORBIDDEN_HEADERS: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
 """Framing and hop-by-hop headers a policy must not set (they would corrupt the exchange)."""
 
 
@@ -212,11 +222,16 @@ def build_input(
             "stream": call.stream,
             "max_output_tokens": call.max_output_tokens,
         },
-        "tools": [{"name": t.name, "server": t.server, "arguments": t.arguments}
-                  for t in call.tool_calls],
+        "tools": [
+            {"name": t.name, "server": t.server, "arguments": t.arguments} for t in call.tool_calls
+        ],
         "mcp": [{"method": m, "uri": u, "prompt": p} for m, u, p in call.mcp_messages],
-        "authz": None if authz is None else {
-            "allowed": authz.allowed, "rule": authz.rule, "risk": authz.risk,
+        "authz": None
+        if authz is None
+        else {
+            "allowed": authz.allowed,
+            "rule": authz.rule,
+            "risk": authz.risk,
             "code": authz.code,
         },
         "budget": {k: _plain(v) for k, v in (budget or {}).items()},
@@ -266,8 +281,9 @@ def _cut(text: str) -> str:
 
 
 def _malformed(why: str) -> OPADecision:
-    return OPADecision(False, _cut(f"malformed OPA decision: {why}"), FailureType.SAFETY,
-                       code=CODE_OPA_MALFORMED)
+    return OPADecision(
+        False, _cut(f"malformed OPA decision: {why}"), FailureType.SAFETY, code=CODE_OPA_MALFORMED
+    )
 
 
 def parse_decision(body: Any) -> OPADecision:
@@ -283,15 +299,23 @@ def parse_decision(body: Any) -> OPADecision:
     decision_id = body.get("decision_id")
     decision_id = decision_id if isinstance(decision_id, str) else None
     if "result" not in body:
-        return OPADecision(False, "OPA decision is undefined for this input (check the "
-                           "decision path and give the rule a default)", FailureType.SAFETY,
-                           code=CODE_OPA_UNDEFINED, opa_decision_id=decision_id)
+        return OPADecision(
+            False,
+            "OPA decision is undefined for this input (check the "
+            "decision path and give the rule a default)",
+            FailureType.SAFETY,
+            code=CODE_OPA_UNDEFINED,
+            opa_decision_id=decision_id,
+        )
     result = body["result"]
     if isinstance(result, bool):
-        return OPADecision(result, "" if result else "denied by OPA policy",
-                           None if result else FailureType.SAFETY,
-                           code=None if result else CODE_OPA_DENIED,
-                           opa_decision_id=decision_id)
+        return OPADecision(
+            result,
+            "" if result else "denied by OPA policy",
+            None if result else FailureType.SAFETY,
+            code=None if result else CODE_OPA_DENIED,
+            opa_decision_id=decision_id,
+        )
     if not isinstance(result, dict):
         return _malformed(f"expected a boolean or an object, got {type(result).__name__}")
     allow = result.get("allow")
@@ -307,8 +331,11 @@ def parse_decision(body: Any) -> OPADecision:
             return _malformed(f"'failure_type' must be one of {', '.join(FailureType)}")
         failure_type = FailureType[raw_ft.upper()]
     risk = result.get("risk", 0)
-    if isinstance(risk, bool) or not isinstance(risk, int | float) or not (
-            math.isfinite(risk) and risk >= 0):
+    if (
+        isinstance(risk, bool)
+        or not isinstance(risk, int | float)
+        or not (math.isfinite(risk) and risk >= 0)
+    ):
         return _malformed("'risk' must be a finite number >= 0")
     headers = result.get("headers", {})
     if not isinstance(headers, dict) or len(headers) > MAX_HEADERS:
@@ -358,8 +385,10 @@ def resolve_rego(settings: OPA, rego_dir: str | Path = DEFAULT_REGO_DIR) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as e:
-        raise OPAPolicyError(f"cannot read Rego from ConfigMap "
-                             f"{settings.config_map_ref.name!r} at {path}: {e.strerror}") from e
+        raise OPAPolicyError(
+            f"cannot read Rego from ConfigMap "
+            f"{settings.config_map_ref.name!r} at {path}: {e.strerror}"
+        ) from e
 
 
 def _digest(text: str) -> str:
@@ -551,8 +580,9 @@ class OPAEvaluator:
             body = orjson.dumps({"input": input}, option=orjson.OPT_SORT_KEYS)
         except TypeError as e:
             self.stats[CODE_OPA_ERROR] += 1
-            return OPADecision(False, _cut(f"input not serializable: {e}"), FailureType.SAFETY,
-                               code=CODE_OPA_ERROR)
+            return OPADecision(
+                False, _cut(f"input not serializable: {e}"), FailureType.SAFETY, code=CODE_OPA_ERROR
+            )
         if ttl > 0:
             entry = self._cache.get(body)
             if entry is not None:
@@ -568,8 +598,9 @@ class OPAEvaluator:
         if ttl > 0 and decision.code in (None, CODE_OPA_DENIED):
             if len(self._cache) >= self._max_cache:
                 del self._cache[next(iter(self._cache))]
-            self._cache[body] = _Entry(self._clock() + ttl,
-                                       dataclasses.replace(decision, cached=True))
+            self._cache[body] = _Entry(
+                self._clock() + ttl, dataclasses.replace(decision, cached=True)
+            )
         return decision
 
     async def _query(self, body: bytes, settings: OPA) -> OPADecision:
@@ -578,19 +609,20 @@ class OPAEvaluator:
             return self._unavailable(settings, CODE_OPA_UNAVAILABLE, "OPA evaluator not started")
         if not self.loaded:
             self._schedule_reload_check(force=True)
-            return self._unavailable(settings, CODE_OPA_UNAVAILABLE,
-                                     "OPA policy is not loaded yet")
+            return self._unavailable(settings, CODE_OPA_UNAVAILABLE, "OPA policy is not loaded yet")
         try:
             async with asyncio.timeout(settings.timeout_ms / 1000):
                 async with session.post(self._decision_url, data=body) as resp:
                     raw = await resp.read()
                     status = resp.status
         except TimeoutError:
-            return self._unavailable(settings, CODE_OPA_TIMEOUT,
-                                     f"OPA did not answer within {settings.timeout_ms} ms")
+            return self._unavailable(
+                settings, CODE_OPA_TIMEOUT, f"OPA did not answer within {settings.timeout_ms} ms"
+            )
         except (aiohttp.ClientError, OSError) as e:
-            return self._unavailable(settings, CODE_OPA_UNAVAILABLE,
-                                     f"OPA unreachable: {type(e).__name__}: {e}")
+            return self._unavailable(
+                settings, CODE_OPA_UNAVAILABLE, f"OPA unreachable: {type(e).__name__}: {e}"
+            )
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -602,16 +634,21 @@ class OPAEvaluator:
                 first = errs[0] if isinstance(errs, list) and errs else parsed
                 if isinstance(first, dict):
                     what = f"{first.get('code', '')}: {first.get('message', '')}"
-            return OPADecision(False, _cut(f"OPA error (HTTP {status}) {what}".rstrip()),
-                               FailureType.SAFETY, code=CODE_OPA_ERROR)
+            return OPADecision(
+                False,
+                _cut(f"OPA error (HTTP {status}) {what}".rstrip()),
+                FailureType.SAFETY,
+                code=CODE_OPA_ERROR,
+            )
         if parsed is None:
             return _malformed("response is not JSON")
         return parse_decision(parsed)
 
     def _unavailable(self, settings: OPA, code: str, reason: str) -> OPADecision:
         if settings.fail_mode is FailMode.OPEN:
-            return OPADecision(True, _cut(f"{reason}; allowed by failMode open"), code=code,
-                               fail_open=True)
+            return OPADecision(
+                True, _cut(f"{reason}; allowed by failMode open"), code=code, fail_open=True
+            )
         return OPADecision(False, _cut(reason), None, code=code)
 
     # ---------------------------------------------------------------- recovery

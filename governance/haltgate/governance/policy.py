@@ -214,9 +214,7 @@ class Budgets(Spec):
     distinct_hosts: CountLimit | None = Field(
         default=None, description="Number of different upstream hosts in a run."
     )
-    stagnation: StagnationBudget | None = Field(
-        default=None, description="Steps without progress."
-    )
+    stagnation: StagnationBudget | None = Field(default=None, description="Steps without progress.")
     warn_at: float = Field(
         default=0.8,
         gt=0,
@@ -243,7 +241,8 @@ class ModelPrice(Spec):
         default=None, ge=0, description="USD per 1M reasoning tokens (defaults to output)."
     )
     context_window: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="Largest prompt the model accepts, in tokens: the input reserved for a "
         "call that refers to stored context or files (previous_response_id, file_id, image "
         "URLs...). Unknown: such calls are refused (unknown_context_window).",
@@ -317,9 +316,7 @@ class ToolRule(Spec):
     action: Action = Field(description="allow or deny. Deny wins over allow.")
     kind: RequestKind | None = Field(default=None, description="Request kind the rule matches.")
     hosts: list[str] = Field(default_factory=list, description="Host globs (any if empty).")
-    methods: list[str] = Field(
-        default_factory=list, description="HTTP methods (any if empty)."
-    )
+    methods: list[str] = Field(default_factory=list, description="HTTP methods (any if empty).")
     paths: list[str] = Field(default_factory=list, description="URL path globs (any if empty).")
     models: list[str] = Field(default_factory=list, description="LLM model globs.")
     mcp_servers: list[str] = Field(
@@ -513,10 +510,11 @@ class Limits(Spec):
         default=10 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )
     upstream_timeout_seconds: float = Field(
-        default=600, gt=0,
+        default=600,
+        gt=0,
         description="Longest wait for an upstream's answer to start, and longest silence "
-                    "inside it (seconds). Not a total: a stream that keeps sending is never "
-                    "cut by it.",
+        "inside it (seconds). Not a total: a stream that keeps sending is never "
+        "cut by it.",
     )
     path_parameters: Literal["refuse", "allow"] = Field(
         default="refuse",
@@ -548,24 +546,27 @@ class FlowEndpoint(Spec):
         "tools/call or resources/read answer). The other matchers then narrow nothing.",
     )
     kind: Literal["http", "mcp"] | None = Field(
-        default=None, description="Request kind: http or mcp (any tool call if unset).")
+        default=None, description="Request kind: http or mcp (any tool call if unset)."
+    )
     upstreams: list[str] = Field(
-        default_factory=list, description="Globs over the spec.upstreams alias.")
-    hosts: list[str] = Field(
-        default_factory=list, description="Host globs, case-insensitive.")
-    methods: list[str] = Field(
-        default_factory=list, description="HTTP methods, e.g. POST, PUT.")
+        default_factory=list, description="Globs over the spec.upstreams alias."
+    )
+    hosts: list[str] = Field(default_factory=list, description="Host globs, case-insensitive.")
+    methods: list[str] = Field(default_factory=list, description="HTTP methods, e.g. POST, PUT.")
     paths: list[str] = Field(
         default_factory=list,
-        description="URL path globs ('*' within one segment, '**' across segments).")
+        description="URL path globs ('*' within one segment, '**' across segments).",
+    )
     mcp_servers: list[str] = Field(
-        default_factory=list, description="MCP server (upstream alias or host) globs.")
+        default_factory=list, description="MCP server (upstream alias or host) globs."
+    )
     mcp_tools: list[str] = Field(default_factory=list, description="MCP tool name globs.")
 
 
 class FlowRule(Spec):
-    name: str = Field(min_length=1, max_length=128,
-                      description="Rule name, used in refusals and audit.")
+    name: str = Field(
+        min_length=1, max_length=128, description="Rule name, used in refusals and audit."
+    )
     sources: list[FlowEndpoint] = Field(
         min_length=1,
         description="Untrusted sources: once the run has received an answer from any of "
@@ -581,7 +582,8 @@ class FlowRule(Spec):
         description="What happens to a sink call of a tainted run: 'deny' refuses it "
         "(403 flow_denied); 'approval' refuses it with an approval id (403 "
         "flow_approval_required) until an operator approves that exact call out of band "
-        "(admin API POST /flows/approve); the approved call then passes once.")
+        "(admin API POST /flows/approve); the approved call then passes once.",
+    )
     scope: Literal["run", "calls"] = Field(
         default="run",
         description="How long a taint lasts: the whole run (until an operator reset "
@@ -589,7 +591,8 @@ class FlowRule(Spec):
         "answer from a source.",
     )
     window_calls: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="With scope 'calls': how many governed calls after the last untrusted "
         "answer the sinks stay closed.",
     )

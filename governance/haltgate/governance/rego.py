@@ -78,8 +78,13 @@ def find_opa_binary() -> str | None:
 
 def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run(list(argv), capture_output=True, timeout=OPA_TIMEOUT_SECONDS,
-                              check=False, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            list(argv),
+            capture_output=True,
+            timeout=OPA_TIMEOUT_SECONDS,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise RegoToolError(f"cannot run {argv[0]}: {e}") from e
 
@@ -105,8 +110,14 @@ def _errors_of(doc: Mapping[str, Any]) -> list[RegoError]:
         loc = err.get("location")
         if not isinstance(loc, Mapping):
             loc = {}
-        out.append(RegoError(loc.get("row"), loc.get("col"), str(err.get("message", "")),
-                             str(err.get("code", ""))))
+        out.append(
+            RegoError(
+                loc.get("row"),
+                loc.get("col"),
+                str(err.get("message", "")),
+                str(err.get("code", "")),
+            )
+        )
     return out
 
 
@@ -135,8 +146,9 @@ def rule_refs(rego: str, *, opa: str) -> list[tuple[str, ...]]:
         path.write_text(rego, encoding="utf-8")
         proc = _run([opa, "parse", "--format", "json", str(path)])
     if proc.returncode != 0:
-        raise RegoToolError(f"opa parse exited {proc.returncode}: "
-                            f"{proc.stderr[-300:].decode(errors='replace')}")
+        raise RegoToolError(
+            f"opa parse exited {proc.returncode}: {proc.stderr[-300:].decode(errors='replace')}"
+        )
     try:
         doc = orjson.loads(proc.stdout)
     except orjson.JSONDecodeError as e:
@@ -171,8 +183,10 @@ def missing_decision(rego: str, decision_path: str, *, opa: str) -> str | None:
         if ref[:n] == want[:n]:
             return None
     shown = ", ".join(sorted({"data." + ".".join(r) for r in refs})[:8]) or "none"
-    return (f"no rule at data.{'.'.join(want)} (decisionPath {decision_path}); every "
-            f"decision would be undefined and refused (opa_undefined). Rules: {shown}")
+    return (
+        f"no rule at data.{'.'.join(want)} (decisionPath {decision_path}); every "
+        f"decision would be undefined and refused (opa_undefined). Rules: {shown}"
+    )
 
 
 def eval_rego(rego: str, query_path: str, input_doc: Any, *, opa: str) -> dict[str, Any]:
@@ -187,8 +201,9 @@ def eval_rego(rego: str, query_path: str, input_doc: Any, *, opa: str) -> dict[s
         module, inp = Path(tmp) / "policy.rego", Path(tmp) / "input.json"
         module.write_text(rego, encoding="utf-8")
         inp.write_bytes(orjson.dumps(input_doc))
-        proc = _run([opa, "eval", "--format", "json", "--data", str(module),
-                     "--input", str(inp), query])
+        proc = _run(
+            [opa, "eval", "--format", "json", "--data", str(module), "--input", str(inp), query]
+        )
     doc = _json_of(proc)
     if not isinstance(doc, Mapping):
         raise RegoToolError("opa eval printed JSON that is not an object")
@@ -228,8 +243,13 @@ class RegoCompileCheck:
 def _rego_not_checked(spec: GovernancePolicySpec) -> list[Issue]:
     if spec.opa is None or spec.opa.rego is None:
         return []
-    return [Issue("spec.opa.rego", "not compiled: no opa binary found (PATH, $HALTGATE_OPA "
-                  "or ~/.cache/haltgate/bin/opa)", warning=True)]
+    return [
+        Issue(
+            "spec.opa.rego",
+            "not compiled: no opa binary found (PATH, $HALTGATE_OPA or ~/.cache/haltgate/bin/opa)",
+            warning=True,
+        )
+    ]
 
 
 def default_checks(opa: str | None = None) -> list[Callable[[GovernancePolicySpec], list[Issue]]]:

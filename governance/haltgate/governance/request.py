@@ -95,8 +95,7 @@ class CallView:
                 for t in self.tool_calls
             ],
             "mcp_method": self.mcp_method,
-            "mcp_messages": [{"method": m, "uri": u, "prompt": p}
-                             for m, u, p in self.mcp_messages],
+            "mcp_messages": [{"method": m, "uri": u, "prompt": p} for m, u, p in self.mcp_messages],
             "max_output_tokens": self.max_output_tokens,
             "stream": self.stream,
             "agent": self.agent.as_dict(),

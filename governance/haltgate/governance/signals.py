@@ -60,9 +60,7 @@ def progress_signals(
     )
     result_key = None if not ok or result is None else f"result:{result}"
     if ok:
-        progress = (result_key is not None and result_key not in seen) or (
-            result is None and novel
-        )
+        progress = (result_key is not None and result_key not in seen) or (result is None and novel)
     else:
         progress = False
     for item in (fingerprint, tool_key, result_key):

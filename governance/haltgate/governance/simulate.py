@@ -51,8 +51,10 @@ class SimulationReport:
         for c in self.changes:
             key = (c["rule"], c["agent"], f"{c['recorded']} -> {c['simulated']}")
             counts[key] = counts.get(key, 0) + 1
-        return [{"rule": r, "agent": a, "change": d, "count": n}
-                for (r, a, d), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+        return [
+            {"rule": r, "agent": a, "change": d, "count": n}
+            for (r, a, d), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
 
     def as_dict(self, examples: int) -> dict[str, Any]:
         """JSON document: ``changed``, ``undecidable``, groups and the first examples."""
@@ -78,9 +80,19 @@ def _changed_sections(old: LoadedPolicy | None, new: LoadedPolicy) -> list[str]:
 def _usage(doc: Any) -> Usage | None:
     if not isinstance(doc, Mapping):
         return None
-    known = {k: doc[k] for k in ("input_tokens", "output_tokens", "cached_input_tokens",
-                                 "cache_write_tokens", "reasoning_tokens", "estimated",
-                                 "model") if k in doc}
+    known = {
+        k: doc[k]
+        for k in (
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "estimated",
+            "model",
+        )
+        if k in doc
+    }
     return Usage(**known)
 
 
@@ -95,8 +107,9 @@ def _verdict(allowed: bool, code: str | None) -> str:
 class _RunSimulation:
     """One chain through the new engine."""
 
-    def __init__(self, engine: Engine, store: PolicyStore, new: LoadedPolicy,
-                 report: SimulationReport) -> None:
+    def __init__(
+        self, engine: Engine, store: PolicyStore, new: LoadedPolicy, report: SimulationReport
+    ) -> None:
         self.engine = engine
         self.store = store
         self.new = new
@@ -106,12 +119,20 @@ class _RunSimulation:
         """Decision id -> whether the new policy let it through (its Reserve stepped)."""
         self.halted_by_new = False
 
-    def _base(self, rec: Mapping[str, Any], replay: Mapping[str, Any], decided_by: Any,
-              recorded: str) -> dict[str, Any]:
-        return {"decision_id": rec.get("decision_id"), "agent": _agent(rec),
-                "run_id": rec.get("run_id"), "time": rec.get("time"),
-                "kind": rec.get("kind"), "target": rec.get("target"), "tool": rec.get("tool"),
-                "recorded": recorded, "recorded_by": decided_by}
+    def _base(
+        self, rec: Mapping[str, Any], replay: Mapping[str, Any], decided_by: Any, recorded: str
+    ) -> dict[str, Any]:
+        return {
+            "decision_id": rec.get("decision_id"),
+            "agent": _agent(rec),
+            "run_id": rec.get("run_id"),
+            "time": rec.get("time"),
+            "kind": rec.get("kind"),
+            "target": rec.get("target"),
+            "tool": rec.get("tool"),
+            "recorded": recorded,
+            "recorded_by": decided_by,
+        }
 
     def record(self, rec: Mapping[str, Any]) -> None:
         replay = rec.get("replay")
@@ -127,24 +148,38 @@ class _RunSimulation:
         decided_by = replay.get("decided_by")
         changed = _changed_sections(self.store.get(str(replay.get("policy"))), self.new)
         self.report.decisions += 1
-        recorded = ("allow" if decided_by is None or decided_by not in POLICY_STAGES
-                    else _verdict(False, rec.get("code")))
+        recorded = (
+            "allow"
+            if decided_by is None or decided_by not in POLICY_STAGES
+            else _verdict(False, rec.get("code"))
+        )
         base = self._base(rec, replay, decided_by, recorded)
         if changed and decided_by not in ("request",):
-            self.report.undecidable.append({**base, "reason": (
-                f"the new policy changes {', '.join('spec.' + c for c in changed)}, which "
-                "the stages before the budget read from the request; the record does not "
-                "keep the request")})
+            self.report.undecidable.append(
+                {
+                    **base,
+                    "reason": (
+                        f"the new policy changes {', '.join('spec.' + c for c in changed)}, which "
+                        "the stages before the budget read from the request; the record does not "
+                        "keep the request"
+                    ),
+                }
+            )
             if isinstance(budget, Mapping):
                 self._reserve(rec, decision_id, budget, base, quiet=True)
                 self._ended(rec, decision_id)
             return
         if not isinstance(budget, Mapping):
-            if decided_by == "halted" and self.state is not None \
-                    and self.state.halt is None:
-                self.report.undecidable.append({**base, "reason": (
-                    "refused because the run was halted; under the new policy it is not "
-                    "halted here, and the call's worst case was never recorded")})
+            if decided_by == "halted" and self.state is not None and self.state.halt is None:
+                self.report.undecidable.append(
+                    {
+                        **base,
+                        "reason": (
+                            "refused because the run was halted; under the new policy it is not "
+                            "halted here, and the call's worst case was never recorded"
+                        ),
+                    }
+                )
             return  # refused before the budget by an unchanged stage: unchanged
         self._reserve(rec, decision_id, budget, base, quiet=False)
         self._ended(rec, decision_id)
@@ -159,8 +194,15 @@ class _RunSimulation:
             else:
                 self.reserved.pop(decision_id)
 
-    def _reserve(self, rec: Mapping[str, Any], decision_id: str, budget: Mapping[str, Any],
-                 base: dict[str, Any], *, quiet: bool) -> None:
+    def _reserve(
+        self,
+        rec: Mapping[str, Any],
+        decision_id: str,
+        budget: Mapping[str, Any],
+        base: dict[str, Any],
+        *,
+        quiet: bool,
+    ) -> None:
         try:
             event = event_from_dict(dict(budget["event"]))
             if not isinstance(event, Reserve):
@@ -177,14 +219,27 @@ class _RunSimulation:
         old = budget.get("decision")
         old_allowed = bool(old.get("allowed")) if isinstance(old, Mapping) else True
         if decision.allowed != old_allowed:
-            rule = (decision.code if not decision.allowed
-                    else (old.get("code") if isinstance(old, Mapping) else None)) or "budget"
-            self.report.changes.append({
-                **base, "simulated": _verdict(decision.allowed, decision.code),
-                "rule": rule, "message": decision.message,
-                **({"note": "allowed now, but the call was refused when it ran: its spend "
-                            "is unknown and counted as nothing"} if decision.allowed else {}),
-            })
+            rule = (
+                decision.code
+                if not decision.allowed
+                else (old.get("code") if isinstance(old, Mapping) else None)
+            ) or "budget"
+            self.report.changes.append(
+                {
+                    **base,
+                    "simulated": _verdict(decision.allowed, decision.code),
+                    "rule": rule,
+                    "message": decision.message,
+                    **(
+                        {
+                            "note": "allowed now, but the call was refused when it ran: its spend "
+                            "is unknown and counted as nothing"
+                        }
+                        if decision.allowed
+                        else {}
+                    ),
+                }
+            )
 
     def _settle(self, rec: Mapping[str, Any], decision_id: str) -> None:
         allowed = self.reserved.pop(decision_id)
@@ -198,19 +253,32 @@ class _RunSimulation:
         status = rec.get("status")
         ts = float(rec.get("time") or 0.0) + float(rec.get("latency_ms") or 0.0) / 1000
         ok = rec.get("decision") == "allow" and not (isinstance(status, int) and status >= 500)
-        self.state, _ = self.engine.step(self.state, Settle(
-            decision_id, ts, _usage(rec.get("usage")), ok,
-            None if ok else str(rec.get("code") or f"http_{status}"), None))
+        self.state, _ = self.engine.step(
+            self.state,
+            Settle(
+                decision_id,
+                ts,
+                _usage(rec.get("usage")),
+                ok,
+                None if ok else str(rec.get("code") or f"http_{status}"),
+                None,
+            ),
+        )
 
     def _release(self, decision_id: str, rec: Mapping[str, Any]) -> None:
         self.reserved.pop(decision_id, None)
         if self.state is not None:
             self.state, _ = self.engine.step(
-                self.state, Release(decision_id, float(rec.get("time") or 0.0)))
+                self.state, Release(decision_id, float(rec.get("time") or 0.0))
+            )
 
 
-def simulate(records: Sequence[Mapping[str, Any]], new: LoadedPolicy, store: PolicyStore,
-             prices: ShippedTable | None = None) -> SimulationReport:
+def simulate(
+    records: Sequence[Mapping[str, Any]],
+    new: LoadedPolicy,
+    store: PolicyStore,
+    prices: ShippedTable | None = None,
+) -> SimulationReport:
     """Replay ``records`` (any number of runs, each in chain order) through ``new``.
 
     ``store`` holds the policies the records were decided with (by digest): without the

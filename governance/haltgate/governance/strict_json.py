@@ -73,8 +73,10 @@ def check_one_reading(body: bytes, obj: Any, *, nested: bool = True) -> None:
         canon = orjson.dumps(obj)
     except orjson.JSONEncodeError:
         canon = b""
-    if canon != body and (body.count(b":") != canon.count(b":")
-                          or (b"\\" in body and _ESCAPED_COLON.search(body) is not None)):
+    if canon != body and (
+        body.count(b":") != canon.count(b":")
+        or (b"\\" in body and _ESCAPED_COLON.search(body) is not None)
+    ):
         _exact_pass(body)
     _check_case(obj, nested)
 
@@ -117,7 +119,9 @@ def _fold(node: dict[str, Any]) -> None:
         if other is not None:
             raise BadRequestError(
                 f"JSON keys {other[:64]!r} and {key[:64]!r} are the same key to "
-                "case-insensitive parsers", code=CODE_AMBIGUOUS_JSON)
+                "case-insensitive parsers",
+                code=CODE_AMBIGUOUS_JSON,
+            )
         seen[folded] = key
 
 
@@ -138,8 +142,9 @@ def _exact_pass(body: bytes) -> None:
     except _Ambiguous as e:
         raise BadRequestError(str(e), code=CODE_AMBIGUOUS_JSON) from None
     except RecursionError:
-        raise BadRequestError("JSON body is nested too deeply to be checked",
-                              code=CODE_AMBIGUOUS_JSON) from None
+        raise BadRequestError(
+            "JSON body is nested too deeply to be checked", code=CODE_AMBIGUOUS_JSON
+        ) from None
 
 
 def require_exact_fields(obj: Any, fields: Iterable[str], where: str) -> None:
@@ -157,4 +162,6 @@ def require_exact_fields(obj: Any, fields: Iterable[str], where: str) -> None:
             if folded == name:
                 raise BadRequestError(
                     f"{where}: key {key[:64]!r} is {name!r} to case-insensitive parsers; "
-                    f"spell it {name!r}", code=CODE_AMBIGUOUS_JSON)
+                    f"spell it {name!r}",
+                    code=CODE_AMBIGUOUS_JSON,
+                )

@@ -88,7 +88,10 @@ class AuthzResult:
 
 
 def compile_glob(
-    patterns: Iterable[str], *, separator: str | None = None, ignore_case: bool = False,
+    patterns: Iterable[str],
+    *,
+    separator: str | None = None,
+    ignore_case: bool = False,
     trailing_separator: bool = False,
 ) -> re.Pattern[str] | None:
     """Compile glob patterns into one anchored regular expression (``None`` if none given).
@@ -182,7 +185,8 @@ def _refuse_case_variant(obj: dict[str, Any], key: str) -> None:
             raise BadRequestError(
                 f"argument {other!r} differs from {key!r}, which the policy reads, only in "
                 "case: case-insensitive tools would read it as that key",
-                code=CODE_AMBIGUOUS_JSON)
+                code=CODE_AMBIGUOUS_JSON,
+            )
 
 
 def json_equal(a: Any, b: Any) -> bool:
@@ -234,8 +238,9 @@ def _compile_constraint(c: ArgumentConstraint) -> tuple[tuple[str | int, ...], C
 def _one_of(options: Sequence[Any]) -> Check:
     """A JSON-typed membership test, with set lookups for scalar options (the common case)."""
     strings = frozenset(o for o in options if isinstance(o, str))
-    numbers = frozenset(o for o in options
-                        if isinstance(o, int | float) and not isinstance(o, bool))
+    numbers = frozenset(
+        o for o in options if isinstance(o, int | float) and not isinstance(o, bool)
+    )
     bools = frozenset(o for o in options if isinstance(o, bool))
     null = any(o is None for o in options)
     composite = tuple(o for o in options if isinstance(o, list | dict))
@@ -276,9 +281,11 @@ def _fuse(steps: tuple[str | int, ...], check: Check) -> Check:
                 return False
             return check(value)
     else:
+
         def holds(arguments: Any) -> bool:
             value = lookup_json_path(arguments, steps)
             return value is not _MISSING and check(value)
+
     return holds
 
 
@@ -303,9 +310,7 @@ class _CompiledRule:
         """The rule names tools or arguments: it speaks about tool calls only."""
         return self.tools is not None or bool(self.constraints)
 
-    def matches_target(
-        self, call: CallView, method: str, path: str, server: str | None
-    ) -> bool:
+    def matches_target(self, call: CallView, method: str, path: str, server: str | None) -> bool:
         if self.kind is not None and call.kind is not self.kind:
             return False
         if self.methods is not None and method not in self.methods:
@@ -314,8 +319,10 @@ class _CompiledRule:
             return False
         if self.paths is not None and self.paths.match(path) is None:
             return False
-        if self.models is not None and (call.model is None or not any(
-                self.models.match(form) for form in model_forms(call.model))):
+        if self.models is not None and (
+            call.model is None
+            or not any(self.models.match(form) for form in model_forms(call.model))
+        ):
             return False
         if self.servers is not None:
             candidates = (server, call.upstream, call.host)
@@ -354,15 +361,20 @@ def _compile_rule(rule: ToolRule) -> _CompiledRule:
         kind=kind,
         methods=frozenset(m.upper() for m in rule.methods) or None,
         hosts=compile_glob(rule.hosts, ignore_case=True),
-        paths=compile_glob(rule.paths, separator="/", ignore_case=rule.action is Action.DENY,
-                           trailing_separator=rule.action is Action.DENY),
+        paths=compile_glob(
+            rule.paths,
+            separator="/",
+            ignore_case=rule.action is Action.DENY,
+            trailing_separator=rule.action is Action.DENY,
+        ),
         models=compile_glob(rule.models, ignore_case=True),
         servers=compile_glob(rule.mcp_servers, ignore_case=True),
         tools=compile_glob(rule.mcp_tools),
         constraints=tuple(_constraint(c) for c in rule.arguments),
         risk=float(rule.risk),
-        allowed=AuthzResult(True, rule.name, float(rule.risk), None,
-                            f"allowed by rule {rule.name!r}"),
+        allowed=AuthzResult(
+            True, rule.name, float(rule.risk), None, f"allowed by rule {rule.name!r}"
+        ),
     )
 
 
@@ -430,11 +442,27 @@ class ToolAuthorizer:
 
     def _decide(self, call: CallView, tool: ToolCall | None) -> AuthzResult:
         if tool is None:
-            key: _PlanKey = (call.kind, call.method, call.host, call.path, call.model,
-                             call.upstream, call.mcp_method == MCP_TOOLS_CALL)
+            key: _PlanKey = (
+                call.kind,
+                call.method,
+                call.host,
+                call.path,
+                call.model,
+                call.upstream,
+                call.mcp_method == MCP_TOOLS_CALL,
+            )
         else:
-            key = (call.kind, call.method, call.host, call.path, call.model, call.upstream,
-                   True, tool.server, tool.name)
+            key = (
+                call.kind,
+                call.method,
+                call.host,
+                call.path,
+                call.model,
+                call.upstream,
+                True,
+                tool.server,
+                tool.name,
+            )
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(call, tool)
@@ -448,8 +476,13 @@ class ToolAuthorizer:
         arguments = tool.arguments
         for r in plan.deny:
             if r.failed_constraint(arguments) is None:
-                return AuthzResult(False, r.name, r.risk, CODE_TOOL_DENIED,
-                                f"tool {tool.name!r} denied by rule {r.name!r}")
+                return AuthzResult(
+                    False,
+                    r.name,
+                    r.risk,
+                    CODE_TOOL_DENIED,
+                    f"tool {tool.name!r} denied by rule {r.name!r}",
+                )
         best: _CompiledRule | None = None
         failed: tuple[_CompiledRule, _Constraint] | None = None
         for r in plan.allow:
@@ -466,9 +499,13 @@ class ToolAuthorizer:
         # the constrained allow rules do not.
         if failed is not None and not plan.fallback.allowed:
             rule, constraint = failed
-            return AuthzResult(False, rule.name, 0.0, CODE_ARGUMENT_CONSTRAINT_FAILED,
-                            f"tool {tool.name!r}: rule {rule.name!r} requires "
-                            f"{constraint.description}")
+            return AuthzResult(
+                False,
+                rule.name,
+                0.0,
+                CODE_ARGUMENT_CONSTRAINT_FAILED,
+                f"tool {tool.name!r}: rule {rule.name!r} requires {constraint.description}",
+            )
         return plan.fallback
 
     def _plan(self, call: CallView, tool: ToolCall | None) -> _Plan:
@@ -492,8 +529,9 @@ class ToolAuthorizer:
             if r.constraints and tool is None:
                 continue
             if not r.constraints:
-                verdict = AuthzResult(False, r.name, r.risk, CODE_TOOL_DENIED,
-                                   f"{what} denied by rule {r.name!r}")
+                verdict = AuthzResult(
+                    False, r.name, r.risk, CODE_TOOL_DENIED, f"{what} denied by rule {r.name!r}"
+                )
                 if not deny:
                     return _Plan(verdict)
                 # Constrained deny rules come first in policy order: they may still
@@ -520,9 +558,13 @@ class ToolAuthorizer:
 
         if unconditional is not None:
             session_message = call.kind is RequestKind.MCP and not is_tool_call
-            allowed = (AuthzResult(True, unconditional.name, 0.0, None,
-                                   f"allowed by rule {unconditional.name!r}")
-                       if session_message else unconditional.allowed)
+            allowed = (
+                AuthzResult(
+                    True, unconditional.name, 0.0, None, f"allowed by rule {unconditional.name!r}"
+                )
+                if session_message
+                else unconditional.allowed
+            )
             # A constrained allow rule with a higher weight could still match: keep it.
             allow = [r for r in allow if r.risk > unconditional.risk]
             if not deny and not allow:
@@ -531,8 +573,13 @@ class ToolAuthorizer:
         if self._default_allow:
             fallback = AuthzResult(True, None, 0.0, None, "allowed by default")
         else:
-            fallback = AuthzResult(False, None, 0.0, CODE_TOOL_NOT_ALLOWED,
-                                f"{what} matches no allow rule (default deny)")
+            fallback = AuthzResult(
+                False,
+                None,
+                0.0,
+                CODE_TOOL_NOT_ALLOWED,
+                f"{what} matches no allow rule (default deny)",
+            )
         if not deny and not allow:
             return _Plan(fallback)
         return _Plan(None, tuple(deny), tuple(allow), fallback)
@@ -557,10 +604,21 @@ class ToolAuthorizer:
         return kept
 
     def _may_call(self, server: str, name: str, call: CallView | None) -> bool:
-        probe = None if call is None else CallView(
-            kind=call.kind, method=call.method, scheme=call.scheme, host=call.host,
-            port=call.port, path=call.path, upstream=call.upstream, model=call.model,
-            mcp_method=MCP_TOOLS_CALL, agent=call.agent,
+        probe = (
+            None
+            if call is None
+            else CallView(
+                kind=call.kind,
+                method=call.method,
+                scheme=call.scheme,
+                host=call.host,
+                port=call.port,
+                path=call.path,
+                upstream=call.upstream,
+                model=call.model,
+                mcp_method=MCP_TOOLS_CALL,
+                agent=call.agent,
+            )
         )
         path = probe.path.partition("?")[0] if probe is not None else ""
 
@@ -617,8 +675,12 @@ def find_conflicts(tools: Tools) -> list[tuple[int, int, str]]:
     out: list[tuple[int, int, str]] = []
     for i, r in enumerate(tools.rules):
         if r.action is Action.ALLOW and (j := denies.get(key(r))) is not None:
-            out.append((i, j, f"rule {r.name!r} matches exactly what deny rule "
-                              f"{tools.rules[j].name!r} matches: it can never allow anything"))
+            out.append(
+                (
+                    i,
+                    j,
+                    f"rule {r.name!r} matches exactly what deny rule "
+                    f"{tools.rules[j].name!r} matches: it can never allow anything",
+                )
+            )
     return out
-
-

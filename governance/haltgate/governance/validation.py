@@ -65,9 +65,7 @@ class PolicyFileError(Exception):
     def __init__(self, source: str, issues: Iterable[Issue]) -> None:
         self.source = source
         self.issues = tuple(issues)
-        super().__init__(
-            f"{source}: " + "; ".join(str(i) for i in self.issues if not i.warning)
-        )
+        super().__init__(f"{source}: " + "; ".join(str(i) for i in self.issues if not i.warning))
 
 
 _KINDS: dict[str, type[GovernancePolicy] | type[BudgetPool]] = {
@@ -162,23 +160,37 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
             add(Issue(f"{p}.models", "only valid for rules of kind llm"))
         for j, c in enumerate(rule.arguments):
             q = f"{p}.arguments[{j}]"
-            set_ = [n for n, v in (("equals", c.equals), ("in", c.in_), ("regex", c.regex),
-                                   ("maxLength", c.max_length)) if v is not None]
+            set_ = [
+                n
+                for n, v in (
+                    ("equals", c.equals),
+                    ("in", c.in_),
+                    ("regex", c.regex),
+                    ("maxLength", c.max_length),
+                )
+                if v is not None
+            ]
             if len(set_) != 1:
-                add(Issue(q, "set exactly one of equals, in, regex, maxLength"
-                          + (f" (found {', '.join(set_)})" if set_ else "")))
+                add(
+                    Issue(
+                        q,
+                        "set exactly one of equals, in, regex, maxLength"
+                        + (f" (found {', '.join(set_)})" if set_ else ""),
+                    )
+                )
             if c.regex is not None and (err := _compiles(c.regex)):
                 add(Issue(f"{q}.regex", err))
     for allow_index, _, message in find_conflicts(spec.tools):
         add(Issue(f"spec.tools.rules[{allow_index}]", message))
 
-    for section, names in (("resources", [r.name for r in spec.mcp.resources.rules]),
-                           ("prompts", [r.name for r in spec.mcp.prompts.rules])):
+    for section, names in (
+        ("resources", [r.name for r in spec.mcp.resources.rules]),
+        ("prompts", [r.name for r in spec.mcp.prompts.rules]),
+    ):
         seen = set()
         for i, name in enumerate(names):
             if name in seen:
-                add(Issue(f"spec.mcp.{section}.rules[{i}].name",
-                          f"duplicate rule name {name!r}"))
+                add(Issue(f"spec.mcp.{section}.rules[{i}].name", f"duplicate rule name {name!r}"))
             seen.add(name)
     for i, res_rule in enumerate(spec.mcp.resources.rules):
         for j, glob in enumerate(res_rule.uris):
@@ -186,8 +198,11 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
                 add(Issue(f"spec.mcp.resources.rules[{i}].uris[{j}]", problem))
 
     g = spec.guardrails
-    for name, det in (("promptInjection", g.prompt_injection), ("pii", g.pii),
-                      ("secrets", g.secrets)):
+    for name, det in (
+        ("promptInjection", g.prompt_injection),
+        ("pii", g.pii),
+        ("secrets", g.secrets),
+    ):
         if det is None:
             continue
         p = f"spec.guardrails.{name}"
@@ -216,9 +231,15 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
             add(Issue(p, f"must not be empty for operator {req.operator}"))
 
     if not spec.selector.match_labels and not spec.selector.match_expressions:
-        add(Issue("spec.selector", "empty selector: the policy governs every injected pod "
-                  "of the namespace that no other policy's selector names (the namespace's "
-                  "default)", warning=True))
+        add(
+            Issue(
+                "spec.selector",
+                "empty selector: the policy governs every injected pod "
+                "of the namespace that no other policy's selector names (the namespace's "
+                "default)",
+                warning=True,
+            )
+        )
     return issues
 
 
@@ -259,8 +280,7 @@ def _under(path: str, pruned: Sequence[str]) -> bool:
 def _touches(path: str, pruned: Sequence[str]) -> bool:
     """A semantic issue at or around a pruned field: about the field or caused by its
     absence (``tokens`` without ``limit``), so not reported."""
-    return _under(path, pruned) or any(p.startswith((path + ".", path + "["))
-                                       for p in pruned)
+    return _under(path, pruned) or any(p.startswith((path + ".", path + "[")) for p in pruned)
 
 
 def validate_document(doc: Any, *, extra_checks: Sequence[PolicyCheck] = ()) -> Result:
@@ -318,8 +338,7 @@ def load_documents(text: str, source: str = "<input>") -> list[Any]:
     """Parse a multi-document YAML text. Raises :class:`PolicyFileError` on bad YAML."""
     try:
         # Numbers as kubectl reads them (1e3 is a number, 1e400 a string): same verdict.
-        return [d for d in yaml.load_all(text, Loader=apitypes.KubectlLoader)
-                if d is not None]
+        return [d for d in yaml.load_all(text, Loader=apitypes.KubectlLoader) if d is not None]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<document>"
@@ -333,11 +352,15 @@ def load_policy_file(path: str) -> GovernancePolicy:
             text = f.read()
     except OSError as e:
         raise PolicyFileError(path, [Issue("<file>", f"cannot read: {e.strerror}")]) from e
-    docs = [d for d in load_documents(text, path)
-            if isinstance(d, Mapping) and d.get("kind") == "GovernancePolicy"]
+    docs = [
+        d
+        for d in load_documents(text, path)
+        if isinstance(d, Mapping) and d.get("kind") == "GovernancePolicy"
+    ]
     if len(docs) != 1:
-        raise PolicyFileError(path, [Issue("<file>", f"expected exactly one GovernancePolicy, "
-                                             f"found {len(docs)}")])
+        raise PolicyFileError(
+            path, [Issue("<file>", f"expected exactly one GovernancePolicy, found {len(docs)}")]
+        )
     result = validate_document(docs[0])
     if not result.ok or not isinstance(result.document, GovernancePolicy):
         raise PolicyFileError(path, result.issues)

@@ -71,8 +71,9 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -81,32 +82,48 @@ def _write_private(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def make_ca(common_name: str, *, now: dt.datetime,
-            validity: dt.timedelta = CA_VALIDITY) -> KeyPair:
+def make_ca(common_name: str, *, now: dt.datetime, validity: dt.timedelta = CA_VALIDITY) -> KeyPair:
     """A self-signed CA that may only sign leaves (path length 0)."""
     key = _new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "haltgate"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "haltgate"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE).not_valid_after(now + validity)
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
 
 
-def make_leaf(ca: KeyPair, hosts: Sequence[str], *, now: dt.datetime,
-              validity: dt.timedelta = LEAF_VALIDITY) -> KeyPair:
+def make_leaf(
+    ca: KeyPair, hosts: Sequence[str], *, now: dt.datetime, validity: dt.timedelta = LEAF_VALIDITY
+) -> KeyPair:
     """A server certificate for ``hosts`` (DNS names or IP addresses) signed by ``ca``."""
     if not hosts:
         raise ValueError("a webhook certificate needs at least one host")
@@ -127,19 +144,26 @@ def make_leaf(ca: KeyPair, hosts: Sequence[str], *, now: dt.datetime,
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE).not_valid_after(now + validity)
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + validity)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
 
 
-def needs_renewal(pair: KeyPair, hosts: Sequence[str], *, now: dt.datetime,
-                  renew_before: dt.timedelta = RENEW_BEFORE) -> bool:
+def needs_renewal(
+    pair: KeyPair,
+    hosts: Sequence[str],
+    *,
+    now: dt.datetime,
+    renew_before: dt.timedelta = RENEW_BEFORE,
+) -> bool:
     """Whether a leaf expires soon or does not cover every host any more."""
     cert = pair.certificate
     if cert.not_valid_after_utc - renew_before <= now:
@@ -153,8 +177,9 @@ def needs_renewal(pair: KeyPair, hosts: Sequence[str], *, now: dt.datetime,
     return not set(hosts) <= have
 
 
-def ensure_webhook_tls(current: WebhookTLS | None, hosts: Sequence[str], *,
-                       now: dt.datetime) -> tuple[WebhookTLS, bool]:
+def ensure_webhook_tls(
+    current: WebhookTLS | None, hosts: Sequence[str], *, now: dt.datetime
+) -> tuple[WebhookTLS, bool]:
     """Keep ``current`` if still good; renew the leaf (same CA) or make everything anew.
 
     Returns the material and whether it changed.

@@ -107,8 +107,7 @@ class Cluster:
         ns = await self.fast().get(f"/api/v1/namespaces/{namespace}")
         return dict((ns.get("metadata") or {}).get("labels") or {})
 
-    async def list_policies(self, namespace: str, *, fresh: bool = True
-                            ) -> list[dict[str, Any]]:
+    async def list_policies(self, namespace: str, *, fresh: bool = True) -> list[dict[str, Any]]:
         """The GovernancePolicies of a namespace.
 
         ``fresh=False`` reads the apiserver's watch cache (resourceVersion=0): no wait, but
@@ -117,23 +116,32 @@ class Cluster:
         """
         res = await self.fast().get(
             f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/{POLICY_PLURAL}",
-            None if fresh else {"resourceVersion": "0"})
+            None if fresh else {"resourceVersion": "0"},
+        )
         return list(res.get("items") or [])
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        res = await self._json(self.core.list_namespaced_pod, namespace,
-                               label_selector=label_selector)
+        res = await self._json(
+            self.core.list_namespaced_pod, namespace, label_selector=label_selector
+        )
         return list(res.get("items") or [])
 
     async def read_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         """One haltgate object (GovernancePolicy or BudgetPool), read afresh."""
-        obj: dict[str, Any] = await self._json(self.custom.get_namespaced_custom_object,
-                                               API_GROUP, API_VERSION, namespace, plural, name)
+        obj: dict[str, Any] = await self._json(
+            self.custom.get_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            plural,
+            name,
+        )
         return obj
 
     async def read_deployment(self, namespace: str, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = await self._json(self.apps.read_namespaced_deployment, name,
-                                               namespace)
+        obj: dict[str, Any] = await self._json(
+            self.apps.read_namespaced_deployment, name, namespace
+        )
         return obj
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
@@ -147,8 +155,7 @@ class Cluster:
         return self.plain(await self._call(self.core.read_namespaced_secret, name, namespace))
 
     async def read_config_map(self, namespace: str, name: str) -> dict[str, Any]:
-        return self.plain(await self._call(self.core.read_namespaced_config_map, name,
-                                           namespace))
+        return self.plain(await self._call(self.core.read_namespaced_config_map, name, namespace))
 
     # ----------------------------------------------------------------- writes
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> None:
@@ -166,40 +173,64 @@ class Cluster:
         except Conflict:
             pass
         current = await self.read_config_map(namespace, name)
-        if (current.get("data") == body.get("data")
-                and _subset(body["metadata"].get("labels"), current["metadata"].get("labels"))
-                and current["metadata"].get("ownerReferences")
-                == body["metadata"].get("ownerReferences")):
+        if (
+            current.get("data") == body.get("data")
+            and _subset(body["metadata"].get("labels"), current["metadata"].get("labels"))
+            and current["metadata"].get("ownerReferences")
+            == body["metadata"].get("ownerReferences")
+        ):
             return False
         merged = dict(body)
-        merged["metadata"] = {**body["metadata"],
-                              "resourceVersion": current["metadata"]["resourceVersion"]}
+        merged["metadata"] = {
+            **body["metadata"],
+            "resourceVersion": current["metadata"]["resourceVersion"],
+        }
         await self._call(self.core.replace_namespaced_config_map, name, namespace, merged)
         return True
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         await self._call(self.core.create_namespaced_event, namespace, dict(body))
 
-    async def patch_status(self, plural: str, namespace: str, name: str,
-                           status: Mapping[str, Any]) -> None:
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
         """Merge ``status`` into a haltgate object's status subresource."""
-        await self._call(self.custom.patch_namespaced_custom_object_status, API_GROUP,
-                         API_VERSION, namespace, plural, name, {"status": dict(status)})
+        await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": dict(status)},
+        )
 
-    async def patch_pod_annotations(self, namespace: str, name: str,
-                                    annotations: Mapping[str, str | None]) -> None:
-        await self._call(self.core.patch_namespaced_pod, name, namespace,
-                         {"metadata": {"annotations": dict(annotations)}})
+    async def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        await self._call(
+            self.core.patch_namespaced_pod,
+            name,
+            namespace,
+            {"metadata": {"annotations": dict(annotations)}},
+        )
 
-    async def patch_template_annotations(self, kind: str, namespace: str, name: str,
-                                         annotations: Mapping[str, str | None]) -> None:
+    async def patch_template_annotations(
+        self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
         """Merge ``annotations`` into a Deployment/StatefulSet/DaemonSet's pod template
         (None removes a key): a rollout."""
-        fn = {"Deployment": self.apps.patch_namespaced_deployment,
-              "StatefulSet": self.apps.patch_namespaced_stateful_set,
-              "DaemonSet": self.apps.patch_namespaced_daemon_set}[kind]
-        await self._call(fn, name, namespace, {"spec": {"template": {"metadata": {
-            "annotations": dict(annotations)}}}})
+        fn = {
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "StatefulSet": self.apps.patch_namespaced_stateful_set,
+            "DaemonSet": self.apps.patch_namespaced_daemon_set,
+        }[kind]
+        await self._call(
+            fn,
+            name,
+            namespace,
+            {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}},
+        )
 
     async def apply_webhook_configuration(self, kind: str, body: Mapping[str, Any]) -> None:
         """Create or replace a Mutating/ValidatingWebhookConfiguration's webhooks."""
@@ -207,13 +238,17 @@ class Cluster:
         read: Any
         replace: Any
         if kind == "mutating":
-            create, read, replace = (self.admission.create_mutating_webhook_configuration,
-                                     self.admission.read_mutating_webhook_configuration,
-                                     self.admission.replace_mutating_webhook_configuration)
+            create, read, replace = (
+                self.admission.create_mutating_webhook_configuration,
+                self.admission.read_mutating_webhook_configuration,
+                self.admission.replace_mutating_webhook_configuration,
+            )
         else:
-            create, read, replace = (self.admission.create_validating_webhook_configuration,
-                                     self.admission.read_validating_webhook_configuration,
-                                     self.admission.replace_validating_webhook_configuration)
+            create, read, replace = (
+                self.admission.create_validating_webhook_configuration,
+                self.admission.read_validating_webhook_configuration,
+                self.admission.replace_validating_webhook_configuration,
+            )
         name = body["metadata"]["name"]
         for _ in range(5):  # bounded: optimistic concurrency with another replica
             try:
@@ -222,9 +257,13 @@ class Cluster:
             except Conflict:
                 pass
             current = self.plain(await self._call(read, name))
-            merged = {**body, "metadata": {**body["metadata"],
-                                           "resourceVersion": current["metadata"]
-                                           ["resourceVersion"]}}
+            merged = {
+                **body,
+                "metadata": {
+                    **body["metadata"],
+                    "resourceVersion": current["metadata"]["resourceVersion"],
+                },
+            }
             try:
                 await self._call(replace, name, merged)
                 return

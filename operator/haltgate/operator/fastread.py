@@ -44,8 +44,10 @@ class FastReader:
     async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                base_url=self._cfg.host, timeout=self._timeout,
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=16))
+                base_url=self._cfg.host,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=16),
+            )
         async with self._session.get(path, params=params, headers=self._headers()) as resp:
             body = await resp.read()
             if resp.status == 404:

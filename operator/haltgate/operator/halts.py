@@ -89,12 +89,14 @@ def plan(pod: Mapping[str, Any], source: str, reason: str | None) -> Step | None
     return Step("lift" if not rest else "forget", rest)
 
 
-async def _call(session: aiohttp.ClientSession, url: str, token: str,
-                payload: Mapping[str, Any]) -> str | None:
+async def _call(
+    session: aiohttp.ClientSession, url: str, token: str, payload: Mapping[str, Any]
+) -> str | None:
     """POST to a sidecar admin API; None on success, else a short error."""
     try:
-        async with session.post(url, json=dict(payload),
-                                headers={"Authorization": f"Bearer {token}"}) as resp:
+        async with session.post(
+            url, json=dict(payload), headers={"Authorization": f"Bearer {token}"}
+        ) as resp:
             if 200 <= resp.status < 300:
                 return None
             body = (await resp.text())[:_MAX_ERROR]
@@ -103,8 +105,14 @@ async def _call(session: aiohttp.ClientSession, url: str, token: str,
         return f"{type(e).__name__}: {e}"[:_MAX_ERROR]
 
 
-async def sync(rt: Runtime, session: aiohttp.ClientSession, namespace: str, source: str,
-               pods: Sequence[Mapping[str, Any]], reason: str | None) -> SyncResult:
+async def sync(
+    rt: Runtime,
+    session: aiohttp.ClientSession,
+    namespace: str,
+    source: str,
+    pods: Sequence[Mapping[str, Any]],
+    reason: str | None,
+) -> SyncResult:
     """Make every pod's halt state for ``source`` match ``reason`` (None: lifted)."""
     result = SyncResult()
     token: str | None = None
@@ -123,13 +131,22 @@ async def sync(rt: Runtime, session: aiohttp.ClientSession, namespace: str, sour
                 continue
             if token is None:
                 try:
-                    token = (await rt.cluster.read_secret_key(
-                        namespace, rt.settings.injection.admin_token_secret,
-                        injection.ADMIN_TOKEN_KEY)).decode().strip()
+                    token = (
+                        (
+                            await rt.cluster.read_secret_key(
+                                namespace,
+                                rt.settings.injection.admin_token_secret,
+                                injection.ADMIN_TOKEN_KEY,
+                            )
+                        )
+                        .decode()
+                        .strip()
+                    )
                 except (cluster.NotFound, cluster.Forbidden) as e:
                     result.errors.append(f"admin token: {e}")
-                    result.pending += [str((p.get("metadata") or {}).get("name", ""))
-                                       for p in pods if p is not pod] + [name]
+                    result.pending += [
+                        str((p.get("metadata") or {}).get("name", "")) for p in pods if p is not pod
+                    ] + [name]
                     return result
             host = f"[{ip}]" if ":" in ip else ip
             port = admin_port(pod, rt.settings.injection.admin_port)
@@ -160,9 +177,17 @@ async def sync(rt: Runtime, session: aiohttp.ClientSession, namespace: str, sour
     return result
 
 
-def halts_status(pods: Sequence[Mapping[str, Any]], source: str,
-                 since: str) -> list[dict[str, Any]]:
+def halts_status(
+    pods: Sequence[Mapping[str, Any]], source: str, since: str
+) -> list[dict[str, Any]]:
     """``status.halts`` entries for the pods ``source`` has halted."""
-    return [{"pod": (p.get("metadata") or {}).get("name", ""), "failureType": "EXTERNAL",
-             "code": HALT_CODE, "since": since}
-            for p in pods if source in halted_sources(p)]
+    return [
+        {
+            "pod": (p.get("metadata") or {}).get("name", ""),
+            "failureType": "EXTERNAL",
+            "code": HALT_CODE,
+            "since": since,
+        }
+        for p in pods
+        if source in halted_sources(p)
+    ]

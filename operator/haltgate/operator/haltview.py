@@ -64,9 +64,11 @@ def parse_status(body: Any) -> Probe:
     halted = body.get("halted") if isinstance(body, Mapping) else None
     if not isinstance(halted, Mapping):
         return None
-    return SidecarHalt(str(halted.get("failure_type") or "EXTERNAL"),
-                       str(halted.get("code") or "halted"),
-                       str(halted.get("message") or "")[:_MAX_TEXT])
+    return SidecarHalt(
+        str(halted.get("failure_type") or "EXTERNAL"),
+        str(halted.get("code") or "halted"),
+        str(halted.get("message") or "")[:_MAX_TEXT],
+    )
 
 
 def reachable(pod: Mapping[str, Any]) -> str | None:
@@ -88,8 +90,12 @@ async def _probe_one(session: aiohttp.ClientSession, url: str, token: str) -> Pr
         return f"{type(e).__name__}: {e}"[:_MAX_TEXT]
 
 
-async def probe(session: aiohttp.ClientSession, pods: Sequence[Mapping[str, Any]],
-                token: str, default_admin_port: int) -> tuple[dict[str, Probe], dict[str, str]]:
+async def probe(
+    session: aiohttp.ClientSession,
+    pods: Sequence[Mapping[str, Any]],
+    token: str,
+    default_admin_port: int,
+) -> tuple[dict[str, Probe], dict[str, str]]:
     """Ask every reachable pod's sidecar whether it is halted.
 
     Returns (answers by pod name, errors by pod name); unreachable pods are in neither."""
@@ -100,8 +106,10 @@ async def probe(session: aiohttp.ClientSession, pods: Sequence[Mapping[str, Any]
         assert host is not None
         port = halts.admin_port(pod, default_admin_port)
         async with sem:
-            return (str((pod.get("metadata") or {}).get("name", "")),
-                    await _probe_one(session, f"http://{host}:{port}/status", token))
+            return (
+                str((pod.get("metadata") or {}).get("name", "")),
+                await _probe_one(session, f"http://{host}:{port}/status", token),
+            )
 
     answers: dict[str, Probe] = {}
     errors: dict[str, str] = {}
@@ -132,9 +140,13 @@ def _sources_text(record: Mapping[str, str]) -> tuple[str, str]:
     return ", ".join(sources), "; ".join(f"{s}: {record[s]}" for s in sources)
 
 
-def entries(pods: Sequence[Mapping[str, Any]], answers: Mapping[str, Probe],
-            pending: Mapping[str, Mapping[str, str]],
-            previous: Sequence[Mapping[str, Any]], now: str) -> list[dict[str, Any]]:
+def entries(
+    pods: Sequence[Mapping[str, Any]],
+    answers: Mapping[str, Probe],
+    pending: Mapping[str, Mapping[str, str]],
+    previous: Sequence[Mapping[str, Any]],
+    now: str,
+) -> list[dict[str, Any]]:
     """``status.halts``: one entry per halted pod, or per pod whose halt awaits delivery.
 
     ``answers``: sidecar probes (a pod missing here was not reachable: its last known
@@ -152,30 +164,48 @@ def entries(pods: Sequence[Mapping[str, Any]], answers: Mapping[str, Probe],
             source = "sidecar"
             if answer.failure_type == "EXTERNAL":
                 source = _sources_text(record)[0] if record else "admin API"
-            entry = {"failureType": answer.failure_type, "code": answer.code,
-                     "message": answer.message, "source": source}
+            entry = {
+                "failureType": answer.failure_type,
+                "code": answer.code,
+                "message": answer.message,
+                "source": source,
+            }
         elif record:
             source, message = _sources_text(record)
-            entry = {"failureType": "EXTERNAL", "code": halts.HALT_CODE,
-                     "message": message[:_MAX_TEXT], "source": source}
-        elif name not in answers and (old := before.get(name)) is not None and \
-                old.get("state") == STATE_HALTED and old.get("source") == "sidecar":
-            entry = {k: old[k] for k in ("failureType", "code", "message", "source")
-                     if k in old}
+            entry = {
+                "failureType": "EXTERNAL",
+                "code": halts.HALT_CODE,
+                "message": message[:_MAX_TEXT],
+                "source": source,
+            }
+        elif (
+            name not in answers
+            and (old := before.get(name)) is not None
+            and old.get("state") == STATE_HALTED
+            and old.get("source") == "sidecar"
+        ):
+            entry = {k: old[k] for k in ("failureType", "code", "message", "source") if k in old}
         if entry is not None:
             entry["state"] = STATE_HALTED
         elif pending.get(name):
             source, message = _sources_text(pending[name])
-            entry = {"failureType": "EXTERNAL", "code": halts.HALT_CODE,
-                     "message": message[:_MAX_TEXT], "source": source,
-                     "state": STATE_PENDING}
+            entry = {
+                "failureType": "EXTERNAL",
+                "code": halts.HALT_CODE,
+                "message": message[:_MAX_TEXT],
+                "source": source,
+                "state": STATE_PENDING,
+            }
         if entry is None:
             continue
         old = before.get(name)
-        same = old is not None and all(old.get(k) == entry[k]
-                                       for k in ("failureType", "state"))
-        entry = {"pod": name, **entry, "workload": workload_of(pod).ref,
-                 "since": str(old.get("since")) if same and old and old.get("since") else now}
+        same = old is not None and all(old.get(k) == entry[k] for k in ("failureType", "state"))
+        entry = {
+            "pod": name,
+            **entry,
+            "workload": workload_of(pod).ref,
+            "since": str(old.get("since")) if same and old and old.get("since") else now,
+        }
         out.append(entry)
     return sorted(out, key=lambda e: str(e["pod"]))
 
@@ -195,8 +225,9 @@ class Change:
     workload: str
 
 
-def transitions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]],
-                present: set[str]) -> list[Change]:
+def transitions(
+    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], present: set[str]
+) -> list[Change]:
     """Events for halts that appeared, changed, await delivery, or were lifted (pure).
 
     ``present``: the pods that still exist (a deleted pod's halt was not lifted)."""
@@ -206,21 +237,34 @@ def transitions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any
     for pod, e in sorted(after.items()):
         prev = before.get(pod)
         key = (e.get("failureType"), e.get("code"), e.get("state", STATE_HALTED))
-        if prev is not None and (prev.get("failureType"), prev.get("code"),
-                                 prev.get("state", STATE_HALTED)) == key:
+        if (
+            prev is not None
+            and (prev.get("failureType"), prev.get("code"), prev.get("state", STATE_HALTED)) == key
+        ):
             continue
         workload = str(e.get("workload") or f"Pod/{pod}")
         detail = f"{e.get('failureType')} {e.get('code')} from {e.get('source')}"
         if e.get("message"):
             detail += f": {e.get('message')}"
         if e.get("state") == STATE_PENDING:
-            out.append(Change("Warning", "HaltPending",
-                              f"pod {pod}: halt not delivered yet ({detail})", workload))
+            out.append(
+                Change(
+                    "Warning",
+                    "HaltPending",
+                    f"pod {pod}: halt not delivered yet ({detail})",
+                    workload,
+                )
+            )
         else:
             out.append(Change("Warning", "Halted", f"pod {pod} halted: {detail}", workload))
     for pod, e in sorted(before.items()):
-        if pod not in after and pod in present and \
-                e.get("state", STATE_HALTED) == STATE_HALTED:
-            out.append(Change("Normal", "HaltLifted", f"pod {pod}: halt lifted",
-                              str(e.get("workload") or f"Pod/{pod}")))
+        if pod not in after and pod in present and e.get("state", STATE_HALTED) == STATE_HALTED:
+            out.append(
+                Change(
+                    "Normal",
+                    "HaltLifted",
+                    f"pod {pod}: halt lifted",
+                    str(e.get("workload") or f"Pod/{pod}"),
+                )
+            )
     return out

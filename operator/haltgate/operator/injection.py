@@ -41,8 +41,15 @@ VERIFY_CONTAINER_NAME = "haltgate-verify"
 SIDECAR_CONTAINER_NAME = "haltgate-proxy"
 OPA_CONTAINER_NAME = "haltgate-opa"
 SHIPPER_CONTAINER_NAME = "haltgate-audit-shipper"
-CONTAINER_NAMES = frozenset({INIT_CONTAINER_NAME, SIDECAR_CONTAINER_NAME, OPA_CONTAINER_NAME,
-                             SHIPPER_CONTAINER_NAME, VERIFY_CONTAINER_NAME})
+CONTAINER_NAMES = frozenset(
+    {
+        INIT_CONTAINER_NAME,
+        SIDECAR_CONTAINER_NAME,
+        OPA_CONTAINER_NAME,
+        SHIPPER_CONTAINER_NAME,
+        VERIFY_CONTAINER_NAME,
+    }
+)
 
 VOLUME_POLICY = "haltgate-policy"
 VOLUME_CA_BUNDLE = "haltgate-ca-bundle"
@@ -146,9 +153,12 @@ class InjectionConfig:
 
     def __post_init__(self) -> None:
         ports = {
-            "explicitPort": self.explicit_port, "transparentPort": self.transparent_port,
-            "adminPort": self.admin_port, "metricsPort": self.metrics_port,
-            "opaPort": self.opa_port, "opaDiagnosticPort": self.opa_diagnostic_port,
+            "explicitPort": self.explicit_port,
+            "transparentPort": self.transparent_port,
+            "adminPort": self.admin_port,
+            "metricsPort": self.metrics_port,
+            "opaPort": self.opa_port,
+            "opaDiagnosticPort": self.opa_diagnostic_port,
             "shipperMetricsPort": self.shipper_metrics_port,
         }
         for name, port in ports.items():
@@ -162,15 +172,21 @@ class InjectionConfig:
         if self.redirect not in ("init", "node"):
             raise ValueError(f"injection.redirect: must be init or node, got {self.redirect!r}")
         if self.verify_uid < 1 or self.verify_uid in (self.proxy_uid, self.opa_uid):
-            raise ValueError("injection.verifyUID: must be >= 1 and differ from proxyUID and "
-                             "opaUID (its probe must be redirected like an agent's)")
+            raise ValueError(
+                "injection.verifyUID: must be >= 1 and differ from proxyUID and "
+                "opaUID (its probe must be redirected like an agent's)"
+            )
         for uid in self.mesh_proxy_uids:
             if uid < 1 or uid in (self.proxy_uid, self.opa_uid):
-                raise ValueError(f"injection.meshProxyUIDs: {uid} must be >= 1 and differ "
-                                 f"from proxyUID and opaUID")
+                raise ValueError(
+                    f"injection.meshProxyUIDs: {uid} must be >= 1 and differ "
+                    f"from proxyUID and opaUID"
+                )
         if self.proxy_uid == self.opa_uid:
-            raise ValueError("injection.opaUID: must differ from proxyUID (the proxy UID is "
-                             "the one exempt from redirection)")
+            raise ValueError(
+                "injection.opaUID: must differ from proxyUID (the proxy UID is "
+                "the one exempt from redirection)"
+            )
         if not self.image or not self.opa_image:
             raise ValueError("injection.image and injection.opaImage must be set")
         if self.price_table is not None:
@@ -184,66 +200,97 @@ class InjectionConfig:
 
     def excluded(self, namespace: str) -> bool:
         """True for namespaces the webhook never injects into."""
-        return (namespace in ALWAYS_EXCLUDED_NAMESPACES or namespace == self.operator_namespace
-                or namespace in self.excluded_namespaces)
+        return (
+            namespace in ALWAYS_EXCLUDED_NAMESPACES
+            or namespace == self.operator_namespace
+            or namespace in self.excluded_namespaces
+        )
 
     def template_values(self, *, policy: str, mode: Mode) -> dict[str, Any]:
         """The names a template may use, with their typed values."""
         return {
-            "image": self.image, "opaImage": self.opa_image,
+            "image": self.image,
+            "opaImage": self.opa_image,
             "imagePullPolicy": self.image_pull_policy,
-            "proxyUID": self.proxy_uid, "proxyUIDText": str(self.proxy_uid),
+            "proxyUID": self.proxy_uid,
+            "proxyUIDText": str(self.proxy_uid),
             "opaUID": self.opa_uid,
-            "explicitPort": self.explicit_port, "transparentPort": self.transparent_port,
+            "explicitPort": self.explicit_port,
+            "transparentPort": self.transparent_port,
             "transparentPortText": str(self.transparent_port),
-            "adminPortText": str(self.admin_port), "metricsPortText": str(self.metrics_port),
+            "adminPortText": str(self.admin_port),
+            "metricsPortText": str(self.metrics_port),
             "opaPortText": str(self.opa_port),
             "opaDiagnosticPortText": str(self.opa_diagnostic_port),
-            "adminPort": self.admin_port, "metricsPort": self.metrics_port,
-            "opaPort": self.opa_port, "opaDiagnosticPort": self.opa_diagnostic_port,
-            "initContainerName": INIT_CONTAINER_NAME, "sidecarName": SIDECAR_CONTAINER_NAME,
+            "adminPort": self.admin_port,
+            "metricsPort": self.metrics_port,
+            "opaPort": self.opa_port,
+            "opaDiagnosticPort": self.opa_diagnostic_port,
+            "initContainerName": INIT_CONTAINER_NAME,
+            "sidecarName": SIDECAR_CONTAINER_NAME,
             "opaName": OPA_CONTAINER_NAME,
-            "policyName": policy, "policyConfigMap": policy_configmap_name(policy),
-            "policyVolume": VOLUME_POLICY, "policyDir": POLICY_DIR, "policyFile": POLICY_FILE,
-            "caBundleVolume": VOLUME_CA_BUNDLE, "caBundleConfigMap": self.ca_bundle_config_map,
+            "policyName": policy,
+            "policyConfigMap": policy_configmap_name(policy),
+            "policyVolume": VOLUME_POLICY,
+            "policyDir": POLICY_DIR,
+            "policyFile": POLICY_FILE,
+            "caBundleVolume": VOLUME_CA_BUNDLE,
+            "caBundleConfigMap": self.ca_bundle_config_map,
             "caBundleDir": CA_BUNDLE_DIR,
-            "caKeyVolume": VOLUME_CA_KEY, "caKeySecret": self.ca_key_secret,
+            "caKeyVolume": VOLUME_CA_KEY,
+            "caKeySecret": self.ca_key_secret,
             "caKeyDir": CA_KEY_DIR,
-            "adminTokenVolume": VOLUME_ADMIN_TOKEN, "adminTokenSecret": self.admin_token_secret,
+            "adminTokenVolume": VOLUME_ADMIN_TOKEN,
+            "adminTokenSecret": self.admin_token_secret,
             "adminTokenDir": ADMIN_TOKEN_DIR,
             "poolDatabaseSecret": self.pool_database_secret,
             "adminTokenFile": f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}",
-            "stateVolume": VOLUME_STATE, "stateDir": STATE_DIR, "tmpVolume": VOLUME_TMP,
+            "stateVolume": VOLUME_STATE,
+            "stateDir": STATE_DIR,
+            "tmpVolume": VOLUME_TMP,
             "mode": mode,
-            "shipperName": SHIPPER_CONTAINER_NAME, "auditSpoolDir": AUDIT_SPOOL_DIR,
+            "shipperName": SHIPPER_CONTAINER_NAME,
+            "auditSpoolDir": AUDIT_SPOOL_DIR,
             "auditDatabaseSecret": self.audit_database_secret,
             "shipperMetricsPort": self.shipper_metrics_port,
             "shipperMetricsPortText": str(self.shipper_metrics_port),
             "priceTableKey": PRICE_TABLE_KEY,
-            "xtablesVolume": VOLUME_XTABLES, "xtablesDir": XTABLES_DIR,
+            "xtablesVolume": VOLUME_XTABLES,
+            "xtablesDir": XTABLES_DIR,
             "xtablesLockFile": f"{XTABLES_DIR}/xtables.lock",
             "meshProxyUIDsText": ",".join(str(u) for u in self.mesh_proxy_uids),
-            "verifyContainerName": VERIFY_CONTAINER_NAME, "verifyUID": self.verify_uid,
+            "verifyContainerName": VERIFY_CONTAINER_NAME,
+            "verifyUID": self.verify_uid,
         }
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> InjectionConfig:
         """Build from camelCase keys (the chart's values), rejecting unknown keys."""
         names = {
-            "image": "image", "opaImage": "opa_image", "imagePullPolicy": "image_pull_policy",
-            "proxyUID": "proxy_uid", "opaUID": "opa_uid", "explicitPort": "explicit_port",
-            "transparentPort": "transparent_port", "adminPort": "admin_port",
-            "metricsPort": "metrics_port", "opaPort": "opa_port",
+            "image": "image",
+            "opaImage": "opa_image",
+            "imagePullPolicy": "image_pull_policy",
+            "proxyUID": "proxy_uid",
+            "opaUID": "opa_uid",
+            "explicitPort": "explicit_port",
+            "transparentPort": "transparent_port",
+            "adminPort": "admin_port",
+            "metricsPort": "metrics_port",
+            "opaPort": "opa_port",
             "opaDiagnosticPort": "opa_diagnostic_port",
-            "caBundleConfigMap": "ca_bundle_config_map", "caKeySecret": "ca_key_secret",
+            "caBundleConfigMap": "ca_bundle_config_map",
+            "caKeySecret": "ca_key_secret",
             "adminTokenSecret": "admin_token_secret",
             "poolDatabaseSecret": "pool_database_secret",
             "auditDatabaseSecret": "audit_database_secret",
-            "shipperMetricsPort": "shipper_metrics_port", "priceTable": "price_table",
+            "shipperMetricsPort": "shipper_metrics_port",
+            "priceTable": "price_table",
             "operatorNamespace": "operator_namespace",
             "excludedNamespaces": "excluded_namespaces",
-            "meshProxyUIDs": "mesh_proxy_uids", "meshContainers": "mesh_containers",
-            "guaranteedCPU": "guaranteed_cpu", "redirect": "redirect",
+            "meshProxyUIDs": "mesh_proxy_uids",
+            "meshContainers": "mesh_containers",
+            "guaranteedCPU": "guaranteed_cpu",
+            "redirect": "redirect",
             "verifyUID": "verify_uid",
         }
         unknown = sorted(set(raw) - set(names))
@@ -263,9 +310,20 @@ class InjectionConfig:
 
 # ----------------------------------------------------------------------------- template
 _PLACEHOLDER = re.compile(r"\{\{\s*\.([A-Za-z][A-Za-z0-9]*)\s*\}\}")
-_SECTIONS = ("initContainer", "verifyContainer", "sidecar", "opaContainer", "shipperContainer",
-             "sidecarEnvOPA", "sidecarEnvPool", "sidecarEnvPrices", "volumes",
-             "agentVolumeMounts", "agentEnv", "agentEnvExplicit")
+_SECTIONS = (
+    "initContainer",
+    "verifyContainer",
+    "sidecar",
+    "opaContainer",
+    "shipperContainer",
+    "sidecarEnvOPA",
+    "sidecarEnvPool",
+    "sidecarEnvPrices",
+    "volumes",
+    "agentVolumeMounts",
+    "agentEnv",
+    "agentEnvExplicit",
+)
 
 
 class TemplateError(ValueError):
@@ -429,16 +487,23 @@ def mutate_pod(
     if not injection_requested(pod, namespace_labels):
         return Skip("not opted in")
     if config.excluded(namespace):
-        return Skip(f"namespace {namespace} is never injected",
-                    (f"haltgate: namespace {namespace} is excluded from injection; "
-                     f"this pod runs without governance",))
+        return Skip(
+            f"namespace {namespace} is never injected",
+            (
+                f"haltgate: namespace {namespace} is excluded from injection; "
+                f"this pod runs without governance",
+            ),
+        )
 
     meta = pod.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     mode_raw = str(annotations.get(ANNOTATION_MODE, "transparent")).strip().lower()
     if mode_raw not in ("transparent", "explicit"):
-        return Refuse("invalid_mode", f"metadata.annotations[{ANNOTATION_MODE}]",
-                      f"must be transparent or explicit, got {mode_raw!r}")
+        return Refuse(
+            "invalid_mode",
+            f"metadata.annotations[{ANNOTATION_MODE}]",
+            f"must be transparent or explicit, got {mode_raw!r}",
+        )
     mode: Mode = "explicit" if mode_raw == "explicit" else "transparent"
 
     chosen = _choose_policy(pod, namespace, policies)
@@ -450,11 +515,14 @@ def mutate_pod(
     if _looks_injected(pod):
         return _verify_existing(pod, rendered, chosen, config)
 
-    found = refusals.refusals(pod, proxy_uid=config.proxy_uid,
-                              reserved_containers=CONTAINER_NAMES,
-                              reserved_volumes=_volume_names(rendered),
-                              mesh_uids=config.mesh_proxy_uids,
-                              mesh_containers=config.mesh_containers)
+    found = refusals.refusals(
+        pod,
+        proxy_uid=config.proxy_uid,
+        reserved_containers=CONTAINER_NAMES,
+        reserved_volumes=_volume_names(rendered),
+        mesh_uids=config.mesh_proxy_uids,
+        mesh_containers=config.mesh_containers,
+    )
     if found:
         first = found[0]
         return Refuse(first.code, first.path, first.reason, tuple(found[1:]))
@@ -485,13 +553,17 @@ def mutate_pod(
         "mode": mode,
         "initContainers": [c["name"] for c in ours],
         "volumes": [v["name"] for v in volumes],
-        "agentContainers": [c.get("name", "") for c in user_init + (spec.get("containers") or [])
-                            if c.get("name") not in config.mesh_containers],
+        "agentContainers": [
+            c.get("name", "")
+            for c in user_init + (spec.get("containers") or [])
+            if c.get("name") not in config.mesh_containers
+        ],
         "template": template_digest(rendered),
     }
     out_meta = out.setdefault("metadata", {})
     out_meta.setdefault("annotations", {})[ANNOTATION_INJECTED] = json.dumps(
-        record, sort_keys=True, separators=(",", ":"))
+        record, sort_keys=True, separators=(",", ":")
+    )
     out_meta.setdefault("labels", {})[LABEL_POLICY] = chosen.name
     return Inject(out, record)
 
@@ -502,17 +574,21 @@ def template_digest(rendered: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _choose_policy(pod: Mapping[str, Any], namespace: str,
-                   policies: Sequence[PolicyRef]) -> PolicyRef | Refuse:
+def _choose_policy(
+    pod: Mapping[str, Any], namespace: str, policies: Sequence[PolicyRef]
+) -> PolicyRef | Refuse:
     meta = pod.get("metadata") or {}
     named = str((meta.get("annotations") or {}).get(ANNOTATION_POLICY, "")).strip()
     if named:
         for p in policies:
             if p.name == named:
                 return p
-        return Refuse("unknown_policy", f"metadata.annotations[{ANNOTATION_POLICY}]",
-                      f"no GovernancePolicy {named!r} in namespace {namespace}; an agent "
-                      f"must not start ungoverned")
+        return Refuse(
+            "unknown_policy",
+            f"metadata.annotations[{ANNOTATION_POLICY}]",
+            f"no GovernancePolicy {named!r} in namespace {namespace}; an agent "
+            f"must not start ungoverned",
+        )
     labels = meta.get("labels") or {}
     matching = [p for p in policies if selectors.matches(p.selector, labels)]
     if len(matching) > 1:
@@ -521,15 +597,21 @@ def _choose_policy(pod: Mapping[str, Any], namespace: str,
         specific = [p for p in matching if not _selects_everything(p.selector)]
         matching = specific or matching
     if not matching:
-        return Refuse("no_policy", "metadata.labels",
-                      f"no GovernancePolicy in namespace {namespace} selects this pod; create "
-                      f"one or name it with the {ANNOTATION_POLICY} annotation (an agent must "
-                      f"not start ungoverned)")
+        return Refuse(
+            "no_policy",
+            "metadata.labels",
+            f"no GovernancePolicy in namespace {namespace} selects this pod; create "
+            f"one or name it with the {ANNOTATION_POLICY} annotation (an agent must "
+            f"not start ungoverned)",
+        )
     if len(matching) > 1:
         names = ", ".join(sorted(p.name for p in matching))
-        return Refuse("ambiguous_policy", "metadata.labels",
-                      f"several GovernancePolicies select this pod ({names}); name one with "
-                      f"the {ANNOTATION_POLICY} annotation")
+        return Refuse(
+            "ambiguous_policy",
+            "metadata.labels",
+            f"several GovernancePolicies select this pod ({names}); name one with "
+            f"the {ANNOTATION_POLICY} annotation",
+        )
     return matching[0]
 
 
@@ -566,8 +648,9 @@ def _selects_everything(selector: Mapping[str, Any]) -> bool:
     return not selector.get("matchLabels") and not selector.get("matchExpressions")
 
 
-def _our_init_containers(rendered: Mapping[str, Any], policy: PolicyRef,
-                         config: InjectionConfig) -> list[dict[str, Any]]:
+def _our_init_containers(
+    rendered: Mapping[str, Any], policy: PolicyRef, config: InjectionConfig
+) -> list[dict[str, Any]]:
     """haltgate's init containers, in start order: iptables step, shipper, proxy, OPA.
 
     The shipper starts before the proxy so that the kubelet, which stops native sidecars in
@@ -598,8 +681,9 @@ def _looks_injected(pod: Mapping[str, Any]) -> bool:
     return ANNOTATION_INJECTED in annotations
 
 
-def _verify_existing(pod: Mapping[str, Any], rendered: Mapping[str, Any],
-                     policy: PolicyRef, config: InjectionConfig) -> Outcome:
+def _verify_existing(
+    pod: Mapping[str, Any], rendered: Mapping[str, Any], policy: PolicyRef, config: InjectionConfig
+) -> Outcome:
     """A pod that already carries haltgate's pieces (reinvocation, or a copied pod).
 
     Accept it only if the pieces are exactly what this operator would inject now; otherwise
@@ -616,12 +700,15 @@ def _verify_existing(pod: Mapping[str, Any], rendered: Mapping[str, Any],
     for container in guaranteed:
         _make_guaranteed(container, config.guaranteed_cpu)
     if len(have) != len(wanted) or not all(
-            _contains(h, w) or _contains(h, g)
-            for h, w, g in zip(have, wanted, guaranteed, strict=True)):
-        return Refuse("forged_injection", "spec.initContainers",
-                      "the pod carries haltgate containers or the "
-                      f"{ANNOTATION_INJECTED} annotation, but not the ones this operator "
-                      "injects; remove them and let the webhook inject")
+        _contains(h, w) or _contains(h, g) for h, w, g in zip(have, wanted, guaranteed, strict=True)
+    ):
+        return Refuse(
+            "forged_injection",
+            "spec.initContainers",
+            "the pod carries haltgate containers or the "
+            f"{ANNOTATION_INJECTED} annotation, but not the ones this operator "
+            "injects; remove them and let the webhook inject",
+        )
     # Ours are genuine; everything else (the agent's, a later webhook's) must still pass
     # every rule.
     agent_only = copy.deepcopy(dict(pod))
@@ -629,10 +716,14 @@ def _verify_existing(pod: Mapping[str, Any], rendered: Mapping[str, Any],
     agent_spec["initContainers"] = [c for c in init if c.get("name") not in CONTAINER_NAMES]
     ours = _volume_names(rendered)
     agent_spec["volumes"] = [v for v in (spec.get("volumes") or []) if v.get("name") not in ours]
-    found = refusals.refusals(agent_only, proxy_uid=config.proxy_uid,
-                              reserved_containers=CONTAINER_NAMES, reserved_volumes=ours,
-                              mesh_uids=config.mesh_proxy_uids,
-                              mesh_containers=config.mesh_containers)
+    found = refusals.refusals(
+        agent_only,
+        proxy_uid=config.proxy_uid,
+        reserved_containers=CONTAINER_NAMES,
+        reserved_volumes=ours,
+        mesh_uids=config.mesh_proxy_uids,
+        mesh_containers=config.mesh_containers,
+    )
     if found:
         first = found[0]
         return Refuse(first.code, first.path, first.reason, tuple(found[1:]))
@@ -646,8 +737,11 @@ def _without_token_mount(container: Mapping[str, Any]) -> dict[str, Any]:
     """The container without the API token mount the apiserver's ServiceAccount plugin adds
     to every container (also to ours, when it runs again before a reinvocation)."""
     out = dict(container)
-    mounts = [m for m in container.get("volumeMounts") or []
-              if m.get("mountPath") != SERVICE_ACCOUNT_TOKEN_DIR]
+    mounts = [
+        m
+        for m in container.get("volumeMounts") or []
+        if m.get("mountPath") != SERVICE_ACCOUNT_TOKEN_DIR
+    ]
     if mounts:
         out["volumeMounts"] = mounts
     else:
@@ -659,17 +753,22 @@ def _contains(have: Any, want: Any) -> bool:
     """``want`` is a sub-document of ``have`` (the apiserver adds defaults to what we set)."""
     if isinstance(want, dict):
         return isinstance(have, dict) and all(
-            k in have and _contains(have[k], v) for k, v in want.items())
+            k in have and _contains(have[k], v) for k, v in want.items()
+        )
     if isinstance(want, list):
-        return (isinstance(have, list) and len(have) == len(want)
-                and all(_contains(h, w) for h, w in zip(have, want, strict=True)))
+        return (
+            isinstance(have, list)
+            and len(have) == len(want)
+            and all(_contains(h, w) for h, w in zip(have, want, strict=True))
+        )
     if isinstance(want, int) and isinstance(have, str):
         return str(want) == have
     return bool(have == want)
 
 
-def _merge_named(container: dict[str, Any], list_field: str,
-                 items: Sequence[Mapping[str, Any]]) -> None:
+def _merge_named(
+    container: dict[str, Any], list_field: str, items: Sequence[Mapping[str, Any]]
+) -> None:
     """Append ``items`` to ``container[list_field]``, replacing entries of the same name.
 
     Ours replace the user's: an agent that set its own SSL_CERT_FILE would otherwise fail

@@ -23,21 +23,28 @@ class OperatorMetrics:
                 "haltgate_operator_admission_total",
                 "Admission reviews answered, by webhook and outcome "
                 "(injected, skipped, refused, valid, invalid, error).",
-                ["webhook", "outcome"], registry=reg),
+                ["webhook", "outcome"],
+                registry=reg,
+            ),
             admission_seconds=Histogram(
                 "haltgate_operator_admission_duration_seconds",
                 "Time to answer one admission review inside the operator.",
-                ["webhook"], registry=reg,
-                buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 2.5, 10)),
+                ["webhook"],
+                registry=reg,
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 2.5, 10),
+            ),
             halt_deliveries=Counter(
                 "haltgate_operator_halt_deliveries_total",
-                "Calls to sidecar admin APIs, by action (halt, lift) and result "
-                "(ok, failed).",
-                ["action", "result"], registry=reg),
+                "Calls to sidecar admin APIs, by action (halt, lift) and result (ok, failed).",
+                ["action", "result"],
+                registry=reg,
+            ),
             reconciles=Counter(
                 "haltgate_operator_reconciles_total",
                 "GovernancePolicy/BudgetPool reconciliations, by kind and result "
                 "(ready, invalid, error).",
-                ["kind", "result"], registry=reg),
+                ["kind", "result"],
+                registry=reg,
+            ),
             registry=reg,
         )

@@ -32,8 +32,10 @@ CA_CERT_KEY = "ca.crt"
 CA_KEY_KEY = "ca.key"
 """File names the sidecar's TLS minter loads from its CA directory."""
 log = logging.getLogger("haltgate.operator.policies")
-MANAGED_LABELS = {"app.kubernetes.io/managed-by": "haltgate",
-                  "app.kubernetes.io/part-of": "haltgate"}
+MANAGED_LABELS = {
+    "app.kubernetes.io/managed-by": "haltgate",
+    "app.kubernetes.io/part-of": "haltgate",
+}
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -43,14 +45,14 @@ def policy_document(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": body.get("apiVersion"),
         "kind": "GovernancePolicy",
-        "metadata": {k: meta[k] for k in ("name", "namespace", "generation", "uid")
-                     if k in meta},
+        "metadata": {k: meta[k] for k in ("name", "namespace", "generation", "uid") if k in meta},
         "spec": dict(body.get("spec") or {}),
     }
 
 
-def render_config_map(body: Mapping[str, Any], rego: str | None,
-                      price_table: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def render_config_map(
+    body: Mapping[str, Any], rego: str | None, price_table: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The ConfigMap ``haltgate-policy-<name>``, owned by the policy.
 
     ``policy.yaml`` is what the sidecar loads. A ``spec.opa.configMapRef``'s Rego is copied
@@ -74,25 +76,42 @@ def render_config_map(body: Mapping[str, Any], rego: str | None,
             "name": injection.policy_configmap_name(name),
             "namespace": meta.get("namespace"),
             "labels": {**MANAGED_LABELS, injection.LABEL_POLICY: name},
-            "ownerReferences": [{
-                "apiVersion": body.get("apiVersion"), "kind": "GovernancePolicy",
-                "name": name, "uid": meta.get("uid"), "controller": True,
-                "blockOwnerDeletion": False,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": body.get("apiVersion"),
+                    "kind": "GovernancePolicy",
+                    "name": name,
+                    "uid": meta.get("uid"),
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ],
         },
         "data": data,
     }
 
 
-def condition(kind: str, ok: bool, reason: str, message: str, generation: int,
-              previous: Sequence[Mapping[str, Any]], now: str) -> dict[str, Any]:
+def condition(
+    kind: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    previous: Sequence[Mapping[str, Any]],
+    now: str,
+) -> dict[str, Any]:
     """A standard condition; lastTransitionTime moves only when the status flips."""
     status = "True" if ok else "False"
     before = next((c for c in previous if c.get("type") == kind), None)
-    since = (before.get("lastTransitionTime") if before and before.get("status") == status
-             else now)
-    return {"type": kind, "status": status, "reason": reason, "message": message[:1024],
-            "lastTransitionTime": since, "observedGeneration": generation}
+    since = before.get("lastTransitionTime") if before and before.get("status") == status else now
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message[:1024],
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
 
 
 def count_workloads(pods: Sequence[Mapping[str, Any]]) -> int:
@@ -101,8 +120,7 @@ def count_workloads(pods: Sequence[Mapping[str, Any]]) -> int:
     seen: set[tuple[str, str]] = set()
     for pod in pods:
         meta = pod.get("metadata") or {}
-        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")),
-                     None)
+        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
         if owner is None:
             seen.add(("Pod", meta.get("name", "")))
             continue
@@ -128,13 +146,16 @@ async def _rego_of(rt: Runtime, namespace: str, spec: Mapping[str, Any]) -> str 
         return str(opa["rego"])
     ref = opa.get("configMapRef") or {}
     if ref["key"] == POLICY_KEY:
-        raise cluster.NotFound(f"spec.opa.configMapRef.key must not be {POLICY_KEY!r} (the "
-                               f"policy file has that name in the sidecar)")
+        raise cluster.NotFound(
+            f"spec.opa.configMapRef.key must not be {POLICY_KEY!r} (the "
+            f"policy file has that name in the sidecar)"
+        )
     try:
         cm = await rt.cluster.read_config_map(namespace, ref["name"])
     except cluster.NotFound as e:
-        raise cluster.NotFound(f"spec.opa.configMapRef: ConfigMap {namespace}/{ref['name']} "
-                               f"not found") from e
+        raise cluster.NotFound(
+            f"spec.opa.configMapRef: ConfigMap {namespace}/{ref['name']} not found"
+        ) from e
     value = (cm.get("data") or {}).get(ref["key"])
     if value is None:
         raise cluster.NotFound(f"ConfigMap {namespace}/{ref['name']} has no key {ref['key']!r}")
@@ -150,10 +171,14 @@ async def ensure_namespace_secrets(rt: Runtime, namespace: str) -> None:
     except cluster.NotFound:
         token = secrets.token_urlsafe(32).encode()
         try:
-            await rt.cluster.create_secret(namespace, {
-                "metadata": {"name": cfg.admin_token_secret, "labels": dict(MANAGED_LABELS)},
-                "type": "Opaque",
-                "data": {injection.ADMIN_TOKEN_KEY: base64.b64encode(token).decode()}})
+            await rt.cluster.create_secret(
+                namespace,
+                {
+                    "metadata": {"name": cfg.admin_token_secret, "labels": dict(MANAGED_LABELS)},
+                    "type": "Opaque",
+                    "data": {injection.ADMIN_TOKEN_KEY: base64.b64encode(token).decode()},
+                },
+            )
         except cluster.Conflict:
             pass  # another replica won the race: theirs is as good
     try:
@@ -162,25 +187,40 @@ async def ensure_namespace_secrets(rt: Runtime, namespace: str) -> None:
     except cluster.NotFound:
         ca = certs.make_ca(f"haltgate inspection CA {namespace}", now=dt.datetime.now(dt.UTC))
         try:
-            await rt.cluster.create_secret(namespace, {
-                "metadata": {"name": cfg.ca_key_secret, "labels": dict(MANAGED_LABELS)},
-                "type": "Opaque",
-                "data": {CA_CERT_KEY: base64.b64encode(ca.cert_pem).decode(),
-                         CA_KEY_KEY: base64.b64encode(ca.key_pem).decode()}})
+            await rt.cluster.create_secret(
+                namespace,
+                {
+                    "metadata": {"name": cfg.ca_key_secret, "labels": dict(MANAGED_LABELS)},
+                    "type": "Opaque",
+                    "data": {
+                        CA_CERT_KEY: base64.b64encode(ca.cert_pem).decode(),
+                        CA_KEY_KEY: base64.b64encode(ca.key_pem).decode(),
+                    },
+                },
+            )
             ca_pem = ca.cert_pem
         except cluster.Conflict:
             ca_secret = await rt.cluster.read_secret(namespace, cfg.ca_key_secret)
             ca_pem = base64.b64decode(ca_secret["data"][CA_CERT_KEY])
     roots = _system_roots()
-    await rt.cluster.apply_config_map(namespace, {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": cfg.ca_bundle_config_map, "namespace": namespace,
-                     "labels": dict(MANAGED_LABELS)},
-        "data": {"haltgate-ca.crt": ca_pem.decode(),
-                 # Clients given SSL_CERT_FILE trust only that file: it must hold the public
-                 # roots too, for hosts the sidecar tunnels without inspection.
-                 "ca-bundle.crt": roots + ca_pem.decode()},
-    })
+    await rt.cluster.apply_config_map(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": cfg.ca_bundle_config_map,
+                "namespace": namespace,
+                "labels": dict(MANAGED_LABELS),
+            },
+            "data": {
+                "haltgate-ca.crt": ca_pem.decode(),
+                # Clients given SSL_CERT_FILE trust only that file: it must hold the public
+                # roots too, for hosts the sidecar tunnels without inspection.
+                "ca-bundle.crt": roots + ca_pem.decode(),
+            },
+        },
+    )
 
 
 def _system_roots() -> str:
@@ -213,8 +253,9 @@ def _missing_decision(rego: str, decision_path: str) -> str | None:
     return _decision_checks[key]
 
 
-async def readiness_problem(rt: Runtime, namespace: str, spec: Mapping[str, Any],
-                            rego: str | None) -> tuple[str, str] | None:
+async def readiness_problem(
+    rt: Runtime, namespace: str, spec: Mapping[str, Any], rego: str | None
+) -> tuple[str, str] | None:
     """Why the policy's agents would have every call refused although it is valid:
     (reason, message), or None. A pool that does not exist, a pool without the database
     Secret its members need, Rego without a rule at ``decisionPath``."""
@@ -223,15 +264,20 @@ async def readiness_problem(rt: Runtime, namespace: str, spec: Mapping[str, Any]
         try:
             await rt.cluster.read_custom(cluster.POOL_PLURAL, namespace, pool)
         except cluster.NotFound:
-            return ("PoolNotFound", f"spec.pool: no BudgetPool {namespace}/{pool}; the "
-                    f"policy's agents would have every call refused")
+            return (
+                "PoolNotFound",
+                f"spec.pool: no BudgetPool {namespace}/{pool}; the "
+                f"policy's agents would have every call refused",
+            )
         secret = rt.settings.injection.pool_database_secret
         try:
             await rt.cluster.read_secret_key(namespace, secret, "dsn")
         except cluster.NotFound:
-            return ("PoolDatabaseSecretMissing",
-                    f"spec.pool: Secret {namespace}/{secret} (key dsn) with the pool "
-                    f"database URI is missing; the policy's pods cannot start their sidecar")
+            return (
+                "PoolDatabaseSecretMissing",
+                f"spec.pool: Secret {namespace}/{secret} (key dsn) with the pool "
+                f"database URI is missing; the policy's pods cannot start their sidecar",
+            )
         except Exception as e:  # e.g. RBAC without get on that Secret: cannot tell
             log.debug("pool database Secret %s/%s not checked: %s", namespace, secret, e)
     opa = spec.get("opa") or {}
@@ -243,8 +289,13 @@ async def readiness_problem(rt: Runtime, namespace: str, spec: Mapping[str, Any]
     return None
 
 
-async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
-                    logger: Any, pods: Sequence[Mapping[str, Any]]) -> bool:
+async def reconcile(
+    rt: Runtime,
+    body: Mapping[str, Any],
+    status_patch: Any,
+    logger: Any,
+    pods: Sequence[Mapping[str, Any]],
+) -> bool:
     """Bring one policy's ConfigMap and status up to date; True when Ready.
 
     ``pods`` are the pods injected for this policy (label ``haltgate.dev/policy``).
@@ -259,8 +310,10 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
         problems = "; ".join(str(i) for i in result.errors)
         status_patch["conditions"] = [
             condition("Valid", False, "Invalid", problems, generation, previous, now),
-            condition("Ready", False, "Invalid", "the policy is invalid", generation,
-                      previous, now)]
+            condition(
+                "Ready", False, "Invalid", "the policy is invalid", generation, previous, now
+            ),
+        ]
         status_patch["ready"] = False
         status_patch["observedGeneration"] = generation
         rt.metrics.reconciles.labels("GovernancePolicy", "invalid").inc()
@@ -269,24 +322,33 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
     ready, reason, message = True, "Delivered", "policy ConfigMap is up to date"
     try:
         rego = await _rego_of(rt, namespace, body.get("spec") or {})
-        changed = await rt.cluster.apply_config_map(namespace, render_config_map(
-            body, rego, rt.settings.injection.price_table))
+        changed = await rt.cluster.apply_config_map(
+            namespace, render_config_map(body, rego, rt.settings.injection.price_table)
+        )
         await ensure_namespace_secrets(rt, namespace)
         if changed:
             logger.info(f"rendered ConfigMap {injection.policy_configmap_name(name)}")
-        if (problem := await readiness_problem(rt, namespace, body.get("spec") or {},
-                                               rego)) is not None:
+        if (
+            problem := await readiness_problem(rt, namespace, body.get("spec") or {}, rego)
+        ) is not None:
             ready, reason, message = False, *problem
     except cluster.NotFound as e:
         ready, reason, message = False, "RegoNotFound", str(e)
     except cluster.Forbidden as e:
-        ready, reason, message = False, "NamespaceNotEnabled", (
-            f"the operator may not write in namespace {namespace} ({e}): add it to the "
-            "chart's operator.agentNamespaces (docs/operator.md)")
+        ready, reason, message = (
+            False,
+            "NamespaceNotEnabled",
+            (
+                f"the operator may not write in namespace {namespace} ({e}): add it to the "
+                "chart's operator.agentNamespaces (docs/operator.md)"
+            ),
+        )
     status_patch["conditions"] = [
-        condition("Valid", True, "Valid", "the policy passed validation", generation,
-                  previous, now),
-        condition("Ready", ready, reason, message, generation, previous, now)]
+        condition(
+            "Valid", True, "Valid", "the policy passed validation", generation, previous, now
+        ),
+        condition("Ready", ready, reason, message, generation, previous, now),
+    ]
     status_patch["ready"] = ready
     status_patch["observedGeneration"] = generation
     status_patch["matchedWorkloads"] = count_workloads(pods)
@@ -299,8 +361,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], status_patch: Any,
 EventType = Literal["Normal", "Warning"]
 
 
-def transitions(old: Mapping[str, Any], new: Mapping[str, Any]
-                ) -> list[tuple[EventType, str, str]]:
+def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[EventType, str, str]]:
     """Events worth posting when a status goes from ``old`` to ``new``: (type, reason,
     message), for conditions that change (pure). Halts: :func:`haltview.transitions`."""
     out: list[tuple[EventType, str, str]] = []
@@ -308,12 +369,24 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any]
     for c in new.get("conditions") or []:
         prev = before.get(c.get("type"))
         if prev is not None and (prev.get("status"), prev.get("message")) == (
-                c.get("status"), c.get("message")):
+            c.get("status"),
+            c.get("message"),
+        ):
             continue
         if c.get("status") == "False":
-            out.append(("Warning", str(c.get("reason") or c.get("type")),
-                        f"{c.get('type')}: {c.get('message', '')}"))
+            out.append(
+                (
+                    "Warning",
+                    str(c.get("reason") or c.get("type")),
+                    f"{c.get('type')}: {c.get('message', '')}",
+                )
+            )
         elif prev is not None and prev.get("status") == "False":
-            out.append(("Normal", str(c.get("reason") or c.get("type")),
-                        f"{c.get('type')}: {c.get('message', '')}"))
+            out.append(
+                (
+                    "Normal",
+                    str(c.get("reason") or c.get("type")),
+                    f"{c.get('type')}: {c.get('message', '')}",
+                )
+            )
     return out

@@ -21,43 +21,58 @@ def members(pool: str, policy_objects: Sequence[Mapping[str, Any]]) -> int:
     return sum(1 for p in policy_objects if (p.get("spec") or {}).get("pool") == pool)
 
 
-def pool_status(body: Mapping[str, Any], policy_objects: Sequence[Mapping[str, Any]],
-                now: str) -> dict[str, Any]:
+def pool_status(
+    body: Mapping[str, Any], policy_objects: Sequence[Mapping[str, Any]], now: str
+) -> dict[str, Any]:
     """The status of one pool (pure)."""
     meta = body.get("metadata") or {}
     generation = int(meta.get("generation") or 0)
     previous = list((body.get("status") or {}).get("conditions") or [])
     result = validate_document(dict(body))
     halt_reason = (meta.get("annotations") or {}).get(halts.ANNOTATION_HALT)
-    status: dict[str, Any] = {"observedGeneration": generation,
-                              "members": members(meta.get("name", ""), policy_objects)}
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "members": members(meta.get("name", ""), policy_objects),
+    }
     if not result.ok:
         problems = "; ".join(str(i) for i in result.errors)
         status["conditions"] = [
             policies.condition("Valid", False, "Invalid", problems, generation, previous, now),
-            policies.condition("Ready", False, "Invalid", "the pool is invalid", generation,
-                               previous, now)]
+            policies.condition(
+                "Ready", False, "Invalid", "the pool is invalid", generation, previous, now
+            ),
+        ]
         status["state"] = "Active"
         return status
     status["state"] = "Halted" if halt_reason else "Active"
     status["reason"] = halt_reason or ""
     status["conditions"] = [
-        policies.condition("Valid", True, "Valid", "the pool passed validation", generation,
-                           previous, now),
-        policies.condition("Ready", True, "Active" if not halt_reason else "Halted",
-                           "the pool is tracked" if not halt_reason else halt_reason,
-                           generation, previous, now)]
+        policies.condition(
+            "Valid", True, "Valid", "the pool passed validation", generation, previous, now
+        ),
+        policies.condition(
+            "Ready",
+            True,
+            "Active" if not halt_reason else "Halted",
+            "the pool is tracked" if not halt_reason else halt_reason,
+            generation,
+            previous,
+            now,
+        ),
+    ]
     return status
 
 
 def member_policies(pool: str, policy_objects: Sequence[Mapping[str, Any]]) -> list[str]:
     """Names of the GovernancePolicies drawing from ``pool``."""
-    return sorted(str((p.get("metadata") or {}).get("name", "")) for p in policy_objects
-                  if (p.get("spec") or {}).get("pool") == pool)
+    return sorted(
+        str((p.get("metadata") or {}).get("name", ""))
+        for p in policy_objects
+        if (p.get("spec") or {}).get("pool") == pool
+    )
 
 
-async def sync_database(dsn: str, body: Mapping[str, Any], status: dict[str, Any]
-                        ) -> list[Any]:
+async def sync_database(dsn: str, body: Mapping[str, Any], status: dict[str, Any]) -> list[Any]:
     """With a pool database: write the spec there, apply the halt annotation to the pool
     (halt; lift of an annotation halt when it is removed), and take state, reason and
     spend from the database into ``status`` (a cascade halt shows as Halted). Returns the
@@ -74,9 +89,13 @@ async def sync_database(dsn: str, body: Mapping[str, Any], status: dict[str, Any
     store = await PoolStore.connect(dsn)
     try:
         result = await sync_pool(
-            store, meta["namespace"], meta["name"], spec,
+            store,
+            meta["namespace"],
+            meta["name"],
+            spec,
             halt_annotation=(meta.get("annotations") or {}).get(halts.ANNOTATION_HALT),
-            previous=body.get("status"))
+            previous=body.get("status"),
+        )
     finally:
         await store.close()
     status.update(result.status)
@@ -87,8 +106,7 @@ async def sync_database(dsn: str, body: Mapping[str, Any], status: dict[str, Any
     return list(result.events)
 
 
-async def reconcile(rt: Runtime, body: Mapping[str, Any]
-                    ) -> tuple[dict[str, Any], list[str]]:
+async def reconcile(rt: Runtime, body: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Compute a pool's status from the cluster; also return its member policies."""
     meta = body.get("metadata") or {}
     objs = await rt.cluster.list_policies(meta["namespace"])

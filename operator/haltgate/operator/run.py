@@ -56,21 +56,28 @@ def _secret_to_tls(secret: Mapping[str, Any]) -> certs.WebhookTLS | None:
     except KeyError:
         return None
     # tls.crt holds leaf + CA: keep only the first certificate as the leaf.
-    leaf_pem = raw["tls.crt"].split(b"-----END CERTIFICATE-----")[0] + \
-        b"-----END CERTIFICATE-----\n"
-    return certs.WebhookTLS(certs.KeyPair(raw["ca.crt"], raw["ca.key"]),
-                            certs.KeyPair(leaf_pem, raw["tls.key"]))
+    leaf_pem = (
+        raw["tls.crt"].split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n"
+    )
+    return certs.WebhookTLS(
+        certs.KeyPair(raw["ca.crt"], raw["ca.key"]), certs.KeyPair(leaf_pem, raw["tls.key"])
+    )
 
 
 def _tls_to_secret(name: str, tls: certs.WebhookTLS) -> dict[str, Any]:
     def b64(x: bytes) -> str:
         return base64.b64encode(x).decode()
 
-    return {"metadata": {"name": name, "labels": dict(policies.MANAGED_LABELS)},
-            "type": "Opaque",
-            "data": {"ca.crt": b64(tls.ca.cert_pem), "ca.key": b64(tls.ca.key_pem),
-                     "tls.crt": b64(tls.leaf.cert_pem + tls.ca.cert_pem),
-                     "tls.key": b64(tls.leaf.key_pem)}}
+    return {
+        "metadata": {"name": name, "labels": dict(policies.MANAGED_LABELS)},
+        "type": "Opaque",
+        "data": {
+            "ca.crt": b64(tls.ca.cert_pem),
+            "ca.key": b64(tls.ca.key_pem),
+            "tls.crt": b64(tls.leaf.cert_pem + tls.ca.cert_pem),
+            "tls.key": b64(tls.leaf.key_pem),
+        },
+    }
 
 
 async def ensure_self_managed_tls(rt: Runtime, hosts: list[str]) -> certs.WebhookTLS:
@@ -95,8 +102,11 @@ async def ensure_self_managed_tls(rt: Runtime, hosts: list[str]) -> certs.Webhoo
             else:
                 body["metadata"]["resourceVersion"] = version
                 await rt.cluster.replace_secret(ns, name, body)
-            logger.info("webhook serving certificate %s (valid until %s)",
-                        "created" if version is None else "renewed", tls.leaf.not_after)
+            logger.info(
+                "webhook serving certificate %s (valid until %s)",
+                "created" if version is None else "renewed",
+                tls.leaf.not_after,
+            )
             return tls
         except cluster.Conflict:
             continue
@@ -127,12 +137,16 @@ async def _prepare_tls(rt: Runtime) -> WebhookTLSFiles:
     """Serving certificate: cert-manager's files, or self-managed ones (shared Secret)."""
     wh = rt.settings.webhook
     if wh.tls_dir is not None:
-        certfile, keyfile, cafile = (wh.tls_dir / "tls.crt", wh.tls_dir / "tls.key",
-                                     wh.tls_dir / "ca.crt")
+        certfile, keyfile, cafile = (
+            wh.tls_dir / "tls.crt",
+            wh.tls_dir / "tls.key",
+            wh.tls_dir / "ca.crt",
+        )
         ca_bundle = cafile.read_bytes()
     else:
-        hosts = webhookconfig.hosts_for(wh.url, None if wh.url else wh.service_name,
-                                        rt.settings.namespace)
+        hosts = webhookconfig.hosts_for(
+            wh.url, None if wh.url else wh.service_name, rt.settings.namespace
+        )
         tls = await ensure_self_managed_tls(rt, hosts)
         certfile, keyfile, _ = tls.write(wh.work_dir / "tls")
         ca_bundle = tls.ca.cert_pem
@@ -148,8 +162,7 @@ async def _start_webhook_server(rt: Runtime, tls: WebhookTLSFiles) -> web.AppRun
     # No access log: one line per pod creation is noise; the metrics count every review.
     runner = web.AppRunner(webhooks.create_app(rt), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, wh.listen_host, wh.port, ssl_context=tls.context,
-                       reuse_address=True)
+    site = web.TCPSite(runner, wh.listen_host, wh.port, ssl_context=tls.context, reuse_address=True)
     await site.start()
     logger.info("webhook server listening on https://%s:%d", wh.listen_host, wh.port)
     return runner
@@ -158,27 +171,36 @@ async def _start_webhook_server(rt: Runtime, tls: WebhookTLSFiles) -> web.AppRun
 async def apply_webhook_configurations(rt: Runtime, ca_bundle: bytes) -> None:
     wh = rt.settings.webhook
     endpoint = webhookconfig.Endpoint(
-        ca_bundle=ca_bundle, url=wh.url,
+        ca_bundle=ca_bundle,
+        url=wh.url,
         service_name=None if wh.url else wh.service_name,
-        service_namespace=rt.settings.namespace, service_port=wh.service_port)
+        service_namespace=rt.settings.namespace,
+        service_port=wh.service_port,
+    )
+
     def owned(config: dict[str, Any]) -> dict[str, Any]:
         return webhookconfig.helm_owned(config, wh.helm_release, rt.settings.namespace)
 
     await rt.cluster.apply_webhook_configuration(
-        "mutating", owned(webhookconfig.mutating_configuration(endpoint, rt.settings.injection)))
+        "mutating", owned(webhookconfig.mutating_configuration(endpoint, rt.settings.injection))
+    )
     await rt.cluster.apply_webhook_configuration(
-        "validating",
-        owned(webhookconfig.validating_configuration(endpoint, rt.settings.injection)))
-    logger.info("webhook configurations %s and %s applied", webhookconfig.MUTATING_NAME,
-                webhookconfig.VALIDATING_NAME)
+        "validating", owned(webhookconfig.validating_configuration(endpoint, rt.settings.injection))
+    )
+    logger.info(
+        "webhook configurations %s and %s applied",
+        webhookconfig.MUTATING_NAME,
+        webhookconfig.VALIDATING_NAME,
+    )
 
 
 async def _renew_forever(rt: Runtime, tls: WebhookTLSFiles) -> None:
     """Keep the serving certificate fresh: renew the self-managed leaf before expiry, or
     pick up the files cert-manager rotates; the live server context reloads them."""
     wh = rt.settings.webhook
-    hosts = webhookconfig.hosts_for(wh.url, None if wh.url else wh.service_name,
-                                    rt.settings.namespace)
+    hosts = webhookconfig.hosts_for(
+        wh.url, None if wh.url else wh.service_name, rt.settings.namespace
+    )
     interval = _TLS_CHECK_SECONDS if wh.tls_dir is None else 60.0
     while True:
         await asyncio.sleep(interval)
@@ -204,10 +226,11 @@ def _changed(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str,
     out: dict[str, Any] = {}
     for k, v in wanted.items():
         if k == "conditions":
-            strip = [{kk: vv for kk, vv in c.items() if kk != "lastTransitionTime"}
-                     for c in v]
-            have = [{kk: vv for kk, vv in c.items() if kk != "lastTransitionTime"}
-                    for c in current.get(k) or []]
+            strip = [{kk: vv for kk, vv in c.items() if kk != "lastTransitionTime"} for c in v]
+            have = [
+                {kk: vv for kk, vv in c.items() if kk != "lastTransitionTime"}
+                for c in current.get(k) or []
+            ]
             if strip != have:
                 out[k] = v
         elif current.get(k) != v:
@@ -216,9 +239,11 @@ def _changed(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str,
 
 
 # ----------------------------------------------------------------------------- handlers
-def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
-                   background: list[Callable[[], Coroutine[Any, Any, None]]]
-                   ) -> kopf.OperatorRegistry:
+def build_registry(
+    rt: Runtime,
+    session_box: dict[str, aiohttp.ClientSession],
+    background: list[Callable[[], Coroutine[Any, Any, None]]],
+) -> kopf.OperatorRegistry:
     """All handlers of the operator, in a registry of their own (no import-time globals).
 
     Loops that must run next to kopf are appended to ``background``.
@@ -234,8 +259,9 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
     # source's sync updates its own part; the policy's status shows them as Pending.
     pending_halts: dict[tuple[str, str], dict[str, str]] = {}
 
-    def note_pending(namespace: str, source: str, result: halts.SyncResult | None,
-                     reason: str | None) -> None:
+    def note_pending(
+        namespace: str, source: str, result: halts.SyncResult | None, reason: str | None
+    ) -> None:
         waiting = set(result.pending) if result is not None and reason else set()
         for key in [k for k in pending_halts if k[0] == namespace]:
             if key[1] not in waiting:
@@ -256,17 +282,25 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
 
     async def admin_token(namespace: str) -> str | None:
         try:
-            return (await rt.cluster.read_secret_key(
-                namespace, rt.settings.injection.admin_token_secret,
-                injection.ADMIN_TOKEN_KEY)).decode().strip()
+            return (
+                (
+                    await rt.cluster.read_secret_key(
+                        namespace,
+                        rt.settings.injection.admin_token_secret,
+                        injection.ADMIN_TOKEN_KEY,
+                    )
+                )
+                .decode()
+                .strip()
+            )
         except cluster.NotFound:
             return None
 
-    async def workload_object(namespace: str, ref: str, pods: Sequence[Mapping[str, Any]]
-                              ) -> dict[str, Any] | None:
+    async def workload_object(
+        namespace: str, ref: str, pods: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any] | None:
         """The object an Event about a workload points at (its uid included)."""
-        pod = next((p for p in pods
-                    if haltview.workload_of(p).ref == ref), None)
+        pod = next((p for p in pods if haltview.workload_of(p).ref == ref), None)
         if pod is None:
             return None
         w = haltview.workload_of(pod)
@@ -277,13 +311,15 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
             except Exception as e:  # an Event is best effort
                 logger.warning("deployment %s/%s: %s", namespace, w.name, _short(e))
                 return None
-        return {"apiVersion": w.api_version, "kind": w.kind,
-                "metadata": {"name": w.name, "namespace": namespace, "uid": uid}}
+        return {
+            "apiVersion": w.api_version,
+            "kind": w.kind,
+            "metadata": {"name": w.name, "namespace": namespace, "uid": uid},
+        }
 
     def mark_stale(namespace: str, pods: list[dict[str, Any]]) -> None:
         for pod in pods:
-            policy = ((pod.get("metadata") or {}).get("labels") or {}).get(
-                injection.LABEL_POLICY)
+            policy = ((pod.get("metadata") or {}).get("labels") or {}).get(injection.LABEL_POLICY)
             if policy:
                 stale_policies.add((namespace, policy))
 
@@ -295,8 +331,9 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         await policies.reconcile(rt, body, wanted, log, pods)
         reason = (meta.get("annotations") or {}).get(halts.ANNOTATION_HALT)
         source = f"GovernancePolicy/{name}"
-        result = await halts.sync(rt, session_box["session"], namespace, source, pods,
-                                  reason or None)
+        result = await halts.sync(
+            rt, session_box["session"], namespace, source, pods, reason or None
+        )
         note_pending(namespace, source, result, reason or None)
         for err in result.errors:
             log.warning(f"halt delivery: {err}")
@@ -307,15 +344,19 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         token = await admin_token(namespace) if any(map(haltview.reachable, pods)) else None
         if token:
             answers, probe_errors = await haltview.probe(
-                session_box["session"], pods, token, rt.settings.injection.admin_port)
+                session_box["session"], pods, token, rt.settings.injection.admin_port
+            )
             for pod_name, err in probe_errors.items():
                 log.debug(f"status of pod {pod_name}: {err}")
         old_status = body.get("status") or {}
         now = policies.now_rfc3339()
         wanted["halts"] = haltview.entries(
-            pods, answers,
+            pods,
+            answers,
             {pod: why for (ns, pod), why in pending_halts.items() if ns == namespace},
-            list(old_status.get("halts") or []), now)
+            list(old_status.get("halts") or []),
+            now,
+        )
         wanted["haltedAgents"] = haltview.halted_count(wanted["halts"])
         changed = _changed(old_status, wanted)
         if changed:
@@ -325,12 +366,16 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
             present = {str((p.get("metadata") or {}).get("name", "")) for p in pods}
             previous_halts = list(old_status.get("halts") or [])
             for change in haltview.transitions(previous_halts, wanted["halts"], present):
-                await events.post(rt.cluster, body, change.type, change.reason,
-                                  change.message)
+                await events.post(rt.cluster, body, change.type, change.reason, change.message)
                 target = await workload_object(namespace, change.workload, pods)
                 if target is not None:
-                    await events.post(rt.cluster, target, change.type, change.reason,
-                                      f"{change.message} (GovernancePolicy {name})")
+                    await events.post(
+                        rt.cluster,
+                        target,
+                        change.type,
+                        change.reason,
+                        f"{change.message} (GovernancePolicy {name})",
+                    )
         await post_delivery_errors(body, result.errors)
 
     delivery_errors: dict[tuple[str, str, str], str] = {}
@@ -340,8 +385,7 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
 
     def _marker(body: Mapping[str, Any]) -> tuple[Any, Any]:
         meta = body.get("metadata") or {}
-        return meta.get("generation"), (meta.get("annotations") or {}).get(
-            halts.ANNOTATION_HALT)
+        return meta.get("generation"), (meta.get("annotations") or {}).get(halts.ANNOTATION_HALT)
 
     # Event handlers and a loop of our own rather than kopf's change handlers and timers:
     # those write their state into annotations and (timers) put finalizers on objects, so a
@@ -350,8 +394,9 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
     known_policies: dict[tuple[str, str], tuple[dict[str, Any], kopf.Memo]] = {}
 
     @kopf.on.event(GROUP, VERSION, "governancepolicies", id="policy", registry=registry)
-    async def policy_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
-                           logger: kopf.Logger, **_: Any) -> None:
+    async def policy_event(
+        type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if type == "DELETED":
@@ -385,8 +430,10 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
                 halting = bool(_marker(body)[1])
                 status = body.get("status") or {}
                 lifting = bool(status.get("haltedAgents") or status.get("halts"))
-                due = (time.monotonic() - memo.get("last_full_sync", 0.0)
-                       >= rt.settings.status_resync_seconds) or key in stale_policies
+                due = (
+                    time.monotonic() - memo.get("last_full_sync", 0.0)
+                    >= rt.settings.status_resync_seconds
+                ) or key in stale_policies
                 stale_policies.discard(key)
                 if not (halting or lifting or due):
                     continue
@@ -395,8 +442,12 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
                     memo["last_full_sync"] = time.monotonic()
                 except Exception as e:  # one policy's trouble must not stop the others'
                     meta = body.get("metadata") or {}
-                    logger.warning("policy %s/%s resync failed: %s", meta.get("namespace"),
-                                   meta.get("name"), _short(e))
+                    logger.warning(
+                        "policy %s/%s resync failed: %s",
+                        meta.get("namespace"),
+                        meta.get("name"),
+                        _short(e),
+                    )
 
     background.append(resync_policies)
 
@@ -413,17 +464,18 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         query = selectors.to_query(selector)
         if not query:
             return  # a Deployment always has a selector; refuse to match every pod
-        pods = await rt.cluster.list_pods(meta["namespace"],
-                                          f"{query},{injection.LABEL_POLICY}")
+        pods = await rt.cluster.list_pods(meta["namespace"], f"{query},{injection.LABEL_POLICY}")
         source = f"Deployment/{meta['name']}"
-        result = await halts.sync(rt, session_box["session"], meta["namespace"], source,
-                                  pods, reason)
+        result = await halts.sync(
+            rt, session_box["session"], meta["namespace"], source, pods, reason
+        )
         for err in result.errors:
             log.warning(f"halt delivery: {err}")
         note_pending(meta["namespace"], source, result, reason)
         mark_stale(meta["namespace"], pods)
-        await post_delivery_errors({"apiVersion": "apps/v1", "kind": "Deployment", **body},
-                                   result.errors)
+        await post_delivery_errors(
+            {"apiVersion": "apps/v1", "kind": "Deployment", **body}, result.errors
+        )
         memo["halted"] = bool(result.halted or result.pending)
 
     async def carry_opt_in(kind: str, body: Mapping[str, Any], log: Any) -> None:
@@ -443,27 +495,35 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         except cluster.Forbidden:
             # The namespace has not opted in (operator.agentNamespaces): say so where the
             # user looks, on the workload.
-            await events.post(rt.cluster, {"apiVersion": "apps/v1", "kind": kind, **body},
-                              "Warning", "NamespaceNotEnabled",
-                              f"haltgate may not write in namespace {namespace}: add it to "
-                              "the chart's operator.agentNamespaces to carry the opt-in "
-                              "into the pod template")
+            await events.post(
+                rt.cluster,
+                {"apiVersion": "apps/v1", "kind": kind, **body},
+                "Warning",
+                "NamespaceNotEnabled",
+                f"haltgate may not write in namespace {namespace}: add it to "
+                "the chart's operator.agentNamespaces to carry the opt-in "
+                "into the pod template",
+            )
             return
         except Exception as e:  # the next event of this object tries again
-            log.warning(f"cannot carry haltgate annotations into the pod template: "
-                        f"{_short(e)}")
+            log.warning(f"cannot carry haltgate annotations into the pod template: {_short(e)}")
             return
-        shown = ", ".join(f"{k}={v}" if v is not None else f"{k}-"
-                          for k, v in sorted(patch.items()))
+        shown = ", ".join(
+            f"{k}={v}" if v is not None else f"{k}-" for k, v in sorted(patch.items())
+        )
         log.info(f"pod template annotations {shown}")
-        await events.post(rt.cluster, {"apiVersion": "apps/v1", "kind": kind, **body},
-                          "Normal", "OptInCarried",
-                          f"pod template annotations set from the {kind}'s own: {shown} "
-                          f"(a rollout)")
+        await events.post(
+            rt.cluster,
+            {"apiVersion": "apps/v1", "kind": kind, **body},
+            "Normal",
+            "OptInCarried",
+            f"pod template annotations set from the {kind}'s own: {shown} (a rollout)",
+        )
 
     @kopf.on.event("apps", "v1", "deployments", id="halt", registry=registry)
-    async def deployment_event(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
-                               **_: Any) -> None:
+    async def deployment_event(
+        body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         await carry_opt_in("Deployment", body, logger)
@@ -515,10 +575,12 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
         reason = (meta.get("annotations") or {}).get(halts.ANNOTATION_HALT) or None
         if members and (reason or memo.get("halted")):
             pods = await rt.cluster.list_pods(
-                meta["namespace"], f"{injection.LABEL_POLICY} in ({','.join(members)})")
+                meta["namespace"], f"{injection.LABEL_POLICY} in ({','.join(members)})"
+            )
             source = f"BudgetPool/{meta['name']}"
-            result = await halts.sync(rt, session_box["session"], meta["namespace"],
-                                      source, pods, reason)
+            result = await halts.sync(
+                rt, session_box["session"], meta["namespace"], source, pods, reason
+            )
             for err in result.errors:
                 logger.warning("pool halt delivery: %s", err)
             note_pending(meta["namespace"], source, result, reason)
@@ -527,12 +589,12 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
             memo["halted"] = bool(result.halted or result.pending)
         changed = _changed(body.get("status") or {}, wanted)
         if changed:
-            await rt.cluster.patch_status(cluster.POOL_PLURAL, meta["namespace"],
-                                          meta["name"], changed)
+            await rt.cluster.patch_status(
+                cluster.POOL_PLURAL, meta["namespace"], meta["name"], changed
+            )
 
     @kopf.on.event(GROUP, VERSION, "budgetpools", id="pool", registry=registry)
-    async def pool_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
-                         **_: Any) -> None:
+    async def pool_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if type == "DELETED":
@@ -553,8 +615,10 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
                 try:
                     body = await rt.cluster.read_custom(cluster.POOL_PLURAL, *key)
                     halting = bool(_marker(body)[1]) or memo.get("halted")
-                    due = (time.monotonic() - memo.get("last_full_sync", 0.0)
-                           >= rt.settings.status_resync_seconds)
+                    due = (
+                        time.monotonic() - memo.get("last_full_sync", 0.0)
+                        >= rt.settings.status_resync_seconds
+                    )
                     if not (halting or due):
                         continue
                     await sync_pool(body, memo)
@@ -603,10 +667,10 @@ def build_registry(rt: Runtime, session_box: dict[str, aiohttp.ClientSession],
 # ----------------------------------------------------------------------------- main
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     # The CRD status schemas are structural: kopf's own bookkeeping goes to annotations.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=_STATE_PREFIX)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=_STATE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=_STATE_PREFIX, key="last-handled-configuration")
+        prefix=_STATE_PREFIX, key="last-handled-configuration"
+    )
     settings.persistence.finalizer = f"{_STATE_PREFIX}/finalizer"
     # Kubernetes Events only for warnings and errors (e.g. an invalid stored policy).
     settings.posting.level = logging.WARNING
@@ -618,8 +682,9 @@ async def run(opts: OperatorSettings, *, stop: asyncio.Event | None = None) -> N
     """Run the operator until cancelled or ``stop`` is set."""
     template = injection.InjectionTemplate.load(opts.template_path)
     m = metrics.OperatorMetrics.create()
-    rt = Runtime(settings=opts, cluster=cluster.Cluster.from_environment(), template=template,
-                 metrics=m)
+    rt = Runtime(
+        settings=opts, cluster=cluster.Cluster.from_environment(), template=template, metrics=m
+    )
     start_http_server(opts.metrics_port, registry=m.registry)
 
     kopf_settings = kopf.OperatorSettings()
@@ -654,4 +719,3 @@ async def run(opts: OperatorSettings, *, stop: asyncio.Event | None = None) -> N
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-

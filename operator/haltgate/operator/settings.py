@@ -37,8 +37,9 @@ class WebhookSettings:
         if not 1 <= self.port <= 65535:
             raise ValueError(f"webhook.port: must be in 1..65535, got {self.port}")
         if self.url is not None and not self.url.startswith("https://"):
-            raise ValueError(f"webhook.url: the apiserver only calls https:// URLs, got "
-                             f"{self.url!r}")
+            raise ValueError(
+                f"webhook.url: the apiserver only calls https:// URLs, got {self.url!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,10 @@ class OperatorSettings:
 
     def __post_init__(self) -> None:
         if self.injection.operator_namespace != self.namespace:
-            raise ValueError("injection.operatorNamespace must equal the operator's namespace "
-                             f"({self.injection.operator_namespace!r} != {self.namespace!r})")
+            raise ValueError(
+                "injection.operatorNamespace must equal the operator's namespace "
+                f"({self.injection.operator_namespace!r} != {self.namespace!r})"
+            )
         for name, port in (("healthPort", self.health_port), ("metricsPort", self.metrics_port)):
             if not 1 <= port <= 65535:
                 raise ValueError(f"{name}: must be in 1..65535, got {port}")

@@ -105,8 +105,9 @@ async def admit_pod(rt: Runtime, pod: dict[str, Any], namespace: str | None) -> 
     try:
         # Both lookups at once: the webhook is only called for opted-in pods, so the policy
         # list is almost always needed.
-        labels, listed = await asyncio.gather(rt.cluster.namespace_labels(ns),
-                                              rt.cluster.list_policies(ns, fresh=False))
+        labels, listed = await asyncio.gather(
+            rt.cluster.namespace_labels(ns), rt.cluster.list_policies(ns, fresh=False)
+        )
         if not injection.injection_requested(pod, labels):
             return Answer("skipped")
         outcome: injection.Outcome | None = None
@@ -114,13 +115,17 @@ async def admit_pod(rt: Runtime, pod: dict[str, Any], namespace: str | None) -> 
             if fresh:
                 listed = await rt.cluster.list_policies(ns, fresh=True)
             policies = [injection.PolicyRef.from_object(p) for p in listed]
-            outcome = injection.mutate_pod(pod, namespace=ns, namespace_labels=labels,
-                                           policies=policies, config=rt.settings.injection,
-                                           template=rt.template)
+            outcome = injection.mutate_pod(
+                pod,
+                namespace=ns,
+                namespace_labels=labels,
+                policies=policies,
+                config=rt.settings.injection,
+                template=rt.template,
+            )
             # The cached list may miss a policy created a moment ago: before refusing for
             # want of a policy, ask again with a consistent read.
-            if not (isinstance(outcome, injection.Refuse)
-                    and outcome.code in _POLICY_LOOKUP_CODES):
+            if not (isinstance(outcome, injection.Refuse) and outcome.code in _POLICY_LOOKUP_CODES):
                 break
     except cluster.NotFound as e:
         raise Denied(f"haltgate: cannot look up namespace {ns}: {e}", code=500) from e
@@ -138,16 +143,23 @@ async def admit_pod(rt: Runtime, pod: dict[str, Any], namespace: str | None) -> 
     raise AssertionError(f"unexpected outcome {outcome!r}")
 
 
-def validate_object(body: Mapping[str, Any], old: Mapping[str, Any] | None,
-                    operation: str | None, warnings: list[str],
-                    checks: Sequence[PolicyCheck] = ()) -> str:
+def validate_object(
+    body: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    operation: str | None,
+    warnings: list[str],
+    checks: Sequence[PolicyCheck] = (),
+) -> str:
     """Validate a GovernancePolicy/BudgetPool; refuse with every field path and reason.
 
     ``checks`` are extra checks of a policy spec (the Rego compile check of
     :func:`haltgate.governance.rego.default_checks`)."""
     doc = copy.deepcopy(dict(body))
-    if (operation == "UPDATE" and old is not None
-            and (old.get("spec") or {}) == (doc.get("spec") or {})):
+    if (
+        operation == "UPDATE"
+        and old is not None
+        and (old.get("spec") or {}) == (doc.get("spec") or {})
+    ):
         # Metadata-only change (annotations such as haltgate.dev/halt, finalizers): an object
         # stored before a rule tightened must still be haltable and deletable.
         return "valid"
@@ -161,21 +173,24 @@ def validate_object(body: Mapping[str, Any], old: Mapping[str, Any] | None,
     return "valid"
 
 
-def check_pod_update(rt: Runtime, old: Mapping[str, Any] | None,
-                     new: Mapping[str, Any]) -> str:
+def check_pod_update(rt: Runtime, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
     """Refuse UPDATEs that would weaken an injected pod's enforcement."""
     if old is None:
         return "valid"
     annotations = (old.get("metadata") or {}).get("annotations") or {}
     if injection.ANNOTATION_INJECTED not in annotations:
         return "valid"
-    found = refusals.update_refusals(old, new, proxy_uid=rt.settings.injection.proxy_uid,
-                                     ours=injection.CONTAINER_NAMES)
+    found = refusals.update_refusals(
+        old, new, proxy_uid=rt.settings.injection.proxy_uid, ours=injection.CONTAINER_NAMES
+    )
     if found:
         first = found[0]
         more = "; ".join(f"{r.path}: {r.reason} ({r.code})" for r in found[1:])
-        raise Denied(f"haltgate: pod update refused ({first.code}): {first.path}: "
-                     f"{first.reason}" + (f"; {more}" if more else ""), code=403)
+        raise Denied(
+            f"haltgate: pod update refused ({first.code}): {first.path}: "
+            f"{first.reason}" + (f"; {more}" if more else ""),
+            code=403,
+        )
     return "valid"
 
 
@@ -200,9 +215,14 @@ def _handlers(rt: Runtime) -> dict[str, Handler]:
         warnings: list[str] = []
         # In a thread: the Rego check runs `opa check` (a subprocess), which must not stall
         # the other reviews on this event loop.
-        outcome = await asyncio.to_thread(validate_object, req.get("object") or {},
-                                          req.get("oldObject"), req.get("operation"),
-                                          warnings, checks)
+        outcome = await asyncio.to_thread(
+            validate_object,
+            req.get("object") or {},
+            req.get("oldObject"),
+            req.get("operation"),
+            warnings,
+            checks,
+        )
         return Answer(outcome, warnings=warnings)
 
     async def pod_update(req: RequestPayload) -> Answer:
@@ -224,9 +244,11 @@ def _handlers(rt: Runtime) -> dict[str, Handler]:
 
 
 def _response(review: Mapping[str, Any], payload: ResponsePayload) -> web.Response:
-    out: AdmissionResponse = {"apiVersion": str(review.get("apiVersion",
-                                                          "admission.k8s.io/v1")),
-                              "kind": "AdmissionReview", "response": payload}
+    out: AdmissionResponse = {
+        "apiVersion": str(review.get("apiVersion", "admission.k8s.io/v1")),
+        "kind": "AdmissionReview",
+        "response": payload,
+    }
     return web.Response(body=orjson.dumps(out), content_type="application/json")
 
 
@@ -261,15 +283,20 @@ def create_app(rt: Runtime) -> web.Application:
                 payload["patch"] = base64.b64encode(orjson.dumps(answer.patch)).decode()
         except Denied as e:
             outcome = "refused" if webhook_id == webhookconfig.INJECT_WEBHOOK_ID else "invalid"
-            payload = {"uid": uid, "allowed": False,
-                       "status": {"code": e.code, "message": str(e)}}
+            payload = {"uid": uid, "allowed": False, "status": {"code": e.code, "message": str(e)}}
         except Exception as e:
             # Fail closed, and say why (cut: error texts can carry untrusted content).
             log.exception("webhook %s failed", webhook_id)
-            payload = {"uid": uid, "allowed": False,
-                       "status": {"code": 500,
-                                  "message": f"haltgate: {webhook_id} failed: "
-                                             f"{type(e).__name__}: {e}"[:_MAX_MESSAGE]}}
+            payload = {
+                "uid": uid,
+                "allowed": False,
+                "status": {
+                    "code": 500,
+                    "message": f"haltgate: {webhook_id} failed: {type(e).__name__}: {e}"[
+                        :_MAX_MESSAGE
+                    ],
+                },
+            }
         finally:
             m.admission.labels(webhook_id, outcome).inc()
             m.admission_seconds.labels(webhook_id).observe(time.perf_counter() - start)

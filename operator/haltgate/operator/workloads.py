@@ -23,17 +23,25 @@ from haltgate.operator import halts, injection
 
 ANNOTATION_CARRIED = "haltgate.dev/carried"
 """On a pod template, written by the operator: the keys it carried from the object."""
-CARRIED_KEYS = (injection.ANNOTATION_INJECT, injection.ANNOTATION_POLICY,
-                injection.ANNOTATION_MODE)
+CARRIED_KEYS = (injection.ANNOTATION_INJECT, injection.ANNOTATION_POLICY, injection.ANNOTATION_MODE)
 CARRYING_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
 """Workloads whose object annotations the operator carries into the pod template."""
 
-POD_KEYS = frozenset({injection.ANNOTATION_INJECT, injection.ANNOTATION_POLICY,
-                      injection.ANNOTATION_MODE, injection.ANNOTATION_INJECTED,
-                      halts.ANNOTATION_HALTED, ANNOTATION_CARRIED})
+POD_KEYS = frozenset(
+    {
+        injection.ANNOTATION_INJECT,
+        injection.ANNOTATION_POLICY,
+        injection.ANNOTATION_MODE,
+        injection.ANNOTATION_INJECTED,
+        halts.ANNOTATION_HALTED,
+        ANNOTATION_CARRIED,
+    }
+)
 """What is read (or written by haltgate) on a pod or pod template."""
-_HALT_TARGETS = ("the GovernancePolicy (kubectl annotate govpol NAME haltgate.dev/halt=...), "
-                 "the Deployment or the BudgetPool")
+_HALT_TARGETS = (
+    "the GovernancePolicy (kubectl annotate govpol NAME haltgate.dev/halt=...), "
+    "the Deployment or the BudgetPool"
+)
 
 
 def _annotations(meta: Any) -> dict[str, str]:
@@ -82,11 +90,14 @@ def carry_patch(obj: Mapping[str, Any]) -> dict[str, str | None] | None:
 def _unknown(key: str, where: str, known: frozenset[str]) -> str:
     hint = ""
     if key == injection.LABEL_NAMESPACE_INJECTION:
-        hint = (f" ({key} is a namespace label; on a pod template use "
-                f"{injection.ANNOTATION_INJECT}: \"true\")")
+        hint = (
+            f" ({key} is a namespace label; on a pod template use "
+            f'{injection.ANNOTATION_INJECT}: "true")'
+        )
     known_text = ", ".join(sorted(known)) or "none on this kind"
-    return f"haltgate: annotation {key} on {where} is not read by haltgate{hint}; known: " \
-           f"{known_text}"
+    return (
+        f"haltgate: annotation {key} on {where} is not read by haltgate{hint}; known: {known_text}"
+    )
 
 
 def _pod_level(annotations: Mapping[str, str], where: str) -> list[str]:
@@ -95,14 +106,13 @@ def _pod_level(annotations: Mapping[str, str], where: str) -> list[str]:
         if not key.startswith("haltgate.dev/"):
             continue
         if key == halts.ANNOTATION_HALT:
-            out.append(f"haltgate: {key} on {where} is not read by haltgate: halt through "
-                       f"{_HALT_TARGETS}")
+            out.append(
+                f"haltgate: {key} on {where} is not read by haltgate: halt through {_HALT_TARGETS}"
+            )
         elif key not in POD_KEYS:
             out.append(_unknown(key, where, POD_KEYS - {ANNOTATION_CARRIED}))
-        elif key == injection.ANNOTATION_INJECT and value.strip().lower() not in (
-                "true", "false"):
-            out.append(f"haltgate: {key}: {value!r} on {where} does nothing; use \"true\" "
-                       f"or \"false\"")
+        elif key == injection.ANNOTATION_INJECT and value.strip().lower() not in ("true", "false"):
+            out.append(f'haltgate: {key}: {value!r} on {where} does nothing; use "true" or "false"')
     return out
 
 
@@ -123,19 +133,27 @@ def annotation_warnings(obj: Mapping[str, Any]) -> list[str]:
             continue
         if key in object_keys:
             if key in template and key not in carried(template) and template[key] != value:
-                out.append(f"haltgate: {key}: {value!r} on {where} is ignored: the pod "
-                           f"template's own value {template[key]!r} wins")
+                out.append(
+                    f"haltgate: {key}: {value!r} on {where} is ignored: the pod "
+                    f"template's own value {template[key]!r} wins"
+                )
             elif key == injection.ANNOTATION_INJECT and value.strip().lower() not in (
-                    "true", "false"):
-                out.append(f"haltgate: {key}: {value!r} on {where} does nothing; use "
-                           f"\"true\" or \"false\"")
+                "true",
+                "false",
+            ):
+                out.append(
+                    f'haltgate: {key}: {value!r} on {where} does nothing; use "true" or "false"'
+                )
         elif key in CARRIED_KEYS:
-            out.append(f"haltgate: {key} on {where} is not read by haltgate: put it on "
-                       f"spec.template.metadata.annotations (only Deployment, StatefulSet "
-                       f"and DaemonSet objects are carried into their pods)")
+            out.append(
+                f"haltgate: {key} on {where} is not read by haltgate: put it on "
+                f"spec.template.metadata.annotations (only Deployment, StatefulSet "
+                f"and DaemonSet objects are carried into their pods)"
+            )
         elif key == halts.ANNOTATION_HALT:
-            out.append(f"haltgate: {key} on {where} is not read by haltgate: halt through "
-                       f"{_HALT_TARGETS}")
+            out.append(
+                f"haltgate: {key} on {where} is not read by haltgate: halt through {_HALT_TARGETS}"
+            )
         else:
             out.append(_unknown(key, where, object_keys))
     out += _pod_level(template, f"the pod template of this {kind}")

@@ -112,8 +112,9 @@ class HaltgateClientConfig(BaseModel):
     """The explicit listener whose self view tells whether a halt still holds."""
 
 
-class HaltgateChatCompletionClient(HaltTracker, ChatCompletionClient,
-                                   Component[HaltgateClientConfig]):
+class HaltgateChatCompletionClient(
+    HaltTracker, ChatCompletionClient, Component[HaltgateClientConfig]
+):
     """A ``ChatCompletionClient`` that raises haltgate's typed halts (see module doc).
 
     ``inner``: the client doing the calls (an OpenAI-based one gets haltgate's HTTP hooks).
@@ -159,9 +160,11 @@ class HaltgateChatCompletionClient(HaltTracker, ChatCompletionClient,
     # ------------------------------------------------------------------ component
 
     def _to_config(self) -> HaltgateClientConfig:
-        return HaltgateClientConfig(inner=self.inner.dump_component(),
-                                    max_output_tokens=self.max_output_tokens,
-                                    sidecar_url=self.sidecar.url if self.sidecar else None)
+        return HaltgateClientConfig(
+            inner=self.inner.dump_component(),
+            max_output_tokens=self.max_output_tokens,
+            sidecar_url=self.sidecar.url if self.sidecar else None,
+        )
 
     @classmethod
     def _from_config(cls, config: HaltgateClientConfig) -> Self:
@@ -331,5 +334,4 @@ def openai_chat_client(
     default_api_key(kwargs)
     inner = OpenAIChatCompletionClient(model=model, base_url=base_url(alias, path, url=url),
                                        **kwargs)  # fmt: skip
-    return HaltgateChatCompletionClient(inner, on_warning=on_warning,
-                                        sidecar=view_client(url))
+    return HaltgateChatCompletionClient(inner, on_warning=on_warning, sidecar=view_client(url))

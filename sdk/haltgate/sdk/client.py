@@ -134,7 +134,6 @@ def budgets_of(snapshot: Mapping[str, Any]) -> dict[str, BudgetView]:
     return out
 
 
-
 def _view_error(status: int, body: bytes) -> SidecarError:
     found = error_from_body(body, status=status)
     if found is not None and isinstance(found, SidecarError):
@@ -236,5 +235,4 @@ class AsyncSidecarClient:
 def halted_in(view: Mapping[str, Any]) -> bool:
     """Whether a self view says the run is halted (by its own budgets or by its pool)."""
     pool = view.get("pool")
-    return bool(view.get("halted")) or (isinstance(pool, Mapping)
-                                        and pool.get("state") == "Halted")
+    return bool(view.get("halted")) or (isinstance(pool, Mapping) and pool.get("state") == "Halted")

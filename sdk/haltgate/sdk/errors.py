@@ -179,6 +179,7 @@ _BY_FAILURE: dict[str, type[HaltError]] = {
     FailureType.EXTERNAL.value: ExternalHaltError,
 }
 
+
 def _number(value: Any) -> float | None:
     try:
         out = float(value)
@@ -200,8 +201,7 @@ def _budget(value: Any) -> dict[str, dict[str, float]] | None:
 
 def _error_class(type_: str, code: str) -> type[HaltgateError]:
     cls = _BY_FAILURE.get(type_)
-    if cls is SafetyError and code not in RUN_HALT_CODES and not code.startswith(
-            RUN_HALT_PREFIXES):
+    if cls is SafetyError and code not in RUN_HALT_CODES and not code.startswith(RUN_HALT_PREFIXES):
         return DeniedError
     return cls or SidecarError
 

@@ -60,9 +60,7 @@ def _usage_of(response: LLMResult) -> TokenUsage | None:
                 inp += int(meta.get("input_tokens", 0))
                 out += int(meta.get("output_tokens", 0))
                 cached += int((meta.get("input_token_details") or {}).get("cache_read", 0) or 0)
-                reasoning += int(
-                    (meta.get("output_token_details") or {}).get("reasoning", 0) or 0
-                )
+                reasoning += int((meta.get("output_token_details") or {}).get("reasoning", 0) or 0)
     if not found and response.llm_output:
         tu = response.llm_output.get("token_usage") or response.llm_output.get("usage") or {}
         if tu:

@@ -108,9 +108,9 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
     """The admin application (mount it on its own port)."""
 
     @web.middleware
-    async def auth(request: web.Request,
-                   handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                   ) -> web.StreamResponse:
+    async def auth(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if request.path in ("/healthz", "/readyz"):
             return await handler(request)
         if not tokens.check(request.headers.get("Authorization")):
@@ -156,7 +156,8 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
         code = body.get("code")
         actor = body.get("actor") or "admin-api"
         if not all(isinstance(v, str) for v in (message, actor)) or not (
-                code is None or isinstance(code, str)):
+            code is None or isinstance(code, str)
+        ):
             return _error(400, "invalid_request", "message, code and actor must be strings")
         log.warning("halt requested by %s: %s", actor, message)
         return _json(await backend.halt(message[:512], code, actor[:128]))
@@ -191,12 +192,12 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
         approval = body.get("approval")
         actor = body.get("actor") or "admin-api"
         if not isinstance(approval, str) or not approval or not isinstance(actor, str):
-            return _error(400, "invalid_request", "approval (a string) is required; actor "
-                          "must be a string")
+            return _error(
+                400, "invalid_request", "approval (a string) is required; actor must be a string"
+            )
         answer = await backend.approve_flow(approval[:64], actor[:128])
         if answer is None:
-            return _error(404, "unknown_approval",
-                          "no call of this run waits for that approval id")
+            return _error(404, "unknown_approval", "no call of this run waits for that approval id")
         log.warning("flow approval %s granted by %s", approval[:64], actor[:128])
         return _json(answer)
 

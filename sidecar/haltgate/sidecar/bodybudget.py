@@ -35,8 +35,13 @@ class BodyBudget:
 
     __slots__ = ("_gauge", "_refusals", "held", "limit")
 
-    def __init__(self, limit: int = DEFAULT_BODY_BUDGET, *, gauge: Any | None = None,
-                 refusals: Any | None = None) -> None:
+    def __init__(
+        self,
+        limit: int = DEFAULT_BODY_BUDGET,
+        *,
+        gauge: Any | None = None,
+        refusals: Any | None = None,
+    ) -> None:
         if limit < 1:
             raise ValueError("body memory budget must be at least 1 byte")
         self.limit = limit
@@ -55,7 +60,9 @@ class BodyBudget:
             raise MemoryBudgetError(
                 f"the sidecar holds {self.held} body bytes of its {self.limit}-byte memory "
                 f"budget; this call's {direction} body of {nbytes} bytes does not fit: "
-                "retry later", code="memory_budget_exhausted")
+                "retry later",
+                code="memory_budget_exhausted",
+            )
         self.held += nbytes
         if self._gauge is not None:
             self._gauge.set(self.held)

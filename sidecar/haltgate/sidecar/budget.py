@@ -76,11 +76,14 @@ class Budget:
         snapshot = governor.snapshot(ts)
         halt = snapshot.get("halt") or {}
         failure = halt.get("failure_type")
-        return BudgetVerdict(False,
-                             failure_type=FailureType(failure) if failure else FailureType.EXTERNAL,
-                             code=halt.get("code") or "halted",
-                             message=halt.get("message") or "the run is halted",
-                             budget=snapshot.get("budget") or NO_BUDGET, halted=True)
+        return BudgetVerdict(
+            False,
+            failure_type=FailureType(failure) if failure else FailureType.EXTERNAL,
+            code=halt.get("code") or "halted",
+            message=halt.get("message") or "the run is halted",
+            budget=snapshot.get("budget") or NO_BUDGET,
+            halted=True,
+        )
 
     def max_output_tokens(self, model: str | None) -> int | None:
         """The model's largest completion per the price table (``None``: not known).
@@ -103,15 +106,34 @@ class Budget:
         return self.governor is not None
 
     def reserve(
-        self, *, call_id: str, ts: float, kind: str, host: str, tool: str | None,
-        model: str | None, max_input_tokens: int, max_output_tokens: int, fingerprint: str,
+        self,
+        *,
+        call_id: str,
+        ts: float,
+        kind: str,
+        host: str,
+        tool: str | None,
+        model: str | None,
+        max_input_tokens: int,
+        max_output_tokens: int,
+        fingerprint: str,
         risk: float,
     ) -> BudgetVerdict:
         governor = self.governor
         if governor is None:
             return _ALLOW
-        event = Reserve(call_id, ts, kind, host, tool, model, max_input_tokens,
-                        max_output_tokens, fingerprint, risk)
+        event = Reserve(
+            call_id,
+            ts,
+            kind,
+            host,
+            tool,
+            model,
+            max_input_tokens,
+            max_output_tokens,
+            fingerprint,
+            risk,
+        )
         engine, before = governor.engine, governor.state
         return _verdict(governor.apply(event), (engine, before, event))
 
@@ -122,9 +144,21 @@ class Budget:
             return _ALLOW
         from haltgate.governance.engine.events import Reserve
 
-        events = [Reserve(r["call_id"], r["ts"], r["kind"], r["host"], r["tool"], r["model"],
-                          r["max_input_tokens"], r["max_output_tokens"], r["fingerprint"],
-                          r["risk"]) for r in reservations]
+        events = [
+            Reserve(
+                r["call_id"],
+                r["ts"],
+                r["kind"],
+                r["host"],
+                r["tool"],
+                r["model"],
+                r["max_input_tokens"],
+                r["max_output_tokens"],
+                r["fingerprint"],
+                r["risk"],
+            )
+            for r in reservations
+        ]
         return _verdict(self.governor.apply_all(events, all_or_nothing=True))
 
     def settle_all(self, settlements: list[dict[str, Any]]) -> BudgetVerdict:
@@ -133,9 +167,17 @@ class Budget:
             return _ALLOW
         from haltgate.governance.engine.events import Settle
 
-        events = [Settle(x["call_id"], x["ts"], x["usage"], x["ok"],
-                         x.get("error_fingerprint"), x.get("result_fingerprint"))
-                  for x in settlements]
+        events = [
+            Settle(
+                x["call_id"],
+                x["ts"],
+                x["usage"],
+                x["ok"],
+                x.get("error_fingerprint"),
+                x.get("result_fingerprint"),
+            )
+            for x in settlements
+        ]
         return _verdict(self.governor.apply_all(events))
 
     def release_all(self, call_ids: list[str], ts: float) -> None:
@@ -146,15 +188,27 @@ class Budget:
             self.governor.apply_all([Release(c, ts) for c in call_ids])
 
     def settle(
-        self, *, call_id: str, ts: float, usage: Any | None, ok: bool,
-        error_fingerprint: str | None = None, result_fingerprint: str | None = None,
+        self,
+        *,
+        call_id: str,
+        ts: float,
+        usage: Any | None,
+        ok: bool,
+        error_fingerprint: str | None = None,
+        result_fingerprint: str | None = None,
     ) -> BudgetVerdict:
         if self.governor is None:
             return _ALLOW
-        return _verdict(self.governor.settle(
-            call_id, ts, usage, ok, error_fingerprint=error_fingerprint,
-            result_fingerprint=result_fingerprint,
-        ))
+        return _verdict(
+            self.governor.settle(
+                call_id,
+                ts,
+                usage,
+                ok,
+                error_fingerprint=error_fingerprint,
+                result_fingerprint=result_fingerprint,
+            )
+        )
 
     def release(self, call_id: str, ts: float) -> None:
         if self.governor is not None:

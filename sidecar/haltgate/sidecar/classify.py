@@ -34,6 +34,7 @@ from haltgate.sidecar.usage import Dialect
 
 __all__ = ["Classified", "Target", "classify", "llm_dialect"]
 
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where a request goes: resolved from the alias, the proxy URL or the original dst."""
@@ -132,8 +133,9 @@ def _parse_json(body: bytes, *, nested: bool = True) -> Any:
 
 def _check_depth(obj: Any, body: bytes) -> None:
     if deeper_than(obj, MAX_JSON_DEPTH, body):
-        raise BadRequestError(f"request body nests deeper than {MAX_JSON_DEPTH} levels",
-                              code="json_too_deep")
+        raise BadRequestError(
+            f"request body nests deeper than {MAX_JSON_DEPTH} levels", code="json_too_deep"
+        )
 
 
 _JSON_START = frozenset(b"{ \t\r\n")
@@ -156,7 +158,8 @@ def _llm_shaped(body: bytes) -> Any:
 
 
 _MCP_WORK_METHODS: Final = frozenset(
-    name.casefold() for name, cls in CLIENT_METHODS.items() if cls is not MethodClass.SESSION)
+    name.casefold() for name, cls in CLIENT_METHODS.items() if cls is not MethodClass.SESSION
+)
 
 
 def _refuse_mcp_in_disguise(body: bytes) -> None:
@@ -174,24 +177,27 @@ def _refuse_mcp_in_disguise(body: bytes) -> None:
         if not isinstance(message, dict):
             continue
         for key, value in message.items():
-            if (isinstance(key, str) and key.casefold() == "method" and isinstance(value, str)
-                    and value.casefold() in _MCP_WORK_METHODS):
+            if (
+                isinstance(key, str)
+                and key.casefold() == "method"
+                and isinstance(value, str)
+                and value.casefold() in _MCP_WORK_METHODS
+            ):
                 raise BadRequestError(
                     f"a JSON-RPC MCP message ({value[:64]!r}) to an upstream not declared "
                     "as mcp: declare the MCP endpoint as an upstream of kind mcp so its "
-                    "tools are governed", code="mcp_in_disguise")
+                    "tools are governed",
+                    code="mcp_in_disguise",
+                )
 
 
 def _guess_dialect(obj: dict[str, Any], provider: Provider | None) -> Dialect:
     if "messages" in obj:
-        return Dialect.ANTHROPIC_MESSAGES if provider is Provider.ANTHROPIC else \
-            Dialect.OPENAI_CHAT
+        return Dialect.ANTHROPIC_MESSAGES if provider is Provider.ANTHROPIC else Dialect.OPENAI_CHAT
     return Dialect.OPENAI_RESPONSES if "input" in obj else Dialect.OPENAI_COMPLETIONS
 
 
-def _classify_llm(
-    method: str, target: Target, body: bytes, agent: AgentIdentity
-) -> Classified:
+def _classify_llm(method: str, target: Target, body: bytes, agent: AgentIdentity) -> Classified:
     provider = target.upstream.provider if target.upstream else None
     dialect = llm_dialect(target.rule_path, provider) if method == "POST" else None
     if dialect is None:
@@ -201,13 +207,22 @@ def _classify_llm(
         if shaped is None:
             _refuse_mcp_in_disguise(body)
             return Classified(_view(None, method, target, agent))
-        return _llm_call(method, target, body, agent, shaped, _guess_dialect(shaped, provider),
-                         guessed=True)
+        return _llm_call(
+            method, target, body, agent, shaped, _guess_dialect(shaped, provider), guessed=True
+        )
     return _llm_call(method, target, body, agent, _parse_json(body, nested=False), dialect)
 
 
-def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, obj: Any,
-              dialect: Dialect, *, guessed: bool = False) -> Classified:
+def _llm_call(
+    method: str,
+    target: Target,
+    body: bytes,
+    agent: AgentIdentity,
+    obj: Any,
+    dialect: Dialect,
+    *,
+    guessed: bool = False,
+) -> Classified:
     if not isinstance(obj, dict):
         raise BadRequestError("LLM request body must be a JSON object", code="invalid_request")
     strict_json.require_exact_fields(obj, llm_body.LLM_FIELDS, "LLM request")
@@ -221,7 +236,8 @@ def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, ob
             raise BadRequestError(
                 f"the path names deployment {deployment[:64]!r} and the body model "
                 f"{model[:64]!r}: an upstream serves the path's, so they must agree",
-                code="ambiguous_model")
+                code="ambiguous_model",
+            )
         model = deployment
     stream = obj.get("stream") is True
     inject = False
@@ -229,40 +245,65 @@ def _llm_call(method: str, target: Target, body: bytes, agent: AgentIdentity, ob
         options = obj.get("stream_options")
         inject = not (isinstance(options, dict) and options.get("include_usage") is True)
     view = CallView(
-        kind=RequestKind.LLM, method=method, scheme=target.scheme, host=target.host,
-        port=target.port, path=target.rule_path,
+        kind=RequestKind.LLM,
+        method=method,
+        scheme=target.scheme,
+        host=target.host,
+        port=target.port,
+        path=target.rule_path,
         upstream=target.upstream.name if target.upstream else None,
-        model=model, max_output_tokens=llm_body.output_cap(obj), stream=stream, agent=agent,
+        model=model,
+        max_output_tokens=llm_body.output_cap(obj),
+        stream=stream,
+        agent=agent,
     )
     ref, images = llm_body.context_reference(obj)
-    return Classified(view, dialect=dialect, body=obj, wants_usage_injection=inject,
-                      input_estimate=len(body), context_ref=ref, inline_images=images,
-                      dialect_guessed=guessed, choices=llm_body.choices(obj))
+    return Classified(
+        view,
+        dialect=dialect,
+        body=obj,
+        wants_usage_injection=inject,
+        input_estimate=len(body),
+        context_ref=ref,
+        inline_images=images,
+        dialect_guessed=guessed,
+        choices=llm_body.choices(obj),
+    )
 
 
-def _classify_mcp(
-    method: str, target: Target, body: bytes, agent: AgentIdentity
-) -> Classified:
+def _classify_mcp(method: str, target: Target, body: bytes, agent: AgentIdentity) -> Classified:
     upstream_name = target.upstream.name if target.upstream else None
     obj = _parse_json(body) if method == "POST" else None
     # Every message read and checked on its own (haltgate.sidecar.mcp): exact method
     # names, one reading of the JSON, canonical resource URIs.
     message = mcp.read_message(method, body, obj, upstream_name or target.host)
     view = CallView(
-        kind=RequestKind.MCP, method=method, scheme=target.scheme, host=target.host,
-        port=target.port, path=target.rule_path, upstream=upstream_name,
-        tool_calls=message.tool_calls, mcp_method=message.main_method, agent=agent,
+        kind=RequestKind.MCP,
+        method=method,
+        scheme=target.scheme,
+        host=target.host,
+        port=target.port,
+        path=target.rule_path,
+        upstream=upstream_name,
+        tool_calls=message.tool_calls,
+        mcp_method=message.main_method,
+        agent=agent,
         mcp_messages=tuple((e.method, e.resource, e.prompt) for e in message.elements),
     )
-    return Classified(view, body=obj, rpc_ids=message.request_ids, rpc_batch=message.batch,
-                      mcp=message)
+    return Classified(
+        view, body=obj, rpc_ids=message.request_ids, rpc_batch=message.batch, mcp=message
+    )
 
 
-def _view(kind: RequestKind | None, method: str, target: Target,
-          agent: AgentIdentity) -> CallView:
+def _view(kind: RequestKind | None, method: str, target: Target, agent: AgentIdentity) -> CallView:
     return CallView(
-        kind=kind, method=method, scheme=target.scheme, host=target.host, port=target.port,
-        path=target.rule_path, upstream=target.upstream.name if target.upstream else None,
+        kind=kind,
+        method=method,
+        scheme=target.scheme,
+        host=target.host,
+        port=target.port,
+        path=target.rule_path,
+        upstream=target.upstream.name if target.upstream else None,
         agent=agent,
     )
 
@@ -282,7 +323,14 @@ def classify(method: str, target: Target, body: bytes, agent: AgentIdentity) -> 
     if shaped is not None:
         provider = target.upstream.provider if target.upstream else None
         dialect = llm_dialect(target.rule_path, provider) if method == "POST" else None
-        return _llm_call(method, target, body, agent, shaped,
-                         dialect or _guess_dialect(shaped, provider), guessed=dialect is None)
+        return _llm_call(
+            method,
+            target,
+            body,
+            agent,
+            shaped,
+            dialect or _guess_dialect(shaped, provider),
+            guessed=dialect is None,
+        )
     _refuse_mcp_in_disguise(body)
     return Classified(_view(RequestKind.HTTP, method, target, agent))

@@ -68,7 +68,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.buf):
             raise ValueError("truncated")
-        out = self.buf[self.pos:self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -90,17 +90,19 @@ def _handshake_bytes(data: bytes) -> tuple[bytes, int] | ClientHello:
         if len(data) - pos < RECORD_HEADER:
             return bytes(payload), pos + RECORD_HEADER
         content, major, _minor = data[pos], data[pos + 1], data[pos + 2]
-        length = int.from_bytes(data[pos + 3:pos + 5], "big")
+        length = int.from_bytes(data[pos + 3 : pos + 5], "big")
         if content != CONTENT_HANDSHAKE or major != 0x03:
-            return ClientHello(Status.NOT_TLS if pos == 0 else Status.MALFORMED,
-                               reason="not a TLS handshake record")
+            return ClientHello(
+                Status.NOT_TLS if pos == 0 else Status.MALFORMED,
+                reason="not a TLS handshake record",
+            )
         if length == 0 or length > MAX_RECORD:
             return ClientHello(Status.MALFORMED, reason=f"bad record length {length}")
         end = pos + RECORD_HEADER + length
         if len(data) < end:
-            payload += data[pos + RECORD_HEADER:]
+            payload += data[pos + RECORD_HEADER :]
             return bytes(payload), end
-        payload += data[pos + RECORD_HEADER:end]
+        payload += data[pos + RECORD_HEADER : end]
         pos = end
         if len(payload) >= HANDSHAKE_HEADER:
             total = HANDSHAKE_HEADER + int.from_bytes(payload[1:4], "big")
@@ -128,7 +130,7 @@ def parse_client_hello(data: bytes) -> ClientHello:
             return ClientHello(Status.MALFORMED, reason="ClientHello too large")
         if len(payload) < HANDSHAKE_HEADER + body_length:
             return ClientHello(Status.NEED_MORE, needed=max(needed, len(data) + 1))
-        body = payload[HANDSHAKE_HEADER:HANDSHAKE_HEADER + body_length]
+        body = payload[HANDSHAKE_HEADER : HANDSHAKE_HEADER + body_length]
         try:
             return _parse_body(body)
         except ValueError as e:

@@ -74,8 +74,16 @@ ConnectHandler = Callable[[asyncio.Transport, ConnectRequest, str], Coroutine[An
 class ExplicitFront(asyncio.Protocol):
     """First protocol of every explicit-port connection: CONNECT here, the rest to aiohttp."""
 
-    __slots__ = ("_buf", "_head_timeout", "_http_factory", "_live", "_on_connect", "_on_error",
-                 "_timer", "_transport")
+    __slots__ = (
+        "_buf",
+        "_head_timeout",
+        "_http_factory",
+        "_live",
+        "_on_connect",
+        "_on_error",
+        "_timer",
+        "_transport",
+    )
 
     def __init__(
         self,
@@ -131,8 +139,10 @@ class ExplicitFront(asyncio.Protocol):
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > MAX_HEAD_BYTES:
-                self._on_error(transport, BadRequestError("CONNECT request head too large",
-                                                          code="malformed_request"))
+                self._on_error(
+                    transport,
+                    BadRequestError("CONNECT request head too large", code="malformed_request"),
+                )
                 return
             self._buf = buf
             return
@@ -144,15 +154,18 @@ class ExplicitFront(asyncio.Protocol):
         except BadRequestError as e:
             self._on_error(transport, e)
             return
-        rest = buf[end + 4:]
+        rest = buf[end + 4 :]
         if rest:
             # Clients wait for the 200 before sending; bytes already here cannot be
             # attributed safely (they would precede the TLS handshake we terminate).
-            self._on_error(transport, BadRequestError("data sent before the CONNECT answer",
-                                                      code="malformed_request"))
+            self._on_error(
+                transport,
+                BadRequestError("data sent before the CONNECT answer", code="malformed_request"),
+            )
             return
         asyncio.get_running_loop().create_task(
-            self._on_connect(transport, request, request.version))
+            self._on_connect(transport, request, request.version)
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -163,9 +176,11 @@ def write_refusal(transport: asyncio.Transport, err: HaltgateError, decision_id:
     """Answer a refused CONNECT with the typed JSON error, then close."""
     body = r.error_body(err, decision_id)
     status = r.http_status(err)
-    head = (f"HTTP/1.1 {status} Refused\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{r.DECISION_HEADER}: {decision_id}\r\n"
-            f"{r.CODE_HEADER}: {err.code}\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"HTTP/1.1 {status} Refused\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{r.DECISION_HEADER}: {decision_id}\r\n"
+        f"{r.CODE_HEADER}: {err.code}\r\nConnection: close\r\n\r\n"
+    ).encode()
     transport.write(head + body)
     transport.close()
 
@@ -242,9 +257,13 @@ class Pipe(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def tunnel(client: asyncio.Transport, upstream: ResolvedUpstream, version: str,
-                 connect_timeout: float = 10.0,
-                 idle_timeout: float = 300.0) -> tuple[int, int]:
+async def tunnel(
+    client: asyncio.Transport,
+    upstream: ResolvedUpstream,
+    version: str,
+    connect_timeout: float = 10.0,
+    idle_timeout: float = 300.0,
+) -> tuple[int, int]:
     """Answer 200 and relay bytes both ways until the tunnel ends: (bytes up, bytes down).
 
     The tunnel is closed once no byte moved either way for ``idle_timeout`` seconds."""
@@ -262,7 +281,8 @@ async def tunnel(client: asyncio.Transport, upstream: ResolvedUpstream, version:
     try:
         async with asyncio.timeout(connect_timeout):
             up_transport, upstream_side = await loop.create_connection(
-                lambda: Pipe(done, watch), upstream.host, upstream.port)
+                lambda: Pipe(done, watch), upstream.host, upstream.port
+            )
     except BaseException:
         watch.cancel()
         raise
@@ -278,13 +298,20 @@ async def tunnel(client: asyncio.Transport, upstream: ResolvedUpstream, version:
     return agent_side.bytes, upstream_side.bytes
 
 
-def refusal_for(upstream: ResolvedUpstream | None, minter_ready: bool,
-                host: str, port: int) -> HaltgateError | None:
+def refusal_for(
+    upstream: ResolvedUpstream | None, minter_ready: bool, host: str, port: int
+) -> HaltgateError | None:
     """Why a CONNECT to ``host:port`` is refused, or ``None`` when it may proceed."""
     if upstream is None:
-        return DeniedError(f"CONNECT to {host}:{port} is not an upstream of the policy",
-                           code="connect_denied", failure_type=FailureType.SAFETY)
+        return DeniedError(
+            f"CONNECT to {host}:{port} is not an upstream of the policy",
+            code="connect_denied",
+            failure_type=FailureType.SAFETY,
+        )
     if upstream.tls is TLSMode.INSPECT and not minter_ready:
-        return DeniedError(f"{host} must be inspected but no inspection CA is configured",
-                           code="tls_inspection_unavailable", failure_type=FailureType.SAFETY)
+        return DeniedError(
+            f"{host} must be inspected but no inspection CA is configured",
+            code="tls_inspection_unavailable",
+            failure_type=FailureType.SAFETY,
+        )
     return None

@@ -42,8 +42,12 @@ def forbidden_address(address: IPAddress) -> bool:
     """Loopback, unspecified, link-local, multicast, or an address of this namespace."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    if (address.is_loopback or address.is_unspecified or address.is_link_local
-            or address.is_multicast):
+    if (
+        address.is_loopback
+        or address.is_unspecified
+        or address.is_link_local
+        or address.is_multicast
+    ):
         return True
     return _bound_here(str(address), address.version)
 
@@ -59,12 +63,16 @@ async def check_destination(host: str, port: int) -> None:
     else:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM)
+                host, port, type=socket.SOCK_STREAM
+            )
         except OSError:
             return  # unresolvable: the forward fails with upstream_unreachable
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     for address in addresses:
         if forbidden_address(address):
-            raise DeniedError(f"{host} resolves to {address}, an address of this pod or "
-                              "loopback: not reachable through the sidecar",
-                              code="local_destination", failure_type=FailureType.SAFETY)
+            raise DeniedError(
+                f"{host} resolves to {address}, an address of this pod or "
+                "loopback: not reachable through the sidecar",
+                code="local_destination",
+                failure_type=FailureType.SAFETY,
+            )

@@ -34,8 +34,15 @@ _NULL_TAIL = b',"usage":null}\n\n'
 def ask_for_usage(body: dict[str, Any]) -> bytes:
     """The request body with ``stream_options.include_usage`` set (other options kept)."""
     options = body.get("stream_options")
-    return orjson.dumps({**body, "stream_options": {
-        **(options if isinstance(options, dict) else {}), "include_usage": True}})
+    return orjson.dumps(
+        {
+            **body,
+            "stream_options": {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            },
+        }
+    )
 
 
 class HiddenUsage:
@@ -61,11 +68,11 @@ class HiddenUsage:
             return b""
         if usage is None:
             if raw.endswith(_NULL_TAIL):  # OpenAI's layout: compact, usage last
-                return raw[:-len(_NULL_TAIL)] + b"}\n\n"
+                return raw[: -len(_NULL_TAIL)] + b"}\n\n"
             if _one_data_line(raw):
                 m = _TRAILING_NULL.search(raw)
                 if m is not None:
-                    return raw[:m.start()] + raw[m.end():]
+                    return raw[: m.start()] + raw[m.end() :]
         self.reencoded += 1
         assert event is not None
         name = b"" if event.event == "message" else b"event: " + event.event.encode() + b"\n"

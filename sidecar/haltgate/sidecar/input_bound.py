@@ -39,6 +39,8 @@ def max_input_tokens(classified: Classified, body_bytes: int, budget: Budget) ->
             f"{ref} brings in context the request body does not hold, and the context "
             f"window of model {str(model)[:128]!r} is unknown, so no worst case can be "
             "reserved (set spec.pricing.models.<model>.contextWindow)",
-            code=CODE_UNKNOWN_CONTEXT_WINDOW, failure_type=FailureType.SAFETY)
+            code=CODE_UNKNOWN_CONTEXT_WINDOW,
+            failure_type=FailureType.SAFETY,
+        )
     bound = body_bytes + classified.inline_images * INLINE_IMAGE_TOKENS
     return bound if window is None or window >= bound else window

@@ -221,8 +221,12 @@ def run_command(argv: Sequence[str], stdin: str | None) -> subprocess.CompletedP
     """Run one iptables command, bounded in time, capturing its output."""
     try:
         return subprocess.run(
-            list(argv), input=stdin, capture_output=True, text=True,
-            timeout=COMMAND_TIMEOUT_SECONDS, check=False,
+            list(argv),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_SECONDS,
+            check=False,
         )
     except subprocess.TimeoutExpired as e:
         raise IptablesError(f"{argv[0]} did not finish in {COMMAND_TIMEOUT_SECONDS:g}s") from e
@@ -260,7 +264,9 @@ class Installer:
     """Applies and removes the rule set through the iptables binaries."""
 
     def __init__(
-        self, backend: Backend = Backend.AUTO, runner: Runner = run_command,
+        self,
+        backend: Backend = Backend.AUTO,
+        runner: Runner = run_command,
         families: Sequence[Family] | None = None,
     ) -> None:
         self._backend = backend

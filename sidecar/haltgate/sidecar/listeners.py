@@ -27,8 +27,14 @@ from dataclasses import dataclass
 
 import orjson
 
-__all__ = ["ConnectionCap", "HeadTimer", "IdleWatch", "ListenerLimits", "LiveCount",
-           "refuse_overload"]
+__all__ = [
+    "ConnectionCap",
+    "HeadTimer",
+    "IdleWatch",
+    "ListenerLimits",
+    "LiveCount",
+    "refuse_overload",
+]
 
 log = logging.getLogger("haltgate.sidecar.listeners")
 
@@ -60,13 +66,23 @@ class ListenerLimits:
             raise ValueError("listener max_admin_connections must be at least 1")
 
 
-_OVERLOAD_BODY = orjson.dumps({"error": {
-    "type": "unavailable", "code": "too_many_connections",
-    "message": "the sidecar has too many open connections; retry later"}})
-_OVERLOAD = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-             b"x-haltgate-code: too_many_connections\r\nRetry-After: 1\r\n"
-             b"Connection: close\r\nContent-Length: " + str(len(_OVERLOAD_BODY)).encode()
-             + b"\r\n\r\n" + _OVERLOAD_BODY)
+_OVERLOAD_BODY = orjson.dumps(
+    {
+        "error": {
+            "type": "unavailable",
+            "code": "too_many_connections",
+            "message": "the sidecar has too many open connections; retry later",
+        }
+    }
+)
+_OVERLOAD = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"x-haltgate-code: too_many_connections\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: "
+    + str(len(_OVERLOAD_BODY)).encode()
+    + b"\r\n\r\n"
+    + _OVERLOAD_BODY
+)
 
 
 def refuse_overload(transport: asyncio.BaseTransport) -> None:
@@ -90,9 +106,14 @@ class ConnectionCap:
     ``live`` counts what the listener holds now (aiohttp's handlers plus what is still
     being sniffed or tunnelled), so nothing here needs to see a connection close."""
 
-    def __init__(self, name: str, factory: Callable[[], asyncio.BaseProtocol],
-                 live: Callable[[], int], limit: int,
-                 on_refuse: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[[], asyncio.BaseProtocol],
+        live: Callable[[], int],
+        limit: int,
+        on_refuse: Callable[[str], None] | None = None,
+    ) -> None:
         self.name = name
         self._factory = factory
         self._live = live
@@ -106,8 +127,12 @@ class ConnectionCap:
             if self._on_refuse is not None:
                 self._on_refuse(self.name)
             if self.refused == 1 or self.refused % 1000 == 0:
-                log.warning("%s listener: %d live connections (cap); %d refused so far",
-                            self.name, self.limit, self.refused)
+                log.warning(
+                    "%s listener: %d live connections (cap); %d refused so far",
+                    self.name,
+                    self.limit,
+                    self.refused,
+                )
             return _Refuser()
         return self._factory()
 
@@ -130,7 +155,8 @@ class HeadTimer:
 
     def __init__(self, transport: asyncio.BaseTransport, seconds: float) -> None:
         self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            seconds, transport.close)
+            seconds, transport.close
+        )
 
     def cancel(self) -> None:
         if self._handle is not None:
@@ -151,7 +177,8 @@ class IdleWatch:
         self._on_idle = on_idle
         self.last = self._loop.time()
         self._handle: asyncio.TimerHandle | None = self._loop.call_at(
-            self.last + seconds, self._check)
+            self.last + seconds, self._check
+        )
 
     def touch(self) -> None:
         self.last = self._loop.time()

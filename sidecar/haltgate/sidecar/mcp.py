@@ -72,8 +72,9 @@ CODE_AMBIGUOUS_URI: Final = "ambiguous_uri"
 CODE_UNKNOWN_METHOD: Final = "mcp_method_unknown"
 CODE_INVALID: Final = "invalid_jsonrpc"
 
-_BUDGETED: Final = frozenset({MethodClass.TOOL, MethodClass.RESOURCE, MethodClass.PROMPT,
-                              MethodClass.COMPLETION})
+_BUDGETED: Final = frozenset(
+    {MethodClass.TOOL, MethodClass.RESOURCE, MethodClass.PROMPT, MethodClass.COMPLETION}
+)
 
 
 # --------------------------------------------------------------------------- one reading
@@ -92,8 +93,13 @@ _CAPABILITY_FIELDS: Final = frozenset({"sampling", "elicitation", "roots", "expe
 
 _FOLDED: Final[dict[frozenset[str], dict[str, str]]] = {
     fields: {f.casefold(): f for f in fields}
-    for fields in (_RPC_FIELDS, *_PARAM_FIELDS.values(), _REF_FIELDS, _INITIALIZE_FIELDS,
-                   _CAPABILITY_FIELDS)
+    for fields in (
+        _RPC_FIELDS,
+        *_PARAM_FIELDS.values(),
+        _REF_FIELDS,
+        _INITIALIZE_FIELDS,
+        _CAPABILITY_FIELDS,
+    )
 }
 
 
@@ -157,12 +163,19 @@ class McpMessage:
 
 def _message(elements: tuple[McpElement, ...], batch: bool) -> McpMessage:
     tool_calls = tuple(e.tool for e in elements if e.tool is not None)
-    main = "tools/call" if tool_calls else next(
-        (e.method for e in elements if e.method is not None), None)
-    return McpMessage(elements, batch, tool_calls=tool_calls,
-                      budgeted=tuple(e for e in elements if e.cls in _BUDGETED),
-                      request_ids=tuple(e.msg_id for e in elements if e.is_request),
-                      main_method=main)
+    main = (
+        "tools/call"
+        if tool_calls
+        else next((e.method for e in elements if e.method is not None), None)
+    )
+    return McpMessage(
+        elements,
+        batch,
+        tool_calls=tool_calls,
+        budgeted=tuple(e for e in elements if e.cls in _BUDGETED),
+        request_ids=tuple(e.msg_id for e in elements if e.is_request),
+        main_method=main,
+    )
 
 
 def _bad(message: str, code: str = CODE_INVALID) -> BadRequestError:
@@ -212,7 +225,8 @@ def _exact(obj: Any, fields: frozenset[str], index: int, batch: bool, what: str)
                 raise BadRequestError(
                     f"{_at(index, batch)}{what}: key {key[:64]!r} is {name!r} to "
                     f"case-insensitive parsers; spell it {name!r}",
-                    code=strict_json.CODE_AMBIGUOUS_JSON)
+                    code=strict_json.CODE_AMBIGUOUS_JSON,
+                )
 
 
 def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElement:
@@ -222,14 +236,14 @@ def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElemen
     _exact(msg, _RPC_FIELDS, index, batch, "JSON-RPC message")
     has_id = "id" in msg
     msg_id = msg.get("id")
-    if has_id and (isinstance(msg_id, bool) or not (msg_id is None
-                                                    or isinstance(msg_id, str | int))):
+    if has_id and (
+        isinstance(msg_id, bool) or not (msg_id is None or isinstance(msg_id, str | int))
+    ):
         raise _bad(f"{_at(index, batch)}id must be a string or an integer")
     method = msg.get("method")
     if method is None:
         if "method" in msg or not has_id or ("result" not in msg and "error" not in msg):
-            raise _bad(f"{_at(index, batch)}a JSON-RPC message without method must be a "
-                       "response")
+            raise _bad(f"{_at(index, batch)}a JSON-RPC message without method must be a response")
         return McpElement(index, None, MethodClass.RESPONSE, msg_id, False)
     if not isinstance(method, str):
         raise _bad(f"{_at(index, batch)}method must be a string")
@@ -241,12 +255,15 @@ def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElemen
             return McpElement(index, method, MethodClass.SESSION, None, False)
         raise BadRequestError(
             f"{_at(index, batch)}method {method[:128]!r} is not an MCP client method (names "
-            "are exact: e.g. tools/call, resources/read)", code=CODE_UNKNOWN_METHOD)
+            "are exact: e.g. tools/call, resources/read)",
+            code=CODE_UNKNOWN_METHOD,
+        )
     if cls in _BUDGETED and (not has_id or msg_id is None):
         # Sent as a notification it gets no answer: haltgate could neither settle its
         # budget nor report a denial. Refuse it.
-        raise BadRequestError(f"{_at(index, batch, method)}needs a JSON-RPC id",
-                              code="jsonrpc_missing_id")
+        raise BadRequestError(
+            f"{_at(index, batch, method)}needs a JSON-RPC id", code="jsonrpc_missing_id"
+        )
     params = msg.get("params")
     if cls is MethodClass.TOOL:
         if not isinstance(params, dict):
@@ -258,14 +275,28 @@ def _element(index: int, msg: Any, server: str | None, batch: bool) -> McpElemen
         arguments = params.get("arguments", {})
         if not isinstance(arguments, dict):
             raise _bad(f"{_at(index, batch, method)}params.arguments must be an object")
-        return McpElement(index, method, cls, msg_id, has_id,
-                          ToolCall(name=name, arguments=arguments, server=server),
-                          params=params)
+        return McpElement(
+            index,
+            method,
+            cls,
+            msg_id,
+            has_id,
+            ToolCall(name=name, arguments=arguments, server=server),
+            params=params,
+        )
     return _other_element(index, msg, method, cls, msg_id, has_id, params, batch)
 
 
-def _other_element(index: int, msg: dict[str, Any], method: str, cls: MethodClass,
-                   msg_id: Any, is_request: bool, params: Any, batch: bool) -> McpElement:
+def _other_element(
+    index: int,
+    msg: dict[str, Any],
+    method: str,
+    cls: MethodClass,
+    msg_id: Any,
+    is_request: bool,
+    params: Any,
+    batch: bool,
+) -> McpElement:
     where = _at(index, batch, method)
     fields = _PARAM_FIELDS.get(cls)
     if fields is not None:
@@ -273,8 +304,13 @@ def _other_element(index: int, msg: dict[str, Any], method: str, cls: MethodClas
     if method == "initialize" and isinstance(params, dict):
         # The capabilities haltgate removes must be the ones the server reads.
         _exact(params, _INITIALIZE_FIELDS, index, batch, f"{method} params")
-        _exact(params.get("capabilities"), _CAPABILITY_FIELDS, index, batch,
-               f"{method} params.capabilities")
+        _exact(
+            params.get("capabilities"),
+            _CAPABILITY_FIELDS,
+            index,
+            batch,
+            f"{method} params.capabilities",
+        )
     if cls is MethodClass.RESOURCE:
         uri = _uri(_params(msg, where).get("uri"), f"{where}params.uri")
         return McpElement(index, method, cls, msg_id, is_request, resource=uri, params=params)
@@ -286,12 +322,10 @@ def _other_element(index: int, msg: dict[str, Any], method: str, cls: MethodClas
         _exact(ref, _REF_FIELDS, index, batch, f"{method} params.ref")
         if isinstance(ref, dict) and ref.get("type") == "ref/prompt":
             name = _name(ref.get("name"), f"{where}params.ref.name")
-            return McpElement(index, method, cls, msg_id, is_request, prompt=name,
-                              params=params)
+            return McpElement(index, method, cls, msg_id, is_request, prompt=name, params=params)
         if isinstance(ref, dict) and ref.get("type") == "ref/resource":
             uri = _uri(ref.get("uri"), f"{where}params.ref.uri")
-            return McpElement(index, method, cls, msg_id, is_request, resource=uri,
-                              params=params)
+            return McpElement(index, method, cls, msg_id, is_request, resource=uri, params=params)
         raise _bad(f"{where}params.ref must be a ref/prompt or a ref/resource")
     return McpElement(index, method, cls, msg_id, is_request, params=params)
 
@@ -304,8 +338,10 @@ def read_message(http_method: str, body: bytes, obj: Any, server: str | None) ->
             raise _bad(f"an MCP {http_method} carries no body", code="invalid_request")
         return McpMessage(teardown=http_method == "DELETE", stream=http_method == "GET")
     if http_method != "POST":
-        raise _bad(f"MCP over HTTP uses POST, GET and DELETE, not {http_method[:16]}",
-                   code="mcp_http_method")
+        raise _bad(
+            f"MCP over HTTP uses POST, GET and DELETE, not {http_method[:16]}",
+            code="mcp_http_method",
+        )
     batch = isinstance(obj, list)
     messages = obj if batch else [obj]
     if batch and not messages:
@@ -375,8 +411,9 @@ def authorize(call: Call, tools: ToolAuthorizer, rules: McpAuthorizer) -> McpCal
 
 def _check(result: Any) -> float:
     if not result.allowed:
-        raise DeniedError(result.message, code=result.code or "mcp_denied",
-                          failure_type=FailureType.SAFETY)
+        raise DeniedError(
+            result.message, code=result.code or "mcp_denied", failure_type=FailureType.SAFETY
+        )
     return float(result.risk)
 
 
@@ -391,8 +428,9 @@ def _strip_capabilities(call: Call, rules: McpAuthorizer) -> None:
     for e in classified.mcp.elements:
         if e.method != "initialize":
             continue
-        params = strip_client_capabilities(e.params, sampling=rules.sampling,
-                                           elicitation=rules.elicitation)
+        params = strip_client_capabilities(
+            e.params, sampling=rules.sampling, elicitation=rules.elicitation
+        )
         if params is None:
             continue
         if classified.mcp.batch:
@@ -427,22 +465,38 @@ def reserve(budget: Budget, call: Call, state: McpCallState) -> BudgetVerdict | 
         # One message: the plain path (what a single call always cost).
         e = elements[0]
         verdict = budget.reserve(
-            call_id=call.decision_id, ts=call.ts, kind="mcp", host=host,
-            tool=state_key(e.tool.name) if e.tool is not None else None, model=None,
-            max_input_tokens=0, max_output_tokens=0, fingerprint=e.fingerprint(),
-            risk=state.risks[0] + residual)
+            call_id=call.decision_id,
+            ts=call.ts,
+            kind="mcp",
+            host=host,
+            tool=state_key(e.tool.name) if e.tool is not None else None,
+            model=None,
+            max_input_tokens=0,
+            max_output_tokens=0,
+            fingerprint=e.fingerprint(),
+            risk=state.risks[0] + residual,
+        )
         if verdict.allowed:
             state.sub_ids = (call.decision_id,)
         return verdict
     sub_ids = tuple(f"{call.decision_id}.{n}" for n in range(len(elements)))
-    verdict = budget.reserve_all([
-        {"call_id": sub_id, "ts": call.ts, "kind": "mcp", "host": host,
-         "tool": state_key(e.tool.name) if e.tool is not None else None, "model": None,
-         "max_input_tokens": 0, "max_output_tokens": 0, "fingerprint": e.fingerprint(),
-         "risk": risk + (residual if n == 0 else 0.0)}
-        for n, (sub_id, e, risk) in enumerate(zip(sub_ids, elements, state.risks,
-                                                  strict=True))
-    ])
+    verdict = budget.reserve_all(
+        [
+            {
+                "call_id": sub_id,
+                "ts": call.ts,
+                "kind": "mcp",
+                "host": host,
+                "tool": state_key(e.tool.name) if e.tool is not None else None,
+                "model": None,
+                "max_input_tokens": 0,
+                "max_output_tokens": 0,
+                "fingerprint": e.fingerprint(),
+                "risk": risk + (residual if n == 0 else 0.0),
+            }
+            for n, (sub_id, e, risk) in enumerate(zip(sub_ids, elements, state.risks, strict=True))
+        ]
+    )
     if verdict.allowed:
         state.sub_ids = sub_ids
     return verdict
@@ -462,26 +516,49 @@ def read_outcomes(state: McpCallState, body: bytes) -> None:
             continue
         result = msg.get("result")
         failed = "error" in msg or (isinstance(result, dict) and result.get("isError") is True)
-        digest = hashlib.blake2b(orjson.dumps(msg.get("error") or result,
-                                              option=orjson.OPT_SORT_KEYS),
-                                 digest_size=16).hexdigest()
-        state.outcomes[repr(msg["id"])] = (not failed, digest if failed else None,
-                                           None if failed else digest)
+        digest = hashlib.blake2b(
+            orjson.dumps(msg.get("error") or result, option=orjson.OPT_SORT_KEYS), digest_size=16
+        ).hexdigest()
+        state.outcomes[repr(msg["id"])] = (
+            not failed,
+            digest if failed else None,
+            None if failed else digest,
+        )
 
 
-def settle(budget: Budget, state: McpCallState, ts: float, ok: bool, error_fp: str | None,
-           result_fp: str | None) -> BudgetVerdict | None:
+def settle(
+    budget: Budget,
+    state: McpCallState,
+    ts: float,
+    ok: bool,
+    error_fp: str | None,
+    result_fp: str | None,
+) -> BudgetVerdict | None:
     """Settle every element's reservation (its own outcome when the answer told it)."""
     if len(state.sub_ids) == 1:
         sub_id, state.sub_ids = state.sub_ids[0], ()
-        return budget.settle(call_id=sub_id, ts=ts, usage=None, ok=ok,
-                             error_fingerprint=error_fp, result_fingerprint=result_fp)
+        return budget.settle(
+            call_id=sub_id,
+            ts=ts,
+            usage=None,
+            ok=ok,
+            error_fingerprint=error_fp,
+            result_fingerprint=result_fp,
+        )
     settlements = []
     for sub_id, e in zip(state.sub_ids, state.message.budgeted, strict=True):
         own = state.outcomes.get(repr(e.msg_id))
         e_ok, e_err, e_res = own if own is not None and ok else (ok, error_fp, result_fp)
-        settlements.append({"call_id": sub_id, "ts": ts, "usage": None, "ok": e_ok,
-                            "error_fingerprint": e_err, "result_fingerprint": e_res})
+        settlements.append(
+            {
+                "call_id": sub_id,
+                "ts": ts,
+                "usage": None,
+                "ok": e_ok,
+                "error_fingerprint": e_err,
+                "result_fingerprint": e_res,
+            }
+        )
     state.sub_ids = ()
     return budget.settle_all(settlements) if settlements else None
 
@@ -551,8 +628,7 @@ class ServerRequestFilter:
             if not data or self.denied(b"\n".join(data).decode("utf-8", "replace")) is None:
                 out.extend(event)
             event, data = [], []
-        if event and (not data or self.denied(b"\n".join(data).decode("utf-8", "replace"))
-                      is None):
+        if event and (not data or self.denied(b"\n".join(data).decode("utf-8", "replace")) is None):
             out.extend(event)  # the stream's last event, without its blank line
         return b"".join(out)
 
@@ -602,8 +678,11 @@ def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
         return body if len(kept) == len(obj) else orjson.dumps(kept)
     method = server_filter.denied_message(obj)
     if method is not None:
-        raise DeniedError(f"the MCP server sent a {method} request, which the policy denies",
-                          code="mcp_server_request_denied", failure_type=FailureType.SAFETY)
+        raise DeniedError(
+            f"the MCP server sent a {method} request, which the policy denies",
+            code="mcp_server_request_denied",
+            failure_type=FailureType.SAFETY,
+        )
     return body
 
 
@@ -612,12 +691,12 @@ _LISTINGS: Final[dict[str, str]] = {"resources/list": "resources", "prompts/list
 
 def listing_ids(message: McpMessage) -> dict[str, str]:
     """``repr(id)`` -> method of the resources/list and prompts/list requests."""
-    return {repr(e.msg_id): e.method for e in message.elements
-            if e.is_request and e.method in _LISTINGS}
+    return {
+        repr(e.msg_id): e.method for e in message.elements if e.is_request and e.method in _LISTINGS
+    }
 
 
-def _listed(rules: McpAuthorizer, servers: tuple[str | None, ...], method: str,
-            entry: Any) -> bool:
+def _listed(rules: McpAuthorizer, servers: tuple[str | None, ...], method: str, entry: Any) -> bool:
     if not isinstance(entry, dict):
         return False
     if method == "resources/list":
@@ -632,8 +711,9 @@ def _listed(rules: McpAuthorizer, servers: tuple[str | None, ...], method: str,
     return isinstance(name, str) and rules.prompts.decide(servers, name).allowed
 
 
-def filter_listings(call: Call, body: bytes, content_type: str,
-                    rewrite_sse: Callable[[bytes, Any], bytes]) -> bytes:
+def filter_listings(
+    call: Call, body: bytes, content_type: str, rewrite_sse: Callable[[bytes, Any], bytes]
+) -> bytes:
     """resources/list and prompts/list answers without what ``spec.mcp`` would refuse,
     as ``tools/list`` answers are filtered by the tool rules: the agent does not plan with
     what it may not use."""
@@ -675,9 +755,12 @@ def encoding_refusal(call: Call, headers: Mapping[str, str]) -> UpstreamError | 
     coding = headers.get("Content-Encoding", "").strip().lower()
     if coding in ("", "identity") or stream_filter(call) is None:
         return None
-    return UpstreamError(f"the MCP server answered with Content-Encoding {coding[:32]!r} "
-                         "although asked for identity: server requests in it could not be "
-                         "filtered", code="mcp_answer_encoded")
+    return UpstreamError(
+        f"the MCP server answered with Content-Encoding {coding[:32]!r} "
+        "although asked for identity: server requests in it could not be "
+        "filtered",
+        code="mcp_answer_encoded",
+    )
 
 
 def stream_filter(call: Call) -> ServerRequestFilter | None:

@@ -41,13 +41,41 @@ __all__ = [
 log = logging.getLogger("haltgate.sidecar.metrics")
 
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
-    0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
 )
 """Added latency buckets in seconds: sub-millisecond resolution where the target is."""
 
 UPSTREAM_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
 )
 """Upstream latency buckets in seconds: LLM answers take seconds to minutes."""
 
@@ -70,8 +98,14 @@ class SidecarMetrics:
     labels added.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, namespace: str = "",
-                 workload: str = "", policy: str = "") -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        namespace: str = "",
+        workload: str = "",
+        policy: str = "",
+    ) -> None:
         reg = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.registry = reg
         self.identity: dict[str, str] = {}
@@ -86,70 +120,98 @@ class SidecarMetrics:
             "haltgate_requests_total",
             "Governed requests by kind (llm, mcp, http, connection, unknown), decision "
             "(allow, deny, error) and reason code ('' when allowed).",
-            ["kind", "decision", "code"], registry=reg)
+            ["kind", "decision", "code"],
+            registry=reg,
+        )
         self.added_latency = Histogram(
             "haltgate_added_latency_seconds",
             "Time the sidecar adds to a call (its own work, upstream time excluded).",
-            ["kind"], buckets=LATENCY_BUCKETS, registry=reg)
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
         self.upstream_latency = Histogram(
             "haltgate_upstream_latency_seconds",
             "Time from forwarding a call to the upstream's response headers.",
-            ["kind"], buckets=UPSTREAM_BUCKETS, registry=reg)
+            ["kind"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=reg,
+        )
         self.streams_cut = Counter(
             "haltgate_streams_cut_total",
             "Streams ended by haltgate (budget crossed, halt) or by the upstream (truncated).",
-            ["reason"], registry=reg)
+            ["reason"],
+            registry=reg,
+        )
 
         # ---------------------------------------------------------------- spend
         self.tokens = Counter(
             "haltgate_tokens_total",
             "LLM tokens by model and type (input, output, cached_input, cache_write, "
             "reasoning). Cached input tokens are also counted in input.",
-            ["model", "type"], registry=reg)
+            ["model", "type"],
+            registry=reg,
+        )
         self.cost = Counter(
             "haltgate_cost_usd_total",
             "Spend in US dollars by model, priced with the policy's price table (a call "
             "whose usage is unknown is charged its reserved worst case, like the budget).",
-            ["model"], registry=reg)
+            ["model"],
+            registry=reg,
+        )
 
         # ---------------------------------------------------------------- halts, budgets
         self.halts = Counter(
             "haltgate_halts_total",
             "Runs halted (every later call refused until an operator reset), by failure "
             "type (EXHAUSTION, STAGNATION, OVERRISK, SAFETY, EXTERNAL) and reason code.",
-            ["failure", "code"], registry=reg)
+            ["failure", "code"],
+            registry=reg,
+        )
 
         # ---------------------------------------------------------------- controls
         self.guardrail_findings = Counter(
             "haltgate_guardrail_findings_total",
             "Guardrail findings by detector (prompt_injection, pii, secrets, ...) and "
             "action (block, redact, log; monitor for monitor-only findings).",
-            ["detector", "action"], registry=reg)
+            ["detector", "action"],
+            registry=reg,
+        )
         self.opa_decisions = Counter(
             "haltgate_opa_decisions_total",
             "OPA policy decisions by result (allow, deny, error: refused because OPA "
             "failed, fail_open: allowed because OPA failed and the policy says open).",
-            ["result"], registry=reg)
+            ["result"],
+            registry=reg,
+        )
         self.guardrail_unscanned = Counter(
             "haltgate_guardrail_unscanned_total",
             "Answers the response guardrails could not read, by reason (encoding, charset, "
             "type, size, corrupt) and outcome (refused under failMode closed, passed "
             "under open).",
-            ["reason", "outcome"], registry=reg)
+            ["reason", "outcome"],
+            registry=reg,
+        )
         self.fail_open = Counter(
             "haltgate_fail_open_total",
             "Controls that failed and were passed because the policy says fail open, by "
             "control (opa, guardrails, pool). Alert on any increase.",
-            ["control"], registry=reg)
+            ["control"],
+            registry=reg,
+        )
 
         # ---------------------------------------------------------------- process
         self.policy_reloads = Counter(
             "haltgate_policy_reloads_total",
-            "Policy file reloads by result (ok, invalid).", ["result"], registry=reg)
+            "Policy file reloads by result (ok, invalid).",
+            ["result"],
+            registry=reg,
+        )
         self.policy_valid = Gauge(
             "haltgate_policy_last_reload_ok",
             "1 when the last policy file read was valid, 0 when the old policy is kept.",
-            registry=reg)
+            registry=reg,
+        )
         # A sidecar only starts with a valid policy (else it exits 1): valid until a reload
         # says otherwise.
         self.policy_valid.set(1)
@@ -157,23 +219,33 @@ class SidecarMetrics:
             "haltgate_connections_refused_total",
             "Connections refused at once because their listener (explicit, transparent, "
             "admin, metrics) holds its cap of live connections.",
-            ["listener"], registry=reg)
+            ["listener"],
+            registry=reg,
+        )
         self.body_bytes_in_flight = Gauge(
             "haltgate_body_bytes_in_flight",
             "Request and response body bytes the sidecar holds in memory now (bounded by "
-            "its body memory budget).", registry=reg)
+            "its body memory budget).",
+            registry=reg,
+        )
         self.body_budget_refusals = Counter(
             "haltgate_body_budget_refusals_total",
             "Calls refused because the sidecar-wide body memory budget was used up, by "
-            "direction (request, response).", ["direction"], registry=reg)
+            "direction (request, response).",
+            ["direction"],
+            registry=reg,
+        )
         self.ready = Gauge(
             "haltgate_ready",
             "1 when the sidecar can govern calls (listening, audit spool writable), else 0 "
-            "(see /readyz for the reason).", registry=reg)
+            "(see /readyz for the reason).",
+            registry=reg,
+        )
         self.spool_limit = Gauge(
             "haltgate_audit_spool_limit_bytes",
             "Size limit of the local audit spool (compare haltgate_audit_spool_bytes).",
-            registry=reg)
+            registry=reg,
+        )
         reg.register(_ScrapeTimeCollector(self))
         self.exposed = CollectorRegistry(auto_describe=False)
         """What ``/metrics`` serves: ``registry`` with the identity labels added."""
@@ -181,12 +253,16 @@ class SidecarMetrics:
 
     # -------------------------------------------------------------------- identity
 
-    def set_identity(self, *, namespace: str | None = None, workload: str | None = None,
-                     policy: str | None = None) -> None:
+    def set_identity(
+        self,
+        *,
+        namespace: str | None = None,
+        workload: str | None = None,
+        policy: str | None = None,
+    ) -> None:
         """Set the identity labels (``None`` keeps a value; ``""`` drops the label)."""
         current = dict(self.identity)
-        for name, value in (("namespace", namespace), ("workload", workload),
-                            ("policy", policy)):
+        for name, value in (("namespace", namespace), ("workload", workload), ("policy", policy)):
             if value is None:
                 continue
             if value:
@@ -206,8 +282,7 @@ class SidecarMetrics:
         if label is None:
             # A model name is whatever the agent wrote: one that holds a key or personal
             # data is never exported as a label.
-            label = model if len(self._models) < MAX_MODELS and is_clean(model) \
-                else OTHER_MODEL
+            label = model if len(self._models) < MAX_MODELS and is_clean(model) else OTHER_MODEL
             if len(self._models) < 4 * MAX_MODELS:  # the lookup cache is bounded too
                 self._models[model] = label
         return label
@@ -232,8 +307,9 @@ class SidecarMetrics:
         if key == self._halt_seen:
             return
         self._halt_seen = key
-        self.halts.labels(str(halt.get("failure_type") or "EXTERNAL"),
-                          str(halt.get("code") or "halted")).inc()
+        self.halts.labels(
+            str(halt.get("failure_type") or "EXTERNAL"), str(halt.get("code") or "halted")
+        ).inc()
 
     def sync_halt(self, governor: Any | None) -> None:
         """Count the governor's halt if it is new (cheap when not halted)."""
@@ -260,7 +336,8 @@ class SidecarMetrics:
         halted = GaugeMetricFamily(
             "haltgate_halted",
             "1 while the run is halted (every call refused until an operator reset).",
-            labels=["failure", "code"])
+            labels=["failure", "code"],
+        )
         halt = snap.get("halt")
         if halt:
             halted.add_metric([str(halt.get("failure_type")), str(halt.get("code"))], 1.0)
@@ -271,13 +348,19 @@ class SidecarMetrics:
             "haltgate_budget_used_ratio",
             "Budget used (settled plus reserved) over its limit, per dimension "
             "(calls, tokens, cost_usd, ...); 1 means exhausted.",
-            labels=["dimension"])
+            labels=["dimension"],
+        )
         limit_fam = GaugeMetricFamily(
-            "haltgate_budget_limit", "Budget limit per dimension, in the dimension's unit "
-            "(USD, tokens, calls, seconds, risk).", labels=["dimension"])
+            "haltgate_budget_limit",
+            "Budget limit per dimension, in the dimension's unit "
+            "(USD, tokens, calls, seconds, risk).",
+            labels=["dimension"],
+        )
         used_fam = GaugeMetricFamily(
-            "haltgate_budget_used", "Budget used (settled plus reserved) per dimension.",
-            labels=["dimension"])
+            "haltgate_budget_used",
+            "Budget used (settled plus reserved) per dimension.",
+            labels=["dimension"],
+        )
         for dim, values in sorted((snap.get("budget") or {}).items()):
             limit = values.get("limit")
             used = float(values.get("used") or 0.0) + float(values.get("reserved") or 0.0)
@@ -291,7 +374,8 @@ class SidecarMetrics:
         yield GaugeMetricFamily(
             "haltgate_calls_in_flight",
             "Calls reserved and not yet settled (forwarded, waiting for the upstream).",
-            value=float(len(snap.get("in_flight") or ())))
+            value=float(len(snap.get("in_flight") or ())),
+        )
 
     def _transparent_samples(self) -> Iterable[Metric]:
         get = self._transparent
@@ -301,7 +385,9 @@ class SidecarMetrics:
         fam = CounterMetricFamily(
             "haltgate_transparent_connections",
             "Connections accepted by the transparent listener, by outcome (http, "
-            "tls_inspect, tls_passthrough, refused_<code>).", labels=["outcome"])
+            "tls_inspect, tls_passthrough, refused_<code>).",
+            labels=["outcome"],
+        )
         for outcome, n in sorted(dict(outcomes).items()):
             fam.add_metric([outcome], float(n))
         yield fam
@@ -332,5 +418,6 @@ class _IdentityCollector(Collector):
         for family in self._m.registry.collect():
             if identity:
                 family.samples = [
-                    s._replace(labels={**s.labels, **identity}) for s in family.samples]
+                    s._replace(labels={**s.labels, **identity}) for s in family.samples
+                ]
             yield family

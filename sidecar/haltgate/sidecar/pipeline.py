@@ -88,11 +88,22 @@ log = logging.getLogger("haltgate.sidecar")
 _T = TypeVar("_T")
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes: never relayed.
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-    "content-length", "host",
-})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+    }
+)
 # Also never forwarded: haltgate reads the whole body itself (Expect: 100-continue was
 # answered to the agent already).
 # The call-chain header is the pool stage's to set (agent upstreams only), never relayed.
@@ -196,8 +207,12 @@ class Call:
     def is_rpc(self) -> bool:
         """Answer errors as JSON-RPC: a POST to an MCP upstream (even one that did not parse)."""
         t = self.target
-        return (t is not None and t.upstream is not None
-                and t.upstream.kind is RequestKind.MCP and self.method == "POST")
+        return (
+            t is not None
+            and t.upstream is not None
+            and t.upstream.kind is RequestKind.MCP
+            and self.method == "POST"
+        )
 
 
 class Pipeline:
@@ -230,9 +245,11 @@ class Pipeline:
         self.flow_taint = flow_taint if flow_taint is not None else FlowTaint()
         """What untrusted sources this run took in (``spec.flows``); per run id."""
         self.settings = settings or PipelineSettings()
-        self.memory = BodyBudget(self.settings.body_memory_budget,
-                                 gauge=metrics.body_bytes_in_flight,
-                                 refusals=metrics.body_budget_refusals)
+        self.memory = BodyBudget(
+            self.settings.body_memory_budget,
+            gauge=metrics.body_bytes_in_flight,
+            refusals=metrics.body_budget_refusals,
+        )
         """Body bytes held by all calls (a sidecar-wide bound, see bodybudget.py)."""
         self._model_thread: ThreadPoolExecutor | None = None
         """One thread for the guardrails model stage (created when a policy uses it)."""
@@ -261,16 +278,16 @@ class Pipeline:
                 self.memory.give(call.held)
                 call.held = 0
 
-    async def _govern(self, request: web.BaseRequest, target: Target | HaltgateError,
-                      call: Call) -> web.StreamResponse:
+    async def _govern(
+        self, request: web.BaseRequest, target: Target | HaltgateError, call: Call
+    ) -> web.StreamResponse:
         try:
             if isinstance(target, HaltgateError):
                 raise target
             call.target = target
             call.method = request.method
             call.body = await self.read_body(request, call)
-            check_meaning_overrides(request.headers, target.query, request.content_type,
-                                    call.body)
+            check_meaning_overrides(request.headers, target.query, request.content_type, call.body)
             call.classified = classify(request.method, target, call.body, call.agent)
             await self.check_destination(call)
             self.check_not_halted(call)
@@ -320,13 +337,17 @@ class Pipeline:
             # requests would decode again what the rules judged as opaque bytes; with a
             # Content-Length the decoded body is cut at the encoded length. One reading:
             # request bodies travel uncompressed (tests/differential, body-*).
-            raise BadRequestError(f"request bodies with Content-Encoding {coding[:32]!r} are "
-                                  "not accepted; send the body uncompressed",
-                                  code="encoded_request_body")
+            raise BadRequestError(
+                f"request bodies with Content-Encoding {coding[:32]!r} are "
+                "not accepted; send the body uncompressed",
+                code="encoded_request_body",
+            )
         length = request.content_length
         if length is not None and length > limit:
-            raise BadRequestError(f"request body of {length} bytes exceeds the limit of "
-                                  f"{limit} bytes", code="body_too_large")
+            raise BadRequestError(
+                f"request body of {length} bytes exceeds the limit of {limit} bytes",
+                code="body_too_large",
+            )
         if not request.body_exists:
             return b""
         if length is not None:
@@ -347,16 +368,18 @@ class Pipeline:
                 async for chunk in request.content.iter_any():
                     size += len(chunk)
                     if size > limit:
-                        raise BadRequestError(f"request body exceeds the limit of {limit} "
-                                              "bytes", code="body_too_large")
+                        raise BadRequestError(
+                            f"request body exceeds the limit of {limit} bytes",
+                            code="body_too_large",
+                        )
                     self._hold(call, len(chunk), "request")
                     chunks.append(chunk)
                 return b"".join(chunks)
         except TimeoutError as e:
-            raise BadRequestError("the client sent its request body too slowly",
-                                  code="client_timeout") from e
-        except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError,
-                ConnectionError) as e:
+            raise BadRequestError(
+                "the client sent its request body too slowly", code="client_timeout"
+            ) from e
+        except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError, ConnectionError) as e:
             raise BadRequestError("the request body ended early", code="truncated_body") from e
 
     def _hold(self, call: Call, nbytes: int, direction: str) -> None:
@@ -387,8 +410,11 @@ class Pipeline:
         call.authz = result
         call.risk += result.risk
         if not result.allowed:
-            raise DeniedError(result.message, code=result.code or "tool_not_allowed",
-                              failure_type=FailureType.SAFETY)
+            raise DeniedError(
+                result.message,
+                code=result.code or "tool_not_allowed",
+                failure_type=FailureType.SAFETY,
+            )
         if call.classified.mcp is not None:
             # Resources, prompts, completions: spec.mcp, message by message.
             call.mcp = mcp.authorize(call, call.controls.authorizer, call.controls.mcp)
@@ -400,13 +426,11 @@ class Pipeline:
             return
         self.flow_taint.bind(call.agent.run_id)
         self.flow_taint.tick()
-        refusal = flows.check(call.classified.view, self.flow_taint,
-                              lambda: _fingerprint(call))
+        refusal = flows.check(call.classified.view, self.flow_taint, lambda: _fingerprint(call))
         if refusal is not None:
             if refusal.approval is not None:
                 call.refusal_headers = {APPROVAL_HEADER: refusal.approval}
-            raise DeniedError(refusal.message, code=refusal.code,
-                              failure_type=FailureType.SAFETY)
+            raise DeniedError(refusal.message, code=refusal.code, failure_type=FailureType.SAFETY)
 
     def record_flow_sources(self, call: Call) -> None:
         """An answer from an untrusted source is about to reach the agent: taint the run."""
@@ -427,9 +451,9 @@ class Pipeline:
             return scan(*args)
         if self._model_thread is None:
             self._model_thread = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="haltgate-guard-model")
-        return await asyncio.get_running_loop().run_in_executor(self._model_thread, scan,
-                                                                 *args)
+                max_workers=1, thread_name_prefix="haltgate-guard-model"
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._model_thread, scan, *args)
 
     def scan_request(self, call: Call, headers: Mapping[str, str] | None = None) -> None:
         """Guardrails on what the agent sends (prompts, tool arguments; URL and headers)."""
@@ -445,8 +469,11 @@ class Pipeline:
                 return
             subject = call.body.decode("utf-8", "replace")
         try:
-            result = (guardrails.scan_json(subject, "request") if not isinstance(subject, str)
-                      else guardrails.scan(subject, "request"))
+            result = (
+                guardrails.scan_json(subject, "request")
+                if not isinstance(subject, str)
+                else guardrails.scan(subject, "request")
+            )
         except Exception as e:  # a detector bug must not open the gate by accident
             if call.controls.spec.guardrails.fail_mode is FailMode.OPEN:
                 self.metrics.fail_open.labels("guardrails").inc()
@@ -458,17 +485,18 @@ class Pipeline:
         if result.errors and not result.blocked:
             self._guardrail_fail_open(call, result.errors)
         if result.blocked:
-            raise DeniedError("a guardrail blocked the request",
-                              code=result.code or "guardrail_blocked",
-                              failure_type=FailureType.SAFETY)
+            raise DeniedError(
+                "a guardrail blocked the request",
+                code=result.code or "guardrail_blocked",
+                failure_type=FailureType.SAFETY,
+            )
         if result.redacted_obj is not None and classified.body is not None:
             classified.body = result.redacted_obj
             call.forward_body = orjson.dumps(result.redacted_obj)
         elif result.redacted_text is not None and classified.body is None:
             call.forward_body = result.redacted_text.encode()
 
-    def _scan_request_meta(self, call: Call, guardrails: Any,
-                           headers: Mapping[str, str]) -> None:
+    def _scan_request_meta(self, call: Call, guardrails: Any, headers: Mapping[str, str]) -> None:
         """The secrets guardrail on the URL and header values (see request_meta)."""
         target = call.target
         assert target is not None
@@ -480,13 +508,17 @@ class Pipeline:
         if meta.errors and not meta.blocked:
             self._guardrail_fail_open(call, meta.errors)
         if meta.blocked:
-            raise DeniedError("a guardrail blocked the request",
-                              code=meta.code or "guardrail_blocked",
-                              failure_type=FailureType.SAFETY)
+            raise DeniedError(
+                "a guardrail blocked the request",
+                code=meta.code or "guardrail_blocked",
+                failure_type=FailureType.SAFETY,
+            )
         if meta.path is not None or meta.query is not None:
             call.target = replace(
-                target, path=target.path if meta.path is None else meta.path,
-                query=target.query if meta.query is None else meta.query)
+                target,
+                path=target.path if meta.path is None else meta.path,
+                query=target.query if meta.query is None else meta.query,
+            )
         call.redacted_headers = meta.headers
 
     async def decide_policy(self, call: Call) -> None:
@@ -497,29 +529,47 @@ class Pipeline:
 
         assert call.classified is not None
         budget = {k: dict(v) for k, v in self._last_budget.items()}
-        usage: dict[str, Any] = {dim: budget[dim]["used"]
-                                 for dim in ("calls", "tokens", "cost_usd")
-                                 if dim in budget and "used" in budget[dim]}
+        usage: dict[str, Any] = {
+            dim: budget[dim]["used"]
+            for dim in ("calls", "tokens", "cost_usd")
+            if dim in budget and "used" in budget[dim]
+        }
         decision = await self.opa.decide(
-            build_input(call.classified.view, authz=call.authz, budget=budget, usage=usage,
-                        findings=call.findings)
+            build_input(
+                call.classified.view,
+                authz=call.authz,
+                budget=budget,
+                usage=usage,
+                findings=call.findings,
+            )
         )
         call.risk += decision.risk
         if decision.fail_open:
             self.metrics.fail_open.labels("opa").inc()
-        self._child(self.metrics.opa_decisions, "fail_open" if decision.fail_open else
-                    "allow" if decision.allow else
-                    "error" if decision.failure_type is None else "deny").inc()
+        self._child(
+            self.metrics.opa_decisions,
+            "fail_open"
+            if decision.fail_open
+            else "allow"
+            if decision.allow
+            else "error"
+            if decision.failure_type is None
+            else "deny",
+        ).inc()
         if decision.allow:
             call.upstream_headers = decision.headers or None
             return
         call.refusal_headers = decision.headers or None
         if decision.failure_type is None:
-            raise UnavailableError(decision.reason or "policy decision unavailable",
-                                   code=decision.code or "opa_unavailable")
-        raise DeniedError(decision.reason or "denied by policy",
-                          code=decision.code or "opa_denied",
-                          failure_type=decision.failure_type)
+            raise UnavailableError(
+                decision.reason or "policy decision unavailable",
+                code=decision.code or "opa_unavailable",
+            )
+        raise DeniedError(
+            decision.reason or "denied by policy",
+            code=decision.code or "opa_denied",
+            failure_type=decision.failure_type,
+        )
 
     def reserve_budget(self, call: Call) -> None:
         """Reserve the call's worst case atomically; refuse if it does not fit."""
@@ -530,8 +580,7 @@ class Pipeline:
         if call.mcp is not None or call.teardown:
             # One reservation per message that does work upstream; none for protocol and
             # session messages (haltgate.sidecar.mcp).
-            mcp_verdict = (mcp.reserve(self.budget, call, call.mcp)
-                           if call.mcp is not None else None)
+            mcp_verdict = mcp.reserve(self.budget, call, call.mcp) if call.mcp is not None else None
             if mcp_verdict is None:
                 return
             call.reservation = mcp_verdict
@@ -542,22 +591,27 @@ class Pipeline:
             call.reserved = True
             return
         if view.kind is RequestKind.LLM:
-            call.max_output_tokens = (view.max_output_tokens
-                                      if view.max_output_tokens is not None
-                                      else self._model_max_output(view.model)
-                                      * classified.choices)
-            max_input = max_input_tokens(classified, len(call.forward_body or call.body),
-                                         self.budget)
+            call.max_output_tokens = (
+                view.max_output_tokens
+                if view.max_output_tokens is not None
+                else self._model_max_output(view.model) * classified.choices
+            )
+            max_input = max_input_tokens(
+                classified, len(call.forward_body or call.body), self.budget
+            )
         else:
             max_input = 0
         verdict = self.budget.reserve(
-            call_id=call.decision_id, ts=call.ts,
+            call_id=call.decision_id,
+            ts=call.ts,
             kind=view.kind.value if view.kind is not None else "unknown",
             # Names the state file keeps: a key or an address in one is kept as a digest.
             host=state_key(view.host) or "",
             tool=state_key(view.tool_calls[0].name) if view.tool_calls else None,
-            model=state_key(view.model), max_input_tokens=max_input,
-            max_output_tokens=call.max_output_tokens, fingerprint=call.fingerprint,
+            model=state_key(view.model),
+            max_input_tokens=max_input,
+            max_output_tokens=call.max_output_tokens,
+            fingerprint=call.fingerprint,
             risk=call.risk,
         )
         call.reservation = verdict
@@ -589,8 +643,9 @@ class Pipeline:
         except AuditError as e:
             raise UnavailableError(f"audit trail unavailable: {e.message}", code=e.code) from e
         except TimeoutError as e:
-            raise UnavailableError("audit trail did not confirm the record in time",
-                                   code="audit_timeout") from e
+            raise UnavailableError(
+                "audit trail did not confirm the record in time", code="audit_timeout"
+            ) from e
 
     async def forward(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Send the decided call upstream and relay the answer (streamed or whole)."""
@@ -599,26 +654,39 @@ class Pipeline:
         try:
             upstream = await self.session.request(
                 # encoded=True: the canonical path goes out as decided, never re-read.
-                request.method, URL(call.target.url, encoded=True),
+                request.method,
+                URL(call.target.url, encoded=True),
                 data=(call.forward_body if call.forward_body is not None else call.body) or None,
                 headers=_forward_headers(request.headers, call),
                 allow_redirects=False,
                 timeout=call.controls.upstream_timeout,
             )
         except TimeoutError as e:
-            return await self.fail_upstream(request, call, UpstreamError(
-                "the upstream did not answer in time", code="upstream_timeout"), e)
+            return await self.fail_upstream(
+                request,
+                call,
+                UpstreamError("the upstream did not answer in time", code="upstream_timeout"),
+                e,
+            )
         except (aiohttp.ClientError, OSError) as e:
-            return await self.fail_upstream(request, call, UpstreamError(
-                f"the upstream is unreachable: {type(e).__name__}",
-                code="upstream_unreachable"), e)
+            return await self.fail_upstream(
+                request,
+                call,
+                UpstreamError(
+                    f"the upstream is unreachable: {type(e).__name__}", code="upstream_unreachable"
+                ),
+                e,
+            )
         call.upstream_done = time.perf_counter()
         self.record_flow_sources(call)
         try:
             self._child(self.metrics.upstream_latency, call.kind_label).observe(
-                call.upstream_done - call.forward_started)
-            if call.classified.mcp is not None and (
-                    refusal := mcp.encoding_refusal(call, upstream.headers)) is not None:
+                call.upstream_done - call.forward_started
+            )
+            if (
+                call.classified.mcp is not None
+                and (refusal := mcp.encoding_refusal(call, upstream.headers)) is not None
+            ):
                 return await self.fail_upstream(request, call, refusal, None)
             if upstream.content_type == _EVENT_STREAM and not self._must_buffer(call):
                 return await self.relay_stream(request, call, upstream)
@@ -633,22 +701,31 @@ class Pipeline:
         # it is relayed as it arrives (any size, compression untouched), never buffered.
         c = call.classified
         guardrails = call.controls.guardrails
-        return (c is not None and c.view.kind is RequestKind.HTTP
-                and (guardrails is None or not guardrails.active("response")))
+        return (
+            c is not None
+            and c.view.kind is RequestKind.HTTP
+            and (guardrails is None or not guardrails.active("response"))
+        )
 
     def _must_buffer(self, call: Call) -> bool:
         # tools/list (resources/list, prompts/list) answers are rewritten (filtered), so
         # they are read whole even as SSE.
         c = call.classified
-        return c is not None and c.view.kind is RequestKind.MCP and (
-            _lists_tools(c.body) or (c.mcp is not None and bool(mcp.listing_ids(c.mcp))))
+        return (
+            c is not None
+            and c.view.kind is RequestKind.MCP
+            and (_lists_tools(c.body) or (c.mcp is not None and bool(mcp.listing_ids(c.mcp))))
+        )
 
     async def relay_through(
         self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
     ) -> web.StreamResponse:
         """Relay an answer chunk by chunk without reading it (HTTP tools)."""
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                  headers=_response_headers(upstream.headers, call, None))
+        resp = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=_response_headers(upstream.headers, call, None),
+        )
         if upstream.content_length is not None:
             resp.content_length = upstream.content_length
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
@@ -675,8 +752,9 @@ class Pipeline:
             except (ConnectionError, RuntimeError):
                 pass
         ok = upstream.status < 500 and not truncated
-        self.settle_budget(call, None, ok, None if ok else f"http_{upstream.status}",
-                           digest.hexdigest())
+        self.settle_budget(
+            call, None, ok, None if ok else f"http_{upstream.status}", digest.hexdigest()
+        )
         self._finish(call, "allow", None)
         self._audit_outcome(call, upstream.status, None, decision="allow")
         return resp
@@ -688,9 +766,14 @@ class Pipeline:
         limit = self.settings.max_buffered_response_bytes
         known = upstream.content_length
         if known is not None and known > limit:
-            return await self.fail_upstream(request, call, UpstreamError(
-                f"the upstream answer exceeds {limit} bytes",
-                code="upstream_response_too_large"), None)
+            return await self.fail_upstream(
+                request,
+                call,
+                UpstreamError(
+                    f"the upstream answer exceeds {limit} bytes", code="upstream_response_too_large"
+                ),
+                None,
+            )
         try:
             if known is not None:
                 self._hold(call, known, "response")
@@ -699,16 +782,26 @@ class Pipeline:
             while chunk := await upstream.content.readany():
                 size += len(chunk)
                 if size > limit:
-                    return await self.fail_upstream(request, call, UpstreamError(
-                        f"the upstream answer exceeds {limit} bytes",
-                        code="upstream_response_too_large"), None)
+                    return await self.fail_upstream(
+                        request,
+                        call,
+                        UpstreamError(
+                            f"the upstream answer exceeds {limit} bytes",
+                            code="upstream_response_too_large",
+                        ),
+                        None,
+                    )
                 if known is None or size > known:
                     self._hold(call, len(chunk), "response")
                 chunks.append(chunk)
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            return await self.fail_upstream(request, call, UpstreamError(
-                "the upstream answer ended early", code="upstream_truncated"), e)
+            return await self.fail_upstream(
+                request,
+                call,
+                UpstreamError("the upstream answer ended early", code="upstream_truncated"),
+                e,
+            )
         except MemoryBudgetError as e:
             # The call went out (its reservation is settled as failed): the answer cannot
             # be held now, so the agent gets a typed 503 rather than the sidecar the OOM.
@@ -731,16 +824,24 @@ class Pipeline:
             # Decoded here on the loop (its bytes charged to the memory budget), scanned
             # where the guardrails run.
             plain = self.decode_response(call, body, upstream.headers)
-            new = None if plain is None else await self._scan(
-                call, self.scan_response, call, plain, upstream.headers.get("Content-Type"))
+            new = (
+                None
+                if plain is None
+                else await self._scan(
+                    call, self.scan_response, call, plain, upstream.headers.get("Content-Type")
+                )
+            )
         except HaltgateError as err:
             decision = "deny" if isinstance(err, DeniedError) else "error"
             self._finish(call, decision, err.code)
             self._audit_outcome(call, upstream.status, counts, decision=decision, err=err)
             return await self._send_error(request, call, err)
-        resp = web.Response(status=upstream.status, reason=upstream.reason,
-                            body=body if new is None else new,
-                            headers=_response_headers(upstream.headers, call, settle))
+        resp = web.Response(
+            status=upstream.status,
+            reason=upstream.reason,
+            body=body if new is None else new,
+            headers=_response_headers(upstream.headers, call, settle),
+        )
         if new is not None and plain is not body:
             resp.headers.popall("Content-Encoding", None)  # sent decoded once redacted
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
@@ -774,23 +875,31 @@ class Pipeline:
             except HaltgateError as refusal:
                 self.settle_budget(call, None, False, refusal.code, None)
                 self._finish(call, "error", refusal.code)
-                self._audit_outcome(call, upstream.status, None, decision="error",
-                                    err=refusal)
+                self._audit_outcome(call, upstream.status, None, decision="error", err=refusal)
                 return await self._send_error(request, call, refusal)
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                  headers=_response_headers(upstream.headers, call, None))
+        resp = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=_response_headers(upstream.headers, call, None),
+        )
         if decoder is not None:
             resp.headers.popall("Content-Encoding", None)
         resp.headers[r.OVERHEAD_HEADER] = _overhead_ms(call)
         await resp.prepare(request)
         max_event = self.settings.max_sse_event_bytes
-        reader = (UsageReader(classified.dialect, classified.view.model)
-                  if classified.dialect is not None else None)
+        reader = (
+            UsageReader(classified.dialect, classified.view.model)
+            if classified.dialect is not None
+            else None
+        )
         hidden = HiddenUsage() if classified.wants_usage_injection else None
         # Response guardrails rewrite the stream event by event (redaction held back across
         # events, see ChatStreamGuard); without them the bytes are relayed unchanged.
-        scan = (_StreamScan(self, call, guardrails, chat=reader is not None)
-                if guardrails is not None and guardrails.active("response") else None)
+        scan = (
+            _StreamScan(self, call, guardrails, chat=reader is not None)
+            if guardrails is not None and guardrails.active("response")
+            else None
+        )
         # Server requests the policy denies (sampling, elicitation) never reach the agent.
         server_filter = mcp.stream_filter(call) if classified.mcp is not None else None
         if scan is not None and server_filter is not None:
@@ -875,14 +984,14 @@ class Pipeline:
                     await resp.write(r.sse_error_event(cut, call.decision_id))
                 elif truncated:
                     self.metrics.streams_cut.labels("upstream_truncated").inc()
-                    err = UpstreamError("the upstream stream ended early",
-                                        code="upstream_truncated")
+                    err = UpstreamError(
+                        "the upstream stream ended early", code="upstream_truncated"
+                    )
                     await resp.write(r.sse_error_event(err, call.decision_id))
                 elif parser is not None and parser.pending:
                     # A last event without its blank line: complete it, scan it, send it.
                     assert scan is not None
-                    out, cut = _scan_events(parser.feed(b"\n\n"), scan, reader, guard,
-                                            hidden)
+                    out, cut = _scan_events(parser.feed(b"\n\n"), scan, reader, guard, hidden)
                     if out:
                         await resp.write(out)
                     if cut is not None:
@@ -903,17 +1012,27 @@ class Pipeline:
         complete = cut is None and not truncated and not client_gone
         # A dialect guessed from the body shape (issue 15) without usage found: the usage is
         # unknown, so the reservation is charged (None), never an estimate of ours.
-        counts = (reader.result(complete=complete, input_estimate=classified.input_estimate)
-                  if reader is not None and (reader.found or not classified.dialect_guessed)
-                  else None)
+        counts = (
+            reader.result(complete=complete, input_estimate=classified.input_estimate)
+            if reader is not None and (reader.found or not classified.dialect_guessed)
+            else None
+        )
         if cut is None and truncated:  # recorded as what it was, not as a clean allow
             cut = UpstreamError("the upstream stream ended early", code="upstream_truncated")
         upstream_fault = isinstance(cut, UpstreamError)
         ok = upstream.status < 500 and not truncated and not upstream_fault
-        self.settle_budget(call, counts, ok, None if ok else "stream_failed",
-                           reader.content_digest if reader is not None else digest.hexdigest())
-        decision, code = (("allow", None) if cut is None else
-                          ("deny" if isinstance(cut, DeniedError) else "error", cut.code))
+        self.settle_budget(
+            call,
+            counts,
+            ok,
+            None if ok else "stream_failed",
+            reader.content_digest if reader is not None else digest.hexdigest(),
+        )
+        decision, code = (
+            ("allow", None)
+            if cut is None
+            else ("deny" if isinstance(cut, DeniedError) else "error", cut.code)
+        )
         self._finish(call, decision, code)
         self._audit_outcome(call, upstream.status, counts, decision=decision, err=cut)
         return resp
@@ -934,11 +1053,11 @@ class Pipeline:
             detector, _, kind = error.partition(":")
             self.metrics.fail_open.labels("guardrails").inc()
             call.findings.append({"detector": detector, "action": "fail_open", "error": kind})
-        log.warning("guardrails failed (fail open) for %s: %s", call.decision_id,
-                    ", ".join(errors))
+        log.warning("guardrails failed (fail open) for %s: %s", call.decision_id, ", ".join(errors))
 
-    def read_usage(self, call: Call, status: int, *, body: bytes
-                   ) -> tuple[TokenCounts | None, str | None]:
+    def read_usage(
+        self, call: Call, status: int, *, body: bytes
+    ) -> tuple[TokenCounts | None, str | None]:
         """Token usage of a whole LLM answer and a digest of its content (``None, None``
         for other kinds)."""
         classified = call.classified
@@ -949,13 +1068,19 @@ class Pipeline:
             reader.read_body(body)
             if classified.dialect_guessed and not reader.found:
                 return None, reader.content_digest  # usage unknown: the reservation is spent
-            return (reader.result(complete=True, input_estimate=classified.input_estimate),
-                    reader.content_digest)
+            return (
+                reader.result(complete=True, input_estimate=classified.input_estimate),
+                reader.content_digest,
+            )
         # Refused or failed upstream calls are not billed by providers.
         return TokenCounts(model=classified.view.model), None
 
     def settle_budget(
-        self, call: Call, counts: TokenCounts | None, ok: bool, error_fp: str | None,
+        self,
+        call: Call,
+        counts: TokenCounts | None,
+        ok: bool,
+        error_fp: str | None,
         result_fp: str | None,
     ) -> BudgetVerdict | None:
         """Replace the reservation by what the call actually used."""
@@ -973,9 +1098,14 @@ class Pipeline:
                 return None
             verdict = settled
         else:
-            verdict = self.budget.settle(call_id=call.decision_id, ts=time.time(),
-                                         usage=usage, ok=ok, error_fingerprint=error_fp,
-                                         result_fingerprint=result_fp)
+            verdict = self.budget.settle(
+                call_id=call.decision_id,
+                ts=time.time(),
+                usage=usage,
+                ok=ok,
+                error_fingerprint=error_fp,
+                result_fingerprint=result_fp,
+            )
         if verdict.budget is not _NO_BUDGET:
             self._last_budget = verdict.budget
         if not verdict.allowed and verdict.failure_type is not None:
@@ -1003,9 +1133,7 @@ class Pipeline:
             call.cost_usd = pico_to_usd(pico)
             self._child(self.metrics.cost, label).inc(call.cost_usd)
 
-    def filter_tools_list(
-        self, call: Call, upstream: aiohttp.ClientResponse, body: bytes
-    ) -> bytes:
+    def filter_tools_list(self, call: Call, upstream: aiohttp.ClientResponse, body: bytes) -> bytes:
         """Hide the tools the agent may not call from ``tools/list`` answers."""
         classified = call.classified
         assert classified is not None
@@ -1029,8 +1157,7 @@ class Pipeline:
         obj = [rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj)
         return orjson.dumps(obj)
 
-    def decode_response(self, call: Call, body: bytes,
-                        headers: Mapping[str, str]) -> bytes | None:
+    def decode_response(self, call: Call, body: bytes, headers: Mapping[str, str]) -> bytes | None:
         """The answer without its content codings, for the response guardrails (``None``:
         nothing to scan, or unscannable and passed under ``failMode: open``). The decoded
         bytes are held against the body memory budget (503 past it)."""
@@ -1048,8 +1175,7 @@ class Pipeline:
         self._hold(call, len(plain), "response")
         return plain
 
-    def scan_response(self, call: Call, body: bytes, content_type: str | None
-                      ) -> bytes | None:
+    def scan_response(self, call: Call, body: bytes, content_type: str | None) -> bytes | None:
         """Guardrails on what comes back, decoded (a blocked answer is replaced by a
         refusal). Returns the redacted body, ``None`` when nothing changed. Any text type
         is scanned (see response_body); what cannot be scanned follows ``failMode``."""
@@ -1072,9 +1198,11 @@ class Pipeline:
         if result.risk:
             self.budget.add_risk(time.time(), result.risk, result.code or "guardrail_finding")
         if result.blocked:
-            raise DeniedError("a guardrail blocked the response",
-                              code=result.code or "guardrail_blocked",
-                              failure_type=FailureType.SAFETY)
+            raise DeniedError(
+                "a guardrail blocked the response",
+                code=result.code or "guardrail_blocked",
+                failure_type=FailureType.SAFETY,
+            )
         return None if scanned.body is body else scanned.body
 
     def _stream_unscannable(self, call: Call, err: Unscannable) -> HaltgateError | None:
@@ -1089,14 +1217,18 @@ class Pipeline:
         """An answer the guardrails cannot read: refused (closed) or passed, counted and
         audited as a fail-open event (open)."""
         closed = call.controls.spec.guardrails.fail_mode is not FailMode.OPEN
-        self._child(self.metrics.guardrail_unscanned, err.reason,
-                    "refused" if closed else "passed").inc()
+        self._child(
+            self.metrics.guardrail_unscanned, err.reason, "refused" if closed else "passed"
+        ).inc()
         if closed:
-            raise UnavailableError(f"the answer cannot be scanned by the guardrails "
-                                   f"({err})", code="guardrails_unscannable")
+            raise UnavailableError(
+                f"the answer cannot be scanned by the guardrails ({err})",
+                code="guardrails_unscannable",
+            )
         self.metrics.fail_open.labels("guardrails").inc()
-        call.findings.append({"detector": "response_body", "action": "fail_open",
-                              "error": err.reason})
+        call.findings.append(
+            {"detector": "response_body", "action": "fail_open", "error": err.reason}
+        )
 
     # ------------------------------------------------------------------ refusals
 
@@ -1131,13 +1263,19 @@ class Pipeline:
             self.pool.release(call)
 
     async def fail_upstream(
-        self, request: web.BaseRequest, call: Call, err: UpstreamError | MemoryBudgetError,
+        self,
+        request: web.BaseRequest,
+        call: Call,
+        err: UpstreamError | MemoryBudgetError,
         cause: BaseException | None,
     ) -> web.Response:
         """The upstream failed after the call was decided: settle as failed, answer 502/504."""
         # The exception type only: aiohttp errors can quote the URL (and a key in it).
-        log.info("upstream failure for %s: %s", call.decision_id,
-                 type(cause).__name__ if cause is not None else err.code)
+        log.info(
+            "upstream failure for %s: %s",
+            call.decision_id,
+            type(cause).__name__ if cause is not None else err.code,
+        )
         if not call.upstream_done:
             call.upstream_done = time.perf_counter()
         # Nothing (or nothing complete) came back: an LLM call may still have been billed,
@@ -1155,9 +1293,14 @@ class Pipeline:
         retry = call.reservation.retry_after if call.reservation else None
         if isinstance(err, MemoryBudgetError):
             retry = 1.0  # bodies in flight end within seconds
-        resp = r.error_response(err, call.decision_id, rpc=call.is_rpc,
-                                rpc_ids=c.rpc_ids if c else (), rpc_batch=bool(c and c.rpc_batch),
-                                retry_after=retry)
+        resp = r.error_response(
+            err,
+            call.decision_id,
+            rpc=call.is_rpc,
+            rpc_ids=c.rpc_ids if c else (),
+            rpc_batch=bool(c and c.rpc_batch),
+            retry_after=retry,
+        )
         if err.code in ("body_too_large", "memory_budget_exhausted"):
             resp.force_close()  # the unread body would otherwise be parsed as a request
         if call.refusal_headers:
@@ -1165,27 +1308,43 @@ class Pipeline:
             for name, value in call.refusal_headers.items():
                 resp.headers.setdefault(name, value)
         resp.headers[r.OVERHEAD_HEADER] = f"{call.overhead * 1000:.3f}"
-        self.last_error = {"decision_id": call.decision_id, "code": err.code,
-                           "type": err.type, "time": call.ts}
+        self.last_error = {
+            "decision_id": call.decision_id,
+            "code": err.code,
+            "type": err.type,
+            "time": call.ts,
+        }
         return resp
 
     # ------------------------------------------------------------------ audit, metrics
 
-    def _record(self, call: Call, phase: str, *, decision: str, status: int | None = None,
-                counts: TokenCounts | None = None, err: HaltgateError | None = None,
-                ) -> AuditRecord:
+    def _record(
+        self,
+        call: Call,
+        phase: str,
+        *,
+        decision: str,
+        status: int | None = None,
+        counts: TokenCounts | None = None,
+        err: HaltgateError | None = None,
+    ) -> AuditRecord:
         c = call.classified
         view = c.view if c is not None else None
         tool = view.tool_calls[0].name if view is not None and view.tool_calls else None
-        if tool is None and call.authz is not None and view is not None \
-                and view.kind is RequestKind.HTTP:
+        if (
+            tool is None
+            and call.authz is not None
+            and view is not None
+            and view.kind is RequestKind.HTTP
+        ):
             tool = call.authz.rule
         # Everything the agent or the upstream controls is scrubbed before it is stored
         # (redacted unless payload: full; never a NUL or an over-deep document).
         scrub = call.scrub
         if scrub is None:
             scrub = call.scrub = AuditScrubber(
-                redact=call.controls.payload is not PayloadCapture.FULL)
+                redact=call.controls.payload is not PayloadCapture.FULL
+            )
         return AuditRecord(
             decision_id=call.decision_id,
             time=call.ts,
@@ -1195,8 +1354,11 @@ class Pipeline:
             pod=call.agent.pod,
             run_id=call.agent.run_id,
             kind=view.kind.value if view is not None and view.kind is not None else None,
-            target=scrub.target(f"{call.method} {call.target.url}" if call.target is not None
-                                else f"{call.method} {call.raw_target}"),
+            target=scrub.target(
+                f"{call.method} {call.target.url}"
+                if call.target is not None
+                else f"{call.method} {call.raw_target}"
+            ),
             model=scrub.name(view.model if view is not None else None),
             tool=scrub.name(tool),
             args_digest=call.fingerprint or None,
@@ -1222,20 +1384,35 @@ class Pipeline:
         # ``redacted``: the audit's own PII and secrets pass, whatever the guardrails do.
         return scrub.payload(c.body)
 
-    def _audit_outcome(self, call: Call, status: int | None, counts: TokenCounts | None, *,
-                       decision: str, err: HaltgateError | None = None) -> None:
+    def _audit_outcome(
+        self,
+        call: Call,
+        status: int | None,
+        counts: TokenCounts | None,
+        *,
+        decision: str,
+        err: HaltgateError | None = None,
+    ) -> None:
         """Queue the outcome record; the answer waits neither for it nor for its fsync.
 
         The record is built and sealed in a loop callback that runs once the handler has
         handed its answer to the transport (the stages call this just before returning
         the response): the audit's CPU time is not in the agent's latency."""
-        asyncio.get_running_loop().call_soon(self._queue_outcome, call, status, counts,
-                                             decision, err)
+        asyncio.get_running_loop().call_soon(
+            self._queue_outcome, call, status, counts, decision, err
+        )
 
-    def _queue_outcome(self, call: Call, status: int | None, counts: TokenCounts | None,
-                       decision: str, err: HaltgateError | None) -> None:
-        record = self._record(call, "outcome", decision=decision, status=status,
-                              counts=counts, err=err)
+    def _queue_outcome(
+        self,
+        call: Call,
+        status: int | None,
+        counts: TokenCounts | None,
+        decision: str,
+        err: HaltgateError | None,
+    ) -> None:
+        record = self._record(
+            call, "outcome", decision=decision, status=status, counts=counts, err=err
+        )
         if self._submit_nowait is not None:
             # The spool queues it for its next group commit: no task per call.
             try:
@@ -1268,9 +1445,11 @@ class Pipeline:
         self._child(self.metrics.requests, kind, decision, code or "").inc()
         self._child(self.metrics.added_latency, kind).observe(max(call.overhead, 0.0))
         for finding in call.findings:  # usually none
-            self._child(self.metrics.guardrail_findings, str(finding.get("detector")),
-                        "monitor" if finding.get("monitor_only")
-                        else str(finding.get("action"))).inc()
+            self._child(
+                self.metrics.guardrail_findings,
+                str(finding.get("detector")),
+                "monitor" if finding.get("monitor_only") else str(finding.get("action")),
+            ).inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: labels() costs more than inc() itself.
@@ -1295,8 +1474,7 @@ class Pipeline:
 def _bare(record: AuditRecord) -> AuditRecord:
     """``record`` without the values that can make it unwritable: the decision is still
     audited when its payload or findings cannot be (a refusal is never left out)."""
-    return replace(record, payload=None, findings=(), message=None,
-                   budget_after=None, usage=None)
+    return replace(record, payload=None, findings=(), message=None, budget_after=None, usage=None)
 
 
 def _log_failed_outcome(future: Any) -> None:
@@ -1370,8 +1548,7 @@ class _StreamScan:
                 sent = [obj]
             for new in sent:
                 name = event.event
-                if name != "message" and isinstance(new, dict) and isinstance(
-                        new.get("type"), str):
+                if name != "message" and isinstance(new, dict) and isinstance(new.get("type"), str):
                     name = new["type"]  # a flushed text delta added before an end event
                 out.append(_sse_encode(name, orjson.dumps(new)))
         return b"".join(out)
@@ -1399,8 +1576,13 @@ class _StreamScan:
             sent = self._chat.on_event(obj)
             if self._chat.blocked:
                 self._blocked_code = next(
-                    (f"guardrail_{f.detector}" for f in self._chat.findings
-                     if f.action == "block" and not f.monitor_only), "guardrail_error")
+                    (
+                        f"guardrail_{f.detector}"
+                        for f in self._chat.findings
+                        if f.action == "block" and not f.monitor_only
+                    ),
+                    "guardrail_error",
+                )
             return sent
         result = self._g.scan_json(obj, "response")
         self._note(result.findings, result.risk, result.errors, result.blocked)
@@ -1413,18 +1595,22 @@ class _StreamScan:
         """Account new findings, risk and detector failures; the refusal once blocked."""
         chat = self._chat
         if chat is not None:
-            new = chat.findings[self._findings:]
-            errors = chat.errors[self._errors:]
+            new = chat.findings[self._findings :]
+            errors = chat.errors[self._errors :]
             self._findings, self._errors = len(chat.findings), len(chat.errors)
             risk, self._risk = chat.risk - self._risk, chat.risk
             self._note(new, risk, errors, chat.blocked)
         if self._blocked_code is None:
             return None
-        return DeniedError("a guardrail blocked the response stream", code=self._blocked_code,
-                           failure_type=FailureType.SAFETY)
+        return DeniedError(
+            "a guardrail blocked the response stream",
+            code=self._blocked_code,
+            failure_type=FailureType.SAFETY,
+        )
 
-    def _note(self, findings: Sequence[Any], risk: float, errors: Sequence[str],
-              blocked: bool) -> None:
+    def _note(
+        self, findings: Sequence[Any], risk: float, errors: Sequence[str], blocked: bool
+    ) -> None:
         call = self._call
         if findings:
             call.findings.extend(f.to_dict() for f in findings)
@@ -1441,8 +1627,9 @@ def _sse_encode(event: str, data: bytes) -> bytes:
     return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
 
 
-def _meter_events(raws: Sequence[bytes], reader: UsageReader, guard: _StreamGuard,
-                  hidden: HiddenUsage | None) -> tuple[bytes, HaltgateError | None]:
+def _meter_events(
+    raws: Sequence[bytes], reader: UsageReader, guard: _StreamGuard, hidden: HiddenUsage | None
+) -> tuple[bytes, HaltgateError | None]:
     """Read framed events one at a time; stop after the one that crosses the budget.
     Returns the bytes to relay (those events, as they came, minus what is hidden) and the
     reason to cut, if any."""
@@ -1463,9 +1650,13 @@ def _meter_events(raws: Sequence[bytes], reader: UsageReader, guard: _StreamGuar
     return b"".join(out), cut
 
 
-def _scan_events(events: Sequence[SSEEvent], scan: _StreamScan, reader: UsageReader | None,
-                 guard: _StreamGuard, hidden: HiddenUsage | None
-                 ) -> tuple[bytes, HaltgateError | None]:
+def _scan_events(
+    events: Sequence[SSEEvent],
+    scan: _StreamScan,
+    reader: UsageReader | None,
+    guard: _StreamGuard,
+    hidden: HiddenUsage | None,
+) -> tuple[bytes, HaltgateError | None]:
     """Parsed events through response guardrails, one at a time (a budget cut after the
     event that crossed it, as for :func:`_meter_events`)."""
     out: list[bytes] = []
@@ -1505,8 +1696,11 @@ class _StreamGuard:
         # for it: a client without max_tokens can otherwise run past the budget mid-stream.
         extra = reader.streamed_output_estimate - self._call.max_output_tokens
         if extra > 0 and self._headroom is not None and extra > self._headroom:
-            return DeniedError("the stream crossed the token budget", code="tokens_exhausted",
-                               failure_type=FailureType.EXHAUSTION)
+            return DeniedError(
+                "the stream crossed the token budget",
+                code="tokens_exhausted",
+                failure_type=FailureType.EXHAUSTION,
+            )
         self._n += 1
         if self._n % self._check_every == 0:
             verdict = self._budget.halted(time.time())
@@ -1549,8 +1743,9 @@ def _fingerprint(call: Call) -> str:
     assert c is not None and call.target is not None
     if c.view.tool_calls:
         # Tool name and arguments only: the JSON-RPC id changes on every retry.
-        payload = orjson.dumps([[t.name, t.arguments] for t in c.view.tool_calls],
-                               option=orjson.OPT_SORT_KEYS)
+        payload = orjson.dumps(
+            [[t.name, t.arguments] for t in c.view.tool_calls], option=orjson.OPT_SORT_KEYS
+        )
         return hashlib.sha256(payload).hexdigest()
     h = hashlib.sha256(f"{c.view.method} {call.target.url}\n".encode())
     h.update(call.body)
@@ -1580,8 +1775,9 @@ def _outcome_of(call: Call, status: int, body: bytes) -> tuple[bool, str | None]
                 continue
             result = msg.get("result")
             if "error" in msg or (isinstance(result, dict) and result.get("isError") is True):
-                return False, _digest(orjson.dumps(msg.get("error") or result,
-                                                   option=orjson.OPT_SORT_KEYS))
+                return False, _digest(
+                    orjson.dumps(msg.get("error") or result, option=orjson.OPT_SORT_KEYS)
+                )
     return True, None
 
 
@@ -1589,10 +1785,12 @@ def _engine_usage(counts: TokenCounts) -> Any:
     from haltgate.governance.engine import Usage
 
     return Usage(
-        input_tokens=counts.input_tokens, output_tokens=counts.output_tokens,
+        input_tokens=counts.input_tokens,
+        output_tokens=counts.output_tokens,
         cached_input_tokens=counts.cached_input_tokens,
         cache_write_tokens=counts.cache_write_tokens,
-        reasoning_tokens=counts.reasoning_tokens, estimated=counts.estimated,
+        reasoning_tokens=counts.reasoning_tokens,
+        estimated=counts.estimated,
         model=counts.model,
     )
 
@@ -1601,8 +1799,9 @@ def _forward_headers(headers: CIMultiDictProxy[str], call: Call) -> CIMultiDict[
     """The agent's headers minus hop-by-hop ones; Host is the upstream's."""
     out: CIMultiDict[str] = CIMultiDict()
     connection_listed = headers.get("connection", "")
-    extra_drop = {h.strip().lower() for h in connection_listed.split(",")} if \
-        connection_listed else set()
+    extra_drop = (
+        {h.strip().lower() for h in connection_listed.split(",")} if connection_listed else set()
+    )
     redacted = call.redacted_headers or {}
     for name, value in headers.items():
         lower = name.lower()
@@ -1634,16 +1833,21 @@ def _response_headers(
         if name.lower() not in _RESPONSE_DROP:
             out.add(name, value)
     out[r.DECISION_HEADER] = call.decision_id
-    warnings = settle.warnings if settle is not None else (
-        call.reservation.warnings if call.reservation else ())
+    warnings = (
+        settle.warnings
+        if settle is not None
+        else (call.reservation.warnings if call.reservation else ())
+    )
     if warnings:
         out[r.WARNING_HEADER] = ",".join(warnings)
     return out
 
 
 def _event_too_large(limit: int) -> UpstreamError:
-    return UpstreamError(f"the upstream sent an SSE event larger than {limit} bytes "
-                         "(or never ended one)", code="sse_event_too_large")
+    return UpstreamError(
+        f"the upstream sent an SSE event larger than {limit} bytes (or never ended one)",
+        code="sse_event_too_large",
+    )
 
 
 def _rewrite_sse(body: bytes, rewrite: Any) -> bytes:
@@ -1659,6 +1863,7 @@ def _rewrite_sse(body: bytes, rewrite: Any) -> bytes:
             message = [rewrite(m) for m in message]
         else:
             message = rewrite(message)
-        out.append(b"event: " + event.event.encode() + b"\ndata: " + orjson.dumps(message)
-                   + b"\n\n")
+        out.append(
+            b"event: " + event.event.encode() + b"\ndata: " + orjson.dumps(message) + b"\n\n"
+        )
     return b"".join(out)

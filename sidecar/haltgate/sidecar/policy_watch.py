@@ -53,11 +53,15 @@ def load_controls(path: Path) -> tuple[Controls, GovernancePolicy]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PolicyFileError(source, [Issue("<file>", "not UTF-8 text")]) from e
-    docs = [d for d in load_documents(text, source)
-            if isinstance(d, Mapping) and d.get("kind") == "GovernancePolicy"]
+    docs = [
+        d
+        for d in load_documents(text, source)
+        if isinstance(d, Mapping) and d.get("kind") == "GovernancePolicy"
+    ]
     if len(docs) != 1:
-        raise PolicyFileError(source, [Issue("<file>", "expected exactly one GovernancePolicy, "
-                                                      f"found {len(docs)}")])
+        raise PolicyFileError(
+            source, [Issue("<file>", f"expected exactly one GovernancePolicy, found {len(docs)}")]
+        )
     result = validate_document(docs[0])
     if not result.ok or not isinstance(result.document, GovernancePolicy):
         raise PolicyFileError(source, result.issues)
@@ -83,10 +87,15 @@ class PolicyStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "path": self.path, "digest": self.digest, "name": self.name,
-            "generation": self.generation, "loaded_at": self.loaded_at,
-            "reloads": self.reloads, "valid": not self.last_error,
-            "last_error": self.last_error, "last_error_at": self.last_error_at,
+            "path": self.path,
+            "digest": self.digest,
+            "name": self.name,
+            "generation": self.generation,
+            "loaded_at": self.loaded_at,
+            "reloads": self.reloads,
+            "valid": not self.last_error,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
         }
 
 
@@ -164,13 +173,15 @@ class PolicyWatcher:
             # Validation and compiling (the guardrails model loads here the first time a
             # policy turns it on: seconds) run off the event loop: calls keep flowing.
             controls, doc = await asyncio.get_running_loop().run_in_executor(
-                None, load_controls, self.path)
+                None, load_controls, self.path
+            )
         except PolicyFileError as e:
             errors = [str(i) for i in e.issues if not i.warning]
             self.status.last_error = errors
             self.status.last_error_at = time.time()
-            log.error("policy %s is invalid, keeping the previous one: %s",
-                      self.path, "; ".join(errors))
+            log.error(
+                "policy %s is invalid, keeping the previous one: %s", self.path, "; ".join(errors)
+            )
             if self._on_result:
                 self._on_result(False)
             return False
@@ -182,8 +193,7 @@ class PolicyWatcher:
         except Exception as e:
             self.status.last_error = [f"spec: cannot apply: {e}"]
             self.status.last_error_at = time.time()
-            log.error("policy %s could not be applied, keeping the previous one: %s",
-                      self.path, e)
+            log.error("policy %s could not be applied, keeping the previous one: %s", self.path, e)
             if self._on_result:
                 self._on_result(False)
             return False

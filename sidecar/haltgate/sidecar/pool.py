@@ -52,9 +52,16 @@ class PoolStage:
     no pool database: every call is refused (fail closed) rather than spent uncounted.
     """
 
-    def __init__(self, *, me: str, client: PoolClient | None, prices: Any | None = None,
-                 default_max_output_tokens: int = 4096, unconfigured: str | None = None,
-                 governor: Any | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        me: str,
+        client: PoolClient | None,
+        prices: Any | None = None,
+        default_max_output_tokens: int = 4096,
+        unconfigured: str | None = None,
+        governor: Any | None = None,
+    ) -> None:
         self.me = me
         """This agent's identity in call chains: ``<namespace>/<workload>``."""
         self.client = client
@@ -98,16 +105,22 @@ class PoolStage:
             raise BadRequestError(str(e), code="invalid_chain_header") from e
         config = self.client.config if self.client is not None else None
         violation = cascade.check(
-            incoming, self.me,
+            incoming,
+            self.me,
             max_depth=config.max_chain_depth if config is not None else None,
-            detect_loops=config.detect_loops if config is not None else True)
+            detect_loops=config.detect_loops if config is not None else True,
+        )
         if violation is not None:
             if self.client is not None:
-                log.warning("cascade detected, halting pool %s: %s",
-                            self.client.settings.pool, violation.message)
+                log.warning(
+                    "cascade detected, halting pool %s: %s",
+                    self.client.settings.pool,
+                    violation.message,
+                )
                 await self.client.halt(violation.code, violation.message, self.me)
-            raise DeniedError(violation.message, code=violation.code,
-                              failure_type=FailureType.EXTERNAL)
+            raise DeniedError(
+                violation.message, code=violation.code, failure_type=FailureType.EXTERNAL
+            )
         if to_agent:
             call.chain = cascade.extend(incoming, self.me).header()
 
@@ -132,13 +145,21 @@ class PoolStage:
         if view is None or view.kind is not RequestKind.LLM:
             return _ONE_CALL
         max_in = len(call.forward_body or call.body)
-        max_out = (view.max_output_tokens if view.max_output_tokens is not None
-                   else self.default_max_output_tokens)
+        max_out = (
+            view.max_output_tokens
+            if view.max_output_tokens is not None
+            else self.default_max_output_tokens
+        )
         cost = 0
         if self.prices is not None and view.model:
             cost = self.prices.worst_case_pico(view.model, max_in, max_out) or 0
-        return Amounts(calls=1, tokens=max_in + max_out, input_tokens=max_in,
-                       output_tokens=max_out, cost_pico=cost)
+        return Amounts(
+            calls=1,
+            tokens=max_in + max_out,
+            input_tokens=max_in,
+            output_tokens=max_out,
+            cost_pico=cost,
+        )
 
     # ------------------------------------------------------------------ after
 
@@ -181,17 +202,22 @@ class PoolStage:
             # what was reserved - fail closed, as the budget engine does.
             return need
         cost = need.cost_pico
-        if self.prices is not None and (counts.model or (call.classified and
-                                                         call.classified.view.model)):
+        if self.prices is not None and (
+            counts.model or (call.classified and call.classified.view.model)
+        ):
             from haltgate.sidecar.pipeline import _engine_usage
 
             model = call.classified.view.model if call.classified else None
             priced = self.prices.cost_pico(_engine_usage(counts), model)
             if priced is not None:
                 cost = priced
-        return Amounts(calls=1, tokens=counts.input_tokens + counts.output_tokens,
-                       input_tokens=counts.input_tokens, output_tokens=counts.output_tokens,
-                       cost_pico=cost)
+        return Amounts(
+            calls=1,
+            tokens=counts.input_tokens + counts.output_tokens,
+            input_tokens=counts.input_tokens,
+            output_tokens=counts.output_tokens,
+            cost_pico=cost,
+        )
 
     def snapshot(self) -> dict[str, Any] | None:
         """The member's view of its pool, for the admin API's /status."""

@@ -35,9 +35,13 @@ def _blocked(findings: list[Mapping[str, Any]]) -> bool:
 def _early_stage(call: Call, err: HaltgateError | None) -> list[dict[str, Any]]:
     """Stages after tools and before the budget: guardrails, OPA, pool."""
     spec = call.controls.spec
-    stages: list[dict[str, Any]] = [{
-        "stage": "guardrails", "findings": len(call.findings),
-        "result": "deny" if err is not None and _blocked(call.findings) else "pass"}]
+    stages: list[dict[str, Any]] = [
+        {
+            "stage": "guardrails",
+            "findings": len(call.findings),
+            "result": "deny" if err is not None and _blocked(call.findings) else "pass",
+        }
+    ]
     if stages[0]["result"] == "deny":
         return stages
     pool_refused = err is not None and err.code.startswith(_POOL_CODES)
@@ -66,8 +70,9 @@ def stages_of(call: Call, err: HaltgateError | None) -> tuple[list[dict[str, Any
         stage = "halted" if err is not None and err.failure_type is not None else "destination"
         return [{"stage": stage, "result": "deny"}], stage
     if authz is not None:
-        stages.append({"stage": "tools", "rule": authz.rule,
-                       "result": "allow" if authz.allowed else "deny"})
+        stages.append(
+            {"stage": "tools", "rule": authz.rule, "result": "allow" if authz.allowed else "deny"}
+        )
         if not authz.allowed:
             return stages, "tools"
     if call.classified.mcp is not None and call.mcp is None and not call.teardown:
@@ -86,10 +91,16 @@ def stages_of(call: Call, err: HaltgateError | None) -> tuple[list[dict[str, Any
         return stages, None
     # Failed after the decision (audit trail, upstream), or a stage this list does not
     # name: the error's own code says which.
-    stage = ("audit" if err.code.startswith("audit") else
-             "upstream" if verdict is not None else "pipeline")
-    stages.append({"stage": stage, "result": "error" if stage != "pipeline" else "deny",
-                   "code": err.code})
+    stage = (
+        "audit"
+        if err.code.startswith("audit")
+        else "upstream"
+        if verdict is not None
+        else "pipeline"
+    )
+    stages.append(
+        {"stage": stage, "result": "error" if stage != "pipeline" else "deny", "code": err.code}
+    )
     return stages, stage
 
 
@@ -111,8 +122,12 @@ def replay_inputs(call: Call, phase: str, err: HaltgateError | None) -> dict[str
     }
     verdict = call.reservation
     inputs = verdict.inputs if verdict is not None else None
-    if phase == "outcome" and verdict is not None and verdict.allowed \
-            and decided_by not in ("audit", "pipeline"):
+    if (
+        phase == "outcome"
+        and verdict is not None
+        and verdict.allowed
+        and decided_by not in ("audit", "pipeline")
+    ):
         doc["budget"] = "intent"
     elif verdict is not None and inputs is not None:
         engine, before, event = inputs

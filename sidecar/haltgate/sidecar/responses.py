@@ -143,8 +143,11 @@ def jsonrpc_error_body(
     data = error_object(err, decision_id)
     code = _rpc_code(err)
     objects = [
-        {"jsonrpc": "2.0", "id": msg_id,
-         "error": {"code": code, "message": err.message, "data": data}}
+        {
+            "jsonrpc": "2.0",
+            "id": msg_id,
+            "error": {"code": code, "message": err.message, "data": data},
+        }
         for msg_id in (ids or (None,))
     ]
     return orjson.dumps(objects if batch and ids else objects[0])
@@ -188,5 +191,4 @@ def error_response(
     else:
         status = http_status(err)
         body = error_body(err, decision_id)
-    return web.Response(status=status, body=body, content_type="application/json",
-                        headers=headers)
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)

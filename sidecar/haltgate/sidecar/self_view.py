@@ -52,15 +52,22 @@ def document(source: SelfSource, now: float | None = None) -> dict[str, Any]:
     if pipeline is not None:
         verdict = pipeline.budget.halted(now)
         if not verdict.allowed:
-            halted = {"failure_type": verdict.failure_type.value if verdict.failure_type
-                      else None, "code": verdict.code, "message": verdict.message}
+            halted = {
+                "failure_type": verdict.failure_type.value if verdict.failure_type else None,
+                "code": verdict.code,
+                "message": verdict.message,
+            }
     budget: dict[str, dict[str, float]] = {}
     if source.governor is not None:
         for name, entry in source.governor.snapshot(now)["budget"].items():
             used, reserved = float(entry.get("used", 0)), float(entry.get("reserved", 0))
             limit = float(entry["limit"])
-            budget[name] = {"used": used, "reserved": reserved, "limit": limit,
-                            "remaining": max(0.0, limit - used - reserved)}
+            budget[name] = {
+                "used": used,
+                "reserved": reserved,
+                "limit": limit,
+                "remaining": max(0.0, limit - used - reserved),
+            }
     pool = None
     snap = source.pool.snapshot() if source.pool is not None else None
     if snap is not None:
@@ -79,9 +86,21 @@ def document(source: SelfSource, now: float | None = None) -> dict[str, Any]:
 def answer(request: web.BaseRequest, source: SelfSource) -> web.Response:
     """The HTTP answer for a request on :data:`SELF_PATH`."""
     if request.method not in ("GET", "HEAD"):
-        body = {"error": {"type": "invalid_request", "code": "read_only",
-                          "message": f"{SELF_PATH} is read-only: GET or HEAD"}}
-        return web.Response(status=405, body=orjson.dumps(body),
-                            content_type="application/json", headers={"Allow": "GET, HEAD"})
-    return web.Response(body=orjson.dumps(document(source)), content_type="application/json",
-                        headers={"Cache-Control": "no-store"})
+        body = {
+            "error": {
+                "type": "invalid_request",
+                "code": "read_only",
+                "message": f"{SELF_PATH} is read-only: GET or HEAD",
+            }
+        }
+        return web.Response(
+            status=405,
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={"Allow": "GET, HEAD"},
+        )
+    return web.Response(
+        body=orjson.dumps(document(source)),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )

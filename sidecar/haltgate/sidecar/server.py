@@ -179,28 +179,43 @@ def _new_run_id() -> str:
 class Sidecar:
     """Everything the ``haltgate sidecar`` process runs. ``await start()`` / ``stop()``."""
 
-    def __init__(self, settings: SidecarSettings, *, audit: AuditSink | None = None,
-                 metrics: SidecarMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        *,
+        audit: AuditSink | None = None,
+        metrics: SidecarMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or SidecarMetrics()
-        self.metrics.set_identity(namespace=settings.agent.namespace,
-                                  workload=settings.agent.workload,
-                                  policy=settings.policy_name)
-        self.watcher = PolicyWatcher(settings.policy_path, self._apply_controls,
-                                     interval=settings.reload_interval,
-                                     on_result=self._reload_result,
-                                     on_tick=self._refresh_opa)
+        self.metrics.set_identity(
+            namespace=settings.agent.namespace,
+            workload=settings.agent.workload,
+            policy=settings.policy_name,
+        )
+        self.watcher = PolicyWatcher(
+            settings.policy_path,
+            self._apply_controls,
+            interval=settings.reload_interval,
+            on_result=self._reload_result,
+            on_tick=self._refresh_opa,
+        )
         self.controls: Controls = self.watcher.initial()
         # Read before anything starts: a malformed table fails the start (PriceTableError).
         self._base_prices: ShippedTable | None = (
-            load_table_file(settings.price_table) if settings.price_table is not None else None)
+            load_table_file(settings.price_table) if settings.price_table is not None else None
+        )
         self._audit_given = audit
         with _opening("audit_dir", "cannot open the audit spool"):
             self.audit: AuditSink = audit or (
-                SpoolAuditSink(settings.audit_dir,
-                               on_full=self.controls.spec.audit.on_spool_full,
-                               metrics=AuditMetrics(self.metrics.registry))
-                if settings.audit_dir is not None else MemoryAuditSink())
+                SpoolAuditSink(
+                    settings.audit_dir,
+                    on_full=self.controls.spec.audit.on_spool_full,
+                    metrics=AuditMetrics(self.metrics.registry),
+                )
+                if settings.audit_dir is not None
+                else MemoryAuditSink()
+            )
         spool_settings = getattr(self.audit, "settings", None)
         if spool_settings is not None:
             self.metrics.spool_limit.set(spool_settings.max_bytes)
@@ -240,15 +255,25 @@ class Sidecar:
             raise
 
     async def _start(self) -> None:
-        with _opening("upstream_ca_file", "cannot load the upstream CA bundle",
-                      self.settings.upstream_ca_file):
-            ssl_context = True if self.settings.upstream_ca_file is None else \
-                ssl.create_default_context(cafile=str(self.settings.upstream_ca_file))
-        connector = aiohttp.TCPConnector(limit=self.settings.upstream_connections,
-                                         limit_per_host=0, ttl_dns_cache=10,
-                                         keepalive_timeout=30, ssl=ssl_context)
+        with _opening(
+            "upstream_ca_file", "cannot load the upstream CA bundle", self.settings.upstream_ca_file
+        ):
+            ssl_context = (
+                True
+                if self.settings.upstream_ca_file is None
+                else ssl.create_default_context(cafile=str(self.settings.upstream_ca_file))
+            )
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.upstream_connections,
+            limit_per_host=0,
+            ttl_dns_cache=10,
+            keepalive_timeout=30,
+            ssl=ssl_context,
+        )
         self.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
         with _opening("state_dir", "cannot keep state"):
@@ -262,11 +287,20 @@ class Sidecar:
         agent = self._agent()
         self.pool = await self._make_pool(agent)
         self.pipeline = Pipeline(
-            controls=self.controls, budget=Budget(self.governor), audit=self.audit,
-            metrics=self.metrics, session=self.session, agent=agent, opa=self.opa,
-            settings=self.settings.pipeline, pool=self.pool,
-            flow_taint=FlowTaint(self.settings.state_dir / "flow-taint.json"
-                                 if self.settings.state_dir is not None else None),
+            controls=self.controls,
+            budget=Budget(self.governor),
+            audit=self.audit,
+            metrics=self.metrics,
+            session=self.session,
+            agent=agent,
+            opa=self.opa,
+            settings=self.settings.pipeline,
+            pool=self.pool,
+            flow_taint=FlowTaint(
+                self.settings.state_dir / "flow-taint.json"
+                if self.settings.state_dir is not None
+                else None
+            ),
         )
         settings = self.settings
         with _binding("explicit", settings.explicit):
@@ -303,16 +337,27 @@ class Sidecar:
 
     async def _serve(self, name: str, app: web.Application, listen: Listen) -> None:
         limits = self.settings.limits
-        runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               shutdown_timeout=5, keepalive_timeout=limits.idle_timeout)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5,
+            keepalive_timeout=limits.idle_timeout,
+        )
         await runner.setup()
         self._runners.append(runner)
         http = runner.server
         assert http is not None
-        cap = ConnectionCap(name, http, lambda: len(http.connections),
-                            limits.max_admin_connections, self._refused_connection)
+        cap = ConnectionCap(
+            name,
+            http,
+            lambda: len(http.connections),
+            limits.max_admin_connections,
+            self._refused_connection,
+        )
         server = await asyncio.get_running_loop().create_server(
-            cap, listen.host, listen.port, reuse_address=True, backlog=128)
+            cap, listen.host, listen.port, reuse_address=True, backlog=128
+        )
         self._servers.append(server)
         host, port = server.sockets[0].getsockname()[:2]
         self.addresses[name] = (host, port)
@@ -324,8 +369,7 @@ class Sidecar:
     async def _serve_explicit(self, listen: Listen) -> None:
         """Port 17000: CONNECT is sniffed first (connect.py), all else goes to aiohttp."""
         limits = self.settings.limits
-        runner = web.ServerRunner(self._explicit_server(), handle_signals=False,
-                                  shutdown_timeout=5)
+        runner = web.ServerRunner(self._explicit_server(), handle_signals=False, shutdown_timeout=5)
         await runner.setup()
         self._runners.append(runner)
         http_factory = runner.server
@@ -338,16 +382,29 @@ class Sidecar:
         def live() -> int:
             gone = [s for s in inspected if not s.connections]
             inspected.difference_update(gone)
-            return (fronts.n + len(http_factory.connections) + len(tasks)
-                    + sum(len(s.connections) for s in inspected))
+            return (
+                fronts.n
+                + len(http_factory.connections)
+                + len(tasks)
+                + sum(len(s.connections) for s in inspected)
+            )
 
         cap = ConnectionCap(
             "explicit",
-            lambda: ExplicitFront(http_factory, self._on_connect, self._refuse_connect,
-                                  head_timeout=limits.idle_timeout, live=fronts),
-            live, limits.max_connections, self._refused_connection)
-        server = await loop.create_server(cap, listen.host, listen.port, reuse_address=True,
-                                          backlog=1024)
+            lambda: ExplicitFront(
+                http_factory,
+                self._on_connect,
+                self._refuse_connect,
+                head_timeout=limits.idle_timeout,
+                live=fronts,
+            ),
+            live,
+            limits.max_connections,
+            self._refused_connection,
+        )
+        server = await loop.create_server(
+            cap, listen.host, listen.port, reuse_address=True, backlog=1024
+        )
         self._servers.append(server)
         host, port = server.sockets[0].getsockname()[:2]
         self.addresses["explicit"] = (host, port)
@@ -359,18 +416,23 @@ class Sidecar:
 
         verifier = transparent.DestinationVerifier()
         limits = self.settings.limits
-        app = web.Application(client_max_size=2**62,
-                              middlewares=[transparent.destination_guard(verifier)])
+        app = web.Application(
+            client_max_size=2**62, middlewares=[transparent.destination_guard(verifier)]
+        )
 
         async def handler(request: web.Request) -> web.StreamResponse:
             pipeline = self.pipeline
             assert pipeline is not None
-            return await pipeline.handle(
-                request, resolve_transparent(request, pipeline.controls))
+            return await pipeline.handle(request, resolve_transparent(request, pipeline.controls))
 
         app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5,
-                               keepalive_timeout=limits.idle_timeout)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5,
+            keepalive_timeout=limits.idle_timeout,
+        )
         await runner.setup()
         self._runners.append(runner)
         http = runner.server
@@ -378,10 +440,14 @@ class Sidecar:
         self.transparent = transparent.TransparentListener(
             protocol_factory=http,
             upstreams=lambda: transparent.UpstreamIndex.from_spec(self.controls.spec),
-            minter=self.minter, gate=ConnectionAudit(self), verifier=verifier,
+            minter=self.minter,
+            gate=ConnectionAudit(self),
+            verifier=verifier,
             settings=transparent.TransparentSettings(
                 max_connections=limits.max_connections,
-                tunnel_idle_timeout=limits.tunnel_idle_timeout))
+                tunnel_idle_timeout=limits.tunnel_idle_timeout,
+            ),
+        )
         self.transparent.live_handed_over = lambda: len(http.connections)
         hosts = [listen.host] + (["::1"] if listen.host == "127.0.0.1" else [])
         await self.transparent.start(hosts=hosts, port=listen.port)
@@ -396,13 +462,17 @@ class Sidecar:
         decision_id = self.pipeline.identify().decision_id
         write_refusal(transport, err, decision_id)
         # A malformed CONNECT is a refusal too: audited (without a target it could name).
-        task = asyncio.get_running_loop().create_task(self.connection_record(
-            decision_id, "", 0, "deny" if isinstance(err, DeniedError) else "error", err))
+        task = asyncio.get_running_loop().create_task(
+            self.connection_record(
+                decision_id, "", 0, "deny" if isinstance(err, DeniedError) else "error", err
+            )
+        )
         self._connect_tasks.add(task)
         task.add_done_callback(self._connect_tasks.discard)
 
-    async def _on_connect(self, transport: asyncio.Transport, request: ConnectRequest,
-                          version: str) -> None:
+    async def _on_connect(
+        self, transport: asyncio.Transport, request: ConnectRequest, version: str
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._connect_tasks.add(task)
@@ -412,16 +482,18 @@ class Sidecar:
         controls = pipeline.controls
         upstream = controls.upstreams.for_host(request.host, request.port)
         halted = pipeline.budget.halted(time.time())
-        err = (_halt_error(halted) if not halted.allowed else
-               refusal_for(upstream, self.minter is not None, request.host, request.port))
+        err = (
+            _halt_error(halted)
+            if not halted.allowed
+            else refusal_for(upstream, self.minter is not None, request.host, request.port)
+        )
         if err is None and pipeline.pool is not None:
             err = pipeline.pool.refusal()  # a halted pool refuses tunnels too
         if err is not None or upstream is None:
             assert err is not None
             call = pipeline.identify()
             pipeline.metrics.requests.labels("connection", "deny", err.code).inc()
-            await self.connection_record(call.decision_id, request.host, request.port,
-                                         "deny", err)
+            await self.connection_record(call.decision_id, request.host, request.port, "deny", err)
             write_refusal(transport, err, call.decision_id)
             return
         if upstream.tls is TLSMode.PASSTHROUGH:
@@ -429,8 +501,9 @@ class Sidecar:
             return
         await self._inspect(transport, request, upstream, version)
 
-    async def _passthrough(self, transport: asyncio.Transport, request: ConnectRequest,
-                           upstream: Any, version: str) -> None:
+    async def _passthrough(
+        self, transport: asyncio.Transport, request: ConnectRequest, upstream: Any, version: str
+    ) -> None:
         """Tunnel to the upstream the policy names, audited as a connection."""
         assert self.pipeline is not None
         decision_id = self.pipeline.identify().decision_id
@@ -438,21 +511,31 @@ class Sidecar:
         started = time.perf_counter()
         self.pipeline.metrics.requests.labels("connection", "allow", "").inc()
         try:
-            up, down = await tunnel(transport, upstream, version,
-                                    idle_timeout=self.settings.limits.tunnel_idle_timeout)
+            up, down = await tunnel(
+                transport, upstream, version, idle_timeout=self.settings.limits.tunnel_idle_timeout
+            )
         except (OSError, TimeoutError) as e:
-            err = UpstreamError(f"cannot reach {upstream.host}:{upstream.port}: "
-                                f"{type(e).__name__}", code="upstream_unreachable")
+            err = UpstreamError(
+                f"cannot reach {upstream.host}:{upstream.port}: {type(e).__name__}",
+                code="upstream_unreachable",
+            )
             write_refusal(transport, err, decision_id)
-            await self.connection_record(decision_id, upstream.host, upstream.port,
-                                         "error", err)
+            await self.connection_record(decision_id, upstream.host, upstream.port, "error", err)
             return
-        await self.connection_record(decision_id, upstream.host, upstream.port, "allow",
-                                     None, bytes_up=up, bytes_down=down,
-                                     seconds=time.perf_counter() - started)
+        await self.connection_record(
+            decision_id,
+            upstream.host,
+            upstream.port,
+            "allow",
+            None,
+            bytes_up=up,
+            bytes_down=down,
+            seconds=time.perf_counter() - started,
+        )
 
-    async def _inspect(self, transport: asyncio.Transport, request: ConnectRequest,
-                       upstream: Any, version: str) -> None:
+    async def _inspect(
+        self, transport: asyncio.Transport, request: ConnectRequest, upstream: Any, version: str
+    ) -> None:
         """Terminate TLS with a minted leaf; govern each request inside like any other."""
         loop = asyncio.get_running_loop()
         minter = self.minter
@@ -461,8 +544,12 @@ class Sidecar:
             ctx = await loop.run_in_executor(None, minter.server_context, request.host)
         except Exception as e:
             assert self.pipeline is not None
-            self._refuse_connect(transport, UnavailableError(
-                f"cannot mint a certificate for {request.host}: {e}", code="tls_mint_failed"))
+            self._refuse_connect(
+                transport,
+                UnavailableError(
+                    f"cannot mint a certificate for {request.host}: {e}", code="tls_mint_failed"
+                ),
+            )
             return
         target_host, target_port = request.host, request.port
 
@@ -470,10 +557,12 @@ class Sidecar:
             pipeline = self.pipeline
             assert pipeline is not None
             return await pipeline.handle(
-                req, resolve_inspected(req, pipeline.controls, target_host, target_port))
+                req, resolve_inspected(req, pipeline.controls, target_host, target_port)
+            )
 
-        server = web.Server(handler, access_log=None,
-                            keepalive_timeout=self.settings.limits.idle_timeout)
+        server = web.Server(
+            handler, access_log=None, keepalive_timeout=self.settings.limits.idle_timeout
+        )
         proto = server()
         transport.write(f"{version} 200 Connection Established\r\n\r\n".encode())
         transport.resume_reading()
@@ -490,26 +579,43 @@ class Sidecar:
         proto.connection_made(tls)
         self._inspected.add(server)
 
-    async def connection_record(self, decision_id: str, host: str, port: int, decision: str,
-                                err: HaltgateError | None, *, bytes_up: int | None = None,
-                                bytes_down: int | None = None,
-                                seconds: float | None = None) -> None:
+    async def connection_record(
+        self,
+        decision_id: str,
+        host: str,
+        port: int,
+        decision: str,
+        err: HaltgateError | None,
+        *,
+        bytes_up: int | None = None,
+        bytes_down: int | None = None,
+        seconds: float | None = None,
+    ) -> None:
         """Audit a tunnel (opened, closed with byte counts) or a refused connection."""
         agent = self._agent()
-        payload = None if bytes_up is None else {"bytes_up": bytes_up, "bytes_down": bytes_down,
-                                                  "seconds": seconds}
+        payload = (
+            None
+            if bytes_up is None
+            else {"bytes_up": bytes_up, "bytes_down": bytes_down, "seconds": seconds}
+        )
         # The host is the agent's to choose (a key can hide in a DNS label): scrubbed.
         scrub = AuditScrubber(redact=self.controls.payload is not PayloadCapture.FULL)
         record = AuditRecord(
-            decision_id=decision_id, time=time.time(), phase="connection",
-            namespace=agent.namespace, workload=agent.workload, pod=agent.pod,
-            run_id=agent.run_id, kind="connection",
+            decision_id=decision_id,
+            time=time.time(),
+            phase="connection",
+            namespace=agent.namespace,
+            workload=agent.workload,
+            pod=agent.pod,
+            run_id=agent.run_id,
+            kind="connection",
             target=scrub.target(f"CONNECT {host}:{port}" if host else "CONNECT (unparsed)"),
             decision=decision,
             failure_type=err.failure_type.value if err and err.failure_type else None,
             code=err.code if err else None,
             message=scrub.optional(err.message if err else None),
-            latency_ms=None if seconds is None else seconds * 1000, payload=payload,
+            latency_ms=None if seconds is None else seconds * 1000,
+            payload=payload,
         )
         try:
             await self.audit.outcome(record)
@@ -530,20 +636,25 @@ class Sidecar:
         )
 
         try:
-            ca = CertificateAuthority.load(self.settings.ca_dir / CA_CERT_FILE,
-                                           self.settings.ca_dir / CA_KEY_FILE)
+            ca = CertificateAuthority.load(
+                self.settings.ca_dir / CA_CERT_FILE, self.settings.ca_dir / CA_KEY_FILE
+            )
         except TLSMintError as e:
             raise StartupError("ca_dir", str(e)) from e
         return LeafMinter(ca)
 
     def _make_governor(self) -> Governor:
         """The budget engine's Governor, its state persisted in the state directory."""
-        state = (self.settings.state_dir / "budget-state.json"
-                 if self.settings.state_dir is not None else None)
+        state = (
+            self.settings.state_dir / "budget-state.json"
+            if self.settings.state_dir is not None
+            else None
+        )
         if state is not None:
             state.parent.mkdir(parents=True, exist_ok=True)
-        return Governor.for_policy(self.controls.spec, state, now=time.time(),
-                                   prices=self._prices_for(self.controls.spec))
+        return Governor.for_policy(
+            self.controls.spec, state, now=time.time(), prices=self._prices_for(self.controls.spec)
+        )
 
     def _prices_for(self, spec: GovernancePolicySpec) -> PriceTable | None:
         """The policy's prices over the mounted table; None: over the shipped table."""
@@ -558,9 +669,12 @@ class Sidecar:
         try:
             self._base_prices = load_table_file(self.settings.price_table)
         except PriceTableError as e:
-            log.error("price table %s not reloaded (keeping version %s): %s",
-                      self.settings.price_table,
-                      self._base_prices.version if self._base_prices else "?", e)
+            log.error(
+                "price table %s not reloaded (keeping version %s): %s",
+                self.settings.price_table,
+                self._base_prices.version if self._base_prices else "?",
+                e,
+            )
 
     async def _make_opa(self) -> Any | None:
         spec = self.controls.spec
@@ -568,8 +682,9 @@ class Sidecar:
             return None
         from haltgate.governance.opa import OPAEvaluator, resolve_rego
 
-        opa = OPAEvaluator(spec.opa, resolve_rego(spec.opa, self.settings.rego_dir),
-                           url=self.settings.opa_url)
+        opa = OPAEvaluator(
+            spec.opa, resolve_rego(spec.opa, self.settings.rego_dir), url=self.settings.opa_url
+        )
         try:
             await opa.start()
         except Exception as e:  # OPA may come up after us: decisions fail closed meanwhile
@@ -603,21 +718,34 @@ class Sidecar:
         name = self.controls.spec.pool
         prices = getattr(self.governor.engine, "prices", None) if self.governor else None
         common: dict[str, Any] = {
-            "me": me, "prices": prices, "governor": self.governor,
-            "default_max_output_tokens": self.settings.pipeline.default_max_output_tokens}
+            "me": me,
+            "prices": prices,
+            "governor": self.governor,
+            "default_max_output_tokens": self.settings.pipeline.default_max_output_tokens,
+        }
         if name is None:
             return PoolStage(client=None, **common)
         if not self.settings.pool_dsn:
-            log.error("policy names pool %s but no pool database is configured "
-                      "(--pool-dsn): every call is refused", name)
-            return PoolStage(client=None, unconfigured=f"the policy draws from pool {name} "
-                             "but the sidecar has no pool database", **common)
+            log.error(
+                "policy names pool %s but no pool database is configured "
+                "(--pool-dsn): every call is refused",
+                name,
+            )
+            return PoolStage(
+                client=None,
+                unconfigured=f"the policy draws from pool {name} "
+                "but the sidecar has no pool database",
+                **common,
+            )
         client = PoolClient(
-            PoolSettings(dsn=self.settings.pool_dsn,
-                         pool=pool_key(agent.namespace or "default", name),
-                         holder=f"{me}/{agent.pod or self.run_id}",
-                         fail_mode=FailMode(self.settings.pool_fail_mode)),
-            PoolMetrics(self.metrics.registry))
+            PoolSettings(
+                dsn=self.settings.pool_dsn,
+                pool=pool_key(agent.namespace or "default", name),
+                holder=f"{me}/{agent.pod or self.run_id}",
+                fail_mode=FailMode(self.settings.pool_fail_mode),
+            ),
+            PoolMetrics(self.metrics.registry),
+        )
         await client.start()
         return PoolStage(client=client, **common)
 
@@ -627,8 +755,9 @@ class Sidecar:
 
     def _agent(self) -> AgentIdentity:
         a = self.settings.agent
-        return AgentIdentity(namespace=a.namespace, workload=a.workload, pod=a.pod,
-                             run_id=self.run_id)
+        return AgentIdentity(
+            namespace=a.namespace, workload=a.workload, pod=a.pod, run_id=self.run_id
+        )
 
     def _load_run_id(self) -> str:
         if self.settings.state_dir is None:
@@ -695,9 +824,15 @@ class Sidecar:
         halted = None
         if pipeline is not None:
             verdict = pipeline.budget.halted(time.time())
-            halted = None if verdict.allowed else {
-                "failure_type": verdict.failure_type.value if verdict.failure_type else None,
-                "code": verdict.code, "message": verdict.message}
+            halted = (
+                None
+                if verdict.allowed
+                else {
+                    "failure_type": verdict.failure_type.value if verdict.failure_type else None,
+                    "code": verdict.code,
+                    "message": verdict.message,
+                }
+            )
         return {
             "ready": pipeline is not None,
             "started_at": self.started_at,
@@ -720,8 +855,9 @@ class Sidecar:
     async def halt(self, message: str, code: str | None, actor: str) -> dict[str, Any]:
         if self.governor is None:
             raise web.HTTPServiceUnavailable(reason="no budget engine: cannot halt")
-        decision = self.governor.halt(time.time(), FailureType.EXTERNAL,
-                                      code or "external_halt", f"{message} (by {actor})")
+        decision = self.governor.halt(
+            time.time(), FailureType.EXTERNAL, code or "external_halt", f"{message} (by {actor})"
+        )
         return {"halted": True, "decision": decision.to_dict()}
 
     async def lift(self, actor: str, code: str | None) -> dict[str, Any]:
@@ -732,16 +868,27 @@ class Sidecar:
         if halt.get("code") == codes.STATE_UNREADABLE:
             # The run's spend was lost with its state file: going on would count from zero
             # under the old run id. Only an explicit new run (POST /reset) clears it.
-            raise web.HTTPConflict(reason="the budget state was unreadable: only POST /reset "
-                                          "(a new run) clears this halt")
+            raise web.HTTPConflict(
+                reason="the budget state was unreadable: only POST /reset "
+                "(a new run) clears this halt"
+            )
         decision = self.governor.lift(time.time(), actor, code)
         lifted = decision.code == codes.LIFTED
         verdict = self.pipeline.budget.halted(time.time()) if self.pipeline else None
-        still = None if verdict is None or verdict.allowed else {
-            "failure_type": verdict.failure_type.value if verdict.failure_type else None,
-            "code": verdict.code}
-        return {"lifted": lifted, "run_id": self.run_id, "halted": still,
-                "decision": decision.to_dict()}
+        still = (
+            None
+            if verdict is None or verdict.allowed
+            else {
+                "failure_type": verdict.failure_type.value if verdict.failure_type else None,
+                "code": verdict.code,
+            }
+        )
+        return {
+            "lifted": lifted,
+            "run_id": self.run_id,
+            "halted": still,
+            "decision": decision.to_dict(),
+        }
 
     async def reset(self, actor: str) -> dict[str, Any]:
         if self.governor is None:
@@ -760,8 +907,7 @@ class Sidecar:
         pipeline.flow_taint.bind(self.run_id)  # an id of a run before a reset is void
         if not pipeline.flow_taint.approve(approval):
             return None
-        return {"approved": True, "approval": approval, "actor": actor,
-                "run_id": self.run_id}
+        return {"approved": True, "approval": approval, "actor": actor, "run_id": self.run_id}
 
     # ------------------------------------------------------------------ apps
 
@@ -773,22 +919,23 @@ class Sidecar:
         async def handler(request: web.BaseRequest) -> web.StreamResponse:
             pipeline = self.pipeline
             assert pipeline is not None
-            if request.raw_path.startswith(self_view.SELF_PATH) and \
-                    self_view.is_self_request(request.raw_path):
+            if request.raw_path.startswith(self_view.SELF_PATH) and self_view.is_self_request(
+                request.raw_path
+            ):
                 return self_view.answer(request, self)  # the agent's read-only view
             if request.version == aiohttp.HttpVersion11 and "Expect" in request.headers:
                 await _answer_expect(request)
             return await pipeline.handle(request, resolve_explicit(request, pipeline.controls))
 
-        return web.Server(handler, access_log=None,
-                          keepalive_timeout=self.settings.limits.idle_timeout)
+        return web.Server(
+            handler, access_log=None, keepalive_timeout=self.settings.limits.idle_timeout
+        )
 
     def _metrics_app(self) -> web.Application:
         registry = self.metrics.exposed  # with the identity labels
 
         async def metrics(request: web.Request) -> web.Response:
-            data = await asyncio.get_running_loop().run_in_executor(
-                None, generate_latest, registry)
+            data = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
             return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         app = web.Application()
@@ -809,17 +956,29 @@ class ConnectionAudit:
         err = None if halted.allowed else _halt_error(halted)
         if err is None and sc.pipeline.pool is not None:
             err = sc.pipeline.pool.refusal()  # a halted pool refuses tunnels too
-        await sc.connection_record(event.connection_id, event.upstream.host,
-                                   event.upstream.port, "allow" if err is None else "deny", err)
+        await sc.connection_record(
+            event.connection_id,
+            event.upstream.host,
+            event.upstream.port,
+            "allow" if err is None else "deny",
+            err,
+        )
         sc.pipeline.metrics.requests.labels(
-            "connection", "allow" if err is None else "deny", err.code if err else "").inc()
+            "connection", "allow" if err is None else "deny", err.code if err else ""
+        ).inc()
         return err is None
 
     async def closed(self, event: Any) -> None:
         await self._sidecar.connection_record(
-            event.connection_id, event.upstream.host, event.upstream.port, "allow", None,
-            bytes_up=event.bytes_up, bytes_down=event.bytes_down,
-            seconds=event.duration_seconds)
+            event.connection_id,
+            event.upstream.host,
+            event.upstream.port,
+            "allow",
+            None,
+            bytes_up=event.bytes_up,
+            bytes_down=event.bytes_down,
+            seconds=event.duration_seconds,
+        )
 
     async def refused(self, code: str, detail: str, host: str, port: int) -> None:
         sc = self._sidecar
@@ -830,8 +989,11 @@ class ConnectionAudit:
 
 
 def _halt_error(verdict: Any) -> HaltgateError:
-    return DeniedError(verdict.message or "the run is halted", code=verdict.code or "halted",
-                       failure_type=verdict.failure_type or FailureType.EXTERNAL)
+    return DeniedError(
+        verdict.message or "the run is halted",
+        code=verdict.code or "halted",
+        failure_type=verdict.failure_type or FailureType.EXTERNAL,
+    )
 
 
 # ---------------------------------------------------------------------- target resolution
@@ -840,8 +1002,9 @@ def _halt_error(verdict: Any) -> HaltgateError:
 def _canonical(raw_path: str, controls: Controls) -> CanonicalPath:
     """The one reading of a raw path (see ``haltgate.governance.canonical``): dot segments,
     encoded slashes and the like are refused, the canonical form is what is forwarded."""
-    return canonical_path(raw_path or "/",
-                          parameters=controls.spec.limits.path_parameters == "allow")
+    return canonical_path(
+        raw_path or "/", parameters=controls.spec.limits.path_parameters == "allow"
+    )
 
 
 def _raw_path(request: web.BaseRequest) -> str:
@@ -868,8 +1031,9 @@ def resolve_explicit(request: web.BaseRequest, controls: Controls) -> Target | H
     """Target of a request on the explicit port: absolute-form (proxy) or alias path."""
     raw_target = request.raw_path
     if request.method == "CONNECT":
-        return BadRequestError("CONNECT is handled before HTTP parsing; not here",
-                               code="invalid_request")
+        return BadRequestError(
+            "CONNECT is handled before HTTP parsing; not here", code="invalid_request"
+        )
     try:
         if not raw_target.startswith("/"):
             # absolute-form: the agent uses the sidecar as its HTTP proxy.
@@ -879,30 +1043,50 @@ def resolve_explicit(request: web.BaseRequest, controls: Controls) -> Target | H
                 return BadRequestError("invalid request target", code="invalid_request")
             scheme = url.scheme
             if scheme not in ("http", "https") or not url.raw_host:
-                return BadRequestError("absolute-form target must be http(s)",
-                                       code="invalid_request")
+                return BadRequestError(
+                    "absolute-form target must be http(s)", code="invalid_request"
+                )
             host = url.raw_host.lower()
             port = url.port or default_port(scheme)
             cp = _canonical(url.raw_path, controls)
-            return Target(scheme=scheme, host=host, port=port, path=cp.forward,
-                          query=url.raw_query_string,
-                          upstream=controls.upstreams.for_host(host, port), rule_path=cp.match)
+            return Target(
+                scheme=scheme,
+                host=host,
+                port=port,
+                path=cp.forward,
+                query=url.raw_query_string,
+                upstream=controls.upstreams.for_host(host, port),
+                rule_path=cp.match,
+            )
         # origin-form: split the raw target ourselves (cheaper than building a URL object)
         raw, _, query = raw_target.partition("?")
         cp = _canonical(raw, controls)
         alias, sep, rest = cp.match[1:].partition("/")
         upstream = controls.upstreams.by_alias.get(alias)
         if upstream is None:
-            return NotFoundError(f"no upstream named {alias[:64]!r} in the policy",
-                                 code="unknown_upstream")
+            return NotFoundError(
+                f"no upstream named {alias[:64]!r} in the policy", code="unknown_upstream"
+            )
         base = upstream.base_path
         if not sep:
-            return Target(scheme=upstream.scheme, host=upstream.host, port=upstream.port,
-                          path=base or "/", query=query, upstream=upstream)
+            return Target(
+                scheme=upstream.scheme,
+                host=upstream.host,
+                port=upstream.port,
+                path=base or "/",
+                query=query,
+                upstream=upstream,
+            )
         forward = cp.forward[1:].partition("/")[2]
-        return Target(scheme=upstream.scheme, host=upstream.host, port=upstream.port,
-                      path=base + "/" + forward, query=query, upstream=upstream,
-                      rule_path=base + "/" + rest)
+        return Target(
+            scheme=upstream.scheme,
+            host=upstream.host,
+            port=upstream.port,
+            path=base + "/" + forward,
+            query=query,
+            upstream=upstream,
+            rule_path=base + "/" + rest,
+        )
     except HaltgateError as e:
         return e
 
@@ -919,21 +1103,31 @@ def _host_header(request: web.BaseRequest, default: int) -> tuple[str, int] | No
     return url.raw_host.lower().rstrip("."), port
 
 
-def resolve_inspected(request: web.BaseRequest, controls: Controls, host: str,
-                      port: int) -> Target | HaltgateError:
+def resolve_inspected(
+    request: web.BaseRequest, controls: Controls, host: str, port: int
+) -> Target | HaltgateError:
     """Target of a request inside an inspected CONNECT tunnel: the CONNECT authority."""
     parsed = _host_header(request, 443)
     if parsed is None or parsed != (host, port):
-        return DeniedError(f"Host header differs from the CONNECT target {host}:{port}",
-                           code="sni_host_mismatch", failure_type=FailureType.SAFETY)
+        return DeniedError(
+            f"Host header differs from the CONNECT target {host}:{port}",
+            code="sni_host_mismatch",
+            failure_type=FailureType.SAFETY,
+        )
     rel = request.rel_url
     try:
         cp = _canonical(_raw_path(request), controls)
     except HaltgateError as e:
         return e
-    return Target(scheme="https", host=host, port=port, path=cp.forward,
-                  query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, port),
-                  rule_path=cp.match)
+    return Target(
+        scheme="https",
+        host=host,
+        port=port,
+        path=cp.forward,
+        query=rel.raw_query_string,
+        upstream=controls.upstreams.for_host(host, port),
+        rule_path=cp.match,
+    )
 
 
 def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target | HaltgateError:
@@ -946,8 +1140,9 @@ def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target 
 
     od = connection_info(request)
     if od is None:
-        return BadRequestError("no original destination for this connection",
-                               code="no_original_destination")
+        return BadRequestError(
+            "no original destination for this connection", code="no_original_destination"
+        )
     scheme = "https" if od.tls else "http"
     parsed = _host_header(request, od.port)
     host = od.sni if od.tls and od.sni else (parsed[0] if parsed else od.ip)
@@ -956,9 +1151,16 @@ def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target 
         cp = _canonical(_raw_path(request), controls)
     except HaltgateError as e:
         return e
-    return Target(scheme=scheme, host=host, port=od.port, path=cp.forward,
-                  query=rel.raw_query_string, upstream=controls.upstreams.for_host(host, od.port),
-                  destination_checked=True, rule_path=cp.match)
+    return Target(
+        scheme=scheme,
+        host=host,
+        port=od.port,
+        path=cp.forward,
+        query=rel.raw_query_string,
+        upstream=controls.upstreams.for_host(host, od.port),
+        destination_checked=True,
+        rule_path=cp.match,
+    )
 
 
 @contextlib.contextmanager
@@ -971,8 +1173,9 @@ def _binding(setting: str, listen: Listen) -> Iterator[None]:
         reason = os.strerror(e.errno) if e.errno else str(e)
         if e.errno == errno.EADDRINUSE:
             reason = "address already in use"
-        raise StartupError(setting, f"cannot listen on {listen.host}:{listen.port}: "
-                                    f"{reason}") from e
+        raise StartupError(
+            setting, f"cannot listen on {listen.host}:{listen.port}: {reason}"
+        ) from e
 
 
 @contextlib.contextmanager

@@ -169,6 +169,6 @@ def event_boundary(data: bytes) -> int:
     if end < 0:
         return 0
     end += 2
-    if data[end - 1] == 13 and data[end:end + 1] == b"\n":
+    if data[end - 1] == 13 and data[end : end + 1] == b"\n":
         end += 1  # keep the \r\n of the blank line together
     return end

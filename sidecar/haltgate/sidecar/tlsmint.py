@@ -55,14 +55,17 @@ class CertificateAuthority:
     key: ec.EllipticCurvePrivateKey
 
     @classmethod
-    def create(cls, common_name: str = "haltgate inspection CA",
-               validity: dt.timedelta = CA_VALIDITY) -> CertificateAuthority:
+    def create(
+        cls, common_name: str = "haltgate inspection CA", validity: dt.timedelta = CA_VALIDITY
+    ) -> CertificateAuthority:
         """A new self-signed CA (EC P-256) that may sign leaves only (path length 0)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "haltgate"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "haltgate"),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
         now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
@@ -75,9 +78,15 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -105,8 +114,10 @@ class CertificateAuthority:
             raise TLSMintError(f"{key_path} is not an unencrypted PEM private key") from e
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
-            raise TLSMintError(f"{key_path}: {kind or 'non-EC'} key; the CA key must be "
-                               "EC (P-256): create one with `haltgate ca create`")
+            raise TLSMintError(
+                f"{key_path}: {kind or 'non-EC'} key; the CA key must be "
+                "EC (P-256): create one with `haltgate ca create`"
+            )
         if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
             raise TLSMintError("the CA key does not match the CA certificate")
         try:
@@ -131,7 +142,8 @@ class CertificateAuthority:
         """Write ``ca.crt`` (0644) and ``ca.key`` (0600, created with that mode)."""
         directory.mkdir(parents=True, exist_ok=True)
         key_pem = self.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
         fd = os.open(directory / CA_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -179,7 +191,8 @@ class LeafMinter:
         self._ca = ca
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._key_pem = self._key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
         self._cache: OrderedDict[str, ssl.SSLContext] = OrderedDict()

@@ -56,8 +56,17 @@ SO_ORIGINAL_DST = 80
 """``SO_ORIGINAL_DST`` (IPv4, level SOL_IP) and ``IP6T_SO_ORIGINAL_DST`` (level SOL_IPV6)."""
 SOL_IPV6 = getattr(socket, "SOL_IPV6", 41)
 
-_HTTP_METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS",
-                 b"CONNECT", b"TRACE")
+_HTTP_METHODS = (
+    b"GET",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"PATCH",
+    b"HEAD",
+    b"OPTIONS",
+    b"CONNECT",
+    b"TRACE",
+)
 _HTTP_START = re.compile(rb"^(" + b"|".join(_HTTP_METHODS) + rb") [^\s]")
 
 
@@ -171,15 +180,25 @@ class LoggingConnectionGate:
     async def opened(self, event: TunnelEvent) -> bool:
         self.opened_total += 1
         self._keep(event)
-        log.info("passthrough %s -> %s:%d (sni %s)", event.connection_id,
-                 event.upstream.host, event.upstream.port, event.destination.sni)
+        log.info(
+            "passthrough %s -> %s:%d (sni %s)",
+            event.connection_id,
+            event.upstream.host,
+            event.upstream.port,
+            event.destination.sni,
+        )
         return True
 
     async def closed(self, event: TunnelEvent) -> None:
         self.closed_total += 1
         self._keep(event)
-        log.info("passthrough %s closed: %d bytes up, %d down, %.3fs", event.connection_id,
-                 event.bytes_up, event.bytes_down, event.duration_seconds)
+        log.info(
+            "passthrough %s closed: %d bytes up, %d down, %.3fs",
+            event.connection_id,
+            event.bytes_up,
+            event.bytes_down,
+            event.duration_seconds,
+        )
 
     async def refused(self, code: str, detail: str, host: str, port: int) -> None:
         self.refused_total += 1
@@ -290,8 +309,9 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 class DestinationVerifier:
     """Checks that the agent's original address belongs to the host it names."""
 
-    def __init__(self, cache_seconds: float = 30.0, max_entries: int = 1024,
-                 resolve_timeout: float = 5.0) -> None:
+    def __init__(
+        self, cache_seconds: float = 30.0, max_entries: int = 1024, resolve_timeout: float = 5.0
+    ) -> None:
         self._cache: dict[tuple[str, int], tuple[float, frozenset[str]]] = {}
         self._ttl = cache_seconds
         self._max = max_entries
@@ -313,9 +333,7 @@ class DestinationVerifier:
             )
         except (OSError, TimeoutError):
             infos = []
-        found = frozenset(
-            str(a) for a in (_ip(str(info[4][0])) for info in infos) if a is not None
-        )
+        found = frozenset(str(a) for a in (_ip(str(info[4][0])) for info in infos) if a is not None)
         if len(self._cache) >= self._max:
             self._cache.clear()
         self._cache[(host, port)] = (now + self._ttl, found)
@@ -343,7 +361,7 @@ def _host_and_port(host_header: str, default_port: int) -> tuple[str, int] | Non
         end = host_header.find("]")
         if end < 0:
             return None
-        host, rest = host_header[1:end], host_header[end + 1:]
+        host, rest = host_header[1:end], host_header[end + 1 :]
         if rest and not rest.startswith(":"):
             return None
         port_text = rest[1:]
@@ -377,8 +395,10 @@ def destination_guard(verifier: DestinationVerifier) -> Any:
         try:
             if request.method == "CONNECT":
                 # A redirected connection already has its destination; CONNECT would switch it.
-                raise DestinationMismatch("connect_not_allowed", "CONNECT on a redirected "
-                                          "connection; use the explicit proxy port")
+                raise DestinationMismatch(
+                    "connect_not_allowed",
+                    "CONNECT on a redirected connection; use the explicit proxy port",
+                )
             if parsed is None:
                 raise DestinationMismatch("host_header_invalid", "missing or malformed Host")
             host, port = parsed
@@ -400,10 +420,19 @@ def destination_guard(verifier: DestinationVerifier) -> Any:
 def refusal_response(code: str, message: str) -> web.Response:
     """A typed 421 error body in the sidecar's error format."""
     decision_id = uuid.uuid4().hex
-    body = {"error": {"type": "SAFETY", "code": code, "message": message,
-                      "decision_id": decision_id, "budget": None}}
+    body = {
+        "error": {
+            "type": "SAFETY",
+            "code": code,
+            "message": message,
+            "decision_id": decision_id,
+            "budget": None,
+        }
+    }
     response = web.Response(
-        status=421, body=orjson.dumps(body), content_type="application/json",
+        status=421,
+        body=orjson.dumps(body),
+        content_type="application/json",
         headers={"x-haltgate-decision-id": decision_id},
     )
     # A connection that disagrees about where it goes is not reused for another request.
@@ -522,8 +551,9 @@ class TransparentListener:
         """Connections the HTTP handler holds (set by the sidecar: aiohttp's count)."""
         self.addresses: list[tuple[str, int]] = []
 
-    async def start(self, hosts: Iterable[str] = ("127.0.0.1", "::1"),
-                    port: int = TRANSPARENT_PORT) -> None:
+    async def start(
+        self, hosts: Iterable[str] = ("127.0.0.1", "::1"), port: int = TRANSPARENT_PORT
+    ) -> None:
         """Listen on each host (loopback: REDIRECT delivers there). IPv6 may be absent."""
         for host in hosts:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -579,8 +609,9 @@ class TransparentListener:
                 await asyncio.sleep(0.1)
                 continue
             if self._pending >= self.settings.max_pending or (
-                    self._pending + self._tunnels + self.live_handed_over()
-                    >= self.settings.max_connections):
+                self._pending + self._tunnels + self.live_handed_over()
+                >= self.settings.max_connections
+            ):
                 self.stats.count("refused_overload")
                 conn.close()
                 continue
@@ -670,16 +701,18 @@ class TransparentListener:
             return True
         raise Refused("not_http", "neither HTTP nor TLS")
 
-    async def _route_tls(self, sock: socket.socket, ip: str, port: int,
-                         hello: clienthello.ClientHello) -> bool:
+    async def _route_tls(
+        self, sock: socket.socket, ip: str, port: int, hello: clienthello.ClientHello
+    ) -> bool:
         if hello.status is not clienthello.Status.COMPLETE:
             raise Refused("tls_malformed", hello.reason)
         if hello.sni is None:
             raise Refused("tls_no_sni", f"TLS to {ip}:{port} without a server name")
         upstream = self._upstreams().lookup(hello.sni)
         if upstream is None or upstream.scheme != "https":
-            refused = Refused("tls_unknown_host",
-                              f"{hello.sni} is not a TLS upstream of the policy")
+            refused = Refused(
+                "tls_unknown_host", f"{hello.sni} is not a TLS upstream of the policy"
+            )
             refused.host, refused.port = hello.sni, port
             raise refused
         od = OriginalDestination(ip, port, tls=True, sni=hello.sni)
@@ -689,15 +722,17 @@ class TransparentListener:
                 raise Refused("tls_inspection_unavailable", "no haltgate CA configured")
             # Minting a leaf (an RSA/EC signature) takes milliseconds: off the event loop.
             ctx = await asyncio.get_running_loop().run_in_executor(
-                None, self._minter.server_context, hello.sni)
+                None, self._minter.server_context, hello.sni
+            )
             await self._hand_over(sock, od, ctx)
             self.stats.count("tls_inspect")
             return True
         await self._tunnel(sock, od, upstream)
         return True  # the tunnel's transport owned (and closed) the socket
 
-    async def _check_destination(self, od: OriginalDestination,
-                                 upstream: TransparentUpstream) -> None:
+    async def _check_destination(
+        self, od: OriginalDestination, upstream: TransparentUpstream
+    ) -> None:
         try:
             if self.settings.check_destination_address:
                 await self.verifier.check(od, upstream.host, upstream.port)
@@ -706,8 +741,9 @@ class TransparentListener:
         except DestinationMismatch as e:
             raise Refused(e.code, str(e)) from e
 
-    async def _hand_over(self, sock: socket.socket, od: OriginalDestination,
-                         ctx: Any | None) -> None:
+    async def _hand_over(
+        self, sock: socket.socket, od: OriginalDestination, ctx: Any | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         key = _key(sock.getsockname(), sock.getpeername())
         if key is None:
@@ -718,7 +754,9 @@ class TransparentListener:
                 transport, _ = await loop.connect_accepted_socket(self._factory, sock)
             else:
                 transport, _ = await loop.connect_accepted_socket(
-                    self._factory, sock, ssl=ctx,
+                    self._factory,
+                    sock,
+                    ssl=ctx,
                     ssl_handshake_timeout=self.settings.tls_handshake_timeout,
                 )
         except BaseException:
@@ -726,8 +764,9 @@ class TransparentListener:
             raise
         _attach(key, transport)
 
-    async def _tunnel(self, sock: socket.socket, od: OriginalDestination,
-                      upstream: TransparentUpstream) -> None:
+    async def _tunnel(
+        self, sock: socket.socket, od: OriginalDestination, upstream: TransparentUpstream
+    ) -> None:
         connection_id = uuid.uuid4().hex
         opened = TunnelEvent(connection_id, od, upstream, "opened")
         if not await self._gate.opened(opened):
@@ -748,10 +787,16 @@ class TransparentListener:
         finally:
             self._tunnels -= 1
 
-    async def _relay(self, sock: socket.socket, up_reader: asyncio.StreamReader,
-                     up_writer: asyncio.StreamWriter, connection_id: str,
-                     od: OriginalDestination, upstream: TransparentUpstream,
-                     started: float) -> None:
+    async def _relay(
+        self,
+        sock: socket.socket,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+        connection_id: str,
+        od: OriginalDestination,
+        upstream: TransparentUpstream,
+        started: float,
+    ) -> None:
         client_reader, client_writer = await asyncio.open_connection(sock=sock)
         counts = [0, 0]
 
@@ -769,13 +814,26 @@ class TransparentListener:
             watch.cancel()
             for writer in (up_writer, client_writer):
                 writer.close()
-            await self._gate.closed(TunnelEvent(
-                connection_id, od, upstream, "closed", bytes_up=counts[0],
-                bytes_down=counts[1], duration_seconds=time.monotonic() - started,
-            ))
+            await self._gate.closed(
+                TunnelEvent(
+                    connection_id,
+                    od,
+                    upstream,
+                    "closed",
+                    bytes_up=counts[0],
+                    bytes_down=counts[1],
+                    duration_seconds=time.monotonic() - started,
+                )
+            )
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    counts: list[int], index: int, watch: IdleWatch) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        counts: list[int],
+        index: int,
+        watch: IdleWatch,
+    ) -> None:
         # No timeout per direction: a silent client downloading a long answer is not idle
         # (the IdleWatch ends the tunnel when neither direction moves).
         try:

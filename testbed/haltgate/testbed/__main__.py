@@ -70,8 +70,9 @@ def up(args: argparse.Namespace) -> int:
     controllers = WORKLOAD_CONTROLLERS if args.workloads else BASE_CONTROLLERS
     started = time.monotonic()
     plane = ControlPlane(directory, controllers=controllers, detached=True).start()
-    print(f"etcd, kube-apiserver and kube-controller-manager up in "
-          f"{time.monotonic() - started:.1f}s")
+    print(
+        f"etcd, kube-apiserver and kube-controller-manager up in {time.monotonic() - started:.1f}s"
+    )
     if not args.no_crds:
         names = install_crds(plane, REPO / "crds")
         print(f"CRDs applied and Established: {', '.join(names)}")
@@ -100,12 +101,18 @@ def status(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m haltgate.testbed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m haltgate.testbed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the control plane detached")
-    p_up.add_argument("--workloads", action="store_true",
-                      help="also run the Deployment/ReplicaSet/... controllers")
+    p_up.add_argument(
+        "--workloads",
+        action="store_true",
+        help="also run the Deployment/ReplicaSet/... controllers",
+    )
     p_up.add_argument("--no-crds", action="store_true", help="do not apply crds/")
     p_up.set_defaults(func=up)
     sub.add_parser("down", help="stop it").set_defaults(func=down)

@@ -70,8 +70,10 @@ def go_tool() -> Path:
     for candidate in (found, "/usr/local/go/bin/go"):
         if candidate is not None and os.access(candidate, os.X_OK):
             return Path(candidate)
-    raise TestbedError("go not found on PATH nor in /usr/local/go/bin: install Go >= 1.22 "
-                       "to build the test bed's Go upstream (testbed/goupstream)")
+    raise TestbedError(
+        "go not found on PATH nor in /usr/local/go/bin: install Go >= 1.22 "
+        "to build the test bed's Go upstream (testbed/goupstream)"
+    )
 
 
 def source_digest(source: Path) -> str:
@@ -97,15 +99,24 @@ def go_upstream(source: Path = GO_UPSTREAM_SOURCE) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    env = {**os.environ, "GOPROXY": "off", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod",
-           "CGO_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "GOPROXY": "off",
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-mod=mod",
+        "CGO_ENABLED": "0",
+    }
     try:
         proc = subprocess.run(
             [str(go_tool()), "build", "-trimpath", "-o", str(tmp), "."],
-            cwd=source, env=env, capture_output=True, text=True, timeout=GO_BUILD_TIMEOUT)
+            cwd=source,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=GO_BUILD_TIMEOUT,
+        )
     except subprocess.TimeoutExpired as e:
-        raise TestbedError(f"go build of {source} took longer than {GO_BUILD_TIMEOUT:.0f}s") \
-            from e
+        raise TestbedError(f"go build of {source} took longer than {GO_BUILD_TIMEOUT:.0f}s") from e
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise TestbedError(f"go build of {source} failed:\n{proc.stderr[-4000:]}")

@@ -139,8 +139,11 @@ class ControlPlane:
             self._start_etcd()
             self._start_apiserver(pki)
             self._write_kubeconfig(pki.admin, self.kubeconfig, "haltgate-admin")
-            self._write_kubeconfig(pki.controller_manager, self.state_dir / "cm.kubeconfig",
-                                   "system:kube-controller-manager")
+            self._write_kubeconfig(
+                pki.controller_manager,
+                self.state_dir / "cm.kubeconfig",
+                "system:kube-controller-manager",
+            )
             if self.controllers is not None:
                 self.start_controller_manager(self.controllers)
         except BaseException:
@@ -161,8 +164,11 @@ class ControlPlane:
         """(Re)start kube-controller-manager with ``controllers`` (e.g. to turn Deployments
         into Pods). A running one with the same set is left alone."""
         current = self._procs.get("kube-controller-manager")
-        if current is not None and current.alive() and list(self.controllers or ()) == list(
-                controllers):
+        if (
+            current is not None
+            and current.alive()
+            and list(self.controllers or ()) == list(controllers)
+        ):
             return
         if current is not None:
             current.stop(timeout=STOP_GRACE)
@@ -171,26 +177,34 @@ class ControlPlane:
         self.ports.controller_manager = self._port_not_in_use()
         pki = self.pki_dir
         cm_kubeconfig = str(self.state_dir / "cm.kubeconfig")
-        proc = self._spawn("kube-controller-manager", [
-            str(binaries.require("kube-controller-manager")),
-            f"--kubeconfig={cm_kubeconfig}",
-            f"--authentication-kubeconfig={cm_kubeconfig}",
-            f"--authorization-kubeconfig={cm_kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={self.ports.controller_manager}",
-            f"--cert-dir={self.state_dir / 'cm-certs'}",
-            "--leader-elect=false",
-            f"--controllers={','.join(controllers)}",
-            f"--root-ca-file={pki / 'ca.crt'}",
-            f"--service-account-private-key-file={pki / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Each controller acts as its own service account with its bootstrap role, as in
-            # a real cluster (the controller-manager's own role is minimal).
-            "--use-service-account-credentials=true",
-        ])
-        wait_until(lambda: self._https_ok(self.ports.controller_manager, "/healthz", verify=False),
-                   timeout=self.start_timeout, what="kube-controller-manager",
-                   log=proc.log, alive=proc.alive, interval=0.25)
+        proc = self._spawn(
+            "kube-controller-manager",
+            [
+                str(binaries.require("kube-controller-manager")),
+                f"--kubeconfig={cm_kubeconfig}",
+                f"--authentication-kubeconfig={cm_kubeconfig}",
+                f"--authorization-kubeconfig={cm_kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports.controller_manager}",
+                f"--cert-dir={self.state_dir / 'cm-certs'}",
+                "--leader-elect=false",
+                f"--controllers={','.join(controllers)}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # Each controller acts as its own service account with its bootstrap role, as in
+                # a real cluster (the controller-manager's own role is minimal).
+                "--use-service-account-credentials=true",
+            ],
+        )
+        wait_until(
+            lambda: self._https_ok(self.ports.controller_manager, "/healthz", verify=False),
+            timeout=self.start_timeout,
+            what="kube-controller-manager",
+            log=proc.log,
+            alive=proc.alive,
+            interval=0.25,
+        )
         self._save_state()
 
     # ------------------------------------------------------------------ clients
@@ -201,16 +215,26 @@ class ControlPlane:
 
         return config.new_client_from_config(config_file=str(self.kubeconfig), context=CONTEXT)
 
-    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60,
-                check: bool = False) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, timeout: float = 60, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this control plane; output is text."""
         argv = [str(binaries.kubectl()), f"--kubeconfig={self.kubeconfig}", *args]
         try:
-            return subprocess.run(argv, input=input, capture_output=True, text=True,
-                                  timeout=timeout, check=check, env=_server_env())
+            return subprocess.run(
+                argv,
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=check,
+                env=_server_env(),
+            )
         except subprocess.TimeoutExpired as e:
-            raise TestbedError(f"kubectl {' '.join(args)}: no answer within {timeout:.0f}s",
-                               self.log("kube-apiserver")) from e
+            raise TestbedError(
+                f"kubectl {' '.join(args)}: no answer within {timeout:.0f}s",
+                self.log("kube-apiserver"),
+            ) from e
 
     def env(self) -> dict[str, str]:
         """Environment for a subprocess that should talk to this control plane (kopf,
@@ -240,8 +264,12 @@ class ControlPlane:
             state = json.loads((state_dir / "state.json").read_text())
         except FileNotFoundError:
             return None
-        plane = cls(state_dir, controllers=state["controllers"], detached=True,
-                    ports=_Ports(**state["ports"]))
+        plane = cls(
+            state_dir,
+            controllers=state["controllers"],
+            detached=True,
+            ports=_Ports(**state["ports"]),
+        )
         return plane, {k: int(v) for k, v in state["pids"].items()}
 
     @staticmethod
@@ -258,8 +286,14 @@ class ControlPlane:
     # ------------------------------------------------------------------ internals
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
-        proc = ManagedProcess(name, argv, self.log(name), env=_server_env(),
-                              cwd=self.state_dir, die_with_parent=not self.detached).start()
+        proc = ManagedProcess(
+            name,
+            argv,
+            self.log(name),
+            env=_server_env(),
+            cwd=self.state_dir,
+            die_with_parent=not self.detached,
+        ).start()
         self._procs[name] = proc
         return proc
 
@@ -268,29 +302,38 @@ class ControlPlane:
             self.ports.etcd_client, self.ports.etcd_peer = free_ports(2)
             client = f"http://127.0.0.1:{self.ports.etcd_client}"
             peer = f"http://127.0.0.1:{self.ports.etcd_peer}"
-            proc = self._spawn("etcd", [
-                str(binaries.require("etcd")),
-                "--name=testbed",
-                f"--data-dir={self.state_dir / 'etcd'}",
-                f"--listen-client-urls={client}",
-                f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=testbed={peer}",
-                "--initial-cluster-state=new",
-                # Test data is disposable; fsync per write would dominate on a shared disk.
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-            ])
+            proc = self._spawn(
+                "etcd",
+                [
+                    str(binaries.require("etcd")),
+                    "--name=testbed",
+                    f"--data-dir={self.state_dir / 'etcd'}",
+                    f"--listen-client-urls={client}",
+                    f"--advertise-client-urls={client}",
+                    f"--listen-peer-urls={peer}",
+                    f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster=testbed={peer}",
+                    "--initial-cluster-state=new",
+                    # Test data is disposable; fsync per write would dominate on a shared disk.
+                    "--unsafe-no-fsync",
+                    "--log-level=warn",
+                ],
+            )
             try:
-                wait_until(lambda: self._etcd_healthy(), timeout=self.start_timeout,
-                           what="etcd", log=proc.log, alive=proc.alive)
+                wait_until(
+                    lambda: self._etcd_healthy(),
+                    timeout=self.start_timeout,
+                    what="etcd",
+                    log=proc.log,
+                    alive=proc.alive,
+                )
                 return
             except TestbedError:
                 proc.stop()
                 del self._procs["etcd"]
-                if attempt == attempts - 1 or "address already in use" not in \
-                        proc.log.read_text(errors="replace"):
+                if attempt == attempts - 1 or "address already in use" not in proc.log.read_text(
+                    errors="replace"
+                ):
                     raise
 
     def _port_not_in_use(self) -> int:
@@ -311,44 +354,54 @@ class ControlPlane:
     def _start_apiserver(self, pki: certs.ControlPlaneCerts, attempts: int = 3) -> None:
         for attempt in range(attempts):
             self.ports.apiserver = self._port_not_in_use()
-            proc = self._spawn("kube-apiserver", [
-                str(binaries.require("kube-apiserver")),
-                f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={self.ports.apiserver}",
-                f"--tls-cert-file={pki.apiserver.cert_path}",
-                f"--tls-private-key-file={pki.apiserver.key_path}",
-                f"--client-ca-file={pki.ca.cert_path}",
-                "--authorization-mode=Node,RBAC",
-                "--anonymous-auth=false",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki.service_account_pub}",
-                f"--service-account-signing-key-file={pki.service_account_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                f"--requestheader-client-ca-file={pki.ca.cert_path}",
-                "--requestheader-allowed-names=front-proxy-client",
-                "--requestheader-username-headers=X-Remote-User",
-                "--requestheader-group-headers=X-Remote-Group",
-                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-                f"--proxy-client-cert-file={pki.front_proxy_client.cert_path}",
-                f"--proxy-client-key-file={pki.front_proxy_client.key_path}",
-                # The `kubernetes` Service cannot point at a loopback address; with no
-                # pods to reach it from, leave its endpoints alone instead of failing.
-                "--endpoint-reconciler-type=none",
-                "--allow-privileged=true",
-                "--profiling=false",
-                f"--cert-dir={self.state_dir / 'apiserver-certs'}",
-            ])
+            proc = self._spawn(
+                "kube-apiserver",
+                [
+                    str(binaries.require("kube-apiserver")),
+                    f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={self.ports.apiserver}",
+                    f"--tls-cert-file={pki.apiserver.cert_path}",
+                    f"--tls-private-key-file={pki.apiserver.key_path}",
+                    f"--client-ca-file={pki.ca.cert_path}",
+                    "--authorization-mode=Node,RBAC",
+                    "--anonymous-auth=false",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    f"--service-account-key-file={pki.service_account_pub}",
+                    f"--service-account-signing-key-file={pki.service_account_key}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    f"--requestheader-client-ca-file={pki.ca.cert_path}",
+                    "--requestheader-allowed-names=front-proxy-client",
+                    "--requestheader-username-headers=X-Remote-User",
+                    "--requestheader-group-headers=X-Remote-Group",
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                    f"--proxy-client-cert-file={pki.front_proxy_client.cert_path}",
+                    f"--proxy-client-key-file={pki.front_proxy_client.key_path}",
+                    # The `kubernetes` Service cannot point at a loopback address; with no
+                    # pods to reach it from, leave its endpoints alone instead of failing.
+                    "--endpoint-reconciler-type=none",
+                    "--allow-privileged=true",
+                    "--profiling=false",
+                    f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+                ],
+            )
             try:
-                wait_until(self.ready, timeout=self.start_timeout, what="kube-apiserver",
-                           log=proc.log, alive=proc.alive, interval=0.25)
+                wait_until(
+                    self.ready,
+                    timeout=self.start_timeout,
+                    what="kube-apiserver",
+                    log=proc.log,
+                    alive=proc.alive,
+                    interval=0.25,
+                )
                 return
             except TestbedError:
                 proc.stop()
                 del self._procs["kube-apiserver"]
-                if attempt == attempts - 1 or "address already in use" not in \
-                        proc.log.read_text(errors="replace"):
+                if attempt == attempts - 1 or "address already in use" not in proc.log.read_text(
+                    errors="replace"
+                ):
                     raise
 
     def _ssl_context(self, verify: bool) -> ssl.SSLContext:
@@ -363,8 +416,9 @@ class ControlPlane:
 
     def _https_ok(self, port: int, path: str, *, verify: bool) -> bool:
         try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", timeout=3,
-                                        context=self._ssl_context(verify)) as r:
+            with urllib.request.urlopen(
+                f"https://127.0.0.1:{port}{path}", timeout=3, context=self._ssl_context(verify)
+            ) as r:
                 return bool(r.status == 200)
         except (OSError, urllib.error.URLError):
             return False
@@ -376,14 +430,24 @@ class ControlPlane:
         doc: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": CONTEXT, "cluster": {
-                "server": self.server,
-                "certificate-authority-data": b64(self.ca_path.read_bytes()),
-            }}],
-            "users": [{"name": user, "user": {
-                "client-certificate-data": b64(pair.cert_pem),
-                "client-key-data": b64(pair.key_pem),
-            }}],
+            "clusters": [
+                {
+                    "name": CONTEXT,
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": b64(self.ca_path.read_bytes()),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate-data": b64(pair.cert_pem),
+                        "client-key-data": b64(pair.key_pem),
+                    },
+                }
+            ],
             "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": user}}],
             "current-context": CONTEXT,
             "preferences": {},
@@ -404,24 +468,41 @@ def install_crds(plane: ControlPlane, directory: Path, timeout: float = 60.0) ->
     for path in files:
         doc = yaml.safe_load(path.read_text())
         names.append(f"customresourcedefinition/{doc['metadata']['name']}")
-    applied = plane.kubectl("apply", "--server-side", "--force-conflicts",
-                            "--field-manager=haltgate-testbed",
-                            *(f"--filename={f}" for f in files), timeout=timeout)
+    applied = plane.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=haltgate-testbed",
+        *(f"--filename={f}" for f in files),
+        timeout=timeout,
+    )
     if applied.returncode != 0:
-        raise TestbedError(f"applying CRDs failed: {applied.stderr.strip()}",
-                           plane.log("kube-apiserver"))
-    waited = plane.kubectl("wait", "--for=condition=Established", f"--timeout={timeout:.0f}s",
-                           *names, timeout=timeout + 10)
+        raise TestbedError(
+            f"applying CRDs failed: {applied.stderr.strip()}", plane.log("kube-apiserver")
+        )
+    waited = plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        f"--timeout={timeout:.0f}s",
+        *names,
+        timeout=timeout + 10,
+    )
     if waited.returncode != 0:
-        raise TestbedError(f"CRDs not Established: {waited.stderr.strip()}",
-                           plane.log("kube-apiserver"))
+        raise TestbedError(
+            f"CRDs not Established: {waited.stderr.strip()}", plane.log("kube-apiserver")
+        )
     return [n.split("/", 1)[1] for n in names]
 
 
 def wait_for(plane: ControlPlane, what: str, check: Any, timeout: float = 60.0) -> None:
     """Poll ``check()`` (truthy when done) with the apiserver log in the timeout error."""
-    wait_until(lambda: bool(check()), timeout=timeout, what=what,
-               log=plane.log("kube-apiserver"), interval=0.2)
+    wait_until(
+        lambda: bool(check()),
+        timeout=timeout,
+        what=what,
+        log=plane.log("kube-apiserver"),
+        interval=0.2,
+    )
 
 
 def elapsed(start: float) -> str:

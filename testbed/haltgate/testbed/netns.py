@@ -45,8 +45,13 @@ def skip_reason() -> str | None:
     return None
 
 
-def run(argv: Sequence[str], *, check: bool = True, timeout: float = COMMAND_TIMEOUT,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = COMMAND_TIMEOUT,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run a command, bounded; raise with its output when ``check`` and it failed."""
     result = subprocess.run(
         list(argv), capture_output=True, text=True, timeout=timeout, input=stdin, check=False
@@ -68,22 +73,34 @@ class Netns:
     def run(self, argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
         return run(self.exec_argv(argv), **kw)  # type: ignore[arg-type]
 
-    def popen(self, argv: Sequence[str], *, uid: int | None = None, env: dict[str, str] | None
-              = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+    def popen(
+        self,
+        argv: Sequence[str],
+        *,
+        uid: int | None = None,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
         """Start a long-running process in the namespace, optionally under another UID."""
         prefix: list[str] = []
         if uid is not None:
             prefix = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         if log is None:
             return subprocess.Popen(
-                self.exec_argv([*prefix, *argv]), stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                self.exec_argv([*prefix, *argv]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         # The child keeps its own copy of the descriptor; ours is closed at once.
         with open(log, "wb") as out:
             return subprocess.Popen(
-                self.exec_argv([*prefix, *argv]), stdout=out, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True,
+                self.exec_argv([*prefix, *argv]),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
 
     def delete(self) -> None:
@@ -108,8 +125,10 @@ class Topology:
         run(["ip", "link", "add", veth_pod, "type", "veth", "peer", "name", veth_up])
         run(["ip", "link", "set", veth_pod, "netns", pod.name])
         run(["ip", "link", "set", veth_up, "netns", upstream.name])
-        for ns, dev, v4, v6 in ((pod, veth_pod, POD_V4, POD_V6),
-                                (upstream, veth_up, UPSTREAM_V4, UPSTREAM_V6)):
+        for ns, dev, v4, v6 in (
+            (pod, veth_pod, POD_V4, POD_V6),
+            (upstream, veth_up, UPSTREAM_V4, UPSTREAM_V6),
+        ):
             ns.run(["ip", "addr", "add", f"{v4}/24", "dev", dev])
             # nodad: the address is usable at once instead of after duplicate detection.
             ns.run(["ip", "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
@@ -123,8 +142,13 @@ class Topology:
         self.upstream.delete()
 
 
-def wait_port(ns: Netns, host: str, port: int, timeout: float = 15.0,
-              proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(
+    ns: Netns,
+    host: str,
+    port: int,
+    timeout: float = 15.0,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
     """Wait until ``host:port`` accepts TCP inside ``ns`` (root, not redirected)."""
     script = (
         "import socket,sys\n"
@@ -153,8 +177,18 @@ def interpreter_reachable_by(uid: int) -> str | None:
                 f"{parent} (mode {stat.filemode(mode)}) keeps UID {uid} from running {path}: "
                 f"run `chmod o+x {parent}` (the CI script does this for $HOME)"
             )
-    check = run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                 sys.executable, "-c", "import haltgate.sidecar.transparent"], check=False)
+    check = run(
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            "import haltgate.sidecar.transparent",
+        ],
+        check=False,
+    )
     if check.returncode != 0:
         return f"UID {uid} cannot import haltgate with {path}: {check.stderr.strip()[-500:]}"
     return None

@@ -86,40 +86,66 @@ class PostgresServer:
     def _pg_ctl(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         argv = [str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), *args]
         try:
-            return subprocess.run(argv, user=self.run_as, capture_output=True, text=True,
-                                  timeout=timeout, check=False)
+            return subprocess.run(
+                argv, user=self.run_as, capture_output=True, text=True, timeout=timeout, check=False
+            )
         except subprocess.TimeoutExpired as e:
-            raise TestbedError(f"postgres: `pg_ctl {args[-1]}` took over {timeout:.0f}s",
-                               self.log) from e
+            raise TestbedError(
+                f"postgres: `pg_ctl {args[-1]}` took over {timeout:.0f}s", self.log
+            ) from e
 
     def start(self) -> None:
         """(Re)start the server on its data directory and port; bounded in time."""
-        options = (f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=200")
-        done = self._pg_ctl("-w", "-t", str(int(START_TIMEOUT)), "-l", str(self.log),
-                            "-o", options, "start", timeout=START_TIMEOUT + 5)
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        done = self._pg_ctl(
+            "-w",
+            "-t",
+            str(int(START_TIMEOUT)),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "start",
+            timeout=START_TIMEOUT + 5,
+        )
         if done.returncode != 0:
             raise TestbedError(f"postgres: start failed: {done.stderr.strip()}", self.log)
-        wait_until(lambda: port_open("127.0.0.1", self.port), timeout=5,
-                   what="postgres", log=self.log)
+        wait_until(
+            lambda: port_open("127.0.0.1", self.port), timeout=5, what="postgres", log=self.log
+        )
 
     def stop(self) -> None:
         """Fast shutdown (disconnects clients), bounded in time."""
         if not (self.data_dir / "postmaster.pid").exists():
             return
-        done = self._pg_ctl("-m", "fast", "-w", "-t", str(int(STOP_TIMEOUT)), "stop",
-                            timeout=STOP_TIMEOUT + 5)
+        done = self._pg_ctl(
+            "-m", "fast", "-w", "-t", str(int(STOP_TIMEOUT)), "stop", timeout=STOP_TIMEOUT + 5
+        )
         if done.returncode != 0 and (self.data_dir / "postmaster.pid").exists():
             raise TestbedError(f"postgres: stop failed: {done.stderr.strip()}", self.log)
 
 
 def _initdb(data_dir: Path, run_as: str | None, log: Path) -> None:
-    argv = [str(_bin_dir() / "initdb"), "-D", str(data_dir), "-U", SUPERUSER,
-            "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"]
+    argv = [
+        str(_bin_dir() / "initdb"),
+        "-D",
+        str(data_dir),
+        "-U",
+        SUPERUSER,
+        "--auth=trust",
+        "--encoding=UTF8",
+        "--locale=C",
+        "--no-sync",
+        "--no-instructions",
+    ]
     try:
-        done = subprocess.run(argv, user=run_as, capture_output=True, text=True, timeout=60,
-                              check=False)
+        done = subprocess.run(
+            argv, user=run_as, capture_output=True, text=True, timeout=60, check=False
+        )
     except subprocess.TimeoutExpired as e:
         raise TestbedError("postgres: initdb took over 60s") from e
     log.write_text(done.stdout + done.stderr)

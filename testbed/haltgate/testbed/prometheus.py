@@ -32,16 +32,25 @@ def binary() -> str | None:
     return shutil.which("prometheus")
 
 
-def write_config(path: Path, targets: list[str], *, job: str = "haltgate-sidecar",
-                 labels: dict[str, str] | None = None,
-                 rule_files: list[Path] | None = None) -> Path:
+def write_config(
+    path: Path,
+    targets: list[str],
+    *,
+    job: str = "haltgate-sidecar",
+    labels: dict[str, str] | None = None,
+    rule_files: list[Path] | None = None,
+) -> Path:
     """A scrape configuration for ``targets`` (``host:port``) written to ``path``."""
     config = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "rule_files": [str(p) for p in rule_files or []],
-        "scrape_configs": [{"job_name": job, "honor_labels": True,
-                            "static_configs": [{"targets": targets,
-                                                "labels": labels or {}}]}],
+        "scrape_configs": [
+            {
+                "job_name": job,
+                "honor_labels": True,
+                "static_configs": [{"targets": targets, "labels": labels or {}}],
+            }
+        ],
     }
     path.write_text(yaml.safe_dump(config))
     return path
@@ -49,8 +58,12 @@ def write_config(path: Path, targets: list[str], *, job: str = "haltgate-sidecar
 
 def argv(executable: str, config: Path, data_dir: Path, listen: str) -> list[str]:
     """The command line of a Prometheus with ``config``, its TSDB in ``data_dir``."""
-    return [executable, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
-            f"--web.listen-address={listen}"]
+    return [
+        executable,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address={listen}",
+    ]
 
 
 def api(base: str, path: str, **params: Any) -> Any:
@@ -102,8 +115,9 @@ def wait_holds(base: str, query: str, expected: float, seconds: float) -> None:
         if holds(base, query, expected):
             return
         time.sleep(0.25)
-    raise TestbedError(f"prometheus at {base}: {query} did not reach {expected:g} "
-                       f"in {seconds:.0f}s")
+    raise TestbedError(
+        f"prometheus at {base}: {query} did not reach {expected:g} in {seconds:.0f}s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,14 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--prometheus", required=True, help="base URL of the Prometheus")
     parser.add_argument("--wait-up", type=float, default=30.0, metavar="SECONDS")
-    parser.add_argument("--expect-requests", type=float, default=None, metavar="N",
-                        help="then wait until sum(haltgate_requests_total) is N")
+    parser.add_argument(
+        "--expect-requests",
+        type=float,
+        default=None,
+        metavar="N",
+        help="then wait until sum(haltgate_requests_total) is N",
+    )
     args = parser.parse_args(argv)
     try:
         wait_up(args.prometheus, args.wait_up)
         if args.expect_requests is not None:
-            wait_holds(args.prometheus, "sum(haltgate_requests_total)", args.expect_requests,
-                       args.wait_up)
+            wait_holds(
+                args.prometheus, "sum(haltgate_requests_total)", args.expect_requests, args.wait_up
+            )
     except TestbedError as e:
         print(e, file=sys.stderr)
         return 1

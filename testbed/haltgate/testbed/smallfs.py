@@ -24,8 +24,12 @@ def small_volume(path: Path, size_bytes: int) -> Iterator[Path]:
     if os.geteuid() != 0:
         raise TestbedError("mounting a small tmpfs needs root (CI runs these tests as root)")
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0755",
-                           "tmpfs", str(path)], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if done.returncode != 0:
         raise TestbedError(f"mount tmpfs at {path} failed: {done.stderr.strip()}")
     try:

@@ -60,14 +60,17 @@ def test_snapshot_taken_under_another_policy_is_adapted_first() -> None:
     assert direct.code == "tokens_exhausted"
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"used": "x"}, "snapshot.used"),
-    ({"used": [1, 2, 3]}, "snapshot.used"),
-    ({"f": 9}, "snapshot.f"),
-    ({"in_flight": 1}, "snapshot.in_flight"),
-    ({"tools": -1}, "snapshot.tools"),
-    ({"halt": {"failure_type": "NOPE"}}, "snapshot.halt"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"used": "x"}, "snapshot.used"),
+        ({"used": [1, 2, 3]}, "snapshot.used"),
+        ({"f": 9}, "snapshot.f"),
+        ({"in_flight": 1}, "snapshot.in_flight"),
+        ({"tools": -1}, "snapshot.tools"),
+        ({"halt": {"failure_type": "NOPE"}}, "snapshot.halt"),
+    ],
+)
 def test_malformed_snapshot_names_the_field(change: dict[str, Any], field: str) -> None:
     engine = make_engine({"calls": {"limit": 10}})
     event = Reserve("c1", 1_800_000_000.0, "mcp", "h", "t", None, 0, 0, "fp")

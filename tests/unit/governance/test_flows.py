@@ -13,43 +13,68 @@ from haltgate.governance.request import CallView, ToolCall
 from haltgate.governance.validation import validate_document
 
 
-def http(method: str = "GET", path: str = "/", host: str = "example.com",
-         upstream: str | None = None) -> CallView:
+def http(
+    method: str = "GET", path: str = "/", host: str = "example.com", upstream: str | None = None
+) -> CallView:
     return CallView(RequestKind.HTTP, method, "https", host, 443, path, upstream=upstream)
 
 
 def mcp_tool(name: str, server: str = "files", method: str = "tools/call") -> CallView:
-    return CallView(RequestKind.MCP, "POST", "http", "mcp.local", 80, "/mcp", upstream=server,
-                    tool_calls=(ToolCall(name, {}, server),) if method == "tools/call" else (),
-                    mcp_method=method, mcp_messages=((method, None, None),))
+    return CallView(
+        RequestKind.MCP,
+        "POST",
+        "http",
+        "mcp.local",
+        80,
+        "/mcp",
+        upstream=server,
+        tool_calls=(ToolCall(name, {}, server),) if method == "tools/call" else (),
+        mcp_method=method,
+        mcp_messages=((method, None, None),),
+    )
 
 
-LLM = CallView(RequestKind.LLM, "POST", "https", "api.openai.com", 443, "/v1/chat/completions",
-               upstream="llm", model="gpt-4o")
+LLM = CallView(
+    RequestKind.LLM,
+    "POST",
+    "https",
+    "api.openai.com",
+    443,
+    "/v1/chat/completions",
+    upstream="llm",
+    model="gpt-4o",
+)
 
 
 def rules(*docs: dict[str, Any]) -> FlowPolicy:
     return FlowPolicy([FlowRule.model_validate(d) for d in docs])
 
 
-WEB = {"name": "web", "sources": [{"hosts": ["*.news.example"]}],
-       "sinks": [{"kind": "http", "methods": ["POST"]}, {"mcpTools": ["send_*"]}]}
+WEB = {
+    "name": "web",
+    "sources": [{"hosts": ["*.news.example"]}],
+    "sinks": [{"kind": "http", "methods": ["POST"]}, {"mcpTools": ["send_*"]}],
+}
 
 
-@pytest.mark.parametrize(("view", "hit"), [
-    (http(host="daily.news.example"), True),
-    (http(host="DAILY.NEWS.EXAMPLE"), True),  # hosts compare case-insensitively
-    (http(host="news.example.evil"), False),
-    (mcp_tool("read"), False),
-    (LLM, False),  # an LLM answer is never a source
-])
+@pytest.mark.parametrize(
+    ("view", "hit"),
+    [
+        (http(host="daily.news.example"), True),
+        (http(host="DAILY.NEWS.EXAMPLE"), True),  # hosts compare case-insensitively
+        (http(host="news.example.evil"), False),
+        (mcp_tool("read"), False),
+        (LLM, False),  # an LLM answer is never a source
+    ],
+)
 def test_source_matching(view: CallView, hit: bool) -> None:
     assert rules(WEB).sources_hit(view) == (["web"] if hit else [])
 
 
 def test_any_tool_result_matches_http_and_mcp_results_only() -> None:
-    policy = rules({"name": "all", "sources": [{"anyToolResult": True}],
-                    "sinks": [{"hosts": ["*"]}]})
+    policy = rules(
+        {"name": "all", "sources": [{"anyToolResult": True}], "sinks": [{"hosts": ["*"]}]}
+    )
     assert policy.sources_hit(http()) == ["all"]
     assert policy.sources_hit(mcp_tool("x")) == ["all"]
     assert policy.sources_hit(mcp_tool("", method="resources/read")) == ["all"]
@@ -59,9 +84,13 @@ def test_any_tool_result_matches_http_and_mcp_results_only() -> None:
 
 
 def test_every_matcher_of_an_endpoint_must_match() -> None:
-    policy = rules({"name": "r", "sources": [{"mcpServers": ["web"], "mcpTools": ["fetch"]}],
-                    "sinks": [{"upstreams": ["mail"], "methods": ["POST"],
-                               "paths": ["/v1/*/send"]}]})
+    policy = rules(
+        {
+            "name": "r",
+            "sources": [{"mcpServers": ["web"], "mcpTools": ["fetch"]}],
+            "sinks": [{"upstreams": ["mail"], "methods": ["POST"], "paths": ["/v1/*/send"]}],
+        }
+    )
     assert policy.sources_hit(mcp_tool("fetch", server="web")) == ["r"]
     assert policy.sources_hit(mcp_tool("fetch", server="files")) == []
     assert policy.sources_hit(mcp_tool("search", server="web")) == []
@@ -75,8 +104,14 @@ def test_every_matcher_of_an_endpoint_must_match() -> None:
 
 
 def test_sinks_refused_only_after_the_source_and_only_for_that_rule() -> None:
-    policy = rules(WEB, {"name": "other", "sources": [{"upstreams": ["files"]}],
-                         "sinks": [{"mcpTools": ["delete"]}]})
+    policy = rules(
+        WEB,
+        {
+            "name": "other",
+            "sources": [{"upstreams": ["files"]}],
+            "sinks": [{"mcpTools": ["delete"]}],
+        },
+    )
     taint = FlowTaint()
     taint.bind("run-1")
     send = mcp_tool("send_mail", server="mail")
@@ -85,7 +120,10 @@ def test_sinks_refused_only_after_the_source_and_only_for_that_rule() -> None:
     refusal = policy.check(send, taint)
     assert refusal is not None
     assert (refusal.rule, refusal.source, refusal.sink) == (
-        "web", "GET a.news.example", "mcp mail tool send_mail")
+        "web",
+        "GET a.news.example",
+        "mcp mail tool send_mail",
+    )
     assert policy.check(mcp_tool("delete"), taint) is None  # 'other' is not tainted
     assert policy.check(mcp_tool("send_mail", method="tools/list"), taint) is None
 
@@ -106,9 +144,8 @@ def test_taint_is_per_run_and_kept_in_its_file(tmp_path: Path) -> None:
     assert third.source_of("web") is None
 
 
-@pytest.mark.parametrize("content", ["{oops", '{"version": 99}', '[]'])
-def test_unreadable_taint_file_fails_closed_until_a_new_run(tmp_path: Path,
-                                                           content: str) -> None:
+@pytest.mark.parametrize("content", ["{oops", '{"version": 99}', "[]"])
+def test_unreadable_taint_file_fails_closed_until_a_new_run(tmp_path: Path, content: str) -> None:
     path = tmp_path / "flow-taint.json"
     path.write_text(content)
     taint = FlowTaint(path)
@@ -119,9 +156,12 @@ def test_unreadable_taint_file_fails_closed_until_a_new_run(tmp_path: Path,
 
 
 def doc(flows: Any) -> dict[str, Any]:
-    return {"apiVersion": "haltgate.dev/v1alpha1", "kind": "GovernancePolicy",
-            "metadata": {"name": "p"},
-            "spec": {"selector": {"matchLabels": {"app": "a"}}, "flows": flows}}
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "p"},
+        "spec": {"selector": {"matchLabels": {"app": "a"}}, "flows": flows},
+    }
 
 
 def errors(flows: Any) -> dict[str, str]:
@@ -131,35 +171,75 @@ def errors(flows: Any) -> dict[str, str]:
 SINK = [{"hosts": ["mail.example"]}]
 
 
-@pytest.mark.parametrize(("flows", "path", "message"), [
-    ([{"name": "r", "sources": [], "sinks": SINK}], "spec.flows[0].sources",
-     "at least 1"),
-    ([{"name": "r", "sources": [{}], "sinks": SINK}], "spec.flows[0].sources[0]",
-     "set at least one of"),
-    ([{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": [{}]}], "spec.flows[0].sinks[0]",
-     "set at least one of"),
-    ([{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": [{"anyToolResult": True}]}],
-     "spec.flows[0].sinks[0].anyToolResult", "only valid in sources"),
-    ([{"name": "r", "sources": [{"anyToolResult": True, "hosts": ["x"]}], "sinks": SINK}],
-     "spec.flows[0].sources[0].anyToolResult", "remove hosts"),
-    ([{"name": "r", "sources": [{"kind": "mcp", "methods": ["GET"]}], "sinks": SINK}],
-     "spec.flows[0].sources[0].methods", "only valid for http"),
-    ([{"name": "r", "sources": [{"kind": "http", "mcpTools": ["x"]}], "sinks": SINK}],
-     "spec.flows[0].sources[0].mcpTools", "only valid for mcp"),
-    ([{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": [{"methods": ["PO ST"]}]}],
-     "spec.flows[0].sinks[0].methods[0]", "not an HTTP method"),
-    ([{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": SINK, "action": "allow"}],
-     "spec.flows[0].action", "must be one of"),
-    ([{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": SINK, "scope": "forever"}],
-     "spec.flows[0].scope", "must be one of"),
-    ([{"name": "r", "sources": [{"kind": "llm"}], "sinks": SINK}],
-     "spec.flows[0].sources[0].kind", "must be one of"),
-    ([{"name": "r", "sources": [{"host": ["x"]}], "sinks": SINK}],
-     "spec.flows[0].sources[0].host", "unknown field"),
-    ([{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": SINK},
-      {"name": "r", "sources": [{"hosts": ["y"]}], "sinks": SINK}],
-     "spec.flows[1].name", "duplicate flow rule name"),
-])
+@pytest.mark.parametrize(
+    ("flows", "path", "message"),
+    [
+        ([{"name": "r", "sources": [], "sinks": SINK}], "spec.flows[0].sources", "at least 1"),
+        (
+            [{"name": "r", "sources": [{}], "sinks": SINK}],
+            "spec.flows[0].sources[0]",
+            "set at least one of",
+        ),
+        (
+            [{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": [{}]}],
+            "spec.flows[0].sinks[0]",
+            "set at least one of",
+        ),
+        (
+            [{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": [{"anyToolResult": True}]}],
+            "spec.flows[0].sinks[0].anyToolResult",
+            "only valid in sources",
+        ),
+        (
+            [{"name": "r", "sources": [{"anyToolResult": True, "hosts": ["x"]}], "sinks": SINK}],
+            "spec.flows[0].sources[0].anyToolResult",
+            "remove hosts",
+        ),
+        (
+            [{"name": "r", "sources": [{"kind": "mcp", "methods": ["GET"]}], "sinks": SINK}],
+            "spec.flows[0].sources[0].methods",
+            "only valid for http",
+        ),
+        (
+            [{"name": "r", "sources": [{"kind": "http", "mcpTools": ["x"]}], "sinks": SINK}],
+            "spec.flows[0].sources[0].mcpTools",
+            "only valid for mcp",
+        ),
+        (
+            [{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": [{"methods": ["PO ST"]}]}],
+            "spec.flows[0].sinks[0].methods[0]",
+            "not an HTTP method",
+        ),
+        (
+            [{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": SINK, "action": "allow"}],
+            "spec.flows[0].action",
+            "must be one of",
+        ),
+        (
+            [{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": SINK, "scope": "forever"}],
+            "spec.flows[0].scope",
+            "must be one of",
+        ),
+        (
+            [{"name": "r", "sources": [{"kind": "llm"}], "sinks": SINK}],
+            "spec.flows[0].sources[0].kind",
+            "must be one of",
+        ),
+        (
+            [{"name": "r", "sources": [{"host": ["x"]}], "sinks": SINK}],
+            "spec.flows[0].sources[0].host",
+            "unknown field",
+        ),
+        (
+            [
+                {"name": "r", "sources": [{"hosts": ["x"]}], "sinks": SINK},
+                {"name": "r", "sources": [{"hosts": ["y"]}], "sinks": SINK},
+            ],
+            "spec.flows[1].name",
+            "duplicate flow rule name",
+        ),
+    ],
+)
 def test_validation_names_the_field(flows: Any, path: str, message: str) -> None:
     found = errors(flows)
     assert path in found, found
@@ -167,15 +247,35 @@ def test_validation_names_the_field(flows: Any, path: str, message: str) -> None
 
 
 def test_valid_flows_pass() -> None:
-    assert errors([WEB, {"name": "all", "sources": [{"anyToolResult": True}],
-                         "sinks": [{"kind": "mcp", "mcpTools": ["send_*"]}]}]) == {}
+    assert (
+        errors(
+            [
+                WEB,
+                {
+                    "name": "all",
+                    "sources": [{"anyToolResult": True}],
+                    "sinks": [{"kind": "mcp", "mcpTools": ["send_*"]}],
+                },
+            ]
+        )
+        == {}
+    )
 
 
 def test_approval_rule_holds_a_call_until_approved_once(tmp_path: Path) -> None:
-    policy = rules({"name": "ask", "sources": [{"hosts": ["*.news.example"]}],
-                    "sinks": [{"mcpTools": ["send_*"]}], "action": "approval"},
-                   {"name": "never", "sources": [{"hosts": ["*.news.example"]}],
-                    "sinks": [{"mcpTools": ["send_fax"]}]})
+    policy = rules(
+        {
+            "name": "ask",
+            "sources": [{"hosts": ["*.news.example"]}],
+            "sinks": [{"mcpTools": ["send_*"]}],
+            "action": "approval",
+        },
+        {
+            "name": "never",
+            "sources": [{"hosts": ["*.news.example"]}],
+            "sinks": [{"mcpTools": ["send_fax"]}],
+        },
+    )
     path = tmp_path / "flow-taint.json"
     taint = FlowTaint(path)
     taint.bind("run-1")
@@ -202,8 +302,15 @@ def test_approval_rule_holds_a_call_until_approved_once(tmp_path: Path) -> None:
 
 
 def test_window_scope_closes_sinks_for_the_next_calls_only(tmp_path: Path) -> None:
-    policy = rules({"name": "w", "sources": [{"hosts": ["*.news.example"]}],
-                    "sinks": [{"mcpTools": ["send_*"]}], "scope": "calls", "windowCalls": 2})
+    policy = rules(
+        {
+            "name": "w",
+            "sources": [{"hosts": ["*.news.example"]}],
+            "sinks": [{"mcpTools": ["send_*"]}],
+            "scope": "calls",
+            "windowCalls": 2,
+        }
+    )
     path = tmp_path / "flow-taint.json"
     taint = FlowTaint(path)
     taint.bind("run-1")
@@ -222,16 +329,28 @@ def test_window_scope_closes_sinks_for_the_next_calls_only(tmp_path: Path) -> No
     assert policy.check(send, taint) is not None
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ({"scope": "calls"}, "required when scope is 'calls'"),
-    ({"windowCalls": 3}, "only valid when scope is 'calls'"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"scope": "calls"}, "required when scope is 'calls'"),
+        ({"windowCalls": 3}, "only valid when scope is 'calls'"),
+    ],
+)
 def test_window_validation(extra: dict[str, Any], message: str) -> None:
     found = errors([{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": SINK, **extra}])
     assert found.get("spec.flows[0].windowCalls", "").startswith(message), found
 
 
 def test_window_must_be_positive() -> None:
-    found = errors([{"name": "r", "sources": [{"hosts": ["x"]}], "sinks": SINK,
-                     "scope": "calls", "windowCalls": 0}])
+    found = errors(
+        [
+            {
+                "name": "r",
+                "sources": [{"hosts": ["x"]}],
+                "sinks": SINK,
+                "scope": "calls",
+                "windowCalls": 0,
+            }
+        ]
+    )
     assert found == {"spec.flows[0].windowCalls": "must be >= 1"}

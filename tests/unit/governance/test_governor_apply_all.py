@@ -14,8 +14,20 @@ from tests.unit.governance.conftest import T0, make_spec
 
 
 def reserves(prefix: str, n: int, tool: str = "echo") -> list[Reserve]:
-    return [Reserve(f"{prefix}.{i}", T0, "mcp", "h", f"{tool}{i}" if tool == "t" else tool,
-                    None, 0, 0, f"{prefix}.{i}") for i in range(n)]
+    return [
+        Reserve(
+            f"{prefix}.{i}",
+            T0,
+            "mcp",
+            "h",
+            f"{tool}{i}" if tool == "t" else tool,
+            None,
+            0,
+            0,
+            f"{prefix}.{i}",
+        )
+        for i in range(n)
+    ]
 
 
 def test_all_fit_all_reserved_with_one_write(tmp_path: Path) -> None:
@@ -44,16 +56,17 @@ def test_distinct_tools_counted_per_element() -> None:
     assert (d.allowed, d.code) == (False, "distinct_tools_exhausted")
     assert not g.state.reservations
     assert not g.state.tools  # nothing of a refused batch is remembered
-    b = [Reserve(f"b.{i}", T0, "mcp", "h", name, None, 0, 0, f"b.{i}")
-         for i, name in enumerate(("x", "y"))]
+    b = [
+        Reserve(f"b.{i}", T0, "mcp", "h", name, None, 0, 0, f"b.{i}")
+        for i, name in enumerate(("x", "y"))
+    ]
     assert g.apply_all(b, all_or_nothing=True).allowed
 
 
 def test_a_halt_of_the_refused_element_is_kept() -> None:
     g = Governor.for_policy(make_spec({"wallTime": {"limitSeconds": 10}}))
     assert g.apply_all(reserves("a", 1), all_or_nothing=True).allowed
-    late = [Reserve(f"b.{i}", T0 + 60, "mcp", "h", "echo", None, 0, 0, f"b.{i}")
-            for i in range(3)]
+    late = [Reserve(f"b.{i}", T0 + 60, "mcp", "h", "echo", None, 0, 0, f"b.{i}") for i in range(3)]
     d = g.apply_all(late, all_or_nothing=True)
     assert (d.allowed, d.code) == (False, "wall_time_exhausted")
     assert g.halted  # as for a single call: the run is over
@@ -66,8 +79,11 @@ def test_a_failed_write_refuses_the_batch_and_keeps_the_old_state(tmp_path: Path
     g = Governor(make_engine(make_spec({"calls": {"limit": 5}})), tmp_path / "state")
     g._file._seq = 0  # type: ignore[union-attr]  # (nothing readable was loaded)
     d = g.apply_all(reserves("a", 3), all_or_nothing=True)
-    assert (d.allowed, d.failure_type, d.code) == (False, FailureType.EXTERNAL,
-                                                    "state_persist_failed")
+    assert (d.allowed, d.failure_type, d.code) == (
+        False,
+        FailureType.EXTERNAL,
+        "state_persist_failed",
+    )
     assert not g.state.reservations
 
 
@@ -80,18 +96,23 @@ def test_releases_in_one_step() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 6), st.booleans()), min_size=1, max_size=25),
-       st.integers(1, 12))
+@given(
+    st.lists(st.tuples(st.integers(1, 6), st.booleans()), min_size=1, max_size=25),
+    st.integers(1, 12),
+)
 def test_batches_never_overspend_and_are_all_or_nothing(
-        plan: list[tuple[int, bool]], limit: int) -> None:
+    plan: list[tuple[int, bool]], limit: int
+) -> None:
     """Any interleaving of batches (reserved now, settled later or at once): used plus in
     flight never passes the limit, and each batch is reserved whole or not at all."""
     g = Governor.for_policy(make_spec({"calls": {"limit": limit, "period": "hour"}}))
     in_flight: list[list[str]] = []
     for n, (size, settle_now) in enumerate(plan):
         ids = [f"b{n}.{i}" for i in range(size)]
-        d = g.apply_all([Reserve(x, T0 + n, "mcp", "h", "echo", None, 0, 0, x) for x in ids],
-                        all_or_nothing=True)
+        d = g.apply_all(
+            [Reserve(x, T0 + n, "mcp", "h", "echo", None, 0, 0, x) for x in ids],
+            all_or_nothing=True,
+        )
         held = [x for x in ids if x in g.state.reservations]
         assert held == (ids if d.allowed else [])
         if d.allowed:

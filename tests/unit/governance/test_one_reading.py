@@ -20,12 +20,31 @@ FAST = settings(max_examples=300, deadline=None)
 
 # ---------------------------------------------------------------------- canonical paths
 
-SEGMENT_CHARS = st.sampled_from([
-    *"abcAZ09-._~!$&'()*+,=:@", "%41", "%61", "%7e", "%7E", "%20", "%2f", "%2F", "%5c",
-    "%00", "%25", "%2e", "%3B",
-    ";", "\\", "é", "%zz", "%4"])
-PATHS = st.lists(st.lists(SEGMENT_CHARS, max_size=6).map("".join), min_size=1,
-                 max_size=5).map(lambda segs: "/" + "/".join(segs))
+SEGMENT_CHARS = st.sampled_from(
+    [
+        *"abcAZ09-._~!$&'()*+,=:@",
+        "%41",
+        "%61",
+        "%7e",
+        "%7E",
+        "%20",
+        "%2f",
+        "%2F",
+        "%5c",
+        "%00",
+        "%25",
+        "%2e",
+        "%3B",
+        ";",
+        "\\",
+        "é",
+        "%zz",
+        "%4",
+    ]
+)
+PATHS = st.lists(st.lists(SEGMENT_CHARS, max_size=6).map("".join), min_size=1, max_size=5).map(
+    lambda segs: "/" + "/".join(segs)
+)
 
 
 @FAST
@@ -48,21 +67,40 @@ def test_canonical_path_has_one_reading(raw: str, parameters: bool) -> None:
         assert cp.match == cp.forward
 
 
-@pytest.mark.parametrize(("raw", "forward"), [
-    ("/v1/chat/completions", "/v1/chat/completions"),
-    ("/v1/chat/%63ompletions", "/v1/chat/completions"),
-    ("/a/%7euser/%41", "/a/~user/A"),
-    ("/a%20b/%c3%a9", "/a%20b/%C3%A9"),
-    ("/caf\u00e9", "/caf%C3%A9"),
-    ("/x/", "/x/"),
-])
+@pytest.mark.parametrize(
+    ("raw", "forward"),
+    [
+        ("/v1/chat/completions", "/v1/chat/completions"),
+        ("/v1/chat/%63ompletions", "/v1/chat/completions"),
+        ("/a/%7euser/%41", "/a/~user/A"),
+        ("/a%20b/%c3%a9", "/a%20b/%C3%A9"),
+        ("/caf\u00e9", "/caf%C3%A9"),
+        ("/x/", "/x/"),
+    ],
+)
 def test_canonical_path_examples(raw: str, forward: str) -> None:
     assert canonical_path(raw).forward == forward
 
 
-@pytest.mark.parametrize("raw", ["/a//b", "/a%2Fb", "/a%5cb", "/a%00", "/a%0d%0a", "/a\\b",
-                                 "/a%252F", "/%25a%41", "/a;b", "/a%zz", "x/y", "/a%7F",
-                                 "/api/admin#x", "/a#/b"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/a//b",
+        "/a%2Fb",
+        "/a%5cb",
+        "/a%00",
+        "/a%0d%0a",
+        "/a\\b",
+        "/a%252F",
+        "/%25a%41",
+        "/a;b",
+        "/a%zz",
+        "x/y",
+        "/a%7F",
+        "/api/admin#x",
+        "/a#/b",
+    ],
+)
 def test_ambiguous_paths_refused(raw: str) -> None:
     with pytest.raises(BadRequestError) as e:
         canonical_path(raw)
@@ -80,15 +118,15 @@ def test_meaning_overrides() -> None:
     with pytest.raises(BadRequestError):
         check_meaning_overrides(CIMultiDict(), "a=1&_METHOD=DELETE", "", b"")
     with pytest.raises(BadRequestError):
-        check_meaning_overrides(CIMultiDict(), "", "application/x-www-form-urlencoded",
-                                b"a=1&_method=DELETE")
+        check_meaning_overrides(
+            CIMultiDict(), "", "application/x-www-form-urlencoded", b"a=1&_method=DELETE"
+        )
 
 
 # ---------------------------------------------------------------------- strict JSON
 
-KEYS = st.text(alphabet=st.sampled_from(list("aAbBkKsS_:\"\\\u212a\u017f\u00e9")),
-               max_size=4)
-SCALARS = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8)
+KEYS = st.text(alphabet=st.sampled_from(list('aAbBkKsS_:"\\\u212a\u017f\u00e9')), max_size=4)
+SCALARS = st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8)
 
 
 def _distinct(d: dict[str, Any]) -> bool:
@@ -97,8 +135,9 @@ def _distinct(d: dict[str, Any]) -> bool:
 
 VALUES = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(KEYS, inner, max_size=4).filter(_distinct),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4).filter(_distinct)
+    ),
     max_leaves=20,
 )
 DUMPS = [
@@ -115,15 +154,19 @@ def test_unambiguous_json_is_read_as_orjson_reads_it(value: dict[str, Any], dump
 
 
 def _raw(pairs: list[tuple[str, Any]]) -> bytes:
-    return ("{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs)
-            + "}").encode()
+    return ("{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs) + "}").encode()
 
 
 @FAST
-@given(st.dictionaries(KEYS, SCALARS, min_size=1, max_size=4).filter(_distinct),
-       st.integers(0, 3), SCALARS, st.booleans())
-def test_duplicate_key_refused_at_any_depth(value: dict[str, Any], pick: int, other: Any,
-                                            nest: bool) -> None:
+@given(
+    st.dictionaries(KEYS, SCALARS, min_size=1, max_size=4).filter(_distinct),
+    st.integers(0, 3),
+    SCALARS,
+    st.booleans(),
+)
+def test_duplicate_key_refused_at_any_depth(
+    value: dict[str, Any], pick: int, other: Any, nest: bool
+) -> None:
     pairs = list(value.items())
     key = pairs[pick % len(pairs)][0]
     raw = _raw([*pairs, (key, other)])
@@ -134,8 +177,9 @@ def test_duplicate_key_refused_at_any_depth(value: dict[str, Any], pick: int, ot
     assert e.value.code == "ambiguous_json"
 
 
-@pytest.mark.parametrize(("a", "b"), [("model", "Model"), ("kind", "\u212aind"),
-                                      ("stream", "\u017ftream"), ("x", "X")])
+@pytest.mark.parametrize(
+    ("a", "b"), [("model", "Model"), ("kind", "\u212aind"), ("stream", "\u017ftream"), ("x", "X")]
+)
 def test_case_collisions_refused(a: str, b: str) -> None:
     raw = _raw([(a, 1), (b, 2)])
     for wrapped in (raw, b'{"p":{"q":' + raw + b"}}"):
@@ -170,55 +214,114 @@ def test_output_cap_is_the_largest_times_choices() -> None:
     assert llm_body.output_cap({"max_completion_tokens": 1, "max_tokens": 999}) == 999
     assert llm_body.output_cap({"max_output_tokens": 7, "n": 3}) == 21
     assert llm_body.output_cap({"n": 3}) is None and llm_body.choices({"n": 3}) == 3
-    for bad in ({"max_tokens": "5"}, {"max_tokens": 1.5}, {"max_tokens": True},
-                {"max_tokens": -1}, {"max_tokens": 1, "n": "2"}):
+    for bad in (
+        {"max_tokens": "5"},
+        {"max_tokens": 1.5},
+        {"max_tokens": True},
+        {"max_tokens": -1},
+        {"max_tokens": 1, "n": "2"},
+    ):
         with pytest.raises(BadRequestError):
             llm_body.output_cap(bad)
 
 
-@pytest.mark.parametrize(("body", "ref"), [
-    ({"previous_response_id": "r"}, "previous_response_id"),
-    ({"conversation": {"id": "c"}}, "conversation"),
-    ({"prompt": {"id": "pmpt_1"}}, "prompt"),
-    ({"tools": [{"type": "function"}, {"type": "web_search_preview"}]}, "tools[1].type"),
-    ({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}, "image_url"),
-    ({"input": [{"content": [{"type": "input_file", "File_Id": "f"}]}]}, "File_Id"),
-    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "id"),
-    ({"messages": [{"content": [{"type": "document", "source": {
-        "type": "base64", "media_type": "application/pdf", "data": "AA"}}]}]}, "source"),
-    ({"messages": [{"content": [{"type": "image", "source": {
-        "type": "url", "url": "https://x"}}]}]}, "source"),
-])
+@pytest.mark.parametrize(
+    ("body", "ref"),
+    [
+        ({"previous_response_id": "r"}, "previous_response_id"),
+        ({"conversation": {"id": "c"}}, "conversation"),
+        ({"prompt": {"id": "pmpt_1"}}, "prompt"),
+        ({"tools": [{"type": "function"}, {"type": "web_search_preview"}]}, "tools[1].type"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}],
+                    }
+                ]
+            },
+            "image_url",
+        ),
+        ({"input": [{"content": [{"type": "input_file", "File_Id": "f"}]}]}, "File_Id"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "id"),
+        (
+            {
+                "messages": [
+                    {
+                        "content": [
+                            {
+                                "type": "document",
+                                "source": {
+                                    "type": "base64",
+                                    "media_type": "application/pdf",
+                                    "data": "AA",
+                                },
+                            }
+                        ]
+                    }
+                ]
+            },
+            "source",
+        ),
+        (
+            {
+                "messages": [
+                    {"content": [{"type": "image", "source": {"type": "url", "url": "https://x"}}]}
+                ]
+            },
+            "source",
+        ),
+    ],
+)
 def test_context_references(body: dict[str, Any], ref: str) -> None:
     found, _ = llm_body.context_reference({"model": "m", **body})
     assert found is not None and found.startswith(ref)
 
 
 def test_inline_images_counted_not_referenced() -> None:
-    body = {"model": "m", "messages": [{"content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                     "data": "AA"}},
-        {"type": "text", "text": "file_id image_url"}]}]}
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "AA"},
+                    },
+                    {"type": "text", "text": "file_id image_url"},
+                ]
+            }
+        ],
+    }
     assert llm_body.context_reference(body) == (None, 2)
     assert llm_body.context_reference({"model": "m", "input": "hi"}) == (None, 0)
 
 
-@pytest.mark.parametrize(("model", "form"), [
-    ("GPT-5", "gpt-5"), (" gpt-5 ", "gpt-5"), ("openai/gpt-5", "gpt-5"),
-    ("OpenAI/GPT-4o-2024-08-06", "gpt-4o"),
-])
+@pytest.mark.parametrize(
+    ("model", "form"),
+    [
+        ("GPT-5", "gpt-5"),
+        (" gpt-5 ", "gpt-5"),
+        ("openai/gpt-5", "gpt-5"),
+        ("OpenAI/GPT-4o-2024-08-06", "gpt-4o"),
+    ],
+)
 def test_model_forms(model: str, form: str) -> None:
     assert form in llm_body.model_forms(model)
 
 
-@pytest.mark.parametrize(("arguments", "steps"), [
-    ({"Path": "/etc/shadow"}, ("path",)),
-    ({"opts": {"MODE": "rw"}}, ("opts", "mode")),
-])
-def test_argument_key_in_another_case_is_ambiguous(arguments: dict[str, Any],
-                                                    steps: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "steps"),
+    [
+        ({"Path": "/etc/shadow"}, ("path",)),
+        ({"opts": {"MODE": "rw"}}, ("opts", "mode")),
+    ],
+)
+def test_argument_key_in_another_case_is_ambiguous(
+    arguments: dict[str, Any], steps: tuple[str, ...]
+) -> None:
     # A Go tool decoding into a struct reads `Path` as `path`; the constraint would miss it.
     from haltgate.governance.tools import lookup_json_path
 
@@ -228,11 +331,14 @@ def test_argument_key_in_another_case_is_ambiguous(arguments: dict[str, Any],
     assert lookup_json_path({"path": "/tmp/x"}, ("path",)) == "/tmp/x"
 
 
-@pytest.mark.parametrize(("path", "deployment"), [
-    ("/openai/deployments/gpt-5/chat/completions", "gpt-5"),
-    ("/Deployments/my%20dep/chat/completions", "my dep"),
-    ("/v1/chat/completions", None),
-    ("/deployments/", None),
-])
+@pytest.mark.parametrize(
+    ("path", "deployment"),
+    [
+        ("/openai/deployments/gpt-5/chat/completions", "gpt-5"),
+        ("/Deployments/my%20dep/chat/completions", "my dep"),
+        ("/v1/chat/completions", None),
+        ("/deployments/", None),
+    ],
+)
 def test_deployment_named_by_the_path(path: str, deployment: str | None) -> None:
     assert llm_body.path_deployment(path) == deployment

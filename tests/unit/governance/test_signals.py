@@ -8,9 +8,15 @@ from hypothesis import strategies as st
 from haltgate.governance import signals
 from haltgate.governance.signals import SEEN_WINDOW, progress_signals
 
-calls = st.lists(st.tuples(st.sampled_from(["fp1", "fp2", "fp3"]),
-                           st.sampled_from([None, "search", "read"]), st.booleans(),
-                           st.sampled_from([None, "r1", "r2"])), max_size=40)
+calls = st.lists(
+    st.tuples(
+        st.sampled_from(["fp1", "fp2", "fp3"]),
+        st.sampled_from([None, "search", "read"]),
+        st.booleans(),
+        st.sampled_from([None, "r1", "r2"]),
+    ),
+    max_size=40,
+)
 
 
 def test_one_definition_for_the_adapter_and_the_in_process_tracker() -> None:
@@ -46,6 +52,9 @@ def test_in_process_tracker_reports_the_shared_signals(sequence: list[tuple]) ->
         got = tracker.observe(fp, target=tool, ok=ok, result=result)
         streak = 0 if expected.reward else streak + 1
         assert (got.reward, got.novelty, got.difficulty) == (
-            expected.reward, expected.novelty, expected.difficulty)
+            expected.reward,
+            expected.novelty,
+            expected.difficulty,
+        )
         assert got.no_progress_streak == streak
         assert len(seen) <= SEEN_WINDOW

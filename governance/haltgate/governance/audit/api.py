@@ -77,8 +77,9 @@ def _filter(request: web.Request, **fixed: str) -> RecordFilter:
         raise _BadRequest(f"unknown query parameters: {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {n: q.get(n) for n in _FILTERS}
     values.update(fixed)
-    return RecordFilter(since=_time(q.get("since"), "since"), until=_time(q.get("until"),
-                        "until"), **values)
+    return RecordFilter(
+        since=_time(q.get("since"), "since"), until=_time(q.get("until"), "until"), **values
+    )
 
 
 def bearer_auth(token: str) -> Middleware:
@@ -90,8 +91,9 @@ def bearer_auth(token: str) -> Middleware:
         if request.path not in _OPEN_PATHS:
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                      expected):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected
+            ):
                 response = _error(401, "unauthorized", "a valid bearer token is required")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="haltgate-audit"'
                 return response
@@ -148,13 +150,19 @@ async def verify(request: web.Request) -> web.Response:
     """GET /v1/verify: walk the chains (optionally one, or a time window)."""
     q = request.query
     report = await asyncio.to_thread(
-        verify_database, request.app[DSN], chain_id=q.get("chain_id"),
-        since=_time(q.get("since"), "since"), until=_time(q.get("until"), "until"))
+        verify_database,
+        request.app[DSN],
+        chain_id=q.get("chain_id"),
+        since=_time(q.get("since"), "since"),
+        until=_time(q.get("until"), "until"),
+    )
     return _json(report.as_dict())
 
 
-_EXPLAIN_SQL = ("SELECT record FROM haltgate.audit_records WHERE decision_id = %s "
-                "ORDER BY chain_id, seq LIMIT 16")
+_EXPLAIN_SQL = (
+    "SELECT record FROM haltgate.audit_records WHERE decision_id = %s "
+    "ORDER BY chain_id, seq LIMIT 16"
+)
 
 
 async def explain_decision(request: web.Request) -> web.Response:
@@ -187,8 +195,9 @@ async def openapi(request: web.Request) -> web.Response:
     return _json(OPENAPI)
 
 
-def create_app(dsn: str, token: str, *, pool_size: int = 4,
-               policies: PolicyStore | None = None) -> web.Application:
+def create_app(
+    dsn: str, token: str, *, pool_size: int = 4, policies: PolicyStore | None = None
+) -> web.Application:
     """The API application. ``dsn`` should be a role in ``haltgate_audit_reader``;
     ``policies``: the policy files explain may replay decisions with (by digest)."""
     if len(token) < 16:
@@ -216,8 +225,13 @@ def create_app(dsn: str, token: str, *, pool_size: int = 4,
 
 
 def _param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": schema or {"type": "string"}}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
 
 
 _FILTER_PARAMS = [
@@ -227,8 +241,11 @@ _FILTER_PARAMS = [
     _param("run_id", "Agent run id."),
     _param("chain_id", "Chain id (namespace/pod/run_id)."),
     _param("decision", "allow or deny.", {"type": "string", "enum": ["allow", "deny"]}),
-    _param("failure_type", "Halt failure type.", {"type": "string", "enum": [
-        "EXHAUSTION", "STAGNATION", "OVERRISK", "SAFETY", "EXTERNAL"]}),
+    _param(
+        "failure_type",
+        "Halt failure type.",
+        {"type": "string", "enum": ["EXHAUSTION", "STAGNATION", "OVERRISK", "SAFETY", "EXTERNAL"]},
+    ),
     _param("code", "Reason code, e.g. tokens_exhausted."),
     _param("tool", "Tool name."),
     _param("kind", "llm, mcp, http or connection."),
@@ -239,88 +256,167 @@ _FILTER_PARAMS = [
 _PAGE_PARAMS = [
     _param("limit", f"Page size, 1..{MAX_LIMIT} (default 100).", {"type": "integer"}),
     _param("cursor", "next_cursor of the previous page."),
-    _param("order", "asc (default) or desc by time; chain: each chain in sequence order "
-           "(the order the sidecar committed the records in, what a run's history needs).",
-           {"type": "string", "enum": list(get_args(Order)), "default": "asc"}),
+    _param(
+        "order",
+        "asc (default) or desc by time; chain: each chain in sequence order "
+        "(the order the sidecar committed the records in, what a run's history needs).",
+        {"type": "string", "enum": list(get_args(Order)), "default": "asc"},
+    ),
 ]
-_ERROR = {"description": "Error", "content": {"application/json": {"schema": {
-    "$ref": "#/components/schemas/Error"}}}}
-_PAGE = {"description": "A page of records", "content": {"application/json": {"schema": {
-    "$ref": "#/components/schemas/RecordPage"}}}}
+_ERROR = {
+    "description": "Error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_PAGE = {
+    "description": "A page of records",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecordPage"}}},
+}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
-    "info": {"title": "haltgate audit API", "version": "1",
-             "description": "Read-only access to the haltgate audit trail."},
+    "info": {
+        "title": "haltgate audit API",
+        "version": "1",
+        "description": "Read-only access to the haltgate audit trail.",
+    },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
-            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                "type": "object", "properties": {"code": {"type": "string"},
-                                                 "message": {"type": "string"}}}}},
-            "Record": {"type": "object", "description": "An audit record (docs/audit.md).",
-                       "additionalProperties": True},
-            "Explanation": {"type": "object", "required": ["decision", "replayed", "match"],
-                            "additionalProperties": True, "properties": {
-                "decision_id": {"type": "string"},
-                "decision": {"type": "object", "description": "What the record says."},
-                "policy": {"type": ["string", "null"], "description": "Policy sha256."},
-                "stages": {"type": "array", "items": {"type": "object"}},
-                "decided_by": {"type": ["string", "null"]},
-                "recorded": {"type": ["object", "null"]},
-                "replayed": {"type": ["object", "null"],
-                             "description": "The engine's re-derived decision, with the "
-                                            "budget before it and the event."},
-                "match": {"type": "boolean"},
-                "mismatches": {"type": "array", "items": {"type": "string"}}}},
-            "RecordPage": {"type": "object", "properties": {
-                "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
-                "next_cursor": {"type": ["string", "null"]}}},
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    }
+                },
+            },
+            "Record": {
+                "type": "object",
+                "description": "An audit record (docs/audit.md).",
+                "additionalProperties": True,
+            },
+            "Explanation": {
+                "type": "object",
+                "required": ["decision", "replayed", "match"],
+                "additionalProperties": True,
+                "properties": {
+                    "decision_id": {"type": "string"},
+                    "decision": {"type": "object", "description": "What the record says."},
+                    "policy": {"type": ["string", "null"], "description": "Policy sha256."},
+                    "stages": {"type": "array", "items": {"type": "object"}},
+                    "decided_by": {"type": ["string", "null"]},
+                    "recorded": {"type": ["object", "null"]},
+                    "replayed": {
+                        "type": ["object", "null"],
+                        "description": "The engine's re-derived decision, with the "
+                        "budget before it and the event.",
+                    },
+                    "match": {"type": "boolean"},
+                    "mismatches": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "RecordPage": {
+                "type": "object",
+                "properties": {
+                    "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
+                    "next_cursor": {"type": ["string", "null"]},
+                },
+            },
         },
     },
     "security": [{"bearer": []}],
     "paths": {
-        "/v1/records": {"get": {
-            "summary": "Filtered audit records, cursor-paginated.",
-            "parameters": _FILTER_PARAMS + _PAGE_PARAMS,
-            "responses": {"200": _PAGE, "400": _ERROR, "401": _ERROR}}},
-        "/v1/runs/{run_id}/records": {"get": {
-            "summary": "Execution history of one agent run.",
-            "parameters": [{"name": "run_id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}]
-            + [p for p in _FILTER_PARAMS if p["name"] != "run_id"] + _PAGE_PARAMS,
-            "responses": {"200": _PAGE, "400": _ERROR, "401": _ERROR}}},
-        "/v1/costs": {"get": {
-            "summary": "Cost, calls, refusals and tokens per agent.",
-            "parameters": _FILTER_PARAMS,
-            "responses": {"200": {"description": "Per-agent totals"}, "401": _ERROR}}},
-        "/v1/verify": {"get": {
-            "summary": "Verify hash chains.",
-            "parameters": [_param("chain_id", "Only this chain."), _FILTER_PARAMS[-2],
-                           _FILTER_PARAMS[-1]],
-            "responses": {"200": {"description": "Verification report (ok, problems)"},
-                          "401": _ERROR}}},
-        "/v1/decisions/{decision_id}/explain": {"get": {
-            "summary": "Explain one decision and re-derive it from its audit record.",
-            "description": "The stages the call went through, the rule or budget that "
-                           "decided, the budget numbers (used/reserved/limit) and the "
-                           "decision the engine re-derives from the recorded inputs "
-                           "(docs/audit.md). The policy the record names must be one the "
-                           "server was started with (--policy).",
-            "parameters": [{"name": "decision_id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
-            "responses": {
-                "200": {"description": "Explanation", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Explanation"}}}},
-                "401": _ERROR,
-                "404": _ERROR,
-                "422": {"description": "Not replayable here (not_replayable, policy_not_found, "
-                                       "engine_not_replayable, price_table_mismatch)",
-                        "content": {"application/json": {"schema": {
-                            "$ref": "#/components/schemas/Error"}}}}}}},
-        "/healthz": {"get": {"summary": "Database reachable.", "security": [],
-                             "responses": {"200": {"description": "ok"}, "503": _ERROR}}},
-        "/openapi.json": {"get": {"summary": "This document.", "security": [],
-                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "/v1/records": {
+            "get": {
+                "summary": "Filtered audit records, cursor-paginated.",
+                "parameters": _FILTER_PARAMS + _PAGE_PARAMS,
+                "responses": {"200": _PAGE, "400": _ERROR, "401": _ERROR},
+            }
+        },
+        "/v1/runs/{run_id}/records": {
+            "get": {
+                "summary": "Execution history of one agent run.",
+                "parameters": [
+                    {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ]
+                + [p for p in _FILTER_PARAMS if p["name"] != "run_id"]
+                + _PAGE_PARAMS,
+                "responses": {"200": _PAGE, "400": _ERROR, "401": _ERROR},
+            }
+        },
+        "/v1/costs": {
+            "get": {
+                "summary": "Cost, calls, refusals and tokens per agent.",
+                "parameters": _FILTER_PARAMS,
+                "responses": {"200": {"description": "Per-agent totals"}, "401": _ERROR},
+            }
+        },
+        "/v1/verify": {
+            "get": {
+                "summary": "Verify hash chains.",
+                "parameters": [
+                    _param("chain_id", "Only this chain."),
+                    _FILTER_PARAMS[-2],
+                    _FILTER_PARAMS[-1],
+                ],
+                "responses": {
+                    "200": {"description": "Verification report (ok, problems)"},
+                    "401": _ERROR,
+                },
+            }
+        },
+        "/v1/decisions/{decision_id}/explain": {
+            "get": {
+                "summary": "Explain one decision and re-derive it from its audit record.",
+                "description": "The stages the call went through, the rule or budget that "
+                "decided, the budget numbers (used/reserved/limit) and the "
+                "decision the engine re-derives from the recorded inputs "
+                "(docs/audit.md). The policy the record names must be one the "
+                "server was started with (--policy).",
+                "parameters": [
+                    {
+                        "name": "decision_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Explanation",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Explanation"}
+                            }
+                        },
+                    },
+                    "401": _ERROR,
+                    "404": _ERROR,
+                    "422": {
+                        "description": "Not replayable here (not_replayable, policy_not_found, "
+                        "engine_not_replayable, price_table_mismatch)",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Database reachable.",
+                "security": [],
+                "responses": {"200": {"description": "ok"}, "503": _ERROR},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document.",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
+            }
+        },
     },
 }

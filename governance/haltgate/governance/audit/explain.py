@@ -29,8 +29,20 @@ from haltgate.governance.engine.units import PICO_PER_USD
 __all__ = ["ExplainError", "explain", "rederive", "render_text"]
 
 REPLAY_FORMAT = 1
-POLICY_STAGES = frozenset({"request", "halted", "destination", "tools", "mcp", "guardrails",
-                           "opa", "pool", "budget", "pipeline"})
+POLICY_STAGES = frozenset(
+    {
+        "request",
+        "halted",
+        "destination",
+        "tools",
+        "mcp",
+        "guardrails",
+        "opa",
+        "pool",
+        "budget",
+        "pipeline",
+    }
+)
 """Stages whose refusal is a policy decision (the others are failures after it)."""
 
 
@@ -47,8 +59,10 @@ def _diff(recorded: Any, replayed: Any, path: str, out: list[str]) -> None:
     if isinstance(recorded, Mapping) and isinstance(replayed, Mapping):
         for key in sorted(set(recorded) | set(replayed)):
             _diff(recorded.get(key), replayed.get(key), f"{path}.{key}", out)
-    elif recorded != replayed or (type(recorded) is not type(replayed) and not (
-            isinstance(recorded, (int, float)) and isinstance(replayed, (int, float)))):
+    elif recorded != replayed or (
+        type(recorded) is not type(replayed)
+        and not (isinstance(recorded, (int, float)) and isinstance(replayed, (int, float)))
+    ):
         out.append(f"{path}: recorded {recorded!r}, replayed {replayed!r}")
 
 
@@ -73,8 +87,9 @@ def _consistency(record: Mapping[str, Any], replay: Mapping[str, Any], out: list
             out.append(f"decision: recorded 'allow', but stage {decided_by!r} refused")
 
 
-def _replay_budget(record: Mapping[str, Any], replay: Mapping[str, Any],
-                   store: PolicyStore, out: list[str]) -> dict[str, Any]:
+def _replay_budget(
+    record: Mapping[str, Any], replay: Mapping[str, Any], store: PolicyStore, out: list[str]
+) -> dict[str, Any]:
     """Step the policy's engine on the recorded inputs; append mismatches to ``out``."""
     budget = replay.get("budget")
     if not isinstance(budget, Mapping):
@@ -82,19 +97,24 @@ def _replay_budget(record: Mapping[str, Any], replay: Mapping[str, Any],
     digest = str(replay.get("policy"))
     engine = store.engine(digest)
     if engine is None:
-        raise ExplainError("policy_not_found",
-                           f"policy sha256 {digest} is not among the given policies "
-                           f"({', '.join(d[:12] for d in store.digests) or 'none'}): "
-                           "pass the policy file the sidecar ran with (--policy FILE)")
+        raise ExplainError(
+            "policy_not_found",
+            f"policy sha256 {digest} is not among the given policies "
+            f"({', '.join(d[:12] for d in store.digests) or 'none'}): "
+            "pass the policy file the sidecar ran with (--policy FILE)",
+        )
     if replay.get("engine") != "builtin":
-        raise ExplainError("engine_not_replayable",
-                           f"engine {replay.get('engine')!r}: only the builtin engine is "
-                           "replayed")
+        raise ExplainError(
+            "engine_not_replayable",
+            f"engine {replay.get('engine')!r}: only the builtin engine is replayed",
+        )
     recorded_prices = replay.get("prices")
     if recorded_prices is not None and recorded_prices != engine.prices.version:
-        raise ExplainError("price_table_mismatch",
-                           f"the decision used price table {recorded_prices!r}, this is "
-                           f"{engine.prices.version!r} (pass it with --prices FILE)")
+        raise ExplainError(
+            "price_table_mismatch",
+            f"the decision used price table {recorded_prices!r}, this is "
+            f"{engine.prices.version!r} (pass it with --prices FILE)",
+        )
     try:
         event = event_from_dict(dict(budget["event"]))
         if not isinstance(event, Reserve):
@@ -112,12 +132,17 @@ def _replay_budget(record: Mapping[str, Any], replay: Mapping[str, Any],
     _, decision = engine.step(state, event)
     replayed = decision_doc(decision)
     recorded = budget.get("decision")
-    if isinstance(recorded, Mapping) and recorded.get("code") == codes.STATE_PERSIST_FAILED \
-            and replayed["allowed"]:
+    if (
+        isinstance(recorded, Mapping)
+        and recorded.get("code") == codes.STATE_PERSIST_FAILED
+        and replayed["allowed"]
+    ):
         # The engine allowed it; the sidecar refused because the new state could not be
         # written (fail closed). Everything but the verdict must still agree.
-        replayed = {**replayed, **{k: recorded.get(k) for k in (
-            "allowed", "code", "failure_type", "message_sha256")}}
+        replayed = {
+            **replayed,
+            **{k: recorded.get(k) for k in ("allowed", "code", "failure_type", "message_sha256")},
+        }
     _diff(recorded, replayed, "budget.decision", out)
     if replay.get("decided_by") == "budget":
         if record.get("code") != replayed["code"]:
@@ -126,8 +151,13 @@ def _replay_budget(record: Mapping[str, Any], replay: Mapping[str, Any],
             out.append("decision: recorded 'allow', replayed a refusal")
     elif not replayed["allowed"]:
         out.append("decision: the engine refuses the call, the record says it went on")
-    return {"before": before, "worst_case": _worst_case(engine, event, before),
-            "event": event.to_dict(), "decision": replayed, "message": decision.message}
+    return {
+        "before": before,
+        "worst_case": _worst_case(engine, event, before),
+        "event": event.to_dict(),
+        "decision": replayed,
+        "message": decision.message,
+    }
 
 
 def _worst_case(engine: Engine, event: Reserve, dims: Mapping[str, Any]) -> dict[str, float]:
@@ -144,8 +174,10 @@ def _worst_case(engine: Engine, event: Reserve, dims: Mapping[str, Any]) -> dict
     if model is not None:
         price = engine.prices.lookup(model)
         if price is not None:
-            need["cost_usd"] = (event.max_input_tokens * price.worst_input
-                                + event.max_output_tokens * price.worst_output) / PICO_PER_USD
+            need["cost_usd"] = (
+                event.max_input_tokens * price.worst_input
+                + event.max_output_tokens * price.worst_output
+            ) / PICO_PER_USD
     return {name: value for name, value in need.items() if name in dims}
 
 
@@ -154,12 +186,19 @@ def rederive(record: Mapping[str, Any], store: PolicyStore) -> dict[str, Any]:
     replay = record.get("replay")
     mismatches: list[str] = []
     if not isinstance(replay, Mapping):
-        return {"replayed": None, "match": False,
-                "mismatches": ["replay: the record carries no replay inputs"], "note": None}
+        return {
+            "replayed": None,
+            "match": False,
+            "mismatches": ["replay: the record carries no replay inputs"],
+            "note": None,
+        }
     if replay.get("v") != REPLAY_FORMAT:
-        return {"replayed": None, "match": False,
-                "mismatches": [f"replay.v: unsupported format {replay.get('v')!r}"],
-                "note": None}
+        return {
+            "replayed": None,
+            "match": False,
+            "mismatches": [f"replay.v: unsupported format {replay.get('v')!r}"],
+            "note": None,
+        }
     _consistency(record, replay, mismatches)
     note = None
     replayed: dict[str, Any] | None = None
@@ -169,11 +208,13 @@ def rederive(record: Mapping[str, Any], store: PolicyStore) -> dict[str, Any]:
         note = "the budget's decision is re-derived from the intent record"
     else:
         decided_by = replay.get("decided_by")
-        note = (f"refused at stage {decided_by!r}, which reads the request itself (not kept "
-                "in the record): checked for consistency, not re-run"
-                if decided_by is not None else "the call never reached the budget stage")
-    return {"replayed": replayed, "match": not mismatches, "mismatches": mismatches,
-            "note": note}
+        note = (
+            f"refused at stage {decided_by!r}, which reads the request itself (not kept "
+            "in the record): checked for consistency, not re-run"
+            if decided_by is not None
+            else "the call never reached the budget stage"
+        )
+    return {"replayed": replayed, "match": not mismatches, "mismatches": mismatches, "note": note}
 
 
 def _pick(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
@@ -196,15 +237,18 @@ def explain(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict[st
     if not records:
         raise ExplainError("decision_not_found", "no audit record for this decision")
     if not any(r.get("phase") in ("intent", "outcome") for r in records):
-        raise ExplainError("not_replayable", "only connection records (a tunnel the sidecar "
-                                             "did not inspect): no request decision to explain")
+        raise ExplainError(
+            "not_replayable",
+            "only connection records (a tunnel the sidecar "
+            "did not inspect): no request decision to explain",
+        )
     main = _pick(records)
     replay = main.get("replay") if isinstance(main.get("replay"), Mapping) else {}
     assert isinstance(replay, Mapping)
-    results = [(r, rederive(r, store)) for r in records
-               if r.get("phase") in ("intent", "outcome")]
-    mismatches = [f"{r.get('phase')} #{r.get('seq')}: {m}" for r, res in results
-                  for m in res["mismatches"]]
+    results = [(r, rederive(r, store)) for r in records if r.get("phase") in ("intent", "outcome")]
+    mismatches = [
+        f"{r.get('phase')} #{r.get('seq')}: {m}" for r, res in results for m in res["mismatches"]
+    ]
     mine = next((res for r, res in results if r is main), None)
     budget = replay.get("budget") if isinstance(replay.get("budget"), Mapping) else None
     return {
@@ -221,11 +265,12 @@ def explain(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict[st
             "target": main.get("target"),
             "tool": main.get("tool"),
             "model": main.get("model"),
-            "status": next((r.get("status") for r in records if r.get("phase") == "outcome"),
-                           None),
-            "findings": [{k: f.get(k) for k in ("detector", "type", "action", "direction")
-                          if k in f} for f in main.get("findings") or ()
-                         if isinstance(f, Mapping)],
+            "status": next((r.get("status") for r in records if r.get("phase") == "outcome"), None),
+            "findings": [
+                {k: f.get(k) for k in ("detector", "type", "action", "direction") if k in f}
+                for f in main.get("findings") or ()
+                if isinstance(f, Mapping)
+            ],
         },
         "policy": replay.get("policy"),
         "stages": list(replay.get("stages") or []),
@@ -235,8 +280,15 @@ def explain(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict[st
         "note": None if mine is None else mine["note"],
         "match": bool(results) and not mismatches,
         "mismatches": mismatches or ([] if results else ["no intent or outcome record"]),
-        "records": [{"phase": r.get("phase"), "seq": r.get("seq"), "chain_id": r.get("chain_id"),
-                     "match": res["match"]} for r, res in results],
+        "records": [
+            {
+                "phase": r.get("phase"),
+                "seq": r.get("seq"),
+                "chain_id": r.get("chain_id"),
+                "match": res["match"],
+            }
+            for r, res in results
+        ],
     }
 
 
@@ -264,28 +316,38 @@ def render_text(doc: Mapping[str, Any]) -> str:
         lines.append(f"  message: {d['message']}")
     replayed = doc.get("replayed")
     if replayed:
-        lines.append("budget before the call (used / reserved / limit), this call's worst "
-                     "case, after:")
+        lines.append(
+            "budget before the call (used / reserved / limit), this call's worst case, after:"
+        )
         after = replayed["decision"]["budget"]
         need = replayed.get("worst_case") or {}
         for name, b in replayed["before"].items():
             a = after.get(name, b)
             ask = f"+{_fmt(need[name])}" if name in need else "-"
-            lines.append(f"  {name:<22} {_fmt(b['used'])} / {_fmt(b['reserved'])} / "
-                         f"{_fmt(b['limit'])}   {ask:>10}   ->  {_fmt(a['used'])} / "
-                         f"{_fmt(a['reserved'])}")
+            lines.append(
+                f"  {name:<22} {_fmt(b['used'])} / {_fmt(b['reserved'])} / "
+                f"{_fmt(b['limit'])}   {ask:>10}   ->  {_fmt(a['used'])} / "
+                f"{_fmt(a['reserved'])}"
+            )
         ev = replayed["event"]
-        lines.append(f"  event: reserve kind={ev['kind']} model={ev['model']} tool={ev['tool']} "
-                     f"max_in={ev['max_input_tokens']} max_out={ev['max_output_tokens']} "
-                     f"risk={ev['risk']}")
+        lines.append(
+            f"  event: reserve kind={ev['kind']} model={ev['model']} tool={ev['tool']} "
+            f"max_in={ev['max_input_tokens']} max_out={ev['max_output_tokens']} "
+            f"risk={ev['risk']}"
+        )
         r = replayed["decision"]
-        lines.append("replayed: " + ("ALLOW" if r["allowed"]
-                                     else f"DENY ({r['code']}): {replayed['message']}"))
+        lines.append(
+            "replayed: "
+            + ("ALLOW" if r["allowed"] else f"DENY ({r['code']}): {replayed['message']}")
+        )
     if doc.get("note"):
         lines.append(f"note: {doc['note']}")
     if doc["match"]:
-        lines.append("match: yes (the recorded decision is re-derived exactly)" if replayed
-                     else "match: yes (the record is consistent; no engine step to re-run)")
+        lines.append(
+            "match: yes (the recorded decision is re-derived exactly)"
+            if replayed
+            else "match: yes (the record is consistent; no engine step to re-run)"
+        )
     else:
         lines.append("match: NO")
         lines.extend(f"  {m}" for m in doc["mismatches"])

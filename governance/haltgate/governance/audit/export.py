@@ -56,8 +56,9 @@ class Store(Protocol):
 class S3Store:
     """Objects under ``s3://bucket/prefix`` (AWS or any S3-compatible endpoint)."""
 
-    def __init__(self, bucket: str, prefix: str, *, endpoint_url: str | None = None,
-                 client: Any = None) -> None:
+    def __init__(
+        self, bucket: str, prefix: str, *, endpoint_url: str | None = None, client: Any = None
+    ) -> None:
         if client is None:
             import boto3
 
@@ -70,9 +71,13 @@ class S3Store:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def put(self, name: str, data: bytes, content_type: str) -> None:
-        self._s3.put_object(Bucket=self.bucket, Key=self._key(name), Body=data,
-                            ContentType=content_type,
-                            ChecksumAlgorithm="SHA256")
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=self._key(name),
+            Body=data,
+            ContentType=content_type,
+            ChecksumAlgorithm="SHA256",
+        )
 
     def get(self, name: str) -> bytes | None:
         try:
@@ -128,16 +133,19 @@ def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _batches(dsn: str, since: datetime, until: datetime, after: list[Any] | None,
-             size: int) -> Iterator[list[tuple[str, int, str, str]]]:
+def _batches(
+    dsn: str, since: datetime, until: datetime, after: list[Any] | None, size: int
+) -> Iterator[list[tuple[str, int, str, str]]]:
     """Rows ``(chain_id, seq, record_id, record)`` in export order, ``size`` at a time."""
     where = ["ts >= %s", "ts < %s"]
     params: list[Any] = [since, until]
     if after is not None:
         where.append("(chain_id, seq, record_id) > (%s, %s, %s::uuid)")
         params.extend(after)
-    sql = ("SELECT chain_id, seq, record_id::text, record FROM haltgate.audit_records"
-           f" WHERE {' AND '.join(where)} ORDER BY chain_id, seq, record_id")
+    sql = (
+        "SELECT chain_id, seq, record_id::text, record FROM haltgate.audit_records"
+        f" WHERE {' AND '.join(where)} ORDER BY chain_id, seq, record_id"
+    )
     with psycopg.connect(dsn) as conn, conn.cursor(name="haltgate_audit_export") as cur:
         cur.itersize = min(size, 10000)
         cur.execute(sql, params)
@@ -193,19 +201,26 @@ def export(
                 doc = orjson.loads(line)
                 entry = chains.get(chain_id)
                 if entry is None:
-                    chains[chain_id] = entry = {"first_seq": seq,
-                                                "first_prev_hash": doc["prev_hash"],
-                                                "records": 0}
+                    chains[chain_id] = entry = {
+                        "first_seq": seq,
+                        "first_prev_hash": doc["prev_hash"],
+                        "records": 0,
+                    }
                 entry.update(last_seq=seq, head_hash=doc["hash"])
                 entry["records"] += 1
         data = buf.getvalue()
         name = f"records-{len(progress['objects']) + 1:06d}.jsonl.gz"
         store.put(name, data, "application/gzip")
-        progress["objects"].append({
-            "name": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-            "records": len(rows), "first": [rows[0][0], rows[0][1]],
-            "last": [rows[-1][0], rows[-1][1]],
-        })
+        progress["objects"].append(
+            {
+                "name": name,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+                "records": len(rows),
+                "first": [rows[0][0], rows[0][1]],
+                "last": [rows[-1][0], rows[-1][1]],
+            }
+        )
         last = rows[-1]
         progress["after"] = [last[0], last[1], last[2]]
         store.put(PROGRESS, orjson.dumps(progress), "application/json")
@@ -215,24 +230,34 @@ def export(
         **window,
         "created_at": _iso(datetime.now(UTC)),
         "records": sum(o["records"] for o in progress["objects"]),
-        "objects": [{k: o[k] for k in ("name", "sha256", "bytes", "records")}
-                    for o in progress["objects"]],
+        "objects": [
+            {k: o[k] for k in ("name", "sha256", "bytes", "records")} for o in progress["objects"]
+        ],
         "chains": chains,
     }
-    store.put(MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS),
-              "application/json")
+    store.put(
+        MANIFEST,
+        orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS),
+        "application/json",
+    )
     return ExportResult(manifest, written, resumed=resumed, already_complete=False)
 
 
-def verify_export(url: str, *, endpoint_url: str | None = None,
-                  client: Any = None) -> VerifyReport:
+def verify_export(url: str, *, endpoint_url: str | None = None, client: Any = None) -> VerifyReport:
     """Check an export offline: object digests and counts, every hash and link, chain heads."""
     store = open_store(url, endpoint_url=endpoint_url, client=client)
     raw = store.get(MANIFEST)
     if raw is None:
         report = VerifyReport()
-        report.problems.append(Problem("missing_manifest", "-", None, None,
-                                       f"no {MANIFEST} under {url} (export unfinished?)"))
+        report.problems.append(
+            Problem(
+                "missing_manifest",
+                "-",
+                None,
+                None,
+                f"no {MANIFEST} under {url} (export unfinished?)",
+            )
+        )
         return report
     manifest = orjson.loads(raw)
     problems: list[Problem] = []
@@ -243,27 +268,43 @@ def verify_export(url: str, *, endpoint_url: str | None = None,
             problems.append(Problem("missing_object", "-", None, None, obj["name"]))
             continue
         if hashlib.sha256(data).hexdigest() != obj["sha256"]:
-            problems.append(Problem("object_digest_mismatch", "-", None, None,
-                                    f"{obj['name']} changed since export"))
+            problems.append(
+                Problem(
+                    "object_digest_mismatch", "-", None, None, f"{obj['name']} changed since export"
+                )
+            )
         body = gzip.decompress(data).splitlines()
         if len(body) != obj["records"]:
-            problems.append(Problem("object_count_mismatch", "-", None, None,
-                                    f"{obj['name']}: {len(body)} lines, manifest says "
-                                    f"{obj['records']}"))
+            problems.append(
+                Problem(
+                    "object_count_mismatch",
+                    "-",
+                    None,
+                    None,
+                    f"{obj['name']}: {len(body)} lines, manifest says {obj['records']}",
+                )
+            )
         base = len(lines)
         lines.extend(ChainRecord(line, base + i) for i, line in enumerate(body))
     report = verify_chains(lines, windowed=True)
     report.problems[:0] = problems
     _check_heads(report, manifest.get("chains", {}), lines)
     if report.records != manifest.get("records"):
-        report.problems.append(Problem("record_count_mismatch", "-", None, None,
-                                       f"{report.records} records, manifest says "
-                                       f"{manifest.get('records')}"))
+        report.problems.append(
+            Problem(
+                "record_count_mismatch",
+                "-",
+                None,
+                None,
+                f"{report.records} records, manifest says {manifest.get('records')}",
+            )
+        )
     return report
 
 
-def _check_heads(report: VerifyReport, chains: dict[str, dict[str, Any]],
-                 lines: list[ChainRecord]) -> None:
+def _check_heads(
+    report: VerifyReport, chains: dict[str, dict[str, Any]], lines: list[ChainRecord]
+) -> None:
     firsts: dict[str, dict[str, Any]] = {}
     for rec in lines:
         try:
@@ -277,16 +318,35 @@ def _check_heads(report: VerifyReport, chains: dict[str, dict[str, Any]],
     for chain in sorted(set(chains) | set(report.heads)):
         want, have, first = chains.get(chain), report.heads.get(chain), firsts.get(chain)
         if want is None or have is None or first is None:
-            report.problems.append(Problem("head_mismatch", chain, None, None,
-                                           "chain in the manifest or the data, not both"))
+            report.problems.append(
+                Problem(
+                    "head_mismatch",
+                    chain,
+                    None,
+                    None,
+                    "chain in the manifest or the data, not both",
+                )
+            )
             continue
         if (have["seq"], have["hash"]) != (want["last_seq"], want["head_hash"]):
-            report.problems.append(Problem(
-                "head_mismatch", chain, have["seq"], None,
-                f"chain ends at seq {have['seq']}, manifest head is seq {want['last_seq']} "
-                "(records removed or added at the tail)"))
+            report.problems.append(
+                Problem(
+                    "head_mismatch",
+                    chain,
+                    have["seq"],
+                    None,
+                    f"chain ends at seq {have['seq']}, manifest head is seq {want['last_seq']} "
+                    "(records removed or added at the tail)",
+                )
+            )
         if (first["seq"], first["prev_hash"]) != (want["first_seq"], want["first_prev_hash"]):
-            report.problems.append(Problem(
-                "head_mismatch", chain, first["seq"], None,
-                f"chain starts at seq {first['seq']}, manifest says seq {want['first_seq']} "
-                "(records removed at the start)"))
+            report.problems.append(
+                Problem(
+                    "head_mismatch",
+                    chain,
+                    first["seq"],
+                    None,
+                    f"chain starts at seq {first['seq']}, manifest says seq {want['first_seq']} "
+                    "(records removed at the start)",
+                )
+            )

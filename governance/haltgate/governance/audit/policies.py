@@ -44,39 +44,47 @@ def load_policy_bytes(data: bytes, source: str) -> LoadedPolicy:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PolicyFileError(source, [Issue("<file>", "not UTF-8 text")]) from e
-    docs = [d for d in load_documents(text, source)
-            if isinstance(d, Mapping) and d.get("kind") == "GovernancePolicy"]
+    docs = [
+        d
+        for d in load_documents(text, source)
+        if isinstance(d, Mapping) and d.get("kind") == "GovernancePolicy"
+    ]
     if len(docs) != 1:
-        raise PolicyFileError(source, [Issue("<file>", "expected exactly one "
-                                                      f"GovernancePolicy, found {len(docs)}")])
+        raise PolicyFileError(
+            source, [Issue("<file>", f"expected exactly one GovernancePolicy, found {len(docs)}")]
+        )
     result = validate_document(docs[0])
     if not result.ok or not isinstance(result.document, GovernancePolicy):
         raise PolicyFileError(source, list(result.issues))
     doc = result.document
-    return LoadedPolicy(hashlib.sha256(data).hexdigest(), doc.metadata.name or "?", source,
-                        doc.spec)
+    return LoadedPolicy(
+        hashlib.sha256(data).hexdigest(), doc.metadata.name or "?", source, doc.spec
+    )
 
 
 class PolicyStore:
     """Policies by digest, each with its budget engine built once."""
 
-    def __init__(self, policies: Iterable[LoadedPolicy] = (),
-                 prices: ShippedTable | None = None) -> None:
+    def __init__(
+        self, policies: Iterable[LoadedPolicy] = (), prices: ShippedTable | None = None
+    ) -> None:
         self._by_digest = {p.digest: p for p in policies}
         self._prices = prices
         self._engines: dict[str, Engine] = {}
 
     @classmethod
-    def from_files(cls, paths: Iterable[str | Path],
-                   prices: ShippedTable | None = None) -> PolicyStore:
+    def from_files(
+        cls, paths: Iterable[str | Path], prices: ShippedTable | None = None
+    ) -> PolicyStore:
         """Read and validate every file (raises :class:`PolicyFileError`)."""
         loaded = []
         for path in paths:
             try:
                 data = Path(path).read_bytes()
             except OSError as e:
-                raise PolicyFileError(str(path), [Issue("<file>", f"cannot read: "
-                                                                  f"{e.strerror}")]) from e
+                raise PolicyFileError(
+                    str(path), [Issue("<file>", f"cannot read: {e.strerror}")]
+                ) from e
             loaded.append(load_policy_bytes(data, str(path)))
         return cls(loaded, prices)
 
@@ -100,5 +108,6 @@ class PolicyStore:
             if policy is None:
                 return None
             engine = self._engines[digest] = Engine(
-                policy.spec, PriceTable.for_policy(policy.spec.pricing, self._prices))
+                policy.spec, PriceTable.for_policy(policy.spec.pricing, self._prices)
+            )
         return engine

@@ -71,8 +71,19 @@ class Page:
 def _conditions(flt: RecordFilter) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     params: list[Any] = []
-    for name in ("namespace", "workload", "pod", "run_id", "chain_id", "decision",
-                 "failure_type", "code", "tool", "kind", "phase"):
+    for name in (
+        "namespace",
+        "workload",
+        "pod",
+        "run_id",
+        "chain_id",
+        "decision",
+        "failure_type",
+        "code",
+        "tool",
+        "kind",
+        "phase",
+    ):
         value = getattr(flt, name)
         if value is not None:
             where.append(f"{name} = %s")
@@ -143,9 +154,11 @@ def build_records_query(
             op = ">" if order == "asc" else "<"
             where.append(f"(ts, record_id) {op} (%s, %s::uuid)")
             params.extend([ts, record_id])
-    sql = (f"SELECT {keys}, record FROM haltgate.audit_records"
-           + (f" WHERE {' AND '.join(where)}" if where else "")
-           + f"{sort} LIMIT %s")
+    sql = (
+        f"SELECT {keys}, record FROM haltgate.audit_records"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + f"{sort} LIMIT %s"
+    )
     params.append(limit + 1)
     return sql, params
 
@@ -206,12 +219,19 @@ def cost_rows_to_dicts(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
     """JSON-ready cost rows."""
     out = []
     for ns, wl, calls, denied, cost, tin, tout, first, last in rows:
-        out.append({
-            "namespace": ns, "workload": wl, "calls": int(calls), "denied": int(denied),
-            "cost_usd": float(cost), "input_tokens": int(tin), "output_tokens": int(tout),
-            "first_seen": first.astimezone(UTC).isoformat() if first else None,
-            "last_seen": last.astimezone(UTC).isoformat() if last else None,
-        })
+        out.append(
+            {
+                "namespace": ns,
+                "workload": wl,
+                "calls": int(calls),
+                "denied": int(denied),
+                "cost_usd": float(cost),
+                "input_tokens": int(tin),
+                "output_tokens": int(tout),
+                "first_seen": first.astimezone(UTC).isoformat() if first else None,
+                "last_seen": last.astimezone(UTC).isoformat() if last else None,
+            }
+        )
     return out
 
 

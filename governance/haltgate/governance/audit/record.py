@@ -185,10 +185,27 @@ def record_hash(doc: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
-_STR_FIELDS = ("decision_id", "phase", "namespace", "workload", "pod", "run_id", "target",
-               "decision", "record_id")
-_OPT_STR_FIELDS = ("kind", "model", "tool", "args_digest", "failure_type", "code", "message",
-                   "chain_id")
+_STR_FIELDS = (
+    "decision_id",
+    "phase",
+    "namespace",
+    "workload",
+    "pod",
+    "run_id",
+    "target",
+    "decision",
+    "record_id",
+)
+_OPT_STR_FIELDS = (
+    "kind",
+    "model",
+    "tool",
+    "args_digest",
+    "failure_type",
+    "code",
+    "message",
+    "chain_id",
+)
 _OPT_NUM_FIELDS = ("cost_usd", "latency_ms")
 
 
@@ -207,8 +224,10 @@ def check_types(record: AuditRecord) -> None:
             continue
         # PostgreSQL text cannot hold NUL: it would stop the shipper, so refuse it here.
         if type(value) is not str or "\x00" in value:
-            raise TypeError(f"audit record field {name} must be a str without NUL"
-                            + (" or None" if name in _OPT_STR_FIELDS else ""))
+            raise TypeError(
+                f"audit record field {name} must be a str without NUL"
+                + (" or None" if name in _OPT_STR_FIELDS else "")
+            )
     for name in _OPT_NUM_FIELDS:
         value = getattr(record, name)
         if value is not None and (type(value) not in (int, float) or value != value):
@@ -250,12 +269,18 @@ class Chainer:
         """Return the sealed record and its canonical JSON line (without newline)."""
         with self._lock:
             doc, line = self._seal_locked(record)
-        sealed = replace(record, chain_id=doc["chain_id"], seq=doc["seq"],
-                         prev_hash=doc["prev_hash"], hash=doc["hash"])
+        sealed = replace(
+            record,
+            chain_id=doc["chain_id"],
+            seq=doc["seq"],
+            prev_hash=doc["prev_hash"],
+            hash=doc["hash"],
+        )
         return sealed, line
 
-    def seal_line(self, record: AuditRecord, max_bytes: int | None = None
-                  ) -> tuple[bytes, str, ChainHead]:
+    def seal_line(
+        self, record: AuditRecord, max_bytes: int | None = None
+    ) -> tuple[bytes, str, ChainHead]:
         """Seal ``record``; return its canonical JSON line, chain and new head (the spool's
         hot path: building the sealed dataclass costs as much as the hashing).
         ``max_bytes``: a longer line raises ``ValueError`` before the chain advances."""
@@ -263,8 +288,9 @@ class Chainer:
             doc, line = self._seal_locked(record, max_bytes)
         return line, doc["chain_id"], ChainHead(doc["seq"], doc["hash"])
 
-    def _seal_locked(self, record: AuditRecord, max_bytes: int | None = None
-                     ) -> tuple[dict[str, Any], bytes]:
+    def _seal_locked(
+        self, record: AuditRecord, max_bytes: int | None = None
+    ) -> tuple[dict[str, Any], bytes]:
         chain = record.chain_id or chain_id_for(record)
         head = self._heads.get(chain)
         seq = 1 if head is None else head.seq + 1
@@ -277,8 +303,10 @@ class Chainer:
         # advances: a refused record never takes a sequence number.
         unsealed = canonical_json(doc)
         if max_bytes is not None and len(unsealed) + _HASH_FIELD_BYTES > max_bytes:
-            raise ValueError(f"sealed record would be {len(unsealed)} bytes, over the "
-                             f"{max_bytes}-byte frame bound")
+            raise ValueError(
+                f"sealed record would be {len(unsealed)} bytes, over the "
+                f"{max_bytes}-byte frame bound"
+            )
         digest = hashlib.sha256(unsealed).hexdigest()
         self._heads[chain] = ChainHead(seq, digest)
         doc["hash"] = digest

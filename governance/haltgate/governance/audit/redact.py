@@ -44,10 +44,20 @@ __all__ = [
     "state_key",
 ]
 
-CREDENTIAL_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key",
-    "openai-api-key", "anthropic-api-key", "x-auth-token", "cookie", "set-cookie",
-})
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "openai-api-key",
+        "anthropic-api-key",
+        "x-auth-token",
+        "cookie",
+        "set-cookie",
+    }
+)
 """Headers that carry the agent's own credentials to its upstream: never stored, and not
 scanned by the secrets guardrail (a key in ``Authorization`` is the point of it)."""
 
@@ -191,8 +201,9 @@ class AuditScrubber:
         counts are not phone numbers). For ``usage``, whose model name is the upstream's."""
         if not mapping:
             return mapping
-        changed = {k: self.text(v) for k, v in mapping.items()
-                   if isinstance(v, str) and self.text(v) != v}
+        changed = {
+            k: self.text(v) for k, v in mapping.items() if isinstance(v, str) and self.text(v) != v
+        }
         return {**mapping, **changed} if changed else mapping
 
     # ------------------------------------------------------------------ payload
@@ -203,8 +214,12 @@ class AuditScrubber:
 
     def _budgeted(self, value: str) -> str:
         """`text` within the payload's scan budget (repeated values cost nothing)."""
-        if not self.redact or len(value) < _MIN_FINDING_CHARS or value in self._cache \
-                or (len(value) <= _CLEAN_MAX_CHARS and value in _clean):
+        if (
+            not self.redact
+            or len(value) < _MIN_FINDING_CHARS
+            or value in self._cache
+            or (len(value) <= _CLEAN_MAX_CHARS and value in _clean)
+        ):
             return self.text(value)
         if len(value) > self._budget:
             self._budget = 0
@@ -262,5 +277,9 @@ def state_key(value: str | None) -> str | None:
 
 def _spans(text: str) -> list[tuple[int, int, str]]:
     """Spans to redact in ``text`` (PII and secrets); raises when a detector fails."""
-    return [(c.start, c.end, c.entity) for d in _detectors() for c in d.detect(text)
-            if c.score >= _THRESHOLD and not c.advisory]
+    return [
+        (c.start, c.end, c.entity)
+        for d in _detectors()
+        for c in d.detect(text)
+        if c.score >= _THRESHOLD and not c.advisory
+    ]

@@ -36,28 +36,51 @@ def replay_run(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict
         except ExplainError as e:
             # Not replayable here (policy not given, another engine or price table): no
             # verdict either way; the caller says so (exit 2).
-            return {"records": len(records), "replayed": replayed, "skipped": skipped,
-                    "budget_steps": budget_steps, "match": False, "first_mismatch": None,
-                    "error": {"code": e.code, "message": e.message,
-                              "decision_id": record.get("decision_id"),
-                              "seq": record.get("seq")}}
+            return {
+                "records": len(records),
+                "replayed": replayed,
+                "skipped": skipped,
+                "budget_steps": budget_steps,
+                "match": False,
+                "first_mismatch": None,
+                "error": {
+                    "code": e.code,
+                    "message": e.message,
+                    "decision_id": record.get("decision_id"),
+                    "seq": record.get("seq"),
+                },
+            }
         replayed += 1
         if result["replayed"]:
             budget_steps += 1
         if not result["match"]:
             return {
-                "records": len(records), "replayed": replayed, "skipped": skipped,
-                "budget_steps": budget_steps, "match": False,
+                "records": len(records),
+                "replayed": replayed,
+                "skipped": skipped,
+                "budget_steps": budget_steps,
+                "match": False,
                 "first_mismatch": {
-                    "decision_id": record.get("decision_id"), "phase": record.get("phase"),
-                    "chain_id": record.get("chain_id"), "seq": record.get("seq"),
+                    "decision_id": record.get("decision_id"),
+                    "phase": record.get("phase"),
+                    "chain_id": record.get("chain_id"),
+                    "seq": record.get("seq"),
                     "mismatches": result["mismatches"],
                 },
             }
-    report: dict[str, Any] = {"records": len(records), "replayed": replayed,
-                              "skipped": skipped, "budget_steps": budget_steps,
-                              "match": replayed > 0, "first_mismatch": None}
+    report: dict[str, Any] = {
+        "records": len(records),
+        "replayed": replayed,
+        "skipped": skipped,
+        "budget_steps": budget_steps,
+        "match": replayed > 0,
+        "first_mismatch": None,
+    }
     if not replayed:
-        report["error"] = {"code": "nothing_to_replay", "decision_id": None, "seq": None,
-                           "message": "the run has no intent or outcome record"}
+        report["error"] = {
+            "code": "nothing_to_replay",
+            "decision_id": None,
+            "seq": None,
+            "message": "the run has no intent or outcome record",
+        }
     return report

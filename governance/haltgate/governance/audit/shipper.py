@@ -70,9 +70,29 @@ __all__ = [
 log = logging.getLogger("haltgate.audit.shipper")
 
 COLUMNS = (
-    "record_id", "ts", "seq", "chain_id", "prev_hash", "hash", "decision_id", "phase",
-    "namespace", "workload", "pod", "run_id", "kind", "target", "model", "tool", "decision",
-    "failure_type", "code", "cost_usd", "latency_ms", "status", "record",
+    "record_id",
+    "ts",
+    "seq",
+    "chain_id",
+    "prev_hash",
+    "hash",
+    "decision_id",
+    "phase",
+    "namespace",
+    "workload",
+    "pod",
+    "run_id",
+    "kind",
+    "target",
+    "model",
+    "tool",
+    "decision",
+    "failure_type",
+    "code",
+    "cost_usd",
+    "latency_ms",
+    "status",
+    "record",
 )
 """Columns of haltgate.audit_records the shipper writes, in COPY order (fixed-width ones
 first: ``copy_row`` packs them with one struct call)."""
@@ -83,10 +103,13 @@ _STAGE_DDL = (
     " (LIKE haltgate.audit_records INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
 _COPY_STAGE = f"COPY haltgate_audit_stage ({_COLS}) FROM STDIN (FORMAT BINARY)"
-_MOVE = (f"INSERT INTO haltgate.audit_records ({_COLS}) SELECT {_COLS}"
-         " FROM haltgate_audit_stage ON CONFLICT DO NOTHING")
-_PROGRESS = ('SELECT segment, "offset" FROM haltgate.audit_ship_progress'
-             " WHERE spool_id = %s FOR UPDATE")
+_MOVE = (
+    f"INSERT INTO haltgate.audit_records ({_COLS}) SELECT {_COLS}"
+    " FROM haltgate_audit_stage ON CONFLICT DO NOTHING"
+)
+_PROGRESS = (
+    'SELECT segment, "offset" FROM haltgate.audit_ship_progress WHERE spool_id = %s FOR UPDATE'
+)
 # Only ever forward: a shipper resuming from an older local acknowledgement must not move
 # the recorded progress back.
 _SET_PROGRESS = """
@@ -139,8 +162,9 @@ def _uuid_bytes(value: str) -> bytes:
     try:
         return uuid.UUID(value).bytes  # braces, no hyphens, urn: prefix
     except ValueError:
-        raise RecordEncodingError(f"audit record field record_id is not a UUID: {value!r}"
-                                  ) from None
+        raise RecordEncodingError(
+            f"audit record field record_id is not a UUID: {value!r}"
+        ) from None
 
 
 def copy_row(frame: Frame) -> bytes:
@@ -154,35 +178,64 @@ def copy_row(frame: Frame) -> bytes:
     ``decision`` always have a value."""
     d = orjson.loads(frame.data)
     g = d.get
-    kind, model, tool, failure, code = (g("kind"), g("model"), g("tool"), g("failure_type"),
-                                        g("code"))
+    kind, model, tool, failure, code = (
+        g("kind"),
+        g("model"),
+        g("tool"),
+        g("failure_type"),
+        g("code"),
+    )
     cost, latency, status = g("cost_usd"), g("latency_ms"), g("status")
     record = frame.data
     n = len(record)
     try:
-        return b"".join((
-            _FIXED(len(COLUMNS), 16, _uuid_bytes(d["record_id"]), 8, ts_micros(frame.time),
-                   8, d["seq"]),
-            _text(d["chain_id"]), _text(d["prev_hash"]), _text(d["hash"]),
-            _text(d["decision_id"]), _text(d["phase"]), _text(d["namespace"]),
-            _text(d["workload"]), _text(d["pod"]), _text(d["run_id"]),
-            _text(kind) if kind else _NULL, _text(g("target") or ""),
-            _text(model) if model else _NULL, _text(tool) if tool else _NULL,
-            _text(g("decision") or "allow"),
-            _text(failure) if failure else _NULL, _text(code) if code else _NULL,
-            _NULL if cost is None else _float8(8, cost),
-            _NULL if latency is None else _float8(8, latency),
-            _NULL if status is None else _int4(4, status),
-            _LENGTHS[n] if n < 1024 else _int32(n), record,
-        ))
+        return b"".join(
+            (
+                _FIXED(
+                    len(COLUMNS),
+                    16,
+                    _uuid_bytes(d["record_id"]),
+                    8,
+                    ts_micros(frame.time),
+                    8,
+                    d["seq"],
+                ),
+                _text(d["chain_id"]),
+                _text(d["prev_hash"]),
+                _text(d["hash"]),
+                _text(d["decision_id"]),
+                _text(d["phase"]),
+                _text(d["namespace"]),
+                _text(d["workload"]),
+                _text(d["pod"]),
+                _text(d["run_id"]),
+                _text(kind) if kind else _NULL,
+                _text(g("target") or ""),
+                _text(model) if model else _NULL,
+                _text(tool) if tool else _NULL,
+                _text(g("decision") or "allow"),
+                _text(failure) if failure else _NULL,
+                _text(code) if code else _NULL,
+                _NULL if cost is None else _float8(8, cost),
+                _NULL if latency is None else _float8(8, latency),
+                _NULL if status is None else _int4(4, status),
+                _LENGTHS[n] if n < 1024 else _int32(n),
+                record,
+            )
+        )
     except (struct.error, OverflowError, TypeError, AttributeError) as e:
         raise RecordEncodingError(
             f"audit record in spool segment {frame.segment} at byte {frame.offset}: field "
-            f"{_out_of_range(d)} does not fit its column ({e})") from None
+            f"{_out_of_range(d)} does not fit its column ({e})"
+        ) from None
 
 
-_RANGES = (("seq", -(2**63), 2**63), ("status", -(2**31), 2**31),
-           ("cost_usd", -1.7e308, 1.7e308), ("latency_ms", -1.7e308, 1.7e308))
+_RANGES = (
+    ("seq", -(2**63), 2**63),
+    ("status", -(2**31), 2**31),
+    ("cost_usd", -1.7e308, 1.7e308),
+    ("latency_ms", -1.7e308, 1.7e308),
+)
 
 
 def _out_of_range(doc: dict[str, Any]) -> str:
@@ -330,12 +383,14 @@ class Shipper:
         the database's progress cuts whatever the stale file makes it read again."""
         self.position = position
         try:
-            write_json_atomic(self._dir / SHIPPED_FILE,
-                              {"segment": position.segment, "offset": position.offset})
+            write_json_atomic(
+                self._dir / SHIPPED_FILE, {"segment": position.segment, "offset": position.offset}
+            )
         except OSError as e:
             self.metrics.ship_errors.inc()
-            log.warning("audit shipper: %s not written (%s); PostgreSQL has the progress",
-                        SHIPPED_FILE, e)
+            log.warning(
+                "audit shipper: %s not written (%s); PostgreSQL has the progress", SHIPPED_FILE, e
+            )
 
     # ---------------------------------------------------------------- reading
 
@@ -365,8 +420,9 @@ class Shipper:
             except FileNotFoundError:
                 break
             # A segment read from its start opens with a checkpoint frame: one more frame.
-            parsed, stop, reason = iter_frames(data, number, base=start,
-                                               max_frames=limit - len(frames) + (start == 0))
+            parsed, stop, reason = iter_frames(
+                data, number, base=start, max_frames=limit - len(frames) + (start == 0)
+            )
             if reason is not None and reason.startswith("short") and len(data) == READ_CHUNK:
                 reason = None  # the chunk ended inside a frame: the next batch reads on
                 chunked = True
@@ -381,8 +437,13 @@ class Shipper:
                 if not newest:
                     # A bad frame in an older segment: the writer repairs it when it
                     # restarts; shipping past it would lose the records behind it.
-                    log.error("audit shipper: %s in segment %d at byte %d; waiting for the "
-                              "writer to repair it", reason, number, stop)
+                    log.error(
+                        "audit shipper: %s in segment %d at byte %d; waiting for the "
+                        "writer to repair it",
+                        reason,
+                        number,
+                        stop,
+                    )
                 # In the newest segment it is a write in progress: ship it next time.
                 break
             if newest or chunked:
@@ -402,11 +463,14 @@ class Shipper:
             self._partitions.clear()
         return self._conn
 
-    def _ensure_partitions(self, conn: psycopg.Connection[Any],
-                           months: set[tuple[int, int]]) -> None:
+    def _ensure_partitions(
+        self, conn: psycopg.Connection[Any], months: set[tuple[int, int]]
+    ) -> None:
         for year, month in sorted(months - self._partitions):
-            conn.execute("SELECT haltgate.audit_ensure_partition(%s)",
-                         (datetime(year, month, 1, tzinfo=UTC),))
+            conn.execute(
+                "SELECT haltgate.audit_ensure_partition(%s)",
+                (datetime(year, month, 1, tzinfo=UTC),),
+            )
             self._partitions.add((year, month))
 
     def _insert(self, frames: Sequence[Frame], end: SpoolPosition) -> int:
@@ -422,16 +486,20 @@ class Shipper:
                 self._ensure_partitions(conn, _months(frames))
                 row = conn.execute(_PROGRESS, (self.spool_id,)).fetchone()
                 done = SpoolPosition(int(row[0]), int(row[1])) if row else None
-                todo = [f for f in frames
-                        if done is None or SpoolPosition(f.segment, f.offset) >= done]
+                todo = [
+                    f for f in frames if done is None or SpoolPosition(f.segment, f.offset) >= done
+                ]
                 inserted = 0
                 if todo:
                     try:
                         with conn.transaction():  # savepoint: a conflict undoes only this
                             inserted = copy_frames_direct(conn, todo)
                     except psycopg.errors.UniqueViolation:
-                        log.warning("audit shipper: %d records partly shipped before; "
-                                    "inserting with ON CONFLICT DO NOTHING", len(todo))
+                        log.warning(
+                            "audit shipper: %d records partly shipped before; "
+                            "inserting with ON CONFLICT DO NOTHING",
+                            len(todo),
+                        )
                         inserted = copy_frames(conn, todo)
                 conn.execute(_SET_PROGRESS, (self.spool_id, end.segment, end.offset))
                 return inserted
@@ -489,15 +557,22 @@ class Shipper:
                             d = orjson.loads(frame.data)
                             found[d["chain_id"]] = ChainHead(d["seq"], d["hash"])
             try:
-                write_json_atomic(self._dir / HEADS_FILE,
-                                  {c: {"seq": h.seq, "hash": h.hash} for c, h in found.items()})
+                write_json_atomic(
+                    self._dir / HEADS_FILE,
+                    {c: {"seq": h.seq, "hash": h.hash} for c, h in found.items()},
+                )
             except OSError as e:
                 if read_checkpoint(self._dir, self.position.segment) is None:
                     raise  # heads.json is the only place these heads would survive
                 # The kept segment's checkpoint holds the same heads (recovery reads it
                 # first): removing the shipped segments is safe, and frees the volume.
-                log.warning("audit shipper: %s not written (%s); the checkpoint of segment "
-                            "%d keeps the chain heads", HEADS_FILE, e, self.position.segment)
+                log.warning(
+                    "audit shipper: %s not written (%s); the checkpoint of segment "
+                    "%d keeps the chain heads",
+                    HEADS_FILE,
+                    e,
+                    self.position.segment,
+                )
             for number in done:
                 os.unlink(segment_path(self._dir, number))
         return len(done)

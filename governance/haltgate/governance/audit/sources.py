@@ -34,8 +34,7 @@ def _spool_iter(directory: Path) -> Iterator[dict[str, Any]]:
         except FileNotFoundError:
             continue  # shipped and removed meanwhile
         except OSError as e:
-            raise RecordSourceError(f"--spool {directory}: segment {number}: "
-                                    f"{e.strerror}") from e
+            raise RecordSourceError(f"--spool {directory}: segment {number}: {e.strerror}") from e
         frames, _, _ = iter_frames(data, number)
         for frame in frames:
             if frame.is_checkpoint:
@@ -43,8 +42,9 @@ def _spool_iter(directory: Path) -> Iterator[dict[str, Any]]:
             try:
                 doc = orjson.loads(frame.data)
             except orjson.JSONDecodeError as e:
-                raise RecordSourceError(f"--spool {directory}: segment {number} offset "
-                                        f"{frame.offset}: not JSON") from e
+                raise RecordSourceError(
+                    f"--spool {directory}: segment {number} offset {frame.offset}: not JSON"
+                ) from e
             if isinstance(doc, dict):
                 yield doc
 
@@ -54,10 +54,15 @@ def _order(doc: dict[str, Any]) -> tuple[str, int]:
     return (str(doc.get("chain_id") or ""), seq if isinstance(seq, int) else 0)
 
 
-def spool_records(directory: Path, *, decision_id: str | None = None,
-                  run_id: str | None = None, since: float | None = None,
-                  until: float | None = None, workload: str | None = None
-                  ) -> list[dict[str, Any]]:
+def spool_records(
+    directory: Path,
+    *,
+    decision_id: str | None = None,
+    run_id: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    workload: str | None = None,
+) -> list[dict[str, Any]]:
     """Records of a spool directory matching the filters, in chain order."""
     out = []
     for doc in _spool_iter(directory):
@@ -77,18 +82,23 @@ def spool_records(directory: Path, *, decision_id: str | None = None,
     return out
 
 
-def database_records(dsn: str, *, decision_id: str | None = None, run_id: str | None = None,
-                     since: float | None = None, until: float | None = None,
-                     workload: str | None = None, limit: int = 1_000_000
-                     ) -> list[dict[str, Any]]:
+def database_records(
+    dsn: str,
+    *,
+    decision_id: str | None = None,
+    run_id: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    workload: str | None = None,
+    limit: int = 1_000_000,
+) -> list[dict[str, Any]]:
     """Records in PostgreSQL matching the filters, in chain order (the stored text, the
     one verify hashes, never the typed columns)."""
     import psycopg
 
     where = []
     args: list[Any] = []
-    for column, value in (("decision_id", decision_id), ("run_id", run_id),
-                          ("workload", workload)):
+    for column, value in (("decision_id", decision_id), ("run_id", run_id), ("workload", workload)):
         if value is not None:
             where.append(f"{column} = %s")
             args.append(value)
@@ -98,14 +108,17 @@ def database_records(dsn: str, *, decision_id: str | None = None, run_id: str | 
     if until is not None:
         where.append("ts < to_timestamp(%s)")
         args.append(until)
-    sql = ("SELECT record FROM haltgate.audit_records"
-           + (" WHERE " + " AND ".join(where) if where else "")
-           + " ORDER BY chain_id, seq LIMIT %s")
+    sql = (
+        "SELECT record FROM haltgate.audit_records"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY chain_id, seq LIMIT %s"
+    )
     args.append(limit)
     try:
         with psycopg.connect(dsn) as conn:
             rows = conn.execute(sql, args).fetchall()
     except psycopg.Error as e:
-        raise RecordSourceError(f"--dsn: {type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else ''}") from e
+        raise RecordSourceError(
+            f"--dsn: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
     return [orjson.loads(row[0]) for row in rows]

@@ -339,8 +339,10 @@ def read_durable(directory: Path) -> SpoolPosition | None:
         except FileNotFoundError:
             return None
         body = data[: _DURABLE.size]
-        if len(data) == _DURABLE.size + 4 and zlib.crc32(body).to_bytes(4, "little") == \
-                data[_DURABLE.size:]:
+        if (
+            len(data) == _DURABLE.size + 4
+            and zlib.crc32(body).to_bytes(4, "little") == data[_DURABLE.size :]
+        ):
             segment, offset = _DURABLE.unpack(body)
             return SpoolPosition(segment, offset)
     return None
@@ -359,8 +361,9 @@ def needs_settling(directory: Path) -> bool:
     return durable != SpoolPosition(segments[-1], size)
 
 
-def settle(directory: Path, metrics: AuditMetrics | None = None, *,
-           heads: bool = True) -> dict[str, ChainHead]:
+def settle(
+    directory: Path, metrics: AuditMetrics | None = None, *, heads: bool = True
+) -> dict[str, ChainHead]:
     """Recover the spool and make all of it durable; call with ``writer.lock`` held.
 
     Runs when a writer starts, and when a shipper finds no writer alive (an orphaned spool):
@@ -407,8 +410,9 @@ def read_checkpoint(directory: Path, number: int) -> dict[str, ChainHead] | None
     return {chain: ChainHead(int(seq), str(digest)) for chain, (seq, digest) in doc.items()}
 
 
-def recover(directory: Path, metrics: AuditMetrics | None = None, *,
-            heads: bool = True) -> dict[str, ChainHead]:
+def recover(
+    directory: Path, metrics: AuditMetrics | None = None, *, heads: bool = True
+) -> dict[str, ChainHead]:
     """Repair torn tails and return the chain heads of everything in the spool (``heads``
     False: repair only, for a shipper that does not seal records).
 
@@ -450,7 +454,12 @@ def _move_tail_aside(path: Path, data: bytes, stop: int, reason: str) -> None:
     aside = path.with_name(f"{path.name}.torn-{stop}")
     log.error(
         "audit spool: %s in %s at byte %d; keeping %d bytes before it, moving %d bytes to %s",
-        reason, path.name, stop, stop, len(data) - stop, aside.name,
+        reason,
+        path.name,
+        stop,
+        stop,
+        len(data) - stop,
+        aside.name,
     )
     aside.write_bytes(data[stop:])
     with path.open("r+b") as f:
@@ -499,8 +508,9 @@ class SpoolWriter:
         self.metrics = metrics if metrics is not None else AuditMetrics()
         directory = settings.directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._writer_lock_cm = flocked(directory / "writer.lock", blocking=False,
-                                       wait_seconds=settings.lock_wait_seconds)
+        self._writer_lock_cm = flocked(
+            directory / "writer.lock", blocking=False, wait_seconds=settings.lock_wait_seconds
+        )
         self._writer_lock_cm.__enter__()
         self.spool_id = ""
         self.chainer = Chainer()
@@ -519,8 +529,12 @@ class SpoolWriter:
             # A full (or failing) volume: start refusing, alive and visible, and let the
             # writer thread retry, instead of a crash loop on every restart.
             self._failed = AuditUnavailableError(f"audit spool cannot start: {e}"[:512])
-            log.error("audit spool %s: cannot start (%s); refusing records, retrying every "
-                      "%.1fs", directory, e, settings.retry_seconds)
+            log.error(
+                "audit spool %s: cannot start (%s); refusing records, retrying every %.1fs",
+                directory,
+                e,
+                settings.retry_seconds,
+            )
             self._close_fds()
         except BaseException:
             self._writer_lock_cm.__exit__(None, None, None)
@@ -536,8 +550,7 @@ class SpoolWriter:
         self._last_state_log = -1e9
         self._closing = False
         self.metrics.spool_bytes.set(self._spooled)
-        self._thread = threading.Thread(target=self._run, name="haltgate-audit-spool",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="haltgate-audit-spool", daemon=True)
         self._thread.start()
 
     # ---------------------------------------------------------------- start, heal
@@ -585,8 +598,9 @@ class SpoolWriter:
                 for number in list_segments(self.settings.directory):
                     if number > self._segment:  # a roll that failed half-way: no records
                         os.unlink(segment_path(self.settings.directory, number))
-                os.pwrite(self._durable_fd,
-                          _encode_durable(SpoolPosition(self._segment, self._size)), 0)
+                os.pwrite(
+                    self._durable_fd, _encode_durable(SpoolPosition(self._segment, self._size)), 0
+                )
             if self.free_bytes() < self.settings.min_free_bytes:
                 return False
         except OSError as e:
@@ -594,8 +608,7 @@ class SpoolWriter:
             return False
         with self._lock:
             self._failed = None
-        log.warning("audit spool %s: writable again; accepting records",
-                    self.settings.directory)
+        log.warning("audit spool %s: writable again; accepting records", self.settings.directory)
         return True
 
     def health(self) -> str | None:
@@ -685,8 +698,12 @@ class SpoolWriter:
                 self._dropped_unlogged += 1
                 now = time.monotonic()
                 if now - self._last_drop_log >= 5.0:  # loud, but not one line per call
-                    log.error("audit spool full: %d records dropped (onSpoolFull=continue), "
-                              "latest decision %s", self._dropped_unlogged, record.decision_id)
+                    log.error(
+                        "audit spool full: %d records dropped (onSpoolFull=continue), "
+                        "latest decision %s",
+                        self._dropped_unlogged,
+                        record.decision_id,
+                    )
                     self._dropped_unlogged = 0
                     self._last_drop_log = now
                 return False
@@ -786,7 +803,8 @@ class SpoolWriter:
                 self._state_flush()
             except OSError as e:
                 state_error = StatePersistError(
-                    f"budget state could not be saved: {e.strerror or e}"[:512])
+                    f"budget state could not be saved: {e.strerror or e}"[:512]
+                )
                 now = time.monotonic()
                 if now - self._last_state_log >= 5.0:  # retried every commit: not every line
                     self._last_state_log = now
@@ -795,8 +813,7 @@ class SpoolWriter:
         if not frames:
             return
         try:
-            if self._size > self._base_size and \
-                    self._size + nbytes > self.settings.segment_bytes:
+            if self._size > self._base_size and self._size + nbytes > self.settings.segment_bytes:
                 self._roll()
             data = b"".join(frames)
             view = memoryview(data)
@@ -807,8 +824,9 @@ class SpoolWriter:
                 os.fdatasync(self._fd)
             self._size += len(data)
             self._written.update(batch.heads)
-            os.pwrite(self._durable_fd,
-                      _encode_durable(SpoolPosition(self._segment, self._size)), 0)
+            os.pwrite(
+                self._durable_fd, _encode_durable(SpoolPosition(self._segment, self._size)), 0
+            )
         except OSError as e:
             # After a failed write or fsync the file's state is unknown (fsyncgate): refuse
             # records until _heal() has cut the segment back to its last durable byte. The

@@ -34,9 +34,27 @@ __all__ = ["ChainRecord", "Problem", "VerifyReport", "verify_chains", "verify_da
 
 # Indexed columns compared with the record text (column -> record key).
 _CHECKED_COLUMNS = (
-    "record_id", "chain_id", "seq", "prev_hash", "hash", "decision_id", "phase", "namespace",
-    "workload", "pod", "run_id", "kind", "target", "model", "tool", "decision",
-    "failure_type", "code", "cost_usd", "latency_ms", "status",
+    "record_id",
+    "chain_id",
+    "seq",
+    "prev_hash",
+    "hash",
+    "decision_id",
+    "phase",
+    "namespace",
+    "workload",
+    "pod",
+    "run_id",
+    "kind",
+    "target",
+    "model",
+    "tool",
+    "decision",
+    "failure_type",
+    "code",
+    "cost_usd",
+    "latency_ms",
+    "status",
 )
 
 
@@ -51,8 +69,13 @@ class Problem:
     detail: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "chain_id": self.chain_id, "seq": self.seq,
-                "position": self.position, "detail": self.detail}
+        return {
+            "kind": self.kind,
+            "chain_id": self.chain_id,
+            "seq": self.seq,
+            "position": self.position,
+            "detail": self.detail,
+        }
 
 
 @dataclass(slots=True)
@@ -70,8 +93,12 @@ class VerifyReport:
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "chains": self.chains, "records": self.records,
-                "problems": [p.as_dict() for p in self.problems]}
+        return {
+            "ok": self.ok,
+            "chains": self.chains,
+            "records": self.records,
+            "problems": [p.as_dict() for p in self.problems],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +167,7 @@ class _ChainWalk:
             return
         if prev is None:
             if seq != 1 and not self.windowed:
-                problem("missing_start", f"chain starts at seq {seq}: records 1..{seq - 1} "
-                                         "missing")
+                problem("missing_start", f"chain starts at seq {seq}: records 1..{seq - 1} missing")
             elif seq == 1 and doc.get("prev_hash") != GENESIS_HASH:
                 problem("broken_link", "first record does not link to the genesis hash")
         else:
@@ -152,8 +178,11 @@ class _ChainWalk:
             if seq != prev_seq + 1:
                 problem("seq_gap", f"records {prev_seq + 1}..{seq - 1} missing (removed)")
             elif doc.get("prev_hash") != prev.get("hash"):
-                problem("broken_link", f"prev_hash does not match the hash of seq {prev_seq} "
-                                       "(record replaced, inserted or moved)")
+                problem(
+                    "broken_link",
+                    f"prev_hash does not match the hash of seq {prev_seq} "
+                    "(record replaced, inserted or moved)",
+                )
         self.prev = doc
         report.heads[chain] = {"seq": seq, "hash": doc.get("hash")}
 
@@ -174,7 +203,8 @@ def verify_chains(
         for doc, rec in parsed:
             by_chain.setdefault(str(doc.get("chain_id")), []).append((doc, rec))
         ordered: Iterable[tuple[dict[str, Any], ChainRecord]] = (
-            item for chain in sorted(by_chain)
+            item
+            for chain in sorted(by_chain)
             for item in sorted(by_chain[chain], key=lambda x: (_seq(x[0]), x[1].position))
         )
     else:
@@ -194,8 +224,9 @@ def _seq(doc: Mapping[str, Any]) -> int:
     return seq if isinstance(seq, int) else -1
 
 
-def _parse(records: Iterable[ChainRecord],
-           report: VerifyReport) -> Iterator[tuple[dict[str, Any], ChainRecord]]:
+def _parse(
+    records: Iterable[ChainRecord], report: VerifyReport
+) -> Iterator[tuple[dict[str, Any], ChainRecord]]:
     for rec in records:
         try:
             doc = orjson.loads(rec.text)
@@ -227,9 +258,11 @@ def verify_database(
     if until is not None:
         where.append("ts < %s")
         params.append(until)
-    sql = (f"SELECT record, ts, {', '.join(_CHECKED_COLUMNS)} FROM haltgate.audit_records"
-           + (f" WHERE {' AND '.join(where)}" if where else "")
-           + " ORDER BY chain_id, seq, ts, record_id")
+    sql = (
+        f"SELECT record, ts, {', '.join(_CHECKED_COLUMNS)} FROM haltgate.audit_records"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY chain_id, seq, ts, record_id"
+    )
     with psycopg.connect(dsn) as conn, conn.cursor(name="haltgate_audit_verify") as cur:
         cur.itersize = 5000
         cur.execute(sql, params)

@@ -32,8 +32,15 @@ from haltgate.governance.engine.state import (
 )
 from haltgate.governance.policy import FailureType
 
-__all__ = ["SNAPSHOT_FORMAT", "SnapshotError", "capture", "decision_doc", "message_digest",
-           "rebuild", "reserve_doc"]
+__all__ = [
+    "SNAPSHOT_FORMAT",
+    "SnapshotError",
+    "capture",
+    "decision_doc",
+    "message_digest",
+    "rebuild",
+    "reserve_doc",
+]
 
 SNAPSHOT_FORMAT = 1
 """Version of the snapshot layout (``"f"``); :func:`rebuild` refuses others."""
@@ -68,10 +75,19 @@ def decision_doc(decision: Any) -> dict[str, Any]:
 def reserve_doc(ev: Reserve) -> dict[str, Any]:
     """``ev.to_dict()`` without ``dataclasses.asdict`` (a tenth of its cost: this runs for
     every call's audit record)."""
-    return {"event": "reserve", "call_id": ev.call_id, "ts": ev.ts, "kind": ev.kind,
-            "host": ev.host, "tool": ev.tool, "model": ev.model,
-            "max_input_tokens": ev.max_input_tokens, "max_output_tokens": ev.max_output_tokens,
-            "fingerprint": ev.fingerprint, "risk": ev.risk}
+    return {
+        "event": "reserve",
+        "call_id": ev.call_id,
+        "ts": ev.ts,
+        "kind": ev.kind,
+        "host": ev.host,
+        "tool": ev.tool,
+        "model": ev.model,
+        "max_input_tokens": ev.max_input_tokens,
+        "max_output_tokens": ev.max_output_tokens,
+        "fingerprint": ev.fingerprint,
+        "risk": ev.risk,
+    }
 
 
 def _finite(x: float) -> float | None:
@@ -150,8 +166,12 @@ def _halt(value: Any) -> HaltInfo | None:
     if not isinstance(value, Mapping):
         raise SnapshotError("snapshot.halt: expected an object or null")
     try:
-        return HaltInfo(FailureType(value["failure_type"]), str(value["code"]),
-                        str(value["message"]), float(value["ts"]))
+        return HaltInfo(
+            FailureType(value["failure_type"]),
+            str(value["code"]),
+            str(value["message"]),
+            float(value["ts"]),
+        )
     except (KeyError, ValueError, TypeError) as e:
         raise SnapshotError(f"snapshot.halt: {e}") from e
 
@@ -182,9 +202,20 @@ def rebuild(snap: Mapping[str, Any], event: Reserve) -> EngineState:
     reservations = EMPTY_RESERVATIONS
     if in_flight:
         # Only membership is read (a duplicate call id is refused before anything else).
-        reservations = MappingProxyType({event.call_id: Reservation(
-            event.kind, event.host, event.tool, event.model, event.fingerprint, 0.0,
-            ZERO_AMOUNTS, False)})
+        reservations = MappingProxyType(
+            {
+                event.call_id: Reservation(
+                    event.kind,
+                    event.host,
+                    event.tool,
+                    event.model,
+                    event.fingerprint,
+                    0.0,
+                    ZERO_AMOUNTS,
+                    False,
+                )
+            }
+        )
     last = snap.get("last_fingerprint")
     if last is not None and not isinstance(last, str):
         raise SnapshotError("snapshot.last_fingerprint: expected a string or null")

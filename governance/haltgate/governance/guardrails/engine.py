@@ -252,7 +252,11 @@ class Guardrails:
     # ------------------------------------------------------------------ JSON
 
     def scan_json(
-        self, obj: Any, direction: ScanDirection, *, trust_agent_instructions: bool = True,
+        self,
+        obj: Any,
+        direction: ScanDirection,
+        *,
+        trust_agent_instructions: bool = True,
         only: Collection[str] | None = None,
     ) -> ScanResult:
         """Scan every string value of a parsed JSON document (object keys are not scanned).

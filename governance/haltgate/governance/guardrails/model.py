@@ -38,9 +38,7 @@ def _require() -> tuple[Any, Any, Any]:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
     except ImportError as e:  # the extra is not installed
-        raise ModelUnavailable(
-            "the model stage needs `pip install haltgate[guard-model]`"
-        ) from e
+        raise ModelUnavailable("the model stage needs `pip install haltgate[guard-model]`") from e
     return np, load_file, Tokenizer
 
 
@@ -90,22 +88,29 @@ class MiniLMEncoder:
         while f"encoder.layer.{i}.attention.self.query.weight" in w:
             p = f"encoder.layer.{i}."
             # Q, K and V fused into one matrix: one matmul instead of three.
-            qkv_w = np.concatenate([w[p + f"attention.self.{n}.weight"].T
-                                    for n in ("query", "key", "value")], axis=1)
-            qkv_b = np.concatenate([w[p + f"attention.self.{n}.bias"]
-                                    for n in ("query", "key", "value")])
-            self._layers.append((
-                np.ascontiguousarray(qkv_w), qkv_b,
-                np.ascontiguousarray(w[p + "attention.output.dense.weight"].T),
-                w[p + "attention.output.dense.bias"],
-                (w[p + "attention.output.LayerNorm.weight"],
-                 w[p + "attention.output.LayerNorm.bias"]),
-                np.ascontiguousarray(w[p + "intermediate.dense.weight"].T),
-                w[p + "intermediate.dense.bias"],
-                np.ascontiguousarray(w[p + "output.dense.weight"].T),
-                w[p + "output.dense.bias"],
-                (w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]),
-            ))
+            qkv_w = np.concatenate(
+                [w[p + f"attention.self.{n}.weight"].T for n in ("query", "key", "value")], axis=1
+            )
+            qkv_b = np.concatenate(
+                [w[p + f"attention.self.{n}.bias"] for n in ("query", "key", "value")]
+            )
+            self._layers.append(
+                (
+                    np.ascontiguousarray(qkv_w),
+                    qkv_b,
+                    np.ascontiguousarray(w[p + "attention.output.dense.weight"].T),
+                    w[p + "attention.output.dense.bias"],
+                    (
+                        w[p + "attention.output.LayerNorm.weight"],
+                        w[p + "attention.output.LayerNorm.bias"],
+                    ),
+                    np.ascontiguousarray(w[p + "intermediate.dense.weight"].T),
+                    w[p + "intermediate.dense.bias"],
+                    np.ascontiguousarray(w[p + "output.dense.weight"].T),
+                    w[p + "output.dense.bias"],
+                    (w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]),
+                )
+            )
             i += 1
         if not self._layers:
             raise ModelUnavailable("no encoder layers in the weights file")
@@ -138,8 +143,12 @@ class MiniLMEncoder:
         bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         for qkv_w, qkv_b, o_w, o_b, ln1, i_w, i_b, f_w, f_b, ln2 in self._layers:
             qkv = x @ qkv_w + qkv_b
-            q, k, v = (qkv[..., j * self.dim:(j + 1) * self.dim].reshape(b, n, h, d)
-                       .transpose(0, 2, 1, 3) for j in range(3))
+            q, k, v = (
+                qkv[..., j * self.dim : (j + 1) * self.dim]
+                .reshape(b, n, h, d)
+                .transpose(0, 2, 1, 3)
+                for j in range(3)
+            )
             scores = q @ k.transpose(0, 1, 3, 2) * np.float32(1 / math.sqrt(d)) + bias
             scores -= scores.max(-1, keepdims=True)
             probs = np.exp(scores)

@@ -38,7 +38,17 @@ import ahocorasick
 
 # Characters that render as nothing (or nearly) and are used to split words invisibly.
 _INVISIBLE = [
-    0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0,
+    0x00AD,
+    0x034F,
+    0x061C,
+    0x115F,
+    0x1160,
+    0x17B4,
+    0x17B5,
+    0x180E,
+    0x3164,
+    0xFEFF,
+    0xFFA0,
     *range(0x200B, 0x2010),  # zero-width space/joiners, LRM/RLM
     *range(0x202A, 0x202F),  # bidi embeddings and overrides
     *range(0x2060, 0x2070),  # word joiner, invisible operators, bidi isolates
@@ -51,27 +61,109 @@ _INVISIBLE = [
 # Armenian, Cherokee-free); lower and upper case both map to the lower-case Latin letter.
 _HOMOGLYPHS = {
     # Cyrillic
-    "а": "a", "А": "a", "В": "b", "в": "b", "с": "c", "С": "c", "ԁ": "d", "е": "e", "Е": "e",
-    "ё": "e", "һ": "h", "Н": "h", "н": "h", "і": "i", "І": "i", "ї": "i", "ј": "j", "Ј": "j",
-    "к": "k", "К": "k", "ӏ": "l", "М": "m", "м": "m", "о": "o", "О": "o", "р": "p", "Р": "p",
-    "ԛ": "q", "ѕ": "s", "Ѕ": "s", "Т": "t", "т": "t", "у": "y", "У": "y", "х": "x", "Х": "x",
-    "ԝ": "w", "Ԝ": "w", "ь": "b", "г": "r", "п": "n", "ц": "u",
+    "а": "a",
+    "А": "a",
+    "В": "b",
+    "в": "b",
+    "с": "c",
+    "С": "c",
+    "ԁ": "d",
+    "е": "e",
+    "Е": "e",
+    "ё": "e",
+    "һ": "h",
+    "Н": "h",
+    "н": "h",
+    "і": "i",
+    "І": "i",
+    "ї": "i",
+    "ј": "j",
+    "Ј": "j",
+    "к": "k",
+    "К": "k",
+    "ӏ": "l",
+    "М": "m",
+    "м": "m",
+    "о": "o",
+    "О": "o",
+    "р": "p",
+    "Р": "p",
+    "ԛ": "q",
+    "ѕ": "s",
+    "Ѕ": "s",
+    "Т": "t",
+    "т": "t",
+    "у": "y",
+    "У": "y",
+    "х": "x",
+    "Х": "x",
+    "ԝ": "w",
+    "Ԝ": "w",
+    "ь": "b",
+    "г": "r",
+    "п": "n",
+    "ц": "u",
     # Greek
-    "α": "a", "Α": "a", "Β": "b", "β": "b", "ε": "e", "Ε": "e", "Η": "h", "ι": "i", "Ι": "i",
-    "Κ": "k", "κ": "k", "Μ": "m", "Ν": "n", "ν": "v", "ο": "o", "Ο": "o", "Ρ": "p", "ρ": "p",
-    "τ": "t", "Τ": "t", "υ": "u", "Χ": "x", "χ": "x", "Υ": "y", "γ": "y", "Ζ": "z", "ϲ": "c",
+    "α": "a",
+    "Α": "a",
+    "Β": "b",
+    "β": "b",
+    "ε": "e",
+    "Ε": "e",
+    "Η": "h",
+    "ι": "i",
+    "Ι": "i",
+    "Κ": "k",
+    "κ": "k",
+    "Μ": "m",
+    "Ν": "n",
+    "ν": "v",
+    "ο": "o",
+    "Ο": "o",
+    "Ρ": "p",
+    "ρ": "p",
+    "τ": "t",
+    "Τ": "t",
+    "υ": "u",
+    "Χ": "x",
+    "χ": "x",
+    "Υ": "y",
+    "γ": "y",
+    "Ζ": "z",
+    "ϲ": "c",
     # Armenian and others
-    "օ": "o", "ս": "u", "ց": "g", "ɑ": "a", "ɡ": "g", "ɩ": "i", "ʟ": "l", "ı": "i", "ȷ": "j",
-    "ℓ": "l", "ǀ": "l",
+    "օ": "o",
+    "ս": "u",
+    "ց": "g",
+    "ɑ": "a",
+    "ɡ": "g",
+    "ɩ": "i",
+    "ʟ": "l",
+    "ı": "i",
+    "ȷ": "j",
+    "ℓ": "l",
+    "ǀ": "l",
 }
 
 _FOLD_TABLE: dict[int, str | None] = {cp: None for cp in _INVISIBLE}
 _FOLD_TABLE.update({ord(k): v for k, v in _HOMOGLYPHS.items()})
 
-_LEET_TABLE = str.maketrans({
-    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a", "$": "s",
-    "|": "l", "€": "e", "!": "i",
-})
+_LEET_TABLE = str.maketrans(
+    {
+        "0": "o",
+        "1": "i",
+        "3": "e",
+        "4": "a",
+        "5": "s",
+        "7": "t",
+        "8": "b",
+        "@": "a",
+        "$": "s",
+        "|": "l",
+        "€": "e",
+        "!": "i",
+    }
+)
 # Starts with the leet character class so the engine's first-character scan skips plain text.
 _LEET_HINT = re.compile(r"[0134578@$|!€](?:(?<=[a-z].)(?=[a-z0-9@$])|(?=[a-z]{2}))")
 _NON_LETTERS = re.compile(r"[^a-z]+")
@@ -83,20 +175,60 @@ def _squash(text: str) -> str:
     if text.isascii():
         return text.encode("ascii").translate(None, _NON_LETTER_BYTES).decode("ascii")
     return _NON_LETTERS.sub("", text)
-_ROT13 = str.maketrans(
-    "abcdefghijklmnopqrstuvwxyz", "nopqrstuvwxyzabcdefghijklm"
-)
+
+
+_ROT13 = str.maketrans("abcdefghijklmnopqrstuvwxyz", "nopqrstuvwxyzabcdefghijklm")
 
 # A rot13 view is only worth matching when the text holds a rot13-encoded attack word.
 _ROT13_HINTS = ahocorasick.Automaton()
 for _w in (
     w.translate(_ROT13)
-    for w in ("ignor", "disregard", "forget", "instruction", "prompt", "system", "jailbr",
-              "pretend", "reveal", "password", "secret", "assistant", "overrid", "bypass",
-              "developer", "rules", "guideline", "filter", "mode", "unrestricted", "user",
-              "without", "tool", "send", "email", "previous", "above", "agent", "model",
-              "http", "key", "token", "credential", "admin", "delete", "transfer", "execute",
-              "command", "do not", "never", "must", "now on", "act as", "you are")
+    for w in (
+        "ignor",
+        "disregard",
+        "forget",
+        "instruction",
+        "prompt",
+        "system",
+        "jailbr",
+        "pretend",
+        "reveal",
+        "password",
+        "secret",
+        "assistant",
+        "overrid",
+        "bypass",
+        "developer",
+        "rules",
+        "guideline",
+        "filter",
+        "mode",
+        "unrestricted",
+        "user",
+        "without",
+        "tool",
+        "send",
+        "email",
+        "previous",
+        "above",
+        "agent",
+        "model",
+        "http",
+        "key",
+        "token",
+        "credential",
+        "admin",
+        "delete",
+        "transfer",
+        "execute",
+        "command",
+        "do not",
+        "never",
+        "must",
+        "now on",
+        "act as",
+        "you are",
+    )
 ):
     _ROT13_HINTS.add_word(_w, _w)
 _ROT13_HINTS.make_automaton()
@@ -282,7 +414,7 @@ def decoded_payloads(text: str, limits: Limits = DEFAULT_LIMITS) -> list[tuple[i
     for start, end, via in spans:
         if len(out) >= limits.max_payloads:
             break
-        run = text[start:min(end, start + limits.max_payload_chars)]
+        run = text[start : min(end, start + limits.max_payload_chars)]
         raw: bytes | None
         if via == "base64":
             raw = _decode_b64(run)
@@ -342,19 +474,33 @@ def _views(
     if leet_spots:
         base = folded.translate(_LEET_TABLE)
         # Leetspeak maps one character to one: offsets are those of the folded text.
-        yield View(base, via or "leetspeak", False, to_origin,
-                   _merge_ranges(leet_spots, FOCUS_MARGIN, len(base)))
+        yield View(
+            base,
+            via or "leetspeak",
+            False,
+            to_origin,
+            _merge_ranges(leet_spots, FOCUS_MARGIN, len(base)),
+        )
     squashed = _squash(base)
-    yield View(squashed, via or "split_words", True, _squash_mapper(base, to_origin)
-               if outer is _identity else outer)
+    yield View(
+        squashed,
+        via or "split_words",
+        True,
+        _squash_mapper(base, to_origin) if outer is _identity else outer,
+    )
     if rot13 and next(_ROT13_HINTS.iter(folded), None) is not None:
         yield View(folded.translate(_ROT13), via or "rot13", False, to_origin)
     if decode and depth < limits.max_depth:
         for start, end, kind, decoded in decoded_payloads(text, limits):
             span = outer(start, end) if outer is not _identity else (start, end)
             yield from _views(
-                decoded, limits, kind if via is None else f"{via}+{kind}",
-                _span_mapper(*span), depth + 1, rot13, decode,
+                decoded,
+                limits,
+                kind if via is None else f"{via}+{kind}",
+                _span_mapper(*span),
+                depth + 1,
+                rot13,
+                decode,
             )
 
 

@@ -36,8 +36,10 @@ def default_model_dir() -> Path:
     """The model folder inside the installed ``stackone-defender`` package (not imported)."""
     spec = importlib.util.find_spec("stackone_defender")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailable("the model stage needs the stackone-defender package "
-                               "(pip install 'haltgate[guard-model]')")
+        raise ModelUnavailable(
+            "the model stage needs the stackone-defender package "
+            "(pip install 'haltgate[guard-model]')"
+        )
     return Path(next(iter(spec.submodule_search_locations))).joinpath(*MODEL_SUBDIR)
 
 
@@ -58,10 +60,14 @@ class OnnxInjectionScorer:
             import onnxruntime as ort
             from tokenizers import Tokenizer
         except ImportError as e:
-            raise ModelUnavailable("the model stage needs onnxruntime, tokenizers and numpy "
-                                   "(pip install 'haltgate[guard-model]')") from e
-        files = {n: model_dir / n for n in
-                 ("tokenizer.json", "model_quantized.onnx", "classifier_config.json")}
+            raise ModelUnavailable(
+                "the model stage needs onnxruntime, tokenizers and numpy "
+                "(pip install 'haltgate[guard-model]')"
+            ) from e
+        files = {
+            n: model_dir / n
+            for n in ("tokenizer.json", "model_quantized.onnx", "classifier_config.json")
+        }
         missing = [n for n, p in files.items() if not p.is_file()]
         if missing:
             raise ModelUnavailable(f"{model_dir}: missing {', '.join(missing)}")
@@ -73,8 +79,10 @@ class OnnxInjectionScorer:
             self._tok = Tokenizer.from_file(str(files["tokenizer.json"]))
             config = json.loads(files["classifier_config.json"].read_text(encoding="utf-8"))
         except Exception as e:  # tokenizers raises a bare Exception on a malformed file
-            raise ModelUnavailable(f"{model_dir}: unreadable tokenizer.json or "
-                                   f"classifier_config.json ({type(e).__name__})") from e
+            raise ModelUnavailable(
+                f"{model_dir}: unreadable tokenizer.json or "
+                f"classifier_config.json ({type(e).__name__})"
+            ) from e
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=settings.max_tokens)
         cls, sep = self._tok.token_to_id("[CLS]"), self._tok.token_to_id("[SEP]")
@@ -88,11 +96,13 @@ class OnnxInjectionScorer:
         opts.intra_op_num_threads = 1  # 2 shared cores; the executor bounds concurrency
         opts.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(str(files["model_quantized.onnx"]), opts,
-                                                 providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                str(files["model_quantized.onnx"]), opts, providers=["CPUExecutionProvider"]
+            )
         except Exception as e:  # onnxruntime raises its own types for a bad or foreign file
-            raise ModelUnavailable(f"{files['model_quantized.onnx']}: not a loadable ONNX "
-                                   f"model ({type(e).__name__})") from e
+            raise ModelUnavailable(
+                f"{files['model_quantized.onnx']}: not a loadable ONNX model ({type(e).__name__})"
+            ) from e
 
     def windows(self, text: str) -> list[list[int]]:
         """Token ids of sentence-packed windows (with [CLS]/[SEP]), at most max_windows."""
@@ -108,7 +118,7 @@ class OnnxInjectionScorer:
                     cur = []
                     if len(out) >= self.settings.max_windows:
                         return self._framed(out)
-                take, ids = ids[:budget - len(cur)], ids[budget - len(cur):]
+                take, ids = ids[: budget - len(cur)], ids[budget - len(cur) :]
                 cur.extend(take)
         if cur and len(out) < self.settings.max_windows:
             out.append(cur)
@@ -127,8 +137,8 @@ class OnnxInjectionScorer:
         ids = np.zeros((len(windows), width), dtype=np.int64)
         mask = np.zeros((len(windows), width), dtype=np.int64)
         for i, w in enumerate(windows):
-            ids[i, :len(w)] = w
-            mask[i, :len(w)] = 1
+            ids[i, : len(w)] = w
+            mask[i, : len(w)] = 1
         logits: Any = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         main = np.asarray(logits, dtype=np.float64).reshape(len(windows), -1)[:, 0]
         return float((1.0 / (1.0 + np.exp(-main / self.temperature))).max())

@@ -49,9 +49,7 @@ _FILE_TLDS = frozenset(
 # Patterns start with a character class and check their left boundary right after it
 # (``\d(?<![\d-]\d)``): CPython's regex engine then skips non-candidate positions in C, where
 # a leading look-behind would be tried at every position (three times slower on prose).
-_PHONE = re.compile(
-    r"[+(\d](?<![\w+.:/-][+(\d])\(?\d?[\d \t().-]{5,21}\d(?![\w.:/-]|\.\d)"
-)
+_PHONE = re.compile(r"[+(\d](?<![\w+.:/-][+(\d])\(?\d?[\d \t().-]{5,21}\d(?![\w.:/-]|\.\d)")
 _PHONE_CONTEXT = re.compile(
     r"\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|sms|text\s+me|contact|"
     r"number|reach|dial|telefon|handy|tél|téléphone|telefono|móvil)\b",
@@ -71,9 +69,7 @@ _CARD_PREFIX = re.compile(
     r"|6(?:011|5|4[4-9]|22)|35(?:2[89]|[3-8]\d)|62|8[1-8])"
 )
 
-_IBAN = re.compile(
-    r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])"
-)
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
 
 _SSN_DASHED = re.compile(r"\d(?<![\d-]\d)\d{2}-\d{2}-\d{4}(?![\d-])")
 _SSN_PLAIN = re.compile(r"\d(?<![\d-]\d)\d{2}[ ]?\d{2}[ ]?\d{4}(?![\d-])")
@@ -86,26 +82,37 @@ _IT_CF = re.compile(
     r"[A-Z](?<![\w][A-Z])[A-Z]{5}[0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{2}[A-Z]"
     r"[0-9LMNPQRSTUV]{3}[A-Z](?!\w)"
 )
-_FR_NIR = re.compile(
-    r"[12](?<!\d[12]) ?\d{2} ?\d{2} ?(?:\d{2}|2[ABab]) ?\d{3} ?\d{3} ?\d{2}(?!\d)"
-)
+_FR_NIR = re.compile(r"[12](?<!\d[12]) ?\d{2} ?\d{2} ?(?:\d{2}|2[ABab]) ?\d{3} ?\d{3} ?\d{2}(?!\d)")
 _SE_PNR = re.compile(r"\d(?<![\d-]\d)\d{5}(?:\d\d)?[-+]\d{4}(?![\d-])")
 _FI_HETU = re.compile(r"\d(?<![\w-]\d)\d{5}[-+AYXWVUBaxywvub]\d{3}[0-9A-Ya-y](?!\w)")
 _DIGITS_9_11 = re.compile(r"\d(?<![\d-]\d)(?:[ .]?\d){8,10}(?![\d-])")
 # (keywords looked for in the lower-cased text, pattern for the context window, check, digits)
 _KEYWORD_IDS: tuple[tuple[tuple[str, ...], re.Pattern[str], Callable[[str], bool], int], ...] = (
-    (("bsn", "burgerservicenummer"), re.compile(r"\b(?:bsn|burgerservicenummer)\b", re.I),
-     nl_bsn.is_valid, 9),
+    (
+        ("bsn", "burgerservicenummer"),
+        re.compile(r"\b(?:bsn|burgerservicenummer)\b", re.I),
+        nl_bsn.is_valid,
+        9,
+    ),
     (("pesel",), re.compile(r"\bpesel\b", re.I), pl_pesel.is_valid, 11),
-    (("steuer", "idnr", "tax id", "identifikationsnummer"),
-     re.compile(r"\b(?:steuer-?id|steueridentifikationsnummer|idnr|tax\s+id|"
-                r"identifikationsnummer)\b", re.I), de_idnr.is_valid, 11),
+    (
+        ("steuer", "idnr", "tax id", "identifikationsnummer"),
+        re.compile(
+            r"\b(?:steuer-?id|steueridentifikationsnummer|idnr|tax\s+id|"
+            r"identifikationsnummer)\b",
+            re.I,
+        ),
+        de_idnr.is_valid,
+        11,
+    ),
 )
 
 # Shape only; ipaddress validates octets (and refuses leading zeros).
 _IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d+(?:\.\d+){3})"
-                   r"(?![\w:])")
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d+(?:\.\d+){3})"
+    r"(?![\w:])"
+)
 _VERSION_CONTEXT = re.compile(
     r"(?:\bv|\bversion|\bver|\brelease|\bbuild|\brev|\bpkg|\btag|==|>=|<=|~=|@)\s*[:=]?\s*$",
     re.IGNORECASE,
@@ -214,11 +221,7 @@ def _national_ids(text: str, low: str, numeric: bool) -> Iterable[Candidate]:
             continue
         for m in _DIGITS_9_11.finditer(text):
             d = _digits(m.group())
-            if (
-                len(d) == ndigits
-                and _context_before(text, m.start(), keyword)
-                and check(d)
-            ):
+            if len(d) == ndigits and _context_before(text, m.start(), keyword) and check(d):
                 yield Candidate("national_id", m.start(), m.end(), 0.85)
 
 
@@ -281,8 +284,17 @@ def _ips(text: str) -> Iterable[Candidate]:
             yield Candidate("ip_address", m.start(), m.end(), 0.8 if addr6.is_global else 0.4)
 
 
-_DOB_WORDS = ("birth", "dob", "d.o.b", "born", "geboren", "geburtsdatum", "naissance", "né",
-              "nacimiento")
+_DOB_WORDS = (
+    "birth",
+    "dob",
+    "d.o.b",
+    "born",
+    "geboren",
+    "geburtsdatum",
+    "naissance",
+    "né",
+    "nacimiento",
+)
 
 
 def _dobs(text: str, low: str) -> Iterable[Candidate]:
@@ -314,8 +326,10 @@ class PIIDetector:
         low = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
         if "email" in e:
             out.extend(_emails(text))
-        has_digit = any(ch.isdigit() for ch in text) if len(text) < 64 else (
-            re.search(r"\d", text) is not None
+        has_digit = (
+            any(ch.isdigit() for ch in text)
+            if len(text) < 64
+            else (re.search(r"\d", text) is not None)
         )
         if not has_digit:
             return out
@@ -335,7 +349,8 @@ class PIIDetector:
         if numeric and "phone" in e:
             taken = [(c.start, c.end) for c in out]
             out.extend(
-                c for c in _phones(text, self.region)
+                c
+                for c in _phones(text, self.region)
                 if not any(a < c.end and c.start < b for a, b in taken)
             )
         return out

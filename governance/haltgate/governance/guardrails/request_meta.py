@@ -28,10 +28,16 @@ __all__ = ["MetaScan", "scan_request_meta"]
 
 DETECTOR = "secrets"
 
-_NOT_SCANNED = CREDENTIAL_HEADERS | {"host", "content-length", "content-type", "connection",
-                                     "accept", "accept-encoding", "transfer-encoding"}
-_clean: weakref.WeakKeyDictionary[Guardrails, dict[str, None]] = \
-    weakref.WeakKeyDictionary()
+_NOT_SCANNED = CREDENTIAL_HEADERS | {
+    "host",
+    "content-length",
+    "content-type",
+    "connection",
+    "accept",
+    "accept-encoding",
+    "transfer-encoding",
+}
+_clean: weakref.WeakKeyDictionary[Guardrails, dict[str, None]] = weakref.WeakKeyDictionary()
 """Values a policy's secrets detector found clean before (SDK headers and paths repeat on
 every call: scanning them costs ~100-200 us, this lookup under 1 us). One set per compiled
 policy (its thresholds and allowlists decided), emptied when full."""
@@ -77,12 +83,17 @@ def scan_request_meta(
     # redaction re-encodes only what it changed and ``%26`` inside a value stays a value.
     params = [p.partition("=") for p in query.split("&")] if query else []
     doc: dict[str, Any] = {
-        "url": {"path": unquote(path),
-                "query": [[unquote_plus(n), unquote_plus(v)] for n, _, v in params]},
+        "url": {
+            "path": unquote(path),
+            "query": [[unquote_plus(n), unquote_plus(v)] for n, _, v in params],
+        },
         "header": header_values,
     }
-    values = [doc["url"]["path"], *(x for pair in doc["url"]["query"] for x in pair),
-              *(v for vs in header_values.values() for v in vs)]
+    values = [
+        doc["url"]["path"],
+        *(x for pair in doc["url"]["query"] for x in pair),
+        *(v for vs in header_values.values() for v in vs),
+    ]
     clean = _clean.get(guardrails)
     if clean is None:
         clean = _clean[guardrails] = {}
@@ -101,13 +112,24 @@ def scan_request_meta(
         if red["url"]["path"] != doc["url"]["path"]:
             new_path = quote(red["url"]["path"], safe=_PATH_SAFE)
         if red["url"]["query"] != doc["url"]["query"]:
-            new_query = "&".join(_param(raw, old, new) for raw, old, new in zip(
-                params, doc["url"]["query"], red["url"]["query"], strict=True))
+            new_query = "&".join(
+                _param(raw, old, new)
+                for raw, old, new in zip(
+                    params, doc["url"]["query"], red["url"]["query"], strict=True
+                )
+            )
         changed = {k: v for k, v in red["header"].items() if v != header_values[k]}
         new_headers = changed or None
-    return MetaScan(findings=result.findings, blocked=result.blocked, code=result.code,
-                    risk=result.risk, errors=result.errors, path=new_path, query=new_query,
-                    headers=new_headers)
+    return MetaScan(
+        findings=result.findings,
+        blocked=result.blocked,
+        code=result.code,
+        risk=result.risk,
+        errors=result.errors,
+        path=new_path,
+        query=new_query,
+        headers=new_headers,
+    )
 
 
 def _param(raw: tuple[str, str, str], old: list[str], new: list[str]) -> str:

@@ -77,8 +77,9 @@ class BodyScan:
 # ---------------------------------------------------------------------- decoding
 
 
-def decode_content(body: bytes, content_encoding: str | None,
-                   limit: int = MAX_DECODED_BYTES) -> bytes:
+def decode_content(
+    body: bytes, content_encoding: str | None, limit: int = MAX_DECODED_BYTES
+) -> bytes:
     """``body`` without its content codings (applied in header order, undone in reverse),
     at most ``limit`` bytes; raises :class:`Unscannable`."""
     codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
@@ -155,7 +156,10 @@ def _brotli(body: bytes, limit: int) -> bytes:
 
 
 _DECODERS: dict[str, Callable[[bytes, int], bytes]] = {
-    "gzip": _gzip, "x-gzip": _gzip, "deflate": _deflate, "br": _brotli,
+    "gzip": _gzip,
+    "x-gzip": _gzip,
+    "deflate": _deflate,
+    "br": _brotli,
 }
 
 
@@ -172,8 +176,7 @@ class StreamDecoder:
             if coding == "identity":
                 continue
             if coding not in _DECODERS:
-                raise Unscannable("encoding",
-                                  f"content coding {coding[:40]!r} is not supported")
+                raise Unscannable("encoding", f"content coding {coding[:40]!r} is not supported")
             self._stages.append(_Inflater(coding))
         self._limit = limit
 
@@ -215,8 +218,7 @@ class _Inflater:
                 if len(out) > limit:
                     raise Unscannable("size", f"a decoded piece exceeds {limit} bytes")
                 data = self._z.unconsumed_tail
-                if not data and self._z.eof and self._z.unused_data and \
-                        self._coding != "deflate":
+                if not data and self._z.eof and self._z.unused_data and self._coding != "deflate":
                     data = self._z.unused_data  # the next gzip member
                     self._z = zlib.decompressobj(31)
         except zlib.error as e:
@@ -251,24 +253,37 @@ _HTML = "html"
 _SSE = "sse"
 _TEXT = "text"
 
-_TEXT_TYPES = frozenset({
-    "application/xml", "application/javascript", "application/ecmascript",
-    "application/x-javascript", "application/yaml", "application/x-yaml",
-    "application/x-www-form-urlencoded", "application/x-ndjson", "application/jsonl",
-    "application/graphql", "application/sql", "application/toml", "application/csv",
-})
+_TEXT_TYPES = frozenset(
+    {
+        "application/xml",
+        "application/javascript",
+        "application/ecmascript",
+        "application/x-javascript",
+        "application/yaml",
+        "application/x-yaml",
+        "application/x-www-form-urlencoded",
+        "application/x-ndjson",
+        "application/jsonl",
+        "application/graphql",
+        "application/sql",
+        "application/toml",
+        "application/csv",
+    }
+)
 
 
 def _kind(media_type: str) -> str | None:
-    if media_type == "application/json" or media_type.endswith("+json") or \
-            media_type == "text/json":
+    if (
+        media_type == "application/json"
+        or media_type.endswith("+json")
+        or media_type == "text/json"
+    ):
         return _JSON
     if media_type in ("text/html", "application/xhtml+xml"):
         return _HTML
     if media_type == "text/event-stream":
         return _SSE
-    if media_type.startswith("text/") or media_type in _TEXT_TYPES or \
-            media_type.endswith("+xml"):
+    if media_type.startswith("text/") or media_type in _TEXT_TYPES or media_type.endswith("+xml"):
         return _TEXT
     return None
 
@@ -289,9 +304,14 @@ def _media_type(content_type: str | None) -> tuple[str, str | None]:
 # ---------------------------------------------------------------------- the scan
 
 
-def scan_response_body(guardrails: Guardrails, body: bytes, content_type: str | None,
-                       content_encoding: str | None, *,
-                       limit: int = MAX_DECODED_BYTES) -> BodyScan:
+def scan_response_body(
+    guardrails: Guardrails,
+    body: bytes,
+    content_type: str | None,
+    content_encoding: str | None,
+    *,
+    limit: int = MAX_DECODED_BYTES,
+) -> BodyScan:
     """Decode and scan a whole answer in the response direction; raises
     :class:`Unscannable`."""
     decoded = decode_content(body, content_encoding, limit)
@@ -301,8 +321,7 @@ def scan_response_body(guardrails: Guardrails, body: bytes, content_type: str | 
     return BodyScan(scanned.body, decoded is not body, scanned.result)
 
 
-def scan_decoded_body(guardrails: Guardrails, decoded: bytes,
-                      content_type: str | None) -> BodyScan:
+def scan_decoded_body(guardrails: Guardrails, decoded: bytes, content_type: str | None) -> BodyScan:
     """Scan an answer already without its content codings; `BodyScan.body` is `decoded`
     itself (the same object) when nothing changed. Raises :class:`Unscannable`."""
     media, charset = _media_type(content_type)
@@ -390,8 +409,7 @@ def _html_segments(source: str) -> list[_Segment]:
     def text(start: int, end: int, *, escaped: bool = True) -> None:
         if end > start:
             raw = source[start:end]
-            segments.append(_Segment(start, end, html.unescape(raw) if escaped else raw,
-                                     escaped))
+            segments.append(_Segment(start, end, html.unescape(raw) if escaped else raw, escaped))
 
     for m in _HTML_TOKEN.finditer(source):
         text(pos, m.start())
@@ -401,8 +419,7 @@ def _html_segments(source: str) -> list[_Segment]:
             start = m.start("rawtext")
             tag_end = source.index(">", m.start()) + 1 if ">" in m.group(0) else m.end()
             _attributes(source, m.start(), tag_end, segments)
-            text(start, m.end("rawtext"), escaped=m.group("raw").lower() in
-                 ("textarea", "title"))
+            text(start, m.end("rawtext"), escaped=m.group("raw").lower() in ("textarea", "title"))
         else:
             _attributes(source, m.start(), m.end(), segments)
         pos = m.end()
@@ -429,9 +446,10 @@ def _scan_html(g: Guardrails, source: str) -> tuple[ScanResult, str | None]:
     for segment, new in zip(segments, redacted, strict=True):
         if new == segment.text:
             continue
-        parts.append(source[pos:segment.start])
-        parts.append(html.escape(new, quote=True) if segment.escaped else
-                     new.replace("-->", "-- >"))
+        parts.append(source[pos : segment.start])
+        parts.append(
+            html.escape(new, quote=True) if segment.escaped else new.replace("-->", "-- >")
+        )
         pos = segment.end
     parts.append(source[pos:])
     return result, "".join(parts)
@@ -471,11 +489,11 @@ def _scan_sse(g: Guardrails, text: str) -> tuple[ScanResult, str | None]:
     if result.redacted_obj is None:
         return result, None
     out: list[str] = []
-    for (lines_other, lines_data), old, new in zip(events, subjects, result.redacted_obj,
-                                                   strict=True):
+    for (lines_other, lines_data), old, new in zip(
+        events, subjects, result.redacted_obj, strict=True
+    ):
         if new != old:
-            lines_data = (new if isinstance(new, str) else orjson.dumps(new).decode()
-                          ).split("\n")
+            lines_data = (new if isinstance(new, str) else orjson.dumps(new).decode()).split("\n")
         out.extend(lines_other)
         out.extend("data: " + d for d in lines_data)
         out.append("")

@@ -94,31 +94,51 @@ def _jwt_valid(token: str) -> bool:
 
 
 _OWN: tuple[_Pattern, ...] = (
-    _Pattern("openai_key", re.compile(r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}"), 0.95,
-             hint="sk-"),
+    _Pattern(
+        "openai_key",
+        re.compile(r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}"),
+        0.95,
+        hint="sk-",
+    ),
     _Pattern("openai_key", re.compile(r"\bsk-[A-Za-z0-9]{48}\b"), 0.9, hint="sk-"),
-    _Pattern("anthropic_key", re.compile(r"\bsk-ant-(?:api|admin|oat)\d{2}-[A-Za-z0-9_-]{40,}"),
-             0.95, hint="sk-ant-"),
-    _Pattern("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![\w-])"), 0.95,
-             hint="AIza"),
+    _Pattern(
+        "anthropic_key",
+        re.compile(r"\bsk-ant-(?:api|admin|oat)\d{2}-[A-Za-z0-9_-]{40,}"),
+        0.95,
+        hint="sk-ant-",
+    ),
+    _Pattern("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![\w-])"), 0.95, hint="AIza"),
     _Pattern("huggingface_token", re.compile(r"\bhf_[A-Za-z]{34}\b"), 0.9, hint="hf_"),
-    _Pattern("github_token", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{60,100}\b"), 0.95,
-             hint="github_pat_"),
-    _Pattern("stripe_key", re.compile(r"\b(?:sk|rk)_test_[0-9a-zA-Z]{24,}\b"), 0.8,
-             hint="_test_"),
+    _Pattern(
+        "github_token", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{60,100}\b"), 0.95, hint="github_pat_"
+    ),
+    _Pattern("stripe_key", re.compile(r"\b(?:sk|rk)_test_[0-9a-zA-Z]{24,}\b"), 0.8, hint="_test_"),
     _Pattern("stripe_key", re.compile(r"\bwhsec_[0-9a-zA-Z]{24,}\b"), 0.9, hint="whsec_"),
-    _Pattern("aws_key", re.compile(
-        r"(?i)aws_?secret_?(?:access_?)?key\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
-        0.95, hint="secret"),
+    _Pattern(
+        "aws_key",
+        re.compile(
+            r"(?i)aws_?secret_?(?:access_?)?key\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
+        ),
+        0.95,
+        hint="secret",
+    ),
     _Pattern("azure_sas", re.compile(r"[?&]sig=[A-Za-z0-9%+/]{40,}={0,2}"), 0.85, hint="sig="),
     # detect-secrets' BasicAuth pattern wants RFC 3986-clean passwords; people paste raw ones
     # ("p@ss&word!") and empty user names (redis://:pw@host).
-    _Pattern("url_credentials", re.compile(
-        r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^:/@\s]{0,128}:([^@\s/]{1,128})@[\w.-]+"), 0.9,
-        check=_not_placeholder_password, hint="://"),
-    _Pattern("url_credentials", re.compile(
-        r"(?i)\b(?:password|pwd)\s*=\s*([^;'\"\s]{4,})(?=\s*(?:;|$|['\"]))"), 0.85,
-        check=_not_placeholder_password, hint=("password", "pwd")),
+    _Pattern(
+        "url_credentials",
+        re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^:/@\s]{0,128}:([^@\s/]{1,128})@[\w.-]+"),
+        0.9,
+        check=_not_placeholder_password,
+        hint="://",
+    ),
+    _Pattern(
+        "url_credentials",
+        re.compile(r"(?i)\b(?:password|pwd)\s*=\s*([^;'\"\s]{4,})(?=\s*(?:;|$|['\"]))"),
+        0.85,
+        check=_not_placeholder_password,
+        hint=("password", "pwd"),
+    ),
 )
 
 _PRIVATE_KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
@@ -159,8 +179,22 @@ def _secret_value(name: str, value: str) -> float | None:
     if _PLACEHOLDER.match(value) or value.isdigit():
         return None
     low = value.lower()
-    if low.startswith(("http://", "https://", "os.", "process.", "env.", "config.", "self.",
-                       "settings.", "vault:", "secret:", "ref+", "arn:")):
+    if low.startswith(
+        (
+            "http://",
+            "https://",
+            "os.",
+            "process.",
+            "env.",
+            "config.",
+            "self.",
+            "settings.",
+            "vault:",
+            "secret:",
+            "ref+",
+            "arn:",
+        )
+    ):
         return None
     identifier = re.fullmatch(r"[a-z_][a-z0-9_.]*\(?", low) is not None and "_" in low
     if identifier or re.fullmatch(r"[a-z]+", low):
@@ -236,7 +270,7 @@ class SecretsDetector:
                 windows.append((lo, hi))
         for lo, hi in windows:
             for m in _ASSIGNMENT.finditer(low, lo, hi):
-                value = text[m.start(2):m.end(2)].rstrip(".,;")
+                value = text[m.start(2) : m.end(2)].rstrip(".,;")
                 score = _secret_value(m.group(1), value)
                 if score is not None:
                     yield Candidate("generic_secret", m.start(2), m.start(2) + len(value), score)

@@ -30,7 +30,10 @@ class ChatStreamGuard:
     """Redacts / blocks one streamed answer; create one per response stream."""
 
     def __init__(
-        self, guardrails: Guardrails, direction: ScanDirection = "response", *,
+        self,
+        guardrails: Guardrails,
+        direction: ScanDirection = "response",
+        *,
         holdback: int = 256,
     ) -> None:
         """`holdback`: characters kept back per block so split entities are seen whole."""
@@ -57,8 +60,9 @@ class ChatStreamGuard:
             if kind == "content_block_delta":
                 out = self._anthropic_delta(event)
             elif kind == "content_block_stop":
-                out = self._flush(("block", _key_part(event.get("index"))), event,
-                                  self._anthropic_text)
+                out = self._flush(
+                    ("block", _key_part(event.get("index"))), event, self._anthropic_text
+                )
             elif kind == "response.output_text.delta":
                 out = self._responses_delta(event)
             elif kind == "response.output_text.done":
@@ -86,8 +90,10 @@ class ChatStreamGuard:
                 released += self._close(key)
             if isinstance(text, str) or released:
                 choice = copy.copy(choice)
-                choice["delta"] = {**(delta if isinstance(delta, dict) else {}),
-                                   "content": released}
+                choice["delta"] = {
+                    **(delta if isinstance(delta, dict) else {}),
+                    "content": released,
+                }
             new["choices"].append(choice)
         return new
 
@@ -103,13 +109,20 @@ class ChatStreamGuard:
 
     @staticmethod
     def _anthropic_text(end: dict[str, Any], text: str) -> dict[str, Any]:
-        return {"type": "content_block_delta", "index": end.get("index"),
-                "delta": {"type": "text_delta", "text": text}}
+        return {
+            "type": "content_block_delta",
+            "index": end.get("index"),
+            "delta": {"type": "text_delta", "text": text},
+        }
 
     @staticmethod
     def _responses_key(event: dict[str, Any]) -> tuple[Any, ...]:
-        return ("output", _key_part(event.get("item_id")), _key_part(event.get("output_index")),
-                _key_part(event.get("content_index")))
+        return (
+            "output",
+            _key_part(event.get("item_id")),
+            _key_part(event.get("output_index")),
+            _key_part(event.get("content_index")),
+        )
 
     def _responses_delta(self, event: dict[str, Any]) -> list[Any]:
         text = event.get("delta")
@@ -121,9 +134,13 @@ class ChatStreamGuard:
         key = self._responses_key(event)
 
         def delta(end: dict[str, Any], text: str) -> dict[str, Any]:
-            return {"type": "response.output_text.delta", "item_id": end.get("item_id"),
-                    "output_index": end.get("output_index"),
-                    "content_index": end.get("content_index"), "delta": text}
+            return {
+                "type": "response.output_text.delta",
+                "item_id": end.get("item_id"),
+                "output_index": end.get("output_index"),
+                "content_index": end.get("content_index"),
+                "delta": text,
+            }
 
         out = self._flush(key, event, delta)
         if out and isinstance(event.get("text"), str):

@@ -92,16 +92,21 @@ def extend(incoming: Chain | None, me: str) -> Chain:
     return Chain(incoming.trace_id, incoming.depth + 1, path)
 
 
-def check(incoming: Chain | None, me: str, *, max_depth: int | None,
-          detect_loops: bool) -> Violation | None:
+def check(
+    incoming: Chain | None, me: str, *, max_depth: int | None, detect_loops: bool
+) -> Violation | None:
     """Whether calling on from ``me`` with ``incoming`` is a cascade."""
     if incoming is None:
         return None
     if detect_loops and me in incoming.path:
-        loop = " -> ".join((*incoming.path[incoming.path.index(me):], me))
-        return Violation("cascade_loop", f"agent call loop detected: {loop} "
-                                         f"(trace {incoming.trace_id})")
+        loop = " -> ".join((*incoming.path[incoming.path.index(me) :], me))
+        return Violation(
+            "cascade_loop", f"agent call loop detected: {loop} (trace {incoming.trace_id})"
+        )
     if max_depth is not None and incoming.depth + 1 > max_depth:
-        return Violation("cascade_depth", f"agent call chain depth {incoming.depth + 1} exceeds "
-                                          f"{max_depth} (trace {incoming.trace_id})")
+        return Violation(
+            "cascade_depth",
+            f"agent call chain depth {incoming.depth + 1} exceeds "
+            f"{max_depth} (trace {incoming.trace_id})",
+        )
     return None

@@ -69,18 +69,30 @@ class PoolMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         reg = registry if registry is not None else CollectorRegistry()
-        self.leases = Counter("haltgate_pool_lease_requests_total",
-                              "Lease requests (take or renew) by result.", ["result"],
-                              registry=reg)
-        self.refusals = Counter("haltgate_pool_refusals_total",
-                                "Calls the pool refused, by code.", ["code"], registry=reg)
-        self.failures = Counter("haltgate_pool_fail_total",
-                                "Calls decided without the pool database (lost coordination),"
-                                " by mode (closed: refused, open: allowed uncounted).",
-                                ["mode"], registry=reg)
-        self.db_errors = Counter("haltgate_pool_db_errors_total",
-                                 "Pool database operations that failed or timed out.",
-                                 registry=reg)
+        self.leases = Counter(
+            "haltgate_pool_lease_requests_total",
+            "Lease requests (take or renew) by result.",
+            ["result"],
+            registry=reg,
+        )
+        self.refusals = Counter(
+            "haltgate_pool_refusals_total",
+            "Calls the pool refused, by code.",
+            ["code"],
+            registry=reg,
+        )
+        self.failures = Counter(
+            "haltgate_pool_fail_total",
+            "Calls decided without the pool database (lost coordination),"
+            " by mode (closed: refused, open: allowed uncounted).",
+            ["mode"],
+            registry=reg,
+        )
+        self.db_errors = Counter(
+            "haltgate_pool_db_errors_total",
+            "Pool database operations that failed or timed out.",
+            registry=reg,
+        )
 
 
 class PoolClient:
@@ -133,12 +145,14 @@ class PoolClient:
         if lease is not None and store is not None:
             try:
                 async with asyncio.timeout(self.settings.op_timeout):
-                    await store.settle(self.settings.pool, old=lease.lease_id,
-                                       spent=lease.spent)
+                    await store.settle(self.settings.pool, old=lease.lease_id, spent=lease.spent)
                 self.lease = None
             except (psycopg.Error, OSError, TimeoutError) as e:
-                log.warning("pool %s: lease not returned at shutdown (it expires): %s",
-                            self.settings.pool, e)
+                log.warning(
+                    "pool %s: lease not returned at shutdown (it expires): %s",
+                    self.settings.pool,
+                    e,
+                )
         await self._disconnect()
 
     # ------------------------------------------------------------------ hot path
@@ -153,8 +167,11 @@ class PoolClient:
             return None
         code, reason = self._halt
         self.metrics.refusals.labels("pool_halted").inc()
-        return DeniedError(f"the budget pool {self.settings.pool} is halted ({code}): {reason}",
-                           code="pool_halted", failure_type=FailureType.EXTERNAL)
+        return DeniedError(
+            f"the budget pool {self.settings.pool} is halted ({code}): {reason}",
+            code="pool_halted",
+            failure_type=FailureType.EXTERNAL,
+        )
 
     def try_reserve(self, call_id: str, need: Amounts) -> bool:
         """Reserve from the current lease without any I/O; False if it does not fit."""
@@ -191,23 +208,36 @@ class PoolClient:
             # Past the current lease without the database: fail closed (or open).
             if self.settings.fail_mode is FailMode.OPEN:
                 self.metrics.failures.labels("open").inc()
-                log.warning("pool %s unreachable: call %s allowed uncounted (fail open)",
-                            self.settings.pool, call_id)
+                log.warning(
+                    "pool %s unreachable: call %s allowed uncounted (fail open)",
+                    self.settings.pool,
+                    call_id,
+                )
                 return None
             self.metrics.failures.labels("closed").inc()
             self.metrics.refusals.labels("pool_unreachable").inc()
             return UnavailableError(
                 f"the budget pool {self.settings.pool} cannot be reached and this member "
-                "holds no lease with room left (fail closed)", code="pool_unreachable")
+                "holds no lease with room left (fail closed)",
+                code="pool_unreachable",
+            )
         # The database answered: the pool is too short for this call.
         room = lease.room() if time.monotonic() < lease.deadline else ZERO
-        dims = [d for d, a, r, lim in zip(DIMENSIONS, need.values(), room.values(),
-                                          lease.limited, strict=True) if lim and a > r]
+        dims = [
+            d
+            for d, a, r, lim in zip(
+                DIMENSIONS, need.values(), room.values(), lease.limited, strict=True
+            )
+            if lim and a > r
+        ]
         code = f"pool_{dims[0].removesuffix('_pico')}_exhausted" if dims else "pool_exhausted"
         self.metrics.refusals.labels(code).inc()
-        return DeniedError(f"the budget pool {self.settings.pool} has too little "
-                           f"{', '.join(dims) or 'budget'} left for this call",
-                           code=code, failure_type=FailureType.EXHAUSTION)
+        return DeniedError(
+            f"the budget pool {self.settings.pool} has too little "
+            f"{', '.join(dims) or 'budget'} left for this call",
+            code=code,
+            failure_type=FailureType.EXHAUSTION,
+        )
 
     def settle(self, call_id: str, actual: Amounts) -> None:
         """Charge a call's actual spend (replacing its reservation)."""
@@ -241,8 +271,9 @@ class PoolClient:
         self._halt = (code, reason)
         store = self._store
         if store is None:
-            log.error("pool %s: halt %s not recorded (database unreachable)",
-                      self.settings.pool, code)
+            log.error(
+                "pool %s: halt %s not recorded (database unreachable)", self.settings.pool, code
+            )
             return
         try:
             async with self._lock, asyncio.timeout(self.settings.op_timeout):
@@ -259,10 +290,15 @@ class PoolClient:
             "halt": {"code": self._halt[0], "reason": self._halt[1]} if self._halt else None,
             "reachable": self._reachable,
             "lease_round_trips": self.lease_round_trips,
-            "lease": None if lease is None else {
-                "id": lease.lease_id, "allotment": lease.allotment.as_dict(),
-                "spent": lease.spent.as_dict(), "reserved": lease.reserved.as_dict(),
-                "seconds_left": round(lease.deadline - time.monotonic(), 3)},
+            "lease": None
+            if lease is None
+            else {
+                "id": lease.lease_id,
+                "allotment": lease.allotment.as_dict(),
+                "spent": lease.spent.as_dict(),
+                "reserved": lease.reserved.as_dict(),
+                "seconds_left": round(lease.deadline - time.monotonic(), 3),
+            },
         }
 
     # ------------------------------------------------------------------ database
@@ -274,7 +310,8 @@ class PoolClient:
                 store = await PoolStore.connect(s.dsn, connect_timeout=s.connect_timeout)
                 config = await store.config(s.pool)
                 listener = await psycopg.AsyncConnection.connect(
-                    s.dsn, autocommit=True, connect_timeout=s.connect_timeout)
+                    s.dsn, autocommit=True, connect_timeout=s.connect_timeout
+                )
                 await listener.execute(f"LISTEN {CHANNEL}")
         except (psycopg.Error, OSError, TimeoutError) as e:
             self._lost(e)
@@ -302,8 +339,9 @@ class PoolClient:
             self._halt = ("pool_unknown", "the pool does not exist in the pool database")
             return
         self.config = config
-        self._halt = ((config.halt_code or "halted", config.halt_reason or "")
-                      if config.halted else None)
+        self._halt = (
+            (config.halt_code or "halted", config.halt_reason or "") if config.halted else None
+        )
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
@@ -341,9 +379,14 @@ class PoolClient:
                 for attempt, hold in enumerate(self._holds(old, spent, sent)):
                     if attempt and old is not None:
                         old.deadline = float("-inf")  # what it held is gone: stop spending it
-                    grant = await store.renew(self.settings.pool, self.settings.holder,
-                                              old=old.lease_id if old else None, spent=spent,
-                                              hold=hold, need=hold + extra)
+                    grant = await store.renew(
+                        self.settings.pool,
+                        self.settings.holder,
+                        old=old.lease_id if old else None,
+                        spent=spent,
+                        hold=hold,
+                        need=hold + extra,
+                    )
                     if grant is not None:
                         break
                     fresh = await store.config(self.settings.pool)
@@ -360,8 +403,12 @@ class PoolClient:
             self.metrics.leases.labels("refused").inc()
             return
         self.metrics.leases.labels("granted").inc()
-        lease = LocalLease(grant.lease_id, grant.allotment, config.limited,
-                           local_deadline(sent, config.lease_seconds))
+        lease = LocalLease(
+            grant.lease_id,
+            grant.allotment,
+            config.limited,
+            local_deadline(sent, config.lease_seconds),
+        )
         if old is not None:
             lease.carry_spent(old.spent - spent)  # settled during the round trip
             for call_id, need in old.in_flight.items():
@@ -385,8 +432,7 @@ class PoolClient:
         if old is None:
             return [ZERO]
         in_flight = old.reserved
-        holds = [] if now >= old.deadline else \
-            [(old.allotment - spent).clamp_to(old.allotment)]
+        holds = [] if now >= old.deadline else [(old.allotment - spent).clamp_to(old.allotment)]
         holds += [in_flight, ZERO]
         return list(dict.fromkeys(holds))
 
@@ -439,6 +485,9 @@ class PoolClient:
                 await self._disconnect()
                 return
             self._reachable = True
-            if self._halt is None and self.lease is not None and \
-                    time.monotonic() - self._lease_sent >= config.lease_seconds * s.renew_age:
+            if (
+                self._halt is None
+                and self.lease is not None
+                and time.monotonic() - self._lease_sent >= config.lease_seconds * s.renew_age
+            ):
                 await self._renew(ZERO)  # heartbeat: report spend, extend the lease

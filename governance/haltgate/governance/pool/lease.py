@@ -61,8 +61,9 @@ def fraction_ppm(fraction: float) -> int:
     return max(1, min(PPM, round(fraction * PPM)))
 
 
-def allotment(limit: int | None, used: int, leased: int, *, hold: int, need: int,
-              ppm: int) -> int | None:
+def allotment(
+    limit: int | None, used: int, leased: int, *, hold: int, need: int, ppm: int
+) -> int | None:
     """What one dimension grants a member, or ``None`` when it cannot cover ``hold``.
 
     ``limit=None`` (dimension not limited) grants 0: nothing to account for. Integers
@@ -107,20 +108,29 @@ class Amounts:
 
     def clamp_to(self, other: Amounts) -> Amounts:
         """Per dimension, at most ``other`` (and never below 0)."""
-        return Amounts(*(max(0, min(a, b)) for a, b in zip(self.values(), other.values(),
-                                                             strict=True)))
+        return Amounts(
+            *(max(0, min(a, b)) for a, b in zip(self.values(), other.values(), strict=True))
+        )
 
 
 ZERO = Amounts()
 assert len(fields(Amounts)) == len(DIMENSIONS)
 
 
-def grant(limits: Mapping[str, int | None], used: Amounts, leased: Amounts, *, hold: Amounts,
-          need: Amounts, ppm: int) -> Amounts | None:
+def grant(
+    limits: Mapping[str, int | None],
+    used: Amounts,
+    leased: Amounts,
+    *,
+    hold: Amounts,
+    need: Amounts,
+    ppm: int,
+) -> Amounts | None:
     """:func:`allotment` over every dimension; ``None`` if any dimension refuses."""
     out = []
-    for d, u, lz, h, n in zip(DIMENSIONS, used.values(), leased.values(), hold.values(),
-                              need.values(), strict=True):
+    for d, u, lz, h, n in zip(
+        DIMENSIONS, used.values(), leased.values(), hold.values(), need.values(), strict=True
+    ):
         a = allotment(limits.get(d), u, lz, hold=h, need=n, ppm=ppm)
         if a is None:
             return None
@@ -149,11 +159,21 @@ class LocalLease:
     on plain lists of ints (a few hundred nanoseconds), not on :class:`Amounts` objects.
     """
 
-    __slots__ = ("_alloc", "_limited", "_reserved", "_spent", "allotment", "deadline",
-                 "in_flight", "lease_id", "limited")
+    __slots__ = (
+        "_alloc",
+        "_limited",
+        "_reserved",
+        "_spent",
+        "allotment",
+        "deadline",
+        "in_flight",
+        "lease_id",
+        "limited",
+    )
 
-    def __init__(self, lease_id: int | None, allotment: Amounts, limited: tuple[bool, ...],
-                 deadline: float) -> None:
+    def __init__(
+        self, lease_id: int | None, allotment: Amounts, limited: tuple[bool, ...], deadline: float
+    ) -> None:
         self.lease_id = lease_id
         self.allotment = allotment
         self.limited = limited
@@ -181,8 +201,9 @@ class LocalLease:
             self._spent[i] += v
 
     def room(self) -> Amounts:
-        return Amounts(*(a - s - r for a, s, r in zip(self._alloc, self._spent,
-                                                      self._reserved, strict=True)))
+        return Amounts(
+            *(a - s - r for a, s, r in zip(self._alloc, self._spent, self._reserved, strict=True))
+        )
 
     def try_reserve(self, call_id: str, need: Amounts, now: float) -> bool:
         """Reserve ``need`` for a call if it fits and the lease is still valid (a call id

@@ -28,7 +28,8 @@ def status_fields(db: Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "state": db["state"],
         "reason": f"{db.get('code')}: {db.get('reason') or ''}".strip()
-        if db["state"] == "Halted" else "",
+        if db["state"] == "Halted"
+        else "",
         "spentCalls": used("calls"),
         "spentTokens": used("tokens"),
         "spentUSD": round(used("cost_pico") / _PICO, 6),

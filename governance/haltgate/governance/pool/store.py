@@ -145,21 +145,27 @@ class LeaseGrant:
 
 def _eff_used(d: str) -> str:
     # Spend of the current period: a period that rolled over starts again from zero.
-    return (f"(CASE WHEN {d}_period_start < haltgate.pool_period_start({d}_period) "
-            f"THEN 0 ELSE {d}_used END)")
+    return (
+        f"(CASE WHEN {d}_period_start < haltgate.pool_period_start({d}_period) "
+        f"THEN 0 ELSE {d}_used END)"
+    )
 
 
 def _remaining(d: str) -> str:
     # What is left once the renewing member's old allotment is back and its spend counted.
-    return (f"({d}_limit - {_eff_used(d)} - %(spent_{d})s - ({d}_leased - "
-            f"coalesce((SELECT {d} FROM prior), 0)))")
+    return (
+        f"({d}_limit - {_eff_used(d)} - %(spent_{d})s - ({d}_leased - "
+        f"coalesce((SELECT {d} FROM prior), 0)))"
+    )
 
 
 def _grant(d: str) -> str:
     # lease.allotment() in SQL: min(rem, max(need, hold, ceil(rem * ppm / 1e6))); 0 unlimited.
     rem = _remaining(d)
-    return (f"(CASE WHEN {d}_limit IS NULL THEN 0 ELSE LEAST({rem}, GREATEST(%(need_{d})s, "
-            f"%(hold_{d})s, ceil({rem}::numeric * lease_ppm / 1000000)::bigint)) END)")
+    return (
+        f"(CASE WHEN {d}_limit IS NULL THEN 0 ELSE LEAST({rem}, GREATEST(%(need_{d})s, "
+        f"%(hold_{d})s, ceil({rem}::numeric * lease_ppm / 1000000)::bigint)) END)"
+    )
 
 
 def _renew_sql() -> str:
@@ -167,14 +173,17 @@ def _renew_sql() -> str:
     checks = []
     for d in DIMENSIONS:
         sets.append(f"{d}_used = {_eff_used(d)} + %(spent_{d})s")
-        sets.append(f"{d}_period_start = CASE WHEN {d}_period_start < "
-                    f"haltgate.pool_period_start({d}_period) THEN now() AT TIME ZONE 'UTC' "
-                    f"ELSE {d}_period_start END")
-        sets.append(f"{d}_leased = {d}_leased - coalesce((SELECT {d} FROM prior), 0) "
-                    f"+ {_grant(d)}")
+        sets.append(
+            f"{d}_period_start = CASE WHEN {d}_period_start < "
+            f"haltgate.pool_period_start({d}_period) THEN now() AT TIME ZONE 'UTC' "
+            f"ELSE {d}_period_start END"
+        )
+        sets.append(f"{d}_leased = {d}_leased - coalesce((SELECT {d} FROM prior), 0) + {_grant(d)}")
         checks.append(f"({d}_limit IS NULL OR {_remaining(d)} >= %(hold_{d})s)")
-    grants = ", ".join(f"new.{d}_leased - old.{d}_leased + "
-                       f"coalesce((SELECT {d} FROM prior), 0) AS {d}" for d in DIMENSIONS)
+    grants = ", ".join(
+        f"new.{d}_leased - old.{d}_leased + coalesce((SELECT {d} FROM prior), 0) AS {d}"
+        for d in DIMENSIONS
+    )
     dims = ", ".join(DIMENSIONS)
     return (
         # The old lease (if any) goes back: its allotment leaves `leased`, its spend joins
@@ -200,13 +209,17 @@ def _renew_sql() -> str:
 
 
 def _settle_sql() -> str:
-    sets = ", ".join(f"{d}_used = {_eff_used(d)} + %(spent_{d})s, "
-                     f"{d}_leased = {d}_leased - coalesce((SELECT {d} FROM gone), 0)"
-                     for d in DIMENSIONS)
-    return (f"WITH gone AS (DELETE FROM haltgate.pool_leases WHERE id = %(old)s AND pool = "
-            f"%(pool)s RETURNING {', '.join(DIMENSIONS)}) "
-            f"UPDATE haltgate.pools SET {sets}, updated_at = now() WHERE pool = %(pool)s "
-            "RETURNING state")
+    sets = ", ".join(
+        f"{d}_used = {_eff_used(d)} + %(spent_{d})s, "
+        f"{d}_leased = {d}_leased - coalesce((SELECT {d} FROM gone), 0)"
+        for d in DIMENSIONS
+    )
+    return (
+        f"WITH gone AS (DELETE FROM haltgate.pool_leases WHERE id = %(old)s AND pool = "
+        f"%(pool)s RETURNING {', '.join(DIMENSIONS)}) "
+        f"UPDATE haltgate.pools SET {sets}, updated_at = now() WHERE pool = %(pool)s "
+        "RETURNING state"
+    )
 
 
 def _expire_sql() -> str:
@@ -229,11 +242,17 @@ _SETTLE = _settle_sql()
 _EXPIRE = _expire_sql()
 
 
-def _params(pool: str, *, old: int | None, spent: Amounts, hold: Amounts = ZERO,
-            need: Amounts = ZERO, holder: str = "") -> dict[str, Any]:
+def _params(
+    pool: str,
+    *,
+    old: int | None,
+    spent: Amounts,
+    hold: Amounts = ZERO,
+    need: Amounts = ZERO,
+    holder: str = "",
+) -> dict[str, Any]:
     p: dict[str, Any] = {"pool": pool, "old": old, "holder": holder}
-    for d, s, h, n in zip(DIMENSIONS, spent.values(), hold.values(), need.values(),
-                          strict=True):
+    for d, s, h, n in zip(DIMENSIONS, spent.values(), hold.values(), need.values(), strict=True):
         p[f"spent_{d}"] = s
         p[f"hold_{d}"] = h
         p[f"need_{d}"] = n
@@ -253,8 +272,9 @@ class PoolStore:
     @classmethod
     async def connect(cls, dsn: str, *, connect_timeout: int = 5) -> PoolStore:
         """Open a connection (autocommit, bounded connect time)."""
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True,
-                                                     connect_timeout=max(1, connect_timeout))
+        conn = await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, connect_timeout=max(1, connect_timeout)
+        )
         return cls(conn)
 
     async def close(self) -> None:
@@ -276,7 +296,8 @@ class PoolStore:
         await self.conn.execute(
             f"INSERT INTO haltgate.pools (pool, {cols}) VALUES (%(pool)s, {values}) "
             f"ON CONFLICT (pool) DO UPDATE SET {updates}, updated_at = now()",
-            {"pool": pool, **row})
+            {"pool": pool, **row},
+        )
 
     async def config(self, pool: str) -> PoolConfig | None:
         """The pool's rules and state, or ``None`` if it does not exist."""
@@ -290,21 +311,44 @@ class PoolStore:
             return None
         leases = await self._one(
             "SELECT count(*) AS leases, count(DISTINCT holder) AS members FROM "
-            "haltgate.pool_leases WHERE pool = %s", (pool,))
+            "haltgate.pool_leases WHERE pool = %s",
+            (pool,),
+        )
         assert leases is not None
-        dims = {d: {"limit": row[f"{d}_limit"], "used": row[f"{d}_used"],
-                    "leased": row[f"{d}_leased"], "period": row[f"{d}_period"]}
-                for d in DIMENSIONS}
-        return {"pool": pool, "state": row["state"], "code": row["halt_code"],
-                "reason": row["halt_reason"], "haltedBy": row["halted_by"],
-                "haltedAt": row["halted_at"].isoformat() if row["halted_at"] else None,
-                "liftedBy": row["lifted_by"], "dimensions": dims,
-                "leases": leases["leases"], "members": leases["members"]}
+        dims = {
+            d: {
+                "limit": row[f"{d}_limit"],
+                "used": row[f"{d}_used"],
+                "leased": row[f"{d}_leased"],
+                "period": row[f"{d}_period"],
+            }
+            for d in DIMENSIONS
+        }
+        return {
+            "pool": pool,
+            "state": row["state"],
+            "code": row["halt_code"],
+            "reason": row["halt_reason"],
+            "haltedBy": row["halted_by"],
+            "haltedAt": row["halted_at"].isoformat() if row["halted_at"] else None,
+            "liftedBy": row["lifted_by"],
+            "dimensions": dims,
+            "leases": leases["leases"],
+            "members": leases["members"],
+        }
 
     # --------------------------------------------------------------- leases
 
-    async def renew(self, pool: str, holder: str, *, old: int | None, spent: Amounts,
-                    hold: Amounts, need: Amounts) -> LeaseGrant | None:
+    async def renew(
+        self,
+        pool: str,
+        holder: str,
+        *,
+        old: int | None,
+        spent: Amounts,
+        hold: Amounts,
+        need: Amounts,
+    ) -> LeaseGrant | None:
         """Return lease ``old`` (if any) with its ``spent`` and take a new one, atomically.
 
         ``hold``: what the new lease must cover at least (calls in flight); ``need``: what
@@ -313,8 +357,9 @@ class PoolStore:
         (the statement changed nothing: the lease row and its allotment in ``leased`` stay
         together) - call :meth:`settle` to give it back, or let it expire.
         """
-        row = await self._one(_RENEW, _params(pool, old=old, spent=spent, hold=hold,
-                                              need=need, holder=holder))
+        row = await self._one(
+            _RENEW, _params(pool, old=old, spent=spent, hold=hold, need=need, holder=holder)
+        )
         if row is None:
             return None
         return LeaseGrant(int(row["id"]), Amounts.from_mapping(row), row["expires_at"])
@@ -343,64 +388,76 @@ class PoolStore:
         dims = ", ".join(f"{d}_leased" for d in DIMENSIONS)
         sums = ", ".join(f"coalesce(sum({d}), 0)::bigint AS {d}" for d in DIMENSIONS)
         async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute("SELECT pg_has_role(session_user, 'haltgate_pool_admin', "
-                              "'MEMBER') AS admin")
+            await cur.execute(
+                "SELECT pg_has_role(session_user, 'haltgate_pool_admin', 'MEMBER') AS admin"
+            )
             role = await cur.fetchone()
             if not (role and role["admin"]):
-                raise PoolStoreError(f"repairing pool {pool} needs the haltgate_pool_admin "
-                                     "role")
-            await cur.execute(f"SELECT {dims} FROM haltgate.pools WHERE pool = %s FOR UPDATE",
-                              (pool,))
+                raise PoolStoreError(f"repairing pool {pool} needs the haltgate_pool_admin role")
+            await cur.execute(
+                f"SELECT {dims} FROM haltgate.pools WHERE pool = %s FOR UPDATE", (pool,)
+            )
             before = await cur.fetchone()
             if before is None:
                 return None
-            await cur.execute(f"SELECT {sums} FROM haltgate.pool_leases WHERE pool = %s",
-                              (pool,))
+            await cur.execute(f"SELECT {sums} FROM haltgate.pool_leases WHERE pool = %s", (pool,))
             live = await cur.fetchone()
             assert live is not None
-            changed = {d: {"before": int(before[f"{d}_leased"]), "after": int(live[d])}
-                       for d in DIMENSIONS if before[f"{d}_leased"] != live[d]}
+            changed = {
+                d: {"before": int(before[f"{d}_leased"]), "after": int(live[d])}
+                for d in DIMENSIONS
+                if before[f"{d}_leased"] != live[d]
+            }
             if changed:
                 sets = ", ".join(f"{d}_leased = %({d})s" for d in changed)
-                await cur.execute(f"UPDATE haltgate.pools SET {sets}, updated_at = now() "
-                                  "WHERE pool = %(pool)s",
-                                  {"pool": pool, **{d: v["after"] for d, v in changed.items()}})
+                await cur.execute(
+                    f"UPDATE haltgate.pools SET {sets}, updated_at = now() WHERE pool = %(pool)s",
+                    {"pool": pool, **{d: v["after"] for d, v in changed.items()}},
+                )
                 await cur.execute(
                     "INSERT INTO haltgate.pool_events (pool, kind, actor, code, detail) "
                     "VALUES (%s, 'repair', %s, 'leased_recomputed', %s)",
-                    (pool, actor, Jsonb(changed)))
+                    (pool, actor, Jsonb(changed)),
+                )
         return changed
 
     # --------------------------------------------------------------- halts
 
     async def halt(self, pool: str, code: str, reason: str, actor: str) -> bool:
         """Halt the pool (NOTIFY at commit). False if unknown or already halted."""
-        row = await self._one("SELECT haltgate.pool_halt(%s, %s, %s, %s) AS done",
-                              (pool, code, reason, actor))
+        row = await self._one(
+            "SELECT haltgate.pool_halt(%s, %s, %s, %s) AS done", (pool, code, reason, actor)
+        )
         return bool(row and row["done"])
 
     async def lift(self, pool: str, actor: str, reason: str) -> bool:
         """Lift a halted pool; needs the ``haltgate_pool_admin`` role (else raises)."""
         try:
-            row = await self._one("SELECT haltgate.pool_lift(%s, %s, %s) AS done",
-                                  (pool, actor, reason))
+            row = await self._one(
+                "SELECT haltgate.pool_lift(%s, %s, %s) AS done", (pool, actor, reason)
+            )
         except psycopg.errors.InsufficientPrivilege as e:
             raise PoolStoreError(str(e).strip()) from e
         return bool(row and row["done"])
 
-    async def record(self, pool: str, kind: str, actor: str, code: str | None,
-                     count: int = 1) -> str | None:
+    async def record(
+        self, pool: str, kind: str, actor: str, code: str | None, count: int = 1
+    ) -> str | None:
         """Record a member event (``member_halt``, ``errors``, ``fail_closed``, ...).
 
         Member halts and errors count towards the pool's storm rules; returns the pool
         state afterwards (``Halted`` when this event completed a storm)."""
-        row = await self._one("SELECT haltgate.pool_record(%s, %s, %s, %s, %s) AS state",
-                              (pool, kind, actor, code, count))
+        row = await self._one(
+            "SELECT haltgate.pool_record(%s, %s, %s, %s, %s) AS state",
+            (pool, kind, actor, code, count),
+        )
         return row["state"] if row else None
 
     async def events(self, pool: str, limit: int = 100) -> list[dict[str, Any]]:
         """The pool's latest events, newest first."""
         async with self.conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute("SELECT * FROM haltgate.pool_events WHERE pool = %s "
-                              "ORDER BY id DESC LIMIT %s", (pool, limit))
+            await cur.execute(
+                "SELECT * FROM haltgate.pool_events WHERE pool = %s ORDER BY id DESC LIMIT %s",
+                (pool, limit),
+            )
             return await cur.fetchall()

@@ -41,9 +41,16 @@ class SyncResult:
     events: list[PoolEvent] = field(default_factory=list)
 
 
-async def sync_pool(store: PoolStore, namespace: str, name: str, spec: BudgetPoolSpec, *,
-                    halt_annotation: str | None, previous: Mapping[str, Any] | None,
-                    actor: str = "haltgate-operator") -> SyncResult:
+async def sync_pool(
+    store: PoolStore,
+    namespace: str,
+    name: str,
+    spec: BudgetPoolSpec,
+    *,
+    halt_annotation: str | None,
+    previous: Mapping[str, Any] | None,
+    actor: str = "haltgate-operator",
+) -> SyncResult:
     """Reconcile one BudgetPool with the database. ``previous``: its current status."""
     key = pool_key(namespace, name)
     await store.upsert(key, spec)
@@ -52,15 +59,22 @@ async def sync_pool(store: PoolStore, namespace: str, name: str, spec: BudgetPoo
     if before is not None:
         if halt_annotation and before["state"] == "Active":
             await store.halt(key, OPERATOR_HALT, halt_annotation, f"{actor} (annotation)")
-        elif not halt_annotation and before["state"] == "Halted" \
-                and before.get("code") == OPERATOR_HALT:
-            await store.lift(key, f"{actor} (annotation removed)",
-                             "the haltgate.dev/halt annotation was removed")
+        elif (
+            not halt_annotation
+            and before["state"] == "Halted"
+            and before.get("code") == OPERATOR_HALT
+        ):
+            await store.lift(
+                key, f"{actor} (annotation removed)", "the haltgate.dev/halt annotation was removed"
+            )
     now = status_fields(await store.status(key))
     was = (previous or {}).get("state")
     if now.get("state") == "Halted" and was != "Halted":
-        events.append(PoolEvent("Warning", "PoolHalted",
-                                f"every member refuses new calls: {now.get('reason')}"))
+        events.append(
+            PoolEvent(
+                "Warning", "PoolHalted", f"every member refuses new calls: {now.get('reason')}"
+            )
+        )
     elif now.get("state") == "Active" and was == "Halted":
         events.append(PoolEvent("Normal", "PoolLifted", "the pool was lifted; members resume"))
     return SyncResult(now, events)

@@ -76,8 +76,11 @@ def recording_app(*, record: bool = True) -> web.Application:
             body = await request.read()
             request.app[RECORDED].add(
                 ReceivedRequest(
-                    request.method, request.path, request.query_string,
-                    {str(k): v for k, v in request.headers.items()}, body,
+                    request.method,
+                    request.path,
+                    request.query_string,
+                    {str(k): v for k, v in request.headers.items()},
+                    body,
                     request.raw_path.partition("?")[0],
                 )
             )
@@ -128,7 +131,9 @@ def cut_connection(request: web.Request) -> None:
 
 
 async def serve(
-    app: web.Application, host: str = "127.0.0.1", port: int = 0,
+    app: web.Application,
+    host: str = "127.0.0.1",
+    port: int = 0,
     ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, str]:
     """Start ``app`` on ``host:port`` (0: a free port); returns the runner and base URL.
@@ -148,9 +153,11 @@ def run_cli(name: str, factory: Callable[..., web.Application]) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m haltgate.testbed.standins.{name}")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--no-record", action="store_true",
-                        help="do not keep received requests (benchmarks)")
+    parser.add_argument(
+        "--no-record", action="store_true", help="do not keep received requests (benchmarks)"
+    )
     args = parser.parse_args()
+
     async def _main() -> None:
         runner, url = await serve(factory(record=not args.no_record), args.host, args.port)
         print(f"{name} stand-in listening on {url}", flush=True)

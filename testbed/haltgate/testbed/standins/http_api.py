@@ -73,9 +73,14 @@ async def delete_item(request: web.Request) -> web.Response:
 
 async def echo(request: web.Request) -> web.Response:
     body = await request.read()
-    return json_response({"method": request.method, "path": request.path,
-                          "query": request.query_string,
-                          "body": body.decode("utf-8", "replace")})
+    return json_response(
+        {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "body": body.decode("utf-8", "replace"),
+        }
+    )
 
 
 async def status(request: web.Request) -> web.Response:
@@ -86,8 +91,9 @@ async def status(request: web.Request) -> web.Response:
 async def some_bytes(request: web.Request) -> web.Response:
     n = min(int(request.match_info["n"]), MAX_BYTES)
     pattern = bytes(range(256))
-    return web.Response(body=(pattern * (n // 256 + 1))[:n],
-                        content_type="application/octet-stream")
+    return web.Response(
+        body=(pattern * (n // 256 + 1))[:n], content_type="application/octet-stream"
+    )
 
 
 def _encode(body: bytes, encoding: str) -> tuple[bytes, str | None]:

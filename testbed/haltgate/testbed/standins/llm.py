@@ -87,8 +87,9 @@ def input_tokens(body: dict[str, Any]) -> int:
             texts.append(value)
         elif isinstance(value, list):
             for item in value:
-                texts.append(_text_of(item.get("content")) if isinstance(item, dict)
-                             else _text_of([item]))
+                texts.append(
+                    _text_of(item.get("content")) if isinstance(item, dict) else _text_of([item])
+                )
     return max(1, sum(count_words(t) for t in texts))
 
 
@@ -109,8 +110,9 @@ def _header_int(request: web.Request, name: str) -> int:
 
 def _ident(prefix: str, body: dict[str, Any]) -> str:
     stable = {k: v for k, v in body.items() if k != "stream_options"}
-    return prefix + hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)
-                                   ).hexdigest()[:24]
+    return (
+        prefix + hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
+    )
 
 
 def _wants_usage(call: _Call) -> bool:
@@ -150,8 +152,10 @@ class _Call:
         self.model = str(body.get("model") or "standin-model")
         self.stream = body.get("stream") is True
         self.n = output_tokens(body)
-        if not any(isinstance(body.get(k), int) for k in
-                   ("max_completion_tokens", "max_tokens", "max_output_tokens")):
+        if not any(
+            isinstance(body.get(k), int)
+            for k in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+        ):
             self.n = min(_header_int(request, "x-standin-tokens") or self.n, MAX_OUTPUT_TOKENS)
         self.input = input_tokens(body)
         self.cached = min(_header_int(request, "x-standin-cached"), self.input)
@@ -217,20 +221,36 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return call
     ident = _ident("chatcmpl-", call.body)
     if not call.stream:
-        return json_response({
-            "id": ident, "object": "chat.completion", "created": CREATED, "model": call.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": call.text},
-                         "finish_reason": "stop"}],
-            "usage": _openai_usage(call),
-        })
+        return json_response(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": CREATED,
+                "model": call.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": call.text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": _openai_usage(call),
+            }
+        )
 
     usage_null = {"usage": None} if _wants_usage(call) else {}
 
     def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-        return sse_event({"id": ident, "object": "chat.completion.chunk", "created": CREATED,
-                          "model": call.model,
-                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                          **usage_null})
+        return sse_event(
+            {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": call.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **usage_null,
+            }
+        )
 
     out = _Writer(await start_sse(request), call)
     await out.write(chunk({"role": "assistant", "content": ""}, None))
@@ -247,9 +267,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _openai_stream_tail(out: _Writer, call: _Call, ident: str, obj: str) -> None:
     if _wants_usage(call) and call.behavior != "no-usage":
-        await out.write(sse_event({"id": ident, "object": obj, "created": CREATED,
-                                   "model": call.model, "choices": [],
-                                   "usage": _openai_usage(call)}))
+        await out.write(
+            sse_event(
+                {
+                    "id": ident,
+                    "object": obj,
+                    "created": CREATED,
+                    "model": call.model,
+                    "choices": [],
+                    "usage": _openai_usage(call),
+                }
+            )
+        )
     await out.write(sse_event("[DONE]"))
     await out.end()
 
@@ -260,12 +289,18 @@ async def completions(request: web.Request) -> web.StreamResponse:
         return call
     ident = _ident("cmpl-", call.body)
     if not call.stream:
-        return json_response({
-            "id": ident, "object": "text_completion", "created": CREATED, "model": call.model,
-            "choices": [{"index": 0, "text": call.text, "logprobs": None,
-                         "finish_reason": "stop"}],
-            "usage": _openai_usage(call),
-        })
+        return json_response(
+            {
+                "id": ident,
+                "object": "text_completion",
+                "created": CREATED,
+                "model": call.model,
+                "choices": [
+                    {"index": 0, "text": call.text, "logprobs": None, "finish_reason": "stop"}
+                ],
+                "usage": _openai_usage(call),
+            }
+        )
     usage_null = {"usage": None} if _wants_usage(call) else {}
     out = _Writer(await start_sse(request), call)
     for i, word in enumerate(call.words):
@@ -273,12 +308,25 @@ async def completions(request: web.Request) -> web.StreamResponse:
             await out.flush()
             cut_connection(request)
             return out.resp
-        await out.write(sse_event({
-            "id": ident, "object": "text_completion", "created": CREATED, "model": call.model,
-            "choices": [{"index": 0, "text": word if i == 0 else " " + word, "logprobs": None,
-                         "finish_reason": "stop" if i == call.n - 1 else None}],
-            **usage_null,
-        }))
+        await out.write(
+            sse_event(
+                {
+                    "id": ident,
+                    "object": "text_completion",
+                    "created": CREATED,
+                    "model": call.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "text": word if i == 0 else " " + word,
+                            "logprobs": None,
+                            "finish_reason": "stop" if i == call.n - 1 else None,
+                        }
+                    ],
+                    **usage_null,
+                }
+            )
+        )
     await _openai_stream_tail(out, call, ident, "text_completion")
     return out.resp
 
@@ -294,10 +342,14 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         digest = hashlib.sha256(orjson.dumps(item)).digest()
         vector = [round(b / 255.0, 4) for b in digest[:EMBEDDING_DIM]]
         data.append({"object": "embedding", "index": index, "embedding": vector})
-    return json_response({
-        "object": "list", "data": data, "model": call.model,
-        "usage": {"prompt_tokens": call.input, "total_tokens": call.input},
-    })
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": call.model,
+            "usage": {"prompt_tokens": call.input, "total_tokens": call.input},
+        }
+    )
 
 
 def _responses_usage(call: _Call) -> dict[str, Any]:
@@ -315,31 +367,59 @@ async def responses(request: web.Request) -> web.StreamResponse:
     if isinstance(call, web.Response):
         return call
     ident = _ident("resp_", call.body)
-    message = {"type": "message", "id": _ident("msg_", call.body), "status": "completed",
-               "role": "assistant",
-               "content": [{"type": "output_text", "text": call.text, "annotations": []}]}
-    full = {"id": ident, "object": "response", "created_at": CREATED, "status": "completed",
-            "model": call.model, "output": [message], "usage": _responses_usage(call)}
+    message = {
+        "type": "message",
+        "id": _ident("msg_", call.body),
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": call.text, "annotations": []}],
+    }
+    full = {
+        "id": ident,
+        "object": "response",
+        "created_at": CREATED,
+        "status": "completed",
+        "model": call.model,
+        "output": [message],
+        "usage": _responses_usage(call),
+    }
     if not call.stream:
         return json_response(full)
     resp = await start_sse(request)
     created = {**full, "status": "in_progress", "output": [], "usage": None}
-    await resp.write(sse_event({"type": "response.created", "sequence_number": 0,
-                                "response": created}, "response.created"))
+    await resp.write(
+        sse_event(
+            {"type": "response.created", "sequence_number": 0, "response": created},
+            "response.created",
+        )
+    )
     seq = 1
     for i, word in enumerate(call.words):
         if call.behavior == "truncate" and i == 2:
             cut_connection(request)
             return resp
-        await resp.write(sse_event({
-            "type": "response.output_text.delta", "sequence_number": seq,
-            "item_id": message["id"], "output_index": 0, "content_index": 0,
-            "delta": word if i == 0 else " " + word}, "response.output_text.delta"))
+        await resp.write(
+            sse_event(
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": seq,
+                    "item_id": message["id"],
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": word if i == 0 else " " + word,
+                },
+                "response.output_text.delta",
+            )
+        )
         seq += 1
     if call.behavior == "no-usage":
         full = {**full, "usage": None}
-    await resp.write(sse_event({"type": "response.completed", "sequence_number": seq,
-                                "response": full}, "response.completed"))
+    await resp.write(
+        sse_event(
+            {"type": "response.completed", "sequence_number": seq, "response": full},
+            "response.completed",
+        )
+    )
     await resp.write_eof()
     return resp
 
@@ -352,49 +432,101 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if isinstance(call, web.Response):
         return call
     ident = _ident("msg_", call.body)
-    usage = {"input_tokens": call.input - call.cached,
-             "cache_read_input_tokens": call.cached,
-             "cache_creation_input_tokens": call.cache_write,
-             "output_tokens": call.completion_tokens}
+    usage = {
+        "input_tokens": call.input - call.cached,
+        "cache_read_input_tokens": call.cached,
+        "cache_creation_input_tokens": call.cache_write,
+        "output_tokens": call.completion_tokens,
+    }
     if not call.stream:
-        return json_response({
-            "id": ident, "type": "message", "role": "assistant", "model": call.model,
-            "content": [{"type": "text", "text": call.text}],
-            "stop_reason": "end_turn", "stop_sequence": None, "usage": usage,
-        })
+        return json_response(
+            {
+                "id": ident,
+                "type": "message",
+                "role": "assistant",
+                "model": call.model,
+                "content": [{"type": "text", "text": call.text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": usage,
+            }
+        )
     resp = await start_sse(request)
     start_usage = {**usage, "output_tokens": 1}
-    await resp.write(sse_event({"type": "message_start", "message": {
-        "id": ident, "type": "message", "role": "assistant", "model": call.model,
-        "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}},
-        "message_start"))
-    await resp.write(sse_event({"type": "content_block_start", "index": 0,
-                                "content_block": {"type": "text", "text": ""}},
-                               "content_block_start"))
+    await resp.write(
+        sse_event(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": ident,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": call.model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": start_usage,
+                },
+            },
+            "message_start",
+        )
+    )
+    await resp.write(
+        sse_event(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            "content_block_start",
+        )
+    )
     await resp.write(sse_event({"type": "ping"}, "ping"))
     for i, word in enumerate(call.words):
         if call.behavior == "truncate" and i == 2:
             cut_connection(request)
             return resp
-        await resp.write(sse_event({"type": "content_block_delta", "index": 0,
-                                    "delta": {"type": "text_delta",
-                                              "text": word if i == 0 else " " + word}},
-                                   "content_block_delta"))
-    await resp.write(sse_event({"type": "content_block_stop", "index": 0},
-                               "content_block_stop"))
-    final_usage = ({"output_tokens": call.completion_tokens}
-                   if call.behavior != "no-usage" else {})
-    await resp.write(sse_event({"type": "message_delta",
-                                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                "usage": final_usage}, "message_delta"))
+        await resp.write(
+            sse_event(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": word if i == 0 else " " + word},
+                },
+                "content_block_delta",
+            )
+        )
+    await resp.write(sse_event({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+    final_usage = {"output_tokens": call.completion_tokens} if call.behavior != "no-usage" else {}
+    await resp.write(
+        sse_event(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": final_usage,
+            },
+            "message_delta",
+        )
+    )
     await resp.write(sse_event({"type": "message_stop"}, "message_stop"))
     await resp.write_eof()
     return resp
 
 
 async def models(request: web.Request) -> web.Response:
-    return json_response({"object": "list", "data": [
-        {"id": "standin-model", "object": "model", "created": CREATED, "owned_by": "standin"}]})
+    return json_response(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": "standin-model",
+                    "object": "model",
+                    "created": CREATED,
+                    "owned_by": "standin",
+                }
+            ],
+        }
+    )
 
 
 def create_app(*, record: bool = True) -> web.Application:

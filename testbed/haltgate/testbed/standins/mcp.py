@@ -45,22 +45,51 @@ PROTOCOL_VERSION = "2025-06-18"
 SESSION_ID = "standin-session-1"
 
 TOOLS: list[dict[str, Any]] = [
-    {"name": "echo", "description": "Return the text.",
-     "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}},
-                     "required": ["text"]}},
-    {"name": "add", "description": "Add two numbers.",
-     "inputSchema": {"type": "object", "properties": {"a": {"type": "number"},
-                                                      "b": {"type": "number"}},
-                     "required": ["a", "b"]}},
-    {"name": "read_file", "description": "Read a (pretend) file.",
-     "inputSchema": {"type": "object", "properties": {"path": {"type": "string"}},
-                     "required": ["path"]}},
-    {"name": "delete_file", "description": "Delete a (pretend) file.",
-     "inputSchema": {"type": "object", "properties": {"path": {"type": "string"}},
-                     "required": ["path"]}},
-    {"name": "search", "description": "Search (pretend) documents.",
-     "inputSchema": {"type": "object", "properties": {"query": {"type": "string"}},
-                     "required": ["query"]}},
+    {
+        "name": "echo",
+        "description": "Return the text.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+            "required": ["text"],
+        },
+    },
+    {
+        "name": "add",
+        "description": "Add two numbers.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+            "required": ["a", "b"],
+        },
+    },
+    {
+        "name": "read_file",
+        "description": "Read a (pretend) file.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}},
+            "required": ["path"],
+        },
+    },
+    {
+        "name": "delete_file",
+        "description": "Delete a (pretend) file.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}},
+            "required": ["path"],
+        },
+    },
+    {
+        "name": "search",
+        "description": "Search (pretend) documents.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"query": {"type": "string"}},
+            "required": ["query"],
+        },
+    },
 ]
 
 
@@ -135,19 +164,30 @@ def handle_message(msg: Any, executions: Executions | None = None) -> dict[str, 
             ran("tool")
             result = call_tool(name, args)
         case "resources/list":
-            result = {"resources": [{"uri": "file:///srv/docs/readme.txt", "name": "readme"},
-                                    {"uri": "file:///etc/shadow", "name": "shadow"}]}
+            result = {
+                "resources": [
+                    {"uri": "file:///srv/docs/readme.txt", "name": "readme"},
+                    {"uri": "file:///etc/shadow", "name": "shadow"},
+                ]
+            }
         case "resources/read":
             uri = params.get("uri")
             ran("resource")
-            result = {"contents": [{"uri": uri, "mimeType": "text/plain",
-                                    "text": f"contents of {uri}"}]}
+            result = {
+                "contents": [{"uri": uri, "mimeType": "text/plain", "text": f"contents of {uri}"}]
+            }
         case "prompts/list":
             result = {"prompts": [{"name": "summarize"}, {"name": "exfiltrate"}]}
         case "prompts/get":
             ran("prompt")
-            result = {"messages": [{"role": "user", "content": {
-                "type": "text", "text": f"prompt {params.get('name')}"}}]}
+            result = {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": {"type": "text", "text": f"prompt {params.get('name')}"},
+                    }
+                ]
+            }
         case "completion/complete":
             result = {"completion": {"values": ["a", "b"], "hasMore": False}}
         case _:
@@ -190,20 +230,37 @@ async def mcp_post(request: web.Request) -> web.StreamResponse:
         return resp
     if mode == "gzip":  # a server that compresses although asked for identity
         body = gzip.compress(orjson.dumps(answers if batch else answers[0]))
-        return web.Response(body=body, status=200, content_type="application/json",
-                            headers={**headers, "Content-Encoding": "gzip"})
+        return web.Response(
+            body=body,
+            status=200,
+            content_type="application/json",
+            headers={**headers, "Content-Encoding": "gzip"},
+        )
     return json_response(answers if batch else answers[0], 200, **headers)
 
 
 SERVER_REQUESTS: list[dict[str, Any]] = [
-    {"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage",
-     "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}],
-                "maxTokens": 100}},
-    {"jsonrpc": "2.0", "id": "s2", "method": "elicitation/create",
-     "params": {"message": "your password?", "requestedSchema": {"type": "object"}}},
+    {
+        "jsonrpc": "2.0",
+        "id": "s1",
+        "method": "sampling/createMessage",
+        "params": {
+            "messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}],
+            "maxTokens": 100,
+        },
+    },
+    {
+        "jsonrpc": "2.0",
+        "id": "s2",
+        "method": "elicitation/create",
+        "params": {"message": "your password?", "requestedSchema": {"type": "object"}},
+    },
     {"jsonrpc": "2.0", "id": "s3", "method": "roots/list"},
-    {"jsonrpc": "2.0", "method": "notifications/message",
-     "params": {"level": "info", "data": "hello"}},
+    {
+        "jsonrpc": "2.0",
+        "method": "notifications/message",
+        "params": {"level": "info", "data": "hello"},
+    },
 ]
 
 

@@ -132,24 +132,38 @@ def _rpc_call(msg: Any) -> dict[str, Any] | None:
             if isinstance(arguments, dict) and isinstance(arguments.get("path"), str):
                 call["path"] = arguments["path"]
         elif method in ("resources/read", "resources/subscribe") and isinstance(
-                params.get("uri"), str):
+            params.get("uri"), str
+        ):
             call["uri"] = params["uri"]
         elif method == "prompts/get" and isinstance(params.get("name"), str):
             call["name"] = params["name"]
     return call
 
 
-def read_request(method: str, path: str, headers: Any, body: bytes, *, name: str,
-                 duplicates: Duplicates, query: str = ""
-                 ) -> tuple[dict[str, Any], list[Any], bool]:
+def read_request(
+    method: str,
+    path: str,
+    headers: Any,
+    body: bytes,
+    *,
+    name: str,
+    duplicates: Duplicates,
+    query: str = "",
+) -> tuple[dict[str, Any], list[Any], bool]:
     """What the service executes for one request, the JSON-RPC ids to answer and whether
     the message was a batch."""
     path = effective_path(path, headers)
     reading: dict[str, Any] = {
-        "upstream": name, "tag": headers.get(TAG_HEADER, ""),
-        "method": effective_method(method, headers, query, body), "wire_method": method,
-        "path": path, "route": route_of(path), "endpoint": "http",
-        "model": None, "model_resolved": None, "rpc": None,
+        "upstream": name,
+        "tag": headers.get(TAG_HEADER, ""),
+        "method": effective_method(method, headers, query, body),
+        "wire_method": method,
+        "path": path,
+        "route": route_of(path),
+        "endpoint": "http",
+        "model": None,
+        "model_resolved": None,
+        "rpc": None,
     }
     ids: list[Any] = []
     if reading["method"] != "POST":
@@ -200,25 +214,45 @@ class Reader:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.content.read(MAX_BODY)
-        reading, ids, batch = read_request(request.method, request.path, request.headers, body,
-                                           name=self.name, duplicates=self.duplicates,
-                                           query=request.query_string)
+        reading, ids, batch = read_request(
+            request.method,
+            request.path,
+            request.headers,
+            body,
+            name=self.name,
+            duplicates=self.duplicates,
+            query=request.query_string,
+        )
         self._log.write(json.dumps(reading) + "\n")
         self._log.flush()
         if reading["endpoint"] == "llm":
-            return _json({"id": "chatcmpl-diff", "object": "chat.completion",
-                          "model": reading["model_resolved"],
-                          "choices": [{"index": 0, "finish_reason": "stop",
-                                       "message": {"role": "assistant", "content": "ok"}}],
-                          "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                    "total_tokens": 2},
-                          "executed": reading})
+            return _json(
+                {
+                    "id": "chatcmpl-diff",
+                    "object": "chat.completion",
+                    "model": reading["model_resolved"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "ok"},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    "executed": reading,
+                }
+            )
         if reading["endpoint"] == "mcp":
             if not ids:
                 return web.Response(status=202)
-            answers = [{"jsonrpc": "2.0", "id": i,
-                        "result": {"content": [{"type": "text", "text": "ok"}],
-                                   "isError": False}} for i in ids]
+            answers = [
+                {
+                    "jsonrpc": "2.0",
+                    "id": i,
+                    "result": {"content": [{"type": "text", "text": "ok"}], "isError": False},
+                }
+                for i in ids
+            ]
             return _json(answers if batch else answers[0])
         return _json({"executed": reading})
 
@@ -227,8 +261,7 @@ def _json(obj: Any) -> web.Response:
     return web.Response(body=orjson.dumps(obj), content_type="application/json")
 
 
-def create_server(log: TextIO, *, name: str = "py",
-                  duplicates: Duplicates = "last") -> web.Server:
+def create_server(log: TextIO, *, name: str = "py", duplicates: Duplicates = "last") -> web.Server:
     """aiohttp's low-level server around a :class:`Reader` (no router: every path is read)."""
     handler: Callable[[web.BaseRequest], Any] = Reader(log, name=name, duplicates=duplicates)
     return web.Server(handler, access_log=None)
@@ -237,24 +270,32 @@ def create_server(log: TextIO, *, name: str = "py",
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m haltgate.testbed.standins.reader")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, action="append", required=True,
-                        help="port to listen on (repeat for several)")
-    parser.add_argument("--log", type=Path, required=True,
-                        help="file to append one JSON line per executed request to")
+    parser.add_argument(
+        "--port",
+        type=int,
+        action="append",
+        required=True,
+        help="port to listen on (repeat for several)",
+    )
+    parser.add_argument(
+        "--log",
+        type=Path,
+        required=True,
+        help="file to append one JSON line per executed request to",
+    )
     parser.add_argument("--name", default="py")
     parser.add_argument("--duplicates", choices=("last", "first"), default="last")
     args = parser.parse_args()
 
     async def serve() -> None:
         with args.log.open("a", encoding="utf-8") as log:
-            runner = web.ServerRunner(create_server(log, name=args.name,
-                                                    duplicates=args.duplicates),
-                                      handle_signals=True)
+            runner = web.ServerRunner(
+                create_server(log, name=args.name, duplicates=args.duplicates), handle_signals=True
+            )
             await runner.setup()
             for port in args.port:
                 await web.TCPSite(runner, args.host, port).start()
-            print(f"reader stand-in {args.name} listening on {args.host}:{args.port}",
-                  flush=True)
+            print(f"reader stand-in {args.name} listening on {args.host}:{args.port}", flush=True)
             try:
                 await asyncio.Event().wait()
             finally:
