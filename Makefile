@@ -3,6 +3,8 @@
 # packages come from `make deps` (hack/deps.sh), which `demo`, `test` and `.ci/run` all use.
 
 SHELL := /bin/bash
+# Go where hack/build-binaries expects it (as .ci/run does), also from a fresh login shell.
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 

@@ -69,11 +69,14 @@ if (( ${#missing[@]} == 0 )); then
   exit 0
 fi
 
-if (( EUID == 0 )) && command -v apt-get >/dev/null 2>&1; then
-  echo "deps: installing ${missing[*]} (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# As root, or through sudo when it needs no password (as .ci/run uses it).
+as_root=()
+(( EUID == 0 )) || { sudo -n true 2>/dev/null && as_root=(sudo -n); }
+if { (( EUID == 0 )) || (( ${#as_root[@]} )); } && command -v apt-get >/dev/null 2>&1; then
+  echo "deps: installing ${missing[*]} (${as_root[*]:+sudo }apt-get)"
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   echo "deps: installed ${missing[*]}"
   exit 0
 fi

@@ -14,6 +14,7 @@ as one whatever its path (:mod:`haltgate.governance.llm_body`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -140,6 +141,9 @@ def _check_depth(obj: Any, body: bytes) -> None:
 
 _JSON_START = frozenset(b"{ \t\r\n")
 _JSON_ARRAY_START = _JSON_START | frozenset(b"[")
+_MAY_NAME_A_METHOD = re.compile(rb"method|\\u|\\/", re.IGNORECASE)
+"""Bodies worth parsing for an MCP method: a ``method`` key in any case, or a JSON escape
+that could spell one (``\\u0065``, ``tools\\/call``). One scan, no lower-cased copy."""
 
 
 def _llm_shaped(body: bytes) -> Any:
@@ -163,11 +167,12 @@ _MCP_WORK_METHODS: Final = frozenset(
 
 
 def _refuse_mcp_in_disguise(body: bytes) -> None:
-    """Refuse a JSON-RPC body naming MCP work (``tools/call``, ``resources/read``, listings:
-    any case) sent to an upstream not declared ``mcp``: tool, resource and prompt rules only
-    see MCP upstreams, and gateways serve MCP at ``/mcp`` beside their REST or LLM routes.
-    Other JSON-RPC (e.g. a blockchain node's) passes as before."""
-    if not body or body[0] not in _JSON_ARRAY_START or b"sonrpc" not in body.lower():
+    """Refuse a JSON message whose ``method`` names MCP work (``tools/call``,
+    ``resources/read``, listings: any case, with or without ``jsonrpc``, which lenient servers
+    do not check) sent to an upstream not declared ``mcp``: tool, resource and prompt rules
+    only see MCP upstreams, and gateways serve MCP at ``/mcp`` beside their REST or LLM
+    routes. Other JSON-RPC (e.g. a blockchain node's) passes as before."""
+    if not body or body[0] not in _JSON_ARRAY_START or _MAY_NAME_A_METHOD.search(body) is None:
         return
     try:
         obj = orjson.loads(body)
@@ -184,7 +189,7 @@ def _refuse_mcp_in_disguise(body: bytes) -> None:
                 and value.casefold() in _MCP_WORK_METHODS
             ):
                 raise BadRequestError(
-                    f"a JSON-RPC MCP message ({value[:64]!r}) to an upstream not declared "
+                    f"an MCP message ({value[:64]!r}) to an upstream not declared "
                     "as mcp: declare the MCP endpoint as an upstream of kind mcp so its "
                     "tools are governed",
                     code="mcp_in_disguise",

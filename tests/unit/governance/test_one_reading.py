@@ -342,3 +342,35 @@ def test_argument_key_in_another_case_is_ambiguous(
 )
 def test_deployment_named_by_the_path(path: str, deployment: str | None) -> None:
     assert llm_body.path_deployment(path) == deployment
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}',
+        b'{"method":"tools\\/call"}',  # no jsonrpc (lenient servers do not check), escaped '/'
+        b'{"m\\u0065thod":"Tools/Call"}',  # escaped key, other case
+        b'[{"METHOD":"resources/read"}]',
+    ],
+)
+def test_mcp_work_to_a_non_mcp_upstream_is_refused(body: bytes) -> None:
+    from haltgate.sidecar.classify import _refuse_mcp_in_disguise
+
+    with pytest.raises(BadRequestError) as e:
+        _refuse_mcp_in_disguise(body)
+    assert e.value.code == "mcp_in_disguise"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","id":1,"method":"eth_call"}',
+        b'{"method":"GET"}',
+        b'{"a":"b"}',
+        b"not json",
+    ],
+)
+def test_other_json_to_a_non_mcp_upstream_passes(body: bytes) -> None:
+    from haltgate.sidecar.classify import _refuse_mcp_in_disguise
+
+    _refuse_mcp_in_disguise(body)  # raises on a refusal
