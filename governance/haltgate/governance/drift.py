@@ -11,7 +11,10 @@ Six dimensions are watched per agent:
 **Windows.** Observations of one dimension are grouped into windows of ``window_calls``
 observations (counted, not timed: an idle agent produces no window and the result does not
 depend on a clock). When a window is full it is scored against the baseline, then folded
-into it.
+into it, unless it is drifted: drifted windows are held out of the baseline (a drift must
+not teach the baseline that it is normal) until ``baseline_windows`` of them came in a row;
+a change that lasts that long is then learnt as the new normal, and its score decays.
+An operator who accepts a change earlier calls :meth:`DriftTracker.rebaseline`.
 
 **Baseline.** An exponentially weighted summary of past windows with weight
 ``alpha = max(1 / windows_folded, 1 / baseline_windows)``: a plain running average during
@@ -284,6 +287,10 @@ class _Numeric:
         self.n += wn
         self.wn, self.wsum, self.wsq = 0, 0.0, 0.0
 
+    def discard(self) -> None:
+        """Drop the open window without learning from it."""
+        self.wn, self.wsum, self.wsq = 0, 0.0, 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
@@ -358,6 +365,11 @@ class _Categorical:
                 merged[key] = share
         self.shares = merged
         self.n += n
+        self.counts = {}
+        self.wn = 0
+
+    def discard(self) -> None:
+        """Drop the open window without learning from it."""
         self.counts = {}
         self.wn = 0
 
@@ -479,12 +491,15 @@ class DriftTracker:
         s = self.settings
         threshold = s.thresholds[name]
         score, direction = dim.judge(s.min_samples)
-        dim.fold(s.baseline_windows)
-        dim.score = score
         if score is not None and score >= threshold:
             dim.run += 1
         else:
             dim.run = 0
+        if 0 < dim.run <= s.baseline_windows:
+            dim.discard()  # held out: a drift must not teach the baseline it is normal
+        else:
+            dim.fold(s.baseline_windows)
+        dim.score = score
         return WindowScore(
             agent,
             name,
