@@ -240,7 +240,7 @@ def _share_noise(p: float, n: int) -> float:
 class _Numeric:
     """Baseline and open window of one numeric dimension (log scale)."""
 
-    __slots__ = ("floor", "mean", "n", "run", "score", "var", "wn", "wsq", "wsum", "windows")
+    __slots__ = ("floor", "mean", "n", "run", "score", "var", "windows", "wn", "wsq", "wsum")
 
     def __init__(self, floor: float) -> None:
         self.floor = floor
@@ -319,7 +319,7 @@ class _Numeric:
 class _Categorical:
     """Baseline shares and open window counts of one categorical dimension."""
 
-    __slots__ = ("counts", "n", "run", "score", "shares", "wn", "windows")
+    __slots__ = ("counts", "n", "run", "score", "shares", "windows", "wn")
 
     def __init__(self) -> None:
         self.n = 0
