@@ -43,6 +43,9 @@ ALERTS_EXPECTED = {
     "HaltgateBudgetNearExhaustion": True,  # its calls budget is used up
     "HaltgateFailOpen": False,
     "HaltgateSidecarDown": False,
+    "HaltgateBehaviourDrift": False,  # no spec.drift in the fleet's policies
+    "HaltgateFleetDrift": False,
+    "HaltgateDriftHalt": False,
     "HaltgateAuditLag": False,
     "HaltgateAuditSpoolNearFull": False,
     "HaltgateAuditRecordsDropped": False,

@@ -35,7 +35,7 @@ def test_promtool_check_rules() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 10 rules found" in out.stdout
+    assert "SUCCESS: 13 rules found" in out.stdout
 
 
 @pytest.mark.prometheus
