@@ -520,6 +520,35 @@ def agent() -> dict[str, Any]:
             unit="s",
         ),
     ]
+    p += [
+        _panel(
+            L,
+            "timeseries",
+            "Behaviour drift score by dimension",
+            [
+                _target(f"max by (dimension) (haltgate_drift_score{{{SEL}}})", "{{dimension}}"),
+                _target(
+                    f"min by (dimension) (haltgate_drift_threshold{{{SEL}}})",
+                    "threshold {{dimension}}",
+                ),
+            ],
+            w=16,
+            description="Shift of the last window from the agent's baseline, in per-call "
+            "standard deviations (spec.drift; docs/policies.md#drift).",
+        ),
+        _panel(
+            L,
+            "table",
+            "Dimensions in sustained drift",
+            [
+                _target(
+                    f"max by (dimension) (haltgate_drift_sustained{{{SEL}}}) == 1",
+                    instant=True,
+                )
+            ],
+            w=8,
+        ),
+    ]
     return _dashboard(
         "haltgate-agent",
         "haltgate / Agent",

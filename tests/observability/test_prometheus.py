@@ -34,9 +34,10 @@ QUIET_METRICS = (
     "haltgate_transparent_connections_total",
     "haltgate_audit_refusals_total",
     "haltgate_audit_records_dropped_total",
+    "haltgate_drift_",
 )
-"""Metrics the load does not move (no OPA, no transparent listener, nothing fails): their
-panels must answer with nothing or with zeros, never with an error."""
+"""Metrics the load does not move (no OPA, no transparent listener, nothing fails, no
+spec.drift): their panels must answer with nothing or with zeros, never with an error."""
 
 ALERTS_EXPECTED = {
     "HaltgateHaltStorm": True,  # the capped agent halted HALT_CYCLES times
