@@ -540,6 +540,10 @@ class DriftTracker:
         dims = self._agents.get(agent, {})
         return sorted(n for n, d in dims.items() if d.run >= self.settings.sustain)
 
+    def consecutive(self, agent: str) -> dict[str, int]:
+        """Drifted windows in a row per dimension of ``agent``."""
+        return {n: d.run for n, d in sorted(self._agents.get(agent, {}).items())}
+
     def rebaseline(self, agent: str | None = None) -> None:
         """Forget the baselines of ``agent`` (every agent when None): an operator accepted
         the new behaviour. Scoring resumes after the warm-up."""

@@ -1,0 +1,254 @@
+"""The sidecar's drift stage: feeds the drift tracker with each finished call, persists its
+state next to the budget state, halts the run on sustained drift when the policy says so,
+and exports the drift gauges at scrape time.
+
+The statistics are :mod:`haltgate.governance.drift`'s; the policy model is
+:mod:`haltgate.governance.drift_policy`'s. This module only connects them to the sidecar:
+it knows the Governor (to halt) and Prometheus (to export), the tracker knows neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from haltgate.governance.drift import (
+    CallObservation,
+    DriftStateError,
+    DriftTracker,
+    WindowScore,
+)
+from haltgate.governance.drift_policy import BEHAVIOUR_DRIFT, Drift, drift_settings
+from haltgate.governance.governor import StateFile
+from haltgate.governance.policy import FailureType
+
+__all__ = ["DriftCollector", "DriftWatch", "tool_key"]
+
+log = logging.getLogger("haltgate.sidecar.drift")
+
+STATE_FILE = "drift-state"
+"""Name of the drift state's slot files in the state directory (``drift-state.0``/``.1``)."""
+
+
+def tool_key(kind: str, host: str | None, server: str | None, tool: str | None) -> str:
+    """The tool-mix category of a call: ``llm``, ``mcp:<server>/<tool>``, ``http:<host>``.
+
+    LLM calls are one category whatever the model: a model change shows in the cost and
+    token dimensions. MCP messages other than ``tools/call`` count under their method."""
+    if kind == "llm":
+        return "llm"
+    if kind == "mcp":
+        return f"mcp:{server or host or '?'}/{tool or '?'}"
+    if kind == "http":
+        return f"http:{host or '?'}"
+    return kind or "unknown"
+
+
+class DriftWatch:
+    """Drift detection for the one agent a sidecar governs.
+
+    ``governor()`` gives the current Governor (``None``: no budget engine; a halt is then
+    not possible and ``action: halt`` only warns). ``state_path`` (without the slot
+    suffix) keeps the tracker's state; ``None`` keeps it in memory only.
+    """
+
+    def __init__(
+        self,
+        drift: Drift,
+        *,
+        agent: str,
+        governor: Callable[[], Any],
+        state_path: str | os.PathLike[str] | None = None,
+        fsync: bool = False,
+    ) -> None:
+        self.drift = drift
+        self.agent = agent
+        self._governor = governor
+        self._file = None if state_path is None else StateFile(state_path, fsync=fsync)
+        self.state_errors = 0
+        """State reads or writes that failed (logged; the tracker keeps running)."""
+        self.halts = 0
+        """Halts this watch asked for."""
+        self.tracker = self._load(drift)
+
+    # ------------------------------------------------------------------ policy
+
+    def update_policy(self, drift: Drift) -> None:
+        """A reloaded policy: new settings, baselines kept (see ``update_settings``)."""
+        self.drift = drift
+        self.tracker.update_settings(drift_settings(drift))
+        self._save()
+
+    # ------------------------------------------------------------------ calls
+
+    def observe(self, call: CallObservation, ts: float) -> list[WindowScore]:
+        """Record one finished call. When a window completes, the state is saved; a
+        sustained drift under ``action: halt`` halts the run (OVERRISK,
+        ``behaviour_drift``). Returns the windows the call completed."""
+        windows = self.tracker.observe(self.agent, call)
+        if not windows:
+            return windows
+        self._save()
+        if self.drift.action == "halt" and any(w.onset for w in windows):
+            self._halt(ts)
+        return windows
+
+    def _halt(self, ts: float) -> None:
+        governor = self._governor()
+        if governor is None or governor.halted:
+            return
+        governor.halt(ts, FailureType.OVERRISK, BEHAVIOUR_DRIFT, self.describe())
+        self.halts += 1
+
+    def describe(self) -> str:
+        """The halt message: every dimension in sustained drift with its score."""
+        scores = {dim: score for _, dim, score in self.tracker.scores()}
+        thresholds = self.tracker.settings.thresholds
+        parts = [
+            f"{dim} {scores.get(dim, 0.0):.2f} (threshold {thresholds[dim]:g})"
+            for dim in self.tracker.sustained(self.agent)
+        ]
+        return (
+            "behaviour drift sustained for "
+            f"{self.tracker.settings.sustain} windows: " + ", ".join(parts or ["?"])
+        )
+
+    # ------------------------------------------------------------------ operator
+
+    def rebaseline(self) -> None:
+        """Forget the baselines (an operator accepted the new behaviour)."""
+        self.tracker.rebaseline(self.agent)
+        self._save()
+
+    def on_reset(self, halt_code: str | None) -> bool:
+        """An operator reset the run; a reset of a drift halt also rebaselines. True when
+        it did."""
+        if halt_code != BEHAVIOUR_DRIFT:
+            return False
+        self.rebaseline()
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """The drift state for the admin API (JSON-able)."""
+        scores = {dim: score for _, dim, score in self.tracker.scores()}
+        samples = {dim: n for _, dim, n in self.tracker.baseline_samples()}
+        sustained = set(self.tracker.sustained(self.agent))
+        s = self.tracker.settings
+        return {
+            "action": self.drift.action,
+            "window_calls": s.window_calls,
+            "sustain": s.sustain,
+            "min_samples": s.min_samples,
+            "dimensions": {
+                dim: {
+                    "score": scores.get(dim),
+                    "threshold": threshold,
+                    "baseline_samples": samples.get(dim, 0),
+                    "sustained": dim in sustained,
+                }
+                for dim, threshold in sorted(s.thresholds.items())
+            },
+            "state_errors": self.state_errors,
+        }
+
+    # ------------------------------------------------------------------ persistence
+
+    def close(self) -> None:
+        """Save the state (open windows included) and close the slot files."""
+        self._save()
+        if self._file is not None:
+            self._file.close()
+
+    def _save(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(self.tracker.to_json())
+        except OSError as e:
+            # Drift is advisory: a disk problem must not refuse the agent's calls.
+            self.state_errors += 1
+            log.error("cannot save the drift state: %s", e)
+
+    def _load(self, drift: Drift) -> DriftTracker:
+        settings = drift_settings(drift)
+        if self._file is None:
+            return DriftTracker(settings)
+        try:
+            data = self._file.read()
+            if data is None:
+                return DriftTracker(settings)
+            return DriftTracker.from_json(data, settings)
+        except (OSError, ValueError) as e:
+            # DriftStateError is a ValueError. Start over: halting for a disk problem
+            # would punish the agent, and the baselines come back after the warm-up.
+            self.state_errors += 1
+            kind = "unreadable" if not isinstance(e, DriftStateError) else "invalid"
+            log.error("drift state %s %s (%s); baselines start over", self._file.path, kind, e)
+            return DriftTracker(settings)
+
+
+class DriftCollector(Collector):
+    """The drift gauges, read from the watch when Prometheus scrapes.
+
+    ``watch()`` gives the current :class:`DriftWatch` (``None``: the policy has no
+    ``spec.drift``, nothing is exported). Register it in ``SidecarMetrics.registry``: the
+    identity labels (namespace, workload, policy) are added there."""
+
+    def __init__(self, watch: Callable[[], DriftWatch | None]) -> None:
+        self._watch = watch
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # dynamic families: never described ahead
+
+    def collect(self) -> Iterable[Metric]:
+        watch = self._watch()
+        if watch is None:
+            return
+        tracker = watch.tracker
+        agent = watch.agent
+        settings = tracker.settings
+        score = _family(
+            "haltgate_drift_score",
+            "Score of the last complete window: its "
+            "shift from the baseline in per-call standard deviations, sampling "
+            "noise removed (about 0 when steady).",
+        )
+        threshold = _family(
+            "haltgate_drift_threshold",
+            "Score at or above which a window of the dimension is drifted (spec.drift).",
+        )
+        consecutive = _family(
+            "haltgate_drift_consecutive_windows",
+            "Drifted windows in a row (0 when the last window was under the threshold).",
+        )
+        sustained = _family(
+            "haltgate_drift_sustained",
+            "1 while the dimension is in "
+            "sustained drift (spec.drift.sustain windows in a row), else 0.",
+        )
+        samples = _family(
+            "haltgate_drift_baseline_samples",
+            "Observations in the dimension's baseline (scored from spec.drift.minSamples on).",
+        )
+        in_drift = set(tracker.sustained(agent))
+        for a, dim, value in tracker.scores():
+            if a == agent:
+                score.add_metric([dim], value)
+        for a, dim, n in tracker.baseline_samples():
+            if a == agent:
+                samples.add_metric([dim], float(n))
+        runs = tracker.consecutive(agent)
+        for dim, limit in sorted(settings.thresholds.items()):
+            threshold.add_metric([dim], limit)
+            consecutive.add_metric([dim], float(runs.get(dim, 0)))
+            sustained.add_metric([dim], 1.0 if dim in in_drift else 0.0)
+        yield from (score, threshold, consecutive, sustained, samples)
+
+
+def _family(name: str, documentation: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=["dimension"])
