@@ -246,3 +246,40 @@ def test_settings_changes_keep_baselines_and_rebaseline_forgets() -> None:
 def test_bad_settings_name_the_field(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DriftSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def _exact_windows(
+    tracker: DriftTracker, window: list[CallObservation], n: int
+) -> list[WindowScore]:
+    return [w for _ in range(n) for call in window for w in tracker.observe("x", call)]
+
+
+def test_the_figures_docs_drift_md_quotes() -> None:
+    """docs/drift.md: 2% -> 30% errors scores about 0.85; a new tool taking 40% of the
+    calls about 1.3; tripling a cost of log-sd 0.6 about 1.8."""
+    settings = DriftSettings(window_calls=100, min_samples=100)
+    ok, failed = CallObservation("llm", False, False), CallObservation("llm", False, True)
+    tracker = DriftTracker(settings)
+    _exact_windows(tracker, [failed] * 2 + [ok] * 98, 5)
+    last = _exact_windows(tracker, [failed] * 30 + [ok] * 70, 1)
+    assert next(w for w in last if w.dimension == "error_rate").score == pytest.approx(
+        0.86, abs=0.01
+    )
+
+    tracker = DriftTracker(settings)
+    mix = ["llm"] * 60 + ["mcp:files/read"] * 25 + ["http:search"] * 15
+    _exact_windows(tracker, [CallObservation(t, False) for t in mix], 5)
+    new = ["llm"] * 36 + ["mcp:files/read"] * 15 + ["http:search"] * 9 + ["mcp:mail/send"] * 40
+    last = _exact_windows(tracker, [CallObservation(t, False) for t in new], 1)
+    assert next(w for w in last if w.dimension == "tool_mix").score == pytest.approx(1.33, abs=0.02)
+
+    tracker = DriftTracker(settings)
+    # A window whose log-costs have mean -6 and sd 0.6 exactly, then the same tripled.
+    costs = [math.exp(-6 + 0.6 * (1 if i % 2 else -1)) for i in range(100)]
+    _exact_windows(tracker, [CallObservation("llm", False, cost_usd=c) for c in costs], 5)
+    tripled = [CallObservation("llm", False, cost_usd=3 * c) for c in costs]
+    last = _exact_windows(tracker, tripled, 1)
+    # log(c + 1e-6) shifts by slightly less than log 3 for these small costs.
+    assert next(w for w in last if w.dimension == "cost_per_call").score == pytest.approx(
+        1.8, abs=0.05
+    )
