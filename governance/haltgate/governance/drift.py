@@ -107,8 +107,6 @@ _PRUNE_SHARE = 1e-6
 class DriftStateError(ValueError):
     """A persisted drift state cannot be read; the message names the field."""
 
-    code = "drift_state_unreadable"
-
 
 @dataclass(frozen=True, slots=True)
 class DriftSettings:
