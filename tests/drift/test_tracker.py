@@ -15,10 +15,10 @@ from haltgate.governance.drift import (
     OTHER_TOOL,
     CallObservation,
     DriftSettings,
-    DriftStateError,
     DriftTracker,
     WindowScore,
 )
+from haltgate.governance.drift_stats import DriftStateError
 from tests.drift.workload import Behaviour, calls
 
 STEADY = Behaviour()

@@ -19,11 +19,11 @@ from prometheus_client.registry import Collector
 
 from haltgate.governance.drift import (
     CallObservation,
-    DriftStateError,
     DriftTracker,
     WindowScore,
 )
 from haltgate.governance.drift_policy import BEHAVIOUR_DRIFT, Drift, drift_settings
+from haltgate.governance.drift_stats import DriftStateError
 from haltgate.governance.governor import StateFile
 from haltgate.governance.policy import FailureType
 
