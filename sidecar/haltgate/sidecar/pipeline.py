@@ -525,7 +525,7 @@ class Pipeline:
         """The policy's OPA decision, when the policy has one."""
         if self.opa is None or call.controls.spec.opa is None or call.teardown:
             return
-        from haltgate.governance.opa import build_input
+        from haltgate.governance.opa_input import build_input
 
         assert call.classified is not None
         budget = {k: dict(v) for k, v in self._last_budget.items()}
