@@ -29,7 +29,8 @@ import orjson
 
 from haltgate.governance.opa import OPAEvaluator
 from haltgate.governance.opa_input import build_input
-from haltgate.governance.policy import OPA, Tools
+from haltgate.governance.policy_checks import OPA
+from haltgate.governance.policy_rules import Tools
 from haltgate.governance.rego import find_opa_binary
 from haltgate.governance.request import AgentIdentity, CallView, RequestKind, ToolCall
 from haltgate.governance.tools import ToolAuthorizer

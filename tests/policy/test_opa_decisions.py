@@ -17,7 +17,8 @@ from haltgate.governance.opa_decision import (
     parse_decision,
 )
 from haltgate.governance.opa_input import INPUT_VERSION, build_input
-from haltgate.governance.policy import OPA, FailureType
+from haltgate.governance.policy_base import FailureType
+from haltgate.governance.policy_checks import OPA
 from haltgate.governance.request import AgentIdentity, CallView, RequestKind, ToolCall
 from haltgate.governance.tools import AuthzResult
 

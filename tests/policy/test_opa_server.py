@@ -22,7 +22,8 @@ from haltgate.governance.opa_decision import (
     CODE_OPA_UNDEFINED,
 )
 from haltgate.governance.opa_input import build_input
-from haltgate.governance.policy import OPA, FailureType
+from haltgate.governance.policy_base import FailureType
+from haltgate.governance.policy_checks import OPA
 from haltgate.governance.request import CallView, RequestKind
 from haltgate.testbed.process import free_port
 from tests.policy.conftest import OPAServer, start_opa

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from haltgate.governance.policy import Tools
+from haltgate.governance.policy_rules import Tools
 from haltgate.governance.request import CallView, RequestKind, ToolCall
 from haltgate.governance.tools import (
     CODE_ARGUMENT_CONSTRAINT_FAILED,

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from haltgate.governance.policy import Tools
+from haltgate.governance.policy_rules import Tools
 from haltgate.governance.request import CallView, RequestKind, ToolCall
 from haltgate.governance.tools import (
     ToolAuthorizer,

@@ -11,7 +11,7 @@ import orjson
 from haltgate.governance import rego
 from haltgate.governance.opa_decision import CODE_OPA_ERROR, OPADecision, parse_decision
 from haltgate.governance.opa_input import build_input
-from haltgate.governance.policy import RequestKind
+from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.request import AgentIdentity, CallView, ToolCall
 from haltgate.governance.tools import ToolAuthorizer
 from haltgate.governance.validation import (

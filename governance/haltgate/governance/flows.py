@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from haltgate.governance.policy import FlowEndpoint, FlowRule, GovernancePolicySpec, RequestKind
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import RequestKind
+from haltgate.governance.policy_rules import FlowEndpoint, FlowRule
 from haltgate.governance.request import CallView
 from haltgate.governance.tools import compile_glob
 

@@ -47,7 +47,8 @@ from haltgate.governance.opa_decision import (
     malformed_decision,
     parse_decision,
 )
-from haltgate.governance.policy import OPA, FailMode, FailureType
+from haltgate.governance.policy_base import FailMode, FailureType
+from haltgate.governance.policy_checks import OPA
 
 __all__ = [
     "DEFAULT_OPA_URL",

@@ -39,7 +39,8 @@ from typing import Any, Final
 
 from haltgate.governance.errors import BadRequestError
 from haltgate.governance.llm_body import model_forms
-from haltgate.governance.policy import Action, ArgumentConstraint, RequestKind, ToolRule, Tools
+from haltgate.governance.policy_base import Action, RequestKind
+from haltgate.governance.policy_rules import ArgumentConstraint, ToolRule, Tools
 from haltgate.governance.request import CallView, ToolCall
 from haltgate.governance.strict_json import CODE_AMBIGUOUS_JSON
 

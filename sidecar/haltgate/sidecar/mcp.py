@@ -47,7 +47,7 @@ from haltgate.governance.mcp import (
     canonical_uri,
     strip_client_capabilities,
 )
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from haltgate.governance.request import ToolCall
 from haltgate.governance.tools import ToolAuthorizer
 

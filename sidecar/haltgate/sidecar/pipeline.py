@@ -63,7 +63,7 @@ from haltgate.governance.guardrails.response_body import (
     scan_decoded_body,
 )
 from haltgate.governance.guardrails.sse import ChatStreamGuard
-from haltgate.governance.policy import FailMode, FailureType, PayloadCapture, RequestKind
+from haltgate.governance.policy_base import FailMode, FailureType, PayloadCapture, RequestKind
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult
 from haltgate.sidecar import mcp

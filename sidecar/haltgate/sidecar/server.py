@@ -50,12 +50,8 @@ from haltgate.governance.errors import (
 )
 from haltgate.governance.flows import FlowTaint
 from haltgate.governance.governor import Governor, make_engine
-from haltgate.governance.policy import (
-    FailureType,
-    GovernancePolicySpec,
-    PayloadCapture,
-    TLSMode,
-)
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import FailureType, PayloadCapture, TLSMode
 from haltgate.governance.pricing import (
     PriceTable,
     PriceTableError,
@@ -709,7 +705,7 @@ class Sidecar:
     async def _make_pool(self, agent: AgentIdentity) -> Any:
         """The pool stage: cascade checks always; shared accounting if the policy names a
         pool (read at start: changing ``spec.pool`` needs a restart)."""
-        from haltgate.governance.policy import FailMode
+        from haltgate.governance.policy_base import FailMode
         from haltgate.governance.pool.client import PoolClient, PoolMetrics, PoolSettings
         from haltgate.governance.pool.store import pool_key
         from haltgate.sidecar.pool import PoolStage

@@ -44,7 +44,8 @@ from urllib.parse import urlsplit
 import orjson
 from aiohttp import web
 
-from haltgate.governance.policy import GovernancePolicySpec, TLSMode
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import TLSMode
 from haltgate.sidecar import clienthello
 from haltgate.sidecar.listeners import IdleWatch
 from haltgate.sidecar.tlsmint import LeafMinter, TLSMintError

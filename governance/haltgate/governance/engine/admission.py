@@ -22,7 +22,7 @@ from haltgate.governance.engine.events import Reserve
 from haltgate.governance.engine.reporting import DecisionReporting
 from haltgate.governance.engine.state import Amounts, EngineState, Reservation
 from haltgate.governance.engine.units import MICRO_PER_RISK
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 
 class Admission(DecisionReporting):

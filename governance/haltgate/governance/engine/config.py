@@ -33,7 +33,8 @@ from haltgate.governance.engine.units import (
     risk_to_micro,
     usd_to_pico,
 )
-from haltgate.governance.policy import GovernancePolicySpec, Period, Window
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import Period, Window
 
 PERIOD_SECONDS = {Period.RUN: 0, Period.HOUR: 3600, Period.DAY: 86400}
 ROLLING_BUCKETS = 60

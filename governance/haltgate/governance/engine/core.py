@@ -40,7 +40,8 @@ from haltgate.governance.engine.pricing import PriceTable
 from haltgate.governance.engine.settlement import Settlement
 from haltgate.governance.engine.state import EngineState, HaltInfo
 from haltgate.governance.engine.units import risk_to_micro
-from haltgate.governance.policy import FailureType, GovernancePolicySpec
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import FailureType
 
 
 class Engine(Admission, Settlement):

@@ -12,7 +12,7 @@ from haltgate.governance.engine.config import ALLOWED, new_record
 from haltgate.governance.engine.decision import Decision, LazyBudget
 from haltgate.governance.engine.periods import MeterPeriods
 from haltgate.governance.engine.state import EngineState, HaltInfo
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 
 def _count(used: int, limit: int) -> dict[str, float]:

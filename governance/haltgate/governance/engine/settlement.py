@@ -29,7 +29,7 @@ from haltgate.governance.engine.state import (
     HaltInfo,
     Reservation,
 )
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 
 def _remember(recent: tuple[str, ...], item: str, keep: int) -> tuple[str, ...]:
