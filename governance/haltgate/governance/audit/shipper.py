@@ -44,15 +44,14 @@ from haltgate.governance.audit.spool import (
     flocked,
     iter_frames,
     list_segments,
-    needs_settling,
     read_checkpoint,
     read_durable,
     read_heads,
     segment_path,
-    settle,
     spool_id,
     write_json_atomic,
 )
+from haltgate.governance.audit.spool_recovery import needs_settling, settle
 
 __all__ = [
     "COLUMNS",
