@@ -185,36 +185,9 @@ class Guardrails:
             return out
         redact: list[tuple[int, int, str]] = []
         for s in settings:
-            try:
-                accepted = self._accepted(s, text)
-            except Exception as e:  # a broken detector must not crash the request pipeline
-                out.errors.append(f"{s.detector.name}:{type(e).__name__}")
-                if self._fail_closed:
-                    out.blocked = True
-                continue
+            accepted = self._accepted_or_error(s, text, out)
             for c in accepted:
-                out.findings.append(
-                    Finding(
-                        detector=s.detector.name,
-                        type=c.entity,
-                        score=c.score,
-                        start=c.start,
-                        end=c.end,
-                        action="log" if c.advisory else s.action,
-                        risk=s.risk,
-                        via=c.via,
-                        path=path,
-                        monitor_only=s.monitor_only,
-                    )
-                )
-                if s.monitor_only:
-                    continue
-                out.risk += s.risk
-                if c.advisory:
-                    continue
-                if s.action == "block":
-                    out.blocked = True
-                elif s.action == "redact":
+                if self._record(out, s, c, c.start, c.end, path):
                     redact.append((c.start, c.end, c.entity))
         if redact:
             out.redacted = apply_redactions(text, redact, redactor)
@@ -247,10 +220,7 @@ class Guardrails:
         `only` limits the scan to the detectors of those names (the URL and header scan
         runs the secrets detector alone).
         """
-        findings: list[Finding] = []
-        errors: list[str] = []
-        blocked = False
-        risk = 0.0
+        out = _TextOutcome()
         redact: dict[int, list[tuple[int, int, str]]] = {}
         settings = self._by_direction[direction]
         if only is not None:
@@ -277,36 +247,10 @@ class Guardrails:
                 )
             if not joined.text:
                 continue
-            try:
-                accepted = self._accepted(s, joined.text)
-            except Exception as e:  # a broken detector must not crash the request pipeline
-                errors.append(f"{s.detector.name}:{type(e).__name__}")
-                blocked = blocked or self._fail_closed
-                continue
+            accepted = self._accepted_or_error(s, joined.text, out)
             for c in accepted:
                 i, start, end = joined.locate(c.start, c.end)
-                findings.append(
-                    Finding(
-                        detector=s.detector.name,
-                        type=c.entity,
-                        score=c.score,
-                        start=start,
-                        end=end,
-                        action="log" if c.advisory else s.action,
-                        risk=s.risk,
-                        via=c.via,
-                        path=strings[i][0],
-                        monitor_only=s.monitor_only,
-                    )
-                )
-                if s.monitor_only:
-                    continue
-                risk += s.risk
-                if c.advisory:
-                    continue
-                if s.action == "block":
-                    blocked = True
-                elif s.action == "redact":
+                if self._record(out, s, c, start, end, strings[i][0]):
                     redact.setdefault(i, []).append((start, end, c.entity))
         replaced: dict[str, str] = {}
         redactor = Redactor()
@@ -314,15 +258,62 @@ class Guardrails:
             pointer, value, _ = strings[i]
             replaced[pointer] = apply_redactions(value, redact[i], redactor)
         order = {p: i for i, (p, _, _) in enumerate(strings)}
-        findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
+        out.findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
         return ScanResult(
-            findings=tuple(findings),
-            blocked=blocked,
+            findings=tuple(out.findings),
+            blocked=out.blocked,
             redacted_text=None,
-            risk=risk,
+            risk=out.risk,
             redacted_obj=rebuild(obj, "", replaced) if replaced else None,
-            errors=tuple(errors),
+            errors=tuple(out.errors),
         )
+
+    def _accepted_or_error(
+        self, s: DetectorSettings, text: str, out: _TextOutcome
+    ) -> list[Candidate]:
+        """`_accepted`, with a detector error recorded in `out` (blocking when fail-closed)
+        instead of raised: a broken detector must not crash the request pipeline."""
+        try:
+            return self._accepted(s, text)
+        except Exception as e:
+            out.errors.append(f"{s.detector.name}:{type(e).__name__}")
+            if self._fail_closed:
+                out.blocked = True
+            return []
+
+    @staticmethod
+    def _record(
+        out: _TextOutcome,
+        s: DetectorSettings,
+        c: Candidate,
+        start: int,
+        end: int,
+        path: str | None,
+    ) -> bool:
+        """Add the finding of one accepted candidate to `out` (its risk, a block); True when
+        the policy asks for it to be redacted."""
+        out.findings.append(
+            Finding(
+                detector=s.detector.name,
+                type=c.entity,
+                score=c.score,
+                start=start,
+                end=end,
+                action="log" if c.advisory else s.action,
+                risk=s.risk,
+                via=c.via,
+                path=path,
+                monitor_only=s.monitor_only,
+            )
+        )
+        if s.monitor_only:
+            return False
+        out.risk += s.risk
+        if c.advisory:
+            return False
+        if s.action == "block":
+            out.blocked = True
+        return s.action == "redact"
 
     def _accepted(self, s: DetectorSettings, text: str) -> list[Candidate]:
         """Candidates of one detector that pass its threshold and allowlist (may raise)."""
