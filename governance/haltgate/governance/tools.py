@@ -230,28 +230,12 @@ class ToolAuthorizer:
         return self._decide(call, None)
 
     def _decide(self, call: CallView, tool: ToolCall | None) -> AuthzResult:
+        target = (call.kind, call.method, call.host, call.path, call.model, call.upstream)
+        key: _PlanKey
         if tool is None:
-            key: _PlanKey = (
-                call.kind,
-                call.method,
-                call.host,
-                call.path,
-                call.model,
-                call.upstream,
-                call.mcp_method == MCP_TOOLS_CALL,
-            )
+            key = (*target, call.mcp_method == MCP_TOOLS_CALL)
         else:
-            key = (
-                call.kind,
-                call.method,
-                call.host,
-                call.path,
-                call.model,
-                call.upstream,
-                True,
-                tool.server,
-                tool.name,
-            )
+            key = (*target, True, tool.server, tool.name)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(call, tool)
