@@ -58,8 +58,6 @@ def _table(*rows: _Row) -> tuple[Rule, ...]:
     )
 
 
-NAME = "prompt_injection"
-
 _S = r"[\s\W_]+"  # separator between words: whitespace and punctuation, at least one
 _F = r"(?:[a-z'\u2019]+[\s\W_]+){0,3}?"  # up to three filler words ("all of the", "your")
 
