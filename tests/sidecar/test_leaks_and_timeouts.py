@@ -24,12 +24,8 @@ from haltgate.sidecar import clienthello
 from haltgate.sidecar.server import Listen, Sidecar, SidecarSettings
 from haltgate.sidecar.sse import SSEParser
 from haltgate.sidecar.tlsmint import CertificateAuthority, LeafMinter
-from haltgate.sidecar.transparent import (
-    TransparentListener,
-    TransparentSettings,
-    TransparentUpstream,
-    UpstreamIndex,
-)
+from haltgate.sidecar.transparent import TransparentListener, TransparentSettings
+from haltgate.sidecar.transparent_upstreams import TransparentUpstream, UpstreamIndex
 from haltgate.testbed.standins import serve
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
 

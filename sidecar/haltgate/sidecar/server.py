@@ -413,12 +413,12 @@ class Sidecar:
     async def _serve_transparent(self, listen: Listen) -> None:
         """Port 17001: connections redirected by iptables (haltgate.sidecar.transparent)."""
         from haltgate.sidecar import transparent
+        from haltgate.sidecar.destination_check import DestinationVerifier, destination_guard
+        from haltgate.sidecar.transparent_upstreams import UpstreamIndex
 
-        verifier = transparent.DestinationVerifier()
+        verifier = DestinationVerifier()
         limits = self.settings.limits
-        app = web.Application(
-            client_max_size=2**62, middlewares=[transparent.destination_guard(verifier)]
-        )
+        app = web.Application(client_max_size=2**62, middlewares=[destination_guard(verifier)])
 
         async def handler(request: web.Request) -> web.StreamResponse:
             pipeline = self.pipeline
@@ -439,7 +439,7 @@ class Sidecar:
         assert http is not None
         self.transparent = transparent.TransparentListener(
             protocol_factory=http,
-            upstreams=lambda: transparent.UpstreamIndex.from_spec(self.controls.spec),
+            upstreams=lambda: UpstreamIndex.from_spec(self.controls.spec),
             minter=self.minter,
             gate=ConnectionAudit(self),
             verifier=verifier,
@@ -1134,9 +1134,9 @@ def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target 
     """Target of a request on the transparent port: where the agent was connecting to.
 
     The Host header was already checked against the SNI / original address by
-    ``transparent.destination_guard``.
+    ``destination_check.destination_guard``.
     """
-    from haltgate.sidecar.transparent import connection_info
+    from haltgate.sidecar.original_destination import connection_info
 
     od = connection_info(request)
     if od is None:
