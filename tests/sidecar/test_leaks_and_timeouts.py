@@ -21,8 +21,9 @@ from aiohttp import web
 from haltgate.governance.audit import AuditRecord, MemoryAuditSink
 from haltgate.governance.policy import TLSMode
 from haltgate.sidecar import clienthello
-from haltgate.sidecar.server import Listen, Sidecar, SidecarSettings
+from haltgate.sidecar.server import Sidecar
 from haltgate.sidecar.sse import SSEParser
+from haltgate.sidecar.startup import Listen, SidecarSettings
 from haltgate.sidecar.tlsmint import CertificateAuthority, LeafMinter
 from haltgate.sidecar.transparent import TransparentListener, TransparentSettings
 from haltgate.sidecar.transparent_upstreams import TransparentUpstream, UpstreamIndex

@@ -20,7 +20,7 @@ from haltgate.cli.sidecar import sidecar as sidecar_command
 from haltgate.governance.policy import TLSMode
 from haltgate.sidecar.listeners import ListenerLimits
 from haltgate.sidecar.original_destination import OriginalDestination
-from haltgate.sidecar.server import SidecarSettings
+from haltgate.sidecar.startup import SidecarSettings
 from haltgate.sidecar.transparent import TransparentListener, TransparentSettings
 from haltgate.sidecar.transparent_upstreams import TransparentUpstream, UpstreamIndex
 from tests.sidecar.conftest import SidecarFactory, Standins
