@@ -21,6 +21,7 @@ from aiohttp import web
 from haltgate.governance.audit import AuditRecord, MemoryAuditSink
 from haltgate.governance.policy import TLSMode
 from haltgate.sidecar import clienthello
+from haltgate.sidecar.first_bytes import peek_first_bytes
 from haltgate.sidecar.server import Sidecar
 from haltgate.sidecar.sse import SSEParser
 from haltgate.sidecar.startup import Listen, SidecarSettings
@@ -226,7 +227,9 @@ async def test_transparent_leaf_minting_runs_off_the_event_loop(tmp_path: Path) 
     )
     sock, _ = await loop.sock_accept(lsock)
     sock.setblocking(False)
-    data = await listener._peek(sock)
+    data = await peek_first_bytes(
+        sock, listener.settings.peek_timeout, listener.settings.max_peek_bytes
+    )
     hello = clienthello.parse_client_hello(data)
     await listener._route_tls(sock, "10.0.0.1", 443, hello)
     async with asyncio.timeout(10):
