@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -16,9 +16,11 @@ from haltgate.sidecar.destination_check import DestinationVerifier
 from haltgate.sidecar.listeners import ConnectionCap, ListenerLimits, LiveCount
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.startup import Listen
-from haltgate.sidecar.transparent import TransparentListener, TransparentSettings
 from haltgate.sidecar.transparent_gate import ConnectionGate
 from haltgate.sidecar.transparent_upstreams import UpstreamIndex
+
+if TYPE_CHECKING:  # imported when a transparent listener starts (it loads the TLS stack)
+    from haltgate.sidecar.transparent import TransparentListener
 
 __all__ = ["Listeners"]
 
@@ -98,6 +100,8 @@ class Listeners:
     ) -> None:
         """Port 17001: connections redirected by iptables (haltgate.sidecar.transparent);
         ``::1`` on the same port is added to ``127.0.0.1``."""
+        from haltgate.sidecar.transparent import TransparentListener, TransparentSettings
+
         limits = self._limits
         http = await self._setup(web.AppRunner(app, **self._runner_options()))
         self.transparent = transparent = TransparentListener(

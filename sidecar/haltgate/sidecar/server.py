@@ -20,7 +20,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -57,8 +57,10 @@ from haltgate.sidecar.sidecar_components import (
     make_session,
 )
 from haltgate.sidecar.startup import SidecarSettings, StartupError, binding, opening
-from haltgate.sidecar.transparent import TransparentListener
 from haltgate.sidecar.transparent_upstreams import UpstreamIndex
+
+if TYPE_CHECKING:
+    from haltgate.sidecar.transparent import TransparentListener
 
 __all__ = ["Sidecar"]
 
