@@ -141,8 +141,6 @@ class Sidecar:
 
     # ------------------------------------------------------------------ lifecycle
 
-    # ------------------------------------------------------------------ lifecycle
-
     async def start(self) -> None:
         """Open everything and listen. Raises :class:`StartupError` (after closing what
         was opened) for a CA that cannot be used or an address that cannot be bound."""
