@@ -18,7 +18,7 @@ from haltgate.governance.engine.snapshot import capture, decision_doc, reserve_d
 from haltgate.governance.errors import HaltgateError
 
 if TYPE_CHECKING:
-    from haltgate.sidecar.pipeline import Call
+    from haltgate.sidecar.call import Call
 
 __all__ = ["REPLAY_FORMAT", "replay_inputs"]
 
