@@ -11,11 +11,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from haltgate.governance.errors import (
-    DeniedError,
-    HaltgateError,
-    UpstreamError,
-)
+from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
 from haltgate.governance.policy import RequestKind
 from haltgate.sidecar import mcp, mcp_answers
 from haltgate.sidecar import responses as r

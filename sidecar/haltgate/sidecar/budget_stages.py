@@ -10,9 +10,7 @@ from typing import Any
 
 from haltgate.governance.audit.redact import state_key
 from haltgate.governance.engine.units import pico_to_usd
-from haltgate.governance.errors import (
-    DeniedError,
-)
+from haltgate.governance.errors import DeniedError
 from haltgate.governance.policy import FailureType, RequestKind
 from haltgate.sidecar import mcp
 from haltgate.sidecar.budget import NO_BUDGET, BudgetVerdict

@@ -11,16 +11,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from haltgate.governance.audit import (
-    AuditError,
-    AuditRecord,
-    InvalidRecordError,
-)
+from haltgate.governance.audit import AuditError, AuditRecord, InvalidRecordError
 from haltgate.governance.audit.redact import AuditScrubber
-from haltgate.governance.errors import (
-    HaltgateError,
-    UnavailableError,
-)
+from haltgate.governance.errors import HaltgateError, UnavailableError
 from haltgate.governance.policy import PayloadCapture, RequestKind
 from haltgate.sidecar.call import Call
 from haltgate.sidecar.pipeline_state import PipelineState

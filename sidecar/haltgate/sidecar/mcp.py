@@ -1,16 +1,15 @@
 """MCP decisions in the sidecar: every JSON-RPC message of a request decided and budgeted alone.
 
-The pipeline calls in here at four points, and nowhere else knows MCP's details:
+MCP is handled in three modules, and nowhere else knows its details:
+:mod:`haltgate.sidecar.mcp_messages` reads a body into elements (classification), this
+module decides and budgets them, :mod:`haltgate.sidecar.mcp_answers` filters the answers
+(server requests the policy denies, hidden listing entries). The pipeline calls in here at
+two points:
 
-1. :func:`read_message` (classification): the body has one reading (no duplicate or
-   case-colliding keys: the classifier parses it with :mod:`haltgate.governance.strict_json`;
-   the fields MCP defines spelled exactly), every message a known MCP method by its exact
-   name; each becomes an :class:`McpElement` (tool call, resource URI in canonical
-   form, prompt name, ...).
-2. :func:`authorize` (after the tool rules): ``spec.mcp`` rules for resources, prompts and
+1. :func:`authorize` (after the tool rules): ``spec.mcp`` rules for resources, prompts and
    completions, element by element; the risk of each element; ``initialize`` loses the
    capabilities the policy denies (sampling, elicitation).
-3. :func:`reserve` / :func:`settle` / :func:`release` (budget): one reservation per element
+2. :func:`reserve` / :func:`settle` / :func:`release` (budget): one reservation per element
    that does work upstream (tools/call, resources/read, prompts/get, ...), so a batch of 50
    tool calls is 50 calls, 50 tools for ``distinctTools`` and 50 risks. The elements are
    reserved all or nothing in one synchronous engine step sequence with one state write
@@ -18,8 +17,6 @@ The pipeline calls in here at four points, and nowhere else knows MCP's details:
    refused none stays reserved and the batch is refused whole.
    Protocol and session messages (initialize, notifications, ping, listings, the GET stream,
    DELETE) reserve nothing.
-4. :class:`ServerRequestFilter` (answers): server requests the policy denies
-   (``sampling/createMessage``, ``elicitation/create``) are taken out of event streams.
 """
 
 from __future__ import annotations
@@ -31,13 +28,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from haltgate.governance.audit.redact import state_key
-from haltgate.governance.errors import (
-    DeniedError,
-)
-from haltgate.governance.mcp import (
-    McpAuthorizer,
-    strip_client_capabilities,
-)
+from haltgate.governance.errors import DeniedError
+from haltgate.governance.mcp import McpAuthorizer, strip_client_capabilities
 from haltgate.governance.policy import FailureType
 from haltgate.governance.tools import ToolAuthorizer
 from haltgate.sidecar.mcp_messages import McpCallState, McpMessage

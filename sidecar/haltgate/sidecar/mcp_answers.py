@@ -11,15 +11,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from haltgate.governance.errors import (
-    DeniedError,
-    HaltgateError,
-    UpstreamError,
-)
-from haltgate.governance.mcp import (
-    McpAuthorizer,
-    canonical_uri,
-)
+from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
+from haltgate.governance.mcp import McpAuthorizer, canonical_uri
 from haltgate.governance.policy import FailureType
 from haltgate.sidecar.mcp_messages import McpMessage
 

@@ -16,15 +16,8 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from haltgate.governance import strict_json
-from haltgate.governance.errors import (
-    BadRequestError,
-)
-from haltgate.governance.mcp import (
-    CLIENT_METHODS,
-    CLIENT_NOTIFICATIONS,
-    MethodClass,
-    canonical_uri,
-)
+from haltgate.governance.errors import BadRequestError
+from haltgate.governance.mcp import CLIENT_METHODS, CLIENT_NOTIFICATIONS, MethodClass, canonical_uri
 from haltgate.governance.request import ToolCall
 
 if TYPE_CHECKING:

@@ -5,11 +5,12 @@
     -> usage + budget settle -> guardrails(out) -> audit outcome -> metrics
 
 :meth:`Pipeline.handle` reads top-down as that list. Each stage is a small method with one
-job; a stage refuses by raising a :class:`~haltgate.governance.errors.HaltgateError`, which
-:meth:`Pipeline.handle` turns into a typed answer (JSON, JSON-RPC or a final SSE event),
-audited like any other decision. Nothing reaches the upstream before the budget is
-reserved and the intent record is durable; a reservation that is never forwarded is
-released.
+job, in the module of its concern (the layers are listed in :mod:`.pipeline_state`; this
+module is the top one: the order of the stages and the forwarding). A stage refuses by
+raising a :class:`~haltgate.governance.errors.HaltgateError`, which :meth:`Pipeline.handle`
+turns into a typed answer (JSON, JSON-RPC or a final SSE event), audited like any other
+decision. Nothing reaches the upstream before the budget is reserved and the intent record
+is durable; a reservation that is never forwarded is released.
 
 Hot-path rules: the request body is forwarded as the bytes that came in unless a stage
 must change it (usage injection for streams, guardrail redaction); JSON is parsed once,
@@ -25,10 +26,7 @@ from aiohttp import web
 from yarl import URL
 
 from haltgate.governance.canonical import check_meaning_overrides
-from haltgate.governance.errors import (
-    HaltgateError,
-    UpstreamError,
-)
+from haltgate.governance.errors import HaltgateError, UpstreamError
 from haltgate.governance.policy import RequestKind
 from haltgate.sidecar import mcp_answers
 from haltgate.sidecar.call import Call

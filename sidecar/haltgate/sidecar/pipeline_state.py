@@ -17,14 +17,9 @@ from typing import Any
 
 import aiohttp
 
-from haltgate.governance.audit import (
-    AuditSink,
-    MemoryAuditSink,
-)
+from haltgate.governance.audit import AuditSink, MemoryAuditSink
 from haltgate.governance.flows import FlowTaint
-from haltgate.governance.guardrails.response_body import (
-    MAX_DECODED_BYTES,
-)
+from haltgate.governance.guardrails.response_body import MAX_DECODED_BYTES
 from haltgate.governance.request import AgentIdentity
 from haltgate.sidecar.bodybudget import DEFAULT_BODY_BUDGET, BodyBudget
 from haltgate.sidecar.budget import Budget

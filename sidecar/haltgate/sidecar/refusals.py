@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TypeVar
 
 from aiohttp import web
 
-from haltgate.governance.errors import (
-    DeniedError,
-    HaltgateError,
-    UpstreamError,
-)
+from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
 from haltgate.sidecar import responses as r
 from haltgate.sidecar.bodybudget import MemoryBudgetError
 from haltgate.sidecar.budget_stages import BudgetStages
@@ -23,7 +18,6 @@ from haltgate.sidecar.call import Call, overhead_ms
 __all__ = ["Refusals"]
 
 log = logging.getLogger("haltgate.sidecar")
-_T = TypeVar("_T")
 
 
 _MAX_RAW_TARGET = 2048

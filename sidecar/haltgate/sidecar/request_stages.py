@@ -15,11 +15,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from haltgate.governance.errors import (
-    BadRequestError,
-    DeniedError,
-    UnavailableError,
-)
+from haltgate.governance.errors import BadRequestError, DeniedError, UnavailableError
 from haltgate.governance.flows import APPROVAL_HEADER
 from haltgate.governance.flows import describe as describe_call
 from haltgate.governance.guardrails.request_meta import scan_request_meta

@@ -11,11 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from haltgate.governance.errors import (
-    DeniedError,
-    HaltgateError,
-    UnavailableError,
-)
+from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
 from haltgate.governance.guardrails.response_body import (
     Unscannable,
     decode_content,

@@ -11,15 +11,8 @@ from collections.abc import Sequence
 import aiohttp
 from aiohttp import web
 
-from haltgate.governance.errors import (
-    DeniedError,
-    HaltgateError,
-    UpstreamError,
-)
-from haltgate.governance.guardrails.response_body import (
-    StreamDecoder,
-    Unscannable,
-)
+from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
+from haltgate.governance.guardrails.response_body import StreamDecoder, Unscannable
 from haltgate.governance.policy import FailureType
 from haltgate.sidecar import mcp_answers
 from haltgate.sidecar import responses as r

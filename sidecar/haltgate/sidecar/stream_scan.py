@@ -8,10 +8,7 @@ from typing import Any
 
 import orjson
 
-from haltgate.governance.errors import (
-    DeniedError,
-    HaltgateError,
-)
+from haltgate.governance.errors import DeniedError, HaltgateError
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy import FailMode, FailureType
 from haltgate.sidecar.call import Call
