@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import orjson
 
@@ -19,9 +19,6 @@ from haltgate.governance import strict_json
 from haltgate.governance.errors import BadRequestError
 from haltgate.governance.mcp import CLIENT_METHODS, CLIENT_NOTIFICATIONS, MethodClass, canonical_uri
 from haltgate.governance.request import ToolCall
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["McpCallState", "McpElement", "McpMessage", "read_message"]
 
