@@ -279,7 +279,7 @@ def _llm_call(
 def _classify_mcp(method: str, target: Target, body: bytes, agent: AgentIdentity) -> Classified:
     upstream_name = target.upstream.name if target.upstream else None
     obj = _parse_json(body) if method == "POST" else None
-    # Every message read and checked on its own (haltgate.sidecar.mcp): exact method
+    # Every message read and checked on its own (haltgate.sidecar.mcp_messages): exact method
     # names, one reading of the JSON, canonical resource URIs.
     message = mcp_messages.read_message(method, body, obj, upstream_name or target.host)
     view = CallView(
