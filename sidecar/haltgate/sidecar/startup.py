@@ -13,7 +13,7 @@ from pathlib import Path
 
 from haltgate.governance.request import AgentIdentity
 from haltgate.sidecar.listeners import ListenerLimits
-from haltgate.sidecar.pipeline import PipelineSettings
+from haltgate.sidecar.pipeline_state import PipelineSettings
 
 __all__ = [
     "ADMIN_PORT",
