@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import start_http_server
 
 from haltgate.operator import (
+    apierrors,
     certs,
     cluster,
     events,
@@ -90,7 +91,7 @@ async def ensure_self_managed_tls(rt: Runtime, hosts: list[str]) -> certs.Webhoo
             secret = await rt.cluster.read_secret(ns, name)
             current = _secret_to_tls(secret)
             version = secret["metadata"]["resourceVersion"]
-        except cluster.NotFound:
+        except apierrors.NotFound:
             pass
         tls, changed = certs.ensure_webhook_tls(current, hosts, now=dt.datetime.now(dt.UTC))
         if not changed:
@@ -108,7 +109,7 @@ async def ensure_self_managed_tls(rt: Runtime, hosts: list[str]) -> certs.Webhoo
                 tls.leaf.not_after,
             )
             return tls
-        except cluster.Conflict:
+        except apierrors.Conflict:
             continue
     raise RuntimeError(f"webhook TLS Secret {ns}/{name}: kept changing, gave up")
 
@@ -293,7 +294,7 @@ def build_registry(
                 .decode()
                 .strip()
             )
-        except cluster.NotFound:
+        except apierrors.NotFound:
             return None
 
     async def workload_object(
@@ -417,7 +418,7 @@ def build_registry(
                 # event's body may be long stale, e.g. still carry a lifted halt.
                 try:
                     body = await rt.cluster.read_custom(cluster.POLICY_PLURAL, *key)
-                except cluster.NotFound:
+                except apierrors.NotFound:
                     known_policies.pop(key, None)
                     continue
                 except Exception as e:
@@ -490,9 +491,9 @@ def build_registry(
             return
         try:
             await rt.cluster.patch_template_annotations(kind, namespace, meta["name"], patch)
-        except cluster.NotFound:
+        except apierrors.NotFound:
             return
-        except cluster.Forbidden:
+        except apierrors.Forbidden:
             # The namespace has not opted in (operator.agentNamespaces): say so where the
             # user looks, on the workload.
             await events.post(
@@ -554,7 +555,7 @@ def build_registry(
                     body = await rt.cluster.read_deployment(*key)  # afresh, as for policies
                     halted_deployments[key] = (body, memo)
                     await sync_deployment(body, memo, logger)
-                except cluster.NotFound:
+                except apierrors.NotFound:
                     halted_deployments.pop(key, None)
                 except Exception as e:  # one bad Deployment must not stop the others'
                     logger.warning("deployment halt resync failed: %s", _short(e))
@@ -623,7 +624,7 @@ def build_registry(
                         continue
                     await sync_pool(body, memo)
                     memo["last_full_sync"] = time.monotonic()
-                except cluster.NotFound:
+                except apierrors.NotFound:
                     known_pools.pop(key, None)
                 except Exception as e:
                     logger.warning("pool resync failed: %s", _short(e))

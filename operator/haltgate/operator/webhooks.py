@@ -29,7 +29,7 @@ from aiohttp import web
 
 from haltgate.governance import rego
 from haltgate.governance.validation import PolicyCheck, validate_document
-from haltgate.operator import cluster, injection, refusals, webhookconfig, workloads
+from haltgate.operator import apierrors, injection, refusals, webhookconfig, workloads
 from haltgate.operator.runtime import Runtime
 
 log = logging.getLogger("haltgate.operator.webhooks")
@@ -127,7 +127,7 @@ async def admit_pod(rt: Runtime, pod: dict[str, Any], namespace: str | None) -> 
             # want of a policy, ask again with a consistent read.
             if not (isinstance(outcome, injection.Refuse) and outcome.code in _POLICY_LOOKUP_CODES):
                 break
-    except cluster.NotFound as e:
+    except apierrors.NotFound as e:
         raise Denied(f"haltgate: cannot look up namespace {ns}: {e}", code=500) from e
     assert outcome is not None
     match outcome:
