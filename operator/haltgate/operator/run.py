@@ -32,6 +32,7 @@ from haltgate.operator import (
     halts,
     haltview,
     injection,
+    injection_template,
     metrics,
     policies,
     pools,
@@ -681,7 +682,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 
 async def run(opts: OperatorSettings, *, stop: asyncio.Event | None = None) -> None:
     """Run the operator until cancelled or ``stop`` is set."""
-    template = injection.InjectionTemplate.load(opts.template_path)
+    template = injection_template.InjectionTemplate.load(opts.template_path)
     m = metrics.OperatorMetrics.create()
     rt = Runtime(
         settings=opts, cluster=cluster.Cluster.from_environment(), template=template, metrics=m
