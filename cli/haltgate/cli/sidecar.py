@@ -17,7 +17,7 @@ from haltgate.governance.request import AgentIdentity
 from haltgate.governance.validation import PolicyFileError
 from haltgate.sidecar.bodybudget import DEFAULT_BODY_BUDGET
 from haltgate.sidecar.listeners import ListenerLimits
-from haltgate.sidecar.pipeline import PipelineSettings
+from haltgate.sidecar.pipeline_state import PipelineSettings
 from haltgate.sidecar.server import (
     ADMIN_PORT,
     EXPLICIT_PORT,

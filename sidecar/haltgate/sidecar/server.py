@@ -77,7 +77,8 @@ from haltgate.sidecar.connect import (
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.listeners import ConnectionCap, ListenerLimits, LiveCount
 from haltgate.sidecar.metrics import SidecarMetrics
-from haltgate.sidecar.pipeline import Pipeline, PipelineSettings
+from haltgate.sidecar.pipeline import Pipeline
+from haltgate.sidecar.pipeline_state import PipelineSettings
 from haltgate.sidecar.policy_watch import PolicyWatcher, _stat_key
 from haltgate.sidecar.upstreams import default_port
 
