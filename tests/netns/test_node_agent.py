@@ -1,0 +1,251 @@
+"""The node agent on a node it did not set up: it finds a "pod" (a process in a network
+namespace and in a cgroup whose path carries the pod's UID, as the kubelet makes them),
+enters that namespace from the root one and installs the rules the pod's capability-free
+verify step then sees; a restart changes nothing; a pod process in the node's own network
+namespace gets nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from haltgate.cli.node_agent import AgentSettings, NodeAgent
+from haltgate.operator import injection, node_redirect
+from haltgate.sidecar import pod_netns
+from haltgate.testbed import netns as harness
+from tests.netns.conftest import SIDECAR_UID
+from tests.netns.test_node_apply import LISTENER, _routed, _verify
+
+pytestmark = pytest.mark.netns
+
+NODE = "node-under-test"
+CLUSTER_DNS = "10.96.0.10"
+
+
+def cgroup2_root() -> Path:
+    """Where cgroup v2 is mounted (``/sys/fs/cgroup`` or, on hybrid hosts, ``.../unified``)."""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[2] == "cgroup2":
+            return Path(parts[1])
+    pytest.fail("no cgroup2 mount: the node agent test needs cgroup v2 (CI hosts have it)")
+
+
+class PodCgroups:
+    """Kubelet-shaped cgroups (systemd driver) under a private root, removed afterwards."""
+
+    def __init__(self) -> None:
+        self.root = cgroup2_root() / f"hgtest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.made: list[Path] = []
+
+    def _mkdir(self, path: Path) -> None:
+        path.mkdir()
+        self.made.append(path)
+
+    def add(self, pod_uid: str, pid: int) -> None:
+        """Put ``pid`` in ``.../kubepods-besteffort-pod<uid_>.slice/cri-containerd-<id>.scope``."""
+        if not self.made:
+            self._mkdir(self.root)
+        slices = self.root / "kubepods.slice" / "kubepods-besteffort.slice"
+        for p in (slices.parent, slices):
+            if not p.exists():
+                self._mkdir(p)
+        pod = slices / f"kubepods-besteffort-pod{pod_uid.replace('-', '_')}.slice"
+        if not pod.exists():
+            self._mkdir(pod)
+        scope = pod / f"cri-containerd-{uuid.uuid4().hex}{uuid.uuid4().hex}.scope"
+        self._mkdir(scope)
+        (scope / "cgroup.procs").write_text(f"{pid}\n")
+
+    def remove(self) -> None:
+        for path in reversed(self.made):
+            for _ in range(50):  # a killed process leaves its cgroup asynchronously
+                try:
+                    path.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+@pytest.fixture
+def cgroups(netns_available: None) -> Iterator[PodCgroups]:
+    made = PodCgroups()
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+def injected_pod(uid: str) -> dict[str, Any]:
+    """What the webhook makes of an agent pod with injection.redirect: node."""
+    out = injection.mutate_pod(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "agent", "namespace": "agents", "labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "agent", "image": "x"}]},
+        },
+        namespace="agents",
+        namespace_labels={"haltgate.dev/injection": "enabled"},
+        policies=[injection.PolicyRef(name="p", generation=1, selector={"matchLabels": {}})],
+        config=injection.InjectionConfig(redirect="node"),
+        template=injection.InjectionTemplate.load(injection.default_template_path()),
+    )
+    assert isinstance(out, injection.Inject), out
+    pod = out.pod
+    pod["metadata"]["uid"] = uid
+    pod["spec"]["nodeName"] = NODE
+    pod["status"] = {"phase": "Pending"}
+    return pod
+
+
+class Events:
+    """Stands in for the apiserver's Event API (outside the code under test)."""
+
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str, str, str]] = []
+
+    def __call__(self, pod: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        self.posted.append((pod["metadata"]["uid"], type_, reason, message))
+
+    def reasons(self, uid: str) -> list[str]:
+        return [r for u, _, r, _ in self.posted if u == uid]
+
+
+def new_agent(events: Events) -> NodeAgent:
+    config = injection.InjectionConfig(redirect="node")
+    template = injection.InjectionTemplate.load(injection.default_template_path())
+    return NodeAgent(
+        AgentSettings(
+            node_name=NODE,
+            base_args=tuple(node_redirect.template_apply_args(config, template)),
+            cluster_dns=(CLUSTER_DNS,),
+            node_dns=(),
+        ),
+        events,
+    )
+
+
+def rules_of(ns: harness.Netns) -> str:
+    return ns.run(["iptables", "-S"]).stdout + ns.run(["iptables", "-t", "nat", "-S"]).stdout
+
+
+def test_agent_finds_the_pod_by_cgroup_enters_its_namespace_and_verify_passes(
+    bare_netns: harness.Netns, cgroups: PodCgroups, tmp_path: Path
+) -> None:
+    ns = bare_netns
+    _routed(ns)
+    other = harness.Netns(f"hg-other-{harness.free_tag()}")
+    harness.run(["ip", "netns", "add", other.name])
+    other.run(["ip", "link", "set", "lo", "up"])
+    pod_uid, other_uid = str(uuid.uuid4()), str(uuid.uuid4())
+    # The pod's sidecar container: listening on the transparent port, as the proxy UID.
+    sidecar = ns.popen(
+        [sys.executable, "-c", LISTENER, "17001"], uid=SIDECAR_UID, log=tmp_path / "sidecar.log"
+    )
+    # Another node-mode pod on the node whose namespace is not this one's.
+    bystander = other.popen(["sleep", "300"])
+    procs = [sidecar, bystander]
+    try:
+        for _ in range(50):
+            if "ready" in (tmp_path / "sidecar.log").read_text():
+                break
+            time.sleep(0.1)
+        cgroups.add(pod_uid, sidecar.pid)
+        cgroups.add(other_uid, bystander.pid)
+        assert pod_netns.scan([pod_uid])[pod_uid] == [sidecar.pid]
+        before = _verify(ns)
+        assert before.returncode == 1 and "redirect_missing" in before.stderr, before
+
+        events = Events()
+        agent = new_agent(events)
+        now = time.monotonic()
+        agent.observe("ADDED", injected_pod(pod_uid), now)
+        agent.tick(now)
+        assert events.reasons(pod_uid) == ["RedirectInstalled"], events.posted
+        message = events.posted[0][3]
+        assert f"DNS to {CLUSTER_DNS}" in message and "-> :17001" in message, message
+
+        installed = rules_of(ns)
+        assert "-A HALTGATE_OUTPUT -p tcp -j REDIRECT --to-ports 17001" in installed
+        assert f"-A HALTGATE_OUTPUT -d {CLUSTER_DNS}/32 -p udp -m udp --dport 53" in installed
+        root = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30)
+        assert "HALTGATE_OUTPUT" not in root.stdout
+        assert "HALTGATE_OUTPUT" not in rules_of(other)  # only the pod it was told about
+        after = _verify(ns)
+        assert after.returncode == 0 and "redirect in place" in after.stdout, after
+
+        # A restarted agent checks and finds them: nothing changes, no second Event.
+        again = Events()
+        restarted = new_agent(again)
+        restarted.observe("ADDED", injected_pod(pod_uid), now)
+        restarted.tick(now)
+        assert again.posted == []
+        assert not restarted.pods[pod_uid].pending
+        assert rules_of(ns) == installed
+
+        # The sandbox is replaced (a new network namespace, same pod UID): the next look
+        # after the pod's status changes installs the rules there too.
+        _routed(other)
+        replacement = other.popen(
+            [sys.executable, "-c", LISTENER, "17001"], uid=SIDECAR_UID, log=tmp_path / "r.log"
+        )
+        procs.append(replacement)
+        for _ in range(50):
+            if "ready" in (tmp_path / "r.log").read_text():
+                break
+            time.sleep(0.1)
+        cgroups.add(pod_uid, replacement.pid)
+        restarted.observe("MODIFIED", injected_pod(pod_uid), now)
+        restarted.tick(now)
+        assert again.reasons(pod_uid) == ["RedirectInstalled"], again.posted
+        assert _verify(other).returncode == 0
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+        other.delete()
+
+
+def test_agent_refuses_a_pod_process_in_the_node_namespace(cgroups: PodCgroups) -> None:
+    """A hostNetwork-like pod (or a forged cgroup): the node's own rules are never touched."""
+    pod_uid = str(uuid.uuid4())
+    squatter = subprocess.Popen(["sleep", "300"])
+    try:
+        cgroups.add(pod_uid, squatter.pid)
+        before = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30)
+        events = Events()
+        agent = new_agent(events)
+        now = time.monotonic()
+        agent.observe("ADDED", injected_pod(pod_uid), now)
+        agent.tick(now)
+        assert events.reasons(pod_uid) == ["RedirectFailed"], events.posted
+        assert "host_network" in events.posted[0][3]
+        after = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30)
+        assert "HALTGATE_OUTPUT" not in after.stdout
+        assert after.stdout.count("\n") == before.stdout.count("\n")
+    finally:
+        squatter.kill()
+        squatter.wait(timeout=10)
+
+
+def test_agent_reports_a_pod_with_no_process_on_the_node(netns_available: None) -> None:
+    events = Events()
+    agent = new_agent(events)
+    agent.settings = dataclasses.replace(agent.settings, pending_grace_seconds=0.0)
+    pod_uid = str(uuid.uuid4())
+    now = time.monotonic()
+    agent.observe("ADDED", injected_pod(pod_uid), now)
+    agent.tick(now)
+    agent.tick(now + 5)  # once per pod, however often it looks
+    assert events.reasons(pod_uid) == ["RedirectPending"], events.posted
+    assert agent.pods[pod_uid].pending
