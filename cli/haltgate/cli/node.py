@@ -60,3 +60,12 @@ def apply(netns: Path, iptables_args: tuple[str, ...]) -> None:
     if res.returncode != 0:
         click.echo(res.stderr.rstrip()[-2000:], err=True)
         raise SystemExit(res.returncode)
+
+
+def _register_agent() -> None:
+    from haltgate.cli.node_watch import agent
+
+    node.add_command(agent)
+
+
+_register_agent()

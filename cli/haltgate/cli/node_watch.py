@@ -25,7 +25,7 @@ from typing import Any, Literal
 import click
 import yaml
 
-from haltgate.cli.node_agent import COMPONENT, AgentSettings, NodeAgent
+from haltgate.cli.node_agent import COMPONENT, AgentSettings, NodeAgent, rule_config
 from haltgate.sidecar import iptables as rules
 
 log = logging.getLogger("haltgate.node.watch")
@@ -267,9 +267,12 @@ def agent(
             backend=rules.Backend(backend),
             pending_grace_seconds=pending_grace,
         )
-        # Refuse a template the agent cannot turn into rules now, not on the first pod.
-        from haltgate.cli.node_agent import rule_config
-
+        # Refuse a template or resolver the agent cannot turn into rules now, not per pod.
+        for server in (*settings.cluster_dns, *settings.node_dns):
+            try:
+                rules.RuleConfig(proxy_uid=config.proxy_uid, dns_servers=(server,))
+            except ValueError as e:
+                raise ValueError(f"--cluster-dns / node resolver {server!r}: not an IP") from e
         rule_config([*base_args, "--no-dns"])
     except (ValueError, TypeError, OSError) as e:
         raise click.UsageError(f"haltgate node agent: {e}") from e
