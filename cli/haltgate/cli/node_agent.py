@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import click
 
+from haltgate.cli.iptables import parse_apply_args, summary
 from haltgate.operator import node_redirect
 from haltgate.sidecar import iptables as rules
 from haltgate.sidecar import netns_rules, pod_netns
@@ -42,28 +43,11 @@ EventSink = Callable[[Mapping[str, Any], Literal["Normal", "Warning"], str, str]
 
 def rule_config(args: Sequence[str]) -> tuple[rules.RuleConfig, rules.Backend]:
     """Parse ``haltgate iptables apply`` arguments into the rule set they install."""
-    from haltgate.cli.iptables import apply as apply_command
-
     try:
-        ctx = apply_command.make_context("apply", list(args))
-    except click.ClickException as e:
-        raise ValueError(f"iptables apply arguments {list(args)}: {e.format_message()}") from e
-    p = ctx.params
-    if p["no_dns"] and p["dns_servers"]:
-        raise ValueError("--no-dns and --dns exclude each other")
-    try:
-        meshes = tuple(int(u) for u in str(p["mesh_uids"]).split(",") if u.strip())
-    except ValueError as e:
-        raise ValueError(f"--mesh-uids: comma-separated integers, got {p['mesh_uids']!r}") from e
-    config = rules.RuleConfig(
-        proxy_uid=p["proxy_uid"],
-        proxy_port=p["proxy_port"],
-        protected_ports=tuple(p["protect_ports"]) or rules.DEFAULT_PROTECTED_PORTS,
-        exclude_ports=tuple(p["exclude_ports"]),
-        dns_servers=() if p["no_dns"] else tuple(p["dns_servers"]),
-        mesh_uids=meshes,
-    )
-    return config, rules.Backend(p["backend"])
+        config, backend, _ = parse_apply_args(args)
+    except click.UsageError as e:
+        raise ValueError(e.format_message()) from e
+    return config, backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,14 +222,12 @@ class NodeAgent:
                 space.ident,
             )
             return
-        dns = ", ".join(config.dns_servers) or "nobody"
         self._report(
             state,
             "Normal",
             "RedirectInstalled",
             f"haltgate node agent on {self.settings.node_name} installed the egress rules in "
-            f"the pod's network namespace {space.ident}: TCP of every UID but "
-            f"{config.proxy_uid} -> :{config.proxy_port}; DNS to {dns}",
+            f"the pod's network namespace {space.ident}: {summary(config)}",
             str(space.ident),
         )
 
