@@ -92,7 +92,7 @@ class NodeAgent:
         """A pod was added, changed or deleted (a watch event)."""
         meta = pod.get("metadata") or {}
         uid = str(meta.get("uid") or "")
-        if not uid:
+        if not pod_netns.is_pod_uid(uid):
             return
         node = (pod.get("spec") or {}).get("nodeName")
         if (
@@ -137,7 +137,12 @@ class NodeAgent:
             return
         found = pod_netns.scan([s.uid for s in due], self.settings.proc)
         for state in due:
-            self._reconcile(state, found.get(state.uid, []), now)
+            try:
+                self._reconcile(state, found.get(state.uid, []), now)
+            except Exception as e:  # one pod's surprise must not stop the others
+                log.exception("reconciling %s", node_redirect.describe(state.pod))
+                self._later(state, now)
+                self._report(state, "Warning", "RedirectFailed", f"internal_error: {e}", "bug")
 
     def _later(self, state: PodState, now: float) -> None:
         young = now - state.first_seen < FAST_WINDOW_SECONDS

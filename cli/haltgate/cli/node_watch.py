@@ -70,6 +70,8 @@ def watch_pods(core: Any, node_name: str, sink: queue.Queue[Item], stop: threadi
                 resource_version=version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=WATCH_TIMEOUT_SECONDS,
+                # A connection that died silently must not hang the watch forever.
+                _request_timeout=WATCH_TIMEOUT_SECONDS + 30,
             )
             for event in stream:
                 if stop.is_set():

@@ -58,6 +58,14 @@ class PodNetns:
     """A process of the pod in it (for messages; the descriptor is what is used)."""
 
 
+def is_pod_uid(value: str) -> bool:
+    """A Kubernetes object UID (a UUID in its canonical text form)."""
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
 def _segment_pattern(pod_uid: str) -> re.Pattern[str]:
     try:
         canonical = str(uuid.UUID(pod_uid))
