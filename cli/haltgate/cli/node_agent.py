@@ -186,7 +186,7 @@ class NodeAgent:
                     "Warning",
                     "RedirectPending",
                     f"no process of this pod found on node {self.settings.node_name} after "
-                    f"{self.settings.pending_grace_seconds:g}s; its {'haltgate-verify'} step "
+                    f"{self.settings.pending_grace_seconds:g}s; its haltgate-verify step "
                     "keeps the agent from starting until the egress rules are installed",
                 )
             return
