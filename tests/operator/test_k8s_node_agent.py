@@ -213,3 +213,52 @@ def test_node_agent_rbac_is_least_privilege(
     namespace = f"any-{uuid.uuid4().hex[:6]}"
     res = kube.kubectl("auth", "can-i", verb, resource, "-n", namespace, "--as", SA)
     assert res.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, res)
+
+
+@pytest.mark.netns
+def test_agent_installs_the_rules_of_an_apiserver_pod_in_its_namespace(
+    kube: ControlPlane, kube_namespace: str, node_agent: ManagedProcess, tmp_path: Path
+) -> None:
+    """End to end on one machine: the pod object in the apiserver, its "sandbox" a process
+    in a network namespace and a cgroup carrying the pod's UID; the agent (a separate
+    process, the chart's RBAC) installs the rules, its verify step passes, and the Event
+    lands on the pod."""
+    from haltgate.testbed import netns as harness
+    from tests.netns.conftest import SIDECAR_UID
+    from tests.netns.test_node_agent import PodCgroups
+    from tests.netns.test_node_apply import LISTENER, _routed, _verify
+
+    reason = harness.skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    ns = kube_namespace
+    res = create(kube, node_mode_pod(ns, "live", NODE))
+    assert res.returncode == 0, res.stderr
+    uid = yaml.safe_load(res.stdout)["metadata"]["uid"]
+    pod_ns = harness.Netns(f"hg-live-{harness.free_tag()}")
+    harness.run(["ip", "netns", "add", pod_ns.name])
+    cgroups = PodCgroups()
+    sidecar = None
+    try:
+        pod_ns.run(["ip", "link", "set", "lo", "up"])
+        _routed(pod_ns)
+        sidecar = pod_ns.popen(
+            [sys.executable, "-c", LISTENER, "17001"], uid=SIDECAR_UID, log=tmp_path / "s.log"
+        )
+        eventually(lambda: "ready" in (tmp_path / "s.log").read_text(), what="sidecar")
+        cgroups.add(uid, sidecar.pid)
+        installed = eventually(
+            lambda: [e for e in events_of(kube, ns, "live") if e["reason"] == "RedirectInstalled"],
+            timeout=60,
+            what="RedirectInstalled event",
+        )
+        assert "-> :17001" in installed[0]["message"], installed
+        assert "DNS to 10.96.0.10" in installed[0]["message"], installed
+        verified = _verify(pod_ns)
+        assert verified.returncode == 0 and "redirect in place" in verified.stdout, verified
+    finally:
+        if sidecar is not None:
+            sidecar.kill()
+            sidecar.wait(timeout=10)
+        cgroups.remove()
+        pod_ns.delete()
