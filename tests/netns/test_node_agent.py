@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 
 from haltgate.cli.node_agent import AgentSettings, NodeAgent
-from haltgate.operator import injection, node_redirect
+from haltgate.operator import (
+    injection,
+    injection_outcome,
+    injection_template,
+    node_redirect,
+    pod_mutation,
+)
 from haltgate.sidecar import pod_netns
 from haltgate.testbed import netns as harness
 from tests.netns.conftest import SIDECAR_UID
@@ -87,7 +93,7 @@ def cgroups(netns_available: None) -> Iterator[PodCgroups]:
 
 def injected_pod(uid: str) -> dict[str, Any]:
     """What the webhook makes of an agent pod with injection.redirect: node."""
-    out = injection.mutate_pod(
+    out = pod_mutation.mutate_pod(
         {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -96,11 +102,15 @@ def injected_pod(uid: str) -> dict[str, Any]:
         },
         namespace="agents",
         namespace_labels={"haltgate.dev/injection": "enabled"},
-        policies=[injection.PolicyRef(name="p", generation=1, selector={"matchLabels": {}})],
+        policies=[
+            injection_outcome.PolicyRef(name="p", generation=1, selector={"matchLabels": {}})
+        ],
         config=injection.InjectionConfig(redirect="node"),
-        template=injection.InjectionTemplate.load(injection.default_template_path()),
+        template=injection_template.InjectionTemplate.load(
+            injection_template.default_template_path()
+        ),
     )
-    assert isinstance(out, injection.Inject), out
+    assert isinstance(out, injection_outcome.Inject), out
     pod = out.pod
     pod["metadata"]["uid"] = uid
     pod["spec"]["nodeName"] = NODE
@@ -123,7 +133,7 @@ class Events:
 
 def new_agent(events: Events) -> NodeAgent:
     config = injection.InjectionConfig(redirect="node")
-    template = injection.InjectionTemplate.load(injection.default_template_path())
+    template = injection_template.InjectionTemplate.load(injection_template.default_template_path())
     return NodeAgent(
         AgentSettings(
             node_name=NODE,

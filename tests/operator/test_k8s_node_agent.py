@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from haltgate.operator import injection
+from haltgate.operator import injection, injection_outcome, injection_template, pod_mutation
 from haltgate.testbed import binaries
 from haltgate.testbed.controlplane import ControlPlane
 from haltgate.testbed.process import ManagedProcess
@@ -123,7 +123,7 @@ def node_agent(kube: ControlPlane, tmp_path: Path) -> Iterator[ManagedProcess]:
 
 def node_mode_pod(namespace: str, name: str, node: str) -> dict[str, Any]:
     """An agent pod as the webhook injects it with injection.redirect: node."""
-    out = injection.mutate_pod(
+    out = pod_mutation.mutate_pod(
         {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -132,11 +132,15 @@ def node_mode_pod(namespace: str, name: str, node: str) -> dict[str, Any]:
         },
         namespace=namespace,
         namespace_labels={injection.LABEL_NAMESPACE_INJECTION: "enabled"},
-        policies=[injection.PolicyRef(name="p", generation=1, selector={"matchLabels": {}})],
+        policies=[
+            injection_outcome.PolicyRef(name="p", generation=1, selector={"matchLabels": {}})
+        ],
         config=injection.InjectionConfig(redirect="node"),
-        template=injection.InjectionTemplate.load(injection.default_template_path()),
+        template=injection_template.InjectionTemplate.load(
+            injection_template.default_template_path()
+        ),
     )
-    assert isinstance(out, injection.Inject), out
+    assert isinstance(out, injection_outcome.Inject), out
     pod = out.pod
     pod["spec"]["nodeName"] = node
     return pod

@@ -7,22 +7,30 @@ from typing import Any
 
 import pytest
 
-from haltgate.operator import injection, node_redirect
+from haltgate.operator import (
+    injection,
+    injection_outcome,
+    injection_template,
+    node_redirect,
+    pod_mutation,
+)
 
-TEMPLATE = injection.InjectionTemplate.load(injection.default_template_path())
+TEMPLATE = injection_template.InjectionTemplate.load(injection_template.default_template_path())
 CLUSTER, NODE = ("10.96.0.10",), ("192.168.1.1", "192.168.1.2")
 
 
 def injected(redirect: str) -> dict[str, Any]:
-    out = injection.mutate_pod(
+    out = pod_mutation.mutate_pod(
         {"metadata": {"name": "a", "labels": {}}, "spec": {"containers": [{"name": "c"}]}},
         namespace="agents",
         namespace_labels={injection.LABEL_NAMESPACE_INJECTION: "enabled"},
-        policies=[injection.PolicyRef(name="p", generation=1, selector={"matchLabels": {}})],
+        policies=[
+            injection_outcome.PolicyRef(name="p", generation=1, selector={"matchLabels": {}})
+        ],
         config=injection.InjectionConfig(redirect=redirect),  # type: ignore[arg-type]
         template=TEMPLATE,
     )
-    assert isinstance(out, injection.Inject)
+    assert isinstance(out, injection_outcome.Inject)
     return out.pod
 
 
@@ -45,7 +53,7 @@ def test_rules_are_the_init_containers() -> None:
 def test_template_without_the_iptables_step_is_refused() -> None:
     sections = dict(TEMPLATE.sections)
     sections["initContainer"] = {**sections["initContainer"], "args": ["sidecar"]}
-    bad = injection.InjectionTemplate(sections)
+    bad = injection_template.InjectionTemplate(sections)
     with pytest.raises(node_redirect.NodeRedirectError, match="initContainer"):
         node_redirect.template_apply_args(injection.InjectionConfig(), bad)
 
@@ -86,3 +94,19 @@ def test_apply_args_add_dns_or_none() -> None:
         "10.96.0.10",
     ]
     assert node_redirect.apply_args(["--proxy-uid", "1"], []) == ["--proxy-uid", "1", "--no-dns"]
+
+
+def test_template_rules_parse_like_the_cli_and_leave_its_help_alone() -> None:
+    from click.testing import CliRunner
+
+    from haltgate.cli.iptables import parse_apply_args
+    from haltgate.cli.main import main
+
+    args = node_redirect.template_apply_args(injection.InjectionConfig(), TEMPLATE)
+    config, _, dry_run = parse_apply_args(node_redirect.apply_args(args, ["10.96.0.10"]))
+    assert config.proxy_uid == 17337 and config.proxy_port == 17001 and not dry_run
+    assert config.dns_servers == ("10.96.0.10",)
+    assert set(config.protected_ports) == {17020, 17090, 8181, 8282, 17091}
+    # Parsing did not replace the command's help option ("-h" comes from the CLI's group).
+    res = CliRunner().invoke(main, ["iptables", "apply", "-h"])
+    assert res.exit_code == 0, res.output

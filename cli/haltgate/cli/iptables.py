@@ -131,7 +131,9 @@ def parse_apply_args(args: Sequence[str]) -> tuple[rules.RuleConfig, rules.Backe
     """``iptables apply`` arguments -> (rule set, backend, dry run); click.UsageError when
     they are wrong."""
     try:
-        ctx = apply.make_context("apply", list(args))
+        # No help option: click caches the first one it makes on the command, and one made
+        # here without the CLI's "-h" would take "-h" away from `haltgate iptables apply`.
+        ctx = apply.make_context("apply", list(args), help_option_names=[])
     except click.ClickException as e:
         raise click.UsageError(f"iptables apply arguments: {e.format_message()}") from e
     return rule_config(ctx.params), rules.Backend(ctx.params["backend"]), ctx.params["dry_run"]

@@ -244,6 +244,7 @@ def agent(
     capability-free verify step keeps its agent from starting until they are in place.
     """
     from haltgate.operator import injection, node_redirect
+    from haltgate.operator.injection_template import InjectionTemplate, default_template_path
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -257,9 +258,7 @@ def agent(
                 raise ValueError(f"{injection_config}: must be a mapping")
             raw = loaded
         config = injection.InjectionConfig.from_mapping(raw)
-        template = injection.InjectionTemplate.load(
-            injection_template or injection.default_template_path()
-        )
+        template = InjectionTemplate.load(injection_template or default_template_path())
         base_args = node_redirect.template_apply_args(config, template)
         settings = AgentSettings(
             node_name=node_name,

@@ -18,8 +18,8 @@ from haltgate.operator.injection import (
     LABEL_POLICY,
     VERIFY_CONTAINER_NAME,
     InjectionConfig,
-    InjectionTemplate,
 )
+from haltgate.operator.injection_template import InjectionTemplate
 
 MAX_NAMESERVERS = 3
 """The kubelet keeps the first three nameservers of a pod (glibc reads no more)."""
