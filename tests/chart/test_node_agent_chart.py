@@ -25,6 +25,8 @@ def test_off_by_default(helm: Helm) -> None:
 def test_lint_strict_with_the_node_agent(helm: Helm) -> None:
     helm("lint", "--strict", str(CHART), *ON)
     helm("lint", "--strict", str(CHART), *ON, "--set", "nodeAgent.privileged=true")
+    # Node mode without the agent (an installer of one's own): allowed, NOTES warn.
+    helm("lint", "--strict", str(CHART), "--set", "injection.redirect=node")
 
 
 def test_daemonset_runs_the_agent_with_what_it_needs_only(helm: Helm) -> None:
