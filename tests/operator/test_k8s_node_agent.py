@@ -20,9 +20,22 @@ from haltgate.operator import injection, injection_outcome, injection_template, 
 from haltgate.testbed import binaries
 from haltgate.testbed.controlplane import ControlPlane
 from haltgate.testbed.process import ManagedProcess
-from tests.operator.conftest import OPERATOR_NAMESPACE, REPO, create, eventually, kubectl_json
+from tests.operator import test_k8s_restricted as restricted
+from tests.operator.conftest import (
+    OPERATOR_NAMESPACE,
+    REPO,
+    OperatorUnderTest,
+    apply,
+    create,
+    eventually,
+    kubectl_json,
+)
+from tests.operator.test_k8s_restricted import agent_pod, policy, restricted_namespace
 
 pytestmark = pytest.mark.k8s
+
+node_mode_operator = restricted.node_mode_operator
+"""The session's operator restarted with injection.redirect: node (a fixture)."""
 
 NODE = "node-a"
 RELEASE = "hgnode"
@@ -88,17 +101,16 @@ def agent_kubeconfig(kube: ControlPlane, path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def node_agent(kube: ControlPlane, tmp_path: Path) -> Iterator[ManagedProcess]:
+def start_agent(kube: ControlPlane, workdir: Path, *extra: str) -> ManagedProcess:
     """``haltgate node agent`` for node-a, with the chart's RBAC only."""
-    kubeconfig = agent_kubeconfig(kube, tmp_path / "kubeconfig")
+    kubeconfig = agent_kubeconfig(kube, workdir / "kubeconfig")
     env = {
         k: v
         for k, v in os.environ.items()
         if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
     }
     env["KUBECONFIG"] = str(kubeconfig)
-    proc = ManagedProcess(
+    return ManagedProcess(
         "haltgate-node-agent",
         [
             str(Path(sys.executable).parent / "haltgate"),
@@ -110,11 +122,17 @@ def node_agent(kube: ControlPlane, tmp_path: Path) -> Iterator[ManagedProcess]:
             "10.96.0.10",
             "--pending-grace",
             "0",
+            *extra,
         ],
-        tmp_path / "node-agent.log",
+        workdir / "node-agent.log",
         env=env,
         cwd=REPO,
     ).start()
+
+
+@pytest.fixture
+def node_agent(kube: ControlPlane, tmp_path: Path) -> Iterator[ManagedProcess]:
+    proc = start_agent(kube, tmp_path)
     try:
         yield proc
     finally:
@@ -220,13 +238,17 @@ def test_node_agent_rbac_is_least_privilege(
 
 
 @pytest.mark.netns
-def test_agent_installs_the_rules_of_an_apiserver_pod_in_its_namespace(
-    kube: ControlPlane, kube_namespace: str, node_agent: ManagedProcess, tmp_path: Path
+def test_restricted_pod_admitted_then_governed_by_the_node_agent(
+    kube: ControlPlane,
+    kube_namespace: str,
+    node_mode_operator: OperatorUnderTest,
+    tmp_path: Path,
 ) -> None:
-    """End to end on one machine: the pod object in the apiserver, its "sandbox" a process
-    in a network namespace and a cgroup carrying the pod's UID; the agent (a separate
-    process, the chart's RBAC) installs the rules, its verify step passes, and the Event
-    lands on the pod."""
+    """Issue 19 item 1 end to end on one machine: the operator (injection.redirect: node)
+    admits the pod into a namespace enforcing Pod Security restricted; its "sandbox" is a
+    process in a network namespace and a cgroup carrying the pod's UID; the node agent (a
+    separate process, the chart's RBAC, the operator's injection settings) installs the
+    rules, the pod's verify step passes, and the Event lands on the pod."""
     from haltgate.testbed import netns as harness
     from tests.netns.conftest import SIDECAR_UID
     from tests.netns.test_node_agent import PodCgroups
@@ -236,9 +258,21 @@ def test_agent_installs_the_rules_of_an_apiserver_pod_in_its_namespace(
     if reason is not None:
         pytest.skip(reason)
     ns = kube_namespace
-    res = create(kube, node_mode_pod(ns, "live", NODE))
-    assert res.returncode == 0, res.stderr
-    uid = yaml.safe_load(res.stdout)["metadata"]["uid"]
+    restricted_namespace(kube, ns)
+    assert apply(kube, policy(ns)).returncode == 0
+    pod = agent_pod(ns)
+    pod["spec"]["nodeName"] = NODE
+    res = create(kube, pod)
+    assert res.returncode == 0, res.stderr  # admitted under enforce=restricted
+    admitted = yaml.safe_load(res.stdout)
+    assert [c["name"] for c in admitted["spec"]["initContainers"]] == [
+        injection.SIDECAR_CONTAINER_NAME,
+        injection.VERIFY_CONTAINER_NAME,
+    ]
+    uid = admitted["metadata"]["uid"]
+    agent = start_agent(
+        kube, tmp_path, "--injection-config", str(node_mode_operator.workdir / "injection.yaml")
+    )
     pod_ns = harness.Netns(f"hg-live-{harness.free_tag()}")
     harness.run(["ip", "netns", "add", pod_ns.name])
     cgroups = PodCgroups()
@@ -250,17 +284,23 @@ def test_agent_installs_the_rules_of_an_apiserver_pod_in_its_namespace(
             [sys.executable, "-c", LISTENER, "17001"], uid=SIDECAR_UID, log=tmp_path / "s.log"
         )
         eventually(lambda: "ready" in (tmp_path / "s.log").read_text(), what="sidecar")
+        assert _verify(pod_ns).returncode == 1  # not yet: the agent does not know the pod
         cgroups.add(uid, sidecar.pid)
         installed = eventually(
-            lambda: [e for e in events_of(kube, ns, "live") if e["reason"] == "RedirectInstalled"],
+            lambda: [e for e in events_of(kube, ns, "agent") if e["reason"] == "RedirectInstalled"],
             timeout=60,
             what="RedirectInstalled event",
         )
         assert "-> :17001" in installed[0]["message"], installed
         assert "DNS to 10.96.0.10" in installed[0]["message"], installed
+        assert installed[0]["involvedObject"]["uid"] == uid
         verified = _verify(pod_ns)
         assert verified.returncode == 0 and "redirect in place" in verified.stdout, verified
+        # The operator's settings reached the rules: its admin port is protected.
+        saved = pod_ns.run(["iptables", "-S", "HALTGATE_OUTPUT"]).stdout
+        assert f"--dport {node_mode_operator.admin_port} -j REJECT" in saved, saved
     finally:
+        agent.stop()
         if sidecar is not None:
             sidecar.kill()
             sidecar.wait(timeout=10)
