@@ -26,7 +26,8 @@ from haltgate.operator import (
     node_redirect,
     pod_mutation,
 )
-from haltgate.sidecar import pod_netns
+from haltgate.sidecar import iptables as rules
+from haltgate.sidecar import netns_rules, pod_netns
 from haltgate.testbed import netns as harness
 from tests.netns.conftest import SIDECAR_UID
 from tests.netns.test_node_apply import LISTENER, _routed, _verify
@@ -259,3 +260,47 @@ def test_agent_reports_a_pod_with_no_process_on_the_node(netns_available: None) 
     agent.tick(now + 5)  # once per pod, however often it looks
     assert events.reasons(pod_uid) == ["RedirectPending"], events.posted
     assert agent.pods[pod_uid].pending
+
+
+def _rule_lines(save: str) -> list[str]:
+    """The rules of an ``iptables-save`` output (no comments, no counters)."""
+    return [line for line in save.splitlines() if line.startswith(("-A ", "*"))]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        ["iptables", "-t", "nat", "-R", "HALTGATE_OUTPUT", "1", "-j", "RETURN"],  # a rule changed
+        ["iptables", "-t", "filter", "-I", "HALTGATE_OUTPUT", "1", "-j", "RETURN"],  # one more
+        ["iptables", "-t", "nat", "-D", "OUTPUT", "-p", "tcp", "-j", "HALTGATE_OUTPUT"],  # jump
+        ["ip6tables", "-t", "filter", "-D", "HALTGATE_OUTPUT", "-j", "DROP"],  # IPv6 rule gone
+    ],
+    ids=["changed", "extra", "no-jump", "ipv6-missing"],
+)
+def test_check_before_install_sees_any_difference(
+    bare_netns: harness.Netns, tamper: list[str]
+) -> None:
+    """The check, rule by rule and against the listing it learnt, finds a changed, extra or
+    missing rule or jump; then the rules are installed again, exactly."""
+    config = rules.RuleConfig(proxy_uid=SIDECAR_UID, dns_servers=(CLUSTER_DNS, "fd00::a"))
+    fd = os.open(f"/run/netns/{bare_netns.name}", os.O_RDONLY)
+    try:
+        known: netns_rules.Listings = {}
+        assert netns_rules.ensure_rules(fd, config, known=known) is netns_rules.Outcome.INSTALLED
+        installed = (
+            bare_netns.run(["iptables-save"]).stdout,
+            bare_netns.run(["ip6tables-save"]).stdout,
+        )
+        assert known  # learnt from the rule-by-rule check
+        for learnt in (known, None):  # against the listing, and rule by rule
+            assert netns_rules.ensure_rules(fd, config, known=learnt) is (
+                netns_rules.Outcome.PRESENT
+            )
+            bare_netns.run(tamper)
+            assert netns_rules.ensure_rules(fd, config, known=learnt) is (
+                netns_rules.Outcome.INSTALLED
+            )
+        again = bare_netns.run(["iptables-save"]).stdout, bare_netns.run(["ip6tables-save"]).stdout
+        assert [_rule_lines(t) for t in again] == [_rule_lines(t) for t in installed]
+    finally:
+        os.close(fd)

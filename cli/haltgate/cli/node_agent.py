@@ -86,6 +86,8 @@ class NodeAgent:
         self.settings = settings
         self._post = post_event
         self.pods: dict[str, PodState] = {}
+        self.listings: netns_rules.Listings = {}
+        """How iptables prints each rule set it has checked rule by rule (faster checks)."""
 
     # ------------------------------------------------------------------ what the watch sees
     def observe(self, event_type: str, pod: Mapping[str, Any], now: float) -> None:
@@ -198,7 +200,7 @@ class NodeAgent:
                 for space in spaces:
                     if space.ident in state.done:
                         continue
-                    outcome = netns_rules.ensure_rules(space.fd, config, backend)
+                    outcome = netns_rules.ensure_rules(space.fd, config, backend, self.listings)
                     state.done.add(space.ident)
                     self._record(state, space, outcome, config)
         except pod_netns.PodNetnsError as e:
