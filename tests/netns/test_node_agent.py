@@ -38,39 +38,53 @@ NODE = "node-under-test"
 CLUSTER_DNS = "10.96.0.10"
 
 
-def cgroup2_root() -> Path:
-    """Where cgroup v2 is mounted (``/sys/fs/cgroup`` or, on hybrid hosts, ``.../unified``)."""
+def cgroup_mount() -> tuple[Path, bool]:
+    """A cgroup hierarchy to make pod cgroups in: cgroup v2 (``/sys/fs/cgroup``, or
+    ``.../unified`` on hybrid hosts) with the systemd driver's names, else the v1 ``pids``
+    hierarchy with the cgroupfs driver's names. (path, systemd names?)"""
+    v1 = None
     for line in Path("/proc/mounts").read_text().splitlines():
         parts = line.split()
-        if len(parts) > 2 and parts[2] == "cgroup2":
-            return Path(parts[1])
-    pytest.fail("no cgroup2 mount: the node agent test needs cgroup v2 (CI hosts have it)")
+        if len(parts) > 3 and parts[2] == "cgroup2":
+            return Path(parts[1]), True
+        if len(parts) > 3 and parts[2] == "cgroup" and "pids" in parts[3].split(","):
+            v1 = Path(parts[1])
+    if v1 is None:
+        pytest.fail("no cgroup2 mount and no cgroup v1 pids hierarchy to make pod cgroups in")
+    return v1, False
 
 
 class PodCgroups:
-    """Kubelet-shaped cgroups (systemd driver) under a private root, removed afterwards."""
+    """Kubelet-shaped pod cgroups under a private root, removed afterwards."""
 
     def __init__(self) -> None:
-        self.root = cgroup2_root() / f"hgtest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        mount, self.systemd = cgroup_mount()
+        self.root = mount / f"hgtest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.made: list[Path] = []
 
-    def _mkdir(self, path: Path) -> None:
-        path.mkdir()
-        self.made.append(path)
+    def _mkdirs(self, *parts: str) -> Path:
+        path = self.root
+        for part in ("", *parts):
+            path = path / part if part else path
+            if not path.exists():
+                path.mkdir()
+                self.made.append(path)
+        return path
 
     def add(self, pod_uid: str, pid: int) -> None:
-        """Put ``pid`` in ``.../kubepods-besteffort-pod<uid_>.slice/cri-containerd-<id>.scope``."""
-        if not self.made:
-            self._mkdir(self.root)
-        slices = self.root / "kubepods.slice" / "kubepods-besteffort.slice"
-        for p in (slices.parent, slices):
-            if not p.exists():
-                self._mkdir(p)
-        pod = slices / f"kubepods-besteffort-pod{pod_uid.replace('-', '_')}.slice"
-        if not pod.exists():
-            self._mkdir(pod)
-        scope = pod / f"cri-containerd-{uuid.uuid4().hex}{uuid.uuid4().hex}.scope"
-        self._mkdir(scope)
+        """Put ``pid`` in a container cgroup of the pod: ``kubepods.slice/kubepods-besteffort.
+        slice/kubepods-besteffort-pod<uid_>.slice/cri-containerd-<id>.scope`` (systemd) or
+        ``kubepods/besteffort/pod<uid>/<id>`` (cgroupfs)."""
+        container = f"{uuid.uuid4().hex}{uuid.uuid4().hex}"
+        if self.systemd:
+            scope = self._mkdirs(
+                "kubepods.slice",
+                "kubepods-besteffort.slice",
+                f"kubepods-besteffort-pod{pod_uid.replace('-', '_')}.slice",
+                f"cri-containerd-{container}.scope",
+            )
+        else:
+            scope = self._mkdirs("kubepods", "besteffort", f"pod{pod_uid}", container)
         (scope / "cgroup.procs").write_text(f"{pid}\n")
 
     def remove(self) -> None:
