@@ -62,6 +62,7 @@ def test_daemonset_runs_the_agent_with_what_it_needs_only(helm: Helm) -> None:
     assert annotations["checksum/injection"] == operator["annotations"]["checksum/injection"]
     # Covers every node by default: a node-mode pod on a tainted node needs it too.
     assert {"operator": "Exists"} in spec["tolerations"]
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
 
 
 def test_privileged_switch(helm: Helm) -> None:
