@@ -42,6 +42,9 @@ def test_daemonset_runs_the_agent_with_what_it_needs_only(helm: Helm) -> None:
     known = {o for p in agent_command.params for o in getattr(p, "opts", [])}
     for arg in container["args"][2:]:
         assert arg.split("=", 1)[0] in known, arg
+    assert "--health-port=9808" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     sc = container["securityContext"]

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ import yaml
 from haltgate.operator import injection, injection_outcome, injection_template, pod_mutation
 from haltgate.testbed import binaries
 from haltgate.testbed.controlplane import ControlPlane
-from haltgate.testbed.process import ManagedProcess
+from haltgate.testbed.process import ManagedProcess, free_port
 from tests.operator import test_k8s_restricted as restricted
 from tests.operator.conftest import (
     OPERATOR_NAMESPACE,
@@ -101,6 +103,16 @@ def agent_kubeconfig(kube: ControlPlane, path: Path) -> Path:
     return path
 
 
+def probe(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError:
+        return 0
+
+
 def start_agent(kube: ControlPlane, workdir: Path, *extra: str) -> ManagedProcess:
     """``haltgate node agent`` for node-a, with the chart's RBAC only."""
     kubeconfig = agent_kubeconfig(kube, workdir / "kubeconfig")
@@ -122,6 +134,8 @@ def start_agent(kube: ControlPlane, workdir: Path, *extra: str) -> ManagedProces
             "10.96.0.10",
             "--pending-grace",
             "0",
+            "--health-port",
+            str(free_port()),
             *extra,
         ],
         workdir / "node-agent.log",
@@ -175,6 +189,10 @@ def test_watch_sees_its_node_only_and_events_land_on_the_pod(
     kube: ControlPlane, kube_namespace: str, node_agent: ManagedProcess
 ) -> None:
     ns = kube_namespace
+    port = int(node_agent.argv[node_agent.argv.index("--health-port") + 1])
+    # Ready once it has listed its node's pods (what `kubectl rollout status` waits for).
+    eventually(lambda: probe(port, "/readyz") == 200, timeout=30, what="agent ready")
+    assert probe(port, "/healthz") == 200
     mine = node_mode_pod(ns, "on-a", NODE)
     theirs = node_mode_pod(ns, "on-b", "node-b")
     plain = {

@@ -26,6 +26,7 @@ import click
 import yaml
 
 from haltgate.cli.node_agent import COMPONENT, AgentSettings, NodeAgent, rule_config
+from haltgate.cli.node_health import Health, serve
 from haltgate.sidecar import iptables as rules
 
 log = logging.getLogger("haltgate.node.watch")
@@ -128,6 +129,7 @@ def run(
     *,
     tick_seconds: float = 0.5,
     resync_seconds: float = 60.0,
+    health: Health | None = None,
 ) -> None:
     """The agent's main loop until ``stop`` (or the watch gives up: RuntimeError)."""
     items: queue.Queue[Item] = queue.Queue()
@@ -142,6 +144,7 @@ def run(
     thread = threading.Thread(target=watcher, name="haltgate-pod-watch", daemon=True)
     thread.start()
     next_resync = time.monotonic() + resync_seconds
+    synced = False
     while not stop.is_set():
         if failed:
             raise RuntimeError(f"the pod watch stopped: {failed[0]}")
@@ -159,12 +162,15 @@ def run(
         for kind, payload in batch:
             if kind == "SYNC":
                 agent.replace_all(payload, now)
+                synced = True
             else:
                 agent.observe(kind, payload, now)
         if now >= next_resync:
             agent.resync()
             next_resync = now + resync_seconds
         agent.tick(now)
+        if health is not None:
+            health.beat(synced=synced, watch_alive=thread.is_alive() and not failed)
 
 
 def _nameservers(path: Path) -> tuple[str, ...]:
@@ -224,6 +230,13 @@ def _nameservers(path: Path) -> tuple[str, ...]:
     show_default=True,
     help="Seconds between looks at every pod (a namespace replaced without a pod event).",
 )
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port of /healthz and /readyz (ready once the node's pods are listed); 0: none.",
+)
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 def agent(
     node_name: str,
@@ -234,6 +247,7 @@ def agent(
     backend: str,
     pending_grace: float,
     resync: float,
+    health_port: int,
     verbose: bool,
 ) -> None:
     """Install the egress rules of this node's node-mode pods (injection.redirect: node).
@@ -297,8 +311,17 @@ def agent(
         " ".join(base_args),
         ", ".join(settings.cluster_dns) or "none",
     )
+    health = Health()
+    if health_port:
+        serve(health, "0.0.0.0", health_port)
     try:
-        run(NodeAgent(settings, event_poster(core, node_name)), core, stop, resync_seconds=resync)
+        run(
+            NodeAgent(settings, event_poster(core, node_name)),
+            core,
+            stop,
+            resync_seconds=resync,
+            health=health,
+        )
     except RuntimeError as e:
         click.echo(f"haltgate node agent: {e}", err=True)
         raise SystemExit(1) from e
