@@ -69,3 +69,30 @@ def test_bad_input_names_the_field(doc: dict[str, object], path: str) -> None:
     paths = [p for p, _ in info.value.problems]
     assert path in paths, paths
     assert path in str(info.value)
+
+
+def test_admission_validation_names_the_drift_fields() -> None:
+    from haltgate.governance.validation import validate_document
+
+    doc = {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "p"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "a"}},
+            "drift": {
+                "windowCalls": 200,
+                "minSamples": 100,
+                "dimensions": [{"name": "latency"}, {"name": "latency"}],
+            },
+        },
+    }
+    errors = {str(i) for i in validate_document(doc).errors}
+    assert errors == {
+        "spec.drift.minSamples: must be >= windowCalls (200): the baseline needs one full window",
+        "spec.drift.dimensions[1].name: duplicate dimension 'latency'",
+    }
+    doc["spec"]["drift"] = {"action": "halt"}  # type: ignore[index]
+    result = validate_document(doc)
+    assert result.ok
+    assert result.document.spec.drift.action == "halt"  # type: ignore[union-attr]

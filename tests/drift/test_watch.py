@@ -11,7 +11,8 @@ from prometheus_client import generate_latest
 
 from haltgate.governance.drift_policy import BEHAVIOUR_DRIFT, parse_drift
 from haltgate.governance.governor import Governor
-from haltgate.governance.policy import FailureType, GovernancePolicySpec
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.drift_watch import DriftCollector, DriftWatch, tool_key
 from haltgate.sidecar.metrics import SidecarMetrics
 from tests.drift.workload import Behaviour, calls

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from haltgate.governance.drift import DIMENSIONS, DriftSettings
-from haltgate.governance.policy import Spec
+from haltgate.governance.policy_base import Spec
 
 __all__ = [
     "BEHAVIOUR_DRIFT",
@@ -61,7 +61,7 @@ class DriftDimension(Spec):
 
 
 class Drift(Spec):
-    """Behaviour drift detection for the governed agent (docs/policies.md#drift)."""
+    """Behaviour drift detection for the governed agent (docs/drift.md)."""
 
     action: Literal["warn", "halt"] = Field(
         default="warn",

@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from haltgate.governance.drift_policy import Drift
 from haltgate.governance.policy_base import PayloadCapture, Provider, RequestKind, Spec, TLSMode
 from haltgate.governance.policy_budgets import (
     Budgets,
@@ -145,6 +146,12 @@ class GovernancePolicySpec(Spec):
         default_factory=list,
         description="Information-flow rules: after untrusted content entered the run, "
         "sensitive sinks are refused (docs/policies.md).",
+    )
+    drift: Drift | None = Field(
+        default=None,
+        description="Behaviour drift detection: per-agent baselines of cost, tokens, tool "
+        "mix, refusal and error rates and latency; a sustained drift warns or halts "
+        "(docs/drift.md).",
     )
     opa: OPA | None = Field(default=None, description="Open Policy Agent decision.")
     audit: Audit = Field(default_factory=Audit, description="Audit settings.")

@@ -25,7 +25,7 @@ from haltgate.governance.drift import (
 from haltgate.governance.drift_policy import BEHAVIOUR_DRIFT, Drift, drift_settings
 from haltgate.governance.drift_stats import DriftStateError
 from haltgate.governance.governor import StateFile
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 __all__ = ["DriftCollector", "DriftWatch", "tool_key"]
 
