@@ -16,6 +16,10 @@ POST     /reset      reset a halt: ``{"actor": "..."}`` (starts a new run, budge
 POST     /flows/approve  approve one call a ``spec.flows`` rule held for approval:
                      ``{"approval": "<id>", "actor": "..."}``; 404 ``unknown_approval``
                      when no refused call of this run has that id
+GET      /drift      behaviour drift per dimension (score, threshold, warm-up, sustained);
+                     404 ``drift_not_configured`` without ``spec.drift``
+POST     /drift/rebaseline  forget the drift baselines ``{"actor": "..."}`` (accept a
+                     change); a reset of a ``behaviour_drift`` halt does it too
 GET      /healthz    liveness (no token needed; says nothing about the agent)
 GET      /readyz     readiness (no token; the pod's probes): 200 once listening and the
                      audit spool writable; 503 ``{"ready": false, "reason": ...}`` while
@@ -56,6 +60,10 @@ class AdminBackend(Protocol):
     async def halt(self, message: str, code: str | None, actor: str) -> dict[str, Any]: ...
     async def lift(self, actor: str, code: str | None) -> dict[str, Any]: ...
     async def reset(self, actor: str) -> dict[str, Any]: ...
+
+    def drift_status(self) -> dict[str, Any] | None: ...
+
+    async def rebaseline_drift(self, actor: str) -> dict[str, Any] | None: ...
     async def approve_flow(self, approval: str, actor: str) -> dict[str, Any] | None: ...
 
 
@@ -201,6 +209,24 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
         log.warning("flow approval %s granted by %s", approval[:64], actor[:128])
         return _json(answer)
 
+    async def drift(request: web.Request) -> web.Response:
+        answer = backend.drift_status()
+        if answer is None:
+            return _error(404, "drift_not_configured", "the policy has no spec.drift")
+        return _json(answer)
+
+    async def rebaseline(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        if isinstance(body, web.Response):
+            return body
+        actor = body.get("actor") or "admin-api"
+        if not isinstance(actor, str):
+            return _error(400, "invalid_request", "actor must be a string")
+        answer = await backend.rebaseline_drift(actor[:128])
+        if answer is None:
+            return _error(404, "drift_not_configured", "the policy has no spec.drift")
+        return _json(answer)
+
     async def healthz(request: web.Request) -> web.Response:
         return _json({"ok": True})
 
@@ -217,6 +243,8 @@ def create_admin_app(backend: AdminBackend, tokens: TokenFile) -> web.Applicatio
     app.router.add_post("/lift", lift)
     app.router.add_post("/reset", reset)
     app.router.add_post("/flows/approve", approve_flow)
+    app.router.add_get("/drift", drift)
+    app.router.add_post("/drift/rebaseline", rebaseline)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -123,6 +123,7 @@ class BudgetStages(DecisionAudit):
         result_fp: str | None,
     ) -> BudgetVerdict | None:
         """Replace the reservation by what the call actually used."""
+        call.upstream_ok = ok
         if not call.reserved:
             return None
         usage = engine_usage(counts) if counts is not None else None
@@ -156,6 +157,7 @@ class BudgetStages(DecisionAudit):
         model = counts.model or (call.classified.view.model if call.classified else None)
         label = self.metrics.model_label(model)
         tokens = self.metrics.tokens
+        call.tokens = counts.input_tokens + counts.output_tokens
         self._child(tokens, label, "input").inc(counts.input_tokens)
         self._child(tokens, label, "output").inc(counts.output_tokens)
         if counts.cached_input_tokens:

@@ -62,6 +62,11 @@ class Call:
     """Seconds of the sidecar's own work (upstream time excluded)."""
     cost_usd: float | None = None
     """Priced spend of the call once settled (``None``: not an LLM call or not priced)."""
+    tokens: int | None = None
+    """Input + output tokens of a settled LLM call (``None``: unknown or not an LLM call)."""
+    upstream_ok: bool | None = None
+    """Set when the call is settled: whether the upstream answered without failing
+    (``None``: never forwarded, or not budgeted)."""
     scrub: AuditScrubber | None = None
     """Scrubs what the call's audit records store (redaction, NUL, depth); made once."""
     raw_target: str = ""

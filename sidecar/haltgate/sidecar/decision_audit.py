@@ -16,6 +16,7 @@ from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.errors import HaltgateError, UnavailableError
 from haltgate.governance.policy_base import PayloadCapture, RequestKind
 from haltgate.sidecar.call import Call
+from haltgate.sidecar.drift_watch import DriftWatch
 from haltgate.sidecar.pipeline_state import PipelineState
 from haltgate.sidecar.replayinputs import replay_inputs
 from haltgate.sidecar.usage import TokenCounts
@@ -176,6 +177,18 @@ class DecisionAudit(PipelineState):
                 str(finding.get("detector")),
                 "monitor" if finding.get("monitor_only") else str(finding.get("action")),
             ).inc()
+        drift = self.drift
+        if drift is not None and not call.teardown:
+            self._feed_drift(drift, call, decision)
+
+    def _feed_drift(self, drift: DriftWatch, call: Call, decision: str) -> None:
+        """The call's outcome into the drift baselines. Refusals of a halted run are not
+        the agent's behaviour (every call is refused): left out."""
+        governor = self.budget.governor
+        if decision != "allow" and governor is not None and governor.halted:
+            return
+        if drift.record(call, decision) and governor is not None and governor.halted:
+            self.metrics.sync_halt(governor)  # counts a new halt once
 
     def _guardrail_fail_open(self, call: Call, errors: Sequence[str]) -> None:
         """Detectors that failed while the scan still allowed (``failMode: open``): each is

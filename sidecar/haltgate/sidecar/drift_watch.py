@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from haltgate.governance.audit.redact import state_key
 from haltgate.governance.drift import (
     CallObservation,
     DriftTracker,
@@ -26,13 +28,19 @@ from haltgate.governance.drift_policy import BEHAVIOUR_DRIFT, Drift, drift_setti
 from haltgate.governance.drift_stats import DriftStateError
 from haltgate.governance.governor import StateFile
 from haltgate.governance.policy_base import FailureType
+from haltgate.sidecar.call import Call
 
-__all__ = ["DriftCollector", "DriftWatch", "tool_key"]
+__all__ = ["DriftCollector", "DriftWatch", "observation_of", "tool_key"]
 
 log = logging.getLogger("haltgate.sidecar.drift")
 
 STATE_FILE = "drift-state"
 """Name of the drift state's slot files in the state directory (``drift-state.0``/``.1``)."""
+
+
+MAX_KEY_CACHE = 256
+"""Tool keys whose on-disk form is remembered (checking a key for secrets costs more than
+the rest of the stage)."""
 
 
 def tool_key(kind: str, host: str | None, server: str | None, tool: str | None) -> str:
@@ -45,8 +53,36 @@ def tool_key(kind: str, host: str | None, server: str | None, tool: str | None) 
     if kind == "mcp":
         return f"mcp:{server or host or '?'}/{tool or '?'}"
     if kind == "http":
-        return f"http:{host or '?'}"
+        return f"http:{server or host or '?'}"
     return kind or "unknown"
+
+
+def observation_of(call: Call, decision: str) -> CallObservation:
+    """What a finished call tells the tracker (``decision``: allow, deny or error).
+
+    Upstream figures count only for calls that were forwarded; cost and tokens only for
+    answers that succeeded (a failed call is not billed: its zero would read as cheap)."""
+    view = call.classified.view if call.classified is not None else None
+    kind = call.kind_label
+    tool = None
+    if view is not None:
+        tool = view.tool_calls[0].name if view.tool_calls else view.mcp_method
+    key = tool_key(
+        kind, view.host if view is not None else None, view.upstream if view else None, tool
+    )
+    forwarded = call.upstream_ok is not None
+    ok = call.upstream_ok is True
+    latency = None
+    if forwarded and call.forward_started and call.upstream_done:
+        latency = call.upstream_done - call.forward_started
+    return CallObservation(
+        tool=key,
+        refused=decision == "deny",
+        error=(not ok) if forwarded else None,
+        latency_s=latency,
+        cost_usd=call.cost_usd if ok else None,
+        tokens=call.tokens if ok else None,
+    )
 
 
 class DriftWatch:
@@ -74,6 +110,7 @@ class DriftWatch:
         """State reads or writes that failed (logged; the tracker keeps running)."""
         self.halts = 0
         """Halts this watch asked for."""
+        self._keys: dict[str, str] = {}
         self.tracker = self._load(drift)
 
     # ------------------------------------------------------------------ policy
@@ -85,6 +122,19 @@ class DriftWatch:
         self._save()
 
     # ------------------------------------------------------------------ calls
+
+    def record(self, call: Call, decision: str) -> list[WindowScore]:
+        """Record a finished call of the pipeline (see :func:`observation_of`)."""
+        obs = observation_of(call, decision)
+        safe = self._keys.get(obs.tool)
+        if safe is None:
+            # Tool names come from the agent: one that holds a secret is kept as a digest.
+            safe = state_key(obs.tool) or "unknown"
+            if len(self._keys) < MAX_KEY_CACHE:
+                self._keys[obs.tool] = safe
+        if safe != obs.tool:
+            obs = replace(obs, tool=safe)
+        return self.observe(obs, call.ts)
 
     def observe(self, call: CallObservation, ts: float) -> list[WindowScore]:
         """Record one finished call. When a window completes, the state is saved; a

@@ -25,6 +25,7 @@ from haltgate.sidecar.bodybudget import DEFAULT_BODY_BUDGET, BodyBudget
 from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.call import Call
 from haltgate.sidecar.controls import Controls
+from haltgate.sidecar.drift_watch import DriftWatch
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.sse import DEFAULT_MAX_EVENT_BYTES
 
@@ -87,6 +88,9 @@ class PipelineState:
         """``haltgate.sidecar.pool.PoolStage`` (shared budget, call chains) or ``None``."""
         self.flow_taint = flow_taint if flow_taint is not None else FlowTaint()
         """What untrusted sources this run took in (``spec.flows``); per run id."""
+        self.drift: DriftWatch | None = None
+        """Behaviour drift of the agent (``spec.drift``); set by the sidecar, ``None``
+        when the policy has no drift section."""
         self.settings = settings or PipelineSettings()
         self.memory = BodyBudget(
             self.settings.body_memory_budget,

@@ -45,6 +45,7 @@ from haltgate.sidecar.connect_routing import ConnectRouter
 from haltgate.sidecar.connection_audit import ConnectionAudit
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.destination_check import DestinationVerifier
+from haltgate.sidecar.drift_watch import DriftCollector, DriftWatch
 from haltgate.sidecar.http_apps import explicit_server, metrics_app, transparent_app
 from haltgate.sidecar.listener_lifecycle import Listeners
 from haltgate.sidecar.metrics import SidecarMetrics
@@ -128,6 +129,9 @@ class Sidecar:
         self.listeners = Listeners(settings.limits, self.metrics)
         self.connects = ConnectRouter(self, settings.limits)
         self.minter: Any | None = None
+        self.drift: DriftWatch | None = None
+        """Behaviour drift (``spec.drift``); ``None`` without a drift section."""
+        self.metrics.registry.register(DriftCollector(lambda: self.drift))
         self.started_at = 0.0
 
     @property
@@ -165,6 +169,7 @@ class Sidecar:
             # the intent that follows a reservation is confirmed (see governor.py).
             self.governor.persist_with(self.audit)
         self.metrics.watch_governor(lambda: self.governor)
+        self.drift = self._make_drift(self.controls.spec)
         self.opa = await make_opa(self.settings, self.controls.spec)
         agent = self._agent()
         self.pool = await make_pool(
@@ -191,6 +196,7 @@ class Sidecar:
                 else None
             ),
         )
+        self.pipeline.drift = self.drift
         settings = self.settings
         with binding("explicit", settings.explicit):
             await self.listeners.serve_explicit(
@@ -230,6 +236,9 @@ class Sidecar:
             await self.opa.close()
         if self.session is not None:
             await self.session.close()
+        if self.drift is not None:
+            self.drift.close()  # its open windows too
+            self.drift = None
         if self._audit_given is None:
             await self.audit.close()
 
@@ -316,9 +325,37 @@ class Sidecar:
         if self.governor is not None:
             self._reload_prices()
             self.governor.update_engine(make_engine(spec, self._prices_for(spec)))
+            self._apply_drift(spec)
         self.controls = controls
         if self.pipeline is not None:
             self.pipeline.controls = controls
+
+    def _make_drift(self, spec: GovernancePolicySpec) -> DriftWatch | None:
+        """The drift stage a policy asks for, its state next to the budget state."""
+        if spec.drift is None:
+            return None
+        a = self.settings.agent
+        state_dir = self.settings.state_dir
+        return DriftWatch(
+            spec.drift,
+            agent=f"{a.namespace}/{a.workload}" if a.workload else "agent",
+            governor=lambda: self.governor,
+            state_path=state_dir / "drift-state" if state_dir is not None else None,
+        )
+
+    def _apply_drift(self, spec: GovernancePolicySpec) -> None:
+        """A reloaded policy's ``spec.drift``: kept baselines, new settings; removed: the
+        state is saved and the stage stops (the file stays for a later policy)."""
+        if spec.drift is None:
+            if self.drift is not None:
+                self.drift.close()
+            self.drift = None
+        elif self.drift is None:
+            self.drift = self._make_drift(spec)
+        else:
+            self.drift.update_policy(spec.drift)
+        if self.pipeline is not None:
+            self.pipeline.drift = self.drift
 
     def _reload_result(self, ok: bool) -> None:
         self.metrics.policy_reloads.labels("ok" if ok else "invalid").inc()
@@ -414,11 +451,31 @@ class Sidecar:
     async def reset(self, actor: str) -> dict[str, Any]:
         if self.governor is None:
             raise web.HTTPServiceUnavailable(reason="no budget engine: cannot reset")
+        halt = self.governor.snapshot().get("halt") or {}
         decision = self.governor.reset(time.time(), actor)
         self.run_id = self._store_run_id(_new_run_id())
         if self.pipeline is not None:
             self.pipeline.agent = self._agent()
-        return {"reset": True, "run_id": self.run_id, "decision": decision.to_dict()}
+        # Resetting a drift halt accepts the new behaviour: the baselines start over.
+        rebaselined = self.drift is not None and self.drift.on_reset(halt.get("code"))
+        return {
+            "reset": True,
+            "run_id": self.run_id,
+            "decision": decision.to_dict(),
+            "drift_rebaselined": rebaselined,
+        }
+
+    def drift_status(self) -> dict[str, Any] | None:
+        """The drift stage's state (``None``: the policy has no ``spec.drift``)."""
+        return None if self.drift is None else self.drift.snapshot()
+
+    async def rebaseline_drift(self, actor: str) -> dict[str, Any] | None:
+        """Forget the drift baselines: an operator accepted the agent's new behaviour."""
+        if self.drift is None:
+            return None
+        log.warning("drift baselines reset by %s", actor)
+        self.drift.rebaseline()
+        return {"rebaselined": True, "actor": actor}
 
     async def approve_flow(self, approval: str, actor: str) -> dict[str, Any] | None:
         """Approve one call held by a ``spec.flows`` approval rule (None: no such id)."""
