@@ -4,12 +4,13 @@ halt (OVERRISK, behaviour_drift) under ``spec.drift.action: halt``; the gauges a
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
 import orjson
 
-from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins
+from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -138,3 +139,39 @@ async def test_no_drift_section_exports_nothing(
             assert "haltgate_drift" not in await r.text()
     status, body = await admin("GET", sc.admin + "/drift")
     assert (status, body["error"]["code"]) == (404, "drift_not_configured")
+
+
+async def test_a_policy_reload_turns_drift_on_and_off(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    sc = await sidecar_factory()
+    status, body = await admin("GET", sc.admin + "/drift")
+    assert status == 404
+    sc.write_policy(merge(base_policy(standins), DRIFT))
+    for _ in range(100):  # reload interval 0.1 s; bounded wait
+        status, body = await admin("GET", sc.admin + "/drift")
+        if status == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 200 and body["action"] == "halt"
+    async with aiohttp.ClientSession() as s:
+        await steady(s, sc.explicit + "/api", 20)
+    status, body = await admin("GET", sc.admin + "/drift")
+    assert body["dimensions"]["error_rate"]["baseline_samples"] == 20
+    # New settings keep the baselines.
+    changed = {"spec": {"drift": {**DRIFT["spec"]["drift"], "sustain": 5}}}
+    sc.write_policy(merge(base_policy(standins), changed))
+    for _ in range(100):
+        status, body = await admin("GET", sc.admin + "/drift")
+        if body["sustain"] == 5:
+            break
+        await asyncio.sleep(0.05)
+    assert body["sustain"] == 5
+    assert body["dimensions"]["error_rate"]["baseline_samples"] == 20
+    sc.write_policy(base_policy(standins))
+    for _ in range(100):
+        status, body = await admin("GET", sc.admin + "/drift")
+        if status == 404:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 404
