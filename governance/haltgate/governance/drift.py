@@ -114,9 +114,10 @@ class DriftSettings:
                 raise ValueError(f"thresholds.{dim}: must be a finite number > 0")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallObservation:
-    """What one governed call tells the tracker. ``None``: the call says nothing there."""
+    """What one governed call tells the tracker. ``None``: the call says nothing there.
+    (Not frozen: one is made per call, and a frozen dataclass costs twice as much to make.)"""
 
     tool: str
     """Tool-mix key: ``llm``, ``mcp:<server>/<tool>``, ``http:<host>``..."""

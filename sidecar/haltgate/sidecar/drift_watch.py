@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -132,8 +131,7 @@ class DriftWatch:
             safe = state_key(obs.tool) or "unknown"
             if len(self._keys) < MAX_KEY_CACHE:
                 self._keys[obs.tool] = safe
-        if safe != obs.tool:
-            obs = replace(obs, tool=safe)
+        obs.tool = safe
         return self.observe(obs, call.ts)
 
     def observe(self, call: CallObservation, ts: float) -> list[WindowScore]:
