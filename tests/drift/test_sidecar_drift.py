@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from haltgate.sdk.errors import HaltError, OverriskError, error_from_body
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -79,6 +80,10 @@ async def test_an_upstream_that_starts_failing_halts_the_run(
         err = body["error"]
         assert (err["type"], err["code"]) == ("OVERRISK", "behaviour_drift")
         assert "error_rate" in err["message"]
+        # The SDK surfaces it as a halt of the run (OVERRISK), not a one-call refusal.
+        surfaced = error_from_body(body, status=403)
+        assert isinstance(surfaced, OverriskError) and isinstance(surfaced, HaltError)
+        assert surfaced.code == "behaviour_drift"
         # Halted: even the calls that used to pass are refused now.
         status, body = await call(s, f"{api}/items/1")
         assert (status, body["error"]["code"]) == (403, "behaviour_drift")

@@ -134,7 +134,8 @@ class StagnationError(HaltError):
 
 
 class OverriskError(HaltError):
-    """OVERRISK: the run's accumulated risk passed its limit."""
+    """OVERRISK: the run's accumulated risk passed its limit, or its behaviour drifted
+    from its baseline for long enough (code ``behaviour_drift``, ``spec.drift``)."""
 
     failure_type = FailureType.OVERRISK
 
