@@ -142,8 +142,10 @@ class DriftWatch:
         if not windows:
             return windows
         self._save()
-        if self.drift.action == "halt" and any(w.onset for w in windows):
-            self._halt(ts)
+        if any(w.onset for w in windows):
+            log.warning("%s (action: %s)", self.describe(), self.drift.action)
+            if self.drift.action == "halt":
+                self._halt(ts)
         return windows
 
     def _halt(self, ts: float) -> None:
