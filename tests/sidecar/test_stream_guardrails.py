@@ -150,3 +150,47 @@ async def test_oversized_prompt_scan_error_is_a_fail_open_event(
         dict(f) for f in outcome.findings
     ]
     assert await _metric(sc.metrics, "haltgate_fail_open_total", control="guardrails") >= 1
+
+
+async def test_model_stage_scans_stream_events_off_the_event_loop(
+    sidecar_factory: SidecarFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guardrails model stage (a forward pass per text) runs on its own thread for
+    stream events too, as it does for whole bodies: the event loop keeps serving."""
+    import threading
+
+    from haltgate.governance.guardrails import engine
+
+    real = engine._shared_model_scorer()
+    scored: list[tuple[str, str]] = []
+
+    def noting_scorer(text: str) -> float:
+        scored.append((text, threading.current_thread().name))
+        return real(text)
+
+    monkeypatch.setattr(engine, "_shared_model_scorer", lambda: noting_scorer)
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "guardrails": {
+                    "promptInjection": {
+                        "enabled": True,
+                        "model": True,
+                        "direction": "response",
+                        "action": "block",
+                    }
+                }
+            }
+        }
+    )
+    answer = "The quarterly planning office handles the garden schedule for everyone."
+    raw = await _stream(sc.explicit + "/llm/v1/chat/completions", answer)
+    text = "".join(
+        e["choices"][0]["delta"].get("content") or ""
+        for e in _events(raw)
+        if isinstance(e, dict) and e.get("choices")
+    )
+    assert text == answer
+    streamed = [thread for scanned, thread in scored if "planning" in scanned]
+    assert streamed, f"the model stage did not scan the stream: {scored}"
+    assert all(t.startswith("haltgate-guard-model") for t in streamed), streamed

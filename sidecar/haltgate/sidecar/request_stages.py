@@ -140,14 +140,22 @@ class RequestStages(Refusals):
         """Run a guardrail stage: inline, or, when the policy turns the model stage on
         (a transformer forward pass: milliseconds to tens of them), on the model's own
         thread so the event loop keeps serving every other call meanwhile."""
+        thread = self.model_thread(call)
+        if thread is None:
+            return scan(*args)
+        return await asyncio.get_running_loop().run_in_executor(thread, scan, *args)
+
+    def model_thread(self, call: Call) -> ThreadPoolExecutor | None:
+        """The guardrails model's own thread when the call's policy runs the model stage
+        (whole bodies and stream events alike), else ``None``: scans run inline."""
         injection = call.controls.spec.guardrails.prompt_injection
         if injection is None or not injection.enabled or not injection.model:
-            return scan(*args)
+            return None
         if self._model_thread is None:
             self._model_thread = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="haltgate-guard-model"
             )
-        return await asyncio.get_running_loop().run_in_executor(self._model_thread, scan, *args)
+        return self._model_thread
 
     def scan_request(self, call: Call, headers: Mapping[str, str] | None = None) -> None:
         """Guardrails on what the agent sends (prompts, tool arguments; URL and headers)."""
