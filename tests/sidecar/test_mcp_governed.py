@@ -310,6 +310,60 @@ async def test_denied_server_requests_never_reach_the_agent(
     assert b"id: ev-2\n" in raw  # what is relayed is relayed unchanged
 
 
+async def _server_answers(standins: Standins, n: int) -> list[tuple[Any, dict[str, str]]]:
+    """The JSON-RPC responses (no method) POSTed to the stand-in, once ``n`` arrived (the
+    sidecar sends them in the background: a bounded wait)."""
+    found: list[tuple[Any, dict[str, str]]] = []
+    for _ in range(200):
+        found = [
+            (body, r.headers)
+            for r in standins.received("mcp").requests
+            if r.method == "POST"
+            and isinstance(body := orjson.loads(r.body), dict)
+            and "method" not in body
+        ]
+        if len(found) >= n:
+            break
+        await asyncio.sleep(0.025)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("how", "mode"),
+    [("get", "server-requests"), ("post", "server-requests"), ("post", "server-requests-sse")],
+)
+async def test_dropped_server_requests_are_answered_to_the_server(
+    sidecar_factory: SidecarFactory, standins: Standins, how: str, mode: str
+) -> None:
+    """A dropped sampling or elicitation request is refused to the server (a JSON-RPC error
+    POSTed as the client would answer it, with the agent's session and credentials), so
+    the server does not wait for an answer that never comes; requests the policy allows
+    (roots/list) are the agent's to answer."""
+    sc = await sidecar_factory()
+    agent = {
+        BEHAVIOR_HEADER: mode,
+        "Mcp-Session-Id": "session-7",
+        "Authorization": "Bearer mcp-token",
+    }
+    if how == "get":
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(sc.explicit + "/mcp", headers={"Accept": "text/event-stream", **agent}) as r,
+        ):
+            assert r.status == 200
+            await r.read()
+    else:
+        status, _, _ = await call(sc.explicit + "/mcp", rpc("ping", 1), **agent)
+        assert status == 200
+    answers = await _server_answers(standins, 2)
+    assert sorted(body["id"] for body, _ in answers) == ["s1", "s2"]
+    for body, headers in answers:
+        assert body["error"]["code"] == -32003
+        assert body["error"]["data"]["code"] == "mcp_server_request_denied"
+        assert headers["Mcp-Session-Id"] == "session-7"
+        assert headers["Authorization"] == "Bearer mcp-token"
+
+
 # --------------------------------------------------------------------------- session
 
 

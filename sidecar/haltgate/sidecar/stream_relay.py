@@ -158,6 +158,8 @@ class StreamRelay(AnswerRelay):
                         cut = e
                 if out and server_filter is not None and parser is None:
                     out = server_filter.raw(out)  # the scan path is filtered in the scan
+                if server_filter is not None and server_filter.unanswered:
+                    self.answer_server(request, call, upstream, server_filter.take_unanswered())
                 if out:
                     # Sent even when the stream is cut after them: the agent receives
                     # every event it is charged for.
@@ -205,6 +207,8 @@ class StreamRelay(AnswerRelay):
                 await resp.write_eof()
             except (ConnectionError, RuntimeError):
                 client_gone = True
+        if server_filter is not None and server_filter.unanswered:
+            self.answer_server(request, call, upstream, server_filter.take_unanswered())
         complete = cut is None and not truncated and not client_gone
         # A dialect guessed from the body shape (issue 15) without usage found: the usage is
         # unknown, so the reservation is charged (None), never an estimate of ours.
