@@ -512,6 +512,29 @@ async def test_resource_and_prompt_listings_are_filtered(sidecar_factory: Sideca
         assert [p["name"] for p in by_id[2]["prompts"]] == ["summarize"]
 
 
+@pytest.mark.parametrize("mode", ["", "sse"])
+async def test_resource_template_listings_are_filtered(
+    sidecar_factory: SidecarFactory, mode: str
+) -> None:
+    """A template is listed only when every URI it can expand to is allowed: its fixed
+    start lies under an allowing glob, and no deny rule could match an expansion."""
+    docs = {"name": "docs", "action": "allow", "uris": ["file:///srv/docs/**"]}
+    sc = await sidecar_factory({"spec": {"mcp": {"resources": {"rules": [docs]}}}})
+    _, body, _ = await call(
+        sc.explicit + "/mcp", rpc("resources/templates/list", 1), **{BEHAVIOR_HEADER: mode}
+    )
+    answer = body[0] if isinstance(body, list) else body
+    listed = [t["name"] for t in answer["result"]["resourceTemplates"]]
+    assert listed == ["docs", "docs-tree"]
+    secrets = {"name": "no-secrets", "action": "deny", "uris": ["file:///srv/docs/secret*"]}
+    sc = await sidecar_factory({"spec": {"mcp": {"resources": {"rules": [docs, secrets]}}}})
+    _, body, _ = await call(sc.explicit + "/mcp", rpc("resources/templates/list", 1))
+    assert body["result"]["resourceTemplates"] == []  # `{name}` could be `secret.txt`
+    sc = await sidecar_factory({"spec": {"mcp": {"resources": {"default": "allow"}}}})
+    _, body, _ = await call(sc.explicit + "/mcp", rpc("resources/templates/list", 1))
+    assert len(body["result"]["resourceTemplates"]) == 5
+
+
 def test_server_request_filter_reads_escaped_keys() -> None:
     """The byte-level fast path never skips a request spelt with escapes."""
     from haltgate.governance.mcp import McpAuthorizer

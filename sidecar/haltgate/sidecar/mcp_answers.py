@@ -16,7 +16,7 @@ import orjson
 from yarl import URL
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
-from haltgate.governance.mcp import McpAuthorizer, canonical_uri
+from haltgate.governance.mcp import McpAuthorizer, canonical_uri, template_prefix
 from haltgate.governance.policy import FailureType
 from haltgate.sidecar.mcp_messages import McpMessage
 from haltgate.sidecar.responses import jsonrpc_error_body
@@ -220,11 +220,15 @@ async def answer_server(
             )
 
 
-_LISTINGS: Final[dict[str, str]] = {"resources/list": "resources", "prompts/list": "prompts"}
+_LISTINGS: Final[dict[str, str]] = {
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+    "prompts/list": "prompts",
+}
 
 
 def listing_ids(message: McpMessage) -> dict[str, str]:
-    """``repr(id)`` -> method of the resources/list and prompts/list requests."""
+    """``repr(id)`` -> method of the resource, template and prompt listing requests."""
     return {
         repr(e.msg_id): e.method for e in message.elements if e.is_request and e.method in _LISTINGS
     }
@@ -241,6 +245,16 @@ def _listed(rules: McpAuthorizer, servers: tuple[str | None, ...], method: str, 
             return rules.resources.decide(servers, canonical_uri(uri)).allowed
         except ValueError:
             return False  # the agent could not read it anyway
+    if method == "resources/templates/list":
+        # Listed only when every URI it expands to would be allowed (its fixed start
+        # decides, conservatively); reads from it are still decided one by one.
+        template = entry.get("uriTemplate")
+        if not isinstance(template, str):
+            return False
+        try:
+            return rules.resources.allows_every(servers, template_prefix(template))
+        except ValueError:
+            return False
     name = entry.get("name")
     return isinstance(name, str) and rules.prompts.decide(servers, name).allowed
 
@@ -248,7 +262,8 @@ def _listed(rules: McpAuthorizer, servers: tuple[str | None, ...], method: str, 
 def filter_listings(
     call: Call, body: bytes, content_type: str, rewrite_sse: Callable[[bytes, Any], bytes]
 ) -> bytes:
-    """resources/list and prompts/list answers without what ``spec.mcp`` would refuse,
+    """resources/list, resources/templates/list and prompts/list answers without what
+    ``spec.mcp`` would refuse,
     as ``tools/list`` answers are filtered by the tool rules: the agent does not plan with
     what it may not use."""
     classified = call.classified
