@@ -1,9 +1,10 @@
 """Stand-in MCP server over streamable HTTP (JSON-RPC 2.0 on ``POST /mcp``).
 
 Methods: ``initialize``, ``ping``, ``tools/list``, ``tools/call``, ``resources/list``,
-``resources/templates/list`` (``RESOURCE_TEMPLATES``), ``resources/read`` (any URI: it answers with the URI it read), ``prompts/list``,
-``prompts/get``, ``completion/complete`` and notifications (messages without ``id``:
-answered ``202 Accepted`` with no body when nothing else needs an answer). Method names
+``resources/templates/list`` (``RESOURCE_TEMPLATES``), ``resources/read`` (any URI: it
+answers with the URI it read), ``prompts/list``, ``prompts/get``, ``completion/complete``
+and notifications (messages without ``id``: answered ``202 Accepted`` with no body when
+nothing else needs an answer). Method names
 are compared case-insensitively, as a lenient server might: what haltgate forwards must
 never depend on that. ``/_standin/executions`` counts what ran (tools called, resources
 read, prompts rendered): the measure of what got past the sidecar. Batches (JSON arrays)
