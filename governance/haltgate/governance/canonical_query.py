@@ -30,10 +30,11 @@ Rules see the pairs as arguments ``{"query": {name: value}}`` (HTTP tool rules, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from haltgate.governance.errors import BadRequestError
 
@@ -53,6 +54,10 @@ QUERY_SAFE: Final = "!$'()*,/:@?-._~"
 structure to any query parser (``&``, ``=``, ``+``, ``;``, ``#`` and ``%`` are)."""
 
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
+_MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_CANONICAL_ALREADY = re.compile(r"[A-Za-z0-9!$'()*,/:@?._~=&-]*\Z")
+"""A query made only of characters the encoder keeps and the separators: nothing to decode
+or re-encode (most queries: ``api-version=2024-02-01``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,21 +103,10 @@ def _decode(component: str) -> bytes:
     text = component.replace("+", " ")
     if "%" not in text:
         return text.encode("utf-8")
-    out = bytearray()
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "%":
-            hx = text[i + 1 : i + 3]
-            if len(hx) != 2 or not _HEX.issuperset(hx):
-                raise _refuse(f"a malformed percent escape ({text[i : i + 3]!r})")
-            out.append(int(hx, 16))
-            i += 3
-        else:
-            out += c.encode("utf-8")
-            i += 1
-    return bytes(out)
+    bad = _MALFORMED_ESCAPE.search(text)
+    if bad is not None:
+        raise _refuse(f"a malformed percent escape ({text[bad.start() : bad.start() + 3]!r})")
+    return unquote_to_bytes(text)
 
 
 def _encode(raw: bytes) -> str:
@@ -141,6 +135,12 @@ def canonical_query(raw: str, read: Iterable[str] = ()) -> CanonicalQuery:
         raise _refuse("a '#' (a request-target has no fragment)")
     if ";" in raw:
         raise _refuse("a ';' (a pair separator to some parsers; send it as %3B)")
+    if _CANONICAL_ALREADY.match(raw) and "&&" not in raw and raw[0] != "&" and raw[-1] != "&":
+        plain = tuple((n, v) for n, _, v in (p.partition("=") for p in raw.split("&")))
+        names = frozenset(read)
+        if names:
+            _check_read_names(list(plain), [v.encode() for _, v in plain], names)
+        return CanonicalQuery(raw, plain)
     pairs: list[tuple[str, str]] = []
     encoded: list[str] = []
     raw_values: list[bytes] = []
@@ -148,6 +148,11 @@ def canonical_query(raw: str, read: Iterable[str] = ()) -> CanonicalQuery:
         if not piece:
             continue
         name_part, sep, value_part = piece.partition("=")
+        if _CANONICAL_ALREADY.match(piece):  # nothing to decode or re-encode
+            pairs.append((name_part, value_part))
+            raw_values.append(value_part.encode())
+            encoded.append(piece)
+            continue
         name_bytes = _decode(name_part)
         value_bytes = _decode(value_part)
         if b"\x00" in name_bytes or b"\x00" in value_bytes:
