@@ -197,3 +197,29 @@ async def test_method_parameter_spellings_are_refused(
     status, payload = await raw_http(sc.explicit, "POST", target, b'{"name":"x"}')
     assert (status, code_of(payload)) == (400, "meaning_override"), payload
     assert not standins.received("api").requests
+
+
+QUERY_REGO = """
+package haltgate
+
+import rego.v1
+
+default decision := {"allow": true}
+
+decision := {"allow": false, "reason": "no deletes", "failure_type": "SAFETY"} if {
+    "delete" in input.request.query.action
+}
+"""
+
+
+@pytest.mark.opa
+async def test_opa_reads_the_query_as_forwarded(
+    sidecar_factory: SidecarFactory, standins: Standins, opa_server: str
+) -> None:
+    sc = await sidecar_factory(policy(opa={"rego": QUERY_REGO}), opa_url=opa_server)
+    for target in ("/api/echo/x?action=del%65te", "/api/echo/x?action=list&action=delete"):
+        status, payload = await raw_http(sc.explicit, "GET", target)
+        assert (status, code_of(payload)) == (403, "opa_denied"), (target, payload)
+    status, payload = await raw_http(sc.explicit, "GET", "/api/echo/x?action=list")
+    assert status == 200, payload
+    assert len(standins.received("api").requests) == 1

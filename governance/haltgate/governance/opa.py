@@ -221,6 +221,9 @@ def build_input(
             "mcp_method": call.mcp_method,
             "stream": call.stream,
             "max_output_tokens": call.max_output_tokens,
+            # The query as read once and forwarded: every value of every name, in order
+            # (Rego sees a repeated name whole; canonical_query).
+            "query": _query_params(call.query),
         },
         "tools": [
             {"name": t.name, "server": t.server, "arguments": t.arguments} for t in call.tool_calls
@@ -238,6 +241,13 @@ def build_input(
         "usage": dict(usage or {}),
         "findings": [_plain(f) for f in findings],
     }
+
+
+def _query_params(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in pairs:
+        out.setdefault(name, []).append(value)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
