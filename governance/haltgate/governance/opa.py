@@ -137,6 +137,7 @@ class OPARequest(TypedDict):
     mcp_method: str | None
     stream: bool
     max_output_tokens: int | None
+    query: dict[str, list[str]]
 
 
 class OPATool(TypedDict):
