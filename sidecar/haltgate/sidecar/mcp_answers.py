@@ -17,7 +17,7 @@ from yarl import URL
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
 from haltgate.governance.mcp import McpAuthorizer, canonical_uri, template_prefix
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.mcp_messages import McpMessage
 from haltgate.sidecar.responses import jsonrpc_error_body
 
