@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
+from haltgate.governance.guardrails.model_clock import ModelClock, run_with
 from haltgate.governance.guardrails.response_body import StreamDecoder, Unscannable
 from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar import mcp_answers
@@ -136,7 +137,9 @@ class StreamRelay(AnswerRelay):
                         cut = event_too_large(max_event)
                         break
                     held = parser.buffered
-                    out, cut = await scan_events(events, scan, reader, guard, hidden, model)
+                    out, cut = await scan_events(
+                        events, scan, reader, guard, hidden, model, call.model_clock
+                    )
                 elif framer is not None:
                     assert reader is not None
                     raws = framer.feed(chunk)
@@ -188,7 +191,7 @@ class StreamRelay(AnswerRelay):
                     # A last event without its blank line: complete it, scan it, send it.
                     assert scan is not None
                     out, cut = await scan_events(
-                        parser.feed(b"\n\n"), scan, reader, guard, hidden, model
+                        parser.feed(b"\n\n"), scan, reader, guard, hidden, model, call.model_clock
                     )
                     if out:
                         await resp.write(out)
@@ -277,10 +280,12 @@ async def scan_events(
     guard: StreamGuard,
     hidden: HiddenUsage | None,
     model: Executor | None = None,
+    clock: ModelClock | None = None,
 ) -> tuple[bytes, HaltgateError | None]:
     """Parsed events through response guardrails, one at a time (a budget cut after the
     event that crossed it, as for :func:`meter_events`). With ``model`` (the guardrails
-    model's thread) each event is scanned there; usage, budget and verdicts stay here."""
+    model's thread) each event is scanned there, under the call's model ``clock``; usage,
+    budget and verdicts stay here."""
     out: list[bytes] = []
     cut: HaltgateError | None = None
     loop = asyncio.get_running_loop() if model is not None else None
@@ -294,7 +299,7 @@ async def scan_events(
         if shown is None:
             sent = b""
         elif loop is not None:
-            sent = await loop.run_in_executor(model, scan.events, [shown])
+            sent = await loop.run_in_executor(model, run_with, clock, scan.events, [shown])
         else:
             sent = scan.events([shown])
         blocked = scan.verdict()
