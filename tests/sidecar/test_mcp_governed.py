@@ -357,9 +357,11 @@ async def test_dropped_server_requests_are_answered_to_the_server(
         assert status == 200
     answers = await _server_answers(standins, 2)
     assert sorted(body["id"] for body, _ in answers) == ["s1", "s2"]
+    methods = {"s1": "sampling/createMessage", "s2": "elicitation/create"}
     for body, headers in answers:
         assert body["error"]["code"] == -32003
         assert body["error"]["data"]["code"] == "mcp_server_request_denied"
+        assert methods[body["id"]] in body["error"]["message"]
         assert headers["Mcp-Session-Id"] == "session-7"
         assert headers["Authorization"] == "Bearer mcp-token"
 

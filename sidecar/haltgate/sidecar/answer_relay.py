@@ -36,11 +36,11 @@ class AnswerRelay(ResponseGuard):
         request: web.BaseRequest,
         call: Call,
         upstream: aiohttp.ClientResponse,
-        ids: Sequence[Any],
+        requests: Sequence[tuple[Any, str]],
     ) -> None:
         """Send the MCP server the refusal of the requests it sent that were dropped
         (in the background: the agent's answer does not wait for it)."""
-        if not ids or call.target is None:
+        if not requests or call.target is None:
             return
         headers = forward_headers(request.headers, call)
         session = upstream.headers.get(MCP_SESSION_HEADER)
@@ -48,7 +48,7 @@ class AnswerRelay(ResponseGuard):
             headers[MCP_SESSION_HEADER] = session
         task = asyncio.create_task(
             mcp_answers.answer_server(
-                self.session, call.target.url, headers, list(ids), call.decision_id
+                self.session, call.target.url, headers, list(requests), call.decision_id
             )
         )
         self._background.add(task)
@@ -161,7 +161,7 @@ class AnswerRelay(ResponseGuard):
                     call,
                     body,
                     upstream.content_type,
-                    lambda ids: self.answer_server(request, call, upstream, ids),
+                    lambda dropped: self.answer_server(request, call, upstream, dropped),
                 )
             # Decoded here on the loop (its bytes charged to the memory budget), scanned
             # where the guardrails run.

@@ -55,9 +55,9 @@ class ServerRequestFilter:
         self._rules = rules
         self.dropped: list[str] = []
         """Methods of the server requests dropped so far."""
-        self.unanswered: list[Any] = []
-        """Ids of the dropped requests whose refusal is not sent to the server yet (the
-        relay takes them, on the event loop)."""
+        self.unanswered: list[tuple[Any, str]] = []
+        """(id, method) of the dropped requests whose refusal is not sent to the server yet
+        (the relay takes them, on the event loop)."""
 
     def denied(self, data: str) -> str | None:
         """The denied server request method in an event's data, if any."""
@@ -78,12 +78,12 @@ class ServerRequestFilter:
             self.dropped.append(method)
             msg_id = msg.get("id")
             if isinstance(msg_id, str | int) and not isinstance(msg_id, bool):
-                self.unanswered.append(msg_id)
+                self.unanswered.append((msg_id, method))
             return method
         return None
 
-    def take_unanswered(self) -> list[Any]:
-        """The ids to answer now (each is returned once)."""
+    def take_unanswered(self) -> list[tuple[Any, str]]:
+        """The (id, method) pairs to answer now (each is returned once)."""
         ids, self.unanswered = self.unanswered, []
         return ids
 
@@ -136,14 +136,17 @@ def _may_hold_requests(data: bytes) -> bool:
 
 
 def filter_answer(
-    call: Call, body: bytes, content_type: str, dropped: Callable[[list[Any]], None]
+    call: Call,
+    body: bytes,
+    content_type: str,
+    dropped: Callable[[list[tuple[Any, str]]], None],
 ) -> bytes:
     """A whole MCP answer without the server requests the policy denies.
 
     An event stream read whole loses those events; a JSON batch those messages. A single
     JSON message that is such a request is refused (``mcp_server_request_denied``): there
-    is nothing else to send. ``dropped`` is given the ids of the requests taken out (to
-    answer them to the server), before any refusal."""
+    is nothing else to send. ``dropped`` is given the (id, method) of the requests taken out
+    (to answer them to the server), before any refusal."""
     server_filter = stream_filter(call)
     if server_filter is None or not _may_hold_requests(body):
         return body
@@ -188,7 +191,7 @@ async def answer_server(
     session: aiohttp.ClientSession,
     url: str,
     headers: Mapping[str, str],
-    ids: Sequence[Any],
+    requests: Sequence[tuple[Any, str]],
     decision_id: str,
 ) -> None:
     """Answer dropped server requests as the MCP client would: one JSON-RPC error per
@@ -200,9 +203,8 @@ async def answer_server(
     sent = {k: v for k, v in headers.items() if k.lower() not in _NOT_ANSWERED_WITH}
     sent["Content-Type"] = "application/json"
     sent["Accept"] = "application/json, text/event-stream"
-    err = server_request_denied("sampling or elicitation")
-    for msg_id in ids:
-        body = jsonrpc_error_body(err, decision_id, (msg_id,), False)
+    for msg_id, method in requests:
+        body = jsonrpc_error_body(server_request_denied(method), decision_id, (msg_id,), False)
         try:
             async with session.post(
                 URL(url, encoded=True),
