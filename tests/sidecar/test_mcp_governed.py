@@ -364,6 +364,15 @@ async def test_dropped_server_requests_are_answered_to_the_server(
         assert methods[body["id"]] in body["error"]["message"]
         assert headers["Mcp-Session-Id"] == "session-7"
         assert headers["Authorization"] == "Bearer mcp-token"
+    # Audited with the call whose answer carried them.
+    outcomes = [r for r in sc.audit.records if r.phase == "outcome"]
+    refused = [
+        f["type"]
+        for r in outcomes
+        for f in r.findings
+        if f.get("action") == "server_request_refused"
+    ]
+    assert sorted(refused) == sorted(methods.values())
 
 
 # --------------------------------------------------------------------------- session

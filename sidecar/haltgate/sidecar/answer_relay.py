@@ -42,6 +42,11 @@ class AnswerRelay(ResponseGuard):
         (in the background: the agent's answer does not wait for it)."""
         if not requests or call.target is None:
             return
+        # Audited with the call whose answer carried them (its outcome record).
+        call.findings.extend(
+            {"detector": "mcp", "action": "server_request_refused", "type": method}
+            for _, method in requests
+        )
         headers = forward_headers(request.headers, call)
         session = upstream.headers.get(MCP_SESSION_HEADER)
         if session is not None and MCP_SESSION_HEADER not in headers:
