@@ -91,7 +91,7 @@ def _policy(agent: Agent, llm: str) -> dict[str, Any]:
         if agent.capped
         else {"costUSD": {"limit": 1.0}, "tokens": {"limit": 2_000_000}}
     )
-    return {
+    doc: dict[str, Any] = {
         "apiVersion": "haltgate.dev/v1alpha1",
         "kind": "GovernancePolicy",
         "metadata": {"name": agent.policy, "namespace": agent.namespace},
@@ -117,6 +117,14 @@ def _policy(agent: Agent, llm: str) -> dict[str, Any]:
             },
         },
     }
+    if agent.workload == "research":
+        # Its tool mix is steady (LLM calls only): the drift gauges exist, score 0, no alert.
+        doc["spec"]["drift"] = {
+            "windowCalls": 10,
+            "minSamples": 10,
+            "dimensions": [{"name": "tool_mix"}],
+        }
+    return doc
 
 
 def _start(

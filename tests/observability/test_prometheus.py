@@ -34,17 +34,17 @@ QUIET_METRICS = (
     "haltgate_transparent_connections_total",
     "haltgate_audit_refusals_total",
     "haltgate_audit_records_dropped_total",
-    "haltgate_drift_",
+    "haltgate_drift_sustained",
 )
 """Metrics the load does not move (no OPA, no transparent listener, nothing fails, no
-spec.drift): their panels must answer with nothing or with zeros, never with an error."""
+drift): their panels must answer with nothing or with zeros, never with an error."""
 
 ALERTS_EXPECTED = {
     "HaltgateHaltStorm": True,  # the capped agent halted HALT_CYCLES times
     "HaltgateBudgetNearExhaustion": True,  # its calls budget is used up
     "HaltgateFailOpen": False,
     "HaltgateSidecarDown": False,
-    "HaltgateBehaviourDrift": False,  # no spec.drift in the fleet's policies
+    "HaltgateBehaviourDrift": False,  # research watches its tool mix, which stays steady
     "HaltgateFleetDrift": False,
     "HaltgateDriftHalt": False,
     "HaltgateAuditLag": False,
@@ -142,6 +142,17 @@ def test_sidecar_metrics_carry_identity_and_counts(loaded: LoadedFleet) -> None:
             line.startswith(name + "{") and all(i in line for i in ident.split(","))
             for line in text.splitlines()
         ), name
+    # spec.drift (research only): scored after its warm-up, steady, nothing sustained.
+    drift = {
+        s["metric"]["__name__"]: float(s["value"][1])
+        for s in _query(loaded, '{__name__=~"haltgate_drift_.*",dimension="tool_mix"}')
+        if s["metric"]["workload"] == "research"
+    }
+    assert drift["haltgate_drift_score"] == 0
+    assert drift["haltgate_drift_threshold"] == 0.5
+    assert drift["haltgate_drift_sustained"] == 0
+    assert drift["haltgate_drift_baseline_samples"] >= 10
+    assert {s["metric"]["workload"] for s in _query(loaded, "haltgate_drift_score")} == {"research"}
     reload_ok = _query(loaded, "min(haltgate_policy_last_reload_ok)")
     assert float(reload_ok[0]["value"][1]) == 1
     halts = _query(loaded, 'sum(haltgate_halts_total{workload="batch"})')
