@@ -6,13 +6,16 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 from prometheus_client import generate_latest
 
 from haltgate.governance.drift_policy import BEHAVIOUR_DRIFT, parse_drift
 from haltgate.governance.governor import Governor
 from haltgate.governance.policy import GovernancePolicySpec
-from haltgate.governance.policy_base import FailureType
+from haltgate.governance.policy_base import FailureType, RequestKind
+from haltgate.governance.request import AgentIdentity, CallView
+from haltgate.sidecar.call import Call
 from haltgate.sidecar.drift_watch import DriftCollector, DriftWatch, tool_key
 from haltgate.sidecar.metrics import SidecarMetrics
 from tests.drift.workload import Behaviour, calls
@@ -107,3 +110,35 @@ def test_tool_keys() -> None:
     assert tool_key("llm", "api.openai.com", None, None) == "llm"
     assert tool_key("mcp", "mcp.example", "files", "read") == "mcp:files/read"
     assert tool_key("http", "search.example", None, None) == "http:search.example"
+
+
+def _http_call(i: int, host: str) -> Call:
+    view = CallView(
+        kind=RequestKind.HTTP, method="GET", scheme="https", host=host, port=443, path="/"
+    )
+    call = Call(str(i), 0.0, 1_000.0 + i, None, AgentIdentity("ns", "w", "p", "r"))  # type: ignore[arg-type]
+    call.classified = SimpleNamespace(view=view)  # type: ignore[assignment]
+    call.upstream_ok = True
+    call.forward_started, call.upstream_done = 1.0, 1.2
+    return call
+
+
+def test_tool_names_are_kept_safe_and_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "drift-state"
+    watch = DriftWatch(
+        parse_drift({"windowCalls": 10, "minSamples": 10}),
+        agent="ns/w",
+        governor=lambda: None,
+        state_path=path,
+    )
+    secret = "ghp_4f8Kd92LmQz7XwR1tY6uV3bN0cP5sA8eJ2hG.example"
+    for i in range(10):
+        watch.record(_http_call(i, secret), "allow")
+    for i in range(500):
+        watch.record(_http_call(i, f"host-{i}.example"), "allow")
+    watch.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("drift-state.*"))
+    assert b"ghp_" not in stored and b"sha256:" in stored
+    mix = watch.tracker.to_dict()["agents"]["ns/w"]["tool_mix"]
+    assert len(set(mix["shares"]) | set(mix["counts"])) <= 33
+    assert "_other" in set(mix["shares"]) | set(mix["counts"])

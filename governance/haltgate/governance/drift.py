@@ -217,6 +217,16 @@ class DriftTracker:
                 out.append(self._close_window(agent, name, dim))
         return out
 
+    def admits_tool(self, agent: str, tool: str) -> bool:
+        """Whether ``tool`` would count as itself in ``agent``'s tool mix (known, or a free
+        slot), not as :data:`OTHER_TOOL`: callers skip costly work for a key that would
+        be dropped anyway."""
+        dim = self._agents.get(agent, {}).get("tool_mix")
+        if not isinstance(dim, CategoricalStat):
+            return True
+        key = tool[:MAX_TOOL_CHARS] or OTHER_TOOL
+        return dim.known(key) or dim.size() < self.settings.max_tools
+
     def _category(self, name: str, call: CallObservation, dim: CategoricalStat) -> str | None:
         if name == "refusal_rate":
             return _EVENT if call.refused else _NO_EVENT

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from haltgate.governance.audit.redact import state_key
 from haltgate.governance.drift import (
+    OTHER_TOOL,
     CallObservation,
     DriftTracker,
     WindowScore,
@@ -127,10 +128,14 @@ class DriftWatch:
         obs = observation_of(call, decision)
         safe = self._keys.get(obs.tool)
         if safe is None:
-            # Tool names come from the agent: one that holds a secret is kept as a digest.
-            safe = state_key(obs.tool) or "unknown"
-            if len(self._keys) < MAX_KEY_CACHE:
-                self._keys[obs.tool] = safe
+            if not self.tracker.admits_tool(self.agent, obs.tool):
+                safe = OTHER_TOOL  # the tool mix is full: no need to check the name
+            else:
+                # Tool names come from the agent: one holding a secret is kept as a digest
+                # (the check costs ~50 us: done once per name, names are capped).
+                safe = state_key(obs.tool) or OTHER_TOOL
+                if len(self._keys) < MAX_KEY_CACHE:
+                    self._keys[obs.tool] = safe
         obs.tool = safe
         return self.observe(obs, call.ts)
 
