@@ -28,7 +28,7 @@ from aiohttp import web
 from haltgate.governance.audit import AuditSink, MemoryAuditSink, SpoolAuditSink
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.engine import codes
-from haltgate.governance.flows import FlowTaint
+from haltgate.governance.flow_taint import FlowTaint
 from haltgate.governance.governor import make_engine
 from haltgate.governance.policy import FailureType, GovernancePolicySpec
 from haltgate.governance.pricing import (
@@ -425,6 +425,6 @@ class Sidecar:
         if pipeline is None:
             return None
         pipeline.flow_taint.bind(self.run_id)  # an id of a run before a reset is void
-        if not pipeline.flow_taint.approve(approval):
+        if not pipeline.flow_taint.approve(approval, actor):
             return None
         return {"approved": True, "approval": approval, "actor": actor, "run_id": self.run_id}
