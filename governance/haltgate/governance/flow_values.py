@@ -69,13 +69,19 @@ _MAX_DEPTH: Final = 64
 _MAX_KEY: Final = 64
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
-_EMAIL = re.compile(r"[a-z0-9._%+-]+@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
-_URL = re.compile(r"\b(?:https?|wss?|ftp)://[^\s<>\"'`{}|\\^\[\]()]+")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")
-_HOST = re.compile(r"(?<![\w@.%-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63})(?![\w-])")
-_NUMBER = re.compile(r"(?<![\w.])\d(?:[ .()-]{0,2}\d){8,}(?!\w)")
+_TOKEN = re.compile(
+    # One pass, leftmost first; at one position the kinds are tried in this order, so an
+    # address's domain is not a host of its own and a URL's parts are not tokens.
+    r"(?P<email>[a-z0-9._%+-]+@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63})"
+    r"|(?P<url>\b(?:https?|wss?|ftp)://[^\s<>\"'`{}|\\^\[\]()]+)"
+    r"|(?P<ip>(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d))"
+    r"|(?P<host>(?<![\w@.%-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?P<tld>[a-z]{2,63})"
+    r"(?![\w-]))"
+    r"|(?P<number>(?<![\w.])\d(?:[ .()-]{0,2}\d){8,}(?!\w))"
+    r"|(?P<opaque>(?<![\w+=-])[\w+=-]{12,}(?![\w+=-]))"
+)
 _DATE_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}\.\d{1,2}\.\d{4}")
-_OPAQUE = re.compile(r"(?<![\w+=-])[\w+=-]{12,}(?![\w+=-])")
+_PLAIN_WORD_EDGES: Final = ".,;:!?\"'()[]{}<>*_"
 _QUOTED = re.compile(r"\"([^\"\n]{6,512})\"|\u201c([^\u201d\n]{6,512})\u201d|`([^`\n]{6,512})`")
 _SPACE = re.compile(r"\s+")
 _FILE_EXTENSIONS: Final = frozenset(
@@ -120,52 +126,41 @@ def _url_value(raw: str) -> tuple[str, str] | None:
     return url[:MAX_PHRASE], host
 
 
+def _token_words(text: str) -> str:
+    """``text`` without its plain words (letters only, shorter than an opaque token): no
+    token lies in one, and prose is mostly them, so the token scan reads far less. Runs of
+    other words stay joined by a space (a number written in groups stays one)."""
+    out: list[str] = []
+    for word in text.split():
+        if len(word) < 12 and word.strip(_PLAIN_WORD_EDGES).isalpha():
+            if out and out[-1] != "\n":
+                out.append("\n")
+        else:
+            out.append(word)
+    return " ".join(out)
+
+
 def _tokens(text: str) -> Iterator[str]:
-    """Token values of already cleaned text (each kind's matches are blanked out before
-    the next kind looks, so an address's domain is not a host of its own)."""
-    spans: list[tuple[int, int]] = []
-
-    def blank(pattern: re.Pattern[str], s: str) -> Iterator[re.Match[str]]:
-        for m in pattern.finditer(s):
-            spans.append(m.span())
-            yield m
-
-    for m in blank(_EMAIL, text):
-        yield m.group()
-    text = _blanked(text, spans)
-    for m in blank(_URL, text):
-        parsed = _url_value(m.group())
-        if parsed is not None:
-            yield from parsed
-    text = _blanked(text, spans)
-    for m in blank(_IPV4, text):
-        yield m.group()
-    for m in _HOST.finditer(text):
-        if m.group(1) not in _FILE_EXTENSIONS:
-            spans.append(m.span())
-            yield m.group()
-    text = _blanked(text, spans)
-    for m in blank(_NUMBER, text):
-        raw = m.group()
-        if not _DATE_PREFIX.match(raw):
-            yield "".join(c for c in raw if c.isdigit())
-    text = _blanked(text, spans)
-    for m in _OPAQUE.finditer(text):
+    """Token values of already cleaned text."""
+    for m in _TOKEN.finditer(_token_words(text)):
+        kind = m.lastgroup
         token = m.group()
-        if len(token) >= 20 or (
+        if kind == "email" or kind == "ip":
+            yield token
+        elif kind == "url":
+            parsed = _url_value(token)
+            if parsed is not None:
+                yield from parsed
+        elif kind == "host":
+            if m.group("tld") not in _FILE_EXTENSIONS:
+                yield token
+        elif kind == "number":
+            if not _DATE_PREFIX.match(token):
+                yield "".join(c for c in token if c.isdigit())
+        elif len(token) >= 20 or (
             any(c.isdigit() for c in token) and any(c.isalpha() for c in token)
         ):
             yield token
-
-
-def _blanked(text: str, spans: list[tuple[int, int]]) -> str:
-    if not spans:
-        return text
-    chars = list(text)
-    for start, end in spans:
-        chars[start:end] = " " * (end - start)
-    spans.clear()
-    return "".join(chars)
 
 
 def text_values(text: str, *, quoted: bool = True) -> set[str]:
