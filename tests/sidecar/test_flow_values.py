@@ -21,11 +21,13 @@ ATTACKER = "attacker@evil.example"
 USER_GIVEN = "bob@home.example"
 
 
-def assistant_policy(standins: Standins, sources: list[dict[str, Any]]) -> dict[str, Any]:
+def assistant_policy(
+    standins: Standins, sources: list[dict[str, Any]], guardrails: Any = GUARDED
+) -> dict[str, Any]:
     rules = base_policy(standins)["spec"]["tools"]["rules"]
     return {
         "spec": {
-            "guardrails": GUARDED,
+            "guardrails": guardrails,
             "tools": {
                 "default": "deny",
                 "rules": [
@@ -179,8 +181,9 @@ async def test_unreadable_source_answer_closes_the_sinks(
     sidecar_factory: SidecarFactory, standins: Standins
 ) -> None:
     """An untrusted answer that cannot be read for values (here: bytes of an unknown
-    content type) leaves the values unknown: every sink call is refused (fail closed)."""
-    sc = await sidecar_factory(assistant_policy(standins, [{"upstreams": ["api"]}]))
+    content type) leaves the values unknown: every sink call is refused (fail closed).
+    No response guardrails here: they would refuse the unscannable answer themselves."""
+    sc = await sidecar_factory(assistant_policy(standins, [{"upstreams": ["api"]}], {}))
     api = sc.explicit + "/api"
     status, _ = await http("GET", api + "/bytes/64")
     assert status == 200
