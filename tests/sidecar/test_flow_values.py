@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from haltgate.governance.audit.explain import explain, render_text
+from haltgate.governance.audit.policies import PolicyStore
 from tests.sidecar.conftest import SidecarFactory, Standins, base_policy
 from tests.sidecar.test_flows import GUARDED, http
 from tests.sidecar.test_mcp import call, rpc
@@ -124,6 +126,12 @@ async def test_email_instruction_cannot_pick_the_recipient(
     assert denials[0].replay is not None and denials[0].replay["decided_by"] == "flows"
     assert ATTACKER not in orjson.dumps(denials[0].replay).decode()
     assert not any(r.findings for r in sc.audit.records)  # no detector fired
+    # `haltgate audit explain` reads the refusal as decided by the flows stage.
+    explained = explain(
+        [denials[0].to_dict()], PolicyStore.from_files([sc.policy_path])
+    )
+    assert explained["decided_by"] == "flows" and explained["match"] is True
+    assert "argument=arguments.to" in render_text(explained)
 
 
 async def test_values_survive_a_restart(
