@@ -127,9 +127,7 @@ async def test_email_instruction_cannot_pick_the_recipient(
     assert ATTACKER not in orjson.dumps(denials[0].replay).decode()
     assert not any(r.findings for r in sc.audit.records)  # no detector fired
     # `haltgate audit explain` reads the refusal as decided by the flows stage.
-    explained = explain(
-        [denials[0].to_dict()], PolicyStore.from_files([sc.policy_path])
-    )
+    explained = explain([denials[0].to_dict()], PolicyStore.from_files([sc.policy_path]))
     assert explained["decided_by"] == "flows" and explained["match"] is True
     assert "argument=arguments.to" in render_text(explained)
 

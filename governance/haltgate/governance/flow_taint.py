@@ -266,5 +266,3 @@ class FlowTaint:
             os.replace(tmp, self.path)
         except OSError as e:  # the taint still holds in memory for this process
             log.error("cannot save the flow taint to %s: %s", self.path, e)
-
-

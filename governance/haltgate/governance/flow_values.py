@@ -233,7 +233,7 @@ def answer_values(body: bytes, content_type: str | None) -> set[str]:
         or media.startswith("text/")
         or media.endswith(("json", "+xml", "/xml", "javascript", "yaml", "x-www-form-urlencoded"))
     )
-    if not textual or "\ufffd" in text and not media.startswith("text/"):
+    if not textual or ("\ufffd" in text and not media.startswith("text/")):
         raise ValuesUnreadable(f"content type {media[:60] or 'none'!r} is not text")
     out: set[str] = set()
     if media == "text/event-stream":

@@ -48,6 +48,7 @@ __all__ = [
     "approval_id",
     "describe",
     "flow_problems",
+    "flow_warnings",
 ]
 
 CODE_FLOW_DENIED: Final = "flow_denied"
@@ -310,6 +311,26 @@ def flow_problems(spec: GovernancePolicySpec) -> list[tuple[str, str]]:
         for part, endpoints in (("sources", rule.sources), ("sinks", rule.sinks)):
             for j, e in enumerate(endpoints):
                 out.extend(_endpoint_problems(f"{p}.{part}[{j}]", e, sink=part == "sinks"))
+    return out
+
+
+def flow_warnings(spec: GovernancePolicySpec) -> list[tuple[str, str]]:
+    """``(field path, message)`` of ``spec.flows`` settings that are valid but likely
+    not what the author meant (admission warnings)."""
+    out: list[tuple[str, str]] = []
+    for i, rule in enumerate(spec.flows):
+        if rule.action != DENY_UNTRUSTED_VALUES:
+            continue
+        for j, source in enumerate(rule.sources):
+            if source.any_tool_result:
+                out.append(
+                    (
+                        f"spec.flows[{i}].sources[{j}].anyToolResult",
+                        "with action deny-untrusted-values every tool answer adds values, "
+                        "the sinks' own answers too (a send whose answer echoes its "
+                        "recipient closes that recipient); name the untrusted sources",
+                    )
+                )
     return out
 
 

@@ -19,13 +19,13 @@ from haltgate.governance.errors import BadRequestError, DeniedError, Unavailable
 from haltgate.governance.flow_values import ValuesUnreadable, answer_values
 from haltgate.governance.flows import APPROVAL_HEADER
 from haltgate.governance.flows import describe as describe_call
-from haltgate.governance.guardrails.response_body import Unscannable, decode_content
 from haltgate.governance.guardrails.request_meta import scan_request_meta
+from haltgate.governance.guardrails.response_body import Unscannable, decode_content
 from haltgate.governance.policy import FailMode, FailureType
 from haltgate.sidecar import mcp
 from haltgate.sidecar.call import Call, fingerprint_of
-from haltgate.sidecar.flow_arguments import sink_arguments
 from haltgate.sidecar.destinations import check_destination
+from haltgate.sidecar.flow_arguments import sink_arguments
 from haltgate.sidecar.refusals import Refusals
 
 __all__ = ["RequestStages"]

@@ -263,6 +263,17 @@ def test_valid_flows_pass() -> None:
     )
 
 
+def test_values_action_is_valid_and_any_tool_result_with_it_warns() -> None:
+    rule = {**WEB, "action": "deny-untrusted-values"}
+    assert errors([rule]) == {}
+    wide = {**rule, "sources": [{"anyToolResult": True}]}
+    result = validate_document(doc([wide]))
+    assert result.ok
+    warnings = {i.path: i.message for i in result.issues if i.warning}
+    assert "deny-untrusted-values" in warnings["spec.flows[0].sources[0].anyToolResult"]
+    assert not [i for i in validate_document(doc([rule])).issues if i.warning]
+
+
 def test_approval_rule_holds_a_call_until_approved_once(tmp_path: Path) -> None:
     policy = rules(
         {
