@@ -15,6 +15,7 @@ import orjson
 
 from haltgate.governance.audit.explain import explain, render_text
 from haltgate.governance.audit.policies import PolicyStore
+from haltgate.sdk.errors import DeniedError, error_from_body
 from tests.sidecar.conftest import SidecarFactory, Standins, base_policy
 from tests.sidecar.test_flows import GUARDED, http
 from tests.sidecar.test_mcp import call, rpc
@@ -174,6 +175,8 @@ async def test_web_page_names_the_address_http_sink(
     status, body = await http("POST", api + "/echo/send", {"mail": {"to": ATTACKER}})
     assert (status, body["error"]["code"]) == (403, "flow_untrusted_value")
     assert "body.mail.to" in body["error"]["message"]
+    surfaced = error_from_body(body, status=status)  # a per-call denial, not a halt
+    assert isinstance(surfaced, DeniedError) and surfaced.code == "flow_untrusted_value"
     status, body = await http("POST", api + "/echo/send", {"mail": {"to": USER_GIVEN}})
     assert status == 200, body
     # The page encodes the sender as &#64;: still its value once decoded.
