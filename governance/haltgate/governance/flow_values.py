@@ -68,7 +68,10 @@ MAX_PHRASE: Final = 512
 _MAX_DEPTH: Final = 64
 _MAX_KEY: Final = 64
 
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
+_INVISIBLE = dict.fromkeys(
+    # Soft hyphen, zero-width and joiner characters, direction marks and isolates.
+    [0x00AD, 0x180E, 0xFEFF, *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x206A)]
+)
 _TOKEN = re.compile(
     # One pass, leftmost first; at one position the kinds are tried in this order, so an
     # address's domain is not a host of its own and a URL's parts are not tokens.
