@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from haltgate.governance.flow_values import argument_values
-from haltgate.governance.policy import RequestKind
+from haltgate.governance.policy_base import RequestKind
 from haltgate.sidecar.call import Call
 
 __all__ = ["sink_arguments"]

@@ -21,7 +21,8 @@ from haltgate.governance.flow_values import (
     text_values,
 )
 from haltgate.governance.flows import FlowPolicy
-from haltgate.governance.policy import FlowRule, RequestKind
+from haltgate.governance.policy_base import RequestKind
+from haltgate.governance.policy_rules import FlowRule
 from haltgate.governance.request import CallView, ToolCall
 
 EMAIL = """From: Eve <eve@evil.example>

@@ -9,7 +9,8 @@ import pytest
 
 from haltgate.governance.flow_taint import FlowTaint
 from haltgate.governance.flows import FlowPolicy
-from haltgate.governance.policy import FlowRule, RequestKind
+from haltgate.governance.policy_base import RequestKind
+from haltgate.governance.policy_rules import FlowRule
 from haltgate.governance.request import CallView, ToolCall
 from haltgate.governance.validation import validate_document
 
