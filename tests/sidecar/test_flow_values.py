@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import orjson
 
 from haltgate.governance.audit.explain import explain, render_text
@@ -127,6 +128,10 @@ async def test_email_instruction_cannot_pick_the_recipient(
     assert denials[0].replay is not None and denials[0].replay["decided_by"] == "flows"
     assert ATTACKER not in orjson.dumps(denials[0].replay).decode()
     assert not any(r.findings for r in sc.audit.records)  # no detector fired
+    async with aiohttp.ClientSession() as session, session.get(sc.metrics + "/metrics") as r:
+        exposed = await r.text()
+    fill = [line for line in exposed.splitlines() if line.startswith("haltgate_flow_value_")]
+    assert fill and 0 < float(fill[0].rsplit(" ", 1)[1]) < 0.01
     # `haltgate audit explain` reads the refusal as decided by the flows stage.
     explained = explain([denials[0].to_dict()], PolicyStore.from_files([sc.policy_path]))
     assert explained["decided_by"] == "flows" and explained["match"] is True

@@ -173,7 +173,8 @@ class RequestStages(Refusals):
             )
             self.flow_taint.values_unread(rules, source)
             return
-        self.flow_taint.record_values(rules, values)
+        if self.flow_taint.record_values(rules, values) and self.flow_taint.values is not None:
+            self.metrics.flow_value_fill.set(self.flow_taint.values.fill())
 
     async def _scan(self, call: Call, scan: Callable[..., _T], *args: Any) -> _T:
         """Run a guardrail stage: inline, or, when the policy turns the model stage on

@@ -418,6 +418,7 @@ class Sidecar:
         self.run_id = self._store_run_id(_new_run_id())
         if self.pipeline is not None:
             self.pipeline.agent = self._agent()
+            self.pipeline.metrics.flow_value_fill.set(0)  # the new run's filter is empty
         return {"reset": True, "run_id": self.run_id, "decision": decision.to_dict()}
 
     async def approve_flow(self, approval: str, actor: str) -> dict[str, Any] | None:
