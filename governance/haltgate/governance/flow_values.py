@@ -15,7 +15,8 @@ What counts as a value (normalised: NFKC, zero-width characters removed, case-fo
   extension: ``report.pdf`` is a file name, not a host) and IPv4 addresses;
 - long numbers: 9 or more digits, single spaces, dots, hyphens or brackets allowed
   between them (phone, account and card numbers; shorter numbers and dates are too common
-  to mean anything);
+  to mean anything), and IBAN-shaped account numbers (``DE89 3704 0044 ...``, spaces
+  dropped);
 - opaque tokens: runs of letters, digits and ``_-+=`` of 20 or more characters, or of 12
   or more mixing letters and digits (ids, keys, tracking codes). Ordinary words are not
   values: a summary the agent writes shares its words with what it read, and refusing on
@@ -83,6 +84,9 @@ _TOKEN = re.compile(
     r"|(?P<number>(?<![\w.])\d(?:[ .()-]{0,2}\d){8,}(?!\w))"
     r"|(?P<opaque>(?<![\w+=-])[\w+=-]{12,}(?![\w+=-]))"
 )
+_IBAN = re.compile(r"(?<!\w)[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,3})?(?!\w)")
+"""IBAN-shaped account numbers, in groups or in one piece (read on the whole text: their
+letter groups look like plain words)."""
 _DATE_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}\.\d{1,2}\.\d{4}")
 _PLAIN_WORD_EDGES: Final = ".,;:!?\"'()[]{}<>*_"
 _QUOTED = re.compile(r"\"([^\"\n]{6,512})\"|\u201c([^\u201d\n]{6,512})\u201d|`([^`\n]{6,512})`")
@@ -145,6 +149,8 @@ def _token_words(text: str) -> str:
 
 def _tokens(text: str) -> Iterator[str]:
     """Token values of already cleaned text."""
+    for m in _IBAN.finditer(text):
+        yield m.group().replace(" ", "")
     for m in _TOKEN.finditer(_token_words(text)):
         kind = m.lastgroup
         token = m.group()

@@ -54,6 +54,15 @@ def test_text_values_are_the_identifying_tokens_normalised() -> None:
         assert absent not in values, absent
 
 
+def test_account_numbers_match_however_they_are_grouped() -> None:
+    for grouped, joined in (
+        ("DE89 3704 0044 0532 0130 00", "DE89370400440532013000"),
+        ("GB82 WEST 1234 5698 7654 32", "gb82west12345698765432"),
+        ("4111 1111 1111 1111", "4111-1111-1111-1111"),
+    ):
+        assert text_values(f"pay to {grouped}.") & text_values(joined), grouped
+
+
 @pytest.mark.parametrize(
     "text",
     [
