@@ -305,10 +305,20 @@ def test_approval_rule_holds_a_call_until_approved_once(tmp_path: Path) -> None:
     fax = policy.check(mcp_tool("send_fax"), taint, lambda: "fp-1")[0]
     assert fax is not None and fax.code == "flow_denied" and fax.approval is None
     assert not taint.approve("f" * 32)
-    assert taint.approve(first.approval)
-    restarted = FlowTaint(path)  # the approval survives a restart
+    assert taint.approve(first.approval, "alice")
+    restarted = FlowTaint(path)  # the approval (and who gave it) survives a restart
     restarted.bind("run-1")
-    assert policy.check(send, restarted, lambda: "fp-1")[0] is None
+    refusal, approved = policy.check(send, restarted, lambda: "fp-1")
+    assert refusal is None and approved is not None
+    assert approved.audit("approved") == {
+        "stage": "flows",
+        "rule": "ask",
+        "source": "GET a.news.example",
+        "sink": "mcp mail tool send_mail",
+        "result": "approved",
+        "approval": first.approval,
+        "approved_by": "alice",
+    }
     assert policy.check(send, restarted, lambda: "fp-1")[0] == first  # used up
     restarted.bind("run-2")
     assert not restarted.approve(first.approval)  # a reset voids pending approvals
@@ -367,3 +377,28 @@ def test_window_must_be_positive() -> None:
         ]
     )
     assert found == {"spec.flows[0].windowCalls": "must be >= 1"}
+
+
+def test_values_rule_with_a_window_checks_only_inside_it() -> None:
+    policy = rules(
+        {
+            "name": "v",
+            "sources": [{"hosts": ["*.news.example"]}],
+            "sinks": [{"mcpTools": ["send_*"]}],
+            "action": "deny-untrusted-values",
+            "scope": "calls",
+            "windowCalls": 1,
+        }
+    )
+    taint = FlowTaint()
+    taint.bind("run-1")
+    taint.tick()
+    taint.taint(["v"], "GET a.news.example")
+    taint.record_values(["v"], {"attacker@evil.example"})
+    send = mcp_tool("send_mail")
+    carried = [("arguments.to", "attacker@evil.example")]
+    taint.tick()
+    refusal, _ = policy.check(send, taint, arguments=lambda: carried)
+    assert refusal is not None and refusal.argument == "arguments.to"
+    taint.tick()  # the window has passed: the rule no longer applies
+    assert policy.check(send, taint, arguments=lambda: carried)[0] is None
