@@ -84,7 +84,7 @@ _TOKEN = re.compile(
     r"|(?P<number>(?<![\w.])\d(?:[ .()-]{0,2}\d){8,}(?!\w))"
     r"|(?P<opaque>(?<![\w+=-])[\w+=-]{12,}(?![\w+=-]))"
 )
-_IBAN = re.compile(r"(?<!\w)[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,3})?(?!\w)")
+_IBAN = re.compile(r"\b[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,3})?(?!\w)")
 """IBAN-shaped account numbers, in groups or in one piece (read on the whole text: their
 letter groups look like plain words)."""
 _DATE_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}\.\d{1,2}\.\d{4}")
