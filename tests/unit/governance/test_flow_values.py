@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from haltgate.governance.flow_taint import FlowTaint
 from haltgate.governance.flow_values import (
@@ -293,3 +295,31 @@ def test_values_rule_fails_closed_when_an_answer_could_not_be_read() -> None:
     refusal = check(policy, mcp_send({"to": "bob@home.example"}), taint)
     assert refusal is not None and refusal.code == "flow_untrusted_value"
     assert refusal.argument is None and "could not be read" in refusal.message
+
+
+_LABEL = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12)
+_TLD = st.text("abcdefghijklmnopqrstuvwxyz", min_size=2, max_size=6).filter(
+    lambda t: t not in {"pdf", "txt", "html", "json", "md", "py", "js", "sh", "zip", "gz"}
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    local=_LABEL,
+    host=st.lists(_LABEL, min_size=1, max_size=3),
+    tld=_TLD,
+    before=st.sampled_from(["", "write to ", "(", "<", "mailto:", "\n> "]),
+    after=st.sampled_from(["", ".", ",", ")", ">", " today", "!\n"]),
+    upper=st.booleans(),
+)
+def test_an_address_in_content_is_found_in_the_argument_that_carries_it(
+    local: str, host: list[str], tld: str, before: str, after: str, upper: bool
+) -> None:
+    """Extraction is symmetric: however an address sits in the untrusted text, the sink
+    argument that is that address (or contains it) carries one of its values."""
+    address = f"{local}@{'.'.join(host)}.{tld}"
+    content = text_values(f"Please {before}{address}{after} thanks")
+    shown = address.upper() if upper else address
+    for argument in (shown, f"cc {shown} please"):
+        carried = {v for _, v in argument_values(tool_arguments=[{"to": argument}])}
+        assert content & carried, (address, before, after)
