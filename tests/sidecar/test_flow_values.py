@@ -9,15 +9,20 @@ upstreams' own record of what reached them is the measure of what got through.
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import yaml
 
 from haltgate.governance.audit.explain import explain, render_text
 from haltgate.governance.audit.policies import PolicyStore
 from haltgate.sdk.errors import DeniedError, error_from_body
-from tests.sidecar.conftest import SidecarFactory, Standins, base_policy
+from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
+from tests.sidecar.test_cli_spool import free_port, haltgate, wait_ready
 from tests.sidecar.test_flows import GUARDED, http
 from tests.sidecar.test_mcp import call, rpc
 
@@ -73,10 +78,11 @@ def sends(standins: Standins) -> list[dict[str, Any]]:
     return out
 
 
-async def send(sc: Any, msg_id: int, to: str, body: str = "Here is the Q3 report.") -> Any:
+async def send(explicit: str, msg_id: int, to: str, body: str = "Here is the Q3 report.") -> Any:
+    """send_email through the sidecar's explicit listener ``explicit``."""
     args = {"to": to, "subject": "Q3 report", "body": body}
     status, answer, _ = await call(
-        sc.explicit + "/mcp", rpc("tools/call", msg_id, name="send_email", arguments=args)
+        explicit + "/mcp", rpc("tools/call", msg_id, name="send_email", arguments=args)
     )
     assert status == 200
     return answer
@@ -98,17 +104,17 @@ async def test_email_instruction_cannot_pick_the_recipient(
     )
     assert status == 200 and ATTACKER in mail["result"]["content"][0]["text"]
     # Following it is refused, naming the argument and never the value.
-    refused = await send(sc, 2, ATTACKER)
+    refused = await send(sc.explicit, 2, ATTACKER)
     data = refused["error"]["data"]
     assert (data["type"], data["code"]) == ("SAFETY", "flow_untrusted_value")
     message = refused["error"]["message"]
     assert "arguments.to" in message and "inbox-values" in message
     assert "read_email" in message and "evil" not in message
     # The address the user gave is not in the untrusted content: the send goes through.
-    sent = await send(sc, 3, USER_GIVEN)
+    sent = await send(sc.explicit, 3, USER_GIVEN)
     assert sent["result"]["content"][0]["text"] == f"sent to {USER_GIVEN}"
     # A value of the content hidden in the body is refused too.
-    refused = await send(sc, 4, USER_GIVEN, body=f"cc {ATTACKER.upper()} please")
+    refused = await send(sc.explicit, 4, USER_GIVEN, body=f"cc {ATTACKER.upper()} please")
     assert refused["error"]["data"]["code"] == "flow_untrusted_value"
     assert "arguments.body" in refused["error"]["message"]
     assert [s["to"] for s in sends(standins)] == [USER_GIVEN]
@@ -149,9 +155,9 @@ async def test_values_survive_a_restart(
     assert status == 200
     await sc.sidecar.stop()
     sc = await sidecar_factory(policy)  # same state directory
-    refused = await send(sc, 2, ATTACKER)
+    refused = await send(sc.explicit, 2, ATTACKER)
     assert refused["error"]["data"]["code"] == "flow_untrusted_value"
-    assert "result" in await send(sc, 3, USER_GIVEN)
+    assert "result" in await send(sc.explicit, 3, USER_GIVEN)
     state = (sc.sidecar.settings.state_dir / "flow-taint.json").read_text()
     assert "evil" not in state and "attacker" not in state  # keyed hashes only
 
@@ -166,7 +172,7 @@ async def test_streamed_answer_is_read_before_the_agent_gets_it(
         **{"x-standin-behavior": "sse"},
     )
     assert status == 200 and ATTACKER in events[0]["result"]["content"][0]["text"]
-    refused = await send(sc, 2, ATTACKER)
+    refused = await send(sc.explicit, 2, ATTACKER)
     assert refused["error"]["data"]["code"] == "flow_untrusted_value"
 
 
@@ -243,3 +249,69 @@ async def test_compressed_answer_is_decoded_for_its_values(
 
 
 ACCOUNT = "DE89 3704 0044 0532 0130 00"
+
+
+async def test_values_survive_kill_9_of_the_sidecar_process(
+    standins: Standins, tmp_path: Path
+) -> None:
+    """``haltgate sidecar`` as a process: values saved before the answer was relayed are
+    there after SIGKILL and a restart on the same state directory."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        yaml.safe_dump(merge(base_policy(standins), assistant_policy(standins, MCP_INBOX)))
+    )
+    token = tmp_path / "admin-token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    ports = {name: free_port() for name in ("explicit", "admin", "metrics")}
+    explicit, admin = (f"http://127.0.0.1:{ports[n]}" for n in ("explicit", "admin"))
+
+    async def start() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            *haltgate(
+                "sidecar",
+                "--policy",
+                str(policy),
+                "--state-dir",
+                str(tmp_path / "st"),
+                "--audit-dir",
+                str(tmp_path / "spool"),
+                "--admin-token-file",
+                str(token),
+                "--mode",
+                "explicit",
+                "--listen",
+                f"127.0.0.1:{ports['explicit']}",
+                "--admin-listen",
+                f"127.0.0.1:{ports['admin']}",
+                "--metrics-listen",
+                f"127.0.0.1:{ports['metrics']}",
+                "--log-level",
+                "error",
+            ),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await wait_ready(admin + "/readyz", proc)
+        return proc
+
+    proc = await start()
+    try:
+        status, _, _ = await call(
+            explicit + "/mcp", rpc("tools/call", 1, name="read_email", arguments={"id": "7"})
+        )
+        assert status == 200
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        proc = await start()
+        refused = await send(explicit, 2, ATTACKER)
+        assert refused["error"]["data"]["code"] == "flow_untrusted_value"
+        assert "result" in await send(explicit, 3, USER_GIVEN)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    assert [s["to"] for s in sends(standins)] == [USER_GIVEN]
