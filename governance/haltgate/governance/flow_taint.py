@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -38,6 +39,7 @@ class FlowTaint:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
+        self._write_lock = threading.Lock()
         self.run_id: str | None = None
         self.sources: dict[str, str] = {}
         self.calls = 0
@@ -112,9 +114,13 @@ class FlowTaint:
             self._save()
         return changed
 
-    def record_values(self, rules: Iterable[str], values: Iterable[str]) -> int:
-        """Keep the values an untrusted answer carried for ``rules`` (hashed); saved
-        before the answer reaches the agent. Returns how many set a new bit."""
+    def record_values(
+        self, rules: Iterable[str], values: Iterable[str], *, save: bool = True
+    ) -> int:
+        """Keep the values an untrusted answer carried for ``rules`` (hashed); returns how
+        many set a new bit. Saved at once, or (``save=False``) by the caller's own
+        :meth:`save` (off the event loop), which must end before the answer reaches the
+        agent."""
         rules = list(rules)
         if not rules:
             return 0
@@ -124,7 +130,7 @@ class FlowTaint:
         for value in values:
             for rule in rules:
                 new += self.values.add(rule, value)
-        if new:
+        if new and save:
             self._save()
         return new
 
@@ -251,10 +257,19 @@ class FlowTaint:
                 )
             self.unreadable = True
 
+    def save(self) -> None:
+        """Write the state now (safe from a worker thread: writes are serialised, and
+        each writes the state as it is when its turn comes)."""
+        self._save()
+
     def _save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        with self._write_lock:
+            self._write(self.path)
+
+    def _write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
         try:
             data = json.dumps(self.snapshot(), sort_keys=True).encode()
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -263,6 +278,6 @@ class FlowTaint:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         except OSError as e:  # the taint still holds in memory for this process
-            log.error("cannot save the flow taint to %s: %s", self.path, e)
+            log.error("cannot save the flow taint to %s: %s", path, e)

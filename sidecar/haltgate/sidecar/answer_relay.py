@@ -131,7 +131,7 @@ class AnswerRelay(ResponseGuard):
             if classified.mcp is not None:
                 body = mcp_answers.filter_answer(call, body, upstream.content_type)
             if call.flow_value_rules:
-                self.record_flow_values(call, body, upstream.headers)
+                await self.record_flow_values(call, body, upstream.headers)
             # Decoded here on the loop (its bytes charged to the memory budget), scanned
             # where the guardrails run.
             plain = self.decode_response(call, body, upstream.headers)

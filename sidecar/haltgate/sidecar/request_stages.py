@@ -150,8 +150,9 @@ class RequestStages(Refusals):
             self.flow_taint.taint(rules, describe_call(view))
             call.flow_value_rules = tuple(r for r in rules if r in flows.value_rules)
 
-    def record_flow_values(self, call: Call, body: bytes, headers: Mapping[str, str]) -> None:
-        """Keep the values of an untrusted answer (hashed) before it reaches the agent; an
+    async def record_flow_values(self, call: Call, body: bytes, headers: Mapping[str, str]) -> None:
+        """Keep the values of an untrusted answer (hashed), durably, before it reaches the
+        agent (the file is written on a worker thread: other calls go on meanwhile); an
         answer that cannot be read closes the rules' sinks for the run (fail closed)."""
         rules = call.flow_value_rules
         assert call.classified is not None
@@ -173,8 +174,10 @@ class RequestStages(Refusals):
             )
             self.flow_taint.values_unread(rules, source)
             return
-        if self.flow_taint.record_values(rules, values) and self.flow_taint.values is not None:
-            self.metrics.flow_value_fill.set(self.flow_taint.values.fill())
+        taint = self.flow_taint
+        if taint.record_values(rules, values, save=False) and taint.values is not None:
+            await asyncio.to_thread(taint.save)
+            self.metrics.flow_value_fill.set(taint.values.fill())
 
     async def _scan(self, call: Call, scan: Callable[..., _T], *args: Any) -> _T:
         """Run a guardrail stage: inline, or, when the policy turns the model stage on

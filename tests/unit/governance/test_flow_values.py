@@ -323,3 +323,25 @@ def test_an_address_in_content_is_found_in_the_argument_that_carries_it(
     for argument in (shown, f"cc {shown} please"):
         carried = {v for _, v in argument_values(tool_arguments=[{"to": argument}])}
         assert content & carried, (address, before, after)
+
+
+def test_saves_from_worker_threads_leave_the_newest_state(tmp_path: Path) -> None:
+    """The sidecar writes the state on worker threads while the event loop goes on
+    adding values: writes are serialised and the last one holds every value."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "flow-taint.json"
+    taint = FlowTaint(path)
+    taint.bind("run-1")
+    taint.taint(["r"], "GET web")
+    with ThreadPoolExecutor(4) as pool:
+        futures = []
+        for i in range(40):
+            taint.record_values(["r"], {f"user{i}@example.test"}, save=False)
+            futures.append(pool.submit(taint.save))
+        for f in futures:
+            f.result()
+    again = FlowTaint(path)
+    again.bind("run-1")
+    assert all(again.carried("r", [("to", f"user{i}@example.test")]) == "to" for i in range(40))
+    assert not (tmp_path / "flow-taint.json.tmp").exists()
