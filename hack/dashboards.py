@@ -345,6 +345,22 @@ def fleet() -> dict[str, Any]:
             ],
             unit="s",
         ),
+        _panel(
+            L,
+            "table",
+            "Agents in sustained behaviour drift",
+            [
+                _target(
+                    "max by (namespace, workload, dimension) "
+                    f"(haltgate_drift_sustained{{{SEL}}}) == 1",
+                    instant=True,
+                )
+            ],
+            w=24,
+            h=6,
+            description="Agents whose behaviour moved from their own baseline (spec.drift; "
+            "docs/drift.md). Several in one dimension: look for a shared cause.",
+        ),
     ]
     return _dashboard(
         "haltgate-fleet",
