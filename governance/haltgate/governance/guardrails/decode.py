@@ -391,9 +391,10 @@ LEET_TABLE = str.maketrans(
 """Leetspeak digits and symbols read as the letters they imitate (one character each)."""
 
 # Frequent English words: a sentence is ROT13 when its words are these only after ROT13.
+# One-letter words are left out: random letter soup is full of them.
 _COMMON = frozenset(
-    "the and you your to of a an is are be in on for with this that it all not no do now "
-    "from as at by or if any what will must should can me my i we our they them their was "
+    "the and you your to of an is are be in on for with this that it all not no do now "
+    "from as at by or if any what will must should can me my we our they them their was "
     "were have has had previous instructions ignore rules system prompt tell reveal say "
     "send give show secret password user assistant act as follow above new only never "
     "please write answer respond output print".split()
@@ -408,7 +409,7 @@ def _text_runs(text: str, kinds: frozenset[str], limits: Limits) -> list[tuple[i
     """Sentences (merged when adjacent) that read as English only after ROT13 / leet."""
     head = text[: limits.max_text_scan_chars]
     lower = head.lower()
-    rot = "rot13" in kinds and len(_ROT13_HINT.findall(lower)) >= 2
+    rot = "rot13" in kinds and _ROT13_HINT.search(lower) is not None
     leet = "leetspeak" in kinds and len(_LEET_WORD.findall(head)) >= 3
     if not (rot or leet):
         return []
