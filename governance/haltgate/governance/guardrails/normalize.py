@@ -249,6 +249,9 @@ class View:
     focus: tuple[tuple[int, int], ...] | None = None
     """Where this view differs from the folded view (None: everywhere). A match outside
     these ranges was already seen in the folded view, so matchers may skip the rest."""
+    encoding: str | None = None
+    """The decoding behind this view (``base64``, ``rot13``, ``base64+leetspeak``...), None
+    for the text as written and its normalised forms (folding, split words)."""
 
 
 def fold(text: str) -> str:
@@ -333,10 +336,16 @@ def views(
 
 def _views(
     text: str,
-    via: str | None,
+    encoding: str | None,
     outer: Callable[[int, int], tuple[int, int]],
     rot13: bool,
 ) -> Iterator[View]:
+    """Views of `text`; `encoding` names the decoding that produced `text` (None: the text
+    as written), and `outer` maps back to the original then."""
+
+    def chain(step: str) -> str:
+        return f"{encoding}+{step}" if encoding else step
+
     folded = fold(text)
     inner = _folded_mapper(text, folded)
     if outer is _identity:
@@ -344,7 +353,8 @@ def _views(
     else:
         to_origin = outer
     changed = folded != text.lower()
-    yield View(folded, via or ("confusables" if changed else None), False, to_origin)
+    via = encoding or ("confusables" if changed else None)
+    yield View(folded, via, False, to_origin, encoding=encoding)
     base = folded
     leet_spots = [m.start() for m in _LEET_HINT.finditer(folded)]
     if leet_spots:
@@ -352,20 +362,28 @@ def _views(
         # Leetspeak maps one character to one: offsets are those of the folded text.
         yield View(
             base,
-            via or "leetspeak",
+            encoding or "leetspeak",
             False,
             to_origin,
             _merge_ranges(leet_spots, FOCUS_MARGIN, len(base)),
+            encoding=chain("leetspeak"),
         )
     squashed = _squash(base)
     yield View(
         squashed,
-        via or "split_words",
+        encoding or "split_words",
         True,
         _squash_mapper(base, to_origin) if outer is _identity else outer,
+        encoding=encoding,
     )
     if rot13 and next(_ROT13_HINTS.iter(folded), None) is not None:
-        yield View(folded.translate(ROT13_TABLE), via or "rot13", False, to_origin)
+        yield View(
+            folded.translate(ROT13_TABLE),
+            encoding or "rot13",
+            False,
+            to_origin,
+            encoding=chain("rot13"),
+        )
 
 
 def rot13(text: str) -> str:
