@@ -38,9 +38,9 @@ import orjson  # noqa: E402
 import psycopg  # noqa: E402
 
 from haltgate.governance.audit import MemoryAuditSink, SpoolAuditSink  # noqa: E402
+from haltgate.governance.audit.binary_copy import COLUMNS  # noqa: E402
 from haltgate.governance.audit.migrate import migrate  # noqa: E402
 from haltgate.governance.audit.shipper import (  # noqa: E402
-    COLUMNS,
     DEFAULT_BATCH_RECORDS,
     Shipper,
     ShipperSettings,

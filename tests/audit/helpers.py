@@ -8,7 +8,7 @@ import orjson
 import psycopg
 
 from haltgate.governance.audit import AuditRecord
-from haltgate.governance.audit.shipper import copy_frames
+from haltgate.governance.audit.binary_copy import copy_frames
 from haltgate.governance.audit.spool import Frame
 
 BASE_TIME = 1_790_000_000.0  # 2026-09-21, fixed so partitions and filters are predictable

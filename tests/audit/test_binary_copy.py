@@ -11,15 +11,14 @@ import psycopg
 import pytest
 
 from haltgate.governance.audit import SpoolAuditSink
-from haltgate.governance.audit.record import Chainer
-from haltgate.governance.audit.shipper import (
+from haltgate.governance.audit.binary_copy import (
     COLUMNS,
     RecordEncodingError,
-    Shipper,
-    ShipperSettings,
     copy_row,
     ts_micros,
 )
+from haltgate.governance.audit.record import Chainer
+from haltgate.governance.audit.shipper import Shipper, ShipperSettings
 from haltgate.governance.audit.spool import Frame, iter_frames, list_segments, segment_path
 from haltgate.governance.audit.verify import verify_database
 from tests.audit.conftest import AuditDatabase

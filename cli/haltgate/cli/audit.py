@@ -9,52 +9,14 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
 import orjson
 
-DSN_ENV = "HALTGATE_AUDIT_DSN"
-_dsn_option = click.option(
-    "--dsn",
-    envvar=DSN_ENV,
-    required=True,
-    metavar="DSN",
-    help=f"PostgreSQL connection string (libpq URI or key=value). Env: {DSN_ENV}.",
-)
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    """ISO 8601 (``2026-11-01``, ``2026-11-01T12:00:00Z``) or epoch seconds; UTC if naive."""
-    if value is None:
-        return None
-    try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise click.BadParameter(f"not a time: {value!r} (ISO 8601 or epoch seconds)") from e
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-class _Time(click.ParamType):
-    name = "TIME"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        parsed = _parse_time(str(value))
-        assert parsed is not None
-        return parsed
-
-
-TIME = _Time()
+from haltgate.cli.audit_options import DSN_ENV, TIME, count_option, dsn_option
+from haltgate.cli.audit_query import cost, history, query
 
 
 @click.group(name="audit")
@@ -63,7 +25,7 @@ def audit() -> None:
 
 
 @audit.command()
-@_dsn_option
+@dsn_option
 def migrate(dsn: str) -> None:
     """Create or upgrade the audit schema (needs an admin role, not the writer)."""
     from haltgate.governance.audit.migrate import MigrationError
@@ -87,15 +49,9 @@ def migrate(dsn: str) -> None:
     type=click.Path(path_type=Path),
     help="Spool directory written by the sidecar.",
 )
-@_dsn_option
+@dsn_option
 # 20_000 is shipper.DEFAULT_BATCH_RECORDS, written out so that `--help` imports no psycopg.
-@click.option(
-    "--batch",
-    default=20_000,
-    show_default=True,
-    type=click.IntRange(1, 100000),
-    help="Records per COPY transaction.",
-)
+@count_option("--batch", default=20_000, most=100000, help="Records per COPY transaction.")
 @click.option("--once", is_flag=True, help="Ship what is spooled now, then exit.")
 @click.option(
     "--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port."
@@ -206,226 +162,8 @@ def verify(
     sys.exit(0 if report.ok else 1)
 
 
-_TABLE_COLUMNS = (
-    ("time", 26),
-    ("agent", 28),
-    ("run", 12),
-    ("seq", 6),
-    ("phase", 10),
-    ("kind", 6),
-    ("decision", 8),
-    ("failure", 11),
-    ("code", 22),
-    ("tool", 16),
-    ("cost_usd", 10),
-    ("target", 0),
-)
-
-
-def _row_cells(doc: dict[str, Any]) -> list[str]:
-    when = datetime.fromtimestamp(float(doc["time"]), UTC).isoformat(timespec="microseconds")
-    cost = doc.get("cost_usd")
-    return [
-        when.replace("+00:00", "Z"),
-        f"{doc.get('namespace')}/{doc.get('workload')}",
-        str(doc.get("run_id") or ""),
-        str(doc.get("seq")),
-        str(doc.get("phase")),
-        str(doc.get("kind") or "-"),
-        str(doc.get("decision")),
-        str(doc.get("failure_type") or "-"),
-        str(doc.get("code") or "-"),
-        str(doc.get("tool") or "-"),
-        "-" if cost is None else f"{cost:.6f}",
-        str(doc.get("target") or ""),
-    ]
-
-
-def _print_table(docs: list[dict[str, Any]], header: bool) -> None:
-    def line(cells: list[str]) -> str:
-        parts = []
-        for (_, width), cell in zip(_TABLE_COLUMNS, cells, strict=True):
-            parts.append(cell if width == 0 else cell[:width].ljust(width))
-        return " ".join(parts).rstrip()
-
-    if header:
-        click.echo(line([name.upper() for name, _ in _TABLE_COLUMNS]))
-    for doc in docs:
-        click.echo(line(_row_cells(doc)))
-
-
-def _filter_options(f: Any) -> Any:
-    options = [
-        click.option("--namespace", "-n", default=None, help="Agent namespace."),
-        click.option("--workload", "-w", default=None, help="Agent workload."),
-        click.option("--pod", default=None, help="Pod name."),
-        click.option("--run", "run_id", default=None, help="Agent run id."),
-        click.option("--chain", "chain_id", default=None, help="Chain id."),
-        click.option("--decision", type=click.Choice(["allow", "deny"]), default=None),
-        click.option(
-            "--failure-type",
-            default=None,
-            type=click.Choice(["EXHAUSTION", "STAGNATION", "OVERRISK", "SAFETY", "EXTERNAL"]),
-        ),
-        click.option("--code", default=None, help="Reason code, e.g. tokens_exhausted."),
-        click.option("--tool", default=None, help="Tool name."),
-        click.option("--kind", default=None, help="llm, mcp, http or connection."),
-        click.option(
-            "--phase", type=click.Choice(["intent", "outcome", "connection"]), default=None
-        ),
-        click.option("--since", type=TIME, default=None, help="At or after (ISO/epoch)."),
-        click.option("--until", type=TIME, default=None, help="Before (ISO/epoch)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def _record_filter(values: dict[str, Any]) -> Any:
-    from haltgate.governance.audit.query import RecordFilter
-
-    return RecordFilter(**{k: values[k] for k in RecordFilter.names()})
-
-
 @audit.command()
-@_dsn_option
-@_filter_options
-@click.option(
-    "--limit",
-    default=100,
-    show_default=True,
-    type=click.IntRange(1, 1000),
-    help="Records per page.",
-)
-@click.option("--cursor", default=None, help="Continue after this cursor (from a JSON page).")
-@click.option(
-    "--order",
-    type=click.Choice(["asc", "desc", "chain"]),
-    default="asc",
-    show_default=True,
-    help="By time (asc, desc) or chain: each chain in sequence order.",
-)
-@click.option("--all", "all_pages", is_flag=True, help="Follow cursors to the last page.")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["table", "json", "jsonl"]),
-    default="table",
-    show_default=True,
-)
-@click.option(
-    "--cost",
-    "cost_report",
-    is_flag=True,
-    help="Report cost, calls, refusals and tokens per agent for the matching "
-    "records instead of listing them (same as `haltgate audit cost`).",
-)
-def query(
-    dsn: str,
-    limit: int,
-    cursor: str | None,
-    order: str,
-    all_pages: bool,
-    output: str,
-    cost_report: bool,
-    **filters: Any,
-) -> None:
-    """List audit records matching the filters (oldest first).
-
-    Execution history of a run: ``haltgate audit query --run RUN --all``. Cost per agent
-    over a range: ``haltgate audit query --cost --since 2026-11-01 --until 2026-12-01``."""
-    from haltgate.governance.audit.query import CursorError, query_records
-
-    flt = _record_filter(filters)
-    if cost_report:
-        _print_cost(dsn, flt, "json" if output != "table" else "table")
-        return
-    first = True
-    while True:
-        try:
-            page = query_records(dsn, flt, limit=limit, cursor=cursor, order=order)  # type: ignore[arg-type]
-        except CursorError as e:
-            raise click.BadParameter(str(e), param_hint="--cursor") from e
-        if output == "json" and not all_pages:
-            click.echo(
-                orjson.dumps(
-                    {"records": page.records, "next_cursor": page.next_cursor},
-                    option=orjson.OPT_INDENT_2,
-                ).decode()
-            )
-        elif output in ("json", "jsonl"):
-            for doc in page.records:
-                click.echo(orjson.dumps(doc).decode())
-        else:
-            _print_table(page.records, header=first)
-        first = False
-        cursor = page.next_cursor
-        if not all_pages or cursor is None:
-            if output == "table" and cursor is not None:
-                click.echo(f"-- more: --cursor {cursor}", err=True)
-            return
-
-
-@audit.command()
-@_dsn_option
-@click.argument("run_id")
-@click.option(
-    "--output", "-o", type=click.Choice(["table", "jsonl"]), default="table", show_default=True
-)
-@click.pass_context
-def history(ctx: click.Context, dsn: str, run_id: str, output: str) -> None:
-    """Execution history of one agent run, every record in chain order (sequence
-    numbers), which is the order the sidecar committed them in."""
-    ctx.invoke(
-        query,
-        dsn=dsn,
-        limit=1000,
-        cursor=None,
-        order="chain",
-        all_pages=True,
-        output=output,
-        cost_report=False,
-        **{**dict.fromkeys(_filter_names(), None), "run_id": run_id},
-    )
-
-
-def _filter_names() -> tuple[str, ...]:
-    from haltgate.governance.audit.query import RecordFilter
-
-    return RecordFilter.names()
-
-
-@audit.command()
-@_dsn_option
-@_filter_options
-@click.option(
-    "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
-def cost(dsn: str, output: str, **filters: Any) -> None:
-    """Cost, calls, refusals and tokens per agent (exact: from the audit records)."""
-    _print_cost(dsn, _record_filter(filters), output)
-
-
-def _print_cost(dsn: str, flt: Any, output: str) -> None:
-    from haltgate.governance.audit.query import cost_by_agent
-
-    agents = cost_by_agent(dsn, flt)
-    if output == "json":
-        click.echo(orjson.dumps({"agents": agents}, option=orjson.OPT_INDENT_2).decode())
-        return
-    click.echo(
-        f"{'AGENT':40} {'CALLS':>8} {'DENIED':>8} {'COST_USD':>12} {'TOKENS_IN':>10} "
-        f"{'TOKENS_OUT':>10}"
-    )
-    for a in agents:
-        click.echo(
-            f"{a['namespace'] + '/' + a['workload']:40} {a['calls']:>8} {a['denied']:>8}"
-            f" {a['cost_usd']:>12.6f} {a['input_tokens']:>10} {a['output_tokens']:>10}"
-        )
-
-
-@audit.command()
-@_dsn_option
+@dsn_option
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=8090, show_default=True, type=int)
 @click.option(
@@ -475,7 +213,7 @@ def serve(
 
 
 @audit.command(name="export")
-@_dsn_option
+@dsn_option
 @click.option(
     "--to", "url", required=True, metavar="URL", help="s3://bucket/prefix (or a local directory)."
 )
@@ -492,9 +230,7 @@ def serve(
     envvar="AWS_ENDPOINT_URL_S3",
     help="S3-compatible endpoint (MinIO, Ceph, ...). Env: AWS_ENDPOINT_URL_S3.",
 )
-@click.option(
-    "--records-per-object", default=50000, show_default=True, type=click.IntRange(1, 10_000_000)
-)
+@count_option("--records-per-object", default=50000, most=10_000_000)
 def export_cmd(
     dsn: str,
     url: str,
@@ -534,13 +270,9 @@ def export_cmd(
 
 
 @audit.command()
-@_dsn_option
-@click.option(
-    "--keep-months",
-    default=12,
-    show_default=True,
-    type=click.IntRange(1, 1200),
-    help="Whole months to keep before the current one.",
+@dsn_option
+@count_option(
+    "--keep-months", default=12, most=1200, help="Whole months to keep before the current one."
 )
 @click.option("--dry-run", is_flag=True, help="List what would be dropped.")
 def retention(dsn: str, keep_months: int, dry_run: bool) -> None:
@@ -572,11 +304,11 @@ def retention(dsn: str, keep_months: int, dry_run: bool) -> None:
         click.echo("nothing to drop")
 
 
-def _add_replay_commands() -> None:
+def _add_commands() -> None:
     from haltgate.cli.explain import explain, replay
 
-    audit.add_command(explain)
-    audit.add_command(replay)
+    for command in (query, history, cost, explain, replay):
+        audit.add_command(command)
 
 
-_add_replay_commands()
+_add_commands()

@@ -67,7 +67,7 @@ def simulate(
 
     Exit 0 when nothing would change, 1 when something would (or cannot be decided from
     what the records keep)."""
-    from haltgate.cli.audit import _parse_time
+    from haltgate.cli.audit_options import parse_time as _parse_time
     from haltgate.governance.simulate import simulate as run_simulation
 
     store = load_store(policy_files, prices_file)

@@ -21,7 +21,8 @@ from haltgate.governance.audit.sink import (
     MemoryAuditSink,
     SpoolFullError,
 )
-from haltgate.governance.audit.spool import SpoolAuditSink, SpoolSettings
+from haltgate.governance.audit.spool_settings import SpoolSettings
+from haltgate.governance.audit.spool_sink import SpoolAuditSink
 
 __all__ = [
     "GENESIS_HASH",

@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
 
+from haltgate.governance.audit.binary_copy import (
+    RecordEncodingError,
+    copy_frames,
+    copy_frames_direct,
+)
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import ChainHead
 from haltgate.governance.audit.sink import AuditUnavailableError
@@ -44,69 +47,24 @@ from haltgate.governance.audit.spool import (
     flocked,
     iter_frames,
     list_segments,
-    needs_settling,
     read_checkpoint,
     read_durable,
     read_heads,
     segment_path,
-    settle,
     spool_id,
     write_json_atomic,
 )
+from haltgate.governance.audit.spool_recovery import needs_settling, settle
 
 __all__ = [
-    "COLUMNS",
     "DEFAULT_BATCH_RECORDS",
-    "RecordEncodingError",
     "ShipResult",
     "Shipper",
     "ShipperSettings",
-    "copy_frames",
-    "copy_frames_direct",
-    "copy_row",
-    "ts_micros",
 ]
 
 log = logging.getLogger("haltgate.audit.shipper")
 
-COLUMNS = (
-    "record_id",
-    "ts",
-    "seq",
-    "chain_id",
-    "prev_hash",
-    "hash",
-    "decision_id",
-    "phase",
-    "namespace",
-    "workload",
-    "pod",
-    "run_id",
-    "kind",
-    "target",
-    "model",
-    "tool",
-    "decision",
-    "failure_type",
-    "code",
-    "cost_usd",
-    "latency_ms",
-    "status",
-    "record",
-)
-"""Columns of haltgate.audit_records the shipper writes, in COPY order (fixed-width ones
-first: ``copy_row`` packs them with one struct call)."""
-_COLS = ", ".join(COLUMNS)
-_COPY_DIRECT = f"COPY haltgate.audit_records ({_COLS}) FROM STDIN (FORMAT BINARY)"
-_STAGE_DDL = (
-    "CREATE TEMP TABLE IF NOT EXISTS haltgate_audit_stage"
-    " (LIKE haltgate.audit_records INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-_COPY_STAGE = f"COPY haltgate_audit_stage ({_COLS}) FROM STDIN (FORMAT BINARY)"
-_MOVE = (
-    f"INSERT INTO haltgate.audit_records ({_COLS}) SELECT {_COLS}"
-    " FROM haltgate_audit_stage ON CONFLICT DO NOTHING"
-)
 _PROGRESS = (
     'SELECT segment, "offset" FROM haltgate.audit_ship_progress WHERE spool_id = %s FOR UPDATE'
 )
@@ -120,165 +78,9 @@ SET segment = EXCLUDED.segment, "offset" = EXCLUDED."offset", updated_at = now()
 WHERE (p.segment, p."offset") < (EXCLUDED.segment, EXCLUDED."offset")
 """
 
-# PostgreSQL's binary COPY format: a signature, then per row a 16-bit field count and per
-# field a 32-bit length (-1 for NULL) and the value in the type's binary send format; a
-# field count of -1 ends the data.
-_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # + flags and header extension length
-_TRAILER = b"\xff\xff"
-_NULL = b"\xff\xff\xff\xff"
-_int32 = struct.Struct(">i").pack
-_FIXED = struct.Struct(">hi16siqiq").pack  # field count; record_id uuid; ts; seq
-_float8 = struct.Struct(">id").pack  # length 8 + IEEE double (cost_usd, latency_ms)
-_int4 = struct.Struct(">ii").pack  # length 4 + integer (status)
-_LENGTHS = [_int32(n) for n in range(1024)]  # length prefixes of short texts, prebuilt
-_PG_EPOCH_US = 946_684_800 * 1_000_000  # timestamptz counts microseconds from 2000-01-01
-
-
-class RecordEncodingError(ValueError):
-    """A spooled record cannot become a row of the audit table (a value out of the
-    column's range). Records are type-checked when sealed, so this means a spool written by
-    something else; the shipper stops at it and retries rather than skip it."""
-
-
-def _text(value: str) -> bytes:
-    data = value.encode("utf-8")
-    n = len(data)
-    return (_LENGTHS[n] if n < 1024 else _int32(n)) + data
-
-
-def ts_micros(when: float) -> int:
-    """``ts`` of a record: microseconds since 2000-01-01 UTC, rounded the way
-    ``datetime.timedelta`` (and PostgreSQL parsing a microsecond timestamp) does, so every
-    path gives a re-shipped record the same primary key ``(ts, record_id)``."""
-    td = timedelta(seconds=when)
-    return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds - _PG_EPOCH_US
-
-
-def _uuid_bytes(value: str) -> bytes:
-    if len(value) == 36:
-        raw = bytes.fromhex(value.replace("-", ""))
-        if len(raw) == 16 and value.count("-") == 4:
-            return raw
-    try:
-        return uuid.UUID(value).bytes  # braces, no hyphens, urn: prefix
-    except ValueError:
-        raise RecordEncodingError(
-            f"audit record field record_id is not a UUID: {value!r}"
-        ) from None
-
-
-def copy_row(frame: Frame) -> bytes:
-    """The COLUMNS of one spooled record as a row of PostgreSQL's binary COPY format.
-
-    Binary rather than text: the server skips parsing 23 text fields (uuid, timestamp and
-    float input functions are most of what it spends per row besides the indexes), the
-    canonical JSON goes into ``record`` as the very bytes read from the spool (no decode,
-    no escaping), and nothing needs escaping. Types were checked when the record was
-    sealed (``record.check_types``); empty optional fields are NULL, ``target`` and
-    ``decision`` always have a value."""
-    d = orjson.loads(frame.data)
-    g = d.get
-    kind, model, tool, failure, code = (
-        g("kind"),
-        g("model"),
-        g("tool"),
-        g("failure_type"),
-        g("code"),
-    )
-    cost, latency, status = g("cost_usd"), g("latency_ms"), g("status")
-    record = frame.data
-    n = len(record)
-    try:
-        return b"".join(
-            (
-                _FIXED(
-                    len(COLUMNS),
-                    16,
-                    _uuid_bytes(d["record_id"]),
-                    8,
-                    ts_micros(frame.time),
-                    8,
-                    d["seq"],
-                ),
-                _text(d["chain_id"]),
-                _text(d["prev_hash"]),
-                _text(d["hash"]),
-                _text(d["decision_id"]),
-                _text(d["phase"]),
-                _text(d["namespace"]),
-                _text(d["workload"]),
-                _text(d["pod"]),
-                _text(d["run_id"]),
-                _text(kind) if kind else _NULL,
-                _text(g("target") or ""),
-                _text(model) if model else _NULL,
-                _text(tool) if tool else _NULL,
-                _text(g("decision") or "allow"),
-                _text(failure) if failure else _NULL,
-                _text(code) if code else _NULL,
-                _NULL if cost is None else _float8(8, cost),
-                _NULL if latency is None else _float8(8, latency),
-                _NULL if status is None else _int4(4, status),
-                _LENGTHS[n] if n < 1024 else _int32(n),
-                record,
-            )
-        )
-    except (struct.error, OverflowError, TypeError, AttributeError) as e:
-        raise RecordEncodingError(
-            f"audit record in spool segment {frame.segment} at byte {frame.offset}: field "
-            f"{_out_of_range(d)} does not fit its column ({e})"
-        ) from None
-
-
-_RANGES = (
-    ("seq", -(2**63), 2**63),
-    ("status", -(2**31), 2**31),
-    ("cost_usd", -1.7e308, 1.7e308),
-    ("latency_ms", -1.7e308, 1.7e308),
-)
-
-
-def _out_of_range(doc: dict[str, Any]) -> str:
-    """The first numeric column whose value ``copy_row`` could not pack."""
-    for name, low, high in _RANGES:
-        value = doc.get(name)
-        if value is not None and not (type(value) in (int, float) and low <= value < high):
-            return name
-    return "(unknown)"
-
 
 DEFAULT_BATCH_RECORDS = 20_000
 """Default ``ShipperSettings.batch_records``."""
-
-_COPY_CHUNK = 500
-"""Records per COPY write: PostgreSQL parses and indexes one chunk (on another core) while
-we format the next, instead of waiting for the whole batch."""
-
-
-def _copy(cur: psycopg.Cursor[Any], sql: str, frames: Sequence[Frame]) -> None:
-    with cur.copy(sql) as copy:
-        copy.write(_SIGNATURE)
-        for start in range(0, len(frames), _COPY_CHUNK):
-            copy.write(b"".join(map(copy_row, frames[start : start + _COPY_CHUNK])))
-        copy.write(_TRAILER)
-
-
-def copy_frames(conn: psycopg.Connection[Any], frames: Sequence[Frame]) -> int:
-    """Insert ``frames`` idempotently (staging table + ON CONFLICT DO NOTHING) in the
-    current transaction; return how many were new."""
-    conn.execute(_STAGE_DDL)
-    with conn.cursor() as cur:
-        _copy(cur, _COPY_STAGE, frames)
-        cur.execute(_MOVE)
-        return max(cur.rowcount, 0)
-
-
-def copy_frames_direct(conn: psycopg.Connection[Any], frames: Sequence[Frame]) -> int:
-    """COPY ``frames`` straight into the table (fails with UniqueViolation on a record that
-    is already there); return how many were inserted."""
-    with conn.cursor() as cur:
-        _copy(cur, _COPY_DIRECT, frames)
-    return len(frames)
 
 
 @dataclass(frozen=True, slots=True)

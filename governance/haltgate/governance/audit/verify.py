@@ -28,34 +28,13 @@ from typing import Any
 import orjson
 import psycopg
 
+from haltgate.governance.audit.columns import FIELD_COLUMNS
 from haltgate.governance.audit.record import GENESIS_HASH, canonical_json
 
 __all__ = ["ChainRecord", "Problem", "VerifyReport", "verify_chains", "verify_database"]
 
 # Indexed columns compared with the record text (column -> record key).
-_CHECKED_COLUMNS = (
-    "record_id",
-    "chain_id",
-    "seq",
-    "prev_hash",
-    "hash",
-    "decision_id",
-    "phase",
-    "namespace",
-    "workload",
-    "pod",
-    "run_id",
-    "kind",
-    "target",
-    "model",
-    "tool",
-    "decision",
-    "failure_type",
-    "code",
-    "cost_usd",
-    "latency_ms",
-    "status",
-)
+_CHECKED_COLUMNS = ("record_id", "chain_id", "seq", *FIELD_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
