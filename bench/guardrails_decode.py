@@ -140,7 +140,7 @@ def _encoded_texts(size: int, count: int, seed: int) -> list[str]:
     """Benign agent text with encoded look-alikes (images, JWTs, base64 text) mixed in."""
     rng = random.Random(seed)
     benign = [s.text for s in corpus.injection_samples() if not s.label and s.kind == "benign"]
-    blobs = [t for _, t in corpus._dev_blobs()]
+    blobs = [t for _, t in corpus.dev_blobs()]
     out = []
     for _ in range(count):
         parts: list[str] = []

@@ -204,7 +204,7 @@ _DEV_CONTEXTS = (
 )
 
 
-def _dev_blobs() -> list[tuple[str, str]]:
+def dev_blobs() -> list[tuple[str, str]]:
     """Benign encoded look-alikes that carry no text worth decoding, or harmless text."""
     import gzip
     import random
@@ -293,5 +293,5 @@ def encoded_dev() -> list[Sample]:
             enc = names[k % len(names)]
             ctx = _DEV_CONTEXTS[(k + i) % len(_DEV_CONTEXTS)]
             out.append(Sample(ctx.format(_DEV_ENCODINGS[enc](plain)), label, enc))
-    out.extend(Sample(t, False, k) for k, t in _dev_blobs())
+    out.extend(Sample(t, False, k) for k, t in dev_blobs())
     return out

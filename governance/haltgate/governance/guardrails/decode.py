@@ -386,6 +386,7 @@ LEET_TABLE = str.maketrans(
         "|": "l",
         "€": "e",
         "!": "i",
+        "+": "t",
     }
 )
 """Leetspeak digits and symbols read as the letters they imitate (one character each)."""
@@ -402,7 +403,8 @@ _COMMON = frozenset(
 _ROT13_HINT = re.compile(r"\b(?:gur|naq|lbh|lbhe|vf|ner|gb|bs|nyy|guvf|jvgu|sbe|abg|abj)\b")
 _SENTENCE = re.compile(r"[^\n.!?:;]+")
 _WORD = re.compile(r"[A-Za-z]+")
-_LEET_WORD = re.compile(r"[A-Za-z][0134578]|[0134578][A-Za-z]")
+# Digits, "+" and "€" inside words; not "$" (shell variables), "@" (mail) or "|" (pipes).
+_LEET_WORD = re.compile(r"[A-Za-z][0134578+€]|[0134578+€][A-Za-z]")
 
 
 def _text_runs(text: str, kinds: frozenset[str], limits: Limits) -> list[tuple[int, int, str]]:
