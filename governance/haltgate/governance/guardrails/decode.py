@@ -160,15 +160,22 @@ def _utf8_text(raw: bytes | None, limits: Limits) -> str | None:
 # --- payload runs ----------------------------------------------------------------------------
 
 # Alphabet runs of base64 (both alphabets), base32 and hex: one regex, classified after.
-_B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,6}")
+# Each pattern starts with a character class or a literal (the engine then skips
+# non-candidates in C); the "not inside a longer run" check follows the first character.
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_-](?<![A-Za-z0-9+/_-].)[A-Za-z0-9+/_-]{15,}={0,6}")
 _HEX_DIGITS = re.compile(r"[0-9A-Fa-f]+")
 _B32_RUN = re.compile(r"[A-Z2-7]+=*")
-_HEX_PAIRS = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{2}(?:[ :,-][0-9A-Fa-f]{2}(?![0-9A-Za-z]))+")
+_HEX_PAIRS = re.compile(
+    r"[0-9A-Fa-f](?<![0-9A-Za-z].)[0-9A-Fa-f](?:[ :,-][0-9A-Fa-f]{2}(?![0-9A-Za-z]))+"
+)
 _HEX_0X = re.compile(r"0[xX][0-9A-Fa-f]{2}(?:,?[ \t]*0[xX][0-9A-Fa-f]{2})+")
-_HEX_ESC = re.compile(r"(?:\\x[0-9A-Fa-f]{2})+")
-_PCT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+-])+")
-_UESC_RUN = re.compile(r"(?:\\u[0-9A-Fa-f]{4})+")
-_ENTITY_RUN = re.compile(r"(?:&#(?:[xX][0-9A-Fa-f]{1,6}|[0-9]{1,7});\s?)+")
+_HEX_ESC = re.compile(r"\\x[0-9A-Fa-f]{2}(?:\\x[0-9A-Fa-f]{2})*")
+_PCT_ESC = re.compile(r"%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2})*")
+_URL_CHARS = re.compile(r"[A-Za-z0-9._~+-]*")
+_UESC_RUN = re.compile(r"\\u[0-9A-Fa-f]{4}(?:\\u[0-9A-Fa-f]{4})*")
+_ENTITY_RUN = re.compile(
+    r"&#(?:[xX][0-9A-Fa-f]{1,6}|[0-9]{1,7});(?:\s?&#(?:[xX][0-9A-Fa-f]{1,6}|[0-9]{1,7});)*"
+)
 _TAG_RUN = re.compile("[\U000e0000-\U000e007f]+")
 _VS_RUN = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]{8,}")
 _ZW_RUN = re.compile("[\u200b\u200c\u200d\u2060\ufeff]{16,}")
@@ -208,6 +215,29 @@ def _b64_runs(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
+def _percent_runs(text: str) -> list[tuple[int, int, str]]:
+    """URL-like runs holding 3+ escapes: escapes found by their literal "%", grouped while
+    only URL characters lie between them, each group widened over the URL characters
+    around it (every character is looked at a bounded number of times)."""
+    groups: list[list[int]] = []
+    for m in _PCT_ESC.finditer(text):
+        s, e = m.start(), m.end()
+        n = (e - s) // 3
+        if groups and _URL_CHARS.fullmatch(text, groups[-1][1], s):
+            groups[-1][1] = e
+            groups[-1][2] += n
+        else:
+            groups.append([s, e, n])
+    out: list[tuple[int, int, str]] = []
+    for s, e, n in groups:
+        if n < 3:
+            continue
+        before = _URL_CHARS.match(text[max(0, s - 256) : s][::-1])
+        after = _URL_CHARS.match(text, e, min(len(text), e + 256))
+        out.append((s - (before.end() if before else 0), after.end() if after else e, "percent"))
+    return out
+
+
 def _runs(text: str, kinds: frozenset[str]) -> list[tuple[int, int, str]]:
     """Candidate runs of every kind asked for (not yet decoded, may overlap)."""
     out: list[tuple[int, int, str]] = []
@@ -221,11 +251,7 @@ def _runs(text: str, kinds: frozenset[str]) -> list[tuple[int, int, str]]:
         if "\\x" in text:
             out.extend((m.start(), m.end(), "hex") for m in _HEX_ESC.finditer(text))
     if "percent" in kinds and text.count("%") >= 3:
-        out.extend(
-            (m.start(), m.end(), "percent")
-            for m in _PCT_RUN.finditer(text)
-            if m.group().count("%") >= 3
-        )
+        out.extend(_percent_runs(text))
     if "unicode_escape" in kinds and "\\u" in text:
         out.extend((m.start(), m.end(), "unicode_escape") for m in _UESC_RUN.finditer(text))
     if "html_entities" in kinds and "&#" in text:
