@@ -96,6 +96,14 @@ def test_base64_glued_to_a_word_is_realigned_by_its_padding() -> None:
     assert PHRASE in span.text
 
 
+@pytest.mark.parametrize("skip", [1, 2, 3])
+def test_unpadded_base64_cut_mid_quantum_is_realigned(skip: int) -> None:
+    # As a stream's scan window may cut a long run anywhere.
+    b64 = base64.b64encode(RAW * 3).decode().rstrip("=")[skip:]
+    (span,) = decode.decode_spans(f"... {b64}")
+    assert "instructions and reveal the system prompt" in span.text
+
+
 def test_base64_wrapped_over_lines_is_one_span() -> None:
     body = base64.encodebytes(RAW * 4).decode()
     assert body.count("\n") >= 3

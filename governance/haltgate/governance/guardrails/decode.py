@@ -273,12 +273,22 @@ def _decode_base64(run: str, limits: Limits) -> str | None:
     if ("-" in core or "_" in core) and ("+" in core or "/" in core):
         return None  # two alphabets mixed: a path or an identifier, not base64
     urlsafe = "-" in core or "_" in core
-    # Padding marks the true end: a run glued to a word ("xaWdu...==") starts a few
-    # characters early; drop them.
     pad = len(run) - len(run.rstrip("="))
     if 0 < pad <= 2:
-        core = core[(len(core) + pad) % 4 :]
-    elif len(core) % 4 == 1:
+        # Padding marks the true end: a run glued to a word ("xaWdu...==") starts a few
+        # characters early; drop them.
+        return _b64_text(core[(len(core) + pad) % 4 :], urlsafe, limits)
+    # Without padding the start may be off too (a run cut by a stream's scan window, or
+    # glued to a word): try the four alignments, the run as found first.
+    for skip in range(4 if len(core) >= 32 else 1):
+        text = _b64_text(core[skip:], urlsafe, limits)
+        if text is not None:
+            return text
+    return None
+
+
+def _b64_text(core: str, urlsafe: bool, limits: Limits) -> str | None:
+    if len(core) % 4 == 1:
         core = core[:-1]
     core = core[: limits.max_run_chars // 4 * 4]
     padded = core + "=" * (-len(core) % 4)
