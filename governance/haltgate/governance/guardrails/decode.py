@@ -179,6 +179,8 @@ _ENTITY_RUN = re.compile(
 _TAG_RUN = re.compile("[\U000e0000-\U000e007f]+")
 _VS_RUN = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]{8,}")
 _ZW_RUN = re.compile("[\u200b\u200c\u200d\u2060\ufeff]{16,}")
+# Any of the characters the four runs below are made of (one pass for ordinary text).
+_INVISIBLE_HINT = re.compile("[\U000e0000-\U000e01ef\ufe00-\ufe0f\u200b-\u200d\u2060\ufeff\u202e]")
 _BIDI_RUN = re.compile("\u202e[^\u202a-\u202e\u2066-\u2069\n]{8,}")
 
 _MIN_BYTES = 8
@@ -256,7 +258,7 @@ def _runs(text: str, kinds: frozenset[str]) -> list[tuple[int, int, str]]:
         out.extend((m.start(), m.end(), "unicode_escape") for m in _UESC_RUN.finditer(text))
     if "html_entities" in kinds and "&#" in text:
         out.extend((m.start(), m.end(), "html_entities") for m in _ENTITY_RUN.finditer(text))
-    if not text.isascii():
+    if not text.isascii() and _INVISIBLE_HINT.search(text) is not None:
         for kind, rx in (
             ("unicode_tags", _TAG_RUN),
             ("variation_selectors", _VS_RUN),
@@ -279,12 +281,24 @@ def _decode_base64(run: str, limits: Limits) -> str | None:
         # characters early; drop them.
         return _b64_text(core[(len(core) + pad) % 4 :], urlsafe, limits)
     # Without padding the start may be off too (a run cut by a stream's scan window, or
-    # glued to a word): try the four alignments, the run as found first.
+    # glued to a word): try the four alignments, the run as found first; an alignment is
+    # decoded whole only when its first 48 bytes are text (binary fails there, cheaply).
     for skip in range(4 if len(core) >= 32 else 1):
+        if skip and not _b64_text_prefix(core[skip : skip + 64], urlsafe):
+            continue
         text = _b64_text(core[skip:], urlsafe, limits)
         if text is not None:
             return text
     return None
+
+
+def _b64_text_prefix(chunk: str, urlsafe: bool) -> bool:
+    try:
+        raw = base64.urlsafe_b64decode(chunk) if urlsafe else base64.b64decode(chunk)
+        s = raw[:-3].decode("utf-8", "ignore") if len(raw) > 3 else ""
+    except (binascii.Error, ValueError):
+        return False
+    return len(s) >= len(raw) - 8 and not _CONTROL.search(s)
 
 
 def _b64_text(core: str, urlsafe: bool, limits: Limits) -> str | None:
