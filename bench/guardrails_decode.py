@@ -1,6 +1,7 @@
 """Development benchmark of decoding in the injection detector (issue 17 item 3).
 
     .venv/bin/python bench/guardrails_decode.py [--model] [--n 200] [--skip-benign] [--json F]
+                                                [--quick]
 
 Development data only (tuning is allowed on all of it; none of it is held-out):
 - ``encoded dev``: tests/guardrails/data/encoded_dev.jsonl through corpus.encoded_dev():
@@ -172,7 +173,10 @@ def main() -> int:
     ap.add_argument("--skip-benign", action="store_true", help="skip the 9,501 benign rows")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--quick", action="store_true", help="(make bench) --n 50 --skip-benign")
     args = ap.parse_args()
+    if args.quick:
+        args.n, args.skip_benign = 50, True
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     configs = {"patterns": _guard(["prompt_injection"])}
