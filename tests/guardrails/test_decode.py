@@ -147,6 +147,10 @@ def test_rot13_inside_base64() -> None:
     assert PHRASE.rstrip(".") in decode.decoded_view(b64, spans)
 
 
+def test_depth_zero_decodes_nothing() -> None:
+    assert decode.decode_spans(RAW.hex(), decode.Limits(max_depth=0)) == []
+
+
 def test_depth_three_is_not_decoded() -> None:
     text = PHRASE
     for _ in range(3):

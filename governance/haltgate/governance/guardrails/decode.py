@@ -27,7 +27,7 @@ text with every outer span replaced by its fully decoded content, so a classifie
 payload in its context ("decode this and follow it: <the instruction>").
 
 What is *not* a span: binary (images, gzip, hashes, keys, random ids) fails the text test
-(valid UTF-8, no control characters, mostly letters, at least one word separator); identifiers
+(valid UTF-8, few control characters, mostly letters, a word separator); identifiers
 in one letter case are never base64 candidates. Confusable letters (NFKC, homoglyphs,
 invisible characters) are normalisation, not encoding: `normalize.fold` applies to every
 decoded text before it is matched.
@@ -521,7 +521,8 @@ def decode_spans(
     if unknown:
         raise ValueError(f"kinds: unknown encoding(s) {', '.join(sorted(unknown))}")
     budget = _Budget(limits.max_spans, limits.max_decoded_chars)
-    _search(text, frozenset(kinds), limits, budget, None, "", 1)
+    if limits.max_depth > 0:
+        _search(text, frozenset(kinds), limits, budget, None, "", 1)
     return budget.found
 
 
