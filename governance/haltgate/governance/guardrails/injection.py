@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from haltgate.governance.guardrails import decode, normalize
 from haltgate.governance.guardrails.base import Candidate
 from haltgate.governance.guardrails.injection_rules import RULES, SQUASHED_RULES, Rule
+from haltgate.governance.guardrails.model_clock import metered
 from haltgate.governance.guardrails.rule_matching import RuleSet
 
 NAME = "prompt_injection"
@@ -133,16 +134,17 @@ class InjectionDetector:
         """The model's candidate: its score of `text` as written or, when higher and at least
         blocking, of what `text`'s encoded spans decode to (then spanning the encoded runs
         and naming their encodings). Decoded evidence has no advisory band."""
-        hit = Candidate("model", 0, len(text), model(text), "model")
+        # Every forward pass is charged to the call's model time (model_clock).
+        hit = Candidate("model", 0, len(text), metered(model, text), "model")
         spans = decode.decode_spans(text, self._limits, kinds=decode.ALL_KINDS)
         if not spans:
             return hit
         runs: dict[tuple[int, int], str] = {}
         for s in spans:  # a nested span follows its outer one: the longest chain wins
             runs[(s.start, s.end)] = s.encoding
-        score = model("\n".join(s.rendered for s in spans if s.depth == 1))
+        score = metered(model, "\n".join(s.rendered for s in spans if s.depth == 1))
         if score >= DECODED_CONTEXT_MIN:
-            score = max(score, model(decode.decoded_view(text, spans)))
+            score = max(score, metered(model, decode.decoded_view(text, spans)))
         if score <= hit.score or score < self._model_min:
             return hit
         return Candidate(
