@@ -65,7 +65,9 @@ def shell_output(rng: random.Random) -> str:
     for _ in range(rng.randint(3, 15)):
         perm = rng.choice(("-rw-r--r--", "drwxr-xr-x", "-rwxr-xr-x"))
         name = f"{_ident(rng)}{rng.choice(('.py', '.md', '.txt', '', '.json'))}"
-        lines.append(f"{perm} 1 root root {rng.randint(10, 99999):>6} Dec  7 12:0{rng.randint(0, 9)} {name}")
+        lines.append(
+            f"{perm} 1 root root {rng.randint(10, 99999):>6} Dec  7 12:0{rng.randint(0, 9)} {name}"
+        )
     return "\n".join(lines)
 
 
@@ -82,8 +84,7 @@ def html_page(rng: random.Random, body: str) -> str:
 _DISCUSS = (
     'Security note: attackers often hide phrases such as "{q}" inside web pages; our agent '
     "treats them as data and never follows them.",
-    'The paper classifies "{q}" as a direct prompt injection and measures how often models '
-    "comply.",
+    'The paper classifies "{q}" as a direct prompt injection and measures how often models comply.',
     'Our filter flagged the string "{q}" in a support ticket. Can you explain why this is '
     "considered dangerous?",
     'Example of a jailbreak attempt from the red-team report (do not execute): "{q}"',

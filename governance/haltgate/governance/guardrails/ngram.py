@@ -63,14 +63,15 @@ def position_buckets(folded: str, bits: int = BITS) -> npt.NDArray[np.int64]:
     """Bucket of every n-gram, shape (NGRAM_MAX - NGRAM_MIN + 1, len(folded) + 2).
 
     Row k holds the (NGRAM_MIN + k)-grams starting at each position of the space-padded
-    text; positions where the n-gram would run past the end hold -1.
+    text; positions where the n-gram would run past the end hold ``2**bits`` (a bucket
+    past the table, whose weight is zero).
     """
     import numpy as np
 
     codes = _codes(folded)
     n_pos = codes.shape[0]
     rows = NGRAM_MAX - NGRAM_MIN + 1
-    out = np.full((rows, n_pos), -1, dtype=np.int64)
+    out = np.full((rows, n_pos), 1 << bits, dtype=np.int64)
     h = codes.copy()
     shift = np.uint64(64 - bits)
     with np.errstate(over="ignore"):
@@ -83,6 +84,14 @@ def position_buckets(folded: str, bits: int = BITS) -> npt.NDArray[np.int64]:
                 mixed = (h ^ np.uint64(n)) * np.uint64(_FINAL)
                 out[n - NGRAM_MIN, :m] = (mixed >> shift).astype(np.int64)
     return out
+
+
+def _valid_counts(n_pos: int) -> npt.NDArray[np.int64]:
+    """Number of n-grams (NGRAM_MIN..NGRAM_MAX) starting at each padded position."""
+    import numpy as np
+
+    left = n_pos - np.arange(n_pos)  # characters from p to the end
+    return np.clip(left - NGRAM_MIN + 1, 0, NGRAM_MAX - NGRAM_MIN + 1)
 
 
 def windows(length: int, window: int = WINDOW) -> list[tuple[int, int]]:
@@ -104,7 +113,7 @@ def window_features(folded: str, bits: int = BITS) -> Iterator[tuple[int, int, d
         # position p of the padded text starts at folded[p - 1]; a window [s, e) owns the
         # n-grams starting at padded positions s .. e (the leading pad belongs to window 0).
         part = buckets[:, start : end + 1].ravel()
-        part = part[part >= 0]
+        part = part[part < (1 << bits)]
         if part.size == 0:
             continue
         ids, counts = np.unique(part, return_counts=True)
@@ -145,7 +154,8 @@ class NgramModel:
         for ch in ("request", "document"):
             if not 0.0 < thresholds.get(ch, -1.0) < 1.0:
                 raise NgramModelError("thresholds", f"{ch} threshold missing or outside (0, 1)")
-        self._w = (weights.astype(np.float32) * np.float32(scale)).astype(np.float32)
+        # one extra zero weight: the bucket of n-grams that run past the end
+        self._w = np.append(weights.astype(np.float32) * np.float32(scale), np.float32(0.0))
         self._bias = float(bias)
         self._bits = bits
         self.thresholds = dict(thresholds)
@@ -190,11 +200,9 @@ class NgramModel:
         import numpy as np
 
         buckets = position_buckets(folded, self._bits)
-        valid = buckets >= 0
-        contrib = np.where(valid, self._w[np.where(valid, buckets, 0)], np.float32(0.0))
-        per_pos = contrib.sum(axis=0, dtype=np.float64)
+        per_pos = self._w[buckets].sum(axis=0, dtype=np.float64)
         cum = np.concatenate(([0.0], np.cumsum(per_pos)))
-        cnt = np.concatenate(([0], np.cumsum(valid.sum(axis=0))))
+        cnt = np.concatenate(([0], np.cumsum(_valid_counts(buckets.shape[1]))))
         spans = windows(len(folded))
         starts = np.fromiter((s for s, _ in spans), dtype=np.int64, count=len(spans))
         ends = np.fromiter((e + 1 for _, e in spans), dtype=np.int64, count=len(spans))
@@ -214,7 +222,9 @@ class NgramModel:
         hot = [(s, e, p) for (s, e), p in zip(spans, probs, strict=True) if p >= limit]
         if not hot:
             return NgramScore(best, ())
-        to_origin = normalize._folded_mapper(text, folded)
+        # Same length: windows are coarse, so offsets are taken as they are (the exact
+        # per-character table is built only when folding changed the length).
+        to_origin = _same if len(folded) == len(text) else normalize._folded_mapper(text, folded)
         out: list[Span] = []
         for s, e, p in hot:
             a, b = to_origin(s, e)
@@ -226,6 +236,10 @@ class NgramModel:
         return NgramScore(best, tuple(out))
 
 
+def _same(i: int, j: int) -> tuple[int, int]:
+    return i, j
+
+
 def _sigmoid(x: float) -> float:
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
@@ -233,11 +247,25 @@ def _sigmoid(x: float) -> float:
     return z / (1.0 + z)
 
 
+class UnavailableNgramModel(NgramModel):
+    """Stands in when the model cannot load: every score raises, so failMode decides."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.thresholds = {"request": 0.5, "document": 0.5}
+
+    def score(self, text: str, channel: Channel = "request") -> NgramScore:
+        raise NgramModelError("fastModel", f"the n-gram model is unavailable: {self.reason}")
+
+
 _SHARED: list[NgramModel] = []
 
 
 def shared_model() -> NgramModel:
-    """The committed model, loaded once per process."""
+    """The committed model, loaded once per process (or a stand-in that raises on use)."""
     if not _SHARED:
-        _SHARED.append(NgramModel.load())
+        try:
+            _SHARED.append(NgramModel.load())
+        except (NgramModelError, ImportError) as e:
+            _SHARED.append(UnavailableNgramModel(str(e)))
     return _SHARED[0]
