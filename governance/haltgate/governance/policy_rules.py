@@ -17,7 +17,8 @@ from haltgate.governance.policy_base import Action, RequestKind, Spec
 class ArgumentConstraint(Spec):
     path: str = Field(
         pattern=r"^\$(\.[A-Za-z0-9_-]+|\[[0-9]+\])*$",
-        description="JSON path into the tool arguments, e.g. $.query or $.files[0].",
+        description="JSON path into the tool arguments, e.g. $.query or $.files[0]; for "
+        "rules of kind http, a query parameter: $.query.<name>.",
     )
     equals: Any | None = Field(default=None, description="The value must equal this.")
     in_: list[Any] | None = Field(

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from haltgate.governance.audit.redact import AuditScrubber
+from haltgate.governance.guardrails.model_clock import ModelClock
 from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult
@@ -70,6 +71,8 @@ class Call:
     redacted_headers: Mapping[str, Sequence[str]] | None = None
     """Header values a guardrail redacted, by lower-case name: forwarded instead."""
     held: int = 0
+    model_clock: ModelClock | None = None
+    """The model time this call may still spend (``promptInjection.modelBudgetMs``)."""
     """Body bytes this call holds of the sidecar's memory budget (given back at its end)."""
     mcp: McpCallState | None = None
     """Per-message decisions and reservations of an MCP request (``haltgate.sidecar.mcp``)."""

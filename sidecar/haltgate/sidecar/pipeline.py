@@ -20,12 +20,14 @@ with orjson, and only for LLM and MCP calls.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from haltgate.governance.canonical import check_meaning_overrides
+from haltgate.governance.canonical_query import canonical_query
 from haltgate.governance.errors import HaltgateError, UpstreamError
 from haltgate.governance.policy_base import RequestKind
 from haltgate.sidecar import mcp_answers
@@ -59,6 +61,10 @@ class Pipeline(StreamRelay):
         try:
             if isinstance(target, HaltgateError):
                 raise target
+            if target.query:
+                # The query's one reading: what the rules read is what is forwarded.
+                query = canonical_query(target.query, call.controls.authorizer.query_names)
+                target = replace(target, query=query.forward, query_pairs=query.pairs)
             call.target = target
             call.method = request.method
             call.body = await self.read_body(request, call)

@@ -18,6 +18,7 @@ from aiohttp import web
 from haltgate.governance.errors import BadRequestError, DeniedError, UnavailableError
 from haltgate.governance.flows import APPROVAL_HEADER
 from haltgate.governance.flows import describe as describe_call
+from haltgate.governance.guardrails.model_clock import ModelClock, run_with
 from haltgate.governance.guardrails.request_meta import scan_request_meta
 from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar import mcp
@@ -140,14 +141,27 @@ class RequestStages(Refusals):
         """Run a guardrail stage: inline, or, when the policy turns the model stage on
         (a transformer forward pass: milliseconds to tens of them), on the model's own
         thread so the event loop keeps serving every other call meanwhile."""
+        thread = self.model_thread(call)
+        if thread is None:
+            return scan(*args)
+        return await asyncio.get_running_loop().run_in_executor(
+            thread, run_with, call.model_clock, scan, *args
+        )
+
+    def model_thread(self, call: Call) -> ThreadPoolExecutor | None:
+        """The guardrails model's own thread when the call's policy runs the model stage
+        (whole bodies and stream events alike), else ``None``: scans run inline. Scans run
+        there under the call's model clock (:func:`run_with`, ``modelBudgetMs``)."""
         injection = call.controls.spec.guardrails.prompt_injection
         if injection is None or not injection.enabled or not injection.model:
-            return scan(*args)
+            return None
+        if call.model_clock is None and injection.model_budget_ms is not None:
+            call.model_clock = ModelClock(injection.model_budget_ms / 1000)
         if self._model_thread is None:
             self._model_thread = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="haltgate-guard-model"
             )
-        return await asyncio.get_running_loop().run_in_executor(self._model_thread, scan, *args)
+        return self._model_thread
 
     def scan_request(self, call: Call, headers: Mapping[str, str] | None = None) -> None:
         """Guardrails on what the agent sends (prompts, tool arguments; URL and headers)."""

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from haltgate.governance.guardrails import ngram, normalize
 from haltgate.governance.guardrails.base import Candidate
 from haltgate.governance.guardrails.injection_rules import RULES, SQUASHED_RULES, Rule
+from haltgate.governance.guardrails.model_clock import metered
 from haltgate.governance.guardrails.rule_matching import RuleSet
 
 NAME = "prompt_injection"
@@ -170,12 +171,13 @@ class InjectionDetector:
         """The model stage's probability and span: the whole text, or with fast-stage spans
         the windows around them (best one wins)."""
         assert self._model is not None
+        # a call's model time is bounded (model_clock)
         if not spans:
-            return self._model(text), 0, len(text)
+            return metered(self._model, text), 0, len(text)
         out = (0.0, 0, len(text))
         for s in sorted(spans, key=lambda s: -s.probability)[:_MAX_MODEL_SPANS]:
             a, b = max(0, s.start - MODEL_MARGIN), min(len(text), s.end + MODEL_MARGIN)
-            p = self._model(text[a:b])
+            p = metered(self._model, text[a:b])
             if p > out[0]:
                 out = (p, a, b)
         return out

@@ -1,9 +1,10 @@
 """Stand-in MCP server over streamable HTTP (JSON-RPC 2.0 on ``POST /mcp``).
 
 Methods: ``initialize``, ``ping``, ``tools/list``, ``tools/call``, ``resources/list``,
-``resources/read`` (any URI: it answers with the URI it read), ``prompts/list``,
-``prompts/get``, ``completion/complete`` and notifications (messages without ``id``:
-answered ``202 Accepted`` with no body when nothing else needs an answer). Method names
+``resources/templates/list`` (``RESOURCE_TEMPLATES``), ``resources/read`` (any URI: it
+answers with the URI it read), ``prompts/list``, ``prompts/get``, ``completion/complete``
+and notifications (messages without ``id``: answered ``202 Accepted`` with no body when
+nothing else needs an answer). Method names
 are compared case-insensitively, as a lenient server might: what haltgate forwards must
 never depend on that. ``/_standin/executions`` counts what ran (tools called, resources
 read, prompts rendered): the measure of what got past the sidecar. Batches (JSON arrays)
@@ -129,6 +130,16 @@ class Executions:
 EXECUTIONS = web.AppKey("standin_mcp_executions", Executions)
 
 
+RESOURCE_TEMPLATES: list[dict[str, Any]] = [
+    {"uriTemplate": "file:///srv/docs/{name}", "name": "docs"},
+    {"uriTemplate": "file:///srv/docs/{+path}", "name": "docs-tree"},
+    {"uriTemplate": "file:///etc/{name}", "name": "etc"},
+    {"uriTemplate": "file:///srv/{area}/readme", "name": "any-area"},
+    {"uriTemplate": "{+uri}", "name": "anything"},
+]
+"""What ``resources/templates/list`` answers."""
+
+
 def _error(msg_id: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
 
@@ -170,6 +181,8 @@ def handle_message(msg: Any, executions: Executions | None = None) -> dict[str, 
                     {"uri": "file:///etc/shadow", "name": "shadow"},
                 ]
             }
+        case "resources/templates/list":
+            result = {"resourceTemplates": RESOURCE_TEMPLATES}
         case "resources/read":
             uri = params.get("uri")
             ran("resource")
