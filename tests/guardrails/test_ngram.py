@@ -138,12 +138,10 @@ def test_model_stage_reads_windows_around_the_spans(model: ngram.NgramModel) -> 
     det = InjectionDetector(fast_model=model, model=scorer)
     far = ngram.Span(0, 50, 0.9)
     near = ngram.Span(at, at + 40, 0.8)
-    p, start, end = det._model_score(text, (far, near))
+    hit = det._windowed_hit(text, (far, near), scorer)
     margin = injection.MODEL_MARGIN
     assert seen == [text[0 : 50 + margin], text[at - margin : at + 40 + margin]]
-    assert (p, start, end) == (0.8, at - margin, at + 40 + margin)
-    seen.clear()
-    assert det._model_score(text, ()) == (0.8, 0, len(text)) and seen == [text]
+    assert (hit.score, hit.start, hit.end) == (0.8, at - margin, at + 40 + margin)
 
 
 def test_policy_knob_turns_the_stage_on() -> None:

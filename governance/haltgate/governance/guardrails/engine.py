@@ -13,7 +13,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from haltgate.governance import policy_base, policy_checks
@@ -307,6 +307,7 @@ class Guardrails:
                 via=c.via,
                 path=path,
                 monitor_only=s.monitor_only,
+                encoding=c.encoding,
             )
         )
         if s.monitor_only:
@@ -425,19 +426,7 @@ class StreamScanner:
         if redact:
             piece = apply_redactions(piece, redact, self._redactor)
         findings = tuple(
-            Finding(
-                f.detector,
-                f.type,
-                f.score,
-                f.start + self._base,
-                f.end + self._base,
-                f.action,
-                f.risk,
-                f.via,
-                f.path,
-                f.monitor_only,
-            )
-            for f in released
+            replace(f, start=f.start + self._base, end=f.end + self._base) for f in released
         )
         risk = sum(f.risk for f in released if not f.monitor_only)
         self._buf = buf[cut:]
