@@ -1,7 +1,7 @@
 """The character n-gram fast stage (guardrails/ngram.py): false positives on >= 5,000 benign
 in-domain texts it was never fitted or calibrated on, and its latency per 4 KB.
 
-    nice .venv/bin/python bench/ngram_fast_stage.py [--limit N] [--latency-only]
+    nice .venv/bin/python bench/ngram_fast_stage.py [--limit N] [--latency-only] [--quick]
 
 Benign texts (none read by training or threshold choice; documents are assigned to
 train / validation / eval by a hash of their name, `ngram_training_data.part_of`, and only
@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=4000, help="texts per benign source")
     ap.add_argument("--latency-only", action="store_true")
     ap.add_argument("--n", type=int, default=200, help="texts for latency")
+    ap.add_argument("--quick", action="store_true", help="(make bench) latency of 30 texts only")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.latency_only = 30, True
     model = ngram.NgramModel.load()
     print(f"thresholds {model.thresholds}")
     latency(model, args.n)
