@@ -244,6 +244,13 @@ class Governor:
         """State writes so far (for metrics)."""
         self.write_errors = 0
         """Failed state writes so far (for metrics; a failed reserve write refuses the call)."""
+        self.monitor = False
+        """``spec.enforcement: monitor``: a halt the engine derives from the budgets is
+        reported in the decision but not kept in the state (:meth:`_unhalted`), so later
+        calls are judged, metered and forwarded as before. Halts from outside (``Halt``
+        events: admin API, pool, cascade) are always kept."""
+        self.would_halts = 0
+        """Engine halts dropped in monitor mode so far."""
         self._state = self._load(now)
 
     @classmethod
@@ -282,6 +289,8 @@ class Governor:
         """Step the engine with one event and persist the new state if it changed."""
         old = self._state
         new, decision = self._engine.step(old, event)
+        if self.monitor:
+            new = self._unhalted(old, new, (event,))
         if new is not old:
             try:
                 self._persist(new)
@@ -327,6 +336,8 @@ class Governor:
                 state = old if alone_decision.allowed else alone
                 break
         assert decision is not None
+        if self.monitor:
+            state = self._unhalted(old, state, events)
         if state is not old:
             try:
                 self._persist(state)
@@ -345,6 +356,23 @@ class Governor:
                 log.error("cannot persist budget state: %s", e)
             self._state = state
         return decision
+
+    def _unhalted(self, old: Any, new: Any, events: Sequence[Event]) -> Any:
+        """``new`` without a halt the engine just derived itself (monitor mode)."""
+        halt = self._engine.engine_state(new).halt
+        if (
+            halt is None
+            or self._engine.engine_state(old).halt is not None
+            or any(isinstance(e, Halt) for e in events)
+            or halt.failure_type is FailureType.EXTERNAL
+        ):
+            return new
+        self.would_halts += 1
+        log.info("monitor mode: %s halt %s not applied", halt.failure_type.value, halt.code)
+        if isinstance(new, EngineState):
+            return new._replace(halt=None)
+        # The emocore adapter's state: the halt lives in its builtin part.
+        return new._replace(builtin=new.builtin._replace(halt=None))
 
     def reserve(
         self,

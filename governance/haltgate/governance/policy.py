@@ -130,6 +130,12 @@ class GovernancePolicySpec(Spec):
         default_factory=LabelSelector, description="Agent pods this policy governs."
     )
     engine: Engine = Field(default_factory=Engine, description="Budget engine choice.")
+    enforcement: Literal["enforce", "monitor"] = Field(
+        default="enforce",
+        description="enforce: refusals are applied. monitor: every control runs, is audited "
+        "and counted as would_refuse, and nothing is refused; the boundary (framing, body "
+        "limits, strict JSON, paths) is enforced in both (docs/rollout.md).",
+    )
     upstreams: list[Upstream] = Field(
         default_factory=list, description="Known upstreams (LLM APIs, MCP servers, HTTP tools)."
     )

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from haltgate.governance.audit.redact import AuditScrubber
+from haltgate.governance.errors import HaltgateError
 from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult
@@ -73,6 +74,12 @@ class Call:
     """Body bytes this call holds of the sidecar's memory budget (given back at its end)."""
     mcp: McpCallState | None = None
     """Per-message decisions and reservations of an MCP request (``haltgate.sidecar.mcp``)."""
+    would_refuse: tuple[tuple[str, HaltgateError], ...] = ()
+    """``spec.enforcement: monitor``: the refusals the controls would have made, as
+    ``(stage, error)`` in pipeline order; the call went on (``DecisionAudit.refuse_or_note``)."""
+    unreserved: bool = False
+    """Monitor mode: the budget refused the reservation and the call went on without one;
+    its settlement still charges what it used."""
 
     @property
     def teardown(self) -> bool:

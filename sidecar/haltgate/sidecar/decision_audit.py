@@ -13,8 +13,8 @@ from typing import Any
 
 from haltgate.governance.audit import AuditError, AuditRecord, InvalidRecordError
 from haltgate.governance.audit.redact import AuditScrubber
-from haltgate.governance.errors import HaltgateError, UnavailableError
-from haltgate.governance.policy_base import PayloadCapture, RequestKind
+from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
+from haltgate.governance.policy_base import FailureType, PayloadCapture, RequestKind
 from haltgate.sidecar.call import Call
 from haltgate.sidecar.pipeline_state import PipelineState
 from haltgate.sidecar.replayinputs import replay_inputs
@@ -43,6 +43,34 @@ class DecisionAudit(PipelineState):
             raise UnavailableError(
                 "audit trail did not confirm the record in time", code="audit_timeout"
             ) from e
+
+    def refuse_or_note(self, call: Call, stage: str, err: HaltgateError) -> None:
+        """A control refuses ``call`` at ``stage``: raise ``err`` (``enforcement:
+        enforce``), or, in monitor mode, note it as a refusal the policy would make
+        (audited, counted) and let the call go on.
+
+        Only the controls' decisions are monitored: a policy refusal (``DeniedError``) or
+        a control that failed closed (``UnavailableError``: OPA, guardrails). A halt from
+        outside (EXTERNAL: admin API, pool, a state the sidecar cannot save) is enforced
+        in both modes, and the boundary's own refusals never come here (docs/rollout.md).
+        """
+        if (
+            not call.controls.monitor
+            or not isinstance(err, (DeniedError, UnavailableError))
+            or (err.failure_type is FailureType.EXTERNAL and stage in ("halted", "budget"))
+        ):
+            raise err
+        if stage == "tools" and call.authz is not None and call.authz.allowed:
+            stage = "mcp"  # spec.mcp refused a message after the tool rules passed
+        call.would_refuse = (*call.would_refuse, (stage, err))
+        call.refusal_headers = None  # nothing is refused: no refusal headers either
+        self._child(
+            self.metrics.would_refuse,
+            stage,
+            err.code,
+            err.failure_type.value if err.failure_type is not None else "",
+        ).inc()
+        log.info("monitor mode: %s would refuse %s (%s)", stage, call.decision_id, err.code)
 
     def _record(
         self,
@@ -101,6 +129,7 @@ class DecisionAudit(PipelineState):
             payload_mode=call.controls.payload.value,
             payload=self._payload(call, scrub),
             replay=replay_inputs(call, phase, err),
+            **_monitor_fields(call),
         )
 
     def _payload(self, call: Call, scrub: AuditScrubber) -> Any:
@@ -185,6 +214,25 @@ class DecisionAudit(PipelineState):
             self.metrics.fail_open.labels("guardrails").inc()
             call.findings.append({"detector": detector, "action": "fail_open", "error": kind})
         log.warning("guardrails failed (fail open) for %s: %s", call.decision_id, ", ".join(errors))
+
+
+def _monitor_fields(call: Call) -> dict[str, Any]:
+    """``enforcement`` and ``would_refuse`` of a monitor-mode record (none in enforce:
+    those records keep their layout)."""
+    if not call.controls.monitor:
+        return {}
+    if not call.would_refuse:
+        return {"enforcement": "monitor"}
+    stage, err = call.would_refuse[0]
+    return {
+        "enforcement": "monitor",
+        "would_refuse": {
+            "stage": stage,
+            "code": err.code,
+            "failure_type": err.failure_type.value if err.failure_type is not None else None,
+            "also": [{"stage": s, "code": e.code} for s, e in call.would_refuse[1:]],
+        },
+    }
 
 
 def _bare(record: AuditRecord) -> AuditRecord:

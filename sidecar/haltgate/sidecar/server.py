@@ -160,6 +160,7 @@ class Sidecar:
             self.governor = make_governor(
                 self.settings, self.controls.spec, self._prices_for(self.controls.spec)
             )
+        self.governor.monitor = self.controls.monitor
         if hasattr(self.audit, "carry_state"):
             # The state is written in the spool's group commit, off the event loop, before
             # the intent that follows a reservation is confirmed (see governor.py).
@@ -316,6 +317,7 @@ class Sidecar:
         if self.governor is not None:
             self._reload_prices()
             self.governor.update_engine(make_engine(spec, self._prices_for(spec)))
+            self.governor.monitor = controls.monitor
         self.controls = controls
         if self.pipeline is not None:
             self.pipeline.controls = controls
@@ -360,6 +362,7 @@ class Sidecar:
             "agent": self._agent().as_dict(),
             "policy": self.watcher.status.as_dict(),
             "halted": halted,
+            "enforcement": "monitor" if self.controls.monitor else "enforce",
             "budget_engine": self.governor is not None,
             "opa": None if self.opa is None else {"loaded": bool(self.opa.loaded)},
             "decisions": dict(pipeline.decisions) if pipeline else {},
