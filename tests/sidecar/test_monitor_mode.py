@@ -13,6 +13,7 @@ import pytest
 from haltgate.governance.audit import AuditRecord
 from haltgate.governance.audit.explain import explain, render_text
 from haltgate.governance.audit.policies import PolicyStore
+from haltgate.governance.audit.replay import replay_run
 from tests.sidecar.conftest import ADMIN_TOKEN, Running, SidecarFactory, Standins
 from tests.sidecar.test_bad_input import exchange
 
@@ -152,6 +153,19 @@ async def test_budget_exhaustion(
     doc = explained(sc, records[2].decision_id)
     assert doc["match"] is True, doc["mismatches"]
     assert doc["replayed"]["decision"]["code"] == "calls_exhausted"
+    store = PolicyStore.from_files([sc.policy_path])
+    run = [r.to_dict() for r in sc.audit.records]
+    assert replay_run(run, store)["match"] is True
+    # A monitor record edited to hide what the budget would have done is a mismatch.
+    tampered = [
+        {**r, "would_refuse": None, "enforcement": None}
+        if r["decision_id"] == records[2].decision_id
+        else r
+        for r in run
+    ]
+    report = replay_run(tampered, store)
+    assert report["match"] is False
+    assert report["first_mismatch"]["decision_id"] == records[2].decision_id
     lines = await metric_lines(sc, "haltgate_would_refuse_total")
     assert any('stage="budget"' in x and 'code="calls_exhausted"' in x for x in lines)
     assert not [x for x in await metric_lines(sc, "haltgate_halts_total") if not x.endswith(" 0.0")]
