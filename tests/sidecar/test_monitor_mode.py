@@ -4,6 +4,7 @@ and counted as a refusal it would make, nothing is refused; the same policy unde
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,14 @@ from haltgate.governance.audit import AuditRecord
 from haltgate.governance.audit.explain import explain, render_text
 from haltgate.governance.audit.policies import PolicyStore
 from haltgate.governance.audit.replay import replay_run
-from tests.sidecar.conftest import ADMIN_TOKEN, Running, SidecarFactory, Standins
+from tests.sidecar.conftest import (
+    ADMIN_TOKEN,
+    Running,
+    SidecarFactory,
+    Standins,
+    base_policy,
+    merge,
+)
 from tests.sidecar.test_bad_input import exchange
 
 CHAT = {
@@ -290,3 +298,36 @@ async def test_boundary_refuses_in_monitor(
     assert not standins.received("llm").requests
     assert not standins.received("api").requests
     assert all(r.would_refuse is None for r in sc.audit.records)
+
+
+# --------------------------------------------------------------------------- reload
+
+
+async def status_enforcement(sc: Running) -> str:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(sc.admin + "/status", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r,
+    ):
+        return str((await r.json())["enforcement"])
+
+
+async def test_monitor_then_enforce_by_reload(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    """Monitor meters past the limit; switched to enforce (hot reload), the next call is
+    refused on what monitor mode metered; the admin status says which mode decides."""
+    doc = merge(base_policy(standins), policy("monitor", {"budgets": {"calls": {"limit": 2}}}))
+    sc = await sidecar_factory({"spec": doc["spec"]})
+    assert await status_enforcement(sc) == "monitor"
+    async with aiohttp.ClientSession() as s:
+        assert [await post_chat(s, sc) for _ in range(3)] == [200, 200, 200]
+        sc.write_policy(merge(doc, {"spec": {"enforcement": "enforce"}}))
+        for _ in range(100):  # bounded: the reload interval is 0.1 s
+            if await status_enforcement(sc) == "enforce":
+                break
+            await asyncio.sleep(0.05)
+        assert await status_enforcement(sc) == "enforce"
+        assert await post_chat(s, sc) == 429
+    assert len(standins.received("llm").requests) == 3
+    last = outcomes(sc)[-1]
+    assert (last.decision, last.code, last.enforcement) == ("deny", "calls_exhausted", None)
