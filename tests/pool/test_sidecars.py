@@ -123,6 +123,7 @@ def sidecars(pool_dsn: str, http_standin: str, tmp_path: Path) -> Iterator[Calla
         *,
         dsn: str | None = pool_dsn,
         metrics_port: int | None = None,
+        enforcement: str = "enforce",
     ) -> Sidecar:
         policy = {
             "apiVersion": "haltgate.dev/v1alpha1",
@@ -130,6 +131,7 @@ def sidecars(pool_dsn: str, http_standin: str, tmp_path: Path) -> Iterator[Calla
             "metadata": {"name": workload, "namespace": NS},
             "spec": {
                 "pool": pool,
+                "enforcement": enforcement,
                 "budgets": budgets or {},
                 "upstreams": [
                     {"name": "tool", "url": http_standin, "kind": "http"},

@@ -170,6 +170,8 @@ class BudgetStages(DecisionAudit):
         on when the usage is unknown)."""
         call.unreserved = False
         usage = engine_usage(counts) if counts is not None else None
+        if self.pool is not None:
+            self.pool.settle(call, counts, ok)  # the pool admitted it (pools are enforced)
         if counts is not None:
             self._count_spend(call, counts, usage)
         verdict = self.budget.settle(
