@@ -331,3 +331,29 @@ async def test_monitor_then_enforce_by_reload(
     assert len(standins.received("llm").requests) == 3
     last = outcomes(sc)[-1]
     assert (last.decision, last.code, last.enforcement) == ("deny", "calls_exhausted", None)
+
+
+# --------------------------------------------------------------------------- flows
+
+
+async def test_flow_rule_in_monitor(sidecar_factory: SidecarFactory, standins: Standins) -> None:
+    """A write after untrusted content is noted (flows), not refused, and gets no approval
+    header."""
+    flows = [
+        {
+            "name": "web-to-writes",
+            "sources": [{"upstreams": ["api"], "paths": ["/pages/**"]}],
+            "sinks": [{"kind": "http", "methods": ["POST"]}],
+        }
+    ]
+    sc = await sidecar_factory(policy("monitor", {"flows": flows}))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(sc.explicit + "/api/pages/offer") as r:
+            assert r.status == 200
+        async with s.post(sc.explicit + "/api/items", json={"addresses": ["1 Elm St"]}) as r:
+            assert r.status == 201
+            assert not [h for h in r.headers if h.lower().startswith("x-haltgate-approval")]
+    assert any(q.method == "POST" for q in standins.received("api").requests)
+    last = outcomes(sc)[-1]
+    assert last.decision == "allow" and last.would_refuse is not None
+    assert last.would_refuse["stage"] == "flows"
