@@ -15,6 +15,7 @@ from haltgate.governance.audit import AuditRecord
 from haltgate.governance.audit.explain import explain, render_text
 from haltgate.governance.audit.policies import PolicyStore
 from haltgate.governance.audit.replay import replay_run
+from haltgate.sidecar.pipeline_state import PipelineSettings
 from tests.sidecar.conftest import (
     ADMIN_TOKEN,
     Running,
@@ -357,3 +358,47 @@ async def test_flow_rule_in_monitor(sidecar_factory: SidecarFactory, standins: S
     last = outcomes(sc)[-1]
     assert last.decision == "allow" and last.would_refuse is not None
     assert last.would_refuse["stage"] == "flows"
+
+
+# --------------------------------------------------------------------------- streams
+
+
+@pytest.mark.parametrize("mode", ["enforce", "monitor"])
+async def test_stream_over_the_token_budget(sidecar_factory: SidecarFactory, mode: str) -> None:
+    """A stream that crosses the token budget is cut under enforce; relayed whole in
+    monitor mode, with the cut noted and the tokens it really used metered."""
+    body = {
+        "model": "m",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "go"}],
+    }
+    raw = orjson.dumps(body)
+    sc = await sidecar_factory(
+        policy(mode, {"budgets": {"tokens": {"limit": len(raw) + 2 + 3}}}),
+        pipeline=PipelineSettings(default_max_output_tokens=2),
+    )
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            sc.explicit + "/llm/v1/chat/completions",
+            data=raw,
+            headers={"x-standin-tokens": "200"},
+        ) as r,
+    ):
+        assert r.status == 200
+        via = await r.read()
+    (record,) = outcomes(sc)
+    if mode == "enforce":
+        assert b"event: error" in via and b"tok150" not in via
+        assert (record.decision, record.code) == ("deny", "tokens_exhausted")
+        return
+    assert b"event: error" not in via and b"tok150" in via
+    assert record.decision == "allow" and record.would_refuse is not None
+    assert (record.would_refuse["stage"], record.would_refuse["code"]) == (
+        "budget",
+        "tokens_exhausted",
+    )
+    assert record.usage is not None and record.usage["output_tokens"] >= 200
+    assert sc.sidecar.governor is not None
+    assert sc.sidecar.governor.snapshot()["budget"]["tokens"]["used"] > len(raw) + 5
