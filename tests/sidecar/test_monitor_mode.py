@@ -10,11 +10,13 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import yaml
 
 from haltgate.governance.audit import AuditRecord
 from haltgate.governance.audit.explain import explain, render_text
-from haltgate.governance.audit.policies import PolicyStore
+from haltgate.governance.audit.policies import LoadedPolicy, PolicyStore, load_policy_bytes
 from haltgate.governance.audit.replay import replay_run
+from haltgate.governance.simulate import simulate
 from haltgate.sidecar.pipeline_state import PipelineSettings
 from tests.sidecar.conftest import (
     ADMIN_TOKEN,
@@ -51,6 +53,13 @@ async def metric_lines(sc: Running, name: str) -> list[str]:
 def explained(sc: Running, decision_id: str) -> dict[str, Any]:
     records = [r.to_dict() for r in sc.audit.records if r.decision_id == decision_id]
     return explain(records, PolicyStore.from_files([sc.policy_path]))
+
+
+def enforced(sc: Running) -> LoadedPolicy:
+    """The sidecar's policy with ``enforcement: enforce`` (what the switch would be)."""
+    doc = yaml.safe_load(sc.policy_path.read_text())
+    doc["spec"]["enforcement"] = "enforce"
+    return load_policy_bytes(yaml.safe_dump(doc).encode(), "enforced.yaml")
 
 
 async def post_chat(s: aiohttp.ClientSession, sc: Running, body: Any = CHAT) -> int:
@@ -90,6 +99,14 @@ async def test_tool_rule_deny(
         'stage="tools"' in line and 'code="tool_not_allowed"' in line and line.endswith(" 1.0")
         for line in await metric_lines(sc, "haltgate_would_refuse_total")
     )
+    report = simulate(
+        [r.to_dict() for r in sc.audit.records],
+        enforced(sc),
+        PolicyStore.from_files([sc.policy_path]),
+    )
+    assert [(c["decision_id"], c["simulated"]) for c in report.changes] == [
+        (decision_id, "deny (tool_not_allowed)")
+    ]
     doc = explained(sc, decision_id)
     assert doc["match"] is True, doc["mismatches"]
     assert doc["decision"]["enforcement"] == "monitor"
@@ -175,6 +192,11 @@ async def test_budget_exhaustion(
     report = replay_run(tampered, store)
     assert report["match"] is False
     assert report["first_mismatch"]["decision_id"] == records[2].decision_id
+    # Simulating the switch to enforce: exactly the two calls it would refuse change.
+    enforce = simulate(run, enforced(sc), store)
+    assert [(c["decision_id"], c["recorded"], c["simulated"]) for c in enforce.changes] == [
+        (r.decision_id, "allow", "deny (calls_exhausted)") for r in records[2:]
+    ]
     lines = await metric_lines(sc, "haltgate_would_refuse_total")
     assert any('stage="budget"' in x and 'code="calls_exhausted"' in x for x in lines)
     assert not [x for x in await metric_lines(sc, "haltgate_halts_total") if not x.endswith(" 0.0")]
