@@ -45,7 +45,10 @@ def test_monitor_shown_in_status_and_column(
     kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
 ) -> None:
     ns = kube_namespace
-    assert apply(kube, policy(ns, enforcement="monitor")).returncode == 0
+    applied = apply(kube, policy(ns, enforcement="monitor"))
+    assert applied.returncode == 0
+    # Admission says what the mode means (a warning, not a refusal).
+    assert "spec.enforcement: monitor" in applied.stderr
     status_enforcement(kube, ns, "monitor")
     assert delivered(kube, ns) == "monitor"
     table = kube.kubectl("-n", ns, "get", "govpol", "p", check=True).stdout.splitlines()

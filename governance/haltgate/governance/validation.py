@@ -235,6 +235,15 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
                 warning=True,
             )
         )
+    if spec.enforcement == "monitor":
+        add(
+            Issue(
+                "spec.enforcement",
+                "monitor: the controls' refusals are audited and counted "
+                "(haltgate_would_refuse_total), nothing is refused (docs/rollout.md)",
+                warning=True,
+            )
+        )
     return issues
 
 
