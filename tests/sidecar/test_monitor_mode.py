@@ -253,6 +253,10 @@ async def test_response_guardrail_in_monitor(sidecar_factory: SidecarFactory) ->
     for record in records:
         assert record.decision == "allow"
         assert record.would_refuse is not None and record.would_refuse["stage"] == "response"
+    # Explain shows it although the intent (written before the answer) could not.
+    doc = explained(sc, records[0].decision_id)
+    assert doc["match"] is True, doc["mismatches"]
+    assert doc["decision"]["would_refuse"]["stage"] == "response"
 
 
 # --------------------------------------------------------------------------- OPA

@@ -300,7 +300,10 @@ def explain(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict[st
             "agent": f"{main.get('namespace')}/{main.get('workload')}",
             "kind": main.get("kind"),
             "enforcement": main.get("enforcement") or "enforce",
-            "would_refuse": main.get("would_refuse"),
+            # The outcome's (a stage after the intent, the answer's guardrails, may add one).
+            "would_refuse": next(
+                (r["would_refuse"] for r in reversed(records) if r.get("would_refuse")), None
+            ),
             "target": main.get("target"),
             "tool": main.get("tool"),
             "model": main.get("model"),
