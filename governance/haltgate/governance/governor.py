@@ -368,7 +368,7 @@ class Governor:
         ):
             return new
         self.would_halts += 1
-        log.info("monitor mode: %s halt %s not applied", halt.failure_type.value, halt.code)
+        log.debug("monitor mode: %s halt %s not applied", halt.failure_type.value, halt.code)
         if isinstance(new, EngineState):
             return new._replace(halt=None)
         # The emocore adapter's state: the halt lives in its builtin part.

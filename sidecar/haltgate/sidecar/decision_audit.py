@@ -70,7 +70,7 @@ class DecisionAudit(PipelineState):
             err.code,
             err.failure_type.value if err.failure_type is not None else "",
         ).inc()
-        log.info("monitor mode: %s would refuse %s (%s)", stage, call.decision_id, err.code)
+        log.debug("monitor mode: %s would refuse %s (%s)", stage, call.decision_id, err.code)
 
     def _record(
         self,
