@@ -428,3 +428,25 @@ async def test_stream_over_the_token_budget(sidecar_factory: SidecarFactory, mod
     assert record.usage is not None and record.usage["output_tokens"] >= 200
     assert sc.sidecar.governor is not None
     assert sc.sidecar.governor.snapshot()["budget"]["tokens"]["used"] > len(raw) + 5
+
+
+async def test_operator_halt_applies_in_monitor(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    """A halt from outside (the admin API) is not a control's decision: it refuses in
+    monitor mode too, and lifting it lets calls through again."""
+    sc = await sidecar_factory(policy("monitor"))
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            sc.admin + "/halt", json={"message": "stop now", "actor": "ops"}, headers=auth
+        ) as r:
+            assert r.status == 200
+        assert await post_chat(s, sc) == 423  # halted (Locked), as under enforce
+        async with s.post(sc.admin + "/lift", json={"actor": "ops"}, headers=auth) as r:
+            assert r.status == 200
+        assert await post_chat(s, sc) == 200
+    assert len(standins.received("llm").requests) == 1
+    refused = outcomes(sc)[0]
+    assert (refused.decision, refused.failure_type) == ("deny", "EXTERNAL")
+    assert refused.would_refuse is None and refused.enforcement == "monitor"
