@@ -450,3 +450,33 @@ async def test_operator_halt_applies_in_monitor(
     refused = outcomes(sc)[0]
     assert (refused.decision, refused.failure_type) == ("deny", "EXTERNAL")
     assert refused.would_refuse is None and refused.enforcement == "monitor"
+
+
+async def test_mcp_batch_over_budget_is_metered_per_message(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    """An MCP batch the budget would refuse goes on and costs one call per tool call."""
+    sc = await sidecar_factory(policy("monitor", {"budgets": {"calls": {"limit": 2}}}))
+    batch = [
+        {
+            "jsonrpc": "2.0",
+            "id": n,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": f"hi {n}"}},
+        }
+        for n in range(3)
+    ]
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sc.explicit + "/mcp", data=orjson.dumps(batch)) as r,
+    ):
+        assert r.status == 200
+        assert len(await r.json()) == 3
+    (record,) = outcomes(sc)
+    assert record.would_refuse is not None
+    assert (record.would_refuse["stage"], record.would_refuse["code"]) == (
+        "budget",
+        "calls_exhausted",
+    )
+    assert sc.sidecar.governor is not None
+    assert sc.sidecar.governor.snapshot()["budget"]["calls"]["used"] == 3.0

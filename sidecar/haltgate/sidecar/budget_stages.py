@@ -166,14 +166,30 @@ class BudgetStages(DecisionAudit):
         result_fp: str | None,
     ) -> BudgetVerdict:
         """Charge a call that went on without a reservation (monitor mode): the engine
-        charges what it used (one call and its tokens; nothing was reserved to fall back
-        on when the usage is unknown)."""
+        charges what it used (one call and its tokens, one call per message of an MCP
+        batch; nothing was reserved to fall back on when the usage is unknown)."""
         call.unreserved = False
         usage = engine_usage(counts) if counts is not None else None
         if self.pool is not None:
             self.pool.settle(call, counts, ok)  # the pool admitted it (pools are enforced)
         if counts is not None:
             self._count_spend(call, counts, usage)
+        elements = len(call.mcp.message.budgeted) if call.mcp is not None else 0
+        if elements > 1:  # an MCP batch: one call per message that did work upstream
+            verdict = self.budget.settle_all(
+                [
+                    {
+                        "call_id": f"{call.decision_id}.{n}",
+                        "ts": time.time(),
+                        "usage": None,
+                        "ok": ok,
+                        "error_fingerprint": error_fp,
+                        "result_fingerprint": result_fp,
+                    }
+                    for n in range(elements)
+                ]
+            )
+            return self._settled(call, verdict)
         verdict = self.budget.settle(
             call_id=call.decision_id,
             ts=time.time(),
