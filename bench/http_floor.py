@@ -1,0 +1,462 @@
+"""The floor of the hop (issue 18 item 6): leaner HTTP layers against today's aiohttp relay,
+all in one run, on loopback.
+
+Run: ``.venv/bin/python bench/http_floor.py [--quick]`` (speed) and
+``.venv/bin/python bench/http_floor.py --framing`` (HTTP correctness of the candidates).
+
+Targets, each its own process relaying to the same stand-in LLM
+(``haltgate.testbed.standins.llm``, recording off), with no governance at all:
+
+- ``aiohttp relay``: today's floor, the bare relay of ``bench/sidecar_overhead.py`` (aiohttp
+  server and client, uvloop), started from that file so the figures are the same thing;
+- ``httptools relay``: ``bench/floor_relay.py``, raw asyncio protocols with llhttp parsing
+  on both legs, a persistent upstream pool, uvloop;
+- ``httptools + pyreqwest``: the same server leg, the upstream leg through pyreqwest
+  (Rust reqwest/hyper);
+- ``granian RSGI``: granian's Rust HTTP server (1 worker, uvloop) running the same relay as
+  an RSGI app with the raw upstream pool;
+- ``nginx``: one worker, upstream keep-alive, no buffering (the native floor), when the
+  ``nginx`` binary is installed (``apt-get install nginx-light``).
+
+The load generator, the pacing, the warm-up and the percentiles are
+``bench/sidecar_overhead.py``'s (imported): latency at ~200 req/s sequential, round-robin
+over the targets; streaming time to first byte; a closed loop per target. CPU time is the
+target's whole process tree (granian and nginx run workers under a parent). Every figure is
+also printed as a ratio to the aiohttp relay of the same run.
+
+``--framing`` sends each framing or smuggling case on a fresh connection to the sidecar
+(today's HTTP layer, explicit port) and to every relay, all in front of a recording
+upstream, and prints what the client got and how many requests reached the upstream;
+the candidates are checked against the sidecar (every case it refuses must stay refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import httptools
+import psutil
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+import sidecar_overhead as so  # noqa: E402  (the load generator and the relay of record)
+
+REPO = BENCH.parent
+PY = sys.executable
+RELAY = "aiohttp relay"
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+
+def tree_cpu(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def nginx_conf(tmp: Path, port: int, upstream_port: int) -> Path:
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"""daemon off;
+worker_processes 1;
+user root;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  upstream llm {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location ~ ^/[^/]+(/.*)$ {{
+      proxy_pass http://llm$1$is_args$args;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
+    )
+    return conf
+
+
+def spawn(cmd: list[str], env: dict[str, str], cwd: Path = REPO) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def start_targets(
+    upstream: str, up_port: int, env: dict[str, str], tmp: Path, skipped: list[str]
+) -> list[Target]:
+    targets: list[Target] = []
+
+    def add(
+        name: str, cmd: list[str], cwd: Path = REPO, extra: dict[str, str] | None = None
+    ) -> None:
+        port = so.free_port()
+        cmd = [c.replace("{port}", str(port)) for c in cmd]
+        targets.append(Target(name, port, spawn(cmd, {**env, **(extra or {})}, cwd)))
+
+    add(RELAY, [PY, str(BENCH / "sidecar_overhead.py"), "--serve-bare-relay", "{port}", upstream])
+    add("httptools relay", [PY, str(BENCH / "floor_relay.py"), "{port}", upstream])
+    if importlib.util.find_spec("pyreqwest"):
+        add(
+            "httptools + pyreqwest",
+            [PY, str(BENCH / "floor_relay.py"), "{port}", upstream, "--client", "pyreqwest"],
+        )
+    else:
+        skipped.append("httptools + pyreqwest: pyreqwest is not installed (bench extra)")
+    if importlib.util.find_spec("granian"):
+        add(
+            "granian RSGI",
+            [
+                PY, "-m", "granian", "--interface", "rsgi", "--host", "127.0.0.1",
+                "--port", "{port}", "--workers", "1", "--loop", "uvloop", "--no-ws",
+                "--http", "1", "--log-level", "warning", "--no-access-log",
+                "floor_relay:rsgi_app",
+            ],
+            cwd=BENCH,
+            extra={"FLOOR_UPSTREAM": upstream},
+        )  # fmt: skip
+    else:
+        skipped.append("granian RSGI: granian is not installed (bench extra)")
+    nginx = shutil.which("nginx")
+    if nginx:
+        port = so.free_port()
+        conf = nginx_conf(tmp, port, up_port)
+        targets.append(Target("nginx (native floor)", port, spawn([nginx, "-c", str(conf)], env)))
+    else:
+        skipped.append("nginx: not installed (apt-get install nginx-light)")
+    for t in targets:
+        so.wait_port(t.port, t.proc, t.name)
+    return targets
+
+
+def bench_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
+    }
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in reversed(procs):
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# ------------------------------------------------------------------ speed
+
+
+def x(value: float, ref: float) -> str:
+    return f"({value / ref:.2f}x)" if ref > 0 else "(n/a)"
+
+
+def speed(args: argparse.Namespace) -> None:
+    env = bench_env()
+    up_port = so.free_port()
+    upstream_url = f"http://127.0.0.1:{up_port}"
+    procs: list[subprocess.Popen[bytes]] = []
+    skipped: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="hg-floor-") as tmp:
+        try:
+            upstream = spawn(
+                [PY, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port), "--no-record"],
+                env,
+            )
+            procs.append(upstream)
+            so.wait_port(up_port, upstream, "stand-in LLM")
+            targets = start_targets(upstream_url, up_port, env, Path(tmp), skipped)
+            procs += [t.proc for t in targets]
+            measure(args, upstream, upstream_url, targets, skipped)
+        finally:
+            stop(procs)
+
+
+def measure(
+    args: argparse.Namespace,
+    upstream: subprocess.Popen[bytes],
+    upstream_url: str,
+    targets: list[Target],
+    skipped: list[str],
+) -> None:
+    urls = {"direct": f"{upstream_url}/v1/chat/completions"}
+    urls.update({t.name: f"http://127.0.0.1:{t.port}/llm/v1/chat/completions" for t in targets})
+    procs = {"direct": psutil.Process(upstream.pid)}
+    procs.update({t.name: psutil.Process(t.proc.pid) for t in targets})
+    print(
+        f"http floor bench: {os.cpu_count()} CPUs (shared), load average "
+        f"{os.getloadavg()[0]:.1f}; {args.requests} requests per target at ~{args.rate:.0f} "
+        f"req/s sequential, {args.seconds:.0f} s closed loop with {args.concurrency} in flight"
+    )
+    for line in skipped:
+        print(f"   skipped: {line}")
+    cpu0 = {name: tree_cpu(p) for name, p in procs.items()}
+    lat = asyncio.run(so.latency(urls, args.requests, args.rate))
+    calls = args.requests + 200
+    cpu_ms = {n: (tree_cpu(p) - cpu0[n]) * 1000 / calls for n, p in procs.items()}
+    cpu_ms["direct"] /= len(urls)
+    d50, d99 = so.pct(lat["direct"], 0.5), so.pct(lat["direct"], 0.99)
+    added = {n: (so.pct(lat[n], 0.5) - d50, so.pct(lat[n], 0.99) - d99) for n in urls}
+
+    n_stream = max(50, args.requests // 2)
+    ttfb = asyncio.run(so.streaming(urls, n_stream, args.rate))
+    t50 = so.pct(ttfb["direct"], 0.5)
+    ttfb_added = {n: so.pct(ttfb[n], 0.5) - t50 for n in urls}
+
+    rps: dict[str, tuple[float, float]] = {}
+    for name, url in urls.items():
+        c0 = tree_cpu(procs[name])
+        n, wall = asyncio.run(so.closed_loop(url, args.seconds, args.concurrency))
+        cpu = tree_cpu(procs[name]) - c0
+        rps[name] = (n / wall, n / cpu if cpu > 0 else float("inf"))
+
+    r50, r99 = added[RELAY]
+    print(
+        f"\n   direct: p50 {d50:.3f} ms, p99 {d99:.3f} ms, TTFB p50 {t50:.3f} ms, "
+        f"{rps['direct'][0]:.0f} req/s wall"
+    )
+    head = (
+        f"   {'target':24}{'added p50 ms':>18}{'added p99 ms':>18}{'CPU-ms/call':>18}"
+        f"{'req/s wall':>18}{'req per CPU-s':>20}{'added TTFB p50':>18}"
+    )
+    print(head)
+    for t in targets:
+        a50, a99 = added[t.name]
+        wall, per_cpu = rps[t.name]
+        print(
+            f"   {t.name:24}"
+            f"{a50:9.3f} {x(a50, r50):>8}"
+            f"{a99:9.3f} {x(a99, r99):>8}"
+            f"{cpu_ms[t.name]:9.3f} {x(cpu_ms[t.name], cpu_ms[RELAY]):>8}"
+            f"{wall:9.0f} {x(wall, rps[RELAY][0]):>8}"
+            f"{per_cpu:11.0f} {x(per_cpu, rps[RELAY][1]):>8}"
+            f"{ttfb_added[t.name]:9.3f} {x(ttfb_added[t.name], ttfb_added[RELAY]):>8}"
+        )
+    print(
+        "   (ratios: x the aiohttp relay of this run; req/s wall is capped by the one-process "
+        "Python load generator, req per CPU-s of the target's process tree is the fair one)"
+    )
+
+
+# ------------------------------------------------------------------ framing
+
+
+H = b"Host: a\r\n"
+CASES: list[tuple[str, bytes]] = [
+    ("control: GET", b"GET /api/x HTTP/1.1\r\n" + H + b"\r\n"),
+    ("control: POST Content-Length", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n\r\n{}"),
+    ("control: POST chunked", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
+    ("control: 2 pipelined GETs", (b"GET /api/x HTTP/1.1\r\n" + H + b"\r\n") * 2),
+    ("control: HTTP/1.0 GET", b"GET /api/x HTTP/1.0\r\n" + H + b"\r\n"),
+    ("duplicate Content-Length, same", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}"),
+    ("duplicate Content-Length, differ", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}"),
+    ("Content-Length list 2, 2", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 2, 2\r\n\r\n{}"),
+    ("Content-Length +2", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: +2\r\n\r\n{}"),
+    ("Content-Length x", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: x\r\n\r\n"),
+    ("CL + TE chunked (smuggle)", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\n" + H + b"\r\n"),
+    ("TE chunked + CL (smuggle)", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\n" + H + b"\r\n"),
+    ("TE chunked, identity", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+    ("TE identity", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity\r\n\r\n{}"),
+    ("TE xchunked", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+    ("TE twice", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("TE with space before colon", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+    ("TE obs-folded", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n"),
+    ("TE chunked in HTTP/1.0", b"POST /api/x HTTP/1.0\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("obs-fold in a header", b"GET /api/x HTTP/1.1\r\n" + H + b"X-A: 1\r\n 2\r\n\r\n"),
+    ("chunk size zz", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"),
+    ("chunk size -1", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n-1\r\nx\r\n0\r\n\r\n"),
+    ("chunk size overflow", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nx\r\n0\r\n\r\n"),
+    ("chunk data too long", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n1\r\nxyz\r\n0\r\n\r\n"),
+    ("chunk extension bare LF", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n1;a\nx\r\n0\r\n\r\n"),
+    ("chunk size with space", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n1 \r\nx\r\n0\r\n\r\n"),
+    ("trailer Content-Length", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n"),
+    ("bare LF line ends", b"GET /api/x HTTP/1.1\n" + H.replace(b"\r\n", b"\n") + b"\n"),
+    ("bare CR in a value", b"GET /api/x HTTP/1.1\r\n" + H + b"X-A: a\rb\r\n\r\n"),
+    ("NUL in a value", b"GET /api/x HTTP/1.1\r\n" + H + b"X-A: a\x00b\r\n\r\n"),
+    ("space in a header name", b"GET /api/x HTTP/1.1\r\n" + H + b"X A: b\r\n\r\n"),
+    ("header line without colon", b"GET /api/x HTTP/1.1\r\n" + H + b"X-A\r\n\r\n"),
+    ("two Host headers", b"GET /api/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+    ("lowercase method", b"get /api/x HTTP/1.1\r\n" + H + b"\r\n"),
+    ("HTTP/2.0 request line", b"GET /api/x HTTP/2.0\r\n" + H + b"\r\n"),
+    ("extra token in request line", b"GET /api/x HTTP/1.1 x\r\n" + H + b"\r\n"),
+    ("64 KB header", b"GET /api/x HTTP/1.1\r\n" + H + b"X-A: " + b"a" * 65536 + b"\r\n\r\n"),
+    ("TLS bytes on the plain port", b"\x16\x03\x01\x00\xff garbage\r\n\r\n"),
+    ("valid, then bad chunked (pipelined)", b"GET /api/x HTTP/1.1\r\n" + H + b"\r\nPOST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"),
+]  # fmt: skip
+STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
+
+
+class Recorder(asyncio.Protocol):
+    """The framing upstream: counts the requests it parses (strictly), answers each 200."""
+
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.seen.append("unparseable")
+            assert self.transport is not None
+            self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url = url
+
+    def on_message_complete(self) -> None:
+        self.seen.append(self.url.decode("latin-1"))
+        assert self.transport is not None
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+async def exchange(port: int, data: bytes) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    got = b""
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(1.5):
+            while chunk := await reader.read(65536):
+                got += chunk
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+    codes = [m.decode() for m in STATUS.findall(got)]
+    return ",".join(codes) if codes else "none"
+
+
+def framing_policy(upstream: str) -> dict[str, object]:
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "GovernancePolicy",
+        "metadata": {"name": "framing", "namespace": "bench"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "bench"}},
+            "upstreams": [{"name": "api", "url": upstream, "kind": "http"}],
+            "tools": {
+                "default": "deny",
+                "rules": [{"name": "api", "action": "allow", "kind": "http", "methods": ["GET", "POST"]}],
+            },
+        },
+    }  # fmt: skip
+
+
+async def framing_run(tmp: Path, skipped: list[str]) -> None:
+    seen: list[str] = []
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Recorder(seen), "127.0.0.1", 0)
+    up_port = server.sockets[0].getsockname()[1]
+    upstream = f"http://127.0.0.1:{up_port}"
+    env = bench_env()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        work = tmp / "sidecar"
+        work.mkdir()
+        sc_port = so.free_port()
+        sidecar = so.start_sidecar(
+            argparse.Namespace(state="none", audit="memory"),
+            work, sc_port, framing_policy(upstream), env, [],
+        )  # fmt: skip
+        procs.append(sidecar)
+        targets = await asyncio.to_thread(start_targets, upstream, up_port, env, tmp, skipped)
+        procs += [t.proc for t in targets]
+        await asyncio.to_thread(so.wait_port, sc_port, sidecar, "sidecar")
+        ports = {"sidecar (today)": sc_port, **{t.name: t.port for t in targets}}
+        results: dict[str, dict[str, str]] = {name: {} for name in ports}
+        for case, data in CASES:
+            for name, port in ports.items():
+                seen.clear()
+                answer = await exchange(port, data)
+                await asyncio.sleep(0.05)
+                results[name][case] = f"{answer} up:{len(seen)}"
+        report(results, skipped)
+    finally:
+        server.close()
+        await asyncio.to_thread(stop, procs)
+
+
+def refused(verdict: str) -> bool:
+    answer, up = verdict.split(" up:")
+    return up == "0" and not any(c.startswith("2") for c in answer.split(","))
+
+
+def report(results: dict[str, dict[str, str]], skipped: list[str]) -> None:
+    names = list(results)
+    print("framing and smuggling cases: client's status codes, requests that reached the upstream")
+    for line in skipped:
+        print(f"   skipped: {line}")
+    print("   " + f"{'case':38}" + "".join(f"{n[:20]:>22}" for n in names))
+    for case, _ in CASES:
+        print("   " + f"{case:38}" + "".join(f"{results[n][case]:>22}" for n in names))
+    today = results[names[0]]
+    for name in names[1:]:
+        lost = [c for c, _ in CASES if refused(today[c]) and not refused(results[name][c])]
+        differs = [c for c, _ in CASES if today[c] != results[name][c]]
+        print(
+            f"   {name}: refuses every case the sidecar refuses: {'yes' if not lost else 'NO'}"
+            + (f" (not refused: {', '.join(lost)})" if lost else "")
+            + f"; {len(differs)} case(s) answered differently"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller run (smoke test)")
+    ap.add_argument("--framing", action="store_true", help="HTTP correctness, not speed")
+    ap.add_argument("--requests", type=int, default=2000, help="per target, latency run")
+    ap.add_argument("--rate", type=float, default=200.0, help="requests/s, latency run")
+    ap.add_argument("--seconds", type=float, default=8.0, help="per target, closed loop")
+    ap.add_argument("--concurrency", type=int, default=32)
+    args = ap.parse_args()
+    if args.quick:
+        args.requests, args.seconds = 300, 2.0
+    if args.framing:
+        with tempfile.TemporaryDirectory(prefix="hg-floor-") as tmp:
+            asyncio.run(framing_run(Path(tmp), []))
+        return
+    speed(args)
+
+
+if __name__ == "__main__":
+    main()
