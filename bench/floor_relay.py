@@ -279,6 +279,7 @@ class RelayServer(asyncio.Protocol):
         self.upstream: UpstreamConn | None = None
         self.chunked = False
         self.reading_paused = False
+        self.refusal: bytes | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -294,18 +295,20 @@ class RelayServer(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.refusal is not None:
             return
+        before = len(self.queue)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(BAD_REQUEST)  # CONNECT and Upgrade: not in this prototype
-        except FramingError:
-            self._refuse(BAD_REQUEST)
-        except OverflowError:
-            self._refuse(TOO_LARGE)
-        except httptools.HttpParserError:
-            self._refuse(BAD_REQUEST)
+        except (httptools.HttpParserError, FramingError, OverflowError) as exc:
+            # Nothing parsed from the bytes that held the error is forwarded (as aiohttp:
+            # the whole read is refused); answers owed for earlier reads go first.
+            while len(self.queue) > before:
+                self.queue.pop()
+            self._refuse(TOO_LARGE if isinstance(exc, OverflowError) else BAD_REQUEST)
+            return
+        if not self.busy:
+            self._next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -322,10 +325,14 @@ class RelayServer(asyncio.Protocol):
             self.upstream.transport.resume_reading()
 
     def _refuse(self, answer: bytes) -> None:
-        self.closing = True
-        if self.transport is not None:
-            if not self.busy:  # answers in order: a refusal mid-answer just closes
-                self.transport.write(answer)
+        """Answer ``answer`` after the answers owed, then close (HttpParserUpgrade, i.e.
+        CONNECT and Upgrade, lands here too: not in this prototype)."""
+        self.refusal = answer
+        assert self.transport is not None
+        self.transport.pause_reading()
+        if not self.busy and not self.queue:
+            self.closing = True
+            self.transport.write(answer)
             self.transport.close()
 
     # llhttp callbacks
@@ -373,15 +380,13 @@ class RelayServer(asyncio.Protocol):
         if len(self.queue) > MAX_QUEUED and self.transport is not None:
             self.transport.pause_reading()
             self.reading_paused = True
-        if not self.busy:
-            self._next()
 
     # relaying
     def _next(self) -> None:
         if not self.queue or self.closing:
             return
         req = self.queue.popleft()
-        if self.reading_paused and len(self.queue) <= MAX_QUEUED // 2:
+        if self.reading_paused and self.refusal is None and len(self.queue) <= MAX_QUEUED // 2:
             assert self.transport is not None
             self.transport.resume_reading()
             self.reading_paused = False
@@ -435,6 +440,9 @@ class RelayServer(asyncio.Protocol):
             self.transport.close()
             return
         self.current = None
+        if self.refusal is not None and not self.queue:
+            self._refuse(self.refusal)
+            return
         self._next()
 
     def fail(self, exc: BaseException | None) -> None:

@@ -47,7 +47,6 @@ from typing import cast
 
 import httptools
 import psutil
-import yaml
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -275,48 +274,59 @@ def measure(
 # ------------------------------------------------------------------ framing
 
 
-H = b"Host: a\r\n"
+def req(head: bytes = b"", body: bytes = b"", line: bytes = b"POST /api/x HTTP/1.1") -> bytes:
+    """A request with ``Host: a``, the extra header lines ``head`` and ``body`` as given."""
+    return line + b"\r\nHost: a\r\n" + head + b"\r\n" + body
+
+
+GET = b"GET /api/x HTTP/1.1"
+TE = b"Transfer-Encoding: chunked\r\n"
+END = b"0\r\n\r\n"
+SMUGGLED = b"GET /api/smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
 CASES: list[tuple[str, bytes]] = [
-    ("control: GET", b"GET /api/x HTTP/1.1\r\n" + H + b"\r\n"),
-    ("control: POST Content-Length", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n\r\n{}"),
-    ("control: POST chunked", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
-    ("control: 2 pipelined GETs", (b"GET /api/x HTTP/1.1\r\n" + H + b"\r\n") * 2),
-    ("control: HTTP/1.0 GET", b"GET /api/x HTTP/1.0\r\n" + H + b"\r\n"),
-    ("duplicate Content-Length, same", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}"),
-    ("duplicate Content-Length, differ", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}"),
-    ("Content-Length list 2, 2", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 2, 2\r\n\r\n{}"),
-    ("Content-Length +2", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: +2\r\n\r\n{}"),
-    ("Content-Length x", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: x\r\n\r\n"),
-    ("CL + TE chunked (smuggle)", b"POST /api/x HTTP/1.1\r\n" + H + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\n" + H + b"\r\n"),
-    ("TE chunked + CL (smuggle)", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\n" + H + b"\r\n"),
-    ("TE chunked, identity", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
-    ("TE identity", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity\r\n\r\n{}"),
-    ("TE xchunked", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
-    ("TE twice", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-    ("TE with space before colon", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
-    ("TE obs-folded", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n"),
-    ("TE chunked in HTTP/1.0", b"POST /api/x HTTP/1.0\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-    ("obs-fold in a header", b"GET /api/x HTTP/1.1\r\n" + H + b"X-A: 1\r\n 2\r\n\r\n"),
-    ("chunk size zz", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"),
-    ("chunk size -1", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n-1\r\nx\r\n0\r\n\r\n"),
-    ("chunk size overflow", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nx\r\n0\r\n\r\n"),
-    ("chunk data too long", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n1\r\nxyz\r\n0\r\n\r\n"),
-    ("chunk extension bare LF", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n1;a\nx\r\n0\r\n\r\n"),
-    ("chunk size with space", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n1 \r\nx\r\n0\r\n\r\n"),
-    ("trailer Content-Length", b"POST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n"),
-    ("bare LF line ends", b"GET /api/x HTTP/1.1\n" + H.replace(b"\r\n", b"\n") + b"\n"),
-    ("bare CR in a value", b"GET /api/x HTTP/1.1\r\n" + H + b"X-A: a\rb\r\n\r\n"),
-    ("NUL in a value", b"GET /api/x HTTP/1.1\r\n" + H + b"X-A: a\x00b\r\n\r\n"),
-    ("space in a header name", b"GET /api/x HTTP/1.1\r\n" + H + b"X A: b\r\n\r\n"),
-    ("header line without colon", b"GET /api/x HTTP/1.1\r\n" + H + b"X-A\r\n\r\n"),
-    ("two Host headers", b"GET /api/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
-    ("lowercase method", b"get /api/x HTTP/1.1\r\n" + H + b"\r\n"),
-    ("HTTP/2.0 request line", b"GET /api/x HTTP/2.0\r\n" + H + b"\r\n"),
-    ("extra token in request line", b"GET /api/x HTTP/1.1 x\r\n" + H + b"\r\n"),
-    ("64 KB header", b"GET /api/x HTTP/1.1\r\n" + H + b"X-A: " + b"a" * 65536 + b"\r\n\r\n"),
+    ("control: GET", req(line=GET)),
+    ("control: POST Content-Length", req(b"Content-Length: 2\r\n", b"{}")),
+    ("control: POST chunked", req(TE, b"2\r\n{}\r\n" + END)),
+    ("control: 2 pipelined GETs", req(line=GET) * 2),
+    ("control: HTTP/1.0 GET", req(line=b"GET /api/x HTTP/1.0")),
+    ("duplicate Content-Length, same", req(b"Content-Length: 2\r\n" * 2, b"{}")),
+    (
+        "duplicate Content-Length, differ",
+        req(b"Content-Length: 2\r\nContent-Length: 40\r\n", b"{}"),
+    ),
+    ("Content-Length list 2, 2", req(b"Content-Length: 2, 2\r\n", b"{}")),
+    ("Content-Length +2", req(b"Content-Length: +2\r\n", b"{}")),
+    ("Content-Length x", req(b"Content-Length: x\r\n")),
+    ("CL + TE chunked (smuggle)", req(b"Content-Length: 4\r\n" + TE, END + SMUGGLED)),
+    ("TE chunked + CL (smuggle)", req(TE + b"Content-Length: 40\r\n", END + SMUGGLED)),
+    ("TE chunked, identity", req(b"Transfer-Encoding: chunked, identity\r\n", END)),
+    ("TE identity", req(b"Transfer-Encoding: identity\r\n", b"{}")),
+    ("TE xchunked", req(b"Transfer-Encoding: xchunked\r\n", END)),
+    ("TE twice", req(TE * 2, END)),
+    ("TE with space before colon", req(b"Transfer-Encoding : chunked\r\n", END)),
+    ("TE obs-folded", req(b"Transfer-Encoding:\r\n chunked\r\n", END)),
+    ("TE chunked in HTTP/1.0", req(TE, END, line=b"POST /api/x HTTP/1.0")),
+    ("obs-fold in a header", req(b"X-A: 1\r\n 2\r\n", line=GET)),
+    ("chunk size zz", req(TE, b"zz\r\n")),
+    ("chunk size -1", req(TE, b"-1\r\nx\r\n" + END)),
+    ("chunk size overflow", req(TE, b"fffffffffffffffff1\r\nx\r\n" + END)),
+    ("chunk data too long", req(TE, b"1\r\nxyz\r\n" + END)),
+    ("chunk extension bare LF", req(TE, b"1;a\nx\r\n" + END)),
+    ("chunk size with space", req(TE, b"1 \r\nx\r\n" + END)),
+    ("trailer Content-Length", req(TE, b"0\r\nContent-Length: 5\r\n\r\n")),
+    ("bare LF line ends", req(line=GET).replace(b"\r\n", b"\n")),
+    ("bare CR in a value", req(b"X-A: a\rb\r\n", line=GET)),
+    ("NUL in a value", req(b"X-A: a\x00b\r\n", line=GET)),
+    ("space in a header name", req(b"X A: b\r\n", line=GET)),
+    ("header line without colon", req(b"X-A\r\n", line=GET)),
+    ("two Host headers", req(b"Host: b\r\n", line=GET)),
+    ("lowercase method", req(line=b"get /api/x HTTP/1.1")),
+    ("HTTP/2.0 request line", req(line=b"GET /api/x HTTP/2.0")),
+    ("extra token in request line", req(line=b"GET /api/x HTTP/1.1 x")),
+    ("64 KB header", req(b"X-A: " + b"a" * 65536 + b"\r\n", line=GET)),
     ("TLS bytes on the plain port", b"\x16\x03\x01\x00\xff garbage\r\n\r\n"),
-    ("valid, then bad chunked (pipelined)", b"GET /api/x HTTP/1.1\r\n" + H + b"\r\nPOST /api/x HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"),
-]  # fmt: skip
+    ("valid, then bad chunked (pipelined)", req(line=GET) + req(TE, b"zz\r\n")),
+]
 STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
 
@@ -355,9 +365,12 @@ async def exchange(port: int, data: bytes) -> str:
     try:
         writer.write(data)
         await writer.drain()
-        async with asyncio.timeout(1.5):
-            while chunk := await reader.read(65536):
-                got += chunk
+        while True:  # until closed, 1.5 s with no answer, or 0.3 s idle after one
+            async with asyncio.timeout(0.3 if got else 1.5):
+                chunk = await reader.read(65536)
+            if not chunk:
+                break
+            got += chunk
     except (TimeoutError, ConnectionError):
         pass
     finally:
@@ -376,7 +389,9 @@ def framing_policy(upstream: str) -> dict[str, object]:
             "upstreams": [{"name": "api", "url": upstream, "kind": "http"}],
             "tools": {
                 "default": "deny",
-                "rules": [{"name": "api", "action": "allow", "kind": "http", "methods": ["GET", "POST"]}],
+                "rules": [
+                    {"name": "api", "action": "allow", "kind": "http", "methods": ["GET", "POST"]}
+                ],
             },
         },
     }  # fmt: skip
