@@ -16,15 +16,13 @@ timeouts (idle, head, body, upstream), a retry of an idempotent request on a poo
 connection the upstream closed, ``HEAD`` answers (llhttp cannot be told a response has no
 body through httptools), ``Expect: 100-continue``, ``CONNECT``, TLS.
 
-Run a relay on its own: ``python bench/floor_relay.py PORT UPSTREAM_URL [--client pool|pyreqwest]``;
-``rsgi_app`` is the same relay behind granian (``FLOOR_UPSTREAM`` names the upstream).
+``bench/floor_variants.py`` runs it (and its variants: other upstream clients, other
+servers); ``bench/http_floor.py`` measures them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
@@ -454,97 +452,12 @@ class RelayServer(asyncio.Protocol):
             self.transport.close()
 
 
-# ------------------------------------------------------------------ other upstream clients
-
-
-def pyreqwest_forward(upstream: str) -> Forward:
-    """The upstream leg through pyreqwest (Rust reqwest/hyper), the server leg unchanged."""
-    from pyreqwest.client import ClientBuilder
-
-    client = ClientBuilder().http1_only().build()
-    base = upstream.rstrip("/")
-
-    async def forward(server: RelayServer, req: Pending) -> None:
-        headers = {
-            n.decode("latin-1"): v.decode("latin-1")
-            for n, v in req.headers
-            if n.lower() not in HOP_BY_HOP
-        }
-        builder = client.request(req.method.decode(), base + req.target.decode("latin-1"))
-        try:
-            async with builder.headers(headers).body_bytes(req.body).build_streamed() as resp:
-                length_text = resp.get_header("content-length")
-                kept = [
-                    (n.encode("latin-1"), v.encode("latin-1"))
-                    for n, v in resp.headers.items()
-                    if n.encode("latin-1").lower() not in HOP_BY_HOP
-                ]
-                server.head(resp.status, kept, int(length_text) if length_text else None, None)
-                reader = resp.body_reader
-                while (piece := await reader.read_chunk()) is not None:
-                    server.body(bytes(piece))
-            server.end()
-        except Exception as exc:
-            server.fail(exc)
-
-    return forward
-
-
-async def serve(port: int, upstream: str, client: str) -> None:
+async def serve(port: int, upstream: str, forward: Forward | None = None) -> None:
+    """Listen on loopback ``port``; ``forward`` None: the raw pool's callback path."""
     pool = UpstreamPool(upstream)
-    forward = pyreqwest_forward(upstream) if client == "pyreqwest" else None
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: RelayServer(pool, forward), "127.0.0.1", port, reuse_address=True
     )
     async with server:
         await server.serve_forever()
-
-
-# ------------------------------------------------------------------ granian (RSGI)
-
-_rsgi_pool: UpstreamPool | None = None
-
-
-async def rsgi_app(scope: Any, proto: Any) -> None:
-    """The same relay as an RSGI app: granian's Rust HTTP server, this module's pool."""
-    global _rsgi_pool
-    if _rsgi_pool is None:
-        _rsgi_pool = UpstreamPool(os.environ["FLOOR_UPSTREAM"])
-    pool = _rsgi_pool
-    body = await proto()
-    path: str = scope.path
-    slash = path.find("/", 1)
-    target = (path[slash:] if slash > 0 else "/") + (
-        "?" + scope.query_string if scope.query_string else ""
-    )
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()]
-    sink = Collected()
-    pool.send(pool.request_bytes(scope.method.encode(), target.encode(), headers, body), sink)
-    try:
-        status, kept, length = await sink.started
-    except Exception:
-        proto.response_empty(502, [])
-        return
-    out = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in kept]
-    if length is not None and length < 65536:
-        pieces = [piece async for piece in sink.chunks()]
-        proto.response_bytes(status, out, b"".join(pieces))
-        return
-    stream = proto.response_stream(status, out)
-    async for piece in sink.chunks():
-        await stream.send_bytes(piece)
-
-
-def main() -> None:
-    args = sys.argv[1:]
-    if len(args) not in (2, 4) or (len(args) == 4 and args[2] != "--client"):
-        raise SystemExit(__doc__)
-    client = args[3] if len(args) == 4 else "pool"
-    import uvloop
-
-    uvloop.run(serve(int(args[0]), args[1], client))
-
-
-if __name__ == "__main__":
-    main()

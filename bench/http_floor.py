@@ -114,8 +114,14 @@ def spawn(cmd: list[str], env: dict[str, str], cwd: Path = REPO) -> subprocess.P
 
 
 def start_targets(
-    upstream: str, up_port: int, env: dict[str, str], tmp: Path, skipped: list[str]
+    upstream: str,
+    up_port: int,
+    env: dict[str, str],
+    tmp: Path,
+    skipped: list[str],
+    hybrids: bool = True,
 ) -> list[Target]:
+    """The relays (and nginx), listening; ``hybrids``: also the two one-leg swaps."""
     targets: list[Target] = []
 
     def add(
@@ -126,12 +132,13 @@ def start_targets(
         targets.append(Target(name, port, spawn(cmd, {**env, **(extra or {})}, cwd)))
 
     add(RELAY, [PY, str(BENCH / "sidecar_overhead.py"), "--serve-bare-relay", "{port}", upstream])
-    add("httptools relay", [PY, str(BENCH / "floor_relay.py"), "{port}", upstream])
+    variants = str(BENCH / "floor_variants.py")
+    add("httptools relay", [PY, variants, "httptools", "{port}", upstream])
+    if hybrids:
+        add("httptools + aiohttp client", [PY, variants, "httptools-aiohttp", "{port}", upstream])
+        add("aiohttp server + raw pool", [PY, variants, "aiohttp-pool", "{port}", upstream])
     if importlib.util.find_spec("pyreqwest"):
-        add(
-            "httptools + pyreqwest",
-            [PY, str(BENCH / "floor_relay.py"), "{port}", upstream, "--client", "pyreqwest"],
-        )
+        add("httptools + pyreqwest", [PY, variants, "httptools-pyreqwest", "{port}", upstream])
     else:
         skipped.append("httptools + pyreqwest: pyreqwest is not installed (bench extra)")
     if importlib.util.find_spec("granian"):
@@ -141,7 +148,7 @@ def start_targets(
                 PY, "-m", "granian", "--interface", "rsgi", "--host", "127.0.0.1",
                 "--port", "{port}", "--workers", "1", "--loop", "uvloop", "--no-ws",
                 "--http", "1", "--log-level", "warning", "--no-access-log",
-                "floor_relay:rsgi_app",
+                "floor_variants:rsgi_app",
             ],
             cwd=BENCH,
             extra={"FLOOR_UPSTREAM": upstream},
@@ -249,7 +256,7 @@ def measure(
         f"{rps['direct'][0]:.0f} req/s wall"
     )
     head = (
-        f"   {'target':24}{'added p50 ms':>18}{'added p99 ms':>18}{'CPU-ms/call':>18}"
+        f"   {'target':28}{'added p50 ms':>18}{'added p99 ms':>18}{'CPU-ms/call':>18}"
         f"{'req/s wall':>18}{'req per CPU-s':>20}{'added TTFB p50':>18}"
     )
     print(head)
@@ -257,7 +264,7 @@ def measure(
         a50, a99 = added[t.name]
         wall, per_cpu = rps[t.name]
         print(
-            f"   {t.name:24}"
+            f"   {t.name:28}"
             f"{a50:9.3f} {x(a50, r50):>8}"
             f"{a99:9.3f} {x(a99, r99):>8}"
             f"{cpu_ms[t.name]:9.3f} {x(cpu_ms[t.name], cpu_ms[RELAY]):>8}"
@@ -414,7 +421,9 @@ async def framing_run(tmp: Path, skipped: list[str]) -> None:
             work, sc_port, framing_policy(upstream), env, [],
         )  # fmt: skip
         procs.append(sidecar)
-        targets = await asyncio.to_thread(start_targets, upstream, up_port, env, tmp, skipped)
+        targets = await asyncio.to_thread(
+            start_targets, upstream, up_port, env, tmp, skipped, False
+        )
         procs += [t.proc for t in targets]
         await asyncio.to_thread(so.wait_port, sc_port, sidecar, "sidecar")
         ports = {"sidecar (today)": sc_port, **{t.name: t.port for t in targets}}
