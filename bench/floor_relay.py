@@ -9,12 +9,16 @@ upstream over a pool of persistent connections. The answer is relayed as it arri
 piece (so an SSE stream passes through with no buffering). Hop-by-hop headers are dropped on
 both legs; ``Host`` names the upstream.
 
-Framing is llhttp's strict mode (no lenient flags) plus the checks llhttp leaves to its
-embedder, each answered ``400`` with ``Connection: close``: line and head size limits,
-obs-fold, a repeated ``Host``. What a product version would still need (not built here):
-timeouts (idle, head, body, upstream), a retry of an idempotent request on a pooled
-connection the upstream closed, ``HEAD`` answers (llhttp cannot be told a response has no
-body through httptools), ``Expect: 100-continue``, ``CONNECT``, TLS.
+Framing is llhttp's strict mode (no lenient flags: it refuses duplicate or malformed
+``Content-Length``, ``Content-Length`` with ``Transfer-Encoding``, obs-fold, bad chunk sizes,
+bare LF) plus the checks llhttp leaves to its embedder, each answered ``400`` with
+``Connection: close``: line and head size limits, a repeated ``Host``, an HTTP version
+other than 1.0 and 1.1, ``Transfer-Encoding`` in an HTTP/1.0 request (the last two are
+accepted by aiohttp today). A framing error refuses everything parsed from the same read,
+after the answers owed for earlier reads. What a product version would still need (not
+built here): timeouts (idle, head, body, upstream), a retry of an idempotent request on a
+pooled connection the upstream closed, ``HEAD`` answers (llhttp cannot be told a response
+has no body through httptools), ``Expect: 100-continue``, ``CONNECT``, TLS.
 
 ``bench/floor_variants.py`` runs it (and its variants: other upstream clients, other
 servers); ``bench/http_floor.py`` measures them.
@@ -303,7 +307,8 @@ class RelayServer(asyncio.Protocol):
             # the whole read is refused); answers owed for earlier reads go first.
             while len(self.queue) > before:
                 self.queue.pop()
-            self._refuse(TOO_LARGE if isinstance(exc, OverflowError) else BAD_REQUEST)
+            cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
+            self._refuse(TOO_LARGE if isinstance(cause, OverflowError) else BAD_REQUEST)
             return
         if not self.busy:
             self._next()
@@ -355,6 +360,13 @@ class RelayServer(asyncio.Protocol):
             if self.hosts > 1:
                 raise FramingError("repeated Host")
         self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise FramingError("HTTP version")  # aiohttp answers an "HTTP/2.0" line
+        if version == "1.0" and any(n.lower() == b"transfer-encoding" for n, _ in self.headers):
+            raise FramingError("Transfer-Encoding in HTTP/1.0")  # RFC 9112 6.1: faulty framing
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
