@@ -3,14 +3,19 @@ all in one run, on loopback.
 
 Run: ``.venv/bin/python bench/http_floor.py [--quick]`` (speed) and
 ``.venv/bin/python bench/http_floor.py --framing`` (HTTP correctness of the candidates).
+Needs the ``bench`` extra (``pip install -e '.[bench]'``: httptools, granian, pyreqwest; a
+missing granian or pyreqwest skips its row) and, for the native floor, Debian's
+``nginx-light``.
 
 Targets, each its own process relaying to the same stand-in LLM
 (``haltgate.testbed.standins.llm``, recording off), with no governance at all:
 
 - ``aiohttp relay``: today's floor, the bare relay of ``bench/sidecar_overhead.py`` (aiohttp
   server and client, uvloop), started from that file so the figures are the same thing;
-- ``httptools relay``: ``bench/floor_relay.py``, raw asyncio protocols with llhttp parsing
-  on both legs, a persistent upstream pool, uvloop;
+- ``httptools relay``: ``bench/floor_relay.py`` (run by ``bench/floor_variants.py``), raw
+  asyncio protocols with llhttp parsing on both legs, a persistent upstream pool, uvloop;
+- ``httptools + aiohttp client`` and ``aiohttp server + raw pool``: one leg swapped back to
+  aiohttp, to see which leg the cost is in (speed run only);
 - ``httptools + pyreqwest``: the same server leg, the upstream leg through pyreqwest
   (Rust reqwest/hyper);
 - ``granian RSGI``: granian's Rust HTTP server (1 worker, uvloop) running the same relay as
@@ -45,8 +50,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-import httptools
 import psutil
+
+try:
+    import httptools
+except ImportError:  # the bench extra
+    raise SystemExit("bench/http_floor.py needs httptools: pip install -e '.[bench]'") from None
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -295,6 +304,8 @@ CASES: list[tuple[str, bytes]] = [
     ("control: POST Content-Length", req(b"Content-Length: 2\r\n", b"{}")),
     ("control: POST chunked", req(TE, b"2\r\n{}\r\n" + END)),
     ("control: 2 pipelined GETs", req(line=GET) * 2),
+    ("control: POST 256 KB, Content-Length", req(b"Content-Length: 262144\r\n", b"x" * 262144)),
+    ("control: POST 64 chunks", req(TE, b"4\r\nabcd\r\n" * 64 + END)),
     ("control: HTTP/1.0 GET", req(line=b"GET /api/x HTTP/1.0")),
     ("duplicate Content-Length, same", req(b"Content-Length: 2\r\n" * 2, b"{}")),
     (
@@ -457,10 +468,12 @@ def report(results: dict[str, dict[str, str]], skipped: list[str]) -> None:
     for name in names[1:]:
         lost = [c for c, _ in CASES if refused(today[c]) and not refused(results[name][c])]
         differs = [c for c, _ in CASES if today[c] != results[name][c]]
+        stricter = [c for c, _ in CASES if refused(results[name][c]) and not refused(today[c])]
         print(
             f"   {name}: refuses every case the sidecar refuses: {'yes' if not lost else 'NO'}"
             + (f" (not refused: {', '.join(lost)})" if lost else "")
             + f"; {len(differs)} case(s) answered differently"
+            + (f", refuses what the sidecar accepts: {', '.join(stricter)}" if stricter else "")
         )
 
 
