@@ -12,7 +12,7 @@ Targets, each its own process relaying to the same stand-in LLM
 
 - ``aiohttp relay``: today's floor, the bare relay of ``bench/sidecar_overhead.py`` (aiohttp
   server and client, uvloop), started from that file so the figures are the same thing;
-- ``httptools relay``: ``bench/floor_relay.py`` (run by ``bench/floor_variants.py``), raw
+- ``httptools relay``: ``bench/_floor_relay.py`` (run by ``bench/_floor_variants.py``), raw
   asyncio protocols with llhttp parsing on both legs, a persistent upstream pool, uvloop;
 - ``httptools + aiohttp client`` and ``aiohttp server + raw pool``: one leg swapped back to
   aiohttp, to see which leg the cost is in (speed run only);
@@ -141,7 +141,7 @@ def start_targets(
         targets.append(Target(name, port, spawn(cmd, {**env, **(extra or {})}, cwd)))
 
     add(RELAY, [PY, str(BENCH / "sidecar_overhead.py"), "--serve-bare-relay", "{port}", upstream])
-    variants = str(BENCH / "floor_variants.py")
+    variants = str(BENCH / "_floor_variants.py")
     add("httptools relay", [PY, variants, "httptools", "{port}", upstream])
     if hybrids:
         add("httptools + aiohttp client", [PY, variants, "httptools-aiohttp", "{port}", upstream])
@@ -157,7 +157,7 @@ def start_targets(
                 PY, "-m", "granian", "--interface", "rsgi", "--host", "127.0.0.1",
                 "--port", "{port}", "--workers", "1", "--loop", "uvloop", "--no-ws",
                 "--http", "1", "--log-level", "warning", "--no-access-log",
-                "floor_variants:rsgi_app",
+                "_floor_variants:rsgi_app",
             ],
             cwd=BENCH,
             extra={"FLOOR_UPSTREAM": upstream},

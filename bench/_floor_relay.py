@@ -20,7 +20,7 @@ built here): timeouts (idle, head, body, upstream), a retry of an idempotent req
 pooled connection the upstream closed, ``HEAD`` answers (llhttp cannot be told a response
 has no body through httptools), ``Expect: 100-continue``, ``CONNECT``, TLS.
 
-``bench/floor_variants.py`` runs it (and its variants: other upstream clients, other
+``bench/_floor_variants.py`` runs it (and its variants: other upstream clients, other
 servers); ``bench/http_floor.py`` measures them.
 """
 

@@ -1,10 +1,10 @@
 """The relays ``bench/http_floor.py`` compares, each runnable on its own: the raw httptools
-relay of ``bench/floor_relay.py`` and the variants that swap one leg, to see which leg the
+relay of ``bench/_floor_relay.py`` and the variants that swap one leg, to see which leg the
 cost is in. Benchmark material, not product code.
 
-Run: ``python bench/floor_variants.py VARIANT PORT UPSTREAM_URL`` with VARIANT one of
+Run: ``python bench/_floor_variants.py VARIANT PORT UPSTREAM_URL`` with VARIANT one of
 
-- ``httptools``: raw server, raw upstream pool (``floor_relay.serve``);
+- ``httptools``: raw server, raw upstream pool (``_floor_relay.serve``);
 - ``httptools-pyreqwest``: raw server, upstream through pyreqwest (Rust reqwest/hyper);
 - ``httptools-aiohttp``: raw server, upstream through an aiohttp ``ClientSession`` set up
   as the sidecar's (no cookies, no decompression, keep-alive);
@@ -12,7 +12,7 @@ Run: ``python bench/floor_variants.py VARIANT PORT UPSTREAM_URL`` with VARIANT o
   upstream through the raw pool;
 
 and ``rsgi_app`` is the raw-pool relay as an RSGI app for granian (``FLOOR_UPSTREAM`` names
-the upstream): ``granian --interface rsgi floor_variants:rsgi_app`` from ``bench/``.
+the upstream): ``granian --interface rsgi _floor_variants:rsgi_app`` from ``bench/``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Any
 
-from floor_relay import HOP_BY_HOP, Collected, Forward, Pending, RelayServer, UpstreamPool, serve
+from _floor_relay import HOP_BY_HOP, Collected, Forward, Pending, RelayServer, UpstreamPool, serve
 
 
 def strip_alias(path: str) -> str:
