@@ -72,6 +72,7 @@ class Sink(Protocol):
     def body(self, data: bytes) -> None: ...
     def end(self) -> None: ...
     def fail(self, exc: BaseException | None) -> None: ...
+    def flush(self) -> None: ...
 
 
 # ------------------------------------------------------------------ upstream leg
@@ -92,10 +93,13 @@ class UpstreamConn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        sink = self.sink
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._abort(exc)
+        if sink is not None:
+            sink.flush()  # what this read produced goes out in one write
 
     def eof_received(self) -> bool | None:
         if self.sink is not None:
@@ -225,6 +229,9 @@ class Collected:
         self.done = True
         self._wake()
 
+    def flush(self) -> None:
+        pass  # the awaiting side takes the pieces as they come
+
     def fail(self, exc: BaseException | None) -> None:
         self.error = exc or ConnectionError("upstream failed")
         if not self.started.done():
@@ -282,6 +289,8 @@ class RelayServer(asyncio.Protocol):
         self.chunked = False
         self.reading_paused = False
         self.refusal: bytes | None = None
+        self.pending: list[bytes] = []  # answer bytes not yet written (see flush)
+        self.answer_started = False
         self._reset()
 
     def _reset(self) -> None:
@@ -430,19 +439,27 @@ class RelayServer(asyncio.Protocol):
             out.append(b"Connection: close\r\n")
             self.current.keep_alive = False
         out.append(b"\r\n")
-        self.transport.write(b"".join(out))
+        self.pending.append(b"".join(out))
 
     def body(self, data: bytes) -> None:
-        assert self.transport is not None
         if self.chunked:
-            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self.pending.append(b"%x\r\n%b\r\n" % (len(data), data))
         else:
-            self.transport.write(data)
+            self.pending.append(data)
+
+    def flush(self) -> None:
+        """Write what the answer produced since the last flush, in one write."""
+        if self.pending and self.transport is not None:
+            pending, self.pending = self.pending, []
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            self.answer_started = True
 
     def end(self) -> None:
         assert self.transport is not None and self.current is not None
         if self.chunked:
-            self.transport.write(b"0\r\n\r\n")
+            self.pending.append(b"0\r\n\r\n")
+        self.flush()
+        self.answer_started = False
         self.upstream = None
         self.busy = False
         if not self.current.keep_alive:
@@ -458,8 +475,9 @@ class RelayServer(asyncio.Protocol):
     def fail(self, exc: BaseException | None) -> None:
         self.upstream = None
         self.closing = True
+        self.pending = []
         if self.transport is not None:
-            if self.transport.get_write_buffer_size() == 0 and self.busy and not self.chunked:
+            if self.busy and not self.answer_started:  # else: a cut answer, the client sees it
                 self.transport.write(BAD_GATEWAY)
             self.transport.close()
 

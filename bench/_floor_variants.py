@@ -53,9 +53,11 @@ def pyreqwest_forward(upstream: str) -> Forward:
                     if n.encode("latin-1").lower() not in HOP_BY_HOP
                 ]
                 server.head(resp.status, kept, int(length_text) if length_text else None, None)
+                server.flush()
                 reader = resp.body_reader
                 while (piece := await reader.read_chunk()) is not None:
                     server.body(bytes(piece))
+                    server.flush()
             server.end()
         except Exception as exc:
             server.fail(exc)
@@ -90,8 +92,10 @@ def aiohttp_forward(upstream: str) -> Forward:
             ) as resp:
                 kept = [(n, v) for n, v in resp.raw_headers if n.lower() not in HOP_BY_HOP]
                 server.head(resp.status, kept, resp.content_length, None)
+                server.flush()
                 async for piece in resp.content.iter_any():
                     server.body(piece)
+                    server.flush()
             server.end()
         except Exception as exc:
             server.fail(exc)

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+import aiohttp
 import psutil
 
 try:
@@ -221,6 +222,25 @@ def speed(args: argparse.Namespace) -> None:
             stop(procs)
 
 
+async def fidelity(urls: dict[str, str]) -> dict[str, bool]:
+    """Whether each relay's body equals the direct answer's, plain and streamed (the
+    stand-in's answers are deterministic for a given request)."""
+    out: dict[str, bool] = {}
+    async with aiohttp.ClientSession() as s:
+        want: list[bytes] = []
+        for body in (so.CHAT, so.STREAM_CHAT):
+            async with s.post(urls["direct"], data=body) as r:
+                want.append(await r.read())
+        for name, url in urls.items():
+            got = []
+            for body in (so.CHAT, so.STREAM_CHAT):
+                async with s.post(url, data=body) as r:
+                    got.append(await r.read())
+            out[name] = got == want
+    del out["direct"]
+    return out
+
+
 def measure(
     args: argparse.Namespace,
     upstream: subprocess.Popen[bytes],
@@ -239,6 +259,11 @@ def measure(
     )
     for line in skipped:
         print(f"   skipped: {line}")
+    same = asyncio.run(fidelity(urls))
+    print(
+        "   answers byte-identical to direct (a chat and a streamed chat): "
+        + ", ".join(f"{n}: {'yes' if ok else 'NO'}" for n, ok in same.items())
+    )
     cpu0 = {name: tree_cpu(p) for name, p in procs.items()}
     lat = asyncio.run(so.latency(urls, args.requests, args.rate))
     calls = args.requests + 200
