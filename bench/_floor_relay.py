@@ -27,6 +27,7 @@ servers); ``bench/http_floor.py`` measures them.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
@@ -164,13 +165,16 @@ class UpstreamConn(asyncio.Protocol):
 
 
 class UpstreamPool:
-    """Idle keep-alive connections to one upstream (``http://host:port``)."""
+    """Idle keep-alive connections to one upstream (``http://`` or ``https://host:port``;
+    HTTPS verifies against the default trust store, ``SSL_CERT_FILE`` included)."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
+        tls = parts.scheme == "https"
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if tls else 80)
         self.host_header = parts.netloc.encode()
+        self.ssl = ssl.create_default_context() if tls else None
         self.idle: list[UpstreamConn] = []
 
     def release(self, conn: UpstreamConn) -> None:
@@ -196,7 +200,13 @@ class UpstreamPool:
     async def _connect_then(self, data: bytes, sink: Sink) -> None:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(lambda: UpstreamConn(self), self.host, self.port)
+            _, conn = await loop.create_connection(
+                lambda: UpstreamConn(self),
+                self.host,
+                self.port,
+                ssl=self.ssl,
+                server_hostname=self.host if self.ssl else None,
+            )
         except OSError as exc:
             sink.fail(exc)
             return

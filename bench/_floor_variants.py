@@ -34,7 +34,12 @@ def pyreqwest_forward(upstream: str) -> Forward:
     """The upstream leg through pyreqwest, the server leg unchanged."""
     from pyreqwest.client import ClientBuilder
 
-    client = ClientBuilder().http1_only().build()
+    builder = ClientBuilder().http1_only()
+    ca = os.environ.get("SSL_CERT_FILE")
+    if ca and upstream.startswith("https:"):  # rustls: its own roots, plus the bench's CA
+        with open(ca, "rb") as f:
+            builder = builder.add_root_certificate_pem(f.read())
+    client = builder.build()
     base = upstream.rstrip("/")
 
     async def forward(server: RelayServer, req: Pending) -> None:

@@ -65,6 +65,7 @@ import sidecar_overhead as so  # noqa: E402  (the load generator and the relay o
 REPO = BENCH.parent
 PY = sys.executable
 RELAY = "aiohttp relay"
+STANDIN = [PY, "-m", "haltgate.testbed.standins.llm"]
 
 
 @dataclass
@@ -85,8 +86,15 @@ def tree_cpu(proc: psutil.Process) -> float:
     return total
 
 
-def nginx_conf(tmp: Path, port: int, upstream_port: int) -> Path:
+def nginx_conf(tmp: Path, port: int, upstream_port: int, ca: str | None) -> Path:
     conf = tmp / "nginx.conf"
+    scheme = "https" if ca else "http"
+    tls = (
+        f"proxy_ssl_trusted_certificate {ca}; proxy_ssl_verify on; "
+        "proxy_ssl_name localhost; proxy_ssl_session_reuse on;"
+        if ca
+        else ""
+    )
     conf.write_text(
         f"""daemon off;
 worker_processes 1;
@@ -105,7 +113,8 @@ http {{
   server {{
     listen 127.0.0.1:{port};
     location ~ ^/[^/]+(/.*)$ {{
-      proxy_pass http://llm$1$is_args$args;
+      proxy_pass {scheme}://llm$1$is_args$args;
+      {tls}
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_buffering off;
@@ -130,6 +139,7 @@ def start_targets(
     tmp: Path,
     skipped: list[str],
     hybrids: bool = True,
+    tls: bool = False,
 ) -> list[Target]:
     """The relays (and nginx), listening; ``hybrids``: also the two one-leg swaps."""
     targets: list[Target] = []
@@ -168,7 +178,7 @@ def start_targets(
     nginx = shutil.which("nginx")
     if nginx:
         port = so.free_port()
-        conf = nginx_conf(tmp, port, up_port)
+        conf = nginx_conf(tmp, port, up_port, env.get("SSL_CERT_FILE") if tls else None)
         targets.append(Target("nginx (native floor)", port, spawn([nginx, "-c", str(conf)], env)))
     else:
         skipped.append("nginx: not installed (apt-get install nginx-light)")
@@ -204,22 +214,69 @@ def x(value: float, ref: float) -> str:
 def speed(args: argparse.Namespace) -> None:
     env = bench_env()
     up_port = so.free_port()
-    upstream_url = f"http://127.0.0.1:{up_port}"
+    direct_url = f"http://127.0.0.1:{up_port}"
     procs: list[subprocess.Popen[bytes]] = []
     skipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="hg-floor-") as tmp:
         try:
-            upstream = spawn(
-                [PY, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port), "--no-record"],
-                env,
-            )
+            if args.tls:
+                # The same stand-in on a plain port (direct, the baseline) and a TLS port
+                # (what the relays forward to, verifying a throwaway CA's certificate).
+                tls_port = so.free_port()
+                chain = tls_files(Path(tmp), env)
+                upstream = spawn(
+                    [PY, __file__, "--serve-tls-upstream", str(up_port), str(tls_port), chain],
+                    env,
+                )
+                upstream_url, relay_port = f"https://127.0.0.1:{tls_port}", tls_port
+            else:
+                upstream = spawn(
+                    [*STANDIN, "--port", str(up_port), "--no-record"],
+                    env,
+                )
+                upstream_url, relay_port = direct_url, up_port
             procs.append(upstream)
+            so.wait_port(relay_port, upstream, "stand-in LLM")
             so.wait_port(up_port, upstream, "stand-in LLM")
-            targets = start_targets(upstream_url, up_port, env, Path(tmp), skipped)
+            targets = start_targets(upstream_url, relay_port, env, Path(tmp), skipped, tls=args.tls)
             procs += [t.proc for t in targets]
-            measure(args, upstream, upstream_url, targets, skipped)
+            measure(args, upstream, direct_url, targets, skipped)
         finally:
             stop(procs)
+
+
+def tls_files(tmp: Path, env: dict[str, str]) -> str:
+    """A throwaway CA (trusted by the relays through ``SSL_CERT_FILE``) and the stand-in's
+    certificate for 127.0.0.1 and localhost; returns the key + chain file."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp / "server.pem"))
+    env["SSL_CERT_FILE"] = str(tmp / "ca.pem")
+    return str(tmp / "server.pem")
+
+
+def serve_tls_upstream(plain_port: int, tls_port: int, chain: str) -> None:
+    """The stand-in LLM on a plain and a TLS port, one process, one app."""
+    import ssl
+
+    import uvloop
+    from aiohttp import web
+
+    from haltgate.testbed.standins import llm
+
+    async def run() -> None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(chain)
+        runner = web.AppRunner(llm.create_app(record=False), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", plain_port).start()
+        await web.TCPSite(runner, "127.0.0.1", tls_port, ssl_context=ctx).start()
+        await asyncio.Event().wait()
+
+    uvloop.run(run())
 
 
 async def fidelity(urls: dict[str, str]) -> dict[str, bool]:
@@ -244,11 +301,11 @@ async def fidelity(urls: dict[str, str]) -> dict[str, bool]:
 def measure(
     args: argparse.Namespace,
     upstream: subprocess.Popen[bytes],
-    upstream_url: str,
+    direct_url: str,
     targets: list[Target],
     skipped: list[str],
 ) -> None:
-    urls = {"direct": f"{upstream_url}/v1/chat/completions"}
+    urls = {"direct": f"{direct_url}/v1/chat/completions"}
     urls.update({t.name: f"http://127.0.0.1:{t.port}/llm/v1/chat/completions" for t in targets})
     procs = {"direct": psutil.Process(upstream.pid)}
     procs.update({t.name: psutil.Process(t.proc.pid) for t in targets})
@@ -256,6 +313,7 @@ def measure(
         f"http floor bench: {os.cpu_count()} CPUs (shared), load average "
         f"{os.getloadavg()[0]:.1f}; {args.requests} requests per target at ~{args.rate:.0f} "
         f"req/s sequential, {args.seconds:.0f} s closed loop with {args.concurrency} in flight"
+        + ("; relays forward over TLS, direct is plain HTTP" if args.tls else "")
     )
     for line in skipped:
         print(f"   skipped: {line}")
@@ -503,6 +561,9 @@ def report(results: dict[str, dict[str, str]], skipped: list[str]) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve-tls-upstream":
+        serve_tls_upstream(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller run (smoke test)")
     ap.add_argument("--framing", action="store_true", help="HTTP correctness, not speed")
@@ -510,6 +571,11 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="requests/s, latency run")
     ap.add_argument("--seconds", type=float, default=8.0, help="per target, closed loop")
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument(
+        "--tls",
+        action="store_true",
+        help="the relays forward over TLS (a throwaway CA); direct stays plain HTTP",
+    )
     args = ap.parse_args()
     if args.quick:
         args.requests, args.seconds = 300, 2.0
