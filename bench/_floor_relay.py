@@ -4,10 +4,10 @@ llhttp (``httptools``) parsing on both legs. Benchmark material, not product cod
 What it does, and only that: an HTTP/1.1 server (keep-alive, pipelined requests answered in
 order, ``Content-Length`` and chunked request bodies, read whole as the sidecar must) that
 strips the first path segment (the ``/<alias>`` of the explicit port) and forwards to one
-upstream over a pool of persistent connections. The answer is relayed as it arrives: a
-``Content-Length`` answer byte for byte, a chunked or close-delimited one re-chunked piece by
-piece (so an SSE stream passes through with no buffering). Hop-by-hop headers are dropped on
-both legs; ``Host`` names the upstream.
+upstream (HTTP or HTTPS) over a pool of persistent connections. The answer is relayed as it
+arrives: a ``Content-Length`` answer byte for byte, a chunked or close-delimited one
+re-chunked piece by piece (so an SSE stream passes through with no buffering). Hop-by-hop
+headers are dropped on both legs; ``Host`` names the upstream.
 
 Framing is llhttp's strict mode (no lenient flags: it refuses duplicate or malformed
 ``Content-Length``, ``Content-Length`` with ``Transfer-Encoding``, obs-fold, bad chunk sizes,
@@ -18,7 +18,8 @@ accepted by aiohttp today). A framing error refuses everything parsed from the s
 after the answers owed for earlier reads. What a product version would still need (not
 built here): timeouts (idle, head, body, upstream), a retry of an idempotent request on a
 pooled connection the upstream closed, ``HEAD`` answers (llhttp cannot be told a response
-has no body through httptools), ``Expect: 100-continue``, ``CONNECT``, TLS.
+has no body through httptools), ``Expect: 100-continue`` behind a pipelined request,
+``CONNECT``, TLS on the client leg.
 
 ``bench/_floor_variants.py`` runs it (and its variants: other upstream clients, other
 servers); ``bench/http_floor.py`` measures them.
@@ -50,6 +51,7 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
         b"host",
         b"content-length",
+        b"expect",  # answered here (100 Continue); the body is whole when it is forwarded
     }
 )
 MAX_LINE = 8190  # aiohttp's default max_line_size / max_field_size
@@ -386,6 +388,16 @@ class RelayServer(asyncio.Protocol):
             raise FramingError("HTTP version")  # aiohttp answers an "HTTP/2.0" line
         if version == "1.0" and any(n.lower() == b"transfer-encoding" for n, _ in self.headers):
             raise FramingError("Transfer-Encoding in HTTP/1.0")  # RFC 9112 6.1: faulty framing
+        if (
+            version == "1.1"
+            and not self.busy
+            and not self.queue
+            and self.transport is not None
+            and any(
+                n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in self.headers
+            )
+        ):
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
