@@ -25,7 +25,8 @@ import orjson
 import yaml
 
 from haltgate.governance.audit import MemoryAuditSink
-from haltgate.sidecar.server import Listen, Sidecar, SidecarSettings
+from haltgate.sidecar.server import Sidecar
+from haltgate.sidecar.startup import Listen, SidecarSettings
 from haltgate.testbed.standins import mcp, serve
 
 SIZES = (1, 10, 50)

@@ -77,7 +77,8 @@ def summarise(raw: Path, top: int = 30) -> None:
 
 
 async def profile(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
-    from haltgate.sidecar.server import Listen, Sidecar, SidecarSettings
+    from haltgate.sidecar.server import Sidecar
+    from haltgate.sidecar.startup import Listen, SidecarSettings
 
     policy_path = tmp / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(overhead.policy(f"http://127.0.0.1:{up_port}")))

@@ -109,9 +109,9 @@ def test_trigger_gates_never_hide_a_match(rules: str) -> None:
     # Rules only run near their trigger words; every match of a rule anywhere in the corpora
     # must therefore contain one of its triggers (and, for anchored rules, in its first word
     # within the lead the matcher allows).
-    from haltgate.governance.guardrails import injection, normalize
+    from haltgate.governance.guardrails import injection_rules, normalize
 
-    table = injection.RULES if rules == "regular" else injection.SQUASHED_RULES
+    table = injection_rules.RULES if rules == "regular" else injection_rules.SQUASHED_RULES
     checked = 0
     for text in _all_texts():
         for view in normalize.views(text):

@@ -22,7 +22,15 @@ from aiohttp import web
 
 from haltgate.governance.validation import load_policy_file
 from haltgate.sidecar import transparent
+from haltgate.sidecar.destination_check import (
+    DestinationVerifier,
+    destination_guard,
+    refusal_response,
+)
+from haltgate.sidecar.original_destination import connection_info
 from haltgate.sidecar.tlsmint import CertificateAuthority, LeafMinter
+from haltgate.sidecar.transparent_gate import LoggingConnectionGate
+from haltgate.sidecar.transparent_upstreams import UpstreamIndex
 
 HOP_BY_HOP = {
     "connection",
@@ -37,16 +45,14 @@ HOP_BY_HOP = {
 }
 
 
-def make_handler(
-    index: transparent.UpstreamIndex, record: Path, session: aiohttp.ClientSession
-) -> web.Server:
-    verifier = transparent.DestinationVerifier()
-    guard = transparent.destination_guard(verifier)
+def make_handler(index: UpstreamIndex, record: Path, session: aiohttp.ClientSession) -> web.Server:
+    verifier = DestinationVerifier()
+    guard = destination_guard(verifier)
 
     async def decide(request: web.Request) -> web.StreamResponse:
-        od = transparent.connection_info(request)
+        od = connection_info(request)
         if od is None or request.method == "CONNECT":
-            return transparent.refusal_response("denied", "not a governed request")
+            return refusal_response("denied", "not a governed request")
         host = request.host.split(":")[0].lower() if not request.host.startswith("[") else ""
         upstream = index.lookup(host)
         if upstream is None or (upstream.scheme == "https") != od.tls or (upstream.port != od.port):
@@ -99,11 +105,11 @@ async def _fixed(text: str, hosts: list[str], port: int) -> web.AppRunner:
 
 async def main(args: argparse.Namespace) -> None:
     policy = load_policy_file(args.policy)
-    index = transparent.UpstreamIndex.from_spec(policy.spec)
+    index = UpstreamIndex.from_spec(policy.spec)
     minter = LeafMinter(CertificateAuthority.load_or_create(Path(args.ca_dir)))
     client_ctx = ssl.create_default_context()  # SSL_CERT_FILE: the upstreams' test CA
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx))
-    gate = transparent.LoggingConnectionGate()
+    gate = LoggingConnectionGate()
     listener = transparent.TransparentListener(
         protocol_factory=make_handler(index, Path(args.record), session),
         upstreams=lambda: index,

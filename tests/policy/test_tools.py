@@ -6,18 +6,17 @@ from typing import Any
 
 import pytest
 
-from haltgate.governance.policy import Tools
+from haltgate.governance.glob_match import compile_glob
+from haltgate.governance.policy_rules import Tools
 from haltgate.governance.request import CallView, RequestKind, ToolCall
+from haltgate.governance.tool_arguments import compile_json_path, lookup_json_path
 from haltgate.governance.tools import (
     CODE_ARGUMENT_CONSTRAINT_FAILED,
     CODE_TOOL_DENIED,
     CODE_TOOL_NOT_ALLOWED,
     PLAN_CACHE_SIZE,
     ToolAuthorizer,
-    compile_glob,
-    compile_json_path,
     find_conflicts,
-    lookup_json_path,
 )
 
 

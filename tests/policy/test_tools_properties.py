@@ -8,14 +8,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from haltgate.governance.policy import Tools
+from haltgate.governance.glob_match import compile_glob
+from haltgate.governance.policy_rules import Tools
 from haltgate.governance.request import CallView, RequestKind, ToolCall
-from haltgate.governance.tools import (
-    ToolAuthorizer,
-    compile_glob,
-    compile_json_path,
-    lookup_json_path,
-)
+from haltgate.governance.tool_arguments import compile_json_path, lookup_json_path
+from haltgate.governance.tools import ToolAuthorizer
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

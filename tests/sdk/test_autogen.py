@@ -28,7 +28,7 @@ except ImportError as e:  # pragma: no cover - CI installs the test extra, which
 from haltgate.governance.inprocess import LocalGovernance
 from haltgate.sdk import ExhaustionError
 from haltgate.sdk.errors import find_haltgate_error
-from haltgate.sidecar.pipeline import PipelineSettings
+from haltgate.sidecar.pipeline_state import PipelineSettings
 from tests.sdk.conftest import (
     SidecarFactory,
     Standins,

@@ -29,7 +29,7 @@ from haltgate.sdk import (
     StagnationError,
 )
 from haltgate.sdk.client import AsyncSidecarClient
-from haltgate.sidecar.pipeline import PipelineSettings
+from haltgate.sidecar.pipeline_state import PipelineSettings
 from tests.sdk.conftest import (
     ADMIN_TOKEN,
     SidecarFactory,

@@ -19,7 +19,8 @@ import yaml
 from aiohttp import web
 
 from haltgate.governance.audit import MemoryAuditSink
-from haltgate.sidecar.server import Listen, Sidecar, SidecarSettings
+from haltgate.sidecar.server import Sidecar
+from haltgate.sidecar.startup import Listen, SidecarSettings
 from haltgate.testbed.standins import RECORDED, Recorded, http_api, llm, mcp, serve
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

@@ -196,7 +196,7 @@ async def test_refusals_without_a_target_are_audited(sidecar_factory: SidecarFac
 
 
 async def test_transparent_refusals_are_audited(sidecar_factory: SidecarFactory) -> None:
-    from haltgate.sidecar.server import Listen
+    from haltgate.sidecar.startup import Listen
 
     sc = await sidecar_factory(transparent=Listen("127.0.0.1", 0))
     host, port = sc.sidecar.addresses["transparent"]

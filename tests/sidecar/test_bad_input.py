@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import orjson
 
-from haltgate.sidecar.pipeline import PipelineSettings
+from haltgate.sidecar.pipeline_state import PipelineSettings
 from tests.sidecar.conftest import SidecarFactory, Standins
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

@@ -25,7 +25,8 @@ from haltgate.governance.audit import SpoolAuditSink
 from haltgate.governance.audit.shipper import Shipper, ShipperSettings
 from haltgate.governance.audit.spool import iter_frames, list_segments, segment_path
 from haltgate.governance.audit.verify import verify_database
-from haltgate.sidecar.server import Listen, Sidecar, SidecarSettings
+from haltgate.sidecar.server import Sidecar
+from haltgate.sidecar.startup import Listen, SidecarSettings
 from haltgate.testbed.smallfs import fill, small_volume
 from tests.audit.conftest import AuditDatabase, audit_db  # noqa: F401 (fixture)
 from tests.audit.helpers import make_record

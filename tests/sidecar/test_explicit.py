@@ -186,7 +186,7 @@ async def test_token_budget_refuses_with_typed_error(
 async def test_stream_crossing_the_budget_is_cut(
     standins: Standins, sidecar_factory: SidecarFactory
 ) -> None:
-    from haltgate.sidecar.pipeline import PipelineSettings
+    from haltgate.sidecar.pipeline_state import PipelineSettings
 
     body = {
         "model": "m",
@@ -370,7 +370,7 @@ async def test_http_tool_answer_streams_through(
 
 
 async def test_oversized_llm_answer_refused(sidecar_factory: SidecarFactory) -> None:
-    from haltgate.sidecar.pipeline import PipelineSettings
+    from haltgate.sidecar.pipeline_state import PipelineSettings
 
     sc = await sidecar_factory(pipeline=PipelineSettings(max_buffered_response_bytes=100))
     status, _, body = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)

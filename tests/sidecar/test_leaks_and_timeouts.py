@@ -19,17 +19,15 @@ import yaml
 from aiohttp import web
 
 from haltgate.governance.audit import AuditRecord, MemoryAuditSink
-from haltgate.governance.policy import TLSMode
+from haltgate.governance.policy_base import TLSMode
 from haltgate.sidecar import clienthello
-from haltgate.sidecar.server import Listen, Sidecar, SidecarSettings
+from haltgate.sidecar.first_bytes import peek_first_bytes
+from haltgate.sidecar.server import Sidecar
 from haltgate.sidecar.sse import SSEParser
+from haltgate.sidecar.startup import Listen, SidecarSettings
 from haltgate.sidecar.tlsmint import CertificateAuthority, LeafMinter
-from haltgate.sidecar.transparent import (
-    TransparentListener,
-    TransparentSettings,
-    TransparentUpstream,
-    UpstreamIndex,
-)
+from haltgate.sidecar.transparent import TransparentListener, TransparentSettings
+from haltgate.sidecar.transparent_upstreams import TransparentUpstream, UpstreamIndex
 from haltgate.testbed.standins import serve
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
 
@@ -229,7 +227,9 @@ async def test_transparent_leaf_minting_runs_off_the_event_loop(tmp_path: Path) 
     )
     sock, _ = await loop.sock_accept(lsock)
     sock.setblocking(False)
-    data = await listener._peek(sock)
+    data = await peek_first_bytes(
+        sock, listener.settings.peek_timeout, listener.settings.max_peek_bytes
+    )
     hello = clienthello.parse_client_hello(data)
     await listener._route_tls(sock, "10.0.0.1", 443, hello)
     async with asyncio.timeout(10):

@@ -17,16 +17,12 @@ from click.testing import CliRunner
 
 from haltgate.cli.main import main as haltgate_main
 from haltgate.cli.sidecar import sidecar as sidecar_command
-from haltgate.governance.policy import TLSMode
+from haltgate.governance.policy_base import TLSMode
 from haltgate.sidecar.listeners import ListenerLimits
-from haltgate.sidecar.server import SidecarSettings
-from haltgate.sidecar.transparent import (
-    OriginalDestination,
-    TransparentListener,
-    TransparentSettings,
-    TransparentUpstream,
-    UpstreamIndex,
-)
+from haltgate.sidecar.original_destination import OriginalDestination
+from haltgate.sidecar.startup import SidecarSettings
+from haltgate.sidecar.transparent import TransparentListener, TransparentSettings
+from haltgate.sidecar.transparent_upstreams import TransparentUpstream, UpstreamIndex
 from tests.sidecar.conftest import SidecarFactory, Standins
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from haltgate.governance.audit import SpoolAuditSink
 from haltgate.governance.audit.spool import iter_frames, list_segments, segment_path
-from haltgate.sidecar.pipeline import PipelineSettings
+from haltgate.sidecar.pipeline_state import PipelineSettings
 from haltgate.sidecar.sse import EventHold, SSEParser
 from haltgate.testbed.standins import serve
 from tests.audit.helpers import make_record

@@ -12,7 +12,8 @@ import yaml
 
 from haltgate.governance.audit import MemoryAuditSink
 from haltgate.governance.pricing import PriceTableError
-from haltgate.sidecar.server import Sidecar, SidecarSettings
+from haltgate.sidecar.server import Sidecar
+from haltgate.sidecar.startup import SidecarSettings
 from tests.sidecar.conftest import SidecarFactory
 
 CHAT = {

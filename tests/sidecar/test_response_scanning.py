@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
-from haltgate.sidecar.pipeline import PipelineSettings
+from haltgate.sidecar.pipeline_state import PipelineSettings
 from tests.sidecar.conftest import SidecarFactory, Standins
 from tests.sidecar.test_audit_redaction import AWS, EMAIL, outcomes
 from tests.sidecar.test_stream_guardrails import _metric

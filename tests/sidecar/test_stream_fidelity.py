@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from haltgate.governance.audit import AuditRecord
-from haltgate.sidecar.pipeline import PipelineSettings
+from haltgate.sidecar.pipeline_state import PipelineSettings
 from haltgate.sidecar.usage import CHARS_PER_TOKEN
 from tests.sidecar.conftest import Running, SidecarFactory, Standins
 

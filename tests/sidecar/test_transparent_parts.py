@@ -12,8 +12,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from haltgate.governance.policy import GovernancePolicySpec, TLSMode
-from haltgate.sidecar import transparent as t
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import TLSMode
+from haltgate.sidecar.destination_check import (
+    DestinationMismatch,
+    DestinationVerifier,
+    _host_and_port,
+    destination_guard,
+    is_local_address,
+    refusal_response,
+)
+from haltgate.sidecar.first_bytes import http_verdict
+from haltgate.sidecar.original_destination import OriginalDestination, connection_info
+from haltgate.sidecar.transparent_upstreams import UpstreamIndex
 
 
 def _spec(*upstreams: dict[str, str]) -> GovernancePolicySpec:
@@ -21,7 +32,7 @@ def _spec(*upstreams: dict[str, str]) -> GovernancePolicySpec:
 
 
 def test_index_by_host_with_default_ports() -> None:
-    index = t.UpstreamIndex.from_spec(
+    index = UpstreamIndex.from_spec(
         _spec(
             {"name": "llm", "url": "https://API.example.com/v1", "kind": "llm"},
             {"name": "tool", "url": "http://tool.example:8080", "kind": "http"},
@@ -40,7 +51,7 @@ def test_inspect_wins_when_a_host_is_listed_twice() -> None:
             {"name": "a", "url": "https://h.example", "kind": "http", "tls": "passthrough"},
             {"name": "b", "url": "https://h.example", "kind": "llm", "tls": "inspect"},
         ]
-        up = t.UpstreamIndex.from_spec(_spec(*ups[::order])).lookup("h.example")
+        up = UpstreamIndex.from_spec(_spec(*ups[::order])).lookup("h.example")
         assert up is not None and up.tls is TLSMode.INSPECT
 
 
@@ -60,7 +71,7 @@ def test_inspect_wins_when_a_host_is_listed_twice() -> None:
     ],
 )
 def test_host_header_parsing(header: str, default: int, expected: tuple[str, int] | None) -> None:
-    assert t._host_and_port(header, default) == expected
+    assert _host_and_port(header, default) == expected
 
 
 @pytest.mark.parametrize(
@@ -79,41 +90,39 @@ def test_host_header_parsing(header: str, default: int, expected: tuple[str, int
     ],
 )
 def test_http_verdict(data: bytes, verdict: bool | None) -> None:
-    assert t._http_verdict(data) is verdict
+    assert http_verdict(data) is verdict
 
 
 @given(st.binary(max_size=64))
 def test_http_verdict_never_raises(data: bytes) -> None:
-    assert t._http_verdict(data) in (True, False, None)
+    assert http_verdict(data) in (True, False, None)
 
 
 async def test_verifier_address_and_port_rule() -> None:
-    verifier = t.DestinationVerifier()
-    od = t.OriginalDestination("127.0.0.1", 8080, tls=False, sni=None)
+    verifier = DestinationVerifier()
+    od = OriginalDestination("127.0.0.1", 8080, tls=False, sni=None)
     await verifier.check(od, "localhost", 8080)
     await verifier.check(od, "127.0.0.1", 8080)
-    with pytest.raises(t.DestinationMismatch) as e:
+    with pytest.raises(DestinationMismatch) as e:
         await verifier.check(od, "localhost", 80)
     assert e.value.code == "destination_port_mismatch"
-    with pytest.raises(t.DestinationMismatch) as e:
-        await verifier.check(
-            t.OriginalDestination("10.9.9.9", 8080, False, None), "localhost", 8080
-        )
+    with pytest.raises(DestinationMismatch) as e:
+        await verifier.check(OriginalDestination("10.9.9.9", 8080, False, None), "localhost", 8080)
     assert e.value.code == "destination_address_mismatch"
-    with pytest.raises(t.DestinationMismatch):
+    with pytest.raises(DestinationMismatch):
         await verifier.check(od, "does-not-resolve.invalid", 8080)
 
 
 async def test_ipv4_mapped_original_address_matches_ipv4() -> None:
-    od = t.OriginalDestination("::ffff:127.0.0.1", 80, tls=False, sni=None)
-    await t.DestinationVerifier().check(od, "127.0.0.1", 80)
+    od = OriginalDestination("::ffff:127.0.0.1", 80, tls=False, sni=None)
+    await DestinationVerifier().check(od, "127.0.0.1", 80)
 
 
 async def test_guard_leaves_requests_without_original_destination_alone() -> None:
     async def ok(request: web.Request) -> web.Response:
-        return web.Response(text=f"ok {t.connection_info(request)}")
+        return web.Response(text=f"ok {connection_info(request)}")
 
-    app = web.Application(middlewares=[t.destination_guard(t.DestinationVerifier())])
+    app = web.Application(middlewares=[destination_guard(DestinationVerifier())])
     app.router.add_get("/", ok)
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/", headers={"Host": "anything.example"})
@@ -122,7 +131,7 @@ async def test_guard_leaves_requests_without_original_destination_alone() -> Non
 
 
 def test_refusal_response_is_typed_and_closes() -> None:
-    resp = t.refusal_response("sni_host_mismatch", "Host differs")
+    resp = refusal_response("sni_host_mismatch", "Host differs")
     assert resp.status == 421
     assert resp.headers["x-haltgate-decision-id"]
     assert isinstance(resp.body, bytes) and b'"code":"sni_host_mismatch"' in resp.body
@@ -132,9 +141,9 @@ def test_refusal_response_is_typed_and_closes() -> None:
 def test_index_is_cached_per_spec_object() -> None:
     a = _spec({"name": "x", "url": "https://x.example", "kind": "http"})
     b = _spec({"name": "y", "url": "https://y.example", "kind": "http"})
-    first = t.UpstreamIndex.from_spec(a)
-    assert t.UpstreamIndex.from_spec(a) is first
-    other = t.UpstreamIndex.from_spec(b)
+    first = UpstreamIndex.from_spec(a)
+    assert UpstreamIndex.from_spec(a) is first
+    other = UpstreamIndex.from_spec(b)
     assert other is not first
     assert other.lookup("y.example") is not None and other.lookup("x.example") is None
 
@@ -142,5 +151,5 @@ def test_index_is_cached_per_spec_object() -> None:
 def test_local_addresses_are_recognised() -> None:
     import ipaddress
 
-    assert t.is_local_address(ipaddress.ip_address("127.0.0.1"))
-    assert not t.is_local_address(ipaddress.ip_address("192.0.2.1"))  # TEST-NET-1
+    assert is_local_address(ipaddress.ip_address("127.0.0.1"))
+    assert not is_local_address(ipaddress.ip_address("192.0.2.1"))  # TEST-NET-1

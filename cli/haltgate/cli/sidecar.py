@@ -17,14 +17,14 @@ from haltgate.governance.request import AgentIdentity
 from haltgate.governance.validation import PolicyFileError
 from haltgate.sidecar.bodybudget import DEFAULT_BODY_BUDGET
 from haltgate.sidecar.listeners import ListenerLimits
-from haltgate.sidecar.pipeline import PipelineSettings
-from haltgate.sidecar.server import (
+from haltgate.sidecar.pipeline_state import PipelineSettings
+from haltgate.sidecar.server import Sidecar
+from haltgate.sidecar.startup import (
     ADMIN_PORT,
     EXPLICIT_PORT,
     METRICS_PORT,
     TRANSPARENT_PORT,
     Listen,
-    Sidecar,
     SidecarSettings,
     StartupError,
 )

@@ -14,7 +14,7 @@ happens at most once per rule and run).
 
 Matching: every matcher an endpoint sets must match (an empty list matches anything);
 ``anyToolResult`` matches every tool call. Globs are those of ``spec.tools``
-(:func:`haltgate.governance.tools.compile_glob`).
+(:func:`haltgate.governance.glob_match.compile_glob`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from haltgate.governance.policy import FlowEndpoint, FlowRule, GovernancePolicySpec, RequestKind
+from haltgate.governance.glob_match import compile_glob
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import RequestKind
+from haltgate.governance.policy_rules import FlowEndpoint, FlowRule
 from haltgate.governance.request import CallView
-from haltgate.governance.tools import compile_glob
 
 __all__ = [
     "APPROVAL_HEADER",

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from haltgate.governance.policy import Action, Mcp, McpPromptRule, McpResourceRule
-from haltgate.governance.tools import AuthzResult, compile_glob
+from haltgate.governance.glob_match import compile_glob
+from haltgate.governance.policy_base import Action
+from haltgate.governance.policy_rules import Mcp, McpPromptRule, McpResourceRule
+from haltgate.governance.tools import AuthzResult
 
 __all__ = [
     "CLIENT_METHODS",

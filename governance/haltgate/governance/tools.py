@@ -27,21 +27,23 @@ server). ``tools/list`` responses are filtered with :meth:`ToolAuthorizer.filter
 
 Everything that can be compiled is compiled in the constructor (globs to one regular
 expression per matcher, JSON paths to key tuples), so :meth:`ToolAuthorizer.authorize` does
-no parsing on the hot path.
+no parsing on the hot path. The glob language is in ``haltgate.governance.glob_match``, the
+argument constraints in ``haltgate.governance.tool_arguments``; this module matches rules to
+calls and decides.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from haltgate.governance.errors import BadRequestError
+from haltgate.governance.glob_match import compile_glob
 from haltgate.governance.llm_body import model_forms
-from haltgate.governance.policy import Action, ArgumentConstraint, RequestKind, ToolRule, Tools
+from haltgate.governance.policy_base import Action, RequestKind
+from haltgate.governance.policy_rules import ToolRule, Tools
 from haltgate.governance.request import CallView, ToolCall
-from haltgate.governance.strict_json import CODE_AMBIGUOUS_JSON
+from haltgate.governance.tool_arguments import ArgumentCheck, compile_argument_check
 
 __all__ = [
     "CODE_ARGUMENT_CONSTRAINT_FAILED",
@@ -49,10 +51,7 @@ __all__ = [
     "CODE_TOOL_NOT_ALLOWED",
     "AuthzResult",
     "ToolAuthorizer",
-    "compile_glob",
-    "compile_json_path",
     "find_conflicts",
-    "lookup_json_path",
 ]
 
 CODE_TOOL_DENIED: Final = "tool_denied"
@@ -63,8 +62,6 @@ CODE_ARGUMENT_CONSTRAINT_FAILED: Final = "argument_constraint_failed"
 """An allow rule matched the target and tool, but its argument constraints did not hold."""
 
 MCP_TOOLS_CALL: Final = "tools/call"
-
-_MISSING: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,208 +84,6 @@ class AuthzResult:
 # --------------------------------------------------------------------------- compilation
 
 
-def compile_glob(
-    patterns: Iterable[str],
-    *,
-    separator: str | None = None,
-    ignore_case: bool = False,
-    trailing_separator: bool = False,
-) -> re.Pattern[str] | None:
-    """Compile glob patterns into one anchored regular expression (``None`` if none given).
-
-    ``*`` matches any run of characters except ``separator`` (any run at all when
-    ``separator`` is ``None``), ``**`` matches any run including the separator, ``?`` one
-    character other than the separator. Everything else is literal.
-    ``trailing_separator``: also match with one more ``separator`` at the end.
-    """
-    alternatives: list[str] = []
-    for pattern in patterns:
-        alternatives.append(_glob_to_regex(pattern, separator))
-    if not alternatives:
-        return None
-    flags = re.IGNORECASE if ignore_case else 0
-    tail = re.escape(separator) + "?" if trailing_separator and separator else ""
-    return re.compile("(?:" + "|".join(alternatives) + ")" + tail + r"\Z", flags | re.DOTALL)
-
-
-def _glob_to_regex(pattern: str, separator: str | None) -> str:
-    one = "." if separator is None else f"[^{re.escape(separator)}]"
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "*":
-            if i + 1 < n and pattern[i + 1] == "*":
-                out.append(".*")
-                i += 2
-                continue
-            out.append(f"{one}*")
-        elif ch == "?":
-            out.append(one)
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return "".join(out)
-
-
-_PATH_STEP = re.compile(r"\.([A-Za-z0-9_-]+)|\[([0-9]+)\]")
-
-
-def compile_json_path(path: str) -> tuple[str | int, ...]:
-    """Compile the JSON-path subset ``$``, ``.key``, ``[index]`` into a tuple of steps.
-
-    Raises :class:`ValueError` for anything else (the policy schema already rejects it).
-    """
-    if not path.startswith("$"):
-        raise ValueError(f"JSON path must start with '$': {path!r}")
-    steps: list[str | int] = []
-    pos = 1
-    while pos < len(path):
-        m = _PATH_STEP.match(path, pos)
-        if m is None:
-            raise ValueError(f"unsupported JSON path syntax at offset {pos}: {path!r}")
-        key, index = m.group(1), m.group(2)
-        steps.append(key if key is not None else int(index))
-        pos = m.end()
-    return tuple(steps)
-
-
-def lookup_json_path(document: Any, steps: Sequence[str | int]) -> Any:
-    """Follow compiled ``steps`` into ``document``; returns ``_MISSING`` when absent.
-
-    A key step only enters an object, an index step only a list: ``$.0`` never indexes a list
-    and ``$[0]`` never reads a key ``"0"``.
-    """
-    value = document
-    for step in steps:
-        if isinstance(step, str):
-            if not isinstance(value, dict):
-                return _MISSING
-            if step not in value:
-                _refuse_case_variant(value, step)
-                return _MISSING
-            value = value[step]
-        else:
-            if not isinstance(value, list) or step >= len(value):
-                return _MISSING
-            value = value[step]
-    return value
-
-
-def _refuse_case_variant(obj: dict[str, Any], key: str) -> None:
-    """A key a constraint reads is absent, but spelled in another case: a tool that decodes
-    its arguments case-insensitively (Go's encoding/json) would read it as ``key``, so the
-    arguments have two readings. Raises ``ambiguous_json``."""
-    folded = key.casefold()
-    for other in obj:
-        if isinstance(other, str) and other.casefold() == folded:
-            raise BadRequestError(
-                f"argument {other!r} differs from {key!r}, which the policy reads, only in "
-                "case: case-insensitive tools would read it as that key",
-                code=CODE_AMBIGUOUS_JSON,
-            )
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """Equality with JSON types: ``true`` is not ``1``, ``1`` equals ``1.0``."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a is b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, str) or isinstance(b, str):
-        return isinstance(a, str) and isinstance(b, str) and a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    return a is None and b is None
-
-
-Check = Callable[[Any], bool]
-
-
-def _compile_constraint(c: ArgumentConstraint) -> tuple[tuple[str | int, ...], Check, str]:
-    steps = compile_json_path(c.path)
-    check: Check
-    if c.regex is not None:
-        rx = re.compile(c.regex)
-
-        def check(v: Any) -> bool:
-            return isinstance(v, str) and rx.search(v) is not None
-
-        what = f"{c.path} matches /{c.regex}/"
-    elif c.max_length is not None:
-        limit = c.max_length
-
-        def check(v: Any) -> bool:
-            return isinstance(v, str | list) and len(v) <= limit
-
-        what = f"{c.path} has length <= {limit}"
-    elif c.in_ is not None:
-        check = _one_of(c.in_)
-        what = f"{c.path} in {list(c.in_)!r}"
-    else:
-        # `equals` (validation requires exactly one of the four; `equals: null` is allowed
-        # by the schema only through this branch and then means "is null").
-        check = _one_of([c.equals])
-        what = f"{c.path} equals {c.equals!r}"
-    return steps, check, what
-
-
-def _one_of(options: Sequence[Any]) -> Check:
-    """A JSON-typed membership test, with set lookups for scalar options (the common case)."""
-    strings = frozenset(o for o in options if isinstance(o, str))
-    numbers = frozenset(
-        o for o in options if isinstance(o, int | float) and not isinstance(o, bool)
-    )
-    bools = frozenset(o for o in options if isinstance(o, bool))
-    null = any(o is None for o in options)
-    composite = tuple(o for o in options if isinstance(o, list | dict))
-
-    def check(v: Any) -> bool:
-        t = type(v)
-        if t is str:
-            return v in strings
-        if t is bool:
-            return v in bools
-        if t is int or t is float:
-            return v in numbers
-        if v is None:
-            return null
-        return any(json_equal(v, o) for o in composite)
-
-    return check
-
-
-@dataclass(frozen=True, slots=True)
-class _Constraint:
-    holds: Check
-    """Whether the constraint holds for a tool's arguments (path lookup and test fused)."""
-    description: str
-
-
-def _fuse(steps: tuple[str | int, ...], check: Check) -> Check:
-    if len(steps) == 1 and isinstance(steps[0], str):
-        # `$.key`, by far the most common path: one dict lookup, no loop.
-        key = steps[0]
-
-        def holds(arguments: Any) -> bool:
-            if not isinstance(arguments, dict):
-                return False
-            value = arguments.get(key, _MISSING)
-            if value is _MISSING:
-                _refuse_case_variant(arguments, key)
-                return False
-            return check(value)
-    else:
-
-        def holds(arguments: Any) -> bool:
-            value = lookup_json_path(arguments, steps)
-            return value is not _MISSING and check(value)
-
-    return holds
-
-
 @dataclass(frozen=True, slots=True)
 class _CompiledRule:
     name: str
@@ -300,7 +95,7 @@ class _CompiledRule:
     models: re.Pattern[str] | None
     servers: re.Pattern[str] | None
     tools: re.Pattern[str] | None
-    constraints: tuple[_Constraint, ...]
+    constraints: tuple[ArgumentCheck, ...]
     risk: float
     allowed: AuthzResult
     """The result when this (allow) rule decides: built once, returned as is."""
@@ -335,16 +130,11 @@ class _CompiledRule:
             return True
         return name is not None and self.tools.match(name) is not None
 
-    def failed_constraint(self, arguments: Any) -> _Constraint | None:
+    def failed_constraint(self, arguments: Any) -> ArgumentCheck | None:
         for c in self.constraints:
             if not c.holds(arguments):
                 return c
         return None
-
-
-def _constraint(c: ArgumentConstraint) -> _Constraint:
-    steps, check, description = _compile_constraint(c)
-    return _Constraint(_fuse(steps, check), description)
 
 
 def _compile_rule(rule: ToolRule) -> _CompiledRule:
@@ -370,7 +160,7 @@ def _compile_rule(rule: ToolRule) -> _CompiledRule:
         models=compile_glob(rule.models, ignore_case=True),
         servers=compile_glob(rule.mcp_servers, ignore_case=True),
         tools=compile_glob(rule.mcp_tools),
-        constraints=tuple(_constraint(c) for c in rule.arguments),
+        constraints=tuple(compile_argument_check(c) for c in rule.arguments),
         risk=float(rule.risk),
         allowed=AuthzResult(
             True, rule.name, float(rule.risk), None, f"allowed by rule {rule.name!r}"
@@ -441,28 +231,12 @@ class ToolAuthorizer:
         return self._decide(call, None)
 
     def _decide(self, call: CallView, tool: ToolCall | None) -> AuthzResult:
+        target = (call.kind, call.method, call.host, call.path, call.model, call.upstream)
+        key: _PlanKey
         if tool is None:
-            key: _PlanKey = (
-                call.kind,
-                call.method,
-                call.host,
-                call.path,
-                call.model,
-                call.upstream,
-                call.mcp_method == MCP_TOOLS_CALL,
-            )
+            key = (*target, call.mcp_method == MCP_TOOLS_CALL)
         else:
-            key = (
-                call.kind,
-                call.method,
-                call.host,
-                call.path,
-                call.model,
-                call.upstream,
-                True,
-                tool.server,
-                tool.name,
-            )
+            key = (*target, True, tool.server, tool.name)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(call, tool)
@@ -484,7 +258,7 @@ class ToolAuthorizer:
                     f"tool {tool.name!r} denied by rule {r.name!r}",
                 )
         best: _CompiledRule | None = None
-        failed: tuple[_CompiledRule, _Constraint] | None = None
+        failed: tuple[_CompiledRule, ArgumentCheck] | None = None
         for r in plan.allow:
             bad = r.failed_constraint(arguments)
             if bad is not None:

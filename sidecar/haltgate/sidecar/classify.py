@@ -26,10 +26,10 @@ from haltgate.governance.engine.pricing import normalise_model
 from haltgate.governance.errors import BadRequestError
 from haltgate.governance.jsonlimits import MAX_JSON_DEPTH, deeper_than
 from haltgate.governance.mcp import CLIENT_METHODS, MethodClass
-from haltgate.governance.policy import Provider, RequestKind
+from haltgate.governance.policy_base import Provider, RequestKind
 from haltgate.governance.request import AgentIdentity, CallView
-from haltgate.sidecar import mcp
-from haltgate.sidecar.mcp import McpMessage
+from haltgate.sidecar import mcp_messages
+from haltgate.sidecar.mcp_messages import McpMessage
 from haltgate.sidecar.upstreams import ResolvedUpstream
 from haltgate.sidecar.usage import Dialect
 
@@ -279,9 +279,9 @@ def _llm_call(
 def _classify_mcp(method: str, target: Target, body: bytes, agent: AgentIdentity) -> Classified:
     upstream_name = target.upstream.name if target.upstream else None
     obj = _parse_json(body) if method == "POST" else None
-    # Every message read and checked on its own (haltgate.sidecar.mcp): exact method
+    # Every message read and checked on its own (haltgate.sidecar.mcp_messages): exact method
     # names, one reading of the JSON, canonical resource URIs.
-    message = mcp.read_message(method, body, obj, upstream_name or target.host)
+    message = mcp_messages.read_message(method, body, obj, upstream_name or target.host)
     view = CallView(
         kind=RequestKind.MCP,
         method=method,

@@ -26,7 +26,7 @@ from haltgate.governance.errors import (
     HaltgateError,
     UnavailableError,
 )
-from haltgate.governance.policy import FailureType, RequestKind
+from haltgate.governance.policy_base import FailureType, RequestKind
 from haltgate.governance.pool import cascade
 from haltgate.governance.pool.client import PoolClient
 from haltgate.governance.pool.lease import Amounts
@@ -34,7 +34,7 @@ from haltgate.governance.pool.lease import Amounts
 if TYPE_CHECKING:
     from multidict import CIMultiDictProxy
 
-    from haltgate.sidecar.pipeline import Call
+    from haltgate.sidecar.call import Call
     from haltgate.sidecar.usage import TokenCounts
 
 __all__ = ["PoolStage"]
@@ -205,7 +205,7 @@ class PoolStage:
         if self.prices is not None and (
             counts.model or (call.classified and call.classified.view.model)
         ):
-            from haltgate.sidecar.pipeline import _engine_usage
+            from haltgate.sidecar.budget_stages import engine_usage as _engine_usage
 
             model = call.classified.view.model if call.classified else None
             priced = self.prices.cost_pico(_engine_usage(counts), model)

@@ -1,6 +1,6 @@
 """The ``replay`` part of a call's audit record: what decided, and the engine's inputs.
 
-Built from what the pipeline's stages left on the :class:`~haltgate.sidecar.pipeline.Call`:
+Built from what the pipeline's stages left on the :class:`~haltgate.sidecar.call.Call`:
 the stages the call went through (in pipeline order), the stage that decided a refusal,
 and, once the call reached the budget stage, the ``Reserve`` event, the engine's view of
 the run just before it (``engine.snapshot``) and the decision the engine made. No payload
@@ -18,7 +18,7 @@ from haltgate.governance.engine.snapshot import capture, decision_doc, reserve_d
 from haltgate.governance.errors import HaltgateError
 
 if TYPE_CHECKING:
-    from haltgate.sidecar.pipeline import Call
+    from haltgate.sidecar.call import Call
 
 __all__ = ["REPLAY_FORMAT", "replay_inputs"]
 

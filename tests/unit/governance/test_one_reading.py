@@ -323,7 +323,7 @@ def test_argument_key_in_another_case_is_ambiguous(
     arguments: dict[str, Any], steps: tuple[str, ...]
 ) -> None:
     # A Go tool decoding into a struct reads `Path` as `path`; the constraint would miss it.
-    from haltgate.governance.tools import lookup_json_path
+    from haltgate.governance.tool_arguments import lookup_json_path
 
     with pytest.raises(BadRequestError) as e:
         lookup_json_path(arguments, steps)

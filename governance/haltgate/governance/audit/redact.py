@@ -30,8 +30,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from haltgate.governance.guardrails.base import Detector
-from haltgate.governance.guardrails.engine import Redactor, apply_redactions
 from haltgate.governance.guardrails.pii import PIIDetector
+from haltgate.governance.guardrails.redaction import Redactor, apply_redactions
 from haltgate.governance.guardrails.secrets import SecretsDetector
 
 __all__ = [

@@ -19,12 +19,12 @@ from haltgate.governance.guardrails.base import (
 from haltgate.governance.guardrails.engine import (
     DetectorSettings,
     Guardrails,
-    Redactor,
     StreamChunk,
     StreamScanner,
 )
 from haltgate.governance.guardrails.injection import InjectionDetector
 from haltgate.governance.guardrails.pii import PIIDetector
+from haltgate.governance.guardrails.redaction import Redactor
 from haltgate.governance.guardrails.secrets import SecretsDetector
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 

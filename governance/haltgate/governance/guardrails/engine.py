@@ -9,15 +9,14 @@ immutable after construction and may be shared between concurrent requests.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import logging
 import re
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from haltgate.governance import policy
+from haltgate.governance import policy_base, policy_checks
 from haltgate.governance.guardrails import injection, pii, secrets
 from haltgate.governance.guardrails.base import (
     Candidate,
@@ -27,21 +26,18 @@ from haltgate.governance.guardrails.base import (
     ScanResult,
     Verdict,
 )
+from haltgate.governance.guardrails.json_strings import (
+    MIN_FINDING_CHARS,
+    JoinedStrings,
+    iter_strings,
+    rebuild,
+)
+from haltgate.governance.guardrails.redaction import Redactor, apply_redactions
 
 log = logging.getLogger(__name__)
 
 MAX_SCAN_CHARS = 2 * 1024 * 1024
 """Texts longer than this (characters) are not scanned: a detector error under the fail mode."""
-
-_PLACEHOLDER_TYPES = {
-    "email": "EMAIL",
-    "phone": "PHONE",
-    "credit_card": "CREDIT_CARD",
-    "iban": "IBAN",
-    "national_id": "NATIONAL_ID",
-    "ip_address": "IP_ADDRESS",
-    "dob": "DOB",
-}
 
 
 class TextTooLarge(ValueError):
@@ -61,9 +57,9 @@ class DetectorSettings:
     risk: float
 
     @classmethod
-    def from_spec(cls, detector: Detector, spec: policy.Detector) -> DetectorSettings:
+    def from_spec(cls, detector: Detector, spec: policy_checks.Detector) -> DetectorSettings:
         """Compile one detector's policy block (allowlist regexes compiled here, once)."""
-        if spec.direction == policy.Direction.BOTH:
+        if spec.direction == policy_base.Direction.BOTH:
             directions = frozenset({"request", "response"})
         else:
             directions = frozenset({spec.direction.value})
@@ -80,31 +76,6 @@ class DetectorSettings:
             allowlist=tuple(re.compile(p) for p in spec.allowlist),
             risk=spec.risk,
         )
-
-
-class Redactor:
-    """Hands out placeholders, the same one for the same value (``<EMAIL_1>``, ``<EMAIL_2>``).
-
-    One redactor spans one scan, one JSON document or one stream, so a value that appears in
-    several places of it gets one placeholder everywhere.
-    """
-
-    def __init__(self) -> None:
-        """Start with no placeholders handed out."""
-        self._seen: dict[tuple[str, str], str] = {}
-        self._counts: dict[str, int] = {}
-
-    def placeholder(self, entity: str, value: str) -> str:
-        """Placeholder for `value` of kind `entity`."""
-        label = _PLACEHOLDER_TYPES.get(entity, entity.upper())
-        key = (label, value)
-        got = self._seen.get(key)
-        if got is None:
-            n = self._counts.get(label, 0) + 1
-            self._counts[label] = n
-            got = f"<{label}_{n}>"
-            self._seen[key] = got
-        return got
 
 
 @dataclass(slots=True)
@@ -136,7 +107,7 @@ class Guardrails:
     @classmethod
     def from_spec(
         cls,
-        spec: policy.Guardrails,
+        spec: policy_checks.Guardrails,
         *,
         injection_model: Callable[[str], float] | None = None,
         pii_region: str = "US",
@@ -171,7 +142,7 @@ class Guardrails:
             )
         if spec.secrets is not None and spec.secrets.enabled:
             settings.append(DetectorSettings.from_spec(secrets.SecretsDetector(), spec.secrets))
-        return cls(settings, fail_closed=spec.fail_mode == policy.FailMode.CLOSED)
+        return cls(settings, fail_closed=spec.fail_mode == policy_base.FailMode.CLOSED)
 
     @property
     def detectors(self) -> tuple[str, ...]:
@@ -214,36 +185,9 @@ class Guardrails:
             return out
         redact: list[tuple[int, int, str]] = []
         for s in settings:
-            try:
-                accepted = self._accepted(s, text)
-            except Exception as e:  # a broken detector must not crash the request pipeline
-                out.errors.append(f"{s.detector.name}:{type(e).__name__}")
-                if self._fail_closed:
-                    out.blocked = True
-                continue
+            accepted = self._accepted_or_error(s, text, out)
             for c in accepted:
-                out.findings.append(
-                    Finding(
-                        detector=s.detector.name,
-                        type=c.entity,
-                        score=c.score,
-                        start=c.start,
-                        end=c.end,
-                        action="log" if c.advisory else s.action,
-                        risk=s.risk,
-                        via=c.via,
-                        path=path,
-                        monitor_only=s.monitor_only,
-                    )
-                )
-                if s.monitor_only:
-                    continue
-                out.risk += s.risk
-                if c.advisory:
-                    continue
-                if s.action == "block":
-                    out.blocked = True
-                elif s.action == "redact":
+                if self._record(out, s, c, c.start, c.end, path):
                     redact.append((c.start, c.end, c.entity))
         if redact:
             out.redacted = apply_redactions(text, redact, redactor)
@@ -276,10 +220,7 @@ class Guardrails:
         `only` limits the scan to the detectors of those names (the URL and header scan
         runs the secrets detector alone).
         """
-        findings: list[Finding] = []
-        errors: list[str] = []
-        blocked = False
-        risk = 0.0
+        out = _TextOutcome()
         redact: dict[int, list[tuple[int, int, str]]] = {}
         settings = self._by_direction[direction]
         if only is not None:
@@ -288,54 +229,28 @@ class Guardrails:
         strings = (
             [
                 (p, v, t)
-                for p, v, t in _iter_strings(obj, "", trusted=False)
-                if len(v) >= _MIN_FINDING_CHARS
+                for p, v, t in iter_strings(obj, "", trusted=False)
+                if len(v) >= MIN_FINDING_CHARS
             ]
             if settings
             else []
         )
-        joined_cache: dict[bool, _Joined] = {}
+        joined_cache: dict[bool, JoinedStrings] = {}
         for s in settings:
             # All strings of the document are scanned as one text (one pass per detector
             # instead of one per string); findings are mapped back to their string.
             skip_trusted = trust and s.detector.name == injection.NAME
             joined = joined_cache.get(skip_trusted)
             if joined is None:
-                joined = joined_cache[skip_trusted] = _Joined.build(
+                joined = joined_cache[skip_trusted] = JoinedStrings.build(
                     [(i, v) for i, (_, v, t) in enumerate(strings) if not (skip_trusted and t)]
                 )
             if not joined.text:
                 continue
-            try:
-                accepted = self._accepted(s, joined.text)
-            except Exception as e:  # a broken detector must not crash the request pipeline
-                errors.append(f"{s.detector.name}:{type(e).__name__}")
-                blocked = blocked or self._fail_closed
-                continue
+            accepted = self._accepted_or_error(s, joined.text, out)
             for c in accepted:
                 i, start, end = joined.locate(c.start, c.end)
-                findings.append(
-                    Finding(
-                        detector=s.detector.name,
-                        type=c.entity,
-                        score=c.score,
-                        start=start,
-                        end=end,
-                        action="log" if c.advisory else s.action,
-                        risk=s.risk,
-                        via=c.via,
-                        path=strings[i][0],
-                        monitor_only=s.monitor_only,
-                    )
-                )
-                if s.monitor_only:
-                    continue
-                risk += s.risk
-                if c.advisory:
-                    continue
-                if s.action == "block":
-                    blocked = True
-                elif s.action == "redact":
+                if self._record(out, s, c, start, end, strings[i][0]):
                     redact.setdefault(i, []).append((start, end, c.entity))
         replaced: dict[str, str] = {}
         redactor = Redactor()
@@ -343,15 +258,62 @@ class Guardrails:
             pointer, value, _ = strings[i]
             replaced[pointer] = apply_redactions(value, redact[i], redactor)
         order = {p: i for i, (p, _, _) in enumerate(strings)}
-        findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
+        out.findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
         return ScanResult(
-            findings=tuple(findings),
-            blocked=blocked,
+            findings=tuple(out.findings),
+            blocked=out.blocked,
             redacted_text=None,
-            risk=risk,
-            redacted_obj=_rebuild(obj, "", replaced) if replaced else None,
-            errors=tuple(errors),
+            risk=out.risk,
+            redacted_obj=rebuild(obj, "", replaced) if replaced else None,
+            errors=tuple(out.errors),
         )
+
+    def _accepted_or_error(
+        self, s: DetectorSettings, text: str, out: _TextOutcome
+    ) -> list[Candidate]:
+        """`_accepted`, with a detector error recorded in `out` (blocking when fail-closed)
+        instead of raised: a broken detector must not crash the request pipeline."""
+        try:
+            return self._accepted(s, text)
+        except Exception as e:
+            out.errors.append(f"{s.detector.name}:{type(e).__name__}")
+            if self._fail_closed:
+                out.blocked = True
+            return []
+
+    @staticmethod
+    def _record(
+        out: _TextOutcome,
+        s: DetectorSettings,
+        c: Candidate,
+        start: int,
+        end: int,
+        path: str | None,
+    ) -> bool:
+        """Add the finding of one accepted candidate to `out` (its risk, a block); True when
+        the policy asks for it to be redacted."""
+        out.findings.append(
+            Finding(
+                detector=s.detector.name,
+                type=c.entity,
+                score=c.score,
+                start=start,
+                end=end,
+                action="log" if c.advisory else s.action,
+                risk=s.risk,
+                via=c.via,
+                path=path,
+                monitor_only=s.monitor_only,
+            )
+        )
+        if s.monitor_only:
+            return False
+        out.risk += s.risk
+        if c.advisory:
+            return False
+        if s.action == "block":
+            out.blocked = True
+        return s.action == "redact"
 
     def _accepted(self, s: DetectorSettings, text: str) -> list[Candidate]:
         """Candidates of one detector that pass its threshold and allowlist (may raise)."""
@@ -482,9 +444,6 @@ class StreamScanner:
         return StreamChunk(piece, findings, self._blocked, risk, tuple(out.errors))
 
 
-# ---------------------------------------------------------------------- helpers
-
-
 @functools.cache
 def _shared_model_scorer() -> Callable[[str], float]:
     """The model stage, loaded once per process (policy reloads reuse it): the fine-tuned
@@ -512,103 +471,3 @@ def _dedupe(cands: Sequence[Candidate]) -> list[Candidate]:
         if old is None or c.score > old.score:
             best[key] = c
     return sorted(best.values(), key=lambda c: (c.start, -c.end))
-
-
-def apply_redactions(text: str, spans: Sequence[tuple[int, int, str]], redactor: Redactor) -> str:
-    """Replace spans (merged where they overlap) by placeholders (public: the audit
-    scrubber redacts with the same rules)."""
-    merged: list[list[Any]] = []
-    for start, end, entity in sorted(spans, key=lambda s: (s[0], -s[1])):
-        if merged and start < merged[-1][1]:
-            if end > merged[-1][1]:
-                merged[-1][1] = end
-            continue
-        merged.append([start, end, entity])
-    parts: list[str] = []
-    pos = 0
-    for start, end, entity in merged:
-        parts.append(text[pos:start])
-        parts.append(redactor.placeholder(entity, text[start:end]))
-        pos = end
-    parts.append(text[pos:])
-    return "".join(parts)
-
-
-def _escape_pointer(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
-_MAX_JSON_DEPTH = 256
-
-
-_MIN_FINDING_CHARS = 6
-"""Shorter strings cannot hold any finding ("a@b.co" is the shortest); JSON is full of them."""
-_JOIN = "\n\n"
-"""Separator of the strings of a JSON document scanned as one text."""
-
-
-@dataclass(slots=True)
-class _Joined:
-    """Strings of a document joined into one text, with the way back to each string."""
-
-    text: str
-    starts: list[int]
-    ids: list[int]
-    lengths: list[int]
-
-    @classmethod
-    def build(cls, parts: Sequence[tuple[int, str]]) -> _Joined:
-        starts, ids, lengths, pos = [], [], [], 0
-        for i, v in parts:
-            starts.append(pos)
-            ids.append(i)
-            lengths.append(len(v))
-            pos += len(v) + len(_JOIN)
-        return cls(_JOIN.join(v for _, v in parts), starts, ids, lengths)
-
-    def locate(self, start: int, end: int) -> tuple[int, int, int]:
-        """(string id, start, end) in that string; a span running over the end of its
-        string is cut there (an attack split over two fields is still reported)."""
-        k = max(0, bisect.bisect_right(self.starts, start) - 1)
-        base = self.starts[k]
-        n = self.lengths[k]
-        return self.ids[k], min(start - base, n), min(max(end - base, start - base), n)
-
-
-_AGENT_ROLES = frozenset({"system", "developer"})
-_AGENT_FIELDS = frozenset({"system", "instructions"})
-
-
-def _iter_strings(
-    obj: Any, pointer: str, depth: int = 0, *, trusted: bool
-) -> Iterator[tuple[str, str, bool]]:
-    """(JSON pointer, value, written by the agent's owner) of every string value,
-    depth-first, in document order."""
-    if depth > _MAX_JSON_DEPTH:
-        raise ValueError("JSON document nested too deeply")
-    if isinstance(obj, str):
-        yield pointer, obj, trusted
-    elif isinstance(obj, dict):
-        role = obj.get("role")
-        # Attacker-shaped JSON: a role may be any value, and a list is not hashable.
-        inner = trusted or (isinstance(role, str) and role in _AGENT_ROLES)
-        for k, v in obj.items():
-            key_trusted = inner or (depth == 0 and k in _AGENT_FIELDS)
-            yield from _iter_strings(
-                v, f"{pointer}/{_escape_pointer(str(k))}", depth + 1, trusted=key_trusted
-            )
-    elif isinstance(obj, list | tuple):
-        for i, v in enumerate(obj):
-            yield from _iter_strings(v, f"{pointer}/{i}", depth + 1, trusted=trusted)
-
-
-def _rebuild(obj: Any, pointer: str, replaced: dict[str, str]) -> Any:
-    if isinstance(obj, str):
-        return replaced.get(pointer, obj)
-    if isinstance(obj, dict):
-        return {
-            k: _rebuild(v, f"{pointer}/{_escape_pointer(str(k))}", replaced) for k, v in obj.items()
-        }
-    if isinstance(obj, list | tuple):
-        return [_rebuild(v, f"{pointer}/{i}", replaced) for i, v in enumerate(obj)]
-    return obj

@@ -1,0 +1,91 @@
+"""The string values of a parsed JSON document, for scanning: walked in document order with
+their JSON pointers and whether the agent's owner wrote them, joined into one text (with
+the way back to each string), and the document rebuilt with some strings replaced.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def _escape_pointer(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+_MAX_JSON_DEPTH = 256
+
+
+MIN_FINDING_CHARS = 6
+"""Shorter strings cannot hold any finding ("a@b.co" is the shortest); JSON is full of them."""
+_JOIN = "\n\n"
+"""Separator of the strings of a JSON document scanned as one text."""
+
+
+@dataclass(slots=True)
+class JoinedStrings:
+    """Strings of a document joined into one text, with the way back to each string."""
+
+    text: str
+    starts: list[int]
+    ids: list[int]
+    lengths: list[int]
+
+    @classmethod
+    def build(cls, parts: Sequence[tuple[int, str]]) -> JoinedStrings:
+        starts, ids, lengths, pos = [], [], [], 0
+        for i, v in parts:
+            starts.append(pos)
+            ids.append(i)
+            lengths.append(len(v))
+            pos += len(v) + len(_JOIN)
+        return cls(_JOIN.join(v for _, v in parts), starts, ids, lengths)
+
+    def locate(self, start: int, end: int) -> tuple[int, int, int]:
+        """(string id, start, end) in that string; a span running over the end of its
+        string is cut there (an attack split over two fields is still reported)."""
+        k = max(0, bisect.bisect_right(self.starts, start) - 1)
+        base = self.starts[k]
+        n = self.lengths[k]
+        return self.ids[k], min(start - base, n), min(max(end - base, start - base), n)
+
+
+_AGENT_ROLES = frozenset({"system", "developer"})
+_AGENT_FIELDS = frozenset({"system", "instructions"})
+
+
+def iter_strings(
+    obj: Any, pointer: str, depth: int = 0, *, trusted: bool
+) -> Iterator[tuple[str, str, bool]]:
+    """(JSON pointer, value, written by the agent's owner) of every string value,
+    depth-first, in document order."""
+    if depth > _MAX_JSON_DEPTH:
+        raise ValueError("JSON document nested too deeply")
+    if isinstance(obj, str):
+        yield pointer, obj, trusted
+    elif isinstance(obj, dict):
+        role = obj.get("role")
+        # Attacker-shaped JSON: a role may be any value, and a list is not hashable.
+        inner = trusted or (isinstance(role, str) and role in _AGENT_ROLES)
+        for k, v in obj.items():
+            key_trusted = inner or (depth == 0 and k in _AGENT_FIELDS)
+            yield from iter_strings(
+                v, f"{pointer}/{_escape_pointer(str(k))}", depth + 1, trusted=key_trusted
+            )
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            yield from iter_strings(v, f"{pointer}/{i}", depth + 1, trusted=trusted)
+
+
+def rebuild(obj: Any, pointer: str, replaced: dict[str, str]) -> Any:
+    if isinstance(obj, str):
+        return replaced.get(pointer, obj)
+    if isinstance(obj, dict):
+        return {
+            k: rebuild(v, f"{pointer}/{_escape_pointer(str(k))}", replaced) for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [rebuild(v, f"{pointer}/{i}", replaced) for i, v in enumerate(obj)]
+    return obj

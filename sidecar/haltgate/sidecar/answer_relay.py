@@ -1,0 +1,184 @@
+"""Relaying a non-streamed answer: passed through chunk by chunk (HTTP tools without
+response guardrails) or read whole, settled, filtered and scanned, then sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
+from haltgate.governance.policy_base import RequestKind
+from haltgate.sidecar import mcp, mcp_answers
+from haltgate.sidecar import responses as r
+from haltgate.sidecar.bodybudget import MemoryBudgetError
+from haltgate.sidecar.call import Call, overhead_ms
+from haltgate.sidecar.relay_headers import response_headers
+from haltgate.sidecar.response_guard import ResponseGuard, lists_tools, rewrite_sse
+
+__all__ = ["AnswerRelay"]
+
+
+class AnswerRelay(ResponseGuard):
+    """Relays whole (non-SSE) answers."""
+
+    async def relay_through(
+        self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        """Relay an answer chunk by chunk without reading it (HTTP tools)."""
+        resp = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=response_headers(upstream.headers, call, None),
+        )
+        if upstream.content_length is not None:
+            resp.content_length = upstream.content_length
+        resp.headers[r.OVERHEAD_HEADER] = overhead_ms(call)
+        await resp.prepare(request)
+        digest = hashlib.blake2b(digest_size=16)
+        truncated = client_gone = False
+        try:
+            async for chunk in upstream.content.iter_any():
+                digest.update(chunk)
+                try:
+                    await resp.write(chunk)
+                except (ConnectionError, RuntimeError):
+                    client_gone = True
+                    break
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            truncated = True
+        if not client_gone:
+            try:
+                if truncated:
+                    # The status line is out: closing without the rest is all that is left.
+                    resp.force_close()
+                else:
+                    await resp.write_eof()
+            except (ConnectionError, RuntimeError):
+                pass
+        ok = upstream.status < 500 and not truncated
+        self.settle_budget(
+            call, None, ok, None if ok else f"http_{upstream.status}", digest.hexdigest()
+        )
+        self._finish(call, "allow", None)
+        self._audit_outcome(call, upstream.status, None, decision="allow")
+        return resp
+
+    async def relay_whole(
+        self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        """A complete (non-streamed) answer: settle, scan, then send it."""
+        limit = self.settings.max_buffered_response_bytes
+        known = upstream.content_length
+        if known is not None and known > limit:
+            return await self.fail_upstream(
+                request,
+                call,
+                UpstreamError(
+                    f"the upstream answer exceeds {limit} bytes", code="upstream_response_too_large"
+                ),
+                None,
+            )
+        try:
+            if known is not None:
+                self._hold(call, known, "response")
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await upstream.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    return await self.fail_upstream(
+                        request,
+                        call,
+                        UpstreamError(
+                            f"the upstream answer exceeds {limit} bytes",
+                            code="upstream_response_too_large",
+                        ),
+                        None,
+                    )
+                if known is None or size > known:
+                    self._hold(call, len(chunk), "response")
+                chunks.append(chunk)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return await self.fail_upstream(
+                request,
+                call,
+                UpstreamError("the upstream answer ended early", code="upstream_truncated"),
+                e,
+            )
+        except MemoryBudgetError as e:
+            # The call went out (its reservation is settled as failed): the answer cannot
+            # be held now, so the agent gets a typed 503 rather than the sidecar the OOM.
+            return await self.fail_upstream(request, call, e, None)
+        call.upstream_done = time.perf_counter()
+        classified = call.classified
+        assert classified is not None
+        counts, content_fp = self.read_usage(call, upstream.status, body=body)
+        ok, err_fp = _outcome_of(call, upstream.status, body)
+        if call.mcp is not None and call.mcp.sub_ids:
+            mcp.read_outcomes(call.mcp, body)
+        settle = self.settle_budget(call, counts, ok, err_fp, content_fp or _digest(body))
+        if classified.view.kind is RequestKind.MCP and lists_tools(classified.body):
+            body = self.filter_tools_list(call, upstream, body)
+        if classified.mcp is not None and upstream.status < 300:
+            body = mcp_answers.filter_listings(call, body, upstream.content_type, rewrite_sse)
+        try:
+            if classified.mcp is not None:
+                body = mcp_answers.filter_answer(call, body, upstream.content_type)
+            # Decoded here on the loop (its bytes charged to the memory budget), scanned
+            # where the guardrails run.
+            plain = self.decode_response(call, body, upstream.headers)
+            new = (
+                None
+                if plain is None
+                else await self._scan(
+                    call, self.scan_response, call, plain, upstream.headers.get("Content-Type")
+                )
+            )
+        except HaltgateError as err:
+            decision = "deny" if isinstance(err, DeniedError) else "error"
+            self._finish(call, decision, err.code)
+            self._audit_outcome(call, upstream.status, counts, decision=decision, err=err)
+            return await self._send_error(request, call, err)
+        resp = web.Response(
+            status=upstream.status,
+            reason=upstream.reason,
+            body=body if new is None else new,
+            headers=response_headers(upstream.headers, call, settle),
+        )
+        if new is not None and plain is not body:
+            resp.headers.popall("Content-Encoding", None)  # sent decoded once redacted
+        resp.headers[r.OVERHEAD_HEADER] = overhead_ms(call)
+        self._finish(call, "allow", None)
+        self._audit_outcome(call, upstream.status, counts, decision="allow")
+        return resp
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _outcome_of(call: Call, status: int, body: bytes) -> tuple[bool, str | None]:
+    """Whether the call succeeded, and a digest of its error if not (stagnation)."""
+    if status >= 500:
+        return False, f"http_{status}"
+    c = call.classified
+    if c is not None and c.view.tool_calls and status < 300:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return True, None
+        for msg in obj if isinstance(obj, list) else [obj]:
+            if not isinstance(msg, dict):
+                continue
+            result = msg.get("result")
+            if "error" in msg or (isinstance(result, dict) and result.get("isError") is True):
+                return False, _digest(
+                    orjson.dumps(msg.get("error") or result, option=orjson.OPT_SORT_KEYS)
+                )
+    return True, None

@@ -1,0 +1,199 @@
+"""Audit records and metrics of every decision: the durable intent before a call goes out,
+the outcome queued after its answer, request/latency/finding metrics, fail-open events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from haltgate.governance.audit import AuditError, AuditRecord, InvalidRecordError
+from haltgate.governance.audit.redact import AuditScrubber
+from haltgate.governance.errors import HaltgateError, UnavailableError
+from haltgate.governance.policy_base import PayloadCapture, RequestKind
+from haltgate.sidecar.call import Call
+from haltgate.sidecar.pipeline_state import PipelineState
+from haltgate.sidecar.replayinputs import replay_inputs
+from haltgate.sidecar.usage import TokenCounts
+
+__all__ = ["DecisionAudit"]
+
+log = logging.getLogger("haltgate.sidecar")
+
+
+class DecisionAudit(PipelineState):
+    """Emits the audit records and decision metrics of each call."""
+
+    async def audit_intent(self, call: Call) -> None:
+        """Make the intent durable before anything leaves (no action without a record)."""
+        record = self._record(call, "intent", decision="allow")
+        try:
+            if self._audit_in_memory:
+                await self.audit.intent(record)  # cannot block: no timer on the hot path
+            else:
+                async with asyncio.timeout(self.settings.intent_timeout):
+                    await self.audit.intent(record)
+        except AuditError as e:
+            raise UnavailableError(f"audit trail unavailable: {e.message}", code=e.code) from e
+        except TimeoutError as e:
+            raise UnavailableError(
+                "audit trail did not confirm the record in time", code="audit_timeout"
+            ) from e
+
+    def _record(
+        self,
+        call: Call,
+        phase: str,
+        *,
+        decision: str,
+        status: int | None = None,
+        counts: TokenCounts | None = None,
+        err: HaltgateError | None = None,
+    ) -> AuditRecord:
+        c = call.classified
+        view = c.view if c is not None else None
+        tool = view.tool_calls[0].name if view is not None and view.tool_calls else None
+        if (
+            tool is None
+            and call.authz is not None
+            and view is not None
+            and view.kind is RequestKind.HTTP
+        ):
+            tool = call.authz.rule
+        # Everything the agent or the upstream controls is scrubbed before it is stored
+        # (redacted unless payload: full; never a NUL or an over-deep document).
+        scrub = call.scrub
+        if scrub is None:
+            scrub = call.scrub = AuditScrubber(
+                redact=call.controls.payload is not PayloadCapture.FULL
+            )
+        return AuditRecord(
+            decision_id=call.decision_id,
+            time=call.ts,
+            phase=phase,  # type: ignore[arg-type]
+            namespace=call.agent.namespace,
+            workload=call.agent.workload,
+            pod=call.agent.pod,
+            run_id=call.agent.run_id,
+            kind=view.kind.value if view is not None and view.kind is not None else None,
+            target=scrub.target(
+                f"{call.method} {call.target.url}"
+                if call.target is not None
+                else f"{call.method} {call.raw_target}"
+            ),
+            model=scrub.name(view.model if view is not None else None),
+            tool=scrub.name(tool),
+            args_digest=call.fingerprint or None,
+            decision=decision,
+            failure_type=err.failure_type.value if err and err.failure_type else None,
+            code=err.code if err else None,
+            message=scrub.optional(err.message if err else None),
+            budget_after=dict(err.budget) if err and err.budget else None,
+            usage=scrub.strings_of(counts.as_dict()) if counts is not None else None,
+            findings=scrub.findings(call.findings),
+            status=status,
+            latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,
+            cost_usd=call.cost_usd if phase != "intent" else None,
+            payload_mode=call.controls.payload.value,
+            payload=self._payload(call, scrub),
+            replay=replay_inputs(call, phase, err),
+        )
+
+    def _payload(self, call: Call, scrub: AuditScrubber) -> Any:
+        c = call.classified
+        if call.controls.payload is PayloadCapture.NONE or c is None or c.body is None:
+            return None
+        # ``redacted``: the audit's own PII and secrets pass, whatever the guardrails do.
+        return scrub.payload(c.body)
+
+    def _audit_outcome(
+        self,
+        call: Call,
+        status: int | None,
+        counts: TokenCounts | None,
+        *,
+        decision: str,
+        err: HaltgateError | None = None,
+    ) -> None:
+        """Queue the outcome record; the answer waits neither for it nor for its fsync.
+
+        The record is built and sealed in a loop callback that runs once the handler has
+        handed its answer to the transport (the stages call this just before returning
+        the response): the audit's CPU time is not in the agent's latency."""
+        asyncio.get_running_loop().call_soon(
+            self._queue_outcome, call, status, counts, decision, err
+        )
+
+    def _queue_outcome(
+        self,
+        call: Call,
+        status: int | None,
+        counts: TokenCounts | None,
+        decision: str,
+        err: HaltgateError | None,
+    ) -> None:
+        record = self._record(
+            call, "outcome", decision=decision, status=status, counts=counts, err=err
+        )
+        if self._submit_nowait is not None:
+            # The spool queues it for its next group commit: no task per call.
+            try:
+                try:
+                    future = self._submit_nowait(record)
+                except InvalidRecordError:
+                    future = self._submit_nowait(_bare(record))
+            except AuditError as e:
+                log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
+                return
+            if future is not None:
+                future.add_done_callback(_log_failed_outcome)
+            return
+        task = asyncio.get_running_loop().create_task(self._write_outcome(record))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _write_outcome(self, record: AuditRecord) -> None:
+        try:
+            try:
+                await self.audit.outcome(record)
+            except InvalidRecordError:
+                await self.audit.outcome(_bare(record))
+        except AuditError as e:
+            log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
+
+    def _finish(self, call: Call, decision: str, code: str | None) -> None:
+        kind = call.kind_label
+        self.decisions[decision] = self.decisions.get(decision, 0) + 1
+        self._child(self.metrics.requests, kind, decision, code or "").inc()
+        self._child(self.metrics.added_latency, kind).observe(max(call.overhead, 0.0))
+        for finding in call.findings:  # usually none
+            self._child(
+                self.metrics.guardrail_findings,
+                str(finding.get("detector")),
+                "monitor" if finding.get("monitor_only") else str(finding.get("action")),
+            ).inc()
+
+    def _guardrail_fail_open(self, call: Call, errors: Sequence[str]) -> None:
+        """Detectors that failed while the scan still allowed (``failMode: open``): each is
+        a fail-open event, on the metric and in the call's audit findings."""
+        for error in errors:
+            detector, _, kind = error.partition(":")
+            self.metrics.fail_open.labels("guardrails").inc()
+            call.findings.append({"detector": detector, "action": "fail_open", "error": kind})
+        log.warning("guardrails failed (fail open) for %s: %s", call.decision_id, ", ".join(errors))
+
+
+def _bare(record: AuditRecord) -> AuditRecord:
+    """``record`` without the values that can make it unwritable: the decision is still
+    audited when its payload or findings cannot be (a refusal is never left out)."""
+    return replace(record, payload=None, findings=(), message=None, budget_after=None, usage=None)
+
+
+def _log_failed_outcome(future: Any) -> None:
+    error = future.exception()
+    if error is not None:
+        log.error("audit outcome not recorded: %s", error)

@@ -1,0 +1,70 @@
+"""The HTTP front ends behind the sidecar's listeners: the explicit port's low-level server,
+the transparent port's application (behind the destination guard) and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from haltgate.sidecar import self_view
+from haltgate.sidecar.destination_check import DestinationVerifier, destination_guard
+from haltgate.sidecar.target_resolution import resolve_explicit, resolve_transparent
+
+__all__ = ["explicit_server", "metrics_app", "transparent_app"]
+
+
+def explicit_server(source: self_view.SelfSource, idle_timeout: float) -> web.Server:
+    """aiohttp's low-level server: every request goes to the pipeline, so an
+    Application's router, middlewares and Request objects would be cost without use
+    (the body limit is the policy's, enforced by the pipeline)."""
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        pipeline = source.pipeline
+        assert pipeline is not None
+        if request.raw_path.startswith(self_view.SELF_PATH) and self_view.is_self_request(
+            request.raw_path
+        ):
+            return self_view.answer(request, source)  # the agent's read-only view
+        if request.version == aiohttp.HttpVersion11 and "Expect" in request.headers:
+            await _answer_expect(request)
+        return await pipeline.handle(request, resolve_explicit(request, pipeline.controls))
+
+    return web.Server(handler, access_log=None, keepalive_timeout=idle_timeout)
+
+
+async def _answer_expect(request: web.BaseRequest) -> None:
+    """``Expect: 100-continue``: tell the client to send its body (what an Application's
+    router does for its routes); any other expectation cannot be met (417)."""
+    if request.headers["Expect"].lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers['Expect']}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer's own byte count starts after this
+
+
+def transparent_app(source: self_view.SelfSource, verifier: DestinationVerifier) -> web.Application:
+    """Requests of connections the transparent listener handed over (plain HTTP or
+    inspected TLS); the guard refuses a Host that disagrees with the connection."""
+    app = web.Application(client_max_size=2**62, middlewares=[destination_guard(verifier)])
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        pipeline = source.pipeline
+        assert pipeline is not None
+        return await pipeline.handle(request, resolve_transparent(request, pipeline.controls))
+
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    """``GET /metrics`` in the Prometheus text format (rendered off the event loop)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        data = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
+        return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,226 @@
+"""What MCP answers may carry to the agent: server requests the policy denies
+(``sampling/createMessage``, ``elicitation/create``) taken out of event streams and refused
+in JSON answers, listings (resources, prompts) without the entries the policy hides, and
+compressed answers that cannot be filtered refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
+from haltgate.governance.mcp import McpAuthorizer, canonical_uri
+from haltgate.governance.policy_base import FailureType
+from haltgate.sidecar.mcp_messages import McpMessage
+
+if TYPE_CHECKING:
+    from haltgate.sidecar.call import Call
+    from haltgate.sidecar.sse import SSEEvent
+
+__all__ = [
+    "ServerRequestFilter",
+    "encoding_refusal",
+    "filter_answer",
+    "filter_listings",
+    "listing_ids",
+    "stream_filter",
+]
+
+
+class ServerRequestFilter:
+    """Takes server requests the policy denies out of an MCP event stream.
+
+    :meth:`raw` filters complete events as bytes (everything else, ``id:`` lines included,
+    is relayed unchanged); :meth:`wrap` puts the filter in front of the response guardrails'
+    event scan when those are on. A dropped request gets no answer from the agent: the
+    server times it out, and the agent never acts on it."""
+
+    __slots__ = ("_rules", "dropped")
+
+    def __init__(self, rules: McpAuthorizer) -> None:
+        self._rules = rules
+        self.dropped: list[str] = []
+        """Methods of the server requests dropped so far."""
+
+    def denied(self, data: str) -> str | None:
+        """The denied server request method in an event's data, if any."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        for msg in obj if isinstance(obj, list) else [obj]:
+            method = self.denied_message(msg)
+            if method is not None:
+                return method
+        return None
+
+    def denied_message(self, msg: Any) -> str | None:
+        """The method of ``msg`` if it is a server request the policy denies."""
+        method = msg.get("method") if isinstance(msg, dict) else None
+        if isinstance(method, str) and not self._rules.server_request_allowed(method):
+            self.dropped.append(method)
+            return method
+        return None
+
+    def raw(self, complete: bytes) -> bytes:
+        """``complete`` (whole events) without the events carrying a denied request."""
+        if not _may_hold_requests(complete):
+            return complete
+        out: list[bytes] = []
+        event: list[bytes] = []
+        data: list[bytes] = []
+        for line in complete.splitlines(keepends=True):
+            event.append(line)
+            bare = line.rstrip(b"\r\n")
+            if bare:
+                if bare.startswith(b"data:"):
+                    value = bare[5:]
+                    data.append(value[1:] if value.startswith(b" ") else value)
+                continue
+            if not data or self.denied(b"\n".join(data).decode("utf-8", "replace")) is None:
+                out.extend(event)
+            event, data = [], []
+        if event and (not data or self.denied(b"\n".join(data).decode("utf-8", "replace")) is None):
+            out.extend(event)  # the stream's last event, without its blank line
+        return b"".join(out)
+
+    def wrap(self, scan: Any) -> Any:
+        """A response scan that never sees (nor relays) denied server requests."""
+        return _FilteredScan(self, scan)
+
+
+class _FilteredScan:
+    __slots__ = ("_filter", "_scan")
+
+    def __init__(self, server_filter: ServerRequestFilter, scan: Any) -> None:
+        self._filter = server_filter
+        self._scan = scan
+
+    def events(self, events: Sequence[SSEEvent]) -> bytes:
+        kept = [e for e in events if self._filter.denied(e.data) is None]
+        return bytes(self._scan.events(kept))
+
+    def verdict(self) -> HaltgateError | None:
+        return self._scan.verdict()
+
+
+def _may_hold_requests(data: bytes) -> bool:
+    """Whether ``data`` could carry a JSON-RPC request: a ``"method"`` key, or escapes that
+    could spell one (then it is parsed to be sure)."""
+    return b'"method"' in data or b"\\" in data
+
+
+def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
+    """A whole MCP answer without the server requests the policy denies.
+
+    An event stream read whole loses those events; a JSON batch those messages. A single
+    JSON message that is such a request is refused (``mcp_server_request_denied``): there
+    is nothing else to send."""
+    server_filter = stream_filter(call)
+    if server_filter is None or not _may_hold_requests(body):
+        return body
+    if content_type == "text/event-stream":
+        return server_filter.raw(body)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if isinstance(obj, list):
+        kept = [m for m in obj if server_filter.denied_message(m) is None]
+        return body if len(kept) == len(obj) else orjson.dumps(kept)
+    method = server_filter.denied_message(obj)
+    if method is not None:
+        raise DeniedError(
+            f"the MCP server sent a {method} request, which the policy denies",
+            code="mcp_server_request_denied",
+            failure_type=FailureType.SAFETY,
+        )
+    return body
+
+
+_LISTINGS: Final[dict[str, str]] = {"resources/list": "resources", "prompts/list": "prompts"}
+
+
+def listing_ids(message: McpMessage) -> dict[str, str]:
+    """``repr(id)`` -> method of the resources/list and prompts/list requests."""
+    return {
+        repr(e.msg_id): e.method for e in message.elements if e.is_request and e.method in _LISTINGS
+    }
+
+
+def _listed(rules: McpAuthorizer, servers: tuple[str | None, ...], method: str, entry: Any) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    if method == "resources/list":
+        uri = entry.get("uri")
+        if not isinstance(uri, str):
+            return False
+        try:
+            return rules.resources.decide(servers, canonical_uri(uri)).allowed
+        except ValueError:
+            return False  # the agent could not read it anyway
+    name = entry.get("name")
+    return isinstance(name, str) and rules.prompts.decide(servers, name).allowed
+
+
+def filter_listings(
+    call: Call, body: bytes, content_type: str, rewrite_sse: Callable[[bytes, Any], bytes]
+) -> bytes:
+    """resources/list and prompts/list answers without what ``spec.mcp`` would refuse,
+    as ``tools/list`` answers are filtered by the tool rules: the agent does not plan with
+    what it may not use."""
+    classified = call.classified
+    assert classified is not None and classified.mcp is not None
+    ids = listing_ids(classified.mcp)
+    if not ids:
+        return body
+    rules: McpAuthorizer = call.controls.mcp
+    servers = (classified.view.upstream, classified.view.host)
+
+    def rewrite(msg: Any) -> Any:
+        if not isinstance(msg, dict) or not isinstance(msg.get("result"), dict):
+            return msg
+        method = ids.get(repr(msg.get("id")))
+        if method is None:
+            return msg
+        key = _LISTINGS[method]
+        entries = msg["result"].get(key)
+        if isinstance(entries, list):
+            msg["result"][key] = [e for e in entries if _listed(rules, servers, method, e)]
+        return msg
+
+    if content_type == "text/event-stream":
+        return rewrite_sse(body, rewrite)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    return orjson.dumps([rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj))
+
+
+def encoding_refusal(call: Call, headers: Mapping[str, str]) -> UpstreamError | None:
+    """A compressed MCP answer, when the policy denies server requests: refused.
+
+    The sidecar asks MCP servers for ``identity`` answers; one compressed anyway could carry
+    a sampling or elicitation request past the filter, which reads plain bytes (fail
+    closed)."""
+    coding = headers.get("Content-Encoding", "").strip().lower()
+    if coding in ("", "identity") or stream_filter(call) is None:
+        return None
+    return UpstreamError(
+        f"the MCP server answered with Content-Encoding {coding[:32]!r} "
+        "although asked for identity: server requests in it could not be "
+        "filtered",
+        code="mcp_answer_encoded",
+    )
+
+
+def stream_filter(call: Call) -> ServerRequestFilter | None:
+    """The server request filter of an MCP stream (``None``: the policy allows them all)."""
+    rules: McpAuthorizer = call.controls.mcp
+    if rules.sampling and rules.elicitation:
+        return None
+    return ServerRequestFilter(rules)

@@ -1,0 +1,154 @@
+"""What the agent may see of an answer: response guardrails on the decoded body, what
+cannot be scanned (by ``failMode``), and ``tools/list`` answers without the denied tools.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
+from haltgate.governance.guardrails.response_body import (
+    Unscannable,
+    decode_content,
+    scan_decoded_body,
+)
+from haltgate.governance.policy_base import FailMode, FailureType
+from haltgate.sidecar.call import Call
+from haltgate.sidecar.relay_headers import EVENT_STREAM
+from haltgate.sidecar.request_stages import RequestStages
+from haltgate.sidecar.sse import SSEParser
+
+__all__ = ["ResponseGuard", "lists_tools", "rewrite_sse"]
+
+
+class ResponseGuard(RequestStages):
+    """Scans and filters answers before they are relayed."""
+
+    def decode_response(self, call: Call, body: bytes, headers: Mapping[str, str]) -> bytes | None:
+        """The answer without its content codings, for the response guardrails (``None``:
+        nothing to scan, or unscannable and passed under ``failMode: open``). The decoded
+        bytes are held against the body memory budget (503 past it)."""
+        guardrails = call.controls.guardrails
+        if guardrails is None or not body or not guardrails.active("response"):
+            return None
+        coding = headers.get("Content-Encoding")
+        if not coding or coding.strip().lower() == "identity":
+            return body
+        try:
+            plain = decode_content(body, coding, self.settings.max_decoded_response_bytes)
+        except Unscannable as e:
+            self._unscannable(call, e)
+            return None
+        self._hold(call, len(plain), "response")
+        return plain
+
+    def scan_response(self, call: Call, body: bytes, content_type: str | None) -> bytes | None:
+        """Guardrails on what comes back, decoded (a blocked answer is replaced by a
+        refusal). Returns the redacted body, ``None`` when nothing changed. Any text type
+        is scanned (see response_body); what cannot be scanned follows ``failMode``."""
+        guardrails = call.controls.guardrails
+        assert guardrails is not None  # decode_response returned a body to scan
+        try:
+            scanned = scan_decoded_body(guardrails, body, content_type)
+        except Unscannable as e:
+            self._unscannable(call, e)
+            return None
+        except Exception as e:
+            if call.controls.spec.guardrails.fail_mode is FailMode.OPEN:
+                self._guardrail_fail_open(call, [f"response:{type(e).__name__}"])
+                return None
+            raise UnavailableError(f"guardrails failed: {e}", code="guardrails_error") from e
+        result = scanned.result
+        call.findings.extend(f.to_dict() for f in result.findings)
+        if result.errors and not result.blocked:
+            self._guardrail_fail_open(call, result.errors)
+        if result.risk:
+            self.budget.add_risk(time.time(), result.risk, result.code or "guardrail_finding")
+        if result.blocked:
+            raise DeniedError(
+                "a guardrail blocked the response",
+                code=result.code or "guardrail_blocked",
+                failure_type=FailureType.SAFETY,
+            )
+        return None if scanned.body is body else scanned.body
+
+    def _stream_unscannable(self, call: Call, err: Unscannable) -> HaltgateError | None:
+        """`_unscannable` in the middle of a stream: the error that cuts it (closed)."""
+        try:
+            self._unscannable(call, err)
+        except HaltgateError as refusal:
+            return refusal
+        return None
+
+    def _unscannable(self, call: Call, err: Unscannable) -> None:
+        """An answer the guardrails cannot read: refused (closed) or passed, counted and
+        audited as a fail-open event (open)."""
+        closed = call.controls.spec.guardrails.fail_mode is not FailMode.OPEN
+        self._child(
+            self.metrics.guardrail_unscanned, err.reason, "refused" if closed else "passed"
+        ).inc()
+        if closed:
+            raise UnavailableError(
+                f"the answer cannot be scanned by the guardrails ({err})",
+                code="guardrails_unscannable",
+            )
+        self.metrics.fail_open.labels("guardrails").inc()
+        call.findings.append(
+            {"detector": "response_body", "action": "fail_open", "error": err.reason}
+        )
+
+    def filter_tools_list(self, call: Call, upstream: aiohttp.ClientResponse, body: bytes) -> bytes:
+        """Hide the tools the agent may not call from ``tools/list`` answers."""
+        classified = call.classified
+        assert classified is not None
+        server = classified.view.upstream or classified.view.host
+        authorizer = call.controls.authorizer
+        view = classified.view
+
+        def rewrite(message: Any) -> Any:
+            if isinstance(message, dict) and isinstance(message.get("result"), dict):
+                tools = message["result"].get("tools")
+                if isinstance(tools, list):
+                    message["result"]["tools"] = authorizer.filter_tools_list(server, tools, view)
+            return message
+
+        if upstream.content_type == EVENT_STREAM:
+            return rewrite_sse(body, rewrite)
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        obj = [rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj)
+        return orjson.dumps(obj)
+
+
+def lists_tools(body: Any) -> bool:
+    if isinstance(body, dict):
+        return body.get("method") == "tools/list"
+    if isinstance(body, list):
+        return any(isinstance(m, dict) and m.get("method") == "tools/list" for m in body)
+    return False
+
+
+def rewrite_sse(body: bytes, rewrite: Any) -> bytes:
+    parser = SSEParser()
+    out = []
+    for event in parser.feed(body + b"\n\n"):
+        try:
+            message = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            out.append(f"event: {event.event}\ndata: {event.data}\n\n".encode())
+            continue
+        if isinstance(message, list):
+            message = [rewrite(m) for m in message]
+        else:
+            message = rewrite(message)
+        out.append(
+            b"event: " + event.event.encode() + b"\ndata: " + orjson.dumps(message) + b"\n\n"
+        )
+    return b"".join(out)

@@ -1,0 +1,340 @@
+"""Relaying an SSE answer event by event: metered against the budget (cut after the event
+that crosses it), scanned by the response guardrails, and bounded in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+import aiohttp
+from aiohttp import web
+
+from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
+from haltgate.governance.guardrails.response_body import StreamDecoder, Unscannable
+from haltgate.governance.policy_base import FailureType
+from haltgate.sidecar import mcp_answers
+from haltgate.sidecar import responses as r
+from haltgate.sidecar.answer_relay import AnswerRelay
+from haltgate.sidecar.bodybudget import MemoryBudgetError
+from haltgate.sidecar.budget import Budget
+from haltgate.sidecar.budget_stages import budget_denial
+from haltgate.sidecar.call import Call, overhead_ms
+from haltgate.sidecar.injected_usage import HiddenUsage
+from haltgate.sidecar.relay_headers import response_headers
+from haltgate.sidecar.sse import EventHold, SSEEvent, SSEParser
+from haltgate.sidecar.sse_frames import EventFramer, parse_event
+from haltgate.sidecar.stream_scan import StreamScan
+from haltgate.sidecar.usage import UsageReader
+
+__all__ = ["StreamRelay"]
+
+
+_STREAM_FREE_BYTES = 64 * 1024
+"""Unfinished-event bytes a stream holds without charging the body memory budget."""
+
+
+class StreamRelay(AnswerRelay):
+    """Relays SSE answers."""
+
+    async def relay_stream(
+        self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        """Relay an SSE answer, metering it event by event; cut it if the budget is crossed.
+
+        A metered stream is checked after each event and cut right after the event that
+        crossed the budget (at most one event beyond it), and every event the agent is
+        charged for was relayed to it. What the sidecar added to the stream (a usage chunk
+        the agent did not ask for) is read and not relayed."""
+        classified = call.classified
+        assert classified is not None
+        guardrails = call.controls.guardrails
+        decoder: StreamDecoder | None = None
+        coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+        if guardrails is not None and guardrails.active("response") and coding != "identity":
+            # The guardrails read events: a compressed stream is decoded as it comes (and
+            # relayed decoded); a coding that cannot be decoded follows failMode.
+            try:
+                try:
+                    decoder = StreamDecoder(coding, self.settings.max_decoded_response_bytes)
+                except Unscannable as e:
+                    self._unscannable(call, e)
+                    guardrails = None
+            except HaltgateError as refusal:
+                self.settle_budget(call, None, False, refusal.code, None)
+                self._finish(call, "error", refusal.code)
+                self._audit_outcome(call, upstream.status, None, decision="error", err=refusal)
+                return await self._send_error(request, call, refusal)
+        resp = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=response_headers(upstream.headers, call, None),
+        )
+        if decoder is not None:
+            resp.headers.popall("Content-Encoding", None)
+        resp.headers[r.OVERHEAD_HEADER] = overhead_ms(call)
+        await resp.prepare(request)
+        max_event = self.settings.max_sse_event_bytes
+        reader = (
+            UsageReader(classified.dialect, classified.view.model)
+            if classified.dialect is not None
+            else None
+        )
+        hidden = HiddenUsage() if classified.wants_usage_injection else None
+        # Response guardrails rewrite the stream event by event (redaction held back across
+        # events, see ChatStreamGuard); without them the bytes are relayed unchanged.
+        scan = (
+            StreamScan(self, call, guardrails, chat=reader is not None)
+            if guardrails is not None and guardrails.active("response")
+            else None
+        )
+        # Server requests the policy denies (sampling, elicitation) never reach the agent.
+        server_filter = mcp_answers.stream_filter(call) if classified.mcp is not None else None
+        if scan is not None and server_filter is not None:
+            scan = server_filter.wrap(scan)
+        parser = SSEParser(max_event) if scan is not None else None
+        framer = EventFramer(max_event) if scan is None and reader is not None else None
+        """A metered stream without guardrails: split into raw events, each read, checked
+        and relayed as it came."""
+        hold = EventHold(max_event)
+        """An unmetered stream: the start of an event not complete yet is relayed with the
+        rest of its event, so a cut (or an upstream failure) never leaves half an event
+        before the error event."""
+        digest = hashlib.blake2b(digest_size=16)
+        guard = StreamGuard(call, self.budget)
+        cut: HaltgateError | None = None
+        truncated = False
+        client_gone = False
+        charged = 0
+        """Bytes of unfinished events charged to the body memory budget (grows only)."""
+        try:
+            async for chunk in upstream.content.iter_any():
+                digest.update(chunk)
+                if decoder is not None:
+                    try:
+                        chunk = decoder.feed(chunk)
+                    except Unscannable as e:
+                        cut = self._stream_unscannable(call, e)
+                        if cut is not None:
+                            break
+                        # Fail open: the rest as it comes, metered but not scanned.
+                        decoder = scan = parser = None
+                        if reader is not None:
+                            framer = EventFramer(max_event)
+                if parser is not None:
+                    assert scan is not None
+                    events = parser.feed(chunk)
+                    if parser.oversized:
+                        # An event too large to hold could not be scanned: end the stream
+                        # with a typed error, never relay it unscanned or drop it silently.
+                        cut = event_too_large(max_event)
+                        break
+                    held = parser.buffered
+                    out, cut = scan_events(events, scan, reader, guard, hidden)
+                elif framer is not None:
+                    assert reader is not None
+                    raws = framer.feed(chunk)
+                    if framer.overflow:
+                        cut = event_too_large(max_event)
+                        break
+                    held = framer.buffered
+                    out, cut = meter_events(raws, reader, guard, hidden)
+                else:
+                    out = hold.feed(chunk)
+                    if hold.overflow:
+                        cut = event_too_large(max_event)
+                        break
+                    held = hold.size
+                if cut is None and held > charged:
+                    try:
+                        charged = self._charge_stream(call, charged, held)
+                    except MemoryBudgetError as e:
+                        cut = e
+                if out and server_filter is not None and parser is None:
+                    out = server_filter.raw(out)  # the scan path is filtered in the scan
+                if out:
+                    # Sent even when the stream is cut after them: the agent receives
+                    # every event it is charged for.
+                    try:
+                        await resp.write(out)
+                    except (ConnectionError, RuntimeError):
+                        client_gone = True
+                        break
+                if cut is not None:
+                    break
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            truncated = True
+        if not client_gone:
+            try:
+                # What was written ends at an event boundary: the error event parses.
+                if cut is not None:
+                    self.metrics.streams_cut.labels(cut.code).inc()
+                    await resp.write(r.sse_error_event(cut, call.decision_id))
+                elif truncated:
+                    self.metrics.streams_cut.labels("upstream_truncated").inc()
+                    err = UpstreamError(
+                        "the upstream stream ended early", code="upstream_truncated"
+                    )
+                    await resp.write(r.sse_error_event(err, call.decision_id))
+                elif parser is not None and parser.pending:
+                    # A last event without its blank line: complete it, scan it, send it.
+                    assert scan is not None
+                    out, cut = scan_events(parser.feed(b"\n\n"), scan, reader, guard, hidden)
+                    if out:
+                        await resp.write(out)
+                    if cut is not None:
+                        self.metrics.streams_cut.labels(cut.code).inc()
+                        await resp.write(r.sse_error_event(cut, call.decision_id))
+                elif framer is not None and (rest := framer.rest()):
+                    # A last event without its blank line: read it, relay it as it came.
+                    assert reader is not None
+                    out, _ = meter_events([rest], reader, guard, hidden)
+                    if out:
+                        await resp.write(out)
+                elif rest := hold.rest():
+                    # The upstream's own last bytes, unchanged (filtered like the rest).
+                    await resp.write(server_filter.raw(rest) if server_filter else rest)
+                await resp.write_eof()
+            except (ConnectionError, RuntimeError):
+                client_gone = True
+        complete = cut is None and not truncated and not client_gone
+        # A dialect guessed from the body shape (issue 15) without usage found: the usage is
+        # unknown, so the reservation is charged (None), never an estimate of ours.
+        counts = (
+            reader.result(complete=complete, input_estimate=classified.input_estimate)
+            if reader is not None and (reader.found or not classified.dialect_guessed)
+            else None
+        )
+        if cut is None and truncated:  # recorded as what it was, not as a clean allow
+            cut = UpstreamError("the upstream stream ended early", code="upstream_truncated")
+        upstream_fault = isinstance(cut, UpstreamError)
+        ok = upstream.status < 500 and not truncated and not upstream_fault
+        self.settle_budget(
+            call,
+            counts,
+            ok,
+            None if ok else "stream_failed",
+            reader.content_digest if reader is not None else digest.hexdigest(),
+        )
+        decision, code = (
+            ("allow", None)
+            if cut is None
+            else ("deny" if isinstance(cut, DeniedError) else "error", cut.code)
+        )
+        self._finish(call, decision, code)
+        self._audit_outcome(call, upstream.status, counts, decision=decision, err=cut)
+        return resp
+
+    def _charge_stream(self, call: Call, charged: int, held: int) -> int:
+        """Charge the bytes a stream holds (unfinished events) past the first 64 KiB to
+        the body memory budget: many streams that never end an event are bounded like
+        bodies are. Returns the new charge (raises MemoryBudgetError: cut the stream)."""
+        if held <= _STREAM_FREE_BYTES:
+            return charged
+        self._hold(call, held - charged, "response")
+        return held
+
+
+def meter_events(
+    raws: Sequence[bytes], reader: UsageReader, guard: StreamGuard, hidden: HiddenUsage | None
+) -> tuple[bytes, HaltgateError | None]:
+    """Read framed events one at a time; stop after the one that crosses the budget.
+    Returns the bytes to relay (those events, as they came, minus what is hidden) and the
+    reason to cut, if any."""
+    if len(raws) == 1 and hidden is None:
+        reader.read_event(parse_event(raws[0]))
+        return raws[0], guard.check(reader)
+    out: list[bytes] = []
+    cut: HaltgateError | None = None
+    for raw in raws:
+        event = parse_event(raw)
+        obj = reader.read_event(event)
+        visible = hidden.visible(raw, event, obj) if hidden is not None else raw
+        if visible:
+            out.append(visible)
+        cut = guard.check(reader)
+        if cut is not None:
+            break
+    return b"".join(out), cut
+
+
+def scan_events(
+    events: Sequence[SSEEvent],
+    scan: StreamScan,
+    reader: UsageReader | None,
+    guard: StreamGuard,
+    hidden: HiddenUsage | None,
+) -> tuple[bytes, HaltgateError | None]:
+    """Parsed events through response guardrails, one at a time (a budget cut after the
+    event that crossed it, as for :func:`meter_events`)."""
+    out: list[bytes] = []
+    cut: HaltgateError | None = None
+    for event in events:
+        shown: SSEEvent | None = event
+        if reader is not None:
+            obj = reader.read_event(event)
+            if hidden is not None:
+                shown = hidden.visible_event(event, obj)
+            cut = guard.check(reader)
+        sent = scan.events([shown]) if shown is not None else b""
+        blocked = scan.verdict()
+        if blocked is not None:
+            return b"".join(out), blocked  # nothing of the event that was blocked
+        if sent:
+            out.append(sent)
+        if cut is not None:
+            break
+    return b"".join(out), cut
+
+
+class StreamGuard:
+    """Decides whether a relayed stream must be cut: budget crossed or run halted."""
+
+    __slots__ = ("_budget", "_call", "_check_every", "_headroom", "_n")
+
+    def __init__(self, call: Call, budget: Budget) -> None:
+        self._call = call
+        self._budget = budget
+        self._n = 0
+        self._check_every = 16
+        self._headroom = _token_headroom(call)
+
+    def check(self, reader: UsageReader) -> HaltgateError | None:
+        # Output beyond the reservation is allowed only while the token budget has room
+        # for it: a client without max_tokens can otherwise run past the budget mid-stream.
+        extra = reader.streamed_output_estimate - self._call.max_output_tokens
+        if extra > 0 and self._headroom is not None and extra > self._headroom:
+            return DeniedError(
+                "the stream crossed the token budget",
+                code="tokens_exhausted",
+                failure_type=FailureType.EXHAUSTION,
+            )
+        self._n += 1
+        if self._n % self._check_every == 0:
+            verdict = self._budget.halted(time.time())
+            if not verdict.allowed:
+                return budget_denial(verdict)
+        return None
+
+
+def _token_headroom(call: Call) -> int | None:
+    """Tokens left beyond this call's reservation (``None``: no token budget)."""
+    budget = call.reservation.budget if call.reservation else None
+    if not budget:
+        return None
+    room: int | None = None
+    for key in ("tokens", "output_tokens"):
+        dim = budget.get(key)
+        if dim is None or dim.get("limit") is None:
+            continue
+        left = int(dim["limit"] - dim.get("used", 0) - dim.get("reserved", 0))
+        room = left if room is None else min(room, left)
+    return room
+
+
+def event_too_large(limit: int) -> UpstreamError:
+    return UpstreamError(
+        f"the upstream sent an SSE event larger than {limit} bytes (or never ended one)",
+        code="sse_event_too_large",
+    )

@@ -1,0 +1,151 @@
+"""Response guardrails on a relayed SSE stream, one parsed event at a time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from haltgate.governance.errors import DeniedError, HaltgateError
+from haltgate.governance.guardrails.sse import ChatStreamGuard
+from haltgate.governance.policy_base import FailMode, FailureType
+from haltgate.sidecar.call import Call
+from haltgate.sidecar.decision_audit import DecisionAudit
+from haltgate.sidecar.sse import SSEEvent
+
+__all__ = ["StreamScan"]
+
+
+class StreamScan:
+    """Response guardrails on a relayed SSE stream, one parsed event at a time.
+
+    LLM chat streams go through :class:`ChatStreamGuard` (text held back and redacted across
+    events, provider-shaped events out); other streams (MCP over SSE) have each event's JSON
+    scanned whole. Events come out re-encoded (``event:`` and ``data:`` fields only); an
+    event the SSE parser had to skip as oversized is not relayed: it could not be scanned.
+    """
+
+    __slots__ = (
+        "_blocked_code",
+        "_call",
+        "_chat",
+        "_errors",
+        "_findings",
+        "_g",
+        "_pipeline",
+        "_risk",
+    )
+
+    def __init__(self, pipeline: DecisionAudit, call: Call, guardrails: Any, *, chat: bool) -> None:
+        self._pipeline = pipeline
+        self._call = call
+        self._g = guardrails
+        self._chat = ChatStreamGuard(guardrails, "response") if chat else None
+        self._findings = 0
+        self._errors = 0
+        self._risk = 0.0
+        self._blocked_code: str | None = None
+
+    def events(self, events: Sequence[SSEEvent]) -> bytes:
+        """The bytes to send for ``events`` (empty once the stream is blocked)."""
+        out: list[bytes] = []
+        for event in events:
+            if self._blocked_code is not None:
+                break
+            try:
+                obj = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                # Plain-text data ([DONE] and such, or a tool's text): scanned as text.
+                text = self._text(event.data)
+                if text is not None:
+                    out.append(_sse_encode(event.event, text.encode()))
+                continue
+            try:
+                sent = self._transform(obj)
+            except Exception as e:  # a guardrail bug must not open the gate by accident
+                if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
+                    self._blocked_code = "guardrails_error"
+                    break
+                self._pipeline._guardrail_fail_open(self._call, [f"stream:{type(e).__name__}"])
+                sent = [obj]
+            for new in sent:
+                name = event.event
+                if name != "message" and isinstance(new, dict) and isinstance(new.get("type"), str):
+                    name = new["type"]  # a flushed text delta added before an end event
+                out.append(_sse_encode(name, orjson.dumps(new)))
+        return b"".join(out)
+
+    def _text(self, data: str) -> str | None:
+        """Data of a plain-text event to send (``None``: blocked)."""
+        if len(data) < 6 or data == "[DONE]":
+            return data
+        try:
+            result = self._g.scan(data, "response")
+        except Exception as e:  # a guardrail bug must not open the gate by accident
+            if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
+                self._blocked_code = "guardrails_error"
+                return None
+            self._pipeline._guardrail_fail_open(self._call, [f"stream:{type(e).__name__}"])
+            return data
+        self._note(result.findings, result.risk, result.errors, result.blocked)
+        if result.blocked:
+            self._blocked_code = result.code or "guardrail_blocked"
+            return None
+        return result.redacted_text if result.redacted_text is not None else data
+
+    def _transform(self, obj: Any) -> list[Any]:
+        if self._chat is not None:
+            sent = self._chat.on_event(obj)
+            if self._chat.blocked:
+                self._blocked_code = next(
+                    (
+                        f"guardrail_{f.detector}"
+                        for f in self._chat.findings
+                        if f.action == "block" and not f.monitor_only
+                    ),
+                    "guardrail_error",
+                )
+            return sent
+        result = self._g.scan_json(obj, "response")
+        self._note(result.findings, result.risk, result.errors, result.blocked)
+        if result.blocked:
+            self._blocked_code = result.code or "guardrail_blocked"
+            return []
+        return [result.redacted_obj if result.redacted_obj is not None else obj]
+
+    def verdict(self) -> HaltgateError | None:
+        """Account new findings, risk and detector failures; the refusal once blocked."""
+        chat = self._chat
+        if chat is not None:
+            new = chat.findings[self._findings :]
+            errors = chat.errors[self._errors :]
+            self._findings, self._errors = len(chat.findings), len(chat.errors)
+            risk, self._risk = chat.risk - self._risk, chat.risk
+            self._note(new, risk, errors, chat.blocked)
+        if self._blocked_code is None:
+            return None
+        return DeniedError(
+            "a guardrail blocked the response stream",
+            code=self._blocked_code,
+            failure_type=FailureType.SAFETY,
+        )
+
+    def _note(
+        self, findings: Sequence[Any], risk: float, errors: Sequence[str], blocked: bool
+    ) -> None:
+        call = self._call
+        if findings:
+            call.findings.extend(f.to_dict() for f in findings)
+        if risk:
+            self._pipeline.budget.add_risk(time.time(), risk, "guardrail_finding")
+        if errors and not blocked:
+            self._pipeline._guardrail_fail_open(call, errors)
+
+
+def _sse_encode(event: str, data: bytes) -> bytes:
+    """One SSE event: ``event:`` unless the default, one ``data:`` line per line of data."""
+    head = b"" if event == "message" else b"event: " + event.encode() + b"\n"
+    lines = data.split(b"\n")
+    return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"

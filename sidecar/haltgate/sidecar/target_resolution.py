@@ -1,0 +1,175 @@
+"""Where a request is going: the :class:`Target` of a request on the explicit port, inside an
+inspected CONNECT tunnel, or on the transparent port, with its path read once canonically."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from yarl import URL
+
+from haltgate.governance.canonical import CanonicalPath, canonical_path
+from haltgate.governance.errors import (
+    BadRequestError,
+    DeniedError,
+    HaltgateError,
+    NotFoundError,
+)
+from haltgate.governance.policy_base import FailureType
+from haltgate.sidecar.classify import Target
+from haltgate.sidecar.controls import Controls
+from haltgate.sidecar.original_destination import connection_info
+from haltgate.sidecar.upstreams import default_port
+
+__all__ = ["resolve_explicit", "resolve_inspected", "resolve_transparent"]
+
+
+def _canonical(raw_path: str, controls: Controls) -> CanonicalPath:
+    """The one reading of a raw path (see ``haltgate.governance.canonical``): dot segments,
+    encoded slashes and the like are refused, the canonical form is what is forwarded."""
+    return canonical_path(
+        raw_path or "/", parameters=controls.spec.limits.path_parameters == "allow"
+    )
+
+
+def _raw_path(request: web.BaseRequest) -> str:
+    """The path of the request line as sent (no decoding, no normalisation)."""
+    raw = request.raw_path
+    if raw.startswith("/"):
+        return raw.partition("?")[0].partition("#")[0]
+    try:
+        return URL(raw, encoded=True).raw_path  # absolute-form
+    except ValueError as e:
+        raise BadRequestError("invalid request target", code="invalid_request") from e
+
+
+def resolve_explicit(request: web.BaseRequest, controls: Controls) -> Target | HaltgateError:
+    """Target of a request on the explicit port: absolute-form (proxy) or alias path."""
+    raw_target = request.raw_path
+    if request.method == "CONNECT":
+        return BadRequestError(
+            "CONNECT is handled before HTTP parsing; not here", code="invalid_request"
+        )
+    try:
+        if not raw_target.startswith("/"):
+            # absolute-form: the agent uses the sidecar as its HTTP proxy.
+            try:
+                url = URL(raw_target, encoded=True)
+            except ValueError:
+                return BadRequestError("invalid request target", code="invalid_request")
+            scheme = url.scheme
+            if scheme not in ("http", "https") or not url.raw_host:
+                return BadRequestError(
+                    "absolute-form target must be http(s)", code="invalid_request"
+                )
+            host = url.raw_host.lower()
+            port = url.port or default_port(scheme)
+            cp = _canonical(url.raw_path, controls)
+            return Target(
+                scheme=scheme,
+                host=host,
+                port=port,
+                path=cp.forward,
+                query=url.raw_query_string,
+                upstream=controls.upstreams.for_host(host, port),
+                rule_path=cp.match,
+            )
+        # origin-form: split the raw target ourselves (cheaper than building a URL object)
+        raw, _, query = raw_target.partition("?")
+        cp = _canonical(raw, controls)
+        alias, sep, rest = cp.match[1:].partition("/")
+        upstream = controls.upstreams.by_alias.get(alias)
+        if upstream is None:
+            return NotFoundError(
+                f"no upstream named {alias[:64]!r} in the policy", code="unknown_upstream"
+            )
+        base = upstream.base_path
+        if not sep:
+            return Target(
+                scheme=upstream.scheme,
+                host=upstream.host,
+                port=upstream.port,
+                path=base or "/",
+                query=query,
+                upstream=upstream,
+            )
+        forward = cp.forward[1:].partition("/")[2]
+        return Target(
+            scheme=upstream.scheme,
+            host=upstream.host,
+            port=upstream.port,
+            path=base + "/" + forward,
+            query=query,
+            upstream=upstream,
+            rule_path=base + "/" + rest,
+        )
+    except HaltgateError as e:
+        return e
+
+
+def _host_header(request: web.BaseRequest, default: int) -> tuple[str, int] | None:
+    raw = request.headers.get("Host", "")
+    try:
+        url = URL(f"http://{raw}", encoded=True) if raw else None
+    except ValueError:
+        return None
+    if url is None or not url.raw_host:
+        return None
+    port = url.explicit_port if url.explicit_port is not None else default
+    return url.raw_host.lower().rstrip("."), port
+
+
+def resolve_inspected(
+    request: web.BaseRequest, controls: Controls, host: str, port: int
+) -> Target | HaltgateError:
+    """Target of a request inside an inspected CONNECT tunnel: the CONNECT authority."""
+    parsed = _host_header(request, 443)
+    if parsed is None or parsed != (host, port):
+        return DeniedError(
+            f"Host header differs from the CONNECT target {host}:{port}",
+            code="sni_host_mismatch",
+            failure_type=FailureType.SAFETY,
+        )
+    rel = request.rel_url
+    try:
+        cp = _canonical(_raw_path(request), controls)
+    except HaltgateError as e:
+        return e
+    return Target(
+        scheme="https",
+        host=host,
+        port=port,
+        path=cp.forward,
+        query=rel.raw_query_string,
+        upstream=controls.upstreams.for_host(host, port),
+        rule_path=cp.match,
+    )
+
+
+def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target | HaltgateError:
+    """Target of a request on the transparent port: where the agent was connecting to.
+
+    The Host header was already checked against the SNI / original address by
+    ``destination_check.destination_guard``.
+    """
+    od = connection_info(request)
+    if od is None:
+        return BadRequestError(
+            "no original destination for this connection", code="no_original_destination"
+        )
+    scheme = "https" if od.tls else "http"
+    parsed = _host_header(request, od.port)
+    host = od.sni if od.tls and od.sni else (parsed[0] if parsed else od.ip)
+    rel = request.rel_url
+    try:
+        cp = _canonical(_raw_path(request), controls)
+    except HaltgateError as e:
+        return e
+    return Target(
+        scheme=scheme,
+        host=host,
+        port=od.port,
+        path=cp.forward,
+        query=rel.raw_query_string,
+        upstream=controls.upstreams.for_host(host, od.port),
+        destination_checked=True,
+        rule_path=cp.match,
+    )
