@@ -36,6 +36,7 @@ CASES: list[tuple[str, bytes]] = [
     ("control: POST 256 KB, Content-Length", req(b"Content-Length: 262144\r\n", b"x" * 262144)),
     ("control: POST 64 chunks", req(TE, b"4\r\nabcd\r\n" * 64 + END)),
     ("control: HTTP/1.0 GET", req(line=b"GET /api/x HTTP/1.0")),
+    ("control: Expect 100-continue", req(b"Expect: 100-continue\r\nContent-Length: 2\r\n", b"{}")),
     ("duplicate Content-Length, same", req(b"Content-Length: 2\r\n" * 2, b"{}")),
     (
         "duplicate Content-Length, differ",
