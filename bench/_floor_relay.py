@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from http import HTTPStatus
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
@@ -282,7 +282,7 @@ class Pending:
         self.body, self.keep_alive, self.version = body, keep_alive, version
 
 
-Forward = Callable[["RelayServer", Pending], Awaitable[None]]
+Forward = Callable[["RelayServer", Pending], Coroutine[Any, Any, None]]
 
 
 class RelayServer(asyncio.Protocol):
