@@ -36,6 +36,7 @@ CASES: list[tuple[str, bytes]] = [
     ("control: POST 256 KB, Content-Length", req(b"Content-Length: 262144\r\n", b"x" * 262144)),
     ("control: POST 64 chunks", req(TE, b"4\r\nabcd\r\n" * 64 + END)),
     ("control: HTTP/1.0 GET", req(line=b"GET /api/x HTTP/1.0")),
+    ("control: HEAD, then GET", req(line=b"HEAD /api/x HTTP/1.1") + req(line=GET)),
     ("control: Expect 100-continue", req(b"Expect: 100-continue\r\nContent-Length: 2\r\n", b"{}")),
     ("duplicate Content-Length, same", req(b"Content-Length: 2\r\n" * 2, b"{}")),
     (
@@ -104,7 +105,8 @@ class Recorder(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.seen.append(self.url.decode("latin-1"))
         assert self.transport is not None
-        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+        self.transport.write(head if self.parser.get_method() == b"HEAD" else head + b"ok")
 
 
 async def exchange(port: int, data: bytes) -> str:
@@ -138,7 +140,12 @@ def framing_policy(upstream: str) -> dict[str, object]:
             "tools": {
                 "default": "deny",
                 "rules": [
-                    {"name": "api", "action": "allow", "kind": "http", "methods": ["GET", "POST"]}
+                    {
+                        "name": "api",
+                        "action": "allow",
+                        "kind": "http",
+                        "methods": ["GET", "HEAD", "POST"],
+                    }
                 ],
             },
         },
