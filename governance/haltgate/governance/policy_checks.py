@@ -46,6 +46,15 @@ class PromptInjectionDetector(Detector):
         "settle (needs the haltgate[guard-model] extra in the sidecar image; without it the "
         "detector reports an error and failMode decides).",
     )
+    model_budget_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=600_000,
+        description="Model time one call may spend on its texts (request, answer, stream "
+        "events), in milliseconds; once spent, further texts of the call are not scored by "
+        "the model: the detector reports an error and failMode decides (closed: refused or "
+        "the stream cut; open: passed, counted as fail-open). Unset: no bound.",
+    )
 
 
 class Guardrails(Spec):

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from haltgate.governance.guardrails import normalize
 from haltgate.governance.guardrails.base import Candidate
 from haltgate.governance.guardrails.injection_rules import RULES, SQUASHED_RULES, Rule
+from haltgate.governance.guardrails.model_clock import metered
 from haltgate.governance.guardrails.rule_matching import RuleSet
 
 NAME = "prompt_injection"
@@ -131,7 +132,7 @@ class InjectionDetector:
             best[c.entity] = max(best.get(c.entity, 0.0), c.score)
         combined = noisy_or(list(best.values()))
         if self._model is not None and combined < 0.9:
-            p = self._model(text)
+            p = metered(self._model, text)  # a call's model time is bounded (model_clock)
             if p >= self._model_min and p > combined:
                 cands.append(Candidate("model", 0, len(text), p, "model"))
                 combined = noisy_or([combined, p]) if combined > 0 else p
