@@ -17,6 +17,7 @@ from tests.operator.conftest import (
     apply,
     create,
     eventually,
+    injected_deployment,
     kubectl_json,
 )
 
@@ -292,22 +293,7 @@ def test_deployment_pods_are_injected_and_counted(
     kube_workloads: ControlPlane, governed_ns: str
 ) -> None:
     kube = kube_workloads
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "researcher", "namespace": governed_ns},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "agent"}},
-            "template": {
-                "metadata": {
-                    "labels": {"app": "agent"},
-                    "annotations": {injection.ANNOTATION_INJECT: "true"},
-                },
-                "spec": {"containers": [{"name": "agent", "image": "x"}]},
-            },
-        },
-    }
+    deployment = injected_deployment(governed_ns, "researcher", replicas=2)
     assert apply(kube, deployment).returncode == 0
 
     def injected_pods() -> list[dict[str, Any]] | None:
