@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from haltgate.sidecar.tlsmint import CertificateAuthority
-from tests.sidecar.test_cli_spool import haltgate
+from tests.sidecar.cli_process import haltgate
 
 POLICY = {
     "apiVersion": "haltgate.dev/v1alpha1",
