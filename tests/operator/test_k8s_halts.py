@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from haltgate.operator import halts
+from haltgate.testbed.cli_processes import standin_process
 from haltgate.testbed.controlplane import ControlPlane
 from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
 from tests.operator.conftest import (
@@ -60,32 +61,8 @@ def call(url: str) -> tuple[int, dict[str, Any]]:
 
 @pytest.fixture
 def llm_standin(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = ManagedProcess(
-        "standin-llm",
-        [
-            sys.executable,
-            "-m",
-            "haltgate.testbed.standins.llm",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        tmp_path / "llm.log",
-        cwd=REPO,
-    ).start()
-    try:
-        wait_until(
-            lambda: port_open("127.0.0.1", port),
-            timeout=20,
-            what="stand-in LLM",
-            log=tmp_path / "llm.log",
-            alive=proc.alive,
-        )
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with standin_process("llm", tmp_path / "llm.log", cwd=REPO) as url:
+        yield url
 
 
 def governed_policy(ns: str, llm_url: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ at most N tool executions at the MCP server (issue 15)."""
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from haltgate.testbed.cli_processes import member_sidecar_argv, standin_process
 from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
 from tests.pool.test_sidecars import (
     _DEFAULT_LOOP_ENV,
-    HALTGATE,
     NS,
     REPO,
     apply_pool,
@@ -32,32 +31,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture(scope="module")
 def mcp_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("standin") / "mcp.log"
-    port = free_port()
-    proc = ManagedProcess(
-        "standin-mcp",
-        [
-            sys.executable,
-            "-m",
-            "haltgate.testbed.standins.mcp",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        log,
-        cwd=REPO,
-    ).start()
-    try:
-        wait_until(
-            lambda: port_open("127.0.0.1", port),
-            timeout=20,
-            what="stand-in MCP",
-            log=log,
-            alive=proc.alive,
-        )
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with standin_process("mcp", log, cwd=REPO) as url:
+        yield url
 
 
 def post(url: str, payload: Any) -> Any:
@@ -96,30 +71,14 @@ def test_pool_calls_bound_tool_executions_of_concurrent_batches(
             log = tmp_path / f"{workload}.log"
             proc = ManagedProcess(
                 f"sidecar-{workload}",
-                [
-                    HALTGATE,
-                    "sidecar",
-                    "--policy",
-                    str(path),
-                    "--mode",
-                    "explicit",
-                    "--audit-sink",
-                    "memory",
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--admin-listen",
-                    f"127.0.0.1:{free_port()}",
-                    "--metrics-listen",
-                    f"127.0.0.1:{free_port()}",
-                    "--agent-namespace",
-                    NS,
-                    "--agent-workload",
-                    workload,
-                    "--agent-pod",
-                    f"{workload}-0",
-                    "--pool-dsn",
-                    pool_dsn,
-                ],
+                member_sidecar_argv(
+                    path,
+                    port,
+                    namespace=NS,
+                    workload=workload,
+                    pod=f"{workload}-0",
+                    pool_dsn=pool_dsn,
+                ),
                 log,
                 env=_DEFAULT_LOOP_ENV,
                 cwd=REPO,
