@@ -13,17 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from haltgate.testbed.cli_processes import member_sidecar_argv, standin_process
-from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
-from tests.pool.test_sidecars import (
-    _DEFAULT_LOOP_ENV,
-    NS,
-    REPO,
-    apply_pool,
-    pool_row,
-)
+from haltgate.testbed.cli_processes import standin_process
+from haltgate.testbed.process import port_open, wait_until
+from tests.pool.helpers import REPO, start_member_sidecar
+from tests.pool.test_sidecars import NS, apply_pool, pool_row
 
 pytestmark = pytest.mark.postgres
 
@@ -65,24 +59,7 @@ def test_pool_calls_bound_tool_executions_of_concurrent_batches(
                     "tools": {"default": "allow"},
                 },
             }
-            path = tmp_path / f"{workload}.yaml"
-            path.write_text(yaml.safe_dump(policy))
-            port = free_port()
-            log = tmp_path / f"{workload}.log"
-            proc = ManagedProcess(
-                f"sidecar-{workload}",
-                member_sidecar_argv(
-                    path,
-                    port,
-                    namespace=NS,
-                    workload=workload,
-                    pod=f"{workload}-0",
-                    pool_dsn=pool_dsn,
-                ),
-                log,
-                env=_DEFAULT_LOOP_ENV,
-                cwd=REPO,
-            ).start()
+            proc, port, _log = start_member_sidecar(tmp_path, policy, pool_dsn=pool_dsn)
             members.append((proc, port))
         for proc, port in members:
 

@@ -7,7 +7,6 @@ as the agents would, over HTTP, and read the pool's truth from the database.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -24,16 +23,12 @@ import psycopg
 import pytest
 import yaml
 
-from haltgate.testbed.cli_processes import HALTGATE, member_sidecar_argv, standin_process
+from haltgate.testbed.cli_processes import HALTGATE, standin_process
 from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
-
-# The sidecars run on their default event loop (uvloop), as in production: never the asyncio
-# fallback, even when the caller's environment asks for it.
-_DEFAULT_LOOP_ENV = {k: v for k, v in os.environ.items() if k != "HALTGATE_NO_UVLOOP"}
+from tests.pool.helpers import REPO, start_member_sidecar
 
 pytestmark = pytest.mark.postgres
 
-REPO = Path(__file__).resolve().parents[2]
 NS = "team"
 
 
@@ -126,25 +121,9 @@ def sidecars(pool_dsn: str, http_standin: str, tmp_path: Path) -> Iterator[Calla
                 "tools": {"default": "allow"},
             },
         }
-        path = tmp_path / f"{workload}.yaml"
-        path.write_text(yaml.safe_dump(policy))
-        port = free_port()
-        log = tmp_path / f"{workload}.log"
-        proc = ManagedProcess(
-            f"sidecar-{workload}",
-            member_sidecar_argv(
-                path,
-                port,
-                namespace=NS,
-                workload=workload,
-                pod=f"{workload}-0",
-                pool_dsn=dsn,
-                metrics_port=metrics_port,
-            ),
-            log,
-            env=_DEFAULT_LOOP_ENV,
-            cwd=REPO,
-        ).start()
+        proc, port, log = start_member_sidecar(
+            tmp_path, policy, pool_dsn=dsn, metrics_port=metrics_port
+        )
         sidecar = Sidecar(proc, port, log)
         started.append(sidecar)
         return sidecar
