@@ -13,7 +13,7 @@ import trustme
 
 from haltgate.sidecar.tlsmint import CA_CERT_FILE, CertificateAuthority
 from haltgate.testbed.standins import llm, serve
-from tests.sidecar.conftest import SidecarFactory
+from tests.sidecar.conftest import Running, SidecarFactory
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a b"}], "max_tokens": 3}
 
@@ -31,9 +31,11 @@ async def https_llm(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
     await runner.cleanup()
 
 
-async def test_connect_inspected(
+async def inspecting_sidecar(
     sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
-) -> None:
+) -> tuple[Running, ssl.SSLContext]:
+    """A sidecar with a haltgate CA that inspects CONNECT tunnels to the HTTPS stand-in
+    (upstream ``secure``), and the TLS context of an agent that trusts that CA."""
     port, upstream_ca = https_llm
     CertificateAuthority.create().write(tmp_path / "hgca")
     sc = await sidecar_factory(
@@ -52,7 +54,14 @@ async def test_connect_inspected(
         ca_dir=tmp_path / "hgca",
         upstream_ca_file=upstream_ca,
     )
-    agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+    return sc, ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+
+
+async def test_connect_inspected(
+    sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
+) -> None:
+    port = https_llm[0]
+    sc, agent_tls = await inspecting_sidecar(sidecar_factory, https_llm, tmp_path)
     url = f"https://localhost:{port}/v1/chat/completions"
     async with aiohttp.ClientSession() as s:
         async with s.post(url, json=CHAT, proxy=sc.explicit, ssl=agent_tls) as r:
@@ -70,25 +79,8 @@ async def test_connect_inspected(
 async def test_connect_inspected_host_mismatch(
     sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
 ) -> None:
-    port, upstream_ca = https_llm
-    CertificateAuthority.create().write(tmp_path / "hgca")
-    sc = await sidecar_factory(
-        {
-            "spec": {
-                "upstreams": [
-                    {
-                        "name": "secure",
-                        "url": f"https://localhost:{port}",
-                        "kind": "llm",
-                        "provider": "openai",
-                    }
-                ]
-            }
-        },
-        ca_dir=tmp_path / "hgca",
-        upstream_ca_file=upstream_ca,
-    )
-    agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+    port = https_llm[0]
+    sc, agent_tls = await inspecting_sidecar(sidecar_factory, https_llm, tmp_path)
     async with aiohttp.ClientSession() as s:
         async with s.post(
             f"https://localhost:{port}/v1/chat/completions",
