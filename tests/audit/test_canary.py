@@ -28,11 +28,9 @@ from haltgate.testbed.standins import RECORDED
 from tests.audit.conftest import AuditDatabase
 from tests.sidecar.cli_process import (
     REPO,
-    explicit_sidecar,
     free_port,
     haltgate,
-    pod_env,
-    sidecar_ports,
+    spawn_pod_sidecar,
     wait_ready,
 )
 from tests.sidecar.conftest import Standins, base_policy, merge, serving_standins
@@ -232,15 +230,10 @@ async def test_no_planted_value_is_written_anywhere(
     policy.write_text(yaml.safe_dump(doc))
     state = tmp_path / "state"
     log = tmp_path / "sidecar.log"
-    ports = sidecar_ports()
     started = time.time()
     with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *explicit_sidecar(policy, ports, "--state-dir", str(state), log_level="debug"),
-            cwd=REPO,
-            env=pod_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        proc, ports = await spawn_pod_sidecar(
+            policy, state, log_level="debug", stdout=out, stderr=subprocess.STDOUT
         )
     try:
         await wait_ready(f"http://127.0.0.1:{ports['admin']}/readyz", proc)

@@ -37,10 +37,8 @@ from haltgate.governance.audit.spool import (
 from tests.audit.conftest import AuditDatabase
 from tests.sidecar.cli_process import (
     REPO,
-    explicit_sidecar,
     haltgate,
-    pod_env,
-    sidecar_ports,
+    spawn_pod_sidecar,
     wait_ready,
 )
 from tests.sidecar.conftest import Standins, base_policy, merge, serving_standins
@@ -121,14 +119,7 @@ async def test_explain_and_replay_a_real_run(
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(merge(base_policy(upstreams), POLICY_EXTRA)))
     state = tmp_path / "state"
-    ports = sidecar_ports()
-    proc = await asyncio.create_subprocess_exec(
-        *explicit_sidecar(policy, ports, "--state-dir", str(state)),
-        cwd=REPO,
-        env=pod_env(),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc, ports = await spawn_pod_sidecar(policy, state)
     base = f"http://127.0.0.1:{ports['explicit']}"
     ids: dict[str, str] = {}
     try:

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -22,6 +23,7 @@ __all__ = [
     "haltgate",
     "pod_env",
     "sidecar_ports",
+    "spawn_pod_sidecar",
     "wait_ready",
 ]
 
@@ -68,6 +70,28 @@ def explicit_sidecar(
 def pod_env() -> dict[str, str]:
     """This process's environment plus :data:`POD_ENV`."""
     return {**os.environ, **POD_ENV}
+
+
+async def spawn_pod_sidecar(
+    policy: Path,
+    state: Path,
+    *,
+    log_level: str = "error",
+    stdout: Any = asyncio.subprocess.DEVNULL,
+    stderr: Any = asyncio.subprocess.DEVNULL,
+) -> tuple[asyncio.subprocess.Process, dict[str, int]]:
+    """``haltgate sidecar`` as the pod runs it (:data:`POD_ENV`), explicit mode, its state
+    and audit spool in ``state``; started, not yet ready (see :func:`wait_ready`). Returns
+    the process and its ports (:func:`sidecar_ports`)."""
+    ports = sidecar_ports()
+    proc = await asyncio.create_subprocess_exec(
+        *explicit_sidecar(policy, ports, "--state-dir", str(state), log_level=log_level),
+        cwd=REPO,
+        env=pod_env(),
+        stdout=stdout,
+        stderr=stderr,
+    )
+    return proc, ports
 
 
 async def wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:

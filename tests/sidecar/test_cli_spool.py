@@ -13,11 +13,8 @@ import yaml
 
 from haltgate.governance.audit.spool import iter_frames, list_segments, segment_path
 from tests.sidecar.cli_process import (
-    REPO,
-    explicit_sidecar,
     haltgate,
-    pod_env,
-    sidecar_ports,
+    spawn_pod_sidecar,
     wait_ready,
 )
 from tests.sidecar.conftest import Standins, base_policy
@@ -43,14 +40,7 @@ async def test_process_with_spool(standins: Standins, tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(base_policy(standins)))
     state = tmp_path / "state"
-    ports = sidecar_ports()
-    proc = await asyncio.create_subprocess_exec(
-        *explicit_sidecar(policy, ports, "--state-dir", str(state)),
-        cwd=REPO,
-        env=pod_env(),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc, ports = await spawn_pod_sidecar(policy, state)
     try:
         await wait_ready(f"http://127.0.0.1:{ports['admin']}/readyz", proc)
         async with (
