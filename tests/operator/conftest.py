@@ -183,6 +183,16 @@ def injected_deployment(
     }
 
 
+def budget_pool(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A BudgetPool document."""
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "BudgetPool",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
 def eventually(
     check: Any, *, timeout: float = 20, interval: float = 0.2, what: str = "condition"
 ) -> Any:

@@ -15,6 +15,7 @@ from haltgate.testbed.controlplane import ControlPlane
 from tests.operator.conftest import (
     OperatorUnderTest,
     apply,
+    budget_pool,
     create,
     eventually,
     injected_deployment,
@@ -321,12 +322,7 @@ def test_deployment_pods_are_injected_and_counted(
 
 
 def test_pool_status_and_no_finalizers(kube: ControlPlane, governed_ns: str) -> None:
-    pool = {
-        "apiVersion": "haltgate.dev/v1alpha1",
-        "kind": "BudgetPool",
-        "metadata": {"name": "shared", "namespace": governed_ns},
-        "spec": {"costUSD": {"limit": 50}},
-    }
+    pool = budget_pool(governed_ns, "shared", {"costUSD": {"limit": 50}})
     assert apply(kube, pool).returncode == 0
     member = policy(
         governed_ns, "member", {"selector": {"matchLabels": {"app": "other"}}, "pool": "shared"}
@@ -439,12 +435,7 @@ def test_opa_and_pool_pieces_pass_apiserver_validation(
     assert (
         apply(
             kube,
-            {
-                "apiVersion": "haltgate.dev/v1alpha1",
-                "kind": "BudgetPool",
-                "metadata": {"name": "shared", "namespace": ns},
-                "spec": {"calls": {"limit": 10}},
-            },
+            budget_pool(ns, "shared", {"calls": {"limit": 10}}),
         ).returncode
         == 0
     )

@@ -33,6 +33,7 @@ from tests.operator.conftest import (
     REPO,
     OperatorUnderTest,
     apply,
+    budget_pool,
     create,
     eventually,
     injected_deployment,
@@ -335,12 +336,7 @@ def test_pool_halt_annotation_halts_member_agents(
     from haltgate.governance.pool.store import PoolStore, pool_key
 
     ns = kube_namespace
-    pool = {
-        "apiVersion": "haltgate.dev/v1alpha1",
-        "kind": "BudgetPool",
-        "metadata": {"name": "shared", "namespace": ns},
-        "spec": {"costUSD": {"limit": 100}},
-    }
+    pool = budget_pool(ns, "shared", {"costUSD": {"limit": 100}})
     assert apply(kube, pool).returncode == 0
 
     async def upsert() -> None:
