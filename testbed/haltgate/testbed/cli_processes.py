@@ -11,7 +11,12 @@ from pathlib import Path
 
 from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
 
-__all__ = ["HALTGATE", "member_sidecar_argv", "standin_process"]
+__all__ = [
+    "HALTGATE",
+    "explicit_sidecar_argv",
+    "member_sidecar_argv",
+    "standin_process",
+]
 
 HALTGATE = str(Path(sys.executable).parent / "haltgate")
 """The ``haltgate`` console script of this interpreter's environment."""
@@ -51,6 +56,37 @@ def standin_process(kind: str, log: Path, cwd: Path | None = None) -> Iterator[s
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()
+
+
+def explicit_sidecar_argv(
+    policy: Path,
+    port: int,
+    *options: str,
+    admin_port: int = 0,
+    metrics_port: int = 0,
+    log_level: str = "error",
+) -> list[str]:
+    """argv of ``haltgate sidecar`` run by this interpreter, in explicit mode on ``port``,
+    admin and metrics on the given loopback ports (0: any free one), then ``options``."""
+    return [
+        sys.executable,
+        "-c",
+        "from haltgate.cli.main import main; main()",
+        "sidecar",
+        "--policy",
+        str(policy),
+        "--mode",
+        "explicit",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--admin-listen",
+        f"127.0.0.1:{admin_port}",
+        "--metrics-listen",
+        f"127.0.0.1:{metrics_port}",
+        "--log-level",
+        log_level,
+        *options,
+    ]
 
 
 def member_sidecar_argv(
