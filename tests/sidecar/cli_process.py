@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from haltgate.testbed.cli_processes import explicit_sidecar_argv
 from haltgate.testbed.process import free_port
 
 __all__ = [
@@ -48,22 +49,14 @@ def explicit_sidecar(
     policy: Path, ports: dict[str, int], *options: str, log_level: str = "error"
 ) -> list[str]:
     """argv of ``haltgate sidecar`` in explicit mode on ``ports`` (see :func:`sidecar_ports`),
-    with ``options`` (``--state-dir``, ``--audit-dir``, ...) after the policy."""
-    return haltgate(
-        "sidecar",
-        "--policy",
-        str(policy),
+    then ``options`` (``--state-dir``, ``--audit-dir``, ...)."""
+    return explicit_sidecar_argv(
+        policy,
+        ports["explicit"],
         *options,
-        "--mode",
-        "explicit",
-        "--listen",
-        f"127.0.0.1:{ports['explicit']}",
-        "--admin-listen",
-        f"127.0.0.1:{ports['admin']}",
-        "--metrics-listen",
-        f"127.0.0.1:{ports['metrics']}",
-        "--log-level",
-        log_level,
+        admin_port=ports["admin"],
+        metrics_port=ports["metrics"],
+        log_level=log_level,
     )
 
 
