@@ -28,10 +28,7 @@ from haltgate.governance.audit.spool import (
 from haltgate.governance.audit.verify import verify_database
 from haltgate.testbed.postgres import PostgresServer, remove, start_postgres
 from tests.audit.conftest import AuditDatabase
-from tests.audit.helpers import make_record
-
-REPO = Path(__file__).resolve().parents[2]
-HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
+from tests.audit.helpers import HALTGATE, REPO, make_record
 
 
 def fill(spool: Path, n: int, *, run: str = "run-1", start: int = 0, **options: object) -> None:
