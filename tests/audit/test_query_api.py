@@ -15,6 +15,7 @@ from haltgate.governance.audit.query import (
     CursorError,
     RecordFilter,
     cost_by_agent,
+    parse_time,
     query_records,
 )
 from haltgate.governance.audit.record import Chainer
@@ -156,3 +157,14 @@ async def test_api_requires_the_token_and_serves_queries(filled_db: AuditDatabas
 def test_api_refuses_a_short_token() -> None:
     with pytest.raises(ValueError, match="16"):
         create_app("postgresql://unused", "short")
+
+
+def test_time_bounds_are_epoch_seconds_or_iso_8601() -> None:
+    """One reading of ``since``/``until`` for the CLI and the API; a bad one names the flag."""
+    assert parse_time("0") == datetime(1970, 1, 1, tzinfo=UTC)
+    assert parse_time("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_time("2026-11-01T12:00:00Z") == datetime(2026, 11, 1, 12, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        parse_time("yesterday")
+    bad = haltgate_cli("audit", "query", "--dsn", "x", "--since", "yesterday")
+    assert bad.returncode == 2 and "'--since'" in bad.stderr and "not a time" in bad.stderr
