@@ -174,15 +174,18 @@ class FlowRule(Spec):
     )
     sinks: list[FlowEndpoint] = Field(
         min_length=1,
-        description="Sensitive sinks: calls to any of them are refused (SAFETY) once the "
-        "run is tainted.",
+        description="Sensitive sinks: once the run is tainted, calls to any of them are "
+        "refused (SAFETY), held for approval or checked for untrusted values, by action.",
     )
-    action: Literal["deny", "approval"] = Field(
+    action: Literal["deny", "approval", "deny-untrusted-values"] = Field(
         default="deny",
         description="What happens to a sink call of a tainted run: 'deny' refuses it "
         "(403 flow_denied); 'approval' refuses it with an approval id (403 "
         "flow_approval_required) until an operator approves that exact call out of band "
-        "(admin API POST /flows/approve); the approved call then passes once.",
+        "(admin API POST /flows/approve); the approved call then passes once; "
+        "'deny-untrusted-values' refuses it (403 flow_untrusted_value, naming the argument) "
+        "only when one of its arguments carries a value (address, URL, host, long number, "
+        "id, quoted phrase) that appeared in the untrusted content, and lets other calls go.",
     )
     scope: Literal["run", "calls"] = Field(
         default="run",

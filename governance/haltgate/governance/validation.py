@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from haltgate.governance import apitypes
-from haltgate.governance.flows import flow_problems
+from haltgate.governance.flows import flow_problems, flow_warnings
 from haltgate.governance.mcp import uri_glob_problem
 from haltgate.governance.policy import BudgetPool, GovernancePolicy, GovernancePolicySpec
 from haltgate.governance.policy_base import GuardAction, RequestKind
@@ -222,6 +222,7 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
                 add(Issue(f"{p}.allowlist[{j}]", err))
 
     issues.extend(Issue(path, message) for path, message in flow_problems(spec))
+    issues.extend(Issue(path, message, warning=True) for path, message in flow_warnings(spec))
 
     if spec.opa is not None and (spec.opa.rego is None) == (spec.opa.config_map_ref is None):
         add(Issue("spec.opa", "set exactly one of rego, configMapRef"))

@@ -168,6 +168,8 @@ class AnswerRelay(ResponseGuard):
                     upstream.content_type,
                     lambda dropped: self.answer_server(request, call, upstream, dropped),
                 )
+            if call.flow_value_rules:
+                await self.record_flow_values(call, body, upstream.headers)
             # Decoded here on the loop (its bytes charged to the memory budget), scanned
             # where the guardrails run.
             plain = self.decode_response(call, body, upstream.headers)

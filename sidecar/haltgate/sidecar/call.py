@@ -76,6 +76,11 @@ class Call:
     """Body bytes this call holds of the sidecar's memory budget (given back at its end)."""
     mcp: McpCallState | None = None
     """Per-message decisions and reservations of an MCP request (``haltgate.sidecar.mcp``)."""
+    flow_stage: Mapping[str, Any] | None = None
+    """The ``flows`` stage of the audit record: a flow rule refused the call or let it
+    pass on an operator's approval (rule, source, sink; no payload)."""
+    flow_value_rules: tuple[str, ...] = ()
+    """Flow rules whose values this call's answer (an untrusted source) must be read for."""
 
     @property
     def teardown(self) -> bool:
