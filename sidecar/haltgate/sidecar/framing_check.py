@@ -17,10 +17,12 @@ with a typed error, audited like every refusal, on a connection that is then clo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp.http import RawRequestMessage
 
 from haltgate.governance.errors import BadRequestError
 from haltgate.sidecar import self_view
@@ -51,13 +53,35 @@ def framing_refusal(request: web.BaseRequest) -> BadRequestError | None:
 async def refuse_framing(
     pipeline: Any, request: web.BaseRequest, err: BadRequestError
 ) -> web.StreamResponse:
-    """Refuse through the pipeline (audited, typed JSON), then close the connection: what
-    follows the head on it cannot be framed safely."""
+    """Refuse through the pipeline (audited, typed JSON) and send the answer here, on a
+    connection then closed: what follows the head on it cannot be framed safely."""
     if request.version not in _SPOKEN:
-        # aiohttp writes the status line with the request's version: answer as HTTP/1.1.
-        request._message = request._message._replace(version=HttpVersion11)
+        # aiohttp writes the status line in the version of the request it is given: the
+        # same request, read as HTTP/1.1 (the body is never read).
+        head = RawRequestMessage(
+            method=request.method,
+            path=request.raw_path,
+            version=HttpVersion11,
+            headers=request.headers,
+            raw_headers=request.raw_headers,
+            should_close=True,
+            compression=None,
+            upgrade=False,
+            chunked=False,
+            url=request.rel_url,
+        )
+        request = web.BaseRequest(
+            head,
+            request.content,
+            request.protocol,
+            request.writer,
+            request.task,
+            asyncio.get_running_loop(),
+        )
     response: web.StreamResponse = await pipeline.handle(request, err)
     response.force_close()
+    await response.prepare(request)  # aiohttp's own prepare after the handler is a no-op
+    await response.write_eof()
     return response
 
 
