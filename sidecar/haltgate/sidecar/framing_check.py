@@ -53,11 +53,13 @@ def framing_refusal(request: web.BaseRequest) -> BadRequestError | None:
 async def refuse_framing(
     pipeline: Any, request: web.BaseRequest, err: BadRequestError
 ) -> web.StreamResponse:
-    """Refuse through the pipeline (audited, typed JSON) and send the answer here, on a
-    connection then closed: what follows the head on it cannot be framed safely."""
+    """Refuse through the pipeline (audited, typed JSON) and send the answer here; the
+    connection is then closed: what follows the head on it cannot be framed safely. (aiohttp
+    first drains a declared body, unread by any stage, for at most its lingering time of
+    10 s; no request behind it is served.)"""
     if request.version not in _SPOKEN:
         # aiohttp writes the status line in the version of the request it is given: the
-        # same request, read as HTTP/1.1 (the body is never read).
+        # same request, read as HTTP/1.1.
         head = RawRequestMessage(
             method=request.method,
             path=request.raw_path,
