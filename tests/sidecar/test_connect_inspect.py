@@ -114,15 +114,8 @@ async def test_connect_inspected_refuses_faulty_framing(
     code: str,
 ) -> None:
     """Inside the tunnel as on the plain ports (``framing_check``): typed 400, closed."""
-    port, upstream_ca = https_llm
-    CertificateAuthority.create().write(tmp_path / "hgca")
-    upstream = {"name": "secure", "url": f"https://localhost:{port}", "kind": "llm"}
-    sc = await sidecar_factory(
-        {"spec": {"upstreams": [{**upstream, "provider": "openai"}]}},
-        ca_dir=tmp_path / "hgca",
-        upstream_ca_file=upstream_ca,
-    )
-    agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+    port = https_llm[0]
+    sc, agent_tls = await inspecting_sidecar(sidecar_factory, https_llm, tmp_path)
     host, sidecar_port = sc.explicit.removeprefix("http://").rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(sidecar_port))
     try:
