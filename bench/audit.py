@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 import tempfile
@@ -38,6 +39,7 @@ sys.path[:0] = [str(REPO / "sidecar"), str(REPO)]
 import orjson  # noqa: E402
 import psycopg  # noqa: E402
 
+from haltgate.governance import migrations  # noqa: E402
 from haltgate.governance.audit import MemoryAuditSink, SpoolAuditSink  # noqa: E402
 from haltgate.governance.audit.binary_copy import (  # noqa: E402
     _SIGNATURE,
@@ -45,7 +47,7 @@ from haltgate.governance.audit.binary_copy import (  # noqa: E402
     COLUMNS,
     copy_row,
 )
-from haltgate.governance.audit.migrate import migrate  # noqa: E402
+from haltgate.governance.audit.migrate import AUDIT_MIGRATIONS, available_migrations  # noqa: E402
 from haltgate.governance.audit.shipper import (  # noqa: E402
     DEFAULT_BATCH_RECORDS,
     Shipper,
@@ -135,9 +137,7 @@ def bench_spool_throughput(spool_dir: Path, n: int) -> float:
     sink = SpoolAuditSink(spool_dir, max_bytes=4 * 1024**3, segment_bytes=64 * 1024**2)
     # Decision ids as the sidecar makes them (random hex), not the test helper's ordered ones:
     # an index on them is only as cheap as their order lets it be.
-    records = [
-        make_record(i, run=f"run-{i % 50}", decision_id=uuid.uuid4().hex) for i in range(n)
-    ]
+    records = [make_record(i, run=f"run-{i % 50}", decision_id=uuid.uuid4().hex) for i in range(n)]
     t0 = time.perf_counter()
     futures = [sink.submit_nowait(r) for r in records]
     for f in futures:
@@ -220,7 +220,22 @@ def _spooled(spool_dir: Path) -> list[Frame]:
     return frames
 
 
-def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str], batch: int) -> None:
+def migrate_upto(dsn: str, version: int | None) -> None:
+    """Apply the audit migrations up to ``version`` (all when None): compare schemas."""
+    with tempfile.TemporaryDirectory() as folder:
+        for m in available_migrations():
+            if version is None or m.version <= version:
+                (Path(folder) / f"{m.label}.sql").write_text(m.sql)
+        migrations.migrate(dsn, dataclasses.replace(AUDIT_MIGRATIONS, source=Path(folder)))
+
+
+def bench_shipping(
+    spool_dir: Path,
+    n: int,
+    server_dsn: Callable[[str], str],
+    batch: int,
+    schema_upto: int | None = None,
+) -> None:
     frames = _spooled(spool_dir)
     with psycopg.connect(server_dsn("postgres"), autocommit=True) as conn:
         for name in ("bench_plain", "bench_direct", "bench_shipper"):
@@ -252,7 +267,7 @@ def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str], ba
     # Baseline 2: parse + COPY (psycopg write_row) straight into the real table (partitioned,
     # indexed): the shipper minus reading the spool, the progress row and the ack.
     direct = server_dsn("bench_direct")
-    migrate(direct)
+    migrate_upto(direct, schema_upto)
     with psycopg.connect(direct, autocommit=True) as conn:
         conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))", (frames[0].time,))
     into_table, into_cpu = _timed_copy(
@@ -260,7 +275,7 @@ def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str], ba
     )
 
     ours_dsn = server_dsn("bench_shipper")
-    migrate(ours_dsn)
+    migrate_upto(ours_dsn, schema_upto)
     shipper = Shipper(ShipperSettings(spool_dir, ours_dsn, batch_records=batch))
     t0, c0 = time.perf_counter(), time.process_time()
     shipped = shipper.drain(timeout=600)
@@ -348,7 +363,10 @@ def bench_index_cost(frames: list[Frame], dsn: str, batch: int, rounds: int = 3)
     body = [b"".join(map(copy_row, frames[i : i + batch])) for i in range(0, len(frames), batch)]
     with psycopg.connect(dsn, autocommit=True) as conn:
         indexes = _table_indexes(conn)
-    variants: list[tuple[str, bool, list[str]]] = [("no index", False, []), ("primary key", True, [])]
+    variants: list[tuple[str, bool, list[str]]] = [
+        ("no index", False, []),
+        ("primary key", True, []),
+    ]
     names = list(indexes)
     variants += [(f"key + {name}", True, [name]) for name in names]
     variants.append(("all (the audit table)", True, names))
@@ -365,8 +383,15 @@ def bench_index_cost(frames: list[Frame], dsn: str, batch: int, rounds: int = 3)
     best: dict[str, tuple[float, float]] = {}
     for round_ in range(rounds):
         for number, (label, key, chosen) in enumerate(variants):
-            rate, cpu = _copy_variant(dsn, f"haltgate.bench_ix_{round_}_{number}", key,
-                                      [indexes[n] for n in chosen], lo, body, len(frames))
+            rate, cpu = _copy_variant(
+                dsn,
+                f"haltgate.bench_ix_{round_}_{number}",
+                key,
+                [indexes[n] for n in chosen],
+                lo,
+                body,
+                len(frames),
+            )
             old = best.get(label, (0.0, float("inf")))
             best[label] = (max(old[0], rate), min(old[1], cpu))
     results = [(label, *best[label]) for label, _, _ in variants]
@@ -377,11 +402,13 @@ def bench_index_cost(frames: list[Frame], dsn: str, batch: int, rounds: int = 3)
     print(f"{'indexes':>40} {'records/s':>10} {'x bare':>7} {'server us/rec':>14} {'+us':>6}")
     for label, rate, cpu in results:
         extra = cpu - (
-            all_cpu if label.startswith("all but") else key_cpu if label.startswith("key +") else bare_cpu
+            all_cpu
+            if label.startswith("all but")
+            else key_cpu
+            if label.startswith("key +")
+            else bare_cpu
         )
-        print(
-            f"{label:>40} {rate:>10,.0f} {rate / bare_rate:>7.2f} {cpu:>14.1f} {extra:>6.1f}"
-        )
+        print(f"{label:>40} {rate:>10,.0f} {rate / bare_rate:>7.2f} {cpu:>14.1f} {extra:>6.1f}")
 
 
 def main() -> None:
@@ -399,6 +426,18 @@ def main() -> None:
         help="skip the latency part (spool still filled with --records)",
     )
     parser.add_argument("--quick", action="store_true", help="small run for a smoke test")
+    parser.add_argument(
+        "--index-rounds",
+        type=int,
+        default=2,
+        help="rounds of the price-of-each-index table (best of; 0 skips it)",
+    )
+    parser.add_argument(
+        "--schema-upto",
+        type=int,
+        default=None,
+        help="apply the audit migrations only up to this version (compare index sets)",
+    )
     args = parser.parse_args()
     n = 10_000 if args.quick else args.records
     per_caller = 50 if args.quick else 300
@@ -418,9 +457,10 @@ def main() -> None:
     server = start_postgres()
     frames = _spooled(spool_dir)  # before the shipper compacts the spool away
     try:
-        bench_shipping(spool_dir, n, lambda db: server.dsn(db), args.batch)
-        print("== price of each index ==")
-        bench_index_cost(frames, server.dsn("bench_direct"), args.batch)
+        bench_shipping(spool_dir, n, lambda db: server.dsn(db), args.batch, args.schema_upto)
+        if args.index_rounds > 0:
+            print("== price of each index ==")
+            bench_index_cost(frames, server.dsn("bench_direct"), args.batch, args.index_rounds)
     finally:
         remove(server)
 

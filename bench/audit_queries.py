@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -42,7 +43,7 @@ INSERT INTO haltgate.audit_records
   (record_id, ts, chain_id, seq, prev_hash, hash, decision_id, phase, namespace, workload,
    pod, run_id, kind, target, model, tool, decision, failure_type, code, cost_usd,
    latency_ms, status, record)
-SELECT gen_random_uuid(), %(base)s + g * interval '2 ms',
+SELECT gen_random_uuid(), %(base)s + g * interval '500 ms',
   'team-' || (r %% 20) || '/agent-' || (r %% 200) || '-0/run-' || r,
   g / 5000, md5(g::text || 'p') || md5(g::text || 'q'), md5(g::text) || md5(g::text || 'h'),
   md5(g::text || 'd'), CASE WHEN g %% 2 = 0 THEN 'intent' ELSE 'outcome' END,
@@ -191,6 +192,20 @@ def run_queries(dsn: str, label: str, repeat: int = 3) -> dict[str, tuple[str, f
     return results
 
 
+def _backend_cpu(conn: psycopg.Connection[Any]) -> float:
+    fields = Path(f"/proc/{conn.info.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_append(dsn: str, lo: int, n: int) -> float:
+    """Server CPU us per row of appending ``n`` more records (same generator) to the full
+    table: what index maintenance costs once the indexes are large."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        c0 = _backend_cpu(conn)
+        conn.execute(FILL, {"base": BASE, "lo": lo, "hi": lo + n})
+        return (_backend_cpu(conn) - c0) / n * 1e6
+
+
 def migrate_upto(dsn: str, version: int | None) -> None:
     """Apply the audit migrations up to ``version`` (all when None)."""
     with tempfile.TemporaryDirectory() as folder:
@@ -215,21 +230,31 @@ def main() -> None:
             t0 = time.perf_counter()
             step = 200_000
             for lo in range(0, args.records, step):
-                conn.execute(
-                    FILL, {"base": BASE, "lo": lo, "hi": min(lo + step, args.records)}
-                )
+                conn.execute(FILL, {"base": BASE, "lo": lo, "hi": min(lo + step, args.records)})
             conn.execute("VACUUM ANALYZE haltgate.audit_records")
             print(f"filled {args.records:,} records in {time.perf_counter() - t0:.0f} s")
         before = run_queries(dsn, f"schema up to {args.schema_upto or 'latest'}")
-        after: dict[str, tuple[str, float]] | None = None
+        append = max(args.records // 10, 1)
+        cpu_before = timed_append(dsn, args.records, append)
+        print(f"appending {append:,} more records: {cpu_before:.1f} server CPU-us/record")
         if args.schema_upto is not None:
             migrate_upto(dsn, None)
             with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("ANALYZE haltgate.audit_records")
+                conn.execute("VACUUM ANALYZE haltgate.audit_records")
+            cpu_after = timed_append(dsn, args.records + append, append)
+            print(
+                f"latest schema, appending {append:,} more: {cpu_after:.1f} server CPU-us/record"
+                f" (was {cpu_before:.1f})"
+            )
             after = run_queries(dsn, "latest schema")
-        _ = after
+            print("-- before -> after (ms; plan shown where it changed)")
+            for name, (plan, ms) in after.items():
+                old_plan, old_ms = before[name]
+                changed = "" if plan == old_plan else f"  was: {old_plan}"
+                print(f"{name:>44} {old_ms:>9.1f} -> {ms:>9.1f}{changed}")
     finally:
         remove(server)
+
 
 if __name__ == "__main__":
     main()

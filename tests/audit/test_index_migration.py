@@ -52,8 +52,13 @@ def old_schema_db(postgres_dsn: str, tmp_path: Path) -> Iterator[str]:
             extra.update(decision="deny", failure_type="SAFETY", code="tool_denied")
         for phase in ("intent", "outcome"):
             record = make_record(
-                i, run=run, pod=f"agent-{i % 4}", phase=phase, decision_id=uuid.uuid4().hex,
-                workload="researcher" if i % 2 else "writer", **extra,
+                i,
+                run=run,
+                pod=f"agent-{i % 4}",
+                phase=phase,
+                decision_id=uuid.uuid4().hex,
+                workload="researcher" if i % 2 else "writer",
+                **extra,
             )
             lines.append(chainer.seal(record)[1])
     with psycopg.connect(dsn) as conn:
@@ -80,9 +85,12 @@ def _all_pages(dsn: str, flt: RecordFilter, order: Order) -> list[dict[str, Any]
 def _reads(dsn: str) -> dict[str, Any]:
     """What the query API, the CLI, explain/replay/simulate and verify read."""
     with psycopg.connect(dsn) as conn:
-        ids = [r[0] for r in conn.execute(
-            "SELECT decision_id FROM haltgate.audit_records ORDER BY ts, record_id LIMIT 40"
-        )]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT decision_id FROM haltgate.audit_records ORDER BY ts, record_id LIMIT 40"
+            )
+        ]
         chain = conn.execute("SELECT min(chain_id) FROM haltgate.audit_records").fetchone()
         explained = {d: conn.execute(_EXPLAIN_SQL, (d,)).fetchall() for d in ids}
     assert chain is not None
@@ -115,7 +123,8 @@ def _indexes(dsn: str) -> dict[str, str]:
             "SELECT c.relname, am.amname FROM pg_index i"
             " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
             " JOIN pg_class t ON t.oid = i.indrelid"
-            " WHERE t.relname LIKE 'audit_records%%' AND pg_get_indexdef(c.oid) LIKE '%%decision_id%%'"
+            " WHERE t.relname LIKE 'audit_records%%'"
+            " AND pg_get_indexdef(c.oid) LIKE '%%decision_id%%'"
         ).fetchall()
     return {str(n): str(a) for n, a in rows}
 
