@@ -219,7 +219,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--schema-upto", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="50,000 records (smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.records = 50_000
     server = start_postgres()
     try:
         dsn = server.dsn("postgres")
@@ -238,7 +241,10 @@ def main() -> None:
         cpu_before = timed_append(dsn, args.records, append)
         print(f"appending {append:,} more records: {cpu_before:.1f} server CPU-us/record")
         if args.schema_upto is not None:
+            t0 = time.perf_counter()
             migrate_upto(dsn, None)
+            took = time.perf_counter() - t0
+            print(f"later migrations applied to {args.records + append:,} records in {took:.1f} s")
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE haltgate.audit_records")
             cpu_after = timed_append(dsn, args.records + append, append)

@@ -160,6 +160,54 @@ def test_migration_keeps_every_read_and_indexes_decisions_by_hash(old_schema_db:
     assert _indexes(dsn) == after_indexes
 
 
+def test_an_index_built_ahead_concurrently_is_kept(old_schema_db: str) -> None:
+    """The docs' recipe for a large trail: build the hash index by hand without blocking the
+    shipper (ON ONLY, then CONCURRENTLY per partition and ATTACH); the migration then only
+    drops the btree."""
+    dsn = old_schema_db
+    before = _reads(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS audit_records_decision_hash"
+            " ON ONLY haltgate.audit_records USING hash (decision_id)"
+        )
+        parts = [
+            r[0]
+            for r in conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'haltgate.audit_records'::regclass ORDER BY 1"
+            )
+        ]
+        assert len(parts) >= 3  # two months and the default partition
+        for part in parts:
+            conn.execute(
+                f"CREATE INDEX CONCURRENTLY {part}_decision_hash"
+                f" ON haltgate.{part} USING hash (decision_id)"
+            )
+            conn.execute(
+                "ALTER INDEX haltgate.audit_records_decision_hash"
+                f" ATTACH PARTITION haltgate.{part}_decision_hash"
+            )
+        valid = conn.execute(
+            "SELECT indisvalid FROM pg_index"
+            " WHERE indexrelid = 'haltgate.audit_records_decision_hash'::regclass"
+        ).fetchone()
+        assert valid == (True,)
+        built = conn.execute(
+            "SELECT oid FROM pg_class WHERE relname = 'audit_records_decision_hash'"
+        ).fetchone()
+
+    assert [m.label for m in migrate(dsn)] == [MIGRATION.label]
+    indexes = _indexes(dsn)
+    assert set(indexes.values()) == {"hash"} and "audit_records_decision" not in indexes
+    with psycopg.connect(dsn) as conn:
+        same = conn.execute(
+            "SELECT oid FROM pg_class WHERE relname = 'audit_records_decision_hash'"
+        ).fetchone()
+    assert same == built  # not rebuilt
+    assert _reads(dsn) == before
+
+
 def test_a_new_database_gets_the_hash_index_only(audit_db: Any) -> None:
     indexes = _indexes(audit_db.admin)
     assert indexes.get("audit_records_decision_hash") == "hash"
