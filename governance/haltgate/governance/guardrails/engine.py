@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from haltgate.governance import policy_base, policy_checks
-from haltgate.governance.guardrails import injection, pii, secrets
+from haltgate.governance.guardrails import injection, ngram, pii, secrets
 from haltgate.governance.guardrails.base import (
     Candidate,
     Detector,
@@ -130,6 +130,9 @@ class Guardrails:
                         model=injection_model,
                         model_min=float(getattr(injection_model, "block_at", 0.9)),
                         model_advisory=float(getattr(injection_model, "advisory_at", 0.7)),
+                        fast_model=(
+                            ngram.shared_model() if spec.prompt_injection.fast_model else None
+                        ),
                     ),
                     spec.prompt_injection,
                 )
