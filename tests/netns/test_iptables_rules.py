@@ -143,9 +143,7 @@ def test_resolv_conf_parsing(tmp_path: object) -> None:
 class FakeIptables:
     """Stands in for the iptables binaries (outside haltgate): records calls, answers -C."""
 
-    def __init__(
-        self, jumps_present: int = 0, fail_restore: bool = False, ahead: str = ""
-    ) -> None:
+    def __init__(self, jumps_present: int = 0, fail_restore: bool = False, ahead: str = "") -> None:
         self.calls: list[tuple[list[str], str | None]] = []
         self.jumps = jumps_present
         self.fail_restore = fail_restore
@@ -157,8 +155,10 @@ class FakeIptables:
         self.calls.append((args, stdin))
         code, err = 0, ""
         if args[-2:] == ["-S", "OUTPUT"]:
-            jump = "-A OUTPUT -p tcp -j HALTGATE_OUTPUT" if "nat" in args else (
-                "-A OUTPUT -j HALTGATE_OUTPUT"
+            jump = (
+                "-A OUTPUT -p tcp -j HALTGATE_OUTPUT"
+                if "nat" in args
+                else ("-A OUTPUT -j HALTGATE_OUTPUT")
             )
             lines = ["-P OUTPUT ACCEPT", *([self.ahead] if self.ahead else [])]
             return subprocess.CompletedProcess(
