@@ -77,7 +77,7 @@ def test_objects_the_script_names_are_rendered(helm: Helm) -> None:
     docs = _render(helm, *_mode_args("node"))
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     short = {"deploy": "Deployment", "ds": "DaemonSet", "secret": "Secret"}
-    named = re.findall(rf'-n "\$RELEASE_NS" \S+ (deploy|ds)/([a-z0-9-]+)', SCRIPT)
+    named = re.findall(r'-n "\$RELEASE_NS" \S+ (deploy|ds)/([a-z0-9-]+)', SCRIPT)
     named += re.findall(r"get (secret) ([a-z0-9-]+)", SCRIPT)
     assert ("ds", "haltgate-node-agent") in named and ("deploy", "haltgate-operator") in named
     for kind, name in named:

@@ -44,8 +44,8 @@ def security_view(pod: dict[str, Any], ns_labels: dict[str, str]) -> dict[str, A
     spec = pod["spec"]
 
     def container(c: dict[str, Any]) -> dict[str, Any]:
-        keep = SECURITY_FIELDS if c["name"] == "haltgate-verify" else ("name", "restartPolicy",
-                                                                      "securityContext")  # fmt: skip
+        short = ("name", "restartPolicy", "securityContext")
+        keep = SECURITY_FIELDS if c["name"] == "haltgate-verify" else short
         return {k: c[k] for k in keep if k in c}
 
     return {
