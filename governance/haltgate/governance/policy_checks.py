@@ -46,6 +46,12 @@ class PromptInjectionDetector(Detector):
         "settle (needs the haltgate[guard-model] extra in the sidecar image; without it the "
         "detector reports an error and failMode decides).",
     )
+    fast_model: bool = Field(
+        default=False,
+        description="Also run the character n-gram linear model (shipped in the package, "
+        "needs numpy) on every text: a fast, high-recall stage whose suspicious windows are "
+        "stacked with the patterns and read by the model stage.",
+    )
     model_budget_ms: int | None = Field(
         default=None,
         ge=1,
