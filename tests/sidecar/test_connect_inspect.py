@@ -14,7 +14,7 @@ import trustme
 
 from haltgate.sidecar.tlsmint import CA_CERT_FILE, CertificateAuthority
 from haltgate.testbed.standins import llm, serve
-from tests.sidecar.conftest import SidecarFactory
+from tests.sidecar.conftest import Running, SidecarFactory
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a b"}], "max_tokens": 3}
 
@@ -32,9 +32,11 @@ async def https_llm(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
     await runner.cleanup()
 
 
-async def test_connect_inspected(
+async def inspecting_sidecar(
     sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
-) -> None:
+) -> tuple[Running, ssl.SSLContext]:
+    """A sidecar with a haltgate CA that inspects CONNECT tunnels to the HTTPS stand-in
+    (upstream ``secure``), and the TLS context of an agent that trusts that CA."""
     port, upstream_ca = https_llm
     CertificateAuthority.create().write(tmp_path / "hgca")
     sc = await sidecar_factory(
@@ -53,7 +55,14 @@ async def test_connect_inspected(
         ca_dir=tmp_path / "hgca",
         upstream_ca_file=upstream_ca,
     )
-    agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+    return sc, ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+
+
+async def test_connect_inspected(
+    sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
+) -> None:
+    port = https_llm[0]
+    sc, agent_tls = await inspecting_sidecar(sidecar_factory, https_llm, tmp_path)
     url = f"https://localhost:{port}/v1/chat/completions"
     async with aiohttp.ClientSession() as s:
         async with s.post(url, json=CHAT, proxy=sc.explicit, ssl=agent_tls) as r:
@@ -71,25 +80,8 @@ async def test_connect_inspected(
 async def test_connect_inspected_host_mismatch(
     sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
 ) -> None:
-    port, upstream_ca = https_llm
-    CertificateAuthority.create().write(tmp_path / "hgca")
-    sc = await sidecar_factory(
-        {
-            "spec": {
-                "upstreams": [
-                    {
-                        "name": "secure",
-                        "url": f"https://localhost:{port}",
-                        "kind": "llm",
-                        "provider": "openai",
-                    }
-                ]
-            }
-        },
-        ca_dir=tmp_path / "hgca",
-        upstream_ca_file=upstream_ca,
-    )
-    agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+    port = https_llm[0]
+    sc, agent_tls = await inspecting_sidecar(sidecar_factory, https_llm, tmp_path)
     async with aiohttp.ClientSession() as s:
         async with s.post(
             f"https://localhost:{port}/v1/chat/completions",
@@ -122,15 +114,8 @@ async def test_connect_inspected_refuses_faulty_framing(
     code: str,
 ) -> None:
     """Inside the tunnel as on the plain ports (``framing_check``): typed 400, closed."""
-    port, upstream_ca = https_llm
-    CertificateAuthority.create().write(tmp_path / "hgca")
-    upstream = {"name": "secure", "url": f"https://localhost:{port}", "kind": "llm"}
-    sc = await sidecar_factory(
-        {"spec": {"upstreams": [{**upstream, "provider": "openai"}]}},
-        ca_dir=tmp_path / "hgca",
-        upstream_ca_file=upstream_ca,
-    )
-    agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+    port = https_llm[0]
+    sc, agent_tls = await inspecting_sidecar(sidecar_factory, https_llm, tmp_path)
     host, sidecar_port = sc.explicit.removeprefix("http://").rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(sidecar_port))
     try:
