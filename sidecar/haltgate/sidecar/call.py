@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +73,9 @@ class Call:
     """Body bytes this call holds of the sidecar's memory budget (given back at its end)."""
     mcp: McpCallState | None = None
     """Per-message decisions and reservations of an MCP request (``haltgate.sidecar.mcp``)."""
+    intent_pending: Awaitable[None] | None = None
+    """``durability: overlapped``: the intent's commit, still in flight while the call is
+    forwarded; awaited before anything goes back to the agent (``None``: durable already)."""
 
     @property
     def teardown(self) -> bool:

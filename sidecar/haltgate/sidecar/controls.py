@@ -49,6 +49,8 @@ class Controls:
     payload: PayloadCapture
     flows: FlowPolicy | None = None
     """``spec.flows`` compiled; ``None`` when the policy has no flow rules."""
+    overlapped_intent: bool = False
+    """``spec.audit.durability: overlapped``: the intent's fsync overlaps forwarding."""
 
 
 def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Controls:

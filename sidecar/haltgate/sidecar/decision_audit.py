@@ -29,9 +29,22 @@ class DecisionAudit(PipelineState):
     """Emits the audit records and decision metrics of each call."""
 
     async def audit_intent(self, call: Call) -> None:
-        """Make the intent durable before anything leaves (no action without a record)."""
+        """Make the intent durable before anything leaves (no action without a record).
+
+        ``durability: overlapped`` (the policy's opt-in): the record is sealed and queued
+        here (a full spool or an invalid record still refuses the call before it leaves),
+        and its commit overlaps forwarding; :meth:`confirm_intent` waits for it before the
+        answer is released."""
         record = self._record(call, "intent", decision="allow")
         try:
+            if call.controls.overlapped_intent and self._begin_intent is not None:
+                call.intent_pending = self._begin_intent(record)
+                return
+            if self.in_flight == 1 and self._commit_now is not None and self._commit_now(record):
+                # The only call in flight: the event loop has nothing else to do while the
+                # disk syncs, so the commit runs here, without a hand-off to the spool's
+                # thread and back (see spool_writer.py).
+                return
             if self._audit_in_memory:
                 await self.audit.intent(record)  # cannot block: no timer on the hot path
             else:
@@ -43,6 +56,23 @@ class DecisionAudit(PipelineState):
             raise UnavailableError(
                 "audit trail did not confirm the record in time", code="audit_timeout"
             ) from e
+
+    async def confirm_intent(self, call: Call) -> UnavailableError | None:
+        """``durability: overlapped``: wait until the forwarded call's intent is durable;
+        the error to answer instead of the upstream's answer when it never is."""
+        pending, call.intent_pending = call.intent_pending, None
+        if pending is None:
+            return None
+        try:
+            async with asyncio.timeout(self.settings.intent_timeout):
+                await pending
+        except AuditError as e:
+            return UnavailableError(f"audit trail unavailable: {e.message}", code=e.code)
+        except TimeoutError:
+            return UnavailableError(
+                "audit trail did not confirm the record in time", code="audit_timeout"
+            )
+        return None
 
     def _record(
         self,

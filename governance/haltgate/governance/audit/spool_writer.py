@@ -9,6 +9,16 @@ call costs one write and one fdatasync, not two.
 Records are sealed (chain, sequence number, hashes; ~15 us) by the caller when queued, so
 sealing overlaps the commit in flight instead of lengthening the next one. After each commit
 the durable position is published in ``durable``; the shipper reads no further.
+
+A lone record needs no thread at all: :meth:`SpoolWriter.commit_now` commits on the calling
+thread when no commit is in flight (the sidecar uses it for the intent of a call with no
+other call in flight, when the event loop has nothing else to do while the disk syncs).
+Handing that record to the writer thread and its answer back to the event loop costs two
+cross-thread wake-ups (on a VM each one an inter-processor interrupt, tens of
+microseconds) and makes the two threads contend for the GIL; committing in place costs the
+``write`` and the ``fdatasync`` only. When commits turn slow (an average over
+``inline_max_seconds``, a slow or failing volume), every record goes to the writer thread
+again, so a slow disk never holds the event loop for long.
 """
 
 from __future__ import annotations
@@ -61,7 +71,8 @@ class Waiter:
     """Who waits for a record: an event loop's future, or (``loop`` None) a thread's."""
 
     loop: asyncio.AbstractEventLoop | None
-    future: asyncio.Future[None] | concurrent.futures.Future[None]
+    future: asyncio.Future[None] | concurrent.futures.Future[None] | None
+    """``None``: the committing thread itself waits (``commit_now``); nothing to complete."""
 
 
 @dataclass(slots=True)
@@ -131,6 +142,11 @@ class SpoolWriter:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending = _Batch()
+        self._committing = False
+        """A commit is in flight (on the writer thread or a ``commit_now`` caller's)."""
+        self._commit_average = 0.0
+        """Moving average of commit durations (seconds): ``commit_now`` declines past
+        ``settings.inline_max_seconds``."""
         self._state_flush: Callable[[], None] | None = None
         self._last_state_log = -1e9
         self._closing = False
@@ -265,56 +281,99 @@ class SpoolWriter:
         ``continue``). The waiter completes when the record is durable. ``urgent=False``:
         the commit may wait up to ``linger_seconds`` for more records."""
         with self._lock:
-            if self._failed is not None:
-                raise self._failed
-            if self._closing:
-                raise AuditUnavailableError("audit spool is closed")
-            # A sealed record is ~1 KiB: checking with a generous estimate before sealing means
-            # a refused record never consumes a sequence number.
-            if not self._capacity_ok(4096):
-                if self.settings.on_full == "block":
-                    self.metrics.refusals.labels(code=SpoolFullError.code).inc()
-                    raise SpoolFullError(
-                        f"audit spool {self.settings.directory} is full "
-                        f"({self._spooled} of {self.settings.max_bytes} bytes): is the shipper "
-                        "running and PostgreSQL reachable?"
-                    )
-                self.metrics.records_dropped.labels(reason="spool_full").inc()
-                self._dropped_unlogged += 1
-                now = time.monotonic()
-                if now - self._last_drop_log >= 5.0:  # loud, but not one line per call
-                    log.error(
-                        "audit spool full: %d records dropped (onSpoolFull=continue), "
-                        "latest decision %s",
-                        self._dropped_unlogged,
-                        record.decision_id,
-                    )
-                    self._dropped_unlogged = 0
-                    self._last_drop_log = now
+            if not self._queue(record, waiter):
                 return False
-            record = fit_record(record, self.settings.max_payload_bytes)
-            try:
-                line, chain, head = self.chainer.seal_line(record, max_bytes=MAX_FRAME)
-            except (TypeError, ValueError) as e:
-                # Not JSON-serialisable (the caller's bug) or, even clipped, larger than a
-                # frame the reader accepts. The chain is untouched (sealing serialises and
-                # measures before it advances the head).
-                self.metrics.refusals.labels(code=InvalidRecordError.code).inc()
-                raise InvalidRecordError(f"audit record cannot be written: {e}") from e
-            frame = encode_frame(line, record.time)
             batch = self._pending
-            batch.frames.append(frame)
-            batch.waiters.append(waiter)
-            batch.heads.append((chain, head))
-            batch.nbytes += len(frame)
             if urgent:
                 if not batch.urgent:
                     batch.urgent = True
-                    self._wake.notify()
+                    if not self._committing:
+                        self._wake.notify()
             elif not batch.first_at:
                 # No wake-up: the writer looks every linger_seconds, or an urgent record
                 # takes this one along first.
                 batch.first_at = time.monotonic()
+        return True
+
+    def commit_now(self, record: AuditRecord) -> bool | None:
+        """Commit ``record`` (with whatever is queued) on the calling thread, now.
+
+        Returns ``True`` once it is durable, ``False`` when it was dropped (spool full and
+        ``continue``), and ``None`` without doing anything when a commit is in flight, a
+        record already waits for one, or commits are slow (their average is over
+        ``inline_max_seconds``): then :meth:`submit` it (the group commit). Raises like
+        :meth:`submit`, and :class:`AuditUnavailableError` when the commit fails."""
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            limit = self.settings.inline_max_seconds
+            if self._committing or self._pending.urgent or not 0 < limit >= self._commit_average:
+                return None
+            if not self._queue(record, Waiter(None, None)):
+                return False
+            batch = self._take()
+        error = self._commit(batch)
+        with self._lock:
+            self._committing = False
+            if self._pending.urgent or self._closing or error is not None:
+                self._wake.notify()  # queued meanwhile from another thread, or heal
+        if error is not None:
+            raise error
+        return True
+
+    def _take(self) -> _Batch:
+        """Take the queued batch for a commit (under ``_lock``)."""
+        batch = self._pending
+        self._pending = _Batch()
+        self._committing = True
+        self._in_flight = batch.nbytes
+        self._spooled += batch.nbytes
+        return batch
+
+    def _queue(self, record: AuditRecord, waiter: Waiter) -> bool:
+        """Seal ``record`` into the pending batch (under ``_lock``); False when dropped."""
+        if self._failed is not None:
+            raise self._failed
+        if self._closing:
+            raise AuditUnavailableError("audit spool is closed")
+        # A sealed record is ~1 KiB: checking with a generous estimate before sealing means
+        # a refused record never consumes a sequence number.
+        if not self._capacity_ok(4096):
+            if self.settings.on_full == "block":
+                self.metrics.refusals.labels(code=SpoolFullError.code).inc()
+                raise SpoolFullError(
+                    f"audit spool {self.settings.directory} is full "
+                    f"({self._spooled} of {self.settings.max_bytes} bytes): is the shipper "
+                    "running and PostgreSQL reachable?"
+                )
+            self.metrics.records_dropped.labels(reason="spool_full").inc()
+            self._dropped_unlogged += 1
+            now = time.monotonic()
+            if now - self._last_drop_log >= 5.0:  # loud, but not one line per call
+                log.error(
+                    "audit spool full: %d records dropped (onSpoolFull=continue), "
+                    "latest decision %s",
+                    self._dropped_unlogged,
+                    record.decision_id,
+                )
+                self._dropped_unlogged = 0
+                self._last_drop_log = now
+            return False
+        record = fit_record(record, self.settings.max_payload_bytes)
+        try:
+            line, chain, head = self.chainer.seal_line(record, max_bytes=MAX_FRAME)
+        except (TypeError, ValueError) as e:
+            # Not JSON-serialisable (the caller's bug) or, even clipped, larger than a
+            # frame the reader accepts. The chain is untouched (sealing serialises and
+            # measures before it advances the head).
+            self.metrics.refusals.labels(code=InvalidRecordError.code).inc()
+            raise InvalidRecordError(f"audit record cannot be written: {e}") from e
+        frame = encode_frame(line, record.time)
+        batch = self._pending
+        batch.frames.append(frame)
+        batch.waiters.append(waiter)
+        batch.heads.append((chain, head))
+        batch.nbytes += len(frame)
         return True
 
     def carry_state(self, flush: Callable[[], None]) -> Callable[[], bool]:
@@ -356,28 +415,35 @@ class SpoolWriter:
                 self._heal()
                 continue
             with self._lock:
-                while not self._pending.urgent and not self._closing:
+                while True:
                     # Idle, or only lingering records: look again when the oldest one is
                     # due (lingering records queue without a wake-up; an urgent one wakes
-                    # us at once and takes them along).
+                    # us at once and takes them along). While a commit_now caller commits,
+                    # wait: it wakes us if an urgent record was queued meanwhile.
                     pending = self._pending
                     wait = linger
-                    if pending.frames or pending.state:
-                        wait = pending.first_at + linger - time.monotonic()
-                        if wait <= 0:
+                    if not self._committing:
+                        if pending.urgent or self._closing or self._failed is not None:
                             break
+                        if pending.frames or pending.state:
+                            wait = pending.first_at + linger - time.monotonic()
+                            if wait <= 0:
+                                break
                     self._wake.wait(wait)
-                batch = self._pending
-                self._pending = _Batch()
-                self._in_flight = batch.nbytes
-                self._spooled += batch.nbytes
+                if self._failed is not None and not self._closing:
+                    continue  # a commit_now caller's commit failed: heal first
+                batch = self._take()
                 closing = self._closing
             if batch.frames or batch.state:
                 self._commit(batch)
+            with self._lock:
+                self._committing = False
             if closing and not batch.frames:
                 return  # (a state write that failed now is not retried after close)
 
-    def _commit(self, batch: _Batch) -> None:
+    def _commit(self, batch: _Batch) -> AuditError | None:
+        """Write and sync ``batch``, complete its waiters; the error the batch failed
+        with (its records refused), if any. Runs on one thread at a time (``_committing``)."""
         error: AuditUnavailableError | None = None
         state_error: StatePersistError | None = None
         started = time.perf_counter()
@@ -396,10 +462,12 @@ class SpoolWriter:
                     log.error("audit spool: carried budget state: %s", e)
                 self._state_changed()  # still due: the next commit tries again
         if not frames:
-            return
+            return None
         try:
             if self._size > self._base_size and self._size + nbytes > self.settings.segment_bytes:
                 self._roll()
+            if self.settings.before_write is not None:
+                self.settings.before_write()
             data = b"".join(frames)
             view = memoryview(data)
             while view:
@@ -425,7 +493,9 @@ class SpoolWriter:
             self.metrics.refusals.labels(code=AuditUnavailableError.code).inc()
             log.error("audit spool: %s; refusing records until it can write again", e)
         else:
-            self.metrics.fsync_seconds.observe(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self._commit_average += (took - self._commit_average) * 0.2
+            self.metrics.fsync_seconds.observe(took)
             self.metrics.group_size.observe(len(frames))
             self.metrics.records_spooled.inc(len(frames))
             self.metrics.spool_bytes.set(self._spooled)
@@ -433,10 +503,12 @@ class SpoolWriter:
             self._in_flight = 0
         if error is None and state_error is not None:
             # Only awaited records (intents) wait on the state; queued outcomes are durable.
-            _resolve([w for w in waiters if w.loop is None], None)
+            # (A commit_now record is an intent: its caller gets the state error too.)
+            _resolve([w for w in waiters if w.loop is None and w.future is not None], None)
             _resolve([w for w in waiters if w.loop is not None], state_error)
-            return
+            return state_error if any(w.future is None for w in waiters) else None
         _resolve(waiters, error)
+        return error
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -453,6 +525,8 @@ class SpoolWriter:
 def _resolve(waiters: list[Waiter], error: AuditError | None) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for w in waiters:
+        if w.future is None:
+            continue  # commit_now: its caller reads the error from _commit
         if w.loop is None:
             cf = w.future
             assert isinstance(cf, concurrent.futures.Future)
@@ -464,7 +538,11 @@ def _resolve(waiters: list[Waiter], error: AuditError | None) -> None:
             af = w.future
             assert isinstance(af, asyncio.Future)
             by_loop.setdefault(w.loop, []).append(af)
+    running = asyncio._get_running_loop()
     for loop, futures in by_loop.items():
+        if loop is running:
+            _settle(futures, error)  # committed on the loop's own thread: no wake-up
+            continue
         # One wake-up per loop per commit, not one per record.
         with contextlib.suppress(RuntimeError):  # loop already closed: nobody waits
             loop.call_soon_threadsafe(_settle, futures, error)
