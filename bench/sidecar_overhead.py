@@ -230,6 +230,25 @@ async def closed_loop(url: str, seconds: float, concurrency: int) -> tuple[int, 
         return count, time.perf_counter() - t0
 
 
+async def paced(url: str, seconds: float, rate: float) -> tuple[int, float]:
+    """One request at a time at ``rate`` requests/s for ``seconds`` (after a warm-up)."""
+    count = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+        for _ in range(50):
+            await one(s, url)
+        interval = 1.0 / rate
+        t0 = nxt = time.perf_counter()
+        stop = t0 + seconds
+        while time.perf_counter() < stop:
+            await one(s, url)
+            count += 1
+            nxt += interval
+            delay = nxt - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return count, time.perf_counter() - t0
+
+
 def cpu_seconds(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return float(t.user + t.system)

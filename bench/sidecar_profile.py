@@ -1,7 +1,7 @@
 """Where a sidecar spends its CPU: one in-process sidecar under a closed-loop load.
 
 Run: ``.venv/bin/python bench/sidecar_profile.py [--seconds 5] [--concurrency 16]
-[--audit spool|memory] [--state tmpfs|none] [--disk] [--py-spy]``
+[--rate N] [--audit spool|memory] [--state tmpfs|none] [--disk] [--py-spy [--gil]]``
 
 The stand-in LLM and the load generator are subprocesses; the sidecar (the same
 ``Sidecar`` as ``haltgate sidecar``, uvloop, the policy of ``bench/sidecar_overhead.py``)
@@ -42,7 +42,11 @@ LOAD = """
 import sys, uvloop
 sys.path.insert(0, {bench!r})
 import sidecar_overhead as o
-n, wall = uvloop.run(o.closed_loop(sys.argv[1], float(sys.argv[2]), int(sys.argv[3])))
+url, seconds, concurrency, rate = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(
+    sys.argv[4]
+)
+run = o.paced(url, seconds, rate) if rate else o.closed_loop(url, seconds, concurrency)
+n, wall = uvloop.run(run)
 print(n, wall)
 """
 
@@ -121,6 +125,7 @@ async def profile(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
             url,
             str(args.seconds),
             str(args.concurrency),
+            str(args.rate),
             stdout=subprocess.PIPE,
         )
         spy = None
@@ -153,7 +158,9 @@ async def profile(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
             await spy.wait()
         n, wall = out.split()
         print(
-            f"audit={args.audit} state={args.state} concurrency={args.concurrency}, load "
+            f"audit={args.audit} state={args.state} disk={args.disk} "
+            + (f"rate={args.rate:g}/s" if args.rate else f"concurrency={args.concurrency}")
+            + ", load "
             f"average {os.getloadavg()[0]:.1f}: {int(n)} requests in {float(wall):.1f} s, "
             f"sidecar CPU {cpu:.2f} s -> {int(n) / cpu:.0f} requests per CPU-second "
             f"({cpu / int(n) * 1e6:.0f} us each, warm-up included)"
@@ -182,6 +189,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests/s, one at a time (sparse traffic, as sidecar_overhead.py's latency "
+        "run: 50/s per target); 0: the closed loop",
+    )
     ap.add_argument("--audit", choices=["spool", "memory"], default="spool")
     ap.add_argument("--state", choices=["tmpfs", "none"], default="tmpfs")
     ap.add_argument(

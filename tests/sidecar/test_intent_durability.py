@@ -68,6 +68,9 @@ class Upstream:
     url: str = ""
     served: dict[str, bool] = field(default_factory=dict)
     arrived: threading.Event = field(default_factory=threading.Event)
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once ``enough`` calls were served."""
+    enough: int = 0
     answered: threading.Event = field(default_factory=threading.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -75,6 +78,8 @@ class Upstream:
         marker = body["user"]
         self.served[marker] = marker in intents_on_disk(self.spool)
         self.arrived.set()
+        if self.enough and len(self.served) >= self.enough:
+            self.reached.set()
         answer = {
             "id": "chatcmpl-1",
             "object": "chat.completion",
@@ -140,9 +145,7 @@ Hook = Callable[[], None]
 
 
 @pytest.fixture
-async def sidecar(
-    tmp_path: Path, upstream: Upstream
-) -> AsyncIterator[Callable[..., Any]]:
+async def sidecar(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Callable[..., Any]]:
     running: list[tuple[Sidecar, SpoolAuditSink]] = []
 
     async def start(durability: str | None, before_write: Hook | None = None) -> str:
@@ -292,9 +295,8 @@ async def test_kill_9_of_the_sidecar_process_leaves_no_served_call_without_its_i
     try:
         await wait_ready(f"http://127.0.0.1:{ports['admin']}/readyz", proc)
         agents = [asyncio.ensure_future(agent(n)) for n in range(6)]
-        deadline = time.monotonic() + 30
-        while len(upstream.served) < 300 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        upstream.enough = 300
+        await asyncio.wait_for(upstream.reached.wait(), 30)
         os.kill(proc.pid, signal.SIGKILL)  # mid-load: calls in every stage
         await proc.wait()
         await asyncio.wait_for(asyncio.gather(*agents), 30)
