@@ -35,7 +35,7 @@ from haltgate.governance.guardrails import (
     PIIDetector,
     SecretsDetector,
 )
-from haltgate.governance.policy import Guardrails as GuardrailsSpec
+from haltgate.governance.policy_checks import Guardrails as GuardrailsSpec
 from tests.guardrails import corpus
 from tests.guardrails.metrics import Scores, evaluate
 

@@ -27,8 +27,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from haltgate.governance.opa import OPAEvaluator, build_input
-from haltgate.governance.policy import OPA, Tools
+from haltgate.governance.opa import OPAEvaluator
+from haltgate.governance.opa_input import build_input
+from haltgate.governance.policy_checks import OPA
+from haltgate.governance.policy_rules import Tools
 from haltgate.governance.rego import find_opa_binary
 from haltgate.governance.request import AgentIdentity, CallView, RequestKind, ToolCall
 from haltgate.governance.tools import ToolAuthorizer

@@ -17,13 +17,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from haltgate.governance.policy import (
-    API_GROUP,
-    API_VERSION,
-    BudgetPoolSpec,
-    FailureType,
-    GovernancePolicySpec,
-)
+from haltgate.governance.policy import API_GROUP, API_VERSION, BudgetPoolSpec, GovernancePolicySpec
+from haltgate.governance.policy_base import FailureType
 
 Schema = dict[str, Any]
 

@@ -40,7 +40,8 @@ import yaml
 
 from haltgate.governance.audit.spool import iter_frames, list_segments, segment_path
 from haltgate.governance.mcp import McpAuthorizer
-from haltgate.governance.policy import GovernancePolicy, RequestKind
+from haltgate.governance.policy import GovernancePolicy
+from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.request import CallView, ToolCall
 from haltgate.governance.tools import AuthzResult, ToolAuthorizer
 from haltgate.testbed import binaries

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from haltgate.governance import policy
+from haltgate.governance import policy_checks
 from haltgate.governance.guardrails import Guardrails
 from tests.guardrails import corpus
 
 
 def make_guardrails(doc: dict[str, object]) -> Guardrails:
     """Guardrails from a ``spec.guardrails`` mapping as written in a policy (camelCase)."""
-    return Guardrails.from_spec(policy.Guardrails.model_validate(doc))
+    return Guardrails.from_spec(policy_checks.Guardrails.model_validate(doc))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from haltgate.governance import policy
+from haltgate.governance import policy_checks
 from haltgate.governance.guardrails import Candidate, DetectorSettings, Guardrails
 from tests.guardrails.conftest import make_guardrails
 
@@ -97,7 +97,7 @@ class _Broken:
 
 
 def _with_broken(fail_closed: bool) -> Guardrails:
-    spec = policy.Detector()
+    spec = policy_checks.Detector()
     return Guardrails([DetectorSettings.from_spec(_Broken(), spec)], fail_closed=fail_closed)
 
 
@@ -269,7 +269,7 @@ def test_scan_json_sees_an_attack_split_over_two_fields() -> None:
 def test_advisory_model_findings_add_risk_but_never_block() -> None:
     from haltgate.governance.guardrails import InjectionDetector
 
-    spec = policy.Detector(risk=2.0)
+    spec = policy_checks.Detector(risk=2.0)
     det = InjectionDetector(model=lambda text: 0.8)
     g = Guardrails([DetectorSettings.from_spec(det, spec)])
     r = g.scan("please summarise the meeting", "request")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from haltgate.governance.governor import Governor
-from haltgate.governance.policy import FailureType, GovernancePolicySpec
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.metrics import MAX_MODELS, OTHER_MODEL, SidecarMetrics
 
 NOW = 1_800_000_000.0

@@ -9,10 +9,16 @@ from typing import Any
 import pytest
 import yaml
 
-from haltgate.operator import injection, policies
+from haltgate.operator import (
+    injection,
+    injection_outcome,
+    injection_template,
+    pod_mutation,
+    policies,
+)
 from haltgate.testbed.controlplane import ControlPlane
 
-TEMPLATE = injection.InjectionTemplate.load(injection.default_template_path())
+TEMPLATE = injection_template.InjectionTemplate.load(injection_template.default_template_path())
 POD = {
     "apiVersion": "v1",
     "kind": "Pod",
@@ -24,7 +30,7 @@ POD = {
     },
     "spec": {"containers": [{"name": "agent", "image": "agent:1"}]},
 }
-POLICY = injection.PolicyRef(
+POLICY = injection_outcome.PolicyRef(
     name="research", generation=1, selector={"matchLabels": {"app": "research"}}
 )
 TABLE = {
@@ -37,7 +43,7 @@ TABLE = {
 
 
 def inject(config: injection.InjectionConfig) -> dict[str, Any]:
-    out = injection.mutate_pod(
+    out = pod_mutation.mutate_pod(
         POD,
         namespace="agents",
         namespace_labels={},
@@ -45,8 +51,8 @@ def inject(config: injection.InjectionConfig) -> dict[str, Any]:
         config=config,
         template=TEMPLATE,
     )
-    assert isinstance(out, injection.Inject), out
-    again = injection.mutate_pod(
+    assert isinstance(out, injection_outcome.Inject), out
+    again = pod_mutation.mutate_pod(
         yaml.safe_load(yaml.safe_dump(out.pod)),
         namespace="agents",
         namespace_labels={},
@@ -54,7 +60,7 @@ def inject(config: injection.InjectionConfig) -> dict[str, Any]:
         config=config,
         template=TEMPLATE,
     )
-    assert again == injection.Skip("already injected")
+    assert again == injection_outcome.Skip("already injected")
     return out.pod
 
 

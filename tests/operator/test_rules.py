@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from haltgate.operator import injection, refusals, selectors
+from haltgate.operator import injection, injection_template, pod_mutation, refusals, selectors
 
 RESERVED = dict(reserved_containers=injection.CONTAINER_NAMES, reserved_volumes=frozenset())
 
@@ -29,7 +29,7 @@ def pod(annotations: dict[str, str] | None = None, **spec: object) -> dict[str, 
 def test_injection_requested(annotation: str | None, ns_label: str | None, expected: bool) -> None:
     ann = {injection.ANNOTATION_INJECT: annotation} if annotation else {}
     labels = {injection.LABEL_NAMESPACE_INJECTION: ns_label} if ns_label else {}
-    assert injection.injection_requested(pod(ann), labels) is expected
+    assert pod_mutation.injection_requested(pod(ann), labels) is expected
 
 
 def codes(p: dict[str, object], uid: int = 17337) -> list[str]:
@@ -154,14 +154,16 @@ def test_config_from_mapping_rejects_unknown_keys() -> None:
 
 def test_template_unknown_placeholder_fails_at_load() -> None:
     text = (
-        injection.default_template_path().read_text().replace("{{ .image }}", "{{ .imageTypo }}", 1)
+        injection_template.default_template_path()
+        .read_text()
+        .replace("{{ .image }}", "{{ .imageTypo }}", 1)
     )
-    with pytest.raises(injection.TemplateError, match=r"unknown name \.imageTypo"):
-        injection.InjectionTemplate.from_text(text)
+    with pytest.raises(injection_template.TemplateError, match=r"unknown name \.imageTypo"):
+        injection_template.InjectionTemplate.from_text(text)
 
 
 def test_template_typed_values() -> None:
-    tpl = injection.InjectionTemplate.load(injection.default_template_path())
+    tpl = injection_template.InjectionTemplate.load(injection_template.default_template_path())
     out = tpl.render(
         injection.InjectionConfig(proxy_uid=2000).template_values(policy="p", mode="explicit")
     )

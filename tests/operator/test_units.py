@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from haltgate.operator import certs, halts, injection, policies, pools, webhookconfig, webhooks
+from haltgate.operator import (
+    certs,
+    halts,
+    injection,
+    injection_template,
+    policies,
+    pools,
+    webhookconfig,
+    webhooks,
+)
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -255,7 +264,9 @@ async def test_webhook_server_wire_format() -> None:
     rt = Runtime(
         settings=settings.OperatorSettings(),
         cluster=None,  # type: ignore[arg-type]
-        template=injection.InjectionTemplate.load(injection.default_template_path()),
+        template=injection_template.InjectionTemplate.load(
+            injection_template.default_template_path()
+        ),
         metrics=metrics.OperatorMetrics.create(),
     )
     async with TestClient(TestServer(webhooks.create_app(rt))) as client:
@@ -306,7 +317,9 @@ async def test_webhook_compiles_inline_rego(
     rt = Runtime(
         settings=settings.OperatorSettings(),
         cluster=None,  # type: ignore[arg-type]
-        template=injection.InjectionTemplate.load(injection.default_template_path()),
+        template=injection_template.InjectionTemplate.load(
+            injection_template.default_template_path()
+        ),
         metrics=metrics.OperatorMetrics.create(),
     )
     broken = "package haltgate\n\nallow if {\n  input.x ==\n}\n"

@@ -9,17 +9,16 @@ from typing import Any
 import orjson
 import pytest
 
-from haltgate.governance.opa import (
+from haltgate.governance.opa import OPAPolicyError, resolve_rego
+from haltgate.governance.opa_decision import (
     CODE_OPA_DENIED,
     CODE_OPA_MALFORMED,
     CODE_OPA_UNDEFINED,
-    INPUT_VERSION,
-    OPAPolicyError,
-    build_input,
     parse_decision,
-    resolve_rego,
 )
-from haltgate.governance.policy import OPA, FailureType
+from haltgate.governance.opa_input import INPUT_VERSION, build_input
+from haltgate.governance.policy_base import FailureType
+from haltgate.governance.policy_checks import OPA
 from haltgate.governance.request import AgentIdentity, CallView, RequestKind, ToolCall
 from haltgate.governance.tools import AuthzResult
 

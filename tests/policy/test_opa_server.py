@@ -12,18 +12,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from haltgate.governance.opa import (
+from haltgate.governance.opa import OPAEvaluator, OPAPolicyError
+from haltgate.governance.opa_decision import (
     CODE_OPA_DENIED,
     CODE_OPA_ERROR,
     CODE_OPA_MALFORMED,
     CODE_OPA_TIMEOUT,
     CODE_OPA_UNAVAILABLE,
     CODE_OPA_UNDEFINED,
-    OPAEvaluator,
-    OPAPolicyError,
-    build_input,
 )
-from haltgate.governance.policy import OPA, FailureType
+from haltgate.governance.opa_input import build_input
+from haltgate.governance.policy_base import FailureType
+from haltgate.governance.policy_checks import OPA
 from haltgate.governance.request import CallView, RequestKind
 from haltgate.testbed.process import free_port
 from tests.policy.conftest import OPAServer, start_opa

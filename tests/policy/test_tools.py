@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from haltgate.governance.glob_match import compile_glob
-from haltgate.governance.policy import Tools
+from haltgate.governance.policy_rules import Tools
 from haltgate.governance.request import CallView, RequestKind, ToolCall
 from haltgate.governance.tool_arguments import compile_json_path, lookup_json_path
 from haltgate.governance.tools import (

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from haltgate.governance.glob_match import compile_glob
-from haltgate.governance.policy import Tools
+from haltgate.governance.policy_rules import Tools
 from haltgate.governance.request import CallView, RequestKind, ToolCall
 from haltgate.governance.tool_arguments import compile_json_path, lookup_json_path
 from haltgate.governance.tools import ToolAuthorizer

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from haltgate.governance.errors import DeniedError, UnavailableError
-from haltgate.governance.policy import BudgetPoolSpec, FailureType
+from haltgate.governance.policy import BudgetPoolSpec
+from haltgate.governance.policy_base import FailureType
 from haltgate.governance.pool.client import PoolClient, PoolSettings
 from haltgate.governance.pool.lease import Amounts
 from haltgate.governance.pool.store import PoolStore

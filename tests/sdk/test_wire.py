@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from haltgate.governance import errors as governance_errors
 from haltgate.governance.engine import codes
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from haltgate.sdk import wire
 from haltgate.sdk.errors import DeniedError, SafetyError, error_from_body
 from haltgate.sidecar import self_view

@@ -9,7 +9,7 @@ import ast
 import re
 from pathlib import Path
 
-from haltgate.governance import opa, tools
+from haltgate.governance import opa_decision, tools
 from haltgate.governance.engine import codes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def _module_codes() -> set[str]:
         for k, v in vars(codes).items()
         if k.isupper() and isinstance(v, str) and k not in ("RESET", "LIFTED")
     }
-    for module in (opa, tools):
+    for module in (opa_decision, tools):
         out |= {v for k, v in vars(module).items() if k.startswith("CODE_") and isinstance(v, str)}
     return out
 

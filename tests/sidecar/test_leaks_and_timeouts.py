@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 
 from haltgate.governance.audit import AuditRecord, MemoryAuditSink
-from haltgate.governance.policy import TLSMode
+from haltgate.governance.policy_base import TLSMode
 from haltgate.sidecar import clienthello
 from haltgate.sidecar.first_bytes import peek_first_bytes
 from haltgate.sidecar.server import Sidecar

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from haltgate.cli.main import main as haltgate_main
 from haltgate.cli.sidecar import sidecar as sidecar_command
-from haltgate.governance.policy import TLSMode
+from haltgate.governance.policy_base import TLSMode
 from haltgate.sidecar.listeners import ListenerLimits
 from haltgate.sidecar.original_destination import OriginalDestination
 from haltgate.sidecar.startup import SidecarSettings

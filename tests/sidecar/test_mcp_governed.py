@@ -461,7 +461,7 @@ async def test_resource_and_prompt_listings_are_filtered(sidecar_factory: Sideca
 def test_server_request_filter_reads_escaped_keys() -> None:
     """The byte-level fast path never skips a request spelt with escapes."""
     from haltgate.governance.mcp import McpAuthorizer
-    from haltgate.governance.policy import Mcp
+    from haltgate.governance.policy_rules import Mcp
     from haltgate.sidecar.mcp_answers import ServerRequestFilter
 
     f = ServerRequestFilter(McpAuthorizer(Mcp()))

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from haltgate.governance.errors import BadRequestError
-from haltgate.governance.policy import Provider, RequestKind, Upstream
+from haltgate.governance.policy import Upstream
+from haltgate.governance.policy_base import Provider, RequestKind
 from haltgate.governance.request import AgentIdentity
 from haltgate.sidecar.classify import Classified, Target, classify
 from haltgate.sidecar.connect import parse_connect_head

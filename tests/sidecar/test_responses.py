@@ -12,7 +12,7 @@ from haltgate.governance.errors import (
     UnavailableError,
     UpstreamError,
 )
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar import responses as r
 
 

@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from haltgate.governance.policy import GovernancePolicySpec, TLSMode
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import TLSMode
 from haltgate.sidecar.destination_check import (
     DestinationMismatch,
     DestinationVerifier,

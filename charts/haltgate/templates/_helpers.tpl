@@ -204,6 +204,8 @@ auditDatabaseSecret: {{ .Values.injection.auditDatabaseSecret | quote }}
 shipperMetricsPort: {{ .Values.injection.shipperMetricsPort }}
 meshProxyUIDs: {{ toJson .Values.injection.meshProxyUIDs }}
 meshContainers: {{ toJson .Values.injection.meshContainers }}
+redirect: {{ .Values.injection.redirect }}
+verifyUID: {{ .Values.injection.verifyUID }}
 priceTable: {{ toJson .Values.pricing.table }}
 operatorNamespace: {{ .Release.Namespace }}
 excludedNamespaces: {{ toJson .Values.operator.excludedNamespaces }}

@@ -18,7 +18,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from haltgate.cli.demo_setting import POD_IP
+from haltgate.cli.demo_shell import DemoError, run_checked
+from haltgate.cli.demo_state import Demo
 
 PROMETHEUS_PORT = 9090
 """Port of the demo's Prometheus (its own namespace in netns mode; a free one otherwise)."""
@@ -42,6 +45,21 @@ class Picture:
     """The drawing process, while it runs."""
 
 
+def prometheus_step(d: Demo) -> None:
+    d.console.step("Prometheus scraping the sidecar (for the dashboard at the end)")
+    d.drawing = start(d, d.dashboard_png)
+
+
+def dashboard_step(d: Demo) -> None:
+    d.console.step("Prometheus has every call: the fleet dashboard is drawn from it")
+    draw(d, d.drawing)
+
+
+def picture_step(d: Demo) -> None:
+    d.console.step("The fleet dashboard of this run, as a picture")
+    finish(d, d.drawing)
+
+
 def missing() -> str | None:
     """Why no picture can be drawn here (say it, do not fail the demo), or None."""
     from haltgate.testbed import prometheus
@@ -53,16 +71,16 @@ def missing() -> str | None:
     return None
 
 
-def _in_place(demo: Any, argv: list[str]) -> list[str]:
+def _in_place(demo: Demo, argv: list[str]) -> list[str]:
     """``argv`` run where the sidecar's metrics are reachable (netns: the upstream side)."""
     return demo.topo.upstream.exec_argv(argv) if demo.mode == "netns" else argv
 
 
-def _tool(demo: Any, *args: str) -> list[str]:
+def _tool(demo: Demo, *args: str) -> list[str]:
     return _in_place(demo, [sys.executable, "-m", "haltgate.testbed.dashboard", *args])
 
 
-def start(demo: Any, out: Path) -> Picture | None:
+def start(demo: Demo, out: Path) -> Picture | None:
     """Start Prometheus scraping the sidecar's metrics; None (said why) when it cannot."""
     from haltgate.testbed import prometheus
 
@@ -71,8 +89,6 @@ def start(demo: Any, out: Path) -> Picture | None:
         demo.console.info(f"no dashboard picture: {why}")
         return None
     if demo.mode == "netns":
-        from haltgate.cli.demo import POD_IP
-
         target, listen = f"{POD_IP}:{demo.ports['metrics']}", f"127.0.0.1:{PROMETHEUS_PORT}"
     else:
         target = f"127.0.0.1:{demo.ports['metrics']}"
@@ -109,7 +125,7 @@ def start(demo: Any, out: Path) -> Picture | None:
     return Picture(base, time.time(), out)
 
 
-def draw(demo: Any, picture: Picture | None) -> None:
+def draw(demo: Demo, picture: Picture | None) -> None:
     """Wait until Prometheus holds the sidecar's final count, then start drawing the fleet
     dashboard into ``picture.out`` in the background (:func:`finish` waits for it)."""
     if picture is None:
@@ -166,10 +182,8 @@ def draw(demo: Any, picture: Picture | None) -> None:
     )
 
 
-def finish(demo: Any, picture: Picture | None) -> None:
+def finish(demo: Demo, picture: Picture | None) -> None:
     """Wait for the drawing and say where the picture is."""
-    from haltgate.cli.demo import DemoError
-
     if picture is None or picture.drawing is None:
         demo.console.info("no dashboard picture (see the Prometheus step)")
         return
@@ -192,9 +206,7 @@ def _stop(picture: Picture) -> None:
         picture.drawing.wait(timeout=10)
 
 
-def _run(demo: Any, argv: list[str]) -> None:
-    from haltgate.cli.demo import DemoError, _run
-
-    res = _run(argv, timeout=WAIT_SECONDS + 60, check=False)
+def _run(demo: Demo, argv: list[str]) -> None:
+    res = run_checked(argv, timeout=WAIT_SECONDS + 60, check=False)
     if res.returncode != 0:
         raise DemoError(f"the dashboard picture failed:\n{(res.stderr or res.stdout)[-1500:]}")

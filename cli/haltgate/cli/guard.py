@@ -20,21 +20,21 @@ from typing import IO, Any
 import click
 import orjson
 
-from haltgate.governance import policy as policy_model
+from haltgate.governance import policy_checks
 from haltgate.governance.guardrails import Guardrails
 from haltgate.governance.validation import PolicyFileError, load_policy_file
 
 _DETECTOR_FIELDS = {"prompt_injection": "prompt_injection", "pii": "pii", "secrets": "secrets"}
 
 
-def default_spec() -> policy_model.Guardrails:
+def default_spec() -> policy_checks.Guardrails:
     """All detectors on, both directions: injection and secrets block, PII redacts."""
-    return policy_model.Guardrails.model_validate(
+    return policy_checks.Guardrails.model_validate(
         {"promptInjection": {}, "pii": {"action": "redact"}, "secrets": {}}
     )
 
 
-def _restrict(spec: policy_model.Guardrails, names: list[str]) -> policy_model.Guardrails:
+def _restrict(spec: policy_checks.Guardrails, names: list[str]) -> policy_checks.Guardrails:
     update: dict[str, Any] = {f: None for f in _DETECTOR_FIELDS.values() if f not in names}
     return spec.model_copy(update=update)
 

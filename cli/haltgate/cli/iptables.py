@@ -5,6 +5,9 @@ Exit codes: 0 done; 1 an iptables command failed; 2 usage error (bad port, bad a
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import click
 
 from haltgate.sidecar import iptables as rules
@@ -80,24 +83,7 @@ def apply(
     backend: str,
 ) -> None:
     """Install the rules (replacing haltgate's previous ones). Idempotent."""
-    if no_dns and dns_servers:
-        raise click.UsageError("--no-dns and --dns exclude each other")
-    try:
-        meshes = tuple(int(u) for u in mesh_uids.split(",") if u.strip())
-    except ValueError as e:
-        raise click.UsageError(f"--mesh-uids: comma-separated integers, got {mesh_uids!r}") from e
-    servers = () if no_dns else (dns_servers or tuple(rules.system_resolvers()))
-    try:
-        config = rules.RuleConfig(
-            proxy_uid=proxy_uid,
-            proxy_port=proxy_port,
-            protected_ports=protect_ports or rules.DEFAULT_PROTECTED_PORTS,
-            exclude_ports=exclude_ports,
-            dns_servers=servers,
-            mesh_uids=meshes,
-        )
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
+    config = rule_config(click.get_current_context().params)
     families = [rules.Family.IPV4] if ipv4_only else None
     if dry_run:
         click.echo(rules.render(config, families or tuple(rules.Family)), nl=False)
@@ -108,10 +94,57 @@ def apply(
     except rules.IptablesError as e:
         raise click.ClickException(f"{e.code}: {e}") from e
     names = ", ".join(f.value for f in installer.families)
-    click.echo(
-        f"haltgate egress rules applied ({names}): TCP of every UID but {proxy_uid} -> "
-        f":{proxy_port}; DNS to {', '.join(servers) or 'nobody'}; excluded ports: "
-        f"{', '.join(map(str, exclude_ports)) or 'none'}"
+    click.echo(f"haltgate egress rules applied ({names}): {summary(config)}")
+
+
+def rule_config(params: Mapping[str, Any]) -> rules.RuleConfig:
+    """The rule set the options of ``iptables apply`` ask for (its parsed parameters).
+
+    The one place those options become rules: ``iptables apply``, ``node apply`` and the
+    node agent all go through it. Raises click.UsageError naming the option at fault.
+    """
+    if params["no_dns"] and params["dns_servers"]:
+        raise click.UsageError("--no-dns and --dns exclude each other")
+    mesh_uids = str(params["mesh_uids"])
+    try:
+        meshes = tuple(int(u) for u in mesh_uids.split(",") if u.strip())
+    except ValueError as e:
+        raise click.UsageError(f"--mesh-uids: comma-separated integers, got {mesh_uids!r}") from e
+    if params["no_dns"]:
+        servers: tuple[str, ...] = ()
+    else:
+        servers = tuple(params["dns_servers"]) or tuple(rules.system_resolvers())
+    try:
+        return rules.RuleConfig(
+            proxy_uid=params["proxy_uid"],
+            proxy_port=params["proxy_port"],
+            protected_ports=tuple(params["protect_ports"]) or rules.DEFAULT_PROTECTED_PORTS,
+            exclude_ports=tuple(params["exclude_ports"]),
+            dns_servers=servers,
+            mesh_uids=meshes,
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+
+
+def parse_apply_args(args: Sequence[str]) -> tuple[rules.RuleConfig, rules.Backend, bool]:
+    """``iptables apply`` arguments -> (rule set, backend, dry run); click.UsageError when
+    they are wrong."""
+    try:
+        # No help option: click caches the first one it makes on the command, and one made
+        # here without the CLI's "-h" would take "-h" away from `haltgate iptables apply`.
+        ctx = apply.make_context("apply", list(args), help_option_names=[])
+    except click.ClickException as e:
+        raise click.UsageError(f"iptables apply arguments: {e.format_message()}") from e
+    return rule_config(ctx.params), rules.Backend(ctx.params["backend"]), ctx.params["dry_run"]
+
+
+def summary(config: rules.RuleConfig) -> str:
+    """One line saying what the rule set does (for messages and Events)."""
+    return (
+        f"TCP of every UID but {config.proxy_uid} -> :{config.proxy_port}; DNS to "
+        f"{', '.join(config.dns_servers) or 'nobody'}; excluded ports: "
+        f"{', '.join(map(str, config.exclude_ports)) or 'none'}"
     )
 
 

@@ -160,6 +160,7 @@ def operator(
     import kopf
 
     from haltgate.operator import injection, run, settings
+    from haltgate.operator.injection_template import InjectionTemplate, default_template_path
 
     try:
         raw: dict[str, Any] = {}
@@ -182,7 +183,7 @@ def operator(
                 helm_release=helm_release or None,
             ),
             injection=injection.InjectionConfig.from_mapping(raw),
-            template_path=injection_template or injection.default_template_path(),
+            template_path=injection_template or default_template_path(),
             health_port=health_port,
             metrics_port=metrics_port,
             peering=peering,
@@ -191,7 +192,7 @@ def operator(
             status_resync_seconds=status_resync,
             pool_dsn=pool_dsn,
         )
-        injection.InjectionTemplate.load(opts.template_path)
+        InjectionTemplate.load(opts.template_path)
     except (ValueError, TypeError, OSError) as e:
         click.echo(f"haltgate operator: {e}", err=True)
         raise SystemExit(2) from e

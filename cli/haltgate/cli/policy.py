@@ -9,8 +9,9 @@ import click
 import orjson
 
 from haltgate.governance import rego
-from haltgate.governance.opa import CODE_OPA_ERROR, OPADecision, build_input, parse_decision
-from haltgate.governance.policy import RequestKind
+from haltgate.governance.opa_decision import CODE_OPA_ERROR, OPADecision, parse_decision
+from haltgate.governance.opa_input import build_input
+from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.request import AgentIdentity, CallView, ToolCall
 from haltgate.governance.tools import ToolAuthorizer
 from haltgate.governance.validation import (

@@ -51,7 +51,8 @@ from haltgate.governance.engine.decision import Decision
 from haltgate.governance.engine.events import Event, Halt, Reset, Settle
 from haltgate.governance.engine.pricing import PriceTable
 from haltgate.governance.engine.state import EngineState
-from haltgate.governance.policy import FailureType, GovernancePolicySpec
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import FailureType
 from haltgate.governance.signals import progress_signals
 
 try:

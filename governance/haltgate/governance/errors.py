@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 __all__ = [
     "BadRequestError",

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from haltgate.governance.glob_match import compile_glob
-from haltgate.governance.policy import FlowEndpoint, FlowRule, GovernancePolicySpec, RequestKind
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import RequestKind
+from haltgate.governance.policy_rules import FlowEndpoint, FlowRule
 from haltgate.governance.request import CallView
 
 __all__ = [

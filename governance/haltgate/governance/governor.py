@@ -61,7 +61,8 @@ from haltgate.governance.engine.events import (
 )
 from haltgate.governance.engine.pricing import PriceTable
 from haltgate.governance.engine.state import EngineState
-from haltgate.governance.policy import FailureType, GovernancePolicySpec
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import FailureType
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from typing import Any
 from haltgate.governance.engine import Decision, Usage
 from haltgate.governance.errors import DeniedError
 from haltgate.governance.governor import Governor
-from haltgate.governance.policy import FailureType, GovernancePolicySpec
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import FailureType
 from haltgate.governance.traffic_signals import (
     CallSignals,
     SignalTracker,

@@ -22,7 +22,8 @@ from enum import StrEnum
 from typing import Any, Final
 
 from haltgate.governance.glob_match import compile_glob
-from haltgate.governance.policy import Action, Mcp, McpPromptRule, McpResourceRule
+from haltgate.governance.policy_base import Action
+from haltgate.governance.policy_rules import Mcp, McpPromptRule, McpResourceRule
 from haltgate.governance.tools import AuthzResult
 
 __all__ = [

@@ -1,26 +1,10 @@
-"""OPA decisions: the policy's Rego, evaluated by the Open Policy Agent next to the sidecar.
+"""The OPA evaluator: the policy's Rego loaded into, and evaluated by, a local OPA server.
 
 The sidecar asks a local OPA server (a container of the same pod, on loopback) one question
-per governed call: may this call go ahead? The question is the *input document* built by
-:func:`build_input`; the answer is the value of the policy's decision rule, either a
-boolean or an object ``{allow, reason, failure_type, risk, headers}`` (see
-``docs/policies.md``). Everything that is not a clear answer is a deny with a typed code:
-
-=================  =====================================================  ==============
-code               when                                                   fail mode
-=================  =====================================================  ==============
-opa_denied         the policy answered allow = false                      —
-opa_undefined      the decision rule is undefined for this input          always deny
-opa_malformed      the answer is neither a bool nor a valid object        always deny
-opa_error          OPA reported an evaluation error (e.g. a conflict)     always deny
-opa_unavailable    OPA unreachable, or the policy not loaded              ``failMode``
-opa_timeout        no answer within ``timeoutMs``                         ``failMode``
-=================  =====================================================  ==============
-
-Only unavailability and timeouts follow ``spec.opa.failMode`` (closed by default): a policy
-that answers badly is a policy bug and never opens the gate. A decision allowed because of
-``failMode: open`` carries ``fail_open=True`` so the sidecar counts it in a metric and
-writes it to the audit trail.
+per governed call: may this call go ahead? The question is the input document
+(:mod:`haltgate.governance.opa_input`); the answer is parsed into a decision by
+:mod:`haltgate.governance.opa_decision`. This module resolves the Rego source, uploads it,
+keeps it loaded, caches decisions and turns OPA's failures into typed decisions.
 
 Library choice: policy management (upload with OPA's compile errors, health, presence
 checks) goes through ``opa-python-client``'s ``AsyncOpaClient``. Decisions, the hot path,
@@ -39,13 +23,12 @@ import dataclasses
 import hashlib
 import logging
 import math
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol, TypedDict
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -53,42 +36,29 @@ import orjson
 from opa_client import AsyncOpaClient
 from opa_client.errors import RegoParseError
 
-from haltgate.governance.engine.pricing import normalise_model
-from haltgate.governance.policy import OPA, FailMode, FailureType
-from haltgate.governance.request import CallView
-from haltgate.governance.tools import AuthzResult
+from haltgate.governance.opa_decision import (
+    CODE_OPA_DENIED,
+    CODE_OPA_ERROR,
+    CODE_OPA_TIMEOUT,
+    CODE_OPA_UNAVAILABLE,
+    CODE_OPA_UNDEFINED,
+    OPADecision,
+    cut_reason,
+    malformed_decision,
+    parse_decision,
+)
+from haltgate.governance.policy_base import FailMode, FailureType
+from haltgate.governance.policy_checks import OPA
 
 __all__ = [
-    "CODE_OPA_DENIED",
-    "CODE_OPA_ERROR",
-    "CODE_OPA_MALFORMED",
-    "CODE_OPA_TIMEOUT",
-    "CODE_OPA_UNAVAILABLE",
-    "CODE_OPA_UNDEFINED",
     "DEFAULT_OPA_URL",
     "DEFAULT_REGO_DIR",
-    "INPUT_VERSION",
-    "OPADecision",
     "OPAEvaluator",
-    "OPAInput",
     "OPAPolicyError",
-    "PolicyEvaluator",
-    "build_input",
-    "parse_decision",
     "resolve_rego",
 ]
 
 log = logging.getLogger(__name__)
-
-CODE_OPA_DENIED: Final = "opa_denied"
-CODE_OPA_UNDEFINED: Final = "opa_undefined"
-CODE_OPA_MALFORMED: Final = "opa_malformed"
-CODE_OPA_ERROR: Final = "opa_error"
-CODE_OPA_UNAVAILABLE: Final = "opa_unavailable"
-CODE_OPA_TIMEOUT: Final = "opa_timeout"
-
-INPUT_VERSION: Final = 1
-"""Version of the input document schema; bumped only on incompatible changes."""
 
 DEFAULT_OPA_URL: Final = "http://127.0.0.1:8181"
 """Where the injected OPA container listens (loopback inside the pod)."""
@@ -98,264 +68,6 @@ DEFAULT_REGO_DIR: Final = "/etc/haltgate/opa"
 
 DEFAULT_POLICY_ID: Final = "haltgate/policy"
 """Id of the module in OPA (``PUT /v1/policies/<id>``): one policy per sidecar's OPA."""
-
-MAX_REASON_CHARS: Final = 512
-"""Reasons and OPA error messages reach the agent and the audit trail: cut to this size."""
-
-MAX_HEADERS: Final = 16
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}\Z")
-_FORBIDDEN_HEADERS: Final = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "upgrade",
-        "keep-alive",
-        "te",
-        "trailer",
-        "proxy-authorization",
-        "proxy-connection",
-    }
-)
-"""Framing and hop-by-hop headers a policy must not set (they would corrupt the exchange)."""
-
-
-# --------------------------------------------------------------------------- wire formats
-
-
-class OPARequest(TypedDict):
-    kind: str | None
-    method: str
-    scheme: str
-    host: str
-    port: int
-    path: str
-    upstream: str | None
-    model: str | None
-    model_normalised: str | None
-    mcp_method: str | None
-    stream: bool
-    max_output_tokens: int | None
-
-
-class OPATool(TypedDict):
-    name: str
-    server: str | None
-    arguments: Any
-
-
-class OPAAuthz(TypedDict):
-    allowed: bool
-    rule: str | None
-    risk: float
-    code: str | None
-
-
-class OPAMcpMessage(TypedDict):
-    """One JSON-RPC message of an MCP request."""
-
-    method: str | None
-    uri: str | None
-    prompt: str | None
-
-
-class OPAInput(TypedDict):
-    """The input document of every decision (``input`` in Rego). See docs/policies.md."""
-
-    version: int
-    agent: dict[str, str]
-    request: OPARequest
-    tools: list[OPATool]
-    mcp: list[OPAMcpMessage]
-    authz: OPAAuthz | None
-    budget: dict[str, Any]
-    usage: dict[str, Any]
-    findings: list[Any]
-
-
-def _plain(value: Any) -> Any:
-    """Findings and budget entries as JSON-ready values: their own ``to_dict()`` /
-    ``as_dict()`` (guardrail findings: never the matched text), else dataclass fields."""
-    for method in ("to_dict", "as_dict"):
-        convert = getattr(value, method, None)
-        if callable(convert):
-            return convert()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    return value
-
-
-def build_input(
-    call: CallView,
-    *,
-    authz: AuthzResult | None = None,
-    budget: Mapping[str, Any] | None = None,
-    usage: Mapping[str, Any] | None = None,
-    findings: Sequence[Any] = (),
-) -> OPAInput:
-    """Build the documented input document for one call.
-
-    ``budget`` is the engine's per-dimension view (``{"tokens": {"used", "reserved",
-    "limit"}, ...}``), ``usage`` the run's totals so far (calls, tokens, cost), ``findings``
-    the guardrail findings on the request. Keep volatile values (ids, timestamps) out: they
-    would make every input unique and defeat the decision cache.
-    """
-    return {
-        "version": INPUT_VERSION,
-        "agent": call.agent.as_dict(),
-        "request": {
-            "kind": call.kind.value if call.kind is not None else None,
-            "method": call.method,
-            "scheme": call.scheme,
-            "host": call.host,
-            "port": call.port,
-            "path": call.path,
-            "upstream": call.upstream,
-            "model": call.model,
-            # As pricing and `models` rules read it (lower case, no provider prefix or
-            # date snapshot): Rego compares this, not the spelling the agent chose.
-            "model_normalised": normalise_model(call.model) if call.model else None,
-            "mcp_method": call.mcp_method,
-            "stream": call.stream,
-            "max_output_tokens": call.max_output_tokens,
-        },
-        "tools": [
-            {"name": t.name, "server": t.server, "arguments": t.arguments} for t in call.tool_calls
-        ],
-        "mcp": [{"method": m, "uri": u, "prompt": p} for m, u, p in call.mcp_messages],
-        "authz": None
-        if authz is None
-        else {
-            "allowed": authz.allowed,
-            "rule": authz.rule,
-            "risk": authz.risk,
-            "code": authz.code,
-        },
-        "budget": {k: _plain(v) for k, v in (budget or {}).items()},
-        "usage": dict(usage or {}),
-        "findings": [_plain(f) for f in findings],
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class OPADecision:
-    """The outcome of one OPA decision.
-
-    ``allow``: go ahead. ``code``: ``None`` for a plain allow, else one of the ``opa_*``
-    codes (also set on a fail-open allow, which then has ``fail_open=True``). ``headers``:
-    on allow, added to the request forwarded upstream; on deny, to the error response.
-    ``risk``: added to the risk budget. ``failure_type``: for denials the policy's choice
-    (default SAFETY); ``None`` for unavailability (the sidecar reports it as unavailable).
-    """
-
-    allow: bool
-    reason: str = ""
-    failure_type: FailureType | None = None
-    risk: float = 0.0
-    headers: Mapping[str, str] = field(default_factory=dict)
-    code: str | None = None
-    fail_open: bool = False
-    """Allowed only because OPA failed and ``failMode`` is ``open``: count and audit it."""
-    cached: bool = False
-    """Served from the decision cache."""
-    opa_decision_id: str | None = None
-    """OPA's own decision id when its decision log is on, to join the two trails."""
-
-
-class PolicyEvaluator(Protocol):
-    """What the sidecar's pipeline needs from a policy decision point."""
-
-    async def decide(self, input: Mapping[str, Any]) -> OPADecision:
-        """Decide one call. Never raises for OPA's failures: they are typed denials."""
-        ...
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
-
-
-def _malformed(why: str) -> OPADecision:
-    return OPADecision(
-        False, _cut(f"malformed OPA decision: {why}"), FailureType.SAFETY, code=CODE_OPA_MALFORMED
-    )
-
-
-def parse_decision(body: Any) -> OPADecision:
-    """Turn the body of ``POST /v1/data/<path>`` (already parsed JSON) into a decision.
-
-    ``{}`` (no ``result``) is undefined; ``result`` must be a boolean or an object with a
-    boolean ``allow`` and optional ``reason`` (string), ``failure_type`` (one of the failure
-    types), ``risk`` (finite number >= 0) and ``headers`` (string to string). Unknown keys are
-    ignored so policies can carry their own annotations.
-    """
-    if not isinstance(body, dict):
-        return _malformed("response is not a JSON object")
-    decision_id = body.get("decision_id")
-    decision_id = decision_id if isinstance(decision_id, str) else None
-    if "result" not in body:
-        return OPADecision(
-            False,
-            "OPA decision is undefined for this input (check the "
-            "decision path and give the rule a default)",
-            FailureType.SAFETY,
-            code=CODE_OPA_UNDEFINED,
-            opa_decision_id=decision_id,
-        )
-    result = body["result"]
-    if isinstance(result, bool):
-        return OPADecision(
-            result,
-            "" if result else "denied by OPA policy",
-            None if result else FailureType.SAFETY,
-            code=None if result else CODE_OPA_DENIED,
-            opa_decision_id=decision_id,
-        )
-    if not isinstance(result, dict):
-        return _malformed(f"expected a boolean or an object, got {type(result).__name__}")
-    allow = result.get("allow")
-    if not isinstance(allow, bool):
-        return _malformed("'allow' must be a boolean")
-    reason = result.get("reason", "")
-    if not isinstance(reason, str):
-        return _malformed("'reason' must be a string")
-    raw_ft = result.get("failure_type")
-    failure_type: FailureType | None = None
-    if raw_ft is not None:
-        if not isinstance(raw_ft, str) or raw_ft.upper() not in FailureType.__members__:
-            return _malformed(f"'failure_type' must be one of {', '.join(FailureType)}")
-        failure_type = FailureType[raw_ft.upper()]
-    risk = result.get("risk", 0)
-    if (
-        isinstance(risk, bool)
-        or not isinstance(risk, int | float)
-        or not (math.isfinite(risk) and risk >= 0)
-    ):
-        return _malformed("'risk' must be a finite number >= 0")
-    headers = result.get("headers", {})
-    if not isinstance(headers, dict) or len(headers) > MAX_HEADERS:
-        return _malformed(f"'headers' must be an object of at most {MAX_HEADERS} entries")
-    for name, value in headers.items():
-        if not _HEADER_NAME.match(name) or name.lower() in _FORBIDDEN_HEADERS:
-            return _malformed(f"header name {name!r} is not allowed")
-        if not isinstance(value, str) or any(c in value for c in "\r\n\0") or len(value) > 1024:
-            return _malformed(f"header {name!r} must be a single-line string")
-    if not allow and failure_type is None:
-        failure_type = FailureType.SAFETY
-    return OPADecision(
-        allow=allow,
-        reason=_cut(reason or ("" if allow else "denied by OPA policy")),
-        failure_type=None if allow else failure_type,
-        risk=float(risk),
-        headers=dict(headers),
-        code=None if allow else CODE_OPA_DENIED,
-        opa_decision_id=decision_id,
-    )
 
 
 # --------------------------------------------------------------------------- rego source
@@ -581,7 +293,10 @@ class OPAEvaluator:
         except TypeError as e:
             self.stats[CODE_OPA_ERROR] += 1
             return OPADecision(
-                False, _cut(f"input not serializable: {e}"), FailureType.SAFETY, code=CODE_OPA_ERROR
+                False,
+                cut_reason(f"input not serializable: {e}"),
+                FailureType.SAFETY,
+                code=CODE_OPA_ERROR,
             )
         if ttl > 0:
             entry = self._cache.get(body)
@@ -636,20 +351,20 @@ class OPAEvaluator:
                     what = f"{first.get('code', '')}: {first.get('message', '')}"
             return OPADecision(
                 False,
-                _cut(f"OPA error (HTTP {status}) {what}".rstrip()),
+                cut_reason(f"OPA error (HTTP {status}) {what}".rstrip()),
                 FailureType.SAFETY,
                 code=CODE_OPA_ERROR,
             )
         if parsed is None:
-            return _malformed("response is not JSON")
+            return malformed_decision("response is not JSON")
         return parse_decision(parsed)
 
     def _unavailable(self, settings: OPA, code: str, reason: str) -> OPADecision:
         if settings.fail_mode is FailMode.OPEN:
             return OPADecision(
-                True, _cut(f"{reason}; allowed by failMode open"), code=code, fail_open=True
+                True, cut_reason(f"{reason}; allowed by failMode open"), code=code, fail_open=True
             )
-        return OPADecision(False, _cut(reason), None, code=code)
+        return OPADecision(False, cut_reason(reason), None, code=code)
 
     # ---------------------------------------------------------------- recovery
 

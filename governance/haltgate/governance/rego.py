@@ -194,7 +194,7 @@ def eval_rego(rego: str, query_path: str, input_doc: Any, *, opa: str) -> dict[s
 
     Returns the body the OPA server's data API would return: ``{"result": value}``, or
     ``{}`` when undefined, or ``{"errors": [...]}`` when evaluation fails, so the same
-    :func:`haltgate.governance.opa.parse_decision` reads both.
+    :func:`haltgate.governance.opa_decision.parse_decision` reads both.
     """
     query = "data." + query_path.replace("/", ".")
     with tempfile.TemporaryDirectory(prefix="haltgate-eval-") as tmp:

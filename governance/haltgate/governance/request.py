@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from haltgate.governance.policy import RequestKind
+from haltgate.governance.policy_base import RequestKind
 
 __all__ = ["AgentIdentity", "CallView", "RequestKind", "ToolCall"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from haltgate.governance.errors import BadRequestError
-from haltgate.governance.policy import ArgumentConstraint
+from haltgate.governance.policy_rules import ArgumentConstraint
 from haltgate.governance.strict_json import CODE_AMBIGUOUS_JSON
 
 MISSING: Final = object()

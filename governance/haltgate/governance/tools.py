@@ -40,7 +40,8 @@ from typing import Any, Final
 
 from haltgate.governance.glob_match import compile_glob
 from haltgate.governance.llm_body import model_forms
-from haltgate.governance.policy import Action, RequestKind, ToolRule, Tools
+from haltgate.governance.policy_base import Action, RequestKind
+from haltgate.governance.policy_rules import ToolRule, Tools
 from haltgate.governance.request import CallView, ToolCall
 from haltgate.governance.tool_arguments import ArgumentCheck, compile_argument_check
 

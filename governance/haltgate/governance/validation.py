@@ -21,13 +21,8 @@ from pydantic import ValidationError
 from haltgate.governance import apitypes
 from haltgate.governance.flows import flow_problems
 from haltgate.governance.mcp import uri_glob_problem
-from haltgate.governance.policy import (
-    BudgetPool,
-    GovernancePolicy,
-    GovernancePolicySpec,
-    GuardAction,
-    RequestKind,
-)
+from haltgate.governance.policy import BudgetPool, GovernancePolicy, GovernancePolicySpec
+from haltgate.governance.policy_base import GuardAction, RequestKind
 from haltgate.governance.tools import find_conflicts
 
 

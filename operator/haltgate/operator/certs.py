@@ -15,16 +15,17 @@ All functions here are pure apart from reading the clock (passed in as ``now``).
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from haltgate.governance import x509build
 
 CA_VALIDITY = dt.timedelta(days=3650)
 LEAF_VALIDITY = dt.timedelta(days=365)
@@ -66,16 +67,6 @@ class WebhookTLS:
         return crt, key, ca
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def _write_private(path: Path, data: bytes) -> None:
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)
@@ -84,41 +75,14 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def make_ca(common_name: str, *, now: dt.datetime, validity: dt.timedelta = CA_VALIDITY) -> KeyPair:
     """A self-signed CA that may only sign leaves (path length 0)."""
-    key = _new_key()
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "haltgate"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
+    key = x509build.new_key()
+    cert = x509build.build_ca(
+        key,
+        x509build.name(common_name, ("haltgate",)),
+        not_before=now - _BACKDATE,
+        not_after=now + validity,
     )
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+    return KeyPair(x509build.certificate_pem(cert), x509build.private_key_pem(key))
 
 
 def make_leaf(
@@ -131,30 +95,19 @@ def make_leaf(
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError("the CA key must be an EC key")
-    sans: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            sans.append(x509.DNSName(h))
-    key = _new_key()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    key = x509build.new_key()
+    cert = x509build.build_leaf(
+        key.public_key(),
+        x509build.name(hosts[0]),
+        issuer=ca_cert.subject,
+        issuer_key=ca_key,
+        authority_key_id=x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+        not_before=now - _BACKDATE,
+        not_after=now + validity,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+        sans=[x509build.host_name(h) for h in hosts],
     )
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+    return KeyPair(x509build.certificate_pem(cert), x509build.private_key_pem(key))
 
 
 def needs_renewal(

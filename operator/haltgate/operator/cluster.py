@@ -17,31 +17,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from haltgate.governance.policy import API_GROUP
+from haltgate.operator.apierrors import Conflict, Forbidden, NotFound
+from haltgate.operator.fastread import FastReader
 
 API_VERSION = "v1alpha1"
 POLICY_PLURAL = "governancepolicies"
 POOL_PLURAL = "budgetpools"
-
-
-class NotFound(Exception):
-    """The object does not exist."""
-
-
-class Conflict(Exception):
-    """The object exists already, or changed since it was read."""
-
-
-class Forbidden(Exception):
-    """RBAC refused the call: in an agent namespace, one that has not opted in (no
-    RoleBinding to the operator's agent-namespace ClusterRole, see docs/operator.md)."""
-
-
-class ApiError(Exception):
-    """The apiserver answered with an error status."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status = status
 
 
 def _translate(e: ApiException) -> Exception:
@@ -59,7 +40,7 @@ class Cluster:
 
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
-        self._fast: Any = None  # FastReader, made on first use inside the event loop
+        self._fast: FastReader | None = None  # made on first use inside the event loop
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.admission = client.AdmissionregistrationV1Api(api)
@@ -91,10 +72,8 @@ class Cluster:
         resp = await self._call(fn, *args, _preload_content=False, **kwargs)
         return orjson.loads(resp.data)
 
-    def fast(self) -> Any:
+    def fast(self) -> FastReader:
         if self._fast is None:
-            from haltgate.operator.fastread import FastReader
-
             self._fast = FastReader(self._api.configuration)
         return self._fast
 

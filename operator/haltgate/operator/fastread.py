@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 from kubernetes import client
 
-from haltgate.operator import cluster
+from haltgate.operator.apierrors import ApiError, NotFound
 
 
 class FastReader:
@@ -51,9 +51,9 @@ class FastReader:
         async with self._session.get(path, params=params, headers=self._headers()) as resp:
             body = await resp.read()
             if resp.status == 404:
-                raise cluster.NotFound(path)
+                raise NotFound(path)
             if resp.status >= 400:
-                raise cluster.ApiError(resp.status, body[:300].decode("utf-8", "replace"))
+                raise ApiError(resp.status, body[:300].decode("utf-8", "replace"))
             return orjson.loads(body)
 
     async def close(self) -> None:

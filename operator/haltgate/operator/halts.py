@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from haltgate.operator import cluster, injection
+from haltgate.operator import apierrors, injection
 from haltgate.operator.runtime import Runtime
 
 ANNOTATION_HALT = "haltgate.dev/halt"
@@ -142,7 +142,7 @@ async def sync(
                         .decode()
                         .strip()
                     )
-                except (cluster.NotFound, cluster.Forbidden) as e:
+                except (apierrors.NotFound, apierrors.Forbidden) as e:
                     result.errors.append(f"admin token: {e}")
                     result.pending += [
                         str((p.get("metadata") or {}).get("name", "")) for p in pods if p is not pod
@@ -166,9 +166,9 @@ async def sync(
         value = json.dumps(step.record, sort_keys=True) if step.record else None
         try:
             await rt.cluster.patch_pod_annotations(namespace, name, {ANNOTATION_HALTED: value})
-        except cluster.NotFound:
+        except apierrors.NotFound:
             continue  # the pod is gone: nothing left to halt
-        except cluster.Forbidden as e:
+        except apierrors.Forbidden as e:
             result.errors.append(f"{name}: halt record not written: {e}")
             result.pending.append(name)
             continue

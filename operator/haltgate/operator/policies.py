@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from haltgate.governance.validation import validate_document
-from haltgate.operator import certs, cluster, injection
+from haltgate.operator import apierrors, certs, cluster, injection
 from haltgate.operator.runtime import Runtime
 
 POLICY_KEY = "policy.yaml"
@@ -146,19 +146,19 @@ async def _rego_of(rt: Runtime, namespace: str, spec: Mapping[str, Any]) -> str 
         return str(opa["rego"])
     ref = opa.get("configMapRef") or {}
     if ref["key"] == POLICY_KEY:
-        raise cluster.NotFound(
+        raise apierrors.NotFound(
             f"spec.opa.configMapRef.key must not be {POLICY_KEY!r} (the "
             f"policy file has that name in the sidecar)"
         )
     try:
         cm = await rt.cluster.read_config_map(namespace, ref["name"])
-    except cluster.NotFound as e:
-        raise cluster.NotFound(
+    except apierrors.NotFound as e:
+        raise apierrors.NotFound(
             f"spec.opa.configMapRef: ConfigMap {namespace}/{ref['name']} not found"
         ) from e
     value = (cm.get("data") or {}).get(ref["key"])
     if value is None:
-        raise cluster.NotFound(f"ConfigMap {namespace}/{ref['name']} has no key {ref['key']!r}")
+        raise apierrors.NotFound(f"ConfigMap {namespace}/{ref['name']} has no key {ref['key']!r}")
     return str(value)
 
 
@@ -168,7 +168,7 @@ async def ensure_namespace_secrets(rt: Runtime, namespace: str) -> None:
     cfg = rt.settings.injection
     try:
         await rt.cluster.read_secret(namespace, cfg.admin_token_secret)
-    except cluster.NotFound:
+    except apierrors.NotFound:
         token = secrets.token_urlsafe(32).encode()
         try:
             await rt.cluster.create_secret(
@@ -179,12 +179,12 @@ async def ensure_namespace_secrets(rt: Runtime, namespace: str) -> None:
                     "data": {injection.ADMIN_TOKEN_KEY: base64.b64encode(token).decode()},
                 },
             )
-        except cluster.Conflict:
+        except apierrors.Conflict:
             pass  # another replica won the race: theirs is as good
     try:
         ca_secret = await rt.cluster.read_secret(namespace, cfg.ca_key_secret)
         ca_pem = base64.b64decode(ca_secret["data"][CA_CERT_KEY])
-    except cluster.NotFound:
+    except apierrors.NotFound:
         ca = certs.make_ca(f"haltgate inspection CA {namespace}", now=dt.datetime.now(dt.UTC))
         try:
             await rt.cluster.create_secret(
@@ -199,7 +199,7 @@ async def ensure_namespace_secrets(rt: Runtime, namespace: str) -> None:
                 },
             )
             ca_pem = ca.cert_pem
-        except cluster.Conflict:
+        except apierrors.Conflict:
             ca_secret = await rt.cluster.read_secret(namespace, cfg.ca_key_secret)
             ca_pem = base64.b64decode(ca_secret["data"][CA_CERT_KEY])
     roots = _system_roots()
@@ -263,7 +263,7 @@ async def readiness_problem(
     if pool:
         try:
             await rt.cluster.read_custom(cluster.POOL_PLURAL, namespace, pool)
-        except cluster.NotFound:
+        except apierrors.NotFound:
             return (
                 "PoolNotFound",
                 f"spec.pool: no BudgetPool {namespace}/{pool}; the "
@@ -272,7 +272,7 @@ async def readiness_problem(
         secret = rt.settings.injection.pool_database_secret
         try:
             await rt.cluster.read_secret_key(namespace, secret, "dsn")
-        except cluster.NotFound:
+        except apierrors.NotFound:
             return (
                 "PoolDatabaseSecretMissing",
                 f"spec.pool: Secret {namespace}/{secret} (key dsn) with the pool "
@@ -332,9 +332,9 @@ async def reconcile(
             problem := await readiness_problem(rt, namespace, body.get("spec") or {}, rego)
         ) is not None:
             ready, reason, message = False, *problem
-    except cluster.NotFound as e:
+    except apierrors.NotFound as e:
         ready, reason, message = False, "RegoNotFound", str(e)
-    except cluster.Forbidden as e:
+    except apierrors.Forbidden as e:
         ready, reason, message = (
             False,
             "NamespaceNotEnabled",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from haltgate.operator.injection import InjectionConfig, default_template_path
+from haltgate.operator.injection import InjectionConfig
+from haltgate.operator.injection_template import default_template_path
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ LABELS = {"app.kubernetes.io/part-of": "haltgate", "app.kubernetes.io/managed-by
 
 
 def _annotation_is(key: str, value: str) -> str:
-    # lowerAscii()/trim() keep CEL in step with injection.injection_requested().
+    # lowerAscii()/trim() keep CEL in step with pod_mutation.injection_requested().
     return (
         f"has(object.metadata.annotations) && '{key}' in object.metadata.annotations && "
         f"object.metadata.annotations['{key}'].trim().lowerAscii() == '{value}'"
@@ -45,7 +45,7 @@ NOT_DECIDED_BY_ANNOTATION_CEL = (
 """Pod says neither true nor false: the namespace label decides."""
 # Webhook matchConditions have no namespaceObject, so the namespace label is matched by the
 # namespaceSelector of a second webhook. Together the two are the twin of
-# injection.injection_requested().
+# pod_mutation.injection_requested().
 
 
 def helm_owned(config: dict[str, Any], release: str | None, namespace: str) -> dict[str, Any]:

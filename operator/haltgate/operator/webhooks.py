@@ -29,7 +29,15 @@ from aiohttp import web
 
 from haltgate.governance import rego
 from haltgate.governance.validation import PolicyCheck, validate_document
-from haltgate.operator import cluster, injection, refusals, webhookconfig, workloads
+from haltgate.operator import (
+    apierrors,
+    injection,
+    injection_outcome,
+    pod_mutation,
+    refusals,
+    webhookconfig,
+    workloads,
+)
 from haltgate.operator.runtime import Runtime
 
 log = logging.getLogger("haltgate.operator.webhooks")
@@ -108,14 +116,14 @@ async def admit_pod(rt: Runtime, pod: dict[str, Any], namespace: str | None) -> 
         labels, listed = await asyncio.gather(
             rt.cluster.namespace_labels(ns), rt.cluster.list_policies(ns, fresh=False)
         )
-        if not injection.injection_requested(pod, labels):
+        if not pod_mutation.injection_requested(pod, labels):
             return Answer("skipped")
-        outcome: injection.Outcome | None = None
+        outcome: injection_outcome.Outcome | None = None
         for fresh in (False, True):
             if fresh:
                 listed = await rt.cluster.list_policies(ns, fresh=True)
-            policies = [injection.PolicyRef.from_object(p) for p in listed]
-            outcome = injection.mutate_pod(
+            policies = [injection_outcome.PolicyRef.from_object(p) for p in listed]
+            outcome = pod_mutation.mutate_pod(
                 pod,
                 namespace=ns,
                 namespace_labels=labels,
@@ -125,19 +133,22 @@ async def admit_pod(rt: Runtime, pod: dict[str, Any], namespace: str | None) -> 
             )
             # The cached list may miss a policy created a moment ago: before refusing for
             # want of a policy, ask again with a consistent read.
-            if not (isinstance(outcome, injection.Refuse) and outcome.code in _POLICY_LOOKUP_CODES):
+            if not (
+                isinstance(outcome, injection_outcome.Refuse)
+                and outcome.code in _POLICY_LOOKUP_CODES
+            ):
                 break
-    except cluster.NotFound as e:
+    except apierrors.NotFound as e:
         raise Denied(f"haltgate: cannot look up namespace {ns}: {e}", code=500) from e
     assert outcome is not None
     match outcome:
-        case injection.Skip(reason=reason, warnings=more):
+        case injection_outcome.Skip(reason=reason, warnings=more):
             log.debug("pod in %s not injected: %s", ns, reason)
             return Answer("skipped", warnings=list(more))
-        case injection.Refuse():
+        case injection_outcome.Refuse():
             log.info("pod in %s refused: %s", ns, outcome.message)
             raise Denied(outcome.message, code=403)
-        case injection.Inject(pod=mutated, warnings=more):
+        case injection_outcome.Inject(pod=mutated, warnings=more):
             ops = jsonpatch.JsonPatch.from_diff(pod, mutated).patch
             return Answer("injected", patch=ops, warnings=list(more))
     raise AssertionError(f"unexpected outcome {outcome!r}")

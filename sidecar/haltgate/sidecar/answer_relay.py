@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
-from haltgate.governance.policy import RequestKind
+from haltgate.governance.policy_base import RequestKind
 from haltgate.sidecar import mcp, mcp_answers
 from haltgate.sidecar import responses as r
 from haltgate.sidecar.bodybudget import MemoryBudgetError

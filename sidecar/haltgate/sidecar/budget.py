@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from haltgate.governance.engine.events import Reserve
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 __all__ = ["NO_BUDGET", "Budget", "BudgetVerdict"]
 

@@ -11,7 +11,7 @@ from typing import Any
 from haltgate.governance.audit.redact import state_key
 from haltgate.governance.engine.units import pico_to_usd
 from haltgate.governance.errors import DeniedError
-from haltgate.governance.policy import FailureType, RequestKind
+from haltgate.governance.policy_base import FailureType, RequestKind
 from haltgate.sidecar import mcp
 from haltgate.sidecar.budget import NO_BUDGET, BudgetVerdict
 from haltgate.sidecar.call import Call, fingerprint_of

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from haltgate.governance.audit.redact import AuditScrubber
-from haltgate.governance.policy import RequestKind
+from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult
 from haltgate.sidecar.budget import BudgetVerdict

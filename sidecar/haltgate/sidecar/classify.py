@@ -26,7 +26,7 @@ from haltgate.governance.engine.pricing import normalise_model
 from haltgate.governance.errors import BadRequestError
 from haltgate.governance.jsonlimits import MAX_JSON_DEPTH, deeper_than
 from haltgate.governance.mcp import CLIENT_METHODS, MethodClass
-from haltgate.governance.policy import Provider, RequestKind
+from haltgate.governance.policy_base import Provider, RequestKind
 from haltgate.governance.request import AgentIdentity, CallView
 from haltgate.sidecar import mcp_messages
 from haltgate.sidecar.mcp_messages import McpMessage

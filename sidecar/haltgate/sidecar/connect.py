@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from haltgate.governance.errors import BadRequestError, DeniedError, HaltgateError
-from haltgate.governance.policy import FailureType, TLSMode
+from haltgate.governance.policy_base import FailureType, TLSMode
 from haltgate.sidecar import responses as r
 from haltgate.sidecar.listeners import HeadTimer, IdleWatch, LiveCount
 from haltgate.sidecar.upstreams import ResolvedUpstream

@@ -17,7 +17,7 @@ from haltgate.governance.errors import (
     UnavailableError,
     UpstreamError,
 )
-from haltgate.governance.policy import TLSMode
+from haltgate.governance.policy_base import TLSMode
 from haltgate.sidecar.connect import ConnectRequest, refusal_for, tunnel, write_refusal
 from haltgate.sidecar.connection_audit import ConnectionSource, halt_error, record_connection
 from haltgate.sidecar.listeners import ListenerLimits

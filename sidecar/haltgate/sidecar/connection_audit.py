@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from haltgate.governance.audit import AuditError, AuditRecord, AuditSink
 from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.errors import DeniedError, HaltgateError
-from haltgate.governance.policy import FailureType, PayloadCapture
+from haltgate.governance.policy_base import FailureType, PayloadCapture
 from haltgate.governance.request import AgentIdentity
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.pipeline import Pipeline

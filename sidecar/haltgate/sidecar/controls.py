@@ -14,7 +14,8 @@ import aiohttp
 
 from haltgate.governance.flows import FlowPolicy
 from haltgate.governance.mcp import McpAuthorizer
-from haltgate.governance.policy import GovernancePolicySpec, PayloadCapture
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import PayloadCapture
 from haltgate.governance.tools import ToolAuthorizer
 from haltgate.sidecar.upstreams import UpstreamTable
 

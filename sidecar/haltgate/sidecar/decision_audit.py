@@ -14,7 +14,7 @@ from typing import Any
 from haltgate.governance.audit import AuditError, AuditRecord, InvalidRecordError
 from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.errors import HaltgateError, UnavailableError
-from haltgate.governance.policy import PayloadCapture, RequestKind
+from haltgate.governance.policy_base import PayloadCapture, RequestKind
 from haltgate.sidecar.call import Call
 from haltgate.sidecar.pipeline_state import PipelineState
 from haltgate.sidecar.replayinputs import replay_inputs

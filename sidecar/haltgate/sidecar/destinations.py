@@ -20,7 +20,7 @@ import socket
 from functools import lru_cache
 
 from haltgate.governance.errors import DeniedError
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 __all__ = ["check_destination", "forbidden_address"]
 

@@ -15,7 +15,7 @@ from typing import Final
 
 from haltgate.governance.errors import DeniedError
 from haltgate.governance.llm_body import INLINE_IMAGE_TOKENS
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.classify import Classified
 

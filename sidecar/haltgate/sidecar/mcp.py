@@ -30,7 +30,7 @@ import orjson
 from haltgate.governance.audit.redact import state_key
 from haltgate.governance.errors import DeniedError
 from haltgate.governance.mcp import McpAuthorizer, strip_client_capabilities
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from haltgate.governance.tools import ToolAuthorizer
 from haltgate.sidecar.mcp_messages import McpCallState, McpMessage
 

@@ -13,7 +13,7 @@ import orjson
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
 from haltgate.governance.mcp import McpAuthorizer, canonical_uri
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.mcp_messages import McpMessage
 
 if TYPE_CHECKING:

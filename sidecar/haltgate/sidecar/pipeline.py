@@ -27,7 +27,7 @@ from yarl import URL
 
 from haltgate.governance.canonical import check_meaning_overrides
 from haltgate.governance.errors import HaltgateError, UpstreamError
-from haltgate.governance.policy import RequestKind
+from haltgate.governance.policy_base import RequestKind
 from haltgate.sidecar import mcp_answers
 from haltgate.sidecar.call import Call
 from haltgate.sidecar.classify import Target, classify

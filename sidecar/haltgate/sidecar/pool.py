@@ -26,7 +26,7 @@ from haltgate.governance.errors import (
     HaltgateError,
     UnavailableError,
 )
-from haltgate.governance.policy import FailureType, RequestKind
+from haltgate.governance.policy_base import FailureType, RequestKind
 from haltgate.governance.pool import cascade
 from haltgate.governance.pool.client import PoolClient
 from haltgate.governance.pool.lease import Amounts

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from haltgate.governance.policy import RequestKind
+from haltgate.governance.policy_base import RequestKind
 from haltgate.sidecar import responses as r
 from haltgate.sidecar.budget import BudgetVerdict
 from haltgate.sidecar.call import Call

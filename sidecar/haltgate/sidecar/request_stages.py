@@ -19,7 +19,7 @@ from haltgate.governance.errors import BadRequestError, DeniedError, Unavailable
 from haltgate.governance.flows import APPROVAL_HEADER
 from haltgate.governance.flows import describe as describe_call
 from haltgate.governance.guardrails.request_meta import scan_request_meta
-from haltgate.governance.policy import FailMode, FailureType
+from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar import mcp
 from haltgate.sidecar.call import Call, fingerprint_of
 from haltgate.sidecar.destinations import check_destination
@@ -219,7 +219,7 @@ class RequestStages(Refusals):
         """The policy's OPA decision, when the policy has one."""
         if self.opa is None or call.controls.spec.opa is None or call.teardown:
             return
-        from haltgate.governance.opa import build_input
+        from haltgate.governance.opa_input import build_input
 
         assert call.classified is not None
         budget = {k: dict(v) for k, v in self._last_budget.items()}

@@ -17,7 +17,7 @@ from haltgate.governance.guardrails.response_body import (
     decode_content,
     scan_decoded_body,
 )
-from haltgate.governance.policy import FailMode, FailureType
+from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar.call import Call
 from haltgate.sidecar.relay_headers import EVENT_STREAM
 from haltgate.sidecar.request_stages import RequestStages

@@ -33,7 +33,7 @@ from haltgate.governance.errors import (
     UnavailableError,
     UpstreamError,
 )
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 __all__ = [
     "DECISION_HEADER",

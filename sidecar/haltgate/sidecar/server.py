@@ -30,7 +30,8 @@ from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.engine import codes
 from haltgate.governance.flows import FlowTaint
 from haltgate.governance.governor import make_engine
-from haltgate.governance.policy import FailureType, GovernancePolicySpec
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import FailureType
 from haltgate.governance.pricing import (
     PriceTable,
     PriceTableError,

@@ -102,7 +102,7 @@ async def make_pool(
 ) -> Any:
     """The pool stage: cascade checks always; shared accounting if the policy names a
     pool (read at start: changing ``spec.pool`` needs a restart)."""
-    from haltgate.governance.policy import FailMode
+    from haltgate.governance.policy_base import FailMode
     from haltgate.governance.pool.client import PoolClient, PoolMetrics, PoolSettings
     from haltgate.governance.pool.store import pool_key
     from haltgate.sidecar.pool import PoolStage

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
 from haltgate.governance.guardrails.response_body import StreamDecoder, Unscannable
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar import mcp_answers
 from haltgate.sidecar import responses as r
 from haltgate.sidecar.answer_relay import AnswerRelay

@@ -10,7 +10,7 @@ import orjson
 
 from haltgate.governance.errors import DeniedError, HaltgateError
 from haltgate.governance.guardrails.sse import ChatStreamGuard
-from haltgate.governance.policy import FailMode, FailureType
+from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar.call import Call
 from haltgate.sidecar.decision_audit import DecisionAudit
 from haltgate.sidecar.sse import SSEEvent

@@ -13,7 +13,7 @@ from haltgate.governance.errors import (
     HaltgateError,
     NotFoundError,
 )
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.classify import Target
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.original_destination import connection_info

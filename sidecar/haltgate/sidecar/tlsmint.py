@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from haltgate.governance import x509build
 
 CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
@@ -59,39 +61,13 @@ class CertificateAuthority:
         cls, common_name: str = "haltgate inspection CA", validity: dt.timedelta = CA_VALIDITY
     ) -> CertificateAuthority:
         """A new self-signed CA (EC P-256) that may sign leaves only (path length 0)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "haltgate"),
-                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            ]
-        )
+        key = x509build.new_key()
         now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - LEAF_BACKDATE)
-            .not_valid_after(now + validity)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, hashes.SHA256())
+        cert = x509build.build_ca(
+            key,
+            x509build.name(common_name, ("haltgate",)),
+            not_before=now - LEAF_BACKDATE,
+            not_after=now + validity,
         )
         return cls(cert, key)
 
@@ -141,25 +117,14 @@ class CertificateAuthority:
     def write(self, directory: Path) -> None:
         """Write ``ca.crt`` (0644) and ``ca.key`` (0600, created with that mode)."""
         directory.mkdir(parents=True, exist_ok=True)
-        key_pem = self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        key_pem = x509build.private_key_pem(self.key)
         fd = os.open(directory / CA_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(key_pem)
         (directory / CA_CERT_FILE).write_bytes(self.cert_pem())
 
     def cert_pem(self) -> bytes:
-        return self.certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def _subject_alternative_name(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
+        return x509build.certificate_pem(self.certificate)
 
 
 def normalize_host(host: str) -> str:
@@ -189,12 +154,8 @@ class LeafMinter:
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
         self._ca = ca
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._key_pem = self._key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        self._key = x509build.new_key()
+        self._key_pem = x509build.private_key_pem(self._key)
         self._cache: OrderedDict[str, ssl.SSLContext] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -213,21 +174,16 @@ class LeafMinter:
         ca_ski = self._ca.certificate.extensions.get_extension_for_class(
             x509.SubjectKeyIdentifier
         ).value
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])]))
-            .issuer_name(self._ca.certificate.subject)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - LEAF_BACKDATE)
-            .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([_subject_alternative_name(host)]), False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False
-            )
-            .sign(self._ca.key, hashes.SHA256())
+        return x509build.build_leaf(
+            self._key.public_key(),
+            x509build.name(host[:64]),
+            issuer=self._ca.certificate.subject,
+            issuer_key=self._ca.key,
+            authority_key_id=x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+            not_before=now - LEAF_BACKDATE,
+            not_after=not_after,
+            usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+            sans=[x509build.host_name(host)],
         )
 
     def server_context(self, host: str) -> ssl.SSLContext:

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from haltgate.governance.policy import TLSMode
+from haltgate.governance.policy_base import TLSMode
 from haltgate.sidecar import clienthello
 from haltgate.sidecar.destination_check import (
     DestinationMismatch,

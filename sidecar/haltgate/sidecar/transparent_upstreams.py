@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from haltgate.governance.policy import GovernancePolicySpec, TLSMode
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.policy_base import TLSMode
 
 
 @dataclass(frozen=True, slots=True)

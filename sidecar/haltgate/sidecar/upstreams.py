@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from haltgate.governance.policy import Provider, RequestKind, TLSMode, Upstream
+from haltgate.governance.policy import Upstream
+from haltgate.governance.policy_base import Provider, RequestKind, TLSMode
 
 __all__ = ["ResolvedUpstream", "UpstreamTable", "default_port"]
 

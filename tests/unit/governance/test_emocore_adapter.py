@@ -15,7 +15,7 @@ import emocore.engine
 from haltgate.governance.emocore_adapter import EmoCoreEngine, profile_named
 from haltgate.governance.engine import Decision, Lift, Reserve, Reset, Settle
 from haltgate.governance.governor import Governor, make_engine
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from tests.unit.governance.conftest import T0, make_spec
 
 

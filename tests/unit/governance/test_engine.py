@@ -21,7 +21,7 @@ from haltgate.governance.engine import (
     Usage,
     event_from_dict,
 )
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from tests.unit.governance.conftest import T0, make_engine, make_spec
 
 

@@ -27,7 +27,7 @@ from haltgate.governance.engine import (
     Settle,
     Usage,
 )
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from tests.unit.governance.conftest import T0, make_engine
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

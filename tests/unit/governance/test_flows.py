@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from haltgate.governance.flows import FlowPolicy, FlowTaint
-from haltgate.governance.policy import FlowRule, RequestKind
+from haltgate.governance.policy_base import RequestKind
+from haltgate.governance.policy_rules import FlowRule
 from haltgate.governance.request import CallView, ToolCall
 from haltgate.governance.validation import validate_document
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from haltgate.governance.engine import Usage
 from haltgate.governance.governor import Governor, StateFile, make_engine
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from tests.unit.governance.conftest import T0, make_spec
 
 BUDGETS = {"calls": {"limit": 3}, "tokens": {"limit": 10_000}, "costUSD": {"limit": 1}}

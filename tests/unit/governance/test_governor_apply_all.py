@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from haltgate.governance.engine.events import Release, Reserve, Settle
 from haltgate.governance.governor import Governor, make_engine
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 from tests.unit.governance.conftest import T0, make_spec
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from haltgate.governance.mcp import McpAuthorizer, canonical_uri, strip_client_capabilities
-from haltgate.governance.policy import Mcp
+from haltgate.governance.policy_rules import Mcp
 from haltgate.governance.validation import validate_document
 from tests.unit.test_policy_validation import messages, policy
 

@@ -12,7 +12,7 @@ from haltgate.governance.engine.units import (
     price_to_pico_per_token,
     usd_to_pico,
 )
-from haltgate.governance.policy import Pricing
+from haltgate.governance.policy_budgets import Pricing
 from haltgate.governance.pricing import (
     DATA_DIR,
     SHIPPED_TABLE,

@@ -6,7 +6,8 @@ which holds and persists the state. See ``docs/budgets.md``.
 """
 
 from haltgate.governance.engine import codes
-from haltgate.governance.engine.core import Engine, MeterSpec
+from haltgate.governance.engine.config import MeterSpec
+from haltgate.governance.engine.core import Engine
 from haltgate.governance.engine.decision import Decision, LazyBudget
 from haltgate.governance.engine.events import (
     Abandon,

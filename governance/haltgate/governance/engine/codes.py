@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 BudgetReport = Mapping[str, Mapping[str, float]]
 """Per dimension: ``{"used": .., "reserved": .., "limit": ..}`` in the dimension's unit."""

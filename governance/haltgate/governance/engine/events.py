@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, TypeAlias
 
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 
 @dataclass(frozen=True, slots=True)

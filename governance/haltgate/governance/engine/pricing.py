@@ -20,7 +20,7 @@ import yaml
 
 from haltgate.governance.engine.events import Usage
 from haltgate.governance.engine.units import pico_to_usd, price_to_pico_per_token
-from haltgate.governance.policy import ModelPrice, Pricing
+from haltgate.governance.policy_budgets import ModelPrice, Pricing
 
 SHIPPED_TABLE = "prices-2026-11.yaml"
 """File name (in ``haltgate.governance.data``) of the price table this release ships."""

@@ -30,7 +30,7 @@ from haltgate.governance.engine.state import (
     HaltInfo,
     Reservation,
 )
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 __all__ = [
     "SNAPSHOT_FORMAT",

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from haltgate.governance.policy import FailureType
+from haltgate.governance.policy_base import FailureType
 
 STATE_FORMAT = 1
 """Version of the JSON layout; bump on incompatible change (from_json refuses others)."""

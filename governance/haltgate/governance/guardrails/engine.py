@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from haltgate.governance import policy
+from haltgate.governance import policy_base, policy_checks
 from haltgate.governance.guardrails import injection, pii, secrets
 from haltgate.governance.guardrails.base import (
     Candidate,
@@ -57,9 +57,9 @@ class DetectorSettings:
     risk: float
 
     @classmethod
-    def from_spec(cls, detector: Detector, spec: policy.Detector) -> DetectorSettings:
+    def from_spec(cls, detector: Detector, spec: policy_checks.Detector) -> DetectorSettings:
         """Compile one detector's policy block (allowlist regexes compiled here, once)."""
-        if spec.direction == policy.Direction.BOTH:
+        if spec.direction == policy_base.Direction.BOTH:
             directions = frozenset({"request", "response"})
         else:
             directions = frozenset({spec.direction.value})
@@ -107,7 +107,7 @@ class Guardrails:
     @classmethod
     def from_spec(
         cls,
-        spec: policy.Guardrails,
+        spec: policy_checks.Guardrails,
         *,
         injection_model: Callable[[str], float] | None = None,
         pii_region: str = "US",
@@ -142,7 +142,7 @@ class Guardrails:
             )
         if spec.secrets is not None and spec.secrets.enabled:
             settings.append(DetectorSettings.from_spec(secrets.SecretsDetector(), spec.secrets))
-        return cls(settings, fail_closed=spec.fail_mode == policy.FailMode.CLOSED)
+        return cls(settings, fail_closed=spec.fail_mode == policy_base.FailMode.CLOSED)
 
     @property
     def detectors(self) -> tuple[str, ...]:

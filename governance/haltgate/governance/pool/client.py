@@ -31,7 +31,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
-from haltgate.governance.policy import FailMode, FailureType
+from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.governance.pool.lease import DIMENSIONS, ZERO, Amounts, LocalLease, local_deadline
 from haltgate.governance.pool.store import CHANNEL, PoolConfig, PoolStore
 

@@ -23,7 +23,8 @@ from psycopg.types.json import Jsonb
 
 from haltgate.governance import migrations
 from haltgate.governance.migrations import MigrationError, MigrationSet
-from haltgate.governance.policy import BudgetPoolSpec, Period
+from haltgate.governance.policy import BudgetPoolSpec
+from haltgate.governance.policy_base import Period
 from haltgate.governance.pool.lease import DIMENSIONS, ZERO, Amounts, fraction_ppm
 
 __all__ = [
