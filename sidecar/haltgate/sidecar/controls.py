@@ -71,4 +71,5 @@ def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Control
         ),
         payload=spec.audit.payload,
         flows=FlowPolicy(spec.flows) if spec.flows else None,
+        overlapped_intent=spec.audit.durability == "overlapped",
     )
