@@ -50,7 +50,7 @@ class SpoolSettings:
     latest (seconds): one fdatasync per call instead of two. Until that sync a power loss
     (not a killed process) can lose them; the shipper never ships them before it. 0 syncs
     them when written."""
-    inline_max_seconds: float = 0.002
+    inline_max_seconds: float = 0.01
     """``commit_now`` (a lone record committed on the caller's thread, no hand-off to the
     writer thread) is used while commits take at most this long on average (seconds);
     slower, every commit goes to the writer thread so a slow volume never holds the
