@@ -10,7 +10,9 @@ module is the top one: the order of the stages and the forwarding). A stage refu
 raising a :class:`~haltgate.governance.errors.HaltgateError`, which :meth:`Pipeline.handle`
 turns into a typed answer (JSON, JSON-RPC or a final SSE event), audited like any other
 decision. Nothing reaches the upstream before the budget is reserved and the intent record
-is durable; a reservation that is never forwarded is released.
+is durable (``spec.audit.durability: overlapped``, an opt-in: the intent's fsync overlaps
+forwarding, and nothing goes back to the agent before it is durable); a reservation that is
+never forwarded is released.
 
 Hot-path rules: the request body is forwarded as the bytes that came in unless a stage
 must change it (usage injection for streams, guardrail redaction); JSON is parsed once,
