@@ -7,7 +7,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -136,18 +135,23 @@ async def test_a_failed_sync_refuses_the_lingering_records_written_before_it(
         retry_seconds=0.05,
         before_write=disk,
     )
-    outcome, refused, after = (make_record(i, phase=p) for i, p in enumerate("ois"))
+    outcome, quiet = make_record(0, phase="outcome"), make_record(1, phase="outcome")
+    refused, after = make_record(2), make_record(3)
+    errors: list[Exception] = []
     try:
         future = sink.submit_nowait(outcome)
         assert future is not None
-        await _until(lambda: _on_disk(tmp_path) == [outcome.decision_id], "the write")
+        assert sink.queue_outcome(quiet, errors.append)  # no future: a callback on refusal
+        ids = [outcome.decision_id, quiet.decision_id]
+        await _until(lambda: _on_disk(tmp_path) == ids, "the write")
         failing.set()
         with pytest.raises(AuditUnavailableError):
-            await sink.intent(replace(refused, phase="intent"))
+            await sink.intent(refused)
         assert isinstance(future.exception(timeout=HANG_GUARD_SECONDS), AuditUnavailableError)
+        assert [type(e) for e in errors] == [AuditUnavailableError]
         failing.clear()
         await _until(lambda: sink.health() is None, "the spool to heal")
-        await sink.intent(replace(after, phase="intent"))
+        await sink.intent(after)
         # Cut back to the last synced byte: the refused outcome is gone, no gap.
         assert _on_disk(tmp_path) == [after.decision_id]
         assert sink.chain_heads["team-a/agent-0/run-1"].seq == 1

@@ -169,18 +169,15 @@ class DecisionAudit(PipelineState):
         record = self._record(
             call, "outcome", decision=decision, status=status, counts=counts, err=err
         )
-        if self._submit_nowait is not None:
-            # The spool queues it for its next group commit: no task per call.
+        if self._queue_nowait is not None:
+            # The spool queues it for its next group commit: no task, no future per call.
             try:
                 try:
-                    future = self._submit_nowait(record)
+                    self._queue_nowait(record, _outcome_refused)
                 except InvalidRecordError:
-                    future = self._submit_nowait(_bare(record))
+                    self._queue_nowait(_bare(record), _outcome_refused)
             except AuditError as e:
                 log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
-                return
-            if future is not None:
-                future.add_done_callback(_log_failed_outcome)
             return
         task = asyncio.get_running_loop().create_task(self._write_outcome(record))
         self._background.add(task)
@@ -223,7 +220,5 @@ def _bare(record: AuditRecord) -> AuditRecord:
     return replace(record, payload=None, findings=(), message=None, budget_after=None, usage=None)
 
 
-def _log_failed_outcome(future: Any) -> None:
-    error = future.exception()
-    if error is not None:
-        log.error("audit outcome not recorded: %s", error)
+def _outcome_refused(error: AuditError) -> None:
+    log.error("audit outcome not recorded: %s", error)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from haltgate.governance.audit.record import ChainHead
@@ -24,7 +25,10 @@ class Waiter:
 
     loop: asyncio.AbstractEventLoop | None
     future: asyncio.Future[None] | concurrent.futures.Future[None] | None
-    """``None``: the committing thread itself waits (``commit_now``); nothing to complete."""
+    """``None``: nobody waits (``commit_now``: its caller reads the commit's error;
+    ``queue_outcome``: ``on_error``)."""
+    on_error: Callable[[AuditError], None] | None = None
+    """Without a future: called (on the committing thread) when the record is refused."""
 
 
 @dataclass(slots=True)
@@ -48,7 +52,9 @@ def resolve(waiters: list[Waiter], error: AuditError | None) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for w in waiters:
         if w.future is None:
-            continue  # commit_now: its caller reads the error from _commit
+            if error is not None and w.on_error is not None:
+                w.on_error(error)
+            continue
         if w.loop is None:
             cf = w.future
             assert isinstance(cf, concurrent.futures.Future)

@@ -10,6 +10,7 @@ from typing import Any
 
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import AuditRecord, ChainHead
+from haltgate.governance.audit.sink import AuditError
 from haltgate.governance.audit.spool_settings import SpoolSettings
 from haltgate.governance.audit.spool_writer import SpoolWriter, Waiter
 
@@ -103,6 +104,13 @@ class SpoolAuditSink:
         ``linger_seconds``."""
         cf: concurrent.futures.Future[None] = concurrent.futures.Future()
         return cf if self._writer.submit(record, Waiter(None, cf), urgent=False) else None
+
+    def queue_outcome(self, record: AuditRecord, on_error: Callable[[AuditError], None]) -> bool:
+        """``submit_nowait`` without a future (none to build, complete and call back per
+        call): ``on_error`` is called, on the committing thread, if the record is refused
+        at its commit. ``False`` when dropped (spool full, ``continue``); errors known at
+        once raise, as ``submit_nowait``."""
+        return self._writer.submit(record, Waiter(None, None, on_error), urgent=False)
 
     async def close(self) -> None:
         """Commit queued records and release the spool."""
