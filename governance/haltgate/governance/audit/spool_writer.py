@@ -270,18 +270,13 @@ class SpoolWriter(SegmentFiles):
             asyncio.get_running_loop().call_later(lazy, self._sync_due)
 
     def _sync_due(self) -> None:
-        """Lingering records written without a sync are due for one (on the loop that
-        wrote them): no awaited record's commit synced them meanwhile."""
+        """Lingering records written without a sync are due for one (a timer of the loop
+        that wrote them): no awaited record's commit synced them meanwhile. The writer
+        thread syncs them: an fdatasync is never run on the loop for records nobody
+        waits for, whatever else is in flight."""
         with self._lock:
-            if (
-                self._unsynced is None
-                or self._committing
-                or self._closing
-                or self._failed is not None
-            ):
-                return  # synced already, or the writer thread is at it
-            taken = self._take()
-        self._commit_here(taken)
+            if self._unsynced is not None and not self._closing:
+                self._wake.notify()
 
     def commit_now(self, record: AuditRecord) -> bool | None:
         """Commit ``record`` (with whatever is queued) on the calling thread, now.
@@ -427,8 +422,8 @@ class SpoolWriter(SegmentFiles):
                             if wait <= 0:
                                 break
                         if self._unsynced is not None:
-                            # (Normally synced by the loop that wrote it; a backstop.)
-                            due = self._unsynced_at + 2 * self.settings.lazy_sync_seconds
+                            # Woken by the loop's timer (_sync_due), or the idle backstop.
+                            due = self._unsynced_at + self.settings.lazy_sync_seconds
                             wait = min(wait, due - time.monotonic())
                             if wait <= 0:
                                 break
