@@ -180,17 +180,22 @@ async def sidecar(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Callable[
 async def test_strict_every_served_call_had_its_intent_on_disk(
     sidecar: Callable[..., Any], upstream: Upstream
 ) -> None:
+    writers: list[str] = []
+
     def slow_disk() -> None:
+        writers.append(threading.current_thread().name)
         time.sleep(0.003)  # a forward racing the commit would win: the upstream would see it
 
     url = await sidecar(None, slow_disk)  # strict is the default
-    # One at a time (intents committed on the event loop's thread until the commits'
-    # average passes inline_max_seconds, then on the writer thread), then 30 at once (the
-    # writer thread's group commits).
+    # One at a time: each intent is committed on the event loop's own thread (no hand-off).
     for i in range(5):
         assert (await post(url, f"seq-{i}"))[0] == 200
+    assert writers and set(writers) == {threading.main_thread().name}
+    # 30 at once: calls in flight together go through the writer thread's group commits.
+    writers.clear()
     results = await asyncio.gather(*(post(url, f"burst-{i}") for i in range(30)))
     assert [status for status, _ in results] == [200] * 30
+    assert "haltgate-audit-spool" in writers
     assert len(upstream.served) == 35
     assert all(upstream.served.values()), [m for m, ok in upstream.served.items() if not ok]
 
