@@ -1,6 +1,7 @@
 """Sealed evaluation of `haltgate guard scan` on public labelled corpora (test splits only).
 
-    .venv/bin/python bench/guardrails_public.py --sealed [--model] [--json out.json]
+    .venv/bin/python bench/guardrails_public.py --sealed [--model] [--fast-model]
+                                                [--json out.json]
                                                 [--sets s-labs,neuralchemy,...]
 
 Without ``--sealed`` (as ``make bench`` runs it, also with ``--quick``) it only loads the sets
@@ -15,8 +16,10 @@ the rules that keep them sealed: run this once per detector change, never while 
 For each set and channel it prints counts and rates:
 - injection: the detector configuration of `haltgate guard scan` (all detectors' defaults:
   block at 0.5), with ``--detectors prompt_injection``; with ``--model`` also with the model
-  stage on (``promptInjection.model: true``). Detection = blocked attacks / attacks; FP rate
-  = blocked benign / benign; "any" also counts advisory findings.
+  stage on (``promptInjection.model: true``), with ``--fast-model`` with the n-gram fast
+  stage (``promptInjection.fastModel: true``), and with both the two together.
+  Detection = blocked attacks / attacks; FP rate = blocked benign / benign; "any" also
+  counts advisory findings.
 - secrets: the secrets detector's false-positive rate on every benign text of the sets (none
   of them holds a credential: look-alike encoded blobs, ids, code). The public sets hold no
   labelled credentials, so secrets detection is not measured here (see bench/guardrails.py).
@@ -67,11 +70,12 @@ class Counts:
         return {"tp": self.tp, "fn": self.fn, "fp": self.fp, "tn": self.tn}
 
 
-def _guard(detectors: list[str], *, model: bool = False) -> Guardrails:
+def _guard(detectors: list[str], *, model: bool = False, fast: bool = False) -> Guardrails:
     spec = _restrict(default_spec(), detectors)
-    if model and spec.prompt_injection is not None:
+    if (model or fast) and spec.prompt_injection is not None:
+        knobs = {"model": model, "fast_model": fast}
         spec = spec.model_copy(
-            update={"prompt_injection": spec.prompt_injection.model_copy(update={"model": True})}
+            update={"prompt_injection": spec.prompt_injection.model_copy(update=knobs)}
         )
     return Guardrails.from_spec(spec)
 
@@ -125,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="store_true", help="also with the model stage on")
     ap.add_argument(
+        "--fast-model",
+        action="store_true",
+        help="also with the n-gram fast stage on (promptInjection.fastModel)",
+    )
+    ap.add_argument(
         "--sets",
         default=",".join(guard_corpora.SETS),
         help="comma-separated subset of: " + ", ".join(guard_corpora.SETS),
@@ -145,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         configs["patterns"] = _guard(["prompt_injection"])
     if args.sealed and args.model:
         configs["patterns+model"] = _guard(["prompt_injection"], model=True)
+    if args.sealed and args.fast_model:
+        configs["patterns+fast"] = _guard(["prompt_injection"], fast=True)
+    if args.sealed and args.fast_model and args.model:
+        configs["patterns+fast+model"] = _guard(["prompt_injection"], model=True, fast=True)
     secrets = _guard(["secrets"])
     report: dict[str, object] = {}
     loaders: dict[str, Callable[[], list[Sample]]] = {

@@ -6,7 +6,8 @@ Prints, per body, measured in the same run (best of 5 repeats, microseconds per 
 - ``orjson``: ``orjson.loads`` alone, the parse the sidecar did before (the baseline);
 - ``strict``: ``strict_json.loads`` (orjson + key scan, exact pass only when needed);
 - ``hook``: the naive alternative, ``json.loads`` with an ``object_pairs_hook`` every time;
-and for paths: ``canonical_path`` on a plain path (fast path) and on one with escapes.
+and for paths: ``canonical_path`` on a plain path (fast path) and on one with escapes; for
+queries: ``canonical_query`` (with a name a rule reads) beside ``parse_qsl`` alone.
 ``+refs``: ``llm_body.context_reference`` (the stored-context walk) on LLM bodies.
 Target: ``strict`` adds at most a few microseconds on small bodies and stays well under
 the naive ``hook`` on large ones. Results: docs/sidecar.md, "Cost of one reading".
@@ -19,11 +20,13 @@ import json
 import timeit
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
 from haltgate.governance import llm_body, strict_json
 from haltgate.governance.canonical import canonical_path
+from haltgate.governance.canonical_query import canonical_query
 
 
 def _chat(messages: int, words: int) -> bytes:
@@ -136,6 +139,16 @@ def main() -> None:
     plain = _best_us(lambda: canonical_path("/v1/chat/completions"), number)
     escaped = _best_us(lambda: canonical_path("/api/%7Euser/a%20b/%61dmin/x"), number)
     print(f"\ncanonical_path: plain {plain:.3f} us, with escapes {escaped:.3f} us")
+
+    read = frozenset({"action"})
+    for query in (
+        "api-version=2024-02-01",
+        "action=list&page=2",
+        "q=garden+tools&page=2&sort=price%3Aasc&tag=a&tag=b",
+    ):
+        base = _best_us(lambda q=query: parse_qsl(q, keep_blank_values=True), number)
+        canon = _best_us(lambda q=query: canonical_query(q, read), number)
+        print(f"canonical_query {query[:32]!r:36} {canon:.3f} us (parse_qsl {base:.3f} us)")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@
 //     X-HTTP-Method, X-Method-Override), a _method query parameter or a _method field of
 //     a form body, as many APIs and frameworks honour;
 //   - path: r.URL.Path (percent-decoded by net/url), or the path of an X-Original-URL or
-//     X-Rewrite-URL header (IIS-style rewrites), routed on path.Clean of it, as
-//     http.FileServer and http.StripPrefix-style handlers do;
+//     X-Rewrite-URL header (IIS-style rewrites), under the X-Forwarded-Prefix header's
+//     path when one is sent (as Spring's ForwardedHeaderFilter rebuilds the request URI),
+//     routed on path.Clean of it, as http.FileServer and http.StripPrefix-style handlers do;
+//   - query: url.ParseQuery, the first value of the "action" parameter (r.URL.Query().Get);
+//     pairs with a ';' are dropped, as Go 1.17+ does;
 //   - JSON: encoding/json into structs, so keys match case-insensitively and the last
 //     of several matching keys wins;
 //   - LLM calls: POST to a route ending in /chat/completions, /completions, /responses,
@@ -68,6 +71,7 @@ type reading struct {
 	Model         *string   `json:"model"`
 	ModelResolved *string   `json:"model_resolved"`
 	RPC           []rpcCall `json:"rpc"`
+	Action        *string   `json:"action"`
 	Error         string    `json:"error,omitempty"`
 }
 
@@ -133,16 +137,31 @@ func effectiveMethod(r *http.Request, body []byte) string {
 	return r.Method
 }
 
-// effectivePath is r.URL.Path, or the path a rewrite header names.
+// effectivePath is r.URL.Path, or the path a rewrite header names, under the path an
+// X-Forwarded-Prefix header names.
 func effectivePath(r *http.Request) string {
+	p := r.URL.Path
 	for _, h := range rewriteHeaders {
 		if v := r.Header.Get(h); v != "" {
 			if u, err := url.Parse(v); err == nil {
-				return u.Path
+				p = u.Path
+				break
 			}
 		}
 	}
-	return r.URL.Path
+	if prefix := r.Header.Get("X-Forwarded-Prefix"); prefix != "" {
+		p = strings.TrimRight(prefix, "/") + p
+	}
+	return p
+}
+
+// queryAction is the "action" query parameter as a Go service reads it (first value).
+func queryAction(r *http.Request) *string {
+	values, _ := url.ParseQuery(r.URL.RawQuery)
+	if v, ok := values["action"]; ok && len(v) > 0 {
+		return &v[0]
+	}
+	return nil
 }
 
 func route(p string) string {
@@ -259,6 +278,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Path:       p,
 		Route:      route(p),
 		Endpoint:   "http",
+		Action:     queryAction(r),
 	}
 	var ids []json.RawMessage
 	batch := false

@@ -122,6 +122,12 @@ def policy_document(
                         "methods": ["DELETE", "PUT", "PATCH"],
                     },
                     {
+                        "name": "no-delete-action",
+                        "action": "deny",
+                        "kind": "http",
+                        "arguments": [{"path": "$.query.action", "in": ["delete", "purge"]}],
+                    },
+                    {
                         "name": "no-delete-tools",
                         "action": "deny",
                         "kind": "mcp",
@@ -310,6 +316,7 @@ def oracle_verdicts(
         port=0,
         path=executed["route"],
         upstream=request.alias,
+        query=(("action", executed["action"]),) if executed.get("action") is not None else (),
     )
     if endpoint == "llm":
         model = executed["model_resolved"]

@@ -4,8 +4,8 @@ They draw from a small vocabulary around the corpus policy's rules (``/api/admin
 ``gpt-5``, ``delete_*``, DELETE/PUT/PATCH) so that a reading difference, where there is
 one, changes the decision, and spell it in every way a reader may treat differently:
 percent-encodings (upper and lower hex, of letters and of ``/``), dot and empty segments,
-``;`` parameters, case; method-override headers; duplicate and case-colliding JSON keys at
-the top and in ``params``; JSON-RPC batches of mixed methods.
+``;`` parameters, case; query strings; method-override headers; duplicate and
+case-colliding JSON keys at the top and in ``params``; JSON-RPC batches of mixed methods.
 """
 
 from __future__ import annotations
@@ -70,6 +70,45 @@ def path_requests(draw: st.DrawFn) -> Request:
     body = b"{}" if method == "POST" else b""
     return Request(
         f"{draw(upstreams)}-api", method, draw(api_paths()), body, proxy=draw(st.booleans())
+    )
+
+
+# ---------------------------------------------------------------------- query strings
+
+_QUERY_NAMES = ("action",) * 6 + ("Action", "ACTION", "action[]", "%61ction", "x", "q")
+_QUERY_VALUES = (
+    "delete",
+    "purge",
+    "list",
+    "%64elete",
+    "DEL%45TE",
+    "del%2565te",
+    "de+lete",
+    "delete%20",
+    "",
+)
+_QUERY_SEPARATORS = ("&",) * 10 + (";", "&&")
+
+
+@st.composite
+def query_requests(draw: st.DrawFn) -> Request:
+    """``/api/items`` with a query of up to four pairs around the ``action`` parameter the
+    policy reads (deny ``delete`` and ``purge``): encoded, repeated, in other cases and
+    array forms, split by ``;`` or empty pairs."""
+    pairs = draw(
+        st.lists(
+            st.tuples(st.sampled_from(_QUERY_NAMES), st.sampled_from(_QUERY_VALUES)),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    query = ""
+    for i, (name, value) in enumerate(pairs):
+        if i:
+            query += draw(st.sampled_from(_QUERY_SEPARATORS))
+        query += name if draw(st.integers(0, 9)) == 0 and not value else f"{name}={value}"
+    return Request(
+        f"{draw(upstreams)}-api", "GET", "/api/items?" + query, proxy=draw(st.booleans())
     )
 
 

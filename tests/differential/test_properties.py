@@ -39,6 +39,12 @@ def test_paths(bed: Bed, request: Request) -> None:
 
 
 @BOUNDED
+@given(request=strategies.query_requests())
+def test_query_strings(bed: Bed, request: Request) -> None:
+    _agree(bed, request)
+
+
+@BOUNDED
 @given(request=strategies.override_requests())
 def test_method_override_headers(bed: Bed, request: Request) -> None:
     _agree(bed, request)

@@ -111,3 +111,17 @@ def test_python_readers_match_keys_exactly(bed: Bed, upstream: str, wins: str) -
     # the lenient router: ';' parameters and a trailing slash dropped, dot segments kept
     assert read(bed, upstream, "api", "GET", "/api/admin;x/y/")["route"] == "/api/admin/y"
     assert read(bed, upstream, "api", "GET", "/api/x/../admin")["route"] == "/api/x/../admin"
+
+
+@pytest.mark.parametrize(
+    ("upstream", "wins"), [("go", "first"), ("py", "last"), ("pyfirst", "first")]
+)
+def test_readers_read_the_query_and_forwarded_prefix(bed: Bed, upstream: str, wins: str) -> None:
+    assert read(bed, upstream, "api", "GET", "/api/items?action=%64elete")["action"] == "delete"
+    repeated = read(bed, upstream, "api", "GET", "/api/items?action=list&action=delete")
+    assert repeated["action"] == {"first": "list", "last": "delete"}[wins]
+    assert read(bed, upstream, "api", "GET", "/api/items?x=a+b")["action"] is None
+    prefixed = read(
+        bed, upstream, "api", "GET", "/x", headers=(("X-Forwarded-Prefix", "/api/admin/"),)
+    )
+    assert prefixed["route"] == "/api/admin/x"

@@ -214,6 +214,25 @@ def test_policy_warning_is_an_admission_warning(
     assert "Warning: spec.selector: empty selector" in res.stderr
 
 
+def test_flow_values_action_through_the_apiserver(
+    kube: ControlPlane, kube_namespace: str, operator_running: OperatorUnderTest
+) -> None:
+    """The CRD schema and the webhook admit ``deny-untrusted-values``; a misspelt action
+    is refused with the field path."""
+    rule = {
+        "name": "inbox-values",
+        "sources": [{"mcpServers": ["mail"], "mcpTools": ["read_email"]}],
+        "sinks": [{"mcpServers": ["mail"], "mcpTools": ["send_email"]}],
+        "action": "deny-untrusted-values",
+    }
+    res = apply(kube, policy(kube_namespace, "mail-values", {"flows": [rule]}))
+    assert res.returncode == 0, res.stderr
+    bad = policy(kube_namespace, "mail-typo", {"flows": [{**rule, "action": "deny-values"}]})
+    res = apply(kube, bad)
+    assert res.returncode != 0
+    assert "spec.flows[0].action" in res.stderr
+
+
 def test_valid_policy_gets_ready_status_and_config_map(
     kube: ControlPlane, governed_ns: str
 ) -> None:

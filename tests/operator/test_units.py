@@ -166,6 +166,34 @@ def test_validate_object_warnings_and_metadata_only_updates() -> None:
     assert webhooks.validate_object(bad, bad, "UPDATE", []) == "valid"
 
 
+def test_validate_object_flow_values_action() -> None:
+    """``spec.flows[].action: deny-untrusted-values`` is admitted; an unknown action is
+    refused naming the field; ``anyToolResult`` with it is an admission warning."""
+    rule = {
+        "name": "inbox-values",
+        "sources": [{"mcpServers": ["mail"], "mcpTools": ["read_email"]}],
+        "sinks": [{"mcpServers": ["mail"], "mcpTools": ["send_email"]}],
+        "action": "deny-untrusted-values",
+    }
+    selector = {"matchLabels": {"app": "mail"}}
+    warnings: list[str] = []
+    spec = {"selector": selector, "flows": [rule]}
+    assert webhooks.validate_object(_policy(spec), None, "CREATE", warnings) == "valid"
+    assert warnings == []
+    wide = {**rule, "sources": [{"anyToolResult": True}]}
+    spec = {"selector": selector, "flows": [wide]}
+    assert webhooks.validate_object(_policy(spec), None, "CREATE", warnings) == "valid"
+    assert any(w.startswith("spec.flows[0].sources[0].anyToolResult") for w in warnings)
+    with pytest.raises(webhooks.Denied) as e:
+        webhooks.validate_object(
+            _policy({"selector": selector, "flows": [{**rule, "action": "deny-values"}]}),
+            None,
+            "CREATE",
+            [],
+        )
+    assert "spec.flows[0].action" in str(e.value)
+
+
 def test_pool_status() -> None:
     pool = {
         "apiVersion": "haltgate.dev/v1alpha1",

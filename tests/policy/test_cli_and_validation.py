@@ -88,6 +88,32 @@ def run(*args: str) -> Any:
 
 
 class TestPolicyTestCommand:
+    def test_http_rule_reads_the_query(self, tmp_path: Path) -> None:
+        rule = {
+            "name": "no-delete-action",
+            "action": "deny",
+            "kind": "http",
+            "arguments": [{"path": "$.query.action", "equals": "delete"}],
+        }
+        request = {"request": {"kind": "http", "method": "GET", "host": "api", "path": "/x"}}
+        doc = policy_doc(rego=None, rules=[rule])
+        doc["spec"]["tools"]["default"] = "allow"
+        pol, req = write(
+            tmp_path,
+            doc,
+            {**request, "request": {**request["request"], "query": {"action": ["delete"]}}},
+        )
+        r = run(pol, "--input", req, "--expect", "deny")
+        assert r.exit_code == 0, r.output
+        assert "no-delete-action" in r.output
+        pol, req = write(
+            tmp_path,
+            doc,
+            {**request, "request": {**request["request"], "query": {"action": "delete"}}},
+        )
+        r = CliRunner().invoke(main, ["policy", "test", pol, "--input", req])
+        assert r.exit_code == 2 and "request.query" in r.output
+
     def test_allow_through_both_stages(self, tmp_path: Path, opa_binary: Path) -> None:
         pol, req = write(tmp_path, policy_doc(), LLM_REQUEST)
         r = run(pol, "--input", req, "--opa", str(opa_binary), "--expect", "allow")

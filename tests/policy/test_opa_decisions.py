@@ -197,3 +197,16 @@ def test_evaluator_rejects_bad_urls(url: str) -> None:
 
     with pytest.raises(ValueError, match="OPA url"):
         OPAEvaluator(OPA(rego="package x"), "package x", url=url)
+
+
+def test_query_in_the_input_keeps_every_value() -> None:
+    call = CallView(
+        kind=RequestKind.HTTP,
+        method="GET",
+        scheme="https",
+        host="h",
+        port=443,
+        path="/items",
+        query=(("action", "list"), ("tag", "a"), ("action", "delete")),
+    )
+    assert build_input(call)["request"]["query"] == {"action": ["list", "delete"], "tag": ["a"]}

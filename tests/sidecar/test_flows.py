@@ -253,6 +253,20 @@ async def test_approval_lets_exactly_the_approved_call_pass_once(
     assert (await post_item(sc, {"addresses": ["1 Elm St"]}))[0] == 201
     assert (await post_item(sc, {"addresses": ["1 Elm St"]}))[0] == 403
     assert posts(standins) == 1
+    # The audit names rule, source and sink of each refusal, and the approved call names
+    # its approval and who granted it (no payload).
+    stages = [
+        s
+        for r in sc.audit.records
+        if r.replay is not None
+        for s in r.replay["stages"]
+        if s["stage"] == "flows"
+    ]
+    assert {s["result"] for s in stages} == {"deny", "approved"}
+    approved = [s for s in stages if s["result"] == "approved"]
+    assert approved[0]["approval"] == approval and approved[0]["approved_by"] == "alice"
+    assert approved[0]["source"] == "GET api" and approved[0]["sink"] == "POST api"
+    assert all("Elm" not in str(s) for s in stages)
 
 
 async def test_window_scope_reopens_sinks_after_its_calls(

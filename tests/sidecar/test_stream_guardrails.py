@@ -150,3 +150,107 @@ async def test_oversized_prompt_scan_error_is_a_fail_open_event(
         dict(f) for f in outcome.findings
     ]
     assert await _metric(sc.metrics, "haltgate_fail_open_total", control="guardrails") >= 1
+
+
+async def test_model_stage_scans_stream_events_off_the_event_loop(
+    sidecar_factory: SidecarFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guardrails model stage (a forward pass per text) runs on its own thread for
+    stream events too, as it does for whole bodies: the event loop keeps serving."""
+    import threading
+
+    from haltgate.governance.guardrails import engine
+
+    real = engine._shared_model_scorer()
+    scored: list[tuple[str, str]] = []
+
+    def noting_scorer(text: str) -> float:
+        scored.append((text, threading.current_thread().name))
+        return real(text)
+
+    monkeypatch.setattr(engine, "_shared_model_scorer", lambda: noting_scorer)
+    sc = await sidecar_factory(
+        {
+            "spec": {
+                "guardrails": {
+                    "promptInjection": {
+                        "enabled": True,
+                        "model": True,
+                        "direction": "response",
+                        "action": "block",
+                    }
+                }
+            }
+        }
+    )
+    answer = "The quarterly planning office handles the garden schedule for everyone."
+    raw = await _stream(sc.explicit + "/llm/v1/chat/completions", answer)
+    text = "".join(
+        e["choices"][0]["delta"].get("content") or ""
+        for e in _events(raw)
+        if isinstance(e, dict) and e.get("choices")
+    )
+    assert text == answer
+    streamed = [thread for scanned, thread in scored if "planning" in scanned]
+    assert streamed, f"the model stage did not scan the stream: {scored}"
+    assert all(t.startswith("haltgate-guard-model") for t in streamed), streamed
+
+
+def _model_policy(direction: str, budget_ms: int, fail_mode: str) -> dict[str, Any]:
+    return {
+        "spec": {
+            "guardrails": {
+                "failMode": fail_mode,
+                "promptInjection": {
+                    "enabled": True,
+                    "model": True,
+                    "modelBudgetMs": budget_ms,
+                    "direction": direction,
+                    "action": "block",
+                },
+            }
+        }
+    }
+
+
+LONG_ANSWER = " ".join(
+    f"Paragraph {n} explains how the garden team schedules its quarterly planning work."
+    for n in range(12)
+)
+
+
+async def test_model_time_budget_cuts_a_stream_when_fail_closed(
+    sidecar_factory: SidecarFactory,
+) -> None:
+    """Once a call's model time (modelBudgetMs) is spent, its next text is not scored:
+    failMode closed ends the stream with a typed error instead of holding the model
+    thread for the whole answer."""
+    roomy = await sidecar_factory(_model_policy("response", 600_000, "closed"))
+    raw = await _stream(roomy.explicit + "/llm/v1/chat/completions", LONG_ANSWER)
+    assert b"event: error" not in raw  # the same answer within its budget: relayed whole
+    sc = await sidecar_factory(_model_policy("response", 1, "closed"))
+    raw = await _stream(sc.explicit + "/llm/v1/chat/completions", LONG_ANSWER)
+    assert b"event: error" in raw, raw[-300:]
+    error = orjson.loads(raw.rsplit(b"data: ", 1)[1])["error"]
+    assert (error["type"], error["code"]) == ("SAFETY", "guardrail_error"), error
+    outcome = await _outcome(sc)
+    assert (outcome.decision, outcome.code) == ("deny", "guardrail_error")
+
+
+async def test_model_time_budget_passes_fail_open_and_counts_it(
+    sidecar_factory: SidecarFactory,
+) -> None:
+    sc = await sidecar_factory(_model_policy("both", 1, "open"))
+    raw = await _stream(sc.explicit + "/llm/v1/chat/completions", LONG_ANSWER)
+    text = "".join(
+        e["choices"][0]["delta"].get("content") or ""
+        for e in _events(raw)
+        if isinstance(e, dict) and e.get("choices")
+    )
+    assert text == LONG_ANSWER
+    outcome = await _outcome(sc)
+    assert {
+        "detector": "prompt_injection",
+        "action": "fail_open",
+        "error": "ModelBudgetExceeded",
+    } in [dict(f) for f in outcome.findings], outcome.findings

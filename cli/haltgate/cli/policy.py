@@ -90,6 +90,13 @@ def _call_from_input(doc: Mapping[str, Any]) -> CallView:
         raise click.UsageError("input: 'tools' must be a list of objects with a 'name'")
     host = str(req.get("host", ""))
     scheme = str(req.get("scheme", "https"))
+    query = req.get("query") or {}
+    if not isinstance(query, Mapping) or not all(
+        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in query.values()
+    ):
+        raise click.UsageError(
+            "input: request.query must be an object of lists of strings ({name: [values]})"
+        )
     return CallView(
         kind=kind_value,
         method=str(req.get("method", "POST")),
@@ -108,6 +115,7 @@ def _call_from_input(doc: Mapping[str, Any]) -> CallView:
         agent=AgentIdentity(
             **{k: str(agent.get(k, "")) for k in ("namespace", "workload", "pod", "run_id")}
         ),
+        query=tuple((str(name), value) for name, values in query.items() for value in values),
     )
 
 

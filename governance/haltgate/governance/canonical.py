@@ -17,9 +17,16 @@ is refused with a typed 400:
 A trailing ``/`` stays (every parser reads it the same way); path rules treat it (and case)
 leniently where that can only refuse more, see :mod:`haltgate.governance.tools`.
 
-Headers and parameters that change what the upstream does with a request
-(``X-HTTP-Method-Override`` and the like, ``_method``) are refused
-(``meaning_override``): haltgate decides on the method and path it sees.
+Headers and parameters that change what the upstream does with a request are refused
+(``meaning_override``): haltgate decides on the method, host and path it sees. Those are
+method overrides (``X-HTTP-Method-Override`` and the like, ``_method``), URL rewrites
+(``X-Original-URL``, ``X-Rewrite-URL``) and the forwarding headers that frameworks and
+gateways honour to rebuild the request's URL (``X-Forwarded-Prefix``, ``-Path``, ``-Uri``,
+``-Host``, ``-Proto``, ``Forwarded``...: Spring's ForwardedHeaderFilter, Werkzeug's
+ProxyFix, Django, Traefik and Envoy route or match security rules on what they name).
+Refused, not stripped: a stripped header silently sends another request than the agent
+made, and the agent could not tell; a refusal names the header and the agent can send the
+request as what it is. An agent's HTTP client never needs them (they are a proxy's to set).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl
 
+from haltgate.governance.canonical_query import loose_name
 from haltgate.governance.errors import BadRequestError
 
 __all__ = [
@@ -53,14 +61,33 @@ _DOUBLE = re.compile(r"%25[0-9A-Fa-f]{2}")
 _REFUSED_ESCAPES: Final = {"2F": "an encoded '/' (%2F)", "5C": "an encoded '\\' (%5C)"}
 
 MEANING_HEADERS: Final = (
+    # the method
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
     "x-original-method",
+    # the path
     "x-original-url",
     "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-prefix",
+    "x-forwarded-path",
+    "x-forwarded-uri",
+    "x-envoy-original-path",
+    # the host, scheme and port (virtual hosts, tenant routing, scheme-based rules)
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-host",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-ssl",
+    "x-url-scheme",
+    "front-end-https",
+    "forwarded",
 )
-"""Request headers some servers and frameworks honour to change the method or the path."""
+"""Request headers some servers and frameworks honour to change the method, the path, the
+host or the scheme of the request they execute."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +193,11 @@ def check_meaning_overrides(
     for name in MEANING_HEADERS:
         if name in headers:
             raise BadRequestError(
-                f"header {name!r} would make the upstream read another method or path; "
+                f"header {name!r} would make the upstream read another method, path or host; "
                 "send the request as what it is",
                 code=CODE_MEANING_OVERRIDE,
             )
-    if "_method" in query.lower() or "%5f" in query.lower():
+    if "method" in query.lower():
         _refuse_method_param(query, "query parameter")
     if body and content_type.startswith(_FORM) and b"method" in body.lower():
         _refuse_method_param(body.decode("latin-1"), "form field")
@@ -178,7 +205,7 @@ def check_meaning_overrides(
 
 def _refuse_method_param(encoded: str, where: str) -> None:
     for key, _ in parse_qsl(encoded, keep_blank_values=True):
-        if key.strip().lower() == "_method":
+        if loose_name(key) == "_method":
             raise BadRequestError(
                 f"{where} '_method' would make the upstream read another method",
                 code=CODE_MEANING_OVERRIDE,

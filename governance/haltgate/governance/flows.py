@@ -3,14 +3,22 @@
 A flow rule names untrusted *sources* and sensitive *sinks*, both tool calls (plain HTTP
 calls of any method, MCP ``tools/call`` and ``resources/read``; LLM calls are neither).
 Once the run has received an answer from a source, the run is *tainted* for that rule, and
-every later call to one of its sinks is refused with ``flow_denied`` (failure ``SAFETY``),
-whatever its content: the rule is about where data came from, so an instruction phrased as
-an ordinary request, which no detector flags, is stopped as well.
+a later call to one of its sinks is, by the rule's ``action`` (failure ``SAFETY``):
 
-A taint lasts for the run (``scope: run``): an operator reset starts a new run id, and a
-:class:`FlowTaint` bound to another run id forgets what it held. With a state file the
-taint survives a sidecar restart (written atomically when a rule is first tainted, which
-happens at most once per rule and run).
+- ``deny``: refused with ``flow_denied``, whatever its content;
+- ``approval``: refused with ``flow_approval_required`` and an approval id until an
+  operator approves that exact call (it then passes once);
+- ``deny-untrusted-values``: refused with ``flow_untrusted_value`` when one of its
+  arguments carries a value that appeared in the untrusted content (an address, a URL, a
+  host, a long number, an id, a quoted phrase: :mod:`.flow_values`), naming the argument,
+  never the value; other calls go on.
+
+The rule is about where data came from, so an instruction phrased as an ordinary request,
+which no detector flags, is stopped as well.
+
+A taint lasts for the run (``scope: run``) or a window of calls (``scope: calls``); the
+run's state is a :class:`~haltgate.governance.flow_taint.FlowTaint`, which survives a
+restart.
 
 Matching: every matcher an endpoint sets must match (an empty list matches anything);
 ``anyToolResult`` matches every tool call. Globs are those of ``spec.tools``
@@ -20,15 +28,12 @@ Matching: every matcher an endpoint sets must match (an empty list matches anyth
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from haltgate.governance.flow_taint import FlowTaint
 from haltgate.governance.glob_match import compile_glob
 from haltgate.governance.policy import GovernancePolicySpec
 from haltgate.governance.policy_base import RequestKind
@@ -39,30 +44,28 @@ __all__ = [
     "APPROVAL_HEADER",
     "CODE_FLOW_APPROVAL_REQUIRED",
     "CODE_FLOW_DENIED",
+    "CODE_FLOW_UNTRUSTED_VALUE",
     "FlowPolicy",
     "FlowRefusal",
-    "FlowTaint",
     "approval_id",
     "describe",
     "flow_problems",
+    "flow_warnings",
 ]
-
-log = logging.getLogger(__name__)
 
 CODE_FLOW_DENIED: Final = "flow_denied"
 """A sink of a flow rule was called after the run took in content from its source."""
 CODE_FLOW_APPROVAL_REQUIRED: Final = "flow_approval_required"
 """As ``flow_denied``, for a rule with ``action: approval``: an operator may approve the
 call (its approval id), after which the identical call passes once."""
+CODE_FLOW_UNTRUSTED_VALUE: Final = "flow_untrusted_value"
+"""A sink call of a rule with ``action: deny-untrusted-values`` carried a value that an
+untrusted answer of the run carried (or the run's values are unknown: fail closed)."""
 APPROVAL_HEADER: Final = "x-haltgate-approval"
 """Response header of a ``flow_approval_required`` refusal: the call's approval id."""
 
 _MCP_SOURCE_METHODS: Final = frozenset({"tools/call", "resources/read"})
-_TAINT_VERSION: Final = 1
-_MAX_PENDING: Final = 256
-"""Approval ids kept waiting per run (a bound on the state file; past it, refusals still
-name their id but it cannot be approved until a reset)."""
-_UNREADABLE: Final = "an unknown source (the saved flow taint could not be read)"
+DENY_UNTRUSTED_VALUES: Final = "deny-untrusted-values"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,25 +150,70 @@ def approval_id(run_id: str, view: CallView, fingerprint: str) -> str:
 @dataclass(frozen=True, slots=True)
 class FlowRefusal:
     """Why a sink call is refused: the rule, the source that tainted the run, the sink;
-    ``approval``: the call's approval id when the rule lets an operator approve it."""
+    ``approval``: the call's approval id when the rule lets an operator approve it;
+    ``argument``: the path of the argument that carried an untrusted value (never the
+    value); ``unknown``: why the run's values are unknown (both for
+    ``deny-untrusted-values`` rules only)."""
 
     rule: str
     source: str
     sink: str
     approval: str | None = None
+    argument: str | None = None
+    unknown: str | None = None
+    approved_by: str | None = None
+    """The operator who approved the call (when it passes on an approval)."""
 
     @property
     def code(self) -> str:
+        if self.argument is not None or self.unknown is not None:
+            return CODE_FLOW_UNTRUSTED_VALUE
         return CODE_FLOW_DENIED if self.approval is None else CODE_FLOW_APPROVAL_REQUIRED
 
     @property
     def message(self) -> str:
         head = f"flow rule {self.rule!r}: this run took in content from {self.source}, so "
+        if self.argument is not None:
+            return head + (
+                f"this call to {self.sink} is refused: its argument {self.argument} carries "
+                "a value that appeared in that content"
+            )
+        if self.unknown is not None:
+            return head + (
+                f"calls to {self.sink} are refused until an operator reset: {self.unknown}, "
+                "so the values it carried are unknown"
+            )
         if self.approval is None:
             return head + f"calls to {self.sink} are refused until an operator reset"
         return head + (
             f"this call to {self.sink} needs an operator's approval (approval id {self.approval})"
         )
+
+    def audit(self, result: str = "deny") -> dict[str, Any]:
+        """The ``flows`` stage of the call's audit record: rule, source, sink, code and
+        the argument path or approval id (no payload: names only)."""
+        doc: dict[str, Any] = {
+            "stage": "flows",
+            "rule": self.rule,
+            "source": self.source,
+            "sink": self.sink,
+            "result": result,
+        }
+        if result == "deny":
+            doc["code"] = self.code
+        for key in ("approval", "argument", "unknown", "approved_by"):
+            if (value := getattr(self, key)) is not None:
+                doc[key] = value
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    sources: tuple[_Endpoint, ...]
+    sinks: tuple[_Endpoint, ...]
+    action: str
+    window: int | None
 
 
 class FlowPolicy:
@@ -173,15 +221,19 @@ class FlowPolicy:
 
     def __init__(self, rules: Iterable[FlowRule]) -> None:
         self.rules = tuple(
-            (
+            _Rule(
                 r.name,
                 tuple(_Endpoint.compile(s) for s in r.sources),
                 tuple(_Endpoint.compile(s) for s in r.sinks),
-                r.action == "approval",
+                r.action,
                 r.window_calls if r.scope == "calls" else None,
             )
             for r in rules
         )
+        self.value_rules = frozenset(
+            r.name for r in self.rules if r.action == DENY_UNTRUSTED_VALUES
+        )
+        """Rules whose sources' answers are read for values."""
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -190,206 +242,59 @@ class FlowPolicy:
         """Names of the rules this call is an untrusted source of."""
         if not _is_tool_call(view, source=True):
             return []
-        return [
-            name for name, sources, _, _, _ in self.rules if any(s.matches(view) for s in sources)
-        ]
+        return [r.name for r in self.rules if any(s.matches(view) for s in r.sources)]
 
     def check(
-        self, view: CallView, taint: FlowTaint, fingerprint: Callable[[], str] = lambda: ""
-    ) -> FlowRefusal | None:
-        """The refusal of a sink call of a tainted run (``None``: the call may go).
+        self,
+        view: CallView,
+        taint: FlowTaint,
+        fingerprint: Callable[[], str] = lambda: "",
+        arguments: Callable[[], Iterable[tuple[str, str]]] = lambda: (),
+    ) -> tuple[FlowRefusal | None, FlowRefusal | None]:
+        """``(refusal, approved)`` for a call: the refusal of a sink call of a tainted run
+        (``None``: the call may go), and the approval it used, if any (for the audit).
 
-        A ``deny`` rule refuses first; else an ``approval`` rule refuses with the call's
-        approval id unless an operator approved it (the approval is then used up).
-        ``fingerprint``: the call's identity (target and content), asked only when an
-        approval rule applies."""
+        ``deny`` and ``deny-untrusted-values`` rules refuse first; else an ``approval``
+        rule refuses with the call's approval id unless an operator approved it (the
+        approval is then used up). ``fingerprint``: the call's identity (target and
+        content), asked only when an approval rule applies; ``arguments``: the call's
+        ``(argument path, value)`` pairs, asked only when a values rule applies."""
         pending: FlowRefusal | None = None
         sink_kind: bool | None = None
-        for name, _, sinks, approval, window in self.rules:
-            source = taint.source_of(name, window)
+        candidates: list[tuple[str, str]] | None = None
+        for rule in self.rules:
+            source = taint.source_of(rule.name, rule.window)
             if source is None:
                 continue
             if sink_kind is None:
                 sink_kind = _is_tool_call(view, source=False)
-            if not sink_kind or not any(s.matches(view) for s in sinks):
+            if not sink_kind or not any(s.matches(view) for s in rule.sinks):
                 continue
-            if not approval:
-                return FlowRefusal(name, source, describe(view))
+            if rule.action == "deny":
+                return FlowRefusal(rule.name, source, describe(view)), None
+            if rule.action == DENY_UNTRUSTED_VALUES:
+                unknown = taint.values_unknown(rule.name)
+                if unknown is not None:
+                    return FlowRefusal(rule.name, source, describe(view), unknown=unknown), None
+                if candidates is None:
+                    candidates = list(arguments())
+                argument = taint.carried(rule.name, candidates)
+                if argument is not None:
+                    return FlowRefusal(rule.name, source, describe(view), argument=argument), None
+                continue
             if pending is None:
                 pending = FlowRefusal(
-                    name,
+                    rule.name,
                     source,
                     describe(view),
                     approval_id(taint.run_id or "", view, fingerprint()),
                 )
         if pending is not None and pending.approval is not None:
-            if taint.use_approval(pending.approval):
-                return None
+            actor = taint.use_approval(pending.approval)
+            if actor is not None:
+                return None, replace(pending, approved_by=actor)
             taint.ask_approval(pending.approval)
-        return pending
-
-
-class FlowTaint:
-    """Which flow rules the current run is tainted for, and by what source.
-
-    Bound to a run id: asked about another run (after a reset), it starts empty. With a
-    ``path`` it is kept in a JSON file (written atomically) and read back at start."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path
-        self.run_id: str | None = None
-        self.sources: dict[str, str] = {}
-        self.calls = 0
-        """Governed calls of this run seen by :meth:`tick` (windows count them)."""
-        self.tainted_at: dict[str, int] = {}
-        """Per rule, ``calls`` when its source last answered (``scope: calls``)."""
-        self.pending: set[str] = set()
-        """Approval ids refused and waiting for an operator (this run)."""
-        self.approved: set[str] = set()
-        """Approval ids an operator approved and the agent has not used yet."""
-        self.unreadable = False
-        """The state file could not be read: the run counts as tainted for every rule
-        until an operator reset starts a new run."""
-        if path is not None:
-            self._load(path)
-
-    def bind(self, run_id: str) -> None:
-        """Follow the current run: a new run id clears the taint (scope: run)."""
-        if run_id == self.run_id:
-            return
-        if self.run_id is None and self.unreadable:
-            self.run_id = run_id  # the run the unreadable file belonged to: still tainted
-            return
-        had = bool(self.sources or self.pending or self.approved) or self.unreadable
-        self.run_id = run_id
-        self.sources, self.tainted_at, self.calls = {}, {}, 0
-        self.pending, self.approved = set(), set()
-        self.unreadable = False
-        if had:
-            log.info("flow taint cleared: new run %s", run_id)
-            self._save()
-
-    def tick(self) -> None:
-        """One more governed call in this run (in memory: a restart resumes from the last
-        taint, so windows only get longer)."""
-        self.calls += 1
-
-    def source_of(self, rule: str, window: int | None = None) -> str | None:
-        """The source that tainted the run for ``rule`` (``None``: not tainted, or its
-        window of ``window`` calls after the last untrusted answer has passed)."""
-        if self.unreadable:  # fail closed: every rule counts as tainted
-            return self.sources.get(rule, _UNREADABLE)
-        source = self.sources.get(rule)
-        if (
-            source is not None
-            and window is not None
-            and self.calls - self.tainted_at.get(rule, self.calls) > window
-        ):
-            return None
-        return source
-
-    def taint(self, rules: Iterable[str], source: str) -> bool:
-        """Record that the run took in content from ``source`` (the first source per rule
-        is named; a window restarts). True when something changed."""
-        changed = False
-        for rule in rules:
-            if rule not in self.sources:
-                self.sources[rule] = source
-                changed = True
-            if self.tainted_at.get(rule) != self.calls:
-                self.tainted_at[rule] = self.calls
-                changed = True
-        if changed:
-            self._save()
-        return changed
-
-    def ask_approval(self, approval: str) -> None:
-        """Remember a refused call's approval id (only those can be approved)."""
-        if approval not in self.pending and len(self.pending) < _MAX_PENDING:
-            self.pending.add(approval)
-            self._save()
-
-    def approve(self, approval: str) -> bool:
-        """An operator approves one refused call; False: no such pending approval."""
-        if approval not in self.pending:
-            return False
-        self.pending.discard(approval)
-        self.approved.add(approval)
-        self._save()
-        return True
-
-    def use_approval(self, approval: str) -> bool:
-        """Let an approved call pass, once."""
-        if approval not in self.approved:
-            return False
-        self.approved.discard(approval)
-        self._save()
-        return True
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "version": _TAINT_VERSION,
-            "run_id": self.run_id,
-            "sources": dict(self.sources),
-            "tainted_at": dict(self.tainted_at),
-            "pending": sorted(self.pending),
-            "approved": sorted(self.approved),
-        }
-
-    def _load(self, path: Path) -> None:
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as e:
-            doc = None
-            log.error(
-                "flow taint file %s unreadable (%s): the run counts as tainted for "
-                "every flow rule until an operator reset",
-                path,
-                e,
-            )
-        if (
-            isinstance(doc, dict)
-            and doc.get("version") == _TAINT_VERSION
-            and isinstance(doc.get("sources"), dict)
-            and isinstance(doc.get("run_id"), str)
-        ):
-            self.run_id = doc["run_id"]
-            self.sources = {str(k): str(v) for k, v in doc["sources"].items()}
-            at = doc.get("tainted_at")
-            self.tainted_at = (
-                {str(k): int(v) for k, v in at.items() if isinstance(v, int)}
-                if isinstance(at, dict)
-                else {}
-            )
-            self.calls = max(self.tainted_at.values(), default=0)
-            self.pending = {str(a) for a in doc.get("pending") or ()}
-            self.approved = {str(a) for a in doc.get("approved") or ()}
-        else:
-            if doc is not None:
-                log.error(
-                    "flow taint file %s malformed: the run counts as tainted for "
-                    "every flow rule until an operator reset",
-                    path,
-                )
-            self.unreadable = True
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            data = json.dumps(self.snapshot(), sort_keys=True).encode()
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except OSError as e:  # the taint still holds in memory for this process
-            log.error("cannot save the flow taint to %s: %s", self.path, e)
+        return pending, None
 
 
 def flow_problems(spec: GovernancePolicySpec) -> list[tuple[str, str]]:
@@ -408,6 +313,26 @@ def flow_problems(spec: GovernancePolicySpec) -> list[tuple[str, str]]:
         for part, endpoints in (("sources", rule.sources), ("sinks", rule.sinks)):
             for j, e in enumerate(endpoints):
                 out.extend(_endpoint_problems(f"{p}.{part}[{j}]", e, sink=part == "sinks"))
+    return out
+
+
+def flow_warnings(spec: GovernancePolicySpec) -> list[tuple[str, str]]:
+    """``(field path, message)`` of ``spec.flows`` settings that are valid but likely
+    not what the author meant (admission warnings)."""
+    out: list[tuple[str, str]] = []
+    for i, rule in enumerate(spec.flows):
+        if rule.action != DENY_UNTRUSTED_VALUES:
+            continue
+        for j, source in enumerate(rule.sources):
+            if source.any_tool_result:
+                out.append(
+                    (
+                        f"spec.flows[{i}].sources[{j}].anyToolResult",
+                        "with action deny-untrusted-values every tool answer adds values, "
+                        "the sinks' own answers too (a send whose answer echoes its "
+                        "recipient closes that recipient); name the untrusted sources",
+                    )
+                )
     return out
 
 

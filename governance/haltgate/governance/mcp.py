@@ -37,6 +37,7 @@ __all__ = [
     "MethodClass",
     "canonical_uri",
     "strip_client_capabilities",
+    "template_prefix",
     "uri_glob_problem",
 ]
 
@@ -184,6 +185,8 @@ class _Rule:
     servers: re.Pattern[str] | None
     subjects: re.Pattern[str] | None
     risk: float
+    globs: tuple[str, ...] = ()
+    """The subject globs as written (empty: any subject)."""
 
     def matches_server(self, servers: Sequence[str | None]) -> bool:
         return self.servers is None or any(
@@ -200,9 +203,11 @@ def _compile(rules: Iterable[McpResourceRule | McpPromptRule]) -> tuple[_Rule, .
     out = []
     for r in rules:
         if isinstance(r, McpResourceRule):
-            subjects = compile_glob(r.uris, separator="/")
+            globs = tuple(r.uris)
+            subjects = compile_glob(globs, separator="/")
         else:
-            subjects = compile_glob(r.prompts)
+            globs = tuple(r.prompts)
+            subjects = compile_glob(globs)
         out.append(
             _Rule(
                 r.name,
@@ -210,6 +215,7 @@ def _compile(rules: Iterable[McpResourceRule | McpPromptRule]) -> tuple[_Rule, .
                 compile_glob(r.mcp_servers, ignore_case=True),
                 subjects,
                 float(r.risk),
+                globs,
             )
         )
     return tuple(out)
@@ -262,6 +268,34 @@ class _Section:
             f"{self._noun} {subject[:256]!r} matches no allow rule (default deny)",
         )
 
+    def allows_every(self, servers: Sequence[str | None], prefix: str) -> bool:
+        """Whether every subject that starts with ``prefix`` is allowed (a resource
+        template's expansions: ``prefix`` is its fixed part). Conservative: a deny rule
+        whose glob could match some such subject (its literal start and ``prefix`` agree)
+        or that has no glob rules it out; an allow rule covers it only with no glob or a
+        glob ``<literal>**`` that ``prefix`` starts with."""
+        for r in self._deny:
+            if not r.matches_server(servers):
+                continue
+            if not r.globs:
+                return False
+            for glob in r.globs:
+                fixed = _literal_start(glob)
+                if fixed.startswith(prefix) or prefix.startswith(fixed):
+                    return False
+        if self._default_allow:
+            return True
+        for r in self._allow:
+            if not r.matches_server(servers):
+                continue
+            if not r.globs:
+                return True
+            for glob in r.globs:
+                head = glob[:-2]
+                if glob.endswith("**") and _literal_start(head) == head and prefix.startswith(head):
+                    return True
+        return False
+
     def lists(self, servers: Sequence[str | None], method: str) -> AuthzResult:
         """A listing is allowed when something of this server could be allowed."""
         if self._default_allow or any(r.matches_server(servers) for r in self._allow):
@@ -273,6 +307,24 @@ class _Section:
             self._not_allowed,
             f"{method}: no {self._noun} of this server is allowed (default deny)",
         )
+
+
+def _literal_start(glob: str) -> str:
+    """The part of ``glob`` before its first wildcard."""
+    end = len(glob)
+    for wildcard in "*?":
+        at = glob.find(wildcard)
+        if at != -1:
+            end = min(end, at)
+    return glob[:end]
+
+
+def template_prefix(template: str) -> str:
+    """The fixed start of a URI template (RFC 6570: up to its first expression) in
+    canonical form; raises :class:`ValueError` when that start has no single reading
+    (then no expansion of it could be read either)."""
+    fixed = template.partition("{")[0]
+    return canonical_uri(fixed) if fixed else ""
 
 
 class McpAuthorizer:

@@ -34,6 +34,7 @@ class OPARequest(TypedDict):
     mcp_method: str | None
     stream: bool
     max_output_tokens: int | None
+    query: dict[str, list[str]]
 
 
 class OPATool(TypedDict):
@@ -85,6 +86,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _query_params(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in pairs:
+        out.setdefault(name, []).append(value)
+    return out
+
+
 def build_input(
     call: CallView,
     *,
@@ -118,6 +126,9 @@ def build_input(
             "mcp_method": call.mcp_method,
             "stream": call.stream,
             "max_output_tokens": call.max_output_tokens,
+            # The query as read once and forwarded: every value of every name, in order
+            # (Rego sees a repeated name whole; canonical_query).
+            "query": _query_params(call.query),
         },
         "tools": [
             {"name": t.name, "server": t.server, "arguments": t.arguments} for t in call.tool_calls

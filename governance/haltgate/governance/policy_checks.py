@@ -46,6 +46,21 @@ class PromptInjectionDetector(Detector):
         "settle (needs the haltgate[guard-model] extra in the sidecar image; without it the "
         "detector reports an error and failMode decides).",
     )
+    fast_model: bool = Field(
+        default=False,
+        description="Also run the character n-gram linear model (shipped in the package, "
+        "needs numpy) on every text: a fast, high-recall stage whose suspicious windows are "
+        "stacked with the patterns and read by the model stage.",
+    )
+    model_budget_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=600_000,
+        description="Model time one call may spend on its texts (request, answer, stream "
+        "events), in milliseconds; once spent, further texts of the call are not scored by "
+        "the model: the detector reports an error and failMode decides (closed: refused or "
+        "the stream cut; open: passed, counted as fail-open). Unset: no bound.",
+    )
 
 
 class Guardrails(Spec):

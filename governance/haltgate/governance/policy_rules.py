@@ -17,7 +17,8 @@ from haltgate.governance.policy_base import Action, RequestKind, Spec
 class ArgumentConstraint(Spec):
     path: str = Field(
         pattern=r"^\$(\.[A-Za-z0-9_-]+|\[[0-9]+\])*$",
-        description="JSON path into the tool arguments, e.g. $.query or $.files[0].",
+        description="JSON path into the tool arguments, e.g. $.query or $.files[0]; for "
+        "rules of kind http, a query parameter: $.query.<name>.",
     )
     equals: Any | None = Field(default=None, description="The value must equal this.")
     in_: list[Any] | None = Field(
@@ -173,15 +174,18 @@ class FlowRule(Spec):
     )
     sinks: list[FlowEndpoint] = Field(
         min_length=1,
-        description="Sensitive sinks: calls to any of them are refused (SAFETY) once the "
-        "run is tainted.",
+        description="Sensitive sinks: once the run is tainted, calls to any of them are "
+        "refused (SAFETY), held for approval or checked for untrusted values, by action.",
     )
-    action: Literal["deny", "approval"] = Field(
+    action: Literal["deny", "approval", "deny-untrusted-values"] = Field(
         default="deny",
         description="What happens to a sink call of a tainted run: 'deny' refuses it "
         "(403 flow_denied); 'approval' refuses it with an approval id (403 "
         "flow_approval_required) until an operator approves that exact call out of band "
-        "(admin API POST /flows/approve); the approved call then passes once.",
+        "(admin API POST /flows/approve); the approved call then passes once; "
+        "'deny-untrusted-values' refuses it (403 flow_untrusted_value, naming the argument) "
+        "only when one of its arguments carries a value (address, URL, host, long number, "
+        "id, quoted phrase) that appeared in the untrusted content, and lets other calls go.",
     )
     scope: Literal["run", "calls"] = Field(
         default="run",

@@ -78,6 +78,10 @@ class CallView:
     stream: bool = False
     """The client asked for a streamed (SSE) response."""
     agent: AgentIdentity = field(default_factory=AgentIdentity)
+    query: tuple[tuple[str, str], ...] = ()
+    """The query string's parameters as decoded name and value, in order: its one reading
+    (``haltgate.governance.canonical_query``); HTTP tool rules read them as arguments
+    ``$.query.<name>``."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, e.g. the ``call`` part of the OPA input document."""
@@ -99,4 +103,5 @@ class CallView:
             "max_output_tokens": self.max_output_tokens,
             "stream": self.stream,
             "agent": self.agent.as_dict(),
+            "query": [list(pair) for pair in self.query],
         }

@@ -154,6 +154,8 @@ class ArgumentCheck:
     holds: Check
     """Whether the constraint holds for a tool's arguments (path lookup and test fused)."""
     description: str
+    steps: tuple[str | int, ...] = ()
+    """The compiled JSON path the constraint reads."""
 
 
 def _fuse(steps: tuple[str | int, ...], check: Check) -> Check:
@@ -181,4 +183,4 @@ def _fuse(steps: tuple[str | int, ...], check: Check) -> Check:
 def compile_argument_check(c: ArgumentConstraint) -> ArgumentCheck:
     """Compile one ``arguments`` constraint of a tool rule."""
     steps, check, description = _compile_constraint(c)
-    return ArgumentCheck(_fuse(steps, check), description)
+    return ArgumentCheck(_fuse(steps, check), description, steps)

@@ -12,7 +12,10 @@ A rule matches a call when every matcher it sets matches (an empty list matches 
   ``haltgate.governance.llm_body.model_forms``), ``mcpServers`` (globs over the upstream
   alias, the tool call's server and the host);
 - tool matchers: ``mcpTools`` (globs over the tool name) and ``arguments`` (constraints on
-  the tool arguments, all of which must hold).
+  the tool arguments, all of which must hold). The arguments of a plain HTTP call (rules of
+  ``kind: http``) are its query parameters, ``{"query": {name: value}}``, as
+  ``haltgate.governance.canonical_query`` read them once (a parameter a rule reads is
+  never repeated nor spelled two ways); the canonical query is what is forwarded.
 
 Deny wins: if any deny rule matches, the call is denied whatever the allow rules say. Else
 the call is allowed if an allow rule matches, else ``spec.tools.default`` decides (deny
@@ -201,7 +204,7 @@ class ToolAuthorizer:
     lookup plus the argument constraints of the rules still in play.
     """
 
-    __slots__ = ("_allow", "_default_allow", "_deny", "_plans")
+    __slots__ = ("_allow", "_default_allow", "_deny", "_plans", "query_names")
 
     def __init__(self, tools: Tools) -> None:
         compiled = [_compile_rule(r) for r in tools.rules]
@@ -209,6 +212,14 @@ class ToolAuthorizer:
         self._allow: tuple[_CompiledRule, ...] = tuple(r for r in compiled if not r.deny)
         self._default_allow = tools.default is Action.ALLOW
         self._plans: dict[_PlanKey, _Plan] = {}
+        self.query_names: frozenset[str] = frozenset(
+            str(c.steps[1])
+            for r in compiled
+            if r.kind is RequestKind.HTTP
+            for c in r.constraints
+            if len(c.steps) >= 2 and c.steps[0] == "query" and isinstance(c.steps[1], str)
+        )
+        """Query parameters HTTP rules read (``$.query.<name>``): their reading is strict."""
 
     def authorize(self, call: CallView) -> AuthzResult:
         """Decide one call. Deny wins; a batch is allowed only if every tool call is."""
@@ -245,17 +256,18 @@ class ToolAuthorizer:
             self._plans[key] = plan
         if plan.fixed is not None:
             return plan.fixed
-        # Only tool calls whose candidate rules carry argument constraints get here.
-        assert tool is not None
-        arguments = tool.arguments
+        # Only tool calls (and HTTP calls) whose candidate rules carry argument constraints
+        # get here.
+        if tool is not None:
+            arguments = tool.arguments
+            what = f"tool {tool.name!r}"
+        else:
+            arguments = {"query": dict(call.query)}
+            what = _describe(call, call.path, None)
         for r in plan.deny:
             if r.failed_constraint(arguments) is None:
                 return AuthzResult(
-                    False,
-                    r.name,
-                    r.risk,
-                    CODE_TOOL_DENIED,
-                    f"tool {tool.name!r} denied by rule {r.name!r}",
+                    False, r.name, r.risk, CODE_TOOL_DENIED, f"{what} denied by rule {r.name!r}"
                 )
         best: _CompiledRule | None = None
         failed: tuple[_CompiledRule, ArgumentCheck] | None = None
@@ -278,7 +290,7 @@ class ToolAuthorizer:
                 rule.name,
                 0.0,
                 CODE_ARGUMENT_CONSTRAINT_FAILED,
-                f"tool {tool.name!r}: rule {rule.name!r} requires {constraint.description}",
+                f"{what}: rule {rule.name!r} requires {constraint.description}",
             )
         return plan.fallback
 
@@ -289,7 +301,9 @@ class ToolAuthorizer:
         server = tool.server if tool is not None else None
         name = tool.name if tool is not None else None
         what = _describe(call, path, name)
-        is_tool_call = tool is not None or call.mcp_method == MCP_TOOLS_CALL
+        # A plain HTTP call is a tool call whose arguments are its query parameters.
+        has_arguments = tool is not None or call.kind is RequestKind.HTTP
+        is_tool_call = has_arguments or call.mcp_method == MCP_TOOLS_CALL
 
         deny: list[_CompiledRule] = []
         for r in self._deny:
@@ -300,7 +314,7 @@ class ToolAuthorizer:
                 continue
             if not r.matches_tool_name(name):
                 continue
-            if r.constraints and tool is None:
+            if r.constraints and not has_arguments:
                 continue
             if not r.constraints:
                 verdict = AuthzResult(
@@ -322,7 +336,7 @@ class ToolAuthorizer:
                 if not r.matches_tool_name(name):
                     continue
                 if r.constraints:
-                    if tool is not None:
+                    if has_arguments:
                         allow.append(r)
                     continue
             # Else an LLM/HTTP call, or an MCP session message (initialize, tools/list, ...),

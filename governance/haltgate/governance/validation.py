@@ -19,11 +19,14 @@ import yaml
 from pydantic import ValidationError
 
 from haltgate.governance import apitypes
-from haltgate.governance.flows import flow_problems
+from haltgate.governance.flows import flow_problems, flow_warnings
 from haltgate.governance.mcp import uri_glob_problem
 from haltgate.governance.policy import BudgetPool, GovernancePolicy, GovernancePolicySpec
 from haltgate.governance.policy_base import GuardAction, RequestKind
 from haltgate.governance.tools import find_conflicts
+
+_QUERY_ARGUMENT = re.compile(r"^\$\.query\.[A-Za-z0-9_-]+$")
+"""The one argument path of an HTTP rule: a query parameter (see canonical_query)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +156,18 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
             add(Issue(f"{p}.mcpTools", "only valid for rules of kind mcp"))
         if rule.models and rule.kind not in (None, RequestKind.LLM):
             add(Issue(f"{p}.models", "only valid for rules of kind llm"))
+        if rule.arguments and rule.kind is RequestKind.LLM:
+            add(Issue(f"{p}.arguments", "only valid for rules of kind mcp or http"))
         for j, c in enumerate(rule.arguments):
             q = f"{p}.arguments[{j}]"
+            if rule.kind is RequestKind.HTTP and not _QUERY_ARGUMENT.match(c.path):
+                add(
+                    Issue(
+                        f"{q}.path",
+                        "the arguments of an HTTP call are its query parameters: "
+                        "use $.query.<name>",
+                    )
+                )
             set_ = [
                 n
                 for n, v in (
@@ -208,6 +221,7 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
                 add(Issue(f"{p}.allowlist[{j}]", err))
 
     issues.extend(Issue(path, message) for path, message in flow_problems(spec))
+    issues.extend(Issue(path, message, warning=True) for path, message in flow_warnings(spec))
 
     if spec.opa is not None and (spec.opa.rego is None) == (spec.opa.config_map_ref is None):
         add(Issue("spec.opa", "set exactly one of rego, configMapRef"))

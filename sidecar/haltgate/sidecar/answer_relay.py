@@ -4,8 +4,11 @@ response guardrails) or read whole, settled, filtered and scanned, then sent.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from collections.abc import Sequence
+from typing import Any, Final
 
 import aiohttp
 import orjson
@@ -17,14 +20,44 @@ from haltgate.sidecar import mcp, mcp_answers
 from haltgate.sidecar import responses as r
 from haltgate.sidecar.bodybudget import MemoryBudgetError
 from haltgate.sidecar.call import Call, overhead_ms
-from haltgate.sidecar.relay_headers import response_headers
+from haltgate.sidecar.relay_headers import forward_headers, response_headers
 from haltgate.sidecar.response_guard import ResponseGuard, lists_tools, rewrite_sse
 
 __all__ = ["AnswerRelay"]
 
+MCP_SESSION_HEADER: Final = "Mcp-Session-Id"
+
 
 class AnswerRelay(ResponseGuard):
     """Relays whole (non-SSE) answers."""
+
+    def answer_server(
+        self,
+        request: web.BaseRequest,
+        call: Call,
+        upstream: aiohttp.ClientResponse,
+        requests: Sequence[tuple[Any, str]],
+    ) -> None:
+        """Send the MCP server the refusal of the requests it sent that were dropped
+        (in the background: the agent's answer does not wait for it)."""
+        if not requests or call.target is None:
+            return
+        # Audited with the call whose answer carried them (its outcome record).
+        call.findings.extend(
+            {"detector": "mcp", "action": "server_request_refused", "type": method}
+            for _, method in requests
+        )
+        headers = forward_headers(request.headers, call)
+        session = upstream.headers.get(MCP_SESSION_HEADER)
+        if session is not None and MCP_SESSION_HEADER not in headers:
+            headers[MCP_SESSION_HEADER] = session
+        task = asyncio.create_task(
+            mcp_answers.answer_server(
+                self.session, call.target.url, headers, list(requests), call.decision_id
+            )
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def relay_through(
         self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
@@ -129,7 +162,14 @@ class AnswerRelay(ResponseGuard):
             body = mcp_answers.filter_listings(call, body, upstream.content_type, rewrite_sse)
         try:
             if classified.mcp is not None:
-                body = mcp_answers.filter_answer(call, body, upstream.content_type)
+                body = mcp_answers.filter_answer(
+                    call,
+                    body,
+                    upstream.content_type,
+                    lambda dropped: self.answer_server(request, call, upstream, dropped),
+                )
+            if call.flow_value_rules:
+                await self.record_flow_values(call, body, upstream.headers)
             # Decoded here on the loop (its bytes charged to the memory budget), scanned
             # where the guardrails run.
             plain = self.decode_response(call, body, upstream.headers)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from haltgate.governance.audit.redact import AuditScrubber
+from haltgate.governance.guardrails.model_clock import ModelClock
 from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult
@@ -70,12 +71,19 @@ class Call:
     redacted_headers: Mapping[str, Sequence[str]] | None = None
     """Header values a guardrail redacted, by lower-case name: forwarded instead."""
     held: int = 0
+    model_clock: ModelClock | None = None
+    """The model time this call may still spend (``promptInjection.modelBudgetMs``)."""
     """Body bytes this call holds of the sidecar's memory budget (given back at its end)."""
     mcp: McpCallState | None = None
     """Per-message decisions and reservations of an MCP request (``haltgate.sidecar.mcp``)."""
     intent_pending: Awaitable[None] | None = None
     """``durability: overlapped``: the intent's commit, still in flight while the call is
     forwarded; awaited before anything goes back to the agent (``None``: durable already)."""
+    flow_stage: Mapping[str, Any] | None = None
+    """The ``flows`` stage of the audit record: a flow rule refused the call or let it
+    pass on an operator's approval (rule, source, sink; no payload)."""
+    flow_value_rules: tuple[str, ...] = ()
+    """Flow rules whose values this call's answer (an untrusted source) must be read for."""
 
     @property
     def teardown(self) -> bool:

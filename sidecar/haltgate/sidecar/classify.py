@@ -46,13 +46,16 @@ class Target:
     path: str
     """Upstream path (already prefixed with the upstream's base path)."""
     query: str
-    """Raw query string without ``?`` ('' for none)."""
+    """Query string without ``?`` ('' for none): as sent until the pipeline brings it to
+    its canonical form (:mod:`haltgate.governance.canonical_query`), then that form."""
     upstream: ResolvedUpstream | None
     destination_checked: bool = False
     """The listener already verified the destination is not this pod (transparent mode)."""
     rule_path: str = ""
     """The path rules and classification read: ``path`` without ``;`` parameters when the
     policy allows them ('' : the same as ``path``)."""
+    query_pairs: tuple[tuple[str, str], ...] = ()
+    """The canonical query's decoded parameters (what rules read), set with it."""
     url: str = field(init=False, compare=False)
     """The upstream URL the call is forwarded to (computed once)."""
 
@@ -261,6 +264,7 @@ def _llm_call(
         max_output_tokens=llm_body.output_cap(obj),
         stream=stream,
         agent=agent,
+        query=target.query_pairs,
     )
     ref, images = llm_body.context_reference(obj)
     return Classified(
@@ -294,6 +298,7 @@ def _classify_mcp(method: str, target: Target, body: bytes, agent: AgentIdentity
         mcp_method=message.main_method,
         agent=agent,
         mcp_messages=tuple((e.method, e.resource, e.prompt) for e in message.elements),
+        query=target.query_pairs,
     )
     return Classified(
         view, body=obj, rpc_ids=message.request_ids, rpc_batch=message.batch, mcp=message
@@ -310,6 +315,7 @@ def _view(kind: RequestKind | None, method: str, target: Target, agent: AgentIde
         path=target.rule_path,
         upstream=target.upstream.name if target.upstream else None,
         agent=agent,
+        query=target.query_pairs,
     )
 
 

@@ -1,33 +1,43 @@
 """What MCP answers may carry to the agent: server requests the policy denies
 (``sampling/createMessage``, ``elicitation/create``) taken out of event streams and refused
-in JSON answers, listings (resources, prompts) without the entries the policy hides, and
-compressed answers that cannot be filtered refused.
+in JSON answers (and answered to the server with a JSON-RPC error, so it does not wait for
+them), listings (resources, prompts, resource templates) without the entries the policy
+hides, and compressed answers that cannot be filtered refused.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+import aiohttp
 import orjson
+from yarl import URL
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
-from haltgate.governance.mcp import McpAuthorizer, canonical_uri
+from haltgate.governance.mcp import McpAuthorizer, canonical_uri, template_prefix
 from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.mcp_messages import McpMessage
+from haltgate.sidecar.responses import jsonrpc_error_body
 
 if TYPE_CHECKING:
     from haltgate.sidecar.call import Call
     from haltgate.sidecar.sse import SSEEvent
 
 __all__ = [
+    "CODE_SERVER_REQUEST_DENIED",
     "ServerRequestFilter",
+    "answer_server",
     "encoding_refusal",
     "filter_answer",
     "filter_listings",
     "listing_ids",
+    "server_request_denied",
     "stream_filter",
 ]
+
+log = logging.getLogger("haltgate.sidecar")
 
 
 class ServerRequestFilter:
@@ -35,15 +45,19 @@ class ServerRequestFilter:
 
     :meth:`raw` filters complete events as bytes (everything else, ``id:`` lines included,
     is relayed unchanged); :meth:`wrap` puts the filter in front of the response guardrails'
-    event scan when those are on. A dropped request gets no answer from the agent: the
-    server times it out, and the agent never acts on it."""
+    event scan when those are on. The agent never sees a dropped request; the server gets
+    the refusal as the request's JSON-RPC error (:func:`answer_server`, as the client would
+    answer it: a POST to the MCP endpoint), so it does not wait for it until it times out."""
 
-    __slots__ = ("_rules", "dropped")
+    __slots__ = ("_rules", "dropped", "unanswered")
 
     def __init__(self, rules: McpAuthorizer) -> None:
         self._rules = rules
         self.dropped: list[str] = []
         """Methods of the server requests dropped so far."""
+        self.unanswered: list[tuple[Any, str]] = []
+        """(id, method) of the dropped requests whose refusal is not sent to the server yet
+        (the relay takes them, on the event loop)."""
 
     def denied(self, data: str) -> str | None:
         """The denied server request method in an event's data, if any."""
@@ -62,8 +76,16 @@ class ServerRequestFilter:
         method = msg.get("method") if isinstance(msg, dict) else None
         if isinstance(method, str) and not self._rules.server_request_allowed(method):
             self.dropped.append(method)
+            msg_id = msg.get("id")
+            if isinstance(msg_id, str | int) and not isinstance(msg_id, bool):
+                self.unanswered.append((msg_id, method))
             return method
         return None
+
+    def take_unanswered(self) -> list[tuple[Any, str]]:
+        """The (id, method) pairs to answer now (each is returned once)."""
+        ids, self.unanswered = self.unanswered, []
+        return ids
 
     def raw(self, complete: bytes) -> bytes:
         """``complete`` (whole events) without the events carrying a denied request."""
@@ -113,15 +135,29 @@ def _may_hold_requests(data: bytes) -> bool:
     return b'"method"' in data or b"\\" in data
 
 
-def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
+def filter_answer(
+    call: Call,
+    body: bytes,
+    content_type: str,
+    dropped: Callable[[list[tuple[Any, str]]], None],
+) -> bytes:
     """A whole MCP answer without the server requests the policy denies.
 
     An event stream read whole loses those events; a JSON batch those messages. A single
     JSON message that is such a request is refused (``mcp_server_request_denied``): there
-    is nothing else to send."""
+    is nothing else to send. ``dropped`` is given the (id, method) of the requests taken out
+    (to answer them to the server), before any refusal."""
     server_filter = stream_filter(call)
     if server_filter is None or not _may_hold_requests(body):
         return body
+    try:
+        return _filter_whole(server_filter, body, content_type)
+    finally:
+        if server_filter.unanswered:
+            dropped(server_filter.take_unanswered())
+
+
+def _filter_whole(server_filter: ServerRequestFilter, body: bytes, content_type: str) -> bytes:
     if content_type == "text/event-stream":
         return server_filter.raw(body)
     try:
@@ -133,19 +169,68 @@ def filter_answer(call: Call, body: bytes, content_type: str) -> bytes:
         return body if len(kept) == len(obj) else orjson.dumps(kept)
     method = server_filter.denied_message(obj)
     if method is not None:
-        raise DeniedError(
-            f"the MCP server sent a {method} request, which the policy denies",
-            code="mcp_server_request_denied",
-            failure_type=FailureType.SAFETY,
-        )
+        raise server_request_denied(method)
     return body
 
 
-_LISTINGS: Final[dict[str, str]] = {"resources/list": "resources", "prompts/list": "prompts"}
+def server_request_denied(method: str) -> DeniedError:
+    """The refusal of a server request the policy denies (to the agent and the server)."""
+    return DeniedError(
+        f"the MCP server sent a {method} request, which the policy denies",
+        code=CODE_SERVER_REQUEST_DENIED,
+        failure_type=FailureType.SAFETY,
+    )
+
+
+CODE_SERVER_REQUEST_DENIED: Final = "mcp_server_request_denied"
+_ANSWER_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
+_NOT_ANSWERED_WITH: Final = frozenset({"content-type", "accept", "last-event-id", "content-length"})
+
+
+async def answer_server(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: Mapping[str, str],
+    requests: Sequence[tuple[Any, str]],
+    decision_id: str,
+) -> None:
+    """Answer dropped server requests as the MCP client would: one JSON-RPC error per
+    request id, each POSTed to the MCP endpoint (``url``, the call's canonical target) with
+    the agent's headers for it (its session id and credentials). The refusal is the
+    sidecar's own (``mcp_server_request_denied``, SAFETY, -32003) with the decision id of
+    the call whose answer carried the request. A server that cannot be reached is logged:
+    it times the request out, as it did before."""
+    sent = {k: v for k, v in headers.items() if k.lower() not in _NOT_ANSWERED_WITH}
+    sent["Content-Type"] = "application/json"
+    sent["Accept"] = "application/json, text/event-stream"
+    for msg_id, method in requests:
+        body = jsonrpc_error_body(server_request_denied(method), decision_id, (msg_id,), False)
+        try:
+            async with session.post(
+                URL(url, encoded=True),
+                data=body,
+                headers=sent,
+                allow_redirects=False,
+                timeout=_ANSWER_TIMEOUT,
+            ) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            log.warning(
+                "could not answer a denied MCP server request (%s): %s",
+                decision_id,
+                type(e).__name__,
+            )
+
+
+_LISTINGS: Final[dict[str, str]] = {
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+    "prompts/list": "prompts",
+}
 
 
 def listing_ids(message: McpMessage) -> dict[str, str]:
-    """``repr(id)`` -> method of the resources/list and prompts/list requests."""
+    """``repr(id)`` -> method of the resource, template and prompt listing requests."""
     return {
         repr(e.msg_id): e.method for e in message.elements if e.is_request and e.method in _LISTINGS
     }
@@ -162,6 +247,16 @@ def _listed(rules: McpAuthorizer, servers: tuple[str | None, ...], method: str, 
             return rules.resources.decide(servers, canonical_uri(uri)).allowed
         except ValueError:
             return False  # the agent could not read it anyway
+    if method == "resources/templates/list":
+        # Listed only when every URI it expands to would be allowed (its fixed start
+        # decides, conservatively); reads from it are still decided one by one.
+        template = entry.get("uriTemplate")
+        if not isinstance(template, str):
+            return False
+        try:
+            return rules.resources.allows_every(servers, template_prefix(template))
+        except ValueError:
+            return False
     name = entry.get("name")
     return isinstance(name, str) and rules.prompts.decide(servers, name).allowed
 
@@ -169,7 +264,8 @@ def _listed(rules: McpAuthorizer, servers: tuple[str | None, ...], method: str, 
 def filter_listings(
     call: Call, body: bytes, content_type: str, rewrite_sse: Callable[[bytes, Any], bytes]
 ) -> bytes:
-    """resources/list and prompts/list answers without what ``spec.mcp`` would refuse,
+    """resources/list, resources/templates/list and prompts/list answers without what
+    ``spec.mcp`` would refuse,
     as ``tools/list`` answers are filtered by the tool rules: the agent does not plan with
     what it may not use."""
     classified = call.classified

@@ -228,6 +228,12 @@ class SidecarMetrics:
             "its body memory budget).",
             registry=reg,
         )
+        self.flow_value_fill = Gauge(
+            "haltgate_flow_value_filter_fill_ratio",
+            "Share of the bits set in the run's spec.flows value filter (rules with action "
+            "deny-untrusted-values); false positives are about this to the 7th power.",
+            registry=reg,
+        )
         self.body_budget_refusals = Counter(
             "haltgate_body_budget_refusals_total",
             "Calls refused because the sidecar-wide body memory budget was used up, by "

@@ -22,12 +22,14 @@ with orjson, and only for LLM and MCP calls.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from haltgate.governance.canonical import check_meaning_overrides
+from haltgate.governance.canonical_query import canonical_query
 from haltgate.governance.errors import HaltgateError, UpstreamError
 from haltgate.governance.policy_base import RequestKind
 from haltgate.sidecar import mcp_answers
@@ -63,6 +65,10 @@ class Pipeline(StreamRelay):
         try:
             if isinstance(target, HaltgateError):
                 raise target
+            if target.query:
+                # The query's one reading: what the rules read is what is forwarded.
+                query = canonical_query(target.query, call.controls.authorizer.query_names)
+                target = replace(target, query=query.forward, query_pairs=query.pairs)
             call.target = target
             call.method = request.method
             call.body = await self.read_body(request, call)
@@ -71,7 +77,7 @@ class Pipeline(StreamRelay):
             await self.check_destination(call)
             self.check_not_halted(call)
             self.authorize_tools(call)
-            self.check_flows(call)
+            self.check_flows(call, request.headers)
             await self._scan(call, self.scan_request, call, request.headers)
             await self.decide_policy(call)
             if self.pool is not None and not call.teardown:
@@ -167,20 +173,25 @@ class Pipeline(StreamRelay):
             upstream.release()
 
     def _passes_through(self, call: Call) -> bool:
-        # HTTP tools: nothing to read in the answer unless response guardrails scan it, so
-        # it is relayed as it arrives (any size, compression untouched), never buffered.
+        # HTTP tools: nothing to read in the answer unless response guardrails scan it (or
+        # a flow rule keeps its values), so it is relayed as it arrives (any size,
+        # compression untouched), never buffered.
         c = call.classified
         guardrails = call.controls.guardrails
         return (
             c is not None
             and c.view.kind is RequestKind.HTTP
             and (guardrails is None or not guardrails.active("response"))
+            and not call.flow_value_rules
         )
 
     def _must_buffer(self, call: Call) -> bool:
         # tools/list (resources/list, prompts/list) answers are rewritten (filtered), so
-        # they are read whole even as SSE.
+        # they are read whole even as SSE; so are answers of untrusted sources whose values
+        # a flow rule keeps (read before any of it reaches the agent).
         c = call.classified
+        if call.flow_value_rules:
+            return True
         return (
             c is not None
             and c.view.kind is RequestKind.MCP

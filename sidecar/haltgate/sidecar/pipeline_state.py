@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from haltgate.governance.audit import AuditSink, MemoryAuditSink
-from haltgate.governance.flows import FlowTaint
+from haltgate.governance.flow_taint import FlowTaint
 from haltgate.governance.guardrails.response_body import MAX_DECODED_BYTES
 from haltgate.governance.request import AgentIdentity
 from haltgate.sidecar.bodybudget import DEFAULT_BODY_BUDGET, BodyBudget

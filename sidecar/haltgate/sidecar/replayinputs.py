@@ -79,6 +79,12 @@ def stages_of(call: Call, err: HaltgateError | None) -> tuple[list[dict[str, Any
         # spec.mcp refused one of the messages (it runs right after the tool rules).
         stages.append({"stage": "mcp", "result": "deny"})
         return stages, "mcp"
+    if call.flow_stage is not None:
+        # spec.flows (right after the tool rules): the rule, the source that tainted the
+        # run and the sink; refused, or let through on an operator's approval.
+        stages.append(dict(call.flow_stage))
+        if call.flow_stage.get("result") == "deny":
+            return stages, "flows"
     stages.extend(_early_stage(call, err))
     if stages[-1]["result"] == "deny":
         return stages, stages[-1]["stage"]

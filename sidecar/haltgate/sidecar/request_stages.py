@@ -16,13 +16,17 @@ import orjson
 from aiohttp import web
 
 from haltgate.governance.errors import BadRequestError, DeniedError, UnavailableError
+from haltgate.governance.flow_values import ValuesUnreadable, answer_values
 from haltgate.governance.flows import APPROVAL_HEADER
 from haltgate.governance.flows import describe as describe_call
+from haltgate.governance.guardrails.model_clock import ModelClock, run_with
 from haltgate.governance.guardrails.request_meta import scan_request_meta
+from haltgate.governance.guardrails.response_body import Unscannable, decode_content
 from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar import mcp
 from haltgate.sidecar.call import Call, fingerprint_of
 from haltgate.sidecar.destinations import check_destination
+from haltgate.sidecar.flow_arguments import sink_arguments
 from haltgate.sidecar.refusals import Refusals
 
 __all__ = ["RequestStages"]
@@ -113,21 +117,31 @@ class RequestStages(Refusals):
             # Resources, prompts, completions: spec.mcp, message by message.
             call.mcp = mcp.authorize(call, call.controls.authorizer, call.controls.mcp)
 
-    def check_flows(self, call: Call) -> None:
-        """``spec.flows``: a sink call of a run that took in untrusted content is refused."""
+    def check_flows(self, call: Call, headers: Mapping[str, str]) -> None:
+        """``spec.flows``: a sink call of a run that took in untrusted content is refused
+        (or, for ``deny-untrusted-values`` rules, one that carries a value of it)."""
         flows = call.controls.flows
         if flows is None or call.teardown or call.classified is None:
             return
         self.flow_taint.bind(call.agent.run_id)
         self.flow_taint.tick()
-        refusal = flows.check(call.classified.view, self.flow_taint, lambda: fingerprint_of(call))
+        refusal, approved = flows.check(
+            call.classified.view,
+            self.flow_taint,
+            lambda: fingerprint_of(call),
+            lambda: sink_arguments(call, headers),
+        )
+        if approved is not None:
+            call.flow_stage = approved.audit("approved")
         if refusal is not None:
+            call.flow_stage = refusal.audit()
             if refusal.approval is not None:
                 call.refusal_headers = {APPROVAL_HEADER: refusal.approval}
             raise DeniedError(refusal.message, code=refusal.code, failure_type=FailureType.SAFETY)
 
     def record_flow_sources(self, call: Call) -> None:
-        """An answer from an untrusted source is about to reach the agent: taint the run."""
+        """An answer from an untrusted source is about to reach the agent: taint the run
+        (and mark the rules whose values the answer must be read for)."""
         flows = call.controls.flows
         if flows is None or call.classified is None:
             return
@@ -135,19 +149,62 @@ class RequestStages(Refusals):
         if rules := flows.sources_hit(view):
             self.flow_taint.bind(call.agent.run_id)
             self.flow_taint.taint(rules, describe_call(view))
+            call.flow_value_rules = tuple(r for r in rules if r in flows.value_rules)
+
+    async def record_flow_values(self, call: Call, body: bytes, headers: Mapping[str, str]) -> None:
+        """Keep the values of an untrusted answer (hashed), durably, before it reaches the
+        agent (the file is written on a worker thread: other calls go on meanwhile); an
+        answer that cannot be read closes the rules' sinks for the run (fail closed)."""
+        rules = call.flow_value_rules
+        assert call.classified is not None
+        source = describe_call(call.classified.view)
+        try:
+            plain = decode_content(
+                body, headers.get("Content-Encoding"), self.settings.max_decoded_response_bytes
+            )
+            if plain is not body:
+                self._hold(call, len(plain), "response")
+            values = answer_values(plain, headers.get("Content-Type"))
+        except (Unscannable, ValuesUnreadable) as e:
+            log.warning(
+                "flow rules %s: the answer of %s cannot be read for values (%s): their sinks "
+                "are closed for this run",
+                ", ".join(rules),
+                call.decision_id,
+                e,
+            )
+            self.flow_taint.values_unread(rules, source)
+            return
+        taint = self.flow_taint
+        if taint.record_values(rules, values, save=False) and taint.values is not None:
+            await asyncio.to_thread(taint.save)
+            self.metrics.flow_value_fill.set(taint.values.fill())
 
     async def _scan(self, call: Call, scan: Callable[..., _T], *args: Any) -> _T:
         """Run a guardrail stage: inline, or, when the policy turns the model stage on
         (a transformer forward pass: milliseconds to tens of them), on the model's own
         thread so the event loop keeps serving every other call meanwhile."""
+        thread = self.model_thread(call)
+        if thread is None:
+            return scan(*args)
+        return await asyncio.get_running_loop().run_in_executor(
+            thread, run_with, call.model_clock, scan, *args
+        )
+
+    def model_thread(self, call: Call) -> ThreadPoolExecutor | None:
+        """The guardrails model's own thread when the call's policy runs the model stage
+        (whole bodies and stream events alike), else ``None``: scans run inline. Scans run
+        there under the call's model clock (:func:`run_with`, ``modelBudgetMs``)."""
         injection = call.controls.spec.guardrails.prompt_injection
         if injection is None or not injection.enabled or not injection.model:
-            return scan(*args)
+            return None
+        if call.model_clock is None and injection.model_budget_ms is not None:
+            call.model_clock = ModelClock(injection.model_budget_ms / 1000)
         if self._model_thread is None:
             self._model_thread = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="haltgate-guard-model"
             )
-        return await asyncio.get_running_loop().run_in_executor(self._model_thread, scan, *args)
+        return self._model_thread
 
     def scan_request(self, call: Call, headers: Mapping[str, str] | None = None) -> None:
         """Guardrails on what the agent sends (prompts, tool arguments; URL and headers)."""

@@ -28,7 +28,7 @@ from aiohttp import web
 from haltgate.governance.audit import AuditSink, MemoryAuditSink, SpoolAuditSink
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.engine import codes
-from haltgate.governance.flows import FlowTaint
+from haltgate.governance.flow_taint import FlowTaint
 from haltgate.governance.governor import make_engine
 from haltgate.governance.policy import GovernancePolicySpec
 from haltgate.governance.policy_base import FailureType
@@ -418,6 +418,7 @@ class Sidecar:
         self.run_id = self._store_run_id(_new_run_id())
         if self.pipeline is not None:
             self.pipeline.agent = self._agent()
+            self.pipeline.metrics.flow_value_fill.set(0)  # the new run's filter is empty
         return {"reset": True, "run_id": self.run_id, "decision": decision.to_dict()}
 
     async def approve_flow(self, approval: str, actor: str) -> dict[str, Any] | None:
@@ -426,6 +427,6 @@ class Sidecar:
         if pipeline is None:
             return None
         pipeline.flow_taint.bind(self.run_id)  # an id of a run before a reset is void
-        if not pipeline.flow_taint.approve(approval):
+        if not pipeline.flow_taint.approve(approval, actor):
             return None
         return {"approved": True, "approval": approval, "actor": actor, "run_id": self.run_id}

@@ -4,14 +4,17 @@ that crosses it), scanned by the response guardrails, and bounded in memory.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import aiohttp
 from aiohttp import web
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
+from haltgate.governance.guardrails.model_clock import ModelClock, run_with
 from haltgate.governance.guardrails.response_body import StreamDecoder, Unscannable
 from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar import mcp_answers
@@ -94,6 +97,9 @@ class StreamRelay(AnswerRelay):
         if scan is not None and server_filter is not None:
             scan = server_filter.wrap(scan)
         parser = SSEParser(max_event) if scan is not None else None
+        model = self.model_thread(call) if scan is not None else None
+        """The guardrails model's thread: event scans run there when the model stage is
+        on (as whole bodies' do), so the loop is not stalled by a forward pass."""
         framer = EventFramer(max_event) if scan is None and reader is not None else None
         """A metered stream without guardrails: split into raw events, each read, checked
         and relayed as it came."""
@@ -131,7 +137,9 @@ class StreamRelay(AnswerRelay):
                         cut = event_too_large(max_event)
                         break
                     held = parser.buffered
-                    out, cut = scan_events(events, scan, reader, guard, hidden)
+                    out, cut = await scan_events(
+                        events, scan, reader, guard, hidden, model, call.model_clock
+                    )
                 elif framer is not None:
                     assert reader is not None
                     raws = framer.feed(chunk)
@@ -153,6 +161,8 @@ class StreamRelay(AnswerRelay):
                         cut = e
                 if out and server_filter is not None and parser is None:
                     out = server_filter.raw(out)  # the scan path is filtered in the scan
+                if server_filter is not None and server_filter.unanswered:
+                    self.answer_server(request, call, upstream, server_filter.take_unanswered())
                 if out:
                     # Sent even when the stream is cut after them: the agent receives
                     # every event it is charged for.
@@ -180,7 +190,9 @@ class StreamRelay(AnswerRelay):
                 elif parser is not None and parser.pending:
                     # A last event without its blank line: complete it, scan it, send it.
                     assert scan is not None
-                    out, cut = scan_events(parser.feed(b"\n\n"), scan, reader, guard, hidden)
+                    out, cut = await scan_events(
+                        parser.feed(b"\n\n"), scan, reader, guard, hidden, model, call.model_clock
+                    )
                     if out:
                         await resp.write(out)
                     if cut is not None:
@@ -198,6 +210,8 @@ class StreamRelay(AnswerRelay):
                 await resp.write_eof()
             except (ConnectionError, RuntimeError):
                 client_gone = True
+        if server_filter is not None and server_filter.unanswered:
+            self.answer_server(request, call, upstream, server_filter.take_unanswered())
         complete = cut is None and not truncated and not client_gone
         # A dialect guessed from the body shape (issue 15) without usage found: the usage is
         # unknown, so the reservation is charged (None), never an estimate of ours.
@@ -259,17 +273,22 @@ def meter_events(
     return b"".join(out), cut
 
 
-def scan_events(
+async def scan_events(
     events: Sequence[SSEEvent],
     scan: StreamScan,
     reader: UsageReader | None,
     guard: StreamGuard,
     hidden: HiddenUsage | None,
+    model: Executor | None = None,
+    clock: ModelClock | None = None,
 ) -> tuple[bytes, HaltgateError | None]:
     """Parsed events through response guardrails, one at a time (a budget cut after the
-    event that crossed it, as for :func:`meter_events`)."""
+    event that crossed it, as for :func:`meter_events`). With ``model`` (the guardrails
+    model's thread) each event is scanned there, under the call's model ``clock``; usage,
+    budget and verdicts stay here."""
     out: list[bytes] = []
     cut: HaltgateError | None = None
+    loop = asyncio.get_running_loop() if model is not None else None
     for event in events:
         shown: SSEEvent | None = event
         if reader is not None:
@@ -277,7 +296,12 @@ def scan_events(
             if hidden is not None:
                 shown = hidden.visible_event(event, obj)
             cut = guard.check(reader)
-        sent = scan.events([shown]) if shown is not None else b""
+        if shown is None:
+            sent = b""
+        elif loop is not None:
+            sent = await loop.run_in_executor(model, run_with, clock, scan.events, [shown])
+        else:
+            sent = scan.events([shown])
         blocked = scan.verdict()
         if blocked is not None:
             return b"".join(out), blocked  # nothing of the event that was blocked

@@ -1,4 +1,11 @@
-"""Response guardrails on a relayed SSE stream, one parsed event at a time."""
+"""Response guardrails on a relayed SSE stream, one parsed event at a time.
+
+:meth:`StreamScan.events` only scans: it touches nothing but its own state, so the relay
+may run it on the guardrails model's thread (when the policy turns the model stage on, a
+forward pass per text takes milliseconds) while the event loop serves every other call.
+What a scan found (findings, risk, detector failures) is applied to the call and the
+budget by :meth:`StreamScan.verdict`, on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ class StreamScan:
         "_errors",
         "_findings",
         "_g",
+        "_pending",
         "_pipeline",
         "_risk",
     )
@@ -47,6 +55,8 @@ class StreamScan:
         self._errors = 0
         self._risk = 0.0
         self._blocked_code: str | None = None
+        self._pending: list[tuple[Sequence[Any], float, Sequence[str], bool]] = []
+        """What the scans found, applied by :meth:`verdict` (on the event loop)."""
 
     def events(self, events: Sequence[SSEEvent]) -> bytes:
         """The bytes to send for ``events`` (empty once the stream is blocked)."""
@@ -68,7 +78,7 @@ class StreamScan:
                 if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
                     self._blocked_code = "guardrails_error"
                     break
-                self._pipeline._guardrail_fail_open(self._call, [f"stream:{type(e).__name__}"])
+                self._pending.append(((), 0.0, [f"stream:{type(e).__name__}"], False))
                 sent = [obj]
             for new in sent:
                 name = event.event
@@ -87,9 +97,9 @@ class StreamScan:
             if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
                 self._blocked_code = "guardrails_error"
                 return None
-            self._pipeline._guardrail_fail_open(self._call, [f"stream:{type(e).__name__}"])
+            self._pending.append(((), 0.0, [f"stream:{type(e).__name__}"], False))
             return data
-        self._note(result.findings, result.risk, result.errors, result.blocked)
+        self._pending.append((result.findings, result.risk, result.errors, result.blocked))
         if result.blocked:
             self._blocked_code = result.code or "guardrail_blocked"
             return None
@@ -109,14 +119,18 @@ class StreamScan:
                 )
             return sent
         result = self._g.scan_json(obj, "response")
-        self._note(result.findings, result.risk, result.errors, result.blocked)
+        self._pending.append((result.findings, result.risk, result.errors, result.blocked))
         if result.blocked:
             self._blocked_code = result.code or "guardrail_blocked"
             return []
         return [result.redacted_obj if result.redacted_obj is not None else obj]
 
     def verdict(self) -> HaltgateError | None:
-        """Account new findings, risk and detector failures; the refusal once blocked."""
+        """Account new findings, risk and detector failures; the refusal once blocked.
+        Runs on the event loop (it changes the call and the budget)."""
+        pending, self._pending = self._pending, []
+        for found in pending:
+            self._note(*found)
         chat = self._chat
         if chat is not None:
             new = chat.findings[self._findings :]

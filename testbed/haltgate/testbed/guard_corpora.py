@@ -31,6 +31,8 @@ Split = Literal["train", "validation", "test"]
 TRAINING_SPLITS: frozenset[str] = frozenset({"train", "validation"})
 TRAINING_MODULES: tuple[str, ...] = (
     "haltgate.governance.guardrails.training",
+    "haltgate.testbed.ngram_training",
+    "haltgate.testbed.ngram_training_data",
     "torch",
     "transformers",
 )

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from haltgate.governance.flows import FlowPolicy, FlowTaint
+from haltgate.governance.flow_taint import FlowTaint
+from haltgate.governance.flows import FlowPolicy
 from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.policy_rules import FlowRule
 from haltgate.governance.request import CallView, ToolCall
@@ -98,10 +99,10 @@ def test_every_matcher_of_an_endpoint_must_match() -> None:
     taint = FlowTaint()
     taint.bind("run-1")
     taint.taint(["r"], "mcp web tool fetch")
-    assert policy.check(http("POST", "/v1/me/send", upstream="mail"), taint) is not None
-    assert policy.check(http("POST", "/v1/me/x/send", upstream="mail"), taint) is None
-    assert policy.check(http("GET", "/v1/me/send", upstream="mail"), taint) is None
-    assert policy.check(http("POST", "/v1/me/send", upstream="web"), taint) is None
+    assert policy.check(http("POST", "/v1/me/send", upstream="mail"), taint)[0] is not None
+    assert policy.check(http("POST", "/v1/me/x/send", upstream="mail"), taint)[0] is None
+    assert policy.check(http("GET", "/v1/me/send", upstream="mail"), taint)[0] is None
+    assert policy.check(http("POST", "/v1/me/send", upstream="web"), taint)[0] is None
 
 
 def test_sinks_refused_only_after_the_source_and_only_for_that_rule() -> None:
@@ -116,17 +117,17 @@ def test_sinks_refused_only_after_the_source_and_only_for_that_rule() -> None:
     taint = FlowTaint()
     taint.bind("run-1")
     send = mcp_tool("send_mail", server="mail")
-    assert policy.check(send, taint) is None
+    assert policy.check(send, taint)[0] is None
     assert taint.taint(policy.sources_hit(http(host="a.news.example")), "GET a.news.example")
-    refusal = policy.check(send, taint)
+    refusal = policy.check(send, taint)[0]
     assert refusal is not None
     assert (refusal.rule, refusal.source, refusal.sink) == (
         "web",
         "GET a.news.example",
         "mcp mail tool send_mail",
     )
-    assert policy.check(mcp_tool("delete"), taint) is None  # 'other' is not tainted
-    assert policy.check(mcp_tool("send_mail", method="tools/list"), taint) is None
+    assert policy.check(mcp_tool("delete"), taint)[0] is None  # 'other' is not tainted
+    assert policy.check(mcp_tool("send_mail", method="tools/list"), taint)[0] is None
 
 
 def test_taint_is_per_run_and_kept_in_its_file(tmp_path: Path) -> None:
@@ -263,6 +264,17 @@ def test_valid_flows_pass() -> None:
     )
 
 
+def test_values_action_is_valid_and_any_tool_result_with_it_warns() -> None:
+    rule = {**WEB, "action": "deny-untrusted-values"}
+    assert errors([rule]) == {}
+    wide = {**rule, "sources": [{"anyToolResult": True}]}
+    result = validate_document(doc([wide]))
+    assert result.ok
+    warnings = {i.path: i.message for i in result.issues if i.warning}
+    assert "deny-untrusted-values" in warnings["spec.flows[0].sources[0].anyToolResult"]
+    assert not [i for i in validate_document(doc([rule])).issues if i.warning]
+
+
 def test_approval_rule_holds_a_call_until_approved_once(tmp_path: Path) -> None:
     policy = rules(
         {
@@ -282,22 +294,32 @@ def test_approval_rule_holds_a_call_until_approved_once(tmp_path: Path) -> None:
     taint.bind("run-1")
     taint.taint(policy.sources_hit(http(host="a.news.example")), "GET a.news.example")
     send = mcp_tool("send_mail", server="mail")
-    first = policy.check(send, taint, lambda: "fp-1")
+    first = policy.check(send, taint, lambda: "fp-1")[0]
     assert first is not None and first.code == "flow_approval_required"
     assert first.approval is not None and first.approval in first.message
     # The same call gets the same id; another call (other content) another one.
-    assert policy.check(send, taint, lambda: "fp-1") == first
-    other = policy.check(send, taint, lambda: "fp-2")
+    assert policy.check(send, taint, lambda: "fp-1")[0] == first
+    other = policy.check(send, taint, lambda: "fp-2")[0]
     assert other is not None and other.approval != first.approval
     # A deny rule wins over an approval rule.
-    fax = policy.check(mcp_tool("send_fax"), taint, lambda: "fp-1")
+    fax = policy.check(mcp_tool("send_fax"), taint, lambda: "fp-1")[0]
     assert fax is not None and fax.code == "flow_denied" and fax.approval is None
     assert not taint.approve("f" * 32)
-    assert taint.approve(first.approval)
-    restarted = FlowTaint(path)  # the approval survives a restart
+    assert taint.approve(first.approval, "alice")
+    restarted = FlowTaint(path)  # the approval (and who gave it) survives a restart
     restarted.bind("run-1")
-    assert policy.check(send, restarted, lambda: "fp-1") is None
-    assert policy.check(send, restarted, lambda: "fp-1") == first  # used up
+    refusal, approved = policy.check(send, restarted, lambda: "fp-1")
+    assert refusal is None and approved is not None
+    assert approved.audit("approved") == {
+        "stage": "flows",
+        "rule": "ask",
+        "source": "GET a.news.example",
+        "sink": "mcp mail tool send_mail",
+        "result": "approved",
+        "approval": first.approval,
+        "approved_by": "alice",
+    }
+    assert policy.check(send, restarted, lambda: "fp-1")[0] == first  # used up
     restarted.bind("run-2")
     assert not restarted.approve(first.approval)  # a reset voids pending approvals
 
@@ -319,15 +341,15 @@ def test_window_scope_closes_sinks_for_the_next_calls_only(tmp_path: Path) -> No
     taint.tick()  # call 1: the page
     taint.taint(policy.sources_hit(http(host="a.news.example")), "GET a.news.example")
     taint.tick()  # call 2
-    assert policy.check(send, taint) is not None
+    assert policy.check(send, taint)[0] is not None
     taint.tick()  # call 3: the second call after the page
-    assert policy.check(send, taint) is not None
+    assert policy.check(send, taint)[0] is not None
     assert FlowTaint(path).calls == 1  # a restart resumes from the taint (never shorter)
     taint.tick()  # call 4: the window has passed
-    assert policy.check(send, taint) is None
+    assert policy.check(send, taint)[0] is None
     taint.taint(["w"], "GET b.news.example")  # another untrusted answer restarts it
     taint.tick()
-    assert policy.check(send, taint) is not None
+    assert policy.check(send, taint)[0] is not None
 
 
 @pytest.mark.parametrize(
@@ -355,3 +377,28 @@ def test_window_must_be_positive() -> None:
         ]
     )
     assert found == {"spec.flows[0].windowCalls": "must be >= 1"}
+
+
+def test_values_rule_with_a_window_checks_only_inside_it() -> None:
+    policy = rules(
+        {
+            "name": "v",
+            "sources": [{"hosts": ["*.news.example"]}],
+            "sinks": [{"mcpTools": ["send_*"]}],
+            "action": "deny-untrusted-values",
+            "scope": "calls",
+            "windowCalls": 1,
+        }
+    )
+    taint = FlowTaint()
+    taint.bind("run-1")
+    taint.tick()
+    taint.taint(["v"], "GET a.news.example")
+    taint.record_values(["v"], {"attacker@evil.example"})
+    send = mcp_tool("send_mail")
+    carried = [("arguments.to", "attacker@evil.example")]
+    taint.tick()
+    refusal, _ = policy.check(send, taint, arguments=lambda: carried)
+    assert refusal is not None and refusal.argument == "arguments.to"
+    taint.tick()  # the window has passed: the rule no longer applies
+    assert policy.check(send, taint, arguments=lambda: carried)[0] is None

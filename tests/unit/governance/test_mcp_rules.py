@@ -130,3 +130,42 @@ def test_validation_names_the_field() -> None:
         "spec.mcp.resources.rules[1].name",
     }
     assert validate_document(policy({"mcp": {"sampling": "allow"}})).ok
+
+
+@pytest.mark.parametrize(
+    ("template", "listed"),
+    [
+        ("file:///srv/docs/public/{name}", True),
+        ("FILE:///srv/docs/public/{name}", True),  # the fixed start is read canonically
+        ("file:///srv/docs/{name}", False),  # conservative: the deny rule lies under it
+        ("file:///srv/docs/private/{name}", False),  # a deny rule could match an expansion
+        ("file:///srv/docs{/name}", False),  # the start is not under the allowing glob
+        ("file:///srv/{area}/readme", False),
+        ("{+uri}", False),
+        ("file:///srv/docs/%2e%2e/{name}", False),  # an ambiguous start: never listed
+    ],
+)
+def test_template_listed_only_when_every_expansion_is_allowed(template: str, listed: bool) -> None:
+    from haltgate.governance.mcp import template_prefix
+
+    rules = McpAuthorizer(
+        Mcp.model_validate(
+            {
+                "resources": {
+                    "rules": [
+                        {"name": "docs", "action": "allow", "uris": ["file:///srv/docs/**"]},
+                        {
+                            "name": "private",
+                            "action": "deny",
+                            "uris": ["file:///srv/docs/private/**"],
+                        },
+                    ]
+                }
+            }
+        )
+    )
+    try:
+        got = rules.resources.allows_every(("mcp",), template_prefix(template))
+    except ValueError:
+        got = False
+    assert got is listed

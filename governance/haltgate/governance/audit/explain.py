@@ -36,6 +36,7 @@ POLICY_STAGES = frozenset(
         "destination",
         "tools",
         "mcp",
+        "flows",
         "guardrails",
         "opa",
         "pool",

@@ -33,6 +33,10 @@ class Candidate:
     advisory: bool = False
     """Evidence too weak to act on: reported with action ``log`` (its risk still counts),
     whatever the policy's action. Used for the model stage's uncertain band."""
+    encoding: str | None = None
+    """The decoding chain of the span the hit was found in (``base64``, ``hex``,
+    ``base64+rot13``, ...; see `decode`), None when it was found in the text as written.
+    `start`/`end` then cover the whole encoded run in the original text."""
 
 
 @runtime_checkable
@@ -65,6 +69,8 @@ class Finding:
     """JSON pointer (RFC 6901) of the string value it was found in, for `scan_json`."""
     monitor_only: bool = False
     """True when the policy asked to record only: the action was not carried out."""
+    encoding: str | None = None
+    """Decoding chain of the span it was found in (`Candidate.encoding`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for audit records, metrics and the CLI (never the matched text)."""
@@ -78,6 +84,8 @@ class Finding:
         }
         if self.via is not None:
             out["via"] = self.via
+        if self.encoding is not None:
+            out["encoding"] = self.encoding
         if self.path is not None:
             out["path"] = self.path
         if self.monitor_only:

@@ -13,11 +13,11 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from haltgate.governance import policy_base, policy_checks
-from haltgate.governance.guardrails import injection, pii, secrets
+from haltgate.governance.guardrails import injection, ngram, pii, secrets
 from haltgate.governance.guardrails.base import (
     Candidate,
     Detector,
@@ -130,6 +130,9 @@ class Guardrails:
                         model=injection_model,
                         model_min=float(getattr(injection_model, "block_at", 0.9)),
                         model_advisory=float(getattr(injection_model, "advisory_at", 0.7)),
+                        fast_model=(
+                            ngram.shared_model() if spec.prompt_injection.fast_model else None
+                        ),
                     ),
                     spec.prompt_injection,
                 )
@@ -304,6 +307,7 @@ class Guardrails:
                 via=c.via,
                 path=path,
                 monitor_only=s.monitor_only,
+                encoding=c.encoding,
             )
         )
         if s.monitor_only:
@@ -422,19 +426,7 @@ class StreamScanner:
         if redact:
             piece = apply_redactions(piece, redact, self._redactor)
         findings = tuple(
-            Finding(
-                f.detector,
-                f.type,
-                f.score,
-                f.start + self._base,
-                f.end + self._base,
-                f.action,
-                f.risk,
-                f.via,
-                f.path,
-                f.monitor_only,
-            )
-            for f in released
+            replace(f, start=f.start + self._base, end=f.end + self._base) for f in released
         )
         risk = sum(f.risk for f in released if not f.monitor_only)
         self._buf = buf[cut:]

@@ -8,8 +8,14 @@ Layered:
    weight; the text's score is the noisy-or of the strongest hit per family, so one strong
    phrase or several weak ones cross the threshold. A hit exposed only by de-obfuscation
    scores higher: hiding an instruction is itself a signal.
-2. Model stage (optional, `haltgate[guard-model]`): see `model.py`. It is consulted for texts
-   whose pattern score is below the threshold, and can only add findings.
+2. Fast model stage (optional, ``promptInjection.fastModel``): the character n-gram linear
+   model of `ngram.py` scores every window of the text; windows over the channel's
+   calibrated threshold become findings, stacked with the patterns by noisy-or, and tell
+   the model stage where to look.
+3. Model stage (optional, `haltgate[guard-model]`): see `onnx_model.py`. It is consulted for
+   texts whose pattern score is below the threshold (on windows around the fast stage's
+   spans when there are any), and can only add findings. A text holding encoded spans
+   (`decode.py`) is also scored with them decoded (`_model_hit`).
 
 Families (the `type` of a finding): ``ignore_instructions``, ``new_instructions``,
 ``role_override``, ``prompt_exfiltration``, ``chat_template``, ``addressed_to_ai``,
@@ -20,12 +26,14 @@ hits and runs the model stage.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 
-from haltgate.governance.guardrails import normalize
+from haltgate.governance.guardrails import decode, ngram, normalize
 from haltgate.governance.guardrails.base import Candidate
 from haltgate.governance.guardrails.injection_rules import RULES, SQUASHED_RULES, Rule
+from haltgate.governance.guardrails.model_clock import metered
 from haltgate.governance.guardrails.rule_matching import RuleSet
 
 NAME = "prompt_injection"
@@ -36,6 +44,13 @@ OBFUSCATION_BONUS = 0.1
 _REGULAR = RuleSet(RULES)
 _SQUASHED = RuleSet(SQUASHED_RULES)
 _MAX_HITS_PER_VIEW = 64
+# The model stage reads this many characters around each fast-stage span (at most 4 spans).
+MODEL_MARGIN = 400
+_MAX_MODEL_SPANS = 4
+DECODED_CONTEXT_MIN = 0.1
+"""The model reads a text with its encoded spans decoded in place only when their decoded
+content alone scores at least this: the context ("decode this for me") must not turn
+harmless decoded text into an attack (chosen on the development set, docs section 4)."""
 
 
 def _drop_shadowed(cands: list[Candidate]) -> list[Candidate]:
@@ -76,10 +91,11 @@ class InjectionDetector:
     def __init__(
         self,
         *,
-        limits: normalize.Limits = normalize.DEFAULT_LIMITS,
+        limits: decode.Limits = decode.DEFAULT_LIMITS,
         model: ModelScorer | None = None,
         model_min: float = 0.9,
         model_advisory: float = 0.7,
+        fast_model: ngram.NgramModel | None = None,
     ) -> None:
         """`model` maps a text to an injection probability; it runs when no strong pattern
         fired (pattern score < 0.9). From `model_min` on its finding acts like any other;
@@ -90,6 +106,7 @@ class InjectionDetector:
         self._model = model
         self._model_min = model_min
         self._model_advisory = model_advisory
+        self._fast = fast_model
 
     def pattern_candidates(self, text: str) -> list[Candidate]:
         """Pattern stage only: one candidate per (family, span), scores not yet combined."""
@@ -121,7 +138,33 @@ class InjectionDetector:
         # A plain hit of the same span wins over its de-obfuscated twin; between two rules
         # of one family matching the same span on the same footing, the stronger counts.
         if old is None or (old.score < score and (old.via is not None or view.via is None)):
-            hits[key] = Candidate(rule.family, start, end, score, view.via)
+            hits[key] = Candidate(rule.family, start, end, score, view.via, encoding=view.encoding)
+
+    def _model_hit(self, text: str, model: ModelScorer) -> Candidate:
+        """The model's candidate: its score of `text` as written or, when higher and at least
+        blocking, of what `text`'s encoded spans decode to (then spanning the encoded runs
+        and naming their encodings). Decoded evidence has no advisory band."""
+        # Every forward pass is charged to the call's model time (model_clock).
+        hit = Candidate("model", 0, len(text), metered(model, text), "model")
+        spans = decode.decode_spans(text, self._limits, kinds=decode.ALL_KINDS)
+        if not spans:
+            return hit
+        runs: dict[tuple[int, int], str] = {}
+        for s in spans:  # a nested span follows its outer one: the longest chain wins
+            runs[(s.start, s.end)] = s.encoding
+        score = metered(model, "\n".join(s.rendered for s in spans if s.depth == 1))
+        if score >= DECODED_CONTEXT_MIN:
+            score = max(score, metered(model, decode.decoded_view(text, spans)))
+        if score <= hit.score or score < self._model_min:
+            return hit
+        return Candidate(
+            "model",
+            min(a for a, _ in runs),
+            max(b for _, b in runs),
+            score,
+            "model",
+            encoding=",".join(runs[k] for k in sorted(runs)),
+        )
 
     def detect(self, text: str) -> list[Candidate]:
         """Candidates with their scores raised to the text's combined score."""
@@ -129,18 +172,61 @@ class InjectionDetector:
         best: dict[str, float] = {}
         for c in cands:
             best[c.entity] = max(best.get(c.entity, 0.0), c.score)
+        spans: tuple[ngram.Span, ...] = ()
+        if self._fast is not None:
+            spans = self._fast.score(text, fast_channel(text)).spans
+            if spans:
+                limit = self._fast.thresholds[fast_channel(text)]
+                fast = [fast_evidence(s.probability, limit) for s in spans]
+                cands.extend(
+                    Candidate("ngram_model", s.start, s.end, e, "ngram")
+                    for s, e in zip(spans, fast, strict=True)
+                )
+                best["ngram_model"] = max(fast)
         combined = noisy_or(list(best.values()))
         if self._model is not None and combined < 0.9:
-            p = self._model(text)
+            hit = (
+                self._windowed_hit(text, spans, self._model)
+                if spans
+                else self._model_hit(text, self._model)
+            )
+            p = hit.score
             if p >= self._model_min and p > combined:
-                cands.append(Candidate("model", 0, len(text), p, "model"))
+                cands.append(hit)
                 combined = noisy_or([combined, p]) if combined > 0 else p
             elif p >= self._model_advisory and p > combined:
                 # Reported at its own score and never raised by the patterns' score.
-                cands.append(Candidate("model", 0, len(text), p, "model", advisory=True))
+                cands.append(dataclasses.replace(hit, advisory=True))
         if not cands:
             return []
         return [
-            c if c.advisory else Candidate(c.entity, c.start, c.end, max(c.score, combined), c.via)
-            for c in cands
+            c if c.advisory else dataclasses.replace(c, score=max(c.score, combined)) for c in cands
         ]
+
+    def _windowed_hit(
+        self, text: str, spans: tuple[ngram.Span, ...], model: ModelScorer
+    ) -> Candidate:
+        """The model's candidate read on windows of +-MODEL_MARGIN characters around the fast
+        stage's spans (the most suspicious first, at most _MAX_MODEL_SPANS); best one wins."""
+        best: Candidate | None = None
+        for s in sorted(spans, key=lambda s: -s.probability)[:_MAX_MODEL_SPANS]:
+            a, b = max(0, s.start - MODEL_MARGIN), min(len(text), s.end + MODEL_MARGIN)
+            hit = self._model_hit(text[a:b], model)
+            if best is None or hit.score > best.score:
+                best = dataclasses.replace(hit, start=hit.start + a, end=hit.end + a)
+        assert best is not None  # spans is not empty
+        return best
+
+
+def fast_channel(text: str) -> ngram.Channel:
+    """Channel whose threshold the fast stage uses. The detector is not told where a text
+    came from, so a text of one window is held to the request threshold and a longer one
+    (several windows: tool results, retrieved documents) to the document threshold."""
+    return "request" if len(ngram.windows(len(text))) == 1 else "document"
+
+
+def fast_evidence(probability: float, threshold: float) -> float:
+    """Map a window probability at or over its channel threshold onto 0.5 .. 0.99, the
+    scale of the patterns' scores (0.5 blocks under the default detector threshold)."""
+    span = max(1e-9, 1.0 - threshold)
+    return min(0.99, 0.5 + 0.49 * max(0.0, probability - threshold) / span)

@@ -10,9 +10,10 @@
 3. ``squashed``: letters only, so split words (``i g n o r e``, ``ig-no-re``, ``i.g.n``) meet;
    matched with their own, separator-free patterns.
 4. ``rot13`` of the folded text.
-5. decoded payloads: base64, hex, ``\\xNN`` escapes, percent-encoding and Unicode tag
-   characters ("ASCII smuggling"), each decoded payload yielding views 1-4 itself, nested at
-   most `Limits.max_depth` deep and bounded in count and size.
+5. decoded payloads (`decode.decode_spans`: base64, base32, hex, percent-encoding, escapes,
+   Unicode tag characters, variation selectors, zero-width binary, bidi-reversed text),
+   each decoded payload yielding views 1-4 itself, nested at most `Limits.max_depth` deep and
+   bounded in count and size.
 
 Every view can map an offset back to the original text, so a finding points at the right span
 (for decoded payloads: the whole encoded run). The hot path is `str.translate` and a few
@@ -25,16 +26,21 @@ which something was found.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 import ahocorasick
+
+from haltgate.governance.guardrails.decode import (
+    DEFAULT_LIMITS,
+    LEET_TABLE,
+    ROT13_TABLE,
+    Limits,
+    decode_spans,
+)
 
 # Characters that render as nothing (or nearly) and are used to split words invisibly.
 _INVISIBLE = [
@@ -148,22 +154,6 @@ _HOMOGLYPHS = {
 _FOLD_TABLE: dict[int, str | None] = {cp: None for cp in _INVISIBLE}
 _FOLD_TABLE.update({ord(k): v for k, v in _HOMOGLYPHS.items()})
 
-_LEET_TABLE = str.maketrans(
-    {
-        "0": "o",
-        "1": "i",
-        "3": "e",
-        "4": "a",
-        "5": "s",
-        "7": "t",
-        "8": "b",
-        "@": "a",
-        "$": "s",
-        "|": "l",
-        "€": "e",
-        "!": "i",
-    }
-)
 # Starts with the leet character class so the engine's first-character scan skips plain text.
 _LEET_HINT = re.compile(r"[0134578@$|!€](?:(?<=[a-z].)(?=[a-z0-9@$])|(?=[a-z]{2}))")
 _NON_LETTERS = re.compile(r"[^a-z]+")
@@ -177,12 +167,10 @@ def _squash(text: str) -> str:
     return _NON_LETTERS.sub("", text)
 
 
-_ROT13 = str.maketrans("abcdefghijklmnopqrstuvwxyz", "nopqrstuvwxyzabcdefghijklm")
-
 # A rot13 view is only worth matching when the text holds a rot13-encoded attack word.
 _ROT13_HINTS = ahocorasick.Automaton()
 for _w in (
-    w.translate(_ROT13)
+    w.translate(ROT13_TABLE)
     for w in (
         "ignor",
         "disregard",
@@ -247,35 +235,6 @@ def _merge_ranges(spots: list[int], margin: int, limit: int) -> tuple[tuple[int,
     return tuple(out)
 
 
-_B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{24,}={0,2}")
-# Unseparated hex is found among the base64-alphabet runs; this one is for "69 67 6e ...".
-_HEX_SEP_RUN = re.compile(
-    r"[0-9A-Fa-f](?<![0-9A-Fa-f][0-9A-Fa-f])[0-9A-Fa-f](?:[ :][0-9A-Fa-f]{2}){15,}"
-)
-_HEX_ONLY = re.compile(r"(?:[0-9A-Fa-f]{2}){16,}")
-_XESC_RUN = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){8,}")
-_PCT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+-]){3,}")
-_PCT_ESC = re.compile(r"%[0-9A-Fa-f]{2}")
-_TAGS = re.compile("[\U000e0020-\U000e007e]{4,}")
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Bounds of the de-obfuscation work done for one text."""
-
-    max_depth: int = 2
-    """Payloads inside decoded payloads are decoded this many levels deep."""
-    max_payloads: int = 8
-    """At most this many encoded runs are decoded per text (the longest first)."""
-    max_payload_chars: int = 16384
-    """Encoded runs longer than this are not decoded (cut to this length)."""
-    min_text_ratio: float = 0.85
-    """A decoded payload counts as text when this share of it is printable."""
-
-
-DEFAULT_LIMITS = Limits()
-
-
 @dataclass(frozen=True, slots=True)
 class View:
     """One form of the text to match on.
@@ -290,6 +249,9 @@ class View:
     focus: tuple[tuple[int, int], ...] | None = None
     """Where this view differs from the folded view (None: everywhere). A match outside
     these ranges was already seen in the folded view, so matchers may skip the rest."""
+    encoding: str | None = None
+    """The decoding behind this view (``base64``, ``rot13``, ``base64+leetspeak``...), None
+    for the text as written and its normalised forms (folding, split words)."""
 
 
 def fold(text: str) -> str:
@@ -358,89 +320,6 @@ def _span_mapper(start: int, end: int) -> Callable[[int, int], tuple[int, int]]:
     return to_origin
 
 
-def _printable_text(raw: bytes, limits: Limits) -> str | None:
-    try:
-        s = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if len(s) < 8 or " " not in s:
-        return None
-    good = sum(1 for c in s if c.isprintable() or c in "\n\r\t")
-    if good < limits.min_text_ratio * len(s):
-        return None
-    return s
-
-
-def _decode_b64(run: str) -> bytes | None:
-    core = run.rstrip("=")
-    if len(core) % 4 == 1:
-        return None
-    padded = core + "=" * (-len(core) % 4)
-    try:
-        if "-" in core or "_" in core:
-            return base64.urlsafe_b64decode(padded)
-        return base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def decoded_payloads(text: str, limits: Limits = DEFAULT_LIMITS) -> list[tuple[int, int, str, str]]:
-    """Find encoded runs in `text` that decode to readable text.
-
-    Returns ``(start, end, via, decoded)`` tuples, longest runs first, at most
-    `limits.max_payloads` of them.
-    """
-    spans: list[tuple[int, int, str]] = []
-    for m in _B64_RUN.finditer(text):
-        run = m.group()
-        # Plain words and identifiers are long runs too: real base64 of text mixes cases and
-        # digits; skip runs that are all one case of letters.
-        kind = "hex" if _HEX_ONLY.fullmatch(run) else "base64"
-        # Base64 of text mixes upper and lower case; identifiers (snake_case, CONSTANTS,
-        # kebab-case) do not, and code is full of long ones.
-        if kind == "base64" and (run.islower() or run.isupper()):
-            continue
-        spans.append((m.start(), m.end(), kind))
-    if "\\x" in text:
-        spans.extend((m.start(), m.end(), "hex") for m in _XESC_RUN.finditer(text))
-    if " " in text or ":" in text:
-        spans.extend((m.start(), m.end(), "hex") for m in _HEX_SEP_RUN.finditer(text))
-    if "%" in text and len(_PCT_ESC.findall(text)) >= 3:
-        for m in _PCT_RUN.finditer(text):
-            if len(_PCT_ESC.findall(m.group())) >= 3:
-                spans.append((m.start(), m.end(), "percent"))
-    spans.sort(key=lambda s: s[0] - s[1])
-    out: list[tuple[int, int, str, str]] = []
-    for start, end, via in spans:
-        if len(out) >= limits.max_payloads:
-            break
-        run = text[start : min(end, start + limits.max_payload_chars)]
-        raw: bytes | None
-        if via == "base64":
-            raw = _decode_b64(run)
-        elif via == "hex":
-            digits = re.sub(r"\\x|[ :]", "", run)
-            try:
-                raw = bytes.fromhex(digits[: len(digits) // 2 * 2])
-            except ValueError:
-                raw = None
-        else:
-            decoded_pct = unquote(run.replace("+", " "))
-            raw = decoded_pct.encode("utf-8", "surrogatepass") if decoded_pct != run else None
-        if raw is None:
-            continue
-        s = _printable_text(raw, limits)
-        if s is not None:
-            out.append((start, end, via, s))
-    if not text.isascii():
-        for m in _TAGS.finditer(text):
-            if len(out) >= limits.max_payloads:
-                break
-            s = "".join(chr(ord(c) - 0xE0000) for c in m.group())
-            out.append((m.start(), m.end(), "unicode_tags", s))
-    return out
-
-
 def views(
     text: str,
     limits: Limits = DEFAULT_LIMITS,
@@ -449,18 +328,24 @@ def views(
     decode: bool = True,
 ) -> Iterator[View]:
     """Yield the normalised forms of `text` (see the module docstring), cheapest first."""
-    yield from _views(text, limits, None, _identity, 0, rot13, decode)
+    yield from _views(text, None, _identity, rot13)
+    if decode and limits.max_depth > 0:
+        for span in decode_spans(text, limits):
+            yield from _views(span.text, span.encoding, _span_mapper(span.start, span.end), rot13)
 
 
 def _views(
     text: str,
-    limits: Limits,
-    via: str | None,
+    encoding: str | None,
     outer: Callable[[int, int], tuple[int, int]],
-    depth: int,
     rot13: bool,
-    decode: bool,
 ) -> Iterator[View]:
+    """Views of `text`; `encoding` names the decoding that produced `text` (None: the text
+    as written), and `outer` maps back to the original then."""
+
+    def chain(step: str) -> str:
+        return f"{encoding}+{step}" if encoding else step
+
     folded = fold(text)
     inner = _folded_mapper(text, folded)
     if outer is _identity:
@@ -468,40 +353,37 @@ def _views(
     else:
         to_origin = outer
     changed = folded != text.lower()
-    yield View(folded, via or ("confusables" if changed else None), False, to_origin)
+    via = encoding or ("confusables" if changed else None)
+    yield View(folded, via, False, to_origin, encoding=encoding)
     base = folded
     leet_spots = [m.start() for m in _LEET_HINT.finditer(folded)]
     if leet_spots:
-        base = folded.translate(_LEET_TABLE)
+        base = folded.translate(LEET_TABLE)
         # Leetspeak maps one character to one: offsets are those of the folded text.
         yield View(
             base,
-            via or "leetspeak",
+            encoding or "leetspeak",
             False,
             to_origin,
             _merge_ranges(leet_spots, FOCUS_MARGIN, len(base)),
+            encoding=chain("leetspeak"),
         )
     squashed = _squash(base)
     yield View(
         squashed,
-        via or "split_words",
+        encoding or "split_words",
         True,
         _squash_mapper(base, to_origin) if outer is _identity else outer,
+        encoding=encoding,
     )
     if rot13 and next(_ROT13_HINTS.iter(folded), None) is not None:
-        yield View(folded.translate(_ROT13), via or "rot13", False, to_origin)
-    if decode and depth < limits.max_depth:
-        for start, end, kind, decoded in decoded_payloads(text, limits):
-            span = outer(start, end) if outer is not _identity else (start, end)
-            yield from _views(
-                decoded,
-                limits,
-                kind if via is None else f"{via}+{kind}",
-                _span_mapper(*span),
-                depth + 1,
-                rot13,
-                decode,
-            )
+        yield View(
+            folded.translate(ROT13_TABLE),
+            encoding or "rot13",
+            False,
+            to_origin,
+            encoding=chain("rot13"),
+        )
 
 
 def rot13(text: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
 from haltgate.governance.audit.redact import CREDENTIAL_HEADERS
+from haltgate.governance.canonical_query import QUERY_SAFE
 from haltgate.governance.guardrails.base import Finding
 from haltgate.governance.guardrails.engine import Guardrails
 
@@ -45,7 +46,7 @@ _CLEAN_MAX_ENTRIES = 4096
 _CLEAN_MAX_CHARS = 512
 
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
-_QUERY_SAFE = ":@!$'()*,;/?-._~"
+_QUERY_SAFE = QUERY_SAFE  # the canonical query's encoder: never a raw ';' or '+'
 
 
 @dataclass(frozen=True, slots=True)

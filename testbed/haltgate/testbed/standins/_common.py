@@ -27,6 +27,8 @@ class ReceivedRequest:
     body: bytes
     raw_path: str = ""
     """The path as it came on the request line (not decoded)."""
+    raw_query: str = ""
+    """The query as it came on the request line (not decoded, without ``?``)."""
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -36,6 +38,7 @@ class ReceivedRequest:
             "headers": self.headers,
             "body": self.body.decode("utf-8", "replace"),
             "raw_path": self.raw_path,
+            "raw_query": self.raw_query,
         }
 
 
@@ -82,6 +85,7 @@ def recording_app(*, record: bool = True) -> web.Application:
                     {str(k): v for k, v in request.headers.items()},
                     body,
                     request.raw_path.partition("?")[0],
+                    request.raw_path.partition("?")[2],
                 )
             )
         return await handler(request)

@@ -8,10 +8,12 @@ compare it with what the sidecar decided. Its Go counterpart is ``testbed/goupst
 ``upstream``, ``tag`` (the ``X-Differential-Tag`` header), ``method`` (on POST a
 method-override header, a ``_method`` query parameter or form field is honoured),
 ``wire_method``, ``path`` (percent-decoded, aiohttp's ``request.path``, or the path of an
-``X-Original-URL``/``X-Rewrite-URL`` header), ``route`` (what the service routes on),
-``endpoint`` (``llm``, ``mcp`` or ``http``), ``model`` and ``model_resolved`` (LLM calls),
-``rpc`` (one ``{method, tool, path, uri, name}`` per executed JSON-RPC element; ``path`` is
-a tool's ``path`` argument), ``error``.
+``X-Original-URL``/``X-Rewrite-URL`` header, under an ``X-Forwarded-Prefix`` header's
+path), ``route`` (what the service routes on), ``endpoint`` (``llm``, ``mcp`` or ``http``),
+``model`` and ``model_resolved`` (LLM calls), ``rpc`` (one ``{method, tool, path, uri,
+name}`` per executed JSON-RPC element; ``path`` is a tool's ``path`` argument), ``action``
+(the ``action`` query parameter: the last value, or the first with ``--duplicates
+first``, as Django and Flask read it), ``error``.
 
 How it reads:
 
@@ -41,7 +43,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TextIO
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 import orjson
 from aiohttp import web
@@ -109,12 +111,26 @@ def effective_method(method: str, headers: Any, query: str = "", body: bytes = b
 
 
 def effective_path(path: str, headers: Any) -> str:
-    """``path``, or the (decoded) path a rewrite header names (IIS-style rewrites)."""
+    """``path``, or the (decoded) path a rewrite header names (IIS-style rewrites), under
+    the path an ``X-Forwarded-Prefix`` header names (Werkzeug's ProxyFix, Spring)."""
     for name in REWRITE_HEADERS:
         value = headers.get(name, "")
         if value:
-            return unquote(urlsplit(value).path)
+            path = unquote(urlsplit(value).path)
+            break
+    prefix = headers.get("X-Forwarded-Prefix", "")
+    if prefix:
+        path = prefix.rstrip("/") + path
     return path
+
+
+def query_action(query: str, duplicates: Duplicates) -> str | None:
+    """The ``action`` query parameter as a Python framework reads it: the last value
+    (Django's ``QueryDict``) or the first (Flask's ``args.get``)."""
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "action"]
+    if not values:
+        return None
+    return values[-1] if duplicates == "last" else values[0]
 
 
 def _rpc_call(msg: Any) -> dict[str, Any] | None:
@@ -164,6 +180,7 @@ def read_request(
         "model": None,
         "model_resolved": None,
         "rpc": None,
+        "action": query_action(query, duplicates),
     }
     ids: list[Any] = []
     if reading["method"] != "POST":
@@ -221,7 +238,7 @@ class Reader:
             body,
             name=self.name,
             duplicates=self.duplicates,
-            query=request.query_string,
+            query=request.raw_path.partition("?")[2],
         )
         self._log.write(json.dumps(reading) + "\n")
         self._log.flush()

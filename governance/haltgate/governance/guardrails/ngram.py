@@ -1,0 +1,271 @@
+"""Character n-gram linear model: the fast, high-recall model stage of injection detection.
+
+The text is folded (`normalize.fold`: NFKC, invisible characters, homoglyphs, lower case),
+its character 2..5-grams hashed into ``2**bits`` buckets, and a linear model (int8 weights
+with one scale, shipped in ``data/ngram_injection.npz``) scores overlapping windows of
+``window`` characters (stride ``window // 2``; a short text is one window). A window's
+features are its n-gram counts divided by the square root of their total, so its logit is
+``bias + scale * sum(w[bucket]) / sqrt(n)``: one cumulative sum over the text gives every
+window's score. The text's probability is its best window's, and the windows over the
+channel's threshold are the suspicious spans that the transformer stage then reads.
+
+Featurisation lives here only: training (``haltgate.testbed.ngram_training``) calls
+`window_features` so the shipped weights see exactly the buckets they were fitted on.
+NumPy is the only dependency (the ``guard-model`` extra, or any install with numpy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from haltgate.governance.guardrails import normalize
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+Channel = Literal["request", "document"]
+DATA_DIR = Path(__file__).resolve().parent / "data"
+WEIGHTS = DATA_DIR / "ngram_injection.npz"
+MANIFEST = DATA_DIR / "ngram_injection.manifest.json"
+CALIBRATION = DATA_DIR / "ngram_injection.calibration.json"
+
+NGRAM_MIN = 2
+NGRAM_MAX = 5
+BITS = 18
+WINDOW = 320
+_MULT = 0x100000001B3  # FNV-64 prime: mixes one code point into the running hash
+_FINAL = 0x9E3779B97F4A7C15  # golden-ratio multiplier: spreads the top bits
+
+
+class NgramModelError(Exception):
+    """The shipped n-gram model or its calibration is missing or does not match."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _codes(folded: str) -> npt.NDArray[np.uint64]:
+    import numpy as np
+
+    padded = f" {folded} "
+    return np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+
+
+def position_buckets(folded: str, bits: int = BITS) -> npt.NDArray[np.int64]:
+    """Bucket of every n-gram, shape (NGRAM_MAX - NGRAM_MIN + 1, len(folded) + 2).
+
+    Row k holds the (NGRAM_MIN + k)-grams starting at each position of the space-padded
+    text; positions where the n-gram would run past the end hold ``2**bits`` (a bucket
+    past the table, whose weight is zero).
+    """
+    import numpy as np
+
+    codes = _codes(folded)
+    n_pos = codes.shape[0]
+    rows = NGRAM_MAX - NGRAM_MIN + 1
+    out = np.full((rows, n_pos), 1 << bits, dtype=np.int64)
+    h = codes.copy()
+    shift = np.uint64(64 - bits)
+    with np.errstate(over="ignore"):
+        for n in range(2, NGRAM_MAX + 1):
+            m = n_pos - n + 1
+            if m <= 0:
+                break
+            h = h[:m] * np.uint64(_MULT) ^ codes[n - 1 : n - 1 + m]
+            if n >= NGRAM_MIN:
+                mixed = (h ^ np.uint64(n)) * np.uint64(_FINAL)
+                out[n - NGRAM_MIN, :m] = (mixed >> shift).astype(np.int64)
+    return out
+
+
+def _valid_counts(n_pos: int) -> npt.NDArray[np.int64]:
+    """Number of n-grams (NGRAM_MIN..NGRAM_MAX) starting at each padded position."""
+    import numpy as np
+
+    left = n_pos - np.arange(n_pos)  # characters from p to the end
+    return np.clip(left - NGRAM_MIN + 1, 0, NGRAM_MAX - NGRAM_MIN + 1)
+
+
+def windows(length: int, window: int = WINDOW) -> list[tuple[int, int]]:
+    """Character spans scored in a folded text of `length` characters."""
+    if length <= window + window // 4:
+        return [(0, length)]
+    stride = window // 2
+    starts = list(range(0, length - window, stride))
+    starts.append(length - window)
+    return [(s, s + window) for s in starts]
+
+
+def window_features(folded: str, bits: int = BITS) -> Iterator[tuple[int, int, dict[int, float]]]:
+    """(start, end, {bucket: value}) of every window: the training-time view of a text."""
+    import numpy as np
+
+    buckets = position_buckets(folded, bits)
+    for start, end in windows(len(folded)):
+        # position p of the padded text starts at folded[p - 1]; a window [s, e) owns the
+        # n-grams starting at padded positions s .. e (the leading pad belongs to window 0).
+        part = buckets[:, start : end + 1].ravel()
+        part = part[part < (1 << bits)]
+        if part.size == 0:
+            continue
+        ids, counts = np.unique(part, return_counts=True)
+        norm = 1.0 / math.sqrt(float(part.size))
+        yield start, end, {int(i): float(c) * norm for i, c in zip(ids, counts, strict=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    start: int
+    end: int
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class NgramScore:
+    probability: float
+    """The best window's probability."""
+    spans: tuple[Span, ...]
+    """Windows at or over the channel's threshold, in the original text's offsets."""
+
+
+class NgramModel:
+    """The shipped weights plus their per-channel calibration; load once, share freely."""
+
+    def __init__(
+        self,
+        weights: npt.NDArray[np.int8],
+        scale: float,
+        bias: float,
+        thresholds: dict[str, float],
+        bits: int = BITS,
+    ) -> None:
+        import numpy as np
+
+        if weights.shape != (1 << bits,):
+            raise NgramModelError("weights", f"shape {weights.shape}, expected ({1 << bits},)")
+        for ch in ("request", "document"):
+            if not 0.0 < thresholds.get(ch, -1.0) < 1.0:
+                raise NgramModelError("thresholds", f"{ch} threshold missing or outside (0, 1)")
+        # one extra zero weight: the bucket of n-grams that run past the end
+        self._w = np.append(weights.astype(np.float32) * np.float32(scale), np.float32(0.0))
+        self._bias = float(bias)
+        self._bits = bits
+        self.thresholds = dict(thresholds)
+
+    @classmethod
+    def load(
+        cls,
+        weights: Path = WEIGHTS,
+        calibration: Path = CALIBRATION,
+        manifest: Path | None = MANIFEST,
+    ) -> NgramModel:
+        """Load the committed model; with a manifest, its sha256 must match the weights."""
+        import numpy as np
+
+        try:
+            raw = weights.read_bytes()
+            cal = json.loads(calibration.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise NgramModelError("path", f"cannot read the n-gram model: {e}") from e
+        if manifest is not None:
+            try:
+                want = json.loads(manifest.read_text(encoding="utf-8"))["weights"]["sha256"]
+            except (OSError, ValueError, KeyError) as e:
+                raise NgramModelError("manifest", f"cannot read {manifest}: {e}") from e
+            have = hashlib.sha256(raw).hexdigest()
+            if have != want:
+                raise NgramModelError("sha256", f"{weights.name} is {have}, manifest says {want}")
+        import io
+
+        with np.load(io.BytesIO(raw)) as z:
+            bits = int(z["bits"])
+            if (int(z["ngram_min"]), int(z["ngram_max"]), int(z["window"])) != (
+                NGRAM_MIN,
+                NGRAM_MAX,
+                WINDOW,
+            ):
+                raise NgramModelError("weights", "fitted with other n-gram or window settings")
+            return cls(z["weights"], float(z["scale"]), float(z["bias"]), cal["thresholds"], bits)
+
+    def window_logits(self, folded: str) -> tuple[list[tuple[int, int]], list[float]]:
+        """Windows of the folded text and their logits."""
+        import numpy as np
+
+        buckets = position_buckets(folded, self._bits)
+        per_pos = self._w[buckets].sum(axis=0, dtype=np.float64)
+        cum = np.concatenate(([0.0], np.cumsum(per_pos)))
+        cnt = np.concatenate(([0], np.cumsum(_valid_counts(buckets.shape[1]))))
+        spans = windows(len(folded))
+        starts = np.fromiter((s for s, _ in spans), dtype=np.int64, count=len(spans))
+        ends = np.fromiter((e + 1 for _, e in spans), dtype=np.int64, count=len(spans))
+        n = np.maximum(cnt[ends] - cnt[starts], 1)
+        logits = self._bias + (cum[ends] - cum[starts]) / np.sqrt(n)
+        return spans, [float(x) for x in logits]
+
+    def score(self, text: str, channel: Channel = "request") -> NgramScore:
+        """Best window probability and the windows over `channel`'s threshold."""
+        if not text:
+            return NgramScore(0.0, ())
+        folded = normalize.fold(text)
+        spans, logits = self.window_logits(folded)
+        probs = [_sigmoid(x) for x in logits]
+        best = max(probs) if probs else 0.0
+        limit = self.thresholds[channel]
+        hot = [(s, e, p) for (s, e), p in zip(spans, probs, strict=True) if p >= limit]
+        if not hot:
+            return NgramScore(best, ())
+        # Same length: windows are coarse, so offsets are taken as they are (the exact
+        # per-character table is built only when folding changed the length).
+        to_origin = _same if len(folded) == len(text) else normalize._folded_mapper(text, folded)
+        out: list[Span] = []
+        for s, e, p in hot:
+            a, b = to_origin(s, e)
+            if out and a <= out[-1].end:  # overlapping windows merge into one span
+                last = out[-1]
+                out[-1] = Span(last.start, max(last.end, b), max(last.probability, p))
+            else:
+                out.append(Span(a, b, p))
+        return NgramScore(best, tuple(out))
+
+
+def _same(i: int, j: int) -> tuple[int, int]:
+    return i, j
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+class UnavailableNgramModel(NgramModel):
+    """Stands in when the model cannot load: every score raises, so failMode decides."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.thresholds = {"request": 0.5, "document": 0.5}
+
+    def score(self, text: str, channel: Channel = "request") -> NgramScore:
+        raise NgramModelError("fastModel", f"the n-gram model is unavailable: {self.reason}")
+
+
+_SHARED: list[NgramModel] = []
+
+
+def shared_model() -> NgramModel:
+    """The committed model, loaded once per process (or a stand-in that raises on use)."""
+    if not _SHARED:
+        try:
+            _SHARED.append(NgramModel.load())
+        except (NgramModelError, ImportError) as e:
+            _SHARED.append(UnavailableNgramModel(str(e)))
+    return _SHARED[0]
