@@ -50,6 +50,8 @@ import orjson
 import psutil
 import yaml
 
+from haltgate.testbed.cli_processes import explicit_sidecar_argv
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -432,24 +434,7 @@ def start_sidecar(
         state = work / "state"
     else:
         state = None
-    cmd = [
-        PY,
-        "-c",
-        "from haltgate.cli.main import main; main()",
-        "sidecar",
-        "--policy",
-        str(policy_path),
-        "--mode",
-        "explicit",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--log-level",
-        "warning",
-    ]
+    cmd = explicit_sidecar_argv(policy_path, port, log_level="warning")
     if state is not None:
         cmd += ["--state-dir", str(state)]
     elif args.audit == "spool":

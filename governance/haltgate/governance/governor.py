@@ -282,27 +282,7 @@ class Governor:
         """Step the engine with one event and persist the new state if it changed."""
         old = self._state
         new, decision = self._engine.step(old, event)
-        if new is not old:
-            try:
-                self._persist(new)
-            except OSError as e:
-                self.write_errors += 1
-                if isinstance(event, Reserve) and decision.allowed:
-                    # A reservation that is not on disk could be forgotten by a restart and
-                    # the call's spend with it: refuse the call (fail closed).
-                    log.error("cannot persist budget state, refusing call: %s", e)
-                    return Decision(
-                        False,
-                        FailureType.EXTERNAL,
-                        codes.STATE_PERSIST_FAILED,
-                        f"budget state could not be saved: {e.strerror or e}"[:512],
-                        decision.warnings,
-                        decision.budget,
-                    )
-                # Spend that happened is kept in memory whatever the disk says.
-                log.error("cannot persist budget state: %s", e)
-            self._state = new
-        return decision
+        return self._commit(old, new, decision, reserves=isinstance(event, Reserve))
 
     def apply_all(self, events: Sequence[Event], *, all_or_nothing: bool = False) -> Decision:
         """Step several events at once, with one state write; the last decision.
@@ -327,13 +307,22 @@ class Governor:
                 state = old if alone_decision.allowed else alone
                 break
         assert decision is not None
-        if state is not old:
+        return self._commit(old, state, decision, reserves=all_or_nothing)
+
+    def _commit(self, old: Any, new: Any, decision: Decision, *, reserves: bool) -> Decision:
+        """Keep ``new`` (written first when it differs from ``old``) and return ``decision``.
+
+        When the write fails and ``decision`` allowed a reservation (``reserves``), the old
+        state stays and the call is refused (``state_persist_failed``): a reservation that
+        is not on disk could be forgotten by a restart and the call's spend with it (fail
+        closed). Any other change is kept in memory whatever the disk says."""
+        if new is not old:
             try:
-                self._persist(state)
+                self._persist(new)
             except OSError as e:
                 self.write_errors += 1
-                if all_or_nothing and decision.allowed:
-                    log.error("cannot persist budget state, refusing calls: %s", e)
+                if reserves and decision.allowed:
+                    log.error("cannot persist budget state, refusing the call: %s", e)
                     return Decision(
                         False,
                         FailureType.EXTERNAL,
@@ -343,7 +332,7 @@ class Governor:
                         decision.budget,
                     )
                 log.error("cannot persist budget state: %s", e)
-            self._state = state
+            self._state = new
         return decision
 
     def reserve(
