@@ -37,7 +37,7 @@ from haltgate.governance.audit.spool_settings import SpoolSettings
 from haltgate.sidecar.server import Sidecar
 from haltgate.sidecar.startup import Listen, SidecarSettings
 from haltgate.testbed.standins import serve
-from tests.sidecar.test_cli_spool import REPO, free_port, haltgate, wait_ready
+from tests.sidecar.cli_process import REPO, explicit_sidecar, sidecar_ports, wait_ready
 
 
 def intents_on_disk(spool: Path) -> set[str]:
@@ -258,26 +258,15 @@ async def test_kill_9_of_the_sidecar_process_leaves_no_served_call_without_its_i
     killed with SIGKILL; every call the upstream served has its intent in the spool."""
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(policy(upstream.url, None)))
-    ports = {name: free_port() for name in ("explicit", "admin", "metrics")}
+    ports = sidecar_ports()
     proc = await asyncio.create_subprocess_exec(
-        *haltgate(
-            "sidecar",
-            "--policy",
-            str(path),
+        *explicit_sidecar(
+            path,
+            ports,
             "--state-dir",
             str(tmp_path / "state"),
             "--audit-dir",
             str(upstream.spool),
-            "--mode",
-            "explicit",
-            "--listen",
-            f"127.0.0.1:{ports['explicit']}",
-            "--admin-listen",
-            f"127.0.0.1:{ports['admin']}",
-            "--metrics-listen",
-            f"127.0.0.1:{ports['metrics']}",
-            "--log-level",
-            "error",
         ),
         cwd=REPO,
         stdout=asyncio.subprocess.DEVNULL,
