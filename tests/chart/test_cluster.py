@@ -36,7 +36,20 @@ CONFIGS = (
 
 
 def dry_run(kube: ControlPlane, manifest: str) -> None:
-    res = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest, timeout=120)
+    """The server's verdict on ``manifest`` as a fresh install.
+
+    ``kubectl apply`` merges into live objects of the same name, so webhook configurations
+    another test's operator wrote (a ``url`` client config) would be merged with the chart's
+    (a ``service``) and refused for having both: they are set aside for the dry run and put
+    back after it.
+    """
+    saved = save_configs(kube)
+    for kind, name in CONFIGS:
+        kube.kubectl("delete", kind, name, "--ignore-not-found")
+    try:
+        res = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest, timeout=120)
+    finally:
+        restore_configs(kube, saved)
     assert res.returncode == 0, res.stderr
 
 
