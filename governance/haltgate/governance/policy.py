@@ -101,6 +101,13 @@ class Audit(Spec):
         description="When the local spool is full: refuse new calls (block) or keep going "
         "with an alert (continue).",
     )
+    durability: Literal["strict", "overlapped"] = Field(
+        default="strict",
+        description="strict: a call's intent record is on disk (fsync) before the call is "
+        "forwarded. overlapped (weaker, opt-in): the fsync overlaps connecting and sending "
+        "upstream; the answer reaches the agent only once the intent is durable, but a crash "
+        "in that window can lose the intent of a call the upstream served.",
+    )
 
 
 class Limits(Spec):

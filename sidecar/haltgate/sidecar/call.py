@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,9 @@ class Call:
     unreserved: bool = False
     """Monitor mode: the budget refused the reservation and the call went on without one;
     its settlement still charges what it used."""
+    intent_pending: Awaitable[None] | None = None
+    """``durability: overlapped``: the intent's commit, still in flight while the call is
+    forwarded; awaited before anything goes back to the agent (``None``: durable already)."""
     flow_stage: Mapping[str, Any] | None = None
     """The ``flows`` stage of the audit record: a flow rule refused the call or let it
     pass on an operator's approval (rule, source, sink; no payload)."""

@@ -52,6 +52,8 @@ class Controls:
     """``spec.flows`` compiled; ``None`` when the policy has no flow rules."""
     monitor: bool = False
     """``spec.enforcement: monitor``: the controls' refusals are noted, not applied."""
+    overlapped_intent: bool = False
+    """``spec.audit.durability: overlapped``: the intent's fsync overlaps forwarding."""
 
 
 def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Controls:
@@ -72,4 +74,5 @@ def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Control
         payload=spec.audit.payload,
         flows=FlowPolicy(spec.flows) if spec.flows else None,
         monitor=spec.enforcement == "monitor",
+        overlapped_intent=spec.audit.durability == "overlapped",
     )

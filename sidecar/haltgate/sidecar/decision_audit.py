@@ -29,9 +29,22 @@ class DecisionAudit(PipelineState):
     """Emits the audit records and decision metrics of each call."""
 
     async def audit_intent(self, call: Call) -> None:
-        """Make the intent durable before anything leaves (no action without a record)."""
+        """Make the intent durable before anything leaves (no action without a record).
+
+        ``durability: overlapped`` (the policy's opt-in): the record is sealed and queued
+        here (a full spool or an invalid record still refuses the call before it leaves),
+        and its commit overlaps forwarding; :meth:`confirm_intent` waits for it before the
+        answer is released."""
         record = self._record(call, "intent", decision="allow")
         try:
+            if call.controls.overlapped_intent and self._begin_intent is not None:
+                call.intent_pending = self._begin_intent(record)
+                return
+            if self.in_flight == 1 and self._commit_now is not None and self._commit_now(record):
+                # The only call in flight: the event loop has nothing else to do while the
+                # disk syncs, so the commit runs here, without a hand-off to the spool's
+                # thread and back (see spool_writer.py).
+                return
             if self._audit_in_memory:
                 await self.audit.intent(record)  # cannot block: no timer on the hot path
             else:
@@ -71,6 +84,23 @@ class DecisionAudit(PipelineState):
             err.failure_type.value if err.failure_type is not None else "",
         ).inc()
         log.debug("monitor mode: %s would refuse %s (%s)", stage, call.decision_id, err.code)
+
+    async def confirm_intent(self, call: Call) -> UnavailableError | None:
+        """``durability: overlapped``: wait until the forwarded call's intent is durable;
+        the error to answer instead of the upstream's answer when it never is."""
+        pending, call.intent_pending = call.intent_pending, None
+        if pending is None:
+            return None
+        try:
+            async with asyncio.timeout(self.settings.intent_timeout):
+                await pending
+        except AuditError as e:
+            return UnavailableError(f"audit trail unavailable: {e.message}", code=e.code)
+        except TimeoutError:
+            return UnavailableError(
+                "audit trail did not confirm the record in time", code="audit_timeout"
+            )
+        return None
 
     def _record(
         self,
@@ -168,18 +198,15 @@ class DecisionAudit(PipelineState):
         record = self._record(
             call, "outcome", decision=decision, status=status, counts=counts, err=err
         )
-        if self._submit_nowait is not None:
-            # The spool queues it for its next group commit: no task per call.
+        if self._queue_nowait is not None:
+            # The spool queues it for its next group commit: no task, no future per call.
             try:
                 try:
-                    future = self._submit_nowait(record)
+                    self._queue_nowait(record, _outcome_refused)
                 except InvalidRecordError:
-                    future = self._submit_nowait(_bare(record))
+                    self._queue_nowait(_bare(record), _outcome_refused)
             except AuditError as e:
                 log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
-                return
-            if future is not None:
-                future.add_done_callback(_log_failed_outcome)
             return
         task = asyncio.get_running_loop().create_task(self._write_outcome(record))
         self._background.add(task)
@@ -241,7 +268,5 @@ def _bare(record: AuditRecord) -> AuditRecord:
     return replace(record, payload=None, findings=(), message=None, budget_after=None, usage=None)
 
 
-def _log_failed_outcome(future: Any) -> None:
-    error = future.exception()
-    if error is not None:
-        log.error("audit outcome not recorded: %s", error)
+def _outcome_refused(error: AuditError) -> None:
+    log.error("audit outcome not recorded: %s", error)
