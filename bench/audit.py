@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,9 +39,15 @@ sys.path[:0] = [str(REPO / "sidecar"), str(REPO)]
 import orjson  # noqa: E402
 import psycopg  # noqa: E402
 
+from haltgate.governance import migrations  # noqa: E402
 from haltgate.governance.audit import MemoryAuditSink, SpoolAuditSink  # noqa: E402
-from haltgate.governance.audit.binary_copy import COLUMNS  # noqa: E402
-from haltgate.governance.audit.migrate import migrate  # noqa: E402
+from haltgate.governance.audit.binary_copy import (  # noqa: E402
+    _SIGNATURE,
+    _TRAILER,
+    COLUMNS,
+    copy_row,
+)
+from haltgate.governance.audit.migrate import AUDIT_MIGRATIONS, available_migrations  # noqa: E402
 from haltgate.governance.audit.shipper import (  # noqa: E402
     DEFAULT_BATCH_RECORDS,
     Shipper,
@@ -127,7 +135,9 @@ def bench_latency(work: Path, per_caller: int) -> None:
 
 def bench_spool_throughput(spool_dir: Path, n: int) -> float:
     sink = SpoolAuditSink(spool_dir, max_bytes=4 * 1024**3, segment_bytes=64 * 1024**2)
-    records = [make_record(i, run=f"run-{i % 50}") for i in range(n)]
+    # Decision ids as the sidecar makes them (random hex), not the test helper's ordered ones:
+    # an index on them is only as cheap as their order lets it be.
+    records = [make_record(i, run=f"run-{i % 50}", decision_id=uuid.uuid4().hex) for i in range(n)]
     t0 = time.perf_counter()
     futures = [sink.submit_nowait(r) for r in records]
     for f in futures:
@@ -202,11 +212,31 @@ def _timed_copy(
     return len(frames) / (time.perf_counter() - t0), cpu / len(frames) * 1e6
 
 
-def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str], batch: int) -> None:
+def _spooled(spool_dir: Path) -> list[Frame]:
     frames: list[Frame] = []
     for number in list_segments(spool_dir):
         parsed, _, _ = iter_frames(segment_path(spool_dir, number).read_bytes(), number)
         frames.extend(f for f in parsed if not f.is_checkpoint)
+    return frames
+
+
+def migrate_upto(dsn: str, version: int | None) -> None:
+    """Apply the audit migrations up to ``version`` (all when None): compare schemas."""
+    with tempfile.TemporaryDirectory() as folder:
+        for m in available_migrations():
+            if version is None or m.version <= version:
+                (Path(folder) / f"{m.label}.sql").write_text(m.sql)
+        migrations.migrate(dsn, dataclasses.replace(AUDIT_MIGRATIONS, source=Path(folder)))
+
+
+def bench_shipping(
+    spool_dir: Path,
+    n: int,
+    server_dsn: Callable[[str], str],
+    batch: int,
+    schema_upto: int | None = None,
+) -> None:
+    frames = _spooled(spool_dir)
     with psycopg.connect(server_dsn("postgres"), autocommit=True) as conn:
         for name in ("bench_plain", "bench_direct", "bench_shipper"):
             conn.execute(f"CREATE DATABASE {name}")
@@ -237,7 +267,7 @@ def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str], ba
     # Baseline 2: parse + COPY (psycopg write_row) straight into the real table (partitioned,
     # indexed): the shipper minus reading the spool, the progress row and the ack.
     direct = server_dsn("bench_direct")
-    migrate(direct)
+    migrate_upto(direct, schema_upto)
     with psycopg.connect(direct, autocommit=True) as conn:
         conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))", (frames[0].time,))
     into_table, into_cpu = _timed_copy(
@@ -245,7 +275,7 @@ def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str], ba
     )
 
     ours_dsn = server_dsn("bench_shipper")
-    migrate(ours_dsn)
+    migrate_upto(ours_dsn, schema_upto)
     shipper = Shipper(ShipperSettings(spool_dir, ours_dsn, batch_records=batch))
     t0, c0 = time.perf_counter(), time.process_time()
     shipped = shipper.drain(timeout=600)
@@ -275,6 +305,112 @@ def bench_shipping(spool_dir: Path, n: int, server_dsn: Callable[[str], str], ba
     )
 
 
+def _table_indexes(conn: psycopg.Connection[object]) -> dict[str, str]:
+    """Index name -> CREATE INDEX statement of the audit table (primary key excluded)."""
+    rows = conn.execute(
+        "SELECT c.relname, pg_get_indexdef(c.oid) FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = 'haltgate.audit_records'::regclass AND NOT i.indisprimary"
+        " ORDER BY 1"
+    ).fetchall()
+    return {str(name): str(ddl) for name, ddl in rows}
+
+
+def _copy_variant(
+    dsn: str, table: str, key: bool, ddls: list[str], lo: datetime, body: list[bytes], n: int
+) -> tuple[float, float]:
+    """Binary COPY ``body`` into a fresh copy of the audit table with the given indexes:
+    (records/s, server CPU us per record)."""
+    cols = ", ".join(COLUMNS)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (LIKE haltgate.audit_records INCLUDING DEFAULTS)"
+            " PARTITION BY RANGE (ts)"
+        )
+        conn.execute(
+            f"CREATE TABLE {table}_p PARTITION OF {table} FOR VALUES"
+            f" FROM ('{(lo - timedelta(days=31)).isoformat()}')"
+            f" TO ('{(lo + timedelta(days=62)).isoformat()}')"
+        )
+        if key:
+            conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (ts, record_id)")
+        for ddl in ddls:
+            # Unnamed: PostgreSQL names it after the table.
+            target = ddl.split(" ON ", 1)[1].replace("ONLY ", "", 1)
+            conn.execute(f"CREATE INDEX ON {target.replace('haltgate.audit_records', table, 1)}")
+    with psycopg.connect(dsn) as conn:
+        c0, t0 = _backend_cpu(conn), time.perf_counter()
+        for chunk in body:
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy,
+            ):
+                copy.write(_SIGNATURE)
+                copy.write(chunk)
+                copy.write(_TRAILER)
+        rate = n / (time.perf_counter() - t0)
+        cpu = (_backend_cpu(conn) - c0) / n * 1e6
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE {table}")
+    return rate, cpu
+
+
+def bench_index_cost(frames: list[Frame], dsn: str, batch: int, rounds: int = 3) -> None:
+    """Binary COPY of the same rows into copies of the audit table, each with a different
+    set of indexes: none, the primary key only, the key plus each secondary index alone, and
+    everything (the real table). Same bytes, same server, one run: the per-index price."""
+    body = [b"".join(map(copy_row, frames[i : i + batch])) for i in range(0, len(frames), batch)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        indexes = _table_indexes(conn)
+    variants: list[tuple[str, bool, list[str]]] = [
+        ("no index", False, []),
+        ("primary key", True, []),
+    ]
+    names = list(indexes)
+    variants += [(f"key + {name}", True, [name]) for name in names]
+    variants.append(("all (the audit table)", True, names))
+    variants += [(f"all but {name}", True, [n for n in names if n != name]) for name in names]
+    # Candidates: an index on random decision ids as a hash index (equality only, 4-byte
+    # codes) instead of a btree on the text.
+    indexes["decision_id as btree"] = "CREATE INDEX x ON haltgate.audit_records (decision_id)"
+    indexes["decision_id as hash"] = (
+        "CREATE INDEX x ON haltgate.audit_records USING hash (decision_id)"
+    )
+    variants += [(f"key + {name}", True, [name]) for name in list(indexes)[-2:]]
+    lo = datetime.fromtimestamp(frames[0].time, UTC).replace(day=1, hour=0, minute=0, second=0)
+    # Rounds over all variants (best of each): the machine's load drifts within a run.
+    best: dict[str, tuple[float, float]] = {}
+    for round_ in range(rounds):
+        for number, (label, key, chosen) in enumerate(variants):
+            rate, cpu = _copy_variant(
+                dsn,
+                f"haltgate.bench_ix_{round_}_{number}",
+                key,
+                [indexes[n] for n in chosen],
+                lo,
+                body,
+                len(frames),
+            )
+            old = best.get(label, (0.0, float("inf")))
+            best[label] = (max(old[0], rate), min(old[1], cpu))
+    results = [(label, *best[label]) for label, _, _ in variants]
+    bare_rate, bare_cpu = results[0][1], results[0][2]
+    key_cpu = results[1][2]
+    all_cpu = next(cpu for label, _, cpu in results if label.startswith("all ("))
+    print("binary COPY (rows pre-encoded) into copies of the audit table, same run:")
+    print(f"{'indexes':>40} {'records/s':>10} {'x bare':>7} {'server us/rec':>14} {'+us':>6}")
+    for label, rate, cpu in results:
+        extra = cpu - (
+            all_cpu
+            if label.startswith("all but")
+            else key_cpu
+            if label.startswith("key +")
+            else bare_cpu
+        )
+        print(f"{label:>40} {rate:>10,.0f} {rate / bare_rate:>7.2f} {cpu:>14.1f} {extra:>6.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -290,6 +426,18 @@ def main() -> None:
         help="skip the latency part (spool still filled with --records)",
     )
     parser.add_argument("--quick", action="store_true", help="small run for a smoke test")
+    parser.add_argument(
+        "--index-rounds",
+        type=int,
+        default=2,
+        help="rounds of the price-of-each-index table (best of; 0 skips it)",
+    )
+    parser.add_argument(
+        "--schema-upto",
+        type=int,
+        default=None,
+        help="apply the audit migrations only up to this version (compare index sets)",
+    )
     args = parser.parse_args()
     n = 10_000 if args.quick else args.records
     per_caller = 50 if args.quick else 300
@@ -307,8 +455,12 @@ def main() -> None:
     bench_spool_throughput(spool_dir, n)
     print("== shipping to PostgreSQL ==")
     server = start_postgres()
+    frames = _spooled(spool_dir)  # before the shipper compacts the spool away
     try:
-        bench_shipping(spool_dir, n, lambda db: server.dsn(db), args.batch)
+        bench_shipping(spool_dir, n, lambda db: server.dsn(db), args.batch, args.schema_upto)
+        if args.index_rounds > 0:
+            print("== price of each index ==")
+            bench_index_cost(frames, server.dsn("bench_direct"), args.batch, args.index_rounds)
     finally:
         remove(server)
 

@@ -30,8 +30,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sidecar_overhead import free_port, policy, wait_port
 
+from haltgate.testbed.cli_processes import explicit_sidecar_argv
+
 REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
 
 
 async def flood(port: int, admin: int, n: int, slowloris: bool, idle: float) -> None:
@@ -98,30 +99,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hg-flood-") as tmp:
         policy_path = Path(tmp) / "policy.yaml"
         policy_path.write_text(yaml.safe_dump(policy(f"http://127.0.0.1:{up}")))
-        cmd = [
-            PY,
-            "-c",
-            "from haltgate.cli.main import main; main()",
-            "sidecar",
-            "--policy",
-            str(policy_path),
-            "--mode",
-            "explicit",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--admin-listen",
-            f"127.0.0.1:{admin}",
-            "--metrics-listen",
-            "127.0.0.1:0",
+        cmd = explicit_sidecar_argv(
+            policy_path,
+            port,
             "--audit-sink",
             "memory",
             "--max-connections",
             str(args.max_connections),
             "--idle-timeout",
             str(args.idle_timeout),
-            "--log-level",
-            "error",
-        ]
+            admin_port=admin,
+        )
         sidecar = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

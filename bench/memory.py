@@ -37,6 +37,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sidecar_overhead import free_port, wait_port
 
+from haltgate.testbed.cli_processes import explicit_sidecar_argv
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 LIMIT_BYTES = 512 * 1024 * 1024
@@ -129,27 +131,9 @@ def run_level(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        cmd = [
-            PY,
-            "-c",
-            "from haltgate.cli.main import main; main()",
-            "sidecar",
-            "--policy",
-            str(policy_path),
-            "--mode",
-            "explicit",
-            "--listen",
-            f"127.0.0.1:{sc_port}",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--log-level",
-            "error",
-            "--state-dir",
-            str(Path(tmp) / "state"),
-            *extra,
-        ]
+        cmd = explicit_sidecar_argv(
+            policy_path, sc_port, "--state-dir", str(Path(tmp) / "state"), *extra
+        )
         sidecar = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

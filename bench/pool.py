@@ -45,6 +45,7 @@ from haltgate.governance.policy import BudgetPoolSpec  # noqa: E402
 from haltgate.governance.pool.client import PoolClient, PoolSettings  # noqa: E402
 from haltgate.governance.pool.lease import ZERO, Amounts  # noqa: E402
 from haltgate.governance.pool.store import PoolStore, migrate  # noqa: E402
+from haltgate.testbed.cli_processes import member_sidecar_argv  # noqa: E402
 from haltgate.testbed.postgres import remove, start_postgres  # noqa: E402
 
 POOL = "bench/pool"
@@ -247,30 +248,14 @@ def main() -> None:
             path.write_text(yaml.safe_dump(sidecar_policy(f"http://127.0.0.1:{llm_port}", pool)))
             port = free_port()
             proc = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "haltgate"),
-                    "sidecar",
-                    "--policy",
-                    str(path),
-                    "--mode",
-                    "explicit",
-                    "--audit-sink",
-                    "memory",
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--admin-listen",
-                    f"127.0.0.1:{free_port()}",
-                    "--metrics-listen",
-                    f"127.0.0.1:{free_port()}",
-                    "--agent-namespace",
-                    "bench",
-                    "--agent-workload",
-                    name.replace(" ", "-"),
-                    "--pool-dsn",
-                    dsn,
-                    "--log-level",
-                    "warning",
-                ],
+                member_sidecar_argv(
+                    path,
+                    port,
+                    namespace="bench",
+                    workload=name.replace(" ", "-"),
+                    pool_dsn=dsn,
+                    extra=("--log-level", "warning"),
+                ),
                 cwd=REPO,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

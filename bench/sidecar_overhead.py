@@ -1,7 +1,8 @@
 """Sidecar overhead: the same load hits the stand-in LLM directly, through a bare aiohttp
 relay and through the sidecar (guardrails off, then on), all in one run.
 
-Run: ``.venv/bin/python bench/sidecar_overhead.py [--quick] [--audit spool|memory]``
+Run: ``.venv/bin/python bench/sidecar_overhead.py [--quick] [--audit spool|memory]
+[--state disk|tmpfs|none] [--durability strict|overlapped]``
 
 Processes: the stand-in LLM (``haltgate.testbed.standins.llm``, recording off), a bare
 aiohttp relay (no governance: the Python floor), two sidecars (``haltgate sidecar``,
@@ -49,6 +50,8 @@ import orjson
 import psutil
 import yaml
 
+from haltgate.testbed.cli_processes import explicit_sidecar_argv
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -87,7 +90,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def policy(upstream: str, guardrails: bool = False) -> dict[str, Any]:
+def policy(upstream: str, guardrails: bool = False, durability: str = "strict") -> dict[str, Any]:
     doc = {
         "apiVersion": "haltgate.dev/v1alpha1",
         "kind": "GovernancePolicy",
@@ -120,6 +123,8 @@ def policy(upstream: str, guardrails: bool = False) -> dict[str, Any]:
     }
     if guardrails:
         doc["spec"]["guardrails"] = GUARDRAILS  # type: ignore[index]
+    if durability != "strict":
+        doc["spec"]["audit"] = {"durability": durability}  # type: ignore[index]
     return doc
 
 
@@ -230,6 +235,25 @@ async def closed_loop(url: str, seconds: float, concurrency: int) -> tuple[int, 
         return count, time.perf_counter() - t0
 
 
+async def paced(url: str, seconds: float, rate: float) -> tuple[int, float]:
+    """One request at a time at ``rate`` requests/s for ``seconds`` (after a warm-up)."""
+    count = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+        for _ in range(50):
+            await one(s, url)
+        interval = 1.0 / rate
+        t0 = nxt = time.perf_counter()
+        stop = t0 + seconds
+        while time.perf_counter() < stop:
+            await one(s, url)
+            count += 1
+            nxt += interval
+            delay = nxt - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return count, time.perf_counter() - t0
+
+
 def cpu_seconds(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return float(t.user + t.system)
@@ -306,6 +330,13 @@ def main() -> None:
         help="spool: fsync'd audit spool (production); memory: no audit I/O",
     )
     ap.add_argument(
+        "--durability",
+        choices=["strict", "overlapped"],
+        default="strict",
+        help="spec.audit.durability of the sidecars' policy (overlapped: the intent's fsync "
+        "overlaps forwarding)",
+    )
+    ap.add_argument(
         "--state",
         choices=["disk", "tmpfs", "none"],
         default="disk",
@@ -340,7 +371,12 @@ def main() -> None:
                 work = Path(tmp) / name.replace(" ", "-").replace(",", "")
                 work.mkdir()
                 sidecars[name] = start_sidecar(
-                    args, work, port, policy(upstream_url, guardrails=name == GUARDED), env, shm
+                    args,
+                    work,
+                    port,
+                    policy(upstream_url, guardrails=name == GUARDED, durability=args.durability),
+                    env,
+                    shm,
                 )
                 procs.append(sidecars[name])
             bare = subprocess.Popen(
@@ -398,24 +434,7 @@ def start_sidecar(
         state = work / "state"
     else:
         state = None
-    cmd = [
-        PY,
-        "-c",
-        "from haltgate.cli.main import main; main()",
-        "sidecar",
-        "--policy",
-        str(policy_path),
-        "--mode",
-        "explicit",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--log-level",
-        "warning",
-    ]
+    cmd = explicit_sidecar_argv(policy_path, port, log_level="warning")
     if state is not None:
         cmd += ["--state-dir", str(state)]
     elif args.audit == "spool":
@@ -435,6 +454,7 @@ def run(
 ) -> None:
     print(
         f"sidecar overhead bench: audit={args.audit}, state={args.state}, "
+        f"durability={args.durability}, "
         f"{os.cpu_count()} CPUs (shared), load average {os.getloadavg()[0]:.1f}"
     )
     cpu0 = {name: cpu_seconds(p) for name, p in procs.items()}

@@ -4,8 +4,13 @@
 #   a sample agent, apply its policy, watch the agent get halted, query its audit trail,
 #   tear down.
 #
-#   e2e/run.sh            # everything, cluster deleted at the end (also on failure)
-#   KEEP=1 e2e/run.sh     # keep the cluster for a look around (kind delete cluster --name haltgate-e2e)
+#   e2e/run.sh                # everything, cluster deleted at the end (also on failure)
+#   KEEP=1 e2e/run.sh         # keep the cluster for a look around (kind delete cluster --name haltgate-e2e)
+#   REDIRECT=node e2e/run.sh  # the restricted-namespace journey: the agents' namespace enforces
+#                             # Pod Security "restricted", the chart runs the node agent
+#                             # (--set nodeAgent.enabled=true --set injection.redirect=node) and
+#                             # the agent pod is admitted with no capability, its rules installed
+#                             # from the node, then governed and halted as in the default run
 #
 # The parts that need no Docker (the chart render, these manifests, the agent) are checked by
 # tests/chart/test_e2e_assets.py against the test bed's real kube-apiserver.
@@ -18,6 +23,12 @@ NODE_IMAGE="${NODE_IMAGE:-kindest/node:v1.31.2}"
 RELEASE_NS=haltgate-system
 AGENT_NS=e2e-agents
 TIMEOUT=300s
+REDIRECT="${REDIRECT:-init}"
+case "$REDIRECT" in
+  init) MODE_ARGS=() ;;
+  node) MODE_ARGS=(--set nodeAgent.enabled=true --set injection.redirect=node) ;;
+  *) echo "REDIRECT must be init or node, not '$REDIRECT'" >&2; exit 2 ;;
+esac
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 need() { command -v "$1" >/dev/null || { echo "e2e needs $1 on PATH" >&2; exit 2; }; }
@@ -28,6 +39,10 @@ cleanup() {
   if [[ $rc -ne 0 ]]; then
     say "Failed (exit $rc): operator and agent logs"
     kubectl -n "$RELEASE_NS" logs deploy/haltgate-operator --tail=50 || true
+    if [[ "$REDIRECT" == node ]]; then
+      kubectl -n "$RELEASE_NS" logs ds/haltgate-node-agent --tail=50 || true
+      kubectl -n "$AGENT_NS" get events --field-selector involvedObject.kind=Pod || true
+    fi
     kubectl -n "$AGENT_NS" logs deploy/researcher --all-containers --tail=50 || true
   fi
   if [[ "${KEEP:-0}" != 1 ]]; then
@@ -46,11 +61,21 @@ say "Building $IMAGE and loading it into the nodes"
 docker build -t "$IMAGE" .
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
-say "helm install (CRDs, operator x2, bundled PostgreSQL, audit schema)"
+say "helm install (CRDs, operator x2, bundled PostgreSQL, audit schema; redirect: $REDIRECT)"
 # The agents' namespace exists first: the chart binds the operator's rights in it.
 kubectl create namespace "$AGENT_NS" --dry-run=client -o yaml | kubectl apply -f -
+if [[ "$REDIRECT" == node ]]; then
+  # What most managed clusters enforce for application namespaces: the init-container
+  # mode (root, NET_ADMIN) would be refused here.
+  kubectl label namespace "$AGENT_NS" --overwrite \
+    pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest
+fi
 helm install haltgate charts/haltgate --namespace "$RELEASE_NS" --create-namespace \
-  -f e2e/values.yaml --wait --timeout "$TIMEOUT"
+  -f e2e/values.yaml ${MODE_ARGS[@]+"${MODE_ARGS[@]}"} --wait --timeout "$TIMEOUT"
+if [[ "$REDIRECT" == node ]]; then
+  # Ready once each agent pod has listed its node's pods: every node is watching.
+  kubectl -n "$RELEASE_NS" rollout status ds/haltgate-node-agent --timeout="$TIMEOUT"
+fi
 kubectl -n "$RELEASE_NS" get pods
 # The operator registers the webhook configurations when it starts.
 kubectl wait --for=create mutatingwebhookconfiguration/haltgate-injector --timeout=60s
@@ -68,6 +93,21 @@ POD=$(kubectl -n "$AGENT_NS" get pods -l app=researcher -o jsonpath='{.items[0].
 echo "injected containers of $POD:"
 kubectl -n "$AGENT_NS" get pod "$POD" \
   -o jsonpath='{range .spec.initContainers[*]}  init {.name}{"\n"}{end}{range .spec.containers[*]}  main {.name}{"\n"}{end}'
+if [[ "$REDIRECT" == node ]]; then
+  say "Node mode: admitted under restricted, no capability, rules installed from the node"
+  INITS=$(kubectl -n "$AGENT_NS" get pod "$POD" -o jsonpath='{.spec.initContainers[*].name}')
+  [[ " $INITS " == *" haltgate-verify "* && " $INITS " != *" haltgate-init "* ]] \
+    || { echo "not injected for node mode: init containers '$INITS'" >&2; exit 1; }
+  ADDED=$(kubectl -n "$AGENT_NS" get pod "$POD" \
+    -o jsonpath='{.spec.initContainers[*].securityContext.capabilities.add}{.spec.containers[*].securityContext.capabilities.add}')
+  [[ -z "$ADDED" ]] || { echo "the pod adds capabilities: $ADDED" >&2; exit 1; }
+  # The verify step passed (the agent started) and the node agent says what it installed.
+  kubectl -n "$AGENT_NS" get pod "$POD" \
+    -o jsonpath='{range .status.initContainerStatuses[*]}  {.name}: {.state}{"\n"}{end}'
+  kubectl -n "$AGENT_NS" get events --field-selector "involvedObject.name=$POD,reason=RedirectInstalled" \
+    -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' | grep RedirectInstalled \
+    || { echo "no RedirectInstalled Event from the node agent on $POD" >&2; exit 1; }
+fi
 
 say "Waiting for the halt"
 for _ in $(seq 1 60); do

@@ -135,6 +135,12 @@ _POLICY_STATUS: Schema = {
             "minimum": 0,
             "description": "Number of workloads the selector matches.",
         },
+        "enforcement": {
+            "type": "string",
+            "enum": ["enforce", "monitor"],
+            "description": "How the delivered policy acts: enforce (refuses) or monitor "
+            "(audits and counts would-refuse, refuses nothing).",
+        },
         "haltedAgents": {
             "type": "integer",
             "minimum": 0,
@@ -299,6 +305,7 @@ def governance_policy_crd() -> Schema:
             {"name": "Ready", "type": "boolean", "jsonPath": ".status.ready"},
             {"name": "Workloads", "type": "integer", "jsonPath": ".status.matchedWorkloads"},
             {"name": "Halted", "type": "integer", "jsonPath": ".status.haltedAgents"},
+            {"name": "Enforcement", "type": "string", "jsonPath": ".status.enforcement"},
             {"name": "Pool", "type": "string", "jsonPath": ".spec.pool", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],

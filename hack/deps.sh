@@ -8,6 +8,8 @@
 #   prometheus           a real Prometheus (and promtool): the demo's dashboard picture and
 #                        tests/observability
 #   make                 this file's runner (listed for `.ci/run` on a bare image)
+#   nginx-light          the native floor next to the Python relays in bench/http_floor.py
+#   shellcheck           lints e2e/run.sh (tests/chart/test_e2e_node_mode.py)
 #
 # As root with apt-get (Debian, Ubuntu) the missing ones are installed. Otherwise this says
 # which are missing, what they are for and the command to run, and exits 0: the demo then
@@ -20,7 +22,7 @@
 # on those paths that lack it, and says which; otherwise it says what to run.
 set -euo pipefail
 
-PACKAGES=(make iptables iproute2 procps psmisc util-linux prometheus)
+PACKAGES=(make iptables iproute2 procps psmisc util-linux prometheus nginx-light shellcheck)
 STRICT="${DEPS_STRICT:-0}"
 
 installed() {
@@ -34,6 +36,7 @@ installed() {
     util-linux) command -v setpriv >/dev/null ;;
     procps) command -v ps >/dev/null ;;
     psmisc) command -v fuser >/dev/null ;;
+    nginx-light) command -v nginx >/dev/null ;;
     *) command -v "$1" >/dev/null ;;
   esac
 }

@@ -1,7 +1,10 @@
-"""Record factories shared by the audit tests."""
+"""Record factories and the ``haltgate`` command, shared by the audit tests."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -10,6 +13,27 @@ import psycopg
 from haltgate.governance.audit import AuditRecord
 from haltgate.governance.audit.binary_copy import copy_frames
 from haltgate.governance.audit.spool import Frame
+
+REPO = Path(__file__).resolve().parents[2]
+HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
+"""The ``haltgate`` command with this interpreter."""
+
+
+def haltgate_cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``haltgate ARGS`` to completion (bounded by ``timeout``); its exit code and text
+    output, not checked."""
+    return subprocess.run(
+        [*HALTGATE, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+
 
 BASE_TIME = 1_790_000_000.0  # 2026-09-21, fixed so partitions and filters are predictable
 

@@ -23,12 +23,17 @@ import orjson
 import psycopg
 import pytest
 import yaml
-from aiohttp import web
 
-from haltgate.testbed.standins import RECORDED, http_api, llm, mcp, serve
+from haltgate.testbed.standins import RECORDED
 from tests.audit.conftest import AuditDatabase
-from tests.sidecar.conftest import Standins, base_policy, merge
-from tests.sidecar.test_cli_spool import REPO, free_port, haltgate, wait_ready
+from tests.sidecar.cli_process import (
+    REPO,
+    free_port,
+    haltgate,
+    spawn_pod_sidecar,
+    wait_ready,
+)
+from tests.sidecar.conftest import Standins, base_policy, merge, serving_standins
 
 AWS = "AKIAIOSFODNN7EXAMPLE"
 GITHUB = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
@@ -201,16 +206,8 @@ EXPECTED = {
 
 @pytest.fixture
 async def upstreams() -> AsyncIterator[Standins]:
-    apps = {"llm": llm.create_app(), "mcp": mcp.create_app(), "api": http_api.create_app()}
-    runners: list[web.AppRunner] = []
-    urls = {}
-    for name, app in apps.items():
-        runner, url = await serve(app)
-        runners.append(runner)
-        urls[name] = url
-    yield Standins(urls["llm"], urls["mcp"], urls["api"], apps)
-    for runner in runners:
-        await runner.cleanup()
+    async with serving_standins() as s:
+        yield s
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -233,35 +230,10 @@ async def test_no_planted_value_is_written_anywhere(
     policy.write_text(yaml.safe_dump(doc))
     state = tmp_path / "state"
     log = tmp_path / "sidecar.log"
-    ports = {name: free_port() for name in ("explicit", "admin", "metrics")}
     started = time.time()
     with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *haltgate(
-                "sidecar",
-                "--policy",
-                str(policy),
-                "--state-dir",
-                str(state),
-                "--mode",
-                "explicit",
-                "--listen",
-                f"127.0.0.1:{ports['explicit']}",
-                "--admin-listen",
-                f"127.0.0.1:{ports['admin']}",
-                "--metrics-listen",
-                f"127.0.0.1:{ports['metrics']}",
-                "--log-level",
-                "debug",
-            ),
-            cwd=REPO,
-            env={
-                **os.environ,
-                "HALTGATE_POD_NAME": "agent-7d4b9c6f5-x2kqp",
-                "HALTGATE_POD_NAMESPACE": "agents",
-            },
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        proc, ports = await spawn_pod_sidecar(
+            policy, state, log_level="debug", stdout=out, stderr=subprocess.STDOUT
         )
     try:
         await wait_ready(f"http://127.0.0.1:{ports['admin']}/readyz", proc)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,6 @@ import aiohttp
 import orjson
 import pytest
 import yaml
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from haltgate.governance.audit.api import create_app
@@ -36,10 +34,14 @@ from haltgate.governance.audit.spool import (
     list_segments,
     segment_path,
 )
-from haltgate.testbed.standins import http_api, llm, mcp, serve
 from tests.audit.conftest import AuditDatabase
-from tests.sidecar.conftest import Standins, base_policy, merge
-from tests.sidecar.test_cli_spool import REPO, free_port, haltgate, wait_ready
+from tests.sidecar.cli_process import (
+    REPO,
+    haltgate,
+    spawn_pod_sidecar,
+    wait_ready,
+)
+from tests.sidecar.conftest import Standins, base_policy, merge, serving_standins
 
 TOKEN = "explain-api-token-0123456789"
 
@@ -52,16 +54,8 @@ POLICY_EXTRA: dict[str, Any] = {
 
 @pytest.fixture
 async def upstreams() -> AsyncIterator[Standins]:
-    apps = {"llm": llm.create_app(), "mcp": mcp.create_app(), "api": http_api.create_app()}
-    runners: list[web.AppRunner] = []
-    urls = {}
-    for name, app in apps.items():
-        runner, url = await serve(app)
-        runners.append(runner)
-        urls[name] = url
-    yield Standins(urls["llm"], urls["mcp"], urls["api"], apps)
-    for runner in runners:
-        await runner.cleanup()
+    async with serving_standins() as s:
+        yield s
 
 
 def chat(max_tokens: int) -> dict[str, Any]:
@@ -125,34 +119,7 @@ async def test_explain_and_replay_a_real_run(
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(merge(base_policy(upstreams), POLICY_EXTRA)))
     state = tmp_path / "state"
-    ports = {name: free_port() for name in ("explicit", "admin", "metrics")}
-    proc = await asyncio.create_subprocess_exec(
-        *haltgate(
-            "sidecar",
-            "--policy",
-            str(policy),
-            "--state-dir",
-            str(state),
-            "--mode",
-            "explicit",
-            "--listen",
-            f"127.0.0.1:{ports['explicit']}",
-            "--admin-listen",
-            f"127.0.0.1:{ports['admin']}",
-            "--metrics-listen",
-            f"127.0.0.1:{ports['metrics']}",
-            "--log-level",
-            "error",
-        ),
-        cwd=REPO,
-        env={
-            **os.environ,
-            "HALTGATE_POD_NAME": "agent-7d4b9c6f5-x2kqp",
-            "HALTGATE_POD_NAMESPACE": "agents",
-        },
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc, ports = await spawn_pod_sidecar(policy, state)
     base = f"http://127.0.0.1:{ports['explicit']}"
     ids: dict[str, str] = {}
     try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +17,8 @@ import pytest
 from haltgate.governance.audit.export import export, verify_export
 from haltgate.governance.audit.record import Chainer
 from tests.audit.conftest import AuditDatabase
-from tests.audit.helpers import BASE_TIME, insert_lines, make_record
+from tests.audit.helpers import BASE_TIME, haltgate_cli, insert_lines, make_record
 
-HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
-REPO = Path(__file__).resolve().parents[2]
 SINCE = datetime.fromtimestamp(BASE_TIME - 1, UTC)
 UNTIL = datetime.fromtimestamp(BASE_TIME + 3600, UTC)
 
@@ -60,27 +56,20 @@ def test_cli_export_then_verify_offline(
     shipped: AuditDatabase, bucket: str, s3_env: dict[str, str]
 ) -> None:
     url = f"s3://{bucket}/team-a/2026-09"
-    done = subprocess.run(
-        [
-            *HALTGATE,
-            "audit",
-            "export",
-            "--dsn",
-            shipped.reader,
-            "--to",
-            url,
-            "--since",
-            SINCE.isoformat(),
-            "--until",
-            UNTIL.isoformat(),
-            "--records-per-object",
-            "20",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    done = haltgate_cli(
+        "audit",
+        "export",
+        "--dsn",
+        shipped.reader,
+        "--to",
+        url,
+        "--since",
+        SINCE.isoformat(),
+        "--until",
+        UNTIL.isoformat(),
+        "--records-per-object",
+        "20",
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "75 records, 4 objects, 3 chains" in done.stdout
@@ -88,14 +77,7 @@ def test_cli_export_then_verify_offline(
         s3(s3_env).get_object(Bucket=bucket, Key="team-a/2026-09/manifest.json")["Body"].read()
     )
     assert manifest["chains"]["team-a/agent-0/run-3"]["last_seq"] == 10
-    ok = subprocess.run(
-        [*HALTGATE, "audit", "verify", "--export", url],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    ok = haltgate_cli("audit", "verify", "--export", url, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK: 3 chains, 75 records" in ok.stdout
 

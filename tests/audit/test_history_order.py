@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import orjson
 import psycopg
 import pytest
@@ -15,12 +11,10 @@ from haltgate.governance.audit.api import OPENAPI, create_app
 from haltgate.governance.audit.query import RecordFilter, query_records
 from haltgate.governance.audit.record import Chainer
 from tests.audit.conftest import AuditDatabase
-from tests.audit.helpers import BASE_TIME, insert_lines, make_record
+from tests.audit.helpers import BASE_TIME, haltgate_cli, insert_lines, make_record
 
 pytestmark = pytest.mark.postgres
 
-HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "t0ken-for-the-chain-order-api"
 
 
@@ -46,14 +40,7 @@ def _fill(db: AuditDatabase) -> None:
 
 def test_history_is_in_chain_sequence(audit_db: AuditDatabase) -> None:
     _fill(audit_db)
-    hist = subprocess.run(
-        [*HALTGATE, "audit", "history", "run-h", "--dsn", audit_db.reader, "-o", "jsonl"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    hist = haltgate_cli("audit", "history", "run-h", "--dsn", audit_db.reader, "-o", "jsonl")
     assert hist.returncode == 0, hist.stderr
     seqs = [orjson.loads(line)["seq"] for line in hist.stdout.splitlines()]
     assert seqs == list(range(1, 41))

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 import psycopg
@@ -18,14 +15,13 @@ from haltgate.governance.audit.query import (
     CursorError,
     RecordFilter,
     cost_by_agent,
+    parse_time,
     query_records,
 )
 from haltgate.governance.audit.record import Chainer
 from tests.audit.conftest import AuditDatabase
-from tests.audit.helpers import BASE_TIME, insert_lines, make_record
+from tests.audit.helpers import BASE_TIME, haltgate_cli, insert_lines, make_record
 
-HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "t0ken-for-the-audit-api-tests"
 
 
@@ -103,37 +99,22 @@ def test_cost_per_agent(filled_db: AuditDatabase) -> None:
 
 
 def test_cli_history_and_json_query(filled_db: AuditDatabase) -> None:
-    hist = subprocess.run(
-        [*HALTGATE, "audit", "history", "run-9", "--dsn", filled_db.reader],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    hist = haltgate_cli("audit", "history", "run-9", "--dsn", filled_db.reader)
     assert hist.returncode == 0, hist.stderr
     lines = hist.stdout.splitlines()
     assert lines[0].split()[:3] == ["TIME", "AGENT", "RUN"]
     assert len(lines) == 6 and all("team-a/writer" in line for line in lines[1:])
-    out = subprocess.run(
-        [
-            *HALTGATE,
-            "audit",
-            "query",
-            "--dsn",
-            filled_db.reader,
-            "-o",
-            "json",
-            "--decision",
-            "deny",
-            "--limit",
-            "2",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    out = haltgate_cli(
+        "audit",
+        "query",
+        "--dsn",
+        filled_db.reader,
+        "-o",
+        "json",
+        "--decision",
+        "deny",
+        "--limit",
+        "2",
     )
     assert out.returncode == 0, out.stderr
     page = orjson.loads(out.stdout)
@@ -176,3 +157,14 @@ async def test_api_requires_the_token_and_serves_queries(filled_db: AuditDatabas
 def test_api_refuses_a_short_token() -> None:
     with pytest.raises(ValueError, match="16"):
         create_app("postgresql://unused", "short")
+
+
+def test_time_bounds_are_epoch_seconds_or_iso_8601() -> None:
+    """One reading of ``since``/``until`` for the CLI and the API; a bad one names the flag."""
+    assert parse_time("0") == datetime(1970, 1, 1, tzinfo=UTC)
+    assert parse_time("2026-11-01") == datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_time("2026-11-01T12:00:00Z") == datetime(2026, 11, 1, 12, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        parse_time("yesterday")
+    bad = haltgate_cli("audit", "query", "--dsn", "x", "--since", "yesterday")
+    assert bad.returncode == 2 and "'--since'" in bad.stderr and "not a time" in bad.stderr

@@ -28,10 +28,7 @@ from haltgate.governance.audit.spool import (
 from haltgate.governance.audit.verify import verify_database
 from haltgate.testbed.postgres import PostgresServer, remove, start_postgres
 from tests.audit.conftest import AuditDatabase
-from tests.audit.helpers import make_record
-
-REPO = Path(__file__).resolve().parents[2]
-HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
+from tests.audit.helpers import HALTGATE, REPO, make_record
 
 
 def fill(spool: Path, n: int, *, run: str = "run-1", start: int = 0, **options: object) -> None:
@@ -56,6 +53,17 @@ def distinct_ids(db: AuditDatabase) -> int:
     with psycopg.connect(db.admin) as conn:
         row = conn.execute("SELECT count(DISTINCT record_id) FROM haltgate.audit_records")
         return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def restart_replays_one_batch(spool: Path, audit_db: AuditDatabase) -> None:
+    """A new shipper re-reads the last batch (100 records, none inserted twice) and drains."""
+    again = Shipper(ShipperSettings(spool, audit_db.writer, batch_records=100))
+    try:
+        replay = again.ship_once()
+        assert (replay.records, replay.inserted) == (100, 0)
+        again.drain(timeout=60)
+    finally:
+        again.close()
 
 
 def test_ships_in_order_removes_segments_and_chain_continues(
@@ -98,13 +106,7 @@ def test_lost_acknowledgement_reships_without_duplicates(
         (tmp_path / SHIPPED_FILE).unlink()
     else:
         (tmp_path / SHIPPED_FILE).write_bytes(before)
-    again = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
-    try:
-        replay = again.ship_once()
-        assert (replay.records, replay.inserted) == (100, 0)
-        again.drain(timeout=60)
-    finally:
-        again.close()
+    restart_replays_one_batch(tmp_path, audit_db)
     assert audit_db.count() == distinct_ids(audit_db) == 300
     assert verify_database(audit_db.reader).ok
 
@@ -298,13 +300,7 @@ def test_lost_progress_and_ack_fall_back_to_on_conflict(
     (tmp_path / SHIPPED_FILE).unlink()
     with psycopg.connect(audit_db.admin) as conn:
         conn.execute("DELETE FROM haltgate.audit_ship_progress")
-    again = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
-    try:
-        replay = again.ship_once()
-        assert (replay.records, replay.inserted) == (100, 0)
-        again.drain(timeout=60)
-    finally:
-        again.close()
+    restart_replays_one_batch(tmp_path, audit_db)
     assert audit_db.count() == distinct_ids(audit_db) == 250
     assert verify_database(audit_db.reader).ok
 

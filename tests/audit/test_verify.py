@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import psycopg
@@ -14,10 +11,8 @@ import pytest
 from haltgate.governance.audit.record import Chainer, record_hash
 from haltgate.governance.audit.verify import ChainRecord, verify_chains, verify_database
 from tests.audit.conftest import AuditDatabase
-from tests.audit.helpers import insert_lines, make_record
+from tests.audit.helpers import haltgate_cli, insert_lines, make_record
 
-HALTGATE = [sys.executable, "-c", "from haltgate.cli.main import main; main()"]
-REPO = Path(__file__).resolve().parents[2]
 CHAIN = "team-a/agent-0/run-1"
 
 
@@ -141,24 +136,10 @@ def test_reordered_lines_in_an_export_are_reported() -> None:
 
 
 def test_cli_verify_exit_codes(chain_db: AuditDatabase) -> None:
-    ok = subprocess.run(
-        [*HALTGATE, "audit", "verify", "--dsn", chain_db.reader],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    ok = haltgate_cli("audit", "verify", "--dsn", chain_db.reader)
     assert ok.returncode == 0, ok.stderr
     assert "OK: 2 chains, 15 records" in ok.stdout
     tamper(chain_db, "DELETE FROM haltgate.audit_records WHERE chain_id = %s AND seq = 7", CHAIN)
-    bad = subprocess.run(
-        [*HALTGATE, "audit", "verify", "--dsn", chain_db.reader],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    bad = haltgate_cli("audit", "verify", "--dsn", chain_db.reader)
     assert bad.returncode == 1
     assert f"BROKEN seq_gap: chain {CHAIN} seq 8 (position 6)" in bad.stdout

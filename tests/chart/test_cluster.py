@@ -19,7 +19,13 @@ from haltgate.operator import injection
 from haltgate.testbed.controlplane import ControlPlane
 from haltgate.testbed.process import free_port
 from tests.chart.conftest import CHART, FULL_VALUES, KUBE_VERSION, TESTDATA, Helm
-from tests.operator.conftest import OperatorUnderTest, eventually, kubectl_json
+from tests.operator.conftest import (
+    OperatorUnderTest,
+    eventually,
+    injected_deployment,
+    kubectl_json,
+    service_account_kubeconfig,
+)
 
 RELEASE_NS = "haltgate-chart"
 AGENT_NS = "chart-agents"
@@ -30,7 +36,20 @@ CONFIGS = (
 
 
 def dry_run(kube: ControlPlane, manifest: str) -> None:
-    res = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest, timeout=120)
+    """The server's verdict on ``manifest`` as a fresh install.
+
+    ``kubectl apply`` merges into live objects of the same name, so webhook configurations
+    another test's operator wrote (a ``url`` client config) would be merged with the chart's
+    (a ``service``) and refused for having both: they are set aside for the dry run and put
+    back after it.
+    """
+    saved = save_configs(kube)
+    for kind, name in CONFIGS:
+        kube.kubectl("delete", kind, name, "--ignore-not-found")
+    try:
+        res = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest, timeout=120)
+    finally:
+        restore_configs(kube, saved)
     assert res.returncode == 0, res.stderr
 
 
@@ -146,29 +165,31 @@ def test_helm_install(installed: ControlPlane, helm: Helm) -> None:
     )
 
 
+def save_configs(kube: ControlPlane) -> list[subprocess.CompletedProcess[str]]:
+    """The webhook configurations as they are now (``kubectl get -o yaml`` each)."""
+    return [kube.kubectl("get", kind, name, "-o", "yaml") for kind, name in CONFIGS]
+
+
+def restore_configs(kube: ControlPlane, saved: list[subprocess.CompletedProcess[str]]) -> None:
+    """Put back what :func:`save_configs` read: delete each, recreate those that existed."""
+    for (kind, name), before in zip(CONFIGS, saved, strict=True):
+        kube.kubectl("delete", kind, name, "--ignore-not-found")
+        if before.returncode == 0:
+            doc = yaml.safe_load(before.stdout)
+            for key in (
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+            ):
+                doc["metadata"].pop(key, None)
+            kube.kubectl("create", "-f", "-", input=yaml.safe_dump(doc))
+
+
 def sa_kubeconfig(kube: ControlPlane, path: Path) -> Path:
     """A kubeconfig for the chart's operator ServiceAccount (its RBAC, nothing more)."""
-    token = eventually(
-        lambda: kube.kubectl(
-            "-n", RELEASE_NS, "create", "token", "haltgate", "--duration=1h"
-        ).stdout.strip(),
-        what="ServiceAccount token",
-    )
-    admin = yaml.safe_load(kube.kubeconfig.read_text())
-    cluster = admin["clusters"][0]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "users": [{"name": "sa", "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "sa"}}],
-                "current-context": "sa",
-            }
-        )
-    )
-    return path
+    return service_account_kubeconfig(kube, path, RELEASE_NS, "haltgate")
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +205,7 @@ def chart_operator(
     for key, text in cm["data"].items():
         (workdir / key).write_text(text)
     # Keep whatever configurations another suite's operator wrote, to put them back.
-    saved = [kube.kubectl("get", kind, name, "-o", "yaml") for kind, name in CONFIGS]
+    saved = save_configs(kube)
     op = OperatorUnderTest(kube, workdir, free_port(), sa_kubeconfig(kube, workdir / "kc"))
     op.argv = [
         str(Path(sys.executable).parent / "haltgate"),
@@ -219,19 +240,7 @@ def chart_operator(
         op.stop()
         # Leave nothing for other suites' operators to reconcile.
         kube.kubectl("delete", "namespace", AGENT_NS, "--wait=false")
-        for (kind, name), before in zip(CONFIGS, saved, strict=True):
-            kube.kubectl("delete", kind, name, "--ignore-not-found")
-            if before.returncode == 0:
-                doc = yaml.safe_load(before.stdout)
-                for key in (
-                    "resourceVersion",
-                    "uid",
-                    "creationTimestamp",
-                    "generation",
-                    "managedFields",
-                ):
-                    doc["metadata"].pop(key, None)
-                kube.kubectl("create", "-f", "-", input=yaml.safe_dump(doc))
+        restore_configs(kube, saved)
 
 
 def names(items: list[dict[str, Any]] | None) -> list[str]:
@@ -262,22 +271,7 @@ def test_chart_configured_operator_injects_deployment_pods(
     # Applied through the validating webhook the operator just registered.
     res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(policy))
     assert res.returncode == 0, res.stderr
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "chart-agent", "namespace": AGENT_NS},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "chart-agent"}},
-            "template": {
-                "metadata": {
-                    "labels": {"app": "chart-agent"},
-                    "annotations": {injection.ANNOTATION_INJECT: "true"},
-                },
-                "spec": {"containers": [{"name": "agent", "image": "agent:1"}]},
-            },
-        },
-    }
+    deployment = injected_deployment(AGENT_NS, "chart-agent", app="chart-agent", image="agent:1")
     res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment))
     assert res.returncode == 0, res.stderr
 
@@ -326,7 +320,7 @@ def test_switch_to_cert_manager_and_back_keeps_the_webhook(
     from haltgate.operator import webhookconfig
 
     kube = installed
-    saved = [kube.kubectl("get", kind, name, "-o", "yaml") for kind, name in CONFIGS]
+    saved = save_configs(kube)
     # As the chart's operator pods write them: through the release's webhook Service.
     service = next(
         s["metadata"]["name"]
@@ -378,16 +372,4 @@ def test_switch_to_cert_manager_and_back_keeps_the_webhook(
         for kind, name in CONFIGS:  # kept for the new operator to replace in place
             assert kube.kubectl("get", kind, name).returncode == 0
     finally:
-        for (kind, name), before in zip(CONFIGS, saved, strict=True):
-            kube.kubectl("delete", kind, name, "--ignore-not-found")
-            if before.returncode == 0:
-                doc = yaml.safe_load(before.stdout)
-                for key in (
-                    "resourceVersion",
-                    "uid",
-                    "creationTimestamp",
-                    "generation",
-                    "managedFields",
-                ):
-                    doc["metadata"].pop(key, None)
-                kube.kubectl("create", "-f", "-", input=yaml.safe_dump(doc))
+        restore_configs(kube, saved)

@@ -142,3 +142,20 @@ def test_tool_names_are_kept_safe_and_bounded(tmp_path: Path) -> None:
     mix = watch.tracker.to_dict()["agents"]["ns/w"]["tool_mix"]
     assert len(set(mix["shares"]) | set(mix["counts"])) <= 33
     assert "_other" in set(mix["shares"]) | set(mix["counts"])
+
+
+def test_monitor_mode_counts_the_drift_halt_and_does_not_apply_it() -> None:
+    governor = Governor.for_policy(GovernancePolicySpec())
+    governor.monitor = True
+    counted: list[int] = []
+    watch = DriftWatch(
+        parse_drift({**SMALL, "action": "halt"}),
+        agent="team-a/w1",
+        governor=lambda: governor,
+        on_would_halt=lambda: counted.append(1),
+    )
+    rng = random.Random(1)
+    _feed(watch, Behaviour(), 2_000, rng)
+    _feed(watch, SLOW, 400, rng)
+    assert not governor.halted
+    assert watch.would_halts == 1 and counted == [1] and watch.halts == 0

@@ -143,15 +143,27 @@ def test_resolv_conf_parsing(tmp_path: object) -> None:
 class FakeIptables:
     """Stands in for the iptables binaries (outside haltgate): records calls, answers -C."""
 
-    def __init__(self, jumps_present: int = 0, fail_restore: bool = False) -> None:
+    def __init__(self, jumps_present: int = 0, fail_restore: bool = False, ahead: str = "") -> None:
         self.calls: list[tuple[list[str], str | None]] = []
         self.jumps = jumps_present
         self.fail_restore = fail_restore
+        self.ahead = ahead
+        """A rule another installer put first in OUTPUT (empty: none)."""
 
     def __call__(self, argv: object, stdin: str | None) -> subprocess.CompletedProcess[str]:
         args = list(argv)  # type: ignore[call-overload]
         self.calls.append((args, stdin))
         code, err = 0, ""
+        if args[-2:] == ["-S", "OUTPUT"]:
+            jump = (
+                "-A OUTPUT -p tcp -j HALTGATE_OUTPUT"
+                if "nat" in args
+                else ("-A OUTPUT -j HALTGATE_OUTPUT")
+            )
+            lines = ["-P OUTPUT ACCEPT", *([self.ahead] if self.ahead else [])]
+            return subprocess.CompletedProcess(
+                args, 0, "\n".join([*lines, *[jump] * self.jumps]) + "\n", ""
+            )
         if "-C" in args:
             code = 0 if self.jumps > 0 else 1
         elif "-D" in args:
@@ -172,6 +184,33 @@ def test_apply_adds_the_jump_only_when_missing() -> None:
     restores = [(argv[0], stdin) for argv, stdin in fake.calls if argv[0].endswith("-restore")]
     assert [r[0] for r in restores] == ["iptables-restore"] * 2 + ["ip6tables-restore"] * 2
     assert all(stdin and "-I OUTPUT" not in stdin for _, stdin in restores)
+
+
+def test_apply_moves_a_jump_that_is_not_first_back_to_the_top_in_one_commit() -> None:
+    """A mesh's jump inserted ahead of haltgate's: every copy of haltgate's jump is deleted
+    and one inserted first, in the same restore payload (no moment without it)."""
+    fake = FakeIptables(jumps_present=2, ahead="-A OUTPUT -p tcp -j ISTIO_OUTPUT")
+    rules.Installer(runner=fake, families=[rules.Family.IPV4]).apply(_config())
+    payloads = [stdin or "" for argv, stdin in fake.calls if argv[0] == "iptables-restore"]
+    nat = payloads[0].splitlines()
+    assert nat.count("-D OUTPUT -p tcp -j HALTGATE_OUTPUT") == 2
+    assert nat.index("-D OUTPUT -p tcp -j HALTGATE_OUTPUT") < nat.index(
+        "-I OUTPUT 1 -p tcp -j HALTGATE_OUTPUT"
+    )
+    assert "-D OUTPUT -j HALTGATE_OUTPUT" in payloads[1].splitlines()
+
+
+def test_jump_place_reads_the_output_listing() -> None:
+    nat = rules.nat_rules(_config(), rules.Family.IPV4)
+    mesh = "-A OUTPUT -p tcp -j ISTIO_OUTPUT"
+    ours = "-A OUTPUT -p tcp -j HALTGATE_OUTPUT"
+    assert rules.jump_place(f"-P OUTPUT ACCEPT\n{ours}\n{mesh}\n", nat) == rules.JumpPlace(
+        first=True, count=1
+    )
+    assert rules.jump_place(f"-P OUTPUT ACCEPT\n{mesh}\n{ours}\n", nat) == rules.JumpPlace(
+        first=False, count=1, ahead=mesh
+    )
+    assert rules.jump_place("-P OUTPUT ACCEPT\n", nat) == rules.JumpPlace(first=False, count=0)
 
 
 def test_apply_failure_is_an_error_with_the_tool_output() -> None:

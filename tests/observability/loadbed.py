@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
+from haltgate.testbed.prometheus import substitute as substitute  # the dashboards' queries
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "charts" / "haltgate" / "rules" / "haltgate-alerts.yaml"
@@ -437,20 +438,3 @@ def dashboard_queries(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
         for target in panel.get("targets", []):
             out.append((panel["title"], target["expr"], target))
     return out
-
-
-def substitute(
-    expr: str,
-    *,
-    rate_interval: str = "15s",
-    range_: str = "5m",
-    namespace: str = ".*",
-    workload: str = ".*",
-) -> str:
-    """Replace Grafana's variables the way Grafana would before sending the query."""
-    return (
-        expr.replace("$__rate_interval", rate_interval)
-        .replace("$__range", range_)
-        .replace("$namespace", namespace)
-        .replace("$workload", workload)
-    )

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from haltgate.operator import injection
 from haltgate.testbed import binaries
 from haltgate.testbed.controlplane import ControlPlane
 from haltgate.testbed.process import ManagedProcess, free_port, wait_until
@@ -146,6 +147,52 @@ def create(kube: ControlPlane, doc: dict[str, Any] | str) -> subprocess.Complete
     return kube.kubectl("create", "-f", "-", "-o", "json", input=text)
 
 
+def injected_pod(
+    namespace: str, name: str, *, app: str = "agent", image: str = "x"
+) -> dict[str, Any]:
+    """A pod labelled ``app`` that opted in to injection, one container ``agent``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app": app},
+            "annotations": {injection.ANNOTATION_INJECT: "true"},
+        },
+        "spec": {"containers": [{"name": "agent", "image": image}]},
+    }
+
+
+def injected_deployment(
+    namespace: str, name: str, *, replicas: int = 1, app: str = "agent", image: str = "x"
+) -> dict[str, Any]:
+    """A Deployment whose pod template (labelled ``app``) opted in to injection."""
+    template = injected_pod(namespace, name, app=app, image=image)
+    del template["metadata"]["name"], template["metadata"]["namespace"]
+    del template["apiVersion"], template["kind"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": app}},
+            "template": template,
+        },
+    }
+
+
+def budget_pool(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A BudgetPool document."""
+    return {
+        "apiVersion": "haltgate.dev/v1alpha1",
+        "kind": "BudgetPool",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
 def eventually(
     check: Any, *, timeout: float = 20, interval: float = 0.2, what: str = "condition"
 ) -> Any:
@@ -253,28 +300,34 @@ def operator_kubeconfig(kube: ControlPlane, path: Path) -> Path:
     docs = [d for d in chart_rbac() if d["metadata"].get("namespace") != _PLACEHOLDER_NS]
     res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     assert res.returncode == 0, res.stderr
+    return service_account_kubeconfig(
+        kube, path, OPERATOR_NAMESPACE, "haltgate-operator", duration="24h"
+    )
+
+
+def service_account_kubeconfig(
+    kube: ControlPlane, path: Path, namespace: str, account: str, *, duration: str = "1h"
+) -> Path:
+    """A kubeconfig at ``path`` that speaks to ``kube`` as ServiceAccount ``account`` of
+    ``namespace`` (a fresh token): what that account's RBAC allows, nothing more."""
     token = eventually(
         lambda: kube.kubectl(
-            "-n", OPERATOR_NAMESPACE, "create", "token", "haltgate-operator", "--duration=24h"
+            "-n", namespace, "create", "token", account, f"--duration={duration}"
         ).stdout.strip(),
-        what="ServiceAccount token",
+        what=f"ServiceAccount {account} token",
     )
-    admin = yaml.safe_load(kube.kubeconfig.read_text())
-    cluster = admin["clusters"][0]
+    cluster = yaml.safe_load(kube.kubeconfig.read_text())["clusters"][0]
     path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [cluster],
-                "users": [{"name": "haltgate-operator", "user": {"token": token}}],
+                "users": [{"name": account, "user": {"token": token}}],
                 "contexts": [
-                    {
-                        "name": "operator",
-                        "context": {"cluster": cluster["name"], "user": "haltgate-operator"},
-                    }
+                    {"name": account, "context": {"cluster": cluster["name"], "user": account}}
                 ],
-                "current-context": "operator",
+                "current-context": account,
             }
         )
     )

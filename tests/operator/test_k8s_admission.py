@@ -15,8 +15,10 @@ from haltgate.testbed.controlplane import ControlPlane
 from tests.operator.conftest import (
     OperatorUnderTest,
     apply,
+    budget_pool,
     create,
     eventually,
+    injected_deployment,
     kubectl_json,
 )
 
@@ -311,22 +313,7 @@ def test_deployment_pods_are_injected_and_counted(
     kube_workloads: ControlPlane, governed_ns: str
 ) -> None:
     kube = kube_workloads
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "researcher", "namespace": governed_ns},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "agent"}},
-            "template": {
-                "metadata": {
-                    "labels": {"app": "agent"},
-                    "annotations": {injection.ANNOTATION_INJECT: "true"},
-                },
-                "spec": {"containers": [{"name": "agent", "image": "x"}]},
-            },
-        },
-    }
+    deployment = injected_deployment(governed_ns, "researcher", replicas=2)
     assert apply(kube, deployment).returncode == 0
 
     def injected_pods() -> list[dict[str, Any]] | None:
@@ -354,12 +341,7 @@ def test_deployment_pods_are_injected_and_counted(
 
 
 def test_pool_status_and_no_finalizers(kube: ControlPlane, governed_ns: str) -> None:
-    pool = {
-        "apiVersion": "haltgate.dev/v1alpha1",
-        "kind": "BudgetPool",
-        "metadata": {"name": "shared", "namespace": governed_ns},
-        "spec": {"costUSD": {"limit": 50}},
-    }
+    pool = budget_pool(governed_ns, "shared", {"costUSD": {"limit": 50}})
     assert apply(kube, pool).returncode == 0
     member = policy(
         governed_ns, "member", {"selector": {"matchLabels": {"app": "other"}}, "pool": "shared"}
@@ -472,12 +454,7 @@ def test_opa_and_pool_pieces_pass_apiserver_validation(
     assert (
         apply(
             kube,
-            {
-                "apiVersion": "haltgate.dev/v1alpha1",
-                "kind": "BudgetPool",
-                "metadata": {"name": "shared", "namespace": ns},
-                "spec": {"calls": {"limit": 10}},
-            },
+            budget_pool(ns, "shared", {"calls": {"limit": 10}}),
         ).returncode
         == 0
     )

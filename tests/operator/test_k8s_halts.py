@@ -25,15 +25,19 @@ from typing import Any
 
 import pytest
 
-from haltgate.operator import halts, injection
+from haltgate.operator import halts
+from haltgate.testbed.cli_processes import standin_process
 from haltgate.testbed.controlplane import ControlPlane
 from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
 from tests.operator.conftest import (
     REPO,
     OperatorUnderTest,
     apply,
+    budget_pool,
     create,
     eventually,
+    injected_deployment,
+    injected_pod,
     kubectl_json,
 )
 from tests.pool.helpers import fresh_pool_database
@@ -58,32 +62,8 @@ def call(url: str) -> tuple[int, dict[str, Any]]:
 
 @pytest.fixture
 def llm_standin(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = ManagedProcess(
-        "standin-llm",
-        [
-            sys.executable,
-            "-m",
-            "haltgate.testbed.standins.llm",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        tmp_path / "llm.log",
-        cwd=REPO,
-    ).start()
-    try:
-        wait_until(
-            lambda: port_open("127.0.0.1", port),
-            timeout=20,
-            what="stand-in LLM",
-            log=tmp_path / "llm.log",
-            alive=proc.alive,
-        )
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with standin_process("llm", tmp_path / "llm.log", cwd=REPO) as url:
+        yield url
 
 
 def governed_policy(ns: str, llm_url: str) -> dict[str, Any]:
@@ -120,6 +100,29 @@ def give_pod_loopback_ip(kube: ControlPlane, ns: str, pod: str) -> None:
         ),
         check=True,
     )
+
+
+def start_agent_pod(kube: ControlPlane, ns: str, name: str, *, with_ip: bool = True) -> None:
+    """Create an opted-in agent pod (injected by the operator); ``with_ip``: report it
+    running on 127.0.0.1 at once."""
+    res = create(kube, injected_pod(ns, name))
+    assert res.returncode == 0, res.stderr
+    if with_ip:
+        give_pod_loopback_ip(kube, ns, name)
+
+
+def annotate_halt(
+    kube: ControlPlane, ns: str, resource: str, name: str, reason: str | None
+) -> None:
+    """``kubectl annotate RESOURCE NAME haltgate.dev/halt=REASON`` (None: remove it)."""
+    value = (
+        f"{halts.ANNOTATION_HALT}={reason}" if reason is not None else f"{halts.ANNOTATION_HALT}-"
+    )
+    kube.kubectl("-n", ns, "annotate", resource, name, value, check=True)
+
+
+def pod_annotations(kube: ControlPlane, ns: str, pod: str) -> dict[str, str]:
+    return kubectl_json(kube, "-n", ns, "get", "pod", pod)["metadata"].get("annotations") or {}
 
 
 @contextlib.contextmanager
@@ -213,22 +216,7 @@ def test_halt_annotation_reaches_running_sidecar(
 ) -> None:
     ns = kube_namespace
     assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
-    res = create(
-        kube,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "agent-h",
-                "namespace": ns,
-                "labels": {"app": "agent"},
-                "annotations": {injection.ANNOTATION_INJECT: "true"},
-            },
-            "spec": {"containers": [{"name": "agent", "image": "x"}]},
-        },
-    )
-    assert res.returncode == 0, res.stderr
-    give_pod_loopback_ip(kube, ns, "agent-h")
+    start_agent_pod(kube, ns, "agent-h")
 
     admin = operator_running.admin_port
     with running_sidecar(kube, ns, "agent-h", admin, tmp_path) as url:
@@ -238,15 +226,7 @@ def test_halt_annotation_reaches_running_sidecar(
         run_id = admin_get(admin, "/status", tmp_path / "token")["agent"]["run_id"]
 
         started = time.monotonic()
-        kube.kubectl(
-            "-n",
-            ns,
-            "annotate",
-            "govpol",
-            "research",
-            f"{halts.ANNOTATION_HALT}=incident 42",
-            check=True,
-        )
+        annotate_halt(kube, ns, "govpol", "research", "incident 42")
         status, body = eventually(
             lambda: refused(url), timeout=15, interval=0.02, what="call refused"
         )
@@ -256,10 +236,7 @@ def test_halt_annotation_reaches_running_sidecar(
 
         # Recorded on the pod (written just after the sidecar answered) and in the status.
         raw = eventually(
-            lambda: (
-                kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")["metadata"].get("annotations")
-                or {}
-            ).get(halts.ANNOTATION_HALTED),
+            lambda: pod_annotations(kube, ns, "agent-h").get(halts.ANNOTATION_HALTED),
             timeout=15,
             what="halt record",
         )
@@ -278,23 +255,13 @@ def test_halt_annotation_reaches_running_sidecar(
         # Removing the annotation lifts the halt (POST /lift): calls pass again, and the
         # run goes on with its id and its spend (issue 16: it used to be a reset, which
         # handed every agent of the policy a fresh budget after each halt drill).
-        kube.kubectl(
-            "-n", ns, "annotate", "govpol", "research", f"{halts.ANNOTATION_HALT}-", check=True
-        )
+        annotate_halt(kube, ns, "govpol", "research", None)
         eventually(
             lambda: call(url)[0] == 200, timeout=15, interval=0.05, what="call allowed after lift"
         )
         # The operator writes the pod's record right after the sidecar answered the lift.
         eventually(
-            lambda: (
-                halts.ANNOTATION_HALTED
-                not in (
-                    kubectl_json(kube, "-n", ns, "get", "pod", "agent-h")["metadata"].get(
-                        "annotations"
-                    )
-                    or {}
-                )
-            ),
+            lambda: halts.ANNOTATION_HALTED not in pod_annotations(kube, ns, "agent-h"),
             timeout=15,
             what="halt record removed from the pod",
         )
@@ -318,22 +285,7 @@ def test_deployment_halt_annotation(
 ) -> None:
     kube, ns = kube_workloads, kube_namespace
     assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "researcher", "namespace": ns},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "agent"}},
-            "template": {
-                "metadata": {
-                    "labels": {"app": "agent"},
-                    "annotations": {injection.ANNOTATION_INJECT: "true"},
-                },
-                "spec": {"containers": [{"name": "agent", "image": "x"}]},
-            },
-        },
-    }
+    deployment = injected_deployment(ns, "researcher")
     assert apply(kube, deployment).returncode == 0
     pods = eventually(
         lambda: kubectl_json(kube, "-n", ns, "get", "pods", "-l", "app=agent")["items"],
@@ -345,31 +297,18 @@ def test_deployment_halt_annotation(
 
     with running_sidecar(kube, ns, name, operator_running.admin_port, tmp_path) as url:
         assert call(url)[0] == 200
-        kube.kubectl(
-            "-n",
-            ns,
-            "annotate",
-            "deploy",
-            "researcher",
-            f"{halts.ANNOTATION_HALT}=runaway loop",
-            check=True,
-        )
+        annotate_halt(kube, ns, "deploy", "researcher", "runaway loop")
         _status, body = eventually(
             lambda: refused(url), timeout=15, interval=0.05, what="call refused"
         )
         assert "EXTERNAL" in json.dumps(body), body
         raw = eventually(
-            lambda: (
-                kubectl_json(kube, "-n", ns, "get", "pod", name)["metadata"].get("annotations")
-                or {}
-            ).get(halts.ANNOTATION_HALTED),
+            lambda: pod_annotations(kube, ns, name).get(halts.ANNOTATION_HALTED),
             timeout=15,
             what="halt record",
         )
         assert json.loads(raw) == {"Deployment/researcher": "runaway loop"}
-        kube.kubectl(
-            "-n", ns, "annotate", "deploy", "researcher", f"{halts.ANNOTATION_HALT}-", check=True
-        )
+        annotate_halt(kube, ns, "deploy", "researcher", None)
         eventually(
             lambda: call(url)[0] == 200, timeout=15, interval=0.05, what="call allowed after lift"
         )
@@ -397,12 +336,7 @@ def test_pool_halt_annotation_halts_member_agents(
     from haltgate.governance.pool.store import PoolStore, pool_key
 
     ns = kube_namespace
-    pool = {
-        "apiVersion": "haltgate.dev/v1alpha1",
-        "kind": "BudgetPool",
-        "metadata": {"name": "shared", "namespace": ns},
-        "spec": {"costUSD": {"limit": 100}},
-    }
+    pool = budget_pool(ns, "shared", {"costUSD": {"limit": 100}})
     assert apply(kube, pool).returncode == 0
 
     async def upsert() -> None:
@@ -416,35 +350,12 @@ def test_pool_halt_annotation_halts_member_agents(
     pol = governed_policy(ns, llm_standin)
     pol["spec"]["pool"] = "shared"
     assert apply(kube, pol).returncode == 0
-    res = create(
-        kube,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "member",
-                "namespace": ns,
-                "labels": {"app": "agent"},
-                "annotations": {injection.ANNOTATION_INJECT: "true"},
-            },
-            "spec": {"containers": [{"name": "agent", "image": "x"}]},
-        },
-    )
-    assert res.returncode == 0, res.stderr
-    give_pod_loopback_ip(kube, ns, "member")
+    start_agent_pod(kube, ns, "member")
     with running_sidecar(
         kube, ns, "member", operator_running.admin_port, tmp_path, ("--pool-dsn", pool_database)
     ) as url:
         assert call(url)[0] == 200
-        kube.kubectl(
-            "-n",
-            ns,
-            "annotate",
-            "budgetpool",
-            "shared",
-            f"{halts.ANNOTATION_HALT}=cascade",
-            check=True,
-        )
+        annotate_halt(kube, ns, "budgetpool", "shared", "cascade")
         _status, body = eventually(
             lambda: refused(url), timeout=15, interval=0.05, what="call refused"
         )
@@ -460,9 +371,7 @@ def test_pool_halt_annotation_halts_member_agents(
             what="pool Halted",
         )
         assert st
-        kube.kubectl(
-            "-n", ns, "annotate", "budgetpool", "shared", f"{halts.ANNOTATION_HALT}-", check=True
-        )
+        annotate_halt(kube, ns, "budgetpool", "shared", None)
         eventually(
             lambda: call(url)[0] == 200, timeout=15, interval=0.05, what="call allowed after lift"
         )
@@ -481,6 +390,11 @@ def _events(kube: ControlPlane, ns: str, kind: str, name: str) -> list[dict[str,
     ]
 
 
+def policy_events(kube: ControlPlane, ns: str, reason: str) -> list[dict[str, Any]]:
+    """The Events of reason ``reason`` on GovernancePolicy ``research``."""
+    return [e for e in _events(kube, ns, "GovernancePolicy", "research") if e["reason"] == reason]
+
+
 def test_budget_halt_shows_in_status_and_events(
     kube: ControlPlane,
     kube_namespace: str,
@@ -494,22 +408,7 @@ def test_budget_halt_shows_in_status_and_events(
     policy = governed_policy(ns, llm_standin)
     policy["spec"]["budgets"] = {"calls": {"limit": 1}}
     assert apply(kube, policy).returncode == 0
-    res = create(
-        kube,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "agent-b",
-                "namespace": ns,
-                "labels": {"app": "agent"},
-                "annotations": {injection.ANNOTATION_INJECT: "true"},
-            },
-            "spec": {"containers": [{"name": "agent", "image": "x"}]},
-        },
-    )
-    assert res.returncode == 0, res.stderr
-    give_pod_loopback_ip(kube, ns, "agent-b")
+    start_agent_pod(kube, ns, "agent-b")
     with running_sidecar(kube, ns, "agent-b", operator_running.admin_port, tmp_path) as url:
         assert call(url)[0] == 200
         status, body = call(url)
@@ -526,11 +425,7 @@ def test_budget_halt_shows_in_status_and_events(
         printed = kube.kubectl("-n", ns, "get", "govpol", "research", check=True).stdout
         assert printed.splitlines()[1].split()[3] == "1", printed  # the HALTED column
         on_policy = eventually(
-            lambda: [
-                e
-                for e in _events(kube, ns, "GovernancePolicy", "research")
-                if e["reason"] == "Halted"
-            ],
+            lambda: policy_events(kube, ns, "Halted"),
             what="policy Event",
         )
         assert "EXHAUSTION" in on_policy[0]["message"]
@@ -553,30 +448,8 @@ def test_pending_halt_shows_then_applies_when_the_pod_gets_an_ip(
 ) -> None:
     ns = kube_namespace
     assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
-    res = create(
-        kube,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "agent-p",
-                "namespace": ns,
-                "labels": {"app": "agent"},
-                "annotations": {injection.ANNOTATION_INJECT: "true"},
-            },
-            "spec": {"containers": [{"name": "agent", "image": "x"}]},
-        },
-    )
-    assert res.returncode == 0, res.stderr
-    kube.kubectl(
-        "-n",
-        ns,
-        "annotate",
-        "govpol",
-        "research",
-        f"{halts.ANNOTATION_HALT}=incident 7",
-        check=True,
-    )
+    start_agent_pod(kube, ns, "agent-p", with_ip=False)
+    annotate_halt(kube, ns, "govpol", "research", "incident 7")
     st = eventually(
         lambda: (s := _status(kube, ns)).get("halts") and s,
         timeout=30,
@@ -584,11 +457,7 @@ def test_pending_halt_shows_then_applies_when_the_pod_gets_an_ip(
     )
     assert st["halts"][0]["state"] == "Pending" and st["haltedAgents"] == 0
     eventually(
-        lambda: [
-            e
-            for e in _events(kube, ns, "GovernancePolicy", "research")
-            if e["reason"] == "HaltPending"
-        ],
+        lambda: policy_events(kube, ns, "HaltPending"),
         what="HaltPending Event",
     )
     give_pod_loopback_ip(kube, ns, "agent-p")
@@ -620,37 +489,10 @@ def test_failed_delivery_is_an_event_and_is_retried(
     delivers the halt once the sidecar is up."""
     ns = kube_namespace
     assert apply(kube, governed_policy(ns, llm_standin)).returncode == 0
-    res = create(
-        kube,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "agent-f",
-                "namespace": ns,
-                "labels": {"app": "agent"},
-                "annotations": {injection.ANNOTATION_INJECT: "true"},
-            },
-            "spec": {"containers": [{"name": "agent", "image": "x"}]},
-        },
-    )
-    assert res.returncode == 0, res.stderr
-    give_pod_loopback_ip(kube, ns, "agent-f")
-    kube.kubectl(
-        "-n",
-        ns,
-        "annotate",
-        "govpol",
-        "research",
-        f"{halts.ANNOTATION_HALT}=incident 8",
-        check=True,
-    )
+    start_agent_pod(kube, ns, "agent-f")
+    annotate_halt(kube, ns, "govpol", "research", "incident 8")
     failed = eventually(
-        lambda: [
-            e
-            for e in _events(kube, ns, "GovernancePolicy", "research")
-            if e["reason"] == "HaltDeliveryFailed"
-        ],
+        lambda: policy_events(kube, ns, "HaltDeliveryFailed"),
         timeout=30,
         what="HaltDeliveryFailed Event",
     )

@@ -31,6 +31,7 @@ from tests.operator.conftest import (
     create,
     eventually,
     kubectl_json,
+    service_account_kubeconfig,
 )
 from tests.operator.test_k8s_restricted import agent_pod, policy, restricted_namespace
 
@@ -78,29 +79,7 @@ def agent_kubeconfig(kube: ControlPlane, path: Path) -> Path:
     res = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(node_agent_rbac()))
     assert res.returncode == 0, res.stderr
     name = SA.rsplit(":", 1)[1]
-    token = eventually(
-        lambda: kube.kubectl(
-            "-n", OPERATOR_NAMESPACE, "create", "token", name, "--duration=1h"
-        ).stdout.strip(),
-        what="node agent token",
-    )
-    admin = yaml.safe_load(kube.kubeconfig.read_text())
-    cluster = admin["clusters"][0]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "users": [{"name": "node-agent", "user": {"token": token}}],
-                "contexts": [
-                    {"name": "a", "context": {"cluster": cluster["name"], "user": "node-agent"}}
-                ],
-                "current-context": "a",
-            }
-        )
-    )
-    return path
+    return service_account_kubeconfig(kube, path, OPERATOR_NAMESPACE, name)
 
 
 def probe(port: int, path: str) -> int:

@@ -17,7 +17,7 @@ import pytest
 from haltgate.governance.pool.lease import ZERO, Amounts
 from haltgate.governance.pool.store import PoolStore
 from haltgate.testbed.controlplane import ControlPlane
-from tests.operator.conftest import OperatorUnderTest, apply, eventually, kubectl_json
+from tests.operator.conftest import OperatorUnderTest, apply, budget_pool, eventually, kubectl_json
 from tests.pool.helpers import fresh_pool_database
 
 pytestmark = [pytest.mark.k8s, pytest.mark.postgres]
@@ -63,12 +63,7 @@ def test_pool_database_state_and_spend_in_status_and_events(
     operator_with_pool_db: OperatorUnderTest, kube_namespace: str, pool_db: str
 ) -> None:
     kube, ns = operator_with_pool_db.kube, kube_namespace
-    pool = {
-        "apiVersion": "haltgate.dev/v1alpha1",
-        "kind": "BudgetPool",
-        "metadata": {"name": "shared", "namespace": ns},
-        "spec": {"calls": {"limit": 100}, "costUSD": {"limit": 10}},
-    }
+    pool = budget_pool(ns, "shared", {"calls": {"limit": 100}, "costUSD": {"limit": 10}})
     assert apply(kube, pool).returncode == 0
     key = f"{ns}/shared"
     eventually(lambda: _status(kube, ns).get("spentCalls") == 0, what="pool in the database")

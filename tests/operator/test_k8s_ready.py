@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from haltgate.testbed.controlplane import ControlPlane
-from tests.operator.conftest import OperatorUnderTest, apply, eventually, kubectl_json
+from tests.operator.conftest import OperatorUnderTest, apply, budget_pool, eventually, kubectl_json
 
 pytestmark = pytest.mark.k8s
 
@@ -47,12 +47,7 @@ def test_missing_pool_then_missing_secret_then_ready(
     assert (
         apply(
             kube,
-            {
-                "apiVersion": "haltgate.dev/v1alpha1",
-                "kind": "BudgetPool",
-                "metadata": {"name": "shared", "namespace": ns},
-                "spec": {"calls": {"limit": 10}},
-            },
+            budget_pool(ns, "shared", {"calls": {"limit": 10}}),
         ).returncode
         == 0
     )

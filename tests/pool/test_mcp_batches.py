@@ -5,7 +5,6 @@ at most N tool executions at the MCP server (issue 15)."""
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,17 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
-from tests.pool.test_sidecars import (
-    _DEFAULT_LOOP_ENV,
-    HALTGATE,
-    NS,
-    REPO,
-    apply_pool,
-    pool_row,
-)
+from haltgate.testbed.cli_processes import standin_process
+from haltgate.testbed.process import port_open, wait_until
+from tests.pool.helpers import REPO, start_member_sidecar
+from tests.pool.test_sidecars import NS, apply_pool, pool_row
 
 pytestmark = pytest.mark.postgres
 
@@ -32,32 +25,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture(scope="module")
 def mcp_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("standin") / "mcp.log"
-    port = free_port()
-    proc = ManagedProcess(
-        "standin-mcp",
-        [
-            sys.executable,
-            "-m",
-            "haltgate.testbed.standins.mcp",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        log,
-        cwd=REPO,
-    ).start()
-    try:
-        wait_until(
-            lambda: port_open("127.0.0.1", port),
-            timeout=20,
-            what="stand-in MCP",
-            log=log,
-            alive=proc.alive,
-        )
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with standin_process("mcp", log, cwd=REPO) as url:
+        yield url
 
 
 def post(url: str, payload: Any) -> Any:
@@ -90,40 +59,7 @@ def test_pool_calls_bound_tool_executions_of_concurrent_batches(
                     "tools": {"default": "allow"},
                 },
             }
-            path = tmp_path / f"{workload}.yaml"
-            path.write_text(yaml.safe_dump(policy))
-            port = free_port()
-            log = tmp_path / f"{workload}.log"
-            proc = ManagedProcess(
-                f"sidecar-{workload}",
-                [
-                    HALTGATE,
-                    "sidecar",
-                    "--policy",
-                    str(path),
-                    "--mode",
-                    "explicit",
-                    "--audit-sink",
-                    "memory",
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--admin-listen",
-                    f"127.0.0.1:{free_port()}",
-                    "--metrics-listen",
-                    f"127.0.0.1:{free_port()}",
-                    "--agent-namespace",
-                    NS,
-                    "--agent-workload",
-                    workload,
-                    "--agent-pod",
-                    f"{workload}-0",
-                    "--pool-dsn",
-                    pool_dsn,
-                ],
-                log,
-                env=_DEFAULT_LOOP_ENV,
-                cwd=REPO,
-            ).start()
+            proc, port, _log = start_member_sidecar(tmp_path, policy, pool_dsn=pool_dsn)
             members.append((proc, port))
         for proc, port in members:
 

@@ -7,11 +7,9 @@ as the agents would, over HTTP, and read the pool's truth from the database.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,16 +23,12 @@ import psycopg
 import pytest
 import yaml
 
+from haltgate.testbed.cli_processes import HALTGATE, standin_process
 from haltgate.testbed.process import ManagedProcess, free_port, port_open, wait_until
-
-# The sidecars run on their default event loop (uvloop), as in production: never the asyncio
-# fallback, even when the caller's environment asks for it.
-_DEFAULT_LOOP_ENV = {k: v for k, v in os.environ.items() if k != "HALTGATE_NO_UVLOOP"}
+from tests.pool.helpers import REPO, start_member_sidecar
 
 pytestmark = pytest.mark.postgres
 
-REPO = Path(__file__).resolve().parents[2]
-HALTGATE = str(Path(sys.executable).parent / "haltgate")
 NS = "team"
 
 
@@ -72,25 +66,8 @@ def code_of(body: dict[str, Any]) -> str | None:
 @pytest.fixture(scope="module")
 def http_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("standin") / "http.log"
-    port = free_port()
-    module = "haltgate.testbed.standins.http_api"
-    proc = ManagedProcess(
-        "standin-http",
-        [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
-        log,
-        cwd=REPO,
-    ).start()
-    try:
-        wait_until(
-            lambda: port_open("127.0.0.1", port),
-            timeout=20,
-            what="stand-in HTTP",
-            log=log,
-            alive=proc.alive,
-        )
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with standin_process("http_api", log, cwd=REPO) as url:
+        yield url
 
 
 def apply_pool(dsn: str, tmp: Path, name: str, spec: dict[str, Any]) -> None:
@@ -123,6 +100,7 @@ def sidecars(pool_dsn: str, http_standin: str, tmp_path: Path) -> Iterator[Calla
         *,
         dsn: str | None = pool_dsn,
         metrics_port: int | None = None,
+        enforcement: str = "enforce",
     ) -> Sidecar:
         policy = {
             "apiVersion": "haltgate.dev/v1alpha1",
@@ -130,6 +108,7 @@ def sidecars(pool_dsn: str, http_standin: str, tmp_path: Path) -> Iterator[Calla
             "metadata": {"name": workload, "namespace": NS},
             "spec": {
                 "pool": pool,
+                "enforcement": enforcement,
                 "budgets": budgets or {},
                 "upstreams": [
                     {"name": "tool", "url": http_standin, "kind": "http"},
@@ -144,39 +123,9 @@ def sidecars(pool_dsn: str, http_standin: str, tmp_path: Path) -> Iterator[Calla
                 "tools": {"default": "allow"},
             },
         }
-        path = tmp_path / f"{workload}.yaml"
-        path.write_text(yaml.safe_dump(policy))
-        port = free_port()
-        log = tmp_path / f"{workload}.log"
-        proc = ManagedProcess(
-            f"sidecar-{workload}",
-            [
-                HALTGATE,
-                "sidecar",
-                "--policy",
-                str(path),
-                "--mode",
-                "explicit",
-                "--audit-sink",
-                "memory",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--admin-listen",
-                f"127.0.0.1:{free_port()}",
-                "--metrics-listen",
-                f"127.0.0.1:{metrics_port or free_port()}",
-                "--agent-namespace",
-                NS,
-                "--agent-workload",
-                workload,
-                "--agent-pod",
-                f"{workload}-0",
-                *(("--pool-dsn", dsn) if dsn else ()),
-            ],
-            log,
-            env=_DEFAULT_LOOP_ENV,
-            cwd=REPO,
-        ).start()
+        proc, port, log = start_member_sidecar(
+            tmp_path, policy, pool_dsn=dsn, metrics_port=metrics_port
+        )
         sidecar = Sidecar(proc, port, log)
         started.append(sidecar)
         return sidecar

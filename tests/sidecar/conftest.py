@@ -8,6 +8,7 @@ the policy file (rewrite it to test hot reload).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -37,18 +38,27 @@ class Standins:
         return self.apps[name][RECORDED]
 
 
+@contextlib.asynccontextmanager
+async def serving_standins() -> AsyncIterator[Standins]:
+    """The stand-in LLM, MCP server and HTTP API on loopback ports, stopped on exit."""
+    apps = {"llm": llm.create_app(), "mcp": mcp.create_app(), "api": http_api.create_app()}
+    runners: list[web.AppRunner] = []
+    urls = {}
+    try:
+        for name, app in apps.items():
+            runner, url = await serve(app)
+            runners.append(runner)
+            urls[name] = url
+        yield Standins(urls["llm"], urls["mcp"], urls["api"], apps)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
 @pytest.fixture
 async def standins() -> AsyncIterator[Standins]:
-    apps = {"llm": llm.create_app(), "mcp": mcp.create_app(), "api": http_api.create_app()}
-    runners = []
-    urls = {}
-    for name, app in apps.items():
-        runner, url = await serve(app)
-        runners.append(runner)
-        urls[name] = url
-    yield Standins(urls["llm"], urls["mcp"], urls["api"], apps)
-    for runner in runners:
-        await runner.cleanup()
+    async with serving_standins() as s:
+        yield s
 
 
 def base_policy(s: Standins) -> dict[str, Any]:

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -16,34 +12,12 @@ import orjson
 import yaml
 
 from haltgate.governance.audit.spool import iter_frames, list_segments, segment_path
+from tests.sidecar.cli_process import (
+    haltgate,
+    spawn_pod_sidecar,
+    wait_ready,
+)
 from tests.sidecar.conftest import Standins, base_policy
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def haltgate(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from haltgate.cli.main import main; main()", *args]
-
-
-async def wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 20
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            assert proc.returncode is None, "sidecar exited"
-            try:
-                async with s.get(url, timeout=aiohttp.ClientTimeout(total=0.5)) as r:
-                    if r.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("sidecar not ready in 20 s")
 
 
 def test_invalid_policy_exits_1(tmp_path: Path) -> None:
@@ -66,35 +40,7 @@ async def test_process_with_spool(standins: Standins, tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(base_policy(standins)))
     state = tmp_path / "state"
-    ports = {name: free_port() for name in ("explicit", "admin", "metrics")}
-    env = {
-        **os.environ,
-        "HALTGATE_POD_NAME": "agent-7d4b9c6f5-x2kqp",
-        "HALTGATE_POD_NAMESPACE": "agents",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        *haltgate(
-            "sidecar",
-            "--policy",
-            str(policy),
-            "--state-dir",
-            str(state),
-            "--mode",
-            "explicit",
-            "--listen",
-            f"127.0.0.1:{ports['explicit']}",
-            "--admin-listen",
-            f"127.0.0.1:{ports['admin']}",
-            "--metrics-listen",
-            f"127.0.0.1:{ports['metrics']}",
-            "--log-level",
-            "error",
-        ),
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc, ports = await spawn_pod_sidecar(policy, state)
     try:
         await wait_ready(f"http://127.0.0.1:{ports['admin']}/readyz", proc)
         async with (

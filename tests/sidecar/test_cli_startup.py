@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from haltgate.sidecar.tlsmint import CertificateAuthority
-from tests.sidecar.test_cli_spool import haltgate
+from haltgate.testbed.cli_processes import explicit_sidecar_argv
+from tests.sidecar.cli_process import haltgate
 
 POLICY = {
     "apiVersion": "haltgate.dev/v1alpha1",
@@ -78,22 +79,9 @@ def policy(tmp_path: Path) -> Path:
 
 
 def sidecar(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run(
-        "sidecar",
-        "--policy",
-        str(policy),
-        "--mode",
-        "explicit",
-        "--audit-sink",
-        "memory",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        *args,
-    )
+    """``haltgate sidecar`` in explicit mode on any free ports (``args`` last: they win)."""
+    argv = explicit_sidecar_argv(policy, 0, "--audit-sink", "memory", *args, log_level="info")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
 def rsa_ca(directory: Path) -> None:

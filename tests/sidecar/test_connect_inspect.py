@@ -3,6 +3,7 @@ requests inside, forwarded over TLS to an https upstream."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import trustme
 
 from haltgate.sidecar.tlsmint import CA_CERT_FILE, CertificateAuthority
 from haltgate.testbed.standins import llm, serve
-from tests.sidecar.conftest import SidecarFactory
+from tests.sidecar.conftest import Running, SidecarFactory
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a b"}], "max_tokens": 3}
 
@@ -31,9 +32,11 @@ async def https_llm(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
     await runner.cleanup()
 
 
-async def test_connect_inspected(
+async def inspecting_sidecar(
     sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
-) -> None:
+) -> tuple[Running, ssl.SSLContext]:
+    """A sidecar with a haltgate CA that inspects CONNECT tunnels to the HTTPS stand-in
+    (upstream ``secure``), and the TLS context of an agent that trusts that CA."""
     port, upstream_ca = https_llm
     CertificateAuthority.create().write(tmp_path / "hgca")
     sc = await sidecar_factory(
@@ -52,7 +55,14 @@ async def test_connect_inspected(
         ca_dir=tmp_path / "hgca",
         upstream_ca_file=upstream_ca,
     )
-    agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+    return sc, ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+
+
+async def test_connect_inspected(
+    sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
+) -> None:
+    port = https_llm[0]
+    sc, agent_tls = await inspecting_sidecar(sidecar_factory, https_llm, tmp_path)
     url = f"https://localhost:{port}/v1/chat/completions"
     async with aiohttp.ClientSession() as s:
         async with s.post(url, json=CHAT, proxy=sc.explicit, ssl=agent_tls) as r:
@@ -70,25 +80,8 @@ async def test_connect_inspected(
 async def test_connect_inspected_host_mismatch(
     sidecar_factory: SidecarFactory, https_llm: tuple[int, Path], tmp_path: Path
 ) -> None:
-    port, upstream_ca = https_llm
-    CertificateAuthority.create().write(tmp_path / "hgca")
-    sc = await sidecar_factory(
-        {
-            "spec": {
-                "upstreams": [
-                    {
-                        "name": "secure",
-                        "url": f"https://localhost:{port}",
-                        "kind": "llm",
-                        "provider": "openai",
-                    }
-                ]
-            }
-        },
-        ca_dir=tmp_path / "hgca",
-        upstream_ca_file=upstream_ca,
-    )
-    agent_tls = ssl.create_default_context(cafile=str(tmp_path / "hgca" / CA_CERT_FILE))
+    port = https_llm[0]
+    sc, agent_tls = await inspecting_sidecar(sidecar_factory, https_llm, tmp_path)
     async with aiohttp.ClientSession() as s:
         async with s.post(
             f"https://localhost:{port}/v1/chat/completions",
@@ -99,3 +92,43 @@ async def test_connect_inspected_host_mismatch(
         ) as r:
             assert r.status == 403
             assert (await r.json())["error"]["code"] == "sni_host_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("line", "extra", "code"),
+    [
+        (b"GET /v1/models HTTP/2.0", b"", "unsupported_http_version"),
+        (
+            b"POST /v1/chat/completions HTTP/1.0",
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "transfer_encoding_in_http10",
+        ),
+    ],
+)
+async def test_connect_inspected_refuses_faulty_framing(
+    sidecar_factory: SidecarFactory,
+    https_llm: tuple[int, Path],
+    tmp_path: Path,
+    line: bytes,
+    extra: bytes,
+    code: str,
+) -> None:
+    """Inside the tunnel as on the plain ports (``framing_check``): typed 400, closed."""
+    port = https_llm[0]
+    sc, agent_tls = await inspecting_sidecar(sidecar_factory, https_llm, tmp_path)
+    host, sidecar_port = sc.explicit.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(sidecar_port))
+    try:
+        writer.write(
+            f"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode()
+        )
+        async with asyncio.timeout(5):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            await writer.start_tls(agent_tls, server_hostname="localhost")
+            writer.write(line + f"\r\nHost: localhost:{port}\r\n".encode() + (extra or b"\r\n"))
+            answer = await reader.read()  # until the sidecar closes the connection
+    finally:
+        writer.close()
+    assert answer.startswith(line[-8:].replace(b"2.0", b"1.1") + b" 400 "), answer
+    assert f'"code":"{code}"'.encode() in answer
+    assert not [r for r in sc.audit.records if r.phase == "intent"]

@@ -21,8 +21,8 @@ import yaml
 from haltgate.governance.audit.explain import explain, render_text
 from haltgate.governance.audit.policies import PolicyStore
 from haltgate.sdk.errors import DeniedError, error_from_body
+from tests.sidecar.cli_process import explicit_sidecar, sidecar_ports, wait_ready
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
-from tests.sidecar.test_cli_spool import free_port, haltgate, wait_ready
 from tests.sidecar.test_flows import GUARDED, http
 from tests.sidecar.test_mcp import call, rpc
 
@@ -262,31 +262,20 @@ async def test_values_survive_kill_9_of_the_sidecar_process(
     )
     token = tmp_path / "admin-token"
     token.write_text(ADMIN_TOKEN + "\n")
-    ports = {name: free_port() for name in ("explicit", "admin", "metrics")}
+    ports = sidecar_ports()
     explicit, admin = (f"http://127.0.0.1:{ports[n]}" for n in ("explicit", "admin"))
 
     async def start() -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            *haltgate(
-                "sidecar",
-                "--policy",
-                str(policy),
+            *explicit_sidecar(
+                policy,
+                ports,
                 "--state-dir",
                 str(tmp_path / "st"),
                 "--audit-dir",
                 str(tmp_path / "spool"),
                 "--admin-token-file",
                 str(token),
-                "--mode",
-                "explicit",
-                "--listen",
-                f"127.0.0.1:{ports['explicit']}",
-                "--admin-listen",
-                f"127.0.0.1:{ports['admin']}",
-                "--metrics-listen",
-                f"127.0.0.1:{ports['metrics']}",
-                "--log-level",
-                "error",
             ),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,

@@ -268,13 +268,13 @@ async def test_the_answer_does_not_wait_for_the_outcome_record(
     answered = threading.Event()
     queued: list[tuple[Any, bool]] = []
 
-    def blocked_submit(record: Any) -> None:
+    def blocked_submit(record: Any, on_error: Any) -> None:
         # An audit queue that cannot take the record until the client has its answer
         # (a slow disk, taken to the limit). It blocks the sidecar's loop: if the answer
         # waited for the record, the client would not get it before the guard runs out.
         queued.append((record, answered.wait(timeout=HANG_GUARD_SECONDS)))
 
-    pipeline._submit_nowait = blocked_submit
+    pipeline._queue_nowait = blocked_submit
 
     def call() -> None:
         req = urllib.request.Request(

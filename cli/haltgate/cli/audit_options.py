@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
@@ -31,17 +31,14 @@ def count_option(
 
 def parse_time(value: str | None) -> datetime | None:
     """ISO 8601 (``2026-11-01``, ``2026-11-01T12:00:00Z``) or epoch seconds; UTC if naive."""
+    from haltgate.governance.audit.query import parse_time as parse
+
     if value is None:
         return None
     try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse(value)
     except ValueError as e:
         raise click.BadParameter(f"not a time: {value!r} (ISO 8601 or epoch seconds)") from e
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class _Time(click.ParamType):

@@ -16,7 +16,7 @@ from typing import Any
 import click
 import orjson
 
-DSN_ENV = "HALTGATE_AUDIT_DSN"
+from haltgate.cli.audit_options import DSN_ENV
 
 
 def source_options(f: Any) -> Any:

@@ -60,5 +60,8 @@ def apply(netns: Path, iptables_args: tuple[str, ...]) -> None:
         raise click.ClickException(f"iptables_failed: {e} (in {netns})") from e
     finally:
         os.close(fd)
-    verb = "already in place" if outcome is netns_rules.Outcome.PRESENT else "applied"
+    verb = {
+        netns_rules.Outcome.PRESENT: "already in place",
+        netns_rules.Outcome.REORDERED: "in place, jump moved back to the top of OUTPUT,",
+    }.get(outcome, "applied")
     click.echo(f"haltgate egress rules {verb} in {netns}: {summary(config)}")

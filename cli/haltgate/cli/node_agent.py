@@ -4,8 +4,9 @@ Fed pods by the watch (:mod:`haltgate.cli.node_watch`), it keeps one state per p
 on a tick, finds the pods that need work in one pass over ``/proc``, enters each of their
 network namespaces and checks (then, if needed, installs) the same rule set the init
 container would have (:mod:`haltgate.sidecar.netns_rules`). What it did is recorded as
-Events on the pod: ``RedirectInstalled`` (Normal), ``RedirectFailed`` and
-``RedirectPending`` (Warning), each once per pod and cause; a rule set found already in
+Events on the pod: ``RedirectInstalled`` (Normal), ``RedirectFailed``,
+``RedirectPending`` and ``RedirectReordered`` (Warning: haltgate's jump was no longer first
+in ``OUTPUT`` and was moved back), each once per pod and cause; a rule set found already in
 place (after an agent restart) is only logged.
 
 It never makes a pod start ungoverned: the pod's own ``haltgate-verify`` step refuses to let
@@ -124,9 +125,12 @@ class NodeAgent:
             del self.pods[uid]
 
     def resync(self) -> None:
-        """Look at every pod again (a namespace replaced without a pod event)."""
+        """Look at every pod again, checked namespaces included: a namespace replaced
+        without a pod event, or rules changed since (a rule inserted ahead of haltgate's
+        jump by a mesh's later init step), are found within one resync period."""
         for state in self.pods.values():
             state.pending = True
+            state.done.clear()
 
     # ------------------------------------------------------------------ work
     def due(self, now: float) -> list[PodState]:
@@ -227,6 +231,20 @@ class NodeAgent:
                 "rules already in place for %s in %s",
                 node_redirect.describe(state.pod),
                 space.ident,
+            )
+            return
+        if outcome is netns_rules.Outcome.REORDERED:
+            self._report(
+                state,
+                "Warning",
+                "RedirectReordered",
+                f"a rule had been inserted ahead of haltgate's jump in OUTPUT in the pod's "
+                f"network namespace {space.ident} (a mesh or another installer); haltgate "
+                "node agent on "
+                f"{self.settings.node_name} moved it back to the top (order: agent -> "
+                "haltgate -> mesh proxy). If a mesh keeps doing this, install it in CNI mode "
+                "or list its proxy UID in injection.meshProxyUIDs",
+                f"reordered/{space.ident}",
             )
             return
         self._report(

@@ -60,6 +60,19 @@ def _listen(value: str, port: int, flag: str) -> Listen:
         raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint=flag) from e
 
 
+def _path_option(
+    flag: str,
+    envvar: str,
+    help: str,
+    *names: str,
+    directory: bool = False,
+    **extra: Any,
+) -> Any:
+    """A path option also read from ``envvar``: a file, or a directory when ``directory``."""
+    kind = click.Path(file_okay=not directory, dir_okay=directory, path_type=Path)
+    return click.option(flag, *names, envvar=envvar, type=kind, help=help, **extra)
+
+
 class StartFailed(click.ClickException):
     """A start-up error, shown as one line (no usage text, no traceback)."""
 
@@ -94,31 +107,29 @@ class _OneLineErrors(click.Command):
 
 
 @click.command(name="sidecar", cls=_OneLineErrors)
-@click.option(
+@_path_option(
     "--policy",
+    "HALTGATE_POLICY_FILE",
+    "GovernancePolicy YAML (reloaded when it changes).",
     "policy_path",
     required=True,
-    envvar="HALTGATE_POLICY_FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="GovernancePolicy YAML (reloaded when it changes).",
 )
-@click.option(
+@_path_option(
     "--admin-token-file",
-    envvar="HALTGATE_ADMIN_TOKEN_FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="File holding the admin API bearer token. Without it the admin API refuses every request.",
+    "HALTGATE_ADMIN_TOKEN_FILE",
+    "File holding the admin API bearer token. Without it the admin API refuses every request.",
 )
-@click.option(
+@_path_option(
     "--state-dir",
-    envvar="HALTGATE_STATE_DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for budget state and run id (survives restarts).",
+    "HALTGATE_STATE_DIR",
+    "Directory for budget state and run id (survives restarts).",
+    directory=True,
 )
-@click.option(
+@_path_option(
     "--audit-dir",
-    envvar="HALTGATE_AUDIT_DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Audit spool directory (default: <state-dir>/audit; memory if neither).",
+    "HALTGATE_AUDIT_DIR",
+    "Audit spool directory (default: <state-dir>/audit; memory if neither).",
+    directory=True,
 )
 @click.option(
     "--audit-sink",
@@ -136,17 +147,16 @@ class _OneLineErrors(click.Command):
     type=click.Choice(["transparent", "explicit"]),
     help="transparent also listens on 17001 for redirected connections.",
 )
-@click.option(
+@_path_option(
     "--ca-dir",
-    envvar="HALTGATE_CA_DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="haltgate CA (ca.crt, ca.key) used to mint inspection certificates.",
+    "HALTGATE_CA_DIR",
+    "haltgate CA (ca.crt, ca.key) used to mint inspection certificates.",
+    directory=True,
 )
-@click.option(
+@_path_option(
     "--upstream-ca-file",
-    envvar="HALTGATE_UPSTREAM_CA_FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Extra CA bundle trusted for https upstreams (system CAs otherwise).",
+    "HALTGATE_UPSTREAM_CA_FILE",
+    "Extra CA bundle trusted for https upstreams (system CAs otherwise).",
 )
 @click.option(
     "--listen",
@@ -260,14 +270,13 @@ class _OneLineErrors(click.Command):
     help="Pool database unreachable past the current lease: refuse calls (closed) "
     "or allow them uncounted (open).",
 )
-@click.option(
+@_path_option(
     "--price-table",
-    envvar="HALTGATE_PRICE_TABLE",
-    default=None,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Price table (YAML, the layout of the shipped one) replacing the table "
+    "HALTGATE_PRICE_TABLE",
+    "Price table (YAML, the layout of the shipped one) replacing the table "
     "shipped in the image; spec.pricing still overrides single models. "
     "Re-read on policy reload.",
+    default=None,
 )
 @click.option(
     "--log-level",

@@ -244,6 +244,13 @@ class Governor:
         """State writes so far (for metrics)."""
         self.write_errors = 0
         """Failed state writes so far (for metrics; a failed reserve write refuses the call)."""
+        self.monitor = False
+        """``spec.enforcement: monitor``: a halt the engine derives from the budgets is
+        reported in the decision but not kept in the state (:meth:`_unhalted`), so later
+        calls are judged, metered and forwarded as before. Halts from outside (``Halt``
+        events: admin API, pool, cascade) are always kept."""
+        self.would_halts = 0
+        """Engine halts dropped in monitor mode so far."""
         self._state = self._load(now)
 
     @classmethod
@@ -282,27 +289,9 @@ class Governor:
         """Step the engine with one event and persist the new state if it changed."""
         old = self._state
         new, decision = self._engine.step(old, event)
-        if new is not old:
-            try:
-                self._persist(new)
-            except OSError as e:
-                self.write_errors += 1
-                if isinstance(event, Reserve) and decision.allowed:
-                    # A reservation that is not on disk could be forgotten by a restart and
-                    # the call's spend with it: refuse the call (fail closed).
-                    log.error("cannot persist budget state, refusing call: %s", e)
-                    return Decision(
-                        False,
-                        FailureType.EXTERNAL,
-                        codes.STATE_PERSIST_FAILED,
-                        f"budget state could not be saved: {e.strerror or e}"[:512],
-                        decision.warnings,
-                        decision.budget,
-                    )
-                # Spend that happened is kept in memory whatever the disk says.
-                log.error("cannot persist budget state: %s", e)
-            self._state = new
-        return decision
+        if self.monitor:
+            new = self._unhalted(old, new, (event,))
+        return self._commit(old, new, decision, reserves=isinstance(event, Reserve))
 
     def apply_all(self, events: Sequence[Event], *, all_or_nothing: bool = False) -> Decision:
         """Step several events at once, with one state write; the last decision.
@@ -327,13 +316,24 @@ class Governor:
                 state = old if alone_decision.allowed else alone
                 break
         assert decision is not None
-        if state is not old:
+        if self.monitor:
+            state = self._unhalted(old, state, events)
+        return self._commit(old, state, decision, reserves=all_or_nothing)
+
+    def _commit(self, old: Any, new: Any, decision: Decision, *, reserves: bool) -> Decision:
+        """Keep ``new`` (written first when it differs from ``old``) and return ``decision``.
+
+        When the write fails and ``decision`` allowed a reservation (``reserves``), the old
+        state stays and the call is refused (``state_persist_failed``): a reservation that
+        is not on disk could be forgotten by a restart and the call's spend with it (fail
+        closed). Any other change is kept in memory whatever the disk says."""
+        if new is not old:
             try:
-                self._persist(state)
+                self._persist(new)
             except OSError as e:
                 self.write_errors += 1
-                if all_or_nothing and decision.allowed:
-                    log.error("cannot persist budget state, refusing calls: %s", e)
+                if reserves and decision.allowed:
+                    log.error("cannot persist budget state, refusing the call: %s", e)
                     return Decision(
                         False,
                         FailureType.EXTERNAL,
@@ -343,8 +343,25 @@ class Governor:
                         decision.budget,
                     )
                 log.error("cannot persist budget state: %s", e)
-            self._state = state
+            self._state = new
         return decision
+
+    def _unhalted(self, old: Any, new: Any, events: Sequence[Event]) -> Any:
+        """``new`` without a halt the engine just derived itself (monitor mode)."""
+        halt = self._engine.engine_state(new).halt
+        if (
+            halt is None
+            or self._engine.engine_state(old).halt is not None
+            or any(isinstance(e, Halt) for e in events)
+            or halt.failure_type is FailureType.EXTERNAL
+        ):
+            return new
+        self.would_halts += 1
+        log.debug("monitor mode: %s halt %s not applied", halt.failure_type.value, halt.code)
+        if isinstance(new, EngineState):
+            return new._replace(halt=None)
+        # The emocore adapter's state: the halt lives in its builtin part.
+        return new._replace(builtin=new.builtin._replace(halt=None))
 
     def reserve(
         self,

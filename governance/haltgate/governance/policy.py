@@ -102,6 +102,13 @@ class Audit(Spec):
         description="When the local spool is full: refuse new calls (block) or keep going "
         "with an alert (continue).",
     )
+    durability: Literal["strict", "overlapped"] = Field(
+        default="strict",
+        description="strict: a call's intent record is on disk (fsync) before the call is "
+        "forwarded. overlapped (weaker, opt-in): the fsync overlaps connecting and sending "
+        "upstream; the answer reaches the agent only once the intent is durable, but a crash "
+        "in that window can lose the intent of a call the upstream served.",
+    )
 
 
 class Limits(Spec):
@@ -131,6 +138,12 @@ class GovernancePolicySpec(Spec):
         default_factory=LabelSelector, description="Agent pods this policy governs."
     )
     engine: Engine = Field(default_factory=Engine, description="Budget engine choice.")
+    enforcement: Literal["enforce", "monitor"] = Field(
+        default="enforce",
+        description="enforce: refusals are applied. monitor: every control runs, is audited "
+        "and counted as would_refuse, and nothing is refused; the boundary (framing, body "
+        "limits, strict JSON, paths) is enforced in both (docs/rollout.md).",
+    )
     upstreams: list[Upstream] = Field(
         default_factory=list, description="Known upstreams (LLM APIs, MCP servers, HTTP tools)."
     )

@@ -13,6 +13,12 @@ as the recorded policy had them, their recorded outcome stands; when it changes 
 decisions that depend on it are reported as *undecidable* with the reason, never guessed.
 The same holds for a call the new policy would let through that the recorded one refused
 before it reached the budget (its worst case was never recorded).
+
+Traffic recorded in monitor mode (``spec.enforcement: monitor``) went on whatever the
+controls said, so its recorded outcome is "allow": a call a control would have refused
+(``would_refuse``) is a change to "deny" when the new policy keeps that control, which is
+what switching from monitor to enforce changes (docs/rollout.md). The new policy's own
+``enforcement`` is not simulated: the report says what its controls decide.
 """
 
 from __future__ import annotations
@@ -96,6 +102,14 @@ def _usage(doc: Any) -> Usage | None:
     return Usage(**known)
 
 
+def _monitored_refusal(rec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The refusal a monitor-mode record notes (``would_refuse``), or ``None``."""
+    would = rec.get("would_refuse")
+    if rec.get("enforcement") != "monitor" or not isinstance(would, Mapping):
+        return None
+    return would
+
+
 def _agent(rec: Mapping[str, Any]) -> str:
     return f"{rec.get('namespace')}/{rec.get('workload')}"
 
@@ -169,6 +183,21 @@ class _RunSimulation:
                 self._reserve(rec, decision_id, budget, base, quiet=True)
                 self._ended(rec, decision_id)
             return
+        would = _monitored_refusal(rec)
+        if would is not None and would.get("stage") not in ("budget", "halted"):
+            # Recorded in monitor mode: a stage before the budget (or the answer's
+            # guardrails) would have refused it, and the policy did not change that stage.
+            self.reserved[decision_id] = False  # refused: no spend, its outcome is skipped
+            self.report.changes.append(
+                {
+                    **base,
+                    "simulated": _verdict(False, would.get("code")),
+                    "rule": str(would.get("code") or would.get("stage")),
+                    "message": f"stage {would.get('stage')} refused it when it ran in monitor "
+                    "mode (would_refuse)",
+                }
+            )
+            return
         if not isinstance(budget, Mapping):
             if decided_by == "halted" and self.state is not None and self.state.halt is None:
                 self.report.undecidable.append(
@@ -218,6 +247,8 @@ class _RunSimulation:
             return
         old = budget.get("decision")
         old_allowed = bool(old.get("allowed")) if isinstance(old, Mapping) else True
+        if rec.get("enforcement") == "monitor":
+            old_allowed = True  # monitor mode: the call went on whatever the budget said
         if decision.allowed != old_allowed:
             rule = (
                 decision.code

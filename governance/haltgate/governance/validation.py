@@ -10,6 +10,7 @@ schema cannot express, and returns *every* problem, each with its field path, e.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -251,6 +252,15 @@ def _semantic_policy(spec: GovernancePolicySpec) -> list[Issue]:
                 warning=True,
             )
         )
+    if spec.enforcement == "monitor":
+        add(
+            Issue(
+                "spec.enforcement",
+                "monitor: the controls' refusals are audited and counted "
+                "(haltgate_would_refuse_total), nothing is refused (docs/rollout.md)",
+                warning=True,
+            )
+        )
     return issues
 
 
@@ -356,23 +366,42 @@ def load_documents(text: str, source: str = "<input>") -> list[Any]:
         raise PolicyFileError(source, [Issue(where, f"invalid YAML: {e}")]) from e
 
 
-def load_policy_file(path: str) -> GovernancePolicy:
-    """Load the single GovernancePolicy of a file, or raise :class:`PolicyFileError`."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise PolicyFileError(path, [Issue("<file>", f"cannot read: {e.strerror}")]) from e
+def policy_from_text(text: str, source: str) -> GovernancePolicy:
+    """The single GovernancePolicy of a file's text, validated, or :class:`PolicyFileError`
+    naming the field of what is wrong (``source`` names the file in the error)."""
     docs = [
         d
-        for d in load_documents(text, path)
+        for d in load_documents(text, source)
         if isinstance(d, Mapping) and d.get("kind") == "GovernancePolicy"
     ]
     if len(docs) != 1:
         raise PolicyFileError(
-            path, [Issue("<file>", f"expected exactly one GovernancePolicy, found {len(docs)}")]
+            source, [Issue("<file>", f"expected exactly one GovernancePolicy, found {len(docs)}")]
         )
     result = validate_document(docs[0])
     if not result.ok or not isinstance(result.document, GovernancePolicy):
-        raise PolicyFileError(path, result.issues)
+        raise PolicyFileError(source, result.issues)
     return result.document
+
+
+def policy_from_bytes(data: bytes, source: str) -> GovernancePolicy:
+    """:func:`policy_from_text` of a file's bytes, which must be UTF-8."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PolicyFileError(source, [Issue("<file>", "not UTF-8 text")]) from e
+    return policy_from_text(text, source)
+
+
+def read_policy_file(path: str | os.PathLike[str]) -> bytes:
+    """A policy file's bytes, or :class:`PolicyFileError` saying why it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise PolicyFileError(str(path), [Issue("<file>", f"cannot read: {e.strerror}")]) from e
+
+
+def load_policy_file(path: str) -> GovernancePolicy:
+    """Load the single GovernancePolicy of a file, or raise :class:`PolicyFileError`."""
+    return policy_from_bytes(read_policy_file(path), path)

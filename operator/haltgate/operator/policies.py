@@ -352,6 +352,8 @@ async def reconcile(
     status_patch["ready"] = ready
     status_patch["observedGeneration"] = generation
     status_patch["matchedWorkloads"] = count_workloads(pods)
+    # What the sidecars of this policy do with a refusal (docs/rollout.md).
+    status_patch["enforcement"] = (body.get("spec") or {}).get("enforcement") or "enforce"
     rt.metrics.reconciles.labels("GovernancePolicy", "ready" if ready else "error").inc()
     if not ready:
         logger.error(f"GovernancePolicy {namespace}/{name} not ready: {message}")

@@ -110,12 +110,12 @@ def refusals(
         sc = c.get("securityContext") or {}
         uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
         mesh = name in mesh_containers and not path.startswith("spec.ephemeralContainers")
+        where = (
+            f"{path}.securityContext.runAsUser"
+            if "runAsUser" in sc
+            else "spec.securityContext.runAsUser"
+        )
         if uid in mesh_uids and not mesh:
-            where = (
-                f"{path}.securityContext.runAsUser"
-                if "runAsUser" in sc
-                else "spec.securityContext.runAsUser"
-            )
             out.append(
                 Refusal(
                     "agent_runs_as_proxy_uid",
@@ -126,11 +126,6 @@ def refusals(
                 )
             )
         if uid == proxy_uid:
-            where = (
-                f"{path}.securityContext.runAsUser"
-                if "runAsUser" in sc
-                else "spec.securityContext.runAsUser"
-            )
             out.append(
                 Refusal(
                     "agent_runs_as_proxy_uid",

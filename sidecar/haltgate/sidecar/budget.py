@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from haltgate.governance.engine.events import Reserve
+from haltgate.governance.engine.events import Release, Reserve, Settle
 from haltgate.governance.policy_base import FailureType
 
 __all__ = ["NO_BUDGET", "Budget", "BudgetVerdict"]
@@ -142,49 +142,19 @@ class Budget:
         arguments each): the refusal of the first that does not fit, none kept then."""
         if self.governor is None:
             return _ALLOW
-        from haltgate.governance.engine.events import Reserve
-
-        events = [
-            Reserve(
-                r["call_id"],
-                r["ts"],
-                r["kind"],
-                r["host"],
-                r["tool"],
-                r["model"],
-                r["max_input_tokens"],
-                r["max_output_tokens"],
-                r["fingerprint"],
-                r["risk"],
-            )
-            for r in reservations
-        ]
+        events = [Reserve(**r) for r in reservations]
         return _verdict(self.governor.apply_all(events, all_or_nothing=True))
 
     def settle_all(self, settlements: list[dict[str, Any]]) -> BudgetVerdict:
         """Settle several calls in one step (``settle`` keyword arguments each)."""
         if self.governor is None:
             return _ALLOW
-        from haltgate.governance.engine.events import Settle
-
-        events = [
-            Settle(
-                x["call_id"],
-                x["ts"],
-                x["usage"],
-                x["ok"],
-                x.get("error_fingerprint"),
-                x.get("result_fingerprint"),
-            )
-            for x in settlements
-        ]
+        events = [Settle(**x) for x in settlements]
         return _verdict(self.governor.apply_all(events))
 
     def release_all(self, call_ids: list[str], ts: float) -> None:
         """Give several reservations back in one step."""
         if self.governor is not None and call_ids:
-            from haltgate.governance.engine.events import Release
-
             self.governor.apply_all([Release(c, ts) for c in call_ids])
 
     def settle(

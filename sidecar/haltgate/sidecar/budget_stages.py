@@ -32,7 +32,7 @@ class BudgetStages(DecisionAudit):
             return  # a halted agent still closes its sessions upstream
         verdict = self.budget.halted(call.ts)
         if not verdict.allowed:
-            raise budget_denial(verdict)
+            self.refuse_or_note(call, "halted", budget_denial(verdict))
 
     def reserve_budget(self, call: Call) -> None:
         """Reserve the call's worst case atomically; refuse if it does not fit."""
@@ -50,7 +50,8 @@ class BudgetStages(DecisionAudit):
             if mcp_verdict.budget is not NO_BUDGET:
                 self._last_budget = mcp_verdict.budget
             if not mcp_verdict.allowed:
-                raise budget_denial(mcp_verdict)
+                self._over_budget(call, mcp_verdict)
+                return
             call.reserved = True
             return
         if view.kind is RequestKind.LLM:
@@ -82,12 +83,19 @@ class BudgetStages(DecisionAudit):
         if verdict.budget is not NO_BUDGET:
             self._last_budget = verdict.budget
         if not verdict.allowed:
-            raise budget_denial(verdict)
-        call.reserved = True
+            self._over_budget(call, verdict)
+        else:
+            call.reserved = True
         if classified.wants_usage_injection:
             # Ask the upstream for a usage chunk so the stream is metered exactly; the relay
             # reads it and takes out what the option added (docs/sidecar.md).
             call.forward_body = ask_for_usage(classified.body)
+
+    def _over_budget(self, call: Call, verdict: BudgetVerdict) -> None:
+        """The budget refused the reservation: refuse the call, or (monitor mode) let it go
+        on without one, its usage still charged when it settles."""
+        self.refuse_or_note(call, "budget", budget_denial(verdict))
+        call.unreserved = True
 
     def _model_max_output(self, model: str | None) -> int:
         """Output tokens to reserve when the request names no cap: the model's maximum."""
@@ -125,6 +133,8 @@ class BudgetStages(DecisionAudit):
         """Replace the reservation by what the call actually used."""
         call.upstream_ok = ok
         if not call.reserved:
+            if call.unreserved:  # monitor mode: forwarded over budget, its spend counts
+                return self._settle_unreserved(call, counts, ok, error_fp, result_fp)
             return None
         usage = engine_usage(counts) if counts is not None else None
         call.reserved = False
@@ -146,9 +156,63 @@ class BudgetStages(DecisionAudit):
                 error_fingerprint=error_fp,
                 result_fingerprint=result_fp,
             )
+        return self._settled(call, verdict)
+
+    def _settle_unreserved(
+        self,
+        call: Call,
+        counts: TokenCounts | None,
+        ok: bool,
+        error_fp: str | None,
+        result_fp: str | None,
+    ) -> BudgetVerdict:
+        """Charge a call that went on without a reservation (monitor mode): the engine
+        charges what it used (one call and its tokens, one call per message of an MCP
+        batch; nothing was reserved to fall back on when the usage is unknown)."""
+        call.unreserved = False
+        usage = engine_usage(counts) if counts is not None else None
+        if self.pool is not None:
+            self.pool.settle(call, counts, ok)  # the pool admitted it (pools are enforced)
+        if counts is not None:
+            self._count_spend(call, counts, usage)
+        elements = len(call.mcp.message.budgeted) if call.mcp is not None else 0
+        if elements > 1:  # an MCP batch: one call per message that did work upstream
+            verdict = self.budget.settle_all(
+                [
+                    {
+                        "call_id": f"{call.decision_id}.{n}",
+                        "ts": time.time(),
+                        "usage": None,
+                        "ok": ok,
+                        "error_fingerprint": error_fp,
+                        "result_fingerprint": result_fp,
+                    }
+                    for n in range(elements)
+                ]
+            )
+            return self._settled(call, verdict)
+        verdict = self.budget.settle(
+            call_id=call.decision_id,
+            ts=time.time(),
+            usage=usage,
+            ok=ok,
+            error_fingerprint=error_fp,
+            result_fingerprint=result_fp,
+        )
+        return self._settled(call, verdict)
+
+    def _settled(self, call: Call, verdict: BudgetVerdict) -> BudgetVerdict:
         if verdict.budget is not NO_BUDGET:
             self._last_budget = verdict.budget
         if not verdict.allowed and verdict.failure_type is not None:
+            if call.controls.monitor and verdict.failure_type is not FailureType.EXTERNAL:
+                # The engine would halt the run here; the Governor did not keep the halt.
+                self._child(
+                    self.metrics.would_refuse,
+                    "halt",
+                    verdict.code or "",
+                    verdict.failure_type.value,
+                ).inc()
             self.metrics.sync_halt(self.budget.governor)
         return verdict
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from haltgate.governance.audit.redact import AuditScrubber
+from haltgate.governance.errors import HaltgateError
 from haltgate.governance.guardrails.model_clock import ModelClock
 from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.request import AgentIdentity
@@ -81,6 +82,15 @@ class Call:
     """Body bytes this call holds of the sidecar's memory budget (given back at its end)."""
     mcp: McpCallState | None = None
     """Per-message decisions and reservations of an MCP request (``haltgate.sidecar.mcp``)."""
+    would_refuse: tuple[tuple[str, HaltgateError], ...] = ()
+    """``spec.enforcement: monitor``: the refusals the controls would have made, as
+    ``(stage, error)`` in pipeline order; the call went on (``DecisionAudit.refuse_or_note``)."""
+    unreserved: bool = False
+    """Monitor mode: the budget refused the reservation and the call went on without one;
+    its settlement still charges what it used."""
+    intent_pending: Awaitable[None] | None = None
+    """``durability: overlapped``: the intent's commit, still in flight while the call is
+    forwarded; awaited before anything goes back to the agent (``None``: durable already)."""
     flow_stage: Mapping[str, Any] | None = None
     """The ``flows`` stage of the audit record: a flow rule refused the call or let it
     pass on an operator's approval (rule, source, sink; no payload)."""

@@ -20,6 +20,7 @@ from haltgate.governance.errors import (
 from haltgate.governance.policy_base import TLSMode
 from haltgate.sidecar.connect import ConnectRequest, refusal_for, tunnel, write_refusal
 from haltgate.sidecar.connection_audit import ConnectionSource, halt_error, record_connection
+from haltgate.sidecar.framing_check import framing_refusal, refuse_framing
 from haltgate.sidecar.listeners import ListenerLimits
 from haltgate.sidecar.target_resolution import resolve_inspected
 
@@ -157,6 +158,8 @@ class ConnectRouter:
         async def handler(req: web.BaseRequest) -> web.StreamResponse:
             pipeline = self._sidecar.pipeline
             assert pipeline is not None
+            if (err := framing_refusal(req)) is not None:
+                return await refuse_framing(pipeline, req, err)
             return await pipeline.handle(
                 req, resolve_inspected(req, pipeline.controls, target_host, target_port)
             )

@@ -50,6 +50,10 @@ class Controls:
     payload: PayloadCapture
     flows: FlowPolicy | None = None
     """``spec.flows`` compiled; ``None`` when the policy has no flow rules."""
+    monitor: bool = False
+    """``spec.enforcement: monitor``: the controls' refusals are noted, not applied."""
+    overlapped_intent: bool = False
+    """``spec.audit.durability: overlapped``: the intent's fsync overlaps forwarding."""
 
 
 def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Controls:
@@ -69,4 +73,6 @@ def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Control
         ),
         payload=spec.audit.payload,
         flows=FlowPolicy(spec.flows) if spec.flows else None,
+        monitor=spec.enforcement == "monitor",
+        overlapped_intent=spec.audit.durability == "overlapped",
     )

@@ -13,8 +13,8 @@ from typing import Any
 
 from haltgate.governance.audit import AuditError, AuditRecord, InvalidRecordError
 from haltgate.governance.audit.redact import AuditScrubber
-from haltgate.governance.errors import HaltgateError, UnavailableError
-from haltgate.governance.policy_base import PayloadCapture, RequestKind
+from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
+from haltgate.governance.policy_base import FailureType, PayloadCapture, RequestKind
 from haltgate.sidecar.call import Call
 from haltgate.sidecar.drift_watch import DriftWatch
 from haltgate.sidecar.pipeline_state import PipelineState
@@ -30,9 +30,22 @@ class DecisionAudit(PipelineState):
     """Emits the audit records and decision metrics of each call."""
 
     async def audit_intent(self, call: Call) -> None:
-        """Make the intent durable before anything leaves (no action without a record)."""
+        """Make the intent durable before anything leaves (no action without a record).
+
+        ``durability: overlapped`` (the policy's opt-in): the record is sealed and queued
+        here (a full spool or an invalid record still refuses the call before it leaves),
+        and its commit overlaps forwarding; :meth:`confirm_intent` waits for it before the
+        answer is released."""
         record = self._record(call, "intent", decision="allow")
         try:
+            if call.controls.overlapped_intent and self._begin_intent is not None:
+                call.intent_pending = self._begin_intent(record)
+                return
+            if self.in_flight == 1 and self._commit_now is not None and self._commit_now(record):
+                # The only call in flight: the event loop has nothing else to do while the
+                # disk syncs, so the commit runs here, without a hand-off to the spool's
+                # thread and back (see spool_writer.py).
+                return
             if self._audit_in_memory:
                 await self.audit.intent(record)  # cannot block: no timer on the hot path
             else:
@@ -44,6 +57,51 @@ class DecisionAudit(PipelineState):
             raise UnavailableError(
                 "audit trail did not confirm the record in time", code="audit_timeout"
             ) from e
+
+    def refuse_or_note(self, call: Call, stage: str, err: HaltgateError) -> None:
+        """A control refuses ``call`` at ``stage``: raise ``err`` (``enforcement:
+        enforce``), or, in monitor mode, note it as a refusal the policy would make
+        (audited, counted) and let the call go on.
+
+        Only the controls' decisions are monitored: a policy refusal (``DeniedError``) or
+        a control that failed closed (``UnavailableError``: OPA, guardrails). A halt from
+        outside (EXTERNAL: admin API, pool, a state the sidecar cannot save) is enforced
+        in both modes, and the boundary's own refusals never come here (docs/rollout.md).
+        """
+        if (
+            not call.controls.monitor
+            or not isinstance(err, (DeniedError, UnavailableError))
+            or (err.failure_type is FailureType.EXTERNAL and stage in ("halted", "budget"))
+        ):
+            raise err
+        if stage == "tools" and call.authz is not None and call.authz.allowed:
+            stage = "mcp"  # spec.mcp refused a message after the tool rules passed
+        call.would_refuse = (*call.would_refuse, (stage, err))
+        call.refusal_headers = None  # nothing is refused: no refusal headers either
+        self._child(
+            self.metrics.would_refuse,
+            stage,
+            err.code,
+            err.failure_type.value if err.failure_type is not None else "",
+        ).inc()
+        log.debug("monitor mode: %s would refuse %s (%s)", stage, call.decision_id, err.code)
+
+    async def confirm_intent(self, call: Call) -> UnavailableError | None:
+        """``durability: overlapped``: wait until the forwarded call's intent is durable;
+        the error to answer instead of the upstream's answer when it never is."""
+        pending, call.intent_pending = call.intent_pending, None
+        if pending is None:
+            return None
+        try:
+            async with asyncio.timeout(self.settings.intent_timeout):
+                await pending
+        except AuditError as e:
+            return UnavailableError(f"audit trail unavailable: {e.message}", code=e.code)
+        except TimeoutError:
+            return UnavailableError(
+                "audit trail did not confirm the record in time", code="audit_timeout"
+            )
+        return None
 
     def _record(
         self,
@@ -102,6 +160,7 @@ class DecisionAudit(PipelineState):
             payload_mode=call.controls.payload.value,
             payload=self._payload(call, scrub),
             replay=replay_inputs(call, phase, err),
+            **_monitor_fields(call),
         )
 
     def _payload(self, call: Call, scrub: AuditScrubber) -> Any:
@@ -140,18 +199,15 @@ class DecisionAudit(PipelineState):
         record = self._record(
             call, "outcome", decision=decision, status=status, counts=counts, err=err
         )
-        if self._submit_nowait is not None:
-            # The spool queues it for its next group commit: no task per call.
+        if self._queue_nowait is not None:
+            # The spool queues it for its next group commit: no task, no future per call.
             try:
                 try:
-                    future = self._submit_nowait(record)
+                    self._queue_nowait(record, _outcome_refused)
                 except InvalidRecordError:
-                    future = self._submit_nowait(_bare(record))
+                    self._queue_nowait(_bare(record), _outcome_refused)
             except AuditError as e:
                 log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
-                return
-            if future is not None:
-                future.add_done_callback(_log_failed_outcome)
             return
         task = asyncio.get_running_loop().create_task(self._write_outcome(record))
         self._background.add(task)
@@ -200,13 +256,30 @@ class DecisionAudit(PipelineState):
         log.warning("guardrails failed (fail open) for %s: %s", call.decision_id, ", ".join(errors))
 
 
+def _monitor_fields(call: Call) -> dict[str, Any]:
+    """``enforcement`` and ``would_refuse`` of a monitor-mode record (none in enforce:
+    those records keep their layout)."""
+    if not call.controls.monitor:
+        return {}
+    if not call.would_refuse:
+        return {"enforcement": "monitor"}
+    stage, err = call.would_refuse[0]
+    return {
+        "enforcement": "monitor",
+        "would_refuse": {
+            "stage": stage,
+            "code": err.code,
+            "failure_type": err.failure_type.value if err.failure_type is not None else None,
+            "also": [{"stage": s, "code": e.code} for s, e in call.would_refuse[1:]],
+        },
+    }
+
+
 def _bare(record: AuditRecord) -> AuditRecord:
     """``record`` without the values that can make it unwritable: the decision is still
     audited when its payload or findings cannot be (a refusal is never left out)."""
     return replace(record, payload=None, findings=(), message=None, budget_after=None, usage=None)
 
 
-def _log_failed_outcome(future: Any) -> None:
-    error = future.exception()
-    if error is not None:
-        log.error("audit outcome not recorded: %s", error)
+def _outcome_refused(error: AuditError) -> None:
+    log.error("audit outcome not recorded: %s", error)

@@ -101,7 +101,10 @@ class DriftWatch:
         governor: Callable[[], Any],
         state_path: str | os.PathLike[str] | None = None,
         fsync: bool = False,
+        on_would_halt: Callable[[], None] | None = None,
     ) -> None:
+        """``on_would_halt`` is called instead of halting when the Governor is in monitor
+        mode (``spec.enforcement: monitor``: the halt is counted, not applied)."""
         self.drift = drift
         self.agent = agent
         self._governor = governor
@@ -110,6 +113,9 @@ class DriftWatch:
         """State reads or writes that failed (logged; the tracker keeps running)."""
         self.halts = 0
         """Halts this watch asked for."""
+        self.would_halts = 0
+        """Halts not applied because the policy is in monitor mode."""
+        self._on_would_halt = on_would_halt
         self._keys: dict[str, str] = {}
         self.tracker = self._load(drift)
 
@@ -156,6 +162,13 @@ class DriftWatch:
     def _halt(self, ts: float) -> None:
         governor = self._governor()
         if governor is None or governor.halted:
+            return
+        if getattr(governor, "monitor", False):
+            # Monitor mode: a halt derived from the agent's own behaviour is recorded, not
+            # applied (like the engine's budget halts; docs/rollout.md).
+            self.would_halts += 1
+            if self._on_would_halt is not None:
+                self._on_would_halt()
             return
         governor.halt(ts, FailureType.OVERRISK, BEHAVIOUR_DRIFT, self.describe())
         self.halts += 1

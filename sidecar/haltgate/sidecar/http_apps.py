@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from haltgate.sidecar import self_view
 from haltgate.sidecar.destination_check import DestinationVerifier, destination_guard
+from haltgate.sidecar.framing_check import framing_guard, framing_refusal, refuse_framing
 from haltgate.sidecar.target_resolution import resolve_explicit, resolve_transparent
 
 __all__ = ["explicit_server", "metrics_app", "transparent_app"]
@@ -24,6 +25,8 @@ def explicit_server(source: self_view.SelfSource, idle_timeout: float) -> web.Se
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         pipeline = source.pipeline
         assert pipeline is not None
+        if (err := framing_refusal(request)) is not None:
+            return await refuse_framing(pipeline, request, err)
         if request.raw_path.startswith(self_view.SELF_PATH) and self_view.is_self_request(
             request.raw_path
         ):
@@ -46,8 +49,11 @@ async def _answer_expect(request: web.BaseRequest) -> None:
 
 def transparent_app(source: self_view.SelfSource, verifier: DestinationVerifier) -> web.Application:
     """Requests of connections the transparent listener handed over (plain HTTP or
-    inspected TLS); the guard refuses a Host that disagrees with the connection."""
-    app = web.Application(client_max_size=2**62, middlewares=[destination_guard(verifier)])
+    inspected TLS); the guards refuse faulty framing, then a Host that disagrees with the
+    connection."""
+    app = web.Application(
+        client_max_size=2**62, middlewares=[framing_guard(source), destination_guard(verifier)]
+    )
 
     async def handler(request: web.Request) -> web.StreamResponse:
         pipeline = source.pipeline

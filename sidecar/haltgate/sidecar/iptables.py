@@ -128,7 +128,7 @@ class TableRules:
 
     table: str
     jump: tuple[str, ...]
-    """Match of the jump rule, e.g. ``("-p", "tcp")``; inserted first in OUTPUT."""
+    """Match of the jump rule, e.g. ``("-p", "tcp")``; kept the first rule of OUTPUT."""
     rules: list[list[str]] = field(default_factory=list)
 
 
@@ -187,14 +187,50 @@ def tables(config: RuleConfig, family: Family) -> list[TableRules]:
     return [nat_rules(config, family), filter_rules(config, family)]
 
 
-def restore_payload(table: TableRules, *, add_jump: bool) -> str:
+MAX_JUMPS = 16
+"""Bound on the jump rules removed from ``OUTPUT`` at once (each apply adds at most one)."""
+
+
+def jump_rule(table: TableRules) -> str:
+    """haltgate's jump from ``OUTPUT`` in one table, as ``iptables -S`` prints it."""
+    return " ".join(["-A", "OUTPUT", *table.jump, "-j", CHAIN])
+
+
+@dataclass(frozen=True, slots=True)
+class JumpPlace:
+    """Where haltgate's jump sits in one table's ``OUTPUT`` chain."""
+
+    first: bool
+    """The jump is the chain's first rule: every packet meets haltgate's chain before any
+    other rule of ``OUTPUT`` (a mesh's jump, an operator's ACCEPT)."""
+    count: int
+    """How many copies of the jump the chain holds."""
+    ahead: str = ""
+    """The rule that sits first instead, when ``first`` is false and the chain has rules."""
+
+
+def jump_place(output_listing: str, table: TableRules) -> JumpPlace:
+    """Read ``iptables -t TABLE -S OUTPUT`` output: is haltgate's jump first, and how often
+    is it there."""
+    appended = [line for line in output_listing.splitlines() if line.startswith("-A OUTPUT ")]
+    ours = jump_rule(table)
+    count = sum(1 for line in appended if line == ours)
+    first = bool(appended) and appended[0] == ours
+    return JumpPlace(first=first, count=count, ahead="" if first or not appended else appended[0])
+
+
+def restore_payload(table: TableRules, *, add_jump: bool, drop_jumps: int = 0) -> str:
     """``iptables-restore --noflush`` input that replaces haltgate's chain in one table.
 
     Declaring the chain (``:HALTGATE_OUTPUT - [0:0]``) flushes it with ``--noflush`` as well,
     so the chain content is replaced, never appended to. The jump rule is added only when
-    it is missing (``add_jump``), which keeps a second apply from duplicating it.
+    it is not already first (``add_jump``), which keeps a second apply from duplicating it;
+    ``drop_jumps`` copies found elsewhere in ``OUTPUT`` are deleted in the same commit, so
+    moving the jump back to the top never leaves a moment without it.
     """
     lines = [f"*{table.table}", f":{CHAIN} - [0:0]"]
+    for _ in range(min(drop_jumps, MAX_JUMPS)):
+        lines.append(" ".join(["-D", "OUTPUT", *table.jump, "-j", CHAIN]))
     if add_jump:
         lines.append(" ".join(["-I", "OUTPUT", "1", *table.jump, "-j", CHAIN]))
     for rule in table.rules:
@@ -286,12 +322,26 @@ class Installer:
         argv = tool.command("-t", table.table, "-C", "OUTPUT", *table.jump, "-j", CHAIN)
         return self._run(argv, None).returncode == 0
 
+    def jump_place(self, tool: Tool, table: TableRules) -> JumpPlace:
+        """Where haltgate's jump sits in ``OUTPUT`` (a listing that fails: nowhere)."""
+        listed = self._run(tool.command("-t", table.table, "-S", "OUTPUT"), None)
+        if listed.returncode != 0:
+            return JumpPlace(first=False, count=0)
+        return jump_place(listed.stdout, table)
+
     def apply(self, config: RuleConfig) -> None:
-        """Install (or replace) the rules for every family. Safe to run again."""
+        """Install (or replace) the rules for every family, with haltgate's jump first in
+        ``OUTPUT`` (moved back to the top when something was inserted ahead of it, e.g. a
+        mesh's jump: the order is agent -> haltgate -> mesh). Safe to run again."""
         for family in self.families:
             tool = Tool(family, self._backend)
             for table in tables(config, family):
-                payload = restore_payload(table, add_jump=not self._has_jump(tool, table))
+                place = self.jump_place(tool, table)
+                payload = restore_payload(
+                    table,
+                    add_jump=not place.first,
+                    drop_jumps=0 if place.first else place.count,
+                )
                 self._check([tool.restore, "-w", "5", "--noflush"], payload)
 
     def remove(self) -> None:

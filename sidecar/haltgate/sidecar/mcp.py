@@ -22,6 +22,7 @@ two points:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +42,19 @@ if TYPE_CHECKING:
 __all__ = ["authorize", "read_outcomes", "release", "reserve", "settle"]
 
 
-def authorize(call: Call, tools: ToolAuthorizer, rules: McpAuthorizer) -> McpCallState:
-    """``spec.mcp`` for each element; the risk of each budgeted element. Raises
-    :class:`DeniedError` for the first element refused (the batch fails whole)."""
+def _raise(err: DeniedError) -> None:
+    raise err
+
+
+def authorize(
+    call: Call,
+    tools: ToolAuthorizer,
+    rules: McpAuthorizer,
+    refuse: Callable[[DeniedError], None] = _raise,
+) -> McpCallState:
+    """``spec.mcp`` for each element; the risk of each budgeted element. ``refuse`` gets
+    the refusal of each element ``spec.mcp`` denies: it raises (the batch fails whole at
+    the first), or, in monitor mode, notes it and the element goes on (risk 0)."""
     classified = call.classified
     assert classified is not None and classified.mcp is not None
     message: McpMessage = classified.mcp
@@ -63,15 +74,15 @@ def authorize(call: Call, tools: ToolAuthorizer, rules: McpAuthorizer) -> McpCal
             else:
                 risk = tools.authorize(replace(view, tool_calls=(e.tool,))).risk
         elif e.resource is not None:
-            risk = _check(rules.resources.decide(servers, e.resource))
+            risk = _check(rules.resources.decide(servers, e.resource), refuse)
             extra_risk += risk
         elif e.prompt is not None:
-            risk = _check(rules.prompts.decide(servers, e.prompt))
+            risk = _check(rules.prompts.decide(servers, e.prompt), refuse)
             extra_risk += risk
         elif e.method in ("resources/list", "resources/templates/list"):
-            _check(rules.resources.lists(servers, e.method))
+            _check(rules.resources.lists(servers, e.method), refuse)
         elif e.method == "prompts/list":
-            _check(rules.prompts.lists(servers, e.method))
+            _check(rules.prompts.lists(servers, e.method), refuse)
         if e.budgeted:
             state.risks.append(risk)
     call.risk += extra_risk
@@ -79,11 +90,14 @@ def authorize(call: Call, tools: ToolAuthorizer, rules: McpAuthorizer) -> McpCal
     return state
 
 
-def _check(result: Any) -> float:
+def _check(result: Any, refuse: Callable[[DeniedError], None]) -> float:
     if not result.allowed:
-        raise DeniedError(
-            result.message, code=result.code or "mcp_denied", failure_type=FailureType.SAFETY
+        refuse(
+            DeniedError(
+                result.message, code=result.code or "mcp_denied", failure_type=FailureType.SAFETY
+            )
         )
+        return 0.0
     return float(result.risk)
 
 

@@ -184,6 +184,14 @@ class SidecarMetrics:
             ["result"],
             registry=reg,
         )
+        self.would_refuse = Counter(
+            "haltgate_would_refuse_total",
+            "Refusals a policy in monitor mode (spec.enforcement: monitor) would have made "
+            "and did not, by stage (halted, tools, mcp, flows, guardrails, opa, budget, "
+            "response), reason code and failure type ('' for a control that failed).",
+            ["stage", "code", "failure_type"],
+            registry=reg,
+        )
         self.guardrail_unscanned = Counter(
             "haltgate_guardrail_unscanned_total",
             "Answers the response guardrails could not read, by reason (encoding, charset, "

@@ -8,13 +8,18 @@ own. The thread returns to its original namespace before it ends, and ends anywa
 is ever reused in a foreign namespace.
 
 Idempotent: the rules are checked first (every rule of haltgate's chains, their count, and
-the jump from ``OUTPUT``, per table and family) and installed only when something differs;
-an installation is checked again afterwards. Needs CAP_SYS_ADMIN (setns) and CAP_NET_ADMIN.
+the jump from ``OUTPUT`` as that chain's first rule, per table and family) and installed
+only when something differs; an installation is checked again afterwards. The jump must be
+first because the documented order is agent -> haltgate -> mesh proxy: a rule inserted
+ahead of it later (a mesh's jump, an ACCEPT) would see the agent's packets before haltgate
+does; it is moved back to the top (``Outcome.REORDERED``). Needs CAP_SYS_ADMIN (setns) and
+CAP_NET_ADMIN.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -23,6 +28,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from haltgate.sidecar import iptables as rules
+
+log = logging.getLogger("haltgate.node.rules")
 
 CLONE_NEWNET = 0x40000000
 THREAD_TIMEOUT_SECONDS = 300.0
@@ -36,6 +43,9 @@ class Outcome(StrEnum):
     """The rules were already in place; nothing was changed."""
     INSTALLED = "installed"
     """The rules were missing or different, and were installed (and checked)."""
+    REORDERED = "reordered"
+    """The rules were all there but another rule sat ahead of haltgate's jump in
+    ``OUTPUT``; the jump was moved back to the top (and everything checked)."""
 
 
 def _setns(fd: int) -> None:
@@ -94,6 +104,56 @@ def _chain_listing(tool: rules.Tool, table: str, runner: rules.Runner) -> str | 
     return listed.stdout
 
 
+JUMP_NOT_FIRST = "jump_not_first"
+"""The :func:`difference` of a namespace whose only fault is a rule ahead of the jump."""
+
+
+def difference(
+    config: rules.RuleConfig,
+    families: Sequence[rules.Family],
+    backend: rules.Backend = rules.Backend.AUTO,
+    runner: rules.Runner = rules.run_command,
+    known: Listings | None = None,
+) -> str | None:
+    """What keeps the current namespace from holding exactly haltgate's rule set for
+    ``config`` (None: nothing): the jump as the first rule of ``OUTPUT`` and, in haltgate's
+    chain, every rule and nothing else (rule by rule, or against a listing in ``known``,
+    which a rule-by-rule success fills in). A jump that is present but not first gives
+    :data:`JUMP_NOT_FIRST` followed by the table, family and the rule ahead of it."""
+    not_first = None
+    for family in families:
+        tool = rules.Tool(family, backend)
+        for table in rules.tables(config, family):
+            where = f"{table.table} OUTPUT ({family.value})"
+            output = runner(tool.command("-t", table.table, "-S", "OUTPUT"), None)
+            if output.returncode != 0:
+                return f"{where}: cannot be listed"
+            place = rules.jump_place(output.stdout, table)
+            if place.count == 0:
+                return f"{where}: no jump to {rules.CHAIN}"
+            if not place.first and not_first is None:
+                not_first = f"{JUMP_NOT_FIRST}: {where}: {place.ahead!r} is ahead of haltgate's"
+            listing = _chain_listing(tool, table.table, runner)
+            if listing is None:
+                return f"{where}: no chain {rules.CHAIN}"
+            key = (config, family, backend, table.table)
+            if known is not None and key in known:
+                if listing != known[key]:
+                    return f"{where}: {rules.CHAIN} differs from the rule set"
+                continue
+            if sum(1 for line in listing.splitlines() if line.startswith("-A ")) != len(
+                table.rules
+            ):
+                return f"{where}: {rules.CHAIN} has a different number of rules"
+            for rule in table.rules:
+                check = tool.command("-t", table.table, "-C", rules.CHAIN, *rule)
+                if runner(check, None).returncode != 0:
+                    return f"{where}: missing {' '.join(rule)!r}"
+            if known is not None:
+                known[key] = listing
+    return not_first
+
+
 def rules_present(
     config: rules.RuleConfig,
     families: Sequence[rules.Family],
@@ -101,34 +161,8 @@ def rules_present(
     runner: rules.Runner = rules.run_command,
     known: Listings | None = None,
 ) -> bool:
-    """Whether the current namespace holds exactly haltgate's rule set for ``config``: the
-    jump from ``OUTPUT`` and, in haltgate's chain, every rule and nothing else (rule by
-    rule, or against a listing in ``known``, which a rule-by-rule success fills in)."""
-    for family in families:
-        tool = rules.Tool(family, backend)
-        for table in rules.tables(config, family):
-            jump = tool.command("-t", table.table, "-C", "OUTPUT", *table.jump, "-j", rules.CHAIN)
-            if runner(jump, None).returncode != 0:
-                return False
-            listing = _chain_listing(tool, table.table, runner)
-            if listing is None:
-                return False
-            key = (config, family, backend, table.table)
-            if known is not None and key in known:
-                if listing != known[key]:
-                    return False
-                continue
-            if sum(1 for line in listing.splitlines() if line.startswith("-A ")) != len(
-                table.rules
-            ):
-                return False
-            for rule in table.rules:
-                check = tool.command("-t", table.table, "-C", rules.CHAIN, *rule)
-                if runner(check, None).returncode != 0:
-                    return False
-            if known is not None:
-                known[key] = listing
-    return True
+    """Whether the current namespace holds exactly haltgate's rule set, jump first."""
+    return difference(config, families, backend, runner, known) is None
 
 
 def ensure_rules_here(
@@ -138,11 +172,17 @@ def ensure_rules_here(
 ) -> Outcome:
     """Check, and install if needed, the rules in the current thread's namespace."""
     families = families_here()
-    if rules_present(config, families, backend, known=known):
+    found = difference(config, families, backend, known=known)
+    if found is None:
         return Outcome.PRESENT
+    log.info("installing: %s", found)
     rules.Installer(backend, families=families).apply(config)
-    if not rules_present(config, families, backend, known=known):
-        raise rules.IptablesError("the rules are not in place after installing them")
+    after = difference(config, families, backend, known=known)
+    if after is not None:
+        raise rules.IptablesError(f"the rules are not in place after installing them: {after}")
+    if found.startswith(JUMP_NOT_FIRST):
+        log.warning("moved haltgate's jump back to the top: %s", found)
+        return Outcome.REORDERED
     return Outcome.INSTALLED
 
 

@@ -10,7 +10,9 @@ module is the top one: the order of the stages and the forwarding). A stage refu
 raising a :class:`~haltgate.governance.errors.HaltgateError`, which :meth:`Pipeline.handle`
 turns into a typed answer (JSON, JSON-RPC or a final SSE event), audited like any other
 decision. Nothing reaches the upstream before the budget is reserved and the intent record
-is durable; a reservation that is never forwarded is released.
+is durable (``spec.audit.durability: overlapped``, an opt-in: the intent's fsync overlaps
+forwarding, and nothing goes back to the agent before it is durable); a reservation that is
+never forwarded is released.
 
 Hot-path rules: the request body is forwarded as the bytes that came in unless a stage
 must change it (usage injection for streams, guardrail redaction); JSON is parsed once,
@@ -48,9 +50,11 @@ class Pipeline(StreamRelay):
     ) -> web.StreamResponse:
         """Govern one request to ``target`` (or answer the resolution error)."""
         call = self.identify()
+        self.in_flight += 1
         try:
             return await self._govern(request, target, call)
         finally:
+            self.in_flight -= 1
             if call.held:  # the bodies' share of the memory budget, whatever happened
                 self.memory.give(call.held)
                 call.held = 0
@@ -124,19 +128,32 @@ class Pipeline(StreamRelay):
             return await self.fail_upstream(
                 request,
                 call,
-                UpstreamError("the upstream did not answer in time", code="upstream_timeout"),
+                await self.confirm_intent(call)
+                or UpstreamError("the upstream did not answer in time", code="upstream_timeout"),
                 e,
             )
         except (aiohttp.ClientError, OSError) as e:
             return await self.fail_upstream(
                 request,
                 call,
-                UpstreamError(
+                await self.confirm_intent(call)
+                or UpstreamError(
                     f"the upstream is unreachable: {type(e).__name__}", code="upstream_unreachable"
                 ),
                 e,
             )
         call.upstream_done = time.perf_counter()
+        if call.intent_pending is not None:
+            # durability: overlapped. The upstream has the call; its answer goes back only
+            # once the intent is durable, and never when the commit failed.
+            try:
+                unconfirmed = await self.confirm_intent(call)
+            except BaseException:
+                upstream.release()
+                raise
+            if unconfirmed is not None:
+                upstream.close()  # the answer is withheld, unread
+                return await self.fail_upstream(request, call, unconfirmed, None)
         self.record_flow_sources(call)
         try:
             self._child(self.metrics.upstream_latency, call.kind_label).observe(

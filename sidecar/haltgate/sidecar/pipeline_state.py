@@ -104,7 +104,11 @@ class PipelineState:
         self._id_prefix = os.urandom(6).hex() + "-"
         self._background: set[asyncio.Task[None]] = set()
         self._audit_in_memory = isinstance(audit, MemoryAuditSink)
-        self._submit_nowait = getattr(audit, "submit_nowait", None)
+        self._queue_nowait = getattr(audit, "queue_outcome", None)
+        self._commit_now = getattr(audit, "commit_now", None)
+        self._begin_intent = getattr(audit, "begin_intent", None)
+        self.in_flight = 0
+        """Calls in the pipeline now (a lone one commits its intent without a hand-off)."""
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.decisions: dict[str, int] = {"allow": 0, "deny": 0, "error": 0}
         self._last_budget: Mapping[str, Mapping[str, float]] = {}

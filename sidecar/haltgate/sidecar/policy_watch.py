@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,8 @@ from haltgate.governance.policy import GovernancePolicy
 from haltgate.governance.validation import (
     Issue,
     PolicyFileError,
-    load_documents,
-    validate_document,
+    policy_from_bytes,
+    read_policy_file,
 )
 from haltgate.sidecar.controls import Controls, compile_controls
 
@@ -45,31 +45,13 @@ def _stat_key(path: Path) -> tuple[int, int, int, int] | None:
 def load_controls(path: Path) -> tuple[Controls, GovernancePolicy]:
     """Read, validate and compile the policy file. Raises :class:`PolicyFileError`."""
     source = str(path)
+    data = read_policy_file(path)
+    policy = policy_from_bytes(data, source)
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise PolicyFileError(source, [Issue("<file>", f"cannot read: {e.strerror}")]) from e
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise PolicyFileError(source, [Issue("<file>", "not UTF-8 text")]) from e
-    docs = [
-        d
-        for d in load_documents(text, source)
-        if isinstance(d, Mapping) and d.get("kind") == "GovernancePolicy"
-    ]
-    if len(docs) != 1:
-        raise PolicyFileError(
-            source, [Issue("<file>", f"expected exactly one GovernancePolicy, found {len(docs)}")]
-        )
-    result = validate_document(docs[0])
-    if not result.ok or not isinstance(result.document, GovernancePolicy):
-        raise PolicyFileError(source, result.issues)
-    try:
-        controls = compile_controls(result.document.spec, data)
+        controls = compile_controls(policy.spec, data)
     except Exception as e:  # a pattern or detector that validation let through
         raise PolicyFileError(source, [Issue("spec", f"cannot compile: {e}")]) from e
-    return controls, result.document
+    return controls, policy
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ import time
 
 from aiohttp import web
 
-from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
+from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError, UpstreamError
 from haltgate.sidecar import responses as r
 from haltgate.sidecar.bodybudget import MemoryBudgetError
 from haltgate.sidecar.budget_stages import BudgetStages
@@ -50,10 +50,13 @@ class Refusals(BudgetStages):
         self,
         request: web.BaseRequest,
         call: Call,
-        err: UpstreamError | MemoryBudgetError,
+        err: UpstreamError | MemoryBudgetError | UnavailableError,
         cause: BaseException | None,
     ) -> web.Response:
-        """The upstream failed after the call was decided: settle as failed, answer 502/504."""
+        """The upstream failed after the call was decided: settle as failed, answer 502/504.
+        Also the answer to a forwarded call whose intent never became durable
+        (``durability: overlapped``, an ``UnavailableError``): the upstream's answer is
+        withheld and the call settled as failed (usage unknown: its reservation is spent)."""
         # The exception type only: aiohttp errors can quote the URL (and a key in it).
         log.info(
             "upstream failure for %s: %s",

@@ -110,6 +110,35 @@ def stages_of(call: Call, err: HaltgateError | None) -> tuple[list[dict[str, Any
     return stages, stage
 
 
+def monitor_stages(
+    call: Call, err: HaltgateError | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """:func:`stages_of` in monitor mode: the stages that would have refused the call
+    (``would_deny``, in pipeline order; it went on), then the stage that did refuse or
+    fail it, if any (the boundary, an EXTERNAL halt, the pool, the audit trail, the
+    upstream: never monitored)."""
+    stages: list[dict[str, Any]] = [
+        {"stage": stage, "result": "would_deny", "code": e.code} for stage, e in call.would_refuse
+    ]
+    if err is None:
+        return stages, None
+    verdict = call.reservation
+    if err.code.startswith(_POOL_CODES):
+        stage, result = "pool", "deny"
+    elif err.code.startswith("audit"):
+        stage, result = "audit", "error"
+    elif call.forward_started:
+        stage, result = "upstream", "error"
+    elif verdict is not None and not verdict.allowed:
+        stage, result = "budget", "deny"
+    elif err.failure_type is not None:
+        stage, result = "halted", "deny"
+    else:
+        stage, result = "pipeline", "deny"
+    stages.append({"stage": stage, "result": result, "code": err.code})
+    return stages, stage
+
+
 def replay_inputs(call: Call, phase: str, err: HaltgateError | None) -> dict[str, Any]:
     """The record's ``replay`` document for ``call`` (refused with ``err``, if any).
 
@@ -117,7 +146,10 @@ def replay_inputs(call: Call, phase: str, err: HaltgateError | None) -> dict[str
     a call that went on, the outcome of one refused at (or right after) the budget. The
     outcome of a call whose intent was written refers to it (``"budget": "intent"``)."""
     controls = call.controls
-    stages, decided_by = stages_of(call, err)
+    if controls.monitor and call.classified is not None:
+        stages, decided_by = monitor_stages(call, err)
+    else:
+        stages, decided_by = stages_of(call, err)
     doc: dict[str, Any] = {
         "v": REPLAY_FORMAT,
         "policy": controls.digest,

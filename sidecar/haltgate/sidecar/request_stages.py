@@ -108,14 +108,23 @@ class RequestStages(Refusals):
         call.authz = result
         call.risk += result.risk
         if not result.allowed:
-            raise DeniedError(
-                result.message,
-                code=result.code or "tool_not_allowed",
-                failure_type=FailureType.SAFETY,
+            self.refuse_or_note(
+                call,
+                "tools",
+                DeniedError(
+                    result.message,
+                    code=result.code or "tool_not_allowed",
+                    failure_type=FailureType.SAFETY,
+                ),
             )
         if call.classified.mcp is not None:
             # Resources, prompts, completions: spec.mcp, message by message.
-            call.mcp = mcp.authorize(call, call.controls.authorizer, call.controls.mcp)
+            call.mcp = mcp.authorize(
+                call,
+                call.controls.authorizer,
+                call.controls.mcp,
+                lambda err: self.refuse_or_note(call, "mcp", err),
+            )
 
     def check_flows(self, call: Call, headers: Mapping[str, str]) -> None:
         """``spec.flows``: a sink call of a run that took in untrusted content is refused
@@ -137,7 +146,11 @@ class RequestStages(Refusals):
             call.flow_stage = refusal.audit()
             if refusal.approval is not None:
                 call.refusal_headers = {APPROVAL_HEADER: refusal.approval}
-            raise DeniedError(refusal.message, code=refusal.code, failure_type=FailureType.SAFETY)
+            self.refuse_or_note(
+                call,
+                "flows",
+                DeniedError(refusal.message, code=refusal.code, failure_type=FailureType.SAFETY),
+            )
 
     def record_flow_sources(self, call: Call) -> None:
         """An answer from an untrusted source is about to reach the agent: taint the run
@@ -230,17 +243,28 @@ class RequestStages(Refusals):
                 self.metrics.fail_open.labels("guardrails").inc()
                 log.warning("guardrails failed (fail open): %s", e)
                 return
-            raise UnavailableError(f"guardrails failed: {e}", code="guardrails_error") from e
+            self.refuse_or_note(
+                call,
+                "guardrails",
+                UnavailableError(f"guardrails failed: {e}", code="guardrails_error"),
+            )
+            return
         call.findings.extend(f.to_dict() for f in result.findings)
         call.risk += result.risk
         if result.errors and not result.blocked:
             self._guardrail_fail_open(call, result.errors)
         if result.blocked:
-            raise DeniedError(
-                "a guardrail blocked the request",
-                code=result.code or "guardrail_blocked",
-                failure_type=FailureType.SAFETY,
+            self.refuse_or_note(
+                call,
+                "guardrails",
+                DeniedError(
+                    "a guardrail blocked the request",
+                    code=result.code or "guardrail_blocked",
+                    failure_type=FailureType.SAFETY,
+                ),
             )
+        if call.controls.monitor:
+            return  # monitor mode changes nothing: a redaction is a finding, not applied
         if result.redacted_obj is not None and classified.body is not None:
             classified.body = result.redacted_obj
             call.forward_body = orjson.dumps(result.redacted_obj)
@@ -259,11 +283,17 @@ class RequestStages(Refusals):
         if meta.errors and not meta.blocked:
             self._guardrail_fail_open(call, meta.errors)
         if meta.blocked:
-            raise DeniedError(
-                "a guardrail blocked the request",
-                code=meta.code or "guardrail_blocked",
-                failure_type=FailureType.SAFETY,
+            self.refuse_or_note(
+                call,
+                "guardrails",
+                DeniedError(
+                    "a guardrail blocked the request",
+                    code=meta.code or "guardrail_blocked",
+                    failure_type=FailureType.SAFETY,
+                ),
             )
+        if call.controls.monitor:
+            return  # not redacted in monitor mode (the findings say what would be)
         if meta.path is not None or meta.query is not None:
             call.target = replace(
                 target,
@@ -311,13 +341,17 @@ class RequestStages(Refusals):
             call.upstream_headers = decision.headers or None
             return
         call.refusal_headers = decision.headers or None
-        if decision.failure_type is None:
-            raise UnavailableError(
+        self.refuse_or_note(
+            call,
+            "opa",
+            UnavailableError(
                 decision.reason or "policy decision unavailable",
                 code=decision.code or "opa_unavailable",
             )
-        raise DeniedError(
-            decision.reason or "denied by policy",
-            code=decision.code or "opa_denied",
-            failure_type=decision.failure_type,
+            if decision.failure_type is None
+            else DeniedError(
+                decision.reason or "denied by policy",
+                code=decision.code or "opa_denied",
+                failure_type=decision.failure_type,
+            ),
         )

@@ -62,7 +62,12 @@ class ResponseGuard(RequestStages):
             if call.controls.spec.guardrails.fail_mode is FailMode.OPEN:
                 self._guardrail_fail_open(call, [f"response:{type(e).__name__}"])
                 return None
-            raise UnavailableError(f"guardrails failed: {e}", code="guardrails_error") from e
+            self.refuse_or_note(
+                call,
+                "response",
+                UnavailableError(f"guardrails failed: {e}", code="guardrails_error"),
+            )
+            return None
         result = scanned.result
         call.findings.extend(f.to_dict() for f in result.findings)
         if result.errors and not result.blocked:
@@ -70,11 +75,17 @@ class ResponseGuard(RequestStages):
         if result.risk:
             self.budget.add_risk(time.time(), result.risk, result.code or "guardrail_finding")
         if result.blocked:
-            raise DeniedError(
-                "a guardrail blocked the response",
-                code=result.code or "guardrail_blocked",
-                failure_type=FailureType.SAFETY,
+            self.refuse_or_note(
+                call,
+                "response",
+                DeniedError(
+                    "a guardrail blocked the response",
+                    code=result.code or "guardrail_blocked",
+                    failure_type=FailureType.SAFETY,
+                ),
             )
+        if call.controls.monitor:
+            return None  # monitor mode: the answer goes as it came (findings say the rest)
         return None if scanned.body is body else scanned.body
 
     def _stream_unscannable(self, call: Call, err: Unscannable) -> HaltgateError | None:
@@ -93,10 +104,15 @@ class ResponseGuard(RequestStages):
             self.metrics.guardrail_unscanned, err.reason, "refused" if closed else "passed"
         ).inc()
         if closed:
-            raise UnavailableError(
-                f"the answer cannot be scanned by the guardrails ({err})",
-                code="guardrails_unscannable",
+            self.refuse_or_note(
+                call,
+                "response",
+                UnavailableError(
+                    f"the answer cannot be scanned by the guardrails ({err})",
+                    code="guardrails_unscannable",
+                ),
             )
+            return
         self.metrics.fail_open.labels("guardrails").inc()
         call.findings.append(
             {"detector": "response_body", "action": "fail_open", "error": err.reason}

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from haltgate.governance.audit import AuditSink, MemoryAuditSink, SpoolAuditSink
 from haltgate.governance.audit.metrics import AuditMetrics
+from haltgate.governance.drift_policy import BEHAVIOUR_DRIFT
 from haltgate.governance.engine import codes
 from haltgate.governance.flow_taint import FlowTaint
 from haltgate.governance.governor import make_engine
@@ -164,6 +165,7 @@ class Sidecar:
             self.governor = make_governor(
                 self.settings, self.controls.spec, self._prices_for(self.controls.spec)
             )
+        self.governor.monitor = self.controls.monitor
         if hasattr(self.audit, "carry_state"):
             # The state is written in the spool's group commit, off the event loop, before
             # the intent that follows a reservation is confirmed (see governor.py).
@@ -325,6 +327,7 @@ class Sidecar:
         if self.governor is not None:
             self._reload_prices()
             self.governor.update_engine(make_engine(spec, self._prices_for(spec)))
+            self.governor.monitor = controls.monitor
             self._apply_drift(spec)
         self.controls = controls
         if self.pipeline is not None:
@@ -341,6 +344,9 @@ class Sidecar:
             agent=f"{a.namespace}/{a.workload}" if a.workload else "agent",
             governor=lambda: self.governor,
             state_path=state_dir / "drift-state" if state_dir is not None else None,
+            on_would_halt=self.metrics.would_refuse.labels(
+                "halt", BEHAVIOUR_DRIFT, FailureType.OVERRISK.value
+            ).inc,
         )
 
     def _apply_drift(self, spec: GovernancePolicySpec) -> None:
@@ -397,6 +403,7 @@ class Sidecar:
             "agent": self._agent().as_dict(),
             "policy": self.watcher.status.as_dict(),
             "halted": halted,
+            "enforcement": "monitor" if self.controls.monitor else "enforce",
             "budget_engine": self.governor is not None,
             "opa": None if self.opa is None else {"loaded": bool(self.opa.loaded)},
             "decisions": dict(pipeline.decisions) if pipeline else {},

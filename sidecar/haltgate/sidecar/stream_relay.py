@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
 import aiohttp
@@ -108,7 +108,7 @@ class StreamRelay(AnswerRelay):
         rest of its event, so a cut (or an upstream failure) never leaves half an event
         before the error event."""
         digest = hashlib.blake2b(digest_size=16)
-        guard = StreamGuard(call, self.budget)
+        guard = StreamGuard(call, self.budget, self.refuse_or_note)
         cut: HaltgateError | None = None
         truncated = False
         client_gone = False
@@ -315,9 +315,13 @@ async def scan_events(
 class StreamGuard:
     """Decides whether a relayed stream must be cut: budget crossed or run halted."""
 
-    __slots__ = ("_budget", "_call", "_check_every", "_headroom", "_n")
+    __slots__ = ("_budget", "_call", "_check_every", "_headroom", "_n", "_note")
 
-    def __init__(self, call: Call, budget: Budget) -> None:
+    def __init__(
+        self, call: Call, budget: Budget, note: Callable[[Call, str, HaltgateError], None]
+    ) -> None:
+        self._note = note
+        """``refuse_or_note`` of the pipeline (monitor mode)."""
         self._call = call
         self._budget = budget
         self._n = 0
@@ -329,16 +333,29 @@ class StreamGuard:
         # for it: a client without max_tokens can otherwise run past the budget mid-stream.
         extra = reader.streamed_output_estimate - self._call.max_output_tokens
         if extra > 0 and self._headroom is not None and extra > self._headroom:
-            return DeniedError(
-                "the stream crossed the token budget",
-                code="tokens_exhausted",
-                failure_type=FailureType.EXHAUSTION,
+            return self._cut(
+                DeniedError(
+                    "the stream crossed the token budget",
+                    code="tokens_exhausted",
+                    failure_type=FailureType.EXHAUSTION,
+                )
             )
         self._n += 1
         if self._n % self._check_every == 0:
             verdict = self._budget.halted(time.time())
             if not verdict.allowed:
-                return budget_denial(verdict)
+                return self._cut(budget_denial(verdict))
+        return None
+
+    def _cut(self, err: HaltgateError) -> HaltgateError | None:
+        """The stream must be cut with ``err``; in monitor mode it is noted once and the
+        stream goes on (``None``)."""
+        call = self._call
+        if not call.controls.monitor or err.failure_type is FailureType.EXTERNAL:
+            return err
+        self._headroom = None  # noted once: the stream is not cut, nor checked again
+        self._check_every = 1 << 62
+        self._note(call, "budget", err)
         return None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from haltgate.governance.errors import DeniedError, HaltgateError
+from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar.call import Call
@@ -60,6 +60,33 @@ class StreamScan:
 
     def events(self, events: Sequence[SSEEvent]) -> bytes:
         """The bytes to send for ``events`` (empty once the stream is blocked)."""
+        if self._call.controls.monitor:
+            return self._observed(events)
+        return self._scanned(events)
+
+    def _observed(self, events: Sequence[SSEEvent]) -> bytes:
+        """Monitor mode: every event is scanned (findings, risk) and relayed as it came;
+        the first block is noted as the refusal the policy would make, and the scan stops
+        there (the rest of the stream is relayed unscanned)."""
+        if self._blocked_code is None:
+            self._scanned(events)
+            if self._blocked_code is not None:
+                code = self._blocked_code
+                self._pipeline.refuse_or_note(
+                    self._call,
+                    "response",
+                    UnavailableError("the guardrails failed on the stream", code=code)
+                    if code == "guardrails_error"
+                    else DeniedError(
+                        "a guardrail blocked the response stream",
+                        code=code,
+                        failure_type=FailureType.SAFETY,
+                    ),
+                )
+                self._blocked_code = ""  # noted: not a refusal (verdict() stays None)
+        return b"".join(_sse_encode(e.event, e.data.encode()) for e in events)
+
+    def _scanned(self, events: Sequence[SSEEvent]) -> bytes:
         out: list[bytes] = []
         for event in events:
             if self._blocked_code is not None:
@@ -138,7 +165,7 @@ class StreamScan:
             self._findings, self._errors = len(chat.findings), len(chat.errors)
             risk, self._risk = chat.risk - self._risk, chat.risk
             self._note(new, risk, errors, chat.blocked)
-        if self._blocked_code is None:
+        if not self._blocked_code:  # None, or "" once noted in monitor mode
             return None
         return DeniedError(
             "a guardrail blocked the response stream",

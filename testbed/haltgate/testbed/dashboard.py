@@ -102,7 +102,7 @@ class Renderer:
         self.step = max(1.0, (end - start) / 120)
 
     def expr(self, raw: str) -> str:
-        return substitute(
+        return prometheus.substitute(
             raw,
             rate_interval="10s",
             range_=self.range,
@@ -309,23 +309,6 @@ class Renderer:
 
 def _chip(value: str) -> str:
     return "All" if value == ".*" else value
-
-
-def substitute(
-    expr: str,
-    *,
-    rate_interval: str = "15s",
-    range_: str = "5m",
-    namespace: str = ".*",
-    workload: str = ".*",
-) -> str:
-    """Replace Grafana's variables the way Grafana would before sending the query."""
-    return (
-        expr.replace("$__rate_interval", rate_interval)
-        .replace("$__range", range_)
-        .replace("$namespace", namespace)
-        .replace("$workload", workload)
-    )
 
 
 def render(

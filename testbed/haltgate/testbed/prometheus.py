@@ -66,6 +66,23 @@ def argv(executable: str, config: Path, data_dir: Path, listen: str) -> list[str
     ]
 
 
+def substitute(
+    expr: str,
+    *,
+    rate_interval: str = "15s",
+    range_: str = "5m",
+    namespace: str = ".*",
+    workload: str = ".*",
+) -> str:
+    """Replace Grafana's variables the way Grafana would before sending the query."""
+    return (
+        expr.replace("$__rate_interval", rate_interval)
+        .replace("$__range", range_)
+        .replace("$namespace", namespace)
+        .replace("$workload", workload)
+    )
+
+
 def api(base: str, path: str, **params: Any) -> Any:
     """``data`` of a Prometheus HTTP API answer (no proxy); raises TestbedError on errors."""
     url = f"{base}{path}?{urllib.parse.urlencode(params)}" if params else base + path

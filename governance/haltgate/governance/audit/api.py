@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast, get_args
 
 import orjson
@@ -30,6 +30,7 @@ from haltgate.governance.audit.query import (
     build_records_query,
     cost_rows_to_dicts,
     page_from_rows,
+    parse_time,
 )
 from haltgate.governance.audit.verify import verify_database
 
@@ -60,14 +61,9 @@ def _time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError as e:
         raise _BadRequest(f"{name}: not ISO 8601 or epoch seconds") from e
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _filter(request: web.Request, **fixed: str) -> RecordFilter:

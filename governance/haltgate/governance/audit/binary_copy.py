@@ -77,6 +77,22 @@ def _text(value: str) -> bytes:
     return (_LENGTHS[n] if n < 1024 else _int32(n)) + data
 
 
+_SHORT: dict[str, bytes] = {}
+"""Encoded (length-prefixed) values of the columns that repeat from record to record:
+names of the agent, run, chain, target, model, tool, decision, codes. A batch of 20,000
+records carries a few hundred distinct ones; looking them up skips the encode and the
+concatenation. Bounded: cleared when full."""
+_SHORT_MAX = 8192
+
+
+def _short(value: str) -> bytes:
+    encoded = _text(value)
+    if len(_SHORT) >= _SHORT_MAX:
+        _SHORT.clear()
+    _SHORT[value] = encoded
+    return encoded
+
+
 def ts_micros(when: float) -> int:
     """``ts`` of a record: microseconds since 2000-01-01 UTC, rounded the way
     ``datetime.timedelta`` (and PostgreSQL parsing a microsecond timestamp) does, so every
@@ -109,6 +125,7 @@ def copy_row(frame: Frame) -> bytes:
     ``decision`` always have a value."""
     d = orjson.loads(frame.data)
     g = d.get
+    c = _SHORT.get
     kind, model, tool, failure, code = (
         g("kind"),
         g("model"),
@@ -120,6 +137,15 @@ def copy_row(frame: Frame) -> bytes:
     record = frame.data
     n = len(record)
     try:
+        chain, phase, namespace, workload, pod, run = (
+            d["chain_id"],
+            d["phase"],
+            d["namespace"],
+            d["workload"],
+            d["pod"],
+            d["run_id"],
+        )
+        target, decision = g("target") or "", g("decision") or "allow"
         return b"".join(
             (
                 _FIXED(
@@ -131,22 +157,22 @@ def copy_row(frame: Frame) -> bytes:
                     8,
                     d["seq"],
                 ),
-                _text(d["chain_id"]),
+                c(chain) or _short(chain),
                 _text(d["prev_hash"]),
                 _text(d["hash"]),
                 _text(d["decision_id"]),
-                _text(d["phase"]),
-                _text(d["namespace"]),
-                _text(d["workload"]),
-                _text(d["pod"]),
-                _text(d["run_id"]),
-                _text(kind) if kind else _NULL,
-                _text(g("target") or ""),
-                _text(model) if model else _NULL,
-                _text(tool) if tool else _NULL,
-                _text(g("decision") or "allow"),
-                _text(failure) if failure else _NULL,
-                _text(code) if code else _NULL,
+                c(phase) or _short(phase),
+                c(namespace) or _short(namespace),
+                c(workload) or _short(workload),
+                c(pod) or _short(pod),
+                c(run) or _short(run),
+                (c(kind) or _short(kind)) if kind else _NULL,
+                c(target) or _short(target),
+                (c(model) or _short(model)) if model else _NULL,
+                (c(tool) or _short(tool)) if tool else _NULL,
+                c(decision) or _short(decision),
+                (c(failure) or _short(failure)) if failure else _NULL,
+                (c(code) or _short(code)) if code else _NULL,
                 _NULL if cost is None else _float8(8, cost),
                 _NULL if latency is None else _float8(8, latency),
                 _NULL if status is None else _int4(4, status),

@@ -76,6 +76,7 @@ def _consistency(record: Mapping[str, Any], replay: Mapping[str, Any], out: list
         out.append("replay.stages: not a list of stages")
         return
     refused = [s.get("stage") for s in stages if s.get("result") in ("deny", "error")]
+    _monitor_consistency(record, stages, out)
     if decided_by is None:
         if refused:
             out.append(f"replay.decided_by: null, but stage {refused[0]!r} refused")
@@ -86,6 +87,26 @@ def _consistency(record: Mapping[str, Any], replay: Mapping[str, Any], out: list
             out.append(f"replay.decided_by: {decided_by!r} is not the stage that refused")
         if decided_by in POLICY_STAGES and decided_by != "budget" and decision == "allow":
             out.append(f"decision: recorded 'allow', but stage {decided_by!r} refused")
+
+
+def _monitor_consistency(
+    record: Mapping[str, Any], stages: Sequence[Mapping[str, Any]], out: list[str]
+) -> None:
+    """A monitor-mode record's ``would_refuse`` names the first stage that would have
+    refused (``would_deny`` in the stages); a record not in monitor mode has neither."""
+    would = [s for s in stages if s.get("result") == "would_deny"]
+    noted = record.get("would_refuse")
+    if not would and noted is None:
+        return
+    if record.get("enforcement") != "monitor":
+        out.append("would_refuse: set, but the record is not in monitor mode")
+        return
+    first = would[0] if would else {}
+    if not isinstance(noted, Mapping) or (noted.get("stage"), noted.get("code")) != (
+        first.get("stage"),
+        first.get("code"),
+    ):
+        out.append(f"would_refuse: recorded {noted!r}, but the first would_deny stage is {first!r}")
 
 
 def _replay_budget(
@@ -150,7 +171,7 @@ def _replay_budget(
             out.append(f"code: recorded {record.get('code')!r}, replayed {replayed['code']!r}")
         if record.get("decision") == "allow":
             out.append("decision: recorded 'allow', replayed a refusal")
-    elif not replayed["allowed"]:
+    elif not replayed["allowed"] and not _would_refuse(record, "budget", replayed["code"]):
         out.append("decision: the engine refuses the call, the record says it went on")
     return {
         "before": before,
@@ -159,6 +180,21 @@ def _replay_budget(
         "decision": replayed,
         "message": decision.message,
     }
+
+
+def _would_refuse(record: Mapping[str, Any], stage: str, code: Any) -> bool:
+    """Whether a monitor-mode record says ``stage`` would have refused with ``code`` (the
+    call went on: ``spec.enforcement: monitor``)."""
+    would = record.get("would_refuse")
+    if record.get("enforcement") != "monitor" or not isinstance(would, Mapping):
+        return False
+    also = would.get("also")
+    if not isinstance(also, list):
+        also = []
+    return any(
+        isinstance(w, Mapping) and w.get("stage") == stage and w.get("code") == code
+        for w in [would, *also]
+    )
 
 
 def _worst_case(engine: Engine, event: Reserve, dims: Mapping[str, Any]) -> dict[str, float]:
@@ -263,6 +299,11 @@ def explain(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict[st
             "run_id": main.get("run_id"),
             "agent": f"{main.get('namespace')}/{main.get('workload')}",
             "kind": main.get("kind"),
+            "enforcement": main.get("enforcement") or "enforce",
+            # The outcome's (a stage after the intent, the answer's guardrails, may add one).
+            "would_refuse": next(
+                (r["would_refuse"] for r in reversed(records) if r.get("would_refuse")), None
+            ),
             "target": main.get("target"),
             "tool": main.get("tool"),
             "model": main.get("model"),
@@ -305,8 +346,16 @@ def render_text(doc: Mapping[str, Any]) -> str:
         + (f" ({d['code']})" if d.get("code") else ""),
         f"  agent {d['agent']}  run {d['run_id']}  kind {d['kind']}  {d['target']}",
         f"  policy sha256 {doc.get('policy')}",
-        "stages:",
     ]
+    would = d.get("would_refuse")
+    if d.get("enforcement") == "monitor":
+        lines.append(
+            "  enforcement: monitor (nothing refused; the call went on)"
+            if not isinstance(would, Mapping)
+            else f"  enforcement: monitor: WOULD REFUSE at {would.get('stage')} "
+            f"({would.get('code')}, {would.get('failure_type')}); the call went on"
+        )
+    lines.append("stages:")
     for stage in doc["stages"]:
         extra = "".join(f" {k}={v}" for k, v in stage.items() if k not in ("stage", "result"))
         mark = " <- decided" if stage.get("stage") == doc.get("decided_by") else ""

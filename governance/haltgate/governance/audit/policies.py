@@ -9,19 +9,14 @@ replay never runs a decision through a policy other than the one that made it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from haltgate.governance.engine.core import Engine
 from haltgate.governance.engine.pricing import PriceTable, ShippedTable
-from haltgate.governance.policy import GovernancePolicy, GovernancePolicySpec
-from haltgate.governance.validation import (
-    Issue,
-    PolicyFileError,
-    load_documents,
-    validate_document,
-)
+from haltgate.governance.policy import GovernancePolicySpec
+from haltgate.governance.validation import policy_from_bytes, read_policy_file
 
 __all__ = ["LoadedPolicy", "PolicyStore", "load_policy_bytes"]
 
@@ -40,23 +35,7 @@ def load_policy_bytes(data: bytes, source: str) -> LoadedPolicy:
     """The one GovernancePolicy of a file's bytes (validated), with the bytes' digest.
 
     Raises :class:`PolicyFileError` naming the field of what is wrong."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise PolicyFileError(source, [Issue("<file>", "not UTF-8 text")]) from e
-    docs = [
-        d
-        for d in load_documents(text, source)
-        if isinstance(d, Mapping) and d.get("kind") == "GovernancePolicy"
-    ]
-    if len(docs) != 1:
-        raise PolicyFileError(
-            source, [Issue("<file>", f"expected exactly one GovernancePolicy, found {len(docs)}")]
-        )
-    result = validate_document(docs[0])
-    if not result.ok or not isinstance(result.document, GovernancePolicy):
-        raise PolicyFileError(source, list(result.issues))
-    doc = result.document
+    doc = policy_from_bytes(data, source)
     return LoadedPolicy(
         hashlib.sha256(data).hexdigest(), doc.metadata.name or "?", source, doc.spec
     )
@@ -79,13 +58,7 @@ class PolicyStore:
         """Read and validate every file (raises :class:`PolicyFileError`)."""
         loaded = []
         for path in paths:
-            try:
-                data = Path(path).read_bytes()
-            except OSError as e:
-                raise PolicyFileError(
-                    str(path), [Issue("<file>", f"cannot read: {e.strerror}")]
-                ) from e
-            loaded.append(load_policy_bytes(data, str(path)))
+            loaded.append(load_policy_bytes(read_policy_file(path), str(path)))
         return cls(loaded, prices)
 
     def __contains__(self, digest: object) -> bool:

@@ -26,11 +26,23 @@ __all__ = [
     "build_records_query",
     "cost_by_agent",
     "page_from_rows",
+    "parse_time",
     "query_records",
 ]
 
 MAX_LIMIT = 1000
 """Largest page size."""
+
+
+def parse_time(value: str) -> datetime:
+    """A time bound as the CLI and the API take it: epoch seconds, or ISO 8601
+    (``2026-11-01``, ``2026-11-01T12:00:00Z``), UTC if naive. Raises ``ValueError``."""
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except ValueError:
+        pass
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class CursorError(ValueError):

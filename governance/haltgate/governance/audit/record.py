@@ -122,6 +122,13 @@ class AuditRecord:
     digest, stages, the budget engine's event and its view of the run before it (never a
     payload value; see ``docs/audit.md``). Absent from the JSON when ``None``, so records
     written before it existed keep their bytes and hashes."""
+    enforcement: str | None = None
+    """``monitor`` when the policy ran in monitor mode (``spec.enforcement``); absent
+    (``None``) under ``enforce``, so those records keep their layout."""
+    would_refuse: Mapping[str, Any] | None = None
+    """Monitor mode: the first refusal the policy would have made (``stage``, ``code``,
+    ``failure_type``; ``also``: later stages that would have refused too). The call went
+    on. Absent when none."""
     record_id: str = field(default_factory=_new_record_id)
     v: int = SCHEMA_VERSION
     chain_id: str | None = None
@@ -140,8 +147,9 @@ class AuditRecord:
         # Not dataclasses.asdict: it deep-copies every nested dict (~150 us per record),
         # which is most of the cost of sealing; orjson only needs dicts and lists.
         doc = {name: getattr(self, name) for name in _FIELD_NAMES}
-        if doc["replay"] is None:
-            del doc["replay"]
+        for name in _OPTIONAL_FIELDS:
+            if doc[name] is None:
+                del doc[name]
         for name in _MAPPING_FIELDS:
             value = doc.get(name)
             if value is not None and not isinstance(value, dict):
@@ -171,7 +179,10 @@ class AuditRecord:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(AuditRecord))
-_MAPPING_FIELDS = ("budget_before", "budget_after", "usage", "replay")
+_MAPPING_FIELDS = ("budget_before", "budget_after", "usage", "replay", "would_refuse")
+_OPTIONAL_FIELDS = ("replay", "enforcement", "would_refuse")
+"""Fields left out of the JSON when ``None`` (added after the first layout: older records
+keep their bytes and hashes)."""
 
 
 def canonical_json(doc: Mapping[str, Any]) -> bytes:

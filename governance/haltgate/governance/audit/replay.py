@@ -27,6 +27,22 @@ def replay_run(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict
     proves nothing it did not re-run."""
     replayed = skipped = 0
     budget_steps = 0
+
+    def report(
+        match: bool, first_mismatch: dict[str, Any] | None, error: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "records": len(records),
+            "replayed": replayed,
+            "skipped": skipped,
+            "budget_steps": budget_steps,
+            "match": match,
+            "first_mismatch": first_mismatch,
+        }
+        if error is not None:
+            doc["error"] = error
+        return doc
+
     for record in records:
         if record.get("phase") not in ("intent", "outcome"):
             skipped += 1
@@ -36,51 +52,31 @@ def replay_run(records: Sequence[Mapping[str, Any]], store: PolicyStore) -> dict
         except ExplainError as e:
             # Not replayable here (policy not given, another engine or price table): no
             # verdict either way; the caller says so (exit 2).
-            return {
-                "records": len(records),
-                "replayed": replayed,
-                "skipped": skipped,
-                "budget_steps": budget_steps,
-                "match": False,
-                "first_mismatch": None,
-                "error": {
-                    "code": e.code,
-                    "message": e.message,
-                    "decision_id": record.get("decision_id"),
-                    "seq": record.get("seq"),
-                },
+            error = {
+                "code": e.code,
+                "message": e.message,
+                "decision_id": record.get("decision_id"),
+                "seq": record.get("seq"),
             }
+            return report(False, None, error)
         replayed += 1
         if result["replayed"]:
             budget_steps += 1
         if not result["match"]:
-            return {
-                "records": len(records),
-                "replayed": replayed,
-                "skipped": skipped,
-                "budget_steps": budget_steps,
-                "match": False,
-                "first_mismatch": {
-                    "decision_id": record.get("decision_id"),
-                    "phase": record.get("phase"),
-                    "chain_id": record.get("chain_id"),
-                    "seq": record.get("seq"),
-                    "mismatches": result["mismatches"],
-                },
+            mismatch = {
+                "decision_id": record.get("decision_id"),
+                "phase": record.get("phase"),
+                "chain_id": record.get("chain_id"),
+                "seq": record.get("seq"),
+                "mismatches": result["mismatches"],
             }
-    report: dict[str, Any] = {
-        "records": len(records),
-        "replayed": replayed,
-        "skipped": skipped,
-        "budget_steps": budget_steps,
-        "match": replayed > 0,
-        "first_mismatch": None,
-    }
+            return report(False, mismatch)
     if not replayed:
-        report["error"] = {
+        error = {
             "code": "nothing_to_replay",
             "decision_id": None,
             "seq": None,
             "message": "the run has no intent or outcome record",
         }
-    return report
+        return report(False, None, error)
+    return report(True, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -42,9 +43,29 @@ class SpoolSettings:
     """Longest a record queued with ``submit_nowait`` (an outcome: nobody waits for it)
     waits for a commit (seconds). It goes with the next awaited record's commit (an
     intent) if one comes sooner: one write and one fdatasync per call, not two."""
+    lazy_sync_seconds: float = 1.0
+    """Records nobody waits for that no awaited record took along within
+    ``linger_seconds`` (sparse traffic) are written then, so a killed process loses none
+    of them, and synced with the next awaited record's commit, or after this long at the
+    latest (seconds): one fdatasync per call instead of two. Until that sync a power loss
+    (not a killed process) can lose them; the shipper never ships them before it. 0 syncs
+    them when written."""
+    inline_max_seconds: float = 0.01
+    """``commit_now`` (a lone record committed on the caller's thread, no hand-off to the
+    writer thread) is used while commits take at most this long on average (seconds);
+    slower, every commit goes to the writer thread so a slow volume never holds the
+    caller's event loop for long. 0 turns commits on the caller's thread off."""
+    before_write: Callable[[], None] | None = None
+    """Fault injection for tests, never set in production: called on the committing
+    thread before each batch of records is written. It may block (hold the commit) or
+    raise ``OSError`` (the write fails: the batch is refused, the spool heals)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", Path(self.directory))
+        if not 0 <= self.lazy_sync_seconds <= 60:
+            raise ValueError("spool lazy_sync_seconds must be in [0, 60]")
+        if not 0 <= self.inline_max_seconds <= 1:
+            raise ValueError("spool inline_max_seconds must be in [0, 1]")
         if not 0 < self.linger_seconds <= 1:
             raise ValueError("spool linger_seconds must be in (0, 1]")
         if self.segment_bytes < 4096:

@@ -10,6 +10,7 @@ from typing import Any
 
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import AuditRecord, ChainHead
+from haltgate.governance.audit.sink import AuditError
 from haltgate.governance.audit.spool_settings import SpoolSettings
 from haltgate.governance.audit.spool_writer import SpoolWriter, Waiter
 
@@ -55,6 +56,29 @@ class SpoolAuditSink:
         """Durably append the intent record (see class docstring for errors)."""
         await self._append(record)
 
+    def commit_now(self, record: AuditRecord) -> bool:
+        """Make ``record`` durable on this thread, now, if no commit is in flight (no
+        hand-off to the writer thread: for a caller with nothing else to do meanwhile).
+        ``True`` when done (or dropped: spool full, ``continue``); ``False`` when it was
+        not taken (a commit in flight, or commits are slow): ``await intent()`` instead.
+        Errors as :meth:`intent`. Blocks the calling thread for one commit."""
+        return self._writer.commit_now(record) is not None
+
+    def begin_intent(self, record: AuditRecord) -> asyncio.Future[None] | None:
+        """Queue the intent record for the next commit and return at once: the future
+        completes when it is durable (or fails with the commit's ``AuditError``); ``None``
+        when the record was dropped (spool full, ``continue``). Refusals known before the
+        commit (spool full, invalid record, spool failed) raise here. For
+        ``spec.audit.durability: overlapped``: the caller overlaps the commit with other
+        work and awaits the future before anything it depends on is released."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if not self._writer.submit(record, Waiter(loop, fut)):
+            return None
+        # A caller that is cancelled meanwhile never awaits it: no "never retrieved" noise.
+        fut.add_done_callback(_retrieve)
+        return fut
+
     async def outcome(self, record: AuditRecord) -> None:
         """Durably append the outcome or connection record."""
         await self._append(record)
@@ -81,6 +105,13 @@ class SpoolAuditSink:
         cf: concurrent.futures.Future[None] = concurrent.futures.Future()
         return cf if self._writer.submit(record, Waiter(None, cf), urgent=False) else None
 
+    def queue_outcome(self, record: AuditRecord, on_error: Callable[[AuditError], None]) -> bool:
+        """``submit_nowait`` without a future (none to build, complete and call back per
+        call): ``on_error`` is called, on the committing thread, if the record is refused
+        at its commit. ``False`` when dropped (spool full, ``continue``); errors known at
+        once raise, as ``submit_nowait``."""
+        return self._writer.submit(record, Waiter(None, None, on_error), urgent=False)
+
     async def close(self) -> None:
         """Commit queued records and release the spool."""
         await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
@@ -88,3 +119,8 @@ class SpoolAuditSink:
     def close_blocking(self) -> None:
         """``close`` without an event loop."""
         self._writer.close()
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()

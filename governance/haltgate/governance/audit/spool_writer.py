@@ -1,27 +1,35 @@
 """The audit spool writer: appends records to the active segment with group commit.
 
-The writer thread takes every record queued while the previous commit was in flight, writes
-them with one ``write`` and makes them durable with one ``fdatasync``: concurrent calls
-share a commit, a lone call pays one. ``intent()`` returns only after its record is durable.
-Records nobody waits for (``submit_nowait``: outcomes) do not wake the writer: they go with
-the next awaited record's commit, or after ``linger_seconds`` (20 ms) at the latest, so a
-call costs one write and one fdatasync, not two.
 Records are sealed (chain, sequence number, hashes; ~15 us) by the caller when queued, so
-sealing overlaps the commit in flight instead of lengthening the next one. After each commit
-the durable position is published in ``durable``; the shipper reads no further.
+sealing overlaps the commit in flight. The writer thread takes every record queued while
+the previous commit was in flight, writes them with one ``write`` and makes them durable
+with one ``fdatasync``: concurrent calls share a commit. ``intent()`` returns only after
+its record is durable; after each sync the durable position is published in ``durable``
+(the shipper reads no further).
+
+A lone record needs no thread: :meth:`SpoolWriter.commit_now` commits on the calling
+thread when no commit is in flight (the sidecar's intent of a call with no other call in
+flight: its event loop has nothing else to do while the disk syncs). Handing the record to
+the writer thread and its answer back costs two cross-thread wake-ups (on a VM each an
+inter-processor interrupt) and GIL contention. While commits are slow (their average over
+``inline_max_seconds``) every record goes to the writer thread, so a slow volume never
+holds the caller's loop for long.
+
+Records nobody waits for (``submit_nowait``: outcomes) wake nobody: they go with the next
+awaited record's commit, or, ``linger_seconds`` (20 ms) later, are written (a killed
+process keeps them) and synced with the next awaited record's commit or after
+``lazy_sync_seconds`` (1 s): one fdatasync per call, also in sparse traffic. The linger is
+timed by the event loop that queued them (a timer, no thread woken).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from haltgate.governance.audit.fit import fit_record
 from haltgate.governance.audit.metrics import AuditMetrics
@@ -35,50 +43,32 @@ from haltgate.governance.audit.sink import (
 )
 from haltgate.governance.audit.spool import (
     DURABLE_FILE,
-    MAGIC,
     MAX_FRAME,
     SpoolPosition,
-    checkpoint_frame,
     encode_durable,
     encode_frame,
     flocked,
-    fsync_dir,
     list_segments,
     segment_path,
     spool_bytes,
     spool_id,
 )
+from haltgate.governance.audit.spool_batch import Batch, Waiter, resolve
 from haltgate.governance.audit.spool_recovery import settle
+from haltgate.governance.audit.spool_segments import SegmentFiles
 from haltgate.governance.audit.spool_settings import SpoolSettings
 
-__all__ = ["SpoolWriter", "Waiter"]
+__all__ = ["SpoolWriter", "Waiter"]  # Waiter: re-exported from spool_batch
+
+_IDLE_SECONDS = 1.0
+"""The writer thread's longest sleep with nothing to commit: lingering records queued on an
+event loop are timed by that loop and wake no thread (this bounds their wait if the loop
+stopped)."""
 
 log = logging.getLogger("haltgate.audit.spool")
 
 
-@dataclass(slots=True)
-class Waiter:
-    """Who waits for a record: an event loop's future, or (``loop`` None) a thread's."""
-
-    loop: asyncio.AbstractEventLoop | None
-    future: asyncio.Future[None] | concurrent.futures.Future[None]
-
-
-@dataclass(slots=True)
-class _Batch:
-    frames: list[bytes] = field(default_factory=list)
-    waiters: list[Waiter] = field(default_factory=list)
-    heads: list[tuple[str, ChainHead]] = field(default_factory=list)
-    nbytes: int = 0
-    urgent: bool = False
-    """A waiter awaits durability: commit now (else only lingering records)."""
-    first_at: float = 0.0
-    """monotonic() when the first record was queued (the linger starts there)."""
-    state: bool = False
-    """The carried state (``carry_state``) changed: write it with this commit."""
-
-
-class SpoolWriter:
+class SpoolWriter(SegmentFiles):
     """Owns the active segment and the writer thread (group commit).
 
     Degraded, not dead: when a write or fsync fails (a full disk, an I/O error), or the
@@ -130,7 +120,16 @@ class SpoolWriter:
         self._last_drop_log = -1e9
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._pending = _Batch()
+        self._pending = Batch()
+        self._committing = False
+        """A commit is in flight (on the writer thread or a ``commit_now`` caller's)."""
+        self._unsynced: Batch | None = None
+        """Lingering records written (a killed process keeps them: they are in the page
+        cache) but not synced yet: their waiters, heads and size wait for the next sync."""
+        self._unsynced_at = 0.0
+        self._commit_average = 0.0
+        """Moving average of commit durations (seconds): ``commit_now`` declines past
+        ``settings.inline_max_seconds``."""
         self._state_flush: Callable[[], None] | None = None
         self._last_state_log = -1e9
         self._closing = False
@@ -157,18 +156,6 @@ class SpoolWriter:
         self._spooled = spool_bytes(directory)
         self.chainer = Chainer(heads)
         self._started = True
-
-    def _close_fds(self) -> None:
-        for fd in (self._fd, self._durable_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._fd = self._durable_fd = -1
-
-    def free_bytes(self) -> int:
-        """Bytes free for this spool on its volume (for an unprivileged writer)."""
-        st = os.statvfs(self.settings.directory)
-        return st.f_bavail * st.f_frsize
 
     def _heal(self) -> bool:
         """Try to leave the failed state; True when records are accepted again."""
@@ -215,35 +202,6 @@ class SpoolWriter:
             return AuditUnavailableError.code
         return None
 
-    # ---------------------------------------------------------------- segment files
-
-    def _open_segment(self, number: int, *, create: bool) -> None:
-        path = segment_path(self.settings.directory, number)
-        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
-        fd = os.open(path, flags, 0o600)
-        if create:
-            # _written holds the heads of every record written so far: exactly what
-            # precedes this segment (the batch that made us roll is not written yet).
-            try:
-                os.write(fd, MAGIC + checkpoint_frame(self._written))
-                os.fsync(fd)
-                fsync_dir(self.settings.directory)
-            except OSError:
-                os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(path)  # no record in it yet: nothing is lost
-                raise
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = fd
-        self._segment = number
-        self._size = os.fstat(fd).st_size
-        # Below this size the segment holds no record yet, so rolling it would be pointless.
-        self._base_size = self._size if create else len(MAGIC)
-
-    def _roll(self) -> None:
-        self._open_segment(self._segment + 1, create=True)
-
     # ---------------------------------------------------------------- enqueue
 
     def _capacity_ok(self, nbytes: int) -> bool:
@@ -265,56 +223,147 @@ class SpoolWriter:
         ``continue``). The waiter completes when the record is durable. ``urgent=False``:
         the commit may wait up to ``linger_seconds`` for more records."""
         with self._lock:
-            if self._failed is not None:
-                raise self._failed
-            if self._closing:
-                raise AuditUnavailableError("audit spool is closed")
-            # A sealed record is ~1 KiB: checking with a generous estimate before sealing means
-            # a refused record never consumes a sequence number.
-            if not self._capacity_ok(4096):
-                if self.settings.on_full == "block":
-                    self.metrics.refusals.labels(code=SpoolFullError.code).inc()
-                    raise SpoolFullError(
-                        f"audit spool {self.settings.directory} is full "
-                        f"({self._spooled} of {self.settings.max_bytes} bytes): is the shipper "
-                        "running and PostgreSQL reachable?"
-                    )
-                self.metrics.records_dropped.labels(reason="spool_full").inc()
-                self._dropped_unlogged += 1
-                now = time.monotonic()
-                if now - self._last_drop_log >= 5.0:  # loud, but not one line per call
-                    log.error(
-                        "audit spool full: %d records dropped (onSpoolFull=continue), "
-                        "latest decision %s",
-                        self._dropped_unlogged,
-                        record.decision_id,
-                    )
-                    self._dropped_unlogged = 0
-                    self._last_drop_log = now
+            if not self._queue(record, waiter):
                 return False
-            record = fit_record(record, self.settings.max_payload_bytes)
-            try:
-                line, chain, head = self.chainer.seal_line(record, max_bytes=MAX_FRAME)
-            except (TypeError, ValueError) as e:
-                # Not JSON-serialisable (the caller's bug) or, even clipped, larger than a
-                # frame the reader accepts. The chain is untouched (sealing serialises and
-                # measures before it advances the head).
-                self.metrics.refusals.labels(code=InvalidRecordError.code).inc()
-                raise InvalidRecordError(f"audit record cannot be written: {e}") from e
-            frame = encode_frame(line, record.time)
             batch = self._pending
-            batch.frames.append(frame)
-            batch.waiters.append(waiter)
-            batch.heads.append((chain, head))
-            batch.nbytes += len(frame)
             if urgent:
                 if not batch.urgent:
                     batch.urgent = True
-                    self._wake.notify()
+                    if not self._committing:
+                        self._wake.notify()
             elif not batch.first_at:
-                # No wake-up: the writer looks every linger_seconds, or an urgent record
-                # takes this one along first.
-                batch.first_at = time.monotonic()
+                self._linger(batch)
+        return True
+
+    def _linger(self, batch: Batch) -> None:
+        """Start the linger of ``batch``'s first record nobody waits for (under ``_lock``).
+
+        No wake-up now: an urgent record (the next call's intent) usually takes it along
+        first. On an event loop's thread a timer of that loop looks at ``linger_seconds``
+        (one heap entry, no thread woken when it is no longer due); elsewhere the writer
+        thread is woken to time it."""
+        batch.first_at = time.monotonic()
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            batch.timed = True
+            loop.call_later(self.settings.linger_seconds, self._linger_due, batch)
+        elif not self._committing:
+            self._wake.notify()
+
+    def _linger_due(self, batch: Batch) -> None:
+        """A lingering batch is due (on the event loop that queued it). Traffic is sparse
+        (no intent came to take it along): commit it here, like ``commit_now``, or hand it
+        to the writer thread when commits are slow or one is in flight."""
+        with self._lock:
+            if self._pending is not batch or batch.urgent or self._closing:
+                return  # taken along by a commit already, or the writer has it
+            if self._failed is not None:
+                return
+            limit = self.settings.inline_max_seconds
+            if self._committing or not 0 < limit >= self._commit_average:
+                self._wake.notify()
+                return
+            taken = self._take()
+        lazy = self.settings.lazy_sync_seconds
+        self._commit_here(taken, sync=not lazy)
+        if self._unsynced is not None:
+            asyncio.get_running_loop().call_later(lazy, self._sync_due)
+
+    def _sync_due(self) -> None:
+        """Lingering records written without a sync are due for one (a timer of the loop
+        that wrote them): no awaited record's commit synced them meanwhile. The writer
+        thread syncs them: an fdatasync is never run on the loop for records nobody
+        waits for, whatever else is in flight."""
+        with self._lock:
+            if self._unsynced is not None and not self._closing:
+                self._wake.notify()
+
+    def commit_now(self, record: AuditRecord) -> bool | None:
+        """Commit ``record`` (with whatever is queued) on the calling thread, now.
+
+        Returns ``True`` once it is durable, ``False`` when it was dropped (spool full and
+        ``continue``), and ``None`` without doing anything when a commit is in flight, a
+        record already waits for one, or commits are slow (their average is over
+        ``inline_max_seconds``): then :meth:`submit` it (the group commit). Raises like
+        :meth:`submit`, and :class:`AuditUnavailableError` when the commit fails."""
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            limit = self.settings.inline_max_seconds
+            if self._committing or self._pending.urgent or not 0 < limit >= self._commit_average:
+                return None
+            if not self._queue(record, Waiter(None, None)):
+                return False
+            batch = self._take()
+        error = self._commit_here(batch)
+        if error is not None:
+            raise error
+        return True
+
+    def _commit_here(self, batch: Batch, *, sync: bool = True) -> AuditError | None:
+        """Commit ``batch`` (taken under ``_lock``) on the calling thread; then wake the
+        writer thread if it has work: records queued meanwhile by another thread, or
+        healing after a failure."""
+        error = self._commit(batch, sync=sync)
+        with self._lock:
+            self._committing = False
+            if self._pending.urgent or self._closing or self._failed is not None:
+                self._wake.notify()
+        return error
+
+    def _take(self) -> Batch:
+        """Take the queued batch for a commit (under ``_lock``)."""
+        batch = self._pending
+        self._pending = Batch()
+        self._committing = True
+        self._in_flight = batch.nbytes
+        self._spooled += batch.nbytes
+        return batch
+
+    def _queue(self, record: AuditRecord, waiter: Waiter) -> bool:
+        """Seal ``record`` into the pending batch (under ``_lock``); False when dropped."""
+        if self._failed is not None:
+            raise self._failed
+        if self._closing:
+            raise AuditUnavailableError("audit spool is closed")
+        # A sealed record is ~1 KiB: checking with a generous estimate before sealing means
+        # a refused record never consumes a sequence number.
+        if not self._capacity_ok(4096):
+            if self.settings.on_full == "block":
+                self.metrics.refusals.labels(code=SpoolFullError.code).inc()
+                raise SpoolFullError(
+                    f"audit spool {self.settings.directory} is full "
+                    f"({self._spooled} of {self.settings.max_bytes} bytes): is the shipper "
+                    "running and PostgreSQL reachable?"
+                )
+            self.metrics.records_dropped.labels(reason="spool_full").inc()
+            self._dropped_unlogged += 1
+            now = time.monotonic()
+            if now - self._last_drop_log >= 5.0:  # loud, but not one line per call
+                log.error(
+                    "audit spool full: %d records dropped (onSpoolFull=continue), "
+                    "latest decision %s",
+                    self._dropped_unlogged,
+                    record.decision_id,
+                )
+                self._dropped_unlogged = 0
+                self._last_drop_log = now
+            return False
+        record = fit_record(record, self.settings.max_payload_bytes)
+        try:
+            line, chain, head = self.chainer.seal_line(record, max_bytes=MAX_FRAME)
+        except (TypeError, ValueError) as e:
+            # Not JSON-serialisable (the caller's bug) or, even clipped, larger than a
+            # frame the reader accepts. The chain is untouched (sealing serialises and
+            # measures before it advances the head).
+            self.metrics.refusals.labels(code=InvalidRecordError.code).inc()
+            raise InvalidRecordError(f"audit record cannot be written: {e}") from e
+        frame = encode_frame(line, record.time)
+        batch = self._pending
+        batch.frames.append(frame)
+        batch.waiters.append(waiter)
+        batch.heads.append((chain, head))
+        batch.nbytes += len(frame)
         return True
 
     def carry_state(self, flush: Callable[[], None]) -> Callable[[], bool]:
@@ -338,7 +387,7 @@ class SpoolWriter:
                 batch.state = True
                 if not batch.first_at:
                     # Written with the next record's commit, or after linger_seconds.
-                    batch.first_at = time.monotonic()
+                    self._linger(batch)
         return True
 
     # ---------------------------------------------------------------- writer thread
@@ -356,28 +405,61 @@ class SpoolWriter:
                 self._heal()
                 continue
             with self._lock:
-                while not self._pending.urgent and not self._closing:
+                while True:
                     # Idle, or only lingering records: look again when the oldest one is
                     # due (lingering records queue without a wake-up; an urgent one wakes
-                    # us at once and takes them along).
+                    # us at once and takes them along). While a commit_now caller commits,
+                    # wait: it wakes us if an urgent record was queued meanwhile.
                     pending = self._pending
-                    wait = linger
-                    if pending.frames or pending.state:
-                        wait = pending.first_at + linger - time.monotonic()
-                        if wait <= 0:
+                    wait = _IDLE_SECONDS
+                    if not self._committing:
+                        if pending.urgent or self._closing or self._failed is not None:
                             break
+                        if pending.first_at:
+                            # A loop's timer normally takes a timed batch at its due time.
+                            due = pending.first_at + linger * (2 if pending.timed else 1)
+                            wait = due - time.monotonic()
+                            if wait <= 0:
+                                break
+                        if self._unsynced is not None:
+                            # Woken by the loop's timer (_sync_due), or the idle backstop.
+                            due = self._unsynced_at + self.settings.lazy_sync_seconds
+                            wait = min(wait, due - time.monotonic())
+                            if wait <= 0:
+                                break
+                    elif pending.first_at:
+                        wait = linger
                     self._wake.wait(wait)
-                batch = self._pending
-                self._pending = _Batch()
-                self._in_flight = batch.nbytes
-                self._spooled += batch.nbytes
+                if self._failed is not None and not self._closing:
+                    continue  # a commit_now caller's commit failed: heal first
+                batch = self._take()
                 closing = self._closing
-            if batch.frames or batch.state:
-                self._commit(batch)
+                # Records nobody waits for are written now and synced with the next
+                # awaited record (or lazy_sync_seconds later): one fdatasync per call.
+                sync = (
+                    batch.urgent
+                    or closing
+                    or not self.settings.lazy_sync_seconds
+                    or (
+                        self._unsynced is not None
+                        and time.monotonic() >= self._unsynced_at + self.settings.lazy_sync_seconds
+                    )
+                )
+            if batch.frames or batch.state or (sync and self._unsynced is not None):
+                self._commit(batch, sync=sync)
+            with self._lock:
+                self._committing = False
             if closing and not batch.frames:
                 return  # (a state write that failed now is not retried after close)
 
-    def _commit(self, batch: _Batch) -> None:
+    def _commit(self, batch: Batch, *, sync: bool = True) -> AuditError | None:
+        """Write and sync ``batch``, complete its waiters; the error the batch failed
+        with (its records refused), if any. Runs on one thread at a time (``_committing``).
+
+        ``sync=False`` (lingering records only): write, but leave the sync (and the
+        waiters, the durable position, the chain heads the spool counts as written) to the
+        next commit that syncs; records written since the last sync are refused with
+        that commit if it fails (the segment is cut back to the last synced byte)."""
         error: AuditUnavailableError | None = None
         state_error: StatePersistError | None = None
         started = time.perf_counter()
@@ -395,48 +477,82 @@ class SpoolWriter:
                     self._last_state_log = now
                     log.error("audit spool: carried budget state: %s", e)
                 self._state_changed()  # still due: the next commit tries again
-        if not frames:
-            return
+        carried = self._unsynced
+        if not frames and (carried is None or not sync):
+            return None
+        synced: list[Waiter] = []
+        """Waiters of records made durable by this commit before anything failed."""
         try:
-            if self._size > self._base_size and self._size + nbytes > self.settings.segment_bytes:
+            if (
+                frames
+                and self._size > self._base_size
+                and self._size + nbytes + (carried.nbytes if carried else 0)
+                > self.settings.segment_bytes
+            ):
+                if carried is not None:
+                    self._sync_written(carried.nbytes, carried.heads)  # before it is left
+                    synced, carried = carried.waiters, None
                 self._roll()
-            data = b"".join(frames)
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-            if self.settings.fsync:
-                os.fdatasync(self._fd)
-            self._size += len(data)
-            self._written.update(batch.heads)
-            os.pwrite(self._durable_fd, encode_durable(SpoolPosition(self._segment, self._size)), 0)
+            if frames:
+                if self.settings.before_write is not None:
+                    self.settings.before_write()
+                data = b"".join(frames)
+                view = memoryview(data)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+            if not sync:
+                if carried is None:
+                    self._unsynced = carried = Batch()
+                    self._unsynced_at = time.monotonic()
+                carried.waiters += waiters
+                carried.heads += batch.heads
+                carried.nbytes += nbytes
+                waiters = synced
+            else:
+                heads = batch.heads
+                if carried is not None:
+                    heads = carried.heads + heads
+                    nbytes += carried.nbytes
+                    waiters = carried.waiters + waiters
+                self._sync_written(nbytes, heads)
+                waiters = synced + waiters
         except OSError as e:
             # After a failed write or fsync the file's state is unknown (fsyncgate): refuse
             # records until _heal() has cut the segment back to its last durable byte. The
-            # records sealed since then (this batch, and those queued behind it) are
-            # refused too, and the chain heads go back to the last written record.
+            # records sealed since then (this batch, those written unsynced before it and
+            # those queued behind it) are refused too, and the chain heads go back to the
+            # last durable record.
             error = AuditUnavailableError(f"audit spool write failed: {e}")
+            unsynced, self._unsynced = self._unsynced, None
             with self._lock:
                 self._failed = error
-                queued, self._pending = self._pending, _Batch()
+                queued, self._pending = self._pending, Batch()
                 self.chainer = Chainer(self._written)
-                self._spooled = max(self._spooled - nbytes - queued.nbytes, 0)
-            waiters = waiters + queued.waiters
+                lost = batch.nbytes + queued.nbytes + (unsynced.nbytes if unsynced else 0)
+                self._spooled = max(self._spooled - lost, 0)
+            resolve(synced, None)
+            waiters = (unsynced.waiters if unsynced else []) + batch.waiters + queued.waiters
             self.metrics.refusals.labels(code=AuditUnavailableError.code).inc()
             log.error("audit spool: %s; refusing records until it can write again", e)
         else:
-            self.metrics.fsync_seconds.observe(time.perf_counter() - started)
-            self.metrics.group_size.observe(len(frames))
-            self.metrics.records_spooled.inc(len(frames))
-            self.metrics.spool_bytes.set(self._spooled)
+            if sync:
+                took = time.perf_counter() - started
+                self._commit_average += (took - self._commit_average) * 0.2
+                self.metrics.fsync_seconds.observe(took)
+                self.metrics.group_size.observe(len(waiters))
+                self.metrics.records_spooled.inc(len(waiters))
+                self.metrics.spool_bytes.set(self._spooled)
         with self._lock:
             self._in_flight = 0
         if error is None and state_error is not None:
             # Only awaited records (intents) wait on the state; queued outcomes are durable.
-            _resolve([w for w in waiters if w.loop is None], None)
-            _resolve([w for w in waiters if w.loop is not None], state_error)
-            return
-        _resolve(waiters, error)
+            # (A commit_now record is an intent: its caller gets the state error too.)
+            resolve([w for w in waiters if w.loop is None and w.future is not None], None)
+            resolve([w for w in waiters if w.loop is not None], state_error)
+            return state_error if any(w.future is None for w in waiters) else None
+        resolve(waiters, error)
+        return error
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -448,33 +564,3 @@ class SpoolWriter:
         self._thread.join(timeout=30)
         self._close_fds()
         self._writer_lock_cm.__exit__(None, None, None)
-
-
-def _resolve(waiters: list[Waiter], error: AuditError | None) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-    for w in waiters:
-        if w.loop is None:
-            cf = w.future
-            assert isinstance(cf, concurrent.futures.Future)
-            if error is None:
-                cf.set_result(None)
-            else:
-                cf.set_exception(error)
-        else:
-            af = w.future
-            assert isinstance(af, asyncio.Future)
-            by_loop.setdefault(w.loop, []).append(af)
-    for loop, futures in by_loop.items():
-        # One wake-up per loop per commit, not one per record.
-        with contextlib.suppress(RuntimeError):  # loop already closed: nobody waits
-            loop.call_soon_threadsafe(_settle, futures, error)
-
-
-def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for fut in futures:
-        if fut.done():
-            continue
-        if error is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(error)

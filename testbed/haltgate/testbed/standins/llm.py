@@ -215,41 +215,41 @@ def _openai_usage(call: _Call) -> dict[str, Any]:
     }
 
 
+def _openai_object(
+    ident: str, obj: str, call: _Call, choices: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """An OpenAI response object or stream chunk: id, type, model and ``choices``."""
+    return {
+        "id": ident,
+        "object": obj,
+        "created": CREATED,
+        "model": call.model,
+        "choices": choices,
+        **extra,
+    }
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     call = await _prelude(request)
     if isinstance(call, web.Response):
         return call
     ident = _ident("chatcmpl-", call.body)
     if not call.stream:
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": call.text},
+            "finish_reason": "stop",
+        }
         return json_response(
-            {
-                "id": ident,
-                "object": "chat.completion",
-                "created": CREATED,
-                "model": call.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": call.text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": _openai_usage(call),
-            }
+            _openai_object(ident, "chat.completion", call, [choice], usage=_openai_usage(call))
         )
 
     usage_null = {"usage": None} if _wants_usage(call) else {}
 
     def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return sse_event(
-            {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": CREATED,
-                "model": call.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                **usage_null,
-            }
+            _openai_object(ident, "chat.completion.chunk", call, [choice], **usage_null)
         )
 
     out = _Writer(await start_sse(request), call)
@@ -267,18 +267,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _openai_stream_tail(out: _Writer, call: _Call, ident: str, obj: str) -> None:
     if _wants_usage(call) and call.behavior != "no-usage":
-        await out.write(
-            sse_event(
-                {
-                    "id": ident,
-                    "object": obj,
-                    "created": CREATED,
-                    "model": call.model,
-                    "choices": [],
-                    "usage": _openai_usage(call),
-                }
-            )
-        )
+        await out.write(sse_event(_openai_object(ident, obj, call, [], usage=_openai_usage(call))))
     await out.write(sse_event("[DONE]"))
     await out.end()
 
@@ -289,17 +278,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
         return call
     ident = _ident("cmpl-", call.body)
     if not call.stream:
+        choice = {"index": 0, "text": call.text, "logprobs": None, "finish_reason": "stop"}
         return json_response(
-            {
-                "id": ident,
-                "object": "text_completion",
-                "created": CREATED,
-                "model": call.model,
-                "choices": [
-                    {"index": 0, "text": call.text, "logprobs": None, "finish_reason": "stop"}
-                ],
-                "usage": _openai_usage(call),
-            }
+            _openai_object(ident, "text_completion", call, [choice], usage=_openai_usage(call))
         )
     usage_null = {"usage": None} if _wants_usage(call) else {}
     out = _Writer(await start_sse(request), call)
@@ -308,24 +289,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
             await out.flush()
             cut_connection(request)
             return out.resp
+        choice = {
+            "index": 0,
+            "text": word if i == 0 else " " + word,
+            "logprobs": None,
+            "finish_reason": "stop" if i == call.n - 1 else None,
+        }
         await out.write(
-            sse_event(
-                {
-                    "id": ident,
-                    "object": "text_completion",
-                    "created": CREATED,
-                    "model": call.model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "text": word if i == 0 else " " + word,
-                            "logprobs": None,
-                            "finish_reason": "stop" if i == call.n - 1 else None,
-                        }
-                    ],
-                    **usage_null,
-                }
-            )
+            sse_event(_openai_object(ident, "text_completion", call, [choice], **usage_null))
         )
     await _openai_stream_tail(out, call, ident, "text_completion")
     return out.resp
