@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
 from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.governance.pool.lease import DIMENSIONS, ZERO, Amounts, LocalLease, local_deadline
-from haltgate.governance.pool.store import CHANNEL, PoolConfig, PoolStore
+from haltgate.governance.pool.store import CHANNEL, LeaseGrant, PoolConfig, PoolStore
 
 __all__ = ["PoolClient", "PoolMetrics", "PoolSettings"]
 
@@ -95,6 +95,16 @@ class PoolMetrics:
         )
 
 
+@dataclass(slots=True)
+class _Renewal:
+    """A renewal statement in flight: what it returns and reports."""
+
+    task: asyncio.Task[LeaseGrant | None]
+    old: LocalLease | None
+    spent: Amounts
+    sent: float
+
+
 class PoolClient:
     """One member of one pool. ``await start()``, then reserve/settle/release per call."""
 
@@ -121,6 +131,10 @@ class PoolClient:
         """Monotonic time until which a call that does not fit is refused without asking
         the database again (the pool was found too short for it a moment ago)."""
         self.lease_round_trips = 0
+        self._pending: _Renewal | None = None
+        """A renewal statement sent whose answer the sender stopped waiting for (it was
+        cancelled or timed out): it may have committed, so it is adopted before the next
+        lease operation rather than the old lease being reported again."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -141,18 +155,23 @@ class PoolClient:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        lease, store = self.lease, self._store
-        if lease is not None and store is not None:
-            try:
-                async with asyncio.timeout(self.settings.op_timeout):
+        try:
+            async with self._lock, asyncio.timeout(self.settings.op_timeout * 2):
+                # A renewal cut short by the cancellation may have committed: learn its
+                # lease first, so the spend it reported is not reported again and the
+                # lease the database holds is the one returned.
+                if not await self._adopt_pending():
+                    raise TimeoutError("a renewal is still under way")
+                lease, store = self.lease, self._store
+                if lease is not None and store is not None:
                     await store.settle(self.settings.pool, old=lease.lease_id, spent=lease.spent)
-                self.lease = None
-            except (psycopg.Error, OSError, TimeoutError) as e:
-                log.warning(
-                    "pool %s: lease not returned at shutdown (it expires): %s",
-                    self.settings.pool,
-                    e,
-                )
+                    self.lease = None
+        except (psycopg.Error, OSError, TimeoutError) as e:
+            log.warning(
+                "pool %s: lease not returned at shutdown (it expires): %s",
+                self.settings.pool,
+                e,
+            )
         await self._disconnect()
 
     # ------------------------------------------------------------------ hot path
@@ -367,6 +386,13 @@ class PoolClient:
     async def _renew(self, extra: Amounts) -> None:
         """Return the current lease and take a new one covering calls in flight + ``extra``.
         Caller holds ``self._lock``."""
+        try:
+            if not await self._adopt_pending():
+                raise TimeoutError("an earlier renewal is still under way")
+        except (psycopg.Error, OSError, TimeoutError) as e:
+            self.metrics.leases.labels("error").inc()
+            self._lost(e)
+            return
         store, config = self._store, self.config
         if store is None or config is None:
             return
@@ -379,14 +405,7 @@ class PoolClient:
                 for attempt, hold in enumerate(self._holds(old, spent, sent)):
                     if attempt and old is not None:
                         old.deadline = float("-inf")  # what it held is gone: stop spending it
-                    grant = await store.renew(
-                        self.settings.pool,
-                        self.settings.holder,
-                        old=old.lease_id if old else None,
-                        spent=spent,
-                        hold=hold,
-                        need=hold + extra,
-                    )
+                    grant = await self._send_renewal(store, old, spent, hold, hold + extra, sent)
                     if grant is not None:
                         break
                     fresh = await store.config(self.settings.pool)
@@ -403,6 +422,17 @@ class PoolClient:
             self.metrics.leases.labels("refused").inc()
             return
         self.metrics.leases.labels("granted").inc()
+        self._install(grant, old, spent, sent, config)
+
+    def _install(
+        self,
+        grant: LeaseGrant,
+        old: LocalLease | None,
+        spent: Amounts,
+        sent: float,
+        config: PoolConfig,
+    ) -> None:
+        """Make ``grant`` (which returned ``old`` with ``spent``) the current lease."""
         lease = LocalLease(
             grant.lease_id,
             grant.allotment,
@@ -415,6 +445,58 @@ class PoolClient:
                 lease.adopt(call_id, need)
         self.lease = lease
         self._lease_sent = sent
+
+    async def _send_renewal(
+        self,
+        store: PoolStore,
+        old: LocalLease | None,
+        spent: Amounts,
+        hold: Amounts,
+        need: Amounts,
+        sent: float,
+    ) -> LeaseGrant | None:
+        """One renewal statement, shielded: once sent it runs to its end even if the caller
+        is cancelled (shutdown) or times out; its answer is then adopted later
+        (:meth:`_adopt_pending`), because the database may already hold the new lease."""
+        task = asyncio.get_running_loop().create_task(
+            store.renew(
+                self.settings.pool,
+                self.settings.holder,
+                old=old.lease_id if old else None,
+                spent=spent,
+                hold=hold,
+                need=need,
+            )
+        )
+        renewal = _Renewal(task, old, spent, sent)
+        self._pending = renewal
+        grant = await asyncio.shield(task)
+        if self._pending is renewal:
+            self._pending = None
+        return grant
+
+    async def _adopt_pending(self) -> bool:
+        """Wait (bounded) for a renewal whose sender gave up, and install its lease if it
+        was granted. False if it is still under way (nothing may be sent meanwhile).
+        Caller holds ``self._lock``."""
+        renewal = self._pending
+        if renewal is None:
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.op_timeout):
+                await asyncio.wait([renewal.task])
+        if not renewal.task.done():
+            return False
+        self._pending = None
+        if renewal.task.cancelled() or renewal.task.exception() is not None:
+            return True  # the statement failed: the old lease is still the one held
+        grant, config = renewal.task.result(), self.config
+        if grant is None or config is None or self.lease is not renewal.old:
+            return True
+        self.lease_round_trips += 1
+        self.metrics.leases.labels("granted").inc()
+        self._install(grant, renewal.old, renewal.spent, renewal.sent, config)
+        return True
 
     def _holds(self, old: LocalLease | None, spent: Amounts, now: float) -> list[Amounts]:
         """What a renewal must keep, most to least, tried in order.
@@ -461,6 +543,8 @@ class PoolClient:
             lease = self.lease
             if self._halt is None and (lease is None or lease.used_share() >= s.renew_share):
                 await self._renew(ZERO)  # first: calls are spending this lease right now
+            if self._pending is not None:
+                return  # a renewal's answer is still due on this connection: adopt it first
             try:
                 async with asyncio.timeout(s.op_timeout):
                     if time.monotonic() >= self._next_round:
