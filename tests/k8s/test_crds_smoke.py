@@ -66,13 +66,13 @@ def test_examples_are_created_and_listed(kube: ControlPlane, kube_namespace: str
     assert policies and pools
 
     table = kube.kubectl("get", "govpol", "-n", kube_namespace, check=True).stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "WORKLOADS", "HALTED", "AGE"]
+    assert table[0].split() == ["NAME", "READY", "WORKLOADS", "HALTED", "ENFORCEMENT", "AGE"]
     assert sorted(line.split()[0] for line in table[1:]) == policies
 
     wide = kube.kubectl(
         "get", "govpol", "-n", kube_namespace, "-o", "wide", check=True
     ).stdout.splitlines()
-    assert wide[0].split() == ["NAME", "READY", "WORKLOADS", "HALTED", "POOL", "AGE"]
+    assert wide[0].split() == ["NAME", "READY", "WORKLOADS", "HALTED", "ENFORCEMENT", "POOL", "AGE"]
     assert any("finance-shared" in line for line in wide[1:])
 
     pool_table = kube.kubectl("get", "bpool", "-n", kube_namespace, check=True).stdout.splitlines()
