@@ -25,6 +25,7 @@ __all__ = [
     "pod_env",
     "sidecar_ports",
     "spawn_pod_sidecar",
+    "start_restartable_sidecar",
     "wait_ready",
 ]
 
@@ -101,3 +102,27 @@ async def wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
                 pass
             await asyncio.sleep(0.05)
     raise AssertionError("sidecar not ready in 20 s")
+
+
+async def start_restartable_sidecar(
+    policy: Path, ports: dict[str, int], workdir: Path, token: Path
+) -> asyncio.subprocess.Process:
+    """``haltgate sidecar`` in explicit mode on ``ports`` with its state, spool and admin
+    token under ``workdir`` (the same paths at every call, so a restart after SIGKILL finds
+    what the killed process left); returns once ``/readyz`` answers."""
+    proc = await asyncio.create_subprocess_exec(
+        *explicit_sidecar(
+            policy,
+            ports,
+            "--state-dir",
+            str(workdir / "st"),
+            "--audit-dir",
+            str(workdir / "spool"),
+            "--admin-token-file",
+            str(token),
+        ),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await wait_ready(f"http://127.0.0.1:{ports['admin']}/readyz", proc)
+    return proc

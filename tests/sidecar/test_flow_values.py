@@ -21,7 +21,10 @@ import yaml
 from haltgate.governance.audit.explain import explain, render_text
 from haltgate.governance.audit.policies import PolicyStore
 from haltgate.sdk.errors import DeniedError, error_from_body
-from tests.sidecar.cli_process import explicit_sidecar, sidecar_ports, wait_ready
+from tests.sidecar.cli_process import (
+    sidecar_ports,
+    start_restartable_sidecar,
+)
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
 from tests.sidecar.test_flows import GUARDED, http
 from tests.sidecar.test_mcp import call, rpc
@@ -263,25 +266,10 @@ async def test_values_survive_kill_9_of_the_sidecar_process(
     token = tmp_path / "admin-token"
     token.write_text(ADMIN_TOKEN + "\n")
     ports = sidecar_ports()
-    explicit, admin = (f"http://127.0.0.1:{ports[n]}" for n in ("explicit", "admin"))
+    explicit = f"http://127.0.0.1:{ports['explicit']}"
 
     async def start() -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            *explicit_sidecar(
-                policy,
-                ports,
-                "--state-dir",
-                str(tmp_path / "st"),
-                "--audit-dir",
-                str(tmp_path / "spool"),
-                "--admin-token-file",
-                str(token),
-            ),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        await wait_ready(admin + "/readyz", proc)
-        return proc
+        return await start_restartable_sidecar(policy, ports, tmp_path, token)
 
     proc = await start()
     try:

@@ -18,7 +18,10 @@ import orjson
 import yaml
 
 from haltgate.sdk.errors import DeniedError, error_from_body
-from tests.sidecar.cli_process import explicit_sidecar, sidecar_ports, wait_ready
+from tests.sidecar.cli_process import (
+    sidecar_ports,
+    start_restartable_sidecar,
+)
 from tests.sidecar.conftest import ADMIN_TOKEN, SidecarFactory, Standins, base_policy, merge
 from tests.sidecar.test_mcp import call, rpc
 
@@ -308,22 +311,7 @@ async def test_taint_survives_kill_9_of_the_sidecar_process(
     explicit, admin = (f"http://127.0.0.1:{ports[n]}" for n in ("explicit", "admin"))
 
     async def start() -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            *explicit_sidecar(
-                policy,
-                ports,
-                "--state-dir",
-                str(tmp_path / "st"),
-                "--audit-dir",
-                str(tmp_path / "spool"),
-                "--admin-token-file",
-                str(token),
-            ),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        await wait_ready(admin + "/readyz", proc)
-        return proc
+        return await start_restartable_sidecar(policy, ports, tmp_path, token)
 
     proc = await start()
     try:
