@@ -88,6 +88,27 @@ def test_external_halts_from_any_source_and_pending_ones() -> None:
     assert haltview.halted_count(out) == 1
 
 
+def test_delivered_halt_before_its_pod_record_names_its_source() -> None:
+    """The sidecar answers EXTERNAL between delivery and the pod's record being written (a
+    CI run saw this window): the source comes from the operator's own halt message; a halt
+    made by hand through the admin API stays "admin API"."""
+    message = halts.halt_message("Deployment/researcher", "drill") + " (by haltgate-operator)"
+    answers: dict[str, haltview.Probe] = {
+        "a": haltview.SidecarHalt("EXTERNAL", halts.HALT_CODE, message),
+        "b": haltview.SidecarHalt("EXTERNAL", "manual", "Deployment/x: looks like ours"),
+        "c": haltview.SidecarHalt("EXTERNAL", halts.HALT_CODE, "no source here"),
+    }
+    out = haltview.entries([pod("a"), pod("b"), pod("c")], answers, {}, [], NOW)
+    assert [(e["pod"], e["source"]) for e in out] == [
+        ("a", "Deployment/researcher"),
+        ("b", "admin API"),
+        ("c", "admin API"),
+    ]
+    # Once the record is written, it names the source (as before).
+    recorded = pod("a", record={"GovernancePolicy/p": "incident"})
+    assert haltview.entries([recorded], answers, {}, [], NOW)[0]["source"] == "GovernancePolicy/p"
+
+
 def test_unreachable_sidecar_keeps_its_last_halt_and_since() -> None:
     earlier = "2026-12-07T11:00:00Z"
     previous = [

@@ -56,6 +56,20 @@ def halted_sources(pod: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+def halt_message(source: str, reason: str) -> str:
+    """The message an operator halt carries to the sidecar: ``"<source>: <reason>"``."""
+    return f"{source}: {reason}"
+
+
+def source_of(code: str, message: str) -> str | None:
+    """The source named by a halt the operator delivered (its code and :func:`halt_message`),
+    else None: the sidecar reports it before the pod's halt record is written (pure)."""
+    if code != HALT_CODE:
+        return None
+    source, sep, _ = message.partition(": ")
+    return source if sep and source else None
+
+
 def admin_port(pod: Mapping[str, Any], default: int) -> int:
     """The sidecar's admin port as injected into this pod (it may predate a config change)."""
     for c in (pod.get("spec") or {}).get("initContainers") or []:
@@ -155,8 +169,8 @@ async def sync(
             # The lift names the code the operator halts with: it never ends a halt of
             # another kind (a budget halt, a hand-made admin halt with its own code).
             payload["code"] = HALT_CODE
-            if step.action == "halt":
-                payload.update(message=f"{source}: {reason}", failureType="EXTERNAL")
+            if step.action == "halt" and reason is not None:
+                payload.update(message=halt_message(source, reason), failureType="EXTERNAL")
             error = await _call(session, url, token, payload)
             rt.metrics.halt_deliveries.labels(step.action, "failed" if error else "ok").inc()
             if error:

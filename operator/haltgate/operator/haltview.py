@@ -163,7 +163,13 @@ def entries(
         if answer is not None:
             source = "sidecar"
             if answer.failure_type == "EXTERNAL":
-                source = _sources_text(record)[0] if record else "admin API"
+                # Delivered but the pod's record not written yet: the operator's own
+                # halt names its source in its message; anything else came by hand.
+                source = (
+                    _sources_text(record)[0]
+                    if record
+                    else halts.source_of(answer.code, answer.message) or "admin API"
+                )
             entry = {
                 "failureType": answer.failure_type,
                 "code": answer.code,
