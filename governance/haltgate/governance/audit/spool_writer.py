@@ -246,7 +246,8 @@ class SpoolWriter(SegmentFiles):
         loop = asyncio._get_running_loop()
         if loop is not None:
             batch.timed = True
-            loop.call_later(self.settings.linger_seconds, self._linger_due, batch)
+            batch.timer = loop.call_later(self.settings.linger_seconds, self._linger_due, batch)
+            batch.timer_thread = threading.get_ident()
         elif not self._committing:
             self._wake.notify()
 
@@ -254,6 +255,7 @@ class SpoolWriter(SegmentFiles):
         """A lingering batch is due (on the event loop that queued it). Traffic is sparse
         (no intent came to take it along): commit it here, like ``commit_now``, or hand it
         to the writer thread when commits are slow or one is in flight."""
+        batch.timer = None  # running now: nothing to cancel
         with self._lock:
             if self._pending is not batch or batch.urgent or self._closing:
                 return  # taken along by a commit already, or the writer has it
@@ -312,8 +314,15 @@ class SpoolWriter(SegmentFiles):
         return error
 
     def _take(self) -> Batch:
-        """Take the queued batch for a commit (under ``_lock``)."""
+        """Take the queued batch for a commit (under ``_lock``). Taken on the thread of the
+        loop timing its linger (the next call's intent, ``commit_now``), that timer is
+        cancelled: it would only wake the loop to find the batch gone (in sparse traffic,
+        one or two wake-ups per call)."""
         batch = self._pending
+        timer = batch.timer
+        if timer is not None and batch.timer_thread == threading.get_ident():
+            timer.cancel()  # a loop's timer handle is not thread-safe: only on its thread
+            batch.timer = None
         self._pending = Batch()
         self._committing = True
         self._in_flight = batch.nbytes
