@@ -120,13 +120,16 @@ class AuditScrubber:
     the writability rules apply (``full``).
     """
 
-    __slots__ = ("_budget", "_cache", "_redactor", "redact")
+    __slots__ = ("_budget", "_cache", "_payload", "_redactor", "redact")
 
     def __init__(self, *, redact: bool) -> None:
         self.redact = redact
         self._redactor = Redactor()
         self._cache: dict[str, str] = {}
         self._budget = MAX_PAYLOAD_SCAN_CHARS
+        self._payload: tuple[Any, Any] | None = None
+        """The last payload scrubbed and its copy (a call's intent and outcome records
+        carry the same body: it is walked once)."""
 
     # ------------------------------------------------------------------ text fields
 
@@ -209,8 +212,16 @@ class AuditScrubber:
     # ------------------------------------------------------------------ payload
 
     def payload(self, obj: Any) -> Any:
-        """A scrubbed copy of a parsed JSON payload (the input is never modified)."""
-        return self._value(obj, 0)
+        """A scrubbed copy of a parsed JSON payload (the input is never modified, and is
+        not modified later: the same object again gets the same copy). Scrubbing it twice
+        would give an equal copy anyway: every string scanned once is in the cache, and
+        one over the budget stays over it."""
+        done = self._payload
+        if done is not None and done[0] is obj:
+            return done[1]
+        out = self._value(obj, 0)
+        self._payload = (obj, out)
+        return out
 
     def _budgeted(self, value: str) -> str:
         """`text` within the payload's scan budget (repeated values cost nothing)."""
