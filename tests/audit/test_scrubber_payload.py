@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from haltgate.governance.audit.redact import (
     MAX_PAYLOAD_SCAN_CHARS,
     OVER_BUDGET,
@@ -42,3 +44,29 @@ def test_another_payload_is_scrubbed_on_its_own() -> None:
     assert one == {"a": "mail <EMAIL_1> now"}
     assert other == {"a": "call <EMAIL_2> today"}
     assert scrubber.payload({"a": "mail jane@example.com now"}) == one
+
+
+def test_a_long_value_found_clean_is_not_scanned_again_and_a_dirty_one_always_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from haltgate.governance.audit import redact
+
+    scans: list[int] = []
+    spans = redact._spans
+
+    def counted(text: str) -> list[tuple[int, int, str]]:
+        scans.append(len(text))
+        return spans(text)
+
+    monkeypatch.setattr(redact, "_spans", counted)
+    clean = "a long message without anything to redact in it. " * 30
+    dirty = clean + " write to jane.doe@example.com"
+    assert len(clean) > 512
+    for _ in range(3):
+        assert AuditScrubber(redact=True).text(clean) == clean
+        assert AuditScrubber(redact=True).text(dirty).endswith("write to <EMAIL_1>")
+    assert scans.count(len(clean)) == 1  # clean: scanned once, then known by its digest
+    assert scans.count(len(dirty)) == 3  # redacted values are never cached
+    # A lone surrogate (from a JSON escape) is hashed, not refused.
+    odd = clean + "\ud800"
+    assert AuditScrubber(redact=True).text(odd) == odd

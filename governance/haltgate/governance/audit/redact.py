@@ -89,6 +89,12 @@ kept (a redacted one is numbered per call), bounded by emptying it when full."""
 _CLEAN_MAX_ENTRIES = 4096
 _CLEAN_MAX_CHARS = 512
 
+_clean_long: dict[bytes, None] = {}
+"""Longer values found clean before, by a 128-bit BLAKE2b digest of their text (an agent
+resends its conversation with every call: each message would be scanned again, ~1 ms per
+10 KB; hashing it takes microseconds). Only whether the value is clean is kept (the scan
+budget of a payload is charged as before); bounded like ``_clean``."""
+
 _MIN_FINDING_CHARS = 6
 """Shorter strings cannot hold a finding ("a@b.co" is the shortest): never scanned."""
 
@@ -171,8 +177,14 @@ class AuditScrubber:
         if len(value) > MAX_TEXT_CHARS:
             return TOO_LONG
         short = len(value) <= _CLEAN_MAX_CHARS
-        if short and value in _clean:
-            return value
+        digest = b""
+        if short:
+            if value in _clean:
+                return value
+        else:
+            digest = _digest(value)
+            if digest in _clean_long:
+                return value
         try:
             spans = _spans(value)
         except Exception:  # a detector failure must not store the raw value
@@ -183,6 +195,10 @@ class AuditScrubber:
             if len(_clean) >= _CLEAN_MAX_ENTRIES:
                 _clean.clear()
             _clean[value] = None
+        else:
+            if len(_clean_long) >= _CLEAN_MAX_ENTRIES:
+                _clean_long.clear()
+            _clean_long[digest] = None
         return value
 
     # ------------------------------------------------------------------ findings
@@ -264,6 +280,11 @@ class AuditScrubber:
         if isinstance(obj, list | tuple):
             return [self._value(v, depth + 1) for v in obj]
         return self._budgeted(str(obj))
+
+
+def _digest(value: str) -> bytes:
+    """The key of a long clean value in ``_clean_long`` (lone surrogates included)."""
+    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def is_clean(value: str) -> bool:
