@@ -17,7 +17,7 @@ import hashlib
 import os
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -219,6 +219,13 @@ def _halves(
     return low, high
 
 
+def _serialised(record: AuditRecord, chain: str, seq: int, prev: str) -> tuple[bytes, bytes]:
+    """The canonical JSON of ``record`` sealed, without ``hash``, in two parts: up to the
+    place of ``hash`` without the closing brace, and after it without the opening one."""
+    low, high = _halves(record, chain, seq, prev)
+    return canonical_json(low)[:-1], canonical_json(high)[1:]
+
+
 def canonical_json(doc: Mapping[str, Any]) -> bytes:
     """Sorted keys, no whitespace, UTF-8 (orjson's compact output)."""
     return orjson.dumps(doc, option=_SORTED)
@@ -318,17 +325,28 @@ class Chainer:
         return sealed, line
 
     def seal_line(
-        self, record: AuditRecord, max_bytes: int | None = None
+        self,
+        record: AuditRecord,
+        max_bytes: int | None = None,
+        *,
+        refit: Callable[[AuditRecord], AuditRecord] | None = None,
+        refit_above: int = 0,
     ) -> tuple[bytes, str, ChainHead]:
         """Seal ``record``; return its canonical JSON line, chain and new head (the spool's
         hot path: building the sealed dataclass costs as much as the hashing).
-        ``max_bytes``: a longer line raises ``ValueError`` before the chain advances."""
+        ``max_bytes``: a longer line raises ``ValueError`` before the chain advances.
+        ``refit``: when the record's JSON is longer than ``refit_above`` bytes, what is
+        sealed is ``refit(record)`` (the spool's payload bound: measured only then)."""
         with self._lock:
-            chain, seq, _, digest, line = self._seal_locked(record, max_bytes)
+            chain, seq, _, digest, line = self._seal_locked(record, max_bytes, refit, refit_above)
         return line, chain, ChainHead(seq, digest)
 
     def _seal_locked(
-        self, record: AuditRecord, max_bytes: int | None = None
+        self,
+        record: AuditRecord,
+        max_bytes: int | None = None,
+        refit: Callable[[AuditRecord], AuditRecord] | None = None,
+        refit_above: int = 0,
     ) -> tuple[str, int, str, str, bytes]:
         """(chain, seq, prev_hash, hash, canonical line) of ``record`` sealed."""
         chain = record.chain_id or chain_id_for(record)
@@ -340,12 +358,15 @@ class Chainer:
         # Joined they are the canonical JSON without ``hash`` (what the hash covers); with
         # ``"hash":"..."`` between them, the sealed line: the same bytes as serialising the
         # sealed record whole, without serialising it twice.
-        low, high = _halves(record, chain, seq, prev)
         # Serialising first means a record that is not JSON-ready raises before the chain
         # advances: a refused record never takes a sequence number.
-        head_part = canonical_json(low)[:-1]  # '{...' without its '}'
-        tail_part = canonical_json(high)[1:]  # '...}' without its '{'
+        head_part, tail_part = _serialised(record, chain, seq, prev)
         size = len(head_part) + 1 + len(tail_part)
+        if refit is not None and size > refit_above:
+            fitted = refit(record)
+            if fitted is not record:
+                head_part, tail_part = _serialised(fitted, chain, seq, prev)
+                size = len(head_part) + 1 + len(tail_part)
         if max_bytes is not None and size + _HASH_FIELD_BYTES > max_bytes:
             raise ValueError(
                 f"sealed record would be {size} bytes, over the {max_bytes}-byte frame bound"

@@ -25,13 +25,14 @@ timed by the event loop that queued them (a timer, no thread woken).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 
-from haltgate.governance.audit.fit import fit_record
+from haltgate.governance.audit.fit import fit_fields, fit_payload
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import AuditRecord, Chainer, ChainHead
 from haltgate.governance.audit.sink import (
@@ -81,6 +82,9 @@ class SpoolWriter(SegmentFiles):
     def __init__(self, settings: SpoolSettings, metrics: AuditMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else AuditMetrics()
+        self._fit_payload = functools.partial(
+            fit_payload, max_payload_bytes=settings.max_payload_bytes
+        )
         directory = settings.directory
         directory.mkdir(parents=True, exist_ok=True)
         self._writer_lock_cm = flocked(
@@ -358,9 +362,16 @@ class SpoolWriter(SegmentFiles):
                 self._dropped_unlogged = 0
                 self._last_drop_log = now
             return False
-        record = fit_record(record, self.settings.max_payload_bytes)
+        record = fit_fields(record)
         try:
-            line, chain, head = self.chainer.seal_line(record, max_bytes=MAX_FRAME)
+            # The payload bound is measured only for a record longer than it (serialising
+            # the payload on its own for every record cost a second encoding of it).
+            line, chain, head = self.chainer.seal_line(
+                record,
+                max_bytes=MAX_FRAME,
+                refit=self._fit_payload,
+                refit_above=self.settings.max_payload_bytes,
+            )
         except (TypeError, ValueError) as e:
             # Not JSON-serialisable (the caller's bug) or, even clipped, larger than a
             # frame the reader accepts. The chain is untouched (sealing serialises and
