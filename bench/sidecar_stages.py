@@ -54,8 +54,9 @@ async def capture(tmp: Path, up_port: int, guardrails: bool) -> tuple[Any, Any, 
     )
     await sidecar.start()
     pipeline = sidecar.pipeline
+    assert pipeline is not None
     kept: dict[str, Any] = {}
-    cls = type(pipeline)
+    cls: Any = type(pipeline)
     handle, finish = cls.handle, cls._finish
 
     async def keep_request(self: Any, request: Any, target: Any) -> Any:
@@ -66,7 +67,7 @@ async def capture(tmp: Path, up_port: int, guardrails: bool) -> tuple[Any, Any, 
         kept["call"] = call
         finish(self, call, decision, code)
 
-    cls.handle, cls._finish = keep_request, keep_call  # type: ignore[method-assign]
+    cls.handle, cls._finish = keep_request, keep_call
     try:
         async with aiohttp.ClientSession() as s:
             for _ in range(20):
@@ -85,7 +86,7 @@ async def capture(tmp: Path, up_port: int, guardrails: bool) -> tuple[Any, Any, 
             ) as r:
                 answer = (await r.read(), r.headers.copy())
     finally:
-        cls.handle, cls._finish = handle, finish  # type: ignore[method-assign]
+        cls.handle, cls._finish = handle, finish
     return sidecar, kept["call"], kept["request"], answer
 
 
@@ -129,11 +130,12 @@ def stages(sidecar: Any, call: Any, request: Any, answer: Any) -> dict[str, Call
         def seal() -> None:
             writer.chainer.seal_line(fit.fit_record(intent, limit), max_bytes=1 << 24)
 
+    def target() -> None:
+        resolve_explicit(request, p.controls)
+        check_meaning_overrides(request.headers, "", request.content_type, call.body)
+
     out: dict[str, Callable[[], Any]] = {
-        "target, overrides": lambda: (
-            resolve_explicit(request, p.controls),
-            check_meaning_overrides(request.headers, "", request.content_type, call.body),
-        ),
+        "target, overrides": target,
         "identify": p.identify,
         "classify": lambda: classify("POST", call.target, call.body, call.agent),
         "halt check, tool rules": lambda: (p.check_not_halted(call), p.authorize_tools(call)),
