@@ -227,7 +227,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(self._head_too_large())
 
     def eof_received(self) -> bool | None:
-        if self._resp is not None and self._head_done and self._until_eof and not self._complete:
+        if self._resp is None:  # closed by the upstream while idle: out of the pool now
+            self.close()
+        elif self._head_done and self._until_eof and not self._complete:
             self._complete = True  # a close-delimited body ends here
             self._keep = False
             self._answered()
