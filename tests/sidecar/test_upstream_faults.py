@@ -25,9 +25,7 @@ async def raw_call(sc: Running, request: bytes) -> bytes:
         writer.close()
 
 
-async def with_raw(
-    sidecar_factory: SidecarFactory, standins: Standins, up: RawUpstream
-) -> Running:
+async def with_raw(sidecar_factory: SidecarFactory, standins: Standins, up: RawUpstream) -> Running:
     doc: dict[str, Any] = base_policy(standins)
     doc["spec"]["upstreams"].append(
         {"name": "raw", "url": f"http://127.0.0.1:{up.port}", "kind": "http"}
@@ -116,7 +114,9 @@ async def test_a_stale_keep_alive_connection_is_retried_for_a_post(
             return
         ex.writer.write(OK_HI)
 
-    post = b"POST /raw/items HTTP/1.1\r\nHost: s\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+    post = (
+        b"POST /raw/items HTTP/1.1\r\nHost: s\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+    )
     async with raw_upstream(close_second) as up:
         sc = await with_raw(sidecar_factory, standins, up)
         assert (await raw_call(sc, post)).startswith(b"HTTP/1.1 200")

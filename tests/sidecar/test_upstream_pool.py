@@ -160,7 +160,9 @@ async def test_interim_answers_are_skipped(client: UpstreamClient) -> None:
 
 
 async def test_switching_protocols_is_refused(client: UpstreamClient) -> None:
-    answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+    answer = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+    )
     async with raw_upstream(send(answer)) as up:
         with pytest.raises(UpstreamProtocolError, match="101"):
             await call(client, up.port)
