@@ -169,11 +169,18 @@ class UpstreamConnection(asyncio.Protocol):
         self._resp = resp
         self._head_only = head_only
         resp._attach(self)
-        if len(body) <= 65536:
-            self.transport.write(data + body if body else data)
-        else:
-            self.transport.write(data)
-            self.transport.write(body)
+        try:
+            if len(body) <= 65536:
+                self.transport.write(data + body if body else data)
+            else:
+                self.transport.write(data)
+                self.transport.write(body)
+        except (RuntimeError, OSError):  # the transport went away under the pool
+            self._fail(
+                _StaleConnection("the pooled upstream connection was closed")
+                if self.reused
+                else ConnectionResetError("the upstream connection was closed")
+            )
 
     def abandon(self) -> None:
         """The answer was released before its end: the connection cannot carry another."""
@@ -502,7 +509,8 @@ class UpstreamClient:
         conns = self._idle_conns.get(key)
         while conns:
             conn = conns.pop()
-            if conn.closed:
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                conn.close()
                 continue
             if now - conn.idle_since > self.keepalive:
                 conn.close()
