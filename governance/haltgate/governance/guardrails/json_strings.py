@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def _escape_pointer(token: str) -> str:
@@ -54,29 +54,66 @@ class JoinedStrings:
 
 _AGENT_ROLES = frozenset({"system", "developer"})
 _AGENT_FIELDS = frozenset({"system", "instructions"})
+_TOOL_ROLES = frozenset({"tool", "function", "ipython"})
+"""Chat roles of messages that carry a tool's result (OpenAI, Llama)."""
+_TOOL_TYPE_ENDINGS = ("tool_result", "_call_output")
+"""Content block / item types of tool results: Anthropic ``tool_result``,
+``mcp_tool_result``, ``web_search_tool_result``...; OpenAI Responses
+``function_call_output``, ``computer_call_output``..."""
+_DOCUMENT_TYPES = frozenset({"document", "search_result"})
+"""Anthropic content blocks that hold a retrieved document."""
+_TOOL_KEYS = frozenset({"functionResponse", "function_response"})
+"""Gemini parts whose value is a tool's result."""
+
+
+class JsonString(NamedTuple):
+    """One string value of a document and what the walk knows of where it sits."""
+
+    pointer: str
+    value: str
+    trusted: bool
+    """Written by the agent's owner (a system/developer message, top-level instructions)."""
+    tool_result: bool
+    """Inside a tool result or retrieved document carried by the request (a message with
+    role tool/function, a ``tool_result`` / ``function_call_output`` block, ...)."""
+
+
+def _is_tool_result(obj: dict[str, Any]) -> bool:
+    role = obj.get("role")
+    if isinstance(role, str) and role in _TOOL_ROLES:
+        return True
+    kind = obj.get("type")
+    return isinstance(kind, str) and (kind.endswith(_TOOL_TYPE_ENDINGS) or kind in _DOCUMENT_TYPES)
 
 
 def iter_strings(
-    obj: Any, pointer: str, depth: int = 0, *, trusted: bool
-) -> Iterator[tuple[str, str, bool]]:
-    """(JSON pointer, value, written by the agent's owner) of every string value,
-    depth-first, in document order."""
+    obj: Any, pointer: str, depth: int = 0, *, trusted: bool, tool_result: bool = False
+) -> Iterator[JsonString]:
+    """Every string value, depth-first, in document order, with its JSON pointer, whether
+    the agent's owner wrote it and whether it is (inside) a tool result."""
     if depth > _MAX_JSON_DEPTH:
         raise ValueError("JSON document nested too deeply")
     if isinstance(obj, str):
-        yield pointer, obj, trusted
+        yield JsonString(pointer, obj, trusted, tool_result)
     elif isinstance(obj, dict):
         role = obj.get("role")
         # Attacker-shaped JSON: a role may be any value, and a list is not hashable.
         inner = trusted or (isinstance(role, str) and role in _AGENT_ROLES)
+        inner_tool = tool_result or _is_tool_result(obj)
         for k, v in obj.items():
             key_trusted = inner or (depth == 0 and k in _AGENT_FIELDS)
             yield from iter_strings(
-                v, f"{pointer}/{_escape_pointer(str(k))}", depth + 1, trusted=key_trusted
+                v,
+                f"{pointer}/{_escape_pointer(str(k))}",
+                depth + 1,
+                trusted=key_trusted and not inner_tool,
+                tool_result=inner_tool or k in _TOOL_KEYS,
             )
     elif isinstance(obj, list | tuple):
         for i, v in enumerate(obj):
-            yield from iter_strings(v, f"{pointer}/{i}", depth + 1, trusted=trusted)
+            yield from iter_strings(
+                v, f"{pointer}/{i}", depth + 1, trusted=trusted, tool_result=tool_result
+            )
 
 
 def rebuild(obj: Any, pointer: str, replaced: dict[str, str]) -> Any:

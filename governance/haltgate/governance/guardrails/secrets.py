@@ -36,7 +36,8 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
-from haltgate.governance.guardrails.base import Candidate
+from haltgate.governance.guardrails.base import Candidate, Channel
+from haltgate.governance.guardrails.decoded_rescan import rescan_decoded
 
 NAME = "secrets"
 
@@ -238,8 +239,14 @@ class SecretsDetector:
         table.extend(_OWN)
         self._patterns = tuple(table)
 
-    def detect(self, text: str) -> list[Candidate]:
-        """All secret candidates in `text`."""
+    def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
+        """All secret candidates in `text`, also inside its encoded runs (`decoded_rescan`);
+        the channel does not change what a credential is."""
+        out = self._plain(text)
+        out.extend(rescan_decoded(text, self._plain))
+        return out
+
+    def _plain(self, text: str) -> list[Candidate]:
         out: list[Candidate] = []
         low = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
         for p in self._patterns:
