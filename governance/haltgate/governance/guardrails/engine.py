@@ -269,8 +269,9 @@ class Guardrails:
             # detector instead of one per string); findings are mapped back to their string.
             # Detectors that judge every channel alike see all the strings at once.
             skip_trusted = trust and s.detector.name == injection.NAME
+            blind = s.detector.name in _CHANNEL_BLIND
             groups: tuple[Channel | None, ...] = (
-                (None,) if s.detector.name in _CHANNEL_BLIND else tuple(dict.fromkeys(channels))
+                (None,) if blind else tuple(dict.fromkeys(channels))
             )
             for group in groups:
                 key = (skip_trusted, group)
@@ -281,6 +282,7 @@ class Guardrails:
                             (i, js.value)
                             for i, js in enumerate(strings)
                             if not (skip_trusted and js.trusted)
+                            and (blind or not js.label)
                             and (group is None or channels[i] == group)
                         ]
                     )

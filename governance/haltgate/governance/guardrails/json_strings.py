@@ -6,6 +6,7 @@ the way back to each string), and the document rebuilt with some strings replace
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -66,6 +67,21 @@ _TOOL_KEYS = frozenset({"functionResponse", "function_response"})
 """Gemini parts whose value is a tool's result."""
 
 
+_LABEL_KEYS = frozenset({"type", "role"})
+_LABEL = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+_ID_KEYS = frozenset({"id", "tool_use_id", "tool_call_id", "call_id"})
+_ID = re.compile(r"(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{1,64}")
+
+
+def is_label(key: str, value: str) -> bool:
+    """A value that only labels the structure: a lower-case ``type`` / ``role`` name
+    (``tool_result``, ``assistant``) or an id with a digit (``call_1``, ``toolu_01A0``).
+    Such values hold no sentence, and read next to a tool result they dilute it."""
+    if key in _LABEL_KEYS:
+        return _LABEL.fullmatch(value) is not None
+    return key in _ID_KEYS and _ID.fullmatch(value) is not None
+
+
 class JsonString(NamedTuple):
     """One string value of a document and what the walk knows of where it sits."""
 
@@ -76,6 +92,8 @@ class JsonString(NamedTuple):
     tool_result: bool
     """Inside a tool result or retrieved document carried by the request (a message with
     role tool/function, a ``tool_result`` / ``function_call_output`` block, ...)."""
+    label: bool = False
+    """A structure label (`is_label`): skipped by detectors that read sentences."""
 
 
 def _is_tool_result(obj: dict[str, Any]) -> bool:
@@ -90,7 +108,8 @@ def iter_strings(
     obj: Any, pointer: str, depth: int = 0, *, trusted: bool, tool_result: bool = False
 ) -> Iterator[JsonString]:
     """Every string value, depth-first, in document order, with its JSON pointer, whether
-    the agent's owner wrote it and whether it is (inside) a tool result."""
+    the agent's owner wrote it, whether it is (inside) a tool result, and whether it is a
+    structure label."""
     if depth > _MAX_JSON_DEPTH:
         raise ValueError("JSON document nested too deeply")
     if isinstance(obj, str):
@@ -102,6 +121,15 @@ def iter_strings(
         inner_tool = tool_result or _is_tool_result(obj)
         for k, v in obj.items():
             key_trusted = inner or (depth == 0 and k in _AGENT_FIELDS)
+            if isinstance(v, str) and isinstance(k, str) and is_label(k, v):
+                yield JsonString(
+                    f"{pointer}/{_escape_pointer(k)}",
+                    v,
+                    key_trusted and not inner_tool,
+                    inner_tool or k in _TOOL_KEYS,
+                    True,
+                )
+                continue
             yield from iter_strings(
                 v,
                 f"{pointer}/{_escape_pointer(str(k))}",
