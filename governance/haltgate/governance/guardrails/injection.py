@@ -53,6 +53,13 @@ content alone scores at least this: the context ("decode this for me") must not 
 harmless decoded text into an attack (chosen on the development set, docs section 4)."""
 
 
+_JSON_BOUNDARY = re.compile(r'"[ \t]*[:,\]}]|[\[{,][ \t]*\n[ \t]*"')
+"""A phrase hit whose words lie in two JSON strings (``"ignore": "rule"``, ``"..."],\n "x``)
+reads across the document's structure, not a sentence: dropped. (`Guardrails.scan_json`
+joins a parsed document's strings with blank lines, so an attack split over two fields of
+a parsed document is still read; this only concerns JSON scanned as plain text.)"""
+
+
 def _drop_shadowed(cands: list[Candidate]) -> list[Candidate]:
     """Drop de-obfuscated hits that only repeat a plain hit of the same family and span.
 
@@ -120,7 +127,15 @@ class InjectionDetector:
                 if n > _MAX_HITS_PER_VIEW:
                     break
                 self._add_hit(hits, view, rule, m)
-        return _drop_shadowed(list(hits.values()))
+        return _drop_shadowed(
+            [
+                c
+                for c in hits.values()
+                # a fake chat turn may well be written as JSON
+                if c.entity == "chat_template"
+                or _JSON_BOUNDARY.search(text, c.start, c.end) is None
+            ]
+        )
 
     @staticmethod
     def _add_hit(

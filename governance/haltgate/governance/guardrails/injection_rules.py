@@ -87,6 +87,19 @@ _NOT_DOCS = (
     r"\b(?![\s\W_]+(?:examples?|templates?|guide|docs|documentation|engineering|design|"
     r"best\W+practices|library|tutorial)\b)"
 )
+# A verb joined to its noun by "_" is an identifier (``override_rule``), not a sentence; a
+# verb followed by "of" is a noun ("override of default policy applied").
+_VERB_IGNORE_SAID = rf"{_VERB_IGNORE}(?!_[a-z])"
+_PLURAL_NOUN = (
+    r"(?:instructions|directions|directives|rules|guidelines|programming|guardrails|"
+    r"safeguards|system\W+prompt)"
+)
+"""Nouns that follow "ignore" bare ("ignore instructions"); the singular ones ("ignore
+prompt", "override rule": word salad of keys and log fields) need a determiner."""
+_DETERMINER = (
+    r"(?:(?:all|every|each|any)[\s\W_]+(?:of[\s\W_]+)?(?:(?:the|your|my|these|those)[\s\W_]+)?"
+    r"|(?:the|your|my|these|those|this|that)[\s\W_]+)"
+)
 _UNQUALIFIED_NOUN = (
     r"(?:instructions?|directions|directives?|rules?|guidelines|programming|guardrails|"
     r"safeguards|system\W+prompt|prompt)"
@@ -114,13 +127,12 @@ _T_SHOW = _w(
 # fmt: off
 RULES: tuple[Rule, ...] = _table(
     (_IGNORE, 0.95, 0, _AT_WORD, _T_IGNORE,
-     rf"\b{_VERB_IGNORE}{_S}{_F}{_QUAL}{_S}{_F}{_RULE_NOUN}\b"),
+     rf"\b{_VERB_IGNORE_SAID}{_S}(?!of\b){_F}{_QUAL}{_S}{_F}{_RULE_NOUN}\b"),
     (_IGNORE, 0.9, 0, _AT_WORD, _T_IGNORE,
      rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|everything{_S})?(?:of{_S})?(?:the{_S}|that{_S})?"
      rf"(?:above|before|said\W+before|you\W+(?:were|have\W+been)\W+told)\b"),
     (_IGNORE, 0.9, 0, _AT_WORD, _T_IGNORE,
-     rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|every{_S}|each{_S})?(?:of{_S})?(?:the{_S}|your{_S}|"
-     rf"my{_S}|these{_S}|those{_S})?{_UNQUALIFIED_NOUN}\b"),
+     rf"\b{_VERB_IGNORE_SAID}{_S}(?:{_DETERMINER}{_UNQUALIFIED_NOUN}|{_PLURAL_NOUN})\b"),
     (_IGNORE, 0.85, 0, _AT_WORD, _T_IGNORE,
      rf"\b{_VERB_IGNORE}{_S}(?:everything{_S}|what{_S}|anything{_S})(?:that{_S})?"
      rf"(?:the{_S})?(?:user|human|they|you|he|she|i){_S}(?:were{_S}|was{_S}|have{_S}been"
@@ -340,9 +352,10 @@ SQUASHED_RULES: tuple[Rule, ...] = _table(
      r"(?:instructions?|directions?|rules|prompts?|guidelines|guidance|commands|directives|"
      r"programming|constraints)"),
     (_IGNORE, 0.9, 0, _AT_WORD, _T_IGNORE,
-     r"(?:ignore|disregard|forget|override)(?:all|any|the|your|my|of|every){0,3}"
+     r"(?:ignore|disregard|forget|override)(?:(?:all|any|the|your|my|of|every){1,3}"
      r"(?:instructions?|rules?|guidelines|guidance|directions|directives|programming|"
-     r"systemprompt)"),
+     r"systemprompt)|(?:instructions|rules|guidelines|guidance|directions|directives|"
+     r"programming|systemprompt))"),
     (_IGNORE, 0.85, 0, _AT_WORD, _T_IGNORE,
      r"(?:ignore|disregard|forget)(?:all|everything|what)?(?:of)?(?:the)?(?:above|before|"
      r"youweretold|youhavebeentold|theuserasked|theusersaid)"),
