@@ -53,11 +53,13 @@ content alone scores at least this: the context ("decode this for me") must not 
 harmless decoded text into an attack (chosen on the development set, docs section 4)."""
 
 
-_JSON_BOUNDARY = re.compile(r'"[ \t]*[:,\]}]|[\[{,][ \t]*\n[ \t]*"')
-"""A phrase hit whose words lie in two JSON strings (``"ignore": "rule"``, ``"..."],\n "x``)
-reads across the document's structure, not a sentence: dropped. (`Guardrails.scan_json`
-joins a parsed document's strings with blank lines, so an attack split over two fields of
-a parsed document is still read; this only concerns JSON scanned as plain text.)"""
+_JSON_BOUNDARY = re.compile(r'"[ \t]*[,\]}][^"\n]{0,16}\n|[\[{,][ \t]*\n[ \t]*"')
+"""A phrase hit whose words run from one JSON element into the next (``"...rule",`` newline
+``"developer_prompt``) reads across the document's structure, not a sentence: dropped. A
+key and its value (``"bypass": "all_safety"``) may be one instruction and still count.
+`Guardrails.scan_json` joins a parsed document's strings with blank lines, so an attack
+split over two fields of a parsed document is still read; this concerns JSON scanned as
+plain text only."""
 
 
 def _drop_shadowed(cands: list[Candidate]) -> list[Candidate]:

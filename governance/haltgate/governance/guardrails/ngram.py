@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from haltgate.governance.guardrails import normalize
-from haltgate.governance.guardrails.base import Channel as Channel
+from haltgate.governance.guardrails.base import Channel
 
 if TYPE_CHECKING:
     import numpy as np
