@@ -14,8 +14,8 @@ import orjson
 
 from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.errors import HaltgateError
-from haltgate.governance.guardrails.model_clock import ModelClock
 from haltgate.governance.guardrails.base import Channel
+from haltgate.governance.guardrails.model_clock import ModelClock
 from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.request import AgentIdentity
 from haltgate.governance.tools import AuthzResult

@@ -73,13 +73,23 @@ _ID_KEYS = frozenset({"id", "tool_use_id", "tool_call_id", "call_id"})
 _ID = re.compile(r"(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{1,64}")
 
 
+_INSTRUCTION_WORDS = re.compile(
+    r"(?i)ignor|disregard|forget|overrid|bypass|instruct|prompt|reveal|jailbreak|pretend|"
+    r"secret|password|exfiltrat|rule|polic|restrict|safety|filter|admin|sudo|unlock"
+)
+"""Words that may turn a label into an order (``"type": "ignore_all_instructions"``)."""
+
+
 def is_label(key: str, value: str) -> bool:
     """A value that only labels the structure: a lower-case ``type`` / ``role`` name
-    (``tool_result``, ``assistant``) or an id with a digit (``call_1``, ``toolu_01A0``).
-    Such values hold no sentence, and read next to a tool result they dilute it."""
+    (``tool_result``, ``assistant``) or an id with a digit (``call_1``, ``toolu_01A0``),
+    with no word that could make it an order. Such values hold no sentence, and read next
+    to a tool result they dilute it."""
     if key in _LABEL_KEYS:
-        return _LABEL.fullmatch(value) is not None
-    return key in _ID_KEYS and _ID.fullmatch(value) is not None
+        shaped = _LABEL.fullmatch(value) is not None
+    else:
+        shaped = key in _ID_KEYS and _ID.fullmatch(value) is not None
+    return shaped and _INSTRUCTION_WORDS.search(value) is None
 
 
 class JsonString(NamedTuple):
