@@ -103,3 +103,11 @@ def test_random_blobs_stay_clean() -> None:
     assert not [b for b in blobs if _found(b) or any(c.score >= 0.5 for c in pii.detect(b))]
     hexes = [rng.randbytes(20).hex() for _ in range(300)]
     assert not [h for h in hexes if _found(h)]
+
+
+def test_rescan_is_bounded_by_the_span_limits() -> None:
+    from haltgate.governance.guardrails.decode import DEFAULT_LIMITS
+
+    runs = [base64.b64encode(f"ghp_{i:02d}{TOKEN[6:]}".encode()).decode() for i in range(3 * 8)]
+    found = [c for c in DETECTOR.detect(" ".join(runs)) if c.encoding == "base64"]
+    assert 0 < len(found) <= DEFAULT_LIMITS.max_spans
