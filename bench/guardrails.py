@@ -14,7 +14,7 @@ Prints, measured in the same run:
 - with ``--model`` (needs ``haltgate[guard-model]``): the model stage's latency and its
   quality alone and combined with the patterns, reported separately.
 - secrets on the generated development set (`haltgate.testbed.secret_corpus`, seed 7:
-  504 credentials in context, ~1,070 look-alikes): recall and FP rate with counts per kind
+  504 credentials in context, 1,198 look-alikes): recall and FP rate with counts per kind
   and per look-alike family. Target: FP <= 0.01 at recall >= 0.98.
 - injection false positives on >= 5,000 in-domain benign texts (the n-gram trainer's
   evaluation part of Debian docs and man pages, generated tool output, the own benign

@@ -1,5 +1,5 @@
 """Secrets on the generated development set (testbed.secret_corpus: 504 random credentials
-in context, ~1,070 look-alikes), documentation examples, and credentials hidden in encodings
+in context, 1,198 look-alikes), documentation examples, and credentials hidden in encodings
 (found on the decoded run, redacted over the encoded one)."""
 
 from __future__ import annotations

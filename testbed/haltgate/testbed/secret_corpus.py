@@ -343,7 +343,28 @@ def _lookalike_makers() -> dict[str, Callable[[random.Random], str]]:
             ],
         )
 
+    def cloud(r: random.Random) -> str:
+        u = str(uuid.UUID(int=r.getrandbits(128), version=4))
+        acct = r.randrange(10**11, 10**12)
+        return rng_choice(
+            r,
+            [
+                f"arn:aws:iam::{acct}:role/deploy-{_r(r, string.ascii_lowercase, 6)}",
+                f"x-amz-request-id: {_r(r, '0123456789ABCDEF', 16)}",
+                f"x-amz-id-2: {base64.b64encode(r.randbytes(48)).decode()}",
+                f"/subscriptions/{u}/resourceGroups/rg-app/providers/Microsoft.Web/sites/app",
+                f"secret_version: projects/{acct}/secrets/db-password/versions/{r.randrange(1, 9)}",
+                f'  uid: {u}\n  resourceVersion: "{r.randrange(10**5, 10**7)}"',
+                f"Host key fingerprint is SHA256:{_b64url(r.randbytes(32))}",
+                f"oid sha256:{_hexd(r, 32)}\nsize {r.randrange(1000, 10**7)}",
+                f"kid: {_b64url(r.randbytes(24))}",
+                f"-----BEGIN PGP SIGNATURE-----\n\n{base64.b64encode(r.randbytes(90)).decode()}\n"
+                "-----END PGP SIGNATURE-----",
+            ],
+        )
+
     return {
+        "cloud_id": cloud,
         "sha1": sha1,
         "sha256": sha256,
         "md5": md5,
@@ -376,7 +397,7 @@ def generate(
 ) -> tuple[list[Sample], list[Sample]]:
     """(positives, look-alikes): with the defaults 24 per kind over 17 token kinds and 4
     kinds of plain credentials (504 positives), and up to 130 distinct texts per family over
-    9 families (the documented examples have fewer forms)."""
+    10 families (the documented examples have fewer forms)."""
     rng = random.Random(seed)
     pos = _positives(rng, per_kind)
     neg = _lookalikes(rng, per_family)
