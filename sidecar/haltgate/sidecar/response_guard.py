@@ -54,7 +54,7 @@ class ResponseGuard(RequestStages):
         guardrails = call.controls.guardrails
         assert guardrails is not None  # decode_response returned a body to scan
         try:
-            scanned = scan_decoded_body(guardrails, body, content_type)
+            scanned = scan_decoded_body(guardrails, body, content_type, channel=call.answer_channel)
         except Unscannable as e:
             self._unscannable(call, e)
             return None
