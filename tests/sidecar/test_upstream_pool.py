@@ -408,3 +408,55 @@ async def test_tls_upstream_not_trusted_without_the_bundle(ca: trustme.CA) -> No
             assert up.requests == [] and client.in_use == 0
     finally:
         await client.close()
+
+
+async def test_a_compressed_answer_is_not_decoded(client: UpstreamClient) -> None:
+    import gzip
+
+    packed = gzip.compress(b'{"ok": true}')
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+        + f"Content-Length: {len(packed)}\r\n\r\n".encode()
+        + packed
+    )
+    async with raw_upstream(send(answer)) as up:
+        resp, data = await call(client, up.port)
+        assert data == packed and resp.headers["Content-Encoding"] == "gzip"
+
+
+async def test_a_large_answer_read_slowly_arrives_whole(client: UpstreamClient) -> None:
+    """Past 256 KiB unread the connection stops reading (and reads again when the relay
+    catches up): nothing is lost or reordered."""
+    pieces = [bytes([65 + i % 26]) * 65536 for i in range(64)]  # 4 MiB, chunked
+
+    async def stream(ex: Exchange) -> None:
+        ex.writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            ex.writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            await ex.writer.drain()
+        ex.writer.write(b"0\r\n\r\n")
+
+    async with raw_upstream(stream) as up:
+        resp = await client.request("GET", f"http://127.0.0.1:{up.port}/", [], b"", BOUNDS)
+        got = []
+        while chunk := await resp.readany():
+            got.append(chunk)
+            await asyncio.sleep(0.001)  # a relay slower than the upstream
+        resp.release()
+        assert b"".join(got) == b"".join(pieces)
+        await call(client, up.port)
+        assert up.connections == 1  # read to its end: reused
+
+
+async def test_close_delimited_answer_over_tls(ca: trustme.CA, tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    client = UpstreamClient(limit=4, ssl_context=ssl.create_default_context(cafile=str(bundle)))
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\n"
+    try:
+        async with raw_upstream(send(answer, close=True), tls=server_tls(ca)) as up:
+            resp = await client.request("GET", f"https://localhost:{up.port}/", [], b"", BOUNDS)
+            assert await resp.read() == b"data: 1\n\n"
+            resp.release()
+    finally:
+        await client.close()

@@ -145,6 +145,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._resp: UpstreamResponse | None = None
         self._max_head = client.max_head_bytes
+        self._paused = False
+        """Reading paused: the answer's reader is behind (see UpstreamResponse._feed)."""
         self._reset()
 
     def _reset(self) -> None:
@@ -189,11 +191,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
 
     def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and not self._paused:
+            self._paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and self._paused:
+            self._paused = False
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -336,6 +340,8 @@ class UpstreamConnection(asyncio.Protocol):
         keep = self._keep and not self.closed
         self._reset()
         if keep:
+            # The end arrived with the reader behind: the next answer is read at once.
+            self.resume_reading()
             self._client._idle(self)
         else:
             self.close()
