@@ -460,3 +460,20 @@ async def test_close_delimited_answer_over_tls(ca: trustme.CA, tmp_path: Path) -
             resp.release()
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+    ],
+)
+async def test_an_answer_that_ends_its_connection_is_not_reused(
+    client: UpstreamClient, answer: bytes
+) -> None:
+    async with raw_upstream(send(answer)) as up:
+        for _ in range(2):
+            _, data = await call(client, up.port)
+            assert data == b"hi"
+        assert up.connections == 2 and client.idle == 0
