@@ -50,7 +50,9 @@ class StreamScan:
         self._pipeline = pipeline
         self._call = call
         self._g = guardrails
-        self._chat = ChatStreamGuard(guardrails, "response") if chat else None
+        self._chat = (
+            ChatStreamGuard(guardrails, "response", channel=call.answer_channel) if chat else None
+        )
         self._findings = 0
         self._errors = 0
         self._risk = 0.0
@@ -119,7 +121,7 @@ class StreamScan:
         if len(data) < 6 or data == "[DONE]":
             return data
         try:
-            result = self._g.scan(data, "response")
+            result = self._g.scan(data, "response", channel=self._call.answer_channel)
         except Exception as e:  # a guardrail bug must not open the gate by accident
             if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
                 self._blocked_code = "guardrails_error"
@@ -145,7 +147,7 @@ class StreamScan:
                     "guardrail_error",
                 )
             return sent
-        result = self._g.scan_json(obj, "response")
+        result = self._g.scan_json(obj, "response", channel=self._call.answer_channel)
         self._pending.append((result.findings, result.risk, result.errors, result.blocked))
         if result.blocked:
             self._blocked_code = result.code or "guardrail_blocked"

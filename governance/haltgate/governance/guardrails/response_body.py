@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from haltgate.governance.guardrails.base import ScanResult
+from haltgate.governance.guardrails.base import Channel, ScanResult
 from haltgate.governance.guardrails.engine import Guardrails
 
 __all__ = [
@@ -321,9 +321,17 @@ def scan_response_body(
     return BodyScan(scanned.body, decoded is not body, scanned.result)
 
 
-def scan_decoded_body(guardrails: Guardrails, decoded: bytes, content_type: str | None) -> BodyScan:
+def scan_decoded_body(
+    guardrails: Guardrails,
+    decoded: bytes,
+    content_type: str | None,
+    *,
+    channel: Channel = "document",
+) -> BodyScan:
     """Scan an answer already without its content codings; `BodyScan.body` is `decoded`
-    itself (the same object) when nothing changed. Raises :class:`Unscannable`."""
+    itself (the same object) when nothing changed. Raises :class:`Unscannable`.
+    `channel`: ``document`` for what a tool, a server or a page answers (default),
+    ``request`` for a model's own answer (see `base.Channel`)."""
     media, charset = _media_type(content_type)
     kind = _kind(media)
     if kind is None:
@@ -342,13 +350,13 @@ def scan_decoded_body(guardrails: Guardrails, decoded: bytes, content_type: str 
         raise Unscannable("charset", f"not valid {codec}") from e
     new_text: str | None
     if kind == _JSON:
-        result, new_text = _scan_json_text(guardrails, text)
+        result, new_text = _scan_json_text(guardrails, text, channel)
     elif kind == _HTML:
-        result, new_text = _scan_html(guardrails, text)
+        result, new_text = _scan_html(guardrails, text, channel)
     elif kind == _SSE:
-        result, new_text = _scan_sse(guardrails, text)
+        result, new_text = _scan_sse(guardrails, text, channel)
     else:
-        result = guardrails.scan(text, "response")
+        result = guardrails.scan(text, "response", channel=channel)
         new_text = result.redacted_text
     if new_text is None or result.blocked:
         return BodyScan(decoded, False, result)
@@ -366,13 +374,13 @@ def _codec(charset: str) -> str:
         raise Unscannable("charset", f"charset {charset[:40]!r} is not known") from e
 
 
-def _scan_json_text(g: Guardrails, text: str) -> tuple[ScanResult, str | None]:
+def _scan_json_text(g: Guardrails, text: str, channel: Channel) -> tuple[ScanResult, str | None]:
     try:
         obj = orjson.loads(text.encode("utf-8", "surrogateescape"))
     except orjson.JSONDecodeError:
-        result = g.scan(text, "response")
+        result = g.scan(text, "response", channel=channel)
         return result, result.redacted_text
-    result = g.scan_json(obj, "response")
+    result = g.scan_json(obj, "response", channel=channel)
     if result.redacted_obj is None:
         return result, None
     return result, orjson.dumps(result.redacted_obj).decode()
@@ -435,9 +443,9 @@ def _attributes(source: str, start: int, end: int, out: list[_Segment]) -> None:
             out.append(_Segment(s, e, html.unescape(source[s:e]), True))
 
 
-def _scan_html(g: Guardrails, source: str) -> tuple[ScanResult, str | None]:
+def _scan_html(g: Guardrails, source: str, channel: Channel) -> tuple[ScanResult, str | None]:
     segments = _html_segments(source)
-    result = g.scan_json([s.text for s in segments], "response")
+    result = g.scan_json([s.text for s in segments], "response", channel=channel)
     redacted: Sequence[Any] | None = result.redacted_obj
     if redacted is None:
         return result, None
@@ -460,7 +468,7 @@ def _scan_html(g: Guardrails, source: str) -> tuple[ScanResult, str | None]:
 _LINE = re.compile(r"\r\n|\r|\n")
 
 
-def _scan_sse(g: Guardrails, text: str) -> tuple[ScanResult, str | None]:
+def _scan_sse(g: Guardrails, text: str, channel: Channel) -> tuple[ScanResult, str | None]:
     """Each event's data (the ``data:`` lines joined by newlines), as JSON when it parses;
     a redacted event is written back with its data on one ``data:`` line per line."""
     events: list[tuple[list[str], list[str]]] = []  # (other lines, data lines)
@@ -485,7 +493,7 @@ def _scan_sse(g: Guardrails, text: str) -> tuple[ScanResult, str | None]:
             subjects.append(orjson.loads(joined))
         except orjson.JSONDecodeError:
             subjects.append(joined)
-    result = g.scan_json(subjects, "response")
+    result = g.scan_json(subjects, "response", channel=channel)
     if result.redacted_obj is None:
         return result, None
     out: list[str] = []

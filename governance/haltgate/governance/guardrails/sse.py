@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from haltgate.governance.guardrails.base import Finding, ScanDirection
+from haltgate.governance.guardrails.base import Channel, Finding, ScanDirection
 from haltgate.governance.guardrails.engine import Guardrails, StreamChunk, StreamScanner
 
 
@@ -35,10 +35,14 @@ class ChatStreamGuard:
         direction: ScanDirection = "response",
         *,
         holdback: int = 256,
+        channel: Channel = "request",
     ) -> None:
-        """`holdback`: characters kept back per block so split entities are seen whole."""
+        """`holdback`: characters kept back per block so split entities are seen whole.
+        `channel`: a model's answer is text the model writes for the agent (its tool-call
+        arguments among it), judged as ``request`` text by default."""
         self._g = guardrails
         self._direction: ScanDirection = direction
+        self._channel: Channel = channel
         self._holdback = holdback
         self._scanners: dict[tuple[Any, ...], StreamScanner] = {}
         self._released: dict[tuple[Any, ...], list[str]] = {}
@@ -153,7 +157,9 @@ class ChatStreamGuard:
     def _scanner(self, key: tuple[Any, ...]) -> StreamScanner:
         s = self._scanners.get(key)
         if s is None:
-            s = self._scanners[key] = self._g.stream(self._direction, holdback=self._holdback)
+            s = self._scanners[key] = self._g.stream(
+                self._direction, holdback=self._holdback, channel=self._channel
+            )
         return s
 
     def _account(self, key: tuple[Any, ...], chunk: StreamChunk) -> str:
