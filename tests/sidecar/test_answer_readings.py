@@ -1,0 +1,349 @@
+"""One reading of every answer: what the agent's client reads is what the guardrails scan.
+
+A differential matrix through a real sidecar (response guardrails: secrets and prompt
+injection, ``block``, ``failMode: closed``) and a stand-in upstream answering a secret in
+a variant a real client still reads (charsets, content types, codings, SSE framing, JSON
+oddities, MCP result shapes, HTTP framing). For each variant:
+
+1. straight from the stand-in, some real client (httpx, aiohttp, requests, the OpenAI SDK's
+   SSE decoder, a browser's BOM sniffing) reads the secret: the variant is live;
+2. through the sidecar, the answer is refused with a typed error, or no client reads the
+   secret any more (scanned and blocked or redacted). Never passed unscanned.
+"""
+
+from __future__ import annotations
+
+import base64
+import brotli
+import gzip
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+
+from tests.sidecar.answer_variants import RawAnswer, RawUpstream, client_readings, raw_upstream
+from tests.sidecar.conftest import SidecarFactory, Standins, base_policy
+
+SECRET = "AKIA2E3MBFQXKZ7VJ4NA"
+ESCAPED = "\\u0041KIA2E3MBFQXKZ7VJ4NA"
+"""The secret as a JSON string escape: only a JSON reading shows it."""
+SPLIT = "\\ud835\\udc00 AKIA2E3M\\u0042FQXKZ7VJ4NA"
+"""A surrogate pair before it, an escape inside it."""
+
+TYPED = {
+    "guardrail_secrets",
+    "guardrail_prompt_injection",
+    "guardrails_unscannable",
+    "guardrails_error",
+    "upstream_truncated",
+    "sse_event_too_large",
+}
+
+JSON = "application/json"
+
+
+def doc(value: str = ESCAPED) -> bytes:
+    """A JSON answer carrying ``value`` as written (escapes stay escapes)."""
+    return ('{"id": 7, "note": "the key is ' + value + '"}').encode()
+
+
+def mcp_result(result: str) -> bytes:
+    return ('{"jsonrpc": "2.0", "id": 1, "result": ' + result + "}").encode()
+
+
+def sse(*events: str, end: str = "\n") -> bytes:
+    return "".join(e.replace("\n", end) + end + end for e in events).encode()
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    answer: RawAnswer
+    via: str = "raw"
+    """Upstream kind it is asked through: ``raw`` (HTTP tool), ``rawmcp``, ``rawllm``."""
+    live: bool = True
+    """Some client reads the secret straight from the stand-in (``False``: none does,
+    kept to show the sidecar does not make it readable either)."""
+
+
+def _v(name: str, headers: list[tuple[str, str]], body: bytes, **kw: Any) -> Variant:
+    via = kw.pop("via", "raw")
+    live = kw.pop("live", True)
+    return Variant(name, RawAnswer(headers, body, **kw), via, live)
+
+
+def _ct(value: str) -> list[tuple[str, str]]:
+    return [("Content-Type", value)]
+
+
+_PLAIN = doc(SECRET)
+_ZSTD = zstandard.ZstdCompressor().compress(_PLAIN)
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(wbits=-15)
+    return c.compress(data) + c.flush()
+
+
+CHARSETS = [
+    _v("json-utf8", _ct(JSON), doc()),
+    _v("json-surrogate-pair-split", _ct(JSON), doc(SPLIT)),
+    _v("json-utf8-bom", _ct(JSON), b"\xef\xbb\xbf" + doc()),
+    _v("json-nan", _ct(JSON), b'{"n": NaN, "note": "' + ESCAPED.encode() + b'"}'),
+    _v("json-lone-surrogate", _ct(JSON), b'{"s": "\\ud800", "note": "' + ESCAPED.encode() + b'"}'),
+    _v("json-utf16le-bom", _ct(JSON), _PLAIN.decode().encode("utf-16")),
+    _v("json-utf16be", _ct(JSON), _PLAIN.decode().encode("utf-16-be")),
+    _v("json-utf32le", _ct(JSON), _PLAIN.decode().encode("utf-32-le")),
+    _v("json-utf32-bom", _ct(JSON), _PLAIN.decode().encode("utf-32")),
+    _v("json-declared-utf16-body-utf8", _ct(JSON + "; charset=utf-16"), doc() + b" "),
+    _v("json-declared-utf8-body-utf16", _ct(JSON + "; charset=utf-8"), _PLAIN.decode().encode("utf-16-le")),
+    _v("json-declared-latin1", _ct(JSON + "; charset=iso-8859-1"), doc()),
+    _v("text-plain-json", _ct("text/plain"), doc()),
+    _v("no-content-type-json", [], doc()),
+    _v("vnd-json", _ct("application/vnd.x+json"), doc()),
+    _v("text-utf16-bom", _ct("text/plain"), ("the key is " + SECRET).encode("utf-16")),
+    _v("text-utf8-bom-declared-utf16", _ct("text/plain; charset=utf-16"), b"\xef\xbb\xbfthe key is " + SECRET.encode() + b" "),
+    _v("text-latin1", _ct("text/plain; charset=latin-1"), b"the key is " + SECRET.encode()),
+    _v("html-references", _ct("text/html"), b"<p>the key is &#65;KIA2E3MBFQXKZ7VJ4NA</p>"),
+]
+
+CODINGS = [
+    _v("gzip", [*_ct(JSON), ("Content-Encoding", "gzip")], gzip.compress(_PLAIN)),
+    _v("deflate-zlib", [*_ct(JSON), ("Content-Encoding", "deflate")], zlib.compress(_PLAIN)),
+    _v("deflate-raw", [*_ct(JSON), ("Content-Encoding", "deflate")], _raw_deflate(_PLAIN)),
+    _v("br", [*_ct(JSON), ("Content-Encoding", "br")], brotli.compress(_PLAIN)),
+    _v("zstd", [*_ct(JSON), ("Content-Encoding", "zstd")], _ZSTD),
+    _v("gzip-gzip", [*_ct(JSON), ("Content-Encoding", "gzip, gzip")], gzip.compress(gzip.compress(_PLAIN))),
+    _v(
+        "gzip-twice-two-headers",
+        [*_ct(JSON), ("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")],
+        gzip.compress(gzip.compress(_PLAIN)),
+    ),
+    _v("gzip-upper", [*_ct(JSON), ("Content-Encoding", "GZIP")], gzip.compress(_PLAIN)),
+    _v("unknown-coding", [*_ct(JSON), ("Content-Encoding", "x-custom")], _PLAIN),
+    _v("identity-gzip", [*_ct(JSON), ("Content-Encoding", "identity, gzip")], gzip.compress(_PLAIN)),
+]
+
+FRAMING = [
+    _v("chunked", _ct(JSON), _PLAIN, framing="chunked", pieces=7),
+    _v("close-delimited", _ct(JSON), _PLAIN, framing="close"),
+    _v(
+        "length-shorter",
+        [*_ct("text/plain"), ("Content-Length", "31")],
+        b"the key is " + SECRET.encode() + b" and more text after it",
+        framing="raw",
+    ),
+    _v(
+        "length-longer",
+        [*_ct("text/plain"), ("Content-Length", "400")],
+        b"the key is " + SECRET.encode(),
+        framing="raw",
+        live=False,  # every client refuses the truncated body
+    ),
+]
+
+_EV = 'data: {"note": "the key is ' + ESCAPED + '"}'
+SSE_HTTP = [
+    _v("sse-lf", _ct("text/event-stream"), sse(_EV)),
+    _v("sse-crlf", _ct("text/event-stream"), sse(_EV, end="\r\n")),
+    _v("sse-cr", _ct("text/event-stream"), sse(_EV, end="\r")),
+    _v("sse-no-space", _ct("text/event-stream"), sse(_EV.replace("data: ", "data:"))),
+    _v("sse-comment", _ct("text/event-stream"), sse(": hello\n" + _EV)),
+    _v("sse-bom", _ct("text/event-stream"), b"\xef\xbb\xbf" + sse(_EV)),
+    _v("sse-bytewise", _ct("text/event-stream"), sse("event: x\n" + _EV), pieces=1),
+    _v("sse-no-final-blank", _ct("text/event-stream"), sse(_EV)[:-1], live=False),
+    _v("sse-event-name", _ct("text/event-stream"), sse("event: tool_output\n" + _EV)),
+    _v("sse-secret-in-event-name", _ct("text/event-stream"), sse(f"event: {SECRET}\ndata: ok")),
+    _v("sse-plain-data", _ct("text/event-stream"), sse(f"data: the key is {SECRET}")),
+    _v("sse-unframed", _ct("text/event-stream"), f"the key is {SECRET}".encode()),
+    _v("sse-gzip", [*_ct("text/event-stream"), ("Content-Encoding", "gzip")], gzip.compress(sse(_EV))),
+]
+
+
+def _chat(content: str, **delta: Any) -> str:
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o-mini"}
+    return "data: " + orjson.dumps(
+        {**chunk, "choices": [{"index": 0, "delta": {"content": content, **delta}}]}
+    ).decode()
+
+
+_LLM = {"via": "rawllm"}
+SSE_LLM = [
+    _v("chat-content-split", _ct("text/event-stream"), sse(_chat("key AKIA2E3MBF"), _chat("QXKZ7VJ4NA ok"), "data: [DONE]"), **_LLM),
+    _v("chat-refusal", _ct("text/event-stream"), sse(_chat("", refusal=f"the key is {SECRET}"), "data: [DONE]"), **_LLM),
+    _v(
+        "responses-completed",
+        _ct("text/event-stream"),
+        sse(
+            "event: response.completed\ndata: "
+            + orjson.dumps(
+                {
+                    "type": "response.completed",
+                    "response": {"output": [{"content": [{"type": "output_text", "text": f"the key is {SECRET}"}]}]},
+                }
+            ).decode()
+        ),
+        **_LLM,
+    ),
+    _v("chat-unknown-event", _ct("text/event-stream"), sse('data: {"type": "x.custom", "text": "the key is ' + ESCAPED + '"}'), **_LLM),
+    _v("chat-json-answer", _ct(JSON), b'{"choices": [{"message": {"content": "the key is ' + ESCAPED.encode() + b'"}}]}', **_LLM),
+]
+
+_MCP = {"via": "rawmcp"}
+_B64 = base64.b64encode(f"the key is {SECRET}".encode()).decode()
+MCP = [
+    _v("mcp-text", _ct(JSON), mcp_result('{"content": [{"type": "text", "text": "' + ESCAPED + '"}]}'), **_MCP),
+    _v(
+        "mcp-resource-text",
+        _ct(JSON),
+        mcp_result('{"content": [{"type": "resource", "resource": {"uri": "file:///k", "text": "' + ESCAPED + '"}}]}'),
+        **_MCP,
+    ),
+    _v(
+        "mcp-resource-blob",
+        _ct(JSON),
+        mcp_result('{"content": [{"type": "resource", "resource": {"uri": "file:///k", "mimeType": "text/plain", "blob": "' + _B64 + '"}}]}'),
+        **_MCP,
+    ),
+    _v("mcp-structured", _ct(JSON), mcp_result('{"content": [], "structuredContent": {"k": "' + ESCAPED + '"}}'), **_MCP),
+    _v("mcp-structured-key", _ct(JSON), mcp_result('{"content": [], "structuredContent": {"' + SECRET + '": 1}}'), **_MCP),
+    _v("mcp-meta", _ct(JSON), mcp_result('{"content": [], "_meta": {"note": "' + ESCAPED + '"}}'), **_MCP),
+    _v(
+        "mcp-error-data",
+        _ct(JSON),
+        b'{"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": "x", "data": "' + ESCAPED.encode() + b'"}}',
+        **_MCP,
+    ),
+    _v(
+        "mcp-image-annotation",
+        _ct(JSON),
+        mcp_result('{"content": [{"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png", "annotations": {"alt": "' + ESCAPED + '"}}]}'),
+        **_MCP,
+    ),
+    _v("mcp-sse", _ct("text/event-stream"), sse("event: message\ndata: " + mcp_result('{"content": [{"type": "text", "text": "' + ESCAPED + '"}]}').decode()), **_MCP),
+    _v("mcp-duplicate-key", _ct(JSON), mcp_result('{"content": [{"type": "text", "text": "' + ESCAPED + '", "text": "ok"}]}'), live=False, **_MCP),
+    _v(
+        "mcp-deep",
+        _ct(JSON),
+        mcp_result('{"content": [], "structuredContent": ' + "[" * 300 + '"' + ESCAPED + '"' + "]" * 300 + "}"),
+        **_MCP,
+    ),
+    _v("mcp-numbers-as-strings", _ct(JSON), mcp_result('{"content": [], "structuredContent": {"n": "2", "m": "' + ESCAPED + '"}}'), **_MCP),
+]
+
+_LISTING = {"via": "rawmcp-list"}
+MCP_LIST = [
+    _v(
+        "tools-list-sse-bom",
+        _ct("text/event-stream"),
+        b"\xef\xbb\xbf"
+        + sse("data: " + mcp_result('{"tools": [{"name": "echo", "description": "' + ESCAPED + '", "inputSchema": {}}]}').decode()),
+        **_LISTING,
+    ),
+    _v(
+        "tools-list-sse-comment",
+        _ct("text/event-stream"),
+        sse(f": the key is {SECRET}\ndata: " + mcp_result('{"tools": []}').decode()),
+        **_LISTING,
+    ),
+]
+
+VARIANTS = CHARSETS + CODINGS + FRAMING + SSE_HTTP + SSE_LLM + MCP + MCP_LIST
+
+
+def _request(variant: Variant, base: str) -> tuple[str, dict[str, Any]]:
+    key = variant.name
+    if variant.via == "rawllm":
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        if "event-stream" in dict(variant.answer.headers).get("Content-Type", ""):
+            body["stream"] = True
+        return f"{base}/rawllm/v1/chat/completions", {"json": body}
+    if variant.via == "rawmcp":
+        call = {"name": "echo", "arguments": {"text": "hi"}}
+        return f"{base}/rawmcp/{key}", {
+            "json": {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call},
+            "headers": {"Accept": "application/json, text/event-stream"},
+        }
+    if variant.via == "rawmcp-list":
+        return f"{base}/rawmcp/{key}", {
+            "json": {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            "headers": {"Accept": "application/json, text/event-stream"},
+        }
+    return f"{base}/raw/{key}", {"json": {"q": 1}}
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RawUpstream]:
+    async with raw_upstream() as u:
+        yield u
+
+
+def guarded_policy(standins: Standins, raw: str) -> dict[str, Any]:
+    spec = base_policy(standins)["spec"]
+    return {
+        "spec": {
+            "upstreams": [
+                *spec["upstreams"],
+                {"name": "raw", "url": raw, "kind": "http"},
+                {"name": "rawllm", "url": raw, "kind": "llm", "provider": "openai"},
+                {"name": "rawmcp", "url": raw + "/mcp", "kind": "mcp"},
+            ],
+            "tools": {
+                **spec["tools"],
+                "rules": [
+                    *spec["tools"]["rules"],
+                    {"name": "raw", "action": "allow", "kind": "http", "methods": ["POST"]},
+                ],
+            },
+            "guardrails": {
+                "failMode": "closed",
+                "secrets": {"action": "block", "direction": "response"},
+                "promptInjection": {"enabled": True, "action": "block", "direction": "response"},
+            },
+        }
+    }
+
+
+def _reads_secret(texts: list[str]) -> bool:
+    return any(SECRET in t for t in texts)
+
+
+def _error_code(texts: list[str]) -> str | None:
+    for t in texts:
+        try:
+            obj = orjson.loads(t)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+            code = obj["error"].get("code")
+            if isinstance(code, str):
+                return code
+    for t in texts:  # an SSE error event
+        for code in TYPED:
+            if f'"code":"{code}"' in t.replace(" ", ""):
+                return code
+    return None
+
+
+OUTCOMES: dict[str, tuple[int, str | None]] = {}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+async def test_answer_is_scanned_as_the_client_reads_it(
+    sidecar_factory: SidecarFactory, standins: Standins, upstream: RawUpstream, variant: Variant
+) -> None:
+    upstream.answers = {variant.name: variant.answer, "*": variant.answer}
+    url, kwargs = _request(variant, upstream.url)
+    _, direct = await client_readings(url.replace("/raw/", "/").replace("/rawllm/", "/").replace("/rawmcp/", "/mcp/"), **kwargs)
+    assert _reads_secret(direct) is variant.live, f"{variant.name}: live is {not variant.live}"
+
+    sc = await sidecar_factory(guarded_policy(standins, upstream.url))
+    url, kwargs = _request(variant, sc.explicit)
+    status, relayed = await client_readings(url, **kwargs)
+    # Scanned (blocked, redacted) or refused with a typed error: never read unscanned.
+    assert not _reads_secret(relayed), f"{variant.name}: read through the sidecar ({status})"
+    OUTCOMES[variant.name] = (status, _error_code(relayed))
