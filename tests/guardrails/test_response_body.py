@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import zlib
 
 import brotli
@@ -88,6 +89,46 @@ def test_clean_answer_is_returned_as_is() -> None:
 def test_json_that_does_not_parse_is_scanned_as_text() -> None:
     out = scan_response_body(G, f'{{"a": "{EMAIL}", broken'.encode(), "application/json", None)
     assert out.body == b'{"a": "<EMAIL_1>", broken'
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype"),
+    [
+        (b'\xef\xbb\xbf{"a": "\\u0061nn.lee@example.org"}', "application/json"),
+        (b'{"n": NaN, "a": "\\u0061nn.lee@example.org"}', "application/json"),
+        (b'{"s": "\\ud800", "a": "\\u0061nn.lee@example.org"}', "application/json"),
+        ('{"a": "ann.lee@example.org"}'.encode("utf-16"), "application/json"),
+        ('{"a": "ann.lee@example.org"}'.encode("utf-32-be"), "application/json"),
+        (b'{"a": "\\u0061nn.lee@example.org"}', "text/plain"),
+        (b'{"a": "\\u0061nn.lee@example.org"}', None),
+    ],
+    ids=["utf8-bom", "nan", "lone-surrogate", "utf16-bom", "utf32be", "text-plain", "no-type"],
+)
+def test_json_is_read_as_clients_read_it(body: bytes, ctype: str | None) -> None:
+    """Every JSON reading a client makes (Python's json: BOM, UTF-16/32, NaN, lone
+    surrogates; .json() whatever the Content-Type) is scanned, and redacted in it."""
+    out = scan_response_body(G, body, ctype, None)
+    assert [f.type for f in out.result.findings] == ["email"]
+    assert json.loads(out.body)["a"] == "<EMAIL_1>"
+
+
+def test_charset_header_and_bytes_disagree_both_readings_scanned() -> None:
+    """aiohttp reads the declared charset, httpx's .json() the bytes' own: an answer that
+    reads two ways is scanned both ways (blocked when either blocks, unscannable when the
+    second reading needs a redaction the first cannot carry)."""
+    secret = "AKIA2E3MBFQXKZ7VJ4NA"
+    body = ('{"a": "' + secret + '"}').encode("utf-16-le")
+    assert scan_response_body(G, body, "application/json; charset=utf-8", None).result.blocked
+    with pytest.raises(Unscannable) as e:
+        body = f'{{"a": "café {EMAIL}"}}'.encode()  # read as latin-1: "cafÃ©"
+        scan_response_body(G, body, "application/json; charset=latin-1", None)
+    assert e.value.reason == "charset"
+
+
+def test_text_with_a_bom_is_scanned_as_a_browser_reads_it() -> None:
+    body = "key AKIA2E3MBFQXKZ7VJ4NA".encode("utf-16")
+    assert scan_response_body(G, body, "text/plain", None).result.blocked
+    assert scan_response_body(G, body, "text/html; charset=utf-8", None).result.blocked
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

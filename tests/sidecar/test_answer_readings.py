@@ -14,13 +14,13 @@ oddities, MCP result shapes, HTTP framing). For each variant:
 from __future__ import annotations
 
 import base64
-import brotli
 import gzip
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import brotli
 import orjson
 import pytest
 import zstandard
@@ -100,13 +100,21 @@ CHARSETS = [
     _v("json-utf32le", _ct(JSON), _PLAIN.decode().encode("utf-32-le")),
     _v("json-utf32-bom", _ct(JSON), _PLAIN.decode().encode("utf-32")),
     _v("json-declared-utf16-body-utf8", _ct(JSON + "; charset=utf-16"), doc() + b" "),
-    _v("json-declared-utf8-body-utf16", _ct(JSON + "; charset=utf-8"), _PLAIN.decode().encode("utf-16-le")),
+    _v(
+        "json-declared-utf8-body-utf16",
+        _ct(JSON + "; charset=utf-8"),
+        _PLAIN.decode().encode("utf-16-le"),
+    ),
     _v("json-declared-latin1", _ct(JSON + "; charset=iso-8859-1"), doc()),
     _v("text-plain-json", _ct("text/plain"), doc()),
     _v("no-content-type-json", [], doc()),
     _v("vnd-json", _ct("application/vnd.x+json"), doc()),
     _v("text-utf16-bom", _ct("text/plain"), ("the key is " + SECRET).encode("utf-16")),
-    _v("text-utf8-bom-declared-utf16", _ct("text/plain; charset=utf-16"), b"\xef\xbb\xbfthe key is " + SECRET.encode() + b" "),
+    _v(
+        "text-utf8-bom-declared-utf16",
+        _ct("text/plain; charset=utf-16"),
+        b"\xef\xbb\xbfthe key is " + SECRET.encode() + b" ",
+    ),
     _v("text-latin1", _ct("text/plain; charset=latin-1"), b"the key is " + SECRET.encode()),
     _v("html-references", _ct("text/html"), b"<p>the key is &#65;KIA2E3MBFQXKZ7VJ4NA</p>"),
 ]
@@ -117,7 +125,11 @@ CODINGS = [
     _v("deflate-raw", [*_ct(JSON), ("Content-Encoding", "deflate")], _raw_deflate(_PLAIN)),
     _v("br", [*_ct(JSON), ("Content-Encoding", "br")], brotli.compress(_PLAIN)),
     _v("zstd", [*_ct(JSON), ("Content-Encoding", "zstd")], _ZSTD),
-    _v("gzip-gzip", [*_ct(JSON), ("Content-Encoding", "gzip, gzip")], gzip.compress(gzip.compress(_PLAIN))),
+    _v(
+        "gzip-gzip",
+        [*_ct(JSON), ("Content-Encoding", "gzip, gzip")],
+        gzip.compress(gzip.compress(_PLAIN)),
+    ),
     _v(
         "gzip-twice-two-headers",
         [*_ct(JSON), ("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")],
@@ -125,7 +137,9 @@ CODINGS = [
     ),
     _v("gzip-upper", [*_ct(JSON), ("Content-Encoding", "GZIP")], gzip.compress(_PLAIN)),
     _v("unknown-coding", [*_ct(JSON), ("Content-Encoding", "x-custom")], _PLAIN),
-    _v("identity-gzip", [*_ct(JSON), ("Content-Encoding", "identity, gzip")], gzip.compress(_PLAIN)),
+    _v(
+        "identity-gzip", [*_ct(JSON), ("Content-Encoding", "identity, gzip")], gzip.compress(_PLAIN)
+    ),
 ]
 
 FRAMING = [
@@ -160,21 +174,38 @@ SSE_HTTP = [
     _v("sse-secret-in-event-name", _ct("text/event-stream"), sse(f"event: {SECRET}\ndata: ok")),
     _v("sse-plain-data", _ct("text/event-stream"), sse(f"data: the key is {SECRET}")),
     _v("sse-unframed", _ct("text/event-stream"), f"the key is {SECRET}".encode()),
-    _v("sse-gzip", [*_ct("text/event-stream"), ("Content-Encoding", "gzip")], gzip.compress(sse(_EV))),
+    _v(
+        "sse-gzip",
+        [*_ct("text/event-stream"), ("Content-Encoding", "gzip")],
+        gzip.compress(sse(_EV)),
+    ),
 ]
 
 
 def _chat(content: str, **delta: Any) -> str:
     chunk = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o-mini"}
-    return "data: " + orjson.dumps(
-        {**chunk, "choices": [{"index": 0, "delta": {"content": content, **delta}}]}
-    ).decode()
+    return (
+        "data: "
+        + orjson.dumps(
+            {**chunk, "choices": [{"index": 0, "delta": {"content": content, **delta}}]}
+        ).decode()
+    )
 
 
 _LLM = {"via": "rawllm"}
 SSE_LLM = [
-    _v("chat-content-split", _ct("text/event-stream"), sse(_chat("key AKIA2E3MBF"), _chat("QXKZ7VJ4NA ok"), "data: [DONE]"), **_LLM),
-    _v("chat-refusal", _ct("text/event-stream"), sse(_chat("", refusal=f"the key is {SECRET}"), "data: [DONE]"), **_LLM),
+    _v(
+        "chat-content-split",
+        _ct("text/event-stream"),
+        sse(_chat("key AKIA2E3MBF"), _chat("QXKZ7VJ4NA ok"), "data: [DONE]"),
+        **_LLM,
+    ),
+    _v(
+        "chat-refusal",
+        _ct("text/event-stream"),
+        sse(_chat("", refusal=f"the key is {SECRET}"), "data: [DONE]"),
+        **_LLM,
+    ),
     _v(
         "responses-completed",
         _ct("text/event-stream"),
@@ -183,56 +214,129 @@ SSE_LLM = [
             + orjson.dumps(
                 {
                     "type": "response.completed",
-                    "response": {"output": [{"content": [{"type": "output_text", "text": f"the key is {SECRET}"}]}]},
+                    "response": {
+                        "output": [
+                            {"content": [{"type": "output_text", "text": f"the key is {SECRET}"}]}
+                        ]
+                    },
                 }
             ).decode()
         ),
         **_LLM,
     ),
-    _v("chat-unknown-event", _ct("text/event-stream"), sse('data: {"type": "x.custom", "text": "the key is ' + ESCAPED + '"}'), **_LLM),
-    _v("chat-json-answer", _ct(JSON), b'{"choices": [{"message": {"content": "the key is ' + ESCAPED.encode() + b'"}}]}', **_LLM),
+    _v(
+        "chat-unknown-event",
+        _ct("text/event-stream"),
+        sse('data: {"type": "x.custom", "text": "the key is ' + ESCAPED + '"}'),
+        **_LLM,
+    ),
+    _v(
+        "chat-json-answer",
+        _ct(JSON),
+        b'{"choices": [{"message": {"content": "the key is ' + ESCAPED.encode() + b'"}}]}',
+        **_LLM,
+    ),
 ]
 
 _MCP = {"via": "rawmcp"}
 _B64 = base64.b64encode(f"the key is {SECRET}".encode()).decode()
 MCP = [
-    _v("mcp-text", _ct(JSON), mcp_result('{"content": [{"type": "text", "text": "' + ESCAPED + '"}]}'), **_MCP),
+    _v(
+        "mcp-text",
+        _ct(JSON),
+        mcp_result('{"content": [{"type": "text", "text": "' + ESCAPED + '"}]}'),
+        **_MCP,
+    ),
     _v(
         "mcp-resource-text",
         _ct(JSON),
-        mcp_result('{"content": [{"type": "resource", "resource": {"uri": "file:///k", "text": "' + ESCAPED + '"}}]}'),
+        mcp_result(
+            '{"content": [{"type": "resource", "resource": {"uri": "file:///k", "text": "'
+            + ESCAPED
+            + '"}}]}'
+        ),
         **_MCP,
     ),
     _v(
         "mcp-resource-blob",
         _ct(JSON),
-        mcp_result('{"content": [{"type": "resource", "resource": {"uri": "file:///k", "mimeType": "text/plain", "blob": "' + _B64 + '"}}]}'),
+        mcp_result(
+            '{"content": [{"type": "resource", "resource": '
+            '{"uri": "file:///k", "mimeType": "text/plain", "blob": "' + _B64 + '"}}]}'
+        ),
         **_MCP,
     ),
-    _v("mcp-structured", _ct(JSON), mcp_result('{"content": [], "structuredContent": {"k": "' + ESCAPED + '"}}'), **_MCP),
-    _v("mcp-structured-key", _ct(JSON), mcp_result('{"content": [], "structuredContent": {"' + SECRET + '": 1}}'), **_MCP),
-    _v("mcp-meta", _ct(JSON), mcp_result('{"content": [], "_meta": {"note": "' + ESCAPED + '"}}'), **_MCP),
+    _v(
+        "mcp-structured",
+        _ct(JSON),
+        mcp_result('{"content": [], "structuredContent": {"k": "' + ESCAPED + '"}}'),
+        **_MCP,
+    ),
+    _v(
+        "mcp-structured-key",
+        _ct(JSON),
+        mcp_result('{"content": [], "structuredContent": {"' + SECRET + '": 1}}'),
+        **_MCP,
+    ),
+    _v(
+        "mcp-meta",
+        _ct(JSON),
+        mcp_result('{"content": [], "_meta": {"note": "' + ESCAPED + '"}}'),
+        **_MCP,
+    ),
     _v(
         "mcp-error-data",
         _ct(JSON),
-        b'{"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": "x", "data": "' + ESCAPED.encode() + b'"}}',
+        b'{"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": "x", "data": "'
+        + ESCAPED.encode()
+        + b'"}}',
         **_MCP,
     ),
     _v(
         "mcp-image-annotation",
         _ct(JSON),
-        mcp_result('{"content": [{"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png", "annotations": {"alt": "' + ESCAPED + '"}}]}'),
+        mcp_result(
+            '{"content": [{"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png", '
+            '"annotations": {"alt": "' + ESCAPED + '"}}]}'
+        ),
         **_MCP,
     ),
-    _v("mcp-sse", _ct("text/event-stream"), sse("event: message\ndata: " + mcp_result('{"content": [{"type": "text", "text": "' + ESCAPED + '"}]}').decode()), **_MCP),
-    _v("mcp-duplicate-key", _ct(JSON), mcp_result('{"content": [{"type": "text", "text": "' + ESCAPED + '", "text": "ok"}]}'), live=False, **_MCP),
+    _v(
+        "mcp-sse",
+        _ct("text/event-stream"),
+        sse(
+            "event: message\ndata: "
+            + mcp_result('{"content": [{"type": "text", "text": "' + ESCAPED + '"}]}').decode()
+        ),
+        **_MCP,
+    ),
+    _v(
+        "mcp-duplicate-key",
+        _ct(JSON),
+        mcp_result('{"content": [{"type": "text", "text": "' + ESCAPED + '", "text": "ok"}]}'),
+        live=False,
+        **_MCP,
+    ),
     _v(
         "mcp-deep",
         _ct(JSON),
-        mcp_result('{"content": [], "structuredContent": ' + "[" * 300 + '"' + ESCAPED + '"' + "]" * 300 + "}"),
+        mcp_result(
+            '{"content": [], "structuredContent": '
+            + "[" * 300
+            + '"'
+            + ESCAPED
+            + '"'
+            + "]" * 300
+            + "}"
+        ),
         **_MCP,
     ),
-    _v("mcp-numbers-as-strings", _ct(JSON), mcp_result('{"content": [], "structuredContent": {"n": "2", "m": "' + ESCAPED + '"}}'), **_MCP),
+    _v(
+        "mcp-numbers-as-strings",
+        _ct(JSON),
+        mcp_result('{"content": [], "structuredContent": {"n": "2", "m": "' + ESCAPED + '"}}'),
+        **_MCP,
+    ),
 ]
 
 _LISTING = {"via": "rawmcp-list"}
@@ -241,7 +345,12 @@ MCP_LIST = [
         "tools-list-sse-bom",
         _ct("text/event-stream"),
         b"\xef\xbb\xbf"
-        + sse("data: " + mcp_result('{"tools": [{"name": "echo", "description": "' + ESCAPED + '", "inputSchema": {}}]}').decode()),
+        + sse(
+            "data: "
+            + mcp_result(
+                '{"tools": [{"name": "echo", "description": "' + ESCAPED + '", "inputSchema": {}}]}'
+            ).decode()
+        ),
         **_LISTING,
     ),
     _v(
@@ -338,7 +447,9 @@ async def test_answer_is_scanned_as_the_client_reads_it(
 ) -> None:
     upstream.answers = {variant.name: variant.answer, "*": variant.answer}
     url, kwargs = _request(variant, upstream.url)
-    _, direct = await client_readings(url.replace("/raw/", "/").replace("/rawllm/", "/").replace("/rawmcp/", "/mcp/"), **kwargs)
+    _, direct = await client_readings(
+        url.replace("/raw/", "/").replace("/rawllm/", "/").replace("/rawmcp/", "/mcp/"), **kwargs
+    )
     assert _reads_secret(direct) is variant.live, f"{variant.name}: live is {not variant.live}"
 
     sc = await sidecar_factory(guarded_policy(standins, upstream.url))

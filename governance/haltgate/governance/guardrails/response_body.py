@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import html
+import json
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -348,16 +349,24 @@ def scan_decoded_body(
         text = decoded.decode(codec, "surrogateescape")
     except UnicodeError as e:
         raise Unscannable("charset", f"not valid {codec}") from e
+    # A client's .json() reads JSON whatever the Content-Type says.
+    as_json = (
+        _scan_json_body(guardrails, decoded, text, codec, channel)
+        if kind == _JSON or (kind == _TEXT and _looks_like_json(decoded, text))
+        else None
+    )
     new_text: str | None
-    if kind == _JSON:
-        result, new_text = _scan_json_text(guardrails, text, channel)
-    elif kind == _HTML:
-        result, new_text = _scan_html(guardrails, text, channel)
-    elif kind == _SSE:
-        result, new_text = _scan_sse(guardrails, text, channel)
-    else:
-        result = guardrails.scan(text, "response", channel=channel)
-        new_text = result.redacted_text
+    if as_json is not None:
+        result, new_text, codec = as_json
+    else:  # a body that claims JSON but no client parses is read as text
+        kind = _TEXT if kind == _JSON else kind
+        result, new_text = _scan_text_kind(guardrails, kind, text, channel)
+        # A BOM overrides the declared charset for a browser (WHATWG decode): that
+        # reading is scanned too when it differs.
+        other = _bom_reading(decoded, codec)
+        if other is not None:
+            extra, extra_new = _scan_text_kind(guardrails, kind, other, channel)
+            result = _both(result, extra, extra_new is not None)
     if new_text is None or result.blocked:
         return BodyScan(decoded, False, result)
     try:
@@ -367,6 +376,50 @@ def scan_decoded_body(
     return BodyScan(out, False, result)
 
 
+def _scan_text_kind(
+    g: Guardrails, kind: str, text: str, channel: Channel
+) -> tuple[ScanResult, str | None]:
+    if kind == _HTML:
+        return _scan_html(g, text, channel)
+    if kind == _SSE:
+        return _scan_sse(g, text, channel)
+    result = g.scan(text, "response", channel=channel)
+    return result, result.redacted_text
+
+
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def _bom_reading(decoded: bytes, codec: str) -> str | None:
+    """The text as a browser reads it when a byte order mark names another encoding than
+    ``codec`` (``None``: no BOM, or the same reading)."""
+    for bom, bom_codec in _BOMS:
+        if decoded.startswith(bom):
+            if codecs.lookup(bom_codec).name == codecs.lookup(codec).name:
+                return None
+            return decoded[len(bom) :].decode(bom_codec, "replace")
+    return None
+
+
+def _both(first: ScanResult, second: ScanResult, second_redacts: bool) -> ScanResult:
+    """One verdict over two readings of the same answer. Only the first reading can be
+    redacted: a second one that needs redaction (and does not block) is unscannable."""
+    if second_redacts and not (first.blocked or second.blocked):
+        raise Unscannable("charset", "the answer reads two ways and one needs redaction")
+    return ScanResult(
+        findings=first.findings + second.findings,
+        blocked=first.blocked or second.blocked,
+        redacted_text=first.redacted_text,
+        risk=max(first.risk, second.risk),
+        redacted_obj=first.redacted_obj,
+        errors=first.errors + second.errors,
+    )
+
+
 def _codec(charset: str) -> str:
     try:
         return codecs.lookup(charset).name
@@ -374,16 +427,77 @@ def _codec(charset: str) -> str:
         raise Unscannable("charset", f"charset {charset[:40]!r} is not known") from e
 
 
-def _scan_json_text(g: Guardrails, text: str, channel: Channel) -> tuple[ScanResult, str | None]:
+_NOT_PARSED = object()
+
+
+def _parse_json(text: str) -> Any:
+    """``text`` parsed as a client parses JSON: strictly (orjson) and, failing that, as
+    Python's ``json`` does (a leading BOM, ``NaN``/``Infinity``, lone surrogates);
+    ``_NOT_PARSED`` when neither can."""
     try:
-        obj = orjson.loads(text.encode("utf-8", "surrogateescape"))
-    except orjson.JSONDecodeError:
-        result = g.scan(text, "response", channel=channel)
-        return result, result.redacted_text
+        return orjson.loads(text.encode("utf-8", "surrogateescape"))
+    except (orjson.JSONDecodeError, UnicodeError):
+        pass
+    try:
+        return json.loads(text.removeprefix("\ufeff"))
+    except (ValueError, RecursionError):
+        return _NOT_PARSED
+
+
+def _looks_like_json(decoded: bytes, text: str) -> bool:
+    """Text that a client's ``.json()`` may read as JSON (its first character is ``{``
+    or ``[``, in its charset or in the encoding JSON detection finds)."""
+    start = text.lstrip("\ufeff \t\r\n")[:1]
+    if start in ("{", "["):
+        return True
+    return decoded[:1] in (b"\x00", b"\xff", b"\xfe") and json.detect_encoding(decoded) != "utf-8"
+
+
+def _scan_json_body(
+    g: Guardrails, decoded: bytes, text: str, codec: str, channel: Channel
+) -> tuple[ScanResult, str | None, str] | None:
+    """(result, redacted text or None, its codec) of a JSON answer (``None``: no client
+    parses it), read every way a client
+    reads it: in its declared charset (aiohttp, requests) and in the encoding JSON
+    detection finds in the bytes (``json.loads(bytes)``: httpx, the OpenAI SDK), which
+    honours a BOM and UTF-16/32 whatever the header says."""
+    detected = json.detect_encoding(decoded)
+    readings: list[tuple[Any, str]] = []
+    obj = _parse_json(text)
+    if obj is not _NOT_PARSED:
+        readings.append((obj, codec))
+    if codecs.lookup(detected).name != codec or decoded.startswith(codecs.BOM_UTF8):
+        try:
+            other = _parse_json(decoded.decode(detected, "surrogatepass"))
+        except UnicodeError:
+            other = _NOT_PARSED
+        if other is not _NOT_PARSED and (not readings or other != readings[0][0]):
+            readings.append((other, _writable(detected)))
+    if not readings:
+        return None
+    (obj, obj_codec), rest = readings[0], readings[1:]
     result = g.scan_json(obj, "response", channel=channel)
-    if result.redacted_obj is None:
-        return result, None
-    return result, orjson.dumps(result.redacted_obj).decode()
+    for other, _ in rest:
+        extra = g.scan_json(other, "response", channel=channel)
+        result = _both(result, extra, extra.redacted_obj is not None)
+    if obj_codec != codec:  # the declared charset's reading is not JSON: it is text
+        extra = g.scan(text, "response", channel=channel)
+        result = _both(result, extra, extra.redacted_text is not None)
+    if result.redacted_obj is None or result.blocked:
+        return result, None, codec
+    try:
+        new = orjson.dumps(result.redacted_obj).decode()
+    except (TypeError, orjson.JSONEncodeError):  # NaN kept, lone surrogates escaped
+        new = json.dumps(result.redacted_obj)
+    return result, new, obj_codec
+
+
+def _writable(detected: str) -> str:
+    """The codec to write a redacted answer in when JSON detection read it (a BOM read
+    is written without one, which detection still reads the same way)."""
+    return {"utf-8-sig": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}.get(
+        detected, codecs.lookup(detected).name
+    )
 
 
 # ---------------------------------------------------------------------- HTML
