@@ -428,7 +428,9 @@ def _error_code(texts: list[str]) -> str | None:
         except orjson.JSONDecodeError:
             continue
         if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
-            code = obj["error"].get("code")
+            error = obj["error"]
+            data = error.get("data")  # JSON-RPC: haltgate's code is in data
+            code = data.get("code") if isinstance(data, dict) else error.get("code")
             if isinstance(code, str):
                 return code
     for t in texts:  # an SSE error event
@@ -458,3 +460,21 @@ async def test_answer_is_scanned_as_the_client_reads_it(
     # Scanned (blocked, redacted) or refused with a typed error: never read unscanned.
     assert not _reads_secret(relayed), f"{variant.name}: read through the sidecar ({status})"
     OUTCOMES[variant.name] = (status, _error_code(relayed))
+
+
+async def test_mcp_answer_compressed_under_a_repeated_header_is_refused(
+    sidecar_factory: SidecarFactory, standins: Standins, upstream: RawUpstream
+) -> None:
+    """``Content-Encoding: identity`` then ``Content-Encoding: gzip``: a client undoes the
+    gzip; the sidecar must see the coding too, or a sampling request (denied by default)
+    in it would pass the server-request filter, which reads plain bytes."""
+    request = b'{"jsonrpc": "2.0", "id": 9, "method": "sampling/createMessage", "params": {}}'
+    upstream.answers["*"] = RawAnswer(
+        [*_ct(JSON), ("Content-Encoding", "identity"), ("Content-Encoding", "gzip")],
+        gzip.compress(request),
+    )
+    sc = await sidecar_factory(guarded_policy(standins, upstream.url))
+    url, kwargs = _request(_v("mcp-sampling", [], b"", via="rawmcp"), sc.explicit)
+    status, relayed = await client_readings(url, **kwargs)
+    assert not any("sampling/createMessage" in t for t in relayed)
+    assert _error_code(relayed) == "mcp_answer_encoded", (status, relayed[:1])

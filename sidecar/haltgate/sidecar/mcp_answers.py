@@ -19,6 +19,7 @@ from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
 from haltgate.governance.mcp import McpAuthorizer, canonical_uri, template_prefix
 from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.mcp_messages import McpMessage
+from haltgate.sidecar.response_guard import content_coding
 from haltgate.sidecar.responses import jsonrpc_error_body
 
 if TYPE_CHECKING:
@@ -303,8 +304,8 @@ def encoding_refusal(call: Call, headers: Mapping[str, str]) -> UpstreamError | 
     The sidecar asks MCP servers for ``identity`` answers; one compressed anyway could carry
     a sampling or elicitation request past the filter, which reads plain bytes (fail
     closed)."""
-    coding = headers.get("Content-Encoding", "").strip().lower()
-    if coding in ("", "identity") or stream_filter(call) is None:
+    coding = content_coding(headers).strip().lower()
+    if {c.strip() for c in coding.split(",")} <= {"", "identity"} or stream_filter(call) is None:
         return None
     return UpstreamError(
         f"the MCP server answered with Content-Encoding {coding[:32]!r} "

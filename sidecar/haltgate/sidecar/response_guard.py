@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import MultiMapping
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
 from haltgate.governance.guardrails.response_body import (
@@ -23,7 +24,7 @@ from haltgate.sidecar.relay_headers import EVENT_STREAM
 from haltgate.sidecar.request_stages import RequestStages
 from haltgate.sidecar.sse import SSEParser
 
-__all__ = ["ResponseGuard", "lists_tools", "rewrite_sse"]
+__all__ = ["ResponseGuard", "content_coding", "lists_tools", "rewrite_sse"]
 
 
 class ResponseGuard(RequestStages):
@@ -36,7 +37,7 @@ class ResponseGuard(RequestStages):
         guardrails = call.controls.guardrails
         if guardrails is None or not body or not guardrails.active("response"):
             return None
-        coding = headers.get("Content-Encoding")
+        coding = content_coding(headers)
         if not coding or coding.strip().lower() == "identity":
             return body
         try:
@@ -141,6 +142,14 @@ class ResponseGuard(RequestStages):
             return body
         obj = [rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj)
         return orjson.dumps(obj)
+
+
+def content_coding(headers: Mapping[str, str]) -> str:
+    """Every ``Content-Encoding`` of an answer, joined in order: a client (httpx, curl)
+    undoes them all when the header is repeated, not only the first one's."""
+    if isinstance(headers, MultiMapping):
+        return ", ".join(v for v in headers.getall("Content-Encoding", ()) if v.strip())
+    return headers.get("Content-Encoding", "")
 
 
 def lists_tools(body: Any) -> bool:
