@@ -9,6 +9,7 @@ budget by :meth:`StreamScan.verdict`, on the event loop.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
+from haltgate.governance.guardrails.json_strings import MIN_FINDING_CHARS, iter_strings, rebuild
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar.call import Call
@@ -44,6 +46,7 @@ class StreamScan:
         "_pending",
         "_pipeline",
         "_risk",
+        "_seen",
     )
 
     def __init__(self, pipeline: DecisionAudit, call: Call, guardrails: Any, *, chat: bool) -> None:
@@ -59,6 +62,9 @@ class StreamScan:
         self._blocked_code: str | None = None
         self._pending: list[tuple[Sequence[Any], float, Sequence[str], bool]] = []
         """What the scans found, applied by :meth:`verdict` (on the event loop)."""
+        self._seen: set[str] = set()
+        """Event names and chat event strings found clean (a stream repeats its ids, model
+        name and event types in every event: each is scanned once)."""
 
     def events(self, events: Sequence[SSEEvent]) -> bytes:
         """The bytes to send for ``events`` (empty once the stream is blocked)."""
@@ -93,13 +99,16 @@ class StreamScan:
         for event in events:
             if self._blocked_code is not None:
                 break
+            name = self._name(event.event)
+            if name is None:
+                break
             try:
                 obj = orjson.loads(event.data)
             except orjson.JSONDecodeError:
                 # Plain-text data ([DONE] and such, or a tool's text): scanned as text.
                 text = self._text(event.data)
                 if text is not None:
-                    out.append(_sse_encode(event.event, text.encode()))
+                    out.append(_sse_encode(name, text.encode()))
                 continue
             try:
                 sent = self._transform(obj)
@@ -110,11 +119,21 @@ class StreamScan:
                 self._pending.append(((), 0.0, [f"stream:{type(e).__name__}"], False))
                 sent = [obj]
             for new in sent:
-                name = event.event
+                sent_name = name
                 if name != "message" and isinstance(new, dict) and isinstance(new.get("type"), str):
-                    name = new["type"]  # a flushed text delta added before an end event
-                out.append(_sse_encode(name, orjson.dumps(new)))
+                    sent_name = new["type"]  # a flushed text delta added before an end event
+                out.append(_sse_encode(sent_name, orjson.dumps(new)))
         return b"".join(out)
+
+    def _name(self, name: str) -> str | None:
+        """An event's name to send (``None``: blocked): clients read it (``event.event``),
+        so a name that is not a plain type is scanned like data."""
+        if name == "message" or name in self._seen:
+            return name
+        new = self._text(name)
+        if new == name and len(self._seen) < _SEEN_MAX:
+            self._seen.add(name)
+        return new
 
     def _text(self, data: str) -> str | None:
         """Data of a plain-text event to send (``None``: blocked)."""
@@ -146,13 +165,56 @@ class StreamScan:
                     ),
                     "guardrail_error",
                 )
-            return sent
+                return sent
+            out = []
+            for event in sent:
+                event = self._rest_of_chat_event(event)
+                if self._blocked_code is not None:
+                    return []
+                out.append(event)
+            return out
         result = self._g.scan_json(obj, "response", channel=self._call.answer_channel)
         self._pending.append((result.findings, result.risk, result.errors, result.blocked))
         if result.blocked:
             self._blocked_code = result.code or "guardrail_blocked"
             return []
         return [result.redacted_obj if result.redacted_obj is not None else obj]
+
+    def _rest_of_chat_event(self, event: Any) -> Any:
+        """``event`` with its strings the chat guard does not read scanned too: a refusal
+        or reasoning delta, a Responses ``response.completed`` repeating the whole text,
+        any event type it does not know. Tool-call arguments stay out (see `sse`)."""
+        parts: dict[str, str] = {}
+        for s in iter_strings(event, "", trusted=False):
+            if (
+                s.label
+                or len(s.value) < MIN_FINDING_CHARS
+                or s.value in self._seen
+                or _chat_reads(event, s.pointer)
+            ):
+                continue
+            parts[s.pointer] = s.value
+        if not parts:
+            return event
+        result = self._g.scan_json(
+            list(parts.values()), "response", channel=self._call.answer_channel
+        )
+        self._pending.append((result.findings, result.risk, result.errors, result.blocked))
+        if result.blocked:
+            self._blocked_code = result.code or "guardrail_blocked"
+            return event
+        if result.redacted_obj is not None:
+            replaced = {
+                pointer: new
+                for (pointer, old), new in zip(parts.items(), result.redacted_obj, strict=True)
+                if new != old
+            }
+            return rebuild(event, "", replaced)
+        if not result.findings:
+            for value in parts.values():
+                if len(value) <= _SEEN_CHARS and len(self._seen) < _SEEN_MAX:
+                    self._seen.add(value)
+        return event
 
     def verdict(self) -> HaltgateError | None:
         """Account new findings, risk and detector failures; the refusal once blocked.
@@ -185,6 +247,28 @@ class StreamScan:
             self._pipeline.budget.add_risk(time.time(), risk, "guardrail_finding")
         if errors and not blocked:
             self._pipeline._guardrail_fail_open(call, errors)
+
+
+_SEEN_MAX = 4096
+_SEEN_CHARS = 256
+
+_CHAT_TEXT = re.compile(r"/choices/\d+/delta/(?:content|tool_calls/\d+/function/arguments)")
+_CHAT_FIELDS = {
+    "content_block_delta": ("/delta/text", "/delta/partial_json"),
+    "response.output_text.delta": ("/delta",),
+    "response.output_text.done": ("/text",),
+    "response.function_call_arguments.delta": ("/delta",),
+    "response.function_call_arguments.done": ("/arguments",),
+}
+"""The strings `ChatStreamGuard` scans itself (text held back across events) or leaves
+to the tool-call argument rule, by event type."""
+
+
+def _chat_reads(event: Any, pointer: str) -> bool:
+    if isinstance(event, dict) and isinstance(event.get("choices"), list):
+        return _CHAT_TEXT.fullmatch(pointer) is not None
+    kind = event.get("type") if isinstance(event, dict) else None
+    return isinstance(kind, str) and pointer in _CHAT_FIELDS.get(kind, ())
 
 
 def _sse_encode(event: str, data: bytes) -> bytes:
