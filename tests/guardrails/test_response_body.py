@@ -125,6 +125,16 @@ def test_charset_header_and_bytes_disagree_both_readings_scanned() -> None:
     assert e.value.reason == "charset"
 
 
+def test_object_keys_of_an_answer_are_scanned_and_redacted() -> None:
+    """A model reads a tool's JSON keys as well as its values."""
+    out = scan_response_body(
+        G, f'{{"x": {{"{EMAIL}": [1, {{"ok": 2}}]}}}}'.encode(), "application/json", None
+    )
+    assert json.loads(out.body) == {"x": {"<EMAIL_1>": [1, {"ok": 2}]}}
+    blocked = scan_response_body(G, b'{"AKIA2E3MBFQXKZ7VJ4NA": 1}', "application/json", None)
+    assert blocked.result.blocked and blocked.result.code == "guardrail_secrets"
+
+
 def test_text_with_a_bom_is_scanned_as_a_browser_reads_it() -> None:
     body = "key AKIA2E3MBFQXKZ7VJ4NA".encode("utf-16")
     assert scan_response_body(G, body, "text/plain", None).result.blocked

@@ -18,6 +18,7 @@ import orjson
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
 from haltgate.governance.guardrails.json_strings import MIN_FINDING_CHARS, iter_strings, rebuild
+from haltgate.governance.guardrails.response_body import scan_answer_json
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar.call import Call
@@ -173,7 +174,7 @@ class StreamScan:
                     return []
                 out.append(event)
             return out
-        result = self._g.scan_json(obj, "response", channel=self._call.answer_channel)
+        result = scan_answer_json(self._g, obj, self._call.answer_channel)
         self._pending.append((result.findings, result.risk, result.errors, result.blocked))
         if result.blocked:
             self._blocked_code = result.code or "guardrail_blocked"

@@ -35,6 +35,7 @@ import orjson
 
 from haltgate.governance.guardrails.base import Channel, ScanResult
 from haltgate.governance.guardrails.engine import Guardrails
+from haltgate.governance.guardrails.json_strings import MIN_FINDING_CHARS
 
 __all__ = [
     "MAX_DECODED_BYTES",
@@ -42,6 +43,7 @@ __all__ = [
     "StreamDecoder",
     "Unscannable",
     "decode_content",
+    "scan_answer_json",
     "scan_decoded_body",
     "scan_response_body",
 ]
@@ -476,9 +478,9 @@ def _scan_json_body(
     if not readings:
         return None
     (obj, obj_codec), rest = readings[0], readings[1:]
-    result = g.scan_json(obj, "response", channel=channel)
+    result = scan_answer_json(g, obj, channel)
     for other, _ in rest:
-        extra = g.scan_json(other, "response", channel=channel)
+        extra = scan_answer_json(g, other, channel)
         result = _both(result, extra, extra.redacted_obj is not None)
     if obj_codec != codec:  # the declared charset's reading is not JSON: it is text
         extra = g.scan(text, "response", channel=channel)
@@ -490,6 +492,58 @@ def _scan_json_body(
     except (TypeError, orjson.JSONEncodeError):  # NaN kept, lone surrogates escaped
         new = json.dumps(result.redacted_obj)
     return result, new, obj_codec
+
+
+def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> ScanResult:
+    """`Guardrails.scan_json` of an answer, its object keys too: a model reading a tool's
+    JSON reads its keys (``{"<instruction>": 1}``), though requests' keys are not
+    scanned. A redacted key is renamed in `redacted_obj`."""
+    result = g.scan_json(obj, "response", channel=channel)
+    keys = _object_keys(obj)
+    if not keys or result.blocked:
+        return result
+    extra = g.scan_json(keys, "response", channel=channel)
+    if not extra.findings and not extra.errors:
+        return result
+    redacted = result.redacted_obj
+    if extra.redacted_obj is not None:
+        renamed = {
+            old: new for old, new in zip(keys, extra.redacted_obj, strict=True) if new != old
+        }
+        redacted = _rename_keys(obj if redacted is None else redacted, renamed)
+    return ScanResult(
+        findings=result.findings + extra.findings,
+        blocked=extra.blocked,
+        redacted_text=None,
+        risk=max(result.risk, extra.risk),
+        redacted_obj=redacted,
+        errors=result.errors + extra.errors,
+    )
+
+
+def _object_keys(obj: Any) -> list[str]:
+    """The distinct object keys of a document long enough to hold a finding, in order."""
+    keys: dict[str, None] = {}
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if isinstance(k, str) and len(k) >= MIN_FINDING_CHARS:
+                    keys.setdefault(k, None)
+                if isinstance(v, dict | list):
+                    stack.append(v)
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return list(keys)
+
+
+def _rename_keys(obj: Any, renamed: dict[str, str]) -> Any:
+    if isinstance(obj, dict):
+        return {renamed.get(k, k): _rename_keys(v, renamed) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rename_keys(v, renamed) for v in obj]
+    return obj
 
 
 def _writable(detected: str) -> str:
@@ -607,7 +661,7 @@ def _scan_sse(g: Guardrails, text: str, channel: Channel) -> tuple[ScanResult, s
             subjects.append(orjson.loads(joined))
         except orjson.JSONDecodeError:
             subjects.append(joined)
-    result = g.scan_json(subjects, "response", channel=channel)
+    result = scan_answer_json(g, subjects, channel)
     if result.redacted_obj is None:
         return result, None
     out: list[str] = []
