@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
+from haltgate.governance.guardrails.answer_json import scan_answer_json
 from haltgate.governance.guardrails.json_strings import MIN_FINDING_CHARS, iter_strings, rebuild
-from haltgate.governance.guardrails.response_body import scan_answer_json
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar.call import Call

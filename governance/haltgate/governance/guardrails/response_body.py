@@ -4,13 +4,14 @@ A whole (non-streamed) answer is first decoded (``Content-Encoding`` gzip, defla
 stacked as the header lists them, never past a size bound: a compression bomb is refused,
 not inflated), then scanned by what it is:
 
-- JSON (``application/json``, ``*/*+json``): every string value (``Guardrails.scan_json``);
-  a body that claims JSON but does not parse is scanned as text;
-- HTML (``text/html``, ``application/xhtml+xml``): the text content, comments and attribute
-  values, each decoded from its character references; markup is left out of the scan and
-  untouched by redaction;
-- SSE (``text/event-stream``, read whole): each event's data, as JSON when it parses;
-- other text (``text/*``, XML, JavaScript, YAML, form data): the text in its charset.
+- JSON (``application/json``, ``*/*+json``, and any text a client's ``.json()`` parses):
+  every string value and key, in every reading a client makes (``answer_json``: its
+  declared charset, and the encoding JSON detection finds in the bytes); a body that
+  claims JSON but no client parses is scanned as text;
+- HTML (``text/html``, ``application/xhtml+xml``) and SSE read whole: what their reader
+  shows (``answer_formats``);
+- other text (``text/*``, XML, JavaScript, YAML, form data): the text in its charset, and
+  in the encoding its byte order mark names when that differs (a browser reads the BOM).
 
 Anything else (images, archives, ``application/octet-stream``, an unknown encoding or
 charset, a body past the bound) cannot be scanned: :class:`Unscannable` says why, and the
@@ -23,19 +24,24 @@ A redaction re-encodes the body in its charset and sends it uncompressed (the ca
 from __future__ import annotations
 
 import codecs
-import html
 import json
-import re
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from haltgate.governance.guardrails.answer_formats import scan_html, scan_sse
+from haltgate.governance.guardrails.answer_json import (
+    NOT_PARSED,
+    looks_like_json,
+    parse_answer_json,
+    scan_answer_json,
+    writable_codec,
+)
 from haltgate.governance.guardrails.base import Channel, ScanResult
 from haltgate.governance.guardrails.engine import Guardrails
-from haltgate.governance.guardrails.json_strings import MIN_FINDING_CHARS
 
 __all__ = [
     "MAX_DECODED_BYTES",
@@ -43,7 +49,6 @@ __all__ = [
     "StreamDecoder",
     "Unscannable",
     "decode_content",
-    "scan_answer_json",
     "scan_decoded_body",
     "scan_response_body",
 ]
@@ -354,7 +359,7 @@ def scan_decoded_body(
     # A client's .json() reads JSON whatever the Content-Type says.
     as_json = (
         _scan_json_body(guardrails, decoded, text, codec, channel)
-        if kind == _JSON or (kind == _TEXT and _looks_like_json(decoded, text))
+        if kind == _JSON or (kind == _TEXT and looks_like_json(decoded, text))
         else None
     )
     new_text: str | None
@@ -382,9 +387,9 @@ def _scan_text_kind(
     g: Guardrails, kind: str, text: str, channel: Channel
 ) -> tuple[ScanResult, str | None]:
     if kind == _HTML:
-        return _scan_html(g, text, channel)
+        return scan_html(g, text, channel)
     if kind == _SSE:
-        return _scan_sse(g, text, channel)
+        return scan_sse(g, text, channel)
     result = g.scan(text, "response", channel=channel)
     return result, result.redacted_text
 
@@ -429,32 +434,6 @@ def _codec(charset: str) -> str:
         raise Unscannable("charset", f"charset {charset[:40]!r} is not known") from e
 
 
-_NOT_PARSED = object()
-
-
-def _parse_json(text: str) -> Any:
-    """``text`` parsed as a client parses JSON: strictly (orjson) and, failing that, as
-    Python's ``json`` does (a leading BOM, ``NaN``/``Infinity``, lone surrogates);
-    ``_NOT_PARSED`` when neither can."""
-    try:
-        return orjson.loads(text.encode("utf-8", "surrogateescape"))
-    except (orjson.JSONDecodeError, UnicodeError):
-        pass
-    try:
-        return json.loads(text.removeprefix("\ufeff"))
-    except (ValueError, RecursionError):
-        return _NOT_PARSED
-
-
-def _looks_like_json(decoded: bytes, text: str) -> bool:
-    """Text that a client's ``.json()`` may read as JSON (its first character is ``{``
-    or ``[``, in its charset or in the encoding JSON detection finds)."""
-    start = text.lstrip("\ufeff \t\r\n")[:1]
-    if start in ("{", "["):
-        return True
-    return decoded[:1] in (b"\x00", b"\xff", b"\xfe") and json.detect_encoding(decoded) != "utf-8"
-
-
 def _scan_json_body(
     g: Guardrails, decoded: bytes, text: str, codec: str, channel: Channel
 ) -> tuple[ScanResult, str | None, str] | None:
@@ -465,16 +444,16 @@ def _scan_json_body(
     honours a BOM and UTF-16/32 whatever the header says."""
     detected = json.detect_encoding(decoded)
     readings: list[tuple[Any, str]] = []
-    obj = _parse_json(text)
-    if obj is not _NOT_PARSED:
+    obj = parse_answer_json(text)
+    if obj is not NOT_PARSED:
         readings.append((obj, codec))
     if codecs.lookup(detected).name != codec or decoded.startswith(codecs.BOM_UTF8):
         try:
-            other = _parse_json(decoded.decode(detected, "surrogatepass"))
+            other = parse_answer_json(decoded.decode(detected, "surrogatepass"))
         except UnicodeError:
-            other = _NOT_PARSED
-        if other is not _NOT_PARSED and (not readings or other != readings[0][0]):
-            readings.append((other, _writable(detected)))
+            other = NOT_PARSED
+        if other is not NOT_PARSED and (not readings or other != readings[0][0]):
+            readings.append((other, writable_codec(detected)))
     if not readings:
         return None
     (obj, obj_codec), rest = readings[0], readings[1:]
@@ -492,185 +471,3 @@ def _scan_json_body(
     except (TypeError, orjson.JSONEncodeError):  # NaN kept, lone surrogates escaped
         new = json.dumps(result.redacted_obj)
     return result, new, obj_codec
-
-
-def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> ScanResult:
-    """`Guardrails.scan_json` of an answer, its object keys too: a model reading a tool's
-    JSON reads its keys (``{"<instruction>": 1}``), though requests' keys are not
-    scanned. A redacted key is renamed in `redacted_obj`."""
-    result = g.scan_json(obj, "response", channel=channel)
-    keys = _object_keys(obj)
-    if not keys or result.blocked:
-        return result
-    extra = g.scan_json(keys, "response", channel=channel)
-    if not extra.findings and not extra.errors:
-        return result
-    redacted = result.redacted_obj
-    if extra.redacted_obj is not None:
-        renamed = {
-            old: new for old, new in zip(keys, extra.redacted_obj, strict=True) if new != old
-        }
-        redacted = _rename_keys(obj if redacted is None else redacted, renamed)
-    return ScanResult(
-        findings=result.findings + extra.findings,
-        blocked=extra.blocked,
-        redacted_text=None,
-        risk=max(result.risk, extra.risk),
-        redacted_obj=redacted,
-        errors=result.errors + extra.errors,
-    )
-
-
-def _object_keys(obj: Any) -> list[str]:
-    """The distinct object keys of a document long enough to hold a finding, in order."""
-    keys: dict[str, None] = {}
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for k, v in item.items():
-                if isinstance(k, str) and len(k) >= MIN_FINDING_CHARS:
-                    keys.setdefault(k, None)
-                if isinstance(v, dict | list):
-                    stack.append(v)
-        elif isinstance(item, list):
-            stack.extend(v for v in item if isinstance(v, dict | list))
-    return list(keys)
-
-
-def _rename_keys(obj: Any, renamed: dict[str, str]) -> Any:
-    if isinstance(obj, dict):
-        return {renamed.get(k, k): _rename_keys(v, renamed) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_rename_keys(v, renamed) for v in obj]
-    return obj
-
-
-def _writable(detected: str) -> str:
-    """The codec to write a redacted answer in when JSON detection read it (a BOM read
-    is written without one, which detection still reads the same way)."""
-    return {"utf-8-sig": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}.get(
-        detected, codecs.lookup(detected).name
-    )
-
-
-# ---------------------------------------------------------------------- HTML
-
-# Markup tokens, in the order they are tried: comments, raw-text elements (their content is
-# one segment, no character references), tags (attribute values are segments), and the
-# rest is text.
-_HTML_TOKEN = re.compile(
-    r"<!--(?P<comment>.*?)(?:-->|\Z)"
-    r"|<(?P<raw>script|style|textarea|title)\b[^>]*>(?P<rawtext>.*?)(?:</(?P=raw)\s*>|\Z)"
-    r"|<[!?/]?[A-Za-z][^>]*>?",
-    re.DOTALL | re.IGNORECASE,
-)
-_ATTRIBUTE_VALUE = re.compile(r"""=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""")
-
-
-@dataclass(slots=True)
-class _Segment:
-    start: int
-    end: int
-    text: str
-    """Decoded text (character references resolved where HTML resolves them)."""
-    escaped: bool
-    """Write a redacted value back with character references (text and attributes)."""
-
-
-def _html_segments(source: str) -> list[_Segment]:
-    segments: list[_Segment] = []
-    pos = 0
-
-    def text(start: int, end: int, *, escaped: bool = True) -> None:
-        if end > start:
-            raw = source[start:end]
-            segments.append(_Segment(start, end, html.unescape(raw) if escaped else raw, escaped))
-
-    for m in _HTML_TOKEN.finditer(source):
-        text(pos, m.start())
-        if m.group("comment") is not None:
-            text(m.start("comment"), m.end("comment"), escaped=False)
-        elif m.group("raw") is not None:
-            start = m.start("rawtext")
-            tag_end = source.index(">", m.start()) + 1 if ">" in m.group(0) else m.end()
-            _attributes(source, m.start(), tag_end, segments)
-            text(start, m.end("rawtext"), escaped=m.group("raw").lower() in ("textarea", "title"))
-        else:
-            _attributes(source, m.start(), m.end(), segments)
-        pos = m.end()
-    text(pos, len(source))
-    return segments
-
-
-def _attributes(source: str, start: int, end: int, out: list[_Segment]) -> None:
-    for a in _ATTRIBUTE_VALUE.finditer(source, start, end):
-        group = next(g for g in (1, 2, 3) if a.group(g) is not None)
-        s, e = a.span(group)
-        if e > s:
-            out.append(_Segment(s, e, html.unescape(source[s:e]), True))
-
-
-def _scan_html(g: Guardrails, source: str, channel: Channel) -> tuple[ScanResult, str | None]:
-    segments = _html_segments(source)
-    result = g.scan_json([s.text for s in segments], "response", channel=channel)
-    redacted: Sequence[Any] | None = result.redacted_obj
-    if redacted is None:
-        return result, None
-    parts: list[str] = []
-    pos = 0
-    for segment, new in zip(segments, redacted, strict=True):
-        if new == segment.text:
-            continue
-        parts.append(source[pos : segment.start])
-        parts.append(
-            html.escape(new, quote=True) if segment.escaped else new.replace("-->", "-- >")
-        )
-        pos = segment.end
-    parts.append(source[pos:])
-    return result, "".join(parts)
-
-
-# ---------------------------------------------------------------------- SSE (whole)
-
-_LINE = re.compile(r"\r\n|\r|\n")
-
-
-def _scan_sse(g: Guardrails, text: str, channel: Channel) -> tuple[ScanResult, str | None]:
-    """Each event's data (the ``data:`` lines joined by newlines), as JSON when it parses;
-    a redacted event is written back with its data on one ``data:`` line per line."""
-    events: list[tuple[list[str], list[str]]] = []  # (other lines, data lines)
-    other: list[str] = []
-    data: list[str] = []
-    for line in _LINE.split(text):
-        if line == "":
-            if other or data:
-                events.append((other, data))
-            other, data = [], []
-        elif line.startswith("data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(" ") else value)
-        else:
-            other.append(line)
-    if other or data:
-        events.append((other, data))
-    subjects: list[Any] = []
-    for _, lines in events:
-        joined = "\n".join(lines)
-        try:
-            subjects.append(orjson.loads(joined))
-        except orjson.JSONDecodeError:
-            subjects.append(joined)
-    result = scan_answer_json(g, subjects, channel)
-    if result.redacted_obj is None:
-        return result, None
-    out: list[str] = []
-    for (lines_other, lines_data), old, new in zip(
-        events, subjects, result.redacted_obj, strict=True
-    ):
-        if new != old:
-            lines_data = (new if isinstance(new, str) else orjson.dumps(new).decode()).split("\n")
-        out.extend(lines_other)
-        out.extend("data: " + d for d in lines_data)
-        out.append("")
-    return result, "\n".join(out) + "\n"

@@ -1,0 +1,143 @@
+"""The text an HTML page and a whole event stream show their reader, scanned.
+
+HTML: the text content, comments and attribute values, each decoded from its character
+references; markup is left out of the scan and untouched by redaction. An event stream read
+whole: each event's data (as JSON when it parses), its other lines too.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from haltgate.governance.guardrails.answer_json import scan_answer_json
+from haltgate.governance.guardrails.base import Channel, ScanResult
+from haltgate.governance.guardrails.engine import Guardrails
+
+__all__ = ["scan_html", "scan_sse"]
+
+# ---------------------------------------------------------------------- HTML
+
+# Markup tokens, in the order they are tried: comments, raw-text elements (their content is
+# one segment, no character references), tags (attribute values are segments), and the
+# rest is text.
+_HTML_TOKEN = re.compile(
+    r"<!--(?P<comment>.*?)(?:-->|\Z)"
+    r"|<(?P<raw>script|style|textarea|title)\b[^>]*>(?P<rawtext>.*?)(?:</(?P=raw)\s*>|\Z)"
+    r"|<[!?/]?[A-Za-z][^>]*>?",
+    re.DOTALL | re.IGNORECASE,
+)
+_ATTRIBUTE_VALUE = re.compile(r"""=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""")
+
+
+@dataclass(slots=True)
+class _Segment:
+    start: int
+    end: int
+    text: str
+    """Decoded text (character references resolved where HTML resolves them)."""
+    escaped: bool
+    """Write a redacted value back with character references (text and attributes)."""
+
+
+def _html_segments(source: str) -> list[_Segment]:
+    segments: list[_Segment] = []
+    pos = 0
+
+    def text(start: int, end: int, *, escaped: bool = True) -> None:
+        if end > start:
+            raw = source[start:end]
+            segments.append(_Segment(start, end, html.unescape(raw) if escaped else raw, escaped))
+
+    for m in _HTML_TOKEN.finditer(source):
+        text(pos, m.start())
+        if m.group("comment") is not None:
+            text(m.start("comment"), m.end("comment"), escaped=False)
+        elif m.group("raw") is not None:
+            start = m.start("rawtext")
+            tag_end = source.index(">", m.start()) + 1 if ">" in m.group(0) else m.end()
+            _attributes(source, m.start(), tag_end, segments)
+            text(start, m.end("rawtext"), escaped=m.group("raw").lower() in ("textarea", "title"))
+        else:
+            _attributes(source, m.start(), m.end(), segments)
+        pos = m.end()
+    text(pos, len(source))
+    return segments
+
+
+def _attributes(source: str, start: int, end: int, out: list[_Segment]) -> None:
+    for a in _ATTRIBUTE_VALUE.finditer(source, start, end):
+        group = next(g for g in (1, 2, 3) if a.group(g) is not None)
+        s, e = a.span(group)
+        if e > s:
+            out.append(_Segment(s, e, html.unescape(source[s:e]), True))
+
+
+def scan_html(g: Guardrails, source: str, channel: Channel) -> tuple[ScanResult, str | None]:
+    segments = _html_segments(source)
+    result = g.scan_json([s.text for s in segments], "response", channel=channel)
+    redacted: Sequence[Any] | None = result.redacted_obj
+    if redacted is None:
+        return result, None
+    parts: list[str] = []
+    pos = 0
+    for segment, new in zip(segments, redacted, strict=True):
+        if new == segment.text:
+            continue
+        parts.append(source[pos : segment.start])
+        parts.append(
+            html.escape(new, quote=True) if segment.escaped else new.replace("-->", "-- >")
+        )
+        pos = segment.end
+    parts.append(source[pos:])
+    return result, "".join(parts)
+
+
+# ---------------------------------------------------------------------- SSE (whole)
+
+_LINE = re.compile(r"\r\n|\r|\n")
+
+
+def scan_sse(g: Guardrails, text: str, channel: Channel) -> tuple[ScanResult, str | None]:
+    """Each event's data (the ``data:`` lines joined by newlines), as JSON when it parses;
+    a redacted event is written back with its data on one ``data:`` line per line."""
+    events: list[tuple[list[str], list[str]]] = []  # (other lines, data lines)
+    other: list[str] = []
+    data: list[str] = []
+    for line in _LINE.split(text):
+        if line == "":
+            if other or data:
+                events.append((other, data))
+            other, data = [], []
+        elif line.startswith("data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(" ") else value)
+        else:
+            other.append(line)
+    if other or data:
+        events.append((other, data))
+    subjects: list[Any] = []
+    for _, lines in events:
+        joined = "\n".join(lines)
+        try:
+            subjects.append(orjson.loads(joined))
+        except orjson.JSONDecodeError:
+            subjects.append(joined)
+    result = scan_answer_json(g, subjects, channel)
+    if result.redacted_obj is None:
+        return result, None
+    out: list[str] = []
+    for (lines_other, lines_data), old, new in zip(
+        events, subjects, result.redacted_obj, strict=True
+    ):
+        if new != old:
+            lines_data = (new if isinstance(new, str) else orjson.dumps(new).decode()).split("\n")
+        out.extend(lines_other)
+        out.extend("data: " + d for d in lines_data)
+        out.append("")
+    return result, "\n".join(out) + "\n"

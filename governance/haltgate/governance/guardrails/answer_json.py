@@ -1,0 +1,114 @@
+"""JSON answers read as their clients read them.
+
+A client parses an answer's JSON strictly (orjson, the MCP SDKs) or as Python's ``json``
+does (httpx's and the OpenAI SDK's ``.json()``: a leading BOM, ``NaN``/``Infinity``, lone
+surrogates, UTF-16/32 detected from the bytes whatever the Content-Type says):
+`parse_answer_json` accepts what any of them accepts. `scan_answer_json` scans a parsed
+answer, its object keys too (a model reads a tool's keys as well as its values).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from typing import Any
+
+import orjson
+
+from haltgate.governance.guardrails.base import Channel, ScanResult
+from haltgate.governance.guardrails.engine import Guardrails
+from haltgate.governance.guardrails.json_strings import MIN_FINDING_CHARS
+
+__all__ = [
+    "NOT_PARSED",
+    "looks_like_json",
+    "parse_answer_json",
+    "scan_answer_json",
+    "writable_codec",
+]
+
+NOT_PARSED: Any = object()
+"""What `parse_answer_json` returns when no client parses the text."""
+
+
+def parse_answer_json(text: str) -> Any:
+    """``text`` parsed as a client parses JSON: strictly (orjson) and, failing that, as
+    Python's ``json`` does (a leading BOM, ``NaN``/``Infinity``, lone surrogates);
+    ``NOT_PARSED`` when neither can."""
+    try:
+        return orjson.loads(text.encode("utf-8", "surrogateescape"))
+    except (orjson.JSONDecodeError, UnicodeError):
+        pass
+    try:
+        return json.loads(text.removeprefix("\ufeff"))
+    except (ValueError, RecursionError):
+        return NOT_PARSED
+
+
+def looks_like_json(decoded: bytes, text: str) -> bool:
+    """Text that a client's ``.json()`` may read as JSON (its first character is ``{``
+    or ``[``, in its charset or in the encoding JSON detection finds)."""
+    start = text.lstrip("\ufeff \t\r\n")[:1]
+    if start in ("{", "["):
+        return True
+    return decoded[:1] in (b"\x00", b"\xff", b"\xfe") and json.detect_encoding(decoded) != "utf-8"
+
+
+def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> ScanResult:
+    """`Guardrails.scan_json` of an answer, its object keys too: a model reading a tool's
+    JSON reads its keys (``{"<instruction>": 1}``), though requests' keys are not
+    scanned. A redacted key is renamed in `redacted_obj`."""
+    result = g.scan_json(obj, "response", channel=channel)
+    keys = _object_keys(obj)
+    if not keys or result.blocked:
+        return result
+    extra = g.scan_json(keys, "response", channel=channel)
+    if not extra.findings and not extra.errors:
+        return result
+    redacted = result.redacted_obj
+    if extra.redacted_obj is not None:
+        renamed = {
+            old: new for old, new in zip(keys, extra.redacted_obj, strict=True) if new != old
+        }
+        redacted = _rename_keys(obj if redacted is None else redacted, renamed)
+    return ScanResult(
+        findings=result.findings + extra.findings,
+        blocked=extra.blocked,
+        redacted_text=None,
+        risk=max(result.risk, extra.risk),
+        redacted_obj=redacted,
+        errors=result.errors + extra.errors,
+    )
+
+
+def _object_keys(obj: Any) -> list[str]:
+    """The distinct object keys of a document long enough to hold a finding, in order."""
+    keys: dict[str, None] = {}
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if isinstance(k, str) and len(k) >= MIN_FINDING_CHARS:
+                    keys.setdefault(k, None)
+                if isinstance(v, dict | list):
+                    stack.append(v)
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return list(keys)
+
+
+def _rename_keys(obj: Any, renamed: dict[str, str]) -> Any:
+    if isinstance(obj, dict):
+        return {renamed.get(k, k): _rename_keys(v, renamed) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rename_keys(v, renamed) for v in obj]
+    return obj
+
+
+def writable_codec(detected: str) -> str:
+    """The codec to write a redacted answer in when JSON detection read it (a BOM read
+    is written without one, which detection still reads the same way)."""
+    return {"utf-8-sig": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}.get(
+        detected, codecs.lookup(detected).name
+    )
