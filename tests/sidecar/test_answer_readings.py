@@ -174,6 +174,7 @@ SSE_HTTP = [
     _v("sse-secret-in-event-name", _ct("text/event-stream"), sse(f"event: {SECRET}\ndata: ok")),
     _v("sse-plain-data", _ct("text/event-stream"), sse(f"data: the key is {SECRET}")),
     _v("sse-unframed", _ct("text/event-stream"), f"the key is {SECRET}".encode()),
+    _v("sse-nan", _ct("text/event-stream"), sse('data: {"n": NaN, "note": "' + ESCAPED + '"}')),
     _v(
         "sse-gzip",
         [*_ct("text/event-stream"), ("Content-Encoding", "gzip")],
@@ -231,6 +232,17 @@ SSE_LLM = [
         **_LLM,
     ),
     _v(
+        "chat-nan",
+        _ct("text/event-stream"),
+        sse(
+            'data: {"id": "c1", "x": NaN, "choices": [{"index": 0, "delta": '
+            '{"content": "the key is '
+            + ESCAPED
+            + '"}}]}'
+        ),
+        **_LLM,
+    ),
+    _v(
         "chat-json-answer",
         _ct(JSON),
         b'{"choices": [{"message": {"content": "the key is ' + ESCAPED.encode() + b'"}}]}',
@@ -276,6 +288,15 @@ MCP = [
         "mcp-structured-key",
         _ct(JSON),
         mcp_result('{"content": [], "structuredContent": {"' + SECRET + '": 1}}'),
+        **_MCP,
+    ),
+    _v(
+        "mcp-sse-nan",
+        _ct("text/event-stream"),
+        sse(
+            'data: {"jsonrpc": "2.0", "id": 1, "n": NaN, "result": {"content": [{"type": "text", '
+            '"text": "' + ESCAPED + '"}]}}'
+        ),
         **_MCP,
     ),
     _v(

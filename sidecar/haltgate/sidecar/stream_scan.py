@@ -9,6 +9,7 @@ budget by :meth:`StreamScan.verdict`, on the event loop.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -17,7 +18,11 @@ from typing import Any
 import orjson
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
-from haltgate.governance.guardrails.answer_json import scan_answer_json
+from haltgate.governance.guardrails.answer_json import (
+    NOT_PARSED,
+    parse_answer_json,
+    scan_answer_json,
+)
 from haltgate.governance.guardrails.json_strings import MIN_FINDING_CHARS, iter_strings, rebuild
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy_base import FailMode, FailureType
@@ -103,9 +108,9 @@ class StreamScan:
             name = self._name(event.event)
             if name is None:
                 break
-            try:
-                obj = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
+            # Parsed as a client's json.loads parses it (NaN, lone surrogates included).
+            obj = parse_answer_json(event.data)
+            if obj is NOT_PARSED:
                 # Plain-text data ([DONE] and such, or a tool's text): scanned as text.
                 text = self._text(event.data)
                 if text is not None:
@@ -123,7 +128,7 @@ class StreamScan:
                 sent_name = name
                 if name != "message" and isinstance(new, dict) and isinstance(new.get("type"), str):
                     sent_name = new["type"]  # a flushed text delta added before an end event
-                out.append(_sse_encode(sent_name, orjson.dumps(new)))
+                out.append(_sse_encode(sent_name, _dump(new)))
         return b"".join(out)
 
     def _name(self, name: str) -> str | None:
@@ -270,6 +275,15 @@ def _chat_reads(event: Any, pointer: str) -> bool:
         return _CHAT_TEXT.fullmatch(pointer) is not None
     kind = event.get("type") if isinstance(event, dict) else None
     return isinstance(kind, str) and pointer in _CHAT_FIELDS.get(kind, ())
+
+
+def _dump(obj: Any) -> bytes:
+    """An event's JSON: what orjson cannot write (a lone surrogate a lenient parse kept,
+    NaN) is written as Python's json writes it."""
+    try:
+        return orjson.dumps(obj)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(obj).encode()
 
 
 def _sse_encode(event: str, data: bytes) -> bytes:

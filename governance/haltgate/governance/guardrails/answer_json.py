@@ -36,8 +36,8 @@ def parse_answer_json(text: str) -> Any:
     Python's ``json`` does (a leading BOM, ``NaN``/``Infinity``, lone surrogates);
     ``NOT_PARSED`` when neither can."""
     try:
-        return orjson.loads(text.encode("utf-8", "surrogateescape"))
-    except (orjson.JSONDecodeError, UnicodeError):
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # also a str with lone surrogates
         pass
     try:
         return json.loads(text.removeprefix("\ufeff"))
