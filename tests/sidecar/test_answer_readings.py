@@ -236,9 +236,7 @@ SSE_LLM = [
         _ct("text/event-stream"),
         sse(
             'data: {"id": "c1", "x": NaN, "choices": [{"index": 0, "delta": '
-            '{"content": "the key is '
-            + ESCAPED
-            + '"}}]}'
+            '{"content": "the key is ' + ESCAPED + '"}}]}'
         ),
         **_LLM,
     ),
@@ -499,3 +497,62 @@ async def test_mcp_answer_compressed_under_a_repeated_header_is_refused(
     status, relayed = await client_readings(url, **kwargs)
     assert not any("sampling/createMessage" in t for t in relayed)
     assert _error_code(relayed) == "mcp_answer_encoded", (status, relayed[:1])
+
+
+_SAMPLING = (
+    '{"jsonrpc": "2.0", "id": 9, "method": "sampling/createMessage", "params": {"marker_q7": NaN}}'
+)
+_TOOLS = (
+    '{"jsonrpc": "2.0", "id": 1, "n": NaN, "result": {"tools": ['
+    '{"name": "echo", "inputSchema": {}}, {"name": "delete_file", "inputSchema": {}}]}}'
+)
+FILTERED = [
+    ("sampling-json-nan", "tools/call", JSON, _SAMPLING.encode(), "marker_q7"),
+    ("sampling-json-bom", "tools/call", JSON, b"\xef\xbb\xbf" + _SAMPLING.encode(), "marker_q7"),
+    (
+        "sampling-json-utf16",
+        "tools/call",
+        JSON,
+        _SAMPLING.replace("NaN", "1").encode("utf-16-le"),
+        "marker_q7",
+    ),
+    ("sampling-sse-nan", "tools/call", "text/event-stream", sse("data: " + _SAMPLING), "marker_q7"),
+    ("tools-list-nan", "tools/list", JSON, _TOOLS.encode(), "delete_file"),
+    (
+        "tools-list-sse-nan",
+        "tools/list",
+        "text/event-stream",
+        sse("data: " + _TOOLS),
+        "delete_file",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "ctype", "body", "hidden"), FILTERED, ids=[f[0] for f in FILTERED]
+)
+async def test_mcp_filters_read_json_as_the_sdks_do(
+    sidecar_factory: SidecarFactory,
+    standins: Standins,
+    upstream: RawUpstream,
+    name: str,
+    method: str,
+    ctype: str,
+    body: bytes,
+    hidden: str,
+) -> None:
+    """What the policy hides of an MCP answer (a denied server request, a denied tool in a
+    listing) is hidden in every JSON a client parses: the MCP SDKs' parser takes NaN, and
+    httpx's .json() a BOM or UTF-16 too. Before, such answers were relayed unfiltered."""
+    upstream.answers["*"] = RawAnswer(_ct(ctype), body)
+    params = {"name": "echo", "arguments": {}} if method == "tools/call" else {}
+    url = f"{upstream.url}/mcp/{name}"
+    kwargs: dict[str, Any] = {
+        "json": {"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+        "headers": {"Accept": "application/json, text/event-stream"},
+    }
+    _, direct = await client_readings(url, **kwargs)
+    assert any(hidden in t for t in direct)
+    sc = await sidecar_factory(guarded_policy(standins, upstream.url))
+    status, relayed = await client_readings(f"{sc.explicit}/rawmcp/{name}", **kwargs)
+    assert not any(hidden in t for t in relayed), (status, relayed[:1])

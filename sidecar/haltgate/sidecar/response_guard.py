@@ -9,10 +9,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-import orjson
 from multidict import MultiMapping
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
+from haltgate.governance.guardrails.answer_json import (
+    NOT_PARSED,
+    dump_answer_json,
+    parse_answer_json,
+)
 from haltgate.governance.guardrails.response_body import (
     Unscannable,
     decode_content,
@@ -136,12 +140,11 @@ class ResponseGuard(RequestStages):
 
         if upstream.content_type == EVENT_STREAM:
             return rewrite_sse(body, rewrite)
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
+        obj = parse_answer_json(body)  # as the MCP SDKs parse it (NaN, a BOM...)
+        if obj is NOT_PARSED:
             return body
         obj = [rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj)
-        return orjson.dumps(obj)
+        return dump_answer_json(obj)
 
 
 def content_coding(headers: Mapping[str, str]) -> str:
@@ -164,9 +167,8 @@ def rewrite_sse(body: bytes, rewrite: Any) -> bytes:
     parser = SSEParser()
     out = []
     for event in parser.feed(body + b"\n\n"):
-        try:
-            message = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
+        message = parse_answer_json(event.data)
+        if message is NOT_PARSED:
             out.append(f"event: {event.event}\ndata: {event.data}\n\n".encode())
             continue
         if isinstance(message, list):
@@ -174,6 +176,6 @@ def rewrite_sse(body: bytes, rewrite: Any) -> bytes:
         else:
             message = rewrite(message)
         out.append(
-            b"event: " + event.event.encode() + b"\ndata: " + orjson.dumps(message) + b"\n\n"
+            b"event: " + event.event.encode() + b"\ndata: " + dump_answer_json(message) + b"\n\n"
         )
     return b"".join(out)

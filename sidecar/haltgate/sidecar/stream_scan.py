@@ -9,17 +9,15 @@ budget by :meth:`StreamScan.verdict`, on the event loop.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
 from haltgate.governance.guardrails.answer_json import (
     NOT_PARSED,
+    dump_answer_json,
     parse_answer_json,
     scan_answer_json,
 )
@@ -128,7 +126,7 @@ class StreamScan:
                 sent_name = name
                 if name != "message" and isinstance(new, dict) and isinstance(new.get("type"), str):
                     sent_name = new["type"]  # a flushed text delta added before an end event
-                out.append(_sse_encode(sent_name, _dump(new)))
+                out.append(_sse_encode(sent_name, dump_answer_json(new)))
         return b"".join(out)
 
     def _name(self, name: str) -> str | None:
@@ -275,15 +273,6 @@ def _chat_reads(event: Any, pointer: str) -> bool:
         return _CHAT_TEXT.fullmatch(pointer) is not None
     kind = event.get("type") if isinstance(event, dict) else None
     return isinstance(kind, str) and pointer in _CHAT_FIELDS.get(kind, ())
-
-
-def _dump(obj: Any) -> bytes:
-    """An event's JSON: what orjson cannot write (a lone surrogate a lenient parse kept,
-    NaN) is written as Python's json writes it."""
-    try:
-        return orjson.dumps(obj)
-    except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(obj).encode()
 
 
 def _sse_encode(event: str, data: bytes) -> bytes:

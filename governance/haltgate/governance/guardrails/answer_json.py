@@ -21,6 +21,7 @@ from haltgate.governance.guardrails.json_strings import MIN_FINDING_CHARS
 
 __all__ = [
     "NOT_PARSED",
+    "dump_answer_json",
     "looks_like_json",
     "parse_answer_json",
     "scan_answer_json",
@@ -31,18 +32,27 @@ NOT_PARSED: Any = object()
 """What `parse_answer_json` returns when no client parses the text."""
 
 
-def parse_answer_json(text: str) -> Any:
-    """``text`` parsed as a client parses JSON: strictly (orjson) and, failing that, as
-    Python's ``json`` does (a leading BOM, ``NaN``/``Infinity``, lone surrogates);
-    ``NOT_PARSED`` when neither can."""
+def parse_answer_json(data: str | bytes) -> Any:
+    """``data`` parsed as a client parses JSON: strictly (orjson) and, failing that, as
+    Python's ``json`` does (a leading BOM, ``NaN``/``Infinity``, lone surrogates; bytes in
+    UTF-16/32 by detection); ``NOT_PARSED`` when neither can."""
     try:
-        return orjson.loads(text)
+        return orjson.loads(data)
     except orjson.JSONDecodeError:  # also a str with lone surrogates
         pass
     try:
-        return json.loads(text.removeprefix("\ufeff"))
+        return json.loads(data.removeprefix("\ufeff") if isinstance(data, str) else data)
     except (ValueError, RecursionError):
         return NOT_PARSED
+
+
+def dump_answer_json(obj: Any) -> bytes:
+    """``obj`` written back as JSON; what orjson cannot write (a lone surrogate a lenient
+    parse kept) is written as Python's ``json`` writes it."""
+    try:
+        return orjson.dumps(obj)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(obj).encode()
 
 
 def looks_like_json(decoded: bytes, text: str) -> bool:
