@@ -135,6 +135,28 @@ def test_object_keys_of_an_answer_are_scanned_and_redacted() -> None:
     assert blocked.result.blocked and blocked.result.code == "guardrail_secrets"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbfdata: {"a": "\\u0041KIA2E3MBFQXKZ7VJ4NA"}\n\n',
+        b": key AKIA2E3MBFQXKZ7VJ4NA\ndata: ok\n\n",
+        b"event: AKIA2E3MBFQXKZ7VJ4NA\ndata: ok\n\n",
+        b'data: {"n": NaN, "a": "\\u0041KIA2E3MBFQXKZ7VJ4NA"}\n\n',
+    ],
+    ids=["bom", "comment", "event-name", "nan"],
+)
+def test_whole_event_stream_is_read_whole(body: bytes) -> None:
+    """An event stream read whole (MCP listings, flow rules) is relayed as it came when
+    clean: its BOM-led first event, comments and event names are what clients and raw
+    readers read, so they are scanned too."""
+    assert scan_response_body(G, body, "text/event-stream", None).result.blocked
+
+
+def test_whole_event_stream_redacts_other_lines() -> None:
+    out = scan_response_body(G, f": {EMAIL}\ndata: ok\n\n".encode(), "text/event-stream", None)
+    assert out.body == b": <EMAIL_1>\ndata: ok\n\n"
+
+
 def test_text_with_a_bom_is_scanned_as_a_browser_reads_it() -> None:
     body = "key AKIA2E3MBFQXKZ7VJ4NA".encode("utf-16")
     assert scan_response_body(G, body, "text/plain", None).result.blocked

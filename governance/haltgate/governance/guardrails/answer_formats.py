@@ -13,9 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from haltgate.governance.guardrails.answer_json import scan_answer_json
+from haltgate.governance.guardrails.answer_json import (
+    NOT_PARSED,
+    dump_answer_json,
+    parse_answer_json,
+    scan_answer_json,
+)
 from haltgate.governance.guardrails.base import Channel, ScanResult
 from haltgate.governance.guardrails.engine import Guardrails
 
@@ -104,40 +107,43 @@ _LINE = re.compile(r"\r\n|\r|\n")
 
 
 def scan_sse(g: Guardrails, text: str, channel: Channel) -> tuple[ScanResult, str | None]:
-    """Each event's data (the ``data:`` lines joined by newlines), as JSON when it parses;
-    a redacted event is written back with its data on one ``data:`` line per line."""
+    """Each event's data (the ``data:`` lines joined by newlines), as JSON when it parses
+    (as a client's ``json.loads`` parses it), and its other lines (comments, ``event:``,
+    anything a raw reader of the body reads); a leading BOM is dropped first, as an
+    EventSource does. A redacted event is written back with its data on one ``data:``
+    line per line."""
     events: list[tuple[list[str], list[str]]] = []  # (other lines, data lines)
     other: list[str] = []
     data: list[str] = []
-    for line in _LINE.split(text):
+    for line in _LINE.split(text.removeprefix("\ufeff")):
         if line == "":
             if other or data:
                 events.append((other, data))
             other, data = [], []
-        elif line.startswith("data:"):
+        elif line.startswith("data:") or line == "data":
             value = line[5:]
             data.append(value[1:] if value.startswith(" ") else value)
         else:
             other.append(line)
     if other or data:
         events.append((other, data))
-    subjects: list[Any] = []
-    for _, lines in events:
-        joined = "\n".join(lines)
-        try:
-            subjects.append(orjson.loads(joined))
-        except orjson.JSONDecodeError:
-            subjects.append(joined)
+    subjects: list[list[Any]] = []
+    for lines_other, lines_data in events:
+        joined = "\n".join(lines_data)
+        parsed = parse_answer_json(joined)
+        subjects.append(["\n".join(lines_other), joined if parsed is NOT_PARSED else parsed])
     result = scan_answer_json(g, subjects, channel)
     if result.redacted_obj is None:
         return result, None
     out: list[str] = []
-    for (lines_other, lines_data), old, new in zip(
+    for (lines_other, lines_data), (old_other, old), (new_other, new) in zip(
         events, subjects, result.redacted_obj, strict=True
     ):
         if new != old:
-            lines_data = (new if isinstance(new, str) else orjson.dumps(new).decode()).split("\n")
-        out.extend(lines_other)
+            lines_data = (new if isinstance(new, str) else dump_answer_json(new).decode()).split(
+                "\n"
+            )
+        out.extend(new_other.split("\n") if new_other != old_other else lines_other)
         out.extend("data: " + d for d in lines_data)
         out.append("")
     return result, "\n".join(out) + "\n"
