@@ -41,6 +41,11 @@ class ResponseGuard(RequestStages):
         guardrails = call.controls.guardrails
         if guardrails is None or not body or not guardrails.active("response"):
             return None
+        if isinstance(headers, MultiMapping) and len(_distinct(headers, "Content-Type")) > 1:
+            # aiohttp reads the first, requests the values joined (its charset from the
+            # last): no one reading to scan.
+            self._unscannable(call, Unscannable("type", "conflicting Content-Type headers"))
+            return None
         coding = content_coding(headers)
         if not coding or coding.strip().lower() == "identity":
             return body
@@ -153,6 +158,10 @@ def content_coding(headers: Mapping[str, str]) -> str:
     if isinstance(headers, MultiMapping):
         return ", ".join(v for v in headers.getall("Content-Encoding", ()) if v.strip())
     return headers.get("Content-Encoding", "")
+
+
+def _distinct(headers: MultiMapping[str], name: str) -> set[str]:
+    return {" ".join(v.lower().split()) for v in headers.getall(name, ())}
 
 
 def lists_tools(body: Any) -> bool:
