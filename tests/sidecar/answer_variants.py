@@ -136,6 +136,10 @@ def readings_of(body: bytes, text: str, content_type: str | None) -> list[str]:
     for source in (body, text):
         with contextlib.suppress(ValueError, RecursionError):
             out += _strings(json.loads(source))
+    if b"\n" in body.strip():  # NDJSON / JSON lines: each line parsed on its own
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError, RecursionError):
+                out += _strings(json.loads(line))
     if content_type is not None and "html" in content_type:
         out.append(html.unescape(text))  # what a browser shows
     if content_type is None or "event-stream" in content_type or b"data:" in body:

@@ -115,6 +115,19 @@ CHARSETS = [
         _ct("text/plain; charset=utf-16"),
         b"\xef\xbb\xbfthe key is " + SECRET.encode() + b" ",
     ),
+    _v(
+        "two-content-types",
+        [*_ct("text/plain"), *_ct("text/plain; charset=utf-16-le")],
+        ("the key is " + SECRET).encode("utf-16-le"),
+    ),
+    _v("ndjson", _ct("application/x-ndjson"), b'{"a": 1}\n' + doc() + b"\n"),
+    _v("ndjson-untyped", [], b'{"a": 1}\n' + doc() + b"\n"),
+    _v(
+        "ndjson-llm",
+        _ct("application/x-ndjson"),
+        b'{"a": 1}\n' + doc() + b"\n",
+        **{"via": "rawllm"},
+    ),
     _v("text-latin1", _ct("text/plain; charset=latin-1"), b"the key is " + SECRET.encode()),
     _v("html-references", _ct("text/html"), b"<p>the key is &#65;KIA2E3MBFQXKZ7VJ4NA</p>"),
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "looks_like_json",
     "parse_answer_json",
     "scan_answer_json",
+    "scan_json_lines",
     "writable_codec",
 ]
 
@@ -114,6 +115,38 @@ def _rename_keys(obj: Any, renamed: dict[str, str]) -> Any:
     if isinstance(obj, list):
         return [_rename_keys(v, renamed) for v in obj]
     return obj
+
+
+def scan_json_lines(
+    g: Guardrails, text: str, channel: Channel = "document"
+) -> tuple[ScanResult, str | None] | None:
+    """NDJSON / JSON lines (Ollama's answers, log exports) read as their clients read
+    them: each line parsed on its own, its strings and keys scanned, a line that does not
+    parse scanned as text. ``None`` when ``text`` is not JSON lines (one line, or no line
+    that parses). Returns the result and the redacted text (``None``: unchanged)."""
+    if text.lstrip()[:1] not in ("{", "[") or "\n" not in text.strip():
+        return None
+    lines = text.splitlines(keepends=True)
+    subjects: list[Any] = []
+    parsed_any = False
+    for line in lines:
+        obj = parse_answer_json(line) if line.strip() else NOT_PARSED
+        parsed_any = parsed_any or obj is not NOT_PARSED
+        subjects.append(line if obj is NOT_PARSED else obj)
+    if not parsed_any:
+        return None
+    result = scan_answer_json(g, subjects, channel)
+    if result.redacted_obj is None:
+        return result, None
+    out = []
+    for line, old, new in zip(lines, subjects, result.redacted_obj, strict=True):
+        if new == old:
+            out.append(line)
+        elif isinstance(old, str):
+            out.append(new)
+        else:
+            out.append(dump_answer_json(new).decode() + line[len(line.rstrip("\r\n")) :])
+    return result, "".join(out)
 
 
 def writable_codec(detected: str) -> str:

@@ -38,6 +38,7 @@ from haltgate.governance.guardrails.answer_json import (
     looks_like_json,
     parse_answer_json,
     scan_answer_json,
+    scan_json_lines,
     writable_codec,
 )
 from haltgate.governance.guardrails.base import Channel, ScanResult
@@ -390,6 +391,9 @@ def _scan_text_kind(
         return scan_html(g, text, channel)
     if kind == _SSE:
         return scan_sse(g, text, channel)
+    lines = scan_json_lines(g, text, channel)
+    if lines is not None:
+        return lines
     result = g.scan(text, "response", channel=channel)
     return result, result.redacted_text
 
