@@ -157,6 +157,12 @@ def test_whole_event_stream_redacts_other_lines() -> None:
     assert out.body == b": <EMAIL_1>\ndata: ok\n\n"
 
 
+def test_json_lines_are_read_line_by_line() -> None:
+    body = b'{"a": 1}\n{"b": "\\u0061nn.lee@example.org"}\r\nplain ' + EMAIL.encode() + b"\n"
+    out = scan_response_body(G, body, "application/x-ndjson", None)
+    assert out.body == b'{"a": 1}\n{"b":"<EMAIL_1>"}\r\nplain <EMAIL_1>\n'
+
+
 def test_text_with_a_bom_is_scanned_as_a_browser_reads_it() -> None:
     body = "key AKIA2E3MBFQXKZ7VJ4NA".encode("utf-16")
     assert scan_response_body(G, body, "text/plain", None).result.blocked
