@@ -188,16 +188,18 @@ class StreamScan:
         """``event`` with its strings the chat guard does not read scanned too: a refusal
         or reasoning delta, a Responses ``response.completed`` repeating the whole text,
         any event type it does not know. Tool-call arguments stay out (see `sse`)."""
+        if not self._anything_new(event):
+            return event  # the usual delta: its text is the chat guard's, the rest seen
         parts: dict[str, str] = {}
         for s in iter_strings(event, "", trusted=False):
-            if (
-                s.label
-                or len(s.value) < MIN_FINDING_CHARS
-                or s.value in self._seen
-                or _chat_reads(event, s.pointer)
-            ):
+            if len(s.value) < MIN_FINDING_CHARS or s.value in self._seen:
                 continue
-            parts[s.pointer] = s.value
+            if s.label:  # an id or a type: never scanned, remembered as such
+                if len(self._seen) < _SEEN_MAX:
+                    self._seen.add(s.value)
+                continue
+            if not _chat_reads(event, s.pointer):
+                parts[s.pointer] = s.value
         if not parts:
             return event
         result = self._g.scan_json(
@@ -219,6 +221,26 @@ class StreamScan:
                 if len(value) <= _SEEN_CHARS and len(self._seen) < _SEEN_MAX:
                     self._seen.add(value)
         return event
+
+    def _anything_new(self, event: Any) -> bool:
+        """Whether ``event`` has a string the chat guard does not read and this stream has
+        not found clean yet (a walk without pointers: the common case costs little)."""
+        stack = [event]
+        covered: set[str] | None = None
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+            elif (
+                isinstance(item, str) and len(item) >= MIN_FINDING_CHARS and item not in self._seen
+            ):
+                if covered is None:
+                    covered = _chat_values(event)
+                if item not in covered:
+                    return True
+        return False
 
     def verdict(self) -> HaltgateError | None:
         """Account new findings, risk and detector failures; the refusal once blocked.
@@ -266,6 +288,31 @@ _CHAT_FIELDS = {
 }
 """The strings `ChatStreamGuard` scans itself (text held back across events) or leaves
 to the tool-call argument rule, by event type."""
+
+
+def _chat_values(event: Any) -> set[str]:
+    """The values at the pointers `_chat_reads` names."""
+    out: set[str] = set()
+    if isinstance(event, dict) and isinstance(event.get("choices"), list):
+        for choice in event["choices"]:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            if isinstance(delta.get("content"), str):
+                out.add(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    out.add(function["arguments"])
+        return out
+    kind = event.get("type") if isinstance(event, dict) else None
+    for pointer in _CHAT_FIELDS.get(kind, ()) if isinstance(kind, str) else ():
+        value: Any = event
+        for part in pointer.split("/")[1:]:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str):
+            out.add(value)
+    return out
 
 
 def _chat_reads(event: Any, pointer: str) -> bool:
