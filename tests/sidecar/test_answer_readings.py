@@ -590,3 +590,42 @@ def test_stream_bom_is_dropped_as_clients_drop_it(piece: int) -> None:
     parser = SSEParser()
     events = [e for i in range(0, len(stream), piece) for e in parser.feed(stream[i : i + piece])]
     assert [e.data for e in events] == ["first", "second"]
+
+
+def _responses_stream(text: str) -> bytes:
+    def ev(obj: dict[str, Any]) -> str:
+        return f"event: {obj['type']}\ndata: " + orjson.dumps(obj).decode()
+
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    half = len(text) // 2
+    part = {"type": "output_text", "text": text}
+    return sse(
+        ev({"type": "response.output_text.delta", **where, "delta": text[:half]}),
+        ev({"type": "response.output_text.delta", **where, "delta": text[half:]}),
+        ev({"type": "response.output_text.done", **where, "text": text}),
+        ev({"type": "response.content_part.done", **where, "part": part}),
+        ev({"type": "response.completed", "response": {"output": [{"content": [part]}]}}),
+    )
+
+
+async def test_responses_stream_end_events_are_redacted_like_its_deltas(
+    sidecar_factory: SidecarFactory, standins: Standins, upstream: RawUpstream
+) -> None:
+    """The Responses API repeats the whole text in its end events; the SDK's final
+    response is read from them. The deltas were redacted, the end events relayed raw."""
+    email = "canary.person@example.org"
+    upstream.answers["*"] = RawAnswer(
+        _ct("text/event-stream"), _responses_stream(f"Write to {email} about the garden.")
+    )
+    policy = guarded_policy(standins, upstream.url)
+    policy["spec"]["guardrails"]["pii"] = {
+        "action": "redact",
+        "direction": "response",
+        "entities": ["email"],
+    }
+    sc = await sidecar_factory(policy)
+    body = {"model": "gpt-4o-mini", "input": "hi", "stream": True}
+    status, relayed = await client_readings(f"{sc.explicit}/rawllm/v1/responses", json=body)
+    assert status == 200
+    assert not any(email in t for t in relayed)
+    assert any("<EMAIL_1>" in t for t in relayed)

@@ -51,6 +51,7 @@ class StreamScan:
         "_pipeline",
         "_risk",
         "_seen",
+        "_seen_chars",
     )
 
     def __init__(self, pipeline: DecisionAudit, call: Call, guardrails: Any, *, chat: bool) -> None:
@@ -66,6 +67,7 @@ class StreamScan:
         self._blocked_code: str | None = None
         self._pending: list[tuple[Sequence[Any], float, Sequence[str], bool]] = []
         """What the scans found, applied by :meth:`verdict` (on the event loop)."""
+        self._seen_chars = 0
         self._seen: set[str] = set()
         """Event names and chat event strings found clean (a stream repeats its ids, model
         name and event types in every event: each is scanned once)."""
@@ -135,8 +137,8 @@ class StreamScan:
         if name == "message" or name in self._seen:
             return name
         new = self._text(name)
-        if new == name and len(self._seen) < _SEEN_MAX:
-            self._seen.add(name)
+        if new == name:
+            self._remember(name)
         return new
 
     def _text(self, data: str) -> str | None:
@@ -195,8 +197,7 @@ class StreamScan:
             if len(s.value) < MIN_FINDING_CHARS or s.value in self._seen:
                 continue
             if s.label:  # an id or a type: never scanned, remembered as such
-                if len(self._seen) < _SEEN_MAX:
-                    self._seen.add(s.value)
+                self._remember(s.value)
                 continue
             if not _chat_reads(event, s.pointer):
                 parts[s.pointer] = s.value
@@ -218,9 +219,15 @@ class StreamScan:
             return rebuild(event, "", replaced)
         if not result.findings:
             for value in parts.values():
-                if len(value) <= _SEEN_CHARS and len(self._seen) < _SEEN_MAX:
-                    self._seen.add(value)
+                self._remember(value)
         return event
+
+    def _remember(self, clean: str) -> None:
+        """Remember a string found clean (a Responses stream repeats its whole text in
+        three end events: scanned once), within 4,096 strings and 1 Mi characters."""
+        if len(self._seen) < _SEEN_MAX and self._seen_chars + len(clean) <= _SEEN_CHARS:
+            self._seen.add(clean)
+            self._seen_chars += len(clean)
 
     def _anything_new(self, event: Any) -> bool:
         """Whether ``event`` has a string the chat guard does not read and this stream has
@@ -276,7 +283,7 @@ class StreamScan:
 
 
 _SEEN_MAX = 4096
-_SEEN_CHARS = 256
+_SEEN_CHARS = 1 << 20
 
 _CHAT_TEXT = re.compile(r"/choices/\d+/delta/(?:content|tool_calls/\d+/function/arguments)")
 _CHAT_FIELDS = {
