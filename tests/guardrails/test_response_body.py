@@ -157,6 +157,22 @@ def test_whole_event_stream_redacts_other_lines() -> None:
     assert out.body == b": <EMAIL_1>\ndata: ok\n\n"
 
 
+def test_mcp_blob_is_decoded_whole_and_redacted_in_place() -> None:
+    """A resource blob is base64 the MCP client decodes whole: its text is scanned past
+    the detectors' 16 KiB base64 spans, and redacted re-encoded."""
+    import base64
+
+    text = "garden notes. " * 3000 + f"write to {EMAIL}"
+    blob = base64.b64encode(text.encode()).decode()
+    body = json.dumps({"contents": [{"uri": "file:///x", "blob": blob}]}).encode()
+    out = scan_response_body(G, body, "application/json", None)
+    new = base64.b64decode(json.loads(out.body)["contents"][0]["blob"]).decode()
+    assert new == text.replace(EMAIL, "<EMAIL_1>")
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(256))).decode()
+    clean = json.dumps({"contents": [{"uri": "file:///y", "blob": png}]}).encode()
+    assert scan_response_body(G, clean, "application/json", None).body == clean
+
+
 def test_json_lines_are_read_line_by_line() -> None:
     body = b'{"a": 1}\n{"b": "\\u0061nn.lee@example.org"}\r\nplain ' + EMAIL.encode() + b"\n"
     out = scan_response_body(G, body, "application/x-ndjson", None)

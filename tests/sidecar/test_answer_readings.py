@@ -268,6 +268,8 @@ SSE_LLM = [
 
 _MCP = {"via": "rawmcp"}
 _B64 = base64.b64encode(f"the key is {SECRET}".encode()).decode()
+_B64_LONG = base64.b64encode(("garden notes. " * 3000 + f"the key is {SECRET}").encode()).decode()
+"""A resource past the detectors' own base64 spans (16 KiB): the client decodes it all."""
 MCP = [
     _v(
         "mcp-text",
@@ -291,6 +293,29 @@ MCP = [
         mcp_result(
             '{"content": [{"type": "resource", "resource": '
             '{"uri": "file:///k", "mimeType": "text/plain", "blob": "' + _B64 + '"}}]}'
+        ),
+        **_MCP,
+    ),
+    _v(
+        "mcp-resource-blob-long",
+        _ct(JSON),
+        mcp_result(
+            '{"contents": [{"uri": "file:///k", "mimeType": "text/plain", "blob": "'
+            + _B64_LONG
+            + '"}]}'
+        ),
+        **_MCP,
+    ),
+    _v(
+        "mcp-sse-resource-blob-long",
+        _ct("text/event-stream"),
+        sse(
+            "data: "
+            + mcp_result(
+                '{"content": [{"type": "resource", "resource": {"uri": "file:///k", "blob": "'
+                + _B64_LONG
+                + '"}}]}'
+            ).decode()
         ),
         **_MCP,
     ),

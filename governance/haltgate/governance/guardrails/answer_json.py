@@ -9,6 +9,7 @@ answer, its object keys too (a model reads a tool's keys as well as its values).
 
 from __future__ import annotations
 
+import base64
 import codecs
 import json
 from typing import Any
@@ -66,22 +67,28 @@ def looks_like_json(decoded: bytes, text: str) -> bool:
 
 
 def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> ScanResult:
-    """`Guardrails.scan_json` of an answer, its object keys too: a model reading a tool's
-    JSON reads its keys (``{"<instruction>": 1}``), though requests' keys are not
-    scanned. A redacted key is renamed in `redacted_obj`."""
+    """`Guardrails.scan_json` of an answer, with what its reader also reads: object keys
+    (a model reading a tool's JSON reads them: ``{"<instruction>": 1}``), and MCP resource
+    ``blob`` values decoded from base64 when they hold UTF-8 text (the client decodes
+    them whole; the detectors' own base64 spans stop at 16 KiB). A redacted key is
+    renamed, a redacted blob re-encoded, in `redacted_obj`."""
     result = g.scan_json(obj, "response", channel=channel)
-    keys = _object_keys(obj)
-    if not keys or result.blocked:
+    keys, blobs = _keys_and_blobs(obj)
+    if not (keys or blobs) or result.blocked:
         return result
-    extra = g.scan_json(keys, "response", channel=channel)
+    extra = g.scan_json([*keys, *blobs.values()], "response", channel=channel)
     if not extra.findings and not extra.errors:
         return result
     redacted = result.redacted_obj
     if extra.redacted_obj is not None:
-        renamed = {
-            old: new for old, new in zip(keys, extra.redacted_obj, strict=True) if new != old
+        new_keys, new_texts = extra.redacted_obj[: len(keys)], extra.redacted_obj[len(keys) :]
+        renamed = {old: new for old, new in zip(keys, new_keys, strict=True) if new != old}
+        reblobbed = {
+            blob: base64.b64encode(new.encode("utf-8", "surrogateescape")).decode()
+            for (blob, old), new in zip(blobs.items(), new_texts, strict=True)
+            if new != old
         }
-        redacted = _rename_keys(obj if redacted is None else redacted, renamed)
+        redacted = _rewrite(obj if redacted is None else redacted, renamed, reblobbed)
     return ScanResult(
         findings=result.findings + extra.findings,
         blocked=extra.blocked,
@@ -92,9 +99,11 @@ def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> 
     )
 
 
-def _object_keys(obj: Any) -> list[str]:
-    """The distinct object keys of a document long enough to hold a finding, in order."""
+def _keys_and_blobs(obj: Any) -> tuple[list[str], dict[str, str]]:
+    """The distinct object keys of a document long enough to hold a finding, in order,
+    and its ``blob`` strings that decode to UTF-8 text (blob -> text)."""
     keys: dict[str, None] = {}
+    blobs: dict[str, str] = {}
     stack = [obj]
     while stack:
         item = stack.pop()
@@ -104,16 +113,36 @@ def _object_keys(obj: Any) -> list[str]:
                     keys.setdefault(k, None)
                 if isinstance(v, dict | list):
                     stack.append(v)
+                elif k == "blob" and isinstance(v, str) and v not in blobs:
+                    text = _blob_text(v)
+                    if text is not None:
+                        blobs[v] = text
         elif isinstance(item, list):
             stack.extend(v for v in item if isinstance(v, dict | list))
-    return list(keys)
+    return list(keys), blobs
 
 
-def _rename_keys(obj: Any, renamed: dict[str, str]) -> Any:
+def _blob_text(blob: str) -> str | None:
+    """A base64 blob's UTF-8 text (``None``: not base64, binary, or too short to hold a
+    finding)."""
+    if len(blob) < 8:
+        return None
+    try:
+        return base64.b64decode(blob, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _rewrite(obj: Any, renamed: dict[str, str], blobs: dict[str, str]) -> Any:
     if isinstance(obj, dict):
-        return {renamed.get(k, k): _rename_keys(v, renamed) for k, v in obj.items()}
+        return {
+            renamed.get(k, k): blobs.get(v, v)
+            if k == "blob" and isinstance(v, str)
+            else _rewrite(v, renamed, blobs)
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
-        return [_rename_keys(v, renamed) for v in obj]
+        return [_rewrite(v, renamed, blobs) for v in obj]
     return obj
 
 
