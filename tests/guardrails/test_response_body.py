@@ -173,6 +173,15 @@ def test_mcp_blob_is_decoded_whole_and_redacted_in_place() -> None:
     assert scan_response_body(G, clean, "application/json", None).body == clean
 
 
+def test_form_and_xml_are_read_as_their_clients_parse_them() -> None:
+    form = b"to=ann.lee%40example.org&t=bearer"
+    assert scan_response_body(G, form, "application/x-www-form-urlencoded", None).body == (
+        b"to=%3CEMAIL_1%3E&t=bearer"
+    )
+    xml = b'<r a="x">ann.lee&#64;example.org</r>'
+    assert scan_response_body(G, xml, "text/xml", None).body == b'<r a="x">&lt;EMAIL_1&gt;</r>'
+
+
 def test_json_lines_are_read_line_by_line() -> None:
     body = b'{"a": 1}\n{"b": "\\u0061nn.lee@example.org"}\r\nplain ' + EMAIL.encode() + b"\n"
     out = scan_response_body(G, body, "application/x-ndjson", None)

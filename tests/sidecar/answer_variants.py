@@ -20,9 +20,11 @@ import base64
 import contextlib
 import html
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from xml.etree import ElementTree
 
 import aiohttp
 import httpx
@@ -140,6 +142,13 @@ def readings_of(body: bytes, text: str, content_type: str | None) -> list[str]:
         for line in text.splitlines():
             with contextlib.suppress(ValueError, RecursionError):
                 out += _strings(json.loads(line))
+    if content_type is not None and "xml" in content_type:
+        with contextlib.suppress(ElementTree.ParseError):  # a feed or API client's parse
+            root = ElementTree.fromstring(body)
+            out += list(root.itertext())
+            out += [v for e in root.iter() for v in e.attrib.values()]
+    if content_type is not None and "form-urlencoded" in content_type:
+        out += [s for pair in urllib.parse.parse_qsl(text, keep_blank_values=True) for s in pair]
     if content_type is not None and "html" in content_type:
         out.append(html.unescape(text))  # what a browser shows
     if content_type is None or "event-stream" in content_type or b"data:" in body:

@@ -130,6 +130,18 @@ CHARSETS = [
         b'{"a": 1}\n' + doc() + b"\n",
         **{"via": "rawllm"},
     ),
+    _v("xml-reference", _ct("application/xml"), b"<r><k>&#65;KIA2E3MBFQXKZ7VJ4NA</k></r>"),
+    _v(
+        "rss-attribute",
+        _ct("application/rss+xml"),
+        b'<rss><i t="&#x41;KIA2E3MBFQXKZ7VJ4NA"/></rss>',
+    ),
+    _v("form", _ct("application/x-www-form-urlencoded"), b"token=%41KIA2E3MBFQXKZ7VJ4NA&t=bearer"),
+    _v(
+        "form-plus",
+        _ct("application/x-www-form-urlencoded"),
+        b"note=the+key+%41KIA2E3MBFQXKZ7VJ4NA",
+    ),
     _v("text-latin1", _ct("text/plain; charset=latin-1"), b"the key is " + SECRET.encode()),
     _v("html-references", _ct("text/html"), b"<p>the key is &#65;KIA2E3MBFQXKZ7VJ4NA</p>"),
 ]

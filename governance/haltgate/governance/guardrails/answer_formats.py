@@ -1,7 +1,8 @@
-"""The text an HTML page and a whole event stream show their reader, scanned.
+"""The text an HTML or XML page, a form and a whole event stream show their reader.
 
-HTML: the text content, comments and attribute values, each decoded from its character
-references; markup is left out of the scan and untouched by redaction. An event stream read
+HTML and XML: the text content, comments and attribute values, each decoded from its
+character references; markup is left out of the scan and untouched by redaction. A form:
+its raw text and its decoded names and values. An event stream read
 whole: each event's data (as JSON when it parses), its other lines too.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,7 @@ from haltgate.governance.guardrails.answer_json import (
 from haltgate.governance.guardrails.base import Channel, ScanResult
 from haltgate.governance.guardrails.engine import Guardrails
 
-__all__ = ["scan_html", "scan_sse"]
+__all__ = ["scan_form", "scan_html", "scan_sse"]
 
 # ---------------------------------------------------------------------- HTML
 
@@ -99,6 +101,23 @@ def scan_html(g: Guardrails, source: str, channel: Channel) -> tuple[ScanResult,
         pos = segment.end
     parts.append(source[pos:])
     return result, "".join(parts)
+
+
+# ---------------------------------------------------------------------- forms
+
+
+def scan_form(g: Guardrails, text: str, channel: Channel) -> tuple[ScanResult, str | None]:
+    """A form-encoded answer (an OAuth token endpoint's) read raw and as its client parses
+    it (``parse_qsl``: ``+`` and ``%XX`` decoded); a redacted pair is written back encoded."""
+    pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
+    flat = [part for pair in pairs for part in pair]
+    result = g.scan_json([text, *flat], "response", channel=channel)
+    if result.redacted_obj is None:
+        return result, None
+    raw, *parts = result.redacted_obj
+    if parts == flat:
+        return result, raw
+    return result, urllib.parse.urlencode(list(zip(parts[::2], parts[1::2], strict=True)))
 
 
 # ---------------------------------------------------------------------- SSE (whole)

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from haltgate.governance.guardrails.answer_formats import scan_html, scan_sse
+from haltgate.governance.guardrails.answer_formats import scan_form, scan_html, scan_sse
 from haltgate.governance.guardrails.answer_json import (
     NOT_PARSED,
     looks_like_json,
@@ -261,6 +261,8 @@ _JSON = "json"
 _HTML = "html"
 _SSE = "sse"
 _TEXT = "text"
+_FORM = "form"
+_MARKUP_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/xml", "text/xml"})
 
 _TEXT_TYPES = frozenset(
     {
@@ -288,10 +290,12 @@ def _kind(media_type: str) -> str | None:
         or media_type == "text/json"
     ):
         return _JSON
-    if media_type in ("text/html", "application/xhtml+xml"):
-        return _HTML
+    if media_type in _MARKUP_TYPES or media_type.endswith("+xml"):
+        return _HTML  # HTML and XML: their readers resolve character references
     if media_type == "text/event-stream":
         return _SSE
+    if media_type == "application/x-www-form-urlencoded":
+        return _FORM
     if media_type.startswith("text/") or media_type in _TEXT_TYPES or media_type.endswith("+xml"):
         return _TEXT
     return None
@@ -391,6 +395,8 @@ def _scan_text_kind(
         return scan_html(g, text, channel)
     if kind == _SSE:
         return scan_sse(g, text, channel)
+    if kind == _FORM:
+        return scan_form(g, text, channel)
     lines = scan_json_lines(g, text, channel)
     if lines is not None:
         return lines
