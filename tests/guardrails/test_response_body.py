@@ -182,6 +182,13 @@ def test_form_and_xml_are_read_as_their_clients_parse_them() -> None:
     assert scan_response_body(G, xml, "text/xml", None).body == b'<r a="x">&lt;EMAIL_1&gt;</r>'
 
 
+def test_json_held_in_a_string_is_read_and_redacted_in_place() -> None:
+    inner = '{"to": "\\u0061nn.lee@example.org", "n": 1}'
+    body = json.dumps({"content": [{"type": "text", "text": inner}]}).encode()
+    out = scan_response_body(G, body, "application/json", None)
+    assert json.loads(json.loads(out.body)["content"][0]["text"]) == {"to": "<EMAIL_1>", "n": 1}
+
+
 def test_json_lines_are_read_line_by_line() -> None:
     body = b'{"a": 1}\n{"b": "\\u0061nn.lee@example.org"}\r\nplain ' + EMAIL.encode() + b"\n"
     out = scan_response_body(G, body, "application/x-ndjson", None)

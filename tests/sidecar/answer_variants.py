@@ -112,8 +112,12 @@ def _sse_data(body: bytes) -> list[str]:
 
 def _strings(obj: Any) -> list[str]:
     """Every key and string value of a JSON document (what a model reads of it), MCP
-    ``blob`` values decoded."""
+    ``blob`` values decoded, JSON held in strings parsed (as a framework parses an MCP
+    text result)."""
     if isinstance(obj, str):
+        if obj.lstrip()[:1] in ("{", "["):  # a JSON text inside (an MCP text result)
+            with contextlib.suppress(ValueError, RecursionError):
+                return [obj, *_strings(json.loads(obj))]
         return [obj]
     if isinstance(obj, dict):
         out = [s for k, v in obj.items() for s in [str(k), *_strings(v)]]

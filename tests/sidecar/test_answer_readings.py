@@ -332,6 +332,16 @@ MCP = [
         **_MCP,
     ),
     _v(
+        "mcp-text-holding-json",
+        _ct(JSON),
+        mcp_result(
+            '{"content": [{"type": "text", "text": '
+            + orjson.dumps('{"rows": [{"k": "' + ESCAPED + '"}]}').decode()
+            + "}]}"
+        ),
+        **_MCP,
+    ),
+    _v(
         "mcp-structured",
         _ct(JSON),
         mcp_result('{"content": [], "structuredContent": {"k": "' + ESCAPED + '"}}'),

@@ -66,44 +66,66 @@ def looks_like_json(decoded: bytes, text: str) -> bool:
     return decoded[:1] in (b"\x00", b"\xff", b"\xfe") and json.detect_encoding(decoded) != "utf-8"
 
 
-def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> ScanResult:
+_NESTED_DEPTH = 2
+"""JSON inside a JSON string (inside a JSON string) is read; deeper is left as text."""
+
+
+def scan_answer_json(
+    g: Guardrails, obj: Any, channel: Channel = "document", *, _depth: int = 0
+) -> ScanResult:
     """`Guardrails.scan_json` of an answer, with what its reader also reads: object keys
-    (a model reading a tool's JSON reads them: ``{"<instruction>": 1}``), and MCP resource
+    (a model reading a tool's JSON reads them: ``{"<instruction>": 1}``), MCP resource
     ``blob`` values decoded from base64 when they hold UTF-8 text (the client decodes
-    them whole; the detectors' own base64 spans stop at 16 KiB). A redacted key is
-    renamed, a redacted blob re-encoded, in `redacted_obj`."""
+    them whole; the detectors' own base64 spans stop at 16 KiB), and JSON held in a
+    string (an MCP text result is often a JSON document: its ``\\u`` escapes are read by
+    whoever parses it). A redacted key is renamed, a redacted blob or embedded document
+    written back in place, in `redacted_obj`."""
     result = g.scan_json(obj, "response", channel=channel)
-    keys, blobs = _keys_and_blobs(obj)
-    if not (keys or blobs) or result.blocked:
+    if result.blocked:
         return result
-    extra = g.scan_json([*keys, *blobs.values()], "response", channel=channel)
-    if not extra.findings and not extra.errors:
+    keys, blobs, inner = _also_read(obj, nested=_depth < _NESTED_DEPTH)
+    parts = [result]
+    renamed: dict[str, str] = {}
+    values: dict[str, str] = {}
+    if keys or blobs:
+        extra = g.scan_json([*keys, *blobs.values()], "response", channel=channel)
+        parts.append(extra)
+        if extra.redacted_obj is not None:
+            new_keys, new_texts = extra.redacted_obj[: len(keys)], extra.redacted_obj[len(keys) :]
+            renamed = {old: new for old, new in zip(keys, new_keys, strict=True) if new != old}
+            for (blob, old), new in zip(blobs.items(), new_texts, strict=True):
+                if new != old:
+                    values[blob] = base64.b64encode(new.encode("utf-8", "surrogateescape")).decode()
+    if inner and not parts[-1].blocked:
+        nested = scan_answer_json(g, list(inner.values()), channel, _depth=_depth + 1)
+        parts.append(nested)
+        if nested.redacted_obj is not None:
+            for (text, old), new in zip(inner.items(), nested.redacted_obj, strict=True):
+                if new != old:
+                    values[text] = dump_answer_json(new).decode()
+    if len(parts) == 1 or not any(p.findings or p.errors for p in parts[1:]):
         return result
     redacted = result.redacted_obj
-    if extra.redacted_obj is not None:
-        new_keys, new_texts = extra.redacted_obj[: len(keys)], extra.redacted_obj[len(keys) :]
-        renamed = {old: new for old, new in zip(keys, new_keys, strict=True) if new != old}
-        reblobbed = {
-            blob: base64.b64encode(new.encode("utf-8", "surrogateescape")).decode()
-            for (blob, old), new in zip(blobs.items(), new_texts, strict=True)
-            if new != old
-        }
-        redacted = _rewrite(obj if redacted is None else redacted, renamed, reblobbed)
+    if renamed or values:
+        redacted = _rewrite(obj, obj if redacted is None else redacted, renamed, values)
     return ScanResult(
-        findings=result.findings + extra.findings,
-        blocked=extra.blocked,
+        findings=sum((p.findings for p in parts), ()),
+        blocked=any(p.blocked for p in parts),
         redacted_text=None,
-        risk=max(result.risk, extra.risk),
+        risk=max(p.risk for p in parts),
         redacted_obj=redacted,
-        errors=result.errors + extra.errors,
+        errors=sum((p.errors for p in parts), ()),
     )
 
 
-def _keys_and_blobs(obj: Any) -> tuple[list[str], dict[str, str]]:
-    """The distinct object keys of a document long enough to hold a finding, in order,
-    and its ``blob`` strings that decode to UTF-8 text (blob -> text)."""
+def _also_read(obj: Any, *, nested: bool) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """What a reader reads of a document besides its string values: its distinct object
+    keys long enough to hold a finding (in order), its ``blob`` strings that decode to
+    UTF-8 text (blob -> text), and (``nested``) its strings that hold a JSON document
+    (string -> parsed)."""
     keys: dict[str, None] = {}
     blobs: dict[str, str] = {}
+    inner: dict[str, Any] = {}
     stack = [obj]
     while stack:
         item = stack.pop()
@@ -111,15 +133,26 @@ def _keys_and_blobs(obj: Any) -> tuple[list[str], dict[str, str]]:
             for k, v in item.items():
                 if isinstance(k, str) and len(k) >= MIN_FINDING_CHARS:
                     keys.setdefault(k, None)
-                if isinstance(v, dict | list):
-                    stack.append(v)
-                elif k == "blob" and isinstance(v, str) and v not in blobs:
+                if k == "blob" and isinstance(v, str) and v not in blobs:
                     text = _blob_text(v)
                     if text is not None:
                         blobs[v] = text
+                        continue
+                stack.append(v)
         elif isinstance(item, list):
-            stack.extend(v for v in item if isinstance(v, dict | list))
-    return list(keys), blobs
+            stack.extend(item)
+        elif nested and isinstance(item, str) and item not in inner:
+            parsed = _embedded_json(item)
+            if parsed is not NOT_PARSED:
+                inner[item] = parsed
+    return list(keys), blobs, inner
+
+
+def _embedded_json(text: str) -> Any:
+    """The document a string holds (``NOT_PARSED``: none, or a bare scalar)."""
+    if len(text) < MIN_FINDING_CHARS or text.lstrip()[:1] not in ("{", "["):
+        return NOT_PARSED
+    return parse_answer_json(text)
 
 
 def _blob_text(blob: str) -> str | None:
@@ -133,17 +166,20 @@ def _blob_text(blob: str) -> str | None:
         return None
 
 
-def _rewrite(obj: Any, renamed: dict[str, str], blobs: dict[str, str]) -> Any:
+def _rewrite(obj: Any, redacted: Any, renamed: dict[str, str], values: dict[str, str]) -> Any:
+    """``redacted`` (``obj`` as `scan_json` redacted it, same shape) with keys renamed and
+    the strings of ``obj`` found in ``values`` replaced: a blob or an embedded document
+    is written back whole from its own reading, not from a redaction of its raw text."""
+    if isinstance(obj, str):
+        return values.get(obj, redacted)
     if isinstance(obj, dict):
         return {
-            renamed.get(k, k): blobs.get(v, v)
-            if k == "blob" and isinstance(v, str)
-            else _rewrite(v, renamed, blobs)
-            for k, v in obj.items()
+            renamed.get(k, k): _rewrite(v, r, renamed, values)
+            for (k, v), r in zip(obj.items(), redacted.values(), strict=True)
         }
     if isinstance(obj, list):
-        return [_rewrite(v, renamed, blobs) for v in obj]
-    return obj
+        return [_rewrite(v, r, renamed, values) for v, r in zip(obj, redacted, strict=True)]
+    return redacted
 
 
 def scan_json_lines(
