@@ -241,3 +241,41 @@ def test_stream_decoder_bounds_each_piece(coding: str) -> None:
     assert e.value.reason == "size"
     with pytest.raises(Unscannable, match="encoding"):
         StreamDecoder("zstd")
+
+
+_LEAF = st.one_of(
+    st.sampled_from(["plain words here", f"mail {EMAIL} now", "ok", ""]),
+    st.integers(),
+    st.none(),
+)
+_DOC = st.recursive(
+    _LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["a", "text", EMAIL, "note"]), inner, max_size=3),
+        inner.map(lambda v: json.dumps({"embedded": v})),  # JSON held in a string
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_DOC)
+def test_redacted_answers_stay_json_with_their_embedded_documents(doc: object) -> None:
+    """Whatever the nesting of documents in strings, a redacted answer parses, every
+    embedded document still parses, and the address is gone from every reading."""
+    out = scan_response_body(G, json.dumps(doc).encode(), "application/json", None)
+
+    def readings(value: object) -> list[str]:
+        if isinstance(value, str):
+            found = [value]
+            if value.startswith("{"):
+                found += readings(json.loads(value))  # raises if a redaction broke it
+            return found
+        if isinstance(value, dict):
+            return [s for k, v in value.items() for s in (k, *readings(v))]
+        if isinstance(value, list):
+            return [s for v in value for s in readings(v)]
+        return []
+
+    assert not any(EMAIL in s for s in readings(json.loads(out.body)))

@@ -70,62 +70,97 @@ _NESTED_DEPTH = 2
 """JSON inside a JSON string (inside a JSON string) is read; deeper is left as text."""
 
 
-def scan_answer_json(
-    g: Guardrails, obj: Any, channel: Channel = "document", *, _depth: int = 0
-) -> ScanResult:
-    """`Guardrails.scan_json` of an answer, with what its reader also reads: object keys
-    (a model reading a tool's JSON reads them: ``{"<instruction>": 1}``), MCP resource
-    ``blob`` values decoded from base64 when they hold UTF-8 text (the client decodes
-    them whole; the detectors' own base64 spans stop at 16 KiB), and JSON held in a
-    string (an MCP text result is often a JSON document: its ``\\u`` escapes are read by
-    whoever parses it). A redacted key is renamed, a redacted blob or embedded document
-    written back in place, in `redacted_obj`."""
-    result = g.scan_json(obj, "response", channel=channel)
+def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> ScanResult:
+    """`Guardrails.scan_json` of an answer, with what its reader also reads: JSON held in
+    a string (an MCP text result often is a JSON document: whoever parses it reads its
+    ``\\u`` escapes) scanned as the document it holds, object keys (a model reading a
+    tool's JSON reads them: ``{"<instruction>": 1}``), and MCP resource ``blob`` values
+    decoded from base64 when they hold UTF-8 text (the client decodes them whole; the
+    detectors' own base64 spans stop at 16 KiB). In `redacted_obj` a redacted key is
+    renamed, a redacted blob re-encoded, and an embedded document written back as JSON
+    from its own redaction."""
+    inner: dict[str, Any] = {}
+    expanded = _expand(obj, inner, 0)
+    result = g.scan_json(expanded, "response", channel=channel)
     if result.blocked:
         return result
-    keys, blobs, inner = _also_read(obj, nested=_depth < _NESTED_DEPTH)
-    parts = [result]
+    keys, blobs = _keys_and_blobs(expanded)
+    extra = (
+        g.scan_json([*keys, *blobs.values()], "response", channel=channel)
+        if keys or blobs
+        else None
+    )
     renamed: dict[str, str] = {}
     values: dict[str, str] = {}
-    if keys or blobs:
-        extra = g.scan_json([*keys, *blobs.values()], "response", channel=channel)
-        parts.append(extra)
-        if extra.redacted_obj is not None:
-            new_keys, new_texts = extra.redacted_obj[: len(keys)], extra.redacted_obj[len(keys) :]
-            renamed = {old: new for old, new in zip(keys, new_keys, strict=True) if new != old}
-            for (blob, old), new in zip(blobs.items(), new_texts, strict=True):
-                if new != old:
-                    values[blob] = base64.b64encode(new.encode("utf-8", "surrogateescape")).decode()
-    if inner and not parts[-1].blocked:
-        nested = scan_answer_json(g, list(inner.values()), channel, _depth=_depth + 1)
-        parts.append(nested)
-        if nested.redacted_obj is not None:
-            for (text, old), new in zip(inner.items(), nested.redacted_obj, strict=True):
-                if new != old:
-                    values[text] = dump_answer_json(new).decode()
-    if len(parts) == 1 or not any(p.findings or p.errors for p in parts[1:]):
-        return result
+    if extra is not None and extra.redacted_obj is not None:
+        new_keys, new_texts = extra.redacted_obj[: len(keys)], extra.redacted_obj[len(keys) :]
+        renamed = {old: new for old, new in zip(keys, new_keys, strict=True) if new != old}
+        for (blob, old), new in zip(blobs.items(), new_texts, strict=True):
+            if new != old:
+                values[blob] = base64.b64encode(new.encode("utf-8", "surrogateescape")).decode()
     redacted = result.redacted_obj
     if renamed or values:
-        redacted = _rewrite(obj, obj if redacted is None else redacted, renamed, values)
+        redacted = _rewrite(expanded, expanded if redacted is None else redacted, renamed, values)
+    if redacted is not None and inner:
+        redacted = _collapse(obj, redacted, inner)
+    if extra is None or not (extra.findings or extra.errors):
+        if redacted is result.redacted_obj:
+            return result
+        extra = ScanResult()
     return ScanResult(
-        findings=sum((p.findings for p in parts), ()),
-        blocked=any(p.blocked for p in parts),
+        findings=result.findings + extra.findings,
+        blocked=extra.blocked,
         redacted_text=None,
-        risk=max(p.risk for p in parts),
+        risk=max(result.risk, extra.risk),
         redacted_obj=redacted,
-        errors=sum((p.errors for p in parts), ()),
+        errors=result.errors + extra.errors,
     )
 
 
-def _also_read(obj: Any, *, nested: bool) -> tuple[list[str], dict[str, str], dict[str, Any]]:
-    """What a reader reads of a document besides its string values: its distinct object
-    keys long enough to hold a finding (in order), its ``blob`` strings that decode to
-    UTF-8 text (blob -> text), and (``nested``) its strings that hold a JSON document
-    (string -> parsed)."""
+def _expand(obj: Any, inner: dict[str, Any], depth: int) -> Any:
+    """``obj`` with each string that holds a JSON document replaced by that document
+    (expanded in turn, two levels deep), recorded in ``inner``; ``obj`` itself when none
+    does."""
+    if isinstance(obj, str):
+        if depth >= _NESTED_DEPTH:
+            return obj
+        parsed = inner[obj] if obj in inner else _embedded_json(obj)
+        if parsed is NOT_PARSED:
+            return obj
+        inner[obj] = parsed
+        return _expand(parsed, inner, depth + 1)
+    if isinstance(obj, dict):
+        items = {k: _expand(v, inner, depth) for k, v in obj.items()}
+        return obj if all(items[k] is v for k, v in obj.items()) else items
+    if isinstance(obj, list):
+        out = [_expand(v, inner, depth) for v in obj]
+        return obj if all(a is b for a, b in zip(out, obj, strict=True)) else out
+    return obj
+
+
+def _collapse(obj: Any, redacted: Any, inner: dict[str, Any]) -> Any:
+    """``redacted`` (a redaction of ``obj`` expanded) with each embedded document written
+    back into its string: unchanged, the original string; changed, as JSON."""
+    if isinstance(obj, str):
+        if obj not in inner or isinstance(redacted, str):
+            return redacted
+        new = _collapse(inner[obj], redacted, inner)
+        return obj if new == inner[obj] else dump_answer_json(new).decode()
+    if isinstance(obj, dict) and isinstance(redacted, dict):
+        return {
+            rk: _collapse(v, rv, inner)
+            for (_, v), (rk, rv) in zip(obj.items(), redacted.items(), strict=True)
+        }
+    if isinstance(obj, list) and isinstance(redacted, list):
+        return [_collapse(v, rv, inner) for v, rv in zip(obj, redacted, strict=True)]
+    return redacted
+
+
+def _keys_and_blobs(obj: Any) -> tuple[list[str], dict[str, str]]:
+    """The distinct object keys of a document long enough to hold a finding, in order,
+    and its ``blob`` strings that decode to UTF-8 text (blob -> text)."""
     keys: dict[str, None] = {}
     blobs: dict[str, str] = {}
-    inner: dict[str, Any] = {}
     stack = [obj]
     while stack:
         item = stack.pop()
@@ -133,19 +168,15 @@ def _also_read(obj: Any, *, nested: bool) -> tuple[list[str], dict[str, str], di
             for k, v in item.items():
                 if isinstance(k, str) and len(k) >= MIN_FINDING_CHARS:
                     keys.setdefault(k, None)
-                if k == "blob" and isinstance(v, str) and v not in blobs:
+                if isinstance(v, dict | list):
+                    stack.append(v)
+                elif k == "blob" and isinstance(v, str) and v not in blobs:
                     text = _blob_text(v)
                     if text is not None:
                         blobs[v] = text
-                        continue
-                stack.append(v)
         elif isinstance(item, list):
-            stack.extend(item)
-        elif nested and isinstance(item, str) and item not in inner:
-            parsed = _embedded_json(item)
-            if parsed is not NOT_PARSED:
-                inner[item] = parsed
-    return list(keys), blobs, inner
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return list(keys), blobs
 
 
 def _embedded_json(text: str) -> Any:
