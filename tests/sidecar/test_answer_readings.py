@@ -676,3 +676,19 @@ async def test_responses_stream_end_events_are_redacted_like_its_deltas(
     assert status == 200
     assert not any(email in t for t in relayed)
     assert any("<EMAIL_1>" in t for t in relayed)
+
+
+async def test_chat_stream_without_finish_reason_keeps_its_last_text(
+    sidecar_factory: SidecarFactory, standins: Standins, upstream: RawUpstream
+) -> None:
+    """Some OpenAI-compatible servers end with ``[DONE]`` and no ``finish_reason``: the
+    text held back for the scan was never released, so the agent lost the answer's end."""
+    answer = "The quarterly planning office handles the garden schedule for everyone."
+    upstream.answers["*"] = RawAnswer(
+        _ct("text/event-stream"), sse(_chat(answer[:30]), _chat(answer[30:]), "data: [DONE]")
+    )
+    sc = await sidecar_factory(guarded_policy(standins, upstream.url))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    status, relayed = await client_readings(f"{sc.explicit}/rawllm/v1/chat/completions", json=body)
+    assert status == 200
+    assert answer in relayed

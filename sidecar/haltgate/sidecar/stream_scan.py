@@ -111,6 +111,11 @@ class StreamScan:
             # Parsed as a client's json.loads parses it (NaN, lone surrogates included).
             obj = parse_answer_json(event.data)
             if obj is NOT_PARSED:
+                if event.data == "[DONE]" and self._chat is not None:
+                    # The end of an OpenAI stream: text still held back goes out first.
+                    out += [_sse_encode(name, dump_answer_json(e)) for e in self._finish()]
+                    if self._blocked_code is not None:
+                        break
                 # Plain-text data ([DONE] and such, or a tool's text): scanned as text.
                 text = self._text(event.data)
                 if text is not None:
@@ -130,6 +135,32 @@ class StreamScan:
                     sent_name = new["type"]  # a flushed text delta added before an end event
                 out.append(_sse_encode(sent_name, dump_answer_json(new)))
         return b"".join(out)
+
+    def _finish(self) -> list[Any]:
+        assert self._chat is not None
+        try:
+            sent = self._chat.finish()
+        except Exception as e:  # a guardrail bug must not open the gate by accident
+            if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
+                self._blocked_code = "guardrails_error"
+            else:
+                self._pending.append(((), 0.0, [f"stream:{type(e).__name__}"], False))
+            return []
+        if self._chat.blocked:
+            self._blocked_code = self._chat_block_code()
+            return []
+        return sent
+
+    def _chat_block_code(self) -> str:
+        assert self._chat is not None
+        return next(
+            (
+                f"guardrail_{f.detector}"
+                for f in self._chat.findings
+                if f.action == "block" and not f.monitor_only
+            ),
+            "guardrail_error",
+        )
 
     def _name(self, name: str) -> str | None:
         """An event's name to send (``None``: blocked): clients read it (``event.event``),
@@ -163,14 +194,7 @@ class StreamScan:
         if self._chat is not None:
             sent = self._chat.on_event(obj)
             if self._chat.blocked:
-                self._blocked_code = next(
-                    (
-                        f"guardrail_{f.detector}"
-                        for f in self._chat.findings
-                        if f.action == "block" and not f.monitor_only
-                    ),
-                    "guardrail_error",
-                )
+                self._blocked_code = self._chat_block_code()
                 return sent
             out = []
             for event in sent:
