@@ -7,12 +7,10 @@ hides, and compressed answers that cannot be filtered refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
-
-import aiohttp
-from yarl import URL
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
 from haltgate.governance.guardrails.answer_json import (
@@ -25,10 +23,12 @@ from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.mcp_messages import McpMessage
 from haltgate.sidecar.response_guard import content_coding
 from haltgate.sidecar.responses import jsonrpc_error_body
+from haltgate.sidecar.upstream_response import UpstreamTimeout
 
 if TYPE_CHECKING:
     from haltgate.sidecar.call import Call
     from haltgate.sidecar.sse import SSEEvent
+    from haltgate.sidecar.upstream_pool import UpstreamClient
 
 __all__ = [
     "CODE_SERVER_REQUEST_DENIED",
@@ -186,12 +186,12 @@ def server_request_denied(method: str) -> DeniedError:
 
 
 CODE_SERVER_REQUEST_DENIED: Final = "mcp_server_request_denied"
-_ANSWER_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
+_ANSWER_SECONDS: Final = 10.0
 _NOT_ANSWERED_WITH: Final = frozenset({"content-type", "accept", "last-event-id", "content-length"})
 
 
 async def answer_server(
-    session: aiohttp.ClientSession,
+    client: UpstreamClient,
     url: str,
     headers: Mapping[str, str],
     requests: Sequence[tuple[Any, str]],
@@ -209,15 +209,19 @@ async def answer_server(
     for msg_id, method in requests:
         body = jsonrpc_error_body(server_request_denied(method), decision_id, (msg_id,), False)
         try:
-            async with session.post(
-                URL(url, encoded=True),
-                data=body,
-                headers=sent,
-                allow_redirects=False,
-                timeout=_ANSWER_TIMEOUT,
-            ) as resp:
-                await resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            async with asyncio.timeout(_ANSWER_SECONDS):
+                resp = await client.request(
+                    "POST",
+                    url,
+                    sent.items(),
+                    body,
+                    UpstreamTimeout(connect=_ANSWER_SECONDS, read=_ANSWER_SECONDS),
+                )
+                try:
+                    await resp.read()
+                finally:
+                    resp.release()
+        except (OSError, TimeoutError) as e:
             log.warning(
                 "could not answer a denied MCP server request (%s): %s",
                 decision_id,

@@ -8,7 +8,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 from multidict import MultiMapping
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
@@ -27,6 +26,7 @@ from haltgate.sidecar.call import Call
 from haltgate.sidecar.relay_headers import EVENT_STREAM
 from haltgate.sidecar.request_stages import RequestStages
 from haltgate.sidecar.sse import SSEParser
+from haltgate.sidecar.upstream_response import UpstreamResponse
 
 __all__ = ["ResponseGuard", "content_coding", "lists_tools", "rewrite_sse"]
 
@@ -128,7 +128,7 @@ class ResponseGuard(RequestStages):
             {"detector": "response_body", "action": "fail_open", "error": err.reason}
         )
 
-    def filter_tools_list(self, call: Call, upstream: aiohttp.ClientResponse, body: bytes) -> bytes:
+    def filter_tools_list(self, call: Call, upstream: UpstreamResponse, body: bytes) -> bytes:
         """Hide the tools the agent may not call from ``tools/list`` answers."""
         classified = call.classified
         assert classified is not None

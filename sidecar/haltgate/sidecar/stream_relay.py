@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
-import aiohttp
 from aiohttp import web
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
@@ -29,6 +28,7 @@ from haltgate.sidecar.relay_headers import response_headers
 from haltgate.sidecar.sse import EventHold, SSEEvent, SSEParser
 from haltgate.sidecar.sse_frames import EventFramer, parse_event
 from haltgate.sidecar.stream_scan import StreamScan
+from haltgate.sidecar.upstream_response import UpstreamResponse
 from haltgate.sidecar.usage import UsageReader
 
 __all__ = ["StreamRelay"]
@@ -42,7 +42,7 @@ class StreamRelay(AnswerRelay):
     """Relays SSE answers."""
 
     async def relay_stream(
-        self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
+        self, request: web.BaseRequest, call: Call, upstream: UpstreamResponse
     ) -> web.StreamResponse:
         """Relay an SSE answer, metering it event by event; cut it if the budget is crossed.
 
@@ -115,7 +115,7 @@ class StreamRelay(AnswerRelay):
         charged = 0
         """Bytes of unfinished events charged to the body memory budget (grows only)."""
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream:
                 digest.update(chunk)
                 if decoder is not None:
                     try:
@@ -173,7 +173,7 @@ class StreamRelay(AnswerRelay):
                         break
                 if cut is not None:
                     break
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        except (TimeoutError, OSError):
             truncated = True
         if not client_gone:
             try:
