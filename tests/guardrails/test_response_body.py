@@ -189,6 +189,14 @@ def test_json_held_in_a_string_is_read_and_redacted_in_place() -> None:
     assert json.loads(json.loads(out.body)["content"][0]["text"]) == {"to": "<EMAIL_1>", "n": 1}
 
 
+@pytest.mark.parametrize("ctype", ["application/json", "text/plain", None])
+def test_a_body_that_starts_as_an_event_stream_is_read_as_one(ctype: str | None) -> None:
+    """The OpenAI SDK parses a streamed call's answer as SSE whatever its Content-Type."""
+    body = b'data: {"choices": [{"delta": {"content": "\\u0061nn.lee@example.org"}}]}\n\n'
+    out = scan_response_body(G, body, ctype, None)
+    assert out.body == b'data: {"choices":[{"delta":{"content":"<EMAIL_1>"}}]}\n\n'
+
+
 def test_json_lines_are_read_line_by_line() -> None:
     body = b'{"a": 1}\n{"b": "\\u0061nn.lee@example.org"}\r\nplain ' + EMAIL.encode() + b"\n"
     out = scan_response_body(G, body, "application/x-ndjson", None)

@@ -54,6 +54,8 @@ class Variant:
     answer: RawAnswer
     via: str = "raw"
     """Upstream kind it is asked through: ``raw`` (HTTP tool), ``rawmcp``, ``rawllm``."""
+    stream: bool = False
+    """Ask a model for a stream (``stream: true``) whatever the answer's type."""
     live: bool = True
     """Some client reads the secret straight from the stand-in (``False``: none does,
     kept to show the sidecar does not make it readable either)."""
@@ -62,7 +64,8 @@ class Variant:
 def variant(name: str, headers: list[tuple[str, str]], body: bytes, **kw: Any) -> Variant:
     via = kw.pop("via", "raw")
     live = kw.pop("live", True)
-    return Variant(name, RawAnswer(headers, body, **kw), via, live)
+    stream = kw.pop("stream", False)
+    return Variant(name, RawAnswer(headers, body, **kw), via, stream, live)
 
 
 def ct(value: str) -> list[tuple[str, str]]:
@@ -269,6 +272,22 @@ SSE_LLM = [
     ),
 ]
 
+_STREAM_BODY = sse(chat_chunk("the key is " + "\x00"), "data: [DONE]").replace(
+    b"\\u0000", ESCAPED.encode()
+)
+"""A chat stream whose delta holds the escaped key."""
+STREAM_TYPES = [
+    variant(
+        f"llm-stream-as-{name}",
+        ct(value) if value else [],
+        _STREAM_BODY,
+        stream=True,
+        **_LLM,
+    )
+    for name, value in (("json", JSON), ("text", "text/plain"), ("untyped", ""))
+]
+"""The OpenAI SDK reads a streamed call's answer as SSE whatever its Content-Type."""
+
 _MCP = {"via": "rawmcp"}
 _B64 = base64.b64encode(f"the key is {SECRET}".encode()).decode()
 _B64_LONG = base64.b64encode(("garden notes. " * 3000 + f"the key is {SECRET}").encode()).decode()
@@ -436,4 +455,4 @@ MCP_LIST = [
     ),
 ]
 
-VARIANTS = CHARSETS + CODINGS + FRAMING + SSE_HTTP + SSE_LLM + MCP + MCP_LIST
+VARIANTS = CHARSETS + CODINGS + FRAMING + SSE_HTTP + SSE_LLM + STREAM_TYPES + MCP + MCP_LIST

@@ -44,7 +44,7 @@ def _request(v: Variant, base: str) -> tuple[str, dict[str, Any]]:
             "model": "gpt-4o-mini",
             "messages": [{"role": "user", "content": "hi"}],
         }
-        if "event-stream" in dict(v.answer.headers).get("Content-Type", ""):
+        if v.stream or "event-stream" in dict(v.answer.headers).get("Content-Type", ""):
             body["stream"] = True
         return f"{base}/rawllm/v1/chat/completions", {"json": body}
     if v.via == "rawmcp":

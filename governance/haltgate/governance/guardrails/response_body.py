@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -262,6 +263,7 @@ _HTML = "html"
 _SSE = "sse"
 _TEXT = "text"
 _FORM = "form"
+_SSE_START = re.compile(r"\ufeff?(?::[^\r\n]*\r?\n|(?:event|id|retry):[^\r\n]*\r?\n)*data:")
 _MARKUP_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/xml", "text/xml"})
 
 _TEXT_TYPES = frozenset(
@@ -393,7 +395,9 @@ def _scan_text_kind(
 ) -> tuple[ScanResult, str | None]:
     if kind == _HTML:
         return scan_html(g, text, channel)
-    if kind == _SSE:
+    if kind == _SSE or _SSE_START.match(text):
+        # An SDK reads a streamed call's answer as events whatever its Content-Type (the
+        # OpenAI SDK does): a body that starts as an event stream is read as one.
         return scan_sse(g, text, channel)
     if kind == _FORM:
         return scan_form(g, text, channel)
