@@ -165,6 +165,14 @@ CODINGS = [
 
 FRAMING = [
     variant("chunked", ct(JSON), _PLAIN, framing="chunked", pieces=7),
+    variant(
+        "chunked-trailer",
+        [*ct("text/plain"), ("Trailer", "X-Note")],
+        b"nothing here",
+        framing="chunked",
+        trailers=[("X-Note", SECRET)],
+        live=False,  # no client hands trailers to its caller
+    ),
     variant("status-500", ct(JSON), _PLAIN, status=500),
     variant("status-404-html", ct("text/html"), b"<p>" + SECRET.encode() + b"</p>", status=404),
     variant("llm-error-400", ct(JSON), _PLAIN, status=400, via="rawllm"),

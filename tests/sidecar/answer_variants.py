@@ -39,6 +39,8 @@ class RawAnswer:
     status: int = 200
     pieces: int = 0
     """Write the body in pieces of this many bytes (0: at once)."""
+    trailers: Sequence[tuple[str, str]] = ()
+    """Trailer fields after the last chunk (``chunked`` framing)."""
     framing: str = "length"
     """``length`` (Content-Length: len(body)), ``close`` (none, ends at close),
     ``chunked`` (one chunk per piece), or ``raw`` (the headers say it all)."""
@@ -79,7 +81,8 @@ class RawUpstream:
                 writer.write(piece)
                 await writer.drain()
             if answer.framing == "chunked":
-                writer.write(b"0\r\n\r\n")
+                fields = b"".join(f"{k}: {v}\r\n".encode() for k, v in answer.trailers)
+                writer.write(b"0\r\n" + fields + b"\r\n")
             await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, KeyError):
             pass
