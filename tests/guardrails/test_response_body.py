@@ -189,6 +189,13 @@ def test_json_held_in_a_string_is_read_and_redacted_in_place() -> None:
     assert json.loads(json.loads(out.body)["content"][0]["text"]) == {"to": "<EMAIL_1>", "n": 1}
 
 
+def test_json_declared_as_an_event_stream_is_read_as_json() -> None:
+    """httpx's .json() of a non-streamed call reads it whatever the Content-Type."""
+    body = b'{"a": "\\u0061nn.lee@example.org"}'
+    out = scan_response_body(G, body, "text/event-stream", None)
+    assert json.loads(out.body) == {"a": "<EMAIL_1>"}
+
+
 @pytest.mark.parametrize("ctype", ["application/json", "text/plain", None])
 def test_a_body_that_starts_as_an_event_stream_is_read_as_one(ctype: str | None) -> None:
     """The OpenAI SDK parses a streamed call's answer as SSE whatever its Content-Type."""

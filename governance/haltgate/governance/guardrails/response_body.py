@@ -366,7 +366,7 @@ def scan_decoded_body(
     # A client's .json() reads JSON whatever the Content-Type says.
     as_json = (
         _scan_json_body(guardrails, decoded, text, codec, channel)
-        if kind == _JSON or (kind == _TEXT and looks_like_json(decoded, text))
+        if kind == _JSON or (kind in (_TEXT, _SSE) and looks_like_json(decoded, text))
         else None
     )
     new_text: str | None
