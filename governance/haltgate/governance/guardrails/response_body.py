@@ -378,6 +378,8 @@ def scan_decoded_body(
         # A BOM overrides the declared charset for a browser (WHATWG decode): that
         # reading is scanned too when it differs.
         other = _bom_reading(decoded, codec)
+        if other is None and kind == _HTML and charset is None:
+            other = _meta_reading(decoded, codec)
         if other is not None:
             extra, extra_new = _scan_text_kind(guardrails, kind, other, channel)
             result = _both(result, extra, extra_new is not None)
@@ -424,6 +426,28 @@ def _bom_reading(decoded: bytes, codec: str) -> str | None:
                 return None
             return decoded[len(bom) :].decode(bom_codec, "replace")
     return None
+
+
+_META_CHARSET = re.compile(
+    rb"""<meta\b[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]{1,40})""", re.IGNORECASE
+)
+
+
+def _meta_reading(decoded: bytes, codec: str) -> str | None:
+    """An HTML page without a header charset as a browser reads it: in the encoding its
+    ``<meta charset>`` (or ``http-equiv`` content) names in the first 1024 bytes, when
+    that differs from ``codec`` (``None``: none, unknown, or the same reading). UTF-16
+    there is read as UTF-8, as browsers do."""
+    m = _META_CHARSET.search(decoded, 0, 1024)
+    if m is None:
+        return None
+    try:
+        named = codecs.lookup(m.group(1).decode("ascii")).name
+    except LookupError:
+        return None
+    if named.startswith("utf-16") or named == codecs.lookup(codec).name:
+        return None
+    return decoded.decode(named, "replace")
 
 
 def _both(first: ScanResult, second: ScanResult, second_redacts: bool) -> ScanResult:
