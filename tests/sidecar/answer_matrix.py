@@ -366,6 +366,15 @@ MCP = [
         **_MCP,
     ),
     variant(
+        "mcp-sse-key",
+        ct("text/event-stream"),
+        sse(
+            "data: "
+            + mcp_result('{"content": [], "structuredContent": {"' + SECRET + '": 1}}').decode()
+        ),
+        **_MCP,
+    ),
+    variant(
         "mcp-structured-key",
         ct(JSON),
         mcp_result('{"content": [], "structuredContent": {"' + SECRET + '": 1}}'),
