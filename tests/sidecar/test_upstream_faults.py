@@ -105,9 +105,12 @@ async def test_a_protocol_switch_is_refused(
     assert answer.startswith(b"HTTP/1.1 502") and b"upstream_unreachable" in answer
 
 
-async def test_a_stale_keep_alive_connection_is_retried_for_a_post(
+async def test_a_post_on_a_stale_keep_alive_connection_is_not_repeated(
     sidecar_factory: SidecarFactory, standins: Standins
 ) -> None:
+    """A POST the upstream may have run is never sent twice: the agent gets a typed 502
+    (its SDK may retry as a new governed call); a GET on a stale connection is retried."""
+
     async def close_second(ex: Exchange) -> None:
         if ex.conn == 0 and ex.index == 1:
             ex.writer.close()  # closed under the sidecar's feet, nothing answered
@@ -120,6 +123,14 @@ async def test_a_stale_keep_alive_connection_is_retried_for_a_post(
     async with raw_upstream(close_second) as up:
         sc = await with_raw(sidecar_factory, standins, up)
         assert (await raw_call(sc, post)).startswith(b"HTTP/1.1 200")
-        assert (await raw_call(sc, post)).startswith(b"HTTP/1.1 200")
+        answer = await raw_call(sc, post)
+        assert answer.startswith(b"HTTP/1.1 502") and b"upstream_unreachable" in answer
+        assert (await raw_call(sc, post)).startswith(b"HTTP/1.1 200")  # a new connection
     assert [e.conn for e in up.exchanges] == [0, 0, 1]
-    assert up.requests[1] == up.requests[2] and up.requests[1].endswith(b"\r\n\r\nabc")
+    assert len(up.requests) == 3 and up.requests[1].endswith(b"\r\n\r\nabc")
+    async with raw_upstream(close_second) as up:
+        sc = await with_raw(sidecar_factory, standins, up)
+        assert (await raw_call(sc, GET)).startswith(b"HTTP/1.1 200")
+        assert (await raw_call(sc, GET)).startswith(b"HTTP/1.1 200")
+    assert [e.conn for e in up.exchanges] == [0, 0, 1]
+    assert up.requests[1] == up.requests[2]

@@ -308,11 +308,35 @@ async def test_a_stale_pooled_connection_is_retried_once_on_a_new_one(
 
     async with raw_upstream(close_second) as up:
         await call(client, up.port)
-        resp, data = await call(client, up.port, "POST", body=b"payload")
+        resp, data = await call(client, up.port, "PUT", body=b"payload")
         assert (resp.status, data) == (200, b"hi")
         assert up.connections == 2
         assert up.requests[1] == up.requests[2]  # the same request, once more
         assert [e.conn for e in up.exchanges] == [0, 0, 1]
+
+
+async def test_a_post_on_a_stale_connection_is_not_sent_twice(client: UpstreamClient) -> None:
+    """The upstream may have run it (a completion, a side effect): a POST without an
+    Idempotency-Key fails instead of being repeated; with the key it is retried."""
+
+    async def close_second(ex: Exchange) -> None:
+        if ex.conn == 0 and ex.index == 1:
+            ex.writer.close()
+            return
+        ex.writer.write(OK_HI)
+
+    async with raw_upstream(close_second) as up:
+        await call(client, up.port)
+        with pytest.raises(ConnectionError):
+            await call(client, up.port, "POST", body=b"payload")
+        assert len(up.requests) == 2  # sent once, not repeated
+    async with raw_upstream(close_second) as up:
+        await call(client, up.port)
+        url = f"http://127.0.0.1:{up.port}/"
+        resp = await client.request("POST", url, [("Idempotency-Key", "k-1")], b"x", BOUNDS)
+        assert (resp.status, await resp.read()) == (200, b"hi")
+        resp.release()
+        assert up.requests[1] == up.requests[2] and len(up.requests) == 3
 
 
 async def test_a_new_connection_closed_before_answering_is_not_retried(

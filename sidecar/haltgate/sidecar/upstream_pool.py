@@ -19,12 +19,16 @@ was most of the bare relay's cost). It does what the sidecar needs and nothing m
   ``limit`` connections in use at once (callers wait for a slot within the connect
   timeout), idle ones closed after ``keepalive`` seconds. A connection is reused only after
   an answer read to its end: one released partly read, or that failed, is closed;
-- a pooled connection the upstream closed while it sat idle (the request written into a
-  connection already going away, nothing of an answer received) is retried once on a new
-  connection. The request is bytes already in memory (the sidecar reads every body whole
-  before it decides), so the retry sends exactly the same request; nothing of an answer
-  had arrived. (aiohttp retried only idempotent methods; almost every governed call is a
-  ``POST``, which failed as ``upstream_unreachable`` instead.)
+- a pooled connection closed before any byte of its answer arrived is retried once on a
+  new connection **only when the request may be repeated**: an idempotent method (``GET``,
+  ``HEAD``, ``OPTIONS``, ``TRACE``, ``PUT``, ``DELETE``) or a request carrying an
+  ``Idempotency-Key`` header. From the sidecar's side an upstream that closed an idle
+  connection as the request arrived cannot be told from one that took the request (an LLM
+  completion, a tool's side effect) and died before answering; repeating a ``POST`` would
+  run it twice while the budget and the audit count it once. Such a call fails as
+  ``upstream_unreachable`` instead (the agent's SDK may retry it as a new, governed call).
+  An idle connection whose upstream closed it is noticed at once and dropped from the pool,
+  so this window is the instant between the upstream's close and the request.
 """
 
 from __future__ import annotations
@@ -44,11 +48,13 @@ from haltgate.sidecar.upstream_response import (
     UpstreamTimeout,
 )
 
-__all__ = ["UpstreamClient", "UpstreamConnection", "request_head"]
+__all__ = ["UpstreamClient", "UpstreamConnection", "repeatable", "request_head"]
 
 MAX_HEAD_BYTES: Final = 64 * 1024
 """Default bound of an answer's head (status line, headers, interim answers)."""
 _NO_LENGTH_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
+_REPEATABLE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""Methods RFC 9110 calls idempotent: a stale pooled connection may be retried for them."""
 _ORIGIN_CACHE: Final = 1024
 
 
@@ -124,6 +130,14 @@ def request_head(
         lines += ("Content-Length: ", str(body_length), "\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def repeatable(method: str, headers: Iterable[tuple[str, str]]) -> bool:
+    """May this request be sent twice (a stale pooled connection)? Idempotent methods, or
+    a request the client marked with an ``Idempotency-Key`` (pure)."""
+    return method in _REPEATABLE_METHODS or any(
+        name.lower() == "idempotency-key" for name, _ in headers
+    )
 
 
 def _text(raw: bytes) -> str:
@@ -416,11 +430,14 @@ class UpstreamClient:
             if len(self._origins) >= _ORIGIN_CACHE:
                 self._origins.clear()
             self._origins[prefix] = origin
+        headers = list(headers)
         head = request_head(method, target, origin.host_header, headers, len(body))
         head_only = method == "HEAD"
         try:
             return await self._exchange(origin, head, body, head_only, bounds, fresh=False)
         except _StaleConnection:
+            if not repeatable(method, headers):
+                raise
             return await self._exchange(origin, head, body, head_only, bounds, fresh=True)
 
     async def close(self) -> None:

@@ -50,6 +50,7 @@ class ChatStreamGuard:
         self.risk = 0.0
         self.errors: list[str] = []
         self.blocked = False
+        self._last_chat: dict[str, Any] | None = None
 
     def on_event(self, event: Any) -> list[Any]:
         """Events to send in place of `event` (unknown events pass unchanged)."""
@@ -77,7 +78,24 @@ class ChatStreamGuard:
 
     # ------------------------------------------------------------------ providers
 
+    def finish(self) -> list[Any]:
+        """Events releasing what is still held at the end of the stream (OpenAI's
+        ``[DONE]``) of choices that never sent a ``finish_reason``: without them that
+        text would be lost. Empty once blocked."""
+        if self.blocked or self._last_chat is None:
+            return []
+        out: list[Any] = []
+        for key in list(self._scanners):
+            if key[0] != "choice":
+                continue
+            rest = self._close(key)
+            if rest:
+                choice = {"index": key[1], "delta": {"content": rest}, "finish_reason": None}
+                out.append({**self._last_chat, "choices": [choice]})
+        return [] if self.blocked else out
+
     def _openai_chat(self, event: dict[str, Any]) -> dict[str, Any]:
+        self._last_chat = event
         new = copy.copy(event)
         new["choices"] = []
         for choice in event["choices"]:
