@@ -275,9 +275,7 @@ SSE_LLM = [
     variant(
         "chat-gzip-twice-two-headers",
         [*ct("text/event-stream"), ("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")],
-        gzip.compress(
-            gzip.compress(sse(chat_chunk(f"the key is {SECRET} ok"), "data: [DONE]"))
-        ),
+        gzip.compress(gzip.compress(sse(chat_chunk(f"the key is {SECRET} ok"), "data: [DONE]"))),
         **_LLM,
     ),
     variant(

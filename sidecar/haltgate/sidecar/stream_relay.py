@@ -209,6 +209,22 @@ class StreamRelay(AnswerRelay):
                 elif rest := hold.rest():
                     # The upstream's own last bytes, unchanged (filtered like the rest).
                     await resp.write(server_filter.raw(rest) if server_filter else rest)
+                if scan is not None and cut is None and not truncated:
+                    # Ended without [DONE] or a finish reason: what the chat guard holds
+                    # back is scanned and sent, not lost.
+                    tail = (
+                        await asyncio.get_running_loop().run_in_executor(
+                            model, run_with, call.model_clock, scan.end
+                        )
+                        if model is not None
+                        else scan.end()
+                    )
+                    cut = scan.verdict()
+                    if cut is not None:
+                        self.metrics.streams_cut.labels(cut.code).inc()
+                        await resp.write(r.sse_error_event(cut, call.decision_id))
+                    elif tail:
+                        await resp.write(tail)
                 await resp.write_eof()
             except (ConnectionError, RuntimeError):
                 client_gone = True
