@@ -273,6 +273,12 @@ SSE_LLM = [
         **_LLM,
     ),
     variant(
+        "chat-gzip-twice-two-headers",
+        [*ct("text/event-stream"), ("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")],
+        gzip.compress(gzip.compress(sse(chat_chunk(f"the key is {SECRET} ok"), "data: [DONE]"))),
+        **_LLM,
+    ),
+    variant(
         "chat-json-answer",
         ct(JSON),
         b'{"choices": [{"message": {"content": "the key is ' + ESCAPED.encode() + b'"}}]}',

@@ -285,3 +285,45 @@ async def test_chat_stream_without_finish_reason_keeps_its_last_text(
     status, relayed = await client_readings(f"{sc.explicit}/rawllm/v1/chat/completions", json=body)
     assert status == 200
     assert answer in relayed
+
+
+async def test_a_stream_compressed_twice_under_two_headers_reaches_the_client_readable(
+    sidecar_factory: SidecarFactory, standins: Standins, upstream: RawUpstream
+) -> None:
+    """``Content-Encoding: gzip`` twice: a client undoes both layers, so the stream relay
+    must too (every header read, not the first): a clean chat stream arrives as the events
+    the client would read straight from the upstream, not as a layer of gzip."""
+    events = sse(chat_chunk("hello there"), "data: [DONE]")
+    upstream.answers["*"] = RawAnswer(
+        [*ct("text/event-stream"), ("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")],
+        gzip.compress(gzip.compress(events)),
+    )
+    sc = await sidecar_factory(guarded_policy(standins, upstream.url))
+    url, kwargs = _request(
+        variant("chat-gzip-twice", ct("text/event-stream"), b"", via="rawllm"), sc.explicit
+    )
+    status, relayed = await client_readings(url, **kwargs)
+    assert status == 200 and any("hello there" in t for t in relayed), (status, relayed[:1])
+
+
+async def test_a_chat_stream_that_just_closes_keeps_its_last_words(
+    sidecar_factory: SidecarFactory, standins: Standins, upstream: RawUpstream
+) -> None:
+    """No ``finish_reason``, no ``[DONE]``: the text the guard holds back for redaction
+    (the last ~256 characters) is scanned and sent at the end, not lost; a secret in it is
+    still kept from the client."""
+    tail = "and that is the whole story, told to the very last word."
+    upstream.answers["*"] = RawAnswer(
+        ct("text/event-stream"), sse(chat_chunk("Once upon a time, "), chat_chunk(tail))
+    )
+    sc = await sidecar_factory(guarded_policy(standins, upstream.url))
+    request = variant("chat-no-end", ct("text/event-stream"), b"", via="rawllm")
+    url, kwargs = _request(request, sc.explicit)
+    status, relayed = await client_readings(url, **kwargs)
+    assert status == 200 and any("the very last word" in t for t in relayed), relayed[:1]
+
+    upstream.answers["*"] = RawAnswer(
+        ct("text/event-stream"), sse(chat_chunk("Once upon a time, "), chat_chunk(f"{SECRET}"))
+    )
+    status, relayed = await client_readings(url, **kwargs)
+    assert not _reads_secret(relayed), (status, relayed[:1])

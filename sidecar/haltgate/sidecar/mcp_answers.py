@@ -132,6 +132,9 @@ class _FilteredScan:
     def verdict(self) -> HaltgateError | None:
         return self._scan.verdict()
 
+    def end(self) -> bytes:
+        return bytes(self._scan.end())
+
 
 def _may_hold_requests(data: bytes) -> bool:
     """Whether ``data`` could carry a JSON-RPC request: a ``"method"`` key, escapes that

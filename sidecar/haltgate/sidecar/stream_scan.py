@@ -136,6 +136,15 @@ class StreamScan:
                 out.append(_sse_encode(sent_name, dump_answer_json(new)))
         return b"".join(out)
 
+    def end(self) -> bytes:
+        """A stream that closed without its own end marker (``[DONE]``, a finish reason):
+        the text the chat guard still holds back for redaction is scanned and sent, as at
+        ``[DONE]``. Empty when nothing is held, once blocked, and in monitor mode (where
+        every event was relayed as it came)."""
+        if self._chat is None or self._blocked_code is not None or self._call.controls.monitor:
+            return b""
+        return b"".join(_sse_encode("message", dump_answer_json(e)) for e in self._finish())
+
     def _finish(self) -> list[Any]:
         assert self._chat is not None
         try:
