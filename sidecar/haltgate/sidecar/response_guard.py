@@ -11,12 +11,12 @@ from typing import Any
 from multidict import MultiMapping
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
+from haltgate.governance.guardrails.answer_headers import HeadersTooLarge, scan_headers
 from haltgate.governance.guardrails.answer_json import (
     NOT_PARSED,
     dump_answer_json,
     parse_answer_json,
 )
-from haltgate.governance.guardrails.answer_headers import HeadersTooLarge, scan_headers
 from haltgate.governance.guardrails.response_body import (
     Unscannable,
     decode_content,

@@ -206,4 +206,3 @@ def _cookie_name_end(value: str) -> int:
     if eq < 0 or (0 <= semi < eq):
         return 0
     return eq + 1
-
