@@ -164,3 +164,26 @@ async def test_monitor_mode_only_records_a_header_finding(
     assert (record.decision, record.enforcement) == ("allow", "monitor")
     assert record.would_refuse is not None and record.would_refuse["code"] == "guardrail_secrets"
     assert [f["path"] for f in record.findings] == ["header:x-debug-token"]
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+async def test_more_header_text_than_the_bound_follows_fail_mode(
+    sidecar_factory: SidecarFactory, standins: Standins, upstream: RawUpstream, mode: str
+) -> None:
+    """16 Ki characters of values at most are read: past them the answer is unscannable
+    (refused under ``failMode: closed``, relayed and counted under ``open``)."""
+    many = [(f"X-Part-{i}", "word " * 200) for i in range(20)]
+    upstream.answers["*"] = RawAnswer([*NORMAL, *many], PAGE)
+    doc = policy(standins, upstream)
+    doc["spec"]["guardrails"]["failMode"] = mode
+    sc = await sidecar_factory(doc)
+    status, _, _, body = await call(sc, "http")
+    (record,) = await outcomes(sc, 1)
+    if mode == "closed":
+        assert status == 503 and b"guardrails_unscannable" in body
+        assert record.code == "guardrails_unscannable"
+        return
+    assert status == 200 and body == PAGE
+    assert {"detector": "response_body", "action": "fail_open", "error": "headers"} in list(
+        record.findings
+    )
