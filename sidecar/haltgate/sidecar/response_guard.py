@@ -5,7 +5,7 @@ cannot be scanned (by ``failMode``), and ``tools/list`` answers without the deni
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from multidict import MultiMapping
@@ -80,21 +80,10 @@ class ResponseGuard(RequestStages):
             )
             return None
         result = scanned.result
-        call.findings.extend(f.to_dict() for f in result.findings)
-        if result.errors and not result.blocked:
-            self._guardrail_fail_open(call, result.errors)
-        if result.risk:
-            self.budget.add_risk(time.time(), result.risk, result.code or "guardrail_finding")
-        if result.blocked:
-            self.refuse_or_note(
-                call,
-                "response",
-                DeniedError(
-                    "a guardrail blocked the response",
-                    code=result.code or "guardrail_blocked",
-                    failure_type=FailureType.SAFETY,
-                ),
-            )
+        self._act_on_findings(
+            call, result.findings, result.errors, result.risk, result.blocked, result.code,
+            "a guardrail blocked the response",
+        )  # fmt: skip
         if call.controls.monitor:
             return None  # monitor mode: the answer goes as it came (findings say the rest)
         return None if scanned.body is body else scanned.body
@@ -114,24 +103,39 @@ class ResponseGuard(RequestStages):
             return None
         if not scanned.findings and not scanned.errors:
             return None  # the common case
-        call.findings.extend(f.to_dict() for f in scanned.findings)
-        if scanned.errors and not scanned.blocked:
-            self._guardrail_fail_open(call, list(scanned.errors))
-        if scanned.risk:
-            self.budget.add_risk(time.time(), scanned.risk, scanned.code or "guardrail_finding")
-        if scanned.blocked:
+        self._act_on_findings(
+            call, scanned.findings, scanned.errors, scanned.risk, scanned.blocked, scanned.code,
+            "a guardrail blocked the response (a header)",
+        )  # fmt: skip
+        if call.controls.monitor:
+            return None  # monitor mode: the headers go as they came
+        return scanned.redacted
+
+    def _act_on_findings(
+        self,
+        call: Call,
+        findings: Sequence[Any],
+        errors: Sequence[str],
+        risk: float,
+        blocked: bool,
+        code: str | None,
+        message: str,
+    ) -> None:
+        """What the response guardrails found, for the body or the headers alike: audited,
+        risk added, a fail-open error counted, a block refused (or noted in monitor mode)."""
+        call.findings.extend(f.to_dict() for f in findings)
+        if errors and not blocked:
+            self._guardrail_fail_open(call, list(errors))
+        if risk:
+            self.budget.add_risk(time.time(), risk, code or "guardrail_finding")
+        if blocked:
             self.refuse_or_note(
                 call,
                 "response",
                 DeniedError(
-                    "a guardrail blocked the response (a header)",
-                    code=scanned.code or "guardrail_blocked",
-                    failure_type=FailureType.SAFETY,
+                    message, code=code or "guardrail_blocked", failure_type=FailureType.SAFETY
                 ),
             )
-        if call.controls.monitor:
-            return None  # monitor mode: the headers go as they came
-        return scanned.redacted
 
     def _stream_unscannable(self, call: Call, err: Unscannable) -> HaltgateError | None:
         """`_unscannable` in the middle of a stream: the error that cuts it (closed)."""
