@@ -89,4 +89,6 @@ def build(seed: int, attacks: int = ATTACKS, benign: int = BENIGN) -> Sets:
 
 
 def counts(texts: list[Text]) -> dict[str, int]:
-    return dict(sorted(Counter(f"{t.source}:{'attack' if t.label else 'benign'}" for t in texts).items()))
+    return dict(
+        sorted(Counter(f"{t.source}:{'attack' if t.label else 'benign'}" for t in texts).items())
+    )

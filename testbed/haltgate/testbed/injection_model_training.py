@@ -103,9 +103,7 @@ def train(model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], arg
         opt.zero_grad()
         run = 0.98 * run + 0.02 * float(loss) if step else float(loss)
         if step % 20 == 0 or step == len(plan) - 1:
-            print(
-                f"step {step + 1}/{len(plan)} loss {run:.4f} {time.time() - t0:.0f}s", flush=True
-            )
+            print(f"step {step + 1}/{len(plan)} loss {run:.4f} {time.time() - t0:.0f}s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from haltgate.governance.guardrails import decode, ngram, normalize
 from haltgate.governance.guardrails.base import Candidate
@@ -83,6 +84,16 @@ def noisy_or(scores: Sequence[float]) -> float:
 ModelScorer = Callable[[str], float]
 
 
+class ModelLimits(Protocol):
+    """Block / advisory thresholds of the model stage for one channel."""
+
+    @property
+    def block(self) -> float: ...
+
+    @property
+    def advisory(self) -> float: ...
+
+
 class InjectionDetector:
     """Pattern stage, plus an optional model scorer for texts the patterns do not settle."""
 
@@ -96,17 +107,28 @@ class InjectionDetector:
         model_min: float = 0.9,
         model_advisory: float = 0.7,
         fast_model: ngram.NgramModel | None = None,
+        model_thresholds: Mapping[str, ModelLimits] | None = None,
     ) -> None:
         """`model` maps a text to an injection probability; it runs when no strong pattern
         fired (pattern score < 0.9). From `model_min` on its finding acts like any other;
         between `model_advisory` and `model_min` it is advisory (logged and adding risk,
         never blocking): the embedding probe is much less precise than the patterns (see
-        docs/guardrails.md, section 6)."""
+        docs/guardrails.md, section 6). `model_thresholds` overrides both per channel
+        (``request``, ``document``): the calibrated limits a scorer ships with
+        (`onnx_model.OnnxInjectionScorer.thresholds`)."""
         self._limits = limits
         self._model = model
         self._model_min = model_min
         self._model_advisory = model_advisory
+        self._model_thresholds = dict(model_thresholds or {})
         self._fast = fast_model
+
+    def model_limits(self, channel: str) -> tuple[float, float]:
+        """(block, advisory) of the model stage for `channel`."""
+        lim = self._model_thresholds.get(channel)
+        if lim is None:
+            return self._model_min, self._model_advisory
+        return lim.block, lim.advisory
 
     def pattern_candidates(self, text: str) -> list[Candidate]:
         """Pattern stage only: one candidate per (family, span), scores not yet combined."""
@@ -140,7 +162,7 @@ class InjectionDetector:
         if old is None or (old.score < score and (old.via is not None or view.via is None)):
             hits[key] = Candidate(rule.family, start, end, score, view.via, encoding=view.encoding)
 
-    def _model_hit(self, text: str, model: ModelScorer) -> Candidate:
+    def _model_hit(self, text: str, model: ModelScorer, block: float) -> Candidate:
         """The model's candidate: its score of `text` as written or, when higher and at least
         blocking, of what `text`'s encoded spans decode to (then spanning the encoded runs
         and naming their encodings). Decoded evidence has no advisory band."""
@@ -155,7 +177,7 @@ class InjectionDetector:
         score = metered(model, "\n".join(s.rendered for s in spans if s.depth == 1))
         if score >= DECODED_CONTEXT_MIN:
             score = max(score, metered(model, decode.decoded_view(text, spans)))
-        if score <= hit.score or score < self._model_min:
+        if score <= hit.score or score < block:
             return hit
         return Candidate(
             "model",
@@ -166,8 +188,13 @@ class InjectionDetector:
             encoding=",".join(runs[k] for k in sorted(runs)),
         )
 
-    def detect(self, text: str) -> list[Candidate]:
-        """Candidates with their scores raised to the text's combined score."""
+    def detect(self, text: str, channel: str | None = None) -> list[Candidate]:
+        """Candidates with their scores raised to the text's combined score. `channel`
+        (``request`` text or ``document``: tool results, retrieved content) selects the model
+        stage's thresholds; unsaid, it is guessed from the length (`fast_channel`)."""
+        if channel is not None and channel not in ("request", "document"):
+            raise ValueError(f"channel: {channel!r} is not 'request' or 'document'")
+        chan = channel or fast_channel(text)
         cands = self.pattern_candidates(text)
         best: dict[str, float] = {}
         for c in cands:
@@ -185,16 +212,17 @@ class InjectionDetector:
                 best["ngram_model"] = max(fast)
         combined = noisy_or(list(best.values()))
         if self._model is not None and combined < 0.9:
+            block, advisory = self.model_limits(chan)
             hit = (
-                self._windowed_hit(text, spans, self._model)
+                self._windowed_hit(text, spans, self._model, block)
                 if spans
-                else self._model_hit(text, self._model)
+                else self._model_hit(text, self._model, block)
             )
             p = hit.score
-            if p >= self._model_min and p > combined:
+            if p >= block and p > combined:
                 cands.append(hit)
                 combined = noisy_or([combined, p]) if combined > 0 else p
-            elif p >= self._model_advisory and p > combined:
+            elif p >= advisory and p > combined:
                 # Reported at its own score and never raised by the patterns' score.
                 cands.append(dataclasses.replace(hit, advisory=True))
         if not cands:
@@ -204,14 +232,14 @@ class InjectionDetector:
         ]
 
     def _windowed_hit(
-        self, text: str, spans: tuple[ngram.Span, ...], model: ModelScorer
+        self, text: str, spans: tuple[ngram.Span, ...], model: ModelScorer, block: float
     ) -> Candidate:
         """The model's candidate read on windows of +-MODEL_MARGIN characters around the fast
         stage's spans (the most suspicious first, at most _MAX_MODEL_SPANS); best one wins."""
         best: Candidate | None = None
         for s in sorted(spans, key=lambda s: -s.probability)[:_MAX_MODEL_SPANS]:
             a, b = max(0, s.start - MODEL_MARGIN), min(len(text), s.end + MODEL_MARGIN)
-            hit = self._model_hit(text[a:b], model)
+            hit = self._model_hit(text[a:b], model, block)
             if best is None or hit.score > best.score:
                 best = dataclasses.replace(hit, start=hit.start + a, end=hit.end + a)
         assert best is not None  # spans is not empty
