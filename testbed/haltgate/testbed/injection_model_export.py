@@ -114,6 +114,10 @@ def _logit(p: float) -> float:
 
 
 def own_benign() -> list[Text]:
+    """The pattern stage's benign corpus (tests/guardrails of this checkout)."""
+    root = str(Path(__file__).resolve().parents[3])
+    if root not in sys.path:
+        sys.path.append(root)
     from tests.guardrails import corpus
 
     return [
