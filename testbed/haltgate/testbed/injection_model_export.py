@@ -39,6 +39,12 @@ from haltgate.testbed.minilm_torch import MiniLMClassifier
 from haltgate.testbed.ngram_training_data import Text
 
 TARGET_FP = 0.01
+WINDOWS = {"request": 128, "document": 64}
+"""Tokens per scored window at run time, per channel (trained on up to 128). Chosen on the
+validation sets (run 1): an attack planted in a document fills more of a 64-token window,
+so mean pooling dilutes it less (planted-document validation: ROC AUC 0.885 -> 0.920,
+detection at the block threshold 0.167 -> 0.483), while request texts lose with 64
+(s-labs detection at the block threshold 0.761 -> 0.658, neuralchemy 0.742 -> 0.685)."""
 ADVISORY_FP = 0.05
 PINNED = (
     *("torch", "onnx", "onnxruntime", "tokenizers", "numpy", "safetensors"),
@@ -127,8 +133,8 @@ def own_benign() -> list[Text]:
     ]
 
 
-def calibrate(work: Path, out: Path, sets: data.Sets, seed: int) -> dict[str, Any]:
-    raw = onnx_model.Calibration(1.0, training.MAX_LEN, _placeholder_limits())
+def calibrate(out: Path, sets: data.Sets, windows: dict[str, int]) -> dict[str, Any]:
+    raw = onnx_model.Calibration(1.0, windows, _placeholder_limits())
     scorer = onnx_model.OnnxInjectionScorer(
         out / onnx_model.MODEL_FILE, out / onnx_model.TOKENIZER_FILE, raw
     )
@@ -138,9 +144,13 @@ def calibrate(work: Path, out: Path, sets: data.Sets, seed: int) -> dict[str, An
         "neuralchemy validation": [t for t in sets.val_request if t.source == "neuralchemy"],
         "documents validation (planted attacks)": sets.val_document,
         "own benign corpus": own,
+        "own benign corpus, read as documents": own,
         "development benign (docs, tool output, discussions)": sets.dev_benign,
     }
-    logits = {k: [_logit(scorer(t.text)) for t in v] for k, v in groups.items()}
+    channel_of = {
+        k: "document" if "document" in k or "development" in k else "request" for k in groups
+    }
+    logits = {k: [_logit(scorer(t.text, channel_of[k])) for t in v] for k, v in groups.items()}
     val_keys = list(groups)[:3]
     temp = _fit_temperature(
         [z for k in val_keys for z in logits[k]], [t.label for k in val_keys for t in groups[k]]
@@ -151,7 +161,10 @@ def calibrate(work: Path, out: Path, sets: data.Sets, seed: int) -> dict[str, An
 
     chan_sets = {
         "request": ["s-labs validation", "neuralchemy validation", "own benign corpus"],
-        "document": ["documents validation (planted attacks)", "own benign corpus"],
+        "document": [
+            "documents validation (planted attacks)",
+            "own benign corpus, read as documents",
+        ],
     }
     thresholds: dict[str, dict[str, float]] = {}
     for ch, keys in chan_sets.items():
@@ -160,7 +173,7 @@ def calibrate(work: Path, out: Path, sets: data.Sets, seed: int) -> dict[str, An
         thresholds[ch] = {"block": block, "advisory": min(block, threshold_at(neg, ADVISORY_FP))}
     table: dict[str, Any] = {}
     for key, texts in groups.items():
-        ch = "document" if key.startswith(("documents", "development")) else "request"
+        ch = channel_of[key]
         p = probs(key)
         pos = [s for s, t in zip(p, texts, strict=True) if t.label]
         neg = [s for s, t in zip(p, texts, strict=True) if not t.label]
@@ -174,13 +187,10 @@ def calibrate(work: Path, out: Path, sets: data.Sets, seed: int) -> dict[str, An
             row["detection_at_block"] = round(sum(s >= b for s in pos) / len(pos), 4)
         if neg:
             row["fp_at_block"] = round(sum(s >= b for s in neg) / len(neg), 4)
-            if ch == "document":
-                r = thresholds["request"]["block"]
-                row["fp_at_request_block"] = round(sum(s >= r for s in neg) / len(neg), 4)
         table[key] = row
     calibration = {
         "temperature": temp,
-        "max_tokens": training.MAX_LEN,
+        "max_tokens": windows,
         "thresholds": thresholds,
         "target_fp": {"block": TARGET_FP, "advisory": ADVISORY_FP},
         "chosen_on": {ch: keys for ch, keys in chan_sets.items()},
@@ -259,12 +269,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=onnx_model.SHIPPED_DIR)
+    ap.add_argument("--window-request", type=int, default=WINDOWS["request"])
+    ap.add_argument("--window-document", type=int, default=WINDOWS["document"])
+    ap.add_argument(
+        "--calibrate-only", action="store_true", help="keep the exported model in --out"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(training.THREADS)
     info = json.loads((args.work / "training.json").read_text("utf-8"))
-    export(args.work, args.out)
+    if not args.calibrate_only:
+        export(args.work, args.out)
     sets = data.build(info["seed"])
-    table = calibrate(args.work, args.out, sets, info["seed"])
+    windows = {"request": args.window_request, "document": args.window_document}
+    table = calibrate(args.out, sets, windows)
     write_manifest(args.work, args.out, sets, table)
     print(json.dumps(table, indent=1))
     print((args.out / onnx_model.CALIBRATION_FILE).read_text("utf-8"))

@@ -27,9 +27,10 @@ hits and runs the model stage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from haltgate.governance.guardrails import decode, ngram, normalize
 from haltgate.governance.guardrails.base import Candidate
@@ -92,6 +93,15 @@ class ModelLimits(Protocol):
 
     @property
     def advisory(self) -> float: ...
+
+
+@runtime_checkable
+class ChannelScorer(Protocol):
+    """A model scorer that reads a text per channel (`onnx_model.OnnxInjectionScorer`)."""
+
+    def limits(self, channel: str) -> ModelLimits: ...
+
+    def __call__(self, text: str, channel: str = "request") -> float: ...
 
 
 class InjectionDetector:
@@ -213,10 +223,13 @@ class InjectionDetector:
         combined = noisy_or(list(best.values()))
         if self._model is not None and combined < 0.9:
             block, advisory = self.model_limits(chan)
+            model = self._model
+            if isinstance(model, ChannelScorer):  # reads the channel's window length
+                model = functools.partial(model, channel=chan)
             hit = (
-                self._windowed_hit(text, spans, self._model, block)
+                self._windowed_hit(text, spans, model, block)
                 if spans
-                else self._model_hit(text, self._model, block)
+                else self._model_hit(text, model, block)
             )
             p = hit.score
             if p >= block and p > combined:

@@ -53,7 +53,9 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class Calibration:
     temperature: float
-    max_tokens: int
+    max_tokens: dict[str, int]
+    """Window length per channel: an attack planted in a long document fills more of a
+    short window, so mean pooling dilutes it less."""
     thresholds: dict[str, Limits]
 
 
@@ -69,8 +71,14 @@ def parse_calibration(raw: str, where: str) -> Calibration:
     if not isinstance(t, int | float) or not (math.isfinite(t) and t > 0):
         raise ModelUnavailable(f"{where}: temperature must be a number > 0")
     n = doc.get("max_tokens")
-    if not isinstance(n, int) or not 8 <= n <= 512:
-        raise ModelUnavailable(f"{where}: max_tokens must be an integer in 8..512")
+    if not isinstance(n, dict):
+        raise ModelUnavailable(f"{where}: max_tokens must be an object (per channel)")
+    windows: dict[str, int] = {}
+    for ch in CHANNELS:
+        w = n.get(ch)
+        if not isinstance(w, int) or not 8 <= w <= 512:
+            raise ModelUnavailable(f"{where}: max_tokens.{ch} must be an integer in 8..512")
+        windows[ch] = w
     th = doc.get("thresholds")
     if not isinstance(th, dict):
         raise ModelUnavailable(f"{where}: thresholds must be an object")
@@ -84,13 +92,13 @@ def parse_calibration(raw: str, where: str) -> Calibration:
                 f"{where}: thresholds.{ch} needs 0 < advisory <= block < 1 (numbers)"
             )
         limits[ch] = Limits(float(b), float(a))
-    return Calibration(float(t), n, limits)
+    return Calibration(float(t), windows, limits)
 
 
 @dataclass(frozen=True, slots=True)
 class WindowSettings:
     max_tokens: int = 128
-    """Window length in tokens (the model's training length)."""
+    """Window length in tokens of the request channel (the model's training length)."""
     max_windows: int = 16
     """At most this many windows of a text are scored (the first ones)."""
 
@@ -98,8 +106,8 @@ class WindowSettings:
 class OnnxInjectionScorer:
     """Callable (text, channel) -> injection probability, for `InjectionDetector(model=...)`.
 
-    `thresholds` holds the calibrated block / advisory limits per channel; `block_at` and
-    `advisory_at` are the request channel's."""
+    `thresholds` holds the calibrated block / advisory limits per channel, `window_tokens`
+    the window length per channel; `block_at` and `advisory_at` are the request channel's."""
 
     def __init__(
         self,
@@ -121,7 +129,8 @@ class OnnxInjectionScorer:
         if missing:
             raise ModelUnavailable(f"missing {', '.join(missing)}")
         self._np = np
-        self.settings = WindowSettings(calibration.max_tokens, max_windows)
+        self.window_tokens = dict(calibration.max_tokens)
+        self.settings = WindowSettings(self.window_tokens["request"], max_windows)
         self.thresholds = dict(calibration.thresholds)
         self.block_at = self.thresholds["request"].block
         self.advisory_at = self.thresholds["request"].advisory
@@ -131,7 +140,7 @@ class OnnxInjectionScorer:
         except Exception as e:  # tokenizers raises a bare Exception on a malformed file
             raise ModelUnavailable(f"{tokenizer_file}: unreadable ({type(e).__name__})") from e
         self._tok.no_padding()
-        self._tok.enable_truncation(max_length=self.settings.max_tokens)
+        self._tok.enable_truncation(max_length=max(self.window_tokens.values()))
         cls, sep = self._tok.token_to_id("[CLS]"), self._tok.token_to_id("[SEP]")
         if cls is None or sep is None:
             raise ModelUnavailable(f"{tokenizer_file}: tokenizer has no [CLS]/[SEP] tokens")
@@ -154,9 +163,11 @@ class OnnxInjectionScorer:
             raise ValueError(f"channel: {channel!r} is not one of {', '.join(CHANNELS)}")
         return self.thresholds[channel]
 
-    def windows(self, text: str) -> list[list[int]]:
-        """Token ids of sentence-packed windows (with [CLS]/[SEP]), at most max_windows."""
-        budget = self.settings.max_tokens - 2
+    def windows(self, text: str, channel: str = "request") -> list[list[int]]:
+        """Token ids of sentence-packed windows (with [CLS]/[SEP]) of `channel`'s length, at
+        most max_windows."""
+        self.limits(channel)
+        budget = self.window_tokens[channel] - 2
         out: list[list[int]] = []
         cur: list[int] = []
         sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
@@ -178,10 +189,9 @@ class OnnxInjectionScorer:
         return [[self._cls, *w, self._sep] for w in windows]
 
     def __call__(self, text: str, channel: str = "request") -> float:
-        """Probability-like score in [0, 1] that `text` carries an injection. The score does
-        not depend on `channel`; `limits(channel)` says how to read it."""
-        self.limits(channel)
-        windows = self.windows(normalize.fold(text))
+        """Probability-like score in [0, 1] that `text` carries an injection, read on windows
+        of `channel`'s length; `limits(channel)` says where it blocks."""
+        windows = self.windows(normalize.fold(text), channel)
         if not windows:
             return 0.0
         np = self._np
@@ -244,7 +254,7 @@ def load_stackone_scorer(model_dir: Path | None = None) -> OnnxInjectionScorer:
         raise ModelUnavailable(f"{d}: unreadable classifier_config.json") from e
     block, advisory = STACKONE_LIMITS
     limits = {ch: Limits(block, advisory) for ch in CHANNELS}
-    cal = Calibration(t, 256, limits)
+    cal = Calibration(t, dict.fromkeys(CHANNELS, 256), limits)
     return OnnxInjectionScorer(d / "model_quantized.onnx", d / "tokenizer.json", cal)
 
 
