@@ -144,7 +144,7 @@ def test_windows_are_bounded_per_channel(scorer: onnx_model.OnnxInjectionScorer)
     for ch, width in (("request", 128), ("document", 64)):
         windows = scorer.windows(text, ch)
         assert len(windows) == scorer.settings.max_windows
-        assert max(len(w) for w in windows) == width
+        assert width - 10 < max(len(w) for w in windows) <= width  # sentence-packed
         one_long_word = scorer.windows("x" * 100_000, ch)
         assert all(len(w) <= width for w in one_long_word)
 

@@ -19,7 +19,9 @@ also respect.
 
 from __future__ import annotations
 
+import base64
 import random
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 
@@ -30,7 +32,11 @@ from haltgate.testbed.ngram_training_data import Text
 ATTACKS = 5000
 BENIGN = 6500
 PLANTED = 1250
-KEEP_ALL_BENIGN = ("discussion", "haltgate-extra")
+BLOBS = 0
+"""Generated benign encoded blobs (`_blob`) added to the benign pool. 0 in the shipped
+model's recipe (run 1); run 2 (``--blobs 800 --attacks 4200 --benign 5600``) tries them
+against run 1's false positives on encoded blobs (docs/guardrails.md section 4)."""
+KEEP_ALL_BENIGN = ("discussion", "haltgate-extra", "generated-blob")
 """Benign sources kept whole (the hardest negatives, and code); the rest are subsampled."""
 CAPS = {"generated-tool-output": 1000, "debian-": 1200}
 """At most this many benign texts of these sources (prefix): the request channel's benign
@@ -53,10 +59,45 @@ def _planted_short(rng: random.Random, doc: str, attack: str) -> str:
     return syn.planted(rng, piece, attack)
 
 
-def build(seed: int, attacks: int = ATTACKS, benign: int = BENIGN) -> Sets:
+def _b64(rng: random.Random, n: int, url: bool = False) -> str:
+    raw = base64.urlsafe_b64encode if url else base64.b64encode
+    return raw(rng.randbytes(n)).decode()
+
+
+def _blob(rng: random.Random) -> str:
+    """A benign encoded or high-entropy text of the kinds tool output carries."""
+    kind = rng.randrange(10)
+    if kind == 0:
+        return f"![image](data:image/{rng.choice(('png', 'jpeg'))};base64,{_b64(rng, 90)})"
+    if kind == 1:
+        head = _b64(rng, 20, url=True).rstrip("=")
+        return f"Authorization: Bearer {head}.{_b64(rng, 60, url=True).rstrip('=')}.{head}"
+    if kind == 2:
+        body = "\n".join(_b64(rng, 48) for _ in range(rng.randint(2, 6)))
+        return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----"
+    if kind == 3:
+        return f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5{_b64(rng, 36)} user@host"
+    if kind == 4:
+        return "\n".join(
+            f"{16 * i:08x}: " + " ".join(rng.randbytes(2).hex() for _ in range(8))
+            for i in range(rng.randint(2, 6))
+        )
+    if kind == 5:
+        return "\n".join(rng.randbytes(20).hex() for _ in range(rng.randint(1, 6)))
+    if kind == 6:
+        return "\n".join(f"{rng.randbytes(32).hex()}  file{i}.tar.gz" for i in range(3))
+    if kind == 7:
+        return f"otpauth://totp/ACME:user?secret={base64.b32encode(rng.randbytes(10)).decode()}"
+    if kind == 8:
+        return f"payload (gzip, base64): H4sI{_b64(rng, rng.randint(30, 120))}"
+    return "ids: " + ", ".join(str(uuid.UUID(bytes=rng.randbytes(16))) for _ in range(4))
+
+
+def build(seed: int, attacks: int = ATTACKS, benign: int = BENIGN, blobs: int = BLOBS) -> Sets:
     rng = random.Random(seed)
     sets = ngram_training.build(seed, None)
     train = [t for t in sets["train"] if t.source != "planted"]
+    train += [Text(_blob(rng), False, "document", "generated-blob") for _ in range(blobs)]
     pool = [t for t in train if t.label]
     docs = [
         t.text

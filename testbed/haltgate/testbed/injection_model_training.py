@@ -115,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--attacks", type=int, default=data.ATTACKS)
     ap.add_argument("--benign", type=int, default=data.BENIGN)
+    ap.add_argument("--blobs", type=int, default=data.BLOBS)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     t0 = time.time()
-    sets = data.build(args.seed, args.attacks, args.benign)
+    sets = data.build(args.seed, args.attacks, args.benign, args.blobs)
     base = base_model_dir()
     tok = Tokenizer.from_file(str(base / "tokenizer.json"))
     tok.no_padding()
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "seed": args.seed,
         "epochs": args.epochs,
+        "attacks": args.attacks,
+        "benign": args.benign,
+        "blobs": args.blobs,
         "max_len": MAX_LEN,
         "batch": BATCH,
         "lr": LR,
