@@ -172,7 +172,7 @@ class InjectionDetector:
         if old is None or (old.score < score and (old.via is not None or view.via is None)):
             hits[key] = Candidate(rule.family, start, end, score, view.via, encoding=view.encoding)
 
-    def _model_hit(self, text: str, model: ModelScorer, block: float) -> Candidate:
+    def _model_hit(self, text: str, model: ModelScorer, block: float | None = None) -> Candidate:
         """The model's candidate: its score of `text` as written or, when higher and at least
         blocking, of what `text`'s encoded spans decode to (then spanning the encoded runs
         and naming their encodings). Decoded evidence has no advisory band."""
@@ -187,7 +187,7 @@ class InjectionDetector:
         score = metered(model, "\n".join(s.rendered for s in spans if s.depth == 1))
         if score >= DECODED_CONTEXT_MIN:
             score = max(score, metered(model, decode.decoded_view(text, spans)))
-        if score <= hit.score or score < block:
+        if score <= hit.score or score < (self._model_min if block is None else block):
             return hit
         return Candidate(
             "model",
@@ -245,7 +245,11 @@ class InjectionDetector:
         ]
 
     def _windowed_hit(
-        self, text: str, spans: tuple[ngram.Span, ...], model: ModelScorer, block: float
+        self,
+        text: str,
+        spans: tuple[ngram.Span, ...],
+        model: ModelScorer,
+        block: float | None = None,
     ) -> Candidate:
         """The model's candidate read on windows of +-MODEL_MARGIN characters around the fast
         stage's spans (the most suspicious first, at most _MAX_MODEL_SPANS); best one wins."""
