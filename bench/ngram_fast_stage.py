@@ -30,12 +30,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from haltgate.governance.guardrails import InjectionDetector, ngram
-from haltgate.governance.guardrails.injection import fast_channel
+from haltgate.governance.guardrails.base import Channel
 from haltgate.testbed import ngram_synthetic as syn
 from haltgate.testbed import ngram_training_data as data
 from tests.guardrails import corpus
 
 EVAL_SEED = 90_210  # training uses 17
+REQUEST_SETS = frozenset({"own benign corpus"})
+"""Benign sets of request text (what an agent sends); the others are documents."""
 
 
 def benign_sets(limit: int) -> dict[str, list[str]]:
@@ -118,19 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     plain = InjectionDetector()
     fast = InjectionDetector(fast_model=model)
 
-    def blocked(det: InjectionDetector) -> Callable[[str], bool]:
-        return lambda t: any(c.score >= 0.5 and not c.advisory for c in det.detect(t))
-
-    def fast_alone(t: str) -> bool:
-        return bool(model.score(t, fast_channel(t)).spans)
+    def blocked(det: InjectionDetector, channel: Channel = "request") -> Callable[[str], bool]:
+        return lambda t: any(
+            c.score >= 0.5 and not c.advisory for c in det.detect(t, channel=channel)
+        )
 
     total = {"patterns": [], "fast stage alone": [], "patterns + fast stage": []}
     print(f"\n{'benign set':<24}{'n':>6}  {'patterns':>20}{'fast alone':>20}{'patterns+fast':>20}")
     for name, texts in benign_sets(args.limit).items():
+        ch: Channel = "request" if name in REQUEST_SETS else "document"
         row = {
             "patterns": [blocked(plain)(t) for t in texts],
-            "fast stage alone": [fast_alone(t) for t in texts],
-            "patterns + fast stage": [blocked(fast)(t) for t in texts],
+            "fast stage alone": [bool(model.score(t, ch).spans) for t in texts],
+            "patterns + fast stage": [blocked(fast, ch)(t) for t in texts],
         }
         for k, v in row.items():
             total[k].extend(v)

@@ -52,7 +52,7 @@ def refusal(status: int, body: dict) -> dict | None:
 
 def main() -> int:
     script = [("tool", "delete_file", {"path": "/data/notes.md"}),
-              ("llm", "use key AKIAIOSFODNN7EXAMPLE to deploy", None)]
+              ("llm", "use key AKIA2E3MBFQXKZ7VJ4NA to deploy", None)]
     for step in range(1, MAX_STEPS + 1):
         if step <= len(script):
             kind, what, args = script[step - 1]

@@ -35,7 +35,7 @@ from tests.sidecar.cli_process import (
 )
 from tests.sidecar.conftest import Standins, base_policy, merge, serving_standins
 
-AWS = "AKIAIOSFODNN7EXAMPLE"
+AWS = "AKIA2E3MBFQXKZ7VJ4NA"
 GITHUB = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
 OPENAI = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z" + "T3BlbkFJ" + "Qr7sT0uV3wX6yZ9aB2cD5eF8"
 EMAIL = "canary.person@example.org"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from haltgate.governance.audit.redact import MAX_PAYLOAD_DEPTH, AuditScrubber
 
 PLANTED = [
-    "AKIAIOSFODNN7EXAMPLE",
+    "AKIA2E3MBFQXKZ7VJ4NA",
     "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
     "canary.person@example.org",
 ]

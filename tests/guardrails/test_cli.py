@@ -54,3 +54,26 @@ def test_policy_file(tmp_path: Path) -> None:
     )
     assert code == 0
     assert [o["verdict"] for o in out] == ["block", "allow"]
+
+
+def test_channel_option_and_per_line_channel(tmp_path: Path) -> None:
+    from tests.guardrails.test_channels import PROBE
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "apiVersion: haltgate.dev/v1alpha1\nkind: GovernancePolicy\nmetadata: {name: p}\n"
+        "spec:\n  guardrails:\n    promptInjection: {fastModel: true}\n"
+    )
+    lines = [
+        {"text": PROBE},
+        {"text": PROBE, "channel": "document"},
+        {"text": PROBE, "channel": "tool"},
+    ]
+    stdin = "".join(json.dumps(x) + "\n" for x in lines)
+    code, out = _run(["--policy", str(policy)], stdin)
+    assert code == 1
+    assert [o.get("verdict") for o in out[:2]] == ["allow", "block"]
+    assert {f["channel"] for f in out[1]["findings"]} == {"document"}  # type: ignore[union-attr]
+    assert "channel" in str(out[2]["error"])
+    code, out = _run(["--policy", str(policy), "--channel", "document"], stdin)
+    assert [o.get("verdict") for o in out[:2]] == ["block", "block"]

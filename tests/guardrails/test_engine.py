@@ -92,7 +92,7 @@ def test_monitor_only_never_blocks_or_redacts(parts: list[str], noise: str) -> N
 class _Broken:
     name = "broken"
 
-    def detect(self, text: str) -> list[Candidate]:
+    def detect(self, text: str, *, channel: str = "request") -> list[Candidate]:
         raise RuntimeError("model file missing")
 
 

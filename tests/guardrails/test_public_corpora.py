@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pathlib
 import sys
 
 import pytest
@@ -83,4 +84,37 @@ def test_other_package_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(guard_corpora.SETS, "s-labs", dataclasses.replace(pinned, version="0.0.1"))
     with pytest.raises(CorpusError) as e:
         load_training("s-labs", "train")
+    assert e.value.field == "version"
+
+
+def test_sealed4_is_refused_to_training_by_name() -> None:
+    for split in ("train", "validation", "test"):
+        with pytest.raises(SealedSplitError) as e:
+            load_training("sealed4", split)
+        assert e.value.field == "name"
+        assert "sealed4" in str(e.value)
+
+
+def test_sealed4_parses_with_both_labels_in_both_channels(monkeypatch: pytest.MonkeyPatch) -> None:
+    for m in guard_corpora.TRAINING_MODULES:
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    rows = load_sealed_test("sealed4", EvaluationSeal.open("tests"))
+    for channel in ("request", "document"):
+        labels = [r.label for r in rows if r.channel == channel]
+        assert sum(labels) >= 40 and labels.count(False) >= 40, channel
+    assert all(r.text.strip() and r.family for r in rows)
+
+
+def test_sealed4_edited_file_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    src = guard_corpora.REPO / guard_corpora.SEALED4
+    copy = tmp_path / guard_corpora.SEALED4
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(src.read_bytes() + b"\n")
+    monkeypatch.setattr(guard_corpora, "REPO", tmp_path)
+    for m in guard_corpora.TRAINING_MODULES:
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    with pytest.raises(CorpusError) as e:
+        load_sealed_test("sealed4", EvaluationSeal.open("tests"))
     assert e.value.field == "version"

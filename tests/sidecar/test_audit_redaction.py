@@ -16,7 +16,7 @@ from yarl import URL
 from haltgate.governance.audit import AuditRecord
 from tests.sidecar.conftest import Running, SidecarFactory, Standins
 
-AWS = "AKIAIOSFODNN7EXAMPLE"
+AWS = "AKIA2E3MBFQXKZ7VJ4NA"
 GITHUB = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
 OPENAI = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z" + "T3BlbkFJ" + "Qr7sT0uV3wX6yZ9aB2cD5eF8"
 EMAIL = "canary.person@example.org"

@@ -47,8 +47,8 @@ async def test_secret_blocked(sidecar_factory: SidecarFactory, standins: Standin
         "messages": [
             {
                 "role": "user",
-                "content": "use key AKIAIOSFODNN7EXAMPLE with secret "
-                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "content": "use key AKIA2E3MBFQXKZ7VJ4NA with secret "
+                "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",
             }
         ],
     }
@@ -126,8 +126,8 @@ async def test_stream_cut_by_response_guardrail(sidecar_factory: SidecarFactory)
     )
     body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
     text = (
-        "here is the key AKIAIOSFODNN7EXAMPLE and secret "
-        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY " + "filler " * 100
+        "here is the key AKIA2E3MBFQXKZ7VJ4NA and secret "
+        "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 " + "filler " * 100
     )
     async with (
         aiohttp.ClientSession() as s,

@@ -33,7 +33,7 @@ CHAT = {
     "max_tokens": 2,
     "messages": [{"role": "user", "content": "hello"}],
 }
-SECRET = "use key AKIAIOSFODNN7EXAMPLE with secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+SECRET = "use key AKIA2E3MBFQXKZ7VJ4NA with secret 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"
 
 
 def policy(mode: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -106,7 +106,7 @@ async def test_detector_failure_in_a_stream_is_a_fail_open_event(
         }
     )
 
-    def broken(self: SecretsDetector, text: str) -> list[Any]:
+    def broken(self: SecretsDetector, text: str, **kw: Any) -> list[Any]:
         raise ValueError("detector bug")  # stands in for a detector that crashes
 
     monkeypatch.setattr(SecretsDetector, "detect", broken)

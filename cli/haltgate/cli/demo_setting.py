@@ -18,7 +18,7 @@ OPA_PORT = 8181
 STANDIN_PORTS = {"llm": 8080, "mcp": 8081}
 """Ports of the stand-ins inside their network namespace (netns mode)."""
 AWS_KEY_PROMPT = (
-    "deploy with key AKIAIOSFODNN7EXAMPLE and secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    "deploy with key AKIA2E3MBFQXKZ7VJ4NA and secret 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"
 )
 
 REGO = """package haltgate

@@ -6,9 +6,11 @@ writes one JSON line per input line, in order::
     {"verdict": "block"|"allow", "findings": [{"detector", "type", "score", "start", "end",
      "action", ...}], "risk": 1.0, "redacted_text": "..."}
 
-``redacted_text`` appears only when a redact action changed the text. A line that is not a
-JSON object with a string ``text`` gives ``{"error": "..."}`` and the command exits 1 after
-the last line. Without ``--policy`` every detector runs in both directions with action
+``redacted_text`` appears only when a redact action changed the text. A line may say where
+its text comes from, ``"channel": "request"|"document"`` (request text, or a tool result /
+document; default: ``--channel``, else by direction). A line that is not a JSON object with
+a string ``text`` (and a valid ``channel`` if any) gives ``{"error": "..."}`` and the command
+exits 1 after the last line. Without ``--policy`` every detector runs in both directions with action
 ``block`` (PII: ``redact``) at threshold 0.5.
 """
 
@@ -22,6 +24,7 @@ import orjson
 
 from haltgate.governance import policy_checks
 from haltgate.governance.guardrails import Guardrails
+from haltgate.governance.guardrails.base import CHANNELS
 from haltgate.governance.validation import PolicyFileError, load_policy_file
 
 _DETECTOR_FIELDS = {"prompt_injection": "prompt_injection", "pii": "pii", "secrets": "secrets"}
@@ -60,12 +63,25 @@ def guard() -> None:
     help="Direction the texts travel in.",
 )
 @click.option(
+    "--channel",
+    type=click.Choice(["request", "document"]),
+    default=None,
+    help="Where the texts come from: request text, or a tool result / document "
+    "(default: request for --direction request, document for response).",
+)
+@click.option(
     "--detectors",
     default=None,
     metavar="LIST",
     help="Comma-separated subset: prompt_injection,pii,secrets.",
 )
-def scan(source: IO[str], policy_file: str | None, direction: str, detectors: str | None) -> None:
+def scan(
+    source: IO[str],
+    policy_file: str | None,
+    direction: str,
+    channel: str | None,
+    detectors: str | None,
+) -> None:
     """Scan JSON lines {"text": ...} from SOURCE (default: standard input)."""
     if policy_file is not None:
         try:
@@ -99,7 +115,18 @@ def scan(source: IO[str], policy_file: str | None, direction: str, detectors: st
             out.write(b"\n")
             failed = True
             continue
-        result = guardrails.scan(doc["text"], direction)  # type: ignore[arg-type]
+        line_channel = doc.get("channel", channel)
+        if line_channel not in (None, *CHANNELS):
+            message = f'line {lineno}: channel: expected "request" or "document"'
+            out.write(orjson.dumps({"error": message}))
+            out.write(b"\n")
+            failed = True
+            continue
+        result = guardrails.scan(
+            doc["text"],
+            direction,  # type: ignore[arg-type]
+            channel=line_channel,
+        )
         record = result.to_dict()
         if result.redacted_text is not None:
             record["redacted_text"] = result.redacted_text

@@ -10,7 +10,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -22,6 +21,7 @@ from haltgate.sidecar.bodybudget import MemoryBudgetError
 from haltgate.sidecar.call import Call, overhead_ms
 from haltgate.sidecar.relay_headers import forward_headers, response_headers
 from haltgate.sidecar.response_guard import ResponseGuard, lists_tools, rewrite_sse
+from haltgate.sidecar.upstream_response import UpstreamResponse
 
 __all__ = ["AnswerRelay"]
 
@@ -35,7 +35,7 @@ class AnswerRelay(ResponseGuard):
         self,
         request: web.BaseRequest,
         call: Call,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         requests: Sequence[tuple[Any, str]],
     ) -> None:
         """Send the MCP server the refusal of the requests it sent that were dropped
@@ -53,14 +53,14 @@ class AnswerRelay(ResponseGuard):
             headers[MCP_SESSION_HEADER] = session
         task = asyncio.create_task(
             mcp_answers.answer_server(
-                self.session, call.target.url, headers, list(requests), call.decision_id
+                self.upstream_client, call.target.url, headers, list(requests), call.decision_id
             )
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def relay_through(
-        self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
+        self, request: web.BaseRequest, call: Call, upstream: UpstreamResponse
     ) -> web.StreamResponse:
         """Relay an answer chunk by chunk without reading it (HTTP tools)."""
         resp = web.StreamResponse(
@@ -75,14 +75,14 @@ class AnswerRelay(ResponseGuard):
         digest = hashlib.blake2b(digest_size=16)
         truncated = client_gone = False
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream:
                 digest.update(chunk)
                 try:
                     await resp.write(chunk)
                 except (ConnectionError, RuntimeError):
                     client_gone = True
                     break
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        except (TimeoutError, OSError):
             truncated = True
         if not client_gone:
             try:
@@ -102,7 +102,7 @@ class AnswerRelay(ResponseGuard):
         return resp
 
     async def relay_whole(
-        self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
+        self, request: web.BaseRequest, call: Call, upstream: UpstreamResponse
     ) -> web.StreamResponse:
         """A complete (non-streamed) answer: settle, scan, then send it."""
         limit = self.settings.max_buffered_response_bytes
@@ -121,7 +121,7 @@ class AnswerRelay(ResponseGuard):
                 self._hold(call, known, "response")
             chunks: list[bytes] = []
             size = 0
-            while chunk := await upstream.content.readany():
+            while chunk := await upstream.readany():
                 size += len(chunk)
                 if size > limit:
                     return await self.fail_upstream(
@@ -137,7 +137,7 @@ class AnswerRelay(ResponseGuard):
                     self._hold(call, len(chunk), "response")
                 chunks.append(chunk)
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        except (TimeoutError, OSError) as e:
             return await self.fail_upstream(
                 request,
                 call,

@@ -14,6 +14,7 @@ import orjson
 
 from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.errors import HaltgateError
+from haltgate.governance.guardrails.base import Channel
 from haltgate.governance.guardrails.model_clock import ModelClock
 from haltgate.governance.policy_base import RequestKind
 from haltgate.governance.request import AgentIdentity
@@ -107,6 +108,14 @@ class Call:
     def kind_label(self) -> str:
         view = self.classified.view if self.classified else None
         return view.kind.value if view is not None and view.kind is not None else "unknown"
+
+    @property
+    def answer_channel(self) -> Channel:
+        """The guardrail channel of this call's answer: a model's answer is text the model
+        writes for the agent (``request``); what an MCP server, an HTTP tool or a web page
+        answers is a ``document`` (a tool result)."""
+        view = self.classified.view if self.classified else None
+        return "request" if view is not None and view.kind is RequestKind.LLM else "document"
 
     @property
     def is_rpc(self) -> bool:

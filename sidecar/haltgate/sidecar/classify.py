@@ -65,7 +65,7 @@ class Target:
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         netloc = host if self.port == default else f"{host}:{self.port}"
-        # Sent with encoded=True (exactly these bytes): a raw non-ASCII query is encoded.
+        # Sent as exactly these bytes (upstream_pool.py): a raw non-ASCII query is encoded.
         query = encode_non_ascii(self.query)
         url = f"{self.scheme}://{netloc}{self.path}" + (f"?{query}" if query else "")
         object.__setattr__(self, "url", url)

@@ -10,13 +10,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from haltgate.governance.flows import FlowPolicy
 from haltgate.governance.mcp import McpAuthorizer
 from haltgate.governance.policy import GovernancePolicySpec
 from haltgate.governance.policy_base import PayloadCapture
 from haltgate.governance.tools import ToolAuthorizer
+from haltgate.sidecar.upstream_response import UpstreamTimeout
 from haltgate.sidecar.upstreams import UpstreamTable
 
 __all__ = ["Controls", "compile_controls"]
@@ -46,7 +45,7 @@ class Controls:
     guardrails: Any | None
     """``haltgate.governance.guardrails.Guardrails`` or ``None`` when all detectors are off."""
     max_body_bytes: int
-    upstream_timeout: aiohttp.ClientTimeout
+    upstream_timeout: UpstreamTimeout
     payload: PayloadCapture
     flows: FlowPolicy | None = None
     """``spec.flows`` compiled; ``None`` when the policy has no flow rules."""
@@ -67,10 +66,8 @@ def compile_controls(spec: GovernancePolicySpec, source: bytes = b"") -> Control
         guardrails=_guardrails_for(spec),
         max_body_bytes=spec.limits.max_body_bytes,
         # Not a total: a stream may run as long as bytes keep coming. The bound is on the
-        # wait for the answer's head and on every silence inside it (sock_read).
-        upstream_timeout=aiohttp.ClientTimeout(
-            total=None, connect=10, sock_read=spec.limits.upstream_timeout_seconds
-        ),
+        # wait for the answer's head and on every silence inside it (read).
+        upstream_timeout=UpstreamTimeout(connect=10, read=spec.limits.upstream_timeout_seconds),
         payload=spec.audit.payload,
         flows=FlowPolicy(spec.flows) if spec.flows else None,
         monitor=spec.enforcement == "monitor",

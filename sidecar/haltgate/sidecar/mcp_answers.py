@@ -7,23 +7,28 @@ hides, and compressed answers that cannot be filtered refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
-import orjson
-from yarl import URL
-
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
+from haltgate.governance.guardrails.answer_json import (
+    NOT_PARSED,
+    dump_answer_json,
+    parse_answer_json,
+)
 from haltgate.governance.mcp import McpAuthorizer, canonical_uri, template_prefix
 from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.mcp_messages import McpMessage
+from haltgate.sidecar.response_guard import content_coding
 from haltgate.sidecar.responses import jsonrpc_error_body
+from haltgate.sidecar.upstream_response import UpstreamTimeout
 
 if TYPE_CHECKING:
     from haltgate.sidecar.call import Call
     from haltgate.sidecar.sse import SSEEvent
+    from haltgate.sidecar.upstream_pool import UpstreamClient
 
 __all__ = [
     "CODE_SERVER_REQUEST_DENIED",
@@ -61,9 +66,8 @@ class ServerRequestFilter:
 
     def denied(self, data: str) -> str | None:
         """The denied server request method in an event's data, if any."""
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        obj = parse_answer_json(data)  # as the MCP SDKs parse it (NaN, a BOM...)
+        if obj is NOT_PARSED:
             return None
         for msg in obj if isinstance(obj, list) else [obj]:
             method = self.denied_message(msg)
@@ -128,11 +132,14 @@ class _FilteredScan:
     def verdict(self) -> HaltgateError | None:
         return self._scan.verdict()
 
+    def end(self) -> bytes:
+        return bytes(self._scan.end())
+
 
 def _may_hold_requests(data: bytes) -> bool:
-    """Whether ``data`` could carry a JSON-RPC request: a ``"method"`` key, or escapes that
-    could spell one (then it is parsed to be sure)."""
-    return b'"method"' in data or b"\\" in data
+    """Whether ``data`` could carry a JSON-RPC request: a ``"method"`` key, escapes that
+    could spell one, or UTF-16/32 (NULs) that hides it (then it is parsed to be sure)."""
+    return b'"method"' in data or b"\\" in data or b"\x00" in data[:4]
 
 
 def filter_answer(
@@ -160,13 +167,12 @@ def filter_answer(
 def _filter_whole(server_filter: ServerRequestFilter, body: bytes, content_type: str) -> bytes:
     if content_type == "text/event-stream":
         return server_filter.raw(body)
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    obj = parse_answer_json(body)
+    if obj is NOT_PARSED:
         return body
     if isinstance(obj, list):
         kept = [m for m in obj if server_filter.denied_message(m) is None]
-        return body if len(kept) == len(obj) else orjson.dumps(kept)
+        return body if len(kept) == len(obj) else dump_answer_json(kept)
     method = server_filter.denied_message(obj)
     if method is not None:
         raise server_request_denied(method)
@@ -183,12 +189,12 @@ def server_request_denied(method: str) -> DeniedError:
 
 
 CODE_SERVER_REQUEST_DENIED: Final = "mcp_server_request_denied"
-_ANSWER_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
+_ANSWER_SECONDS: Final = 10.0
 _NOT_ANSWERED_WITH: Final = frozenset({"content-type", "accept", "last-event-id", "content-length"})
 
 
 async def answer_server(
-    session: aiohttp.ClientSession,
+    client: UpstreamClient,
     url: str,
     headers: Mapping[str, str],
     requests: Sequence[tuple[Any, str]],
@@ -206,15 +212,19 @@ async def answer_server(
     for msg_id, method in requests:
         body = jsonrpc_error_body(server_request_denied(method), decision_id, (msg_id,), False)
         try:
-            async with session.post(
-                URL(url, encoded=True),
-                data=body,
-                headers=sent,
-                allow_redirects=False,
-                timeout=_ANSWER_TIMEOUT,
-            ) as resp:
-                await resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            async with asyncio.timeout(_ANSWER_SECONDS):
+                resp = await client.request(
+                    "POST",
+                    url,
+                    sent.items(),
+                    body,
+                    UpstreamTimeout(connect=_ANSWER_SECONDS, read=_ANSWER_SECONDS),
+                )
+                try:
+                    await resp.read()
+                finally:
+                    resp.release()
+        except (OSError, TimeoutError) as e:
             log.warning(
                 "could not answer a denied MCP server request (%s): %s",
                 decision_id,
@@ -290,11 +300,10 @@ def filter_listings(
 
     if content_type == "text/event-stream":
         return rewrite_sse(body, rewrite)
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    obj = parse_answer_json(body)
+    if obj is NOT_PARSED:
         return body
-    return orjson.dumps([rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj))
+    return dump_answer_json([rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj))
 
 
 def encoding_refusal(call: Call, headers: Mapping[str, str]) -> UpstreamError | None:
@@ -303,8 +312,8 @@ def encoding_refusal(call: Call, headers: Mapping[str, str]) -> UpstreamError | 
     The sidecar asks MCP servers for ``identity`` answers; one compressed anyway could carry
     a sampling or elicitation request past the filter, which reads plain bytes (fail
     closed)."""
-    coding = headers.get("Content-Encoding", "").strip().lower()
-    if coding in ("", "identity") or stream_filter(call) is None:
+    coding = content_coding(headers).strip().lower()
+    if {c.strip() for c in coding.split(",")} <= {"", "identity"} or stream_filter(call) is None:
         return None
     return UpstreamError(
         f"the MCP server answered with Content-Encoding {coding[:32]!r} "

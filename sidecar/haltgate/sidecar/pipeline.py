@@ -24,9 +24,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from haltgate.governance.canonical import check_meaning_overrides
 from haltgate.governance.canonical_query import canonical_query
@@ -38,6 +36,7 @@ from haltgate.sidecar.classify import Target, classify
 from haltgate.sidecar.relay_headers import EVENT_STREAM, forward_headers
 from haltgate.sidecar.response_guard import lists_tools
 from haltgate.sidecar.stream_relay import StreamRelay
+from haltgate.sidecar.upstream_response import UpstreamProtocolError
 
 __all__ = ["Pipeline"]
 
@@ -115,14 +114,13 @@ class Pipeline(StreamRelay):
         assert call.target is not None and call.classified is not None
         call.forward_started = time.perf_counter()
         try:
-            upstream = await self.session.request(
-                # encoded=True: the canonical path goes out as decided, never re-read.
+            upstream = await self.upstream_client.request(
+                # The canonical target goes out as decided, byte for byte, never re-read.
                 request.method,
-                URL(call.target.url, encoded=True),
-                data=(call.forward_body if call.forward_body is not None else call.body) or None,
-                headers=forward_headers(request.headers, call),
-                allow_redirects=False,
-                timeout=call.controls.upstream_timeout,
+                call.target.url,
+                forward_headers(request.headers, call).items(),
+                call.forward_body if call.forward_body is not None else call.body,
+                call.controls.upstream_timeout,
             )
         except TimeoutError as e:
             return await self.fail_upstream(
@@ -132,14 +130,17 @@ class Pipeline(StreamRelay):
                 or UpstreamError("the upstream did not answer in time", code="upstream_timeout"),
                 e,
             )
-        except (aiohttp.ClientError, OSError) as e:
+        except OSError as e:
+            # A malformed answer (UpstreamProtocolError) is the upstream's fault too.
+            what = (
+                "the upstream's answer cannot be framed"
+                if isinstance(e, UpstreamProtocolError)
+                else f"the upstream is unreachable: {type(e).__name__}"
+            )
             return await self.fail_upstream(
                 request,
                 call,
-                await self.confirm_intent(call)
-                or UpstreamError(
-                    f"the upstream is unreachable: {type(e).__name__}", code="upstream_unreachable"
-                ),
+                await self.confirm_intent(call) or UpstreamError(what, code="upstream_unreachable"),
                 e,
             )
         call.upstream_done = time.perf_counter()

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
-import aiohttp
-
 from haltgate.governance.audit import AuditSink, MemoryAuditSink
 from haltgate.governance.flow_taint import FlowTaint
 from haltgate.governance.guardrails.response_body import MAX_DECODED_BYTES
@@ -28,6 +26,7 @@ from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.drift_watch import DriftWatch
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.sse import DEFAULT_MAX_EVENT_BYTES
+from haltgate.sidecar.upstream_pool import UpstreamClient
 
 __all__ = ["PipelineSettings", "PipelineState"]
 
@@ -60,7 +59,7 @@ class PipelineSettings:
 
 class PipelineState:
     """What the pipeline holds across calls: policy, budget, audit, metrics, the upstream
-    session and the body memory budget; shared by every stage layer."""
+    client and the body memory budget; shared by every stage layer."""
 
     def __init__(
         self,
@@ -69,7 +68,7 @@ class PipelineState:
         budget: Budget,
         audit: AuditSink,
         metrics: SidecarMetrics,
-        session: aiohttp.ClientSession,
+        upstream_client: UpstreamClient,
         agent: AgentIdentity,
         opa: Any | None = None,
         settings: PipelineSettings | None = None,
@@ -81,7 +80,8 @@ class PipelineState:
         self.budget = budget
         self.audit = audit
         self.metrics = metrics
-        self.session = session
+        self.upstream_client = upstream_client
+        """The upstream leg (llhttp over asyncio, pooled): see upstream_pool.py."""
         self.agent = agent
         self.opa = opa
         self.pool = pool

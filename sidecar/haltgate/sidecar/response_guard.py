@@ -8,10 +8,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-import orjson
+from multidict import MultiMapping
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
+from haltgate.governance.guardrails.answer_json import (
+    NOT_PARSED,
+    dump_answer_json,
+    parse_answer_json,
+)
 from haltgate.governance.guardrails.response_body import (
     Unscannable,
     decode_content,
@@ -22,8 +26,9 @@ from haltgate.sidecar.call import Call
 from haltgate.sidecar.relay_headers import EVENT_STREAM
 from haltgate.sidecar.request_stages import RequestStages
 from haltgate.sidecar.sse import SSEParser
+from haltgate.sidecar.upstream_response import UpstreamResponse
 
-__all__ = ["ResponseGuard", "lists_tools", "rewrite_sse"]
+__all__ = ["ResponseGuard", "content_coding", "lists_tools", "rewrite_sse"]
 
 
 class ResponseGuard(RequestStages):
@@ -36,7 +41,12 @@ class ResponseGuard(RequestStages):
         guardrails = call.controls.guardrails
         if guardrails is None or not body or not guardrails.active("response"):
             return None
-        coding = headers.get("Content-Encoding")
+        if isinstance(headers, MultiMapping) and len(_distinct(headers, "Content-Type")) > 1:
+            # aiohttp reads the first, requests the values joined (its charset from the
+            # last): no one reading to scan.
+            self._unscannable(call, Unscannable("type", "conflicting Content-Type headers"))
+            return None
+        coding = content_coding(headers)
         if not coding or coding.strip().lower() == "identity":
             return body
         try:
@@ -54,7 +64,7 @@ class ResponseGuard(RequestStages):
         guardrails = call.controls.guardrails
         assert guardrails is not None  # decode_response returned a body to scan
         try:
-            scanned = scan_decoded_body(guardrails, body, content_type)
+            scanned = scan_decoded_body(guardrails, body, content_type, channel=call.answer_channel)
         except Unscannable as e:
             self._unscannable(call, e)
             return None
@@ -118,7 +128,7 @@ class ResponseGuard(RequestStages):
             {"detector": "response_body", "action": "fail_open", "error": err.reason}
         )
 
-    def filter_tools_list(self, call: Call, upstream: aiohttp.ClientResponse, body: bytes) -> bytes:
+    def filter_tools_list(self, call: Call, upstream: UpstreamResponse, body: bytes) -> bytes:
         """Hide the tools the agent may not call from ``tools/list`` answers."""
         classified = call.classified
         assert classified is not None
@@ -135,12 +145,23 @@ class ResponseGuard(RequestStages):
 
         if upstream.content_type == EVENT_STREAM:
             return rewrite_sse(body, rewrite)
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
+        obj = parse_answer_json(body)  # as the MCP SDKs parse it (NaN, a BOM...)
+        if obj is NOT_PARSED:
             return body
         obj = [rewrite(m) for m in obj] if isinstance(obj, list) else rewrite(obj)
-        return orjson.dumps(obj)
+        return dump_answer_json(obj)
+
+
+def content_coding(headers: Mapping[str, str]) -> str:
+    """Every ``Content-Encoding`` of an answer, joined in order: a client (httpx, curl)
+    undoes them all when the header is repeated, not only the first one's."""
+    if isinstance(headers, MultiMapping):
+        return ", ".join(v for v in headers.getall("Content-Encoding", ()) if v.strip())
+    return headers.get("Content-Encoding", "")
+
+
+def _distinct(headers: MultiMapping[str], name: str) -> set[str]:
+    return {" ".join(v.lower().split()) for v in headers.getall(name, ())}
 
 
 def lists_tools(body: Any) -> bool:
@@ -155,9 +176,8 @@ def rewrite_sse(body: bytes, rewrite: Any) -> bytes:
     parser = SSEParser()
     out = []
     for event in parser.feed(body + b"\n\n"):
-        try:
-            message = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
+        message = parse_answer_json(event.data)
+        if message is NOT_PARSED:
             out.append(f"event: {event.event}\ndata: {event.data}\n\n".encode())
             continue
         if isinstance(message, list):
@@ -165,6 +185,6 @@ def rewrite_sse(body: bytes, rewrite: Any) -> bytes:
         else:
             message = rewrite(message)
         out.append(
-            b"event: " + event.event.encode() + b"\ndata: " + orjson.dumps(message) + b"\n\n"
+            b"event: " + event.event.encode() + b"\ndata: " + dump_answer_json(message) + b"\n\n"
         )
     return b"".join(out)

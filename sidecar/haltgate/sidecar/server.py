@@ -22,7 +22,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 
 from haltgate.governance.audit import AuditSink, MemoryAuditSink, SpoolAuditSink
@@ -57,10 +56,11 @@ from haltgate.sidecar.sidecar_components import (
     make_minter,
     make_opa,
     make_pool,
-    make_session,
+    make_upstream_client,
 )
 from haltgate.sidecar.startup import SidecarSettings, StartupError, binding, opening
 from haltgate.sidecar.transparent_upstreams import UpstreamIndex
+from haltgate.sidecar.upstream_pool import UpstreamClient
 
 if TYPE_CHECKING:
     from haltgate.sidecar.transparent import TransparentListener
@@ -124,7 +124,7 @@ class Sidecar:
         self.opa: Any | None = None
         self._rego_key: tuple[int, int, int, int] | None = None
         """``stat`` of the ConfigMap Rego file at the last refresh (see _refresh_opa)."""
-        self.session: aiohttp.ClientSession | None = None
+        self.upstream_client: UpstreamClient | None = None
         self.pipeline: Pipeline | None = None
         self.pool: Any | None = None
         self.listeners = Listeners(settings.limits, self.metrics)
@@ -160,7 +160,7 @@ class Sidecar:
             raise
 
     async def _start(self) -> None:
-        self.session = make_session(self.settings)
+        self.upstream_client = make_upstream_client(self.settings)
         with opening("state_dir", "cannot keep state"):
             self.governor = make_governor(
                 self.settings, self.controls.spec, self._prices_for(self.controls.spec)
@@ -187,7 +187,7 @@ class Sidecar:
             budget=Budget(self.governor),
             audit=self.audit,
             metrics=self.metrics,
-            session=self.session,
+            upstream_client=self.upstream_client,
             agent=agent,
             opa=self.opa,
             settings=self.settings.pipeline,
@@ -236,8 +236,8 @@ class Sidecar:
             await self.pool.close()
         if self.opa is not None:
             await self.opa.close()
-        if self.session is not None:
-            await self.session.close()
+        if self.upstream_client is not None:
+            await self.upstream_client.close()
         if self.drift is not None:
             self.drift.close()  # its open windows too
             self.drift = None

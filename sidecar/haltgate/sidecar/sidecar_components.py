@@ -1,5 +1,6 @@
 """The sidecar's working parts, built from its settings and the policy at start: the upstream
-HTTP client, the TLS-inspection CA, the budget Governor, the OPA evaluator and the pool stage."""
+HTTP client (:mod:`.upstream_pool`), the TLS-inspection CA, the budget Governor, the OPA
+evaluator and the pool stage."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import ssl
 import time
 from typing import Any
 
-import aiohttp
 from prometheus_client import CollectorRegistry
 
 from haltgate.governance.governor import Governor
@@ -16,34 +16,26 @@ from haltgate.governance.policy import GovernancePolicySpec
 from haltgate.governance.pricing import PriceTable
 from haltgate.governance.request import AgentIdentity
 from haltgate.sidecar.startup import SidecarSettings, StartupError, opening
+from haltgate.sidecar.upstream_pool import UpstreamClient
 
-__all__ = ["make_governor", "make_minter", "make_opa", "make_pool", "make_session"]
+__all__ = ["make_governor", "make_minter", "make_opa", "make_pool", "make_upstream_client"]
 
 log = logging.getLogger("haltgate.sidecar")
 
 
-def make_session(settings: SidecarSettings) -> aiohttp.ClientSession:
-    """The one keep-alive client to every upstream (trusting ``upstream_ca_file`` if set)."""
+def make_upstream_client(settings: SidecarSettings) -> UpstreamClient:
+    """The one keep-alive client to every upstream (trusting ``upstream_ca_file`` if set,
+    the system's trust store otherwise), at most ``upstream_connections`` in use at once."""
     with opening(
         "upstream_ca_file", "cannot load the upstream CA bundle", settings.upstream_ca_file
     ):
         ssl_context = (
-            True
+            ssl.create_default_context()
             if settings.upstream_ca_file is None
             else ssl.create_default_context(cafile=str(settings.upstream_ca_file))
         )
-    connector = aiohttp.TCPConnector(
-        limit=settings.upstream_connections,
-        limit_per_host=0,
-        ttl_dns_cache=10,
-        keepalive_timeout=30,
-        ssl=ssl_context,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+    return UpstreamClient(
+        limit=settings.upstream_connections, ssl_context=ssl_context, keepalive=30.0
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 __all__ = ["EventHold", "SSEEvent", "SSEParser", "event_boundary"]
 
 DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +26,14 @@ class SSEEvent:
 class SSEParser:
     """Feed raw stream bytes, receive the complete events they finish."""
 
-    __slots__ = ("_buf", "_last_cr", "_max", "_skipping", "oversized", "saw_any")
+    __slots__ = ("_at_start", "_buf", "_last_cr", "_max", "_skipping", "oversized", "saw_any")
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._buf = b""
         self._max = max_event_bytes
         self._skipping = False
         self._last_cr = False
+        self._at_start = True
         self.oversized = 0
         """Events dropped for exceeding the size bound."""
         self.saw_any = False
@@ -45,6 +47,13 @@ class SSEParser:
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buf = self._buf + chunk if self._buf else chunk
+        if self._at_start:
+            # A stream may start with a BOM, which clients drop (the SSE spec's decoding).
+            if len(buf) < len(_BOM) and _BOM.startswith(buf):
+                self._buf = buf
+                return []
+            buf = buf.removeprefix(_BOM)
+            self._at_start = False
         events: list[SSEEvent] = []
         start = 0
         while True:

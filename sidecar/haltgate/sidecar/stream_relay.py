@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
-import aiohttp
 from aiohttp import web
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
@@ -26,9 +25,11 @@ from haltgate.sidecar.budget_stages import budget_denial
 from haltgate.sidecar.call import Call, overhead_ms
 from haltgate.sidecar.injected_usage import HiddenUsage
 from haltgate.sidecar.relay_headers import response_headers
+from haltgate.sidecar.response_guard import content_coding
 from haltgate.sidecar.sse import EventHold, SSEEvent, SSEParser
 from haltgate.sidecar.sse_frames import EventFramer, parse_event
 from haltgate.sidecar.stream_scan import StreamScan
+from haltgate.sidecar.upstream_response import UpstreamResponse
 from haltgate.sidecar.usage import UsageReader
 
 __all__ = ["StreamRelay"]
@@ -42,7 +43,7 @@ class StreamRelay(AnswerRelay):
     """Relays SSE answers."""
 
     async def relay_stream(
-        self, request: web.BaseRequest, call: Call, upstream: aiohttp.ClientResponse
+        self, request: web.BaseRequest, call: Call, upstream: UpstreamResponse
     ) -> web.StreamResponse:
         """Relay an SSE answer, metering it event by event; cut it if the budget is crossed.
 
@@ -54,7 +55,8 @@ class StreamRelay(AnswerRelay):
         assert classified is not None
         guardrails = call.controls.guardrails
         decoder: StreamDecoder | None = None
-        coding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+        # Every Content-Encoding header, in order (a client undoes them all).
+        coding = content_coding(upstream.headers).strip().lower() or "identity"
         if guardrails is not None and guardrails.active("response") and coding != "identity":
             # The guardrails read events: a compressed stream is decoded as it comes (and
             # relayed decoded); a coding that cannot be decoded follows failMode.
@@ -115,7 +117,7 @@ class StreamRelay(AnswerRelay):
         charged = 0
         """Bytes of unfinished events charged to the body memory budget (grows only)."""
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream:
                 digest.update(chunk)
                 if decoder is not None:
                     try:
@@ -173,7 +175,7 @@ class StreamRelay(AnswerRelay):
                         break
                 if cut is not None:
                     break
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        except (TimeoutError, OSError):
             truncated = True
         if not client_gone:
             try:
@@ -207,6 +209,22 @@ class StreamRelay(AnswerRelay):
                 elif rest := hold.rest():
                     # The upstream's own last bytes, unchanged (filtered like the rest).
                     await resp.write(server_filter.raw(rest) if server_filter else rest)
+                if scan is not None and cut is None and not truncated:
+                    # Ended without [DONE] or a finish reason: what the chat guard holds
+                    # back is scanned and sent, not lost.
+                    tail = (
+                        await asyncio.get_running_loop().run_in_executor(
+                            model, run_with, call.model_clock, scan.end
+                        )
+                        if model is not None
+                        else scan.end()
+                    )
+                    cut = scan.verdict()
+                    if cut is not None:
+                        self.metrics.streams_cut.labels(cut.code).inc()
+                        await resp.write(r.sse_error_event(cut, call.decision_id))
+                    elif tail:
+                        await resp.write(tail)
                 await resp.write_eof()
             except (ConnectionError, RuntimeError):
                 client_gone = True

@@ -9,13 +9,19 @@ budget by :meth:`StreamScan.verdict`, on the event loop.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
+from haltgate.governance.guardrails.answer_json import (
+    NOT_PARSED,
+    dump_answer_json,
+    parse_answer_json,
+    scan_answer_json,
+)
+from haltgate.governance.guardrails.json_strings import MIN_FINDING_CHARS, iter_strings, rebuild
 from haltgate.governance.guardrails.sse import ChatStreamGuard
 from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar.call import Call
@@ -44,19 +50,27 @@ class StreamScan:
         "_pending",
         "_pipeline",
         "_risk",
+        "_seen",
+        "_seen_chars",
     )
 
     def __init__(self, pipeline: DecisionAudit, call: Call, guardrails: Any, *, chat: bool) -> None:
         self._pipeline = pipeline
         self._call = call
         self._g = guardrails
-        self._chat = ChatStreamGuard(guardrails, "response") if chat else None
+        self._chat = (
+            ChatStreamGuard(guardrails, "response", channel=call.answer_channel) if chat else None
+        )
         self._findings = 0
         self._errors = 0
         self._risk = 0.0
         self._blocked_code: str | None = None
         self._pending: list[tuple[Sequence[Any], float, Sequence[str], bool]] = []
         """What the scans found, applied by :meth:`verdict` (on the event loop)."""
+        self._seen_chars = 0
+        self._seen: set[str] = set()
+        """Event names and chat event strings found clean (a stream repeats its ids, model
+        name and event types in every event: each is scanned once)."""
 
     def events(self, events: Sequence[SSEEvent]) -> bytes:
         """The bytes to send for ``events`` (empty once the stream is blocked)."""
@@ -91,13 +105,21 @@ class StreamScan:
         for event in events:
             if self._blocked_code is not None:
                 break
-            try:
-                obj = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
+            name = self._name(event.event)
+            if name is None:
+                break
+            # Parsed as a client's json.loads parses it (NaN, lone surrogates included).
+            obj = parse_answer_json(event.data)
+            if obj is NOT_PARSED:
+                if event.data == "[DONE]" and self._chat is not None:
+                    # The end of an OpenAI stream: text still held back goes out first.
+                    out += [_sse_encode(name, dump_answer_json(e)) for e in self._finish()]
+                    if self._blocked_code is not None:
+                        break
                 # Plain-text data ([DONE] and such, or a tool's text): scanned as text.
                 text = self._text(event.data)
                 if text is not None:
-                    out.append(_sse_encode(event.event, text.encode()))
+                    out.append(_sse_encode(name, text.encode()))
                 continue
             try:
                 sent = self._transform(obj)
@@ -108,18 +130,63 @@ class StreamScan:
                 self._pending.append(((), 0.0, [f"stream:{type(e).__name__}"], False))
                 sent = [obj]
             for new in sent:
-                name = event.event
+                sent_name = name
                 if name != "message" and isinstance(new, dict) and isinstance(new.get("type"), str):
-                    name = new["type"]  # a flushed text delta added before an end event
-                out.append(_sse_encode(name, orjson.dumps(new)))
+                    sent_name = new["type"]  # a flushed text delta added before an end event
+                out.append(_sse_encode(sent_name, dump_answer_json(new)))
         return b"".join(out)
+
+    def end(self) -> bytes:
+        """A stream that closed without its own end marker (``[DONE]``, a finish reason):
+        the text the chat guard still holds back for redaction is scanned and sent, as at
+        ``[DONE]``. Empty when nothing is held, once blocked, and in monitor mode (where
+        every event was relayed as it came)."""
+        if self._chat is None or self._blocked_code is not None or self._call.controls.monitor:
+            return b""
+        return b"".join(_sse_encode("message", dump_answer_json(e)) for e in self._finish())
+
+    def _finish(self) -> list[Any]:
+        assert self._chat is not None
+        try:
+            sent = self._chat.finish()
+        except Exception as e:  # a guardrail bug must not open the gate by accident
+            if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
+                self._blocked_code = "guardrails_error"
+            else:
+                self._pending.append(((), 0.0, [f"stream:{type(e).__name__}"], False))
+            return []
+        if self._chat.blocked:
+            self._blocked_code = self._chat_block_code()
+            return []
+        return sent
+
+    def _chat_block_code(self) -> str:
+        assert self._chat is not None
+        return next(
+            (
+                f"guardrail_{f.detector}"
+                for f in self._chat.findings
+                if f.action == "block" and not f.monitor_only
+            ),
+            "guardrail_error",
+        )
+
+    def _name(self, name: str) -> str | None:
+        """An event's name to send (``None``: blocked): clients read it (``event.event``),
+        so a name that is not a plain type is scanned like data."""
+        if name == "message" or name in self._seen:
+            return name
+        new = self._text(name)
+        if new == name:
+            self._remember(name)
+        return new
 
     def _text(self, data: str) -> str | None:
         """Data of a plain-text event to send (``None``: blocked)."""
         if len(data) < 6 or data == "[DONE]":
             return data
         try:
-            result = self._g.scan(data, "response")
+            result = self._g.scan(data, "response", channel=self._call.answer_channel)
         except Exception as e:  # a guardrail bug must not open the gate by accident
             if self._call.controls.spec.guardrails.fail_mode is not FailMode.OPEN:
                 self._blocked_code = "guardrails_error"
@@ -136,21 +203,84 @@ class StreamScan:
         if self._chat is not None:
             sent = self._chat.on_event(obj)
             if self._chat.blocked:
-                self._blocked_code = next(
-                    (
-                        f"guardrail_{f.detector}"
-                        for f in self._chat.findings
-                        if f.action == "block" and not f.monitor_only
-                    ),
-                    "guardrail_error",
-                )
-            return sent
-        result = self._g.scan_json(obj, "response")
+                self._blocked_code = self._chat_block_code()
+                return sent
+            out = []
+            for event in sent:
+                event = self._rest_of_chat_event(event)
+                if self._blocked_code is not None:
+                    return []
+                out.append(event)
+            return out
+        result = scan_answer_json(self._g, obj, self._call.answer_channel)
         self._pending.append((result.findings, result.risk, result.errors, result.blocked))
         if result.blocked:
             self._blocked_code = result.code or "guardrail_blocked"
             return []
         return [result.redacted_obj if result.redacted_obj is not None else obj]
+
+    def _rest_of_chat_event(self, event: Any) -> Any:
+        """``event`` with its strings the chat guard does not read scanned too: a refusal
+        or reasoning delta, a Responses ``response.completed`` repeating the whole text,
+        any event type it does not know. Tool-call arguments stay out (see `sse`)."""
+        if not self._anything_new(event):
+            return event  # the usual delta: its text is the chat guard's, the rest seen
+        parts: dict[str, str] = {}
+        for s in iter_strings(event, "", trusted=False):
+            if len(s.value) < MIN_FINDING_CHARS or s.value in self._seen:
+                continue
+            if s.label:  # an id or a type: never scanned, remembered as such
+                self._remember(s.value)
+                continue
+            if not _chat_reads(event, s.pointer):
+                parts[s.pointer] = s.value
+        if not parts:
+            return event
+        result = self._g.scan_json(
+            list(parts.values()), "response", channel=self._call.answer_channel
+        )
+        self._pending.append((result.findings, result.risk, result.errors, result.blocked))
+        if result.blocked:
+            self._blocked_code = result.code or "guardrail_blocked"
+            return event
+        if result.redacted_obj is not None:
+            replaced = {
+                pointer: new
+                for (pointer, old), new in zip(parts.items(), result.redacted_obj, strict=True)
+                if new != old
+            }
+            return rebuild(event, "", replaced)
+        if not result.findings:
+            for value in parts.values():
+                self._remember(value)
+        return event
+
+    def _remember(self, clean: str) -> None:
+        """Remember a string found clean (a Responses stream repeats its whole text in
+        three end events: scanned once), within 4,096 strings and 1 Mi characters."""
+        if len(self._seen) < _SEEN_MAX and self._seen_chars + len(clean) <= _SEEN_CHARS:
+            self._seen.add(clean)
+            self._seen_chars += len(clean)
+
+    def _anything_new(self, event: Any) -> bool:
+        """Whether ``event`` has a string the chat guard does not read and this stream has
+        not found clean yet (a walk without pointers: the common case costs little)."""
+        stack = [event]
+        covered: set[str] | None = None
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+            elif (
+                isinstance(item, str) and len(item) >= MIN_FINDING_CHARS and item not in self._seen
+            ):
+                if covered is None:
+                    covered = _chat_values(event)
+                if item not in covered:
+                    return True
+        return False
 
     def verdict(self) -> HaltgateError | None:
         """Account new findings, risk and detector failures; the refusal once blocked.
@@ -183,6 +313,53 @@ class StreamScan:
             self._pipeline.budget.add_risk(time.time(), risk, "guardrail_finding")
         if errors and not blocked:
             self._pipeline._guardrail_fail_open(call, errors)
+
+
+_SEEN_MAX = 4096
+_SEEN_CHARS = 1 << 20
+
+_CHAT_TEXT = re.compile(r"/choices/\d+/delta/(?:content|tool_calls/\d+/function/arguments)")
+_CHAT_FIELDS = {
+    "content_block_delta": ("/delta/text", "/delta/partial_json"),
+    "response.output_text.delta": ("/delta",),
+    "response.output_text.done": ("/text",),
+    "response.function_call_arguments.delta": ("/delta",),
+    "response.function_call_arguments.done": ("/arguments",),
+}
+"""The strings `ChatStreamGuard` scans itself (text held back across events) or leaves
+to the tool-call argument rule, by event type."""
+
+
+def _chat_values(event: Any) -> set[str]:
+    """The values at the pointers `_chat_reads` names."""
+    out: set[str] = set()
+    if isinstance(event, dict) and isinstance(event.get("choices"), list):
+        for choice in event["choices"]:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            if isinstance(delta.get("content"), str):
+                out.add(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    out.add(function["arguments"])
+        return out
+    kind = event.get("type") if isinstance(event, dict) else None
+    for pointer in _CHAT_FIELDS.get(kind, ()) if isinstance(kind, str) else ():
+        value: Any = event
+        for part in pointer.split("/")[1:]:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str):
+            out.add(value)
+    return out
+
+
+def _chat_reads(event: Any, pointer: str) -> bool:
+    if isinstance(event, dict) and isinstance(event.get("choices"), list):
+        return _CHAT_TEXT.fullmatch(pointer) is not None
+    kind = event.get("type") if isinstance(event, dict) else None
+    return isinstance(kind, str) and pointer in _CHAT_FIELDS.get(kind, ())
 
 
 def _sse_encode(event: str, data: bytes) -> bytes:

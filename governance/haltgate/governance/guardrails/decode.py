@@ -85,6 +85,9 @@ class Limits:
     """A decoded run counts as text when this share of it is not control characters..."""
     min_letter_ratio: float = 0.5
     """...and this share of it is letters."""
+    require_word_break: bool = True
+    """...and it holds a space or a line break (a sentence, not a token). The PII and
+    secrets rescan (`decoded_rescan`) turns this off: a credential has no spaces."""
 
     def __post_init__(self) -> None:
         for name in ("max_depth", "max_spans", "max_run_chars", "max_decoded_chars"):
@@ -136,7 +139,7 @@ _NON_LETTER_BYTES = bytes(
 def is_text(s: str, limits: Limits = DEFAULT_LIMITS) -> bool:
     """True when `s` reads as text: few control characters, mostly letters, a word break."""
     n = len(s)
-    if n < 8 or (" " not in s and "\n" not in s):
+    if n < 8 or (limits.require_word_break and " " not in s and "\n" not in s):
         return False
     if len(_CONTROL.findall(s)) > (1.0 - limits.min_text_ratio) * n:
         return False

@@ -20,11 +20,13 @@ from haltgate.governance import policy_base, policy_checks
 from haltgate.governance.guardrails import injection, ngram, pii, secrets
 from haltgate.governance.guardrails.base import (
     Candidate,
+    Channel,
     Detector,
     Finding,
     ScanDirection,
     ScanResult,
     Verdict,
+    default_channel,
 )
 from haltgate.governance.guardrails.json_strings import (
     MIN_FINDING_CHARS,
@@ -38,6 +40,11 @@ log = logging.getLogger(__name__)
 
 MAX_SCAN_CHARS = 2 * 1024 * 1024
 """Texts longer than this (characters) are not scanned: a detector error under the fail mode."""
+
+
+_CHANNEL_BLIND = frozenset({pii.NAME, secrets.NAME})
+"""Detectors that find the same things in every channel: `scan_json` runs them once over
+all strings of a document instead of once per channel (their findings still name it)."""
 
 
 class TextTooLarge(ValueError):
@@ -163,9 +170,17 @@ class Guardrails:
 
     # ------------------------------------------------------------------ text
 
-    def scan(self, text: str, direction: ScanDirection) -> ScanResult:
-        """Scan one text. `redacted_text` is set when a redact action changed it."""
-        out = self._scan_text(text, direction, Redactor(), None)
+    def scan(
+        self, text: str, direction: ScanDirection, *, channel: Channel | None = None
+    ) -> ScanResult:
+        """Scan one text. `redacted_text` is set when a redact action changed it.
+
+        `channel` says where the text comes from (`base.Channel`: request text, or a tool
+        result / document); by default it follows `direction` (`base.default_channel`).
+        Detectors with per-channel thresholds use it and every finding names it."""
+        out = self._scan_text(
+            text, direction, Redactor(), None, channel=channel or default_channel(direction)
+        )
         return ScanResult(
             findings=tuple(out.findings),
             blocked=out.blocked,
@@ -181,6 +196,8 @@ class Guardrails:
         redactor: Redactor,
         path: str | None,
         settings: tuple[DetectorSettings, ...] | None = None,
+        *,
+        channel: Channel,
     ) -> _TextOutcome:
         out = _TextOutcome()
         if settings is None:
@@ -189,9 +206,9 @@ class Guardrails:
             return out
         redact: list[tuple[int, int, str]] = []
         for s in settings:
-            accepted = self._accepted_or_error(s, text, out)
+            accepted = self._accepted_or_error(s, text, out, channel)
             for c in accepted:
-                if self._record(out, s, c, c.start, c.end, path):
+                if self._record(out, s, c, c.start, c.end, path, channel):
                     redact.append((c.start, c.end, c.entity))
         if redact:
             out.redacted = apply_redactions(text, redact, redactor)
@@ -206,6 +223,7 @@ class Guardrails:
         *,
         trust_agent_instructions: bool = True,
         only: Collection[str] | None = None,
+        channel: Channel | None = None,
     ) -> ScanResult:
         """Scan every string value of a parsed JSON document (object keys are not scanned).
 
@@ -223,6 +241,11 @@ class Guardrails:
 
         `only` limits the scan to the detectors of those names (the URL and header scan
         runs the secrets detector alone).
+
+        `channel` is the document's channel (default: by `direction`, as in `scan`); the
+        strings of tool results it carries (`json_strings.JsonString.tool_result`: messages
+        with role tool/function, ``tool_result`` / ``function_call_output`` blocks, ...)
+        are judged as ``document`` whatever it is.
         """
         out = _TextOutcome()
         redact: dict[int, list[tuple[int, int, str]]] = {}
@@ -230,38 +253,53 @@ class Guardrails:
         if only is not None:
             settings = tuple(s for s in settings if s.detector.name in only)
         trust = trust_agent_instructions and direction == "request"
+        base = channel or default_channel(direction)
         strings = (
             [
-                (p, v, t)
-                for p, v, t in iter_strings(obj, "", trusted=False)
-                if len(v) >= MIN_FINDING_CHARS
+                js
+                for js in iter_strings(obj, "", trusted=False)
+                if len(js.value) >= MIN_FINDING_CHARS
             ]
             if settings
             else []
         )
-        joined_cache: dict[bool, JoinedStrings] = {}
+        channels: list[Channel] = ["document" if js.tool_result else base for js in strings]
+        joined_cache: dict[tuple[bool, Channel | None], JoinedStrings] = {}
         for s in settings:
-            # All strings of the document are scanned as one text (one pass per detector
-            # instead of one per string); findings are mapped back to their string.
+            # The strings of the document are scanned as one text per channel (one pass per
+            # detector instead of one per string); findings are mapped back to their string.
+            # Detectors that judge every channel alike see all the strings at once.
             skip_trusted = trust and s.detector.name == injection.NAME
-            joined = joined_cache.get(skip_trusted)
-            if joined is None:
-                joined = joined_cache[skip_trusted] = JoinedStrings.build(
-                    [(i, v) for i, (_, v, t) in enumerate(strings) if not (skip_trusted and t)]
-                )
-            if not joined.text:
-                continue
-            accepted = self._accepted_or_error(s, joined.text, out)
-            for c in accepted:
-                i, start, end = joined.locate(c.start, c.end)
-                if self._record(out, s, c, start, end, strings[i][0]):
-                    redact.setdefault(i, []).append((start, end, c.entity))
+            blind = s.detector.name in _CHANNEL_BLIND
+            groups: tuple[Channel | None, ...] = (
+                (None,) if blind else tuple(dict.fromkeys(channels))
+            )
+            for group in groups:
+                key = (skip_trusted, group)
+                joined = joined_cache.get(key)
+                if joined is None:
+                    joined = joined_cache[key] = JoinedStrings.build(
+                        [
+                            (i, js.value)
+                            for i, js in enumerate(strings)
+                            if not (skip_trusted and js.trusted)
+                            and (blind or not js.label)
+                            and (group is None or channels[i] == group)
+                        ]
+                    )
+                if not joined.text:
+                    continue
+                accepted = self._accepted_or_error(s, joined.text, out, group or base)
+                for c in accepted:
+                    i, start, end = joined.locate(c.start, c.end)
+                    if self._record(out, s, c, start, end, strings[i].pointer, channels[i]):
+                        redact.setdefault(i, []).append((start, end, c.entity))
         replaced: dict[str, str] = {}
         redactor = Redactor()
         for i in sorted(redact):  # document order: placeholders numbered as they appear
-            pointer, value, _ = strings[i]
+            pointer, value = strings[i].pointer, strings[i].value
             replaced[pointer] = apply_redactions(value, redact[i], redactor)
-        order = {p: i for i, (p, _, _) in enumerate(strings)}
+        order = {js.pointer: i for i, js in enumerate(strings)}
         out.findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
         return ScanResult(
             findings=tuple(out.findings),
@@ -273,12 +311,12 @@ class Guardrails:
         )
 
     def _accepted_or_error(
-        self, s: DetectorSettings, text: str, out: _TextOutcome
+        self, s: DetectorSettings, text: str, out: _TextOutcome, channel: Channel
     ) -> list[Candidate]:
         """`_accepted`, with a detector error recorded in `out` (blocking when fail-closed)
         instead of raised: a broken detector must not crash the request pipeline."""
         try:
-            return self._accepted(s, text)
+            return self._accepted(s, text, channel)
         except Exception as e:
             out.errors.append(f"{s.detector.name}:{type(e).__name__}")
             if self._fail_closed:
@@ -293,6 +331,7 @@ class Guardrails:
         start: int,
         end: int,
         path: str | None,
+        channel: Channel,
     ) -> bool:
         """Add the finding of one accepted candidate to `out` (its risk, a block); True when
         the policy asks for it to be redacted."""
@@ -309,6 +348,7 @@ class Guardrails:
                 path=path,
                 monitor_only=s.monitor_only,
                 encoding=c.encoding,
+                channel=channel,
             )
         )
         if s.monitor_only:
@@ -320,12 +360,12 @@ class Guardrails:
             out.blocked = True
         return s.action == "redact"
 
-    def _accepted(self, s: DetectorSettings, text: str) -> list[Candidate]:
+    def _accepted(self, s: DetectorSettings, text: str, channel: Channel) -> list[Candidate]:
         """Candidates of one detector that pass its threshold and allowlist (may raise)."""
         if len(text) > MAX_SCAN_CHARS:
             raise TextTooLarge(f"{len(text)} characters")
         out = []
-        for c in _dedupe(s.detector.detect(text)):
+        for c in _dedupe(s.detector.detect(text, channel=channel)):
             if c.score < s.threshold:
                 continue
             if s.allowlist and any(a.search(text[c.start : c.end]) for a in s.allowlist):
@@ -336,10 +376,22 @@ class Guardrails:
     # ------------------------------------------------------------------ streams
 
     def stream(
-        self, direction: ScanDirection, *, holdback: int = 256, min_release: int = 64
+        self,
+        direction: ScanDirection,
+        *,
+        holdback: int = 256,
+        min_release: int = 64,
+        channel: Channel | None = None,
     ) -> StreamScanner:
-        """A scanner for text that arrives in pieces (SSE deltas); see `StreamScanner`."""
-        return StreamScanner(self, direction, holdback=holdback, min_release=min_release)
+        """A scanner for text that arrives in pieces (SSE deltas); see `StreamScanner`.
+        `channel` as in `scan` (default: by `direction`)."""
+        return StreamScanner(
+            self,
+            direction,
+            holdback=holdback,
+            min_release=min_release,
+            channel=channel or default_channel(direction),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,10 +426,12 @@ class StreamScanner:
         *,
         holdback: int,
         min_release: int = 64,
+        channel: Channel | None = None,
     ) -> None:
         """Prefer `Guardrails.stream`."""
         self._g = guardrails
         self._direction = direction
+        self._channel: Channel = channel or default_channel(direction)
         self._holdback = max(0, holdback)
         self._min_release = max(1, min_release)
         self._redactor = Redactor()
@@ -407,7 +461,7 @@ class StreamScanner:
         buf = self._buf
         if not buf:
             return StreamChunk("", blocked=self._blocked)
-        out = self._g._scan_text(buf, self._direction, Redactor(), None)
+        out = self._g._scan_text(buf, self._direction, Redactor(), None, channel=self._channel)
         cut = len(buf) if final else max(0, len(buf) - self._holdback)
         for f in out.findings:
             if f.start < cut < f.end:

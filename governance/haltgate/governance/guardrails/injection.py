@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from haltgate.governance.guardrails import decode, ngram, normalize
-from haltgate.governance.guardrails.base import Candidate
+from haltgate.governance.guardrails.base import CHANNELS, Candidate, Channel
 from haltgate.governance.guardrails.injection_rules import RULES, SQUASHED_RULES, Rule
 from haltgate.governance.guardrails.model_clock import metered
 from haltgate.governance.guardrails.rule_matching import RuleSet
@@ -53,6 +53,15 @@ DECODED_CONTEXT_MIN = 0.1
 """The model reads a text with its encoded spans decoded in place only when their decoded
 content alone scores at least this: the context ("decode this for me") must not turn
 harmless decoded text into an attack (chosen on the development set, docs section 4)."""
+
+
+_JSON_BOUNDARY = re.compile(r'"[ \t]*[,\]}][^"\n]{0,16}\n|[\[{,][ \t]*\n[ \t]*"')
+"""A phrase hit whose words run from one JSON element into the next (``"...rule",`` newline
+``"developer_prompt``) reads across the document's structure, not a sentence: dropped. A
+key and its value (``"bypass": "all_safety"``) may be one instruction and still count.
+`Guardrails.scan_json` joins a parsed document's strings with blank lines, so an attack
+split over two fields of a parsed document is still read; this concerns JSON scanned as
+plain text only."""
 
 
 def _drop_shadowed(cands: list[Candidate]) -> list[Candidate]:
@@ -152,7 +161,15 @@ class InjectionDetector:
                 if n > _MAX_HITS_PER_VIEW:
                     break
                 self._add_hit(hits, view, rule, m)
-        return _drop_shadowed(list(hits.values()))
+        return _drop_shadowed(
+            [
+                c
+                for c in hits.values()
+                # a fake chat turn may well be written as JSON
+                if c.entity == "chat_template"
+                or _JSON_BOUNDARY.search(text, c.start, c.end) is None
+            ]
+        )
 
     @staticmethod
     def _add_hit(
@@ -198,22 +215,23 @@ class InjectionDetector:
             encoding=",".join(runs[k] for k in sorted(runs)),
         )
 
-    def detect(self, text: str, channel: str | None = None) -> list[Candidate]:
-        """Candidates with their scores raised to the text's combined score. `channel`
-        (``request`` text or ``document``: tool results, retrieved content) selects the model
-        stage's thresholds; unsaid, it is guessed from the length (`fast_channel`)."""
-        if channel is not None and channel not in ("request", "document"):
-            raise ValueError(f"channel: {channel!r} is not 'request' or 'document'")
-        chan = channel or fast_channel(text)
+    def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
+        """Candidates with their scores raised to the text's combined score. The fast stage
+        holds `text`'s windows to `channel`'s calibrated threshold, and the model stage reads
+        it with `channel`'s window length and thresholds (the engine says whether the text is
+        request text or a tool result / document)."""
+        if channel not in CHANNELS:
+            raise ValueError(f"channel: {channel!r} is not one of {', '.join(CHANNELS)}")
+        chan = channel
         cands = self.pattern_candidates(text)
         best: dict[str, float] = {}
         for c in cands:
             best[c.entity] = max(best.get(c.entity, 0.0), c.score)
         spans: tuple[ngram.Span, ...] = ()
         if self._fast is not None:
-            spans = self._fast.score(text, fast_channel(text)).spans
+            spans = self._fast.score(text, channel).spans
             if spans:
-                limit = self._fast.thresholds[fast_channel(text)]
+                limit = self._fast.thresholds[channel]
                 fast = [fast_evidence(s.probability, limit) for s in spans]
                 cands.extend(
                     Candidate("ngram_model", s.start, s.end, e, "ngram")
@@ -261,13 +279,6 @@ class InjectionDetector:
                 best = dataclasses.replace(hit, start=hit.start + a, end=hit.end + a)
         assert best is not None  # spans is not empty
         return best
-
-
-def fast_channel(text: str) -> ngram.Channel:
-    """Channel whose threshold the fast stage uses. The detector is not told where a text
-    came from, so a text of one window is held to the request threshold and a longer one
-    (several windows: tool results, retrieved documents) to the document threshold."""
-    return "request" if len(ngram.windows(len(text))) == 1 else "document"
 
 
 def fast_evidence(probability: float, threshold: float) -> float:

@@ -59,6 +59,8 @@ def _table(*rows: _Row) -> tuple[Rule, ...]:
 
 
 _S = r"[\s\W_]+"  # separator between words: whitespace and punctuation, at least one
+# separator inside one phrase: no sentence end ("Updated.\n  * rules:" is two of them)
+_S_PHRASE = r"[\s_\-*~|/>#\"'`]+"
 _F = r"(?:[a-z'\u2019]+[\s\W_]+){0,3}?"  # up to three filler words ("all of the", "your")
 
 _VERB_IGNORE = (
@@ -87,6 +89,24 @@ _NOT_DOCS = (
     r"\b(?![\s\W_]+(?:examples?|templates?|guide|docs|documentation|engineering|design|"
     r"best\W+practices|library|tutorial)\b)"
 )
+# A verb joined to a bare noun by "_" is an identifier (``override_rule``), not a sentence
+# (``ignore_all_restrictions`` has a determiner and still counts); a verb followed by "of"
+# is a noun ("override of default policy applied").
+_VERB_IGNORE_SAID = rf"{_VERB_IGNORE}(?!_[a-z])"
+_NOT_MID_PHRASE = r"(?<![a-z0-9,] )"
+"""The verb does not follow a word and a space: it starts the text, a line, a sentence or a
+clause ("Ignore prompt." but not "tool instance ignore rule response")."""
+_PLURAL_NOUN = (
+    r"(?:instructions|directions|directives|rules|guidelines|programming|guardrails|"
+    r"safeguards|system\W+prompt)"
+)
+"""Nouns that follow "ignore" bare anywhere ("please ignore instructions"); a bare singular
+("ignore prompt") counts only where the verb starts a phrase (`_NOT_MID_PHRASE`): inside a
+run of words it is word salad of keys and log fields ("mode tool ignore rule response")."""
+_DETERMINER = (
+    r"(?:(?:all|every|each|any)[\s\W_]+(?:of[\s\W_]+)?(?:(?:the|your|my|these|those)[\s\W_]+)?"
+    r"|(?:the|your|my|these|those|this|that)[\s\W_]+)"
+)
 _UNQUALIFIED_NOUN = (
     r"(?:instructions?|directions|directives?|rules?|guidelines|programming|guardrails|"
     r"safeguards|system\W+prompt|prompt)"
@@ -114,13 +134,14 @@ _T_SHOW = _w(
 # fmt: off
 RULES: tuple[Rule, ...] = _table(
     (_IGNORE, 0.95, 0, _AT_WORD, _T_IGNORE,
-     rf"\b{_VERB_IGNORE}{_S}{_F}{_QUAL}{_S}{_F}{_RULE_NOUN}\b"),
+     rf"\b{_VERB_IGNORE}{_S}(?!of\b){_F}{_QUAL}{_S}{_F}{_RULE_NOUN}\b"),
     (_IGNORE, 0.9, 0, _AT_WORD, _T_IGNORE,
      rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|everything{_S})?(?:of{_S})?(?:the{_S}|that{_S})?"
      rf"(?:above|before|said\W+before|you\W+(?:were|have\W+been)\W+told)\b"),
     (_IGNORE, 0.9, 0, _AT_WORD, _T_IGNORE,
-     rf"\b{_VERB_IGNORE}{_S}(?:all{_S}|every{_S}|each{_S})?(?:of{_S})?(?:the{_S}|your{_S}|"
-     rf"my{_S}|these{_S}|those{_S})?{_UNQUALIFIED_NOUN}\b"),
+     rf"(?:\b{_VERB_IGNORE}{_S}{_DETERMINER}{_UNQUALIFIED_NOUN}"
+     rf"|\b{_VERB_IGNORE_SAID}{_S}{_PLURAL_NOUN}"
+     rf"|{_NOT_MID_PHRASE}\b{_VERB_IGNORE_SAID}{_S}{_UNQUALIFIED_NOUN})\b"),
     (_IGNORE, 0.85, 0, _AT_WORD, _T_IGNORE,
      rf"\b{_VERB_IGNORE}{_S}(?:everything{_S}|what{_S}|anything{_S})(?:that{_S})?"
      rf"(?:the{_S})?(?:user|human|they|you|he|she|i){_S}(?:were{_S}|was{_S}|have{_S}been"
@@ -132,7 +153,8 @@ RULES: tuple[Rule, ...] = _table(
     (_NEW, 0.7, 40, _AT_WORD,
      _w("new updated revised real actual true secret hidden additional override"),
      rf"\b(?:new|updated|revised|real|actual|true|secret|hidden|additional|override)"
-     rf"{_S}(?:system{_S})?(?:instructions?|directives?|prompt|orders|task|rules)\s*:"),
+     rf"{_S_PHRASE}(?:system{_S_PHRASE})?(?:instructions?|directives?|prompt|orders|task|rules)"
+     rf"\s*:"),
     (_NEW, 0.75, 30, _AT_WORD, _w("your"),
      rf"\byour{_S}(?:new|real|actual|true|only){_S}(?:task|goal|objective|purpose|"
      rf"instructions?|role|job|mission){_S}(?:is|are|will\W+be)\b"),
@@ -225,7 +247,7 @@ RULES: tuple[Rule, ...] = _table(
      rf"access{_S}tokens|env(?:ironment)?{_S}variables|system{_S}prompt|"
      rf"(?:conversation|chat){_S}history)\b"),
     (_CONCEAL, 0.5, 0, _AT_WORD, _w("secretly silently covertly"),
-     rf"\b(?:secretly|silently|covertly){_S}(?:send|call|execute|"
+     rf"(?<!n't )(?<!not )(?<!never )\b(?:secretly|silently|covertly){_S}(?:send|call|execute|"
      rf"run|forward|email|post|upload|transfer|delete)\b"),
     (_DATA, 0.8, 0, _AT_WORD,
      _w("send post upload forward mail transmit exfiltrate leak copy transfer"),
@@ -340,9 +362,10 @@ SQUASHED_RULES: tuple[Rule, ...] = _table(
      r"(?:instructions?|directions?|rules|prompts?|guidelines|guidance|commands|directives|"
      r"programming|constraints)"),
     (_IGNORE, 0.9, 0, _AT_WORD, _T_IGNORE,
-     r"(?:ignore|disregard|forget|override)(?:all|any|the|your|my|of|every){0,3}"
+     r"(?:ignore|disregard|forget|override)(?:(?:all|any|the|your|my|of|every){1,3}"
      r"(?:instructions?|rules?|guidelines|guidance|directions|directives|programming|"
-     r"systemprompt)"),
+     r"systemprompt)|(?:instructions|rules|guidelines|guidance|directions|directives|"
+     r"programming|systemprompt))"),
     (_IGNORE, 0.85, 0, _AT_WORD, _T_IGNORE,
      r"(?:ignore|disregard|forget)(?:all|everything|what)?(?:of)?(?:the)?(?:above|before|"
      r"youweretold|youhavebeentold|theuserasked|theusersaid)"),

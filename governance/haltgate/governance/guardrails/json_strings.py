@@ -6,9 +6,10 @@ the way back to each string), and the document rebuilt with some strings replace
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def _escape_pointer(token: str) -> str:
@@ -54,29 +55,103 @@ class JoinedStrings:
 
 _AGENT_ROLES = frozenset({"system", "developer"})
 _AGENT_FIELDS = frozenset({"system", "instructions"})
+_TOOL_ROLES = frozenset({"tool", "function", "ipython"})
+"""Chat roles of messages that carry a tool's result (OpenAI, Llama)."""
+_TOOL_TYPE_ENDINGS = ("tool_result", "_call_output")
+"""Content block / item types of tool results: Anthropic ``tool_result``,
+``mcp_tool_result``, ``web_search_tool_result``...; OpenAI Responses
+``function_call_output``, ``computer_call_output``..."""
+_DOCUMENT_TYPES = frozenset({"document", "search_result"})
+"""Anthropic content blocks that hold a retrieved document."""
+_TOOL_KEYS = frozenset({"functionResponse", "function_response"})
+"""Gemini parts whose value is a tool's result."""
+
+
+_LABEL_KEYS = frozenset({"type", "role"})
+_LABEL = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+_ID_KEYS = frozenset({"id", "tool_use_id", "tool_call_id", "call_id"})
+_ID = re.compile(r"(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{1,64}")
+
+
+_INSTRUCTION_WORDS = re.compile(
+    r"(?i)ignor|disregard|forget|overrid|bypass|instruct|prompt|reveal|jailbreak|pretend|"
+    r"secret|password|exfiltrat|rule|polic|restrict|safety|filter|admin|sudo|unlock"
+)
+"""Words that may turn a label into an order (``"type": "ignore_all_instructions"``)."""
+
+
+def is_label(key: str, value: str) -> bool:
+    """A value that only labels the structure: a lower-case ``type`` / ``role`` name
+    (``tool_result``, ``assistant``) or an id with a digit (``call_1``, ``toolu_01A0``),
+    with no word that could make it an order. Such values hold no sentence, and read next
+    to a tool result they dilute it."""
+    if key in _LABEL_KEYS:
+        shaped = _LABEL.fullmatch(value) is not None
+    else:
+        shaped = key in _ID_KEYS and _ID.fullmatch(value) is not None
+    return shaped and _INSTRUCTION_WORDS.search(value) is None
+
+
+class JsonString(NamedTuple):
+    """One string value of a document and what the walk knows of where it sits."""
+
+    pointer: str
+    value: str
+    trusted: bool
+    """Written by the agent's owner (a system/developer message, top-level instructions)."""
+    tool_result: bool
+    """Inside a tool result or retrieved document carried by the request (a message with
+    role tool/function, a ``tool_result`` / ``function_call_output`` block, ...)."""
+    label: bool = False
+    """A structure label (`is_label`): skipped by detectors that read sentences."""
+
+
+def _is_tool_result(obj: dict[str, Any]) -> bool:
+    role = obj.get("role")
+    if isinstance(role, str) and role in _TOOL_ROLES:
+        return True
+    kind = obj.get("type")
+    return isinstance(kind, str) and (kind.endswith(_TOOL_TYPE_ENDINGS) or kind in _DOCUMENT_TYPES)
 
 
 def iter_strings(
-    obj: Any, pointer: str, depth: int = 0, *, trusted: bool
-) -> Iterator[tuple[str, str, bool]]:
-    """(JSON pointer, value, written by the agent's owner) of every string value,
-    depth-first, in document order."""
+    obj: Any, pointer: str, depth: int = 0, *, trusted: bool, tool_result: bool = False
+) -> Iterator[JsonString]:
+    """Every string value, depth-first, in document order, with its JSON pointer, whether
+    the agent's owner wrote it, whether it is (inside) a tool result, and whether it is a
+    structure label."""
     if depth > _MAX_JSON_DEPTH:
         raise ValueError("JSON document nested too deeply")
     if isinstance(obj, str):
-        yield pointer, obj, trusted
+        yield JsonString(pointer, obj, trusted, tool_result)
     elif isinstance(obj, dict):
         role = obj.get("role")
         # Attacker-shaped JSON: a role may be any value, and a list is not hashable.
         inner = trusted or (isinstance(role, str) and role in _AGENT_ROLES)
+        inner_tool = tool_result or _is_tool_result(obj)
         for k, v in obj.items():
             key_trusted = inner or (depth == 0 and k in _AGENT_FIELDS)
+            if isinstance(v, str) and isinstance(k, str) and is_label(k, v):
+                yield JsonString(
+                    f"{pointer}/{_escape_pointer(k)}",
+                    v,
+                    key_trusted and not inner_tool,
+                    inner_tool or k in _TOOL_KEYS,
+                    True,
+                )
+                continue
             yield from iter_strings(
-                v, f"{pointer}/{_escape_pointer(str(k))}", depth + 1, trusted=key_trusted
+                v,
+                f"{pointer}/{_escape_pointer(str(k))}",
+                depth + 1,
+                trusted=key_trusted and not inner_tool,
+                tool_result=inner_tool or k in _TOOL_KEYS,
             )
     elif isinstance(obj, list | tuple):
         for i, v in enumerate(obj):
-            yield from iter_strings(v, f"{pointer}/{i}", depth + 1, trusted=trusted)
+            yield from iter_strings(
+                v, f"{pointer}/{i}", depth + 1, trusted=trusted, tool_result=tool_result
+            )
 
 
 def rebuild(obj: Any, pointer: str, replaced: dict[str, str]) -> Any:

@@ -22,15 +22,15 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from haltgate.governance.guardrails import normalize
+from haltgate.governance.guardrails.base import Channel
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-Channel = Literal["request", "document"]
 DATA_DIR = Path(__file__).resolve().parent / "data"
 WEIGHTS = DATA_DIR / "ngram_injection.npz"
 MANIFEST = DATA_DIR / "ngram_injection.manifest.json"

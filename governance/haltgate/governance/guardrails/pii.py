@@ -27,7 +27,8 @@ from stdnum.pl import pesel as pl_pesel
 from stdnum.se import personnummer as se_pnr
 from stdnum.us import ssn as us_ssn
 
-from haltgate.governance.guardrails.base import Candidate
+from haltgate.governance.guardrails.base import Candidate, Channel
+from haltgate.governance.guardrails.decoded_rescan import rescan_decoded
 
 NAME = "pii"
 
@@ -317,8 +318,14 @@ class PIIDetector:
         self.entities = frozenset(entities or ENTITIES)
         self.region = region
 
-    def detect(self, text: str) -> list[Candidate]:
-        """All PII candidates in `text`."""
+    def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
+        """All PII candidates in `text`, also inside its encoded runs (`decoded_rescan`);
+        the channel does not change what PII is."""
+        out = self._plain(text)
+        out.extend(rescan_decoded(text, self._plain))
+        return out
+
+    def _plain(self, text: str) -> list[Candidate]:
         out: list[Candidate] = []
         e = self.entities
         # Keyword gates look in a lower-cased copy of the same length (ASCII-only mapping

@@ -4,13 +4,14 @@ A whole (non-streamed) answer is first decoded (``Content-Encoding`` gzip, defla
 stacked as the header lists them, never past a size bound: a compression bomb is refused,
 not inflated), then scanned by what it is:
 
-- JSON (``application/json``, ``*/*+json``): every string value (``Guardrails.scan_json``);
-  a body that claims JSON but does not parse is scanned as text;
-- HTML (``text/html``, ``application/xhtml+xml``): the text content, comments and attribute
-  values, each decoded from its character references; markup is left out of the scan and
-  untouched by redaction;
-- SSE (``text/event-stream``, read whole): each event's data, as JSON when it parses;
-- other text (``text/*``, XML, JavaScript, YAML, form data): the text in its charset.
+- JSON (``application/json``, ``*/*+json``, and any text a client's ``.json()`` parses):
+  every string value and key, in every reading a client makes (``answer_json``: its
+  declared charset, and the encoding JSON detection finds in the bytes); a body that
+  claims JSON but no client parses is scanned as text;
+- HTML (``text/html``, ``application/xhtml+xml``) and SSE read whole: what their reader
+  shows (``answer_formats``);
+- other text (``text/*``, XML, JavaScript, YAML, form data): the text in its charset, and
+  in the encoding its byte order mark names when that differs (a browser reads the BOM).
 
 Anything else (images, archives, ``application/octet-stream``, an unknown encoding or
 charset, a body past the bound) cannot be scanned: :class:`Unscannable` says why, and the
@@ -23,16 +24,25 @@ A redaction re-encodes the body in its charset and sends it uncompressed (the ca
 from __future__ import annotations
 
 import codecs
-import html
+import json
 import re
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from haltgate.governance.guardrails.base import ScanResult
+from haltgate.governance.guardrails.answer_formats import scan_form, scan_html, scan_sse
+from haltgate.governance.guardrails.answer_json import (
+    NOT_PARSED,
+    looks_like_json,
+    parse_answer_json,
+    scan_answer_json,
+    scan_json_lines,
+    writable_codec,
+)
+from haltgate.governance.guardrails.base import Channel, ScanResult
 from haltgate.governance.guardrails.engine import Guardrails
 
 __all__ = [
@@ -252,6 +262,9 @@ _JSON = "json"
 _HTML = "html"
 _SSE = "sse"
 _TEXT = "text"
+_FORM = "form"
+_SSE_START = re.compile(r"\ufeff?(?::[^\r\n]*\r?\n|(?:event|id|retry):[^\r\n]*\r?\n)*data:")
+_MARKUP_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/xml", "text/xml"})
 
 _TEXT_TYPES = frozenset(
     {
@@ -279,10 +292,12 @@ def _kind(media_type: str) -> str | None:
         or media_type == "text/json"
     ):
         return _JSON
-    if media_type in ("text/html", "application/xhtml+xml"):
-        return _HTML
+    if media_type in _MARKUP_TYPES or media_type.endswith("+xml"):
+        return _HTML  # HTML and XML: their readers resolve character references
     if media_type == "text/event-stream":
         return _SSE
+    if media_type == "application/x-www-form-urlencoded":
+        return _FORM
     if media_type.startswith("text/") or media_type in _TEXT_TYPES or media_type.endswith("+xml"):
         return _TEXT
     return None
@@ -321,9 +336,17 @@ def scan_response_body(
     return BodyScan(scanned.body, decoded is not body, scanned.result)
 
 
-def scan_decoded_body(guardrails: Guardrails, decoded: bytes, content_type: str | None) -> BodyScan:
+def scan_decoded_body(
+    guardrails: Guardrails,
+    decoded: bytes,
+    content_type: str | None,
+    *,
+    channel: Channel = "document",
+) -> BodyScan:
     """Scan an answer already without its content codings; `BodyScan.body` is `decoded`
-    itself (the same object) when nothing changed. Raises :class:`Unscannable`."""
+    itself (the same object) when nothing changed. Raises :class:`Unscannable`.
+    `channel`: ``document`` for what a tool, a server or a page answers (default),
+    ``request`` for a model's own answer (see `base.Channel`)."""
     media, charset = _media_type(content_type)
     kind = _kind(media)
     if kind is None:
@@ -340,16 +363,26 @@ def scan_decoded_body(guardrails: Guardrails, decoded: bytes, content_type: str 
         text = decoded.decode(codec, "surrogateescape")
     except UnicodeError as e:
         raise Unscannable("charset", f"not valid {codec}") from e
+    # A client's .json() reads JSON whatever the Content-Type says.
+    as_json = (
+        _scan_json_body(guardrails, decoded, text, codec, channel)
+        if kind == _JSON or (kind in (_TEXT, _SSE) and looks_like_json(decoded, text))
+        else None
+    )
     new_text: str | None
-    if kind == _JSON:
-        result, new_text = _scan_json_text(guardrails, text)
-    elif kind == _HTML:
-        result, new_text = _scan_html(guardrails, text)
-    elif kind == _SSE:
-        result, new_text = _scan_sse(guardrails, text)
-    else:
-        result = guardrails.scan(text, "response")
-        new_text = result.redacted_text
+    if as_json is not None:
+        result, new_text, codec = as_json
+    else:  # a body that claims JSON but no client parses is read as text
+        kind = _TEXT if kind == _JSON else kind
+        result, new_text = _scan_text_kind(guardrails, kind, text, channel)
+        # A BOM overrides the declared charset for a browser (WHATWG decode): that
+        # reading is scanned too when it differs.
+        other = _bom_reading(decoded, codec)
+        if other is None and kind == _HTML and charset is None:
+            other = _meta_reading(decoded, codec)
+        if other is not None:
+            extra, extra_new = _scan_text_kind(guardrails, kind, other, channel)
+            result = _both(result, extra, extra_new is not None)
     if new_text is None or result.blocked:
         return BodyScan(decoded, False, result)
     try:
@@ -359,6 +392,79 @@ def scan_decoded_body(guardrails: Guardrails, decoded: bytes, content_type: str 
     return BodyScan(out, False, result)
 
 
+def _scan_text_kind(
+    g: Guardrails, kind: str, text: str, channel: Channel
+) -> tuple[ScanResult, str | None]:
+    if kind == _HTML:
+        return scan_html(g, text, channel)
+    if kind == _SSE or _SSE_START.match(text):
+        # An SDK reads a streamed call's answer as events whatever its Content-Type (the
+        # OpenAI SDK does): a body that starts as an event stream is read as one.
+        return scan_sse(g, text, channel)
+    if kind == _FORM:
+        return scan_form(g, text, channel)
+    lines = scan_json_lines(g, text, channel)
+    if lines is not None:
+        return lines
+    result = g.scan(text, "response", channel=channel)
+    return result, result.redacted_text
+
+
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def _bom_reading(decoded: bytes, codec: str) -> str | None:
+    """The text as a browser reads it when a byte order mark names another encoding than
+    ``codec`` (``None``: no BOM, or the same reading)."""
+    for bom, bom_codec in _BOMS:
+        if decoded.startswith(bom):
+            if codecs.lookup(bom_codec).name == codecs.lookup(codec).name:
+                return None
+            return decoded[len(bom) :].decode(bom_codec, "replace")
+    return None
+
+
+_META_CHARSET = re.compile(
+    rb"""<meta\b[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]{1,40})""", re.IGNORECASE
+)
+
+
+def _meta_reading(decoded: bytes, codec: str) -> str | None:
+    """An HTML page without a header charset as a browser reads it: in the encoding its
+    ``<meta charset>`` (or ``http-equiv`` content) names in the first 1024 bytes, when
+    that differs from ``codec`` (``None``: none, unknown, or the same reading). UTF-16
+    there is read as UTF-8, as browsers do."""
+    m = _META_CHARSET.search(decoded, 0, 1024)
+    if m is None:
+        return None
+    try:
+        named = codecs.lookup(m.group(1).decode("ascii")).name
+    except LookupError:
+        return None
+    if named.startswith("utf-16") or named == codecs.lookup(codec).name:
+        return None
+    return decoded.decode(named, "replace")
+
+
+def _both(first: ScanResult, second: ScanResult, second_redacts: bool) -> ScanResult:
+    """One verdict over two readings of the same answer. Only the first reading can be
+    redacted: a second one that needs redaction (and does not block) is unscannable."""
+    if second_redacts and not (first.blocked or second.blocked):
+        raise Unscannable("charset", "the answer reads two ways and one needs redaction")
+    return ScanResult(
+        findings=first.findings + second.findings,
+        blocked=first.blocked or second.blocked,
+        redacted_text=first.redacted_text,
+        risk=max(first.risk, second.risk),
+        redacted_obj=first.redacted_obj,
+        errors=first.errors + second.errors,
+    )
+
+
 def _codec(charset: str) -> str:
     try:
         return codecs.lookup(charset).name
@@ -366,135 +472,40 @@ def _codec(charset: str) -> str:
         raise Unscannable("charset", f"charset {charset[:40]!r} is not known") from e
 
 
-def _scan_json_text(g: Guardrails, text: str) -> tuple[ScanResult, str | None]:
-    try:
-        obj = orjson.loads(text.encode("utf-8", "surrogateescape"))
-    except orjson.JSONDecodeError:
-        result = g.scan(text, "response")
-        return result, result.redacted_text
-    result = g.scan_json(obj, "response")
-    if result.redacted_obj is None:
-        return result, None
-    return result, orjson.dumps(result.redacted_obj).decode()
-
-
-# ---------------------------------------------------------------------- HTML
-
-# Markup tokens, in the order they are tried: comments, raw-text elements (their content is
-# one segment, no character references), tags (attribute values are segments), and the
-# rest is text.
-_HTML_TOKEN = re.compile(
-    r"<!--(?P<comment>.*?)(?:-->|\Z)"
-    r"|<(?P<raw>script|style|textarea|title)\b[^>]*>(?P<rawtext>.*?)(?:</(?P=raw)\s*>|\Z)"
-    r"|<[!?/]?[A-Za-z][^>]*>?",
-    re.DOTALL | re.IGNORECASE,
-)
-_ATTRIBUTE_VALUE = re.compile(r"""=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""")
-
-
-@dataclass(slots=True)
-class _Segment:
-    start: int
-    end: int
-    text: str
-    """Decoded text (character references resolved where HTML resolves them)."""
-    escaped: bool
-    """Write a redacted value back with character references (text and attributes)."""
-
-
-def _html_segments(source: str) -> list[_Segment]:
-    segments: list[_Segment] = []
-    pos = 0
-
-    def text(start: int, end: int, *, escaped: bool = True) -> None:
-        if end > start:
-            raw = source[start:end]
-            segments.append(_Segment(start, end, html.unescape(raw) if escaped else raw, escaped))
-
-    for m in _HTML_TOKEN.finditer(source):
-        text(pos, m.start())
-        if m.group("comment") is not None:
-            text(m.start("comment"), m.end("comment"), escaped=False)
-        elif m.group("raw") is not None:
-            start = m.start("rawtext")
-            tag_end = source.index(">", m.start()) + 1 if ">" in m.group(0) else m.end()
-            _attributes(source, m.start(), tag_end, segments)
-            text(start, m.end("rawtext"), escaped=m.group("raw").lower() in ("textarea", "title"))
-        else:
-            _attributes(source, m.start(), m.end(), segments)
-        pos = m.end()
-    text(pos, len(source))
-    return segments
-
-
-def _attributes(source: str, start: int, end: int, out: list[_Segment]) -> None:
-    for a in _ATTRIBUTE_VALUE.finditer(source, start, end):
-        group = next(g for g in (1, 2, 3) if a.group(g) is not None)
-        s, e = a.span(group)
-        if e > s:
-            out.append(_Segment(s, e, html.unescape(source[s:e]), True))
-
-
-def _scan_html(g: Guardrails, source: str) -> tuple[ScanResult, str | None]:
-    segments = _html_segments(source)
-    result = g.scan_json([s.text for s in segments], "response")
-    redacted: Sequence[Any] | None = result.redacted_obj
-    if redacted is None:
-        return result, None
-    parts: list[str] = []
-    pos = 0
-    for segment, new in zip(segments, redacted, strict=True):
-        if new == segment.text:
-            continue
-        parts.append(source[pos : segment.start])
-        parts.append(
-            html.escape(new, quote=True) if segment.escaped else new.replace("-->", "-- >")
-        )
-        pos = segment.end
-    parts.append(source[pos:])
-    return result, "".join(parts)
-
-
-# ---------------------------------------------------------------------- SSE (whole)
-
-_LINE = re.compile(r"\r\n|\r|\n")
-
-
-def _scan_sse(g: Guardrails, text: str) -> tuple[ScanResult, str | None]:
-    """Each event's data (the ``data:`` lines joined by newlines), as JSON when it parses;
-    a redacted event is written back with its data on one ``data:`` line per line."""
-    events: list[tuple[list[str], list[str]]] = []  # (other lines, data lines)
-    other: list[str] = []
-    data: list[str] = []
-    for line in _LINE.split(text):
-        if line == "":
-            if other or data:
-                events.append((other, data))
-            other, data = [], []
-        elif line.startswith("data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(" ") else value)
-        else:
-            other.append(line)
-    if other or data:
-        events.append((other, data))
-    subjects: list[Any] = []
-    for _, lines in events:
-        joined = "\n".join(lines)
+def _scan_json_body(
+    g: Guardrails, decoded: bytes, text: str, codec: str, channel: Channel
+) -> tuple[ScanResult, str | None, str] | None:
+    """(result, redacted text or None, its codec) of a JSON answer (``None``: no client
+    parses it), read every way a client
+    reads it: in its declared charset (aiohttp, requests) and in the encoding JSON
+    detection finds in the bytes (``json.loads(bytes)``: httpx, the OpenAI SDK), which
+    honours a BOM and UTF-16/32 whatever the header says."""
+    detected = json.detect_encoding(decoded)
+    readings: list[tuple[Any, str]] = []
+    obj = parse_answer_json(text)
+    if obj is not NOT_PARSED:
+        readings.append((obj, codec))
+    if codecs.lookup(detected).name != codec or decoded.startswith(codecs.BOM_UTF8):
         try:
-            subjects.append(orjson.loads(joined))
-        except orjson.JSONDecodeError:
-            subjects.append(joined)
-    result = g.scan_json(subjects, "response")
-    if result.redacted_obj is None:
-        return result, None
-    out: list[str] = []
-    for (lines_other, lines_data), old, new in zip(
-        events, subjects, result.redacted_obj, strict=True
-    ):
-        if new != old:
-            lines_data = (new if isinstance(new, str) else orjson.dumps(new).decode()).split("\n")
-        out.extend(lines_other)
-        out.extend("data: " + d for d in lines_data)
-        out.append("")
-    return result, "\n".join(out) + "\n"
+            other = parse_answer_json(decoded.decode(detected, "surrogatepass"))
+        except UnicodeError:
+            other = NOT_PARSED
+        if other is not NOT_PARSED and (not readings or other != readings[0][0]):
+            readings.append((other, writable_codec(detected)))
+    if not readings:
+        return None
+    (obj, obj_codec), rest = readings[0], readings[1:]
+    result = scan_answer_json(g, obj, channel)
+    for other, _ in rest:
+        extra = scan_answer_json(g, other, channel)
+        result = _both(result, extra, extra.redacted_obj is not None)
+    if obj_codec != codec:  # the declared charset's reading is not JSON: it is text
+        extra = g.scan(text, "response", channel=channel)
+        result = _both(result, extra, extra.redacted_text is not None)
+    if result.redacted_obj is None or result.blocked:
+        return result, None, codec
+    try:
+        new = orjson.dumps(result.redacted_obj).decode()
+    except (TypeError, orjson.JSONEncodeError):  # NaN kept, lone surrogates escaped
+        new = json.dumps(result.redacted_obj)
+    return result, new, obj_codec

@@ -36,7 +36,8 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
-from haltgate.governance.guardrails.base import Candidate
+from haltgate.governance.guardrails.base import Candidate, Channel
+from haltgate.governance.guardrails.decoded_rescan import rescan_decoded
 
 NAME = "secrets"
 
@@ -89,6 +90,45 @@ def _not_placeholder_password(match: str) -> bool:
     return _PLACEHOLDER.match(match) is None
 
 
+_CODE_VALUE = re.compile(
+    r"^(?:os|process|env|config|self|settings|secrets|vars|params|ctx|request)\.|[\[(]"
+)
+
+
+def _not_placeholder_or_code(match: str) -> bool:
+    # ``password=os.environ["DB_PASSWORD"]`` names where the password is, it is none.
+    return _not_placeholder_password(match) and _CODE_VALUE.search(match) is None
+
+
+DOCUMENTED_EXAMPLES = frozenset(
+    {
+        # AWS IAM user guide's example access key ids and secret keys
+        "AKIAIOSFODNN7EXAMPLE",
+        "AKIAI44QH8DHBEXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+        # jwt.io's debugger example
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9l"
+        "IiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+        # Stripe API reference's test-mode keys
+        "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+        "pk_test_TYooMQauvdEDq54NiTphI7jx",
+    }
+)
+"""Values published in vendor documentation as examples: nobody's credential, and pasted
+into code, docs and tickets all the time. AWS marks its examples with an ``EXAMPLE`` /
+``EXAMPLEKEY`` suffix, which no issued key has; those count as documented too."""
+_AWS_EXAMPLE = re.compile(r"EXAMPLE(?:KEY)?$")
+_JWT_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{0,1024}")
+
+_REFERENCE_NAME = re.compile(
+    r"(?i)(?:_|-|\b|(?<=[a-z])(?=[A-Z]))(?:id|ids|ref|refs|name|names|hint|type|arn|path|file|"
+    r"url|uri|expiry|expires|ttl|count|length|len|version|header|field|env|var|prefix)$"
+)
+"""Names that say the value refers to a secret rather than being one (``token_id``,
+``secret_ref``, ``api_key_name``, ``password_hint``)."""
+
+
 def _jwt_valid(token: str) -> bool:
     return bool(JwtTokenDetector.is_formally_valid(token))
 
@@ -136,7 +176,7 @@ _OWN: tuple[_Pattern, ...] = (
         "url_credentials",
         re.compile(r"(?i)\b(?:password|pwd)\s*=\s*([^;'\"\s]{4,})(?=\s*(?:;|$|['\"]))"),
         0.85,
-        check=_not_placeholder_password,
+        check=_not_placeholder_or_code,
         hint=("password", "pwd"),
     ),
 )
@@ -177,6 +217,8 @@ def _secret_value(name: str, value: str) -> float | None:
     """Score an assigned value, None when it does not look like a secret."""
     value = value.rstrip(".,;")
     if _PLACEHOLDER.match(value) or value.isdigit():
+        return None
+    if _REFERENCE_NAME.search(name.rstrip("\"'")):
         return None
     low = value.lower()
     if low.startswith(
@@ -238,8 +280,14 @@ class SecretsDetector:
         table.extend(_OWN)
         self._patterns = tuple(table)
 
-    def detect(self, text: str) -> list[Candidate]:
-        """All secret candidates in `text`."""
+    def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
+        """All secret candidates in `text`, also inside its encoded runs (`decoded_rescan`);
+        the channel does not change what a credential is."""
+        out = self._plain(text)
+        out.extend(rescan_decoded(text, self._plain))
+        return out
+
+    def _plain(self, text: str) -> list[Candidate]:
         out: list[Candidate] = []
         low = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
         for p in self._patterns:
@@ -251,6 +299,12 @@ class SecretsDetector:
                     continue
                 if p.entity == "private_key":
                     start, end = _private_key_block(text, m.start())
+                elif p.entity == "jwt":
+                    # detect-secrets' pattern ends lazily before the signature: take it too.
+                    sig = _JWT_SIGNATURE.match(text, end)
+                    end = sig.end() if sig else end
+                if p.entity != "private_key" and _documented(text[start:end]):
+                    continue
                 out.append(Candidate(p.entity, start, end, p.score))
         out.extend(self._assignments(text, low))
         return out
@@ -271,12 +325,17 @@ class SecretsDetector:
         for lo, hi in windows:
             for m in _ASSIGNMENT.finditer(low, lo, hi):
                 value = text[m.start(2) : m.end(2)].rstrip(".,;")
-                score = _secret_value(m.group(1), value)
-                if score is not None:
+                score = _secret_value(text[m.start(1) : m.end(1)], value)
+                if score is not None and not _documented(value):
                     yield Candidate("generic_secret", m.start(2), m.start(2) + len(value), score)
 
 
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def _documented(value: str) -> bool:
+    """A documentation example (`DOCUMENTED_EXAMPLES`, or AWS's ``...EXAMPLE`` suffix)."""
+    return value in DOCUMENTED_EXAMPLES or _AWS_EXAMPLE.search(value) is not None
 
 
 def _hinted(hint: str | tuple[str, ...], low: str) -> bool:

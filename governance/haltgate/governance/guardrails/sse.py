@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from haltgate.governance.guardrails.base import Finding, ScanDirection
+from haltgate.governance.guardrails.base import Channel, Finding, ScanDirection
 from haltgate.governance.guardrails.engine import Guardrails, StreamChunk, StreamScanner
 
 
@@ -35,10 +35,14 @@ class ChatStreamGuard:
         direction: ScanDirection = "response",
         *,
         holdback: int = 256,
+        channel: Channel = "request",
     ) -> None:
-        """`holdback`: characters kept back per block so split entities are seen whole."""
+        """`holdback`: characters kept back per block so split entities are seen whole.
+        `channel`: a model's answer is text the model writes for the agent (its tool-call
+        arguments among it), judged as ``request`` text by default."""
         self._g = guardrails
         self._direction: ScanDirection = direction
+        self._channel: Channel = channel
         self._holdback = holdback
         self._scanners: dict[tuple[Any, ...], StreamScanner] = {}
         self._released: dict[tuple[Any, ...], list[str]] = {}
@@ -46,6 +50,7 @@ class ChatStreamGuard:
         self.risk = 0.0
         self.errors: list[str] = []
         self.blocked = False
+        self._last_chat: dict[str, Any] | None = None
 
     def on_event(self, event: Any) -> list[Any]:
         """Events to send in place of `event` (unknown events pass unchanged)."""
@@ -73,7 +78,24 @@ class ChatStreamGuard:
 
     # ------------------------------------------------------------------ providers
 
+    def finish(self) -> list[Any]:
+        """Events releasing what is still held at the end of the stream (OpenAI's
+        ``[DONE]``) of choices that never sent a ``finish_reason``: without them that
+        text would be lost. Empty once blocked."""
+        if self.blocked or self._last_chat is None:
+            return []
+        out: list[Any] = []
+        for key in list(self._scanners):
+            if key[0] != "choice":
+                continue
+            rest = self._close(key)
+            if rest:
+                choice = {"index": key[1], "delta": {"content": rest}, "finish_reason": None}
+                out.append({**self._last_chat, "choices": [choice]})
+        return [] if self.blocked else out
+
     def _openai_chat(self, event: dict[str, Any]) -> dict[str, Any]:
+        self._last_chat = event
         new = copy.copy(event)
         new["choices"] = []
         for choice in event["choices"]:
@@ -153,7 +175,9 @@ class ChatStreamGuard:
     def _scanner(self, key: tuple[Any, ...]) -> StreamScanner:
         s = self._scanners.get(key)
         if s is None:
-            s = self._scanners[key] = self._g.stream(self._direction, holdback=self._holdback)
+            s = self._scanners[key] = self._g.stream(
+                self._direction, holdback=self._holdback, channel=self._channel
+            )
         return s
 
     def _account(self, key: tuple[Any, ...], chunk: StreamChunk) -> str:
