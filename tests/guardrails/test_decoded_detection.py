@@ -98,11 +98,6 @@ def scorer() -> onnx_model.OnnxInjectionScorer:
     return onnx_model.load_default_scorer()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known regression of the fine-tuned model stage (docs/guardrails.md section 4, "
-    "what it still misses): this paraphrase scores 0.24 even decoded",
-)
 def test_real_model_blocks_an_encoded_paraphrase_only_once_decoded(
     scorer: onnx_model.OnnxInjectionScorer,
 ) -> None:
@@ -119,11 +114,6 @@ def test_real_model_blocks_an_encoded_paraphrase_only_once_decoded(
     assert any(c.entity == "model" and c.encoding == "base64" and not c.advisory for c in cands)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known regression of the fine-tuned model stage (docs/guardrails.md section 4, "
-    "what it still misses): it saw no benign encoded blobs and blocks keys and certificates",
-)
 def test_real_model_leaves_benign_encoded_blobs_alone(
     scorer: onnx_model.OnnxInjectionScorer,
 ) -> None:

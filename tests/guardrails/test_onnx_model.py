@@ -35,14 +35,12 @@ def scorer() -> onnx_model.OnnxInjectionScorer:
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_OFFLINE", "1")  # a hub lookup would fail loudly, not download
     try:
-        return onnx_model.load_default_scorer()
+        return onnx_model.load_shipped_scorer()
     finally:
         mp.undo()
 
 
-def test_default_is_the_shipped_model_and_runs_without_pytorch(
-    scorer: onnx_model.OnnxInjectionScorer,
-) -> None:
+def test_the_shipped_model_runs_without_pytorch(scorer: onnx_model.OnnxInjectionScorer) -> None:
     scorer("Please summarise this page.")
     assert scorer.settings.max_tokens == 128
     assert "torch" not in sys.modules
@@ -125,10 +123,12 @@ def test_the_detector_uses_the_thresholds_of_the_channel_it_is_told() -> None:
         det.detect(text, channel="tool")
 
 
-def test_the_engine_hands_the_scorers_thresholds_to_the_detector(
-    scorer: onnx_model.OnnxInjectionScorer,
-) -> None:
+def test_the_engine_hands_the_scorers_thresholds_to_the_detector() -> None:
+    from haltgate.governance.guardrails import engine
     from tests.guardrails.conftest import make_guardrails
+
+    scorer = engine._shared_model_scorer()
+    assert isinstance(scorer, onnx_model.OnnxInjectionScorer)
 
     g = make_guardrails({"promptInjection": {"model": True}})
     (settings,) = [s for s in g._settings if s.detector.name == "prompt_injection"]
@@ -184,13 +184,14 @@ def test_corrupt_model_file_gives_a_typed_error(tmp_path: Path) -> None:
         onnx_model.OnnxInjectionScorer(src / "model.int8.onnx", tmp_path / "tokenizer.json", cal)
 
 
-def test_policy_model_switch_loads_the_shipped_stage_with_its_thresholds() -> None:
+def test_policy_model_switch_loads_the_default_stage_with_its_thresholds() -> None:
     from haltgate.governance.guardrails import engine
     from tests.guardrails.conftest import make_guardrails
 
     stage = engine._shared_model_scorer()
     assert isinstance(stage, onnx_model.OnnxInjectionScorer)
-    assert stage.thresholds == onnx_model.load_shipped_scorer().thresholds
+    assert onnx_model.DEFAULT == "stackone"  # see onnx_model.DEFAULT for why
+    assert stage.thresholds == onnx_model.load_stackone_scorer().thresholds
     text = ATTACKS[0]
     r = make_guardrails({"promptInjection": {"model": True}}).scan(text, "request")
     assert r.errors == () and r.blocked

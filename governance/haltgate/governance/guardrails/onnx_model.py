@@ -1,15 +1,16 @@
 """Model stage of the injection detector: a fine-tuned MiniLM classifier run by onnxruntime.
 
-The default model is haltgate's own (``data/injection_model/``): all-MiniLM-L6-v2 fully
-fine-tuned as an injection classifier by ``hack/train-injection-model`` (mean pooling, one
-logit), exported to ONNX and quantised to int8. Beside it: ``tokenizer.json``,
+haltgate's own model (``data/injection_model/``, `load_shipped_scorer`): all-MiniLM-L6-v2
+fully fine-tuned as an injection classifier by ``hack/train-injection-model`` (mean pooling,
+one logit), exported to ONNX and quantised to int8. It is shipped but not the default
+(`DEFAULT`): it scores fragments of streamed answers high. Beside it: ``tokenizer.json``,
 ``calibration.json`` (temperature, window length, and the block / advisory thresholds of
 each channel: ``request`` text and ``document`` = tool results and retrieved content) and
 ``manifest.json`` (sources, licences, counts, seed, versions, the validation table and the
 sha256 of every file, checked at load).
 
 `load_stackone_scorer` reads the int8 classifier that the ``stackone-defender`` package ships
-(only its files, by path), kept for the comparison in bench/injection_model_choice.py.
+(only its files, by path): the default model stage.
 
 onnxruntime and tokenizers run the model on one thread; no PyTorch, nothing downloaded. A
 text is cut into sentence-packed windows of at most ``max_tokens`` tokens; the score of a
@@ -258,6 +259,14 @@ def load_stackone_scorer(model_dir: Path | None = None) -> OnnxInjectionScorer:
     return OnnxInjectionScorer(d / "model_quantized.onnx", d / "tokenizer.json", cal)
 
 
+DEFAULT = "stackone"
+"""Which model `load_default_scorer` loads: ``stackone`` (stackone-defender's classifier) or
+``shipped`` (haltgate's own). stackone stays the default although haltgate's model is better
+on every validation set (docs/guardrails.md section 4), because haltgate's model blocks
+fragments of streamed answers, which the sidecar scans piece by piece (' work. Paragraph 4
+explai' scores 0.93, over the document threshold): the sidecar's stream tests fail with it."""
+
+
 def load_default_scorer() -> OnnxInjectionScorer:
-    """The model stage's default: haltgate's own shipped model."""
-    return load_shipped_scorer()
+    """The model stage's default (`DEFAULT`)."""
+    return load_stackone_scorer() if DEFAULT == "stackone" else load_shipped_scorer()
