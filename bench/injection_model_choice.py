@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/injection_model_choice.py [--limit N] [--latency]
 
-Compares stackone-defender's int8 MiniLM (the former default, read by path through
+Compares stackone-defender's int8 MiniLM (the default model stage, read by path through
 `onnx_model.load_stackone_scorer`) with haltgate's own fine-tuned int8 MiniLM (shipped in
 guardrails/data/injection_model, `onnx_model.load_shipped_scorer`), per channel:
 
@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     from haltgate.governance.guardrails import onnx_model
 
     scorers = {
-        "stackone int8 MiniLM (former default)": onnx_model.load_stackone_scorer(),
-        "haltgate fine-tuned int8 MiniLM (shipped)": onnx_model.load_shipped_scorer(),
+        "stackone int8 MiniLM (default)": onnx_model.load_stackone_scorer(),
+        "haltgate fine-tuned int8 MiniLM (shipped, not default)": onnx_model.load_shipped_scorer(),
     }
     if args.latency:
         _latency(scorers)
