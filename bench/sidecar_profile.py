@@ -1,7 +1,8 @@
 """Where a sidecar spends its CPU: one in-process sidecar under a closed-loop load.
 
 Run: ``.venv/bin/python bench/sidecar_profile.py [--seconds 5] [--concurrency 16]
-[--rate N] [--audit spool|memory] [--state tmpfs|none] [--disk] [--py-spy [--gil]]``
+[--rate N] [--audit spool|memory] [--state tmpfs|none] [--disk] [--guardrails]
+[--py-spy [--gil] [--native] [--keep FILE]]``
 
 The stand-in LLM and the load generator are subprocesses; the sidecar (the same
 ``Sidecar`` as ``haltgate sidecar``, uvloop, the policy of ``bench/sidecar_overhead.py``)
@@ -83,6 +84,56 @@ def summarise(raw: Path, top: int = 30) -> None:
                 break
 
 
+# Stages of a call, by the function whose frame is closest to the sampled leaf (a stage
+# nested in another counts for the inner one): regular expressions over "Class.method (file)".
+STAGES: tuple[tuple[str, str], ...] = (
+    ("guardrails, request", r"^RequestStages\.(scan_request|_scan_request_meta) "),
+    ("guardrails, response", r"^ResponseGuard\.(scan_response|decode_response) "),
+    ("stream events (meter, scan)", r"^(StreamScan\.|meter_events |scan_events |StreamGuard\.)"),
+    ("audit outcome record", r"^DecisionAudit\._queue_outcome "),
+    ("audit intent (record, seal, commit)", r"^DecisionAudit\.audit_intent "),
+    ("budget reserve", r"^BudgetStages\.reserve_budget "),
+    ("budget settle", r"^BudgetStages\.settle_budget "),
+    ("usage read", r"^BudgetStages\.read_usage "),
+    ("halt check", r"^BudgetStages\.check_not_halted "),
+    ("metrics", r"^(DecisionAudit\._finish |PipelineState\._child )"),
+    ("tool rules, flows", r"^RequestStages\.(authorize_tools|check_flows) "),
+    ("classify", r"^classify \(classify"),
+    ("body read", r"^RequestStages\.read_body "),
+    ("target, query, overrides", r"^(resolve_explicit |canonical_query |check_meaning_overrides )"),
+    ("headers (forward, answer)", r"^(forward_headers|response_headers) \(relay_headers"),
+    ("spool writer thread", r"^SpoolWriter\._run "),
+    ("relay answer (upstream read, h1)", r"^(AnswerRelay\.relay_whole|StreamRelay\.relay_stream) "),
+    ("upstream request (client, h1)", r"^Pipeline\.forward "),
+    ("pipeline, other", r"^Pipeline\.(handle|_govern|identify) "),
+    ("aiohttp server (parse, write)", r"\((aiohttp/)?(web_protocol|http_writer|web_response)\.py"),
+    ("aiohttp client (connection)", r"\((aiohttp/)?client_proto\.py"),
+)
+
+
+def stage_table(raw: Path, cpu_per_call_us: float) -> dict[str, float]:
+    """CPU per call of each stage (us): its share of the samples times the measured CPU
+    per call (py-spy leaves idle threads out; on tmpfs nothing blocks in the kernel)."""
+    patterns = [(name, re.compile(rx)) for name, rx in STAGES]
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [re.sub(r":\d+\)", ")", f) for f in stack.split(";")]
+        if frames[-1].startswith(("Condition.wait", "wait (threading")):
+            continue
+        n = int(count)
+        total += n
+        stage = "event loop, other"
+        for frame in reversed(frames):
+            hit = next((name for name, rx in patterns if rx.search(frame)), None)
+            if hit is not None:
+                stage = hit
+                break
+        counts[stage] += n
+    return {name: cpu_per_call_us * n / total for name, n in counts.most_common()} if total else {}
+
+
 def thread_cpu() -> dict[tuple[int, str], float]:
     """CPU seconds (user + system) of each thread of this process, by (id, name)."""
     names = {t.native_id: t.name for t in threading.enumerate()}
@@ -100,11 +151,14 @@ def thread_cpu() -> dict[tuple[int, str], float]:
 
 
 async def profile(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
+    from haltgate.cli import sidecar as cli_sidecar
     from haltgate.sidecar.server import Sidecar
     from haltgate.sidecar.startup import Listen, SidecarSettings
 
     policy_path = tmp / "policy.yaml"
-    policy_path.write_text(yaml.safe_dump(overhead.policy(f"http://127.0.0.1:{up_port}")))
+    policy_path.write_text(
+        yaml.safe_dump(overhead.policy(f"http://127.0.0.1:{up_port}", guardrails=args.guardrails))
+    )
     port = overhead.free_port()
     settings = SidecarSettings(
         policy_path=policy_path,
@@ -116,6 +170,9 @@ async def profile(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
     )
     sidecar = Sidecar(settings)
     await sidecar.start()
+    freeze = getattr(cli_sidecar, "freeze_startup_objects", None)
+    if freeze is not None:  # as `haltgate sidecar` does (absent from older trees: A/B runs)
+        freeze()
     try:
         url = f"http://127.0.0.1:{port}/llm/v1/chat/completions"
         load = await asyncio.create_subprocess_exec(
@@ -144,7 +201,8 @@ async def profile(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
                 "raw",
                 "-o",
                 str(tmp / "spy.txt"),
-                "--nonblocking",
+                # --native must pause the process to unwind its C stacks
+                *(["--native"] if args.native else ["--nonblocking"]),
                 *(["--gil"] if args.gil else []),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -181,6 +239,12 @@ async def profile(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
         )
         if spy is not None:
             summarise(tmp / "spy.txt")
+            if args.keep is not None:
+                args.keep.write_bytes((tmp / "spy.txt").read_bytes())
+            per_call = cpu / int(n) * 1e6
+            print(f"CPU per call by stage (us; of {per_call:.0f} us per call):")
+            for name, us in stage_table(tmp / "spy.txt", per_call).items():
+                print(f"  {us:7.1f}  {name}")
     finally:
         await sidecar.stop()
 
@@ -210,6 +274,15 @@ def main() -> None:
         help="with --py-spy: sample only the thread holding the GIL (Python CPU time; "
         "system calls that release the GIL, such as fdatasync, are left out)",
     )
+    ap.add_argument(
+        "--native", action="store_true", help="with --py-spy: native frames too (C, uvloop)"
+    )
+    ap.add_argument(
+        "--guardrails",
+        action="store_true",
+        help="the policy with guardrails on (sidecar_overhead.py's GUARDRAILS)",
+    )
+    ap.add_argument("--keep", type=Path, help="with --py-spy: copy the raw profile here")
     args = ap.parse_args()
     env = {
         **os.environ,

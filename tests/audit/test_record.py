@@ -42,6 +42,31 @@ def test_seal_links_records_and_hash_covers_every_field() -> None:
     assert AuditRecord.from_json(line2) == second
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"replay": {"v": 1, "stages": []}, "enforcement": "monitor"},
+        {"would_refuse": {"stage": "tools", "code": "x"}, "enforcement": "monitor"},
+        {"findings": ({"detector": "pii", "kind": "email"},), "usage": {"kind": 1}},
+        {"chain_id": "custom/chain", "payload": {"hash": "h", "kind": [1, {"seq": 2}]}},
+    ],
+)
+def test_sealed_line_is_the_canonical_json_of_the_sealed_record(overrides: dict) -> None:
+    # The sealer serialises once, in two halves around "hash": its line must be exactly
+    # what serialising the sealed record whole gives, and its hash what verify recomputes.
+    chainer = Chainer()
+    for i in range(2):
+        sealed, line = chainer.seal(make_record(i, **overrides))
+        assert line == canonical_json(sealed.to_dict()) == sealed.canonical()
+        assert sealed.hash == record_hash(orjson.loads(line))
+        raw, chain, head = chainer.seal_line(make_record(i + 2, **overrides))
+        doc = orjson.loads(raw)
+        assert raw == canonical_json(doc)
+        assert (chain, head.seq, head.hash) == (doc["chain_id"], doc["seq"], doc["hash"])
+        assert head.hash == record_hash(doc)
+
+
 def test_chains_are_per_run_and_resume_from_heads() -> None:
     chainer = Chainer({"team-a/agent-0/run-1": ChainHead(41, "f" * 64)})
     resumed, _ = chainer.seal(make_record(0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -376,10 +377,28 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
+def freeze_startup_objects() -> None:
+    """Leave what start-up built (policy, compiled detectors, modules, metrics) out of the
+    cyclic garbage collector's full passes: they live as long as the process, and a full
+    pass over them (~80k objects) took tens of milliseconds every few thousand calls under
+    load. Reference counting still frees them; only a cycle among them (the first policy's,
+    after a reload) is never collected, once.
+
+    And collect the young generation after 10,000 net allocations instead of 700: a call's
+    objects die by reference counting, so under load the default threshold ran a young
+    collection every couple of calls (~90 ms per 9,000 calls at 16 in flight) that found
+    next to nothing; cyclic garbage now waits a little longer (bounded: a few MB)."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(10_000, older, oldest)
+
+
 def _run(settings: SidecarSettings) -> None:
     async def main() -> None:
         sidecar = Sidecar(settings)
         await sidecar.start()
+        freeze_startup_objects()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

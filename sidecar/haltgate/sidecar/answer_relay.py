@@ -180,6 +180,8 @@ class AnswerRelay(ResponseGuard):
                     call, self.scan_response, call, plain, upstream.headers.get("Content-Type")
                 )
             )
+            # The headers' values the agent receives (blocked or redacted like the body).
+            header_values = await self._scan(call, self.scan_answer_headers, call, upstream)
         except HaltgateError as err:
             decision = "deny" if isinstance(err, DeniedError) else "error"
             self._finish(call, decision, err.code)
@@ -189,7 +191,7 @@ class AnswerRelay(ResponseGuard):
             status=upstream.status,
             reason=upstream.reason,
             body=body if new is None else new,
-            headers=response_headers(upstream.headers, call, settle),
+            headers=response_headers(upstream.headers, call, settle, header_values),
         )
         if new is not None and plain is not body:
             resp.headers.popall("Content-Encoding", None)  # sent decoded once redacted

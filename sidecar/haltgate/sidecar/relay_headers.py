@@ -4,6 +4,8 @@ adds) to the upstream, the upstream's plus the decision and warning headers to t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from haltgate.governance.policy_base import RequestKind
@@ -11,7 +13,7 @@ from haltgate.sidecar import responses as r
 from haltgate.sidecar.budget import BudgetVerdict
 from haltgate.sidecar.call import Call
 
-__all__ = ["EVENT_STREAM", "forward_headers", "response_headers"]
+__all__ = ["EVENT_STREAM", "forward_headers", "relayed_items", "response_headers"]
 
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp recomputes: never relayed.
@@ -69,13 +71,23 @@ def forward_headers(headers: CIMultiDictProxy[str], call: Call) -> CIMultiDict[s
     return out
 
 
+def relayed_items(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
+    """The upstream's headers the agent receives, in order (what the response guardrails
+    read; positions in this list name the values they redact)."""
+    return [(n, v) for n, v in headers.items() if n.lower() not in _RESPONSE_DROP]
+
+
 def response_headers(
-    headers: CIMultiDictProxy[str], call: Call, settle: BudgetVerdict | None
+    headers: CIMultiDictProxy[str],
+    call: Call,
+    settle: BudgetVerdict | None,
+    redacted: Mapping[int, str] | None = None,
 ) -> CIMultiDict[str]:
+    """The upstream's headers as relayed, with the values the response guardrails
+    ``redacted`` (by position in :func:`relayed_items`) in place of the originals."""
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in _RESPONSE_DROP:
-            out.add(name, value)
+    for i, (name, value) in enumerate(relayed_items(headers)):
+        out.add(name, value if redacted is None else redacted.get(i, value))
     out[r.DECISION_HEADER] = call.decision_id
     warnings = (
         settle.warnings

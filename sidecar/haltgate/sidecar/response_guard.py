@@ -11,6 +11,7 @@ from typing import Any
 from multidict import MultiMapping
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
+from haltgate.governance.guardrails.answer_headers import HeadersTooLarge, scan_headers
 from haltgate.governance.guardrails.answer_json import (
     NOT_PARSED,
     dump_answer_json,
@@ -23,7 +24,7 @@ from haltgate.governance.guardrails.response_body import (
 )
 from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar.call import Call
-from haltgate.sidecar.relay_headers import EVENT_STREAM
+from haltgate.sidecar.relay_headers import EVENT_STREAM, relayed_items
 from haltgate.sidecar.request_stages import RequestStages
 from haltgate.sidecar.sse import SSEParser
 from haltgate.sidecar.upstream_response import UpstreamResponse
@@ -97,6 +98,40 @@ class ResponseGuard(RequestStages):
         if call.controls.monitor:
             return None  # monitor mode: the answer goes as it came (findings say the rest)
         return None if scanned.body is body else scanned.body
+
+    def scan_answer_headers(self, call: Call, upstream: UpstreamResponse) -> dict[int, str] | None:
+        """The response guardrails on the values of the headers the agent receives (see
+        answer_headers), as ``document`` text: a block refuses the answer (raises, as for
+        the body), findings are audited with ``path`` ``header:<name>``. Returns the
+        redacted values by position in ``relayed_items`` (``None``: none changed)."""
+        guardrails = call.controls.guardrails
+        if guardrails is None or not guardrails.active("response"):
+            return None
+        try:
+            scanned = scan_headers(guardrails, relayed_items(upstream.headers))
+        except HeadersTooLarge as e:
+            self._unscannable(call, Unscannable("headers", str(e)))
+            return None
+        if not scanned.findings and not scanned.errors:
+            return None  # the common case
+        call.findings.extend(f.to_dict() for f in scanned.findings)
+        if scanned.errors and not scanned.blocked:
+            self._guardrail_fail_open(call, list(scanned.errors))
+        if scanned.risk:
+            self.budget.add_risk(time.time(), scanned.risk, scanned.code or "guardrail_finding")
+        if scanned.blocked:
+            self.refuse_or_note(
+                call,
+                "response",
+                DeniedError(
+                    "a guardrail blocked the response (a header)",
+                    code=scanned.code or "guardrail_blocked",
+                    failure_type=FailureType.SAFETY,
+                ),
+            )
+        if call.controls.monitor:
+            return None  # monitor mode: the headers go as they came
+        return scanned.redacted
 
     def _stream_unscannable(self, call: Call, err: Unscannable) -> HaltgateError | None:
         """`_unscannable` in the middle of a stream: the error that cuts it (closed)."""

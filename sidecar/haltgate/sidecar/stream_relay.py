@@ -71,10 +71,19 @@ class StreamRelay(AnswerRelay):
                 self._finish(call, "error", refusal.code)
                 self._audit_outcome(call, upstream.status, None, decision="error", err=refusal)
                 return await self._send_error(request, call, refusal)
+        try:
+            # The headers go out before the first event: their values are scanned first.
+            header_values = await self._scan(call, self.scan_answer_headers, call, upstream)
+        except HaltgateError as refusal:
+            self.settle_budget(call, None, False, refusal.code, None)
+            decision = "deny" if isinstance(refusal, DeniedError) else "error"
+            self._finish(call, decision, refusal.code)
+            self._audit_outcome(call, upstream.status, None, decision=decision, err=refusal)
+            return await self._send_error(request, call, refusal)
         resp = web.StreamResponse(
             status=upstream.status,
             reason=upstream.reason,
-            headers=response_headers(upstream.headers, call, None),
+            headers=response_headers(upstream.headers, call, None, header_values),
         )
         if decoder is not None:
             resp.headers.popall("Content-Encoding", None)

@@ -28,7 +28,14 @@ import orjson
 
 from haltgate.governance.audit.record import AuditRecord
 
-__all__ = ["MAX_MESSAGE_CHARS", "MAX_TARGET_CHARS", "TRUNCATED_KEY", "fit_record"]
+__all__ = [
+    "MAX_MESSAGE_CHARS",
+    "MAX_TARGET_CHARS",
+    "TRUNCATED_KEY",
+    "fit_fields",
+    "fit_payload",
+    "fit_record",
+]
 
 MAX_TARGET_CHARS = 8 * 1024
 MAX_MESSAGE_CHARS = 4 * 1024
@@ -55,11 +62,25 @@ def truncation_marker(encoded: bytes) -> dict[str, Any]:
 def fit_record(record: AuditRecord, max_payload_bytes: int) -> AuditRecord:
     """``record`` itself when it fits (the common case: no copy), else a copy with its
     long fields clipped and an oversized payload replaced by a truncation marker."""
+    return fit_payload(fit_fields(record), max_payload_bytes)
+
+
+def fit_fields(record: AuditRecord) -> AuditRecord:
+    """:func:`fit_record`'s clipping of the free-text fields alone (no serialising)."""
     changes: dict[str, Any] = {}
     if len(record.target) > MAX_TARGET_CHARS:
         changes["target"] = _clip(record.target, MAX_TARGET_CHARS)
     if record.message is not None and len(record.message) > MAX_MESSAGE_CHARS:
         changes["message"] = _clip(record.message, MAX_MESSAGE_CHARS)
+    return dataclasses.replace(record, **changes) if changes else record
+
+
+def fit_payload(record: AuditRecord, max_payload_bytes: int) -> AuditRecord:
+    """:func:`fit_record`'s payload check alone: the payload's JSON is serialised to be
+    measured, so the spool calls it only for a record whose JSON is longer than
+    ``max_payload_bytes`` (a payload that long makes a longer record; a shorter record's
+    payload fits)."""
+    changes: dict[str, Any] = {}
     payload = record.payload
     if payload is not None and not isinstance(payload, (int, float, bool)):
         if not (isinstance(payload, str) and len(payload) * 4 <= max_payload_bytes):

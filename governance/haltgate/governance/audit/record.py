@@ -17,7 +17,7 @@ import hashlib
 import os
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -185,6 +185,47 @@ _OPTIONAL_FIELDS = ("replay", "enforcement", "would_refuse")
 keep their bytes and hashes)."""
 
 
+_LOW_NAMES = tuple(n for n in _FIELD_NAMES if n < "hash" and n != "chain_id")
+_HIGH_NAMES = tuple(n for n in _FIELD_NAMES if n > "hash" and n not in ("seq", "prev_hash"))
+_LOW_OPTIONAL = tuple(n for n in _OPTIONAL_FIELDS if n < "hash")
+_HIGH_OPTIONAL = tuple(n for n in _OPTIONAL_FIELDS if n > "hash")
+_LOW_MAPPINGS = tuple(n for n in _MAPPING_FIELDS if n < "hash")
+_HIGH_MAPPINGS = tuple(n for n in _MAPPING_FIELDS if n > "hash")
+assert min(_HIGH_NAMES) > "hash" > max(_LOW_NAMES) and "chain_id" < "hash" < "prev_hash" < "seq"
+
+
+def _halves(
+    record: AuditRecord, chain: str, seq: int, prev: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``record.to_dict()`` with the chain fields set and without ``hash``, split into the
+    keys that sort before ``hash`` and those after (both halves are never empty)."""
+    low = {name: getattr(record, name) for name in _LOW_NAMES}
+    high = {name: getattr(record, name) for name in _HIGH_NAMES}
+    low["chain_id"] = chain
+    high["seq"] = seq
+    high["prev_hash"] = prev
+    for half, optional, mappings in (
+        (low, _LOW_OPTIONAL, _LOW_MAPPINGS),
+        (high, _HIGH_OPTIONAL, _HIGH_MAPPINGS),
+    ):
+        for name in optional:
+            if half[name] is None:
+                del half[name]
+        for name in mappings:
+            value = half.get(name)
+            if value is not None and not isinstance(value, dict):
+                half[name] = dict(value)
+    low["findings"] = [f if isinstance(f, dict) else dict(f) for f in record.findings]
+    return low, high
+
+
+def _serialised(record: AuditRecord, chain: str, seq: int, prev: str) -> tuple[bytes, bytes]:
+    """The canonical JSON of ``record`` sealed, without ``hash``, in two parts: up to the
+    place of ``hash`` without the closing brace, and after it without the opening one."""
+    low, high = _halves(record, chain, seq, prev)
+    return canonical_json(low)[:-1], canonical_json(high)[1:]
+
+
 def canonical_json(doc: Mapping[str, Any]) -> bytes:
     """Sorted keys, no whitespace, UTF-8 (orjson's compact output)."""
     return orjson.dumps(doc, option=_SORTED)
@@ -279,49 +320,61 @@ class Chainer:
     def seal(self, record: AuditRecord) -> tuple[AuditRecord, bytes]:
         """Return the sealed record and its canonical JSON line (without newline)."""
         with self._lock:
-            doc, line = self._seal_locked(record)
-        sealed = replace(
-            record,
-            chain_id=doc["chain_id"],
-            seq=doc["seq"],
-            prev_hash=doc["prev_hash"],
-            hash=doc["hash"],
-        )
+            chain, seq, prev, digest, line = self._seal_locked(record)
+        sealed = replace(record, chain_id=chain, seq=seq, prev_hash=prev, hash=digest)
         return sealed, line
 
     def seal_line(
-        self, record: AuditRecord, max_bytes: int | None = None
+        self,
+        record: AuditRecord,
+        max_bytes: int | None = None,
+        *,
+        refit: Callable[[AuditRecord], AuditRecord] | None = None,
+        refit_above: int = 0,
     ) -> tuple[bytes, str, ChainHead]:
         """Seal ``record``; return its canonical JSON line, chain and new head (the spool's
         hot path: building the sealed dataclass costs as much as the hashing).
-        ``max_bytes``: a longer line raises ``ValueError`` before the chain advances."""
+        ``max_bytes``: a longer line raises ``ValueError`` before the chain advances.
+        ``refit``: when the record's JSON is longer than ``refit_above`` bytes, what is
+        sealed is ``refit(record)`` (the spool's payload bound: measured only then)."""
         with self._lock:
-            doc, line = self._seal_locked(record, max_bytes)
-        return line, doc["chain_id"], ChainHead(doc["seq"], doc["hash"])
+            chain, seq, _, digest, line = self._seal_locked(record, max_bytes, refit, refit_above)
+        return line, chain, ChainHead(seq, digest)
 
     def _seal_locked(
-        self, record: AuditRecord, max_bytes: int | None = None
-    ) -> tuple[dict[str, Any], bytes]:
+        self,
+        record: AuditRecord,
+        max_bytes: int | None = None,
+        refit: Callable[[AuditRecord], AuditRecord] | None = None,
+        refit_above: int = 0,
+    ) -> tuple[str, int, str, str, bytes]:
+        """(chain, seq, prev_hash, hash, canonical line) of ``record`` sealed."""
         chain = record.chain_id or chain_id_for(record)
         head = self._heads.get(chain)
         seq = 1 if head is None else head.seq + 1
         prev = GENESIS_HASH if head is None else head.hash
         check_types(record)
-        doc = record.to_dict()
-        doc.update(chain_id=chain, seq=seq, prev_hash=prev)
-        doc.pop("hash", None)
+        # Serialised once, in two halves: the keys that sort before "hash" and those after.
+        # Joined they are the canonical JSON without ``hash`` (what the hash covers); with
+        # ``"hash":"..."`` between them, the sealed line: the same bytes as serialising the
+        # sealed record whole, without serialising it twice.
         # Serialising first means a record that is not JSON-ready raises before the chain
         # advances: a refused record never takes a sequence number.
-        unsealed = canonical_json(doc)
-        if max_bytes is not None and len(unsealed) + _HASH_FIELD_BYTES > max_bytes:
+        head_part, tail_part = _serialised(record, chain, seq, prev)
+        size = len(head_part) + 1 + len(tail_part)
+        if refit is not None and size > refit_above:
+            fitted = refit(record)
+            if fitted is not record:
+                head_part, tail_part = _serialised(fitted, chain, seq, prev)
+                size = len(head_part) + 1 + len(tail_part)
+        if max_bytes is not None and size + _HASH_FIELD_BYTES > max_bytes:
             raise ValueError(
-                f"sealed record would be {len(unsealed)} bytes, over the "
-                f"{max_bytes}-byte frame bound"
+                f"sealed record would be {size} bytes, over the {max_bytes}-byte frame bound"
             )
-        digest = hashlib.sha256(unsealed).hexdigest()
+        digest = hashlib.sha256(b"".join((head_part, b",", tail_part))).hexdigest()
         self._heads[chain] = ChainHead(seq, digest)
-        doc["hash"] = digest
-        return doc, canonical_json(doc)
+        line = b"".join((head_part, b',"hash":"', digest.encode(), b'",', tail_part))
+        return chain, seq, prev, digest, line
 
     def advance(self, chain: str, head: ChainHead) -> None:
         """Record ``head`` as the chain's last record (recovery replays the spool)."""

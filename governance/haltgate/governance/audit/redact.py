@@ -89,6 +89,12 @@ kept (a redacted one is numbered per call), bounded by emptying it when full."""
 _CLEAN_MAX_ENTRIES = 4096
 _CLEAN_MAX_CHARS = 512
 
+_clean_long: dict[bytes, None] = {}
+"""Longer values found clean before, by a 128-bit BLAKE2b digest of their text (an agent
+resends its conversation with every call: each message would be scanned again, ~1 ms per
+10 KB; hashing it takes microseconds). Only whether the value is clean is kept (the scan
+budget of a payload is charged as before); bounded like ``_clean``."""
+
 _MIN_FINDING_CHARS = 6
 """Shorter strings cannot hold a finding ("a@b.co" is the shortest): never scanned."""
 
@@ -120,13 +126,16 @@ class AuditScrubber:
     the writability rules apply (``full``).
     """
 
-    __slots__ = ("_budget", "_cache", "_redactor", "redact")
+    __slots__ = ("_budget", "_cache", "_payload", "_redactor", "redact")
 
     def __init__(self, *, redact: bool) -> None:
         self.redact = redact
         self._redactor = Redactor()
         self._cache: dict[str, str] = {}
         self._budget = MAX_PAYLOAD_SCAN_CHARS
+        self._payload: tuple[Any, Any] | None = None
+        """The last payload scrubbed and its copy (a call's intent and outcome records
+        carry the same body: it is walked once)."""
 
     # ------------------------------------------------------------------ text fields
 
@@ -168,8 +177,14 @@ class AuditScrubber:
         if len(value) > MAX_TEXT_CHARS:
             return TOO_LONG
         short = len(value) <= _CLEAN_MAX_CHARS
-        if short and value in _clean:
-            return value
+        digest = b""
+        if short:
+            if value in _clean:
+                return value
+        else:
+            digest = _digest(value)
+            if digest in _clean_long:
+                return value
         try:
             spans = _spans(value)
         except Exception:  # a detector failure must not store the raw value
@@ -180,6 +195,10 @@ class AuditScrubber:
             if len(_clean) >= _CLEAN_MAX_ENTRIES:
                 _clean.clear()
             _clean[value] = None
+        else:
+            if len(_clean_long) >= _CLEAN_MAX_ENTRIES:
+                _clean_long.clear()
+            _clean_long[digest] = None
         return value
 
     # ------------------------------------------------------------------ findings
@@ -209,8 +228,16 @@ class AuditScrubber:
     # ------------------------------------------------------------------ payload
 
     def payload(self, obj: Any) -> Any:
-        """A scrubbed copy of a parsed JSON payload (the input is never modified)."""
-        return self._value(obj, 0)
+        """A scrubbed copy of a parsed JSON payload (the input is never modified, and is
+        not modified later: the same object again gets the same copy). Scrubbing it twice
+        would give an equal copy anyway: every string scanned once is in the cache, and
+        one over the budget stays over it."""
+        done = self._payload
+        if done is not None and done[0] is obj:
+            return done[1]
+        out = self._value(obj, 0)
+        self._payload = (obj, out)
+        return out
 
     def _budgeted(self, value: str) -> str:
         """`text` within the payload's scan budget (repeated values cost nothing)."""
@@ -253,6 +280,11 @@ class AuditScrubber:
         if isinstance(obj, list | tuple):
             return [self._value(v, depth + 1) for v in obj]
         return self._budgeted(str(obj))
+
+
+def _digest(value: str) -> bytes:
+    """The key of a long clean value in ``_clean_long`` (lone surrogates included)."""
+    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def is_clean(value: str) -> bool:

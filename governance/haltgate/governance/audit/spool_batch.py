@@ -46,6 +46,10 @@ class Batch:
     (the writer thread looks too, later: a backstop for a loop that stopped)."""
     state: bool = False
     """The carried state (``carry_state``) changed: write it with this commit."""
+    timer: asyncio.TimerHandle | None = None
+    """That timer (``timed``), cancelled when its loop's thread takes the batch first."""
+    timer_thread: int = 0
+    """``threading.get_ident()`` of the thread running that timer's loop."""
 
 
 def resolve(waiters: list[Waiter], error: AuditError | None) -> None:

@@ -25,13 +25,14 @@ timed by the event loop that queued them (a timer, no thread woken).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 
-from haltgate.governance.audit.fit import fit_record
+from haltgate.governance.audit.fit import fit_fields, fit_payload
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import AuditRecord, Chainer, ChainHead
 from haltgate.governance.audit.sink import (
@@ -81,6 +82,9 @@ class SpoolWriter(SegmentFiles):
     def __init__(self, settings: SpoolSettings, metrics: AuditMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else AuditMetrics()
+        self._fit_payload = functools.partial(
+            fit_payload, max_payload_bytes=settings.max_payload_bytes
+        )
         directory = settings.directory
         directory.mkdir(parents=True, exist_ok=True)
         self._writer_lock_cm = flocked(
@@ -246,7 +250,8 @@ class SpoolWriter(SegmentFiles):
         loop = asyncio._get_running_loop()
         if loop is not None:
             batch.timed = True
-            loop.call_later(self.settings.linger_seconds, self._linger_due, batch)
+            batch.timer = loop.call_later(self.settings.linger_seconds, self._linger_due, batch)
+            batch.timer_thread = threading.get_ident()
         elif not self._committing:
             self._wake.notify()
 
@@ -254,6 +259,7 @@ class SpoolWriter(SegmentFiles):
         """A lingering batch is due (on the event loop that queued it). Traffic is sparse
         (no intent came to take it along): commit it here, like ``commit_now``, or hand it
         to the writer thread when commits are slow or one is in flight."""
+        batch.timer = None  # running now: nothing to cancel
         with self._lock:
             if self._pending is not batch or batch.urgent or self._closing:
                 return  # taken along by a commit already, or the writer has it
@@ -312,8 +318,15 @@ class SpoolWriter(SegmentFiles):
         return error
 
     def _take(self) -> Batch:
-        """Take the queued batch for a commit (under ``_lock``)."""
+        """Take the queued batch for a commit (under ``_lock``). Taken on the thread of the
+        loop timing its linger (the next call's intent, ``commit_now``), that timer is
+        cancelled: it would only wake the loop to find the batch gone (in sparse traffic,
+        one or two wake-ups per call)."""
         batch = self._pending
+        timer = batch.timer
+        if timer is not None and batch.timer_thread == threading.get_ident():
+            timer.cancel()  # a loop's timer handle is not thread-safe: only on its thread
+            batch.timer = None
         self._pending = Batch()
         self._committing = True
         self._in_flight = batch.nbytes
@@ -349,9 +362,16 @@ class SpoolWriter(SegmentFiles):
                 self._dropped_unlogged = 0
                 self._last_drop_log = now
             return False
-        record = fit_record(record, self.settings.max_payload_bytes)
+        record = fit_fields(record)
         try:
-            line, chain, head = self.chainer.seal_line(record, max_bytes=MAX_FRAME)
+            # The payload bound is measured only for a record longer than it (serialising
+            # the payload on its own for every record cost a second encoding of it).
+            line, chain, head = self.chainer.seal_line(
+                record,
+                max_bytes=MAX_FRAME,
+                refit=self._fit_payload,
+                refit_above=self.settings.max_payload_bytes,
+            )
         except (TypeError, ValueError) as e:
             # Not JSON-serialisable (the caller's bug) or, even clipped, larger than a
             # frame the reader accepts. The chain is untouched (sealing serialises and

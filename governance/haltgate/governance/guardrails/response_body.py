@@ -65,7 +65,8 @@ _CHUNK = 64 * 1024
 
 class Unscannable(Exception):
     """An answer the guardrails cannot read. ``reason`` is a bounded label (metric,
-    audit): ``encoding``, ``charset``, ``type``, ``size`` or ``corrupt``."""
+    audit): ``encoding``, ``charset``, ``type``, ``size``, ``corrupt`` or ``headers`` (more
+    header text than the header scan reads, see answer_headers)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

@@ -279,6 +279,8 @@ class SecretsDetector:
                 table.append(_Pattern(entity, regex, score, check, hint))
         table.extend(_OWN)
         self._patterns = tuple(table)
+        # Each pattern's hints lower-cased once, here (not per pattern on every scan).
+        self._gated = tuple((p, _lowered(p.hint)) for p in self._patterns)
 
     def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
         """All secret candidates in `text`, also inside its encoded runs (`decoded_rescan`);
@@ -290,8 +292,10 @@ class SecretsDetector:
     def _plain(self, text: str) -> list[Candidate]:
         out: list[Candidate] = []
         low = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
-        for p in self._patterns:
-            if p.hint is not None and not _hinted(p.hint, low):
+        for p, hint in self._gated:
+            if hint is not None and (
+                hint not in low if type(hint) is str else not any(h in low for h in hint)
+            ):
                 continue
             for m in p.regex.finditer(text):
                 start, end = _secret_span(m)
@@ -338,10 +342,11 @@ def _documented(value: str) -> bool:
     return value in DOCUMENTED_EXAMPLES or _AWS_EXAMPLE.search(value) is not None
 
 
-def _hinted(hint: str | tuple[str, ...], low: str) -> bool:
-    if isinstance(hint, str):
-        return hint.lower() in low
-    return any(h.lower() in low for h in hint)
+def _lowered(hint: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    """A pattern's hint(s) as the lower-case text looked for (``None``: no hint)."""
+    if hint is None or isinstance(hint, str):
+        return None if hint is None else hint.lower()
+    return tuple(h.lower() for h in hint)
 
 
 def _secret_span(m: re.Match[str]) -> tuple[int, int]:
