@@ -157,6 +157,7 @@ def quality(model: Callable[[str], float] | None) -> None:
             model=model,
             model_min=float(getattr(model, "block_at", 0.9)),
             model_advisory=float(getattr(model, "advisory_at", 0.7)),
+            model_thresholds=getattr(model, "thresholds", None),
         )
         for name, samples in (
             ("", inj_samples),

