@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from haltgate.cli.guard import _restrict, default_spec
-from haltgate.governance.guardrails import Guardrails, ScanResult
+from haltgate.governance.guardrails import Guardrails, ScanResult, onnx_model
 from haltgate.testbed import guard_corpora
 from haltgate.testbed.guard_corpora import EvaluationSeal, Sample
 
@@ -146,8 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the detectors (the sealed evaluation: once per detector change)",
     )
+    ap.add_argument(
+        "--model-from",
+        choices=("stackone", "shipped"),
+        default=onnx_model.DEFAULT,
+        help="which classifier the model stage loads: stackone-defender's (the product's "
+        "default) or haltgate's own fine-tuned one (shipped, not the default yet)",
+    )
     ap.add_argument("--quick", action="store_true", help="(make bench) same as the default")
     args = ap.parse_args(argv)
+    onnx_model.DEFAULT = args.model_from  # before the model stage is first loaded
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # 2 shared cores; set before NumPy loads (lazily)
     seal = EvaluationSeal.open("bench/guardrails_public.py")

@@ -494,8 +494,9 @@ class StreamScanner:
 @functools.cache
 def _shared_model_scorer() -> Callable[[str], float]:
     """The model stage, loaded once per process (policy reloads reuse it): the fine-tuned
-    int8 MiniLM classifier run by onnxruntime (onnx_model: haltgate's own fine-tuned model,
-    chosen on validation splits, see docs/guardrails.md sections 4 and 6)."""
+    int8 MiniLM classifier run by onnxruntime that ``onnx_model.DEFAULT`` names (today
+    stackone-defender's; haltgate's own is shipped beside it, see docs/guardrails.md
+    sections 4 and 6 for why it is not the default yet)."""
     from haltgate.governance.guardrails import model, onnx_model
 
     try:
