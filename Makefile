@@ -1,4 +1,4 @@
-# haltgate developer entry points. Fresh machine: `make demo`, then `make test`.
+# haltgate developer entry points. Fresh machine: `hack/deps.sh && make demo`, `hack/deps.sh && make test` (README).
 # Everything runs with the project virtualenv (.venv), created by `make install`; system
 # packages come from `make deps` (hack/deps.sh), which `demo`, `test` and `.ci/run` all use.
 

@@ -9,7 +9,7 @@
 #                        tests/observability
 #   make                 this file's runner (listed for `.ci/run` on a bare image)
 #   nginx-light          the native floor next to the Python relays in bench/http_floor.py
-#   shellcheck           lints e2e/run.sh (tests/chart/test_e2e_node_mode.py)
+#   (pkg) shellcheck     lints e2e/run.sh (tests/chart/test_e2e_node_mode.py)
 #
 # As root with apt-get (Debian, Ubuntu) the missing ones are installed. Otherwise this says
 # which are missing, what they are for and the command to run, and exits 0: the demo then
