@@ -35,25 +35,13 @@ from typing import TYPE_CHECKING
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from haltgate.testbed.guard_corpora import load_training
+from haltgate.testbed.roc import roc_auc
 from tests.guardrails import corpus
 
 if TYPE_CHECKING:
     from haltgate.governance.guardrails.onnx_model import OnnxInjectionScorer
 
 Row = tuple[str, bool]  # text, is an attack
-
-
-def _auc(pos: list[float], neg: list[float]) -> float:
-    ranked = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
-    rank_sum, i = 0.0, 0
-    while i < len(ranked):
-        j = i
-        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
-            j += 1
-        rank_sum += (i + j + 1) / 2 * sum(lab for _, lab in ranked[i:j])
-        i = j
-    n_p, n_n = len(pos), len(neg)
-    return (rank_sum - n_p * (n_p + 1) / 2) / (n_p * n_n) if n_p and n_n else float("nan")
 
 
 def _threshold_at(neg: list[float], fp: float) -> float:
@@ -121,7 +109,7 @@ def _line(pos: list[float], neg: list[float], block: float) -> str:
     if pos and neg:
         t = _threshold_at(neg, 0.01)
         det = sum(s >= t for s in pos) / len(pos)
-        parts.append(f"AUC {_auc(pos, neg):.3f}, detection @FP<=1% {det:.3f} (t={t:.3f})")
+        parts.append(f"AUC {roc_auc(pos, neg):.3f}, detection @FP<=1% {det:.3f} (t={t:.3f})")
     if pos:
         parts.append(
             f"at shipped t={block:.3f}: detection {sum(s >= block for s in pos) / len(pos):.3f}"

@@ -37,6 +37,7 @@ from haltgate.testbed import injection_model_data as data
 from haltgate.testbed import injection_model_training as training
 from haltgate.testbed.minilm_torch import MiniLMClassifier
 from haltgate.testbed.ngram_training_data import Text
+from haltgate.testbed.roc import roc_auc
 
 TARGET_FP = 0.01
 WINDOWS = {"request": 128, "document": 64}
@@ -79,19 +80,6 @@ def export(work: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(str(float_path), str(out / onnx_model.MODEL_FILE), weight_type=QuantType.QInt8)
     shutil.copyfile(training.base_model_dir() / "tokenizer.json", out / onnx_model.TOKENIZER_FILE)
-
-
-def _auc(pos: list[float], neg: list[float]) -> float:
-    ranked = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
-    rank_sum, i = 0.0, 0
-    while i < len(ranked):
-        j = i
-        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
-            j += 1
-        rank_sum += (i + j + 1) / 2 * sum(lab for _, lab in ranked[i:j])
-        i = j
-    n_p, n_n = len(pos), len(neg)
-    return (rank_sum - n_p * (n_p + 1) / 2) / (n_p * n_n) if n_p and n_n else float("nan")
 
 
 def threshold_at(neg: list[float], fp: float) -> float:
@@ -180,7 +168,7 @@ def calibrate(out: Path, sets: data.Sets, windows: dict[str, int]) -> dict[str, 
         b = thresholds[ch]["block"]
         row: dict[str, Any] = {"channel": ch, "attacks": len(pos), "benign": len(neg)}
         if pos and neg:
-            row["roc_auc"] = round(_auc(pos, neg), 4)
+            row["roc_auc"] = round(roc_auc(pos, neg), 4)
             own_t = threshold_at(neg, TARGET_FP)
             row["detection_at_own_fp1"] = round(sum(s >= own_t for s in pos) / len(pos), 4)
         if pos:
