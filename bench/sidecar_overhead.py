@@ -128,6 +128,18 @@ def policy(upstream: str, guardrails: bool = False, durability: str = "strict") 
     return doc
 
 
+def start_standin_llm(port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The stand-in LLM upstream as a child process on ``port`` (no call log kept: the
+    benchmarks send thousands of calls); wait for it with :func:`wait_port`."""
+    return subprocess.Popen(
+        [PY, "-m", "haltgate.testbed.standins.llm", "--port", str(port), "--no-record"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -358,13 +370,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hg-bench-") as tmp:
         upstream_url = f"http://127.0.0.1:{up_port}"
         try:
-            upstream = subprocess.Popen(
-                [PY, "-m", "haltgate.testbed.standins.llm", "--port", str(up_port), "--no-record"],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            upstream = start_standin_llm(up_port, env)
             procs.append(upstream)
             sidecars = {}
             for name, port in ports.items():

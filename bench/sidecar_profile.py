@@ -289,20 +289,7 @@ def main() -> None:
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
     }
     up_port = overhead.free_port()
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "haltgate.testbed.standins.llm",
-            "--port",
-            str(up_port),
-            "--no-record",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    upstream = overhead.start_standin_llm(up_port, env)
     try:
         overhead.wait_port(up_port, upstream, "stand-in LLM")
         where = None if args.disk else "/dev/shm"

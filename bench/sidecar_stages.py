@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import subprocess
 import sys
 import tempfile
 import timeit
@@ -181,19 +180,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     args = ap.parse_args()
     up_port = overhead.free_port()
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "haltgate.testbed.standins.llm",
-            "--port",
-            str(up_port),
-            "--no-record",
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    upstream = overhead.start_standin_llm(up_port)
     try:
         overhead.wait_port(up_port, upstream, "stand-in LLM")
         with tempfile.TemporaryDirectory(prefix="hg-stages-", dir="/dev/shm") as tmp:

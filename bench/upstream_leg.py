@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -84,13 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     port = so.free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    upstream = subprocess.Popen(
-        [so.PY, "-m", "haltgate.testbed.standins.llm", "--port", str(port), "--no-record"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    upstream = so.start_standin_llm(port, env)
     try:
         so.wait_port(port, upstream, "stand-in LLM")
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
