@@ -20,18 +20,35 @@ also respect.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import hashlib
 import random
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from haltgate.testbed import injection_model_planting as plant
 from haltgate.testbed import ngram_synthetic as syn
 from haltgate.testbed import ngram_training
+from haltgate.testbed import ngram_training_data as ngdata
 from haltgate.testbed.ngram_training_data import Text
 
 ATTACKS = 4200
 BENIGN = 5600
-PLANTED = 1250
+PLANTED = 600
+"""Short planted attacks (`_planted_short`: the whole attack in 60-200 characters)."""
+WINDOWS = 1300
+"""Attack windows of long planted documents (`injection_model_planting.planted_windows`), a
+third of them spikee payloads; with them about half as many benign windows of the same
+documents. Run 3 (docs/guardrails.md section 4)."""
+LOOKALIKE = 600
+"""Benign windows of documents that quote or discuss an attack."""
+FRAGMENTS = 800
+"""Bare pieces of benign texts (what a streamed answer's piece looks like), benign."""
+SPIKEE_REQUESTS = 300
 BLOBS = 800
 """Generated benign encoded blobs (`_blob`) added to the benign pool (kept whole). Run 1
 (``--blobs 0 --attacks 5000 --benign 6500``) had none and blocked keys, certificates and
@@ -51,6 +68,15 @@ class Sets:
     dev_benign: list[Text]
     """Benign texts held apart from training and thresholds (Debian documents of the 'eval'
     part, generated tool output, discussions of validation attacks): reported only."""
+    dev_documents: list[Text] = dataclasses.field(default_factory=list)
+    """Development documents (`dev_sets`): validation attacks planted in long held-apart
+    documents, and held-apart documents that quote attacks (benign). Reported only."""
+    dev_spikee: list[Text] = dataclasses.field(default_factory=list)
+    """spikee-style development documents: the development half of the unsealed spikee
+    templates and instructions appended to a held-apart document; the documents alone are
+    the benign side. Reported only."""
+    dev_fragments: list[Text] = dataclasses.field(default_factory=list)
+    """Bare pieces of held-apart benign texts (all benign). Reported only."""
 
 
 def _planted_short(rng: random.Random, doc: str, attack: str) -> str:
@@ -93,10 +119,61 @@ def _blob(rng: random.Random) -> str:
     return "ids: " + ", ".join(str(uuid.UUID(bytes=rng.randbytes(16))) for _ in range(4))
 
 
-def build(seed: int, attacks: int = ATTACKS, benign: int = BENIGN, blobs: int = BLOBS) -> Sets:
+def tokenizer() -> Any:
+    """The base model's WordPiece tokenizer (the copy shipped with haltgate's model)."""
+    from tokenizers import Tokenizer
+
+    from haltgate.governance.guardrails import onnx_model
+
+    tok = Tokenizer.from_file(str(Path(onnx_model.SHIPPED_DIR) / onnx_model.TOKENIZER_FILE))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def _spikee_halves() -> tuple[list[str], list[str], list[str], list[str]]:
+    """(train templates, train instructions, dev templates, dev instructions). The unsealed
+    spikee instructions are split in two by a hash of their text; of its templates (only 4
+    are unsealed, all of one role-play family), the one whose hash sorts last is for
+    development, joined there by haltgate's own development wrappers
+    (`injection_model_planting.DEV_SPIKEE_TEMPLATES`), which training never sees."""
+    templates, instructions = ngdata.spikee_unsealed()
+    ordered = sorted(templates, key=lambda t: hashlib.sha256(t.encode()).hexdigest())
+    return (
+        ordered[:-1],
+        [i for i in instructions if not plant.dev_half(i)],
+        ordered[-1:] + list(plant.DEV_SPIKEE_TEMPLATES),
+        [i for i in instructions if plant.dev_half(i)],
+    )
+
+
+def _kinds(texts: list[Text]) -> tuple[list[str], list[str]]:
+    """(documentation and code, generated tool output) of benign texts."""
+    docs = [
+        t.text[:3000] for t in texts if not t.label and (t.source.startswith(("debian-", "code:")))
+    ]
+    tool = [t.text[:3000] for t in texts if t.source == "generated-tool-output"]
+    return docs, tool
+
+
+def build(
+    seed: int,
+    attacks: int = ATTACKS,
+    benign: int = BENIGN,
+    blobs: int = BLOBS,
+    windows: int = WINDOWS,
+    lookalike: int = LOOKALIKE,
+    fragments: int = FRAGMENTS,
+) -> Sets:
     rng = random.Random(seed)
     sets = ngram_training.build(seed, None)
-    train = [t for t in sets["train"] if t.source != "planted"]
+    tok = tokenizer()
+    tr_tpl, tr_ins, dev_tpl, dev_ins = _spikee_halves()
+    train = [t for t in sets["train"] if t.source not in ("planted", "spikee")]
+    train += [
+        Text(syn.spikee_composed(rng, tr_tpl, tr_ins), True, "request", "spikee")
+        for _ in range(SPIKEE_REQUESTS)
+    ]
     train += [Text(_blob(rng), False, "document", "generated-blob") for _ in range(blobs)]
     pool = [t for t in train if t.label]
     docs = [
@@ -109,6 +186,40 @@ def build(seed: int, attacks: int = ATTACKS, benign: int = BENIGN, blobs: int = 
         Text(_planted_short(rng, rng.choice(docs), rng.choice(short)), True, "document", "planted")
         for _ in range(min(PLANTED, attacks // 4))
     ]
+    base_docs, base_tool = _kinds(train)
+    corpus_attacks = [
+        a.text for a in pool if a.source in ("s-labs", "neuralchemy", "haltgate-extra")
+    ]
+    extra = plant.planted_windows(
+        rng,
+        tok,
+        windows * 2 // 3,
+        base_docs,
+        base_tool,
+        lambda r: r.choice(corpus_attacks),
+        "planted-window",
+    )
+    extra += plant.planted_windows(
+        rng,
+        tok,
+        windows - windows * 2 // 3,
+        base_docs,
+        base_tool,
+        lambda r: syn.spikee_composed(r, tr_tpl, tr_ins),
+        "planted-spikee-window",
+    )
+    extra += plant.discussion_windows(
+        rng,
+        tok,
+        lookalike,
+        base_docs,
+        base_tool,
+        corpus_attacks,
+        plant.TRAIN_DISCUSS,
+        "lookalike-window",
+    )
+    benign_texts = [t.text for t in train if not t.label and t.source != "discussion"]
+    extra += plant.fragments(rng, benign_texts, fragments, "fragment")
     kept_attacks = [t for t in pool if t.source in ("haltgate-extra", "spikee")]
     rest = [t for t in pool if t.source not in ("haltgate-extra", "spikee")]
     rng.shuffle(rest)
@@ -124,9 +235,58 @@ def build(seed: int, attacks: int = ATTACKS, benign: int = BENIGN, blobs: int = 
     kept_benign += corpora[: max(0, benign - len(kept_benign))]
     rng.shuffle(kept_attacks)
     rng.shuffle(kept_benign)
-    out = kept_attacks[:attacks] + kept_benign[:benign]
+    out = kept_attacks[:attacks] + kept_benign[:benign] + extra
     rng.shuffle(out)
-    return Sets(out, sets["val_request"], sets["val_document"], sets["eval_benign"])
+    dev = dev_sets(seed, sets, dev_tpl, dev_ins)
+    return Sets(
+        out,
+        sets["val_request"],
+        sets["val_document"],
+        sets["eval_benign"],
+        dev["documents"],
+        dev["spikee"],
+        dev["fragments"],
+    )
+
+
+DEV_DOCUMENTS = 400
+DEV_SPIKEE = 300
+DEV_FRAGMENTS = 1000
+
+
+def dev_sets(
+    seed: int, sets: dict[str, list[Text]], dev_tpl: list[str], dev_ins: list[str]
+) -> dict[str, list[Text]]:
+    """Whole development documents and fragments, from the held-apart ('eval') documents,
+    validation-split attacks, the development half of spikee and the development discussion
+    templates; never trained on, never used for thresholds."""
+    rng = random.Random(seed + 1000)
+    docs, tool = _kinds(sets["eval_benign"])
+    val_attacks = [t.text for t in sets["val_request"] if t.label]
+    documents: list[Text] = []
+    for _ in range(DEV_DOCUMENTS):
+        base = plant.base_document(rng, docs, tool)[:3000]
+        text, _, _ = plant.plant(rng, base, rng.choice(val_attacks))
+        documents.append(Text(text, True, "document", "dev-planted"))
+        documents.append(Text(base, False, "document", "dev-base"))
+    for _ in range(DEV_DOCUMENTS // 2):
+        base = plant.base_document(rng, docs, tool)[:3000]
+        quote = rng.choice(val_attacks).strip().replace("\n", " ")[:160]
+        cut = rng.choice([m.end() for m in re.finditer(r"\n", base)] or [len(base)])
+        sentence = rng.choice(plant.DEV_DISCUSS).format(q=quote)
+        documents.append(
+            Text(f"{base[:cut]}\n{sentence}\n{base[cut:]}", False, "document", "dev-lookalike")
+        )
+    spikee: list[Text] = []
+    for _ in range(DEV_SPIKEE):
+        base = plant.base_document(rng, docs, tool)[:2000]
+        payload = syn.spikee_composed(rng, dev_tpl, dev_ins)
+        spikee.append(Text(f"{base}\n{payload}", True, "document", "dev-spikee"))
+        spikee.append(Text(base, False, "document", "dev-spikee-base"))
+    benign = [t.text for t in sets["eval_benign"] if t.source != "discussion"]
+    benign += [t.text for t in sets["val_request"] if not t.label]
+    frags = plant.fragments(rng, benign, DEV_FRAGMENTS, "dev-fragment")
+    return {"documents": documents, "spikee": spikee, "fragments": frags}
 
 
 def counts(texts: list[Text]) -> dict[str, int]:
