@@ -194,6 +194,8 @@ async def test_model_stage_scans_stream_events_off_the_event_loop(
     streamed = [thread for scanned, thread in scored if "planning" in scanned]
     assert streamed, f"the model stage did not scan the stream: {scored}"
     assert all(t.startswith("haltgate-guard-model") for t in streamed), streamed
+    # An event's own fields (object type, model name) are not prose the model reads alone.
+    assert not [s for s, _ in scored if "chat.completion.chunk" in s], scored
 
 
 def _model_policy(direction: str, budget_ms: int, fail_mode: str) -> dict[str, Any]:

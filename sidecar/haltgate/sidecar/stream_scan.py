@@ -9,6 +9,7 @@ budget by :meth:`StreamScan.verdict`, on the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from haltgate.governance.guardrails.answer_json import (
 )
 from haltgate.governance.guardrails.json_strings import MIN_FINDING_CHARS, iter_strings, rebuild
 from haltgate.governance.guardrails.sse import ChatStreamGuard
+from haltgate.governance.guardrails.stream_scanner import MODEL_MIN_WORDS, words
 from haltgate.governance.policy_base import FailMode, FailureType
 from haltgate.sidecar.call import Call
 from haltgate.sidecar.decision_audit import DecisionAudit
@@ -236,10 +238,7 @@ class StreamScan:
                 parts[s.pointer] = s.value
         if not parts:
             return event
-        result = self._g.scan_json(
-            list(parts.values()), "response", channel=self._call.answer_channel
-        )
-        self._pending.append((result.findings, result.risk, result.errors, result.blocked))
+        result = self._scan_parts(list(parts.values()))
         if result.blocked:
             self._blocked_code = result.code or "guardrail_blocked"
             return event
@@ -254,6 +253,29 @@ class StreamScan:
             for value in parts.values():
                 self._remember(value)
         return event
+
+    def _scan_parts(self, values: list[str]) -> Any:
+        """Scan the strings of a chat event that the chat guard does not read. The model
+        stage reads only those of at least `MODEL_MIN_WORDS` words: an event's own fields
+        (``chat.completion.chunk``, a model name) and a few words of a reasoning delta are
+        not prose it can judge alone (`stream_scanner`). Its findings are noted here."""
+        channel = self._call.answer_channel
+        if not self._g.model_stage("response"):
+            result = self._g.scan_json(values, "response", channel=channel)
+        else:
+            result = self._g.scan_json(values, "response", channel=channel, stages="without_model")
+            prose = [v if words(v) >= MODEL_MIN_WORDS else "" for v in values]
+            if not result.blocked and any(prose):
+                found = self._g.scan_json(prose, "response", channel=channel, stages="model_only")
+                result = dataclasses.replace(
+                    result,
+                    findings=(*result.findings, *found.findings),
+                    risk=result.risk + found.risk,
+                    errors=(*result.errors, *found.errors),
+                    blocked=found.blocked,
+                )
+        self._pending.append((result.findings, result.risk, result.errors, result.blocked))
+        return result
 
     def _remember(self, clean: str) -> None:
         """Remember a string found clean (a Responses stream repeats its whole text in

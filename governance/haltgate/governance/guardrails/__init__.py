@@ -16,17 +16,13 @@ from haltgate.governance.guardrails.base import (
     ScanDirection,
     ScanResult,
 )
-from haltgate.governance.guardrails.engine import (
-    DetectorSettings,
-    Guardrails,
-    StreamChunk,
-    StreamScanner,
-)
+from haltgate.governance.guardrails.engine import DetectorSettings, Guardrails
 from haltgate.governance.guardrails.injection import InjectionDetector
 from haltgate.governance.guardrails.pii import PIIDetector
 from haltgate.governance.guardrails.redaction import Redactor
 from haltgate.governance.guardrails.secrets import SecretsDetector
 from haltgate.governance.guardrails.sse import ChatStreamGuard
+from haltgate.governance.guardrails.stream_scanner import StreamChunk, StreamScanner
 
 __all__ = [
     "Candidate",

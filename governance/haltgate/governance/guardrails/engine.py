@@ -13,8 +13,8 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from haltgate.governance import policy_base, policy_checks
 from haltgate.governance.guardrails import injection, ngram, pii, secrets
@@ -35,6 +35,9 @@ from haltgate.governance.guardrails.json_strings import (
     rebuild,
 )
 from haltgate.governance.guardrails.redaction import Redactor, apply_redactions
+
+if TYPE_CHECKING:
+    from haltgate.governance.guardrails import stream_scanner
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +174,27 @@ class Guardrails:
     # ------------------------------------------------------------------ text
 
     def scan(
-        self, text: str, direction: ScanDirection, *, channel: Channel | None = None
+        self,
+        text: str,
+        direction: ScanDirection,
+        *,
+        channel: Channel | None = None,
+        stages: injection.Stages = "all",
     ) -> ScanResult:
         """Scan one text. `redacted_text` is set when a redact action changed it.
 
         `channel` says where the text comes from (`base.Channel`: request text, or a tool
         result / document); by default it follows `direction` (`base.default_channel`).
-        Detectors with per-channel thresholds use it and every finding names it."""
+        Detectors with per-channel thresholds use it and every finding names it.
+        `stages` (`injection.Stages`): ``model_only`` runs the injection detector's model
+        stage alone (no other detector reports), ``without_model`` everything but it."""
         out = self._scan_text(
-            text, direction, Redactor(), None, channel=channel or default_channel(direction)
+            text,
+            direction,
+            Redactor(),
+            None,
+            channel=channel or default_channel(direction),
+            stages=stages,
         )
         return ScanResult(
             findings=tuple(out.findings),
@@ -198,6 +213,7 @@ class Guardrails:
         settings: tuple[DetectorSettings, ...] | None = None,
         *,
         channel: Channel,
+        stages: injection.Stages = "all",
     ) -> _TextOutcome:
         out = _TextOutcome()
         if settings is None:
@@ -206,7 +222,7 @@ class Guardrails:
             return out
         redact: list[tuple[int, int, str]] = []
         for s in settings:
-            accepted = self._accepted_or_error(s, text, out, channel)
+            accepted = self._accepted_or_error(s, text, out, channel, stages)
             for c in accepted:
                 if self._record(out, s, c, c.start, c.end, path, channel):
                     redact.append((c.start, c.end, c.entity))
@@ -224,6 +240,7 @@ class Guardrails:
         trust_agent_instructions: bool = True,
         only: Collection[str] | None = None,
         channel: Channel | None = None,
+        stages: injection.Stages = "all",
     ) -> ScanResult:
         """Scan every string value of a parsed JSON document (object keys are not scanned).
 
@@ -245,7 +262,7 @@ class Guardrails:
         `channel` is the document's channel (default: by `direction`, as in `scan`); the
         strings of tool results it carries (`json_strings.JsonString.tool_result`: messages
         with role tool/function, ``tool_result`` / ``function_call_output`` blocks, ...)
-        are judged as ``document`` whatever it is.
+        are judged as ``document`` whatever it is. `stages` as in `scan`.
         """
         out = _TextOutcome()
         redact: dict[int, list[tuple[int, int, str]]] = {}
@@ -289,7 +306,7 @@ class Guardrails:
                     )
                 if not joined.text:
                     continue
-                accepted = self._accepted_or_error(s, joined.text, out, group or base)
+                accepted = self._accepted_or_error(s, joined.text, out, group or base, stages)
                 for c in accepted:
                     i, start, end = joined.locate(c.start, c.end)
                     if self._record(out, s, c, start, end, strings[i].pointer, channels[i]):
@@ -311,12 +328,19 @@ class Guardrails:
         )
 
     def _accepted_or_error(
-        self, s: DetectorSettings, text: str, out: _TextOutcome, channel: Channel
+        self,
+        s: DetectorSettings,
+        text: str,
+        out: _TextOutcome,
+        channel: Channel,
+        stages: injection.Stages = "all",
     ) -> list[Candidate]:
         """`_accepted`, with a detector error recorded in `out` (blocking when fail-closed)
         instead of raised: a broken detector must not crash the request pipeline."""
+        if stages == "model_only" and not _has_model(s):
+            return []
         try:
-            return self._accepted(s, text, channel)
+            return self._accepted(s, text, channel, stages)
         except Exception as e:
             out.errors.append(f"{s.detector.name}:{type(e).__name__}")
             if self._fail_closed:
@@ -360,12 +384,23 @@ class Guardrails:
             out.blocked = True
         return s.action == "redact"
 
-    def _accepted(self, s: DetectorSettings, text: str, channel: Channel) -> list[Candidate]:
+    def model_stage(self, direction: ScanDirection) -> bool:
+        """Whether the injection detector runs in `direction` with a model stage."""
+        return any(_has_model(s) for s in self._by_direction[direction])
+
+    def _accepted(
+        self, s: DetectorSettings, text: str, channel: Channel, stages: injection.Stages = "all"
+    ) -> list[Candidate]:
         """Candidates of one detector that pass its threshold and allowlist (may raise)."""
         if len(text) > MAX_SCAN_CHARS:
             raise TextTooLarge(f"{len(text)} characters")
         out = []
-        for c in _dedupe(s.detector.detect(text, channel=channel)):
+        found = (
+            s.detector.detect(text, channel=channel, stages=stages)
+            if stages != "all" and isinstance(s.detector, injection.InjectionDetector)
+            else s.detector.detect(text, channel=channel)
+        )
+        for c in _dedupe(found):
             if c.score < s.threshold:
                 continue
             if s.allowlist and any(a.search(text[c.start : c.end]) for a in s.allowlist):
@@ -382,9 +417,11 @@ class Guardrails:
         holdback: int = 256,
         min_release: int = 64,
         channel: Channel | None = None,
-    ) -> StreamScanner:
+    ) -> stream_scanner.StreamScanner:
         """A scanner for text that arrives in pieces (SSE deltas); see `StreamScanner`.
         `channel` as in `scan` (default: by `direction`)."""
+        from haltgate.governance.guardrails.stream_scanner import StreamScanner
+
         return StreamScanner(
             self,
             direction,
@@ -392,103 +429,6 @@ class Guardrails:
             min_release=min_release,
             channel=channel or default_channel(direction),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class StreamChunk:
-    """What a `StreamScanner` releases: text safe to send on, and findings in it."""
-
-    text: str
-    findings: tuple[Finding, ...] = ()
-    blocked: bool = False
-    risk: float = 0.0
-    errors: tuple[str, ...] = ()
-
-
-class StreamScanner:
-    """Scans streamed text and redacts it without splitting an entity across two pieces.
-
-    `feed` returns the text that may be sent now (redacted); it holds back the last
-    `holdback` characters, and never cuts inside a finding, so a card number or a phrase
-    split over two deltas is still seen whole. `close` releases the rest. After a blocking
-    finding the caller should end the stream (``blocked`` is True); the held-back text of a
-    blocked stream is never released. Offsets of findings count from the stream's start.
-
-    Text is scanned only once at least `min_release` characters past the hold-back have
-    arrived: streams come a few characters per delta, and rescanning the held-back window
-    for each of them would cost a full scan per token.
-    """
-
-    def __init__(
-        self,
-        guardrails: Guardrails,
-        direction: ScanDirection,
-        *,
-        holdback: int,
-        min_release: int = 64,
-        channel: Channel | None = None,
-    ) -> None:
-        """Prefer `Guardrails.stream`."""
-        self._g = guardrails
-        self._direction = direction
-        self._channel: Channel = channel or default_channel(direction)
-        self._holdback = max(0, holdback)
-        self._min_release = max(1, min_release)
-        self._redactor = Redactor()
-        self._buf = ""
-        self._base = 0
-        self._blocked = False
-
-    @property
-    def blocked(self) -> bool:
-        """True once any released piece was blocked."""
-        return self._blocked
-
-    def feed(self, text: str) -> StreamChunk:
-        """Add `text`; return what can be released now."""
-        self._buf += text
-        if self._blocked:
-            return StreamChunk("", blocked=True)
-        if len(self._buf) < self._holdback + self._min_release:
-            return StreamChunk("")
-        return self._release(final=False)
-
-    def close(self) -> StreamChunk:
-        """End of stream: release everything still held."""
-        return self._release(final=True)
-
-    def _release(self, *, final: bool) -> StreamChunk:
-        buf = self._buf
-        if not buf:
-            return StreamChunk("", blocked=self._blocked)
-        out = self._g._scan_text(buf, self._direction, Redactor(), None, channel=self._channel)
-        cut = len(buf) if final else max(0, len(buf) - self._holdback)
-        for f in out.findings:
-            if f.start < cut < f.end:
-                cut = f.start
-        released = [f for f in out.findings if f.end <= cut]
-        blocked = any(f.action == "block" and not f.monitor_only for f in released) or (
-            bool(out.errors) and out.blocked
-        )
-        if blocked:
-            self._blocked = True
-        redact = [
-            (f.start, f.end, f.type)
-            for f in released
-            if f.action == "redact" and not f.monitor_only
-        ]
-        piece = buf[:cut]
-        if redact:
-            piece = apply_redactions(piece, redact, self._redactor)
-        findings = tuple(
-            replace(f, start=f.start + self._base, end=f.end + self._base) for f in released
-        )
-        risk = sum(f.risk for f in released if not f.monitor_only)
-        self._buf = buf[cut:]
-        self._base += cut
-        if self._blocked:
-            piece = ""
-        return StreamChunk(piece, findings, self._blocked, risk, tuple(out.errors))
 
 
 @functools.cache
@@ -509,6 +449,10 @@ def _shared_model_scorer() -> Callable[[str], float]:
             raise model.ModelUnavailable(reason)
 
         return unavailable
+
+
+def _has_model(s: DetectorSettings) -> bool:
+    return isinstance(s.detector, injection.InjectionDetector) and s.detector.has_model
 
 
 def _dedupe(cands: Sequence[Candidate]) -> list[Candidate]:

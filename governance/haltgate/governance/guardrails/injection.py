@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from haltgate.governance.guardrails import decode, ngram, normalize
 from haltgate.governance.guardrails.base import CHANNELS, Candidate, Channel
@@ -93,6 +93,12 @@ def noisy_or(scores: Sequence[float]) -> float:
 
 ModelScorer = Callable[[str], float]
 
+Stages = Literal["all", "without_model", "model_only"]
+"""Which stages `InjectionDetector.detect` reports: all of them; all but the model stage;
+or only the model stage's finding (the other stages still run, to decide whether the model
+is asked and where it looks). A streamed answer is scanned ``without_model`` on every
+piece and ``model_only`` on whole sentences with their context (`stream_scanner`)."""
+
 
 class ModelLimits(Protocol):
     """Block / advisory thresholds of the model stage for one channel."""
@@ -141,6 +147,11 @@ class InjectionDetector:
         self._model_advisory = model_advisory
         self._model_thresholds = dict(model_thresholds or {})
         self._fast = fast_model
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a model stage is configured."""
+        return self._model is not None
 
     def model_limits(self, channel: str) -> tuple[float, float]:
         """(block, advisory) of the model stage for `channel`."""
@@ -215,11 +226,22 @@ class InjectionDetector:
             encoding=",".join(runs[k] for k in sorted(runs)),
         )
 
-    def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
+    def detect(
+        self, text: str, *, channel: Channel = "request", stages: Stages = "all"
+    ) -> list[Candidate]:
         """Candidates with their scores raised to the text's combined score. The fast stage
         holds `text`'s windows to `channel`'s calibrated threshold, and the model stage reads
         it with `channel`'s window length and thresholds (the engine says whether the text is
-        request text or a tool result / document)."""
+        request text or a tool result / document). `stages` limits what is reported
+        (`Stages`)."""
+        if stages not in ("all", "without_model", "model_only"):
+            raise ValueError(f"stages: {stages!r} is not all, without_model or model_only")
+        found = self._detect(text, channel, model=stages != "without_model")
+        if stages == "model_only":
+            return [c for c in found if c.entity == "model"]
+        return found
+
+    def _detect(self, text: str, channel: Channel, *, model: bool) -> list[Candidate]:
         if channel not in CHANNELS:
             raise ValueError(f"channel: {channel!r} is not one of {', '.join(CHANNELS)}")
         chan = channel
@@ -239,15 +261,15 @@ class InjectionDetector:
                 )
                 best["ngram_model"] = max(fast)
         combined = noisy_or(list(best.values()))
-        if self._model is not None and combined < 0.9:
+        if model and self._model is not None and combined < 0.9:
             block, advisory = self.model_limits(chan)
-            model = self._model
-            if isinstance(model, ChannelScorer):  # reads the channel's window length
-                model = functools.partial(model, channel=chan)
+            scorer = self._model
+            if isinstance(scorer, ChannelScorer):  # reads the channel's window length
+                scorer = functools.partial(scorer, channel=chan)
             hit = (
-                self._windowed_hit(text, spans, model, block)
+                self._windowed_hit(text, spans, scorer, block)
                 if spans
-                else self._model_hit(text, model, block)
+                else self._model_hit(text, scorer, block)
             )
             p = hit.score
             if p >= block and p > combined:

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 
 from haltgate.governance.guardrails.base import Channel, Finding, ScanDirection
-from haltgate.governance.guardrails.engine import Guardrails, StreamChunk, StreamScanner
+from haltgate.governance.guardrails.engine import Guardrails
+from haltgate.governance.guardrails.stream_scanner import StreamChunk, StreamScanner
 
 
 class ChatStreamGuard:
