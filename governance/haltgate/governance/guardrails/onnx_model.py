@@ -259,7 +259,7 @@ def load_stackone_scorer(model_dir: Path | None = None) -> OnnxInjectionScorer:
     return OnnxInjectionScorer(d / "model_quantized.onnx", d / "tokenizer.json", cal)
 
 
-DEFAULT = "shipped"
+DEFAULT = "stackone"
 """Which model `load_default_scorer` loads: ``stackone`` (stackone-defender's classifier) or
 ``shipped`` (haltgate's own). stackone stays the default although haltgate's model is better
 on every validation set (docs/guardrails.md section 4), because haltgate's model blocks
