@@ -1,10 +1,15 @@
 """Choice of the injection model stage, on VALIDATION splits and development sets only.
 
     .venv/bin/python bench/injection_model_choice.py [--limit N] [--latency]
+        [--models NAME=SPEC,...] [--scores DIR] [--streams N]
 
-Compares stackone-defender's int8 MiniLM (the default model stage, read by path through
-`onnx_model.load_stackone_scorer`) with haltgate's own fine-tuned int8 MiniLM (shipped in
-guardrails/data/injection_model, `onnx_model.load_shipped_scorer`), per channel:
+Compares injection models per channel, by default stackone-defender's int8 MiniLM (read by
+path through `onnx_model.load_stackone_scorer`) and haltgate's own fine-tuned int8 MiniLM
+(shipped in guardrails/data/injection_model, `onnx_model.load_shipped_scorer`). ``--models``
+names others: ``old=/path/to/model_dir`` (a folder laid out like the shipped one, checked
+against its manifest), ``stackone``, ``shipped``. ``--scores DIR`` keeps each model's scores
+in ``DIR/<name>.json`` and reuses them, so models can be scored in separate runs and
+reported together. Sets:
 
 - request: the s-labs and neuralchemy validation splits (read through
   `guard_corpora.load_training`, which refuses test splits) and the pattern stage's own benign
@@ -12,7 +17,15 @@ guardrails/data/injection_model, `onnx_model.load_shipped_scorer`), per channel:
 - document: the n-gram trainer's validation documents (held-apart Debian docs, code and
   generated tool output, with validation attacks planted in some) and its development benign
   texts (documents of the 'eval' part, tool output, texts discussing injections), built by
-  `injection_model_data.build` with the training seed.
+  `injection_model_data.build` with the training seed;
+- the development sets of `injection_model_data.dev_sets` (never trained on, never used for
+  thresholds): validation attacks planted in long held-apart documents with wrappers, the
+  same documents alone and documents quoting attacks (benign); spikee-style documents (the
+  development half of the unsealed spikee instructions in held-out wrappers, appended to a
+  held-apart document); bare fragments of benign texts (what a stream piece looks like);
+- benign streams (``--streams N``, default 150): held-apart benign texts streamed in random
+  pieces through the guardrails' `StreamScanner` with the model as its model stage; a
+  blocked stream is a false positive.
 
 For each model and set it prints ROC AUC, detection at the threshold that keeps false
 positives <= 1 % on that set's own benign texts, and detection / false positives at the
@@ -24,13 +37,14 @@ test splits are run once, afterwards, by bench/guardrails_public.py.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -99,6 +113,19 @@ def _sets(limit: int) -> dict[str, tuple[str, list[Row]]]:
         "document",
         [(t.text, t.label) for t in built.dev_benign],
     )
+    out["dev documents: planted in long documents, bases, quoting look-alikes"] = (
+        "document",
+        [(t.text, t.label) for t in built.dev_documents],
+    )
+    out["dev spikee-style documents"] = ("document", [(t.text, t.label) for t in built.dev_spikee])
+    out["dev fragments of benign texts (request)"] = (
+        "request",
+        [(t.text, t.label) for t in built.dev_fragments],
+    )
+    out["dev fragments of benign texts (document)"] = (
+        "document",
+        [(t.text, t.label) for t in built.dev_fragments],
+    )
     if limit:
         out = {k: (ch, rng.sample(v, min(limit, len(v)))) for k, (ch, v) in out.items()}
     return out
@@ -119,46 +146,152 @@ def _line(pos: list[float], neg: list[float], block: float) -> str:
     return "; ".join(parts)
 
 
+def _load(spec: str) -> OnnxInjectionScorer:
+    from haltgate.governance.guardrails import onnx_model
+
+    if spec == "stackone":
+        return onnx_model.load_stackone_scorer()
+    if spec == "shipped":
+        return onnx_model.load_shipped_scorer()
+    return onnx_model.load_shipped_scorer(Path(spec))
+
+
+def _models(arg: str) -> dict[str, str]:
+    out = {}
+    for item in arg.split(","):
+        name, _, spec = item.partition("=")
+        out[name] = spec or name
+    return out
+
+
+def _streams(n: int) -> list[str]:
+    from haltgate.testbed import injection_model_data
+
+    built = injection_model_data.build(17)
+    rng = random.Random(23)
+    texts = [t.text[:700] for t in built.dev_benign if t.source != "discussion"]
+    texts += [r.text[:700] for r in load_training("s-labs", "validation") if not r.label]
+    return rng.sample(texts, min(n, len(texts)))
+
+
+def _stream_fp(scorer: OnnxInjectionScorer, texts: list[str]) -> tuple[int, int]:
+    """(blocked streams, model reads) of benign `texts` streamed in random pieces through
+    the guardrails with `scorer` as the injection detector's model stage (channel request:
+    a model's answer)."""
+    from haltgate.governance import policy_checks
+    from haltgate.governance.guardrails import injection, onnx_model
+    from haltgate.governance.guardrails.engine import DetectorSettings, Guardrails
+
+    class Counted:
+        reads = 0
+
+        def limits(self, channel: str) -> onnx_model.Limits:
+            return scorer.limits(channel)
+
+        def __call__(self, text: str, channel: str = "request") -> float:
+            self.reads += 1
+            return scorer(text, channel)
+
+    counted = Counted()
+    det = injection.InjectionDetector(
+        model=counted, model_thresholds=scorer.thresholds, model_min=scorer.block_at
+    )
+    spec = policy_checks.Detector.model_validate(
+        {"enabled": True, "direction": "response", "action": "block"}
+    )
+    g = Guardrails([DetectorSettings.from_spec(det, spec)])
+    rng = random.Random(29)
+    blocked = 0
+    for text in texts:
+        s = g.stream("response", channel="request")
+        pos = 0
+        while pos < len(text) and not s.blocked:
+            n = rng.randint(1, 24)
+            s.feed(text[pos : pos + n])
+            pos += n
+        blocked += s.close().blocked
+    return blocked, counted.reads
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=0, help="sample at most N rows per set")
     ap.add_argument("--latency", action="store_true", help="only: CPU ms per window (p50/p99)")
+    ap.add_argument("--models", default="stackone,shipped", help="NAME=SPEC,... (see above)")
+    ap.add_argument("--scores", type=Path, help="folder of per-model score files (reused)")
+    ap.add_argument("--streams", type=int, default=150, help="benign streams per model")
     args = ap.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    from haltgate.governance.guardrails import onnx_model
-
-    scorers = {
-        "stackone int8 MiniLM (default)": onnx_model.load_stackone_scorer(),
-        "haltgate fine-tuned int8 MiniLM (shipped, not default)": onnx_model.load_shipped_scorer(),
-    }
+    models = _models(args.models)
     if args.latency:
-        _latency(scorers)
+        _latency({name: _load(spec) for name, spec in models.items()})
         return 0
     sets = _sets(args.limit)
+    stream_texts = _streams(args.streams) if args.streams else []
+    results: dict[str, dict[str, Any]] = {}
+    for name, spec in models.items():
+        cached = args.scores / f"{name}.json" if args.scores else None
+        if cached is not None and cached.is_file():
+            results[name] = json.loads(cached.read_text("utf-8"))
+            continue
+        scorer = _load(spec)
+        res: dict[str, Any] = {
+            "limits": {
+                ch: [scorer.limits(ch).block, scorer.limits(ch).advisory]
+                for ch in ("request", "document")
+            },
+            "sets": {},
+        }
+        for sname, (channel, rows) in sets.items():
+            t0 = time.process_time()
+            scores = [scorer(text, channel) for text, _ in rows]
+            res["sets"][sname] = {
+                "scores": scores,
+                "ms": 1000 * (time.process_time() - t0) / max(len(rows), 1),
+            }
+            print(f"  scored {sname} with {name}", file=sys.stderr, flush=True)
+        if stream_texts:
+            res["streams"] = [*_stream_fp(scorer, stream_texts), len(stream_texts)]
+        results[name] = res
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(res), "utf-8")
+    _report(sets, results)
+    return 0
+
+
+def _report(sets: dict[str, tuple[str, list[Row]]], results: dict[str, dict[str, Any]]) -> None:
     pooled: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
     for sname, (channel, rows) in sets.items():
         n_pos = sum(lab for _, lab in rows)
         print(f"\n## {sname} ({channel}): {n_pos} attacks / {len(rows) - n_pos} benign")
-        for mname, scorer in scorers.items():
-            t0 = time.process_time()
-            scores = [scorer(text, channel) for text, _ in rows]
-            ms = 1000 * (time.process_time() - t0) / max(len(rows), 1)
+        for mname, res in results.items():
+            got = res["sets"].get(sname)
+            if got is None or len(got["scores"]) != len(rows):
+                print(f"  {mname}: not scored on this set (rerun without its score file)")
+                continue
+            scores = got["scores"]
             pos = [s for s, (_, lab) in zip(scores, rows, strict=True) if lab]
             neg = [s for s, (_, lab) in zip(scores, rows, strict=True) if not lab]
-            pp, pn = pooled.setdefault((mname, channel), ([], []))
-            pp.extend(pos)
-            pn.extend(neg)
-            block = scorer.limits(channel).block
-            print(f"  {mname}: CPU {ms:.1f} ms/text; {_line(pos, neg, block)}", flush=True)
-    print("\n## pooled per channel")
+            if not sname.startswith("dev "):
+                pp, pn = pooled.setdefault((mname, channel), ([], []))
+                pp.extend(pos)
+                pn.extend(neg)
+            block = res["limits"][channel][0]
+            print(f"  {mname}: CPU {got['ms']:.1f} ms/text; {_line(pos, neg, block)}", flush=True)
+    print("\n## pooled per channel (validation and the former development sets)")
     for (mname, channel), (pos, neg) in pooled.items():
-        block = scorers[mname].limits(channel).block
+        block = results[mname]["limits"][channel][0]
         print(
             f"  {channel}, {mname}: {len(pos)} attacks / {len(neg)} benign;",
             _line(pos, neg, block),
         )
-    return 0
+    print("\n## benign streams (StreamScanner, model stage on whole units)")
+    for mname, res in results.items():
+        if "streams" in res:
+            blocked, reads, n = res["streams"]
+            print(f"  {mname}: blocked {blocked}/{n} benign streams ({reads} model reads)")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,11 @@ def calibrate(out: Path, sets: data.Sets, windows: dict[str, int]) -> dict[str, 
         "own benign corpus": own,
         "own benign corpus, read as documents": own,
         "development benign (docs, tool output, discussions)": sets.dev_benign,
+        "dev documents (planted in long documents, bases, quoting look-alikes)": (
+            sets.dev_documents
+        ),
+        "dev spikee-style documents": sets.dev_spikee,
+        "dev fragments of benign texts": sets.dev_fragments,
     }
     channel_of = {
         k: "document" if "document" in k or "development" in k else "request" for k in groups
@@ -218,6 +223,18 @@ def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]
         "no injection training",
         "own benign corpus": "tests/guardrails/data/injection_benign.txt and the benign "
         "obfuscation look-alikes of tests/guardrails/corpus.py (thresholds only, not trained on)",
+        "planted-document windows": "injection_model_planting (CC0): train-split attacks and "
+        "the training half of the unsealed spikee templates x instructions planted in long "
+        "training documents (Debian docs, code, tool output, e-mails) with wrappers (HTML "
+        "comment, hidden HTML, JSON field, markdown, e-mail footer, code comment, addressed, "
+        "plain), cut into the run-time windows (64 or 128 tokens), each labelled by whether "
+        "it holds the attack; benign windows of the same documents",
+        "look-alike windows": "injection_model_planting (CC0): windows of training documents "
+        "holding a whole sentence that quotes a train-split attack (benign)",
+        "fragments": "bare 1-80 character pieces of benign training texts (benign)",
+        "development sets": "injection_model_data.dev_sets: held-apart ('eval') documents, "
+        "validation-split attacks, the development half of spikee instructions with "
+        "haltgate's development wrappers; reported only",
     }
     manifest = {
         "files": files,
@@ -228,7 +245,10 @@ def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]
             "quantisation": "onnxruntime quantize_dynamic, QInt8 weights",
             "training": {
                 k: info[k]
-                for k in ("seed", "epochs", "max_len", "batch", "lr", "attacks", "benign", "blobs")
+                for k in (
+                    *("seed", "epochs", "max_len", "batch", "lr", "attacks", "benign", "blobs"),
+                    *("windows", "lookalike", "fragments"),
+                )
                 if k in info
             }
             | {"warmup": info["warmup"], "threads": info["threads"]},
@@ -246,12 +266,16 @@ def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]
             "validation request": data.counts(sets.val_request),
             "validation document": data.counts(sets.val_document),
             "development benign": data.counts(sets.dev_benign),
+            "development documents": data.counts(sets.dev_documents),
+            "development spikee-style": data.counts(sets.dev_spikee),
+            "development fragments": data.counts(sets.dev_fragments),
         },
         "train_texts": info["train_texts"],
         "versions": {p: _version(p) for p in PINNED} | {"python": sys.version.split()[0]},
         "validation": table,
-        "never read": "test splits, bastioncorpus, spikee seeds-cybersec-2026-01 and "
-        "seeds-investment-advice-fp, garak, agentdojo, tests/guardrails held-out and sealed sets",
+        "never read": "test splits, bastioncorpus, spikee seeds-cybersec-2026-01 (read only to "
+        "drop its texts from the unsealed ones) and seeds-investment-advice-fp, spikee's base "
+        "documents, garak, agentdojo, tests/guardrails held-out and sealed sets",
     }
     del ngram_training
     (out / onnx_model.MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -116,12 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attacks", type=int, default=data.ATTACKS)
     ap.add_argument("--benign", type=int, default=data.BENIGN)
     ap.add_argument("--blobs", type=int, default=data.BLOBS)
+    ap.add_argument("--windows", type=int, default=data.WINDOWS)
+    ap.add_argument("--lookalike", type=int, default=data.LOOKALIKE)
+    ap.add_argument("--fragments", type=int, default=data.FRAGMENTS)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     t0 = time.time()
-    sets = data.build(args.seed, args.attacks, args.benign, args.blobs)
+    sets = data.build(
+        args.seed,
+        args.attacks,
+        args.benign,
+        args.blobs,
+        windows=args.windows,
+        lookalike=args.lookalike,
+        fragments=args.fragments,
+    )
     base = base_model_dir()
     tok = Tokenizer.from_file(str(base / "tokenizer.json"))
     tok.no_padding()
@@ -140,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         "attacks": args.attacks,
         "benign": args.benign,
         "blobs": args.blobs,
+        "windows": args.windows,
+        "lookalike": args.lookalike,
+        "fragments": args.fragments,
         "max_len": MAX_LEN,
         "batch": BATCH,
         "lr": LR,
