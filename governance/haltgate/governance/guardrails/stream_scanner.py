@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from haltgate.governance.guardrails.base import Channel, Finding, ScanDirection, default_channel
+from haltgate.governance.guardrails.injection import Stages
 from haltgate.governance.guardrails.redaction import Redactor, apply_redactions
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class StreamScanner:
         buf = self._buf
         if not buf:
             return StreamChunk("", blocked=self._blocked)
-        stages = "without_model" if self._model else "all"
+        stages: Stages = "without_model" if self._model else "all"
         out = self._g._scan_text(
             buf, self._direction, Redactor(), None, channel=self._channel, stages=stages
         )
