@@ -164,16 +164,25 @@ def build(
     windows: int = WINDOWS,
     lookalike: int = LOOKALIKE,
     fragments: int = FRAGMENTS,
+    *,
+    planted_short: int = PLANTED,
+    spikee_split: bool = True,
 ) -> Sets:
+    """The training texts and the validation and development sets. ``planted_short=1250,
+    spikee_split=False`` with no windows, look-alikes or fragments is run 2's training set
+    (`RUN2`), the base that run 3 continues (`continuation`)."""
     rng = random.Random(seed)
     sets = ngram_training.build(seed, None)
     tok = tokenizer()
     tr_tpl, tr_ins, dev_tpl, dev_ins = _spikee_halves()
-    train = [t for t in sets["train"] if t.source not in ("planted", "spikee")]
-    train += [
-        Text(syn.spikee_composed(rng, tr_tpl, tr_ins), True, "request", "spikee")
-        for _ in range(SPIKEE_REQUESTS)
-    ]
+    if spikee_split:
+        train = [t for t in sets["train"] if t.source not in ("planted", "spikee")]
+        train += [
+            Text(syn.spikee_composed(rng, tr_tpl, tr_ins), True, "request", "spikee")
+            for _ in range(SPIKEE_REQUESTS)
+        ]
+    else:
+        train = [t for t in sets["train"] if t.source != "planted"]
     train += [Text(_blob(rng), False, "document", "generated-blob") for _ in range(blobs)]
     pool = [t for t in train if t.label]
     docs = [
@@ -184,7 +193,7 @@ def build(
     short = [a.text for a in pool if len(a.text) <= 320 and a.source in ("s-labs", "neuralchemy")]
     planted = [
         Text(_planted_short(rng, rng.choice(docs), rng.choice(short)), True, "document", "planted")
-        for _ in range(min(PLANTED, attacks // 4))
+        for _ in range(min(planted_short, attacks // 4))
     ]
     base_docs, base_tool = _kinds(train)
     corpus_attacks = [
@@ -247,6 +256,32 @@ def build(
         dev["spikee"],
         dev["fragments"],
     )
+
+
+RUN2: dict[str, Any] = {
+    "windows": 0,
+    "lookalike": 0,
+    "fragments": 0,
+    "planted_short": 1250,
+    "spikee_split": False,
+}
+"""`build` arguments of run 2's training set (the base of run 3)."""
+NEW_SOURCES = ("planted-window", "planted-spikee-window", "lookalike-window", "fragment")
+REPLAY = 1000
+
+
+def continuation(sets: Sets, seed: int, replay: int = REPLAY) -> list[Text]:
+    """Run 3's training texts, read after run 2's: every text of the new kinds (planted
+    document windows and their benign windows, look-alike windows, fragments) plus `replay`
+    attacks and `replay` benign texts of the rest (so the model keeps what it learnt)."""
+    rng = random.Random(seed + 1)
+    new = [t for t in sets.train if t.source.startswith(NEW_SOURCES)]
+    old = [t for t in sets.train if not t.source.startswith(NEW_SOURCES)]
+    pos = [t for t in old if t.label]
+    neg = [t for t in old if not t.label]
+    out = new + rng.sample(pos, min(replay, len(pos))) + rng.sample(neg, min(replay, len(neg)))
+    rng.shuffle(out)
+    return out
 
 
 DEV_DOCUMENTS = 400

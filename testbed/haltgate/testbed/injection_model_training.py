@@ -19,6 +19,8 @@ fixed thread count.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import random
 import time
@@ -84,7 +86,7 @@ def collate(ids: list[list[int]], idx: list[int]) -> tuple[torch.Tensor, torch.T
 def train(model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], args: Any) -> None:
     rng = random.Random(args.seed)
     plan = [b for _ in range(args.epochs) for b in batches([len(i) for i in ids], rng)]
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warm = max(1, int(WARMUP * len(plan)))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (len(plan) - s) / (len(plan) - warm)))
@@ -119,20 +121,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--windows", type=int, default=data.WINDOWS)
     ap.add_argument("--lookalike", type=int, default=data.LOOKALIKE)
     ap.add_argument("--fragments", type=int, default=data.FRAGMENTS)
+    ap.add_argument("--run2", action="store_true", help="run 2's training set (the base of run 3)")
+    ap.add_argument(
+        "--init", type=Path, help="start from this checkpoint (run 3: run 2's classifier.pt)"
+    )
+    ap.add_argument(
+        "--replay",
+        type=int,
+        default=0,
+        help="train on the new kinds of texts plus this many old attacks and benign texts "
+        "each (`injection_model_data.continuation`); 0: on the whole set",
+    )
+    ap.add_argument("--lr", type=float, default=LR)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     t0 = time.time()
-    sets = data.build(
-        args.seed,
-        args.attacks,
-        args.benign,
-        args.blobs,
-        windows=args.windows,
-        lookalike=args.lookalike,
-        fragments=args.fragments,
-    )
+    if args.run2:
+        sets = data.build(args.seed, args.attacks, args.benign, args.blobs, **data.RUN2)
+    else:
+        sets = data.build(
+            args.seed,
+            args.attacks,
+            args.benign,
+            args.blobs,
+            windows=args.windows,
+            lookalike=args.lookalike,
+            fragments=args.fragments,
+        )
+    texts = data.continuation(sets, args.seed, args.replay) if args.replay else sets.train
+    sets = dataclasses.replace(sets, train=texts)
     base = base_model_dir()
     tok = Tokenizer.from_file(str(base / "tokenizer.json"))
     tok.no_padding()
@@ -140,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     ids = encode(tok, sets.train, random.Random(args.seed))
     print(json.dumps(data.counts(sets.train), indent=1), flush=True)
     model = from_pretrained(base, args.seed)
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, weights_only=True))
     t1 = time.time()
     train(model, ids, [t.label for t in sets.train], args)
     t2 = time.time()
@@ -156,7 +177,17 @@ def main(argv: list[str] | None = None) -> int:
         "fragments": args.fragments,
         "max_len": MAX_LEN,
         "batch": BATCH,
-        "lr": LR,
+        "lr": args.lr,
+        "run2": args.run2,
+        "replay": args.replay,
+        "init": (
+            {
+                "path": str(args.init),
+                "sha256": hashlib.sha256(args.init.read_bytes()).hexdigest(),
+            }
+            if args.init is not None
+            else None
+        ),
         "warmup": WARMUP,
         "threads": THREADS,
         "train_counts": data.counts(sets.train),
