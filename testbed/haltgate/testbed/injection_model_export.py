@@ -121,7 +121,9 @@ def own_benign() -> list[Text]:
     ]
 
 
-def calibrate(out: Path, sets: data.Sets, windows: dict[str, int]) -> dict[str, Any]:
+def calibrate(
+    out: Path, sets: data.Sets, windows: dict[str, int], dev: bool = True
+) -> dict[str, Any]:
     raw = onnx_model.Calibration(1.0, windows, _placeholder_limits())
     scorer = onnx_model.OnnxInjectionScorer(
         out / onnx_model.MODEL_FILE, out / onnx_model.TOKENIZER_FILE, raw
@@ -140,6 +142,8 @@ def calibrate(out: Path, sets: data.Sets, windows: dict[str, int]) -> dict[str, 
         "dev spikee-style documents": sets.dev_spikee,
         "dev fragments of benign texts": sets.dev_fragments,
     }
+    if not dev:  # the development sets are reported by bench/injection_model_choice.py
+        groups = {k: v for k, v in groups.items() if "dev" not in k}
     channel_of = {
         k: "document" if "document" in k or "development" in k else "request" for k in groups
     }
@@ -290,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--calibrate-only", action="store_true", help="keep the exported model in --out"
     )
+    ap.add_argument(
+        "--no-dev",
+        action="store_true",
+        help="validation table only (the development sets are left to the bench)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(training.THREADS)
     info = json.loads((args.work / "training.json").read_text("utf-8"))
@@ -297,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         export(args.work, args.out)
     sets = data.build(info["seed"])
     windows = {"request": args.window_request, "document": args.window_document}
-    table = calibrate(args.out, sets, windows)
+    table = calibrate(args.out, sets, windows, dev=not args.no_dev)
     write_manifest(args.work, args.out, sets, table)
     print(json.dumps(table, indent=1))
     print((args.out / onnx_model.CALIBRATION_FILE).read_text("utf-8"))
