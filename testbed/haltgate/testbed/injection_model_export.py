@@ -210,6 +210,19 @@ def _version(pkg: str) -> str:
         return "absent"
 
 
+def _base_stage(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The training record of the checkpoint this run started from (run 3: run 2's)."""
+    init = info.get("init")
+    if not init:
+        return None
+    path = Path(init["path"]).parent / "training.json"
+    if not path.is_file():
+        return {"missing": str(path)}
+    base = json.loads(path.read_text("utf-8"))
+    keep = ("seed", "epochs", "lr", "attacks", "benign", "blobs", "train_counts", "wall_seconds")
+    return {k: base[k] for k in keep if k in base}
+
+
 def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]) -> None:
     from haltgate.testbed import ngram_training
 
@@ -251,12 +264,13 @@ def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]
                 k: info[k]
                 for k in (
                     *("seed", "epochs", "max_len", "batch", "lr", "attacks", "benign", "blobs"),
-                    *("windows", "lookalike", "fragments"),
+                    *("windows", "lookalike", "fragments", "replay", "run2", "init"),
                 )
                 if k in info
             }
             | {"warmup": info["warmup"], "threads": info["threads"]},
             "wall_seconds": info["wall_seconds"],
+            "base_stage": _base_stage(info),
         },
         "licences": {
             "weights": "derived from all-MiniLM-L6-v2 (Apache-2.0)",
