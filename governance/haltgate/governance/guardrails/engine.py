@@ -436,7 +436,7 @@ def _shared_model_scorer() -> Callable[[str], float]:
     """The model stage, loaded once per process (policy reloads reuse it): the fine-tuned
     int8 MiniLM classifier run by onnxruntime that ``onnx_model.DEFAULT`` names (today
     stackone-defender's; haltgate's own is shipped beside it, see docs/guardrails.md
-    sections 4 and 6 for why it is not the default yet)."""
+    section 4 for why it is not the default)."""
     from haltgate.governance.guardrails import model, onnx_model
 
     try:

@@ -2,8 +2,9 @@
 
 haltgate's own model (``data/injection_model/``, `load_shipped_scorer`): all-MiniLM-L6-v2
 fully fine-tuned as an injection classifier by ``hack/train-injection-model`` (mean pooling,
-one logit), exported to ONNX and quantised to int8. It is shipped but not the default
-(`DEFAULT`): it scores fragments of streamed answers high. Beside it: ``tokenizer.json``,
+one logit), exported to ONNX and quantised to int8 (run 3: run 2 continued on
+planted-document windows, look-alike windows and fragments). It is shipped but not the
+default (`DEFAULT`). Beside it: ``tokenizer.json``,
 ``calibration.json`` (temperature, window length, and the block / advisory thresholds of
 each channel: ``request`` text and ``document`` = tool results and retrieved content) and
 ``manifest.json`` (sources, licences, counts, seed, versions, the validation table and the
@@ -261,10 +262,12 @@ def load_stackone_scorer(model_dir: Path | None = None) -> OnnxInjectionScorer:
 
 DEFAULT = "stackone"
 """Which model `load_default_scorer` loads: ``stackone`` (stackone-defender's classifier) or
-``shipped`` (haltgate's own). stackone stays the default although haltgate's model is better
-on every validation set (docs/guardrails.md section 4), because haltgate's model blocks
-fragments of streamed answers, which the sidecar scans piece by piece (' work. Paragraph 4
-explai' scores 0.93, over the document threshold): the sidecar's stream tests fail with it."""
+``shipped`` (haltgate's own). stackone stays the default although haltgate's model detects
+more at the same false-positive rate on every validation and development set, because the
+switching rule was not met at the shipped thresholds (docs/guardrails.md section 4,
+"Decision"): on spikee-style development documents it blocks 0.49 where stackone blocks 0.82
+(at 7 % false positives), and its own false positives there are 1.2-2.3 %, over 1 %. The
+stream tests pass with either (the model stage reads streams in whole sentences)."""
 
 
 def load_default_scorer() -> OnnxInjectionScorer:
