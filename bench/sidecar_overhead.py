@@ -77,6 +77,7 @@ TARGET_TTFB_TAX_MS = 0.3
 RELAY = "bare aiohttp relay"
 SIDECAR = "via sidecar"
 GUARDED = "sidecar, guardrails on"
+BASELINE = "sidecar, --baseline tree"
 GUARDRAILS = {
     "promptInjection": {"direction": "request", "action": "block"},
     "pii": {"direction": "both", "action": "redact", "entities": ["email", "phone"]},
@@ -355,6 +356,13 @@ def main() -> None:
         help="where the budget state file (and the spool) live: a disk "
         "directory (production emptyDir), /dev/shm, or nowhere (memory)",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source tree of haltgate (e.g. `git archive` of another commit, unpacked): a "
+        "third sidecar (guardrails off) runs from it in the same run, interleaved, for an "
+        "A/B on the same minutes",
+    )
     args = ap.parse_args()
     if args.quick:
         args.requests, args.seconds = 300, 2.0
@@ -365,6 +373,8 @@ def main() -> None:
     }
     up_port, bare_port = free_port(), free_port()
     ports = {SIDECAR: free_port(), GUARDED: free_port()}
+    if args.baseline is not None:
+        ports[BASELINE] = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     shm: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="hg-bench-") as tmp:
@@ -381,7 +391,7 @@ def main() -> None:
                     work,
                     port,
                     policy(upstream_url, guardrails=name == GUARDED, durability=args.durability),
-                    env,
+                    tree_env(env, args.baseline) if name == BASELINE else env,
                     shm,
                 )
                 procs.append(sidecars[name])
@@ -420,6 +430,13 @@ def main() -> None:
                     proc.kill()
             for path in shm:
                 shutil.rmtree(path, ignore_errors=True)  # /dev/shm is memory: never leave it
+
+
+def tree_env(env: dict[str, str], tree: Path) -> dict[str, str]:
+    """``env`` with the packages of another source ``tree`` first on the path."""
+    tree = tree.resolve()
+    dirs = [str(tree / d) for d in ("sidecar", "governance", "cli", "testbed", "operator")]
+    return {**env, "PYTHONPATH": os.pathsep.join([*dirs, env["PYTHONPATH"]])}
 
 
 def start_sidecar(
@@ -505,6 +522,11 @@ def run(
     tax = added[SIDECAR][0] - r50
     cpu_x = cpu_ms[SIDECAR] / cpu_ms[RELAY]
     guard_cpu = cpu_ms[GUARDED] - cpu_ms[SIDECAR]
+    if BASELINE in targets:
+        print(
+            f"   baseline tree: governance tax {added[BASELINE][0] - r50:.3f} ms, CPU per call "
+            f"{cpu_ms[BASELINE] / cpu_ms[RELAY]:.2f}x the relay"
+        )
     print(
         f"   governance tax (sidecar +p50 - relay +p50): {tax:.3f} ms "
         f"(target <= {TARGET_TAX_MS}: {_met(tax <= TARGET_TAX_MS)}); CPU per call "
@@ -528,6 +550,11 @@ def run(
         ratio = f"{a50 / relay_added:8.2f}" if name != "direct" and relay_added > 0 else ""
         print(f"   {name:24}{pct(xs, 0.5):8.3f}{pct(xs, 0.99):8.3f}{a50:8.3f}{ratio}")
     ttfb_tax = pct(ttfb[SIDECAR], 0.5) - pct(ttfb[RELAY], 0.5)
+    if BASELINE in targets:
+        print(
+            "   baseline tree: streaming TTFB tax "
+            f"{pct(ttfb[BASELINE], 0.5) - pct(ttfb[RELAY], 0.5):.3f} ms"
+        )
     print(
         f"   streaming TTFB tax (sidecar - relay, p50): {ttfb_tax:.3f} ms "
         f"(target <= {TARGET_TTFB_TAX_MS}: {_met(ttfb_tax <= TARGET_TTFB_TAX_MS)})"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
 from haltgate.governance.guardrails.model_clock import ModelClock, run_with
@@ -37,6 +38,18 @@ __all__ = ["StreamRelay"]
 
 _STREAM_FREE_BYTES = 64 * 1024
 """Unfinished-event bytes a stream holds without charging the body memory budget."""
+
+_HEAD_HOLD_SECONDS = 0.005
+"""How long a stream's head waits for its first body bytes to go out with them (an
+upstream usually sends its first event right behind its head); past it, it goes alone."""
+
+
+def _send_head(writer: AbstractStreamWriter) -> None:
+    """A stream's head whose first body bytes did not come within the hold: send it."""
+    try:
+        writer.send_headers()
+    except (ConnectionError, RuntimeError):
+        pass  # the agent left: the relay notices at its next write
 
 
 class StreamRelay(AnswerRelay):
@@ -88,7 +101,15 @@ class StreamRelay(AnswerRelay):
         if decoder is not None:
             resp.headers.popall("Content-Encoding", None)
         resp.headers[r.OVERHEAD_HEADER] = overhead_ms(call)
-        await resp.prepare(request)
+        # The head goes out with the first bytes of the body (one write, one wake-up of
+        # the agent instead of two), or on its own after _HEAD_HOLD_SECONDS without them.
+        resp._send_headers_immediately = False
+        writer = await resp.prepare(request)
+        head_timer = (
+            asyncio.get_running_loop().call_later(_HEAD_HOLD_SECONDS, _send_head, writer)
+            if writer is not None
+            else None
+        )
         max_event = self.settings.max_sse_event_bytes
         reader = (
             UsageReader(classified.dialect, classified.view.model)
@@ -175,6 +196,9 @@ class StreamRelay(AnswerRelay):
                 if server_filter is not None and server_filter.unanswered:
                     self.answer_server(request, call, upstream, server_filter.take_unanswered())
                 if out:
+                    if head_timer is not None:
+                        head_timer.cancel()  # the head goes with these bytes
+                        head_timer = None
                     # Sent even when the stream is cut after them: the agent receives
                     # every event it is charged for.
                     try:
@@ -186,6 +210,8 @@ class StreamRelay(AnswerRelay):
                     break
         except (TimeoutError, OSError):
             truncated = True
+        if head_timer is not None:
+            head_timer.cancel()  # whatever is written next carries the head
         if not client_gone:
             try:
                 # What was written ends at an event boundary: the error event parses.
