@@ -248,17 +248,19 @@ async def closed_loop(url: str, seconds: float, concurrency: int) -> tuple[int, 
         return count, time.perf_counter() - t0
 
 
-async def paced(url: str, seconds: float, rate: float) -> tuple[int, float]:
-    """One request at a time at ``rate`` requests/s for ``seconds`` (after a warm-up)."""
+async def paced(url: str, seconds: float, rate: float, stream: bool = False) -> tuple[int, float]:
+    """One request at a time at ``rate`` requests/s for ``seconds`` (after a warm-up);
+    ``stream``: streamed chat requests."""
     count = 0
+    call = first_byte if stream else one
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
         for _ in range(50):
-            await one(s, url)
+            await call(s, url)
         interval = 1.0 / rate
         t0 = nxt = time.perf_counter()
         stop = t0 + seconds
         while time.perf_counter() < stop:
-            await one(s, url)
+            await call(s, url)
             count += 1
             nxt += interval
             delay = nxt - time.perf_counter()

@@ -145,6 +145,21 @@ def instrument(marks: Marks) -> None:
     wrap_async(web.StreamResponse, "prepare", marks, "answer head out")
     wrap_async(web.StreamResponse, "write", marks, "first body write")
     wrap_async(web.StreamResponse, "write_eof", marks, "eof written")
+    from haltgate.sidecar import stream_relay, upstream_response
+
+    wrap_async(upstream_response.UpstreamResponse, "readany", marks, "first body bytes in")
+    for fn, label in (
+        ("response_headers", "answer head built"),
+        ("meter_events", "first events metered"),
+    ):
+        original = getattr(stream_relay, fn)
+
+        def timed(*args: Any, _f: Any = original, _l: str = label, **kwargs: Any) -> Any:
+            result = _f(*args, **kwargs)
+            marks.mark(_l)
+            return result
+
+        setattr(stream_relay, fn, timed)
 
 
 async def run(args: argparse.Namespace, tmp: Path, up_port: int) -> None:

@@ -140,6 +140,21 @@ class StreamRelay(AnswerRelay):
         rest of its event, so a cut (or an upstream failure) never leaves half an event
         before the error event."""
         digest = hashlib.blake2b(digest_size=16)
+        first = True
+        """Nothing of the body was sent yet."""
+
+        async def send(data: bytes) -> bool:
+            """Write ``data`` (the head with it, if still held); False: the agent left."""
+            nonlocal head_timer
+            if head_timer is not None:
+                head_timer.cancel()  # the head goes with these bytes
+                head_timer = None
+            try:
+                await resp.write(data)
+            except (ConnectionError, RuntimeError):
+                return False
+            return True
+
         guard = StreamGuard(call, self.budget, self.refuse_or_note)
         cut: HaltgateError | None = None
         truncated = False
@@ -169,9 +184,22 @@ class StreamRelay(AnswerRelay):
                         cut = event_too_large(max_event)
                         break
                     held = parser.buffered
-                    out, cut = await scan_events(
+                    if first and len(events) > 1:
+                        # The stream's first event goes out (with the head) before the rest
+                        # of an upstream's burst is scanned: the agent's first byte does
+                        # not wait for the whole chunk.
+                        first = False
+                        early, cut = await scan_events(
+                            events[:1], scan, reader, guard, hidden, model, call.model_clock
+                        )
+                        if early and not await send(early):
+                            client_gone = True
+                            break
+                        events = events[1:] if cut is None else []
+                    out, more = await scan_events(
                         events, scan, reader, guard, hidden, model, call.model_clock
                     )
+                    cut = cut or more
                 elif framer is not None:
                     assert reader is not None
                     raws = framer.feed(chunk)
@@ -179,7 +207,18 @@ class StreamRelay(AnswerRelay):
                         cut = event_too_large(max_event)
                         break
                     held = framer.buffered
-                    out, cut = meter_events(raws, reader, guard, hidden)
+                    if first and len(raws) > 1:
+                        # As above: the first event out before the rest is read.
+                        first = False
+                        early, cut = meter_events(raws[:1], reader, guard, hidden)
+                        if server_filter is not None:
+                            early = server_filter.raw(early)
+                        if early and not await send(early):
+                            client_gone = True
+                            break
+                        raws = raws[1:] if cut is None else []
+                    out, more = meter_events(raws, reader, guard, hidden)
+                    cut = cut or more
                 else:
                     out = hold.feed(chunk)
                     if hold.overflow:
@@ -196,14 +235,10 @@ class StreamRelay(AnswerRelay):
                 if server_filter is not None and server_filter.unanswered:
                     self.answer_server(request, call, upstream, server_filter.take_unanswered())
                 if out:
-                    if head_timer is not None:
-                        head_timer.cancel()  # the head goes with these bytes
-                        head_timer = None
+                    first = False
                     # Sent even when the stream is cut after them: the agent receives
                     # every event it is charged for.
-                    try:
-                        await resp.write(out)
-                    except (ConnectionError, RuntimeError):
+                    if not await send(out):
                         client_gone = True
                         break
                 if cut is not None:
