@@ -139,7 +139,8 @@ class StreamRelay(AnswerRelay):
         """An unmetered stream: the start of an event not complete yet is relayed with the
         rest of its event, so a cut (or an upstream failure) never leaves half an event
         before the error event."""
-        digest = hashlib.blake2b(digest_size=16)
+        digest = hashlib.blake2b(digest_size=16) if reader is None else None
+        """The stream's content digest (stagnation) when no usage reader makes one."""
         first = True
         """Nothing of the body was sent yet."""
 
@@ -163,7 +164,8 @@ class StreamRelay(AnswerRelay):
         """Bytes of unfinished events charged to the body memory budget (grows only)."""
         try:
             async for chunk in upstream:
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 if decoder is not None:
                     try:
                         chunk = decoder.feed(chunk)
@@ -317,7 +319,9 @@ class StreamRelay(AnswerRelay):
             counts,
             ok,
             None if ok else "stream_failed",
-            reader.content_digest if reader is not None else digest.hexdigest(),
+            reader.content_digest
+            if reader is not None
+            else (digest.hexdigest() if digest is not None else None),
         )
         decision, code = (
             ("allow", None)
