@@ -143,6 +143,8 @@ class StreamRelay(AnswerRelay):
         """The stream's content digest (stagnation) when no usage reader makes one."""
         first = True
         """Nothing of the body was sent yet."""
+        last: list[bytes] = []
+        """The stream's last bytes, sent with its end (``write_eof``) in one write."""
 
         async def send(data: bytes) -> bool:
             """Write ``data`` (the head with it, if still held); False: the agent left."""
@@ -240,7 +242,9 @@ class StreamRelay(AnswerRelay):
                     first = False
                     # Sent even when the stream is cut after them: the agent receives
                     # every event it is charged for.
-                    if not await send(out):
+                    if model is None and (cut is not None or upstream.at_end):
+                        last.append(out)  # with the stream's end: one write, not two
+                    elif not await send(out):
                         client_gone = True
                         break
                 if cut is not None:
@@ -254,13 +258,13 @@ class StreamRelay(AnswerRelay):
                 # What was written ends at an event boundary: the error event parses.
                 if cut is not None:
                     self.metrics.streams_cut.labels(cut.code).inc()
-                    await resp.write(r.sse_error_event(cut, call.decision_id))
+                    last.append(r.sse_error_event(cut, call.decision_id))
                 elif truncated:
                     self.metrics.streams_cut.labels("upstream_truncated").inc()
                     err = UpstreamError(
                         "the upstream stream ended early", code="upstream_truncated"
                     )
-                    await resp.write(r.sse_error_event(err, call.decision_id))
+                    last.append(r.sse_error_event(err, call.decision_id))
                 elif parser is not None and parser.pending:
                     # A last event without its blank line: complete it, scan it, send it.
                     assert scan is not None
@@ -268,22 +272,26 @@ class StreamRelay(AnswerRelay):
                         parser.feed(b"\n\n"), scan, reader, guard, hidden, model, call.model_clock
                     )
                     if out:
-                        await resp.write(out)
+                        last.append(out)
                     if cut is not None:
                         self.metrics.streams_cut.labels(cut.code).inc()
-                        await resp.write(r.sse_error_event(cut, call.decision_id))
+                        last.append(r.sse_error_event(cut, call.decision_id))
                 elif framer is not None and (rest := framer.rest()):
                     # A last event without its blank line: read it, relay it as it came.
                     assert reader is not None
                     out, _ = meter_events([rest], reader, guard, hidden)
                     if out:
-                        await resp.write(out)
+                        last.append(out)
                 elif rest := hold.rest():
                     # The upstream's own last bytes, unchanged (filtered like the rest).
-                    await resp.write(server_filter.raw(rest) if server_filter else rest)
+                    last.append(server_filter.raw(rest) if server_filter else rest)
                 if scan is not None and cut is None and not truncated:
                     # Ended without [DONE] or a finish reason: what the chat guard holds
                     # back is scanned and sent, not lost.
+                    if model is not None and last:
+                        # The model's pass takes milliseconds: what is ready goes first.
+                        await resp.write(b"".join(last))
+                        last.clear()
                     tail = (
                         await asyncio.get_running_loop().run_in_executor(
                             model, run_with, call.model_clock, scan.end
@@ -294,10 +302,10 @@ class StreamRelay(AnswerRelay):
                     cut = scan.verdict()
                     if cut is not None:
                         self.metrics.streams_cut.labels(cut.code).inc()
-                        await resp.write(r.sse_error_event(cut, call.decision_id))
+                        last.append(r.sse_error_event(cut, call.decision_id))
                     elif tail:
-                        await resp.write(tail)
-                await resp.write_eof()
+                        last.append(tail)
+                await resp.write_eof(b"".join(last))
             except (ConnectionError, RuntimeError):
                 client_gone = True
         if server_filter is not None and server_filter.unanswered:
