@@ -16,10 +16,11 @@ Every figure of a sidecar is also given as a ratio against the bare relay measur
 same run (the machine is shared: absolute numbers drift between runs, ratios less):
 
 1. Latency at ~200 req/s, sequential: requests go round-robin to every target (same
-   upstream, same moment). Printed: p50/p99, the latency added over direct, that added
-   latency as a multiple of the relay's, and CPU-ms per call of the process (its CPU
+   upstream, same moment; each round in its own shuffled order, so no target keeps the
+   place after the heaviest one). Printed: p50/p99, the latency added over direct, that
+   added latency as a multiple of the relay's, and CPU-ms per call of the process (its CPU
    time in the run over the calls it served) and its multiple of the relay's.
-2. Streaming time to first byte: streamed chat requests, round-robin, paced; time from
+2. Streaming time to first byte: streamed chat requests, round-robin (shuffled), paced; time from
    sending the request to the first body bytes, added over direct, as a multiple of the
    relay's added time.
 3. Throughput: a closed loop with ``--concurrency`` requests in flight for ``--seconds``
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -183,6 +185,19 @@ async def first_byte(session: aiohttp.ClientSession, url: str) -> float:
     return ttfb
 
 
+def rounds(targets: dict[str, str], n: int) -> list[list[tuple[str, str]]]:
+    """``n`` rounds over the targets, each in its own order (seeded): a target's place in a
+    round is not neutral (the one before it may still be finishing its call's work on the
+    shared CPUs), so no target keeps the same place."""
+    rng = random.Random(18)
+    out = []
+    for _ in range(n):
+        order = list(targets.items())
+        rng.shuffle(order)
+        out.append(order)
+    return out
+
+
 async def streaming(targets: dict[str, str], n: int, rate: float) -> dict[str, list[float]]:
     """Time to first byte of streamed answers, round-robin, paced at ``rate`` overall."""
     out: dict[str, list[float]] = {name: [] for name in targets}
@@ -192,8 +207,8 @@ async def streaming(targets: dict[str, str], n: int, rate: float) -> dict[str, l
                 await first_byte(s, url)
         interval = 1.0 / rate
         nxt = time.perf_counter()
-        for _ in range(n):
-            for name, url in targets.items():
+        for order in rounds(targets, n):
+            for name, url in order:
                 nxt += interval
                 out[name].append(await first_byte(s, url))
                 delay = nxt - time.perf_counter()
@@ -213,8 +228,8 @@ async def latency(targets: dict[str, str], n: int, rate: float) -> dict[str, lis
                 await one(s, url)
         interval = 1.0 / rate
         nxt = time.perf_counter()
-        for _ in range(n):
-            for name, url in targets.items():
+        for order in rounds(targets, n):
+            for name, url in order:
                 nxt += interval
                 ms, overhead = await one(s, url)
                 out[name].append(ms)
@@ -374,10 +389,9 @@ def main() -> None:
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
     }
     up_port, bare_port = free_port(), free_port()
-    # The baseline goes right before this tree's sidecar in each round (a target's place
-    # in the round-robin is not neutral: run with and without it to see).
-    ports = {BASELINE: free_port()} if args.baseline is not None else {}
-    ports |= {SIDECAR: free_port(), GUARDED: free_port()}
+    ports = {SIDECAR: free_port(), GUARDED: free_port()}
+    if args.baseline is not None:
+        ports[BASELINE] = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     shm: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="hg-bench-") as tmp:
