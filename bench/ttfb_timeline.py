@@ -214,6 +214,16 @@ async def run(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
         f"{os.getloadavg()[0]:.1f}; p50 us from the client's last byte sent to each mark "
         "(and the step from the previous line)"
     )
+    after_head = [
+        (t_body - m["upstream head in"]) * 1e6
+        for (_, _, t_body, _), m in zip(seen, calls, strict=False)
+        if "upstream head in" in m
+    ]
+    if after_head:
+        print(
+            f"  upstream's head in -> agent's first body byte, p50 of each call's: "
+            f"{statistics.median(after_head):.1f} us"
+        )
     prev = 0.0
     for name, xs in sorted(offsets.items(), key=lambda kv: statistics.median(kv[1])):
         p50 = statistics.median(xs)
