@@ -142,6 +142,7 @@ def instrument(marks: Marks) -> None:
     wrap_sync(Pipeline, "authorize_tools", marks, "classified, tools")
     wrap_async(Pipeline, "decide_policy", marks, "guardrails, policy")
     wrap_sync(Pipeline, "reserve_budget", marks, "budget reserved")
+    wrap_sync(Pipeline, "_record", marks, "intent record built")
     wrap_async(Pipeline, "audit_intent", marks, "intent durable")
     wrap_async(upstream_pool.UpstreamClient, "request", marks, "upstream head in")
     wrap_async(web.StreamResponse, "prepare", marks, "answer head out")
