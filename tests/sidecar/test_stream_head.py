@@ -5,8 +5,9 @@ to send any event (the agent is never left without the head until the first toke
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from tests.sidecar.conftest import SidecarFactory, Standins
+from tests.sidecar.conftest import SidecarFactory, Standins, base_policy
 from tests.sidecar.raw_upstream import Exchange, raw_upstream
 from tests.sidecar.test_upstream_faults import GET, with_raw
 
@@ -82,3 +83,38 @@ async def test_a_burst_arrives_whole_and_in_order(
     head, _, body = answer_bytes.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert dechunk(body) == EVENTS
+
+
+async def test_a_head_request_to_a_stream_gets_the_head_alone(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    """HEAD of an SSE resource: the head, no body, and the connection still usable."""
+
+    async def answer(ex: Exchange) -> None:
+        ex.writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+
+    async with raw_upstream(answer) as up:
+        doc: dict[str, Any] = base_policy(standins)
+        doc["spec"]["upstreams"].append(
+            {"name": "raw", "url": f"http://127.0.0.1:{up.port}", "kind": "http"}
+        )
+        doc["spec"]["tools"]["rules"].append(
+            {"name": "raw-head", "action": "allow", "kind": "http", "methods": ["HEAD"]}
+        )
+        sc = await sidecar_factory()
+        sc.write_policy(doc)
+        await sc.sidecar.watcher.check()
+        host, port = sc.sidecar.addresses["explicit"]
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            request = GET.replace(b"GET ", b"HEAD ", 1).replace(b"Connection: close\r\n", b"")
+            writer.write(request)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.write(request)  # the same connection carries the next request
+            await writer.drain()
+            again = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+    assert again.startswith(b"HTTP/1.1 200")
