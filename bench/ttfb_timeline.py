@@ -10,9 +10,11 @@ subprocesses. The client sends one request at a time and notes (``time.perf_coun
 the answer's head arrived and when the first body byte did (``--stream``: a streamed
 chat; else the whole answer). The sidecar's stages are timed by wrapping them here, in
 the bench only (the product code is not changed for it): the handler entered, the body
-read, the policy decided, the budget reserved, the intent durable, the upstream's head
-received, the client's head written and the first body bytes written. Printed: the p50 of
-each mark's time after the client's last byte, over ``--requests`` calls after a warm-up.
+read, the policy decided, the budget reserved, the intent record built and durable, the
+upstream's head received, the agent's answer prepared (its head sent, or held for the
+first body bytes), the first body bytes in and written. Printed: the p50 of each mark's
+time after the client's last byte, over ``--requests`` calls after a warm-up, and of each
+call's time from the upstream's head to the agent's first body byte (the relay's part).
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def wrap_sync(cls: Any, name: str, marks: Marks, label: str) -> None:
 def instrument(marks: Marks) -> None:
     from aiohttp import web
 
-    from haltgate.sidecar import upstream_pool
+    from haltgate.sidecar import stream_relay, upstream_pool, upstream_response
     from haltgate.sidecar.pipeline import Pipeline
 
     handle = Pipeline.handle
@@ -145,11 +147,9 @@ def instrument(marks: Marks) -> None:
     wrap_sync(Pipeline, "_record", marks, "intent record built")
     wrap_async(Pipeline, "audit_intent", marks, "intent durable")
     wrap_async(upstream_pool.UpstreamClient, "request", marks, "upstream head in")
-    wrap_async(web.StreamResponse, "prepare", marks, "answer head out")
+    wrap_async(web.StreamResponse, "prepare", marks, "answer prepared (head sent or held)")
     wrap_async(web.StreamResponse, "write", marks, "first body write")
     wrap_async(web.StreamResponse, "write_eof", marks, "eof written")
-    from haltgate.sidecar import stream_relay, upstream_response
-
     wrap_async(upstream_response.UpstreamResponse, "readany", marks, "first body bytes in")
     for fn, label in (
         ("response_headers", "answer head built"),
