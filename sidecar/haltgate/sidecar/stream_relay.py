@@ -45,9 +45,12 @@ upstream usually sends its first event right behind its head); past it, it goes 
 
 
 def _send_head(writer: AbstractStreamWriter) -> None:
-    """A stream's head whose first body bytes did not come within the hold: send it."""
+    """A stream's head whose first body bytes did not come within the hold: send it.
+    (aiohttp before 3.12 writes the head in ``prepare`` and has no ``send_headers``.)"""
+    send = getattr(writer, "send_headers", None)
     try:
-        writer.send_headers()
+        if send is not None:
+            send()
     except (ConnectionError, RuntimeError):
         pass  # the agent left: the relay notices at its next write
 
