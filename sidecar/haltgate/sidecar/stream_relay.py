@@ -46,7 +46,7 @@ upstream usually sends its first event right behind its head); past it, it goes 
 
 def _send_head(writer: AbstractStreamWriter) -> None:
     """A stream's head whose first body bytes did not come within the hold: send it.
-    (aiohttp before 3.12 writes the head in ``prepare`` and has no ``send_headers``.)"""
+    (An older aiohttp writes the head in ``prepare`` and has no ``send_headers``.)"""
     send = getattr(writer, "send_headers", None)
     try:
         if send is not None:
