@@ -111,6 +111,35 @@ def test_lost_acknowledgement_reships_without_duplicates(
     assert verify_database(audit_db.reader).ok
 
 
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_a_batch_failing_mid_stream_is_read_again_and_nothing_is_lost(
+    tmp_path: Path, audit_db: AuditDatabase, read_ahead: bool
+) -> None:
+    """The batch read ahead while a failing batch was in PostgreSQL starts after it: it must
+    be dropped and the failed batch read again (else those records would be lost)."""
+    fill(tmp_path, 450)
+    settings = ShipperSettings(tmp_path, audit_db.writer, batch_records=100, read_ahead=read_ahead)
+    shipper = Shipper(settings)
+    try:
+        assert shipper.ship_once().records == 100
+        assert shipper._conn is not None
+        backend = shipper._conn.info.backend_pid
+        with psycopg.connect(audit_db.admin, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        with pytest.raises(psycopg.OperationalError):
+            shipper.ship_once()  # the second batch dies with its connection
+        assert shipper.position.offset > 0 and audit_db.count() == 100
+        again = shipper.ship_once()  # reconnects and reads the second batch again
+        assert (again.records, again.inserted) == (100, 100)
+        assert shipper.drain(timeout=60) == 250
+    finally:
+        shipper.close()
+    assert audit_db.count() == distinct_ids(audit_db) == 450
+    report = verify_database(audit_db.reader)
+    assert report.ok, report.problems
+    assert report.heads["team-a/agent-0/run-1"]["seq"] == 450
+
+
 def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditDatabase) -> None:
     total = 20000
     fill(tmp_path, total, segment_bytes=256 * 1024, max_bytes=64 * 1024 * 1024)

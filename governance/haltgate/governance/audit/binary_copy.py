@@ -26,6 +26,7 @@ __all__ = [
     "copy_frames",
     "copy_frames_direct",
     "copy_row",
+    "encode_rows",
     "ts_micros",
 ]
 
@@ -206,30 +207,47 @@ def _out_of_range(doc: dict[str, Any]) -> str:
 
 _COPY_CHUNK = 500
 """Records per COPY write: PostgreSQL parses and indexes one chunk (on another core) while
-we format the next, instead of waiting for the whole batch."""
+we format or join the next, instead of waiting for the whole batch."""
 
 
-def _copy(cur: psycopg.Cursor[Any], sql: str, frames: Sequence[Frame]) -> None:
+def encode_rows(frames: Sequence[Frame]) -> list[bytes]:
+    """``copy_row`` of every frame, in order: a batch encoded ahead of its COPY (the
+    shipper's read-ahead thread does this while the previous batch is in PostgreSQL)."""
+    return list(map(copy_row, frames))
+
+
+def _copy(
+    cur: psycopg.Cursor[Any], sql: str, frames: Sequence[Frame], rows: Sequence[bytes] | None
+) -> None:
     with cur.copy(sql) as copy:
         copy.write(_SIGNATURE)
         for start in range(0, len(frames), _COPY_CHUNK):
-            copy.write(b"".join(map(copy_row, frames[start : start + _COPY_CHUNK])))
+            stop = start + _COPY_CHUNK
+            if rows is None:
+                copy.write(b"".join(map(copy_row, frames[start:stop])))
+            else:
+                copy.write(b"".join(rows[start:stop]))
         copy.write(_TRAILER)
 
 
-def copy_frames(conn: psycopg.Connection[Any], frames: Sequence[Frame]) -> int:
+def copy_frames(
+    conn: psycopg.Connection[Any], frames: Sequence[Frame], rows: Sequence[bytes] | None = None
+) -> int:
     """Insert ``frames`` idempotently (staging table + ON CONFLICT DO NOTHING) in the
-    current transaction; return how many were new."""
+    current transaction; return how many were new. ``rows``: their ``encode_rows``, when
+    already encoded."""
     conn.execute(_STAGE_DDL)
     with conn.cursor() as cur:
-        _copy(cur, _COPY_STAGE, frames)
+        _copy(cur, _COPY_STAGE, frames, rows)
         cur.execute(_MOVE)
         return max(cur.rowcount, 0)
 
 
-def copy_frames_direct(conn: psycopg.Connection[Any], frames: Sequence[Frame]) -> int:
+def copy_frames_direct(
+    conn: psycopg.Connection[Any], frames: Sequence[Frame], rows: Sequence[bytes] | None = None
+) -> int:
     """COPY ``frames`` straight into the table (fails with UniqueViolation on a record that
-    is already there); return how many were inserted."""
+    is already there); return how many were inserted. ``rows`` as for ``copy_frames``."""
     with conn.cursor() as cur:
-        _copy(cur, _COPY_DIRECT, frames)
+        _copy(cur, _COPY_DIRECT, frames, rows)
     return len(frames)
