@@ -8,10 +8,10 @@ a staging table with ``INSERT ... ON CONFLICT DO NOTHING`` (idempotent).
 
 from __future__ import annotations
 
+import math
 import struct
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -96,10 +96,14 @@ def _short(value: str) -> bytes:
 
 def ts_micros(when: float) -> int:
     """``ts`` of a record: microseconds since 2000-01-01 UTC, rounded the way
-    ``datetime.timedelta`` (and PostgreSQL parsing a microsecond timestamp) does, so every
-    path gives a re-shipped record the same primary key ``(ts, record_id)``."""
-    td = timedelta(seconds=when)
-    return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds - _PG_EPOCH_US
+    ``datetime.timedelta(seconds=when)`` (and PostgreSQL parsing a microsecond timestamp)
+    does, so every path gives a re-shipped record the same primary key ``(ts, record_id)``.
+
+    Computed as timedelta does it, without building one (a third of the time): the whole
+    seconds exactly, plus the fraction times 10**6 rounded half to even in double
+    precision (tests/audit/test_binary_copy.py compares the two on millions of values)."""
+    fraction, whole = math.modf(when)
+    return int(whole) * 1_000_000 + round(fraction * 1e6) - _PG_EPOCH_US
 
 
 def _uuid_bytes(value: str) -> bytes:
