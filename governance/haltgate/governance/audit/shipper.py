@@ -89,6 +89,14 @@ WHERE (p.segment, p."offset") < (EXCLUDED.segment, EXCLUDED."offset")
 """
 
 
+# Records over ~2 KB (an intent with its replay inputs) are compressed by the server's TOAST
+# code as they are inserted; with the default pglz that cost the server about as much as
+# everything else it does for the row (bench/audit.py --record-bytes). lz4 compresses to
+# the same pages at about a sixth of the CPU. The method is chosen per value when it is
+# written (columns left at their default follow the session's setting), recorded with the
+# value, and read back by any session, so the shipper's session can choose it alone.
+_HAS_LZ4 = "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+
 DEFAULT_BATCH_RECORDS = 20_000
 """Default ``ShipperSettings.batch_records``."""
 
@@ -112,6 +120,10 @@ class ShipperSettings:
     """Longest wait between retries while PostgreSQL fails (seconds)."""
     connect_timeout_seconds: int = 5
     """libpq connect_timeout (seconds)."""
+    toast_lz4: bool = True
+    """Compress large records with lz4 instead of pglz when the server was built with lz4
+    (session setting ``default_toast_compression``; a server without lz4 keeps its
+    default, nothing fails)."""
     read_ahead: bool = True
     """Read and encode the next batch in a thread while this one is COPY'd (see the
     module docstring). Off: one batch at a time, encoded while it is sent."""
@@ -317,6 +329,11 @@ class Shipper:
                 application_name="haltgate-audit-shipper",
             )
             self._partitions.clear()
+            if self.settings.toast_lz4:
+                row = self._conn.execute(_HAS_LZ4).fetchone()
+                if row is not None and row[0]:
+                    self._conn.execute("SET default_toast_compression = lz4")
+                self._conn.commit()
         return self._conn
 
     def _ensure_partitions(
