@@ -354,6 +354,34 @@ def test_awkward_text_survives_copy_exactly(tmp_path: Path, audit_db: AuditDatab
     assert verify_database(audit_db.reader).ok  # columns equal the hashed record text
 
 
+def test_large_records_are_compressed_with_lz4_where_the_server_has_it(
+    tmp_path: Path, audit_db: AuditDatabase
+) -> None:
+    """A record over the TOAST threshold is compressed as it is inserted: with lz4 when the
+    server was built with it, else with the server's default, and shipping works either way."""
+    sink = SpoolAuditSink(tmp_path)
+    for i in range(3):
+        sink.append_blocking(make_record(i, payload={"text": f"call {i} " * 800}))
+    sink.close_blocking()
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer))
+    try:
+        assert shipper.drain(timeout=60) == 3
+    finally:
+        shipper.close()
+    with psycopg.connect(audit_db.reader) as conn:
+        row = conn.execute(
+            "SELECT 'lz4' = ANY(enumvals), current_setting('default_toast_compression')"
+            " FROM pg_settings WHERE name = 'default_toast_compression'"
+        ).fetchone()
+        assert row is not None
+        has_lz4, default = row
+        methods = conn.execute(
+            "SELECT DISTINCT pg_column_compression(record) FROM haltgate.audit_records"
+        ).fetchall()
+    assert methods == [("lz4" if has_lz4 else default,)]
+    assert verify_database(audit_db.reader).ok
+
+
 def _start_again(server: PostgresServer) -> None:
     server.start()  # same data directory and port
 
