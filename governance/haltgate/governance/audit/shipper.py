@@ -89,12 +89,13 @@ WHERE (p.segment, p."offset") < (EXCLUDED.segment, EXCLUDED."offset")
 """
 
 
-# Records over ~2 KB (an intent with its replay inputs) are compressed by the server's TOAST
-# code as they are inserted; with the default pglz that cost the server about as much as
-# everything else it does for the row (bench/audit.py --record-bytes). lz4 compresses to
-# the same pages at about a sixth of the CPU. The method is chosen per value when it is
-# written (columns left at their default follow the session's setting), recorded with the
-# value, and read back by any session, so the shipper's session can choose it alone.
+# Records over ~2 KB (an LLM intent with its replay inputs) are compressed by PostgreSQL's
+# TOAST code as they are inserted. With the default pglz that doubled the server's CPU per
+# row (31 instead of 16 us for a 2.5 KB intent, PostgreSQL 15; bench/audit.py --replay);
+# lz4 fills the same pages for a fraction of the CPU. The method is chosen per value when
+# it is written (columns left at their default follow the session's setting), recorded
+# with the value and read back by any session, so the shipper's session can choose it
+# alone: no schema change.
 _HAS_LZ4 = "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
 
 DEFAULT_BATCH_RECORDS = 20_000
