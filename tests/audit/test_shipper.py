@@ -140,6 +140,33 @@ def test_a_batch_failing_mid_stream_is_read_again_and_nothing_is_lost(
     assert report.heads["team-a/agent-0/run-1"]["seq"] == 450
 
 
+def test_a_batch_read_ahead_is_cut_at_the_recorded_progress(
+    tmp_path: Path, audit_db: AuditDatabase
+) -> None:
+    """A batch encoded ahead whose first records the database already records as shipped:
+    only the rest is inserted, each row from its own record (rows and frames stay aligned)."""
+    fill(tmp_path, 300)
+    segment = list_segments(tmp_path)[-1]
+    frames, _, _ = iter_frames(segment_path(tmp_path, segment).read_bytes(), segment)
+    frames = [f for f in frames if not f.is_checkpoint]
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
+    try:
+        assert shipper.ship_once().records == 100  # and the next 100 are read ahead
+        with psycopg.connect(audit_db.admin) as conn:
+            conn.execute(
+                'UPDATE haltgate.audit_ship_progress SET segment = %s, "offset" = %s',
+                (segment, frames[130].offset),
+            )
+        cut = shipper.ship_once()
+        assert (cut.records, cut.inserted) == (100, 70)
+        assert shipper.drain(timeout=60) == 100
+    finally:
+        shipper.close()
+    with psycopg.connect(audit_db.reader) as conn:
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM haltgate.audit_records ORDER BY seq")]
+    assert seqs == [*range(1, 101), *range(131, 301)]
+
+
 def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditDatabase) -> None:
     total = 20000
     fill(tmp_path, total, segment_bytes=256 * 1024, max_bytes=64 * 1024 * 1024)
