@@ -26,7 +26,7 @@ __all__ = [
     "copy_frames",
     "copy_frames_direct",
     "copy_row",
-    "encode_rows",
+    "encode_chunks",
     "ts_micros",
 ]
 
@@ -214,44 +214,48 @@ _COPY_CHUNK = 500
 we format or join the next, instead of waiting for the whole batch."""
 
 
-def encode_rows(frames: Sequence[Frame]) -> list[bytes]:
-    """``copy_row`` of every frame, in order: a batch encoded ahead of its COPY (the
-    shipper's read-ahead thread does this while the previous batch is in PostgreSQL)."""
-    return list(map(copy_row, frames))
+def encode_chunks(frames: Sequence[Frame]) -> list[bytes]:
+    """The COPY data of ``frames`` as the writes ``_copy`` makes: ``copy_row`` of each,
+    joined ``_COPY_CHUNK`` at a time (while the rows are still in the cache). The shipper's
+    read-ahead thread does this while the previous batch is in PostgreSQL."""
+    return [
+        b"".join(map(copy_row, frames[start : start + _COPY_CHUNK]))
+        for start in range(0, len(frames), _COPY_CHUNK)
+    ]
 
 
 def _copy(
-    cur: psycopg.Cursor[Any], sql: str, frames: Sequence[Frame], rows: Sequence[bytes] | None
+    cur: psycopg.Cursor[Any], sql: str, frames: Sequence[Frame], chunks: Sequence[bytes] | None
 ) -> None:
     with cur.copy(sql) as copy:
         copy.write(_SIGNATURE)
-        for start in range(0, len(frames), _COPY_CHUNK):
-            stop = start + _COPY_CHUNK
-            if rows is None:
-                copy.write(b"".join(map(copy_row, frames[start:stop])))
-            else:
-                copy.write(b"".join(rows[start:stop]))
+        if chunks is None:
+            for start in range(0, len(frames), _COPY_CHUNK):
+                copy.write(b"".join(map(copy_row, frames[start : start + _COPY_CHUNK])))
+        else:
+            for chunk in chunks:
+                copy.write(chunk)
         copy.write(_TRAILER)
 
 
 def copy_frames(
-    conn: psycopg.Connection[Any], frames: Sequence[Frame], rows: Sequence[bytes] | None = None
+    conn: psycopg.Connection[Any], frames: Sequence[Frame], chunks: Sequence[bytes] | None = None
 ) -> int:
     """Insert ``frames`` idempotently (staging table + ON CONFLICT DO NOTHING) in the
-    current transaction; return how many were new. ``rows``: their ``encode_rows``, when
-    already encoded."""
+    current transaction; return how many were new. ``chunks``: their ``encode_chunks``,
+    when already encoded."""
     conn.execute(_STAGE_DDL)
     with conn.cursor() as cur:
-        _copy(cur, _COPY_STAGE, frames, rows)
+        _copy(cur, _COPY_STAGE, frames, chunks)
         cur.execute(_MOVE)
         return max(cur.rowcount, 0)
 
 
 def copy_frames_direct(
-    conn: psycopg.Connection[Any], frames: Sequence[Frame], rows: Sequence[bytes] | None = None
+    conn: psycopg.Connection[Any], frames: Sequence[Frame], chunks: Sequence[bytes] | None = None
 ) -> int:
     """COPY ``frames`` straight into the table (fails with UniqueViolation on a record that
-    is already there); return how many were inserted. ``rows`` as for ``copy_frames``."""
+    is already there); return how many were inserted. ``chunks`` as for ``copy_frames``."""
     with conn.cursor() as cur:
-        _copy(cur, _COPY_DIRECT, frames, rows)
+        _copy(cur, _COPY_DIRECT, frames, chunks)
     return len(frames)

@@ -43,7 +43,7 @@ from haltgate.governance.audit.binary_copy import (
     RecordEncodingError,
     copy_frames,
     copy_frames_direct,
-    encode_rows,
+    encode_chunks,
 )
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import ChainHead
@@ -148,8 +148,8 @@ class _Batch:
     start: SpoolPosition
     frames: list[Frame]
     end: SpoolPosition
-    rows: list[bytes] | None = None
-    """``encode_rows(frames)`` when encoded ahead; None: encoded while sent."""
+    chunks: list[bytes] | None = None
+    """``encode_chunks(frames)`` when encoded ahead; None: encoded while sent."""
 
 
 class _ReadAhead(threading.Thread):
@@ -171,13 +171,13 @@ class _ReadAhead(threading.Thread):
         except OSError as e:  # the next round reads again, on the shipper's thread
             log.debug("audit shipper: read-ahead failed (%s)", e)
             return
-        rows = None
+        chunks = None
         if frames:
             try:
-                rows = encode_rows(frames)
+                chunks = encode_chunks(frames)
             except RecordEncodingError:
                 pass  # encoded again inside the COPY transaction, which reports it
-        self.batch = _Batch(self._start, frames, end, rows)
+        self.batch = _Batch(self._start, frames, end, chunks)
 
 
 def _months(frames: Sequence[Frame]) -> set[tuple[int, int]]:
@@ -355,7 +355,7 @@ class Shipper:
         the local acknowledgement) are skipped, so the rest can be COPY'd straight into the
         table. Should one still be there (progress lost, a restored spool copy), the batch
         is redone through the staging table with ON CONFLICT DO NOTHING."""
-        frames, end, rows = batch.frames, batch.end, batch.rows
+        frames, end, chunks = batch.frames, batch.end, batch.chunks
         conn = self._connection()
         try:
             with conn.transaction():
@@ -369,21 +369,21 @@ class Shipper:
                         done.offset,
                     ):
                         skip += 1
-                todo = frames[skip:] if skip else frames
-                if skip and rows is not None:
-                    rows = rows[skip:]
+                todo = frames
+                if skip:  # rare (see above): encode what is left while sending it
+                    todo, chunks = frames[skip:], None
                 inserted = 0
                 if todo:
                     try:
                         with conn.transaction():  # savepoint: a conflict undoes only this
-                            inserted = copy_frames_direct(conn, todo, rows)
+                            inserted = copy_frames_direct(conn, todo, chunks)
                     except psycopg.errors.UniqueViolation:
                         log.warning(
                             "audit shipper: %d records partly shipped before; "
                             "inserting with ON CONFLICT DO NOTHING",
                             len(todo),
                         )
-                        inserted = copy_frames(conn, todo, rows)
+                        inserted = copy_frames(conn, todo, chunks)
                 conn.execute(_SET_PROGRESS, (self.spool_id, end.segment, end.offset))
                 return inserted
         except BaseException:
