@@ -101,7 +101,7 @@ def ts_micros(when: float) -> int:
 
     Computed as timedelta does it, without building one (a third of the time): the whole
     seconds exactly, plus the fraction times 10**6 rounded half to even in double
-    precision (tests/audit/test_binary_copy.py compares the two on millions of values)."""
+    precision (tests/audit/test_binary_copy.py compares the two on 120,000 values)."""
     fraction, whole = math.modf(when)
     return int(whole) * 1_000_000 + round(fraction * 1e6) - _PG_EPOCH_US
 

@@ -168,9 +168,9 @@ class _ReadAhead(threading.Thread):
     def run(self) -> None:
         try:
             frames, end = self._read(self._start)
-        except OSError as e:  # the next round reads again, on the shipper's thread
-            log.debug("audit shipper: read-ahead failed (%s)", e)
-            return
+        except Exception as e:  # the next round reads again on the shipper's own thread,
+            log.debug("audit shipper: read-ahead failed (%s)", type(e).__name__)
+            return  # where a failure takes the usual way (retry, metrics)
         chunks = None
         if frames:
             try:
