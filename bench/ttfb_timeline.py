@@ -1,7 +1,7 @@
 """Where a call's wait goes: a timeline of one call through a real sidecar, sequential.
 
 Run: ``.venv/bin/python bench/ttfb_timeline.py [--stream] [--requests 300] [--rate 50]
-[--audit spool|memory] [--state disk|tmpfs|none]``
+[--audit spool|memory] [--state disk|tmpfs|none] [--guardrails]``
 
 A sidecar runs in this process (the policy of ``bench/sidecar_overhead.py``, uvloop, the
 same ``Sidecar`` as ``haltgate sidecar``); the stand-in LLM and a raw-socket client are
@@ -151,6 +151,14 @@ def instrument(marks: Marks) -> None:
     wrap_async(web.StreamResponse, "write", marks, "first body write")
     wrap_async(web.StreamResponse, "write_eof", marks, "eof written")
     wrap_async(upstream_response.UpstreamResponse, "readany", marks, "first body bytes in")
+    scan_events = stream_relay.scan_events
+
+    async def timed_scan(*args: Any, **kwargs: Any) -> Any:
+        result = await scan_events(*args, **kwargs)
+        marks.mark("first events scanned")
+        return result
+
+    stream_relay.scan_events = timed_scan
     for fn, label in (
         ("response_headers", "answer head built"),
         ("meter_events", "first events metered"),
@@ -171,7 +179,13 @@ async def run(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
 
     policy_path = tmp / "policy.yaml"
     policy_path.write_text(
-        yaml.safe_dump(overhead.policy(f"http://127.0.0.1:{up_port}", durability=args.durability))
+        yaml.safe_dump(
+            overhead.policy(
+                f"http://127.0.0.1:{up_port}",
+                guardrails=args.guardrails,
+                durability=args.durability,
+            )
+        )
     )
     port = overhead.free_port()
     settings = SidecarSettings(
@@ -241,6 +255,7 @@ def main() -> None:
     ap.add_argument("--audit", choices=["spool", "memory"], default="spool")
     ap.add_argument("--state", choices=["disk", "tmpfs", "none"], default="disk")
     ap.add_argument("--durability", choices=["strict", "overlapped"], default="strict")
+    ap.add_argument("--guardrails", action="store_true", help="sidecar_overhead.py's GUARDRAILS on")
     args = ap.parse_args()
     env = {
         **os.environ,
