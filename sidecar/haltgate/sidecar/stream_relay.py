@@ -24,6 +24,7 @@ from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.budget_stages import budget_denial
 from haltgate.sidecar.call import Call, overhead_ms
 from haltgate.sidecar.injected_usage import HiddenUsage
+from haltgate.sidecar.pipeline_request import PipelineRequest, start_answer
 from haltgate.sidecar.relay_headers import response_headers
 from haltgate.sidecar.response_guard import content_coding
 from haltgate.sidecar.sse import EventHold, SSEEvent, SSEParser
@@ -43,7 +44,7 @@ class StreamRelay(AnswerRelay):
     """Relays SSE answers."""
 
     async def relay_stream(
-        self, request: web.BaseRequest, call: Call, upstream: UpstreamResponse
+        self, request: PipelineRequest, call: Call, upstream: UpstreamResponse
     ) -> web.StreamResponse:
         """Relay an SSE answer, metering it event by event; cut it if the budget is crossed.
 
@@ -88,7 +89,7 @@ class StreamRelay(AnswerRelay):
         if decoder is not None:
             resp.headers.popall("Content-Encoding", None)
         resp.headers[r.OVERHEAD_HEADER] = overhead_ms(call)
-        await resp.prepare(request)
+        await start_answer(resp, request)
         max_event = self.settings.max_sse_event_bytes
         reader = (
             UsageReader(classified.dialect, classified.view.model)
