@@ -163,18 +163,24 @@ async def framing_run(tmp: Path, skipped: list[str]) -> None:
     try:
         work = tmp / "sidecar"
         work.mkdir()
-        sc_port = so.free_port()
-        sidecar = so.start_sidecar(
-            argparse.Namespace(state="none", audit="memory"),
-            work, sc_port, framing_policy(upstream), env, [],
-        )  # fmt: skip
-        procs.append(sidecar)
+        # The sidecar on each of its explicit-port servers: aiohttp's first (the reference
+        # every candidate is checked against), then haltgate's own over llhttp.
+        sidecars: dict[str, int] = {}
+        for server in ("aiohttp", "llhttp"):
+            sc_port = so.free_port()
+            (work / server).mkdir()
+            sidecar = so.start_sidecar(
+                argparse.Namespace(state="none", audit="memory", http_server=server),
+                work / server, sc_port, framing_policy(upstream), env, [],
+            )  # fmt: skip
+            procs.append(sidecar)
+            await asyncio.to_thread(so.wait_port, sc_port, sidecar, f"sidecar ({server})")
+            sidecars[f"sidecar ({server})"] = sc_port
         targets = await asyncio.to_thread(
             start_targets, upstream, up_port, env, tmp, skipped, False
         )
         procs += [t.proc for t in targets]
-        await asyncio.to_thread(so.wait_port, sc_port, sidecar, "sidecar")
-        ports = {"sidecar (today)": sc_port, **{t.name: t.port for t in targets}}
+        ports = {**sidecars, **{t.name: t.port for t in targets}}
         results: dict[str, dict[str, str]] = {name: {} for name in ports}
         for case, data in CASES:
             for name, port in ports.items():

@@ -77,6 +77,8 @@ TARGET_TTFB_TAX_MS = 0.3
 RELAY = "bare aiohttp relay"
 SIDECAR = "via sidecar"
 GUARDED = "sidecar, guardrails on"
+OTHER_SERVER = "sidecar, {} server"
+HTTP_SERVERS = ("llhttp", "aiohttp")
 GUARDRAILS = {
     "promptInjection": {"direction": "request", "action": "block"},
     "pii": {"direction": "both", "action": "redact", "entities": ["email", "phone"]},
@@ -355,6 +357,18 @@ def main() -> None:
         help="where the budget state file (and the spool) live: a disk "
         "directory (production emptyDir), /dev/shm, or nowhere (memory)",
     )
+    ap.add_argument(
+        "--http-server",
+        choices=HTTP_SERVERS,
+        default="llhttp",
+        help="the sidecars' explicit-port server (haltgate's own over llhttp, or aiohttp's)",
+    )
+    ap.add_argument(
+        "--server-leg",
+        action="store_true",
+        help="also a sidecar (guardrails off) on the other explicit-port server, to compare "
+        "the server legs in the same run",
+    )
     args = ap.parse_args()
     if args.quick:
         args.requests, args.seconds = 300, 2.0
@@ -365,6 +379,9 @@ def main() -> None:
     }
     up_port, bare_port = free_port(), free_port()
     ports = {SIDECAR: free_port(), GUARDED: free_port()}
+    other = next(s for s in HTTP_SERVERS if s != args.http_server)
+    if args.server_leg:
+        ports[OTHER_SERVER.format(other)] = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     shm: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="hg-bench-") as tmp:
@@ -383,6 +400,7 @@ def main() -> None:
                     policy(upstream_url, guardrails=name == GUARDED, durability=args.durability),
                     env,
                     shm,
+                    other if name == OTHER_SERVER.format(other) else None,
                 )
                 procs.append(sidecars[name])
             bare = subprocess.Popen(
@@ -429,6 +447,7 @@ def start_sidecar(
     doc: dict[str, Any],
     env: dict[str, str],
     shm: list[Path],
+    http_server: str | None = None,
 ) -> subprocess.Popen[bytes]:
     policy_path = work / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(doc))
@@ -446,6 +465,9 @@ def start_sidecar(
     elif args.audit == "spool":
         cmd += ["--audit-dir", str(work / "audit")]
     cmd += ["--audit-sink", args.audit]
+    server = http_server or getattr(args, "http_server", None)
+    if server is not None:
+        cmd += ["--http-server", server]
     return subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -545,6 +567,22 @@ def run(
         print(
             f"   {name:24}{rps:8.0f} req/s wall {per_core:8.0f} req per CPU-s of its "
             f"process ({ratio:.2f}x the relay)"
+        )
+    other = next((n for n in targets if n.startswith(OTHER_SERVER.format(""))), None)
+    if other is not None:
+        # --server-leg: the two explicit-port servers, both guardrails off, same run.
+        ttfb_other = pct(ttfb[other], 0.5) - t50
+        ttfb_this = pct(ttfb[SIDECAR], 0.5) - t50
+        print(
+            f"\n4. server leg ({args.http_server} = '{SIDECAR}' vs '{other}', both guardrails "
+            f"off): added p50 {added[SIDECAR][0]:.3f} vs {added[other][0]:.3f} ms "
+            f"(tax over the relay {added[SIDECAR][0] - r50:.3f} vs {added[other][0] - r50:.3f}); "
+            f"CPU-ms per call {cpu_ms[SIDECAR]:.3f} vs {cpu_ms[other]:.3f} "
+            f"({cpu_ms[SIDECAR] / cpu_ms[other]:.2f}x; x relay "
+            f"{cpu_ms[SIDECAR] / cpu_ms[RELAY]:.2f} vs {cpu_ms[other] / cpu_ms[RELAY]:.2f}); "
+            f"added TTFB {ttfb_this:.3f} vs "
+            f"{ttfb_other:.3f} ms; req per CPU-s {results[SIDECAR][1]:.0f} vs "
+            f"{results[other][1]:.0f} ({results[SIDECAR][1] / results[other][1]:.2f}x)"
         )
 
 

@@ -67,21 +67,21 @@ class HeadRefused(Exception):
     """A request head the server refuses to frame (answered 400, connection closed)."""
 
 
-def _refusal(message: str) -> bytes:
-    body = orjson.dumps(
-        {"error": {"type": "invalid_request", "code": "malformed_request", "message": message}}
-    )
+def _error_answer(status: bytes, kind: str, code: str, message: str) -> bytes:
+    body = orjson.dumps({"error": {"type": kind, "code": code, "message": message}})
     return (
-        b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
-        b"x-haltgate-code: malformed_request\r\nConnection: close\r\n"
-        b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+        b"HTTP/1.1 %b\r\nContent-Type: application/json\r\nx-haltgate-code: %b\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%b"
+        % (status, code.encode(), len(body), body)
     )
 
 
-_SERVER_ERROR = (
-    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
-    b"Connection: close\r\nContent-Length: 77\r\n\r\n"
-    b'{"error":{"type":"internal","code":"internal_error","message":"sidecar fault"}}'
+def _refusal(message: str) -> bytes:
+    return _error_answer(b"400 Bad Request", "invalid_request", "malformed_request", message)
+
+
+_SERVER_ERROR = _error_answer(
+    b"500 Internal Server Error", "internal", "internal_error", "the sidecar failed"
 )
 
 
