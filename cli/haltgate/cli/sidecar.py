@@ -205,7 +205,7 @@ class _OneLineErrors(click.Command):
 )
 @click.option(
     "--http-server",
-    default="aiohttp",
+    default="llhttp",
     show_default=True,
     type=click.Choice(HTTP_SERVERS),
     help="HTTP server of the explicit port: llhttp (haltgate's own, over httptools) or "

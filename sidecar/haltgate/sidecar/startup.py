@@ -92,7 +92,7 @@ class SidecarSettings:
     the operator), never on every address."""
     metrics: Listen = Listen("127.0.0.1", METRICS_PORT)
     limits: ListenerLimits = field(default_factory=ListenerLimits)
-    http_server: HttpServerName = "aiohttp"
+    http_server: HttpServerName = "llhttp"
     """The explicit port's HTTP server: ``llhttp`` (haltgate's own, llhttp_server.py) or
     ``aiohttp`` (aiohttp's low-level server). The other listeners run on aiohttp."""
     """Connection cap and header/idle timeout of every listener (listeners.py)."""
