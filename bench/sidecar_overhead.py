@@ -568,8 +568,8 @@ def run(
             f"   {name:24}{rps:8.0f} req/s wall {per_core:8.0f} req per CPU-s of its "
             f"process ({ratio:.2f}x the relay)"
         )
-    other = next((n for n in targets if n.startswith(OTHER_SERVER.format(""))), None)
-    if other is not None:
+    other = OTHER_SERVER.format(next(s for s in HTTP_SERVERS if s != args.http_server))
+    if other in targets:
         # --server-leg: the two explicit-port servers, both guardrails off, same run.
         ttfb_other = pct(ttfb[other], 0.5) - t50
         ttfb_this = pct(ttfb[SIDECAR], 0.5) - t50

@@ -107,6 +107,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("upstream request (client, h1)", r"^Pipeline\.forward "),
     ("pipeline, other", r"^Pipeline\.(handle|_govern|identify) "),
     ("aiohttp server (parse, write)", r"\((aiohttp/)?(web_protocol|http_writer|web_response)\.py"),
+    ("llhttp server (parse, write)", r"^\w+\.\w+ \((llhttp_server|wire_request)\.py"),
     ("aiohttp client (connection)", r"\((aiohttp/)?client_proto\.py"),
 )
 

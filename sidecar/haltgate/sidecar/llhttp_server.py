@@ -38,7 +38,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from haltgate.sidecar.wire_request import AnswerWriter, RequestBody, WireRequest
+from haltgate.sidecar.wire_request import AnswerWriter, RequestBody, WireRequest, writes_whole
 
 __all__ = ["HttpConnection", "LlhttpServer"]
 
@@ -296,9 +296,13 @@ class HttpConnection(asyncio.Protocol):
         writer = request.writer
         try:
             response = await self._server.handler(request)
-            await response.prepare(cast(web.BaseRequest, request))
-            await response.write_eof()
-            keep = bool(response.keep_alive) and request.keep_alive
+            if writes_whole(response):
+                keep = writer.write_whole(cast(web.Response, response), request)
+            else:
+                await response.prepare(cast(web.BaseRequest, request))
+                await response.write_eof()
+                keep = bool(response.keep_alive)
+            keep = keep and request.keep_alive
         except ConnectionError:
             pass  # the client is gone
         except asyncio.CancelledError:

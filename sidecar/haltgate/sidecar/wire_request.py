@@ -11,10 +11,11 @@ from typing import Protocol
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http import HttpVersion
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["AnswerWriter", "RequestBody", "WireRequest", "WriteSide"]
+__all__ = ["AnswerWriter", "RequestBody", "WireRequest", "WriteSide", "writes_whole"]
 
 
 class WriteSide(Protocol):
@@ -212,6 +213,61 @@ class AnswerWriter(AbstractStreamWriter):
 
     async def drain(self) -> None:
         await self._conn.drain()
+
+    def write_whole(self, response: web.Response, request: WireRequest) -> bool:
+        """Send a complete ``web.Response`` (bytes body, nothing streamed) in one write,
+        framed as aiohttp's ``prepare`` frames it, without its machinery; the connection's
+        keep-alive after it. ``False`` from :func:`writes_whole` sends the others through
+        ``prepare``."""
+        status = response.status
+        method = request.method
+        body = response.body
+        assert body is None or isinstance(body, bytes)
+        headers = response.headers
+        keep = response.keep_alive
+        if keep is None:
+            keep = request.keep_alive
+        version = request.version
+        lines = [f"HTTP/{version[0]}.{version[1]} {status} {response.reason}"]
+        no_body = method == "HEAD" or status < 200 or status in (204, 304)
+        length = len(body) if body else 0
+        for name, value in headers.items():
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                raise ValueError(f"header {name[:64]!r}: line breaks are not allowed")
+            lower = name.lower()
+            if lower in ("content-length", "transfer-encoding"):
+                continue  # framing is computed here
+            lines.append(f"{name}: {value}")
+        if not (status < 200 or status in (204, 304)) and (length or method != "HEAD"):
+            lines.append(f"Content-Length: {length}")
+            if length and "Content-Type" not in headers:
+                lines.append("Content-Type: application/octet-stream")
+        if "Date" not in headers:
+            lines.append(f"Date: {rfc822_formatted_time()}")
+        if "Connection" not in headers:
+            if keep and version == HttpVersion10:
+                lines.append("Connection: keep-alive")
+            elif not keep and version == HttpVersion11:
+                lines.append("Connection: close")
+        lines.append("\r\n")
+        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        self.done = True
+        self.output_size = 0 if no_body else length
+        self._send(head if no_body or not body else head + body)
+        return keep
+
+
+def writes_whole(response: web.StreamResponse) -> bool:
+    """A response :meth:`AnswerWriter.write_whole` sends: a plain ``web.Response`` not
+    started, its body bytes, no cookie, compression or chunking asked for."""
+    return (
+        type(response) is web.Response
+        and not response.prepared
+        and (response.body is None or type(response.body) is bytes)
+        and not response.chunked
+        and not response.compression
+        and not response._cookies  # the sidecar sets none; the upstream's are headers
+    )
 
 
 _DEFAULT_TYPE = "application/octet-stream"
