@@ -378,10 +378,13 @@ def main() -> None:
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
     }
     up_port, bare_port = free_port(), free_port()
-    ports = {SIDECAR: free_port(), GUARDED: free_port()}
+    # Round-robin order: the other server's sidecar right after the first (so that both
+    # follow a light target, not the guardrails' sidecar).
     other = next(s for s in HTTP_SERVERS if s != args.http_server)
+    ports = {SIDECAR: free_port()}
     if args.server_leg:
         ports[OTHER_SERVER.format(other)] = free_port()
+    ports[GUARDED] = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     shm: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="hg-bench-") as tmp:
