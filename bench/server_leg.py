@@ -8,10 +8,13 @@ Run: ``.venv/bin/python bench/server_leg.py [--requests 2000] [--rate 200] [--se
 The handler is what the pipeline asks of a server, without the pipeline: read the request
 body as ``request_stages.read_body`` does (``read_nowait``, then ``readexactly``), answer a
 ``web.Response`` of a chat completion's size with the headers a relayed answer carries.
-The load is ``bench/sidecar_overhead.py``'s (imported): latency at ``--rate`` requests/s
-sequential, round-robin over the two servers (p50/p99 and CPU-ms per call of each server
-process), then ``--rounds`` interleaved closed loops (requests per CPU-second of each
-server's process). Every figure of the llhttp server is also given as a ratio to aiohttp's.
+A streamed request (``"stream":true``) is answered with a few SSE events through
+``start_answer`` and ``write`` as the stream relay does. The load is
+``bench/sidecar_overhead.py``'s (imported): latency at ``--rate`` requests/s sequential,
+round-robin over the two servers (p50/p99 and CPU-ms per call of each server process),
+streamed time to first byte (round-robin), then ``--rounds`` interleaved closed loops
+(requests per CPU-second of each server's process). Every figure of the llhttp server is
+also given as a ratio to aiohttp's.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import sidecar_overhead as so  # noqa: E402
+
+from haltgate.sidecar.pipeline_request import start_answer  # noqa: E402
 
 SERVERS = ("aiohttp", "llhttp")
 ANSWER = orjson.dumps(
@@ -58,12 +63,26 @@ ANSWER_HEADERS = {
 }
 
 
+EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"word "}}]}\n\n'
+
+
 async def handler(request: Any) -> web.StreamResponse:
     length = request.content_length or 0
     body = request.content.read_nowait(length)
     if len(body) < length:
         body += await request.content.readexactly(length - len(body))
-    return web.Response(status=200, body=ANSWER, headers=ANSWER_HEADERS)
+    if b'"stream":true' not in body:
+        return web.Response(status=200, body=ANSWER, headers=ANSWER_HEADERS)
+    # A streamed answer as the stream relay sends one: started, then event by event.
+    resp = web.StreamResponse(
+        status=200, headers={**ANSWER_HEADERS, "Content-Type": "text/event-stream"}
+    )
+    await start_answer(resp, request)
+    for _ in range(4):
+        await resp.write(EVENT)
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
 
 
 async def serve(name: str, port: int) -> None:
@@ -137,6 +156,13 @@ def main() -> None:
                 f"   {name:8} p50 {p50:.3f} ms  p99 {p99:.3f} ms  "
                 f"CPU-ms per call {cpu_ms[name]:.3f}{ratio}"
             )
+        ttfb = asyncio.run(so.streaming(urls, max(50, args.requests // 2), args.rate))
+        t_base = so.pct(ttfb[base], 0.5)
+        print(
+            "streaming time to first byte, p50: "
+            + ", ".join(f"{n} {so.pct(ttfb[n], 0.5):.3f} ms" for n in SERVERS)
+            + f" ({so.pct(ttfb['llhttp'], 0.5) / t_base:.2f}x)"
+        )
         print(
             f"closed loop, {args.concurrency} in flight, {args.seconds:.0f} s per server and round"
         )
