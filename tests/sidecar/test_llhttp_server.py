@@ -238,3 +238,30 @@ async def test_http10_keep_alive_and_close(
         writer.close()
     assert answer.startswith(b"HTTP/1.0 200 "), answer
     assert len(standins.received("api").requests) == 2
+
+
+async def test_stop_closes_idle_connections_and_finishes_answers(
+    sidecar_factory: SidecarFactory, standins: Standins
+) -> None:
+    """On shutdown an idle keep-alive connection is closed at once; a call in flight gets
+    its answer first, then its connection is closed."""
+    sc = await sidecar_factory()
+    idle_reader, idle_writer = await _open(sc.explicit)
+    busy_reader, busy_writer = await _open(sc.explicit)
+    try:
+        idle_writer.write(b"GET /api/items HTTP/1.1\r\nHost: a\r\n\r\n")
+        head, _ = await _answer(idle_reader)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        # The stand-in answers this one 0.3 s late: still in flight when the stop begins.
+        busy_writer.write(b"GET /api/items HTTP/1.1\r\nHost: a\r\nx-standin-behavior: slow\r\n\r\n")
+        for _ in range(500):  # until it reached the upstream (at most 5 s)
+            if standins.received("api").requests[1:]:
+                break
+            await asyncio.sleep(0.01)
+        await sc.sidecar.stop()
+        assert await _until_closed(idle_reader) == b""
+        answer = await _until_closed(busy_reader)
+    finally:
+        idle_writer.close()
+        busy_writer.close()
+    assert STATUS_LINE.findall(answer) == [b"200"], answer
