@@ -134,6 +134,7 @@ class HttpConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None
         self._in_head = False
         self._head_fed = 0
         self._url = b""
@@ -281,7 +282,7 @@ class HttpConnection(asyncio.Protocol):
         if self.closing or self._current is not None:
             return
         if self._queue:
-            self._cancel_timer()
+            self._busy()
             request = self._queue.popleft()
             self._update_reading()
             self._current = self._loop.create_task(self._serve(request))
@@ -358,18 +359,35 @@ class HttpConnection(asyncio.Protocol):
             self._reading_paused = False
 
     # timers and closing -----------------------------------------------------------------
+    # The header / idle timer is lazy: one handle per connection, not one per request. A
+    # request starting only marks the connection busy; the handle, when it fires, closes the
+    # connection if it has been idle for the whole timeout, and else waits again.
     def _arm_timer(self) -> None:
-        if self._timer is None and not self.closing:
-            self._timer = self._loop.call_later(self._server.idle_timeout, self._idle)
+        """The connection is idle (waiting for a complete request head) from now."""
+        if self.closing:
+            return
+        self._idle_since = now = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_at(now + self._server.idle_timeout, self._idle)
+
+    def _busy(self) -> None:
+        self._idle_since = None
 
     def _cancel_timer(self) -> None:
+        self._idle_since = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _idle(self) -> None:
         self._timer = None
-        if self._current is None and not self._queue:
+        since = self._idle_since
+        if since is None or self.closing:
+            return  # busy: armed again when the connection is idle again
+        due = since + self._server.idle_timeout
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._idle)
+        elif self._current is None and not self._queue:
             self._close(None)  # no complete head in time (silent, slow or idle client)
 
     def _close(self, last: bytes | None) -> None:
