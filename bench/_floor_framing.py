@@ -171,8 +171,8 @@ async def framing_run(tmp: Path, skipped: list[str]) -> None:
             sc_port = so.free_port()
             (work / name).mkdir()
             sidecar = so.start_sidecar(
-                argparse.Namespace(state="none", audit="memory", http_server=name),
-                work / name, sc_port, framing_policy(upstream), env, [],
+                argparse.Namespace(state="none", audit="memory"),
+                work / name, sc_port, framing_policy(upstream), env, [], name,
             )  # fmt: skip
             procs.append(sidecar)
             await asyncio.to_thread(so.wait_port, sc_port, sidecar, f"sidecar ({name})")

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol, cast
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion
 from multidict import CIMultiDictProxy
 
@@ -74,9 +75,12 @@ class PipelineRequest(Protocol):
     def transport(self) -> asyncio.Transport | None: ...
 
 
-async def start_answer(response: web.StreamResponse, request: PipelineRequest) -> None:
-    """Send the status line and headers of a streamed answer (``prepare``), through the
-    writer of the server that parsed ``request``."""
+async def start_answer(
+    response: web.StreamResponse, request: PipelineRequest
+) -> AbstractStreamWriter | None:
+    """Start a streamed answer (``prepare``: its status line and headers, sent at once or
+    with the first body bytes as the response asks), through the writer of the server that
+    parsed ``request``; that writer."""
     # aiohttp's prepare reads the request's version, keep-alive, method and its writer;
     # wire_request.WireRequest provides the same (its writer is the llhttp server's).
-    await response.prepare(cast(web.BaseRequest, request))
+    return await response.prepare(cast(web.BaseRequest, request))
