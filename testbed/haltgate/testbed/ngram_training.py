@@ -52,13 +52,14 @@ def _extra() -> list[Text]:
 
 
 def build(seed: int, holdout: str | None) -> dict[str, list[Text]]:
-    """train / val_request / val_document / eval_benign / dev_request texts.
+    """train / val_request / val_document / eval_benign texts, and the generated benign
+    requests_train / requests_calibration / requests_dev (`with_requests` joins them).
 
     Texts derived from an attack (planted in a document, quoted in a discussion) carry the
     attack's family, spikee's templates the family ``jailbreak``, so that a held-out family
     can be dropped with everything made from it."""
     rng = random.Random(seed)
-    keys = ("train", "val_request", "val_document", "eval_benign", "dev_request")
+    keys = ("train", "val_request", "val_document", "eval_benign")
     sets: dict[str, list[Text]] = {k: [] for k in keys}
     docs: dict[str, list[str]] = {"train": [], "validation": [], "eval": []}
     for part, t, _ in data.debian_docs(rng, 6000):
@@ -115,21 +116,36 @@ def build(seed: int, holdout: str | None) -> dict[str, list[Text]]:
             a = rng.choice(attacks[split])
             body = syn.discussion(rng, a.text)
             sets[key].append(Text(body, False, "request", "discussion", a.family))
-    req_rng = random.Random(seed + 1)  # its own stream: the sets above stay as they were
-    for part, key in (("train", "train"), ("calibration", "val_request"), ("dev", "dev_request")):
-        for r in benign_requests.generate(part, REQUESTS[part], req_rng):
-            sets[key].append(Text(r.text, False, "request", f"requests-{part}", r.category))
+    # Generated requests: their own random stream and their own keys, so the sets above stay
+    # exactly as they were (the transformer's trainer, injection_model_data, reads them).
+    req_rng = random.Random(seed + 1)
+    for part in ("train", "calibration", "dev"):
+        sets[f"requests_{part}"] = [
+            Text(r.text, False, "request", f"requests-{part}", r.category)
+            for r in benign_requests.generate(part, REQUESTS[part], req_rng)
+        ]
     return sets
 
 
-def featurize(texts: list[Text]) -> tuple[Any, np.ndarray]:
+def with_requests(sets: dict[str, list[Text]]) -> dict[str, list[Text]]:
+    """The n-gram model's view: generated requests joined to the fit (train part) and to
+    the request validation texts (calibration part); the dev part stays apart."""
+    out = dict(sets)
+    out["train"] = sets["train"] + sets["requests_train"]
+    out["val_request"] = sets["val_request"] + sets["requests_calibration"]
+    return out
+
+
+def featurize(texts: list[Text]) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(windows x buckets matrix, window labels, index of each window's text)."""
     from scipy import sparse
 
     indptr: list[int] = [0]
     indices: list[int] = []
     values: list[float] = []
     labels: list[bool] = []
-    for t in texts:
+    owner: list[int] = []
+    for k, t in enumerate(texts):
         feats = list(ngram.window_features(normalize.fold(t.text)))
         if len(feats) > MAX_WINDOWS:
             step = len(feats) / MAX_WINDOWS
@@ -139,11 +155,12 @@ def featurize(texts: list[Text]) -> tuple[Any, np.ndarray]:
             values.extend(f.values())
             indptr.append(len(indices))
             labels.append(t.label)
+            owner.append(k)
     x = sparse.csr_matrix(
         (np.asarray(values, np.float32), np.asarray(indices, np.int32), np.asarray(indptr)),
         shape=(len(labels), 1 << ngram.BITS),
     )
-    return x, np.asarray(labels, bool)
+    return x, np.asarray(labels, bool), np.asarray(owner, np.int64)
 
 
 def text_scores(model: ngram.NgramModel, texts: list[Text]) -> np.ndarray:
@@ -254,7 +271,7 @@ def evaluate(
             fam = np.asarray([x.family == family for x in kept], bool)
             seen = "unseen" if family == holdout else "seen"
             report[f"{seen} family {family} ({ch})"] = _rates(p[fam | ~yv], yv[fam | ~yv], t)
-    for key, label in (("val_request", "calibration"), ("dev_request", "dev")):
+    for key, label in (("requests_calibration", "calibration"), ("requests_dev", "dev")):
         texts = [x for x in sets[key] if x.source == f"requests-{label}"]
         p = text_scores(model, texts)
         pt = np.asarray([_patterns_block(x.text) for x in texts], bool)
@@ -329,13 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     np.random.seed(args.seed)
-    sets = build(args.seed, args.holdout_family)
+    sets = with_requests(build(args.seed, args.holdout_family))
     counts = {
         k: Counter(f"{t.source}:{'attack' if t.label else 'benign'}" for t in v)
         for k, v in sets.items()
     }
     print(json.dumps(counts, indent=1), flush=True)
-    x, y = featurize(sets["train"])
+    x, y, _ = featurize(sets["train"])
     print(f"train windows {x.shape[0]}, nnz {x.nnz}", flush=True)
     q, scale, bias = fit(x, y, args.c, args.seed, args.class_weight)
     raw = pack(q, scale, bias)
