@@ -127,12 +127,28 @@ def build(seed: int, holdout: str | None) -> dict[str, list[Text]]:
     return sets
 
 
+def own_benign() -> list[Text]:
+    """The pattern stage's benign corpus (tests/guardrails of this checkout: trigger-dense
+    agent texts written for haltgate), used for the request threshold only, never fitted."""
+    root = str(Path(__file__).resolve().parents[3])
+    if root not in sys.path:
+        sys.path.append(root)
+    from tests.guardrails import corpus
+
+    return [
+        Text(s.text, False, "request", "own-benign")
+        for s in corpus.injection_samples()
+        if not s.label
+    ]
+
+
 def with_requests(sets: dict[str, list[Text]]) -> dict[str, list[Text]]:
     """The n-gram model's view: generated requests joined to the fit (train part) and to
-    the request validation texts (calibration part); the dev part stays apart."""
+    the request validation texts (calibration part), with the own benign corpus; the dev
+    part stays apart."""
     out = dict(sets)
     out["train"] = sets["train"] + sets["requests_train"]
-    out["val_request"] = sets["val_request"] + sets["requests_calibration"]
+    out["val_request"] = sets["val_request"] + sets["requests_calibration"] + own_benign()
     return out
 
 
@@ -178,8 +194,8 @@ def threshold_at(
     flags at most `fp` of the benign texts that the patterns do not already flag (the
     patterns alone flag 2 % of the validation documents: generated tool output whose
     identifiers join trigger words, e.g. ``override_rule``), in every group of `groups`
-    (for request text: the public validation texts and the generated calibration requests,
-    each on its own)."""
+    (for request text: the public validation texts, the generated calibration requests and
+    the own benign corpus, each on its own)."""
     grid = [*np.arange(0.5, 0.99, 0.01), *np.arange(0.99, 0.9995, 0.001)]
     labels = np.zeros(len(benign), int) if groups is None else groups
     for t in grid:
@@ -219,8 +235,17 @@ def _rates(p: np.ndarray, y: np.ndarray, t: float) -> dict[str, float | int]:
     }
 
 
+_GROUPS = {"requests-calibration": 1, "own-benign": 2}
+"""Benign groups of the request validation texts that each keep the FP target on their own
+(0: the public corpora's validation splits)."""
+
+
+def _group(texts: list[Text]) -> np.ndarray:
+    return np.asarray([_GROUPS.get(t.source, 0) for t in texts], int)
+
+
 def _public(texts: list[Text]) -> np.ndarray:
-    return np.asarray([not t.source.startswith("requests-") for t in texts], bool)
+    return _group(texts) == 0
 
 
 def calibrate(
@@ -232,7 +257,7 @@ def calibrate(
         texts = sets[key]
         p = text_scores(model, texts)
         yv = np.asarray([t.label for t in texts], bool)
-        groups = _public(texts).astype(int)
+        groups = _group(texts)
         out[ch] = threshold_at(p[~yv], pat[key][~yv], TARGET_FP, groups[~yv])
     return out
 
@@ -271,11 +296,14 @@ def evaluate(
             fam = np.asarray([x.family == family for x in kept], bool)
             seen = "unseen" if family == holdout else "seen"
             report[f"{seen} family {family} ({ch})"] = _rates(p[fam | ~yv], yv[fam | ~yv], t)
-    for key, label in (("requests_calibration", "calibration"), ("requests_dev", "dev")):
-        texts = [x for x in sets[key] if x.source == f"requests-{label}"]
+    for label, texts in (
+        ("generated requests (calibration)", sets["requests_calibration"]),
+        ("generated requests (dev)", sets["requests_dev"]),
+        ("own benign corpus", [x for x in sets["val_request"] if x.source == "own-benign"]),
+    ):
         p = text_scores(model, texts)
         pt = np.asarray([_patterns_block(x.text) for x in texts], bool)
-        report[f"generated requests ({label}) FP at request threshold"] = {
+        report[f"{label}: FP at request threshold"] = {
             "benign": len(texts),
             "fast stage": round(float(np.mean(p >= model.thresholds["request"])), 4),
             "patterns": round(float(np.mean(pt)), 4),
@@ -376,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         "target_fp_on_validation": TARGET_FP,
         "note": "per-window probability threshold per channel, chosen on validation only: "
         "the smallest at which the fast stage adds <= target_fp false positives to the "
-        "patterns' on the benign validation texts (request: on the public validation texts "
-        "and on the generated calibration requests, each)",
+        "patterns' on the benign validation texts (request: on the public validation texts, "
+        "the generated calibration requests and the own benign corpus, each)",
     }
     (args.out / ngram.CALIBRATION.name).write_text(json.dumps(calib, indent=1) + "\n")
     manifest = {
@@ -426,6 +454,8 @@ def _sources() -> dict[str, str]:
         "prompts, tool calls, ops, e-mail, multilingual, transcripts, agent plans, texts "
         "about injection): benign_requests.py, split by template into train / calibration / "
         "dev; CC0",
+        "own-benign": "tests/guardrails/data/injection_benign.txt and the benign look-alikes "
+        "of tests/guardrails/corpus.py: request threshold only, never fitted; CC0",
     }
     for pkg in data.CODE_PACKAGES:
         src[f"code:{pkg}"] = f"{pkg}=={_version(pkg)} sources; {data.package_licence(pkg)}"
