@@ -3,10 +3,11 @@ family of the training data, fit without it and measure its detection at <= 1 % 
 positives on a benign pool of more than 5,000 texts.
 
     nice -n 10 .venv/bin/python -m haltgate.testbed.ngram_family_holdout [--families a,b]
-        [--c 4] [--class-weight balanced] [--min-attacks 1] [--json OUT]
+        [--c 4] [--class-weight balanced] [--small 20] [--json OUT]
 
 The texts are the trainer's (`ngram_training.build` + `with_requests`, seed 17), featurised
-once. For a held-out family F, every training text of F is dropped: neuralchemy's rows
+once. Families with fewer than ``--small`` attacks are held out together as one unit.
+For a held-out family F, every training text of F is dropped: neuralchemy's rows
 labelled F, the attacks of F planted in documents and the discussion texts quoting them, and
 for ``jailbreak`` spikee's jailbreak templates. F's attacks of neuralchemy's train *and*
 validation splits are then never fitted on, and all of them are scored (request channel).
@@ -39,11 +40,25 @@ DERIVED = ("neuralchemy", "planted", "discussion", "spikee")
 """Sources whose ``family`` names an attack family (the text is, quotes or plants one)."""
 
 
-def families(sets: dict[str, list[Text]], minimum: int) -> Counter[str]:
+def families(sets: dict[str, list[Text]]) -> Counter[str]:
     """Attack families of neuralchemy's train + validation rows, with their counts."""
     rows = [t for k in ("train", "val_request") for t in sets[k]]
-    fams = Counter(t.family for t in rows if t.label and t.source == "neuralchemy")
-    return Counter({f: n for f, n in fams.items() if n >= minimum})
+    return Counter(t.family for t in rows if t.label and t.source == "neuralchemy")
+
+
+def holdout_units(
+    fams: Counter[str], chosen: list[str], small: int
+) -> list[tuple[str, frozenset[str]]]:
+    """(name, families) held out per fit: each family with at least `small` attacks alone,
+    the others together (too few attacks each for a rate); or just the chosen ones."""
+    if chosen:
+        return [(f, frozenset({f})) for f in chosen]
+    big = sorted((f for f in fams if fams[f] >= small), key=lambda f: (-fams[f], f))
+    rest = frozenset(f for f in fams if fams[f] < small)
+    units = [(f, frozenset({f})) for f in big]
+    if rest:
+        units.append((f"{len(rest)} small families together: " + ", ".join(sorted(rest)), rest))
+    return units
 
 
 def benign_pool(sets: dict[str, list[Text]]) -> list[Text]:
@@ -58,14 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--c", type=float, default=4.0)
     ap.add_argument("--class-weight", choices=("balanced",), default=None)
     ap.add_argument("--families", default="", help="comma-separated; default: every family")
-    ap.add_argument("--min-attacks", type=int, default=1)
+    ap.add_argument(
+        "--small",
+        type=int,
+        default=20,
+        help="families with fewer attacks are held out together, as one unit",
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the table here too")
     args = ap.parse_args(argv)
     np.random.seed(args.seed)
     random.seed(args.seed)
     sets = tr.with_requests(tr.build(args.seed, None))
-    fams = families(sets, args.min_attacks)
-    chosen = [f for f in args.families.split(",") if f] or sorted(fams, key=lambda f: -fams[f])
+    fams = families(sets)
+    units = holdout_units(fams, [f for f in args.families.split(",") if f], args.small)
     train = sets["train"]
     x, y, owner = tr.featurize(train)
     pool = benign_pool(sets)
@@ -74,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     full_q, full_scale, full_bias = tr.fit(x, y, args.c, args.seed, args.class_weight)
     full = tr.ngram.NgramModel(full_q, full_scale, full_bias, {"request": 0.5, "document": 0.5})
     full_benign = tr.text_scores(full, pool)
-    for fam in chosen:
-        dropped = np.asarray([t.family == fam and t.source in DERIVED for t in train], bool)
+    for name, held_out in units:
+        dropped = np.asarray([t.family in held_out and t.source in DERIVED for t in train], bool)
         keep = ~dropped[owner]
         q, scale, bias = tr.fit(x[keep], y[keep], args.c, args.seed, args.class_weight)
         model = tr.ngram.NgramModel(q, scale, bias, {"request": 0.5, "document": 0.5})
@@ -83,14 +103,14 @@ def main(argv: list[str] | None = None) -> int:
             t
             for k in ("train", "val_request")
             for t in sets[k]
-            if t.label and t.source == "neuralchemy" and t.family == fam
+            if t.label and t.source == "neuralchemy" and t.family in held_out
         ]
         unseen = tr.at_fp(tr.text_scores(model, pool), tr.text_scores(model, attacks), 0.01)
         held = set(attacks)
         seen_val = [t for t in sets["val_request"] if t in held]
         seen = tr.at_fp(full_benign, tr.text_scores(full, seen_val), 0.01)
         row = {
-            "family": fam,
+            "family": name,
             "attacks": len(attacks),
             "dropped_train_texts": int(dropped.sum()),
             "unseen_detection": unseen["detection"],
