@@ -4,6 +4,7 @@ train and validation splits, never a test split nor an evaluation-only set."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import pathlib
 import sys
@@ -87,34 +88,50 @@ def test_other_package_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
     assert e.value.field == "version"
 
 
-def test_sealed4_is_refused_to_training_by_name() -> None:
+OWN_SETS = {"sealed4": guard_corpora.SEALED4, "sealed5": guard_corpora.SEALED5}
+
+
+@pytest.mark.parametrize("name", sorted(OWN_SETS))
+def test_own_sealed_set_is_refused_to_training_by_name(name: str) -> None:
     for split in ("train", "validation", "test"):
         with pytest.raises(SealedSplitError) as e:
-            load_training("sealed4", split)
+            load_training(name, split)
         assert e.value.field == "name"
-        assert "sealed4" in str(e.value)
+        assert name in str(e.value)
 
 
-def test_sealed4_parses_with_both_labels_in_both_channels(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", sorted(OWN_SETS))
+def test_own_sealed_set_parses_with_both_labels_in_both_channels(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for m in guard_corpora.TRAINING_MODULES:
         monkeypatch.delitem(sys.modules, m, raising=False)
-    rows = load_sealed_test("sealed4", EvaluationSeal.open("tests"))
+    rows = load_sealed_test(name, EvaluationSeal.open("tests"))
     for channel in ("request", "document"):
         labels = [r.label for r in rows if r.channel == channel]
         assert sum(labels) >= 40 and labels.count(False) >= 40, channel
     assert all(r.text.strip() and r.family for r in rows)
 
 
-def test_sealed4_edited_file_is_refused(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+@pytest.mark.parametrize("name", sorted(OWN_SETS))
+def test_own_sealed_set_edited_file_is_refused(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:
-    src = guard_corpora.REPO / guard_corpora.SEALED4
-    copy = tmp_path / guard_corpora.SEALED4
+    rel = OWN_SETS[name]
+    src = guard_corpora.REPO / rel
+    copy = tmp_path / rel
     copy.parent.mkdir(parents=True)
     copy.write_bytes(src.read_bytes() + b"\n")
     monkeypatch.setattr(guard_corpora, "REPO", tmp_path)
     for m in guard_corpora.TRAINING_MODULES:
         monkeypatch.delitem(sys.modules, m, raising=False)
     with pytest.raises(CorpusError) as e:
-        load_sealed_test("sealed4", EvaluationSeal.open("tests"))
+        load_sealed_test(name, EvaluationSeal.open("tests"))
     assert e.value.field == "version"
+
+
+def test_sealed5_pin_is_the_file_sha256() -> None:
+    s = guard_corpora.SETS["sealed5"]
+    assert s.eval_only and s.path == guard_corpora.SEALED5
+    data = (guard_corpora.REPO / guard_corpora.SEALED5).read_bytes()
+    assert hashlib.sha256(data).hexdigest()[:16] == s.version

@@ -145,6 +145,8 @@ def readings_of(body: bytes, text: str, content_type: str | None) -> list[str]:
     for source in (body, text):
         with contextlib.suppress(ValueError, RecursionError):
             out += _strings(json.loads(source))
+        with contextlib.suppress(ValueError, RecursionError):  # a first-wins parser
+            out += _strings(json.loads(source, object_pairs_hook=_first_wins))
     if b"\n" in body.strip():  # NDJSON / JSON lines: each line parsed on its own
         for line in text.splitlines():
             with contextlib.suppress(ValueError, RecursionError):
@@ -170,6 +172,15 @@ def readings_of(body: bytes, text: str, content_type: str | None) -> list[str]:
                     deltas += _chat_delta(obj)
             out.append("".join(deltas))  # a chat stream's text, as the SDK assembles it
     return out
+
+
+def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object as a first-wins parser reads it (simdjson's on-demand API, several Java
+    and Go libraries): of a repeated key, the first value."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        obj.setdefault(key, value)
+    return obj
 
 
 def _chat_delta(obj: Any) -> list[str]:

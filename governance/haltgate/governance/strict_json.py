@@ -40,6 +40,7 @@ __all__ = [
     "check_one_reading",
     "loads",
     "plain_keys",
+    "repeats_a_key",
     "require_exact_fields",
 ]
 
@@ -79,6 +80,32 @@ def check_one_reading(body: bytes, obj: Any, *, nested: bool = True) -> None:
     ):
         _exact_pass(body)
     _check_case(obj, nested)
+
+
+def repeats_a_key(text: str | bytes, obj: Any) -> bool:
+    """Whether an object in the JSON ``text`` (whose parse is ``obj``) repeats a key: the
+    answer-side test (answers are not refused for it; the sidecar writes them back with
+    one value per key, the value it scanned). Same cost as :func:`check_one_reading`: one
+    ``orjson.dumps`` and a ``:`` count; the exact pass only when the counts differ. A text
+    the exact pass cannot read (a BOM, a lone surrogate) counts as repeating: writing it
+    back is harmless, leaving a repeated key is not."""
+    body = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    try:
+        canon = orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        canon = b""
+    if canon == body or (
+        body.count(b":") == canon.count(b":")
+        and not (b"\\" in body and _ESCAPED_COLON.search(body) is not None)
+    ):
+        return False
+    try:
+        json.loads(body, object_pairs_hook=_pairs)
+    except _Ambiguous:
+        return True
+    except (ValueError, RecursionError):
+        return True
+    return False
 
 
 def plain_keys(keys: Iterable[str]) -> bool:

