@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import codecs
 import json
+import weakref
 from typing import Any
 
 import orjson
@@ -69,6 +70,18 @@ def looks_like_json(decoded: bytes, text: str) -> bool:
 _NESTED_DEPTH = 2
 """JSON inside a JSON string (inside a JSON string) is read; deeper is left as text."""
 
+_clean_keys: weakref.WeakKeyDictionary[Guardrails, dict[tuple[str, tuple[str, ...]], None]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Key lists (with their channel) a policy's response guardrails found clean as a whole:
+an upstream answers in the same shape call after call (``choices``, ``finish_reason``,
+``prompt_tokens_details``...), and scanning its keys again cost ~50 us per answer. The
+whole list is the memo's key (the keys are scanned joined, as one text), so a hit means
+exactly the text scanned before; only for policies whose response detectors are
+deterministic (`Guardrails.deterministic`). Emptied when full."""
+_CLEAN_KEYS_MAX_ENTRIES = 256
+_CLEAN_KEYS_MAX_CHARS = 4096
+
 
 def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> ScanResult:
     """`Guardrails.scan_json` of an answer, with what its reader also reads: JSON held in
@@ -85,11 +98,7 @@ def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> 
     if result.blocked:
         return result
     keys, blobs = _keys_and_blobs(expanded)
-    extra = (
-        g.scan_json([*keys, *blobs.values()], "response", channel=channel)
-        if keys or blobs
-        else None
-    )
+    extra = _scan_keys_and_blobs(g, keys, blobs, channel) if keys or blobs else None
     renamed: dict[str, str] = {}
     values: dict[str, str] = {}
     if extra is not None and extra.redacted_obj is not None:
@@ -115,6 +124,37 @@ def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> 
         redacted_obj=redacted,
         errors=result.errors + extra.errors,
     )
+
+
+def _scan_keys_and_blobs(
+    g: Guardrails, keys: list[str], blobs: dict[str, str], channel: Channel
+) -> ScanResult:
+    """`Guardrails.scan_json` of the keys and decoded blobs of a document; a key list
+    found clean before (`_clean_keys`) is not scanned again."""
+    memo: dict[tuple[str, tuple[str, ...]], None] | None = None
+    entry: tuple[str, tuple[str, ...]] | None = None
+    if not blobs and g.deterministic("response"):
+        entry = (channel, tuple(keys))
+        memo = _clean_keys.get(g)
+        if memo is None:
+            memo = _clean_keys[g] = {}
+        if entry in memo:
+            return _CLEAN
+    result = g.scan_json([*keys, *blobs.values()], "response", channel=channel)
+    if (
+        memo is not None
+        and entry is not None
+        and not (result.findings or result.errors or result.blocked)
+        and result.redacted_obj is None
+        and sum(map(len, keys)) <= _CLEAN_KEYS_MAX_CHARS
+    ):
+        if len(memo) >= _CLEAN_KEYS_MAX_ENTRIES:
+            memo.clear()
+        memo[entry] = None
+    return result
+
+
+_CLEAN = ScanResult()
 
 
 def _expand(obj: Any, inner: dict[str, Any], depth: int) -> Any:

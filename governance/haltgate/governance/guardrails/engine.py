@@ -110,6 +110,10 @@ class Guardrails:
             d: tuple(s for s in self._settings if d in s.directions)
             for d in ("request", "response")
         }
+        self._deterministic = {
+            d: all(getattr(s.detector, "deterministic", False) for s in settings)
+            for d, settings in self._by_direction.items()
+        }
 
     @classmethod
     def from_spec(
@@ -163,6 +167,12 @@ class Guardrails:
     def active(self, direction: ScanDirection) -> bool:
         """Whether any detector runs in `direction` (lets callers skip body parsing)."""
         return bool(self._by_direction[direction])
+
+    def deterministic(self, direction: ScanDirection) -> bool:
+        """Whether every detector of `direction` gives the same verdict for the same text
+        every time (no model stage, whose per-call time budget can turn a verdict into an
+        error): callers may then remember texts found clean instead of scanning them again."""
+        return self._deterministic[direction]
 
     def runs(self, detector: str, direction: ScanDirection) -> bool:
         """Whether the detector named `detector` runs in `direction`."""

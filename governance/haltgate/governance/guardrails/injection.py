@@ -142,6 +142,13 @@ class InjectionDetector:
         self._model_thresholds = dict(model_thresholds or {})
         self._fast = fast_model
 
+    @property
+    def deterministic(self) -> bool:
+        """Without the model stage, the same text always gets the same candidates (the
+        patterns and the n-gram stage are pure; the model stage runs under a per-call time
+        budget). See `Guardrails.deterministic`."""
+        return self._model is None
+
     def model_limits(self, channel: str) -> tuple[float, float]:
         """(block, advisory) of the model stage for `channel`."""
         lim = self._model_thresholds.get(channel)

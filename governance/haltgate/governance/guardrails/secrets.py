@@ -263,6 +263,8 @@ class SecretsDetector:
     """Provider tokens (via detect-secrets plugins and ours) plus the assignment rule."""
 
     name = NAME
+    deterministic = True
+    """The same text always gets the same candidates (see `Guardrails.deterministic`)."""
 
     def __init__(self) -> None:
         """Compile the pattern table once."""
