@@ -160,7 +160,7 @@ _CLEAN = ScanResult()
 def _expand(obj: Any, inner: dict[str, Any], depth: int) -> Any:
     """``obj`` with each string that holds a JSON document replaced by that document
     (expanded in turn, two levels deep), recorded in ``inner``; ``obj`` itself when none
-    does."""
+    does. A container is copied only when one of its values changed."""
     if isinstance(obj, str):
         if depth >= _NESTED_DEPTH:
             return obj
@@ -170,12 +170,31 @@ def _expand(obj: Any, inner: dict[str, Any], depth: int) -> Any:
         inner[obj] = parsed
         return _expand(parsed, inner, depth + 1)
     if isinstance(obj, dict):
-        items = {k: _expand(v, inner, depth) for k, v in obj.items()}
-        return obj if all(items[k] is v for k, v in obj.items()) else items
+        items: dict[Any, Any] | None = None
+        for k, v in obj.items():
+            if type(v) in _LEAF_TYPES:
+                continue
+            new = _expand(v, inner, depth)
+            if new is not v:
+                if items is None:
+                    items = dict(obj.items())
+                items[k] = new
+        return obj if items is None else items
     if isinstance(obj, list):
-        out = [_expand(v, inner, depth) for v in obj]
-        return obj if all(a is b for a, b in zip(out, obj, strict=True)) else out
+        out: list[Any] | None = None
+        for i, v in enumerate(obj):
+            if type(v) in _LEAF_TYPES:
+                continue
+            new = _expand(v, inner, depth)
+            if new is not v:
+                if out is None:
+                    out = list(obj)
+                out[i] = new
+        return obj if out is None else out
     return obj
+
+
+_LEAF_TYPES = frozenset({int, float, bool, type(None)})
 
 
 def _collapse(obj: Any, redacted: Any, inner: dict[str, Any]) -> Any:

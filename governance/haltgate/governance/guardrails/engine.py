@@ -31,7 +31,7 @@ from haltgate.governance.guardrails.base import (
 from haltgate.governance.guardrails.json_strings import (
     MIN_FINDING_CHARS,
     JoinedStrings,
-    iter_strings,
+    collect_strings,
     rebuild,
 )
 from haltgate.governance.guardrails.redaction import Redactor, apply_redactions
@@ -264,15 +264,7 @@ class Guardrails:
             settings = tuple(s for s in settings if s.detector.name in only)
         trust = trust_agent_instructions and direction == "request"
         base = channel or default_channel(direction)
-        strings = (
-            [
-                js
-                for js in iter_strings(obj, "", trusted=False)
-                if len(js.value) >= MIN_FINDING_CHARS
-            ]
-            if settings
-            else []
-        )
+        strings = collect_strings(obj, min_chars=MIN_FINDING_CHARS) if settings else []
         channels: list[Channel] = ["document" if js.tool_result else base for js in strings]
         joined_cache: dict[tuple[bool, Channel | None], JoinedStrings] = {}
         for s in settings:

@@ -1,0 +1,238 @@
+"""The scan path's shortcuts give what the plain code gives: each fast path is compared with
+a reference (the code it replaced, kept here, or the detector with its prefilters off) on
+generated inputs, and each memo is checked to answer as a fresh scan would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from haltgate.governance.guardrails import answer_json
+from haltgate.governance.guardrails.answer_json import NOT_PARSED, scan_answer_json
+from haltgate.governance.guardrails.json_strings import (
+    _AGENT_FIELDS,
+    _AGENT_ROLES,
+    _MAX_JSON_DEPTH,
+    _TOOL_KEYS,
+    JsonString,
+    _escape_pointer,
+    _is_label,
+    _is_tool_result,
+    collect_strings,
+    is_label,
+    iter_strings,
+)
+from tests.guardrails.conftest import make_guardrails
+
+# ---------------------------------------------------------------- references (old code)
+
+
+def _reference_strings(
+    obj: Any, pointer: str, depth: int = 0, *, trusted: bool, tool_result: bool = False
+) -> Iterator[JsonString]:
+    """`iter_strings` as it was written before the list walk (nested generators)."""
+    if depth > _MAX_JSON_DEPTH:
+        raise ValueError("JSON document nested too deeply")
+    if isinstance(obj, str):
+        yield JsonString(pointer, obj, trusted, tool_result)
+    elif isinstance(obj, dict):
+        role = obj.get("role")
+        inner = trusted or (isinstance(role, str) and role in _AGENT_ROLES)
+        inner_tool = tool_result or _is_tool_result(obj)
+        for k, v in obj.items():
+            key_trusted = inner or (depth == 0 and k in _AGENT_FIELDS)
+            if isinstance(v, str) and isinstance(k, str) and _is_label(k, v):
+                yield JsonString(
+                    f"{pointer}/{_escape_pointer(k)}",
+                    v,
+                    key_trusted and not inner_tool,
+                    inner_tool or k in _TOOL_KEYS,
+                    True,
+                )
+                continue
+            yield from _reference_strings(
+                v,
+                f"{pointer}/{_escape_pointer(str(k))}",
+                depth + 1,
+                trusted=key_trusted and not inner_tool,
+                tool_result=inner_tool or k in _TOOL_KEYS,
+            )
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            yield from _reference_strings(
+                v, f"{pointer}/{i}", depth + 1, trusted=trusted, tool_result=tool_result
+            )
+
+
+def _reference_expand(obj: Any, inner: dict[str, Any], depth: int) -> Any:
+    """`answer_json._expand` as it was written before copying only what changed."""
+    if isinstance(obj, str):
+        if depth >= 2:
+            return obj
+        parsed = inner[obj] if obj in inner else answer_json._embedded_json(obj)
+        if parsed is NOT_PARSED:
+            return obj
+        inner[obj] = parsed
+        return _reference_expand(parsed, inner, depth + 1)
+    if isinstance(obj, dict):
+        items = {k: _reference_expand(v, inner, depth) for k, v in obj.items()}
+        return obj if all(items[k] is v for k, v in obj.items()) else items
+    if isinstance(obj, list):
+        out = [_reference_expand(v, inner, depth) for v in obj]
+        return obj if all(a is b for a, b in zip(out, obj, strict=True)) else out
+    return obj
+
+
+# ---------------------------------------------------------------- generated documents
+
+_WORDS = st.sampled_from(
+    [
+        "role",
+        "type",
+        "id",
+        "call_id",
+        "tool_call_id",
+        "system",
+        "developer",
+        "user",
+        "assistant",
+        "tool",
+        "function",
+        "tool_result",
+        "function_call_output",
+        "document",
+        "instructions",
+        "functionResponse",
+        "content",
+        "a/b",
+        "x~y",
+        "call_1",
+        "toolu_01A0",
+        "ignore_all_rules",
+        "reveal_secret_1",
+        "Summarise the report",
+        "",
+        "short",
+    ]
+)
+_TEXT = st.one_of(_WORDS, st.text(max_size=12))
+_JSON_TEXT = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), _TEXT
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(_TEXT, children, max_size=4),
+    ),
+    max_leaves=24,
+)
+_DOCS = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), _TEXT),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.tuples(children, children),
+        st.dictionaries(_TEXT, children, max_size=5),
+        # strings holding JSON (the answer scan expands them)
+        _JSON_TEXT.map(lambda d: orjson.dumps(d).decode()),
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_DOCS, trusted=st.booleans(), tool=st.booleans())
+def test_string_walk_matches_the_generator_walk(doc: Any, trusted: bool, tool: bool) -> None:
+    expected = list(_reference_strings(doc, "/p", 1, trusted=trusted, tool_result=tool))
+    assert list(iter_strings(doc, "/p", 1, trusted=trusted, tool_result=tool)) == expected
+    top = list(_reference_strings(doc, "", trusted=False))
+    for n in (0, 6):
+        assert collect_strings(doc, min_chars=n) == [s for s in top if len(s.value) >= n]
+
+
+def test_string_walk_depth_bound_is_the_same() -> None:
+    for depth, leaf in ((_MAX_JSON_DEPTH, 1), (_MAX_JSON_DEPTH + 1, None), (_MAX_JSON_DEPTH, [])):
+        doc: Any = leaf
+        for _ in range(depth):
+            doc = [doc]
+        outcomes = []
+        for walk in (
+            lambda d: list(_reference_strings(d, "", trusted=False)),
+            lambda d: collect_strings(d),
+        ):
+            try:
+                walk(doc)
+                outcomes.append("ok")
+            except ValueError:
+                outcomes.append("too deep")
+        assert outcomes[0] == outcomes[1], (depth, leaf, outcomes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=_WORDS, value=_TEXT)
+def test_label_memo_answers_as_the_rule(key: str, value: str) -> None:
+    assert is_label(key, value) == _is_label(key, value)
+    assert is_label(key, value) == _is_label(key, value)  # the second time from the memo
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_DOCS)
+def test_expand_matches_the_copying_expand(doc: Any) -> None:
+    got_inner: dict[str, Any] = {}
+    ref_inner: dict[str, Any] = {}
+    got = answer_json._expand(doc, got_inner, 0)
+    ref = _reference_expand(doc, ref_inner, 0)
+    assert got == ref
+    assert (got is doc) == (ref is doc)
+    assert got_inner == ref_inner
+
+
+# ---------------------------------------------------------------- the answer's key memo
+
+_ANSWER_KEYS = {
+    "object": "chat.completion",
+    "choices": [{"message": {"role": "assistant", "content": "All done here."}}],
+    "usage": {"prompt_tokens": 3, "completion_tokens_details": {"reasoning_tokens": 0}},
+}
+
+
+def test_key_memo_answers_as_a_fresh_scan() -> None:
+    g = make_guardrails({"pii": {"action": "redact"}, "secrets": {"action": "block"}})
+    first = scan_answer_json(g, _ANSWER_KEYS, "request")
+    assert answer_json._clean_keys[g]  # the clean key list was remembered
+    again = scan_answer_json(g, _ANSWER_KEYS, "request")
+    assert again == first and not again.findings
+    # a key list with a finding is scanned (and found) every time
+    leaky = {**_ANSWER_KEYS, "mail alice@example.com now": 1}
+    for _ in range(3):
+        found = scan_answer_json(g, leaky, "request")
+        assert [f.type for f in found.findings] == ["email"]
+        assert found.redacted_obj is not None
+    # another channel is its own entry
+    doc = scan_answer_json(g, _ANSWER_KEYS, "document")
+    assert doc == first
+
+
+def test_key_memo_is_off_with_a_model_stage() -> None:
+    calls: list[str] = []
+
+    def model(text: str) -> float:
+        calls.append(text)
+        return 0.0
+
+    from haltgate.governance.guardrails import Guardrails
+    from haltgate.governance.policy_checks import Guardrails as Spec
+
+    g = Guardrails.from_spec(
+        Spec.model_validate({"promptInjection": {"direction": "both"}}), injection_model=model
+    )
+    assert not g.deterministic("response")
+    for _ in range(2):
+        scan_answer_json(g, _ANSWER_KEYS, "request")
+    keys_scans = [c for c in calls if "completion_tokens_details" in c]
+    assert len(keys_scans) == 2
+    assert g not in answer_json._clean_keys
+    assert make_guardrails({"promptInjection": {}, "pii": {}}).deterministic("request")
