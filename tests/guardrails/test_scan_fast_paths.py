@@ -236,3 +236,137 @@ def test_key_memo_is_off_with_a_model_stage() -> None:
     assert len(keys_scans) == 2
     assert g not in answer_json._clean_keys
     assert make_guardrails({"promptInjection": {}, "pii": {}}).deterministic("request")
+
+
+# ---------------------------------------------------------------- secrets prefilters
+
+_SECRET_PIECES = (
+    "AKIAZ3MJQ4X7B2C5D6E7",
+    "ASIAQWERTYUIOPASDFGH",
+    'aws_key = "abcdEFGH1234abcdEFGH1234abcdEFGH1234abcd"',
+    "AWS pass: 'Zyxw9876Zyxw9876Zyxw9876Zyxw9876Zyxw9876'",
+    "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8",
+    "gho_" + "Z" * 36,
+    "glpat-" + "x1y2z3" * 4,
+    "GR1348941" + "ab12CD34ef" * 3,
+    "glcbt-a1_" + "q" * 24,
+    "glimt-" + "m" * 25,
+    "glptt-" + "n" * 40,
+    "glagent-" + "k" * 60,
+    "gloas-" + "p" * 64,
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----",
+    "PuTTY-User-Key-File-2: ssh-rsa",
+    "xoxb-123456-7890-abcdef",
+    "XOXP-1-2-zz",
+    "https://hooks.slack.com/services/T0001/B0002/abcXYZ",
+    "api_token = s3cr3tV4lu3XyZ9q",
+    "client_secret: Qm9vbGVhbiBsb2dpYyBpcw",
+    "password=Hunter2!Hunter2",
+    "the token s3cr3tV4lu3XyZ9q has no operator",
+    "prompt_tokens completion_tokens_details",
+    "sk-proj-" + "A1b2C3d4E5" * 3,
+    "AIza" + "B" * 35,
+)
+_PROSE = ("Summarise", "the", "report", "in", "three", "sentences", "gl", "ac", "SK", "aws")
+_ODD = ("\u017f", "\u212a", "\u0130", "\u00e9", "\u200b", "\uff21")  # long s, Kelvin, ...
+
+
+def _mutate(rng: Any, piece: str) -> str:
+    chars = list(piece)
+    for _ in range(rng.randrange(3)):
+        if not chars:
+            break
+        i = rng.randrange(len(chars))
+        roll = rng.random()
+        if roll < 0.4:
+            chars[i] = chars[i].swapcase()
+        elif roll < 0.7:
+            chars[i] = rng.choice(_ODD)
+        elif roll < 0.85:
+            chars.insert(i, rng.choice(" :=\n\"'"))
+        else:
+            del chars[i]
+    return "".join(chars)
+
+
+def _secret_texts(seed: int, count: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(1, 5)):
+            roll = rng.random()
+            if roll < 0.5:
+                piece = rng.choice(_SECRET_PIECES)
+                parts.append(_mutate(rng, piece) if rng.random() < 0.5 else piece)
+            else:
+                parts.append(rng.choice(_PROSE))
+        texts.append(rng.choice((" ", "\n\n", ", ")).join(parts))
+    return texts
+
+
+def test_secret_prefilters_find_what_the_hints_alone_find() -> None:
+    from haltgate.governance.guardrails.secrets import SecretsDetector
+
+    fast, full = SecretsDetector(), SecretsDetector(prefilter=False)
+    seen: set[str] = set()
+    for text in _secret_texts(18, 3000):
+        expected = full.detect(text)
+        assert fast.detect(text) == expected, text
+        seen.update(c.entity for c in expected)
+    # the generated texts reach the prefiltered patterns (so a wrong literal would show)
+    assert {
+        "aws_key",
+        "github_token",
+        "gitlab_token",
+        "private_key",
+        "slack_token",
+        "generic_secret",
+    } <= seen
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.lists(
+        st.one_of(st.sampled_from(_SECRET_PIECES + _PROSE + _ODD), st.text(max_size=8)),
+        max_size=6,
+    ).map(" ".join)
+)
+def test_secret_prefilters_on_any_text(text: str) -> None:
+    from haltgate.governance.guardrails.secrets import SecretsDetector
+
+    assert SecretsDetector().detect(text) == SecretsDetector(prefilter=False).detect(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    low=st.text(alphabet="abgl_-.:sk", max_size=40),
+    ascii_text=st.booleans(),
+)
+def test_literal_gate_answers_as_checking_each_pattern(low: str, ascii_text: bool) -> None:
+    from haltgate.governance.guardrails.literal_gate import LiteralGate, Needs
+
+    table = [
+        Needs(),
+        Needs(hint=("gl",)),
+        Needs(hint=("_",), prefilter=("ab_", "ba_")),
+        Needs(prefilter=("sk",), prefilter_ascii_only=True),
+        Needs(hint=(".", ":"), prefilter=("a.", "k:"), prefilter_ascii_only=True),
+        Needs(hint=("-",)),
+    ]
+
+    def naive(n: Needs) -> bool:
+        if n.hint and not any(h in low for h in n.hint):
+            return False
+        return not (
+            n.prefilter
+            and (ascii_text or not n.prefilter_ascii_only)
+            and not any(p in low for p in n.prefilter)
+        )
+
+    assert LiteralGate(table).runnable(low, ascii_text) == [
+        i for i, n in enumerate(table) if naive(n)
+    ]
