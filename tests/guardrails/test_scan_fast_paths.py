@@ -245,6 +245,8 @@ _SECRET_PIECES = (
     "ASIAQWERTYUIOPASDFGH",
     'aws_key = "abcdEFGH1234abcdEFGH1234abcdEFGH1234abcd"',
     "AWS pass: 'Zyxw9876Zyxw9876Zyxw9876Zyxw9876Zyxw9876'",
+    # a long s (U+017F) is an "s" to a case-insensitive pattern, not to str.lower()
+    'aw\u017f_key = "abcdEFGH1234abcdEFGH1234abcdEFGH1234abcd"',
     "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8",
     "gho_" + "Z" * 36,
     "glpat-" + "x1y2z3" * 4,
