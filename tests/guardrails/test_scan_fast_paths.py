@@ -190,6 +190,46 @@ def test_expand_matches_the_copying_expand(doc: Any) -> None:
     assert got_inner == ref_inner
 
 
+def _reference_keys_and_blobs(obj: Any) -> tuple[list[str], dict[str, str]]:
+    """`answer_json._keys_and_blobs` as it was written before the exact-type checks."""
+    keys: dict[str, None] = {}
+    blobs: dict[str, str] = {}
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if isinstance(k, str) and len(k) >= 6:
+                    keys.setdefault(k, None)
+                if isinstance(v, dict | list):
+                    stack.append(v)
+                elif k == "blob" and isinstance(v, str) and v not in blobs:
+                    text = answer_json._blob_text(v)
+                    if text is not None:
+                        blobs[v] = text
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return list(keys), blobs
+
+
+_BLOBS = st.sampled_from(["aGVsbG8gd29ybGQ=", "bm90IGEgYmxvYg==", "////", "plain"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    doc=st.recursive(
+        st.one_of(st.none(), st.integers(), _TEXT, _BLOBS),
+        lambda children: st.one_of(
+            st.lists(children, max_size=4),
+            st.dictionaries(st.one_of(_TEXT, st.just("blob")), children, max_size=5),
+        ),
+        max_leaves=30,
+    )
+)
+def test_keys_and_blobs_match_the_reference(doc: Any) -> None:
+    assert answer_json._keys_and_blobs(doc) == _reference_keys_and_blobs(doc)
+
+
 # ---------------------------------------------------------------- the answer's key memo
 
 _ANSWER_KEYS = {

@@ -226,15 +226,18 @@ def _keys_and_blobs(obj: Any) -> tuple[list[str], dict[str, str]]:
         if isinstance(item, dict):
             for k, v in item.items():
                 if isinstance(k, str) and len(k) >= MIN_FINDING_CHARS:
-                    keys.setdefault(k, None)
-                if isinstance(v, dict | list):
+                    keys[k] = None  # insertion order: the first time a key is seen
+                tv = type(v)
+                if tv in _LEAF_TYPES:
+                    continue
+                if tv is dict or tv is list or isinstance(v, dict | list):
                     stack.append(v)
                 elif k == "blob" and isinstance(v, str) and v not in blobs:
                     text = _blob_text(v)
                     if text is not None:
                         blobs[v] = text
         elif isinstance(item, list):
-            stack.extend(v for v in item if isinstance(v, dict | list))
+            stack.extend([v for v in item if isinstance(v, dict | list)])
     return list(keys), blobs
 
 

@@ -297,12 +297,14 @@ class Guardrails:
                     if self._record(out, s, c, start, end, strings[i].pointer, channels[i]):
                         redact.setdefault(i, []).append((start, end, c.entity))
         replaced: dict[str, str] = {}
-        redactor = Redactor()
-        for i in sorted(redact):  # document order: placeholders numbered as they appear
-            pointer, value = strings[i].pointer, strings[i].value
-            replaced[pointer] = apply_redactions(value, redact[i], redactor)
-        order = {js.pointer: i for i, js in enumerate(strings)}
-        out.findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
+        if redact:
+            redactor = Redactor()
+            for i in sorted(redact):  # document order: placeholders numbered as they appear
+                pointer, value = strings[i].pointer, strings[i].value
+                replaced[pointer] = apply_redactions(value, redact[i], redactor)
+        if len(out.findings) > 1:
+            order = {js.pointer: i for i, js in enumerate(strings)}
+            out.findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
         return ScanResult(
             findings=tuple(out.findings),
             blocked=out.blocked,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 
@@ -25,32 +24,42 @@ _JOIN = "\n\n"
 """Separator of the strings of a JSON document scanned as one text."""
 
 
-@dataclass(slots=True)
 class JoinedStrings:
-    """Strings of a document joined into one text, with the way back to each string."""
+    """Strings of a document joined into one text, with the way back to each string (its
+    table is built on the first `locate`: a clean text never needs it)."""
 
-    text: str
-    starts: list[int]
-    ids: list[int]
-    lengths: list[int]
+    __slots__ = ("_ids", "_lengths", "_parts", "_starts", "text")
+
+    def __init__(self, text: str, parts: Sequence[tuple[int, str]]) -> None:
+        self.text = text
+        self._parts = parts
+        self._starts: list[int] | None = None
+        self._ids: list[int] = []
+        self._lengths: list[int] = []
 
     @classmethod
     def build(cls, parts: Sequence[tuple[int, str]]) -> JoinedStrings:
-        starts, ids, lengths, pos = [], [], [], 0
-        for i, v in parts:
+        return cls(_JOIN.join([v for _, v in parts]), parts)
+
+    def _index(self) -> list[int]:
+        starts: list[int] = []
+        pos = 0
+        for i, v in self._parts:
             starts.append(pos)
-            ids.append(i)
-            lengths.append(len(v))
+            self._ids.append(i)
+            self._lengths.append(len(v))
             pos += len(v) + len(_JOIN)
-        return cls(_JOIN.join(v for _, v in parts), starts, ids, lengths)
+        self._starts = starts
+        return starts
 
     def locate(self, start: int, end: int) -> tuple[int, int, int]:
         """(string id, start, end) in that string; a span running over the end of its
         string is cut there (an attack split over two fields is still reported)."""
-        k = max(0, bisect.bisect_right(self.starts, start) - 1)
-        base = self.starts[k]
-        n = self.lengths[k]
-        return self.ids[k], min(start - base, n), min(max(end - base, start - base), n)
+        starts = self._starts if self._starts is not None else self._index()
+        k = max(0, bisect.bisect_right(starts, start) - 1)
+        base = starts[k]
+        n = self._lengths[k]
+        return self._ids[k], min(start - base, n), min(max(end - base, start - base), n)
 
 
 _AGENT_ROLES = frozenset({"system", "developer"})
