@@ -214,7 +214,7 @@ def _collect(
         for i, v in enumerate(obj):
             vk = type(v)
             if vk is not str and vk is not dict and vk is not list:
-                vk = _kind(v)
+                vk = None if vk in _LEAF_TYPES else _kind(v)
             if vk is str:
                 if len(v) >= min_chars:
                     out.append(JsonString(f"{pointer}/{i}", v, trusted, tool_result))
@@ -228,7 +228,7 @@ def _collect(
     for k, v in obj.items():
         vk = type(v)
         if vk is not str and vk is not dict and vk is not list:
-            vk = _kind(v)
+            vk = None if vk in _LEAF_TYPES else _kind(v)
         if vk is None or (vk is str and len(v) < min_chars):
             continue  # a number, true/false/null, or too short to hold a finding
         key_trusted = (inner or (depth == 0 and k in _AGENT_FIELDS)) and not inner_tool
