@@ -27,7 +27,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import sidecar_overhead as overhead  # noqa: E402
+import sidecar_overhead as overhead
 
 ANSWER = orjson.dumps(
     {

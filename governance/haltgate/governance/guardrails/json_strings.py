@@ -212,7 +212,7 @@ def _collect(
         raise ValueError("JSON document nested too deeply")
     if kind is list:
         for i, v in enumerate(obj):
-            vk = type(v)
+            vk: type | None = type(v)
             if vk is not str and vk is not dict and vk is not list:
                 vk = None if vk in _LEAF_TYPES else _kind(v)
             if vk is str:
