@@ -230,7 +230,7 @@ def _keys_and_blobs(obj: Any) -> tuple[list[str], dict[str, str]]:
                 tv = type(v)
                 if tv in _LEAF_TYPES:
                     continue
-                if tv is dict or tv is list or isinstance(v, dict | list):
+                if tv is dict or tv is list or isinstance(v, (dict, list)):
                     stack.append(v)
                 elif k == "blob" and isinstance(v, str) and v not in blobs:
                     text = _blob_text(v)

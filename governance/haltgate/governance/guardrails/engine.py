@@ -266,15 +266,24 @@ class Guardrails:
         base = channel or default_channel(direction)
         strings = collect_strings(obj, min_chars=MIN_FINDING_CHARS) if settings else []
         channels: list[Channel] = ["document" if js.tool_result else base for js in strings]
+        # one channel for every string (the common case): no grouping to work out
+        one_channel: tuple[Channel, ...] | None = (
+            None if any(js.tool_result for js in strings) else (base,) if strings else ()
+        )
         joined_cache: dict[tuple[bool, Channel | None], JoinedStrings] = {}
         for s in settings:
             # The strings of the document are scanned as one text per channel (one pass per
             # detector instead of one per string); findings are mapped back to their string.
             # Detectors that judge every channel alike see all the strings at once.
-            skip_trusted = trust and s.detector.name == injection.NAME
-            blind = s.detector.name in _CHANNEL_BLIND
+            name = s.detector.name
+            skip_trusted = trust and name == injection.NAME
+            blind = name in _CHANNEL_BLIND
             groups: tuple[Channel | None, ...] = (
-                (None,) if blind else tuple(dict.fromkeys(channels))
+                (None,)
+                if blind
+                else one_channel
+                if one_channel is not None
+                else tuple(dict.fromkeys(channels))
             )
             for group in groups:
                 key = (skip_trusted, group)
