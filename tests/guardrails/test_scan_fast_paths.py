@@ -251,6 +251,11 @@ def test_key_memo_answers_as_a_fresh_scan() -> None:
         found = scan_answer_json(g, leaky, "request")
         assert [f.type for f in found.findings] == ["email"]
         assert found.redacted_obj is not None
+    # a blocking finding leaves no redaction behind: still scanned (and found) every time
+    secret = {**_ANSWER_KEYS, "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8": 1}
+    for _ in range(3):
+        blocked = scan_answer_json(g, secret, "request")
+        assert blocked.blocked and [f.type for f in blocked.findings] == ["github_token"]
     # another channel is its own entry
     doc = scan_answer_json(g, _ANSWER_KEYS, "document")
     assert doc == first

@@ -104,6 +104,8 @@ def is_label(key: str, value: str) -> bool:
     to a tool result they dilute it."""
     if len(value) > _LABEL_MAX_CHARS:
         return False
+    if len(key) > _LABEL_MAX_CHARS:  # never a label key: not worth a memo entry
+        return _is_label(key, value)
     pair = (key, value)
     known = _label_memo.get(pair)
     if known is None:
