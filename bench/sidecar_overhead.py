@@ -16,10 +16,11 @@ Every figure of a sidecar is also given as a ratio against the bare relay measur
 same run (the machine is shared: absolute numbers drift between runs, ratios less):
 
 1. Latency at ~200 req/s, sequential: requests go round-robin to every target (same
-   upstream, same moment). Printed: p50/p99, the latency added over direct, that added
-   latency as a multiple of the relay's, and CPU-ms per call of the process (its CPU
+   upstream, same moment; each round in its own shuffled order, so no target keeps the
+   place after the heaviest one). Printed: p50/p99, the latency added over direct, that
+   added latency as a multiple of the relay's, and CPU-ms per call of the process (its CPU
    time in the run over the calls it served) and its multiple of the relay's.
-2. Streaming time to first byte: streamed chat requests, round-robin, paced; time from
+2. Streaming time to first byte: streamed chat requests, round-robin (shuffled), paced; time from
    sending the request to the first body bytes, added over direct, as a multiple of the
    relay's added time.
 3. Throughput: a closed loop with ``--concurrency`` requests in flight for ``--seconds``
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -77,6 +79,7 @@ TARGET_TTFB_TAX_MS = 0.3
 RELAY = "bare aiohttp relay"
 SIDECAR = "via sidecar"
 GUARDED = "sidecar, guardrails on"
+BASELINE = "sidecar, --baseline tree"
 GUARDRAILS = {
     "promptInjection": {"direction": "request", "action": "block"},
     "pii": {"direction": "both", "action": "redact", "entities": ["email", "phone"]},
@@ -182,6 +185,19 @@ async def first_byte(session: aiohttp.ClientSession, url: str) -> float:
     return ttfb
 
 
+def rounds(targets: dict[str, str], n: int) -> list[list[tuple[str, str]]]:
+    """``n`` rounds over the targets, each in its own order (seeded): a target's place in a
+    round is not neutral (the one before it may still be finishing its call's work on the
+    shared CPUs), so no target keeps the same place."""
+    rng = random.Random(18)
+    out = []
+    for _ in range(n):
+        order = list(targets.items())
+        rng.shuffle(order)
+        out.append(order)
+    return out
+
+
 async def streaming(targets: dict[str, str], n: int, rate: float) -> dict[str, list[float]]:
     """Time to first byte of streamed answers, round-robin, paced at ``rate`` overall."""
     out: dict[str, list[float]] = {name: [] for name in targets}
@@ -191,8 +207,8 @@ async def streaming(targets: dict[str, str], n: int, rate: float) -> dict[str, l
                 await first_byte(s, url)
         interval = 1.0 / rate
         nxt = time.perf_counter()
-        for _ in range(n):
-            for name, url in targets.items():
+        for order in rounds(targets, n):
+            for name, url in order:
                 nxt += interval
                 out[name].append(await first_byte(s, url))
                 delay = nxt - time.perf_counter()
@@ -212,8 +228,8 @@ async def latency(targets: dict[str, str], n: int, rate: float) -> dict[str, lis
                 await one(s, url)
         interval = 1.0 / rate
         nxt = time.perf_counter()
-        for _ in range(n):
-            for name, url in targets.items():
+        for order in rounds(targets, n):
+            for name, url in order:
                 nxt += interval
                 ms, overhead = await one(s, url)
                 out[name].append(ms)
@@ -247,17 +263,19 @@ async def closed_loop(url: str, seconds: float, concurrency: int) -> tuple[int, 
         return count, time.perf_counter() - t0
 
 
-async def paced(url: str, seconds: float, rate: float) -> tuple[int, float]:
-    """One request at a time at ``rate`` requests/s for ``seconds`` (after a warm-up)."""
+async def paced(url: str, seconds: float, rate: float, stream: bool = False) -> tuple[int, float]:
+    """One request at a time at ``rate`` requests/s for ``seconds`` (after a warm-up);
+    ``stream``: streamed chat requests."""
     count = 0
+    call = first_byte if stream else one
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
         for _ in range(50):
-            await one(s, url)
+            await call(s, url)
         interval = 1.0 / rate
         t0 = nxt = time.perf_counter()
         stop = t0 + seconds
         while time.perf_counter() < stop:
-            await one(s, url)
+            await call(s, url)
             count += 1
             nxt += interval
             delay = nxt - time.perf_counter()
@@ -355,6 +373,13 @@ def main() -> None:
         help="where the budget state file (and the spool) live: a disk "
         "directory (production emptyDir), /dev/shm, or nowhere (memory)",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source tree of haltgate (e.g. `git archive` of another commit, unpacked): a "
+        "third sidecar (guardrails off) runs from it in the same run, interleaved, for an "
+        "A/B on the same minutes",
+    )
     args = ap.parse_args()
     if args.quick:
         args.requests, args.seconds = 300, 2.0
@@ -365,6 +390,8 @@ def main() -> None:
     }
     up_port, bare_port = free_port(), free_port()
     ports = {SIDECAR: free_port(), GUARDED: free_port()}
+    if args.baseline is not None:
+        ports[BASELINE] = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     shm: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="hg-bench-") as tmp:
@@ -381,7 +408,7 @@ def main() -> None:
                     work,
                     port,
                     policy(upstream_url, guardrails=name == GUARDED, durability=args.durability),
-                    env,
+                    tree_env(env, args.baseline) if name == BASELINE else env,
                     shm,
                 )
                 procs.append(sidecars[name])
@@ -420,6 +447,13 @@ def main() -> None:
                     proc.kill()
             for path in shm:
                 shutil.rmtree(path, ignore_errors=True)  # /dev/shm is memory: never leave it
+
+
+def tree_env(env: dict[str, str], tree: Path) -> dict[str, str]:
+    """``env`` with the packages of another source ``tree`` first on the path."""
+    tree = tree.resolve()
+    dirs = [str(tree / d) for d in ("sidecar", "governance", "cli", "testbed", "operator")]
+    return {**env, "PYTHONPATH": os.pathsep.join([*dirs, env["PYTHONPATH"]])}
 
 
 def start_sidecar(
@@ -505,6 +539,11 @@ def run(
     tax = added[SIDECAR][0] - r50
     cpu_x = cpu_ms[SIDECAR] / cpu_ms[RELAY]
     guard_cpu = cpu_ms[GUARDED] - cpu_ms[SIDECAR]
+    if BASELINE in targets:
+        print(
+            f"   baseline tree: governance tax {added[BASELINE][0] - r50:.3f} ms, CPU per call "
+            f"{cpu_ms[BASELINE] / cpu_ms[RELAY]:.2f}x the relay"
+        )
     print(
         f"   governance tax (sidecar +p50 - relay +p50): {tax:.3f} ms "
         f"(target <= {TARGET_TAX_MS}: {_met(tax <= TARGET_TAX_MS)}); CPU per call "
@@ -528,6 +567,11 @@ def run(
         ratio = f"{a50 / relay_added:8.2f}" if name != "direct" and relay_added > 0 else ""
         print(f"   {name:24}{pct(xs, 0.5):8.3f}{pct(xs, 0.99):8.3f}{a50:8.3f}{ratio}")
     ttfb_tax = pct(ttfb[SIDECAR], 0.5) - pct(ttfb[RELAY], 0.5)
+    if BASELINE in targets:
+        print(
+            "   baseline tree: streaming TTFB tax "
+            f"{pct(ttfb[BASELINE], 0.5) - pct(ttfb[RELAY], 0.5):.3f} ms"
+        )
     print(
         f"   streaming TTFB tax (sidecar - relay, p50): {ttfb_tax:.3f} ms "
         f"(target <= {TARGET_TTFB_TAX_MS}: {_met(ttfb_tax <= TARGET_TTFB_TAX_MS)})"
@@ -541,10 +585,10 @@ def run(
     for name, url in targets.items():
         results[name] = asyncio.run(throughput(url, args.seconds, args.concurrency, procs[name]))
     for name, (rps, per_core) in results.items():
-        ratio = per_core / results[RELAY][1]
+        times = per_core / results[RELAY][1]
         print(
             f"   {name:24}{rps:8.0f} req/s wall {per_core:8.0f} req per CPU-s of its "
-            f"process ({ratio:.2f}x the relay)"
+            f"process ({times:.2f}x the relay)"
         )
 
 

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python bench/sidecar_profile.py [--seconds 5] [--concurrency 16]
 [--rate N] [--audit spool|memory] [--state tmpfs|none] [--disk] [--guardrails]
-[--py-spy [--gil] [--native] [--keep FILE]]``
+[--stream] [--py-spy [--gil] [--native] [--keep FILE]]``
 
 The stand-in LLM and the load generator are subprocesses; the sidecar (the same
 ``Sidecar`` as ``haltgate sidecar``, uvloop, the policy of ``bench/sidecar_overhead.py``)
@@ -46,7 +46,8 @@ import sidecar_overhead as o
 url, seconds, concurrency, rate = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(
     sys.argv[4]
 )
-run = o.paced(url, seconds, rate) if rate else o.closed_loop(url, seconds, concurrency)
+stream = sys.argv[5] == "1"
+run = o.paced(url, seconds, rate, stream) if rate else o.closed_loop(url, seconds, concurrency)
 n, wall = uvloop.run(run)
 print(n, wall)
 """
@@ -183,6 +184,7 @@ async def profile(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
             str(args.seconds),
             str(args.concurrency),
             str(args.rate),
+            "1" if args.stream else "0",
             stdout=subprocess.PIPE,
         )
         spy = None
@@ -282,6 +284,7 @@ def main() -> None:
         action="store_true",
         help="the policy with guardrails on (sidecar_overhead.py's GUARDRAILS)",
     )
+    ap.add_argument("--stream", action="store_true", help="with --rate: streamed chat requests")
     ap.add_argument("--keep", type=Path, help="with --py-spy: copy the raw profile here")
     args = ap.parse_args()
     env = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -158,6 +160,28 @@ def test_ts_matches_what_the_text_format_gave(audit_db: AuditDatabase, when: flo
             (text,),
         ).fetchone()
     assert row is not None and row[0] == ts_micros(when)
+
+
+def test_ts_rounds_exactly_like_timedelta() -> None:
+    """``ts_micros`` computes what ``timedelta(seconds=when)`` gives without building one: on
+    random times, times on and next to half microseconds, and negative ones."""
+    rng = random.Random(20261207)
+    values = [0.0, 5e-7, 1.5e-6, -5e-7, -1.5e-6, 946_684_799.9999995, BASE_TIME + 2.5e-6]
+    for _ in range(20_000):
+        micros = rng.randrange(0, 4 * 10**15)
+        half = (micros + 0.5) / 1e6
+        values += [
+            rng.uniform(0, 4e9),
+            rng.uniform(-1e9, 0),
+            micros / 1e6,
+            half,
+            math.nextafter(half, 0.0),
+            math.nextafter(half, 1e12),
+        ]
+    for when in values:
+        td = timedelta(seconds=when)
+        expected = (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds
+        assert ts_micros(when) == expected - 946_684_800 * 1_000_000, when
 
 
 def _frame(**overrides: object) -> Frame:

@@ -111,6 +111,62 @@ def test_lost_acknowledgement_reships_without_duplicates(
     assert verify_database(audit_db.reader).ok
 
 
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_a_batch_failing_mid_stream_is_read_again_and_nothing_is_lost(
+    tmp_path: Path, audit_db: AuditDatabase, read_ahead: bool
+) -> None:
+    """The batch read ahead while a failing batch was in PostgreSQL starts after it: it must
+    be dropped and the failed batch read again (else those records would be lost)."""
+    fill(tmp_path, 450)
+    settings = ShipperSettings(tmp_path, audit_db.writer, batch_records=100, read_ahead=read_ahead)
+    shipper = Shipper(settings)
+    try:
+        assert shipper.ship_once().records == 100
+        assert shipper._conn is not None
+        backend = shipper._conn.info.backend_pid
+        with psycopg.connect(audit_db.admin, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        with pytest.raises(psycopg.OperationalError):
+            shipper.ship_once()  # the second batch dies with its connection
+        assert shipper.position.offset > 0 and audit_db.count() == 100
+        again = shipper.ship_once()  # reconnects and reads the second batch again
+        assert (again.records, again.inserted) == (100, 100)
+        assert shipper.drain(timeout=60) == 250
+    finally:
+        shipper.close()
+    assert audit_db.count() == distinct_ids(audit_db) == 450
+    report = verify_database(audit_db.reader)
+    assert report.ok, report.problems
+    assert report.heads["team-a/agent-0/run-1"]["seq"] == 450
+
+
+def test_a_batch_read_ahead_is_cut_at_the_recorded_progress(
+    tmp_path: Path, audit_db: AuditDatabase
+) -> None:
+    """A batch encoded ahead whose first records the database already records as shipped:
+    only the rest is inserted, each row from its own record (rows and frames stay aligned)."""
+    fill(tmp_path, 300)
+    segment = list_segments(tmp_path)[-1]
+    frames, _, _ = iter_frames(segment_path(tmp_path, segment).read_bytes(), segment)
+    frames = [f for f in frames if not f.is_checkpoint]
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
+    try:
+        assert shipper.ship_once().records == 100  # and the next 100 are read ahead
+        with psycopg.connect(audit_db.admin) as conn:
+            conn.execute(
+                'UPDATE haltgate.audit_ship_progress SET segment = %s, "offset" = %s',
+                (segment, frames[130].offset),
+            )
+        cut = shipper.ship_once()
+        assert (cut.records, cut.inserted) == (100, 70)
+        assert shipper.drain(timeout=60) == 100
+    finally:
+        shipper.close()
+    with psycopg.connect(audit_db.reader) as conn:
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM haltgate.audit_records ORDER BY seq")]
+    assert seqs == [*range(1, 101), *range(131, 301)]
+
+
 def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditDatabase) -> None:
     total = 20000
     fill(tmp_path, total, segment_bytes=256 * 1024, max_bytes=64 * 1024 * 1024)
@@ -323,6 +379,34 @@ def test_awkward_text_survives_copy_exactly(tmp_path: Path, audit_db: AuditDatab
         row = conn.execute("SELECT target, tool, code FROM haltgate.audit_records").fetchone()
     assert row == (odd, "a\\b\\", "\\N")
     assert verify_database(audit_db.reader).ok  # columns equal the hashed record text
+
+
+def test_large_records_are_compressed_with_lz4_where_the_server_has_it(
+    tmp_path: Path, audit_db: AuditDatabase
+) -> None:
+    """A record over the TOAST threshold is compressed as it is inserted: with lz4 when the
+    server was built with it, else with the server's default, and shipping works either way."""
+    sink = SpoolAuditSink(tmp_path)
+    for i in range(3):
+        sink.append_blocking(make_record(i, payload={"text": f"call {i} " * 800}))
+    sink.close_blocking()
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer))
+    try:
+        assert shipper.drain(timeout=60) == 3
+    finally:
+        shipper.close()
+    with psycopg.connect(audit_db.reader) as conn:
+        row = conn.execute(
+            "SELECT 'lz4' = ANY(enumvals), current_setting('default_toast_compression')"
+            " FROM pg_settings WHERE name = 'default_toast_compression'"
+        ).fetchone()
+        assert row is not None
+        has_lz4, default = row
+        methods = conn.execute(
+            "SELECT DISTINCT pg_column_compression(record) FROM haltgate.audit_records"
+        ).fetchall()
+    assert methods == [("lz4" if has_lz4 else default,)]
+    assert verify_database(audit_db.reader).ok
 
 
 def _start_again(server: PostgresServer) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from haltgate.governance.errors import DeniedError, HaltgateError, UpstreamError
 from haltgate.governance.guardrails.model_clock import ModelClock, run_with
@@ -37,6 +38,21 @@ __all__ = ["StreamRelay"]
 
 _STREAM_FREE_BYTES = 64 * 1024
 """Unfinished-event bytes a stream holds without charging the body memory budget."""
+
+_HEAD_HOLD_SECONDS = 0.005
+"""How long a stream's head waits for its first body bytes to go out with them (an
+upstream usually sends its first event right behind its head); past it, it goes alone."""
+
+
+def _send_head(writer: AbstractStreamWriter) -> None:
+    """A stream's head whose first body bytes did not come within the hold: send it.
+    (An older aiohttp writes the head in ``prepare`` and has no ``send_headers``.)"""
+    send = getattr(writer, "send_headers", None)
+    try:
+        if send is not None:
+            send()
+    except (ConnectionError, RuntimeError):
+        pass  # the agent left: the relay notices at its next write
 
 
 class StreamRelay(AnswerRelay):
@@ -88,7 +104,15 @@ class StreamRelay(AnswerRelay):
         if decoder is not None:
             resp.headers.popall("Content-Encoding", None)
         resp.headers[r.OVERHEAD_HEADER] = overhead_ms(call)
-        await resp.prepare(request)
+        # The head goes out with the first bytes of the body (one write, one wake-up of
+        # the agent instead of two), or on its own after _HEAD_HOLD_SECONDS without them.
+        resp._send_headers_immediately = False
+        writer = await resp.prepare(request)
+        head_timer = (
+            asyncio.get_running_loop().call_later(_HEAD_HOLD_SECONDS, _send_head, writer)
+            if writer is not None
+            else None
+        )
         max_event = self.settings.max_sse_event_bytes
         reader = (
             UsageReader(classified.dialect, classified.view.model)
@@ -118,7 +142,25 @@ class StreamRelay(AnswerRelay):
         """An unmetered stream: the start of an event not complete yet is relayed with the
         rest of its event, so a cut (or an upstream failure) never leaves half an event
         before the error event."""
-        digest = hashlib.blake2b(digest_size=16)
+        digest = hashlib.blake2b(digest_size=16) if reader is None else None
+        """The stream's content digest (stagnation) when no usage reader makes one."""
+        first = True
+        """Nothing of the body was sent yet."""
+        last: list[bytes] = []
+        """The stream's last bytes, sent with its end (``write_eof``) in one write."""
+
+        async def send(data: bytes) -> bool:
+            """Write ``data`` (the head with it, if still held); False: the agent left."""
+            nonlocal head_timer
+            if head_timer is not None:
+                head_timer.cancel()  # the head goes with these bytes
+                head_timer = None
+            try:
+                await resp.write(data)
+            except (ConnectionError, RuntimeError):
+                return False
+            return True
+
         guard = StreamGuard(call, self.budget, self.refuse_or_note)
         cut: HaltgateError | None = None
         truncated = False
@@ -127,7 +169,8 @@ class StreamRelay(AnswerRelay):
         """Bytes of unfinished events charged to the body memory budget (grows only)."""
         try:
             async for chunk in upstream:
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 if decoder is not None:
                     try:
                         chunk = decoder.feed(chunk)
@@ -148,9 +191,22 @@ class StreamRelay(AnswerRelay):
                         cut = event_too_large(max_event)
                         break
                     held = parser.buffered
-                    out, cut = await scan_events(
+                    if first and len(events) > 1:
+                        # The stream's first event goes out (with the head) before the rest
+                        # of an upstream's burst is scanned: the agent's first byte does
+                        # not wait for the whole chunk.
+                        first = False
+                        early, cut = await scan_events(
+                            events[:1], scan, reader, guard, hidden, model, call.model_clock
+                        )
+                        if early and not await send(early):
+                            client_gone = True
+                            break
+                        events = events[1:] if cut is None else []
+                    out, more = await scan_events(
                         events, scan, reader, guard, hidden, model, call.model_clock
                     )
+                    cut = cut or more
                 elif framer is not None:
                     assert reader is not None
                     raws = framer.feed(chunk)
@@ -158,7 +214,18 @@ class StreamRelay(AnswerRelay):
                         cut = event_too_large(max_event)
                         break
                     held = framer.buffered
-                    out, cut = meter_events(raws, reader, guard, hidden)
+                    if first and len(raws) > 1:
+                        # As above: the first event out before the rest is read.
+                        first = False
+                        early, cut = meter_events(raws[:1], reader, guard, hidden)
+                        if server_filter is not None:
+                            early = server_filter.raw(early)
+                        if early and not await send(early):
+                            client_gone = True
+                            break
+                        raws = raws[1:] if cut is None else []
+                    out, more = meter_events(raws, reader, guard, hidden)
+                    cut = cut or more
                 else:
                     out = hold.feed(chunk)
                     if hold.overflow:
@@ -175,29 +242,32 @@ class StreamRelay(AnswerRelay):
                 if server_filter is not None and server_filter.unanswered:
                     self.answer_server(request, call, upstream, server_filter.take_unanswered())
                 if out:
+                    first = False
                     # Sent even when the stream is cut after them: the agent receives
                     # every event it is charged for.
-                    try:
-                        await resp.write(out)
-                    except (ConnectionError, RuntimeError):
+                    if model is None and (cut is not None or upstream.at_end):
+                        last.append(out)  # with the stream's end: one write, not two
+                    elif not await send(out):
                         client_gone = True
                         break
                 if cut is not None:
                     break
         except (TimeoutError, OSError):
             truncated = True
+        if head_timer is not None:
+            head_timer.cancel()  # whatever is written next carries the head
         if not client_gone:
             try:
                 # What was written ends at an event boundary: the error event parses.
                 if cut is not None:
                     self.metrics.streams_cut.labels(cut.code).inc()
-                    await resp.write(r.sse_error_event(cut, call.decision_id))
+                    last.append(r.sse_error_event(cut, call.decision_id))
                 elif truncated:
                     self.metrics.streams_cut.labels("upstream_truncated").inc()
                     err = UpstreamError(
                         "the upstream stream ended early", code="upstream_truncated"
                     )
-                    await resp.write(r.sse_error_event(err, call.decision_id))
+                    last.append(r.sse_error_event(err, call.decision_id))
                 elif parser is not None and parser.pending:
                     # A last event without its blank line: complete it, scan it, send it.
                     assert scan is not None
@@ -205,22 +275,26 @@ class StreamRelay(AnswerRelay):
                         parser.feed(b"\n\n"), scan, reader, guard, hidden, model, call.model_clock
                     )
                     if out:
-                        await resp.write(out)
+                        last.append(out)
                     if cut is not None:
                         self.metrics.streams_cut.labels(cut.code).inc()
-                        await resp.write(r.sse_error_event(cut, call.decision_id))
+                        last.append(r.sse_error_event(cut, call.decision_id))
                 elif framer is not None and (rest := framer.rest()):
                     # A last event without its blank line: read it, relay it as it came.
                     assert reader is not None
                     out, _ = meter_events([rest], reader, guard, hidden)
                     if out:
-                        await resp.write(out)
+                        last.append(out)
                 elif rest := hold.rest():
                     # The upstream's own last bytes, unchanged (filtered like the rest).
-                    await resp.write(server_filter.raw(rest) if server_filter else rest)
+                    last.append(server_filter.raw(rest) if server_filter else rest)
                 if scan is not None and cut is None and not truncated:
                     # Ended without [DONE] or a finish reason: what the chat guard holds
                     # back is scanned and sent, not lost.
+                    if model is not None and last:
+                        # The model's pass takes milliseconds: what is ready goes first.
+                        await resp.write(b"".join(last))
+                        last.clear()
                     tail = (
                         await asyncio.get_running_loop().run_in_executor(
                             model, run_with, call.model_clock, scan.end
@@ -231,10 +305,10 @@ class StreamRelay(AnswerRelay):
                     cut = scan.verdict()
                     if cut is not None:
                         self.metrics.streams_cut.labels(cut.code).inc()
-                        await resp.write(r.sse_error_event(cut, call.decision_id))
+                        last.append(r.sse_error_event(cut, call.decision_id))
                     elif tail:
-                        await resp.write(tail)
-                await resp.write_eof()
+                        last.append(tail)
+                await resp.write_eof(b"".join(last))
             except (ConnectionError, RuntimeError):
                 client_gone = True
         if server_filter is not None and server_filter.unanswered:
@@ -256,7 +330,9 @@ class StreamRelay(AnswerRelay):
             counts,
             ok,
             None if ok else "stream_failed",
-            reader.content_digest if reader is not None else digest.hexdigest(),
+            reader.content_digest
+            if reader is not None
+            else (digest.hexdigest() if digest is not None else None),
         )
         decision, code = (
             ("allow", None)

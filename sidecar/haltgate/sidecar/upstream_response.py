@@ -131,6 +131,12 @@ class UpstreamResponse:
                 self._conn.resume_reading()
         return data
 
+    @property
+    def at_end(self) -> bool:
+        """The whole answer arrived, none of it is left to read, and it ended cleanly:
+        the next read returns ``b""`` at once."""
+        return self._done and self._error is None and not self._chunks
+
     async def read(self) -> bytes:
         """The whole body."""
         parts = []

@@ -8,10 +8,10 @@ a staging table with ``INSERT ... ON CONFLICT DO NOTHING`` (idempotent).
 
 from __future__ import annotations
 
+import math
 import struct
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -26,6 +26,7 @@ __all__ = [
     "copy_frames",
     "copy_frames_direct",
     "copy_row",
+    "encode_chunks",
     "ts_micros",
 ]
 
@@ -95,10 +96,14 @@ def _short(value: str) -> bytes:
 
 def ts_micros(when: float) -> int:
     """``ts`` of a record: microseconds since 2000-01-01 UTC, rounded the way
-    ``datetime.timedelta`` (and PostgreSQL parsing a microsecond timestamp) does, so every
-    path gives a re-shipped record the same primary key ``(ts, record_id)``."""
-    td = timedelta(seconds=when)
-    return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds - _PG_EPOCH_US
+    ``datetime.timedelta(seconds=when)`` (and PostgreSQL parsing a microsecond timestamp)
+    does, so every path gives a re-shipped record the same primary key ``(ts, record_id)``.
+
+    Computed as timedelta does it, without building one (a third of the time): the whole
+    seconds exactly, plus the fraction times 10**6 rounded half to even in double
+    precision (tests/audit/test_binary_copy.py compares the two on 120,000 values)."""
+    fraction, whole = math.modf(when)
+    return int(whole) * 1_000_000 + round(fraction * 1e6) - _PG_EPOCH_US
 
 
 def _uuid_bytes(value: str) -> bytes:
@@ -206,30 +211,51 @@ def _out_of_range(doc: dict[str, Any]) -> str:
 
 _COPY_CHUNK = 500
 """Records per COPY write: PostgreSQL parses and indexes one chunk (on another core) while
-we format the next, instead of waiting for the whole batch."""
+we format or join the next, instead of waiting for the whole batch."""
 
 
-def _copy(cur: psycopg.Cursor[Any], sql: str, frames: Sequence[Frame]) -> None:
+def encode_chunks(frames: Sequence[Frame]) -> list[bytes]:
+    """The COPY data of ``frames`` as the writes ``_copy`` makes: ``copy_row`` of each,
+    joined ``_COPY_CHUNK`` at a time (while the rows are still in the cache). The shipper's
+    read-ahead thread does this while the previous batch is in PostgreSQL."""
+    return [
+        b"".join(map(copy_row, frames[start : start + _COPY_CHUNK]))
+        for start in range(0, len(frames), _COPY_CHUNK)
+    ]
+
+
+def _copy(
+    cur: psycopg.Cursor[Any], sql: str, frames: Sequence[Frame], chunks: Sequence[bytes] | None
+) -> None:
     with cur.copy(sql) as copy:
         copy.write(_SIGNATURE)
-        for start in range(0, len(frames), _COPY_CHUNK):
-            copy.write(b"".join(map(copy_row, frames[start : start + _COPY_CHUNK])))
+        if chunks is None:
+            for start in range(0, len(frames), _COPY_CHUNK):
+                copy.write(b"".join(map(copy_row, frames[start : start + _COPY_CHUNK])))
+        else:
+            for chunk in chunks:
+                copy.write(chunk)
         copy.write(_TRAILER)
 
 
-def copy_frames(conn: psycopg.Connection[Any], frames: Sequence[Frame]) -> int:
+def copy_frames(
+    conn: psycopg.Connection[Any], frames: Sequence[Frame], chunks: Sequence[bytes] | None = None
+) -> int:
     """Insert ``frames`` idempotently (staging table + ON CONFLICT DO NOTHING) in the
-    current transaction; return how many were new."""
+    current transaction; return how many were new. ``chunks``: their ``encode_chunks``,
+    when already encoded."""
     conn.execute(_STAGE_DDL)
     with conn.cursor() as cur:
-        _copy(cur, _COPY_STAGE, frames)
+        _copy(cur, _COPY_STAGE, frames, chunks)
         cur.execute(_MOVE)
         return max(cur.rowcount, 0)
 
 
-def copy_frames_direct(conn: psycopg.Connection[Any], frames: Sequence[Frame]) -> int:
+def copy_frames_direct(
+    conn: psycopg.Connection[Any], frames: Sequence[Frame], chunks: Sequence[bytes] | None = None
+) -> int:
     """COPY ``frames`` straight into the table (fails with UniqueViolation on a record that
-    is already there); return how many were inserted."""
+    is already there); return how many were inserted. ``chunks`` as for ``copy_frames``."""
     with conn.cursor() as cur:
-        _copy(cur, _COPY_DIRECT, frames)
+        _copy(cur, _COPY_DIRECT, frames, chunks)
     return len(frames)

@@ -13,6 +13,15 @@ records reach the table in sequence order.
 While PostgreSQL is unreachable the shipper retries with capped backoff and the spool
 grows; ``haltgate_audit_ship_lag_seconds`` shows how far behind it is. Fully shipped
 segments are removed after their chain heads are folded into ``heads.json``.
+
+Read-ahead: while one batch is in PostgreSQL (the server inserting and indexing it, on its
+own core), a thread reads and encodes the next one from where it ends, so the shipper's CPU
+(spool framing, JSON parse, binary encoding) and the server's overlap instead of taking
+turns. The thread lives only inside ``ship_once`` (joined before it returns, so compaction,
+settling and ``stop`` never race it), reads only up to the durable mark like the batch
+itself, and its batch is used only if the one before it committed: it starts exactly at the
+acknowledged position. Everything else (progress row, savepoint fallback, acknowledgement)
+is the same as without it.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from haltgate.governance.audit.binary_copy import (
     RecordEncodingError,
     copy_frames,
     copy_frames_direct,
+    encode_chunks,
 )
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import ChainHead
@@ -79,6 +89,15 @@ WHERE (p.segment, p."offset") < (EXCLUDED.segment, EXCLUDED."offset")
 """
 
 
+# Records over ~2 KB (an LLM intent with its replay inputs) are compressed by PostgreSQL's
+# TOAST code as they are inserted. With the default pglz that doubled the server's CPU per
+# row (31 instead of 16 us for a 2.5 KB intent, PostgreSQL 15; bench/audit.py --replay);
+# lz4 fills the same pages for a fraction of the CPU. The method is chosen per value when
+# it is written (columns left at their default follow the session's setting), recorded
+# with the value and read back by any session, so the shipper's session can choose it
+# alone: no schema change.
+_HAS_LZ4 = "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+
 DEFAULT_BATCH_RECORDS = 20_000
 """Default ``ShipperSettings.batch_records``."""
 
@@ -102,6 +121,13 @@ class ShipperSettings:
     """Longest wait between retries while PostgreSQL fails (seconds)."""
     connect_timeout_seconds: int = 5
     """libpq connect_timeout (seconds)."""
+    toast_lz4: bool = True
+    """Compress large records with lz4 instead of pglz when the server was built with lz4
+    (session setting ``default_toast_compression``; a server without lz4 keeps its
+    default, nothing fails)."""
+    read_ahead: bool = True
+    """Read and encode the next batch in a thread while this one is COPY'd (see the
+    module docstring). Off: one batch at a time, encoded while it is sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +139,45 @@ class ShipResult:
     position: SpoolPosition
     moved: bool = False
     """The acknowledged position advanced (records, or only a segment checkpoint)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """The frames of one COPY transaction, read from ``start`` up to ``end``."""
+
+    start: SpoolPosition
+    frames: list[Frame]
+    end: SpoolPosition
+    chunks: list[bytes] | None = None
+    """``encode_chunks(frames)`` when encoded ahead; None: encoded while sent."""
+
+
+class _ReadAhead(threading.Thread):
+    """Reads and encodes the batch at ``start`` while the caller ships the one before."""
+
+    def __init__(
+        self,
+        read: Callable[[SpoolPosition], tuple[list[Frame], SpoolPosition]],
+        start: SpoolPosition,
+    ) -> None:
+        super().__init__(name="haltgate-audit-read-ahead", daemon=True)
+        self._read = read
+        self._start = start
+        self.batch: _Batch | None = None
+
+    def run(self) -> None:
+        try:
+            frames, end = self._read(self._start)
+        except Exception as e:  # the next round reads again on the shipper's own thread,
+            log.debug("audit shipper: read-ahead failed (%s)", type(e).__name__)
+            return  # where a failure takes the usual way (retry, metrics)
+        chunks = None
+        if frames:
+            try:
+                chunks = encode_chunks(frames)
+            except RecordEncodingError:
+                pass  # encoded again inside the COPY transaction, which reports it
+        self.batch = _Batch(self._start, frames, end, chunks)
 
 
 def _months(frames: Sequence[Frame]) -> set[tuple[int, int]]:
@@ -137,6 +202,7 @@ class Shipper:
         self._partitions: set[tuple[int, int]] = set()
         self._stop = threading.Event()
         self._unsettled = False
+        self._ahead: _Batch | None = None
         try:
             self.position = self._read_position()
             self.spool_id = spool_id(self._dir)
@@ -196,11 +262,12 @@ class Shipper:
 
     # ---------------------------------------------------------------- reading
 
-    def _next_frames(self) -> tuple[list[Frame], SpoolPosition]:
-        """Up to ``batch_records`` complete frames after the acknowledged position."""
+    def _next_frames(self, after: SpoolPosition | None = None) -> tuple[list[Frame], SpoolPosition]:
+        """Up to ``batch_records`` complete frames from ``after`` (default: the
+        acknowledged position), and the position after them."""
         limit = self.settings.batch_records
         frames: list[Frame] = []
-        pos = self.position
+        pos = self.position if after is None else after
         durable = read_durable(self._dir)
         if durable is None:
             return frames, pos
@@ -263,6 +330,11 @@ class Shipper:
                 application_name="haltgate-audit-shipper",
             )
             self._partitions.clear()
+            if self.settings.toast_lz4:
+                row = self._conn.execute(_HAS_LZ4).fetchone()
+                if row is not None and row[0]:
+                    self._conn.execute("SET default_toast_compression = lz4")
+                self._conn.commit()
         return self._conn
 
     def _ensure_partitions(
@@ -275,34 +347,43 @@ class Shipper:
             )
             self._partitions.add((year, month))
 
-    def _insert(self, frames: Sequence[Frame], end: SpoolPosition) -> int:
-        """Commit ``frames`` (ending at ``end``) and the spool's progress in one transaction.
+    def _insert(self, batch: _Batch) -> int:
+        """Commit ``batch.frames`` and the spool's progress (``batch.end``) in one
+        transaction.
 
         Frames the recorded progress already covers (committed before a crash that lost
         the local acknowledgement) are skipped, so the rest can be COPY'd straight into the
         table. Should one still be there (progress lost, a restored spool copy), the batch
         is redone through the staging table with ON CONFLICT DO NOTHING."""
+        frames, end, chunks = batch.frames, batch.end, batch.chunks
         conn = self._connection()
         try:
             with conn.transaction():
                 self._ensure_partitions(conn, _months(frames))
                 row = conn.execute(_PROGRESS, (self.spool_id,)).fetchone()
                 done = SpoolPosition(int(row[0]), int(row[1])) if row else None
-                todo = [
-                    f for f in frames if done is None or SpoolPosition(f.segment, f.offset) >= done
-                ]
+                skip = 0  # frames are in spool order: the ones already shipped lead
+                if done is not None:
+                    while skip < len(frames) and (frames[skip].segment, frames[skip].offset) < (
+                        done.segment,
+                        done.offset,
+                    ):
+                        skip += 1
+                todo = frames
+                if skip:  # rare (see above): encode what is left while sending it
+                    todo, chunks = frames[skip:], None
                 inserted = 0
                 if todo:
                     try:
                         with conn.transaction():  # savepoint: a conflict undoes only this
-                            inserted = copy_frames_direct(conn, todo)
+                            inserted = copy_frames_direct(conn, todo, chunks)
                     except psycopg.errors.UniqueViolation:
                         log.warning(
                             "audit shipper: %d records partly shipped before; "
                             "inserting with ON CONFLICT DO NOTHING",
                             len(todo),
                         )
-                        inserted = copy_frames(conn, todo)
+                        inserted = copy_frames(conn, todo, chunks)
                 conn.execute(_SET_PROGRESS, (self.spool_id, end.segment, end.offset))
                 return inserted
         except BaseException:
@@ -311,15 +392,36 @@ class Shipper:
 
     # ---------------------------------------------------------------- loop
 
+    def _take_read_ahead(self) -> _Batch | None:
+        """The batch read ahead, if it starts where the acknowledged position is now (the
+        batch before it committed) and holds records; else None (read afresh)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead.start != self.position or not ahead.frames:
+            return None
+        return ahead
+
     def ship_once(self) -> ShipResult:
         """Ship one batch (maybe empty). Raises psycopg errors; nothing is acked then."""
-        frames, pos = self._next_frames()
+        batch = self._take_read_ahead()
+        if batch is None:
+            frames, end = self._next_frames()
+            batch = _Batch(self.position, frames, end)
+        frames, pos = batch.frames, batch.end
         inserted = 0
+        ahead: _ReadAhead | None = None
+        committed = False
         try:
             if frames:
-                inserted = self._insert(frames, pos)
+                if self.settings.read_ahead:
+                    ahead = _ReadAhead(self._next_frames, pos)
+                    ahead.start()
+                inserted = self._insert(batch)
+                committed = True
                 self.metrics.records_shipped.inc(len(frames))
         finally:
+            if ahead is not None:
+                ahead.join()  # nothing of the shipper runs between calls
+                self._ahead = ahead.batch if committed else None
             # On failure too: during an outage the lag metric is what shows it.
             self._update_lag(frames[0].time if frames else None)
         moved = pos != self.position
