@@ -314,6 +314,10 @@ _SECRET_PIECES = (
     "prompt_tokens completion_tokens_details",
     "sk-proj-" + "A1b2C3d4E5" * 3,
     "AIza" + "B" * 35,
+    "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs",
+    "AC" + "a1b2c3d4" * 4,
+    "SK" + "0123456789abcdef" * 2,
+    "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ",
 )
 _PROSE = ("Summarise", "the", "report", "in", "three", "sentences", "gl", "ac", "SK", "aws")
 _ODD = ("\u017f", "\u212a", "\u0130", "\u00e9", "\u200b", "\uff21")  # long s, Kelvin, ...
@@ -372,6 +376,9 @@ def test_secret_prefilters_find_what_the_hints_alone_find() -> None:
         "private_key",
         "slack_token",
         "generic_secret",
+        "discord_token",
+        "twilio_key",
+        "telegram_token",
     } <= seen
 
 

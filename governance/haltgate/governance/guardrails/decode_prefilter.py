@@ -32,6 +32,14 @@ def may_hold_alphabet_run(text: str) -> bool:
     return _B64_RUN_SHAPE in text.encode("ascii").translate(_B64_TABLE)
 
 
+def alphabet_map(text: str) -> bytes:
+    """An ASCII `text` with each character of the base64 alphabets (``A-Za-z0-9+/_-``)
+    as ``a`` and every other as a space: ``b"a" * n in alphabet_map(text)`` is False when
+    no run of `n` such characters is in the text (the secrets detector's token patterns
+    need one: `secrets._RUN_NEEDS`)."""
+    return text.encode("ascii").translate(_B64_TABLE)
+
+
 def may_hold_hex_pairs(text: str) -> bool:
     """False when `text` cannot hold hex pairs separated by spaces, colons, commas or dashes."""
     if not text.isascii():

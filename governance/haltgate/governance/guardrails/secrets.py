@@ -36,6 +36,7 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
+from haltgate.governance.guardrails import decode_prefilter
 from haltgate.governance.guardrails.base import Candidate, Channel
 from haltgate.governance.guardrails.decoded_rescan import rescan_decoded
 from haltgate.governance.guardrails.literal_gate import LiteralGate, Needs
@@ -287,6 +288,7 @@ class SecretsDetector:
         self._prefilter = prefilter
         # Each pattern's hints lower-cased once, here (not per pattern on every scan).
         self._gated = tuple((p, _lowered(p.hint)) for p in self._patterns)
+        self._run_needs = tuple(_RUN_NEEDS.get(p.regex.pattern, 0) for p in self._patterns)
         # With the prefilters: one pass over the text for every pattern's literals.
         self._gate = (
             LiteralGate([_needs(p.hint, p.regex.pattern) for p in self._patterns])
@@ -306,7 +308,20 @@ class SecretsDetector:
         ascii = text.isascii()
         low = text.lower() if ascii else text.translate(_ASCII_LOWER)
         if self._gate is not None:
-            patterns = [self._patterns[i] for i in self._gate.runnable(low, ascii)]
+            indices = self._gate.runnable(low, ascii)
+            if ascii:
+                runs: bytes | None = None
+                kept = []
+                for i in indices:
+                    need = self._run_needs[i]
+                    if need:
+                        if runs is None:
+                            runs = decode_prefilter.alphabet_map(text)
+                        if b"a" * need not in runs:
+                            continue
+                    kept.append(i)
+                indices = kept
+            patterns = [self._patterns[i] for i in indices]
         else:  # each pattern's hint looked for in turn (the reference of the gate)
             patterns = [
                 p
@@ -392,6 +407,10 @@ _PREFILTERS: dict[str, tuple[tuple[str, ...], bool]] = {
         True,
     ),
     r"xox(?:a|b|p|o|s|r)-(?:\d+-)+[a-z0-9]+": (("xox",), True),
+    r"https://hooks\.slack\.com/services/T[a-zA-Z0-9_]+/B[a-zA-Z0-9_]+/[a-zA-Z0-9_]+": (
+        ("hooks.slack.com",),
+        True,
+    ),
 }
 """Literals (lower-case) one of which a pattern cannot match without, by the pattern's
 source: its regex runs only when the lower-cased text holds one. They add to a pattern's
@@ -399,6 +418,17 @@ source: its regex runs only when the lower-cased text holds one. They add to a p
 saves the regex scans that cannot find anything). A pattern whose source changes upstream
 loses its prefilter, never a finding. Checked against the patterns in the differential
 tests (tests/guardrails/test_scan_fast_paths.py)."""
+
+_RUN_NEEDS: dict[str, int] = {
+    r"[MNO][a-zA-Z\d_-]{23,25}\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27}": 27,
+    r"AC[a-z0-9]{32}": 34,
+    r"SK[a-z0-9]{32}": 34,
+    r"\d{8,10}:[0-9A-Za-z_-]{35}": 35,
+}
+"""Token patterns whose hint says little (``.``, ``:``, none), by source: the run of
+base64-alphabet characters (`decode_prefilter.alphabet_map`) an ASCII text must hold for
+them to match (Discord's last part, Twilio's 34 characters, Telegram's secret). Outside
+ASCII they always run (a digit class there matches other scripts' digits too)."""
 
 
 def _needs(hint: str | tuple[str, ...] | None, source: str) -> Needs:
