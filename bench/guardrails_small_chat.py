@@ -170,6 +170,7 @@ async def in_sidecar(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
             str(args.seconds),
             "1",
             str(args.rate),
+            "0",  # not streamed
             stdout=subprocess.PIPE,
         )
         await asyncio.sleep(0.8)  # past the load generator's warm-up
