@@ -1,8 +1,9 @@
 """HTTP correctness of the relays (``bench/http_floor.py --framing``): each framing or
-smuggling case on a fresh connection to the sidecar's explicit port (today's HTTP layer)
-and to every relay, all in front of a recording upstream; printed: the client's status
-codes and how many requests reached the upstream, and whether each relay refuses every case
-the sidecar refuses.
+smuggling case on a fresh connection to the sidecar's explicit port on each of its servers
+(aiohttp's first, the reference; then haltgate's own over llhttp, ``--http-server``) and to
+every relay, all in front of a recording upstream; printed: the client's status codes and
+how many requests reached the upstream, and whether each target refuses every case the
+sidecar on aiohttp refuses.
 """
 
 from __future__ import annotations
@@ -163,18 +164,24 @@ async def framing_run(tmp: Path, skipped: list[str]) -> None:
     try:
         work = tmp / "sidecar"
         work.mkdir()
-        sc_port = so.free_port()
-        sidecar = so.start_sidecar(
-            argparse.Namespace(state="none", audit="memory"),
-            work, sc_port, framing_policy(upstream), env, [],
-        )  # fmt: skip
-        procs.append(sidecar)
+        # The sidecar on each of its explicit-port servers: aiohttp's first (the reference
+        # every candidate is checked against), then haltgate's own over llhttp.
+        sidecars: dict[str, int] = {}
+        for name in ("aiohttp", "llhttp"):
+            sc_port = so.free_port()
+            (work / name).mkdir()
+            sidecar = so.start_sidecar(
+                argparse.Namespace(state="none", audit="memory"),
+                work / name, sc_port, framing_policy(upstream), env, [], name,
+            )  # fmt: skip
+            procs.append(sidecar)
+            await asyncio.to_thread(so.wait_port, sc_port, sidecar, f"sidecar ({name})")
+            sidecars[f"sidecar ({name})"] = sc_port
         targets = await asyncio.to_thread(
             start_targets, upstream, up_port, env, tmp, skipped, False
         )
         procs += [t.proc for t in targets]
-        await asyncio.to_thread(so.wait_port, sc_port, sidecar, "sidecar")
-        ports = {"sidecar (today)": sc_port, **{t.name: t.port for t in targets}}
+        ports = {**sidecars, **{t.name: t.port for t in targets}}
         results: dict[str, dict[str, str]] = {name: {} for name in ports}
         for case, data in CASES:
             for name, port in ports.items():

@@ -44,9 +44,10 @@ from tests.guardrails import corpus
 
 def _guard(detectors: list[str], *, model: bool = False) -> Guardrails:
     spec = _restrict(default_spec(), detectors)
-    if model and spec.prompt_injection is not None:
+    if spec.prompt_injection is not None:  # patterns (+ model): the fast stage stays off
+        knobs = {"model": model, "fast_model": False}
         spec = spec.model_copy(
-            update={"prompt_injection": spec.prompt_injection.model_copy(update={"model": True})}
+            update={"prompt_injection": spec.prompt_injection.model_copy(update=knobs)}
         )
     return Guardrails.from_spec(spec)
 

@@ -75,7 +75,7 @@ class Counts:
 
 def _guard(detectors: list[str], *, model: bool = False, fast: bool = False) -> Guardrails:
     spec = _restrict(default_spec(), detectors)
-    if (model or fast) and spec.prompt_injection is not None:
+    if spec.prompt_injection is not None:  # explicit: the fast stage is on by default
         knobs = {"model": model, "fast_model": fast}
         spec = spec.model_copy(
             update={"prompt_injection": spec.prompt_injection.model_copy(update=knobs)}

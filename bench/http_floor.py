@@ -34,9 +34,10 @@ target's whole process tree (granian and nginx run workers under a parent). Ever
 also printed as a ratio to the aiohttp relay of the same run.
 
 ``--framing`` sends each framing or smuggling case on a fresh connection to the sidecar
-(today's HTTP layer, explicit port) and to every relay, all in front of a recording
-upstream, and prints what the client got and how many requests reached the upstream;
-the candidates are checked against the sidecar (every case it refuses must stay refused).
+(explicit port, on aiohttp's server and on haltgate's llhttp one) and to every relay, all
+in front of a recording upstream, and prints what the client got and how many requests
+reached the upstream; the candidates are checked against the sidecar on aiohttp (every
+case it refuses must stay refused).
 """
 
 from __future__ import annotations

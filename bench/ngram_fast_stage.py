@@ -10,6 +10,8 @@ the "eval" part is used here):
 - generated tool output (JSON, logs, shell listings, HTML) from a seed training never uses;
 - the own benign corpus (tests/guardrails/data/injection_benign.txt, agent traffic full of
   "ignore", "system", "instructions");
+- generated benign agent requests (`benign_requests`, dev templates only: neither the fit nor
+  the thresholds saw them), drawn with this bench's seed;
 - the own development set 3's and held-out sets' benign and attack texts (detection too).
 
 For each: FP of the patterns alone (blocked), the fast stage alone, and patterns + fast stage
@@ -31,12 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from haltgate.governance.guardrails import InjectionDetector, ngram
 from haltgate.governance.guardrails.base import Channel
+from haltgate.testbed import benign_requests
 from haltgate.testbed import ngram_synthetic as syn
 from haltgate.testbed import ngram_training_data as data
 from tests.guardrails import corpus
 
 EVAL_SEED = 90_210  # training uses 17
-REQUEST_SETS = frozenset({"own benign corpus"})
+REQUEST_SETS = frozenset({"own benign corpus", "generated requests (dev)"})
 """Benign sets of request text (what an agent sends); the others are documents."""
 
 
@@ -65,6 +68,9 @@ def benign_sets(limit: int) -> dict[str, list[str]]:
         gen = (syn.json_output, syn.log_output, syn.shell_output)[i % 4] if i % 4 < 3 else None
         out["tool output"].append(gen(rng) if gen else syn.html_page(rng, rng.choice(pages)))
     out["own benign corpus"] = [s.text for s in corpus.injection_samples() if not s.label]
+    out["generated requests (dev)"] = [
+        r.text for r in benign_requests.generate("dev", min(limit, 1500), rng)
+    ]
     return out
 
 
@@ -109,10 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-only", action="store_true")
     ap.add_argument("--n", type=int, default=200, help="texts for latency")
     ap.add_argument("--quick", action="store_true", help="(make bench) latency of 30 texts only")
+    ap.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="another model's three files (default: shipped)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.latency_only = 30, True
-    model = ngram.NgramModel.load()
+    model = (
+        ngram.NgramModel.load()
+        if args.model_dir is None
+        else ngram.NgramModel.load(
+            args.model_dir / ngram.WEIGHTS.name,
+            args.model_dir / ngram.CALIBRATION.name,
+            args.model_dir / ngram.MANIFEST.name,
+        )
+    )
     print(f"thresholds {model.thresholds}")
     latency(model, args.n)
     if args.latency_only:

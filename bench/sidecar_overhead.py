@@ -79,6 +79,8 @@ TARGET_TTFB_TAX_MS = 0.3
 RELAY = "bare aiohttp relay"
 SIDECAR = "via sidecar"
 GUARDED = "sidecar, guardrails on"
+OTHER_SERVER = "sidecar, {} server"
+HTTP_SERVERS = ("llhttp", "aiohttp")
 BASELINE = "sidecar, --baseline tree"
 BASELINE_GUARDED = "guarded, --baseline tree"
 GUARDRAILS = {
@@ -375,6 +377,18 @@ def main() -> None:
         "directory (production emptyDir), /dev/shm, or nowhere (memory)",
     )
     ap.add_argument(
+        "--http-server",
+        choices=HTTP_SERVERS,
+        default="llhttp",
+        help="the sidecars' explicit-port server (haltgate's own over llhttp, or aiohttp's)",
+    )
+    ap.add_argument(
+        "--server-leg",
+        action="store_true",
+        help="also a sidecar (guardrails off) on the other explicit-port server, to compare "
+        "the server legs in the same run",
+    )
+    ap.add_argument(
         "--baseline",
         type=Path,
         help="a source tree of haltgate (e.g. `git archive` of another commit, unpacked): two "
@@ -390,7 +404,13 @@ def main() -> None:
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
     }
     up_port, bare_port = free_port(), free_port()
-    ports = {SIDECAR: free_port(), GUARDED: free_port()}
+    # Round-robin order: the other server's sidecar right after the first (so that both
+    # follow a light target, not the guardrails' sidecar).
+    other = next(s for s in HTTP_SERVERS if s != args.http_server)
+    ports = {SIDECAR: free_port()}
+    if args.server_leg:
+        ports[OTHER_SERVER.format(other)] = free_port()
+    ports[GUARDED] = free_port()
     if args.baseline is not None:
         ports[BASELINE] = free_port()
         ports[BASELINE_GUARDED] = free_port()
@@ -416,6 +436,12 @@ def main() -> None:
                     ),
                     tree_env(env, args.baseline) if name in (BASELINE, BASELINE_GUARDED) else env,
                     shm,
+                    # The baseline tree runs as it is (it may predate --http-server).
+                    None
+                    if name == BASELINE
+                    else other
+                    if name == OTHER_SERVER.format(other)
+                    else args.http_server,
                 )
                 procs.append(sidecars[name])
             bare = subprocess.Popen(
@@ -469,6 +495,7 @@ def start_sidecar(
     doc: dict[str, Any],
     env: dict[str, str],
     shm: list[Path],
+    http_server: str | None = None,
 ) -> subprocess.Popen[bytes]:
     policy_path = work / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(doc))
@@ -486,6 +513,8 @@ def start_sidecar(
     elif args.audit == "spool":
         cmd += ["--audit-dir", str(work / "audit")]
     cmd += ["--audit-sink", args.audit]
+    if http_server is not None:
+        cmd += ["--http-server", http_server]
     return subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -596,6 +625,22 @@ def run(
         print(
             f"   {name:24}{rps:8.0f} req/s wall {per_core:8.0f} req per CPU-s of its "
             f"process ({times:.2f}x the relay)"
+        )
+    other = OTHER_SERVER.format(next(s for s in HTTP_SERVERS if s != args.http_server))
+    if other in targets:
+        # --server-leg: the two explicit-port servers, both guardrails off, same run.
+        ttfb_other = pct(ttfb[other], 0.5) - t50
+        ttfb_this = pct(ttfb[SIDECAR], 0.5) - t50
+        print(
+            f"\n4. server leg ({args.http_server} = '{SIDECAR}' vs '{other}', both guardrails "
+            f"off): added p50 {added[SIDECAR][0]:.3f} vs {added[other][0]:.3f} ms "
+            f"(tax over the relay {added[SIDECAR][0] - r50:.3f} vs {added[other][0] - r50:.3f}); "
+            f"CPU-ms per call {cpu_ms[SIDECAR]:.3f} vs {cpu_ms[other]:.3f} "
+            f"({cpu_ms[SIDECAR] / cpu_ms[other]:.2f}x; x relay "
+            f"{cpu_ms[SIDECAR] / cpu_ms[RELAY]:.2f} vs {cpu_ms[other] / cpu_ms[RELAY]:.2f}); "
+            f"added TTFB {ttfb_this:.3f} vs "
+            f"{ttfb_other:.3f} ms; req per CPU-s {results[SIDECAR][1]:.0f} vs "
+            f"{results[other][1]:.0f} ({results[SIDECAR][1] / results[other][1]:.2f}x)"
         )
 
 

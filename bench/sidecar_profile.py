@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python bench/sidecar_profile.py [--seconds 5] [--concurrency 16]
 [--rate N] [--audit spool|memory] [--state tmpfs|none] [--disk] [--guardrails]
-[--stream] [--py-spy [--gil] [--native] [--keep FILE]]``
+[--stream] [--http-server llhttp|aiohttp] [--py-spy [--gil] [--native] [--keep FILE]]``
 
 The stand-in LLM and the load generator are subprocesses; the sidecar (the same
 ``Sidecar`` as ``haltgate sidecar``, uvloop, the policy of ``bench/sidecar_overhead.py``)
@@ -108,6 +108,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("upstream request (client, h1)", r"^Pipeline\.forward "),
     ("pipeline, other", r"^Pipeline\.(handle|_govern|identify) "),
     ("aiohttp server (parse, write)", r"\((aiohttp/)?(web_protocol|http_writer|web_response)\.py"),
+    ("llhttp server (parse, write)", r"^\w+\.\w+ \((llhttp_server|wire_request)\.py"),
     ("aiohttp client (connection)", r"\((aiohttp/)?client_proto\.py"),
 )
 
@@ -168,6 +169,7 @@ async def profile(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
         explicit=Listen("127.0.0.1", port),
         admin=Listen("127.0.0.1", 0),
         metrics=Listen("127.0.0.1", 0),
+        **({"http_server": args.http_server} if args.http_server else {}),
     )
     sidecar = Sidecar(settings)
     await sidecar.start()
@@ -286,6 +288,11 @@ def main() -> None:
     )
     ap.add_argument("--stream", action="store_true", help="with --rate: streamed chat requests")
     ap.add_argument("--keep", type=Path, help="with --py-spy: copy the raw profile here")
+    ap.add_argument(
+        "--http-server",
+        choices=["llhttp", "aiohttp"],
+        help="the explicit port's server (default: the sidecar's default)",
+    )
     args = ap.parse_args()
     env = {
         **os.environ,

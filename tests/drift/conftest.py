@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.sidecar.conftest import (  # noqa: F401  (fixtures re-exported for pytest)
+    http_server,
     sidecar_factory,
     standins,
 )

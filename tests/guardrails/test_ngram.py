@@ -144,17 +144,16 @@ def test_model_stage_reads_windows_around_the_spans(model: ngram.NgramModel) -> 
     assert (hit.score, hit.start, hit.end) == (0.8, at - margin, at + 40 + margin)
 
 
-def test_policy_knob_turns_the_stage_on() -> None:
-    spec = policy_checks.Guardrails.model_validate(
-        {"promptInjection": {"fastModel": True}, "failMode": "closed"}
-    )
+def test_the_stage_is_on_by_default_and_the_knob_turns_it_off() -> None:
+    spec = policy_checks.Guardrails.model_validate({"promptInjection": {}, "failMode": "closed"})
     assert spec.prompt_injection is not None and spec.prompt_injection.fast_model
-    off = policy_checks.Guardrails.model_validate({"promptInjection": {}})
-    assert off.prompt_injection is not None and not off.prompt_injection.fast_model
-    g = Guardrails.from_spec(spec)
-    result = g.scan(ATTACK, "request")
+    result = Guardrails.from_spec(spec).scan(ATTACK, "request")
     assert result.blocked
     assert any(f.type == "ngram_model" for f in result.findings)
+    off = policy_checks.Guardrails.model_validate({"promptInjection": {"fastModel": False}})
+    assert off.prompt_injection is not None and not off.prompt_injection.fast_model
+    plain = Guardrails.from_spec(off).scan(ATTACK, "request")
+    assert not any(f.type == "ngram_model" for f in plain.findings)
 
 
 def test_an_unavailable_model_fails_closed(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from tests.sidecar.conftest import (  # noqa: F401  (fixtures re-exported for py
     SidecarFactory,
     Standins,
     base_policy,
+    http_server,
     merge,
     sidecar_factory,
     standins,

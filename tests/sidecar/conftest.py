@@ -21,7 +21,7 @@ from aiohttp import web
 
 from haltgate.governance.audit import MemoryAuditSink
 from haltgate.sidecar.server import Sidecar
-from haltgate.sidecar.startup import Listen, SidecarSettings
+from haltgate.sidecar.startup import HTTP_SERVERS, Listen, SidecarSettings
 from haltgate.testbed.standins import RECORDED, Recorded, http_api, llm, mcp, serve
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -133,7 +133,22 @@ SidecarFactory = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
-async def sidecar_factory(standins: Standins, tmp_path: Path) -> AsyncIterator[SidecarFactory]:
+def http_server() -> str | None:
+    """The explicit port's HTTP server of the sidecars a test starts (None: the default).
+    A module runs on both with ``http_server = both_http_servers`` (see below)."""
+    return None
+
+
+@pytest.fixture(params=HTTP_SERVERS)
+def both_http_servers(request: pytest.FixtureRequest) -> str:
+    """Assign to ``http_server`` in a test module to run its tests on each server."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def sidecar_factory(
+    standins: Standins, tmp_path: Path, http_server: str | None
+) -> AsyncIterator[SidecarFactory]:
     started: list[Sidecar] = []
 
     async def make(policy_extra: dict[str, Any] | None = None, **settings: Any) -> Running:
@@ -143,6 +158,8 @@ async def sidecar_factory(standins: Standins, tmp_path: Path) -> AsyncIterator[S
         token = tmp_path / "admin-token"
         token.write_text(ADMIN_TOKEN + "\n")
         audit = MemoryAuditSink()
+        if http_server is not None:
+            settings.setdefault("http_server", http_server)
         cfg = SidecarSettings(
             policy_path=policy_path,
             admin_token_file=token,

@@ -147,7 +147,9 @@ async def test_an_injection_in_a_tool_answer_header_blocks_and_a_clean_page_pass
     assert not any(INJECTION in v for _, v in headers)
     records = await outcomes(sc, 2)
     assert not records[0].findings
-    assert [f["path"] for f in records[1].findings] == ["header:x-note"]
+    # The pattern and (fastModel, on by default) the n-gram stage each report it.
+    assert {f["path"] for f in records[1].findings} == {"header:x-note"}
+    assert "ignore_instructions" in {f["type"] for f in records[1].findings}
 
 
 @pytest.mark.parametrize("name", list(ANSWERS))

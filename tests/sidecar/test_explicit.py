@@ -12,6 +12,13 @@ import pytest
 from haltgate.governance.audit import AuditRecord
 from tests.sidecar.conftest import Running, SidecarFactory, Standins
 
+
+@pytest.fixture
+def http_server(both_http_servers: str) -> str:
+    """Every test here runs on both explicit-port servers (llhttp and aiohttp)."""
+    return both_http_servers
+
+
 CHAT = {
     "model": "gpt-4o-mini",
     "messages": [{"role": "user", "content": "one two three"}],

@@ -18,6 +18,13 @@ from haltgate.sidecar.destination_check import DestinationVerifier
 from haltgate.sidecar.http_apps import transparent_app
 from tests.sidecar.conftest import SidecarFactory, Standins
 
+
+@pytest.fixture
+def http_server(both_http_servers: str) -> str:
+    """Every test here runs on both explicit-port servers (llhttp and aiohttp)."""
+    return both_http_servers
+
+
 TE = b"Transfer-Encoding: chunked\r\n"
 STATUS_LINE = re.compile(rb"(?:^|\r\n)HTTP/\d\.\d \d{3} ")
 SMUGGLED = b"GET /api/echo/smuggled HTTP/1.1\r\nHost: a\r\n\r\n"

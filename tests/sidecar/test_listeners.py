@@ -25,6 +25,13 @@ from haltgate.sidecar.transparent import TransparentListener, TransparentSetting
 from haltgate.sidecar.transparent_upstreams import TransparentUpstream, UpstreamIndex
 from tests.sidecar.conftest import SidecarFactory, Standins
 
+
+@pytest.fixture
+def http_server(both_http_servers: str) -> str:
+    """Every test here runs on both explicit-port servers (llhttp and aiohttp)."""
+    return both_http_servers
+
+
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 

@@ -6,8 +6,15 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from tests.sidecar.conftest import SidecarFactory, Standins
+
+
+@pytest.fixture
+def http_server(both_http_servers: str) -> str:
+    """Every test here runs on both explicit-port servers (llhttp and aiohttp)."""
+    return both_http_servers
 
 
 def rpc(method: str, msg_id: Any = 1, **params: Any) -> dict[str, Any]:

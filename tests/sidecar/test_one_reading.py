@@ -16,6 +16,13 @@ import pytest
 
 from tests.sidecar.conftest import SidecarFactory, Standins
 
+
+@pytest.fixture
+def http_server(both_http_servers: str) -> str:
+    """Every test here runs on both explicit-port servers (llhttp and aiohttp)."""
+    return both_http_servers
+
+
 DENY_ADMIN = {
     "name": "no-admin",
     "action": "deny",

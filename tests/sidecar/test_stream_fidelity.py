@@ -16,6 +16,13 @@ from haltgate.sidecar.pipeline_state import PipelineSettings
 from haltgate.sidecar.usage import CHARS_PER_TOKEN
 from tests.sidecar.conftest import Running, SidecarFactory, Standins
 
+
+@pytest.fixture
+def http_server(both_http_servers: str) -> str:
+    """Every test here runs on both explicit-port servers (llhttp and aiohttp)."""
+    return both_http_servers
+
+
 CHAT = {
     "model": "gpt-4o-mini",
     "messages": [{"role": "user", "content": "one two three"}],

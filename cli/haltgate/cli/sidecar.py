@@ -23,8 +23,10 @@ from haltgate.sidecar.server import Sidecar
 from haltgate.sidecar.startup import (
     ADMIN_PORT,
     EXPLICIT_PORT,
+    HTTP_SERVERS,
     METRICS_PORT,
     TRANSPARENT_PORT,
+    HttpServerName,
     Listen,
     SidecarSettings,
     StartupError,
@@ -202,6 +204,14 @@ class _OneLineErrors(click.Command):
     "timeout, keep-alive idle timeout) on every listener.",
 )
 @click.option(
+    "--http-server",
+    default="llhttp",
+    show_default=True,
+    type=click.Choice(HTTP_SERVERS),
+    help="HTTP server of the explicit port: llhttp (haltgate's own, over httptools) or "
+    "aiohttp. The other listeners run on aiohttp.",
+)
+@click.option(
     "--agent-namespace",
     envvar="HALTGATE_POD_NAMESPACE",
     default="",
@@ -301,6 +311,7 @@ def sidecar(
     metrics_listen: str,
     max_connections: int,
     idle_timeout: float,
+    http_server: HttpServerName,
     agent_namespace: str,
     agent_pod: str,
     agent_workload: str,
@@ -345,6 +356,7 @@ def sidecar(
         admin=_listen(admin_listen, ADMIN_PORT, "--admin-listen"),
         metrics=_listen(metrics_listen, METRICS_PORT, "--metrics-listen"),
         limits=ListenerLimits(idle_timeout=idle_timeout, max_connections=max_connections),
+        http_server=http_server,
         agent=AgentIdentity(
             namespace=agent_namespace,
             pod=agent_pod,

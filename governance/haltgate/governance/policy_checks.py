@@ -47,10 +47,11 @@ class PromptInjectionDetector(Detector):
         "detector reports an error and failMode decides).",
     )
     fast_model: bool = Field(
-        default=False,
+        default=True,
         description="Also run the character n-gram linear model (shipped in the package, "
-        "needs numpy) on every text: a fast, high-recall stage whose suspicious windows are "
-        "stacked with the patterns and read by the model stage.",
+        "numpy) on every text, with per-channel thresholds (request text, tool results): a "
+        "fast stage whose suspicious windows are stacked with the patterns and read by the "
+        "model stage. On by default; false leaves the patterns alone.",
     )
     model_budget_ms: int | None = Field(
         default=None,

@@ -19,6 +19,7 @@ from haltgate.sidecar import mcp, mcp_answers
 from haltgate.sidecar import responses as r
 from haltgate.sidecar.bodybudget import MemoryBudgetError
 from haltgate.sidecar.call import Call, overhead_ms
+from haltgate.sidecar.pipeline_request import PipelineRequest, start_answer
 from haltgate.sidecar.relay_headers import forward_headers, response_headers
 from haltgate.sidecar.response_guard import ResponseGuard, lists_tools, rewrite_sse
 from haltgate.sidecar.upstream_response import UpstreamResponse
@@ -33,7 +34,7 @@ class AnswerRelay(ResponseGuard):
 
     def answer_server(
         self,
-        request: web.BaseRequest,
+        request: PipelineRequest,
         call: Call,
         upstream: UpstreamResponse,
         requests: Sequence[tuple[Any, str]],
@@ -60,7 +61,7 @@ class AnswerRelay(ResponseGuard):
         task.add_done_callback(self._background.discard)
 
     async def relay_through(
-        self, request: web.BaseRequest, call: Call, upstream: UpstreamResponse
+        self, request: PipelineRequest, call: Call, upstream: UpstreamResponse
     ) -> web.StreamResponse:
         """Relay an answer chunk by chunk without reading it (HTTP tools)."""
         resp = web.StreamResponse(
@@ -71,7 +72,7 @@ class AnswerRelay(ResponseGuard):
         if upstream.content_length is not None:
             resp.content_length = upstream.content_length
         resp.headers[r.OVERHEAD_HEADER] = overhead_ms(call)
-        await resp.prepare(request)
+        await start_answer(resp, request)
         digest = hashlib.blake2b(digest_size=16)
         truncated = client_gone = False
         try:
@@ -102,7 +103,7 @@ class AnswerRelay(ResponseGuard):
         return resp
 
     async def relay_whole(
-        self, request: web.BaseRequest, call: Call, upstream: UpstreamResponse
+        self, request: PipelineRequest, call: Call, upstream: UpstreamResponse
     ) -> web.StreamResponse:
         """A complete (non-streamed) answer: settle, scan, then send it."""
         limit = self.settings.max_buffered_response_bytes

@@ -26,13 +26,14 @@ from aiohttp.http import RawRequestMessage
 
 from haltgate.governance.errors import BadRequestError
 from haltgate.sidecar import self_view
+from haltgate.sidecar.pipeline_request import PipelineRequest
 
 __all__ = ["framing_guard", "framing_refusal", "refuse_framing"]
 
 _SPOKEN = (HttpVersion10, HttpVersion11)
 
 
-def framing_refusal(request: web.BaseRequest) -> BadRequestError | None:
+def framing_refusal(request: PipelineRequest) -> BadRequestError | None:
     """The typed error for a request whose framing the sidecar refuses, else ``None``."""
     version = request.version
     if version not in _SPOKEN:

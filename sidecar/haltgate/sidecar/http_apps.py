@@ -12,9 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from haltgate.sidecar import self_view
 from haltgate.sidecar.destination_check import DestinationVerifier, destination_guard
 from haltgate.sidecar.framing_check import framing_guard, framing_refusal, refuse_framing
+from haltgate.sidecar.llhttp_server import LlhttpServer
 from haltgate.sidecar.target_resolution import resolve_explicit, resolve_transparent
+from haltgate.sidecar.wire_request import WireRequest
 
-__all__ = ["explicit_server", "metrics_app", "transparent_app"]
+__all__ = ["explicit_llhttp_server", "explicit_server", "metrics_app", "transparent_app"]
 
 
 def explicit_server(source: self_view.SelfSource, idle_timeout: float) -> web.Server:
@@ -45,6 +47,34 @@ async def _answer_expect(request: web.BaseRequest) -> None:
         raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers['Expect']}")
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the answer's own byte count starts after this
+
+
+def explicit_llhttp_server(source: self_view.SelfSource, idle_timeout: float) -> LlhttpServer:
+    """The explicit port on haltgate's own llhttp server (``--http-server llhttp``): the
+    same steps as :func:`explicit_server`, on a :class:`WireRequest`."""
+
+    async def handler(request: WireRequest) -> web.StreamResponse:
+        pipeline = source.pipeline
+        assert pipeline is not None
+        if (err := framing_refusal(request)) is not None:
+            if request.version not in (aiohttp.HttpVersion10, aiohttp.HttpVersion11):
+                request.version = aiohttp.HttpVersion11  # answered on an HTTP/1.1 line
+            response: web.StreamResponse = await pipeline.handle(request, err)
+            response.force_close()  # what follows the head cannot be framed safely
+            return response
+        if request.raw_path.startswith(self_view.SELF_PATH) and self_view.is_self_request(
+            request.raw_path
+        ):
+            return self_view.answer(request, source)
+        expect = request.expect
+        if expect is not None and request.version == aiohttp.HttpVersion11:
+            if expect.lower() != "100-continue":
+                return web.Response(status=417, text=f"unknown Expect: {expect}")
+            if not request.content.at_eof:
+                request.writer.send_continue()
+        return await pipeline.handle(request, resolve_explicit(request, pipeline.controls))
+
+    return LlhttpServer(handler, idle_timeout=idle_timeout)
 
 
 def transparent_app(source: self_view.SelfSource, verifier: DestinationVerifier) -> web.Application:

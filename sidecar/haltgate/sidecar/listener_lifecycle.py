@@ -14,6 +14,7 @@ from haltgate.sidecar.connect import ExplicitFront
 from haltgate.sidecar.connect_routing import ConnectRouter
 from haltgate.sidecar.destination_check import DestinationVerifier
 from haltgate.sidecar.listeners import ConnectionCap, ListenerLimits, LiveCount
+from haltgate.sidecar.llhttp_server import LlhttpServer
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.startup import Listen
 from haltgate.sidecar.transparent_gate import ConnectionGate
@@ -35,6 +36,7 @@ class Listeners:
         self._metrics = metrics
         self._runners: list[web.BaseRunner] = []
         self._servers: list[asyncio.AbstractServer] = []
+        self._llhttp: list[LlhttpServer] = []
         self.addresses: dict[str, tuple[str, int]] = {}
         """Bound ``(host, port)`` by listener name."""
         self.transparent: TransparentListener | None = None
@@ -52,13 +54,18 @@ class Listeners:
         await self._listen(name, cap, listen, backlog=128)
 
     async def serve_explicit(
-        self, listen: Listen, server: web.Server, connects: ConnectRouter
+        self, listen: Listen, server: web.Server | LlhttpServer, connects: ConnectRouter
     ) -> None:
         """Port 17000: CONNECT is sniffed first (connect.py), all else goes to ``server``."""
         limits = self._limits
-        http_factory = await self._setup(
-            web.ServerRunner(server, handle_signals=False, shutdown_timeout=5)
-        )
+        http_factory: web.Server | LlhttpServer
+        if isinstance(server, LlhttpServer):
+            http_factory = server
+            self._llhttp.append(server)
+        else:
+            http_factory = await self._setup(
+                web.ServerRunner(server, handle_signals=False, shutdown_timeout=5)
+            )
         fronts = LiveCount()
         tasks = connects.tasks
         inspected = connects.inspected
@@ -130,6 +137,9 @@ class Listeners:
         for server in self._servers:
             server.close()
         self._servers.clear()
+        for llhttp in self._llhttp:
+            await llhttp.shutdown(5.0)
+        self._llhttp.clear()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

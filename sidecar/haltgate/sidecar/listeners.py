@@ -3,13 +3,14 @@
 Without them a client that opens connections and sends nothing (or one header byte at a
 time) holds a file descriptor each until the process runs out and ``/readyz`` stops
 answering. Every listener of the sidecar (explicit, transparent, admin, metrics) is built
-with a :class:`ConnectionCap` and aiohttp's keep-alive timer set to ``idle_timeout``:
+with a :class:`ConnectionCap` and a header timer of ``idle_timeout`` (aiohttp's keep-alive
+timer; on the explicit port, the llhttp server's own, ``llhttp_server.py``):
 
-- **header timeout**: aiohttp arms that timer when a connection opens and after each
+- **header timeout**: the server arms that timer when a connection opens and after each
   answer, and closes the connection when it fires while no complete request head has
   arrived (a silent client, a slowloris, an idle keep-alive connection alike). The bytes
-  read before aiohttp takes over (the explicit port's ``CONNECT`` sniffing) have their own
-  timer, the same length (:class:`HeadTimer`).
+  read before the HTTP server takes over (the explicit port's ``CONNECT`` sniffing) have
+  their own timer, the same length (:class:`HeadTimer`).
 - **body timeout**: the pipeline's ``client_body_timeout`` (governed calls) and the admin
   API's own (``MAX_ADMIN_BODY_SECONDS``).
 - **connection cap**: past ``max_connections`` live connections a new one is answered

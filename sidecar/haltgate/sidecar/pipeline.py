@@ -33,6 +33,7 @@ from haltgate.governance.policy_base import RequestKind
 from haltgate.sidecar import mcp_answers
 from haltgate.sidecar.call import Call
 from haltgate.sidecar.classify import Target, classify
+from haltgate.sidecar.pipeline_request import PipelineRequest
 from haltgate.sidecar.relay_headers import EVENT_STREAM, forward_headers
 from haltgate.sidecar.response_guard import lists_tools
 from haltgate.sidecar.stream_relay import StreamRelay
@@ -45,7 +46,7 @@ class Pipeline(StreamRelay):
     """Governs one request at a time (many concurrently, on one event loop)."""
 
     async def handle(
-        self, request: web.BaseRequest, target: Target | HaltgateError
+        self, request: PipelineRequest, target: Target | HaltgateError
     ) -> web.StreamResponse:
         """Govern one request to ``target`` (or answer the resolution error)."""
         call = self.identify()
@@ -59,7 +60,7 @@ class Pipeline(StreamRelay):
                 call.held = 0
 
     async def _govern(
-        self, request: web.BaseRequest, target: Target | HaltgateError, call: Call
+        self, request: PipelineRequest, target: Target | HaltgateError, call: Call
     ) -> web.StreamResponse:
         try:
             if isinstance(target, HaltgateError):
@@ -109,7 +110,7 @@ class Pipeline(StreamRelay):
             agent=self.agent,
         )
 
-    async def forward(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
+    async def forward(self, request: PipelineRequest, call: Call) -> web.StreamResponse:
         """Send the decided call upstream and relay the answer (streamed or whole)."""
         assert call.target is not None and call.classified is not None
         call.forward_started = time.perf_counter()

@@ -14,6 +14,7 @@ from haltgate.sidecar import responses as r
 from haltgate.sidecar.bodybudget import MemoryBudgetError
 from haltgate.sidecar.budget_stages import BudgetStages
 from haltgate.sidecar.call import Call, overhead_ms
+from haltgate.sidecar.pipeline_request import PipelineRequest
 
 __all__ = ["Refusals"]
 
@@ -28,7 +29,7 @@ class Refusals(BudgetStages):
     """Answers refusals and upstream failures, each audited as a decision."""
 
     async def refuse(
-        self, request: web.BaseRequest, call: Call, err: HaltgateError
+        self, request: PipelineRequest, call: Call, err: HaltgateError
     ) -> web.Response:
         """Answer a refusal: release any reservation, audit the decision, send the error."""
         self.abandon(call)
@@ -48,7 +49,7 @@ class Refusals(BudgetStages):
 
     async def fail_upstream(
         self,
-        request: web.BaseRequest,
+        request: PipelineRequest,
         call: Call,
         err: UpstreamError | MemoryBudgetError | UnavailableError,
         cause: BaseException | None,
@@ -74,7 +75,7 @@ class Refusals(BudgetStages):
         return await self._send_error(request, call, err)
 
     async def _send_error(
-        self, request: web.BaseRequest, call: Call, err: HaltgateError
+        self, request: PipelineRequest, call: Call, err: HaltgateError
     ) -> web.Response:
         c = call.classified
         retry = call.reservation.retry_after if call.reservation else None

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
-from aiohttp import web
 
 from haltgate.governance.errors import BadRequestError, DeniedError, UnavailableError
 from haltgate.governance.flow_values import ValuesUnreadable, answer_values
@@ -27,6 +26,7 @@ from haltgate.sidecar import mcp
 from haltgate.sidecar.call import Call, fingerprint_of
 from haltgate.sidecar.destinations import check_destination
 from haltgate.sidecar.flow_arguments import sink_arguments
+from haltgate.sidecar.pipeline_request import PipelineRequest
 from haltgate.sidecar.refusals import Refusals
 
 __all__ = ["RequestStages"]
@@ -38,7 +38,7 @@ _T = TypeVar("_T")
 class RequestStages(Refusals):
     """Reads and judges the request (each stage refuses by raising)."""
 
-    async def read_body(self, request: web.BaseRequest, call: Call) -> bytes:
+    async def read_body(self, request: PipelineRequest, call: Call) -> bytes:
         """The whole request body, within the policy's size limit, the sidecar's body
         memory budget and the client timeout."""
         limit = call.controls.max_body_bytes

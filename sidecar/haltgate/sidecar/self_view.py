@@ -22,6 +22,8 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from haltgate.sidecar.pipeline_request import PipelineRequest
+
 __all__ = ["SELF_PATH", "SelfSource", "answer", "document", "is_self_request"]
 
 SELF_PATH = "/haltgate/v1/self"
@@ -83,7 +85,7 @@ def document(source: SelfSource, now: float | None = None) -> dict[str, Any]:
     }
 
 
-def answer(request: web.BaseRequest, source: SelfSource) -> web.Response:
+def answer(request: PipelineRequest, source: SelfSource) -> web.Response:
     """The HTTP answer for a request on :data:`SELF_PATH`."""
     if request.method not in ("GET", "HEAD"):
         body = {

@@ -46,7 +46,12 @@ from haltgate.sidecar.connection_audit import ConnectionAudit
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.destination_check import DestinationVerifier
 from haltgate.sidecar.drift_watch import DriftCollector, DriftWatch
-from haltgate.sidecar.http_apps import explicit_server, metrics_app, transparent_app
+from haltgate.sidecar.http_apps import (
+    explicit_llhttp_server,
+    explicit_server,
+    metrics_app,
+    transparent_app,
+)
 from haltgate.sidecar.listener_lifecycle import Listeners
 from haltgate.sidecar.metrics import SidecarMetrics
 from haltgate.sidecar.pipeline import Pipeline
@@ -203,7 +208,11 @@ class Sidecar:
         with binding("explicit", settings.explicit):
             await self.listeners.serve_explicit(
                 settings.explicit,
-                explicit_server(self, settings.limits.idle_timeout),
+                (
+                    explicit_llhttp_server(self, settings.limits.idle_timeout)
+                    if settings.http_server == "llhttp"
+                    else explicit_server(self, settings.limits.idle_timeout)
+                ),
                 self.connects,
             )
         if settings.transparent is not None:

@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from haltgate.governance.request import AgentIdentity
 from haltgate.sidecar.listeners import ListenerLimits
@@ -18,6 +19,7 @@ from haltgate.sidecar.pipeline_state import PipelineSettings
 __all__ = [
     "ADMIN_PORT",
     "EXPLICIT_PORT",
+    "HTTP_SERVERS",
     "METRICS_PORT",
     "TRANSPARENT_PORT",
     "Listen",
@@ -28,6 +30,9 @@ __all__ = [
 ]
 
 EXPLICIT_PORT = 17000
+HttpServerName = Literal["llhttp", "aiohttp"]
+HTTP_SERVERS: tuple[HttpServerName, ...] = ("llhttp", "aiohttp")
+"""The explicit port's HTTP servers (``--http-server``)."""
 TRANSPARENT_PORT = 17001
 ADMIN_PORT = 17020
 METRICS_PORT = 17090
@@ -87,6 +92,9 @@ class SidecarSettings:
     the operator), never on every address."""
     metrics: Listen = Listen("127.0.0.1", METRICS_PORT)
     limits: ListenerLimits = field(default_factory=ListenerLimits)
+    http_server: HttpServerName = "llhttp"
+    """The explicit port's HTTP server: ``llhttp`` (haltgate's own, llhttp_server.py) or
+    ``aiohttp`` (aiohttp's low-level server). The other listeners run on aiohttp."""
     """Connection cap and header/idle timeout of every listener (listeners.py)."""
     transparent: Listen | None = None
     """Transparent listener (17001; ``::1`` on the same port is added). None: off."""

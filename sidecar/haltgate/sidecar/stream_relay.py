@@ -25,6 +25,7 @@ from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.budget_stages import budget_denial
 from haltgate.sidecar.call import Call, overhead_ms
 from haltgate.sidecar.injected_usage import HiddenUsage
+from haltgate.sidecar.pipeline_request import PipelineRequest, start_answer
 from haltgate.sidecar.relay_headers import response_headers
 from haltgate.sidecar.response_guard import content_coding
 from haltgate.sidecar.sse import EventHold, SSEEvent, SSEParser
@@ -59,7 +60,7 @@ class StreamRelay(AnswerRelay):
     """Relays SSE answers."""
 
     async def relay_stream(
-        self, request: web.BaseRequest, call: Call, upstream: UpstreamResponse
+        self, request: PipelineRequest, call: Call, upstream: UpstreamResponse
     ) -> web.StreamResponse:
         """Relay an SSE answer, metering it event by event; cut it if the budget is crossed.
 
@@ -107,7 +108,7 @@ class StreamRelay(AnswerRelay):
         # The head goes out with the first bytes of the body (one write, one wake-up of
         # the agent instead of two), or on its own after _HEAD_HOLD_SECONDS without them.
         resp._send_headers_immediately = False
-        writer = await resp.prepare(request)
+        writer = await start_answer(resp, request)
         head_timer = (
             asyncio.get_running_loop().call_later(_HEAD_HOLD_SECONDS, _send_head, writer)
             if writer is not None

