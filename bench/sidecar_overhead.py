@@ -438,7 +438,7 @@ def main() -> None:
                     shm,
                     # The baseline tree runs as it is (it may predate --http-server).
                     None
-                    if name == BASELINE
+                    if name in (BASELINE, BASELINE_GUARDED)
                     else other
                     if name == OTHER_SERVER.format(other)
                     else args.http_server,
