@@ -82,6 +82,7 @@ GUARDED = "sidecar, guardrails on"
 OTHER_SERVER = "sidecar, {} server"
 HTTP_SERVERS = ("llhttp", "aiohttp")
 BASELINE = "sidecar, --baseline tree"
+BASELINE_GUARDED = "guarded, --baseline tree"
 GUARDRAILS = {
     "promptInjection": {"direction": "request", "action": "block"},
     "pii": {"direction": "both", "action": "redact", "entities": ["email", "phone"]},
@@ -390,9 +391,9 @@ def main() -> None:
     ap.add_argument(
         "--baseline",
         type=Path,
-        help="a source tree of haltgate (e.g. `git archive` of another commit, unpacked): a "
-        "third sidecar (guardrails off) runs from it in the same run, interleaved, for an "
-        "A/B on the same minutes",
+        help="a source tree of haltgate (e.g. `git archive` of another commit, unpacked): two "
+        "more sidecars (guardrails off and on) run from it in the same run, interleaved, for "
+        "an A/B on the same minutes",
     )
     args = ap.parse_args()
     if args.quick:
@@ -412,6 +413,7 @@ def main() -> None:
     ports[GUARDED] = free_port()
     if args.baseline is not None:
         ports[BASELINE] = free_port()
+        ports[BASELINE_GUARDED] = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     shm: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="hg-bench-") as tmp:
@@ -427,12 +429,16 @@ def main() -> None:
                     args,
                     work,
                     port,
-                    policy(upstream_url, guardrails=name == GUARDED, durability=args.durability),
-                    tree_env(env, args.baseline) if name == BASELINE else env,
+                    policy(
+                        upstream_url,
+                        guardrails=name in (GUARDED, BASELINE_GUARDED),
+                        durability=args.durability,
+                    ),
+                    tree_env(env, args.baseline) if name in (BASELINE, BASELINE_GUARDED) else env,
                     shm,
                     # The baseline tree runs as it is (it may predate --http-server).
                     None
-                    if name == BASELINE
+                    if name in (BASELINE, BASELINE_GUARDED)
                     else other
                     if name == OTHER_SERVER.format(other)
                     else args.http_server,
@@ -571,7 +577,8 @@ def run(
     if BASELINE in targets:
         print(
             f"   baseline tree: governance tax {added[BASELINE][0] - r50:.3f} ms, CPU per call "
-            f"{cpu_ms[BASELINE] / cpu_ms[RELAY]:.2f}x the relay"
+            f"{cpu_ms[BASELINE] / cpu_ms[RELAY]:.2f}x the relay, guardrails on add "
+            f"{cpu_ms[BASELINE_GUARDED] - cpu_ms[BASELINE]:+.3f} CPU-ms per call"
         )
     print(
         f"   governance tax (sidecar +p50 - relay +p50): {tax:.3f} ms "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import codecs
 import json
+import weakref
 from typing import Any
 
 import orjson
@@ -69,6 +70,18 @@ def looks_like_json(decoded: bytes, text: str) -> bool:
 _NESTED_DEPTH = 2
 """JSON inside a JSON string (inside a JSON string) is read; deeper is left as text."""
 
+_clean_keys: weakref.WeakKeyDictionary[Guardrails, dict[tuple[str, tuple[str, ...]], None]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Key lists (with their channel) a policy's response guardrails found clean as a whole:
+an upstream answers in the same shape call after call (``choices``, ``finish_reason``,
+``prompt_tokens_details``...), and scanning its keys again cost ~50 us per answer. The
+whole list is the memo's key (the keys are scanned joined, as one text), so a hit means
+exactly the text scanned before; only for policies whose response detectors are
+deterministic (`Guardrails.deterministic`). Emptied when full."""
+_CLEAN_KEYS_MAX_ENTRIES = 256
+_CLEAN_KEYS_MAX_CHARS = 4096
+
 
 def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> ScanResult:
     """`Guardrails.scan_json` of an answer, with what its reader also reads: JSON held in
@@ -85,11 +98,7 @@ def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> 
     if result.blocked:
         return result
     keys, blobs = _keys_and_blobs(expanded)
-    extra = (
-        g.scan_json([*keys, *blobs.values()], "response", channel=channel)
-        if keys or blobs
-        else None
-    )
+    extra = _scan_keys_and_blobs(g, keys, blobs, channel) if keys or blobs else None
     renamed: dict[str, str] = {}
     values: dict[str, str] = {}
     if extra is not None and extra.redacted_obj is not None:
@@ -117,10 +126,41 @@ def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> 
     )
 
 
+def _scan_keys_and_blobs(
+    g: Guardrails, keys: list[str], blobs: dict[str, str], channel: Channel
+) -> ScanResult:
+    """`Guardrails.scan_json` of the keys and decoded blobs of a document; a key list
+    found clean before (`_clean_keys`) is not scanned again."""
+    memo: dict[tuple[str, tuple[str, ...]], None] | None = None
+    entry: tuple[str, tuple[str, ...]] | None = None
+    if not blobs and g.deterministic("response"):
+        entry = (channel, tuple(keys))
+        memo = _clean_keys.get(g)
+        if memo is None:
+            memo = _clean_keys[g] = {}
+        if entry in memo:
+            return _CLEAN
+    result = g.scan_json([*keys, *blobs.values()], "response", channel=channel)
+    if (
+        memo is not None
+        and entry is not None
+        and not (result.findings or result.errors or result.blocked)
+        and result.redacted_obj is None
+        and sum(map(len, keys)) <= _CLEAN_KEYS_MAX_CHARS
+    ):
+        if len(memo) >= _CLEAN_KEYS_MAX_ENTRIES:
+            memo.clear()
+        memo[entry] = None
+    return result
+
+
+_CLEAN = ScanResult()
+
+
 def _expand(obj: Any, inner: dict[str, Any], depth: int) -> Any:
     """``obj`` with each string that holds a JSON document replaced by that document
     (expanded in turn, two levels deep), recorded in ``inner``; ``obj`` itself when none
-    does."""
+    does. A container is copied only when one of its values changed."""
     if isinstance(obj, str):
         if depth >= _NESTED_DEPTH:
             return obj
@@ -130,12 +170,31 @@ def _expand(obj: Any, inner: dict[str, Any], depth: int) -> Any:
         inner[obj] = parsed
         return _expand(parsed, inner, depth + 1)
     if isinstance(obj, dict):
-        items = {k: _expand(v, inner, depth) for k, v in obj.items()}
-        return obj if all(items[k] is v for k, v in obj.items()) else items
+        items: dict[Any, Any] | None = None
+        for k, v in obj.items():
+            if type(v) in _LEAF_TYPES:
+                continue
+            new = _expand(v, inner, depth)
+            if new is not v:
+                if items is None:
+                    items = dict(obj.items())
+                items[k] = new
+        return obj if items is None else items
     if isinstance(obj, list):
-        out = [_expand(v, inner, depth) for v in obj]
-        return obj if all(a is b for a, b in zip(out, obj, strict=True)) else out
+        out: list[Any] | None = None
+        for i, v in enumerate(obj):
+            if type(v) in _LEAF_TYPES:
+                continue
+            new = _expand(v, inner, depth)
+            if new is not v:
+                if out is None:
+                    out = list(obj)
+                out[i] = new
+        return obj if out is None else out
     return obj
+
+
+_LEAF_TYPES = frozenset({int, float, bool, type(None)})
 
 
 def _collapse(obj: Any, redacted: Any, inner: dict[str, Any]) -> Any:
@@ -167,15 +226,18 @@ def _keys_and_blobs(obj: Any) -> tuple[list[str], dict[str, str]]:
         if isinstance(item, dict):
             for k, v in item.items():
                 if isinstance(k, str) and len(k) >= MIN_FINDING_CHARS:
-                    keys.setdefault(k, None)
-                if isinstance(v, dict | list):
+                    keys[k] = None  # insertion order: the first time a key is seen
+                tv = type(v)
+                if tv in _LEAF_TYPES:
+                    continue
+                if tv is dict or tv is list or isinstance(v, (dict, list)):
                     stack.append(v)
                 elif k == "blob" and isinstance(v, str) and v not in blobs:
                     text = _blob_text(v)
                     if text is not None:
                         blobs[v] = text
         elif isinstance(item, list):
-            stack.extend(v for v in item if isinstance(v, dict | list))
+            stack.extend([v for v in item if isinstance(v, dict | list)])
     return list(keys), blobs
 
 

@@ -49,6 +49,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from haltgate.governance.guardrails import decode_prefilter
+
 PAYLOAD_KINDS: tuple[str, ...] = (
     "base64",
     "base32",
@@ -65,6 +67,8 @@ PAYLOAD_KINDS: tuple[str, ...] = (
 TEXT_KINDS: tuple[str, ...] = ("rot13", "leetspeak")
 """Encodings of whole sentences, recognised by what they read as once decoded."""
 ALL_KINDS = PAYLOAD_KINDS + TEXT_KINDS
+_KIND_SETS = {k: frozenset(k) for k in (PAYLOAD_KINDS, TEXT_KINDS, ALL_KINDS)}
+_ALPHABET_KINDS = frozenset({"base64", "base32", "hex"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,10 +250,10 @@ def _percent_runs(text: str) -> list[tuple[int, int, str]]:
 def _runs(text: str, kinds: frozenset[str]) -> list[tuple[int, int, str]]:
     """Candidate runs of every kind asked for (not yet decoded, may overlap)."""
     out: list[tuple[int, int, str]] = []
-    if kinds & {"base64", "base32", "hex"}:
+    if not kinds.isdisjoint(_ALPHABET_KINDS) and decode_prefilter.may_hold_alphabet_run(text):
         out.extend(r for r in _b64_runs(text) if r[2] in kinds)
     if "hex" in kinds:
-        if " " in text or ":" in text or "," in text or "-" in text:
+        if decode_prefilter.may_hold_hex_pairs(text):
             out.extend((m.start(), m.end(), "hex") for m in _HEX_PAIRS.finditer(text))
         if "0x" in text or "0X" in text:
             out.extend((m.start(), m.end(), "hex") for m in _HEX_0X.finditer(text))
@@ -520,12 +524,15 @@ def decode_spans(
     Outer spans come first, longest first; a nested span follows its outer one and carries
     its outer run's offsets. Spans of one level never overlap.
     """
-    unknown = set(kinds) - set(ALL_KINDS)
-    if unknown:
-        raise ValueError(f"kinds: unknown encoding(s) {', '.join(sorted(unknown))}")
+    wanted = _KIND_SETS.get(kinds) if type(kinds) is tuple else None
+    if wanted is None:
+        unknown = set(kinds) - set(ALL_KINDS)
+        if unknown:
+            raise ValueError(f"kinds: unknown encoding(s) {', '.join(sorted(unknown))}")
+        wanted = frozenset(kinds)
     budget = _Budget(limits.max_spans, limits.max_decoded_chars)
     if limits.max_depth > 0:
-        _search(text, frozenset(kinds), limits, budget, None, "", 1)
+        _search(text, wanted, limits, budget, None, "", 1)
     return budget.found
 
 
@@ -540,7 +547,7 @@ def _search(
 ) -> list[tuple[int, int, str]]:
     """Decode the runs of one level; returns (start, end, rendered) of this level's spans."""
     runs = _runs(text, kinds)
-    if kinds & set(TEXT_KINDS):
+    if not kinds.isdisjoint(TEXT_KINDS):
         runs.extend(_text_runs(text, kinds, limits))
     runs.sort(key=lambda r: (r[0] - r[1], r[0]))
     taken: list[tuple[int, int, str]] = []

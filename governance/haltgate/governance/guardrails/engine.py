@@ -31,7 +31,7 @@ from haltgate.governance.guardrails.base import (
 from haltgate.governance.guardrails.json_strings import (
     MIN_FINDING_CHARS,
     JoinedStrings,
-    iter_strings,
+    collect_strings,
     rebuild,
 )
 from haltgate.governance.guardrails.redaction import Redactor, apply_redactions
@@ -113,6 +113,10 @@ class Guardrails:
             d: tuple(s for s in self._settings if d in s.directions)
             for d in ("request", "response")
         }
+        self._deterministic = {
+            d: all(getattr(s.detector, "deterministic", False) for s in settings)
+            for d, settings in self._by_direction.items()
+        }
 
     @classmethod
     def from_spec(
@@ -166,6 +170,12 @@ class Guardrails:
     def active(self, direction: ScanDirection) -> bool:
         """Whether any detector runs in `direction` (lets callers skip body parsing)."""
         return bool(self._by_direction[direction])
+
+    def deterministic(self, direction: ScanDirection) -> bool:
+        """Whether every detector of `direction` gives the same verdict for the same text
+        every time (no model stage, whose per-call time budget can turn a verdict into an
+        error): callers may then remember texts found clean instead of scanning them again."""
+        return self._deterministic[direction]
 
     def runs(self, detector: str, direction: ScanDirection) -> bool:
         """Whether the detector named `detector` runs in `direction`."""
@@ -271,25 +281,26 @@ class Guardrails:
             settings = tuple(s for s in settings if s.detector.name in only)
         trust = trust_agent_instructions and direction == "request"
         base = channel or default_channel(direction)
-        strings = (
-            [
-                js
-                for js in iter_strings(obj, "", trusted=False)
-                if len(js.value) >= MIN_FINDING_CHARS
-            ]
-            if settings
-            else []
-        )
+        strings = collect_strings(obj, min_chars=MIN_FINDING_CHARS) if settings else []
         channels: list[Channel] = ["document" if js.tool_result else base for js in strings]
+        # one channel for every string (the common case): no grouping to work out
+        one_channel: tuple[Channel, ...] | None = (
+            None if any(js.tool_result for js in strings) else (base,) if strings else ()
+        )
         joined_cache: dict[tuple[bool, Channel | None], JoinedStrings] = {}
         for s in settings:
             # The strings of the document are scanned as one text per channel (one pass per
             # detector instead of one per string); findings are mapped back to their string.
             # Detectors that judge every channel alike see all the strings at once.
-            skip_trusted = trust and s.detector.name == injection.NAME
-            blind = s.detector.name in _CHANNEL_BLIND
+            name = s.detector.name
+            skip_trusted = trust and name == injection.NAME
+            blind = name in _CHANNEL_BLIND
             groups: tuple[Channel | None, ...] = (
-                (None,) if blind else tuple(dict.fromkeys(channels))
+                (None,)
+                if blind
+                else one_channel
+                if one_channel is not None
+                else tuple(dict.fromkeys(channels))
             )
             for group in groups:
                 key = (skip_trusted, group)
@@ -312,12 +323,14 @@ class Guardrails:
                     if self._record(out, s, c, start, end, strings[i].pointer, channels[i]):
                         redact.setdefault(i, []).append((start, end, c.entity))
         replaced: dict[str, str] = {}
-        redactor = Redactor()
-        for i in sorted(redact):  # document order: placeholders numbered as they appear
-            pointer, value = strings[i].pointer, strings[i].value
-            replaced[pointer] = apply_redactions(value, redact[i], redactor)
-        order = {js.pointer: i for i, js in enumerate(strings)}
-        out.findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
+        if redact:
+            redactor = Redactor()
+            for i in sorted(redact):  # document order: placeholders numbered as they appear
+                pointer, value = strings[i].pointer, strings[i].value
+                replaced[pointer] = apply_redactions(value, redact[i], redactor)
+        if len(out.findings) > 1:
+            order = {js.pointer: i for i, js in enumerate(strings)}
+            out.findings.sort(key=lambda f: (order.get(f.path or "", len(order)), f.start))
         return ScanResult(
             findings=tuple(out.findings),
             blocked=out.blocked,

@@ -153,6 +153,13 @@ class InjectionDetector:
         """Whether a model stage is configured."""
         return self._model is not None
 
+    @property
+    def deterministic(self) -> bool:
+        """Without the model stage, the same text always gets the same candidates (the
+        patterns and the n-gram stage are pure; the model stage runs under a per-call time
+        budget). See `Guardrails.deterministic`."""
+        return self._model is None
+
     def model_limits(self, channel: str) -> tuple[float, float]:
         """(block, advisory) of the model stage for `channel`."""
         lim = self._model_thresholds.get(channel)

@@ -30,7 +30,7 @@ import codecs
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import ahocorasick
 
@@ -235,9 +235,9 @@ def _merge_ranges(spots: list[int], margin: int, limit: int) -> tuple[tuple[int,
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
-class View:
-    """One form of the text to match on.
+class View(NamedTuple):
+    """One form of the text to match on (a named tuple: several are made for every text
+    scanned, and a tuple is the cheapest immutable record to build).
 
     `to_origin(i, j)` maps a span of `text` back to a span of the original text.
     """

@@ -309,6 +309,8 @@ class PIIDetector:
     """Detects the entities in `entities` (all when empty)."""
 
     name = NAME
+    deterministic = True
+    """The same text always gets the same candidates (see `Guardrails.deterministic`)."""
 
     def __init__(self, entities: Collection[str] = (), *, region: str = "US") -> None:
         """`region` is the numbering plan assumed for phone numbers without a ``+`` prefix."""

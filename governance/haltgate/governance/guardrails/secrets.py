@@ -36,8 +36,10 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
+from haltgate.governance.guardrails import decode_prefilter
 from haltgate.governance.guardrails.base import Candidate, Channel
 from haltgate.governance.guardrails.decoded_rescan import rescan_decoded
+from haltgate.governance.guardrails.literal_gate import LiteralGate, Needs
 
 NAME = "secrets"
 
@@ -263,9 +265,13 @@ class SecretsDetector:
     """Provider tokens (via detect-secrets plugins and ours) plus the assignment rule."""
 
     name = NAME
+    deterministic = True
+    """The same text always gets the same candidates (see `Guardrails.deterministic`)."""
 
-    def __init__(self) -> None:
-        """Compile the pattern table once."""
+    def __init__(self, *, prefilter: bool = True) -> None:
+        """Compile the pattern table once. `prefilter=False` turns off the literal
+        prefilters (`_PREFILTERS`, and the assignment rule's need of ``:`` or ``=``): the
+        same findings, slower; the reference of the differential tests."""
         table: list[_Pattern] = []
         for plugin, entity, score, hint in _PLUGINS:
             check: Callable[[str], bool] | None = None
@@ -279,8 +285,16 @@ class SecretsDetector:
                 table.append(_Pattern(entity, regex, score, check, hint))
         table.extend(_OWN)
         self._patterns = tuple(table)
+        self._prefilter = prefilter
         # Each pattern's hints lower-cased once, here (not per pattern on every scan).
         self._gated = tuple((p, _lowered(p.hint)) for p in self._patterns)
+        self._run_needs = tuple(_RUN_NEEDS.get(p.regex.pattern, 0) for p in self._patterns)
+        # With the prefilters: one pass over the text for every pattern's literals.
+        self._gate = (
+            LiteralGate([_needs(p.hint, p.regex.pattern) for p in self._patterns])
+            if prefilter
+            else None
+        )
 
     def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
         """All secret candidates in `text`, also inside its encoded runs (`decoded_rescan`);
@@ -291,12 +305,31 @@ class SecretsDetector:
 
     def _plain(self, text: str) -> list[Candidate]:
         out: list[Candidate] = []
-        low = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
-        for p, hint in self._gated:
-            if hint is not None and (
-                hint not in low if type(hint) is str else not any(h in low for h in hint)
-            ):
-                continue
+        ascii = text.isascii()
+        low = text.lower() if ascii else text.translate(_ASCII_LOWER)
+        if self._gate is not None:
+            indices = self._gate.runnable(low, ascii)
+            if ascii:
+                runs: bytes | None = None
+                kept = []
+                for i in indices:
+                    need = self._run_needs[i]
+                    if need:
+                        if runs is None:
+                            runs = decode_prefilter.alphabet_map(text)
+                        if b"a" * need not in runs:
+                            continue
+                    kept.append(i)
+                indices = kept
+            patterns = [self._patterns[i] for i in indices]
+        else:  # each pattern's hint looked for in turn (the reference of the gate)
+            patterns = [
+                p
+                for p, hint in self._gated
+                if hint is None
+                or (hint in low if type(hint) is str else any(h in low for h in hint))
+            ]
+        for p in patterns:
             for m in p.regex.finditer(text):
                 start, end = _secret_span(m)
                 if p.check is not None and not p.check(text[start:end]):
@@ -310,15 +343,17 @@ class SecretsDetector:
                 if p.entity != "private_key" and _documented(text[start:end]):
                     continue
                 out.append(Candidate(p.entity, start, end, p.score))
-        out.extend(self._assignments(text, low))
+        out.extend(self._assignments(text, low, self._prefilter))
         return out
 
     @staticmethod
-    def _assignments(text: str, low: str) -> Iterable[Candidate]:
+    def _assignments(text: str, low: str, prefilter: bool = True) -> Iterable[Candidate]:
         if "authorization" in low:
             for m in _BEARER.finditer(text):
                 if shannon_entropy(m.group(1)) >= 3.0:
                     yield Candidate("bearer_token", m.start(1), m.end(1), 0.85)
+        if prefilter and "=" not in low and ":" not in low:
+            return  # the assignment pattern needs one of them after the name
         windows: list[tuple[int, int]] = []
         for k in _ASSIGNMENT_KEY.finditer(low):
             lo, hi = max(0, k.start() - _NAME_MAX), min(len(text), k.end() + _VALUE_REACH)
@@ -327,6 +362,8 @@ class SecretsDetector:
             else:
                 windows.append((lo, hi))
         for lo, hi in windows:
+            if prefilter and low.find("=", lo, hi) < 0 and low.find(":", lo, hi) < 0:
+                continue
             for m in _ASSIGNMENT.finditer(low, lo, hi):
                 value = text[m.start(2) : m.end(2)].rstrip(".,;")
                 score = _secret_value(text[m.start(1) : m.end(1)], value)
@@ -335,6 +372,74 @@ class SecretsDetector:
 
 
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+_PRIVATE_KEY_HEADS = (
+    "DSA PRIVATE KEY",
+    "EC PRIVATE KEY",
+    "OPENSSH PRIVATE KEY",
+    "PGP PRIVATE KEY BLOCK",
+    "PRIVATE KEY",
+    "RSA PRIVATE KEY",
+    "SSH2 ENCRYPTED PRIVATE KEY",
+)
+_PREFILTERS: dict[str, tuple[tuple[str, ...], bool]] = {
+    r"(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}": (
+        ("a3t", "abia", "acca", "akia", "asia"),
+        False,
+    ),
+    r"(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9_]{36}": (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), False),
+    r"(glpat|gldt|glft|glsoat|glrt)-[A-Za-z0-9_\-]{20,50}(?!\w)": (
+        ("glpat-", "gldt-", "glft-", "glsoat-", "glrt-"),
+        False,
+    ),
+    r"GR1348941[A-Za-z0-9_\-]{20,50}(?!\w)": (("gr1348941",), False),
+    r"glcbt-([0-9a-fA-F]{2}_)?[A-Za-z0-9_\-]{20,50}(?!\w)": (("glcbt-",), False),
+    r"glimt-[A-Za-z0-9_\-]{25}(?!\w)": (("glimt-",), False),
+    r"glptt-[A-Za-z0-9_\-]{40}(?!\w)": (("glptt-",), False),
+    r"glagent-[A-Za-z0-9_\-]{50,1024}(?!\w)": (("glagent-",), False),
+    r"gloas-[A-Za-z0-9_\-]{64}(?!\w)": (("gloas-",), False),
+    **{f"BEGIN {head}": ((f"begin {head.lower()}",), False) for head in _PRIVATE_KEY_HEADS},
+    "PuTTY-User-Key-File-2": (("putty-user-key-file-2",), False),
+    # case-insensitive patterns: outside ASCII a letter has more case forms (U+017F is an "s"
+    # to the regex engine), so their literal is looked for in ASCII text only
+    r"aws.{0,20}?(?:key|pwd|pw|password|pass|token).{0,20}?[\'\"]([0-9a-zA-Z/+]{40})[\'\"]": (
+        ("aws",),
+        True,
+    ),
+    r"xox(?:a|b|p|o|s|r)-(?:\d+-)+[a-z0-9]+": (("xox",), True),
+    r"https://hooks\.slack\.com/services/T[a-zA-Z0-9_]+/B[a-zA-Z0-9_]+/[a-zA-Z0-9_]+": (
+        ("hooks.slack.com",),
+        True,
+    ),
+}
+"""Literals (lower-case) one of which a pattern cannot match without, by the pattern's
+source: its regex runs only when the lower-cased text holds one. They add to a pattern's
+`hint` (which stays as it is: the hint decides what the pattern finds, the prefilter only
+saves the regex scans that cannot find anything). A pattern whose source changes upstream
+loses its prefilter, never a finding. Checked against the patterns in the differential
+tests (tests/guardrails/test_scan_fast_paths.py)."""
+
+_RUN_NEEDS: dict[str, int] = {
+    r"[MNO][a-zA-Z\d_-]{23,25}\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27}": 27,
+    r"AC[a-z0-9]{32}": 34,
+    r"SK[a-z0-9]{32}": 34,
+    r"\d{8,10}:[0-9A-Za-z_-]{35}": 35,
+}
+"""Token patterns whose hint says little (``.``, ``:``, none), by source: the run of
+base64-alphabet characters (`decode_prefilter.alphabet_map`) an ASCII text must hold for
+them to match (Discord's last part, Twilio's 34 characters, Telegram's secret). Outside
+ASCII they always run (a digit class there matches other scripts' digits too)."""
+
+
+def _needs(hint: str | tuple[str, ...] | None, source: str) -> Needs:
+    """What a pattern needs in the lower-cased text: its hint and its prefilter."""
+    lowered = _lowered(hint)
+    prefilter, ascii_only = _PREFILTERS.get(source, (None, False))
+    return Needs(
+        hint=(lowered,) if isinstance(lowered, str) else lowered,
+        prefilter=prefilter,
+        prefilter_ascii_only=ascii_only,
+    )
 
 
 def _documented(value: str) -> bool:

@@ -1,0 +1,254 @@
+"""Guardrail CPU of one small chat call, in process: what the sidecar's guardrails cost on
+the call of ``bench/sidecar_overhead.py`` (two short messages in, a short answer out).
+
+Run: ``.venv/bin/python bench/guardrails_small_chat.py [--rounds 25] [--calls 300]
+[--cold] [--sidecar [--seconds 6] [--rate 200]]``
+
+The policy's guardrails are those of ``sidecar_overhead.py`` (prompt injection on
+requests, PII redaction and secrets on both directions), compiled as the sidecar compiles
+them. Timed per call, as the sidecar runs them: the request's URL and headers
+(``request_meta``), the request body (``Guardrails.scan_json``), the answer body as the
+stand-in LLM sends it (``response_body.scan_decoded_body``, model answer channel) and the
+answer's header values (``answer_headers``). CPU time of this process
+(``time.process_time``), best of ``--rounds`` rounds of ``--calls`` calls: warm caches,
+the code's own cost; under load and between other work a call costs more. ``--cold``:
+each stage timed alone after 32 MiB of memory were written over (the caches emptied, as
+for a call that follows other processes' work), median of ``--calls`` calls (CPU time of
+the thread).
+
+``--sidecar``: the same stages inside a real sidecar (in this process, the policy of
+``sidecar_overhead.py`` with guardrails, no audit or state I/O) serving the stand-in LLM's
+answers to paced sequential calls from a load-generator process (``sidecar_profile.py``'s):
+the CPU time of this thread spent in the sidecar's guardrail stages per call, next to the
+whole process's CPU per call. Calls come one at a time, each after other processes ran, so
+caches are cold as in ``sidecar_overhead.py``'s latency run. To compare trees, run the same
+file with ``PYTHONPATH`` pointing at the other tree's packages (docs/sidecar.md, "Guardrails
+on a small chat").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import sidecar_overhead as overhead  # noqa: E402
+
+ANSWER = orjson.dumps(
+    {
+        "id": "chatcmpl-2ba16dbe49770eb93db7e91a",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": " ".join(f"tok{i}" for i in range(16)),
+                },
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 21,
+            "completion_tokens": 16,
+            "total_tokens": 37,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+)
+"""The stand-in LLM's answer to ``sidecar_overhead.CHAT`` (its shape and sizes)."""
+REQUEST_HEADERS = (
+    ("Host", "127.0.0.1:8080"),
+    ("Content-Type", "application/json"),
+    ("Content-Length", str(len(overhead.CHAT))),
+    ("User-Agent", "Python/3.11 aiohttp/3.9"),
+    ("Accept", "*/*"),
+    ("Accept-Encoding", "gzip, deflate"),
+)
+ANSWER_HEADERS = (
+    ("Content-Type", "application/json; charset=utf-8"),
+    ("Content-Length", str(len(ANSWER))),
+    ("Date", "Mon, 07 Dec 2026 21:00:00 GMT"),
+    ("Server", "Python/3.11 aiohttp/3.9"),
+)
+
+
+def stages() -> dict[str, Callable[[], object]]:
+    from haltgate.governance.guardrails import Guardrails
+    from haltgate.governance.guardrails.answer_headers import scan_headers
+    from haltgate.governance.guardrails.request_meta import scan_request_meta
+    from haltgate.governance.guardrails.response_body import scan_decoded_body
+    from haltgate.governance.policy_checks import Guardrails as Spec
+
+    g = Guardrails.from_spec(Spec.model_validate(overhead.GUARDRAILS))
+    content_type = dict(ANSWER_HEADERS)["Content-Type"]
+    return {
+        "request URL and headers": lambda: scan_request_meta(
+            g, "/llm/v1/chat/completions", "", REQUEST_HEADERS
+        ),
+        # parsed per call, as the sidecar's classification does
+        "request body": lambda: g.scan_json(orjson.loads(overhead.CHAT), "request"),
+        "answer body": lambda: scan_decoded_body(g, ANSWER, content_type, channel="request"),
+        "answer headers": lambda: scan_headers(g, ANSWER_HEADERS),
+    }
+
+
+def best_us(fn: Callable[[], object], rounds: int, calls: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for _ in range(calls):
+            fn()
+        best = min(best, time.process_time() - t0)
+    return best / calls * 1e6
+
+
+def _timed(cls: type, name: str, spent: dict[str, float]) -> None:
+    """Wrap the method `name` of `cls` to add its thread CPU time to `spent`."""
+    method = getattr(cls, name)
+
+    def timed(*args: object, **kwargs: object) -> object:
+        t0 = time.thread_time()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.thread_time() - t0
+            spent[f"{name} calls"] = spent.get(f"{name} calls", 0) + 1
+
+    setattr(cls, name, timed)
+
+
+async def in_sidecar(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
+    import asyncio
+    import subprocess
+
+    import sidecar_profile
+    import yaml
+
+    from haltgate.sidecar.request_stages import RequestStages
+    from haltgate.sidecar.response_guard import ResponseGuard
+    from haltgate.sidecar.server import Sidecar
+    from haltgate.sidecar.startup import Listen, SidecarSettings
+
+    spent: dict[str, float] = {}
+    _timed(RequestStages, "scan_request", spent)
+    for name in ("decode_response", "scan_response", "scan_answer_headers"):
+        _timed(ResponseGuard, name, spent)
+    policy = tmp / "policy.yaml"
+    policy.write_text(
+        yaml.safe_dump(overhead.policy(f"http://127.0.0.1:{up_port}", guardrails=True))
+    )
+    port = overhead.free_port()
+    sidecar = Sidecar(
+        SidecarSettings(
+            policy_path=policy,
+            state_dir=None,
+            audit_dir=None,
+            explicit=Listen("127.0.0.1", port),
+            admin=Listen("127.0.0.1", 0),
+            metrics=Listen("127.0.0.1", 0),
+        )
+    )
+    await sidecar.start()
+    try:
+        load = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            sidecar_profile.LOAD.format(bench=str(BENCH)),
+            f"http://127.0.0.1:{port}/llm/v1/chat/completions",
+            str(args.seconds),
+            "1",
+            str(args.rate),
+            "0",  # not streamed
+            stdout=subprocess.PIPE,
+        )
+        await asyncio.sleep(0.8)  # past the load generator's warm-up
+        spent.clear()
+        cpu0 = time.process_time()
+        out, _ = await load.communicate()
+        cpu = time.process_time() - cpu0
+    finally:
+        await sidecar.stop()
+    # calls counted by the sidecar since the counters were cleared (warm-up calls of a
+    # slow machine included: the load generator counts only its timed ones)
+    n = int(spent.get("scan_request calls", 0)) or int(out.split()[0])
+    times = {k: v for k, v in spent.items() if not k.endswith(" calls")}
+    stage = sum(times.values())
+    print(f"{n} calls at ~{args.rate:g}/s, one at a time")
+    for name, s in times.items():
+        print(f"{s / n * 1e6:9.1f} us  {name}")
+    print(f"{stage / n * 1e6:9.1f} us  guardrail stages per call (CPU time of the loop thread)")
+    print(f"{cpu / n * 1e6:9.1f} us  whole sidecar process per call (warm-up included)")
+
+
+def cold_us(fn: Callable[[], object], calls: int) -> float:
+    """Median thread CPU time of `fn` right after the caches were filled with other data."""
+    import numpy as np
+
+    other = np.zeros(32 * 1024 * 1024 // 8)
+    fn()
+    times = []
+    for _ in range(calls):
+        other[::8] += 1.0  # one write per 64-byte cache line
+        t0 = time.thread_time_ns()
+        fn()
+        times.append(time.thread_time_ns() - t0)
+    times.sort()
+    return times[len(times) // 2] / 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=25)
+    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--cold", action="store_true", help="each call after the caches were emptied")
+    ap.add_argument("--sidecar", action="store_true", help="measure inside a real sidecar")
+    ap.add_argument("--seconds", type=float, default=6.0, help="with --sidecar")
+    ap.add_argument("--rate", type=float, default=200.0, help="with --sidecar: calls per second")
+    args = ap.parse_args()
+    import os
+
+    from haltgate.governance.guardrails import engine
+
+    print(f"guardrails of {engine.__file__}, load average {os.getloadavg()[0]:.1f}")
+    if args.sidecar:
+        import tempfile
+
+        import uvloop
+
+        up_port = overhead.free_port()
+        upstream = overhead.start_standin_llm(up_port)
+        try:
+            overhead.wait_port(up_port, upstream, "stand-in LLM")
+            with tempfile.TemporaryDirectory(prefix="hg-guard-", dir="/dev/shm") as tmp:
+                uvloop.run(in_sidecar(args, Path(tmp), up_port))
+        finally:
+            upstream.terminate()
+            upstream.wait(10)
+        return
+    total = 0.0
+    for name, fn in stages().items():
+        us = cold_us(fn, args.calls) if args.cold else best_us(fn, args.rounds, args.calls)
+        total += us
+        print(f"{us:9.1f} us  {name}")
+    how = (
+        f"median of {args.calls}, caches emptied before each"
+        if args.cold
+        else f"best of {args.rounds} x {args.calls}"
+    )
+    print(f"{total:9.1f} us  per call ({how}, CPU time)")
+
+
+if __name__ == "__main__":
+    main()
