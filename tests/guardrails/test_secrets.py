@@ -41,6 +41,14 @@ def test_github_token_span_is_not_shrunk_to_its_prefix() -> None:
     assert c.end - c.start == len(token)
 
 
+def test_gitlab_runner_token_is_found_without_a_gl_elsewhere() -> None:
+    """The GitLab plugin was gated on "gl" alone, which a runner registration token
+    (``GR1348941...``) does not contain: found only when "gl" happened to be nearby."""
+    token = "GR1348941" + "xq7Vb2NnR4kT9mWc8pLzY3sd"
+    for text in (f"runner token {token}", f"register with {token} please"):
+        assert [text[c.start : c.end] for c in DETECTOR.detect(text)] == [token], text
+
+
 def test_entropy() -> None:
     assert shannon_entropy("") == 0
     assert shannon_entropy("aaaa") == 0

@@ -58,13 +58,13 @@ class _Pattern:
 # Plugins whose patterns are specific enough for free text (ArtifactoryDetector's "AP..."
 # pattern matches ordinary upper-case words; the keyword and entropy plugins are file-oriented
 # and replaced by the assignment rule below).
-_PLUGINS: tuple[tuple[type[RegexBasedDetector], str, float, str | None], ...] = (
+_PLUGINS: tuple[tuple[type[RegexBasedDetector], str, float, str | tuple[str, ...] | None], ...] = (
     (AWSKeyDetector, "aws_key", 0.95, None),
     (AzureStorageKeyDetector, "azure_storage_key", 0.95, "AccountKey="),
     (BasicAuthDetector, "url_credentials", 0.9, "://"),
     (DiscordBotTokenDetector, "discord_token", 0.85, "."),
     (GitHubTokenDetector, "github_token", 0.95, "_"),
-    (GitLabTokenDetector, "gitlab_token", 0.95, "gl"),
+    (GitLabTokenDetector, "gitlab_token", 0.95, ("gl", "gr1348941")),  # runner tokens: GR1348941
     (JwtTokenDetector, "jwt", 0.85, "eyJ"),
     (MailchimpDetector, "mailchimp_key", 0.9, "-us"),
     (NpmDetector, "npm_token", 0.95, "_authToken"),
