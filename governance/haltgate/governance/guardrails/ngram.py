@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from haltgate.governance.guardrails import normalize
 from haltgate.governance.guardrails.base import Channel
@@ -94,6 +94,55 @@ def _valid_counts(n_pos: int) -> npt.NDArray[np.int64]:
     return np.clip(left - NGRAM_MIN + 1, 0, NGRAM_MAX - NGRAM_MIN + 1)
 
 
+SINGLE_WINDOW = WINDOW + WINDOW // 4
+"""Folded texts up to this length are scored as one window."""
+
+
+class _LeanHashing:
+    """`position_buckets` of a text of at most SINGLE_WINDOW characters with constants and
+    a validity mask made once: the same buckets, with fewer NumPy calls and allocations."""
+
+    def __init__(self, np: Any, bits: int) -> None:
+        self.np = np
+        self.mult = np.uint64(_MULT)
+        self.final = np.uint64(_FINAL)
+        self.shift = np.uint64(64 - bits)
+        rows = NGRAM_MAX - NGRAM_MIN + 1
+        self.rows = rows
+        assert NGRAM_MIN == 2, "row 0 is the first hash step"
+        self.n = np.arange(NGRAM_MIN, NGRAM_MAX + 1, dtype=np.uint64)[:, None]
+        width = SINGLE_WINDOW + 1  # n-gram starts of the longest padded text
+        # row k (the (NGRAM_MIN + k)-grams) is valid but for its last k + NGRAM_MIN - 2
+        # columns; a text's m columns are the mask's last m
+        last = width - 1 - np.arange(width)
+        self.valid = last[None, :] >= np.arange(rows)[:, None] + (NGRAM_MIN - 2)
+        self.valid.setflags(write=False)
+
+    def count(self, m: int) -> int:
+        """Valid n-grams among m start positions."""
+        return sum(max(m - k - (NGRAM_MIN - 2), 0) for k in range(self.rows))
+
+    def buckets(self, folded: str) -> Any:
+        """Shape (rows, len(folded) + 1): the columns of `position_buckets` but its last,
+        unmasked (read it through ``valid[:, -m:]``)."""
+        np = self.np
+        # the padded text plus NGRAM_MAX - 2 NULs so that every row is computed full length
+        tail = "\0" * (NGRAM_MAX - 2)
+        codes = np.frombuffer(f" {folded} {tail}".encode("utf-32-le"), dtype=np.uint32)
+        m = codes.shape[0] - (NGRAM_MAX - 1)
+        out = np.empty((self.rows, m), dtype=np.uint64)
+        mult = self.mult
+        h = np.multiply(codes[:m], mult, out=out[0], dtype=np.uint64)
+        for n in range(2, NGRAM_MAX + 1):
+            if n > 2:
+                h = np.multiply(h, mult, out=out[n - NGRAM_MIN])
+            np.bitwise_xor(h, codes[n - 1 : n - 1 + m], out=h)
+        out ^= self.n
+        out *= self.final
+        out >>= self.shift
+        return out
+
+
 def windows(length: int, window: int = WINDOW) -> list[tuple[int, int]]:
     """Character spans scored in a folded text of `length` characters."""
     if length <= window + window // 4:
@@ -159,6 +208,7 @@ class NgramModel:
         self._bias = float(bias)
         self._bits = bits
         self.thresholds = dict(thresholds)
+        self._lean = _LeanHashing(np, bits)
 
     @classmethod
     def load(
@@ -199,6 +249,15 @@ class NgramModel:
         """Windows of the folded text and their logits."""
         import numpy as np
 
+        if len(folded) <= SINGLE_WINDOW:
+            # one window: the sum of every n-gram's weight over the square root of their
+            # number, in a fixed handful of NumPy calls (per-call overhead rules short texts)
+            lean = self._lean
+            buckets = lean.buckets(folded)
+            m = buckets.shape[1]
+            total = float(self._w[buckets].sum(dtype=np.float64, where=lean.valid[:, -m:]))
+            n = max(lean.count(m), 1)
+            return [(0, len(folded))], [self._bias + total / math.sqrt(n)]
         buckets = position_buckets(folded, self._bits)
         per_pos = self._w[buckets].sum(axis=0, dtype=np.float64)
         cum = np.concatenate(([0.0], np.cumsum(per_pos)))
