@@ -109,6 +109,7 @@ class _LeanHashing:
         self.shift = np.uint64(64 - bits)
         rows = NGRAM_MAX - NGRAM_MIN + 1
         self.rows = rows
+        self.tail = "\0" * (NGRAM_MAX - 2)
         assert NGRAM_MIN == 2, "row 0 is the first hash step"
         self.n = np.arange(NGRAM_MIN, NGRAM_MAX + 1, dtype=np.uint64)[:, None]
         width = SINGLE_WINDOW + 1  # n-gram starts of the longest padded text
@@ -120,26 +121,28 @@ class _LeanHashing:
 
     def count(self, m: int) -> int:
         """Valid n-grams among m start positions."""
-        return sum(max(m - k - (NGRAM_MIN - 2), 0) for k in range(self.rows))
+        if m >= self.rows:
+            return self.rows * m - self.rows * (self.rows - 1) // 2
+        return sum(max(m - k, 0) for k in range(self.rows))
 
     def buckets(self, folded: str) -> Any:
         """Shape (rows, len(folded) + 1): the columns of `position_buckets` but its last,
         unmasked (read it through ``valid[:, -m:]``)."""
         np = self.np
-        # the padded text plus NGRAM_MAX - 2 NULs so that every row is computed full length
-        tail = "\0" * (NGRAM_MAX - 2)
-        codes = np.frombuffer(f" {folded} {tail}".encode("utf-32-le"), dtype=np.uint32)
+        mul, xor, mult = np.multiply, np.bitwise_xor, self.mult
+        # the padded text plus NGRAM_MAX - 2 NULs, so that every row is computed full length
+        padded = f" {folded} {self.tail}".encode("utf-32-le")
+        codes = np.frombuffer(padded, dtype=np.uint32).astype(np.uint64)
         m = codes.shape[0] - (NGRAM_MAX - 1)
         out = np.empty((self.rows, m), dtype=np.uint64)
-        mult = self.mult
-        h = np.multiply(codes[:m], mult, out=out[0], dtype=np.uint64)
-        for n in range(2, NGRAM_MAX + 1):
-            if n > 2:
-                h = np.multiply(h, mult, out=out[n - NGRAM_MIN])
-            np.bitwise_xor(h, codes[n - 1 : n - 1 + m], out=h)
-        out ^= self.n
-        out *= self.final
-        out >>= self.shift
+        prev = codes[:m]
+        for k, row in enumerate(out):  # positional out=: the cheapest ufunc call
+            mul(prev, mult, row)
+            xor(row, codes[k + 1 : k + 1 + m], row)
+            prev = row
+        xor(out, self.n, out)
+        mul(out, self.final, out)
+        np.right_shift(out, self.shift, out)
         return out
 
 
@@ -255,7 +258,7 @@ class NgramModel:
             lean = self._lean
             buckets = lean.buckets(folded)
             m = buckets.shape[1]
-            total = float(self._w[buckets].sum(dtype=np.float64, where=lean.valid[:, -m:]))
+            total = float(self._w.take(buckets).sum(dtype=np.float64, where=lean.valid[:, -m:]))
             n = max(lean.count(m), 1)
             return [(0, len(folded))], [self._bias + total / math.sqrt(n)]
         buckets = position_buckets(folded, self._bits)
