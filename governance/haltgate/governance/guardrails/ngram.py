@@ -110,6 +110,7 @@ class _LeanHashing:
         rows = NGRAM_MAX - NGRAM_MIN + 1
         self.rows = rows
         self.tail = "\0" * (NGRAM_MAX - 2)
+        self.f64 = np.float64
         assert NGRAM_MIN == 2, "row 0 is the first hash step"
         self.n = np.arange(NGRAM_MIN, NGRAM_MAX + 1, dtype=np.uint64)[:, None]
         width = SINGLE_WINDOW + 1  # n-gram starts of the longest padded text
@@ -248,19 +249,22 @@ class NgramModel:
                 raise NgramModelError("weights", "fitted with other n-gram or window settings")
             return cls(z["weights"], float(z["scale"]), float(z["bias"]), cal["thresholds"], bits)
 
+    def _one_window_logit(self, folded: str) -> float:
+        """The logit of a text of at most SINGLE_WINDOW folded characters (one window): the
+        sum of its n-grams' weights over the square root of their number, in a fixed
+        handful of NumPy calls (per-call overhead is what a short text costs)."""
+        lean = self._lean
+        buckets = lean.buckets(folded)
+        m = buckets.shape[1]
+        total = float(self._w.take(buckets).sum(dtype=lean.f64, where=lean.valid[:, -m:]))
+        return self._bias + total / math.sqrt(max(lean.count(m), 1))
+
     def window_logits(self, folded: str) -> tuple[list[tuple[int, int]], list[float]]:
         """Windows of the folded text and their logits."""
+        if len(folded) <= SINGLE_WINDOW:
+            return [(0, len(folded))], [self._one_window_logit(folded)]
         import numpy as np
 
-        if len(folded) <= SINGLE_WINDOW:
-            # one window: the sum of every n-gram's weight over the square root of their
-            # number, in a fixed handful of NumPy calls (per-call overhead rules short texts)
-            lean = self._lean
-            buckets = lean.buckets(folded)
-            m = buckets.shape[1]
-            total = float(self._w.take(buckets).sum(dtype=np.float64, where=lean.valid[:, -m:]))
-            n = max(lean.count(m), 1)
-            return [(0, len(folded))], [self._bias + total / math.sqrt(n)]
         buckets = position_buckets(folded, self._bits)
         per_pos = self._w[buckets].sum(axis=0, dtype=np.float64)
         cum = np.concatenate(([0.0], np.cumsum(per_pos)))
@@ -277,10 +281,17 @@ class NgramModel:
         if not text:
             return NgramScore(0.0, ())
         folded = normalize.fold(text)
-        spans, logits = self.window_logits(folded)
+        limit = self.thresholds[channel]
+        if len(folded) <= SINGLE_WINDOW:
+            logit = self._one_window_logit(folded)
+            p = _sigmoid(logit)
+            if p < limit:  # the everyday short request
+                return NgramScore(p, ())
+            spans, logits = [(0, len(folded))], [logit]
+        else:
+            spans, logits = self.window_logits(folded)
         probs = [_sigmoid(x) for x in logits]
         best = max(probs) if probs else 0.0
-        limit = self.thresholds[channel]
         hot = [(s, e, p) for (s, e), p in zip(spans, probs, strict=True) if p >= limit]
         if not hot:
             return NgramScore(best, ())
