@@ -111,7 +111,7 @@ ALPHABETS = (
     "日本語のテキスト中文字符",  # CJK
     "😀🔑🚀👍🏽",  # astral plane, one code point each in utf-32
     "\u200b\u200d\u00ad\ufeff",  # invisible characters folding drops
-    "ﬁﬂ①Ⅻ㎏ｆｕｌｌ",  # NFKC changes the length
+    "ﬁﬂ①Ⅻ㎏\uff46\uff55\uff4c",  # NFKC changes the length (ligatures, full width)
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789{}[]<>=/\\\t",
 )
 

@@ -86,21 +86,13 @@ def position_buckets(folded: str, bits: int = BITS) -> npt.NDArray[np.int64]:
     return out
 
 
-def _valid_counts(n_pos: int) -> npt.NDArray[np.int64]:
-    """Number of n-grams (NGRAM_MIN..NGRAM_MAX) starting at each padded position."""
-    import numpy as np
-
-    left = n_pos - np.arange(n_pos)  # characters from p to the end
-    return np.clip(left - NGRAM_MIN + 1, 0, NGRAM_MAX - NGRAM_MIN + 1)
-
-
 SINGLE_WINDOW = WINDOW + WINDOW // 4
 """Folded texts up to this length are scored as one window."""
 
 
 class _LeanHashing:
-    """`position_buckets` of a text of at most SINGLE_WINDOW characters with constants and
-    a validity mask made once: the same buckets, with fewer NumPy calls and allocations."""
+    """`position_buckets` at run time: the same buckets with constants made once and fewer
+    NumPy calls and allocations, plus the validity mask of one-window texts."""
 
     def __init__(self, np: Any, bits: int) -> None:
         self.np = np
@@ -125,6 +117,10 @@ class _LeanHashing:
         if m >= self.rows:
             return self.rows * m - self.rows * (self.rows - 1) // 2
         return sum(max(m - k, 0) for k in range(self.rows))
+
+    def short(self, s: int, e: int, m: int) -> int:
+        """N-grams missing from positions s .. e - 1 of m because they run past the end."""
+        return sum(self.rows - (m - p) for p in range(max(s, m - self.rows + 1), e))
 
     def buckets(self, folded: str) -> Any:
         """Shape (rows, len(folded) + 1): the columns of `position_buckets` but its last,
@@ -265,16 +261,23 @@ class NgramModel:
             return [(0, len(folded))], [self._one_window_logit(folded)]
         import numpy as np
 
-        buckets = position_buckets(folded, self._bits)
-        per_pos = self._w[buckets].sum(axis=0, dtype=np.float64)
+        lean = self._lean
+        buckets = lean.buckets(folded)
+        m = buckets.shape[1]  # n-gram start positions: the padded text's but its last
+        past = 1 << self._bits  # n-grams that run past the end weigh nothing
+        for k in range(1, lean.rows):
+            buckets[k, m - k :] = past
+        per_pos = self._w.take(buckets).sum(axis=0, dtype=np.float64)
         cum = np.concatenate(([0.0], np.cumsum(per_pos)))
-        cnt = np.concatenate(([0], np.cumsum(_valid_counts(buckets.shape[1]))))
         spans = windows(len(folded))
-        starts = np.fromiter((s for s, _ in spans), dtype=np.int64, count=len(spans))
-        ends = np.fromiter((e + 1 for _, e in spans), dtype=np.int64, count=len(spans))
-        n = np.maximum(cnt[ends] - cnt[starts], 1)
-        logits = self._bias + (cum[ends] - cum[starts]) / np.sqrt(n)
-        return spans, [float(x) for x in logits]
+        starts = [s for s, _ in spans]
+        ends = [e + 1 for _, e in spans]
+        # a window of padded positions s .. e holds 4 n-grams a position, fewer in the last
+        # three positions of the text
+        n = [lean.rows * (e - s) - lean.short(s, e, m) for s, e in zip(starts, ends, strict=True)]
+        sums = cum[ends] - cum[starts]
+        logits = self._bias + sums / np.sqrt(np.array(n, dtype=np.float64))
+        return spans, logits.tolist()
 
     def score(self, text: str, channel: Channel = "request") -> NgramScore:
         """Best window probability and the windows over `channel`'s threshold."""
