@@ -169,8 +169,16 @@ class InjectionDetector:
 
     def pattern_candidates(self, text: str) -> list[Candidate]:
         """Pattern stage only: one candidate per (family, span), scores not yet combined."""
+        return self._patterns(text)[0]
+
+    def _patterns(self, text: str) -> tuple[list[Candidate], str]:
+        """`pattern_candidates` and the folded text (the first view), which the fast stage
+        reads too and need not fold again."""
         hits: dict[tuple[str, int, int], Candidate] = {}
+        folded: str | None = None
         for view in normalize.views(text, self._limits):
+            if folded is None:
+                folded = view.text  # views() yields fold(text) first
             n = 0
             vt = view.text
             ruleset = _SQUASHED if view.squashed else _REGULAR
@@ -179,7 +187,7 @@ class InjectionDetector:
                 if n > _MAX_HITS_PER_VIEW:
                     break
                 self._add_hit(hits, view, rule, m)
-        return _drop_shadowed(
+        cands = _drop_shadowed(
             [
                 c
                 for c in hits.values()
@@ -188,6 +196,7 @@ class InjectionDetector:
                 or _JSON_BOUNDARY.search(text, c.start, c.end) is None
             ]
         )
+        return cands, normalize.fold(text) if folded is None else folded
 
     @staticmethod
     def _add_hit(
@@ -252,13 +261,13 @@ class InjectionDetector:
         if channel not in CHANNELS:
             raise ValueError(f"channel: {channel!r} is not one of {', '.join(CHANNELS)}")
         chan = channel
-        cands = self.pattern_candidates(text)
+        cands, folded = self._patterns(text)
         best: dict[str, float] = {}
         for c in cands:
             best[c.entity] = max(best.get(c.entity, 0.0), c.score)
         spans: tuple[ngram.Span, ...] = ()
         if self._fast is not None:
-            spans = self._fast.score(text, channel).spans
+            spans = self._fast.score(text, channel, folded=folded).spans
             if spans:
                 limit = self._fast.thresholds[channel]
                 fast = [fast_evidence(s.probability, limit) for s in spans]

@@ -279,11 +279,15 @@ class NgramModel:
         logits = self._bias + sums / np.sqrt(np.array(n, dtype=np.float64))
         return spans, logits.tolist()
 
-    def score(self, text: str, channel: Channel = "request") -> NgramScore:
-        """Best window probability and the windows over `channel`'s threshold."""
+    def score(
+        self, text: str, channel: Channel = "request", *, folded: str | None = None
+    ) -> NgramScore:
+        """Best window probability and the windows over `channel`'s threshold. `folded`:
+        ``normalize.fold(text)`` when the caller already has it."""
         if not text:
             return NgramScore(0.0, ())
-        folded = normalize.fold(text)
+        if folded is None:
+            folded = normalize.fold(text)
         limit = self.thresholds[channel]
         if len(folded) <= SINGLE_WINDOW:
             logit = self._one_window_logit(folded)
@@ -330,7 +334,9 @@ class UnavailableNgramModel(NgramModel):
         self.reason = reason
         self.thresholds = {"request": 0.5, "document": 0.5}
 
-    def score(self, text: str, channel: Channel = "request") -> NgramScore:
+    def score(
+        self, text: str, channel: Channel = "request", *, folded: str | None = None
+    ) -> NgramScore:
         raise NgramModelError("fastModel", f"the n-gram model is unavailable: {self.reason}")
 
 
