@@ -72,9 +72,17 @@ if (( ${#missing[@]} == 0 )); then
   exit 0
 fi
 
-# As root, or through sudo when it needs no password (as .ci/run uses it).
+# As root, or through sudo as .ci/run uses it: without a password when sudo allows that,
+# else asking for it when someone is at the terminal (the README's line run by a user).
 as_root=()
-(( EUID == 0 )) || { sudo -n true 2>/dev/null && as_root=(sudo -n); }
+if (( EUID != 0 )) && command -v sudo >/dev/null 2>&1; then
+  if sudo -n true 2>/dev/null; then
+    as_root=(sudo -n)
+  elif [[ -t 0 ]]; then
+    echo "deps: missing ${missing[*]}; installing them with sudo"
+    sudo -v && as_root=(sudo)
+  fi
+fi
 if { (( EUID == 0 )) || (( ${#as_root[@]} )); } && command -v apt-get >/dev/null 2>&1; then
   echo "deps: installing ${missing[*]} (${as_root[*]:+sudo }apt-get)"
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
