@@ -36,7 +36,7 @@ from haltgate.governance.guardrails import onnx_model
 from haltgate.testbed import injection_model_data as data
 from haltgate.testbed import injection_model_training as training
 from haltgate.testbed.minilm_torch import MiniLMClassifier
-from haltgate.testbed.ngram_training_data import Text
+from haltgate.testbed.ngram_training_data import own_benign
 from haltgate.testbed.roc import roc_auc
 
 TARGET_FP = 0.01
@@ -105,20 +105,6 @@ def _fit_temperature(logits: list[float], labels: list[bool]) -> float:
 def _logit(p: float) -> float:
     p = min(max(p, 1e-15), 1 - 1e-15)
     return math.log(p / (1 - p))
-
-
-def own_benign() -> list[Text]:
-    """The pattern stage's benign corpus (tests/guardrails of this checkout)."""
-    root = str(Path(__file__).resolve().parents[3])
-    if root not in sys.path:
-        sys.path.append(root)
-    from tests.guardrails import corpus
-
-    return [
-        Text(s.text, False, "request", "own-benign")
-        for s in corpus.injection_samples()
-        if not s.label
-    ]
 
 
 def calibrate(

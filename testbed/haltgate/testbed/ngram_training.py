@@ -127,28 +127,13 @@ def build(seed: int, holdout: str | None) -> dict[str, list[Text]]:
     return sets
 
 
-def own_benign() -> list[Text]:
-    """The pattern stage's benign corpus (tests/guardrails of this checkout: trigger-dense
-    agent texts written for haltgate), used for the request threshold only, never fitted."""
-    root = str(Path(__file__).resolve().parents[3])
-    if root not in sys.path:
-        sys.path.append(root)
-    from tests.guardrails import corpus
-
-    return [
-        Text(s.text, False, "request", "own-benign")
-        for s in corpus.injection_samples()
-        if not s.label
-    ]
-
-
 def with_requests(sets: dict[str, list[Text]]) -> dict[str, list[Text]]:
     """The n-gram model's view: generated requests joined to the fit (train part) and to
     the request validation texts (calibration part), with the own benign corpus; the dev
     part stays apart."""
     out = dict(sets)
     out["train"] = sets["train"] + sets["requests_train"]
-    out["val_request"] = sets["val_request"] + sets["requests_calibration"] + own_benign()
+    out["val_request"] = sets["val_request"] + sets["requests_calibration"] + data.own_benign()
     return out
 
 

@@ -24,6 +24,7 @@ import hashlib
 import json
 import random
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata, resources
@@ -205,3 +206,19 @@ def spikee_unsealed() -> tuple[list[str], list[str]]:
                     continue
                 instructions[i] = None
     return list(templates), list(instructions)
+
+
+def own_benign() -> list[Text]:
+    """The pattern stage's benign corpus (tests/guardrails of this checkout: trigger-dense
+    agent texts written for haltgate): the n-gram request threshold and the model export's
+    evaluation read it; nothing is fitted on it."""
+    root = str(Path(__file__).resolve().parents[3])
+    if root not in sys.path:
+        sys.path.append(root)
+    from tests.guardrails import corpus
+
+    return [
+        Text(s.text, False, "request", "own-benign")
+        for s in corpus.injection_samples()
+        if not s.label
+    ]
