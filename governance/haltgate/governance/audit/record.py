@@ -17,7 +17,7 @@ import hashlib
 import os
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -147,13 +147,7 @@ class AuditRecord:
         # Not dataclasses.asdict: it deep-copies every nested dict (~150 us per record),
         # which is most of the cost of sealing; orjson only needs dicts and lists.
         doc = {name: getattr(self, name) for name in _FIELD_NAMES}
-        for name in _OPTIONAL_FIELDS:
-            if doc[name] is None:
-                del doc[name]
-        for name in _MAPPING_FIELDS:
-            value = doc.get(name)
-            if value is not None and not isinstance(value, dict):
-                doc[name] = dict(value)
+        _json_ready(doc, _OPTIONAL_FIELDS, _MAPPING_FIELDS)
         doc["findings"] = [f if isinstance(f, dict) else dict(f) for f in self.findings]
         return doc
 
@@ -194,6 +188,18 @@ _HIGH_MAPPINGS = tuple(n for n in _MAPPING_FIELDS if n > "hash")
 assert min(_HIGH_NAMES) > "hash" > max(_LOW_NAMES) and "chain_id" < "hash" < "prev_hash" < "seq"
 
 
+def _json_ready(doc: dict[str, Any], optional: Iterable[str], mappings: Iterable[str]) -> None:
+    """Drop the optional fields of ``doc`` that are None and make its mapping fields plain
+    dicts (in place; shallow, as orjson needs)."""
+    for name in optional:
+        if doc[name] is None:
+            del doc[name]
+    for name in mappings:
+        value = doc.get(name)
+        if value is not None and not isinstance(value, dict):
+            doc[name] = dict(value)
+
+
 def _halves(
     record: AuditRecord, chain: str, seq: int, prev: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -204,17 +210,8 @@ def _halves(
     low["chain_id"] = chain
     high["seq"] = seq
     high["prev_hash"] = prev
-    for half, optional, mappings in (
-        (low, _LOW_OPTIONAL, _LOW_MAPPINGS),
-        (high, _HIGH_OPTIONAL, _HIGH_MAPPINGS),
-    ):
-        for name in optional:
-            if half[name] is None:
-                del half[name]
-        for name in mappings:
-            value = half.get(name)
-            if value is not None and not isinstance(value, dict):
-                half[name] = dict(value)
+    _json_ready(low, _LOW_OPTIONAL, _LOW_MAPPINGS)
+    _json_ready(high, _HIGH_OPTIONAL, _HIGH_MAPPINGS)
     low["findings"] = [f if isinstance(f, dict) else dict(f) for f in record.findings]
     return low, high
 
