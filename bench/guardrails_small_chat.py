@@ -223,19 +223,9 @@ def main() -> None:
 
     print(f"guardrails of {engine.__file__}, load average {os.getloadavg()[0]:.1f}")
     if args.sidecar:
-        import tempfile
-
-        import uvloop
-
-        up_port = overhead.free_port()
-        upstream = overhead.start_standin_llm(up_port)
-        try:
-            overhead.wait_port(up_port, upstream, "stand-in LLM")
-            with tempfile.TemporaryDirectory(prefix="hg-guard-", dir="/dev/shm") as tmp:
-                uvloop.run(in_sidecar(args, Path(tmp), up_port))
-        finally:
-            upstream.terminate()
-            upstream.wait(10)
+        overhead.run_with_standin_llm(
+            lambda tmp, port: in_sidecar(args, tmp, port), prefix="hg-guard-", tmp_dir="/dev/shm"
+        )
         return
     total = 0.0
     for name, fn in stages().items():

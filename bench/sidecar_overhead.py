@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,29 @@ def start_standin_llm(port: int, env: dict[str, str] | None = None) -> subproces
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def run_with_standin_llm(
+    make: Callable[[Path, int], Coroutine[Any, Any, None]],
+    *,
+    prefix: str,
+    tmp_dir: str | None,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Start the stand-in LLM, run ``make(tmp, port)`` on uvloop with a fresh temporary
+    directory (under ``tmp_dir``: ``/dev/shm`` keeps the disk out, None is the default
+    temporary folder), then stop the stand-in: the frame of the single-call benchmarks."""
+    import uvloop
+
+    port = free_port()
+    upstream = start_standin_llm(port, env)
+    try:
+        wait_port(port, upstream, "stand-in LLM")
+        with tempfile.TemporaryDirectory(prefix=prefix, dir=tmp_dir) as tmp:
+            uvloop.run(make(Path(tmp), port))
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:

@@ -27,7 +27,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -298,18 +297,12 @@ def main() -> None:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
     }
-    up_port = overhead.free_port()
-    upstream = overhead.start_standin_llm(up_port, env)
-    try:
-        overhead.wait_port(up_port, upstream, "stand-in LLM")
-        where = None if args.disk else "/dev/shm"
-        with tempfile.TemporaryDirectory(prefix="hg-profile-", dir=where) as tmp:
-            import uvloop
-
-            uvloop.run(profile(args, Path(tmp), up_port))
-    finally:
-        upstream.terminate()
-        upstream.wait(10)
+    overhead.run_with_standin_llm(
+        lambda tmp, port: profile(args, tmp, port),
+        prefix="hg-profile-",
+        tmp_dir=None if args.disk else "/dev/shm",
+        env=env,
+    )
 
 
 if __name__ == "__main__":

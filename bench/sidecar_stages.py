@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import tempfile
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -179,17 +178,9 @@ def main() -> None:
     ap.add_argument("--guardrails", action="store_true", help="the policy with guardrails on")
     ap.add_argument("--repeat", type=int, default=15)
     args = ap.parse_args()
-    up_port = overhead.free_port()
-    upstream = overhead.start_standin_llm(up_port)
-    try:
-        overhead.wait_port(up_port, upstream, "stand-in LLM")
-        with tempfile.TemporaryDirectory(prefix="hg-stages-", dir="/dev/shm") as tmp:
-            import uvloop
-
-            uvloop.run(run(args, Path(tmp), up_port))
-    finally:
-        upstream.terminate()
-        upstream.wait(10)
+    overhead.run_with_standin_llm(
+        lambda tmp, port: run(args, tmp, port), prefix="hg-stages-", tmp_dir="/dev/shm"
+    )
 
 
 if __name__ == "__main__":

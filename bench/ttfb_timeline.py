@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -261,18 +260,12 @@ def main() -> None:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
     }
-    up_port = overhead.free_port()
-    upstream = overhead.start_standin_llm(up_port, env)
-    try:
-        overhead.wait_port(up_port, upstream, "stand-in LLM")
-        where = "/dev/shm" if args.state == "tmpfs" else None
-        with tempfile.TemporaryDirectory(prefix="hg-ttfb-", dir=where) as tmp:
-            import uvloop
-
-            uvloop.run(run(args, Path(tmp), up_port))
-    finally:
-        upstream.terminate()
-        upstream.wait(10)
+    overhead.run_with_standin_llm(
+        lambda tmp, port: run(args, tmp, port),
+        prefix="hg-ttfb-",
+        tmp_dir="/dev/shm" if args.state == "tmpfs" else None,
+        env=env,
+    )
 
 
 if __name__ == "__main__":
