@@ -343,14 +343,24 @@ def ship_run(
         pid = conn.info.backend_pid
         s0, d0 = _pid_cpu(pid), _run_delay(pid)
         t0, c0 = time.perf_counter(), time.process_time()
-        shipped = shipper.drain(timeout=600)
+        # Shipper.drain's loop, sampling the backends after each round: the second lane's
+        # connection closes once the shipper has caught up, and its CPU with it.
+        cpu: dict[int, float] = {}
+        waits: dict[int, float] = {}
+        shipped = 0
+        while True:
+            result = shipper.ship_once()
+            shipped += result.records
+            for p in shipper.backend_pids():
+                cpu[p], waits[p] = _pid_cpu(p), _run_delay(p)
+            if result.records == 0 and not result.moved:
+                shipper.compact()
+                break
         wall = time.perf_counter() - t0
         client = time.process_time() - c0
-        # The second lane's backend starts with the first round (its start-up is counted).
-        pids = shipper.backend_pids()
-        server = sum(_pid_cpu(p) for p in pids) - s0
+        server = sum(cpu.values()) - s0
         # The busier backend's waits for a CPU (the lanes run side by side).
-        delay = max(_run_delay(p) - (d0 if p == pid else 0.0) for p in pids)
+        delay = max(w - (d0 if p == pid else 0.0) for p, w in waits.items())
     finally:
         shipper.close()
         shutil.rmtree(spool, ignore_errors=True)

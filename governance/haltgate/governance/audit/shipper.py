@@ -324,11 +324,11 @@ class Shipper:
         return [lane.conn.info.backend_pid for lane in self._lanes if not lane.fresh and lane.conn]
 
     def _read_round(self, start: SpoolPosition) -> list[Batch]:
-        """Up to ``lanes`` consecutive batches from ``start``: a follower only after a full
-        batch (else the spool has no more to give yet)."""
+        """Up to ``lanes`` consecutive batches from ``start`` (one when the spool has no
+        more to give: the followers read are never empty)."""
         frames, end = self._next_frames(start)
         batches = [Batch(start, frames, end)]
-        while len(batches) < self.settings.lanes and len(frames) == self.settings.batch_records:
+        while len(batches) < self.settings.lanes and frames:
             frames, after = self._next_frames(end)
             if not frames:
                 break
@@ -348,15 +348,20 @@ class Shipper:
         """COPY the round's batches, the first as leader on lane 0 (this thread), each
         follower on its own lane and thread, starting together; return the committed
         ones, in order, with how many records each inserted. Followers run only if their
-        partitions are known to exist and every lane is connected (``ship_lanes``).
-        Raises the leader's error, or a follower's if the leader committed."""
-        if any(lane.fresh for lane in self._lanes):
-            self._partitions.clear()  # a new connection: see the partitions again
-        if len(batches) > 1 and (
-            any(lane.fresh for lane in self._lanes)
-            or any(months(b.frames) - self._partitions for b in batches[1:])
-        ):
-            batches = batches[:1]  # the rest is read again next round
+        partitions are known to exist (``ship_lanes``) and their lane connects. Raises the
+        leader's error; a follower that fails is logged, counted and shipped again."""
+        if self._lanes[0].fresh:
+            self._partitions.clear()  # a new session: see the partitions again
+        if len(batches) > 1 and any(months(b.frames) - self._partitions for b in batches[1:]):
+            batches = batches[:1]  # the rest is shipped next round
+        for index, lane in enumerate(self._lanes[1 : len(batches)], 1):
+            try:
+                lane.connection()
+            except psycopg.Error as e:
+                self.metrics.ship_errors.inc()
+                log.warning("audit shipper: lane %d cannot connect (%s)", index, type(e).__name__)
+                batches = batches[:index]
+                break
         threads: list[_Follower] = [
             _Follower(lane, self.spool_id, batch)
             for lane, batch in zip(self._lanes[1:], batches[1:], strict=False)
@@ -435,6 +440,9 @@ class Shipper:
             self._ack(pos)
         if len(queue[-1].frames) < self.settings.batch_records:
             self.metrics.ship_lag_seconds.set(0)  # caught up
+        if len(queue) == 1:  # nothing after this batch yet
+            for lane in self._lanes[1:]:
+                lane.drop()  # opened for a backlog: no connection held while idle
         return ShipResult(records, inserted, self.position, moved)
 
     def _update_lag(self, oldest_unshipped: float | None) -> None:
