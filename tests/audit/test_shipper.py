@@ -167,7 +167,10 @@ def test_a_batch_read_ahead_is_cut_at_the_recorded_progress(
     assert seqs == [*range(1, 101), *range(131, 301)]
 
 
-def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditDatabase) -> None:
+@pytest.mark.parametrize("lanes", ["1", "2"])
+def test_kill_9_shipper_mid_stream_then_restart(
+    tmp_path: Path, audit_db: AuditDatabase, lanes: str
+) -> None:
     total = 20000
     fill(tmp_path, total, segment_bytes=256 * 1024, max_bytes=64 * 1024 * 1024)
     argv = [
@@ -180,6 +183,8 @@ def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditD
         audit_db.writer,
         "--batch",
         "100",
+        "--lanes",
+        lanes,
     ]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
