@@ -140,8 +140,9 @@ def test_a_batch_failing_mid_stream_is_read_again_and_nothing_is_lost(
     assert report.heads["team-a/agent-0/run-1"]["seq"] == 450
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 def test_a_batch_read_ahead_is_cut_at_the_recorded_progress(
-    tmp_path: Path, audit_db: AuditDatabase
+    tmp_path: Path, audit_db: AuditDatabase, lanes: int
 ) -> None:
     """A batch encoded ahead whose first records the database already records as shipped:
     only the rest is inserted, each row from its own record (rows and frames stay aligned)."""
@@ -149,17 +150,17 @@ def test_a_batch_read_ahead_is_cut_at_the_recorded_progress(
     segment = list_segments(tmp_path)[-1]
     frames, _, _ = iter_frames(segment_path(tmp_path, segment).read_bytes(), segment)
     frames = [f for f in frames if not f.is_checkpoint]
-    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100, lanes=lanes))
     try:
-        assert shipper.ship_once().records == 100  # and the next 100 are read ahead
+        assert shipper.ship_once().records == 100  # and the next 100 (or 200) are read ahead
         with psycopg.connect(audit_db.admin) as conn:
             conn.execute(
                 'UPDATE haltgate.audit_ship_progress SET segment = %s, "offset" = %s',
                 (segment, frames[130].offset),
             )
-        cut = shipper.ship_once()
-        assert (cut.records, cut.inserted) == (100, 70)
-        assert shipper.drain(timeout=60) == 100
+        cut = shipper.ship_once()  # with two lanes the third batch follows the cut one
+        assert (cut.records, cut.inserted) == (100 * lanes, 70 + 100 * (lanes - 1))
+        assert shipper.drain(timeout=60) == 100 * (2 - lanes)
     finally:
         shipper.close()
     with psycopg.connect(audit_db.reader) as conn:
