@@ -248,8 +248,9 @@ def test_kill_9_sidecar_mid_burst_loses_no_acknowledged_record(
     assert audit_db.count() == distinct_ids(audit_db) == head
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 def test_postgres_outage_under_load_loses_nothing(
-    tmp_path: Path, audit_db: AuditDatabase, postgres_dsn: str
+    tmp_path: Path, audit_db: AuditDatabase, postgres_dsn: str, lanes: int
 ) -> None:
     shipper = Shipper(
         ShipperSettings(
@@ -259,6 +260,7 @@ def test_postgres_outage_under_load_loses_nothing(
             poll_seconds=0.05,
             max_backoff_seconds=0.5,
             connect_timeout_seconds=2,
+            lanes=lanes,
         )
     )
     thread = threading.Thread(target=shipper.run, daemon=True)
@@ -420,7 +422,8 @@ def _start_again(server: PostgresServer) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_stopped_under_load_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_postgres_stopped_under_load_loses_nothing(tmp_path: Path, lanes: int) -> None:
     server = start_postgres()
     try:
         migrate(server.dsn())
@@ -432,6 +435,7 @@ def test_postgres_stopped_under_load_loses_nothing(tmp_path: Path) -> None:
                 poll_seconds=0.05,
                 max_backoff_seconds=0.5,
                 connect_timeout_seconds=2,
+                lanes=lanes,
             )
         )
         thread = threading.Thread(target=shipper.run, daemon=True)

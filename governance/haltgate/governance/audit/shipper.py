@@ -23,7 +23,7 @@ itself, and its batch is used only if the one before it committed: it starts exa
 acknowledged position. Everything else (progress row, savepoint fallback, acknowledgement)
 is the same as without it.
 
-Two lanes (``ShipperSettings.lanes``, the default): each round ships a batch and the one
+Two lanes (``ShipperSettings.lanes = 2``, opt-in): each round ships a batch and the one
 after it at once, on two connections, so PostgreSQL inserts and indexes them in two server
 processes. The second commits only after the first and only if the first committed, which
 the progress row enforces (``ship_lanes``): spool order and exactly-once are unchanged, and
@@ -108,10 +108,13 @@ class ShipperSettings:
     read_ahead: bool = True
     """Read and encode the next batch in a thread while this one is COPY'd (see the
     module docstring). Off: one batch at a time, encoded while it is sent."""
-    lanes: int = 2
-    """Batches in flight at once, each on its own connection (1 or 2): PostgreSQL inserts
-    and indexes them in two server processes, in spool order and exactly once
-    (``ship_lanes``). 1: one batch at a time."""
+    lanes: int = 1
+    """Batches in flight at once, each on its own connection (1 or 2). With 2, while there
+    is a backlog PostgreSQL inserts and indexes two batches in two server processes, in
+    spool order and exactly once (``ship_lanes``); the second connection closes once the
+    shipper has caught up. It pays where the database has a spare core (a central shipper
+    draining a backlog); on a saturated machine it adds a little server CPU per record, and
+    every shipper recovering from an outage would open two connections: so 1 by default."""
 
     def __post_init__(self) -> None:
         if self.lanes not in (1, 2):
