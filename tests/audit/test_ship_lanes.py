@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from haltgate.governance.audit.ship_lanes import BatchSuperseded, Lane
-from haltgate.governance.audit.shipper import ShipResult, Shipper, ShipperSettings
+from haltgate.governance.audit.shipper import Shipper, ShipperSettings, ShipResult
 from haltgate.governance.audit.verify import verify_database
 from tests.audit.conftest import AuditDatabase
 from tests.audit.test_shipper import distinct_ids, fill, wait_for
