@@ -1,6 +1,6 @@
 """The disk's floor under a durable intent: one small record made durable, every 20 ms.
 
-Run: ``.venv/bin/python bench/disk_sync.py [--dir DIR] [--count 150]``
+Run: ``.venv/bin/python bench/disk_sync.py [--dir DIR] [--count 150] [--only WORD ...]``
 
 The audit spool makes each intent durable with one ``write`` + ``fdatasync`` of ~1.1 KB
 appended to its segment. This times that, and the ways around it a writer could take, on
@@ -14,12 +14,13 @@ rewrites the file's last block from its aligned start: the old tail bytes, the n
 zeros to the block's end) into a growing, a fallocated or a zero-filled file.
 
 Printed per way: p50 and p90 latency and CPU time (of this thread, user + system) per
-durable write in microseconds, and the device cache flushes the kernel issued per write
-(``/sys/block/<disk>/stat``, counted around each write; other processes' flushes in that
-window count too). The ways take turns, so each sees the same minutes. The device line
-says whether it has a volatile write cache and FUA: without FUA every durable way is a
-write plus a cache flush, and if they all cost about the same the wait is the device's and
-no file layout takes it off a strict intent.
+durable write in microseconds, the median over rounds of each way's write minus the
+spool's write of the same round (paired: they ran next to each other), and the device
+cache flushes the kernel issued per write (``/sys/block/<disk>/stat``, counted around each
+write; other processes' flushes in that window count too). The ways take turns, so each
+sees the same minutes. The device line says whether it has a volatile write cache and FUA:
+without FUA every durable way is a write plus a cache flush, and if they all cost about
+the same the wait is the device's and no file layout takes it off a strict intent.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--count", type=int, default=150)
+    ap.add_argument(
+        "--only", action="append", default=[], help="run only ways whose name has this (repeat)"
+    )
     args = ap.parse_args()
     aligned = mmap.mmap(-1, 4096)
     aligned.write(b"y" * 4096)
@@ -158,6 +162,8 @@ def main() -> None:
         fds: list[int] = []
         chosen = []
         for n, (name, how, flags, step) in enumerate(ways):
+            if n and args.only and not any(word in name for word in args.only):
+                continue  # (the spool's way always runs: the others are paired with it)
             path = Path(tmp) / f"{n}-{how}"
             if how != "none":
                 prepared(path, how)
@@ -189,12 +195,18 @@ def main() -> None:
         finally:
             for fd in fds:
                 os.close(fd)
+        spool = times[0]
         for n, ((name, _), xs) in enumerate(zip(chosen, times, strict=True)):
-            xs.sort()
+            # Paired with the spool's write of the same round (adjacent in time): the
+            # median of the differences is steadier than a difference of medians.
+            diffs = sorted(x - s for x, s in zip(xs, spool, strict=True))
+            paired = f"{diffs[len(diffs) // 2]:+6.0f}" if n else "     -"
+            xs = sorted(xs)
             per = f"{flushed[n] / args.count:5.2f}" if disk is not None else "  n/a"
             print(
                 f"  {name:42} p50 {xs[len(xs) // 2]:6.0f}   p90 {xs[int(len(xs) * 0.9)]:6.0f}"
-                f"   cpu {cpu[n] / args.count * 1e6:5.0f}   flushes/write {per}"
+                f"   vs spool {paired}   cpu {cpu[n] / args.count * 1e6:4.0f}"
+                f"   flushes/write {per}"
             )
 
 
