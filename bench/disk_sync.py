@@ -8,7 +8,8 @@ the volume of ``--dir`` (default: a temporary directory on the disk, as the spoo
 emptyDir): appending (the spool today), overwriting in place a pre-allocated file
 (``posix_fallocate``) or a zero-filled one (no size or extent change to journal),
 ``O_DSYNC`` writes (no separate sync call), ``O_DIRECT`` 4 KiB writes with and without
-``O_DSYNC`` (without it: the device's write, not durable past its volatile cache), and the
+``O_DSYNC`` (without it: the device's write, not durable past its volatile cache), an
+``fdatasync`` of a file with nothing to write (the device's cache flush alone), and the
 spool's records appended through ``O_DIRECT|O_DSYNC`` as a segment would be (each commit
 rewrites the file's last block from its aligned start: the old tail bytes, the new record,
 zeros to the block's end) into a growing, a fallocated or a zero-filled file.
@@ -135,6 +136,9 @@ def main() -> None:
     def direct(fd: int, i: int) -> None:
         os.pwritev(fd, [aligned], i * 4096)
 
+    def flush_only(fd: int, i: int) -> None:
+        os.fdatasync(fd)  # nothing dirty: ext4 still sends the device a cache flush
+
     def tail(fd: int, i: int) -> None:
         tails[fd].append(fd, RECORD)
 
@@ -145,6 +149,7 @@ def main() -> None:
         ("zero-filled, overwrite + fdatasync", "zero", 0, overwrite_sync),
         ("zero-filled, O_DSYNC pwrite", "zero", os.O_DSYNC, overwrite_dsync),
         ("zero-filled, O_DIRECT 4 KiB", "zero", os.O_DIRECT, direct),
+        ("clean file, fdatasync (the flush alone)", "zero", 0, flush_only),
         ("zero-filled, O_DIRECT|O_DSYNC 4 KiB", "zero", direct_dsync, direct),
         ("tail block O_DIRECT|O_DSYNC, growing", "none", direct_dsync | os.O_CREAT, tail),
         ("tail block O_DIRECT|O_DSYNC, fallocated", "fallocate", direct_dsync, tail),
