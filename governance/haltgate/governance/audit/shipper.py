@@ -19,8 +19,8 @@ own core), a thread reads and encodes the next one from where it ends, so the sh
 (spool framing, JSON parse, binary encoding) and the server's overlap instead of taking
 turns. The thread lives only inside ``ship_once`` (joined before it returns, so compaction,
 settling and ``stop`` never race it), reads only up to the durable mark like the batch
-itself, and its batch is used only if the one before it committed: it starts exactly at the
-acknowledged position. Everything else (progress row, savepoint fallback, acknowledgement)
+itself, and what it read is used only if the batch before it committed: it starts exactly
+at the acknowledged position (after a failed batch it is dropped and read again). Everything else (progress row, savepoint fallback, acknowledgement)
 is the same as without it.
 
 Two lanes (``ShipperSettings.lanes = 2``, opt-in): each round ships a batch and the one
