@@ -13,13 +13,13 @@ once. They stay in spool order and exactly-once because of the progress row:
   commits only if the progress is then exactly where the follower starts, i.e. the leader
   committed; otherwise (the leader failed, or the progress is elsewhere) it rolls back
   (``BatchSuperseded``) and its records are read again. So no follower commits records
-  behind a gap, commits land in spool order, and a follower never inserts what is
-  already there unnoticed (it would be beyond the recorded progress).
+  behind a gap, and commits land in spool order. A record already in the table (a lost
+  progress row) takes the same savepoint and ``ON CONFLICT`` way as in a leader.
 
-Waits only ever point backwards (follower on leader), so the two cannot deadlock; a
-follower never creates partitions (a partition made by the leader holds a lock the
-follower's COPY would wait on while the leader waited on the follower), the shipper runs
-one only when its months' partitions are known to exist.
+Waits only ever point backwards (follower on leader), so the two cannot deadlock. For that
+a follower never creates a partition: creating one locks the table until commit, and the
+leader's COPY would wait on that while the follower waits on the leader. The shipper runs
+a follower only when its months' partitions are known to exist.
 """
 
 from __future__ import annotations
