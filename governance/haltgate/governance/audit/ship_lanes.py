@@ -144,6 +144,9 @@ class Lane:
         frames, end, chunks = batch.frames, batch.end, batch.chunks
         conn = self.connection()
         with conn.transaction():
+            # Partitions before the progress row: a follower's COPY (a lock the partition's
+            # creation waits for) then ends at that row without waiting for the leader,
+            # rolls back (the progress is not yet where it starts), and the leader goes on.
             self.ensure_partitions(months(frames), known)
             row = conn.execute(_PROGRESS, (spool,)).fetchone()
             done = SpoolPosition(int(row[0]), int(row[1])) if row else None
