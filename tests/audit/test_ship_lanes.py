@@ -15,10 +15,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from haltgate.governance.audit import SpoolAuditSink
 from haltgate.governance.audit.ship_lanes import BatchSuperseded, Lane
 from haltgate.governance.audit.shipper import Shipper, ShipperSettings, ShipResult
 from haltgate.governance.audit.verify import verify_database
 from tests.audit.conftest import AuditDatabase
+from tests.audit.helpers import BASE_TIME, make_record
 from tests.audit.test_shipper import distinct_ids, fill, wait_for
 
 
@@ -161,3 +163,36 @@ def test_a_follower_commits_only_where_the_progress_stands(
         assert progress(audit_db) == (first.end.segment, first.end.offset)
     finally:
         shipper.close()
+
+
+def test_a_leader_making_a_partition_while_its_follower_is_in_flight(
+    tmp_path: Path, audit_db: AuditDatabase
+) -> None:
+    """The leader's batch holds a late record of a month without a partition while the
+    follower's month is known: the leader creates the partition with the follower's COPY
+    in flight. Neither may deadlock or lose a record (``ship_lanes``: the order of locks)."""
+    sink = SpoolAuditSink(tmp_path)
+    late = BASE_TIME - 70 * 86400  # two months earlier: no partition yet
+    futures = [
+        sink.submit_nowait(make_record(i, **({"time": late} if i == 150 else {})))
+        for i in range(300)
+    ]
+    for f in futures:
+        assert f is not None
+        f.result(timeout=60)
+    sink.close_blocking()
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100, lanes=2))
+    try:
+        assert shipper.ship_once().records == 100  # makes the month of the first batch
+        # Leader: the late record's month; follower: a known one. If the follower's COPY
+        # holds the table when the leader creates the partition, the follower rolls back
+        # (the progress is not yet at its start) and ships next round; else both commit.
+        both = shipper.ship_once()
+        assert both.records in (100, 200) and both.inserted == both.records
+        assert shipper.drain(timeout=60) == 200 - both.records
+    finally:
+        shipper.close()
+    verified(audit_db, 300)
+    with psycopg.connect(audit_db.admin) as conn:
+        row = conn.execute("SELECT count(*) FROM haltgate.audit_records_default").fetchone()
+        assert row is not None and row[0] == 0  # the late record went to its own month
