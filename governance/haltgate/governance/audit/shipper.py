@@ -20,8 +20,9 @@ own core), a thread reads and encodes the next one from where it ends, so the sh
 turns. The thread lives only inside ``ship_once`` (joined before it returns, so compaction,
 settling and ``stop`` never race it), reads only up to the durable mark like the batch
 itself, and what it read is used only if the batch before it committed: it starts exactly
-at the acknowledged position (after a failed batch it is dropped and read again). Everything else (progress row, savepoint fallback, acknowledgement)
-is the same as without it.
+at the acknowledged position (after a failed batch it is dropped and read again).
+Everything else (progress row, savepoint fallback, acknowledgement) is the same as without
+it.
 
 Two lanes (``ShipperSettings.lanes = 2``, opt-in): each round ships a batch and the one
 after it at once, on two connections, so PostgreSQL inserts and indexes them in two server
