@@ -8,7 +8,6 @@ flight; one of them is terminated, the lock released, and the outcome checked.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +94,18 @@ def _round_with_progress_locked(
         wait_for(lambda: lock_waiters(db) == 2, 60, "leader and follower both in flight")
         lane = shipper._lanes[terminate]
         assert lane.conn is not None
+        pid = lane.conn.info.backend_pid
         with psycopg.connect(db.admin, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (lane.conn.info.backend_pid,))
-        time.sleep(0.1)
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            wait_for(
+                lambda: (
+                    not admin.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)
+                    ).fetchone()
+                ),
+                30,
+                "the terminated backend to exit",
+            )
         holder.rollback()  # release the progress row
     thread.join(timeout=60)
     assert not thread.is_alive()
