@@ -114,4 +114,4 @@ def record_fields(data: bytes) -> dict[str, Any]:
                     doc = None
                 if type(doc) is dict and REQUIRED_FIELDS <= doc.keys():
                     return doc
-    return orjson.loads(data)  # type: ignore[no-any-return]
+    return orjson.loads(data)
