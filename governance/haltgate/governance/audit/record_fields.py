@@ -17,7 +17,9 @@ last ``,"run_id":"`` is at or after the top-level key): then the span removes to
 keys, and the check below makes sure a required column key is always among them, which
 the result then lacks, and the full line is parsed. ``cut_is_exact`` verifies that
 property on the record layout at import; if a future field breaks it, the cut is never
-taken (``tests/audit/test_record_fields.py`` fails on that too).
+taken (``tests/audit/test_record_fields.py`` fails on that too). The argument needs the
+keys sorted, as in every canonical line the spool writer seals; a line written otherwise
+could lose an optional column value here, which ``verify`` reports as ``column_mismatch``.
 """
 
 from __future__ import annotations
