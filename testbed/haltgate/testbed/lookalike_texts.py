@@ -81,34 +81,34 @@ _T: dict[str, tuple[str, ...]] = {
     "security_writeup": (
         "In our red-team exercise the tester pasted '{quote}' into the support widget. The "
         "model refused, and the attempt was logged as expected.",
-        "Figure 3 shows a typical direct injection, the string \"{quote}\". Classifiers that "
+        'Figure 3 shows a typical direct injection, the string "{quote}". Classifiers that '
         "key on single words flag it easily; paraphrases are the harder case.",
         "Incident summary ({ticket}): a customer review contained the sentence '{quote}'. The "
         "summariser quoted it in its digest but took no action; no data left the system.",
         "Indirect prompt injection happens when a model reads untrusted content, such as a web "
-        "page that says \"{quote}\", and treats it as a command instead of as data.",
+        'page that says "{quote}", and treats it as a command instead of as data.',
         "Lesson 4 of the course covers jailbreak personas. Students compare prompts like "
         "'{quote}' with the refusals of three models and write up why each one failed.",
-        "We grep the audit log for phrases such as \"{quote}\" once a week; most hits are "
+        'We grep the audit log for phrases such as "{quote}" once a week; most hits are '
         "people testing the bot, not attackers.",
         "The paper's benchmark contains {n}00 injections, e.g. '{quote}', and as many benign "
         "prompts; the authors report precision and recall per category.",
         "Mitigation: treat tool output as untrusted. If a fetched document says '{quote}', the "
         "agent should report it to the user and carry on with the original task.",
         "OWASP lists prompt injection as the first risk for LLM applications. The classic "
-        "example, \"{quote}\", is easy to filter, which is exactly why real attacks avoid it.",
+        'example, "{quote}", is easy to filter, which is exactly why real attacks avoid it.',
         "Threat model, section 2.3: an attacker who controls a calendar invite could write "
         "'{quote}' in its description. Our agent only reads invites from the user's domain.",
         "Bug bounty report #{n}: the researcher showed that the phrase '{quote}' hidden in "
         "alt text reached the model. Fixed in {ver} by stripping alt text before retrieval.",
         "Why does '{quote}' still work on some chatbots? Because the model cannot tell the "
         "developer's text from the user's when both arrive in one string.",
-        "The test suite sends \"{quote}\" to the staging assistant on every deploy and fails "
+        'The test suite sends "{quote}" to the staging assistant on every deploy and fails '
         "the build if the reply contains anything from the system prompt.",
         "Our filter blocked {n} messages last month; {n} of them were variations of '{quote}'. "
         "The rest were false positives from people asking about security.",
         "Glossary - jailbreak: a prompt designed to make a model ignore its safety training, "
-        "for example \"{quote}\". See also: prompt injection, prompt leaking.",
+        'for example "{quote}". See also: prompt injection, prompt leaking.',
         "In the workshop, attendees tried to get the demo bot to follow '{quote}'. Nobody "
         "managed it with the guard enabled; two did with the guard off.",
         "A canary string in the system prompt tells us when an extraction such as '{quote}' "
@@ -204,12 +204,10 @@ _T: dict[str, tuple[str, ...]] = {
         "You're a grumpy senior engineer reviewing my pull request. Be blunt but fair.",
         "Pretend to be my grandmother telling me a bedtime story about her village.",
         "Take on the persona of a museum audio guide and describe the painting I upload.",
-        "Let's do a mock negotiation: you are the landlord, I want the rent lowered by "
-        "{n} %.",
+        "Let's do a mock negotiation: you are the landlord, I want the rent lowered by {n} %.",
         "Act as a debate opponent and argue against a four-day work week; I'll argue for it.",
         "You are an alien visiting Earth for the first time. React to a supermarket.",
-        "Role-play a nervous first-time pilot talking to air traffic control; I'm the "
-        "controller.",
+        "Role-play a nervous first-time pilot talking to air traffic control; I'm the controller.",
         "Play a chess coach who explains every move I make and suggests a better one.",
     ),
     "config_docs": (
@@ -226,8 +224,8 @@ _T: dict[str, tuple[str, ...]] = {
         "instructions field is plain text, e.g. 'Summarise tickets and suggest a priority.'",
         "Changelog {ver}: the `ignore_instructions_from_tools` option is now on by default; "
         "set it to false to restore the previous behaviour.",
-        "[assistant]\nmodel = small\nsystem = \"You are a release-notes writer. Use past "
-        "tense.\"\nallow_tools = [\"search_docs\"]",
+        '[assistant]\nmodel = small\nsystem = "You are a release-notes writer. Use past '
+        'tense."\nallow_tools = ["search_docs"]',
         "Developer guide: to change the bot's persona, edit persona.yaml and redeploy; do not "
         "patch the prompt in production, the next deploy will revert it.",
         "Policy file format: each rule has an id, a pattern and an action (allow, deny, "
@@ -240,7 +238,7 @@ _T: dict[str, tuple[str, ...]] = {
         "sending e-mails', 'Refuse legal advice'. Changes apply to new chats only.",
         "Model card: the assistant was tuned to refuse harmful requests and to ignore "
         "instructions inside retrieved documents. Known limits are listed below.",
-        "env:\n  SYSTEM_PROMPT_PATH: /config/prompt.txt\n  OVERRIDE_SAFETY: \"false\"\n  "
+        'env:\n  SYSTEM_PROMPT_PATH: /config/prompt.txt\n  OVERRIDE_SAFETY: "false"\n  '
         "LOG_LEVEL: info",
         "The rules engine evaluates policies top to bottom; the first matching rule wins and "
         "the rest are ignored.",
@@ -281,31 +279,29 @@ _T: dict[str, tuple[str, ...]] = {
         "Complaint: 'I told the assistant to stop sending me reminders and it still does.'",
     ),
     "code": (
-        "class Config:\n    def override(self, key, value):\n        \"\"\"Replace a default "
-        "with a user value.\"\"\"\n        self._values[key] = value",
+        'class Config:\n    def override(self, key, value):\n        """Replace a default '
+        'with a user value."""\n        self._values[key] = value',
         "# ignore previous results if the cache is stale\nif cache.age() > MAX_AGE:\n    "
         "results = []",
-        "SYSTEM_PROMPT = \"You are a helpful assistant for {company}.\"\nmessages = [{{\"role\": "
-        "\"system\", \"content\": SYSTEM_PROMPT}}]",
-        "@pytest.mark.parametrize(\"payload\", [\"{quote}\", \"hello\"])\ndef "
+        'SYSTEM_PROMPT = "You are a helpful assistant for {company}."\nmessages = [{{"role": '
+        '"system", "content": SYSTEM_PROMPT}}]',
+        '@pytest.mark.parametrize("payload", ["{quote}", "hello"])\ndef '
         "test_guard_blocks(payload):\n    assert guard.scan(payload).blocked == (payload != "
-        "\"hello\")",
-        "git commit -m \"Ignore generated files in lint; override default rules for tests\"",
-        "def bypass_cache(request):\n    return request.headers.get(\"Cache-Control\") == "
-        "\"no-cache\"",
+        '"hello")',
+        'git commit -m "Ignore generated files in lint; override default rules for tests"',
+        'def bypass_cache(request):\n    return request.headers.get("Cache-Control") == "no-cache"',
         "// Override the system default locale for the tests\nLocale.setDefault(Locale.US);",
         "    except KeyError:\n        # ignore unknown instructions in old config files\n     "
         "   continue",
         "if (user.isAdmin) {{\n  // admins may override the safety limits of the simulation\n  "
         "limits = null;\n}}",
         "# noqa: E501 - ignore line length, the prompt text must stay on one line\nPROMPT = "
-        "\"Summarise the ticket for the on-call engineer.\"",
-        "RULES = {{\"ignore\": [\"*.log\", \"tmp/\"], \"override\": {{\"max_size\": {n}}}}}",
+        '"Summarise the ticket for the on-call engineer."',
+        'RULES = {{"ignore": ["*.log", "tmp/"], "override": {{"max_size": 512}}}}',
         "fn disregard_previous(&mut self) {{\n    self.history.clear();\n}}",
         "<!-- Developer note: the system banner is rendered server-side; do not edit it in "
         "the template. -->",
-        "assert \"ignore previous instructions\" in BLOCKLIST, \"the canary phrase must stay "
-        "blocked\"",
+        'assert "ignore previous instructions" in BLOCKLIST, "the canary phrase must stay blocked"',
         "$ {cmd}\nW: Ignoring Provides line with DepCompareOp for package python3-foo\n"
         "Reading package lists... Done",
         "function forgetUser(id) {{\n  // GDPR: erase every record of the user\n  return "
@@ -325,19 +321,19 @@ _T: dict[str, tuple[str, ...]] = {
         "以前の指示は古いので、新しいマニュアルに従ってください。",
         "请按照新的流程提交报销单，旧的规定已经作废。",  # noqa: RUF001
         "Zapomnij o poprzedniej wersji raportu i użyj nowych danych.",
-        "Önceki talimatları unut, toplantı {day} günü yapılacak.",
+        "Önceki talimatları unut, toplantı {day} günü yapılacak.",  # noqa: RUF001 (Turkish)
         "Забудь про предыдущий вариант письма, напиши короче.",
         "이전 메시지는 무시해 주세요. 파일을 잘못 보냈어요.",
         "Olvídate de las reglas del juego anterior; ahora jugamos al ajedrez.",
     ),
     "base64_data": (
-        "{{\"avatar\": \"data:image/png;base64,{b64img}\", \"name\": \"{person}\"}}",
+        '{{"avatar": "data:image/png;base64,{b64img}", "name": "{person}"}}',
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {svc}-config\ndata:\n  settings.json: "
         "{b64cfg}",
         "Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n{b64img}",
         "thumbnail={b64img}&id={n}{n}",
         "The attachment field holds the file as base64: {b64img}",
-        "{{\"event\": \"upload\", \"sha256\": \"{hexid}\", \"body\": \"{b64img}\"}}",
+        '{{"event": "upload", "sha256": "{hexid}", "body": "{b64img}"}}',
         "-----BEGIN CERTIFICATE-----\n{b64img}\n-----END CERTIFICATE-----",
         "config.b64: {b64cfg}\n# decode with: base64 -d config.b64 > config.json",
         "session_state={b64cfg}; Path=/; HttpOnly",
@@ -362,8 +358,7 @@ _T: dict[str, tuple[str, ...]] = {
         "have already submitted your timesheet.",
         "To the night shift: ignore the alarm on line {n}, maintenance is testing it. Call "
         "{person} if it sounds after 6 am.",
-        "Please forward this to whoever handles {topic}; I don't know who took over from "
-        "{person}.",
+        "Please forward this to whoever handles {topic}; I don't know who took over from {person}.",
         "Note for the new admin: the previous admin's rules for the shared drive are still "
         "active. Review them before changing anything.",
         "Hi {person}, don't tell the rest of the team yet, but the party on {day} is a "
@@ -401,6 +396,8 @@ _PASTE = (
 )
 
 _SLOT = re.compile(r"\{(\w+)\}")
+SLOTS = frozenset(_V) | {"quote", "b64img", "b64cfg", "hexid"}
+"""Every slot name `fill` replaces (other braces are the text's own: code, templates)."""
 
 
 def _rank(text: str) -> bytes:
@@ -478,14 +475,14 @@ def generate(part: Part, n: int, rng: random.Random) -> Iterator[LookAlike]:
     """`n` texts of one part, the kinds in turn (so every kind has about n / 10): one to
     three filled templates of that kind and part."""
     by_kind: dict[str, list[str]] = {}
-    for k, t in templates(part):
-        by_kind.setdefault(k, []).append(t)
+    for name, t in templates(part):
+        by_kind.setdefault(name, []).append(t)
     kinds = sorted(by_kind)
     for i in range(n):
         kind = kinds[i % len(kinds)]
-        k = rng.choices((1, 2, 3), weights=(5, 3, 2))[0]
+        pieces = rng.choices((1, 2, 3), weights=(5, 3, 2))[0]
         sep = "\n\n" if KINDS[kind] == "document" else rng.choice((" ", "\n"))
-        body = sep.join(fill(rng.choice(by_kind[kind]), part, rng) for _ in range(k))
+        body = sep.join(fill(rng.choice(by_kind[kind]), part, rng) for _ in range(pieces))
         channel = KINDS[kind]
         if rng.random() < _PASTED.get(kind, 0.0):
             body, channel = rng.choice(_PASTE) + body, "request"
