@@ -248,7 +248,7 @@ NEWS, changelogs: the fast stage's worst document source). The look-alikes' cali
 part binds nothing: it holds 1-3 templates per kind, so one template flagged is 5-30 % of
 a kind, and holding it to 1 % took the document threshold to 0.95 (validation planted
 attacks 0.82 -> 0.45); it is measured instead (`evaluate`)."""
-HARD_NEGATIVE_WEIGHT = {"debian-doc": 3.0, "lookalikes-train": 2.0}
+HARD_NEGATIVE_WEIGHT = {"debian-doc": 3.0}
 """Sample weight of the windows of these sources in the fit (others 1): Debian package docs
 are the document source the fast stage flags most."""
 _CALIBRATION_ONLY = frozenset({"requests-calibration", "own-benign", "lookalikes-calibration"})
@@ -446,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         "target_fp_on_validation": TARGET_FP,
         "note": "per-window probability threshold per channel, chosen on validation only: "
         "the smallest at which the fast stage adds <= target_fp false positives to the "
-        "patterns' on the benign validation texts (request: on the public validation texts, "
-        "the generated calibration requests and the own benign corpus, each)",
+        "patterns' on the benign validation texts, in each group (request: the public "
+        "validation texts, the generated calibration requests, the own benign corpus; "
+        "document: the Debian package docs, the other documents)",
     }
     (args.out / ngram.CALIBRATION.name).write_text(json.dumps(calib, indent=1) + "\n")
     manifest = {
