@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from haltgate.testbed.benign_requests import _V as _REQUEST_VOCABULARY
+from haltgate.testbed.lookalike_train_extra import TRAIN_ONLY
 
 Part = str  # "train" | "calibration" | "dev"
 Channel = str  # "request" | "document"
@@ -413,7 +414,10 @@ def _part(items: tuple[str, ...], item: str) -> Part:
 
 
 def part_of_template(kind: str, template: str) -> Part:
-    """Stable split of a kind's templates by the order of their hashes (60 / 15 / 25 %)."""
+    """Stable split of a kind's templates by the order of their hashes (60 / 15 / 25 %);
+    the templates of `lookalike_train_extra` are always train."""
+    if template in TRAIN_ONLY.get(kind, ()):
+        return "train"
     return _part(_T[kind], template)
 
 
@@ -468,7 +472,10 @@ def fill(template: str, part: Part, rng: random.Random) -> str:
 
 def templates(part: Part) -> list[tuple[str, str]]:
     """(kind, template) of one part, in a fixed order."""
-    return [(k, t) for k, ts in _T.items() for t in ts if part_of_template(k, t) == part]
+    out = [(k, t) for k, ts in _T.items() for t in ts if part_of_template(k, t) == part]
+    if part == "train":
+        out += [(k, t) for k, ts in TRAIN_ONLY.items() for t in ts]
+    return out
 
 
 def generate(part: Part, n: int, rng: random.Random) -> Iterator[LookAlike]:
@@ -492,10 +499,9 @@ def generate(part: Part, n: int, rng: random.Random) -> Iterator[LookAlike]:
 def counts() -> dict[str, dict[str, int]]:
     """Templates per kind and part (for the manifest), and the quotes per part."""
     out: dict[str, dict[str, int]] = {}
-    for k, ts in _T.items():
-        for t in ts:
-            d = out.setdefault(k, {})
-            p = part_of_template(k, t)
-            d[p] = d.get(p, 0) + 1
+    for k, t in templates("train") + templates("calibration") + templates("dev"):
+        d = out.setdefault(k, {})
+        p = part_of_template(k, t)
+        d[p] = d.get(p, 0) + 1
     out["quotes"] = {p: len(quotes(p)) for p in ("train", "calibration", "dev")}
     return out
