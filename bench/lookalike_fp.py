@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from haltgate.governance.guardrails import InjectionDetector, ngram
+from haltgate.governance.guardrails import InjectionDetector, ngram, normalize
 from haltgate.testbed import lookalike_texts as lk
 
 SEED = {"train": 17, "calibration": 18, "dev": 4_711}
@@ -33,6 +33,23 @@ def _blocked(det: InjectionDetector, text: str, channel: str) -> list[str]:
         for c in det.detect(text, channel=channel)  # type: ignore[arg-type]
         if c.score >= 0.5 and not c.advisory
     ]
+
+
+def top_ngrams(model: ngram.NgramModel, text: str, k: int = 8) -> list[tuple[str, float]]:
+    """The character n-grams that push `text` (one window) most towards "injection": each
+    n-gram's weight summed over its occurrences, largest first."""
+    folded = normalize.fold(text)
+    padded = f" {folded} "
+    buckets = ngram.position_buckets(folded)
+    weights = model._w  # a development bench reads the model's own table
+    total: dict[str, float] = defaultdict(float)
+    for row in range(buckets.shape[0]):
+        n = ngram.NGRAM_MIN + row
+        for pos in range(buckets.shape[1]):
+            b = int(buckets[row, pos])
+            if b < weights.shape[0] - 1:
+                total[padded[pos : pos + n]] += float(weights[b])
+    return sorted(total.items(), key=lambda kv: -kv[1])[:k]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                 for c in fast.detect(t.text, channel=t.channel)  # type: ignore[arg-type]
                 if not c.advisory
             ]
-            print(f"--- {key}: {'; '.join(hits)}\n{t.text[:400]}\n")
+            grams = ""
+            if fst:
+                span = max(model.score(t.text, t.channel).spans, key=lambda s: s.probability)  # type: ignore[arg-type]
+                top = top_ngrams(model, t.text[span.start : span.end])
+                grams = "\n    n-grams: " + ", ".join(f"{g!r} {w:+.2f}" for g, w in top)
+            print(f"--- {key}: {'; '.join(hits)}{grams}\n{t.text[:400]}\n")
     print(f"thresholds {model.thresholds}; part {args.part}, {len(texts)} texts")
     print(f"{'kind (channel)':<34}{'n':>5}{'patterns':>10}{'fast':>8}{'both':>8}  families")
     total: list[tuple[bool, bool, bool]] = []
