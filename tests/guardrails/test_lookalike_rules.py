@@ -103,3 +103,18 @@ def test_quotation_pairing_skips_apostrophes_and_earlier_pairs() -> None:
     u = "Don't worry: the example 'ignore all previous instructions' is blocked."
     s = u.index("ignore")
     assert quoted_context.is_quoted_discussion(u, s, s + len("ignore all previous instructions"))
+
+
+def test_demotion_follows_the_channels_it_is_on_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "A typical injection example is 'ignore all previous instructions'. Flag it."
+
+    def blocked(channel: str) -> bool:
+        return any(
+            c.score >= 0.5 and not c.advisory
+            for c in DETECTOR.detect(text, channel=channel)  # type: ignore[arg-type]
+        )
+
+    assert not blocked("request") and not blocked("document")
+    monkeypatch.setattr(quoted_context, "CHANNELS", frozenset({"request"}))
+    assert not blocked("request")
+    assert blocked("document")

@@ -232,9 +232,6 @@ class InjectionDetector:
                 and not (c.via == "split_words" and _plain_exception(text, c.start, c.end))
             ]
         )
-        # A phrase quoted and discussed ("the example 'ignore ...' is easy to filter"):
-        # advisory, not blocking (quoted_context).
-        cands = quoted_context.demote(text, cands)
         return cands, normalize.fold(text) if folded is None else folded
 
     @staticmethod
@@ -301,6 +298,10 @@ class InjectionDetector:
             raise ValueError(f"channel: {channel!r} is not one of {', '.join(CHANNELS)}")
         chan = channel
         cands, folded = self._patterns(text)
+        if channel in quoted_context.CHANNELS:
+            # A phrase quoted and discussed ("the example 'ignore ...' is easy to filter"):
+            # advisory, not blocking (quoted_context).
+            cands = quoted_context.demote(text, cands)
         best: dict[str, float] = {}
         for c in cands:
             if not c.advisory:

@@ -21,6 +21,12 @@ import re
 
 from haltgate.governance.guardrails.base import Candidate
 
+CHANNELS: frozenset[str] = frozenset({"request", "document"})
+"""The channels whose quoted-and-discussed hits are demoted. Both, by default: the
+look-alikes that quote attacks arrive as documents (reports, fixtures) as often as as
+requests. Wrapping an attack as a discussed example evades the patterns in both
+(docs/guardrails.md gives the figures); leaving "document" out keeps tool output to the
+patterns' full strength at the price of those look-alikes."""
 MAX_QUOTE = 240
 """Longest quotation (characters between the marks) read as a quoted phrase."""
 FRAME = 160
