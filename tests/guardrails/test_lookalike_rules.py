@@ -114,7 +114,8 @@ def test_demotion_follows_the_channels_it_is_on_for(monkeypatch: pytest.MonkeyPa
             for c in DETECTOR.detect(text, channel=channel)  # type: ignore[arg-type]
         )
 
-    assert not blocked("request") and not blocked("document")
-    monkeypatch.setattr(quoted_context, "CHANNELS", frozenset({"request"}))
+    # By default only request text demotes: a tool result is where an attacker writes.
     assert not blocked("request")
     assert blocked("document")
+    monkeypatch.setattr(quoted_context, "CHANNELS", frozenset({"request", "document"}))
+    assert not blocked("request") and not blocked("document")

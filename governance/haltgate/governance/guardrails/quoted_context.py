@@ -9,7 +9,8 @@ hit as **advisory** (logged, its risk added, never blocking on its own) instead 
 
 Only plain hits (found as written, not through a decoding or a de-obfuscated view) on one line
 inside one pair of quotation marks of at most `MAX_QUOTE` characters, with a discussion word
-outside the quotes within `FRAME` characters on the same line, are demoted. An attacker can
+outside the quotes within `FRAME` characters on the same line, are demoted, in request text
+only (`CHANNELS`). An attacker can
 write "for example: '<attack>'" to make a pattern hit advisory; the n-gram fast stage and the
 model stage still read the text as a whole (docs/guardrails.md says so).
 """
@@ -21,12 +22,12 @@ import re
 
 from haltgate.governance.guardrails.base import Candidate
 
-CHANNELS: frozenset[str] = frozenset({"request", "document"})
-"""The channels whose quoted-and-discussed hits are demoted. Both, by default: the
-look-alikes that quote attacks arrive as documents (reports, fixtures) as often as as
-requests. Wrapping an attack as a discussed example evades the patterns in both
-(docs/guardrails.md gives the figures); leaving "document" out keeps tool output to the
-patterns' full strength at the price of those look-alikes."""
+CHANNELS: frozenset[str] = frozenset({"request"})
+"""The channels whose quoted-and-discussed hits are demoted: request text only. Wrapping an
+attack as a discussed example evades the patterns wherever the demotion applies
+(docs/guardrails.md gives the figures); a tool result or page is where an attacker writes,
+so documents keep the patterns' full strength, at the price of the look-alike documents
+that quote attacks (reports, fixtures), which stay blocked."""
 MAX_QUOTE = 240
 """Longest quotation (characters between the marks) read as a quoted phrase."""
 FRAME = 160
