@@ -54,11 +54,15 @@ def test_lanes_must_be_one_or_two(tmp_path: Path) -> None:
         ShipperSettings(tmp_path, "postgresql://x", batch_records=0)
 
 
+@pytest.mark.parametrize("read_ahead", [True, False])
 def test_two_lanes_ship_two_batches_a_round_in_order_exactly_once(
-    tmp_path: Path, audit_db: AuditDatabase
+    tmp_path: Path, audit_db: AuditDatabase, read_ahead: bool
 ) -> None:
     fill(tmp_path, 1000)
-    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100, lanes=2))
+    settings = ShipperSettings(
+        tmp_path, audit_db.writer, batch_records=100, lanes=2, read_ahead=read_ahead
+    )
+    shipper = Shipper(settings)
     try:
         # First round: the leader alone (it makes sure the month's partition exists).
         assert shipper.ship_once().records == 100

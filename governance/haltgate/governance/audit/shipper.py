@@ -403,10 +403,13 @@ class Shipper:
     def ship_once(self) -> ShipResult:
         """Ship one round: a batch (maybe empty), and with two lanes the batch after it.
         Raises psycopg errors; nothing of a failed leader is acked then."""
+        lanes = self.settings.lanes
         queue = self._take_read_ahead()
         if queue is None:
             queue = self._read_round(self.position)
-        lanes = self.settings.lanes
+        elif len(queue) < lanes and queue[-1].frames:  # what was left over: fill the round
+            more = [b for b in self._read_round(queue[-1].end) if b.frames]
+            queue += more[: lanes - len(queue)]
         round_, rest = queue[:lanes], queue[lanes:]
         frames = round_[0].frames
         records = inserted = 0
