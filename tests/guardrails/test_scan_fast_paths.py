@@ -242,7 +242,7 @@ _ANSWER_KEYS = {
 def test_key_memo_answers_as_a_fresh_scan() -> None:
     g = make_guardrails({"pii": {"action": "redact"}, "secrets": {"action": "block"}})
     first = scan_answer_json(g, _ANSWER_KEYS, "request")
-    assert answer_json._clean_keys[g]  # the clean key list was remembered
+    assert g.clean_memo(answer_json.CLEAN_KEYS_MEMO)  # the clean key list was remembered
     again = scan_answer_json(g, _ANSWER_KEYS, "request")
     assert again == first and not again.findings
     # a key list with a finding is scanned (and found) every time
@@ -279,7 +279,7 @@ def test_key_memo_is_off_with_a_model_stage() -> None:
         scan_answer_json(g, _ANSWER_KEYS, "request")
     keys_scans = [c for c in calls if "completion_tokens_details" in c]
     assert len(keys_scans) == 2
-    assert g not in answer_json._clean_keys
+    assert not g.clean_memo(answer_json.CLEAN_KEYS_MEMO)
     assert make_guardrails({"promptInjection": {}, "pii": {}}).deterministic("request")
 
 
@@ -483,3 +483,36 @@ def test_decode_prefilters_let_every_run_through() -> None:
             reached["hex"] += 1
             assert decode_prefilter.may_hold_hex_pairs(text), text
     assert min(reached.values()) > 100  # the texts reach both patterns
+
+
+# ---------------------------------------------------------------- runs, per-policy memos
+
+_DETECTOR_SPECS = {
+    "promptInjection": {},
+    "pii": {"direction": "both"},
+    "secrets": {"direction": "response"},
+}
+
+
+@given(
+    chosen=st.lists(st.sampled_from(sorted(_DETECTOR_SPECS)), unique=True),
+    directions=st.lists(st.sampled_from(["request", "response", "both"]), min_size=3),
+)
+def test_runs_answers_as_the_settings_say(chosen: list[str], directions: list[str]) -> None:
+    """`runs` (a set made once) against the settings it summarises, every pair."""
+    g = make_guardrails({k: {"direction": d} for k, d in zip(chosen, directions, strict=False)})
+    for name in ("prompt_injection", "pii", "secrets", "other"):
+        for direction in ("request", "response"):
+            want = any(s.detector.name == name for s in g._by_direction[direction])
+            assert g.runs(name, direction) is want
+
+
+def test_clean_memos_belong_to_their_policy() -> None:
+    """A memo is per compiled policy and per name: another policy (other thresholds,
+    allowlists) starts empty, and two scanners never share one."""
+    a = make_guardrails({"secrets": {}})
+    b = make_guardrails({"secrets": {}})
+    a.clean_memo("x")["value"] = None
+    assert a.clean_memo("x") == {"value": None}
+    assert not b.clean_memo("x")
+    assert not a.clean_memo("y")

@@ -24,7 +24,6 @@ finding and a header finding cannot be confused.
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
@@ -103,10 +102,11 @@ MAX_SCANNED_CHARS: Final = 16 * 1024
 """Characters of header values scanned at most per answer (past it: :class:`HeadersTooLarge`)."""
 
 
-_clean: weakref.WeakKeyDictionary[Guardrails, dict[str, None]] = weakref.WeakKeyDictionary()
-"""Values a policy's response guardrails found clean before (``Server``, ``Link``, cookie
-attributes repeat answer after answer: a scan costs ~40-250 us, this lookup under 1 us).
-One set per compiled policy (its detectors and thresholds decided), emptied when full."""
+_MEMO = "answer_headers"
+"""`Guardrails.clean_memo` of the values a policy's response guardrails found clean
+before (``Server``, ``Link``, cookie attributes repeat answer after answer: a scan costs
+~40-250 us, this lookup under 1 us). One set per compiled policy (its detectors and
+thresholds decided), emptied when full."""
 _CLEAN_MAX_ENTRIES = 4096
 _CLEAN_MAX_CHARS = 512
 
@@ -157,9 +157,7 @@ def scan_headers(
         names.append(lower)
         texts.append(" " * cut + value[cut:] if cut else value)
         prefixes.append(value[:cut])
-    clean = _clean.get(guardrails)
-    if clean is None:
-        clean = _clean[guardrails] = {}
+    clean = guardrails.clean_memo(_MEMO)
     unknown = [k for k, text in enumerate(texts) if text not in clean]
     if not unknown:
         return HeaderScan()  # the common case: the same headers, answer after answer

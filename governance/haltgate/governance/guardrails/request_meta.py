@@ -14,7 +14,6 @@ Findings carry ``path`` ``/url/path``, ``/url/query`` or ``/header/<name>``.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +37,11 @@ _NOT_SCANNED = CREDENTIAL_HEADERS | {
     "accept-encoding",
     "transfer-encoding",
 }
-_clean: weakref.WeakKeyDictionary[Guardrails, dict[str, None]] = weakref.WeakKeyDictionary()
-"""Values a policy's secrets detector found clean before (SDK headers and paths repeat on
-every call: scanning them costs ~100-200 us, this lookup under 1 us). One set per compiled
-policy (its thresholds and allowlists decided), emptied when full."""
+_MEMO = "request_meta"
+"""`Guardrails.clean_memo` of the values a policy's secrets detector found clean before
+(SDK headers and paths repeat on every call: scanning them costs ~100-200 us, this lookup
+under 1 us). One set per compiled policy (its thresholds and allowlists decided), emptied
+when full."""
 _CLEAN_MAX_ENTRIES = 4096
 _CLEAN_MAX_CHARS = 512
 
@@ -95,9 +95,7 @@ def scan_request_meta(
         *(x for pair in doc["url"]["query"] for x in pair),
         *(v for vs in header_values.values() for v in vs),
     ]
-    clean = _clean.get(guardrails)
-    if clean is None:
-        clean = _clean[guardrails] = {}
+    clean = guardrails.clean_memo(_MEMO)
     if all(v in clean for v in values):
         return MetaScan()  # the common case: the same SDK headers and paths, call after call
     result = guardrails.scan_json(doc, "request", only=(DETECTOR,))
