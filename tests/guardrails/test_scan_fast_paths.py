@@ -421,9 +421,38 @@ def test_literal_gate_answers_as_checking_each_pattern(low: str, ascii_text: boo
             and not any(p in low for p in n.prefilter)
         )
 
-    assert LiteralGate(table).runnable(low, ascii_text) == [
+    assert list(LiteralGate(table).runnable(low, ascii_text)) == [
         i for i, n in enumerate(table) if naive(n)
     ]
+
+
+_SHARED_GATE_TABLE = (
+    (),
+    (("gl",), None, False),
+    (("_",), ("ab_", "ba_"), False),
+    (None, ("sk",), True),
+    ((".", ":"), ("a.", "k:"), True),
+    (("-",), None, False),
+    (None, ("b",), True),
+)
+
+
+def _shared_gate() -> Any:
+    from haltgate.governance.guardrails.literal_gate import LiteralGate, Needs
+
+    return LiteralGate([Needs(*row) for row in _SHARED_GATE_TABLE])
+
+
+_GATE = _shared_gate()
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts=st.lists(st.tuples(st.text(alphabet="abgl_-.:sk", max_size=12), st.booleans())))
+def test_literal_gate_memo_answers_as_a_fresh_gate(texts: list[tuple[str, bool]]) -> None:
+    """One gate kept across texts (its remembered literal sets hit, ASCII or not) answers
+    every text as a gate that never saw one before."""
+    for low, ascii_text in texts:
+        assert _GATE.runnable(low, ascii_text) == _shared_gate().runnable(low, ascii_text)
 
 
 # ---------------------------------------------------------------- decode prefilters
