@@ -211,32 +211,3 @@ def test_the_detector_hands_the_fast_stage_the_folded_text(text: str) -> None:
     want = ref_score(model, text, "request")[1]
     spans = [(c.start, c.end) for c in found if c.entity == "ngram_model"]
     assert spans == [(a, b) for a, b, _ in want]
-
-
-def _masked_one_window_logit(model: ngram.NgramModel, folded: str) -> float:
-    """The one-window logit as it was computed before the plain reduction: every n-gram's
-    bucket (the padded text's positions but its last), the ones that run past the end
-    left out by a ``where=`` mask, summed in float64."""
-    buckets = _ref_buckets(folded, model._bits)[:, :-1]
-    m = buckets.shape[1]
-    valid = (m - 1 - np.arange(m))[None, :] >= np.arange(4)[:, None]
-    past = buckets == (1 << model._bits)
-    total = float(
-        model._w.take(np.where(past, 0, buckets)).sum(dtype=np.float64, where=valid & ~past)
-    )
-    return model._bias + total / math.sqrt(max(int(valid.sum()), 1))
-
-
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=texts())
-@example(text="")
-@example(text="a")
-@example(text="ab")
-@example(text="abc")
-@example(text="x" * LIMIT)
-def test_one_window_logit_is_bit_identical_to_the_masked_sum(text: str) -> None:
-    """Exactly equal, not within a tolerance: the plain sum over zero-weighted buckets
-    and the masked sum add the same float32 weights, exactly (see _one_window_logit)."""
-    model = ngram.shared_model()
-    folded = normalize.fold(text)[:LIMIT]
-    assert model._one_window_logit(folded) == _masked_one_window_logit(model, folded)

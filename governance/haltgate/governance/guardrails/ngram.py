@@ -92,7 +92,7 @@ SINGLE_WINDOW = WINDOW + WINDOW // 4
 
 class _LeanHashing:
     """`position_buckets` at run time: the same buckets with constants made once and fewer
-    NumPy calls and allocations."""
+    NumPy calls and allocations, plus the validity mask of one-window texts."""
 
     def __init__(self, np: Any, bits: int) -> None:
         self.np = np
@@ -105,8 +105,12 @@ class _LeanHashing:
         self.f64 = np.float64
         assert NGRAM_MIN == 2, "row 0 is the first hash step"
         self.n = np.arange(NGRAM_MIN, NGRAM_MAX + 1, dtype=np.uint64)[:, None]
-        self.past = np.uint64(1 << bits)  # the zero-weight bucket past the table
-        self.add = np.add.reduce
+        width = SINGLE_WINDOW + 1  # n-gram starts of the longest padded text
+        # row k (the (NGRAM_MIN + k)-grams) is valid but for its last k + NGRAM_MIN - 2
+        # columns; a text's m columns are the mask's last m
+        last = width - 1 - np.arange(width)
+        self.valid = last[None, :] >= np.arange(rows)[:, None] + (NGRAM_MIN - 2)
+        self.valid.setflags(write=False)
 
     def count(self, m: int) -> int:
         """Valid n-grams among m start positions."""
@@ -125,8 +129,7 @@ class _LeanHashing:
         mul, xor, mult = np.multiply, np.bitwise_xor, self.mult
         # the padded text plus NGRAM_MAX - 2 NULs, so that every row is computed full length
         padded = f" {folded} {self.tail}".encode("utf-32-le")
-        # uint32 code points: the first multiplication by the uint64 constant widens them
-        codes = np.frombuffer(padded, dtype=np.uint32)
+        codes = np.frombuffer(padded, dtype=np.uint32).astype(np.uint64)
         m = codes.shape[0] - (NGRAM_MAX - 1)
         out = np.empty((self.rows, m), dtype=np.uint64)
         prev = codes[:m]
@@ -138,14 +141,6 @@ class _LeanHashing:
         mul(out, self.final, out)
         np.right_shift(out, self.shift, out)
         return out
-
-    def weigh_nothing_past_the_end(self, out: Any) -> None:
-        """Point the n-grams of `buckets` that run past the text's end at the zero-weight
-        bucket (row k's last k columns): a plain sum then counts only the valid ones."""
-        m = out.shape[1]
-        past = self.past
-        for k in range(1, self.rows):
-            out[k, max(m - k, 0) :] = past
 
 
 def windows(length: int, window: int = WINDOW) -> list[tuple[int, int]]:
@@ -257,15 +252,7 @@ class NgramModel:
         lean = self._lean
         buckets = lean.buckets(folded)
         m = buckets.shape[1]
-        lean.weigh_nothing_past_the_end(buckets)
-        # A plain reduction (no ``where=`` mask, no ``ndarray.sum`` wrapper): fewer NumPy
-        # calls, which is what a short text costs, above all on a cold cache. The sum is
-        # exact whatever its order: every weight is an int8 times one float32 scale,
-        # rounded to float32, so all are integer multiples of 2**(exponent(scale) - 23)
-        # below 2**31 of them, and at most 4 * 401 of them add up below 2**42 such units,
-        # within float64's 53 bits. So this is bit for bit the masked sum it replaced
-        # (tests/guardrails/test_ngram_fast_path.py).
-        total = float(lean.add(self._w.take(buckets), None, lean.f64))
+        total = float(self._w.take(buckets).sum(dtype=lean.f64, where=lean.valid[:, -m:]))
         return self._bias + total / math.sqrt(max(lean.count(m), 1))
 
     def window_logits(self, folded: str) -> tuple[list[tuple[int, int]], list[float]]:
@@ -277,7 +264,9 @@ class NgramModel:
         lean = self._lean
         buckets = lean.buckets(folded)
         m = buckets.shape[1]  # n-gram start positions: the padded text's but its last
-        lean.weigh_nothing_past_the_end(buckets)
+        past = 1 << self._bits  # n-grams that run past the end weigh nothing
+        for k in range(1, lean.rows):
+            buckets[k, m - k :] = past
         per_pos = self._w.take(buckets).sum(axis=0, dtype=np.float64)
         cum = np.concatenate(([0.0], np.cumsum(per_pos)))
         spans = windows(len(folded))
