@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from haltgate.governance.guardrails import answer_json
@@ -545,3 +545,101 @@ def test_clean_memos_belong_to_their_policy() -> None:
     assert a.clean_memo("x") == {"value": None}
     assert not b.clean_memo("x")
     assert not a.clean_memo("y")
+
+
+# ---------------------------------------------------------------- URL and header memo path
+
+
+def _reference_request_meta(g: Any, path: str, query: str, headers: list[tuple[str, str]]) -> Any:
+    """`scan_request_meta` as it was before its early memo check and header-name memo:
+    every name lower-cased and tested, the whole document built, then the memo asked."""
+    from urllib.parse import quote, unquote, unquote_plus
+
+    from haltgate.governance.guardrails import request_meta as rm
+
+    if not g.runs(rm.DETECTOR, "request"):
+        return rm.MetaScan()
+    header_values: dict[str, list[str]] = {}
+    for name, value in headers:
+        lower = name.lower()
+        if lower in rm._NOT_SCANNED or lower.startswith("x-haltgate-"):
+            continue
+        header_values.setdefault(lower, []).append(value)
+    params = [p.partition("=") for p in query.split("&")] if query else []
+    doc: dict[str, Any] = {
+        "url": {
+            "path": unquote(path),
+            "query": [[unquote_plus(n), unquote_plus(v)] for n, _, v in params],
+        },
+        "header": header_values,
+    }
+    values = [doc["url"]["path"], *(x for pair in doc["url"]["query"] for x in pair)]
+    values += [v for vs in header_values.values() for v in vs]
+    clean = g.clean_memo(rm._MEMO)
+    if all(v in clean for v in values):
+        return rm.MetaScan()
+    result = g.scan_json(doc, "request", only=(rm.DETECTOR,))
+    if not result.findings and not result.errors:
+        if len(clean) + len(values) > rm._CLEAN_MAX_ENTRIES:
+            clean.clear()
+        clean.update((v, None) for v in values if len(v) <= rm._CLEAN_MAX_CHARS)
+        return rm.MetaScan()
+    red = result.redacted_obj
+    new_path = new_query = None
+    new_headers = None
+    if red is not None and not result.blocked:
+        if red["url"]["path"] != doc["url"]["path"]:
+            new_path = quote(red["url"]["path"], safe=rm._PATH_SAFE)
+        if red["url"]["query"] != doc["url"]["query"]:
+            new_query = "&".join(
+                rm._param(raw, a, b)
+                for raw, a, b in zip(params, doc["url"]["query"], red["url"]["query"], strict=True)
+            )
+        changed = {k: v for k, v in red["header"].items() if v != header_values[k]}
+        new_headers = changed or None
+    return rm.MetaScan(
+        findings=result.findings,
+        blocked=result.blocked,
+        code=result.code,
+        risk=result.risk,
+        errors=result.errors,
+        path=new_path,
+        query=new_query,
+        headers=new_headers,
+    )
+
+
+_META_NAMES = ("Accept", "user-agent", "X-Note", "X-HALTGATE-Agent", "Authorization", "X-Id", "")
+_META_VALUES = ("python/3.11", "v1", "%41", "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8", "note: ok", "")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(["/v1/chat", "/v1/files/%7Eabc", "/v1/x"]),
+            st.sampled_from(["", "a=1", "token=ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8"]),
+            st.lists(st.tuples(st.sampled_from(_META_NAMES), st.sampled_from(_META_VALUES))),
+        ),
+        max_size=8,
+    )
+)
+@example(  # a clean call, then the same path with a key in a header the memo never saw
+    calls=[("/v1/chat", "", []), ("/v1/chat", "", [("X-Note", _META_VALUES[3])])]
+)
+@example(calls=[("/v1/x", "", [("X-HALTGATE-Agent", _META_VALUES[3])])])
+def test_request_meta_answers_as_the_full_path(
+    calls: list[tuple[str, str, list[tuple[str, str]]]],
+) -> None:
+    """Calls in sequence (the clean memo filling as they go) through the shortcut and
+    through the reference, each with its own identically compiled policy: same result
+    every time, and the same memo after each."""
+    from haltgate.governance.guardrails import request_meta as rm
+
+    spec = {"secrets": {"action": "redact"}}
+    fast, ref = make_guardrails(spec), make_guardrails(spec)
+    for path, query, headers in calls:
+        assert rm.scan_request_meta(fast, path, query, headers) == _reference_request_meta(
+            ref, path, query, headers
+        )
+        assert fast.clean_memo(rm._MEMO) == ref.clean_memo(rm._MEMO)
