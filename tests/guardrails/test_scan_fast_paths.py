@@ -765,3 +765,27 @@ def test_answer_headers_answer_as_the_full_path(answers: list[list[tuple[str, st
         else:
             assert ah.scan_headers(fast, headers) == want
         assert fast.clean_memo(ah._MEMO) == ref.clean_memo(ah._MEMO)
+
+
+# ---------------------------------------------------------------- JSON encoding detection
+
+_PREFIX_BYTES = (b"\x00", b"\xef", b"\xbb", b"\xbf", b"\xfe", b"\xff", b"{", b"a", b"\x01")
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.lists(st.sampled_from(_PREFIX_BYTES), max_size=6).map(b"".join))
+@example(data=b"\xef\xbb\xbf{}")
+@example(data=b"\xff\xfe{\x00")
+@example(data=b"{\x00")
+@example(data=b"{\x00\x00\x00")
+def test_plain_utf8_shortcut_answers_as_detection(data: bytes) -> None:
+    """The shortcut never claims plain UTF-8 where `json.detect_encoding` says otherwise
+    or the bytes start with a UTF-8 BOM (what the full path asks)."""
+    import codecs
+    import json
+
+    from haltgate.governance.guardrails.response_body import reads_as_plain_utf8
+
+    if reads_as_plain_utf8(data):
+        assert json.detect_encoding(data) == "utf-8"
+        assert not data.startswith(codecs.BOM_UTF8)

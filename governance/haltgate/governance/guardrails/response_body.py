@@ -474,6 +474,16 @@ def _codec(charset: str) -> str:
         raise Unscannable("charset", f"charset {charset[:40]!r} is not known") from e
 
 
+_BOM_OR_NUL_FIRST = frozenset({0x00, 0xEF, 0xFE, 0xFF})
+
+
+def reads_as_plain_utf8(decoded: bytes) -> bool:
+    """True only when ``json.detect_encoding(decoded)`` is ``utf-8`` and there is no UTF-8
+    BOM, told from the first two bytes: every BOM starts with 00, EF, FE or FF, and UTF-16
+    and UTF-32 are detected by a NUL among them. ``False`` says nothing (ask detection)."""
+    return len(decoded) >= 2 and decoded[0] not in _BOM_OR_NUL_FIRST and decoded[1] != 0
+
+
 def _scan_json_body(
     g: Guardrails, decoded: bytes, text: str, codec: str, channel: Channel
 ) -> tuple[ScanResult, str | None, str] | None:
@@ -482,12 +492,16 @@ def _scan_json_body(
     reads it: in its declared charset (aiohttp, requests) and in the encoding JSON
     detection finds in the bytes (``json.loads(bytes)``: httpx, the OpenAI SDK), which
     honours a BOM and UTF-16/32 whatever the header says."""
-    detected = json.detect_encoding(decoded)
+    if reads_as_plain_utf8(decoded):  # the everyday answer: what detection says, told
+        detected, other_reading = "utf-8", codec != "utf-8"
+    else:
+        detected = json.detect_encoding(decoded)
+        other_reading = codecs.lookup(detected).name != codec or decoded.startswith(codecs.BOM_UTF8)
     readings: list[tuple[Any, str, str]] = []
     obj = parse_answer_json(text)
     if obj is not NOT_PARSED:
         readings.append((obj, codec, text))
-    if codecs.lookup(detected).name != codec or decoded.startswith(codecs.BOM_UTF8):
+    if other_reading:
         try:
             other_text = decoded.decode(detected, "surrogatepass")
             other = parse_answer_json(other_text)
