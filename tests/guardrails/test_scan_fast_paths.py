@@ -789,3 +789,35 @@ def test_plain_utf8_shortcut_answers_as_detection(data: bytes) -> None:
     if reads_as_plain_utf8(data):
         assert json.detect_encoding(data) == "utf-8"
         assert not data.startswith(codecs.BOM_UTF8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    types=st.lists(
+        st.one_of(
+            st.none(),
+            st.sampled_from(
+                [
+                    "application/json",
+                    "Application/JSON; charset=UTF-8",
+                    "text/html; charset=latin-1",
+                    "text/event-stream",
+                    "application/vnd.api+json",
+                    "image/png",
+                    "",
+                    'text/plain; charset="utf-16"',
+                ]
+            ),
+            st.text(alphabet='abt/;=+ jsonCHARSET-8"', max_size=30),
+        )
+    )
+)
+@example(types=["text/html", "text/html; charset=latin-1", "text/html;charset=utf-16"])
+def test_content_type_memo_answers_as_parsing_it(types: list[str | None]) -> None:
+    """Content types in sequence (the memo filling, hits among them): each read as parsing
+    it afresh reads it."""
+    from haltgate.governance.guardrails import response_body as rb
+
+    for content_type in types:
+        media, charset = rb._media_type(content_type)
+        assert rb._typed(content_type) == (media, charset, rb._kind(media))

@@ -305,6 +305,23 @@ def _kind(media_type: str) -> str | None:
     return None
 
 
+_TYPED: dict[str | None, tuple[str, str | None, str | None]] = {}
+_TYPED_MAX = 256
+
+
+def _typed(content_type: str | None) -> tuple[str, str | None, str | None]:
+    """(media type, charset, kind) of a Content-Type value, remembered (an upstream sends
+    the same one answer after answer; bounded, emptied when full)."""
+    known = _TYPED.get(content_type)
+    if known is None:
+        media, charset = _media_type(content_type)
+        known = (media, charset, _kind(media))
+        if len(_TYPED) >= _TYPED_MAX:
+            _TYPED.clear()
+        _TYPED[content_type] = known
+    return known
+
+
 def _media_type(content_type: str | None) -> tuple[str, str | None]:
     """(media type lower-cased, charset or None) of a Content-Type header value."""
     if not content_type:
@@ -349,8 +366,7 @@ def scan_decoded_body(
     itself (the same object) when nothing changed. Raises :class:`Unscannable`.
     `channel`: ``document`` for what a tool, a server or a page answers (default),
     ``request`` for a model's own answer (see `base.Channel`)."""
-    media, charset = _media_type(content_type)
-    kind = _kind(media)
+    media, charset, kind = _typed(content_type)
     if kind is None:
         if media:
             raise Unscannable("type", f"content type {media[:60]!r} cannot be scanned")
