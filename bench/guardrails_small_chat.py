@@ -37,6 +37,8 @@ on a small chat").
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -221,21 +223,19 @@ def cold_us(fn: Callable[[], object], calls: int) -> float:
     return times[len(times) // 2] / 1000
 
 
+@dataclasses.dataclass
+class _Other:
+    a: int
+    b: str
+
+
 def _rewarm_interpreter() -> None:
     """Unrelated Python work (JSON, a dataclass, strings, a sort): what the pipeline's other
     stages run between two guardrail stages, so the interpreter's own code and objects are
     warm again while the guardrails' code and tables stay cold."""
-    import dataclasses
-    import json
-
-    @dataclasses.dataclass
-    class Other:
-        a: int
-        b: str
-
     for i in range(20):
         json.dumps({"a": [1, 2, 3], "b": "x" * i})
-        _ = Other(i, str(i)).a
+        _ = _Other(i, str(i)).a
         "a,b".split(",")
         sorted([3, 1, i])
 
