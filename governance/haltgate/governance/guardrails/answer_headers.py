@@ -195,8 +195,8 @@ def scan_headers(
     )
 
 
-_READ_NAMES: dict[str, str | None] = {}
-"""Header name -> its lower case when its value is read, None when not (structural,
+_READ_NAMES: dict[str, tuple[str | None]] = {}
+"""Header name -> (its lower case when its value is read, None when not: structural,
 haltgate's own): answers repeat their names, one look-up instead of lower-casing and
 testing each."""
 _READ_NAMES_MAX = 1024
@@ -207,7 +207,7 @@ def _read_name(name: str) -> str | None:
     read = None if lower in STRUCTURAL or lower.startswith("x-haltgate-") else lower
     if len(_READ_NAMES) >= _READ_NAMES_MAX:
         _READ_NAMES.clear()
-    _READ_NAMES[name] = read
+    _READ_NAMES[name] = (read,)
     return read
 
 
@@ -219,7 +219,8 @@ def _known_clean(headers: Sequence[tuple[str, str]], clean: dict[object, None]) 
     scan, which raises or scans as before)."""
     size = 0
     for name, value in headers:
-        lower = _READ_NAMES[name] if name in _READ_NAMES else _read_name(name)
+        known = _READ_NAMES.get(name)  # one look-up: another thread may empty it
+        lower = _read_name(name) if known is None else known[0]
         if lower is None:
             continue
         if lower == "set-cookie":

@@ -76,7 +76,8 @@ def scan_request_meta(
         return MetaScan()
     header_values: dict[str, list[str]] = {}
     for name, value in headers:
-        lower = _SCANNED_NAMES[name] if name in _SCANNED_NAMES else _scanned_name(name)
+        known = _SCANNED_NAMES.get(name)  # one look-up: another thread may empty it
+        lower = _scanned_name(name) if known is None else known[0]
         if lower is not None:
             header_values.setdefault(lower, []).append(value)
     clean = guardrails.clean_memo(_MEMO)
@@ -132,9 +133,9 @@ def scan_request_meta(
     )
 
 
-_SCANNED_NAMES: dict[str, str | None] = {}
-"""Header name -> its lower case when its value is scanned, None when not (an SDK sends
-the same names call after call: one look-up instead of lower-casing and testing each)."""
+_SCANNED_NAMES: dict[str, tuple[str | None]] = {}
+"""Header name -> (its lower case when its value is scanned, None when not): an SDK sends
+the same names call after call, one look-up instead of lower-casing and testing each."""
 _SCANNED_NAMES_MAX = 1024
 
 
@@ -143,7 +144,7 @@ def _scanned_name(name: str) -> str | None:
     scanned = None if lower in _NOT_SCANNED or lower.startswith("x-haltgate-") else lower
     if len(_SCANNED_NAMES) >= _SCANNED_NAMES_MAX:
         _SCANNED_NAMES.clear()
-    _SCANNED_NAMES[name] = scanned
+    _SCANNED_NAMES[name] = (scanned,)
     return scanned
 
 
