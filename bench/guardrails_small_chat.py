@@ -2,7 +2,7 @@
 the call of ``bench/sidecar_overhead.py`` (two short messages in, a short answer out).
 
 Run: ``.venv/bin/python bench/guardrails_small_chat.py [--rounds 25] [--calls 300]
-[--cold] [--parts] [--sidecar [--seconds 6] [--rate 200]]``
+[--cold] [--parts] [--sidecar [--seconds 6] [--rate 200] [--again]]``
 
 The policy's guardrails are those of ``sidecar_overhead.py`` (prompt injection on
 requests, PII redaction and secrets on both directions), compiled as the sidecar compiles
@@ -125,8 +125,10 @@ def best_us(fn: Callable[[], object], rounds: int, calls: int) -> float:
     return best / calls * 1e6
 
 
-def _timed(cls: type, name: str, spent: dict[str, float]) -> None:
-    """Wrap the method `name` of `cls` to add its thread CPU time to `spent`."""
+def _timed(cls: type, name: str, spent: dict[str, float], again: bool = False) -> None:
+    """Wrap the method `name` of `cls` to add its thread CPU time to `spent`; `again`: run
+    it a second time at once on the same arguments (the bench's calls are clean, so
+    nothing changes) and add that time under ``"<name>, again"`` (warm, same input)."""
     method = getattr(cls, name)
 
     def timed(*args: object, **kwargs: object) -> object:
@@ -134,8 +136,13 @@ def _timed(cls: type, name: str, spent: dict[str, float]) -> None:
         try:
             return method(*args, **kwargs)
         finally:
-            spent[name] = spent.get(name, 0.0) + time.thread_time() - t0
+            t1 = time.thread_time()
+            spent[name] = spent.get(name, 0.0) + t1 - t0
             spent[f"{name} calls"] = spent.get(f"{name} calls", 0) + 1
+            if again:
+                method(*args, **kwargs)
+                key = f"{name}, again"
+                spent[key] = spent.get(key, 0.0) + time.thread_time() - t1
 
     setattr(cls, name, timed)
 
@@ -154,9 +161,9 @@ async def in_sidecar(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
     from haltgate.sidecar.startup import Listen, SidecarSettings
 
     spent: dict[str, float] = {}
-    _timed(RequestStages, "scan_request", spent)
+    _timed(RequestStages, "scan_request", spent, args.again)
     for name in ("decode_response", "scan_response", "scan_answer_headers"):
-        _timed(ResponseGuard, name, spent)
+        _timed(ResponseGuard, name, spent, args.again)
     policy = tmp / "policy.yaml"
     policy.write_text(
         yaml.safe_dump(overhead.policy(f"http://127.0.0.1:{up_port}", guardrails=True))
@@ -198,13 +205,16 @@ async def in_sidecar(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
     # calls counted by the sidecar since the counters were cleared (warm-up calls of a
     # slow machine included: the load generator counts only its timed ones)
     n = int(spent.get("scan_request calls", 0)) or int(out.split()[0])
-    times = {k: v for k, v in spent.items() if not k.endswith(" calls")}
+    times = {k: v for k, v in spent.items() if not k.endswith((" calls", ", again"))}
     stage = sum(times.values())
     print(f"{n} calls at ~{args.rate:g}/s, one at a time")
     for name, s in times.items():
-        print(f"{s / n * 1e6:9.1f} us  {name}")
+        repeat = spent.get(f"{name}, again")
+        then = "" if repeat is None else f"  (run again at once: {repeat / n * 1e6:.1f} us)"
+        print(f"{s / n * 1e6:9.1f} us  {name}{then}")
     print(f"{stage / n * 1e6:9.1f} us  guardrail stages per call (CPU time of the loop thread)")
-    print(f"{cpu / n * 1e6:9.1f} us  whole sidecar process per call (warm-up included)")
+    repeats = " and the repeats" if args.again else ""
+    print(f"{cpu / n * 1e6:9.1f} us  whole sidecar process per call (warm-up{repeats} included)")
 
 
 def cold_us(fn: Callable[[], object], calls: int) -> float:
@@ -309,6 +319,12 @@ def main() -> None:
     )
     ap.add_argument("--seconds", type=float, default=6.0, help="with --sidecar")
     ap.add_argument("--rate", type=float, default=200.0, help="with --sidecar: calls per second")
+    ap.add_argument(
+        "--again",
+        action="store_true",
+        help="with --sidecar: each stage run a second time at once on the same input, timed "
+        "apart (the same code warm: what the cold first run costs more)",
+    )
     args = ap.parse_args()
     import os
 
