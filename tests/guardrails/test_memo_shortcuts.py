@@ -354,3 +354,62 @@ def test_content_type_memo_answers_as_parsing_it(types: list[str | None]) -> Non
     for content_type in types:
         media, charset = rb._media_type(content_type)
         assert rb._typed(content_type) == (media, charset, rb._kind(media))
+
+
+# ---------------------------------------------------------------- engine: no candidates
+
+
+class _Given:
+    """A detector that reports the candidates it is given (the engine is under test)."""
+
+    name = "given"
+    deterministic = True
+
+    def __init__(self, found: list[Any]) -> None:
+        self.found = found
+
+    def detect(self, text: str, *, channel: str = "request") -> list[Any]:
+        return list(self.found)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    spans=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.integers(0, 6),
+            st.integers(0, 4),
+            st.sampled_from([0.1, 0.5, 0.7, 0.95]),
+        ),
+        max_size=4,
+    ),
+    threshold=st.sampled_from([0.0, 0.6, 0.9]),
+    allow=st.booleans(),
+)
+def test_accepted_answers_as_the_full_path(
+    spans: list[tuple[str, int, int, float]], threshold: float, allow: bool
+) -> None:
+    """`Guardrails._accepted` (which returns at once when a detector finds nothing)
+    against the full path: dedupe, threshold, allowlist, for any candidates at all."""
+    import re
+
+    from haltgate.governance.guardrails import engine
+    from haltgate.governance.guardrails.base import Candidate
+
+    text = "abcdefghijkl"
+    found = [Candidate(e, a, a + n, score) for e, a, n, score in spans]
+    settings_ = engine.DetectorSettings(
+        detector=_Given(found),  # type: ignore[arg-type]
+        directions=frozenset({"request"}),
+        action="block",
+        threshold=threshold,
+        monitor_only=False,
+        allowlist=(re.compile("^c"),) if allow else (),
+        risk=1.0,
+    )
+    want = [
+        c
+        for c in engine._dedupe(found)
+        if c.score >= threshold and not (allow and text[c.start : c.end].startswith("c"))
+    ]
+    assert engine.Guardrails([settings_])._accepted(settings_, text, "request") == want

@@ -428,6 +428,8 @@ class Guardrails:
             if stages != "all" and isinstance(s.detector, injection.InjectionDetector)
             else s.detector.detect(text, channel=channel)
         )
+        if not found:
+            return []  # the everyday clean text: no candidates to sort, weigh or allow
         for c in _dedupe(found):
             if c.score < s.threshold:
                 continue
