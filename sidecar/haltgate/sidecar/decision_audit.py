@@ -223,6 +223,13 @@ class DecisionAudit(PipelineState):
             log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
 
     def _finish(self, call: Call, decision: str, code: str | None) -> None:
+        """Count the call's decision (metrics, drift baselines) in a loop callback, as its
+        outcome record is: the stages call this just before they hand the answer over, so
+        the counting is not in the agent's wait. The callback runs before the loop reads
+        any other socket, so before the agent could send its next call."""
+        asyncio.get_running_loop().call_soon(self._count_decision, call, decision, code)
+
+    def _count_decision(self, call: Call, decision: str, code: str | None) -> None:
         kind = call.kind_label
         self.decisions[decision] = self.decisions.get(decision, 0) + 1
         self._child(self.metrics.requests, kind, decision, code or "").inc()
