@@ -21,6 +21,7 @@ with orjson, and only for LLM and MCP calls.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -158,8 +159,10 @@ class Pipeline(StreamRelay):
                 return await self.fail_upstream(request, call, unconfirmed, None)
         self.record_flow_sources(call)
         try:
-            self._child(self.metrics.upstream_latency, call.kind_label).observe(
-                call.upstream_done - call.forward_started
+            # Observed once the answer is handed over (a loop callback), not in its wait.
+            asyncio.get_running_loop().call_soon(
+                self._child(self.metrics.upstream_latency, call.kind_label).observe,
+                call.upstream_done - call.forward_started,
             )
             if (
                 call.classified.mcp is not None
