@@ -75,12 +75,19 @@ class Pipeline(StreamRelay):
             call.body = await self.read_body(request, call)
             check_meaning_overrides(request.headers, target.query, request.content_type, call.body)
             call.classified = classify(request.method, target, call.body, call.agent)
-            await self.check_destination(call)
+            # The awaited stages are entered only when they have work (a coroutine per
+            # stage and call otherwise, for nothing): hosts the agent names itself, request
+            # guardrails, an OPA decision.
+            if target.upstream is None and not target.destination_checked:
+                await self.check_destination(call)
             self.check_not_halted(call)
             self.authorize_tools(call)
             self.check_flows(call, request.headers)
-            await self._scan(call, self.scan_request, call, request.headers)
-            await self.decide_policy(call)
+            guardrails = call.controls.guardrails
+            if guardrails is not None and guardrails.active("request"):
+                await self._scan(call, self.scan_request, call, request.headers)
+            if self.opa is not None:
+                await self.decide_policy(call)
             if self.pool is not None and not call.teardown:
                 await self.pool.admit(call, request.headers)
             self.reserve_budget(call)
