@@ -140,8 +140,9 @@ def test_a_batch_failing_mid_stream_is_read_again_and_nothing_is_lost(
     assert report.heads["team-a/agent-0/run-1"]["seq"] == 450
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 def test_a_batch_read_ahead_is_cut_at_the_recorded_progress(
-    tmp_path: Path, audit_db: AuditDatabase
+    tmp_path: Path, audit_db: AuditDatabase, lanes: int
 ) -> None:
     """A batch encoded ahead whose first records the database already records as shipped:
     only the rest is inserted, each row from its own record (rows and frames stay aligned)."""
@@ -149,17 +150,17 @@ def test_a_batch_read_ahead_is_cut_at_the_recorded_progress(
     segment = list_segments(tmp_path)[-1]
     frames, _, _ = iter_frames(segment_path(tmp_path, segment).read_bytes(), segment)
     frames = [f for f in frames if not f.is_checkpoint]
-    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100))
+    shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100, lanes=lanes))
     try:
-        assert shipper.ship_once().records == 100  # and the next 100 are read ahead
+        assert shipper.ship_once().records == 100  # and the next 100 (or 200) are read ahead
         with psycopg.connect(audit_db.admin) as conn:
             conn.execute(
                 'UPDATE haltgate.audit_ship_progress SET segment = %s, "offset" = %s',
                 (segment, frames[130].offset),
             )
-        cut = shipper.ship_once()
-        assert (cut.records, cut.inserted) == (100, 70)
-        assert shipper.drain(timeout=60) == 100
+        cut = shipper.ship_once()  # with two lanes the third batch follows the cut one
+        assert (cut.records, cut.inserted) == (100 * lanes, 70 + 100 * (lanes - 1))
+        assert shipper.drain(timeout=60) == 100 * (2 - lanes)
     finally:
         shipper.close()
     with psycopg.connect(audit_db.reader) as conn:
@@ -167,7 +168,10 @@ def test_a_batch_read_ahead_is_cut_at_the_recorded_progress(
     assert seqs == [*range(1, 101), *range(131, 301)]
 
 
-def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditDatabase) -> None:
+@pytest.mark.parametrize("lanes", ["1", "2"])
+def test_kill_9_shipper_mid_stream_then_restart(
+    tmp_path: Path, audit_db: AuditDatabase, lanes: str
+) -> None:
     total = 20000
     fill(tmp_path, total, segment_bytes=256 * 1024, max_bytes=64 * 1024 * 1024)
     argv = [
@@ -180,6 +184,8 @@ def test_kill_9_shipper_mid_stream_then_restart(tmp_path: Path, audit_db: AuditD
         audit_db.writer,
         "--batch",
         "100",
+        "--lanes",
+        lanes,
     ]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -242,8 +248,9 @@ def test_kill_9_sidecar_mid_burst_loses_no_acknowledged_record(
     assert audit_db.count() == distinct_ids(audit_db) == head
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 def test_postgres_outage_under_load_loses_nothing(
-    tmp_path: Path, audit_db: AuditDatabase, postgres_dsn: str
+    tmp_path: Path, audit_db: AuditDatabase, postgres_dsn: str, lanes: int
 ) -> None:
     shipper = Shipper(
         ShipperSettings(
@@ -253,6 +260,7 @@ def test_postgres_outage_under_load_loses_nothing(
             poll_seconds=0.05,
             max_backoff_seconds=0.5,
             connect_timeout_seconds=2,
+            lanes=lanes,
         )
     )
     thread = threading.Thread(target=shipper.run, daemon=True)
@@ -414,7 +422,8 @@ def _start_again(server: PostgresServer) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_stopped_under_load_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_postgres_stopped_under_load_loses_nothing(tmp_path: Path, lanes: int) -> None:
     server = start_postgres()
     try:
         migrate(server.dsn())
@@ -426,6 +435,7 @@ def test_postgres_stopped_under_load_loses_nothing(tmp_path: Path) -> None:
                 poll_seconds=0.05,
                 max_backoff_seconds=0.5,
                 connect_timeout_seconds=2,
+                lanes=lanes,
             )
         )
         thread = threading.Thread(target=shipper.run, daemon=True)

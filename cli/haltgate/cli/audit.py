@@ -52,6 +52,14 @@ def migrate(dsn: str) -> None:
 @dsn_option
 # 20_000 is shipper.DEFAULT_BATCH_RECORDS, written out so that `--help` imports no psycopg.
 @count_option("--batch", default=20_000, most=100000, help="Records per COPY transaction.")
+@count_option(
+    "--lanes",
+    default=1,
+    most=2,
+    help="Batches in flight, each on its own connection, while there is a backlog (2: "
+    "for a database with a spare core; in spool order, exactly once; the second "
+    "connection closes once caught up).",
+)
 @click.option("--once", is_flag=True, help="Ship what is spooled now, then exit.")
 @click.option(
     "--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port."
@@ -74,6 +82,7 @@ def ship(
     spool_dir: Path,
     dsn: str,
     batch: int,
+    lanes: int,
     once: bool,
     metrics_port: int | None,
     metrics_addr: str,
@@ -85,7 +94,9 @@ def ship(
     from haltgate.governance.audit.shipper import Shipper, ShipperSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    shipper = Shipper(ShipperSettings(directory=spool_dir, dsn=dsn, batch_records=batch))
+    shipper = Shipper(
+        ShipperSettings(directory=spool_dir, dsn=dsn, batch_records=batch, lanes=lanes)
+    )
     if metrics_port is not None:
         from prometheus_client import start_http_server
 

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import psycopg
 
 from haltgate.governance.audit.columns import FIELD_COLUMNS
+from haltgate.governance.audit.record_fields import record_fields
 from haltgate.governance.audit.spool import Frame
 
 __all__ = [
@@ -128,7 +128,7 @@ def copy_row(frame: Frame) -> bytes:
     no escaping), and nothing needs escaping. Types were checked when the record was
     sealed (``record.check_types``); empty optional fields are NULL, ``target`` and
     ``decision`` always have a value."""
-    d = orjson.loads(frame.data)
+    d = record_fields(frame.data)  # without the replay inputs, which no column needs
     g = d.get
     c = _SHORT.get
     kind, model, tool, failure, code = (

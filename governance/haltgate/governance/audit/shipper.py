@@ -19,9 +19,18 @@ own core), a thread reads and encodes the next one from where it ends, so the sh
 (spool framing, JSON parse, binary encoding) and the server's overlap instead of taking
 turns. The thread lives only inside ``ship_once`` (joined before it returns, so compaction,
 settling and ``stop`` never race it), reads only up to the durable mark like the batch
-itself, and its batch is used only if the one before it committed: it starts exactly at the
-acknowledged position. Everything else (progress row, savepoint fallback, acknowledgement)
-is the same as without it.
+itself, and what it read is used only if the batch before it committed: it starts exactly
+at the acknowledged position (after a failed batch it is dropped and read again).
+Everything else (progress row, savepoint fallback, acknowledgement) is the same as without
+it.
+
+Two lanes (``ShipperSettings.lanes = 2``, opt-in): each round ships a batch and the one
+after it at once, on two connections, so PostgreSQL inserts and indexes them in two server
+processes. The second commits only after the first and only if the first committed, which
+the progress row enforces (``ship_lanes``): spool order and exactly-once are unchanged, and
+acknowledgements follow the commits in order. A follower left out of a round (its
+partition not yet known to exist, a connection just opened) or rolled back is shipped in
+the next.
 """
 
 from __future__ import annotations
@@ -30,23 +39,18 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
 
-from haltgate.governance.audit.binary_copy import (
-    RecordEncodingError,
-    copy_frames,
-    copy_frames_direct,
-    encode_chunks,
-)
+from haltgate.governance.audit.binary_copy import RecordEncodingError, encode_chunks
 from haltgate.governance.audit.metrics import AuditMetrics
 from haltgate.governance.audit.record import ChainHead
+from haltgate.governance.audit.ship_lanes import Batch, BatchSuperseded, Lane, months
 from haltgate.governance.audit.sink import AuditUnavailableError
 from haltgate.governance.audit.spool import (
     HEADS_FILE,
@@ -74,29 +78,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("haltgate.audit.shipper")
-
-_PROGRESS = (
-    'SELECT segment, "offset" FROM haltgate.audit_ship_progress WHERE spool_id = %s FOR UPDATE'
-)
-# Only ever forward: a shipper resuming from an older local acknowledgement must not move
-# the recorded progress back.
-_SET_PROGRESS = """
-INSERT INTO haltgate.audit_ship_progress AS p (spool_id, segment, "offset")
-VALUES (%s, %s, %s)
-ON CONFLICT (spool_id) DO UPDATE
-SET segment = EXCLUDED.segment, "offset" = EXCLUDED."offset", updated_at = now()
-WHERE (p.segment, p."offset") < (EXCLUDED.segment, EXCLUDED."offset")
-"""
-
-
-# Records over ~2 KB (an LLM intent with its replay inputs) are compressed by PostgreSQL's
-# TOAST code as they are inserted. With the default pglz that doubled the server's CPU per
-# row (31 instead of 16 us for a 2.5 KB intent, PostgreSQL 15; bench/audit.py --replay);
-# lz4 fills the same pages for a fraction of the CPU. The method is chosen per value when
-# it is written (columns left at their default follow the session's setting), recorded
-# with the value and read back by any session, so the shipper's session can choose it
-# alone: no schema change.
-_HAS_LZ4 = "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
 
 DEFAULT_BATCH_RECORDS = 20_000
 """Default ``ShipperSettings.batch_records``."""
@@ -128,6 +109,21 @@ class ShipperSettings:
     read_ahead: bool = True
     """Read and encode the next batch in a thread while this one is COPY'd (see the
     module docstring). Off: one batch at a time, encoded while it is sent."""
+    lanes: int = 1
+    """Batches in flight at once, each on its own connection (1 or 2). With 2, while there
+    is a backlog PostgreSQL inserts and indexes two batches in two server processes, in
+    spool order and exactly once (``ship_lanes``); the second connection closes once the
+    shipper has caught up. It pays where the database has a spare core (a central shipper
+    draining a backlog); on a saturated machine it adds a little server CPU per record, and
+    every shipper recovering from an outage would open two connections: so 1 by default."""
+
+    def __post_init__(self) -> None:
+        if self.lanes not in (1, 2):
+            raise ValueError(f"ShipperSettings.lanes must be 1 or 2, not {self.lanes!r}")
+        if self.batch_records < 1:
+            raise ValueError(
+                f"ShipperSettings.batch_records must be at least 1, not {self.batch_records!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,51 +137,46 @@ class ShipResult:
     """The acknowledged position advanced (records, or only a segment checkpoint)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Batch:
-    """The frames of one COPY transaction, read from ``start`` up to ``end``."""
-
-    start: SpoolPosition
-    frames: list[Frame]
-    end: SpoolPosition
-    chunks: list[bytes] | None = None
-    """``encode_chunks(frames)`` when encoded ahead; None: encoded while sent."""
-
-
 class _ReadAhead(threading.Thread):
-    """Reads and encodes the batch at ``start`` while the caller ships the one before."""
+    """Reads and encodes the round at ``start`` while the caller ships the one before."""
 
-    def __init__(
-        self,
-        read: Callable[[SpoolPosition], tuple[list[Frame], SpoolPosition]],
-        start: SpoolPosition,
-    ) -> None:
+    def __init__(self, read: Callable[[SpoolPosition], list[Batch]], start: SpoolPosition) -> None:
         super().__init__(name="haltgate-audit-read-ahead", daemon=True)
         self._read = read
         self._start = start
-        self.batch: _Batch | None = None
+        self.batches: list[Batch] | None = None
 
     def run(self) -> None:
         try:
-            frames, end = self._read(self._start)
+            batches = self._read(self._start)
         except Exception as e:  # the next round reads again on the shipper's own thread,
             log.debug("audit shipper: read-ahead failed (%s)", type(e).__name__)
             return  # where a failure takes the usual way (retry, metrics)
-        chunks = None
-        if frames:
+        encoded = []
+        for batch in batches:
             try:
-                chunks = encode_chunks(frames)
-            except RecordEncodingError:
-                pass  # encoded again inside the COPY transaction, which reports it
-        self.batch = _Batch(self._start, frames, end, chunks)
+                encoded.append(replace(batch, chunks=encode_chunks(batch.frames)))
+            except RecordEncodingError:  # encoded again inside the COPY transaction,
+                encoded.append(batch)  # which reports it
+        self.batches = encoded
 
 
-def _months(frames: Sequence[Frame]) -> set[tuple[int, int]]:
-    months = set()
-    for when in {int(f.time) // 86400 for f in frames}:  # days first: few conversions
-        day = datetime.fromtimestamp(when * 86400, UTC)
-        months.add((day.year, day.month))
-    return months
+class _Follower(threading.Thread):
+    """A follower batch's transaction on its own lane (``ship_lanes``)."""
+
+    def __init__(self, lane: Lane, spool: str, batch: Batch) -> None:
+        super().__init__(name="haltgate-audit-follower", daemon=True)
+        self.lane = lane
+        self._spool = spool
+        self.batch = batch
+        self.inserted = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.inserted = self.lane.follow(self._spool, self.batch)
+        except BaseException as e:  # reported by the shipper's thread after the join
+            self.error = e
 
 
 class Shipper:
@@ -198,11 +189,16 @@ class Shipper:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._lock_cm = flocked(self._dir / "shipper.lock", blocking=False)
         self._lock_cm.__enter__()
-        self._conn: psycopg.Connection[Any] | None = None
+        self._lanes = [
+            Lane(settings.dsn, settings.connect_timeout_seconds, settings.toast_lz4)
+            for _ in range(settings.lanes)
+        ]
         self._partitions: set[tuple[int, int]] = set()
+        """Months whose partition a committed transaction saw (or made) on the open
+        connections; cleared when a connection is (re)opened or a batch fails."""
         self._stop = threading.Event()
         self._unsettled = False
-        self._ahead: _Batch | None = None
+        self._ahead: list[Batch] | None = None
         try:
             self.position = self._read_position()
             self.spool_id = spool_id(self._dir)
@@ -322,114 +318,139 @@ class Shipper:
 
     # ---------------------------------------------------------------- PostgreSQL
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self.settings.dsn,
-                connect_timeout=self.settings.connect_timeout_seconds,
-                application_name="haltgate-audit-shipper",
-            )
-            self._partitions.clear()
-            if self.settings.toast_lz4:
-                row = self._conn.execute(_HAS_LZ4).fetchone()
-                if row is not None and row[0]:
-                    self._conn.execute("SET default_toast_compression = lz4")
-                self._conn.commit()
-        return self._conn
+    @property
+    def _conn(self) -> psycopg.Connection[Any] | None:
+        """The first lane's connection (the one every batch uses without parallel lanes)."""
+        return self._lanes[0].conn
 
-    def _ensure_partitions(
-        self, conn: psycopg.Connection[Any], months: set[tuple[int, int]]
-    ) -> None:
-        for year, month in sorted(months - self._partitions):
-            conn.execute(
-                "SELECT haltgate.audit_ensure_partition(%s)",
-                (datetime(year, month, 1, tzinfo=UTC),),
-            )
-            self._partitions.add((year, month))
+    def backend_pids(self) -> list[int]:
+        """The PostgreSQL server processes of the open connections (for measurements)."""
+        return [lane.conn.info.backend_pid for lane in self._lanes if not lane.fresh and lane.conn]
 
-    def _insert(self, batch: _Batch) -> int:
-        """Commit ``batch.frames`` and the spool's progress (``batch.end``) in one
-        transaction.
+    def _read_round(self, start: SpoolPosition) -> list[Batch]:
+        """Up to ``lanes`` consecutive batches from ``start`` (one when the spool has no
+        more to give: the followers read are never empty)."""
+        frames, end = self._next_frames(start)
+        batches = [Batch(start, frames, end)]
+        while len(batches) < self.settings.lanes and frames:
+            frames, after = self._next_frames(end)
+            if not frames:
+                break
+            batches.append(Batch(end, frames, after))
+            end = after
+        return batches
 
-        Frames the recorded progress already covers (committed before a crash that lost
-        the local acknowledgement) are skipped, so the rest can be COPY'd straight into the
-        table. Should one still be there (progress lost, a restored spool copy), the batch
-        is redone through the staging table with ON CONFLICT DO NOTHING."""
-        frames, end, chunks = batch.frames, batch.end, batch.chunks
-        conn = self._connection()
-        try:
-            with conn.transaction():
-                self._ensure_partitions(conn, _months(frames))
-                row = conn.execute(_PROGRESS, (self.spool_id,)).fetchone()
-                done = SpoolPosition(int(row[0]), int(row[1])) if row else None
-                skip = 0  # frames are in spool order: the ones already shipped lead
-                if done is not None:
-                    while skip < len(frames) and (frames[skip].segment, frames[skip].offset) < (
-                        done.segment,
-                        done.offset,
-                    ):
-                        skip += 1
-                todo = frames
-                if skip:  # rare (see above): encode what is left while sending it
-                    todo, chunks = frames[skip:], None
-                inserted = 0
-                if todo:
-                    try:
-                        with conn.transaction():  # savepoint: a conflict undoes only this
-                            inserted = copy_frames_direct(conn, todo, chunks)
-                    except psycopg.errors.UniqueViolation:
-                        log.warning(
-                            "audit shipper: %d records partly shipped before; "
-                            "inserting with ON CONFLICT DO NOTHING",
-                            len(todo),
-                        )
-                        inserted = copy_frames(conn, todo, chunks)
-                conn.execute(_SET_PROGRESS, (self.spool_id, end.segment, end.offset))
-                return inserted
-        except BaseException:
-            self._partitions.clear()  # rolled back with the transaction
-            raise
-
-    # ---------------------------------------------------------------- loop
-
-    def _take_read_ahead(self) -> _Batch | None:
-        """The batch read ahead, if it starts where the acknowledged position is now (the
-        batch before it committed) and holds records; else None (read afresh)."""
+    def _take_read_ahead(self) -> list[Batch] | None:
+        """The round read ahead, if it starts where the acknowledged position is now (the
+        round before it committed) and holds records; else None (read afresh)."""
         ahead, self._ahead = self._ahead, None
-        if ahead is None or ahead.start != self.position or not ahead.frames:
+        if not ahead or ahead[0].start != self.position or not ahead[0].frames:
             return None
         return ahead
 
+    def _run_round(self, batches: list[Batch]) -> list[tuple[Batch, int]]:
+        """COPY the round's batches, the first as leader on lane 0 (this thread), each
+        follower on its own lane and thread, starting together; return the committed
+        ones, in order, with how many records each inserted. Followers run only if their
+        partitions are known to exist (``ship_lanes``) and their lane connects. Raises the
+        leader's error; a follower that fails is logged, counted and shipped again."""
+        if self._lanes[0].fresh:
+            self._partitions.clear()  # a new session: see the partitions again
+        if len(batches) > 1 and any(months(b.frames) - self._partitions for b in batches[1:]):
+            batches = batches[:1]  # the rest is shipped next round
+        for index, lane in enumerate(self._lanes[1 : len(batches)], 1):
+            try:
+                lane.connection()
+            except psycopg.Error as e:
+                self.metrics.ship_errors.inc()
+                log.warning("audit shipper: lane %d cannot connect (%s)", index, type(e).__name__)
+                batches = batches[:index]
+                break
+        threads: list[_Follower] = [
+            _Follower(lane, self.spool_id, batch)
+            for lane, batch in zip(self._lanes[1:], batches[1:], strict=False)
+        ]
+        for thread in threads:
+            thread.start()
+        done: list[tuple[Batch, int]] = []
+        try:
+            done.append(
+                (batches[0], self._lanes[0].lead(self.spool_id, batches[0], self._partitions))
+            )
+        except BaseException:
+            self._partitions.clear()  # rolled back with the transaction
+            if threads:  # end the leader's session now: its followers wait on its locks
+                self._lanes[0].drop()
+            raise
+        finally:
+            for thread in threads:
+                thread.join()  # a follower waits for the leader's transaction to end
+        for thread in threads:
+            if thread.error is not None:
+                if not isinstance(thread.error, BatchSuperseded):
+                    thread.lane.drop()
+                    self.metrics.ship_errors.inc()
+                    log.warning(
+                        "audit shipper: follower batch failed (%s); it is read again",
+                        type(thread.error).__name__,
+                    )
+                break
+            done.append((thread.batch, thread.inserted))
+        return done
+
+    # ---------------------------------------------------------------- loop
+
     def ship_once(self) -> ShipResult:
-        """Ship one batch (maybe empty). Raises psycopg errors; nothing is acked then."""
-        batch = self._take_read_ahead()
-        if batch is None:
-            frames, end = self._next_frames()
-            batch = _Batch(self.position, frames, end)
-        frames, pos = batch.frames, batch.end
-        inserted = 0
+        """Ship one round: a batch (maybe empty), and with two lanes the batch after it.
+        Raises psycopg errors; nothing of a failed leader is acked then."""
+        lanes = self.settings.lanes
+        queue = self._take_read_ahead()
+        if queue is None:
+            queue = self._read_round(self.position)
+        elif len(queue) < lanes and queue[-1].frames:  # what was left over: fill the round
+            more = [b for b in self._read_round(queue[-1].end) if b.frames]
+            queue += more[: lanes - len(queue)]
+        round_, rest = queue[:lanes], queue[lanes:]
+        frames = round_[0].frames
+        records = inserted = 0
         ahead: _ReadAhead | None = None
+        done: list[tuple[Batch, int]] = []
         committed = False
         try:
             if frames:
-                if self.settings.read_ahead:
-                    ahead = _ReadAhead(self._next_frames, pos)
+                if self.settings.read_ahead and len(rest) < lanes:
+                    ahead = _ReadAhead(self._read_round, queue[-1].end)
                     ahead.start()
-                inserted = self._insert(batch)
+                done = self._run_round(round_)
                 committed = True
-                self.metrics.records_shipped.inc(len(frames))
         finally:
             if ahead is not None:
                 ahead.join()  # nothing of the shipper runs between calls
-                self._ahead = ahead.batch if committed else None
+            if committed:
+                # What was read but not committed (a follower left out or rolled back)
+                # still follows on from the last committed batch, and so does the round
+                # read ahead: the next round takes them. After a failed leader nothing is
+                # kept (read again from the acknowledged position).
+                later = round_[len(done) :] + rest
+                if ahead is not None and ahead.batches is not None:
+                    later += ahead.batches
+                self._ahead = later
             # On failure too: during an outage the lag metric is what shows it.
             self._update_lag(frames[0].time if frames else None)
+        for batch, count in done:
+            records += len(batch.frames)
+            inserted += count
+            self.metrics.records_shipped.inc(len(batch.frames))
+        pos = done[-1][0].end if done else round_[0].end
         moved = pos != self.position
         if moved:
             self._ack(pos)
-        if len(frames) < self.settings.batch_records:
+        if len(queue[-1].frames) < self.settings.batch_records:
             self.metrics.ship_lag_seconds.set(0)  # caught up
-        return ShipResult(len(frames), inserted, self.position, moved)
+        if len(queue) == 1:  # nothing after this batch yet
+            for lane in self._lanes[1:]:
+                lane.drop()  # opened for a backlog: no connection held while idle
+        return ShipResult(records, inserted, self.position, moved)
 
     def _update_lag(self, oldest_unshipped: float | None) -> None:
         backlog = 0
@@ -526,12 +547,8 @@ class Shipper:
         self._stop.set()
 
     def _drop_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg.Error:
-                pass
-            self._conn = None
+        for lane in self._lanes:
+            lane.drop()
 
     def close(self) -> None:
         """Close the connection and release the shipper lock."""
