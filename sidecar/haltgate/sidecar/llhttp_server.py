@@ -156,15 +156,26 @@ class HttpConnection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
         self._hosts = 0
+        self._early: list[bytes] | None = None
 
     # asyncio ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._server.connections.add(self)
         self._arm_timer()
+        early, self._early = self._early, None
+        for data in early or ():
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self._stopped:
+            return
+        if self.transport is None:
+            # After start_tls (inspected CONNECT) the TLS layer can deliver the first
+            # decrypted bytes before the caller could call connection_made: kept till then.
+            if self._early is None:
+                self._early = []
+            self._early.append(data)
             return
         before = len(self._queue)
         try:

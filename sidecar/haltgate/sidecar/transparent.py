@@ -257,7 +257,7 @@ class TransparentListener:
             return await self._route_tls(sock, ip, port, clienthello.parse_client_hello(data))
         if http_verdict(data):
             od = OriginalDestination(ip, port, tls=False, sni=None)
-            await self._hand_over(sock, od, None)
+            await self.hand_over(sock, od, None)
             self.stats.count("http")
             return True
         raise Refused("not_http", "neither HTTP nor TLS")
@@ -285,7 +285,7 @@ class TransparentListener:
             ctx = await asyncio.get_running_loop().run_in_executor(
                 None, self._minter.server_context, hello.sni
             )
-            await self._hand_over(sock, od, ctx)
+            await self.hand_over(sock, od, ctx)
             self.stats.count("tls_inspect")
             return True
         await self._tunnel(sock, od, upstream)
@@ -302,9 +302,12 @@ class TransparentListener:
         except DestinationMismatch as e:
             raise Refused(e.code, str(e)) from e
 
-    async def _hand_over(
+    async def hand_over(
         self, sock: socket.socket, od: OriginalDestination, ctx: Any | None
     ) -> None:
+        """Give a classified connection to the HTTP server, with where it was going (TLS
+        terminated with ``ctx`` first when given). Its first bytes are still in the socket
+        (only peeked), so the server parses them first."""
         loop = asyncio.get_running_loop()
         server = self._factory
         factory: Callable[[], asyncio.BaseProtocol]
