@@ -219,9 +219,13 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
 
 
 def _start_sidecar(
-    topo: harness.Topology, workdir: Path, env: dict[str, str], server: str
+    topo: harness.Topology, workdir: Path, env: dict[str, str], server: str, run: int
 ) -> subprocess.Popen[bytes]:
-    """The real sidecar (transparent + explicit) on ``server``, listening."""
+    """The real sidecar (transparent + explicit) on ``server``, listening; its own state
+    directory (the audit spool of one run is not carried into the next)."""
+    state = workdir / f"state-{run}"
+    state.mkdir()
+    os.chown(state, SIDECAR_UID, SIDECAR_UID)
     sidecar = topo.pod.popen(
         [
             str(Path(sys.executable).parent / "haltgate"),
@@ -229,7 +233,7 @@ def _start_sidecar(
             "--policy",
             str(workdir / "policy.yaml"),
             "--state-dir",
-            str(workdir / "state"),
+            str(state),
             "--mode",
             "transparent",
             "--http-server",
@@ -275,9 +279,6 @@ def orchestrate(args: argparse.Namespace) -> None:
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "hosts").write_text(f"{harness.UPSTREAM_V4} llm.test\n127.0.0.1 localhost\n")
         (workdir / "policy.yaml").write_text(POLICY)
-        state = workdir / "state"
-        state.mkdir()
-        os.chown(state, SIDECAR_UID, SIDECAR_UID)
         up_log = workdir / "upstream.log"
         upstream = topo.upstream.popen(
             [sys.executable, __file__, "--serve-upstream", harness.UPSTREAM_V4], env=env, log=up_log
@@ -301,7 +302,8 @@ def orchestrate(args: argparse.Namespace) -> None:
         for round_no in range(args.rounds):
             for server in servers:
                 print(f"\n=== round {round_no + 1}/{args.rounds}: --http-server {server} ===")
-                sidecar = _start_sidecar(topo, workdir, env, server)
+                run = sum(len(r) for r in results.values())
+                sidecar = _start_sidecar(topo, workdir, env, server, run)
                 try:
                     results[server].append(_run_client(args, topo, env, sidecar, upstream))
                 finally:
