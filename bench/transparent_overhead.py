@@ -19,10 +19,10 @@ throughput with requests per CPU second of the sidecar process. Targets (issue 3
 p50 <= 0.5 ms, p99 <= 2 ms; >= 5,000 req/s per core.
 
 ``--http-server llhttp|aiohttp|both`` (default both) with ``--rounds N`` (default 2): the
-sidecar is started on each server in turn, rounds alternating (llhttp, aiohttp, llhttp,
-...), all in the same topology, and a last table gives the transparent target per round
-(CPU-ms per call, p50, added p50/p99, added p50 on a new connection each, load average)
-with the range across rounds and the llhttp/aiohttp CPU ratio of each round.
+sidecar is started on each server in turn, the order swapped every round (llhttp, aiohttp;
+aiohttp, llhttp; ...), all in the same topology, and a last table gives the transparent
+target per round (CPU-ms per call, p50, added p50/p99, added p50 on a new connection each,
+load average) with the range across rounds and the llhttp/aiohttp CPU ratio of each round.
 """
 
 from __future__ import annotations
@@ -297,10 +297,10 @@ def orchestrate(args: argparse.Namespace) -> None:
                 "8081",
             ]
         )
-        # Rounds alternate the servers (llhttp, aiohttp, llhttp, ...): the same topology,
-        # upstream and rules; one sidecar at a time on the transparent port.
+        # Rounds alternate the servers, and which goes first (llhttp, aiohttp; aiohttp,
+        # llhttp; ...): the same topology, upstream and rules; one sidecar at a time.
         for round_no in range(args.rounds):
-            for server in servers:
+            for server in servers if round_no % 2 == 0 else servers[::-1]:
                 print(f"\n=== round {round_no + 1}/{args.rounds}: --http-server {server} ===")
                 run = sum(len(r) for r in results.values())
                 sidecar = _start_sidecar(topo, workdir, env, server, run)
