@@ -2,7 +2,7 @@
 the call of ``bench/sidecar_overhead.py`` (two short messages in, a short answer out).
 
 Run: ``.venv/bin/python bench/guardrails_small_chat.py [--rounds 25] [--calls 300]
-[--cold] [--sidecar [--seconds 6] [--rate 200]]``
+[--cold] [--parts] [--sidecar [--seconds 6] [--rate 200] [--again]]``
 
 The policy's guardrails are those of ``sidecar_overhead.py`` (prompt injection on
 requests, PII redaction and secrets on both directions), compiled as the sidecar compiles
@@ -16,8 +16,16 @@ each stage timed alone after 32 MiB of memory were written over (the caches empt
 for a call that follows other processes' work), median of ``--calls`` calls (CPU time of
 the thread).
 
+Besides the warm figure, the last line is one call cold: the stages in order after the
+caches were emptied and the interpreter re-warmed by unrelated work, median of ``--calls``
+calls. That is what a sidecar serving calls one at a time pays: it runs exactly the same
+function calls per request as this bench (a whole-process count, guardrails on minus off,
+docs/sidecar.md), but each of them after other processes' work. ``--parts``: that cold
+call's time by detector and walk.
+
 ``--sidecar``: the same stages inside a real sidecar (in this process, the policy of
-``sidecar_overhead.py`` with guardrails, no audit or state I/O) serving the stand-in LLM's
+``sidecar_overhead.py`` with guardrails, no audit or state I/O, start-up objects frozen
+as ``haltgate sidecar`` does) serving the stand-in LLM's
 answers to paced sequential calls from a load-generator process (``sidecar_profile.py``'s):
 the CPU time of this thread spent in the sidecar's guardrail stages per call, next to the
 whole process's CPU per call. Calls come one at a time, each after other processes ran, so
@@ -29,10 +37,13 @@ on a small chat").
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -114,8 +125,10 @@ def best_us(fn: Callable[[], object], rounds: int, calls: int) -> float:
     return best / calls * 1e6
 
 
-def _timed(cls: type, name: str, spent: dict[str, float]) -> None:
-    """Wrap the method `name` of `cls` to add its thread CPU time to `spent`."""
+def _timed(cls: type, name: str, spent: dict[str, float], again: bool = False) -> None:
+    """Wrap the method `name` of `cls` to add its thread CPU time to `spent`; `again`: run
+    it a second time at once on the same arguments (the bench's calls are clean, so
+    nothing changes) and add that time under ``"<name>, again"`` (warm, same input)."""
     method = getattr(cls, name)
 
     def timed(*args: object, **kwargs: object) -> object:
@@ -123,8 +136,13 @@ def _timed(cls: type, name: str, spent: dict[str, float]) -> None:
         try:
             return method(*args, **kwargs)
         finally:
-            spent[name] = spent.get(name, 0.0) + time.thread_time() - t0
+            t1 = time.thread_time()
+            spent[name] = spent.get(name, 0.0) + t1 - t0
             spent[f"{name} calls"] = spent.get(f"{name} calls", 0) + 1
+            if again:
+                method(*args, **kwargs)
+                key = f"{name}, again"
+                spent[key] = spent.get(key, 0.0) + time.thread_time() - t1
 
     setattr(cls, name, timed)
 
@@ -136,15 +154,16 @@ async def in_sidecar(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
     import sidecar_profile
     import yaml
 
+    from haltgate.cli import sidecar as cli_sidecar
     from haltgate.sidecar.request_stages import RequestStages
     from haltgate.sidecar.response_guard import ResponseGuard
     from haltgate.sidecar.server import Sidecar
     from haltgate.sidecar.startup import Listen, SidecarSettings
 
     spent: dict[str, float] = {}
-    _timed(RequestStages, "scan_request", spent)
+    _timed(RequestStages, "scan_request", spent, args.again)
     for name in ("decode_response", "scan_response", "scan_answer_headers"):
-        _timed(ResponseGuard, name, spent)
+        _timed(ResponseGuard, name, spent, args.again)
     policy = tmp / "policy.yaml"
     policy.write_text(
         yaml.safe_dump(overhead.policy(f"http://127.0.0.1:{up_port}", guardrails=True))
@@ -161,6 +180,9 @@ async def in_sidecar(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
         )
     )
     await sidecar.start()
+    freeze = getattr(cli_sidecar, "freeze_startup_objects", None)
+    if freeze is not None:  # as `haltgate sidecar` does (absent from older trees)
+        freeze()
     try:
         load = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -183,13 +205,16 @@ async def in_sidecar(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
     # calls counted by the sidecar since the counters were cleared (warm-up calls of a
     # slow machine included: the load generator counts only its timed ones)
     n = int(spent.get("scan_request calls", 0)) or int(out.split()[0])
-    times = {k: v for k, v in spent.items() if not k.endswith(" calls")}
+    times = {k: v for k, v in spent.items() if not k.endswith((" calls", ", again"))}
     stage = sum(times.values())
     print(f"{n} calls at ~{args.rate:g}/s, one at a time")
     for name, s in times.items():
-        print(f"{s / n * 1e6:9.1f} us  {name}")
+        repeat = spent.get(f"{name}, again")
+        then = "" if repeat is None else f"  (run again at once: {repeat / n * 1e6:.1f} us)"
+        print(f"{s / n * 1e6:9.1f} us  {name}{then}")
     print(f"{stage / n * 1e6:9.1f} us  guardrail stages per call (CPU time of the loop thread)")
-    print(f"{cpu / n * 1e6:9.1f} us  whole sidecar process per call (warm-up included)")
+    repeats = " and the repeats" if args.again else ""
+    print(f"{cpu / n * 1e6:9.1f} us  whole sidecar process per call (warm-up{repeats} included)")
 
 
 def cold_us(fn: Callable[[], object], calls: int) -> float:
@@ -208,14 +233,98 @@ def cold_us(fn: Callable[[], object], calls: int) -> float:
     return times[len(times) // 2] / 1000
 
 
+@dataclasses.dataclass
+class _Other:
+    a: int
+    b: str
+
+
+def _rewarm_interpreter() -> None:
+    """Unrelated Python work (JSON, a dataclass, strings, a sort): what the pipeline's other
+    stages run between two guardrail stages, so the interpreter's own code and objects are
+    warm again while the guardrails' code and tables stay cold."""
+    for i in range(20):
+        json.dumps({"a": [1, 2, 3], "b": "x" * i})
+        _ = _Other(i, str(i)).a
+        "a,b".split(",")
+        sorted([3, 1, i])
+
+
+def cold_call_us(fns: list[Callable[[], object]], calls: int) -> float:
+    """Median thread CPU time of one call (every stage in order), each after 32 MiB were
+    written over and the interpreter re-warmed: a call as a sidecar serving calls one at a
+    time between other processes' work runs it (docs/sidecar.md, "Guardrails on a small
+    chat": the sidecar runs the same ~600 function calls per request, and each costs what
+    it costs here, not its warm figure)."""
+    import numpy as np
+
+    other = np.zeros(32 * 1024 * 1024 // 8)
+    for fn in fns:
+        fn()
+    times = []
+    for _ in range(calls):
+        other[::8] += 1.0
+        _rewarm_interpreter()
+        t0 = time.thread_time_ns()
+        for fn in fns:
+            fn()
+        times.append(time.thread_time_ns() - t0)
+    times.sort()
+    return times[len(times) // 2] / 1000
+
+
+PARTS = (
+    ("injection: n-gram fast stage", "ngram", "NgramModel", "score"),
+    ("injection: the rest (patterns, views, decoding)", "injection", "InjectionDetector", "detect"),
+    ("secrets detector", "secrets", "SecretsDetector", "detect"),
+    ("PII detector", "pii", "PIIDetector", "detect"),
+    ("JSON string walk (collect_strings)", "engine", None, "collect_strings"),
+    ("answer: parse (every reading)", "response_body", None, "parse_answer_json"),
+)
+"""Parts timed by ``--parts`` (inclusive thread CPU; the n-gram stage runs inside the
+injection detector and is taken out of its line)."""
+
+
+def timed_parts() -> dict[str, list[int]]:
+    """Wrap the `PARTS` to add their thread CPU time (ns) and calls to the returned dict."""
+    import importlib
+
+    spent: dict[str, list[int]] = {}
+    for label, module_name, cls_name, attr in PARTS:
+        module = importlib.import_module(f"haltgate.governance.guardrails.{module_name}")
+        owner = module if cls_name is None else getattr(module, cls_name)
+        fn = getattr(owner, attr)
+
+        def timed(*a: object, _fn: Any = fn, _label: str = label, **k: object) -> object:
+            t0 = time.thread_time_ns()
+            try:
+                return _fn(*a, **k)
+            finally:
+                entry = spent.setdefault(_label, [0, 0])
+                entry[0] += time.thread_time_ns() - t0
+                entry[1] += 1
+
+        setattr(owner, attr, timed)
+    return spent
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=25)
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--cold", action="store_true", help="each call after the caches were emptied")
     ap.add_argument("--sidecar", action="store_true", help="measure inside a real sidecar")
+    ap.add_argument(
+        "--parts", action="store_true", help="the cold call's time by detector and walk"
+    )
     ap.add_argument("--seconds", type=float, default=6.0, help="with --sidecar")
     ap.add_argument("--rate", type=float, default=200.0, help="with --sidecar: calls per second")
+    ap.add_argument(
+        "--again",
+        action="store_true",
+        help="with --sidecar: each stage run a second time at once on the same input, timed "
+        "apart (the same code warm: what the cold first run costs more)",
+    )
     args = ap.parse_args()
     import os
 
@@ -238,6 +347,24 @@ def main() -> None:
         else f"best of {args.rounds} x {args.calls}"
     )
     print(f"{total:9.1f} us  per call ({how}, CPU time)")
+    if not args.cold:
+        spent = timed_parts() if args.parts else {}
+        fns = list(stages().values())
+        for fn in fns:
+            fn()
+        spent.clear()
+        cold = cold_call_us(fns, args.calls)
+        print(
+            f"{cold:9.1f} us  per call, cold (the stages in order after the caches were "
+            f"emptied, median of {args.calls}): what a sidecar pays"
+        )
+        if spent:
+            calls = args.calls + 1  # cold_call_us runs every stage once before timing
+            fast = spent.get(PARTS[0][0], [0, 0])[0]
+            print("  of which (mean per call, thread CPU; timing adds ~1 us per part):")
+            for label, (ns, n) in spent.items():
+                own = ns - fast if label.startswith("injection: the rest") else ns
+                print(f"  {own / calls / 1000:9.1f} us  {label} ({n / calls:g} per call)")
 
 
 if __name__ == "__main__":

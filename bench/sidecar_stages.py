@@ -1,6 +1,6 @@
 """CPU of each per-call stage of the sidecar's pipeline, on a real call, best of N.
 
-Run: ``.venv/bin/python bench/sidecar_stages.py [--guardrails] [--repeat 15]``
+Run: ``.venv/bin/python bench/sidecar_stages.py [--guardrails] [--repeat 15] [--cold]``
 
 A sidecar runs in this process (the policy of ``bench/sidecar_overhead.py``, audit spool
 and state in /dev/shm) and serves a few chat completions from the stand-in LLM; the last
@@ -10,13 +10,21 @@ slows some rounds; the best is the code's own cost, warm caches). The network, a
 the disk's fdatasync are not in these figures: ``sidecar_overhead.py`` and
 ``sidecar_profile.py`` measure the whole. Stages that need a fresh call each time (budget
 reserve + settle, both audit records of a call) get one per round trip.
+
+``--cold``: each stage run once right after 32 MiB were written over (the caches emptied,
+as for a call every 5-20 ms between other processes' work, which is what
+``sidecar_overhead.py``'s sequential latency run sees), median thread CPU time of
+``--calls`` runs: the figure that tracks the governance tax, where the warm one tracks
+the closed loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import sys
+import time
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -88,8 +96,15 @@ async def capture(tmp: Path, up_port: int, guardrails: bool) -> tuple[Any, Any, 
     return sidecar, kept["call"], kept["request"], answer
 
 
-def stages(sidecar: Any, call: Any, request: Any, answer: Any) -> dict[str, Callable[[], Any]]:
-    """One callable per stage, each doing what the pipeline does for one call."""
+Chain = tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any]]
+"""(prepare, timed, clean up) of a sequence of stages on a fresh call."""
+
+
+def stages(
+    sidecar: Any, call: Any, request: Any, answer: Any, chains: dict[str, Chain]
+) -> dict[str, Callable[[], Any]]:
+    """One callable per stage, each doing what the pipeline does for one call; the stages
+    in sequence as they run before forwarding and after the answer go into ``chains``."""
     from haltgate.governance.audit import fit
     from haltgate.governance.canonical import check_meaning_overrides
     from haltgate.sidecar.call import fingerprint_of, overhead_ms
@@ -132,6 +147,51 @@ def stages(sidecar: Any, call: Any, request: Any, answer: Any) -> dict[str, Call
         resolve_explicit(request, p.controls)
         check_meaning_overrides(request.headers, "", request.content_type, call.body)
 
+    def before_forwarding() -> None:
+        # What a call runs between its body read and its forwarding, in order, on a fresh
+        # call (the stages that would each warm the interpreter for the next run together).
+        t = resolve_explicit(request, p.controls)
+        check_meaning_overrides(request.headers, "", request.content_type, call.body)
+        fresh = p.identify()
+        fresh.target, fresh.method, fresh.body = t, "POST", call.body
+        fresh.classified = classify("POST", t, call.body, call.agent)
+        p.check_not_halted(fresh)
+        p.authorize_tools(fresh)
+        p.check_flows(fresh, request.headers)
+        p.scan_request(fresh, request.headers)
+        p.reserve_budget(fresh)
+        record = p._record(fresh, "intent", decision="allow")
+        writer.chainer.seal_line(
+            fit.fit_fields(record),
+            max_bytes=1 << 24,
+            refit=writer._fit_payload,
+            refit_above=limit,
+        )
+        kept_calls.append(fresh)
+
+    def after_answer() -> None:
+        # From the upstream's whole answer to the agent's answer built; what the pipeline
+        # leaves to loop callbacks (the outcome record) runs after, timed apart.
+        fresh = kept_calls.pop()
+        got, content_fp = p.read_usage(fresh, 200, body=body)
+        settle = p.settle_budget(fresh, got, True, None, content_fp)
+        response_headers(headers, fresh, settle, None)
+        overhead_ms(fresh)
+        p._finish(fresh, "allow", None)
+        p._audit_outcome(fresh, 200, got, decision="allow")
+
+    def release() -> None:
+        fresh = kept_calls.pop()
+        p.settle_budget(fresh, counts, True, None, "fp")
+
+    kept_calls: list[Any] = []
+    if hasattr(fit, "fit_payload"):
+        chains.update(
+            {
+                "chain: before forwarding": (lambda: None, before_forwarding, release),
+                "chain: the answer, until sent": (before_forwarding, after_answer, lambda: None),
+            }
+        )
     out: dict[str, Callable[[], Any]] = {
         "target, overrides": target,
         "identify": p.identify,
@@ -156,19 +216,93 @@ def stages(sidecar: Any, call: Any, request: Any, answer: Any) -> dict[str, Call
     return out
 
 
+_NOTHING: Callable[[], Any] = lambda: None  # noqa: E731
+
+
+def cold_us(
+    fn: Callable[[], object],
+    calls: int,
+    prepare: Callable[[], Any] = _NOTHING,
+    cleanup: Callable[[], Any] = _NOTHING,
+    cold: bool = True,
+) -> float:
+    """Median thread CPU time of ``fn`` right after the caches were filled with other data
+    (``cold=False``: without that, warm)."""
+    other = bytearray(32 * 1024 * 1024)
+    fill = [bytes([i]) * len(other) for i in range(2)]
+    prepare()
+    fn()
+    cleanup()
+    times = []
+    for i in range(calls):
+        prepare()
+        if cold:
+            other[:] = fill[i & 1]  # every cache line written over
+        t0 = time.thread_time_ns()
+        fn()
+        times.append(time.thread_time_ns() - t0)
+        cleanup()
+    times.sort()
+    return times[len(times) // 2] / 1000
+
+
+async def chain_us(
+    fn: Callable[[], object],
+    calls: int,
+    prepare: Callable[[], Any],
+    cleanup: Callable[[], Any],
+    cold: bool,
+) -> tuple[float, float]:
+    """:func:`cold_us` of a chain, and the median thread CPU time of the loop callbacks it
+    left (run right after it, as the loop does once a handler returned)."""
+    other = bytearray(32 * 1024 * 1024)
+    fill = [bytes([i]) * len(other) for i in range(2)]
+    now, later = [], []
+    for i in range(calls + 1):
+        prepare()
+        await asyncio.sleep(0)
+        if cold:
+            other[:] = fill[i & 1]  # every cache line written over
+        t0 = time.thread_time_ns()
+        fn()
+        t1 = time.thread_time_ns()
+        await asyncio.sleep(0)
+        t2 = time.thread_time_ns()
+        cleanup()
+        if i:
+            now.append(t1 - t0)
+            later.append(t2 - t1)
+    now.sort()
+    later.sort()
+    return now[len(now) // 2] / 1000, later[len(later) // 2] / 1000
+
+
 async def run(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
     sidecar, call, request, answer = await capture(tmp, up_port, args.guardrails)
     try:
         total = 0.0
-        print(f"{'us per call':>12}  stage (best of {args.repeat})")
-        for name, fn in stages(sidecar, call, request, answer).items():
+        how = f"cold, median of {args.calls}" if args.cold else f"best of {args.repeat}"
+        print(f"{'us per call':>12}  stage ({how})")
+        chains: dict[str, Chain] = {}
+        for name, fn in stages(sidecar, call, request, answer, chains).items():
+            if args.only not in name:
+                continue
             fn()
-            number = max(1, int(0.02 / max(timeit.timeit(fn, number=5) / 5, 1e-7)))
-            best = min(timeit.repeat(fn, number=number, repeat=args.repeat)) / number * 1e6
+            if args.cold:
+                best = cold_us(fn, args.calls)
+            else:
+                number = max(1, int(0.02 / max(timeit.timeit(fn, number=5) / 5, 1e-7)))
+                best = min(timeit.repeat(fn, number=number, repeat=args.repeat)) / number * 1e6
             weight = 2 if name.startswith("seal") else 1
             total += best * weight
             print(f"{best:12.1f}  {name}")
         print(f"{total:12.1f}  total (seal counted twice)")
+        for name, (prepare, fn, cleanup) in chains.items():
+            if args.only not in name:
+                continue
+            now, later = await chain_us(fn, args.calls, prepare, cleanup, cold=args.cold)
+            print(f"{now:12.1f}  {name} (median of {args.calls})")
+            print(f"{later:12.1f}    and in loop callbacks after it (outcome record, ...)")
     finally:
         await sidecar.stop()
 
@@ -177,6 +311,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--guardrails", action="store_true", help="the policy with guardrails on")
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--cold", action="store_true", help="each run after the caches were emptied")
+    ap.add_argument("--only", default="", help="the stages whose name holds this text")
+    ap.add_argument("--calls", type=int, default=200, help="with --cold: runs per stage")
     args = ap.parse_args()
     overhead.run_with_standin_llm(
         lambda tmp, port: run(args, tmp, port), prefix="hg-stages-", tmp_dir="/dev/shm"

@@ -141,7 +141,8 @@ def instrument(marks: Marks) -> None:
     Pipeline.handle = timed_handle  # type: ignore[method-assign]
     wrap_async(Pipeline, "read_body", marks, "body read")
     wrap_sync(Pipeline, "authorize_tools", marks, "classified, tools")
-    wrap_async(Pipeline, "decide_policy", marks, "guardrails, policy")
+    wrap_sync(Pipeline, "check_flows", marks, "flows")
+    wrap_async(Pipeline, "decide_policy", marks, "policy (OPA)")  # awaited only with OPA
     wrap_sync(Pipeline, "reserve_budget", marks, "budget reserved")
     wrap_sync(Pipeline, "_record", marks, "intent record built")
     wrap_async(Pipeline, "audit_intent", marks, "intent durable")

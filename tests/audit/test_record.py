@@ -94,6 +94,26 @@ async def test_memory_sink_seals_in_order_and_refuses_after_close() -> None:
         await sink.intent(make_record(2))
 
 
+async def test_memory_sink_records_are_those_the_chainer_seals_whole() -> None:
+    # The sink keeps the line's chain and hash and builds the sealed records only when
+    # read: they must be exactly what sealing each record whole gives (chain, seq,
+    # prev_hash, hash), over interleaved chains and reads between appends.
+    sink, chainer = MemoryAuditSink(), Chainer()
+    expected: list[AuditRecord] = []
+    for i in range(9):
+        record = make_record(i, run=f"run-{i % 2}", phase="outcome" if i % 3 else "intent")
+        await (sink.outcome if i % 3 else sink.intent)(record)
+        expected.append(chainer.seal(record)[0])
+        if i in (2, 3):
+            assert sink.records == expected
+    got = sink.records
+    assert got == expected
+    assert [r.seq for r in got if r.run_id == "run-0"] == [1, 2, 3, 4, 5]
+    for record in got:
+        assert record.hash == record_hash(record.to_dict())
+        assert AuditRecord.from_json(record.canonical()) == record
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -242,7 +242,7 @@ _ANSWER_KEYS = {
 def test_key_memo_answers_as_a_fresh_scan() -> None:
     g = make_guardrails({"pii": {"action": "redact"}, "secrets": {"action": "block"}})
     first = scan_answer_json(g, _ANSWER_KEYS, "request")
-    assert answer_json._clean_keys[g]  # the clean key list was remembered
+    assert g.clean_memo(answer_json.CLEAN_KEYS_MEMO)  # the clean key list was remembered
     again = scan_answer_json(g, _ANSWER_KEYS, "request")
     assert again == first and not again.findings
     # a key list with a finding is scanned (and found) every time
@@ -279,7 +279,7 @@ def test_key_memo_is_off_with_a_model_stage() -> None:
         scan_answer_json(g, _ANSWER_KEYS, "request")
     keys_scans = [c for c in calls if "completion_tokens_details" in c]
     assert len(keys_scans) == 2
-    assert g not in answer_json._clean_keys
+    assert not g.clean_memo(answer_json.CLEAN_KEYS_MEMO)
     assert make_guardrails({"promptInjection": {}, "pii": {}}).deterministic("request")
 
 
@@ -421,7 +421,7 @@ def test_literal_gate_answers_as_checking_each_pattern(low: str, ascii_text: boo
             and not any(p in low for p in n.prefilter)
         )
 
-    assert LiteralGate(table).runnable(low, ascii_text) == [
+    assert list(LiteralGate(table).runnable(low, ascii_text)) == [
         i for i, n in enumerate(table) if naive(n)
     ]
 

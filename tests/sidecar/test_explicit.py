@@ -339,6 +339,35 @@ async def test_metrics_endpoint(sidecar_factory: SidecarFactory) -> None:
     assert 'haltgate_tokens_total{model="gpt-4o-mini",type="output"} 5.0' in text
 
 
+def _sample(text: str, prefix: str) -> float:
+    """The value of the one metric line that starts with ``prefix`` (0 when absent)."""
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    ]
+    assert len(values) <= 1, values
+    return values[0] if values else 0.0
+
+
+async def test_each_call_is_counted_before_the_next_one(sidecar_factory: SidecarFactory) -> None:
+    # A call's metrics (decision, tokens, cost, latencies) are counted in loop callbacks
+    # after its answer is handed over: by the time the agent holds the answer they are,
+    # and the cost counted is the one its outcome record keeps.
+    sc = await sidecar_factory()
+    for n in range(1, 4):
+        status, _, _ = await post(sc.explicit + "/llm/v1/chat/completions", CHAT)
+        assert status == 200
+        async with aiohttp.ClientSession() as s, s.get(sc.metrics + "/metrics") as r:
+            text = await r.text()
+        assert _sample(text, 'haltgate_requests_total{code="",decision="allow",kind="llm"}') == n
+        assert _sample(text, 'haltgate_tokens_total{model="gpt-4o-mini",type="output"}') == 5 * n
+        assert _sample(text, 'haltgate_upstream_latency_seconds_count{kind="llm"}') == n
+        assert _sample(text, 'haltgate_added_latency_seconds_count{kind="llm"}') == n
+        assert sc.sidecar.pipeline is not None and sc.sidecar.pipeline.decisions["allow"] == n
+        cost = sum(rec.cost_usd or 0.0 for rec in await outcomes(sc, n))
+        assert cost > 0
+        assert _sample(text, 'haltgate_cost_usd_total{model="gpt-4o-mini"}') == pytest.approx(cost)
+
+
 async def test_upstream_timeout_and_unreachable(
     sidecar_factory: SidecarFactory, standins: Standins
 ) -> None:

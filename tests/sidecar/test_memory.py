@@ -58,6 +58,9 @@ async def test_body_budget_refuses_past_it_and_frees_at_the_end(
     assert pipeline.memory.held == len(big)
     # Call B does not fit next to A: a typed 503 with Retry-After, before its body is read.
     async with aiohttp.ClientSession() as s:
+        # The gauge reads what is held when scraped.
+        async with s.get(sc.metrics + "/metrics") as r:
+            assert f"haltgate_body_bytes_in_flight {float(len(big))}" in await r.text()
         async with s.post(sc.explicit + "/llm/v1/chat/completions", data=big) as r:
             assert r.status == 503
             assert r.headers["x-haltgate-code"] == "memory_budget_exhausted"
@@ -84,6 +87,7 @@ async def test_body_budget_refuses_past_it_and_frees_at_the_end(
         async with s.get(sc.metrics + "/metrics") as r:
             text = await r.text()
     assert 'haltgate_body_budget_refusals_total{direction="request"' in text
+    assert "haltgate_body_bytes_in_flight 0.0" in text
     assert pipeline.memory.held == 0
 
 

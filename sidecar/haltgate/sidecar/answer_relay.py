@@ -24,7 +24,7 @@ from haltgate.sidecar.relay_headers import forward_headers, response_headers
 from haltgate.sidecar.response_guard import ResponseGuard, lists_tools, rewrite_sse
 from haltgate.sidecar.upstream_response import UpstreamResponse
 
-__all__ = ["AnswerRelay"]
+__all__ = ["AnswerRelay", "scans_answers"]
 
 MCP_SESSION_HEADER: Final = "Mcp-Session-Id"
 
@@ -182,7 +182,11 @@ class AnswerRelay(ResponseGuard):
                 )
             )
             # The headers' values the agent receives (blocked or redacted like the body).
-            header_values = await self._scan(call, self.scan_answer_headers, call, upstream)
+            header_values = (
+                await self._scan(call, self.scan_answer_headers, call, upstream)
+                if scans_answers(call)
+                else None
+            )
         except HaltgateError as err:
             decision = "deny" if isinstance(err, DeniedError) else "error"
             self._finish(call, decision, err.code)
@@ -200,6 +204,13 @@ class AnswerRelay(ResponseGuard):
         self._finish(call, "allow", None)
         self._audit_outcome(call, upstream.status, counts, decision="allow")
         return resp
+
+
+def scans_answers(call: Call) -> bool:
+    """Whether the call's policy runs response guardrails (else the answer's scan stages
+    have nothing to do: they are not entered, no coroutine made for them)."""
+    guardrails = call.controls.guardrails
+    return guardrails is not None and guardrails.active("response")
 
 
 def _digest(data: bytes) -> str:

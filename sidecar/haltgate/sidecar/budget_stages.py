@@ -5,10 +5,12 @@ back when the call is never forwarded).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from haltgate.governance.audit.redact import state_key
+from haltgate.governance.engine import Usage
 from haltgate.governance.engine.units import pico_to_usd
 from haltgate.governance.errors import DeniedError
 from haltgate.governance.policy_base import FailureType, RequestKind
@@ -141,7 +143,10 @@ class BudgetStages(DecisionAudit):
         if self.pool is not None:
             self.pool.settle(call, counts, ok)
         if counts is not None:
-            self._count_spend(call, counts, usage)
+            # Token and cost metrics, and the call's priced cost (read by its outcome record
+            # and the drift baselines, both loop callbacks queued after this one): counted
+            # once the answer is handed over, not in the agent's wait.
+            asyncio.get_running_loop().call_soon(self._count_spend, call, counts, usage)
         if call.mcp is not None:
             settled = mcp.settle(self.budget, call.mcp, time.time(), ok, error_fp, result_fp)
             if settled is None:
@@ -260,8 +265,6 @@ def budget_denial(verdict: BudgetVerdict) -> DeniedError:
 
 
 def engine_usage(counts: TokenCounts) -> Any:
-    from haltgate.governance.engine import Usage
-
     return Usage(
         input_tokens=counts.input_tokens,
         output_tokens=counts.output_tokens,

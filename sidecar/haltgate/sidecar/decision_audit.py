@@ -130,6 +130,7 @@ class DecisionAudit(PipelineState):
             scrub = call.scrub = AuditScrubber(
                 redact=call.controls.payload is not PayloadCapture.FULL
             )
+        enforcement, would_refuse = _monitor_fields(call) if call.controls.monitor else _ENFORCED
         return AuditRecord(
             decision_id=call.decision_id,
             time=call.ts,
@@ -153,14 +154,17 @@ class DecisionAudit(PipelineState):
             message=scrub.optional(err.message if err else None),
             budget_after=dict(err.budget) if err and err.budget else None,
             usage=scrub.strings_of(counts.as_dict()) if counts is not None else None,
-            findings=scrub.findings(call.findings),
+            findings=scrub.findings(call.findings) if call.findings else (),
             status=status,
             latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,
             cost_usd=call.cost_usd if phase != "intent" else None,
             payload_mode=call.controls.payload.value,
             payload=self._payload(call, scrub),
             replay=replay_inputs(call, phase, err),
-            **_monitor_fields(call),
+            # Passed by name, not as ``**``: a call with a mapping to unpack builds a dict
+            # of every argument first.
+            enforcement=enforcement,
+            would_refuse=would_refuse,
         )
 
     def _payload(self, call: Call, scrub: AuditScrubber) -> Any:
@@ -223,6 +227,13 @@ class DecisionAudit(PipelineState):
             log.error("audit outcome of %s not recorded: %s", record.decision_id, e)
 
     def _finish(self, call: Call, decision: str, code: str | None) -> None:
+        """Count the call's decision (metrics, drift baselines) in a loop callback, as its
+        outcome record is: the stages call this just before they hand the answer over, so
+        the counting is not in the agent's wait. The callback runs before the loop reads
+        any other socket, so before the agent could send its next call."""
+        asyncio.get_running_loop().call_soon(self._count_decision, call, decision, code)
+
+    def _count_decision(self, call: Call, decision: str, code: str | None) -> None:
         kind = call.kind_label
         self.decisions[decision] = self.decisions.get(decision, 0) + 1
         self._child(self.metrics.requests, kind, decision, code or "").inc()
@@ -256,22 +267,22 @@ class DecisionAudit(PipelineState):
         log.warning("guardrails failed (fail open) for %s: %s", call.decision_id, ", ".join(errors))
 
 
-def _monitor_fields(call: Call) -> dict[str, Any]:
+_ENFORCED: tuple[None, None] = (None, None)
+
+
+def _monitor_fields(call: Call) -> tuple[str | None, dict[str, Any] | None]:
     """``enforcement`` and ``would_refuse`` of a monitor-mode record (none in enforce:
     those records keep their layout)."""
     if not call.controls.monitor:
-        return {}
+        return _ENFORCED
     if not call.would_refuse:
-        return {"enforcement": "monitor"}
+        return "monitor", None
     stage, err = call.would_refuse[0]
-    return {
-        "enforcement": "monitor",
-        "would_refuse": {
-            "stage": stage,
-            "code": err.code,
-            "failure_type": err.failure_type.value if err.failure_type is not None else None,
-            "also": [{"stage": s, "code": e.code} for s, e in call.would_refuse[1:]],
-        },
+    return "monitor", {
+        "stage": stage,
+        "code": err.code,
+        "failure_type": err.failure_type.value if err.failure_type is not None else None,
+        "also": [{"stage": s, "code": e.code} for s, e in call.would_refuse[1:]],
     }
 
 

@@ -21,6 +21,7 @@ with orjson, and only for LLM and MCP calls.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -74,12 +75,19 @@ class Pipeline(StreamRelay):
             call.body = await self.read_body(request, call)
             check_meaning_overrides(request.headers, target.query, request.content_type, call.body)
             call.classified = classify(request.method, target, call.body, call.agent)
-            await self.check_destination(call)
+            # The awaited stages are entered only when they have work (a coroutine per
+            # stage and call otherwise, for nothing): hosts the agent names itself, request
+            # guardrails, an OPA decision.
+            if target.upstream is None and not target.destination_checked:
+                await self.check_destination(call)
             self.check_not_halted(call)
             self.authorize_tools(call)
             self.check_flows(call, request.headers)
-            await self._scan(call, self.scan_request, call, request.headers)
-            await self.decide_policy(call)
+            guardrails = call.controls.guardrails
+            if guardrails is not None and guardrails.active("request"):
+                await self._scan(call, self.scan_request, call, request.headers)
+            if self.opa is not None:
+                await self.decide_policy(call)
             if self.pool is not None and not call.teardown:
                 await self.pool.admit(call, request.headers)
             self.reserve_budget(call)
@@ -158,8 +166,10 @@ class Pipeline(StreamRelay):
                 return await self.fail_upstream(request, call, unconfirmed, None)
         self.record_flow_sources(call)
         try:
-            self._child(self.metrics.upstream_latency, call.kind_label).observe(
-                call.upstream_done - call.forward_started
+            # Observed once the answer is handed over (a loop callback), not in its wait.
+            asyncio.get_running_loop().call_soon(
+                self._child(self.metrics.upstream_latency, call.kind_label).observe,
+                call.upstream_done - call.forward_started,
             )
             if (
                 call.classified.mcp is not None

@@ -85,9 +85,10 @@ def response_headers(
 ) -> CIMultiDict[str]:
     """The upstream's headers as relayed, with the values the response guardrails
     ``redacted`` (by position in :func:`relayed_items`) in place of the originals."""
-    out: CIMultiDict[str] = CIMultiDict()
-    for i, (name, value) in enumerate(relayed_items(headers)):
-        out.add(name, value if redacted is None else redacted.get(i, value))
+    items = relayed_items(headers)
+    if redacted:
+        items = [(name, redacted.get(i, value)) for i, (name, value) in enumerate(items)]
+    out: CIMultiDict[str] = CIMultiDict(items)  # in order, repeated names kept
     out[r.DECISION_HEADER] = call.decision_id
     warnings = (
         settle.warnings

@@ -19,7 +19,7 @@ from haltgate.governance.guardrails.response_body import StreamDecoder, Unscanna
 from haltgate.governance.policy_base import FailureType
 from haltgate.sidecar import mcp_answers
 from haltgate.sidecar import responses as r
-from haltgate.sidecar.answer_relay import AnswerRelay
+from haltgate.sidecar.answer_relay import AnswerRelay, scans_answers
 from haltgate.sidecar.bodybudget import MemoryBudgetError
 from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.budget_stages import budget_denial
@@ -90,7 +90,11 @@ class StreamRelay(AnswerRelay):
                 return await self._send_error(request, call, refusal)
         try:
             # The headers go out before the first event: their values are scanned first.
-            header_values = await self._scan(call, self.scan_answer_headers, call, upstream)
+            header_values = (
+                await self._scan(call, self.scan_answer_headers, call, upstream)
+                if scans_answers(call)
+                else None
+            )
         except HaltgateError as refusal:
             self.settle_budget(call, None, False, refusal.code, None)
             decision = "deny" if isinstance(refusal, DeniedError) else "error"

@@ -44,6 +44,38 @@ def _raw_path_and_query(request: PipelineRequest) -> tuple[str, str]:
     return url.raw_path, url.raw_query_string
 
 
+class _Resolved:
+    """The alias-path targets resolved under one policy (``Controls``), by request target
+    as sent: an agent calls the same few endpoints again and again, and a :class:`Target`
+    is immutable and a function of the raw target and the policy alone. Bounded: emptied
+    when full; long targets and refusals are never kept."""
+
+    MAX_ENTRIES = 256
+    MAX_TARGET_CHARS = 512
+
+    def __init__(self) -> None:
+        self.controls: Controls | None = None
+        self.targets: dict[str, Target] = {}
+
+    def get(self, raw_target: str, controls: Controls) -> Target | None:
+        if controls is not self.controls:
+            return None
+        return self.targets.get(raw_target)
+
+    def keep(self, raw_target: str, controls: Controls, target: Target) -> None:
+        if len(raw_target) > self.MAX_TARGET_CHARS:
+            return
+        if controls is not self.controls:
+            self.controls = controls  # a new policy: what the old one resolved is dropped
+            self.targets = {}
+        elif len(self.targets) >= self.MAX_ENTRIES:
+            self.targets.clear()
+        self.targets[raw_target] = target
+
+
+_resolved = _Resolved()
+
+
 def resolve_explicit(request: PipelineRequest, controls: Controls) -> Target | HaltgateError:
     """Target of a request on the explicit port: absolute-form (proxy) or alias path."""
     raw_target = request.raw_path
@@ -51,6 +83,10 @@ def resolve_explicit(request: PipelineRequest, controls: Controls) -> Target | H
         return BadRequestError(
             "CONNECT is handled before HTTP parsing; not here", code="invalid_request"
         )
+    if raw_target.startswith("/"):
+        known = _resolved.get(raw_target, controls)
+        if known is not None:
+            return known
     try:
         if not raw_target.startswith("/"):
             # absolute-form: the agent uses the sidecar as its HTTP proxy.
@@ -95,7 +131,7 @@ def resolve_explicit(request: PipelineRequest, controls: Controls) -> Target | H
                 upstream=upstream,
             )
         forward = cp.forward[1:].partition("/")[2]
-        return Target(
+        target = Target(
             scheme=upstream.scheme,
             host=upstream.host,
             port=upstream.port,
@@ -104,6 +140,8 @@ def resolve_explicit(request: PipelineRequest, controls: Controls) -> Target | H
             upstream=upstream,
             rule_path=base + "/" + rest,
         )
+        _resolved.keep(raw_target, controls, target)
+        return target
     except HaltgateError as e:
         return e
 

@@ -88,16 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     units = holdout_units(fams, [f for f in args.families.split(",") if f], args.small)
     train = sets["train"]
     x, y, owner = tr.featurize(train)
+    weights = tr.window_weights(train, owner)
     pool = benign_pool(sets)
     print(f"train windows {x.shape[0]}; benign pool {len(pool)}", flush=True)
     rows: list[dict[str, object]] = []
-    full_q, full_scale, full_bias = tr.fit(x, y, args.c, args.seed, args.class_weight)
+    full_q, full_scale, full_bias = tr.fit(x, y, args.c, args.seed, args.class_weight, weights)
     full = tr.ngram.NgramModel(full_q, full_scale, full_bias, {"request": 0.5, "document": 0.5})
     full_benign = tr.text_scores(full, pool)
     for name, held_out in units:
         dropped = np.asarray([t.family in held_out and t.source in DERIVED for t in train], bool)
         keep = ~dropped[owner]
-        q, scale, bias = tr.fit(x[keep], y[keep], args.c, args.seed, args.class_weight)
+        q, scale, bias = tr.fit(
+            x[keep], y[keep], args.c, args.seed, args.class_weight, weights[keep]
+        )
         model = tr.ngram.NgramModel(q, scale, bias, {"request": 0.5, "document": 0.5})
         attacks = [
             t

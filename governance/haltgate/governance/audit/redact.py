@@ -130,7 +130,8 @@ class AuditScrubber:
 
     def __init__(self, *, redact: bool) -> None:
         self.redact = redact
-        self._redactor = Redactor()
+        self._redactor: Redactor | None = None
+        """Made on the first value to redact (most calls have none)."""
         self._cache: dict[str, str] = {}
         self._budget = MAX_PAYLOAD_SCAN_CHARS
         self._payload: tuple[Any, Any] | None = None
@@ -190,7 +191,10 @@ class AuditScrubber:
         except Exception:  # a detector failure must not store the raw value
             return REDACTION_FAILED
         if spans:
-            return apply_redactions(value, spans, self._redactor)
+            redactor = self._redactor
+            if redactor is None:
+                redactor = self._redactor = Redactor()
+            return apply_redactions(value, spans, redactor)
         if short:
             if len(_clean) >= _CLEAN_MAX_ENTRIES:
                 _clean.clear()

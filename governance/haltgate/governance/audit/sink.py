@@ -7,9 +7,10 @@ raises an :class:`AuditError`; the sidecar turns it into a refusal (fail closed)
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
-from haltgate.governance.audit.record import AuditRecord, Chainer
+from haltgate.governance.audit.record import GENESIS_HASH, AuditRecord, Chainer, ChainHead
 
 __all__ = [
     "AuditError",
@@ -79,27 +80,45 @@ class AuditSink(Protocol):
 class MemoryAuditSink:
     """Keeps sealed records in a list: for tests and when no spool is configured.
 
-    Not durable across restarts; chains are sealed exactly as the spool does.
+    Not durable across restarts; chains are sealed exactly as the spool does (the record's
+    line, chain and hash made as the spool makes them when it is appended; the sealed
+    ``AuditRecord`` itself built only when :attr:`records` is read).
     """
 
     def __init__(self) -> None:
         self._chainer = Chainer()
         self._records: list[AuditRecord] = []
+        self._unbuilt: list[tuple[AuditRecord, str, ChainHead]] = []
+        self._prev: dict[str, str] = {}
         self._closed = False
 
     @property
     def records(self) -> list[AuditRecord]:
         """Sealed records in append order (a copy)."""
+        if self._unbuilt:
+            prev = self._prev
+            for record, chain, head in self._unbuilt:
+                self._records.append(
+                    replace(
+                        record,
+                        chain_id=chain,
+                        seq=head.seq,
+                        prev_hash=prev.get(chain, GENESIS_HASH),
+                        hash=head.hash,
+                    )
+                )
+                prev[chain] = head.hash
+            self._unbuilt.clear()
         return list(self._records)
 
     def _append(self, record: AuditRecord) -> None:
         if self._closed:
             raise AuditUnavailableError("audit sink is closed")
         try:
-            sealed, _ = self._chainer.seal(record)
+            _, chain, head = self._chainer.seal_line(record)
         except (TypeError, ValueError) as e:
             raise InvalidRecordError(f"audit record is not JSON-serialisable: {e}") from e
-        self._records.append(sealed)
+        self._unbuilt.append((record, chain, head))
 
     async def intent(self, record: AuditRecord) -> None:
         """Seal and keep ``record``."""

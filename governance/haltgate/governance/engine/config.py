@@ -260,6 +260,12 @@ class EngineConfig:
         """The metered dimensions of the policy, in check order."""
         return self._meters
 
+    @property
+    def meter_keys(self) -> tuple[str, ...]:
+        """The keys of :attr:`meter_specs`, in the same order (a state's ``meter_names``
+        under this policy: the very tuple a fresh state carries)."""
+        return self._names
+
     def initial_state(self) -> EngineState:
         """The state of a fresh run: nothing spent, nothing in flight, not halted."""
         n = len(self._meters)

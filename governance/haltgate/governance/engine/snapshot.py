@@ -55,6 +55,11 @@ def message_digest(message: str) -> str:
     return hashlib.sha256(message.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_ALLOWED_DIGEST = message_digest("allowed")
+"""The digest of every plain allow's message (one per call's intent record: not hashed
+again each time)."""
+
+
 def decision_doc(decision: Any) -> dict[str, Any]:
     """A budget decision (an engine ``Decision`` or the sidecar's verdict of one) as the
     audit record keeps it; replay compares the engine's answer with it field by field."""
@@ -67,7 +72,11 @@ def decision_doc(decision: Any) -> dict[str, Any]:
         "retry_after": decision.retry_after,
         "warnings": list(decision.warnings),
         # A verdict of a plain allow carries no message: the engine's is "allowed".
-        "message_sha256": message_digest(decision.message or "allowed"),
+        "message_sha256": (
+            message_digest(message)
+            if (message := decision.message) and message != "allowed"
+            else _ALLOWED_DIGEST
+        ),
         "budget": {name: dict(values) for name, values in decision.budget.items()},
     }
 
@@ -99,7 +108,8 @@ def capture(engine: Engine, state: EngineState, event: Reserve) -> dict[str, Any
 
     A state made under another policy is adapted first (as ``step`` would), so the
     snapshot is in the engine's own meter layout."""
-    if state.meter_names != tuple(m.key for m in engine.meter_specs):
+    names = engine.meter_keys
+    if state.meter_names is not names and state.meter_names != names:
         state = engine.restore(state)
     halt = state.halt
     return {

@@ -24,7 +24,6 @@ finding and a header finding cannot be confused.
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
@@ -103,10 +102,11 @@ MAX_SCANNED_CHARS: Final = 16 * 1024
 """Characters of header values scanned at most per answer (past it: :class:`HeadersTooLarge`)."""
 
 
-_clean: weakref.WeakKeyDictionary[Guardrails, dict[str, None]] = weakref.WeakKeyDictionary()
-"""Values a policy's response guardrails found clean before (``Server``, ``Link``, cookie
-attributes repeat answer after answer: a scan costs ~40-250 us, this lookup under 1 us).
-One set per compiled policy (its detectors and thresholds decided), emptied when full."""
+_MEMO = "answer_headers"
+"""`Guardrails.clean_memo` of the values a policy's response guardrails found clean
+before (``Server``, ``Link``, cookie attributes repeat answer after answer: a scan costs
+~40-250 us, this lookup under 1 us). One set per compiled policy (its detectors and
+thresholds decided), emptied when full."""
 _CLEAN_MAX_ENTRIES = 4096
 _CLEAN_MAX_CHARS = 512
 
@@ -133,6 +133,11 @@ def scan_headers(
 ) -> HeaderScan:
     """Scan the values of ``headers`` (name, value pairs as relayed, in order) with the
     detectors of the response direction. Raises :class:`HeadersTooLarge` past the bound."""
+    clean = guardrails.clean_memo(_MEMO)
+    if not isinstance(headers, list | tuple):
+        headers = list(headers)  # read twice when the shortcut does not settle it
+    if _known_clean(headers, clean):
+        return HeaderScan()  # the common case: the same headers, answer after answer
     positions: list[int] = []
     names: list[str] = []
     texts: list[str] = []
@@ -157,9 +162,6 @@ def scan_headers(
         names.append(lower)
         texts.append(" " * cut + value[cut:] if cut else value)
         prefixes.append(value[:cut])
-    clean = _clean.get(guardrails)
-    if clean is None:
-        clean = _clean[guardrails] = {}
     unknown = [k for k, text in enumerate(texts) if text not in clean]
     if not unknown:
         return HeaderScan()  # the common case: the same headers, answer after answer
@@ -191,6 +193,45 @@ def scan_headers(
         errors=result.errors,
         redacted=redacted,
     )
+
+
+_READ_NAMES: dict[str, tuple[str | None]] = {}
+"""Header name -> (its lower case when its value is read, None when not: structural,
+haltgate's own): answers repeat their names, one look-up instead of lower-casing and
+testing each."""
+_READ_NAMES_MAX = 1024
+
+
+def _read_name(name: str) -> str | None:
+    lower = name.lower()
+    read = None if lower in STRUCTURAL or lower.startswith("x-haltgate-") else lower
+    if len(_READ_NAMES) >= _READ_NAMES_MAX:
+        _READ_NAMES.clear()
+    _READ_NAMES[name] = (read,)
+    return read
+
+
+def _known_clean(headers: Sequence[tuple[str, str]], clean: dict[object, None]) -> bool:
+    """True when the full scan would find nothing to scan that was not found clean before:
+    every value read is in `clean` (values found clean are never blank or plain) or is
+    blank or plain, and what is in `clean` stays within the bound (counted generously: a
+    value over it, or a ``Set-Cookie``, whose text is not its value, leaves it to the full
+    scan, which raises or scans as before)."""
+    size = 0
+    for name, value in headers:
+        known = _READ_NAMES.get(name)  # one look-up: another thread may empty it
+        lower = _read_name(name) if known is None else known[0]
+        if lower is None:
+            continue
+        if lower == "set-cookie":
+            return False
+        if value in clean:
+            size += len(value)
+            continue
+        if not value.strip() or _PLAIN_VALUE.fullmatch(value):
+            continue
+        return False
+    return size <= MAX_SCANNED_CHARS
 
 
 def _located(f: Finding, names: Sequence[str]) -> Finding:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import codecs
 import json
-import weakref
 from typing import Any
 
 import orjson
@@ -70,12 +69,11 @@ def looks_like_json(decoded: bytes, text: str) -> bool:
 _NESTED_DEPTH = 2
 """JSON inside a JSON string (inside a JSON string) is read; deeper is left as text."""
 
-_clean_keys: weakref.WeakKeyDictionary[Guardrails, dict[tuple[str, tuple[str, ...]], None]] = (
-    weakref.WeakKeyDictionary()
-)
-"""Key lists (with their channel) a policy's response guardrails found clean as a whole:
-an upstream answers in the same shape call after call (``choices``, ``finish_reason``,
-``prompt_tokens_details``...), and scanning its keys again cost ~50 us per answer. The
+CLEAN_KEYS_MEMO = "answer_keys"
+"""`Guardrails.clean_memo` of the key lists (with their channel) a policy's response
+guardrails found clean as a whole: an upstream answers in the same shape call after call
+(``choices``, ``finish_reason``, ``prompt_tokens_details``...), and scanning its keys
+again cost ~50 us per answer. The
 whole list is the memo's key (the keys are scanned joined, as one text), so a hit means
 exactly the text scanned before; only for policies whose response detectors are
 deterministic (`Guardrails.deterministic`). Emptied when full."""
@@ -131,13 +129,11 @@ def _scan_keys_and_blobs(
 ) -> ScanResult:
     """`Guardrails.scan_json` of the keys and decoded blobs of a document; a key list
     found clean before (`_clean_keys`) is not scanned again."""
-    memo: dict[tuple[str, tuple[str, ...]], None] | None = None
+    memo: dict[Any, None] | None = None
     entry: tuple[str, tuple[str, ...]] | None = None
     if not blobs and g.deterministic("response"):
         entry = (channel, tuple(keys))
-        memo = _clean_keys.get(g)
-        if memo is None:
-            memo = _clean_keys[g] = {}
+        memo = g.clean_memo(CLEAN_KEYS_MEMO)
         if entry in memo:
             return _CLEAN
     result = g.scan_json([*keys, *blobs.values()], "response", channel=channel)

@@ -117,6 +117,10 @@ class Guardrails:
             d: all(getattr(s.detector, "deterministic", False) for s in settings)
             for d, settings in self._by_direction.items()
         }
+        self._runs = frozenset(
+            (s.detector.name, d) for d, settings in self._by_direction.items() for s in settings
+        )
+        self._memos: dict[str, dict[Any, None]] = {}
 
     @classmethod
     def from_spec(
@@ -179,7 +183,18 @@ class Guardrails:
 
     def runs(self, detector: str, direction: ScanDirection) -> bool:
         """Whether the detector named `detector` runs in `direction`."""
-        return any(s.detector.name == detector for s in self._by_direction[direction])
+        return (detector, direction) in self._runs
+
+    def clean_memo(self, name: str) -> dict[Any, None]:
+        """The memo named `name` of what this compiled policy found clean (header values,
+        URL parts, an answer's key list: see their scanners), created empty on first use.
+        It lives and dies with the policy, whose detectors, thresholds and allowlists
+        decided each verdict; callers bound its size. A plain attribute lookup: the
+        weak-keyed module dictionaries it replaces cost a Python call each per scan."""
+        memo = self._memos.get(name)
+        if memo is None:
+            memo = self._memos[name] = {}
+        return memo
 
     # ------------------------------------------------------------------ text
 
@@ -413,6 +428,8 @@ class Guardrails:
             if stages != "all" and isinstance(s.detector, injection.InjectionDetector)
             else s.detector.detect(text, channel=channel)
         )
+        if not found:
+            return []  # the everyday clean text: no candidates to sort, weigh or allow
         for c in _dedupe(found):
             if c.score < s.threshold:
                 continue

@@ -32,9 +32,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
-from haltgate.governance.guardrails import decode, ngram, normalize
+from haltgate.governance.guardrails import decode, ngram, normalize, quoted_context
 from haltgate.governance.guardrails.base import CHANNELS, Candidate, Channel
-from haltgate.governance.guardrails.injection_rules import RULES, SQUASHED_RULES, Rule
+from haltgate.governance.guardrails.injection_rules import (
+    IN_DOCUMENTS,
+    RULES,
+    SQUASHED_RULES,
+    Rule,
+)
 from haltgate.governance.guardrails.model_clock import metered
 from haltgate.governance.guardrails.rule_matching import RuleSet
 
@@ -62,6 +67,34 @@ key and its value (``"bypass": "all_safety"``) may be one instruction and still 
 `Guardrails.scan_json` joins a parsed document's strings with blank lines, so an attack
 split over two fields of a parsed document is still read; this concerns JSON scanned as
 plain text only."""
+
+
+_IDENTIFIER = re.compile(
+    r"(?:ignore|disregard|forget|override|bypass|disable|reveal|show|print|send|developer)"
+    r"(?:_[a-z0-9]{2,})+",
+    re.IGNORECASE,
+)
+_NAME_GOES_ON = re.compile(r"_[A-Za-z0-9]")
+_IN_DOCUMENTS = re.compile(IN_DOCUMENTS, re.IGNORECASE)
+
+
+def _plain_exception(text: str, start: int, end: int) -> bool:
+    """A letters-only hit that the regular view's exceptions rule out: a long identifier
+    (`_long_identifier`) or "ignore instructions" followed by where they are ("... inside
+    retrieved documents", `injection_rules.IN_DOCUMENTS`)."""
+    return _long_identifier(text, start, end) or _IN_DOCUMENTS.match(text, end) is not None
+
+
+def _long_identifier(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] is a snake-case identifier that starts with a rule verb and
+    goes on after it (``ignore_instructions_from_tools``, an option name): the letters-only
+    view, which drops the ``_``, must not read it as "ignore instructions". A two-part name
+    (``ignore_rules``, ``DISREGARD_DIRECTIVES=true``) still counts: pseudo-code injections
+    are written that way."""
+    return (
+        _IDENTIFIER.fullmatch(text, start, end) is not None
+        and _NAME_GOES_ON.match(text, end) is not None
+    )
 
 
 def _drop_shadowed(cands: list[Candidate]) -> list[Candidate]:
@@ -192,8 +225,11 @@ class InjectionDetector:
                 c
                 for c in hits.values()
                 # a fake chat turn may well be written as JSON
-                if c.entity == "chat_template"
-                or _JSON_BOUNDARY.search(text, c.start, c.end) is None
+                if (
+                    c.entity == "chat_template"
+                    or _JSON_BOUNDARY.search(text, c.start, c.end) is None
+                )
+                and not (c.via == "split_words" and _plain_exception(text, c.start, c.end))
             ]
         )
         return cands, normalize.fold(text) if folded is None else folded
@@ -262,9 +298,14 @@ class InjectionDetector:
             raise ValueError(f"channel: {channel!r} is not one of {', '.join(CHANNELS)}")
         chan = channel
         cands, folded = self._patterns(text)
+        if channel in quoted_context.CHANNELS:
+            # A phrase quoted and discussed ("the example 'ignore ...' is easy to filter"):
+            # advisory, not blocking (quoted_context).
+            cands = quoted_context.demote(text, cands)
         best: dict[str, float] = {}
         for c in cands:
-            best[c.entity] = max(best.get(c.entity, 0.0), c.score)
+            if not c.advisory:
+                best[c.entity] = max(best.get(c.entity, 0.0), c.score)
         spans: tuple[ngram.Span, ...] = ()
         if self._fast is not None:
             spans = self._fast.score(text, channel, folded=folded).spans

@@ -105,12 +105,26 @@ _PLURAL_NOUN = (
 run of words it is word salad of keys and log fields ("mode tool ignore rule response")."""
 _DETERMINER = (
     r"(?:(?:all|every|each|any)[\s\W_]+(?:of[\s\W_]+)?(?:(?:the|your|my|these|those)[\s\W_]+)?"
-    r"|(?:the|your|my|these|those|this|that)[\s\W_]+)"
+    r"|(?:the|your|my|these|those)[\s\W_]+"
+    # "that rule" / "this instruction" points at one rule the reader knows ("the linter
+    # complains about line length; ignore that rule for generated files"): only a plural
+    # or the prompt counts after a demonstrative ("ignore this instructions", "that prompt").
+    r"|(?:this|that)[\s\W_]+(?!(?:rule|instruction|direction|directive)\b))"
 )
 _UNQUALIFIED_NOUN = (
     r"(?:instructions?|directions|directives?|rules?|guidelines|programming|guardrails|"
     r"safeguards|system\W+prompt|prompt)"
 )
+IN_DOCUMENTS = (
+    r"[\s\W_]+(?:inside|in|from|within|(?:embedded|found|contained|hidden|that\W+appear)"
+    r"[\s\W_]+in)[\s\W_]+(?:[a-z-]+[\s\W_]+){0,2}?(?:documents?|pages?|web\W?pages?|"
+    r"websites?|tool\W+(?:outputs?|results?)|e-?mails?|files|content|search\W+results|"
+    r"attachments?|retrieved\W+\w+)\b"
+)
+_NOT_IN_DOCUMENTS = rf"(?!{IN_DOCUMENTS})"
+"""Not "ignore instructions inside retrieved documents": the defence a system prompt or a
+model card describes ("your system prompt" is no document, so "ignore the instructions in
+your system prompt" still counts)."""
 _SECRETS_NOUN = (
     r"(?:conversation|chat(?:\W+history)?|history|messages|credentials|passwords?|"
     r"api\W+keys?|keys|secrets?|tokens?|private\W+keys?|env(?:ironment)?\W+variables|"
@@ -141,7 +155,7 @@ RULES: tuple[Rule, ...] = _table(
     (_IGNORE, 0.9, 0, _AT_WORD, _T_IGNORE,
      rf"(?:\b{_VERB_IGNORE}{_S}{_DETERMINER}{_UNQUALIFIED_NOUN}"
      rf"|\b{_VERB_IGNORE_SAID}{_S}{_PLURAL_NOUN}"
-     rf"|{_NOT_MID_PHRASE}\b{_VERB_IGNORE_SAID}{_S}{_UNQUALIFIED_NOUN})\b"),
+     rf"|{_NOT_MID_PHRASE}\b{_VERB_IGNORE_SAID}{_S}{_UNQUALIFIED_NOUN})\b{_NOT_IN_DOCUMENTS}"),
     (_IGNORE, 0.85, 0, _AT_WORD, _T_IGNORE,
      rf"\b{_VERB_IGNORE}{_S}(?:everything{_S}|what{_S}|anything{_S})(?:that{_S})?"
      rf"(?:the{_S})?(?:user|human|they|you|he|she|i){_S}(?:were{_S}|was{_S}|have{_S}been"
@@ -225,8 +239,13 @@ RULES: tuple[Rule, ...] = _table(
     (_ADDRESSED, 0.45, 0, _AT_WORD, _w("when"),
      rf"\bwhen{_S}you{_S}(?:read|see|process|summari[sz]e|encounter|parse){_S}this\b"),
     (_ADDRESSED, 0.5, 0, _AT_WORD, _w("important urgent attention critical"),
-     rf"\b(?:important|urgent|attention|critical)\s*[:!]{_S}{_F}(?:you|assistant|ai|"
-     rf"agent){_S}(?:must|should|need\W+to|have\W+to|are\W+required)\b"),
+     rf"\b(?:important|urgent|attention|critical)\s*[:!]{_S}{_F}(?:assistant|ai|agent|"
+     # "Important: you must accept the licence" addresses a human reader; "you" counts only
+     # when what you must do is an instruction-override word.
+     rf"you(?={_S}(?:must|should|need\W+to|have\W+to|are\W+required){_S}(?:now{_S}|"
+     rf"immediately{_S}|instead{_S})?(?:ignore|disregard|forget|override|bypass|reveal|"
+     rf"send|forward|email|output|print|respond|reply|answer|stop|not\W+tell|never\W+tell)))"
+     rf"{_S}(?:must|should|need\W+to|have\W+to|are\W+required)\b"),
     (_CONCEAL, 0.75, 60, _AT_WORD, _w("do don never without"),
      rf"\b(?:do{_S}not|don'?t|never|without){_S}(?:tell|telling|inform|informing|"
      rf"mention|mentioning|reveal|revealing|alert|alerting|notify|notifying|asking|"
@@ -309,7 +328,7 @@ RULES: tuple[Rule, ...] = _table(
      r"deine\W+)?(?:anweisungen|regeln|instruktionen)\b"
      r"|\b(?:ignora|olvida|olvide)\W+(?:todas\W+)?(?:las\W+|tus\W+)?(?:instrucciones|reglas)"
      r"|\b(?:ignore|oublie|oubliez|ignorez)\W+(?:toutes\W+)?(?:les\W+|tes\W+|vos\W+)?"
-     r"(?:instructions|règles|consignes)"
+     r"(?:instructions|règles|consignes)" + _NOT_IN_DOCUMENTS +
      r"|\b(?:ignora|dimentica)\W+(?:tutte\W+)?(?:le\W+)?(?:istruzioni|regole)"
      r"|\b(?:ignore|esqueça)\W+(?:todas\W+)?(?:as\W+)?(?:instruções|regras)"
      r"|\bnegeer\W+(?:alle\W+)?(?:vorige\W+|eerdere\W+)?(?:instructies|regels)"),
@@ -344,7 +363,11 @@ RULES: tuple[Rule, ...] = _table(
      r"\b(?:olvida|olvide|ignora|ignore|no\W+sigas|no\W+obedezcas)\W+(?:\w+\W+){0,3}"
      r"(?:instrucciones|indicaciones|directrices|reglas|normas)\b"
      r"|\b(?:oublie|oubliez|ignore|ignorez|ne\W+suis\W+plus|ne\W+tiens\W+plus\W+compte\W+de)"
-     r"\W+(?:\w+\W+){0,3}(?:consignes|directives|r[eè]gles|instructions)\b"
+     # (also English: "ignore the following instructions", "ignore ur instructions"; not
+     # data words: "ignore unknown instructions in old config files" is a parser's comment)
+     r"\W+(?!(?:unknown|invalid|unsupported|unrecognized|malformed|duplicate|deprecated|"
+     r"empty|missing|extra|optional)\b)(?:\w+\W+){0,3}(?:consignes|directives|r[eè]gles|"
+     r"instructions)\b" + _NOT_IN_DOCUMENTS +
      r"|\b(?:vergiss|ignoriere|missachte|befolge\W+nicht\W+mehr)\W+(?:\w+\W+){0,3}"
      r"(?:anweisungen|vorgaben|richtlinien|regeln)\b"),
     (_ROLE, 0.8, 60, _AT_WORD, ("ia", "ki", "sin ", "sans ", "ohne "),

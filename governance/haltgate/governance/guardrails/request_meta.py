@@ -14,7 +14,6 @@ Findings carry ``path`` ``/url/path``, ``/url/query`` or ``/header/<name>``.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +37,11 @@ _NOT_SCANNED = CREDENTIAL_HEADERS | {
     "accept-encoding",
     "transfer-encoding",
 }
-_clean: weakref.WeakKeyDictionary[Guardrails, dict[str, None]] = weakref.WeakKeyDictionary()
-"""Values a policy's secrets detector found clean before (SDK headers and paths repeat on
-every call: scanning them costs ~100-200 us, this lookup under 1 us). One set per compiled
-policy (its thresholds and allowlists decided), emptied when full."""
+_MEMO = "request_meta"
+"""`Guardrails.clean_memo` of the values a policy's secrets detector found clean before
+(SDK headers and paths repeat on every call: scanning them costs ~100-200 us, this lookup
+under 1 us). One set per compiled policy (its thresholds and allowlists decided), emptied
+when full."""
 _CLEAN_MAX_ENTRIES = 4096
 _CLEAN_MAX_CHARS = 512
 
@@ -76,10 +76,13 @@ def scan_request_meta(
         return MetaScan()
     header_values: dict[str, list[str]] = {}
     for name, value in headers:
-        lower = name.lower()
-        if lower in _NOT_SCANNED or lower.startswith("x-haltgate-"):
-            continue
-        header_values.setdefault(lower, []).append(value)
+        known = _SCANNED_NAMES.get(name)  # one look-up: another thread may empty it
+        lower = _scanned_name(name) if known is None else known[0]
+        if lower is not None:
+            header_values.setdefault(lower, []).append(value)
+    clean = guardrails.clean_memo(_MEMO)
+    if not query and _all_clean(unquote(path), header_values, clean):
+        return MetaScan()  # the common case, told before the document is built
     # The query is scanned parameter by parameter (name and value decoded apart), so a
     # redaction re-encodes only what it changed and ``%26`` inside a value stays a value.
     params = [p.partition("=") for p in query.split("&")] if query else []
@@ -95,9 +98,6 @@ def scan_request_meta(
         *(x for pair in doc["url"]["query"] for x in pair),
         *(v for vs in header_values.values() for v in vs),
     ]
-    clean = _clean.get(guardrails)
-    if clean is None:
-        clean = _clean[guardrails] = {}
     if all(v in clean for v in values):
         return MetaScan()  # the common case: the same SDK headers and paths, call after call
     result = guardrails.scan_json(doc, "request", only=(DETECTOR,))
@@ -131,6 +131,33 @@ def scan_request_meta(
         query=new_query,
         headers=new_headers,
     )
+
+
+_SCANNED_NAMES: dict[str, tuple[str | None]] = {}
+"""Header name -> (its lower case when its value is scanned, None when not): an SDK sends
+the same names call after call, one look-up instead of lower-casing and testing each."""
+_SCANNED_NAMES_MAX = 1024
+
+
+def _scanned_name(name: str) -> str | None:
+    lower = name.lower()
+    scanned = None if lower in _NOT_SCANNED or lower.startswith("x-haltgate-") else lower
+    if len(_SCANNED_NAMES) >= _SCANNED_NAMES_MAX:
+        _SCANNED_NAMES.clear()
+    _SCANNED_NAMES[name] = (scanned,)
+    return scanned
+
+
+def _all_clean(path: str, header_values: dict[str, list[str]], clean: dict[Any, None]) -> bool:
+    """Whether the path and every header value were found clean before (the values of a
+    request without a query, as `scan_request_meta` collects them)."""
+    if path not in clean:
+        return False
+    for values in header_values.values():
+        for v in values:
+            if v not in clean:
+                return False
+    return True
 
 
 def _param(raw: tuple[str, str, str], old: list[str], new: list[str]) -> str:

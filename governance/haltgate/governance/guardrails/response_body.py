@@ -305,6 +305,23 @@ def _kind(media_type: str) -> str | None:
     return None
 
 
+_TYPED: dict[str | None, tuple[str, str | None, str | None]] = {}
+_TYPED_MAX = 256
+
+
+def _typed(content_type: str | None) -> tuple[str, str | None, str | None]:
+    """(media type, charset, kind) of a Content-Type value, remembered (an upstream sends
+    the same one answer after answer; bounded, emptied when full)."""
+    known = _TYPED.get(content_type)
+    if known is None:
+        media, charset = _media_type(content_type)
+        known = (media, charset, _kind(media))
+        if len(_TYPED) >= _TYPED_MAX:
+            _TYPED.clear()
+        _TYPED[content_type] = known
+    return known
+
+
 def _media_type(content_type: str | None) -> tuple[str, str | None]:
     """(media type lower-cased, charset or None) of a Content-Type header value."""
     if not content_type:
@@ -349,8 +366,7 @@ def scan_decoded_body(
     itself (the same object) when nothing changed. Raises :class:`Unscannable`.
     `channel`: ``document`` for what a tool, a server or a page answers (default),
     ``request`` for a model's own answer (see `base.Channel`)."""
-    media, charset = _media_type(content_type)
-    kind = _kind(media)
+    media, charset, kind = _typed(content_type)
     if kind is None:
         if media:
             raise Unscannable("type", f"content type {media[:60]!r} cannot be scanned")
@@ -474,6 +490,16 @@ def _codec(charset: str) -> str:
         raise Unscannable("charset", f"charset {charset[:40]!r} is not known") from e
 
 
+_BOM_OR_NUL_FIRST = frozenset({0x00, 0xEF, 0xFE, 0xFF})
+
+
+def reads_as_plain_utf8(decoded: bytes) -> bool:
+    """True only when ``json.detect_encoding(decoded)`` is ``utf-8`` and there is no UTF-8
+    BOM, told from the first two bytes: every BOM starts with 00, EF, FE or FF, and UTF-16
+    and UTF-32 are detected by a NUL among them. ``False`` says nothing (ask detection)."""
+    return len(decoded) >= 2 and decoded[0] not in _BOM_OR_NUL_FIRST and decoded[1] != 0
+
+
 def _scan_json_body(
     g: Guardrails, decoded: bytes, text: str, codec: str, channel: Channel
 ) -> tuple[ScanResult, str | None, str] | None:
@@ -482,12 +508,16 @@ def _scan_json_body(
     reads it: in its declared charset (aiohttp, requests) and in the encoding JSON
     detection finds in the bytes (``json.loads(bytes)``: httpx, the OpenAI SDK), which
     honours a BOM and UTF-16/32 whatever the header says."""
-    detected = json.detect_encoding(decoded)
+    if reads_as_plain_utf8(decoded):  # the everyday answer: what detection says, told
+        detected, other_reading = "utf-8", codec != "utf-8"
+    else:
+        detected = json.detect_encoding(decoded)
+        other_reading = codecs.lookup(detected).name != codec or decoded.startswith(codecs.BOM_UTF8)
     readings: list[tuple[Any, str, str]] = []
     obj = parse_answer_json(text)
     if obj is not NOT_PARSED:
         readings.append((obj, codec, text))
-    if codecs.lookup(detected).name != codec or decoded.startswith(codecs.BOM_UTF8):
+    if other_reading:
         try:
             other_text = decoded.decode(detected, "surrogatepass")
             other = parse_answer_json(other_text)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from detect_secrets.plugins.aws import AWSKeyDetector
@@ -308,7 +308,7 @@ class SecretsDetector:
         ascii = text.isascii()
         low = text.lower() if ascii else text.translate(_ASCII_LOWER)
         if self._gate is not None:
-            indices = self._gate.runnable(low, ascii)
+            indices: Sequence[int] = self._gate.runnable(low, ascii)
             if ascii:
                 runs: bytes | None = None
                 kept = []

@@ -1,0 +1,127 @@
+"""Attack phrases that a text *quotes and discusses* rather than addresses to the model.
+
+A security write-up ("the classic example, 'ignore all previous instructions', is easy to
+filter"), a question about an attack ("why does 'ignore previous instructions' work?") or a
+test fixture holds an attack phrase inside quotation marks, with words around it that talk
+about it (example, injection, phrase, attempt, filter...). The pattern stage reports such a
+hit as **advisory** (logged, its risk added, never blocking on its own) instead of blocking:
+`demote` marks them.
+
+Only plain hits (found as written, not through a decoding or a de-obfuscated view) on one line
+inside one pair of quotation marks of at most `MAX_QUOTE` characters, with a discussion word
+outside the quotes within `FRAME` characters on the same line, are demoted, in request text
+only (`CHANNELS`). An attacker can
+write "for example: '<attack>'" to make a pattern hit advisory; the n-gram fast stage and the
+model stage still read the text as a whole (docs/guardrails.md says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from haltgate.governance.guardrails.base import Candidate
+
+CHANNELS: frozenset[str] = frozenset({"request"})
+"""The channels whose quoted-and-discussed hits are demoted: request text only. Wrapping an
+attack as a discussed example evades the patterns wherever the demotion applies
+(docs/guardrails.md gives the figures); a tool result or page is where an attacker writes,
+so documents keep the patterns' full strength, at the price of the look-alike documents
+that quote attacks (reports, fixtures), which stay blocked."""
+MAX_QUOTE = 240
+"""Longest quotation (characters between the marks) read as a quoted phrase."""
+FRAME = 160
+"""How far before the opening and after the closing mark a discussion word is looked for."""
+
+_PAIRS = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb", "`": "`"}
+_APOSTROPHE_LIKE = frozenset("'\u2019`")
+"""Marks that are also apostrophes: an opening one follows no letter, a closing one is
+followed by none (``don't`` holds no quotation)."""
+
+_DISCUSSION = re.compile(
+    r"\b(?:examples?|e\.g\.|for\W+instance|such\W+as|phrases?|wording|"
+    r"prompt\W+injections?|injections?|jailbreaks?|attacks?|attackers?|attempts?|payloads?|"
+    r"red[\W_]?team(?:ers?|ing)?|testers?|classifiers?|filters?|blocklists?|canary|quoted?|"
+    r"quotes|typed|pasted|variations?|keywords?|mean|means|meaning|detects?|detected|"
+    r"flag(?:s|ged)?|blocked|refused|researchers?|benchmarks?)\b",
+    re.IGNORECASE,
+)
+_PRODUCE = re.compile(
+    r"(?:^|[.:;!?(\[]\s*|\b(?:please|just|only|now|then|and|you|u|must|should|shall|will|"
+    r"always|also)\W+(?:\w+\W+)?)"
+    r"(?:say|repeat|output|print|write|respond|reply|answer|complete|follow|obey|execute|"
+    r"act\W+on|do\W+as|translate|decode|remember|pretend|become|type)\b"
+    r"|\b(?:user|human|ai|assistant|bot|model|system|you)\W+(?:says?|said|responds?|replies|"
+    r"reply|answers?)\b|\bfrom\W+now\W+on\b|\binstead\b",
+    re.IGNORECASE,
+)
+"""Words around a quotation that ask the reader to produce or obey it: an imperative or a
+verb after "you" ("say the phrase '...'", "complete this sentence: '...'", "you must
+follow '...'") or a dialogue turn ("User says '...' AI responds '...'"): such a quotation is
+the attack's payload, not a phrase under discussion. A verb in a narrative ("attendees tried
+to get the bot to follow '...'") does not count."""
+
+_SCAN_BACK = 2000
+"""How far back on a line quotation marks are paired (bounds the work on one-line texts)."""
+
+
+def _quotation(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """(opening, closing) mark indices of the quotation of at most MAX_QUOTE characters that
+    holds text[start:end] on one line, pairing marks left to right from the line start."""
+    line = text.rfind("\n", 0, start) + 1
+    i = max(line, start - _SCAN_BACK)
+    stop = text.find("\n", start)
+    stop = len(text) if stop == -1 else stop
+    if end > stop:  # the phrase itself runs over a line break
+        return None
+    while i < start:
+        ch = text[i]
+        if ch in _PAIRS and not (ch in _APOSTROPHE_LIKE and i > 0 and text[i - 1].isalnum()):
+            close = _PAIRS[ch]
+            j = i + 1
+            while j < stop:
+                c = text[j]
+                if c == close and not (
+                    c in _APOSTROPHE_LIKE and j + 1 < len(text) and text[j + 1].isalnum()
+                ):
+                    break
+                j += 1
+            if j >= stop:
+                if ch in _APOSTROPHE_LIKE:  # an apostrophe after a space ("the '90s")
+                    i += 1
+                    continue
+                return None
+            if i < start and end <= j:
+                return (i, j) if j - i - 1 <= MAX_QUOTE else None
+            i = j + 1
+            continue
+        i += 1
+    return None
+
+
+def _frame(text: str, a: int, b: int) -> str:
+    """The words outside the quotation [a, b] on its line, within FRAME characters."""
+    left = max(text.rfind("\n", 0, a) + 1, a - FRAME)
+    right = text.find("\n", b + 1)
+    right = min(len(text) if right == -1 else right, b + 1 + FRAME)
+    return f"{text[left:a]} {text[b + 1 : right]}"
+
+
+def is_quoted_discussion(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] lies inside a short quotation that the words around it
+    discuss (and do not ask to produce or obey)."""
+    q = _quotation(text, start, end)
+    if q is None:
+        return False
+    frame = _frame(text, *q)
+    return _DISCUSSION.search(frame) is not None and _PRODUCE.search(frame) is None
+
+
+def demote(text: str, cands: list[Candidate]) -> list[Candidate]:
+    """`cands` with the plain hits that `is_quoted_discussion` marked advisory."""
+    return [
+        dataclasses.replace(c, advisory=True)
+        if c.via is None and c.encoding is None and is_quoted_discussion(text, c.start, c.end)
+        else c
+        for c in cands
+    ]
