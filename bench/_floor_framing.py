@@ -1,9 +1,10 @@
 """HTTP correctness of the relays (``bench/http_floor.py --framing``): each framing or
 smuggling case on a fresh connection to the sidecar's explicit port on each of its servers
-(aiohttp's first, the reference; then haltgate's own over llhttp, ``--http-server``) and to
-every relay, all in front of a recording upstream; printed: the client's status codes and
-how many requests reached the upstream, and whether each target refuses every case the
-sidecar on aiohttp refuses.
+(aiohttp's first, the reference; then haltgate's own over llhttp, ``--http-server``), to its
+transparent listener's hand-over on each server (``_floor_transparent.py``: ``Host`` names
+the upstream there) and to every relay, all in front of a recording upstream; printed: the
+client's status codes and how many requests reached the upstream, and whether each target
+refuses every case the sidecar on aiohttp refuses.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import cast
 import httptools
 import sidecar_overhead as so
 from _floor_targets import bench_env, start_targets, stop
+from _floor_transparent import for_transparent, transparent_targets
 
 
 def req(head: bytes = b"", body: bytes = b"", line: bytes = b"POST /api/x HTTP/1.1") -> bytes:
@@ -181,14 +183,16 @@ async def framing_run(tmp: Path, skipped: list[str]) -> None:
             start_targets, upstream, up_port, env, tmp, skipped, False
         )
         procs += [t.proc for t in targets]
-        ports = {**sidecars, **{t.name: t.port for t in targets}}
-        results: dict[str, dict[str, str]] = {name: {} for name in ports}
-        for case, data in CASES:
-            for name, port in ports.items():
-                seen.clear()
-                answer = await exchange(port, data)
-                await asyncio.sleep(0.05)
-                results[name][case] = f"{answer} up:{len(seen)}"
+        async with transparent_targets(tmp, up_port, framing_policy(upstream)) as transparent:
+            ports = {**sidecars, **transparent, **{t.name: t.port for t in targets}}
+            results: dict[str, dict[str, str]] = {name: {} for name in ports}
+            for case, data in CASES:
+                for name, port in ports.items():
+                    seen.clear()
+                    sent = for_transparent(data, up_port) if name in transparent else data
+                    answer = await exchange(port, sent)
+                    await asyncio.sleep(0.05)
+                    results[name][case] = f"{answer} up:{len(seen)}"
         report(results, skipped)
     finally:
         server.close()

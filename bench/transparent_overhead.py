@@ -17,6 +17,12 @@ It prints the same tables as bench/sidecar_overhead.py (whose load functions it 
 latency at ~200 req/s interleaved in one run (p50/p99 and added ms), then closed-loop
 throughput with requests per CPU second of the sidecar process. Targets (issue 3): added
 p50 <= 0.5 ms, p99 <= 2 ms; >= 5,000 req/s per core.
+
+``--http-server llhttp|aiohttp|both`` (default both) with ``--rounds N`` (default 2): the
+sidecar is started on each server in turn, the order swapped every round (llhttp, aiohttp;
+aiohttp, llhttp; ...), all in the same topology, and a last table gives the transparent
+target per round (CPU-ms per call, p50, added p50/p99, added p50 on a new connection each,
+load average) with the range across rounds and the llhttp/aiohttp CPU ratio of each round.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -36,7 +43,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from haltgate.sidecar.startup import HTTP_SERVERS  # noqa: E402
 from haltgate.testbed import netns as harness  # noqa: E402
+
+TARGET_P50_MS, TARGET_P99_MS, TARGET_RPS_PER_CORE = 0.5, 2.0, 5000  # issue 3's
+RESULT = "RESULT "
+"""Prefix of the client's machine-readable line (read by the orchestrator)."""
 
 SIDECAR_UID, AGENT_UID = 17337, 1000
 
@@ -121,9 +133,9 @@ def client(args: argparse.Namespace) -> None:
         )
     a50, a99 = added["transparent"]
     print(
-        f"   transparent: target added p50 <= {bench.TARGET_P50_MS} ms "
-        f"{'met' if a50 <= bench.TARGET_P50_MS else 'NOT met'}; p99 <= "
-        f"{bench.TARGET_P99_MS} ms {'met' if a99 <= bench.TARGET_P99_MS else 'NOT met'}"
+        f"   transparent: target added p50 <= {TARGET_P50_MS} ms "
+        f"{'met' if a50 <= TARGET_P50_MS else 'NOT met'}; p99 <= "
+        f"{TARGET_P99_MS} ms {'met' if a99 <= TARGET_P99_MS else 'NOT met'}"
     )
 
     print(
@@ -161,9 +173,20 @@ def client(args: argparse.Namespace) -> None:
     t = per_core["transparent"]
     print(
         f"   transparent vs explicit per core: {t / per_core['explicit']:.2f}; "
-        f"target >= {bench.TARGET_RPS_PER_CORE} req/s per core: "
-        f"{'met' if t >= bench.TARGET_RPS_PER_CORE else 'NOT met'}"
+        f"target >= {TARGET_RPS_PER_CORE} req/s per core: "
+        f"{'met' if t >= TARGET_RPS_PER_CORE else 'NOT met'}"
     )
+    result = {
+        name: {
+            "p50": bench.pct(lat[name], 0.5),
+            "added_p50": added[name][0],
+            "added_p99": added[name][1],
+            "fresh_added_p50": bench.pct(fresh[name], 0.5) - bench.pct(fd, 0.5),
+            "cpu_ms": 1000.0 / per_core[name] if name != "direct" else None,
+        }
+        for name in targets
+    }
+    print(RESULT + json.dumps({"load": os.getloadavg()[0], "targets": result}))
 
 
 async def fresh_connections(targets: dict[str, str], n: int) -> dict[str, list[float]]:
@@ -195,6 +218,47 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
     raise SystemExit(f"{what} not ready in 30s")
 
 
+def _start_sidecar(
+    topo: harness.Topology, workdir: Path, env: dict[str, str], server: str, run: int
+) -> subprocess.Popen[bytes]:
+    """The real sidecar (transparent + explicit) on ``server``, listening; its own state
+    directory (the audit spool of one run is not carried into the next)."""
+    state = workdir / f"state-{run}"
+    state.mkdir()
+    os.chown(state, SIDECAR_UID, SIDECAR_UID)
+    sidecar = topo.pod.popen(
+        [
+            str(Path(sys.executable).parent / "haltgate"),
+            "sidecar",
+            "--policy",
+            str(workdir / "policy.yaml"),
+            "--state-dir",
+            str(state),
+            "--mode",
+            "transparent",
+            "--http-server",
+            server,
+            "--log-level",
+            "warning",
+        ],
+        uid=SIDECAR_UID,
+        env=env,
+        log=workdir / f"sidecar-{server}.log",
+    )
+    for port in (17001, 17000):
+        harness.wait_port(topo.pod, "127.0.0.1", port, proc=sidecar)
+    return sidecar
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def orchestrate(args: argparse.Namespace) -> None:
     reason = harness.skip_reason()
     if reason is not None:
@@ -203,46 +267,24 @@ def orchestrate(args: argparse.Namespace) -> None:
         problem = harness.interpreter_reachable_by(uid)
         if problem is not None:
             raise SystemExit(problem)
+    servers = list(HTTP_SERVERS) if args.http_server == "both" else [args.http_server]
     workdir = Path(tempfile.mkdtemp(prefix="haltgate-bench-"))
     workdir.chmod(0o755)
     topo = harness.Topology.create(harness.free_tag())
     etc = Path("/etc/netns") / topo.pod.name
     procs: list[subprocess.Popen[bytes]] = []
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(workdir)}
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in servers}
     try:
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "hosts").write_text(f"{harness.UPSTREAM_V4} llm.test\n127.0.0.1 localhost\n")
-        policy = workdir / "policy.yaml"
-        policy.write_text(POLICY)
-        state = workdir / "state"
-        state.mkdir()
-        os.chown(state, SIDECAR_UID, SIDECAR_UID)
+        (workdir / "policy.yaml").write_text(POLICY)
         up_log = workdir / "upstream.log"
         upstream = topo.upstream.popen(
             [sys.executable, __file__, "--serve-upstream", harness.UPSTREAM_V4], env=env, log=up_log
         )
         procs.append(upstream)
         _wait_ready(upstream, up_log, "stand-in LLM")
-        sidecar = topo.pod.popen(
-            [
-                str(Path(sys.executable).parent / "haltgate"),
-                "sidecar",
-                "--policy",
-                str(policy),
-                "--state-dir",
-                str(state),
-                "--mode",
-                "transparent",
-                "--log-level",
-                "warning",
-            ],
-            uid=SIDECAR_UID,
-            env=env,
-            log=workdir / "sidecar.log",
-        )
-        procs.append(sidecar)
-        for port in (17001, 17000):
-            harness.wait_port(topo.pod, "127.0.0.1", port, proc=sidecar)
         topo.pod.run(
             [
                 str(Path(sys.executable).parent / "haltgate"),
@@ -255,47 +297,103 @@ def orchestrate(args: argparse.Namespace) -> None:
                 "8081",
             ]
         )
-        argv = [
-            "setpriv",
-            f"--reuid={AGENT_UID}",
-            f"--regid={AGENT_UID}",
-            "--clear-groups",
-            "env",
-            *(f"{k}={v}" for k, v in env.items()),
-            sys.executable,
-            __file__,
-            "--client",
-            "--sidecar-pid",
-            str(_child_pid(sidecar)),
-            "--upstream-pid",
-            str(_child_pid(upstream)),
-            "--requests",
-            str(args.requests),
-            "--rate",
-            str(args.rate),
-            "--seconds",
-            str(args.seconds),
-            "--concurrency",
-            str(args.concurrency),
-        ]
-        timeout = 120 + args.requests * 3 / args.rate + args.seconds * 3
-        done = subprocess.run(
-            topo.pod.exec_argv(argv), text=True, capture_output=True, timeout=timeout, check=False
-        )
-        print(done.stdout, end="")
-        if done.returncode != 0:
-            print(done.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(done.returncode)
+        # Rounds alternate the servers, and which goes first (llhttp, aiohttp; aiohttp,
+        # llhttp; ...): the same topology, upstream and rules; one sidecar at a time.
+        for round_no in range(args.rounds):
+            for server in servers if round_no % 2 == 0 else servers[::-1]:
+                print(f"\n=== round {round_no + 1}/{args.rounds}: --http-server {server} ===")
+                run = sum(len(r) for r in results.values())
+                sidecar = _start_sidecar(topo, workdir, env, server, run)
+                try:
+                    results[server].append(_run_client(args, topo, env, sidecar, upstream))
+                finally:
+                    _stop(sidecar)
+        _summary(results)
     finally:
         for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop(proc)
         topo.delete()
         shutil.rmtree(etc, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_client(
+    args: argparse.Namespace,
+    topo: harness.Topology,
+    env: dict[str, str],
+    sidecar: subprocess.Popen[bytes],
+    upstream: subprocess.Popen[bytes],
+) -> dict[str, Any]:
+    argv = [
+        "setpriv",
+        f"--reuid={AGENT_UID}",
+        f"--regid={AGENT_UID}",
+        "--clear-groups",
+        "env",
+        *(f"{k}={v}" for k, v in env.items()),
+        sys.executable,
+        __file__,
+        "--client",
+        "--sidecar-pid",
+        str(_child_pid(sidecar)),
+        "--upstream-pid",
+        str(_child_pid(upstream)),
+        "--requests",
+        str(args.requests),
+        "--rate",
+        str(args.rate),
+        "--seconds",
+        str(args.seconds),
+        "--concurrency",
+        str(args.concurrency),
+    ]
+    timeout = 120 + args.requests * 3 / args.rate + args.seconds * 3
+    done = subprocess.run(
+        topo.pod.exec_argv(argv), text=True, capture_output=True, timeout=timeout, check=False
+    )
+    lines = done.stdout.splitlines()
+    print("\n".join(line for line in lines if not line.startswith(RESULT)))
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(done.returncode)
+    found: dict[str, Any] = json.loads(
+        next(line for line in lines if line.startswith(RESULT))[len(RESULT) :]
+    )
+    return found
+
+
+def _summary(results: dict[str, list[dict[str, Any]]]) -> None:
+    """The transparent target per server across rounds: each round's figure, the range."""
+    if not any(results.values()):
+        return
+    print("\n4. server leg on the transparent path, per round (ranges across rounds)")
+    print(
+        f"   {'server':10}{'CPU-ms/call':>14}{'p50 ms':>10}{'added p50':>11}"
+        f"{'added p99':>11}{'new-conn added p50':>20}{'load':>7}"
+    )
+    for server, rounds in results.items():
+        for r in rounds:
+            t = r["targets"]["transparent"]
+            print(
+                f"   {server:10}{t['cpu_ms']:14.3f}{t['p50']:10.3f}{t['added_p50']:11.3f}"
+                f"{t['added_p99']:11.3f}{t['fresh_added_p50']:20.3f}{r['load']:7.1f}"
+            )
+    for key, label in (("cpu_ms", "CPU-ms per call"), ("added_p50", "added p50 ms")):
+        spans = []
+        for server, rounds in results.items():
+            xs = [r["targets"]["transparent"][key] for r in rounds]
+            spans.append(f"{server} {min(xs):.3f}-{max(xs):.3f}")
+        print(f"   transparent {label}: " + "; ".join(spans))
+    if len(results) == 2:
+        a, b = (results[s] for s in HTTP_SERVERS)
+        ratios = [
+            x["targets"]["transparent"]["cpu_ms"] / y["targets"]["transparent"]["cpu_ms"]
+            for x, y in zip(a, b, strict=False)
+        ]
+        print(
+            f"   {HTTP_SERVERS[0]} / {HTTP_SERVERS[1]} CPU per call, round by round: "
+            + ", ".join(f"{x:.2f}" for x in ratios)
+        )
 
 
 def _child_pid(proc: subprocess.Popen[bytes]) -> int:
@@ -314,6 +412,13 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="requests/s, latency run")
     ap.add_argument("--seconds", type=float, default=8.0, help="per target, throughput run")
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument(
+        "--http-server",
+        choices=[*HTTP_SERVERS, "both"],
+        default="both",
+        help="the sidecar's HTTP server; both: rounds alternate them in one run",
+    )
+    ap.add_argument("--rounds", type=int, default=2, help="rounds per server")
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--sidecar-pid", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--upstream-pid", type=int, help=argparse.SUPPRESS)

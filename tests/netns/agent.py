@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import ssl
 import struct
@@ -440,6 +441,47 @@ class Attempts:
             return _error(e)
         return Outcome(bool(data), f"echo reply, {len(data)} bytes")
 
+    # ------------------------------------------------------------------ the HTTP server
+    # Not bypass attempts: how the sidecar's HTTP server answers on a redirected connection
+    # (run by name; the detail names the server that answered a parser-level refusal).
+
+    def wire_plain_pipelined(self) -> Outcome:
+        """Two pipelined requests on one redirected connection: both answered, in order."""
+        first = request_bytes("GET", "/items", "api.test:8080").replace(
+            b"Connection: close", b"Connection: keep-alive"
+        )
+        second = request_bytes("GET", "/items", "api.test:8080")
+        resp = http_raw("api.test", 8080, first + second)
+        statuses = re.findall(rb"HTTP/1\.[01] (\d{3}) ", resp)
+        return Outcome(statuses == [b"200", b"200"], b",".join(statuses).decode())
+
+    @staticmethod
+    def _answered_by(resp: bytes) -> str:
+        head = resp.partition(b"\r\n\r\n")[0].lower()
+        if b" 400 " in head and b"x-haltgate-code: malformed_request" in head:
+            return "llhttp"
+        if b" 400 " in head and b"text/plain" in head and b"aiohttp" in head:
+            return "aiohttp"
+        return _summary(resp)
+
+    def _smuggle(self, host: str, port: int, tls: ssl.SSLContext | None) -> Outcome:
+        authority = f"{host}:{port}" if port not in (80, 443) else host
+        data = (
+            f"POST /items HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 4\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            f"GET /items/smuggled HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+        ).encode()
+        resp = http_raw(host, port, data, tls=tls, sni=host if tls is not None else None)
+        return Outcome(b" 200 " in resp, self._answered_by(resp))
+
+    def wire_plain_smuggle(self) -> Outcome:
+        return self._smuggle("api.test", 8080, None)
+
+    def wire_inspected_smuggle(self) -> Outcome:
+        return self._smuggle("llm.test", 443, self.trust_haltgate)
+
+
+WIRE = ["wire_plain_pipelined", "wire_plain_smuggle", "wire_inspected_smuggle"]
 
 GOVERNED = [
     "llm_https_inspected",

@@ -63,7 +63,8 @@ NEEDS_SIDECAR = {
 @dataclass
 class Pod:
     variant: str
-    """``forwarder`` (listener + minimal handler) or ``sidecar`` (``haltgate sidecar``)."""
+    """``forwarder`` (listener + minimal handler), ``sidecar`` (``haltgate sidecar``, its
+    default HTTP server, llhttp) or ``sidecar-aiohttp`` (``--http-server aiohttp``)."""
     topo: harness.Topology
     workdir: Path
     haltgate_ca: Path
@@ -89,11 +90,16 @@ class Pod:
         ]
         if names:
             argv += ["--only", *names]
-        elif self.variant == "sidecar":
+        elif self.sidecar:
             argv.append("--explicit")
         done = self.topo.pod.run(argv, timeout=240)
         results: list[dict[str, object]] = json.loads(done.stdout)
         return results
+
+    @property
+    def sidecar(self) -> bool:
+        """The real ``haltgate sidecar`` (on either HTTP server), not the forwarder."""
+        return self.variant.startswith("sidecar")
 
     def canary_events(self) -> list[dict[str, object]]:
         if not self.events.exists():
@@ -174,7 +180,7 @@ def _own(path: Path, mode: int) -> None:
     path.chmod(mode)
 
 
-@pytest.fixture(scope="module", params=["forwarder", "sidecar"])
+@pytest.fixture(scope="module", params=["forwarder", "sidecar", "sidecar-aiohttp"])
 def pod(request: pytest.FixtureRequest) -> Iterator[Pod]:
     variant: str = request.param
     reason = harness.skip_reason()
@@ -307,6 +313,7 @@ def pod(request: pytest.FixtureRequest) -> Iterator[Pod]:
                     "0.0.0.0:17020",
                     "--metrics-listen",
                     "0.0.0.0:17090",
+                    *(["--http-server", "aiohttp"] if variant == "sidecar-aiohttp" else []),
                 ],
                 uid=SIDECAR_UID,
                 env=sidecar_env,
@@ -328,7 +335,7 @@ def pod(request: pytest.FixtureRequest) -> Iterator[Pod]:
 def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
     # Control: without the rules, each bypass attempt reaches its canary.
     # The real sidecar's admin API listens on IPv4 only: its IPv6 attempt cannot reach anyway.
-    exempt = NEEDS_SIDECAR | ({"admin_port_loopback_v6"} if pod.variant == "sidecar" else set())
+    exempt = NEEDS_SIDECAR | ({"admin_port_loopback_v6"} if pod.sidecar else set())
     control_names = [n for n in agent_mod.BYPASS if n not in exempt]
     control = pod.run_agent(control_names)
     print(
@@ -356,7 +363,7 @@ def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
         **dict.fromkeys(agent_mod.GOVERNED + agent_mod.LAST, True),
         **dict.fromkeys(agent_mod.BYPASS, False),
     }
-    if pod.variant == "sidecar":
+    if pod.sidecar:
         expected.update(
             {
                 **dict.fromkeys(agent_mod.EXPLICIT_GOVERNED, True),
@@ -373,7 +380,15 @@ def test_no_bypass_and_governed_calls_pass(pod: Pod) -> None:
     # Nothing reached a canary while the boundary was up.
     assert pod.canary_events()[canaries_before:] == []
     # The governed calls went through the sidecar and were recorded there.
-    if pod.variant == "sidecar":
+    if pod.sidecar:
+        # The redirected connections reached the selected HTTP server: pipelining works and
+        # a smuggling attempt is refused by that server's parser (plain and inspected TLS).
+        wire = {str(r["name"]): r for r in pod.run_agent(agent_mod.WIRE)}
+        print(f"\nHTTP server on redirected connections: {wire}")
+        server = "aiohttp" if pod.variant == "sidecar-aiohttp" else "llhttp"
+        assert wire["wire_plain_pipelined"]["reached"], wire
+        for name in ("wire_plain_smuggle", "wire_inspected_smuggle"):
+            assert (wire[name]["reached"], wire[name]["detail"]) == (False, server), wire
         status = pod.sidecar_admin("/status")
         decisions = status["decisions"]
         assert isinstance(decisions, dict)

@@ -134,7 +134,7 @@ SidecarFactory = Callable[..., Awaitable[Running]]
 
 @pytest.fixture
 def http_server() -> str | None:
-    """The explicit port's HTTP server of the sidecars a test starts (None: the default).
+    """The HTTP server (proxy paths) of the sidecars a test starts (None: the default).
     A module runs on both with ``http_server = both_http_servers`` (see below)."""
     return None
 

@@ -16,6 +16,13 @@ from haltgate.sidecar.tlsmint import CA_CERT_FILE, CertificateAuthority
 from haltgate.testbed.standins import llm, serve
 from tests.sidecar.conftest import Running, SidecarFactory
 
+
+@pytest.fixture
+def http_server(both_http_servers: str) -> str:
+    """Every test here runs on both servers (the tunnels' requests are parsed by it)."""
+    return both_http_servers
+
+
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a b"}], "max_tokens": 3}
 
 
@@ -131,4 +138,32 @@ async def test_connect_inspected_refuses_faulty_framing(
         writer.close()
     assert answer.startswith(line[-8:].replace(b"2.0", b"1.1") + b" 400 "), answer
     assert f'"code":"{code}"'.encode() in answer
+    assert not [r for r in sc.audit.records if r.phase == "intent"]
+
+
+async def test_connect_inspected_smuggling_is_refused_by_the_selected_server(
+    sidecar_factory: SidecarFactory,
+    https_llm: tuple[int, Path],
+    tmp_path: Path,
+    http_server: str,
+) -> None:
+    """Content-Length with Transfer-Encoding inside the tunnel: the parser refuses it; the
+    llhttp server with its typed 400 (a tunnel handed to aiohttp under ``llhttp`` fails)."""
+    from tests.sidecar.test_transparent_handover import SMUGGLE, assert_refused_by
+
+    port = https_llm[0]
+    sc, agent_tls = await inspecting_sidecar(sidecar_factory, https_llm, tmp_path)
+    host, sidecar_port = sc.explicit.removeprefix("http://").rsplit(":", 1)
+    authority = f"localhost:{port}".encode()
+    reader, writer = await asyncio.open_connection(host, int(sidecar_port))
+    try:
+        writer.write(b"CONNECT %b HTTP/1.1\r\nHost: %b\r\n\r\n" % (authority, authority))
+        async with asyncio.timeout(5):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            await writer.start_tls(agent_tls, server_hostname="localhost")
+            writer.write(SMUGGLE.replace(b"/echo/", b"/v1/") % (authority, authority))
+            answer = await reader.read()
+    finally:
+        writer.close()
+    assert_refused_by(http_server, answer)
     assert not [r for r in sc.audit.records if r.phase == "intent"]

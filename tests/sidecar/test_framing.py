@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from aiohttp import web
 
-from haltgate.sidecar.destination_check import DestinationVerifier
-from haltgate.sidecar.http_apps import transparent_app
+from haltgate.sidecar.startup import Listen
 from tests.sidecar.conftest import SidecarFactory, Standins
+from tests.sidecar.test_transparent_handover import api_destination, handed_over
 
 
 @pytest.fixture
 def http_server(both_http_servers: str) -> str:
-    """Every test here runs on both explicit-port servers (llhttp and aiohttp)."""
+    """Every test here runs on both servers (llhttp and aiohttp)."""
     return both_http_servers
 
 
@@ -109,24 +107,19 @@ async def test_http10_without_transfer_encoding_is_served(
     assert len(standins.received("api").requests) == 1
 
 
-@pytest.fixture
-async def transparent(sidecar_factory: SidecarFactory) -> AsyncIterator[tuple[str, int]]:
-    """The sidecar's transparent application (what the transparent listener hands plain
-    HTTP and inspected TLS connections to) on loopback; without a redirected connection
-    any request it lets through is refused ``no_original_destination``."""
-    sc = await sidecar_factory()
-    runner = web.AppRunner(transparent_app(sc.sidecar, DestinationVerifier()))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    yield host, port
-    await runner.cleanup()
-
-
 @pytest.mark.parametrize(("data", "code"), REFUSED)
-async def test_transparent_app_refuses_first(
-    transparent: tuple[str, int], standins: Standins, data: bytes, code: str
+async def test_transparent_listener_refuses_first(
+    sidecar_factory: SidecarFactory, standins: Standins, data: bytes, code: str
 ) -> None:
-    assert_refused(await send(*transparent, data), code)
+    """On a connection the transparent listener handed over (the ``api`` stand-in as its
+    original destination): refused before the Host is checked against it."""
+    sc = await sidecar_factory(transparent=Listen("127.0.0.1", 0))
+    od, _ = api_destination(standins)
+    reader, writer = await handed_over(sc, od, first=data)
+    try:
+        answer = await until_closed(reader)
+    finally:
+        writer.close()
+    assert_refused(answer, code)
     assert not standins.received("api").requests
+    assert [r.code for r in sc.audit.records] == [code]

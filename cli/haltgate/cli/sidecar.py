@@ -208,8 +208,9 @@ class _OneLineErrors(click.Command):
     default="llhttp",
     show_default=True,
     type=click.Choice(HTTP_SERVERS),
-    help="HTTP server of the explicit port: llhttp (haltgate's own, over httptools) or "
-    "aiohttp. The other listeners run on aiohttp.",
+    help="HTTP server of the proxy paths (explicit port, transparent listener, inspected "
+    "CONNECT): llhttp (haltgate's own, over httptools) or aiohttp. Admin and metrics run "
+    "on aiohttp.",
 )
 @click.option(
     "--agent-namespace",

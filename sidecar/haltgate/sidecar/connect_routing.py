@@ -21,7 +21,10 @@ from haltgate.governance.policy_base import TLSMode
 from haltgate.sidecar.connect import ConnectRequest, refusal_for, tunnel, write_refusal
 from haltgate.sidecar.connection_audit import ConnectionSource, halt_error, record_connection
 from haltgate.sidecar.framing_check import framing_refusal, refuse_framing
+from haltgate.sidecar.http_apps import inspected_llhttp_server
 from haltgate.sidecar.listeners import ListenerLimits
+from haltgate.sidecar.llhttp_server import LlhttpServer
+from haltgate.sidecar.startup import HttpServerName
 from haltgate.sidecar.target_resolution import resolve_inspected
 
 __all__ = ["ConnectRouter", "ConnectSource"]
@@ -38,12 +41,16 @@ class ConnectSource(ConnectionSource, Protocol):
 class ConnectRouter:
     """Handles the explicit port's CONNECT requests (``connect.ExplicitFront`` parses them)."""
 
-    def __init__(self, sidecar: ConnectSource, limits: ListenerLimits) -> None:
+    def __init__(
+        self, sidecar: ConnectSource, limits: ListenerLimits, http_server: HttpServerName = "llhttp"
+    ) -> None:
         self._sidecar = sidecar
         self._limits = limits
+        self._http_server = http_server
+        """Which server parses the requests of inspected tunnels (``--http-server``)."""
         self.tasks: set[asyncio.Task[None]] = set()
         """CONNECTs being answered and refusals being audited (the connection cap counts them)."""
-        self.inspected: set[web.Server] = set()
+        self.inspected: set[web.Server | LlhttpServer] = set()
         """HTTP servers of inspected CONNECT tunnels (one per tunnel; the connection cap
         counts their connections)."""
 
@@ -153,18 +160,7 @@ class ConnectRouter:
                 ),
             )
             return
-        target_host, target_port = request.host, request.port
-
-        async def handler(req: web.BaseRequest) -> web.StreamResponse:
-            pipeline = self._sidecar.pipeline
-            assert pipeline is not None
-            if (err := framing_refusal(req)) is not None:
-                return await refuse_framing(pipeline, req, err)
-            return await pipeline.handle(
-                req, resolve_inspected(req, pipeline.controls, target_host, target_port)
-            )
-
-        server = web.Server(handler, access_log=None, keepalive_timeout=self._limits.idle_timeout)
+        server = self._inspected_server(request.host, request.port)
         proto = server()
         transport.write(f"{version} 200 Connection Established\r\n\r\n".encode())
         transport.resume_reading()
@@ -180,3 +176,19 @@ class ConnectRouter:
             return
         proto.connection_made(tls)
         self.inspected.add(server)
+
+    def _inspected_server(self, host: str, port: int) -> web.Server | LlhttpServer:
+        """The HTTP server of one inspected tunnel to ``host:port`` (its requests are
+        governed with that authority as their target)."""
+        idle = self._limits.idle_timeout
+        if self._http_server == "llhttp":
+            return inspected_llhttp_server(self._sidecar, host, port, idle)
+
+        async def handler(req: web.BaseRequest) -> web.StreamResponse:
+            pipeline = self._sidecar.pipeline
+            assert pipeline is not None
+            if (err := framing_refusal(req)) is not None:
+                return await refuse_framing(pipeline, req, err)
+            return await pipeline.handle(req, resolve_inspected(req, pipeline.controls, host, port))
+
+        return web.Server(handler, access_log=None, keepalive_timeout=idle)

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from haltgate.sidecar.original_destination import OriginalDestination, connection_info
+from haltgate.sidecar.pipeline_request import PipelineRequest
 
 
 class DestinationMismatch(Exception):
@@ -107,42 +108,53 @@ def _host_and_port(host_header: str, default_port: int) -> tuple[str, int] | Non
     return host.lower().rstrip("."), int(port_text)
 
 
-def destination_guard(verifier: DestinationVerifier) -> Any:
-    """aiohttp middleware: refuse (421) requests whose Host disagrees with the connection.
+async def destination_refusal(
+    request: PipelineRequest, verifier: DestinationVerifier
+) -> web.Response | None:
+    """The 421 for a request whose Host disagrees with its connection, else ``None``.
 
-    Applies to connections from the transparent listener only. Over inspected TLS the Host
-    must be the SNI; over plain HTTP it must resolve to the original address and port.
-    """
+    Applies to connections from the transparent listener only (others have no original
+    destination). Over inspected TLS the Host must be the SNI; over plain HTTP it must
+    resolve to the original address and port."""
+    od = connection_info(request)
+    if od is None:
+        return None
+    default_port = 443 if od.tls else 80
+    parsed = _host_and_port(request.headers.get("Host", ""), default_port)
+    try:
+        if request.method == "CONNECT":
+            # A redirected connection already has its destination; CONNECT would switch it.
+            raise DestinationMismatch(
+                "connect_not_allowed",
+                "CONNECT on a redirected connection; use the explicit proxy port",
+            )
+        if parsed is None:
+            raise DestinationMismatch("host_header_invalid", "missing or malformed Host")
+        host, port = parsed
+        if od.tls:
+            if host != od.sni or port != od.port:
+                raise DestinationMismatch(
+                    "sni_host_mismatch",
+                    f"Host {host}:{port} differs from the TLS server name {od.sni}",
+                )
+        else:
+            await verifier.check(od, host, port)
+    except DestinationMismatch as e:
+        return refusal_response(e.code, str(e))
+    return None
+
+
+def destination_guard(verifier: DestinationVerifier) -> Any:
+    """aiohttp middleware of :func:`destination_refusal` (the transparent application's
+    under ``--http-server aiohttp``; the llhttp server's handler calls it directly)."""
 
     @web.middleware
     async def guard(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        od = connection_info(request)
-        if od is None:
-            return await handler(request)
-        default_port = 443 if od.tls else 80
-        parsed = _host_and_port(request.headers.get("Host", ""), default_port)
-        try:
-            if request.method == "CONNECT":
-                # A redirected connection already has its destination; CONNECT would switch it.
-                raise DestinationMismatch(
-                    "connect_not_allowed",
-                    "CONNECT on a redirected connection; use the explicit proxy port",
-                )
-            if parsed is None:
-                raise DestinationMismatch("host_header_invalid", "missing or malformed Host")
-            host, port = parsed
-            if od.tls:
-                if host != od.sni or port != od.port:
-                    raise DestinationMismatch(
-                        "sni_host_mismatch",
-                        f"Host {host}:{port} differs from the TLS server name {od.sni}",
-                    )
-            else:
-                await verifier.check(od, host, port)
-        except DestinationMismatch as e:
-            return refusal_response(e.code, str(e))
+        refusal = await destination_refusal(request, verifier)
+        if refusal is not None:
+            return refusal
         return await handler(request)
 
     return guard

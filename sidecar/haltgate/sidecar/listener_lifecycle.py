@@ -98,7 +98,7 @@ class Listeners:
     async def serve_transparent(
         self,
         listen: Listen,
-        app: web.Application,
+        server: web.Application | LlhttpServer,
         *,
         upstreams: Callable[[], UpstreamIndex],
         minter: Any | None,
@@ -106,11 +106,18 @@ class Listeners:
         verifier: DestinationVerifier,
     ) -> None:
         """Port 17001: connections redirected by iptables (haltgate.sidecar.transparent);
-        ``::1`` on the same port is added to ``127.0.0.1``."""
+        ``::1`` on the same port is added to ``127.0.0.1``. Plain HTTP and inspected TLS
+        go to ``server``: the llhttp server (each connection made with its original
+        destination) or an aiohttp application (``--http-server aiohttp``)."""
         from haltgate.sidecar.transparent import TransparentListener, TransparentSettings
 
         limits = self._limits
-        http = await self._setup(web.AppRunner(app, **self._runner_options()))
+        http: web.Server | LlhttpServer
+        if isinstance(server, LlhttpServer):
+            http = server
+            self._llhttp.append(server)
+        else:
+            http = await self._setup(web.AppRunner(server, **self._runner_options()))
         self.transparent = transparent = TransparentListener(
             protocol_factory=http,
             upstreams=upstreams,

@@ -1,12 +1,18 @@
-"""The explicit port's HTTP/1 server: raw asyncio protocols with llhttp (``httptools``)
-parsing, instead of aiohttp's server (issue 18 item 6, the server leg).
+"""The sidecar's HTTP/1 server: raw asyncio protocols with llhttp (``httptools``) parsing,
+instead of aiohttp's server (issue 18 item 6, the server leg), under ``--http-server llhttp``
+(the default) on every proxy path: the explicit port, the transparent listener's plain HTTP
+and inspected TLS connections, and inspected ``CONNECT`` tunnels.
 
-One :class:`HttpConnection` per connection (after ``connect.ExplicitFront`` has sniffed
-``CONNECT``): requests are parsed as they arrive, answered one at a time in order
-(pipelining), the connection kept alive when both sides allow it. Each request goes to the
-handler as a :class:`~haltgate.sidecar.wire_request.WireRequest` as soon as its head is
-complete (its body follows through ``request.content``); its answer is an aiohttp response
-object written through the request's :class:`~haltgate.sidecar.wire_request.AnswerWriter`.
+One :class:`HttpConnection` per connection, handed over once its first bytes have decided
+what it is (``connect.ExplicitFront`` feeds the bytes it read; the transparent listener only
+peeked, so the parser reads them from the socket; a TLS stream is decrypted first). A
+connection of the transparent listener carries its original destination
+(:meth:`LlhttpServer.connection`), given to each of its requests. Requests are parsed as
+they arrive, answered one at a time in order (pipelining), the connection kept alive when
+both sides allow it. Each request goes to the handler as a
+:class:`~haltgate.sidecar.wire_request.WireRequest` as soon as its head is complete (its
+body follows through ``request.content``); its answer is an aiohttp response object written
+through the request's :class:`~haltgate.sidecar.wire_request.AnswerWriter`.
 
 Framing is llhttp's strict mode (no lenient flag: duplicate or malformed ``Content-Length``,
 ``Content-Length`` with ``Transfer-Encoding``, obs-fold, bad chunk sizes, bare LF, bare CR
@@ -38,6 +44,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from haltgate.sidecar.original_destination import OriginalDestination
 from haltgate.sidecar.wire_request import AnswerWriter, RequestBody, WireRequest, writes_whole
 
 __all__ = ["HttpConnection", "LlhttpServer"]
@@ -86,7 +93,7 @@ _SERVER_ERROR = _error_answer(
 
 
 class LlhttpServer:
-    """Protocol factory of the explicit port's HTTP connections; knows the live ones."""
+    """Protocol factory of HTTP connections (one handler for all); knows the live ones."""
 
     def __init__(self, handler: Handler, *, idle_timeout: float) -> None:
         self.handler = handler
@@ -95,6 +102,11 @@ class LlhttpServer:
 
     def __call__(self) -> HttpConnection:
         return HttpConnection(self)
+
+    def connection(self, destination: OriginalDestination | None) -> HttpConnection:
+        """A connection of the transparent listener: each of its requests carries
+        ``destination`` (where the agent was connecting; ``SO_ORIGINAL_DST`` and SNI)."""
+        return HttpConnection(self, destination)
 
     async def shutdown(self, grace: float) -> None:
         """Close idle connections now, the others after their answer (at most ``grace``
@@ -117,8 +129,11 @@ class LlhttpServer:
 class HttpConnection(asyncio.Protocol):
     """One client connection: llhttp parsing, requests answered in order."""
 
-    def __init__(self, server: LlhttpServer) -> None:
+    def __init__(
+        self, server: LlhttpServer, destination: OriginalDestination | None = None
+    ) -> None:
         self._server = server
+        self.destination = destination
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -141,15 +156,26 @@ class HttpConnection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
         self._hosts = 0
+        self._early: list[bytes] | None = None
 
     # asyncio ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._server.connections.add(self)
         self._arm_timer()
+        early, self._early = self._early, None
+        for data in early or ():
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self._stopped:
+            return
+        if self.transport is None:
+            # After start_tls (inspected CONNECT) the TLS layer can deliver the first
+            # decrypted bytes before the caller could call connection_made: kept till then.
+            if self._early is None:
+                self._early = []
+            self._early.append(data)
             return
         before = len(self._queue)
         try:
@@ -261,6 +287,7 @@ class HttpConnection(asyncio.Protocol):
             body=RequestBody(self._on_buffered),
             writer=AnswerWriter(self),
             transport=self.transport,
+            destination=self.destination,
         )
         self._parsing = request
         self._queue.append(request)

@@ -1,5 +1,6 @@
-"""Where a redirected connection was going: ``SO_ORIGINAL_DST``, and the registry that lets
-the HTTP handler ask it of the connection a request arrived on."""
+"""Where a redirected connection was going: ``SO_ORIGINAL_DST``, and how the HTTP handler
+asks it of the connection a request arrived on (the llhttp server's connection carries it;
+for aiohttp's server, a registry by connection addresses)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from haltgate.sidecar.pipeline_request import PipelineRequest
+from haltgate.sidecar.wire_request import WireRequest
 
 SO_ORIGINAL_DST = 80
 """``SO_ORIGINAL_DST`` (IPv4, level SOL_IP) and ``IP6T_SO_ORIGINAL_DST`` (level SOL_IPV6)."""
@@ -83,8 +87,11 @@ def forget(key: tuple[str, int, str, int]) -> None:
     _REGISTRY.pop(key, None)
 
 
-def connection_info(request: web.BaseRequest) -> OriginalDestination | None:
-    """The original destination of the connection ``request`` arrived on (17001 only)."""
+def connection_info(request: web.BaseRequest | PipelineRequest) -> OriginalDestination | None:
+    """The original destination of the connection ``request`` arrived on (17001 only): the
+    llhttp server's request carries it, aiohttp's is looked up by its connection."""
+    if type(request) is WireRequest:
+        return request.destination
     transport = request.transport
     if transport is None:
         return None

@@ -51,6 +51,7 @@ from haltgate.sidecar.http_apps import (
     explicit_server,
     metrics_app,
     transparent_app,
+    transparent_llhttp_server,
 )
 from haltgate.sidecar.listener_lifecycle import Listeners
 from haltgate.sidecar.metrics import SidecarMetrics
@@ -133,7 +134,7 @@ class Sidecar:
         self.pipeline: Pipeline | None = None
         self.pool: Any | None = None
         self.listeners = Listeners(settings.limits, self.metrics)
-        self.connects = ConnectRouter(self, settings.limits)
+        self.connects = ConnectRouter(self, settings.limits, settings.http_server)
         self.minter: Any | None = None
         self.drift: DriftWatch | None = None
         """Behaviour drift (``spec.drift``); ``None`` without a drift section."""
@@ -220,7 +221,11 @@ class Sidecar:
             with binding("transparent", settings.transparent):
                 await self.listeners.serve_transparent(
                     settings.transparent,
-                    transparent_app(self, verifier),
+                    (
+                        transparent_llhttp_server(self, verifier, settings.limits.idle_timeout)
+                        if settings.http_server == "llhttp"
+                        else transparent_app(self, verifier)
+                    ),
                     upstreams=lambda: UpstreamIndex.from_spec(self.controls.spec),
                     minter=self.minter,
                     gate=ConnectionAudit(self),

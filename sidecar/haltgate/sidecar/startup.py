@@ -32,7 +32,7 @@ __all__ = [
 EXPLICIT_PORT = 17000
 HttpServerName = Literal["llhttp", "aiohttp"]
 HTTP_SERVERS: tuple[HttpServerName, ...] = ("llhttp", "aiohttp")
-"""The explicit port's HTTP servers (``--http-server``)."""
+"""The HTTP servers of the proxy paths (``--http-server``)."""
 TRANSPARENT_PORT = 17001
 ADMIN_PORT = 17020
 METRICS_PORT = 17090
@@ -92,10 +92,11 @@ class SidecarSettings:
     the operator), never on every address."""
     metrics: Listen = Listen("127.0.0.1", METRICS_PORT)
     limits: ListenerLimits = field(default_factory=ListenerLimits)
-    http_server: HttpServerName = "llhttp"
-    """The explicit port's HTTP server: ``llhttp`` (haltgate's own, llhttp_server.py) or
-    ``aiohttp`` (aiohttp's low-level server). The other listeners run on aiohttp."""
     """Connection cap and header/idle timeout of every listener (listeners.py)."""
+    http_server: HttpServerName = "llhttp"
+    """The HTTP server of the proxy paths (the explicit port, the transparent listener's
+    plain HTTP and inspected TLS, inspected ``CONNECT``): ``llhttp`` (haltgate's own,
+    llhttp_server.py) or ``aiohttp``. Admin and metrics run on aiohttp."""
     transparent: Listen | None = None
     """Transparent listener (17001; ``::1`` on the same port is added). None: off."""
     ca_dir: Path | None = None

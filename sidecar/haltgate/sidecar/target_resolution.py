@@ -3,7 +3,6 @@ inspected CONNECT tunnel, or on the transparent port, with its path read once ca
 
 from __future__ import annotations
 
-from aiohttp import web
 from yarl import URL
 
 from haltgate.governance.canonical import CanonicalPath, canonical_path
@@ -31,15 +30,18 @@ def _canonical(raw_path: str, controls: Controls) -> CanonicalPath:
     )
 
 
-def _raw_path(request: web.BaseRequest) -> str:
-    """The path of the request line as sent (no decoding, no normalisation)."""
+def _raw_path_and_query(request: PipelineRequest) -> tuple[str, str]:
+    """The path and query of the request line as sent (no decoding, no normalisation; a
+    fragment is dropped, as aiohttp's ``rel_url`` drops it)."""
     raw = request.raw_path
     if raw.startswith("/"):
-        return raw.partition("?")[0].partition("#")[0]
+        path, _, query = raw.partition("#")[0].partition("?")
+        return path, query
     try:
-        return URL(raw, encoded=True).raw_path  # absolute-form
+        url = URL(raw, encoded=True)  # absolute-form
     except ValueError as e:
         raise BadRequestError("invalid request target", code="invalid_request") from e
+    return url.raw_path, url.raw_query_string
 
 
 class _Resolved:
@@ -144,7 +146,7 @@ def resolve_explicit(request: PipelineRequest, controls: Controls) -> Target | H
         return e
 
 
-def _host_header(request: web.BaseRequest, default: int) -> tuple[str, int] | None:
+def _host_header(request: PipelineRequest, default: int) -> tuple[str, int] | None:
     raw = request.headers.get("Host", "")
     try:
         url = URL(f"http://{raw}", encoded=True) if raw else None
@@ -157,7 +159,7 @@ def _host_header(request: web.BaseRequest, default: int) -> tuple[str, int] | No
 
 
 def resolve_inspected(
-    request: web.BaseRequest, controls: Controls, host: str, port: int
+    request: PipelineRequest, controls: Controls, host: str, port: int
 ) -> Target | HaltgateError:
     """Target of a request inside an inspected CONNECT tunnel: the CONNECT authority."""
     parsed = _host_header(request, 443)
@@ -167,9 +169,9 @@ def resolve_inspected(
             code="sni_host_mismatch",
             failure_type=FailureType.SAFETY,
         )
-    rel = request.rel_url
     try:
-        cp = _canonical(_raw_path(request), controls)
+        raw_path, query = _raw_path_and_query(request)
+        cp = _canonical(raw_path, controls)
     except HaltgateError as e:
         return e
     return Target(
@@ -177,13 +179,13 @@ def resolve_inspected(
         host=host,
         port=port,
         path=cp.forward,
-        query=rel.raw_query_string,
+        query=query,
         upstream=controls.upstreams.for_host(host, port),
         rule_path=cp.match,
     )
 
 
-def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target | HaltgateError:
+def resolve_transparent(request: PipelineRequest, controls: Controls) -> Target | HaltgateError:
     """Target of a request on the transparent port: where the agent was connecting to.
 
     The Host header was already checked against the SNI / original address by
@@ -197,9 +199,9 @@ def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target 
     scheme = "https" if od.tls else "http"
     parsed = _host_header(request, od.port)
     host = od.sni if od.tls and od.sni else (parsed[0] if parsed else od.ip)
-    rel = request.rel_url
     try:
-        cp = _canonical(_raw_path(request), controls)
+        raw_path, query = _raw_path_and_query(request)
+        cp = _canonical(raw_path, controls)
     except HaltgateError as e:
         return e
     return Target(
@@ -207,7 +209,7 @@ def resolve_transparent(request: web.BaseRequest, controls: Controls) -> Target 
         host=host,
         port=od.port,
         path=cp.forward,
-        query=rel.raw_query_string,
+        query=query,
         upstream=controls.upstreams.for_host(host, od.port),
         destination_checked=True,
         rule_path=cp.match,

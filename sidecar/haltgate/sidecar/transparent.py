@@ -6,9 +6,10 @@ listener. For each one it:
 1. reads the original destination (``SO_ORIGINAL_DST``, IPv4 and IPv6);
 2. peeks at the first bytes (``MSG_PEEK``: nothing consumed, bounded in time and size);
 3. decides:
-   - plain HTTP: hands the socket to the sidecar's HTTP handler (an aiohttp ``web.Server``),
-     which governs each request (``connection_info(request)`` tells it where the agent was
-     going);
+   - plain HTTP: hands the socket to the sidecar's HTTP server, which governs each request
+     (``connection_info(request)`` tells it where the agent was going): the llhttp server's
+     connection is made with the original destination and gives it to each request; for
+     aiohttp's (``--http-server aiohttp``) it is registered by the connection's addresses;
    - TLS with a server name (SNI) the policy **inspects**: terminates TLS with a leaf minted
      by the haltgate CA for that name and hands the decrypted stream to the same handler;
    - TLS with a server name the policy **passes through**: asks the connection gate (audit,
@@ -35,6 +36,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from haltgate.governance.policy_base import TLSMode
@@ -47,6 +49,7 @@ from haltgate.sidecar.destination_check import (
 )
 from haltgate.sidecar.first_bytes import http_verdict, peek_first_bytes
 from haltgate.sidecar.listeners import IdleWatch
+from haltgate.sidecar.llhttp_server import LlhttpServer
 from haltgate.sidecar.original_destination import (
     OriginalDestination,
     attach,
@@ -114,7 +117,7 @@ class TransparentListener:
     def __init__(
         self,
         *,
-        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        protocol_factory: Callable[[], asyncio.BaseProtocol] | LlhttpServer,
         upstreams: Callable[[], UpstreamIndex],
         minter: LeafMinter | None,
         gate: ConnectionGate | None = None,
@@ -133,7 +136,7 @@ class TransparentListener:
         self._pending = 0
         self._tunnels = 0
         self.live_handed_over: Callable[[], int] = lambda: 0
-        """Connections the HTTP handler holds (set by the sidecar: aiohttp's count)."""
+        """Connections the HTTP server holds (set by the sidecar: its live count)."""
         self.addresses: list[tuple[str, int]] = []
 
     async def start(
@@ -254,7 +257,7 @@ class TransparentListener:
             return await self._route_tls(sock, ip, port, clienthello.parse_client_hello(data))
         if http_verdict(data):
             od = OriginalDestination(ip, port, tls=False, sni=None)
-            await self._hand_over(sock, od, None)
+            await self.hand_over(sock, od, None)
             self.stats.count("http")
             return True
         raise Refused("not_http", "neither HTTP nor TLS")
@@ -282,7 +285,7 @@ class TransparentListener:
             ctx = await asyncio.get_running_loop().run_in_executor(
                 None, self._minter.server_context, hello.sni
             )
-            await self._hand_over(sock, od, ctx)
+            await self.hand_over(sock, od, ctx)
             self.stats.count("tls_inspect")
             return True
         await self._tunnel(sock, od, upstream)
@@ -299,28 +302,40 @@ class TransparentListener:
         except DestinationMismatch as e:
             raise Refused(e.code, str(e)) from e
 
-    async def _hand_over(
+    async def hand_over(
         self, sock: socket.socket, od: OriginalDestination, ctx: Any | None
     ) -> None:
+        """Give a classified connection to the HTTP server, with where it was going (TLS
+        terminated with ``ctx`` first when given). Its first bytes are still in the socket
+        (only peeked), so the server parses them first."""
         loop = asyncio.get_running_loop()
-        key = connection_key(sock.getsockname(), sock.getpeername())
-        if key is None:
-            raise Refused("no_peer", "cannot identify the connection")
-        register(key, od)
+        server = self._factory
+        factory: Callable[[], asyncio.BaseProtocol]
+        key = None
+        if isinstance(server, LlhttpServer):
+            factory = partial(server.connection, od)  # the connection carries it
+        else:
+            key = connection_key(sock.getsockname(), sock.getpeername())
+            if key is None:
+                raise Refused("no_peer", "cannot identify the connection")
+            register(key, od)
+            factory = server
         try:
             if ctx is None:
-                transport, _ = await loop.connect_accepted_socket(self._factory, sock)
+                transport, _ = await loop.connect_accepted_socket(factory, sock)
             else:
                 transport, _ = await loop.connect_accepted_socket(
-                    self._factory,
+                    factory,
                     sock,
                     ssl=ctx,
                     ssl_handshake_timeout=self.settings.tls_handshake_timeout,
                 )
         except BaseException:
-            forget(key)
+            if key is not None:
+                forget(key)
             raise
-        attach(key, transport)
+        if key is not None:
+            attach(key, transport)
 
     async def _tunnel(
         self, sock: socket.socket, od: OriginalDestination, upstream: TransparentUpstream

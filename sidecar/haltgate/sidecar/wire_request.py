@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
+
+if TYPE_CHECKING:
+    from haltgate.sidecar.original_destination import OriginalDestination
 
 __all__ = ["AnswerWriter", "RequestBody", "WireRequest", "WriteSide", "writes_whole"]
 
@@ -281,6 +284,7 @@ class WireRequest:
         "_payload_writer",
         "body_exists",
         "content",
+        "destination",
         "expect",
         "headers",
         "keep_alive",
@@ -302,6 +306,7 @@ class WireRequest:
         body: RequestBody,
         writer: AnswerWriter,
         transport: asyncio.Transport | None,
+        destination: OriginalDestination | None = None,
     ) -> None:
         self.method = method
         self.raw_path = raw_path
@@ -310,6 +315,8 @@ class WireRequest:
         self.keep_alive = keep_alive
         self.content = body
         self.transport = transport
+        self.destination = destination
+        """Where the agent was connecting (transparent listener); ``None`` elsewhere."""
         self._payload_writer = writer
         length = headers.get("Content-Length")
         # llhttp has checked it (digits only, one value, not with Transfer-Encoding).
