@@ -61,6 +61,10 @@ async def standins() -> AsyncIterator[Standins]:
         yield s
 
 
+OPA_TEST_TIMEOUT_MS = 5000
+"""OPA's decision timeout in these tests' policies unless a test sets its own."""
+
+
 def base_policy(s: Standins) -> dict[str, Any]:
     """A policy allowing the stand-ins, with generous budgets."""
     return {
@@ -153,6 +157,12 @@ async def sidecar_factory(
 
     async def make(policy_extra: dict[str, Any] | None = None, **settings: Any) -> Running:
         doc = merge(base_policy(standins), policy_extra or {})
+        opa = doc["spec"].get("opa")
+        if isinstance(opa, dict):
+            # These tests are about OPA's decisions, not its timeout: the product's 50 ms
+            # default is for a warm OPA beside the sidecar, and on a loaded test machine a
+            # first decision can take longer (fail closed: a flaky refusal).
+            opa.setdefault("timeoutMs", OPA_TEST_TIMEOUT_MS)
         policy_path = tmp_path / "policy.yaml"
         policy_path.write_text(yaml.safe_dump(doc))
         token = tmp_path / "admin-token"
