@@ -41,6 +41,24 @@ installed() {
   esac
 }
 
+# As root, or through sudo as .ci/run uses it: without a password when sudo allows that,
+# else asking for it when someone is at the terminal (the README's line run by a user).
+# Sets as_root (empty as root, or when sudo cannot be used); WHY is said before a prompt.
+as_root=()
+escalated=0
+escalate() {  # WHY
+  (( escalated )) && return 0
+  escalated=1
+  (( EUID != 0 )) && command -v sudo >/dev/null 2>&1 || return 0
+  if sudo -n true 2>/dev/null; then
+    as_root=(sudo -n)
+  elif [[ -t 0 ]]; then
+    echo "deps: $1 with sudo"
+    sudo -v && as_root=(sudo)
+  fi
+  return 0
+}
+
 traversable() {  # PATH...: every directory above each path lets other UIDs through
   local path dir perm blocked=()
   for path in "$@"; do
@@ -53,8 +71,9 @@ traversable() {  # PATH...: every directory above each path lets other UIDs thro
   done
   (( ${#blocked[@]} )) || return 0
   mapfile -t blocked < <(printf '%s\n' "${blocked[@]}" | sort -u)
-  if (( EUID == 0 )); then
-    chmod o+x "${blocked[@]}"
+  (( EUID == 0 )) || escalate "letting the sidecar's UID through ${blocked[*]}"
+  if (( EUID == 0 )) || (( ${#as_root[@]} )); then
+    "${as_root[@]}" chmod o+x "${blocked[@]}"
     echo "deps: other UIDs may now traverse (o+x, no listing): ${blocked[*]}"
   else
     echo "deps: the sidecar's UID cannot reach the interpreter or the checkout through" \
@@ -72,17 +91,7 @@ if (( ${#missing[@]} == 0 )); then
   exit 0
 fi
 
-# As root, or through sudo as .ci/run uses it: without a password when sudo allows that,
-# else asking for it when someone is at the terminal (the README's line run by a user).
-as_root=()
-if (( EUID != 0 )) && command -v sudo >/dev/null 2>&1; then
-  if sudo -n true 2>/dev/null; then
-    as_root=(sudo -n)
-  elif [[ -t 0 ]]; then
-    echo "deps: missing ${missing[*]}; installing them with sudo"
-    sudo -v && as_root=(sudo)
-  fi
-fi
+escalate "installing ${missing[*]}"
 if { (( EUID == 0 )) || (( ${#as_root[@]} )); } && command -v apt-get >/dev/null 2>&1; then
   echo "deps: installing ${missing[*]} (${as_root[*]:+sudo }apt-get)"
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
