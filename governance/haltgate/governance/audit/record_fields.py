@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from haltgate.governance.audit.columns import FIELD_COLUMNS
 from haltgate.governance.audit.record import AuditRecord
 
 __all__ = ["CUT_IS_EXACT", "REQUIRED_FIELDS", "cut_is_exact", "record_fields"]
@@ -50,18 +51,8 @@ REQUIRED_FIELDS = frozenset(
 )
 """Fields every sealed record has and the shipper reads without a default."""
 
-_COLUMN_FIELDS = REQUIRED_FIELDS | {
-    "kind",
-    "target",
-    "model",
-    "tool",
-    "decision",
-    "failure_type",
-    "code",
-    "cost_usd",
-    "latency_ms",
-    "status",
-}
+_COLUMN_FIELDS = frozenset(("record_id", "seq", "chain_id", *FIELD_COLUMNS))
+"""The record fields the shipper writes to columns (the key columns, then columns.py's)."""
 _SCALAR_TYPES = frozenset(("str", "int", "float", "bool", "None", "Phase", "PayloadMode"))
 _REPLAY = b',"replay":{'
 _RUN_ID = b',"run_id":"'
