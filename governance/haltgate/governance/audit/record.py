@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import orjson
 
+from haltgate.governance.audit.copy_rows import row_parts, row_prefix
+
 __all__ = [
     "GENESIS_HASH",
     "SCHEMA_VERSION",
@@ -317,7 +319,7 @@ class Chainer:
     def seal(self, record: AuditRecord) -> tuple[AuditRecord, bytes]:
         """Return the sealed record and its canonical JSON line (without newline)."""
         with self._lock:
-            chain, seq, prev, digest, line = self._seal_locked(record)
+            chain, seq, prev, digest, line, _ = self._seal_locked(record)
         sealed = replace(record, chain_id=chain, seq=seq, prev_hash=prev, hash=digest)
         return sealed, line
 
@@ -335,8 +337,31 @@ class Chainer:
         ``refit``: when the record's JSON is longer than ``refit_above`` bytes, what is
         sealed is ``refit(record)`` (the spool's payload bound: measured only then)."""
         with self._lock:
-            chain, seq, _, digest, line = self._seal_locked(record, max_bytes, refit, refit_above)
+            chain, seq, _, digest, line = self._seal_locked(record, max_bytes, refit, refit_above)[
+                :5
+            ]
         return line, chain, ChainHead(seq, digest)
+
+    def seal_row(
+        self,
+        record: AuditRecord,
+        max_bytes: int | None = None,
+        *,
+        refit: Callable[[AuditRecord], AuditRecord] | None = None,
+        refit_above: int = 0,
+    ) -> tuple[bytes, bytes, str, ChainHead]:
+        """``seal_line``, and the record's binary COPY row up to its ``record`` column
+        (audit/copy_rows.py): ``(line, row prefix, chain, head)``. The row is encoded from
+        the values in hand (no JSON parse) and checked as ``check_types`` checks, plus
+        what a column cannot hold (a ``record_id`` that is no UUID, a ``status`` beyond
+        32 bits): such a record raises ``TypeError``/``ValueError`` before the chain
+        advances. ``max_bytes`` bounds the line and the row together."""
+        with self._lock:
+            chain, seq, _, digest, line, prefix = self._seal_locked(
+                record, max_bytes, refit, refit_above, row=True
+            )
+        assert prefix is not None
+        return line, prefix, chain, ChainHead(seq, digest)
 
     def _seal_locked(
         self,
@@ -344,13 +369,21 @@ class Chainer:
         max_bytes: int | None = None,
         refit: Callable[[AuditRecord], AuditRecord] | None = None,
         refit_above: int = 0,
-    ) -> tuple[str, int, str, str, bytes]:
-        """(chain, seq, prev_hash, hash, canonical line) of ``record`` sealed."""
+        *,
+        row: bool = False,
+    ) -> tuple[str, int, str, str, bytes, bytes | None]:
+        """(chain, seq, prev_hash, hash, canonical line, row prefix or None) of ``record``
+        sealed."""
         chain = record.chain_id or chain_id_for(record)
         head = self._heads.get(chain)
         seq = 1 if head is None else head.seq + 1
         prev = GENESIS_HASH if head is None else head.hash
-        check_types(record)
+        if row:  # checks what check_types checks, as it encodes
+            row_head, row_tail = row_parts(record, chain, seq, prev)
+            extra = len(row_head) + len(row_tail) + 72
+        else:
+            check_types(record)
+            extra = 0
         # Serialised once, in two halves: the keys that sort before "hash" and those after.
         # Joined they are the canonical JSON without ``hash`` (what the hash covers); with
         # ``"hash":"..."`` between them, the sealed line: the same bytes as serialising the
@@ -364,14 +397,16 @@ class Chainer:
             if fitted is not record:
                 head_part, tail_part = _serialised(fitted, chain, seq, prev)
                 size = len(head_part) + 1 + len(tail_part)
-        if max_bytes is not None and size + _HASH_FIELD_BYTES > max_bytes:
+        if max_bytes is not None and size + _HASH_FIELD_BYTES + extra > max_bytes:
             raise ValueError(
                 f"sealed record would be {size} bytes, over the {max_bytes}-byte frame bound"
             )
         digest = hashlib.sha256(b"".join((head_part, b",", tail_part))).hexdigest()
         self._heads[chain] = ChainHead(seq, digest)
         line = b"".join((head_part, b',"hash":"', digest.encode(), b'",', tail_part))
-        return chain, seq, prev, digest, line
+        if row:
+            return chain, seq, prev, digest, line, row_prefix(row_head, digest, row_tail, len(line))
+        return chain, seq, prev, digest, line, None
 
     def advance(self, chain: str, head: ChainHead) -> None:
         """Record ``head`` as the chain's last record (recovery replays the spool)."""
