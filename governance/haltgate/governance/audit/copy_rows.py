@@ -226,6 +226,38 @@ def _number(value: Any, name: str) -> bytes:
         raise TypeError(f"audit record field {name} must be a finite number or None") from None
 
 
+_MIDDLE: dict[tuple[Any, ...], bytes] = {}
+"""The columns from ``phase`` to ``code``, encoded together, by their values: they repeat
+from call to call (one agent, a few targets and models), so most records cost one lookup.
+A key is stored only once every value in it passed the checks. Bounded: cleared when full."""
+_MIDDLE_MAX = 8192
+
+
+def _middle(key: tuple[Any, ...]) -> bytes:
+    """Check and encode the columns ``phase`` to ``code`` of ``key`` (a cache miss)."""
+    phase, namespace, workload, pod, run, kind, target, model, tool, decision, fail, code = key
+    encoded = b"".join(
+        (
+            _col(phase, "phase"),
+            _col(namespace, "namespace"),
+            _col(workload, "workload"),
+            _col(pod, "pod"),
+            _col(run, "run_id"),
+            _opt(kind, "kind"),
+            _col(target, "target"),
+            _opt(model, "model"),
+            _opt(tool, "tool"),
+            _col(decision, "decision") if decision != "" else _col("allow", "decision"),
+            _opt(fail, "failure_type"),
+            _opt(code, "code"),
+        )
+    )
+    if len(_MIDDLE) >= _MIDDLE_MAX:
+        _MIDDLE.clear()
+    _MIDDLE[key] = encoded
+    return encoded
+
+
 def row_parts(record: AuditRecord, chain: str, seq: int, prev: str) -> tuple[bytes, bytes]:
     """The row of ``record`` sealed as ``chain``/``seq`` after ``prev``, in two parts: the
     columns before ``hash`` and those after it, up to the ``record`` column (join them
@@ -235,15 +267,17 @@ def row_parts(record: AuditRecord, chain: str, seq: int, prev: str) -> tuple[byt
     when = record.time
     if type(when) not in (int, float) or not 0 <= when < 1e11:
         raise TypeError("audit record field time must be epoch seconds")
-    for name in ("args_digest", "message"):
-        value = getattr(record, name)
-        if value is not None and (type(value) is not str or "\x00" in value):
-            raise _bad(name, True)
-    if record.chain_id is not None and (
-        type(record.chain_id) is not str or "\x00" in record.chain_id
-    ):
+    digest, message, chain_id = record.args_digest, record.message, record.chain_id
+    if digest is not None and (type(digest) is not str or "\x00" in digest):
+        raise _bad("args_digest", True)
+    if message is not None and (type(message) is not str or "\x00" in message):
+        raise _bad("message", True)
+    if chain_id is not None and (type(chain_id) is not str or "\x00" in chain_id):
         raise _bad("chain_id", True)
-    status = record.status
+    decision_id = record.decision_id
+    if type(decision_id) is not str or "\x00" in decision_id:
+        raise _bad("decision_id", False)
+    cost, latency, status = record.cost_usd, record.latency_ms, record.status
     if status is None:
         status_field = _NULL
     elif type(status) is not int:
@@ -252,30 +286,39 @@ def row_parts(record: AuditRecord, chain: str, seq: int, prev: str) -> tuple[byt
         raise RecordEncodingError("audit record field status does not fit a 32-bit integer")
     else:
         status_field = _int4(4, status)
+    key = (
+        record.phase,
+        record.namespace,
+        record.workload,
+        record.pod,
+        record.run_id,
+        record.kind,
+        record.target,
+        record.model,
+        record.tool,
+        record.decision,
+        record.failure_type,
+        record.code,
+    )
+    try:
+        middle = _MIDDLE.get(key)
+    except TypeError:  # an unhashable value: _middle names it
+        middle = None
+    if middle is None:
+        middle = _middle(key)
     head = b"".join(
         (
             _FIXED(_COUNT, 16, uuid_bytes(record.record_id), 8, ts_micros(when), 8, seq),
-            _col(chain, "chain_id"),
-            _unique(prev, "prev_hash"),
+            _SHORT.get(chain) or _col(chain, "chain_id"),
+            text_field(prev),
         )
     )
     tail = b"".join(
         (
-            _unique(record.decision_id, "decision_id"),
-            _col(record.phase, "phase"),
-            _col(record.namespace, "namespace"),
-            _col(record.workload, "workload"),
-            _col(record.pod, "pod"),
-            _col(record.run_id, "run_id"),
-            _opt(record.kind, "kind"),
-            _col(record.target, "target"),
-            _opt(record.model, "model"),
-            _opt(record.tool, "tool"),
-            _col(record.decision, "decision") if record.decision != "" else _col("allow", ""),
-            _opt(record.failure_type, "failure_type"),
-            _opt(record.code, "code"),
-            _number(record.cost_usd, "cost_usd"),
-            _number(record.latency_ms, "latency_ms"),
+            text_field(decision_id),
+            middle,
+            _NULL if cost is None else _number(cost, "cost_usd"),
+            _NULL if latency is None else _number(latency, "latency_ms"),
             status_field,
         )
     )
