@@ -60,6 +60,7 @@ from haltgate.governance.audit.binary_copy import (  # noqa: E402
     COLUMNS,
     copy_row,
 )
+from haltgate.governance.audit.columns import FIELD_COLUMNS  # noqa: E402
 from haltgate.governance.audit.migrate import AUDIT_MIGRATIONS, available_migrations  # noqa: E402
 from haltgate.governance.audit.shipper import (  # noqa: E402
     DEFAULT_BATCH_RECORDS,
@@ -246,6 +247,8 @@ def bench_spool_throughput(spool_dir: Path, n: int, replay: bool = False) -> flo
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TYPED_COLUMNS = ("record_id", "ts", "seq", "chain_id", *FIELD_COLUMNS, "record")
+"""The columns ``typed_row`` gives, in its order."""
 
 
 def typed_row(frame: Frame) -> tuple[object, ...]:
@@ -460,7 +463,7 @@ def bench_shipping(
     with psycopg.connect(direct, autocommit=True) as conn:
         conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))", (frames[0].time,))
     into_table, into_cpu = _timed_copy(
-        direct, "haltgate.audit_records", COLUMNS, frames, batch, typed_row
+        direct, "haltgate.audit_records", _TYPED_COLUMNS, frames, batch, typed_row
     )
 
     print("CPU per record is this process plus its PostgreSQL backend (load-insensitive)")

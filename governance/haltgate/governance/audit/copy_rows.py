@@ -2,7 +2,7 @@
 
 One encoder for both ends of the spool, so they cannot disagree:
 
-- the spool writer (``row_parts``) encodes the row when it seals a record, from the values
+- the spool writer (``row_head``) encodes the row when it seals a record, from the values
   it holds anyway, and stores it in the record's frame (format 2, audit/spool.py): the
   shipper then only joins bytes, no JSON parse and no encoding per record;
 - the shipper (``row_from_fields``, via audit/binary_copy.py) encodes the rows of frames
@@ -13,7 +13,7 @@ order). Binary COPY: a 16-bit field count, then per field a 32-bit length (-1 fo
 the value in the type's send format. Empty optional texts are NULL; ``target`` and
 ``decision`` always have a value (``""`` and ``"allow"`` when empty).
 
-``row_parts`` also checks what ``record.check_types`` checks (every text field a str
+``row_head`` also checks what ``record.check_types`` checks (every text field a str
 without NUL, numbers finite, ``time`` in range) and more (``record_id`` a UUID, ``status``
 a 32-bit integer), so a record that could not become a row is refused when it is sealed
 instead of stopping the shipper later.
@@ -35,8 +35,8 @@ __all__ = [
     "COLUMNS",
     "RecordEncodingError",
     "row_from_fields",
-    "row_parts",
-    "row_prefix",
+    "row_head",
+    "row_rest",
     "text_field",
     "ts_micros",
 ]
@@ -46,11 +46,14 @@ COLUMNS = (
     "ts",
     "seq",
     "chain_id",
-    *FIELD_COLUMNS,
+    *(name for name in FIELD_COLUMNS if name not in ("prev_hash", "hash")),
+    "prev_hash",
+    "hash",
     "record",
 )
-"""Columns of haltgate.audit_records the shipper writes, in COPY order (fixed-width ones
-first: packed with one struct call)."""
+"""Columns of haltgate.audit_records the shipper writes, in COPY order: the fixed-width
+ones first (packed with one struct call), ``hash`` and ``record`` last (what the writer
+knows last when it seals a record)."""
 
 _NULL = b"\xff\xff\xff\xff"
 _int32 = struct.Struct(">i").pack
@@ -61,6 +64,7 @@ _LENGTHS = [_int32(n) for n in range(1024)]  # length prefixes of short texts, p
 _HASH_LENGTH = _int32(64)
 _PG_EPOCH_US = 946_684_800 * 1_000_000  # timestamptz counts microseconds from 2000-01-01
 _COUNT = len(COLUMNS)
+_modf = math.modf
 
 
 class RecordEncodingError(ValueError):
@@ -148,8 +152,6 @@ def row_from_fields(d: dict[str, Any], when: float, record: bytes) -> bytes:
         (
             _FIXED(_COUNT, 16, uuid_bytes(d["record_id"]), 8, ts_micros(when), 8, d["seq"]),
             c(chain) or _short(chain),
-            text_field(d["prev_hash"]),
-            text_field(d["hash"]),
             text_field(d["decision_id"]),
             c(phase) or _short(phase),
             c(namespace) or _short(namespace),
@@ -166,6 +168,8 @@ def row_from_fields(d: dict[str, Any], when: float, record: bytes) -> bytes:
             _NULL if cost is None else _float8(8, cost),
             _NULL if latency is None else _float8(8, latency),
             _NULL if status is None else _int4(4, status),
+            text_field(d["prev_hash"]),
+            text_field(d["hash"]),
             _LENGTHS[n] if n < 1024 else _int32(n),
             record,
         )
@@ -258,12 +262,18 @@ def _middle(key: tuple[Any, ...]) -> bytes:
     return encoded
 
 
-def row_parts(record: AuditRecord, chain: str, seq: int, prev: str) -> tuple[bytes, bytes]:
-    """The row of ``record`` sealed as ``chain``/``seq`` after ``prev``, in two parts: the
-    columns before ``hash`` and those after it, up to the ``record`` column (join them
-    with ``row_prefix``). Raises ``TypeError`` or ``RecordEncodingError`` naming the field
-    when the record cannot become a row (it is then refused, before it takes a sequence
-    number); checks everything ``record.check_types`` does."""
+def _float_field(value: Any, name: str) -> bytes:
+    if type(value) is float and value - value == 0.0:  # finite (inf - inf and nan are nan)
+        return _float8(8, value)
+    return _number(value, name)
+
+
+def row_head(record: AuditRecord, chain: str, seq: int, prev: str) -> bytes:
+    """The row of ``record`` sealed as ``chain``/``seq`` after ``prev``, every column
+    before ``hash`` (complete it with ``row_rest``). Raises ``TypeError`` or
+    ``RecordEncodingError`` naming the field when the record cannot become a row (it is
+    then refused, before it takes a sequence number); checks everything
+    ``record.check_types`` does."""
     when = record.time
     if type(when) not in (int, float) or not 0 <= when < 1e11:
         raise TypeError("audit record field time must be epoch seconds")
@@ -306,29 +316,44 @@ def row_parts(record: AuditRecord, chain: str, seq: int, prev: str) -> tuple[byt
         middle = None
     if middle is None:
         middle = _middle(key)
-    head = b"".join(
-        (
-            _FIXED(_COUNT, 16, uuid_bytes(record.record_id), 8, ts_micros(when), 8, seq),
-            _SHORT.get(chain) or _col(chain, "chain_id"),
-            text_field(prev),
-        )
-    )
-    tail = b"".join(
-        (
-            text_field(decision_id),
-            middle,
-            _NULL if cost is None else _number(cost, "cost_usd"),
-            _NULL if latency is None else _number(latency, "latency_ms"),
-            status_field,
-        )
-    )
-    return head, tail
-
-
-def row_prefix(head: bytes, digest: str, tail: bytes, line_length: int) -> bytes:
-    """The whole row but the ``record`` column's bytes: ``head``, the record's hash,
-    ``tail`` and the length of its canonical JSON line (which follows it)."""
-    n = line_length
+    record_id = record.record_id
+    try:  # the usual form, inline (uuid_bytes: the others, and the error)
+        if record_id[8] != "-" or len(record_id) != 36:
+            raise ValueError
+        raw = bytes.fromhex(record_id.replace("-", ""))
+        if len(raw) != 16 or record_id.count("-") != 4:
+            raise ValueError
+    except (ValueError, TypeError, IndexError, AttributeError):
+        raw = uuid_bytes(record_id)
+    fraction, whole = _modf(when)  # ts_micros, inline
+    ident = decision_id.encode()
+    n = len(ident)
     return b"".join(
-        (head, _HASH_LENGTH, digest.encode(), tail, _LENGTHS[n] if n < 1024 else _int32(n))
+        (
+            _FIXED(
+                _COUNT,
+                16,
+                raw,
+                8,
+                int(whole) * 1_000_000 + round(fraction * 1e6) - _PG_EPOCH_US,
+                8,
+                seq,
+            ),
+            _SHORT.get(chain) or _col(chain, "chain_id"),
+            _LENGTHS[n] if n < 1024 else _int32(n),
+            ident,
+            middle,
+            _NULL if cost is None else _float_field(cost, "cost_usd"),
+            _NULL if latency is None else _float_field(latency, "latency_ms"),
+            status_field,
+            _HASH_LENGTH if len(prev) == 64 else _int32(len(prev.encode())),
+            prev.encode(),
+        )
     )
+
+
+def row_rest(digest: str, line_length: int) -> bytes:
+    """What follows ``row_head`` up to the record's JSON: its ``hash`` and the length of
+    its canonical JSON line (which ends the row)."""
+    n = line_length
+    return b"".join((_HASH_LENGTH, digest.encode(), _LENGTHS[n] if n < 1024 else _int32(n)))

@@ -19,11 +19,11 @@ import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from haltgate.governance.audit.copy_rows import row_parts, row_prefix
+from haltgate.governance.audit.copy_rows import row_head
 
 __all__ = [
     "GENESIS_HASH",
@@ -298,9 +298,10 @@ def chain_id_for(record: AuditRecord) -> str:
     return f"{record.namespace}/{record.pod}/{record.run_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class ChainHead:
-    """Last sealed record of a chain: its sequence number and hash."""
+class ChainHead(NamedTuple):
+    """Last sealed record of a chain: its sequence number and hash. A named tuple, not a
+    frozen dataclass: one is built per sealed record, and a tuple is built ~4x faster
+    (~0.25 instead of ~1 us)."""
 
     seq: int
     hash: str
@@ -319,7 +320,8 @@ class Chainer:
     def seal(self, record: AuditRecord) -> tuple[AuditRecord, bytes]:
         """Return the sealed record and its canonical JSON line (without newline)."""
         with self._lock:
-            chain, seq, prev, digest, line, _ = self._seal_locked(record)
+            chain, prev, _, line, _, head = self._seal_locked(record)
+        seq, digest = head
         sealed = replace(record, chain_id=chain, seq=seq, prev_hash=prev, hash=digest)
         return sealed, line
 
@@ -337,10 +339,8 @@ class Chainer:
         ``refit``: when the record's JSON is longer than ``refit_above`` bytes, what is
         sealed is ``refit(record)`` (the spool's payload bound: measured only then)."""
         with self._lock:
-            chain, seq, _, digest, line = self._seal_locked(record, max_bytes, refit, refit_above)[
-                :5
-            ]
-        return line, chain, ChainHead(seq, digest)
+            chain, _, _, line, _, head = self._seal_locked(record, max_bytes, refit, refit_above)
+        return line, chain, head
 
     def seal_row(
         self,
@@ -350,18 +350,19 @@ class Chainer:
         refit: Callable[[AuditRecord], AuditRecord] | None = None,
         refit_above: int = 0,
     ) -> tuple[bytes, bytes, str, ChainHead]:
-        """``seal_line``, and the record's binary COPY row up to its ``record`` column
-        (audit/copy_rows.py): ``(line, row prefix, chain, head)``. The row is encoded from
-        the values in hand (no JSON parse) and checked as ``check_types`` checks, plus
-        what a column cannot hold (a ``record_id`` that is no UUID, a ``status`` beyond
-        32 bits): such a record raises ``TypeError``/``ValueError`` before the chain
-        advances. ``max_bytes`` bounds the line and the row together."""
+        """``seal_line``, and the record's binary COPY row up to its ``hash`` column
+        (audit/copy_rows.py ``row_head``; ``row_rest`` completes it): ``(line, row head,
+        chain, head)``. The row is encoded from the values in hand (no JSON parse) and
+        checked as ``check_types`` checks, plus what a column cannot hold (a ``record_id``
+        that is no UUID, a ``status`` beyond 32 bits): such a record raises
+        ``TypeError``/``ValueError`` before the chain advances. ``max_bytes`` bounds the
+        line and the row together."""
         with self._lock:
-            chain, seq, _, digest, line, prefix = self._seal_locked(
+            chain, _, _, line, prefix, head = self._seal_locked(
                 record, max_bytes, refit, refit_above, row=True
             )
         assert prefix is not None
-        return line, prefix, chain, ChainHead(seq, digest)
+        return line, prefix, chain, head
 
     def _seal_locked(
         self,
@@ -371,16 +372,17 @@ class Chainer:
         refit_above: int = 0,
         *,
         row: bool = False,
-    ) -> tuple[str, int, str, str, bytes, bytes | None]:
-        """(chain, seq, prev_hash, hash, canonical line, row prefix or None) of ``record``
-        sealed."""
+    ) -> tuple[str, str, int, bytes, bytes | None, ChainHead]:
+        """(chain, prev_hash, size, canonical line, row head or None, new chain head) of
+        ``record`` sealed."""
         chain = record.chain_id or chain_id_for(record)
         head = self._heads.get(chain)
         seq = 1 if head is None else head.seq + 1
         prev = GENESIS_HASH if head is None else head.hash
+        row_start = None
         if row:  # checks what check_types checks, as it encodes
-            row_head, row_tail = row_parts(record, chain, seq, prev)
-            extra = len(row_head) + len(row_tail) + 72
+            row_start = row_head(record, chain, seq, prev)
+            extra = len(row_start) + 72
         else:
             check_types(record)
             extra = 0
@@ -402,11 +404,9 @@ class Chainer:
                 f"sealed record would be {size} bytes, over the {max_bytes}-byte frame bound"
             )
         digest = hashlib.sha256(b"".join((head_part, b",", tail_part))).hexdigest()
-        self._heads[chain] = ChainHead(seq, digest)
+        self._heads[chain] = new = ChainHead(seq, digest)
         line = b"".join((head_part, b',"hash":"', digest.encode(), b'",', tail_part))
-        if row:
-            return chain, seq, prev, digest, line, row_prefix(row_head, digest, row_tail, len(line))
-        return chain, seq, prev, digest, line, None
+        return chain, prev, size, line, row_start, new
 
     def advance(self, chain: str, head: ChainHead) -> None:
         """Record ``head`` as the chain's last record (recovery replays the spool)."""

@@ -350,7 +350,8 @@ class Shipper:
 
     def _run_round(self, batches: list[Batch]) -> list[tuple[Batch, int]]:
         """COPY the round's batches, the first as leader on lane 0 (this thread), each
-        follower on its own lane and thread, starting together; return the committed
+        follower on its own lane and thread, started once the leader holds the progress
+        row; return the committed
         ones, in order, with how many records each inserted. Followers run only if their
         partitions are known to exist (``ship_lanes``) and their lane connects. Raises the
         leader's error; a follower that fails is logged, counted and shipped again."""
@@ -370,12 +371,20 @@ class Shipper:
             _Follower(lane, self.spool_id, batch)
             for lane, batch in zip(self._lanes[1:], batches[1:], strict=False)
         ]
-        for thread in threads:
-            thread.start()
+
+        def start_followers() -> None:
+            for thread in threads:
+                thread.start()
+
         done: list[tuple[Batch, int]] = []
         try:
             done.append(
-                (batches[0], self._lanes[0].lead(self.spool_id, batches[0], self._partitions))
+                (
+                    batches[0],
+                    self._lanes[0].lead(
+                        self.spool_id, batches[0], self._partitions, start_followers
+                    ),
+                )
             )
         except BaseException:
             self._partitions.clear()  # rolled back with the transaction
@@ -384,8 +393,11 @@ class Shipper:
             raise
         finally:
             for thread in threads:
-                thread.join()  # a follower waits for the leader's transaction to end
+                if thread.ident is not None:  # started (the leader took the progress row)
+                    thread.join()  # a follower waits for the leader's transaction to end
         for thread in threads:
+            if thread.ident is None:
+                break  # never started: its batch is shipped in the next round
             if thread.error is not None:
                 if not isinstance(thread.error, BatchSuperseded):
                     thread.lane.drop()

@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from haltgate.governance.audit.copy_rows import row_rest
 from haltgate.governance.audit.record import ChainHead
 from haltgate.governance.audit.sink import AuditUnavailableError
 
@@ -215,13 +216,14 @@ _ROW_STAMP = struct.Struct("<dI").pack
 _LENGTH_CRC = struct.Struct("<II").pack
 
 
-def encode_row_frame(prefix: bytes, line: bytes, when: float) -> bytes:
-    """Frame (format 2) a record's binary COPY row: ``prefix`` (every column before
-    ``record``, ending with the line's length) and its canonical JSON ``line``."""
-    at = len(prefix)
+def encode_row_frame(head: bytes, digest: str, line: bytes, when: float) -> bytes:
+    """Frame (format 2) a record's binary COPY row: ``head`` (its columns before
+    ``hash``, ``copy_rows.row_head``), its hash ``digest`` and canonical JSON ``line``."""
+    rest = row_rest(digest, len(line))
+    at = len(head) + len(rest)
     stamp = _ROW_STAMP(when, at)
-    crc = zlib.crc32(line, zlib.crc32(prefix, zlib.crc32(stamp)))
-    return b"".join((_LENGTH_CRC((at + len(line)) | ROW_FLAG, crc), stamp, prefix, line))
+    crc = zlib.crc32(line, zlib.crc32(rest, zlib.crc32(head, zlib.crc32(stamp))))
+    return b"".join((_LENGTH_CRC((at + len(line)) | ROW_FLAG, crc), stamp, head, rest, line))
 
 
 def segment_format(head: bytes) -> int | None:

@@ -386,7 +386,7 @@ class SpoolWriter(SegmentFiles):
             # measures before it advances the head).
             self.metrics.refusals.labels(code=InvalidRecordError.code).inc()
             raise InvalidRecordError(f"audit record cannot be written: {e}") from e
-        frame = encode_row_frame(prefix, line, record.time)
+        frame = encode_row_frame(prefix, head.hash, line, record.time)
         batch = self._pending
         batch.frames.append(frame)
         batch.waiters.append(waiter)
