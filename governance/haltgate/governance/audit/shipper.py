@@ -24,7 +24,7 @@ at the acknowledged position (after a failed batch it is dropped and read again)
 Everything else (progress row, savepoint fallback, acknowledgement) is the same as without
 it.
 
-Two lanes (``ShipperSettings.lanes = 2``, opt-in): each round ships a batch and the one
+Two lanes (``ShipperSettings.lanes = 2``, the default): each round ships a batch and the one
 after it at once, on two connections, so PostgreSQL inserts and indexes them in two server
 processes. The second commits only after the first and only if the first committed, which
 the progress row enforces (``ship_lanes``): spool order and exactly-once are unchanged, and
@@ -109,13 +109,14 @@ class ShipperSettings:
     read_ahead: bool = True
     """Read and encode the next batch in a thread while this one is COPY'd (see the
     module docstring). Off: one batch at a time, encoded while it is sent."""
-    lanes: int = 1
-    """Batches in flight at once, each on its own connection (1 or 2). With 2, while there
-    is a backlog PostgreSQL inserts and indexes two batches in two server processes, in
-    spool order and exactly once (``ship_lanes``); the second connection closes once the
-    shipper has caught up. It pays where the database has a spare core (a central shipper
-    draining a backlog); on a saturated machine it adds a little server CPU per record, and
-    every shipper recovering from an outage would open two connections: so 1 by default."""
+    lanes: int = 2
+    """Batches in flight at once, each on its own connection (1 or 2). With 2 (the
+    default), while there is a backlog of more than one batch PostgreSQL inserts and
+    indexes two batches in two server processes, in spool order and exactly once
+    (``ship_lanes``); the second connection closes once the shipper has caught up. Since
+    the spool carries the COPY rows (format 2) the server sets the pace, so the second
+    server process is what raises the rate. 1: one connection, always (a database short
+    of connections: every shipper draining a backlog after an outage opens two)."""
 
     def __post_init__(self) -> None:
         if self.lanes not in (1, 2):
