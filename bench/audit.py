@@ -14,11 +14,13 @@ Printed, each next to a baseline measured in the same run:
    (1) the obvious hand-written loader: parse each record and COPY a few columns with
    psycopg into a plain unindexed table, and (2) the same parse + COPY straight into the
    real table without progress or acknowledgement (target >= 50,000 records/s).
-   The shipper runs ``--rounds`` times as before (one lane: one batch in PostgreSQL at a
-   time) and as now (two lanes: two batches on two connections), alternating, each
-   on a copy of the same spool into a fresh database, and prints per run the records/s, the
-   CPU per record of the shipper process and of its PostgreSQL backend, and the rate with
-   the time the backend waited for a CPU (other work on a shared machine) taken out.
+   The shipper runs ``--rounds`` times from a spool of each frame format (``--formats``;
+   1: JSON only, the shipper parses and encodes each record, as before; 2: the writer
+   stored each record's COPY row) with each number of lanes (``--lanes``), alternating,
+   each on a copy of the same spool into a fresh database, and prints per run the
+   records/s, the CPU per record of the shipper process and of its PostgreSQL backends,
+   and the rate with the time the backend waited for a CPU (other work on a shared
+   machine) taken out; the load average before and after.
 
 ``--replay`` gives every record replay inputs shaped like the sidecar's (an LLM intent is
 then ~2.3 KB, over PostgreSQL's TOAST threshold, as the sidecar's are); the test helper's
@@ -660,7 +662,8 @@ def main() -> None:
         "--rounds",
         type=int,
         default=2,
-        help="shipper runs as before and as now, alternating (each on a copy of the spool)",
+        help="shipper runs of each format and lane count, alternating (each on a copy of the "
+        "spool)",
     )
     parser.add_argument(
         "--lanes", default="1,2", help="shipper lanes to run, comma-separated (1 and/or 2)"
