@@ -212,13 +212,6 @@ def _opt(value: Any, name: str) -> bytes:
     return _short(value)
 
 
-def _unique(value: Any, name: str) -> bytes:
-    """A text column whose value rarely repeats (ids, hashes)."""
-    if type(value) is not str or "\x00" in value:
-        raise _bad(name, False)
-    return text_field(value)
-
-
 def _number(value: Any, name: str) -> bytes:
     if value is None:
         return _NULL
