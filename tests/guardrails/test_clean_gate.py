@@ -5,6 +5,7 @@ the same result; and the gate's pieces hold against what they stand for."""
 
 from __future__ import annotations
 
+import base64
 import random
 import re
 from collections.abc import Iterator
@@ -40,15 +41,32 @@ def _pair(doc: dict[str, object]) -> tuple[Guardrails, Guardrails]:
     return Guardrails.from_spec(spec), Guardrails.from_spec(spec, clean_gate=False)
 
 
+def _variants(text: str) -> Iterator[str]:
+    """`text` lower-cased (mixed-case runs become words: the gate must then find what a
+    detector needs elsewhere) and encoded as base64, lower-case hex and percent escapes
+    (the detectors rescan decoded runs)."""
+    yield text.lower()
+    raw = text.encode("utf-8")
+    yield f"payload: {base64.b64encode(raw).decode()} end"
+    yield f"dump {raw.hex()} end"
+    yield "q=" + "".join(f"%{b:02x}" for b in raw[:200])
+
+
 def development_texts() -> Iterator[str]:
-    """Every development text the guardrail tests read (no sealed set, no test split)."""
+    """Every development text the guardrail tests read (no sealed set, no test split);
+    those of the PII and secrets sets also lower-cased and encoded (`_variants`)."""
+    for s in corpus.pii_samples() + corpus.secrets_samples():
+        yield s.text
+        yield from _variants(s.text)
+    positives, lookalikes = secret_corpus.generate()
+    for s in positives + lookalikes:
+        yield s.text
+        yield from _variants(s.text)
     for samples in (
         corpus.injection_samples(),
         corpus.injection_holdout(),
         corpus.injection_holdout2(),
         corpus.injection_heldout3(),
-        corpus.pii_samples(),
-        corpus.secrets_samples(),
         corpus.encoded_dev(),
     ):
         yield from (s.text for s in samples)
@@ -56,8 +74,6 @@ def development_texts() -> Iterator[str]:
     rng = random.Random(18)
     yield from (x.text for x in lookalike_texts.generate("dev", 600, rng))
     yield from (x.text for x in benign_requests.generate("dev", 400, rng))
-    positives, lookalikes = secret_corpus.generate()
-    yield from (s.text for s in positives + lookalikes)
     attacks = [s.text for s in corpus.injection_samples() if s.label][:40]
     for i in range(300):
         doc = (

@@ -76,8 +76,3 @@ def may_hold_payload(text: str, encoded: bytes | None = None) -> bool:
             if not run.islower() or _HEX_ONLY.fullmatch(run) is not None:
                 return True
     return _HEX_PAIRS_SHAPE in encoded.translate(_HEX_TABLE) or _ESCAPES.search(text) is not None
-    for m in _RUN16.finditer(text):
-        run = m.group()
-        if not run.islower() or _HEX_ONLY.fullmatch(run) is not None:
-            return True
-    return False
