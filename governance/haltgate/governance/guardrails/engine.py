@@ -30,6 +30,7 @@ from haltgate.governance.guardrails.base import (
 )
 from haltgate.governance.guardrails.clean_gate import CleanGate, gate_for
 from haltgate.governance.guardrails.json_strings import (
+    JOIN,
     MIN_FINDING_CHARS,
     JoinedStrings,
     collect_strings,
@@ -317,13 +318,19 @@ class Guardrails:
         if only is not None:
             settings = tuple(s for s in settings if s.detector.name in only)
         trust = trust_agent_instructions and direction == "request"
-        base = channel or default_channel(direction)
+        base: Channel = channel or ("request" if direction == "request" else "document")
         strings = collect_strings(obj, min_chars=MIN_FINDING_CHARS) if settings else []
-        channels: list[Channel] = ["document" if js.tool_result else base for js in strings]
+        # one loop, no generator: each Python-level call is paid cold on every request
+        channels: list[Channel] = []
+        mixed = False
+        for js in strings:
+            if js.tool_result:
+                channels.append("document")
+                mixed = True
+            else:
+                channels.append(base)
         # one channel for every string (the common case): no grouping to work out
-        one_channel: tuple[Channel, ...] | None = (
-            None if any(js.tool_result for js in strings) else (base,) if strings else ()
-        )
+        one_channel: tuple[Channel, ...] | None = None if mixed else (base,) if strings else ()
         joined_cache: dict[tuple[bool, Channel | None], JoinedStrings] = {}
         gate = self._gates[direction]
         gated = gate.names if gate is not None else frozenset[str]()
@@ -346,14 +353,15 @@ class Guardrails:
                 key = (skip_trusted, group)
                 joined = joined_cache.get(key)
                 if joined is None:
-                    joined = joined_cache[key] = JoinedStrings.build(
-                        [
-                            (i, js.value)
-                            for i, js in enumerate(strings)
-                            if not (skip_trusted and js.trusted)
-                            and (blind or not js.label)
-                            and (group is None or channels[i] == group)
-                        ]
+                    parts = [
+                        (i, js.value)
+                        for i, js in enumerate(strings)
+                        if not (skip_trusted and js.trusted)
+                        and (blind or not js.label)
+                        and (group is None or channels[i] == group)
+                    ]
+                    joined = joined_cache[key] = JoinedStrings(
+                        JOIN.join([v for _, v in parts]), parts
                     )
                 if not joined.text:
                     continue

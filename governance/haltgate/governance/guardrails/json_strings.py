@@ -20,7 +20,7 @@ _MAX_JSON_DEPTH = 256
 
 MIN_FINDING_CHARS = 6
 """Shorter strings cannot hold any finding ("a@b.co" is the shortest); JSON is full of them."""
-_JOIN = "\n\n"
+JOIN = _JOIN = "\n\n"
 """Separator of the strings of a JSON document scanned as one text."""
 
 

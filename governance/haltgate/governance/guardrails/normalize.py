@@ -41,6 +41,7 @@ from haltgate.governance.guardrails.decode import (
     Limits,
     decode_spans,
 )
+from haltgate.governance.guardrails.decode_prefilter import may_hold_payload
 
 # Characters that render as nothing (or nearly) and are used to split words invisibly.
 _INVISIBLE = [
@@ -329,7 +330,8 @@ def views(
 ) -> Iterator[View]:
     """Yield the normalised forms of `text` (see the module docstring), cheapest first."""
     yield from _views(text, None, _identity, rot13)
-    if decode and limits.max_depth > 0:
+    # may_hold_payload: a text without the shapes of an encoded run is not searched
+    if decode and limits.max_depth > 0 and may_hold_payload(text):
         for span in decode_spans(text, limits):
             yield from _views(span.text, span.encoding, _span_mapper(span.start, span.end), rot13)
 
