@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from haltgate.governance import policy_checks
-from haltgate.governance.guardrails import Guardrails, decode, decode_prefilter, secrets
+from haltgate.governance.guardrails import Guardrails, decode, decode_prefilter, normalize, secrets
 from haltgate.governance.guardrails.base import CHANNELS, ScanResult
 from haltgate.governance.guardrails.clean_gate import CleanGate
 from haltgate.governance.guardrails.decoded_rescan import RESCAN_LIMITS
@@ -202,3 +202,28 @@ def test_scoped_keeps_the_flags_of_a_pattern() -> None:
     assert re.search(secrets.scoped(re.compile("AC[a-z]{2}")), "ac ab") is None
     with pytest.raises(ValueError, match="refers to its own groups"):
         secrets.scoped(re.compile(r"(a)\1"))
+
+
+def _reference_views(text: str) -> Iterator[normalize.View]:
+    """`normalize.views` before the run prefilter: the decoder searched on every text."""
+    yield from normalize._views(text, None, normalize._identity, True)
+    for span in decode.decode_spans(text, decode.DEFAULT_LIMITS):
+        mapper = normalize._span_mapper(span.start, span.end)
+        yield from normalize._views(span.text, span.encoding, mapper, True)
+
+
+def _seen(views: Iterator[normalize.View]) -> list[tuple[object, ...]]:
+    return [
+        (v.text, v.via, v.squashed, v.focus, v.encoding, v.to_origin(0, len(v.text))) for v in views
+    ]
+
+
+def test_injection_views_of_every_development_text_are_as_before(texts: list[str]) -> None:
+    """The injection detector's views (every form its patterns read) with the decoder's
+    run prefilter are those without it (fails when `may_hold_payload` drops a run)."""
+    encoded = 0
+    for i, text in enumerate(texts):
+        want = _seen(_reference_views(text))
+        assert _seen(normalize.views(text)) == want, f"text {i}"
+        encoded += any(str(v[4]).split("+")[0] in decode.PAYLOAD_KINDS for v in want)
+    assert encoded > 500  # decoded views are among them
