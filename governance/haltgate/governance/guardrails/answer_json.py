@@ -262,9 +262,10 @@ def _keys_blobs_and_documents(obj: Any) -> tuple[list[str], dict[str, str], bool
     stack = [obj]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
+        kind = type(item)
+        if kind is dict or (kind is not list and isinstance(item, dict)):
             for k, v in item.items():
-                if isinstance(k, str) and len(k) >= MIN_FINDING_CHARS:
+                if (type(k) is str or isinstance(k, str)) and len(k) >= MIN_FINDING_CHARS:
                     keys[k] = None  # insertion order: the first time a key is seen
                 tv = type(v)
                 if tv in _LEAF_TYPES:
@@ -282,7 +283,7 @@ def _keys_blobs_and_documents(obj: Any) -> tuple[list[str], dict[str, str], bool
                         text = _blob_text(v)
                         if text is not None:
                             blobs[v] = text
-        elif isinstance(item, list):
+        elif kind is list or isinstance(item, list):
             for v in item:
                 tv = type(v)
                 if tv in _LEAF_TYPES:

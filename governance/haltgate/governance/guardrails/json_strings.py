@@ -225,8 +225,18 @@ def _collect(
         return
     role = obj.get("role")
     # Attacker-shaped JSON: a role may be any value, and a list is not hashable.
-    inner = trusted or (isinstance(role, str) and role in _AGENT_ROLES)
-    inner_tool = tool_result or _is_tool_result(obj)
+    # (`_is_tool_result` written out, exact types first: a call per object is most of
+    # the walk of a small document.)
+    role_str = role is not None and (type(role) is str or isinstance(role, str))
+    inner = trusted or (role_str and role in _AGENT_ROLES)
+    inner_tool = tool_result or (role_str and role in _TOOL_ROLES)
+    if not inner_tool:
+        kind_ = obj.get("type")
+        inner_tool = (
+            kind_ is not None
+            and (type(kind_) is str or isinstance(kind_, str))
+            and (kind_.endswith(_TOOL_TYPE_ENDINGS) or kind_ in _DOCUMENT_TYPES)
+        )
     for k, v in obj.items():
         vk = type(v)
         if vk is not str and vk is not dict and vk is not list:
