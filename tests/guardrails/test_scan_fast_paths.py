@@ -155,6 +155,29 @@ def test_string_walk_matches_the_generator_walk(doc: Any, trusted: bool, tool: b
         assert collect_strings(doc, min_chars=n) == [s for s in top if len(s.value) >= n]
 
 
+_SHAPED = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": st.sampled_from(["tool", "function", "ipython", "system", "developer", "user"]),
+        "type": st.sampled_from(
+            ["tool_result", "mcp_tool_result", "function_call_output", "document"]
+            + ["search_result", "text", "message"]
+        ),
+        "content": st.sampled_from(["Summarise the report", ["a longer text", {"x": "y"}]]),
+        "functionResponse": st.just({"output": "the tool said so"}),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=st.lists(st.one_of(_SHAPED, st.dictionaries(_TEXT, _SHAPED, max_size=3)), max_size=4))
+def test_string_walk_reads_roles_and_types_as_the_generator_walk(doc: Any) -> None:
+    """Messages and blocks of every role and type that mark a tool result or the agent's
+    own text (fails when a document type or a tool role is left out of the walk)."""
+    top = list(_reference_strings(doc, "", trusted=False))
+    assert collect_strings(doc) == top
+
+
 def test_string_walk_depth_bound_is_the_same() -> None:
     for depth, leaf in ((_MAX_JSON_DEPTH, 1), (_MAX_JSON_DEPTH + 1, None), (_MAX_JSON_DEPTH, [])):
         doc: Any = leaf
