@@ -227,3 +227,41 @@ def test_injection_views_of_every_development_text_are_as_before(texts: list[str
         assert _seen(normalize.views(text)) == want, f"text {i}"
         encoded += any(str(v[4]).split("+")[0] in decode.PAYLOAD_KINDS for v in want)
     assert encoded > 500  # decoded views are among them
+
+
+def test_simple_views_are_the_views(texts: list[str]) -> None:
+    """`normalize.simple_views`, when it answers, is exactly what `views` yields: the
+    folded view and the squashed one, each mapping offsets as they are."""
+    answered = 0
+    for i, text in enumerate(texts):
+        simple = normalize.simple_views(text)
+        if simple is None:
+            continue
+        answered += 1
+        got = _seen(normalize.views(text))
+        folded, squashed = simple
+        assert [(v[0], v[1], v[2], v[3], v[4]) for v in got] == [
+            (folded, None, False, None, None),
+            (squashed, "split_words", True, None, None),
+        ], f"text {i}"
+        assert normalize.views(text).__next__().to_origin(3, 9) == (3, 9)
+    assert answered > 5000
+
+
+def test_injection_findings_of_every_development_text_are_as_before(
+    texts: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The injection detector (patterns and n-gram fast stage, both channels) with the
+    pattern stage's two-view shortcut and without it (`simple_views` answering None:
+    every view built and matched, the path before)."""
+    spec = policy_checks.Guardrails.model_validate({"promptInjection": {}})
+    g = Guardrails.from_spec(spec)
+    detector = g._settings[0].detector
+    got = [[detector.detect(t, channel=c) for c in CHANNELS] for t in texts]
+    monkeypatch.setattr(normalize, "simple_views", lambda text, limits=None: None)
+    found = 0
+    for i, text in enumerate(texts):
+        want = [detector.detect(text, channel=c) for c in CHANNELS]
+        assert got[i] == want, f"text {i}"
+        found += bool(want[0])
+    assert found > 3000

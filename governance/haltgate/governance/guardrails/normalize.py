@@ -321,6 +321,25 @@ def _span_mapper(start: int, end: int) -> Callable[[int, int], tuple[int, int]]:
     return to_origin
 
 
+def simple_views(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[str, str] | None:
+    """(folded, squashed) when `views(text, limits)` (rot13 and decoding on) yields these
+    two views only, each mapping offsets back as it is: an ASCII text with no leetspeak,
+    no rot13 attack word and no shape of an encoded run (`decode_prefilter.
+    may_hold_payload`); None otherwise. What most texts are: a matcher that finds no
+    trigger in either is done without building the views (`injection`'s pattern stage).
+    tests/guardrails/test_clean_gate.py holds it to `views` on every development text."""
+    if not text.isascii():
+        return None
+    folded = text.lower()
+    if (
+        _LEET_HINT.search(folded) is not None
+        or next(_ROT13_HINTS.iter(folded), None) is not None
+        or (limits.max_depth > 0 and may_hold_payload(text))
+    ):
+        return None
+    return folded, _squash(folded)
+
+
 def views(
     text: str,
     limits: Limits = DEFAULT_LIMITS,
