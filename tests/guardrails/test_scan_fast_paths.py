@@ -160,8 +160,15 @@ _SHAPED = st.fixed_dictionaries(
     optional={
         "role": st.sampled_from(["tool", "function", "ipython", "system", "developer", "user"]),
         "type": st.sampled_from(
-            ["tool_result", "mcp_tool_result", "function_call_output", "document"]
-            + ["search_result", "text", "message"]
+            [
+                "tool_result",
+                "mcp_tool_result",
+                "function_call_output",
+                "document",
+                "search_result",
+                "text",
+                "message",
+            ]
         ),
         "content": st.sampled_from(["Summarise the report", ["a longer text", {"x": "y"}]]),
         "functionResponse": st.just({"output": "the tool said so"}),
