@@ -85,6 +85,11 @@ def development_texts() -> Iterator[str]:
         yield ngram_synthetic.html_page(rng, doc)
         yield ngram_synthetic.discussion(rng, attacks[i % len(attacks)])
         yield ngram_synthetic.planted(rng, doc, attacks[i % len(attacks)])
+    yield from public_texts()
+
+
+def public_texts() -> Iterator[str]:
+    """The train and validation splits of the public injection corpora."""
     for name in ("s-labs", "neuralchemy"):
         for split in ("train", "validation"):
             yield from (s.text for s in load_training(name, split))
@@ -95,14 +100,26 @@ def texts() -> list[str]:
     return list(dict.fromkeys(development_texts()))
 
 
+@pytest.fixture(scope="module")
+def own_texts(texts: list[str]) -> list[str]:
+    """`texts` without the public corpora (for the narrower policies: the public texts
+    hold few PII or secrets, and every one of them is read by the first policy)."""
+    public = set(public_texts())
+    return [t for t in texts if t not in public]
+
+
 def _same(a: ScanResult, b: ScanResult, what: str) -> None:
     assert a == b, what
 
 
 @pytest.mark.parametrize("policy", list(POLICIES))
-def test_every_development_text_scans_as_without_the_gate(policy: str, texts: list[str]) -> None:
+def test_every_development_text_scans_as_without_the_gate(
+    policy: str, texts: list[str], own_texts: list[str]
+) -> None:
     gated, reference = _pair(POLICIES[policy])
-    assert len(texts) > 15_000
+    if policy != "all entities":
+        texts = own_texts
+    assert len(texts) > 9_000
     found = 0
     for i, text in enumerate(texts):
         for channel in CHANNELS:
