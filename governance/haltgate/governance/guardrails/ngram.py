@@ -161,19 +161,20 @@ def word_buckets(
     n = c.shape[0]
     word = np.zeros(n + 2, dtype=np.int8)  # word marks with a non-word on either side
     tables.word.take(np.minimum(c, _WORD_TABLE_END), out=word[1:-1])
-    edges = word[1:] - word[:-1]
-    starts = np.flatnonzero(edges == 1)
-    if starts.size == 0:
+    # a word starts where the marks step up and ends where they step down: alternately
+    edges = np.flatnonzero(word[1:] - word[:-1])
+    if edges.size == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty
-    ends = np.flatnonzero(edges == -1)
+    starts, ends = edges[0::2], edges[1::2]
     fwd, inv = tables.powers(n)
     # Unsigned array arithmetic wraps modulo 2**64 silently (the hash wants it):
     # hash(s, e) = sum over j in [s, e) of c[j] * M**(e - 1 - j)
     #            = M**e * (S[e] - S[s]), S[k] = sum over j < k of c[j] * M**-(j + 1)
     prefix = np.zeros(n + 1, dtype=np.uint64)
     np.cumsum(c * inv[:n], out=prefix[1:])
-    h = fwd.take(ends) * (prefix.take(ends) - prefix.take(starts))
+    at = prefix.take(edges)
+    h = fwd.take(ends) * (at[1::2] - at[0::2])
     mixed = np.concatenate((h ^ tables.uni, (h[:-1] * tables.mult) ^ h[1:] ^ tables.big))
     mixed *= tables.final
     buckets = (mixed >> tables.shift[bits]).astype(np.int64)
