@@ -391,11 +391,14 @@ def window_weights(texts: list[Text], owner: np.ndarray) -> np.ndarray:
 
 
 def pack(q: np.ndarray, scale: float, bias: float, words: float = 0.0) -> bytes:
+    """The weights file; `words` is written only when word features are on, so a model of
+    character n-grams only is byte for byte what it was before they existed."""
     buf = io.BytesIO()
+    extra: dict[str, Any] = {"words": np.float32(words)} if words else {}
     np.savez_compressed(
         buf,
+        **extra,
         weights=q,
-        words=np.float32(words),
         scale=np.float32(scale),
         bias=np.float32(bias),
         bits=np.int32(ngram.BITS),
