@@ -3,8 +3,8 @@
 Until session 6 `bench/guardrails_public.py` scanned every row as request text, so document
 rows were held to the request thresholds. This text (a look-alike: a substantive discussion
 of a quoted attack phrase) is blocked in the document channel and not in request text (the
-quoted-and-discussed demotion applies to request text only), so the bench's document counts must show it
-blocked and its request counts must not.
+quoted-and-discussed demotion applies to request text only), so the bench's document
+counts must show it blocked and its request counts must not.
 """
 
 from __future__ import annotations
