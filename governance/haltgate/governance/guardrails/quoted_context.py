@@ -42,6 +42,9 @@ MIN_FRAME_WORDS = 15
 """Words the text must hold outside the quotation for a discussion (not a question) to count:
 the generated look-alikes' write-ups that quote an attack hold 17 or more, a one-line wrapper
 ("A typical injection example is '...'. Filters should flag it.") 9-13."""
+ACT_REACH = 2000
+"""How far before and after a quotation words asking to act on it, and the words of a
+substantive discussion, are looked for (bounds the work per hit on a long text)."""
 MAX_QUOTE_SHARE = 0.4
 """Largest share of the text (in characters, surrounding white space left out) the quotation
 may take for a discussion to count: a text that is mostly the quoted attack is the attack."""
@@ -152,29 +155,28 @@ def _asked_about(text: str, a: int, b: int) -> bool:
     """Whether the quotation [a, b] sits in a question on its line ("Why does '...' still
     work?", "Can you explain why '...' became common?"): a question word before it in its
     sentence, and a question mark ending that sentence after it."""
-    line = text.rfind("\n", 0, a) + 1
+    line = max(text.rfind("\n", max(0, a - _SCAN_BACK), a) + 1, a - _SCAN_BACK)
     head = max(line, *(text.rfind(m, line, a) + 1 for m in ".!?:;"))
-    stop = text.find("\n", b + 1)
-    tail = text[b + 1 : len(text) if stop == -1 else stop]
+    tail = text[b + 1 : b + 1 + _SCAN_BACK].split("\n", 1)[0]
     ends = re.search(r"[.!?]", tail)
     return bool(ends and ends.group() == "?" and _QUESTION.search(text[head:a]))
 
 
-def _substantive(text: str, a: int, b: int) -> bool:
-    """Whether the text discusses the quotation [a, b] rather than being it: enough words
-    around it and the quotation a small part of the text, or a question about it."""
-    outside = f"{text[:a]} {text[b + 1 :]}"
-    quote = b - a + 1
-    if quote <= MAX_QUOTE_SHARE * len(text.strip()):
-        words = len(_WORD.findall(outside))
-        if words >= MIN_FRAME_WORDS:
+def _substantive(text: str, a: int, b: int, content: int) -> bool:
+    """Whether the text (`content` characters without its surrounding white space)
+    discusses the quotation [a, b] rather than being it: enough words around it and the
+    quotation a small part of the text, or a question about it."""
+    if b - a + 1 <= MAX_QUOTE_SHARE * content:
+        near = f"{text[max(0, a - ACT_REACH) : a]} {text[b + 1 : b + 1 + ACT_REACH]}"
+        if len(_WORD.findall(near)) >= MIN_FRAME_WORDS:
             return True
     return _asked_about(text, a, b)
 
 
-def is_quoted_discussion(text: str, start: int, end: int) -> bool:
+def is_quoted_discussion(text: str, start: int, end: int, content: int | None = None) -> bool:
     """Whether text[start:end] lies inside a short quotation that the words around it
-    discuss substantively (and nothing in the text asks to produce, obey or act on it)."""
+    discuss substantively (and nothing near it asks to produce, obey or act on it).
+    `content`: ``len(text.strip())`` when the caller has it."""
     q = _quotation(text, start, end)
     if q is None:
         return False
@@ -185,16 +187,20 @@ def is_quoted_discussion(text: str, start: int, end: int) -> bool:
     if _PRODUCE.search(_QUOTED.sub(" ", frame)):  # other quoted phrases ask nothing
         return False
     # Words outside every quotation may ask to act on it, also on another line.
-    if _ACT.search(_QUOTED.sub(" ", f"{text[:a]} \n {text[b + 1 :]}")):
+    near = f"{text[max(0, a - ACT_REACH) : a]} \n {text[b + 1 : b + 1 + ACT_REACH]}"
+    if _ACT.search(_QUOTED.sub(" ", near)):
         return False
-    return _substantive(text, a, b)
+    return _substantive(text, a, b, len(text.strip()) if content is None else content)
 
 
 def demote(text: str, cands: list[Candidate]) -> list[Candidate]:
     """`cands` with the plain hits that `is_quoted_discussion` marked advisory."""
+    content = len(text.strip()) if cands else 0
     return [
         dataclasses.replace(c, advisory=True)
-        if c.via is None and c.encoding is None and is_quoted_discussion(text, c.start, c.end)
+        if c.via is None
+        and c.encoding is None
+        and is_quoted_discussion(text, c.start, c.end, content)
         else c
         for c in cands
     ]
