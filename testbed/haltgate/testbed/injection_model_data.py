@@ -288,7 +288,7 @@ def build(
     )
 
 
-DEV_FAMILIES = 2000
+DEV_FAMILIES = 3000
 CAL_FAMILIES = 1200
 
 
