@@ -181,6 +181,7 @@ def build(
     lookalikes_train: int = 0,
     families: int = 0,
     requests: int = 0,
+    caps: dict[str, int] | None = None,
 ) -> Sets:
     """The training texts and the validation and development sets. ``planted_short=1250,
     spikee_split=False`` with no windows, look-alikes or fragments is run 2's training set
@@ -188,7 +189,8 @@ def build(
     ``lookalikes_train`` texts of the look-alike generator's train part, ``families`` rows of
     `injection_families_dev`'s train part cut into windows (`family_windows`) and
     ``requests`` generated benign requests (`benign_requests`, train part); each drawn with
-    its own random stream, so the other texts stay as they were."""
+    its own random stream, so the other texts stay as they were. ``caps`` overrides `CAPS`
+    (benign texts of those source prefixes)."""
     rng = random.Random(seed)
     sets = ngram_training.build(seed, None)
     tok = tokenizer()
@@ -253,7 +255,7 @@ def build(
     kept_attacks += rest[: max(0, attacks - len(planted) - len(kept_attacks))] + planted
     neg = [t for t in train if not t.label]
     kept_benign = [t for t in neg if t.source in KEEP_ALL_BENIGN or t.source.startswith("code:")]
-    for prefix, cap in CAPS.items():
+    for prefix, cap in (CAPS if caps is None else caps).items():
         some = [t for t in neg if t.source.startswith(prefix)]
         rng.shuffle(some)
         kept_benign += some[:cap]

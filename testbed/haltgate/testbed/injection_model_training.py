@@ -141,6 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--requests", type=int, default=0, help="generated benign requests, train part")
     ap.add_argument("--planted-short", type=int, default=data.PLANTED, help="short planted attacks")
+    ap.add_argument(
+        "--cap-tool-output",
+        type=int,
+        default=data.CAPS["generated-tool-output"],
+        help="at most this many generated tool outputs (benign)",
+    )
+    ap.add_argument(
+        "--cap-debian",
+        type=int,
+        default=data.CAPS["debian-"],
+        help="at most this many Debian documents (benign)",
+    )
     ap.add_argument("--run2", action="store_true", help="run 2's training set (the base of run 3)")
     ap.add_argument(
         "--init", type=Path, help="start from this checkpoint (run 3: run 2's classifier.pt)"
@@ -173,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             lookalikes_train=args.lookalikes_train,
             families=args.families,
             requests=args.requests,
+            caps={"generated-tool-output": args.cap_tool_output, "debian-": args.cap_debian},
         )
     texts = data.continuation(sets, args.seed, args.replay) if args.replay else sets.train
     sets = dataclasses.replace(sets, train=texts)
@@ -209,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "families": args.families,
         "families_held_out": list(data.fam.HELD_OUT) if args.families else [],
         "requests": args.requests,
+        "caps": {"generated-tool-output": args.cap_tool_output, "debian-": args.cap_debian},
         "init": (
             {
                 "path": str(args.init),
