@@ -285,7 +285,7 @@ def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]
                     *("seed", "epochs", "max_len", "batch", "lr", "attacks", "benign", "blobs"),
                     *("windows", "lookalike", "fragments", "replay", "run2", "init"),
                     *("planted_short", "lookalikes_train", "families", "families_held_out"),
-                    *("requests", "caps"),
+                    *("requests", "caps", "benign_doc_tokens"),
                 )
                 if k in info
             }

@@ -52,13 +52,18 @@ def _base_sha256() -> str:
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
-def encode(tok: Any, texts: list[data.Text], rng: random.Random) -> list[list[int]]:
+def encode(
+    tok: Any, texts: list[data.Text], rng: random.Random, benign_doc_tokens: int = 0
+) -> list[list[int]]:
+    """Token ids with [CLS]/[SEP], one window per text; ``benign_doc_tokens`` (0: off) cuts
+    benign document-channel texts to windows of that length (the run-time document window)."""
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    budget = MAX_LEN - 2
     out = []
     encs = tok.encode_batch([normalize.fold(t.text) for t in texts], add_special_tokens=False)
     for t, enc in zip(texts, encs, strict=True):
         ids = list(enc.ids)
+        short = benign_doc_tokens and not t.label and t.channel == "document"
+        budget = (benign_doc_tokens if short else MAX_LEN) - 2
         if len(ids) > budget:
             start = 0 if t.label else rng.randrange(len(ids) - budget + 1)
             ids = ids[start : start + budget]
@@ -153,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         default=data.CAPS["debian-"],
         help="at most this many Debian documents (benign)",
     )
+    ap.add_argument(
+        "--benign-doc-tokens",
+        type=int,
+        default=0,
+        help="cut benign document-channel texts to one window of this many tokens (run 4: "
+        "64, the run-time document window; 0: the full training length)",
+    )
     ap.add_argument("--run2", action="store_true", help="run 2's training set (the base of run 3)")
     ap.add_argument(
         "--init", type=Path, help="start from this checkpoint (run 3: run 2's classifier.pt)"
@@ -193,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     tok = Tokenizer.from_file(str(base / "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
-    ids = encode(tok, sets.train, random.Random(args.seed))
+    ids = encode(tok, sets.train, random.Random(args.seed), args.benign_doc_tokens)
     print(json.dumps(data.counts(sets.train), indent=1), flush=True)
     model = from_pretrained(base, args.seed)
     if args.init is not None:
@@ -222,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "families": args.families,
         "families_held_out": list(data.fam.HELD_OUT) if args.families else [],
         "requests": args.requests,
+        "benign_doc_tokens": args.benign_doc_tokens,
         "caps": {"generated-tool-output": args.cap_tool_output, "debian-": args.cap_debian},
         "init": (
             {
