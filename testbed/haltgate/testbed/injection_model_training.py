@@ -94,7 +94,11 @@ def collate(ids: list[list[int]], idx: list[int]) -> tuple[torch.Tensor, torch.T
     return x, m
 
 
-def train(model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], args: Any) -> None:
+def train(
+    model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], args: Any
+) -> tuple[int, int]:
+    """Train in place; (steps run, steps planned) (all of the plan unless ``args.deadline``
+    minutes passed first: then it stops there, with the learning rate not yet decayed)."""
     rng = random.Random(args.seed)
     plan = [b for _ in range(args.epochs) for b in batches([len(i) for i in ids], rng)]
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -107,6 +111,9 @@ def train(model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], arg
     model.train()
     t0, run = time.time(), 0.0
     for step, idx in enumerate(plan):
+        if args.deadline and time.time() - t0 > 60 * args.deadline:
+            print(f"deadline: stopped after {step} of {len(plan)} steps", flush=True)
+            return step, len(plan)
         x, m = collate(ids, idx)
         loss = loss_fn(model(x, m).squeeze(-1), y[idx])
         loss.backward()
@@ -117,6 +124,7 @@ def train(model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], arg
         run = 0.98 * run + 0.02 * float(loss) if step else float(loss)
         if step % 20 == 0 or step == len(plan) - 1:
             print(f"step {step + 1}/{len(plan)} loss {run:.4f} {time.time() - t0:.0f}s", flush=True)
+    return len(plan), len(plan)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         "each (`injection_model_data.continuation`); 0: on the whole set",
     )
     ap.add_argument("--lr", type=float, default=LR)
+    ap.add_argument(
+        "--deadline",
+        type=float,
+        default=0,
+        help="stop training after this many minutes and save (recorded; 0: no deadline)",
+    )
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(THREADS)
@@ -211,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, weights_only=True))
     t1 = time.time()
-    train(model, ids, [t.label for t in sets.train], args)
+    steps = train(model, ids, [t.label for t in sets.train], args)
     t2 = time.time()
     args.work.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.work / "classifier.pt")
@@ -244,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.init is not None
             else {"base_weights": str(base_model_dir()), "sha256": _base_sha256()}
         ),
+        "steps": {"run": steps[0], "planned": steps[1]},
+        "deadline_minutes": args.deadline,
         "warmup": WARMUP,
         "threads": THREADS,
         "train_counts": data.counts(sets.train),
