@@ -111,7 +111,7 @@ def train(
     model.train()
     t0, run = time.time(), 0.0
     for step, idx in enumerate(plan):
-        if args.deadline and time.time() - t0 > 60 * args.deadline:
+        if step == args.max_steps or (args.deadline and time.time() - t0 > 60 * args.deadline):
             print(f"deadline: stopped after {step} of {len(plan)} steps", flush=True)
             return step, len(plan)
         x, m = collate(ids, idx)
@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         "each (`injection_model_data.continuation`); 0: on the whole set",
     )
     ap.add_argument("--lr", type=float, default=LR)
+    ap.add_argument(
+        "--max-steps",
+        type=int,
+        default=-1,
+        help="stop after this many steps of the plan (reproduces a run the deadline cut)",
+    )
     ap.add_argument(
         "--deadline",
         type=float,
@@ -260,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "steps": {"run": steps[0], "planned": steps[1]},
         "deadline_minutes": args.deadline,
+        "max_steps": args.max_steps,
         "warmup": WARMUP,
         "threads": THREADS,
         "train_counts": data.counts(sets.train),
