@@ -14,11 +14,13 @@ Printed, each next to a baseline measured in the same run:
    (1) the obvious hand-written loader: parse each record and COPY a few columns with
    psycopg into a plain unindexed table, and (2) the same parse + COPY straight into the
    real table without progress or acknowledgement (target >= 50,000 records/s).
-   The shipper runs ``--rounds`` times as before (one lane: one batch in PostgreSQL at a
-   time) and as now (two lanes: two batches on two connections), alternating, each
-   on a copy of the same spool into a fresh database, and prints per run the records/s, the
-   CPU per record of the shipper process and of its PostgreSQL backend, and the rate with
-   the time the backend waited for a CPU (other work on a shared machine) taken out.
+   The shipper runs ``--rounds`` times from a spool of each frame format (``--formats``;
+   1: JSON only, the shipper parses and encodes each record, as before; 2: the writer
+   stored each record's COPY row) with each number of lanes (``--lanes``), alternating,
+   each on a copy of the same spool into a fresh database, and prints per run the
+   records/s, the CPU per record of the shipper process and of its PostgreSQL backends,
+   and the rate with the time the backend waited for a CPU (other work on a shared
+   machine) taken out; the load average before and after.
 
 ``--replay`` gives every record replay inputs shaped like the sidecar's (an LLM intent is
 then ~2.3 KB, over PostgreSQL's TOAST threshold, as the sidecar's are); the test helper's
@@ -60,6 +62,7 @@ from haltgate.governance.audit.binary_copy import (  # noqa: E402
     COLUMNS,
     copy_row,
 )
+from haltgate.governance.audit.columns import FIELD_COLUMNS  # noqa: E402
 from haltgate.governance.audit.migrate import AUDIT_MIGRATIONS, available_migrations  # noqa: E402
 from haltgate.governance.audit.shipper import (  # noqa: E402
     DEFAULT_BATCH_RECORDS,
@@ -67,7 +70,11 @@ from haltgate.governance.audit.shipper import (  # noqa: E402
     ShipperSettings,
 )
 from haltgate.governance.audit.spool import (  # noqa: E402
+    MAGIC_V1,
     Frame,
+    SpoolPosition,
+    encode_durable,
+    encode_frame,
     iter_frames,
     list_segments,
     segment_path,
@@ -242,6 +249,8 @@ def bench_spool_throughput(spool_dir: Path, n: int, replay: bool = False) -> flo
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TYPED_COLUMNS = ("record_id", "ts", "seq", "chain_id", *FIELD_COLUMNS, "record")
+"""The columns ``typed_row`` gives, in its order."""
 
 
 def typed_row(frame: Frame) -> tuple[object, ...]:
@@ -318,8 +327,8 @@ class ShipRun:
     """One shipper run: wall rate, CPU per record split by process, and the rate with the
     backend's waits for a CPU taken out."""
 
-    now: bool
-    """The shipper as now (two lanes) rather than as before (one)."""
+    label: str
+    """Spool frame format and lanes, e.g. ``f2 x2``."""
     rate: float
     client_us: float
     server_us: float
@@ -331,13 +340,19 @@ class ShipRun:
 
 
 def ship_run(
-    spool_src: Path, dsn: str, n: int, batch: int, now: bool, schema_upto: int | None
+    spool_src: Path,
+    dsn: str,
+    n: int,
+    batch: int,
+    lanes: int,
+    schema_upto: int | None,
+    label: str,
 ) -> ShipRun:
     """Drain a copy of ``spool_src`` into the (fresh) database ``dsn`` with the Shipper."""
     spool = spool_src.with_name(f"{spool_src.name}-{uuid.uuid4().hex[:8]}")
     shutil.copytree(spool_src, spool)
     migrate_upto(dsn, schema_upto)
-    shipper = Shipper(ShipperSettings(spool, dsn, batch_records=batch, lanes=2 if now else 1))
+    shipper = Shipper(ShipperSettings(spool, dsn, batch_records=batch, lanes=lanes))
     try:
         conn = shipper._lanes[0].connection()
         pid = conn.info.backend_pid
@@ -368,7 +383,22 @@ def ship_run(
     with psycopg.connect(dsn) as check:
         row = check.execute("SELECT count(*) FROM haltgate.audit_records").fetchone()
         assert row is not None and row[0] == n
-    return ShipRun(now, n / wall, client / n * 1e6, server / n * 1e6, n / max(wall - delay, 1e-9))
+    return ShipRun(label, n / wall, client / n * 1e6, server / n * 1e6, n / max(wall - delay, 1e-9))
+
+
+def as_format1(spool_dir: Path) -> Path:
+    """A copy of ``spool_dir`` whose segments hold format-1 frames (the JSON only, as every
+    spool before format 2): what the shipper read before the writer stored the rows."""
+    old = spool_dir.with_name(spool_dir.name + "-f1")
+    shutil.copytree(spool_dir, old)
+    for number in list_segments(old):
+        path = segment_path(old, number)
+        frames, _, _ = iter_frames(path.read_bytes(), number)
+        path.write_bytes(MAGIC_V1 + b"".join(encode_frame(f.data, f.time) for f in frames))
+    (old / "durable").write_bytes(
+        encode_durable(SpoolPosition(number, segment_path(old, number).stat().st_size))
+    )
+    return old
 
 
 def _spooled(spool_dir: Path) -> list[Frame]:
@@ -395,8 +425,11 @@ def bench_shipping(
     batch: int,
     schema_upto: int | None = None,
     rounds: int = 2,
+    lanes: tuple[int, ...] = (1, 2),
+    formats: tuple[int, ...] = (1, 2),
 ) -> None:
     frames = _spooled(spool_dir)
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with psycopg.connect(server_dsn("postgres"), autocommit=True) as conn:
         for name in ("bench_plain", "bench_direct"):
             conn.execute(f"DROP DATABASE IF EXISTS {name}")
@@ -432,7 +465,7 @@ def bench_shipping(
     with psycopg.connect(direct, autocommit=True) as conn:
         conn.execute("SELECT haltgate.audit_ensure_partition(to_timestamp(%s))", (frames[0].time,))
     into_table, into_cpu = _timed_copy(
-        direct, "haltgate.audit_records", COLUMNS, frames, batch, typed_row
+        direct, "haltgate.audit_records", _TYPED_COLUMNS, frames, batch, typed_row
     )
 
     print("CPU per record is this process plus its PostgreSQL backend (load-insensitive)")
@@ -446,43 +479,52 @@ def bench_shipping(
     )
     print(
         "shipper (read spool, binary COPY + progress row in one transaction, fsync'd ack), "
-        "before (one lane: one batch in PostgreSQL at a time) and now (two lanes: two batches "
-        "at once on two connections), both with read-ahead and lz4 where the server has it, "
-        "alternating; 'free' = wall minus the busier backend's CPU waits:"
+        "from a spool of format 1 (f1: JSON frames, the shipper parses and encodes each "
+        "record: before) and of format 2 (f2: the writer stored each record's COPY row: now), "
+        "with 1 or 2 lanes (xN), read-ahead and lz4 where the server has it, alternating; "
+        "'free' = wall minus the busier backend's CPU waits:"
     )
     print(
         f"{'shipper':>8} {'records/s':>10} {'x base 1':>8} {'x base 2':>8} "
         f"{'CPU-us/rec':>10} {'shipper':>8} {'server':>7} {'free rec/s':>10}"
     )
+    spools = {1: as_format1(spool_dir), 2: spool_dir}
+    configs = [(fmt, n_lanes) for n_lanes in lanes for fmt in formats]
     runs: list[ShipRun] = []
     for round_ in range(rounds):
-        for now in (False, True):
-            name = f"bench_shipper_{round_}_{int(now)}"
+        for fmt, n_lanes in configs:
+            label = f"f{fmt} x{n_lanes}"
+            name = f"bench_shipper_{round_}_{fmt}_{n_lanes}"
             with psycopg.connect(server_dsn("postgres"), autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {name}")
                 conn.execute(f"CREATE DATABASE {name}")
-            run = ship_run(spool_dir, server_dsn(name), n, batch, now, schema_upto)
+            run = ship_run(spools[fmt], server_dsn(name), n, batch, n_lanes, schema_upto, label)
             runs.append(run)
+            with psycopg.connect(server_dsn("postgres"), autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name}")
             print(
-                f"{'now' if now else 'before':>8} {run.rate:>10,.0f} {run.rate / raw:>8.2f} "
+                f"{label:>8} {run.rate:>10,.0f} {run.rate / raw:>8.2f} "
                 f"{run.rate / into_table:>8.2f} {run.cpu_us:>10.1f} {run.client_us:>8.1f} "
-                f"{run.server_us:>7.1f} {run.free_rate:>10,.0f}"
+                f"{run.server_us:>7.1f} {run.free_rate:>10,.0f}",
+                flush=True,
             )
-    for now in (False, True):
-        mine = [r for r in runs if r.now == now]
+    for fmt, n_lanes in configs:
+        label = f"f{fmt} x{n_lanes}"
+        mine = [r for r in runs if r.label == label]
         rate = statistics.median(r.rate for r in mine)
         free = statistics.median(r.free_rate for r in mine)
         client = statistics.median(r.client_us for r in mine)
         server = statistics.median(r.server_us for r in mine)
         print(
-            f"median, {'now   ' if now else 'before'}: {rate:,.0f} records/s "
+            f"median, {label}: {rate:,.0f} records/s "
             f"({rate / raw:.2f} x baseline 1, {rate / into_table:.2f} x baseline 2), "
             f"{client + server:.1f} CPU-us/record (shipper {client:.1f} + server {server:.1f}); "
             f"on a free core pair ~{free:,.0f}/s measured, at most "
-            f"{1e6 / max(client, server / (2 if now else 1), (client + server) / 2):,.0f}/s "
+            f"{1e6 / max(client, server / n_lanes, (client + server) / 2):,.0f}/s "
             "(the busier process, or both cores full) "
             f"(target >= 50,000/s: {'MET' if rate >= 50_000 else 'NOT MET'} here)"
         )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def _table_indexes(conn: psycopg.Connection[object]) -> dict[str, str]:
@@ -620,7 +662,16 @@ def main() -> None:
         "--rounds",
         type=int,
         default=2,
-        help="shipper runs as before and as now, alternating (each on a copy of the spool)",
+        help="shipper runs of each format and lane count, alternating (each on a copy of the "
+        "spool)",
+    )
+    parser.add_argument(
+        "--lanes", default="1,2", help="shipper lanes to run, comma-separated (1 and/or 2)"
+    )
+    parser.add_argument(
+        "--formats",
+        default="1,2",
+        help="spool frame formats to ship from, comma-separated (1: JSON only, 2: with rows)",
     )
     parser.add_argument(
         "--index-rounds",
@@ -665,7 +716,16 @@ def main() -> None:
         return psycopg.conninfo.make_conninfo(**info)
 
     try:
-        bench_shipping(spool_dir, n, server_dsn, args.batch, args.schema_upto, args.rounds)
+        bench_shipping(
+            spool_dir,
+            n,
+            server_dsn,
+            args.batch,
+            args.schema_upto,
+            args.rounds,
+            tuple(int(x) for x in args.lanes.split(",")),
+            tuple(int(x) for x in args.formats.split(",")),
+        )
         if args.index_rounds > 0:
             print("== price of each index ==")
             bench_index_cost(frames, server_dsn("bench_direct"), args.batch, args.index_rounds)

@@ -1,8 +1,9 @@
 """Two lanes: two batches in flight on two connections, still in order and exactly once.
 
-The failure cases are made deterministic by holding the spool's progress row locked from a
-third session: the leader then waits at its start and the follower after its COPY, both in
-flight; one of them is terminated, the lock released, and the outcome checked.
+The failure cases are made deterministic by holding the audit table locked (SHARE) from a
+third session: the leader takes the progress row, which starts the follower, and then both
+wait at their COPY, in flight; one of them is terminated, the lock released, and the
+outcome checked.
 """
 
 from __future__ import annotations
@@ -77,11 +78,12 @@ def test_two_lanes_ship_two_batches_a_round_in_order_exactly_once(
     verified(audit_db, 1000)
 
 
-def _round_with_progress_locked(
+def _round_with_the_table_locked(
     shipper: Shipper, db: AuditDatabase, terminate: int
 ) -> tuple[ShipResult | None, BaseException | None, int]:
-    """Run a two-batch round while the progress row is locked; terminate lane
-    ``terminate``'s backend once both wait; release; return (result, error, count before)."""
+    """Run a two-batch round while the audit table is locked against inserts; terminate
+    lane ``terminate``'s backend once both wait; release; return (result, error, count
+    before)."""
     outcome: dict[str, Any] = {}
 
     def ship() -> None:
@@ -92,7 +94,7 @@ def _round_with_progress_locked(
 
     before = db.count()
     with psycopg.connect(db.admin) as holder:
-        holder.execute("SELECT 1 FROM haltgate.audit_ship_progress FOR UPDATE")
+        holder.execute("LOCK TABLE haltgate.audit_records IN SHARE MODE")
         thread = threading.Thread(target=ship, daemon=True)
         thread.start()
         wait_for(lambda: lock_waiters(db) == 2, 60, "leader and follower both in flight")
@@ -110,7 +112,7 @@ def _round_with_progress_locked(
                 30,
                 "the terminated backend to exit",
             )
-        holder.rollback()  # release the progress row
+        holder.rollback()  # release the table
     thread.join(timeout=60)
     assert not thread.is_alive()
     return outcome.get("result"), outcome.get("error"), before
@@ -122,7 +124,7 @@ def test_follower_rolls_back_when_the_leader_dies(tmp_path: Path, audit_db: Audi
     try:
         assert shipper.ship_once().records == 100
         at = progress(audit_db)
-        result, error, before = _round_with_progress_locked(shipper, audit_db, terminate=0)
+        result, error, before = _round_with_the_table_locked(shipper, audit_db, terminate=0)
         assert result is None and isinstance(error, psycopg.OperationalError)
         # The follower had COPY'd its batch; it must not commit behind the lost leader.
         assert audit_db.count() == before == 100
@@ -139,7 +141,7 @@ def test_leader_commits_when_the_follower_dies(tmp_path: Path, audit_db: AuditDa
     shipper = Shipper(ShipperSettings(tmp_path, audit_db.writer, batch_records=100, lanes=2))
     try:
         assert shipper.ship_once().records == 100
-        result, error, before = _round_with_progress_locked(shipper, audit_db, terminate=1)
+        result, error, before = _round_with_the_table_locked(shipper, audit_db, terminate=1)
         assert error is None and result is not None
         assert (result.records, result.inserted) == (100, 100)  # the leader's batch only
         assert audit_db.count() == before + 100 == 200

@@ -119,6 +119,13 @@ async def test_full_disk_refuses_unready_then_heals_by_itself(
     sc = await start(volume)
     assert await call(sc) == (200, "")
     assert (await readyz(sc))[0] == 200
+    # The call's outcome record lingers before it is written (20 ms): let it reach the
+    # segment first, or its write may be the one that finds the disk full (then the
+    # reason is audit_unavailable, also unready, but not what this step checks).
+    for _ in range(100):
+        if sum(len(seqs) for seqs in spooled_chains(volume / "audit").values()) >= 2:
+            break
+        await asyncio.sleep(0.05)
     filler = fill(volume)
     status, body = await readyz(sc)
     assert status == 503 and body["ready"] is False and body["reason"] == "disk_full"

@@ -54,11 +54,11 @@ def migrate(dsn: str) -> None:
 @count_option("--batch", default=20_000, most=100000, help="Records per COPY transaction.")
 @count_option(
     "--lanes",
-    default=1,
+    default=2,
     most=2,
-    help="Batches in flight, each on its own connection, while there is a backlog (2: "
-    "for a database with a spare core; in spool order, exactly once; the second "
-    "connection closes once caught up).",
+    help="Batches in flight, each on its own connection, while there is a backlog (in "
+    "spool order, exactly once; the second connection closes once caught up; 1: one "
+    "connection always).",
 )
 @click.option("--once", is_flag=True, help="Ship what is spooled now, then exit.")
 @click.option(

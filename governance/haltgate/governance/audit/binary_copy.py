@@ -8,15 +8,18 @@ a staging table with ``INSERT ... ON CONFLICT DO NOTHING`` (idempotent).
 
 from __future__ import annotations
 
-import math
 import struct
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from haltgate.governance.audit.columns import FIELD_COLUMNS
+from haltgate.governance.audit.copy_rows import (
+    COLUMNS,
+    RecordEncodingError,
+    row_from_fields,
+    ts_micros,
+)
 from haltgate.governance.audit.record_fields import record_fields
 from haltgate.governance.audit.spool import Frame
 
@@ -30,16 +33,6 @@ __all__ = [
     "ts_micros",
 ]
 
-COLUMNS = (
-    "record_id",
-    "ts",
-    "seq",
-    "chain_id",
-    *FIELD_COLUMNS,
-    "record",
-)
-"""Columns of haltgate.audit_records the shipper writes, in COPY order (fixed-width ones
-first: ``copy_row`` packs them with one struct call)."""
 _COLS = ", ".join(COLUMNS)
 _COPY_DIRECT = f"COPY haltgate.audit_records ({_COLS}) FROM STDIN (FORMAT BINARY)"
 _STAGE_DDL = (
@@ -52,143 +45,33 @@ _MOVE = (
     " FROM haltgate_audit_stage ON CONFLICT DO NOTHING"
 )
 
-# PostgreSQL's binary COPY format: a signature, then per row a 16-bit field count and per
-# field a 32-bit length (-1 for NULL) and the value in the type's binary send format; a
+# PostgreSQL's binary COPY format: a signature, then the rows (audit/copy_rows.py); a
 # field count of -1 ends the data.
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # + flags and header extension length
 _TRAILER = b"\xff\xff"
-_NULL = b"\xff\xff\xff\xff"
-_int32 = struct.Struct(">i").pack
-_FIXED = struct.Struct(">hi16siqiq").pack  # field count; record_id uuid; ts; seq
-_float8 = struct.Struct(">id").pack  # length 8 + IEEE double (cost_usd, latency_ms)
-_int4 = struct.Struct(">ii").pack  # length 4 + integer (status)
-_LENGTHS = [_int32(n) for n in range(1024)]  # length prefixes of short texts, prebuilt
-_PG_EPOCH_US = 946_684_800 * 1_000_000  # timestamptz counts microseconds from 2000-01-01
-
-
-class RecordEncodingError(ValueError):
-    """A spooled record cannot become a row of the audit table (a value out of the
-    column's range). Records are type-checked when sealed, so this means a spool written by
-    something else; the shipper stops at it and retries rather than skip it."""
-
-
-def _text(value: str) -> bytes:
-    data = value.encode("utf-8")
-    n = len(data)
-    return (_LENGTHS[n] if n < 1024 else _int32(n)) + data
-
-
-_SHORT: dict[str, bytes] = {}
-"""Encoded (length-prefixed) values of the columns that repeat from record to record:
-names of the agent, run, chain, target, model, tool, decision, codes. A batch of 20,000
-records carries a few hundred distinct ones; looking them up skips the encode and the
-concatenation. Bounded: cleared when full."""
-_SHORT_MAX = 8192
-
-
-def _short(value: str) -> bytes:
-    encoded = _text(value)
-    if len(_SHORT) >= _SHORT_MAX:
-        _SHORT.clear()
-    _SHORT[value] = encoded
-    return encoded
-
-
-def ts_micros(when: float) -> int:
-    """``ts`` of a record: microseconds since 2000-01-01 UTC, rounded the way
-    ``datetime.timedelta(seconds=when)`` (and PostgreSQL parsing a microsecond timestamp)
-    does, so every path gives a re-shipped record the same primary key ``(ts, record_id)``.
-
-    Computed as timedelta does it, without building one (a third of the time): the whole
-    seconds exactly, plus the fraction times 10**6 rounded half to even in double
-    precision (tests/audit/test_binary_copy.py compares the two on 120,000 values)."""
-    fraction, whole = math.modf(when)
-    return int(whole) * 1_000_000 + round(fraction * 1e6) - _PG_EPOCH_US
-
-
-def _uuid_bytes(value: str) -> bytes:
-    if len(value) == 36:
-        raw = bytes.fromhex(value.replace("-", ""))
-        if len(raw) == 16 and value.count("-") == 4:
-            return raw
-    try:
-        return uuid.UUID(value).bytes  # braces, no hyphens, urn: prefix
-    except ValueError:
-        raise RecordEncodingError(
-            f"audit record field record_id is not a UUID: {value!r}"
-        ) from None
 
 
 def copy_row(frame: Frame) -> bytes:
     """The COLUMNS of one spooled record as a row of PostgreSQL's binary COPY format.
 
-    Binary rather than text: the server skips parsing 23 text fields (uuid, timestamp and
-    float input functions are most of what it spends per row besides the indexes), the
-    canonical JSON goes into ``record`` as the very bytes read from the spool (no decode,
-    no escaping), and nothing needs escaping. Types were checked when the record was
-    sealed (``record.check_types``); empty optional fields are NULL, ``target`` and
-    ``decision`` always have a value."""
+    A frame of format 2 carries its row, encoded by the spool writer when it sealed the
+    record (audit/copy_rows.py): taken as it is. A frame of format 1 (written before) is
+    encoded here from its JSON: the record's canonical JSON goes into ``record`` as the
+    very bytes read from the spool (no decode, no escaping)."""
+    row = frame.row
+    if row is not None:
+        return row
     d = record_fields(frame.data)  # without the replay inputs, which no column needs
-    g = d.get
-    c = _SHORT.get
-    kind, model, tool, failure, code = (
-        g("kind"),
-        g("model"),
-        g("tool"),
-        g("failure_type"),
-        g("code"),
-    )
-    cost, latency, status = g("cost_usd"), g("latency_ms"), g("status")
-    record = frame.data
-    n = len(record)
     try:
-        chain, phase, namespace, workload, pod, run = (
-            d["chain_id"],
-            d["phase"],
-            d["namespace"],
-            d["workload"],
-            d["pod"],
-            d["run_id"],
-        )
-        target, decision = g("target") or "", g("decision") or "allow"
-        return b"".join(
-            (
-                _FIXED(
-                    len(COLUMNS),
-                    16,
-                    _uuid_bytes(d["record_id"]),
-                    8,
-                    ts_micros(frame.time),
-                    8,
-                    d["seq"],
-                ),
-                c(chain) or _short(chain),
-                _text(d["prev_hash"]),
-                _text(d["hash"]),
-                _text(d["decision_id"]),
-                c(phase) or _short(phase),
-                c(namespace) or _short(namespace),
-                c(workload) or _short(workload),
-                c(pod) or _short(pod),
-                c(run) or _short(run),
-                (c(kind) or _short(kind)) if kind else _NULL,
-                c(target) or _short(target),
-                (c(model) or _short(model)) if model else _NULL,
-                (c(tool) or _short(tool)) if tool else _NULL,
-                c(decision) or _short(decision),
-                (c(failure) or _short(failure)) if failure else _NULL,
-                (c(code) or _short(code)) if code else _NULL,
-                _NULL if cost is None else _float8(8, cost),
-                _NULL if latency is None else _float8(8, latency),
-                _NULL if status is None else _int4(4, status),
-                _LENGTHS[n] if n < 1024 else _int32(n),
-                record,
-            )
-        )
-    except (struct.error, OverflowError, TypeError, AttributeError) as e:
+        return row_from_fields(d, frame.time, frame.data)
+    except (struct.error, OverflowError, TypeError, AttributeError, KeyError) as e:
         raise RecordEncodingError(
             f"audit record in spool segment {frame.segment} at byte {frame.offset}: field "
             f"{_out_of_range(d)} does not fit its column ({e})"
+        ) from None
+    except RecordEncodingError as e:
+        raise RecordEncodingError(
+            f"audit record in spool segment {frame.segment} at byte {frame.offset}: {e}"
         ) from None
 
 
@@ -219,7 +102,12 @@ def encode_chunks(frames: Sequence[Frame]) -> list[bytes]:
     joined ``_COPY_CHUNK`` at a time (while the rows are still in the cache). The shipper's
     read-ahead thread does this while the previous batch is in PostgreSQL."""
     return [
-        b"".join(map(copy_row, frames[start : start + _COPY_CHUNK]))
+        b"".join(
+            [
+                f.row if f.row is not None else copy_row(f)
+                for f in frames[start : start + _COPY_CHUNK]
+            ]
+        )
         for start in range(0, len(frames), _COPY_CHUNK)
     ]
 

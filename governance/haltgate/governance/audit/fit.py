@@ -68,9 +68,10 @@ def fit_record(record: AuditRecord, max_payload_bytes: int) -> AuditRecord:
 def fit_fields(record: AuditRecord) -> AuditRecord:
     """:func:`fit_record`'s clipping of the free-text fields alone (no serialising)."""
     changes: dict[str, Any] = {}
-    if len(record.target) > MAX_TARGET_CHARS:
+    # A value of another type is left as it is: sealing refuses it, naming the field.
+    if type(record.target) is str and len(record.target) > MAX_TARGET_CHARS:
         changes["target"] = _clip(record.target, MAX_TARGET_CHARS)
-    if record.message is not None and len(record.message) > MAX_MESSAGE_CHARS:
+    if type(record.message) is str and len(record.message) > MAX_MESSAGE_CHARS:
         changes["message"] = _clip(record.message, MAX_MESSAGE_CHARS)
     return dataclasses.replace(record, **changes) if changes else record
 

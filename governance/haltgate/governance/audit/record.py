@@ -19,9 +19,11 @@ import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
+
+from haltgate.governance.audit.copy_rows import row_head
 
 __all__ = [
     "GENESIS_HASH",
@@ -296,9 +298,10 @@ def chain_id_for(record: AuditRecord) -> str:
     return f"{record.namespace}/{record.pod}/{record.run_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class ChainHead:
-    """Last sealed record of a chain: its sequence number and hash."""
+class ChainHead(NamedTuple):
+    """Last sealed record of a chain: its sequence number and hash. A named tuple, not a
+    frozen dataclass: one is built per sealed record, and a tuple is built ~4x faster
+    (~0.25 instead of ~1 us)."""
 
     seq: int
     hash: str
@@ -317,7 +320,8 @@ class Chainer:
     def seal(self, record: AuditRecord) -> tuple[AuditRecord, bytes]:
         """Return the sealed record and its canonical JSON line (without newline)."""
         with self._lock:
-            chain, seq, prev, digest, line = self._seal_locked(record)
+            chain, prev, _, line, _, head = self._seal_locked(record)
+        seq, digest = head
         sealed = replace(record, chain_id=chain, seq=seq, prev_hash=prev, hash=digest)
         return sealed, line
 
@@ -335,8 +339,30 @@ class Chainer:
         ``refit``: when the record's JSON is longer than ``refit_above`` bytes, what is
         sealed is ``refit(record)`` (the spool's payload bound: measured only then)."""
         with self._lock:
-            chain, seq, _, digest, line = self._seal_locked(record, max_bytes, refit, refit_above)
-        return line, chain, ChainHead(seq, digest)
+            chain, _, _, line, _, head = self._seal_locked(record, max_bytes, refit, refit_above)
+        return line, chain, head
+
+    def seal_row(
+        self,
+        record: AuditRecord,
+        max_bytes: int | None = None,
+        *,
+        refit: Callable[[AuditRecord], AuditRecord] | None = None,
+        refit_above: int = 0,
+    ) -> tuple[bytes, bytes, str, ChainHead]:
+        """``seal_line``, and the record's binary COPY row up to its ``hash`` column
+        (audit/copy_rows.py ``row_head``; ``row_rest`` completes it): ``(line, row head,
+        chain, head)``. The row is encoded from the values in hand (no JSON parse) and
+        checked as ``check_types`` checks, plus what a column cannot hold (a ``record_id``
+        that is no UUID, a ``status`` beyond 32 bits): such a record raises
+        ``TypeError``/``ValueError`` before the chain advances. ``max_bytes`` bounds the
+        line and the row together."""
+        with self._lock:
+            chain, _, _, line, prefix, head = self._seal_locked(
+                record, max_bytes, refit, refit_above, row=True
+            )
+        assert prefix is not None
+        return line, prefix, chain, head
 
     def _seal_locked(
         self,
@@ -344,13 +370,22 @@ class Chainer:
         max_bytes: int | None = None,
         refit: Callable[[AuditRecord], AuditRecord] | None = None,
         refit_above: int = 0,
-    ) -> tuple[str, int, str, str, bytes]:
-        """(chain, seq, prev_hash, hash, canonical line) of ``record`` sealed."""
+        *,
+        row: bool = False,
+    ) -> tuple[str, str, int, bytes, bytes | None, ChainHead]:
+        """(chain, prev_hash, size, canonical line, row head or None, new chain head) of
+        ``record`` sealed."""
         chain = record.chain_id or chain_id_for(record)
         head = self._heads.get(chain)
         seq = 1 if head is None else head.seq + 1
         prev = GENESIS_HASH if head is None else head.hash
-        check_types(record)
+        row_start = None
+        if row:  # checks what check_types checks, as it encodes
+            row_start = row_head(record, chain, seq, prev)
+            extra = len(row_start) + 72
+        else:
+            check_types(record)
+            extra = 0
         # Serialised once, in two halves: the keys that sort before "hash" and those after.
         # Joined they are the canonical JSON without ``hash`` (what the hash covers); with
         # ``"hash":"..."`` between them, the sealed line: the same bytes as serialising the
@@ -364,14 +399,14 @@ class Chainer:
             if fitted is not record:
                 head_part, tail_part = _serialised(fitted, chain, seq, prev)
                 size = len(head_part) + 1 + len(tail_part)
-        if max_bytes is not None and size + _HASH_FIELD_BYTES > max_bytes:
+        if max_bytes is not None and size + _HASH_FIELD_BYTES + extra > max_bytes:
             raise ValueError(
                 f"sealed record would be {size} bytes, over the {max_bytes}-byte frame bound"
             )
         digest = hashlib.sha256(b"".join((head_part, b",", tail_part))).hexdigest()
-        self._heads[chain] = ChainHead(seq, digest)
+        self._heads[chain] = new = ChainHead(seq, digest)
         line = b"".join((head_part, b',"hash":"', digest.encode(), b'",', tail_part))
-        return chain, seq, prev, digest, line
+        return chain, prev, size, line, row_start, new
 
     def advance(self, chain: str, head: ChainHead) -> None:
         """Record ``head`` as the chain's last record (recovery replays the spool)."""

@@ -8,8 +8,10 @@ once. They stay in spool order and exactly-once because of the progress row:
 - the **leader** (the first batch of a round) locks the progress row first
   (``SELECT ... FOR UPDATE``), cuts what it already records as shipped, COPYs, and moves
   it to the batch's end;
-- a **follower** (the batch right after it, on another connection) COPYs first and locks
-  the progress row only at the end: that waits until the leader's transaction ends. It
+- a **follower** (the batch right after it, on another connection) starts once the leader
+  holds the progress row, COPYs, and locks the progress row only at the end: that waits
+  until the leader's transaction ends (started earlier, a follower whose COPY finished
+  before the leader took the row would find it unmoved and roll back for nothing). It
   commits only if the progress is then exactly where the follower starts, i.e. the leader
   committed; otherwise (the leader failed, or the progress is elsewhere) it rolls back
   (``BatchSuperseded``) and its records are read again. So no follower commits records
@@ -25,7 +27,7 @@ a follower only when its months' partitions are known to exist.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -133,7 +135,13 @@ class Lane:
             )
             known.add((year, month))
 
-    def lead(self, spool: str, batch: Batch, known: set[tuple[int, int]]) -> int:
+    def lead(
+        self,
+        spool: str,
+        batch: Batch,
+        known: set[tuple[int, int]],
+        on_locked: Callable[[], None] | None = None,
+    ) -> int:
         """Commit ``batch`` and the spool's progress (``batch.end``) in one transaction;
         return how many records were new.
 
@@ -149,6 +157,8 @@ class Lane:
             # rolls back (the progress is not yet where it starts), and the leader goes on.
             self.ensure_partitions(months(frames), known)
             row = conn.execute(_PROGRESS, (spool,)).fetchone()
+            if on_locked is not None:
+                on_locked()  # the followers start now: their progress lock waits for ours
             done = SpoolPosition(int(row[0]), int(row[1])) if row else None
             skip = 0  # frames are in spool order: the ones already shipped lead
             if done is not None:

@@ -24,7 +24,7 @@ at the acknowledged position (after a failed batch it is dropped and read again)
 Everything else (progress row, savepoint fallback, acknowledgement) is the same as without
 it.
 
-Two lanes (``ShipperSettings.lanes = 2``, opt-in): each round ships a batch and the one
+Two lanes (``ShipperSettings.lanes = 2``, the default): each round ships a batch and the one
 after it at once, on two connections, so PostgreSQL inserts and indexes them in two server
 processes. The second commits only after the first and only if the first committed, which
 the progress row enforces (``ship_lanes``): spool order and exactly-once are unchanged, and
@@ -109,13 +109,14 @@ class ShipperSettings:
     read_ahead: bool = True
     """Read and encode the next batch in a thread while this one is COPY'd (see the
     module docstring). Off: one batch at a time, encoded while it is sent."""
-    lanes: int = 1
-    """Batches in flight at once, each on its own connection (1 or 2). With 2, while there
-    is a backlog PostgreSQL inserts and indexes two batches in two server processes, in
-    spool order and exactly once (``ship_lanes``); the second connection closes once the
-    shipper has caught up. It pays where the database has a spare core (a central shipper
-    draining a backlog); on a saturated machine it adds a little server CPU per record, and
-    every shipper recovering from an outage would open two connections: so 1 by default."""
+    lanes: int = 2
+    """Batches in flight at once, each on its own connection (1 or 2). With 2 (the
+    default), while there is a backlog of more than one batch PostgreSQL inserts and
+    indexes two batches in two server processes, in spool order and exactly once
+    (``ship_lanes``); the second connection closes once the shipper has caught up. Since
+    the spool carries the COPY rows (format 2) the server sets the pace, so the second
+    server process is what raises the rate. 1: one connection, always (a database short
+    of connections: every shipper draining a backlog after an outage opens two)."""
 
     def __post_init__(self) -> None:
         if self.lanes not in (1, 2):
@@ -350,7 +351,8 @@ class Shipper:
 
     def _run_round(self, batches: list[Batch]) -> list[tuple[Batch, int]]:
         """COPY the round's batches, the first as leader on lane 0 (this thread), each
-        follower on its own lane and thread, starting together; return the committed
+        follower on its own lane and thread, started once the leader holds the progress
+        row; return the committed
         ones, in order, with how many records each inserted. Followers run only if their
         partitions are known to exist (``ship_lanes``) and their lane connects. Raises the
         leader's error; a follower that fails is logged, counted and shipped again."""
@@ -370,12 +372,20 @@ class Shipper:
             _Follower(lane, self.spool_id, batch)
             for lane, batch in zip(self._lanes[1:], batches[1:], strict=False)
         ]
-        for thread in threads:
-            thread.start()
+
+        def start_followers() -> None:
+            for thread in threads:
+                thread.start()
+
         done: list[tuple[Batch, int]] = []
         try:
             done.append(
-                (batches[0], self._lanes[0].lead(self.spool_id, batches[0], self._partitions))
+                (
+                    batches[0],
+                    self._lanes[0].lead(
+                        self.spool_id, batches[0], self._partitions, start_followers
+                    ),
+                )
             )
         except BaseException:
             self._partitions.clear()  # rolled back with the transaction
@@ -384,8 +394,11 @@ class Shipper:
             raise
         finally:
             for thread in threads:
-                thread.join()  # a follower waits for the leader's transaction to end
+                if thread.ident is not None:  # started (the leader took the progress row)
+                    thread.join()  # a follower waits for the leader's transaction to end
         for thread in threads:
+            if thread.ident is None:
+                break  # never started: its batch is shipped in the next round
             if thread.error is not None:
                 if not isinstance(thread.error, BatchSuperseded):
                     thread.lane.drop()

@@ -12,9 +12,22 @@ Layout of a spool directory::
 
 A segment starts with an 8-byte magic and a checkpoint frame (the chain heads of everything
 before the segment, so recovery and compaction read one segment, not the whole spool), then
-holds record frames. A frame is ``<u32 length><u32 crc32><f64 time>`` and the record's
-canonical JSON; the CRC covers time and body, and the time lets the shipper route rows to
-monthly partitions without parsing JSON.
+holds record frames. Two frame formats, told apart by each frame's length word, so a reader
+starting anywhere in a segment needs no other state:
+
+- format 1: ``<u32 length><u32 crc32><f64 time>`` and the record's canonical JSON (every
+  frame written before format 2; checkpoint frames still are);
+- format 2 (``length`` has bit 31 set, ``ROW_FLAG``): ``<u32 length|ROW_FLAG><u32
+  crc32><f64 time><u32 json_at>``, then ``length`` bytes: the record's row of PostgreSQL's
+  binary COPY format (audit/copy_rows.py), whose last column, ``record``, is the canonical
+  JSON starting at ``json_at``. The writer encodes the row when it seals the record; the
+  shipper sends it as it is.
+
+The CRC covers everything after itself (time, ``json_at``, body), and the time lets the
+shipper route rows to monthly partitions without parsing JSON. The magic names the newest
+frame format a segment may hold (``HGAUD\0\x01\n``: format 1 only, ``\x02``: both); a
+reader that knows only format 1 refuses a format-2 segment as a bad magic rather than
+misreading it.
 
 What the writer (audit/spool_writer.py), recovery (audit/spool_recovery.py) and the shipper
 (audit/shipper.py) share: reading and encoding frames, the durable mark, locks, atomic files.
@@ -36,12 +49,15 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from haltgate.governance.audit.copy_rows import row_rest
 from haltgate.governance.audit.record import ChainHead
 from haltgate.governance.audit.sink import AuditUnavailableError
 
 __all__ = [
     "MAGIC",
+    "MAGIC_V1",
     "MAX_FRAME",
+    "ROW_FLAG",
     "Frame",
     "SpoolPosition",
     "iter_frames",
@@ -50,9 +66,16 @@ __all__ = [
     "write_json_atomic",
 ]
 
-MAGIC = b"HGAUD\x00\x01\n"
-"""First 8 bytes of every segment (format version 1)."""
+MAGIC_V1 = b"HGAUD\x00\x01\n"
+"""First 8 bytes of a segment of format-1 frames only (written before format 2)."""
+MAGIC = b"HGAUD\x00\x02\n"
+"""First 8 bytes of every segment the writer creates now (format-1 and format-2 frames)."""
+MAGICS = (MAGIC_V1, MAGIC)
 _HEADER = struct.Struct("<IId")
+_JSON_AT = struct.Struct("<I")
+ROW_FLAG = 0x8000_0000
+"""Set in a frame's length word: a format-2 frame (the record's COPY row, then its JSON)."""
+_ROW_HEADER = 4  # json_at, after the format-1 header
 MAX_FRAME = 16 * 1024 * 1024
 """A length above this is corruption, not a record. The writer refuses to write a longer
 record (and truncates payloads well below it, audit/fit.py): reader and writer agree."""
@@ -88,6 +111,10 @@ class Frame(NamedTuple):
     time: float
     """The record's ``time`` (epoch seconds), from the frame header."""
     data: bytes
+    """The record's canonical JSON line."""
+    row: bytes | None = None
+    """Format 2: the record's whole binary COPY row (ending with ``data``); None in
+    format 1 (the shipper encodes the row from ``data``)."""
 
     @property
     def is_checkpoint(self) -> bool:
@@ -134,34 +161,75 @@ def iter_frames(
     if base == 0:
         if len(data) < len(MAGIC):
             return frames, 0, "short segment header" if data else None
-        if data[: len(MAGIC)] != MAGIC:
+        if data[: len(MAGIC)] not in MAGICS:
             return frames, 0, "bad segment magic"
         pos = len(MAGIC)
     end = len(data)
     header = _HEADER.size
+    append = frames.append
+    unpack = _HEADER.unpack_from
+    crc32 = zlib.crc32
     while pos < end:
         if max_frames is not None and len(frames) >= max_frames:
             break
         if end - pos < header:
             return frames, base + pos, "short frame header"
-        length, crc, when = _HEADER.unpack_from(data, pos)
+        length, crc, when = unpack(data, pos)
+        if length & ROW_FLAG:
+            length ^= ROW_FLAG
+            body_start = pos + header + _ROW_HEADER
+            if body_start > end:
+                return frames, base + pos, "short frame header"
+            (json_at,) = _JSON_AT.unpack_from(data, pos + header)
+        else:
+            body_start = pos + header
+            json_at = -1
         if length == 0 or length > _MAX_FRAME:
             return frames, base + pos, f"bad frame length {length}"
-        body_start = pos + header
         if body_start + length > end:
             return frames, base + pos, "short frame body"
         body = data[body_start : body_start + length]
-        if zlib.crc32(body, zlib.crc32(data[pos + 8 : body_start])) != crc:
+        if crc32(body, crc32(data[pos + 8 : body_start])) != crc:
             return frames, base + pos, "frame checksum mismatch"
-        frames.append(Frame(segment, base + pos, base + body_start + length, when, body))
+        if json_at < 0:
+            append(Frame(segment, base + pos, base + body_start + length, when, body))
+        elif 4 <= json_at < length and body[json_at - 4 : json_at] == (length - json_at).to_bytes(
+            4, "big"
+        ):
+            append(
+                Frame(segment, base + pos, base + body_start + length, when, body[json_at:], body)
+            )
+        else:  # the row's record column is not the JSON after it: a writer's bug
+            return frames, base + pos, "frame row does not end with its record"
         pos = body_start + length
     return frames, base + pos, None
 
 
 def encode_frame(line: bytes, when: float) -> bytes:
-    """Frame one canonical JSON line of a record made at ``when`` (epoch seconds)."""
+    """Frame (format 1) one canonical JSON line of a record made at ``when`` (epoch
+    seconds)."""
     stamp = struct.pack("<d", when)
     return struct.pack("<II", len(line), zlib.crc32(line, zlib.crc32(stamp))) + stamp + line
+
+
+_ROW_STAMP = struct.Struct("<dI").pack
+_LENGTH_CRC = struct.Struct("<II").pack
+
+
+def encode_row_frame(head: bytes, digest: str, line: bytes, when: float) -> bytes:
+    """Frame (format 2) a record's binary COPY row: ``head`` (its columns before
+    ``hash``, ``copy_rows.row_head``), its hash ``digest`` and canonical JSON ``line``."""
+    rest = row_rest(digest, len(line))
+    at = len(head) + len(rest)
+    stamp = _ROW_STAMP(when, at)
+    crc = zlib.crc32(line, zlib.crc32(rest, zlib.crc32(head, zlib.crc32(stamp))))
+    return b"".join((_LENGTH_CRC((at + len(line)) | ROW_FLAG, crc), stamp, head, rest, line))
+
+
+def segment_format(head: bytes) -> int | None:
+    """The frame format a segment's first bytes announce (1 or 2), None if no magic."""
+    magic = head[: len(MAGIC)]
+    return 2 if magic == MAGIC else 1 if magic == MAGIC_V1 else None
 
 
 def fsync_dir(directory: Path) -> None:
@@ -286,7 +354,7 @@ def read_checkpoint(directory: Path, number: int) -> dict[str, ChainHead] | None
     try:
         with segment_path(directory, number).open("rb") as f:
             head = f.read(len(MAGIC) + _HEADER.size)
-            if len(head) < len(MAGIC) + _HEADER.size or head[: len(MAGIC)] != MAGIC:
+            if len(head) < len(MAGIC) + _HEADER.size or head[: len(MAGIC)] not in MAGICS:
                 return None
             length, _, when = _HEADER.unpack_from(head, len(MAGIC))
             if when != CHECKPOINT_TIME or length > _MAX_FRAME:

@@ -44,10 +44,11 @@ from haltgate.governance.audit.sink import (
 )
 from haltgate.governance.audit.spool import (
     DURABLE_FILE,
+    MAGIC,
     MAX_FRAME,
     SpoolPosition,
     encode_durable,
-    encode_frame,
+    encode_row_frame,
     flocked,
     list_segments,
     segment_path,
@@ -153,13 +154,20 @@ class SpoolWriter(SegmentFiles):
         self._written = dict(heads)
         segments = list_segments(directory)
         self._segment = segments[-1] if segments else 0
-        if self._segment:
+        if self._segment and self._current_format():
             self._open_segment(self._segment, create=False)
         else:
-            self._roll()
+            self._roll()  # none yet, or the newest holds an older frame format
         self._spooled = spool_bytes(directory)
         self.chainer = Chainer(heads)
         self._started = True
+
+    def _current_format(self) -> bool:
+        """The newest segment announces the frame format written now (appending format-2
+        frames to a format-1 segment would hide them from a reader that checks the
+        magic): else a new segment is started."""
+        with segment_path(self.settings.directory, self._segment).open("rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
 
     def _heal(self) -> bool:
         """Try to leave the failed state; True when records are accepted again."""
@@ -366,7 +374,7 @@ class SpoolWriter(SegmentFiles):
         try:
             # The payload bound is measured only for a record longer than it (serialising
             # the payload on its own for every record cost a second encoding of it).
-            line, chain, head = self.chainer.seal_line(
+            line, prefix, chain, head = self.chainer.seal_row(
                 record,
                 max_bytes=MAX_FRAME,
                 refit=self._fit_payload,
@@ -378,7 +386,7 @@ class SpoolWriter(SegmentFiles):
             # measures before it advances the head).
             self.metrics.refusals.labels(code=InvalidRecordError.code).inc()
             raise InvalidRecordError(f"audit record cannot be written: {e}") from e
-        frame = encode_frame(line, record.time)
+        frame = encode_row_frame(prefix, head.hash, line, record.time)
         batch = self._pending
         batch.frames.append(frame)
         batch.waiters.append(waiter)
