@@ -100,6 +100,16 @@ class Budget:
             return None
         return self.governor.engine.prices.context_window(model)
 
+    def model_bounds(self, model: str | None) -> tuple[int | None, int | None]:
+        """``(max_output_tokens(model), context_window(model))`` from one price lookup
+        (both are read for every LLM call's reservation)."""
+        if self.governor is None or model is None:
+            return None, None
+        price = self.governor.engine.prices.lookup(model)
+        if price is None:
+            return None, None
+        return price.max_output_tokens, price.context_window
+
     @property
     def meters(self) -> bool:
         """Whether a budget engine is wired (reservations matter)."""

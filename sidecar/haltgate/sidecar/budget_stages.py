@@ -57,13 +57,19 @@ class BudgetStages(DecisionAudit):
             call.reserved = True
             return
         if view.kind is RequestKind.LLM:
-            call.max_output_tokens = (
-                view.max_output_tokens
-                if view.max_output_tokens is not None
-                else self._model_max_output(view.model) * classified.choices
-            )
+            # One price lookup for both bounds of the worst case.
+            known_output, window = self.budget.model_bounds(view.model)
+            if view.max_output_tokens is not None:
+                call.max_output_tokens = view.max_output_tokens
+            else:
+                # The request names no cap: the model's largest completion per choice.
+                call.max_output_tokens = (
+                    known_output
+                    if known_output is not None
+                    else self.settings.default_max_output_tokens
+                ) * classified.choices
             max_input = max_input_tokens(
-                classified, len(call.forward_body or call.body), self.budget
+                classified, len(call.forward_body or call.body), self.budget, window
             )
         else:
             max_input = 0
@@ -98,11 +104,6 @@ class BudgetStages(DecisionAudit):
         on without one, its usage still charged when it settles."""
         self.refuse_or_note(call, "budget", budget_denial(verdict))
         call.unreserved = True
-
-    def _model_max_output(self, model: str | None) -> int:
-        """Output tokens to reserve when the request names no cap: the model's maximum."""
-        known = self.budget.max_output_tokens(model)
-        return known if known is not None else self.settings.default_max_output_tokens
 
     def read_usage(
         self, call: Call, status: int, *, body: bytes

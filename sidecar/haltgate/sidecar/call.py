@@ -150,6 +150,5 @@ def fingerprint_of(call: Call) -> str:
             [[t.name, t.arguments] for t in c.view.tool_calls], option=orjson.OPT_SORT_KEYS
         )
         return hashlib.sha256(payload).hexdigest()
-    h = hashlib.sha256(f"{c.view.method} {call.target.url}\n".encode())
-    h.update(call.body)
-    return h.hexdigest()
+    # One digest of "METHOD URL\n" + body (the same value as feeding the two in turn).
+    return hashlib.sha256(f"{c.view.method} {call.target.url}\n".encode() + call.body).hexdigest()

@@ -131,6 +131,7 @@ class DecisionAudit(PipelineState):
                 redact=call.controls.payload is not PayloadCapture.FULL
             )
         enforcement, would_refuse = _monitor_fields(call) if call.controls.monitor else _ENFORCED
+        model = view.model if view is not None else None
         return AuditRecord(
             decision_id=call.decision_id,
             time=call.ts,
@@ -145,13 +146,14 @@ class DecisionAudit(PipelineState):
                 if call.target is not None
                 else f"{call.method} {call.raw_target}"
             ),
-            model=scrub.name(view.model if view is not None else None),
-            tool=scrub.name(tool),
+            # An absent value is not handed to the scrubber (None either way).
+            model=scrub.name(model) if model is not None else None,
+            tool=scrub.name(tool) if tool is not None else None,
             args_digest=call.fingerprint or None,
             decision=decision,
             failure_type=err.failure_type.value if err and err.failure_type else None,
             code=err.code if err else None,
-            message=scrub.optional(err.message if err else None),
+            message=scrub.optional(err.message) if err is not None else None,
             budget_after=dict(err.budget) if err and err.budget else None,
             usage=scrub.strings_of(counts.as_dict()) if counts is not None else None,
             findings=scrub.findings(call.findings) if call.findings else (),
@@ -159,7 +161,9 @@ class DecisionAudit(PipelineState):
             latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,
             cost_usd=call.cost_usd if phase != "intent" else None,
             payload_mode=call.controls.payload.value,
-            payload=self._payload(call, scrub),
+            payload=None
+            if call.controls.payload is PayloadCapture.NONE
+            else self._payload(call, scrub),
             replay=replay_inputs(call, phase, err),
             # Passed by name, not as ``**``: a call with a mapping to unpack builds a dict
             # of every argument first.
