@@ -419,6 +419,11 @@ def main() -> None:
         "more sidecars (guardrails off and on) run from it in the same run, interleaved, for "
         "an A/B on the same minutes",
     )
+    ap.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="part 1 only (the governance tax and CPU per call): for A/B pairs in a row",
+    )
     args = ap.parse_args()
     if args.quick:
         args.requests, args.seconds = 300, 2.0
@@ -612,6 +617,8 @@ def run(
         f"per call (target <= +{TARGET_GUARDRAILS_CPU_MS}: "
         f"{_met(guard_cpu <= TARGET_GUARDRAILS_CPU_MS)})"
     )
+    if args.latency_only:
+        return
 
     n_stream = max(50, args.requests // 2)
     ttfb = asyncio.run(streaming(targets, n_stream, args.rate))
