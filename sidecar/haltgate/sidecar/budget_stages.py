@@ -141,8 +141,9 @@ class BudgetStages(DecisionAudit):
             return None
         usage = engine_usage(counts) if counts is not None else None
         call.reserved = False
-        if self.pool is not None:
-            self.pool.settle(call, counts, ok)
+        pool = self.pool
+        if pool is not None and pool.client is not None:  # else nothing to charge it to
+            pool.settle(call, counts, ok)
         if counts is not None:
             # Token and cost metrics, and the call's priced cost (read by its outcome record
             # and the drift baselines, both loop callbacks queued after this one): counted
