@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from multidict import CIMultiDict
 
 from haltgate.governance import llm_body
 from haltgate.governance.errors import BadRequestError
@@ -25,7 +26,9 @@ from haltgate.sidecar import classify as classify_module
 from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.classify import llm_dialect
 from haltgate.sidecar.upstream_pool import _ROUTE_URL_MAX, UpstreamClient, _split_url
+from haltgate.sidecar.upstream_response import UpstreamTimeout
 from tests.sidecar.conftest import SidecarFactory, Standins
+from tests.sidecar.raw_upstream import raw_upstream, send
 from tests.sidecar.test_one_reading import CHAT, code_of, policy, raw_http
 from tests.unit.governance.conftest import make_spec
 
@@ -150,6 +153,33 @@ def test_routes_are_the_split_urls_and_bounded() -> None:
     assert long not in client._routes
     with pytest.raises(ValueError, match="absolute"):
         client._route("/relative")
+
+
+async def test_answer_headers_are_those_added_one_by_one() -> None:
+    head = (
+        b"HTTP/1.1 200 Fine\r\nSet-Cookie: a=1\r\nX-Latin: caf\xe9\r\nset-cookie: b=2\r\n"
+        b"Content-Length: 2\r\nLink: <x>\r\n\r\nhi"
+    )
+    client = UpstreamClient(limit=1)
+    try:
+        async with raw_upstream(send(head)) as up:
+            resp = await client.request(
+                "GET", f"http://127.0.0.1:{up.port}/", [], b"", UpstreamTimeout(5, 5)
+            )
+            try:
+                assert await resp.read() == b"hi"
+            finally:
+                resp.release()
+    finally:
+        await client.close()
+    want: CIMultiDict[str] = CIMultiDict()
+    for line in head.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b": ")
+        want.add(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+    assert list(resp.headers.items()) == list(want.items())
+    assert resp.headers.getall("Set-Cookie") == ["a=1", "b=2"]
+    assert resp.headers["X-Latin"] == "caf\udce9"  # the byte as it came, not re-read
+    assert resp.reason == "Fine"
 
 
 # ------------------------------------------------------------------------- pool

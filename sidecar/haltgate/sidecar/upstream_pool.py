@@ -313,7 +313,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._reason = b""
             return
         self._head_done = True
-        headers: CIMultiDict[str] = CIMultiDict()
+        items: list[tuple[str, str]] = []
         length = chunked = False
         for name, value in self._raw:
             low = name.lower()
@@ -321,7 +321,10 @@ class UpstreamConnection(asyncio.Protocol):
                 length = True
             elif low == b"transfer-encoding":
                 chunked = value.rstrip().lower().endswith(b"chunked")
-            headers.add(_text(name), _text(value))
+            items.append(
+                (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+            )
+        headers: CIMultiDict[str] = CIMultiDict(items)  # in order, repeated names kept
         bodiless = self._head_only or status in (204, 304)
         self._until_eof = not bodiless and not length and not chunked
         resp = self._resp
