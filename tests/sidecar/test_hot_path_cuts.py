@@ -201,3 +201,34 @@ async def test_a_chain_header_is_checked_without_a_pool(
     assert not standins.received("llm").requests
     status, _ = await raw_http(sc.explicit, "POST", "/llm/v1/chat/completions", body)
     assert status == 200  # without the header: the stage has nothing to do
+
+
+# ------------------------------------------------------------ enum values read once
+
+
+def test_kind_labels_and_payload_modes_are_the_plain_values() -> None:
+    from haltgate.governance.policy_base import PayloadCapture, RequestKind
+    from haltgate.sidecar.call import KIND_LABELS
+    from haltgate.sidecar.decision_audit import _PAYLOAD_MODES
+
+    assert KIND_LABELS[None] == "unknown"
+    for kind in RequestKind:
+        assert KIND_LABELS[kind] == kind.value and type(KIND_LABELS[kind]) is str
+    for mode in PayloadCapture:
+        assert _PAYLOAD_MODES[mode] == mode.value and type(_PAYLOAD_MODES[mode]) is str
+
+
+async def test_records_name_the_kind_and_payload_mode_as_before(
+    sidecar_factory: SidecarFactory,
+) -> None:
+    sc = await sidecar_factory(policy())
+    status, _ = await raw_http(sc.explicit, "POST", "/llm/v1/chat/completions", orjson.dumps(CHAT))
+    assert status == 200
+    records = [r for r in sc.audit.records if r.decision_id == sc.audit.records[-1].decision_id]
+    assert {r.phase for r in records} == {"intent", "outcome"}
+    for r in records:
+        assert (r.kind, r.payload_mode) == ("llm", "none")
+        assert type(r.kind) is str and type(r.payload_mode) is str
+        replay = r.replay or {}
+        if r.phase == "intent":  # the Reserve event names the kind the same way
+            assert replay["budget"]["event"]["kind"] == "llm"

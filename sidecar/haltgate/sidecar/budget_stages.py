@@ -16,7 +16,7 @@ from haltgate.governance.errors import DeniedError
 from haltgate.governance.policy_base import FailureType, RequestKind
 from haltgate.sidecar import mcp
 from haltgate.sidecar.budget import NO_BUDGET, BudgetVerdict
-from haltgate.sidecar.call import Call, fingerprint_of
+from haltgate.sidecar.call import KIND_LABELS, Call, fingerprint_of
 from haltgate.sidecar.decision_audit import DecisionAudit
 from haltgate.sidecar.injected_usage import ask_for_usage
 from haltgate.sidecar.input_bound import max_input_tokens
@@ -76,7 +76,7 @@ class BudgetStages(DecisionAudit):
         verdict = self.budget.reserve(
             call_id=call.decision_id,
             ts=call.ts,
-            kind=view.kind.value if view.kind is not None else "unknown",
+            kind=KIND_LABELS[view.kind],
             # Names the state file keeps: a key or an address in one is kept as a digest.
             host=state_key(view.host) or "",
             tool=state_key(view.tool_calls[0].name) if view.tool_calls else None,

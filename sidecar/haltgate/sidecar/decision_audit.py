@@ -9,13 +9,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from haltgate.governance.audit import AuditError, AuditRecord, InvalidRecordError
+from haltgate.governance.audit.record import PayloadMode
 from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
 from haltgate.governance.policy_base import FailureType, PayloadCapture, RequestKind
-from haltgate.sidecar.call import Call
+from haltgate.sidecar.call import KIND_LABELS, Call
 from haltgate.sidecar.drift_watch import DriftWatch
 from haltgate.sidecar.pipeline_state import PipelineState
 from haltgate.sidecar.replayinputs import replay_inputs
@@ -140,7 +141,7 @@ class DecisionAudit(PipelineState):
             workload=call.agent.workload,
             pod=call.agent.pod,
             run_id=call.agent.run_id,
-            kind=view.kind.value if view is not None and view.kind is not None else None,
+            kind=KIND_LABELS[view.kind] if view is not None and view.kind is not None else None,
             target=scrub.target(
                 f"{call.method} {call.target.url}"
                 if call.target is not None
@@ -160,7 +161,7 @@ class DecisionAudit(PipelineState):
             status=status,
             latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,
             cost_usd=call.cost_usd if phase != "intent" else None,
-            payload_mode=call.controls.payload.value,
+            payload_mode=_PAYLOAD_MODES[call.controls.payload],
             payload=None
             if call.controls.payload is PayloadCapture.NONE
             else self._payload(call, scrub),
@@ -272,6 +273,10 @@ class DecisionAudit(PipelineState):
 
 
 _ENFORCED: tuple[None, None] = (None, None)
+_PAYLOAD_MODES: dict[PayloadCapture, PayloadMode] = {
+    mode: cast(PayloadMode, mode.value) for mode in PayloadCapture
+}
+"""As ``KIND_LABELS``: a dict read, not an enum's ``.value`` descriptor."""
 
 
 def _monitor_fields(call: Call) -> tuple[str | None, dict[str, Any] | None]:
