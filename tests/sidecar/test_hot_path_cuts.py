@@ -232,3 +232,40 @@ async def test_records_name_the_kind_and_payload_mode_as_before(
         replay = r.replay or {}
         if r.phase == "intent":  # the Reserve event names the kind the same way
             assert replay["budget"]["event"]["kind"] == "llm"
+
+
+# ------------------------------------------------------------- content digest
+
+
+def _ids_dropped_everywhere(value: Any) -> Any:
+    """The reading of the content digest: every ``id`` key dropped, at any depth."""
+    if isinstance(value, list):
+        return [_ids_dropped_everywhere(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _ids_dropped_everywhere(v) for k, v in value.items() if k != "id"}
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [{"index": 0, "id": "x", "message": {"role": "assistant", "content": "hi"}}],
+        [
+            {
+                "message": {
+                    "tool_calls": [{"id": "call_1", "function": {"name": "f", "arguments": "{}"}}],
+                    "content": None,
+                },
+                "logprobs": {"content": [{"token": "a", "top": [1, 2, [3, {"id": 4}]]}]},
+            }
+        ],
+        ["a", 1, None, 2.5, True, [], {}],
+        {"id": "top", "nested": {"id": "inner", "keep": [{"id": 1, "v": 2}]}},
+        "scalar",
+    ],
+)
+def test_content_without_ids_drops_every_id(value: Any) -> None:
+    from haltgate.sidecar.usage import _without_ids
+
+    assert _without_ids(value) == _ids_dropped_everywhere(value)
+    assert orjson.dumps(_without_ids(value)) == orjson.dumps(_ids_dropped_everywhere(value))

@@ -164,7 +164,8 @@ class Pipeline(StreamRelay):
             if unconfirmed is not None:
                 upstream.close()  # the answer is withheld, unread
                 return await self.fail_upstream(request, call, unconfirmed, None)
-        self.record_flow_sources(call)
+        if call.controls.flows is not None:
+            self.record_flow_sources(call)
         try:
             # Observed once the answer is handed over (a loop callback), not in its wait.
             asyncio.get_running_loop().call_soon(
