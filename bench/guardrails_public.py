@@ -10,9 +10,9 @@ figures to someone tuning the detector.
 
 The sets come from PyPI packages installed by the ``guard-eval`` extra (``make install``),
 read through haltgate.testbed.guard_corpora, which hands test splits only to this evaluation
-(never to training code). The sets ``sealed4``, ``sealed5`` and ``sealed6`` are the project's
-own sealed held-out sets (tests/guardrails/data/injection_sealed{4,5,6}.jsonl, evaluation
-only), served the same way; ``--sets sealed6`` evaluates one of them alone.
+(never to training code). The sets ``sealed4`` to ``sealed7`` are the project's own sealed
+held-out sets (tests/guardrails/data/injection_sealed{4,5,6,7}.jsonl, evaluation only), served
+the same way and all included by ``--sealed``; ``--sets sealed7`` evaluates one of them alone.
 See docs/guardrails.md section 6 for the sets, their licences and
 the rules that keep them sealed: run this once per detector change, never while tuning.
 

