@@ -27,6 +27,11 @@ same run (the machine is shared: absolute numbers drift between runs, ratios les
    per target; requests per CPU second of the target's process, and its ratio to the
    relay's.
 
+Each sidecar's own time (its ``x-haltgate-overhead-ms`` header: identify to answer built,
+the upstream's wait excluded) is printed per sidecar: with ``--baseline`` it compares the
+two trees' governed work without the network's jitter. ``--latency-only`` stops after 1
+(an A/B pair in ~1.5 minutes).
+
 Targets (issue 18): governance tax (sidecar added p50 minus the relay's) <= 0.3 ms; CPU
 per call <= 2.0x the relay; guardrails on <= +0.3 CPU-ms per call over guardrails off;
 streaming TTFB tax <= 0.3 ms. Printed as measured, met or not.
