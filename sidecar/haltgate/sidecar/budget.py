@@ -144,8 +144,8 @@ class Budget:
             fingerprint,
             risk,
         )
-        engine, before = governor.engine, governor.state
-        return _verdict(governor.apply(event), (engine, before, event))
+        decision, engine, before = governor.reserve_event(event)
+        return _verdict(decision, (engine, before, event))
 
     def reserve_all(self, reservations: list[dict[str, Any]]) -> BudgetVerdict:
         """Reserve several calls all or nothing, in one step (``reserve`` keyword

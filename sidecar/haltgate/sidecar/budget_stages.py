@@ -32,6 +32,9 @@ class BudgetStages(DecisionAudit):
         """A halted run refuses every call until an operator resets it."""
         if call.teardown:
             return  # a halted agent still closes its sessions upstream
+        governor = self.budget.governor
+        if governor is None or not governor.halted:
+            return  # the common case, read here (Budget.halted builds the refusal)
         verdict = self.budget.halted(call.ts)
         if not verdict.allowed:
             self.refuse_or_note(call, "halted", budget_denial(verdict))
