@@ -2,7 +2,7 @@
 the call of ``bench/sidecar_overhead.py`` (two short messages in, a short answer out).
 
 Run: ``.venv/bin/python bench/guardrails_small_chat.py [--rounds 25] [--calls 300]
-[--cold] [--parts] [--sidecar [--seconds 6] [--rate 200] [--again]]``
+[--cold] [--parts] [--gate] [--sidecar [--seconds 6] [--rate 200] [--again]]``
 
 The policy's guardrails are those of ``sidecar_overhead.py`` (prompt injection on
 requests, PII redaction and secrets on both directions), compiled as the sidecar compiles
@@ -22,6 +22,9 @@ calls. That is what a sidecar serving calls one at a time pays: it runs exactly 
 function calls per request as this bench (a whole-process count, guardrails on minus off,
 docs/sidecar.md), but each of them after other processes' work. ``--parts``: that cold
 call's time by detector and walk.
+
+``--gate``: the request and answer bodies with the policy's clean gate and without it
+(``Guardrails.from_spec(..., clean_gate=False)``), interleaved, cold and warm.
 
 ``--sidecar``: the same stages inside a real sidecar (in this process, the policy of
 ``sidecar_overhead.py`` with guardrails, no audit or state I/O, start-up objects frozen
@@ -273,6 +276,52 @@ def cold_call_us(fns: list[Callable[[], object]], calls: int) -> float:
     return times[len(times) // 2] / 1000
 
 
+def gate_ab(calls: int) -> None:
+    """The small chat's request and answer bodies scanned by the policy with its clean gate
+    (`guardrails/clean_gate.py`) and without it (``clean_gate=False``), interleaved in a
+    random order, each cold call after the caches were emptied and the interpreter
+    re-warmed (median of `calls`), then warm (best of 10 x 200)."""
+    import random
+
+    import numpy as np
+
+    from haltgate.governance.guardrails import Guardrails
+    from haltgate.governance.guardrails.response_body import scan_decoded_body
+    from haltgate.governance.policy_checks import Guardrails as Spec
+
+    spec = Spec.model_validate(overhead.GUARDRAILS)
+    content_type = dict(ANSWER_HEADERS)["Content-Type"]
+
+    def bodies(g: Guardrails) -> list[Callable[[], object]]:
+        return [
+            lambda: g.scan_json(orjson.loads(overhead.CHAT), "request"),
+            lambda: scan_decoded_body(g, ANSWER, content_type, channel="request"),
+        ]
+
+    arms = {
+        "without the gate": bodies(Guardrails.from_spec(spec, clean_gate=False)),
+        "with the gate": bodies(Guardrails.from_spec(spec)),
+    }
+    other = np.zeros(32 * 1024 * 1024 // 8)
+    for fns in arms.values():
+        for fn in fns:
+            fn()
+    times: dict[str, list[int]] = {name: [] for name in arms}
+    rng = random.Random(7)
+    for _ in range(calls):
+        for name in rng.sample(list(arms), len(arms)):
+            other[::8] += 1.0
+            _rewarm_interpreter()
+            t0 = time.thread_time_ns()
+            for fn in arms[name]:
+                fn()
+            times[name].append(time.thread_time_ns() - t0)
+    for name, fns in arms.items():
+        cold = sorted(times[name])[len(times[name]) // 2] / 1000
+        warm = best_us(lambda fns=fns: [fn() for fn in fns], 10, 200)
+        print(f"{cold:9.1f} us cold, {warm:7.1f} us warm  request and answer body, {name}")
+
+
 PARTS = (
     ("injection: n-gram fast stage", "ngram", "NgramModel", "score"),
     ("injection: the rest (patterns, views, decoding)", "injection", "InjectionDetector", "detect"),
@@ -325,12 +374,21 @@ def main() -> None:
         help="with --sidecar: each stage run a second time at once on the same input, timed "
         "apart (the same code warm: what the cold first run costs more)",
     )
+    ap.add_argument(
+        "--gate",
+        action="store_true",
+        help="the request and answer bodies with the policy's clean gate and without it, "
+        "interleaved (cold and warm)",
+    )
     args = ap.parse_args()
     import os
 
     from haltgate.governance.guardrails import engine
 
     print(f"guardrails of {engine.__file__}, load average {os.getloadavg()[0]:.1f}")
+    if args.gate:
+        gate_ab(args.calls)
+        return
     if args.sidecar:
         overhead.run_with_standin_llm(
             lambda tmp, port: in_sidecar(args, tmp, port), prefix="hg-guard-", tmp_dir="/dev/shm"

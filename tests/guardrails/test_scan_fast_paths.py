@@ -4,15 +4,17 @@ generated inputs, and each memo is checked to answer as a fresh scan would."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from haltgate.governance.guardrails import answer_json
 from haltgate.governance.guardrails.answer_json import NOT_PARSED, scan_answer_json
+from haltgate.governance.guardrails.base import ScanResult
 from haltgate.governance.guardrails.json_strings import (
     _AGENT_FIELDS,
     _AGENT_ROLES,
@@ -151,6 +153,36 @@ def test_string_walk_matches_the_generator_walk(doc: Any, trusted: bool, tool: b
     top = list(_reference_strings(doc, "", trusted=False))
     for n in (0, 6):
         assert collect_strings(doc, min_chars=n) == [s for s in top if len(s.value) >= n]
+
+
+_SHAPED = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": st.sampled_from(["tool", "function", "ipython", "system", "developer", "user"]),
+        "type": st.sampled_from(
+            [
+                "tool_result",
+                "mcp_tool_result",
+                "function_call_output",
+                "document",
+                "search_result",
+                "text",
+                "message",
+            ]
+        ),
+        "content": st.sampled_from(["Summarise the report", ["a longer text", {"x": "y"}]]),
+        "functionResponse": st.just({"output": "the tool said so"}),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=st.lists(st.one_of(_SHAPED, st.dictionaries(_TEXT, _SHAPED, max_size=3)), max_size=4))
+def test_string_walk_reads_roles_and_types_as_the_generator_walk(doc: Any) -> None:
+    """Messages and blocks of every role and type that mark a tool result or the agent's
+    own text (fails when a document type or a tool role is left out of the walk)."""
+    top = list(_reference_strings(doc, "", trusted=False))
+    assert collect_strings(doc) == top
 
 
 def test_string_walk_depth_bound_is_the_same() -> None:
@@ -483,3 +515,95 @@ def test_decode_prefilters_let_every_run_through() -> None:
             reached["hex"] += 1
             assert decode_prefilter.may_hold_hex_pairs(text), text
     assert min(reached.values()) > 100  # the texts reach both patterns
+
+
+# ---------------------------------------------------------------- the answer's one walk
+
+
+def test_spaces_are_what_lstrip_strips() -> None:
+    assert answer_json._SPACES == {chr(c) for c in range(0x3001) if chr(c).isspace()}
+    assert all(not chr(c).isspace() for c in range(0x3001, 0x110000, 7))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_DOCS)
+def test_one_walk_tells_what_expand_and_the_keys_walk_tell(doc: Any) -> None:
+    """`_keys_blobs_and_documents`: the keys and blobs of the document, and `True`
+    whenever `_expand` changes it (fails when a string position, a list item or the
+    white space before a document is left out)."""
+    keys, blobs, embedded = answer_json._keys_blobs_and_documents(doc)
+    assert (keys, blobs) == answer_json._keys_and_blobs(doc)
+    if answer_json._expand(doc, {}, 0) is not doc:
+        assert embedded
+
+
+def _reference_scan_answer(g: Any, obj: Any, channel: Any) -> ScanResult:
+    """`scan_answer_json` as it was before the one walk: expand, scan, then walk keys."""
+    inner: dict[str, Any] = {}
+    expanded = answer_json._expand(obj, inner, 0)
+    result = g.scan_json(expanded, "response", channel=channel)
+    if result.blocked:
+        return result
+    keys, blobs = answer_json._keys_and_blobs(expanded)
+    extra = answer_json._scan_keys_and_blobs(g, keys, blobs, channel) if keys or blobs else None
+    renamed: dict[str, str] = {}
+    values: dict[str, str] = {}
+    if extra is not None and extra.redacted_obj is not None:
+        new_keys, new_texts = extra.redacted_obj[: len(keys)], extra.redacted_obj[len(keys) :]
+        renamed = {old: new for old, new in zip(keys, new_keys, strict=True) if new != old}
+        for (blob, old), new in zip(blobs.items(), new_texts, strict=True):
+            if new != old:
+                values[blob] = base64.b64encode(new.encode("utf-8", "surrogateescape")).decode()
+    redacted = result.redacted_obj
+    if renamed or values:
+        redacted = answer_json._rewrite(
+            expanded, expanded if redacted is None else redacted, renamed, values
+        )
+    if redacted is not None and inner:
+        redacted = answer_json._collapse(obj, redacted, inner)
+    if extra is None or not (extra.findings or extra.errors):
+        if redacted is result.redacted_obj:
+            return result
+        extra = ScanResult()
+    return ScanResult(
+        findings=result.findings + extra.findings,
+        blocked=extra.blocked,
+        redacted_text=None,
+        risk=max(result.risk, extra.risk),
+        redacted_obj=redacted,
+        errors=result.errors + extra.errors,
+    )
+
+
+_SECRETISH = st.sampled_from(
+    [
+        "mail bob@example.com now",
+        '{"token": "ghp_0123456789abcdefghijklmnopqrstuvwxyzAB"}',
+        ' ["call +1 415 555 0132"]',
+        "password=Sup3rS3cret!x",
+        "aGVsbG8gYm9iQGV4YW1wbGUuY29t",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    doc=st.recursive(
+        st.one_of(st.none(), st.integers(), _TEXT, _SECRETISH, _BLOBS),
+        lambda children: st.one_of(
+            st.lists(children, max_size=4),
+            st.dictionaries(st.one_of(_TEXT, _SECRETISH, st.just("blob")), children, max_size=4),
+            _JSON_TEXT.map(lambda d: orjson.dumps(d).decode()),
+        ),
+        max_leaves=20,
+    )
+)
+@example(doc={"note": ' ["call +1 415 555 0132"]'})
+@example(doc=['\n {"mail": "bob@example.com"}'])
+def test_answer_scan_reads_what_it_read_before(doc: Any) -> None:
+    """The whole answer scan against the one before the walk (a fresh policy each, so no
+    key memo differs); fails when the walk misses a document, a key or a blob."""
+    spec = {"pii": {"action": "redact"}, "secrets": {"action": "redact"}}
+    for channel in ("document", "request"):
+        want = _reference_scan_answer(make_guardrails(spec), doc, channel)
+        assert scan_answer_json(make_guardrails(spec), doc, channel) == want

@@ -91,11 +91,17 @@ def scan_answer_json(g: Guardrails, obj: Any, channel: Channel = "document") -> 
     renamed, a redacted blob re-encoded, and an embedded document written back as JSON
     from its own redaction."""
     inner: dict[str, Any] = {}
-    expanded = _expand(obj, inner, 0)
+    # One walk tells the keys, the blobs and whether a string may hold a document; only
+    # an answer with such a string is expanded (and its expansion walked again).
+    keys, blobs, embedded = _keys_blobs_and_documents(obj)
+    expanded = obj
+    if embedded:
+        expanded = _expand(obj, inner, 0)
+        if expanded is not obj:
+            keys, blobs = _keys_and_blobs(expanded)
     result = g.scan_json(expanded, "response", channel=channel)
     if result.blocked:
         return result
-    keys, blobs = _keys_and_blobs(expanded)
     extra = _scan_keys_and_blobs(g, keys, blobs, channel) if keys or blobs else None
     renamed: dict[str, str] = {}
     values: dict[str, str] = {}
@@ -235,6 +241,68 @@ def _keys_and_blobs(obj: Any) -> tuple[list[str], dict[str, str]]:
         elif isinstance(item, list):
             stack.extend([v for v in item if isinstance(v, dict | list)])
     return list(keys), blobs
+
+
+_SPACES = frozenset(
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""What `str.lstrip` strips (every character for which `str.isspace` is true)."""
+_DOCUMENT_STARTS = frozenset("{[")
+
+
+def _keys_blobs_and_documents(obj: Any) -> tuple[list[str], dict[str, str], bool]:
+    """`_keys_and_blobs` of `obj` and whether one of its strings may hold a JSON document
+    (one `_expand` would replace: long enough, ``{`` or ``[`` after leading white space),
+    in one walk: the everyday answer holds none and is then neither expanded nor walked
+    again."""
+    keys: dict[str, None] = {}
+    blobs: dict[str, str] = {}
+    embedded = isinstance(obj, str) and _may_hold_document(obj)
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict or (kind is not list and isinstance(item, dict)):
+            for k, v in item.items():
+                if (type(k) is str or isinstance(k, str)) and len(k) >= MIN_FINDING_CHARS:
+                    keys[k] = None  # insertion order: the first time a key is seen
+                tv = type(v)
+                if tv in _LEAF_TYPES:
+                    continue
+                if tv is dict or tv is list or isinstance(v, (dict, list)):
+                    stack.append(v)
+                elif tv is str or isinstance(v, str):
+                    if not embedded and len(v) >= MIN_FINDING_CHARS:
+                        first = v[:1]
+                        if first in _DOCUMENT_STARTS or (
+                            first in _SPACES and _may_hold_document(v)
+                        ):
+                            embedded = True
+                    if k == "blob" and v not in blobs:
+                        text = _blob_text(v)
+                        if text is not None:
+                            blobs[v] = text
+        elif kind is list or isinstance(item, list):
+            for v in item:
+                tv = type(v)
+                if tv in _LEAF_TYPES:
+                    continue
+                if tv is dict or tv is list or isinstance(v, (dict, list)):
+                    stack.append(v)
+                elif (
+                    not embedded
+                    and (tv is str or isinstance(v, str))
+                    and len(v) >= MIN_FINDING_CHARS
+                ):
+                    first = v[:1]
+                    if first in _DOCUMENT_STARTS or (first in _SPACES and _may_hold_document(v)):
+                        embedded = True
+    return list(keys), blobs, embedded
+
+
+def _may_hold_document(text: str) -> bool:
+    return len(text) >= MIN_FINDING_CHARS and text.lstrip()[:1] in ("{", "[")
 
 
 def _embedded_json(text: str) -> Any:

@@ -10,11 +10,15 @@ nothing; tests/guardrails/test_scan_fast_paths.py compares the spans with and wi
 
 from __future__ import annotations
 
+import re
+
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _HEX_SEPARATORS = frozenset(b" :,-")
 
-_B64_TABLE = bytes(ord("a") if b in _B64_ALPHABET else ord(" ") for b in range(256))
+ALPHABET_TABLE = _B64_TABLE = bytes(
+    ord("a") if b in _B64_ALPHABET else ord(" ") for b in range(256)
+)
 _B64_RUN_SHAPE = b"a" * 16
 """`decode._B64_RUN`: a first character of the alphabet and 15 more."""
 
@@ -45,3 +49,30 @@ def may_hold_hex_pairs(text: str) -> bool:
     if not text.isascii():
         return True
     return _HEX_PAIRS_SHAPE in text.encode("ascii").translate(_HEX_TABLE)
+
+
+_RUN16 = re.compile(r"[A-Za-z0-9+/_-]{16,}")
+_HEX_ONLY = re.compile(r"[0-9A-Fa-f]+")
+_ESCAPES = re.compile(r"0[xX]|\\x|%[0-9A-Fa-f]{2}|\\u|&#")
+
+
+def may_hold_payload(text: str, encoded: bytes | None = None) -> bool:
+    """False when `decode.decode_spans` finds no payload span (`decode.PAYLOAD_KINDS`,
+    any limits) in the ASCII `text`; `encoded` is ``text.encode("ascii")`` when the
+    caller has it. What each run pattern cannot match without: a base64 / base32 / hex
+    run (`decode._b64_runs`: 16 characters of the alphabet, not inside a longer run) is
+    kept only when it holds an upper-case letter, holds no lower-case one, or is hex
+    digits throughout (a run of lower-case words and digits, ``chatcmpl-2ba16d...``,
+    ``snake_case_names``, is none of these; a run wrapped over lines is kept only when
+    one of its lines is); separated hex pairs; ``0x``, ``\\x``, ``%hh``, ``\\u``, ``&#``.
+    Outside ASCII: always True (the invisible-character runs are not looked for here)."""
+    if encoded is None:
+        if not text.isascii():
+            return True
+        encoded = text.encode("ascii")
+    if _B64_RUN_SHAPE in encoded.translate(_B64_TABLE):
+        for m in _RUN16.finditer(text):
+            run = m.group()
+            if not run.islower() or _HEX_ONLY.fullmatch(run) is not None:
+                return True
+    return _HEX_PAIRS_SHAPE in encoded.translate(_HEX_TABLE) or _ESCAPES.search(text) is not None

@@ -28,7 +28,9 @@ from haltgate.governance.guardrails.base import (
     Verdict,
     default_channel,
 )
+from haltgate.governance.guardrails.clean_gate import CleanGate, gate_for
 from haltgate.governance.guardrails.json_strings import (
+    JOIN,
     MIN_FINDING_CHARS,
     JoinedStrings,
     collect_strings,
@@ -105,13 +107,20 @@ class Guardrails:
         detectors: Sequence[DetectorSettings],
         *,
         fail_closed: bool = True,
+        clean_gate: bool = True,
     ) -> None:
-        """Prefer `from_spec`; this constructor serves tests and custom detector sets."""
+        """Prefer `from_spec`; this constructor serves tests and custom detector sets.
+        `clean_gate=False` calls every detector on every text (`clean_gate`): the same
+        findings, slower; the reference of the differential tests."""
         self._settings = tuple(detectors)
         self._fail_closed = fail_closed
         self._by_direction: dict[str, tuple[DetectorSettings, ...]] = {
             d: tuple(s for s in self._settings if d in s.directions)
             for d in ("request", "response")
+        }
+        self._gates: dict[str, CleanGate | None] = {
+            d: gate_for([s.detector for s in settings]) if clean_gate else None
+            for d, settings in self._by_direction.items()
         }
         self._deterministic = {
             d: all(getattr(s.detector, "deterministic", False) for s in settings)
@@ -129,6 +138,7 @@ class Guardrails:
         *,
         injection_model: Callable[[str], float] | None = None,
         pii_region: str = "US",
+        clean_gate: bool = True,
     ) -> Guardrails:
         """Build from ``spec.guardrails`` of a GovernancePolicy.
 
@@ -136,6 +146,7 @@ class Guardrails:
         process) when ``promptInjection.model`` is true. If the model cannot be loaded, every
         injection scan reports an error and ``failMode`` decides (closed: block).
         `pii_region` is the phone numbering plan assumed for numbers without ``+``.
+        `clean_gate` as in the constructor.
         """
         settings: list[DetectorSettings] = []
         if spec.prompt_injection is not None and spec.prompt_injection.enabled:
@@ -164,7 +175,11 @@ class Guardrails:
             )
         if spec.secrets is not None and spec.secrets.enabled:
             settings.append(DetectorSettings.from_spec(secrets.SecretsDetector(), spec.secrets))
-        return cls(settings, fail_closed=spec.fail_mode == policy_base.FailMode.CLOSED)
+        return cls(
+            settings,
+            fail_closed=spec.fail_mode == policy_base.FailMode.CLOSED,
+            clean_gate=clean_gate,
+        )
 
     @property
     def detectors(self) -> tuple[str, ...]:
@@ -245,8 +260,16 @@ class Guardrails:
             settings = self._by_direction[direction]
         if not settings or not text:
             return out
+        gate = self._gates[direction]
+        skip = (
+            gate.cannot_find(text)
+            if gate is not None and len(text) <= MAX_SCAN_CHARS
+            else frozenset[str]()
+        )
         redact: list[tuple[int, int, str]] = []
         for s in settings:
+            if skip and s.detector.name in skip:
+                continue  # it cannot find anything here (clean_gate)
             accepted = self._accepted_or_error(s, text, out, channel, stages)
             for c in accepted:
                 if self._record(out, s, c, c.start, c.end, path, channel):
@@ -295,14 +318,23 @@ class Guardrails:
         if only is not None:
             settings = tuple(s for s in settings if s.detector.name in only)
         trust = trust_agent_instructions and direction == "request"
-        base = channel or default_channel(direction)
+        base: Channel = channel or ("request" if direction == "request" else "document")
         strings = collect_strings(obj, min_chars=MIN_FINDING_CHARS) if settings else []
-        channels: list[Channel] = ["document" if js.tool_result else base for js in strings]
+        # one loop, no generator: each Python-level call is paid cold on every request
+        channels: list[Channel] = []
+        mixed = False
+        for js in strings:
+            if js.tool_result:
+                channels.append("document")
+                mixed = True
+            else:
+                channels.append(base)
         # one channel for every string (the common case): no grouping to work out
-        one_channel: tuple[Channel, ...] | None = (
-            None if any(js.tool_result for js in strings) else (base,) if strings else ()
-        )
+        one_channel: tuple[Channel, ...] | None = None if mixed else (base,) if strings else ()
         joined_cache: dict[tuple[bool, Channel | None], JoinedStrings] = {}
+        gate = self._gates[direction]
+        gated = gate.names if gate is not None else frozenset[str]()
+        skip_cache: dict[tuple[bool, Channel | None], frozenset[str]] = {}
         for s in settings:
             # The strings of the document are scanned as one text per channel (one pass per
             # detector instead of one per string); findings are mapped back to their string.
@@ -321,17 +353,28 @@ class Guardrails:
                 key = (skip_trusted, group)
                 joined = joined_cache.get(key)
                 if joined is None:
-                    joined = joined_cache[key] = JoinedStrings.build(
-                        [
-                            (i, js.value)
-                            for i, js in enumerate(strings)
-                            if not (skip_trusted and js.trusted)
-                            and (blind or not js.label)
-                            and (group is None or channels[i] == group)
-                        ]
+                    parts = [
+                        (i, js.value)
+                        for i, js in enumerate(strings)
+                        if not (skip_trusted and js.trusted)
+                        and (blind or not js.label)
+                        and (group is None or channels[i] == group)
+                    ]
+                    joined = joined_cache[key] = JoinedStrings(
+                        JOIN.join([v for _, v in parts]), parts
                     )
                 if not joined.text:
                     continue
+                if name in gated:
+                    skip = skip_cache.get(key)
+                    if skip is None:
+                        skip = skip_cache[key] = (
+                            gate.cannot_find(joined.text)  # type: ignore[union-attr]
+                            if len(joined.text) <= MAX_SCAN_CHARS
+                            else frozenset()
+                        )
+                    if name in skip:
+                        continue  # it cannot find anything here (clean_gate)
                 accepted = self._accepted_or_error(s, joined.text, out, group or base, stages)
                 for c in accepted:
                     i, start, end = joined.locate(c.start, c.end)

@@ -207,6 +207,13 @@ class InjectionDetector:
     def _patterns(self, text: str) -> tuple[list[Candidate], str]:
         """`pattern_candidates` and the folded text (the first view), which the fast stage
         reads too and need not fold again."""
+        simple = normalize.simple_views(text, self._limits)
+        if (
+            simple is not None
+            and next(_REGULAR.matches(simple[0], None, words=True), None) is None
+            and next(_SQUASHED.matches(simple[1], None, words=False), None) is None
+        ):
+            return [], simple[0]  # no rule matches either of the two views it has
         hits: dict[tuple[str, int, int], Candidate] = {}
         folded: str | None = None
         for view in normalize.views(text, self._limits):

@@ -20,7 +20,7 @@ _MAX_JSON_DEPTH = 256
 
 MIN_FINDING_CHARS = 6
 """Shorter strings cannot hold any finding ("a@b.co" is the shortest); JSON is full of them."""
-_JOIN = "\n\n"
+JOIN = _JOIN = "\n\n"
 """Separator of the strings of a JSON document scanned as one text."""
 
 
@@ -153,7 +153,7 @@ def iter_strings(
     the agent's owner wrote it, whether it is (inside) a tool result, and whether it is a
     structure label."""
     out: list[JsonString] = []
-    _collect(obj, pointer, depth, trusted, tool_result, out, 0)
+    _collect(obj, pointer, depth, trusted, tool_result, out, 0, _kind(obj))
     yield from out
 
 
@@ -161,7 +161,7 @@ def collect_strings(obj: Any, *, min_chars: int = 0) -> list[JsonString]:
     """`iter_strings` of a whole document (``trusted=False``) as a list, without the
     strings shorter than `min_chars` (their pointers are never built: the scan's walk)."""
     out: list[JsonString] = []
-    _collect(obj, "", 0, False, False, out, min_chars)
+    _collect(obj, "", 0, False, False, out, min_chars, _kind(obj))
     return out
 
 
@@ -197,13 +197,14 @@ def _collect(
     tool_result: bool,
     out: list[JsonString],
     min_chars: int,
+    kind: type | None,
 ) -> None:
     """The walk of `iter_strings`, appending to `out` (a list, not nested generators:
     several times cheaper on the small documents of every call). A value deeper than
-    `_MAX_JSON_DEPTH` raises, whatever its type, as the per-value check did."""
+    `_MAX_JSON_DEPTH` raises, whatever its type, as the per-value check did. `kind` is
+    `_kind(obj)`, which the caller has already told."""
     if depth > _MAX_JSON_DEPTH:
         raise ValueError("JSON document nested too deeply")
-    kind = _kind(obj)
     if kind is str:
         if len(obj) >= min_chars:
             out.append(JsonString(pointer, obj, trusted, tool_result))
@@ -221,12 +222,22 @@ def _collect(
                 if len(v) >= min_chars:
                     out.append(JsonString(f"{pointer}/{i}", v, trusted, tool_result))
             elif vk is not None:
-                _collect(v, f"{pointer}/{i}", depth + 1, trusted, tool_result, out, min_chars)
+                _collect(v, f"{pointer}/{i}", depth + 1, trusted, tool_result, out, min_chars, vk)
         return
     role = obj.get("role")
     # Attacker-shaped JSON: a role may be any value, and a list is not hashable.
-    inner = trusted or (isinstance(role, str) and role in _AGENT_ROLES)
-    inner_tool = tool_result or _is_tool_result(obj)
+    # (`_is_tool_result` written out, exact types first: a call per object is most of
+    # the walk of a small document.)
+    role_str = role is not None and (type(role) is str or isinstance(role, str))
+    inner = trusted or (role_str and role in _AGENT_ROLES)
+    inner_tool = tool_result or (role_str and role in _TOOL_ROLES)
+    if not inner_tool:
+        kind_ = obj.get("type")
+        inner_tool = (
+            kind_ is not None
+            and (type(kind_) is str or isinstance(kind_, str))
+            and (kind_.endswith(_TOOL_TYPE_ENDINGS) or kind_ in _DOCUMENT_TYPES)
+        )
     for k, v in obj.items():
         vk = type(v)
         if vk is not str and vk is not dict and vk is not list:
@@ -243,7 +254,7 @@ def _collect(
             label = k in _LABEL_OR_ID_KEYS and isinstance(k, str) and is_label(k, v)
             out.append(JsonString(child, v, key_trusted, key_tool, label))
         else:
-            _collect(v, child, depth + 1, key_trusted, key_tool, out, min_chars)
+            _collect(v, child, depth + 1, key_trusted, key_tool, out, min_chars, vk)
 
 
 def rebuild(obj: Any, pointer: str, replaced: dict[str, str]) -> Any:

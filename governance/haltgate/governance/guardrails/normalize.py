@@ -41,6 +41,7 @@ from haltgate.governance.guardrails.decode import (
     Limits,
     decode_spans,
 )
+from haltgate.governance.guardrails.decode_prefilter import may_hold_payload
 
 # Characters that render as nothing (or nearly) and are used to split words invisibly.
 _INVISIBLE = [
@@ -320,6 +321,25 @@ def _span_mapper(start: int, end: int) -> Callable[[int, int], tuple[int, int]]:
     return to_origin
 
 
+def simple_views(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[str, str] | None:
+    """(folded, squashed) when `views(text, limits)` (rot13 and decoding on) yields these
+    two views only, each mapping offsets back as it is: an ASCII text with no leetspeak,
+    no rot13 attack word and no shape of an encoded run (`decode_prefilter.
+    may_hold_payload`); None otherwise. What most texts are: a matcher that finds no
+    trigger in either is done without building the views (`injection`'s pattern stage).
+    tests/guardrails/test_clean_gate.py holds it to `views` on every development text."""
+    if not text.isascii():
+        return None
+    folded = text.lower()
+    if (
+        _LEET_HINT.search(folded) is not None
+        or next(_ROT13_HINTS.iter(folded), None) is not None
+        or (limits.max_depth > 0 and may_hold_payload(text))
+    ):
+        return None
+    return folded, _squash(folded)
+
+
 def views(
     text: str,
     limits: Limits = DEFAULT_LIMITS,
@@ -329,7 +349,8 @@ def views(
 ) -> Iterator[View]:
     """Yield the normalised forms of `text` (see the module docstring), cheapest first."""
     yield from _views(text, None, _identity, rot13)
-    if decode and limits.max_depth > 0:
+    # may_hold_payload: a text without the shapes of an encoded run is not searched
+    if decode and limits.max_depth > 0 and may_hold_payload(text):
         for span in decode_spans(text, limits):
             yield from _views(span.text, span.encoding, _span_mapper(span.start, span.end), rot13)
 

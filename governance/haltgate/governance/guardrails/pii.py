@@ -28,6 +28,7 @@ from stdnum.se import personnummer as se_pnr
 from stdnum.us import ssn as us_ssn
 
 from haltgate.governance.guardrails.base import Candidate, Channel
+from haltgate.governance.guardrails.clean_gate import GateNeeds
 from haltgate.governance.guardrails.decoded_rescan import rescan_decoded
 
 NAME = "pii"
@@ -320,6 +321,27 @@ class PIIDetector:
             raise ValueError(f"unknown PII entities: {sorted(unknown)}")
         self.entities = frozenset(entities or ENTITIES)
         self.region = region
+
+    def gate_needs(self) -> GateNeeds:
+        """What an ASCII text must hold for `detect` to find anything (`clean_gate`): the
+        gates `_plain` itself applies (an ``@`` for addresses; a digit, and then a digit
+        cluster, a codice fiscale or an address shape for the rest; a date-of-birth
+        word), or an encoded run to rescan."""
+        e = self.entities
+        digit: list[str] = []
+        if not e.isdisjoint({"credit_card", "iban", "phone", "national_id"}):
+            digit.append(_DIGIT_CLUSTER.pattern)
+        if "national_id" in e:
+            digit.append(_IT_CF.pattern)  # the one id that needs no cluster
+        if "ip_address" in e:
+            # IPv4: digits around a dot; IPv6: "::" or two colons around a hex group
+            digit.append(r"\d\.\d|::|[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:")
+        return GateNeeds(
+            literals=_DOB_WORDS if "dob" in e else (),
+            chars="@" if "email" in e else "",
+            digit_patterns=tuple(digit),
+            encoded_runs=True,
+        )
 
     def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
         """All PII candidates in `text`, also inside its encoded runs (`decoded_rescan`);

@@ -38,6 +38,7 @@ from detect_secrets.plugins.twilio import TwilioKeyDetector
 
 from haltgate.governance.guardrails import decode_prefilter
 from haltgate.governance.guardrails.base import Candidate, Channel
+from haltgate.governance.guardrails.clean_gate import GateNeeds
 from haltgate.governance.guardrails.decoded_rescan import rescan_decoded
 from haltgate.governance.guardrails.literal_gate import LiteralGate, Needs
 
@@ -200,6 +201,26 @@ _ASSIGNMENT_KEY = re.compile(
     r"secret|token|passw|pwd|api[_-]?key|apikey|access[_-]?key|auth|credential|private|"
     r"signing|encryption|bearer"
 )
+_ASSIGNMENT_WORDS = (
+    "secret",
+    "token",
+    "passw",
+    "pwd",
+    "apikey",
+    "api_key",
+    "api-key",
+    "access_key",
+    "access-key",
+    "accesskey",
+    "auth",
+    "credential",
+    "private",
+    "signing",
+    "encryption",
+    "bearer",
+)
+"""The words `_ASSIGNMENT_KEY` matches, spelt out (the clean gate looks for them with the
+other literals; tests/guardrails/test_clean_gate.py holds the two together)."""
 _NAME_MAX = 41
 _VALUE_REACH = 340
 _BEARER = re.compile(
@@ -289,12 +310,28 @@ class SecretsDetector:
         # Each pattern's hints lower-cased once, here (not per pattern on every scan).
         self._gated = tuple((p, _lowered(p.hint)) for p in self._patterns)
         self._run_needs = tuple(_RUN_NEEDS.get(p.regex.pattern, 0) for p in self._patterns)
+        self._needs = tuple(_needs(p.hint, p.regex.pattern) for p in self._patterns)
         # With the prefilters: one pass over the text for every pattern's literals.
-        self._gate = (
-            LiteralGate([_needs(p.hint, p.regex.pattern) for p in self._patterns])
-            if prefilter
-            else None
-        )
+        self._gate = LiteralGate(self._needs) if prefilter else None
+
+    def gate_needs(self) -> GateNeeds:
+        """What an ASCII text must hold for `detect` to find anything (`clean_gate`): per
+        pattern of the table, a literal it cannot run without (its prefilter, else its
+        hint) or, for the token patterns whose hint says little (`_RUN_NEEDS`), their run
+        and the pattern itself; the bearer and assignment rules' key words; or an encoded
+        run to rescan."""
+        literals: dict[str, None] = dict.fromkeys(("authorization", *_ASSIGNMENT_WORDS))
+        runs: list[tuple[int, str]] = []
+        for p, needs in zip(self._patterns, self._needs, strict=True):
+            run = _RUN_NEEDS.get(p.regex.pattern)
+            group = needs.prefilter or needs.hint
+            if run is not None:
+                runs.append((run, scoped(p.regex)))
+            elif group:
+                literals.update(dict.fromkeys(group))
+            else:
+                raise ValueError(f"pattern {p.regex.pattern[:40]!r} needs nothing to run")
+        return GateNeeds(literals=tuple(literals), run_patterns=tuple(runs), encoded_runs=True)
 
     def detect(self, text: str, *, channel: Channel = "request") -> list[Candidate]:
         """All secret candidates in `text`, also inside its encoded runs (`decoded_rescan`);
@@ -440,6 +477,21 @@ def _needs(hint: str | tuple[str, ...] | None, source: str) -> Needs:
         prefilter=prefilter,
         prefilter_ascii_only=ascii_only,
     )
+
+
+_FLAG_LETTERS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
+_LEADING_FLAGS = re.compile(r"^\(\?[aiLmsux]+\)")
+
+
+def scoped(regex: re.Pattern[str]) -> str:
+    """`regex`'s source as a group that keeps its flags (``(?i:...)``), to be joined with
+    other patterns in one alternation. Raises ValueError for what cannot be joined
+    (references to its own groups)."""
+    source = _LEADING_FLAGS.sub("", regex.pattern)
+    if "(?P=" in source or re.search(r"\\[1-9]", source):
+        raise ValueError(f"pattern {regex.pattern[:40]!r} refers to its own groups")
+    letters = "".join(c for flag, c in _FLAG_LETTERS if regex.flags & flag)
+    return f"(?{letters}:{source})" if letters else f"(?:{source})"
 
 
 def _documented(value: str) -> bool:
