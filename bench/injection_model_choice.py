@@ -23,6 +23,12 @@ reported together. Sets:
   same documents alone and documents quoting attacks (benign); spikee-style documents (the
   development half of the unsealed spikee instructions in held-out wrappers, appended to a
   held-apart document); bare fragments of benign texts (what a stream piece looks like);
+- the unseen-family development split (`injection_families_dev`, dev part, whole tool
+  results, by channel): attack families under-represented in the corpora, two of them
+  (``HELD_OUT``) never trained on, and benign texts of the same shapes; reported per family
+  (detection at the threshold keeping false positives <= 1 % on the same set's benign texts
+  of the channel, and at the shipped threshold) and per benign kind; never sampled down;
+- the look-alike generator's dev part (`lookalike_texts`, all benign), per channel;
 - benign streams (``--streams N``, default 150): held-apart benign texts streamed in random
   pieces through the guardrails' `StreamScanner` with the model as its model stage; a
   blocked stream is a false positive.
@@ -37,6 +43,7 @@ test splits are run once, afterwards, by bench/guardrails_public.py.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -92,9 +99,15 @@ def _latency(scorers: dict[str, OnnxInjectionScorer]) -> None:
         )
 
 
-def _sets(limit: int) -> dict[str, tuple[str, list[Row]]]:
+@functools.cache
+def _built() -> Any:
+    """`injection_model_data.build` with the training seed (validation and dev sets)."""
     from haltgate.testbed import injection_model_data
 
+    return injection_model_data.build(17)
+
+
+def _sets(limit: int) -> dict[str, tuple[str, list[Row]]]:
     rng = random.Random(17)
     out: dict[str, tuple[str, list[Row]]] = {}
     for name in ("s-labs", "neuralchemy"):
@@ -104,7 +117,7 @@ def _sets(limit: int) -> dict[str, tuple[str, list[Row]]]:
         "request",
         [(s.text, False) for s in corpus.injection_samples() if not s.label],
     )
-    built = injection_model_data.build(17)
+    built = _built()
     out["documents validation (planted attacks)"] = (
         "document",
         [(t.text, t.label) for t in built.val_document],
@@ -128,7 +141,25 @@ def _sets(limit: int) -> dict[str, tuple[str, list[Row]]]:
     )
     if limit:
         out = {k: (ch, rng.sample(v, min(limit, len(v)))) for k, (ch, v) in out.items()}
+    for ch in ("request", "document"):
+        out[f"{FAMILIES_SET} ({ch})"] = (
+            ch,
+            [(t.text, t.label) for t in built.dev_families if t.channel == ch],
+        )
+        out[f"dev look-alikes ({ch})"] = (
+            ch,
+            [(t.text, t.label) for t in built.dev_lookalikes if t.channel == ch],
+        )
     return out
+
+
+FAMILIES_SET = "dev families: unseen-family split"
+
+
+def _family_names(channel: str) -> list[str]:
+    """The family (attacks) or kind (benign) of each row of the families set of `channel`,
+    in the order of `_sets`."""
+    return [t.family for t in _built().dev_families if t.channel == channel]
 
 
 def _line(pos: list[float], neg: list[float], block: float) -> str:
@@ -165,9 +196,7 @@ def _models(arg: str) -> dict[str, str]:
 
 
 def _streams(n: int) -> list[str]:
-    from haltgate.testbed import injection_model_data
-
-    built = injection_model_data.build(17)
+    built = _built()
     rng = random.Random(23)
     texts = [t.text[:700] for t in built.dev_benign if t.source != "discussion"]
     texts += [r.text[:700] for r in load_training("s-labs", "validation") if not r.label]
@@ -287,11 +316,75 @@ def _report(sets: dict[str, tuple[str, list[Row]]], results: dict[str, dict[str,
             f"  {channel}, {mname}: {len(pos)} attacks / {len(neg)} benign;",
             _line(pos, neg, block),
         )
+    _report_families(sets, results)
     print("\n## benign streams (StreamScanner, model stage on whole units)")
     for mname, res in results.items():
         if "streams" in res:
             blocked, reads, n = res["streams"]
             print(f"  {mname}: blocked {blocked}/{n} benign streams ({reads} model reads)")
+
+
+def _report_families(
+    sets: dict[str, tuple[str, list[Row]]], results: dict[str, dict[str, Any]]
+) -> None:
+    """Per family and channel: detection at <= 1 % false positives on the set's benign texts
+    of that channel, and detection at the shipped threshold (held-out families marked); per
+    benign kind: false positives at the shipped threshold."""
+    from haltgate.testbed import injection_families_dev as fam
+
+    for channel in ("document", "request"):
+        sname = f"{FAMILIES_SET} ({channel})"
+        if sname not in sets:
+            continue
+        rows = sets[sname][1]
+        names = _family_names(channel)
+        print(f"\n## unseen-family split, per family ({channel}); * = never trained on")
+        for mname, res in results.items():
+            got = res["sets"].get(sname)
+            if got is None or len(got["scores"]) != len(rows):
+                print(f"  {mname}: not scored on this set")
+                continue
+            scores = got["scores"]
+            neg = [s for s, (_, lab) in zip(scores, rows, strict=True) if not lab]
+            t1 = _threshold_at(neg, 0.01)
+            block = res["limits"][channel][0]
+            cells = []
+            for f in fam.FAMILIES:
+                pos = [
+                    s for s, (_, lab), n in zip(scores, rows, names, strict=True) if lab and n == f
+                ]
+                if pos:
+                    star = "*" if f in fam.HELD_OUT else ""
+                    cells.append(
+                        f"{f}{star} {sum(s >= t1 for s in pos) / len(pos):.2f}"
+                        f"/{sum(s >= block for s in pos) / len(pos):.2f} (n={len(pos)})"
+                    )
+            held = [
+                s
+                for s, (_, lab), n in zip(scores, rows, names, strict=True)
+                if lab and n in fam.HELD_OUT
+            ]
+            print(
+                f"  {mname}: det @1% FP (t={t1:.3f}) / at shipped t={block:.3f}: "
+                + "; ".join(cells)
+            )
+            if held:
+                d1 = sum(s >= t1 for s in held) / len(held)
+                db = sum(s >= block for s in held) / len(held)
+                print(
+                    f"  {mname}: held-out families pooled: {d1:.3f} @1% FP, {db:.3f} at "
+                    f"shipped t (n={len(held)})"
+                )
+            kinds = []
+            for k in fam.BENIGN_KINDS:
+                ks = [
+                    s
+                    for s, (_, lab), n in zip(scores, rows, names, strict=True)
+                    if not lab and n == k
+                ]
+                if ks:
+                    kinds.append(f"{k} {sum(s >= block for s in ks)}/{len(ks)}")
+            print(f"  {mname}: benign kinds, FP at shipped t: " + "; ".join(kinds))
 
 
 if __name__ == "__main__":

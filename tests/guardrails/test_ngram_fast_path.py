@@ -48,14 +48,63 @@ def _ref_windows(length: int) -> list[tuple[int, int]]:
     return [(s, s + 320) for s in starts]
 
 
+_MASK = (1 << 64) - 1
+
+
+def _is_word_char(ch: str) -> bool:
+    c = ord(ch)
+    return (
+        48 <= c <= 57
+        or 65 <= c <= 90
+        or 97 <= c <= 122
+        or (c >= 0xC0 and not 0x2000 <= c <= 0x2BFF and not 0x3000 <= c < 0x3040)
+    )
+
+
+def ref_words(folded: str, bits: int) -> list[tuple[int, int]]:
+    """(padded position, bucket) of every word unigram and bigram, one character at a time
+    with Python integers: the vectorised `ngram.word_buckets` must agree."""
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(folded):
+        if _is_word_char(folded[i]):
+            j = i
+            while j < len(folded) and _is_word_char(folded[j]):
+                j += 1
+            spans.append((i, j))
+            i = j
+        else:
+            i += 1
+    hashes = []
+    for a, b in spans:
+        h = 0
+        for ch in folded[a:b]:
+            h = (h * 0x100000001B3 + ord(ch)) & _MASK
+        hashes.append(h)
+    shift, final = 64 - bits, 0x9E3779B97F4A7C15
+    out = [
+        (a + 1, (((h ^ 0x5BD1E9955BD1E995) * final) & _MASK) >> shift)
+        for (a, _), h in zip(spans, hashes, strict=True)
+    ]
+    for k in range(len(spans) - 1):
+        pair = ((hashes[k] * 0x100000001B3) & _MASK) ^ hashes[k + 1] ^ 0xC2B2AE3D27D4EB4F
+        out.append((spans[k][0] + 1, ((pair * final) & _MASK) >> shift))
+    return out
+
+
 def ref_window_logits(
     model: ngram.NgramModel, folded: str
 ) -> tuple[list[tuple[int, int]], list[float]]:
     buckets = _ref_buckets(folded, model._bits)
     per_pos = model._w[buckets].sum(axis=0, dtype=np.float64)
-    cum = np.concatenate(([0.0], np.cumsum(per_pos)))
     n_pos = buckets.shape[1]
     valid = np.clip(n_pos - np.arange(n_pos) - 1, 0, 4)
+    if model._words:
+        valid = valid.astype(np.float64)
+        for pos, bucket in ref_words(folded, model._bits):
+            per_pos[pos] += model._words * float(model._w[bucket])
+            valid[pos] += 1
+    cum = np.concatenate(([0.0], np.cumsum(per_pos)))
     cnt = np.concatenate(([0], np.cumsum(valid)))
     spans = _ref_windows(len(folded))
     starts = np.array([s for s, _ in spans], dtype=np.int64)
@@ -95,12 +144,37 @@ def ref_score(
     return max(probs), out
 
 
-@pytest.fixture(scope="module")
-def models() -> tuple[ngram.NgramModel, ngram.NgramModel]:
-    """The shipped model, and one with very low thresholds so that spans are reported."""
-    low = ngram.NgramModel.load()
+def _with_words(model: ngram.NgramModel, words: float) -> ngram.NgramModel:
+    """The model's weights read with word features of weight `words` (0: without)."""
+    raw = np.round((model._w[:-1] / max(float(np.abs(model._w).max()), 1e-9)) * 127)
+    scale = float(np.abs(model._w).max()) / 127.0
+    return ngram.NgramModel(
+        raw.astype(np.int8), scale, model._bias, dict(model.thresholds), model._bits, words
+    )
+
+
+@pytest.fixture(scope="module", params=["shipped", "words on/off"])
+def models(request: pytest.FixtureRequest) -> tuple[ngram.NgramModel, ngram.NgramModel]:
+    """The shipped model, and one with very low thresholds so that spans are reported (or
+    the same weights read with word features switched the other way, so that both paths are
+    compared with the reference whichever ships)."""
+    shipped = ngram.NgramModel.load()
+    if request.param == "words on/off":
+        shipped = _with_words(shipped, 0.0 if shipped._words else 1.0)
+    low = _with_words(shipped, shipped._words)
     low.thresholds = {"request": 1e-6, "document": 1e-6}
-    return ngram.NgramModel.load(), low
+    return shipped, low
+
+
+def test_word_buckets_equal_the_reference() -> None:
+    for text in ("", "!!", "hello world", "ignore_previous instructions, résumé 日本語 x1 ab-c"):
+        folded = normalize.fold(text)
+        pos, buckets = ngram.word_buckets(folded)
+        assert sorted(zip(pos.tolist(), buckets.tolist(), strict=True)) == sorted(
+            ref_words(folded, ngram.BITS)
+        )
+    pos, _ = ngram.word_buckets("hello world")
+    assert sorted(pos.tolist()) == [1, 1, 7]  # two words and their pair, at padded positions
 
 
 ALPHABETS = (

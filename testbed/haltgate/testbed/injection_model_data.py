@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from haltgate.testbed import injection_families_dev as fam
 from haltgate.testbed import injection_model_planting as plant
 from haltgate.testbed import ngram_synthetic as syn
 from haltgate.testbed import ngram_training
@@ -77,6 +78,16 @@ class Sets:
     the benign side. Reported only."""
     dev_fragments: list[Text] = dataclasses.field(default_factory=list)
     """Bare pieces of held-apart benign texts (all benign). Reported only."""
+    dev_families: list[Text] = dataclasses.field(default_factory=list)
+    """`injection_families_dev` dev part: every family (the ``HELD_OUT`` ones never trained
+    on) and the benign kinds, whole tool results; the Text's family is the row's. Reported
+    only."""
+    cal_families: list[Text] = dataclasses.field(default_factory=list)
+    """`injection_families_dev` calibration part (thresholds may respect its benign rows)."""
+    dev_lookalikes: list[Text] = dataclasses.field(default_factory=list)
+    """The look-alike generator's dev part (`lookalike_texts`, all benign). Reported only."""
+    cal_lookalikes: list[Text] = dataclasses.field(default_factory=list)
+    """The look-alike generator's calibration part (all benign)."""
 
 
 def _planted_short(rng: random.Random, doc: str, attack: str) -> str:
@@ -167,10 +178,19 @@ def build(
     *,
     planted_short: int = PLANTED,
     spikee_split: bool = True,
+    lookalikes_train: int = 0,
+    families: int = 0,
+    requests: int = 0,
+    caps: dict[str, int] | None = None,
 ) -> Sets:
     """The training texts and the validation and development sets. ``planted_short=1250,
     spikee_split=False`` with no windows, look-alikes or fragments is run 2's training set
-    (`RUN2`), the base that run 3 continues (`continuation`)."""
+    (`RUN2`), the base that run 3 continues (`continuation`). Run 4 adds (opt-in, 0 = none)
+    ``lookalikes_train`` texts of the look-alike generator's train part, ``families`` rows of
+    `injection_families_dev`'s train part cut into windows (`family_windows`) and
+    ``requests`` generated benign requests (`benign_requests`, train part); each drawn with
+    its own random stream, so the other texts stay as they were. ``caps`` overrides `CAPS`
+    (benign texts of those source prefixes)."""
     rng = random.Random(seed)
     sets = ngram_training.build(seed, None)
     tok = tokenizer()
@@ -235,7 +255,7 @@ def build(
     kept_attacks += rest[: max(0, attacks - len(planted) - len(kept_attacks))] + planted
     neg = [t for t in train if not t.label]
     kept_benign = [t for t in neg if t.source in KEEP_ALL_BENIGN or t.source.startswith("code:")]
-    for prefix, cap in CAPS.items():
+    for prefix, cap in (CAPS if caps is None else caps).items():
         some = [t for t in neg if t.source.startswith(prefix)]
         rng.shuffle(some)
         kept_benign += some[:cap]
@@ -245,6 +265,14 @@ def build(
     rng.shuffle(kept_attacks)
     rng.shuffle(kept_benign)
     out = kept_attacks[:attacks] + kept_benign[:benign] + extra
+    add_rng = random.Random(seed + 4000)
+    out += add_rng.sample(
+        sets["lookalikes_train"], min(lookalikes_train, len(sets["lookalikes_train"]))
+    )
+    out += add_rng.sample(sets["requests_train"], min(requests, len(sets["requests_train"])))
+    if families:
+        rows = fam.generate("train", families, random.Random(seed + 3000))
+        out += family_windows(random.Random(seed + 3001), tok, rows)
     rng.shuffle(out)
     dev = dev_sets(seed, sets, dev_tpl, dev_ins)
     return Sets(
@@ -255,7 +283,39 @@ def build(
         dev["documents"],
         dev["spikee"],
         dev["fragments"],
+        _family_texts(fam.generate("dev", DEV_FAMILIES, random.Random(seed + 3002))),
+        _family_texts(fam.generate("calibration", CAL_FAMILIES, random.Random(seed + 3003))),
+        sets["lookalikes_dev"],
+        sets["lookalikes_calibration"],
     )
+
+
+DEV_FAMILIES = 3000
+CAL_FAMILIES = 1200
+
+
+def _family_texts(rows: list[fam.Row]) -> list[Text]:
+    return [Text(r.text, r.label, r.channel, f"families-{r.part}", r.family) for r in rows]
+
+
+def family_windows(rng: random.Random, tok: Any, rows: list[fam.Row]) -> list[Text]:
+    """Training texts of `injection_families_dev` rows: the run-time windows (64 tokens 3/4
+    of the time, 128 otherwise; request rows 128) that hold the payload (at least half of
+    it, or filling half of the window: `injection_model_planting.labelled_windows`), labelled
+    as the row (an attack, or a benign imperative of the same shape); a document with an
+    attack also gives one of its other windows, benign, half of the time."""
+    out: list[Text] = []
+    for r in rows:
+        tokens = 128 if r.channel == "request" or rng.random() < 0.25 else 64
+        wins = plant.labelled_windows(tok, r.text, r.span, tokens)
+        hit = [w for w, y in wins if y]
+        rest = [w for w, y in wins if not y]
+        source = f"family-{r.family}"
+        if hit:
+            out.append(Text(rng.choice(hit), r.label, r.channel, source, r.family))
+        if r.label and rest and rng.random() < 0.5:
+            out.append(Text(rng.choice(rest), False, r.channel, f"{source}-benign-window"))
+    return out
 
 
 RUN2: dict[str, Any] = {

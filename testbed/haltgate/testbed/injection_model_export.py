@@ -26,6 +26,7 @@ import json
 import math
 import shutil
 import sys
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,11 @@ from typing import Any
 import torch
 
 from haltgate.governance.guardrails import onnx_model
+from haltgate.testbed import injection_families_dev as fam
 from haltgate.testbed import injection_model_data as data
 from haltgate.testbed import injection_model_training as training
 from haltgate.testbed.minilm_torch import MiniLMClassifier
-from haltgate.testbed.ngram_training_data import own_benign
+from haltgate.testbed.ngram_training_data import Text, own_benign
 from haltgate.testbed.roc import roc_auc
 
 TARGET_FP = 0.01
@@ -108,7 +110,7 @@ def _logit(p: float) -> float:
 
 
 def calibrate(
-    out: Path, sets: data.Sets, windows: dict[str, int], dev: bool = True
+    out: Path, sets: data.Sets, windows: dict[str, int], dev: bool = True, hard: bool = False
 ) -> dict[str, Any]:
     raw = onnx_model.Calibration(1.0, windows, _placeholder_limits())
     scorer = onnx_model.OnnxInjectionScorer(
@@ -128,10 +130,22 @@ def calibrate(
         "dev spikee-style documents": sets.dev_spikee,
         "dev fragments of benign texts": sets.dev_fragments,
     }
+    for ch in onnx_model.CHANNELS:
+        groups[f"families calibration ({ch})"] = [t for t in sets.cal_families if t.channel == ch]
+        groups[f"look-alikes calibration ({ch})"] = [
+            t for t in sets.cal_lookalikes if t.channel == ch
+        ]
+        groups[f"dev families, unseen-family split ({ch})"] = [
+            t for t in sets.dev_families if t.channel == ch
+        ]
+        groups[f"dev look-alikes ({ch})"] = [t for t in sets.dev_lookalikes if t.channel == ch]
     if not dev:  # the development sets are reported by bench/injection_model_choice.py
         groups = {k: v for k, v in groups.items() if "dev" not in k}
     channel_of = {
-        k: "document" if "document" in k or "development" in k else "request" for k in groups
+        k: "document"
+        if "(document)" in k or ("(request)" not in k and ("document" in k or "development" in k))
+        else "request"
+        for k in groups
     }
     logits = {k: [_logit(scorer(t.text, channel_of[k])) for t in v] for k, v in groups.items()}
     val_keys = list(groups)[:3]
@@ -149,6 +163,9 @@ def calibrate(
             "own benign corpus, read as documents",
         ],
     }
+    if hard:  # the generated hard benign texts' calibration parts bind the thresholds too
+        for ch, keys in chan_sets.items():
+            keys += [f"families calibration ({ch})", f"look-alikes calibration ({ch})"]
     thresholds: dict[str, dict[str, float]] = {}
     for ch, keys in chan_sets.items():
         neg = [p for k in keys for p, t in zip(probs(k), groups[k], strict=True) if not t.label]
@@ -197,9 +214,10 @@ def _version(pkg: str) -> str:
 
 
 def _base_stage(info: dict[str, Any]) -> dict[str, Any] | None:
-    """The training record of the checkpoint this run started from (run 3: run 2's)."""
+    """The training record of the checkpoint this run started from (run 3: run 2's); None
+    when it started from the base weights (run 4)."""
     init = info.get("init")
-    if not init:
+    if not init or "path" not in init:
         return None
     path = Path(init["path"]).parent / "training.json"
     if not path.is_file():
@@ -207,6 +225,12 @@ def _base_stage(info: dict[str, Any]) -> dict[str, Any] | None:
     base = json.loads(path.read_text("utf-8"))
     keep = ("seed", "epochs", "lr", "attacks", "benign", "blobs", "train_counts", "wall_seconds")
     return {k: base[k] for k in keep if k in base}
+
+
+def _family_counts(texts: list[Text]) -> dict[str, int]:
+    return dict(
+        sorted(Counter(f"{t.family}:{'attack' if t.label else 'benign'}" for t in texts).items())
+    )
 
 
 def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]) -> None:
@@ -235,6 +259,15 @@ def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]
         "look-alike windows": "injection_model_planting (CC0): windows of training documents "
         "holding a whole sentence that quotes a train-split attack (benign)",
         "fragments": "bare 1-80 character pieces of benign training texts (benign)",
+        "unseen-family texts": "injection_families_dev (CC0, haltgate's own): attack "
+        "families in tool results (polite requests, notes to the assistant, tool hijacking, "
+        "markdown exfiltration, fake markers, payload splitting, config keys, non-English, "
+        "obfuscations) and benign texts of the same shapes, split by template into "
+        "train / calibration / dev; the families in model.training.families_held_out are "
+        "never trained on; train part cut into windows (family_windows)",
+        "look-alikes": "lookalike_texts (CC0): hard benign look-alikes, train part (training), "
+        "calibration part (thresholds, when calibration.json says so), dev part (reported)",
+        "benign requests": "benign_requests (CC0): generated benign requests, train part",
         "development sets": "injection_model_data.dev_sets: held-apart ('eval') documents, "
         "validation-split attacks, the development half of spikee instructions with "
         "haltgate's development wrappers; reported only",
@@ -251,6 +284,8 @@ def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]
                 for k in (
                     *("seed", "epochs", "max_len", "batch", "lr", "attacks", "benign", "blobs"),
                     *("windows", "lookalike", "fragments", "replay", "run2", "init"),
+                    *("planted_short", "lookalikes_train", "families", "families_held_out"),
+                    *("requests", "caps", "benign_doc_tokens"),
                 )
                 if k in info
             }
@@ -273,7 +308,12 @@ def write_manifest(work: Path, out: Path, sets: data.Sets, table: dict[str, Any]
             "development documents": data.counts(sets.dev_documents),
             "development spikee-style": data.counts(sets.dev_spikee),
             "development fragments": data.counts(sets.dev_fragments),
+            "development families": _family_counts(sets.dev_families),
+            "calibration families": _family_counts(sets.cal_families),
+            "development look-alikes": len(sets.dev_lookalikes),
+            "calibration look-alikes": len(sets.cal_lookalikes),
         },
+        "family templates per part": fam.template_counts(),
         "train_texts": info["train_texts"],
         "versions": {p: _version(p) for p in PINNED} | {"python": sys.version.split()[0]},
         "validation": table,
@@ -295,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         "--calibrate-only", action="store_true", help="keep the exported model in --out"
     )
     ap.add_argument(
+        "--calibrate-hard",
+        action="store_true",
+        help="the thresholds also keep <= 1 %% false positives on the calibration parts of "
+        "the generated families' benign texts and of the look-alikes (per channel)",
+    )
+    ap.add_argument(
         "--no-dev",
         action="store_true",
         help="validation table only (the development sets are left to the bench)",
@@ -306,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         export(args.work, args.out)
     sets = data.build(info["seed"])
     windows = {"request": args.window_request, "document": args.window_document}
-    table = calibrate(args.out, sets, windows, dev=not args.no_dev)
+    table = calibrate(args.out, sets, windows, dev=not args.no_dev, hard=args.calibrate_hard)
     write_manifest(args.work, args.out, sets, table)
     print(json.dumps(table, indent=1))
     print((args.out / onnx_model.CALIBRATION_FILE).read_text("utf-8"))

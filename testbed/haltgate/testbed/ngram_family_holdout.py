@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--c", type=float, default=4.0)
     ap.add_argument("--class-weight", choices=("balanced",), default=None)
+    ap.add_argument("--words", type=float, default=tr.WORDS, help="word uni/bigram weight")
+    ap.add_argument("--mine", type=float, default=tr.MINE, help="hard-negative weight")
     ap.add_argument("--families", default="", help="comma-separated; default: every family")
     ap.add_argument(
         "--small",
@@ -87,21 +89,27 @@ def main(argv: list[str] | None = None) -> int:
     fams = families(sets)
     units = holdout_units(fams, [f for f in args.families.split(",") if f], args.small)
     train = sets["train"]
-    x, y, owner = tr.featurize(train)
+    x, y, owner = tr.featurize(train, args.words)
     weights = tr.window_weights(train, owner)
     pool = benign_pool(sets)
     print(f"train windows {x.shape[0]}; benign pool {len(pool)}", flush=True)
     rows: list[dict[str, object]] = []
-    full_q, full_scale, full_bias = tr.fit(x, y, args.c, args.seed, args.class_weight, weights)
-    full = tr.ngram.NgramModel(full_q, full_scale, full_bias, {"request": 0.5, "document": 0.5})
+    full_q, full_scale, full_bias = tr.fit(
+        x, y, args.c, args.seed, args.class_weight, weights, args.mine
+    )
+    full = tr.ngram.NgramModel(
+        full_q, full_scale, full_bias, {"request": 0.5, "document": 0.5}, words=args.words
+    )
     full_benign = tr.text_scores(full, pool)
     for name, held_out in units:
         dropped = np.asarray([t.family in held_out and t.source in DERIVED for t in train], bool)
         keep = ~dropped[owner]
         q, scale, bias = tr.fit(
-            x[keep], y[keep], args.c, args.seed, args.class_weight, weights[keep]
+            x[keep], y[keep], args.c, args.seed, args.class_weight, weights[keep], args.mine
         )
-        model = tr.ngram.NgramModel(q, scale, bias, {"request": 0.5, "document": 0.5})
+        model = tr.ngram.NgramModel(
+            q, scale, bias, {"request": 0.5, "document": 0.5}, words=args.words
+        )
         attacks = [
             t
             for k in ("train", "val_request")
@@ -130,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "benign_sources": dict(Counter(t.source for t in pool)),
         "C": args.c,
         "class_weight": args.class_weight,
+        "words": args.words,
+        "hard_negative_mining": args.mine,
         "attacks": n,
         "pooled_unseen_detection": round(pooled / max(1, n), 4),
         "macro_unseen_detection": round(

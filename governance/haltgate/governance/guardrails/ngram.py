@@ -42,6 +42,9 @@ BITS = 18
 WINDOW = 320
 _MULT = 0x100000001B3  # FNV-64 prime: mixes one code point into the running hash
 _FINAL = 0x9E3779B97F4A7C15  # golden-ratio multiplier: spreads the top bits
+_MULT_INV = pow(_MULT, -1, 1 << 64)  # its inverse mod 2**64: substring hashes from a prefix sum
+_UNIGRAM = 0x5BD1E9955BD1E995  # told into a word's hash: a word, not a character n-gram
+_BIGRAM = 0xC2B2AE3D27D4EB4F  # ... a pair of neighbouring words
 
 
 class NgramModelError(Exception):
@@ -88,6 +91,95 @@ def position_buckets(folded: str, bits: int = BITS) -> npt.NDArray[np.int64]:
 
 SINGLE_WINDOW = WINDOW + WINDOW // 4
 """Folded texts up to this length are scored as one window."""
+
+
+_WORD_TABLE_END = 0x3040
+"""Code points from here on (CJK and beyond) are word characters."""
+
+
+class _WordTables:
+    """Constants of `word_buckets`, made once: which code points are word characters, and
+    the powers of the hash multiplier and of its inverse (grown on demand)."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        c = np.arange(_WORD_TABLE_END + 1)
+        self.word = (
+            ((c >= 48) & (c <= 57))
+            | ((c >= 97) & (c <= 122))
+            | ((c >= 65) & (c <= 90))
+            | ((c >= 0xC0) & ~((c >= 0x2000) & (c <= 0x2BFF)) & ~(c >= 0x3000))
+        ).view(np.int8)
+        self.word[_WORD_TABLE_END] = 1
+        self.fwd, self.inv = self._powers(SINGLE_WINDOW + 2)
+        u64 = np.uint64
+        self.uni, self.big, self.mult, self.final = (
+            u64(_UNIGRAM),
+            u64(_BIGRAM),
+            u64(_MULT),
+            u64(_FINAL),
+        )
+        self.shift = {b: u64(64 - b) for b in range(8, 33)}
+
+    @staticmethod
+    def _powers(n: int) -> tuple[Any, Any]:
+        import numpy as np
+
+        with np.errstate(over="ignore"):
+            fwd = np.full(n + 1, _MULT, dtype=np.uint64)
+            fwd[0] = 1
+            inv = np.full(n, _MULT_INV, dtype=np.uint64)
+            return fwd.cumprod(), inv.cumprod()
+
+    def powers(self, n: int) -> tuple[Any, Any]:
+        """(M**0 .. M**n, M**-1 .. M**-n): at least that many."""
+        if self.inv.shape[0] < n:
+            self.fwd, self.inv = self._powers(max(n, 2 * self.inv.shape[0]))
+        return self.fwd, self.inv
+
+
+_TABLES: list[_WordTables] = []
+
+
+def word_buckets(
+    folded: str, bits: int = BITS
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(position, bucket) of every word unigram and bigram of the folded text: a word is a
+    run of ASCII letters and digits or of other letters (code points from U+00C0 on, but for
+    general and CJK punctuation); its position is that of its first character in the
+    space-padded text of `position_buckets` (a bigram's: its first word's), so a window owns
+    the words that start in it. Hashed into the same ``2**bits`` buckets as the character
+    n-grams (one table), by a polynomial hash of the word's code points, vectorised through
+    a prefix sum (no Python loop over words; a fixed handful of NumPy calls)."""
+    import numpy as np
+
+    if not _TABLES:
+        _TABLES.append(_WordTables())
+    tables = _TABLES[0]
+    c = np.frombuffer(folded.encode("utf-32-le"), dtype=np.uint32)
+    n = c.shape[0]
+    word = np.zeros(n + 2, dtype=np.int8)  # word marks with a non-word on either side
+    tables.word.take(np.minimum(c, _WORD_TABLE_END), out=word[1:-1])
+    # a word starts where the marks step up and ends where they step down: alternately
+    edges = np.flatnonzero(word[1:] - word[:-1])
+    if edges.size == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty
+    starts, ends = edges[0::2], edges[1::2]
+    fwd, inv = tables.powers(n)
+    # Unsigned array arithmetic wraps modulo 2**64 silently (the hash wants it):
+    # hash(s, e) = sum over j in [s, e) of c[j] * M**(e - 1 - j)
+    #            = M**e * (S[e] - S[s]), S[k] = sum over j < k of c[j] * M**-(j + 1)
+    prefix = np.zeros(n + 1, dtype=np.uint64)
+    np.cumsum(c * inv[:n], out=prefix[1:])
+    at = prefix.take(edges)
+    h = fwd.take(ends) * (at[1::2] - at[0::2])
+    mixed = np.concatenate((h ^ tables.uni, (h[:-1] * tables.mult) ^ h[1:] ^ tables.big))
+    mixed *= tables.final
+    buckets = (mixed >> tables.shift[bits]).astype(np.int64)
+    pos = np.concatenate((starts, starts[:-1])) + 1
+    return pos, buckets
 
 
 class _LeanHashing:
@@ -153,21 +245,34 @@ def windows(length: int, window: int = WINDOW) -> list[tuple[int, int]]:
     return [(s, s + window) for s in starts]
 
 
-def window_features(folded: str, bits: int = BITS) -> Iterator[tuple[int, int, dict[int, float]]]:
-    """(start, end, {bucket: value}) of every window: the training-time view of a text."""
+def window_features(
+    folded: str, bits: int = BITS, words: float = 0.0
+) -> Iterator[tuple[int, int, dict[int, float]]]:
+    """(start, end, {bucket: value}) of every window: the training-time view of a text.
+    `words` > 0 adds the window's word unigrams and bigrams (`word_buckets`), each counted
+    `words` times the weight of a character n-gram."""
     import numpy as np
 
     buckets = position_buckets(folded, bits)
+    wpos, wbuckets = word_buckets(folded, bits) if words > 0 else (None, None)
     for start, end in windows(len(folded)):
         # position p of the padded text starts at folded[p - 1]; a window [s, e) owns the
         # n-grams starting at padded positions s .. e (the leading pad belongs to window 0).
         part = buckets[:, start : end + 1].ravel()
         part = part[part < (1 << bits)]
-        if part.size == 0:
+        total = float(part.size)
+        if wpos is not None and wbuckets is not None:
+            mine = wbuckets[(wpos >= start) & (wpos <= end)]
+            total += float(mine.size)
+        if total == 0:
             continue
         ids, counts = np.unique(part, return_counts=True)
-        norm = 1.0 / math.sqrt(float(part.size))
-        yield start, end, {int(i): float(c) * norm for i, c in zip(ids, counts, strict=True)}
+        norm = 1.0 / math.sqrt(total)
+        out = {int(i): float(c) * norm for i, c in zip(ids, counts, strict=True)}
+        if wpos is not None and words > 0:
+            for i, c in zip(*np.unique(mine, return_counts=True), strict=True):
+                out[int(i)] = out.get(int(i), 0.0) + float(c) * words * norm
+        yield start, end, out
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +300,10 @@ class NgramModel:
         bias: float,
         thresholds: dict[str, float],
         bits: int = BITS,
+        words: float = 0.0,
     ) -> None:
+        """`words`: the weight of a word unigram or bigram against a character n-gram (0: the
+        model reads character n-grams only)."""
         import numpy as np
 
         if weights.shape != (1 << bits,):
@@ -209,6 +317,9 @@ class NgramModel:
         self._bits = bits
         self.thresholds = dict(thresholds)
         self._lean = _LeanHashing(np, bits)
+        if not 0.0 <= words <= 16.0:
+            raise NgramModelError("words", f"word feature weight {words} outside [0, 16]")
+        self._words = float(words)
 
     @classmethod
     def load(
@@ -243,7 +354,10 @@ class NgramModel:
                 WINDOW,
             ):
                 raise NgramModelError("weights", "fitted with other n-gram or window settings")
-            return cls(z["weights"], float(z["scale"]), float(z["bias"]), cal["thresholds"], bits)
+            words = float(z["words"]) if "words" in z.files else 0.0
+            return cls(
+                z["weights"], float(z["scale"]), float(z["bias"]), cal["thresholds"], bits, words
+            )
 
     def _one_window_logit(self, folded: str) -> float:
         """The logit of a text of at most SINGLE_WINDOW folded characters (one window): the
@@ -253,7 +367,12 @@ class NgramModel:
         buckets = lean.buckets(folded)
         m = buckets.shape[1]
         total = float(self._w.take(buckets).sum(dtype=lean.f64, where=lean.valid[:, -m:]))
-        return self._bias + total / math.sqrt(max(lean.count(m), 1))
+        n = lean.count(m)
+        if self._words:
+            _, wb = word_buckets(folded, self._bits)
+            total += self._words * float(self._w.take(wb).sum(dtype=lean.f64))
+            n += wb.shape[0]
+        return self._bias + total / math.sqrt(max(n, 1))
 
     def window_logits(self, folded: str) -> tuple[list[tuple[int, int]], list[float]]:
         """Windows of the folded text and their logits."""
@@ -274,9 +393,19 @@ class NgramModel:
         ends = [e + 1 for _, e in spans]
         # a window of padded positions s .. e holds 4 n-grams a position, fewer in the last
         # three positions of the text
-        n = [lean.rows * (e - s) - lean.short(s, e, m) for s, e in zip(starts, ends, strict=True)]
+        n = np.array(
+            [lean.rows * (e - s) - lean.short(s, e, m) for s, e in zip(starts, ends, strict=True)],
+            dtype=np.float64,
+        )
+        if self._words:  # words counted at their first character's position
+            wpos, wb = word_buckets(folded, self._bits)
+            wsum = np.bincount(wpos, weights=self._w.take(wb) * self._words, minlength=m + 1)
+            wcum = np.concatenate(([0.0], np.cumsum(wsum)))
+            ccum = np.concatenate(([0], np.cumsum(np.bincount(wpos, minlength=m + 1))))
+            cum = cum + wcum[: m + 1]
+            n = n + (ccum[ends] - ccum[starts])
         sums = cum[ends] - cum[starts]
-        logits = self._bias + sums / np.sqrt(np.array(n, dtype=np.float64))
+        logits = self._bias + sums / np.sqrt(n)
         return spans, logits.tolist()
 
     def score(
