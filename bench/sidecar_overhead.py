@@ -27,6 +27,11 @@ same run (the machine is shared: absolute numbers drift between runs, ratios les
    per target; requests per CPU second of the target's process, and its ratio to the
    relay's.
 
+Each sidecar's own time (its ``x-haltgate-overhead-ms`` header: identify to answer built,
+the upstream's wait excluded) is printed per sidecar: with ``--baseline`` it compares the
+two trees' governed work without the network's jitter. ``--latency-only`` stops after 1
+(an A/B pair in ~1.5 minutes).
+
 Targets (issue 18): governance tax (sidecar added p50 minus the relay's) <= 0.3 ms; CPU
 per call <= 2.0x the relay; guardrails on <= +0.3 CPU-ms per call over guardrails off;
 streaming TTFB tax <= 0.3 ms. Printed as measured, met or not.
@@ -78,6 +83,7 @@ TARGET_CPU_X_RELAY = 2.0
 TARGET_GUARDRAILS_CPU_MS = 0.3
 TARGET_TTFB_TAX_MS = 0.3
 RELAY = "bare aiohttp relay"
+HEADER = "x-haltgate-overhead-ms of "
 SIDECAR = "via sidecar"
 GUARDED = "sidecar, guardrails on"
 OTHER_SERVER = "sidecar, {} server"
@@ -248,7 +254,7 @@ async def latency(targets: dict[str, str], n: int, rate: float) -> dict[str, lis
     """Round-robin over the targets, paced at ``rate`` requests/s overall."""
     conn = aiohttp.TCPConnector(limit=8)
     out: dict[str, list[float]] = {name: [] for name in targets}
-    out["header"] = []
+    headers: dict[str, list[float]] = {}
     async with aiohttp.ClientSession(connector=conn) as s:
         for _ in range(200):  # warm-up: connections, caches, first-call paths
             for url in targets.values():
@@ -261,10 +267,11 @@ async def latency(targets: dict[str, str], n: int, rate: float) -> dict[str, lis
                 ms, overhead = await one(s, url)
                 out[name].append(ms)
                 if overhead is not None:
-                    out["header"].append(overhead)
+                    headers.setdefault(name, []).append(overhead)
                 delay = nxt - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
+    out.update({f"{HEADER}{name}": values for name, values in headers.items()})
     return out
 
 
@@ -418,6 +425,11 @@ def main() -> None:
         help="a source tree of haltgate (e.g. `git archive` of another commit, unpacked): two "
         "more sidecars (guardrails off and on) run from it in the same run, interleaved, for "
         "an A/B on the same minutes",
+    )
+    ap.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="part 1 only (the governance tax and CPU per call): for A/B pairs in a row",
     )
     args = ap.parse_args()
     if args.quick:
@@ -589,12 +601,15 @@ def run(
             f"   {name:24}{pct(xs, 0.5):8.3f}{pct(xs, 0.99):8.3f}{a50:8.3f}{a99:8.3f}{ratio}"
             f"{cpu_ms[name]:8.3f}{cpu_ms[name] / cpu_ms[RELAY]:7.2f}"
         )
-    h = lat["header"]
-    if h:
-        print(
-            f"   x-haltgate-overhead-ms (both sidecars): p50 {pct(h, 0.5):.3f}, "
-            f"p99 {pct(h, 0.99):.3f}"
-        )
+    # The sidecar's own time by its header (upstream wait excluded): per sidecar, so an
+    # A/B (--baseline) compares the governed work itself, without the network's jitter.
+    own = [
+        f"{name} p50 {pct(lat[HEADER + name], 0.5):.3f}, p99 {pct(lat[HEADER + name], 0.99):.3f}"
+        for name in targets
+        if lat.get(HEADER + name)
+    ]
+    if own:
+        print("   x-haltgate-overhead-ms (the sidecar's own time): " + "; ".join(own))
     tax = added[SIDECAR][0] - r50
     cpu_x = cpu_ms[SIDECAR] / cpu_ms[RELAY]
     guard_cpu = cpu_ms[GUARDED] - cpu_ms[SIDECAR]
@@ -612,6 +627,8 @@ def run(
         f"per call (target <= +{TARGET_GUARDRAILS_CPU_MS}: "
         f"{_met(guard_cpu <= TARGET_GUARDRAILS_CPU_MS)})"
     )
+    if args.latency_only:
+        return
 
     n_stream = max(50, args.requests // 2)
     ttfb = asyncio.run(streaming(targets, n_stream, args.rate))

@@ -293,6 +293,16 @@ class Governor:
             new = self._unhalted(old, new, (event,))
         return self._commit(old, new, decision, reserves=isinstance(event, Reserve))
 
+    def reserve_event(self, event: Reserve) -> tuple[Decision, StepEngine, Any]:
+        """:meth:`apply` of a ``Reserve``, with the engine that stepped it and the state
+        before it (what the call's audit record keeps to re-derive the decision): one call
+        on every governed request's path instead of three."""
+        engine, old = self._engine, self._state
+        new, decision = engine.step(old, event)
+        if self.monitor:
+            new = self._unhalted(old, new, (event,))
+        return self._commit(old, new, decision, reserves=True), engine, old
+
     def apply_all(self, events: Sequence[Event], *, all_or_nothing: bool = False) -> Decision:
         """Step several events at once, with one state write; the last decision.
 

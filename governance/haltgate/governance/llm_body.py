@@ -31,6 +31,7 @@ __all__ = [
     "looks_like_llm_call",
     "may_be_llm_call",
     "model_forms",
+    "output_bounds",
     "output_cap",
 ]
 
@@ -114,15 +115,19 @@ def _int_field(body: dict[str, Any], key: str) -> int | None:
 
 def output_cap(body: dict[str, Any]) -> int | None:
     """The largest output the body allows (``None``: it names no cap)."""
+    return output_bounds(body)[0]
+
+
+def output_bounds(body: dict[str, Any]) -> tuple[int | None, int]:
+    """:func:`output_cap` and :func:`choices` of ``body`` read once (the caps validated
+    first, then the choices)."""
     cap: int | None = None
     for key in OUTPUT_CAPS:
         value = _int_field(body, key)
         if value is not None and (cap is None or value > cap):
             cap = value
-    if cap is None:
-        choices(body)  # validated even without a cap
-        return None
-    return cap * choices(body)
+    count = choices(body)  # validated even without a cap
+    return (None if cap is None else cap * count), count
 
 
 def choices(body: dict[str, Any]) -> int:

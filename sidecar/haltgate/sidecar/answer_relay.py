@@ -171,22 +171,18 @@ class AnswerRelay(ResponseGuard):
                 )
             if call.flow_value_rules:
                 await self.record_flow_values(call, body, upstream.headers)
-            # Decoded here on the loop (its bytes charged to the memory budget), scanned
-            # where the guardrails run.
-            plain = self.decode_response(call, body, upstream.headers)
-            new = (
-                None
-                if plain is None
-                else await self._scan(
-                    call, self.scan_response, call, plain, upstream.headers.get("Content-Type")
-                )
-            )
-            # The headers' values the agent receives (blocked or redacted like the body).
-            header_values = (
-                await self._scan(call, self.scan_answer_headers, call, upstream)
-                if scans_answers(call)
-                else None
-            )
+            plain: bytes | None = None
+            new = header_values = None
+            if scans_answers(call):  # else the scan stages have nothing to do
+                # Decoded here on the loop (its bytes charged to the memory budget), scanned
+                # where the guardrails run.
+                plain = self.decode_response(call, body, upstream.headers)
+                if plain is not None:
+                    new = await self._scan(
+                        call, self.scan_response, call, plain, upstream.headers.get("Content-Type")
+                    )
+                # The headers' values the agent receives (blocked or redacted like the body).
+                header_values = await self._scan(call, self.scan_answer_headers, call, upstream)
         except HaltgateError as err:
             decision = "deny" if isinstance(err, DeniedError) else "error"
             self._finish(call, decision, err.code)

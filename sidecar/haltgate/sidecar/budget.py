@@ -100,6 +100,16 @@ class Budget:
             return None
         return self.governor.engine.prices.context_window(model)
 
+    def model_bounds(self, model: str | None) -> tuple[int | None, int | None]:
+        """``(max_output_tokens(model), context_window(model))`` from one price lookup
+        (both are read for every LLM call's reservation)."""
+        if self.governor is None or model is None:
+            return None, None
+        price = self.governor.engine.prices.lookup(model)
+        if price is None:
+            return None, None
+        return price.max_output_tokens, price.context_window
+
     @property
     def meters(self) -> bool:
         """Whether a budget engine is wired (reservations matter)."""
@@ -134,8 +144,8 @@ class Budget:
             fingerprint,
             risk,
         )
-        engine, before = governor.engine, governor.state
-        return _verdict(governor.apply(event), (engine, before, event))
+        decision, engine, before = governor.reserve_event(event)
+        return _verdict(decision, (engine, before, event))
 
     def reserve_all(self, reservations: list[dict[str, Any]]) -> BudgetVerdict:
         """Reserve several calls all or nothing, in one step (``reserve`` keyword

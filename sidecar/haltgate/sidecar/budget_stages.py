@@ -16,7 +16,7 @@ from haltgate.governance.errors import DeniedError
 from haltgate.governance.policy_base import FailureType, RequestKind
 from haltgate.sidecar import mcp
 from haltgate.sidecar.budget import NO_BUDGET, BudgetVerdict
-from haltgate.sidecar.call import Call, fingerprint_of
+from haltgate.sidecar.call import KIND_LABELS, Call, fingerprint_of
 from haltgate.sidecar.decision_audit import DecisionAudit
 from haltgate.sidecar.injected_usage import ask_for_usage
 from haltgate.sidecar.input_bound import max_input_tokens
@@ -32,6 +32,9 @@ class BudgetStages(DecisionAudit):
         """A halted run refuses every call until an operator resets it."""
         if call.teardown:
             return  # a halted agent still closes its sessions upstream
+        governor = self.budget.governor
+        if governor is None or not governor.halted:
+            return  # the common case, read here (Budget.halted builds the refusal)
         verdict = self.budget.halted(call.ts)
         if not verdict.allowed:
             self.refuse_or_note(call, "halted", budget_denial(verdict))
@@ -57,20 +60,26 @@ class BudgetStages(DecisionAudit):
             call.reserved = True
             return
         if view.kind is RequestKind.LLM:
-            call.max_output_tokens = (
-                view.max_output_tokens
-                if view.max_output_tokens is not None
-                else self._model_max_output(view.model) * classified.choices
-            )
+            # One price lookup for both bounds of the worst case.
+            known_output, window = self.budget.model_bounds(view.model)
+            if view.max_output_tokens is not None:
+                call.max_output_tokens = view.max_output_tokens
+            else:
+                # The request names no cap: the model's largest completion per choice.
+                call.max_output_tokens = (
+                    known_output
+                    if known_output is not None
+                    else self.settings.default_max_output_tokens
+                ) * classified.choices
             max_input = max_input_tokens(
-                classified, len(call.forward_body or call.body), self.budget
+                classified, len(call.forward_body or call.body), self.budget, window
             )
         else:
             max_input = 0
         verdict = self.budget.reserve(
             call_id=call.decision_id,
             ts=call.ts,
-            kind=view.kind.value if view.kind is not None else "unknown",
+            kind=KIND_LABELS[view.kind],
             # Names the state file keeps: a key or an address in one is kept as a digest.
             host=state_key(view.host) or "",
             tool=state_key(view.tool_calls[0].name) if view.tool_calls else None,
@@ -98,11 +107,6 @@ class BudgetStages(DecisionAudit):
         on without one, its usage still charged when it settles."""
         self.refuse_or_note(call, "budget", budget_denial(verdict))
         call.unreserved = True
-
-    def _model_max_output(self, model: str | None) -> int:
-        """Output tokens to reserve when the request names no cap: the model's maximum."""
-        known = self.budget.max_output_tokens(model)
-        return known if known is not None else self.settings.default_max_output_tokens
 
     def read_usage(
         self, call: Call, status: int, *, body: bytes
@@ -140,8 +144,9 @@ class BudgetStages(DecisionAudit):
             return None
         usage = engine_usage(counts) if counts is not None else None
         call.reserved = False
-        if self.pool is not None:
-            self.pool.settle(call, counts, ok)
+        pool = self.pool
+        if pool is not None and pool.client is not None:  # else nothing to charge it to
+            pool.settle(call, counts, ok)
         if counts is not None:
             # Token and cost metrics, and the call's priced cost (read by its outcome record
             # and the drift baselines, both loop callbacks queued after this one): counted

@@ -122,6 +122,28 @@ def llm_dialect(path: str, provider: Provider | None) -> Dialect | None:
     return None
 
 
+_ENDPOINT_CACHE_MAX = 256
+_ENDPOINT_PATH_MAX = 512
+_endpoints: dict[tuple[str, Provider | None], tuple[Dialect | None, str | None]] = {}
+"""What an LLM endpoint's path alone says, by (rule path, provider): its dialect for a
+POST and the deployment it names. An agent calls the same few endpoints again and again;
+bounded (emptied when full, long paths not kept)."""
+
+
+def _endpoint(path: str, provider: Provider | None) -> tuple[Dialect | None, str | None]:
+    """``(llm_dialect(path, provider), llm_body.path_deployment(path))``, kept."""
+    key = (path, provider)
+    known = _endpoints.get(key)
+    if known is not None:
+        return known
+    found = (llm_dialect(path, provider), llm_body.path_deployment(path))
+    if len(path) <= _ENDPOINT_PATH_MAX:
+        if len(_endpoints) >= _ENDPOINT_CACHE_MAX:
+            _endpoints.clear()
+        _endpoints[key] = found
+    return found
+
+
 def _parse_json(body: bytes, *, nested: bool = True) -> Any:
     if not body:
         raise BadRequestError("request body is empty, JSON expected", code="invalid_json")
@@ -207,7 +229,8 @@ def _guess_dialect(obj: dict[str, Any], provider: Provider | None) -> Dialect:
 
 def _classify_llm(method: str, target: Target, body: bytes, agent: AgentIdentity) -> Classified:
     provider = target.upstream.provider if target.upstream else None
-    dialect = llm_dialect(target.rule_path, provider) if method == "POST" else None
+    path_dialect, deployment = _endpoint(target.rule_path, provider)
+    dialect = path_dialect if method == "POST" else None
     if dialect is None:
         # No endpoint haltgate meters by its path (e.g. GET /v1/models): unknown kind, the
         # policy's default decides; unless the body is an LLM call, whatever the path.
@@ -216,9 +239,24 @@ def _classify_llm(method: str, target: Target, body: bytes, agent: AgentIdentity
             _refuse_mcp_in_disguise(body)
             return Classified(_view(None, method, target, agent))
         return _llm_call(
-            method, target, body, agent, shaped, _guess_dialect(shaped, provider), guessed=True
+            method,
+            target,
+            body,
+            agent,
+            shaped,
+            _guess_dialect(shaped, provider),
+            guessed=True,
+            deployment=deployment,
         )
-    return _llm_call(method, target, body, agent, _parse_json(body, nested=False), dialect)
+    return _llm_call(
+        method,
+        target,
+        body,
+        agent,
+        _parse_json(body, nested=False),
+        dialect,
+        deployment=deployment,
+    )
 
 
 def _llm_call(
@@ -230,14 +268,15 @@ def _llm_call(
     dialect: Dialect,
     *,
     guessed: bool = False,
+    deployment: str | None = None,
 ) -> Classified:
+    """``deployment``: what the target's path names (``llm_body.path_deployment``)."""
     if not isinstance(obj, dict):
         raise BadRequestError("LLM request body must be a JSON object", code="invalid_request")
     strict_json.require_exact_fields(obj, llm_body.LLM_FIELDS, "LLM request")
     model = obj.get("model")
     if model is not None and not isinstance(model, str):
         raise BadRequestError("model must be a string", code="invalid_request")
-    deployment = llm_body.path_deployment(target.rule_path)
     if deployment is not None:
         # Azure-style routes serve the deployment the path names: that is the model run.
         if model is not None and normalise_model(model) != normalise_model(deployment):
@@ -252,6 +291,7 @@ def _llm_call(
     if stream and dialect in (Dialect.OPENAI_CHAT, Dialect.OPENAI_COMPLETIONS):
         options = obj.get("stream_options")
         inject = not (isinstance(options, dict) and options.get("include_usage") is True)
+    max_output, choices = llm_body.output_bounds(obj)
     view = CallView(
         kind=RequestKind.LLM,
         method=method,
@@ -261,7 +301,7 @@ def _llm_call(
         path=target.rule_path,
         upstream=target.upstream.name if target.upstream else None,
         model=model,
-        max_output_tokens=llm_body.output_cap(obj),
+        max_output_tokens=max_output,
         stream=stream,
         agent=agent,
         query=target.query_pairs,
@@ -276,7 +316,7 @@ def _llm_call(
         context_ref=ref,
         inline_images=images,
         dialect_guessed=guessed,
-        choices=llm_body.choices(obj),
+        choices=choices,
     )
 
 
@@ -333,7 +373,8 @@ def classify(method: str, target: Target, body: bytes, agent: AgentIdentity) -> 
     shaped = _llm_shaped(body)
     if shaped is not None:
         provider = target.upstream.provider if target.upstream else None
-        dialect = llm_dialect(target.rule_path, provider) if method == "POST" else None
+        path_dialect, deployment = _endpoint(target.rule_path, provider)
+        dialect = path_dialect if method == "POST" else None
         return _llm_call(
             method,
             target,
@@ -342,6 +383,7 @@ def classify(method: str, target: Target, body: bytes, agent: AgentIdentity) -> 
             shaped,
             dialect or _guess_dialect(shaped, provider),
             guessed=dialect is None,
+            deployment=deployment,
         )
     _refuse_mcp_in_disguise(body)
     return Classified(_view(RequestKind.HTTP, method, target, agent))

@@ -9,13 +9,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from haltgate.governance.audit import AuditError, AuditRecord, InvalidRecordError
+from haltgate.governance.audit.record import PayloadMode
 from haltgate.governance.audit.redact import AuditScrubber
 from haltgate.governance.errors import DeniedError, HaltgateError, UnavailableError
 from haltgate.governance.policy_base import FailureType, PayloadCapture, RequestKind
-from haltgate.sidecar.call import Call
+from haltgate.sidecar.call import KIND_LABELS, Call
 from haltgate.sidecar.drift_watch import DriftWatch
 from haltgate.sidecar.pipeline_state import PipelineState
 from haltgate.sidecar.replayinputs import replay_inputs
@@ -131,6 +132,7 @@ class DecisionAudit(PipelineState):
                 redact=call.controls.payload is not PayloadCapture.FULL
             )
         enforcement, would_refuse = _monitor_fields(call) if call.controls.monitor else _ENFORCED
+        model = view.model if view is not None else None
         return AuditRecord(
             decision_id=call.decision_id,
             time=call.ts,
@@ -139,27 +141,30 @@ class DecisionAudit(PipelineState):
             workload=call.agent.workload,
             pod=call.agent.pod,
             run_id=call.agent.run_id,
-            kind=view.kind.value if view is not None and view.kind is not None else None,
+            kind=KIND_LABELS[view.kind] if view is not None and view.kind is not None else None,
             target=scrub.target(
                 f"{call.method} {call.target.url}"
                 if call.target is not None
                 else f"{call.method} {call.raw_target}"
             ),
-            model=scrub.name(view.model if view is not None else None),
-            tool=scrub.name(tool),
+            # An absent value is not handed to the scrubber (None either way).
+            model=scrub.name(model) if model is not None else None,
+            tool=scrub.name(tool) if tool is not None else None,
             args_digest=call.fingerprint or None,
             decision=decision,
             failure_type=err.failure_type.value if err and err.failure_type else None,
             code=err.code if err else None,
-            message=scrub.optional(err.message if err else None),
+            message=scrub.optional(err.message) if err is not None else None,
             budget_after=dict(err.budget) if err and err.budget else None,
             usage=scrub.strings_of(counts.as_dict()) if counts is not None else None,
             findings=scrub.findings(call.findings) if call.findings else (),
             status=status,
             latency_ms=(time.perf_counter() - call.started) * 1000 if phase != "intent" else None,
             cost_usd=call.cost_usd if phase != "intent" else None,
-            payload_mode=call.controls.payload.value,
-            payload=self._payload(call, scrub),
+            payload_mode=_PAYLOAD_MODES[call.controls.payload],
+            payload=None
+            if call.controls.payload is PayloadCapture.NONE
+            else self._payload(call, scrub),
             replay=replay_inputs(call, phase, err),
             # Passed by name, not as ``**``: a call with a mapping to unpack builds a dict
             # of every argument first.
@@ -268,6 +273,10 @@ class DecisionAudit(PipelineState):
 
 
 _ENFORCED: tuple[None, None] = (None, None)
+_PAYLOAD_MODES: dict[PayloadCapture, PayloadMode] = {
+    mode: cast(PayloadMode, mode.value) for mode in PayloadCapture
+}
+"""As ``KIND_LABELS``: a dict read, not an enum's ``.value`` descriptor."""
 
 
 def _monitor_fields(call: Call) -> tuple[str | None, dict[str, Any] | None]:

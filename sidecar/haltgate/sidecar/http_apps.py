@@ -99,13 +99,18 @@ def explicit_llhttp_server(source: self_view.SelfSource, idle_timeout: float) ->
     async def handler(request: WireRequest) -> web.StreamResponse:
         pipeline = source.pipeline
         assert pipeline is not None
-        if (err := framing_refusal(request)) is not None:
+        # HTTP/1.1 (llhttp's own version object) is framing_refusal's first "nothing to
+        # refuse", and most requests carry no Expect: neither check is entered then.
+        if (
+            request.version is not aiohttp.HttpVersion11
+            and (err := framing_refusal(request)) is not None
+        ):
             return await _refuse_wire_framing(request, pipeline, err)
         if request.raw_path.startswith(self_view.SELF_PATH) and self_view.is_self_request(
             request.raw_path
         ):
             return self_view.answer(request, source)
-        if (refused := _expect_refusal(request)) is not None:
+        if request.expect is not None and (refused := _expect_refusal(request)) is not None:
             return refused
         return await pipeline.handle(request, resolve_explicit(request, pipeline.controls))
 

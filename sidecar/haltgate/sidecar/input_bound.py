@@ -24,11 +24,13 @@ __all__ = ["CODE_UNKNOWN_CONTEXT_WINDOW", "max_input_tokens"]
 CODE_UNKNOWN_CONTEXT_WINDOW: Final = "unknown_context_window"
 
 
-def max_input_tokens(classified: Classified, body_bytes: int, budget: Budget) -> int:
+def max_input_tokens(
+    classified: Classified, body_bytes: int, budget: Budget, window: int | None
+) -> int:
     """Upper bound of the call's input tokens; raises :class:`DeniedError` when the call
-    refers to context whose size cannot be bounded."""
+    refers to context whose size cannot be bounded. ``window``: the model's context
+    window (:meth:`Budget.model_bounds`; ``None``: not known)."""
     model = classified.view.model
-    window = budget.context_window(model)
     ref = classified.context_ref
     if ref is not None:
         if window is not None:

@@ -309,9 +309,12 @@ class HttpConnection(asyncio.Protocol):
         if self.closing or self._current is not None:
             return
         if self._queue:
-            self._busy()
+            self._idle_since = None  # busy (see _busy)
             request = self._queue.popleft()
-            self._update_reading()
+            if self._reading_paused:
+                # A shorter queue can only resume reading: nothing to pause here (the
+                # queue's and the buffered body's bounds pause where they grow).
+                self._update_reading()
             self._current = self._loop.create_task(self._serve(request))
             return
         if self._refusal is not None or self._close_after:
@@ -325,7 +328,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             response = await self._server.handler(request)
             if writes_whole(response):
-                keep = writer.write_whole(cast(web.Response, response), request)
+                keep = writer.write_whole(response, request)  # narrowed: no cast() call
             else:
                 await response.prepare(cast(web.BaseRequest, request))
                 await response.write_eof()

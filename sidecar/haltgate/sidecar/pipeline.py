@@ -53,60 +53,60 @@ class Pipeline(StreamRelay):
         call = self.identify()
         self.in_flight += 1
         try:
-            return await self._govern(request, target, call)
+            # The stages in one coroutine (not one more per call to enter them).
+            try:
+                if isinstance(target, HaltgateError):
+                    raise target
+                if target.query:
+                    # The query's one reading: what the rules read is what is forwarded.
+                    query = canonical_query(target.query, call.controls.authorizer.query_names)
+                    target = replace(target, query=query.forward, query_pairs=query.pairs)
+                call.target = target
+                call.method = request.method
+                call.body = await self.read_body(request, call)
+                check_meaning_overrides(
+                    request.headers, target.query, request.content_type, call.body
+                )
+                call.classified = classify(request.method, target, call.body, call.agent)
+                # The awaited stages are entered only when they have work (a coroutine per
+                # stage and call otherwise, for nothing): hosts the agent names itself, request
+                # guardrails, an OPA decision.
+                if target.upstream is None and not target.destination_checked:
+                    await self.check_destination(call)
+                self.check_not_halted(call)
+                self.authorize_tools(call)
+                if call.controls.flows is not None:
+                    self.check_flows(call, request.headers)
+                guardrails = call.controls.guardrails
+                if guardrails is not None and guardrails.active("request"):
+                    await self._scan(call, self.scan_request, call, request.headers)
+                if self.opa is not None:
+                    await self.decide_policy(call)
+                pool = self.pool
+                if pool is not None and not call.teardown and pool.has_work(call, request.headers):
+                    await pool.admit(call, request.headers)
+                self.reserve_budget(call)
+                await self.audit_intent(call)
+            except HaltgateError as err:
+                return await self.refuse(request, call, err)
+            except BaseException:
+                # Not a decision (a bug, cancellation): nothing was forwarded, so what the
+                # stages reserved goes back, or the budget and the pool would leak it.
+                self.abandon(call)
+                raise
+            try:
+                return await self.forward(request, call)
+            except BaseException:
+                # Cancelled (shutdown) or a bug: the call may have reached the upstream, so its
+                # reservation becomes spend (usage unknown: fail closed), never a leak.
+                if call.reserved:
+                    self.settle_budget(call, None, False, "interrupted", None)
+                raise
         finally:
             self.in_flight -= 1
             if call.held:  # the bodies' share of the memory budget, whatever happened
                 self.memory.give(call.held)
                 call.held = 0
-
-    async def _govern(
-        self, request: PipelineRequest, target: Target | HaltgateError, call: Call
-    ) -> web.StreamResponse:
-        try:
-            if isinstance(target, HaltgateError):
-                raise target
-            if target.query:
-                # The query's one reading: what the rules read is what is forwarded.
-                query = canonical_query(target.query, call.controls.authorizer.query_names)
-                target = replace(target, query=query.forward, query_pairs=query.pairs)
-            call.target = target
-            call.method = request.method
-            call.body = await self.read_body(request, call)
-            check_meaning_overrides(request.headers, target.query, request.content_type, call.body)
-            call.classified = classify(request.method, target, call.body, call.agent)
-            # The awaited stages are entered only when they have work (a coroutine per
-            # stage and call otherwise, for nothing): hosts the agent names itself, request
-            # guardrails, an OPA decision.
-            if target.upstream is None and not target.destination_checked:
-                await self.check_destination(call)
-            self.check_not_halted(call)
-            self.authorize_tools(call)
-            self.check_flows(call, request.headers)
-            guardrails = call.controls.guardrails
-            if guardrails is not None and guardrails.active("request"):
-                await self._scan(call, self.scan_request, call, request.headers)
-            if self.opa is not None:
-                await self.decide_policy(call)
-            if self.pool is not None and not call.teardown:
-                await self.pool.admit(call, request.headers)
-            self.reserve_budget(call)
-            await self.audit_intent(call)
-        except HaltgateError as err:
-            return await self.refuse(request, call, err)
-        except BaseException:
-            # Not a decision (a bug, cancellation): nothing was forwarded, so what the
-            # stages reserved goes back, or the budget and the pool would leak it.
-            self.abandon(call)
-            raise
-        try:
-            return await self.forward(request, call)
-        except BaseException:
-            # Cancelled (shutdown) or a bug: the call may have reached the upstream, so its
-            # reservation becomes spend (usage unknown: fail closed), never a leak.
-            if call.reserved:
-                self.settle_budget(call, None, False, "interrupted", None)
-            raise
 
     def identify(self) -> Call:
         """Give the call its decision id and timestamps; attach the agent identity."""
@@ -164,7 +164,8 @@ class Pipeline(StreamRelay):
             if unconfirmed is not None:
                 upstream.close()  # the answer is withheld, unread
                 return await self.fail_upstream(request, call, unconfirmed, None)
-        self.record_flow_sources(call)
+        if call.controls.flows is not None:
+            self.record_flow_sources(call)
         try:
             # Observed once the answer is handed over (a loop callback), not in its wait.
             asyncio.get_running_loop().call_soon(

@@ -80,6 +80,17 @@ class PoolStage:
             return UnavailableError(self.unconfigured, code="pool_unconfigured")
         return self.client.check() if self.client is not None else None
 
+    def has_work(self, call: Call, headers: CIMultiDictProxy[str]) -> bool:
+        """Whether :meth:`admit` has anything to do for ``call``: a shared pool (or its
+        missing configuration), a chain header to check, or a call to an agent upstream.
+        Without any, the stage is not entered (two coroutines per call for nothing)."""
+        return (
+            self.unconfigured is not None
+            or self.client is not None
+            or cascade.HEADER in headers
+            or self._is_agent(call)
+        )
+
     async def admit(self, call: Call, headers: CIMultiDictProxy[str]) -> None:
         """Check the call chain and reserve the call's worst case from the pool."""
         if self.unconfigured is not None:

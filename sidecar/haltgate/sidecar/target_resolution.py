@@ -83,8 +83,9 @@ def resolve_explicit(request: PipelineRequest, controls: Controls) -> Target | H
         return BadRequestError(
             "CONNECT is handled before HTTP parsing; not here", code="invalid_request"
         )
-    if raw_target.startswith("/"):
-        known = _resolved.get(raw_target, controls)
+    if controls is _resolved.controls and raw_target.startswith("/"):
+        # _Resolved.get, read here: this runs for every call on the explicit port.
+        known = _resolved.targets.get(raw_target)
         if known is not None:
             return known
     try:

@@ -56,6 +56,8 @@ _NO_LENGTH_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNE
 _REPEATABLE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods RFC 9110 calls idempotent: a stale pooled connection may be retried for them."""
 _ORIGIN_CACHE: Final = 1024
+_ROUTE_URL_MAX: Final = 1024
+"""URLs longer than this are split again on every request, not kept."""
 
 
 class _StaleConnection(ConnectionResetError):
@@ -311,7 +313,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._reason = b""
             return
         self._head_done = True
-        headers: CIMultiDict[str] = CIMultiDict()
+        items: list[tuple[str, str]] = []
         length = chunked = False
         for name, value in self._raw:
             low = name.lower()
@@ -319,7 +321,10 @@ class UpstreamConnection(asyncio.Protocol):
                 length = True
             elif low == b"transfer-encoding":
                 chunked = value.rstrip().lower().endswith(b"chunked")
-            headers.add(_text(name), _text(value))
+            items.append(
+                (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+            )
+        headers: CIMultiDict[str] = CIMultiDict(items)  # in order, repeated names kept
         bodiless = self._head_only or status in (204, 304)
         self._until_eof = not bodiless and not length and not chunked
         resp = self._resp
@@ -390,6 +395,7 @@ class UpstreamClient:
         ssl_context.set_alpn_protocols(["http/1.1"])
         self._ssl = ssl_context
         self._origins: dict[str, _Origin] = {}
+        self._routes: dict[str, tuple[_Origin, str]] = {}
         self._idle_conns: dict[tuple[bool, str, int], list[UpstreamConnection]] = {}
         self._live: set[UpstreamConnection] = set()
         self._in_use = 0
@@ -422,14 +428,10 @@ class UpstreamClient:
         ``ValueError`` for a request that cannot be written (a bad URL or header)."""
         if self._closed:
             raise ConnectionError("the upstream client is closed")
-        prefix, target = _split_url(url)
-        origin = self._origins.get(prefix)
-        if origin is None:
-            scheme, _, netloc = prefix.partition("://")
-            origin = _Origin(scheme.lower(), netloc)
-            if len(self._origins) >= _ORIGIN_CACHE:
-                self._origins.clear()
-            self._origins[prefix] = origin
+        route = self._routes.get(url)
+        if route is None:
+            route = self._route(url)
+        origin, target = route
         headers = list(headers)
         head = request_head(method, target, origin.host_header, headers, len(body))
         head_only = method == "HEAD"
@@ -439,6 +441,24 @@ class UpstreamClient:
             if not repeatable(method, headers):
                 raise
             return await self._exchange(origin, head, body, head_only, bounds, fresh=True)
+
+    def _route(self, url: str) -> tuple[_Origin, str]:
+        """The origin and request target of ``url``; kept by URL (a governed agent calls
+        the same few endpoints again and again; bounded, long URLs not kept)."""
+        prefix, target = _split_url(url)
+        origin = self._origins.get(prefix)
+        if origin is None:
+            scheme, _, netloc = prefix.partition("://")
+            origin = _Origin(scheme.lower(), netloc)
+            if len(self._origins) >= _ORIGIN_CACHE:
+                self._origins.clear()
+            self._origins[prefix] = origin
+        route = (origin, target)
+        if len(url) <= _ROUTE_URL_MAX:
+            if len(self._routes) >= _ORIGIN_CACHE:
+                self._routes.clear()
+            self._routes[url] = route
+        return route
 
     async def close(self) -> None:
         """Close every connection (idle and in use); later requests fail."""
@@ -467,7 +487,10 @@ class UpstreamClient:
         fresh: bool,
     ) -> UpstreamResponse:
         loop = asyncio.get_running_loop()
-        await self._acquire(loop, bounds.connect)
+        if self._in_use < self.limit and not self._waiters:
+            self._in_use += 1  # a free slot (the common case): no coroutine to enter
+        else:
+            await self._acquire(loop, bounds.connect)
         conn = None if fresh else self._pop_idle(origin.key, loop.time())
         if conn is None:
             try:

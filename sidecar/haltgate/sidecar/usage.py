@@ -101,11 +101,16 @@ def _anthropic_counts(usage: dict[str, Any], counts: TokenCounts) -> None:
 
 
 def _without_ids(value: Any) -> Any:
-    """The generated content without per-response ids (they differ on every answer)."""
+    """The generated content without per-response ids (they differ on every answer).
+    Recurses into containers only (not one call per string or number)."""
     if isinstance(value, list):
-        return [_without_ids(v) for v in value]
+        return [_without_ids(v) if isinstance(v, list | dict) else v for v in value]
     if isinstance(value, dict):
-        return {k: _without_ids(v) for k, v in value.items() if k != "id"}
+        return {
+            k: _without_ids(v) if isinstance(v, list | dict) else v
+            for k, v in value.items()
+            if k != "id"
+        }
     return value
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -260,7 +260,7 @@ class AnswerWriter(AbstractStreamWriter):
         return keep
 
 
-def writes_whole(response: web.StreamResponse) -> bool:
+def writes_whole(response: web.StreamResponse) -> TypeGuard[web.Response]:
     """A response :meth:`AnswerWriter.write_whole` sends: a plain ``web.Response`` not
     started, its body bytes, no cookie, compression or chunking asked for."""
     return (

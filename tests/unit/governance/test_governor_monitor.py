@@ -61,3 +61,27 @@ def test_monitor_keeps_any_halt_event() -> None:
     g = governor(True)
     g.halt(T0, FailureType.OVERRISK, "pool_halted", "the pool halted")
     assert g.halted
+
+
+def test_reserve_event_is_apply_with_its_inputs() -> None:
+    """``reserve_event`` (the sidecar's path) decides and keeps what ``apply`` does, in both
+    modes, and hands back the engine and the state the decision was made on."""
+    from haltgate.governance.engine.events import Reserve
+
+    for monitor in (False, True):
+        a, b = governor(monitor), governor(monitor)
+        for n in range(4):
+            event = Reserve(f"c{n}", T0 + n, "http", "h", None, None, 0, 0, f"c{n}", 0.0)
+            before = b.state
+            want = a.apply(event)
+            got, engine, state = b.reserve_event(event)
+            assert (got.allowed, got.code, got.message, got.failure_type, got.halted) == (
+                want.allowed,
+                want.code,
+                want.message,
+                want.failure_type,
+                want.halted,
+            )
+            assert dict(got.budget) == dict(want.budget)
+            assert engine is b.engine and state is before
+            assert b.state == a.state and b.halted == a.halted
