@@ -14,6 +14,7 @@ framed) in sequence.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import sidecar_stages as stages  # noqa: E402
 
 async def run(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
     from haltgate.governance.audit import fit, record, spool
+    from haltgate.sidecar.replayinputs import replay_inputs
 
     sidecar, call, _, _ = await stages.capture(tmp, up_port, False)
     try:
@@ -55,6 +57,8 @@ async def run(args: argparse.Namespace, tmp: Path, up_port: int) -> None:
 
         steps: dict[str, Any] = {
             "record built (_record)": build,
+            "  replay inputs": lambda: replay_inputs(call, "intent", None),
+            "  AuditRecord(...) of the built fields": lambda: dataclasses.replace(intent),
             "fit_fields": lambda: fit.fit_fields(intent),
             "seal_row (all of sealing)": lambda: chainer.seal_row(
                 intent, max_bytes=1 << 24, refit=writer._fit_payload, refit_above=limit

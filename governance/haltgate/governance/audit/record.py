@@ -14,7 +14,6 @@ from that text, never from typed columns.
 from __future__ import annotations
 
 import hashlib
-import operator
 import os
 import random
 import threading
@@ -182,6 +181,15 @@ _OPTIONAL_FIELDS = ("replay", "enforcement", "would_refuse")
 keep their bytes and hashes)."""
 
 
+_LOW_NAMES = tuple(n for n in _FIELD_NAMES if n < "hash" and n != "chain_id")
+_HIGH_NAMES = tuple(n for n in _FIELD_NAMES if n > "hash" and n not in ("seq", "prev_hash"))
+_LOW_OPTIONAL = tuple(n for n in _OPTIONAL_FIELDS if n < "hash")
+_HIGH_OPTIONAL = tuple(n for n in _OPTIONAL_FIELDS if n > "hash")
+_LOW_MAPPINGS = tuple(n for n in _MAPPING_FIELDS if n < "hash")
+_HIGH_MAPPINGS = tuple(n for n in _MAPPING_FIELDS if n > "hash")
+assert min(_HIGH_NAMES) > "hash" > max(_LOW_NAMES) and "chain_id" < "hash" < "prev_hash" < "seq"
+
+
 def _json_ready(doc: dict[str, Any], optional: Iterable[str], mappings: Iterable[str]) -> None:
     """Drop the optional fields of ``doc`` that are None and make its mapping fields plain
     dicts (in place; shallow, as orjson needs)."""
@@ -194,35 +202,27 @@ def _json_ready(doc: dict[str, Any], optional: Iterable[str], mappings: Iterable
             doc[name] = dict(value)
 
 
-_ALL_VALUES = operator.attrgetter(*_FIELD_NAMES)
-"""Every field's value of a record, in ``_FIELD_NAMES`` order (one C call)."""
-_HASH_SLOT = orjson.Fragment(b"\x00")
-"""Stands for ``hash`` while a record is serialised: orjson writes a fragment as it is, and
-escapes a NUL everywhere else (in strings and keys), so the one raw NUL byte of the output
-is where the hash goes."""
-_HASH_KEY_BYTES = len(',"hash":')
+def _halves(
+    record: AuditRecord, chain: str, seq: int, prev: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``record.to_dict()`` with the chain fields set and without ``hash``, split into the
+    keys that sort before ``hash`` and those after (both halves are never empty)."""
+    low = {name: getattr(record, name) for name in _LOW_NAMES}
+    high = {name: getattr(record, name) for name in _HIGH_NAMES}
+    low["chain_id"] = chain
+    high["seq"] = seq
+    high["prev_hash"] = prev
+    _json_ready(low, _LOW_OPTIONAL, _LOW_MAPPINGS)
+    _json_ready(high, _HIGH_OPTIONAL, _HIGH_MAPPINGS)
+    low["findings"] = [f if isinstance(f, dict) else dict(f) for f in record.findings]
+    return low, high
 
 
-def _unhashed(record: AuditRecord, chain: str, seq: int, prev: str) -> tuple[bytes, int]:
-    """The canonical JSON of ``record`` sealed as ``chain``/``seq`` after ``prev``, with a
-    NUL byte in place of the hash's value, and that byte's offset. One dict and one
-    serialisation: without ``,"hash":`` and the NUL it is what the hash covers; with the
-    quoted hex digest for the NUL, the sealed line (the keys sorted, so ``hash`` falls
-    between ``findings`` and ``kind``, both always present). Raises ``TypeError`` for a
-    value that is not JSON-ready, and ``ValueError`` when the output has a second raw NUL
-    (only a caller's own ``orjson.Fragment`` among the values could write one)."""
-    doc = dict(zip(_FIELD_NAMES, _ALL_VALUES(record), strict=True))
-    doc["chain_id"] = chain
-    doc["seq"] = seq
-    doc["prev_hash"] = prev
-    doc["hash"] = _HASH_SLOT
-    _json_ready(doc, _OPTIONAL_FIELDS, _MAPPING_FIELDS)
-    doc["findings"] = [f if isinstance(f, dict) else dict(f) for f in record.findings]
-    out = orjson.dumps(doc, option=_SORTED)
-    at = out.find(0)
-    if at != out.rfind(0):
-        raise ValueError("audit record holds a raw NUL byte outside its strings")
-    return out, at
+def _serialised(record: AuditRecord, chain: str, seq: int, prev: str) -> tuple[bytes, bytes]:
+    """The canonical JSON of ``record`` sealed, without ``hash``, in two parts: up to the
+    place of ``hash`` without the closing brace, and after it without the opening one."""
+    low, high = _halves(record, chain, seq, prev)
+    return canonical_json(low)[:-1], canonical_json(high)[1:]
 
 
 def canonical_json(doc: Mapping[str, Any]) -> bytes:
@@ -386,28 +386,26 @@ class Chainer:
         else:
             check_types(record)
             extra = 0
-        # Serialised once, with a NUL byte where the hash goes (_unhashed): the bytes
-        # around it are what the hash covers and, with the digest in its place, the sealed
-        # line, the same bytes as serialising the sealed record whole, without serialising
-        # it twice. Serialising first means a record that is not JSON-ready raises before
-        # the chain advances: a refused record never takes a sequence number.
-        out, at = _unhashed(record, chain, seq, prev)
-        size = len(out) - _HASH_KEY_BYTES - 1
+        # Serialised once, in two halves: the keys that sort before "hash" and those after.
+        # Joined they are the canonical JSON without ``hash`` (what the hash covers); with
+        # ``"hash":"..."`` between them, the sealed line: the same bytes as serialising the
+        # sealed record whole, without serialising it twice.
+        # Serialising first means a record that is not JSON-ready raises before the chain
+        # advances: a refused record never takes a sequence number.
+        head_part, tail_part = _serialised(record, chain, seq, prev)
+        size = len(head_part) + 1 + len(tail_part)
         if refit is not None and size > refit_above:
             fitted = refit(record)
             if fitted is not record:
-                out, at = _unhashed(fitted, chain, seq, prev)
-                size = len(out) - _HASH_KEY_BYTES - 1
+                head_part, tail_part = _serialised(fitted, chain, seq, prev)
+                size = len(head_part) + 1 + len(tail_part)
         if max_bytes is not None and size + _HASH_FIELD_BYTES + extra > max_bytes:
             raise ValueError(
                 f"sealed record would be {size} bytes, over the {max_bytes}-byte frame bound"
             )
-        view = memoryview(out)
-        hasher = hashlib.sha256(view[: at - _HASH_KEY_BYTES])
-        hasher.update(view[at + 1 :])
-        digest = hasher.hexdigest()
+        digest = hashlib.sha256(b"".join((head_part, b",", tail_part))).hexdigest()
         self._heads[chain] = new = ChainHead(seq, digest)
-        line = b"".join((view[:at], b'"', digest.encode(), b'"', view[at + 1 :]))
+        line = b"".join((head_part, b',"hash":"', digest.encode(), b'",', tail_part))
         return chain, prev, size, line, row_start, new
 
     def advance(self, chain: str, head: ChainHead) -> None:
