@@ -326,14 +326,24 @@ RUN2: dict[str, Any] = {
     "spikee_split": False,
 }
 """`build` arguments of run 2's training set (the base of run 3)."""
-NEW_SOURCES = ("planted-window", "planted-spikee-window", "lookalike-window", "fragment")
+NEW_SOURCES = (
+    "planted-window",
+    "planted-spikee-window",
+    "lookalike-window",
+    "fragment",
+    "family-",
+    "lookalikes-train",
+    "requests-train",
+)
 REPLAY = 1000
 
 
 def continuation(sets: Sets, seed: int, replay: int = REPLAY) -> list[Text]:
     """Run 3's training texts, read after run 2's: every text of the new kinds (planted
-    document windows and their benign windows, look-alike windows, fragments) plus `replay`
-    attacks and `replay` benign texts of the rest (so the model keeps what it learnt)."""
+    document windows and their benign windows, look-alike windows, fragments; and, when
+    asked for, run 4's family windows, look-alike train part and benign requests) plus
+    `replay` attacks and `replay` benign texts of the rest (so the model keeps what it
+    learnt). Run 3's own recipe asks for none of run 4's kinds, so it is unchanged."""
     rng = random.Random(seed + 1)
     new = [t for t in sets.train if t.source.startswith(NEW_SOURCES)]
     old = [t for t in sets.train if not t.source.startswith(NEW_SOURCES)]
