@@ -105,7 +105,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("spool writer thread", r"^SpoolWriter\._run "),
     ("relay answer (upstream read, h1)", r"^(AnswerRelay\.relay_whole|StreamRelay\.relay_stream) "),
     ("upstream request (client, h1)", r"^Pipeline\.forward "),
-    ("pipeline, other", r"^Pipeline\.(handle|_govern|identify) "),
+    ("pipeline, other", r"^Pipeline\.(handle|identify) "),
     ("aiohttp server (parse, write)", r"\((aiohttp/)?(web_protocol|http_writer|web_response)\.py"),
     ("llhttp server (parse, write)", r"^\w+\.\w+ \((llhttp_server|wire_request)\.py"),
     ("aiohttp client (connection)", r"\((aiohttp/)?client_proto\.py"),
