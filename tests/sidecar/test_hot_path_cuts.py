@@ -25,8 +25,9 @@ from haltgate.governance.policy_base import Provider
 from haltgate.sidecar import classify as classify_module
 from haltgate.sidecar.budget import Budget
 from haltgate.sidecar.classify import llm_dialect
-from haltgate.sidecar.upstream_pool import _ROUTE_URL_MAX, UpstreamClient, _split_url
+from haltgate.sidecar.upstream_pool import _ROUTE_URL_MAX, UpstreamClient
 from haltgate.sidecar.upstream_response import UpstreamTimeout
+from haltgate.sidecar.upstream_target import split_url
 from tests.sidecar.conftest import SidecarFactory, Standins
 from tests.sidecar.raw_upstream import raw_upstream, send
 from tests.sidecar.test_one_reading import CHAT, code_of, policy, raw_http
@@ -144,12 +145,12 @@ def test_routes_are_the_split_urls_and_bounded() -> None:
     ]
     for url in urls:
         origin, target = client._route(url)
-        prefix, want = _split_url(url)
+        prefix, want = split_url(url)
         assert target == want
         assert client._routes[url] == (origin, target)
         assert client._origins[prefix] is origin
     long = "http://127.0.0.1:9000/" + "a" * _ROUTE_URL_MAX
-    assert client._route(long)[1] == _split_url(long)[1]
+    assert client._route(long)[1] == split_url(long)[1]
     assert long not in client._routes
     with pytest.raises(ValueError, match="absolute"):
         client._route("/relative")

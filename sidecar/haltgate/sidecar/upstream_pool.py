@@ -47,14 +47,12 @@ from haltgate.sidecar.upstream_response import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from haltgate.sidecar.upstream_target import Origin, repeatable, request_head, split_url
 
-__all__ = ["UpstreamClient", "UpstreamConnection", "repeatable", "request_head"]
+__all__ = ["UpstreamClient", "UpstreamConnection"]
 
 MAX_HEAD_BYTES: Final = 64 * 1024
 """Default bound of an answer's head (status line, headers, interim answers)."""
-_NO_LENGTH_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
-_REPEATABLE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-"""Methods RFC 9110 calls idempotent: a stale pooled connection may be retried for them."""
 _ORIGIN_CACHE: Final = 1024
 _ROUTE_URL_MAX: Final = 1024
 """URLs longer than this are split again on every request, not kept."""
@@ -62,84 +60,6 @@ _ROUTE_URL_MAX: Final = 1024
 
 class _StaleConnection(ConnectionResetError):
     """A reused connection closed before any byte of the answer arrived."""
-
-
-class _Origin:
-    __slots__ = ("host", "host_header", "key", "port", "tls")
-
-    def __init__(self, scheme: str, netloc: str) -> None:
-        if scheme not in ("http", "https"):
-            raise ValueError(f"upstream URL scheme must be http or https, got {scheme!r}")
-        if not netloc or "@" in netloc:
-            raise ValueError("upstream URL must name a host (and no user info)")
-        self.tls = scheme == "https"
-        port = 443 if self.tls else 80
-        if netloc.startswith("["):
-            end = netloc.find("]")
-            host = netloc[1:end]
-            rest = netloc[end + 1 :]
-        else:
-            host, sep, rest = netloc.partition(":")
-            rest = sep + rest
-        if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
-                raise ValueError(f"upstream URL has a bad port: {netloc!r}")
-            port = int(rest[1:])
-        if not host:
-            raise ValueError("upstream URL must name a host")
-        self.host = host
-        self.port = port
-        self.key = (self.tls, host.lower(), port)
-        self.host_header = netloc if netloc.isascii() else _idna(host, netloc)
-
-
-def _idna(host: str, netloc: str) -> str:
-    return host.encode("idna").decode("ascii") + netloc[netloc.find(host) + len(host) :]
-
-
-def _split_url(url: str) -> tuple[str, str]:
-    """``scheme://netloc`` and the request target (path and query, ``/`` at least)."""
-    sep = url.find("://")
-    if sep <= 0:
-        raise ValueError("upstream URL must be absolute")
-    start = sep + 3
-    end = len(url)
-    for ch in "/?#":
-        i = url.find(ch, start)
-        if 0 <= i < end:
-            end = i
-    target = url[end:]
-    if not target or target[0] != "/":
-        target = "/" + target
-    return url[:end], target
-
-
-def request_head(
-    method: str, target: str, host: str, headers: Iterable[tuple[str, str]], body_length: int
-) -> bytes:
-    """The request's head as it goes out (see the module docstring for what is in it)."""
-    if not method.isascii() or " " in method or " " in target or not target.isprintable():
-        raise ValueError("the request line cannot be sent as it is")
-    lines = [method, " ", target, " HTTP/1.1\r\nHost: ", host, "\r\n"]
-    for name, value in headers:
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-            raise ValueError(f"header {name[:64]!r} cannot be sent (line break in it)")
-        if name.lower() == "host":  # kept in its first place (as aiohttp did)
-            lines[4] = value
-            continue
-        lines += (name, ": ", value, "\r\n")
-    if body_length or method not in _NO_LENGTH_METHODS:
-        lines += ("Content-Length: ", str(body_length), "\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("utf-8", "surrogateescape")
-
-
-def repeatable(method: str, headers: Iterable[tuple[str, str]]) -> bool:
-    """May this request be sent twice (a stale pooled connection)? Idempotent methods, or
-    a request the client marked with an ``Idempotency-Key`` (pure)."""
-    return method in _REPEATABLE_METHODS or any(
-        name.lower() == "idempotency-key" for name, _ in headers
-    )
 
 
 def _text(raw: bytes) -> str:
@@ -394,8 +314,8 @@ class UpstreamClient:
             ssl_context = ssl.create_default_context()
         ssl_context.set_alpn_protocols(["http/1.1"])
         self._ssl = ssl_context
-        self._origins: dict[str, _Origin] = {}
-        self._routes: dict[str, tuple[_Origin, str]] = {}
+        self._origins: dict[str, Origin] = {}
+        self._routes: dict[str, tuple[Origin, str]] = {}
         self._idle_conns: dict[tuple[bool, str, int], list[UpstreamConnection]] = {}
         self._live: set[UpstreamConnection] = set()
         self._in_use = 0
@@ -442,14 +362,14 @@ class UpstreamClient:
                 raise
             return await self._exchange(origin, head, body, head_only, bounds, fresh=True)
 
-    def _route(self, url: str) -> tuple[_Origin, str]:
+    def _route(self, url: str) -> tuple[Origin, str]:
         """The origin and request target of ``url``; kept by URL (a governed agent calls
         the same few endpoints again and again; bounded, long URLs not kept)."""
-        prefix, target = _split_url(url)
+        prefix, target = split_url(url)
         origin = self._origins.get(prefix)
         if origin is None:
             scheme, _, netloc = prefix.partition("://")
-            origin = _Origin(scheme.lower(), netloc)
+            origin = Origin(scheme.lower(), netloc)
             if len(self._origins) >= _ORIGIN_CACHE:
                 self._origins.clear()
             self._origins[prefix] = origin
@@ -478,7 +398,7 @@ class UpstreamClient:
 
     async def _exchange(
         self,
-        origin: _Origin,
+        origin: Origin,
         head: bytes,
         body: bytes,
         head_only: bool,
@@ -508,7 +428,7 @@ class UpstreamClient:
         return resp
 
     async def _connect(
-        self, loop: asyncio.AbstractEventLoop, origin: _Origin, within: float | None
+        self, loop: asyncio.AbstractEventLoop, origin: Origin, within: float | None
     ) -> UpstreamConnection:
         tls = self._ssl if origin.tls else None
         async with asyncio.timeout(within):
